@@ -1,0 +1,1 @@
+"""Reading and writing files: OME-Zarr volumes, raw tiles, tables and sidecars."""
