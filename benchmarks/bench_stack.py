@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Cost of stacking versus the number of slices (4, 8, 16 of the same size).
+
+Writes synthetic normalised slices (textured, overlapping, with the motor
+table), then runs ``linum_stack_slices_motor.py`` once per slice count, each
+in a fresh process, and prints wall time, time per slice and peak RSS. The
+time per slice should stay flat (linear cost) and so should the peak RSS
+(memory independent of the number of slices).
+
+Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import runpy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from linumpy.io.motor_table import MotorPosition, write_motor_positions
+from linumpy.io.zarr import save_omezarr
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
+AXIAL_UM, LATERAL_UM = 5.0, 10.0
+THICKNESS_PX, DEPTH_PX = 40, 60
+
+
+def world_plane(z: int, size: int) -> np.ndarray:
+    """Plane ``z`` of the synthetic brain: the same wherever a slice images it."""
+    rng = np.random.default_rng([7, z])
+    texture = ndimage.gaussian_filter(rng.standard_normal((size, size)), 2.0)
+    return (1.0 + 3.0 * texture).astype(np.float32)
+
+
+def write_slices(directory: Path, count: int, size: int) -> tuple[list[str], Path]:
+    """Write ``count`` overlapping slices and their motor table."""
+    paths, rows = [], []
+    shift_rng = np.random.default_rng(3)
+    for k in range(count):
+        dy, dx = shift_rng.integers(-3, 4, 2)
+        planes = [world_plane(k * THICKNESS_PX + j, size + 8) for j in range(DEPTH_PX)]
+        data = np.stack(planes)[:, 4 + dy : 4 + dy + size, 4 + dx : 4 + dx + size]
+        path = directory / f"slice_z{k:02d}_normalize.ome.zarr"
+        save_omezarr(data, path, (AXIAL_UM / 1000, LATERAL_UM / 1000, LATERAL_UM / 1000),
+                     chunks=(32, 128, 128), n_levels=1, overwrite=True)
+        paths.append(str(path))
+        rows.append(MotorPosition(k, 1.0, 2.0, 3.0 + k * THICKNESS_PX * AXIAL_UM / 1000, 1))
+    motors = directory / "motor_positions.csv"
+    write_motor_positions(rows, motors, overwrite=True)
+    return paths, motors
+
+
+def child(argv: list[str]) -> None:
+    """Run the script in this process; print elapsed seconds and peak RSS (MB) as JSON.
+
+    The heavy imports happen before the clock starts, so the time is the work.
+    """
+    import linumpy.io.zarr  # noqa: F401
+    import linumpy.stack.stacking  # noqa: F401
+
+    start = time.perf_counter()
+    sys.argv = [str(SCRIPT), *argv]
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    except SystemExit as exit_:
+        if exit_.code:
+            raise
+    elapsed = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": elapsed, "peak_rss_mb": peak_mb}))
+
+
+def measure(paths: list[str], motors: Path, out: Path) -> dict:
+    argv = [*paths, str(out), "--motor_positions", str(motors), "--slice_thickness_um",
+            str(THICKNESS_PX * AXIAL_UM), "--resolution", "10", "-q", "-f"]
+    result = subprocess.run([sys.executable, __file__, "--child", *argv],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help="Lateral size of a slice, pixels.")
+    parser.add_argument("--counts", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--workdir", type=Path, help="Keep the data here (default: a temporary directory).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        paths, motors = write_slices(workdir, max(args.counts), args.size)
+        mb = DEPTH_PX * args.size**2 * 4 / 1e6
+        print(f"slices: {DEPTH_PX}x{args.size}x{args.size} float32 ({mb:.1f} MB each), "
+              f"{THICKNESS_PX * AXIAL_UM:.0f} um apart, output 10 um isotropic")
+        print(f"{'slices':>6} {'seconds':>8} {'s/slice':>8} {'peak RSS MB':>12}")
+        rows = []
+        for count in args.counts:
+            figures = measure(paths[:count], motors, workdir / f"stack_{count}.ome.zarr")
+            per_slice = figures["seconds"] / count
+            rows.append((count, figures["seconds"], per_slice, figures["peak_rss_mb"]))
+            print(f"{count:>6} {figures['seconds']:>8.2f} {per_slice:>8.3f} {figures['peak_rss_mb']:>12.0f}")
+        first, last = rows[0], rows[-1]
+        print(f"per-slice time ratio {last[0]} vs {first[0]} slices: {last[2] / first[2]:.2f} "
+              f"(1.0 = linear); peak RSS ratio: {last[3] / first[3]:.2f} (1.0 = flat)")
+
+
+if __name__ == "__main__":
+    main()

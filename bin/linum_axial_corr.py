@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Correct the depth (axial) intensity profile of one slice.
+
+Detects the tissue surface of every A-line, divides by the focus profile,
+compensates the attenuation (depth-resolved estimate of Vermeer et al. 2014),
+shifts every A-line so the surface is flat at --surface_depth_um and keeps
+--useful_depth_um below it. Also writes <out stem>_surface.ome.zarr (surface
+depth in um from the top of the input, NaN where no surface was detected) and
+<out stem>_attenuation.ome.zarr (mean attenuation of each A-line, 1/mm, over
+the output depth below its surface). See docs/intensity.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.errors import InputError
+from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, AxialSettings, correct_slice
+from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
+from linumpy.io.zarr import DEFAULT_N_LEVELS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("in_zarr", help="Input slice (z, y, x) OME-Zarr.")
+    parser.add_argument("out_zarr", help="Output OME-Zarr.")
+    parser.add_argument("--surface_depth_um", type=float, default=0.0,
+                        help="Depth of the flattened surface in the output [%(default)s].")
+    parser.add_argument("--useful_depth_um", type=float, default=None,
+                        help="Output depth [from the mean surface to the bottom of the input].")
+    parser.add_argument("--focus", choices=FOCUS_MODES, default="background",
+                        help="Focus correction: mean profile of the agarose A-lines, a Gaussian "
+                             "fitted to it, or none [%(default)s].")
+    parser.add_argument("--focus_profile", metavar="NPY", default=None,
+                        help="Divide by this focus profile (.npy, one value per input depth) instead.")
+    parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
+                        help="Attenuation compensation [%(default)s].")
+    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS,
+                        help="Pyramid levels above level 0 [%(default)s].")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
+                        help="Chunk codec [%(default)s].")
+    add_overwrite_argument(parser)
+    return parser
+
+
+def load_profile(path: str) -> np.ndarray:
+    """Read a 1D focus profile from a .npy file."""
+    try:
+        profile = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the focus profile {path} ({error}); give a .npy file") from error
+    if profile.ndim != 1:
+        raise InputError(f"{path} holds a {profile.ndim}D array; the focus profile must be 1D")
+    return profile
+
+
+def main(args: argparse.Namespace) -> None:
+    settings = AxialSettings(
+        surface_depth_um=args.surface_depth_um,
+        useful_depth_um=args.useful_depth_um,
+        focus=args.focus,
+        focus_profile=None if args.focus_profile is None else load_profile(args.focus_profile),
+        attenuation=args.attenuation,
+    )
+    correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels,
+                  compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))
+
+
+if __name__ == "__main__":
+    run(build_parser(), main)

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Lay one slice's raw tiles side by side on their nominal grid.
+
+Tile (r, c) goes to [r * tile_y, c * tile_x] (not to its stage position), with
+no blending; missing tiles are zeros. Writes the 3D mosaic grid (chunks: one
+tile laterally) and its 2D average intensity projection
+(mosaic_grid_2d_zNN.ome.zarr beside the output unless --aip is given).
+"""
+
+import argparse
+from pathlib import Path
+
+from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.io.acquisition import open_acquisition
+from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
+from linumpy.io.naming import mosaic_grid_name
+from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.mosaic.grid import DTYPES, write_mosaic_grid
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("input_dir", help="Raw acquisition folder (native tile folders or TIFF tiles).")
+    parser.add_argument("out_zarr", help="Output 3D mosaic grid (.ome.zarr).")
+    parser.add_argument("--slice", type=int, required=True, help="Slice id to lay out.")
+    parser.add_argument("--aip", help="Output 2D AIP (default: mosaic_grid_2d_zNN.ome.zarr beside OUT_ZARR).")
+    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS, help="Pyramid levels above level 0 [%(default)s].")
+    parser.add_argument("--resolution", type=float, help="Lateral output resolution, um (default: the tiles').")
+    parser.add_argument(
+        "--axial_resolution", type=float,
+        help="Axial resolution of the raw tiles, um (default: acquisition.json's, else 1.5).",
+    )
+    parser.add_argument("--z_range", type=int, nargs=2, metavar=("Z0", "Z1"), help="Keep depth samples [Z0, Z1).")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Stored dtype [%(default)s].")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION, help="[%(default)s]")
+    add_overwrite_argument(parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
+    aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
+    write_mosaic_grid(
+        section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
+        args.n_levels, args.compression, args.overwrite, progress_enabled(args),
+    )
+
+
+if __name__ == "__main__":
+    run(build_parser(), main)

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Reconstruct an acquisition on this machine, without Nextflow.
+
+Runs the same scripts with the same arguments and output tree as the
+Nextflow pipeline, reading the same params file keys (see docs/pipeline.md).
+Slices run in parallel (--workers); a rerun skips every step whose outputs
+are complete, so an interrupted run resumes where it stopped.
+
+Examples:
+    linum_run_local.py --simulate small --outdir demo_output
+    linum_run_local.py --params params.yaml --input /data/brain --outdir results --workers 4
+"""
+
+import argparse
+import os
+
+from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.pipeline.params import load_params
+from linumpy.pipeline.runner import run_pipeline
+
+DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--params", metavar="FILE", help="Params file (YAML or JSON), as for nextflow -params-file.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="DIR", help="Raw acquisition directory.")
+    source.add_argument("--simulate", choices=("tiny", "small", "large"), metavar="PRESET",
+                        help="Simulate an acquisition (tiny, small, large) into OUTDIR/acquisition.")
+    parser.add_argument("--outdir", metavar="DIR", help="Output directory [params file, else results].")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="Slices processed at the same time [%(default)s].")
+    parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
+    parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
+    add_overwrite_argument(parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params, {
+        "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
+        "slices": args.slices, "exclude_slices": args.exclude_slices,
+    })
+    if args.simulate is not None:  # the command line wins over an input in the params file
+        params = params.model_copy(update={"input": None})
+    summary = run_pipeline(params, args.workers, progress=progress_enabled(args), overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"done: {len(summary.ran)} tasks run, {len(summary.skipped)} skipped (already complete); "
+              f"volume in {params.outdir}/stack/volume.ome.zarr, report in {params.outdir}/report.html")
+
+
+if __name__ == "__main__":
+    run(build_parser(), main)

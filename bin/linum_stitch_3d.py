@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Stitch one slice's 3D mosaic grid into a single volume.
+
+Neighbouring tiles are registered on their average intensity projections
+(phase correlation, wrap-around checked by NCC, subpixel refinement); pairs
+are accepted above the NCC reached by unrelated tiles; a weighted least-squares
+solve over all accepted pairs, anchored on the fitted stage model, places
+every tile (tiles on empty agarose follow the stage model). The same lateral
+positions, rounded to whole pixels, are used at every depth. The estimated
+transform is saved as JSON so it can be applied to another channel or slice.
+
+Example:
+    linum_stitch_3d.py mosaic_grid_3d_z00.ome.zarr slice_z00_stitch_3d.ome.zarr
+"""
+
+import argparse
+
+from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
+from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.stitching.blend import BLEND_MODES
+from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.stitch import stitch_mosaic_grid
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("in_zarr", help="Mosaic grid OME-Zarr (mosaic_grid_3d_zNN.ome.zarr).")
+    parser.add_argument("out_zarr", help="Stitched OME-Zarr to write (slice_zNN_stitch_3d.ome.zarr).")
+    parser.add_argument("--transform_out", metavar="JSON",
+                        help="Where to save the transform [<out stem>_transform.json].")
+    parser.add_argument("--transform", metavar="JSON",
+                        help="Apply this saved transform instead of estimating one.")
+    parser.add_argument("--blend", choices=BLEND_MODES, default="feather",
+                        help="Fusion of overlapping tiles [%(default)s].")
+    parser.add_argument("--max_shift_px", type=float, default=DEFAULT_MAX_SHIFT_PX,
+                        help="Largest correction of the nominal tile offsets, pixels [%(default)s].")
+    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS,
+                        help="Pyramid levels above level 0 [%(default)s].")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
+                        help="Chunk compression [%(default)s].")
+    add_overwrite_argument(parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    stitch_mosaic_grid(
+        args.in_zarr,
+        args.out_zarr,
+        transform_path=args.transform,
+        transform_out=args.transform_out,
+        blend=args.blend,
+        max_shift_px=args.max_shift_px,
+        n_levels=args.n_levels,
+        compression=args.compression,
+        overwrite=args.overwrite,
+        progress=progress_enabled(args),
+    )
+
+
+if __name__ == "__main__":
+    run(build_parser(), main)

@@ -1,0 +1,397 @@
+"""Axial correction of one slice, streamed over an OME-Zarr volume.
+
+Two passes over the input, one lateral block of whole A-lines at a time:
+
+1. *Statistics*: detect the surface of every A-line (with a halo for the
+   lateral smoothing), store it in the surface map, and accumulate the noise
+   floor, the background (agarose) depth profile and the moments of a plane
+   fitted to the surface (which fills the A-lines without a surface).
+2. *Correction* (dask, block-parallel): subtract the noise floor, divide by
+   the focus profile, compensate the attenuation (Vermeer), shift every
+   A-line so its surface sits at ``surface_depth_px``, crop
+   ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
+   the attenuation map in the same pass.
+
+The three outputs (corrected volume, surface map, attenuation map) are
+written with :class:`~linumpy.io.zarr.OmeZarrWriter` and published together
+at the end; on any error none of them appears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from tqdm.auto import tqdm
+
+from linumpy.errors import InputError
+from linumpy.intensity import attenuation, focus, surface
+from linumpy.intensity.blocks import count_blocks, lateral_block_size, lateral_blocks
+from linumpy.io import atomic
+from linumpy.io._progress import DaskProgress
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+
+logger = logging.getLogger(__name__)
+
+FOCUS_MODES = ("background", "gaussian", "none")
+ATTENUATION_MODES = ("vermeer", "none")
+#: Residual (voxels) below which surface values always count as plane inliers.
+MIN_PLANE_TOLERANCE_PX = 2.0
+
+
+@dataclass(frozen=True)
+class AxialSettings:
+    """Parameters of :func:`correct_slice`.
+
+    Attributes
+    ----------
+    surface_depth_um : float
+        Depth at which the flattened surface sits in the output.
+    useful_depth_um : float or None
+        Output depth; None = from the mean surface to the bottom of the input.
+    focus : {"background", "gaussian", "none"}
+        Focus correction (ignored when ``focus_profile`` is given).
+    focus_profile : ndarray or None
+        A focus profile (one value per input depth) to divide by instead.
+    attenuation : {"vermeer", "none"}
+        Attenuation compensation (the attenuation map is written either way).
+    lateral_sigma_px, min_contrast
+        Surface detection (see :func:`linumpy.intensity.surface.detect_surface`).
+    min_focus_gain : float
+        Focus profiles are clipped below at this fraction of their maximum.
+    tail_window_px : int or None
+        Window of the end-of-range extension of the Vermeer estimate
+        (default: a quarter of the input depth).
+    tail_sigma_px : float
+        Lateral smoothing of the end-of-range decay ratio (voxels).
+    """
+
+    surface_depth_um: float = 0.0
+    useful_depth_um: float | None = None
+    focus: str = "background"
+    focus_profile: np.ndarray | None = None
+    attenuation: str = "vermeer"
+    lateral_sigma_px: float = 2.0
+    min_contrast: float = 2.0
+    min_focus_gain: float = 0.05
+    tail_window_px: int | None = None
+    tail_sigma_px: float = 3.0
+
+
+def output_paths(out_path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(<out stem>_surface.ome.zarr, <out stem>_attenuation.ome.zarr)`` beside ``out_path``."""
+    out_path = Path(out_path)
+    stem = out_path.name[: -len(".ome.zarr")] if out_path.name.endswith(".ome.zarr") else out_path.name
+    return (out_path.with_name(f"{stem}_surface.ome.zarr"), out_path.with_name(f"{stem}_attenuation.ome.zarr"))
+
+
+@dataclass(frozen=True)
+class SliceStatistics:
+    """What pass 1 learns about a slice."""
+
+    noise_floor: float
+    focus_profile: np.ndarray | None  # normalized, one value per input depth
+    focus_mode: str  # what was applied, e.g. "background" or "none (no background A-lines)"
+    plane: np.ndarray | None  # surface plane coefficients (voxels), None if no surface anywhere
+    mean_surface_px: float | None
+    surface_fraction: float  # fraction of A-lines with a detected surface
+
+
+def correct_slice(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    settings: AxialSettings = AxialSettings(),
+    *,
+    n_levels: int = DEFAULT_N_LEVELS,
+    compression: str = "blosc-lz4",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Detect the surface, correct focus and attenuation, flatten and crop one slice.
+
+    Parameters
+    ----------
+    in_path, out_path : path-like
+        Input ``(z, y, x)`` OME-Zarr; output OME-Zarr. The surface and
+        attenuation maps go beside the output (see :func:`output_paths`).
+    settings : AxialSettings
+    n_levels, compression, overwrite
+        As in :class:`~linumpy.io.zarr.OmeZarrWriter`.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The ``linumpy`` attributes written to the output.
+
+    Raises
+    ------
+    InputError
+        Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
+    """
+    _check_settings(settings)
+    volume, resolution = read_omezarr(in_path)
+    info = read_omezarr_info(in_path)
+    if volume.ndim != 3:
+        raise InputError(f"{in_path} is {volume.ndim}D; the axial correction needs a (z, y, x) volume")
+    n_z, n_y, n_x = volume.shape
+    if settings.focus_profile is not None and np.shape(settings.focus_profile) != (n_z,):
+        raise InputError(
+            f"the focus profile has shape {np.shape(settings.focus_profile)} but {in_path} has {n_z} "
+            "depth samples; give one value per depth"
+        )
+    surface_path, attenuation_path = output_paths(out_path)
+    for path in (out_path, surface_path, attenuation_path):
+        atomic.check_can_write(path, overwrite)
+    dz_mm = resolution[0]
+    block = lateral_block_size(n_z)
+    surface_depth_px = int(round(settings.surface_depth_um / (dz_mm * 1000)))
+    map_options = {"chunks": (block, block), "dtype": np.float32, "compression": compression,
+                   "overwrite": overwrite}
+
+    with contextlib.ExitStack() as stack:
+        surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
+        stats = _gather_statistics(volume, in_path, dz_mm * 1000, surface_writer, settings, block, progress)
+        depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
+        out_writer = stack.enter_context(OmeZarrWriter(
+            out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
+            dtype=np.float32, compression=compression, overwrite=overwrite))
+        attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
+
+        corrected = _corrected_lazily(volume, surface_writer.read(), stats, settings, dz_mm,
+                                      surface_depth_px, depth_px, block)
+        stored = da.store([corrected[:depth_px], corrected[depth_px]], [out_writer, attenuation_writer],
+                          lock=False, compute=False)
+        with DaskProgress("axial correction", logger):
+            dask.compute(stored, scheduler="threads")
+
+        attributes = dict(info.attributes)
+        attributes.update({
+            "surface_depth_px": surface_depth_px,
+            "useful_depth_px": depth_px,
+            "focus_mode": stats.focus_mode,
+            "attenuation_mode": settings.attenuation,
+            "noise_floor": stats.noise_floor,
+            "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
+            "surface_detected_fraction": round(stats.surface_fraction, 6),
+        })
+        if "tile_shape" in attributes:
+            attributes["tile_shape"] = [depth_px, *list(attributes["tile_shape"])[1:]]
+        lateral = resolution[1:]
+        surface_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "surface_depth_um"))
+        attenuation_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "attenuation_per_mm"))
+        out_writer.finalize(resolution, n_levels, attributes)
+    return attributes
+
+
+def _check_settings(settings: AxialSettings) -> None:
+    if settings.focus not in FOCUS_MODES:
+        raise InputError(f"unknown focus mode {settings.focus!r}; choose one of {', '.join(FOCUS_MODES)}")
+    if settings.attenuation not in ATTENUATION_MODES:
+        raise InputError(
+            f"unknown attenuation mode {settings.attenuation!r}; choose one of {', '.join(ATTENUATION_MODES)}"
+        )
+    if settings.surface_depth_um < 0:
+        raise InputError(f"--surface_depth_um must be >= 0, got {settings.surface_depth_um}")
+    if settings.useful_depth_um is not None and settings.useful_depth_um <= 0:
+        raise InputError(f"--useful_depth_um must be > 0, got {settings.useful_depth_um}")
+
+
+def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
+    """Attributes of a 2D map: the slice id (if any) and what the values are."""
+    attributes = {key: source[key] for key in ("slice_id",) if key in source}
+    attributes["quantity"] = quantity
+    attributes["missing"] = "NaN where no tissue surface was detected"
+    return attributes
+
+
+def _gather_statistics(
+    volume: da.Array, in_path: str | os.PathLike, dz_um: float, surface_writer: OmeZarrWriter,
+    settings: AxialSettings, block: int, progress: bool,
+) -> SliceStatistics:
+    """Pass 1: surface map (stored, in um), noise floor, background profile, surface plane."""
+    n_z, n_y, n_x = volume.shape
+    halo = int(np.ceil(4 * settings.lateral_sigma_px))
+    background = focus.BackgroundStatistics(n_z)
+    moments = np.zeros((4, 4))
+    detected = 0
+    for part in tqdm(lateral_blocks((n_y, n_x), block, halo), total=count_blocks((n_y, n_x), block),
+                     desc="surface", disable=not progress, leave=False):
+        data = np.asarray(volume[(slice(None), *part.outer)].compute(scheduler="threads"), np.float32)
+        if not np.isfinite(data).all():
+            y0, x0 = part.origin
+            raise InputError(
+                f"{in_path} has NaN or infinite voxels (near y={y0}, x={x0}); replace them (e.g. by 0) first"
+            )
+        found_outer = surface.detect_surface(data, lateral_sigma_px=settings.lateral_sigma_px,
+                                             min_contrast=settings.min_contrast)
+        levels = focus.line_levels(data, found_outer, neighbourhood_px=halo)[part.inner_in_outer]
+        found = found_outer[part.inner_in_outer]
+        background.add(data[(slice(None), *part.inner_in_outer)], found, levels)
+        moments += surface.plane_moments(found, *part.origin)
+        detected += int(np.isfinite(found).sum())
+        surface_writer[part.inner] = found * dz_um
+
+    plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
+    profile, mode = _focus_profile(background, settings, n_z)
+    return SliceStatistics(
+        noise_floor=background.noise_floor(), focus_profile=profile, focus_mode=mode, plane=plane,
+        mean_surface_px=mean_surface, surface_fraction=detected / max(1, n_y * n_x),
+    )
+
+
+def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+    """Plane through the detected surface, refitted once without its outliers.
+
+    Inliers lie within ``max(3 * RMS, MIN_PLANE_TOLERANCE_PX)`` of the first
+    least-squares plane. Returns ``(coefficients, mean detected surface)``,
+    both None when no A-line has a surface.
+    """
+    first = surface.solve_plane(moments)
+    if first is None:
+        return None, None
+    coefficients, rms = first
+    tolerance = max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
+    refit = np.zeros((4, 4))
+    for part in lateral_blocks(surface_px.shape, 1024):
+        values = np.asarray(surface_px[part.inner].compute(scheduler="threads"))
+        refit += surface.plane_moments(values, *part.origin, inliers_of=(coefficients, tolerance))
+    solved = surface.solve_plane(refit)
+    plane = coefficients if solved is None else solved[0]
+    return plane, float(moments[0, 3] / moments[0, 0])
+
+
+def _focus_profile(
+    background: focus.BackgroundStatistics, settings: AxialSettings, depth: int
+) -> tuple[np.ndarray | None, str]:
+    """The normalized focus profile to divide by and a description of where it came from."""
+    if settings.focus_profile is not None:
+        given = np.asarray(settings.focus_profile, np.float64)
+        if not np.isfinite(given).all() or given.max() <= 0:
+            raise InputError("the focus profile must be finite with a positive maximum")
+        return focus.normalized_profile(given, settings.min_focus_gain, smooth_px=0), "profile"
+    if settings.focus == "none":
+        return None, "none"
+    bins = background.background_bins()
+    profile = None if bins is None else background.background_profile(bins)
+    if profile is None or not profile.max() > 0:
+        logger.warning("no distinct background (agarose) A-lines: the focus correction is skipped")
+        return None, "none (no background A-lines)"
+    if settings.focus == "gaussian":
+        try:
+            centre, width = focus.fit_gaussian_focus(profile)
+        except ValueError as error:
+            logger.warning("no Gaussian fits the background profile (%s): the focus correction is skipped", error)
+            return None, "none (Gaussian fit failed)"
+        logger.info("Gaussian focus: centre %.1f px, width %.1f px", centre, width)
+        profile = focus.gaussian_profile(depth, centre, width)
+        return focus.normalized_profile(profile, settings.min_focus_gain, smooth_px=0), "gaussian"
+    return focus.normalized_profile(profile, settings.min_focus_gain), "background"
+
+
+def _output_depth(
+    settings: AxialSettings, stats: SliceStatistics, n_z: int, surface_depth_px: int, dz_mm: float
+) -> int:
+    """Output depth in voxels: the useful depth, or from the mean surface to the bottom."""
+    if settings.useful_depth_um is not None:
+        return max(1, int(round(settings.useful_depth_um / (dz_mm * 1000))))
+    if stats.mean_surface_px is None:
+        return n_z
+    return max(1, n_z - int(round(stats.mean_surface_px)) + surface_depth_px)
+
+
+def _corrected_lazily(
+    volume: da.Array, surface_um: da.Array, stats: SliceStatistics, settings: AxialSettings,
+    dz_mm: float, surface_depth_px: int, depth_px: int, block: int,
+) -> da.Array:
+    """Dask array ``(depth_px + 1, y, x)``: the corrected volume, then the attenuation map.
+
+    Blocks get a lateral halo (for the smoothing of the end-of-range ratio)
+    and are trimmed back by :func:`correct_block`.
+    """
+    n_z = volume.shape[0]
+    halo = _tail_halo(settings)
+    lines = volume.rechunk((n_z, block, block))
+    surface_px = (surface_um / (dz_mm * 1000)).rechunk((block, block))[None]
+    depth = {0: 0, 1: halo, 2: halo}
+    lines_halo = da.overlap.overlap(lines, depth=depth, boundary="nearest")
+    surface_halo = da.overlap.overlap(surface_px, depth=depth, boundary="nearest")
+
+    def correct(data: np.ndarray, found: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        (_, _), (y0, _), (x0, _) = block_info[None]["array-location"]
+        return correct_block(
+            np.asarray(data, np.float32), found[0], stats, settings, dz_mm,
+            surface_depth_px, depth_px, origin=(y0, x0), halo=halo,
+        )
+
+    return da.map_blocks(
+        correct, lines_halo, surface_halo, dtype=np.float32,
+        chunks=((depth_px + 1,), lines.chunks[1], lines.chunks[2]),
+    )
+
+
+def _tail_halo(settings: AxialSettings) -> int:
+    return int(np.ceil(4 * settings.tail_sigma_px))
+
+
+def correct_block(
+    data: np.ndarray,
+    found_px: np.ndarray,
+    stats: SliceStatistics,
+    settings: AxialSettings,
+    dz_mm: float,
+    surface_depth_px: int,
+    depth_px: int,
+    origin: tuple[int, int] = (0, 0),
+    halo: int = 0,
+) -> np.ndarray:
+    """Correct one block of whole A-lines (pass 2).
+
+    Parameters
+    ----------
+    data : ndarray, shape (z, y, x)
+    found_px : ndarray, shape (y, x)
+        Detected surface (voxels), NaN where none; those A-lines follow the plane.
+    stats : SliceStatistics
+    settings : AxialSettings
+    dz_mm : float
+    surface_depth_px, depth_px : int
+        Where the surface lands in the output, and the output depth.
+    origin : (int, int)
+        (y, x) of the block in the slice without its halo (to evaluate the surface plane).
+    halo : int
+        Lateral margin around the block in ``data`` and ``found_px``, trimmed
+        from the result (used only to smooth the end-of-range ratio).
+
+    Returns
+    -------
+    ndarray, shape (depth_px + 1, y, x), float32
+        The corrected, flattened A-lines, then the mean attenuation (mm^-1)
+        of each A-line from its surface to the bottom of the output.
+    """
+    signal = np.maximum(data - np.float32(stats.noise_floor), 0, dtype=np.float32)
+    if stats.focus_profile is not None:
+        signal /= stats.focus_profile[:, None, None]
+    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+    inner = (slice(halo, signal.shape[1] - halo), slice(halo, signal.shape[2] - halo))
+    signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
+    mean_mu = attenuation.mean_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+    if settings.attenuation == "vermeer":
+        signal = attenuation.compensate_attenuation(signal, tails)
+    del tails
+    if stats.plane is None:
+        used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
+    else:
+        used = np.where(np.isfinite(found_px), found_px,
+                        surface.plane_values(stats.plane, found_px.shape, *origin))
+    shift = np.rint(used).astype(np.int64) - surface_depth_px
+    flat = surface.flatten_surface(signal, shift, depth_px)
+    return np.concatenate([flat, mean_mu[None]], axis=0)

@@ -1,0 +1,68 @@
+"""Tissue mask and robust percentile normalization of a slice.
+
+The tissue mask is a threshold on the smoothed average intensity projection
+(AIP, mean over depth) of the slice: Otsu's threshold on the histogram of the
+logarithm of the positive AIP values. The intensity normalization maps the
+``low`` and ``high`` percentiles of the tissue voxels to 0 and 1 and clips:
+
+    out = clip((v - p_low) / (p_high - p_low), 0, 1)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from linumpy.intensity.histogram import LogHistogram
+
+#: Largest value of the ``uint16`` output (1.0 after normalization).
+UINT16_MAX = np.iinfo(np.uint16).max
+
+
+def smooth_aip(aip: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
+    """Gaussian-smoothed AIP (float32) for the tissue mask."""
+    return ndimage.gaussian_filter(np.asarray(aip, np.float32), sigma_px, mode="nearest")
+
+
+def tissue_threshold(aip_histogram: LogHistogram) -> float | None:
+    """AIP value separating tissue from background (Otsu on log AIP).
+
+    Returns 0 (every positive A-line is tissue) when the positive values fall
+    in a single histogram bin, None when no value is positive (empty slice).
+
+    Examples
+    --------
+    >>> h = LogHistogram(); h.add(np.r_[np.full(50, 0.01), np.full(50, 1.0)])
+    >>> 0.01 < tissue_threshold(h) < 1.0
+    True
+    """
+    if not aip_histogram.counts.any():
+        return None
+    threshold = aip_histogram.otsu()
+    return 0.0 if threshold is None else threshold
+
+
+def normalize_values(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``low`` to 0 and ``high`` to 1, clipped to [0, 1], float32.
+
+    A degenerate range (``high <= low``) maps everything at or above ``low`` to 1.
+
+    Examples
+    --------
+    >>> normalize_values(np.array([0.0, 1.0, 2.0, 5.0]), 1.0, 3.0)
+    array([0. , 0. , 0.5, 1. ], dtype=float32)
+    """
+    values = np.asarray(values, np.float32)
+    if high <= low:
+        return (values >= low).astype(np.float32)
+    scaled = (values - np.float32(low)) / np.float32(high - low)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def to_dtype(normalized: np.ndarray, dtype: str) -> np.ndarray:
+    """Cast values in [0, 1] to ``"float32"`` or ``"uint16"`` (scaled to 0..65535, rounded)."""
+    if dtype == "float32":
+        return normalized.astype(np.float32, copy=False)
+    if dtype == "uint16":
+        return np.rint(normalized * UINT16_MAX).astype(np.uint16)
+    raise ValueError(f"unsupported output dtype {dtype!r}")

@@ -1,0 +1,256 @@
+"""Intensity normalization of one slice, streamed over an OME-Zarr volume.
+
+Passes over the input (each one lateral block of whole A-lines at a time):
+
+1. the AIP (mean over depth) into a temporary 2D array beside the output;
+   its smoothed version gives the tissue mask (Otsu, see
+   :mod:`linumpy.intensity.normalize`), and, with ``flatfield``, the tiles'
+   masked AIPs give the flat-field (:mod:`linumpy.intensity.flatfield`);
+2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
+   the ``low``/``high`` percentiles;
+3. the normalized volume is written (dask, block-parallel).
+
+An empty slice (no positive AIP value, e.g. all zeros) is written as zeros
+with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+
+from linumpy.errors import InputError
+from linumpy.intensity import normalize
+from linumpy.intensity.blocks import count_blocks, lateral_block_size, lateral_blocks
+from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
+from linumpy.intensity.histogram import LogHistogram
+from linumpy.io import atomic
+from linumpy.io.zarr import DEFAULT_N_LEVELS, read_omezarr, read_omezarr_info, save_omezarr
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_DTYPES = ("float32", "uint16")
+
+
+@dataclass(frozen=True)
+class NormalizeSettings:
+    """Parameters of :func:`normalize_slice`.
+
+    Attributes
+    ----------
+    percentiles : (float, float)
+        Percentiles of the tissue voxels mapped to 0 and 1.
+    flatfield : bool
+        Estimate and divide by the lateral illumination profile of the tiles.
+    dtype : {"float32", "uint16"}
+        Output type: [0, 1] floats or 0..65535.
+    mask_sigma_px : float
+        Smoothing of the AIP before thresholding it.
+    """
+
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    flatfield: bool = False
+    dtype: str = "float32"
+    mask_sigma_px: float = 2.0
+
+
+def normalize_slice(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    settings: NormalizeSettings = NormalizeSettings(),
+    *,
+    n_levels: int = DEFAULT_N_LEVELS,
+    compression: str = "blosc-lz4",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Normalize one slice by the percentiles of its tissue voxels.
+
+    Parameters
+    ----------
+    in_path, out_path : path-like
+        Input ``(z, y, x)`` OME-Zarr; output OME-Zarr.
+    settings : NormalizeSettings
+    n_levels, compression, overwrite
+        As in :func:`~linumpy.io.zarr.save_omezarr`.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The ``linumpy`` attributes written to the output.
+
+    Raises
+    ------
+    InputError
+        Not a 3D image, NaN/inf voxels, bad percentiles, ``flatfield`` without
+        the tile layout attributes.
+    """
+    _check_settings(settings)
+    volume, resolution = read_omezarr(in_path)
+    info = read_omezarr_info(in_path)
+    if volume.ndim != 3:
+        raise InputError(f"{in_path} is {volume.ndim}D; normalization needs a (z, y, x) volume")
+    atomic.check_can_write(out_path, overwrite)
+    origins = _tile_origins(info.attributes, volume.shape, in_path) if settings.flatfield else None
+    block = lateral_block_size(volume.shape[0])
+    lines = volume.rechunk((volume.shape[0], block, block))
+
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".normalize-aip-") as scratch:
+        aip = _store_aip(lines, Path(scratch) / "aip.zarr", block, in_path, progress)
+        smoothed = aip.map_overlap(
+            normalize.smooth_aip, depth=int(np.ceil(4 * settings.mask_sigma_px)), boundary="nearest",
+            sigma_px=settings.mask_sigma_px, dtype=np.float32,
+        )
+        aip_histogram = _histogram(smoothed, lambda values: values, block)
+        threshold = normalize.tissue_threshold(aip_histogram)
+        attributes = dict(info.attributes)
+        if threshold is None:
+            logger.warning("%s has no positive intensity (empty slice): writing zeros", in_path)
+            result = da.zeros(volume.shape, dtype=settings.dtype, chunks=lines.chunks)
+            attributes.update(_attributes(settings, threshold, None, None, 0.0))
+        else:
+            tissue = smoothed > threshold
+            field = None
+            if origins is not None:
+                field = _estimate_flatfield(aip, tissue, origins, info.attributes)
+            gain = _gain_map(field, origins, aip)
+            values = _tissue_histogram(lines, tissue, gain, progress)
+            low, high = (values.percentile(q) for q in settings.percentiles)
+            fraction = float(da.mean(tissue).compute())
+            result = da.map_blocks(
+                _apply, lines, gain[None], low=low, high=high, dtype=np.dtype(settings.dtype),
+                out_dtype=settings.dtype,
+            )
+            attributes.update(_attributes(settings, threshold, (low, high), field, fraction))
+        chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
+        save_omezarr(result, out_path, resolution, chunks=chunks, n_levels=n_levels,
+                     compression=compression, overwrite=overwrite, attributes=attributes)
+    return attributes
+
+
+def _check_settings(settings: NormalizeSettings) -> None:
+    low, high = settings.percentiles
+    if not 0 <= low < high <= 100:
+        raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
+    if settings.dtype not in OUTPUT_DTYPES:
+        raise InputError(f"unknown output dtype {settings.dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+
+
+def _attributes(
+    settings: NormalizeSettings, threshold: float | None, values: tuple[float, float] | None,
+    field: np.ndarray | None, fraction: float,
+) -> dict[str, Any]:
+    return {
+        "normalize_percentiles": list(settings.percentiles),
+        "normalize_values": None if values is None else [float(v) for v in values],
+        "tissue_threshold": threshold,
+        "tissue_fraction": round(fraction, 6),
+        "flatfield": field is not None,
+    }
+
+
+def _store_aip(lines: da.Array, path: Path, block: int, in_path: Any, progress: bool) -> da.Array:
+    """Compute the AIP block by block into a scratch zarr array; refuse NaN/inf."""
+    shape = lines.shape[1:]
+    target = zarr.create_array(store=str(path), shape=shape, chunks=(block, block), dtype=np.float32)
+    for part in tqdm(lateral_blocks(shape, block), total=count_blocks(shape, block), desc="AIP",
+                     disable=not progress, leave=False):
+        aip = np.asarray(lines[(slice(None), *part.inner)].compute(scheduler="threads"), np.float64).mean(axis=0)
+        if not np.isfinite(aip).all():
+            raise InputError(
+                f"{in_path} has NaN or infinite voxels (near y={part.origin[0]}, x={part.origin[1]}); "
+                "replace them (e.g. by 0) first"
+            )
+        target[part.inner] = aip.astype(np.float32)
+    return da.from_zarr(target)
+
+
+def _histogram(image: da.Array, transform: Callable[[np.ndarray], np.ndarray], block: int) -> LogHistogram:
+    """Histogram of a lazy 2D image, block by block."""
+    histogram = LogHistogram()
+    for part in lateral_blocks(image.shape, 4 * block):
+        histogram.add(transform(np.asarray(image[part.inner].compute(scheduler="threads"))))
+    return histogram
+
+
+def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: Any) -> list[tuple[int, int]]:
+    """(y, x) of every tile: stitched positions if present, else the mosaic grid layout."""
+    if "tile_shape" not in attributes or "grid_shape" not in attributes:
+        raise InputError(
+            f"{in_path} has no tile_shape/grid_shape linumpy attributes, so --flatfield cannot find "
+            "its tiles; run without --flatfield or on a mosaic grid / stitched slice"
+        )
+    if "tile_positions_px" in attributes:
+        return [(int(round(y)), int(round(x))) for _, _, y, x in attributes["tile_positions_px"]]
+    tile_y, tile_x = (int(v) for v in attributes["tile_shape"][1:])
+    rows, cols = (int(v) for v in attributes["grid_shape"])
+    present = attributes.get("tiles_present") or [(r, c) for r in range(rows) for c in range(cols)]
+    return [(int(r) * tile_y, int(c) * tile_x) for r, c in present]
+
+
+def _estimate_flatfield(
+    aip: da.Array, tissue: da.Array, origins: list[tuple[int, int]], attributes: dict[str, Any]
+) -> np.ndarray | None:
+    """The flat-field of one tile from the tiles' masked AIPs (None with a warning if impossible)."""
+    tile_yx = tuple(int(v) for v in attributes["tile_shape"][1:])
+    estimator = FlatFieldEstimator(tile_yx)
+    n_y, n_x = aip.shape
+    for ty, tx in origins:
+        y0, x0 = max(ty, 0), max(tx, 0)
+        y1, x1 = min(ty + tile_yx[0], n_y), min(tx + tile_yx[1], n_x)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        region = (slice(y0, y1), slice(x0, x1))
+        estimator.add(np.asarray(aip[region].compute()), np.asarray(tissue[region].compute()),
+                      offset=(y0 - ty, x0 - tx))
+    field = estimator.estimate()
+    if field is None:
+        logger.warning("too little tissue in the tiles to estimate a flat-field: none applied")
+    else:
+        logger.info("flat-field from %d tiles: gain %.3f..%.3f", estimator.n_tiles, field.min(), field.max())
+    return field
+
+
+def _gain_map(field: np.ndarray | None, origins: list[tuple[int, int]] | None, template: da.Array) -> da.Array:
+    """Lazy 2D flat-field gain of the slice (ones without a flat-field)."""
+    if field is None:
+        return da.ones(template.shape, dtype=np.float32, chunks=template.chunks)
+
+    def gain(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        (y0, _), (x0, _) = block_info[0]["array-location"]
+        return flatfield_map(field, origins, (y0, x0), block.shape)
+
+    return template.map_blocks(gain, dtype=np.float32)
+
+
+def _tissue_histogram(lines: da.Array, tissue: da.Array, gain: da.Array, progress: bool) -> LogHistogram:
+    """Histogram of the flat-fielded voxel values of the tissue A-lines."""
+    histogram = LogHistogram()
+    block = lines.chunks[1][0]
+    shape = lines.shape[1:]
+    for part in tqdm(lateral_blocks(shape, block), total=count_blocks(shape, block), desc="percentiles",
+                     disable=not progress, leave=False):
+        mask = np.asarray(tissue[part.inner].compute(scheduler="threads"))
+        if not mask.any():
+            continue
+        data = np.asarray(lines[(slice(None), *part.inner)].compute(scheduler="threads"), np.float32)
+        factor = np.asarray(gain[part.inner].compute(scheduler="threads"))
+        histogram.add((data / factor)[:, mask])
+    return histogram
+
+
+def _apply(data: np.ndarray, gain: np.ndarray, low: float, high: float, out_dtype: str) -> np.ndarray:
+    return normalize.to_dtype(normalize.normalize_values(data / gain, low, high), out_dtype)

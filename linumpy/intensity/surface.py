@@ -1,0 +1,201 @@
+"""Tissue surface detection per A-line and surface flattening.
+
+Volumes are ``(z, y, x)`` with ``z`` the depth: every ``volume[:, y, x]`` is
+one A-line. Depths are in voxels from the top of the volume; the surface of
+an A-line is the (fractional) index of its first tissue voxel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+#: Smallest intensity used before taking logarithms (zeros are padding).
+LOG_FLOOR = float(np.finfo(np.float32).tiny)
+
+
+def log_intensity(volume: np.ndarray) -> np.ndarray:
+    """Natural logarithm of ``volume`` as float32, zeros and negatives clamped."""
+    return np.log(np.maximum(volume, LOG_FLOOR, dtype=np.float32))
+
+
+def detect_surface(
+    volume: np.ndarray,
+    *,
+    lateral_sigma_px: float = 2.0,
+    axial_sigma_px: float = 1.0,
+    min_contrast: float = 2.0,
+    window_px: int = 4,
+) -> np.ndarray:
+    """Detect the tissue surface of every A-line.
+
+    The log intensity is smoothed (Gaussian, ``lateral_sigma_px`` in y and x,
+    ``axial_sigma_px`` in z) and differentiated along z; the surface is the
+    steepest rise, refined to sub-voxel precision by a parabola through the
+    peak and its neighbours; the steepest rise of a step lies half-way
+    between the last dark voxel and the first bright one, so the surface is
+    that position plus half a voxel. An A-line
+    has no surface (NaN) unless the geometric mean intensity of the
+    ``window_px`` voxels just below the rise is at least ``min_contrast``
+    times that of the voxels just above it; empty (agarose- or noise-only)
+    A-lines therefore come out as NaN instead of a random depth.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (z, y, x)
+        Linear OCT intensity (any positive scale).
+    lateral_sigma_px, axial_sigma_px : float
+        Smoothing of the log intensity before differentiation.
+    min_contrast : float
+        Required intensity ratio across the surface.
+    window_px : int
+        Number of voxels compared on each side of the surface.
+
+    Returns
+    -------
+    ndarray, shape (y, x), float32
+        Surface depth in voxels, NaN where no surface was found.
+
+    Examples
+    --------
+    >>> vol = np.full((40, 3, 3), 1e-3, np.float32); vol[12:] = 1.0
+    >>> detect_surface(vol)[1, 1].round(1)
+    np.float32(12.0)
+    """
+    if volume.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {volume.shape}")
+    n_z = volume.shape[0]
+    smoothed = ndimage.gaussian_filter(
+        log_intensity(volume), (axial_sigma_px, lateral_sigma_px, lateral_sigma_px), mode="nearest"
+    )
+    rise = np.diff(smoothed, axis=0)  # rise[k] = smoothed[k + 1] - smoothed[k]
+    peak = np.argmax(rise, axis=0)
+    surface = peak.astype(np.float32) + 1.0 + _parabolic_offset(rise, peak)
+
+    offsets = np.arange(window_px)
+    below = _window_mean(smoothed, peak[None] + 1 + axial_reach(axial_sigma_px) + offsets[:, None, None])
+    above = _window_mean(smoothed, peak[None] - axial_reach(axial_sigma_px) - offsets[:, None, None])
+    contrast = below - above
+    found = np.isfinite(contrast) & (contrast >= np.log(min_contrast)) & (peak < n_z - 1)
+    return np.where(found, surface, np.nan).astype(np.float32)
+
+
+def axial_reach(axial_sigma_px: float) -> int:
+    """Voxels skipped on each side of the surface before comparing intensities."""
+    return int(np.ceil(2 * axial_sigma_px))
+
+
+def _parabolic_offset(values: np.ndarray, peak: np.ndarray) -> np.ndarray:
+    """Sub-voxel offset of the maximum of a parabola through peak-1, peak, peak+1."""
+    n = values.shape[0]
+    lo = np.clip(peak - 1, 0, n - 1)[None]
+    hi = np.clip(peak + 1, 0, n - 1)[None]
+    left = np.take_along_axis(values, lo, 0)[0]
+    mid = np.take_along_axis(values, peak[None], 0)[0]
+    right = np.take_along_axis(values, hi, 0)[0]
+    curvature = left - 2 * mid + right
+    offset = np.divide(0.5 * (left - right), curvature, out=np.zeros_like(mid), where=curvature < 0)
+    return np.clip(offset, -0.5, 0.5)
+
+
+def _window_mean(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` along z at ``index`` (k, y, x), ignoring out-of-range rows.
+
+    A-lines whose whole window falls outside the volume get NaN.
+    """
+    inside = (index >= 0) & (index < values.shape[0])
+    picked = np.take_along_axis(values, np.clip(index, 0, values.shape[0] - 1), 0)
+    count = inside.sum(axis=0)
+    total = np.where(inside, picked, 0).sum(axis=0)
+    return np.divide(total, count, out=np.full(count.shape, np.nan, np.float32), where=count > 0)
+
+
+def flatten_surface(
+    volume: np.ndarray, shift_px: np.ndarray, output_depth_px: int, fill: float = 0.0
+) -> np.ndarray:
+    """Shift every A-line up by ``shift_px`` voxels and crop ``output_depth_px``.
+
+    ``out[k, y, x] = volume[k + shift_px[y, x], y, x]`` where that index lies
+    inside the volume, ``fill`` elsewhere (no wrap-around, no interpolation).
+
+    Parameters
+    ----------
+    volume : ndarray, shape (z, y, x)
+    shift_px : ndarray of int, shape (y, x)
+        Usually ``surface - surface_depth_px`` (rounded).
+    output_depth_px : int
+    fill : float
+
+    Returns
+    -------
+    ndarray, shape (output_depth_px, y, x), same dtype as ``volume``
+
+    Examples
+    --------
+    >>> vol = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 1, 2), np.float32)
+    >>> flatten_surface(vol, np.array([[1, -1]]), 3)[:, 0, :].T
+    array([[1., 2., 3.],
+           [0., 0., 1.]], dtype=float32)
+    """
+    n_z = volume.shape[0]
+    out = np.full((output_depth_px,) + volume.shape[1:], fill, dtype=volume.dtype)
+    for shift in np.unique(shift_px):
+        rows, cols = np.nonzero(shift_px == shift)
+        dst_start = max(0, -shift)
+        dst_stop = min(output_depth_px, n_z - shift)
+        if dst_stop <= dst_start:
+            continue
+        out[dst_start:dst_stop, rows, cols] = volume[dst_start + shift : dst_stop + shift, rows, cols]
+    return out
+
+
+def plane_moments(
+    surface: np.ndarray, y0: int = 0, x0: int = 0, inliers_of: tuple[np.ndarray, float] | None = None
+) -> np.ndarray:
+    """Moments of a plane fit ``z = a + b*y + c*x`` to the finite values of one block.
+
+    Returns ``M = [A | z]^T [A | z]`` (4x4) with ``A = [1, y, x]`` for the
+    block's finite values (rows and columns offset by ``y0``, ``x0``). Sum ``M``
+    over blocks and solve once with :func:`solve_plane`. With ``inliers_of =
+    (coefficients, max_residual)`` only the values within ``max_residual`` of
+    that plane count (for a robust refit).
+    """
+    rows, cols = np.nonzero(np.isfinite(surface))
+    values = surface[rows, cols].astype(np.float64)
+    columns = [np.ones(rows.size), rows + float(y0), cols + float(x0)]
+    if inliers_of is not None:
+        coefficients, max_residual = inliers_of
+        keep = np.abs(values - np.stack(columns, axis=1) @ coefficients) <= max_residual
+        columns, values = [c[keep] for c in columns], values[keep]
+    augmented = np.stack([*columns, values], axis=1)
+    return augmented.T @ augmented
+
+
+def solve_plane(moments: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Plane coefficients ``(a, b, c)`` and RMS residual from summed :func:`plane_moments`.
+
+    Returns None when there are no points; degenerate point sets (a line, a
+    single point) get the least-norm solution.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:4, 0:5]
+    >>> coefficients, rms = solve_plane(plane_moments(3.0 + 0.5 * yy - 0.25 * xx))
+    >>> coefficients.round(6).tolist(), round(rms, 6)
+    ([3.0, 0.5, -0.25], 0.0)
+    """
+    count = moments[0, 0]
+    if count == 0:
+        return None
+    normal, rhs = moments[:3, :3], moments[:3, 3]
+    coefficients = np.linalg.lstsq(normal, rhs, rcond=None)[0]
+    residual = moments[3, 3] - 2 * coefficients @ rhs + coefficients @ normal @ coefficients
+    return coefficients, float(np.sqrt(max(residual, 0.0) / count))
+
+
+def plane_values(coefficients: np.ndarray, shape: tuple[int, int], y0: int = 0, x0: int = 0) -> np.ndarray:
+    """Evaluate the plane ``a + b*y + c*x`` on a block of ``shape`` at offset (y0, x0)."""
+    a, b, c = coefficients
+    yy = np.arange(shape[0])[:, None] + y0
+    xx = np.arange(shape[1])[None, :] + x0
+    return (a + b * yy + c * xx).astype(np.float32)

@@ -1,0 +1,801 @@
+"""Read and write linumpy's OME-Zarr images (see ``docs/omezarr.md``).
+
+The Python API speaks millimetres; files store micrometres. Images are 3D
+``(z, y, x)`` or 2D ``(y, x)``. Every writer builds its output under a hidden
+temporary sibling and renames it onto the final path once the pyramid and the
+metadata are complete, so an interrupted write leaves nothing that looks
+finished.
+
+Examples
+--------
+>>> import dask.array as da, numpy as np  # doctest: +SKIP
+>>> data = da.random.random((100, 512, 512), chunks=(10, 128, 128))
+>>> save_omezarr(data, "out.ome.zarr", (0.0015, 0.010, 0.010), chunks=data.chunks)
+>>> image, resolution = read_omezarr("out.ome.zarr", level=1)
+>>> image.shape, resolution
+((100, 256, 256), (0.0015, 0.02, 0.02))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from linumpy.errors import InputError
+from linumpy.io import atomic, codecs, ngff
+from linumpy.io._progress import DaskProgress
+from linumpy.resample import block_mean, resample_to_resolution
+
+logger = logging.getLogger(__name__)
+
+#: Default chunk shapes by number of dimensions (capped by the level shape).
+DEFAULT_CHUNKS = {3: (64, 256, 256), 2: (1024, 1024)}
+#: Default number of 2x lateral levels above level 0.
+DEFAULT_N_LEVELS = 5
+#: Default resolutions (um) of the analysis pyramid.
+DEFAULT_ANALYSIS_RESOLUTIONS_UM = (10, 25, 50, 100)
+#: Relative tolerance under which two resolutions are the same.
+RESOLUTION_TOLERANCE = 0.01
+#: At most this many voxels of the coarsest level feed the omero window.
+_OMERO_SAMPLE = 1_000_000
+
+
+# --- reading -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    """One pyramid level of an OME-Zarr image (resolutions in millimetres)."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    scale_mm: tuple[float, ...]
+    translation_mm: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class OmeZarrInfo:
+    """What an OME-Zarr image holds, read from its metadata only.
+
+    Attributes
+    ----------
+    path : Path
+    name : str
+        The multiscales name (the file stem for files linumpy writes).
+    ngff_version : str
+        ``"0.4"`` or ``"0.5"``.
+    zarr_format : int
+        2 or 3.
+    dtype : numpy.dtype
+    codec : str
+        One of :data:`linumpy.io.codecs.COMPRESSIONS` or a description.
+    levels : tuple of LevelInfo
+        Level 0 first, squeezed to the spatial axes.
+    downsampling : str or None
+        The multiscales ``type`` (``"mean"``, ``"area"``).
+    attributes : dict
+        The ``linumpy`` pipeline attributes (empty if none).
+    omero : dict or None
+        The display window, if stored.
+    """
+
+    path: Path
+    name: str
+    ngff_version: str
+    zarr_format: int
+    dtype: np.dtype
+    codec: str
+    levels: tuple[LevelInfo, ...]
+    downsampling: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    omero: dict[str, Any] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of level 0."""
+        return self.levels[0].shape
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """Chunk shape of level 0."""
+        return self.levels[0].chunks
+
+    @property
+    def resolution(self) -> tuple[float, ...]:
+        """Voxel size of level 0, millimetres."""
+        return self.levels[0].scale_mm
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _array_metadata(path: Path) -> dict[str, Any]:
+    for name in ("zarr.json", ".zarray"):
+        if (path / name).is_file():
+            return json.loads((path / name).read_text())
+    raise InputError(f"{path} is missing (no .zarray or zarr.json); the image is incomplete, rewrite it")
+
+
+def _codec_of(metadata: dict[str, Any]) -> tuple[str, tuple[int, ...] | None, tuple[int, ...]]:
+    """Codec name, shard shape and chunk shape from one array's stored metadata."""
+    if metadata.get("zarr_format") == 2:
+        return codecs.identify_codec(metadata.get("compressor")), None, tuple(metadata["chunks"])
+    chunks = tuple(metadata["chunk_grid"]["configuration"]["chunk_shape"])
+    shards = None
+    pipeline = metadata.get("codecs", [])
+    for codec in pipeline:
+        if codec.get("name") == "sharding_indexed":
+            shards, chunks = chunks, tuple(codec["configuration"]["chunk_shape"])
+            pipeline = codec["configuration"]["codecs"]
+    compressors = [c for c in pipeline if c.get("name") not in ("bytes", "transpose", "crc32c")]
+    return codecs.identify_codec(compressors[0] if compressors else None), shards, chunks
+
+
+def read_omezarr_info(path: str | os.PathLike) -> OmeZarrInfo:
+    """Describe an OME-Zarr image without reading its pixels.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.ome.zarr`` directory (NGFF 0.4 or 0.5).
+
+    Returns
+    -------
+    OmeZarrInfo
+
+    Raises
+    ------
+    InputError
+        Missing metadata, not an OME-Zarr, unsupported axes or unit, missing level.
+    """
+    image = ngff.parse_image(path)
+    spatial = image.spatial_axes
+    levels, first = [], None
+    for level in image.levels:
+        metadata = _array_metadata(image.path / level.path)
+        codec, shards, chunks = _codec_of(metadata)
+        first = first or (metadata, codec)
+        levels.append(
+            LevelInfo(
+                path=level.path,
+                shape=tuple(int(metadata["shape"][i]) for i in spatial),
+                chunks=tuple(int(chunks[i]) for i in spatial),
+                shards=None if shards is None else tuple(int(shards[i]) for i in spatial),
+                scale_mm=level.scale_mm,
+                translation_mm=level.translation_mm,
+            )
+        )
+    metadata, codec = first
+    dtype = np.dtype(metadata["dtype"] if metadata.get("zarr_format") == 2 else metadata["data_type"])
+    return OmeZarrInfo(
+        path=image.path,
+        name=image.name,
+        ngff_version=image.version,
+        zarr_format=image.format.zarr_format,
+        dtype=dtype,
+        codec=codec,
+        levels=tuple(levels),
+        downsampling=image.method,
+        attributes=image.linumpy_attrs,
+        omero=image.omero,
+    )
+
+
+def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tuple[float, ...]]:
+    """Open one level of an OME-Zarr image lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.ome.zarr`` directory (NGFF 0.4 or 0.5, any spatial unit; a
+        leading channel or time axis of size 1 is squeezed away).
+    level : int
+        Pyramid level, 0 = full resolution.
+
+    Returns
+    -------
+    image : dask.array.Array
+        ``(z, y, x)`` or ``(y, x)``, chunked like the stored array.
+    resolution : tuple of float
+        Voxel size of that level, millimetres per voxel.
+
+    Raises
+    ------
+    InputError
+        Missing metadata, not an OME-Zarr, unsupported axes or unit, missing level.
+
+    Examples
+    --------
+    >>> image, resolution = read_omezarr("mosaic_grid_3d_z00.ome.zarr")  # doctest: +SKIP
+    >>> subset = image[0:10, 100:200, 100:200].compute()  # doctest: +SKIP
+    """
+    image = ngff.parse_image(path)
+    if not 0 <= level < len(image.levels):
+        raise InputError(
+            f"{image.path} has no level {level} (levels 0-{len(image.levels) - 1}); pass one of those"
+        )
+    transform = image.levels[level]
+    array_path = image.path / transform.path
+    _array_metadata(array_path)
+    array = zarr.open_array(str(array_path), mode="r")
+    if array.ndim != len(image.axes):
+        raise InputError(
+            f"{array_path} has {array.ndim} dimensions but the metadata lists {len(image.axes)} axes; rewrite the file"
+        )
+    data = da.from_array(array, chunks=array.chunks, name=False, lock=False, fancy=False, asarray=False)
+    extra = [i for i in range(array.ndim) if i not in image.spatial_axes]
+    if any(array.shape[i] != 1 for i in extra):
+        names = [image.axes[i].get("name") for i in extra]
+        raise InputError(
+            f"{image.path}: non-spatial axes {names} have shape {[array.shape[i] for i in extra]}; "
+            "linumpy reads single-channel 3D zyx or 2D yx images only (split the channels first)"
+        )
+    if extra:
+        data = data[tuple(0 if i in extra else slice(None) for i in range(array.ndim))]
+    return data, transform.scale_mm
+
+
+# --- writing -----------------------------------------------------------------
+
+
+def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
+    """The default chunk shape for an image of ``shape``, capped by the shape."""
+    return ngff.level_chunks(DEFAULT_CHUNKS[len(shape)], shape)
+
+
+def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Accept ``None``, an int, a tuple of ints or dask's tuple of tuples."""
+    if chunks is None:
+        return default_chunks(shape)
+    if isinstance(chunks, int):
+        chunks = (chunks,) * len(shape)
+    chunks = tuple(c[0] if isinstance(c, (tuple, list)) else c for c in chunks)
+    if len(chunks) != len(shape) or any(int(c) < 1 for c in chunks):
+        raise InputError(f"chunks {chunks} do not fit shape {shape}: give one positive size per axis")
+    return ngff.level_chunks(chunks, shape)
+
+
+def _check_shape(shape: Sequence[int], path: Path) -> tuple[int, ...]:
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in ngff.SPATIAL_AXES or min(shape) < 1:
+        raise InputError(
+            f"{path}: cannot write shape {shape}; linumpy writes 3D (z, y, x) or 2D (y, x) images with no empty axis"
+        )
+    return shape
+
+
+def _check_resolution(resolution: Sequence[float], ndim: int, path: Path) -> tuple[float, ...]:
+    resolution = tuple(float(r) for r in resolution)
+    if len(resolution) != ndim or not all(math.isfinite(r) and r > 0 for r in resolution):
+        raise InputError(
+            f"{path}: resolution {resolution} must give {ndim} positive voxel sizes in millimetres"
+        )
+    return resolution
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"attribute value {value!r} is not JSON-serialisable")
+
+
+def image_name(path: str | os.PathLike) -> str:
+    """The multiscales name of an output: its file name without ``.ome.zarr``."""
+    name = Path(path).name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _aligned_chunks(start: int, stop: int, step: int) -> tuple[int, ...]:
+    """Split ``[start, stop)`` at the multiples of ``step`` (storage chunk borders)."""
+    borders = [start, *range((start // step + 1) * step, stop, step), stop]
+    return tuple(b - a for a, b in zip(borders[:-1], borders[1:]))
+
+
+def _aligned_to(data: da.Array, region: tuple[slice, ...], block: tuple[int, ...]) -> da.Array:
+    """Rechunk ``data`` so each dask block fills whole storage blocks of its region."""
+    return data.rechunk(tuple(_aligned_chunks(r.start, r.stop, b) for r, b in zip(region, block)))
+
+
+class _Sliceable:
+    """Hide an in-memory array from dask, which would otherwise copy it whole."""
+
+    def __init__(self, array: Any):
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.array[key])
+
+
+@dataclass(frozen=True)
+class _Level:
+    """A level to store: its lazy data and placement (millimetres)."""
+
+    data: da.Array
+    scale_mm: tuple[float, ...]
+
+
+class _PyramidWriter:
+    """Shared machinery of :class:`OmeZarrWriter` and :class:`AnalysisOmeZarrWriter`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: Sequence[int],
+        chunks: Any = None,
+        dtype: Any = np.float32,
+        compression: str = codecs.DEFAULT_COMPRESSION,
+        overwrite: bool = False,
+        *,
+        ngff_version: str = "0.4",
+        shards: Sequence[int] | None = None,
+    ):
+        self.path = Path(path)
+        self.shape = _check_shape(shape, self.path)
+        self.chunks = _normalize_chunks(chunks, self.shape)
+        self.dtype = ngff.check_dtype(dtype)
+        self.compression = codecs.check_compression(compression)
+        self.overwrite = overwrite
+        self.format = ngff.format_for_version(ngff_version)
+        self.shards = None if shards is None else tuple(int(s) for s in shards)
+        self.format.array_options(self.shape, self.chunks, self.compression, self.shards)  # validate early
+        atomic.check_can_write(self.path, overwrite)
+        self.temporary = atomic.temporary_sibling(self.path)
+        atomic.remove_path(self.temporary)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._finalized = False
+        try:
+            group = self.format.create_group(self.temporary)
+            self._level0 = self._create_level(group, "0", self.shape)
+        except BaseException:
+            atomic.remove_path(self.temporary)
+            raise
+
+    # Pickling lets worker processes write regions into the same temporary.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_level0")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._level0 = zarr.open_array(str(self.temporary / "0"), mode="r+")
+
+    @property
+    def write_block(self) -> tuple[int, ...]:
+        """The smallest region parallel writers may own: a chunk, or a shard if sharded."""
+        return tuple(self._level0.shards or self._level0.chunks)
+
+    def _create_level(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
+        chunks = ngff.level_chunks(self.chunks, shape)
+        return self.format.create_array(group, name, shape, chunks, self.dtype, self.compression, self.shards)
+
+    def _region(self, key: Any) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+        """Normalise an index to slices; also return the axes given as integers."""
+        key = key if isinstance(key, tuple) else (key,)
+        if key.count(Ellipsis) > 1:
+            raise IndexError("at most one ... in a region")
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        if len(key) != len(self.shape):
+            raise IndexError(f"region {key} has too many axes for shape {self.shape}")
+        region, integer_axes = [], []
+        for axis, (k, n) in enumerate(zip(key, self.shape)):
+            if isinstance(k, (int, np.integer)):
+                k = int(k) + n if k < 0 else int(k)
+                k, integer_axes = slice(k, k + 1), [*integer_axes, axis]
+            if not isinstance(k, slice):
+                raise IndexError(f"regions take slices or integers, got {k!r}")
+            start, stop, step = k.indices(n)
+            if step != 1:
+                raise IndexError("regions must be contiguous (no slice step)")
+            region.append(slice(start, max(start, stop)))
+        return tuple(region), tuple(integer_axes)
+
+    def _castable(self, block: Any) -> Any:
+        """Refuse data whose values the image dtype cannot hold meaningfully (floats into integers)."""
+        dtype = np.asarray(block).dtype if not hasattr(block, "dtype") else np.dtype(block.dtype)
+        allowed = {"b": "buif", "u": "uif", "i": "uif", "f": "f"}.get(dtype.kind, "")
+        if self.dtype.kind not in allowed:
+            raise InputError(
+                f"{self.path}: cannot store {dtype} data in a {self.dtype} image; "
+                f"convert it first (e.g. block.astype(np.{self.dtype}) after rounding/clipping)"
+            )
+        return block
+
+    def __setitem__(self, key: Any, block: Any) -> None:
+        """Write ``block`` into a region of level 0 (numpy, dask or a scalar).
+
+        Regions written by different threads or processes must not share a
+        storage chunk (or shard, when sharded): align them to :attr:`write_block`.
+        """
+        if self._finalized:
+            raise RuntimeError(f"{self.path} is already finalized")
+        region, integer_axes = self._region(key)
+        block = self._castable(block)
+        region_shape = tuple(r.stop - r.start for r in region)
+        if isinstance(block, da.Array):
+            block = da.expand_dims(block, integer_axes) if integer_axes and block.ndim < len(region) else block
+            block = da.broadcast_to(block.astype(self.dtype), region_shape)
+            block = _aligned_to(block, region, self.write_block)
+            da.store(block, self._level0, regions=region, lock=False, scheduler="threads")
+        else:
+            block = np.asarray(block)
+            if integer_axes and 0 < block.ndim < len(region):
+                block = np.expand_dims(block, integer_axes)
+            self._level0[region] = np.broadcast_to(block.astype(self.dtype, copy=False), region_shape)
+
+    def read(self) -> da.Array:
+        """Level 0 as written so far, lazily (e.g. to blend overlapping writes)."""
+        return da.from_array(self._level0, chunks=self._level0.chunks, name=False, lock=False, asarray=False)
+
+    def abort(self) -> None:
+        """Delete everything written; the final path is left untouched."""
+        self._finalized = True
+        atomic.remove_path(self.temporary)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._finalized:
+            self.abort()
+            raise RuntimeError(f"{self.path}: the writer was closed without finalize(); nothing was written")
+
+    def _store_levels(
+        self,
+        resolution: tuple[float, ...],
+        levels: list[_Level],
+        method: str,
+        method_metadata: dict[str, Any],
+        attributes: dict[str, Any] | None,
+        origin: Sequence[float] | None,
+        level0: da.Array | None = None,
+    ) -> None:
+        """Store ``levels`` (and optionally level 0) in one pass, write metadata, commit."""
+        if self._finalized:
+            raise RuntimeError(f"{self.path} is already finalized")
+        try:
+            origin = tuple(float(v) for v in (origin or (0.0,) * len(self.shape)))
+            linumpy_attrs = json.loads(json.dumps(attributes or {}, default=_jsonable))
+            group = zarr.open_group(str(self.temporary), mode="r+", zarr_format=self.format.zarr_format)
+            sources, targets = [], []
+            if level0 is not None:
+                sources.append(level0)
+                targets.append(self._level0)
+            for index, level in enumerate(levels, start=1):
+                target = self._create_level(group, str(index), level.data.shape)
+                block = tuple(target.shards or target.chunks)
+                sources.append(level.data.rechunk(block))
+                targets.append(target)
+            coarsest = sources[-1] if sources else self.read()
+            stride = max(1, math.ceil((coarsest.size / _OMERO_SAMPLE) ** (1 / coarsest.ndim)))
+            sample = coarsest[(slice(None, None, stride),) * coarsest.ndim]
+            stored = da.store(sources, targets, lock=False, compute=False)
+            with DaskProgress(f"writing {self.path.name}", logger):
+                _, sample = dask.compute(stored, sample, scheduler="threads")
+            transforms = [
+                ngff.LevelTransform(
+                    path=str(i),
+                    scale_mm=scale,
+                    translation_mm=tuple(o + 0.5 * (s - s0) for o, s, s0 in zip(origin, scale, resolution)),
+                )
+                for i, scale in enumerate([resolution, *(level.scale_mm for level in levels)])
+            ]
+            name = image_name(self.path)
+            multiscale = ngff.multiscale(name, transforms, method, method_metadata)
+            omero = ngff.omero_window(sample, self.dtype, name)
+            group.attrs.put(self.format.root_attributes(multiscale, omero, linumpy_attrs))
+            atomic.check_can_write(self.path, self.overwrite)
+            atomic.commit(self.temporary, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._finalized = True
+
+    def _base(self, level0: da.Array | None) -> da.Array:
+        return level0 if level0 is not None else self.read()
+
+
+class OmeZarrWriter(_PyramidWriter):
+    """Write a 3D ``(z, y, x)`` or 2D ``(y, x)`` image region by region, then its pyramid.
+
+    Parameters
+    ----------
+    path : path-like
+        Final ``.ome.zarr`` path; data goes to a hidden temporary sibling
+        until :meth:`finalize` renames it.
+    shape : tuple of int
+        Shape of level 0.
+    chunks : tuple of int, optional
+        Storage chunks, default (64, 256, 256) / (1024, 1024), capped by the
+        shape. Every level uses the same chunk shape.
+    dtype : dtype
+        Stored dtype (integers or floats). Data of another kind (float into
+        an integer image) is refused: cast it explicitly.
+    compression : str
+        One of :data:`linumpy.io.codecs.COMPRESSIONS`.
+    overwrite : bool
+        Replace an existing output at finalize instead of refusing it.
+    ngff_version : {"0.4", "0.5"}
+        0.4 = Zarr v2 (default); 0.5 = Zarr v3.
+    shards : tuple of int, optional
+        Shard shape (a multiple of ``chunks``; NGFF 0.5 only).
+
+    Examples
+    --------
+    >>> with OmeZarrWriter("out.ome.zarr", (100, 512, 512), (10, 128, 128), np.float32) as writer:  # doctest: +SKIP
+    ...     writer[:] = data
+    ...     writer.finalize((0.0015, 0.010, 0.010), n_levels=5)  # levels 0-5
+    """
+
+    def finalize(
+        self,
+        resolution: Sequence[float],
+        n_levels: int = DEFAULT_N_LEVELS,
+        attributes: dict[str, Any] | None = None,
+        *,
+        origin: Sequence[float] | None = None,
+    ) -> None:
+        """Build levels 1..n_levels (2x lateral block means), write metadata, publish.
+
+        Parameters
+        ----------
+        resolution : sequence of float
+            Level-0 voxel size in millimetres, one per axis.
+        n_levels : int
+            Levels above level 0; each halves y and x (z is kept). Stops
+            early, with a logged note, when y or x would drop below one voxel.
+        attributes : dict, optional
+            JSON-able pipeline metadata stored under the root key ``linumpy``.
+        origin : sequence of float, optional
+            Physical position (mm) of the first voxel centre; level 0's translation.
+        """
+        self._finalize_pyramid(resolution, n_levels, attributes, origin, None)
+
+    def _finalize_pyramid(self, resolution, n_levels, attributes, origin, level0) -> None:
+        try:
+            resolution = _check_resolution(resolution, len(self.shape), self.path)
+            if int(n_levels) < 0:
+                raise InputError(f"{self.path}: n_levels must be >= 0, got {n_levels}")
+            levels = lateral_pyramid(self._base(level0), resolution, int(n_levels), self.path)
+        except BaseException:
+            self.abort()
+            raise
+        metadata = {"method": "linumpy.resample.block_mean", "factors": [1] * (len(self.shape) - 2) + [2, 2]}
+        self._store_levels(resolution, levels, "mean", metadata, attributes, origin, level0)
+
+
+class AnalysisOmeZarrWriter(_PyramidWriter):
+    """Like :class:`OmeZarrWriter`, with isotropic levels at chosen resolutions.
+
+    Used for the final stacked volume: level 0 is the data as written, then
+    one isotropic level per resolution of ``resolutions_um`` that is coarser
+    than every axis of level 0 (see :meth:`finalize`).
+    """
+
+    def finalize(
+        self,
+        resolution: Sequence[float],
+        resolutions_um: Sequence[float] = DEFAULT_ANALYSIS_RESOLUTIONS_UM,
+        attributes: dict[str, Any] | None = None,
+        *,
+        origin: Sequence[float] | None = None,
+    ) -> None:
+        """Build the analysis pyramid, write metadata, publish.
+
+        Each ``r`` in ``resolutions_um`` becomes an isotropic level ``[r, r, r]``
+        if it is at least as coarse as every axis of level 0; ``r`` equal
+        (within 1%) to an isotropic level 0 is level 0 itself; ``r`` finer than
+        level 0's coarsest axis is skipped with a logged note. A 25 um base
+        gives 25, 50 and 100 um.
+
+        Parameters
+        ----------
+        resolution : sequence of float
+            Level-0 voxel size in millimetres.
+        resolutions_um : sequence of float
+            Wanted resolutions in micrometres.
+        attributes, origin
+            As in :meth:`OmeZarrWriter.finalize`.
+        """
+        self._finalize_analysis(resolution, resolutions_um, attributes, origin, None)
+
+    def _finalize_analysis(self, resolution, resolutions_um, attributes, origin, level0) -> None:
+        try:
+            resolution = _check_resolution(resolution, len(self.shape), self.path)
+            levels = analysis_pyramid(self._base(level0), resolution, resolutions_um, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        metadata = {
+            "method": "linumpy.resample.resample_to_resolution",
+            "resolutions_um": [float(r) for r in resolutions_um],
+        }
+        self._store_levels(resolution, levels, "area", metadata, attributes, origin, level0)
+
+
+def lateral_pyramid(
+    base: da.Array, resolution: tuple[float, ...], n_levels: int, path: Path | str = "image"
+) -> list[_Level]:
+    """Levels 1..n_levels of ``base``, each a 2x block mean in y and x of the previous one."""
+    factors = (1,) * (base.ndim - 2) + (2, 2)
+    levels: list[_Level] = []
+    data, scale = base, resolution
+    for index in range(1, n_levels + 1):
+        if min(data.shape[-2:]) < 2:
+            logger.info("%s: stopping the pyramid at level %d: level %d would be < 1 pixel", path, index - 1, index)
+            break
+        data = block_mean(data, factors)
+        scale = tuple(s * f for s, f in zip(scale, factors))
+        levels.append(_Level(data, scale))
+    return levels
+
+
+def analysis_pyramid(
+    base: da.Array, resolution: tuple[float, ...], resolutions_um: Sequence[float], path: Path | str = "image"
+) -> list[_Level]:
+    """Isotropic levels of ``base`` at the listed resolutions (see AnalysisOmeZarrWriter)."""
+    levels: list[_Level] = []
+    data, scale = base, resolution
+    coarsest = max(resolution)
+    isotropic = max(resolution) <= min(resolution) * (1 + RESOLUTION_TOLERANCE)
+    for r_um in sorted(float(r) for r in resolutions_um):
+        r = r_um / 1000.0
+        if isotropic and abs(r - coarsest) <= RESOLUTION_TOLERANCE * coarsest:
+            continue  # level 0 already is this resolution
+        if r < coarsest * (1 - RESOLUTION_TOLERANCE):
+            logger.info("%s: skipping %g um: finer than the data's %g um", path, r_um, coarsest * 1000)
+            continue
+        target = (r,) * base.ndim
+        data = resample_to_resolution(data, scale, target)
+        scale = target
+        levels.append(_Level(data, scale))
+    return levels
+
+
+def save_omezarr(
+    data: Any,
+    path: str | os.PathLike,
+    resolution: Sequence[float],
+    chunks: Any = None,
+    n_levels: int = DEFAULT_N_LEVELS,
+    compression: str = codecs.DEFAULT_COMPRESSION,
+    overwrite: bool = False,
+    *,
+    attributes: dict[str, Any] | None = None,
+    ngff_version: str = "0.4",
+    shards: Sequence[int] | None = None,
+    origin: Sequence[float] | None = None,
+) -> None:
+    """Write an image and its 2x lateral pyramid in one streaming pass.
+
+    Parameters
+    ----------
+    data : numpy.ndarray or dask.array.Array
+        3D ``(z, y, x)`` or 2D ``(y, x)``; dask input is never loaded whole.
+    path : path-like
+        Output ``.ome.zarr`` directory (appears atomically).
+    resolution : sequence of float
+        Voxel size, millimetres per voxel.
+    chunks : tuple, optional
+        Storage chunks (a dask ``chunks`` tuple works too); default
+        (64, 256, 256) / (1024, 1024).
+    n_levels, compression, overwrite, ngff_version, shards
+        As in :class:`OmeZarrWriter`.
+    attributes : dict, optional
+        JSON-able pipeline metadata stored under the root key ``linumpy``.
+    origin : sequence of float, optional
+        Physical position (mm) of the first voxel centre.
+
+    Examples
+    --------
+    >>> data = da.from_array(np.random.rand(100, 512, 512), chunks=(10, 128, 128))  # doctest: +SKIP
+    >>> save_omezarr(data, "output.ome.zarr", (0.0015, 0.010, 0.010), chunks=data.chunks)  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not hasattr(data, "dtype") or not hasattr(data, "shape"):
+        data = np.asarray(data)
+    writer = OmeZarrWriter(
+        path, _check_shape(data.shape, path), chunks, data.dtype, compression, overwrite,
+        ngff_version=ngff_version, shards=shards,
+    )
+    try:
+        block = writer.write_block
+        source = data.rechunk(block) if isinstance(data, da.Array) else da.from_array(_Sliceable(data), chunks=block, name=False)
+    except BaseException:
+        writer.abort()
+        raise
+    writer._finalize_pyramid(resolution, n_levels, attributes, origin, source)
+
+
+def reencode_omezarr(
+    source: str | os.PathLike,
+    path: str | os.PathLike,
+    chunks: Any = None,
+    compression: str = codecs.DEFAULT_COMPRESSION,
+    overwrite: bool = False,
+    *,
+    ngff_version: str = "0.4",
+    shards: Sequence[int] | None = None,
+    resolution: Sequence[float] | None = None,
+) -> None:
+    """Copy every level of an OME-Zarr image with new chunks, codec, version or shards.
+
+    Each level is read once and rewritten with its scale; translations are
+    recomputed from the scales and level 0's origin, and the ``linumpy``
+    attributes and downsampling description are kept.
+
+    Parameters
+    ----------
+    source, path : path-like
+        Input and output ``.ome.zarr`` (must differ).
+    chunks : tuple of int, optional
+        New chunk shape; default: the input's.
+    compression, overwrite, ngff_version, shards
+        As in :class:`OmeZarrWriter`.
+    resolution : sequence of float, optional
+        Replace level 0's voxel size (mm); other levels are scaled alike.
+    """
+    source, path = Path(source), Path(path)
+    if source.resolve() == path.resolve():
+        raise InputError(f"{path}: input and output are the same; write to another path")
+    info = read_omezarr_info(source)
+    image = ngff.parse_image(source)
+    stored = info.resolution
+    resolution = _check_resolution(resolution or stored, info.ndim, path)
+    ratio = [r / s for r, s in zip(resolution, stored)]
+    writer = OmeZarrWriter(
+        path, info.shape, chunks or info.chunks, info.dtype, compression, overwrite,
+        ngff_version=ngff_version, shards=shards,
+    )
+    try:
+        base = read_omezarr(source, 0)[0].rechunk(writer.write_block)
+        levels = [
+            _Level(read_omezarr(source, k)[0], tuple(s * q for s, q in zip(level.scale_mm, ratio)))
+            for k, level in enumerate(info.levels[1:], start=1)
+        ]
+        origin = tuple(t * q for t, q in zip(info.levels[0].translation_mm, ratio))
+    except BaseException:
+        writer.abort()
+        raise
+    writer._store_levels(
+        resolution, levels, image.method or "mean", image.method_metadata, info.attributes, origin, base
+    )
+
+
+__all__ = [
+    "reencode_omezarr",
+    "AnalysisOmeZarrWriter",
+    "LevelInfo",
+    "OmeZarrInfo",
+    "OmeZarrWriter",
+    "read_omezarr",
+    "read_omezarr_info",
+    "save_omezarr",
+]

@@ -1,0 +1,207 @@
+"""The mosaic grid: a slice's tiles side by side, tile ``(r, c)`` at ``(r * ty, c * tx)``.
+
+Tiles are not placed at their stage positions and nothing is blended: the
+grid keeps every raw pixel, tile by tile, so that stitching can later read a
+tile as one lateral chunk. Missing tiles are zeros.
+
+Examples
+--------
+>>> from linumpy.io.acquisition import open_acquisition  # doctest: +SKIP
+>>> section = open_acquisition("raw/").slice(0)  # doctest: +SKIP
+>>> write_mosaic_grid(section, "mosaic_grid_3d_z00.ome.zarr", "mosaic_grid_2d_z00.ome.zarr")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from linumpy.errors import InputError
+from linumpy.io.acquisition import SliceAcquisition
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter
+from linumpy.resample import resample_to_resolution, resampled_shape
+
+#: Output dtypes; integers are rounded and clipped to their range, not rescaled.
+DTYPES = ("float32", "float16", "uint16")
+#: Largest number of voxels of one storage chunk (64 MB of float32).
+_MAX_CHUNK_VOXELS = 2**24
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """Shape and placement of a mosaic grid at its output resolution.
+
+    Attributes
+    ----------
+    tile_shape : (int, int, int)
+        ``(z, y, x)`` of one tile in the output.
+    grid_shape : (int, int)
+        ``(rows, cols)``.
+    z_range : (int, int)
+        Depth samples ``[z0, z1)`` of the raw tiles that are kept.
+    resolution_um : (float, float, float)
+        Output voxel size ``(z, y, x)``.
+    tile_step_px : (float, float)
+        Nominal ``(y, x)`` step between tiles at the output resolution.
+    """
+
+    tile_shape: tuple[int, int, int]
+    grid_shape: tuple[int, int]
+    z_range: tuple[int, int]
+    input_resolution_um: tuple[float, float, float]
+    resolution_um: tuple[float, float, float]
+    tile_step_px: tuple[float, float]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(z, rows * ty, cols * tx)`` of the mosaic grid."""
+        return (self.tile_shape[0], self.grid_shape[0] * self.tile_shape[1], self.grid_shape[1] * self.tile_shape[2])
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        """Storage chunks: one tile laterally, as many depth samples as fit in 64 MB."""
+        z, y, x = self.tile_shape
+        return (max(1, min(z, _MAX_CHUNK_VOXELS // (y * x))), y, x)
+
+    def region(self, row: int, col: int) -> tuple[slice, slice, slice]:
+        """Where tile ``(row, col)`` goes in the grid."""
+        _, ty, tx = self.tile_shape
+        return (slice(None), slice(row * ty, (row + 1) * ty), slice(col * tx, (col + 1) * tx))
+
+
+def grid_geometry(
+    section: SliceAcquisition,
+    resolution_um: float | None = None,
+    z_range: Sequence[int] | None = None,
+) -> GridGeometry:
+    """Return the output geometry of a slice's mosaic grid.
+
+    Parameters
+    ----------
+    section : SliceAcquisition
+        The slice's tiles and metadata.
+    resolution_um : float, optional
+        Lateral output voxel size (default: the tiles' own).
+    z_range : (int, int), optional
+        Depth samples ``[z0, z1)`` to keep (default: all).
+
+    Raises
+    ------
+    InputError
+        If ``z_range`` is empty or outside the tiles, or the resolution is not positive.
+    """
+    nz, ny, nx = section.tile_shape
+    z0, z1 = (0, nz) if z_range is None else (int(z_range[0]), int(z_range[1]))
+    if not 0 <= z0 < z1 <= nz:
+        raise InputError(f"--z_range {z0} {z1} is not a non-empty range inside the tiles' depth 0-{nz}")
+    res_z, res_y, res_x = section.resolution_um
+    if resolution_um is not None and resolution_um <= 0:
+        raise InputError(f"--resolution must be positive, got {resolution_um} um")
+    out_y, out_x = (res_y, res_x) if resolution_um is None else (resolution_um, resolution_um)
+    _, ty, tx = resampled_shape((1, ny, nx), (res_z, res_y, res_x), (res_z, out_y, out_x))
+    step_y, step_x = section.tile_step_px
+    return GridGeometry(
+        tile_shape=(z1 - z0, ty, tx),
+        grid_shape=section.grid_shape,
+        z_range=(z0, z1),
+        input_resolution_um=(res_z, res_y, res_x),
+        resolution_um=(res_z, out_y, out_x),
+        tile_step_px=(round(step_y * res_y / out_y, 3), round(step_x * res_x / out_x, 3)),
+    )
+
+
+def prepare_tile(tile: np.ndarray, geometry: GridGeometry, dtype: str = "float32") -> np.ndarray:
+    """Crop a raw ``(z, y, x)`` tile in depth, resample it laterally, cast it.
+
+    Integer dtypes are rounded and clipped to their range (no rescaling).
+
+    Examples
+    --------
+    >>> g = GridGeometry((2, 2, 2), (1, 1), (1, 3), (1.5, 3.0, 3.0), (1.5, 6.0, 6.0), (1.0, 1.0))
+    >>> prepare_tile(np.ones((4, 4, 4), np.float32), g).shape
+    (2, 2, 2)
+    """
+    cropped = tile[geometry.z_range[0] : geometry.z_range[1]]
+    if geometry.resolution_um != geometry.input_resolution_um:
+        in_mm = tuple(r / 1000.0 for r in geometry.input_resolution_um)
+        out_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
+        cropped = resample_to_resolution(cropped, in_mm, out_mm).compute(scheduler="synchronous")
+    target = np.dtype(dtype)
+    if np.issubdtype(target, np.integer):
+        info = np.iinfo(target)
+        return np.clip(np.rint(cropped), info.min, info.max).astype(target)
+    return cropped.astype(target, copy=False)
+
+
+def mosaic_grid_attributes(section: SliceAcquisition, geometry: GridGeometry) -> dict[str, Any]:
+    """The ``linumpy`` attributes of a mosaic grid (see ``docs/architecture.md``)."""
+    return {
+        "slice_id": section.slice_id,
+        "tile_shape": list(geometry.tile_shape),
+        "grid_shape": list(geometry.grid_shape),
+        "tile_step_px": list(geometry.tile_step_px),
+        "stage_position_mm": dict(section.stage_position_mm),
+        "tiles_present": [[r, c] for r, c in sorted(section.tiles)],
+    }
+
+
+def write_mosaic_grid(
+    section: SliceAcquisition,
+    path: str | Path,
+    aip_path: str | Path,
+    resolution_um: float | None = None,
+    z_range: Sequence[int] | None = None,
+    dtype: str = "float32",
+    n_levels: int = DEFAULT_N_LEVELS,
+    compression: str = "blosc-lz4",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> GridGeometry:
+    """Write a slice's 3D mosaic grid and its 2D average intensity projection.
+
+    Tiles are read, prepared (:func:`prepare_tile`) and written one at a
+    time: memory holds about one raw tile.
+
+    Parameters
+    ----------
+    section : SliceAcquisition
+        The slice to lay out.
+    path : path-like
+        Output 3D ``.ome.zarr`` (chunks: one tile laterally).
+    aip_path : path-like
+        Output 2D ``.ome.zarr``: mean along depth of the 3D grid.
+    resolution_um, z_range
+        As in :func:`grid_geometry`.
+    dtype : {"float32", "float16", "uint16"}
+        Stored dtype of the 3D grid (the AIP stays float32).
+    n_levels, compression, overwrite
+        As in :class:`linumpy.io.zarr.OmeZarrWriter`.
+    progress : bool
+        Show a progress bar over the tiles.
+
+    Returns
+    -------
+    GridGeometry
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    geometry = grid_geometry(section, resolution_um, z_range)
+    attributes = mosaic_grid_attributes(section, geometry)
+    resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
+    with (
+        OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
+        OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
+    ):
+        for (row, col), tile in tqdm(section.tiles.items(), desc="mosaic grid", unit="tile", disable=not progress):
+            prepared = prepare_tile(tile.read(), geometry, dtype)
+            region = geometry.region(row, col)
+            grid[region] = prepared
+            aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
+        grid.finalize(resolution_mm, n_levels, attributes)
+        aip.finalize(resolution_mm[1:], n_levels, attributes)
+    return geometry

@@ -1,0 +1,191 @@
+"""Pipeline parameters: the same keys for Nextflow and the local runner.
+
+The keys, types and defaults mirror ``params`` in ``nextflow.config`` and
+``nextflow_schema.json`` (a test keeps the three in step). Options of the
+steps default to ``None``: the script's own default then applies, because
+the orchestrators pass only the flags a user set. Keys marked *Nextflow only*
+(resources, SLURM, containers) are accepted and ignored by the local runner,
+so one params file serves both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from linumpy.errors import InputError
+
+#: Keys the local runner accepts but only Nextflow uses.
+NEXTFLOW_ONLY = frozenset({
+    "publish_dir_mode", "max_cpus", "max_memory", "max_time", "container",
+    "slurm_queue", "slurm_cluster_options", "slurm_queue_size", "slurm_submit_rate_limit",
+})
+
+
+def parse_slice_ids(value: Any) -> list[int] | None:
+    """Read slice ids given as a list, one number, or ``"1,2,5"`` text.
+
+    Examples
+    --------
+    >>> parse_slice_ids("1, 2,5"), parse_slice_ids(3), parse_slice_ids(None)
+    ([1, 2, 5], [3], None)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("slice ids must be integers")
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    ids = []
+    for item in value:
+        if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
+            raise ValueError(f"slice id {item!r} is not an integer")
+        ids.append(int(item))
+    return ids
+
+
+SliceIds = Annotated[list[Annotated[int, Field(ge=0)]] | None, BeforeValidator(parse_slice_ids)]
+Number = int | float
+Positive = Annotated[Number, Field(gt=0)]
+Percentile = Annotated[Number, Field(ge=0, le=100)]
+
+
+class PipelineParams(BaseModel):
+    """Every parameter of the pipeline, validated (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Input / output
+    input: str | None = None
+    outdir: str = "results"
+    publish_dir_mode: Literal["copy", "copyNoFollow", "link", "rellink", "symlink", "move"] = "copy"
+    slices: SliceIds = None
+    exclude_slices: SliceIds = None
+
+    # Simulated acquisition
+    simulate: Literal["tiny", "small", "large"] | None = None
+    simulate_seed: Annotated[int, Field(ge=0)] | None = None
+    simulate_layout: Literal["native", "tiff"] | None = None
+    simulate_n_slices: Annotated[int, Field(ge=1)] | None = None
+
+    # Shared by the steps that write OME-Zarr
+    n_levels: Annotated[int, Field(ge=0)] | None = None
+    compression: Literal["blosc-lz4", "zstd", "lz4", "gzip", "none"] | None = None
+
+    # Mosaic grids
+    resolution: Positive | None = None
+    axial_resolution: Positive | None = None
+    z_range: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)] | None = None
+    mosaic_dtype: str | None = None
+
+    # Stitching
+    blend: Literal["feather", "average", "max"] | None = None
+    max_shift_px: Annotated[Number, Field(ge=0)] | None = None
+
+    # Axial correction
+    surface_depth_um: Annotated[Number, Field(ge=0)] | None = None
+    useful_depth_um: Positive | None = None
+    focus: Literal["background", "gaussian", "none"] | None = None
+    attenuation: Literal["vermeer", "none"] | None = None
+
+    # Normalization
+    percentiles: Annotated[list[Percentile], Field(min_length=2, max_length=2)] | None = None
+    flatfield: bool = False
+    normalize_dtype: Literal["float32", "uint16"] | None = None
+
+    # Stacking
+    slice_thickness: Positive | None = None
+    stack_resolution: Positive | None = None
+    pyramid_resolutions: Annotated[list[Positive], Field(min_length=1)] | None = [10, 25, 50, 100]
+    allow_gaps: bool = False
+    stack_chunks: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)] | None = None
+
+    # Quality control and report
+    screenshot_z: Annotated[int, Field(ge=0)] | None = None
+    screenshot_level: Annotated[int, Field(ge=0)] | None = None
+    report_title: str | None = None
+
+    # Compute resources (Nextflow only)
+    max_cpus: Annotated[int, Field(ge=1)] = 8
+    max_memory: str = "32.GB"
+    max_time: str = "24.h"
+    container: str = "linumpy:0.1.0"
+    slurm_queue: str | None = None
+    slurm_cluster_options: str | None = None
+    slurm_queue_size: Annotated[int, Field(ge=1)] = 50
+    slurm_submit_rate_limit: str = "10/1min"
+
+    def selected(self, slice_ids: list[int]) -> list[int]:
+        """Return the slice ids to reconstruct, in order: the subset minus the exclusions.
+
+        Examples
+        --------
+        >>> PipelineParams(slices=[1, 2, 3], exclude_slices=[2]).selected([0, 1, 2, 3])
+        [1, 3]
+        """
+        wanted = set(self.slices) if self.slices is not None else set(slice_ids)
+        excluded = set(self.exclude_slices or ())
+        return sorted(i for i in slice_ids if i in wanted and i not in excluded)
+
+    @property
+    def stack_allows_gaps(self) -> bool:
+        """Whether the stack may skip slice ids: asked for, or slices were excluded."""
+        return self.allow_gaps or bool(self.exclude_slices)
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Read a params file (YAML or JSON, as for ``nextflow run -params-file``).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, does not parse, or is not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the params file ({error.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        first_line = str(error).splitlines()[0]
+        raise InputError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first_line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of parameter names to values")
+    return data
+
+
+def load_params(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineParams:
+    """Return validated parameters from a params file, then ``overrides`` (``None`` values ignored).
+
+    Examples
+    --------
+    >>> load_params(None, {"simulate": "tiny", "outdir": "demo"}).outdir
+    'demo'
+
+    Raises
+    ------
+    InputError
+        Naming the file (if any) and every offending key.
+    """
+    values = read_params_file(path) if path is not None else {}
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return PipelineParams(**values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or 'params'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        source = f"{path}: " if path is not None else ""
+        raise InputError(f"{source}invalid parameters: {problems}") from None

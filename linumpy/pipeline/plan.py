@@ -1,0 +1,126 @@
+"""The tasks of a run: which script runs on which files, with which arguments.
+
+A :class:`Task` is one script invocation, laid out like the Nextflow process
+that runs the same step (same positional arguments, then the fixed flags the
+pipeline sets, then the options from the parameters). Its :attr:`Task.key`
+fingerprints the command line (with paths inside the output directory made
+relative, so a moved output directory still resumes) and the keys of the
+tasks it reads from, so a change of parameters reruns the step and everything
+downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import linumpy
+from linumpy.io.naming import slice_step_name, slice_tag
+from linumpy.pipeline import steps
+from linumpy.pipeline.layout import VOLUME_NAME, OutputLayout
+from linumpy.pipeline.params import PipelineParams
+
+
+@dataclass(frozen=True)
+class Task:
+    """One invocation of a ``bin/`` script.
+
+    ``inputs`` uses the input names of the step's Nextflow process; ``argv``
+    starts with the script's file name; ``signature`` is ``argv`` with the
+    paths inside the output directory relative to it.
+    """
+
+    id: str
+    step: steps.Step
+    slice_id: int | None
+    argv: tuple[str, ...]
+    signature: tuple[str, ...]
+    outputs: tuple[Path, ...]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    upstream: tuple[Task, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Fingerprint of the command line, the linumpy version and the upstream tasks."""
+        payload = json.dumps([linumpy.__version__, list(self.signature), [t.key for t in self.upstream]])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _relative_to(root: Path, word: str) -> str:
+    path = Path(word)
+    return f"OUTDIR/{path.relative_to(root).as_posix()}" if path.is_relative_to(root) else word
+
+
+def _task(step: steps.Step, layout: OutputLayout, slice_id: int | None, positional: list, fixed: list,
+          params: PipelineParams, outputs: list[Path], inputs: dict[str, Any],
+          upstream: tuple[Task, ...] = (), name: str | None = None) -> Task:
+    suffix = f"_{slice_tag(slice_id)}" if slice_id is not None else ""
+    argv = step.command([str(p) for p in positional], [str(f) for f in fixed], params)
+    signature = tuple(_relative_to(layout.root, word) if word.startswith("/") else word for word in argv)
+    return Task(name or f"{step.name}{suffix}", step, slice_id, tuple(argv), signature, tuple(outputs),
+                inputs, upstream)
+
+
+def plan_simulation(params: PipelineParams, layout: OutputLayout) -> Task:
+    """The task simulating the acquisition into ``OUTDIR/acquisition``."""
+    return _task(steps.SIMULATE, layout, None, [layout.acquisition], ["--preset", params.simulate], params,
+                 [layout.acquisition], {"preset": params.simulate})
+
+
+def plan_motor_positions(params: PipelineParams, layout: OutputLayout, acquisition: Path,
+                         upstream: tuple[Task, ...] = ()) -> Task:
+    """The task writing the motor positions table (restricted to ``params.slices`` if set)."""
+    subset = ["--slices", *params.slices] if params.slices else []
+    return _task(steps.COLLECT_MOTOR_POSITIONS, layout, None, [acquisition, layout.motor_positions], subset, params,
+                 [layout.motor_positions], {"acquisition": acquisition, "slices": params.slices or []},
+                 upstream)
+
+
+def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, slice_id: int,
+               upstream: tuple[Task, ...] = ()) -> list[Task]:
+    """The chain of one slice: mosaic grid, stitch, axial correction, normalization, screenshot."""
+    meta = {"id": slice_id, "tag": slice_tag(slice_id)}
+    grid = layout.mosaic_grid(slice_id)
+    stitched = layout.slice_product(slice_id, "stitch_3d")
+    corrected = layout.slice_product(slice_id, "axial_corr")
+    normalized = layout.slice_product(slice_id, "normalize")
+    shot_name = slice_step_name(slice_id, "normalize").removesuffix(".ome.zarr")
+
+    mosaic = _task(steps.CREATE_MOSAIC_GRID, layout, slice_id, [acquisition, grid], ["--slice", slice_id], params,
+                   [grid, layout.mosaic_grid(slice_id, 2)], {"meta": meta, "acquisition": acquisition},
+                   upstream)
+    stitch = _task(steps.STITCH_3D, layout, slice_id, [grid, stitched], [], params,
+                   [stitched, layout.beside(stitched, "_transform.json")], {"meta": meta, "grid": grid},
+                   (mosaic,))
+    axial = _task(steps.AXIAL_CORR, layout, slice_id, [stitched, corrected], [], params,
+                  [corrected, layout.beside(corrected, "_surface.ome.zarr"),
+                   layout.beside(corrected, "_attenuation.ome.zarr")], {"meta": meta, "zarr": stitched},
+                  (stitch,))
+    normalize = _task(steps.NORMALIZE, layout, slice_id, [corrected, normalized], [], params,
+                      [normalized], {"meta": meta, "zarr": corrected}, (axial,))
+    screenshot = _task(steps.SCREENSHOT, layout, slice_id, [normalized, layout.screenshot(shot_name)], [], params,
+                       [layout.screenshot(shot_name)], {"name": shot_name, "zarr": normalized}, (normalize,))
+    return [mosaic, stitch, axial, normalize, screenshot]
+
+
+def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[int],
+                motor_positions: Task, normalized: dict[int, Task]) -> list[Task]:
+    """Stack the normalized slices (by id), screenshot the volume, write the report."""
+    slices = [layout.slice_product(i, "normalize") for i in sorted(slice_ids)]
+    gaps = ["--allow_gaps"] if params.stack_allows_gaps else []
+    stack = _task(steps.STACK_SLICES, layout, None,
+                  [*slices, layout.volume],
+                  ["--motor_positions", layout.motor_positions, "--shifts_out", layout.volume_shifts, *gaps],
+                  params, [layout.volume, layout.volume_shifts],
+                  {"slices": slices, "motor_positions": layout.motor_positions,
+                   "allow_gaps": params.stack_allows_gaps},
+                  (motor_positions, *(normalized[i] for i in sorted(slice_ids))))
+    screenshot = _task(steps.SCREENSHOT, layout, None, [layout.volume, layout.screenshot(VOLUME_NAME)], [], params,
+                       [layout.screenshot(VOLUME_NAME)], {"name": VOLUME_NAME, "zarr": layout.volume},
+                       (stack,), name=f"screenshot_{VOLUME_NAME}")
+    report = _task(steps.REPORT, layout, None, [layout.root, layout.report], [], params, [layout.report],
+                   {}, (stack, screenshot))
+    return [stack, screenshot, report]

@@ -1,0 +1,1 @@
+"""Quality control: per-step QC records, their figures and the HTML report."""

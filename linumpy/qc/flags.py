@@ -1,0 +1,144 @@
+"""Red flags derived from QC records.
+
+The report raises a flag when a record's metrics cross one of the thresholds
+below (names and meanings in ``docs/qc.md``), in addition to the flags the
+steps wrote themselves. Every rule reads plain metric values; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Stitching confidence (0-1) below which a slice is flagged.
+MIN_STITCH_CONFIDENCE = 0.5
+#: Fraction of tile pairs on the stage model above which a slice is flagged.
+MAX_FALLBACK_FRACTION = 0.25
+#: Fraction of non-zero voxels below which a slice counts as (nearly) empty.
+MIN_NONZERO_FRACTION = 0.01
+#: Robust z-score (median/MAD) above which a stack shift is an outlier ...
+OUTLIER_Z = 4.0
+#: ... provided it also departs from the median by at least this many pixels.
+OUTLIER_MIN_PX = 2.0
+#: Overlap NCC below which two neighbouring slices are flagged as poorly matched.
+MIN_OVERLAP_NCC = 0.2
+
+
+@dataclass(frozen=True, order=True)
+class RedFlag:
+    """One problem to show at the top of the report.
+
+    ``slice_id`` is None for problems of the whole brain.
+    """
+
+    slice_id: int | None
+    step: str
+    message: str
+
+
+def record_flags(record: Mapping[str, Any]) -> list[RedFlag]:
+    """Return the red flags of one QC record (its own flags plus threshold rules)."""
+    step = record["step"]
+    slice_id = record.get("slice_id")
+    metrics = record.get("metrics", {})
+    messages = [str(flag) for flag in record.get("flags", [])]
+    messages += _threshold_messages(metrics)
+    flags = [RedFlag(slice_id, step, message) for message in messages]
+    flags += _stack_flags(step, metrics)
+    flags += [RedFlag(sid, step, f"failed: {why}") for sid, why in slice_reasons(metrics.get("failed_slices"))]
+    flags += [RedFlag(sid, step, f"excluded: {why}") for sid, why in slice_reasons(metrics.get("excluded_slices"))]
+    return flags
+
+
+def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
+    messages = []
+    confidence = _number(metrics.get("confidence"))
+    if confidence is not None and confidence < MIN_STITCH_CONFIDENCE:
+        messages.append(f"low stitching confidence {confidence:.2f} (< {MIN_STITCH_CONFIDENCE})")
+    n_pairs = _number(metrics.get("n_pairs"))
+    n_fallback = _number(metrics.get("n_fallback_pairs"))
+    if n_pairs and n_fallback is not None and n_fallback / n_pairs > MAX_FALLBACK_FRACTION:
+        messages.append(f"{n_fallback:.0f}/{n_pairs:.0f} tile pairs fell back to the stage model")
+    nonzero = _number(metrics.get("nonzero_fraction"))
+    if nonzero is not None and nonzero == 0:
+        messages.append("empty: every voxel is zero")
+    elif nonzero is not None and nonzero < MIN_NONZERO_FRACTION:
+        messages.append(f"nearly empty: {100 * nonzero:.2f}% non-zero voxels")
+    return messages
+
+
+def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:
+    ids = metrics.get("slice_ids")
+    if not isinstance(ids, list):
+        return []
+    flags = []
+    shifts = metrics.get("shifts_px")
+    if isinstance(shifts, list) and len(shifts) == len(ids):
+        magnitudes = np.hypot(*np.asarray(shifts, dtype=np.float64).reshape(-1, 2).T)
+        for index in outlier_indices(magnitudes):
+            flags.append(RedFlag(int(ids[index]), step, f"outlier slice shift {magnitudes[index]:.1f} px"))
+    ncc = metrics.get("overlap_ncc")
+    if isinstance(ncc, list) and len(ncc) == len(ids):
+        for slice_id, value in zip(ids, ncc, strict=True):
+            if value is not None and value < MIN_OVERLAP_NCC:
+                flags.append(RedFlag(int(slice_id), step, f"poor overlap with previous slice (NCC {value:.2f})"))
+    return flags
+
+
+def outlier_indices(values: Sequence[float]) -> list[int]:
+    """Indices of values far from the median (robust z-score and absolute margin).
+
+    NaN values are ignored.
+
+    Examples
+    --------
+    >>> outlier_indices([1.0, 1.2, 0.9, 1.1, 9.0])
+    [4]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if finite.sum() < 3:
+        return []
+    median = np.median(values[finite])
+    deviation = np.abs(values - median)
+    sigma = 1.4826 * np.median(deviation[finite])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        robust_z = np.where(sigma > 0, deviation / sigma, np.inf)
+    outlying = finite & (deviation >= OUTLIER_MIN_PX) & (robust_z > OUTLIER_Z)
+    return [int(index) for index in np.flatnonzero(outlying)]
+
+
+def slice_reasons(entries: Any) -> list[tuple[int, str]]:
+    """Normalise a ``failed_slices``/``excluded_slices`` metric to ``[(slice_id, reason)]``.
+
+    Accepts a dict ``{slice_id: reason}``, a list of ids, or a list of
+    ``{"slice_id": ..., "reason": ...}`` dicts.
+
+    Examples
+    --------
+    >>> slice_reasons({"3": "no tiles"})
+    [(3, 'no tiles')]
+    >>> slice_reasons([5])
+    [(5, 'no reason given')]
+    """
+    if not entries:
+        return []
+    if isinstance(entries, Mapping):
+        pairs = [(int(key), str(value)) for key, value in entries.items()]
+    else:
+        pairs = []
+        for entry in entries:
+            if isinstance(entry, Mapping):
+                pairs.append((int(entry["slice_id"]), str(entry.get("reason", "no reason given"))))
+            else:
+                pairs.append((int(entry), "no reason given"))
+    return sorted(pairs)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)

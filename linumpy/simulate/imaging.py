@@ -1,0 +1,105 @@
+"""Image formation: from the phantom to what the OCT records in a tile.
+
+For tile voxel ``(zt, i, j)`` of a slice whose cut surface lies at depth
+``s(i, j)`` (tile samples)::
+
+    present   = zt >= s(i, j)
+    T(zt)     = exp(-2 * dz_mm * sum_{z' < zt} mu(z') * present(z'))
+    signal    = V(i, j) * F(zt) * R * S * T(zt) * present
+    frame     = signal + noise_floor * E,  E ~ Exponential(1), per repeat
+
+``R``/``mu`` are the phantom's reflectivity and attenuation (1/mm), ``dz_mm``
+the axial voxel size, the factor 2 the round trip of the light, ``F`` the
+Gaussian focus profile, ``V`` the vignetting, ``S`` multiplicative speckle
+anchored to world voxels (so it is the same in overlapping tiles and
+slices). See ``docs/simulator.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from linumpy.simulate.fields import hash_coordinates, uniform_from_hash
+from linumpy.simulate.geometry import AcquisitionGeometry
+from linumpy.simulate.phantom import Phantom
+from linumpy.simulate.presets import Preset
+
+#: Independent hash streams of the seed.
+_SPECKLE_STREAM = 11
+
+
+def vignetting(shape: tuple[int, int], strength: float) -> np.ndarray:
+    """Lateral gain ``1 - strength * (u^2 + v^2) / 2``, ``u, v`` in [-1, 1] across the tile.
+
+    Examples
+    --------
+    >>> float(vignetting((5, 5), 0.3)[0, 0])
+    0.7
+    """
+    u = np.linspace(-1.0, 1.0, shape[0])[:, None]
+    v = np.linspace(-1.0, 1.0, shape[1])[None, :]
+    return (1.0 - strength * (u**2 + v**2) / 2.0).astype(np.float32)
+
+
+def focus_profile(n_z: int, focus_px: float, sigma_px: float) -> np.ndarray:
+    """Gaussian axial gain ``exp(-(zt - focus)^2 / (2 sigma^2))``, shape ``(n_z,)``."""
+    z = np.arange(n_z, dtype=np.float64)
+    return np.exp(-((z - focus_px) ** 2) / (2.0 * sigma_px**2)).astype(np.float32)
+
+
+def speckle(seed: int, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Multiplicative speckle of mean 1: the mean of two unit exponentials per world voxel."""
+    hashes = hash_coordinates(seed * 1009 + _SPECKLE_STREAM, z, y, x)
+    u1, u2 = uniform_from_hash(hashes, 0), uniform_from_hash(hashes, 1)
+    return (-0.5 * (np.log(u1) + np.log(u2))).astype(np.float32)
+
+
+def transmission(attenuation_per_mm: np.ndarray, present: np.ndarray, axial_um: float) -> np.ndarray:
+    """Round-trip Beer-Lambert transmission ``exp(-2 dz sum_{z'<z} mu present)`` along axis 0."""
+    optical_depth = np.cumsum(attenuation_per_mm * present, axis=0, dtype=np.float64)
+    optical_depth = np.concatenate([np.zeros_like(optical_depth[:1]), optical_depth[:-1]], axis=0)
+    return np.exp(-2.0 * (axial_um / 1000.0) * optical_depth).astype(np.float32)
+
+
+def tile_signal(
+    phantom: Phantom, geometry: AcquisitionGeometry, seed: int, index: int, row: int, col: int
+) -> np.ndarray:
+    """The noise-free recorded intensity of one tile, float32 ``(z, y, x)``."""
+    preset = geometry.preset
+    z, y, x = geometry.tile_world_axes(index, row, col)
+    box = phantom.evaluate(z, y, x)
+    depth = np.arange(preset.tile_shape[0], dtype=np.float32)[:, None, None]
+    present = depth >= geometry.surface_depth(index, y, x)[None]
+    gain = vignetting(preset.tile_shape[1:], preset.vignetting)[None] * focus_profile(
+        preset.tile_shape[0], preset.focus_px, preset.focus_sigma_px
+    )[:, None, None]
+    signal = box.reflectivity * speckle(seed, z, y, x)
+    signal *= transmission(box.attenuation_per_mm, present, preset.axial_resolution_um)
+    signal *= gain
+    return np.where(present, signal, 0.0).astype(np.float32)
+
+
+def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator) -> np.ndarray:
+    """The frames the microscope writes for a tile, C-order ``(ny * n_repeat, nx + n_extra, nz)``.
+
+    Frame ``y * n_repeat + r`` is repeat ``r`` of B-scan ``y``; its last
+    ``n_extra`` A-lines (the galvo return) hold noise only.
+    """
+    nz, ny, nx = signal.shape
+    frames = preset.noise_floor * rng.standard_exponential(
+        (ny, preset.n_repeat, nx + preset.n_extra, nz), dtype=np.float32
+    )
+    frames[:, :, :nx, :] += signal.transpose(1, 2, 0)[:, None]
+    return frames.reshape(ny * preset.n_repeat, nx + preset.n_extra, nz)
+
+
+def tile_noise_rng(seed: int, index: int, row: int, col: int) -> np.random.Generator:
+    """The random generator of one tile's noise (independent of generation order)."""
+    return np.random.default_rng([seed, 2, index, row, col])
+
+
+def tissue_fraction(phantom: Phantom, geometry: AcquisitionGeometry, index: int, row: int, col: int) -> float:
+    """Fraction of a tile's footprint inside the sample, 20 samples below the surface offset."""
+    z, y, x = geometry.tile_world_axes(index, row, col)
+    depth = z[0] + min(len(z) - 1, int(geometry.preset.surface_offset_px) + 20)
+    return float(phantom.sample_mask(np.array([depth]), y, x).mean())

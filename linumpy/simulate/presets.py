@@ -1,0 +1,96 @@
+"""Sizes and imaging parameters of the simulated acquisitions.
+
+``tiny`` is for unit tests (seconds), ``small`` is the README demo (a minute
+of pipeline on two cores), ``large`` is for benchmarks (about 2.6 GB of raw
+tiles per slice, generated tile by tile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from linumpy.errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that shapes a simulated acquisition (besides the seed).
+
+    Lengths are in voxels of the raw tiles (lateral pixels, axial samples)
+    unless the name says ``_um``; see ``docs/simulator.md`` for the model.
+    """
+
+    name: str
+    n_slices: int
+    grid_shape: tuple[int, int]  # rows, cols
+    tile_shape: tuple[int, int, int]  # z, y, x
+    lateral_resolution_um: float
+    axial_resolution_um: float
+    overlap: float  # nominal fraction shared by neighbouring tiles
+    slice_thickness_px: int  # vibratome cut, axial samples
+    surface_offset_px: float  # mean depth of the cut surface in the tiles
+    surface_tilt: tuple[float, float]  # axial samples per lateral pixel, (y, x)
+    surface_bump_px: float  # amplitude (std) of the surface bumps
+    stage_error_px: int  # true tile origin = nominal + U{-e..e}
+    slice_shift_px: int  # per-slice random-walk step of the sample, U{-s..s}
+    sample_radius: float  # sample semi-axes as a fraction of the mosaic size
+    n_repeat: int
+    n_extra: int
+    n_bin_files: int
+    top_z: int  # first A-line sample kept
+    focus_px: float  # focal plane, tile depth index
+    focus_sigma_px: float
+    vignetting: float  # relative loss at the tile corners
+    noise_floor: float  # mean of the exponential noise, per frame
+    truth_step: int  # lateral sampling step of the ground-truth volumes
+
+    @property
+    def tile_step_px(self) -> tuple[int, int]:
+        """Nominal ``(y, x)`` distance between neighbouring tile origins."""
+        return tuple(round(n * (1 - self.overlap)) for n in self.tile_shape[1:])
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny", n_slices=3, grid_shape=(3, 2), tile_shape=(80, 64, 64),
+        lateral_resolution_um=3.0, axial_resolution_um=1.5, overlap=0.2,
+        slice_thickness_px=45, surface_offset_px=10.0, surface_tilt=(0.01, -0.015),
+        surface_bump_px=1.0, stage_error_px=3, slice_shift_px=3, sample_radius=0.42,
+        n_repeat=2, n_extra=8, n_bin_files=3, top_z=20, focus_px=30.0, focus_sigma_px=30.0,
+        vignetting=0.3, noise_floor=0.01, truth_step=1,
+    ),
+    "small": Preset(
+        name="small", n_slices=5, grid_shape=(4, 4), tile_shape=(96, 128, 128),
+        lateral_resolution_um=3.0, axial_resolution_um=1.5, overlap=0.15,
+        slice_thickness_px=50, surface_offset_px=12.0, surface_tilt=(0.008, -0.01),
+        surface_bump_px=1.5, stage_error_px=4, slice_shift_px=4, sample_radius=0.32,
+        n_repeat=1, n_extra=12, n_bin_files=12, top_z=20, focus_px=36.0, focus_sigma_px=35.0,
+        vignetting=0.3, noise_floor=0.01, truth_step=1,
+    ),
+    "large": Preset(
+        name="large", n_slices=4, grid_shape=(8, 8), tile_shape=(160, 256, 256),
+        lateral_resolution_um=3.0, axial_resolution_um=1.5, overlap=0.15,
+        slice_thickness_px=100, surface_offset_px=15.0, surface_tilt=(0.004, -0.005),
+        surface_bump_px=2.0, stage_error_px=6, slice_shift_px=6, sample_radius=0.38,
+        n_repeat=1, n_extra=16, n_bin_files=4, top_z=20, focus_px=50.0, focus_sigma_px=50.0,
+        vignetting=0.3, noise_floor=0.01, truth_step=4,
+    ),
+}
+
+
+def get_preset(name: str, n_slices: int | None = None) -> Preset:
+    """Return a preset by name, optionally with another number of slices.
+
+    Raises
+    ------
+    InputError
+        For an unknown name or a number of slices below 1.
+    """
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if n_slices is not None:
+        if n_slices < 1:
+            raise InputError(f"--n_slices must be >= 1, got {n_slices}")
+        preset = replace(preset, n_slices=n_slices)
+    return preset

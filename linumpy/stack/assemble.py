@@ -1,0 +1,208 @@
+"""Assemble placed slices into one volume, chunk by chunk.
+
+Each slice, already resampled to the output voxel size and cut to its useful
+depth, sits at an integer voxel origin of the output grid. Consecutive slices
+overlap in depth; inside an overlap each slice's weight ramps linearly from
+the previous slice to the next, and the output is the weighted mean of the
+slices that cover a voxel (so a slice narrower than its neighbour leaves the
+neighbour at full weight). Voxels no slice covers are zero.
+
+Each output chunk reads only the parts of the slices it overlaps, so peak
+memory depends on the chunk size, not on the number of slices.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import dask
+import dask.array as da
+import numpy as np
+from tqdm import tqdm
+
+
+class RegionSink(Protocol):
+    """Anything that accepts ``sink[z0:z1, y0:y1, x0:x1] = block``."""
+
+    def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class PlacedSlice:
+    """One slice at its place in the output grid.
+
+    Attributes
+    ----------
+    data : dask.array.Array
+        ``(z, y, x)`` useful range of the slice at the output voxel size.
+    origin : tuple of int
+        Output voxel of ``data[0, 0, 0]``.
+    """
+
+    data: da.Array
+    origin: tuple[int, int, int]
+
+    @property
+    def stop(self) -> tuple[int, int, int]:
+        """Output voxel one past the slice's last voxel, per axis."""
+        return tuple(o + n for o, n in zip(self.origin, self.data.shape, strict=True))
+
+
+def union_box(placed: Sequence[PlacedSlice]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Return ``(start, shape)`` of the smallest box holding every slice.
+
+    Examples
+    --------
+    >>> a = PlacedSlice(da.zeros((4, 5, 5)), (0, 2, 0))
+    >>> b = PlacedSlice(da.zeros((4, 6, 5)), (3, 0, 1))
+    >>> union_box([a, b])
+    ((0, 0, 0), (7, 7, 6))
+    """
+    start = tuple(int(min(p.origin[a] for p in placed)) for a in range(3))
+    stop = tuple(int(max(p.stop[a] for p in placed)) for a in range(3))
+    return start, tuple(e - s for s, e in zip(start, stop, strict=True))
+
+
+def depth_ramps(placed: Sequence[PlacedSlice]) -> list[tuple[int, int]]:
+    """Return, per slice, its depth overlap with the previous and the next slice.
+
+    Slices are taken in the given order (by slice id); an overlap is the
+    number of output planes both slices cover (0 when they do not touch).
+    """
+    ramps = []
+    for k, current in enumerate(placed):
+        before = placed[k - 1].stop[0] - current.origin[0] if k > 0 else 0
+        after = current.stop[0] - placed[k + 1].origin[0] if k + 1 < len(placed) else 0
+        ramps.append((max(0, before), max(0, after)))
+    return ramps
+
+
+def depth_weights(depth: int, ramp_in: int, ramp_out: int, z0: int, z1: int) -> np.ndarray:
+    """Linear blending weights of a slice's planes ``z0..z1-1``.
+
+    The weight rises over the first ``ramp_in`` planes and falls over the
+    last ``ramp_out`` planes of a slice ``depth`` planes deep; two slices
+    overlapping by ``n`` planes get weights summing to 1 on each plane.
+
+    Examples
+    --------
+    >>> depth_weights(6, 0, 3, 0, 6).round(3).tolist()
+    [1.0, 1.0, 1.0, 0.833, 0.5, 0.167]
+    >>> depth_weights(6, 3, 0, 0, 3).round(3).tolist()
+    [0.167, 0.5, 0.833]
+    """
+    z = np.arange(z0, z1, dtype=np.float64)
+    rising = (z + 0.5) / ramp_in if ramp_in > 0 else np.ones_like(z)
+    falling = (depth - z - 0.5) / ramp_out if ramp_out > 0 else np.ones_like(z)
+    return np.clip(np.minimum(rising, falling), 0.0, 1.0)
+
+
+def iter_chunk_regions(
+    shape: Sequence[int], chunks: Sequence[int]
+) -> Iterator[tuple[slice, slice, slice]]:
+    """Yield the regions of a chunk grid, z slowest.
+
+    Examples
+    --------
+    >>> [r[0] for r in iter_chunk_regions((5, 2, 2), (3, 2, 2))]
+    [slice(0, 3, None), slice(3, 5, None)]
+    """
+    starts = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
+    for corner in itertools.product(*starts):
+        yield tuple(
+            slice(s, min(s + c, n)) for s, c, n in zip(corner, chunks, shape, strict=True)
+        )
+
+
+def assemble_region(
+    placed: Sequence[PlacedSlice],
+    ramps: Sequence[tuple[int, int]],
+    region: tuple[slice, slice, slice],
+    dtype: np.dtype,
+) -> np.ndarray:
+    """Blend the slices that overlap one output region.
+
+    Parameters
+    ----------
+    placed : sequence of PlacedSlice
+        All slices, in slice-id order, origins in output voxels.
+    ramps : sequence of (int, int)
+        :func:`depth_ramps` of ``placed``.
+    region : tuple of slice
+        Output region (start/stop, no step).
+    dtype : numpy dtype
+        Output dtype; integers are rounded and clipped.
+
+    Returns
+    -------
+    numpy.ndarray
+        The blended region.
+    """
+    shape = tuple(r.stop - r.start for r in region)
+    total = np.zeros(shape, np.float64)
+    weight = np.zeros(shape, np.float64)
+    reads = []
+    for piece, ramp in zip(placed, ramps, strict=True):
+        local = []
+        for axis, r in enumerate(region):
+            start = max(r.start, piece.origin[axis]) - piece.origin[axis]
+            stop = min(r.stop, piece.stop[axis]) - piece.origin[axis]
+            if stop <= start:
+                break
+            local.append(slice(start, stop))
+        else:
+            reads.append((piece, ramp, tuple(local)))
+    blocks = dask.compute(*(piece.data[local] for piece, _, local in reads))
+    for (piece, ramp, local), block in zip(reads, blocks, strict=True):
+        out = tuple(
+            slice(s.start + o - r.start, s.stop + o - r.start)
+            for s, o, r in zip(local, piece.origin, region, strict=True)
+        )
+        w = depth_weights(piece.data.shape[0], *ramp, local[0].start, local[0].stop)
+        w = w[:, None, None]
+        total[out] += w * block
+        weight[out] += w
+    np.divide(total, weight, out=total, where=weight > 0)
+    return _cast(total, dtype)
+
+
+def assemble_volume(
+    placed: Sequence[PlacedSlice],
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    sink: RegionSink,
+    dtype: np.dtype,
+    progress: bool = True,
+) -> None:
+    """Write the blended volume into ``sink`` one chunk at a time.
+
+    Parameters
+    ----------
+    placed : sequence of PlacedSlice
+        Slices in slice-id order, origins relative to the output's corner.
+    shape : sequence of int
+        Output shape ``(z, y, x)``.
+    chunks : sequence of int
+        Output chunk shape; each region written is one chunk.
+    sink : RegionSink
+        Receives ``sink[region] = block`` for every chunk region.
+    dtype : numpy dtype
+        Output dtype.
+    progress : bool
+        Show a progress bar.
+    """
+    ramps = depth_ramps(placed)
+    regions = list(iter_chunk_regions(shape, chunks))
+    for region in tqdm(regions, desc="stack", unit="chunk", disable=not progress):
+        sink[region] = assemble_region(placed, ramps, region, dtype)
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)

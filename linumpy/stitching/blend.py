@@ -1,0 +1,171 @@
+"""Fusion of placed tiles into one output block.
+
+Tiles are placed at integer positions (the estimated subpixel positions
+rounded to the nearest pixel); each output block is computed from the parts
+of the tiles that cover it, at all depths. Three rules combine overlapping
+tiles:
+
+- ``feather``: weighted mean, each tile's weight rising linearly from its
+  edge over the width of the nominal overlap (no seams, flat fields stay flat);
+- ``average``: plain mean;
+- ``max``: maximum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linumpy.stitching.global_solve import TileIndex
+
+BLEND_MODES = ("feather", "average", "max")
+
+#: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile.
+TileReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Box:
+    """Half-open lateral rectangle ``[y0, y1) x [x0, x1)`` of the output."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.y1 - self.y0, self.x1 - self.x0)
+
+
+def feather_weights(tile_shape: Sequence[int], ramp_px: Sequence[float]) -> np.ndarray:
+    """Return the feathering weight of each pixel of a tile.
+
+    The weight is the product of one linear ramp per axis, rising from
+    ``0.5 / ramp`` at the edge to 1 at ``ramp`` pixels from it, so that it is
+    positive everywhere.
+
+    Parameters
+    ----------
+    tile_shape : sequence of int
+        ``(y, x)`` shape of a tile.
+    ramp_px : sequence of float
+        ``(y, x)`` ramp lengths, usually the nominal overlap (at least 1).
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` array of shape ``tile_shape``.
+
+    Examples
+    --------
+    >>> feather_weights((1, 6), (1, 2))[0].tolist()
+    [0.25, 0.75, 1.0, 1.0, 0.75, 0.25]
+    """
+    ramps = []
+    for size, ramp in zip(tile_shape, ramp_px):
+        ramp = max(float(ramp), 1.0)
+        index = np.arange(size, dtype=np.float64)
+        distance = np.minimum(index, size - 1 - index) + 0.5
+        ramps.append(np.minimum(distance / ramp, 1.0))
+    return np.outer(ramps[0], ramps[1]).astype(np.float32)
+
+
+def placement_origins(
+    positions: Mapping[TileIndex, Sequence[float]],
+) -> tuple[dict[TileIndex, tuple[int, int]], tuple[int, int]]:
+    """Round positions to pixels and translate them so the smallest is 0.
+
+    Returns
+    -------
+    origins : dict
+        ``(row, col) -> (y, x)`` integer origin of each tile in the output.
+    translation : tuple of int
+        What was subtracted from the rounded positions.
+    """
+    rounded = {t: np.rint(np.asarray(p, dtype=float)).astype(int) for t, p in positions.items()}
+    low = np.min(np.array(list(rounded.values())), axis=0)
+    origins = {t: (int(p[0] - low[0]), int(p[1] - low[1])) for t, p in rounded.items()}
+    return origins, (int(low[0]), int(low[1]))
+
+
+def output_extent(origins: Mapping[TileIndex, tuple[int, int]],
+                  tile_shape: Sequence[int]) -> tuple[int, int]:
+    """Return the ``(y, x)`` size covering every placed tile."""
+    return (
+        max(o[0] for o in origins.values()) + int(tile_shape[0]),
+        max(o[1] for o in origins.values()) + int(tile_shape[1]),
+    )
+
+
+def tiles_in_box(box: Box, origins: Mapping[TileIndex, tuple[int, int]],
+                 tile_shape: Sequence[int]) -> list[tuple[TileIndex, Box]]:
+    """Return the tiles overlapping ``box`` and, for each, the box in tile pixels."""
+    found = []
+    for tile, (oy, ox) in sorted(origins.items()):
+        y0, y1 = max(box.y0, oy), min(box.y1, oy + tile_shape[0])
+        x0, x1 = max(box.x0, ox), min(box.x1, ox + tile_shape[1])
+        if y0 < y1 and x0 < x1:
+            found.append((tile, Box(y0 - oy, y1 - oy, x0 - ox, x1 - ox)))
+    return found
+
+
+def fuse_block(
+    box: Box,
+    depth: int,
+    origins: Mapping[TileIndex, tuple[int, int]],
+    tile_shape: Sequence[int],
+    read_tile: TileReader,
+    weights: np.ndarray,
+    mode: str = "feather",
+) -> np.ndarray:
+    """Return the fused ``(depth, h, w)`` float32 block of the output at ``box``.
+
+    Pixels covered by no tile are 0.
+
+    Parameters
+    ----------
+    box : Box
+        Lateral extent of the block in output pixels.
+    depth : int
+        Number of z planes.
+    origins : mapping
+        Integer output origin of every tile (see :func:`placement_origins`).
+    tile_shape : sequence of int
+        ``(y, x)`` tile shape.
+    read_tile : callable
+        Returns the ``(depth, h, w)`` part of a tile for a ``(y, x)`` slice pair.
+    weights : np.ndarray
+        Per-pixel tile weights (see :func:`feather_weights`); used by ``feather``.
+    mode : {"feather", "average", "max"}
+        Fusion rule.
+    """
+    if mode not in BLEND_MODES:
+        raise ValueError(f"unknown blend mode {mode!r}; expected one of {BLEND_MODES}")
+    shape = (depth, *box.shape)
+    if mode == "max":
+        fused = np.full(shape, -np.inf, dtype=np.float32)
+    else:
+        fused = np.zeros(shape, dtype=np.float32)
+        total_weight = np.zeros(box.shape, dtype=np.float32)
+    for tile, part in tiles_in_box(box, origins, tile_shape):
+        oy, ox = origins[tile]
+        target = (slice(None), slice(part.y0 + oy - box.y0, part.y1 + oy - box.y0),
+                  slice(part.x0 + ox - box.x0, part.x1 + ox - box.x0))
+        data = np.asarray(read_tile(tile, (slice(part.y0, part.y1), slice(part.x0, part.x1))),
+                          dtype=np.float32)
+        if mode == "max":
+            np.maximum(fused[target], data, out=fused[target])
+            continue
+        weight = (weights[part.y0:part.y1, part.x0:part.x1] if mode == "feather"
+                  else np.ones(part.shape, dtype=np.float32))
+        fused[target] += data * weight
+        total_weight[target[1:]] += weight
+    if mode == "max":
+        fused[np.isneginf(fused)] = 0.0
+        return fused
+    covered = total_weight > 0
+    fused[:, covered] /= total_weight[covered]
+    return fused

@@ -1,0 +1,277 @@
+"""Stitch one slice's mosaic grid OME-Zarr into a single 3D volume.
+
+The mosaic grid holds the tiles side by side, ``(z, rows * tile_y, cols *
+tile_x)``, overlaps not removed. Stitching:
+
+1. reads the grid layout from the ``linumpy`` attributes;
+2. computes each tile's average intensity projection, tile by tile;
+3. estimates the tile positions (:mod:`linumpy.stitching.estimate`), or
+   reuses a saved transform;
+4. writes the output block by block: each lateral block, at all depths, is
+   fused from the parts of the tiles covering it, at integer positions (the
+   subpixel estimates rounded to the nearest pixel);
+5. saves the transform as JSON.
+
+Memory is bounded by one tile (projections) and one output block with its
+tile parts (fusion), whatever the slice size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import numpy as np
+from tqdm import tqdm
+
+from linumpy.errors import InputError
+from linumpy.io.atomic import check_can_write
+from linumpy.io.zarr import OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.stitching.blend import (
+    Box,
+    feather_weights,
+    fuse_block,
+    output_extent,
+    placement_origins,
+)
+from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX, estimate_transform
+from linumpy.stitching.global_solve import TileIndex
+from linumpy.stitching.transform import TileTransform, load_transform, save_transform
+
+logger = logging.getLogger(__name__)
+
+#: Lateral size of the output chunks (and of the fused blocks), pixels.
+BLOCK_PX = 256
+_REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
+
+
+@dataclass(frozen=True)
+class MosaicGridLayout:
+    """Where the tiles are in a mosaic grid array.
+
+    Attributes
+    ----------
+    tile_shape : tuple of int
+        ``(z, y, x)`` of one tile.
+    grid_shape : tuple of int
+        ``(rows, cols)``.
+    tile_step_px : tuple of float
+        Nominal ``(y, x)`` step between neighbouring tiles.
+    tiles_present : tuple of (row, col)
+        Tiles that were acquired.
+    """
+
+    tile_shape: tuple[int, int, int]
+    grid_shape: tuple[int, int]
+    tile_step_px: tuple[float, float]
+    tiles_present: tuple[TileIndex, ...]
+
+    def tile_slices(self, tile: TileIndex) -> tuple[slice, slice]:
+        """Return the ``(y, x)`` slices of ``tile`` in the mosaic grid array."""
+        ty, tx = self.tile_shape[1:]
+        return (slice(tile[0] * ty, (tile[0] + 1) * ty), slice(tile[1] * tx, (tile[1] + 1) * tx))
+
+
+def mosaic_grid_layout(attributes: dict, shape: Sequence[int], source: str) -> MosaicGridLayout:
+    """Read and check the grid layout of a mosaic grid from its attributes.
+
+    Parameters
+    ----------
+    attributes : dict
+        The file's ``linumpy`` attributes.
+    shape : sequence of int
+        Shape of the level-0 array.
+    source : str
+        Name of the file, for error messages.
+
+    Raises
+    ------
+    InputError
+        If the array is not 3D or the attributes do not describe it.
+    """
+    if len(shape) != 3:
+        raise InputError(f"{source} is {len(shape)}D; stitching needs the 3D mosaic grid "
+                         "(mosaic_grid_3d_zNN.ome.zarr from linum_create_mosaic_grid_3d.py)")
+    missing = [key for key in _REQUIRED_KEYS if key not in (attributes or {})]
+    if missing:
+        raise InputError(f"{source} is not a mosaic grid: linumpy attributes lack "
+                         f"{', '.join(missing)}; create it with linum_create_mosaic_grid_3d.py")
+    try:
+        layout = MosaicGridLayout(
+            tile_shape=tuple(int(v) for v in attributes["tile_shape"]),
+            grid_shape=tuple(int(v) for v in attributes["grid_shape"]),
+            tile_step_px=tuple(float(v) for v in attributes["tile_step_px"]),
+            tiles_present=tuple(sorted((int(r), int(c)) for r, c in attributes["tiles_present"])),
+        )
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{source} has malformed mosaic grid attributes ({error}); "
+                         "recreate it with linum_create_mosaic_grid_3d.py") from error
+    expected = (layout.tile_shape[0], layout.grid_shape[0] * layout.tile_shape[1],
+                layout.grid_shape[1] * layout.tile_shape[2])
+    if len(layout.tile_shape) != 3 or len(layout.grid_shape) != 2 or tuple(shape) != expected:
+        raise InputError(f"{source} has shape {tuple(shape)} but its attributes describe "
+                         f"{layout.grid_shape} tiles of {layout.tile_shape}; "
+                         "recreate it with linum_create_mosaic_grid_3d.py")
+    if not layout.tiles_present:
+        raise InputError(f"{source} has no tiles (tiles_present is empty); nothing to stitch")
+    outside = [t for t in layout.tiles_present
+               if not (0 <= t[0] < layout.grid_shape[0] and 0 <= t[1] < layout.grid_shape[1])]
+    if outside:
+        raise InputError(f"{source}: tiles_present lists {outside[0]} outside the "
+                         f"{layout.grid_shape} grid; recreate it with linum_create_mosaic_grid_3d.py")
+    return layout
+
+
+def tile_projections(data, layout: MosaicGridLayout, progress: bool = False) -> dict[TileIndex, np.ndarray]:
+    """Return the average intensity projection of every present tile, one tile at a time."""
+    projections = {}
+    for tile in tqdm(layout.tiles_present, desc="projections", disable=not progress):
+        ys, xs = layout.tile_slices(tile)
+        projections[tile] = np.asarray(
+            data[:, ys, xs].mean(axis=0, dtype=np.float64).compute(), dtype=np.float32
+        )
+    return projections
+
+
+def default_transform_path(out_path: str | os.PathLike) -> Path:
+    """Return ``<out stem>_transform.json`` for an output ``<out stem>.ome.zarr``."""
+    out_path = Path(out_path)
+    name = out_path.name
+    stem = name[: -len(".ome.zarr")] if name.endswith(".ome.zarr") else out_path.stem
+    return out_path.with_name(f"{stem}_transform.json")
+
+
+def _blocks(extent: tuple[int, int], block: int) -> Iterator[Box]:
+    for y0 in range(0, extent[0], block):
+        for x0 in range(0, extent[1], block):
+            yield Box(y0, min(y0 + block, extent[0]), x0, min(x0 + block, extent[1]))
+
+
+def _ordered_map(pool: ThreadPoolExecutor, function, items: Sequence, ahead: int) -> Iterator:
+    """Like ``pool.map`` but with at most ``ahead`` results pending (bounded memory)."""
+    pending = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _to_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast a float block to the output dtype (rounded and clipped for integers)."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(block), info.min, info.max).astype(dtype)
+    return block.astype(dtype, copy=False)
+
+
+def stitch_mosaic_grid(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    transform_path: str | os.PathLike | None = None,
+    transform_out: str | os.PathLike | None = None,
+    blend: str = "feather",
+    max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
+    n_levels: int | None = None,
+    compression: str = "blosc-lz4",
+    overwrite: bool = False,
+    progress: bool = False,
+    workers: int = 2,
+) -> TileTransform:
+    """Stitch a mosaic grid OME-Zarr into ``out_path`` and save its transform.
+
+    Parameters
+    ----------
+    in_path : path-like
+        Mosaic grid OME-Zarr ``(z, rows * tile_y, cols * tile_x)``.
+    out_path : path-like
+        Stitched OME-Zarr to write.
+    transform_path : path-like, optional
+        Reuse this transform JSON instead of estimating one.
+    transform_out : path-like, optional
+        Where to save the transform (default ``<out stem>_transform.json``).
+    blend : {"feather", "average", "max"}
+        Fusion of overlapping tiles.
+    max_shift_px : float
+        Largest correction of the nominal tile offsets accepted by registration.
+    n_levels : int, optional
+        Pyramid levels (writer default if ``None``).
+    compression : str
+        Codec name (see :mod:`linumpy.io.codecs`).
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Show progress bars.
+    workers : int
+        Threads fusing output blocks.
+
+    Returns
+    -------
+    TileTransform
+        The transform applied.
+    """
+    transform_out = Path(transform_out) if transform_out else default_transform_path(out_path)
+    check_can_write(out_path, overwrite)
+    check_can_write(transform_out, overwrite)
+    info = read_omezarr_info(in_path)
+    data, resolution = read_omezarr(in_path)
+    layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
+
+    if transform_path is not None:
+        transform = load_transform(transform_path)
+        if tuple(transform.tile_shape) != layout.tile_shape[1:]:
+            raise InputError(f"{transform_path} was estimated on tiles of {transform.tile_shape} "
+                             f"but {in_path} has tiles of {layout.tile_shape[1:]}; "
+                             "estimate a new transform (omit --transform)")
+    else:
+        projections = tile_projections(data, layout, progress)
+        transform = estimate_transform(projections, layout.tile_step_px, max_shift_px,
+                                       progress=progress)
+
+    positions = {tile: transform.position(tile) for tile in layout.tiles_present}
+    origins, translation = placement_origins(positions)
+    tile_yx = layout.tile_shape[1:]
+    extent = output_extent(origins, tile_yx)
+    depth = layout.tile_shape[0]
+    overlap = [t - s for t, s in zip(tile_yx, layout.tile_step_px)]
+    weights = feather_weights(tile_yx, overlap)
+
+    def read_tile(tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = layout.tile_slices(tile)
+        region = (slice(None), slice(ys.start + part[0].start, ys.start + part[0].stop),
+                  slice(xs.start + part[1].start, xs.start + part[1].stop))
+        with dask.config.set(scheduler="synchronous"):
+            return data[region].compute()
+
+    def fuse_and_write(box: Box) -> None:
+        block = fuse_block(box, depth, origins, tile_yx, read_tile, weights, blend)
+        writer[:, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
+
+    attributes = dict(info.attributes)
+    attributes["tile_positions_px"] = [
+        [r, c, round(float(positions[(r, c)][0] - translation[0]), 3),
+         round(float(positions[(r, c)][1] - translation[1]), 3)]
+        for r, c in layout.tiles_present
+    ]
+    shape = (depth, *extent)
+    chunks = (min(depth, data.chunksize[0]), min(BLOCK_PX, extent[0]), min(BLOCK_PX, extent[1]))
+    blocks = list(_blocks(extent, BLOCK_PX))
+    finalize_options = {} if n_levels is None else {"n_levels": n_levels}
+    with OmeZarrWriter(out_path, shape, chunks=chunks, dtype=data.dtype,
+                       compression=compression, overwrite=overwrite) as writer, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # Blocks are chunk-aligned, so threads never write the same chunk.
+        done = _ordered_map(pool, fuse_and_write, blocks, ahead=2 * max(1, workers))
+        for _ in tqdm(done, total=len(blocks), desc="fuse", disable=not progress):
+            pass
+        writer.finalize(resolution, attributes=attributes, **finalize_options)
+    save_transform(transform, transform_out, overwrite=overwrite)
+    return transform

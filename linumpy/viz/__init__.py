@@ -1,0 +1,1 @@
+"""Pictures of volumes: screenshots for reports and quick looks, the napari viewer."""

@@ -1,0 +1,137 @@
+"""Quick-look PNG of an OME-Zarr image: orthogonal mid-planes with a scale bar.
+
+The planes come from the coarsest pyramid level that is still detailed enough
+(long side >= ``min_size`` pixels), so a screenshot of a terabyte volume reads
+a few megabytes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from linumpy.errors import InputError
+from linumpy.io.zarr import OmeZarrInfo, read_omezarr, read_omezarr_info
+
+#: Smallest long side (pixels) of the level a screenshot reads.
+MIN_SCREENSHOT_SIZE = 512
+_GAP = 8
+_MIN_PANEL_SIDE = 64
+_BACKGROUND = 0
+
+
+def choose_level(info: OmeZarrInfo, min_size: int = MIN_SCREENSHOT_SIZE) -> int:
+    """The coarsest level whose lateral long side is still >= ``min_size`` (else level 0)."""
+    chosen = 0
+    for index, level in enumerate(info.levels):
+        if max(level.shape[-2:]) >= min_size:
+            chosen = index
+    return chosen
+
+
+def contrast_stretch(planes: Sequence[np.ndarray], percentiles: tuple[float, float] = (0.5, 99.5)) -> list[np.ndarray]:
+    """Map planes to uint8 with one robust window (percentiles of all finite values)."""
+    values = np.concatenate([p[np.isfinite(p)].ravel() for p in planes]).astype(np.float64)
+    low, high = np.percentile(values, percentiles) if values.size else (0.0, 1.0)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return [
+        np.clip((np.nan_to_num(p.astype(np.float64), nan=low) - low) * scale, 0, 255).astype(np.uint8)
+        for p in planes
+    ]
+
+
+def nice_length_um(target_um: float) -> float:
+    """The 1, 2 or 5 x 10^k micrometre length closest below ``target_um``.
+
+    Examples
+    --------
+    >>> nice_length_um(730.0)
+    500.0
+    """
+    exponent = math.floor(math.log10(target_um))
+    for mantissa in (5, 2, 1):
+        if mantissa * 10**exponent <= target_um:
+            return float(mantissa * 10**exponent)
+    return float(10**exponent)
+
+
+def _panel(plane: np.ndarray, pixel_mm: tuple[float, float], display_mm: float) -> Image.Image:
+    """A plane resized to square display pixels of ``display_mm`` (thin sides kept >= 64 px)."""
+    height = max(min(_MIN_PANEL_SIDE, plane.shape[0]), round(plane.shape[0] * pixel_mm[0] / display_mm))
+    width = max(min(_MIN_PANEL_SIDE, plane.shape[1]), round(plane.shape[1] * pixel_mm[1] / display_mm))
+    return Image.fromarray(plane).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _draw_scale_bar(image: Image.Image, display_mm: float) -> None:
+    length_um = nice_length_um(0.25 * image.width * display_mm * 1000)
+    length_px = max(1, round(length_um / (display_mm * 1000)))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(10, image.width // 40))
+    label = f"{length_um:g} µm"
+    margin = max(4, image.width // 60)
+    thickness = max(2, image.width // 150)
+    x1, y1 = image.width - margin, image.height - margin
+    text_box = draw.textbbox((0, 0), label, font=font)
+    text_w, text_h = text_box[2] - text_box[0], text_box[3] - text_box[1]
+    top = y1 - thickness - 4 - text_h
+    box_left = min(x1 - length_px, x1 - length_px / 2 - text_w / 2) - 4
+    draw.rectangle([box_left, top - 4, x1 + 4, y1 + 4], fill=_BACKGROUND)  # keeps the bar readable
+    draw.rectangle([x1 - length_px, y1 - thickness, x1, y1], fill=255)
+    draw.text((x1 - length_px / 2 - text_w / 2, top - text_box[1]), label, fill=255, font=font)
+
+
+def render_screenshot(
+    path: str | os.PathLike, z: int | None = None, level: int | None = None, min_size: int = MIN_SCREENSHOT_SIZE
+) -> Image.Image:
+    """Render orthogonal mid-planes (or one XY plane) of an OME-Zarr image.
+
+    Parameters
+    ----------
+    path : path-like
+        OME-Zarr image, 3D or 2D.
+    z : int, optional
+        Level-0 z index of a single XY plane; default: XY, XZ and YZ
+        mid-planes side by side.
+    level : int, optional
+        Pyramid level to read; default: :func:`choose_level`.
+    min_size : int
+        See :func:`choose_level`.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Greyscale image, contrast from the 0.5-99.5 percentiles, with a scale
+        bar on the XY panel. Side panels use the XY pixel size (physical
+        proportions), except that a side thinner than 64 px is stretched to 64.
+    """
+    info = read_omezarr_info(path)
+    level = choose_level(info, min_size) if level is None else level
+    image, resolution = read_omezarr(path, level)
+    if image.ndim == 2:
+        planes, pixels = [image.compute()], [resolution]
+    else:
+        placement = info.levels[level]
+        if z is None:
+            zi, yi, xi = (n // 2 for n in image.shape)
+            planes = [image[zi].compute(), image[:, yi, :].compute(), image[:, :, xi].compute()]
+            pixels = [resolution[1:], (resolution[0], resolution[2]), resolution[:2]]
+        else:
+            z_mm = info.levels[0].translation_mm[0] + z * info.levels[0].scale_mm[0]
+            zi = round((z_mm - placement.translation_mm[0]) / resolution[0])
+            if not 0 <= z < info.shape[0]:
+                raise InputError(f"{path}: z index {z} is outside 0-{info.shape[0] - 1}; pass --z in that range")
+            planes, pixels = [image[min(max(zi, 0), image.shape[0] - 1)].compute()], [resolution[1:]]
+    display_mm = pixels[0][-1]  # the XY panel keeps its pixels
+    panels = [_panel(plane, pixel, display_mm) for plane, pixel in zip(contrast_stretch(planes), pixels)]
+    _draw_scale_bar(panels[0], display_mm)
+    width = sum(p.width for p in panels) + _GAP * (len(panels) - 1)
+    canvas = Image.new("L", (width, max(p.height for p in panels)), _BACKGROUND)
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + _GAP
+    return canvas

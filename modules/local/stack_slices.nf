@@ -1,0 +1,30 @@
+/*
+ * Stack every slice (ordered by slice id) into the final volume, placed
+ * with the motor positions; the lateral shifts applied are saved as JSON.
+ */
+process STACK_SLICES {
+    label 'process_high'
+
+    input:
+    path slices
+    path motor_positions
+    val allow_gaps
+
+    output:
+    path 'volume.ome.zarr', emit: volume
+    path 'volume_shifts.json', emit: shifts
+    path "*_qc*", optional: true, emit: qc
+
+    script:
+    def args = task.ext.args ?: ''
+    def gaps = allow_gaps ? '--allow_gaps' : ''
+    """
+    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} ${args}
+    """
+
+    stub:
+    """
+    mkdir volume.ome.zarr
+    echo '{}' > volume_shifts.json
+    """
+}

@@ -1,0 +1,460 @@
+"""Tests of the OME-Zarr I/O core: linumpy.io.zarr, ngff, codecs (docs/omezarr.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import ome_zarr_models
+import pytest
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+
+from linumpy.errors import InputError, OutputExistsError
+from linumpy.io.atomic import TEMP_MARKER
+from linumpy.io.codecs import COMPRESSIONS
+from linumpy.io.zarr import (
+    AnalysisOmeZarrWriter,
+    OmeZarrWriter,
+    read_omezarr,
+    read_omezarr_info,
+    reencode_omezarr,
+    save_omezarr,
+)
+
+RESOLUTION = (0.0015, 0.010, 0.010)
+
+
+def oct_like(shape: tuple[int, ...], seed: int = 0, dtype=np.uint16) -> np.ndarray:
+    """Tissue decaying with depth, smooth lateral structure and speckle: realistic intensities."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    depth = np.exp(-grids[0] / max(shape[0], 2)) if len(shape) == 3 else 1.0
+    lateral = 1 + 0.5 * np.sin(grids[-1] / 7.0) * np.cos(grids[-2] / 11.0)
+    values = 3000 * depth * lateral * rng.gamma(4.0, 0.25, shape) + 100
+    return values.astype(dtype)
+
+
+def entries(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def assert_valid(path: Path, version: str) -> None:
+    """The file validates with ome-zarr-models and ome-zarr-py reads the right scales."""
+    model = ome_zarr_models.open_ome_zarr(str(path))
+    assert type(model).__module__.endswith(f"v0{version[-1]}.image"), type(model)
+    info = read_omezarr_info(path)
+    node = next(iter(Reader(parse_url(str(path)))()))
+    transforms = node.metadata["coordinateTransformations"]
+    assert len(node.data) == len(info.levels)
+    for level, level_transforms in zip(info.levels, transforms):
+        scale = next(t["scale"] for t in level_transforms if t["type"] == "scale")
+        np.testing.assert_allclose(scale, [s * 1000 for s in level.scale_mm], rtol=1e-12)
+    for data, level in zip(node.data, info.levels):
+        assert tuple(data.shape) == level.shape
+
+
+# --- the seed's examples ----------------------------------------------------------
+
+
+def test_seed_examples(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = da.from_array(np.random.default_rng(0).random((100, 512, 512)), chunks=(10, 128, 128))
+    resolution = (0.0015, 0.010, 0.010)
+    save_omezarr(data, "output.ome.zarr", resolution, chunks=data.chunks)
+    image, res = read_omezarr("output.ome.zarr")
+    assert image.shape == (100, 512, 512) and res == resolution and image.chunksize == (10, 128, 128)
+    assert np.array_equal(image[0:10, 100:200, 100:200].compute(), data[0:10, 100:200, 100:200].compute())
+    assert json.loads(Path("output.ome.zarr/.zattrs").read_text())["multiscales"][0]["version"] == "0.4"
+    assert (tmp_path / "output.ome.zarr/.zgroup").is_file() and (tmp_path / "output.ome.zarr/0/.zarray").is_file()
+    store = zarr.open("output.ome.zarr", mode="r")
+    assert store["1"].shape == (100, 256, 256)
+
+    writer = OmeZarrWriter("pyramid.ome.zarr", shape=(100, 512, 512), chunks=(10, 128, 128), dtype=np.float32)
+    writer[:] = data[:]
+    writer.finalize(resolution, n_levels=5)
+    info = read_omezarr_info("pyramid.ome.zarr")
+    assert [level.path for level in info.levels] == ["0", "1", "2", "3", "4", "5"]
+    for k, level in enumerate(info.levels):
+        np.testing.assert_allclose(np.array(level.scale_mm) * 1000, [1.5, 10 * 2**k, 10 * 2**k])
+        assert level.shape == (100, 512 // 2**k, 512 // 2**k)
+        assert level.chunks == tuple(min(c, n) for c, n in zip((10, 128, 128), level.shape))
+    assert info.dtype == np.float32 and info.name == "pyramid" and info.codec == "blosc-lz4"
+    assert np.array_equal(read_omezarr("pyramid.ome.zarr")[0].compute(), data.compute().astype(np.float32))
+    assert_valid(tmp_path / "pyramid.ome.zarr", "0.4")
+
+    writer = AnalysisOmeZarrWriter("analysis.ome.zarr", shape=(100, 512, 512), chunks=(10, 128, 128), dtype=np.float32)
+    writer[:] = data[:]
+    writer.finalize(resolution, [10, 25, 50, 100])
+    info = read_omezarr_info("analysis.ome.zarr")
+    assert [tuple(round(s * 1000, 6) for s in level.scale_mm) for level in info.levels] == [
+        (1.5, 10, 10), (10, 10, 10), (25, 25, 25), (50, 50, 50), (100, 100, 100)
+    ]
+    assert_valid(tmp_path / "analysis.ome.zarr", "0.4")
+
+
+# --- round trips --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_exact_round_trip(tmp_path, version, compression, dtype):
+    data = oct_like((5, 40, 33), seed=1).astype(dtype)
+    if dtype in (np.float32, np.float64):
+        data = data / 7.0
+    path = tmp_path / "x.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(2, 16, 16), n_levels=1, compression=compression, ngff_version=version)
+    image, resolution = read_omezarr(path)
+    assert image.dtype == dtype and resolution == RESOLUTION
+    assert np.array_equal(image.compute(), data)
+    info = read_omezarr_info(path)
+    assert info.codec == compression and info.ngff_version == version
+    assert_valid(path, version)
+
+
+def test_sharded_v05(tmp_path):
+    data = oct_like((12, 70, 50))
+    path = tmp_path / "s.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(4, 16, 16), shards=(8, 32, 32), n_levels=3, ngff_version="0.5")
+    info = read_omezarr_info(path)
+    assert info.levels[0].shards == (8, 32, 32) and info.levels[0].chunks == (4, 16, 16)
+    metadata = json.loads((path / "1" / "zarr.json").read_text())
+    assert metadata["dimension_names"] == ["z", "y", "x"]
+    assert "ome" in json.loads((path / "zarr.json").read_text())["attributes"]
+    assert np.array_equal(read_omezarr(path)[0].compute(), data)
+    assert_valid(path, "0.5")
+    with pytest.raises(InputError, match="ngff_version='0.5'"):
+        save_omezarr(data, tmp_path / "bad.ome.zarr", RESOLUTION, shards=(8, 32, 32))
+    assert entries(tmp_path) == ["s.ome.zarr"]
+
+
+def test_2d_image_and_default_chunks(tmp_path):
+    data = oct_like((1500, 700), seed=2)
+    path = tmp_path / "mosaic_grid_2d_z03.ome.zarr"
+    save_omezarr(data, path, (0.010, 0.010), n_levels=2)
+    info = read_omezarr_info(path)
+    assert info.chunks == (1024, 700) and info.name == "mosaic_grid_2d_z03"
+    assert [level.shape for level in info.levels] == [(1500, 700), (750, 350), (375, 175)]
+    assert np.array_equal(read_omezarr(path)[0].compute(), data)
+    assert_valid(path, "0.4")
+    writer = OmeZarrWriter(tmp_path / "three.ome.zarr", (3, 300, 500), dtype=np.uint16)
+    assert writer.chunks == (3, 256, 256)
+    writer.abort()
+
+
+def test_pyramid_stops_before_one_pixel(tmp_path, caplog):
+    path = tmp_path / "small.ome.zarr"
+    with caplog.at_level(logging.INFO, logger="linumpy.io.zarr"):
+        save_omezarr(np.ones((2, 8, 5), np.float32), path, RESOLUTION, n_levels=10)
+    assert [level.shape for level in read_omezarr_info(path).levels] == [(2, 8, 5), (2, 4, 3), (2, 2, 2), (2, 1, 1)]
+    assert "stopping the pyramid at level 3" in caplog.text
+
+
+def test_levels_preserve_intensity_and_align_centres(tmp_path):
+    data = oct_like((16, 200, 168), seed=3)
+    path = tmp_path / "i.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(8, 64, 64), n_levels=4, origin=(1.0, 2.0, 3.0))
+    info = read_omezarr_info(path)
+    mean0 = data.mean(dtype=np.float64)
+    for k, level in enumerate(info.levels):
+        image, _ = read_omezarr(path, k)
+        assert image.compute().mean(dtype=np.float64) == pytest.approx(mean0, rel=0.005)
+        # centre of voxel 0 of level k = mean of the level-0 centres it averages
+        f = 2**k
+        expected = [1.0, 2.0 + 0.5 * (f - 1) * 0.010, 3.0 + 0.5 * (f - 1) * 0.010]
+        np.testing.assert_allclose(level.translation_mm, expected, rtol=0, atol=1e-12)
+    # level 1 is the 2x2 lateral block mean of level 0 (rounded)
+    level1 = read_omezarr(path, 1)[0].compute().astype(np.float64)
+    expected = data[:, :200, :168].reshape(16, 100, 2, 84, 2).mean(axis=(2, 4))
+    assert np.abs(level1 - expected).max() <= 0.5
+
+
+def test_analysis_pyramid_rules(tmp_path, caplog):
+    iso25 = oct_like((24, 40, 40), seed=4)
+    with caplog.at_level(logging.INFO, logger="linumpy.io.zarr"):
+        with AnalysisOmeZarrWriter(tmp_path / "a25.ome.zarr", iso25.shape, (8, 16, 16), np.uint16) as writer:
+            writer[:] = iso25
+            writer.finalize((0.025,) * 3)
+    info = read_omezarr_info(tmp_path / "a25.ome.zarr")
+    assert [round(level.scale_mm[0] * 1000, 6) for level in info.levels] == [25, 50, 100]
+    assert [level.shape for level in info.levels] == [(24, 40, 40), (12, 20, 20), (6, 10, 10)]
+    assert "skipping 10 um" in caplog.text
+    np.testing.assert_allclose(info.levels[1].translation_mm, [0.0125] * 3)
+    assert_valid(tmp_path / "a25.ome.zarr", "0.4")
+
+    # 24.9 um counts as 25 um (1 %), and an analysis level at 10 um from 10 um data is level 0 itself
+    with AnalysisOmeZarrWriter(tmp_path / "a10.ome.zarr", (10, 50, 50), (5, 25, 25), np.float32, ngff_version="0.5") as writer:
+        writer[:] = 1.0
+        writer.finalize((0.010,) * 3, resolutions_um=(10, 24.9, 50))
+    info = read_omezarr_info(tmp_path / "a10.ome.zarr")
+    assert [round(level.scale_mm[0] * 1000, 6) for level in info.levels] == [10, 24.9, 50]
+    for k in range(3):
+        assert np.all(read_omezarr(tmp_path / "a10.ome.zarr", k)[0].compute() == 1.0)
+    assert_valid(tmp_path / "a10.ome.zarr", "0.5")
+
+    # anisotropic base: every resolution >= its coarsest axis becomes isotropic, intensity kept
+    aniso = oct_like((60, 30, 30), seed=5)
+    with AnalysisOmeZarrWriter(tmp_path / "an.ome.zarr", aniso.shape, (20, 16, 16), np.uint16) as writer:
+        writer[:] = aniso
+        writer.finalize((0.0015, 0.010, 0.010), resolutions_um=(5, 10, 25))
+    info = read_omezarr_info(tmp_path / "an.ome.zarr")
+    assert [tuple(round(s * 1000, 6) for s in level.scale_mm) for level in info.levels] == [
+        (1.5, 10, 10), (10, 10, 10), (25, 25, 25)
+    ]
+    assert info.levels[1].shape == (9, 30, 30)
+    level1 = read_omezarr(tmp_path / "an.ome.zarr", 1)[0].compute()
+    whole = aniso[: 60 // 20 * 20]  # 60 * 1.5 = 90 um = 9 whole voxels of 10 um
+    assert level1.mean(dtype=np.float64) == pytest.approx(whole.mean(dtype=np.float64), rel=0.005)
+
+
+# --- writers --------------------------------------------------------------------
+
+
+def test_region_writes_numpy_dask_scalar_and_planes(tmp_path):
+    data = oct_like((6, 50, 40), seed=6)
+    writer = OmeZarrWriter(tmp_path / "r.ome.zarr", data.shape, (4, 16, 16), np.uint16)
+    writer[0:4, :, :] = data[0:4]
+    writer[4:6, 0:32, :] = da.from_array(data[4:6, 0:32], chunks=(1, 7, 9))  # unaligned dask blocks
+    writer[5, 32:] = data[5, 32:]
+    writer[4, 32:, ...] = data[4, 32:]
+    np.testing.assert_array_equal(writer.read().compute(), data)
+    writer[0, 0:3, 0:3] = 7
+    writer.finalize(RESOLUTION, n_levels=0, attributes={"slice_id": np.int64(3), "tile_shape": np.array([6, 50, 40])})
+    result = read_omezarr(tmp_path / "r.ome.zarr")[0].compute()
+    assert np.all(result[0, :3, :3] == 7) and np.array_equal(result[1:], data[1:])
+    assert read_omezarr_info(tmp_path / "r.ome.zarr").attributes == {"slice_id": 3, "tile_shape": [6, 50, 40]}
+
+
+def _write_slab(writer: OmeZarrWriter, z0: int, block: np.ndarray) -> None:
+    writer[z0 : z0 + block.shape[0]] = block
+
+
+def test_parallel_processes_write_chunk_aligned_regions(tmp_path):
+    data = oct_like((8, 64, 64), seed=7)
+    writer = OmeZarrWriter(tmp_path / "p.ome.zarr", data.shape, (2, 32, 32), np.uint16)
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        list(pool.map(_write_slab, [writer] * 4, range(0, 8, 2), [data[z : z + 2] for z in range(0, 8, 2)]))
+    writer.finalize(RESOLUTION, n_levels=1)
+    assert np.array_equal(read_omezarr(tmp_path / "p.ome.zarr")[0].compute(), data)
+
+
+def test_exception_inside_with_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with OmeZarrWriter(tmp_path / "x.ome.zarr", (4, 32, 32), dtype=np.uint16) as writer:
+            writer[0:2] = 1
+            raise RuntimeError("boom")
+    assert entries(tmp_path) == []
+    with pytest.raises(RuntimeError, match="without finalize"):
+        with OmeZarrWriter(tmp_path / "y.ome.zarr", (4, 32, 32), dtype=np.uint16) as writer:
+            writer[:] = 1
+    assert entries(tmp_path) == []
+
+
+def test_failing_source_mid_write_leaves_nothing(tmp_path):
+    def explode(block, block_info=None):
+        if block_info[0]["chunk-location"] == (1, 0, 0):
+            raise OSError("disk vanished")
+        return block
+
+    data = da.ones((8, 32, 32), chunks=(2, 32, 32), dtype=np.float32).map_blocks(explode, dtype=np.float32)
+    with pytest.raises(OSError, match="disk vanished"):
+        save_omezarr(data, tmp_path / "x.ome.zarr", RESOLUTION, chunks=(2, 32, 32))
+    assert entries(tmp_path) == []
+
+
+KILLED_WRITER = """
+import sys, time, numpy as np
+from linumpy.io.zarr import OmeZarrWriter
+writer = OmeZarrWriter(sys.argv[1], (8, 64, 64), (2, 32, 32), np.uint16)
+writer[0:4] = 5
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_write_leaves_no_complete_looking_output(tmp_path):
+    out = tmp_path / "killed.ome.zarr"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "written"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    leftovers = entries(tmp_path)
+    assert len(leftovers) == 1 and TEMP_MARKER in leftovers[0] and leftovers[0].startswith(".")
+    with pytest.raises(InputError, match="does not exist"):
+        read_omezarr(out)
+
+
+def test_overwrite(tmp_path):
+    path = tmp_path / "o.ome.zarr"
+    save_omezarr(np.zeros((2, 8, 8), np.uint8), path, RESOLUTION, n_levels=0)
+    with pytest.raises(OutputExistsError, match=f"{path} already exists.*overwrite"):
+        save_omezarr(np.ones((2, 8, 8), np.uint8), path, RESOLUTION, n_levels=0)
+    with pytest.raises(OutputExistsError):
+        OmeZarrWriter(path, (2, 8, 8))
+    assert entries(tmp_path) == ["o.ome.zarr"] and read_omezarr(path)[0].compute().max() == 0
+    save_omezarr(np.ones((2, 8, 8), np.uint8), path, RESOLUTION, n_levels=0, overwrite=True)
+    assert read_omezarr(path)[0].compute().min() == 1 and entries(tmp_path) == ["o.ome.zarr"]
+
+
+def test_deterministic_bytes(tmp_path):
+    data = oct_like((6, 40, 40), seed=8)
+    trees = []
+    for name, version in [("a", "0.4"), ("b", "0.4"), ("c", "0.5"), ("d", "0.5")]:
+        path = tmp_path / name / "same.ome.zarr"
+        save_omezarr(data, path, RESOLUTION, chunks=(2, 16, 16), n_levels=2, ngff_version=version, attributes={"k": 1})
+        trees.append({str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()})
+    assert trees[0] == trees[1] and trees[2] == trees[3]
+
+
+def test_reencode_keeps_levels_and_attributes(tmp_path):
+    data = oct_like((6, 40, 40), seed=9)
+    source = tmp_path / "in.ome.zarr"
+    with AnalysisOmeZarrWriter(source, data.shape, (2, 16, 16), np.uint16) as writer:
+        writer[:] = data
+        writer.finalize((0.010,) * 3, (10, 20), attributes={"slice_id": 4})
+    reencode_omezarr(source, tmp_path / "out.ome.zarr", chunks=(3, 8, 8), compression="zstd", ngff_version="0.5", shards=(6, 16, 16))
+    before, after = read_omezarr_info(source), read_omezarr_info(tmp_path / "out.ome.zarr")
+    assert after.codec == "zstd" and after.chunks == (3, 8, 8) and after.attributes == {"slice_id": 4}
+    assert [lv.scale_mm for lv in after.levels] == [lv.scale_mm for lv in before.levels]
+    assert after.downsampling == "area"
+    for k in range(2):
+        assert np.array_equal(read_omezarr(source, k)[0].compute(), read_omezarr(tmp_path / "out.ome.zarr", k)[0].compute())
+    assert_valid(tmp_path / "out.ome.zarr", "0.5")
+
+
+# --- reading other producers' files ------------------------------------------------------
+
+
+def write_legacy_linumpy(path: Path, data: np.ndarray, unit: str = "millimeter", scale=(0.0015, 0.01, 0.01)) -> None:
+    """An image as earlier linumpy releases wrote it: NGFF 0.5, millimetres, a channel axis of size 1."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.create_array("0", data=data[None], chunks=(1, *data.shape))
+    group.attrs.put(
+        {
+            "ome": {
+                "version": "0.5",
+                "multiscales": [
+                    {
+                        "name": "legacy",
+                        "axes": [{"name": "c", "type": "channel"}]
+                        + [{"name": a, "type": "space", "unit": unit} for a in "zyx"],
+                        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, *scale]}]}],
+                    }
+                ],
+            }
+        }
+    )
+
+
+def test_reads_earlier_linumpy_files_and_units(tmp_path):
+    data = oct_like((4, 12, 10), seed=10)
+    write_legacy_linumpy(tmp_path / "old.ome.zarr", data)
+    image, resolution = read_omezarr(tmp_path / "old.ome.zarr")
+    assert image.shape == data.shape and np.array_equal(image.compute(), data)
+    assert resolution == pytest.approx(RESOLUTION)
+    write_legacy_linumpy(tmp_path / "nm.ome.zarr", data, unit="nm", scale=(1500.0, 10000.0, 10000.0))
+    assert read_omezarr(tmp_path / "nm.ome.zarr")[1] == pytest.approx(RESOLUTION)
+    write_legacy_linumpy(tmp_path / "um.ome.zarr", data, unit="um", scale=(1.5, 10.0, 10.0))
+    assert read_omezarr_info(tmp_path / "um.ome.zarr").resolution == pytest.approx(RESOLUTION)
+
+
+# --- errors users can act on -----------------------------------------------------------
+
+
+def test_error_missing_metadata(tmp_path):
+    path = tmp_path / "x.ome.zarr"
+    save_omezarr(np.zeros((2, 8, 8), np.uint8), path, RESOLUTION, n_levels=0)
+    (path / ".zattrs").unlink()
+    with pytest.raises(InputError, match=r"x.ome.zarr has no .zattrs"):
+        read_omezarr(path)
+    (tmp_path / "empty.ome.zarr").mkdir()
+    with pytest.raises(InputError, match=r"empty.ome.zarr has no .zattrs or zarr.json"):
+        read_omezarr_info(tmp_path / "empty.ome.zarr")
+    with pytest.raises(InputError, match="does not exist"):
+        read_omezarr(tmp_path / "missing.ome.zarr")
+
+
+def test_error_not_an_omezarr(tmp_path):
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=2).attrs.put({"hello": 1})
+    with pytest.raises(InputError, match=r"plain.zarr is not an OME-Zarr image: no 'multiscales'"):
+        read_omezarr(tmp_path / "plain.zarr")
+    zarr.create_array(str(tmp_path / "array.zarr"), shape=(2, 2), dtype=np.uint8, zarr_format=3)
+    with pytest.raises(InputError, match="is a Zarr array"):
+        read_omezarr(tmp_path / "array.zarr")
+
+
+def test_error_wrong_dimensions(tmp_path):
+    with pytest.raises(InputError, match=r"3D \(z, y, x\) or 2D \(y, x\)"):
+        save_omezarr(np.zeros((2, 2, 8, 8)), tmp_path / "4d.ome.zarr", (1, 1, 1, 1))
+    with pytest.raises(InputError, match=r"3D \(z, y, x\) or 2D \(y, x\)"):
+        OmeZarrWriter(tmp_path / "1d.ome.zarr", (8,))
+    with pytest.raises(InputError, match="3 positive voxel sizes"):
+        save_omezarr(np.zeros((2, 8, 8)), tmp_path / "res.ome.zarr", (0.01, 0.01))
+    write_legacy_linumpy(tmp_path / "two_channels.ome.zarr", np.zeros((2, 4, 4), np.uint8))
+    array = zarr.open_group(str(tmp_path / "two_channels.ome.zarr"), mode="r+")
+    del array["0"]
+    array.create_array("0", shape=(2, 2, 4, 4), dtype=np.uint8)
+    with pytest.raises(InputError, match="non-spatial axes.*split the channels"):
+        read_omezarr(tmp_path / "two_channels.ome.zarr")
+    path = tmp_path / "axes.ome.zarr"
+    save_omezarr(np.zeros((2, 8, 8)), path, RESOLUTION, n_levels=0)
+    attrs = json.loads((path / ".zattrs").read_text())
+    attrs["multiscales"][0]["axes"][0]["name"] = "t"
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    with pytest.raises(InputError, match=r"are not \(z, y, x\) or \(y, x\)"):
+        read_omezarr(path)
+    assert sorted(entries(tmp_path)) == ["axes.ome.zarr", "two_channels.ome.zarr"]
+
+
+def test_error_unknown_unit(tmp_path):
+    write_legacy_linumpy(tmp_path / "f.ome.zarr", np.zeros((2, 4, 4), np.uint8), unit="furlong")
+    with pytest.raises(InputError, match=r"f.ome.zarr: unknown axis unit 'furlong'; use one of"):
+        read_omezarr(tmp_path / "f.ome.zarr")
+
+
+def test_error_missing_level(tmp_path):
+    path = tmp_path / "l.ome.zarr"
+    save_omezarr(np.zeros((2, 8, 8)), path, RESOLUTION, n_levels=1)
+    with pytest.raises(InputError, match=r"l.ome.zarr has no level 5 \(levels 0-1\)"):
+        read_omezarr(path, level=5)
+    import shutil
+
+    shutil.rmtree(path / "1")
+    with pytest.raises(InputError, match="is missing"):
+        read_omezarr(path, level=1)
+
+
+def test_error_dtype_that_cannot_be_cast(tmp_path):
+    writer = OmeZarrWriter(tmp_path / "u.ome.zarr", (2, 8, 8), dtype=np.uint16)
+    with pytest.raises(InputError, match=r"cannot store float64 data in a uint16 image; convert it first"):
+        writer[:] = np.zeros((2, 8, 8))
+    with pytest.raises(InputError, match="cannot store float32 data"):
+        writer[:] = da.zeros((2, 8, 8), dtype=np.float32)
+    writer.abort()
+    with pytest.raises(InputError, match="cannot store dtype complex128"):
+        save_omezarr(np.zeros((2, 8, 8), complex), tmp_path / "c.ome.zarr", RESOLUTION)
+    with pytest.raises(InputError, match="unknown compression 'brotli'"):
+        OmeZarrWriter(tmp_path / "b.ome.zarr", (2, 8, 8), compression="brotli")
+    assert entries(tmp_path) == []
+
+
+def test_read_is_lazy_and_chunked_like_storage(tmp_path):
+    path = tmp_path / "lazy.ome.zarr"
+    save_omezarr(np.zeros((4, 64, 64), np.uint16), path, RESOLUTION, chunks=(2, 32, 16), n_levels=0)
+    image, _ = read_omezarr(path)
+    assert image.chunks == ((2, 2), (32, 32), (16,) * 4)
+    started = time.perf_counter()
+    assert image[0, 0, 0].compute() == 0
+    assert time.perf_counter() - started < 5

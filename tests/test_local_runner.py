@@ -1,0 +1,176 @@
+"""End to end: bin/linum_run_local.py on the tiny simulated acquisition.
+
+- The final volume has the analysis pyramid and matches the ground-truth
+  phantom (NCC >= 0.8 over tissue, after a search of +-4 voxels for the origin
+  convention), and the output tree is the one Nextflow publishes.
+- A run killed after its first slice steps resumes: finished tasks are
+  skipped (their outputs untouched) and the final volume is byte-identical
+  to an uninterrupted run.
+- A slice that fails stops the run with a message naming the slice, the step
+  and the log; excluding that slice lets the run finish.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linumpy.io.naming import SLICE_STEPS
+from linumpy.io.zarr import read_omezarr, read_omezarr_info
+from linumpy.pipeline.layout import OutputLayout
+from linumpy.resample import resample_to_resolution
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = ROOT / "bin" / "linum_run_local.py"
+SLICE_IDS = (0, 1, 2)  # the tiny preset
+TISSUE_REFLECTIVITY = 0.1  # between agarose (0.03) and grey matter (0.35), docs/simulator.md
+SEARCH_VOXELS = 4
+MIN_NCC = 0.8
+
+pytestmark = pytest.mark.slow
+
+
+def run_local(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUNNER), "--workers", "2", "-q", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree_bytes(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (or the file itself), by relative name."""
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def fingerprint(path: Path) -> tuple[int, int]:
+    """Inode and modification time: unchanged only if nothing rewrote the output."""
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_acquisition, tmp_path_factory) -> Path:
+    outdir = tmp_path_factory.mktemp("runner") / "results"
+    result = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir))
+    assert result.returncode == 0, result.stderr
+    return outdir
+
+
+def test_outdir_tree_is_the_published_layout(full_run):
+    layout = OutputLayout(full_run)
+    expected = [layout.motor_positions, layout.volume, layout.volume_shifts, layout.report,
+                layout.screenshot("volume")]
+    for i in SLICE_IDS:
+        expected += [layout.mosaic_grid(i, 3), layout.mosaic_grid(i, 2),
+                     *(layout.slice_product(i, step) for step in SLICE_STEPS),
+                     layout.beside(layout.slice_product(i, "stitch_3d"), "_transform.json"),
+                     layout.beside(layout.slice_product(i, "axial_corr"), "_surface.ome.zarr"),
+                     layout.beside(layout.slice_product(i, "axial_corr"), "_attenuation.ome.zarr"),
+                     layout.screenshot(f"slice_z{i:02d}_normalize")]
+    missing = [str(p.relative_to(full_run)) for p in expected if not p.exists()]
+    assert not missing
+    assert not list(full_run.rglob("*.partial-*")), "temporary outputs left behind"
+    assert layout.report.read_text().lstrip().lower().startswith(("<!doctype html", "<html"))
+
+
+def test_final_volume_has_the_pyramid_and_matches_the_phantom(full_run, tiny_acquisition):
+    volume_path = OutputLayout(full_run).volume
+    info = read_omezarr_info(volume_path)
+    scales_um = [[round(s * 1000, 6) for s in level.scale_mm] for level in info.levels]
+    assert scales_um == [[r] * 3 for r in (10, 25, 50, 100)]  # default pyramid_resolutions
+
+    volume, resolution_mm = read_omezarr(volume_path)
+    volume = volume.compute().astype(np.float64)
+    phantom, phantom_mm = read_omezarr(tiny_acquisition / "ground_truth" / "phantom.ome.zarr")
+    phantom = resample_to_resolution(phantom, phantom_mm, resolution_mm).compute().astype(np.float64)
+    ncc, offset = best_tissue_ncc(volume, phantom)
+    print(f"NCC with the phantom over tissue: {ncc:.3f} at offset {offset} voxels")
+    assert ncc >= MIN_NCC, (ncc, offset)
+
+
+def best_tissue_ncc(volume: np.ndarray, phantom: np.ndarray) -> tuple[float, tuple[int, int, int]]:
+    """Highest NCC over tissue voxels for integer offsets ``volume[i] ~ phantom[i + d]``, ``|d| <= 4``."""
+    best = (-1.0, (0, 0, 0))
+    span = range(-SEARCH_VOXELS, SEARCH_VOXELS + 1)
+    for offset in ((dz, dy, dx) for dz in span for dy in span for dx in span):
+        inside = [slice(max(0, -d), min(n, m - d)) for d, n, m in zip(offset, volume.shape, phantom.shape)]
+        shifted = [slice(s.start + d, s.stop + d) for s, d in zip(inside, offset)]
+        a, b = volume[tuple(inside)], phantom[tuple(shifted)]
+        tissue = b > TISSUE_REFLECTIVITY
+        if tissue.sum() < 0.25 * volume.size:
+            continue
+        a, b = a[tissue] - a[tissue].mean(), b[tissue] - b[tissue].mean()
+        ncc = float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+        best = max(best, (ncc, offset))
+    return best
+
+
+def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run, tmp_path):
+    outdir = tmp_path / "results"
+    layout = OutputLayout(outdir)
+    first_done = layout.task_records / "create_mosaic_grid_z00.json"
+    process = subprocess.Popen(
+        [sys.executable, str(RUNNER), "--workers", "2", "-q", "--input", str(tiny_acquisition),
+         "--outdir", str(outdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not first_done.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the runner and the scripts it started
+    process.communicate()
+    assert first_done.exists(), "the first mosaic grid never completed"
+    assert not layout.volume.exists(), "the run finished before it could be killed"
+
+    finished = sorted(p.stem for p in layout.task_records.glob("*.json"))
+    untouched = {name: fingerprint(outdir / name) for name in ("motor_positions.csv",
+                 "mosaic_grids/mosaic_grid_3d_z00.ome.zarr/.zattrs")
+                 if (outdir / name).exists()}
+    assert "motor_positions.csv" in untouched
+
+    resumed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = subprocess.run([sys.executable, str(RUNNER), "--input", str(tiny_acquisition),
+                              "--outdir", str(outdir), "--workers", "2"],
+                             capture_output=True, text=True, timeout=300)
+    total = len(list(layout.task_records.glob("*.json")))
+    assert f"0 tasks run, {total} skipped" in summary.stdout, summary.stdout  # all complete now
+    for name, before in untouched.items():
+        assert fingerprint(outdir / name) == before, f"{name} was rewritten although complete"
+    assert len(finished) >= 2
+    assert not list(outdir.rglob("*.partial-*")), "temporaries of the killed run left behind"
+    reference = OutputLayout(full_run)
+    for product in ("volume", "volume_shifts"):
+        assert tree_bytes(getattr(layout, product)) == tree_bytes(getattr(reference, product)), product
+
+
+def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, tmp_path):
+    outdir = tmp_path / "results"
+    shutil.copytree(full_run, outdir)  # a moved output directory still resumes
+    layout = OutputLayout(outdir)
+    grid = layout.mosaic_grid(1)
+    for metadata in (".zattrs", "zarr.json", ".zgroup"):
+        if (grid / metadata).exists():
+            (grid / metadata).write_text("not json")
+    (layout.task_records / "stitch_3d_z01.json").unlink()
+
+    failed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir))
+    assert failed.returncode != 0
+    message = failed.stderr.strip().splitlines()[-1]
+    log = layout.logs / "stitch_3d_z01.log"
+    assert "slice 1 failed at step stitch_3d" in message and str(log) in message, message
+    assert "--exclude_slices 1" in message
+    assert log.read_text().startswith("$ ")
+
+    excluded = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir),
+                         "--exclude_slices", "1")
+    assert excluded.returncode == 0, excluded.stderr
+    assert read_omezarr_info(layout.volume).attributes["slice_ids"] == [0, 2]

@@ -1,0 +1,119 @@
+"""Mosaic grid: raw tiles laid side by side on the nominal grid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr_models.v04.image import Image
+
+from linumpy.errors import InputError
+from linumpy.io.acquisition import open_acquisition, tile_name
+from linumpy.io.zarr import read_omezarr, read_omezarr_info
+from linumpy.mosaic import grid_geometry, write_mosaic_grid
+
+BIN = Path(__file__).resolve().parents[1] / "bin"
+SCRIPT = str(BIN / "linum_create_mosaic_grid_3d.py")
+
+
+@pytest.fixture(scope="module")
+def grid_dir(tiny_acquisition, tmp_path_factory) -> Path:
+    """The CLI's mosaic grid of slice 1 of the tiny acquisition."""
+    out = tmp_path_factory.mktemp("grid")
+    done = subprocess.run(
+        [sys.executable, SCRIPT, str(tiny_acquisition), str(out / "mosaic_grid_3d_z01.ome.zarr"), "--slice", "1", "-q"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_grid_equals_raw_tiles_on_the_nominal_grid(tiny_acquisition, grid_dir):
+    section = open_acquisition(tiny_acquisition).slice(1)
+    grid, resolution = read_omezarr(grid_dir / "mosaic_grid_3d_z01.ome.zarr")
+    nz, ty, tx = section.tile_shape
+    rows, cols = section.grid_shape
+    assert grid.shape == (nz, rows * ty, cols * tx)
+    assert grid.chunks[1][0] == ty and grid.chunks[2][0] == tx  # one tile per lateral chunk
+    assert resolution == pytest.approx(tuple(r / 1000 for r in section.resolution_um))
+    values = grid.compute()
+    for (row, col), tile in section.tiles.items():
+        np.testing.assert_array_equal(values[:, row * ty : (row + 1) * ty, col * tx : (col + 1) * tx], tile.read())
+    aip, aip_resolution = read_omezarr(grid_dir / "mosaic_grid_2d_z01.ome.zarr")
+    np.testing.assert_allclose(aip.compute(), values.mean(axis=0), rtol=1e-5)
+    assert aip_resolution == pytest.approx(resolution[1:])
+
+
+def test_grid_metadata(tiny_acquisition, grid_dir):
+    truth = json.loads((tiny_acquisition / "ground_truth" / "truth.json").read_text())
+    entry = truth["slices"][1]
+    for name in ("mosaic_grid_3d_z01.ome.zarr", "mosaic_grid_2d_z01.ome.zarr"):
+        attributes = read_omezarr_info(grid_dir / name).attributes
+        assert attributes["slice_id"] == 1
+        assert attributes["tile_shape"] == truth["tile_shape"]
+        assert attributes["grid_shape"] == truth["grid_shape"]
+        assert attributes["tile_step_px"] == truth["tile_step_px"]
+        assert attributes["stage_position_mm"] == entry["motor_position_mm"]
+        assert attributes["tiles_present"] == [[r, c] for r, c, _, _ in entry["tile_positions_px"]]
+        Image.from_zarr(zarr.open_group(grid_dir / name, mode="r"))  # raises if not valid OME-Zarr 0.4
+
+
+def test_missing_tile_is_zeros_and_not_listed(tiny_acquisition, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for tile_dir in tiny_acquisition.glob("tile_*_z00"):
+        if tile_dir.name != tile_name(1, 0, 0):
+            (raw / tile_dir.name).symlink_to(tile_dir)
+    section = open_acquisition(raw, axial_resolution_um=1.5).slice(0)
+    write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1)
+    grid = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()
+    _, ty, tx = section.tile_shape
+    assert not grid[:, :ty, tx : 2 * tx].any()
+    assert grid[:, :ty, :tx].mean() > 0.01
+    assert [0, 1] not in read_omezarr_info(tmp_path / "g.ome.zarr").attributes["tiles_present"]
+
+
+def test_resolution_depth_range_and_dtype(tiny_acquisition, tmp_path):
+    section = open_acquisition(tiny_acquisition).slice(2)
+    geometry = write_mosaic_grid(
+        section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", resolution_um=6.0, z_range=(10, 50), dtype="float16"
+    )
+    grid, resolution = read_omezarr(tmp_path / "g.ome.zarr")
+    assert geometry.tile_shape == (40, 32, 32)
+    assert grid.shape == (40, 3 * 32, 2 * 32) and grid.dtype == np.float16
+    assert resolution == pytest.approx((0.0015, 0.006, 0.006))
+    raw = section.tiles[(2, 1)].read()[10:50]
+    expected = raw.reshape(40, 32, 2, 32, 2).mean(axis=(2, 4))  # 3 um -> 6 um block mean
+    np.testing.assert_allclose(grid[:, 64:96, 32:64].compute(), expected, rtol=2e-3, atol=1e-3)
+    attributes = read_omezarr_info(tmp_path / "g.ome.zarr").attributes
+    assert attributes["tile_step_px"] == [s / 2 for s in section.tile_step_px]
+    assert attributes["tile_shape"] == [40, 32, 32]
+
+
+def test_uint16_output_is_rounded_and_clipped(tiny_acquisition, tmp_path):
+    section = open_acquisition(tiny_acquisition).slice(0)
+    write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", dtype="uint16", n_levels=0)
+    grid = read_omezarr(tmp_path / "g.ome.zarr")[0]
+    assert grid.dtype == np.uint16
+    raw = section.tiles[(0, 0)].read()
+    np.testing.assert_array_equal(grid[:, :64, :64].compute(), np.clip(np.rint(raw), 0, 65535))
+
+
+def test_bad_arguments(tiny_acquisition, tmp_path):
+    section = open_acquisition(tiny_acquisition).slice(0)
+    with pytest.raises(InputError, match="z_range"):
+        grid_geometry(section, z_range=(70, 90))
+    with pytest.raises(InputError, match="dtype"):
+        write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", dtype="int8")
+    done = subprocess.run(
+        [sys.executable, SCRIPT, str(tiny_acquisition), str(tmp_path / "x.ome.zarr"), "--slice", "9"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("available slice ids: 0, 1, 2") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "x.ome.zarr").exists()

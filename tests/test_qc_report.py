@@ -1,0 +1,359 @@
+"""QC records, figures, red flags and the HTML report (checked in a real headless browser)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from linumpy.errors import InputError
+from linumpy.qc import figures
+from linumpy.qc.flags import outlier_indices, record_flags, slice_reasons
+from linumpy.qc.records import (
+    FIGURE_DPI,
+    output_stem,
+    qc_figure_path,
+    qc_record_path,
+    read_qc_record,
+    write_qc_record,
+)
+from linumpy.qc.report import collect_qc, render_report, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT_SCRIPT = REPO / "bin" / "linum_report.py"
+SLICES = (0, 1, 2, 3, 12)
+EMPTY_SLICE, LOW_CONFIDENCE_SLICE, OUTLIER_SLICE, FAILED_SLICE = 2, 1, 3, 7
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# ---------------------------------------------------------------- records
+
+
+def test_record_names_follow_the_output_stem(tmp_path):
+    out = tmp_path / "slice_z03_stitch_3d.ome.zarr"
+    assert output_stem(out) == tmp_path / "slice_z03_stitch_3d"
+    assert qc_record_path(out) == tmp_path / "slice_z03_stitch_3d_qc.json"
+    assert qc_figure_path(out, "residuals") == tmp_path / "slice_z03_stitch_3d_qc_residuals.png"
+    assert qc_record_path(tmp_path / "shifts.json") == tmp_path / "shifts_qc.json"
+
+
+def test_record_round_trip_converts_numpy_and_non_finite_values(tmp_path):
+    out = tmp_path / "slice_z103_normalize.ome.zarr"
+    metrics = {"p99": np.float32(0.25), "n": np.int64(7), "ok": np.bool_(True), "bad": float("nan"),
+               "profile": np.array([1.5, np.inf]), 4: "four"}
+    path = write_qc_record(out, "normalize", metrics, flags=["checked by hand"])
+    record = read_qc_record(path)
+    assert record["slice_id"] == 103
+    assert record["step"] == "normalize"
+    assert record["output"] == out.name
+    assert record["metrics"] == {"p99": 0.25, "n": 7, "ok": True, "bad": None,
+                                 "profile": [1.5, None], "4": "four"}
+    assert record["flags"] == ["checked by hand"]
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert list(json.loads(text)) == sorted(json.loads(text))
+    assert not list(tmp_path.glob(".*")), "no temporary sibling may remain"
+
+
+def test_records_and_figures_are_byte_identical_across_runs(tmp_path):
+    rng = np.random.default_rng(3)
+    aip = rng.random((40, 60))
+    for run in ("a", "b"):
+        write_qc_record(tmp_path / run / "mosaic_grid_3d_z00.ome.zarr", "mosaic_grid_3d",
+                        {"nonzero_fraction": 1.0},
+                        {"aip": figures.mosaic_grid_figure(aip, (2, 3)),
+                         "thumb": (aip * 255).astype(np.uint8)})
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["mosaic_grid_3d_z00_qc.json", "mosaic_grid_3d_z00_qc_aip.png",
+                     "mosaic_grid_3d_z00_qc_thumb.png"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    png = (tmp_path / "a" / "mosaic_grid_3d_z00_qc_aip.png").read_bytes()
+    assert b"matplotlib" not in png, "PNG must not carry the Software tag"
+    thumb = np.asarray(Image.open(tmp_path / "a" / "mosaic_grid_3d_z00_qc_thumb.png").convert("L"))
+    np.testing.assert_array_equal(thumb, (aip * 255).astype(np.uint8))
+
+
+def test_rewriting_a_record_drops_its_stale_figures(tmp_path):
+    out = tmp_path / "slice_z01_axial_corr.ome.zarr"
+    image = np.zeros((4, 4, 3), np.uint8)
+    write_qc_record(out, "axial_corr", {}, {"old": image, "kept": image})
+    write_qc_record(out, "axial_corr", {}, {"kept": image})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "slice_z01_axial_corr_qc.json", "slice_z01_axial_corr_qc_kept.png"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "figs", "match"),
+    [({"x": object()}, None, "cannot be stored in JSON"),
+     ({}, {"bad name!": np.zeros((2, 2))}, "figure name"),
+     ({}, {"cube": np.zeros((2, 2, 2, 2))}, "2D grey or RGB")],
+)
+def test_invalid_records_are_refused_without_output(tmp_path, metrics, figs, match):
+    out = tmp_path / "slice_z00_stitch_3d.ome.zarr"
+    with pytest.raises(InputError, match=match):
+        write_qc_record(out, "stitch_3d", metrics, figs)
+    assert not qc_record_path(out).exists()
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_mosaic_grid_figure_draws_every_tile_and_crosses_missing_ones():
+    aip = np.ones((30, 40))
+    figure = figures.mosaic_grid_figure(aip, (3, 4), tiles_present=[(r, c) for r in range(3)
+                                                                      for c in range(4) if (r, c) != (1, 2)])
+    axes = figure.axes[0]
+    tiles = [p for p in axes.patches if isinstance(p, Rectangle)]
+    assert len(tiles) == 12
+    assert {(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in tiles} == {
+        (c * 10, r * 10) for r in range(3) for c in range(4)}
+    crosses = [line for line in axes.lines if line.get_color() == "red"]
+    assert len(crosses) == 2
+    xs = np.concatenate([line.get_xdata() for line in crosses])
+    assert xs.min() == pytest.approx(19.5) and xs.max() == pytest.approx(29.5)
+
+
+def test_stitching_figure_marks_fallback_pairs():
+    pairs = [((0, 0), (0, 1)), ((0, 1), (1, 1)), ((0, 0), (1, 0))]
+    residuals = np.array([[0.5, 0.0], [np.nan, np.nan], [0.0, 2.0]])
+    figure = figures.stitching_residuals_figure(pairs, residuals, [False, True, False], (2, 2))
+    dashed = [line for line in figure.axes[0].lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    np.testing.assert_array_equal(dashed[0].get_xdata(), [1, 1])
+    assert "1/3 pairs" in figure.axes[0].get_title()
+
+
+def test_orthogonal_planes_are_the_central_planes():
+    volume = np.arange(4 * 5 * 6).reshape(4, 5, 6)
+    xy, xz, yz = figures.orthogonal_planes(volume)
+    np.testing.assert_array_equal(xy, volume[2])
+    np.testing.assert_array_equal(xz, volume[:, 2])
+    np.testing.assert_array_equal(yz, volume[:, :, 3])
+
+
+def test_display_range_ignores_non_finite_values():
+    image = np.concatenate([np.linspace(0, 100, 1001), [np.nan, np.inf, -np.inf]])
+    low, high = figures.display_range(image)
+    assert low == pytest.approx(1.0) and high == pytest.approx(99.5)
+    assert figures.display_range(np.full(4, np.nan)) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("helper", ["depth", "histogram", "stack", "ortho"])
+def test_figure_helpers_render_at_their_nominal_size(helper):
+    rng = np.random.default_rng(0)
+    depth = np.arange(20) * 3.5
+    histogram = np.histogram(rng.normal(size=500), bins=20)
+    made = {
+        "depth": lambda: figures.depth_profiles_figure(depth, {"before": np.exp(-depth / 30), "after": np.ones(20)}, 10.0),
+        "histogram": lambda: figures.intensity_histograms_figure({"before": histogram, "after": histogram}, {"p99": 1.5}),
+        "stack": lambda: figures.stack_shifts_figure([0, 1, 2], np.array([[0, 0], [1, 2], [9, 9]]),
+                                                     np.array([np.nan, 0.9, 0.1]), outliers=[2]),
+        "ortho": lambda: figures.orthogonal_views_figure(figures.orthogonal_planes(rng.random((6, 8, 10))),
+                                                         (0.01, 0.005, 0.005)),
+    }[helper]()
+    buffer = io.BytesIO()
+    made.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    width, height = made.get_size_inches() * FIGURE_DPI
+    assert image.size == (round(width), round(height))
+    assert np.asarray(image.convert("L")).std() > 5, "figure must not be blank"
+
+
+# ---------------------------------------------------------------- flags
+
+
+def test_outliers_found_among_noisy_stack_shifts():
+    rng = np.random.default_rng(7)
+    magnitudes = np.abs(rng.normal(3.0, 0.5, size=40))
+    assert outlier_indices(magnitudes) == []
+    magnitudes[[5, 31]] = [15.0, 0.0 + 9.5]
+    assert outlier_indices(magnitudes) == [5, 31]
+    assert outlier_indices([1.0, 1.0, 1.0, 1.5]) == [], "a 0.5 px departure is never an outlier"
+
+
+def test_record_flags_apply_each_threshold():
+    record = {"step": "stitch_3d", "slice_id": 4, "flags": ["own flag"],
+              "metrics": {"confidence": 0.2, "n_pairs": 10, "n_fallback_pairs": 3, "nonzero_fraction": 0.0}}
+    messages = sorted(flag.message for flag in record_flags(record))
+    assert messages == ["3/10 tile pairs fell back to the stage model",
+                        "empty: every voxel is zero", "low stitching confidence 0.20 (< 0.5)", "own flag"]
+    healthy = {"step": "stitch_3d", "slice_id": 4,
+               "metrics": {"confidence": 0.9, "n_pairs": 10, "n_fallback_pairs": 2, "nonzero_fraction": 0.4}}
+    assert record_flags(healthy) == []
+
+
+def test_failed_slices_accept_the_three_spellings():
+    assert slice_reasons({"3": "no tiles", "1": "crash"}) == [(1, "crash"), (3, "no tiles")]
+    assert slice_reasons([4, 2]) == [(2, "no reason given"), (4, "no reason given")]
+    assert slice_reasons([{"slice_id": 9, "reason": "excluded by user"}]) == [(9, "excluded by user")]
+
+
+# ---------------------------------------------------------------- report
+
+
+def _build_results(root: Path) -> int:
+    """Write a synthetic run's QC under ``root``; return the number of figures written."""
+    rng = np.random.default_rng(11)
+    n_figures = 0
+    for slice_id in SLICES:
+        tag = f"z{slice_id:02d}"
+        aip = rng.random((20, 30))
+        write_qc_record(root / "mosaics" / f"mosaic_grid_3d_{tag}.ome.zarr", "mosaic_grid_3d",
+                        {"n_tiles": 6, "nonzero_fraction": 1.0},
+                        {"aip": (aip * 255).astype(np.uint8)})
+        confidence = 0.3 if slice_id == LOW_CONFIDENCE_SLICE else 0.95
+        write_qc_record(root / "stitched" / f"slice_{tag}_stitch_3d.ome.zarr", "stitch_3d",
+                        {"confidence": confidence, "n_pairs": 7, "n_fallback_pairs": 1,
+                         "pairs": [[[0, 0], [0, 1]]]},
+                        {"residuals": np.tile(np.linspace(0, 1, 16), (8, 1))})
+        nonzero = 0.0 if slice_id == EMPTY_SLICE else 0.6
+        write_qc_record(root / "normalized" / f"slice_{tag}_normalize.ome.zarr", "normalize",
+                        {"nonzero_fraction": nonzero, "p_high": 1.25})
+        n_figures += 2
+    ids = list(SLICES)
+    shifts = [[0, 0], [1, 0.5], [0.5, 1], [25, -3], [1, 1]]
+    write_qc_record(root / "brain.ome.zarr", "stack",
+                    {"slice_ids": ids, "shifts_px": shifts, "overlap_ncc": [None, 0.9, 0.8, 0.7, 0.9],
+                     "failed_slices": {str(FAILED_SLICE): "no tiles found"}},
+                    {"shifts": figures.stack_shifts_figure(ids, np.array(shifts), outliers=[OUTLIER_SLICE])})
+    (root / "brain_screenshot.png").write_bytes(  # images no record names: a whole-brain one ...
+        (root / "brain_qc_shifts.png").read_bytes())
+    (root / "qc").mkdir()
+    (root / "qc" / "slice_z12_normalize.png").write_bytes(  # ... and one of slice 12
+        (root / "mosaics" / "mosaic_grid_3d_z12_qc_aip.png").read_bytes())
+    (root / ".brain_qc.json.partial-99").write_text("{")  # a killed write: must be ignored
+    return n_figures + 3
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    n_images = _build_results(root)
+    html_path = root.parent / "report.html"
+    write_report(root, html_path, title="Synthetic run")
+    return root, html_path, n_images
+
+
+class _ReportParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.row_ids, self.sources, self.flag_slices, self.links = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and "data-slice-id" in attrs:
+            self.row_ids.append(int(attrs["data-slice-id"]))
+        if tag == "li" and "data-slice-id" in attrs:
+            self.flag_slices.append(attrs["data-slice-id"])
+        if "src" in attrs:
+            self.sources.append(attrs["src"])
+        if "href" in attrs:
+            self.links.append(attrs["href"])
+
+
+def test_report_has_one_row_per_slice_and_embeds_every_image(results):
+    root, html_path, n_images = results
+    parser = _ReportParser()
+    parser.feed(html_path.read_text())
+    assert parser.row_ids == sorted([*SLICES, FAILED_SLICE])
+    assert len(parser.sources) == n_images
+    assert all(src.startswith("data:image/png;base64,") for src in parser.sources)
+    assert all(link.startswith("#") for link in parser.links), "no external resource"
+    assert "http://" not in html_path.read_text() and "https://" not in html_path.read_text()
+
+
+def test_unnamed_images_go_to_their_slice_or_to_other_images(results):
+    _, html_path, _ = results
+    page = html_path.read_text()
+    slice_12 = page[page.index('<section id="slice-12">'):]
+    slice_12 = slice_12[:slice_12.index("</section>")]
+    assert 'alt="qc/slice_z12_normalize.png"' in slice_12
+    other = page[page.index('<section id="other-images">'):]
+    assert 'alt="brain_screenshot.png"' in other and "slice_z12_normalize.png" not in other
+
+
+def test_report_raises_the_expected_red_flags(results):
+    root, _, _ = results
+    flags = {(f.slice_id, f.message.split(" ")[0]) for f in collect_qc(root).flags}
+    assert flags == {(LOW_CONFIDENCE_SLICE, "low"), (EMPTY_SLICE, "empty:"),
+                     (OUTLIER_SLICE, "outlier"), (FAILED_SLICE, "failed:")}
+
+
+def test_report_is_deterministic_and_independent_of_location(results, tmp_path):
+    root, html_path, _ = results
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(root, copy)
+    assert render_report(collect_qc(copy), "Synthetic run") == html_path.read_text()
+
+
+def test_unreadable_record_becomes_a_red_flag(tmp_path):
+    write_qc_record(tmp_path / "slice_z00_normalize.ome.zarr", "normalize", {"nonzero_fraction": 0.5})
+    (tmp_path / "slice_z01_normalize_qc.json").write_text("{truncated")
+    (tmp_path / "slice_z02_stitch_3d_qc.json").write_text(json.dumps({"step": "stitch_3d", "metrics": {},
+                                                                      "figures": {"gone": "gone.png"}}))
+    flags = collect_qc(tmp_path).flags
+    assert [(f.slice_id, f.step) for f in flags] == [(None, "report"), (2, "stitch_3d")]
+    assert "slice_z01_normalize_qc.json: unreadable QC record" in flags[0].message
+    assert flags[1].message == "figure gone.png is missing"
+
+
+def _report_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPORT_SCRIPT), *args], capture_output=True, text=True)
+
+
+def test_cli_writes_refuses_and_reports_errors(results, tmp_path):
+    root, html_path, _ = results
+    out = tmp_path / "r é port.html"
+    assert _report_cli(str(root), str(out), "--title", "Synthetic run", "-q").returncode == 0
+    assert out.read_bytes() == html_path.read_bytes()
+    refused = _report_cli(str(root), str(out))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "already exists" in refused.stderr
+    missing = _report_cli(str(tmp_path / "nowhere"), str(tmp_path / "x.html"))
+    assert missing.returncode == 2 and "nowhere is not a directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = _report_cli(str(tmp_path / "empty"), str(tmp_path / "x.html"))
+    assert empty.returncode == 2 and "no *_qc.json record" in empty.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+# ---------------------------------------------------------------- real browser
+
+
+def _chromium(html_path: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", *extra, html_path.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_report_renders_every_slice_and_image_in_headless_chromium(results, tmp_path):
+    _, html_path, n_images = results
+    dom = _chromium(html_path, tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    parser = _ReportParser()
+    parser.feed(dom.stdout)
+    assert parser.row_ids == sorted([*SLICES, FAILED_SLICE])
+    check = dom.stdout[dom.stdout.index('id="render-check"'):].split(">", 1)[0]
+    assert f'data-images-total="{n_images}"' in check
+    assert f'data-images-decoded="{n_images}"' in check, "some embedded image failed to decode"
+
+    shot_path = tmp_path / "shot.png"
+    shot = _chromium(html_path, tmp_path / "profile", f"--screenshot={shot_path}", "--window-size=1000,800")
+    assert shot.returncode == 0 and shot_path.is_file(), shot.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot_path).convert("RGB"), dtype=np.int16)
+    flagged_rows = np.all(np.abs(pixels - [0xFD, 0xE2, 0xE2]) <= 2, axis=-1)
+    assert pixels.std() > 10, "screenshot is blank"
+    assert flagged_rows.sum() > 1000, "flagged slice rows must be highlighted"

@@ -1,0 +1,324 @@
+"""Stacking slices into a volume: placement, refinement, assembly, script.
+
+The synthetic brain is a smooth random texture (axial 5 um, lateral 10 um)
+cut into overlapping slabs whose true depths and lateral shifts are known;
+the motors report the nominal thickness, so the registration has to find the
+true offsets. Tolerances: 1 pixel (axial pixel in depth, lateral pixel in y/x).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from linumpy.errors import InputError
+from linumpy.io.motor_table import MotorPosition, write_motor_positions
+from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
+from linumpy.resample import resample_to_resolution
+from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights
+from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
+from linumpy.stack.refine import normalized_cross_correlation, register_pair, resolve_origins
+from linumpy.stack.stacking import SliceVolume, plan_stack
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
+AXIAL_UM, LATERAL_UM = 5.0, 10.0
+SURFACE_PX, USEFUL_PX, BELOW_PX = 3, 36, 2  # planes above the surface, useful, beyond useful
+MARGIN = 8  # lateral margin of the phantom around the slices
+
+
+@dataclass
+class SyntheticBrain:
+    phantom: np.ndarray  # (z, y, x) at (AXIAL_UM, LATERAL_UM, LATERAL_UM)
+    slices: list[np.ndarray]  # each (SURFACE_PX + USEFUL_PX + BELOW_PX, y, x)
+    depths_px: list[int]  # true phantom plane of each slice's first useful plane
+    shifts_px: list[tuple[int, int]]  # true (y, x) of each slice's origin in the phantom, minus MARGIN
+    motors_mm: np.ndarray  # (n, 3) reported (z, y, x)
+    thickness_um: float
+
+
+def make_brain(
+    steps_px=(20, 21, 19, 20, 22),
+    shifts_px=((0, 0), (3, -2), (5, 1), (4, 4), (-1, 2), (1, 0)),
+    size=72,
+    noise=0.15,
+    seed=0,
+) -> SyntheticBrain:
+    """Cut a textured phantom into slabs at known depths and lateral shifts."""
+    rng = np.random.default_rng(seed)
+    depths = [0, *np.cumsum(steps_px).tolist()]
+    n_z = depths[-1] + USEFUL_PX + BELOW_PX
+    texture = ndimage.gaussian_filter(rng.standard_normal((n_z, size + 2 * MARGIN, size + 2 * MARGIN)), (1.5, 1.5, 1.5))
+    phantom = (1.0 + texture / texture.std() * 0.3).astype(np.float32)
+    slices = []
+    for depth, (dy, dx) in zip(depths, shifts_px, strict=False):
+        tissue = phantom[depth : depth + USEFUL_PX + BELOW_PX, MARGIN + dy : MARGIN + dy + size,
+                         MARGIN + dx : MARGIN + dx + size]
+        tissue = tissue + noise * 0.3 * rng.standard_normal(tissue.shape).astype(np.float32)
+        above = np.zeros((SURFACE_PX, size, size), np.float32)
+        slices.append(np.concatenate([above, tissue]).astype(np.float32))
+    thickness = float(np.median(steps_px)) * AXIAL_UM
+    motors = np.array([[2.0 + k * thickness / 1000, 1.5, 3.0] for k in range(len(slices))])
+    return SyntheticBrain(phantom, slices, depths, list(shifts_px[: len(slices)]), motors, thickness)
+
+
+def volumes(brain: SyntheticBrain, ids=None) -> list[SliceVolume]:
+    ids = ids or list(range(len(brain.slices)))
+    return [
+        SliceVolume(i, da.from_array(s, chunks=(16, 32, 32)), (AXIAL_UM, LATERAL_UM, LATERAL_UM),
+                    (SURFACE_PX, SURFACE_PX + USEFUL_PX))
+        for i, s in zip(ids, brain.slices, strict=True)
+    ]
+
+
+def relative_truth(brain: SyntheticBrain) -> np.ndarray:
+    """True origins (depth, y, x) in micrometres relative to the first slice."""
+    truth = np.array([[d * AXIAL_UM, y * LATERAL_UM, x * LATERAL_UM]
+                      for d, (y, x) in zip(brain.depths_px, brain.shifts_px, strict=True)])
+    return truth - truth[0]
+
+
+class ArraySink:
+    def __init__(self, shape, dtype=np.float32):
+        self.array = np.zeros(shape, dtype)
+
+    def __setitem__(self, region, block):
+        self.array[region] = block
+
+
+# --- placement -------------------------------------------------------------------
+
+
+def test_slice_sequence_refuses_gaps_unless_allowed():
+    assert check_slice_sequence([12, 10, 11], allow_gaps=False) == [10, 11, 12]
+    with pytest.raises(InputError, match=r"\[11\] are missing.*--allow_gaps"):
+        check_slice_sequence([10, 12], allow_gaps=False)
+    assert check_slice_sequence([12, 10], allow_gaps=True) == [10, 12]
+    with pytest.raises(InputError, match="more than once"):
+        check_slice_sequence([1, 1, 2], allow_gaps=True)
+
+
+def test_encoder_glitch_is_recognised_and_a_real_step_is_not():
+    ids = [0, 1, 2, 3, 5, 6]  # a gap: the step 3 -> 5 is two thicknesses
+    positions = [0, 100, 260, 300, 500, 600]
+    corrected, glitches = correct_encoder_glitches(positions, ids, 100, 20)
+    assert glitches == [2]
+    np.testing.assert_allclose(corrected, [0, 100, 200, 300, 500, 600])
+    # a jump that does not come back is a real step, kept as is
+    corrected, glitches = correct_encoder_glitches([0, 100, 260, 360], [0, 1, 2, 3], 100, 20)
+    assert glitches == [] and corrected[2] == 260
+
+
+def test_nominal_origins_handle_a_stage_counting_down_and_lateral_glitches():
+    motors = np.array([[5.0, 1.0, 2.0], [4.9, 1.0, 2.0], [4.8, 1.0, 2.3], [4.7, 1.0, 2.0]])
+    origins, glitches = nominal_origins_um(motors, [0, 1, 2, 3], 100, 25, 20)
+    np.testing.assert_allclose(origins[:, 0], [0, 100, 200, 300], atol=1e-9)
+    np.testing.assert_allclose(origins[:, 1:], 0, atol=1e-9)
+    assert glitches == {"z": [], "y": [], "x": [2]}
+
+
+# --- refinement -------------------------------------------------------------------
+
+
+def test_register_pair_recovers_z_offset_and_lateral_shift_within_one_pixel():
+    brain = make_brain()
+    for k in range(1, len(brain.slices)):
+        previous = brain.slices[k - 1][SURFACE_PX:SURFACE_PX + USEFUL_PX]
+        current = brain.slices[k][SURFACE_PX:SURFACE_PX + 8]
+        estimate = register_pair(previous[10:], 10, current, expected_offset=20, tolerance=5)
+        true_offset = brain.depths_px[k] - brain.depths_px[k - 1]
+        true_shift = np.subtract(brain.shifts_px[k], brain.shifts_px[k - 1])
+        assert abs(estimate.z_offset_px - true_offset) <= 1
+        assert np.abs(np.subtract(estimate.shift_yx_px, true_shift)).max() <= 1
+        assert estimate.z_confidence > 0.5 and estimate.lateral_confidence > 0.5
+
+
+def test_plan_recovers_true_placement_despite_motor_errors_and_glitch():
+    brain = make_brain()
+    brain.motors_mm[2, 0] += 0.040  # encoder glitch: +40 um at slice 2 only
+    brain.motors_mm[4, 2] -= 0.050  # and -50 um in x at slice 4 only
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    record = plan.record["slices"]
+    assert record[2]["glitch_corrected"] == ["z"] and record[4]["glitch_corrected"] == ["x"]
+    origins = np.array([s["origin_um"] for s in record])
+    error_px = np.abs(origins - relative_truth(brain)) / [AXIAL_UM, LATERAL_UM, LATERAL_UM]
+    assert error_px.max() <= 1.0, error_px
+    assert all(s["used_registration_z"] and s["used_registration_lateral"] for s in record[1:])
+
+
+def test_low_confidence_registration_leaves_the_motor_position():
+    brain = make_brain()
+    rng = np.random.default_rng(5)
+    brain.slices[3] = rng.random(brain.slices[3].shape).astype(np.float32)  # unrelated to slice 2
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    third = plan.record["slices"][3]
+    assert not third["used_registration_z"] and not third["used_registration_lateral"]
+    assert third["registration"]["z_confidence"] < 0.3
+    step = np.subtract(third["origin_um"], plan.record["slices"][2]["origin_um"])
+    np.testing.assert_allclose(step, [brain.thickness_um, 0, 0], atol=1e-3)
+
+
+def test_drift_from_the_motor_model_is_bounded():
+    nominal = np.array([[0.0, 0, 0], [100, 0, 0], [200, 0, 0], [300, 0, 0]])
+    biased = [None] + [np.array([110.0, 30, 0])] * 3  # every step 10 um deep, 30 um in y
+    resolved = resolve_origins(nominal, biased, [1, 1, 1, 1], [1, 1, 1, 1], 0.3, (25, 50, 50))
+    np.testing.assert_allclose(resolved.origins_um[:, 0] - nominal[:, 0], [0, 10, 20, 25])
+    np.testing.assert_allclose(resolved.origins_um[:, 1], [0, 30, 50, 50])
+    assert resolved.drift_clamped == [False, False, True, True]
+
+
+def test_ncc_is_scale_invariant():
+    rng = np.random.default_rng(1)
+    a = rng.random((4, 5, 6))
+    assert normalized_cross_correlation(a, 3 * a - 2) == pytest.approx(1)
+    assert normalized_cross_correlation(a, np.ones_like(a)) == 0
+
+
+# --- assembly ---------------------------------------------------------------------
+
+
+def test_linear_ramps_sum_to_one_in_the_overlap():
+    upper = depth_weights(10, 0, 4, 0, 10)
+    lower = depth_weights(12, 4, 0, 0, 12)
+    np.testing.assert_allclose(upper[6:] + lower[:4], 1)
+    np.testing.assert_allclose(upper[:6], 1)
+    np.testing.assert_allclose(lower[4:], 1)
+
+
+def test_assembly_is_independent_of_the_chunking_and_covers_the_union():
+    rng = np.random.default_rng(2)
+    a = da.from_array(rng.random((10, 12, 9)).astype(np.float32), chunks=4)
+    b = da.from_array(rng.random((8, 9, 14)).astype(np.float32), chunks=5)
+    placed = [PlacedSlice(a, (0, 0, 0)), PlacedSlice(b, (6, 2, 1))]
+    shape = (14, 12, 15)
+    results = []
+    for chunks in ((3, 5, 4), (14, 12, 15)):
+        sink = ArraySink(shape)
+        assemble_volume(placed, shape, chunks, sink, np.float32, progress=False)
+        results.append(sink.array)
+    np.testing.assert_array_equal(results[0], results[1])
+    out = results[0]
+    np.testing.assert_allclose(out[:6, :12, :9], a[:6].compute(), rtol=1e-6)
+    np.testing.assert_allclose(out[10:, 2:11, 1:15], b[4:].compute(), rtol=1e-6)
+    # in the overlap, where only slice a covers a column, slice a keeps full weight
+    np.testing.assert_allclose(out[6:10, 0, :9], a[6:10, 0].compute(), rtol=1e-6)
+    assert out[0, 11, 14] == 0  # covered by neither
+
+
+def test_stacked_volume_matches_the_phantom():
+    brain = make_brain()
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    sink = ArraySink(plan.shape)
+    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+    first = plan.record["slices"][0]["origin_voxel"]
+    reference = phantom_in_output_grid(brain, first, plan.shape)
+    tissue = (reference > 0) & (sink.array != 0)
+    assert normalized_cross_correlation(sink.array[tissue], reference[tissue]) >= 0.9
+
+
+def phantom_in_output_grid(brain: SyntheticBrain, first_origin, shape) -> np.ndarray:
+    """The phantom at 10 um isotropic, placed so slice 0's first useful plane sits at ``first_origin``."""
+    iso = resample_to_resolution(da.from_array(brain.phantom), (AXIAL_UM / 1000, LATERAL_UM / 1000,
+                                 LATERAL_UM / 1000), (0.01, 0.01, 0.01)).compute()
+    out = np.zeros(shape, np.float32)
+    z0, y0, x0 = first_origin
+    dy, dx = brain.shifts_px[0]
+    src = iso[:, MARGIN + dy - y0 :, MARGIN + dx - x0 :]
+    n = [min(a, b) for a, b in zip(shape, (src.shape[0] + z0, *src.shape[1:]))]
+    out[z0 : n[0], : n[1], : n[2]] = src[: n[0] - z0, : n[1], : n[2]]
+    # only the depth range the slices image
+    out[: z0] = 0
+    return out
+
+
+# --- script -----------------------------------------------------------------------
+
+
+def write_inputs(brain: SyntheticBrain, directory: Path, ids=None) -> tuple[list[str], Path]:
+    """Write the slices as normalised OME-Zarr products and the motor table."""
+    ids = ids or list(range(len(brain.slices)))
+    paths = []
+    for slice_id, data in zip(ids, brain.slices, strict=True):
+        path = directory / f"slice_z{slice_id:02d}_normalize.ome.zarr"
+        attributes = {"slice_id": slice_id, "surface_depth_px": SURFACE_PX,
+                      "useful_depth_px": SURFACE_PX + USEFUL_PX}
+        save_omezarr(data, path, (AXIAL_UM / 1000, LATERAL_UM / 1000, LATERAL_UM / 1000),
+                     chunks=(16, 32, 32), n_levels=1, attributes=attributes)
+        paths.append(str(path))
+    motors = directory / "motor_positions.csv"
+    z0, y0, x0 = (float(v) for v in brain.motors_mm[0])
+    rows = [MotorPosition(i, x0, y0, z0 + i * brain.thickness_um / 1000, 1) for i in ids]
+    write_motor_positions(rows, motors)
+    return paths[::-1], motors  # any order on the command line
+
+
+def run_script(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "-q", *argv], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def brain() -> SyntheticBrain:
+    return make_brain(steps_px=(20, 21, 19), shifts_px=((0, 0), (3, -2), (5, 1), (4, 4)))
+
+
+def test_script_writes_the_analysis_pyramid_and_the_shifts(brain, tmp_path):
+    paths, motors = write_inputs(brain, tmp_path)
+    out = tmp_path / "brain.ome.zarr"
+    result = run_script(*paths, str(out), "--motor_positions", str(motors), "--slice_thickness_um",
+                        str(brain.thickness_um), "--resolution", "10", "--chunks", "8", "32", "32")
+    assert result.returncode == 0, result.stderr
+    info = read_omezarr_info(out)
+    assert [level.scale_mm for level in info.levels] == [(r / 1000,) * 3 for r in (10, 25, 50, 100)]
+    record = json.loads((tmp_path / "brain_shifts.json").read_text())
+    origins = np.array([s["origin_um"] for s in record["slices"]])
+    error_px = np.abs(origins - relative_truth(brain)) / [AXIAL_UM, LATERAL_UM, LATERAL_UM]
+    assert error_px.max() <= 1.0
+    assert info.attributes["slice_ids"] == [0, 1, 2, 3]
+    # same input, same bytes
+    again = tmp_path / "again.ome.zarr"
+    run_script(*paths, str(again), "--motor_positions", str(motors), "--slice_thickness_um",
+               str(brain.thickness_um), "--chunks", "8", "32", "32")
+    first, second = read_omezarr(out)[0].compute(), read_omezarr(again)[0].compute()
+    np.testing.assert_array_equal(first, second)
+    assert (tmp_path / "again_shifts.json").read_text() == json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
+def test_script_at_25_um_keeps_only_coarser_levels(brain, tmp_path):
+    paths, motors = write_inputs(brain, tmp_path)
+    out = tmp_path / "brain.ome.zarr"
+    shifts = tmp_path / "qc" / "shifts.json"
+    result = run_script(*paths, str(out), "--motor_positions", str(motors), "--resolution", "25",
+                        "--shifts_out", str(shifts))
+    assert result.returncode == 0, result.stderr
+    info = read_omezarr_info(out)
+    assert [level.scale_mm[0] * 1000 for level in info.levels] == pytest.approx([25, 50, 100])
+    assert shifts.exists() and info.shape[1] == pytest.approx((72 + 5) * 10 / 25, abs=2)
+
+
+def test_script_refuses_a_gap_unless_allowed(brain, tmp_path):
+    paths, motors = write_inputs(brain, tmp_path, ids=[0, 1, 3, 4])  # slice 2 missing
+    out = tmp_path / "brain.ome.zarr"
+    common = [*paths, str(out), "--motor_positions", str(motors), "--slice_thickness_um", "100"]
+    result = run_script(*common)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().splitlines() == [
+        "error: slice ids [2] are missing between 0 and 4; provide them or pass --allow_gaps to fill them with zeros"
+    ]
+    result = run_script(*common, "--allow_gaps")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "brain_shifts.json").read_text())["slices"]
+    assert [s["slice_id"] for s in record] == [0, 1, 3, 4]
+    assert record[2]["registration"] is None  # no neighbour to register against
+    volume = read_omezarr(out)[0].compute()
+    # between slice 1's bottom and slice 3's top nothing was imaged: zeros
+    bottom_1 = record[1]["origin_voxel"][0] + record[1]["shape_voxel"][0]
+    top_3 = record[2]["origin_voxel"][0]
+    assert top_3 > bottom_1 and not volume[bottom_1:top_3].any()
+    assert volume[top_3].any()

@@ -1,0 +1,69 @@
+/*
+ * The reconstruction: raw acquisition -> one stacked OME-Zarr volume.
+ *
+ * Every slice runs its own chain in parallel
+ * (mosaic grid -> stitch_3d -> axial_corr -> normalize); the stack waits for
+ * all slices, ordered by slice id, and the motor positions table. Channels
+ * carry a meta map `[id: slice_id, tag: 'zNN']` beside each file.
+ */
+include { COLLECT_MOTOR_POSITIONS } from '../modules/local/collect_motor_positions'
+include { CREATE_MOSAIC_GRID      } from '../modules/local/create_mosaic_grid'
+include { STITCH_3D               } from '../modules/local/stitch_3d'
+include { AXIAL_CORR              } from '../modules/local/axial_corr'
+include { NORMALIZE               } from '../modules/local/normalize'
+include { STACK_SLICES            } from '../modules/local/stack_slices'
+include { SCREENSHOT as SCREENSHOT_SLICE  } from '../modules/local/screenshot'
+include { SCREENSHOT as SCREENSHOT_VOLUME } from '../modules/local/screenshot'
+include { REPORT                  } from '../modules/local/report'
+
+// Every file of a channel as one list, or an empty list when there is none.
+def allFiles(files) {
+    return files.collect().ifEmpty([])
+}
+
+workflow LINUMPY {
+    take:
+    acquisition     // value channel: the raw acquisition directory
+    slices          // list of slice ids to reconstruct (empty: every slice)
+    exclude_slices  // list of slice ids to leave out
+    allow_gaps      // boolean: let the stack skip missing slices
+
+    main:
+    COLLECT_MOTOR_POSITIONS(acquisition, slices)
+
+    def slice_ids = COLLECT_MOTOR_POSITIONS.out.csv
+        .splitCsv(header: true)
+        .map { row -> row.slice_id as Integer }
+        .filter { id -> !(id in exclude_slices) }
+    def per_slice = slice_ids
+        .map { id -> [id: id, tag: "z${String.format('%02d', id)}"] }
+        .combine(acquisition)
+
+    CREATE_MOSAIC_GRID(per_slice)
+    STITCH_3D(CREATE_MOSAIC_GRID.out.grid)
+    AXIAL_CORR(STITCH_3D.out.zarr)
+    NORMALIZE(AXIAL_CORR.out.zarr)
+
+    def ordered_slices = NORMALIZE.out.zarr
+        .toSortedList { a, b -> a[0].id <=> b[0].id }
+        .map { pairs -> pairs.collect { pair -> pair[1] } }
+    STACK_SLICES(ordered_slices, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps)
+
+    SCREENSHOT_SLICE(NORMALIZE.out.zarr.map { meta, zarr -> ["slice_${meta.tag}_normalize", zarr] })
+    SCREENSHOT_VOLUME(STACK_SLICES.out.volume.map { volume -> ['volume', volume] })
+
+    REPORT(
+        allFiles(COLLECT_MOTOR_POSITIONS.out.qc),
+        allFiles(CREATE_MOSAIC_GRID.out.qc),
+        allFiles(STITCH_3D.out.qc),
+        allFiles(AXIAL_CORR.out.qc),
+        allFiles(NORMALIZE.out.qc),
+        allFiles(STACK_SLICES.out.qc),
+        SCREENSHOT_SLICE.out.png.mix(SCREENSHOT_VOLUME.out.png).collect(),
+    )
+
+    emit:
+    motor_positions = COLLECT_MOTOR_POSITIONS.out.csv
+    volume          = STACK_SLICES.out.volume
+    report          = REPORT.out.html
+}
