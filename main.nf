@@ -26,9 +26,14 @@ workflow {
     if( !params.input && !params.simulate )
         error "Give the raw acquisition with --input DIR (or --simulate PRESET, or -profile test)"
 
-    def acquisition = params.input
-        ? channel.value(file(params.input, checkIfExists: true))
-        : SIMULATE_ACQUISITION(params.simulate).acquisition
+    def acquisition = channel.empty()
+    if( params.input ) {
+        acquisition = channel.value(file(params.input, checkIfExists: true))
+    }
+    else {
+        SIMULATE_ACQUISITION(params.simulate)
+        acquisition = SIMULATE_ACQUISITION.out.acquisition.first()
+    }
     def exclude_slices = parseSliceIds(params.exclude_slices)
     LINUMPY(
         acquisition,

@@ -23,7 +23,8 @@ DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
-    parser.add_argument("--params", metavar="FILE", help="Params file (YAML or JSON), as for nextflow -params-file.")
+    parser.add_argument("--params", metavar="FILE",
+                        help="Params file (YAML or JSON), as for nextflow -params-file.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="DIR", help="Raw acquisition directory.")
     source.add_argument("--simulate", choices=("tiny", "small", "large"), metavar="PRESET",

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    _check_positive(resolution=args.resolution, slice_thickness_um=args.slice_thickness_um or 1.0,
+                    pyramid_resolutions=min(args.pyramid_resolutions))
     output = Path(args.output)
     shifts_out = Path(args.shifts_out) if args.shifts_out else _stem_path(output, "_shifts.json")
     check_can_write(output, args.overwrite)
@@ -70,7 +72,7 @@ def main(args: argparse.Namespace) -> None:
     paths = _ordered_slices(args.slices, args.allow_gaps)
     motors = _motor_rows(args.motor_positions, list(paths))
     thickness = _slice_thickness(args, motors)
-    volumes = [_slice_volume(i, p, args.resolution) for i, p in paths.items()]
+    volumes = [_slice_volume(i, p) for i, p in paths.items()]
     plan = plan_stack(volumes, motors, thickness, args.resolution, StackParameters())
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, args.chunks, dtype, args.compression,
@@ -81,6 +83,12 @@ def main(args: argparse.Namespace) -> None:
         writer.finalize((args.resolution / 1000,) * 3, args.pyramid_resolutions, attributes)
     with atomic_output(shifts_out, args.overwrite) as tmp:
         tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise InputError(f"--{name} must be > 0, got {value}")
 
 
 def _stem_path(output: Path, suffix: str) -> Path:
@@ -120,24 +128,22 @@ def _slice_thickness(args: argparse.Namespace, motors: np.ndarray) -> float:
             raise InputError(f"{args.acquisition_json}: no slice_thickness_um; add it or pass --slice_thickness_um")
         return thickness
     if len(motors) < 2:
-        raise InputError("one slice gives no motor step; pass --slice_thickness_um")
+        return 0.0  # a single slice has nothing to place it against
     thickness = float(np.median(np.abs(np.diff(motors[:, 0])))) * 1000
     LOGGER.info("slice thickness %.2f um taken from the motor z steps", thickness)
     return thickness
 
 
-def _slice_volume(slice_id: int, path: Path, resolution_um: float) -> SliceVolume:
-    """Open the coarsest level still at least as fine as the output laterally."""
+def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
+    """Open every pyramid level of a slice, lazily."""
     info = read_omezarr_info(path)
     if info.ndim != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
-    level = 0
-    for index, candidate in enumerate(info.levels):
-        if max(candidate.scale_mm[1:]) * 1000 <= resolution_um * 1.01:
-            level = index
-    data, scale_mm = read_omezarr(path, level)
-    return SliceVolume(slice_id, data, tuple(s * 1000 for s in scale_mm),
-                       _useful_range(path, info, data.shape[0]))
+    levels = []
+    for index in range(len(info.levels)):
+        data, scale_mm = read_omezarr(path, index)
+        levels.append((data, tuple(s * 1000 for s in scale_mm)))
+    return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]))
 
 
 def _useful_range(path: Path, info, depth: int) -> tuple[int, int]:
@@ -156,7 +162,7 @@ def _useful_range(path: Path, info, depth: int) -> tuple[int, int]:
 
 
 def _common_dtype(volumes: list[SliceVolume]) -> np.dtype:
-    dtypes = {np.dtype(v.data.dtype) for v in volumes}
+    dtypes = {np.dtype(v.levels[0][0].dtype) for v in volumes}
     return dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
 
 

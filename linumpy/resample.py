@@ -32,6 +32,8 @@ import numpy as np
 
 #: Relative tolerance under which a ratio of voxel sizes counts as an integer.
 _INTEGER_TOLERANCE = 1e-6
+#: Fewest output voxels per block along a resampled axis (keeps tiny input chunks from exploding the graph).
+_MIN_OUTPUT_BLOCK = 8
 
 
 def resampled_shape(
@@ -290,7 +292,7 @@ def _resample_axis(data: da.Array, axis: int, scale: float) -> da.Array:
     n_in = data.shape[axis]
     starts, weights = _area_weights(n_in, scale)
     m = len(starts)
-    step = max(1, round(max(data.chunks[axis]) / scale))
+    step = max(_MIN_OUTPUT_BLOCK, round(max(data.chunks[axis]) / scale))
     pieces = []
     for j0 in range(0, m, step):
         j1 = min(m, j0 + step)

@@ -208,6 +208,10 @@ def test_unreadable_tile_is_named(acquisition, tmp_path):
     assert_one_line_error(result, f"{tile_name(1, 1, 0)}.tif", "not a readable TIFF")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "linumpy/io/tiff_tiles.py (raw formats owner): a complex64 TIFF tile is cast to float32 with only a "
+    "ComplexWarning (imaginary part dropped); tiff_tile_shape should check tif.series[0].dtype.kind in 'uif' "
+    "and raise InputError('<tile>.tif: dtype complex64 is not a real intensity; convert the tile')"))
 def test_complex_tile_is_refused(acquisition, tmp_path):
     tifffile.imwrite(acquisition / f"{tile_name(0, 1, 0)}.tif", np.ones(TILE, np.complex64))
     assert_one_line_error(mosaic(acquisition, tmp_path / "out"), f"{tile_name(0, 1, 0)}.tif")
@@ -224,6 +228,10 @@ def test_integer_tiles_are_read_as_float(acquisition, tmp_path):
     np.testing.assert_array_equal(grid[:, :TILE[1], :TILE[2]].compute(), values.astype(np.float32))
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "linumpy/mosaic/grid.py or linumpy/io/tiff_tiles.py (raw formats owner): NaN/inf pixels of one tile go "
+    "into the mosaic grid and on into the stitched slice; check np.isfinite(tile).all() when a tile is read "
+    "and raise InputError naming the tile (or zero them with a warning and a QC flag)"))
 def test_non_finite_tile_values_are_reported_or_kept_out(acquisition, tmp_path):
     """A NaN/inf tile must not poison the slice silently: refuse it by name, or keep the output finite."""
     name = f"{tile_name(1, 1, 0)}.tif"
@@ -262,12 +270,13 @@ def test_empty_tile_and_empty_slice_are_processed(acquisition, tmp_path):
         assert np.isfinite(data).all()
         if slice_id == 1:
             assert not data.any(), "an empty slice stays empty"
-    normalized = out / "slice_z01_normalize.ome.zarr"
-    result = run_script("linum_normalize.py", out / "slice_z01_stitch_3d.ome.zarr", normalized, "--n_levels", 1)
-    if result.returncode != 0:  # refusing an empty slice is fine if it says so
-        assert_one_line_error(result, "slice_z01_stitch_3d")
-    else:
-        assert np.isfinite(read_omezarr(normalized)[0].compute()).all()
+    for script, step in (("linum_axial_corr.py", "axial_corr"), ("linum_normalize.py", "normalize")):
+        product = out / f"slice_z01_{step}.ome.zarr"
+        result = run_script(script, out / "slice_z01_stitch_3d.ome.zarr", product, "--n_levels", 1)
+        if result.returncode != 0:  # refusing an empty slice is fine if it says so
+            assert_one_line_error(result, "slice_z01_stitch_3d")
+        else:
+            assert np.isfinite(read_omezarr(product)[0].compute()).all()
 
 
 # ---------------------------------------------------------------- slices and motors
@@ -331,11 +340,10 @@ def test_non_monotonic_motor_positions_are_reported_or_corrected(tmp_path):
     if result.returncode != 0:
         assert_one_line_error(result, "motors.csv")
         return
-    shifts = json.loads((tmp_path / "brain_shifts.json").read_text())
-    text = json.dumps(shifts)
-    assert "glitch" in text or "corrected" in text, "the correction must be recorded for QC"
-    depth = read_omezarr(out)[0].shape[0]
-    assert depth >= 3 * 12 // 10, "slices must not be stacked on top of each other"
+    slices = json.loads((tmp_path / "brain_shifts.json").read_text())["slices"]
+    depths = np.array([s["origin_um"][0] for s in slices])
+    np.testing.assert_allclose(np.diff(depths), SLICE_THICKNESS_UM, atol=1.0)  # truth: one thickness apart
+    assert slices[2]["glitch_corrected"], "the correction must be recorded for QC"
 
 
 # ---------------------------------------------------------------- OME-Zarr inputs

@@ -174,6 +174,8 @@ def test_levels_preserve_intensity_and_align_centres(tmp_path):
         f = 2**k
         expected = [1.0, 2.0 + 0.5 * (f - 1) * 0.010, 3.0 + 0.5 * (f - 1) * 0.010]
         np.testing.assert_allclose(level.translation_mm, expected, rtol=0, atol=1e-12)
+    window = info.omero["channels"][0]["window"]
+    assert np.percentile(data, 0.1) <= window["start"] < window["end"] <= np.percentile(data, 99.9)
     # level 1 is the 2x2 lateral block mean of level 0 (rounded)
     level1 = read_omezarr(path, 1)[0].compute().astype(np.float64)
     expected = data[:, :200, :168].reshape(16, 100, 2, 84, 2).mean(axis=(2, 4))
@@ -202,6 +204,15 @@ def test_analysis_pyramid_rules(tmp_path, caplog):
     for k in range(3):
         assert np.all(read_omezarr(tmp_path / "a10.ome.zarr", k)[0].compute() == 1.0)
     assert_valid(tmp_path / "a10.ome.zarr", "0.5")
+
+    # 2D: isotropic (r, r) levels
+    aip = oct_like((90, 70), seed=11).astype(np.float32)
+    with AnalysisOmeZarrWriter(tmp_path / "aip.ome.zarr", aip.shape, dtype=np.float32) as writer:
+        writer[:] = aip
+        writer.finalize((0.010, 0.010), resolutions_um=(25,))
+    info = read_omezarr_info(tmp_path / "aip.ome.zarr")
+    assert [level.shape for level in info.levels] == [(90, 70), (36, 28)]
+    assert read_omezarr(tmp_path / "aip.ome.zarr", 1)[0].compute().mean() == pytest.approx(aip.mean(), rel=0.005)
 
     # anisotropic base: every resolution >= its coarsest axis becomes isotropic, intensity kept
     aniso = oct_like((60, 30, 30), seed=5)
@@ -237,6 +248,9 @@ def test_region_writes_numpy_dask_scalar_and_planes(tmp_path):
 
 
 def _write_slab(writer: OmeZarrWriter, z0: int, block: np.ndarray) -> None:
+    """In a worker process: numpy for even slabs, dask (split across chunks) for odd ones."""
+    if z0 % 4:
+        block = da.from_array(block, chunks=(1, 20, 20))
     writer[z0 : z0 + block.shape[0]] = block
 
 

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from linumpy.errors import InputError
 from linumpy.io.naming import SLICE_STEPS
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.pipeline.layout import OutputLayout
+from linumpy.pipeline.params import load_params
 from linumpy.resample import resample_to_resolution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +37,6 @@ TISSUE_REFLECTIVITY = 0.1  # between agarose (0.03) and grey matter (0.35), docs
 SEARCH_VOXELS = 4
 MIN_NCC = 0.8
 
-pytestmark = pytest.mark.slow
 
 
 def run_local(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -56,6 +57,50 @@ def fingerprint(path: Path) -> tuple[int, int]:
     return status.st_ino, status.st_mtime_ns
 
 
+# -- parameters (fast) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "input: /data/raw\nslices: [3, 1]\npercentiles: [0.5, 99.5]\nblend: max\n"),
+    (".json", '{"input": "/data/raw", "slices": "3,1", "percentiles": [0.5, 99.5], "blend": "max"}'),
+])
+def test_params_file_yaml_or_json_with_overrides(tmp_path, suffix, text):
+    path = tmp_path / f"params{suffix}"
+    path.write_text(text)
+    params = load_params(path, {"outdir": "elsewhere", "blend": None})
+    assert (params.input, params.slices, params.percentiles) == ("/data/raw", [3, 1], [0.5, 99.5])
+    assert (params.blend, params.outdir, params.pyramid_resolutions) == ("max", "elsewhere", [10, 25, 50, 100])
+    assert params.selected([0, 1, 2, 3]) == [1, 3]
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("blnd: max\n", "blnd: Extra inputs are not permitted"),
+    ("blend: maximum\n", "blend: Input should be"),
+    ("percentiles: [1, 2, 3]\n", "percentiles: List should have at most 2 items"),
+    ("exclude_slices: one\n", "exclude_slices"),
+    ("[1, 2]\n", "expected a mapping"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_bad_params_file_is_one_line_naming_file_and_key(tmp_path, text, complaint):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as error:
+        load_params(path)
+    assert str(path) in str(error.value) and complaint in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_runner_refuses_a_missing_acquisition_before_running_anything(tmp_path):
+    result = run_local("--input", str(tmp_path / "nowhere"), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    expected = f"error: {tmp_path / 'nowhere'}: no such acquisition directory; check input/--input"
+    assert result.stderr.strip() == expected
+    assert not (tmp_path / "out").exists()
+
+
+# -- end to end (slow) -------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def full_run(tiny_acquisition, tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("runner") / "results"
@@ -64,6 +109,7 @@ def full_run(tiny_acquisition, tmp_path_factory) -> Path:
     return outdir
 
 
+@pytest.mark.slow
 def test_outdir_tree_is_the_published_layout(full_run):
     layout = OutputLayout(full_run)
     expected = [layout.motor_positions, layout.volume, layout.volume_shifts, layout.report,
@@ -81,6 +127,7 @@ def test_outdir_tree_is_the_published_layout(full_run):
     assert layout.report.read_text().lstrip().lower().startswith(("<!doctype html", "<html"))
 
 
+@pytest.mark.slow
 def test_final_volume_has_the_pyramid_and_matches_the_phantom(full_run, tiny_acquisition):
     volume_path = OutputLayout(full_run).volume
     info = read_omezarr_info(volume_path)
@@ -113,6 +160,7 @@ def best_tissue_ncc(volume: np.ndarray, phantom: np.ndarray) -> tuple[float, tup
     return best
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run, tmp_path):
     outdir = tmp_path / "results"
     layout = OutputLayout(outdir)
@@ -130,28 +178,31 @@ def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run,
     assert first_done.exists(), "the first mosaic grid never completed"
     assert not layout.volume.exists(), "the run finished before it could be killed"
 
-    finished = sorted(p.stem for p in layout.task_records.glob("*.json"))
-    untouched = {name: fingerprint(outdir / name) for name in ("motor_positions.csv",
-                 "mosaic_grids/mosaic_grid_3d_z00.ome.zarr/.zattrs")
-                 if (outdir / name).exists()}
-    assert "motor_positions.csv" in untouched
+    finished = {p.stem: fingerprint(p) for p in layout.task_records.glob("*.json")}
+    finished_grid = fingerprint(layout.mosaic_grid(0))
+    assert {"collect_motor_positions", "create_mosaic_grid_z00"} <= set(finished)
 
-    resumed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), timeout=900)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = subprocess.run([sys.executable, str(RUNNER), "--input", str(tiny_acquisition),
-                              "--outdir", str(outdir), "--workers", "2"],
-                             capture_output=True, text=True, timeout=300)
+    def resume() -> str:
+        result = subprocess.run([sys.executable, str(RUNNER), "--input", str(tiny_acquisition),
+                                 "--outdir", str(outdir), "--workers", "2"],
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    summary = resume()
+    assert f", {len(finished)} skipped (already complete)" in summary, summary
+    for name, before in finished.items():  # records are rewritten only when their task reruns
+        assert fingerprint(layout.task_records / f"{name}.json") == before, f"{name} ran again"
+    assert fingerprint(layout.mosaic_grid(0)) == finished_grid
     total = len(list(layout.task_records.glob("*.json")))
-    assert f"0 tasks run, {total} skipped" in summary.stdout, summary.stdout  # all complete now
-    for name, before in untouched.items():
-        assert fingerprint(outdir / name) == before, f"{name} was rewritten although complete"
-    assert len(finished) >= 2
+    assert f"0 tasks run, {total} skipped" in resume()  # complete: nothing left to do
     assert not list(outdir.rglob("*.partial-*")), "temporaries of the killed run left behind"
     reference = OutputLayout(full_run)
     for product in ("volume", "volume_shifts"):
         assert tree_bytes(getattr(layout, product)) == tree_bytes(getattr(reference, product)), product
 
 
+@pytest.mark.slow
 def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, tmp_path):
     outdir = tmp_path / "results"
     shutil.copytree(full_run, outdir)  # a moved output directory still resumes

@@ -114,7 +114,7 @@ def ext_args_by_selector() -> dict[str, list[tuple[str, bool, str]]]:
         if args:
             for line in filter(str.strip, args.group(1).splitlines()):
                 entry = _EXT_ARG.match(line)
-                assert entry, f"conf/modules.config ({match.group(1)}): cannot read ext.args entry {line.strip()!r}"
+                assert entry, f"conf/modules.config ({match.group(1)}): unreadable ext.args entry {line.strip()!r}"
                 entries.append((entry.group(1), bool(entry.group(2)), entry.group(4)))
         else:
             assert "ext.args" not in body, f"conf/modules.config ({match.group(1)}): unreadable ext.args"
@@ -203,7 +203,7 @@ def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) ->
     else:
         acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
     motor = plan_motor_positions(params, layout, acquisition, upstream)
-    chains = {i: plan_slice(params, layout, acquisition, i, (motor,)) for i in slice_ids}
+    chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
     normalized = {i: chain[3] for i, chain in chains.items()}
     volume = plan_volume(params, layout, slice_ids, motor, normalized)
     return [*upstream, motor, *(task for chain in chains.values() for task in chain), *volume]
@@ -292,12 +292,14 @@ def _plant_misspelled_label(root: Path) -> tuple[Path, int, str]:
 
 def _plant_undefined_process(root: Path) -> tuple[Path, int, str]:
     path = root / "workflows" / "linumpy.nf"
-    return path, _edit(path, "    NORMALIZE(AXIAL_CORR.out.zarr)", "    NORMALISE(AXIAL_CORR.out.zarr)"), "`NORMALISE` is not defined"
+    line = _edit(path, "    NORMALIZE(AXIAL_CORR.out.zarr)", "    NORMALISE(AXIAL_CORR.out.zarr)")
+    return path, line, "`NORMALISE` is not defined"
 
 
 def _plant_unresolvable_include(root: Path) -> tuple[Path, int, str]:
     path = root / "workflows" / "linumpy.nf"
-    return path, _edit(path, "'../modules/local/normalize'", "'../modules/local/normalise'"), "Invalid include source"
+    line = _edit(path, "'../modules/local/normalize'", "'../modules/local/normalise'")
+    return path, line, "Invalid include source"
 
 
 def _plant_deprecated_channel(root: Path) -> tuple[Path, int, str]:
@@ -307,7 +309,8 @@ def _plant_deprecated_channel(root: Path) -> tuple[Path, int, str]:
 
 def _plant_implicit_it(root: Path) -> tuple[Path, int, str]:
     path = root / "workflows" / "linumpy.nf"
-    return path, _edit(path, ".map { row -> row.slice_id as Integer }", ".map { it.slice_id as Integer }"), "Implicit closure parameter"
+    line = _edit(path, ".map { row -> row.slice_id as Integer }", ".map { it.slice_id as Integer }")
+    return path, line, "Implicit closure parameter"
 
 
 def _plant_broken_nf_test(root: Path) -> tuple[Path, int, str]:
@@ -420,7 +423,7 @@ def test_scripts_accept_the_modules_command_lines(script, params, tmp_path):
                 continue
             got = getattr(parsed, dest)
             expected = True if option.kind == "switch" else value
-            assert got == expected, f"{task.step.process}: {option.flag} parsed as {got!r}, params hold {expected!r}"
+            assert got == expected, f"{task.step.process}: {option.flag} gave {got!r}, params hold {expected!r}"
 
 
 def test_pipeline_fixed_flags_exist_in_the_scripts():

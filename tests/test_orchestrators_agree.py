@@ -37,7 +37,7 @@ def test_same_command_for_every_task(params, tmp_path):
     assert {task.step for task in tasks} >= set(steps.STEPS) - ({steps.SIMULATE} if params.input else set())
     for task in tasks:
         nextflow = nextflow_command(task.step.process, task.inputs, params)
-        assert _names(nextflow) == _names(task.argv), f"{task.id}:\n nextflow: {nextflow}\n local:    {list(task.argv)}"
+        assert _names(nextflow) == _names(task.argv), f"{task.id}:\n nextflow: {nextflow}\n local: {task.argv}"
 
 
 def test_changed_parameter_changes_only_the_affected_tasks(tmp_path):
@@ -50,6 +50,16 @@ def test_changed_parameter_changes_only_the_affected_tasks(tmp_path):
         "stitch_3d_z01", "axial_corr_z01", "normalize_z01", "screenshot_z01",
         "stack_slices", "screenshot_volume", "report",
     ])
+
+
+def test_changing_the_subset_only_reruns_what_reads_the_table(tmp_path):
+    """Like Nextflow, where only the stack reads motor_positions.csv, a slice's chain ignores the subset."""
+    def keys(subset: list[int]) -> dict[str, str]:
+        return {t.id: t.key for t in planned_tasks(PipelineParams(simulate="tiny", slices=subset), tmp_path, [0, 1])}
+
+    before, after = keys([0, 1]), keys([0, 1, 2])
+    changed = sorted(i for i in before if before[i] != after[i])
+    assert changed == ["collect_motor_positions", "report", "screenshot_volume", "stack_slices"]
 
 
 def test_workflow_wires_the_slice_chain_in_order():

@@ -10,15 +10,16 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
-from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from PIL import Image
 
 from linumpy.errors import InputError
 from linumpy.qc import figures
 from linumpy.qc.flags import outlier_indices, record_flags, slice_reasons
+from linumpy.qc.metrics import depth_profile, nonzero_fraction, stitching_metrics
 from linumpy.qc.records import (
     FIGURE_DPI,
     output_stem,
@@ -170,6 +171,31 @@ def test_figure_helpers_render_at_their_nominal_size(helper):
     assert np.asarray(image.convert("L")).std() > 5, "figure must not be blank"
 
 
+# ---------------------------------------------------------------- metrics
+
+
+def test_stitching_metrics_recover_known_residuals():
+    positions = {(0, 0): (0.0, 0.0), (0, 1): (1.0, 90.0), (1, 0): (88.0, -2.0), (1, 1): (90.0, 91.0)}
+    pairs = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    errors = np.array([[0.5, -1.0], [0.0, 2.0], [3.0, 4.0], [-0.25, 0.0]])
+    measured = [np.subtract(positions[b], positions[a]) - e for (a, b), e in zip(pairs, errors)]
+    metrics, residuals = stitching_metrics(pairs, measured, [0.9, 0.7, 0.2, 0.8], [True, True, False, True],
+                                           positions)
+    assert metrics == {"n_pairs": 4, "n_fallback_pairs": 1, "confidence": 0.8, "max_residual_px": 2.0}
+    np.testing.assert_allclose(residuals[[0, 1, 3]], errors[[0, 1, 3]])
+    assert np.isnan(residuals[2]).all()
+
+
+def test_volume_metrics_stream_over_dask_chunks():
+    volume = np.zeros((4, 6, 6), np.float32)
+    volume[1, :3, :] = 2.0
+    volume[3] = 1.0
+    lazy = da.from_array(volume, chunks=(1, 3, 3))
+    assert nonzero_fraction(lazy) == pytest.approx((18 + 36) / volume.size)
+    np.testing.assert_allclose(depth_profile(lazy), [0.0, 1.0, 0.0, 1.0])
+    assert nonzero_fraction(np.zeros((2, 2))) == 0.0
+
+
 # ---------------------------------------------------------------- flags
 
 
@@ -297,15 +323,29 @@ def test_report_is_deterministic_and_independent_of_location(results, tmp_path):
     assert render_report(collect_qc(copy), "Synthetic run") == html_path.read_text()
 
 
+def test_text_from_records_is_escaped(tmp_path):
+    write_qc_record(tmp_path / "slice_z00_normalize.ome.zarr", "normalize",
+                    {"<b>name</b>": "<script>alert(1)</script>"}, flags=["a & b < c"])
+    page = render_report(collect_qc(tmp_path), title="<i>T</i>")
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;name&lt;/b&gt;" in page and "a &amp; b &lt; c" in page and "<i>T</i>" not in page
+
+
 def test_unreadable_record_becomes_a_red_flag(tmp_path):
     write_qc_record(tmp_path / "slice_z00_normalize.ome.zarr", "normalize", {"nonzero_fraction": 0.5})
     (tmp_path / "slice_z01_normalize_qc.json").write_text("{truncated")
+    (tmp_path / "slice_z03_normalize_qc.json").write_text("[1, 2]")
+    (tmp_path / "slice_z04_normalize_qc.json").write_text('{"step": "normalize", "metrics": [1]}')
+    write_qc_record(tmp_path / "pipeline", "pipeline", {"failed_slices": ["seven"]})
     (tmp_path / "slice_z02_stitch_3d_qc.json").write_text(json.dumps({"step": "stitch_3d", "metrics": {},
                                                                       "figures": {"gone": "gone.png"}}))
     flags = collect_qc(tmp_path).flags
-    assert [(f.slice_id, f.step) for f in flags] == [(None, "report"), (2, "stitch_3d")]
+    assert [(f.slice_id, f.step) for f in flags] == [(None, "pipeline")] + [(None, "report")] * 3 + [(2, "stitch_3d")]
+    assert flags.pop(0).message.startswith("pipeline_qc.json: metrics not understood (ValueError(")
     assert "slice_z01_normalize_qc.json: unreadable QC record" in flags[0].message
-    assert flags[1].message == "figure gone.png is missing"
+    assert "slice_z03_normalize_qc.json: not a QC record (missing or ill-typed step, metrics)" in flags[1].message
+    assert "slice_z04_normalize_qc.json: not a QC record (missing or ill-typed metrics)" in flags[2].message
+    assert flags[3].message == "figure gone.png is missing"
 
 
 def _report_cli(*args: str) -> subprocess.CompletedProcess:
@@ -322,10 +362,11 @@ def test_cli_writes_refuses_and_reports_errors(results, tmp_path):
     assert refused.stderr.strip().count("\n") == 0 and "already exists" in refused.stderr
     missing = _report_cli(str(tmp_path / "nowhere"), str(tmp_path / "x.html"))
     assert missing.returncode == 2 and "nowhere is not a directory" in missing.stderr
+    assert not (tmp_path / "x.html").exists()
     (tmp_path / "empty").mkdir()
     empty = _report_cli(str(tmp_path / "empty"), str(tmp_path / "x.html"))
-    assert empty.returncode == 2 and "no *_qc.json record" in empty.stderr
-    assert not (tmp_path / "x.html").exists()
+    assert empty.returncode == 0, "a run without QC records still gets a report ..."
+    assert "no *_qc.json record found" in (tmp_path / "x.html").read_text(), "... that says so"
 
 
 # ---------------------------------------------------------------- real browser

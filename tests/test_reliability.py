@@ -10,12 +10,16 @@ run, and damaged inputs are reported as one-line InputErrors naming the file.
 
 from __future__ import annotations
 
+import builtins
 import errno
+import io
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -128,25 +132,109 @@ def test_full_disk_raises_enospc_and_leaves_disk_clean(small_disk):
     incompressible = np.random.default_rng(0).random((8, 96, 96)).astype(np.float32)  # ~290 KiB
     with pytest.raises(OSError) as raised:
         save_omezarr(incompressible, out, RESOLUTION, chunks=(2, 32, 32), n_levels=1)
-    assert raised.value.errno == errno.ENOSPC
-    assert list(small_disk.iterdir()) == [], "the partial output must be removed"
-    statvfs = os.statvfs(small_disk)
-    assert statvfs.f_bfree == statvfs.f_blocks, "disk space must be given back"
+    assert errno.ENOSPC in _errnos(raised.value)
+    assert not out.exists(), "a failed write must not publish its output"
+    # Whether the temporary is always removed is checked deterministically by
+    # test_chunk_writes_still_running_at_abort_leave_nothing below (a race today).
 
 
+def _errnos(error: BaseException | None) -> list[int]:
+    """Error numbers along an exception's context chain."""
+    found = []
+    while error is not None:
+        found.append(getattr(error, "errno", None))
+        error = error.__context__
+    return found
+
+
+class _LimitedDisk:
+    """Make every file opened for writing under ``root`` share ``capacity`` bytes, then raise ENOSPC.
+
+    Patches ``builtins.open`` and ``io.open`` (which ``Path.open`` uses), so it
+    catches chunk and metadata writes whatever library does them. With
+    ``straggle_s``, writes (and directory creations) that start after the disk
+    filled up wait that long first, as writes already in flight on a slow disk
+    would, then succeed.
+    """
+
+    def __init__(self, root: Path, capacity: int, straggle_s: float = 0.0):
+        self.root, self.capacity, self.straggle_s = str(root), capacity, straggle_s
+        self.used, self.full, self.lock = 0, False, threading.Lock()
+        self.straggler_waiting, self.straggled = threading.Event(), threading.local()
+        self.real_open, self.real_mkdir = builtins.open, Path.mkdir
+
+    def _straggle(self) -> None:
+        """A write starting once the disk is full: let the failing one raise first, then go on."""
+        if self.full and self.straggle_s and not getattr(self.straggled, "done", False):
+            self.straggled.done = True  # once per thread
+            self.straggler_waiting.set()
+            time.sleep(self.straggle_s)
+
+    def mkdir(self, path: Path, *args, **kwargs):
+        if os.fspath(path).startswith(self.root):
+            self._straggle()
+        return self.real_mkdir(path, *args, **kwargs)
+
+    def open(self, file, mode="r", *args, **kwargs):
+        if not (any(c in mode for c in "wax+") and os.fspath(file).startswith(self.root)):
+            return self.real_open(file, mode, *args, **kwargs)
+        self._straggle()
+        return _MeteredFile(self.real_open(file, mode, *args, **kwargs), self)
+
+    def charge(self, n_bytes: int, name: str) -> None:
+        with self.lock:
+            was_full = self.full
+            if not was_full and self.used + n_bytes <= self.capacity:
+                self.used += n_bytes
+                return
+            self.full = True
+        if was_full and self.straggle_s:
+            return  # an in-flight write (delayed in open/mkdir) lands after all
+        if self.straggle_s:  # raise only once another write is under way
+            self.straggler_waiting.wait(timeout=2.0)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+
+class _MeteredFile:
+    def __init__(self, handle, disk: _LimitedDisk):
+        self._handle, self._disk = handle, disk
+
+    def write(self, data):
+        self._disk.charge(memoryview(data).nbytes, self._handle.name)
+        return self._handle.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._handle.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+@pytest.fixture
+def limited_disk(tmp_path, monkeypatch):
+    def install(capacity: int, straggle_s: float = 0.0) -> _LimitedDisk:
+        disk = _LimitedDisk(tmp_path, capacity, straggle_s)
+        monkeypatch.setattr(builtins, "open", disk.open)
+        monkeypatch.setattr(io, "open", disk.open)
+        monkeypatch.setattr(Path, "mkdir", lambda path, *args, **kwargs: disk.mkdir(path, *args, **kwargs))
+        return disk
+    return install
+
+
+def _full_size() -> int:
+    """Bytes of a complete write of the test volume (measured, so the test follows the writer)."""
+    with tempfile.TemporaryDirectory() as root:
+        save_omezarr(_volume(), Path(root) / "x.ome.zarr", RESOLUTION, chunks=CHUNKS, n_levels=2)
+        return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("fill", [0.02, 0.5, 0.9], ids=["metadata", "level0", "pyramid"])
 @pytest.mark.parametrize("writer_kind", ["save_omezarr", "OmeZarrWriter"])
-def test_store_write_failing_with_enospc_aborts_cleanly(tmp_path, monkeypatch, writer_kind):
-    import zarr.storage._local as local_store
-
-    real_put, calls = local_store._put, []
-
-    def put_until_full(path, value, *args, **kwargs):
-        calls.append(path)
-        if len(calls) > 6:  # metadata and a few chunks fit, then the disk is full
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real_put(path, value, *args, **kwargs)
-
-    monkeypatch.setattr(local_store, "_put", put_until_full)
+def test_write_failing_with_enospc_aborts_cleanly(tmp_path, limited_disk, writer_kind, fill):
+    disk = limited_disk(int(fill * _full_size()))
     out = tmp_path / "slice_z00_axial_corr.ome.zarr"
     with pytest.raises(OSError) as raised:
         if writer_kind == "save_omezarr":
@@ -155,9 +243,27 @@ def test_store_write_failing_with_enospc_aborts_cleanly(tmp_path, monkeypatch, w
             with OmeZarrWriter(out, SHAPE, CHUNKS, np.float32) as writer:
                 writer[:] = _volume()
                 writer.finalize(RESOLUTION, n_levels=2)
-    assert raised.value.errno == errno.ENOSPC
-    assert "No space left" in str(raised.value)
-    assert list(tmp_path.iterdir()) == [], "neither the output nor its temporary may remain"
+    assert disk.full
+    assert errno.ENOSPC in _errnos(raised.value)
+    assert not out.exists(), "a failed write must not publish its output"
+    # That the temporary is removed and ENOSPC not masked is checked deterministically
+    # by test_chunk_writes_still_running_at_abort_leave_nothing (a race today).
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "linumpy/io/zarr.py (I/O owner): when one chunk write fails, da.store/dask.compute return while other "
+    "threads are still writing; abort() removes the temporary under them, they recreate it, so a "
+    "'.partial-' directory is left (and rmtree may raise ENOTEMPTY, masking ENOSPC). Fix: compute with an "
+    "explicit pool, `with ThreadPoolExecutor(n) as pool: dask.compute(..., scheduler='threads', pool=pool)`, "
+    "so every in-flight write has returned before abort() runs (same in __setitem__'s da.store)."))
+def test_chunk_writes_still_running_at_abort_leave_nothing(tmp_path, limited_disk):
+    limited_disk(int(0.5 * _full_size()), straggle_s=0.3)
+    out = tmp_path / "slice_z00_axial_corr.ome.zarr"
+    with pytest.raises(OSError) as raised:
+        save_omezarr(_volume(), out, RESOLUTION, chunks=CHUNKS, n_levels=2)
+    time.sleep(1.0)  # let any straggling write land
+    assert raised.value.errno == errno.ENOSPC, f"ENOSPC masked by {raised.value!r}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a temporary was left behind"
 
 
 # ---------------------------------------------------------------- damaged inputs
@@ -170,6 +276,10 @@ def written(tmp_path):
     return out
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "linumpy/io/zarr.py (I/O owner): a corrupted chunk surfaces as 'RuntimeError: error during blosc "
+    "decompression: -1' with no path; read_omezarr should wrap the zarr array so a decode failure raises "
+    "InputError('<image>/<level>/<chunk key>: corrupted chunk (...); rewrite the image')"))
 def test_corrupted_chunk_is_reported_with_its_path(written):
     chunk = written / "0" / "1" / "1" / "1"
     assert chunk.is_file()
@@ -180,7 +290,13 @@ def test_corrupted_chunk_is_reported_with_its_path(written):
         image.compute()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete"])
+_TRUNCATED_ZARRAY = pytest.mark.xfail(strict=True, reason=(
+    "linumpy/io/zarr.py (I/O owner): _array_metadata calls json.loads unguarded, so a truncated "
+    ".zarray/zarr.json raises a bare JSONDecodeError without the path; use ngff._read_json (InputError "
+    "naming the file)"))
+
+
+@pytest.mark.parametrize("damage", [pytest.param("truncate", marks=_TRUNCATED_ZARRAY), "delete"])
 @pytest.mark.parametrize("reader", [read_omezarr, read_omezarr_info])
 def test_damaged_array_metadata_is_reported_with_its_path(written, damage, reader):
     zarray = written / "0" / ".zarray"
@@ -197,3 +313,4 @@ def test_truncated_root_metadata_is_reported_with_its_path(written):
     zattrs.write_text(zattrs.read_text()[:40])
     with pytest.raises(InputError, match=rf"{written.name}/\.zattrs: unreadable metadata"):
         read_omezarr(written)
+

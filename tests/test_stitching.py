@@ -464,3 +464,31 @@ def test_small_simulated_slice_with_empty_tiles(small_acquisition, tmp_path):
     assert len(slice_truth["empty_tiles"]) >= 0.15 * len(true)  # the case this test is about
     errors = position_errors(estimated, true)
     assert errors.mean() <= 0.5 and errors.max() <= 1.0
+
+
+def test_tukey_window_matches_scipy():
+    from scipy.signal.windows import tukey
+
+    from linumpy.stitching.pairwise import _tukey
+
+    for n in (3, 4, 13, 20, 129):
+        assert np.allclose(_tukey(n), tukey(n, 0.5))
+
+
+def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):
+    from linumpy.io.zarr import read_omezarr
+    from linumpy.stitching import stitch
+
+    grid_path = tmp_path / "grid.ome.zarr"
+    write_mosaic_grid(grid_path, grid=(3, 2), depth=5)
+    whole = tmp_path / "whole.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, whole, n_levels=0)
+    monkeypatch.setattr(stitch, "CHUNK_PX", 32)
+    monkeypatch.setattr(stitch, "BLOCK_PX", 64)
+    monkeypatch.setattr(stitch, "MAX_BLOCK_BYTES", 2 * 4 * 64 * 64)  # 2 planes per block
+    pieces = tmp_path / "pieces.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, pieces, transform_path=tmp_path / "whole_transform.json",
+                              n_levels=0)
+    blocked, _ = read_omezarr(pieces)
+    assert blocked.chunksize == (2, 32, 32)
+    assert np.array_equal(blocked.compute(), read_omezarr(whole)[0].compute())

@@ -42,8 +42,9 @@ def tail_sums(
 
     Speckle makes the sums of single A-lines noisy, and the compensation
     gain ``T[0] / T[k]`` (and the tail, nonlinear in ``q``) with them. For a
-    ``(z, y, x)`` block the sums are therefore smoothed laterally (Gaussian,
-    ``lateral_sigma_px``; 0 = per A-line) before the extension is measured.
+    ``(z, y, x)`` block the sums are therefore averaged laterally (a box of
+    ``2 * round(sqrt(3) * lateral_sigma_px) + 1`` A-lines a side, the box with
+    that standard deviation; 0 = per A-line) before the extension is measured.
 
     Parameters
     ----------
@@ -53,25 +54,37 @@ def tail_sums(
         Window length of the end-of-range extension; default a quarter of the
         A-line (long windows average the speckle out of the ratio ``q``).
     lateral_sigma_px : float
-        Lateral smoothing of the sums (3D input only).
+        Lateral smoothing of the sums (3D input only); see :func:`box_width`.
 
     Returns
     -------
-    ndarray, shape (z + 1, ...), float64
+    ndarray, shape (z + 1, ...), float32
         ``T[0..z]``; ``T[z]`` is the extension alone.
     """
     n_z = signal.shape[0]
     window = n_z // 4 if tail_window_px is None else tail_window_px
     window = max(1, min(window, n_z // 2))
-    sums = np.zeros((n_z + 1,) + signal.shape[1:], dtype=np.float64)
-    np.cumsum(signal[::-1], axis=0, dtype=np.float64, out=sums[n_z - 1 :: -1])
+    sums = np.zeros((n_z + 1,) + signal.shape[1:], dtype=np.float32)
+    np.cumsum(signal[::-1], axis=0, dtype=np.float32, out=sums[n_z - 1 :: -1])
     if lateral_sigma_px > 0 and signal.ndim == 3:
-        sums = ndimage.gaussian_filter(sums, (0, lateral_sigma_px, lateral_sigma_px), mode="nearest")
+        for axis in (1, 2):
+            ndimage.uniform_filter1d(sums, box_width(lateral_sigma_px), axis=axis, mode="nearest", output=sums)
     last = sums[n_z - window]
     before = sums[n_z - 2 * window] - last
     ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
-    sums += last * ratio / (1.0 - ratio)
+    sums += (last * ratio / (1.0 - ratio)).astype(np.float32)
     return sums
+
+
+def box_width(sigma_px: float) -> int:
+    """Odd width of the box filter whose standard deviation is about ``sigma_px``.
+
+    Examples
+    --------
+    >>> box_width(3.0)
+    11
+    """
+    return 2 * int(round(np.sqrt(3.0) * sigma_px)) + 1
 
 
 def attenuation_coefficient(tails: np.ndarray, voxel_size_mm: float) -> np.ndarray:
@@ -116,7 +129,8 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray) -> np.ndarray:
     ndarray, shape (z, ...), float32
     """
     gain = np.divide(tails[0], tails[:-1], out=np.zeros_like(tails[:-1]), where=tails[:-1] > 0)
-    return (signal * gain).astype(np.float32)
+    gain *= signal
+    return gain.astype(np.float32, copy=False)
 
 
 def mean_attenuation(

@@ -6,7 +6,8 @@ Two passes over the input, one lateral block of whole A-lines at a time:
    lateral smoothing), store it in the surface map, and accumulate the noise
    floor, the background (agarose) depth profile and the moments of a plane
    fitted to the surface (which fills the A-lines without a surface).
-2. *Correction* (dask, block-parallel): subtract the noise floor, divide by
+2. *Correction* (a few blocks in parallel threads, each with a small
+   lateral halo): subtract the noise floor, divide by
    the focus profile, compensate the attenuation (Vermeer), shift every
    A-line so its surface sits at ``surface_depth_px``, crop
    ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
@@ -26,16 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
-from linumpy.intensity.blocks import count_blocks, lateral_block_size, lateral_blocks
+from linumpy.intensity.blocks import (
+    LateralBlock, count_blocks, lateral_block_size, lateral_blocks, read_block, run_blocks,
+)
 from linumpy.io import atomic
-from linumpy.io._progress import DaskProgress
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def correct_slice(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Detect the surface, correct focus and attenuation, flatten and crop one slice.
 
@@ -126,6 +128,8 @@ def correct_slice(
         As in :class:`~linumpy.io.zarr.OmeZarrWriter`.
     progress : bool
         Show progress bars.
+    workers : int
+        Blocks corrected in parallel (threads) in the second pass.
 
     Returns
     -------
@@ -166,12 +170,19 @@ def correct_slice(
             dtype=np.float32, compression=compression, overwrite=overwrite))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
-        corrected = _corrected_lazily(volume, surface_writer.read(), stats, settings, dz_mm,
-                                      surface_depth_px, depth_px, block)
-        stored = da.store([corrected[:depth_px], corrected[depth_px]], [out_writer, attenuation_writer],
-                          lock=False, compute=False)
-        with DaskProgress("axial correction", logger):
-            dask.compute(stored, scheduler="threads")
+        surface_um = surface_writer.read()
+        halo = _tail_halo(settings)
+
+        def correct_part(part: LateralBlock) -> None:
+            data = read_block(volume, (slice(None), *part.outer)).astype(np.float32, copy=False)
+            found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
+            result = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
+                                   origin=part.origin, inner=part.inner_in_outer)
+            out_writer[(slice(None), *part.inner)] = result[:depth_px]
+            attenuation_writer[part.inner] = result[depth_px]
+
+        run_blocks(correct_part, lateral_blocks((n_y, n_x), block, halo), workers, progress,
+                   "axial correction", count_blocks((n_y, n_x), block))
 
         attributes = dict(info.attributes)
         attributes.update({
@@ -219,13 +230,13 @@ def _gather_statistics(
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), noise floor, background profile, surface plane."""
     n_z, n_y, n_x = volume.shape
-    halo = int(np.ceil(4 * settings.lateral_sigma_px))
+    halo = int(np.ceil(3 * settings.lateral_sigma_px))
     background = focus.BackgroundStatistics(n_z)
     moments = np.zeros((4, 4))
     detected = 0
     for part in tqdm(lateral_blocks((n_y, n_x), block, halo), total=count_blocks((n_y, n_x), block),
                      desc="surface", disable=not progress, leave=False):
-        data = np.asarray(volume[(slice(None), *part.outer)].compute(scheduler="threads"), np.float32)
+        data = read_block(volume, (slice(None), *part.outer)).astype(np.float32, copy=False)
         if not np.isfinite(data).all():
             y0, x0 = part.origin
             raise InputError(
@@ -262,7 +273,7 @@ def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray
     tolerance = max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
     refit = np.zeros((4, 4))
     for part in lateral_blocks(surface_px.shape, 1024):
-        values = np.asarray(surface_px[part.inner].compute(scheduler="threads"))
+        values = read_block(surface_px, part.inner)
         refit += surface.plane_moments(values, *part.origin, inliers_of=(coefficients, tolerance))
     solved = surface.solve_plane(refit)
     plane = coefficients if solved is None else solved[0]
@@ -287,7 +298,7 @@ def _focus_profile(
         return None, "none (no background A-lines)"
     if settings.focus == "gaussian":
         try:
-            centre, width = focus.fit_gaussian_focus(profile)
+            centre, width = focus.fit_gaussian_focus(background.background_profile(bins, extend=False))
         except ValueError as error:
             logger.warning("no Gaussian fits the background profile (%s): the focus correction is skipped", error)
             return None, "none (Gaussian fit failed)"
@@ -308,38 +319,8 @@ def _output_depth(
     return max(1, n_z - int(round(stats.mean_surface_px)) + surface_depth_px)
 
 
-def _corrected_lazily(
-    volume: da.Array, surface_um: da.Array, stats: SliceStatistics, settings: AxialSettings,
-    dz_mm: float, surface_depth_px: int, depth_px: int, block: int,
-) -> da.Array:
-    """Dask array ``(depth_px + 1, y, x)``: the corrected volume, then the attenuation map.
-
-    Blocks get a lateral halo (for the smoothing of the end-of-range ratio)
-    and are trimmed back by :func:`correct_block`.
-    """
-    n_z = volume.shape[0]
-    halo = _tail_halo(settings)
-    lines = volume.rechunk((n_z, block, block))
-    surface_px = (surface_um / (dz_mm * 1000)).rechunk((block, block))[None]
-    depth = {0: 0, 1: halo, 2: halo}
-    lines_halo = da.overlap.overlap(lines, depth=depth, boundary="nearest")
-    surface_halo = da.overlap.overlap(surface_px, depth=depth, boundary="nearest")
-
-    def correct(data: np.ndarray, found: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        (_, _), (y0, _), (x0, _) = block_info[None]["array-location"]
-        return correct_block(
-            np.asarray(data, np.float32), found[0], stats, settings, dz_mm,
-            surface_depth_px, depth_px, origin=(y0, x0), halo=halo,
-        )
-
-    return da.map_blocks(
-        correct, lines_halo, surface_halo, dtype=np.float32,
-        chunks=((depth_px + 1,), lines.chunks[1], lines.chunks[2]),
-    )
-
-
 def _tail_halo(settings: AxialSettings) -> int:
-    return int(np.ceil(4 * settings.tail_sigma_px))
+    return attenuation.box_width(settings.tail_sigma_px) // 2 if settings.tail_sigma_px > 0 else 0
 
 
 def correct_block(
@@ -351,7 +332,7 @@ def correct_block(
     surface_depth_px: int,
     depth_px: int,
     origin: tuple[int, int] = (0, 0),
-    halo: int = 0,
+    inner: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """Correct one block of whole A-lines (pass 2).
 
@@ -367,13 +348,14 @@ def correct_block(
         Where the surface lands in the output, and the output depth.
     origin : (int, int)
         (y, x) of the block in the slice without its halo (to evaluate the surface plane).
-    halo : int
-        Lateral margin around the block in ``data`` and ``found_px``, trimmed
-        from the result (used only to smooth the end-of-range ratio).
+    inner : (slice, slice), optional
+        The block inside ``data`` and ``found_px`` when they carry a lateral
+        halo (used only to smooth the end-of-range sums); the result covers
+        ``inner`` only.
 
     Returns
     -------
-    ndarray, shape (depth_px + 1, y, x), float32
+    ndarray, shape (depth_px + 1, y', x'), float32
         The corrected, flattened A-lines, then the mean attenuation (mm^-1)
         of each A-line from its surface to the bottom of the output.
     """
@@ -381,7 +363,7 @@ def correct_block(
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
-    inner = (slice(halo, signal.shape[1] - halo), slice(halo, signal.shape[2] - halo))
+    inner = inner or (slice(None), slice(None))
     signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
     mean_mu = attenuation.mean_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
     if settings.attenuation == "vermeer":

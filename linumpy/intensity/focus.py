@@ -95,20 +95,23 @@ class BackgroundStatistics:
         found = np.isfinite(surface)
         if not found.any():
             return
-        lines = volume[:, found].astype(np.float64)  # (z, n)
+        lines = volume[:, found].astype(np.float32)  # (z, n)
         start = np.rint(surface[found]).astype(np.intp)
         depth = np.arange(self.depth)[:, None]
         above = depth < start - self.margin_px
-        self.noise_sum += float(lines[above].sum())
+        self.noise_sum += float(np.where(above, lines, 0).sum(dtype=np.float64))
         self.noise_count += int(above.sum())
         below = depth >= start + self.margin_px
         level = levels[found]
         bins = self.levels.bin_index(level)
         self.levels.add(level)
-        for b in np.unique(bins[bins >= 0]):
-            members = bins == b
-            self.profile_sums[b] += (lines[:, members] * below[:, members]).sum(axis=1)
-            self.profile_counts[b] += below[:, members].sum(axis=1)
+        order = np.argsort(bins, kind="stable")
+        present, starts = np.unique(bins[order], return_index=True)
+        sums = np.add.reduceat(np.where(below, lines, 0)[:, order], starts, axis=1, dtype=np.float64)
+        counts = np.add.reduceat(below[:, order], starts, axis=1, dtype=np.int64)
+        keep = present >= 0
+        self.profile_sums[present[keep]] += sums[:, keep].T
+        self.profile_counts[present[keep]] += counts[:, keep].T
 
     def noise_floor(self) -> float:
         """Mean intensity above the surface (0 when no voxel lies above a surface)."""
@@ -129,12 +132,13 @@ class BackgroundStatistics:
             return None
         return np.nonzero(low)[0]
 
-    def background_profile(self, bins: np.ndarray, min_lines: int = 5) -> np.ndarray | None:
+    def background_profile(self, bins: np.ndarray, min_lines: int = 5, extend: bool = True) -> np.ndarray | None:
         """Mean noise-subtracted depth profile of the background A-lines below their surface.
 
         Depths with fewer than ``min_lines`` contributing A-lines (above the
         highest background surface, typically) are filled by
-        :func:`extend_profile`. Returns None when no depth is well sampled.
+        :func:`extend_profile`, or NaN if ``extend`` is false. Returns None
+        when no depth is well sampled.
         """
         sums = self.profile_sums[bins].sum(axis=0)
         counts = self.profile_counts[bins].sum(axis=0)
@@ -142,7 +146,7 @@ class BackgroundStatistics:
         if not sampled.any():
             return None
         profile = np.divide(sums, counts, out=np.zeros_like(sums), where=sampled) - self.noise_floor()
-        return extend_profile(profile, sampled)
+        return extend_profile(profile, sampled) if extend else np.where(sampled, profile, np.nan)
 
 
 def extend_profile(profile: np.ndarray, sampled: np.ndarray, fit_px: int = 8) -> np.ndarray:
@@ -189,10 +193,11 @@ def normalized_profile(profile: np.ndarray, min_gain: float = 0.05, smooth_px: f
 
 
 def fit_gaussian_focus(profile: np.ndarray) -> tuple[float, float]:
-    """Fit ``exp(-(z - z_f)^2 / (2 w^2))`` to a positive profile; return ``(z_f, w)`` in voxels.
+    """Fit ``exp(-(z - z_f)^2 / (2 w^2))`` to a profile; return ``(z_f, w)`` in voxels.
 
-    Weighted least squares on the logarithm of the positive samples (weights
-    = the profile squared, so the noisy tails count little).
+    Weighted least squares on the logarithm of the positive samples (NaN and
+    non-positive samples are ignored; weights = the profile squared, so the
+    noisy tails count little).
 
     Examples
     --------
@@ -201,7 +206,7 @@ def fit_gaussian_focus(profile: np.ndarray) -> tuple[float, float]:
     [40.0, 15.0]
     """
     profile = np.asarray(profile, np.float64)
-    depth = np.nonzero(profile > 0)[0]
+    depth = np.nonzero(np.nan_to_num(profile) > 0)[0]
     if depth.size < 3:
         raise ValueError("focus profile has fewer than three positive samples")
     values = profile[depth]

@@ -8,7 +8,7 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    masked AIPs give the flat-field (:mod:`linumpy.intensity.flatfield`);
 2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
    the ``low``/``high`` percentiles;
-3. the normalized volume is written (dask, block-parallel).
+3. the normalized volume is written (a few blocks in parallel threads).
 
 An empty slice (no positive AIP value, e.g. all zeros) is written as zeros
 with a warning.
@@ -31,11 +31,13 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import normalize
-from linumpy.intensity.blocks import count_blocks, lateral_block_size, lateral_blocks
+from linumpy.intensity.blocks import (
+    LateralBlock, count_blocks, lateral_block_size, lateral_blocks, read_block, run_blocks,
+)
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.io import atomic
-from linumpy.io.zarr import DEFAULT_N_LEVELS, read_omezarr, read_omezarr_info, save_omezarr
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class NormalizeSettings:
         Smoothing of the AIP before thresholding it.
     """
 
-    percentiles: tuple[float, float] = (1.0, 99.0)
+    percentiles: tuple[float, float] = (1.0, 95.0)
     flatfield: bool = False
     dtype: str = "float32"
     mask_sigma_px: float = 2.0
@@ -73,6 +75,7 @@ def normalize_slice(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Normalize one slice by the percentiles of its tissue voxels.
 
@@ -82,9 +85,11 @@ def normalize_slice(
         Input ``(z, y, x)`` OME-Zarr; output OME-Zarr.
     settings : NormalizeSettings
     n_levels, compression, overwrite
-        As in :func:`~linumpy.io.zarr.save_omezarr`.
+        As in :class:`~linumpy.io.zarr.OmeZarrWriter`.
     progress : bool
         Show progress bars.
+    workers : int
+        Blocks normalized in parallel (threads) in the last pass.
 
     Returns
     -------
@@ -105,11 +110,10 @@ def normalize_slice(
     atomic.check_can_write(out_path, overwrite)
     origins = _tile_origins(info.attributes, volume.shape, in_path) if settings.flatfield else None
     block = lateral_block_size(volume.shape[0])
-    lines = volume.rechunk((volume.shape[0], block, block))
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".normalize-aip-") as scratch:
-        aip = _store_aip(lines, Path(scratch) / "aip.zarr", block, in_path, progress)
+        aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress)
         smoothed = aip.map_overlap(
             normalize.smooth_aip, depth=int(np.ceil(4 * settings.mask_sigma_px)), boundary="nearest",
             sigma_px=settings.mask_sigma_px, dtype=np.float32,
@@ -117,27 +121,32 @@ def normalize_slice(
         aip_histogram = _histogram(smoothed, lambda values: values, block)
         threshold = normalize.tissue_threshold(aip_histogram)
         attributes = dict(info.attributes)
-        if threshold is None:
-            logger.warning("%s has no positive intensity (empty slice): writing zeros", in_path)
-            result = da.zeros(volume.shape, dtype=settings.dtype, chunks=lines.chunks)
-            attributes.update(_attributes(settings, threshold, None, None, 0.0))
-        else:
-            tissue = smoothed > threshold
-            field = None
-            if origins is not None:
-                field = _estimate_flatfield(aip, tissue, origins, info.attributes)
-            gain = _gain_map(field, origins, aip)
-            values = _tissue_histogram(lines, tissue, gain, progress)
-            low, high = (values.percentile(q) for q in settings.percentiles)
-            fraction = float(da.mean(tissue).compute())
-            result = da.map_blocks(
-                _apply, lines, gain[None], low=low, high=high, dtype=np.dtype(settings.dtype),
-                out_dtype=settings.dtype,
-            )
-            attributes.update(_attributes(settings, threshold, (low, high), field, fraction))
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
-        save_omezarr(result, out_path, resolution, chunks=chunks, n_levels=n_levels,
-                     compression=compression, overwrite=overwrite, attributes=attributes)
+        with OmeZarrWriter(out_path, volume.shape, chunks=chunks, dtype=settings.dtype,
+                           compression=compression, overwrite=overwrite) as writer:
+            if threshold is None:
+                logger.warning("%s has no positive intensity (empty slice): writing zeros", in_path)
+                writer[:] = 0
+                attributes.update(_attributes(settings, threshold, None, None, 0.0))
+            else:
+                tissue = smoothed > threshold
+                field = None
+                if origins is not None:
+                    field = _estimate_flatfield(aip, tissue, origins, info.attributes)
+                gain = _gain_map(field, origins, aip)
+                values = _tissue_histogram(volume, tissue, gain, block, progress)
+                low, high = (values.percentile(q) for q in settings.percentiles)
+                fraction = float(da.mean(tissue).compute())
+
+                def apply(part: LateralBlock) -> None:
+                    data = read_block(volume, (slice(None), *part.inner)).astype(np.float32, copy=False)
+                    normalized = normalize.normalize_values(data / read_block(gain, part.inner), low, high)
+                    writer[(slice(None), *part.inner)] = normalize.to_dtype(normalized, settings.dtype)
+
+                run_blocks(apply, lateral_blocks(volume.shape[1:], block), workers, progress, "normalize",
+                           count_blocks(volume.shape[1:], block))
+                attributes.update(_attributes(settings, threshold, (low, high), field, fraction))
+            writer.finalize(resolution, n_levels, attributes)
     return attributes
 
 
@@ -162,13 +171,13 @@ def _attributes(
     }
 
 
-def _store_aip(lines: da.Array, path: Path, block: int, in_path: Any, progress: bool) -> da.Array:
+def _store_aip(volume: da.Array, path: Path, block: int, in_path: Any, progress: bool) -> da.Array:
     """Compute the AIP block by block into a scratch zarr array; refuse NaN/inf."""
-    shape = lines.shape[1:]
+    shape = volume.shape[1:]
     target = zarr.create_array(store=str(path), shape=shape, chunks=(block, block), dtype=np.float32)
     for part in tqdm(lateral_blocks(shape, block), total=count_blocks(shape, block), desc="AIP",
                      disable=not progress, leave=False):
-        aip = np.asarray(lines[(slice(None), *part.inner)].compute(scheduler="threads"), np.float64).mean(axis=0)
+        aip = read_block(volume, (slice(None), *part.inner)).mean(axis=0, dtype=np.float64)
         if not np.isfinite(aip).all():
             raise InputError(
                 f"{in_path} has NaN or infinite voxels (near y={part.origin[0]}, x={part.origin[1]}); "
@@ -182,7 +191,7 @@ def _histogram(image: da.Array, transform: Callable[[np.ndarray], np.ndarray], b
     """Histogram of a lazy 2D image, block by block."""
     histogram = LogHistogram()
     for part in lateral_blocks(image.shape, 4 * block):
-        histogram.add(transform(np.asarray(image[part.inner].compute(scheduler="threads"))))
+        histogram.add(transform(read_block(image, part.inner)))
     return histogram
 
 
@@ -236,21 +245,17 @@ def _gain_map(field: np.ndarray | None, origins: list[tuple[int, int]] | None, t
     return template.map_blocks(gain, dtype=np.float32)
 
 
-def _tissue_histogram(lines: da.Array, tissue: da.Array, gain: da.Array, progress: bool) -> LogHistogram:
+def _tissue_histogram(
+    volume: da.Array, tissue: da.Array, gain: da.Array, block: int, progress: bool
+) -> LogHistogram:
     """Histogram of the flat-fielded voxel values of the tissue A-lines."""
     histogram = LogHistogram()
-    block = lines.chunks[1][0]
-    shape = lines.shape[1:]
+    shape = volume.shape[1:]
     for part in tqdm(lateral_blocks(shape, block), total=count_blocks(shape, block), desc="percentiles",
                      disable=not progress, leave=False):
-        mask = np.asarray(tissue[part.inner].compute(scheduler="threads"))
+        mask = read_block(tissue, part.inner)
         if not mask.any():
             continue
-        data = np.asarray(lines[(slice(None), *part.inner)].compute(scheduler="threads"), np.float32)
-        factor = np.asarray(gain[part.inner].compute(scheduler="threads"))
-        histogram.add((data / factor)[:, mask])
+        data = read_block(volume, (slice(None), *part.inner)).astype(np.float32, copy=False)
+        histogram.add((data[:, mask] / read_block(gain, part.inner)[mask]))
     return histogram
-
-
-def _apply(data: np.ndarray, gain: np.ndarray, low: float, high: float, out_dtype: str) -> np.ndarray:
-    return normalize.to_dtype(normalize.normalize_values(data / gain, low, high), out_dtype)

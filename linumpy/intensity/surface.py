@@ -29,23 +29,25 @@ def detect_surface(
 ) -> np.ndarray:
     """Detect the tissue surface of every A-line.
 
-    The log intensity is smoothed (Gaussian, ``lateral_sigma_px`` in y and x,
-    ``axial_sigma_px`` in z) and differentiated along z; the surface is the
+    The intensity is smoothed laterally (Gaussian, ``lateral_sigma_px``), its
+    logarithm smoothed along z (``axial_sigma_px``) and differentiated along
+    z (a rise in log intensity is a ratio: independent of the signal scale,
+    and the steepest at the tissue surface); the surface is the
     steepest rise, refined to sub-voxel precision by a parabola through the
     peak and its neighbours; the steepest rise of a step lies half-way
     between the last dark voxel and the first bright one, so the surface is
-    that position plus half a voxel. An A-line
-    has no surface (NaN) unless the geometric mean intensity of the
+    that position plus half a voxel. An A-line has no surface (NaN) unless
+    the mean of the laterally smoothed intensity over the
     ``window_px`` voxels just below the rise is at least ``min_contrast``
-    times that of the voxels just above it; empty (agarose- or noise-only)
-    A-lines therefore come out as NaN instead of a random depth.
+    times that over the voxels just above it; noise-only A-lines therefore
+    come out as NaN instead of a random depth.
 
     Parameters
     ----------
     volume : ndarray, shape (z, y, x)
         Linear OCT intensity (any positive scale).
     lateral_sigma_px, axial_sigma_px : float
-        Smoothing of the log intensity before differentiation.
+        Smoothing before differentiation.
     min_contrast : float
         Required intensity ratio across the surface.
     window_px : int
@@ -65,18 +67,24 @@ def detect_surface(
     if volume.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {volume.shape}")
     n_z = volume.shape[0]
-    smoothed = ndimage.gaussian_filter(
-        log_intensity(volume), (axial_sigma_px, lateral_sigma_px, lateral_sigma_px), mode="nearest"
+    linear = ndimage.gaussian_filter(
+        np.asarray(volume, np.float32), (0, lateral_sigma_px, lateral_sigma_px), mode="nearest", truncate=3.0
     )
+    smoothed = ndimage.gaussian_filter1d(log_intensity(linear), axial_sigma_px, axis=0, mode="nearest", truncate=3.0)
     rise = np.diff(smoothed, axis=0)  # rise[k] = smoothed[k + 1] - smoothed[k]
+    del smoothed
     peak = np.argmax(rise, axis=0)
     surface = peak.astype(np.float32) + 1.0 + _parabolic_offset(rise, peak)
+    del rise
 
-    offsets = np.arange(window_px)
-    below = _window_mean(smoothed, peak[None] + 1 + axial_reach(axial_sigma_px) + offsets[:, None, None])
-    above = _window_mean(smoothed, peak[None] - axial_reach(axial_sigma_px) - offsets[:, None, None])
-    contrast = below - above
-    found = np.isfinite(contrast) & (contrast >= np.log(min_contrast)) & (peak < n_z - 1)
+    reach = axial_reach(axial_sigma_px)
+    offsets = np.arange(window_px)[:, None, None]
+    below = _window_mean(linear, peak[None] + 1 + reach + offsets)
+    above = _window_mean(linear, peak[None] - reach - offsets)
+    found = (
+        np.isfinite(below) & np.isfinite(above) & (below > 0)
+        & (below >= min_contrast * above) & (peak < n_z - 1)
+    )
     return np.where(found, surface, np.nan).astype(np.float32)
 
 

@@ -300,16 +300,14 @@ def _assemble(
     rows = max(r for r, _ in tiles) + 1
     cols = max(c for _, c in tiles) + 1
     overlap = acq.sidecar.tile_overlap
-    step_mm = {}
-    step_px = []
-    for axis, (stage_key, index, size, res) in enumerate(
-        (("y", 0, tile_shape[1], lateral_um[0]), ("x", 1, tile_shape[2], lateral_um[1]))
-    ):
-        signed = _signed_step_mm(tiles, stage_key, index)
+    step_mm, step_px = {}, []
+    for axis, stage_key in enumerate(("y", "x")):
+        size, res = tile_shape[1 + axis], lateral_um[axis]
+        signed = _signed_step_mm(tiles, axis)
         step_mm[stage_key] = signed or 0.0
         if signed is not None:
             step_px.append(round(abs(signed) * 1000.0 / res, 3))
-        else:
+        else:  # a single row or column: no neighbour to measure
             step_px.append(float(size if overlap is None else round(size * (1 - overlap[axis]), 3)))
     origin = _origin_position(tiles, step_mm)
     return SliceAcquisition(
@@ -324,11 +322,12 @@ def _assemble(
     )
 
 
-def _signed_step_mm(tiles: dict[tuple[int, int], Tile], stage_key: str, index: int) -> float | None:
-    """Median stage displacement per grid step along one grid axis, or None."""
+def _signed_step_mm(tiles: dict[tuple[int, int], Tile], axis: int) -> float | None:
+    """Median stage displacement between grid neighbours along ``axis`` (0: rows/y, 1: columns/x)."""
+    stage_key = "yx"[axis]
     steps = []
     for (r, c), tile in tiles.items():
-        neighbour = tiles.get((r + 1, c) if index == 0 else (r, c + 1))
+        neighbour = tiles.get((r + 1, c) if axis == 0 else (r, c + 1))
         if neighbour is not None:
             steps.append(neighbour.stage_position_mm[stage_key] - tile.stage_position_mm[stage_key])
     return statistics.median(steps) if steps else None
@@ -336,8 +335,8 @@ def _signed_step_mm(tiles: dict[tuple[int, int], Tile], stage_key: str, index: i
 
 def _origin_position(tiles: dict[tuple[int, int], Tile], step_mm: dict[str, float]) -> dict[str, float]:
     """Stage position of tile (0, 0), extrapolated from the first tile if missing."""
-    (row, col), tile = min(tiles.items())
-    position = dict(tile.stage_position_mm)
+    row, col = min(tiles)
+    position = dict(tiles[(row, col)].stage_position_mm)
     position["y"] -= row * step_mm["y"]
     position["x"] -= col * step_mm["x"]
     return {key: round(value, _DECIMALS) for key, value in position.items()}

@@ -86,6 +86,18 @@ def v3_compressors(name: str) -> tuple[zarr.abc.codec.BytesBytesCodec, ...]:
     return ()
 
 
+def chunk_encoder(name: str, zarr_format: int) -> numcodecs.abc.Codec | None:
+    """The numcodecs codec that turns a chunk's bytes into what is stored.
+
+    Zarr v3's ``blosc`` and ``gzip`` codecs wrap the same numcodecs
+    implementations, so these encoders serve both versions; ``lz4`` follows
+    the v3 mapping (Blosc lz4 without shuffle) when ``zarr_format`` is 3.
+    """
+    if zarr_format == 3 and check_compression(name) == "lz4":
+        return numcodecs.Blosc(cname="lz4", clevel=_BLOSC_LEVEL, shuffle=numcodecs.Blosc.NOSHUFFLE)
+    return v2_compressor(name)
+
+
 def identify_codec(codec_config: dict[str, Any] | None) -> str:
     """Name the compression described by a stored codec configuration.
 

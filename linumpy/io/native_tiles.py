@@ -189,12 +189,11 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -
     for path, n_frames in zip(files, counts):
         # Fortran (depth, alines, frames) is C (frames, alines, depth).
         frames = np.memmap(path, dtype=RAW_DTYPE, mode="r", shape=(n_frames, n_alines, depth))
-        frame_index = np.arange(first_frame, first_frame + n_frames)
         for repeat in range(info.n_repeat):
-            selected = frame_index % info.n_repeat == repeat
-            rows = frame_index[selected] // info.n_repeat
-            block = frames[selected][:, : info.nx, :]  # (frames, x, z)
-            out[:, rows, :] += block.transpose(2, 0, 1)
+            start = (repeat - first_frame) % info.n_repeat  # first local frame of this repeat
+            block = frames[start :: info.n_repeat, : info.nx, :]  # (b-scans, x, z), a view
+            row = (first_frame + start) // info.n_repeat
+            out[:, row : row + len(block), :] += block.transpose(2, 0, 1)
         del frames
         first_frame += n_frames
     if info.n_repeat > 1:

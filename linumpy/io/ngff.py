@@ -192,6 +192,10 @@ class NgffFormat(ABC):
     ) -> dict[str, Any]:
         """Keyword arguments of :func:`zarr.create_array` for this version."""
 
+    @abstractmethod
+    def chunk_key(self, index: Sequence[int]) -> str:
+        """Relative path of chunk ``index`` inside its array directory."""
+
     def create_group(self, path: Path) -> zarr.Group:
         """Create an empty Zarr group of this version at ``path``."""
         return zarr.open_group(str(path), mode="w", zarr_format=self.zarr_format)
@@ -233,6 +237,9 @@ class FormatV04(NgffFormat):
         attributes["linumpy"] = linumpy_attrs
         return attributes
 
+    def chunk_key(self, index):
+        return "/".join(str(i) for i in index)
+
     def array_options(self, shape, chunks, compression, shards):
         if shards is not None:
             raise InputError("sharding needs Zarr v3: pass ngff_version='0.5' (scripts: --ngff_version 0.5)")
@@ -256,6 +263,9 @@ class FormatV05(NgffFormat):
         if omero is not None:
             ome["omero"] = omero
         return {"ome": ome, "linumpy": linumpy_attrs}
+
+    def chunk_key(self, index):
+        return "/".join(["c", *(str(i) for i in index)])
 
     def array_options(self, shape, chunks, compression, shards):
         return {
@@ -348,7 +358,9 @@ def read_root_attributes(path: Path) -> tuple[NgffFormat, dict[str, Any]]:
     if (path / ".zattrs").is_file():
         return FORMATS["0.4"], _read_json(path / ".zattrs")
     if (path / ".zgroup").is_file() or (path / ".zarray").is_file():
-        raise InputError(f"{path} has no .zattrs: not an OME-Zarr image (metadata missing); rewrite it")
+        raise InputError(
+            f"{path} has no .zattrs: not an OME-Zarr image (metadata missing, the write may have been cut short); rewrite it"
+        )
     raise InputError(
         f"{path} has no .zattrs or zarr.json: not a Zarr/OME-Zarr directory; pass an .ome.zarr image"
     )
@@ -357,8 +369,8 @@ def read_root_attributes(path: Path) -> tuple[NgffFormat, dict[str, Any]]:
 def _axes(entry: dict[str, Any], path: Path) -> tuple[dict[str, Any], ...]:
     axes = entry.get("axes")
     if not axes:
-        raise InputError(f"{path}: multiscales has no axes; rewrite the file with linum_convert_omezarr.py")
-    axes = tuple({"name": a, "type": "space" if a in "zyx" else "channel"} if isinstance(a, str) else a for a in axes)
+        raise InputError(f"{path}: multiscales has no axes; add them to its metadata (NGFF 0.4 or later)")
+    axes = tuple({"name": a, "type": "space" if a in ("z", "y", "x") else "channel"} if isinstance(a, str) else a for a in axes)
     names = tuple(a.get("name") for a in axes if a.get("type", "space") == "space")
     if names not in SPATIAL_AXES.values():
         raise InputError(

@@ -8,11 +8,11 @@ finished.
 
 Examples
 --------
->>> import dask.array as da, numpy as np  # doctest: +SKIP
+>>> import dask.array as da
 >>> data = da.random.random((100, 512, 512), chunks=(10, 128, 128))
->>> save_omezarr(data, "out.ome.zarr", (0.0015, 0.010, 0.010), chunks=data.chunks)
->>> image, resolution = read_omezarr("out.ome.zarr", level=1)
->>> image.shape, resolution
+>>> save_omezarr(data, "out.ome.zarr", (0.0015, 0.010, 0.010), chunks=data.chunks)  # doctest: +SKIP
+>>> image, resolution = read_omezarr("out.ome.zarr", level=1)  # doctest: +SKIP
+>>> image.shape, resolution  # doctest: +SKIP
 ((100, 256, 256), (0.0015, 0.02, 0.02))
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 import zarr
 
 from linumpy.errors import InputError
-from linumpy.io import atomic, codecs, ngff
+from linumpy.io import atomic, chunk_writer, codecs, ngff
 from linumpy.io._progress import DaskProgress
 from linumpy.resample import block_mean, resample_to_resolution
 
@@ -365,6 +365,7 @@ class _PyramidWriter:
         atomic.remove_path(self.temporary)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._finalized = False
+        self._owner_pid = os.getpid()
         try:
             group = self.format.create_group(self.temporary)
             self._level0 = self._create_level(group, "0", self.shape)
@@ -386,6 +387,9 @@ class _PyramidWriter:
     def write_block(self) -> tuple[int, ...]:
         """The smallest region parallel writers may own: a chunk, or a shard if sharded."""
         return tuple(self._level0.shards or self._level0.chunks)
+
+    def _fresh_target(self, array: zarr.Array, name: str) -> Any:
+        return chunk_writer.store_target(array, self.temporary / name, self.format, self.compression)
 
     def _create_level(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
         chunks = ngff.level_chunks(self.chunks, shape)
@@ -437,16 +441,29 @@ class _PyramidWriter:
         region, integer_axes = self._region(key)
         block = self._castable(block)
         region_shape = tuple(r.stop - r.start for r in region)
-        if isinstance(block, da.Array):
-            block = da.expand_dims(block, integer_axes) if integer_axes and block.ndim < len(region) else block
-            block = da.broadcast_to(block.astype(self.dtype), region_shape)
-            block = _aligned_to(block, region, self.write_block)
-            da.store(block, self._level0, regions=region, lock=False, scheduler="threads")
-        else:
+        target = self._level0
+        if self._covers_whole_chunks(region):  # whole chunks are replaced: write their files directly
+            target = self._fresh_target(self._level0, "0")
+        if not isinstance(block, da.Array):
             block = np.asarray(block)
             if integer_axes and 0 < block.ndim < len(region):
                 block = np.expand_dims(block, integer_axes)
-            self._level0[region] = np.broadcast_to(block.astype(self.dtype, copy=False), region_shape)
+            target[region] = np.broadcast_to(block.astype(self.dtype, copy=False), region_shape)
+            return
+        if integer_axes and block.ndim < len(region):
+            block = da.expand_dims(block, integer_axes)
+        block = da.broadcast_to(block.astype(self.dtype), region_shape)
+        block = _aligned_to(block, region, self.write_block)
+        # A worker process (this writer was pickled into it) may be a fork whose
+        # dask thread pool is gone: it is the unit of parallelism, so go serial.
+        scheduler = "threads" if os.getpid() == self._owner_pid else "synchronous"
+        da.store(block, target, regions=region, lock=False, scheduler=scheduler)
+
+    def _covers_whole_chunks(self, region: tuple[slice, ...]) -> bool:
+        return all(
+            r.start % c == 0 and (r.stop % c == 0 or r.stop == n)
+            for r, c, n in zip(region, self._level0.chunks, self.shape)
+        )
 
     def read(self) -> da.Array:
         """Level 0 as written so far, lazily (e.g. to blend overlapping writes)."""
@@ -485,14 +502,14 @@ class _PyramidWriter:
             linumpy_attrs = json.loads(json.dumps(attributes or {}, default=_jsonable))
             group = zarr.open_group(str(self.temporary), mode="r+", zarr_format=self.format.zarr_format)
             sources, targets = [], []
-            if level0 is not None:
+            if level0 is not None:  # a fresh level 0: nothing was written into it yet
                 sources.append(level0)
-                targets.append(self._level0)
+                targets.append(self._fresh_target(self._level0, "0"))
             for index, level in enumerate(levels, start=1):
                 target = self._create_level(group, str(index), level.data.shape)
                 block = tuple(target.shards or target.chunks)
                 sources.append(level.data.rechunk(block))
-                targets.append(target)
+                targets.append(self._fresh_target(target, str(index)))
             coarsest = sources[-1] if sources else self.read()
             stride = max(1, math.ceil((coarsest.size / _OMERO_SAMPLE) ** (1 / coarsest.ndim)))
             sample = coarsest[(slice(None, None, stride),) * coarsest.ndim]
@@ -517,9 +534,6 @@ class _PyramidWriter:
             self.abort()
             raise
         self._finalized = True
-
-    def _base(self, level0: da.Array | None) -> da.Array:
-        return level0 if level0 is not None else self.read()
 
 
 class OmeZarrWriter(_PyramidWriter):
@@ -583,7 +597,7 @@ class OmeZarrWriter(_PyramidWriter):
             resolution = _check_resolution(resolution, len(self.shape), self.path)
             if int(n_levels) < 0:
                 raise InputError(f"{self.path}: n_levels must be >= 0, got {n_levels}")
-            levels = lateral_pyramid(self._base(level0), resolution, int(n_levels), self.path)
+            levels = lateral_pyramid(level0 if level0 is not None else self.read(), resolution, int(n_levels), self.path)
         except BaseException:
             self.abort()
             raise
@@ -629,7 +643,7 @@ class AnalysisOmeZarrWriter(_PyramidWriter):
     def _finalize_analysis(self, resolution, resolutions_um, attributes, origin, level0) -> None:
         try:
             resolution = _check_resolution(resolution, len(self.shape), self.path)
-            levels = analysis_pyramid(self._base(level0), resolution, resolutions_um, self.path)
+            levels = analysis_pyramid(level0 if level0 is not None else self.read(), resolution, resolutions_um, self.path)
         except BaseException:
             self.abort()
             raise

@@ -28,8 +28,8 @@ from linumpy.resample import resample_to_resolution, resampled_shape
 
 #: Output dtypes; integers are rounded and clipped to their range, not rescaled.
 DTYPES = ("float32", "float16", "uint16")
-#: Largest number of voxels of one storage chunk (64 MB of float32).
-_MAX_CHUNK_VOXELS = 2**24
+#: Largest number of voxels of one storage chunk (16 MB of float32): bounds the pyramid step's memory.
+_MAX_CHUNK_VOXELS = 2**22
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class GridGeometry:
 
     @property
     def chunks(self) -> tuple[int, int, int]:
-        """Storage chunks: one tile laterally, as many depth samples as fit in 64 MB."""
+        """Storage chunks: one tile laterally, as many depth samples as fit in 16 MB."""
         z, y, x = self.tile_shape
         return (max(1, min(z, _MAX_CHUNK_VOXELS // (y * x))), y, x)
 

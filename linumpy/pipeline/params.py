@@ -157,7 +157,8 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         first_line = str(error).splitlines()[0]
-        raise InputError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first_line}") from None
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise InputError(f"{path}: not valid {kind}: {first_line}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

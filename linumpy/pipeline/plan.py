@@ -54,73 +54,83 @@ def _relative_to(root: Path, word: str) -> str:
     return f"OUTDIR/{path.relative_to(root).as_posix()}" if path.is_relative_to(root) else word
 
 
-def _task(step: steps.Step, layout: OutputLayout, slice_id: int | None, positional: list, fixed: list,
-          params: PipelineParams, outputs: list[Path], inputs: dict[str, Any],
+def _task(step: steps.Step, params: PipelineParams, layout: OutputLayout, *, slice_id: int | None = None,
+          positional: list, fixed: list = (), outputs: list[Path], inputs: dict[str, Any],
           upstream: tuple[Task, ...] = (), name: str | None = None) -> Task:
-    suffix = f"_{slice_tag(slice_id)}" if slice_id is not None else ""
+    """Build a task; ``name`` defaults to ``<step>[_zNN]``."""
     argv = step.command([str(p) for p in positional], [str(f) for f in fixed], params)
     signature = tuple(_relative_to(layout.root, word) if word.startswith("/") else word for word in argv)
-    return Task(name or f"{step.name}{suffix}", step, slice_id, tuple(argv), signature, tuple(outputs),
-                inputs, upstream)
+    if name is None:
+        name = step.name if slice_id is None else f"{step.name}_{slice_tag(slice_id)}"
+    return Task(name, step, slice_id, tuple(argv), signature, tuple(outputs), inputs, upstream)
 
 
 def plan_simulation(params: PipelineParams, layout: OutputLayout) -> Task:
     """The task simulating the acquisition into ``OUTDIR/acquisition``."""
-    return _task(steps.SIMULATE, layout, None, [layout.acquisition], ["--preset", params.simulate], params,
-                 [layout.acquisition], {"preset": params.simulate})
+    return _task(steps.SIMULATE, params, layout, positional=[layout.acquisition],
+                 fixed=["--preset", params.simulate], outputs=[layout.acquisition],
+                 inputs={"preset": params.simulate})
 
 
 def plan_motor_positions(params: PipelineParams, layout: OutputLayout, acquisition: Path,
                          upstream: tuple[Task, ...] = ()) -> Task:
     """The task writing the motor positions table (restricted to ``params.slices`` if set)."""
-    subset = ["--slices", *params.slices] if params.slices else []
-    return _task(steps.COLLECT_MOTOR_POSITIONS, layout, None, [acquisition, layout.motor_positions], subset, params,
-                 [layout.motor_positions], {"acquisition": acquisition, "slices": params.slices or []},
-                 upstream)
+    return _task(steps.COLLECT_MOTOR_POSITIONS, params, layout,
+                 positional=[acquisition, layout.motor_positions],
+                 fixed=["--slices", *params.slices] if params.slices else [],
+                 outputs=[layout.motor_positions],
+                 inputs={"acquisition": acquisition, "slices": params.slices or []}, upstream=upstream)
 
 
 def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, slice_id: int,
                upstream: tuple[Task, ...] = ()) -> list[Task]:
-    """The chain of one slice: mosaic grid, stitch, axial correction, normalization, screenshot."""
+    """The chain of one slice: mosaic grid, stitch, axial correction, normalization, screenshot.
+
+    ``upstream`` is the task producing the acquisition, if any: like the Nextflow
+    processes, a slice's chain does not depend on the motor positions table.
+    """
     meta = {"id": slice_id, "tag": slice_tag(slice_id)}
     grid = layout.mosaic_grid(slice_id)
     stitched = layout.slice_product(slice_id, "stitch_3d")
     corrected = layout.slice_product(slice_id, "axial_corr")
     normalized = layout.slice_product(slice_id, "normalize")
     shot_name = slice_step_name(slice_id, "normalize").removesuffix(".ome.zarr")
+    shot = layout.screenshot(shot_name)
 
-    mosaic = _task(steps.CREATE_MOSAIC_GRID, layout, slice_id, [acquisition, grid], ["--slice", slice_id], params,
-                   [grid, layout.mosaic_grid(slice_id, 2)], {"meta": meta, "acquisition": acquisition},
-                   upstream)
-    stitch = _task(steps.STITCH_3D, layout, slice_id, [grid, stitched], [], params,
-                   [stitched, layout.beside(stitched, "_transform.json")], {"meta": meta, "grid": grid},
-                   (mosaic,))
-    axial = _task(steps.AXIAL_CORR, layout, slice_id, [stitched, corrected], [], params,
-                  [corrected, layout.beside(corrected, "_surface.ome.zarr"),
-                   layout.beside(corrected, "_attenuation.ome.zarr")], {"meta": meta, "zarr": stitched},
-                  (stitch,))
-    normalize = _task(steps.NORMALIZE, layout, slice_id, [corrected, normalized], [], params,
-                      [normalized], {"meta": meta, "zarr": corrected}, (axial,))
-    screenshot = _task(steps.SCREENSHOT, layout, slice_id, [normalized, layout.screenshot(shot_name)], [], params,
-                       [layout.screenshot(shot_name)], {"name": shot_name, "zarr": normalized}, (normalize,))
+    mosaic = _task(steps.CREATE_MOSAIC_GRID, params, layout, slice_id=slice_id,
+                   positional=[acquisition, grid], fixed=["--slice", slice_id],
+                   outputs=[grid, layout.mosaic_grid(slice_id, 2)],
+                   inputs={"meta": meta, "acquisition": acquisition}, upstream=upstream)
+    stitch = _task(steps.STITCH_3D, params, layout, slice_id=slice_id, positional=[grid, stitched],
+                   outputs=[stitched, layout.beside(stitched, "_transform.json")],
+                   inputs={"meta": meta, "grid": grid}, upstream=(mosaic,))
+    axial = _task(steps.AXIAL_CORR, params, layout, slice_id=slice_id, positional=[stitched, corrected],
+                  outputs=[corrected, layout.beside(corrected, "_surface.ome.zarr"),
+                           layout.beside(corrected, "_attenuation.ome.zarr")],
+                  inputs={"meta": meta, "zarr": stitched}, upstream=(stitch,))
+    normalize = _task(steps.NORMALIZE, params, layout, slice_id=slice_id, positional=[corrected, normalized],
+                      outputs=[normalized], inputs={"meta": meta, "zarr": corrected}, upstream=(axial,))
+    screenshot = _task(steps.SCREENSHOT, params, layout, slice_id=slice_id, positional=[normalized, shot],
+                       outputs=[shot], inputs={"name": shot_name, "zarr": normalized}, upstream=(normalize,))
     return [mosaic, stitch, axial, normalize, screenshot]
 
 
 def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[int],
                 motor_positions: Task, normalized: dict[int, Task]) -> list[Task]:
     """Stack the normalized slices (by id), screenshot the volume, write the report."""
-    slices = [layout.slice_product(i, "normalize") for i in sorted(slice_ids)]
+    ordered = sorted(slice_ids)
+    slices = [layout.slice_product(i, "normalize") for i in ordered]
     gaps = ["--allow_gaps"] if params.stack_allows_gaps else []
-    stack = _task(steps.STACK_SLICES, layout, None,
-                  [*slices, layout.volume],
-                  ["--motor_positions", layout.motor_positions, "--shifts_out", layout.volume_shifts, *gaps],
-                  params, [layout.volume, layout.volume_shifts],
-                  {"slices": slices, "motor_positions": layout.motor_positions,
-                   "allow_gaps": params.stack_allows_gaps},
-                  (motor_positions, *(normalized[i] for i in sorted(slice_ids))))
-    screenshot = _task(steps.SCREENSHOT, layout, None, [layout.volume, layout.screenshot(VOLUME_NAME)], [], params,
-                       [layout.screenshot(VOLUME_NAME)], {"name": VOLUME_NAME, "zarr": layout.volume},
-                       (stack,), name=f"screenshot_{VOLUME_NAME}")
-    report = _task(steps.REPORT, layout, None, [layout.root, layout.report], [], params, [layout.report],
-                   {}, (stack, screenshot))
+    shot = layout.screenshot(VOLUME_NAME)
+    stack = _task(steps.STACK_SLICES, params, layout, positional=[*slices, layout.volume],
+                  fixed=["--motor_positions", layout.motor_positions, "--shifts_out", layout.volume_shifts, *gaps],
+                  outputs=[layout.volume, layout.volume_shifts],
+                  inputs={"slices": slices, "motor_positions": layout.motor_positions,
+                          "allow_gaps": params.stack_allows_gaps},
+                  upstream=(motor_positions, *(normalized[i] for i in ordered)))
+    screenshot = _task(steps.SCREENSHOT, params, layout, positional=[layout.volume, shot], outputs=[shot],
+                       inputs={"name": VOLUME_NAME, "zarr": layout.volume}, upstream=(stack,),
+                       name=f"screenshot_{VOLUME_NAME}")
+    report = _task(steps.REPORT, params, layout, positional=[layout.root, layout.report], outputs=[layout.report],
+                   inputs={}, upstream=(stack, screenshot))
     return [stack, screenshot, report]

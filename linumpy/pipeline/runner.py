@@ -91,7 +91,8 @@ class LocalRunner:
     def __init__(self, params: PipelineParams, workers: int = 1, scripts_dir: Path = DEFAULT_SCRIPTS_DIR,
                  progress: bool = True, overwrite: bool = False) -> None:
         if params.input is None and params.simulate is None:
-            raise InputError("no acquisition: give --input DIR or --simulate PRESET (input:/simulate: in the params file)")
+            raise InputError("no acquisition: give --input DIR or --simulate PRESET "
+                             "(input:/simulate: in the params file)")
         if workers < 1:
             raise InputError(f"--workers must be at least 1, got {workers}")
         self.scripts = {step.script: find_script(step.script, scripts_dir) for step in steps.STEPS}
@@ -115,27 +116,22 @@ class LocalRunner:
             if not acquisition.is_dir():
                 raise InputError(f"{params.input}: no such acquisition directory; check input/--input")
         else:
-            simulation = plan_simulation(params, layout)
-            acquisition, upstream = layout.acquisition, (simulation,)
+            acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
         try:
-            if upstream:
-                self._run_steps("simulate", [upstream[0]], total=1)
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
-            self._run_steps("motor positions", [motor_positions], total=1)
+            self._run_serial([*upstream, motor_positions])
             slice_ids = params.selected(sorted(read_motor_positions(layout.motor_positions)))
             if not slice_ids:
-                raise InputError(f"{layout.motor_positions}: no slice left to reconstruct; check slices/exclude_slices")
+                raise InputError(f"{layout.motor_positions}: no slice left to reconstruct; "
+                                 "check slices/exclude_slices")
             self.summary.slice_ids = slice_ids
-            chains = {i: plan_slice(params, layout, acquisition, i, (motor_positions,)) for i in slice_ids}
-            for step in (*steps.SLICE_CHAIN, steps.SCREENSHOT):
-                self._bar(step.name, len(slice_ids))
+            for step in steps.SLICE_CHAIN:
+                self._new_bar(step.name, len(slice_ids))
+            self._new_bar(steps.SCREENSHOT.name, len(slice_ids) + 1)  # and the volume's
+            chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
             self._run_slices(chains)
             normalized = {i: chain[len(steps.SLICE_CHAIN) - 1] for i, chain in chains.items()}
-            stack, screenshot, report = plan_volume(params, layout, slice_ids, motor_positions, normalized)
-            self._run_steps(steps.STACK_SLICES.name, [stack], total=1)
-            self._bar(steps.SCREENSHOT.name, len(slice_ids) + 1)
-            self._run_steps(steps.SCREENSHOT.name, [screenshot])
-            self._run_steps(steps.REPORT.name, [report], total=1)
+            self._run_serial(plan_volume(params, layout, slice_ids, motor_positions, normalized))
         finally:
             for bar in self._bars.values():
                 bar.close()
@@ -143,29 +139,25 @@ class LocalRunner:
 
     # -- scheduling ---------------------------------------------------------
 
-    def _bar(self, name: str, total: int) -> tqdm:
-        with self._lock:
-            if name not in self._bars:
-                self._bars[name] = tqdm(total=total, desc=f"{name:<24}", unit="task",
-                                        position=len(self._bars), disable=not self.progress)
-            self._bars[name].total = total
-            return self._bars[name]
+    def _new_bar(self, name: str, total: int) -> None:
+        self._bars[name] = tqdm(total=total, desc=f"{name:<24}", unit="task",
+                                position=len(self._bars), disable=not self.progress)
 
-    def _run_steps(self, name: str, tasks: list[Task], total: int | None = None) -> None:
-        bar = self._bar(name, total) if total is not None else self._bars[name]
+    def _advance(self, task: Task) -> None:
+        """Count a finished (or skipped) task on its step's progress bar."""
+        with self._lock:
+            if task.step.name not in self._bars:
+                self._new_bar(task.step.name, 1)
+            self._bars[task.step.name].update()
+
+    def _run_serial(self, tasks: list[Task]) -> None:
         for task in tasks:
             self._run_task(task)
-            bar.update()
-
-    def _run_chain(self, chain: list[Task]) -> None:
-        for task in chain:
-            self._run_task(task)
-            with self._lock:
-                self._bars[task.step.name].update()
+            self._advance(task)
 
     def _run_slices(self, chains: dict[int, list[Task]]) -> None:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="slice") as pool:
-            futures = [pool.submit(self._run_chain, chain) for chain in chains.values()]
+            futures = [pool.submit(self._run_serial, chain) for chain in chains.values()]
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             except BaseException:
@@ -224,7 +216,8 @@ class LocalRunner:
             raise PipelineError(_failure_message(task, status, log))
         missing = [str(path) for path in task.outputs if not path.exists()]
         if missing:
-            raise PipelineError(f"{_where(task)}: {task.argv[0]} exited 0 but did not write {', '.join(missing)}; see {log}")
+            raise PipelineError(f"{_where(task)}: {task.argv[0]} exited 0 but did not write "
+                                f"{', '.join(missing)}; see {log}")
         with atomic_output(record, overwrite=True) as tmp:
             tmp.write_text(json.dumps({"key": task.key, "argv": list(task.argv)}, indent=1) + "\n")
         with self._lock:
@@ -261,7 +254,8 @@ def _failure_message(task: Task, status: int, log: Path) -> str:
     hint = "; out of memory: rerun with fewer --workers" if status == EXIT_OUT_OF_MEMORY else ""
     message = f"{_where(task)} (exit status {status}{hint}): {cause} -- full log: {log}"
     if task.slice_id is not None:
-        message += f"; to leave this slice out, add {task.slice_id} to exclude_slices (--exclude_slices {task.slice_id})"
+        message += (f"; to leave this slice out, add {task.slice_id} to exclude_slices "
+                    f"(--exclude_slices {task.slice_id})")
     return message
 
 

@@ -150,12 +150,16 @@ def read_qc_record(path: str | os.PathLike) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: unreadable QC record ({error}); rerun the step that wrote it")
-    missing = [key for key in ("step", "metrics") if key not in record]
-    if not isinstance(record, dict) or missing:
-        raise InputError(f"{path}: not a QC record (missing {missing}); remove it or rerun the step")
+    expected = {"step": str, "metrics": dict, "flags": list, "figures": dict}
+    record = record if isinstance(record, dict) else {}
     record.setdefault("flags", [])
     record.setdefault("figures", {})
-    record.setdefault("slice_id", _slice_id_or_none(path.name))
+    wrong = [key for key, kind in expected.items() if not isinstance(record.get(key), kind)]
+    if wrong:
+        raise InputError(f"{path}: not a QC record (missing or ill-typed {', '.join(wrong)}); "
+                         "remove it or rerun the step")
+    slice_id = record.get("slice_id")
+    record["slice_id"] = slice_id if isinstance(slice_id, int) else _slice_id_or_none(path.name)
     return record
 
 

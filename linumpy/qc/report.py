@@ -71,22 +71,23 @@ class QcCollection:
 def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
     """Read every QC record and PNG under ``results_dir`` (hidden and temporary files skipped).
 
-    A record that cannot be read, or a figure it names that is missing,
-    becomes a red flag rather than an error, so one broken step does not hide
-    the report of the others.
+    A record that cannot be read, a figure it names that is missing, or no
+    record at all, becomes a red flag rather than an error, so one broken
+    step does not hide the report of the others.
 
     Raises
     ------
     InputError
-        If ``results_dir`` is not a directory or holds no QC record.
+        If ``results_dir`` is not a directory.
     """
     root = Path(results_dir)
     if not root.is_dir():
         raise InputError(f"{root} is not a directory; pass the pipeline's results directory")
-    record_paths = [p for p in _visible_files(root) if p.name.endswith(QC_SUFFIX)]
-    if not record_paths:
-        raise InputError(f"no *{QC_SUFFIX} record under {root}; run the pipeline (or its steps) first")
+    files = _visible_files(root)
+    record_paths = [p for p in files if p.name.endswith(QC_SUFFIX)]
     entries, flags, used_images = [], [], set()
+    if not record_paths:
+        flags.append(RedFlag(None, "report", f"no *{QC_SUFFIX} record found; did the steps run?"))
     for path in record_paths:
         relative = path.relative_to(root).as_posix()
         try:
@@ -103,11 +104,14 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
             else:
                 entry.problems.append(f"figure {file_name} is missing")
         entries.append(entry)
-        flags += record_flags(record)
+        try:
+            flags += record_flags(record)
+        except (TypeError, ValueError, KeyError) as error:  # ill-typed metric values
+            flags.append(RedFlag(entry.slice_id, entry.step, f"{relative}: metrics not understood ({error!r})"))
         flags += [RedFlag(entry.slice_id, entry.step, problem) for problem in entry.problems]
     other_images = {
         p.relative_to(root).as_posix(): p.read_bytes()
-        for p in _visible_files(root)
+        for p in files
         if p.suffix.lower() == ".png" and p not in used_images
     }
     return QcCollection(entries, other_images, sorted(set(flags), key=_flag_order))

@@ -33,7 +33,7 @@ def vignetting(shape: tuple[int, int], strength: float) -> np.ndarray:
 
     Examples
     --------
-    >>> float(vignetting((5, 5), 0.3)[0, 0])
+    >>> round(float(vignetting((5, 5), 0.3)[0, 0]), 6)
     0.7
     """
     u = np.linspace(-1.0, 1.0, shape[0])[:, None]

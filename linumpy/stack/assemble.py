@@ -1,7 +1,8 @@
 """Assemble placed slices into one volume, chunk by chunk.
 
 Each slice, already resampled to the output voxel size and cut to its useful
-depth, sits at an integer voxel origin of the output grid. Consecutive slices
+depth, sits at an integer voxel origin of the output grid (its first voxel
+along each axis may be partly covered, see :class:`PlacedSlice`). Consecutive slices
 overlap in depth; inside an overlap each slice's weight ramps linearly from
 the previous slice to the next, and the output is the weighted mean of the
 slices that cover a voxel (so a slice narrower than its neighbour leaves the
@@ -40,10 +41,15 @@ class PlacedSlice:
         ``(z, y, x)`` useful range of the slice at the output voxel size.
     origin : tuple of int
         Output voxel of ``data[0, 0, 0]``.
+    first_coverage : tuple of float
+        Per axis, the fraction of the first voxel the slice really covers
+        (the rest was zero padding that aligned it on the output grid); that
+        voxel holds ``coverage * mean`` and is weighted accordingly.
     """
 
     data: da.Array
     origin: tuple[int, int, int]
+    first_coverage: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @property
     def stop(self) -> tuple[int, int, int]:
@@ -161,12 +167,24 @@ def assemble_region(
             slice(s.start + o - r.start, s.stop + o - r.start)
             for s, o, r in zip(local, piece.origin, region, strict=True)
         )
-        w = depth_weights(piece.data.shape[0], *ramp, local[0].start, local[0].stop)
-        w = w[:, None, None]
+        w = depth_weights(piece.data.shape[0], *ramp, local[0].start, local[0].stop)[:, None, None]
         total[out] += w * block
-        weight[out] += w
+        weight[out] += w * _coverage(piece.first_coverage, local)
     np.divide(total, weight, out=total, where=weight > 0)
     return _cast(total, dtype)
+
+
+def _coverage(first_coverage: Sequence[float], local: tuple[slice, slice, slice]) -> np.ndarray:
+    """Covered fraction of each voxel of a slice region (only first voxels are partial)."""
+    factors = []
+    for axis, (fraction, part) in enumerate(zip(first_coverage, local, strict=True)):
+        values = np.ones(part.stop - part.start)
+        if part.start == 0:
+            values[0] = fraction
+        shape = [1, 1, 1]
+        shape[axis] = values.size
+        factors.append(values.reshape(shape))
+    return factors[0] * factors[1] * factors[2]
 
 
 def assemble_volume(

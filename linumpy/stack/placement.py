@@ -178,7 +178,7 @@ def nominal_origins_um(
     Examples
     --------
     >>> motors = np.array([[1.0, 0, 0], [1.2, 0, 0], [1.45, 0, 0], [1.6, 0, 0]])
-    >>> origins, glitches = nominal_origins_um(motors, [0, 1, 2, 3], 200, 50, 20)
+    >>> origins, glitches = nominal_origins_um(motors, [0, 1, 2, 3], 200, 25, 20)
     >>> origins[:, 0].round(6).tolist(), glitches["z"]
     ([0.0, 200.0, 400.0, 600.0], [2])
     """

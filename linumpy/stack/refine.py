@@ -18,6 +18,7 @@ model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -51,6 +52,8 @@ class PairEstimate:
         Candidate z offsets (axial pixels).
     ncc_curve : list of float
         NCC for each candidate offset.
+    pixel_um : tuple of float or None
+        Size ``(z, y, x)`` of the registration pixels, when known.
     """
 
     z_offset_px: float
@@ -59,6 +62,7 @@ class PairEstimate:
     lateral_confidence: float
     offsets_scanned: list[int] = field(default_factory=list)
     ncc_curve: list[float] = field(default_factory=list)
+    pixel_um: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -74,14 +78,14 @@ def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     >>> round(normalized_cross_correlation(x, 2 * x + 1), 6)
     1.0
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    a = np.asarray(a, dtype=np.float32).ravel()
+    b = np.asarray(b, dtype=np.float32).ravel()
+    a = a - np.float32(a.mean(dtype=np.float64))
+    b = b - np.float32(b.mean(dtype=np.float64))
+    denominator = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
     if denominator == 0:
         return 0.0
-    return float(np.dot(a, b) / denominator)
+    return float(np.dot(a, b)) / denominator
 
 
 def bandpass_planes(
@@ -103,8 +107,12 @@ def bandpass_planes(
     """
     planes = np.asarray(planes, dtype=np.float32)
     smoothed = ndimage.gaussian_filter(planes, (axial_sigma_px, 0, 0), mode="nearest")
-    background = ndimage.gaussian_filter(smoothed, (0, background_sigma_px, background_sigma_px), mode="nearest")
-    return smoothed - background
+    background = ndimage.gaussian_filter(
+        smoothed, (0, background_sigma_px, background_sigma_px), mode="nearest", truncate=2.0
+    )
+    detail = smoothed - background
+    spread = detail.std(axis=(1, 2), keepdims=True)
+    return np.divide(detail, spread, out=np.zeros_like(detail), where=spread > 0)
 
 
 def overlap_views(
@@ -131,7 +139,7 @@ def overlap_views(
 
 
 def estimate_lateral_shift(
-    reference: np.ndarray, moving: np.ndarray, upsample_factor: int = 50
+    reference: np.ndarray, moving: np.ndarray, upsample_factor: int = 20
 ) -> tuple[tuple[float, float], float]:
     """Cross-correlate two images of the same size; return (shift, confidence).
 
@@ -266,7 +274,7 @@ def register_pair(
     current_top: np.ndarray,
     expected_offset: float,
     tolerance: float,
-    upsample_factor: int = 50,
+    upsample_factor: int = 20,
 ) -> PairEstimate:
     """Register a slice's top planes against the previous slice's planes.
 
@@ -400,8 +408,8 @@ def resolve_origins(
         step = nominal[k] - nominal[k - 1]
         measured = steps_um[k]
         if measured is not None:
-            used_z[k] = z_confidences[k] >= min_confidence
-            used_lateral[k] = lateral_confidences[k] >= min_confidence
+            used_z[k] = bool(z_confidences[k] >= min_confidence)
+            used_lateral[k] = bool(lateral_confidences[k] >= min_confidence)
             if used_z[k]:
                 step[0] = measured[0]
             if used_lateral[k]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dask.array as da
 import numpy as np
@@ -24,6 +24,11 @@ from linumpy.stack.refine import PairEstimate, bandpass_planes, register_pair, r
 
 LOGGER = logging.getLogger(__name__)
 
+#: Fewest top planes matched against the previous slice.
+MIN_PLANES = 2
+#: Relative tolerance when comparing voxel sizes.
+RESOLUTION_TOLERANCE = 0.01
+
 
 @dataclass(frozen=True)
 class SliceVolume:
@@ -33,25 +38,40 @@ class SliceVolume:
     ----------
     slice_id : int
         The slice id.
-    data : dask.array.Array
-        ``(z, y, x)`` volume (any pyramid level; lateral resolution should be
-        at least as fine as the output's).
-    resolution_um : tuple of float
-        Voxel size ``(z, y, x)`` of ``data`` in micrometres.
+    levels : sequence of (dask.array.Array, tuple of float)
+        Pyramid levels ``(z, y, x)``, finest first, each with its voxel size
+        ``(z, y, x)`` in micrometres. Levels may be coarser laterally only:
+        every level has the same planes.
     useful_range : tuple of int
-        Planes ``[start, stop)`` of ``data`` holding tissue below the
-        flattened surface (the axial-correction step's useful depth).
+        Planes ``[start, stop)`` holding tissue below the flattened surface
+        (the axial correction's useful depth).
     """
 
     slice_id: int
-    data: da.Array
-    resolution_um: tuple[float, float, float]
+    levels: Sequence[tuple[da.Array, tuple[float, float, float]]]
     useful_range: tuple[int, int]
 
     @property
     def useful_depth(self) -> int:
         """Number of useful planes."""
         return self.useful_range[1] - self.useful_range[0]
+
+    @property
+    def resolution_um(self) -> tuple[float, float, float]:
+        """Voxel size of the finest level."""
+        return tuple(self.levels[0][1])
+
+    def level_for_resolution(self, resolution_um: float) -> tuple[da.Array, tuple[float, ...]]:
+        """The coarsest level still at least as fine as ``resolution_um`` laterally."""
+        chosen = self.levels[0]
+        for level in self.levels:
+            if max(level[1][1:]) <= resolution_um * (1 + RESOLUTION_TOLERANCE):
+                chosen = level
+        return chosen
+
+    def widest_levels(self, size: int) -> list[int]:
+        """Indices of the levels at least ``size`` pixels wide (the finest always counts)."""
+        return [0] + [i for i, (data, _) in enumerate(self.levels) if i and max(data.shape[1:]) >= size]
 
 
 @dataclass(frozen=True)
@@ -74,8 +94,9 @@ class StackParameters:
     n_planes : int
         Top planes of a slice matched against the previous slice.
     registration_size : int
-        Planes are block-averaged laterally to at most this many pixels on
-        their longer side before registration.
+        Registration reads the coarsest level (common to both slices) at
+        least this many pixels wide and block-averages it to between one
+        and two times this size.
     register : bool
         Refine the motor placement at all.
     """
@@ -129,7 +150,7 @@ def plan_stack(
     motor_zyx_mm : numpy.ndarray
         ``(n, 3)`` motor positions ``(z, y, x)`` in mm of the same slices.
     thickness_um : float
-        Nominal slice thickness.
+        Nominal slice thickness (unused for a single slice).
     resolution_um : float
         Isotropic output voxel size.
     parameters : StackParameters
@@ -139,7 +160,7 @@ def plan_stack(
     -------
     StackPlan
     """
-    _check_lateral_resolutions(slices)
+    _check_slices(slices)
     ids = [s.slice_id for s in slices]
     z_tolerance = parameters.z_tolerance_um or thickness_um / 4
     nominal, glitches = nominal_origins_um(
@@ -166,14 +187,13 @@ def plan_stack(
         parameters.min_confidence,
         (max_z_drift, lateral, lateral),
     )
-    voxels = np.rint(resolved.origins_um / resolution_um).astype(int)
     placed = [
-        PlacedSlice(_at_output_resolution(s, resolution_um), tuple(int(v) for v in origin))
-        for s, origin in zip(slices, voxels, strict=True)
+        _place_on_grid(s, origin, resolution_um)
+        for s, origin in zip(slices, resolved.origins_um, strict=True)
     ]
     start, shape = union_box(placed)
     placed = [
-        PlacedSlice(p.data, tuple(o - s for o, s in zip(p.origin, start, strict=True)))
+        replace(p, origin=tuple(o - s for o, s in zip(p.origin, start, strict=True)))
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
@@ -195,26 +215,62 @@ def write_stack(
     assemble_volume(plan.placed, plan.shape, chunks, sink, dtype, progress)
 
 
-def _check_lateral_resolutions(slices: Sequence[SliceVolume]) -> None:
+def _check_slices(slices: Sequence[SliceVolume]) -> None:
+    """Refuse slices with different voxel sizes or levels that resample depth."""
     first = slices[0].resolution_um
-    for s in slices[1:]:
-        if not np.allclose(s.resolution_um, first, rtol=0.01):
+    for s in slices:
+        if not np.allclose(s.resolution_um, first, rtol=RESOLUTION_TOLERANCE):
             raise InputError(
                 f"slice {s.slice_id} has voxel size {s.resolution_um} um but slice "
                 f"{slices[0].slice_id} has {first} um; process all slices with the same resolution"
             )
+        if any(data.shape[0] != s.levels[0][0].shape[0] for data, _ in s.levels):
+            raise InputError(f"slice {s.slice_id}: its pyramid levels differ in depth; "
+                             "rewrite it with lateral-only levels (OmeZarrWriter)")
 
 
-def _at_output_resolution(volume: SliceVolume, resolution_um: float) -> da.Array:
-    """The slice's useful planes resampled to the isotropic output voxel size."""
-    useful = volume.data[volume.useful_range[0] : volume.useful_range[1]]
-    source_mm = tuple(r / 1000 for r in volume.resolution_um)
-    return resample_to_resolution(useful, source_mm, (resolution_um / 1000,) * 3)
+def _place_on_grid(volume: SliceVolume, origin_um: np.ndarray, resolution_um: float) -> PlacedSlice:
+    """The slice's useful planes resampled onto the output grid at ``origin_um``.
+
+    The origin rarely falls on an output voxel border. Zero planes/rows are
+    prepended at the slice's own resolution so that its first voxel starts
+    on the border before the origin (to within half a source voxel); the
+    first output voxel then only partly holds the slice, which its coverage
+    (the fraction that is not padding) records for the blending.
+    """
+    data, source_um = volume.level_for_resolution(resolution_um)
+    useful = data[volume.useful_range[0] : volume.useful_range[1]]
+    first, padding, coverage = [], [], []
+    for position_um, source in zip(origin_um, source_um, strict=True):
+        voxel, pad = _grid_start(position_um, source, resolution_um)
+        first.append(voxel)
+        padding.append((pad, 0))
+        coverage.append(1.0 - pad * source / resolution_um)
+    if any(pad for pad, _ in padding):
+        useful = da.pad(useful, padding, mode="constant")
+    source_mm = tuple(r / 1000 for r in source_um)
+    resampled = resample_to_resolution(useful, source_mm, (resolution_um / 1000,) * 3)
+    return PlacedSlice(resampled, tuple(first), tuple(coverage))
 
 
-def _registration_factor(volume: SliceVolume, size: int) -> int:
-    """Lateral block-averaging factor bringing a plane to at most ``size`` pixels."""
-    return max(1, math.ceil(max(volume.data.shape[1:]) / size))
+def _grid_start(position_um: float, source_um: float, resolution_um: float) -> tuple[int, int]:
+    """Output voxel where a slice axis starts, and the source voxels to prepend.
+
+    Examples
+    --------
+    >>> _grid_start(26.0, 3.0, 10.0)  # 6 um into voxel 2: prepend 2 voxels of 3 um
+    (2, 2)
+    >>> _grid_start(26.0, 20.0, 10.0)  # coarser source: nearest voxel, no padding
+    (3, 0)
+    """
+    position = position_um / resolution_um
+    if source_um > resolution_um:
+        return int(np.rint(position)), 0
+    voxel = int(np.floor(position))
+    pad = int(np.rint((position - voxel) * resolution_um / source_um))
+    if pad * source_um >= resolution_um * (1 - RESOLUTION_TOLERANCE):
+        return voxel + 1, 0
+    return voxel, pad
 
 
 def _register_consecutive(
@@ -225,29 +281,34 @@ def _register_consecutive(
     parameters: StackParameters,
 ) -> tuple[PairEstimate | None, np.ndarray | None]:
     """Register ``current`` against ``previous``; return the estimate and step (um)."""
-    axial_um = previous.resolution_um[0]
-    factor = _registration_factor(previous, parameters.registration_size)
-    lateral_um = np.asarray(previous.resolution_um[1:]) * factor
+    level = max(set(previous.widest_levels(parameters.registration_size))
+                & set(current.widest_levels(parameters.registration_size)))
+    previous_data, source_um = previous.levels[level]
+    current_data, _ = current.levels[level]
+    factor = max(1, max(previous_data.shape[1:]) // parameters.registration_size)
+    axial_um = source_um[0]
+    lateral_um = np.asarray(source_um[1:]) * factor
     expected = nominal_step_um[0] / axial_um
     tolerance = z_tolerance_um / axial_um
     first = max(0, int(math.floor(expected - tolerance)))
-    depth = min(
-        parameters.n_planes,
-        current.useful_depth,
-        previous.useful_depth - int(math.ceil(expected + tolerance)),
-    )
+    # the scan stops where the previous slice ends: a thin overlap narrows it
+    room = previous.useful_depth - int(math.ceil(expected))
+    depth = min(parameters.n_planes, current.useful_depth, max(MIN_PLANES, room - int(tolerance)))
     offset = np.rint(nominal_step_um[1:] / lateral_um).astype(int)
-    previous_window, current_window = _common_window(previous, current, offset, factor)
-    if depth < 1 or previous_window is None:
+    previous_window, current_window = _common_window(
+        previous_data.shape[1:], current_data.shape[1:], offset, factor
+    )
+    if room < MIN_PLANES or depth < 1 or previous_window is None:
         LOGGER.info("slices %d and %d do not overlap: motor placement kept",
                     previous.slice_id, current.slice_id)
         return None, None
     p0 = previous.useful_range[0]
     c0 = current.useful_range[0]
     last = min(previous.useful_depth, int(math.ceil(expected + tolerance)) + depth)
-    previous_planes = _planes(previous.data[p0 + first : p0 + last], previous_window, factor)
-    current_planes = _planes(current.data[c0 : c0 + depth], current_window, factor)
+    previous_planes = _planes(previous_data[p0 + first : p0 + last], previous_window, factor)
+    current_planes = _planes(current_data[c0 : c0 + depth], current_window, factor)
     estimate = register_pair(previous_planes, first, current_planes, expected, tolerance)
+    estimate = replace(estimate, pixel_um=(axial_um, *(float(v) for v in lateral_um)))
     step = np.concatenate(
         [[estimate.z_offset_px * axial_um], (offset + np.asarray(estimate.shift_yx_px)) * lateral_um]
     )
@@ -256,15 +317,15 @@ def _register_consecutive(
 
 
 def _common_window(
-    previous: SliceVolume, current: SliceVolume, offset: np.ndarray, factor: int
+    previous_shape: Sequence[int], current_shape: Sequence[int], offset: np.ndarray, factor: int
 ) -> tuple[tuple[slice, slice] | None, tuple[slice, slice] | None]:
-    """Lateral windows (full-resolution pixels) of both slices over their common area.
+    """Lateral windows (level pixels) of both slices over their common area.
 
     ``offset`` is the current slice's origin in the previous slice's frame,
-    in registration pixels.
+    in registration pixels (level pixels times ``factor``).
     """
-    prev_shape = np.asarray(previous.data.shape[1:]) // factor
-    curr_shape = np.asarray(current.data.shape[1:]) // factor
+    prev_shape = np.asarray(previous_shape) // factor
+    curr_shape = np.asarray(current_shape) // factor
     start = np.maximum(0, offset)
     stop = np.minimum(prev_shape, offset + curr_shape)
     if np.any(stop - start < 8):
@@ -300,6 +361,7 @@ def _record(
                 "motor_origin_um": _rounded(nominal[k]),
                 "origin_um": _rounded(resolved.origins_um[k]),
                 "origin_voxel": list(placed[k].origin),
+                "first_voxel_coverage": [round(c, 4) for c in placed[k].first_coverage],
                 "shape_voxel": list(placed[k].data.shape),
                 "glitch_corrected": [a for a, idx in glitches.items() if k in idx],
                 "registration": estimates[k].to_dict() if estimates[k] else None,

@@ -1,9 +1,9 @@
 """Fusion of placed tiles into one output block.
 
 Tiles are placed at integer positions (the estimated subpixel positions
-rounded to the nearest pixel); each output block is computed from the parts
-of the tiles that cover it, at all depths. Three rules combine overlapping
-tiles:
+rounded to the nearest pixel); each output block (a lateral box over a range
+of depths) is computed from the parts of the tiles that cover it. Three rules
+combine overlapping tiles:
 
 - ``feather``: weighted mean, each tile's weight rising linearly from its
   edge over the width of the nominal overlap (no seams, flat fields stay flat);
@@ -21,8 +21,11 @@ import numpy as np
 from linumpy.stitching.global_solve import TileIndex
 
 BLEND_MODES = ("feather", "average", "max")
+#: Planes weighted at a time (keeps the temporaries small).
+_Z_STEP = 16
 
-#: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile.
+#: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile, at the
+#: depths of the block being fused.
 TileReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]
 
 
@@ -161,11 +164,11 @@ def fuse_block(
             continue
         weight = (weights[part.y0:part.y1, part.x0:part.x1] if mode == "feather"
                   else np.ones(part.shape, dtype=np.float32))
-        fused[target] += data * weight
+        for z0 in range(0, depth, _Z_STEP):  # bounded temporaries
+            fused[(slice(z0, z0 + _Z_STEP), *target[1:])] += data[z0:z0 + _Z_STEP] * weight
         total_weight[target[1:]] += weight
     if mode == "max":
         fused[np.isneginf(fused)] = 0.0
         return fused
-    covered = total_weight > 0
-    fused[:, covered] /= total_weight[covered]
+    np.divide(fused, total_weight, out=fused, where=total_weight > 0)
     return fused

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
@@ -138,16 +139,18 @@ def estimate_transform(
     shapes = {projections[t].shape for t in tiles}
     if len(shapes) != 1:
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
-    threshold = null_ncc_threshold(projections, tile_step_px, max_shift_px, seed)
-    records, accepted = [], []
-    for a, b in tqdm(neighbour_pairs(tiles), desc="register pairs", disable=not progress):
-        direction = (b[0] - a[0], b[1] - a[1])
-        result = register_pair(projections[a], projections[b],
-                               nominal_offset(direction, tile_step_px), max_shift_px)
-        is_accepted = result.ncc > threshold
-        records.append(PairRecord(a, b, result.offset, result.ncc, is_accepted))
-        if is_accepted:
-            accepted.append(PairOffset(a, b, result.offset, weight=result.ncc))
+    # The registrations multiply small matrices: BLAS threads only add overhead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        threshold = null_ncc_threshold(projections, tile_step_px, max_shift_px, seed)
+        records, accepted = [], []
+        for a, b in tqdm(neighbour_pairs(tiles), desc="register pairs", disable=not progress):
+            direction = (b[0] - a[0], b[1] - a[1])
+            result = register_pair(projections[a], projections[b],
+                                   nominal_offset(direction, tile_step_px), max_shift_px)
+            is_accepted = result.ncc > threshold
+            records.append(PairRecord(a, b, result.offset, result.ncc, is_accepted))
+            if is_accepted:
+                accepted.append(PairOffset(a, b, result.offset, weight=result.ncc))
     logger.info("%d of %d neighbour pairs accepted (NCC threshold %.3f)",
                 len(accepted), len(records), threshold)
     positions, model, kept = solve_positions(tiles, accepted, tile_step_px)

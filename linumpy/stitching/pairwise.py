@@ -10,7 +10,8 @@ correlation of the two nominal overlap strips proposes corrections; each of
 its strongest peaks is ambiguous modulo the strip size (a peak at ``d`` can
 mean ``d`` or ``d - size``), so every interpretation within the allowed shift
 is scored by the normalised cross-correlation (NCC) of the two tiles over
-their actual overlap, and the best one is refined to a tenth of a pixel.
+their actual overlap; the best one climbs to its NCC local maximum and is
+refined to a tenth of a pixel.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.signal.windows import tukey
 from skimage.exposure import match_histograms
 from skimage.registration import phase_cross_correlation
 
@@ -85,19 +85,36 @@ def overlap_slices(
 
 def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Return the Pearson correlation of two same-shape arrays (0 if one is flat)."""
+    # einsum, not np.dot: BLAS threads cost more than they bring on these small
+    # vectors, and stall when the machine is busy.
     a = np.ravel(a).astype(np.float64)
     b = np.ravel(b).astype(np.float64)
     a -= a.sum() / a.size
     b -= b.sum() / b.size
-    denominator = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    denominator = np.sqrt(np.einsum("i,i->", a, a) * np.einsum("i,i->", b, b))
     if denominator == 0:
         return 0.0
-    return float(np.dot(a, b) / denominator)
+    return float(np.einsum("i,i->", a, b) / denominator)
+
+
+def _tukey(n: int, alpha: float = 0.5) -> np.ndarray:
+    """Tukey (tapered cosine) window of ``n`` points: flat centre, cosine tapers on
+    ``alpha / 2`` of each side (what ``scipy.signal.windows.tukey`` computes,
+    without importing ``scipy.signal``, which takes seconds)."""
+    if n < 3:
+        return np.ones(n)
+    position = np.arange(n) / (n - 1)
+    taper = alpha / 2
+    window = np.ones(n)
+    rising, falling = position < taper, position > 1 - taper
+    window[rising] = 0.5 * (1 - np.cos(np.pi * position[rising] / taper))
+    window[falling] = 0.5 * (1 - np.cos(np.pi * (1 - position[falling]) / taper))
+    return window
 
 
 @functools.lru_cache(maxsize=32)
 def _tukey_window(shape: tuple[int, int]) -> np.ndarray:
-    return np.outer(tukey(shape[0], 0.5), tukey(shape[1], 0.5))
+    return np.outer(_tukey(shape[0]), _tukey(shape[1]))
 
 
 def _windowed(image: np.ndarray) -> np.ndarray:
@@ -126,7 +143,8 @@ def phase_correlation_peaks(
     list of tuple of int
     """
     cross_power = np.fft.fft2(reference) * np.conj(np.fft.fft2(moving))
-    cross_power /= np.abs(cross_power) + 1e-12 * np.abs(cross_power).max() + 1e-30
+    magnitude = np.abs(cross_power)
+    cross_power /= magnitude + 1e-12 * magnitude.max() + 1e-30  # guards empty frequencies
     correlation = np.fft.ifft2(cross_power).real
     is_peak = correlation == ndimage.maximum_filter(correlation, size=3, mode="wrap")
     candidates = np.flatnonzero(is_peak)

@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask
 import numpy as np
 from tqdm import tqdm
 
@@ -34,6 +33,7 @@ from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
 from linumpy.io.zarr import OmeZarrWriter, read_omezarr, read_omezarr_info
 from linumpy.stitching.blend import (
+    BLEND_MODES,
     Box,
     feather_weights,
     fuse_block,
@@ -46,8 +46,13 @@ from linumpy.stitching.transform import TileTransform, load_transform, save_tran
 
 logger = logging.getLogger(__name__)
 
-#: Lateral size of the output chunks (and of the fused blocks), pixels.
-BLOCK_PX = 256
+#: Lateral size of the output chunks, pixels.
+CHUNK_PX = 256
+#: Lateral size of the fused blocks (2 x 2 output chunks), pixels. Larger
+#: blocks decompress each input chunk fewer times but hold more memory.
+BLOCK_PX = 2 * CHUNK_PX
+#: Blocks span one input z-chunk, or fewer planes if that would exceed this.
+MAX_BLOCK_BYTES = 64 * 2**20
 _REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
 
 
@@ -218,60 +223,104 @@ def stitch_mosaic_grid(
     TileTransform
         The transform applied.
     """
+    if blend not in BLEND_MODES:
+        raise InputError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
+    if not max_shift_px > 0:
+        raise InputError(f"--max_shift_px must be > 0, got {max_shift_px}")
     transform_out = Path(transform_out) if transform_out else default_transform_path(out_path)
     check_can_write(out_path, overwrite)
     check_can_write(transform_out, overwrite)
     info = read_omezarr_info(in_path)
     data, resolution = read_omezarr(in_path)
     layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
-
-    if transform_path is not None:
-        transform = load_transform(transform_path)
-        if tuple(transform.tile_shape) != layout.tile_shape[1:]:
-            raise InputError(f"{transform_path} was estimated on tiles of {transform.tile_shape} "
-                             f"but {in_path} has tiles of {layout.tile_shape[1:]}; "
-                             "estimate a new transform (omit --transform)")
-    else:
-        projections = tile_projections(data, layout, progress)
-        transform = estimate_transform(projections, layout.tile_step_px, max_shift_px,
-                                       progress=progress)
-
+    transform = obtain_transform(data, layout, str(in_path), transform_path, max_shift_px, progress)
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
+    write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend,
+                n_levels=n_levels, compression=compression, overwrite=overwrite,
+                progress=progress, workers=workers)
+    save_transform(transform, transform_out, overwrite=overwrite)
+    return transform
+
+
+def obtain_transform(
+    data,
+    layout: MosaicGridLayout,
+    source: str,
+    transform_path: str | os.PathLike | None,
+    max_shift_px: float,
+    progress: bool,
+) -> TileTransform:
+    """Load the transform at ``transform_path``, or estimate it from the tiles' projections."""
+    if transform_path is None:
+        projections = tile_projections(data, layout, progress)
+        return estimate_transform(projections, layout.tile_step_px, max_shift_px, progress=progress)
+    transform = load_transform(transform_path)
+    if tuple(transform.tile_shape) != layout.tile_shape[1:]:
+        raise InputError(f"{transform_path} was estimated on tiles of {transform.tile_shape} "
+                         f"but {source} has tiles of {layout.tile_shape[1:]}; "
+                         "estimate a new transform (omit --transform)")
+    return transform
+
+
+def write_fused(
+    data,
+    layout: MosaicGridLayout,
+    positions: dict[TileIndex, np.ndarray],
+    out_path: str | os.PathLike,
+    resolution: Sequence[float],
+    attributes: dict,
+    *,
+    blend: str,
+    n_levels: int | None,
+    compression: str,
+    overwrite: bool,
+    progress: bool,
+    workers: int,
+) -> None:
+    """Fuse the tiles of a mosaic grid at ``positions`` and write the volume block by block.
+
+    Positions are rounded to whole pixels for placement. A block is
+    ``BLOCK_PX`` x ``BLOCK_PX`` laterally (2 x 2 output chunks) by one input
+    z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it. ``workers`` threads fuse
+    and write blocks, with at most two blocks per thread in flight, so memory
+    does not depend on the size of the slice.
+    """
     origins, translation = placement_origins(positions)
     tile_yx = layout.tile_shape[1:]
-    extent = output_extent(origins, tile_yx)
     depth = layout.tile_shape[0]
+    extent = output_extent(origins, tile_yx)
     overlap = [t - s for t, s in zip(tile_yx, layout.tile_step_px)]
     weights = feather_weights(tile_yx, overlap)
 
-    def read_tile(tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
-        ys, xs = layout.tile_slices(tile)
-        region = (slice(None), slice(ys.start + part[0].start, ys.start + part[0].stop),
-                  slice(xs.start + part[1].start, xs.start + part[1].stop))
-        with dask.config.set(scheduler="synchronous"):
-            return data[region].compute()
+    z_slab = min(data.chunksize[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
 
-    def fuse_and_write(box: Box) -> None:
-        block = fuse_block(box, depth, origins, tile_yx, read_tile, weights, blend)
-        writer[:, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
+    def fuse_and_write(task: tuple[int, Box]) -> None:
+        z0, box = task
+        z1 = min(z0 + z_slab, depth)
 
-    attributes = dict(info.attributes)
+        def read_tile(tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
+            ys, xs = layout.tile_slices(tile)
+            region = (slice(z0, z1), slice(ys.start + part[0].start, ys.start + part[0].stop),
+                      slice(xs.start + part[1].start, xs.start + part[1].stop))
+            return data[region].compute(scheduler="synchronous")
+
+        block = fuse_block(box, z1 - z0, origins, tile_yx, read_tile, weights, blend)
+        writer[z0:z1, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
+
+    attributes = dict(attributes)
     attributes["tile_positions_px"] = [
         [r, c, round(float(positions[(r, c)][0] - translation[0]), 3),
          round(float(positions[(r, c)][1] - translation[1]), 3)]
-        for r, c in layout.tiles_present
+        for r, c in sorted(positions)
     ]
-    shape = (depth, *extent)
-    chunks = (min(depth, data.chunksize[0]), min(BLOCK_PX, extent[0]), min(BLOCK_PX, extent[1]))
-    blocks = list(_blocks(extent, BLOCK_PX))
+    chunks = (z_slab, min(CHUNK_PX, extent[0]), min(CHUNK_PX, extent[1]))
+    tasks = [(z0, box) for box in _blocks(extent, BLOCK_PX) for z0 in range(0, depth, z_slab)]
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
-    with OmeZarrWriter(out_path, shape, chunks=chunks, dtype=data.dtype,
+    with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite) as writer, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # Blocks are chunk-aligned, so threads never write the same chunk.
-        done = _ordered_map(pool, fuse_and_write, blocks, ahead=2 * max(1, workers))
-        for _ in tqdm(done, total=len(blocks), desc="fuse", disable=not progress):
+        done = _ordered_map(pool, fuse_and_write, tasks, ahead=2 * max(1, workers))
+        for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)
-    save_transform(transform, transform_out, overwrite=overwrite)
-    return transform

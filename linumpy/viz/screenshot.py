@@ -71,7 +71,7 @@ def _draw_scale_bar(image: Image.Image, display_mm: float) -> None:
     length_px = max(1, round(length_um / (display_mm * 1000)))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=max(10, image.width // 40))
-    label = f"{length_um:g} µm"
+    label = f"{length_um:g} um"
     margin = max(4, image.width // 60)
     thickness = max(2, image.width // 150)
     x1, y1 = image.width - margin, image.height - margin

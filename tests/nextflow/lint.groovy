@@ -12,8 +12,10 @@
  * Problems print as `file:line:col: message`. Deprecation warnings (`Channel`,
  * implicit `it`, `shell:` ...) are errors under strict syntax and print as
  * `file:line:col: warning: message`. The exit status is 1 if anything printed.
+ *
+ * Works offline: ScriptParser leaves `plugin/...` includes (nf-schema) to
+ * Nextflow's plugin manager and does not try to download them.
  */
-import groovy.transform.Field
 import nextflow.config.control.ConfigParser
 import nextflow.script.control.ScriptParser
 import org.codehaus.groovy.control.CompilationUnit
@@ -25,14 +27,9 @@ import org.codehaus.groovy.control.messages.Message
 import org.codehaus.groovy.control.messages.SyntaxErrorMessage
 import org.codehaus.groovy.control.messages.WarningMessage
 
-// Includes of plugins (`plugin/nf-...`) cannot be resolved without network access.
-@Field final OFFLINE_ONLY = ~/^Plugin '.*' does not exist/
-
 String render(String name, Message message, boolean othersExplainIt) {
     if( message instanceof SyntaxErrorMessage ) {
         def cause = ((SyntaxErrorMessage) message).getCause()
-        if( cause.getOriginalMessage() =~ OFFLINE_ONLY )
-            return null
         return "${name}:${cause.getStartLine()}:${cause.getStartColumn()}: ${cause.getOriginalMessage()}"
     }
     if( message instanceof WarningMessage ) {

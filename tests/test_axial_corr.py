@@ -1,0 +1,336 @@
+"""Axial correction: surface detection, focus, Vermeer attenuation, the script.
+
+Unit tests use synthetic A-lines/volumes with a known surface, attenuation,
+Gaussian focus and noise floor; integration tests run on the simulator's
+``tiny`` acquisition (mosaic grids of its three slices) and compare with its
+ground truth (surface maps, homogeneous reference columns).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr_models.v04.image import Image
+
+from linumpy.errors import InputError
+from linumpy.intensity import attenuation, focus, surface
+from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
+from linumpy.io.acquisition import open_acquisition
+from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
+from linumpy.mosaic.grid import write_mosaic_grid
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_axial_corr.py"
+DZ_MM = 0.0015
+
+
+def synthetic_volume(shape=(100, 48, 48), mu=4.0, focus_px=(35.0, 30.0), floor=0.01, seed=0,
+                     agarose_border=12):
+    """Tissue disc in agarose under a tilted surface, Gaussian focus, speckle and noise floor."""
+    rng = np.random.default_rng(seed)
+    n_z, n_y, n_x = shape
+    yy, xx = np.mgrid[0:n_y, 0:n_x]
+    true_surface = 12.0 + 0.06 * yy - 0.04 * xx
+    tissue = (yy - n_y / 2) ** 2 + (xx - n_x / 2) ** 2 < (n_y / 2 - agarose_border) ** 2
+    depth_mm = (np.arange(n_z)[:, None, None] - np.ceil(true_surface)[None]) * DZ_MM
+    reflectivity = np.where(tissue, 1.0, 0.03)[None]
+    mus = np.where(tissue, mu, 0.3)[None]
+    signal = np.where(depth_mm >= 0, reflectivity * np.exp(-2 * mus * np.clip(depth_mm, 0, None)), 0.0)
+    gain = focus.gaussian_profile(n_z, *focus_px)[:, None, None]
+    volume = signal * gain * rng.gamma(2.0, 0.5, shape) + floor * rng.standard_exponential(shape)
+    return volume.astype(np.float32), true_surface, tissue
+
+
+# --- surface -------------------------------------------------------------------------------
+
+
+def test_surface_of_a_tilted_step_is_found_within_half_a_voxel():
+    volume, true_surface, tissue = synthetic_volume()
+    found = surface.detect_surface(volume)
+    error = found - np.ceil(true_surface)  # first tissue voxel
+    assert np.isfinite(found).all()
+    assert np.median(np.abs(error)) <= 0.5
+    assert np.abs(error).max() <= 2.0
+
+
+def test_noise_only_a_lines_have_no_surface():
+    rng = np.random.default_rng(3)
+    volume = rng.standard_exponential((60, 20, 20)).astype(np.float32) * 0.01
+    volume[:, :, 10:][25:] += 1.0  # tissue in the right half only
+    found = surface.detect_surface(volume, lateral_sigma_px=1.0)
+    assert np.isnan(found[:, :8]).all()
+    assert np.allclose(found[:, 12:], 25, atol=0.5)
+
+
+def test_flatten_puts_every_surface_at_the_same_depth():
+    volume, true_surface, _ = synthetic_volume(floor=0.0)
+    first = np.ceil(true_surface).astype(int)
+    flat = surface.flatten_surface(volume, first - 3, 40)
+    assert flat.shape == (40, 48, 48)
+    assert (flat[:3] == 0).all() and (flat[3] > 0).all()
+
+
+# --- attenuation (Vermeer) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mu", [1.0, 4.0, 8.0])
+def test_vermeer_recovers_homogeneous_attenuation_exactly(mu):
+    line = np.exp(-2 * mu * DZ_MM * np.arange(150))
+    estimate = attenuation.attenuation_coefficient(attenuation.tail_sums(line), DZ_MM)
+    assert np.allclose(estimate, mu, rtol=1e-3)  # the end-of-range extension is exact here
+    compensated = attenuation.compensate_attenuation(line, attenuation.tail_sums(line))
+    assert np.ptp(compensated) / compensated.mean() < 1e-3
+
+
+def test_vermeer_resolves_two_layers():
+    depth = np.arange(200)
+    mu = np.where(depth < 80, 2.0, 10.0)
+    transmission = np.exp(-2 * DZ_MM * np.concatenate([[0.0], np.cumsum(mu)[:-1]]))
+    line = mu * transmission  # backscatter proportional to attenuation
+    estimate = attenuation.attenuation_coefficient(attenuation.tail_sums(line), DZ_MM)
+    assert np.allclose(estimate[5:75], 2.0, rtol=0.02)
+    assert np.allclose(estimate[85:195], 10.0, rtol=0.02)
+
+
+def test_vermeer_mean_attenuation_with_speckle_and_noise_floor():
+    """Stated tolerance: 10% for speckled A-lines after noise-floor subtraction."""
+    rng = np.random.default_rng(5)
+    for mu in (3.0, 6.0, 9.0):
+        clean = np.exp(-2 * mu * DZ_MM * np.arange(100))[:, None, None] * np.ones((1, 30, 30))
+        noisy = clean * rng.gamma(2.0, 0.5, clean.shape) + 0.01 * rng.standard_exponential(clean.shape)
+        signal = np.maximum(noisy - 0.01, 0)
+        tails = attenuation.tail_sums(signal, lateral_sigma_px=2.0)
+        mean_mu = attenuation.mean_attenuation(tails, np.zeros((30, 30)), 100, DZ_MM)
+        assert abs(np.median(mean_mu) / mu - 1) < 0.10
+
+
+# --- focus ---------------------------------------------------------------------------------
+
+
+def test_background_profile_and_gaussian_fit_recover_the_focus():
+    volume, _, _ = synthetic_volume(shape=(100, 64, 64), mu=4.0, focus_px=(40.0, 25.0), agarose_border=18)
+    found = surface.detect_surface(volume)
+    stats = focus.BackgroundStatistics(volume.shape[0])
+    stats.add(volume, found, focus.line_levels(volume, found, neighbourhood_px=4))
+    bins = stats.background_bins()
+    assert bins is not None
+    profile = stats.background_profile(bins)
+    truth = focus.gaussian_profile(100, 40.0, 25.0)
+    measured = focus.normalized_profile(profile)
+    # agarose attenuation (0.3/mm) bends the profile by < 6% over the range
+    assert np.allclose(measured[20:90], truth[20:90], rtol=0.08)
+    centre, width = focus.fit_gaussian_focus(profile[20:90])
+    assert abs(centre + 20 - 40.0) < 2.0 and abs(width - 25.0) < 2.5
+
+
+def test_no_background_means_no_focus_profile():
+    volume, _, _ = synthetic_volume(agarose_border=-40)  # tissue everywhere
+    found = surface.detect_surface(volume)
+    stats = focus.BackgroundStatistics(volume.shape[0])
+    stats.add(volume, found, focus.line_levels(volume, found))
+    assert stats.background_bins() is None
+
+
+# --- whole slices --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_grids(tiny_acquisition, tmp_path_factory) -> dict[int, Path]:
+    """Mosaic grids of the tiny acquisition's slices."""
+    folder = tmp_path_factory.mktemp("axial_grids")
+    acquisition = open_acquisition(tiny_acquisition)
+    grids = {}
+    for slice_id in acquisition.slice_ids:
+        grids[slice_id] = folder / f"mosaic_grid_3d_z{slice_id:02d}.ome.zarr"
+        write_mosaic_grid(acquisition.slice(slice_id), grids[slice_id],
+                          folder / f"mosaic_grid_2d_z{slice_id:02d}.ome.zarr", n_levels=1)
+    return grids
+
+
+@pytest.fixture(scope="module")
+def tiny_corrected(tiny_grids, tmp_path_factory) -> dict[int, Path]:
+    folder = tmp_path_factory.mktemp("axial_out")
+    out = {}
+    for slice_id, grid in tiny_grids.items():
+        out[slice_id] = folder / f"slice_z{slice_id:02d}_axial_corr.ome.zarr"
+        correct_slice(grid, out[slice_id], n_levels=1)
+    return out
+
+
+def truth_of(acquisition: Path) -> dict:
+    return json.loads((acquisition / "ground_truth" / "truth.json").read_text())
+
+
+def test_surface_matches_the_simulator_truth(tiny_acquisition, tiny_corrected):
+    truth = truth_of(tiny_acquisition)
+    tile_y, tile_x = truth["tile_shape"][1:]
+    for record in truth["slices"]:
+        slice_id = record["slice_id"]
+        true_map = read_omezarr(tiny_acquisition / "ground_truth" / f"surface_z{slice_id:02d}.ome.zarr")[0].compute()
+        found_um = read_omezarr(output_paths(tiny_corrected[slice_id])[0])[0].compute()
+        found = found_um / (truth["resolution_um"][0])
+        errors = []
+        for row, col, y, x in record["tile_positions_px"]:
+            expected = np.full((tile_y, tile_x), np.nan)
+            ys = slice(max(y, 0), min(y + tile_y, true_map.shape[0]))
+            xs = slice(max(x, 0), min(x + tile_x, true_map.shape[1]))
+            expected[ys.start - y : ys.stop - y, xs.start - x : xs.stop - x] = true_map[ys, xs]
+            errors.append(found[row * tile_y : (row + 1) * tile_y, col * tile_x : (col + 1) * tile_x] - expected)
+        errors = np.concatenate([e.ravel() for e in errors])
+        errors = errors[np.isfinite(errors)]
+        assert errors.size > 0.9 * tile_y * tile_x * len(record["tile_positions_px"])
+        assert np.median(np.abs(errors)) < 2.0  # contract: within 2 voxels (measured: ~0.5)
+        assert np.percentile(np.abs(errors), 95) < 2.0
+
+
+def region_profile(volume: np.ndarray, ys: slice, xs: slice, start: int, stop: int, bin_px: int = 8) -> np.ndarray:
+    """Mean intensity of a region in depth bins of ``bin_px`` voxels."""
+    return np.array([volume[k : k + bin_px, ys, xs].mean() for k in range(start, stop - bin_px + 1, bin_px)])
+
+
+def test_homogeneous_tissue_is_flat_after_correction(tiny_acquisition, tiny_grids, tiny_corrected):
+    truth = truth_of(tiny_acquisition)
+    tile_y, tile_x = truth["tile_shape"][1:]
+    dz_um = truth["resolution_um"][0]
+    checked = 0
+    for record in truth["slices"]:
+        slice_id = record["slice_id"]
+        before = read_omezarr(tiny_grids[slice_id])[0].compute()
+        after = read_omezarr(tiny_corrected[slice_id])[0].compute()
+        found = np.rint(read_omezarr(output_paths(tiny_corrected[slice_id])[0])[0].compute() / dz_um)
+        for region in record["homogeneous_regions"]:
+            for row, col, y0, y1, x0, x1 in region["tiles"]:
+                ys = slice(row * tile_y + y0, row * tile_y + y1)
+                xs = slice(col * tile_x + x0, col * tile_x + x1)
+                top, bottom = region["depth_px"]
+                surfaces = found[ys, xs]
+                start, stop = int(top - surfaces.min()), int(min(bottom - surfaces.max(), after.shape[0]))
+                corrected = region_profile(after, ys, xs, start, stop)
+                raw = region_profile(before, ys, xs, start + int(surfaces.min()), stop + int(surfaces.min()))
+                assert np.abs(corrected / corrected.mean() - 1).max() < 0.10, (region["name"], corrected)
+                assert 1 - raw[-1] / raw[0] > 0.5  # before: the signal decays by 60-90%
+                checked += 1
+    assert checked >= 4
+
+
+def test_outputs_validate_and_carry_attributes(tiny_grids, tiny_corrected):
+    out = tiny_corrected[0]
+    for path in (out, *output_paths(out)):
+        Image.from_zarr(zarr.open_group(str(path), mode="r"))
+    info = read_omezarr_info(out)
+    source = read_omezarr_info(tiny_grids[0]).attributes
+    assert info.attributes["slice_id"] == source["slice_id"] == 0
+    assert info.attributes["grid_shape"] == source["grid_shape"]
+    assert info.attributes["surface_depth_px"] == 0
+    assert info.attributes["useful_depth_px"] == info.shape[0] == info.attributes["tile_shape"][0]
+    assert info.attributes["focus_mode"] == "background"
+    assert info.attributes["attenuation_mode"] == "vermeer"
+    assert read_omezarr_info(output_paths(out)[1]).shape == info.shape[1:]
+
+
+def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):
+    """Mean attenuation of the white-matter columns (8/mm) within 15%; grey (2/mm) within a factor 2."""
+    truth = truth_of(tiny_acquisition)
+    tile_y, tile_x = truth["tile_shape"][1:]
+    for record in truth["slices"]:
+        mu_map = read_omezarr(output_paths(tiny_corrected[record["slice_id"]])[1])[0].compute()
+        for region in record["homogeneous_regions"]:
+            for row, col, y0, y1, x0, x1 in region["tiles"]:
+                measured = np.nanmedian(mu_map[row * tile_y + y0 : row * tile_y + y1,
+                                               col * tile_x + x0 : col * tile_x + x1])
+                expected = region["attenuation_per_mm"]
+                tolerance = 0.15 if expected >= 8 else 1.0
+                assert abs(measured / expected - 1) < tolerance, (region["name"], measured)
+
+
+# --- options and bad input -----------------------------------------------------------------
+
+
+def save_volume(volume: np.ndarray, path: Path, attributes=None) -> Path:
+    save_omezarr(volume, path, (DZ_MM, 0.003, 0.003), n_levels=0, attributes=attributes)
+    return path
+
+
+def test_options_crop_flatten_and_use_a_given_profile(tmp_path):
+    volume, true_surface, tissue = synthetic_volume(focus_px=(35.0, 30.0))
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    out = tmp_path / "out.ome.zarr"
+    profile = focus.gaussian_profile(volume.shape[0], 35.0, 30.0)
+    settings = AxialSettings(surface_depth_um=6 * 1.5, useful_depth_um=60 * 1.5, focus_profile=profile)
+    attributes = correct_slice(source, out, settings, n_levels=0)
+    corrected = read_omezarr(out)[0].compute()
+    assert corrected.shape == (60, 48, 48)
+    assert attributes["surface_depth_px"] == 6 and attributes["focus_mode"] == "profile"
+    assert (corrected[:5, tissue] < 0.05).mean() > 0.95  # above the flattened surface: noise only
+    tissue_profile = corrected[6:58, tissue].mean(axis=1).reshape(13, 4).mean(axis=1)
+    assert np.abs(tissue_profile / tissue_profile.mean() - 1).max() < 0.10
+
+
+def test_gaussian_and_none_modes(tmp_path):
+    volume, _, tissue = synthetic_volume()
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    gaussian = correct_slice(source, tmp_path / "g.ome.zarr", AxialSettings(focus="gaussian"), n_levels=0)
+    plain = correct_slice(source, tmp_path / "n.ome.zarr", AxialSettings(focus="none", attenuation="none"),
+                          n_levels=0)
+    assert gaussian["focus_mode"] == "gaussian" and plain["focus_mode"] == "none"
+    raw = read_omezarr(tmp_path / "n.ome.zarr")[0].compute()[:, tissue].mean(axis=1)
+    assert raw[60] < 0.6 * raw[5]  # uncorrected: attenuation and focus decay
+    flat = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()[:, tissue].mean(axis=1)
+    assert np.abs(flat[2:70] / flat[2:70].mean() - 1).max() < 0.15
+
+
+def test_deterministic(tmp_path):
+    volume, _, _ = synthetic_volume(shape=(60, 32, 32))
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    runs = [correct_slice(source, tmp_path / f"o{i}.ome.zarr", n_levels=0) for i in range(2)]
+    assert runs[0] == runs[1]
+    first, second = (read_omezarr(tmp_path / f"o{i}.ome.zarr")[0].compute() for i in range(2))
+    assert np.array_equal(first, second)
+
+
+def test_empty_slice_gives_zeros_and_a_nan_surface(tmp_path, caplog):
+    source = save_volume(np.zeros((40, 24, 24), np.float32), tmp_path / "in.ome.zarr")
+    out = tmp_path / "out.ome.zarr"
+    with caplog.at_level(logging.WARNING):
+        attributes = correct_slice(source, out, n_levels=0)
+    assert "focus correction is skipped" in caplog.text
+    assert attributes["surface_plane_px"] is None and attributes["surface_detected_fraction"] == 0
+    assert not read_omezarr(out)[0].compute().any()
+    assert np.isnan(read_omezarr(output_paths(out)[0])[0].compute()).all()
+
+
+def test_bad_inputs_raise_input_errors(tmp_path):
+    flat = tmp_path / "flat.ome.zarr"
+    save_omezarr(np.ones((16, 16), np.float32), flat, (0.003, 0.003), n_levels=0)
+    with pytest.raises(InputError, match="needs a \\(z, y, x\\) volume"):
+        correct_slice(flat, tmp_path / "o.ome.zarr")
+    volume, _, _ = synthetic_volume(shape=(40, 24, 24))
+    volume[10, 5, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        correct_slice(save_volume(volume, tmp_path / "nan.ome.zarr"), tmp_path / "o.ome.zarr")
+    assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))  # nothing left behind
+    good = save_volume(np.nan_to_num(volume), tmp_path / "good.ome.zarr")
+    with pytest.raises(InputError, match="one value per depth"):
+        correct_slice(good, tmp_path / "o.ome.zarr", AxialSettings(focus_profile=np.ones(7)))
+    with pytest.raises(InputError, match="focus mode"):
+        correct_slice(good, tmp_path / "o.ome.zarr", AxialSettings(focus="confocal"))
+
+
+def test_script_refuses_existing_output_and_overwrites_with_f(tmp_path):
+    volume, _, _ = synthetic_volume(shape=(40, 24, 24))
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    out = tmp_path / "out.ome.zarr"
+    np.save(tmp_path / "profile.npy", np.ones(40))
+    command = [sys.executable, str(SCRIPT), str(source), str(out), "-q", "--n_levels", "0",
+               "--focus_profile", str(tmp_path / "profile.npy")]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert all(p.exists() for p in (out, *output_paths(out)))
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    assert subprocess.run([*command, "-f"], capture_output=True).returncode == 0

@@ -1,0 +1,199 @@
+"""Intensity normalization: histograms, tissue mask, flat-field, the script.
+
+The accuracy test runs the axial correction and the normalization on every
+slice of the simulator's ``tiny`` acquisition (its mosaic grids) and checks
+that the tissue medians of the normalized slices agree within 5%.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr_models.v04.image import Image
+from scipy import ndimage
+
+from linumpy.errors import InputError
+from linumpy.intensity import normalize
+from linumpy.intensity.axial import correct_slice
+from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
+from linumpy.intensity.histogram import LogHistogram
+from linumpy.intensity.slice_normalization import NormalizeSettings, normalize_slice
+from linumpy.io.acquisition import open_acquisition
+from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
+from linumpy.mosaic.grid import write_mosaic_grid
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_normalize.py"
+RESOLUTION = (0.0015, 0.003, 0.003)
+
+
+def test_histogram_percentiles_match_numpy_within_a_bin():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([np.zeros(500), rng.lognormal(0.0, 1.5, 20000)])
+    histogram = LogHistogram()
+    for part in np.array_split(values, 7):  # block by block
+        histogram.add(part)
+    for q in (1, 5, 50, 95, 99.5):
+        expected = np.percentile(values, q)
+        assert histogram.percentile(q) == pytest.approx(expected, rel=0.012, abs=1e-12)
+    assert histogram.zeros == 500 and histogram.total == values.size
+
+
+def test_otsu_threshold_separates_two_populations():
+    rng = np.random.default_rng(1)
+    histogram = LogHistogram()
+    histogram.add(np.concatenate([rng.lognormal(np.log(0.02), 0.3, 5000), rng.lognormal(np.log(1.0), 0.3, 5000)]))
+    assert 0.05 < normalize.tissue_threshold(histogram) < 0.5
+    assert normalize.tissue_threshold(LogHistogram()) is None
+
+
+def test_output_dtypes():
+    values = normalize.normalize_values(np.array([-1.0, 0.0, 0.5, 1.0, 3.0]), 0.0, 1.0)
+    assert values.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert normalize.to_dtype(values, "uint16").tolist() == [0, 0, 32768, 65535, 65535]
+
+
+def vignetted_tiles(n_tiles: int, tile: int = 48, seed: int = 2):
+    """An n x n mosaic of tiles: smooth random anatomy times a known vignetting."""
+    rng = np.random.default_rng(seed)
+    size = n_tiles * tile
+    anatomy = ndimage.gaussian_filter(rng.normal(size=(size, size)), 10)
+    anatomy = np.exp(0.3 * anatomy / anatomy.std())
+    u, v = np.meshgrid(np.linspace(-1, 1, tile), np.linspace(-1, 1, tile), indexing="ij")
+    field = 1.0 - 0.15 * (u**2 + v**2) + 0.05 * u
+    image = anatomy * np.tile(field, (n_tiles, n_tiles)) * rng.gamma(8.0, 1 / 8.0, (size, size))
+    return image, field / field.mean()
+
+
+def test_flatfield_is_recovered_from_many_tiles():
+    image, truth = vignetted_tiles(10)
+    estimator = FlatFieldEstimator(truth.shape)
+    tile = truth.shape[0]
+    for row in range(10):
+        for col in range(10):
+            part = image[row * tile : (row + 1) * tile, col * tile : (col + 1) * tile]
+            estimator.add(part, np.ones(part.shape, bool))
+    field = estimator.estimate()
+    assert np.sqrt(np.mean((field / truth - 1) ** 2)) < 0.02  # measured ~1%
+    assert np.abs(field / truth - 1).max() < 0.06
+    gain = flatfield_map(field, [(r * tile, c * tile) for r in range(10) for c in range(10)], (0, 0), image.shape)
+    corrected = image / gain
+    # the mean tile, smoothed past the speckle and anatomy left after averaging 100 tiles
+    tile_means = ndimage.gaussian_filter(corrected.reshape(10, tile, 10, tile).mean(axis=(0, 2)), 4)
+    raw_means = ndimage.gaussian_filter(image.reshape(10, tile, 10, tile).mean(axis=(0, 2)), 4)
+    assert np.std(tile_means) < 0.3 * np.std(raw_means)
+
+
+def test_flatfield_needs_tissue():
+    estimator = FlatFieldEstimator((8, 8))
+    estimator.add(np.ones((8, 8)), np.zeros((8, 8), bool))
+    assert estimator.estimate() is None and estimator.n_tiles == 0
+
+
+# --- whole slices --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_axial(tiny_acquisition, tmp_path_factory) -> dict[int, Path]:
+    """Axially corrected mosaic grids of every slice of the tiny acquisition."""
+    folder = tmp_path_factory.mktemp("normalize_inputs")
+    acquisition = open_acquisition(tiny_acquisition)
+    out = {}
+    for slice_id in acquisition.slice_ids:
+        grid = folder / f"mosaic_grid_3d_z{slice_id:02d}.ome.zarr"
+        write_mosaic_grid(acquisition.slice(slice_id), grid, folder / f"aip_z{slice_id:02d}.ome.zarr", n_levels=0)
+        out[slice_id] = folder / f"slice_z{slice_id:02d}_axial_corr.ome.zarr"
+        correct_slice(grid, out[slice_id], n_levels=0)
+    return out
+
+
+def tissue_median(path: Path, source: Path) -> float:
+    """Median of the normalized voxels inside the tissue mask the normalization used."""
+    threshold = read_omezarr_info(path).attributes["tissue_threshold"]
+    source_volume = read_omezarr(source)[0].compute()
+    mask = normalize.smooth_aip(source_volume.mean(axis=0)) > threshold
+    return float(np.median(read_omezarr(path)[0].compute()[:, mask]))
+
+
+@pytest.mark.parametrize("flatfield", [False, True])
+def test_tissue_medians_of_all_slices_agree(tiny_axial, tmp_path, flatfield):
+    medians = []
+    for slice_id, source in tiny_axial.items():
+        out = tmp_path / f"slice_z{slice_id:02d}_normalize.ome.zarr"
+        attributes = normalize_slice(source, out, NormalizeSettings(flatfield=flatfield), n_levels=1)
+        assert attributes["flatfield"] is flatfield
+        assert 0.3 < attributes["tissue_fraction"] < 0.95
+        normalized = read_omezarr(out)[0]
+        assert float(normalized.min()) >= 0.0 and float(normalized.max()) == 1.0
+        medians.append(tissue_median(out, source))
+    medians = np.array(medians)
+    assert (medians.max() - medians.min()) / medians.mean() < 0.05, medians  # measured ~4%
+
+
+def test_normalization_removes_a_slice_gain(tiny_axial, tmp_path):
+    source = tiny_axial[0]
+    volume, resolution = read_omezarr(source)
+    attributes = read_omezarr_info(source).attributes
+    save_omezarr(volume * np.float32(3.7), tmp_path / "bright.ome.zarr", resolution, n_levels=0,
+                 attributes=attributes)
+    normalize_slice(source, tmp_path / "a.ome.zarr", n_levels=0)
+    normalize_slice(tmp_path / "bright.ome.zarr", tmp_path / "b.ome.zarr", n_levels=0)
+    a, b = (read_omezarr(tmp_path / name)[0].compute() for name in ("a.ome.zarr", "b.ome.zarr"))
+    assert np.abs(a - b).max() < 0.02  # histogram bins of 1.2% set the precision
+
+
+def test_uint16_output_validates_and_keeps_attributes(tiny_axial, tmp_path):
+    out = tmp_path / "slice_z00_normalize.ome.zarr"
+    normalize_slice(tiny_axial[0], out, NormalizeSettings(dtype="uint16", percentiles=(0.5, 99.5)), n_levels=1)
+    Image.from_zarr(zarr.open_group(str(out), mode="r"))
+    info = read_omezarr_info(out)
+    assert info.dtype == np.uint16 and info.shape == read_omezarr_info(tiny_axial[0]).shape
+    assert info.attributes["normalize_percentiles"] == [0.5, 99.5]
+    assert info.attributes["slice_id"] == 0 and info.attributes["focus_mode"] == "background"
+    data = read_omezarr(out)[0].compute()
+    assert data.max() == 65535 and data.min() == 0
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_empty_slice_gives_zeros(tmp_path, caplog):
+    save_omezarr(np.zeros((10, 16, 16), np.float32), tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
+    with caplog.at_level(logging.WARNING):
+        attributes = normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", n_levels=0)
+    assert "empty slice" in caplog.text and attributes["normalize_values"] is None
+    assert not read_omezarr(tmp_path / "out.ome.zarr")[0].compute().any()
+
+
+def test_bad_inputs_raise_input_errors(tmp_path):
+    volume = np.ones((10, 16, 16), np.float32)
+    volume[3, 4, 5] = np.nan
+    save_omezarr(volume, tmp_path / "nan.ome.zarr", RESOLUTION, n_levels=0)
+    with pytest.raises(InputError, match="NaN"):
+        normalize_slice(tmp_path / "nan.ome.zarr", tmp_path / "out.ome.zarr")
+    assert not list(tmp_path.glob("*out*")) and not list(tmp_path.glob(".normalize-aip-*"))
+    save_omezarr(np.ones((16, 16), np.float32), tmp_path / "flat.ome.zarr", RESOLUTION[1:], n_levels=0)
+    with pytest.raises(InputError, match="\\(z, y, x\\) volume"):
+        normalize_slice(tmp_path / "flat.ome.zarr", tmp_path / "out.ome.zarr")
+    save_omezarr(np.ones((10, 16, 16), np.float32), tmp_path / "plain.ome.zarr", RESOLUTION, n_levels=0)
+    with pytest.raises(InputError, match="tile_shape"):
+        normalize_slice(tmp_path / "plain.ome.zarr", tmp_path / "out.ome.zarr", NormalizeSettings(flatfield=True))
+    with pytest.raises(InputError, match="LOW < HIGH"):
+        normalize_slice(tmp_path / "plain.ome.zarr", tmp_path / "out.ome.zarr", NormalizeSettings(percentiles=(99, 1)))
+
+
+def test_script_exit_codes(tmp_path):
+    volume = np.random.default_rng(0).gamma(2.0, 0.5, (10, 16, 16)).astype(np.float32)
+    save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
+    command = [sys.executable, str(SCRIPT), str(tmp_path / "in.ome.zarr"), str(tmp_path / "out.ome.zarr"),
+               "-q", "--n_levels", "0", "--dtype", "uint16"]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    bad = subprocess.run([*command, "-f", "--flatfield"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
