@@ -337,3 +337,47 @@ def _levels_until_one_pixel(lateral_shape) -> int:
     while min(ny, nx) >= 2:
         ny, nx, count = math.ceil(ny / 2), math.ceil(nx / 2), count + 1
     return count
+
+
+# ---------------------------------------------------------------- QC records
+
+numpy_leaf = st.one_of(
+    json_leaf,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-1000, 1000).map(np.int32),
+    st.floats(-1e6, 1e6, width=32).map(np.float32),
+    st.booleans().map(np.bool_),
+)
+metrics_values = st.recursive(numpy_leaf, lambda inner: st.lists(inner, max_size=3)
+                              | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=10)
+
+
+def _as_json(value):
+    """What a metric value reads back as: plain JSON, non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): _as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@SETTINGS
+@given(metrics=st.dictionaries(st.text(min_size=1, max_size=10), metrics_values, max_size=6),
+       flags=st.lists(st.text(max_size=20), max_size=3), slice_id=st.integers(0, 250))
+def test_qc_records_round_trip_and_are_deterministic(metrics, flags, slice_id):
+    from linumpy.qc.records import read_qc_record, write_qc_record
+
+    with tempfile.TemporaryDirectory() as root:
+        texts = []
+        for run in ("a", "b"):
+            out = Path(root) / run / f"slice_z{slice_id:02d}_normalize.ome.zarr"
+            path = write_qc_record(out, "normalize", metrics, flags=flags)
+            texts.append(path.read_bytes())
+        record = read_qc_record(path)
+        assert texts[0] == texts[1]
+        assert record["metrics"] == _as_json(metrics)
+        assert record["flags"] == flags and record["slice_id"] == slice_id

@@ -139,6 +139,16 @@ def test_register_pair_recovers_z_offset_and_lateral_shift_within_one_pixel():
         assert estimate.z_confidence > 0.5 and estimate.lateral_confidence > 0.5
 
 
+def test_lateral_shift_is_recovered_to_a_fraction_of_a_pixel():
+    brain = make_brain(steps_px=(20,), shifts_px=((0, 0), (0, 0)))
+    previous = brain.slices[0][SURFACE_PX:SURFACE_PX + USEFUL_PX]
+    for true_shift in ((0.4, -1.3), (2.7, 0.25)):
+        # the new slice's content moved by -true_shift: shifting it by +true_shift registers it
+        moved = ndimage.shift(brain.slices[1], (0, -true_shift[0], -true_shift[1]), order=3, mode="nearest")
+        estimate = register_pair(previous, 0, moved[SURFACE_PX:SURFACE_PX + 8], 20, 5)
+        assert np.abs(np.subtract(estimate.shift_yx_px, true_shift)).max() <= 0.25
+
+
 def test_plan_recovers_true_placement_despite_motor_errors_and_glitch():
     brain = make_brain()
     brain.motors_mm[2, 0] += 0.040  # encoder glitch: +40 um at slice 2 only

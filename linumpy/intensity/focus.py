@@ -95,9 +95,9 @@ class BackgroundStatistics:
         found = np.isfinite(surface)
         if not found.any():
             return
-        lines = volume[:, found].astype(np.float32)  # (z, n)
-        start = np.rint(surface[found]).astype(np.intp)
-        depth = np.arange(self.depth)[:, None]
+        lines = np.asarray(volume, np.float32).reshape(self.depth, -1).T[found.ravel()]  # (n, z)
+        start = np.rint(surface[found]).astype(np.intp)[:, None]
+        depth = np.arange(self.depth)[None, :]
         above = depth < start - self.margin_px
         self.noise_sum += float(np.where(above, lines, 0).sum(dtype=np.float64))
         self.noise_count += int(above.sum())
@@ -107,11 +107,11 @@ class BackgroundStatistics:
         self.levels.add(level)
         order = np.argsort(bins, kind="stable")
         present, starts = np.unique(bins[order], return_index=True)
-        sums = np.add.reduceat(np.where(below, lines, 0)[:, order], starts, axis=1, dtype=np.float64)
-        counts = np.add.reduceat(below[:, order], starts, axis=1, dtype=np.int64)
+        sums = np.add.reduceat(np.where(below, lines, 0)[order], starts, axis=0, dtype=np.float64)
+        counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
         keep = present >= 0
-        self.profile_sums[present[keep]] += sums[:, keep].T
-        self.profile_counts[present[keep]] += counts[:, keep].T
+        self.profile_sums[present[keep]] += sums[keep]
+        self.profile_counts[present[keep]] += counts[keep]
 
     def noise_floor(self) -> float:
         """Mean intensity above the surface (0 when no voxel lies above a surface)."""

@@ -388,7 +388,8 @@ class _PyramidWriter:
         """The smallest region parallel writers may own: a chunk, or a shard if sharded."""
         return tuple(self._level0.shards or self._level0.chunks)
 
-    def _fresh_target(self, array: zarr.Array, name: str) -> Any:
+    def _direct_target(self, array: zarr.Array, name: str) -> Any:
+        """A store target that writes whole chunks straight to their files (see chunk_writer)."""
         return chunk_writer.store_target(array, self.temporary / name, self.format, self.compression)
 
     def _create_level(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
@@ -443,7 +444,7 @@ class _PyramidWriter:
         region_shape = tuple(r.stop - r.start for r in region)
         target = self._level0
         if self._covers_whole_chunks(region):  # whole chunks are replaced: write their files directly
-            target = self._fresh_target(self._level0, "0")
+            target = self._direct_target(self._level0, "0")
         if not isinstance(block, da.Array):
             block = np.asarray(block)
             if integer_axes and 0 < block.ndim < len(region):
@@ -504,12 +505,12 @@ class _PyramidWriter:
             sources, targets = [], []
             if level0 is not None:  # a fresh level 0: nothing was written into it yet
                 sources.append(level0)
-                targets.append(self._fresh_target(self._level0, "0"))
+                targets.append(self._direct_target(self._level0, "0"))
             for index, level in enumerate(levels, start=1):
                 target = self._create_level(group, str(index), level.data.shape)
                 block = tuple(target.shards or target.chunks)
                 sources.append(level.data.rechunk(block))
-                targets.append(self._fresh_target(target, str(index)))
+                targets.append(self._direct_target(target, str(index)))
             coarsest = sources[-1] if sources else self.read()
             stride = max(1, math.ceil((coarsest.size / _OMERO_SAMPLE) ** (1 / coarsest.ndim)))
             sample = coarsest[(slice(None, None, stride),) * coarsest.ndim]

@@ -29,6 +29,8 @@ from skimage.registration import phase_cross_correlation
 
 #: Smallest rise of the z-scan peak above the scan's minimum for a distinct peak.
 MIN_PEAK_PROMINENCE = 0.05
+#: A lateral shift leaving less than this fraction of the images overlapping is not trusted.
+MIN_OVERLAP_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def estimate_lateral_shift(
     shift_yx : tuple of float
         Translation that moves ``moving`` onto ``reference``.
     confidence : float
-        NCC of the overlap once ``moving`` is shifted (whole pixels).
+        NCC of the overlap once ``moving`` is shifted (whole pixels); 0 when
+        less than :data:`MIN_OVERLAP_FRACTION` of the images overlap.
 
     Examples
     --------
@@ -177,7 +180,7 @@ def estimate_lateral_shift(
         return (0.0, 0.0), 0.0
     coarse = np.round(_tapered_shift(reference, moving, upsample_factor))
     ref_view, mov_view = overlap_views(reference, moving, coarse)
-    if min(ref_view.shape) < 4:
+    if min(ref_view.shape) < 4 or ref_view.size < MIN_OVERLAP_FRACTION * reference.size:
         return (float(coarse[0]), float(coarse[1])), 0.0
     shift = coarse + _tapered_shift(ref_view, mov_view, upsample_factor)
     return (float(shift[0]), float(shift[1])), normalized_cross_correlation(ref_view, mov_view)
