@@ -64,7 +64,7 @@ def feather_weights(tile_shape: Sequence[int], ramp_px: Sequence[float]) -> np.n
 
     Examples
     --------
-    >>> feather_weights((1, 6), (1, 2))[0].tolist()
+    >>> feather_weights((3, 6), (1, 2))[1].tolist()
     [0.25, 0.75, 1.0, 1.0, 0.75, 0.25]
     """
     ramps = []
