@@ -8,16 +8,51 @@ line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
 from linumpy.errors import LinumpyError
+from linumpy.io.atomic import TEMP_MARKER
 
 #: Exit status for an error the user can fix (bad input, refused output).
 EXIT_USER_ERROR = 2
 #: Exit status when memory ran out: Nextflow retries the task with more memory.
 EXIT_OUT_OF_MEMORY = 137
+
+#: What to do about the file-system errors every script may meet.
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "free space or write elsewhere",
+    errno.EDQUOT: "free space (disk quota exceeded) or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "check the permissions or write elsewhere",
+    errno.EPERM: "check the permissions or write elsewhere",
+    errno.ENOENT: "check the path",
+}
+#: A temporary output directory component: ``.NAME.partial-PID``.
+_TEMPORARY = re.compile(r"(^|/)\.([^/]+)" + re.escape(TEMP_MARKER) + r"\d+(?=/|$)")
+
+
+def os_error_message(error: OSError, program: str) -> str | None:
+    """One line describing a file-system failure, or ``None`` for a bug-like OSError.
+
+    The path is the file the error names, with a temporary output directory
+    (``.NAME.partial-PID``) shown as its final name ``NAME``; an error that
+    names no file (a failed ``write``) is attributed to ``program``.
+
+    Examples
+    --------
+    >>> os_error_message(OSError(28, "No space left on device", "out/.a.zarr.partial-7/0/0"), "prog")
+    'out/a.zarr/0/0: No space left on device; free space or write elsewhere'
+    """
+    fix = _OS_ERROR_FIXES.get(error.errno)
+    if error.filename is None and fix is None:
+        return None
+    where = program if error.filename is None else _TEMPORARY.sub(r"\1\2", str(error.filename))
+    reason = error.strerror or str(error)
+    return f"{where}: {reason}; {fix}" if fix else f"{where}: {reason}"
 
 
 def make_parser(description: str | None) -> argparse.ArgumentParser:
@@ -64,8 +99,10 @@ def run(
 
     A :class:`~linumpy.errors.LinumpyError` prints ``error: <message>`` and
     exits with status 2; a :class:`MemoryError` exits with 137 so that the
-    orchestrators retry the task with more memory. Other exceptions are
-    bugs and keep their traceback.
+    orchestrators retry the task with more memory; a file-system failure
+    (full disk, quota, read-only, permission, or any OSError naming a file)
+    prints ``error: <path>: <reason>; <fix>`` and exits with 2 too. Other
+    exceptions are bugs and keep their traceback.
 
     Parameters
     ----------
@@ -87,3 +124,9 @@ def run(
     except MemoryError:
         print(f"error: out of memory in {parser.prog}; rerun with more memory", file=sys.stderr)
         sys.exit(EXIT_OUT_OF_MEMORY)
+    except OSError as error:
+        message = os_error_message(error, parser.prog)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

@@ -132,7 +132,7 @@ def test_tissue_medians_of_all_slices_agree(tiny_axial, tmp_path, flatfield):
         assert float(normalized.min()) >= 0.0 and float(normalized.max()) == 1.0
         medians.append(tissue_median(out, source))
     medians = np.array(medians)
-    assert (medians.max() - medians.min()) / medians.mean() < 0.05, medians  # measured ~4%
+    assert (medians.max() - medians.min()) / medians.mean() < 0.05, medians  # measured 4.0% / 2.9%
 
 
 def test_normalization_removes_a_slice_gain(tiny_axial, tmp_path):

@@ -193,10 +193,6 @@ def test_random_invalid_metadata_is_rejected_with_an_input_error(version, mutati
     _check_rejected(version, mutation, data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "linumpy/io/ngff.py (I/O owner): parse_image/read_root_attributes/_transforms must check types "
-    "(root JSON not an object, multiscales not a list of objects) and scale/translation lengths "
-    "(np.asarray(...).shape != (n_axes,) before multiplying) and raise InputError"))
 @settings(SETTINGS, phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False)
 @given(version=st.sampled_from(["0.4", "0.5"]), mutation=st.sampled_from(_TYPE_DAMAGE), data=st.data())
 def test_wrongly_typed_metadata_is_rejected_with_an_input_error(version, mutation, data):

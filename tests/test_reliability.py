@@ -6,8 +6,8 @@ mount one; also under a script) and simulated (every ``open`` for writing
 metered against a capacity, at three fill levels, optionally with writes still
 in flight when the disk fills); a corrupted chunk file; a truncated or missing
 ``.zarray`` and a truncated ``.zattrs``. Expected behaviour: nothing a rerun
-would trust is left behind, a rerun gives the bytes of an uninterrupted run,
-and errors are one line naming the file.
+would trust is left behind, a rerun gives the bytes of an uninterrupted run
+and removes the killed writer's temporary, and errors are one line naming the file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import numpy as np
 import pytest
 
 from linumpy.errors import InputError
+from linumpy.io.atomic import atomic_output, remove_stale_temporaries
 from linumpy.io.zarr import OmeZarrWriter, read_omezarr, read_omezarr_info, save_omezarr
 
 RESOLUTION = (0.0035, 0.01, 0.01)
@@ -104,8 +106,57 @@ def test_killed_write_leaves_nothing_trusted_and_rerun_matches(tmp_path, mode):
     reference = tmp_path / "reference" / out.name
     save_omezarr(_volume(), reference, RESOLUTION, chunks=CHUNKS, n_levels=2)
     assert _tree_bytes(out) == _tree_bytes(reference)
-    # The stale temporary is ignored (hidden, never read), not cleaned.
-    assert (out.parent / leftovers[0]).exists()
+    # The rerun removed the killed writer's temporary (its process is gone).
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def _live_pid() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    return child.pid
+
+
+@pytest.mark.parametrize("writer_kind", ["save_omezarr", "atomic_output"])
+def test_stale_temporaries_of_the_output_only_are_removed(tmp_path, writer_kind):
+    """A rerun removes its output's temporaries of dead processes, nothing else."""
+    out = tmp_path / "slice_z00_stitch_3d.ome.zarr"
+    other = tmp_path / "slice_z01_stitch_3d.ome.zarr"
+    live = _live_pid()
+    try:
+        dead = _dead_pid()
+        stale = out.with_name(f".{out.name}.partial-{dead}")
+        kept = [
+            out.with_name(f".{out.name}.partial-{live.pid}"),  # a concurrent writer of the same output
+            other.with_name(f".{other.name}.partial-{dead}"),  # another output's: not this write's business
+            out.with_name(f".{out.name}.partial-notapid"),  # not a name linumpy writes
+        ]
+        for temporary in [stale, *kept]:
+            (temporary / "0").mkdir(parents=True)
+            (temporary / "0" / "chunk").write_bytes(b"partial")
+        if writer_kind == "save_omezarr":
+            save_omezarr(_volume(), out, RESOLUTION, chunks=CHUNKS, n_levels=1)
+        else:
+            with atomic_output(out) as temporary:
+                temporary.write_bytes(b"complete")
+        assert not stale.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *(k.name for k in kept)])
+        assert all((k / "0" / "chunk").read_bytes() == b"partial" for k in kept)
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+
+
+def test_stale_temporary_cleanup_finds_only_dead_writers(tmp_path):
+    out = tmp_path / "motors.csv"
+    dead, mine = _dead_pid(), os.getpid()
+    for pid in (dead, mine):
+        out.with_name(f".{out.name}.partial-{pid}").write_text("x")
+    assert remove_stale_temporaries(out) == [out.with_name(f".{out.name}.partial-{dead}")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{out.name}.partial-{mine}"]
 
 
 # ---------------------------------------------------------------- full disk
@@ -136,8 +187,7 @@ def test_full_disk_raises_enospc_and_leaves_disk_clean(small_disk):
         save_omezarr(incompressible, out, RESOLUTION, chunks=(2, 32, 32), n_levels=1)
     assert errno.ENOSPC in _errnos(raised.value)
     assert not out.exists(), "a failed write must not publish its output"
-    # Whether the temporary is always removed is checked deterministically by
-    # test_chunk_writes_still_running_at_abort_leave_nothing below (a race today).
+    assert list(small_disk.iterdir()) == [], "a temporary was left behind"
 
 
 def _write_mosaic_on(disk: Path) -> subprocess.CompletedProcess:
@@ -164,15 +214,50 @@ def test_full_disk_under_a_script_fails_and_leaves_nothing(tiny_disk):
     assert list(tiny_disk.iterdir()) == [], "nothing may be left on the full disk"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "linumpy/cli.py (lead): run() lets OSError through, so a full disk prints a traceback and exits 1; map "
-    "OSError with errno ENOSPC/EDQUOT/EROFS/EACCES to one line 'error: <output>: No space left on device; "
-    "free space or write elsewhere' (the chunk writer's OSError has no filename: name the output being written)"))
 def test_full_disk_under_a_script_is_a_one_line_error(tiny_disk):
     result = _write_mosaic_on(tiny_disk)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert result.returncode == 2
     assert lines[0].startswith("error: ") and "mosaic_grid_3d_z00" in lines[0] and "space" in lines[0]
+    assert ".partial-" not in lines[0], "name the output, not its temporary"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (OSError(errno.EROFS, "Read-only file system", "/data/out/.a.ome.zarr.partial-12/0/.zarray"),
+         "error: /data/out/a.ome.zarr/0/.zarray: Read-only file system; the file system is read-only; write elsewhere"),
+        (PermissionError(errno.EACCES, "Permission denied", "/data/out/a.csv"),
+         "error: /data/out/a.csv: Permission denied; check the permissions or write elsewhere"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"),
+         "error: linum_fake.py: Disk quota exceeded; free space (disk quota exceeded) or write elsewhere"),
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/in"), "error: /data/in: Is a directory"),
+    ],
+    ids=["EROFS-temporary", "EACCES", "EDQUOT-no-filename", "other-with-filename"],
+)
+def test_script_file_system_errors_are_one_line(capsys, error, expected):
+    from linumpy.cli import make_parser, run
+
+    def main(args):
+        raise error
+
+    parser = make_parser("fake")
+    parser.prog = "linum_fake.py"
+    with pytest.raises(SystemExit) as exited:
+        run(parser, main, [])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == expected + "\n"
+
+
+def test_script_os_error_naming_no_file_is_a_bug_with_traceback():
+    from linumpy.cli import make_parser, run
+
+    def main(args):
+        raise OSError(errno.EPIPE, "Broken pipe")
+
+    with pytest.raises(OSError, match="Broken pipe"):
+        run(make_parser("fake"), main, [])
 
 
 def _errnos(error: BaseException | None) -> list[int]:
@@ -283,16 +368,11 @@ def test_write_failing_with_enospc_aborts_cleanly(tmp_path, limited_disk, writer
     assert disk.full
     assert errno.ENOSPC in _errnos(raised.value)
     assert not out.exists(), "a failed write must not publish its output"
-    # That the temporary is removed and ENOSPC not masked is checked deterministically
-    # by test_chunk_writes_still_running_at_abort_leave_nothing (a race today).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a temporary was left behind"
+    # With writes still in flight when the disk fills: see
+    # test_chunk_writes_still_running_at_abort_leave_nothing.
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "linumpy/io/zarr.py (I/O owner): when one chunk write fails, da.store/dask.compute return while other "
-    "threads are still writing; abort() removes the temporary under them, they recreate it, so a "
-    "'.partial-' directory is left (and rmtree may raise ENOTEMPTY, masking ENOSPC). Fix: compute with an "
-    "explicit pool, `with ThreadPoolExecutor(n) as pool: dask.compute(..., scheduler='threads', pool=pool)`, "
-    "so every in-flight write has returned before abort() runs (same in __setitem__'s da.store)."))
 def test_chunk_writes_still_running_at_abort_leave_nothing(tmp_path, limited_disk):
     limited_disk(int(0.5 * _full_size()), straggle_s=0.3)
     out = tmp_path / "slice_z00_axial_corr.ome.zarr"
@@ -313,32 +393,31 @@ def written(tmp_path):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "linumpy/io/zarr.py (I/O owner): a corrupted chunk surfaces as 'RuntimeError: error during blosc "
-    "decompression: -1' with no path; read_omezarr should wrap the zarr array so a decode failure raises "
-    "InputError('<image>/<level>/<chunk key>: corrupted chunk (...); rewrite the image')"))
 def test_corrupted_chunk_is_reported_with_its_path(written):
     chunk = written / "0" / "1" / "1" / "1"
     assert chunk.is_file()
     chunk.write_bytes(b"\x00not a blosc frame" * 4)
     image, _ = read_omezarr(written)
     np.testing.assert_array_equal(image[:2, :16, :16].compute(), _volume()[:2, :16, :16])  # intact chunk
-    with pytest.raises(InputError, match=r"0/1/1/1"):
+    with pytest.raises(InputError, match=rf"{written.name}/0/1/1/1: corrupted chunk") as raised:
         image.compute()
+    assert "\n" not in str(raised.value)
+    with pytest.raises(InputError, match=r"0/1/1/1: corrupted chunk"):
+        image[2:4, 16:32, 16:32].compute()  # exactly the damaged chunk
 
 
-_TRUNCATED_ZARRAY = pytest.mark.xfail(strict=True, reason=(
-    "linumpy/io/zarr.py (I/O owner): _array_metadata calls json.loads unguarded, so a truncated "
-    ".zarray/zarr.json raises a bare JSONDecodeError without the path; use ngff._read_json (InputError "
-    "naming the file)"))
-
-
-@pytest.mark.parametrize("damage", [pytest.param("truncate", marks=_TRUNCATED_ZARRAY), "delete"])
+@pytest.mark.parametrize("damage", ["truncate", "delete", "no_shape", "not_an_object"])
 @pytest.mark.parametrize("reader", [read_omezarr, read_omezarr_info])
 def test_damaged_array_metadata_is_reported_with_its_path(written, damage, reader):
     zarray = written / "0" / ".zarray"
     if damage == "truncate":
         zarray.write_text(zarray.read_text()[:25])
+    elif damage == "no_shape":
+        metadata = json.loads(zarray.read_text())
+        del metadata["shape"]
+        zarray.write_text(json.dumps(metadata))
+    elif damage == "not_an_object":
+        zarray.write_text("[2, 3]")
     else:
         zarray.unlink()
     with pytest.raises(InputError, match=rf"{written.name}/0"):

@@ -83,7 +83,7 @@ class AxialSettings:
     min_contrast: float = 2.0
     min_focus_gain: float = 0.05
     tail_window_px: int | None = None
-    tail_sigma_px: float = 3.0
+    tail_sigma_px: float = 2.0
 
 
 def output_paths(out_path: str | os.PathLike) -> tuple[Path, Path]:

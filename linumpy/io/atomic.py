@@ -8,6 +8,8 @@ or directory that a rerun (or Nextflow's ``-resume``) would trust.
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,6 +18,8 @@ from pathlib import Path
 from linumpy.errors import OutputExistsError
 
 TEMP_MARKER = ".partial-"
+
+logger = logging.getLogger(__name__)
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -26,6 +30,42 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
+
+
+def _process_is_running(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of ``path`` left by writers that were killed.
+
+    A temporary ``.NAME.partial-PID`` is stale when no process ``PID`` is
+    running; temporaries of running processes (a concurrent writer) and of
+    other outputs are left alone.
+
+    Returns
+    -------
+    list of Path
+        The temporaries removed.
+    """
+    path = Path(path)
+    removed = []
+    for candidate in path.parent.glob(glob.escape(f".{path.name}{TEMP_MARKER}") + "*"):
+        pid = candidate.name[len(f".{path.name}{TEMP_MARKER}") :]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_is_running(int(pid)):
+            continue
+        logger.warning("%s: removing the temporary of an interrupted write (process %s is gone)", candidate, pid)
+        with contextlib.suppress(FileNotFoundError):  # another writer of path removed it first
+            remove_path(candidate)
+        removed.append(candidate)
+    return removed
 
 
 def remove_path(path: str | os.PathLike) -> None:
@@ -68,7 +108,8 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     """Yield a temporary path to write into; rename it onto ``path`` on success.
 
     On any exception the temporary output is removed and ``path`` is left as
-    it was.
+    it was. Temporaries of ``path`` left by killed writers are removed first
+    (see :func:`remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -83,6 +124,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     ...     tmp.write_text("a,b\\n")
     """
     check_can_write(path, overwrite)
+    remove_stale_temporaries(path)
     temporary = temporary_sibling(path)
     remove_path(temporary)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -67,9 +67,15 @@ class ChunkFileWriter:
             values = padded
         data = np.ascontiguousarray(values, dtype=self.dtype)
         encoded = data.tobytes() if self.encoder is None else self.encoder.encode(data)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as file:
-            file.write(encoded)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as file:
+                file.write(encoded)
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            # A failed write (ENOSPC, EDQUOT) names no file: name the chunk.
+            raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def store_target(array: zarr.Array, directory: Path, fmt: NgffFormat, compression: str):

@@ -41,7 +41,8 @@ def write_motor_positions(rows: list[MotorPosition], path: str | Path, overwrite
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(COLUMNS)
             for row in sorted(rows, key=lambda r: r.slice_id):
-                writer.writerow([row.slice_id, repr(row.x_mm), repr(row.y_mm), repr(row.z_mm), row.n_tiles])
+                coordinates = (repr(float(value)) for value in (row.x_mm, row.y_mm, row.z_mm))
+                writer.writerow([int(row.slice_id), *coordinates, int(row.n_tiles)])
 
 
 def read_motor_positions(path: str | Path) -> dict[int, MotorPosition]:

@@ -333,11 +333,26 @@ class ParsedImage:
         return tuple(i for i, axis in enumerate(self.axes) if axis.get("type", "space") == "space")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """Return the JSON object stored in ``path``; InputError naming the file otherwise."""
     try:
-        return json.loads(path.read_text())
+        document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable metadata ({error}); the file may be incomplete, rewrite it") from None
+    return _expect(document, dict, path, "the document")
+
+
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _expect(value: Any, kind: type, path: Path, field_name: str) -> Any:
+    """Return ``value`` if it is a ``kind`` (JSON object, list or string), else raise InputError."""
+    if not isinstance(value, kind):
+        raise InputError(
+            f"{path}: metadata field '{field_name}' must be {_KIND_NAMES[kind]}, "
+            f"found {type(value).__name__} {str(value)[:40]!r}; rewrite the metadata"
+        )
+    return value
 
 
 def read_root_attributes(path: Path) -> tuple[NgffFormat, dict[str, Any]]:
@@ -346,17 +361,17 @@ def read_root_attributes(path: Path) -> tuple[NgffFormat, dict[str, Any]]:
     Raises
     ------
     InputError
-        If ``path`` is missing, or is not a Zarr group.
+        If ``path`` is missing, or is not a Zarr group, or its metadata is not a JSON object.
     """
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
     if (path / "zarr.json").is_file():
-        metadata = _read_json(path / "zarr.json")
+        metadata = read_json_object(path / "zarr.json")
         if metadata.get("node_type") != "group":
             raise InputError(f"{path} is a Zarr array, not an OME-Zarr image group; pass the .ome.zarr directory")
-        return FORMATS["0.5"], metadata.get("attributes", {})
+        return FORMATS["0.5"], _expect(metadata.get("attributes", {}), dict, path / "zarr.json", "attributes")
     if (path / ".zattrs").is_file():
-        return FORMATS["0.4"], _read_json(path / ".zattrs")
+        return FORMATS["0.4"], read_json_object(path / ".zattrs")
     if (path / ".zgroup").is_file() or (path / ".zarray").is_file():
         raise InputError(
             f"{path} has no .zattrs: not an OME-Zarr image (metadata missing, the write may have been cut short); rewrite it"
@@ -370,7 +385,12 @@ def _axes(entry: dict[str, Any], path: Path) -> tuple[dict[str, Any], ...]:
     axes = entry.get("axes")
     if not axes:
         raise InputError(f"{path}: multiscales has no axes; add them to its metadata (NGFF 0.4 or later)")
+    _expect(axes, list, path, "multiscales[0].axes")
     axes = tuple({"name": a, "type": "space" if a in ("z", "y", "x") else "channel"} if isinstance(a, str) else a for a in axes)
+    for i, axis in enumerate(axes):
+        _expect(axis, dict, path, f"multiscales[0].axes[{i}]")
+        if axis.get("unit") is not None:
+            _expect(axis["unit"], str, path, f"multiscales[0].axes[{i}].unit")
     names = tuple(a.get("name") for a in axes if a.get("type", "space") == "space")
     if names not in SPATIAL_AXES.values():
         raise InputError(
@@ -379,15 +399,33 @@ def _axes(entry: dict[str, Any], path: Path) -> tuple[dict[str, Any], ...]:
     return axes
 
 
-def _transforms(transforms: list[dict[str, Any]], n_axes: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _vector(values: Any, n_axes: int, path: Path, field_name: str) -> np.ndarray:
+    """``values`` as ``n_axes`` finite floats, else InputError naming the field."""
+    try:
+        vector = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        vector = None
+    if vector is None or vector.shape != (n_axes,) or not np.isfinite(vector).all():
+        raise InputError(
+            f"{path}: metadata field '{field_name}' must list {n_axes} finite numbers (one per axis), "
+            f"found {str(values)[:40]!r}; rewrite the metadata"
+        )
+    return vector
+
+
+def _transforms(transforms: Any, n_axes: int, path: Path, field_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Combined scale and translation of a ``coordinateTransformations`` list."""
     scale, translation = np.ones(n_axes), np.zeros(n_axes)
-    for transform in transforms or []:
-        if transform.get("type") == "scale":
-            scale = scale * np.asarray(transform["scale"], float)
-        elif transform.get("type") == "translation":
-            translation = translation + np.asarray(transform["translation"], float)
-    if scale.shape != (n_axes,) or translation.shape != (n_axes,):
-        raise InputError(f"{path}: coordinate transformations do not match the {n_axes} axes; rewrite the metadata")
+    for i, transform in enumerate(_expect(transforms or [], list, path, field_name)):
+        where = f"{field_name}[{i}]"
+        kind = _expect(transform, dict, path, where).get("type")
+        if kind == "scale":
+            values = _vector(transform.get("scale"), n_axes, path, f"{where}.scale")
+            if (values <= 0).any():
+                raise InputError(f"{path}: metadata field '{where}.scale' must be positive, found {values.tolist()}")
+            scale = scale * values
+        elif kind == "translation":
+            translation = translation + _vector(transform.get("translation"), n_axes, path, f"{where}.translation")
     return scale, translation
 
 
@@ -401,22 +439,31 @@ def parse_image(path: str | Path) -> ParsedImage:
     """
     path = Path(path)
     fmt, attributes = read_root_attributes(path)
-    ome = fmt.ome_attributes(attributes)
+    ome = _expect(fmt.ome_attributes(attributes), dict, path, "ome")
     entries = ome.get("multiscales")
     if not entries:
         raise InputError(f"{path} is not an OME-Zarr image: no 'multiscales' in its attributes")
-    entry = entries[0]
+    entry = _expect(_expect(entries, list, path, "multiscales")[0], dict, path, "multiscales[0]")
     axes = _axes(entry, path)
     spatial = [i for i, a in enumerate(axes) if a.get("type", "space") == "space"]
     to_mm = np.array([mm_per_unit(axes[i].get("unit"), path) for i in spatial])
-    global_scale, global_shift = _transforms(entry.get("coordinateTransformations"), len(axes), path)
+    global_scale, global_shift = _transforms(
+        entry.get("coordinateTransformations"), len(axes), path, "multiscales[0].coordinateTransformations"
+    )
     levels = []
-    for dataset in entry.get("datasets") or []:
-        scale, translation = _transforms(dataset.get("coordinateTransformations"), len(axes), path)
+    for i, dataset in enumerate(_expect(entry.get("datasets") or [], list, path, "multiscales[0].datasets")):
+        where = f"multiscales[0].datasets[{i}]"
+        _expect(dataset, dict, path, where)
+        level_path = dataset.get("path")
+        if not isinstance(level_path, (str, int)) or isinstance(level_path, bool):
+            raise InputError(f"{path}: metadata field '{where}.path' must name the level's array; rewrite the metadata")
+        scale, translation = _transforms(
+            dataset.get("coordinateTransformations"), len(axes), path, f"{where}.coordinateTransformations"
+        )
         scale, translation = scale * global_scale, translation * global_scale + global_shift
         levels.append(
             LevelTransform(
-                path=str(dataset["path"]),
+                path=str(level_path),
                 scale_mm=tuple(float(v) for v in scale[spatial] * to_mm),
                 translation_mm=tuple(float(v) for v in translation[spatial] * to_mm),
             )
@@ -432,7 +479,7 @@ def parse_image(path: str | Path) -> ParsedImage:
         axes=axes,
         levels=tuple(levels),
         method=entry.get("type"),
-        method_metadata=dict(entry.get("metadata") or {}),
-        linumpy_attrs=dict(attributes.get("linumpy", {})),
-        omero=ome.get("omero"),
+        method_metadata=dict(_expect(entry.get("metadata") or {}, dict, path, "multiscales[0].metadata")),
+        linumpy_attrs=dict(_expect(attributes.get("linumpy", {}), dict, path, "linumpy")),
+        omero=None if ome.get("omero") is None else _expect(ome["omero"], dict, path, "omero"),
     )

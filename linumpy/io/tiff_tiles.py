@@ -22,15 +22,20 @@ def tiff_tile_shape(path: str | Path) -> tuple[int, int, int]:
     Raises
     ------
     InputError
-        If the file is not a readable TIFF or not a 3D stack.
+        If the file is not a readable TIFF, not a 3D stack, or not of a real
+        (integer or float) dtype: complex tiles are refused, not truncated.
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
+            shape, dtype = tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
     except (OSError, tifffile.TiffFileError, IndexError) as error:
         raise InputError(f"{path}: not a readable TIFF ({error}); replace the file") from None
     if len(shape) != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) stack, found shape {shape}")
+    if dtype.kind not in "uif":
+        raise InputError(
+            f"{path}: dtype {dtype} is not a real intensity; convert the tile to an integer or float type"
+        )
     return shape
 
 

@@ -18,11 +18,14 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from dask.system import CPU_COUNT
 
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff
@@ -126,7 +130,7 @@ class OmeZarrInfo:
 def _array_metadata(path: Path) -> dict[str, Any]:
     for name in ("zarr.json", ".zarray"):
         if (path / name).is_file():
-            return json.loads((path / name).read_text())
+            return ngff.read_json_object(path / name)
     raise InputError(f"{path} is missing (no .zarray or zarr.json); the image is incomplete, rewrite it")
 
 
@@ -143,6 +147,79 @@ def _codec_of(metadata: dict[str, Any]) -> tuple[str, tuple[int, ...] | None, tu
             pipeline = codec["configuration"]["codecs"]
     compressors = [c for c in pipeline if c.get("name") not in ("bytes", "transpose", "crc32c")]
     return codecs.identify_codec(compressors[0] if compressors else None), shards, chunks
+
+
+class _CheckedChunks:
+    """A stored array for ``da.from_array`` whose decode failures name the chunk file.
+
+    zarr reports a damaged chunk as e.g. ``RuntimeError: error during blosc
+    decompression: -1``, with no path. When a read fails, each chunk of the
+    read region is read alone to find the damaged one, and an InputError
+    naming its file is raised instead (inside ``dask.compute`` too).
+    """
+
+    def __init__(self, array: zarr.Array, directory: Path, fmt: ngff.NgffFormat):
+        self.array, self.directory, self.format = array, directory, fmt
+        self.shape, self.dtype, self.ndim, self.chunks = array.shape, array.dtype, array.ndim, array.chunks
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.array[key]
+        except MemoryError:
+            raise
+        except Exception as error:
+            if isinstance(error, OSError) and error.filename:
+                raise  # e.g. a permission problem: the message names the file already
+            damaged = self._damaged_chunk(key)
+            if damaged is None:
+                raise
+            raise InputError(
+                f"{damaged}: corrupted chunk ({type(error).__name__}: {error}); rewrite the image"
+            ) from error
+
+    def _damaged_chunk(self, key: Any) -> Path | None:
+        """The file of the first chunk in region ``key`` that fails to read alone."""
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        ranges = []
+        for k, n, c in zip(key, self.shape, self.chunks):
+            if isinstance(k, (int, np.integer)):
+                k = slice(int(k) % n, int(k) % n + 1)
+            if not isinstance(k, slice):
+                return None
+            start, stop, _ = k.indices(n)
+            ranges.append(range(start // c, -(-max(start + 1, stop) // c)))
+        file_block = self.array.shards or self.chunks
+        for index in itertools.product(*ranges):
+            try:
+                self.array[tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, self.chunks))]
+            except Exception:
+                file_index = tuple(i * c // b for i, c, b in zip(index, self.chunks, file_block))
+                return self.directory / self.format.chunk_key(file_index)
+        return None
+
+
+def _describe_level(image: ngff.ParsedImage, level: ngff.LevelTransform) -> tuple[LevelInfo, np.dtype, str]:
+    """One level's LevelInfo, dtype and codec, from its stored array metadata."""
+    array_path = image.path / level.path
+    metadata = _array_metadata(array_path)
+    spatial = image.spatial_axes
+    try:
+        codec, shards, chunks = _codec_of(metadata)
+        dtype = np.dtype(metadata["dtype"] if metadata.get("zarr_format") == 2 else metadata["data_type"])
+        info = LevelInfo(
+            path=level.path,
+            shape=tuple(int(metadata["shape"][i]) for i in spatial),
+            chunks=tuple(int(chunks[i]) for i in spatial),
+            shards=None if shards is None else tuple(int(shards[i]) for i in spatial),
+            scale_mm=level.scale_mm,
+            translation_mm=level.translation_mm,
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise InputError(
+            f"{array_path}: malformed array metadata ({type(error).__name__}: {error}); rewrite the image"
+        ) from None
+    return info, dtype, codec
 
 
 def read_omezarr_info(path: str | os.PathLike) -> OmeZarrInfo:
@@ -163,24 +240,9 @@ def read_omezarr_info(path: str | os.PathLike) -> OmeZarrInfo:
         Missing metadata, not an OME-Zarr, unsupported axes or unit, missing level.
     """
     image = ngff.parse_image(path)
-    spatial = image.spatial_axes
-    levels, first = [], None
-    for level in image.levels:
-        metadata = _array_metadata(image.path / level.path)
-        codec, shards, chunks = _codec_of(metadata)
-        first = first or (metadata, codec)
-        levels.append(
-            LevelInfo(
-                path=level.path,
-                shape=tuple(int(metadata["shape"][i]) for i in spatial),
-                chunks=tuple(int(chunks[i]) for i in spatial),
-                shards=None if shards is None else tuple(int(shards[i]) for i in spatial),
-                scale_mm=level.scale_mm,
-                translation_mm=level.translation_mm,
-            )
-        )
-    metadata, codec = first
-    dtype = np.dtype(metadata["dtype"] if metadata.get("zarr_format") == 2 else metadata["data_type"])
+    described = [_describe_level(image, level) for level in image.levels]
+    levels = tuple(level for level, _, _ in described)
+    _, dtype, codec = described[0]
     return OmeZarrInfo(
         path=image.path,
         name=image.name,
@@ -188,7 +250,7 @@ def read_omezarr_info(path: str | os.PathLike) -> OmeZarrInfo:
         zarr_format=image.format.zarr_format,
         dtype=dtype,
         codec=codec,
-        levels=tuple(levels),
+        levels=levels,
         downsampling=image.method,
         attributes=image.linumpy_attrs,
         omero=image.omero,
@@ -231,12 +293,18 @@ def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tup
     transform = image.levels[level]
     array_path = image.path / transform.path
     _array_metadata(array_path)
-    array = zarr.open_array(str(array_path), mode="r")
+    try:
+        array = zarr.open_array(str(array_path), mode="r")
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(
+            f"{array_path}: malformed array metadata ({type(error).__name__}: {error}); rewrite the image"
+        ) from None
     if array.ndim != len(image.axes):
         raise InputError(
             f"{array_path} has {array.ndim} dimensions but the metadata lists {len(image.axes)} axes; rewrite the file"
         )
-    data = da.from_array(array, chunks=array.chunks, name=False, lock=False, fancy=False, asarray=False)
+    checked = _CheckedChunks(array, array_path, image.format)
+    data = da.from_array(checked, chunks=array.chunks, name=False, lock=False, fancy=False, asarray=False)
     extra = [i for i in range(array.ndim) if i not in image.spatial_axes]
     if any(array.shape[i] != 1 for i in extra):
         names = [image.axes[i].get("name") for i in extra]
@@ -317,6 +385,22 @@ def _aligned_to(data: da.Array, region: tuple[slice, ...], block: tuple[int, ...
     return data.rechunk(tuple(_aligned_chunks(r.start, r.stop, b) for r, b in zip(region, block)))
 
 
+@contextlib.contextmanager
+def _thread_pool() -> Iterator[ThreadPoolExecutor]:
+    """A dask thread pool that is drained on exit.
+
+    dask's own pool lets ``compute`` return on the first failed task while
+    other chunk writes are still running; writes that outlive an abort would
+    recreate the temporary it removed. This pool is shut down, and every
+    write in flight has returned, before the caller cleans up.
+    """
+    pool = ThreadPoolExecutor(CPU_COUNT)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Sliceable:
     """Hide an in-memory array from dask, which would otherwise copy it whole."""
 
@@ -361,6 +445,7 @@ class _PyramidWriter:
         self.shards = None if shards is None else tuple(int(s) for s in shards)
         self.format.array_options(self.shape, self.chunks, self.compression, self.shards)  # validate early
         atomic.check_can_write(self.path, overwrite)
+        atomic.remove_stale_temporaries(self.path)
         self.temporary = atomic.temporary_sibling(self.path)
         atomic.remove_path(self.temporary)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -457,8 +542,11 @@ class _PyramidWriter:
         block = _aligned_to(block, region, self.write_block)
         # A worker process (this writer was pickled into it) may be a fork whose
         # dask thread pool is gone: it is the unit of parallelism, so go serial.
-        scheduler = "threads" if os.getpid() == self._owner_pid else "synchronous"
-        da.store(block, target, regions=region, lock=False, scheduler=scheduler)
+        if os.getpid() != self._owner_pid:
+            da.store(block, target, regions=region, lock=False, scheduler="synchronous")
+            return
+        with _thread_pool() as pool:
+            da.store(block, target, regions=region, lock=False, scheduler="threads", pool=pool)
 
     def _covers_whole_chunks(self, region: tuple[slice, ...]) -> bool:
         return all(
@@ -471,9 +559,17 @@ class _PyramidWriter:
         return da.from_array(self._level0, chunks=self._level0.chunks, name=False, lock=False, asarray=False)
 
     def abort(self) -> None:
-        """Delete everything written; the final path is left untouched."""
+        """Delete everything written; the final path is left untouched.
+
+        A temporary that cannot be removed is logged, not raised, so that the
+        error that caused the abort is the one reported; the next write of
+        the same output removes it (see :func:`linumpy.io.atomic.remove_stale_temporaries`).
+        """
         self._finalized = True
-        atomic.remove_path(self.temporary)
+        try:
+            atomic.remove_path(self.temporary)
+        except OSError as error:
+            logger.warning("%s: could not remove the temporary of an aborted write (%s)", self.temporary, error)
 
     def __enter__(self):
         return self
@@ -515,8 +611,8 @@ class _PyramidWriter:
             stride = max(1, math.ceil((coarsest.size / _OMERO_SAMPLE) ** (1 / coarsest.ndim)))
             sample = coarsest[(slice(None, None, stride),) * coarsest.ndim]
             stored = da.store(sources, targets, lock=False, compute=False)
-            with DaskProgress(f"writing {self.path.name}", logger):
-                _, sample = dask.compute(stored, sample, scheduler="threads")
+            with DaskProgress(f"writing {self.path.name}", logger), _thread_pool() as pool:
+                _, sample = dask.compute(stored, sample, scheduler="threads", pool=pool)
             transforms = [
                 ngff.LevelTransform(
                     path=str(i),

@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter
 from linumpy.resample import resample_to_resolution, resampled_shape
+
+logger = logging.getLogger(__name__)
 
 #: Output dtypes; integers are rounded and clipped to their range, not rescaled.
 DTYPES = ("float32", "float16", "uint16")
@@ -115,6 +118,30 @@ def grid_geometry(
     )
 
 
+def zero_non_finite(tile: np.ndarray, name: str | Path) -> np.ndarray:
+    """Replace NaN and infinite values of a raw tile by 0 (in place if writable), with a logged warning.
+
+    A few bad samples in one tile of a days-long acquisition must not stop
+    the run, nor spread through resampling and blending into the slice; the
+    warning names the tile and the count so they can be checked.
+
+    Examples
+    --------
+    >>> zero_non_finite(np.array([1.0, np.nan, np.inf], np.float32), "tile_x00_y00_z00")
+    array([1., 0., 0.], dtype=float32)
+    """
+    bad = ~np.isfinite(tile)
+    count = int(np.count_nonzero(bad))
+    if count:
+        logger.warning(
+            "%s: %d of %d values are NaN or infinite; replaced by 0 and the run goes on "
+            "(check the tile if it is more than a few pixels)", name, count, tile.size,
+        )
+        tile = tile if tile.flags.writeable else tile.copy()
+        tile[bad] = 0
+    return tile
+
+
 def prepare_tile(tile: np.ndarray, geometry: GridGeometry, dtype: str = "float32") -> np.ndarray:
     """Crop a raw ``(z, y, x)`` tile in depth, resample it laterally, cast it.
 
@@ -164,8 +191,9 @@ def write_mosaic_grid(
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
-    Tiles are read, prepared (:func:`prepare_tile`) and written one at a
-    time: memory holds about one raw tile.
+    Tiles are read, cleaned of NaN/inf (:func:`zero_non_finite`), prepared
+    (:func:`prepare_tile`) and written one at a time: memory holds about one
+    raw tile.
 
     Parameters
     ----------
@@ -198,7 +226,7 @@ def write_mosaic_grid(
         OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
     ):
         for (row, col), tile in tqdm(section.tiles.items(), desc="mosaic grid", unit="tile", disable=not progress):
-            prepared = prepare_tile(tile.read(), geometry, dtype)
+            prepared = prepare_tile(zero_non_finite(tile.read(), tile.path), geometry, dtype)
             region = geometry.region(row, col)
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)

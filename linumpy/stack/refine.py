@@ -91,15 +91,17 @@ def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bandpass_planes(
-    planes: np.ndarray, axial_sigma_px: float = 1.0, background_sigma_px: float = 8.0
+    planes: np.ndarray, axial_sigma_px: float = 1.0, background_radius_px: int = 8
 ) -> np.ndarray:
     """Prepare planes ``(z, y, x)`` for registration.
 
     A Gaussian along z (``axial_sigma_px``) averages out speckle, which is
     independent from voxel to voxel and otherwise makes the z scan lock onto
     the most frequent A-line offset instead of the tissue's; subtracting a
-    lateral Gaussian background (``background_sigma_px``) removes the
-    sample's outline and slow intensity trends, which flatten the NCC curve.
+    lateral background (box mean of ``2 * background_radius_px + 1`` pixels,
+    cheap at any size) removes the sample's outline and slow intensity
+    trends, which flatten the NCC curve. Each plane is then standardised, so
+    a gain that changes with depth does not bias the z scan.
 
     Examples
     --------
@@ -109,9 +111,8 @@ def bandpass_planes(
     """
     planes = np.asarray(planes, dtype=np.float32)
     smoothed = ndimage.gaussian_filter(planes, (axial_sigma_px, 0, 0), mode="nearest")
-    background = ndimage.gaussian_filter(
-        smoothed, (0, background_sigma_px, background_sigma_px), mode="nearest", truncate=2.0
-    )
+    width = 2 * background_radius_px + 1
+    background = ndimage.uniform_filter(smoothed, (1, width, width), mode="nearest")
     detail = smoothed - background
     spread = detail.std(axis=(1, 2), keepdims=True)
     return np.divide(detail, spread, out=np.zeros_like(detail), where=spread > 0)

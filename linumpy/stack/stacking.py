@@ -20,7 +20,13 @@ from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.placement import nominal_origins_um
-from linumpy.stack.refine import PairEstimate, bandpass_planes, register_pair, resolve_origins
+from linumpy.stack.refine import (
+    PairEstimate,
+    ResolvedOrigins,
+    bandpass_planes,
+    register_pair,
+    resolve_origins,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -348,7 +354,7 @@ def _record(
     nominal: np.ndarray,
     glitches: dict[str, list[int]],
     estimates: Sequence[PairEstimate | None],
-    resolved,
+    resolved: ResolvedOrigins,
     placed: Sequence[PlacedSlice],
     thickness_um: float,
 ) -> dict:
