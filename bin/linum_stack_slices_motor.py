@@ -4,10 +4,13 @@
 Each slice goes at the depth its motor z says (encoder glitches corrected),
 refined by registering its top planes against the previous slice (z overlap
 by NCC, lateral shift by phase correlation; low-confidence estimates leave
-the motor position). Consecutive slices are blended with a linear ramp over
-their overlap. The output is built chunk by chunk at --resolution and gets an
+the motor position). From each slice only the slice thickness plus
+--blend_overlap_um below its surface is kept (the deeper, noisier planes are
+dropped); consecutive slices are blended with a linear ramp over their
+overlap. The output is built chunk by chunk at --resolution and gets an
 analysis pyramid (--pyramid_resolutions at or above the base resolution).
-Every placement estimate is saved to --shifts_out for QC. See docs/stacking.md.
+Every placement estimate is saved to --shifts_out; a QC record
+(<out stem>_qc.json and figures) sits beside the output. See docs/stacking.md.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
+from linumpy.qc.flags import outlier_indices
+from linumpy.qc.metrics import nonzero_fraction
+from linumpy.qc.records import write_qc_record
 from linumpy.stack.placement import check_slice_sequence
+from linumpy.stack.quality import stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -45,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "else the median motor z step].")
     parser.add_argument("--acquisition_json", metavar="JSON",
                         help="acquisition.json sidecar holding slice_thickness_um.")
+    parser.add_argument("--blend_overlap_um", type=float, metavar="UM",
+                        help="Depth kept below each slice's surface beyond the slice thickness, "
+                             "blended with the next slice; deeper planes are dropped "
+                             "[a quarter of the thickness].")
     parser.add_argument("--resolution", type=float, default=10.0, metavar="UM",
                         help="Isotropic output voxel size, micrometres [%(default)s].")
     parser.add_argument("--pyramid_resolutions", type=float, nargs="+", default=[10, 25, 50, 100],
@@ -65,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     _check_positive(resolution=args.resolution, slice_thickness_um=args.slice_thickness_um or 1.0,
                     pyramid_resolutions=min(args.pyramid_resolutions))
+    if args.blend_overlap_um is not None and args.blend_overlap_um < 0:
+        raise InputError(f"--blend_overlap_um must be >= 0, got {args.blend_overlap_um}")
     output = Path(args.output)
     shifts_out = Path(args.shifts_out) if args.shifts_out else _stem_path(output, "_shifts.json")
     check_can_write(output, args.overwrite)
@@ -73,7 +87,8 @@ def main(args: argparse.Namespace) -> None:
     motors = _motor_rows(args.motor_positions, list(paths))
     thickness = _slice_thickness(args, motors)
     volumes = [_slice_volume(i, p) for i, p in paths.items()]
-    plan = plan_stack(volumes, motors, thickness, args.resolution, StackParameters())
+    parameters = StackParameters(blend_overlap_um=args.blend_overlap_um)
+    plan = plan_stack(volumes, motors, thickness, args.resolution, parameters)
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, args.chunks, dtype, args.compression,
                                args.overwrite) as writer:
@@ -83,6 +98,27 @@ def main(args: argparse.Namespace) -> None:
         writer.finalize((args.resolution / 1000,) * 3, args.pyramid_resolutions, attributes)
     with atomic_output(shifts_out, args.overwrite) as tmp:
         tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
+    _write_qc(output, plan.record, args.resolution)
+
+
+def _write_qc(output: Path, record: dict, resolution_um: float) -> None:
+    """QC record of the stack: per-slice placement metrics, shifts and orthogonal views.
+
+    The views and the non-zero fraction come from the coarsest pyramid level.
+    """
+    metrics = stack_metrics(record, resolution_um)
+    coarsest = len(read_omezarr_info(output).levels) - 1
+    volume, scale_mm = read_omezarr(output, coarsest)
+    metrics["nonzero_fraction"] = nonzero_fraction(volume)
+    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
+    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
+    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
+    figures = {
+        "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
+        "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
+                                         title=f"stack, coarsest level ({scale_mm[0] * 1000:g} um)"),
+    }
+    write_qc_record(output, "stack", metrics, figures)
 
 
 def _check_positive(**values: float) -> None:

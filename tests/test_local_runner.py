@@ -1,13 +1,16 @@
 """End to end: bin/linum_run_local.py on the tiny simulated acquisition.
 
 - The final volume has the analysis pyramid and matches the ground-truth
-  phantom (NCC >= 0.8 over tissue, after a search of +-4 voxels for the origin
+  phantom (NCC >= 0.9 over tissue, after a search of +-4 voxels for the origin
   convention), and the output tree is the one Nextflow publishes.
 - A run killed after its first slice steps resumes: finished tasks are
   skipped (their outputs untouched) and the final volume is byte-identical
   to an uninterrupted run.
+- Every step leaves its QC record beside its product; the report has one
+  row per slice with the steps' metrics.
 - A slice that fails stops the run with a message naming the slice, the step
-  and the log; excluding that slice lets the run finish.
+  and the log (and a pipeline QC record flagging it); excluding that slice
+  lets the run finish, and the stack's QC record flags it as excluded.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from linumpy.io.naming import SLICE_STEPS
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.params import load_params
+from linumpy.qc.records import qc_record_path, read_qc_record
+from linumpy.qc.report import collect_qc
 from linumpy.resample import resample_to_resolution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +40,7 @@ RUNNER = ROOT / "bin" / "linum_run_local.py"
 SLICE_IDS = (0, 1, 2)  # the tiny preset
 TISSUE_REFLECTIVITY = 0.1  # between agarose (0.03) and grey matter (0.35), docs/simulator.md
 SEARCH_VOXELS = 4
-MIN_NCC = 0.8
+MIN_NCC = 0.9
 
 
 
@@ -125,6 +130,29 @@ def test_outdir_tree_is_the_published_layout(full_run):
     assert not missing
     assert not list(full_run.rglob("*.partial-*")), "temporary outputs left behind"
     assert layout.report.read_text().lstrip().lower().startswith(("<!doctype html", "<html"))
+
+
+@pytest.mark.slow
+def test_every_step_writes_its_qc_record_and_the_report_has_a_row_per_slice(full_run):
+    layout = OutputLayout(full_run)
+    for i in SLICE_IDS:
+        grid = read_qc_record(qc_record_path(layout.mosaic_grid(i)))
+        assert grid["step"] == "mosaic_grid_3d" and grid["slice_id"] == i
+        assert grid["metrics"]["n_tiles"] > 0 and grid["metrics"]["nonzero_fraction"] > 0.5
+        stitch = read_qc_record(qc_record_path(layout.slice_product(i, "stitch_3d")))
+        assert stitch["metrics"]["confidence"] > 0.5 and stitch["metrics"]["max_residual_px"] < 1.0
+    stack = read_qc_record(qc_record_path(layout.volume))["metrics"]
+    assert stack["slice_ids"] == list(SLICE_IDS) and stack["excluded_slices"] == {}
+    assert all(ncc > 0.5 for ncc in stack["overlap_ncc"][1:]), stack["overlap_ncc"]
+    assert not (layout.root / "pipeline_info" / "pipeline_qc.json").exists()  # nothing failed
+
+    collection = collect_qc(full_run)
+    assert collection.slice_ids == list(SLICE_IDS)
+    assert not [flag for flag in collection.flags if flag.step == "report"], collection.flags
+    html = layout.report.read_text()
+    assert html.count("<tr data-slice-id=") == len(SLICE_IDS)
+    assert all(f'data-slice-id="{i}"' in html for i in SLICE_IDS)
+    assert "overlap_ncc" in html and "confidence" in html
 
 
 @pytest.mark.slow
@@ -220,8 +248,13 @@ def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, 
     assert "slice 1 failed at step stitch_3d" in message and str(log) in message, message
     assert "--exclude_slices 1" in message
     assert log.read_text().startswith("$ ")
+    failure = read_qc_record(layout.root / "pipeline_info" / "pipeline_qc.json")
+    assert list(failure["metrics"]["failed_slices"]) == ["1"]
 
     excluded = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir),
                          "--exclude_slices", "1")
     assert excluded.returncode == 0, excluded.stderr
     assert read_omezarr_info(layout.volume).attributes["slice_ids"] == [0, 2]
+    assert not (layout.root / "pipeline_info" / "pipeline_qc.json").exists()  # the failure is gone
+    flags = collect_qc(outdir).flags
+    assert [(f.slice_id, f.step) for f in flags if f.message.startswith("excluded")] == [(1, "stack")]

@@ -25,7 +25,7 @@ from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
 from linumpy.stack.refine import normalized_cross_correlation, register_pair, resolve_origins
-from linumpy.stack.stacking import SliceVolume, plan_stack
+from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
 AXIAL_UM, LATERAL_UM = 5.0, 10.0
@@ -232,6 +232,18 @@ def test_stacked_volume_matches_the_phantom():
     assert normalized_cross_correlation(sink.array[tissue], reference[tissue]) >= 0.9
 
 
+@pytest.mark.parametrize("overlap_um, expected_planes", [(None, 25), (10.0, 22), (500.0, USEFUL_PX)])
+def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expected_planes):
+    """100 um slices of 5 um planes: 100 + 25 (default) um is 25 planes; never beyond the useful depth."""
+    brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 5.0,
+                      StackParameters(register=False, blend_overlap_um=overlap_um))
+    for entry, placed in zip(plan.record["slices"], plan.placed, strict=True):
+        assert entry["kept_planes"] == [SURFACE_PX, SURFACE_PX + expected_planes]
+        assert placed.data.shape[0] == expected_planes  # 5 um output: one plane per source plane
+    assert plan.shape[0] == 2 * 20 + expected_planes  # the last slice ends at its kept depth
+
+
 def phantom_in_output_grid(brain: SyntheticBrain, first_origin, shape) -> np.ndarray:
     """The phantom at 10 um isotropic, placed so slice 0's first useful plane sits at ``first_origin``."""
     iso = resample_to_resolution(da.from_array(brain.phantom), (AXIAL_UM / 1000, LATERAL_UM / 1000,
@@ -303,6 +315,14 @@ def test_script_writes_the_analysis_pyramid_and_the_shifts(brain, tmp_path):
     error_px = np.abs(origins - relative_truth(brain)) / [AXIAL_UM, LATERAL_UM, LATERAL_UM]
     assert error_px.max() <= 1.0
     assert info.attributes["slice_ids"] == [0, 1, 2, 3]
+    qc = json.loads((tmp_path / "brain_qc.json").read_text())
+    assert qc["step"] == "stack" and qc["metrics"]["slice_ids"] == [0, 1, 2, 3]
+    true_steps = np.diff(np.array(brain.shifts_px[:4]), axis=0, prepend=[brain.shifts_px[0]])
+    shift_error = np.abs(np.array(qc["metrics"]["shifts_px"]) - true_steps)  # 10 um = one output voxel
+    assert shift_error.max() <= 1.0, shift_error
+    assert all(v > 0.5 for v in qc["metrics"]["overlap_ncc"][1:]) and qc["metrics"]["overlap_ncc"][0] is None
+    assert sorted(qc["figures"]) == ["shifts", "views"]
+    assert all((tmp_path / name).is_file() for name in qc["figures"].values())
     # same input, same bytes
     again = tmp_path / "again.ome.zarr"
     run_script(*paths, str(again), "--motor_positions", str(motors), "--slice_thickness_um",
@@ -337,6 +357,8 @@ def test_script_refuses_a_gap_unless_allowed(brain, tmp_path, capsys):
     record = json.loads((tmp_path / "brain_shifts.json").read_text())["slices"]
     assert [s["slice_id"] for s in record] == [0, 1, 3, 4]
     assert record[2]["registration"] is None  # no neighbour to register against
+    qc = json.loads((tmp_path / "brain_qc.json").read_text())["metrics"]
+    assert list(qc["excluded_slices"]) == ["2"] and qc["n_gaps"] == 1
     volume = read_omezarr(out)[0].compute()
     # between slice 1's bottom and slice 3's top nothing was imaged: zeros
     bottom_1 = record[1]["origin_voxel"][0] + record[1]["shape_voxel"][0]
@@ -352,9 +374,9 @@ def test_script_refuses_a_gap_unless_allowed(brain, tmp_path, capsys):
 def simulated_stack(tiny_acquisition, tmp_path_factory) -> Path:
     """The ``tiny`` acquisition through mosaic grid, stitch, axial correction, normalise, stack.
 
-    The axial correction keeps 85 um below the surface (the 67.5 um slice
-    thickness plus a 26 % overlap), as a user sets ``--useful_depth_um``:
-    deeper planes, where the simulated signal has faded, only blur the blend.
+    Every step runs with its default parameters: the axial correction keeps
+    the whole A-line below the surface and the stacker keeps the slice
+    thickness plus its default blend overlap of each slice.
     """
     work = tmp_path_factory.mktemp("stack_chain")
     truth = json.loads((tiny_acquisition / "ground_truth" / "truth.json").read_text())
@@ -365,7 +387,7 @@ def simulated_stack(tiny_acquisition, tmp_path_factory) -> Path:
         axial, final = work / f"slice_{tag}_axial_corr.ome.zarr", work / f"slice_{tag}_normalize.ome.zarr"
         assert run_script(tiny_acquisition, grid, "--slice", slice_id, name="linum_create_mosaic_grid_3d") == 0
         assert run_script(grid, stitched, name="linum_stitch_3d") == 0
-        assert run_script(stitched, axial, "--useful_depth_um", 85, name="linum_axial_corr") == 0
+        assert run_script(stitched, axial, name="linum_axial_corr") == 0
         assert run_script(axial, final, name="linum_normalize") == 0
         normalized.append(final)
     motors = work / "motor_positions.csv"
@@ -418,7 +440,9 @@ def test_simulated_stack_matches_the_phantom(tiny_acquisition, simulated_stack):
     reference = phantom_on_stack_grid(tiny_acquisition, truth, simulated_stack.parent, record, volume.shape)
     tissue = (reference > 0.2) & (volume > 0)
     assert tissue.sum() > 0.2 * volume.size
-    assert normalized_cross_correlation(volume[tissue], reference[tissue]) >= 0.9  # measured 0.92
+    ncc = normalized_cross_correlation(volume[tissue], reference[tissue])
+    print(f"NCC with the phantom over tissue: {ncc:.3f}")
+    assert ncc >= 0.9, ncc
 
 
 def phantom_on_stack_grid(acquisition: Path, truth: dict, work: Path, record: list, shape) -> np.ndarray:

@@ -361,6 +361,17 @@ def test_stitch_script_accuracy_and_outputs(tmp_path):
     errors = position_errors({t: transform.position(t) for t in linked}, {t: truth[t] for t in linked})
     assert errors.max() <= 0.25
 
+    # QC record: the two pairs of the blank tile fell back to the stage model; the others fit.
+    qc = json.loads((tmp_path / "slice_z03_stitch_3d_qc.json").read_text())
+    metrics = qc["metrics"]
+    assert (qc["step"], qc["slice_id"], metrics["n_tiles"]) == ("stitch_3d", 3, 9)
+    assert (metrics["n_pairs"], metrics["n_fallback_pairs"]) == (12, 2)
+    assert metrics["confidence"] > 0.9 and metrics["max_residual_px"] <= 0.5
+    for pair in transform.pairs:  # measured offsets follow position(b) - position(a)
+        if pair.accepted:
+            assert np.abs(np.subtract(pair.offset, truth[pair.b] - truth[pair.a])).max() <= 0.5
+    assert (tmp_path / qc["figures"]["residuals"]).is_file()
+
     info = read_omezarr_info(out)
     attributes = info.attributes
     assert attributes["slice_id"] == 3 and attributes["grid_shape"] == [3, 3]

@@ -23,19 +23,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import zarr
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    LateralBlock, count_blocks, lateral_block_size, lateral_blocks, read_block, run_blocks,
+    ChunkColumnCache, LateralBlock, block_group, count_blocks, lateral_block_size, lateral_blocks, map_ordered,
+    read_block,
 )
+from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 
@@ -103,6 +107,7 @@ class SliceStatistics:
     plane: np.ndarray | None  # surface plane coefficients (voxels), None if no surface anywhere
     mean_surface_px: float | None
     surface_fraction: float  # fraction of A-lines with a detected surface
+    tissue_level: float | None  # A-line level above which an A-line is tissue (None: no distinct background)
 
 
 def correct_slice(
@@ -161,9 +166,16 @@ def correct_slice(
     map_options = {"chunks": (block, block), "dtype": np.float32, "compression": compression,
                    "overwrite": overwrite}
 
+    group = block_group(volume, block)
+    qc = AxialQc(n_z)
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
-        stats = _gather_statistics(volume, in_path, dz_mm * 1000, surface_writer, settings, block, progress)
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
+            dir=Path(out_path).parent, prefix=".axial-levels-")))
+        levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
+                                   dtype=np.float32)
+        stats = _gather_statistics(volume, in_path, dz_mm * 1000, surface_writer, levels, settings, block,
+                                   progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -171,18 +183,25 @@ def correct_slice(
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
         surface_um = surface_writer.read()
-        halo = _tail_halo(settings)
+        cache = ChunkColumnCache(volume)
 
-        def correct_part(part: LateralBlock) -> None:
-            data = read_block(volume, (slice(None), *part.outer)).astype(np.float32, copy=False)
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int]:
+            data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
-            result = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
-                                   origin=part.origin, inner=part.inner_in_outer)
-            out_writer[(slice(None), *part.inner)] = result[:depth_px]
-            attenuation_writer[part.inner] = result[depth_px]
+            flat, mean_mu = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
+                                          origin=part.origin, inner=part.inner_in_outer)
+            out_writer[(slice(None), *part.inner)] = flat
+            attenuation_writer[part.inner] = mean_mu
+            tissue = np.isfinite(mean_mu)
+            if stats.tissue_level is not None:
+                tissue &= levels[part.inner] > stats.tissue_level
+            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat))
 
-        run_blocks(correct_part, lateral_blocks((n_y, n_x), block, halo), workers, progress,
-                   "axial correction", count_blocks((n_y, n_x), block))
+        parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
+        for profile, tissue_mu, nonzero in tqdm(map_ordered(correct_part, parts, workers),
+                                                total=count_blocks((n_y, n_x), block, group),
+                                                desc="axial correction", disable=not progress, leave=False):
+            qc.add_corrected(profile, tissue_mu, nonzero)
 
         attributes = dict(info.attributes)
         attributes.update({
@@ -200,6 +219,7 @@ def correct_slice(
         surface_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "surface_depth_um"))
         attenuation_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "attenuation_per_mm"))
         out_writer.finalize(resolution, n_levels, attributes)
+    qc.write(out_path, attributes, dz_mm * 1000)
     return attributes
 
 
@@ -226,17 +246,19 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 def _gather_statistics(
     volume: da.Array, in_path: str | os.PathLike, dz_um: float, surface_writer: OmeZarrWriter,
-    settings: AxialSettings, block: int, progress: bool,
+    levels_map: zarr.Array, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
-    """Pass 1: surface map (stored, in um), noise floor, background profile, surface plane."""
+    """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
+
+    Blocks are measured in ``workers`` threads and merged in block order.
+    """
     n_z, n_y, n_x = volume.shape
     halo = int(np.ceil(3 * settings.lateral_sigma_px))
     background = focus.BackgroundStatistics(n_z)
-    moments = np.zeros((4, 4))
-    detected = 0
-    for part in tqdm(lateral_blocks((n_y, n_x), block, halo), total=count_blocks((n_y, n_x), block),
-                     desc="surface", disable=not progress, leave=False):
-        data = read_block(volume, (slice(None), *part.outer)).astype(np.float32, copy=False)
+    cache = ChunkColumnCache(volume)
+
+    def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
+        data = cache.read(part.outer)
         if not np.isfinite(data).all():
             y0, x0 = part.origin
             raise InputError(
@@ -246,16 +268,29 @@ def _gather_statistics(
                                              min_contrast=settings.min_contrast)
         levels = focus.line_levels(data, found_outer, neighbourhood_px=halo)[part.inner_in_outer]
         found = found_outer[part.inner_in_outer]
-        background.add(data[(slice(None), *part.inner_in_outer)], found, levels)
+        inner = data[(slice(None), *part.inner_in_outer)]
+        levels_map[part.inner] = levels.astype(np.float32)
+        profile = inner.sum(axis=(1, 2), dtype=np.float64)
+        return part, found, background.measure(inner, found, levels), profile
+
+    moments = np.zeros((4, 4))
+    group = block_group(volume, block)
+    parts = lateral_blocks((n_y, n_x), block, halo, group)
+    for part, found, measured, profile in tqdm(map_ordered(measure, parts, workers),
+                                               total=count_blocks((n_y, n_x), block, group), desc="surface",
+                                               disable=not progress, leave=False):
+        background.merge(measured)
         moments += surface.plane_moments(found, *part.origin)
-        detected += int(np.isfinite(found).sum())
+        qc.add_raw(profile, found)
         surface_writer[part.inner] = found * dz_um
 
     plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
     profile, mode = _focus_profile(background, settings, n_z)
+    bins = background.background_bins()
+    tissue_level = None if bins is None else float(10 ** background.levels.edges[bins[-1] + 1])
     return SliceStatistics(
         noise_floor=background.noise_floor(), focus_profile=profile, focus_mode=mode, plane=plane,
-        mean_surface_px=mean_surface, surface_fraction=detected / max(1, n_y * n_x),
+        mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
     )
 
 
@@ -333,7 +368,7 @@ def correct_block(
     depth_px: int,
     origin: tuple[int, int] = (0, 0),
     inner: tuple[slice, slice] | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Correct one block of whole A-lines (pass 2).
 
     Parameters
@@ -355,9 +390,11 @@ def correct_block(
 
     Returns
     -------
-    ndarray, shape (depth_px + 1, y', x'), float32
-        The corrected, flattened A-lines, then the mean attenuation (mm^-1)
-        of each A-line from its surface to the bottom of the output.
+    flat : ndarray, shape (depth_px, y', x'), float32
+        The corrected, flattened A-lines.
+    mean_mu : ndarray, shape (y', x'), float32
+        The mean attenuation (mm^-1) of each A-line from its surface to the
+        bottom of the output.
     """
     signal = np.maximum(data - np.float32(stats.noise_floor), 0, dtype=np.float32)
     if stats.focus_profile is not None:
@@ -376,4 +413,4 @@ def correct_block(
                         surface.plane_values(stats.plane, found_px.shape, *origin))
     shift = np.rint(used).astype(np.int64) - surface_depth_px
     flat = surface.flatten_surface(signal, shift, depth_px)
-    return np.concatenate([flat, mean_mu[None]], axis=0)
+    return flat, mean_mu

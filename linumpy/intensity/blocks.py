@@ -4,13 +4,20 @@ Per-A-line work needs the full depth in every block; the lateral block size
 is chosen so that one block stays within a fixed memory budget whatever the
 slice size, and blocks are visited one at a time or by a small thread pool
 (optionally with a halo for lateral filters).
+
+Blocks are smaller than the storage chunks and carry a halo, so they are
+visited chunk by chunk (``group``) and read through a :class:`ChunkColumnCache`
+that decodes each storage chunk column once while it stays in a bounded cache.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dask.array as da
 import numpy as np
@@ -20,6 +27,12 @@ from tqdm.auto import tqdm
 BLOCK_BUDGET_BYTES = 16 * 2**20
 #: Candidate lateral block sizes, largest first (powers of two keep chunk grids aligned).
 BLOCK_SIZES = (256, 128, 64, 32, 16)
+#: Bytes of decoded float32 chunk columns kept by :class:`ChunkColumnCache`.
+CACHE_BUDGET_BYTES = 256 * 2**20
+#: Chunk columns always kept: those a block and its halo touch in two neighbouring chunk columns.
+MIN_CACHED_COLUMNS = 6
+
+Result = TypeVar("Result")
 
 
 def lateral_block_size(depth: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
@@ -56,32 +69,130 @@ class LateralBlock:
         return self.inner[0].start, self.inner[1].start
 
 
-def lateral_blocks(shape_yx: tuple[int, int], size: int, halo: int = 0) -> Iterator[LateralBlock]:
-    """Visit a ``(y, x)`` extent in row-major blocks of ``size`` with a ``halo``.
+def lateral_blocks(
+    shape_yx: tuple[int, int], size: int, halo: int = 0, group: tuple[int, int] | None = None
+) -> Iterator[LateralBlock]:
+    """Visit a ``(y, x)`` extent in blocks of ``size`` with a ``halo``.
+
+    Blocks are visited row-major; with ``group`` (e.g. the storage chunk
+    shape), group by group (row-major), and inside each group column by
+    column, so that consecutive blocks read the same chunks. Blocks never
+    straddle a group boundary.
 
     Examples
     --------
     >>> [b.inner for b in lateral_blocks((3, 5), 4)]
     [(slice(0, 3, None), slice(0, 4, None)), (slice(0, 3, None), slice(4, 5, None))]
+    >>> [b.origin for b in lateral_blocks((4, 4), 2, group=(4, 4))]
+    [(0, 0), (2, 0), (0, 2), (2, 2)]
     """
     n_y, n_x = shape_yx
-    for y0 in range(0, n_y, size):
-        for x0 in range(0, n_x, size):
-            y1, x1 = min(y0 + size, n_y), min(x0 + size, n_x)
-            yield LateralBlock(
-                inner=(slice(y0, y1), slice(x0, x1)),
-                outer=(slice(max(0, y0 - halo), min(n_y, y1 + halo)), slice(max(0, x0 - halo), min(n_x, x1 + halo))),
-            )
+    group_y, group_x = group or (size, size)
+    for gy in range(0, n_y, group_y):
+        for gx in range(0, n_x, group_x):
+            gy1, gx1 = min(gy + group_y, n_y), min(gx + group_x, n_x)
+            for x0 in range(gx, gx1, size):
+                for y0 in range(gy, gy1, size):
+                    y1, x1 = min(y0 + size, gy1), min(x0 + size, gx1)
+                    yield LateralBlock(
+                        inner=(slice(y0, y1), slice(x0, x1)),
+                        outer=(slice(max(0, y0 - halo), min(n_y, y1 + halo)),
+                               slice(max(0, x0 - halo), min(n_x, x1 + halo))),
+                    )
 
 
-def count_blocks(shape_yx: tuple[int, int], size: int) -> int:
+def count_blocks(shape_yx: tuple[int, int], size: int, group: tuple[int, int] | None = None) -> int:
     """Number of blocks :func:`lateral_blocks` visits."""
-    return -(-shape_yx[0] // size) * -(-shape_yx[1] // size)
+    if group is None:
+        return -(-shape_yx[0] // size) * -(-shape_yx[1] // size)
+    return sum(1 for _ in lateral_blocks(shape_yx, size, group=group))
+
+
+def block_group(volume: da.Array, size: int) -> tuple[int, int]:
+    """Lateral storage chunk shape of ``volume``, rounded up to a multiple of ``size``."""
+    return tuple(-(-int(chunk) // size) * size for chunk in volume.chunksize[1:3])
+
+
+class ChunkColumnCache:
+    """Read lateral regions of whole A-lines from a lazy ``(z, y, x)`` array as float32.
+
+    Every storage chunk column (all depths of one lateral chunk) is decoded
+    once and kept in a least-recently-used cache of at most
+    ``max(MIN_CACHED_COLUMNS, budget_bytes / column bytes)`` columns, so
+    overlapping reads (halos, blocks smaller than a chunk) do not decode the
+    same chunks again. Memory is bounded by the cache, whatever the slice
+    size. Thread-safe (two threads may occasionally decode the same column).
+
+    Parameters
+    ----------
+    volume : dask.array.Array, shape (z, y, x)
+        Chunked like the storage (as :func:`linumpy.io.zarr.read_omezarr` gives it).
+    budget_bytes : int
+    """
+
+    def __init__(self, volume: da.Array, budget_bytes: int = CACHE_BUDGET_BYTES) -> None:
+        self.volume = volume
+        self.chunk_yx = tuple(int(c) for c in volume.chunksize[1:3])
+        column_bytes = 4 * volume.shape[0] * self.chunk_yx[0] * self.chunk_yx[1]
+        self.capacity = max(MIN_CACHED_COLUMNS, budget_bytes // max(1, column_bytes))
+        self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, region_yx: tuple[slice, slice]) -> np.ndarray:
+        """The float32 ``(z, y, x)`` block of ``volume[:, region_yx]`` (slices with explicit bounds)."""
+        (y0, y1), (x0, x1) = ((s.start, s.stop) for s in region_yx)
+        (c_y, c_x) = self.chunk_yx
+        out = np.empty((self.volume.shape[0], y1 - y0, x1 - x0), np.float32)
+        for cy in range(y0 // c_y, -(-y1 // c_y)):
+            for cx in range(x0 // c_x, -(-x1 // c_x)):
+                column = self._column(cy, cx)
+                ys = slice(max(y0, cy * c_y), min(y1, (cy + 1) * c_y))
+                xs = slice(max(x0, cx * c_x), min(x1, (cx + 1) * c_x))
+                out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = column[
+                    :, ys.start - cy * c_y : ys.stop - cy * c_y, xs.start - cx * c_x : xs.stop - cx * c_x]
+        return out
+
+    def _column(self, cy: int, cx: int) -> np.ndarray:
+        key = (cy, cx)
+        with self._lock:
+            if key in self._columns:
+                self._columns.move_to_end(key)
+                return self._columns[key]
+        (c_y, c_x) = self.chunk_yx
+        region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
+        column = read_block(self.volume, region).astype(np.float32, copy=False)
+        with self._lock:
+            self._columns[key] = column
+            while len(self._columns) > self.capacity:
+                self._columns.popitem(last=False)
+        return column
 
 
 def read_block(volume: da.Array, region: tuple[slice, ...]) -> np.ndarray:
     """Load one region of a lazy array, one storage chunk at a time (bounded memory)."""
     return np.asarray(volume[region].compute(scheduler="synchronous"))
+
+
+def map_ordered(
+    work: Callable[[LateralBlock], Result], parts: Iterable[LateralBlock], workers: int = 2
+) -> Iterator[Result]:
+    """Yield ``work(part)`` for every block, in block order, computed by ``workers`` threads.
+
+    At most ``workers + 1`` results are in flight, so memory stays bounded;
+    reducing the results in the order they are yielded keeps sums deterministic.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for part in parts:
+                if len(pending) > max(1, workers):
+                    yield pending.popleft().result()
+                pending.append(pool.submit(work, part))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def run_blocks(

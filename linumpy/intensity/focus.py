@@ -19,6 +19,8 @@ histogram of log levels, accepted only if the two classes differ by at least
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -65,6 +67,18 @@ def line_levels(
     return levels
 
 
+@dataclass(frozen=True)
+class BlockBackground:
+    """What one block adds to :class:`BackgroundStatistics`."""
+
+    levels: np.ndarray  # level of every A-line with a surface
+    noise_sum: float
+    noise_count: int
+    bins: np.ndarray  # level bins present
+    sums: np.ndarray  # (bins, depth) sums of the intensities below the surface
+    counts: np.ndarray  # (bins, depth) counts
+
+
 class BackgroundStatistics:
     """Accumulate, block by block, what the focus profile and noise floor need.
 
@@ -92,26 +106,42 @@ class BackgroundStatistics:
 
     def add(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray) -> None:
         """Add one block: ``volume`` (z, y, x), its surface (y, x; NaN for none) and levels (y, x)."""
+        self.merge(self.measure(volume, surface, levels))
+
+    def measure(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray) -> BlockBackground | None:
+        """What one block adds (see :meth:`add`), without changing ``self`` (thread-safe).
+
+        Blocks measured in parallel are merged in block order with :meth:`merge`,
+        so the sums do not depend on the thread timing.
+        """
         found = np.isfinite(surface)
         if not found.any():
-            return
+            return None
         lines = np.asarray(volume, np.float32).reshape(self.depth, -1).T[found.ravel()]  # (n, z)
         start = np.rint(surface[found]).astype(np.intp)[:, None]
         depth = np.arange(self.depth)[None, :]
         above = depth < start - self.margin_px
-        self.noise_sum += float(np.where(above, lines, 0).sum(dtype=np.float64))
-        self.noise_count += int(above.sum())
+        noise_sum = float(np.where(above, lines, 0).sum(dtype=np.float64))
         below = depth >= start + self.margin_px
         level = levels[found]
         bins = self.levels.bin_index(level)
-        self.levels.add(level)
         order = np.argsort(bins, kind="stable")
         present, starts = np.unique(bins[order], return_index=True)
-        sums = np.add.reduceat(np.where(below, lines, 0)[order], starts, axis=0, dtype=np.float64)
+        lines *= below
+        sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
         counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
         keep = present >= 0
-        self.profile_sums[present[keep]] += sums[keep]
-        self.profile_counts[present[keep]] += counts[keep]
+        return BlockBackground(level, noise_sum, int(above.sum()), present[keep], sums[keep], counts[keep])
+
+    def merge(self, block: BlockBackground | None) -> None:
+        """Add a block measured by :meth:`measure` (None: a block without surface)."""
+        if block is None:
+            return
+        self.levels.add(block.levels)
+        self.noise_sum += block.noise_sum
+        self.noise_count += block.noise_count
+        self.profile_sums[block.bins] += block.sums
+        self.profile_counts[block.bins] += block.counts
 
     def noise_floor(self) -> float:
         """Mean intensity above the surface (0 when no voxel lies above a surface)."""

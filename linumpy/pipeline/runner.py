@@ -7,7 +7,10 @@ slice. A task is skipped when its outputs exist and its record in
 version, upstream keys): outputs are written atomically, so existing means
 complete, and changed parameters rerun the step and everything after it.
 Each task's output goes to ``OUTDIR/pipeline_info/logs/<task>.log``. The
-first failure stops the run, naming the slice, the step and the log.
+first failure stops the run, naming the slice, the step and the log, and
+leaves ``OUTDIR/pipeline_info/pipeline_qc.json`` listing the failed slice for
+the report (slices left out on purpose appear in the stack's own QC record,
+as for Nextflow).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from linumpy.pipeline.params import PipelineParams
 from linumpy.pipeline.plan import (
     Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
 )
+from linumpy.qc.records import qc_record_path, write_qc_record
 
 LOGGER = logging.getLogger(__name__)
 #: Repository ``bin/`` directory, where the scripts live in a source checkout.
@@ -58,6 +62,7 @@ class RunSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     slice_ids: list[int] = field(default_factory=list)
+    failed_slices: dict[int, str] = field(default_factory=dict)
 
 
 def find_script(name: str, scripts_dir: Path) -> Path:
@@ -117,6 +122,7 @@ class LocalRunner:
                 raise InputError(f"{params.input}: no such acquisition directory; check input/--input")
         else:
             acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
+        remove_path(qc_record_path(self._qc_output))
         try:
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
             self._run_serial([*upstream, motor_positions])
@@ -135,7 +141,19 @@ class LocalRunner:
         finally:
             for bar in self._bars.values():
                 bar.close()
+            if self.summary.failed_slices:
+                self._write_failures()
         return self.summary
+
+    @property
+    def _qc_output(self) -> Path:
+        """Stands for the run in QC: its record is ``pipeline_info/pipeline_qc.json``."""
+        return self.layout.root / "pipeline_info" / "pipeline.json"
+
+    def _write_failures(self) -> None:
+        """Record the failed slices, so that ``linum_report.py OUTDIR`` flags them."""
+        failed = {str(i): why for i, why in sorted(self.summary.failed_slices.items())}
+        write_qc_record(self._qc_output, "pipeline", {"failed_slices": failed})
 
     # -- scheduling ---------------------------------------------------------
 
@@ -213,7 +231,11 @@ class LocalRunner:
         if status != 0:
             if self._stopping.is_set():
                 raise _Stopped(task.id)
-            raise PipelineError(_failure_message(task, status, log))
+            message = _failure_message(task, status, log)
+            if task.slice_id is not None:
+                with self._lock:
+                    self.summary.failed_slices[task.slice_id] = message
+            raise PipelineError(message)
         missing = [str(path) for path in task.outputs if not path.exists()]
         if missing:
             raise PipelineError(f"{_where(task)}: {task.argv[0]} exited 0 but did not write "

@@ -82,7 +82,7 @@ class SliceVolume:
 
 @dataclass(frozen=True)
 class StackParameters:
-    """Tuning of the placement refinement.
+    """Tuning of the placement refinement and of the depth kept from each slice.
 
     Attributes
     ----------
@@ -105,6 +105,11 @@ class StackParameters:
         and two times this size.
     register : bool
         Refine the motor placement at all.
+    blend_overlap_um : float or None
+        Depth kept below each slice's surface beyond the slice thickness, so
+        consecutive slices overlap by about this much to blend; deeper planes
+        (noisier, dimmer) are dropped. None: a quarter of the thickness.
+        Registration still reads the whole useful range.
     """
 
     z_tolerance_um: float | None = None
@@ -115,6 +120,7 @@ class StackParameters:
     n_planes: int = 8
     registration_size: int = 1024
     register: bool = True
+    blend_overlap_um: float | None = None
 
 
 @dataclass
@@ -193,9 +199,11 @@ def plan_stack(
         parameters.min_confidence,
         (max_z_drift, lateral, lateral),
     )
+    kept_um = kept_depth_um(thickness_um, parameters.blend_overlap_um) if len(slices) > 1 else None
+    kept = [_kept_range(s, kept_um) for s in slices]
     placed = [
-        _place_on_grid(s, origin, resolution_um)
-        for s, origin in zip(slices, resolved.origins_um, strict=True)
+        _place_on_grid(s, planes, origin, resolution_um)
+        for s, planes, origin in zip(slices, kept, resolved.origins_um, strict=True)
     ]
     start, shape = union_box(placed)
     placed = [
@@ -203,6 +211,9 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
+    record["kept_depth_um"] = kept_um
+    for entry, planes in zip(record["slices"], kept, strict=True):
+        entry["kept_planes"] = list(planes)
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     return StackPlan(placed, shape, resolution_um, record)
 
@@ -235,8 +246,37 @@ def _check_slices(slices: Sequence[SliceVolume]) -> None:
                              "rewrite it with lateral-only levels (OmeZarrWriter)")
 
 
-def _place_on_grid(volume: SliceVolume, origin_um: np.ndarray, resolution_um: float) -> PlacedSlice:
-    """The slice's useful planes resampled onto the output grid at ``origin_um``.
+def kept_depth_um(thickness_um: float, blend_overlap_um: float | None = None) -> float | None:
+    """Depth kept below each slice's surface: the thickness plus the blend overlap.
+
+    ``blend_overlap_um`` defaults to a quarter of the thickness; None is
+    returned (keep every useful plane) when the thickness is unknown (0).
+
+    Examples
+    --------
+    >>> kept_depth_um(200.0), kept_depth_um(200.0, 30.0), kept_depth_um(0.0)
+    (250.0, 230.0, None)
+    """
+    if thickness_um <= 0:
+        return None
+    overlap = thickness_um / 4 if blend_overlap_um is None else blend_overlap_um
+    if overlap < 0:
+        raise InputError(f"the blend overlap must be >= 0 um, got {overlap}")
+    return thickness_um + overlap
+
+
+def _kept_range(volume: SliceVolume, kept_um: float | None) -> tuple[int, int]:
+    """Planes ``[start, stop)`` assembled: the useful range cut at ``kept_um`` below the surface."""
+    start, stop = volume.useful_range
+    if kept_um is None:
+        return start, stop
+    return start, min(stop, start + int(math.ceil(kept_um / volume.resolution_um[0] - 1e-6)))
+
+
+def _place_on_grid(
+    volume: SliceVolume, planes: tuple[int, int], origin_um: np.ndarray, resolution_um: float
+) -> PlacedSlice:
+    """The slice's planes ``[start, stop)`` resampled onto the output grid at ``origin_um``.
 
     The origin rarely falls on an output voxel border. Zero planes/rows are
     prepended at the slice's own resolution so that its first voxel starts
@@ -245,7 +285,7 @@ def _place_on_grid(volume: SliceVolume, origin_um: np.ndarray, resolution_um: fl
     (the fraction that is not padding) records for the blending.
     """
     data, source_um = volume.level_for_resolution(resolution_um)
-    useful = data[volume.useful_range[0] : volume.useful_range[1]]
+    useful = data[planes[0] : planes[1]]
     first, padding, coverage = [], [], []
     for position_um, source in zip(origin_um, source_um, strict=True):
         voxel, pad = _grid_start(position_um, source, resolution_um)

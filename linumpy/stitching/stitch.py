@@ -10,7 +10,8 @@ tile_x)``, overlaps not removed. Stitching:
 4. writes the output block by block: each lateral block, at all depths, is
    fused from the parts of the tiles covering it, at integer positions (the
    subpixel estimates rounded to the nearest pixel);
-5. saves the transform as JSON.
+5. saves the transform as JSON, then the QC record (pair residuals after
+   the global fit, pairs that fell back to the stage model) beside the output.
 
 Memory is bounded by one tile (projections) and one output block with its
 tile parts (fusion), whatever the slice size.
@@ -32,6 +33,9 @@ from tqdm import tqdm
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
 from linumpy.io.zarr import OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.qc.figures import stitching_residuals_figure
+from linumpy.qc.metrics import stitching_metrics
+from linumpy.qc.records import write_qc_record
 from linumpy.stitching.blend import (
     BLEND_MODES,
     Box,
@@ -239,7 +243,33 @@ def stitch_mosaic_grid(
                 n_levels=n_levels, compression=compression, overwrite=overwrite,
                 progress=progress, workers=workers)
     save_transform(transform, transform_out, overwrite=overwrite)
+    write_stitch_qc(out_path, transform, layout)
     return transform
+
+
+def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layout: MosaicGridLayout) -> Path:
+    """Write the stitching QC record of ``out_path`` from the transform's pair diagnostics.
+
+    Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` plus
+    ``n_tiles``; the figure shows each pair's residual after the global fit,
+    pairs that fell back to the stage model dashed. Pair offsets and tile
+    positions share one convention (``position(b) - position(a)``).
+    """
+    pairs = [(record.a, record.b) for record in transform.pairs]
+    positions = {tile: transform.position(tile) for tile in layout.tiles_present}
+    for a, b in pairs:
+        positions.setdefault(a, transform.position(a))
+        positions.setdefault(b, transform.position(b))
+    accepted = [record.accepted for record in transform.pairs]
+    metrics, residuals = stitching_metrics(
+        pairs, [record.offset for record in transform.pairs], [record.ncc for record in transform.pairs],
+        accepted, positions,
+    )
+    metrics["n_tiles"] = len(layout.tiles_present)
+    metrics["ncc_threshold"] = transform.ncc_threshold
+    metrics["pair_residuals_px"] = {f"{a}-{b}": r for (a, b), r in zip(pairs, residuals.round(3), strict=True)}
+    figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
+    return write_qc_record(out_path, "stitch_3d", metrics, {"residuals": figure})
 
 
 def obtain_transform(

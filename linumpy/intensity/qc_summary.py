@@ -1,0 +1,187 @@
+"""QC records of the axial correction and the normalization (see ``docs/qc.md``).
+
+Both steps accumulate small summaries during the passes they already make
+(depth profiles, a histogram of surface depths, attenuation sums, intensity
+histograms) and write them with :func:`linumpy.qc.records.write_qc_record`
+once the output is complete: no extra pass over the slice.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from linumpy.intensity.histogram import LogHistogram
+from linumpy.qc.figures import depth_profiles_figure, intensity_histograms_figure
+from linumpy.qc.records import write_qc_record
+
+#: Resolution of the histogram of surface depths (bins per voxel).
+SURFACE_BINS_PER_PX = 10
+#: Below this fraction of A-lines with a detected surface, the record flags the slice.
+LOW_SURFACE_FRACTION = 0.05
+#: Bins of the displayed histograms.
+DISPLAY_BINS = 100
+
+
+class AxialQc:
+    """Summaries of one slice's axial correction, accumulated block by block (in block order).
+
+    Parameters
+    ----------
+    depth : int
+        Input depth (voxels).
+    """
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.raw_sums = np.zeros(depth, np.float64)
+        self.surface_counts = np.zeros(SURFACE_BINS_PER_PX * depth + 1, np.int64)
+        self.n_lines = 0
+        self.corrected_sums: np.ndarray | None = None
+        self.mu_sum = 0.0
+        self.mu_count = 0
+        self.nonzero = 0
+
+    def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
+        """Pass 1: the block's intensity summed per depth and its surface map (voxels, NaN for none)."""
+        self.raw_sums += depth_sums
+        self.n_lines += surface_px.size
+        found = surface_px[np.isfinite(surface_px)]
+        index = np.clip(np.floor(found * SURFACE_BINS_PER_PX).astype(np.int64), 0, self.surface_counts.size - 1)
+        self.surface_counts += np.bincount(index, minlength=self.surface_counts.size)
+
+    def add_corrected(self, depth_sums: np.ndarray, tissue_mu: np.ndarray, nonzero: int) -> None:
+        """Pass 2: the corrected block summed per output depth, the attenuation of its tissue A-lines."""
+        self.corrected_sums = depth_sums.copy() if self.corrected_sums is None else self.corrected_sums + depth_sums
+        self.mu_sum += float(tissue_mu.sum(dtype=np.float64))
+        self.mu_count += tissue_mu.size
+        self.nonzero += nonzero
+
+    @property
+    def surface_fraction(self) -> float:
+        """Fraction of the A-lines with a detected surface."""
+        return int(self.surface_counts.sum()) / max(1, self.n_lines)
+
+    def median_surface_px(self) -> float | None:
+        """Median detected surface depth (voxels, to 1 / SURFACE_BINS_PER_PX), None without surface."""
+        cumulative = np.cumsum(self.surface_counts)
+        if cumulative[-1] == 0:
+            return None
+        index = int(np.searchsorted(cumulative, cumulative[-1] / 2.0))
+        return (index + 0.5) / SURFACE_BINS_PER_PX
+
+    def write(self, out_path: str | os.PathLike, attributes: dict[str, Any], dz_um: float) -> None:
+        """Write ``<out stem>_qc.json`` and the depth profile figure beside ``out_path``."""
+        out_depth = int(attributes["useful_depth_px"])
+        median_px = self.median_surface_px()
+        n_voxels = max(1, self.n_lines * out_depth)
+        metrics = {
+            "surface_detected_fraction": round(self.surface_fraction, 6),
+            "median_surface_depth_um": None if median_px is None else round(median_px * dz_um, 3),
+            "mean_attenuation_tissue_per_mm": round(self.mu_sum / self.mu_count, 4) if self.mu_count else None,
+            "n_tissue_lines": self.mu_count,
+            "noise_floor": float(attributes["noise_floor"]),
+            "useful_depth_um": round(out_depth * dz_um, 3),
+            "focus_mode": attributes["focus_mode"],
+            "attenuation_mode": attributes["attenuation_mode"],
+            "nonzero_fraction": round(self.nonzero / n_voxels, 6),
+        }
+        flags = []
+        if self.surface_fraction < LOW_SURFACE_FRACTION:
+            flags.append(f"tissue surface detected in only {100 * self.surface_fraction:.1f}% of the A-lines")
+        if str(attributes["focus_mode"]).startswith("none ("):
+            flags.append(f"focus correction skipped: {attributes['focus_mode']}")
+        figure = depth_profiles_figure(*self._profiles(attributes, median_px, dz_um),
+                                       title="mean intensity per depth (each scaled to its maximum)")
+        write_qc_record(out_path, "axial_corr", metrics, {"depth_profiles": figure}, flags)
+
+    def _profiles(
+        self, attributes: dict[str, Any], median_px: float | None, dz_um: float
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], float | None]:
+        """Depths (um from the top of the input), before/after profiles, surface depth.
+
+        The output depth ``j`` is drawn at the input depth where it lay for an
+        A-line whose surface is the median surface.
+        """
+        before = self.raw_sums / max(1, self.n_lines)
+        after = np.full(self.depth, np.nan)
+        offset = int(round(median_px or 0.0)) - int(attributes["surface_depth_px"])
+        if self.corrected_sums is not None:
+            corrected = self.corrected_sums / max(1, self.n_lines)
+            rows = np.arange(corrected.size) + offset
+            keep = (rows >= 0) & (rows < self.depth)
+            after[rows[keep]] = corrected[keep]
+        profiles = {"before": _scaled(before), "after": _scaled(after)}
+        surface_um = None if median_px is None else median_px * dz_um
+        return np.arange(self.depth) * dz_um, profiles, surface_um
+
+
+def write_normalize_qc(
+    out_path: str | os.PathLike,
+    tissue_values: LogHistogram | None,
+    values: tuple[float, float] | None,
+    attributes: dict[str, Any],
+    nonzero: int,
+    n_voxels: int,
+) -> None:
+    """Write the QC record of one slice's normalization.
+
+    Parameters
+    ----------
+    out_path : path-like
+        The normalized output.
+    tissue_values : LogHistogram or None
+        Histogram of the (flat-fielded) tissue voxels before normalization
+        (None for an empty slice). The histogram after normalization is this
+        one with its bin edges mapped through the (monotonic) normalization.
+    values : (float, float) or None
+        ``(p_low, p_high)`` in input units.
+    attributes : dict
+        The output's ``linumpy`` attributes (tissue fraction, percentiles).
+    nonzero, n_voxels : int
+        Non-zero output voxels and all output voxels.
+    """
+    low, high = values if values is not None else (None, None)
+    median_after = None
+    figures = {}
+    if tissue_values is not None and values is not None and tissue_values.total:
+        median_after = float(np.clip((tissue_values.percentile(50.0) - low) / (high - low), 0.0, 1.0))
+        before, after = _normalization_histograms(tissue_values, low, high)
+        figures["intensity_histograms"] = intensity_histograms_figure(
+            {"before (tissue voxels)": before, "after (tissue voxels)": after},
+            {"p_low": low, "p_high": high}, title="tissue intensities before and after normalization")
+    metrics = {
+        "p_low": low,
+        "p_high": high,
+        "percentiles": list(attributes["normalize_percentiles"]),
+        "tissue_fraction": attributes["tissue_fraction"],
+        "tissue_median_after": None if median_after is None else round(median_after, 6),
+        "nonzero_fraction": round(nonzero / max(1, n_voxels), 6),
+        "flatfield": attributes["flatfield"],
+    }
+    flags = [] if values is not None else ["empty slice: no positive intensity, written as zeros"]
+    write_qc_record(out_path, "normalize", metrics, figures, flags)
+
+
+def _normalization_histograms(
+    histogram: LogHistogram, low: float, high: float
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``(counts, edges)`` of the tissue values before (linear bins up to ~p99.9) and after normalization."""
+    centers = 10 ** histogram.centers
+    top = max(histogram.percentile(99.9), high) * 1.05
+    before_edges = np.linspace(0.0, top, DISPLAY_BINS + 1)
+    before = np.histogram(np.minimum(centers, top), before_edges, weights=histogram.counts)[0]
+    before[0] += histogram.zeros
+    after_edges = np.linspace(0.0, 1.0, DISPLAY_BINS + 1)
+    normalized = np.clip((np.concatenate([[0.0], centers]) - low) / (high - low), 0.0, 1.0)
+    after = np.histogram(normalized, after_edges, weights=np.concatenate([[histogram.zeros], histogram.counts]))[0]
+    return (before, before_edges), (after, after_edges)
+
+
+def _scaled(profile: np.ndarray) -> np.ndarray:
+    """A profile divided by its largest finite value (unchanged if that is not positive)."""
+    finite = profile[np.isfinite(profile)]
+    peak = finite.max() if finite.size else 0.0
+    return profile / peak if peak > 0 else profile

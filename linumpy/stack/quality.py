@@ -1,0 +1,89 @@
+"""QC metrics of a stack, derived from its placement record (no pixels read).
+
+The metric names follow ``docs/qc.md``: per-slice lists aligned with
+``slice_ids`` (the report puts them in the slices' rows), the slices absent
+from the stack under ``excluded_slices`` (one red flag each), and a few
+whole-brain counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+#: Reason given in the report for a slice id absent from the stack.
+ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
+
+
+def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, Any]:
+    """Summarise a :class:`~linumpy.stack.stacking.StackPlan` record for QC.
+
+    Parameters
+    ----------
+    record : mapping
+        ``StackPlan.record``.
+    resolution_um : float
+        Output voxel size; shifts are reported in output voxels.
+
+    Returns
+    -------
+    dict
+        ``slice_ids``; per slice: ``shifts_px`` (lateral correction of the
+        step from the previous slice over the motor step, ``[dy, dx]`` output
+        voxels, 0 for the first slice), ``z_offsets_um`` (depth step from the
+        previous slice minus the thickness), ``overlap_ncc`` (NCC of the
+        aligned overlap with the previous slice, None without registration),
+        ``z_confidence``; lists of slice ids ``glitch_corrected``,
+        ``motor_fallback`` (a registered slice that kept its motor depth or
+        lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
+        missing between the first and the last); counts ``n_slices``,
+        ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``.
+
+    Examples
+    --------
+    >>> record = {"slice_thickness_um": 100.0, "slices": [
+    ...     {"slice_id": 0, "motor_origin_um": [0, 0, 0], "origin_um": [0, 0, 0], "registration": None,
+    ...      "glitch_corrected": [], "used_registration_z": False, "used_registration_lateral": False,
+    ...      "drift_clamped": False},
+    ...     {"slice_id": 2, "motor_origin_um": [200, 0, 0], "origin_um": [200, 0, 0], "registration": None,
+    ...      "glitch_corrected": [], "used_registration_z": False, "used_registration_lateral": False,
+    ...      "drift_clamped": False}]}
+    >>> metrics = stack_metrics(record, 10.0)
+    >>> metrics["excluded_slices"], metrics["z_offsets_um"]
+    ({'1': 'absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero'}, [0.0, 0.0])
+    """
+    slices = record["slices"]
+    ids = [int(s["slice_id"]) for s in slices]
+    thickness = float(record.get("slice_thickness_um") or 0.0)
+    motor = np.array([s["motor_origin_um"] for s in slices], dtype=np.float64).reshape(-1, 3)
+    origin = np.array([s["origin_um"] for s in slices], dtype=np.float64).reshape(-1, 3)
+    correction = np.diff(origin - motor, axis=0, prepend=(origin - motor)[:1])
+    shifts = np.round(correction[:, 1:] / resolution_um, 3)
+    depth_steps = np.diff(origin[:, 0], prepend=origin[0, 0])
+    id_steps = np.diff(ids, prepend=ids[0])
+    z_offsets = np.where(id_steps > 0, depth_steps - thickness * id_steps, 0.0)
+    registrations = [s.get("registration") for s in slices]
+    fallback = [
+        i for i, s, r in zip(ids, slices, registrations, strict=True)
+        if r is not None and not (s["used_registration_z"] and s["used_registration_lateral"])
+    ]
+    absent = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids)) if ids else []
+    return {
+        "slice_ids": ids,
+        "n_slices": len(ids),
+        "shifts_px": shifts.tolist(),
+        "max_shift_px": float(np.hypot(shifts[:, 0], shifts[:, 1]).max()) if ids else 0.0,
+        "z_offsets_um": np.round(z_offsets, 3).tolist(),
+        "overlap_ncc": [r["lateral_confidence"] if r else None for r in registrations],
+        "z_confidence": [r["z_confidence"] if r else None for r in registrations],
+        "glitch_corrected": [i for i, s in zip(ids, slices, strict=True) if s["glitch_corrected"]],
+        "motor_fallback": fallback,
+        "n_motor_fallback": len(fallback),
+        "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],
+        "excluded_slices": {str(i): ABSENT_REASON for i in absent},
+        "n_gaps": len(absent),
+        "slice_thickness_um": thickness,
+        "kept_depth_um": record.get("kept_depth_um"),
+    }
