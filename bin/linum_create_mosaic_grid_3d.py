@@ -10,11 +10,9 @@ tile laterally) and its 2D average intensity projection
 import argparse
 from pathlib import Path
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
 from linumpy.io.acquisition import open_acquisition
-from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.io.naming import mosaic_grid_name
-from linumpy.io.zarr import DEFAULT_N_LEVELS
 from linumpy.mosaic.grid import DTYPES, write_mosaic_grid
 
 
@@ -24,7 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_zarr", help="Output 3D mosaic grid (.ome.zarr).")
     parser.add_argument("--slice", type=int, required=True, help="Slice id to lay out.")
     parser.add_argument("--aip", help="Output 2D AIP (default: mosaic_grid_2d_zNN.ome.zarr beside OUT_ZARR).")
-    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS, help="Pyramid levels above level 0 [%(default)s].")
     parser.add_argument("--resolution", type=float, help="Lateral output resolution, um (default: the tiles').")
     parser.add_argument(
         "--axial_resolution", type=float,
@@ -32,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--z_range", type=int, nargs=2, metavar=("Z0", "Z1"), help="Keep depth samples [Z0, Z1).")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Stored dtype [%(default)s].")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION, help="[%(default)s]")
-    add_overwrite_argument(parser)
+    add_omezarr_output_arguments(parser)
     return parser
 
 

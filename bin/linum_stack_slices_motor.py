@@ -4,10 +4,10 @@
 Each slice goes at the depth its motor z says (encoder glitches corrected),
 refined by registering its top planes against the previous slice (z overlap
 by NCC, lateral shift by phase correlation; low-confidence estimates leave
-the motor position). From each slice only the slice thickness plus
---blend_overlap_um below its surface is kept (the deeper, noisier planes are
-dropped); consecutive slices are blended with a linear ramp over their
-overlap. The output is built chunk by chunk at --resolution and gets an
+the motor position). From each slice only its step to the next slice (at
+least the thickness) plus --blend_overlap_um below its surface is kept (the
+deeper, noisier planes are dropped); consecutive slices are blended with a
+linear ramp over their overlap. The output is built chunk by chunk at --resolution and gets an
 analysis pyramid (--pyramid_resolutions at or above the base resolution).
 Every placement estimate is saved to --shifts_out; a QC record
 (<out stem>_qc.json and figures) sits beside the output. See docs/stacking.md.
@@ -39,6 +39,8 @@ from linumpy.stack.quality import stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
+#: The QC views use the coarsest pyramid level at least this many voxels wide.
+QC_VIEW_PX = 256
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--acquisition_json", metavar="JSON",
                         help="acquisition.json sidecar holding slice_thickness_um.")
     parser.add_argument("--blend_overlap_um", type=float, metavar="UM",
-                        help="Depth kept below each slice's surface beyond the slice thickness, "
-                             "blended with the next slice; deeper planes are dropped "
-                             "[a quarter of the thickness].")
+                        help="Depth kept below each slice's surface beyond its step to the next "
+                             "slice (at least the thickness), blended with the next slice; deeper "
+                             "planes are dropped [10%% of the thickness].")
     parser.add_argument("--resolution", type=float, default=10.0, metavar="UM",
                         help="Isotropic output voxel size, micrometres [%(default)s].")
     parser.add_argument("--pyramid_resolutions", type=float, nargs="+", default=[10, 25, 50, 100],
@@ -104,11 +106,13 @@ def main(args: argparse.Namespace) -> None:
 def _write_qc(output: Path, record: dict, resolution_um: float) -> None:
     """QC record of the stack: per-slice placement metrics, shifts and orthogonal views.
 
-    The views and the non-zero fraction come from the coarsest pyramid level.
+    The views and the non-zero fraction come from the coarsest pyramid level
+    still ``QC_VIEW_PX`` voxels wide (the finest if none is).
     """
     metrics = stack_metrics(record, resolution_um)
-    coarsest = len(read_omezarr_info(output).levels) - 1
-    volume, scale_mm = read_omezarr(output, coarsest)
+    levels = read_omezarr_info(output).levels
+    level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
+    volume, scale_mm = read_omezarr(output, level)
     metrics["nonzero_fraction"] = nonzero_fraction(volume)
     ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
     ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
@@ -116,7 +120,7 @@ def _write_qc(output: Path, record: dict, resolution_um: float) -> None:
     figures = {
         "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
         "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
-                                         title=f"stack, coarsest level ({scale_mm[0] * 1000:g} um)"),
+                                         title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
     write_qc_record(output, "stack", metrics, figures)
 

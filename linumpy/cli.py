@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 from linumpy.errors import LinumpyError
 from linumpy.io.atomic import TEMP_MARKER
+from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
+from linumpy.io.zarr import DEFAULT_N_LEVELS
 
 #: Exit status for an error the user can fix (bad input, refused output).
 EXIT_USER_ERROR = 2
@@ -83,6 +85,22 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--overwrite", action="store_true", help="Replace outputs that already exist."
     )
+
+
+def add_omezarr_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of every script that writes a power-of-2 OME-Zarr pyramid.
+
+    Adds ``--n_levels``, ``--compression`` and ``-f/--overwrite``.
+    """
+    parser.add_argument(
+        "--n_levels", type=int, default=DEFAULT_N_LEVELS,
+        help="Pyramid levels above level 0, each 2x smaller laterally [%(default)s].",
+    )
+    parser.add_argument(
+        "--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
+        help="Chunk codec [%(default)s].",
+    )
+    add_overwrite_argument(parser)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

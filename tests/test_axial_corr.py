@@ -25,6 +25,7 @@ from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.mosaic.grid import write_mosaic_grid
+from linumpy.qc.records import qc_record_path, read_qc_record
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_axial_corr.py"
 DZ_MM = 0.0015
@@ -249,6 +250,27 @@ def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):
                 assert abs(measured / expected - 1) < tolerance, (region["name"], measured)
 
 
+def test_qc_records_summarize_every_slice(tiny_acquisition, tiny_corrected):
+    dz_um = truth_of(tiny_acquisition)["resolution_um"][0]
+    for slice_id, out in tiny_corrected.items():
+        record = read_qc_record(qc_record_path(out))
+        assert record["step"] == "axial_corr" and record["slice_id"] == slice_id and record["flags"] == []
+        metrics, attributes = record["metrics"], read_omezarr_info(out).attributes
+        assert metrics["surface_detected_fraction"] == attributes["surface_detected_fraction"] > 0.5
+        surface_um = read_omezarr(output_paths(out)[0])[0].compute()
+        # histogram of surface depths in bins of 0.1 voxel
+        assert metrics["median_surface_depth_um"] == pytest.approx(np.nanmedian(surface_um), abs=0.1 * dz_um)
+        mu_map = read_omezarr(output_paths(out)[1])[0].compute()
+        # the simulator's tissue attenuates 2-8/mm, its agarose much less
+        assert np.nanmean(mu_map) < metrics["mean_attenuation_tissue_per_mm"] < 8.0
+        assert metrics["useful_depth_um"] == pytest.approx(attributes["useful_depth_px"] * dz_um)
+        assert metrics["noise_floor"] == attributes["noise_floor"] > 0
+        assert (metrics["focus_mode"], metrics["attenuation_mode"]) == ("background", "vermeer")
+        corrected = read_omezarr(out)[0].compute()
+        assert metrics["nonzero_fraction"] == pytest.approx(np.count_nonzero(corrected) / corrected.size, abs=1e-6)
+        assert (out.parent / record["figures"]["depth_profiles"]).stat().st_size > 1000
+
+
 # --- options and bad input -----------------------------------------------------------------
 
 
@@ -292,6 +314,10 @@ def test_deterministic(tmp_path):
     assert runs[0] == runs[1]
     first, second = (read_omezarr(tmp_path / f"o{i}.ome.zarr")[0].compute() for i in range(2))
     assert np.array_equal(first, second)
+    qc_files = [qc_record_path(tmp_path / "o0.ome.zarr"), tmp_path / "o0_qc_depth_profiles.png"]
+    before = [path.read_bytes() for path in qc_files]
+    correct_slice(source, tmp_path / "o0.ome.zarr", n_levels=0, overwrite=True)
+    assert [path.read_bytes() for path in qc_files] == before
 
 
 def test_empty_slice_gives_zeros_and_a_nan_surface(tmp_path, caplog):
@@ -303,6 +329,9 @@ def test_empty_slice_gives_zeros_and_a_nan_surface(tmp_path, caplog):
     assert attributes["surface_plane_px"] is None and attributes["surface_detected_fraction"] == 0
     assert not read_omezarr(out)[0].compute().any()
     assert np.isnan(read_omezarr(output_paths(out)[0])[0].compute()).all()
+    record = read_qc_record(qc_record_path(out))
+    assert record["metrics"]["nonzero_fraction"] == 0 and record["metrics"]["median_surface_depth_um"] is None
+    assert any("surface detected in only 0.0%" in flag for flag in record["flags"])
 
 
 def test_bad_inputs_raise_input_errors(tmp_path):

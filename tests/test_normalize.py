@@ -27,6 +27,7 @@ from linumpy.intensity.slice_normalization import NormalizeSettings, normalize_s
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.mosaic.grid import write_mosaic_grid
+from linumpy.qc.records import qc_record_path, read_qc_record
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_normalize.py"
 RESOLUTION = (0.0015, 0.003, 0.003)
@@ -159,6 +160,24 @@ def test_uint16_output_validates_and_keeps_attributes(tiny_axial, tmp_path):
     assert data.max() == 65535 and data.min() == 0
 
 
+def test_qc_record_of_the_normalization(tiny_axial, tmp_path):
+    source, out = tiny_axial[0], tmp_path / "slice_z00_normalize.ome.zarr"
+    attributes = normalize_slice(source, out, n_levels=0)
+    record = read_qc_record(qc_record_path(out))
+    metrics = record["metrics"]
+    assert record["step"] == "normalize" and record["slice_id"] == 0 and record["flags"] == []
+    assert [metrics["p_low"], metrics["p_high"]] == attributes["normalize_values"]
+    assert metrics["tissue_fraction"] == attributes["tissue_fraction"]
+    normalized = read_omezarr(out)[0].compute()
+    assert metrics["nonzero_fraction"] == pytest.approx(np.count_nonzero(normalized) / normalized.size, abs=1e-6)
+    # the median read from the histogram: exact to a bin (1.2%) before normalization
+    assert metrics["tissue_median_after"] == pytest.approx(tissue_median(out, source), abs=0.02)
+    figure = out.parent / record["figures"]["intensity_histograms"]
+    before = [qc_record_path(out).read_bytes(), figure.read_bytes()]
+    normalize_slice(source, out, n_levels=0, overwrite=True)
+    assert [qc_record_path(out).read_bytes(), figure.read_bytes()] == before
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 
@@ -168,6 +187,9 @@ def test_empty_slice_gives_zeros(tmp_path, caplog):
         attributes = normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", n_levels=0)
     assert "empty slice" in caplog.text and attributes["normalize_values"] is None
     assert not read_omezarr(tmp_path / "out.ome.zarr")[0].compute().any()
+    record = read_qc_record(qc_record_path(tmp_path / "out.ome.zarr"))
+    assert record["metrics"]["nonzero_fraction"] == 0 and record["metrics"]["p_high"] is None
+    assert record["flags"] and record["figures"] == {}
 
 
 def test_bad_inputs_raise_input_errors(tmp_path):

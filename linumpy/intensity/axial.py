@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, block_group, count_blocks, lateral_block_size, lateral_blocks, map_ordered,
-    read_block,
+    ChunkColumnCache, LateralBlock, binning_fits, block_group, count_blocks, expand_laterally, lateral_block_size,
+    lateral_blocks, map_ordered, read_block,
 )
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
@@ -76,6 +76,10 @@ class AxialSettings:
         (default: a quarter of the input depth).
     tail_sigma_px : float
         Lateral smoothing of the end-of-range decay ratio (voxels).
+    statistics_binning_px : int
+        The statistics pass (surface, levels, background profile, noise
+        floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
+        surface map is expanded back to every A-line (nearest).
     """
 
     surface_depth_um: float = 0.0
@@ -88,6 +92,7 @@ class AxialSettings:
     min_focus_gain: float = 0.05
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
+    statistics_binning_px: int = 2
 
 
 def output_paths(out_path: str | os.PathLike) -> tuple[Path, Path]:
@@ -166,8 +171,8 @@ def correct_slice(
     map_options = {"chunks": (block, block), "dtype": np.float32, "compression": compression,
                    "overwrite": overwrite}
 
-    group = block_group(volume, block)
     qc = AxialQc(n_z)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
@@ -197,6 +202,7 @@ def correct_slice(
                 tissue &= levels[part.inner] > stats.tissue_level
             return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat))
 
+        group = block_group(volume, block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
         for profile, tissue_mu, nonzero in tqdm(map_ordered(correct_part, parts, workers),
                                                 total=count_blocks((n_y, n_x), block, group),
@@ -234,6 +240,8 @@ def _check_settings(settings: AxialSettings) -> None:
         raise InputError(f"--surface_depth_um must be >= 0, got {settings.surface_depth_um}")
     if settings.useful_depth_um is not None and settings.useful_depth_um <= 0:
         raise InputError(f"--useful_depth_um must be > 0, got {settings.useful_depth_um}")
+    if settings.statistics_binning_px < 1:
+        raise InputError(f"statistics_binning_px must be >= 1, got {settings.statistics_binning_px}")
 
 
 def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
@@ -253,25 +261,33 @@ def _gather_statistics(
     Blocks are measured in ``workers`` threads and merged in block order.
     """
     n_z, n_y, n_x = volume.shape
-    halo = int(np.ceil(3 * settings.lateral_sigma_px))
+    factor = settings.statistics_binning_px
+    if not binning_fits(volume, factor):
+        logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", volume.chunksize, factor)
+        factor = 1
+    halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
     background = focus.BackgroundStatistics(n_z)
-    cache = ChunkColumnCache(volume)
+    cache = ChunkColumnCache(volume, binning=factor)
 
     def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
-        data = cache.read(part.outer)
-        if not np.isfinite(data).all():
+        outer_shape = tuple(s.stop - s.start for s in part.outer)
+        binned = cache.read(tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.outer))
+        if not np.isfinite(binned).all():  # a NaN or inf voxel makes its bin NaN or inf
             y0, x0 = part.origin
             raise InputError(
                 f"{in_path} has NaN or infinite voxels (near y={y0}, x={x0}); replace them (e.g. by 0) first"
             )
-        found_outer = surface.detect_surface(data, lateral_sigma_px=settings.lateral_sigma_px,
-                                             min_contrast=settings.min_contrast)
-        levels = focus.line_levels(data, found_outer, neighbourhood_px=halo)[part.inner_in_outer]
-        found = found_outer[part.inner_in_outer]
-        inner = data[(slice(None), *part.inner_in_outer)]
+        found_binned = surface.detect_surface(binned, lateral_sigma_px=settings.lateral_sigma_px / factor,
+                                              min_contrast=settings.min_contrast)
+        levels_binned = focus.line_levels(binned, found_binned, neighbourhood_px=halo // factor)
+        inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
+        measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
+                                      weight=factor**2)
+        profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
+        found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
+        levels = expand_laterally(levels_binned, factor, outer_shape)[part.inner_in_outer]
         levels_map[part.inner] = levels.astype(np.float32)
-        profile = inner.sum(axis=(1, 2), dtype=np.float64)
-        return part, found, background.measure(inner, found, levels), profile
+        return part, found, measured, profile
 
     moments = np.zeros((4, 4))
     group = block_group(volume, block)
@@ -396,7 +412,8 @@ def correct_block(
         The mean attenuation (mm^-1) of each A-line from its surface to the
         bottom of the output.
     """
-    signal = np.maximum(data - np.float32(stats.noise_floor), 0, dtype=np.float32)
+    signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
+    np.maximum(signal, 0, out=signal)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
@@ -404,7 +421,7 @@ def correct_block(
     signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
     mean_mu = attenuation.mean_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
     if settings.attenuation == "vermeer":
-        signal = attenuation.compensate_attenuation(signal, tails)
+        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     del tails
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)

@@ -113,12 +113,50 @@ def block_group(volume: da.Array, size: int) -> tuple[int, int]:
     return tuple(-(-int(chunk) // size) * size for chunk in volume.chunksize[1:3])
 
 
+def bin_laterally(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of every ``factor`` x ``factor`` group of A-lines, as float32.
+
+    The lateral extent is first padded (edge values repeated) to a multiple of
+    ``factor``; ``factor`` 1 returns the volume (as float32).
+
+    Examples
+    --------
+    >>> bin_laterally(np.arange(12.0).reshape(1, 3, 4), 2)[0].tolist()
+    [[2.5, 4.5], [8.5, 10.5]]
+    """
+    volume = np.asarray(volume, np.float32)
+    if factor == 1:
+        return volume
+    pad_y, pad_x = (-volume.shape[1]) % factor, (-volume.shape[2]) % factor
+    if pad_y or pad_x:
+        volume = np.pad(volume, ((0, 0), (0, pad_y), (0, pad_x)), mode="edge")
+    binned = np.zeros((volume.shape[0], volume.shape[1] // factor, volume.shape[2] // factor), np.float32)
+    for dy in range(factor):
+        for dx in range(factor):
+            binned += volume[:, dy::factor, dx::factor]
+    binned *= np.float32(1.0 / factor**2)
+    return binned
+
+
+def expand_laterally(image: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Undo :func:`bin_laterally` for a 2D map: repeat every pixel ``factor`` x ``factor`` times, crop to ``shape``.
+
+    Examples
+    --------
+    >>> expand_laterally(np.array([[1, 2]]), 2, (2, 3)).tolist()
+    [[1, 1, 2], [1, 1, 2]]
+    """
+    if factor == 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
+
+
 class ChunkColumnCache:
     """Read lateral regions of whole A-lines from a lazy ``(z, y, x)`` array as float32.
 
     Every storage chunk column (all depths of one lateral chunk) is decoded
-    once and kept in a least-recently-used cache of at most
-    ``max(MIN_CACHED_COLUMNS, budget_bytes / column bytes)`` columns, so
+    once (and binned, see below) and kept in a least-recently-used cache of at
+    most ``max(MIN_CACHED_COLUMNS, budget_bytes / column bytes)`` columns, so
     overlapping reads (halos, blocks smaller than a chunk) do not decode the
     same chunks again. Memory is bounded by the cache, whatever the slice
     size. Thread-safe (two threads may occasionally decode the same column).
@@ -128,11 +166,19 @@ class ChunkColumnCache:
     volume : dask.array.Array, shape (z, y, x)
         Chunked like the storage (as :func:`linumpy.io.zarr.read_omezarr` gives it).
     budget_bytes : int
+    binning : int
+        Serve the volume binned ``binning`` x ``binning`` laterally
+        (:func:`bin_laterally`); regions are then in binned A-lines. Use
+        :func:`binning_fits` to check that the chunks allow it.
     """
 
-    def __init__(self, volume: da.Array, budget_bytes: int = CACHE_BUDGET_BYTES) -> None:
+    def __init__(self, volume: da.Array, budget_bytes: int = CACHE_BUDGET_BYTES, binning: int = 1) -> None:
+        if not binning_fits(volume, binning):
+            raise ValueError(f"chunks {volume.chunksize} cannot be binned by {binning}")
         self.volume = volume
-        self.chunk_yx = tuple(int(c) for c in volume.chunksize[1:3])
+        self.binning = binning
+        self.source_chunk_yx = tuple(int(c) for c in volume.chunksize[1:3])
+        self.chunk_yx = tuple(-(-c // binning) for c in self.source_chunk_yx)
         column_bytes = 4 * volume.shape[0] * self.chunk_yx[0] * self.chunk_yx[1]
         self.capacity = max(MIN_CACHED_COLUMNS, budget_bytes // max(1, column_bytes))
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
@@ -158,9 +204,9 @@ class ChunkColumnCache:
             if key in self._columns:
                 self._columns.move_to_end(key)
                 return self._columns[key]
-        (c_y, c_x) = self.chunk_yx
+        (c_y, c_x) = self.source_chunk_yx
         region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
-        column = read_block(self.volume, region).astype(np.float32, copy=False)
+        column = bin_laterally(read_block(self.volume, region), self.binning)
         with self._lock:
             self._columns[key] = column
             while len(self._columns) > self.capacity:
@@ -171,6 +217,15 @@ class ChunkColumnCache:
 def read_block(volume: da.Array, region: tuple[slice, ...]) -> np.ndarray:
     """Load one region of a lazy array, one storage chunk at a time (bounded memory)."""
     return np.asarray(volume[region].compute(scheduler="synchronous"))
+
+
+def binning_fits(volume: da.Array, binning: int) -> bool:
+    """Whether binning every storage chunk column alone equals binning the whole volume.
+
+    True when every lateral chunk size is a multiple of ``binning`` (or the
+    axis is a single chunk).
+    """
+    return all(len(chunks) == 1 or chunks[0] % binning == 0 for chunks in volume.chunks[1:3])
 
 
 def map_ordered(

@@ -108,11 +108,15 @@ class BackgroundStatistics:
         """Add one block: ``volume`` (z, y, x), its surface (y, x; NaN for none) and levels (y, x)."""
         self.merge(self.measure(volume, surface, levels))
 
-    def measure(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray) -> BlockBackground | None:
+    def measure(
+        self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, weight: int = 1
+    ) -> BlockBackground | None:
         """What one block adds (see :meth:`add`), without changing ``self`` (thread-safe).
 
         Blocks measured in parallel are merged in block order with :meth:`merge`,
-        so the sums do not depend on the thread timing.
+        so the sums do not depend on the thread timing. ``weight``: the number
+        of A-lines each A-line of ``volume`` stands for (e.g. 4 for a volume
+        binned 2 x 2 laterally).
         """
         found = np.isfinite(surface)
         if not found.any():
@@ -131,7 +135,9 @@ class BackgroundStatistics:
         sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
         counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
         keep = present >= 0
-        return BlockBackground(level, noise_sum, int(above.sum()), present[keep], sums[keep], counts[keep])
+        if weight != 1:
+            level, noise_sum, sums, counts = np.repeat(level, weight), noise_sum * weight, sums * weight, counts * weight
+        return BlockBackground(level, noise_sum, int(above.sum()) * weight, present[keep], sums[keep], counts[keep])
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""

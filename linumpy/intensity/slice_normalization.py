@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import normalize
 from linumpy.intensity.blocks import (
-    LateralBlock, count_blocks, lateral_block_size, lateral_blocks, read_block, run_blocks,
+    LateralBlock, count_blocks, lateral_block_size, lateral_blocks, map_ordered, read_block,
 )
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import LogHistogram
+from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 
@@ -124,6 +125,7 @@ def normalize_slice(
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
         with OmeZarrWriter(out_path, volume.shape, chunks=chunks, dtype=settings.dtype,
                            compression=compression, overwrite=overwrite) as writer:
+            values, low_high, nonzero = None, None, 0
             if threshold is None:
                 logger.warning("%s has no positive intensity (empty slice): writing zeros", in_path)
                 writer[:] = 0
@@ -138,15 +140,21 @@ def normalize_slice(
                 low, high = (values.percentile(q) for q in settings.percentiles)
                 fraction = float(da.mean(tissue).compute())
 
-                def apply(part: LateralBlock) -> None:
+                def apply(part: LateralBlock) -> int:
                     data = read_block(volume, (slice(None), *part.inner)).astype(np.float32, copy=False)
                     normalized = normalize.normalize_values(data / read_block(gain, part.inner), low, high)
-                    writer[(slice(None), *part.inner)] = normalize.to_dtype(normalized, settings.dtype)
+                    converted = normalize.to_dtype(normalized, settings.dtype)
+                    writer[(slice(None), *part.inner)] = converted
+                    return int(np.count_nonzero(converted))
 
-                run_blocks(apply, lateral_blocks(volume.shape[1:], block), workers, progress, "normalize",
-                           count_blocks(volume.shape[1:], block))
-                attributes.update(_attributes(settings, threshold, (low, high), field, fraction))
+                shape = volume.shape[1:]
+                nonzero = sum(tqdm(map_ordered(apply, lateral_blocks(shape, block), workers),
+                                   total=count_blocks(shape, block), desc="normalize", disable=not progress,
+                                   leave=False))
+                low_high = (low, high)
+                attributes.update(_attributes(settings, threshold, low_high, field, fraction))
             writer.finalize(resolution, n_levels, attributes)
+    write_normalize_qc(out_path, values, low_high, attributes, nonzero, int(np.prod(volume.shape)))
     return attributes
 
 

@@ -35,7 +35,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         voxels, 0 for the first slice), ``z_offsets_um`` (depth step from the
         previous slice minus the thickness), ``overlap_ncc`` (NCC of the
         aligned overlap with the previous slice, None without registration),
-        ``z_confidence``; lists of slice ids ``glitch_corrected``,
+        ``z_confidence``, ``kept_depth_um``; lists of slice ids ``glitch_corrected``,
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
@@ -85,5 +85,5 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "excluded_slices": {str(i): ABSENT_REASON for i in absent},
         "n_gaps": len(absent),
         "slice_thickness_um": thickness,
-        "kept_depth_um": record.get("kept_depth_um"),
+        "kept_depth_um": [s.get("kept_depth_um") for s in slices],
     }

@@ -34,6 +34,8 @@ LOGGER = logging.getLogger(__name__)
 MIN_PLANES = 2
 #: Relative tolerance when comparing voxel sizes.
 RESOLUTION_TOLERANCE = 0.01
+#: Default blend overlap of consecutive slices, as a fraction of the thickness.
+DEFAULT_BLEND_OVERLAP = 0.1
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,11 @@ class StackParameters:
     register : bool
         Refine the motor placement at all.
     blend_overlap_um : float or None
-        Depth kept below each slice's surface beyond the slice thickness, so
-        consecutive slices overlap by about this much to blend; deeper planes
-        (noisier, dimmer) are dropped. None: a quarter of the thickness.
-        Registration still reads the whole useful range.
+        Depth kept below each slice's surface beyond its step to the next
+        slice (at least the thickness), so consecutive slices overlap by this
+        much to blend; deeper planes (noisier, dimmer) are dropped. None:
+        :data:`DEFAULT_BLEND_OVERLAP` times the thickness. Registration still
+        reads the whole useful range.
     """
 
     z_tolerance_um: float | None = None
@@ -199,8 +202,8 @@ def plan_stack(
         parameters.min_confidence,
         (max_z_drift, lateral, lateral),
     )
-    kept_um = kept_depth_um(thickness_um, parameters.blend_overlap_um) if len(slices) > 1 else None
-    kept = [_kept_range(s, kept_um) for s in slices]
+    kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um)
+    kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
     placed = [
         _place_on_grid(s, planes, origin, resolution_um)
         for s, planes, origin in zip(slices, kept, resolved.origins_um, strict=True)
@@ -211,8 +214,8 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
-    record["kept_depth_um"] = kept_um
-    for entry, planes in zip(record["slices"], kept, strict=True):
+    for entry, depth, planes in zip(record["slices"], kept_um, kept, strict=True):
+        entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     return StackPlan(placed, shape, resolution_um, record)
@@ -246,23 +249,40 @@ def _check_slices(slices: Sequence[SliceVolume]) -> None:
                              "rewrite it with lateral-only levels (OmeZarrWriter)")
 
 
-def kept_depth_um(thickness_um: float, blend_overlap_um: float | None = None) -> float | None:
-    """Depth kept below each slice's surface: the thickness plus the blend overlap.
+def kept_depths_um(
+    slice_ids: Sequence[int],
+    depths_um: Sequence[float],
+    thickness_um: float,
+    blend_overlap_um: float | None = None,
+) -> list[float | None]:
+    """Depth kept below each slice's surface: its step to the next slice plus the blend overlap.
 
-    ``blend_overlap_um`` defaults to a quarter of the thickness; None is
-    returned (keep every useful plane) when the thickness is unknown (0).
+    The step is the distance to the next slice id's placed depth, at least
+    the thickness (the last slice, and a slice before a gap, use the
+    thickness), so a slice found deeper than the motors say leaves no hole.
+    ``blend_overlap_um`` defaults to :data:`DEFAULT_BLEND_OVERLAP` times the
+    thickness. None (keep every useful plane) when the thickness is unknown
+    (0) or there is one slice.
 
     Examples
     --------
-    >>> kept_depth_um(200.0), kept_depth_um(200.0, 30.0), kept_depth_um(0.0)
-    (250.0, 230.0, None)
+    >>> kept_depths_um([0, 1, 2, 4], [0.0, 212.0, 400.0, 800.0], 200.0)
+    [232.0, 220.0, 220.0, 220.0]
+    >>> kept_depths_um([0, 1], [0.0, 200.0], 200.0, 0.0), kept_depths_um([3], [0.0], 200.0)
+    ([200.0, 200.0], [None])
     """
-    if thickness_um <= 0:
-        return None
-    overlap = thickness_um / 4 if blend_overlap_um is None else blend_overlap_um
+    if thickness_um <= 0 or len(slice_ids) < 2:
+        return [None] * len(slice_ids)
+    overlap = thickness_um * DEFAULT_BLEND_OVERLAP if blend_overlap_um is None else blend_overlap_um
     if overlap < 0:
         raise InputError(f"the blend overlap must be >= 0 um, got {overlap}")
-    return thickness_um + overlap
+    kept = []
+    for k, slice_id in enumerate(slice_ids):
+        step = thickness_um
+        if k + 1 < len(slice_ids) and slice_ids[k + 1] == slice_id + 1:
+            step = max(step, float(depths_um[k + 1] - depths_um[k]))
+        kept.append(step + overlap)
+    return kept
 
 
 def _kept_range(volume: SliceVolume, kept_um: float | None) -> tuple[int, int]:
