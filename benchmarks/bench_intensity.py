@@ -6,8 +6,9 @@ OME-Zarr (block by block: a tissue disc in agarose under a tilted surface,
 Gaussian focus, attenuation, speckle and a noise floor; chunks
 (64, 256, 256)). Then ``linum_axial_corr.py`` runs on it, and
 ``linum_normalize.py --flatfield`` on its output, each in a child process.
-Reported per run: wall time, throughput in MB/s of input, and the child's
-peak resident memory (``ru_maxrss``). Peak memory should stay flat as the
+Reported per run: wall time, throughput in MB/s of input, the child's CPU
+time (user + system: on a shared, loaded machine the wall time mostly
+measures the other users) and its peak resident memory (``ru_maxrss``). Peak memory should stay flat as the
 slice grows (the steps stream lateral blocks of whole A-lines).
 
 Usage::
@@ -38,7 +39,8 @@ RESOLUTION_MM = (0.0015, 0.003, 0.003)
 _MEASURE = (
     "import resource, subprocess, sys; "
     "code = subprocess.run(sys.argv[1:]).returncode; "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(usage.ru_utime + usage.ru_stime, usage.ru_maxrss); sys.exit(code)"
 )
 
 
@@ -77,14 +79,15 @@ def write_slice(path: Path, shape: tuple[int, int, int]) -> None:
         writer.finalize(RESOLUTION_MM, n_levels=1, attributes=attributes)
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """Run a command in a child process: (seconds, peak RSS in MiB)."""
+def measure(command: list[str]) -> tuple[float, float, float]:
+    """Run a command in a child process: (wall seconds, CPU seconds, peak RSS in MiB)."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode:
         raise RuntimeError(f"{command[1]} failed:\n{result.stderr}")
-    return seconds, int(result.stdout.split()[-1]) / 1024
+    cpu, peak = result.stdout.split()[-2:]
+    return seconds, float(cpu), int(peak) / 1024
 
 
 def main() -> None:
@@ -117,19 +120,21 @@ def main() -> None:
 
                 info = read_omezarr_info(inputs[name])
                 megabytes = np.prod(info.shape) * info.dtype.itemsize / 1e6
-                seconds, peak = measure([sys.executable, *command])
+                seconds, cpu, peak = measure([sys.executable, *command])
                 row = {"step": name, "input_shape": list(info.shape), "input_MB": round(megabytes),
                        "seconds": round(seconds, 1), "MB_per_s": round(megabytes / seconds, 1),
+                       "cpu_s": round(cpu, 1), "MB_per_cpu_s": round(megabytes / cpu, 1),
                        "peak_rss_MiB": round(peak)}
                 results.append(row)
                 print(json.dumps(row), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print("\n| step | input shape | input MB | s | MB/s | peak RSS MiB |\n|---|---|---|---|---|---|")
+    print("\n| step | input shape | input MB | s | MB/s | CPU s | MB/CPU s | peak RSS MiB |\n"
+          "|---|---|---|---|---|---|---|---|")
     for row in results:
         print(f"| {row['step']} | {row['input_shape']} | {row['input_MB']} | {row['seconds']} | "
-              f"{row['MB_per_s']} | {row['peak_rss_MiB']} |")
+              f"{row['MB_per_s']} | {row['cpu_s']} | {row['MB_per_cpu_s']} | {row['peak_rss_MiB']} |")
 
 
 if __name__ == "__main__":

@@ -30,17 +30,11 @@ from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, read_omezarr, read_omezarr_info
-from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
-from linumpy.qc.flags import outlier_indices
-from linumpy.qc.metrics import nonzero_fraction
-from linumpy.qc.records import write_qc_record
 from linumpy.stack.placement import check_slice_sequence
-from linumpy.stack.quality import stack_metrics
+from linumpy.stack.quality import write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
-#: The QC views use the coarsest pyramid level at least this many voxels wide.
-QC_VIEW_PX = 256
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,29 +94,7 @@ def main(args: argparse.Namespace) -> None:
         writer.finalize((args.resolution / 1000,) * 3, args.pyramid_resolutions, attributes)
     with atomic_output(shifts_out, args.overwrite) as tmp:
         tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
-    _write_qc(output, plan.record, args.resolution)
-
-
-def _write_qc(output: Path, record: dict, resolution_um: float) -> None:
-    """QC record of the stack: per-slice placement metrics, shifts and orthogonal views.
-
-    The views and the non-zero fraction come from the coarsest pyramid level
-    still ``QC_VIEW_PX`` voxels wide (the finest if none is).
-    """
-    metrics = stack_metrics(record, resolution_um)
-    levels = read_omezarr_info(output).levels
-    level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
-    volume, scale_mm = read_omezarr(output, level)
-    metrics["nonzero_fraction"] = nonzero_fraction(volume)
-    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
-    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
-    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
-    figures = {
-        "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
-        "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
-                                         title=f"stack at {scale_mm[0] * 1000:g} um"),
-    }
-    write_qc_record(output, "stack", metrics, figures)
+    write_stack_qc(output, plan.record, args.resolution)
 
 
 def _check_positive(**values: float) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
@@ -22,6 +23,7 @@ from ome_zarr_models.v04.image import Image
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
+from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.mosaic.grid import write_mosaic_grid
@@ -46,6 +48,23 @@ def synthetic_volume(shape=(100, 48, 48), mu=4.0, focus_px=(35.0, 30.0), floor=0
     gain = focus.gaussian_profile(n_z, *focus_px)[:, None, None]
     volume = signal * gain * rng.gamma(2.0, 0.5, shape) + floor * rng.standard_exponential(shape)
     return volume.astype(np.float32), true_surface, tissue
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binning", [1, 2])
+def test_chunk_cache_serves_every_block_exactly(binning):
+    data = np.random.default_rng(0).random((5, 37, 29), dtype=np.float32)
+    volume = da.from_array(data, chunks=(2, 8, 10))
+    cache = ChunkColumnCache(volume, budget_bytes=0, binning=binning)  # 2 columns: constant eviction
+    expected = bin_laterally(data, binning)
+    covered = np.zeros((37, 29), int)
+    for part in lateral_blocks((37, 29), 4, 2, cache.block_group(4)):
+        covered[part.inner] += 1
+        region = tuple(slice(s.start // binning, -(-s.stop // binning)) for s in part.outer)
+        assert np.array_equal(cache.read(region), expected[(slice(None), *region)])
+    assert (covered == 1).all()
 
 
 # --- surface -------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
 """Axial correction of one slice, streamed over an OME-Zarr volume.
 
-Two passes over the input, one lateral block of whole A-lines at a time:
+Two passes over the input, one lateral block of whole A-lines at a time
+(blocks run in a few threads, their results are merged in block order;
+blocks are read through a :class:`~linumpy.intensity.blocks.ChunkColumnCache`
+so that halos do not decode the same storage chunks again):
 
-1. *Statistics*: detect the surface of every A-line (with a halo for the
-   lateral smoothing), store it in the surface map, and accumulate the noise
-   floor, the background (agarose) depth profile and the moments of a plane
-   fitted to the surface (which fills the A-lines without a surface).
-2. *Correction* (a few blocks in parallel threads, each with a small
-   lateral halo): subtract the noise floor, divide by
+1. *Statistics*, on the slice binned laterally
+   (``statistics_binning_px``): detect the surface of every A-line (with a
+   halo for the lateral smoothing), store it in the surface map (and the
+   A-line levels in a scratch map), and accumulate the noise floor, the
+   background (agarose) depth profile and the moments of a plane fitted to
+   the surface (which fills the A-lines without a surface).
+2. *Correction* (each block with a small lateral halo): subtract the noise floor, divide by
    the focus profile, compensate the attenuation (Vermeer), shift every
    A-line so its surface sits at ``surface_depth_px``, crop
    ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
@@ -15,7 +19,9 @@ Two passes over the input, one lateral block of whole A-lines at a time:
 
 The three outputs (corrected volume, surface map, attenuation map) are
 written with :class:`~linumpy.io.zarr.OmeZarrWriter` and published together
-at the end; on any error none of them appears.
+at the end; on any error none of them appears. The QC record
+(:mod:`linumpy.intensity.qc_summary`) is written from sums both passes
+accumulate.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, binning_fits, block_group, count_blocks, expand_laterally, lateral_block_size,
-    lateral_blocks, map_ordered, read_block,
+    ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
+    map_ordered, read_block,
 )
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
@@ -139,7 +145,7 @@ def correct_slice(
     progress : bool
         Show progress bars.
     workers : int
-        Blocks corrected in parallel (threads) in the second pass.
+        Blocks processed in parallel (threads) in each pass.
 
     Returns
     -------
@@ -202,7 +208,7 @@ def correct_slice(
                 tissue &= levels[part.inner] > stats.tissue_level
             return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat))
 
-        group = block_group(volume, block)
+        group = cache.block_group(block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
         for profile, tissue_mu, nonzero in tqdm(map_ordered(correct_part, parts, workers),
                                                 total=count_blocks((n_y, n_x), block, group),
@@ -290,7 +296,7 @@ def _gather_statistics(
         return part, found, measured, profile
 
     moments = np.zeros((4, 4))
-    group = block_group(volume, block)
+    group = cache.block_group(block)
     parts = lateral_blocks((n_y, n_x), block, halo, group)
     for part, found, measured, profile in tqdm(map_ordered(measure, parts, workers),
                                                total=count_blocks((n_y, n_x), block, group), desc="surface",

@@ -15,22 +15,19 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import dask.array as da
 import numpy as np
-from tqdm.auto import tqdm
 
 #: Bytes of float32 input per block (the working set is a few times this).
 BLOCK_BUDGET_BYTES = 16 * 2**20
 #: Candidate lateral block sizes, largest first (powers of two keep chunk grids aligned).
 BLOCK_SIZES = (256, 128, 64, 32, 16)
 #: Bytes of decoded float32 chunk columns kept by :class:`ChunkColumnCache`.
-CACHE_BUDGET_BYTES = 256 * 2**20
-#: Chunk columns always kept: those a block and its halo touch in two neighbouring chunk columns.
-MIN_CACHED_COLUMNS = 6
+CACHE_BUDGET_BYTES = 384 * 2**20
 
 Result = TypeVar("Result")
 
@@ -108,11 +105,6 @@ def count_blocks(shape_yx: tuple[int, int], size: int, group: tuple[int, int] | 
     return sum(1 for _ in lateral_blocks(shape_yx, size, group=group))
 
 
-def block_group(volume: da.Array, size: int) -> tuple[int, int]:
-    """Lateral storage chunk shape of ``volume``, rounded up to a multiple of ``size``."""
-    return tuple(-(-int(chunk) // size) * size for chunk in volume.chunksize[1:3])
-
-
 def bin_laterally(volume: np.ndarray, factor: int) -> np.ndarray:
     """Mean of every ``factor`` x ``factor`` group of A-lines, as float32.
 
@@ -156,10 +148,11 @@ class ChunkColumnCache:
 
     Every storage chunk column (all depths of one lateral chunk) is decoded
     once (and binned, see below) and kept in a least-recently-used cache of at
-    most ``max(MIN_CACHED_COLUMNS, budget_bytes / column bytes)`` columns, so
-    overlapping reads (halos, blocks smaller than a chunk) do not decode the
-    same chunks again. Memory is bounded by the cache, whatever the slice
-    size. Thread-safe (two threads may occasionally decode the same column).
+    most ``max(2, budget_bytes / column bytes)`` columns, so overlapping reads
+    (halos, blocks smaller than a chunk) do not decode the same chunks again.
+    Memory is bounded by the cache, whatever the slice size. Thread-safe (two
+    threads may occasionally decode the same column). Visit the blocks in the
+    order of :meth:`block_group` to make the most of the cache.
 
     Parameters
     ----------
@@ -180,7 +173,7 @@ class ChunkColumnCache:
         self.source_chunk_yx = tuple(int(c) for c in volume.chunksize[1:3])
         self.chunk_yx = tuple(-(-c // binning) for c in self.source_chunk_yx)
         column_bytes = 4 * volume.shape[0] * self.chunk_yx[0] * self.chunk_yx[1]
-        self.capacity = max(MIN_CACHED_COLUMNS, budget_bytes // max(1, column_bytes))
+        self.capacity = max(2, budget_bytes // max(1, column_bytes))
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -197,6 +190,19 @@ class ChunkColumnCache:
                 out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = column[
                     :, ys.start - cy * c_y : ys.stop - cy * c_y, xs.start - cx * c_x : xs.stop - cx * c_x]
         return out
+
+    def block_group(self, size: int) -> tuple[int, int]:
+        """The ``group`` of :func:`lateral_blocks` (blocks of ``size``, in volume A-lines) that suits the cache.
+
+        A group is ``rows`` storage chunks tall and one wide, its blocks
+        visited column by column: with halos of less than a chunk, one column
+        of blocks touches ``rows + 2`` chunk rows of two chunk columns, which
+        the cache holds for ``rows = capacity // 2 - 2``; every chunk is then
+        decoded about ``1 + 2 / rows`` times (the rows next to a group again).
+        """
+        rows = max(1, self.capacity // 2 - 2)
+        chunk_y, chunk_x = self.source_chunk_yx
+        return (-(-rows * chunk_y // size) * size, -(-chunk_x // size) * size)
 
     def _column(self, cy: int, cx: int) -> np.ndarray:
         key = (cy, cx)
@@ -248,36 +254,3 @@ def map_ordered(
         finally:
             for future in pending:
                 future.cancel()
-
-
-def run_blocks(
-    work: Callable[[LateralBlock], None],
-    parts: Iterable[LateralBlock],
-    workers: int = 2,
-    progress: bool = False,
-    description: str = "blocks",
-    total: int | None = None,
-) -> None:
-    """Run ``work(part)`` for every block in a thread pool, at most ``workers`` at a time.
-
-    Blocks must write disjoint outputs. The first exception is raised once
-    the blocks in flight have finished.
-    """
-    bar = tqdm(total=total, desc=description, disable=not progress, leave=False)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: set[Future] = set()
-        try:
-            for part in parts:
-                if len(pending) >= max(1, workers):
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        future.result()
-                        bar.update(1)
-                pending.add(pool.submit(work, part))
-            for future in pending:
-                future.result()
-                bar.update(1)
-        finally:
-            for future in pending:
-                future.cancel()
-            bar.close()

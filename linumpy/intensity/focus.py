@@ -135,9 +135,8 @@ class BackgroundStatistics:
         sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
         counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
         keep = present >= 0
-        if weight != 1:
-            level, noise_sum, sums, counts = np.repeat(level, weight), noise_sum * weight, sums * weight, counts * weight
-        return BlockBackground(level, noise_sum, int(above.sum()) * weight, present[keep], sums[keep], counts[keep])
+        return BlockBackground(np.repeat(level, weight), noise_sum * weight, int(above.sum()) * weight,
+                               present[keep], sums[keep] * weight, counts[keep] * weight)
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""

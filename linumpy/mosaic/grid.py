@@ -24,8 +24,11 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
-from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter
-from linumpy.resample import resample_to_resolution, resampled_shape
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.qc.figures import mosaic_grid_figure
+from linumpy.qc.metrics import nonzero_fraction
+from linumpy.qc.records import write_qc_record
+from linumpy.resample import block_mean, resample_to_resolution, resampled_shape
 
 logger = logging.getLogger(__name__)
 
@@ -232,4 +235,28 @@ def write_mosaic_grid(
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
         grid.finalize(resolution_mm, n_levels, attributes)
         aip.finalize(resolution_mm[1:], n_levels, attributes)
+    write_mosaic_grid_qc(path, aip_path, geometry.grid_shape, sorted(section.tiles))
     return geometry
+
+
+#: The QC figure reads the AIP's coarsest level at least this many pixels wide.
+QC_AIP_PX = 1024
+
+
+def write_mosaic_grid_qc(
+    path: str | Path, aip_path: str | Path, grid_shape: tuple[int, int], tiles: Sequence[tuple[int, int]]
+) -> Path:
+    """Write the QC record of a mosaic grid from its written AIP.
+
+    Metrics: ``n_tiles`` and the AIP's ``nonzero_fraction``; figure ``aip``
+    (the tile grid drawn over the AIP, missing tiles crossed out). The AIP is
+    read at its coarsest level still ``QC_AIP_PX`` pixels wide, block-averaged
+    down to at most twice that size, so the cost does not grow with the slice.
+    """
+    levels = read_omezarr_info(aip_path).levels
+    level = max((i for i, lv in enumerate(levels) if max(lv.shape) >= QC_AIP_PX), default=0)
+    data, _ = read_omezarr(aip_path, level)
+    factor = max(1, max(data.shape) // QC_AIP_PX)
+    aip = np.asarray(block_mean(data, (factor, factor)).compute())
+    metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)}
+    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": mosaic_grid_figure(aip, grid_shape, tiles)})

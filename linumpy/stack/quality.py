@@ -1,4 +1,4 @@
-"""QC metrics of a stack, derived from its placement record (no pixels read).
+"""QC record of a stack: metrics from its placement record, figures from a pyramid level.
 
 The metric names follow ``docs/qc.md``: per-slice lists aligned with
 ``slice_ids`` (the report puts them in the slices' rows), the slices absent
@@ -8,13 +8,48 @@ whole-brain counts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from linumpy.io.zarr import read_omezarr, read_omezarr_info
+from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
+from linumpy.qc.flags import outlier_indices
+from linumpy.qc.metrics import nonzero_fraction
+from linumpy.qc.records import write_qc_record
+
 #: Reason given in the report for a slice id absent from the stack.
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
+#: The QC views use the coarsest pyramid level at least this many voxels wide.
+QC_VIEW_PX = 256
+
+
+def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float) -> Path:
+    """Write the stack's QC record beside ``output`` (an existing stacked volume).
+
+    Metrics are :func:`stack_metrics` plus ``nonzero_fraction``; figures are
+    ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled) and
+    ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
+    level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
+    non-zero fraction streams over it, the views read three planes.
+    """
+    metrics = stack_metrics(record, resolution_um)
+    levels = read_omezarr_info(output).levels
+    level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
+    volume, scale_mm = read_omezarr(output, level)
+    metrics["nonzero_fraction"] = nonzero_fraction(volume)
+    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
+    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
+    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
+    figures = {
+        "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
+        "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
+                                         title=f"stack at {scale_mm[0] * 1000:g} um"),
+    }
+    return write_qc_record(output, "stack", metrics, figures)
 
 
 def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, Any]:
