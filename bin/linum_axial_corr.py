@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
-from linumpy.errors import InputError
+from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
 from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, AxialSettings, correct_slice
-from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.io.profiles import read_depth_profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,23 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Divide by this focus profile (.npy, one value per input depth) instead.")
     parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
                         help="Attenuation compensation [%(default)s].")
-    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS,
-                        help="Pyramid levels above level 0 [%(default)s].")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
-                        help="Chunk codec [%(default)s].")
-    add_overwrite_argument(parser)
+    add_omezarr_output_arguments(parser)
     return parser
-
-
-def load_profile(path: str) -> np.ndarray:
-    """Read a 1D focus profile from a .npy file."""
-    try:
-        profile = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read the focus profile {path} ({error}); give a .npy file") from error
-    if profile.ndim != 1:
-        raise InputError(f"{path} holds a {profile.ndim}D array; the focus profile must be 1D")
-    return profile
 
 
 def main(args: argparse.Namespace) -> None:
@@ -62,7 +43,7 @@ def main(args: argparse.Namespace) -> None:
         surface_depth_um=args.surface_depth_um,
         useful_depth_um=args.useful_depth_um,
         focus=args.focus,
-        focus_profile=None if args.focus_profile is None else load_profile(args.focus_profile),
+        focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
         attenuation=args.attenuation,
     )
     correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels,

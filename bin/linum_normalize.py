@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
 from linumpy.intensity.slice_normalization import OUTPUT_DTYPES, NormalizeSettings, normalize_slice
-from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.io.zarr import DEFAULT_N_LEVELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Correct the lateral illumination estimated across the tiles.")
     parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
                         help="float32 in [0, 1] or uint16 in 0..65535 [%(default)s].")
-    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS,
-                        help="Pyramid levels above level 0 [%(default)s].")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
-                        help="Chunk codec [%(default)s].")
-    add_overwrite_argument(parser)
+    add_omezarr_output_arguments(parser)
     return parser
 
 

@@ -1,0 +1,198 @@
+"""Stack slice files into the brain volume: the file-level entry point.
+
+Reads the normalized slices, the motor table and the slice thickness, plans
+the placement (:func:`linumpy.stack.stacking.plan_stack`), writes the volume
+with the analysis pyramid, the placement estimates (JSON) and the QC record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from linumpy.errors import InputError
+from linumpy.io.atomic import atomic_output, check_can_write
+from linumpy.io.codecs import DEFAULT_COMPRESSION
+from linumpy.io.motor_table import read_motor_positions
+from linumpy.io.naming import parse_slice_id
+from linumpy.io.sidecar import read_sidecar
+from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.stack.placement import check_slice_sequence
+from linumpy.stack.quality import write_stack_qc
+from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_PYRAMID_RESOLUTIONS_UM = (10.0, 25.0, 50.0, 100.0)
+
+
+def stack_slice_files(
+    slice_paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    motor_positions: str | os.PathLike,
+    *,
+    resolution_um: float = 10.0,
+    pyramid_resolutions_um: Sequence[float] = DEFAULT_PYRAMID_RESOLUTIONS_UM,
+    slice_thickness_um: float | None = None,
+    acquisition_json: str | os.PathLike | None = None,
+    blend_overlap_um: float | None = None,
+    allow_gaps: bool = False,
+    shifts_out: str | os.PathLike | None = None,
+    chunks: Sequence[int] | None = None,
+    compression: str = DEFAULT_COMPRESSION,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Stack normalized slice files into one OME-Zarr volume.
+
+    Parameters
+    ----------
+    slice_paths : sequence of path-like
+        ``slice_zNN_normalize.ome.zarr`` files in any order; ordered by the
+        slice id in their names.
+    output : path-like
+        The stacked volume (``.ome.zarr``).
+    motor_positions : path-like
+        Motor table written by ``linum_collect_motor_positions.py``.
+    resolution_um : float
+        Isotropic output voxel size, micrometres.
+    pyramid_resolutions_um : sequence of float
+        Analysis pyramid; only resolutions at or above ``resolution_um`` exist.
+    slice_thickness_um : float, optional
+        Vibratome slice thickness; else ``acquisition_json``'s, else the median
+        motor z step.
+    acquisition_json : path-like, optional
+        ``acquisition.json`` sidecar holding ``slice_thickness_um``.
+    blend_overlap_um : float, optional
+        Depth kept below each slice beyond its step to the next slice, blended
+        with the next slice (default: see :class:`StackParameters`).
+    allow_gaps : bool
+        Fill missing slice ids with zeros instead of refusing them.
+    shifts_out : path-like, optional
+        Placement estimates (JSON); default ``<out stem>_shifts.json``.
+    chunks : sequence of int, optional
+        Output chunk shape (z, y, x).
+    compression : str
+        Output codec name.
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        The shifts JSON written beside the volume.
+    """
+    _check_positive(resolution=resolution_um, slice_thickness_um=slice_thickness_um or 1.0,
+                    pyramid_resolutions=min(pyramid_resolutions_um))
+    if blend_overlap_um is not None and blend_overlap_um < 0:
+        raise InputError(f"--blend_overlap_um must be >= 0, got {blend_overlap_um}")
+    output = Path(output)
+    shifts_out = Path(shifts_out) if shifts_out else _stem_path(output, "_shifts.json")
+    check_can_write(output, overwrite)
+    check_can_write(shifts_out, overwrite)
+    paths = _ordered_slices(slice_paths, allow_gaps)
+    motors = _motor_rows(motor_positions, list(paths))
+    thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors)
+    volumes = [_slice_volume(i, p) for i, p in paths.items()]
+    plan = plan_stack(volumes, motors, thickness, resolution_um,
+                      StackParameters(blend_overlap_um=blend_overlap_um))
+    dtype = _common_dtype(volumes)
+    with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
+        write_stack(plan, writer, writer.write_block, dtype, progress)
+        attributes = {"slice_ids": list(paths), "slice_thickness_um": thickness,
+                      "stack_shifts": shifts_out.name}
+        writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
+    with atomic_output(shifts_out, overwrite) as tmp:
+        tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
+    write_stack_qc(output, plan.record, resolution_um)
+    return shifts_out
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise InputError(f"--{name} must be > 0, got {value}")
+
+
+def _stem_path(output: Path, suffix: str) -> Path:
+    name = output.name.removesuffix(".ome.zarr")
+    return output.with_name(name + suffix)
+
+
+def _ordered_slices(names: Sequence[str | os.PathLike], allow_gaps: bool) -> dict[int, Path]:
+    """Map slice id -> path, sorted by id, gaps refused unless allowed."""
+    paths: dict[int, Path] = {}
+    ids = []
+    for name in names:
+        try:
+            slice_id = parse_slice_id(Path(name).name)
+        except ValueError:
+            raise InputError(f"{name}: no slice id in the name; expected slice_zNN_normalize.ome.zarr") from None
+        ids.append(slice_id)
+        paths[slice_id] = Path(name)
+    return {i: paths[i] for i in check_slice_sequence(ids, allow_gaps)}
+
+
+def _motor_rows(csv_path: str | os.PathLike, slice_ids: list[int]) -> np.ndarray:
+    """``(n, 3)`` motor (z, y, x) in mm of the given slices."""
+    table = read_motor_positions(csv_path)
+    missing = [i for i in slice_ids if i not in table]
+    if missing:
+        raise InputError(f"{csv_path}: no motor position for slice(s) {missing}; recollect the table")
+    return np.array([[table[i].z_mm, table[i].y_mm, table[i].x_mm] for i in slice_ids])
+
+
+def _slice_thickness(
+    thickness_um: float | None, acquisition_json: str | os.PathLike | None, motors: np.ndarray
+) -> float:
+    if thickness_um:
+        return thickness_um
+    if acquisition_json:
+        thickness = read_sidecar(acquisition_json).slice_thickness_um
+        if thickness is None:
+            raise InputError(f"{acquisition_json}: no slice_thickness_um; add it or pass --slice_thickness_um")
+        return thickness
+    if len(motors) < 2:
+        return 0.0  # a single slice has nothing to place it against
+    thickness = float(np.median(np.abs(np.diff(motors[:, 0])))) * 1000
+    LOGGER.info("slice thickness %.2f um taken from the motor z steps", thickness)
+    return thickness
+
+
+def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
+    """Open every pyramid level of a slice, lazily."""
+    info = read_omezarr_info(path)
+    if info.ndim != 3:
+        raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
+    levels = []
+    for index in range(len(info.levels)):
+        data, scale_mm = read_omezarr(path, index)
+        levels.append((data, tuple(s * 1000 for s in scale_mm)))
+    return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]))
+
+
+def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:
+    """Planes below the flattened surface, from the axial correction's attributes.
+
+    ``surface_depth_px`` is the plane the surface was flattened to and
+    ``useful_depth_px`` the depth kept (both at level 0); without them the
+    whole depth is used.
+    """
+    start = int(info.attributes.get("surface_depth_px", 0))
+    stop = min(depth, int(info.attributes.get("useful_depth_px", depth)))
+    if stop <= start:
+        raise InputError(f"{path}: no useful planes (surface at plane {start} of {depth}); "
+                         "rerun the axial correction with a larger --useful_depth_um")
+    return start, stop
+
+
+def _common_dtype(volumes: list[SliceVolume]) -> np.dtype:
+    dtypes = {np.dtype(v.levels[0][0].dtype) for v in volumes}
+    return dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
