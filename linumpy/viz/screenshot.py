@@ -78,10 +78,11 @@ def _draw_scale_bar(image: Image.Image, display_mm: float) -> None:
     text_box = draw.textbbox((0, 0), label, font=font)
     text_w, text_h = text_box[2] - text_box[0], text_box[3] - text_box[1]
     top = y1 - thickness - 4 - text_h
-    box_left = min(x1 - length_px, x1 - length_px / 2 - text_w / 2) - 4
+    text_left = min(x1 - length_px / 2 - text_w / 2, x1 - text_w)  # centred on the bar, never past it
+    box_left = min(x1 - length_px, text_left) - 4
     draw.rectangle([box_left, top - 4, x1 + 4, y1 + 4], fill=_BACKGROUND)  # keeps the bar readable
     draw.rectangle([x1 - length_px, y1 - thickness, x1, y1], fill=255)
-    draw.text((x1 - length_px / 2 - text_w / 2, top - text_box[1]), label, fill=255, font=font)
+    draw.text((text_left - text_box[0], top - text_box[1]), label, fill=255, font=font)
 
 
 def render_screenshot(
