@@ -15,9 +15,7 @@ Example:
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
-from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
 from linumpy.stitching.blend import BLEND_MODES
 from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.stitch import stitch_mosaic_grid
@@ -35,11 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Fusion of overlapping tiles [%(default)s].")
     parser.add_argument("--max_shift_px", type=float, default=DEFAULT_MAX_SHIFT_PX,
                         help="Largest correction of the nominal tile offsets, pixels [%(default)s].")
-    parser.add_argument("--n_levels", type=int, default=DEFAULT_N_LEVELS,
-                        help="Pyramid levels above level 0 [%(default)s].")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
-                        help="Chunk compression [%(default)s].")
-    add_overwrite_argument(parser)
+    add_omezarr_output_arguments(parser)
     return parser
 
 
