@@ -115,6 +115,8 @@ class SliceStatistics:
     noise_floor: float
     focus_profile: np.ndarray | None  # normalized, one value per input depth
     focus_mode: str  # what was applied, e.g. "background" or "none (no background A-lines)"
+    focus_qc: dict  # support of the focus estimate (focus.estimate_focus), empty without one
+    focus_flags: list  # QC messages: weakly supported focus estimate, fallbacks
     plane: np.ndarray | None  # surface plane coefficients (voxels), None if no surface anywhere
     mean_surface_px: float | None
     surface_fraction: float  # fraction of A-lines with a detected surface
@@ -231,7 +233,7 @@ def correct_slice(
         surface_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "surface_depth_um"))
         attenuation_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "attenuation_per_mm"))
         out_writer.finalize(resolution, n_levels, attributes)
-    qc.write(out_path, attributes, dz_mm * 1000)
+    qc.write(out_path, attributes, dz_mm * 1000, stats.focus_qc, stats.focus_flags, stats.focus_profile)
     return attributes
 
 
@@ -272,7 +274,7 @@ def _gather_statistics(
         logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", volume.chunksize, factor)
         factor = 1
     halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
-    background = focus.BackgroundStatistics(n_z)
+    background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
     cache = ChunkColumnCache(volume, binning=factor)
 
     def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
@@ -288,7 +290,7 @@ def _gather_statistics(
         levels_binned = focus.line_levels(binned, found_binned, neighbourhood_px=halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
-                                      weight=factor**2)
+                                      (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(levels_binned, factor, outer_shape)[part.inner_in_outer]
@@ -307,11 +309,13 @@ def _gather_statistics(
         surface_writer[part.inner] = found * dz_um
 
     plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
-    profile, mode = _focus_profile(background, settings, n_z)
-    bins = background.background_bins()
-    tissue_level = None if bins is None else float(10 ** background.levels.edges[bins[-1] + 1])
+    tissue_level = background.tissue_level()
+    first_tissue = qc.surface_percentile_px(1.0)
+    estimate, mode = _focus_profile(background, tissue_level, settings, 0.0 if first_tissue is None else first_tissue,
+                                    dz_um)
     return SliceStatistics(
-        noise_floor=background.noise_floor(), focus_profile=profile, focus_mode=mode, plane=plane,
+        noise_floor=background.noise_floor(), focus_profile=estimate.profile, focus_mode=mode,
+        focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
     )
 
@@ -338,31 +342,30 @@ def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, settings: AxialSettings, depth: int
-) -> tuple[np.ndarray | None, str]:
-    """The normalized focus profile to divide by and a description of where it came from."""
+    background: focus.BackgroundStatistics, tissue_level: float | None, settings: AxialSettings,
+    first_tissue_px: float, dz_um: float,
+) -> tuple[focus.FocusEstimate, str]:
+    """The focus estimate to divide by and a description of where it came from."""
     if settings.focus_profile is not None:
         given = np.asarray(settings.focus_profile, np.float64)
         if not np.isfinite(given).all() or given.max() <= 0:
             raise InputError("the focus profile must be finite with a positive maximum")
-        return focus.normalized_profile(given, settings.min_focus_gain, smooth_px=0), "profile"
+        return focus.FocusEstimate(focus.normalized_profile(given, settings.min_focus_gain, smooth_px=0), {}, []), \
+            "profile"
     if settings.focus == "none":
-        return None, "none"
-    bins = background.background_bins()
-    profile = None if bins is None else background.background_profile(bins)
-    if profile is None or not profile.max() > 0:
+        return focus.FocusEstimate(None, {}, []), "none"
+    cells = None if tissue_level is None else background.agarose_cells(tissue_level)
+    if cells is None or not cells.any():
         logger.warning("no distinct background (agarose) A-lines: the focus correction is skipped")
-        return None, "none (no background A-lines)"
-    if settings.focus == "gaussian":
-        try:
-            centre, width = focus.fit_gaussian_focus(background.background_profile(bins, extend=False))
-        except ValueError as error:
-            logger.warning("no Gaussian fits the background profile (%s): the focus correction is skipped", error)
-            return None, "none (Gaussian fit failed)"
-        logger.info("Gaussian focus: centre %.1f px, width %.1f px", centre, width)
-        profile = focus.gaussian_profile(depth, centre, width)
-        return focus.normalized_profile(profile, settings.min_focus_gain, smooth_px=0), "gaussian"
-    return focus.normalized_profile(profile, settings.min_focus_gain), "background"
+        return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+    measured, support = background.background_profile(cells)
+    estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
+                                    model="gaussian" if settings.focus == "gaussian" else None)
+    for flag in estimate.flags:
+        logger.warning("%s", flag)
+    if estimate.profile is None:
+        return estimate, "none (too few background A-lines)"
+    return estimate, settings.focus
 
 
 def _output_depth(
