@@ -310,11 +310,13 @@ def _gather_statistics(
 
     plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
     tissue_level = background.tissue_level()
+    tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
+    noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
     first_tissue = qc.surface_percentile_px(1.0)
-    estimate, mode = _focus_profile(background, tissue_level, settings, 0.0 if first_tissue is None else first_tissue,
-                                    dz_um)
+    estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
+                                    0.0 if first_tissue is None else first_tissue, dz_um)
     return SliceStatistics(
-        noise_floor=background.noise_floor(), focus_profile=estimate.profile, focus_mode=mode,
+        noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
         focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
     )
@@ -342,8 +344,8 @@ def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, tissue_level: float | None, settings: AxialSettings,
-    first_tissue_px: float, dz_um: float,
+    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: float,
+    settings: AxialSettings, first_tissue_px: float, dz_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
     """The focus estimate to divide by and a description of where it came from."""
     if settings.focus_profile is not None:
@@ -358,7 +360,7 @@ def _focus_profile(
     if cells is None or not cells.any():
         logger.warning("no distinct background (agarose) A-lines: the focus correction is skipped")
         return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
-    measured, support = background.background_profile(cells)
+    measured, support = background.background_profile(cells, noise_floor)
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None)
     for flag in estimate.flags:

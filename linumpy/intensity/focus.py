@@ -79,9 +79,8 @@ class BlockBackground:
     """What one block adds to :class:`BackgroundStatistics`."""
 
     levels: np.ndarray  # level of every A-line with a surface
-    noise_sum: float
-    noise_count: int
     cells: np.ndarray  # flat indices of the lateral cells present
+    cell_noise: np.ndarray  # (cells, 2): sum and count of the voxels above the surface
     sums: np.ndarray  # (cells, depth) sums of the intensities below the surface
     counts: np.ndarray  # (cells, depth) counts
     level_max: np.ndarray  # (cells,) largest A-line level
@@ -119,8 +118,7 @@ class BackgroundStatistics:
         self.cell_sums = np.zeros((n_cells, depth), np.float64)
         self.cell_counts = np.zeros((n_cells, depth), np.int64)
         self.cell_level_max = np.zeros(n_cells, np.float64)
-        self.noise_sum = 0.0
-        self.noise_count = 0
+        self.cell_noise = np.zeros((n_cells, 2), np.float64)
 
     def add(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
         """Add one block: ``volume`` (z, y, x) at ``origin``, its surface (y, x; NaN for none) and levels (y, x)."""
@@ -144,34 +142,47 @@ class BackgroundStatistics:
         start = np.rint(surface[found]).astype(np.intp)[:, None]
         depth = np.arange(self.depth)[None, :]
         above = depth < start - self.margin_px
-        noise_sum = float(np.where(above, lines, 0).sum(dtype=np.float64))
         below = depth >= start + self.margin_px
         rows, cols = np.nonzero(found)
         cell = ((rows + origin[0]) // self.cell_px) * self.grid[1] + (cols + origin[1]) // self.cell_px
         order = np.argsort(cell, kind="stable")
         present, starts = np.unique(cell[order], return_index=True)
+        noise = np.stack([np.add.reduceat(np.where(above, lines, 0)[order].sum(axis=1, dtype=np.float64), starts),
+                          np.add.reduceat(above[order].sum(axis=1), starts)], axis=1)
         lines *= below
         sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
         counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
         level = levels[found]
         level_max = np.maximum.reduceat(level[order], starts)
-        return BlockBackground(np.repeat(level, weight), noise_sum * weight, int(above.sum()) * weight,
-                               present, sums * weight, counts * weight, level_max)
+        return BlockBackground(np.repeat(level, weight), present, noise * weight, sums * weight, counts * weight,
+                               level_max)
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""
         if block is None:
             return
         self.levels.add(block.levels)
-        self.noise_sum += block.noise_sum
-        self.noise_count += block.noise_count
+        self.cell_noise[block.cells] += block.cell_noise
         self.cell_sums[block.cells] += block.sums
         self.cell_counts[block.cells] += block.counts
         np.maximum.at(self.cell_level_max, block.cells, block.level_max)
 
-    def noise_floor(self) -> float:
-        """Mean intensity above the surface (0 when no voxel lies above a surface)."""
-        return self.noise_sum / self.noise_count if self.noise_count else 0.0
+    def noise_floor(self, cells: np.ndarray | None = None) -> float:
+        """Noise floor: the median over ``cells`` (default: all) of each cell's mean intensity above the surface.
+
+        0 when no voxel lies above a surface. Give the tissue cells
+        (:meth:`tissue_cells`), and the median, not the mean: above a dim
+        scatterer (agarose or dark tissue out of focus) the surface is found
+        late and the voxels "above" it still hold signal.
+        """
+        noise = self.cell_noise if cells is None else self.cell_noise[cells]
+        noise = noise[noise[:, 1] > 0]
+        return float(np.median(noise[:, 0] / noise[:, 1])) if noise.size else 0.0
+
+    def tissue_cells(self, tissue_level: float) -> np.ndarray:
+        """Boolean ``(cells,)``: cells whose A-lines are all tissue-bright or near it (eroded tissue mask)."""
+        tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
+        return ndimage.binary_erosion(tissue, iterations=1).ravel()
 
     def tissue_level(self, min_class_ratio: float = 4.0, min_lines: int = 20) -> float | None:
         """A-line level above which an A-line is tissue, or None when no distinct background exists.
@@ -207,8 +218,8 @@ class BackgroundStatistics:
             tissue = ndimage.binary_dilation(tissue, iterations=guard_cells)
         return ~tissue.ravel() & (self.cell_counts.max(axis=1) > 0)
 
-    def background_profile(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean noise-subtracted depth profile of the A-lines of ``cells`` below their surface.
+    def background_profile(self, cells: np.ndarray, noise_floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mean depth profile of the A-lines of ``cells`` below their surface, minus ``noise_floor``.
 
         Returns ``(profile, support)``: ``support[z]`` is the number of
         A-lines behind ``profile[z]`` (NaN where 0).
@@ -216,7 +227,7 @@ class BackgroundStatistics:
         sums = self.cell_sums[cells].sum(axis=0)
         support = self.cell_counts[cells].sum(axis=0)
         profile = np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0)
-        return profile - self.noise_floor(), support
+        return profile - noise_floor, support
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...
