@@ -144,7 +144,8 @@ def test_background_profile_and_model_fit_recover_the_focus():
     volume, _, _ = synthetic_volume(shape=(100, 64, 64), mu=4.0, focus_px=(40.0, 25.0), agarose_border=18)
     stats, level = background_of(volume)
     assert level is not None
-    measured, support = stats.background_profile(stats.agarose_cells(level), stats.noise_floor(stats.tissue_cells(level)))
+    measured, support = stats.background_profile(stats.agarose_cells(level), stats.noise_floor(stats.tissue_cells(level)),
+                                                 np.ceil(stats.cell_surfaces()) + 3)
     estimate = focus.estimate_focus(measured, support, 12.0, 1.5)
     truth = focus.focus_model("gaussian", np.arange(100), 1.0, 40.0, 25.0)
     # agarose attenuation (0.3/mm) bends the profile by < 6% over the range

@@ -55,6 +55,8 @@ FOCUS_MODES = ("background", "gaussian", "none")
 ATTENUATION_MODES = ("vermeer", "none")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
+#: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
+AGAROSE_GUARD_UM = 50.0
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,8 @@ def correct_slice(
             dir=Path(out_path).parent, prefix=".axial-levels-")))
         levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
                                    dtype=np.float32)
-        stats = _gather_statistics(volume, in_path, dz_mm * 1000, surface_writer, levels, settings, block,
-                                   progress, workers, qc)
+        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer, levels,
+                                   settings, block, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -261,13 +263,15 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 
 def _gather_statistics(
-    volume: da.Array, in_path: str | os.PathLike, dz_um: float, surface_writer: OmeZarrWriter,
+    volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
     levels_map: zarr.Array, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
+    ``voxel_um``: axial and lateral voxel size.
     """
+    dz_um, lateral_um = voxel_um
     n_z, n_y, n_x = volume.shape
     factor = settings.statistics_binning_px
     if not binning_fits(volume, factor):
@@ -314,7 +318,8 @@ def _gather_statistics(
     noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
     first_tissue = qc.surface_percentile_px(1.0)
     estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
-                                    0.0 if first_tissue is None else first_tissue, dz_um)
+                                    0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
+                                    lateral_um)
     return SliceStatistics(
         noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
         focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
@@ -345,7 +350,8 @@ def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray
 
 def _focus_profile(
     background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: float,
-    settings: AxialSettings, first_tissue_px: float, dz_um: float,
+    settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
+    lateral_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
     """The focus estimate to divide by and a description of where it came from."""
     if settings.focus_profile is not None:
@@ -356,18 +362,43 @@ def _focus_profile(
             "profile"
     if settings.focus == "none":
         return focus.FocusEstimate(None, {}, []), "none"
-    cells = None if tissue_level is None else background.agarose_cells(tissue_level)
-    if cells is None or not cells.any():
+    if tissue_level is None:
         logger.warning("no distinct background (agarose) A-lines: the focus correction is skipped")
         return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
-    measured, support = background.background_profile(cells, noise_floor)
+    first_depth = _cell_first_depth(background, plane, factor)
+    cell_um = background.cell_px * factor * lateral_um
+    guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))
+    closest = background.background_profile(background.agarose_cells(tissue_level, 1), noise_floor, first_depth)
+    while True:  # the widest guard band that keeps half of the agarose A-lines
+        cells = background.agarose_cells(tissue_level, guard)
+        measured, support = background.background_profile(cells, noise_floor, first_depth)
+        if guard == 1 or support.max(initial=0) >= 0.5 * closest[1].max(initial=0):
+            break
+        guard -= 1
+    if not cells.any():
+        logger.warning("no background (agarose) A-lines outside the tissue: the focus correction is skipped")
+        return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None)
+    estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
     for flag in estimate.flags:
         logger.warning("%s", flag)
     if estimate.profile is None:
         return estimate, "none (too few background A-lines)"
     return estimate, settings.focus
+
+
+def _cell_first_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
+    """First depth of each statistics cell below its cut: the deeper of its mean detected surface
+    and the surface plane's deepest point over the cell, plus the margin (voxels)."""
+    first = background.cell_surfaces()
+    if plane is not None:
+        rows, cols = np.divmod(np.arange(first.size), background.grid[1])
+        size = background.cell_px * factor
+        corners = [plane[0] + plane[1] * (rows + dy) * size + plane[2] * (cols + dx) * size
+                   for dy in (0, 1) for dx in (0, 1)]
+        first = np.fmax(first, np.max(corners, axis=0))
+    return np.ceil(first) + background.margin_px
 
 
 def _output_depth(

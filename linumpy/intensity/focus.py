@@ -81,8 +81,9 @@ class BlockBackground:
     levels: np.ndarray  # level of every A-line with a surface
     cells: np.ndarray  # flat indices of the lateral cells present
     cell_noise: np.ndarray  # (cells, 2): sum and count of the voxels above the surface
-    sums: np.ndarray  # (cells, depth) sums of the intensities below the surface
-    counts: np.ndarray  # (cells, depth) counts
+    cell_surface: np.ndarray  # (cells, 2): sum and count of the detected surfaces
+    sums: np.ndarray  # (cells, depth) sums of the intensities of the A-lines with a surface
+    lines: np.ndarray  # (cells,) number of those A-lines
     level_max: np.ndarray  # (cells,) largest A-line level
 
 
@@ -90,9 +91,13 @@ class BackgroundStatistics:
     """Accumulate, block by block, what the focus profile and noise floor need.
 
     The slice is cut into a coarse lateral grid of cells (at most
-    ``max_cells`` a side); per cell, the sum and count of the intensities
-    below the surface at every depth and the largest A-line level (see
-    :func:`line_levels`). Above the surface: the noise floor. Memory is
+    ``max_cells`` a side); per cell, over its A-lines with a detected
+    surface: the intensity summed at every depth, their number, the mean of
+    their surfaces, the largest A-line level (see :func:`line_levels`) and
+    the noise floor above their surfaces. Depths are *not* selected A-line
+    by A-line (a dim A-line's surface is found where speckle happens to rise,
+    which would bias the profile just below it); the profile of a cell
+    starts below the cell's surface (:meth:`background_profile`). Memory is
     ``max_cells^2 x depth`` sums, whatever the slice size.
 
     Parameters
@@ -116,9 +121,10 @@ class BackgroundStatistics:
         self.grid = tuple(-(-n // self.cell_px) for n in shape_yx)
         n_cells = self.grid[0] * self.grid[1]
         self.cell_sums = np.zeros((n_cells, depth), np.float64)
-        self.cell_counts = np.zeros((n_cells, depth), np.int64)
+        self.cell_lines = np.zeros(n_cells, np.int64)
         self.cell_level_max = np.zeros(n_cells, np.float64)
         self.cell_noise = np.zeros((n_cells, 2), np.float64)
+        self.cell_surface = np.zeros((n_cells, 2), np.float64)
 
     def add(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
         """Add one block: ``volume`` (z, y, x) at ``origin``, its surface (y, x; NaN for none) and levels (y, x)."""
@@ -142,20 +148,19 @@ class BackgroundStatistics:
         start = np.rint(surface[found]).astype(np.intp)[:, None]
         depth = np.arange(self.depth)[None, :]
         above = depth < start - self.margin_px
-        below = depth >= start + self.margin_px
         rows, cols = np.nonzero(found)
         cell = ((rows + origin[0]) // self.cell_px) * self.grid[1] + (cols + origin[1]) // self.cell_px
         order = np.argsort(cell, kind="stable")
         present, starts = np.unique(cell[order], return_index=True)
         noise = np.stack([np.add.reduceat(np.where(above, lines, 0)[order].sum(axis=1, dtype=np.float64), starts),
                           np.add.reduceat(above[order].sum(axis=1), starts)], axis=1)
-        lines *= below
         sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
-        counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
+        n_lines = np.diff(np.append(starts, cell.size))
+        surfaces = np.stack([np.add.reduceat(surface[found][order].astype(np.float64), starts), n_lines], axis=1)
         level = levels[found]
         level_max = np.maximum.reduceat(level[order], starts)
-        return BlockBackground(np.repeat(level, weight), present, noise * weight, sums * weight, counts * weight,
-                               level_max)
+        return BlockBackground(np.repeat(level, weight), present, noise * weight, surfaces, sums * weight,
+                               n_lines * weight, level_max)
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""
@@ -163,8 +168,9 @@ class BackgroundStatistics:
             return
         self.levels.add(block.levels)
         self.cell_noise[block.cells] += block.cell_noise
+        self.cell_surface[block.cells] += block.cell_surface
         self.cell_sums[block.cells] += block.sums
-        self.cell_counts[block.cells] += block.counts
+        self.cell_lines[block.cells] += block.lines
         np.maximum.at(self.cell_level_max, block.cells, block.level_max)
 
     def noise_floor(self, cells: np.ndarray | None = None) -> float:
@@ -216,16 +222,26 @@ class BackgroundStatistics:
         tissue = ndimage.binary_fill_holes(tissue)
         if guard_cells > 0:
             tissue = ndimage.binary_dilation(tissue, iterations=guard_cells)
-        return ~tissue.ravel() & (self.cell_counts.max(axis=1) > 0)
+        return ~tissue.ravel() & (self.cell_lines > 0)
 
-    def background_profile(self, cells: np.ndarray, noise_floor: float) -> tuple[np.ndarray, np.ndarray]:
-        """Mean depth profile of the A-lines of ``cells`` below their surface, minus ``noise_floor``.
+    def cell_surfaces(self) -> np.ndarray:
+        """Mean detected surface (voxels) of each cell's A-lines, NaN for a cell without any."""
+        total, count = self.cell_surface.T
+        return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
 
-        Returns ``(profile, support)``: ``support[z]`` is the number of
-        A-lines behind ``profile[z]`` (NaN where 0).
+    def background_profile(
+        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
+
+        Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
+        cut surface). Returns ``(profile, support)``: ``support[z]`` is the
+        number of A-lines behind ``profile[z]`` (NaN where 0).
         """
-        sums = self.cell_sums[cells].sum(axis=0)
-        support = self.cell_counts[cells].sum(axis=0)
+        use = np.nonzero(cells & np.isfinite(first_depth))[0]
+        valid = np.arange(self.depth)[None, :] >= first_depth[use][:, None]
+        sums = (self.cell_sums[use] * valid).sum(axis=0)
+        support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
         profile = np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0)
         return profile - noise_floor, support
 
@@ -354,7 +370,9 @@ def estimate_focus(
             f"{qc['focus_model'] or 'an exponential extension'} fills the rest")
     if qc["focus_clipped_depths"]:
         flags.append(f"focus profile clipped at {min_gain} of its reference at {qc['focus_clipped_depths']} tissue depths")
-    return FocusEstimate(np.clip(normalized, min_gain, None).astype(np.float32), qc, flags)
+    profile = np.clip(normalized, min_gain, None).astype(np.float32)
+    qc["focus_profile"] = [round(float(v), 4) for v in profile]
+    return FocusEstimate(profile, qc, flags)
 
 
 def focus_model(name: str, z: np.ndarray, amplitude: float, center: float, width: float) -> np.ndarray:
