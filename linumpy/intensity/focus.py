@@ -249,10 +249,12 @@ class BackgroundStatistics:
 #: A depth is well sampled when at least this many agarose A-lines support it...
 MIN_SUPPORT_LINES = 50
 #: ... and at least this fraction of the best-supported depth's A-lines.
-MIN_SUPPORT_FRACTION = 0.1
+MIN_SUPPORT_FRACTION = 0.3
 #: Below this fraction of the tissue depths measured (not modelled), the estimate is flagged.
 MIN_MEASURED_FRACTION = 0.75
 FOCUS_MODELS = ("lorentzian", "gaussian")
+#: The Gaussian replaces the Lorentzian (the physical model) only if its relative RMS residual is this much lower.
+GAUSSIAN_PENALTY = 1.5
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,8 @@ def estimate_focus(
     MIN_SUPPORT_FRACTION * max(support))`` A-lines are not trusted: the
     Lorentzian (Gaussian-beam) and Gaussian models are fitted to the
     well-sampled depths (weights: the support) and the better one fills the
-    others (``model`` forces one and uses it everywhere). The profile is
+    others (the Lorentzian unless the Gaussian's residual is
+    ``GAUSSIAN_PENALTY`` times lower) (``model`` forces one and uses it everywhere). The profile is
     scaled to 1 at its highest well-sampled depth (the reference; never an
     unsupported one), and clipped below at ``min_gain``.
 
@@ -336,7 +339,7 @@ def estimate_focus(
     flags = []
     z = np.arange(depth, dtype=np.float64)
     if fits:
-        name = min(fits, key=lambda n: fits[n][1])
+        name = min(fits, key=lambda n: fits[n][1] * (1.0 if n == "lorentzian" else GAUSSIAN_PENALTY))
         params, rms = fits[name]
         modelled = focus_model(name, z, *params)
         qc.update(focus_model=name, focus_model_center_um=round(params[1] * dz_um, 3),
