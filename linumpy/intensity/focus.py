@@ -82,7 +82,7 @@ class BlockBackground:
     cells: np.ndarray  # flat indices of the lateral cells present
     cell_noise: np.ndarray  # (cells, 2): sum and count of the voxels above the surface
     cell_surface: np.ndarray  # (cells, 2): sum and count of the detected surfaces
-    sums: np.ndarray  # (cells, depth) sums of the intensities of the A-lines with a surface
+    sums: np.ndarray  # (cells, depth) sums of the intensities of the imaged A-lines
     lines: np.ndarray  # (cells,) number of those A-lines
     level_max: np.ndarray  # (cells,) largest A-line level
 
@@ -91,13 +91,14 @@ class BackgroundStatistics:
     """Accumulate, block by block, what the focus profile and noise floor need.
 
     The slice is cut into a coarse lateral grid of cells (at most
-    ``max_cells`` a side); per cell, over its A-lines with a detected
-    surface: the intensity summed at every depth, their number, the mean of
-    their surfaces, the largest A-line level (see :func:`line_levels`) and
-    the noise floor above their surfaces. Depths are *not* selected A-line
-    by A-line (a dim A-line's surface is found where speckle happens to rise,
-    which would bias the profile just below it); the profile of a cell
-    starts below the cell's surface (:meth:`background_profile`). Memory is
+    ``max_cells`` a side); per cell, over all its imaged A-lines (not
+    padding): the intensity summed at every depth, their number and the
+    largest level (see :func:`line_levels`); over those with a detected
+    surface: the mean surface and the noise above it. Neither A-lines nor
+    depths are selected by their own surface: a dim agarose A-line's surface
+    is found only where speckle happens to rise, which would bias the
+    profile; the profile of a cell starts below the cell's mean surface
+    (:meth:`background_profile`). Memory is
     ``max_cells^2 x depth`` sums, whatever the slice size.
 
     Parameters
@@ -141,26 +142,30 @@ class BackgroundStatistics:
         of A-lines each A-line of ``volume`` stands for (e.g. 4 for a volume
         binned 2 x 2 laterally).
         """
-        found = np.isfinite(surface)
-        if not found.any():
+        lines = np.asarray(volume, np.float32).reshape(self.depth, -1).T  # (n, z)
+        imaged = lines.max(axis=1) > 0  # not padding
+        if not imaged.any():
             return None
-        lines = np.asarray(volume, np.float32).reshape(self.depth, -1).T[found.ravel()]  # (n, z)
-        start = np.rint(surface[found]).astype(np.intp)[:, None]
-        depth = np.arange(self.depth)[None, :]
-        above = depth < start - self.margin_px
-        rows, cols = np.nonzero(found)
+        lines = lines[imaged]
+        surface, level = surface.ravel()[imaged], levels.ravel()[imaged]
+        found = np.isfinite(surface)
+        start = np.rint(np.where(found, surface, 0)).astype(np.intp)[:, None]
+        above = (np.arange(self.depth)[None, :] < start - self.margin_px) & found[:, None]
+        rows, cols = np.divmod(np.nonzero(imaged)[0], volume.shape[2])
         cell = ((rows + origin[0]) // self.cell_px) * self.grid[1] + (cols + origin[1]) // self.cell_px
         order = np.argsort(cell, kind="stable")
         present, starts = np.unique(cell[order], return_index=True)
-        noise = np.stack([np.add.reduceat(np.where(above, lines, 0)[order].sum(axis=1, dtype=np.float64), starts),
-                          np.add.reduceat(above[order].sum(axis=1), starts)], axis=1)
-        sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
+
+        def per_cell(values: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(values[order], starts, axis=0, dtype=np.float64)
+
+        noise = np.stack([per_cell(np.where(above, lines, 0).sum(axis=1, dtype=np.float64)),
+                          per_cell(above.sum(axis=1))], axis=1)
+        surfaces = np.stack([per_cell(np.where(found, surface, 0.0)), per_cell(found)], axis=1)
         n_lines = np.diff(np.append(starts, cell.size))
-        surfaces = np.stack([np.add.reduceat(surface[found][order].astype(np.float64), starts), n_lines], axis=1)
-        level = levels[found]
-        level_max = np.maximum.reduceat(level[order], starts)
-        return BlockBackground(np.repeat(level, weight), present, noise * weight, surfaces, sums * weight,
-                               n_lines * weight, level_max)
+        level_max = np.maximum.reduceat(np.where(found, level, 0.0)[order], starts)
+        return BlockBackground(np.repeat(level[found], weight), present, noise * weight, surfaces,
+                               per_cell(lines) * weight, n_lines * weight, level_max)
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""

@@ -26,7 +26,7 @@ import numpy as np
 #: Weight of a boundary equation relative to the ridge terms.
 MATCH_WEIGHT = 10.0
 #: Ridge weights on the level ``a``, the trend ``b`` and the difference of neighbouring trends.
-LEVEL_WEIGHT, TREND_WEIGHT, SMOOTH_WEIGHT = 1.0, 0.5, 1.0
+LEVEL_WEIGHT, TREND_WEIGHT, SMOOTH_WEIGHT = 1.0, 0.1, 2.0
 
 
 def fit_gains(
