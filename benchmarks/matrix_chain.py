@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from linumpy.intensity.axial import correct_slice, output_paths
+from linumpy.intensity.focus import focus_model
 from linumpy.intensity.slice_normalization import normalize_slice
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.motor_table import collect_motor_positions, write_motor_positions
-from linumpy.io.zarr import read_omezarr
+from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.mosaic.grid import write_mosaic_grid
 from linumpy.qc.records import qc_record_path, read_qc_record
 from linumpy.simulate import get_preset, simulate_acquisition
@@ -72,7 +73,7 @@ def attenuation_scores(acquisition: Path, truth: dict, slice_id: int, axial: Pat
     entry = next(s for s in truth["slices"] if s["slice_id"] == slice_id)
     qc = read_qc_record(qc_record_path(axial))
     mu_map = read_omezarr(output_paths(axial)[1])[0].compute()
-    offset = np.rint(stitched_offset(qc_attributes(axial), entry)).astype(int)
+    offset = np.rint(stitched_offset(read_omezarr_info(axial).attributes, entry)).astype(int)
     columns = {}
     for region in entry["homogeneous_regions"]:
         y0, y1, x0, x1 = region["box_px"]
@@ -84,15 +85,25 @@ def attenuation_scores(acquisition: Path, truth: dict, slice_id: int, axial: Pat
         "slice_id": slice_id,
         "column_ratio": columns,
         "tissue_ratio": None if measured is None else round(measured / true_mean, 3),
+        "focus_error": focus_error(truth, entry, qc["metrics"]),
         "focus_mode": qc["metrics"]["focus_mode"],
         "flags": qc["flags"],
     }
 
 
-def qc_attributes(axial: Path) -> dict:
-    from linumpy.io.zarr import read_omezarr_info
-
-    return read_omezarr_info(axial).attributes
+def focus_error(truth: dict, entry: dict, metrics: dict) -> float | None:
+    """Largest ``|estimated / true - 1|`` of the focus profile below the cut (both scaled at the reference depth)."""
+    if "focus_profile" not in metrics:
+        return None
+    estimated = np.asarray(metrics["focus_profile"])
+    imaging = truth["imaging"]
+    depth = np.arange(estimated.size)
+    true = focus_model(truth.get("conditions", {}).get("focus_model", "gaussian"), depth, 1.0,
+                       imaging["focus_px"], imaging["focus_sigma_px"])
+    reference = int(round(metrics["focus_reference_depth_um"] / truth["resolution_um"][0]))
+    below = depth >= int(np.ceil(entry["surface"]["max_px"]))
+    ratio = (estimated / estimated[reference]) / (true / true[reference])
+    return round(float(np.abs(ratio[below] - 1).max()), 3)
 
 
 def true_tissue_attenuation(acquisition: Path, truth: dict, entry: dict) -> float:
@@ -105,21 +116,29 @@ def true_tissue_attenuation(acquisition: Path, truth: dict, entry: dict) -> floa
     return float(mu[mu > 1.0].mean())
 
 
-def summarize(cases: list[dict[str, Any]]) -> dict[str, float]:
-    """Worst values over cases: attenuation error, NCC, CV, boundary step, z error."""
-    ratios = [s["tissue_ratio"] for c in cases for s in c["slices"] if s["tissue_ratio"] is not None]
-    white = [s["column_ratio"].get("white_matter") for c in cases for s in c["slices"]]
-    white = [w for w in white if w is not None and np.isfinite(w)]
-    out = {
-        "worst_tissue_attenuation_error": round(max(abs(r - 1) for r in ratios), 3) if ratios else None,
-        "worst_white_column_error": round(max(abs(r - 1) for r in white), 3) if white else None,
+def intensity_row(case: dict[str, Any]) -> dict[str, Any]:
+    """Worst per-slice values of one case: focus error, tissue and column attenuation errors, flags."""
+    slices = case["slices"]
+
+    def worst(values: list) -> float | None:
+        values = [abs(v - 1) for v in values if v is not None and np.isfinite(v)]
+        return round(max(values), 3) if values else None
+
+    return {
+        "condition": case["condition"], "seed": case["seed"],
+        "focus_error": max((s["focus_error"] for s in slices if s["focus_error"] is not None), default=None),
+        "tissue_mu_error": worst([s["tissue_ratio"] for s in slices]),
+        "median_tissue_mu_error": round(float(np.median([abs(s["tissue_ratio"] - 1) for s in slices
+                                                          if s["tissue_ratio"] is not None])), 3),
+        "white_mu_error": worst([s["column_ratio"].get("white_matter") for s in slices]),
+        "grey_mu_error": worst([s["column_ratio"].get("grey_matter") for s in slices]),
+        "n_flags": sum(len(s["flags"]) for s in slices),
     }
-    stacked = [c for c in cases if "ncc" in c]
-    if stacked:
-        out.update({
-            "min_ncc": min(c["ncc"] for c in stacked),
-            "max_plane_ratio_cv": max(c["plane_ratio_cv"] for c in stacked),
-            "max_boundary_step": max(c["max_boundary_step"] for c in stacked),
-            "max_z_error_px": max(c["max_z_error_px"] for c in stacked),
-        })
-    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print rows as a Markdown table."""
+    columns = list(rows[0])
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
