@@ -127,7 +127,9 @@ class BackgroundStatistics:
         self.cell_noise = np.zeros((n_cells, 2), np.float64)
         self.cell_surface = np.zeros((n_cells, 2), np.float64)
 
-    def add(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
+    def add(
+        self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0)
+    ) -> None:
         """Add one block: ``volume`` (z, y, x) at ``origin``, its surface (y, x; NaN for none) and levels (y, x)."""
         self.merge(self.measure(volume, surface, levels, origin))
 
@@ -377,7 +379,8 @@ def estimate_focus(
             f">= {threshold} agarose A-lines (fewest: {qc['focus_support_min_tissue']}); "
             f"{qc['focus_model'] or 'an exponential extension'} fills the rest")
     if qc["focus_clipped_depths"]:
-        flags.append(f"focus profile clipped at {min_gain} of its reference at {qc['focus_clipped_depths']} tissue depths")
+        flags.append(f"focus profile clipped at {min_gain} of its reference at "
+                     f"{qc['focus_clipped_depths']} tissue depths")
     profile = np.clip(normalized, min_gain, None).astype(np.float32)
     qc["focus_profile"] = [round(float(v), 4) for v in profile]
     return FocusEstimate(profile, qc, flags)
@@ -414,7 +417,8 @@ def _fit_model(
     sigma = 1.0 / np.sqrt(support[well].astype(np.float64))
     try:
         params, _ = optimize.curve_fit(lambda x, a, c, w: focus_model(name, x, a, c, w), z, values, p0=start,
-                                       sigma=sigma, bounds=([0, -10 * z[-1] - 10, 0.5], [np.inf, 10 * z[-1] + 10, np.inf]),
+                                       sigma=sigma,
+                                       bounds=([0, -10 * z[-1] - 10, 0.5], [np.inf, 10 * z[-1] + 10, np.inf]),
                                        maxfev=2000)
     except (RuntimeError, ValueError):
         return None

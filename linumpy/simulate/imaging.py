@@ -10,7 +10,8 @@ For tile voxel ``(zt, i, j)`` of a slice whose cut surface lies at depth
 
 ``R``/``mu`` are the phantom's reflectivity and attenuation (1/mm), ``dz_mm``
 the axial voxel size, the factor 2 the round trip of the light, ``F`` the
-focus profile (Gaussian, or Lorentzian for ``focus_model="lorentzian"``), ``V`` the vignetting, ``S`` multiplicative speckle
+focus profile (Gaussian, or Lorentzian for ``focus_model="lorentzian"``),
+``V`` the vignetting, ``S`` multiplicative speckle
 anchored to world voxels (so it is the same in overlapping tiles and
 slices). See ``docs/simulator.md``.
 """

@@ -79,7 +79,8 @@ class Cavity:
 
     def mask(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Boolean ``(nz, ny, nx)``: inside the cavity."""
-        r2 = [((np.asarray(a, np.float64) - c) / s) ** 2 for a, c, s in zip((z, y, x), self.center_px, self.semi_axes_px)]
+        r2 = [((np.asarray(a, np.float64) - c) / s) ** 2
+              for a, c, s in zip((z, y, x), self.center_px, self.semi_axes_px)]
         return r2[0][:, None, None] + r2[1][None, :, None] + r2[2][None, None, :] < 1.0
 
 

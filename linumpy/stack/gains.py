@@ -12,7 +12,8 @@ depth (an under- or over-compensated attenuation or focus makes every slab
 darker or brighter at the bottom, a step of the same sign at every boundary).
 They solve one small least-squares problem: every boundary matched
 (``a_{k-1} + b_{k-1} t_k - a_k - b_k u_k = -ln r_k``, ``t_k`` and ``u_k``
-the overlap's relative depth in the previous and the current slice), with ridge terms keeping ``a`` and ``b`` near 0 and the
+the overlap's relative depth in the previous and the current slice), with
+ridge terms keeping ``a`` and ``b`` near 0 and the
 ``b`` of neighbours alike. A systematic step is cheapest in ``b`` (a chain of
 ``a`` would drift), a single odd slice in ``a``.
 """
