@@ -144,30 +144,35 @@ class BackgroundStatistics:
         of A-lines each A-line of ``volume`` stands for (e.g. 4 for a volume
         binned 2 x 2 laterally).
         """
-        lines = np.asarray(volume, np.float32).reshape(self.depth, -1).T  # (n, z)
-        imaged = lines.max(axis=1) > 0  # not padding
+        volume = np.asarray(volume, np.float32)
+        imaged = volume.any(axis=0)  # not padding
         if not imaged.any():
             return None
-        lines = lines[imaged]
-        surface, level = surface.ravel()[imaged], levels.ravel()[imaged]
-        found = np.isfinite(surface)
-        start = np.rint(np.where(found, surface, 0)).astype(np.intp)[:, None]
-        above = (np.arange(self.depth)[None, :] < start - self.margin_px) & found[:, None]
-        rows, cols = np.divmod(np.nonzero(imaged)[0], volume.shape[2])
-        cell = ((rows + origin[0]) // self.cell_px) * self.grid[1] + (cols + origin[1]) // self.cell_px
-        order = np.argsort(cell, kind="stable")
-        present, starts = np.unique(cell[order], return_index=True)
+        found = np.isfinite(surface) & imaged
+        start = np.rint(np.where(found, surface, 0)).astype(np.intp) - self.margin_px
+        # cells are rectangles of the lateral grid: sum by runs along x, then along y (no copy, no sort)
+        edges = [np.unique(np.r_[0, np.arange(-o % self.cell_px, n, self.cell_px)])
+                 for o, n in zip(origin, volume.shape[1:])]
+        edges = [e[e < n] for e, n in zip(edges, volume.shape[1:])]
 
-        def per_cell(values: np.ndarray) -> np.ndarray:
-            return np.add.reduceat(values[order], starts, axis=0, dtype=np.float64)
+        def per_cell(values: np.ndarray) -> np.ndarray:  # (..., y, x) -> (..., cells_y, cells_x)
+            values = np.add.reduceat(values, edges[1], axis=-1, dtype=np.float64)
+            return np.add.reduceat(values, edges[0], axis=-2)
 
-        noise = np.stack([per_cell(np.where(above, lines, 0).sum(axis=1, dtype=np.float64)),
-                          per_cell(above.sum(axis=1))], axis=1)
-        surfaces = np.stack([per_cell(np.where(found, surface, 0.0)), per_cell(found)], axis=1)
-        n_lines = np.diff(np.append(starts, cell.size))
-        level_max = np.maximum.reduceat(np.where(found, level, 0.0)[order], starts)
-        return BlockBackground(np.repeat(level[found], weight), present, noise * weight, surfaces,
-                               per_cell(lines) * weight, n_lines * weight, level_max)
+        rows = (edges[0] + origin[0]) // self.cell_px
+        cols = (edges[1] + origin[1]) // self.cell_px
+        present = (rows[:, None] * self.grid[1] + cols[None, :]).ravel()
+        sums = per_cell(volume).reshape(self.depth, -1).T
+        n_lines = per_cell(imaged).ravel().astype(np.int64)
+        above = np.arange(self.depth)[:, None, None] < np.where(found, start, 0)[None]
+        noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
+                          per_cell(above.sum(axis=0)).ravel()], axis=1)
+        surfaces = np.stack([per_cell(np.where(found, surface, 0.0)).ravel(), per_cell(found).ravel()], axis=1)
+        level = np.where(found, levels, 0.0)
+        level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
+        keep = n_lines > 0
+        return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
+                               surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep])
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""
