@@ -91,18 +91,6 @@ def corrected_ratios(
     return out
 
 
-def plane_gains(a: float, b: float, n_planes: int) -> np.ndarray:
-    """``exp(a + b t)`` for each of ``n_planes`` planes (``t`` from 0 to 1), float32.
-
-    Examples
-    --------
-    >>> plane_gains(0.0, np.log(2.0), 3).round(4).tolist()
-    [1.0, 1.4142, 2.0]
-    """
-    t = np.arange(n_planes) / max(1, n_planes - 1)
-    return np.exp(a + b * t).astype(np.float32)
-
-
 def overlap_ratio(previous: np.ndarray, current: np.ndarray) -> float | None:
     """``mean(previous) / mean(current)`` over pixels where both overlap planes hold signal.
 

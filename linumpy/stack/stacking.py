@@ -19,7 +19,7 @@ import numpy as np
 from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
-from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio, plane_gains
+from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.refine import (
     PairEstimate,
@@ -217,7 +217,7 @@ def plan_stack(
                                                    resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
     placed = [
-        _place_on_grid(s, planes, origin, resolution_um, plane_gains(a[k], b[k], planes[1] - planes[0]))
+        _place_on_grid(s, planes, origin, resolution_um, (a[k], b[k]))
         for k, (s, planes, origin) in enumerate(zip(slices, kept, resolved.origins_um, strict=True))
     ]
     start, shape = union_box(placed)
@@ -311,9 +311,13 @@ def _kept_range(volume: SliceVolume, kept_um: float | None) -> tuple[int, int]:
 
 def _place_on_grid(
     volume: SliceVolume, planes: tuple[int, int], origin_um: np.ndarray, resolution_um: float,
-    gains: np.ndarray | None = None,
+    gain: tuple[float, float] = (0.0, 0.0),
 ) -> PlacedSlice:
-    """The slice's planes ``[start, stop)``, times ``gains`` (one per plane), resampled onto the output grid.
+    """The slice's planes ``[start, stop)`` resampled onto the output grid, times its gain.
+
+    ``gain = (a, b)``: ``exp(a + b t)`` (:mod:`linumpy.stack.gains`), ``t`` from 0
+    at the first kept plane to 1 at the last, applied per output plane (at
+    its centre) after resampling.
 
     The origin rarely falls on an output voxel border. Zero planes/rows are
     prepended at the slice's own resolution so that its first voxel starts
@@ -323,8 +327,6 @@ def _place_on_grid(
     """
     data, source_um = volume.level_for_resolution(resolution_um)
     useful = data[planes[0] : planes[1]]
-    if gains is not None and not np.all(gains == 1):
-        useful = useful.astype(np.float32) * gains[:, None, None]
     first, padding, coverage = [], [], []
     for position_um, source in zip(origin_um, source_um, strict=True):
         voxel, pad = _grid_start(position_um, source, resolution_um)
@@ -335,6 +337,11 @@ def _place_on_grid(
         useful = da.pad(useful, padding, mode="constant")
     source_mm = tuple(r / 1000 for r in source_um)
     resampled = resample_to_resolution(useful, source_mm, (resolution_um / 1000,) * 3)
+    if gain != (0.0, 0.0):
+        n_planes = planes[1] - planes[0]
+        centres = (np.arange(resampled.shape[0]) + 0.5) * resolution_um / source_um[0] - 0.5 - padding[0][0]
+        t = np.clip(centres / max(1, n_planes - 1), 0.0, 1.0)
+        resampled = resampled * np.exp(gain[0] + gain[1] * t).astype(np.float32)[:, None, None]
     return PlacedSlice(resampled, tuple(first), tuple(coverage))
 
 
