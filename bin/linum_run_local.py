@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Slices processed at the same time [%(default)s].")
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
+    parser.add_argument("--allow_gaps", action="store_true", default=None,
+                        help="Stack even when slice ids between the selected ones are missing.")
     add_overwrite_argument(parser)
     return parser
 
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
-        "slices": args.slices, "exclude_slices": args.exclude_slices,
+        "slices": args.slices, "exclude_slices": args.exclude_slices, "allow_gaps": args.allow_gaps,
     })
     if args.simulate is not None:  # the command line wins over an input in the params file
         params = params.model_copy(update={"input": None})
