@@ -8,6 +8,7 @@ or directory that a rerun (or Nextflow's ``-resume``) would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -96,6 +97,21 @@ def scratch_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield scratch
     finally:
         remove_path(scratch)
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a file-system error of the block with ``path`` as its file name.
+
+    Writers that report a full disk without naming the file (tifffile, a
+    bare ``write``) then give the scripts' one-line message naming it.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno or errno.EIO, error.strerror or str(error), str(path)) from None
 
 
 def remove_path(path: str | os.PathLike) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,8 +118,8 @@ def stack_slice_files(
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
-        if value <= 0:
-            raise InputError(f"--{name} must be > 0, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name} must be a positive number, got {value}")
 
 
 def _stem_path(output: Path, suffix: str) -> Path:
