@@ -123,10 +123,6 @@ class LocalRunner:
         OutdirLockedError
             If another run holds the output directory's lock.
         """
-        with outdir_lock(self.layout.run_lock):
-            return self._run_locked()
-
-    def _run_locked(self) -> RunSummary:
         params, layout = self.params, self.layout
         upstream: tuple[Task, ...] = ()
         if params.input is not None:
@@ -135,6 +131,11 @@ class LocalRunner:
                 raise InputError(f"{params.input}: no such acquisition directory; check input/--input")
         else:
             acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
+        with outdir_lock(layout.run_lock):
+            return self._run_locked(acquisition, upstream)
+
+    def _run_locked(self, acquisition: Path, upstream: tuple[Task, ...]) -> RunSummary:
+        params, layout = self.params, self.layout
         remove_path(qc_record_path(self._qc_output))
         try:
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
