@@ -15,6 +15,7 @@ import argparse
 import os
 
 from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.pipeline.child import exit_on_sigterm
 from linumpy.pipeline.params import load_params
 from linumpy.pipeline.runner import run_pipeline
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    exit_on_sigterm()
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
         "slices": args.slices, "exclude_slices": args.exclude_slices, "allow_gaps": args.allow_gaps,

@@ -225,7 +225,8 @@ def test_report_reruns_when_the_run_record_changes(tmp_path):
 # -- 15c. a killed runner takes its running step with it ----------------------------------------
 
 
-def test_child_step_dies_with_a_killed_runner(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_child_step_dies_with_a_killed_runner(signum, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     for step in steps.STEPS:  # every step: note the pid, then hang
@@ -236,8 +237,10 @@ def test_child_step_dies_with_a_killed_runner(tmp_path):
         """))
     runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         from pathlib import Path
+        from linumpy.pipeline.child import exit_on_sigterm
         from linumpy.pipeline.params import load_params
         from linumpy.pipeline.runner import run_pipeline
+        exit_on_sigterm()
         run_pipeline(load_params(None, {{"input": {str(tmp_path)!r}, "outdir": {str(tmp_path / "out")!r}}}),
                      scripts_dir=Path({str(fake_bin)!r}), progress=False)
     """)], env=ENV)
@@ -246,8 +249,8 @@ def test_child_step_dies_with_a_killed_runner(tmp_path):
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     child = int(pid_file.read_text())
-    runner.kill()
-    runner.wait()
+    runner.send_signal(signum)
+    assert runner.wait(timeout=30) == (-signum if signum == signal.SIGKILL else 128 + signum)
     deadline = time.monotonic() + 10
     while _is_alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -255,6 +258,8 @@ def test_child_step_dies_with_a_killed_runner(tmp_path):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the step outlived its runner"
+    if signum == signal.SIGTERM:  # an orderly stop also gives the output directory back
+        assert not (tmp_path / "out" / "pipeline_info" / "run.lock").exists()
 
 
 # -- 4, 15d, 15e. stray, misnamed and motionless tiles ------------------------------------------

@@ -4,7 +4,8 @@ On Linux each child asks the kernel for SIGTERM when its parent dies
 (``PR_SET_PDEATHSIG``), so a runner killed by SIGKILL or SIGTERM takes its
 running steps with it instead of leaving them writing into the output
 directory. Elsewhere the children are only stopped on an orderly exit
-(Ctrl-C, a failed slice), by the runner itself.
+(Ctrl-C, SIGTERM once :func:`exit_on_sigterm` is set, a failed slice), by the
+runner itself.
 """
 
 from __future__ import annotations
@@ -36,3 +37,16 @@ def child_setup() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return tie_to_parent
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a batch scheduler) into ``SystemExit(143)`` in the main thread.
+
+    The runner then stops like on Ctrl-C: it terminates its running scripts
+    and releases the output directory's lock.
+    """
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
