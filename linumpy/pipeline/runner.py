@@ -10,7 +10,10 @@ Each task's output goes to ``OUTDIR/pipeline_info/logs/<task>.log``. The
 first failure stops the run, naming the slice, the step and the log, and
 leaves ``OUTDIR/pipeline_info/pipeline_qc.json`` listing the failed slice for
 the report (slices left out on purpose appear in the stack's own QC record,
-as for Nextflow).
+as for Nextflow). A run owns its output directory through
+``pipeline_info/run.lock`` (:mod:`linumpy.pipeline.lock`), removes only the
+temporaries of writers that are gone, and its scripts die with it
+(:mod:`linumpy.pipeline.child`).
 """
 
 from __future__ import annotations
