@@ -106,6 +106,8 @@ class AxialQc:
         depths, profiles, surface_um = self._profiles(attributes, median_px, dz_um)
         if focus_profile is not None:
             profiles["focus profile (divided by)"] = _scaled(np.asarray(focus_profile, np.float64))
+        if focus_qc and "focus_support_lines" in focus_qc:
+            profiles["agarose A-lines per depth"] = _scaled(np.asarray(focus_qc["focus_support_lines"], np.float64))
         figure = depth_profiles_figure(depths, profiles, surface_um,
                                        title="mean intensity per depth (each scaled to its maximum)")
         write_qc_record(out_path, "axial_corr", metrics, {"depth_profiles": figure}, flags)
