@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage, optimize
+from skimage.filters import threshold_otsu
 
 from linumpy.intensity.histogram import LogHistogram
 
@@ -202,24 +203,31 @@ class BackgroundStatistics:
         tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
         return ndimage.binary_erosion(tissue, iterations=1).ravel()
 
-    def tissue_level(self, min_class_ratio: float = 4.0, min_lines: int = 20) -> float | None:
+    def tissue_level(self, min_class_ratio: float = 4.0, min_lines: int = 20, max_splits: int = 3) -> float | None:
         """A-line level above which an A-line is tissue, or None when no distinct background exists.
 
-        Otsu's threshold on the histogram of log levels, accepted only if the
-        two classes differ by at least ``min_class_ratio``.
+        Otsu's threshold on the histogram of log levels, accepted if the
+        classes below and above it differ by at least ``min_class_ratio``
+        with ``min_lines`` A-lines below. Otherwise (tissue of two
+        brightnesses outnumbers a small agarose population: Otsu splits the
+        tissue) Otsu is tried again on the lower class, ``max_splits`` times in all.
         """
-        threshold = self.levels.otsu()
-        if threshold is None:
-            return None
         counts, centers = self.levels.counts, self.levels.centers
-        low = centers <= np.log10(threshold)
-        if counts[low].sum() < min_lines or counts[~low].sum() == 0:
-            return None
-        mean_low = np.average(centers[low], weights=counts[low])
-        mean_high = np.average(centers[~low], weights=counts[~low])
-        if mean_high - mean_low < np.log10(min_class_ratio):
-            return None
-        return float(10 ** self.levels.edges[np.nonzero(low)[0][-1] + 1])
+        candidate = counts > 0
+        for _ in range(max_splits):
+            if np.count_nonzero(candidate) < 2:
+                return None
+            log_threshold = threshold_otsu(hist=(np.where(candidate, counts, 0), centers))
+            low = candidate & (centers <= log_threshold)
+            high = centers > log_threshold
+            if counts[low].sum() < min_lines or counts[high].sum() == 0:
+                return None
+            mean_low = np.average(centers[low], weights=counts[low])
+            mean_high = np.average(centers[high], weights=counts[high])
+            if mean_high - mean_low >= np.log10(min_class_ratio):
+                return float(10 ** self.levels.edges[np.nonzero(low)[0][-1] + 1])
+            candidate = low
+        return None
 
     def agarose_cells(self, tissue_level: float, guard_cells: int = 1) -> np.ndarray:
         """Cells of agarose found by position: outside the cleaned tissue mask.
