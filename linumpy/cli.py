@@ -18,6 +18,7 @@ from linumpy.errors import LinumpyError
 from linumpy.io.atomic import TEMP_MARKER
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.qc import warning_log
 
 #: Exit status for an error the user can fix (bad input, refused output).
 EXIT_USER_ERROR = 2
@@ -134,6 +135,7 @@ def run(
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    warning_log.install()
     try:
         main(args)
     except LinumpyError as error:

@@ -293,8 +293,8 @@ def test_report_has_one_row_per_slice_and_embeds_every_image(results):
     parser = _ReportParser()
     parser.feed(html_path.read_text())
     assert parser.row_ids == sorted([*SLICES, FAILED_SLICE])
-    assert len(parser.sources) == n_images
-    assert all(src.startswith("data:image/png;base64,") for src in parser.sources)
+    assert len(parser.sources) == n_images + len(SLICES) + 1, "figures, one thumbnail a slice, continuity"
+    assert all(src.startswith("data:image/webp;base64,") for src in parser.sources)
     assert all(link.startswith("#") for link in parser.links), "no external resource"
     assert "http://" not in html_path.read_text() and "https://" not in html_path.read_text()
 
@@ -302,11 +302,11 @@ def test_report_has_one_row_per_slice_and_embeds_every_image(results):
 def test_unnamed_images_go_to_their_slice_or_to_other_images(results):
     _, html_path, _ = results
     page = html_path.read_text()
-    slice_12 = page[page.index('<section id="slice-12">'):]
-    slice_12 = slice_12[:slice_12.index("</section>")]
+    slice_12 = page[page.index('<details id="slice-12">'):]
+    slice_12 = slice_12[:slice_12.index('<details id="slice-', 10) if '<details id="slice-' in slice_12[10:] else None]
     assert 'alt="qc/slice_z12_normalize.png"' in slice_12
-    other = page[page.index('<section id="other-images">'):]
-    assert 'alt="brain_screenshot.png"' in other and "slice_z12_normalize.png" not in other
+    whole = page[page.index('<details id="whole-brain">'):page.index('<details id="slice-')]
+    assert 'alt="brain_screenshot.png"' in whole and "slice_z12_normalize.png" not in whole
 
 
 def test_report_raises_the_expected_red_flags(results):
@@ -341,7 +341,7 @@ def test_unreadable_record_becomes_a_red_flag(tmp_path):
                                                                       "figures": {"gone": "gone.png"}}))
     flags = collect_qc(tmp_path).flags
     assert [(f.slice_id, f.step) for f in flags] == [(None, "pipeline")] + [(None, "report")] * 3 + [(2, "stitch_3d")]
-    assert flags.pop(0).message.startswith("pipeline_qc.json: metrics not understood (ValueError(")
+    assert flags.pop(0).message == "pipeline_qc.json: metric failed_slices not understood ('seven' is not a slice id (a whole number))"
     assert "slice_z01_normalize_qc.json: unreadable QC record" in flags[0].message
     assert "slice_z03_normalize_qc.json: not a QC record (missing or ill-typed step, metrics)" in flags[1].message
     assert "slice_z04_normalize_qc.json: not a QC record (missing or ill-typed metrics)" in flags[2].message
@@ -380,19 +380,21 @@ def _chromium(html_path: Path, profile: Path, *extra: str) -> subprocess.Complet
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
-def test_report_renders_every_slice_and_image_in_headless_chromium(results, tmp_path):
+def test_report_fits_1280_px_and_every_image_decodes_in_headless_chromium(results, tmp_path):
     _, html_path, n_images = results
-    dom = _chromium(html_path, tmp_path / "profile", "--dump-dom")
+    n_total = n_images + len(SLICES) + 1
+    dom = _chromium(html_path, tmp_path / "profile", "--dump-dom", "--window-size=1280,900")
     assert dom.returncode == 0, dom.stderr[-2000:]
     parser = _ReportParser()
     parser.feed(dom.stdout)
     assert parser.row_ids == sorted([*SLICES, FAILED_SLICE])
     check = dom.stdout[dom.stdout.index('id="render-check"'):].split(">", 1)[0]
-    assert f'data-images-total="{n_images}"' in check
-    assert f'data-images-decoded="{n_images}"' in check, "some embedded image failed to decode"
+    assert f'data-images-total="{n_total}"' in check
+    assert f'data-images-decoded="{n_total}"' in check, "some embedded image failed to decode"
+    assert 'data-overflow-px="0"' in check, f"page wider than a 1280 px window: {check}"
 
     shot_path = tmp_path / "shot.png"
-    shot = _chromium(html_path, tmp_path / "profile", f"--screenshot={shot_path}", "--window-size=1000,800")
+    shot = _chromium(html_path, tmp_path / "profile", f"--screenshot={shot_path}", "--window-size=1280,1000")
     assert shot.returncode == 0 and shot_path.is_file(), shot.stderr[-2000:]
     pixels = np.asarray(Image.open(shot_path).convert("RGB"), dtype=np.int16)
     flagged_rows = np.all(np.abs(pixels - [0xFD, 0xE2, 0xE2]) <= 2, axis=-1)

@@ -312,3 +312,46 @@ def orthogonal_views_figure(
     figure.tight_layout()
     return figure
 
+
+
+def continuity_figure(
+    slice_ids: Sequence[int],
+    shift_um: Sequence[float | None],
+    overlap_ncc: Sequence[float | None],
+    missing_ids: Sequence[int] = (),
+    title: str | None = None,
+) -> Figure:
+    """Slice-to-slice continuity: lateral jump (um) and overlap match (NCC) along the stack.
+
+    Parameters
+    ----------
+    slice_ids : sequence of int
+        Slice id of each value.
+    shift_um : sequence of float or None
+        Length of each slice's lateral correction relative to the previous
+        slice, micrometres (None: unknown).
+    overlap_ncc : sequence of float or None
+        Match of each slice's overlap with the previous one (None: not registered).
+    missing_ids : sequence of int
+        Slices absent from the stack, shaded in grey.
+    """
+    ids = np.asarray(slice_ids, dtype=np.float64)
+    shift = np.array([np.nan if v is None else v for v in shift_um], dtype=np.float64)
+    ncc = np.array([np.nan if v is None else v for v in overlap_ncc], dtype=np.float64)
+    figure = Figure(figsize=(7, 3.6))
+    top = figure.add_subplot(2, 1, 1)
+    bottom = figure.add_subplot(2, 1, 2, sharex=top)
+    top.plot(ids, shift, marker="o", ms=3, color="C0")
+    top.set_ylabel("lateral jump (µm)")
+    bottom.plot(ids, ncc, marker="o", ms=3, color="C2")
+    bottom.axhline(0.2, color="red", ls=":", lw=1)
+    bottom.set_ylabel("match (NCC)")
+    bottom.set_ylim(min(-0.05, float(np.nanmin(ncc, initial=0.0))), 1.05)
+    for missing in missing_ids:
+        for axes in (top, bottom):
+            axes.axvspan(missing - 0.5, missing + 0.5, color="0.85", lw=0)
+    bottom.set_xlabel("slice id (grey: missing slice; red dotted: flag threshold)")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle(title or "slice-to-slice continuity", fontsize="medium")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,81 @@
+"""Images for the HTML report: read only from where they belong, embed compressed.
+
+:func:`read_figure` refuses any figure path that is not a plain image file
+in the record's own folder (no ``/``, no ``..``, no absolute path, no
+symlink leading out) and any file that is not a PNG or JPEG, so a QC record
+cannot pull an arbitrary file into the report. :func:`image_data_uri` turns
+an image into a small lossy WebP data URI for the self-contained page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+from PIL import Image
+
+#: Leading bytes of the image formats a report embeds.
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+#: WebP quality of embedded figures (0-100).
+WEBP_QUALITY = 70
+#: Longest side of an embedded figure, pixels.
+FIGURE_MAX_SIDE = 900
+#: Height of a slice thumbnail in the table, pixels.
+THUMBNAIL_HEIGHT = 72
+
+
+class RefusedImage(ValueError):
+    """A figure path or file the report will not embed; the message says why."""
+
+
+def read_figure(folder: Path, file_name: object) -> bytes:
+    """Bytes of the image ``file_name`` in ``folder``.
+
+    Raises
+    ------
+    RefusedImage
+        The name is not a plain file name, leads out of ``folder`` (e.g. via
+        a symlink), is missing, or the file is not a PNG/JPEG image.
+    """
+    if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name or file_name in (
+            ".", "..") or "\\" in file_name:
+        raise RefusedImage(f"figure path {file_name!r} refused: a figure must be a file in the record's own folder")
+    path = folder / file_name
+    if not path.is_file():
+        raise RefusedImage(f"figure {file_name} is missing")
+    if path.resolve().parent != folder.resolve():
+        raise RefusedImage(f"figure {file_name} refused: it links outside the record's folder")
+    return read_image(path)
+
+
+def read_image(path: Path) -> bytes:
+    """Bytes of ``path`` if it is a PNG or JPEG image (by content), else :class:`RefusedImage`."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if not any(head.startswith(signature) for signature in IMAGE_SIGNATURES):
+            raise RefusedImage(f"figure {path.name} refused: not a PNG or JPEG image")
+        return head + handle.read()
+
+
+def image_data_uri(image_bytes: bytes, max_side: int = FIGURE_MAX_SIDE, height: int | None = None) -> str:
+    """A ``data:image/webp;base64,...`` URI of an image, shrunk to ``max_side`` (or to ``height``).
+
+    Raises
+    ------
+    RefusedImage
+        If the bytes do not decode as an image.
+    """
+    try:
+        image = Image.open(io.BytesIO(image_bytes))
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise RefusedImage(f"image does not decode ({error})") from None
+    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    scale = height / image.height if height else min(1.0, max_side / max(image.size))
+    if scale != 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=6)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
