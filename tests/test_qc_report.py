@@ -400,3 +400,140 @@ def test_report_fits_1280_px_and_every_image_decodes_in_headless_chromium(result
     flagged_rows = np.all(np.abs(pixels - [0xFD, 0xE2, 0xE2]) <= 2, axis=-1)
     assert pixels.std() > 10, "screenshot is blank"
     assert flagged_rows.sum() > 1000, "flagged slice rows must be highlighted"
+
+
+# ---------------------------------------------------------------- hostile records (issue 12, items 5 and 7)
+
+SECRET = b"root:SECRET-HASH-8d1f:19000:0:99999:7:::\n"
+
+
+def _page_leaks(page: str, secret: bytes) -> bool:
+    """Whether ``secret`` appears in ``page`` as text or base64 (at any of the 3 alignments)."""
+    import base64
+    if secret.decode() in page:
+        return True
+    return any(base64.b64encode(secret[shift:])[4:-4].decode() in page for shift in range(3))
+
+
+@pytest.mark.parametrize("figure_path", ["ABSOLUTE", "../secret.png", "sub/../../secret.png", "link.png",
+                                         "not_an_image.png"])
+def test_figures_outside_the_record_folder_are_refused(tmp_path, figure_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG\r\n\x1a\n" + SECRET)  # looks like a PNG: refused for its place
+    results = tmp_path / "results"
+    write_qc_record(results / "slice_z00_stitch_3d.ome.zarr", "stitch_3d", {"confidence": 0.9})
+    (results / "link.png").symlink_to(outside)
+    (results / "not_an_image.png").write_bytes(SECRET)
+    record_path = results / "slice_z00_stitch_3d_qc.json"
+    record = json.loads(record_path.read_text())
+    record["figures"] = {"residuals": str(outside) if figure_path == "ABSOLUTE" else figure_path}
+    record_path.write_text(json.dumps(record))
+    collection = collect_qc(results)
+    assert collection.entries[0].figures == {}
+    refused = [f for f in collection.flags if "refused" in f.message]
+    assert [(f.slice_id, f.step) for f in refused] == [(0, "stitch_3d")]
+    page = render_report(collection)
+    assert not _page_leaks(page, SECRET), "a file outside the record's folder reached the report"
+    assert "refused" in page
+
+
+def test_stray_images_that_are_not_images_or_link_out_are_not_embedded(tmp_path):
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    results = tmp_path / "results"
+    write_qc_record(results / "slice_z00_normalize.ome.zarr", "normalize", {"nonzero_fraction": 0.5})
+    (results / "qc").mkdir()
+    (results / "qc" / "slice_z00_normalize.png").symlink_to(tmp_path / "secret.txt")
+    (results / "qc" / "volume.png").write_bytes(SECRET)
+    collection = collect_qc(results)
+    assert collection.other_images == {}
+    assert not _page_leaks(render_report(collection), SECRET)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "bad"),
+    [({"failed_slices": {"abc": "x"}}, "failed_slices"),
+     ({"slice_ids": ["x"], "shifts_px": [[0, 0]], "overlap_ncc": [0.1]}, "slice_ids"),
+     ({"excluded_slices": [{"reason": "r"}]}, "excluded_slices"),
+     ({"failed_slices": [1e400]}, "failed_slices"),
+     ({"failed_slices": 7}, "failed_slices"),
+     ({"slice_ids": [True, 2.5]}, "slice_ids")],
+)
+def test_ill_typed_records_become_red_flags_not_crashes(tmp_path, metrics, bad):
+    results = tmp_path / "results"
+    results.mkdir()
+    write_qc_record(results / "slice_z01_normalize.ome.zarr", "normalize", {"nonzero_fraction": 0.5})
+    text = json.dumps({"schema": "linumpy-qc/1", "step": "stack", "metrics": metrics, "flags": [],
+                       "figures": {}}).replace("1e+400", "1e400")
+    (results / "volume_qc.json").write_text(text)
+    out = tmp_path / "report.html"
+    done = _report_cli(str(results), str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    flags = collect_qc(results).flags
+    assert any(f.step == "stack" and f"metric {bad} not understood" in f.message for f in flags), flags
+    assert f"metric {bad} not understood" in out.read_text()
+
+
+def test_everything_a_record_says_is_escaped(tmp_path):
+    evil = '<img src=x onerror="alert(1)">'
+    out = tmp_path / "slice_z00_normalize.ome.zarr"
+    write_qc_record(out, "normalize", {evil: evil, "nested": {evil: [evil]}}, flags=[evil])
+    record_path = qc_record_path(out)
+    record = json.loads(record_path.read_text())
+    record["step"] = evil
+    record["warnings"] = [evil]
+    record["figures"] = {evil: evil}
+    record_path.write_text(json.dumps(record))
+    page = render_report(collect_qc(tmp_path), title=evil)
+    parser = _ReportParser()
+    parser.feed(page)
+    assert all(src.startswith("data:image/webp;base64,") for src in parser.sources), "a record injected a tag"
+    assert "<img src=x" not in page
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 5
+
+
+# ---------------------------------------------------------------- warnings reach the report
+
+
+def test_warnings_a_step_logs_reach_its_record_and_the_report(tmp_path):
+    import logging
+
+    from linumpy.cli import make_parser, run
+    from linumpy.qc import warning_log
+
+    out = tmp_path / "stitch_3d" / "slice_z04_stitch_3d.ome.zarr"
+
+    def main(args):
+        logging.getLogger("linumpy.stitching").warning("fitted row step %.2f px differs from %.2f px", 107.74, 109.0)
+        logging.getLogger("linumpy.stitching").info("not a warning")
+        write_qc_record(out, "stitch_3d", {"confidence": 0.9})
+
+    warning_log.reset()
+    try:
+        run(make_parser("test"), main, ["-q"])
+    finally:
+        logging.getLogger().removeHandler(warning_log._LOG)
+        warning_log.reset()
+    assert read_qc_record(qc_record_path(out))["warnings"] == ["fitted row step 107.74 px differs from 109.00 px"]
+    collection = collect_qc(tmp_path)
+    assert [(w.slice_id, w.step, w.message) for w in collection.warnings] == [
+        (4, "stitch_3d", "fitted row step 107.74 px differs from 109.00 px")]
+    page = render_report(collection)
+    warnings = page[page.index('<ul id="warnings">'):]
+    assert "fitted row step 107.74 px differs from 109.00 px" in warnings[:warnings.index("</ul>")]
+    assert '<span class="warn">1 warning</span>' in page, "the slice's row says it has a warning"
+
+
+def test_every_metric_shown_has_a_label_a_unit_and_a_glossary_entry(results):
+    from linumpy.qc.glossary import describe
+
+    _, html_path, _ = results
+    page = html_path.read_text()
+    glossary = page[page.index('<section id="glossary">'):]
+    table = page[page.index('<table id="slice-table">'):page.index("</thead>", page.index('<table id="slice-table">'))]
+    headers = table.split("<th")[4:-1]  # after thead, slice and view; before status
+    assert len(headers) >= 3
+    assert all("<small>" in h for h in headers), "every metric column has a unit"
+    for name in ("confidence", "n_fallback_pairs", "overlap_ncc", "p_high", "pairs"):
+        assert f"<code>{name}</code>" in glossary
+    assert describe("some_new_metric_um").unit == "µm", "unknown metrics get a unit from their suffix"
