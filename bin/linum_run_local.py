@@ -14,11 +14,12 @@ Examples:
 import argparse
 import os
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_overwrite_argument, make_parser, run
 from linumpy.pipeline.params import load_params
 from linumpy.pipeline.runner import run_pipeline
+from linumpy.pipeline.summary import end_of_run_lines
 
-DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+DEFAULT_WORKERS = os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Simulate an acquisition (tiny, small, large) into OUTDIR/acquisition.")
     parser.add_argument("--outdir", metavar="DIR", help="Output directory [params file, else results].")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="Slices processed at the same time [%(default)s].")
+                        help="Slices processed at the same time [all cores: %(default)s].")
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
     add_overwrite_argument(parser)
@@ -45,10 +46,9 @@ def main(args: argparse.Namespace) -> None:
     })
     if args.simulate is not None:  # the command line wins over an input in the params file
         params = params.model_copy(update={"input": None})
-    summary = run_pipeline(params, args.workers, progress=progress_enabled(args), overwrite=args.overwrite)
+    summary = run_pipeline(params, args.workers, progress=not args.quiet, overwrite=args.overwrite)
     if not args.quiet:
-        print(f"done: {len(summary.ran)} tasks run, {len(summary.skipped)} skipped (already complete); "
-              f"volume in {params.outdir}/stack/volume.ome.zarr, report in {params.outdir}/report.html")
+        print("\n".join(end_of_run_lines(summary, params.outdir, params.input)))
 
 
 if __name__ == "__main__":

@@ -105,8 +105,12 @@ def add_omezarr_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    """Whether progress bars should be shown for these parsed arguments."""
-    return not getattr(args, "quiet", False)
+    """Whether progress bars should be shown: not ``--quiet`` and stderr is a terminal.
+
+    Redirected to a file (nohup, SLURM, the runners' task logs), a script
+    writes its log lines only, never carriage-return progress bars.
+    """
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
 def run(

@@ -8,19 +8,19 @@ from pathlib import Path
 _UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
-def folder_sizes(root: str | os.PathLike) -> dict[str, int]:
+def folder_sizes(root: str | os.PathLike, exclude_suffixes: tuple[str, ...] = ()) -> dict[str, int]:
     """Bytes of the files under each top-level entry of ``root`` (symlinks not followed).
 
     Sizes are the files' lengths (not allocated blocks), so the same outputs
     give the same numbers on any file system. Top-level files are summed
-    under ``"(files)"``.
+    under ``"(files)"``, except those ending in one of ``exclude_suffixes``.
     """
     root = Path(root)
     sizes: dict[str, int] = {}
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
         if entry.is_dir() and not entry.is_symlink():
             sizes[entry.name] = _tree_size(entry)
-        elif entry.is_file() and not entry.is_symlink():
+        elif entry.is_file() and not entry.is_symlink() and not entry.name.endswith(exclude_suffixes):
             sizes["(files)"] = sizes.get("(files)", 0) + entry.stat().st_size
     return sizes
 
@@ -56,13 +56,12 @@ def human_bytes(n_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def footprint_lines(sizes: dict[str, int], raw_folder: str | None) -> list[str]:
+def footprint_lines(sizes: dict[str, int], raw_bytes: int = 0) -> list[str]:
     """One line per folder (largest first) and the total, each also per GB of raw data.
 
-    ``raw_folder`` names the entry of ``sizes`` holding the raw acquisition
-    (``None`` when it lies outside the output directory: no ratio then).
+    ``raw_bytes`` is the size of the raw acquisition (0: unknown, no ratio).
     """
-    raw = sizes.get(raw_folder, 0) if raw_folder else 0
+    raw = raw_bytes
     total = sum(sizes.values())
     lines = []
     for name, size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])) + [("total", total)]:

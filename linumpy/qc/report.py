@@ -169,7 +169,20 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
     trace_path = root / TRACE_FILE
     trace = read_trace(trace_path) if trace_path.is_file() else []
     return QcCollection(entries, other_images, sorted(set(flags), key=_flag_order),
-                        _volume_summary(root, entries), trace, folder_sizes(root))
+                        _volume_summary(root, entries), trace, folder_sizes(root, exclude_suffixes=(".html",)))
+
+
+def logged_warnings_under(results_dir: str | os.PathLike) -> list[RedFlag]:
+    """The warnings stored in the QC records under ``results_dir`` (records only: no image is read)."""
+    found = set()
+    for path in _visible_files(Path(results_dir)):
+        if path.name.endswith(QC_SUFFIX):
+            try:
+                record = read_qc_record(path)
+            except InputError:
+                continue
+            found |= {RedFlag(record["slice_id"], record["step"], str(w)) for w in record["warnings"]}
+    return sorted(found, key=_flag_order)
 
 
 def render_report(collection: QcCollection, title: str = "linumpy QC report") -> str:
@@ -341,7 +354,7 @@ def _summary(collection: QcCollection) -> str:
     if collection.footprint:
         lines.append(f"disk used {human_bytes(sum(collection.footprint.values()))} (see Run)")
     lines.append(f'<span id="n-flags">{len(collection.flags)}</span> red flags, '
-                 f'<span id="n-warnings">{len(collection.warnings)}</span> warnings, '
+                 f'<span id="n-warnings">{len(collection.warnings)}</span> warning(s), '
                  f'<span id="n-failed">{len(failed)}</span> failed or excluded slices, '
                  f'<span id="n-records">{len(collection.entries)}</span> QC records')
     items = "".join(f"<li>{line}</li>" for line in lines)
@@ -582,7 +595,7 @@ def _run_section(collection: QcCollection) -> str:
         )
         total = sum(collection.footprint.values())
         parts.append(
-            '<h3>Disk used</h3><p class="note">Size of the files in each output folder (the report itself '
+            '<h3>Disk used</h3><p class="note">Size of the files in each output folder (HTML reports '
             'excluded); per GB of raw data when the raw acquisition is in the output folder.</p>'
             '<table id="footprint-table"><thead><tr><th>folder</th><th>size</th><th>per raw GB</th></tr></thead>'
             f"<tbody>{rows}<tr><th>total</th><td>{human_bytes(total)}</td>"
@@ -635,7 +648,8 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:1em auto;padding:0 1em;max-width:1180px;color:#222;line-height:1.35}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.4em;border-bottom:1px solid #ddd}
 h4{margin:0.6em 0 0.3em}
-li,td,th,dd,p{overflow-wrap:anywhere}
+li,td,dd,p{overflow-wrap:anywhere}
+#slice-table thead th{min-width:4.5em}
 table{border-collapse:collapse;margin:0.5em 0;max-width:100%}
 th,td{border:1px solid #ccc;padding:2px 6px;font-size:0.9em;text-align:right;vertical-align:middle}
 thead th{background:#eee;text-align:center;font-weight:600}
