@@ -285,3 +285,22 @@ def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, 
     assert not (layout.root / "pipeline_info" / "pipeline_qc.json").exists()  # the failure is gone
     flags = collect_qc(outdir).flags
     assert [(f.slice_id, f.step) for f in flags if f.message.startswith("excluded")] == [(1, "stack")]
+
+
+@pytest.mark.slow
+def test_trace_has_nextflow_columns_for_every_task_and_logs_have_no_carriage_returns(full_run):
+    from linumpy.pipeline.trace import TRACE_COLUMNS, read_trace
+
+    layout = OutputLayout(full_run)
+    lines = (full_run / "pipeline_info" / "trace.txt").read_text().splitlines()
+    assert tuple(lines[0].split("\t")) == TRACE_COLUMNS
+    assert all(len(line.split("\t")) == len(TRACE_COLUMNS) for line in lines[1:])
+    tasks = read_trace(full_run / "pipeline_info" / "trace.txt")
+    assert sorted(t.name.replace(" (z0", "_z0").rstrip(")") for t in tasks) == sorted(
+        p.stem for p in layout.task_records.glob("*.json"))
+    assert all(t.status == "COMPLETED" and t.exit == 0 for t in tasks)
+    assert all(t.realtime_s > 0 and t.cpu_s > 0 and t.peak_rss > 10_000_000 for t in tasks)
+    for log in layout.logs.glob("*.log"):
+        assert "\r" not in log.read_text(), f"{log.name}: progress bar in a log that is not a terminal"
+    html = layout.report.read_text()
+    assert '<table id="trace-table">' in html and '<table id="footprint-table">' in html
