@@ -101,11 +101,19 @@ def test_screenshot_orthogonal_planes_and_single_plane(tmp_path, image):
     out = tmp_path / "shot.png"
     call("linum_screenshot_omezarr", image, out, "-q")
     picture = np.asarray(Image.open(out))
-    assert picture.ndim == 2 and picture.shape[0] == 96 and picture.shape[1] > 80 * 2
+    # XY (96 x 80 px of 10 um) drawn at 512 px, XZ below and YZ beside it (12 planes: kept >= 12 px)
+    assert picture.ndim == 2 and picture.shape == (512 + 6 + 12, 427 + 6 + 12)
     assert picture.std() > 20  # contrast stretched, not a flat image
+    assert picture[520:, 440:].max() == 0 and picture[:512, :427].std() > 20
     single = tmp_path / "z3.png"
     call("linum_screenshot_omezarr", image, single, "--z", "3", "--level", "0", "-q")
-    assert np.asarray(Image.open(single)).shape == (96, 80)
+    assert np.asarray(Image.open(single)).shape == (512, 427)
+    as_jpeg = tmp_path / "shot.JPG"
+    call("linum_screenshot_omezarr", image, as_jpeg, "-q")
+    assert as_jpeg.read_bytes().startswith(b"\xff\xd8\xff"), "a .jpg output is a JPEG"
+    with pytest.raises(SystemExit):
+        call("linum_screenshot_omezarr", image, tmp_path / "shot.tif")
+    assert not (tmp_path / "shot.tif").exists()
     with pytest.raises(SystemExit):
         call("linum_screenshot_omezarr", image, tmp_path / "bad.png", "--z", "99")
     assert not (tmp_path / "bad.png").exists()

@@ -296,7 +296,7 @@ def test_trace_has_nextflow_columns_for_every_task_and_logs_have_no_carriage_ret
     assert tuple(lines[0].split("\t")) == TRACE_COLUMNS
     assert all(len(line.split("\t")) == len(TRACE_COLUMNS) for line in lines[1:])
     tasks = read_trace(full_run / "pipeline_info" / "trace.txt")
-    assert sorted(t.name.replace(" (z0", "_z0").rstrip(")") for t in tasks) == sorted(
+    assert sorted(t.name.replace(" (", "_").rstrip(")") for t in tasks) == sorted(
         p.stem for p in layout.task_records.glob("*.json"))
     assert all(t.status == "COMPLETED" and t.exit == 0 for t in tasks)
     assert all(t.realtime_s > 0 and t.cpu_s > 0 and t.peak_rss > 10_000_000 for t in tasks)

@@ -537,3 +537,12 @@ def test_every_metric_shown_has_a_label_a_unit_and_a_glossary_entry(results):
     for name in ("confidence", "n_fallback_pairs", "overlap_ncc", "p_high", "pairs"):
         assert f"<code>{name}</code>" in glossary
     assert describe("some_new_metric_um").unit == "µm", "unknown metrics get a unit from their suffix"
+
+
+def test_orthogonal_planes_cut_through_tissue_not_through_a_gap():
+    volume = np.zeros((9, 10, 12))
+    volume[:4, 2:8, 3:9] = 1.0
+    volume[5:, 2:8, 3:9] = 1.0  # slice 4 (the centre) is an excluded slice's gap
+    xy, xz, yz = figures.orthogonal_planes(da.from_array(volume, chunks=3))
+    assert xy.sum() == 36, "the xy view must show tissue, not the gap"
+    assert xz.sum() == 8 * 6 and yz.sum() == 8 * 6

@@ -295,8 +295,9 @@ def _short_hash(key: str) -> str:
 
 
 def _trace_name(task: Task) -> str:
-    """Nextflow-style process name: ``stitch_3d (z03)``."""
-    return task.step.name if task.slice_id is None else f"{task.step.name} (z{task.slice_id:02d})"
+    """Nextflow-style process name with its tag: ``stitch_3d (z03)``, ``screenshot (volume)``."""
+    tag = task.id.removeprefix(task.step.name).strip("_")
+    return f"{task.step.name} ({tag})" if tag else task.step.name
 
 
 def _jsonable(measured: dict) -> dict:

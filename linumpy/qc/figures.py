@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from linumpy.viz.planes import tissue_centre
+
 #: Percentiles used to set the grey-level window of image panels.
 DISPLAY_PERCENTILES = (1.0, 99.5)
 
@@ -148,6 +150,8 @@ def stitching_residuals_figure(
     axes.set_aspect("equal")
     axes.set_xlabel("tile column")
     axes.set_ylabel("tile row")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     n_fallback = int(fallback.sum())
     axes.set_title(title or f"pair residuals; {n_fallback}/{len(fallback)} pairs on stage model (red dashed)")
     figure.tight_layout()
@@ -269,12 +273,14 @@ def stack_shifts_figure(
 
 
 def orthogonal_planes(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, ...]:
-    """Return the ``(xy, xz, yz)`` planes of a 3D array through ``index`` (default centre).
+    """Return the ``(xy, xz, yz)`` planes of a 3D array through ``index``.
 
-    Works on numpy and dask arrays; only the three planes are computed.
+    The default index cuts through the middle of the tissue, never through an
+    empty plane such as an excluded slice's gap
+    (:func:`linumpy.viz.planes.tissue_centre`). Works on numpy and dask
+    arrays; pass a coarse pyramid level.
     """
-    shape = volume.shape
-    z, y, x = index if index is not None else (s // 2 for s in shape)
+    z, y, x = index if index is not None else tissue_centre(volume)
     return (
         np.asarray(volume[z, :, :]),
         np.asarray(volume[:, y, :]),
@@ -287,7 +293,7 @@ def orthogonal_views_figure(
     resolution: Sequence[float] = (1.0, 1.0, 1.0),
     title: str | None = None,
 ) -> Figure:
-    """Orthogonal views (axial xy, coronal xz, sagittal yz) of a volume.
+    """Orthogonal views (axial xy, coronal xz, sagittal yz) of a volume, axes in micrometres.
 
     Parameters
     ----------
@@ -295,23 +301,25 @@ def orthogonal_views_figure(
         As returned by :func:`orthogonal_planes`, shapes ``(y, x)``, ``(z, x)``,
         ``(z, y)``.
     resolution : (z, y, x)
-        Voxel size (any unit), so the views keep their physical aspect ratio.
+        Voxel size in micrometres; the views keep their physical proportions.
     """
     rz, ry, rx = resolution
     xy, xz, yz = (np.asarray(plane, dtype=np.float64) for plane in planes)
     vmin, vmax = display_range(np.concatenate([p.ravel() for p in (xy, xz, yz)]))
-    figure = Figure(figsize=(9, 3.4))
-    views = (("xy", xy, ry / rx, "x", "y"), ("xz", xz, rz / rx, "x", "z"), ("yz", yz, rz / ry, "y", "z"))
-    for index, (name, plane, aspect, xlabel, ylabel) in enumerate(views):
+    figure = Figure(figsize=(9, 3.6))
+    views = (("xy (top view)", xy, rx, ry, "x (µm)", "y (µm)"), ("xz", xz, rx, rz, "x (µm)", "z (µm)"),
+             ("yz", yz, ry, rz, "y (µm)", "z (µm)"))
+    for index, (name, plane, col_um, row_um, xlabel, ylabel) in enumerate(views):
         axes = figure.add_subplot(1, 3, index + 1)
-        axes.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+        extent = (0, plane.shape[1] * col_um, plane.shape[0] * row_um, 0)
+        axes.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
         axes.set_title(name, fontsize="medium")
         axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
-    figure.suptitle(title or "orthogonal views")
+        axes.xaxis.set_major_locator(MaxNLocator(4))
+    figure.suptitle(title or "orthogonal views", fontsize="medium")
     figure.tight_layout()
     return figure
-
 
 
 def continuity_figure(
