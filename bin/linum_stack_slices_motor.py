@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shifts_out", metavar="JSON",
                         help="Placement estimates for QC [<out stem>_shifts.json].")
     parser.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="Output chunk shape [(64, 256, 256) capped by the volume].")
+                        help="Output chunk shape, voxels [64 256 256, capped by the volume].")
     parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
                         help="Output codec [%(default)s].")
     add_overwrite_argument(parser)

@@ -58,6 +58,46 @@ def os_error_message(error: OSError, program: str) -> str | None:
     return f"{where}: {reason}; {fix}" if fix else f"{where}: {reason}"
 
 
+def readable_default(value: object) -> str:
+    """A default value as a user types it, not as Python prints it.
+
+    Examples
+    --------
+    >>> readable_default([(1.0, 95.0)]), readable_default([10.0, 25.0]), readable_default(None)
+    ('1 95', '10 25', 'none')
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return " ".join(readable_default(item) for item in value)
+    return str(value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The help layout of every script: UPPER-CASE positional names, readable defaults.
+
+    Positional arguments without an explicit ``metavar`` show their name in
+    upper case (``RESULTS_DIR``), like options' values; ``%(default)s`` in a
+    help text prints lists as space-separated values (``1 95``, the way they
+    are typed) and floats without trailing zeros.
+    """
+
+    def _get_default_metavar_for_positional(self, action: argparse.Action) -> str:
+        return action.dest.upper()
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, (str, int)) and not isinstance(action.default, bool):
+            return super()._expand_help(action)
+        readable = argparse.Action(action.option_strings, action.dest, default=readable_default(action.default),
+                                   type=action.type, choices=action.choices, help=action.help,
+                                   metavar=action.metavar, nargs=action.nargs if action.nargs != 0 else None)
+        return super()._expand_help(readable)
+
+
 def make_parser(description: str | None) -> argparse.ArgumentParser:
     """Return an argument parser with the options every script shares.
 
@@ -73,7 +113,7 @@ def make_parser(description: str | None) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="Log debugging details.")

@@ -122,3 +122,20 @@ def test_end_of_run_summary_lists_the_warnings_and_the_footprint(tmp_path):
     assert "1 warning(s)" in text and "slice z02 stitch_3d: fitted row step 107.74 px differs" in text
     assert re.search(r"acquisition +4 KB \(1\.00 GB per raw GB\)", text), text
     assert re.search(r"total +\d.* GB per raw GB", text)
+
+
+def test_every_script_help_has_upper_case_names_and_readable_defaults():
+    import importlib.util
+    from pathlib import Path
+
+    for script in sorted((Path(__file__).resolve().parents[1] / "bin").glob("linum_*.py")):
+        spec = importlib.util.spec_from_file_location(script.stem, script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        parser = module.build_parser()
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings:
+                name = action.metavar or action.dest.upper()
+                assert name == name.upper(), f"{script.name}: positional {name} not in upper case"
+        assert "[(" not in text and "[[" not in text and "None]" not in text, f"{script.name}: Python repr default"
