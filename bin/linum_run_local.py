@@ -8,6 +8,7 @@ are complete, so an interrupted run resumes where it stopped.
 
 Examples:
     linum_run_local.py --simulate small --outdir demo_output
+    linum_run_local.py --simulate small --outdir demo_output --stack_resolution 3   # full resolution
     linum_run_local.py --params params.yaml --input /data/brain --outdir results --workers 4
 """
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Slices processed at the same time [all cores: %(default)s].")
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
+    parser.add_argument("--stack_resolution", type=float, metavar="UM",
+                        help="Voxel size of the final volume, micrometres; e.g. the slices' lateral pixel "
+                             "for full resolution [params file, else 10]. The 10/25/50/100 um analysis "
+                             "levels coarser than it are added.")
     add_overwrite_argument(parser)
     return parser
 
@@ -42,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
-        "slices": args.slices, "exclude_slices": args.exclude_slices,
+        "slices": args.slices, "exclude_slices": args.exclude_slices, "stack_resolution": args.stack_resolution,
     })
     if args.simulate is not None:  # the command line wins over an input in the params file
         params = params.model_copy(update={"input": None})
