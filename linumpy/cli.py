@@ -165,7 +165,9 @@ def run(
     orchestrators retry the task with more memory; a file-system failure
     (full disk, quota, read-only, permission, or any OSError naming a file)
     prints ``error: <path>: <reason>; <fix>`` and exits with 2 too. Other
-    exceptions are bugs and keep their traceback.
+    exceptions are bugs and keep their traceback. Warnings logged while
+    ``main`` runs are collected for the QC record the script writes
+    (:mod:`linumpy.qc.warning_log`).
 
     Parameters
     ----------
