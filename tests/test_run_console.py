@@ -139,3 +139,15 @@ def test_every_script_help_has_upper_case_names_and_readable_defaults():
                 name = action.metavar or action.dest.upper()
                 assert name == name.upper(), f"{script.name}: positional {name} not in upper case"
         assert "[(" not in text and "[[" not in text and "None]" not in text, f"{script.name}: Python repr default"
+
+
+@pytest.mark.parametrize(("name", "text", "expected"),
+                         [("p.yaml", "outdir: x\nslices: [1, 2\nfoo: : bar\n", "p.yaml:3:4: not valid YAML: expected"),
+                          ("p.json", '{"a": 1,\n "b": }\n', "p.json:2:7: not valid JSON: Expecting value")])
+def test_params_file_errors_give_line_and_column(tmp_path, name, text, expected):
+    from linumpy.errors import InputError
+    from linumpy.pipeline.params import read_params_file
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=re.escape(expected)):
+        read_params_file(tmp_path / name)
