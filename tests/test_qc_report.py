@@ -341,7 +341,8 @@ def test_unreadable_record_becomes_a_red_flag(tmp_path):
                                                                       "figures": {"gone": "gone.png"}}))
     flags = collect_qc(tmp_path).flags
     assert [(f.slice_id, f.step) for f in flags] == [(None, "pipeline")] + [(None, "report")] * 3 + [(2, "stitch_3d")]
-    assert flags.pop(0).message == "pipeline_qc.json: metric failed_slices not understood ('seven' is not a slice id (a whole number))"
+    assert flags.pop(0).message == ("pipeline_qc.json: metric failed_slices not understood "
+                                    "('seven' is not a slice id (a whole number))")
     assert "slice_z01_normalize_qc.json: unreadable QC record" in flags[0].message
     assert "slice_z03_normalize_qc.json: not a QC record (missing or ill-typed step, metrics)" in flags[1].message
     assert "slice_z04_normalize_qc.json: not a QC record (missing or ill-typed metrics)" in flags[2].message

@@ -106,7 +106,7 @@ def stack_slice_files(
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
         write_stack(plan, writer, writer.write_block, dtype, progress)
-        attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise (74.99999999999996)
+        attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
                       "stack_shifts": shifts_out.name}
         writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
     with atomic_output(shifts_out, overwrite) as tmp:
