@@ -150,7 +150,7 @@ def test_display_range_ignores_non_finite_values():
     assert figures.display_range(np.full(4, np.nan)) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("helper", ["depth", "histogram", "stack", "ortho"])
+@pytest.mark.parametrize("helper", ["depth", "histogram", "stack", "ortho", "continuity"])
 def test_figure_helpers_render_at_their_nominal_size(helper):
     rng = np.random.default_rng(0)
     depth = np.arange(20) * 3.5
@@ -161,7 +161,9 @@ def test_figure_helpers_render_at_their_nominal_size(helper):
         "stack": lambda: figures.stack_shifts_figure([0, 1, 2], np.array([[0, 0], [1, 2], [9, 9]]),
                                                      np.array([np.nan, 0.9, 0.1]), outliers=[2]),
         "ortho": lambda: figures.orthogonal_views_figure(figures.orthogonal_planes(rng.random((6, 8, 10))),
-                                                         (0.01, 0.005, 0.005)),
+                                                         (10.0, 5.0, 5.0)),
+        "continuity": lambda: figures.continuity_figure([0, 1, 2, 4], [0.0, 12.5, None, 3.0],
+                                                        [None, 0.9, 0.1, 0.8], missing_ids=[3]),
     }[helper]()
     buffer = io.BytesIO()
     made.savefig(buffer, format="png", dpi=FIGURE_DPI)

@@ -346,6 +346,8 @@ def continuity_figure(
     ids = np.asarray(slice_ids, dtype=np.float64)
     shift = np.array([np.nan if v is None else v for v in shift_um], dtype=np.float64)
     ncc = np.array([np.nan if v is None else v for v in overlap_ncc], dtype=np.float64)
+    breaks = np.flatnonzero(np.diff(ids) > 1) + 1  # no line across a missing slice
+    ids, shift, ncc = (np.insert(a, breaks, np.nan) for a in (ids, shift, ncc))
     figure = Figure(figsize=(7, 3.6))
     top = figure.add_subplot(2, 1, 1)
     bottom = figure.add_subplot(2, 1, 2, sharex=top)
