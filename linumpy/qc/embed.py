@@ -17,10 +17,14 @@ from PIL import Image
 
 #: Leading bytes of the image formats a report embeds.
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
-#: WebP quality of embedded figures (0-100).
-WEBP_QUALITY = 70
-#: Longest side of an embedded figure, pixels.
-FIGURE_MAX_SIDE = 900
+#: WebP quality (0-100) of embedded figures (plots) ...
+WEBP_QUALITY = 60
+#: ... and of greyscale images (screenshots: speckle compresses poorly, detail is not the point).
+WEBP_QUALITY_GREY = 45
+#: Longest side of an embedded figure, pixels ...
+FIGURE_MAX_SIDE = 720
+#: ... and of a greyscale image.
+GREY_MAX_SIDE = 480
 #: Height of a slice thumbnail in the table, pixels.
 THUMBNAIL_HEIGHT = 72
 
@@ -71,11 +75,13 @@ def image_data_uri(image_bytes: bytes, max_side: int = FIGURE_MAX_SIDE, height: 
         image.load()
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise RefusedImage(f"image does not decode ({error})") from None
-    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    grey = image.mode in ("L", "I", "I;16", "F")
+    image = image.convert("L" if grey else "RGBA" if "A" in image.getbands() else "RGB")
+    max_side = min(max_side, GREY_MAX_SIDE) if grey else max_side
     scale = height / image.height if height else min(1.0, max_side / max(image.size))
     if scale != 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=6)
+    image.save(buffer, format="WEBP", quality=WEBP_QUALITY_GREY if grey else WEBP_QUALITY, method=6)
     return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

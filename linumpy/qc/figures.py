@@ -153,7 +153,8 @@ def stitching_residuals_figure(
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     n_fallback = int(fallback.sum())
-    axes.set_title(title or f"pair residuals; {n_fallback}/{len(fallback)} pairs on stage model (red dashed)")
+    axes.set_title(title or f"tile-pair residuals after the fit\n{n_fallback}/{len(fallback)} pairs on the stage "
+                   "model (red dashed)", fontsize="medium")
     figure.tight_layout()
     return figure
 
