@@ -54,7 +54,7 @@ def test_scripts_have_the_contract_shape():
         options = {option for action in parser._actions for option in action.option_strings}
         assert {"--verbose", "--quiet"} <= options
     convert = {o for a in load_script("linum_convert_omezarr").build_parser()._actions for o in a.option_strings}
-    assert {"--resolution", "--chunks", "--compression", "--n_levels", "--ngff_version", "--shards", "--overwrite"} <= convert
+    assert {"--voxel_size_um", "--chunks", "--compression", "--n_levels", "--ngff_version", "--shards", "--overwrite"} <= convert
 
 
 def test_tiff_round_trip(tmp_path, image):
@@ -72,7 +72,7 @@ def test_tiff_round_trip(tmp_path, image):
     with pytest.raises(SystemExit) as exit_info:
         call("linum_convert_omezarr", plain, tmp_path / "p.ome.zarr")
     assert exit_info.value.code == 2
-    call("linum_convert_omezarr", plain, tmp_path / "p.ome.zarr", "--resolution", "10", "-q")
+    call("linum_convert_omezarr", plain, tmp_path / "p.ome.zarr", "--voxel_size_um", "10", "-q")
     assert read_omezarr(tmp_path / "p.ome.zarr")[1] == pytest.approx((0.010, 0.010))
 
 
