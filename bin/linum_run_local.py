@@ -8,7 +8,7 @@ are complete, so an interrupted run resumes where it stopped.
 
 Examples:
     linum_run_local.py --simulate small --outdir demo_output
-    linum_run_local.py --simulate small --outdir demo_output --stack_resolution 3   # full resolution
+    linum_run_local.py --simulate small --outdir demo_output --stack_resolution 10   # a lighter volume
     linum_run_local.py --params params.yaml --input /data/brain --outdir results --workers 4
 """
 
@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
     parser.add_argument("--stack_resolution", type=float, metavar="UM",
-                        help="Voxel size of the final volume, micrometres; e.g. the slices' lateral pixel "
-                             "for full resolution [params file, else 10]. The 10/25/50/100 um analysis "
-                             "levels coarser than it are added.")
+                        help="Voxel size of the final volume, micrometres [params file, else the slices' "
+                             "finest lateral pixel: full resolution]. The 10/25/50/100 um analysis levels "
+                             "coarser than it are added.")
     add_overwrite_argument(parser)
     return parser
 

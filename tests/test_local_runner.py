@@ -111,7 +111,8 @@ def test_runner_refuses_a_missing_acquisition_before_running_anything(tmp_path):
 @pytest.fixture(scope="module")
 def full_run(tiny_acquisition, tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("runner") / "results"
-    result = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir))
+    # 10 um (not the default full resolution) keeps the phantom comparison below quick
+    result = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), "--stack_resolution", "10")
     assert result.returncode == 0, result.stderr
     return outdir
 
@@ -221,7 +222,8 @@ def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run,
     layout = OutputLayout(outdir)
     first_done = layout.task_records / "create_mosaic_grid_z00.json"
     process = subprocess.Popen(
-        [sys.executable, str(RUNNER), "--workers", "2", "-q", "--input", str(tiny_acquisition),
+        [sys.executable, str(RUNNER), "--workers", "2", "-q", "--stack_resolution", "10",
+         "--input", str(tiny_acquisition),
          "--outdir", str(outdir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -238,7 +240,8 @@ def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run,
     assert {"collect_motor_positions", "create_mosaic_grid_z00"} <= set(finished)
 
     def resume() -> str:
-        result = subprocess.run([sys.executable, str(RUNNER), "--input", str(tiny_acquisition),
+        result = subprocess.run([sys.executable, str(RUNNER), "--stack_resolution", "10",
+                                 "--input", str(tiny_acquisition),
                                  "--outdir", str(outdir), "--workers", "2"],
                                 capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr
@@ -268,7 +271,7 @@ def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, 
             (grid / metadata).write_text("not json")
     (layout.task_records / "stitch_3d_z01.json").unlink()
 
-    failed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir))
+    failed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), "--stack_resolution", "10")
     assert failed.returncode != 0
     message = failed.stderr.strip().splitlines()[-1]
     log = layout.logs / "stitch_3d_z01.log"
@@ -278,7 +281,7 @@ def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, 
     failure = read_qc_record(layout.root / "pipeline_info" / "pipeline_qc.json")
     assert list(failure["metrics"]["failed_slices"]) == ["1"]
 
-    excluded = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir),
+    excluded = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), "--stack_resolution", "10",
                          "--exclude_slices", "1")
     assert excluded.returncode == 0, excluded.stderr
     assert read_omezarr_info(layout.volume).attributes["slice_ids"] == [0, 2]
