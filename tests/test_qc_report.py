@@ -549,3 +549,11 @@ def test_orthogonal_planes_cut_through_tissue_not_through_a_gap():
     xy, xz, yz = figures.orthogonal_planes(da.from_array(volume, chunks=3))
     assert xy.sum() == 36, "the xy view must show tissue, not the gap"
     assert xz.sum() == 8 * 6 and yz.sum() == 8 * 6
+
+
+def test_mosaic_grid_figure_axes_in_micrometres():
+    figure = figures.mosaic_grid_figure(np.ones((30, 40)), (3, 4), pixel_um=2.5)
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "x (µm)" and axes.get_ylabel() == "y (µm)"
+    tiles = [p for p in axes.patches if isinstance(p, Rectangle)]
+    assert max(p.get_x() + p.get_width() for p in tiles) == pytest.approx((40 - 0.5) * 2.5)

@@ -50,6 +50,7 @@ def mosaic_grid_figure(
     grid_shape: TileIndex,
     tiles_present: Sequence[TileIndex] | None = None,
     title: str | None = None,
+    pixel_um: float | None = None,
 ) -> Figure:
     """Average intensity projection of a mosaic grid with its tile grid drawn on top.
 
@@ -67,26 +68,31 @@ def mosaic_grid_figure(
         Acquired tiles; default all.
     title : str, optional
         Figure title.
+    pixel_um : float, optional
+        Pixel size of ``aip``; the axes are then in micrometres (else pixels).
     """
     rows, cols = grid_shape
     height, width = np.shape(aip)
-    tile_h, tile_w = height / rows, width / cols
+    size = pixel_um or 1.0  # axes unit per pixel
+    tile_h, tile_w = size * height / rows, size * width / cols
     figure = Figure(figsize=(6, 6 * height / max(width, 1) + 0.6))
     axes = figure.add_subplot()
     vmin, vmax = display_range(aip)
-    axes.imshow(aip, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    extent = (-0.5 * size, (width - 0.5) * size, (height - 0.5) * size, -0.5 * size)
+    axes.imshow(aip, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent)
     present = {tuple(tile) for tile in tiles_present} if tiles_present is not None else None
     for row in range(rows):
         for col in range(cols):
-            origin = (col * tile_w - 0.5, row * tile_h - 0.5)
+            origin = (col * tile_w - 0.5 * size, row * tile_h - 0.5 * size)
             axes.add_patch(Rectangle(origin, tile_w, tile_h, fill=False, edgecolor="yellow", lw=0.6))
             if present is not None and (row, col) not in present:
                 x0, y0 = origin
                 axes.plot([x0, x0 + tile_w], [y0, y0 + tile_h], color="red", lw=1)
                 axes.plot([x0, x0 + tile_w], [y0 + tile_h, y0], color="red", lw=1)
-    axes.set_title(title or f"mosaic grid AIP, {rows} x {cols} tiles")
-    axes.set_xlabel("x (px)")
-    axes.set_ylabel("y (px)")
+    axes.set_title(title or f"mosaic grid AIP, {rows} x {cols} tiles", fontsize="medium")
+    unit = "µm" if pixel_um else "px"
+    axes.set_xlabel(f"x ({unit})")
+    axes.set_ylabel(f"y ({unit})")
     figure.tight_layout()
     return figure
 
