@@ -15,7 +15,8 @@ Examples:
 import argparse
 import os
 
-from linumpy.cli import add_overwrite_argument, make_parser, run
+from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
+from linumpy.pipeline.child import exit_on_sigterm
 from linumpy.pipeline.params import load_params
 from linumpy.pipeline.runner import run_pipeline
 from linumpy.pipeline.summary import end_of_run_lines
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Slices processed at the same time [all cores: %(default)s].")
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
-    parser.add_argument("--stack_resolution", type=float, metavar="UM",
+    parser.add_argument("--allow_gaps", action="store_true", default=None,
+                        help="Stack even when slice ids between the selected ones are missing.")
+    parser.add_argument("--stack_resolution", type=finite_float, metavar="UM",
                         help="Voxel size of the final volume, micrometres [params file, else the slices' "
                              "finest lateral pixel: full resolution]. The 10/25/50/100 um analysis levels "
                              "coarser than it are added.")
@@ -45,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    exit_on_sigterm()
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
-        "slices": args.slices, "exclude_slices": args.exclude_slices, "stack_resolution": args.stack_resolution,
+        "slices": args.slices, "exclude_slices": args.exclude_slices, "allow_gaps": args.allow_gaps,
+        "stack_resolution": args.stack_resolution,
     })
     if args.simulate is not None:  # the command line wins over an input in the params file
         params = params.model_copy(update={"input": None})

@@ -82,7 +82,9 @@ class Progress:
             self._show(f"{label} {'FAILED' if failed else 'done'} in {format_duration(seconds)}")
 
     def close(self) -> None:
-        """Stop redrawing and end the terminal line."""
+        """Stop redrawing and end the terminal line (once; later calls do nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
