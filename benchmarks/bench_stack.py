@@ -144,7 +144,7 @@ def run_matrix(args: argparse.Namespace) -> None:
             case = run_case(workdir, condition, seed, args.n_slices)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps = np.diff(case["z_error_px"])
-            rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"],
+            rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],
                          "plane_ratio_cv": case["plane_ratio_cv"], "max_boundary_step": case["max_boundary_step"],
                          "max_step_z_error_px": round(float(np.abs(steps).max()), 3) if steps.size else 0.0,
                          "max_z_error_px": case["max_z_error_px"],
