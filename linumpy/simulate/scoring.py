@@ -133,7 +133,8 @@ def stack_scores(
         (CV along depth of the per-plane mean ratio to the truth),
         ``max_boundary_step`` (largest ``|step|`` of that ratio at a slab
         boundary), ``z_error_px`` (per slice, placed minus true depth, axial
-        voxels), ``max_z_error_px``, ``lateral_error_px``.
+        voxels), ``max_z_error_px``, ``motor_z_error_px`` (the same for the
+        motor positions alone: the naive baseline), ``lateral_error_px``.
     """
     import json
 
@@ -149,8 +150,9 @@ def stack_scores(
     finite = ratios[np.isfinite(ratios)]
     scale = level0_um / resolution_um
     steps = boundary_steps(ratios, [int(round(s["origin_voxel"][0] * scale)) for s in record[1:]])
-    found = np.array([s["origin_um"] for s in record]) / np.asarray(truth["resolution_um"])
-    error = found - true_slice_origins(truth, slice_path)
+    true = true_slice_origins(truth, slice_path)
+    error = np.array([s["origin_um"] for s in record]) / np.asarray(truth["resolution_um"]) - true
+    motor_error = np.array([s["motor_origin_um"][0] for s in record]) / truth["resolution_um"][0] - true[:, 0]
     return {
         "ncc": round(_ncc(volume[tissue], reference[tissue]), 4),
         "ncc_ceiling": round(_ncc(speckled[tissue], reference[tissue]), 4),
@@ -159,6 +161,7 @@ def stack_scores(
         "max_boundary_step": round(max((abs(s) for s in steps), default=0.0), 4),
         "z_error_px": np.round(error[:, 0], 3).tolist(),
         "max_z_error_px": round(float(np.abs(error[:, 0]).max()), 3),
+        "motor_z_error_px": np.round(motor_error, 3).tolist(),
         "lateral_error_px": round(float(np.abs(error[:, 1:]).max()), 3),
     }
 
