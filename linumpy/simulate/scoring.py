@@ -74,7 +74,8 @@ def phantom_on_stack_grid(
     (``o`` its origin voxel, ``s`` the output voxel in slice voxels); their
     world position follows :func:`true_slice_origins`. A box filter of the
     output voxel's size, sampled at the voxel centres, stands in for the
-    area average. ``level0_um``: voxel size of the level the record's
+    area average. Depths follow the flattened frame: the true cut plane's
+    tilt (:func:`cut_tilt`) is added. ``level0_um``: voxel size of the level the record's
     ``origin_voxel`` refers to (default ``resolution_um``; pyramid levels
     share its corner). ``reflectivity``: a field on the phantom's grid to
     resample instead of the phantom (e.g. the speckled phantom).
@@ -90,12 +91,28 @@ def phantom_on_stack_grid(
                             *(-offset - np.asarray(truth["slices"][0]["sample_shift_px"]))])
     origin = np.asarray(record[0]["origin_voxel"]) * (level0_um or resolution_um) / resolution_um
     grid = np.indices(tuple(shape), dtype=np.float64)
-    coordinates = [
-        ((grid[a] - origin[a] + 0.5) * steps[a] - 0.5 + world_start[a] - truth["phantom"]["world_origin_px"][a])
-        / phantom_step[a]
-        for a in range(3)
-    ]
+    world = [(grid[a] - origin[a] + 0.5) * steps[a] - 0.5 + world_start[a] for a in range(3)]
+    world[0] += cut_tilt(acquisition, truth, world[1], world[2])
+    coordinates = [(world[a] - truth["phantom"]["world_origin_px"][a]) / phantom_step[a] for a in range(3)]
     return ndimage.map_coordinates(box, coordinates, order=1, cval=0.0)
+
+
+def cut_tilt(acquisition: Path, truth: dict, world_y: np.ndarray, world_x: np.ndarray) -> np.ndarray:
+    """Depth (slice voxels) of the true cut plane at world ``(y, x)`` minus its mean: the flattening's shear.
+
+    The axial correction shifts every A-line by the plane fitted to its cut,
+    so output plane ``j`` of a slice lies ``j`` voxels below that plane, not
+    below its mean depth. The plane is the least-squares fit to slice 0's
+    true surface map (the tilt is the same for every slice).
+    """
+    entry = truth["slices"][0]
+    surface = read_omezarr(acquisition / "ground_truth" / entry["surface"]["path"])[0].compute().astype(np.float64)
+    y, x = np.indices(surface.shape, dtype=np.float64)
+    y += entry["surface"]["origin_px"][0] - entry["sample_shift_px"][0]
+    x += entry["surface"]["origin_px"][1] - entry["sample_shift_px"][1]
+    design = np.stack([np.ones(surface.size), y.ravel() - y.mean(), x.ravel() - x.mean()], axis=1)
+    _, tilt_y, tilt_x = np.linalg.lstsq(design, surface.ravel(), rcond=None)[0]
+    return tilt_y * (world_y - y.mean()) + tilt_x * (world_x - x.mean())
 
 
 def plane_ratios(volume: np.ndarray, reference: np.ndarray, tissue: np.ndarray) -> np.ndarray:
