@@ -43,11 +43,11 @@ from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
-    map_ordered, read_block,
+    chunk_shape, map_ordered, read_block,
 )
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
-from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def correct_slice(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Detect the surface, correct focus and attenuation, flatten and crop one slice.
 
@@ -144,8 +144,9 @@ def correct_slice(
         As in :class:`~linumpy.io.zarr.OmeZarrWriter`.
     progress : bool
         Show progress bars.
-    workers : int
-        Blocks processed in parallel (threads) in each pass.
+    workers : int, optional
+        Blocks processed in parallel (threads) in each pass (default:
+        :func:`linumpy.parallel.default_workers`).
 
     Returns
     -------
@@ -158,7 +159,7 @@ def correct_slice(
         Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
     """
     _check_settings(settings)
-    volume, resolution = read_omezarr(in_path)
+    volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:
         raise InputError(f"{in_path} is {volume.ndim}D; the axial correction needs a (z, y, x) volume")
@@ -193,7 +194,7 @@ def correct_slice(
             dtype=np.float32, compression=compression, overwrite=overwrite))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
-        surface_um = surface_writer.read()
+        surface_um = surface_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int]:
@@ -269,7 +270,8 @@ def _gather_statistics(
     n_z, n_y, n_x = volume.shape
     factor = settings.statistics_binning_px
     if not binning_fits(volume, factor):
-        logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", volume.chunksize, factor)
+        logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", chunk_shape(volume),
+                    factor)
         factor = 1
     halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
     background = focus.BackgroundStatistics(n_z)

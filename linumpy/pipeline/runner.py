@@ -32,6 +32,7 @@ from linumpy.cli import EXIT_OUT_OF_MEMORY
 from linumpy.errors import InputError, LinumpyError
 from linumpy.io.atomic import TEMP_MARKER, atomic_output, remove_path
 from linumpy.io.motor_table import read_motor_positions
+from linumpy.parallel import WORKERS_ENV, available_cores
 from linumpy.pipeline import steps
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.params import PipelineParams
@@ -196,6 +197,12 @@ class LocalRunner:
 
     # -- one task -----------------------------------------------------------
 
+    def _worker_environment(self) -> dict[str, str]:
+        """Share the cores among the slices running at once (a script's ``--workers`` default)."""
+        if WORKERS_ENV in os.environ:
+            return {}
+        return {WORKERS_ENV: str(max(1, available_cores() // self.workers))}
+
     def _record_path(self, task: Task) -> Path:
         return self.layout.task_records / f"{task.id}.json"
 
@@ -250,7 +257,7 @@ class LocalRunner:
             if self._stopping.is_set():
                 return -1
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env={**os.environ, **TASK_ENVIRONMENT})
+                                       env={**os.environ, **TASK_ENVIRONMENT, **self._worker_environment()})
             self._running.add(process)
         try:
             return process.wait()
