@@ -34,11 +34,11 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from dask.system import CPU_COUNT
 
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff
 from linumpy.io._progress import DaskProgress
+from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, resample_to_resolution
 
 logger = logging.getLogger(__name__)
@@ -458,7 +458,7 @@ def _thread_pool() -> Iterator[ThreadPoolExecutor]:
     recreate the temporary it removed. This pool is shut down, and every
     write in flight has returned, before the caller cleans up.
     """
-    pool = ThreadPoolExecutor(CPU_COUNT)
+    pool = ThreadPoolExecutor(default_workers())
     try:
         yield pool
     finally:

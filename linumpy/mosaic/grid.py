@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.parallel import ordered_map
 from linumpy.qc.figures import mosaic_grid_figure
 from linumpy.qc.metrics import nonzero_fraction
 from linumpy.qc.records import write_qc_record
@@ -191,12 +192,13 @@ def write_mosaic_grid(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
     Tiles are read, cleaned of NaN/inf (:func:`zero_non_finite`), prepared
-    (:func:`prepare_tile`) and written one at a time: memory holds about one
-    raw tile.
+    (:func:`prepare_tile`) and written by ``workers`` threads at once: memory
+    holds about ``workers`` raw tiles.
 
     Parameters
     ----------
@@ -214,6 +216,8 @@ def write_mosaic_grid(
         As in :class:`linumpy.io.zarr.OmeZarrWriter`.
     progress : bool
         Show a progress bar over the tiles.
+    workers : int, optional
+        Tiles laid out at once (default: :func:`linumpy.parallel.default_workers`).
 
     Returns
     -------
@@ -228,11 +232,17 @@ def write_mosaic_grid(
         OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
         OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
     ):
-        for (row, col), tile in tqdm(section.tiles.items(), desc="mosaic grid", unit="tile", disable=not progress):
+        def lay_out(item: tuple[tuple[int, int], Any]) -> None:
+            (row, col), tile = item
             prepared = prepare_tile(zero_non_finite(tile.read(), tile.path), geometry, dtype)
             region = geometry.region(row, col)
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+        # Tiles fill whole chunks of both outputs, so threads never write the same chunk.
+        jobs = ordered_map(lay_out, section.tiles.items(), workers)
+        for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
+            pass
         grid.finalize(resolution_mm, n_levels, attributes)
         aip.finalize(resolution_mm[1:], n_levels, attributes)
     write_mosaic_grid_qc(path, aip_path, geometry.grid_shape, sorted(section.tiles))
