@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_overwrite_argument, add_workers_argument, make_parser, progress_enabled, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.stack.files import DEFAULT_PYRAMID_RESOLUTIONS_UM, stack_slice_files
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Output chunk shape [(64, 256, 256) capped by the volume].")
     parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
                         help="Output codec [%(default)s].")
+    add_workers_argument(parser)
     add_overwrite_argument(parser)
     return parser
 

@@ -181,10 +181,14 @@ def rendered_ext_args(process: str, params: PipelineParams) -> str:
     return " ".join(words)
 
 
+#: What ``${task.cpus}`` renders to in a module's command line.
+_TASK_CPUS = "TASK_CPUS"
+
+
 def nextflow_command(process: str, inputs: dict[str, Any], params: PipelineParams) -> list[str]:
     """The command line ``process`` runs for these inputs and params, split like a shell would."""
     module = module_processes()[process]
-    context = dict(inputs)
+    context = {**inputs, "task": {"cpus": _TASK_CPUS}}
     for name, expression in module["script_defs"].items():
         if expression.strip() == "task.ext.args ?: ''":
             context[name] = rendered_ext_args(process, params)
@@ -192,7 +196,12 @@ def nextflow_command(process: str, inputs: dict[str, Any], params: PipelineParam
         conditional = re.fullmatch(r"""(\w+)\s*\?\s*(["'])(.*)\2\s*:\s*''""", expression.strip())
         assert conditional, f"{module['file']}: cannot read `def {name} = {expression}`"
         context[name] = render(conditional.group(3), context) if _value(conditional.group(1), context) else ""
-    return shlex.split(render(module["command"], context))
+    words = shlex.split(render(module["command"], context))
+    # The local runner gives a task its cores through $LINUMPY_WORKERS, not the command line.
+    for i in range(len(words) - 1):
+        if words[i : i + 2] == ["--workers", _TASK_CPUS]:
+            return words[:i] + words[i + 2 :]
+    return words
 
 
 def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) -> list[Task]:

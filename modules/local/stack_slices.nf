@@ -19,7 +19,7 @@ process STACK_SLICES {
     def args = task.ext.args ?: ''
     def gaps = allow_gaps ? '--allow_gaps' : ''
     """
-    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} ${args}
+    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} --workers ${task.cpus} ${args}
     """
 
     stub:
