@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 FOCUS_MODES = ("background", "gaussian", "none")
 ATTENUATION_MODES = ("vermeer", "none")
+#: Stored dtypes of the corrected volume (float16: compact intermediates, relative rounding 2**-11).
+OUTPUT_DTYPES = ("float32", "float16")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
 
@@ -131,6 +133,7 @@ def correct_slice(
     overwrite: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Detect the surface, correct focus and attenuation, flatten and crop one slice.
 
@@ -147,6 +150,8 @@ def correct_slice(
     workers : int, optional
         Blocks processed in parallel (threads) in each pass (default:
         :func:`linumpy.parallel.default_workers`).
+    dtype : {"float32", "float16"}
+        Stored dtype of the corrected volume (the maps stay float32).
 
     Returns
     -------
@@ -159,6 +164,8 @@ def correct_slice(
         Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
     """
     _check_settings(settings)
+    if dtype not in OUTPUT_DTYPES:
+        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
     volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:
@@ -191,30 +198,36 @@ def correct_slice(
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
-            dtype=np.float32, compression=compression, overwrite=overwrite))
+            dtype=dtype, compression=compression, overwrite=overwrite))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
         surface_um = surface_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             flat, mean_mu = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                           origin=part.origin, inner=part.inner_in_outer)
+            clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             attenuation_writer[part.inner] = mean_mu
             tissue = np.isfinite(mean_mu)
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
-            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat))
+            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat)), clipped
 
         group = cache.block_group(block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
-        for profile, tissue_mu, nonzero in tqdm(map_ordered(correct_part, parts, workers),
-                                                total=count_blocks((n_y, n_x), block, group),
-                                                desc="axial correction", disable=not progress, leave=False):
+        n_clipped = 0
+        for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+                                                         total=count_blocks((n_y, n_x), block, group),
+                                                         desc="axial correction", disable=not progress,
+                                                         leave=False):
             qc.add_corrected(profile, tissue_mu, nonzero)
+            n_clipped += clipped
+        if n_clipped:
+            logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
 
         attributes = dict(info.attributes)
         attributes.update({
@@ -225,6 +238,8 @@ def correct_slice(
             "noise_floor": stats.noise_floor,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
+            "stored_dtype": dtype,
+            "clipped_to_dtype_voxels": n_clipped,
         })
         if "tile_shape" in attributes:
             attributes["tile_shape"] = [depth_px, *list(attributes["tile_shape"])[1:]]
@@ -376,6 +391,17 @@ def _output_depth(
     if stats.mean_surface_px is None:
         return n_z
     return max(1, n_z - int(round(stats.mean_surface_px)) + surface_depth_px)
+
+
+def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
+    """Clip float32 ``values`` in place to the finite range of ``dtype``; return how many were clipped."""
+    limit = np.float32(np.finfo(dtype).max)
+    if limit >= np.finfo(np.float32).max:
+        return 0
+    outside = int(np.count_nonzero(np.abs(values) > limit))
+    if outside:
+        np.clip(values, -limit, limit, out=values)
+    return outside
 
 
 def _tail_halo(settings: AxialSettings) -> int:

@@ -94,6 +94,7 @@ class PipelineParams(BaseModel):
     useful_depth_um: Positive | None = None
     focus: Literal["background", "gaussian", "none"] | None = None
     attenuation: Literal["vermeer", "none"] | None = None
+    axial_dtype: Literal["float32", "float16"] | None = None
 
     # Normalization
     percentiles: Annotated[list[Percentile], Field(min_length=2, max_length=2)] | None = None

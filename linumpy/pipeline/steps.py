@@ -93,6 +93,7 @@ AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (
     Option("useful_depth_um", "--useful_depth_um"),
     Option("focus", "--focus"),
     Option("attenuation", "--attenuation"),
+    Option("axial_dtype", "--dtype"),
     *_ZARR_OUTPUT,
 ))
 NORMALIZE = Step("normalize", "NORMALIZE", "linum_normalize.py", (
