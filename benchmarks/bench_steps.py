@@ -133,6 +133,32 @@ def run_floor(inputs: list[Path], output: Path, raw: bool) -> dict[str, float]:
     return {"floor_s": wall, "floor_cpu_s": cpu_s}
 
 
+def compare_outputs(workdir: Path, other: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Level-0 differences between the same outputs in two work folders (e.g. against a baseline)."""
+    import numpy as np
+    import zarr
+
+    differences = {}
+    for name in names:
+        mine, theirs = workdir / name, other / name
+        if not (mine.exists() and theirs.exists()):
+            continue
+        a, b = (zarr.open_array(str(level0(p)), mode="r") for p in (mine, theirs))
+        if a.shape != b.shape:
+            differences[name] = {"shape": list(a.shape), "other_shape": list(b.shape)}
+            continue
+        worst, peak, changed = 0.0, 0.0, 0
+        for region in _columns(a.shape, a.chunks):
+            x, y = a[region].astype(np.float64), b[region].astype(np.float64)
+            worst = max(worst, float(np.nanmax(np.abs(x - y), initial=0.0)))
+            peak = max(peak, float(np.nanmax(np.abs(y), initial=0.0)))
+            changed += int(np.count_nonzero(x != y))
+        differences[name] = {"max_abs_difference": worst, "max_abs_value": peak,
+                             "max_difference_over_max_value": worst / peak if peak else 0.0,
+                             "voxels_changed": changed, "voxels": int(np.prod(a.shape))}
+    return differences
+
+
 def chain(workdir: Path, raw: Path, stack_run: Path | None) -> list[StepRun]:
     """The steps of one slice (and the stack of a finished run), in order."""
     grid = workdir / "mosaic_grid_3d_z00.ome.zarr"
@@ -198,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stack_run", type=Path, help="A finished local run whose normalized slices to stack.")
     parser.add_argument("--script_args", nargs="*", default=[], help="Extra flags for every step (e.g. --workers 1).")
     parser.add_argument("--json", type=Path, help="Write the report here too.")
+    parser.add_argument("--compare", type=Path, metavar="WORKDIR",
+                        help="Only compare the outputs of --workdir with those of another work folder.")
     parser.add_argument("--floor", nargs="+", help=argparse.SUPPRESS)  # internal: RAW|ZARR OUTPUT INPUT...
     return parser
 
@@ -207,6 +235,12 @@ def main() -> None:
     if args.floor:
         kind, output, *inputs = args.floor
         print(json.dumps(run_floor([Path(p) for p in inputs], Path(output), kind == "raw")))
+        return
+    if args.compare:
+        names = [s.output.name for s in chain(args.workdir, args.workdir, None)]
+        names += [n.replace(".ome.zarr", suffix) for n in names[2:3] for suffix in
+                  ("_surface.ome.zarr", "_attenuation.ome.zarr")] + ["mosaic_grid_2d_z00.ome.zarr"]
+        print(json.dumps(compare_outputs(args.workdir, args.compare, names), indent=2))
         return
     repo = args.repo.resolve()
     env = dict(os.environ, PYTHONPATH=str(repo))
