@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ def normalize_slice(
     block = lateral_block_size(volume.shape[0])
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".normalize-aip-") as scratch:
+    with atomic.scratch_directory(out_path) as scratch:
         aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress, workers)
         smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.zarr", settings.mask_sigma_px)
         aip_histogram = LogHistogram()
