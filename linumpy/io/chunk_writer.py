@@ -206,6 +206,8 @@ def _region(key, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple]:
     region, squeeze = [], []
     for k, n in zip(key, shape):
         if isinstance(k, (int, np.integer)):
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
             k = int(k) % n
             region.append(slice(k, k + 1))
             squeeze.append(0)
