@@ -205,6 +205,8 @@ def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) ->
         "peak_rss_mb": round(max(run["peak_rss_mb"] for run in runs), 1),
         "mb_per_s": round(megabytes / med["wall_s"], 1),
         "floor_s": round(med["floor_s"], 2),
+        "floor_cpu_s": round(med["floor_cpu_s"], 2),
+        "cpu_over_floor_cpu": round(statistics.median(run["cpu_s"] / run["floor_cpu_s"] for run in runs), 2),
         "step_over_floor": round(statistics.median(ratios), 2),
         "step_over_floor_runs": [round(r, 2) for r in ratios],
         "work_over_floor": round(statistics.median(work), 2),
