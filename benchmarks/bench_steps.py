@@ -152,7 +152,7 @@ def compare_outputs(workdir: Path, other: Path, names: list[str]) -> dict[str, d
             x, y = a[region].astype(np.float64), b[region].astype(np.float64)
             worst = max(worst, float(np.nanmax(np.abs(x - y), initial=0.0)))
             peak = max(peak, float(np.nanmax(np.abs(y), initial=0.0)))
-            changed += int(np.count_nonzero(x != y))
+            changed += int(np.count_nonzero((x != y) & ~(np.isnan(x) & np.isnan(y))))
         differences[name] = {"max_abs_difference": worst, "max_abs_value": peak,
                              "max_difference_over_max_value": worst / peak if peak else 0.0,
                              "voxels_changed": changed, "voxels": int(np.prod(a.shape))}
