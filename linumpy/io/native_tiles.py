@@ -161,7 +161,7 @@ def _frame_counts(files: list[Path], info: NativeTileInfo) -> list[int]:
     return counts
 
 
-def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -> np.ndarray:
+def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None, aline_shift: int = 0) -> np.ndarray:
     """Read one native tile as float32 ``(z, y, x)``.
 
     Files are read one at a time through a memory map; peak memory is the
@@ -173,6 +173,10 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -
         Tile folder (``tile_x00_y00_z00``).
     info : NativeTileInfo, optional
         Its parsed ``info.txt`` (read if not given).
+    aline_shift : int
+        Where the galvo-return band really is: it starts at A-line
+        ``nx + aline_shift`` (circularly); the kept A-lines are the ``nx``
+        that follow it (:mod:`linumpy.mosaic.galvo`). 0: the last ``n_extra``.
 
     Returns
     -------
@@ -185,13 +189,14 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -
     counts = _frame_counts(files, info)
     depth, n_alines, _ = info.raw_shape
     out = np.zeros((depth, info.ny, info.nx), np.float32)
+    kept = slice(0, info.nx) if aline_shift == 0 else (aline_shift + np.arange(info.nx)) % n_alines
     first_frame = 0
     for path, n_frames in zip(files, counts):
         # Fortran (depth, alines, frames) is C (frames, alines, depth).
         frames = np.memmap(path, dtype=RAW_DTYPE, mode="r", shape=(n_frames, n_alines, depth))
         for repeat in range(info.n_repeat):
             start = (repeat - first_frame) % info.n_repeat  # first local frame of this repeat
-            block = frames[start :: info.n_repeat, : info.nx, :]  # (b-scans, x, z), a view
+            block = frames[start :: info.n_repeat][:, kept, :]  # (b-scans, x, z)
             row = (first_frame + start) // info.n_repeat
             out[:, row : row + len(block), :] += block.transpose(2, 0, 1)
         del frames

@@ -84,6 +84,8 @@ class PipelineParams(BaseModel):
     axial_resolution: Positive | None = None
     z_range: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)] | None = None
     mosaic_dtype: str | None = None
+    no_fix_galvo_shift: bool = False
+    galvo_confidence: Annotated[Number, Field(ge=0, le=1)] | None = None
 
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None

@@ -81,6 +81,8 @@ CREATE_MOSAIC_GRID = Step("create_mosaic_grid", "CREATE_MOSAIC_GRID", "linum_cre
     Option("axial_resolution", "--axial_resolution"),
     Option("z_range", "--z_range", "list"),
     Option("mosaic_dtype", "--dtype"),
+    Option("no_fix_galvo_shift", "--no_fix_galvo_shift", "switch"),
+    Option("galvo_confidence", "--galvo_confidence"),
     *_ZARR_OUTPUT,
 ))
 STITCH_3D = Step("stitch_3d", "STITCH_3D", "linum_stitch_3d.py", (

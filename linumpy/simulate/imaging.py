@@ -79,17 +79,21 @@ def tile_signal(
     return np.where(present, signal, 0.0).astype(np.float32)
 
 
-def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator) -> np.ndarray:
+def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator, galvo_shift: int = 0) -> np.ndarray:
     """The frames the microscope writes for a tile, C-order ``(ny * n_repeat, nx + n_extra, nz)``.
 
     Frame ``y * n_repeat + r`` is repeat ``r`` of B-scan ``y``; its last
-    ``n_extra`` A-lines (the galvo return) hold noise only.
+    ``n_extra`` A-lines (the galvo return) hold noise only, or, with
+    ``galvo_shift``, the ``n_extra`` from ``nx + galvo_shift`` on (circularly:
+    the A-lines are rolled by ``galvo_shift``).
     """
     nz, ny, nx = signal.shape
     frames = preset.noise_floor * rng.standard_exponential(
         (ny, preset.n_repeat, nx + preset.n_extra, nz), dtype=np.float32
     )
     frames[:, :, :nx, :] += signal.transpose(1, 2, 0)[:, None]
+    if galvo_shift:
+        frames = np.roll(frames, galvo_shift, axis=2)
     return frames.reshape(ny * preset.n_repeat, nx + preset.n_extra, nz)
 
 

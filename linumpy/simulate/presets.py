@@ -43,6 +43,7 @@ class Preset:
     vignetting: float  # relative loss at the tile corners
     noise_floor: float  # mean of the exponential noise, per frame
     truth_step: int  # lateral sampling step of the ground-truth volumes
+    galvo_shift_px: int = 0  # galvo-return band start = nx + U{-g..g} per slice (0: always nominal)
 
     @property
     def tile_step_px(self) -> tuple[int, int]:
@@ -78,13 +79,13 @@ PRESETS = {
 }
 
 
-def get_preset(name: str, n_slices: int | None = None) -> Preset:
-    """Return a preset by name, optionally with another number of slices.
+def get_preset(name: str, n_slices: int | None = None, galvo_shift_px: int = 0) -> Preset:
+    """Return a preset by name, optionally with another number of slices or a drifting galvo band.
 
     Raises
     ------
     InputError
-        For an unknown name or a number of slices below 1.
+        For an unknown name, a number of slices below 1 or a band shift outside ``[0, nx / 2)``.
     """
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -93,4 +94,8 @@ def get_preset(name: str, n_slices: int | None = None) -> Preset:
         if n_slices < 1:
             raise InputError(f"--n_slices must be >= 1, got {n_slices}")
         preset = replace(preset, n_slices=n_slices)
+    if galvo_shift_px:
+        if not 0 < galvo_shift_px < preset.tile_shape[2] // 2:
+            raise InputError(f"--galvo_shift must be in [0, {preset.tile_shape[2] // 2}), got {galvo_shift_px}")
+        preset = replace(preset, galvo_shift_px=galvo_shift_px)
     return preset
