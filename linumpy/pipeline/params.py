@@ -68,6 +68,7 @@ class PipelineParams(BaseModel):
     publish_dir_mode: Literal["copy", "copyNoFollow", "link", "rellink", "symlink", "move"] = "copy"
     slices: SliceIds = None
     exclude_slices: SliceIds = None
+    slice_config: str | None = None
 
     # Simulated acquisition
     simulate: Literal["tiny", "small", "large"] | None = None

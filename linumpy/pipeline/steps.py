@@ -115,12 +115,13 @@ SCREENSHOT = Step("screenshot", "SCREENSHOT", "linum_screenshot_omezarr.py", (
     Option("screenshot_z", "--z"),
     Option("screenshot_level", "--level"),
 ))
+SLICE_CONFIG = Step("slice_config", "SLICE_CONFIG", "linum_slice_config.py")
 REPORT = Step("report", "REPORT", "linum_report.py", (Option("report_title", "--title"),))
 
 #: Every step, in the order a slice (then the whole brain) goes through them.
 STEPS: tuple[Step, ...] = (
     SIMULATE, COLLECT_MOTOR_POSITIONS, CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR,
-    NORMALIZE, STACK_SLICES, SCREENSHOT, REPORT,
+    NORMALIZE, STACK_SLICES, SCREENSHOT, SLICE_CONFIG, REPORT,
 )
 #: The steps each slice runs, in order, independently of the other slices.
 SLICE_CHAIN: tuple[Step, ...] = (CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR, NORMALIZE)
