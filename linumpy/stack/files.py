@@ -24,6 +24,7 @@ from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
 from linumpy.stack.placement import check_slice_sequence
 from linumpy.stack.quality import write_stack_qc
+from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def stack_slice_files(
     slice_thickness_um: float | None = None,
     acquisition_json: str | os.PathLike | None = None,
     blend_overlap_um: float | None = None,
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
     allow_gaps: bool = False,
     shifts_out: str | os.PathLike | None = None,
     chunks: Sequence[int] | None = None,
@@ -71,6 +73,9 @@ def stack_slice_files(
     blend_overlap_um : float, optional
         Depth kept below each slice beyond its step to the next slice, blended
         with the next slice (default: see :class:`StackParameters`).
+    max_rotation_deg : float
+        Largest rotation about z searched between consecutive slices
+        (:mod:`linumpy.stack.rotation`); 0: translation only.
     allow_gaps : bool
         Fill missing slice ids with zeros instead of refusing them.
     shifts_out : path-like, optional
@@ -102,7 +107,7 @@ def stack_slice_files(
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors)
     volumes = [_slice_volume(i, p) for i, p in paths.items()]
     plan = plan_stack(volumes, motors, thickness, resolution_um,
-                      StackParameters(blend_overlap_um=blend_overlap_um))
+                      StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg))
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
         write_stack(plan, writer, writer.write_block, dtype, progress)

@@ -70,7 +70,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         voxels, 0 for the first slice), ``z_offsets_um`` (depth step from the
         previous slice minus the thickness), ``overlap_ncc`` (NCC of the
         aligned overlap with the previous slice, None without registration),
-        ``z_confidence``, ``kept_depth_um``; lists of slice ids ``glitch_corrected``,
+        ``z_confidence``, ``kept_depth_um``, ``rotation_deg`` and ``rotation_mode``
+        (:mod:`linumpy.stack.rotation`; None for the first slice); lists of slice ids ``glitch_corrected``,
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
@@ -121,4 +122,6 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "n_gaps": len(absent),
         "slice_thickness_um": thickness,
         "kept_depth_um": [s.get("kept_depth_um") for s in slices],
+        "rotation_deg": [(s.get("rotation") or {}).get("angle_deg", 0.0) for s in slices],
+        "rotation_mode": [(s.get("rotation") or {}).get("mode") for s in slices],
     }

@@ -20,6 +20,7 @@ from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.placement import nominal_origins_um
+from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG, derotate_slices
 from linumpy.stack.refine import (
     PairEstimate,
     ResolvedOrigins,
@@ -113,6 +114,9 @@ class StackParameters:
         much to blend; deeper planes (noisier, dimmer) are dropped. None:
         :data:`DEFAULT_BLEND_OVERLAP` times the thickness. Registration still
         reads the whole useful range.
+    max_rotation_deg : float
+        Largest rotation about z searched between consecutive slices before
+        registering them (:mod:`linumpy.stack.rotation`); 0: translation only.
     """
 
     z_tolerance_um: float | None = None
@@ -124,6 +128,7 @@ class StackParameters:
     registration_size: int = 1024
     register: bool = True
     blend_overlap_um: float | None = None
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
 
 
 @dataclass
@@ -186,6 +191,9 @@ def plan_stack(
             LOGGER.info("encoder glitch in %s at slice %d corrected", axis, ids[k])
     estimates: list[PairEstimate | None] = [None] * len(slices)
     steps: list[np.ndarray | None] = [None] * len(slices)
+    rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
+    depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
+    slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
     if parameters.register:
         for k in range(1, len(slices)):
             if ids[k] - ids[k - 1] == 1:
@@ -214,9 +222,10 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
-    for entry, depth, planes in zip(record["slices"], kept_um, kept, strict=True):
+    for entry, depth, planes, rotation in zip(record["slices"], kept_um, kept, rotations, strict=True):
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
+        entry["rotation"] = rotation.to_dict() if rotation else None
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     return StackPlan(placed, shape, resolution_um, record)
 
