@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "confidently found (0: translation only) [%(default)s].")
     parser.add_argument("--allow_gaps", action="store_true",
                         help="Fill missing slice ids with zeros instead of failing.")
+    parser.add_argument("--interpolate_missing", action="store_true",
+                        help="With gaps: fill a missing slice's depth from its neighbours (distance-weighted, "
+                             "listed as interpolated_slices in the attributes and QC record) instead of zeros.")
     parser.add_argument("--shifts_out", metavar="JSON",
                         help="Placement estimates for QC [<out stem>_shifts.json].")
     parser.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -65,7 +68,8 @@ def main(args: argparse.Namespace) -> None:
         args.slices, args.output, args.motor_positions,
         resolution_um=args.resolution, pyramid_resolutions_um=args.pyramid_resolutions,
         slice_thickness_um=args.slice_thickness_um, acquisition_json=args.acquisition_json,
-        blend_overlap_um=args.blend_overlap_um, max_rotation_deg=args.max_rotation_deg, allow_gaps=args.allow_gaps,
+        blend_overlap_um=args.blend_overlap_um, max_rotation_deg=args.max_rotation_deg,
+        interpolate_missing=args.interpolate_missing, allow_gaps=args.allow_gaps,
         shifts_out=args.shifts_out, chunks=args.chunks, compression=args.compression,
         overwrite=args.overwrite, progress=progress_enabled(args),
     )

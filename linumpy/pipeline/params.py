@@ -107,6 +107,7 @@ class PipelineParams(BaseModel):
     slice_thickness: Positive | None = None
     blend_overlap_um: Annotated[Number, Field(ge=0)] | None = None
     max_rotation_deg: Annotated[Number, Field(ge=0, le=20)] | None = None
+    interpolate_missing: bool = False
     stack_resolution: Positive | None = None
     pyramid_resolutions: Annotated[list[Positive], Field(min_length=1)] | None = [10, 25, 50, 100]
     allow_gaps: bool = False

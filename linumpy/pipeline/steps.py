@@ -107,6 +107,7 @@ STACK_SLICES = Step("stack_slices", "STACK_SLICES", "linum_stack_slices_motor.py
     Option("slice_thickness", "--slice_thickness_um"),
     Option("blend_overlap_um", "--blend_overlap_um"),
     Option("max_rotation_deg", "--max_rotation_deg"),
+    Option("interpolate_missing", "--interpolate_missing", "switch"),
     Option("stack_resolution", "--resolution"),
     Option("pyramid_resolutions", "--pyramid_resolutions", "list"),
     Option("stack_chunks", "--chunks", "list"),

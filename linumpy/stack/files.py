@@ -43,6 +43,7 @@ def stack_slice_files(
     acquisition_json: str | os.PathLike | None = None,
     blend_overlap_um: float | None = None,
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+    interpolate_missing: bool = False,
     allow_gaps: bool = False,
     shifts_out: str | os.PathLike | None = None,
     chunks: Sequence[int] | None = None,
@@ -76,6 +77,10 @@ def stack_slice_files(
     max_rotation_deg : float
         Largest rotation about z searched between consecutive slices
         (:mod:`linumpy.stack.rotation`); 0: translation only.
+    interpolate_missing : bool
+        Fill the depth of missing slice ids from their neighbours
+        (:mod:`linumpy.stack.interpolate`); listed in the attributes as
+        ``interpolated_slices``.
     allow_gaps : bool
         Fill missing slice ids with zeros instead of refusing them.
     shifts_out : path-like, optional
@@ -107,12 +112,15 @@ def stack_slice_files(
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors)
     volumes = [_slice_volume(i, p) for i, p in paths.items()]
     plan = plan_stack(volumes, motors, thickness, resolution_um,
-                      StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg))
+                      StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
+                                      interpolate_missing=interpolate_missing))
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
         write_stack(plan, writer, writer.write_block, dtype, progress)
         attributes = {"slice_ids": list(paths), "slice_thickness_um": thickness,
                       "stack_shifts": shifts_out.name}
+        if interpolate_missing:
+            attributes["interpolated_slices"] = plan.record["interpolated_slices"]
         writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
     with atomic_output(shifts_out, overwrite) as tmp:
         tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")

@@ -23,6 +23,8 @@ from linumpy.qc.records import write_qc_record
 
 #: Reason given in the report for a slice id absent from the stack.
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
+INTERPOLATED_REASON = ("absent from the stack (excluded, or missing with --allow_gaps); its depth is "
+                       "interpolated from the neighbouring slices (--interpolate_missing), not measured")
 #: The QC views use the coarsest pyramid level at least this many voxels wide.
 QC_VIEW_PX = 256
 
@@ -75,7 +77,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
-        ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``.
+        ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``; ``interpolated_slices``
+        (absent ids whose depth :mod:`linumpy.stack.interpolate` filled).
 
     Examples
     --------
@@ -106,6 +109,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         if r is not None and not (s["used_registration_z"] and s["used_registration_lateral"])
     ]
     absent = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids)) if ids else []
+    interpolated = list(record.get("interpolated_slices", []))
     return {
         "slice_ids": ids,
         "n_slices": len(ids),
@@ -118,7 +122,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "motor_fallback": fallback,
         "n_motor_fallback": len(fallback),
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],
-        "excluded_slices": {str(i): ABSENT_REASON for i in absent},
+        "excluded_slices": {str(i): INTERPOLATED_REASON if i in interpolated else ABSENT_REASON for i in absent},
+        "interpolated_slices": interpolated,
         "n_gaps": len(absent),
         "slice_thickness_um": thickness,
         "kept_depth_um": [s.get("kept_depth_um") for s in slices],

@@ -19,6 +19,7 @@ import numpy as np
 from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
+from linumpy.stack.interpolate import interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG, derotate_slices
 from linumpy.stack.refine import (
@@ -117,6 +118,9 @@ class StackParameters:
     max_rotation_deg : float
         Largest rotation about z searched between consecutive slices before
         registering them (:mod:`linumpy.stack.rotation`); 0: translation only.
+    interpolate_missing : bool
+        Fill the depth of missing slice ids from their neighbours
+        (:mod:`linumpy.stack.interpolate`) instead of leaving zeros.
     """
 
     z_tolerance_um: float | None = None
@@ -129,6 +133,7 @@ class StackParameters:
     register: bool = True
     blend_overlap_um: float | None = None
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
+    interpolate_missing: bool = False
 
 
 @dataclass
@@ -227,6 +232,8 @@ def plan_stack(
         entry["kept_planes"] = list(planes)
         entry["rotation"] = rotation.to_dict() if rotation else None
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
+    if parameters.interpolate_missing:
+        placed, record["interpolated_slices"] = interpolate_gaps(ids, placed)
     return StackPlan(placed, shape, resolution_um, record)
 
 
