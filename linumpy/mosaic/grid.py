@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
 from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE, GalvoShift, detect_slice_band, read_tile
 from linumpy.qc.figures import mosaic_grid_figure
 from linumpy.qc.metrics import nonzero_fraction
@@ -194,6 +195,7 @@ def write_mosaic_grid(
     progress: bool = False,
     fix_galvo_shift: bool = True,
     galvo_confidence: float = DEFAULT_CONFIDENCE,
+    fix_field_curvature: bool = True,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
@@ -222,6 +224,10 @@ def write_mosaic_grid(
         ``galvo_confidence``, crop it where it is (:mod:`linumpy.mosaic.galvo`).
     galvo_confidence : float
         Confidence threshold in [0, 1] of the band fix.
+    fix_field_curvature : bool
+        Estimate the depth offset common to all tiles on a few central tiles
+        and, when it improves their overlaps, remove it from every tile
+        (:mod:`linumpy.mosaic.curvature`).
 
     Returns
     -------
@@ -234,19 +240,22 @@ def write_mosaic_grid(
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
     galvo = detect_slice_band(section, galvo_confidence) if fix_galvo_shift else GalvoShift()
     attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
+    curvature = estimate_slice_curvature(section, galvo) if fix_field_curvature else Curvature()
     with (
         OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
         OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
     ):
         for (row, col), tile in tqdm(section.tiles.items(), desc="mosaic grid", unit="tile", disable=not progress):
-            prepared = prepare_tile(zero_non_finite(read_tile(tile, galvo), tile.path), geometry, dtype)
+            raw = curvature.correct(zero_non_finite(read_tile(tile, galvo), tile.path))
+            prepared = prepare_tile(raw, geometry, dtype)
             region = geometry.region(row, col)
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
         grid.finalize(resolution_mm, n_levels, attributes)
         aip.finalize(resolution_mm[1:], n_levels, attributes)
     write_mosaic_grid_qc(
-        path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics(), galvo.flags(galvo_confidence)
+        path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
+        galvo.flags(galvo_confidence),
     )
     return geometry
 

@@ -87,6 +87,7 @@ class PipelineParams(BaseModel):
     mosaic_dtype: str | None = None
     no_fix_galvo_shift: bool = False
     galvo_confidence: Annotated[Number, Field(ge=0, le=1)] | None = None
+    no_field_curvature: bool = False
 
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None

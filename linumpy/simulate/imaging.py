@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from linumpy.mosaic.curvature import quadratic_map, shift_alines
 from linumpy.simulate.fields import hash_coordinates, uniform_from_hash
 from linumpy.simulate.geometry import AcquisitionGeometry
 from linumpy.simulate.phantom import Phantom
@@ -76,7 +77,16 @@ def tile_signal(
     signal = box.reflectivity * speckle(seed, z, y, x)
     signal *= transmission(box.attenuation_per_mm, present, preset.axial_resolution_um)
     signal *= gain
-    return np.where(present, signal, 0.0).astype(np.float32)
+    signal = np.where(present, signal, 0.0).astype(np.float32)
+    if preset.field_curvature_px:
+        signal = shift_alines(signal, field_curvature_map(preset))
+    return signal
+
+
+def field_curvature_map(preset: Preset) -> np.ndarray:
+    """Depth offset of each A-line of every tile, ``c (u^2 + v^2) / 2`` (0 at the centre, ``c`` at the corners)."""
+    half = preset.field_curvature_px / 2.0
+    return quadratic_map([half, half, 0.0, 0.0, 0.0], preset.tile_shape[1:])
 
 
 def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator, galvo_shift: int = 0) -> np.ndarray:

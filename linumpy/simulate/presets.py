@@ -44,6 +44,7 @@ class Preset:
     noise_floor: float  # mean of the exponential noise, per frame
     truth_step: int  # lateral sampling step of the ground-truth volumes
     galvo_shift_px: int = 0  # galvo-return band start = nx + U{-g..g} per slice (0: always nominal)
+    field_curvature_px: float = 0.0  # A-lines sit c * (u^2 + v^2) / 2 deeper, u, v in [-1, 1] across the tile
 
     @property
     def tile_step_px(self) -> tuple[int, int]:
