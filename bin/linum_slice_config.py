@@ -8,6 +8,7 @@ set use=0 by hand, and the next run leaves that slice out. See docs/pipeline.md.
 """
 
 import argparse
+from pathlib import Path
 
 from linumpy.cli import add_overwrite_argument, make_parser, run
 from linumpy.pipeline.slice_config import build_slice_config, write_slice_config
@@ -17,13 +18,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("results_dir", help="Results directory of a pipeline run.")
     parser.add_argument("out_csv", help="Slice configuration table to write (.csv).")
-    parser.add_argument("--previous", help="Existing table whose use and reason columns are kept.")
+    parser.add_argument("--previous", help="Existing table whose use and reason columns are kept "
+                                           "[OUT_CSV itself when it exists].")
     add_overwrite_argument(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    write_slice_config(build_slice_config(args.results_dir, args.previous), args.out_csv, args.overwrite)
+    previous = args.previous or (args.out_csv if Path(args.out_csv).is_file() else None)
+    write_slice_config(build_slice_config(args.results_dir, previous), args.out_csv, args.overwrite)
 
 
 if __name__ == "__main__":

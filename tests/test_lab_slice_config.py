@@ -83,18 +83,22 @@ def test_bad_use_value_is_one_line_error(tmp_path):
 
 def test_orchestrators_pass_the_previous_table_alike(tmp_path):
     results = fake_results(tmp_path / "results")
-    write_slice_config(build_slice_config(results), results / "slice_config.csv")
-    params = PipelineParams(input="/data")
+    write_slice_config(build_slice_config(results), tmp_path / "edited.csv")
+    params = PipelineParams(input="/data", slice_config=str(tmp_path / "edited.csv"))
     task = plan_slice_config(params, OutputLayout(results), planned_tasks(params, results, [0])[-4])
     assert "--previous" in task.argv
     nextflow = nextflow_command(task.step.process, task.inputs, params)
     assert [Path(w).name for w in nextflow] == [Path(w).name for w in task.argv]
 
 
-def test_script_writes_the_table(tmp_path):
+def test_script_writes_the_table_and_keeps_its_own_use_column(tmp_path):
     results = fake_results(tmp_path / "results")
     out = tmp_path / "config.csv"
-    done = subprocess.run([sys.executable, str(ROOT / "bin" / "linum_slice_config.py"), str(results), str(out)],
-                          capture_output=True, text=True)
+    command = [sys.executable, str(ROOT / "bin" / "linum_slice_config.py"), str(results), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sorted(rows_by_id(out)) == [0, 1, 2]
+    out.write_text(out.read_text().replace("\n2,1,,", "\n2,0,out of focus,", 1))
+    again = subprocess.run([*command, "-f"], capture_output=True, text=True)  # a rerun, as the runner does
+    assert again.returncode == 0, again.stderr
+    assert rows_by_id(out)[2]["use"] == "0" and rows_by_id(out)[2]["reason"] == "out of focus"

@@ -140,8 +140,9 @@ def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[in
 
 def plan_slice_config(params: PipelineParams, layout: OutputLayout, stack: Task) -> Task:
     """Write ``OUTDIR/slice_config.csv`` from the QC records, keeping the ``use`` column of the
-    table the run read (``params.slice_config``, else ``OUTDIR/slice_config.csv``) if there is one."""
+    table the run read: ``params.slice_config`` (passed as ``--previous``), else the output
+    itself when it exists (the script's default, so that a finished run resumes unchanged)."""
     previous = slice_config_path(layout.root, params.slice_config)
-    fixed = ["--previous", previous] if previous.is_file() else []
+    fixed = ["--previous", previous] if params.slice_config and previous.is_file() else []
     return _task(steps.SLICE_CONFIG, params, layout, positional=[layout.root, layout.slice_config], fixed=fixed,
                  outputs=[layout.slice_config], inputs={"previous": previous if fixed else []}, upstream=(stack,))
