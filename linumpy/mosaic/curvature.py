@@ -15,11 +15,12 @@ nominal origin, plus the part common to all tiles in tile coordinates); one
 pass drops interface points more than 3 robust SD off. The correction moves
 every A-line up by ``q(u, v) - q(centre)`` (linear interpolation along depth).
 It is applied only when its peak-to-peak amplitude reaches
-:data:`MIN_AMPLITUDE_PX` and it raises the mean NCC of the overlaps between
-the sampled neighbouring tiles (at their nominal offsets); the QC record
-holds the fit, the NCC before and after and the decision. (On the simulator
-the NCC rose for spurious fits too: the amplitude gate is what keeps flat
-slices untouched.)
+:data:`MIN_AMPLITUDE_PX`, the fit is stable (leaving any one tile out moves
+it by at most :data:`MAX_SPREAD` of its amplitude) and it raises the mean NCC
+of the overlaps between the sampled neighbouring tiles (at their nominal
+offsets); the QC record holds the fit, the spread, the NCC before and after
+and the decision. (On the simulator the NCC rose for spurious fits too: the
+amplitude and stability gates are what keep flat slices untouched.)
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ BLOCK_PX = 4
 #: Smallest peak-to-peak curvature (voxels) corrected: on flat simulated slices the fit
 #: found up to 0.9 voxel (surface bumps the tiles do not average out).
 MIN_AMPLITUDE_PX = 1.0
+#: The fit is unstable (not applied) when leaving one tile out moves it by more than this
+#: fraction of its amplitude (peak to peak).
+MAX_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,11 @@ class Curvature:
     applied : bool
     status : str
         ``"applied"``, ``"no_gain"`` (NCC not improved), ``"flat"`` (amplitude
-        below :data:`MIN_AMPLITUDE_PX`), ``"too_few_points"`` or ``"disabled"``.
+        below :data:`MIN_AMPLITUDE_PX`), ``"unstable"`` (leave-one-tile-out
+        spread above :data:`MAX_SPREAD` of the amplitude), ``"too_few_points"``
+        or ``"disabled"``.
+    spread_px : float
+        Largest peak-to-peak change of the fit when one tile is left out.
     """
 
     coefficients: list[float] = field(default_factory=lambda: [0.0] * 5)
@@ -67,6 +75,7 @@ class Curvature:
     ncc_after: float | None = None
     applied: bool = False
     status: str = "disabled"
+    spread_px: float = 0.0
 
     def offset_map(self, shape_yx: tuple[int, int]) -> np.ndarray:
         """``q(u, v) - q(0, 0)`` on a tile of ``shape_yx`` pixels (voxels of depth)."""
@@ -84,6 +93,7 @@ class Curvature:
             "curvature_applied": self.applied,
             "curvature_status": self.status,
             "curvature_amplitude_px": round(self.amplitude_px, 3),
+            "curvature_spread_px": round(self.spread_px, 3),
             "curvature_coefficients_px": [round(c, 4) for c in self.coefficients],
             "curvature_overlap_ncc_before": None if self.ncc_before is None else round(self.ncc_before, 4),
             "curvature_overlap_ncc_after": None if self.ncc_after is None else round(self.ncc_after, 4),
@@ -214,18 +224,26 @@ def estimate_curvature(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: t
         Nominal distance between neighbouring tiles, pixels.
     """
     shape_yx = next(iter(tiles.values())).shape[1:]
-    coefficients, n_points = fit_curvature({rc: interface_depth(t) for rc, t in tiles.items()}, tile_step_px, shape_yx)
+    maps = {rc: interface_depth(t) for rc, t in tiles.items()}
+    coefficients, n_points = fit_curvature(maps, tile_step_px, shape_yx)
     if n_points == 0 or coefficients == [0.0] * 5:
         return Curvature(status="too_few_points")
     offsets = quadratic_map(coefficients, shape_yx)
     amplitude = float(offsets.max() - offsets.min())
+    spread = 0.0  # leave-one-tile-out: how far the fit moves without each tile
+    for left_out in maps:
+        others = {rc: m for rc, m in maps.items() if rc != left_out}
+        change = offsets - quadratic_map(fit_curvature(others, tile_step_px, shape_yx)[0], shape_yx)
+        spread = max(spread, float(change.max() - change.min()))
     before = overlap_ncc(tiles, tile_step_px)
     candidate = Curvature(coefficients, amplitude, before, None, True, "applied")
     after = overlap_ncc({rc: candidate.correct(t) for rc, t in tiles.items()}, tile_step_px)
     if amplitude < MIN_AMPLITUDE_PX:
         status = "flat"
+    elif spread > MAX_SPREAD * amplitude:
+        status = "unstable"
     elif before is not None and after is not None and after <= before:
         status = "no_gain"
     else:
         status = "applied"
-    return Curvature(coefficients, amplitude, before, after, status == "applied", status)
+    return Curvature(coefficients, amplitude, before, after, status == "applied", status, spread)
