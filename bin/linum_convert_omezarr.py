@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, run
+from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.io.convert import convert
 from linumpy.io.ngff import NGFF_VERSIONS
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("input", metavar="IN", help="Input .tif/.tiff or .ome.zarr.")
     parser.add_argument("output", metavar="OUT", help="Output .ome.zarr or .tif/.tiff.")
-    parser.add_argument("--resolution", type=float, nargs="+", metavar="UM",
+    parser.add_argument("--resolution", type=finite_float, nargs="+", metavar="UM",
                         help="Voxel size in micrometres: one value (isotropic) or z y x. "
                              "Default: the input's.")
     parser.add_argument("--chunks", type=int, nargs="+", metavar="N",

@@ -15,6 +15,7 @@ import argparse
 import os
 
 from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.pipeline.child import exit_on_sigterm
 from linumpy.pipeline.params import load_params
 from linumpy.pipeline.runner import run_pipeline
 
@@ -34,14 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Slices processed at the same time [%(default)s].")
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
+    parser.add_argument("--allow_gaps", action="store_true", default=None,
+                        help="Stack even when slice ids between the selected ones are missing.")
     add_overwrite_argument(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    exit_on_sigterm()
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
-        "slices": args.slices, "exclude_slices": args.exclude_slices,
+        "slices": args.slices, "exclude_slices": args.exclude_slices, "allow_gaps": args.allow_gaps,
     })
     if args.simulate is not None:  # the command line wins over an input in the params file
         params = params.model_copy(update={"input": None})

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_overwrite_argument, finite_float, make_parser, progress_enabled, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.stack.files import DEFAULT_PYRAMID_RESOLUTIONS_UM, stack_slice_files
 from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG
@@ -31,21 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", metavar="OUT_ZARR", help="Stacked volume (.ome.zarr).")
     parser.add_argument("--motor_positions", required=True, metavar="CSV",
                         help="Motor table (linum_collect_motor_positions.py).")
-    parser.add_argument("--slice_thickness_um", type=float,
+    parser.add_argument("--slice_thickness_um", type=finite_float,
                         help="Vibratome slice thickness [from --acquisition_json, "
                              "else the median motor z step].")
     parser.add_argument("--acquisition_json", metavar="JSON",
                         help="acquisition.json sidecar holding slice_thickness_um.")
-    parser.add_argument("--blend_overlap_um", type=float, metavar="UM",
+    parser.add_argument("--blend_overlap_um", type=finite_float, metavar="UM",
                         help="Depth kept below each slice's surface beyond its step to the next "
                              "slice (at least the thickness), blended with the next slice; deeper "
                              "planes are dropped [10%% of the thickness].")
-    parser.add_argument("--resolution", type=float, default=10.0, metavar="UM",
+    parser.add_argument("--resolution", type=finite_float, default=10.0, metavar="UM",
                         help="Isotropic output voxel size, micrometres [%(default)s].")
-    parser.add_argument("--pyramid_resolutions", type=float, nargs="+", default=list(DEFAULT_PYRAMID_RESOLUTIONS_UM),
+    parser.add_argument("--pyramid_resolutions", type=finite_float, nargs="+", default=list(DEFAULT_PYRAMID_RESOLUTIONS_UM),
                         metavar="UM", help="Analysis pyramid resolutions, micrometres; only those "
                                            "at or above --resolution are written [%(default)s].")
-    parser.add_argument("--max_rotation_deg", type=float, default=DEFAULT_MAX_ROTATION_DEG, metavar="DEG",
+    parser.add_argument("--max_rotation_deg", type=finite_float, default=DEFAULT_MAX_ROTATION_DEG, metavar="DEG",
                         help="Largest rotation about z searched between consecutive slices, undone when "
                              "confidently found (0: translation only) [%(default)s].")
     parser.add_argument("--allow_gaps", action="store_true",

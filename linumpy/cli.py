@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +25,9 @@ from linumpy.io.zarr import DEFAULT_N_LEVELS
 EXIT_USER_ERROR = 2
 #: Exit status when memory ran out: Nextflow retries the task with more memory.
 EXIT_OUT_OF_MEMORY = 137
+
+#: Exit status when the reader of the output went away (a shell's 128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 #: What to do about the file-system errors every script may meet.
 _OS_ERROR_FIXES = {
@@ -55,6 +60,23 @@ def os_error_message(error: OSError, program: str) -> str | None:
     where = program if error.filename is None else _TEMPORARY.sub(r"\1\2", str(error.filename))
     reason = error.strerror or str(error)
     return f"{where}: {reason}; {fix}" if fix else f"{where}: {reason}"
+
+
+def finite_float(text: str) -> float:
+    """Argparse type of every numeric option: a float, refusing ``inf`` and ``nan``.
+
+    Examples
+    --------
+    >>> finite_float("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def make_parser(description: str | None) -> argparse.ArgumentParser:
@@ -120,7 +142,8 @@ def run(
     orchestrators retry the task with more memory; a file-system failure
     (full disk, quota, read-only, permission, or any OSError naming a file)
     prints ``error: <path>: <reason>; <fix>`` and exits with 2 too. Other
-    exceptions are bugs and keep their traceback.
+    exceptions are bugs and keep their traceback. A reader that closes the
+    output early (``script | head``) ends the script quietly with status 141.
 
     Parameters
     ----------
@@ -136,6 +159,10 @@ def run(
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     try:
         main(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:  # the reader stopped early (``| head``): not an error of the script
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
     except LinumpyError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +180,7 @@ def correct_slice(
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
-            dir=Path(out_path).parent, prefix=".axial-levels-")))
+        scratch = stack.enter_context(atomic.scratch_directory(out_path))
         levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
                                    dtype=np.float32)
         stats = _gather_statistics(volume, in_path, dz_mm * 1000, surface_writer, levels, settings, block,

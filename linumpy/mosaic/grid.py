@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
 from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE, GalvoShift, detect_slice_band, read_tile
 from linumpy.qc.figures import mosaic_grid_figure
@@ -108,10 +110,14 @@ def grid_geometry(
     if not 0 <= z0 < z1 <= nz:
         raise InputError(f"--z_range {z0} {z1} is not a non-empty range inside the tiles' depth 0-{nz}")
     res_z, res_y, res_x = section.resolution_um
-    if resolution_um is not None and resolution_um <= 0:
-        raise InputError(f"--resolution must be positive, got {resolution_um} um")
+    if resolution_um is not None and not (math.isfinite(resolution_um) and resolution_um > 0):
+        raise InputError(f"--resolution must be a positive number, got {resolution_um} um")
     out_y, out_x = (res_y, res_x) if resolution_um is None else (resolution_um, resolution_um)
     _, ty, tx = resampled_shape((1, ny, nx), (res_z, res_y, res_x), (res_z, out_y, out_x))
+    # A resampled tile is held in float64 with one intermediate of the same size.
+    check_fits_in_memory(2 * 8 * (z1 - z0) * ty * tx, f"one tile of {z1 - z0} x {ty} x {tx} voxels "
+                         f"at --resolution {resolution_um} um", f"use a coarser --resolution (the tiles' own is "
+                         f"{res_y:g} x {res_x:g} um)")
     step_y, step_x = section.tile_step_px
     return GridGeometry(
         tile_shape=(z1 - z0, ty, tx),

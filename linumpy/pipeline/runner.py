@@ -10,7 +10,10 @@ Each task's output goes to ``OUTDIR/pipeline_info/logs/<task>.log``. The
 first failure stops the run, naming the slice, the step and the log, and
 leaves ``OUTDIR/pipeline_info/pipeline_qc.json`` listing the failed slice for
 the report (slices left out on purpose appear in the stack's own QC record,
-as for Nextflow).
+as for Nextflow). A run owns its output directory through
+``pipeline_info/run.lock`` (:mod:`linumpy.pipeline.lock`), removes only the
+temporaries of writers that are gone, and its scripts die with it
+(:mod:`linumpy.pipeline.child`).
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from tqdm import tqdm
 
 from linumpy.cli import EXIT_OUT_OF_MEMORY
 from linumpy.errors import InputError, LinumpyError
-from linumpy.io.atomic import TEMP_MARKER, atomic_output, remove_path
+from linumpy.io.atomic import atomic_output, remove_path, remove_stale_temporaries
 from linumpy.io.motor_table import read_motor_positions
+from linumpy.io.sidecar import SIDECAR_NAME
 from linumpy.pipeline import steps
+from linumpy.pipeline.child import child_setup
 from linumpy.pipeline.layout import OutputLayout
+from linumpy.pipeline.lock import outdir_lock
 from linumpy.pipeline.params import PipelineParams
 from linumpy.pipeline.plan import (
     Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
@@ -114,7 +120,13 @@ class LocalRunner:
         self._stopping = threading.Event()
 
     def run(self) -> RunSummary:
-        """Run every task not already complete; raise :class:`PipelineError` on the first failure."""
+        """Run every task not already complete; raise :class:`PipelineError` on the first failure.
+
+        Raises
+        ------
+        OutdirLockedError
+            If another run holds the output directory's lock.
+        """
         params, layout = self.params, self.layout
         upstream: tuple[Task, ...] = ()
         if params.input is not None:
@@ -123,6 +135,11 @@ class LocalRunner:
                 raise InputError(f"{params.input}: no such acquisition directory; check input/--input")
         else:
             acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
+        with outdir_lock(layout.run_lock):
+            return self._run_locked(acquisition, upstream)
+
+    def _run_locked(self, acquisition: Path, upstream: tuple[Task, ...]) -> RunSummary:
+        params, layout = self.params, self.layout
         remove_path(qc_record_path(self._qc_output))
         try:
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
@@ -131,6 +148,7 @@ class LocalRunner:
             if not slice_ids:
                 raise InputError(f"{layout.motor_positions}: no slice left to reconstruct; "
                                  "check slices/exclude_slices")
+            _check_no_gaps(slice_ids, params.stack_allows_gaps)
             self.summary.slice_ids = slice_ids
             for step in steps.SLICE_CHAIN:
                 self._new_bar(step.name, len(slice_ids))
@@ -138,7 +156,9 @@ class LocalRunner:
             chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
             self._run_slices(chains)
             normalized = {i: chain[len(steps.SLICE_CHAIN) - 1] for i, chain in chains.items()}
-            self._run_serial(plan_volume(params, layout, slice_ids, motor_positions, normalized))
+            sidecar = acquisition / SIDECAR_NAME
+            self._run_serial(plan_volume(params, layout, slice_ids, motor_positions, normalized,
+                                         sidecar if sidecar.is_file() else None))
         finally:
             for bar in self._bars.values():
                 bar.close()
@@ -149,7 +169,7 @@ class LocalRunner:
     @property
     def _qc_output(self) -> Path:
         """Stands for the run in QC: its record is ``pipeline_info/pipeline_qc.json``."""
-        return self.layout.root / "pipeline_info" / "pipeline.json"
+        return self.layout.run_qc_output
 
     def _write_failures(self) -> None:
         """Record the failed slices, so that ``linum_report.py OUTDIR`` flags them."""
@@ -216,9 +236,8 @@ class LocalRunner:
             return
         record = self._record_path(task)
         remove_path(record)
-        for output in task.outputs:
-            for stale in output.parent.glob(f".{output.name}{TEMP_MARKER}*"):
-                remove_path(stale)
+        for output in task.outputs:  # only temporaries whose writer is gone: never a live run's
+            remove_stale_temporaries(output)
         argv = [sys.executable, str(self.scripts[task.argv[0]]), *task.argv[1:]]
         if any(path.exists() for path in task.outputs):
             argv.append("--overwrite")
@@ -251,7 +270,7 @@ class LocalRunner:
             if self._stopping.is_set():
                 return -1
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env={**os.environ, **TASK_ENVIRONMENT})
+                                       env={**os.environ, **TASK_ENVIRONMENT}, preexec_fn=child_setup())
             self._running.add(process)
         try:
             return process.wait()
@@ -264,10 +283,24 @@ class LocalRunner:
                 self._running.discard(process)
 
 
+def _check_no_gaps(slice_ids: list[int], allow_gaps: bool) -> None:
+    """Refuse, before any work, a selection the stack would refuse for its missing ids."""
+    missing = sorted(set(range(slice_ids[0], slice_ids[-1] + 1)) - set(slice_ids))
+    if missing and not allow_gaps:
+        raise InputError(
+            f"slices {missing} lie between the selected slices {slice_ids[0]} and {slice_ids[-1]} but are not "
+            "reconstructed, so the stack would have gaps; pass --allow_gaps (allow_gaps: true in the params "
+            "file) to stack with gaps, or select consecutive slices")
+
+
 def _where(task: Task) -> str:
     if task.slice_id is None:
         return f"step {task.step.name}"
     return f"slice {task.slice_id} failed at step {task.step.name}"
+
+
+#: What the scripts print (linumpy.cli) when the disk or the quota is full.
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
 
 
 def _failure_message(task: Task, status: int, log: Path) -> str:
@@ -276,6 +309,8 @@ def _failure_message(task: Task, status: int, log: Path) -> str:
     cause = (errors or lines[-1:] or ["no output"])[-1][:300]
     hint = "; out of memory: rerun with fewer --workers" if status == EXIT_OUT_OF_MEMORY else ""
     message = f"{_where(task)} (exit status {status}{hint}): {cause} -- full log: {log}"
+    if any(marker in cause for marker in _DISK_FULL):  # the slice is fine: the disk is not
+        return message + "; free space (or use another --outdir) and rerun: completed steps are kept"
     if task.slice_id is not None:
         message += (f"; to leave this slice out, add {task.slice_id} to exclude_slices "
                     f"(--exclude_slices {task.slice_id})")

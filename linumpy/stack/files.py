@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,7 +110,7 @@ def stack_slice_files(
     check_can_write(shifts_out, overwrite)
     paths = _ordered_slices(slice_paths, allow_gaps)
     motors = _motor_rows(motor_positions, list(paths))
-    thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors)
+    thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
     volumes = [_slice_volume(i, p) for i, p in paths.items()]
     plan = plan_stack(volumes, motors, thickness, resolution_um,
                       StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
@@ -130,8 +131,8 @@ def stack_slice_files(
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
-        if value <= 0:
-            raise InputError(f"--{name} must be > 0, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name} must be a positive number, got {value}")
 
 
 def _stem_path(output: Path, suffix: str) -> Path:
@@ -163,8 +164,14 @@ def _motor_rows(csv_path: str | os.PathLike, slice_ids: list[int]) -> np.ndarray
 
 
 def _slice_thickness(
-    thickness_um: float | None, acquisition_json: str | os.PathLike | None, motors: np.ndarray
+    thickness_um: float | None, acquisition_json: str | os.PathLike | None, motors: np.ndarray,
+    slice_ids: list[int],
 ) -> float:
+    """The vibratome cut: given, else the sidecar's, else the median motor z step per slice id.
+
+    Slices left out (excluded, or a subset) make the motor steps span several
+    cuts, so each step is divided by the slice-id gap it covers.
+    """
     if thickness_um:
         return thickness_um
     if acquisition_json:
@@ -174,7 +181,8 @@ def _slice_thickness(
         return thickness
     if len(motors) < 2:
         return 0.0  # a single slice has nothing to place it against
-    thickness = float(np.median(np.abs(np.diff(motors[:, 0])))) * 1000
+    steps = np.abs(np.diff(motors[:, 0])) / np.diff(np.asarray(slice_ids, dtype=float))
+    thickness = float(np.median(steps)) * 1000
     LOGGER.info("slice thickness %.2f um taken from the motor z steps", thickness)
     return thickness
 

@@ -22,6 +22,28 @@ MIN_SCREENSHOT_SIZE = 512
 _GAP = 8
 _MIN_PANEL_SIDE = 64
 _BACKGROUND = 0
+#: Image formats a screenshot may be saved in, by file suffix.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def screenshot_format(path: str | os.PathLike) -> str:
+    """The PIL format of an output file, from its suffix.
+
+    Raises
+    ------
+    InputError
+        For a suffix that is not one of :data:`FORMATS`.
+
+    Examples
+    --------
+    >>> screenshot_format("qc/volume.JPG")
+    'JPEG'
+    """
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown image suffix {suffix or '(none)'!r}; name the output "
+                         f"{' or '.join(sorted(set(FORMATS)))}")
+    return FORMATS[suffix]
 
 
 def choose_level(info: OmeZarrInfo, min_size: int = MIN_SCREENSHOT_SIZE) -> int:
