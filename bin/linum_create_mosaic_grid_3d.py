@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         "native tiles really is and crop it there, see --galvo_confidence).",
     )
     parser.add_argument(
-        "--no_field_curvature", action="store_true",
-        help="Keep the tiles' depths as recorded (default: estimate the field curvature common to all "
-        "tiles and remove it when it is at least 1 voxel and improves the tile overlaps).",
+        "--fix_field_curvature", action="store_true",
+        help="Estimate the field curvature common to all tiles and remove it when the fit is at least "
+        "1 voxel, stable and improves the tile overlaps (experimental; default: depths as recorded).",
     )
     parser.add_argument(
         "--galvo_confidence", type=finite_float, default=DEFAULT_CONFIDENCE,
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> None:
     write_mosaic_grid(
         section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
         args.n_levels, args.compression, args.overwrite, progress_enabled(args),
-        not args.no_fix_galvo_shift, args.galvo_confidence, not args.no_field_curvature,
+        not args.no_fix_galvo_shift, args.galvo_confidence, args.fix_field_curvature,
     )
 
 

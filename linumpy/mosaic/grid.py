@@ -201,7 +201,7 @@ def write_mosaic_grid(
     progress: bool = False,
     fix_galvo_shift: bool = True,
     galvo_confidence: float = DEFAULT_CONFIDENCE,
-    fix_field_curvature: bool = True,
+    fix_field_curvature: bool = False,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
