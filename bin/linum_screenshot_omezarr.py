@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Save a PNG of an OME-Zarr image: orthogonal mid-planes (or one z plane) with a scale bar.
+"""Save a picture of an OME-Zarr image: orthogonal views (or one z plane) with scale bars in um.
 
-The output's suffix picks the format: .png, .jpg/.jpeg or .tif/.tiff.
-
-Reads the coarsest pyramid level that is still >= 512 pixels on its long side,
-so it is fast on a terabyte volume. Contrast comes from robust percentiles.
+The XY, XZ and YZ views cut through the middle of the tissue and are laid out
+side by side at one physical pixel size. Reads the coarsest pyramid level
+that is still >= 512 pixels on its long side, so it is fast on a terabyte
+volume. Contrast comes from robust percentiles. The output's suffix picks
+the format: .png, .jpg/.jpeg or .tif/.tiff.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from linumpy.viz.screenshot import render_screenshot, screenshot_format
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("input", metavar="IN_ZARR", help="OME-Zarr image (3D or 2D).")
-    parser.add_argument("output", metavar="OUT_PNG", help="Output image (.png; .jpg and .tif also work).")
+    parser.add_argument("output", metavar="OUT_IMAGE", help="Output image (.png, .jpg/.jpeg or .tif/.tiff).")
     parser.add_argument("--z", type=int, metavar="INDEX", help="Show only this level-0 z plane.")
     parser.add_argument("--level", type=int, help="Pyramid level to read [coarsest with >= 512 px].")
     add_overwrite_argument(parser)

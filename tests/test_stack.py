@@ -326,7 +326,7 @@ def test_script_writes_the_analysis_pyramid_and_the_shifts(brain, tmp_path):
     # same input, same bytes
     again = tmp_path / "again.ome.zarr"
     run_script(*paths, str(again), "--motor_positions", str(motors), "--slice_thickness_um",
-               str(brain.thickness_um), "--chunks", "8", "32", "32")
+               str(brain.thickness_um), "--resolution", "10", "--chunks", "8", "32", "32")
     first, second = read_omezarr(out)[0].compute(), read_omezarr(again)[0].compute()
     np.testing.assert_array_equal(first, second)
     assert (tmp_path / "again_shifts.json").read_text() == json.dumps(record, indent=1, sort_keys=True) + "\n"
@@ -394,7 +394,7 @@ def simulated_stack(tiny_acquisition, tmp_path_factory) -> Path:
     assert run_script(tiny_acquisition, motors, name="linum_collect_motor_positions") == 0
     out = work / "volume.ome.zarr"
     assert run_script(*normalized, out, "--motor_positions", motors, "--acquisition_json",
-                      tiny_acquisition / "acquisition.json") == 0
+                      tiny_acquisition / "acquisition.json", "--resolution", "10") == 0
     return out
 
 

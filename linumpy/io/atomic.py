@@ -133,7 +133,7 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> None:
     """
     if Path(path).exists() and not overwrite:
         raise OutputExistsError(
-            f"{path} already exists; pass overwrite=True (scripts: --overwrite) or remove it"
+            f"{path} already exists; add -f/--overwrite to replace it, or remove it first"
         )
 
 

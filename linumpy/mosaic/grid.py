@@ -288,9 +288,9 @@ def write_mosaic_grid_qc(
     """
     levels = read_omezarr_info(aip_path).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape) >= QC_AIP_PX), default=0)
-    data, _ = read_omezarr(aip_path, level)
+    data, scale_mm = read_omezarr(aip_path, level)
     factor = max(1, max(data.shape) // QC_AIP_PX)
     aip = np.asarray(block_mean(data, (factor, factor)).compute())
     metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)} | dict(extra_metrics or {})
-    figures = {"aip": mosaic_grid_figure(aip, grid_shape, tiles)}
-    return write_qc_record(path, "mosaic_grid_3d", metrics, figures, list(flags))
+    figure = mosaic_grid_figure(aip, grid_shape, tiles, pixel_um=scale_mm[-1] * 1000 * factor)
+    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": figure}, list(flags))

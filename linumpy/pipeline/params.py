@@ -182,14 +182,28 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        first_line = str(error).splitlines()[0]
         kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-        raise InputError(f"{path}: not valid {kind}: {first_line}") from None
+        raise InputError(f"{path}{_error_place(error)}: not valid {kind}: {_error_reason(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of parameter names to values")
     return data
+
+
+def _error_place(error: Exception) -> str:
+    """``:LINE:COLUMN`` (1-based) of a JSON or YAML parse error, when known."""
+    if isinstance(error, json.JSONDecodeError):
+        return f":{error.lineno}:{error.colno}"
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _error_reason(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return error.msg
+    problem = getattr(error, "problem", None)
+    return problem or str(error).splitlines()[0]
 
 
 def load_params(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineParams:

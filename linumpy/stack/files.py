@@ -38,7 +38,7 @@ def stack_slice_files(
     output: str | os.PathLike,
     motor_positions: str | os.PathLike,
     *,
-    resolution_um: float = 10.0,
+    resolution_um: float | None = None,
     pyramid_resolutions_um: Sequence[float] = DEFAULT_PYRAMID_RESOLUTIONS_UM,
     slice_thickness_um: float | None = None,
     acquisition_json: str | os.PathLike | None = None,
@@ -63,8 +63,9 @@ def stack_slice_files(
         The stacked volume (``.ome.zarr``).
     motor_positions : path-like
         Motor table written by ``linum_collect_motor_positions.py``.
-    resolution_um : float
-        Isotropic output voxel size, micrometres.
+    resolution_um : float, optional
+        Isotropic output voxel size, micrometres; default
+        :func:`finest_common_resolution_um` (full lateral resolution).
     pyramid_resolutions_um : sequence of float
         Analysis pyramid; only resolutions at or above ``resolution_um`` exist.
     slice_thickness_um : float, optional
@@ -100,7 +101,7 @@ def stack_slice_files(
     Path
         The shifts JSON written beside the volume.
     """
-    _check_positive(resolution=resolution_um, slice_thickness_um=slice_thickness_um or 1.0,
+    _check_positive(resolution=1.0 if resolution_um is None else resolution_um, slice_thickness_um=slice_thickness_um or 1.0,
                     pyramid_resolutions=min(pyramid_resolutions_um))
     if blend_overlap_um is not None and blend_overlap_um < 0:
         raise InputError(f"--blend_overlap_um must be >= 0, got {blend_overlap_um}")
@@ -112,13 +113,16 @@ def stack_slice_files(
     motors = _motor_rows(motor_positions, list(paths))
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
     volumes = [_slice_volume(i, p) for i, p in paths.items()]
+    if resolution_um is None:
+        resolution_um = finest_common_resolution_um(volumes)
+        LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
     plan = plan_stack(volumes, motors, thickness, resolution_um,
                       StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
                                       interpolate_missing=interpolate_missing))
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
         write_stack(plan, writer, writer.write_block, dtype, progress)
-        attributes = {"slice_ids": list(paths), "slice_thickness_um": thickness,
+        attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
                       "stack_shifts": shifts_out.name}
         if interpolate_missing:
             attributes["interpolated_slices"] = plan.record["interpolated_slices"]
@@ -127,6 +131,15 @@ def stack_slice_files(
         tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
     write_stack_qc(output, plan.record, resolution_um)
     return shifts_out
+
+
+def finest_common_resolution_um(volumes: Sequence[SliceVolume]) -> float:
+    """The finest isotropic voxel size every slice supports, micrometres.
+
+    That is the coarsest of the slices' level-0 lateral pixel sizes (rounded
+    to 1e-6 um), so no slice is upsampled laterally.
+    """
+    return round(max(max(volume.levels[0][1][1:]) for volume in volumes), 6)
 
 
 def _check_positive(**values: float) -> None:
