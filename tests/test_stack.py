@@ -25,6 +25,7 @@ from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
 from linumpy.stack.refine import normalized_cross_correlation, register_pair, resolve_origins
+from linumpy.stack.quality import boundary_flags, stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
@@ -242,6 +243,38 @@ def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expec
         assert entry["kept_planes"] == [SURFACE_PX, SURFACE_PX + expected_planes]
         assert placed.data.shape[0] == expected_planes  # 5 um output: one plane per source plane
     assert plan.shape[0] == 2 * 20 + expected_planes  # the last slice ends at its kept depth
+
+
+def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
+    """Each slab darkens with depth (x0.75 at its bottom) and slice 2 is 1.6x too bright: the stack is seamless."""
+    brain = make_brain()
+    darkened = []
+    for k, data in enumerate(brain.slices):
+        trend = np.linspace(1.0, 0.75, USEFUL_PX)
+        gain = np.concatenate([np.ones(SURFACE_PX), trend, np.full(BELOW_PX, 0.75)]) * (1.6 if k == 2 else 1.0)
+        darkened.append((data * gain[:, None, None]).astype(np.float32))
+    brain.slices = darkened
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    raw = [e["boundary_ratio_raw"] for e in plan.record["slices"]]
+    after = [e["boundary_ratio"] for e in plan.record["slices"]]
+    assert raw[0] is None and after[0] is None
+    assert abs(raw[2] - 0.8 / 1.6) < 0.1 and abs(raw[3] - 0.8 * 1.6) < 0.2  # steps measured on the overlaps
+    assert all(abs(r - 1) < 0.02 for r in after[1:]), after
+    sink = ArraySink(plan.shape)
+    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+    tissue = (reference > 0) & (sink.array != 0)
+    ratio = np.array([sink.array[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
+                      for z in range(plan.shape[0]) if tissue[z].sum() > 100])
+    assert ratio.std() / ratio.mean() < 0.05, ratio.round(3)  # without gains: CV 0.19
+    metrics = stack_metrics(plan.record, 10.0)
+    assert metrics["boundary_ratio"] == after and boundary_flags(metrics) == []
+
+
+def test_an_unmatched_boundary_is_flagged():
+    metrics = {"slice_ids": [0, 1, 2], "boundary_ratio_raw": [None, 1.3, 1.0], "boundary_ratio": [None, 1.08, 1.0]}
+    assert boundary_flags(metrics) == ["slice 1: intensity step 1.08 at its top boundary after gain matching "
+                                       "(before: 1.3)"]
 
 
 def phantom_in_output_grid(brain: SyntheticBrain, first_origin, shape) -> np.ndarray:
