@@ -1,10 +1,10 @@
 """Tile positions from pairwise offsets: stage model and weighted least squares.
 
 Every accepted pair ``(a, b)`` says ``position(b) - position(a) = offset``
-with a weight (its NCC). All pairs are solved together, loops included, so
+with a weight per axis (the inverse variance of its measurement). All pairs are solved together, loops included, so
 errors are spread instead of accumulated along a spanning tree. The stage
-model (one affine map from the tile index ``(row, col)`` to a position) is a
-weak prior on every tile: it fixes the global translation and places tiles
+model (one affine map from the tile index ``(row, col)`` to a position: step,
+rotation and non-orthogonality of the two stage axes) is a weak prior on every tile: it fixes the global translation and places tiles
 without any reliable link (empty agarose) where the stage put them. The pair
 with the largest residual is dropped and the system solved again until every
 residual is small.
@@ -24,22 +24,34 @@ logger = logging.getLogger(__name__)
 
 TileIndex = tuple[int, int]
 
-#: Weight of the stage-model prior relative to a pair of NCC 1.
+#: Weight of the stage-model prior relative to a pair of median weight.
 PRIOR_WEIGHT = 1e-3
 #: Pairs are pruned while the largest residual exceeds this many pixels.
 MAX_RESIDUAL_PX = 1.5
+#: A step of the stage model is fitted only from at least this many pairs of its direction.
+MIN_MODEL_PAIRS = 4
 #: A fitted step differing from the nominal one by more than this is reported.
 STEP_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
 class PairOffset:
-    """Measured offset ``position(b) - position(a)`` of two tiles, in pixels."""
+    """Measured offset ``position(b) - position(a)`` of two tiles, in pixels.
+
+    ``weight`` is one number or one per axis ``(y, x)``. A pair that is not
+    ``strong`` is kept only inside a loop of pairs (where the solve can check
+    it), never as the only link between two groups of tiles.
+    """
 
     a: TileIndex
     b: TileIndex
     offset: tuple[float, float]
-    weight: float
+    weight: float | tuple[float, float]
+    strong: bool = True
+
+    def axis_weights(self) -> np.ndarray:
+        """Return the ``(y, x)`` weights."""
+        return np.broadcast_to(np.asarray(self.weight, dtype=float), (2,))
 
 
 @dataclass(frozen=True)
@@ -72,8 +84,8 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) 
     """Fit the row and column steps of the stage model to measured offsets.
 
     Each pair contributes ``offset = d_row * row_step + d_col * col_step``;
-    the two steps are the weighted least-squares solution. A step that no
-    pair constrains keeps its nominal value.
+    the two steps are the weighted least-squares solution. A step constrained
+    by fewer than :data:`MIN_MODEL_PAIRS` pairs keeps its nominal value.
 
     Parameters
     ----------
@@ -92,8 +104,9 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) 
     if pairs:
         design = np.array([[p.b[0] - p.a[0], p.b[1] - p.a[1]] for p in pairs], dtype=float)
         offsets = np.array([p.offset for p in pairs], dtype=float)
-        root_weights = np.sqrt(np.array([p.weight for p in pairs], dtype=float))[:, None]
-        constrained = [name for name, column in zip(steps, design.T) if column.any()]
+        root_weights = np.sqrt(np.array([p.axis_weights().mean() for p in pairs]))[:, None]
+        constrained = [name for name, column in zip(steps, design.T)
+                       if np.count_nonzero(column) >= MIN_MODEL_PAIRS]
         columns = [list(steps).index(name) for name in constrained]
         solution, *_ = np.linalg.lstsq(
             design[:, columns] * root_weights, offsets * root_weights, rcond=None
@@ -123,24 +136,24 @@ def _least_squares_positions(
     model: StageModel,
     prior_weight: float,
 ) -> np.ndarray:
-    """Solve the weighted normal equations; returns ``(n_tiles, 2)`` positions."""
+    """Solve the weighted normal equations, one per axis; returns ``(n_tiles, 2)`` positions."""
     index = {tile: i for i, tile in enumerate(tiles)}
     n = len(tiles)
-    rows, cols, values = [], [], []
-    right = np.zeros((n, 2))
-    for pair in pairs:
-        i, j, w = index[pair.a], index[pair.b], pair.weight
-        rows += [i, i, j, j]
-        cols += [i, j, i, j]
-        values += [w, -w, -w, w]
-        right[j] += w * np.asarray(pair.offset)
-        right[i] -= w * np.asarray(pair.offset)
-    rows += list(range(n))
-    cols += list(range(n))
-    values += [prior_weight] * n
-    right += prior_weight * np.array([model.position(t) for t in tiles]).reshape(n, 2)
-    normal = sparse.csc_matrix((values, (rows, cols)), shape=(n, n))
-    return np.column_stack([spsolve(normal, right[:, axis]) for axis in range(2)]).reshape(n, 2)
+    model_positions = np.array([model.position(t) for t in tiles]).reshape(n, 2)
+    solution = np.empty((n, 2))
+    for axis in range(2):
+        rows, cols, values = list(range(n)), list(range(n)), [prior_weight] * n
+        right = prior_weight * model_positions[:, axis]
+        for pair in pairs:
+            i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
+            rows += [i, i, j, j]
+            cols += [i, j, i, j]
+            values += [w, -w, -w, w]
+            right[j] += w * pair.offset[axis]
+            right[i] -= w * pair.offset[axis]
+        normal = sparse.csc_matrix((values, (rows, cols)), shape=(n, n))
+        solution[:, axis] = spsolve(normal, right)
+    return solution
 
 
 def _residuals(
@@ -199,17 +212,25 @@ def solve_positions(
     tiles = sorted(set(tiles))
     kept = list(pairs)
     model = fit_stage_model(_median_consistent(kept), tile_step_px)
+    if kept:
+        prior_weight *= float(np.median([p.axis_weights().mean() for p in kept]))
     while True:
         positions = _least_squares_positions(tiles, kept, model, prior_weight)
         if not kept:
             break
         residuals = _residuals(positions, tiles, kept)
         worst = int(np.argmax(residuals))
-        if residuals[worst] <= max_residual_px:
+        if residuals[worst] > max_residual_px:
+            logger.debug("dropping pair %s-%s (residual %.2f px)", kept[worst].a, kept[worst].b,
+                         residuals[worst])
+            del kept[worst]
+            continue
+        weak_bridges = [k for k in bridges(kept) if not kept[k].strong]
+        if not weak_bridges:
             break
-        logger.debug("dropping pair %s-%s (residual %.2f px)", kept[worst].a, kept[worst].b,
-                     residuals[worst])
-        del kept[worst]
+        for k in sorted(weak_bridges, reverse=True):
+            logger.debug("dropping weak pair %s-%s outside any loop", kept[k].a, kept[k].b)
+            del kept[k]
     refitted = fit_stage_model(kept, tile_step_px)
     if refitted != model:
         model = refitted
@@ -218,8 +239,34 @@ def solve_positions(
     return {tile: positions[i] for i, tile in enumerate(tiles)}, model, kept
 
 
+def bridges(pairs: Sequence[PairOffset]) -> list[int]:
+    """Indices of the pairs that lie on no loop (removing one disconnects its two tiles).
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> pairs = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in square + [((1, 1), (1, 2))]]
+    >>> bridges(pairs)
+    [4]
+    """
+    found = []
+    for k, pair in enumerate(pairs):
+        neighbours: dict[TileIndex, list[TileIndex]] = {}
+        for other in pairs[:k] + pairs[k + 1:]:
+            neighbours.setdefault(other.a, []).append(other.b)
+            neighbours.setdefault(other.b, []).append(other.a)
+        reached, frontier = {pair.a}, [pair.a]
+        while frontier and pair.b not in reached:
+            frontier = [n for t in frontier for n in neighbours.get(t, []) if n not in reached]
+            reached.update(frontier)
+        if pair.b not in reached:
+            found.append(k)
+    return found
+
+
 def _median_consistent(pairs: Sequence[PairOffset]) -> list[PairOffset]:
-    """Pairs whose offset is within MAX_RESIDUAL_PX * 2 of their direction's median.
+    """Pairs whose offset is near their direction's median: within 2 MAX_RESIDUAL_PX
+    or 3 robust standard deviations of the direction's offsets, whichever is larger.
 
     Used only for the initial stage model, so that a few wrong pairs do not
     bias the prior before pruning.
@@ -229,8 +276,8 @@ def _median_consistent(pairs: Sequence[PairOffset]) -> list[PairOffset]:
         by_direction.setdefault((pair.b[0] - pair.a[0], pair.b[1] - pair.a[1]), []).append(pair)
     consistent = []
     for group in by_direction.values():
-        median = np.median(np.array([p.offset for p in group]), axis=0)
-        consistent += [
-            p for p in group if np.linalg.norm(np.asarray(p.offset) - median) <= 2 * MAX_RESIDUAL_PX
-        ]
+        offsets = np.array([p.offset for p in group])
+        distances = np.linalg.norm(offsets - np.median(offsets, axis=0), axis=1)
+        tolerance = max(2 * MAX_RESIDUAL_PX, 3 * 1.4826 * float(np.median(distances)))
+        consistent += [p for p, d in zip(group, distances) if d <= tolerance]
     return consistent
