@@ -12,8 +12,10 @@
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
    (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked.
-4. A tile linked by no accepted pair keeps its position on the stage model
-   fitted to the accepted pairs: the estimate is never a guess.
+4. Only the largest connected group of tiles is placed by its pairs; a tile
+   linked by no accepted pair, or only to a smaller group, keeps its position
+   on the stage model fitted to the accepted pairs: the estimate is never a
+   guess.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
 #: Default largest correction of the nominal offset, pixels (stage uncertainty).
 DEFAULT_MAX_SHIFT_PX = 20.0
 #: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
-MIN_SIGNIFICANCE = 4.0
+MIN_SIGNIFICANCE = 3.0
 #: Significance a pair needs to be accepted as the only link between tiles.
-STRONG_SIGNIFICANCE = 6.0
+STRONG_SIGNIFICANCE = 5.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 
@@ -78,7 +80,7 @@ def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, br
         return "no overlap"
     if not candidate:
         return "not significant"
-    return "weak outside any loop" if bridge else "inconsistent"
+    return "weak outside any loop" if bridge else "inconsistent or outside the main group"
 
 
 def estimate_transform(

@@ -30,6 +30,12 @@ PRIOR_WEIGHT = 1e-3
 MAX_RESIDUAL_PX = 1.5
 #: A step of the stage model is fitted only from at least this many pairs of its direction.
 MIN_MODEL_PAIRS = 4
+#: Pairs are used only if their group of linked tiles holds this fraction of all tiles.
+MIN_GROUP_FRACTION = 0.25
+#: ... and from at least this fraction of the neighbour pairs of its direction.
+MIN_MODEL_FRACTION = 0.5
+#: Standard errors by which a fitted step component must depart from the nominal one.
+MODEL_SIGNIFICANCE = 3.0
 #: A fitted step differing from the nominal one by more than this is reported.
 STEP_TOLERANCE = 0.01
 
@@ -80,12 +86,19 @@ class StageModel:
                    col_step=(0.0, float(tile_step_px[1])))
 
 
-def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) -> StageModel:
+def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
+                    tiles: Iterable[TileIndex] | None = None) -> StageModel:
     """Fit the row and column steps of the stage model to measured offsets.
 
-    Each pair contributes ``offset = d_row * row_step + d_col * col_step``;
-    the two steps are the weighted least-squares solution. A step constrained
-    by fewer than :data:`MIN_MODEL_PAIRS` pairs keeps its nominal value.
+    A step (a ``(y, x)`` vector: its length is the step, its direction the
+    axis's rotation, the two together the non-orthogonality) is the mean
+    offset of the pairs of its direction. Each component departs from the
+    nominal grid only where the data say so: by more than
+    :data:`MODEL_SIGNIFICANCE` standard errors, from at least
+    :data:`MIN_MODEL_PAIRS` pairs covering at least :data:`MIN_MODEL_FRACTION`
+    of the neighbour pairs of ``tiles`` in that direction. With few pairs, or
+    pairs from one corner of a drifting stage, a fitted step would move far
+    tiles more than the stage errs.
 
     Parameters
     ----------
@@ -93,6 +106,8 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) 
         Accepted pairs.
     tile_step_px : sequence of float
         Nominal ``(y, x)`` step between neighbouring tiles.
+    tiles : iterable of (row, col), optional
+        All tiles (default: those of ``pairs``).
 
     Returns
     -------
@@ -100,22 +115,21 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) 
         With origin ``(0, 0)``.
     """
     nominal = StageModel.nominal(tile_step_px)
-    steps = {"row_step": np.asarray(nominal.row_step), "col_step": np.asarray(nominal.col_step)}
-    if pairs:
-        design = np.array([[p.b[0] - p.a[0], p.b[1] - p.a[1]] for p in pairs], dtype=float)
-        offsets = np.array([p.offset for p in pairs], dtype=float)
-        root_weights = np.sqrt(np.array([p.axis_weights().mean() for p in pairs]))[:, None]
-        constrained = [name for name, column in zip(steps, design.T)
-                       if np.count_nonzero(column) >= MIN_MODEL_PAIRS]
-        columns = [list(steps).index(name) for name in constrained]
-        solution, *_ = np.linalg.lstsq(
-            design[:, columns] * root_weights, offsets * root_weights, rcond=None
-        )
-        steps.update(zip(constrained, solution))
+    steps = {(1, 0): np.asarray(nominal.row_step), (0, 1): np.asarray(nominal.col_step)}
+    present = set(tiles) if tiles is not None else {t for p in pairs for t in (p.a, p.b)}
+    for direction, step in steps.items():
+        offsets = np.array([p.offset for p in pairs if (p.b[0] - p.a[0], p.b[1] - p.a[1]) == direction])
+        possible = sum((t[0] + direction[0], t[1] + direction[1]) in present for t in present)
+        if len(offsets) < max(MIN_MODEL_PAIRS, MIN_MODEL_FRACTION * possible):
+            continue
+        mean = offsets.mean(axis=0)
+        standard_error = offsets.std(axis=0, ddof=1) / np.sqrt(len(offsets))
+        departs = np.abs(mean - step) > MODEL_SIGNIFICANCE * standard_error
+        steps[direction] = np.where(departs, mean, step)
     return StageModel(
         origin=(0.0, 0.0),
-        row_step=tuple(float(v) for v in steps["row_step"]),
-        col_step=tuple(float(v) for v in steps["col_step"]),
+        row_step=tuple(float(v) for v in steps[(1, 0)]),
+        col_step=tuple(float(v) for v in steps[(0, 1)]),
     )
 
 
@@ -211,7 +225,7 @@ def solve_positions(
     """
     tiles = sorted(set(tiles))
     kept = list(pairs)
-    model = fit_stage_model(_median_consistent(kept), tile_step_px)
+    model = fit_stage_model(_median_consistent(kept), tile_step_px, tiles)
     if kept:
         prior_weight *= float(np.median([p.axis_weights().mean() for p in kept]))
     while True:
@@ -231,12 +245,39 @@ def solve_positions(
         for k in sorted(weak_bridges, reverse=True):
             logger.debug("dropping weak pair %s-%s outside any loop", kept[k].a, kept[k].b)
             del kept[k]
-    refitted = fit_stage_model(kept, tile_step_px)
-    if refitted != model:
-        model = refitted
-        positions = _least_squares_positions(tiles, kept, model, prior_weight)
+    kept = largest_group(kept, len(tiles))
+    model = fit_stage_model(kept, tile_step_px, tiles)
+    positions = _least_squares_positions(tiles, kept, model, prior_weight)
     warn_if_steps_differ(model, tile_step_px)
     return {tile: positions[i] for i, tile in enumerate(tiles)}, model, kept
+
+
+def _groups(pairs: Sequence[PairOffset]) -> list[set[TileIndex]]:
+    """Connected groups of tiles linked by ``pairs``."""
+    groups: list[set[TileIndex]] = []
+    for pair in pairs:
+        joined = [g for g in groups if pair.a in g or pair.b in g]
+        merged = set().union({pair.a, pair.b}, *joined)
+        groups = [g for g in groups if not any(g is j for j in joined)] + [merged]
+    return groups
+
+
+def largest_group(pairs: Sequence[PairOffset], n_tiles: int = 0) -> list[PairOffset]:
+    """The pairs of the largest connected group of tiles (ties: the first tile's group).
+
+    A group is placed as a whole by the mean stage error of its tiles, which
+    for a few tiles can put one of them farther from the truth than the stage
+    did: only the largest group is kept, and only if it holds at least
+    :data:`MIN_GROUP_FRACTION` of the ``n_tiles`` tiles; the others keep
+    their stage-model positions.
+    """
+    groups = _groups(pairs)
+    if not groups:
+        return []
+    main = max(groups, key=lambda g: (len(g), [-v for v in min(g)]))
+    if len(main) < MIN_GROUP_FRACTION * n_tiles:
+        return []
+    return [p for p in pairs if p.a in main]
 
 
 def bridges(pairs: Sequence[PairOffset]) -> list[int]:

@@ -50,9 +50,10 @@ class PairRecord:
         acceptance threshold.
     status : str
         ``kept``, or why the pair was not used: ``not significant``,
-        ``inconsistent`` (residual of the global solve too large), ``weak
-        outside any loop`` (only link, not significant enough to stand alone),
-        ``no overlap``.
+        ``inconsistent or outside the main group`` (residual of the global
+        solve too large, or linking tiles apart from the largest group),
+        ``weak outside any loop`` (only link, not significant enough to stand
+        alone), ``no overlap``.
     """
 
     a: TileIndex
