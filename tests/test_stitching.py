@@ -479,15 +479,6 @@ def test_small_simulated_slice_with_empty_tiles(small_acquisition, tmp_path):
     assert errors.mean() <= 0.5 and errors.max() <= 1.0
 
 
-def test_tukey_window_matches_scipy():
-    from scipy.signal.windows import tukey
-
-    from linumpy.stitching.pairwise import _tukey
-
-    for n in (3, 4, 13, 20, 129):
-        assert np.allclose(_tukey(n), tukey(n, 0.5))
-
-
 def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):
     from linumpy.io.zarr import read_omezarr
     from linumpy.stitching import stitch

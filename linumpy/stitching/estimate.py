@@ -29,13 +29,7 @@ from tqdm import tqdm
 
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
-from linumpy.stitching.pairwise import (
-    PairRegistration,
-    band_pass,
-    highpass_sigma,
-    overlap_slices,
-    register_pair,
-)
+from linumpy.stitching.pairwise import PairRegistration, register_pair
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -45,9 +39,9 @@ DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
 #: Default largest correction of the nominal offset, pixels (stage uncertainty).
 DEFAULT_MAX_SHIFT_PX = 20.0
 #: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
-MIN_SIGNIFICANCE = 3.0
+MIN_SIGNIFICANCE = 2.0
 #: Significance a pair needs to be accepted as the only link between tiles.
-STRONG_SIGNIFICANCE = 5.0
+STRONG_SIGNIFICANCE = 4.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 
@@ -120,21 +114,10 @@ def estimate_transform(
         flat = estimate_flat_field(
             projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
         flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
-        prepared: dict[tuple[TileIndex, float], np.ndarray] = {}
-
-        def band_passed(tile: TileIndex, highpass_px: float) -> np.ndarray:
-            if (tile, highpass_px) not in prepared:
-                prepared[(tile, highpass_px)] = band_pass(flattened[tile], highpass_px)
-            return prepared[(tile, highpass_px)]
-
-        registrations = {}
-        for a, b in tqdm(pairs, desc="register pairs", disable=not progress):
-            nominal = tuple(int(round(v)) for v in offsets[(a, b)])
-            overlap = overlap_slices(flat.shape, flat.shape, nominal)
-            highpass_px = highpass_sigma(min(flat[overlap[0]].shape)) if overlap else 0.0
-            registrations[(a, b)] = register_pair(
-                flattened[a], flattened[b], offsets[(a, b)], max_shift_px,
-                prepared=(band_passed(a, highpass_px), band_passed(b, highpass_px)) if overlap else None)
+        registrations = {
+            (a, b): register_pair(flattened[a], flattened[b], offsets[(a, b)], max_shift_px)
+            for a, b in tqdm(pairs, desc="register pairs", disable=not progress)
+        }
     candidates = [
         PairOffset(a, b, r.offset,
                    weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in r.sigma_px),

@@ -8,9 +8,6 @@ low-order polynomial ``f`` to these differences over all neighbour overlaps
 (at the nominal offsets; ``f`` is smooth, so stage errors of a few pixels
 only add noise), robustly (tissue edges and wrong offsets are outliers).
 This needs no tissue-free tile and works with 4 tiles or more.
-
-:func:`registration_image` turns a flat-fielded projection into what
-registration compares (:func:`~linumpy.stitching.pairwise.band_pass`).
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from linumpy.stitching.global_solve import TileIndex
-from linumpy.stitching.pairwise import band_pass, overlap_slices
+from linumpy.stitching.pairwise import overlap_slices
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +113,3 @@ def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 8) -
         u = residuals / (BIWEIGHT_C * scale)
         weights = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
     return coefficients
-
-
-def registration_image(projection: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """Flat-fielded projection as registration compares it
-    (:func:`~linumpy.stitching.pairwise.band_pass`)."""
-    return band_pass(np.asarray(projection, np.float64) / flat)

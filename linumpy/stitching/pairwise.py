@@ -15,11 +15,13 @@ rises as the overlap narrows and peaks at the edge of the search.
    ``max_shift_px`` of the nominal one (all at once by FFT; offsets whose
    overlap keeps less than :data:`MIN_OVERLAP_FRACTION` of the nominal one
    are not scored).
-2. **Significance.** How far the best peak's NCC stands above the best rival
-   peak (farther than :data:`PEAK_RADIUS_PX`), in standard errors of the NCC
-   over that overlap (:func:`peak_significance`). Independent speckle lowers
-   the NCC of a true match, but what matters is whether a wrong offset could
-   beat it.
+2. **Evidence and significance.** Offsets are ranked by their NCC in
+   standard errors (:func:`evidence`: Fisher transform times the square root
+   of the independent pixels of the overlap), so a high NCC over a sliver of
+   overlap does not win; the significance of the best peak is how far it
+   stands above the best rival peak (farther than :data:`PEAK_RADIUS_PX`).
+   Independent speckle lowers the NCC of a true match; what matters is
+   whether a wrong offset could beat it.
 3. **Sub-pixel refinement.** The common region of the two tiles at the
    integer offset is cropped from both, band-passed identically (cropping
    first: filtering whole tiles treats the overlap differently in each, one
@@ -30,13 +32,17 @@ rises as the overlap narrows and peaks at the edge of the search.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-#: Speckle-reducing Gaussian (pixels) of the registration images.
-SPECKLE_SIGMA_PX = 1.5
+#: Speckle-reducing Gaussians (pixels) of the registration images, tried in turn:
+#: the finer keeps speckle that repeats between tiles (a sharp signal), the
+#: coarser averages speckle drawn anew in each tile (noise).
+SPECKLE_SIGMAS_PX = (0.7, 1.5)
 #: Largest Gaussian (pixels) whose content is removed from the registration images;
 #: narrow overlaps use a third of their width (see :func:`highpass_sigma`).
 HIGHPASS_SIGMA_PX = 12.0
@@ -135,15 +141,16 @@ def highpass_sigma(overlap_px: float) -> float:
     return float(np.clip(overlap_px / 3, MIN_HIGHPASS_SIGMA_PX, HIGHPASS_SIGMA_PX))
 
 
-def band_pass(image: np.ndarray, highpass_px: float = HIGHPASS_SIGMA_PX) -> np.ndarray:
+def band_pass(image: np.ndarray, highpass_px: float = HIGHPASS_SIGMA_PX,
+              speckle_px: float = SPECKLE_SIGMAS_PX[-1]) -> np.ndarray:
     """Log of the speckle-smoothed image minus its own heavy blur.
 
-    Smoothing by :data:`SPECKLE_SIGMA_PX` averages speckle grains; the log
+    Smoothing by ``speckle_px`` averages speckle grains; the log
     makes multiplicative effects (vignetting, speckle, tissue brightness)
     additive; subtracting the ``highpass_px`` blur removes slow variations. Non-positive values are clipped to 0.1 % of the 99th
     percentile before the log.
     """
-    smoothed = ndimage.gaussian_filter(np.asarray(image, np.float64), SPECKLE_SIGMA_PX)
+    smoothed = ndimage.gaussian_filter(np.asarray(image, np.float64), speckle_px)
     floor = max(1e-3 * float(np.percentile(smoothed, 99)), 1e-12)
     logged = np.log(np.maximum(smoothed, floor))
     return logged - ndimage.gaussian_filter(logged, highpass_px)
@@ -164,7 +171,8 @@ def _search_crops(shape: tuple[int, int], nominal: tuple[int, int], radius: int)
 
 
 def ncc_map(
-    image_a: np.ndarray, image_b: np.ndarray, nominal: tuple[int, int], radius: int
+    image_a: np.ndarray, image_b: np.ndarray, nominal: tuple[int, int], radius: int,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """NCC of ``a`` and ``b`` over their overlap, for every integer offset near ``nominal``.
 
@@ -176,6 +184,9 @@ def ncc_map(
         Centre ``(y, x)`` offset ``position(b) - position(a)``.
     radius : int
         Offsets ``nominal + (dy, dx)`` with ``|dy|, |dx| <= radius`` are scored.
+    prepare : callable, optional
+        Applied to the parts of both images that can overlap before scoring
+        (e.g. :func:`band_pass`).
 
     Returns
     -------
@@ -193,6 +204,8 @@ def ncc_map(
     slices_a, slices_b = crops
     a = np.asarray(image_a, np.float64)[slices_a]
     b = np.asarray(image_b, np.float64)[slices_b]
+    if prepare is not None:
+        a, b = prepare(a), prepare(b)
     # offset between the crops: crop_b pixel q sits on crop_a pixel q + local
     local = [n - sa.start + sb.start for n, sa, sb in zip(nominal, slices_a, slices_b)]
     fft_shape = [sa + sb + 2 * radius for sa, sb in zip(a.shape, b.shape)]
@@ -227,24 +240,28 @@ def _local_maxima(values: np.ndarray) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in peaks[k]) for k in order]
 
 
-def peak_significance(ncc: np.ndarray, area: np.ndarray, peak: tuple[int, int],
-                      radius: int = PEAK_RADIUS_PX) -> float:
-    """How clearly ``ncc[peak]`` beats every other peak, in standard errors.
+def evidence(ncc: np.ndarray, area: np.ndarray, speckle_px: float) -> np.ndarray:
+    """Fisher-transformed NCC times the square root of the independent pixels of each overlap.
 
-    The NCC of the best peak and of the strongest local maximum farther than
-    ``radius`` (0 if lower or absent) are compared after Fisher's transform,
-    whose standard error is ``1 / sqrt(n)`` for ``n`` independent pixels; the
-    pixels of the band-passed images are correlated over ``4 pi
-    SPECKLE_SIGMA_PX ** 2``, so ``n`` is the overlap area divided by that.
+    ``atanh(ncc)`` has standard error ``1 / sqrt(n)`` for ``n`` independent
+    pixels; the pixels of images smoothed by ``speckle_px`` are correlated
+    over about ``4 pi speckle_px ** 2``, so ``n`` is the overlap area divided
+    by that. A high NCC over a sliver of overlap is weak evidence; this ranks
+    offsets by how unlikely their NCC is by chance (NaN where ``ncc`` is).
     """
-    yy, xx = np.indices(ncc.shape)
+    n_independent = np.maximum(area, 0) / (4 * np.pi * speckle_px**2)
+    return np.arctanh(np.clip(ncc, -1 + 1e-6, 1 - 1e-6)) * np.sqrt(n_independent)
+
+
+def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RADIUS_PX) -> float:
+    """How far ``score[peak]`` stands above the best local maximum farther than ``radius``.
+
+    ``score`` is the :func:`evidence` map; rivals below 0 count as 0.
+    """
+    yy, xx = np.indices(score.shape)
     away = (yy - peak[0]) ** 2 + (xx - peak[1]) ** 2 > radius**2
-    rivals = [ncc[p] for p in _local_maxima(np.where(away, ncc, np.nan))[:1]]
-    second = max(rivals + [0.0])
-    n_independent = area[peak] / (4 * np.pi * SPECKLE_SIGMA_PX**2)
-    clip = 1 - 1e-6
-    return float((np.arctanh(min(ncc[peak], clip)) - np.arctanh(min(second, clip)))
-                 * np.sqrt(max(n_independent, 0.0)))
+    rivals = [score[p] for p in _local_maxima(np.where(away, score, np.nan))[:1]]
+    return float(score[peak] - max(rivals + [0.0]))
 
 
 def _shifted(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -252,7 +269,8 @@ def _shifted(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 
 def refine_subpixel(
-    tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int]
+    tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
+    speckle_px: float = SPECKLE_SIGMAS_PX[-1],
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Refine an integer offset by a symmetric Lucas-Kanade fit on the common region.
 
@@ -266,6 +284,8 @@ def refine_subpixel(
         Flat-fielded (not band-passed) projections.
     offset : tuple of int
         Integer offset to refine.
+    speckle_px : float
+        Speckle smoothing of the band-pass.
 
     Returns
     -------
@@ -277,12 +297,12 @@ def refine_subpixel(
     """
     unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0))
     slices = overlap_slices(tile_a.shape, tile_b.shape, offset)
-    if slices is None or min(tile_a[slices[0]].shape) < 12:
+    margin = int(np.ceil(MAX_REFINEMENT_PX)) + 1
+    if slices is None or min(tile_a[slices[0]].shape) < 2 * margin + 4:
         return unrefined
     highpass_px = highpass_sigma(min(tile_a[slices[0]].shape))
-    crop_a = band_pass(tile_a[slices[0]], highpass_px)
-    crop_b = band_pass(tile_b[slices[1]], highpass_px)
-    margin = int(np.ceil(MAX_REFINEMENT_PX)) + 3
+    crop_a = band_pass(tile_a[slices[0]], highpass_px, speckle_px)
+    crop_b = band_pass(tile_b[slices[1]], highpass_px, speckle_px)
     inner = (slice(margin, -margin), slice(margin, -margin))
     shift = np.zeros(2)
     for _ in range(LK_ITERATIONS):
@@ -302,7 +322,7 @@ def refine_subpixel(
         if np.max(np.abs(step)) < LK_TOLERANCE_PX:
             break
     # Pixels of the smoothed images are correlated over ~4 pi sigma^2: fewer independent samples.
-    correlation_area = 4 * np.pi * SPECKLE_SIGMA_PX**2
+    correlation_area = 4 * np.pi * speckle_px**2
     covariance = np.mean(residual**2) * correlation_area * np.linalg.inv(hessian)
     sigma = tuple(float(np.sqrt(max(v, 0.0))) for v in np.diag(covariance))
     return (float(offset[0] + shift[0]), float(offset[1] + shift[1])), sigma
@@ -314,9 +334,11 @@ def register_pair(
     nominal_offset: tuple[float, float],
     max_shift_px: float,
     refine: bool = True,
-    prepared: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PairRegistration:
     """Estimate the offset of ``tile_b`` relative to ``tile_a``.
+
+    The dense search runs once per speckle scale of :data:`SPECKLE_SIGMAS_PX`;
+    the scale whose best peak is the most significant wins.
 
     Parameters
     ----------
@@ -328,9 +350,6 @@ def register_pair(
         Largest correction of each coordinate of the nominal offset searched.
     refine : bool
         Refine the offset below one pixel (else integer).
-    prepared : tuple of np.ndarray, optional
-        :func:`band_pass` of the two tiles at ``highpass_sigma`` of the nominal
-        overlap width, if already computed.
 
     Returns
     -------
@@ -356,21 +375,23 @@ def register_pair(
     if nominal_slices is None:
         return fallback
     nominal_area = tile_a[nominal_slices[0]].size
-    if prepared is None:
-        highpass_px = highpass_sigma(min(tile_a[nominal_slices[0]].shape))
-        prepared = (band_pass(tile_a, highpass_px), band_pass(tile_b, highpass_px))
-    image_a, image_b = prepared
-    ncc, area = ncc_map(image_a, image_b, nominal, radius)
-    ncc[area < MIN_OVERLAP_FRACTION * nominal_area] = np.nan
-    peaks = _local_maxima(ncc)
-    if not peaks:
+    highpass_px = highpass_sigma(min(tile_a[nominal_slices[0]].shape))
+    found = []
+    for speckle_px in SPECKLE_SIGMAS_PX:
+        prepare = functools.partial(band_pass, highpass_px=highpass_px, speckle_px=speckle_px)
+        ncc, area = ncc_map(tile_a, tile_b, nominal, radius, prepare)
+        ncc[area < MIN_OVERLAP_FRACTION * nominal_area] = np.nan
+        score = evidence(ncc, area, speckle_px)
+        peaks = _local_maxima(score)
+        if peaks:
+            found.append((peak_significance(score, peaks[0]), speckle_px, ncc, peaks))
+    if not found:
         return fallback
-    best = peaks[0]
+    significance, speckle_px, ncc, peaks = max(found, key=lambda f: f[0])
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
     offset = candidates[0][0]
-    refined, sigma = (refine_subpixel(tile_a, tile_b, offset) if refine
+    refined, sigma = (refine_subpixel(tile_a, tile_b, offset, speckle_px) if refine
                       else ((float(offset[0]), float(offset[1])), (1.0, 1.0)))
-    return PairRegistration(offset=refined, ncc=float(ncc[best]),
-                            significance=peak_significance(ncc, area, best), sigma_px=sigma,
-                            candidates=candidates)
+    return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
+                            sigma_px=sigma, candidates=candidates)
