@@ -41,7 +41,7 @@ DEFAULT_MAX_SHIFT_PX = 20.0
 #: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
 MIN_SIGNIFICANCE = 2.0
 #: Significance a pair needs to be accepted as the only link between tiles.
-STRONG_SIGNIFICANCE = 4.0
+STRONG_SIGNIFICANCE = 3.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 
