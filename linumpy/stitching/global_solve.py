@@ -28,6 +28,10 @@ TileIndex = tuple[int, int]
 PRIOR_WEIGHT = 1e-3
 #: Pairs are pruned while the largest residual exceeds this many pixels.
 MAX_RESIDUAL_PX = 1.5
+#: ... or while it exceeds this many of the pair's standard errors ...
+MAX_NORMALIZED_RESIDUAL = 6.0
+#: ... and this many pixels.
+MIN_PRUNED_RESIDUAL_PX = 0.3
 #: A step of the stage model is fitted only from at least this many pairs of its direction.
 MIN_MODEL_PAIRS = 4
 #: Pairs are used only if their group of linked tiles holds this fraction of all tiles.
@@ -170,17 +174,20 @@ def _least_squares_positions(
     return solution
 
 
+def _residual_vectors(
+    positions: np.ndarray, tiles: Sequence[TileIndex], pairs: Sequence[PairOffset]
+) -> np.ndarray:
+    """``(y, x)`` residual of every pair given the positions."""
+    index = {tile: i for i, tile in enumerate(tiles)}
+    return np.array([positions[index[p.b]] - positions[index[p.a]] - np.asarray(p.offset)
+                     for p in pairs]).reshape(len(pairs), 2)
+
+
 def _residuals(
     positions: np.ndarray, tiles: Sequence[TileIndex], pairs: Sequence[PairOffset]
 ) -> np.ndarray:
     """Euclidean residual of every pair given the positions."""
-    index = {tile: i for i, tile in enumerate(tiles)}
-    return np.array(
-        [
-            np.linalg.norm(positions[index[p.b]] - positions[index[p.a]] - np.asarray(p.offset))
-            for p in pairs
-        ]
-    )
+    return np.linalg.norm(_residual_vectors(positions, tiles, pairs), axis=1)
 
 
 def solve_positions(
@@ -189,6 +196,7 @@ def solve_positions(
     tile_step_px: Sequence[float],
     prior_weight: float = PRIOR_WEIGHT,
     max_residual_px: float = MAX_RESIDUAL_PX,
+    weighted: bool = True,
 ) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
     """Return the position of every tile from the accepted pairwise offsets.
 
@@ -204,7 +212,11 @@ def solve_positions(
         Weight of each tile's pull towards the stage model.
     max_residual_px : float
         The worst pair is removed, one at a time, while its residual exceeds
-        this.
+        this, or (if ``weighted``) exceeds :data:`MAX_NORMALIZED_RESIDUAL`
+        standard errors of the pair (weights are inverse variances) and
+        :data:`MIN_PRUNED_RESIDUAL_PX`.
+    weighted : bool
+        Whether the weights are inverse variances (enables the test above).
 
     Returns
     -------
@@ -233,8 +245,13 @@ def solve_positions(
         if not kept:
             break
         residuals = _residuals(positions, tiles, kept)
-        worst = int(np.argmax(residuals))
-        if residuals[worst] > max_residual_px:
+        # Residual in standard errors of the pair (weights are inverse variances).
+        normalized = np.array([
+            np.sqrt(np.sum(p.axis_weights() * r**2)) if np.hypot(*r) > MIN_PRUNED_RESIDUAL_PX else 0.0
+            for p, r in zip(kept, _residual_vectors(positions, tiles, kept))
+        ]) if weighted else np.zeros(len(kept))
+        worst = int(np.argmax(np.maximum(residuals / max_residual_px, normalized / MAX_NORMALIZED_RESIDUAL)))
+        if residuals[worst] > max_residual_px or normalized[worst] > MAX_NORMALIZED_RESIDUAL:
             logger.debug("dropping pair %s-%s (residual %.2f px)", kept[worst].a, kept[worst].b,
                          residuals[worst])
             del kept[worst]
