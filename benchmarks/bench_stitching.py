@@ -150,7 +150,7 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None) -> None
         for seed in seeds:
             mosaic = simulate_mosaic(condition, seed)
             grid = workdir / f"matrix_seed{seed}.ome.zarr"
-            write_simulated_mosaic(mosaic, grid)
+            write_simulated_mosaic(mosaic, grid, overwrite=True)
             transform = stitch_mosaic_grid(grid, workdir / f"matrix_seed{seed}_stitched.ome.zarr",
                                            n_levels=0, overwrite=True)
             chosen = [t for t in mosaic.truth if t not in mosaic.empty_tiles]

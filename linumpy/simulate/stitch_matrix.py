@@ -286,7 +286,7 @@ def simulate_mosaic(condition: MosaicCondition, seed: int) -> SimulatedMosaic:
 
 
 def write_simulated_mosaic(mosaic: SimulatedMosaic, path: str | os.PathLike,
-                           resolution_mm: float = 0.003) -> None:
+                           resolution_mm: float = 0.003, overwrite: bool = False) -> None:
     """Write a drawn mosaic as a mosaic grid OME-Zarr (input of ``linum_stitch_3d.py``)."""
     from linumpy.io.zarr import save_omezarr
 
@@ -300,7 +300,8 @@ def write_simulated_mosaic(mosaic: SimulatedMosaic, path: str | os.PathLike,
         "tile_positions_truth_px": [[r, c, *map(float, p)] for (r, c), p in sorted(mosaic.truth.items())],
     }
     save_omezarr(mosaic.grid, path, (resolution_mm / 2, resolution_mm, resolution_mm),
-                 chunks=(condition.depth, size, size), n_levels=0, attributes=attributes)
+                 chunks=(condition.depth, size, size), n_levels=0, attributes=attributes,
+                 overwrite=overwrite)
 
 
 def aligned_errors(estimated: dict, truth: dict, reference: list | None = None) -> dict:
