@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 CACHE := .cache
 NF_LINT_JAR := $(CACHE)/nextflow-lint/language-server-all.jar
 DEMO_DIR ?= demo_output
+# Slices reconstructed at once by `make demo` (default: every core).
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: demo test venv bench lint-jar clean
 
@@ -39,7 +41,7 @@ test: venv lint-jar
 	NF_LINT_JAR=$(abspath $(NF_LINT_JAR)) $(BIN)/python -m pytest
 
 demo: venv
-	$(BIN)/python bin/linum_run_local.py --simulate small --outdir $(DEMO_DIR)
+	$(BIN)/python bin/linum_run_local.py --simulate small --outdir $(DEMO_DIR) --workers $(WORKERS)
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

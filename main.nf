@@ -52,5 +52,7 @@ workflow {
         Each task's log is .command.log in its work directory (see the error above).
         A slice that cannot be reconstructed can be left out: add its id to
         exclude_slices (e.g. --exclude_slices 3) and rerun with -resume.
+        A full disk or quota ("No space left on device") is not the slice's
+        fault: free space and rerun with -resume instead.
         """.stripIndent()
 }

@@ -11,9 +11,18 @@ time (user + system: on a shared, loaded machine the wall time mostly
 measures the other users) and its peak resident memory (``ru_maxrss``). Peak memory should stay flat as the
 slice grows (the steps stream lateral blocks of whole A-lines).
 
+With ``--matrix``, instead: the depth-correction test matrix
+(``benchmarks/matrix_chain.py``): each condition of
+``linumpy.simulate.conditions`` and seed is simulated (``tiny``, 8 slices),
+run through mosaic grid, stitch and axial correction, and scored against the
+truth: the focus profile's largest relative error below the cut, the
+attenuation (tissue mean and the homogeneous reference columns) and the
+number of QC flags; one Markdown row per case.
+
 Usage::
 
     python benchmarks/bench_intensity.py [--sizes_mib 512 1536] [--workdir DIR] [--keep]
+    python benchmarks/bench_intensity.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -95,7 +104,14 @@ def main() -> None:
     parser.add_argument("--sizes_mib", type=int, nargs="+", default=[512, 1536])
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="Keep the synthetic slices and outputs.")
+    parser.add_argument("--matrix", action="store_true", help="Run the depth-correction test matrix instead.")
+    parser.add_argument("--conditions", nargs="+", default=None, help="Matrix conditions [all].")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Matrix seeds [tune + check seeds].")
+    parser.add_argument("--n_slices", type=int, default=8, help="Matrix slices per case [%(default)s].")
     args = parser.parse_args()
+    if args.matrix:
+        run_matrix(args)
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_intensity_"))
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -135,6 +151,21 @@ def main() -> None:
     for row in results:
         print(f"| {row['step']} | {row['input_shape']} | {row['input_MB']} | {row['seconds']} | "
               f"{row['MB_per_s']} | {row['cpu_s']} | {row['MB_per_cpu_s']} | {row['peak_rss_MiB']} |")
+
+
+def run_matrix(args: argparse.Namespace) -> None:
+    """The depth-correction matrix: one row of worst per-slice errors per condition and seed."""
+    from matrix_chain import CHECK_SEEDS, TUNE_SEEDS, intensity_row, print_table, run_case
+
+    from linumpy.simulate.conditions import CONDITIONS
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_matrix_"))
+    rows = []
+    for condition in args.conditions or list(CONDITIONS):
+        for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
+            rows.append(intensity_row(run_case(workdir, condition, seed, args.n_slices, stack=False)))
+            print(json.dumps(rows[-1]), flush=True)
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,15 @@ in a fresh process, and prints wall time, time per slice and peak RSS. The
 time per slice should stay flat (linear cost) and so should the peak RSS
 (memory independent of the number of slices).
 
+With ``--matrix``, instead: the depth-correction test matrix
+(``benchmarks/matrix_chain.py``) through the whole chain (tiny, 8 slices per
+case), scored against the truth: volume NCC with the phantom inside tissue,
+CV along depth of the per-plane mean-intensity ratio to the truth, largest
+step of that ratio at a slab boundary, largest slice depth error (axial
+voxels) and largest boundary ratio left in the stack's QC record.
+
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
+       python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -96,7 +104,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="Lateral size of a slice, pixels.")
     parser.add_argument("--counts", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--workdir", type=Path, help="Keep the data here (default: a temporary directory).")
+    parser.add_argument("--matrix", action="store_true", help="Run the depth-correction test matrix instead.")
+    parser.add_argument("--conditions", nargs="+", default=None, help="Matrix conditions [all].")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Matrix seeds [tune + check seeds].")
+    parser.add_argument("--n_slices", type=int, default=8, help="Matrix slices per case [%(default)s].")
     args = parser.parse_args()
+    if args.matrix:
+        run_matrix(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +129,30 @@ def main() -> None:
         first, last = rows[0], rows[-1]
         print(f"per-slice time ratio {last[0]} vs {first[0]} slices: wall {last[1] / first[1]:.2f}, "
               f"cpu {last[2] / first[2]:.2f} (1.0 = linear); peak RSS ratio {last[3] / first[3]:.2f} (1.0 = flat)")
+
+
+def run_matrix(args: argparse.Namespace) -> None:
+    """The depth-correction matrix through the stack: one row of scores per condition and seed."""
+    from matrix_chain import CHECK_SEEDS, TUNE_SEEDS, intensity_row, print_table, run_case
+
+    from linumpy.simulate.conditions import CONDITIONS
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_matrix_"))
+    rows = []
+    for condition in args.conditions or list(CONDITIONS):
+        for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
+            case = run_case(workdir, condition, seed, args.n_slices)
+            ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
+            steps = np.diff(case["z_error_px"])
+            rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"],
+                         "plane_ratio_cv": case["plane_ratio_cv"], "max_boundary_step": case["max_boundary_step"],
+                         "max_step_z_error_px": round(float(np.abs(steps).max()), 3) if steps.size else 0.0,
+                         "max_z_error_px": case["max_z_error_px"],
+                         "worst_qc_boundary_ratio": round(max((abs(r - 1) for r in ratios), default=0.0), 4),
+                         "n_motor_fallback": case["stack_qc"]["metrics"]["n_motor_fallback"],
+                         **{k: v for k, v in intensity_row(case).items() if k.endswith("mu_error")}})
+            print(json.dumps(rows[-1]), flush=True)
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
+from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, AxialSettings, correct_slice
 from linumpy.io.profiles import read_depth_profile
 
@@ -23,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("in_zarr", help="Input slice (z, y, x) OME-Zarr.")
     parser.add_argument("out_zarr", help="Output OME-Zarr.")
-    parser.add_argument("--surface_depth_um", type=float, default=0.0,
+    parser.add_argument("--surface_depth_um", type=finite_float, default=0.0,
                         help="Depth of the flattened surface in the output [%(default)s].")
-    parser.add_argument("--useful_depth_um", type=float, default=None,
+    parser.add_argument("--useful_depth_um", type=finite_float, default=None,
                         help="Output depth [from the mean surface to the bottom of the input].")
     parser.add_argument("--focus", choices=FOCUS_MODES, default="background",
                         help="Focus correction: mean profile of the agarose A-lines, a Gaussian "

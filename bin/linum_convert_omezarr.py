@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, run
+from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.io.convert import convert
 from linumpy.io.ngff import NGFF_VERSIONS
@@ -21,9 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("input", metavar="IN", help="Input .tif/.tiff or .ome.zarr.")
     parser.add_argument("output", metavar="OUT", help="Output .ome.zarr or .tif/.tiff.")
-    parser.add_argument("--resolution", type=float, nargs="+", metavar="UM",
-                        help="Voxel size in micrometres: one value (isotropic) or z y x. "
-                             "Default: the input's.")
+    parser.add_argument("--voxel_size_um", type=finite_float, nargs="+", metavar="UM",
+                        help="Voxel size of a TIFF input, micrometres (declared, not resampled): one "
+                             "value (isotropic) or Z Y X [the input's metadata].")
     parser.add_argument("--chunks", type=int, nargs="+", metavar="N",
                         help="Chunk shape (z y x or y x). Default: 64 256 256 / 1024 1024, or the input's.")
     parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     convert(
-        args.input, args.output, resolution_um=args.resolution, chunks=args.chunks,
+        args.input, args.output, resolution_um=args.voxel_size_um, chunks=args.chunks,
         compression=args.compression, n_levels=args.n_levels, ngff_version=args.ngff_version,
         shards=args.shards, overwrite=args.overwrite,
     )

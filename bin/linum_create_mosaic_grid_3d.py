@@ -10,7 +10,7 @@ tile laterally) and its 2D average intensity projection
 import argparse
 from pathlib import Path
 
-from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
+from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.naming import mosaic_grid_name
 from linumpy.mosaic.grid import DTYPES, write_mosaic_grid
@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_zarr", help="Output 3D mosaic grid (.ome.zarr).")
     parser.add_argument("--slice", type=int, required=True, help="Slice id to lay out.")
     parser.add_argument("--aip", help="Output 2D AIP (default: mosaic_grid_2d_zNN.ome.zarr beside OUT_ZARR).")
-    parser.add_argument("--resolution", type=float, help="Lateral output resolution, um (default: the tiles').")
+    parser.add_argument("--resolution", type=finite_float, help="Lateral output resolution, um (default: the tiles').")
     parser.add_argument(
-        "--axial_resolution", type=float,
+        "--axial_resolution", type=finite_float,
         help="Axial resolution of the raw tiles, um (default: acquisition.json's, else 1.5).",
     )
     parser.add_argument("--z_range", type=int, nargs=2, metavar=("Z0", "Z1"), help="Keep depth samples [Z0, Z1).")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
+from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.intensity.slice_normalization import OUTPUT_DTYPES, NormalizeSettings, normalize_slice
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("in_zarr", help="Input slice (z, y, x) OME-Zarr.")
     parser.add_argument("out_zarr", help="Output OME-Zarr.")
-    parser.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    parser.add_argument("--percentiles", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
                         default=NormalizeSettings.percentiles,
                         help="Tissue percentiles mapped to 0 and 1 [%(default)s].")
     parser.add_argument("--flatfield", action="store_true",

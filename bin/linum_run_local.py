@@ -8,17 +8,20 @@ are complete, so an interrupted run resumes where it stopped.
 
 Examples:
     linum_run_local.py --simulate small --outdir demo_output
+    linum_run_local.py --simulate small --outdir demo_output --stack_resolution 10   # a lighter volume
     linum_run_local.py --params params.yaml --input /data/brain --outdir results --workers 4
 """
 
 import argparse
 import os
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
+from linumpy.pipeline.child import exit_on_sigterm
 from linumpy.pipeline.params import load_params
 from linumpy.pipeline.runner import run_pipeline
+from linumpy.pipeline.summary import end_of_run_lines
 
-DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+DEFAULT_WORKERS = os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,24 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Simulate an acquisition (tiny, small, large) into OUTDIR/acquisition.")
     parser.add_argument("--outdir", metavar="DIR", help="Output directory [params file, else results].")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="Slices processed at the same time [%(default)s].")
+                        help="Slices processed at the same time [all cores: %(default)s].")
     parser.add_argument("--slices", type=int, nargs="+", metavar="ID", help="Reconstruct only these slices.")
     parser.add_argument("--exclude_slices", type=int, nargs="+", metavar="ID", help="Leave these slices out.")
+    parser.add_argument("--allow_gaps", action="store_true", default=None,
+                        help="Stack even when slice ids between the selected ones are missing.")
+    parser.add_argument("--stack_resolution", type=finite_float, metavar="UM",
+                        help="Voxel size of the final volume, micrometres [params file, else the slices' "
+                             "finest lateral pixel: full resolution]. The 10/25/50/100 um analysis levels "
+                             "coarser than it are added.")
     add_overwrite_argument(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    exit_on_sigterm()
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,
-        "slices": args.slices, "exclude_slices": args.exclude_slices,
+        "slices": args.slices, "exclude_slices": args.exclude_slices, "allow_gaps": args.allow_gaps,
+        "stack_resolution": args.stack_resolution,
     })
     if args.simulate is not None:  # the command line wins over an input in the params file
         params = params.model_copy(update={"input": None})
-    summary = run_pipeline(params, args.workers, progress=progress_enabled(args), overwrite=args.overwrite)
+    summary = run_pipeline(params, args.workers, progress=not args.quiet, overwrite=args.overwrite)
     if not args.quiet:
-        print(f"done: {len(summary.ran)} tasks run, {len(summary.skipped)} skipped (already complete); "
-              f"volume in {params.outdir}/stack/volume.ome.zarr, report in {params.outdir}/report.html")
+        print("\n".join(end_of_run_lines(summary, params.outdir, params.input)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ by NCC, lateral shift by phase correlation; low-confidence estimates leave
 the motor position). From each slice only its step to the next slice (at
 least the thickness) plus --blend_overlap_um below its surface is kept (the
 deeper, noisier planes are dropped); consecutive slices are blended with a
-linear ramp over their overlap. The output is built chunk by chunk at --resolution and gets an
+linear ramp over their overlap. The output is built chunk by chunk at --resolution (default:
+the slices' finest lateral pixel, i.e. full resolution) and gets an
 analysis pyramid (--pyramid_resolutions at or above the base resolution).
 Every placement estimate is saved to --shifts_out; a QC record
 (<out stem>_qc.json and figures) sits beside the output. See docs/stacking.md.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
+from linumpy.cli import add_overwrite_argument, finite_float, make_parser, progress_enabled, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.stack.files import DEFAULT_PYRAMID_RESOLUTIONS_UM, stack_slice_files
 
@@ -29,18 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", metavar="OUT_ZARR", help="Stacked volume (.ome.zarr).")
     parser.add_argument("--motor_positions", required=True, metavar="CSV",
                         help="Motor table (linum_collect_motor_positions.py).")
-    parser.add_argument("--slice_thickness_um", type=float,
+    parser.add_argument("--slice_thickness_um", type=finite_float,
                         help="Vibratome slice thickness [from --acquisition_json, "
                              "else the median motor z step].")
     parser.add_argument("--acquisition_json", metavar="JSON",
                         help="acquisition.json sidecar holding slice_thickness_um.")
-    parser.add_argument("--blend_overlap_um", type=float, metavar="UM",
+    parser.add_argument("--blend_overlap_um", type=finite_float, metavar="UM",
                         help="Depth kept below each slice's surface beyond its step to the next "
                              "slice (at least the thickness), blended with the next slice; deeper "
                              "planes are dropped [10%% of the thickness].")
-    parser.add_argument("--resolution", type=float, default=10.0, metavar="UM",
-                        help="Isotropic output voxel size, micrometres [%(default)s].")
-    parser.add_argument("--pyramid_resolutions", type=float, nargs="+", default=list(DEFAULT_PYRAMID_RESOLUTIONS_UM),
+    parser.add_argument("--resolution", type=finite_float, metavar="UM",
+                        help="Isotropic output voxel size, micrometres [the slices' finest lateral pixel: "
+                             "full resolution].")
+    parser.add_argument("--pyramid_resolutions", type=finite_float, nargs="+", default=list(DEFAULT_PYRAMID_RESOLUTIONS_UM),
                         metavar="UM", help="Analysis pyramid resolutions, micrometres; only those "
                                            "at or above --resolution are written [%(default)s].")
     parser.add_argument("--allow_gaps", action="store_true",
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shifts_out", metavar="JSON",
                         help="Placement estimates for QC [<out stem>_shifts.json].")
     parser.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="Output chunk shape [(64, 256, 256) capped by the volume].")
+                        help="Output chunk shape, voxels [64 256 256, capped by the volume].")
     parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
                         help="Output codec [%(default)s].")
     add_overwrite_argument(parser)

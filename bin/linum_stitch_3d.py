@@ -16,7 +16,7 @@ Example:
 
 import argparse
 
-from linumpy.cli import add_omezarr_output_arguments, make_parser, progress_enabled, run
+from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.stitching.blend import BLEND_MODES
 from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.stitch import stitch_mosaic_grid
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Apply this saved transform instead of estimating one.")
     parser.add_argument("--blend", choices=BLEND_MODES, default="feather",
                         help="Fusion of overlapping tiles [%(default)s].")
-    parser.add_argument("--max_shift_px", type=float, default=DEFAULT_MAX_SHIFT_PX,
+    parser.add_argument("--max_shift_px", type=finite_float, default=DEFAULT_MAX_SHIFT_PX,
                         help="Stage uncertainty: largest correction of the nominal offset of two "
                              "neighbouring tiles searched, pixels [%(default)s].")
     add_omezarr_output_arguments(parser)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -18,11 +20,15 @@ from linumpy.errors import LinumpyError
 from linumpy.io.atomic import TEMP_MARKER
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.qc import warning_log
 
 #: Exit status for an error the user can fix (bad input, refused output).
 EXIT_USER_ERROR = 2
 #: Exit status when memory ran out: Nextflow retries the task with more memory.
 EXIT_OUT_OF_MEMORY = 137
+
+#: Exit status when the reader of the output went away (a shell's 128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 #: What to do about the file-system errors every script may meet.
 _OS_ERROR_FIXES = {
@@ -57,6 +63,63 @@ def os_error_message(error: OSError, program: str) -> str | None:
     return f"{where}: {reason}; {fix}" if fix else f"{where}: {reason}"
 
 
+def readable_default(value: object) -> str:
+    """A default value as a user types it, not as Python prints it.
+
+    Examples
+    --------
+    >>> readable_default([(1.0, 95.0)]), readable_default([10.0, 25.0]), readable_default(None)
+    ('1 95', '10 25', 'none')
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return " ".join(readable_default(item) for item in value)
+    return str(value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The help layout of every script: UPPER-CASE positional names, readable defaults.
+
+    Positional arguments without an explicit ``metavar`` show their name in
+    upper case (``RESULTS_DIR``), like options' values; ``%(default)s`` in a
+    help text prints lists as space-separated values (``1 95``, the way they
+    are typed) and floats without trailing zeros.
+    """
+
+    def _get_default_metavar_for_positional(self, action: argparse.Action) -> str:
+        return action.dest.upper()
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, (str, int)) and not isinstance(action.default, bool):
+            return super()._expand_help(action)
+        readable = argparse.Action(action.option_strings, action.dest, default=readable_default(action.default),
+                                   type=action.type, choices=action.choices, help=action.help,
+                                   metavar=action.metavar, nargs=action.nargs if action.nargs != 0 else None)
+        return super()._expand_help(readable)
+
+
+def finite_float(text: str) -> float:
+    """Argparse type of every numeric option: a float, refusing ``inf`` and ``nan``.
+
+    Examples
+    --------
+    >>> finite_float("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def make_parser(description: str | None) -> argparse.ArgumentParser:
     """Return an argument parser with the options every script shares.
 
@@ -72,7 +135,7 @@ def make_parser(description: str | None) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="Log debugging details.")
@@ -104,8 +167,12 @@ def add_omezarr_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    """Whether progress bars should be shown for these parsed arguments."""
-    return not getattr(args, "quiet", False)
+    """Whether progress bars should be shown: not ``--quiet`` and stderr is a terminal.
+
+    Redirected to a file (nohup, SLURM, the runners' task logs), a script
+    writes its log lines only, never carriage-return progress bars.
+    """
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
 def run(
@@ -120,7 +187,10 @@ def run(
     orchestrators retry the task with more memory; a file-system failure
     (full disk, quota, read-only, permission, or any OSError naming a file)
     prints ``error: <path>: <reason>; <fix>`` and exits with 2 too. Other
-    exceptions are bugs and keep their traceback.
+    exceptions are bugs and keep their traceback. A reader that closes the
+    output early (``script | head``) ends the script quietly with status 141.
+    Warnings logged while ``main`` runs are collected for the QC record the
+    script writes (:mod:`linumpy.qc.warning_log`).
 
     Parameters
     ----------
@@ -134,8 +204,13 @@ def run(
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    warning_log.install()
     try:
         main(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:  # the reader stopped early (``| head``): not an error of the script
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
     except LinumpyError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

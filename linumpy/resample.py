@@ -68,7 +68,7 @@ def centre_shift_mm(in_resolution_mm: Sequence[float], out_resolution_mm: Sequen
     return tuple(0.5 * (o - i) for i, o in zip(in_resolution_mm, out_resolution_mm))
 
 
-def block_mean(data: da.Array, factors: Sequence[int]) -> da.Array:
+def block_mean(data: da.Array, factors: Sequence[int], last_weights: Sequence[float] | None = None) -> da.Array:
     """Downsample by integer factors, each output voxel the mean of one block.
 
     Parameters
@@ -77,6 +77,12 @@ def block_mean(data: da.Array, factors: Sequence[int]) -> da.Array:
         Input of any dimensionality, any chunking.
     factors : sequence of int
         One factor >= 1 per axis, e.g. ``(1, 2, 2)`` to halve y and x only.
+    last_weights : sequence of float, optional
+        Weight in (0, 1] of the last element along each axis, the others
+        weighing 1: when ``data`` is itself a block mean whose border voxels
+        cover only part of a block, their weight is that part, so that the
+        result equals the block mean of the original data (see
+        :func:`pyramid_edge_weights`).
 
     Returns
     -------
@@ -99,13 +105,32 @@ def block_mean(data: da.Array, factors: Sequence[int]) -> da.Array:
         raise ValueError(f"need one integer factor >= 1 per axis of a {data.ndim}D array, got {factors}")
     if all(f == 1 for f in factors):
         return data
+    weights = tuple(float(w) for w in last_weights) if last_weights is not None else (1.0,) * data.ndim
+    if len(weights) != data.ndim or not all(0 < w <= 1 for w in weights):
+        raise ValueError(f"need one last weight in (0, 1] per axis of a {data.ndim}D array, got {weights}")
     aligned = data.rechunk(tuple(_chunks_aligned_to(c, f) for c, f in zip(data.chunks, factors)))
     out_chunks = tuple(
         tuple(math.ceil(c / f) for c in axis_chunks) for axis_chunks, f in zip(aligned.chunks, factors)
     )
     return aligned.map_blocks(
-        _block_mean_numpy, factors=factors, chunks=out_chunks, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
+        _block_mean_numpy, factors=factors, last_weights=weights, shape=data.shape, chunks=out_chunks,
+        dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
     )
+
+
+def pyramid_edge_weights(base_shape: Sequence[int], shape: Sequence[int], span: Sequence[int]) -> tuple[float, ...]:
+    """Weights of the last voxel along each axis of a pyramid level, for :func:`block_mean`.
+
+    A level of ``shape`` whose voxels each cover ``span`` voxels of the base
+    (level 0, ``base_shape``) has full voxels except possibly the last one
+    along each axis, which covers only what is left of the base.
+
+    Examples
+    --------
+    >>> pyramid_edge_weights((1, 4, 7), (1, 2, 4), (1, 2, 2))  # x: the last voxel covers 1 of 2
+    (1.0, 1.0, 0.5)
+    """
+    return tuple((n0 - (n - 1) * s) / s for n0, n, s in zip(base_shape, shape, span))
 
 
 def resample_to_resolution(
@@ -189,22 +214,42 @@ def _cast_like(values: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype, copy=False)
 
 
-def _block_mean_numpy(block: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+def _block_mean_numpy(
+    block: np.ndarray, factors: tuple[int, ...], last_weights: tuple[float, ...] = (),
+    shape: tuple[int, ...] = (), block_info: dict | None = None,
+) -> np.ndarray:
     """Block mean of one numpy block whose borders fall on multiples of the factors.
 
     Sums are accumulated offset by offset (strided views, no copies of the
-    input), exactly in integers for integer data, in float64 otherwise.
+    input), exactly in integers for integer data, in float64 otherwise. In a
+    block holding the array's last element along an axis whose last weight is
+    not 1, that axis is summed with weights (in float64).
     """
-    accumulator = _accumulator_dtype(block.dtype, math.prod(factors))
+    weighted = _weighted_axes(block, factors, last_weights, shape, block_info)
+    accumulator = np.dtype(np.float64) if weighted else _accumulator_dtype(block.dtype, math.prod(factors))
     total = block
-    counts = np.ones((1,) * block.ndim, np.int64)
+    counts = np.ones((1,) * block.ndim, np.float64 if weighted else np.int64)
     for axis, factor in enumerate(factors):
         if factor > 1:
-            total, axis_counts = _sum_strided(total, factor, axis, accumulator)
+            total, axis_counts = _sum_strided(total, factor, axis, accumulator, weighted.get(axis))
             counts = counts * axis_counts
     if np.issubdtype(accumulator, np.integer):
         return _rounded_integer_mean(total, counts).astype(block.dtype)
     return _cast_like(total / counts, block.dtype)
+
+
+def _weighted_axes(
+    block: np.ndarray, factors: tuple[int, ...], last_weights: tuple[float, ...], shape: tuple[int, ...],
+    block_info: dict | None,
+) -> dict[int, float]:
+    """``{axis: weight}`` of the axes along which this block holds a last element of weight < 1."""
+    if block_info is None or not last_weights:
+        return {}
+    location = block_info[0]["array-location"]
+    return {
+        axis: weight for axis, (weight, factor, (_, stop), n) in enumerate(zip(last_weights, factors, location, shape))
+        if weight != 1 and factor > 1 and stop == n
+    }
 
 
 def _rounded_integer_mean(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -227,11 +272,21 @@ def _accumulator_dtype(dtype: np.dtype, block_size: int) -> np.dtype:
 
 
 def _sum_strided(
-    values: np.ndarray, factor: int, axis: int, accumulator: np.dtype
+    values: np.ndarray, factor: int, axis: int, accumulator: np.dtype, last_weight: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum runs of ``factor`` along ``axis``; return the sums and the run lengths."""
+    """Sum runs of ``factor`` along ``axis``; return the sums and the run lengths.
+
+    With ``last_weight``, the last element along ``axis`` counts for that
+    fraction of an element, in the sum and in the run length.
+    """
     n = values.shape[axis]
     m = math.ceil(n / factor)
+    if last_weight is not None:
+        weights = np.ones(n)
+        weights[-1] = last_weight
+        shape = [1] * values.ndim
+        shape[axis] = n
+        values = values * weights.reshape(shape)
 
     def offset(o: int) -> tuple[slice, ...]:
         index = [slice(None)] * values.ndim
@@ -246,8 +301,8 @@ def _sum_strided(
         total[tuple(index)] += part
     shape = [1] * values.ndim
     shape[axis] = m
-    counts = np.full(m, factor, np.int64)
-    counts[-1] = n - factor * (m - 1)
+    counts = np.full(m, factor, np.int64 if last_weight is None else np.float64)
+    counts[-1] = n - factor * (m - 1) - (0 if last_weight is None else 1 - last_weight)
     return total, counts.reshape(shape)
 
 

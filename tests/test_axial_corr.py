@@ -45,7 +45,7 @@ def synthetic_volume(shape=(100, 48, 48), mu=4.0, focus_px=(35.0, 30.0), floor=0
     reflectivity = np.where(tissue, 1.0, 0.03)[None]
     mus = np.where(tissue, mu, 0.3)[None]
     signal = np.where(depth_mm >= 0, reflectivity * np.exp(-2 * mus * np.clip(depth_mm, 0, None)), 0.0)
-    gain = focus.gaussian_profile(n_z, *focus_px)[:, None, None]
+    gain = focus.focus_model("gaussian", np.arange(n_z), 1.0, *focus_px)[:, None, None]
     volume = signal * gain * rng.gamma(2.0, 0.5, shape) + floor * rng.standard_exponential(shape)
     return volume.astype(np.float32), true_surface, tissue
 
@@ -133,28 +133,58 @@ def test_vermeer_mean_attenuation_with_speckle_and_noise_floor():
 # --- focus ---------------------------------------------------------------------------------
 
 
-def test_background_profile_and_gaussian_fit_recover_the_focus():
-    volume, _, _ = synthetic_volume(shape=(100, 64, 64), mu=4.0, focus_px=(40.0, 25.0), agarose_border=18)
+def background_of(volume: np.ndarray) -> tuple[focus.BackgroundStatistics, float | None]:
     found = surface.detect_surface(volume)
-    stats = focus.BackgroundStatistics(volume.shape[0])
+    stats = focus.BackgroundStatistics(volume.shape[0], volume.shape[1:], max_cells=16)
     stats.add(volume, found, focus.line_levels(volume, found, neighbourhood_px=4))
-    bins = stats.background_bins()
-    assert bins is not None
-    profile = stats.background_profile(bins)
-    truth = focus.gaussian_profile(100, 40.0, 25.0)
-    measured = focus.normalized_profile(profile)
+    return stats, stats.tissue_level()
+
+
+def test_background_profile_and_model_fit_recover_the_focus():
+    volume, _, _ = synthetic_volume(shape=(100, 64, 64), mu=4.0, focus_px=(40.0, 25.0), agarose_border=18)
+    stats, level = background_of(volume)
+    assert level is not None
+    measured, support = stats.background_profile(stats.agarose_cells(level), stats.noise_floor(stats.tissue_cells(level)),
+                                                 np.ceil(stats.cell_surfaces()) + 3)
+    estimate = focus.estimate_focus(measured, support, 12.0, 1.5)
+    truth = focus.focus_model("gaussian", np.arange(100), 1.0, 40.0, 25.0)
     # agarose attenuation (0.3/mm) bends the profile by < 6% over the range
-    assert np.allclose(measured[20:90], truth[20:90], rtol=0.08)
-    centre, width = focus.fit_gaussian_focus(profile[20:90])
-    assert abs(centre + 20 - 40.0) < 2.0 and abs(width - 25.0) < 2.5
+    reference = int(round(estimate.qc["focus_reference_depth_um"] / 1.5))
+    assert np.allclose(estimate.profile[20:90], truth[20:90] / truth[reference], rtol=0.08)
+    forced = focus.estimate_focus(measured, support, 12.0, 1.5, model="gaussian")
+    assert abs(forced.qc["focus_model_center_um"] / 1.5 - 40.0) < 2.0
+    assert abs(forced.qc["focus_model_width_um"] / 1.5 - 25.0) < 2.5
+
+
+def test_a_few_bright_a_lines_cannot_take_over_the_focus_profile():
+    """The issue's failure: 8 shallow A-lines at 4.7x the agarose decided the maximum (every tissue depth clipped)."""
+    z = np.arange(120.0)
+    truth = focus.focus_model("lorentzian", z, 1.0, 55.0, 20.0)
+    support = np.where(z < 40, 8, 4000)
+    measured = truth * np.where(z < 40, 4.7, 1.0)
+    estimate = focus.estimate_focus(measured, support, 10.0, 1.5)
+    assert estimate.qc["focus_model"] == "lorentzian" and estimate.qc["focus_clipped_depths"] == 0
+    scaled = estimate.profile / estimate.profile[55]
+    assert np.allclose(scaled, truth / truth[55], rtol=0.02)
+    assert estimate.qc["focus_support_min_tissue"] == 8 and estimate.qc["focus_measured_fraction"] < 0.75
+    assert any("weakly supported" in flag for flag in estimate.flags)
+
+
+def test_dark_tissue_inside_the_sample_is_not_agarose():
+    volume, _, tissue = synthetic_volume(shape=(100, 64, 64), agarose_border=14)
+    dark = np.zeros(tissue.shape, bool)
+    dark[24:40, 24:40] = True  # a dark region inside the sample, as dim as agarose
+    volume[:, dark] *= 0.03
+    stats, level = background_of(volume)
+    cells = stats.agarose_cells(level).reshape(stats.grid)
+    rows, cols = np.nonzero(cells)
+    centres_y, centres_x = (rows + 0.5) * stats.cell_px, (cols + 0.5) * stats.cell_px
+    assert cells.any() and not ((abs(centres_y - 32) < 12) & (abs(centres_x - 32) < 12)).any()
 
 
 def test_no_background_means_no_focus_profile():
     volume, _, _ = synthetic_volume(agarose_border=-40)  # tissue everywhere
-    found = surface.detect_surface(volume)
-    stats = focus.BackgroundStatistics(volume.shape[0])
-    stats.add(volume, found, focus.line_levels(volume, found))
-    assert stats.background_bins() is None
+    assert background_of(volume)[1] is None
 
 
 # --- whole slices --------------------------------------------------------------------------
@@ -302,7 +332,7 @@ def test_options_crop_flatten_and_use_a_given_profile(tmp_path):
     volume, true_surface, tissue = synthetic_volume(focus_px=(35.0, 30.0))
     source = save_volume(volume, tmp_path / "in.ome.zarr")
     out = tmp_path / "out.ome.zarr"
-    profile = focus.gaussian_profile(volume.shape[0], 35.0, 30.0)
+    profile = focus.focus_model("gaussian", np.arange(volume.shape[0]), 1.0, 35.0, 30.0)
     settings = AxialSettings(surface_depth_um=6 * 1.5, useful_depth_um=60 * 1.5, focus_profile=profile)
     attributes = correct_slice(source, out, settings, n_levels=0)
     corrected = read_omezarr(out)[0].compute()

@@ -54,7 +54,7 @@ def test_scripts_have_the_contract_shape():
         options = {option for action in parser._actions for option in action.option_strings}
         assert {"--verbose", "--quiet"} <= options
     convert = {o for a in load_script("linum_convert_omezarr").build_parser()._actions for o in a.option_strings}
-    assert {"--resolution", "--chunks", "--compression", "--n_levels", "--ngff_version", "--shards", "--overwrite"} <= convert
+    assert {"--voxel_size_um", "--chunks", "--compression", "--n_levels", "--ngff_version", "--shards", "--overwrite"} <= convert
 
 
 def test_tiff_round_trip(tmp_path, image):
@@ -72,7 +72,7 @@ def test_tiff_round_trip(tmp_path, image):
     with pytest.raises(SystemExit) as exit_info:
         call("linum_convert_omezarr", plain, tmp_path / "p.ome.zarr")
     assert exit_info.value.code == 2
-    call("linum_convert_omezarr", plain, tmp_path / "p.ome.zarr", "--resolution", "10", "-q")
+    call("linum_convert_omezarr", plain, tmp_path / "p.ome.zarr", "--voxel_size_um", "10", "-q")
     assert read_omezarr(tmp_path / "p.ome.zarr")[1] == pytest.approx((0.010, 0.010))
 
 
@@ -101,11 +101,13 @@ def test_screenshot_orthogonal_planes_and_single_plane(tmp_path, image):
     out = tmp_path / "shot.png"
     call("linum_screenshot_omezarr", image, out, "-q")
     picture = np.asarray(Image.open(out))
-    assert picture.ndim == 2 and picture.shape[0] == 96 and picture.shape[1] > 80 * 2
+    # XY (96 x 80 px of 10 um) drawn at 512 px, XZ below and YZ beside it (12 planes: kept >= 12 px)
+    assert picture.ndim == 2 and picture.shape == (512 + 6 + 12, 427 + 6 + 12)
     assert picture.std() > 20  # contrast stretched, not a flat image
+    assert picture[520:, 440:].max() == 0 and picture[:512, :427].std() > 20
     single = tmp_path / "z3.png"
     call("linum_screenshot_omezarr", image, single, "--z", "3", "--level", "0", "-q")
-    assert np.asarray(Image.open(single)).shape == (96, 80)
+    assert np.asarray(Image.open(single)).shape == (512, 427)
     with pytest.raises(SystemExit):
         call("linum_screenshot_omezarr", image, tmp_path / "bad.png", "--z", "99")
     assert not (tmp_path / "bad.png").exists()

@@ -111,7 +111,8 @@ def test_runner_refuses_a_missing_acquisition_before_running_anything(tmp_path):
 @pytest.fixture(scope="module")
 def full_run(tiny_acquisition, tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("runner") / "results"
-    result = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir))
+    # 10 um (not the default full resolution) keeps the phantom comparison below quick
+    result = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), "--stack_resolution", "10")
     assert result.returncode == 0, result.stderr
     return outdir
 
@@ -221,7 +222,8 @@ def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run,
     layout = OutputLayout(outdir)
     first_done = layout.task_records / "create_mosaic_grid_z00.json"
     process = subprocess.Popen(
-        [sys.executable, str(RUNNER), "--workers", "2", "-q", "--input", str(tiny_acquisition),
+        [sys.executable, str(RUNNER), "--workers", "2", "-q", "--stack_resolution", "10",
+         "--input", str(tiny_acquisition),
          "--outdir", str(outdir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -238,7 +240,8 @@ def test_killed_run_resumes_and_gives_the_same_bytes(tiny_acquisition, full_run,
     assert {"collect_motor_positions", "create_mosaic_grid_z00"} <= set(finished)
 
     def resume() -> str:
-        result = subprocess.run([sys.executable, str(RUNNER), "--input", str(tiny_acquisition),
+        result = subprocess.run([sys.executable, str(RUNNER), "--stack_resolution", "10",
+                                 "--input", str(tiny_acquisition),
                                  "--outdir", str(outdir), "--workers", "2"],
                                 capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr
@@ -268,7 +271,7 @@ def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, 
             (grid / metadata).write_text("not json")
     (layout.task_records / "stitch_3d_z01.json").unlink()
 
-    failed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir))
+    failed = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), "--stack_resolution", "10")
     assert failed.returncode != 0
     message = failed.stderr.strip().splitlines()[-1]
     log = layout.logs / "stitch_3d_z01.log"
@@ -278,10 +281,29 @@ def test_failing_slice_stops_the_run_until_excluded(tiny_acquisition, full_run, 
     failure = read_qc_record(layout.root / "pipeline_info" / "pipeline_qc.json")
     assert list(failure["metrics"]["failed_slices"]) == ["1"]
 
-    excluded = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir),
+    excluded = run_local("--input", str(tiny_acquisition), "--outdir", str(outdir), "--stack_resolution", "10",
                          "--exclude_slices", "1")
     assert excluded.returncode == 0, excluded.stderr
     assert read_omezarr_info(layout.volume).attributes["slice_ids"] == [0, 2]
     assert not (layout.root / "pipeline_info" / "pipeline_qc.json").exists()  # the failure is gone
     flags = collect_qc(outdir).flags
     assert [(f.slice_id, f.step) for f in flags if f.message.startswith("excluded")] == [(1, "stack")]
+
+
+@pytest.mark.slow
+def test_trace_has_nextflow_columns_for_every_task_and_logs_have_no_carriage_returns(full_run):
+    from linumpy.pipeline.trace import TRACE_COLUMNS, read_trace
+
+    layout = OutputLayout(full_run)
+    lines = (full_run / "pipeline_info" / "trace.txt").read_text().splitlines()
+    assert tuple(lines[0].split("\t")) == TRACE_COLUMNS
+    assert all(len(line.split("\t")) == len(TRACE_COLUMNS) for line in lines[1:])
+    tasks = read_trace(full_run / "pipeline_info" / "trace.txt")
+    assert sorted(t.name.replace(" (", "_").rstrip(")") for t in tasks) == sorted(
+        p.stem for p in layout.task_records.glob("*.json"))
+    assert all(t.status == "COMPLETED" and t.exit == 0 for t in tasks)
+    assert all(t.realtime_s > 0 and t.cpu_s > 0 and t.peak_rss > 10_000_000 for t in tasks)
+    for log in layout.logs.glob("*.log"):
+        assert "\r" not in log.read_text(), f"{log.name}: progress bar in a log that is not a terminal"
+    html = layout.report.read_text()
+    assert '<table id="trace-table">' in html and '<table id="footprint-table">' in html

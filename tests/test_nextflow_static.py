@@ -142,9 +142,15 @@ def selector_for(process: str) -> str | None:
 # -- rendering a module's command line ------------------------------------------------------
 
 
+#: The shell-quoting idiom of conf/modules.config: ``X.replace("'", "'\\''")`` inside single quotes.
+_QUOTED = """.replace("'", "'\\\\''")"""
+
+
 def _value(expression: str, context: dict[str, Any]) -> Any:
-    """Evaluate the Groovy expressions the modules use: ``a``, ``a.b``, ``a.join(' ')``."""
+    """Evaluate the Groovy expressions the modules use: ``a``, ``a.b``, ``a.join(' ')``, quoting."""
     expression = expression.strip()
+    if expression.endswith(_QUOTED):
+        return str(_value(expression.removesuffix(_QUOTED), context)).replace("'", "'\\''")
     joined = expression.endswith(".join(' ')")
     parts = expression.removesuffix(".join(' ')").split(".")
     value: Any = context
@@ -165,7 +171,7 @@ def _text(value: Any) -> str:
 
 def render(template: str, context: dict[str, Any]) -> str:
     """Interpolate ``${...}`` in a Groovy string."""
-    return re.sub(r"\$\{([^}]*)\}", lambda m: _text(_value(m.group(1), context)), template)
+    return re.sub(r"\$\{((?:[^}\"]|\"[^\"]*\")*)\}", lambda m: _text(_value(m.group(1), context)), template)
 
 
 def rendered_ext_args(process: str, params: PipelineParams) -> str:
@@ -205,7 +211,8 @@ def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) ->
     motor = plan_motor_positions(params, layout, acquisition, upstream)
     chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
     normalized = {i: chain[3] for i, chain in chains.items()}
-    volume = plan_volume(params, layout, slice_ids, motor, normalized)
+    sidecar = acquisition / "acquisition.json" if params.input is not None else None
+    volume = plan_volume(params, layout, slice_ids, motor, normalized, sidecar)
     return [*upstream, motor, *(task for chain in chains.values() for task in chain), *volume]
 
 

@@ -150,7 +150,7 @@ def test_display_range_ignores_non_finite_values():
     assert figures.display_range(np.full(4, np.nan)) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("helper", ["depth", "histogram", "stack", "ortho"])
+@pytest.mark.parametrize("helper", ["depth", "histogram", "stack", "ortho", "continuity"])
 def test_figure_helpers_render_at_their_nominal_size(helper):
     rng = np.random.default_rng(0)
     depth = np.arange(20) * 3.5
@@ -161,7 +161,9 @@ def test_figure_helpers_render_at_their_nominal_size(helper):
         "stack": lambda: figures.stack_shifts_figure([0, 1, 2], np.array([[0, 0], [1, 2], [9, 9]]),
                                                      np.array([np.nan, 0.9, 0.1]), outliers=[2]),
         "ortho": lambda: figures.orthogonal_views_figure(figures.orthogonal_planes(rng.random((6, 8, 10))),
-                                                         (0.01, 0.005, 0.005)),
+                                                         (10.0, 5.0, 5.0)),
+        "continuity": lambda: figures.continuity_figure([0, 1, 2, 4], [0.0, 12.5, None, 3.0],
+                                                        [None, 0.9, 0.1, 0.8], missing_ids=[3]),
     }[helper]()
     buffer = io.BytesIO()
     made.savefig(buffer, format="png", dpi=FIGURE_DPI)
@@ -293,8 +295,8 @@ def test_report_has_one_row_per_slice_and_embeds_every_image(results):
     parser = _ReportParser()
     parser.feed(html_path.read_text())
     assert parser.row_ids == sorted([*SLICES, FAILED_SLICE])
-    assert len(parser.sources) == n_images
-    assert all(src.startswith("data:image/png;base64,") for src in parser.sources)
+    assert len(parser.sources) == n_images + len(SLICES) + 1, "figures, one thumbnail a slice, continuity"
+    assert all(src.startswith("data:image/webp;base64,") for src in parser.sources)
     assert all(link.startswith("#") for link in parser.links), "no external resource"
     assert "http://" not in html_path.read_text() and "https://" not in html_path.read_text()
 
@@ -302,11 +304,11 @@ def test_report_has_one_row_per_slice_and_embeds_every_image(results):
 def test_unnamed_images_go_to_their_slice_or_to_other_images(results):
     _, html_path, _ = results
     page = html_path.read_text()
-    slice_12 = page[page.index('<section id="slice-12">'):]
-    slice_12 = slice_12[:slice_12.index("</section>")]
+    slice_12 = page[page.index('<details id="slice-12">'):]
+    slice_12 = slice_12[:slice_12.index('<details id="slice-', 10) if '<details id="slice-' in slice_12[10:] else None]
     assert 'alt="qc/slice_z12_normalize.png"' in slice_12
-    other = page[page.index('<section id="other-images">'):]
-    assert 'alt="brain_screenshot.png"' in other and "slice_z12_normalize.png" not in other
+    whole = page[page.index('<details id="whole-brain">'):page.index('<details id="slice-')]
+    assert 'alt="brain_screenshot.png"' in whole and "slice_z12_normalize.png" not in whole
 
 
 def test_report_raises_the_expected_red_flags(results):
@@ -341,7 +343,8 @@ def test_unreadable_record_becomes_a_red_flag(tmp_path):
                                                                       "figures": {"gone": "gone.png"}}))
     flags = collect_qc(tmp_path).flags
     assert [(f.slice_id, f.step) for f in flags] == [(None, "pipeline")] + [(None, "report")] * 3 + [(2, "stitch_3d")]
-    assert flags.pop(0).message.startswith("pipeline_qc.json: metrics not understood (ValueError(")
+    assert flags.pop(0).message == ("pipeline_qc.json: metric failed_slices not understood "
+                                    "('seven' is not a slice id (a whole number))")
     assert "slice_z01_normalize_qc.json: unreadable QC record" in flags[0].message
     assert "slice_z03_normalize_qc.json: not a QC record (missing or ill-typed step, metrics)" in flags[1].message
     assert "slice_z04_normalize_qc.json: not a QC record (missing or ill-typed metrics)" in flags[2].message
@@ -380,21 +383,179 @@ def _chromium(html_path: Path, profile: Path, *extra: str) -> subprocess.Complet
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
-def test_report_renders_every_slice_and_image_in_headless_chromium(results, tmp_path):
+def test_report_fits_1280_px_and_every_image_decodes_in_headless_chromium(results, tmp_path):
     _, html_path, n_images = results
-    dom = _chromium(html_path, tmp_path / "profile", "--dump-dom")
+    n_total = n_images + len(SLICES) + 1
+    dom = _chromium(html_path, tmp_path / "profile", "--dump-dom", "--window-size=1280,900")
     assert dom.returncode == 0, dom.stderr[-2000:]
     parser = _ReportParser()
     parser.feed(dom.stdout)
     assert parser.row_ids == sorted([*SLICES, FAILED_SLICE])
     check = dom.stdout[dom.stdout.index('id="render-check"'):].split(">", 1)[0]
-    assert f'data-images-total="{n_images}"' in check
-    assert f'data-images-decoded="{n_images}"' in check, "some embedded image failed to decode"
+    assert f'data-images-total="{n_total}"' in check
+    assert f'data-images-decoded="{n_total}"' in check, "some embedded image failed to decode"
+    assert 'data-overflow-px="0"' in check, f"page wider than a 1280 px window: {check}"
 
     shot_path = tmp_path / "shot.png"
-    shot = _chromium(html_path, tmp_path / "profile", f"--screenshot={shot_path}", "--window-size=1000,800")
+    shot = _chromium(html_path, tmp_path / "profile", f"--screenshot={shot_path}", "--window-size=1280,1000")
     assert shot.returncode == 0 and shot_path.is_file(), shot.stderr[-2000:]
     pixels = np.asarray(Image.open(shot_path).convert("RGB"), dtype=np.int16)
     flagged_rows = np.all(np.abs(pixels - [0xFD, 0xE2, 0xE2]) <= 2, axis=-1)
     assert pixels.std() > 10, "screenshot is blank"
     assert flagged_rows.sum() > 1000, "flagged slice rows must be highlighted"
+
+
+# ---------------------------------------------------------------- hostile records (issue 12, items 5 and 7)
+
+SECRET = b"root:SECRET-HASH-8d1f:19000:0:99999:7:::\n"
+
+
+def _page_leaks(page: str, secret: bytes) -> bool:
+    """Whether ``secret`` appears in ``page`` as text or base64 (at any of the 3 alignments)."""
+    import base64
+    if secret.decode() in page:
+        return True
+    return any(base64.b64encode(secret[shift:])[4:-4].decode() in page for shift in range(3))
+
+
+@pytest.mark.parametrize("figure_path", ["ABSOLUTE", "../secret.png", "sub/../../secret.png", "link.png",
+                                         "not_an_image.png"])
+def test_figures_outside_the_record_folder_are_refused(tmp_path, figure_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG\r\n\x1a\n" + SECRET)  # looks like a PNG: refused for its place
+    results = tmp_path / "results"
+    write_qc_record(results / "slice_z00_stitch_3d.ome.zarr", "stitch_3d", {"confidence": 0.9})
+    (results / "link.png").symlink_to(outside)
+    (results / "not_an_image.png").write_bytes(SECRET)
+    record_path = results / "slice_z00_stitch_3d_qc.json"
+    record = json.loads(record_path.read_text())
+    record["figures"] = {"residuals": str(outside) if figure_path == "ABSOLUTE" else figure_path}
+    record_path.write_text(json.dumps(record))
+    collection = collect_qc(results)
+    assert collection.entries[0].figures == {}
+    refused = [f for f in collection.flags if "refused" in f.message]
+    assert [(f.slice_id, f.step) for f in refused] == [(0, "stitch_3d")]
+    page = render_report(collection)
+    assert not _page_leaks(page, SECRET), "a file outside the record's folder reached the report"
+    assert "refused" in page
+
+
+def test_stray_images_that_are_not_images_or_link_out_are_not_embedded(tmp_path):
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    results = tmp_path / "results"
+    write_qc_record(results / "slice_z00_normalize.ome.zarr", "normalize", {"nonzero_fraction": 0.5})
+    (results / "qc").mkdir()
+    (results / "qc" / "slice_z00_normalize.png").symlink_to(tmp_path / "secret.txt")
+    (results / "qc" / "volume.png").write_bytes(SECRET)
+    collection = collect_qc(results)
+    assert collection.other_images == {}
+    assert not _page_leaks(render_report(collection), SECRET)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "bad"),
+    [({"failed_slices": {"abc": "x"}}, "failed_slices"),
+     ({"slice_ids": ["x"], "shifts_px": [[0, 0]], "overlap_ncc": [0.1]}, "slice_ids"),
+     ({"excluded_slices": [{"reason": "r"}]}, "excluded_slices"),
+     ({"failed_slices": [1e400]}, "failed_slices"),
+     ({"failed_slices": 7}, "failed_slices"),
+     ({"slice_ids": [0, 10**12], "shifts_px": [[0, 0], [1, 1]], "failed_slices": {"x": 1}}, "failed_slices"),
+     ({"slice_ids": [True, 2.5]}, "slice_ids")],
+)
+def test_ill_typed_records_become_red_flags_not_crashes(tmp_path, metrics, bad):
+    results = tmp_path / "results"
+    results.mkdir()
+    write_qc_record(results / "slice_z01_normalize.ome.zarr", "normalize", {"nonzero_fraction": 0.5})
+    text = json.dumps({"schema": "linumpy-qc/1", "step": "stack", "metrics": metrics, "flags": [],
+                       "figures": {}}).replace("1e+400", "1e400")
+    (results / "volume_qc.json").write_text(text)
+    collection = collect_qc(results)
+    assert any(f.step == "stack" and f"metric {bad} not understood" in f.message for f in collection.flags)
+    assert f"metric {bad} not understood" in render_report(collection)
+    if bad == "failed_slices" and "abc" in text:  # once through the script: no traceback, exit 0
+        out = tmp_path / "report.html"
+        done = _report_cli(str(results), str(out))
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert f"metric {bad} not understood" in out.read_text()
+
+
+def test_everything_a_record_says_is_escaped(tmp_path):
+    evil = '<img src=x onerror="alert(1)">'
+    out = tmp_path / "slice_z00_normalize.ome.zarr"
+    write_qc_record(out, "normalize", {evil: evil, "nested": {evil: [evil]}}, flags=[evil])
+    record_path = qc_record_path(out)
+    record = json.loads(record_path.read_text())
+    record["step"] = evil
+    record["warnings"] = [evil]
+    record["figures"] = {evil: evil}
+    record_path.write_text(json.dumps(record))
+    page = render_report(collect_qc(tmp_path), title=evil)
+    parser = _ReportParser()
+    parser.feed(page)
+    assert all(src.startswith("data:image/webp;base64,") for src in parser.sources), "a record injected a tag"
+    assert "<img src=x" not in page
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 5
+
+
+# ---------------------------------------------------------------- warnings reach the report
+
+
+def test_warnings_a_step_logs_reach_its_record_and_the_report(tmp_path):
+    import logging
+
+    from linumpy.cli import make_parser, run
+    from linumpy.qc import warning_log
+
+    out = tmp_path / "stitch_3d" / "slice_z04_stitch_3d.ome.zarr"
+
+    def main(args):
+        logging.getLogger("linumpy.stitching").warning("fitted row step %.2f px differs from %.2f px", 107.74, 109.0)
+        logging.getLogger("linumpy.stitching").info("not a warning")
+        write_qc_record(out, "stitch_3d", {"confidence": 0.9})
+
+    warning_log.reset()
+    try:
+        run(make_parser("test"), main, ["-q"])
+    finally:
+        logging.getLogger().removeHandler(warning_log._LOG)
+        warning_log.reset()
+    assert read_qc_record(qc_record_path(out))["warnings"] == ["fitted row step 107.74 px differs from 109.00 px"]
+    collection = collect_qc(tmp_path)
+    assert [(w.slice_id, w.step, w.message) for w in collection.warnings] == [
+        (4, "stitch_3d", "fitted row step 107.74 px differs from 109.00 px")]
+    page = render_report(collection)
+    warnings = page[page.index('<ul id="warnings">'):]
+    assert "fitted row step 107.74 px differs from 109.00 px" in warnings[:warnings.index("</ul>")]
+    assert '<span class="warn">1 warning</span>' in page, "the slice's row says it has a warning"
+
+
+def test_every_metric_shown_has_a_label_a_unit_and_a_glossary_entry(results):
+    from linumpy.qc.glossary import describe
+
+    _, html_path, _ = results
+    page = html_path.read_text()
+    glossary = page[page.index('<section id="glossary">'):]
+    table = page[page.index('<table id="slice-table">'):page.index("</thead>", page.index('<table id="slice-table">'))]
+    headers = table.split("<th")[4:-1]  # after thead, slice and view; before status
+    assert len(headers) >= 3
+    assert all("<small>" in h for h in headers), "every metric column has a unit"
+    for name in ("confidence", "n_fallback_pairs", "overlap_ncc", "p_high", "pairs"):
+        assert f"<code>{name}</code>" in glossary
+    assert describe("some_new_metric_um").unit == "µm", "unknown metrics get a unit from their suffix"
+
+
+def test_orthogonal_planes_cut_through_tissue_not_through_a_gap():
+    volume = np.zeros((9, 10, 12))
+    volume[:4, 2:8, 3:9] = 1.0
+    volume[5:, 2:8, 3:9] = 1.0  # slice 4 (the centre) is an excluded slice's gap
+    xy, xz, yz = figures.orthogonal_planes(da.from_array(volume, chunks=3))
+    assert xy.sum() == 36, "the xy view must show tissue, not the gap"
+    assert xz.sum() == 8 * 6 and yz.sum() == 8 * 6
+
+
+def test_mosaic_grid_figure_axes_in_micrometres():
+    figure = figures.mosaic_grid_figure(np.ones((30, 40)), (3, 4), pixel_um=2.5)
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "x (µm)" and axes.get_ylabel() == "y (µm)"
+    tiles = [p for p in axes.patches if isinstance(p, Rectangle)]
+    assert max(p.get_x() + p.get_width() for p in tiles) == pytest.approx((40 - 0.5) * 2.5)

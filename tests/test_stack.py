@@ -25,6 +25,7 @@ from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
 from linumpy.stack.refine import normalized_cross_correlation, register_pair, resolve_origins
+from linumpy.stack.quality import boundary_flags, stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
@@ -244,6 +245,38 @@ def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expec
     assert plan.shape[0] == 2 * 20 + expected_planes  # the last slice ends at its kept depth
 
 
+def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
+    """Each slab darkens with depth (x0.75 at its bottom) and slice 2 is 1.6x too bright: the stack is seamless."""
+    brain = make_brain()
+    darkened = []
+    for k, data in enumerate(brain.slices):
+        trend = np.linspace(1.0, 0.75, USEFUL_PX)
+        gain = np.concatenate([np.ones(SURFACE_PX), trend, np.full(BELOW_PX, 0.75)]) * (1.6 if k == 2 else 1.0)
+        darkened.append((data * gain[:, None, None]).astype(np.float32))
+    brain.slices = darkened
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    raw = [e["boundary_ratio_raw"] for e in plan.record["slices"]]
+    after = [e["boundary_ratio"] for e in plan.record["slices"]]
+    assert raw[0] is None and after[0] is None
+    assert abs(raw[2] - 0.8 / 1.6) < 0.1 and abs(raw[3] - 0.8 * 1.6) < 0.2  # steps measured on the overlaps
+    assert all(abs(r - 1) < 0.02 for r in after[1:]), after
+    sink = ArraySink(plan.shape)
+    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+    tissue = (reference > 0) & (sink.array != 0)
+    ratio = np.array([sink.array[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
+                      for z in range(plan.shape[0]) if tissue[z].sum() > 100])
+    assert ratio.std() / ratio.mean() < 0.05, ratio.round(3)  # without gains: CV 0.19
+    metrics = stack_metrics(plan.record, 10.0)
+    assert metrics["boundary_ratio"] == after and boundary_flags(metrics) == []
+
+
+def test_an_unmatched_boundary_is_flagged():
+    metrics = {"slice_ids": [0, 1, 2], "boundary_ratio_raw": [None, 1.3, 1.0], "boundary_ratio": [None, 1.08, 1.0]}
+    assert boundary_flags(metrics) == ["slice 1: intensity step 1.08 at its top boundary after gain matching "
+                                       "(before: 1.3)"]
+
+
 def phantom_in_output_grid(brain: SyntheticBrain, first_origin, shape) -> np.ndarray:
     """The phantom at 10 um isotropic, placed so slice 0's first useful plane sits at ``first_origin``."""
     iso = resample_to_resolution(da.from_array(brain.phantom), (AXIAL_UM / 1000, LATERAL_UM / 1000,
@@ -326,7 +359,7 @@ def test_script_writes_the_analysis_pyramid_and_the_shifts(brain, tmp_path):
     # same input, same bytes
     again = tmp_path / "again.ome.zarr"
     run_script(*paths, str(again), "--motor_positions", str(motors), "--slice_thickness_um",
-               str(brain.thickness_um), "--chunks", "8", "32", "32")
+               str(brain.thickness_um), "--resolution", "10", "--chunks", "8", "32", "32")
     first, second = read_omezarr(out)[0].compute(), read_omezarr(again)[0].compute()
     np.testing.assert_array_equal(first, second)
     assert (tmp_path / "again_shifts.json").read_text() == json.dumps(record, indent=1, sort_keys=True) + "\n"
@@ -394,7 +427,7 @@ def simulated_stack(tiny_acquisition, tmp_path_factory) -> Path:
     assert run_script(tiny_acquisition, motors, name="linum_collect_motor_positions") == 0
     out = work / "volume.ome.zarr"
     assert run_script(*normalized, out, "--motor_positions", motors, "--acquisition_json",
-                      tiny_acquisition / "acquisition.json") == 0
+                      tiny_acquisition / "acquisition.json", "--resolution", "10") == 0
     return out
 
 

@@ -21,6 +21,12 @@ def allFiles(files) {
     return files.collect().ifEmpty([])
 }
 
+// The acquisition's acquisition.json, or an empty list (no file to stage) when it has none.
+def sidecarOf(dir) {
+    def sidecar = dir.resolve('acquisition.json')
+    return sidecar.exists() ? sidecar : []
+}
+
 workflow LINUMPY {
     take:
     acquisition     // value channel: the raw acquisition directory
@@ -47,7 +53,9 @@ workflow LINUMPY {
     def ordered_slices = NORMALIZE.out.zarr
         .toSortedList { a, b -> a[0].id <=> b[0].id }
         .map { pairs -> pairs.collect { pair -> pair[1] } }
-    STACK_SLICES(ordered_slices, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps)
+    // The sidecar gives the slice thickness; [] (no file) when the acquisition has none.
+    def sidecar = acquisition.map { dir -> sidecarOf(dir) }
+    STACK_SLICES(ordered_slices, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)
 
     SCREENSHOT_SLICE(NORMALIZE.out.zarr.map { meta, zarr -> ["slice_${meta.tag}_normalize", zarr] })
     SCREENSHOT_VOLUME(STACK_SLICES.out.volume.map { volume -> ['volume', volume] })

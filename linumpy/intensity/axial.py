@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,8 @@ FOCUS_MODES = ("background", "gaussian", "none")
 ATTENUATION_MODES = ("vermeer", "none")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
+#: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
+AGAROSE_GUARD_UM = 50.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class SliceStatistics:
     noise_floor: float
     focus_profile: np.ndarray | None  # normalized, one value per input depth
     focus_mode: str  # what was applied, e.g. "background" or "none (no background A-lines)"
+    focus_qc: dict  # support of the focus estimate (focus.estimate_focus), empty without one
+    focus_flags: list  # QC messages: weakly supported focus estimate, fallbacks
     plane: np.ndarray | None  # surface plane coefficients (voxels), None if no surface anywhere
     mean_surface_px: float | None
     surface_fraction: float  # fraction of A-lines with a detected surface
@@ -181,12 +184,11 @@ def correct_slice(
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
-            dir=Path(out_path).parent, prefix=".axial-levels-")))
+        scratch = stack.enter_context(atomic.scratch_directory(out_path))
         levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
                                    dtype=np.float32)
-        stats = _gather_statistics(volume, in_path, dz_mm * 1000, surface_writer, levels, settings, block,
-                                   progress, workers, qc)
+        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer, levels,
+                                   settings, block, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -231,7 +233,7 @@ def correct_slice(
         surface_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "surface_depth_um"))
         attenuation_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "attenuation_per_mm"))
         out_writer.finalize(resolution, n_levels, attributes)
-    qc.write(out_path, attributes, dz_mm * 1000)
+    qc.write(out_path, attributes, dz_mm * 1000, stats.focus_qc, stats.focus_flags, stats.focus_profile)
     return attributes
 
 
@@ -259,20 +261,22 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 
 def _gather_statistics(
-    volume: da.Array, in_path: str | os.PathLike, dz_um: float, surface_writer: OmeZarrWriter,
+    volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
     levels_map: zarr.Array, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
+    ``voxel_um``: axial and lateral voxel size.
     """
+    dz_um, lateral_um = voxel_um
     n_z, n_y, n_x = volume.shape
     factor = settings.statistics_binning_px
     if not binning_fits(volume, factor):
         logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", volume.chunksize, factor)
         factor = 1
     halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
-    background = focus.BackgroundStatistics(n_z)
+    background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
     cache = ChunkColumnCache(volume, binning=factor)
 
     def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
@@ -288,7 +292,7 @@ def _gather_statistics(
         levels_binned = focus.line_levels(binned, found_binned, neighbourhood_px=halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
-                                      weight=factor**2)
+                                      (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(levels_binned, factor, outer_shape)[part.inner_in_outer]
@@ -307,11 +311,16 @@ def _gather_statistics(
         surface_writer[part.inner] = found * dz_um
 
     plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
-    profile, mode = _focus_profile(background, settings, n_z)
-    bins = background.background_bins()
-    tissue_level = None if bins is None else float(10 ** background.levels.edges[bins[-1] + 1])
+    tissue_level = background.tissue_level()
+    tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
+    noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
+    first_tissue = qc.surface_percentile_px(1.0)
+    estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
+                                    0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
+                                    lateral_um)
     return SliceStatistics(
-        noise_floor=background.noise_floor(), focus_profile=profile, focus_mode=mode, plane=plane,
+        noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
+        focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
     )
 
@@ -338,31 +347,56 @@ def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, settings: AxialSettings, depth: int
-) -> tuple[np.ndarray | None, str]:
-    """The normalized focus profile to divide by and a description of where it came from."""
+    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: float,
+    settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
+    lateral_um: float,
+) -> tuple[focus.FocusEstimate, str]:
+    """The focus estimate to divide by and a description of where it came from."""
     if settings.focus_profile is not None:
         given = np.asarray(settings.focus_profile, np.float64)
         if not np.isfinite(given).all() or given.max() <= 0:
             raise InputError("the focus profile must be finite with a positive maximum")
-        return focus.normalized_profile(given, settings.min_focus_gain, smooth_px=0), "profile"
+        return focus.FocusEstimate(focus.normalized_profile(given, settings.min_focus_gain, smooth_px=0), {}, []), \
+            "profile"
     if settings.focus == "none":
-        return None, "none"
-    bins = background.background_bins()
-    profile = None if bins is None else background.background_profile(bins)
-    if profile is None or not profile.max() > 0:
+        return focus.FocusEstimate(None, {}, []), "none"
+    if tissue_level is None:
         logger.warning("no distinct background (agarose) A-lines: the focus correction is skipped")
-        return None, "none (no background A-lines)"
-    if settings.focus == "gaussian":
-        try:
-            centre, width = focus.fit_gaussian_focus(background.background_profile(bins, extend=False))
-        except ValueError as error:
-            logger.warning("no Gaussian fits the background profile (%s): the focus correction is skipped", error)
-            return None, "none (Gaussian fit failed)"
-        logger.info("Gaussian focus: centre %.1f px, width %.1f px", centre, width)
-        profile = focus.gaussian_profile(depth, centre, width)
-        return focus.normalized_profile(profile, settings.min_focus_gain, smooth_px=0), "gaussian"
-    return focus.normalized_profile(profile, settings.min_focus_gain), "background"
+        return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+    first_depth = _cell_first_depth(background, plane, factor)
+    cell_um = background.cell_px * factor * lateral_um
+    guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))
+    closest = background.background_profile(background.agarose_cells(tissue_level, 1), noise_floor, first_depth)
+    while True:  # the widest guard band that keeps half of the agarose A-lines
+        cells = background.agarose_cells(tissue_level, guard)
+        measured, support = background.background_profile(cells, noise_floor, first_depth)
+        if guard == 1 or support.max(initial=0) >= 0.5 * closest[1].max(initial=0):
+            break
+        guard -= 1
+    if not cells.any():
+        logger.warning("no background (agarose) A-lines outside the tissue: the focus correction is skipped")
+        return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+    estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
+                                    model="gaussian" if settings.focus == "gaussian" else None)
+    estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
+    for flag in estimate.flags:
+        logger.warning("%s", flag)
+    if estimate.profile is None:
+        return estimate, "none (too few background A-lines)"
+    return estimate, settings.focus
+
+
+def _cell_first_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
+    """First depth of each statistics cell below its cut: the deeper of its mean detected surface
+    and the surface plane's deepest point over the cell, plus the margin (voxels)."""
+    first = background.cell_surfaces()
+    if plane is not None:
+        rows, cols = np.divmod(np.arange(first.size), background.grid[1])
+        size = background.cell_px * factor
+        corners = [plane[0] + plane[1] * (rows + dy) * size + plane[2] * (cols + dx) * size
+                   for dy in (0, 1) for dx in (0, 1)]
+        first = np.fmax(first, np.max(corners, axis=0))
+    return np.ceil(first) + background.margin_px
 
 
 def _output_depth(

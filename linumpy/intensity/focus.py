@@ -1,20 +1,25 @@
-"""Focus (confocal gate) profile: estimation from background A-lines, Gaussian model.
+"""Focus (confocal gate) profile, estimated from the agarose around the tissue.
 
 The focus of the objective multiplies every A-line by the same function of
-the depth in the instrument frame, ``F(z)``. It is estimated from the
-*background* A-lines (agarose around the tissue: a weak, homogeneous
-scatterer): their mean depth profile below their own surface, minus the noise
-floor, is proportional to ``F`` (model-free mode). The Gaussian mode fits
-``F(z) = exp(-(z - z_f)^2 / (2 w^2))`` to that profile (a quadratic fit of its
-logarithm, weighted by the signal), which extrapolates above the background
-surface and smooths noise. Profiles are scaled to a maximum of 1 over the
-imaged range and clipped below at ``min_gain`` so that dividing by them never
-amplifies more than ``1 / min_gain``.
+the depth in the instrument frame, ``F(z)``. The agarose around the tissue
+(a weak, homogeneous scatterer) shows it: the mean depth profile of agarose
+A-lines below their own surface, minus the noise floor, is proportional to
+``F``.
 
-Background and tissue A-lines are told apart by their *level* (see
-:func:`line_levels`): Otsu's threshold on the
-histogram of log levels, accepted only if the two classes differ by at least
-``min_class_ratio``.
+The agarose is found **by position**, not by level alone (dark tissue is as
+dim as agarose): A-lines are first classed by their *level* (see
+:func:`line_levels`; Otsu's threshold on the histogram of log levels,
+accepted only if the two classes differ by at least ``min_class_ratio``),
+then the slice is cut into a coarse lateral grid of cells, a cell holding a
+tissue A-line is tissue, and that mask is closed, hole-filled and dilated:
+the agarose is what lies outside it (:class:`BackgroundStatistics`).
+
+Every depth of the profile carries the number of A-lines behind it. Depths
+with little support are filled by a fitted model (Lorentzian, the confocal
+gate of a Gaussian beam, or Gaussian) and the profile is scaled to 1 at a
+well-sampled depth (:func:`estimate_focus`), never at a depth a handful of
+A-lines decide; it is clipped below at ``min_gain`` so that dividing by it
+never amplifies more than ``1 / min_gain``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, optimize
+from skimage.filters import threshold_otsu
 
 from linumpy.intensity.histogram import LogHistogram
 
 #: Resolution of the histogram of A-line levels.
 LEVEL_BINS_PER_DECADE = 20
+#: Largest number of lateral cells, along y or x, of the background statistics.
+MAX_CELLS = 48
 
 
 def line_levels(
@@ -72,44 +80,63 @@ class BlockBackground:
     """What one block adds to :class:`BackgroundStatistics`."""
 
     levels: np.ndarray  # level of every A-line with a surface
-    noise_sum: float
-    noise_count: int
-    bins: np.ndarray  # level bins present
-    sums: np.ndarray  # (bins, depth) sums of the intensities below the surface
-    counts: np.ndarray  # (bins, depth) counts
+    cells: np.ndarray  # flat indices of the lateral cells present
+    cell_noise: np.ndarray  # (cells, 2): sum and count of the voxels above the surface
+    cell_surface: np.ndarray  # (cells, 2): sum and count of the detected surfaces
+    sums: np.ndarray  # (cells, depth) sums of the intensities of the imaged A-lines
+    lines: np.ndarray  # (cells,) number of those A-lines
+    level_max: np.ndarray  # (cells,) largest A-line level
 
 
 class BackgroundStatistics:
     """Accumulate, block by block, what the focus profile and noise floor need.
 
-    Per level bin (see :func:`line_levels`), the sum and count of the
-    intensities below the surface at every depth; above the surface, the
-    noise floor.
+    The slice is cut into a coarse lateral grid of cells (at most
+    ``max_cells`` a side); per cell, over all its imaged A-lines (not
+    padding): the intensity summed at every depth, their number and the
+    largest level (see :func:`line_levels`); over those with a detected
+    surface: the mean surface and the noise above it. Neither A-lines nor
+    depths are selected by their own surface: a dim agarose A-line's surface
+    is found only where speckle happens to rise, which would bias the
+    profile; the profile of a cell starts below the cell's mean surface
+    (:meth:`background_profile`). Memory is
+    ``max_cells^2 x depth`` sums, whatever the slice size.
 
     Parameters
     ----------
     depth : int
         Number of voxels per A-line.
+    shape_yx : (int, int)
+        Lateral shape of the (binned) slice the blocks come from.
     margin_px : int
         Voxels skipped on each side of the surface.
+    max_cells : int
+        Largest number of cells along y or x.
     """
 
-    def __init__(self, depth: int, margin_px: int = 3) -> None:
+    def __init__(self, depth: int, shape_yx: tuple[int, int] = (1, 1), margin_px: int = 3,
+                 max_cells: int = MAX_CELLS) -> None:
         self.depth = depth
         self.margin_px = margin_px
         self.levels = LogHistogram(bins_per_decade=LEVEL_BINS_PER_DECADE)
-        n_bins = self.levels.counts.size
-        self.profile_sums = np.zeros((n_bins, depth), np.float64)
-        self.profile_counts = np.zeros((n_bins, depth), np.int64)
-        self.noise_sum = 0.0
-        self.noise_count = 0
+        self.cell_px = max(1, -(-max(shape_yx) // max_cells))
+        self.grid = tuple(-(-n // self.cell_px) for n in shape_yx)
+        n_cells = self.grid[0] * self.grid[1]
+        self.cell_sums = np.zeros((n_cells, depth), np.float64)
+        self.cell_lines = np.zeros(n_cells, np.int64)
+        self.cell_level_max = np.zeros(n_cells, np.float64)
+        self.cell_noise = np.zeros((n_cells, 2), np.float64)
+        self.cell_surface = np.zeros((n_cells, 2), np.float64)
 
-    def add(self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray) -> None:
-        """Add one block: ``volume`` (z, y, x), its surface (y, x; NaN for none) and levels (y, x)."""
-        self.merge(self.measure(volume, surface, levels))
+    def add(
+        self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Add one block: ``volume`` (z, y, x) at ``origin``, its surface (y, x; NaN for none) and levels (y, x)."""
+        self.merge(self.measure(volume, surface, levels, origin))
 
     def measure(
-        self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, weight: int = 1
+        self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0),
+        weight: int = 1,
     ) -> BlockBackground | None:
         """What one block adds (see :meth:`add`), without changing ``self`` (thread-safe).
 
@@ -118,70 +145,299 @@ class BackgroundStatistics:
         of A-lines each A-line of ``volume`` stands for (e.g. 4 for a volume
         binned 2 x 2 laterally).
         """
-        found = np.isfinite(surface)
-        if not found.any():
+        volume = np.asarray(volume, np.float32)
+        imaged = volume.any(axis=0)  # not padding
+        if not imaged.any():
             return None
-        lines = np.asarray(volume, np.float32).reshape(self.depth, -1).T[found.ravel()]  # (n, z)
-        start = np.rint(surface[found]).astype(np.intp)[:, None]
-        depth = np.arange(self.depth)[None, :]
-        above = depth < start - self.margin_px
-        noise_sum = float(np.where(above, lines, 0).sum(dtype=np.float64))
-        below = depth >= start + self.margin_px
-        level = levels[found]
-        bins = self.levels.bin_index(level)
-        order = np.argsort(bins, kind="stable")
-        present, starts = np.unique(bins[order], return_index=True)
-        lines *= below
-        sums = np.add.reduceat(lines[order], starts, axis=0, dtype=np.float64)
-        counts = np.add.reduceat(below[order], starts, axis=0, dtype=np.int64)
-        keep = present >= 0
-        return BlockBackground(np.repeat(level, weight), noise_sum * weight, int(above.sum()) * weight,
-                               present[keep], sums[keep] * weight, counts[keep] * weight)
+        found = np.isfinite(surface) & imaged
+        start = np.rint(np.where(found, surface, 0)).astype(np.intp) - self.margin_px
+        # cells are rectangles of the lateral grid: sum by runs along x, then along y (no copy, no sort)
+        edges = [np.unique(np.r_[0, np.arange(-o % self.cell_px, n, self.cell_px)])
+                 for o, n in zip(origin, volume.shape[1:])]
+        edges = [e[e < n] for e, n in zip(edges, volume.shape[1:])]
+
+        def per_cell(values: np.ndarray) -> np.ndarray:  # (..., y, x) -> (..., cells_y, cells_x)
+            values = np.add.reduceat(values, edges[1], axis=-1, dtype=np.float64)
+            return np.add.reduceat(values, edges[0], axis=-2)
+
+        rows = (edges[0] + origin[0]) // self.cell_px
+        cols = (edges[1] + origin[1]) // self.cell_px
+        present = (rows[:, None] * self.grid[1] + cols[None, :]).ravel()
+        sums = per_cell(volume).reshape(self.depth, -1).T
+        n_lines = per_cell(imaged).ravel().astype(np.int64)
+        above = np.arange(self.depth)[:, None, None] < np.where(found, start, 0)[None]
+        noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
+                          per_cell(above.sum(axis=0)).ravel()], axis=1)
+        surfaces = np.stack([per_cell(np.where(found, surface, 0.0)).ravel(), per_cell(found).ravel()], axis=1)
+        level = np.where(found, levels, 0.0)
+        level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
+        keep = n_lines > 0
+        return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
+                               surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep])
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""
         if block is None:
             return
         self.levels.add(block.levels)
-        self.noise_sum += block.noise_sum
-        self.noise_count += block.noise_count
-        self.profile_sums[block.bins] += block.sums
-        self.profile_counts[block.bins] += block.counts
+        self.cell_noise[block.cells] += block.cell_noise
+        self.cell_surface[block.cells] += block.cell_surface
+        self.cell_sums[block.cells] += block.sums
+        self.cell_lines[block.cells] += block.lines
+        np.maximum.at(self.cell_level_max, block.cells, block.level_max)
 
-    def noise_floor(self) -> float:
-        """Mean intensity above the surface (0 when no voxel lies above a surface)."""
-        return self.noise_sum / self.noise_count if self.noise_count else 0.0
+    def noise_floor(self, cells: np.ndarray | None = None) -> float:
+        """Noise floor: the median over ``cells`` (default: all) of each cell's mean intensity above the surface.
 
-    def background_bins(self, min_class_ratio: float = 4.0, min_lines: int = 20) -> np.ndarray | None:
-        """Level bins classified as background, or None when no distinct background exists."""
-        threshold = self.levels.otsu()
-        if threshold is None:
-            return None
-        counts, centers = self.levels.counts, self.levels.centers
-        low = centers <= np.log10(threshold)
-        if counts[low].sum() < min_lines or counts[~low].sum() == 0:
-            return None
-        mean_low = np.average(centers[low], weights=counts[low])
-        mean_high = np.average(centers[~low], weights=counts[~low])
-        if mean_high - mean_low < np.log10(min_class_ratio):
-            return None
-        return np.nonzero(low)[0]
-
-    def background_profile(self, bins: np.ndarray, min_lines: int = 5, extend: bool = True) -> np.ndarray | None:
-        """Mean noise-subtracted depth profile of the background A-lines below their surface.
-
-        Depths with fewer than ``min_lines`` contributing A-lines (above the
-        highest background surface, typically) are filled by
-        :func:`extend_profile`, or NaN if ``extend`` is false. Returns None
-        when no depth is well sampled.
+        0 when no voxel lies above a surface. Give the tissue cells
+        (:meth:`tissue_cells`), and the median, not the mean: above a dim
+        scatterer (agarose or dark tissue out of focus) the surface is found
+        late and the voxels "above" it still hold signal.
         """
-        sums = self.profile_sums[bins].sum(axis=0)
-        counts = self.profile_counts[bins].sum(axis=0)
-        sampled = counts >= min_lines
-        if not sampled.any():
-            return None
-        profile = np.divide(sums, counts, out=np.zeros_like(sums), where=sampled) - self.noise_floor()
-        return extend_profile(profile, sampled) if extend else np.where(sampled, profile, np.nan)
+        noise = self.cell_noise if cells is None else self.cell_noise[cells]
+        noise = noise[noise[:, 1] > 0]
+        return float(np.median(noise[:, 0] / noise[:, 1])) if noise.size else 0.0
+
+    def tissue_cells(self, tissue_level: float) -> np.ndarray:
+        """Boolean ``(cells,)``: cells whose A-lines are all tissue-bright or near it (eroded tissue mask)."""
+        tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
+        return ndimage.binary_erosion(tissue, iterations=1).ravel()
+
+    def tissue_level(self, min_class_ratio: float = 4.0, min_lines: int = 20, max_splits: int = 3) -> float | None:
+        """A-line level above which an A-line is tissue, or None when no distinct background exists.
+
+        Otsu's threshold on the histogram of log levels, accepted if the
+        classes below and above it differ by at least ``min_class_ratio``
+        with ``min_lines`` A-lines below. Otherwise (tissue of two
+        brightnesses outnumbers a small agarose population: Otsu splits the
+        tissue) Otsu is tried again on the lower class, ``max_splits`` times in all.
+        """
+        counts, centers = self.levels.counts, self.levels.centers
+        candidate = counts > 0
+        for _ in range(max_splits):
+            if np.count_nonzero(candidate) < 2:
+                return None
+            log_threshold = threshold_otsu(hist=(np.where(candidate, counts, 0), centers))
+            low = candidate & (centers <= log_threshold)
+            high = centers > log_threshold
+            if counts[low].sum() < min_lines or counts[high].sum() == 0:
+                return None
+            mean_low = np.average(centers[low], weights=counts[low])
+            mean_high = np.average(centers[high], weights=counts[high])
+            if mean_high - mean_low >= np.log10(min_class_ratio):
+                return float(10 ** self.levels.edges[np.nonzero(low)[0][-1] + 1])
+            candidate = low
+        return None
+
+    def agarose_cells(self, tissue_level: float, guard_cells: int = 1) -> np.ndarray:
+        """Cells of agarose found by position: outside the cleaned tissue mask.
+
+        A cell is tissue when one of its A-lines is above ``tissue_level``;
+        the mask is closed (one cell), its holes filled (dark tissue enclosed
+        by bright tissue, cavities) and dilated by ``guard_cells``. Returns a
+        boolean ``(cells,)``: cells outside that mask that hold A-lines.
+        """
+        tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
+        tissue = ndimage.binary_closing(np.pad(tissue, 1), iterations=1)[1:-1, 1:-1]
+        tissue = ndimage.binary_fill_holes(tissue)
+        if guard_cells > 0:
+            tissue = ndimage.binary_dilation(tissue, iterations=guard_cells)
+        return ~tissue.ravel() & (self.cell_lines > 0)
+
+    def cell_surfaces(self) -> np.ndarray:
+        """Mean detected surface (voxels) of each cell's A-lines, NaN for a cell without any."""
+        total, count = self.cell_surface.T
+        return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
+
+    def background_profile(
+        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
+
+        Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
+        cut surface). Returns ``(profile, support)``: ``support[z]`` is the
+        number of A-lines behind ``profile[z]`` (NaN where 0).
+        """
+        use = np.nonzero(cells & np.isfinite(first_depth))[0]
+        valid = np.arange(self.depth)[None, :] >= first_depth[use][:, None]
+        sums = (self.cell_sums[use] * valid).sum(axis=0)
+        support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
+        profile = np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0)
+        return profile - noise_floor, support
+
+
+#: A depth is well sampled when at least this many agarose A-lines support it...
+MIN_SUPPORT_LINES = 50
+#: ... and at least this fraction of the best-supported depth's A-lines.
+MIN_SUPPORT_FRACTION = 0.3
+#: Below this fraction of the tissue depths measured (not modelled), the estimate is flagged.
+MIN_MEASURED_FRACTION = 0.75
+FOCUS_MODELS = ("lorentzian", "gaussian")
+#: The Gaussian replaces the Lorentzian (the physical model) only if its relative RMS residual is this much lower.
+GAUSSIAN_PENALTY = 1.5
+
+
+@dataclass(frozen=True)
+class FocusEstimate:
+    """A focus profile estimated from the agarose, with what supports it.
+
+    Attributes
+    ----------
+    profile : ndarray or None
+        Normalized profile (1 at the reference depth), one value per depth;
+        None when no estimate is possible.
+    qc : dict
+        JSON-ready support fields (see ``docs/intensity.md``).
+    flags : list of str
+        Messages for the QC record when the estimate is weakly supported or fell back.
+    """
+
+    profile: np.ndarray | None
+    qc: dict
+    flags: list[str]
+
+
+def estimate_focus(
+    measured: np.ndarray,
+    support: np.ndarray,
+    first_tissue_px: float,
+    dz_um: float,
+    min_gain: float = 0.05,
+    model: str | None = None,
+    smooth_px: float = 2.0,
+) -> FocusEstimate:
+    """Focus profile from an agarose depth profile and its per-depth support.
+
+    Depths supported by fewer than ``max(MIN_SUPPORT_LINES,
+    MIN_SUPPORT_FRACTION * max(support))`` A-lines are not trusted: the
+    Lorentzian (Gaussian-beam) and Gaussian models are fitted to the
+    well-sampled depths (weights: the support) and the better one fills the
+    others (the Lorentzian unless the Gaussian's residual is
+    ``GAUSSIAN_PENALTY`` times lower) (``model`` forces one and uses it everywhere). The profile is
+    scaled to 1 at its highest well-sampled depth (the reference; never an
+    unsupported one), and clipped below at ``min_gain``.
+
+    Parameters
+    ----------
+    measured : ndarray, shape (depth,)
+        Noise-subtracted mean agarose intensity per depth (NaN where unsupported).
+    support : ndarray of int, shape (depth,)
+        Number of A-lines behind each value.
+    first_tissue_px : float
+        Shallowest tissue surface: the depths from there down are the ones
+        the correction matters for (the QC fractions count those).
+    dz_um : float
+        Axial voxel size, for the QC fields.
+    min_gain : float
+    model : {"lorentzian", "gaussian"} or None
+        Force a model for every depth (None: measured where well sampled).
+    smooth_px : float
+        Gaussian smoothing of the measured part along depth.
+
+    Returns
+    -------
+    FocusEstimate
+    """
+    depth = measured.size
+    support = np.asarray(support, np.int64)
+    threshold = max(MIN_SUPPORT_LINES, int(np.ceil(MIN_SUPPORT_FRACTION * support.max(initial=0))))
+    well = (support >= threshold) & np.isfinite(measured)
+    tissue = np.arange(depth) >= max(0, int(np.floor(first_tissue_px)))
+    qc = {
+        "focus_support_threshold": threshold,
+        "focus_support_lines": support.tolist(),
+        "focus_support_min_tissue": int(support[tissue].min()) if tissue.any() else 0,
+        "focus_measured_fraction": round(float(well[tissue].mean()) if tissue.any() else 0.0, 4),
+        "focus_model": None, "focus_model_center_um": None, "focus_model_width_um": None, "focus_fit_rms": None,
+        "focus_reference_depth_um": None, "focus_clipped_depths": 0, "focus_fallback": None,
+    }
+    if well.sum() < 3:
+        qc["focus_fallback"] = f"no focus correction: fewer than 3 depths with >= {threshold} agarose A-lines"
+        return FocusEstimate(None, qc, [qc["focus_fallback"]])
+    fits = {name: _fit_model(name, measured, support, well) for name in ((model,) if model else FOCUS_MODELS)}
+    fits = {name: fit for name, fit in fits.items() if fit is not None}
+    flags = []
+    z = np.arange(depth, dtype=np.float64)
+    if fits:
+        name = min(fits, key=lambda n: fits[n][1] * (1.0 if n == "lorentzian" else GAUSSIAN_PENALTY))
+        params, rms = fits[name]
+        modelled = focus_model(name, z, *params)
+        qc.update(focus_model=name, focus_model_center_um=round(params[1] * dz_um, 3),
+                  focus_model_width_um=round(params[2] * dz_um, 3), focus_fit_rms=round(rms, 4))
+        if model:
+            profile = modelled
+        else:
+            # measured where well sampled: the model times the smoothed measured / model ratio
+            ratio = np.where(well, measured / modelled, 1.0)
+            if smooth_px > 0:
+                ratio = ndimage.gaussian_filter1d(ratio, smooth_px, mode="nearest")
+            profile = np.where(well, modelled * ratio, modelled)
+    else:
+        qc["focus_fallback"] = "no focus model fits the agarose profile: unsampled depths extended exponentially"
+        flags.append(qc["focus_fallback"])
+        profile = extend_profile(np.nan_to_num(measured), well)
+        if smooth_px > 0:
+            profile = ndimage.gaussian_filter1d(profile, smooth_px, mode="nearest")
+    reference = int(np.nanargmax(np.where(well, profile, np.nan)))
+    if not profile[reference] > 0:
+        qc["focus_fallback"] = "no focus correction: the agarose profile has no positive well-sampled value"
+        return FocusEstimate(None, qc, flags + [qc["focus_fallback"]])
+    normalized = profile / profile[reference]
+    clipped = ~(normalized >= min_gain)
+    qc["focus_reference_depth_um"] = round(reference * dz_um, 3)
+    qc["focus_clipped_depths"] = int(clipped[tissue].sum())
+    if qc["focus_measured_fraction"] < MIN_MEASURED_FRACTION:
+        flags.append(
+            f"focus profile weakly supported: {100 * qc['focus_measured_fraction']:.0f}% of the tissue depths have "
+            f">= {threshold} agarose A-lines (fewest: {qc['focus_support_min_tissue']}); "
+            f"{qc['focus_model'] or 'an exponential extension'} fills the rest")
+    if qc["focus_clipped_depths"]:
+        flags.append(f"focus profile clipped at {min_gain} of its reference at "
+                     f"{qc['focus_clipped_depths']} tissue depths")
+    profile = np.clip(normalized, min_gain, None).astype(np.float32)
+    qc["focus_profile"] = [round(float(v), 4) for v in profile]
+    return FocusEstimate(profile, qc, flags)
+
+
+def focus_model(name: str, z: np.ndarray, amplitude: float, center: float, width: float) -> np.ndarray:
+    """``amplitude / (1 + ((z - center) / width)^2)`` (Lorentzian: the confocal gate of a
+    Gaussian beam, ``width`` its Rayleigh range) or ``amplitude * exp(-(z - center)^2 / (2 width^2))``.
+
+    Examples
+    --------
+    >>> focus_model("lorentzian", np.array([0.0, 10.0]), 2.0, 10.0, 10.0).tolist()
+    [1.0, 2.0]
+    """
+    if name == "lorentzian":
+        return amplitude / (1.0 + ((z - center) / width) ** 2)
+    return amplitude * np.exp(-((z - center) ** 2) / (2.0 * width**2))
+
+
+def _fit_model(
+    name: str, measured: np.ndarray, support: np.ndarray, well: np.ndarray
+) -> tuple[np.ndarray, float] | None:
+    """Least-squares fit of :func:`focus_model` to the well-sampled depths, weighted by the support.
+
+    Returns ``(amplitude, center, width)`` and the weighted RMS residual
+    relative to the amplitude, or None when the fit fails or is not peaked.
+    """
+    z = np.nonzero(well)[0].astype(np.float64)
+    values = measured[well]
+    peak = float(values.max())
+    if not peak > 0:
+        return None
+    start = (peak, z[int(np.argmax(values))], max(2.0, 0.5 * (z[-1] - z[0])))
+    sigma = 1.0 / np.sqrt(support[well].astype(np.float64))
+    try:
+        params, _ = optimize.curve_fit(lambda x, a, c, w: focus_model(name, x, a, c, w), z, values, p0=start,
+                                       sigma=sigma,
+                                       bounds=([0, -10 * z[-1] - 10, 0.5], [np.inf, 10 * z[-1] + 10, np.inf]),
+                                       maxfev=2000)
+    except (RuntimeError, ValueError):
+        return None
+    residual = (values - focus_model(name, z, *params)) / sigma
+    rms = float(np.sqrt(np.mean(residual**2) / np.mean(1.0 / sigma**2))) / params[0]
+    return params, rms
 
 
 def extend_profile(profile: np.ndarray, sampled: np.ndarray, fit_px: int = 8) -> np.ndarray:
@@ -209,7 +465,7 @@ def extend_profile(profile: np.ndarray, sampled: np.ndarray, fit_px: int = 8) ->
 
 
 def normalized_profile(profile: np.ndarray, min_gain: float = 0.05, smooth_px: float = 2.0) -> np.ndarray:
-    """Scale a focus profile to a maximum of 1 and clip it below at ``min_gain``.
+    """Scale a given focus profile (``--focus_profile``) to a maximum of 1 and clip it below at ``min_gain``.
 
     The profile is first smoothed along depth (Gaussian, ``smooth_px``).
 
@@ -225,36 +481,3 @@ def normalized_profile(profile: np.ndarray, min_gain: float = 0.05, smooth_px: f
     if not peak > 0:
         raise ValueError("focus profile has no positive value")
     return np.clip(profile / peak, min_gain, 1.0).astype(np.float32)
-
-
-def fit_gaussian_focus(profile: np.ndarray) -> tuple[float, float]:
-    """Fit ``exp(-(z - z_f)^2 / (2 w^2))`` to a profile; return ``(z_f, w)`` in voxels.
-
-    Weighted least squares on the logarithm of the positive samples (NaN and
-    non-positive samples are ignored; weights = the profile squared, so the
-    noisy tails count little).
-
-    Examples
-    --------
-    >>> z = np.arange(100.0)
-    >>> [round(v, 3) for v in fit_gaussian_focus(3 * np.exp(-(z - 40) ** 2 / (2 * 15**2)))]
-    [40.0, 15.0]
-    """
-    profile = np.asarray(profile, np.float64)
-    depth = np.nonzero(np.nan_to_num(profile) > 0)[0]
-    if depth.size < 3:
-        raise ValueError("focus profile has fewer than three positive samples")
-    values = profile[depth]
-    weights = values / values.max()
-    design = np.stack([np.ones(depth.size), depth, depth.astype(np.float64) ** 2], axis=1)
-    coef = np.linalg.lstsq(design * weights[:, None], np.log(values) * weights, rcond=None)[0]
-    if coef[2] >= 0:
-        raise ValueError("focus profile is not peaked (no Gaussian fits it)")
-    width = np.sqrt(-1.0 / (2.0 * coef[2]))
-    return float(-coef[1] / (2.0 * coef[2])), float(width)
-
-
-def gaussian_profile(depth: int, focus_px: float, width_px: float) -> np.ndarray:
-    """Gaussian focus profile over ``depth`` voxels (not normalized)."""
-    z = np.arange(depth, dtype=np.float64)
-    return np.exp(-((z - focus_px) ** 2) / (2.0 * width_px**2))

@@ -64,18 +64,27 @@ class AxialQc:
         """Fraction of the A-lines with a detected surface."""
         return int(self.surface_counts.sum()) / max(1, self.n_lines)
 
-    def median_surface_px(self) -> float | None:
-        """Median detected surface depth (voxels, to 1 / SURFACE_BINS_PER_PX), None without surface."""
+    def surface_percentile_px(self, percent: float) -> float | None:
+        """A percentile of the detected surface depths (voxels, to 1 / SURFACE_BINS_PER_PX), None without surface."""
         cumulative = np.cumsum(self.surface_counts)
         if cumulative[-1] == 0:
             return None
-        index = int(np.searchsorted(cumulative, cumulative[-1] / 2.0))
+        index = int(np.searchsorted(cumulative, cumulative[-1] * percent / 100.0))
         return (index + 0.5) / SURFACE_BINS_PER_PX
 
-    def write(self, out_path: str | os.PathLike, attributes: dict[str, Any], dz_um: float) -> None:
-        """Write ``<out stem>_qc.json`` and the depth profile figure beside ``out_path``."""
+    def write(
+        self, out_path: str | os.PathLike, attributes: dict[str, Any], dz_um: float,
+        focus_qc: dict[str, Any] | None = None, focus_flags: list[str] | None = None,
+        focus_profile: np.ndarray | None = None,
+    ) -> None:
+        """Write ``<out stem>_qc.json`` and the depth profile figure beside ``out_path``.
+
+        ``focus_qc`` / ``focus_flags`` (from :func:`linumpy.intensity.focus.estimate_focus`)
+        join the metrics and flags; ``focus_profile`` (the profile divided by)
+        is drawn with the before/after profiles.
+        """
         out_depth = int(attributes["useful_depth_px"])
-        median_px = self.median_surface_px()
+        median_px = self.surface_percentile_px(50.0)
         n_voxels = max(1, self.n_lines * out_depth)
         metrics = {
             "surface_detected_fraction": round(self.surface_fraction, 6),
@@ -87,13 +96,19 @@ class AxialQc:
             "focus_mode": attributes["focus_mode"],
             "attenuation_mode": attributes["attenuation_mode"],
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
+            **(focus_qc or {}),
         }
-        flags = []
+        flags = list(focus_flags or [])
         if self.surface_fraction < LOW_SURFACE_FRACTION:
             flags.append(f"tissue surface detected in only {100 * self.surface_fraction:.1f}% of the A-lines")
         if str(attributes["focus_mode"]).startswith("none ("):
             flags.append(f"focus correction skipped: {attributes['focus_mode']}")
-        figure = depth_profiles_figure(*self._profiles(attributes, median_px, dz_um),
+        depths, profiles, surface_um = self._profiles(attributes, median_px, dz_um)
+        if focus_profile is not None:
+            profiles["focus profile (divided by)"] = _scaled(np.asarray(focus_profile, np.float64))
+        if focus_qc and "focus_support_lines" in focus_qc:
+            profiles["agarose A-lines per depth"] = _scaled(np.asarray(focus_qc["focus_support_lines"], np.float64))
+        figure = depth_profiles_figure(depths, profiles, surface_um,
                                        title="mean intensity per depth (each scaled to its maximum)")
         write_qc_record(out_path, "axial_corr", metrics, {"depth_profiles": figure}, flags)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +112,7 @@ def normalize_slice(
     block = lateral_block_size(volume.shape[0])
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".normalize-aip-") as scratch:
+    with atomic.scratch_directory(out_path) as scratch:
         aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress)
         smoothed = aip.map_overlap(
             normalize.smooth_aip, depth=int(np.ceil(4 * settings.mask_sigma_px)), boundary="nearest",

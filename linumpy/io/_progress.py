@@ -1,12 +1,15 @@
-"""A tqdm progress bar for dask computations, shown when INFO logging is on.
+"""A tqdm progress bar for dask computations, shown when INFO logging is on and stderr is a terminal.
 
 Scripts run through :func:`linumpy.cli.run` log at INFO unless ``--quiet``, so
 ``--quiet`` hides these bars; library users see none unless they enable INFO.
+Redirected to a file (nohup, SLURM, the runners' task logs) there is no bar,
+so logs hold no carriage returns.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
@@ -18,7 +21,7 @@ class DaskProgress(Callback):
     def __init__(self, description: str, logger: logging.Logger):
         super().__init__()
         self._description = description
-        self._enabled = logger.isEnabledFor(logging.INFO)
+        self._enabled = logger.isEnabledFor(logging.INFO) and sys.stderr.isatty()
         self._bar: tqdm | None = None
 
     def _start_state(self, dsk, state):

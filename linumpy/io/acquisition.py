@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from collections.abc import Callable
@@ -35,6 +36,15 @@ DEFAULT_AXIAL_RESOLUTION_UM = 1.5
 
 _TILE_NAME = re.compile(r"^tile_x(\d+)_y(\d+)_z(\d+)$")
 _DECIMALS = 6
+#: A slice's grid may be mostly empty (tissue-only tiling), but not more than
+#: this many times larger than its tile count (and 64 empty cells): beyond,
+#: a stray tile index (``tile_x99999_...``) would blow the grid up.
+_MAX_GRID_PER_TILE = 4
+_MAX_EMPTY_CELLS = 64
+#: Smallest nominal step between neighbouring tiles, in pixels: less means the stage did not move.
+_MIN_STEP_PX = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 def tile_name(col: int, row: int, slice_id: int) -> str:
@@ -130,17 +140,23 @@ class Acquisition:
     def __init__(
         self,
         path: Path,
-        layout: str,
+        layouts: dict[int, str],
         entries: dict[int, dict[tuple[int, int], Path]],
         sidecar: AcquisitionSidecar,
         axial_resolution_um: float,
     ) -> None:
         self.path = path
-        self.layout = layout
+        self.layouts = layouts
         self.sidecar = sidecar
         self.axial_resolution_um = axial_resolution_um
         self._entries = entries
         self._slices: dict[int, SliceAcquisition] = {}
+
+    @property
+    def layout(self) -> str:
+        """``"native"``, ``"tiff"``, or ``"mixed"`` when some slices are native folders and others TIFF."""
+        kinds = set(self.layouts.values())
+        return kinds.pop() if len(kinds) == 1 else "mixed"
 
     @property
     def slice_ids(self) -> list[int]:
@@ -165,7 +181,7 @@ class Acquisition:
             available = ", ".join(str(i) for i in self.slice_ids)
             raise InputError(f"{self.path}: no tiles for slice {slice_id}; available slice ids: {available}")
         if slice_id not in self._slices:
-            build = _native_slice if self.layout == "native" else _tiff_slice
+            build = _native_slice if self.layouts[slice_id] == "native" else _tiff_slice
             self._slices[slice_id] = build(self, slice_id, self._entries[slice_id])
         return self._slices[slice_id]
 
@@ -197,18 +213,25 @@ def open_acquisition(path: str | Path, axial_resolution_um: float | None = None)
     sidecar_path = root / SIDECAR_NAME
     sidecar = read_sidecar(sidecar_path) if sidecar_path.exists() else AcquisitionSidecar()
     native, tiff = _scan(root)
-    if native:
-        layout, entries = "native", native
-    elif tiff:
-        layout, entries = "tiff", tiff
-        if not sidecar_path.exists():
-            raise InputError(f"{sidecar_path}: missing; TIFF tiles need it for the resolution and stage positions")
-    else:
+    if not native and not tiff:
         raise InputError(f"{root}: no tile_x*_y*_z* tile folders or .tif tiles found; check the path")
+    both = sorted(set(native) & set(tiff))
+    if both:
+        slice_id = both[0]
+        raise InputError(
+            f"{next(iter(tiff[slice_id].values()))}: slice {slice_id} has both .tif tiles and native tile "
+            f"folders (e.g. {next(iter(native[slice_id].values()))}); keep one format per slice"
+        )
+    if tiff and not sidecar_path.exists():
+        first = tiff[min(tiff)][min(tiff[min(tiff)])]
+        raise InputError(f"{sidecar_path}: missing; TIFF tiles (e.g. {first}) need it for the resolution "
+                         "and stage positions")
+    layouts = {**{i: "native" for i in native}, **{i: "tiff" for i in tiff}}
+    entries = dict(sorted({**native, **tiff}.items()))
     if axial_resolution_um is not None and axial_resolution_um <= 0:
         raise InputError(f"axial resolution must be positive, got {axial_resolution_um} um")
     axial = axial_resolution_um or sidecar.axial_resolution_um or DEFAULT_AXIAL_RESOLUTION_UM
-    return Acquisition(root, layout, entries, sidecar, float(axial))
+    return Acquisition(root, layouts, entries, sidecar, float(axial))
 
 
 def _scan(root: Path) -> tuple[dict, dict]:
@@ -217,7 +240,7 @@ def _scan(root: Path) -> tuple[dict, dict]:
     tiff: dict[int, dict[tuple[int, int], Path]] = {}
     candidates = []
     for child in sorted(root.iterdir()):
-        if child.is_dir() and parse_tile_name(child.name) is None:
+        if child.is_dir() and not child.name.startswith("tile_"):  # a folder of one slice's tiles
             candidates.extend(sorted(child.iterdir()))
         else:
             candidates.append(child)
@@ -229,6 +252,9 @@ def _scan(root: Path) -> tuple[dict, dict]:
         else:
             continue
         if key is None:
+            if candidate.name.startswith("tile_"):
+                logger.warning("%s: ignored: not a tile_x<col>_y<row>_z<slice> name (digits only); "
+                               "rename it if it is a tile", candidate)
             continue
         row, col, slice_id = key
         tiles = target.setdefault(slice_id, {})
@@ -299,6 +325,7 @@ def _assemble(
 ) -> SliceAcquisition:
     rows = max(r for r, _ in tiles) + 1
     cols = max(c for _, c in tiles) + 1
+    _check_grid_extent(slice_id, tiles, rows, cols)
     overlap = acq.sidecar.tile_overlap
     step_mm, step_px = {}, []
     for axis, stage_key in enumerate(("y", "x")):
@@ -307,6 +334,12 @@ def _assemble(
         step_mm[stage_key] = signed or 0.0
         if signed is not None:
             step_px.append(round(abs(signed) * 1000.0 / res, 3))
+            if step_px[-1] < _MIN_STEP_PX:
+                raise InputError(
+                    f"{_neighbours(tiles, axis)}: slice {slice_id}'s neighbouring tiles along {stage_key} are "
+                    f"{abs(signed)} mm apart ({step_px[-1]} px): the stage positions do not move between tiles; "
+                    "check the stage positions (tile info files, or acquisition.json's stage_positions_mm)"
+                )
         else:  # a single row or column: no neighbour to measure
             step_px.append(float(size if overlap is None else round(size * (1 - overlap[axis]), 3)))
     origin = _origin_position(tiles, step_mm)
@@ -320,6 +353,31 @@ def _assemble(
         tiles=dict(sorted(tiles.items())),
         focus_z_px=focus_z_px,
     )
+
+
+def _check_grid_extent(slice_id: int, tiles: dict[tuple[int, int], Tile], rows: int, cols: int) -> None:
+    """Refuse a grid mostly made of empty cells: a stray tile index would make it absurdly large."""
+    cells = rows * cols
+    if cells <= _MAX_GRID_PER_TILE * len(tiles) or cells - len(tiles) <= _MAX_EMPTY_CELLS:
+        return
+    row_spread = rows / len({r for r, _ in tiles})
+    col_spread = cols / len({c for _, c in tiles})
+    axis = 1 if col_spread >= row_spread else 0
+    farthest = max(tiles, key=lambda key: key[axis])
+    raise InputError(
+        f"{tiles[farthest].path}: slice {slice_id}'s tile grid would be {rows} x {cols} tiles for only "
+        f"{len(tiles)} tiles present, because of this tile's {'column' if axis else 'row'} index "
+        f"{farthest[axis]}; remove or rename the stray tile"
+    )
+
+
+def _neighbours(tiles: dict[tuple[int, int], Tile], axis: int) -> str:
+    """``A and B``: the first two grid neighbours along ``axis`` (0: rows/y, 1: columns/x)."""
+    for (r, c), tile in tiles.items():
+        neighbour = tiles.get((r + 1, c) if axis == 0 else (r, c + 1))
+        if neighbour is not None:
+            return f"{tile.path} and {neighbour.path}"
+    return "tiles"
 
 
 def _signed_step_mm(tiles: dict[tuple[int, int], Tile], axis: int) -> float | None:

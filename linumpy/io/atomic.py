@@ -8,9 +8,11 @@ or directory that a rerun (or Nextflow's ``-resume``) would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ from pathlib import Path
 from linumpy.errors import OutputExistsError
 
 TEMP_MARKER = ".partial-"
+#: Infix of the scratch directory a step uses while writing an output (see :func:`scratch_directory`).
+SCRATCH_INFIX = ".scratch"
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
 
 
-def _process_is_running(pid: int) -> bool:
+def process_is_running(pid: int) -> bool:
     """Whether a process with this id exists on this machine."""
     try:
         os.kill(pid, 0)
@@ -46,7 +50,8 @@ def _process_is_running(pid: int) -> bool:
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete temporaries of ``path`` left by writers that were killed.
 
-    A temporary ``.NAME.partial-PID`` is stale when no process ``PID`` is
+    A temporary ``.NAME.partial-PID`` (or scratch directory
+    ``.NAME.scratch.partial-PID``) is stale when no process ``PID`` is
     running; temporaries of running processes (a concurrent writer) and of
     other outputs are left alone.
 
@@ -56,16 +61,57 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         The temporaries removed.
     """
     path = Path(path)
+    owned = re.compile(
+        re.escape(f".{path.name}") + f"(?:{re.escape(SCRATCH_INFIX)})?" + re.escape(TEMP_MARKER) + r"(\d+)"
+    )
     removed = []
-    for candidate in path.parent.glob(glob.escape(f".{path.name}{TEMP_MARKER}") + "*"):
-        pid = candidate.name[len(f".{path.name}{TEMP_MARKER}") :]
-        if not pid.isdigit() or int(pid) == os.getpid() or _process_is_running(int(pid)):
+    for candidate in sorted(path.parent.glob(glob.escape(f".{path.name}") + "*")):
+        match = owned.fullmatch(candidate.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or process_is_running(pid):
             continue
         logger.warning("%s: removing the temporary of an interrupted write (process %s is gone)", candidate, pid)
         with contextlib.suppress(FileNotFoundError):  # another writer of path removed it first
             remove_path(candidate)
         removed.append(candidate)
     return removed
+
+
+@contextlib.contextmanager
+def scratch_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a private scratch directory beside the output ``path``; delete it afterwards.
+
+    It is named ``.NAME.scratch.partial-PID``, like the atomic temporaries, so
+    that a killed writer's scratch is removed by the next writer of ``path``
+    (or the local runner) through :func:`remove_stale_temporaries`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    scratch = path.with_name(f".{path.name}{SCRATCH_INFIX}{TEMP_MARKER}{os.getpid()}")
+    remove_path(scratch)
+    scratch.mkdir()
+    try:
+        yield scratch
+    finally:
+        remove_path(scratch)
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a file-system error of the block with ``path`` as its file name.
+
+    Writers that report a full disk without naming the file (tifffile, a
+    bare ``write``) then give the scripts' one-line message naming it.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno or errno.EIO, error.strerror or str(error), str(path)) from None
 
 
 def remove_path(path: str | os.PathLike) -> None:
@@ -87,7 +133,7 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> None:
     """
     if Path(path).exists() and not overwrite:
         raise OutputExistsError(
-            f"{path} already exists; pass overwrite=True (scripts: --overwrite) or remove it"
+            f"{path} already exists; add -f/--overwrite to replace it, or remove it first"
         )
 
 

@@ -7,15 +7,16 @@ name          Zarr v2 (NGFF 0.4)                              use
 ============  ==============================================  ==========
 blosc-lz4     Blosc lz4, clevel 5, byte shuffle (default)     general
 zstd          Blosc zstd, clevel 1, byte shuffle              archival
-lz4           plain LZ4 (``numcodecs.LZ4``)                   real time
+lz4           Blosc lz4, clevel 5, no shuffle                 real time
 gzip          GZip level 1                                    exchange
 none          no compression                                  scratch
 ============  ==============================================  ==========
 
-Zarr v3 (NGFF 0.5) only standardises the ``blosc``, ``gzip`` and ``zstd``
-codecs, so the v3 mapping is the same except for ``lz4``, which is written as
-Blosc lz4 *without* shuffle (plain LZ4 inside a Blosc frame): every Zarr v3
-reader can open it, and it is as fast as plain LZ4. Zstd keeps a low level on
+``lz4`` is plain LZ4 inside a Blosc frame (no shuffle), not the bare
+``numcodecs.LZ4`` codec: Zarr v3 (NGFF 0.5) only standardises the ``blosc``,
+``gzip`` and ``zstd`` codecs, and Zarr v2 readers other than numcodecs (e.g.
+tensorstore) do not know bare ``lz4``, while every reader opens Blosc. It is
+as fast as plain LZ4. The Zarr v3 mapping is the same as v2's. Zstd keeps a low level on
 purpose: zstd at level 5 with byte shuffle is about ten times slower for a few
 percent of size.
 """
@@ -66,7 +67,7 @@ def v2_compressor(name: str) -> numcodecs.abc.Codec | None:
     if name == "zstd":
         return numcodecs.Blosc(cname="zstd", clevel=_ZSTD_LEVEL, shuffle=numcodecs.Blosc.SHUFFLE)
     if name == "lz4":
-        return numcodecs.LZ4()
+        return numcodecs.Blosc(cname="lz4", clevel=_BLOSC_LEVEL, shuffle=numcodecs.Blosc.NOSHUFFLE)
     if name == "gzip":
         return numcodecs.GZip(level=_GZIP_LEVEL)
     return None
@@ -90,11 +91,9 @@ def chunk_encoder(name: str, zarr_format: int) -> numcodecs.abc.Codec | None:
     """The numcodecs codec that turns a chunk's bytes into what is stored.
 
     Zarr v3's ``blosc`` and ``gzip`` codecs wrap the same numcodecs
-    implementations, so these encoders serve both versions; ``lz4`` follows
-    the v3 mapping (Blosc lz4 without shuffle) when ``zarr_format`` is 3.
+    implementations, so these encoders serve both versions (``zarr_format``
+    is accepted for callers that pass it, and changes nothing).
     """
-    if zarr_format == 3 and check_compression(name) == "lz4":
-        return numcodecs.Blosc(cname="lz4", clevel=_BLOSC_LEVEL, shuffle=numcodecs.Blosc.NOSHUFFLE)
     return v2_compressor(name)
 
 

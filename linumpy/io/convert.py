@@ -40,7 +40,7 @@ def expand_resolution_um(values: Sequence[float] | None, ndim: int) -> tuple[flo
     if len(values) == 1:
         values = values * ndim
     if len(values) != ndim or min(values) <= 0:
-        raise InputError(f"--resolution needs 1 or {ndim} positive values in micrometres, got {values}")
+        raise InputError(f"--voxel_size_um needs 1 or {ndim} positive values in micrometres, got {values}")
     return tuple(v / 1000.0 for v in values)
 
 
@@ -94,7 +94,7 @@ def tiff_to_omezarr(
     data, stored = read_tiff(source)
     resolution = resolution_mm or stored
     if resolution is None:
-        raise InputError(f"{source} stores no voxel size (ImageJ metadata in microns); pass --resolution UM")
+        raise InputError(f"{source} stores no voxel size (ImageJ metadata in microns); pass --voxel_size_um UM")
     save_omezarr(data, path, resolution, **options)
 
 

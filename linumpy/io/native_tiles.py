@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from linumpy.errors import InputError
+from linumpy.io.atomic import naming_file
 from linumpy.io.sidecar import first_error
 
 INFO_NAME = "info.txt"
@@ -213,4 +214,6 @@ def write_native_frames(tile_dir: Path, frames: np.ndarray, n_files: int) -> Non
     bounds = np.linspace(0, frames.shape[0], n_files + 1)
     bounds = np.ceil(bounds).astype(int)
     for index in range(n_files):
-        frames[bounds[index] : bounds[index + 1]].tofile(tile_dir / f"image_{index + 1}.bin")
+        path = tile_dir / f"image_{index + 1}.bin"
+        with naming_file(path), open(path, "wb") as handle:  # not ndarray.tofile: no errno on a full disk
+            handle.write(frames[bounds[index] : bounds[index + 1]].data)

@@ -429,6 +429,14 @@ def _transforms(transforms: Any, n_axes: int, path: Path, field_name: str) -> tu
     return scale, translation
 
 
+def _check_inside(root: Path, relative: str, field: str) -> None:
+    """Refuse a path from the metadata that leads outside the image (absolute, ``..``, a symlink out)."""
+    target = (root / relative).resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(root.resolve()) or target == root.resolve():
+        raise InputError(f"{root}: metadata field '{field}' is {relative!r}, outside the image; "
+                         "a level must be an array inside the image folder; rewrite the metadata")
+
+
 def parse_image(path: str | Path) -> ParsedImage:
     """Read and check the OME metadata of the image at ``path``.
 
@@ -457,6 +465,7 @@ def parse_image(path: str | Path) -> ParsedImage:
         level_path = dataset.get("path")
         if not isinstance(level_path, (str, int)) or isinstance(level_path, bool):
             raise InputError(f"{path}: metadata field '{where}.path' must name the level's array; rewrite the metadata")
+        _check_inside(path, str(level_path), f"{where}.path")
         scale, translation = _transforms(
             dataset.get("coordinateTransformations"), len(axes), path, f"{where}.coordinateTransformations"
         )

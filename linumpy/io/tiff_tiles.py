@@ -12,6 +12,7 @@ import numpy as np
 import tifffile
 
 from linumpy.errors import InputError
+from linumpy.io.atomic import naming_file
 
 TIFF_SUFFIX = ".tif"
 
@@ -53,4 +54,5 @@ def read_tiff_tile(path: str | Path) -> np.ndarray:
 
 def write_tiff_tile(path: str | Path, volume: np.ndarray) -> None:
     """Write a float32 ``(z, y, x)`` tile (no timestamp: same data, same bytes)."""
-    tifffile.imwrite(path, np.asarray(volume, np.float32), photometric="minisblack", metadata=None)
+    with naming_file(path):
+        tifffile.imwrite(path, np.asarray(volume, np.float32), photometric="minisblack", metadata=None)

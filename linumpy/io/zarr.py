@@ -39,7 +39,7 @@ from dask.system import CPU_COUNT
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff
 from linumpy.io._progress import DaskProgress
-from linumpy.resample import block_mean, resample_to_resolution
+from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
 
 logger = logging.getLogger(__name__)
 
@@ -754,15 +754,20 @@ class AnalysisOmeZarrWriter(_PyramidWriter):
 def lateral_pyramid(
     base: da.Array, resolution: tuple[float, ...], n_levels: int, path: Path | str = "image"
 ) -> list[_Level]:
-    """Levels 1..n_levels of ``base``, each a 2x block mean in y and x of the previous one."""
+    """Levels 1..n_levels of ``base``, each a 2x block mean in y and x of the previous one.
+
+    A border pixel that covers only part of a block of level 0 weighs that
+    part in the next level, so every level is the block mean of level 0.
+    """
     factors = (1,) * (base.ndim - 2) + (2, 2)
     levels: list[_Level] = []
-    data, scale = base, resolution
+    data, scale, span = base, resolution, (1,) * base.ndim
     for index in range(1, n_levels + 1):
         if min(data.shape[-2:]) < 2:
             logger.info("%s: stopping the pyramid at level %d: level %d would be < 1 pixel", path, index - 1, index)
             break
-        data = block_mean(data, factors)
+        data = block_mean(data, factors, pyramid_edge_weights(base.shape, data.shape, span))
+        span = tuple(s * f for s, f in zip(span, factors))
         scale = tuple(s * f for s, f in zip(scale, factors))
         levels.append(_Level(data, scale))
     return levels

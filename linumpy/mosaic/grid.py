@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.memory import check_fits_in_memory
 from linumpy.qc.figures import mosaic_grid_figure
 from linumpy.qc.metrics import nonzero_fraction
 from linumpy.qc.records import write_qc_record
@@ -106,10 +108,14 @@ def grid_geometry(
     if not 0 <= z0 < z1 <= nz:
         raise InputError(f"--z_range {z0} {z1} is not a non-empty range inside the tiles' depth 0-{nz}")
     res_z, res_y, res_x = section.resolution_um
-    if resolution_um is not None and resolution_um <= 0:
-        raise InputError(f"--resolution must be positive, got {resolution_um} um")
+    if resolution_um is not None and not (math.isfinite(resolution_um) and resolution_um > 0):
+        raise InputError(f"--resolution must be a positive number, got {resolution_um} um")
     out_y, out_x = (res_y, res_x) if resolution_um is None else (resolution_um, resolution_um)
     _, ty, tx = resampled_shape((1, ny, nx), (res_z, res_y, res_x), (res_z, out_y, out_x))
+    # A resampled tile is held in float64 with one intermediate of the same size.
+    check_fits_in_memory(2 * 8 * (z1 - z0) * ty * tx, f"one tile of {z1 - z0} x {ty} x {tx} voxels "
+                         f"at --resolution {resolution_um} um", f"use a coarser --resolution (the tiles' own is "
+                         f"{res_y:g} x {res_x:g} um)")
     step_y, step_x = section.tile_step_px
     return GridGeometry(
         tile_shape=(z1 - z0, ty, tx),
@@ -255,8 +261,9 @@ def write_mosaic_grid_qc(
     """
     levels = read_omezarr_info(aip_path).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape) >= QC_AIP_PX), default=0)
-    data, _ = read_omezarr(aip_path, level)
+    data, scale_mm = read_omezarr(aip_path, level)
     factor = max(1, max(data.shape) // QC_AIP_PX)
     aip = np.asarray(block_mean(data, (factor, factor)).compute())
     metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)}
-    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": mosaic_grid_figure(aip, grid_shape, tiles)})
+    figure = mosaic_grid_figure(aip, grid_shape, tiles, pixel_um=scale_mm[-1] * 1000 * factor)
+    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": figure})

@@ -72,5 +72,15 @@ class OutputLayout:
         return self.root / "pipeline_info" / "logs"
 
     @property
+    def run_qc_output(self) -> Path:
+        """Stands for the run in QC: its record is ``pipeline_info/pipeline_qc.json``."""
+        return self.root / "pipeline_info" / "pipeline.json"
+
+    @property
+    def run_lock(self) -> Path:
+        """The local runner's lock on the output directory (see :mod:`linumpy.pipeline.lock`)."""
+        return self.root / "pipeline_info" / "run.lock"
+
+    @property
     def task_records(self) -> Path:
         return self.root / "pipeline_info" / "tasks"

@@ -11,6 +11,7 @@ so one params file serves both.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from linumpy.errors import InputError
 
+#: A report title: one line of printable text (no control characters); quotes are fine, they are escaped.
+REPORT_TITLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 #: Keys the local runner accepts but only Nextflow uses.
 NEXTFLOW_ONLY = frozenset({
     "publish_dir_mode", "max_cpus", "max_memory", "max_time", "container",
@@ -51,8 +54,24 @@ def parse_slice_ids(value: Any) -> list[int] | None:
     return ids
 
 
+def check_number(value: Any) -> Any:
+    """Refuse booleans (YAML ``true`` is not 1) and infinite or NaN numbers (YAML ``.inf``, ``.nan``).
+
+    Examples
+    --------
+    >>> check_number(2.5)
+    2.5
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
 SliceIds = Annotated[list[Annotated[int, Field(ge=0)]] | None, BeforeValidator(parse_slice_ids)]
-Number = int | float
+Integer = Annotated[int, BeforeValidator(check_number)]
+Number = Annotated[int | float, BeforeValidator(check_number)]
 Positive = Annotated[Number, Field(gt=0)]
 Percentile = Annotated[Number, Field(ge=0, le=100)]
 
@@ -71,19 +90,19 @@ class PipelineParams(BaseModel):
 
     # Simulated acquisition
     simulate: Literal["tiny", "small", "large"] | None = None
-    simulate_seed: Annotated[int, Field(ge=0)] | None = None
+    simulate_seed: Annotated[Integer, Field(ge=0)] | None = None
     simulate_layout: Literal["native", "tiff"] | None = None
-    simulate_n_slices: Annotated[int, Field(ge=1)] | None = None
+    simulate_n_slices: Annotated[Integer, Field(ge=1)] | None = None
 
     # Shared by the steps that write OME-Zarr
-    n_levels: Annotated[int, Field(ge=0)] | None = None
+    n_levels: Annotated[Integer, Field(ge=0)] | None = None
     compression: Literal["blosc-lz4", "zstd", "lz4", "gzip", "none"] | None = None
 
     # Mosaic grids
     resolution: Positive | None = None
     axial_resolution: Positive | None = None
-    z_range: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)] | None = None
-    mosaic_dtype: str | None = None
+    z_range: Annotated[list[Annotated[Integer, Field(ge=0)]], Field(min_length=2, max_length=2)] | None = None
+    mosaic_dtype: Literal["float32", "float16", "uint16"] | None = None
 
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None
@@ -106,21 +125,21 @@ class PipelineParams(BaseModel):
     stack_resolution: Positive | None = None
     pyramid_resolutions: Annotated[list[Positive], Field(min_length=1)] | None = [10, 25, 50, 100]
     allow_gaps: bool = False
-    stack_chunks: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)] | None = None
+    stack_chunks: Annotated[list[Annotated[Integer, Field(ge=1)]], Field(min_length=3, max_length=3)] | None = None
 
     # Quality control and report
-    screenshot_z: Annotated[int, Field(ge=0)] | None = None
-    screenshot_level: Annotated[int, Field(ge=0)] | None = None
-    report_title: str | None = None
+    screenshot_z: Annotated[Integer, Field(ge=0)] | None = None
+    screenshot_level: Annotated[Integer, Field(ge=0)] | None = None
+    report_title: Annotated[str, Field(pattern=REPORT_TITLE_PATTERN)] | None = None
 
     # Compute resources (Nextflow only)
-    max_cpus: Annotated[int, Field(ge=1)] = 8
+    max_cpus: Annotated[Integer, Field(ge=1)] = 8
     max_memory: str = "32.GB"
     max_time: str = "24.h"
     container: str = "linumpy:0.1.0"
     slurm_queue: str | None = None
     slurm_cluster_options: str | None = None
-    slurm_queue_size: Annotated[int, Field(ge=1)] = 50
+    slurm_queue_size: Annotated[Integer, Field(ge=1)] = 50
     slurm_submit_rate_limit: str = "10/1min"
 
     def selected(self, slice_ids: list[int]) -> list[int]:
@@ -157,14 +176,28 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        first_line = str(error).splitlines()[0]
         kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-        raise InputError(f"{path}: not valid {kind}: {first_line}") from None
+        raise InputError(f"{path}{_error_place(error)}: not valid {kind}: {_error_reason(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of parameter names to values")
     return data
+
+
+def _error_place(error: Exception) -> str:
+    """``:LINE:COLUMN`` (1-based) of a JSON or YAML parse error, when known."""
+    if isinstance(error, json.JSONDecodeError):
+        return f":{error.lineno}:{error.colno}"
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _error_reason(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return error.msg
+    problem = getattr(error, "problem", None)
+    return problem or str(error).splitlines()[0]
 
 
 def load_params(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineParams:

@@ -22,6 +22,7 @@ from linumpy.io.naming import slice_step_name, slice_tag
 from linumpy.pipeline import steps
 from linumpy.pipeline.layout import VOLUME_NAME, OutputLayout
 from linumpy.pipeline.params import PipelineParams
+from linumpy.qc.records import qc_record_path
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Task:
 
     ``inputs`` uses the input names of the step's Nextflow process; ``argv``
     starts with the script's file name; ``signature`` is ``argv`` with the
-    paths inside the output directory relative to it.
+    paths inside the output directory relative to it; ``watched`` are files
+    the script reads beyond its arguments, whose content is part of the key.
     """
 
     id: str
@@ -41,12 +43,22 @@ class Task:
     outputs: tuple[Path, ...]
     inputs: dict[str, Any] = field(default_factory=dict)
     upstream: tuple[Task, ...] = ()
+    watched: tuple[Path, ...] = ()
 
     @property
     def key(self) -> str:
-        """Fingerprint of the command line, the linumpy version and the upstream tasks."""
-        payload = json.dumps([linumpy.__version__, list(self.signature), [t.key for t in self.upstream]])
+        """Fingerprint of the command line, the linumpy version, the upstream tasks and the watched files."""
+        payload = json.dumps([linumpy.__version__, list(self.signature), [t.key for t in self.upstream],
+                              [_content_digest(path) for path in self.watched]])
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _content_digest(path: Path) -> str | None:
+    """SHA-256 of a file's bytes, None when it does not exist."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def _relative_to(root: Path, word: str) -> str:
@@ -56,13 +68,13 @@ def _relative_to(root: Path, word: str) -> str:
 
 def _task(step: steps.Step, params: PipelineParams, layout: OutputLayout, *, slice_id: int | None = None,
           positional: list, fixed: list = (), outputs: list[Path], inputs: dict[str, Any],
-          upstream: tuple[Task, ...] = (), name: str | None = None) -> Task:
+          upstream: tuple[Task, ...] = (), name: str | None = None, watched: tuple[Path, ...] = ()) -> Task:
     """Build a task; ``name`` defaults to ``<step>[_zNN]``."""
     argv = step.command([str(p) for p in positional], [str(f) for f in fixed], params)
     signature = tuple(_relative_to(layout.root, word) if word.startswith("/") else word for word in argv)
     if name is None:
         name = step.name if slice_id is None else f"{step.name}_{slice_tag(slice_id)}"
-    return Task(name, step, slice_id, tuple(argv), signature, tuple(outputs), inputs, upstream)
+    return Task(name, step, slice_id, tuple(argv), signature, tuple(outputs), inputs, upstream, watched)
 
 
 def plan_simulation(params: PipelineParams, layout: OutputLayout) -> Task:
@@ -116,21 +128,29 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
 
 
 def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[int],
-                motor_positions: Task, normalized: dict[int, Task]) -> list[Task]:
-    """Stack the normalized slices (by id), screenshot the volume, write the report."""
+                motor_positions: Task, normalized: dict[int, Task],
+                acquisition_json: Path | None = None) -> list[Task]:
+    """Stack the normalized slices (by id), screenshot the volume, write the report.
+
+    ``acquisition_json`` is the acquisition's sidecar when it exists: the
+    stack then takes the slice thickness from it (as the Nextflow workflow does).
+    """
     ordered = sorted(slice_ids)
     slices = [layout.slice_product(i, "normalize") for i in ordered]
     gaps = ["--allow_gaps"] if params.stack_allows_gaps else []
+    sidecar = ["--acquisition_json", acquisition_json] if acquisition_json is not None else []
     shot = layout.screenshot(VOLUME_NAME)
     stack = _task(steps.STACK_SLICES, params, layout, positional=[*slices, layout.volume],
-                  fixed=["--motor_positions", layout.motor_positions, "--shifts_out", layout.volume_shifts, *gaps],
+                  fixed=["--motor_positions", layout.motor_positions, "--shifts_out", layout.volume_shifts,
+                         *gaps, *sidecar],
                   outputs=[layout.volume, layout.volume_shifts],
                   inputs={"slices": slices, "motor_positions": layout.motor_positions,
-                          "allow_gaps": params.stack_allows_gaps},
+                          "allow_gaps": params.stack_allows_gaps, "acquisition_json": acquisition_json},
                   upstream=(motor_positions, *(normalized[i] for i in ordered)))
     screenshot = _task(steps.SCREENSHOT, params, layout, positional=[layout.volume, shot], outputs=[shot],
                        inputs={"name": VOLUME_NAME, "zarr": layout.volume}, upstream=(stack,),
                        name=f"screenshot_{VOLUME_NAME}")
+    # The report also shows the run's own record (failed slices): a change there reruns it.
     report = _task(steps.REPORT, params, layout, positional=[layout.root, layout.report], outputs=[layout.report],
-                   inputs={}, upstream=(stack, screenshot))
+                   inputs={}, upstream=(stack, screenshot), watched=(qc_record_path(layout.run_qc_output),))
     return [stack, screenshot, report]

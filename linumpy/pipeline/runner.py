@@ -6,11 +6,16 @@ slice. A task is skipped when its outputs exist and its record in
 ``OUTDIR/pipeline_info/tasks`` holds the same key (command line, linumpy
 version, upstream keys): outputs are written atomically, so existing means
 complete, and changed parameters rerun the step and everything after it.
-Each task's output goes to ``OUTDIR/pipeline_info/logs/<task>.log``. The
+Each task's output goes to ``OUTDIR/pipeline_info/logs/<task>.log`` and its
+wall time, CPU time and peak memory to ``OUTDIR/pipeline_info/trace.txt``
+(Nextflow's trace columns, :mod:`linumpy.pipeline.trace`). The
 first failure stops the run, naming the slice, the step and the log, and
 leaves ``OUTDIR/pipeline_info/pipeline_qc.json`` listing the failed slice for
 the report (slices left out on purpose appear in the stack's own QC record,
-as for Nextflow).
+as for Nextflow). A run owns its output directory through
+``pipeline_info/run.lock`` (:mod:`linumpy.pipeline.lock`), removes only the
+temporaries of writers that are gone, and its scripts die with it
+(:mod:`linumpy.pipeline.child`).
 """
 
 from __future__ import annotations
@@ -22,29 +27,32 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-
-from tqdm import tqdm
 
 from linumpy.cli import EXIT_OUT_OF_MEMORY
 from linumpy.errors import InputError, LinumpyError
-from linumpy.io.atomic import TEMP_MARKER, atomic_output, remove_path
+from linumpy.io.atomic import atomic_output, remove_path, remove_stale_temporaries
 from linumpy.io.motor_table import read_motor_positions
+from linumpy.io.sidecar import SIDECAR_NAME
 from linumpy.pipeline import steps
+from linumpy.pipeline.child import child_setup
 from linumpy.pipeline.layout import OutputLayout
+from linumpy.pipeline.lock import outdir_lock
 from linumpy.pipeline.params import PipelineParams
 from linumpy.pipeline.plan import (
     Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
 )
+from linumpy.pipeline.progress import Progress
+from linumpy.pipeline.trace import TaskTrace, write_trace
 from linumpy.qc.records import qc_record_path, write_qc_record
 
 LOGGER = logging.getLogger(__name__)
 #: Repository ``bin/`` directory, where the scripts live in a source checkout.
 DEFAULT_SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "bin"
-#: Progress bars of the scripts write one line every 30 s into the task logs.
-TASK_ENVIRONMENT = {"TQDM_MININTERVAL": "30"}
 
 
 class PipelineError(LinumpyError):
@@ -63,6 +71,7 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     slice_ids: list[int] = field(default_factory=list)
     failed_slices: dict[int, str] = field(default_factory=dict)
+    trace: list[TaskTrace] = field(default_factory=list)
 
 
 def find_script(name: str, scripts_dir: Path) -> Path:
@@ -88,7 +97,7 @@ class LocalRunner:
     scripts_dir : Path
         Where the ``bin/`` scripts are.
     progress : bool
-        Show one progress bar per step.
+        Show the run's progress on stderr (:class:`~linumpy.pipeline.progress.Progress`).
     overwrite : bool
         Rerun every task even if its outputs are complete.
     """
@@ -104,16 +113,21 @@ class LocalRunner:
         self.params = params
         self.layout = OutputLayout(Path(params.outdir).resolve())
         self.workers = workers
-        self.progress = progress
         self.overwrite = overwrite
         self.summary = RunSummary()
-        self._bars: dict[str, tqdm] = {}
+        self._progress = Progress(workers, progress)
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen] = set()
         self._stopping = threading.Event()
 
     def run(self) -> RunSummary:
-        """Run every task not already complete; raise :class:`PipelineError` on the first failure."""
+        """Run every task not already complete; raise :class:`PipelineError` on the first failure.
+
+        Raises
+        ------
+        OutdirLockedError
+            If another run holds the output directory's lock.
+        """
         params, layout = self.params, self.layout
         upstream: tuple[Task, ...] = ()
         if params.input is not None:
@@ -122,7 +136,16 @@ class LocalRunner:
                 raise InputError(f"{params.input}: no such acquisition directory; check input/--input")
         else:
             acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
+        try:
+            with outdir_lock(layout.run_lock):
+                return self._run_locked(acquisition, upstream)
+        finally:
+            self._progress.close()
+
+    def _run_locked(self, acquisition: Path, upstream: tuple[Task, ...]) -> RunSummary:
+        params, layout = self.params, self.layout
         remove_path(qc_record_path(self._qc_output))
+        self._progress.add(len(upstream) + 1)
         try:
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
             self._run_serial([*upstream, motor_positions])
@@ -130,17 +153,18 @@ class LocalRunner:
             if not slice_ids:
                 raise InputError(f"{layout.motor_positions}: no slice left to reconstruct; "
                                  "check slices/exclude_slices")
+            _check_no_gaps(slice_ids, params.stack_allows_gaps)
             self.summary.slice_ids = slice_ids
-            for step in steps.SLICE_CHAIN:
-                self._new_bar(step.name, len(slice_ids))
-            self._new_bar(steps.SCREENSHOT.name, len(slice_ids) + 1)  # and the volume's
             chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
-            self._run_slices(chains)
             normalized = {i: chain[len(steps.SLICE_CHAIN) - 1] for i, chain in chains.items()}
-            self._run_serial(plan_volume(params, layout, slice_ids, motor_positions, normalized))
+            sidecar = acquisition / SIDECAR_NAME
+            volume_tasks = plan_volume(params, layout, slice_ids, motor_positions, normalized,
+                                       sidecar if sidecar.is_file() else None)
+            self._progress.add(sum(len(chain) for chain in chains.values()) + len(volume_tasks))
+            self._run_slices(chains)
+            self._run_serial(volume_tasks)
         finally:
-            for bar in self._bars.values():
-                bar.close()
+            self._progress.close()
             if self.summary.failed_slices:
                 self._write_failures()
         return self.summary
@@ -148,7 +172,7 @@ class LocalRunner:
     @property
     def _qc_output(self) -> Path:
         """Stands for the run in QC: its record is ``pipeline_info/pipeline_qc.json``."""
-        return self.layout.root / "pipeline_info" / "pipeline.json"
+        return self.layout.run_qc_output
 
     def _write_failures(self) -> None:
         """Record the failed slices, so that ``linum_report.py OUTDIR`` flags them."""
@@ -157,21 +181,9 @@ class LocalRunner:
 
     # -- scheduling ---------------------------------------------------------
 
-    def _new_bar(self, name: str, total: int) -> None:
-        self._bars[name] = tqdm(total=total, desc=f"{name:<24}", unit="task",
-                                position=len(self._bars), disable=not self.progress)
-
-    def _advance(self, task: Task) -> None:
-        """Count a finished (or skipped) task on its step's progress bar."""
-        with self._lock:
-            if task.step.name not in self._bars:
-                self._new_bar(task.step.name, 1)
-            self._bars[task.step.name].update()
-
     def _run_serial(self, tasks: list[Task]) -> None:
         for task in tasks:
             self._run_task(task)
-            self._advance(task)
 
     def _run_slices(self, chains: dict[int, list[Task]]) -> None:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="slice") as pool:
@@ -212,22 +224,28 @@ class LocalRunner:
             raise _Stopped(task.id)
         if self._is_complete(task):
             self.summary.skipped.append(task.id)
+            self._trace_task(task, "CACHED", self._previous_trace(task))
+            self._progress.finished(task.id, skipped=True)
             return
         record = self._record_path(task)
         remove_path(record)
-        for output in task.outputs:
-            for stale in output.parent.glob(f".{output.name}{TEMP_MARKER}*"):
-                remove_path(stale)
+        for output in task.outputs:  # only temporaries whose writer is gone: never a live run's
+            remove_stale_temporaries(output)
         argv = [sys.executable, str(self.scripts[task.argv[0]]), *task.argv[1:]]
         if any(path.exists() for path in task.outputs):
             argv.append("--overwrite")
         log = self.layout.logs / f"{task.id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         LOGGER.debug("running %s", shlex.join(argv))
+        self._progress.started(task.id)
+        submit, began = datetime.now(), time.monotonic()
         with open(log, "w") as handle:
             handle.write(f"$ {shlex.join(argv)}\n")
             handle.flush()
-            status = self._call(argv, handle)
+            status, usage = self._call(argv, handle)
+        measured = {"submit": submit, "exit": status, "realtime_s": time.monotonic() - began, **usage}
+        self._trace_task(task, "COMPLETED" if status == 0 else "FAILED", measured)
+        self._progress.finished(task.id, failed=status != 0)
         if status != 0:
             if self._stopping.is_set():
                 raise _Stopped(task.id)
@@ -241,19 +259,39 @@ class LocalRunner:
             raise PipelineError(f"{_where(task)}: {task.argv[0]} exited 0 but did not write "
                                 f"{', '.join(missing)}; see {log}")
         with atomic_output(record, overwrite=True) as tmp:
-            tmp.write_text(json.dumps({"key": task.key, "argv": list(task.argv)}, indent=1) + "\n")
+            tmp.write_text(json.dumps({"key": task.key, "argv": list(task.argv),
+                                       "trace": _jsonable(measured)}, indent=1) + "\n")
         with self._lock:
             self.summary.ran.append(task.id)
 
-    def _call(self, argv: list[str], log) -> int:
+    def _previous_trace(self, task: Task) -> dict:
+        """What the complete task measured when it ran (from its record), for a CACHED trace row."""
+        try:
+            measured = json.loads(self._record_path(task).read_text()).get("trace") or {}
+            submit = measured.get("submit")
+            return {**measured, "submit": datetime.fromisoformat(submit) if submit else None}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def _trace_task(self, task: Task, status: str, measured: dict) -> None:
+        """Add a task's row to ``pipeline_info/trace.txt`` (rewritten after every task)."""
+        with self._lock:
+            known = {k: measured.get(k) for k in ("exit", "native_id", "submit", "realtime_s", "cpu_s", "peak_rss")}
+            row = TaskTrace(task_id=len(self.summary.trace) + 1, hash=_short_hash(task.key), name=_trace_name(task),
+                            status=status, **known)
+            self.summary.trace.append(row)
+            write_trace(self.layout.root / "pipeline_info" / "trace.txt", self.summary.trace)
+
+    def _call(self, argv: list[str], log) -> tuple[int, dict]:
+        """Run a script; return its exit status and its resource use (``native_id``, ``cpu_s``, ``peak_rss``)."""
         with self._lock:
             if self._stopping.is_set():
-                return -1
+                return -1, {}
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env={**os.environ, **TASK_ENVIRONMENT})
+                                       preexec_fn=child_setup())
             self._running.add(process)
         try:
-            return process.wait()
+            return _wait_with_usage(process)
         except BaseException:
             process.terminate()
             process.wait()
@@ -263,10 +301,50 @@ class LocalRunner:
                 self._running.discard(process)
 
 
+def _wait_with_usage(process: subprocess.Popen) -> tuple[int, dict]:
+    """Wait for ``process``; return its exit status and its CPU time and peak resident memory."""
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except ChildProcessError:  # reaped by a concurrent terminate(): no resource figures then
+        return process.wait(), {"native_id": process.pid}
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, {"native_id": process.pid, "cpu_s": usage.ru_utime + usage.ru_stime,
+                                "peak_rss": usage.ru_maxrss * 1024}
+
+
+def _short_hash(key: str) -> str:
+    """Nextflow-style task hash ``ab/cdef12`` from a task key."""
+    return f"{key[:2]}/{key[2:8]}"
+
+
+def _trace_name(task: Task) -> str:
+    """Nextflow-style process name with its tag: ``stitch_3d (z03)``, ``screenshot (volume)``."""
+    tag = task.id.removeprefix(task.step.name).strip("_")
+    return f"{task.step.name} ({tag})" if tag else task.step.name
+
+
+def _jsonable(measured: dict) -> dict:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in measured.items()}
+
+
+def _check_no_gaps(slice_ids: list[int], allow_gaps: bool) -> None:
+    """Refuse, before any work, a selection the stack would refuse for its missing ids."""
+    missing = sorted(set(range(slice_ids[0], slice_ids[-1] + 1)) - set(slice_ids))
+    if missing and not allow_gaps:
+        raise InputError(
+            f"slices {missing} lie between the selected slices {slice_ids[0]} and {slice_ids[-1]} but are not "
+            "reconstructed, so the stack would have gaps; pass --allow_gaps (allow_gaps: true in the params "
+            "file) to stack with gaps, or select consecutive slices")
+
+
 def _where(task: Task) -> str:
     if task.slice_id is None:
         return f"step {task.step.name}"
     return f"slice {task.slice_id} failed at step {task.step.name}"
+
+
+#: What the scripts print (linumpy.cli) when the disk or the quota is full.
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
 
 
 def _failure_message(task: Task, status: int, log: Path) -> str:
@@ -275,6 +353,8 @@ def _failure_message(task: Task, status: int, log: Path) -> str:
     cause = (errors or lines[-1:] or ["no output"])[-1][:300]
     hint = "; out of memory: rerun with fewer --workers" if status == EXIT_OUT_OF_MEMORY else ""
     message = f"{_where(task)} (exit status {status}{hint}): {cause} -- full log: {log}"
+    if any(marker in cause for marker in _DISK_FULL):  # the slice is fine: the disk is not
+        return message + "; free space (or use another --outdir) and rerun: completed steps are kept"
     if task.slice_id is not None:
         message += (f"; to leave this slice out, add {task.slice_id} to exclude_slices "
                     f"(--exclude_slices {task.slice_id})")

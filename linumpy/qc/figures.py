@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from linumpy.viz.planes import tissue_centre
+
 #: Percentiles used to set the grey-level window of image panels.
 DISPLAY_PERCENTILES = (1.0, 99.5)
 
@@ -48,6 +50,7 @@ def mosaic_grid_figure(
     grid_shape: TileIndex,
     tiles_present: Sequence[TileIndex] | None = None,
     title: str | None = None,
+    pixel_um: float | None = None,
 ) -> Figure:
     """Average intensity projection of a mosaic grid with its tile grid drawn on top.
 
@@ -65,26 +68,31 @@ def mosaic_grid_figure(
         Acquired tiles; default all.
     title : str, optional
         Figure title.
+    pixel_um : float, optional
+        Pixel size of ``aip``; the axes are then in micrometres (else pixels).
     """
     rows, cols = grid_shape
     height, width = np.shape(aip)
-    tile_h, tile_w = height / rows, width / cols
+    size = pixel_um or 1.0  # axes unit per pixel
+    tile_h, tile_w = size * height / rows, size * width / cols
     figure = Figure(figsize=(6, 6 * height / max(width, 1) + 0.6))
     axes = figure.add_subplot()
     vmin, vmax = display_range(aip)
-    axes.imshow(aip, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    extent = (-0.5 * size, (width - 0.5) * size, (height - 0.5) * size, -0.5 * size)
+    axes.imshow(aip, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent)
     present = {tuple(tile) for tile in tiles_present} if tiles_present is not None else None
     for row in range(rows):
         for col in range(cols):
-            origin = (col * tile_w - 0.5, row * tile_h - 0.5)
+            origin = (col * tile_w - 0.5 * size, row * tile_h - 0.5 * size)
             axes.add_patch(Rectangle(origin, tile_w, tile_h, fill=False, edgecolor="yellow", lw=0.6))
             if present is not None and (row, col) not in present:
                 x0, y0 = origin
                 axes.plot([x0, x0 + tile_w], [y0, y0 + tile_h], color="red", lw=1)
                 axes.plot([x0, x0 + tile_w], [y0 + tile_h, y0], color="red", lw=1)
-    axes.set_title(title or f"mosaic grid AIP, {rows} x {cols} tiles")
-    axes.set_xlabel("x (px)")
-    axes.set_ylabel("y (px)")
+    axes.set_title(title or f"mosaic grid AIP, {rows} x {cols} tiles", fontsize="medium")
+    unit = "µm" if pixel_um else "px"
+    axes.set_xlabel(f"x ({unit})")
+    axes.set_ylabel(f"y ({unit})")
     figure.tight_layout()
     return figure
 
@@ -148,8 +156,11 @@ def stitching_residuals_figure(
     axes.set_aspect("equal")
     axes.set_xlabel("tile column")
     axes.set_ylabel("tile row")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     n_fallback = int(fallback.sum())
-    axes.set_title(title or f"pair residuals; {n_fallback}/{len(fallback)} pairs on stage model (red dashed)")
+    axes.set_title(title or f"tile-pair residuals after the fit\n{n_fallback}/{len(fallback)} pairs on the stage "
+                   "model (red dashed)", fontsize="medium")
     figure.tight_layout()
     return figure
 
@@ -269,12 +280,14 @@ def stack_shifts_figure(
 
 
 def orthogonal_planes(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, ...]:
-    """Return the ``(xy, xz, yz)`` planes of a 3D array through ``index`` (default centre).
+    """Return the ``(xy, xz, yz)`` planes of a 3D array through ``index``.
 
-    Works on numpy and dask arrays; only the three planes are computed.
+    The default index cuts through the middle of the tissue, never through an
+    empty plane such as an excluded slice's gap
+    (:func:`linumpy.viz.planes.tissue_centre`). Works on numpy and dask
+    arrays; pass a coarse pyramid level.
     """
-    shape = volume.shape
-    z, y, x = index if index is not None else (s // 2 for s in shape)
+    z, y, x = index if index is not None else tissue_centre(volume)
     return (
         np.asarray(volume[z, :, :]),
         np.asarray(volume[:, y, :]),
@@ -287,7 +300,7 @@ def orthogonal_views_figure(
     resolution: Sequence[float] = (1.0, 1.0, 1.0),
     title: str | None = None,
 ) -> Figure:
-    """Orthogonal views (axial xy, coronal xz, sagittal yz) of a volume.
+    """Orthogonal views (axial xy, coronal xz, sagittal yz) of a volume, axes in micrometres.
 
     Parameters
     ----------
@@ -295,20 +308,67 @@ def orthogonal_views_figure(
         As returned by :func:`orthogonal_planes`, shapes ``(y, x)``, ``(z, x)``,
         ``(z, y)``.
     resolution : (z, y, x)
-        Voxel size (any unit), so the views keep their physical aspect ratio.
+        Voxel size in micrometres; the views keep their physical proportions.
     """
     rz, ry, rx = resolution
     xy, xz, yz = (np.asarray(plane, dtype=np.float64) for plane in planes)
     vmin, vmax = display_range(np.concatenate([p.ravel() for p in (xy, xz, yz)]))
-    figure = Figure(figsize=(9, 3.4))
-    views = (("xy", xy, ry / rx, "x", "y"), ("xz", xz, rz / rx, "x", "z"), ("yz", yz, rz / ry, "y", "z"))
-    for index, (name, plane, aspect, xlabel, ylabel) in enumerate(views):
+    figure = Figure(figsize=(9, 3.6))
+    views = (("xy (top view)", xy, rx, ry, "x (µm)", "y (µm)"), ("xz", xz, rx, rz, "x (µm)", "z (µm)"),
+             ("yz", yz, ry, rz, "y (µm)", "z (µm)"))
+    for index, (name, plane, col_um, row_um, xlabel, ylabel) in enumerate(views):
         axes = figure.add_subplot(1, 3, index + 1)
-        axes.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+        extent = (0, plane.shape[1] * col_um, plane.shape[0] * row_um, 0)
+        axes.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
         axes.set_title(name, fontsize="medium")
         axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
-    figure.suptitle(title or "orthogonal views")
+        axes.xaxis.set_major_locator(MaxNLocator(4))
+    figure.suptitle(title or "orthogonal views", fontsize="medium")
     figure.tight_layout()
     return figure
 
+
+def continuity_figure(
+    slice_ids: Sequence[int],
+    shift_um: Sequence[float | None],
+    overlap_ncc: Sequence[float | None],
+    missing_ids: Sequence[int] = (),
+    title: str | None = None,
+) -> Figure:
+    """Slice-to-slice continuity: lateral jump (um) and overlap match (NCC) along the stack.
+
+    Parameters
+    ----------
+    slice_ids : sequence of int
+        Slice id of each value.
+    shift_um : sequence of float or None
+        Length of each slice's lateral correction relative to the previous
+        slice, micrometres (None: unknown).
+    overlap_ncc : sequence of float or None
+        Match of each slice's overlap with the previous one (None: not registered).
+    missing_ids : sequence of int
+        Slices absent from the stack, shaded in grey.
+    """
+    ids = np.asarray(slice_ids, dtype=np.float64)
+    shift = np.array([np.nan if v is None else v for v in shift_um], dtype=np.float64)
+    ncc = np.array([np.nan if v is None else v for v in overlap_ncc], dtype=np.float64)
+    breaks = np.flatnonzero(np.diff(ids) > 1) + 1  # no line across a missing slice
+    ids, shift, ncc = (np.insert(a, breaks, np.nan) for a in (ids, shift, ncc))
+    figure = Figure(figsize=(7, 3.6))
+    top = figure.add_subplot(2, 1, 1)
+    bottom = figure.add_subplot(2, 1, 2, sharex=top)
+    top.plot(ids, shift, marker="o", ms=3, color="C0")
+    top.set_ylabel("lateral jump (µm)")
+    bottom.plot(ids, ncc, marker="o", ms=3, color="C2")
+    bottom.axhline(0.2, color="red", ls=":", lw=1)
+    bottom.set_ylabel("match (NCC)")
+    bottom.set_ylim(min(-0.05, float(np.nanmin(ncc, initial=0.0))), 1.05)
+    for missing in missing_ids:
+        for axes in (top, bottom):
+            axes.axvspan(missing - 0.5, missing + 0.5, color="0.85", lw=0)
+    bottom.set_xlabel("slice id (grey: missing slice; red dotted: flag threshold)")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle(title or "slice-to-slice continuity", fontsize="medium")
+    figure.tight_layout()
+    return figure

@@ -79,12 +79,12 @@ def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:
     if isinstance(shifts, list) and len(shifts) == len(ids):
         magnitudes = np.hypot(*np.asarray(shifts, dtype=np.float64).reshape(-1, 2).T)
         for index in outlier_indices(magnitudes):
-            flags.append(RedFlag(int(ids[index]), step, f"outlier slice shift {magnitudes[index]:.1f} px"))
+            flags.append(RedFlag(_slice_id(ids[index]), step, f"outlier slice shift {magnitudes[index]:.1f} px"))
     ncc = metrics.get("overlap_ncc")
     if isinstance(ncc, list) and len(ncc) == len(ids):
         for slice_id, value in zip(ids, ncc, strict=True):
             if value is not None and value < MIN_OVERLAP_NCC:
-                flags.append(RedFlag(int(slice_id), step, f"poor overlap with previous slice (NCC {value:.2f})"))
+                flags.append(RedFlag(_slice_id(slice_id), step, f"poor overlap with previous slice (NCC {value:.2f})"))
     return flags
 
 
@@ -117,6 +117,12 @@ def slice_reasons(entries: Any) -> list[tuple[int, str]]:
     Accepts a dict ``{slice_id: reason}``, a list of ids, or a list of
     ``{"slice_id": ..., "reason": ...}`` dicts.
 
+    Raises
+    ------
+    ValueError
+        If an entry is not one of these spellings (e.g. a slice id that is not
+        a whole number), naming the entry.
+
     Examples
     --------
     >>> slice_reasons({"3": "no tiles"})
@@ -127,15 +133,28 @@ def slice_reasons(entries: Any) -> list[tuple[int, str]]:
     if not entries:
         return []
     if isinstance(entries, Mapping):
-        pairs = [(int(key), str(value)) for key, value in entries.items()]
-    else:
+        pairs = [(_slice_id(key), str(value)) for key, value in entries.items()]
+    elif isinstance(entries, list):
         pairs = []
         for entry in entries:
             if isinstance(entry, Mapping):
-                pairs.append((int(entry["slice_id"]), str(entry.get("reason", "no reason given"))))
+                pairs.append((_slice_id(entry.get("slice_id")), str(entry.get("reason", "no reason given"))))
             else:
-                pairs.append((int(entry), "no reason given"))
+                pairs.append((_slice_id(entry), "no reason given"))
+    else:
+        raise ValueError(f"expected a list or a mapping of slice ids, got {entries!r}")
     return sorted(pairs)
+
+
+def _slice_id(value: Any) -> int:
+    """A slice id from an int or a string of digits; ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{value!r} is not a slice id (a whole number)")
 
 
 def _number(value: Any) -> float | None:

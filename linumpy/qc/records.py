@@ -27,6 +27,7 @@ from matplotlib.image import imsave
 from linumpy.errors import InputError
 from linumpy.io.atomic import atomic_output
 from linumpy.io.naming import parse_slice_id
+from linumpy.qc.warning_log import logged_warnings
 
 #: Version of the record layout, stored in every record under ``"schema"``.
 QC_SCHEMA = "linumpy-qc/1"
@@ -100,6 +101,10 @@ def write_qc_record(
     flags : sequence of str, optional
         Problems the step noticed itself, one short sentence each.
 
+    The warnings the process logged so far (collected by
+    :mod:`linumpy.qc.warning_log`, installed by every script) are stored
+    under ``"warnings"``.
+
     Returns
     -------
     pathlib.Path
@@ -130,6 +135,7 @@ def write_qc_record(
         "slice_id": _slice_id_or_none(Path(output_path).name),
         "metrics": to_json_value(dict(metrics), where=f"metrics of {record_path}"),
         "flags": [str(flag) for flag in (flags or [])],
+        "warnings": logged_warnings(),
         "figures": {name: path.name for name, path in figure_files.items()},
     }
     with atomic_output(record_path, overwrite=True) as tmp:
@@ -150,10 +156,10 @@ def read_qc_record(path: str | os.PathLike) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: unreadable QC record ({error}); rerun the step that wrote it")
-    expected = {"step": str, "metrics": dict, "flags": list, "figures": dict}
+    expected = {"step": str, "metrics": dict, "flags": list, "figures": dict, "warnings": list}
     record = record if isinstance(record, dict) else {}
-    record.setdefault("flags", [])
-    record.setdefault("figures", {})
+    for key, empty in (("flags", []), ("figures", {}), ("warnings", [])):
+        record.setdefault(key, empty)
     wrong = [key for key, kind in expected.items() if not isinstance(record.get(key), kind)]
     if wrong:
         raise InputError(f"{path}: not a QC record (missing or ill-typed {', '.join(wrong)}); "

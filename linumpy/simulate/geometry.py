@@ -12,8 +12,10 @@ Frames (all in voxels of the raw tiles):
   ``Z = k * slice_thickness_px + zt``.
 
 The cut surface of slice ``k`` sits at tile depth
-``surface_offset + tilt . (Y - cy, X - cx) + bumps_k(Y, X)``, in world lateral
-coordinates: the tissue is rigid, only the cut changes.
+``surface_offset + cut_offset_k + tilt . (Y - cy, X - cx) + bumps_k(Y, X)``, in world lateral
+coordinates: the tissue is rigid, only the cut changes. ``cut_offset_k`` is 0
+unless the cut thickness varies (``thickness_jitter``): the stage still moves
+by the nominal thickness, the cut removes ``T (1 + U(-j, j))``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class SliceGeometry:
     sample_shift_px: tuple[int, int]
     tile_origins_px: dict[tuple[int, int], tuple[int, int]]
     bumps: SmoothField
+    cut_offset_px: float = 0.0  # true cut depth minus the nominal one (thickness_jitter)
 
 
 class AcquisitionGeometry:
@@ -79,6 +82,8 @@ class AcquisitionGeometry:
         # bumps: 2D fields (evaluated at z = 0), 300-900 um wavelengths
         bump_waves = (300.0 / preset.lateral_resolution_um, 900.0 / preset.lateral_resolution_um)
         self.slices = []
+        jitter = np.random.default_rng([seed, 6]).uniform(-1.0, 1.0, preset.n_slices) * preset.thickness_jitter
+        cut_offsets = np.concatenate([[0.0], np.cumsum(jitter[:-1])]) * preset.slice_thickness_px
         for k in range(preset.n_slices):
             if k > 0:
                 shift = shift + rng.integers(-preset.slice_shift_px, preset.slice_shift_px + 1, 2)
@@ -90,7 +95,8 @@ class AcquisitionGeometry:
             }
             bumps = SmoothField(np.random.default_rng([seed, 4, k]), 6, [(1.0, 2.0), bump_waves, bump_waves])
             self.slices.append(
-                SliceGeometry(k, k * preset.slice_thickness_px, (int(shift[0]), int(shift[1])), origins, bumps)
+                SliceGeometry(k, k * preset.slice_thickness_px, (int(shift[0]), int(shift[1])), origins, bumps,
+                              float(cut_offsets[k]))
             )
 
     def surface_depth(self, index: int, world_y: np.ndarray, world_x: np.ndarray) -> np.ndarray:
@@ -100,7 +106,8 @@ class AcquisitionGeometry:
         x = np.asarray(world_x, np.float64)[None, :] - self.center_px[1]
         bumps = self.slices[index].bumps.evaluate_2d(world_y, world_x)
         tilt_y, tilt_x = preset.surface_tilt
-        return (preset.surface_offset_px + tilt_y * y + tilt_x * x + preset.surface_bump_px * bumps).astype(np.float32)
+        offset = preset.surface_offset_px + self.slices[index].cut_offset_px
+        return (offset + tilt_y * y + tilt_x * x + preset.surface_bump_px * bumps).astype(np.float32)
 
     @property
     def surface_origin_px(self) -> tuple[int, int]:

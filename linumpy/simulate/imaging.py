@@ -10,7 +10,8 @@ For tile voxel ``(zt, i, j)`` of a slice whose cut surface lies at depth
 
 ``R``/``mu`` are the phantom's reflectivity and attenuation (1/mm), ``dz_mm``
 the axial voxel size, the factor 2 the round trip of the light, ``F`` the
-Gaussian focus profile, ``V`` the vignetting, ``S`` multiplicative speckle
+focus profile (Gaussian, or Lorentzian for ``focus_model="lorentzian"``),
+``V`` the vignetting, ``S`` multiplicative speckle
 anchored to world voxels (so it is the same in overlapping tiles and
 slices). See ``docs/simulator.md``.
 """
@@ -36,15 +37,45 @@ def vignetting(shape: tuple[int, int], strength: float) -> np.ndarray:
     >>> round(float(vignetting((5, 5), 0.3)[0, 0]), 6)
     0.7
     """
+    return (1.0 - strength * _half_radius2(shape)).astype(np.float32)
+
+
+def focus_profile(n_z: int, focus_px: float, sigma_px: float, model: str = "gaussian") -> np.ndarray:
+    """Axial gain, shape ``(n_z,)``.
+
+    ``"gaussian"``: ``exp(-(zt - focus)^2 / (2 sigma^2))``; ``"lorentzian"``
+    (the confocal gate of a Gaussian beam, ``sigma`` the Rayleigh range):
+    ``1 / (1 + ((zt - focus) / sigma)^2)``.
+
+    Examples
+    --------
+    >>> focus_profile(3, 1.0, 1.0, "lorentzian").tolist()
+    [0.5, 1.0, 0.5]
+    """
+    z = np.arange(n_z, dtype=np.float64)
+    if model == "lorentzian":
+        return (1.0 / (1.0 + ((z - focus_px) / sigma_px) ** 2)).astype(np.float32)
+    if model != "gaussian":
+        raise ValueError(f"unknown focus model {model!r}")
+    return np.exp(-((z - focus_px) ** 2) / (2.0 * sigma_px**2)).astype(np.float32)
+
+
+def field_curvature(shape: tuple[int, int], depth_px: float) -> np.ndarray:
+    """Apparent extra depth of a flat surface across a tile: ``depth_px * (u^2 + v^2) / 2``, ``u, v`` in [-1, 1].
+
+    Examples
+    --------
+    >>> float(field_curvature((3, 3), 2.0)[0, 0]), float(field_curvature((3, 3), 2.0)[1, 1])
+    (2.0, 0.0)
+    """
+    return (depth_px * _half_radius2(shape)).astype(np.float32)
+
+
+def _half_radius2(shape: tuple[int, int]) -> np.ndarray:
+    """``(u^2 + v^2) / 2`` across a tile, ``u, v`` in [-1, 1] (float64)."""
     u = np.linspace(-1.0, 1.0, shape[0])[:, None]
     v = np.linspace(-1.0, 1.0, shape[1])[None, :]
-    return (1.0 - strength * (u**2 + v**2) / 2.0).astype(np.float32)
-
-
-def focus_profile(n_z: int, focus_px: float, sigma_px: float) -> np.ndarray:
-    """Gaussian axial gain ``exp(-(zt - focus)^2 / (2 sigma^2))``, shape ``(n_z,)``."""
-    z = np.arange(n_z, dtype=np.float64)
-    return np.exp(-((z - focus_px) ** 2) / (2.0 * sigma_px**2)).astype(np.float32)
+    return (u**2 + v**2) / 2.0
 
 
 def speckle(seed: int, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -69,9 +100,12 @@ def tile_signal(
     z, y, x = geometry.tile_world_axes(index, row, col)
     box = phantom.evaluate(z, y, x)
     depth = np.arange(preset.tile_shape[0], dtype=np.float32)[:, None, None]
-    present = depth >= geometry.surface_depth(index, y, x)[None]
+    cut = geometry.surface_depth(index, y, x)
+    if preset.surface_curvature_px:
+        cut = cut + field_curvature(preset.tile_shape[1:], preset.surface_curvature_px)
+    present = depth >= cut[None]
     gain = vignetting(preset.tile_shape[1:], preset.vignetting)[None] * focus_profile(
-        preset.tile_shape[0], preset.focus_px, preset.focus_sigma_px
+        preset.tile_shape[0], preset.focus_px, preset.focus_sigma_px, preset.focus_model
     )[:, None, None]
     signal = box.reflectivity * speckle(seed, z, y, x)
     signal *= transmission(box.attenuation_per_mm, present, preset.axial_resolution_um)

@@ -15,7 +15,9 @@ Content (see ``docs/simulator.md``):
 - thin bright fibres (where two smooth fields are both near zero);
 - small bright blobs (cells), at most one per cell of a hashed lattice;
 - reference columns: vertical cylinders of one class with no texture,
-  fibres or blobs, where the tissue is homogeneous (for attenuation tests).
+  fibres or blobs, where the tissue is homogeneous (for attenuation tests);
+- optional test-matrix conditions (:class:`Conditions`): dark tissue
+  regions, attenuation that varies by region, an agarose-filled cavity.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from linumpy.simulate.fields import SmoothField, hash_coordinates, mix64, uniform_from_hash
 from linumpy.simulate.presets import Preset
@@ -65,6 +68,67 @@ class ReferenceColumn:
     center_px: tuple[float, float]
     radius_px: float
     label: int
+
+
+@dataclass(frozen=True)
+class Cavity:
+    """An agarose-filled ellipsoid inside the sample, in world pixels."""
+
+    center_px: tuple[float, float, float]
+    semi_axes_px: tuple[float, float, float]
+
+    def mask(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Boolean ``(nz, ny, nx)``: inside the cavity."""
+        r2 = [((np.asarray(a, np.float64) - c) / s) ** 2
+              for a, c, s in zip((z, y, x), self.center_px, self.semi_axes_px)]
+        return r2[0][:, None, None] + r2[1][None, :, None] + r2[2][None, None, :] < 1.0
+
+
+class Conditions:
+    """The phantom's optional test-matrix conditions, drawn from their own random stream.
+
+    The standard presets use none of them, so their phantom is unchanged.
+
+    - *dark tissue*: where a smooth field exceeds its ``1 - dark_fraction``
+      quantile, the structured tissue's reflectivity is multiplied by ``dark_gain``;
+    - *regional attenuation*: the attenuation of the structured tissue is
+      multiplied by ``exp(attenuation_variation * g)``, ``g`` a smooth
+      lateral field of unit variance (300-900 um wavelengths);
+    - *cavity*: an agarose-filled ellipsoid centred on slice 1's mean cut
+      depth, so it opens at that cut face.
+    """
+
+    def __init__(self, seed: int, preset: Preset, center_px: tuple[float, float], semi_axes_px: tuple[float, float]):
+        rng = np.random.default_rng([seed, 5])
+        lateral, axial = preset.lateral_resolution_um, preset.axial_resolution_um
+        self.dark_fraction = preset.dark_fraction
+        self.dark_gain = preset.dark_gain
+        self.attenuation_variation = preset.attenuation_variation
+        self.dark = SmoothField(rng, 10, [(300.0 / axial, 800.0 / axial)] + [(150.0 / lateral, 400.0 / lateral)] * 2)
+        self.dark_threshold = float(stats.norm.ppf(1.0 - preset.dark_fraction)) if preset.dark_fraction > 0 else np.inf
+        self.attenuation = SmoothField(rng, 8, [(1.0, 2.0)] + [(300.0 / lateral, 900.0 / lateral)] * 2)
+        self.cavity = None
+        if preset.cavity_radius_um > 0:
+            radius = preset.cavity_radius_um / lateral
+            cz = preset.slice_thickness_px + preset.surface_offset_px
+            cy = center_px[0] + 0.1 * semi_axes_px[0]
+            cx = center_px[1] - 0.35 * semi_axes_px[1]
+            self.cavity = Cavity((cz, cy, cx), (preset.cavity_radius_um / axial, radius, radius))
+
+    def apply(self, z: np.ndarray, y: np.ndarray, x: np.ndarray, structured: np.ndarray,
+              reflectivity: np.ndarray, attenuation: np.ndarray, label: np.ndarray) -> None:
+        """Apply the conditions in place to a box of the phantom."""
+        if self.dark_fraction > 0:
+            dark = structured & (self.dark.evaluate(z, y, x) > self.dark_threshold)
+            reflectivity[dark] *= np.float32(self.dark_gain)
+        if self.attenuation_variation > 0:
+            gain = np.exp(self.attenuation_variation * self.attenuation.evaluate_2d(y, x)).astype(np.float32)
+            attenuation *= np.where(structured, gain[None], np.float32(1.0))
+        if self.cavity is not None:
+            hole = self.cavity.mask(z, y, x) & (label > 0)
+            reflectivity[hole] = _REFLECTIVITY[0]
+            attenuation[hole] = _ATTENUATION[0]
+            label[hole] = 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +190,7 @@ class Phantom:
             ReferenceColumn((cy - 0.35 * ay, cx - 0.3 * ax), radius, 1),
             ReferenceColumn((cy + 0.35 * ay, cx + 0.3 * ax), radius, 3),
         )
+        self.conditions = Conditions(seed, preset, self.center_px, self.semi_axes_px) if preset.conditions() else None
 
     def sample_mask(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Boolean ``(nz, ny, nx)``: inside the sample (tissue) rather than agarose."""
@@ -177,7 +242,10 @@ class Phantom:
         blobs = self.blobs(z, y, x)
         extra = _FIBRE_REFLECTIVITY * fibres + _BLOB_REFLECTIVITY * blobs
         reflectivity = np.where(structured, reflectivity + extra, reflectivity).astype(np.float32)
-        return PhantomBox(reflectivity, _ATTENUATION[label], label)
+        attenuation = _ATTENUATION[label]
+        if self.conditions is not None:
+            self.conditions.apply(z, y, x, structured, reflectivity, attenuation, label)
+        return PhantomBox(reflectivity, attenuation, label)
 
     def blobs(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Cell-like blobs in [0, 1]: at most one ellipsoid per lattice cell.

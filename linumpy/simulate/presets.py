@@ -7,7 +7,7 @@ tiles per slice, generated tile by tile).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 
 from linumpy.errors import InputError
 
@@ -43,6 +43,19 @@ class Preset:
     vignetting: float  # relative loss at the tile corners
     noise_floor: float  # mean of the exponential noise, per frame
     truth_step: int  # lateral sampling step of the ground-truth volumes
+    # conditions of the test matrix (linumpy.simulate.conditions); the defaults are the original model
+    focus_model: str = "gaussian"  # or "lorentzian" (Gaussian-beam confocal gate, focus_sigma_px = Rayleigh range)
+    surface_curvature_px: float = 0.0  # field curvature: extra surface depth at the tile corners
+    thickness_jitter: float = 0.0  # each cut removes slice_thickness_px * (1 + U(-j, j))
+    attenuation_variation: float = 0.0  # std of the log of a smooth lateral gain on the tissue attenuation
+    dark_fraction: float = 0.0  # fraction of the structured tissue that is dark
+    dark_gain: float = 0.15  # reflectivity factor of the dark tissue
+    cavity_radius_um: float = 0.0  # a cavity (agarose-filled) opening at slice 1's cut face
+
+    def conditions(self) -> dict[str, object]:
+        """The test-matrix conditions that differ from their defaults (empty for the standard presets)."""
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        return {name: getattr(self, name) for name, value in defaults.items() if getattr(self, name) != value}
 
     @property
     def tile_step_px(self) -> tuple[int, int]:

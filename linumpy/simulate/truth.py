@@ -23,7 +23,7 @@ def build_truth(phantom: Phantom, geometry: AcquisitionGeometry, seed: int, layo
     nz, ny, nx = preset.tile_shape
     (z0, z1), (y0, y1), (x0, x1) = geometry.world_extent()
     step = preset.truth_step
-    return {
+    truth = {
         "format_version": FORMAT_VERSION,
         "preset": preset.name,
         "seed": seed,
@@ -77,6 +77,12 @@ def build_truth(phantom: Phantom, geometry: AcquisitionGeometry, seed: int, layo
         "empty_tile_fraction": EMPTY_TILE_FRACTION,
         "slices": [_slice_truth(phantom, geometry, index) for index in range(preset.n_slices)],
     }
+    conditions = preset.conditions()
+    if conditions:  # test-matrix conditions only: the standard presets' truth is unchanged
+        truth["conditions"] = {k: list(v) if isinstance(v, tuple) else v for k, v in conditions.items()}
+        for entry, slice_geometry in zip(truth["slices"], geometry.slices):
+            entry["cut_depth_px"] = round(slice_geometry.world_z_offset_px + slice_geometry.cut_offset_px, 4)
+    return truth
 
 
 def _rounded(values, digits: int = 3) -> list[float]:

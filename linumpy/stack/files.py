@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ def stack_slice_files(
     output: str | os.PathLike,
     motor_positions: str | os.PathLike,
     *,
-    resolution_um: float = 10.0,
+    resolution_um: float | None = None,
     pyramid_resolutions_um: Sequence[float] = DEFAULT_PYRAMID_RESOLUTIONS_UM,
     slice_thickness_um: float | None = None,
     acquisition_json: str | os.PathLike | None = None,
@@ -59,8 +60,9 @@ def stack_slice_files(
         The stacked volume (``.ome.zarr``).
     motor_positions : path-like
         Motor table written by ``linum_collect_motor_positions.py``.
-    resolution_um : float
-        Isotropic output voxel size, micrometres.
+    resolution_um : float, optional
+        Isotropic output voxel size, micrometres; default
+        :func:`finest_common_resolution_um` (full lateral resolution).
     pyramid_resolutions_um : sequence of float
         Analysis pyramid; only resolutions at or above ``resolution_um`` exist.
     slice_thickness_um : float, optional
@@ -89,7 +91,7 @@ def stack_slice_files(
     Path
         The shifts JSON written beside the volume.
     """
-    _check_positive(resolution=resolution_um, slice_thickness_um=slice_thickness_um or 1.0,
+    _check_positive(resolution=1.0 if resolution_um is None else resolution_um, slice_thickness_um=slice_thickness_um or 1.0,
                     pyramid_resolutions=min(pyramid_resolutions_um))
     if blend_overlap_um is not None and blend_overlap_um < 0:
         raise InputError(f"--blend_overlap_um must be >= 0, got {blend_overlap_um}")
@@ -99,14 +101,17 @@ def stack_slice_files(
     check_can_write(shifts_out, overwrite)
     paths = _ordered_slices(slice_paths, allow_gaps)
     motors = _motor_rows(motor_positions, list(paths))
-    thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors)
+    thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
     volumes = [_slice_volume(i, p) for i, p in paths.items()]
+    if resolution_um is None:
+        resolution_um = finest_common_resolution_um(volumes)
+        LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
     plan = plan_stack(volumes, motors, thickness, resolution_um,
                       StackParameters(blend_overlap_um=blend_overlap_um))
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
         write_stack(plan, writer, writer.write_block, dtype, progress)
-        attributes = {"slice_ids": list(paths), "slice_thickness_um": thickness,
+        attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
                       "stack_shifts": shifts_out.name}
         writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
     with atomic_output(shifts_out, overwrite) as tmp:
@@ -115,10 +120,19 @@ def stack_slice_files(
     return shifts_out
 
 
+def finest_common_resolution_um(volumes: Sequence[SliceVolume]) -> float:
+    """The finest isotropic voxel size every slice supports, micrometres.
+
+    That is the coarsest of the slices' level-0 lateral pixel sizes (rounded
+    to 1e-6 um), so no slice is upsampled laterally.
+    """
+    return round(max(max(volume.levels[0][1][1:]) for volume in volumes), 6)
+
+
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
-        if value <= 0:
-            raise InputError(f"--{name} must be > 0, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name} must be a positive number, got {value}")
 
 
 def _stem_path(output: Path, suffix: str) -> Path:
@@ -150,8 +164,14 @@ def _motor_rows(csv_path: str | os.PathLike, slice_ids: list[int]) -> np.ndarray
 
 
 def _slice_thickness(
-    thickness_um: float | None, acquisition_json: str | os.PathLike | None, motors: np.ndarray
+    thickness_um: float | None, acquisition_json: str | os.PathLike | None, motors: np.ndarray,
+    slice_ids: list[int],
 ) -> float:
+    """The vibratome cut: given, else the sidecar's, else the median motor z step per slice id.
+
+    Slices left out (excluded, or a subset) make the motor steps span several
+    cuts, so each step is divided by the slice-id gap it covers.
+    """
     if thickness_um:
         return thickness_um
     if acquisition_json:
@@ -161,7 +181,8 @@ def _slice_thickness(
         return thickness
     if len(motors) < 2:
         return 0.0  # a single slice has nothing to place it against
-    thickness = float(np.median(np.abs(np.diff(motors[:, 0])))) * 1000
+    steps = np.abs(np.diff(motors[:, 0])) / np.diff(np.asarray(slice_ids, dtype=float))
+    thickness = float(np.median(steps)) * 1000
     LOGGER.info("slice thickness %.2f um taken from the motor z steps", thickness)
     return thickness
 

@@ -25,6 +25,8 @@ from linumpy.qc.records import write_qc_record
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
 #: The QC views use the coarsest pyramid level at least this many voxels wide.
 QC_VIEW_PX = 256
+#: A boundary ratio further than this from 1 after the gains is flagged.
+MAX_BOUNDARY_STEP = 0.05
 
 
 def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float) -> Path:
@@ -49,7 +51,18 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
         "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
                                          title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
-    return write_qc_record(output, "stack", metrics, figures)
+    return write_qc_record(output, "stack", metrics, figures, boundary_flags(metrics))
+
+
+def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
+    """A flag per slice whose top still differs from the previous slice's overlap by more than 5% (or unmeasured)."""
+    flags = []
+    for slice_id, raw, ratio in zip(metrics["slice_ids"][1:], metrics["boundary_ratio_raw"][1:],
+                                    metrics["boundary_ratio"][1:], strict=True):
+        if raw is not None and (ratio is None or abs(ratio - 1) > MAX_BOUNDARY_STEP):
+            flags.append(f"slice {slice_id}: intensity step {ratio} at its top boundary after gain matching "
+                         f"(before: {raw})")
+    return flags
 
 
 def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, Any]:
@@ -70,7 +83,10 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         voxels, 0 for the first slice), ``z_offsets_um`` (depth step from the
         previous slice minus the thickness), ``overlap_ncc`` (NCC of the
         aligned overlap with the previous slice, None without registration),
-        ``z_confidence``, ``kept_depth_um``; lists of slice ids ``glitch_corrected``,
+        ``z_confidence``, ``kept_depth_um``, ``boundary_ratio_raw`` / ``boundary_ratio``
+        (mean intensity of the previous slice over this slice's top on their
+        overlap, before / after the gains; None for the first slice or a gap),
+        ``gain_top_bottom`` (gain applied at the slice's top and bottom); lists of slice ids ``glitch_corrected``,
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
@@ -121,4 +137,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "n_gaps": len(absent),
         "slice_thickness_um": thickness,
         "kept_depth_um": [s.get("kept_depth_um") for s in slices],
+        "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
+        "boundary_ratio": [s.get("boundary_ratio") for s in slices],
+        "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
     }

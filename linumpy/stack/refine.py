@@ -29,6 +29,10 @@ from skimage.registration import phase_cross_correlation
 
 #: Smallest rise of the z-scan peak above the scan's minimum for a distinct peak.
 MIN_PEAK_PROMINENCE = 0.05
+#: Smallest rise of the z-scan peak above every offset at least ``RIVAL_DISTANCE_PX`` away: below it
+#: the scan is ambiguous (two peaks, or a plateau) and the estimate is not trusted.
+MIN_PEAK_DISTINCTNESS = 0.07
+RIVAL_DISTANCE_PX = 3
 #: A lateral shift leaving less than this fraction of the images overlapping is not trusted.
 MIN_OVERLAP_FRACTION = 0.25
 
@@ -224,8 +228,12 @@ def scan_z_offset(
     offset : float
         Best offset, refined to subpixel by a parabola through the peak.
     confidence : float
-        Peak NCC; 0 when the peak is on the scan's edge or rises less than
-        :data:`MIN_PEAK_PROMINENCE` above the scan's minimum.
+        Peak NCC; 0 when the peak is on the scan's edge, rises less than
+        :data:`MIN_PEAK_PROMINENCE` above the scan's minimum, or less than
+        :data:`MIN_PEAK_DISTINCTNESS` above every offset
+        :data:`RIVAL_DISTANCE_PX` or more away (a second peak or a plateau:
+        the cut face differs from the tissue below the previous cut, e.g. a
+        cavity opens there).
     curve : list of float
         NCC for each candidate offset.
     """
@@ -235,7 +243,9 @@ def scan_z_offset(
     offset = float(offsets[best])
     interior = 0 < best < len(values) - 1
     distinct = values[best] - values.min() >= MIN_PEAK_PROMINENCE
-    if not (interior and distinct):
+    rivals = values[np.abs(np.arange(values.size) - best) >= RIVAL_DISTANCE_PX]
+    unique = rivals.size == 0 or values[best] - rivals.max() >= MIN_PEAK_DISTINCTNESS
+    if not (interior and distinct and unique):
         return offset, 0.0, curve
     left, peak, right = values[best - 1 : best + 2]
     curvature = left - 2 * peak + right

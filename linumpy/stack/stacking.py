@@ -19,6 +19,7 @@ import numpy as np
 from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
+from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.refine import (
     PairEstimate,
@@ -107,6 +108,9 @@ class StackParameters:
         and two times this size.
     register : bool
         Refine the motor placement at all.
+    match_intensity : bool
+        Fit per-slice gains on the overlaps so consecutive slabs agree
+        (:mod:`linumpy.stack.gains`); the boundary ratios are recorded either way.
     blend_overlap_um : float or None
         Depth kept below each slice's surface beyond its step to the next
         slice (at least the thickness), so consecutive slices overlap by this
@@ -124,6 +128,7 @@ class StackParameters:
     registration_size: int = 1024
     register: bool = True
     blend_overlap_um: float | None = None
+    match_intensity: bool = True
 
 
 @dataclass
@@ -204,9 +209,16 @@ def plan_stack(
     )
     kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um)
     kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
+    ratios: list[float | None] = [None] * len(slices)
+    depths: list[tuple[float, float] | None] = [None] * len(slices)
+    for k in range(1, len(slices)):
+        if ids[k] - ids[k - 1] == 1:
+            ratios[k], depths[k] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
+                                                   resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
+    a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
     placed = [
-        _place_on_grid(s, planes, origin, resolution_um)
-        for s, planes, origin in zip(slices, kept, resolved.origins_um, strict=True)
+        _place_on_grid(s, planes, origin, resolution_um, (a[k], b[k]))
+        for k, (s, planes, origin) in enumerate(zip(slices, kept, resolved.origins_um, strict=True))
     ]
     start, shape = union_box(placed)
     placed = [
@@ -214,9 +226,13 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
-    for entry, depth, planes in zip(record["slices"], kept_um, kept, strict=True):
+    after = corrected_ratios(ratios, depths, a, b)
+    for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
+        entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
+        entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
+        entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     return StackPlan(placed, shape, resolution_um, record)
 
@@ -294,9 +310,14 @@ def _kept_range(volume: SliceVolume, kept_um: float | None) -> tuple[int, int]:
 
 
 def _place_on_grid(
-    volume: SliceVolume, planes: tuple[int, int], origin_um: np.ndarray, resolution_um: float
+    volume: SliceVolume, planes: tuple[int, int], origin_um: np.ndarray, resolution_um: float,
+    gain: tuple[float, float] = (0.0, 0.0),
 ) -> PlacedSlice:
-    """The slice's planes ``[start, stop)`` resampled onto the output grid at ``origin_um``.
+    """The slice's planes ``[start, stop)`` resampled onto the output grid, times its gain.
+
+    ``gain = (a, b)``: ``exp(a + b t)`` (:mod:`linumpy.stack.gains`), ``t`` from 0
+    at the first kept plane to 1 at the last, applied per output plane (at
+    its centre) after resampling.
 
     The origin rarely falls on an output voxel border. Zero planes/rows are
     prepended at the slice's own resolution so that its first voxel starts
@@ -316,6 +337,11 @@ def _place_on_grid(
         useful = da.pad(useful, padding, mode="constant")
     source_mm = tuple(r / 1000 for r in source_um)
     resampled = resample_to_resolution(useful, source_mm, (resolution_um / 1000,) * 3)
+    if gain != (0.0, 0.0):
+        n_planes = planes[1] - planes[0]
+        centres = (np.arange(resampled.shape[0]) + 0.5) * resolution_um / source_um[0] - 0.5 - padding[0][0]
+        t = np.clip(centres / max(1, n_planes - 1), 0.0, 1.0)
+        resampled = resampled * np.exp(gain[0] + gain[1] * t).astype(np.float32)[:, None, None]
     return PlacedSlice(resampled, tuple(first), tuple(coverage))
 
 
@@ -347,11 +373,9 @@ def _register_consecutive(
     parameters: StackParameters,
 ) -> tuple[PairEstimate | None, np.ndarray | None]:
     """Register ``current`` against ``previous``; return the estimate and step (um)."""
-    level = max(set(previous.widest_levels(parameters.registration_size))
-                & set(current.widest_levels(parameters.registration_size)))
+    level, factor = _registration_level(previous, current, parameters.registration_size)
     previous_data, source_um = previous.levels[level]
     current_data, _ = current.levels[level]
-    factor = max(1, max(previous_data.shape[1:]) // parameters.registration_size)
     axial_um = source_um[0]
     lateral_um = np.asarray(source_um[1:]) * factor
     expected = nominal_step_um[0] / axial_um
@@ -382,6 +406,43 @@ def _register_consecutive(
     return estimate, step
 
 
+def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) -> tuple[int, int]:
+    """Coarsest pyramid level both slices have at least ``size`` pixels wide, and the block-mean factor to ~size."""
+    level = max(set(previous.widest_levels(size)) & set(current.widest_levels(size)))
+    return level, max(1, max(previous.levels[level][0].shape[1:]) // size)
+
+
+def _boundary_ratio(
+    previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int], current_kept: tuple[int, int],
+    step_um: np.ndarray, parameters: StackParameters,
+) -> tuple[float | None, tuple[float, float] | None]:
+    """Boundary ratio of two consecutive placed slices and the overlap's relative depth in each.
+
+    Reads the previous slice's planes where the current slice's top lands
+    (its placed step) and the current slice's top ``n_planes`` planes over
+    their common lateral window, at the registration level. ``(None, None)``
+    when they do not overlap.
+    """
+    level, factor = _registration_level(previous, current, parameters.registration_size)
+    previous_data, source_um = previous.levels[level]
+    current_data, _ = current.levels[level]
+    start = int(round(step_um[0] / source_um[0]))
+    depth = min(parameters.n_planes, current.useful_depth, previous.useful_depth - start)
+    offset = np.rint(step_um[1:] / (np.asarray(source_um[1:]) * factor)).astype(int)
+    previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
+    if depth < 1 or start < 0 or previous_window is None:
+        return None, None
+    p0, c0 = previous.useful_range[0], current.useful_range[0]
+    ratio = overlap_ratio(
+        _mean_planes(previous_data[p0 + start : p0 + start + depth], previous_window, factor),
+        _mean_planes(current_data[c0 : c0 + depth], current_window, factor),
+    )
+    centre = (depth - 1) / 2
+    relative = ((start + centre) / max(1, previous_kept[1] - previous_kept[0] - 1),
+                centre / max(1, current_kept[1] - current_kept[0] - 1))
+    return ratio, relative
+
+
 def _common_window(
     previous_shape: Sequence[int], current_shape: Sequence[int], offset: np.ndarray, factor: int
 ) -> tuple[tuple[slice, slice] | None, tuple[slice, slice] | None]:
@@ -403,10 +464,15 @@ def _common_window(
     return prev_window, curr_window
 
 
+def _mean_planes(data: da.Array, window: tuple[slice, slice], factor: int) -> np.ndarray:
+    """Read planes over a lateral window, block-averaged by ``factor``."""
+    cropped = data[(slice(None), *window)].astype(np.float32)
+    return block_mean(cropped, (1, factor, factor)).compute()
+
+
 def _planes(data: da.Array, window: tuple[slice, slice], factor: int) -> np.ndarray:
     """Read planes over a lateral window, block-averaged by ``factor``, band-passed."""
-    cropped = data[(slice(None), *window)].astype(np.float32)
-    return bandpass_planes(block_mean(cropped, (1, factor, factor)).compute())
+    return bandpass_planes(_mean_planes(data, window, factor))
 
 
 def _record(

@@ -1,8 +1,12 @@
-"""Quick-look PNG of an OME-Zarr image: orthogonal mid-planes with a scale bar.
+"""Quick-look image of an OME-Zarr volume: orthogonal views with scale bars in micrometres.
 
-The planes come from the coarsest pyramid level that is still detailed enough
+The views come from the coarsest pyramid level that is still detailed enough
 (long side >= ``min_size`` pixels), so a screenshot of a terabyte volume reads
-a few megabytes.
+a few megabytes. They cut through the middle of the tissue (found on the
+coarsest level, :func:`linumpy.viz.planes.tissue_centre`), not through an
+excluded slice's gap, and are laid out as a classic orthogonal view with no
+wasted canvas: XY top left, XZ below it (same x), YZ to its right (same y,
+z running left to right), all at one physical pixel size, each labelled.
 """
 
 from __future__ import annotations
@@ -16,12 +20,35 @@ from PIL import Image, ImageDraw, ImageFont
 
 from linumpy.errors import InputError
 from linumpy.io.zarr import OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.viz.planes import tissue_centre
 
-#: Smallest long side (pixels) of the level a screenshot reads.
+#: Smallest long side (pixels) of the level a screenshot reads, and of the XY view drawn.
 MIN_SCREENSHOT_SIZE = 512
-_GAP = 8
-_MIN_PANEL_SIDE = 64
+_GAP = 6
+_MIN_PANEL_SIDE = 24
 _BACKGROUND = 0
+#: Image formats a screenshot may be saved in, by file suffix.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def screenshot_format(path: str | os.PathLike) -> str:
+    """The PIL format of an output file, from its suffix.
+
+    Raises
+    ------
+    InputError
+        For a suffix that is not one of :data:`FORMATS`.
+
+    Examples
+    --------
+    >>> screenshot_format("qc/volume.JPG")
+    'JPEG'
+    """
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown image suffix {suffix or '(none)'!r}; name the output "
+                         f"{' or '.join(sorted(set(FORMATS)))}")
+    return FORMATS[suffix]
 
 
 def choose_level(info: OmeZarrInfo, min_size: int = MIN_SCREENSHOT_SIZE) -> int:
@@ -60,18 +87,22 @@ def nice_length_um(target_um: float) -> float:
 
 
 def _panel(plane: np.ndarray, pixel_mm: tuple[float, float], display_mm: float) -> Image.Image:
-    """A plane resized to square display pixels of ``display_mm`` (thin sides kept >= 64 px)."""
+    """A plane resized to square display pixels of ``display_mm`` (thin sides kept >= 24 px)."""
     height = max(min(_MIN_PANEL_SIDE, plane.shape[0]), round(plane.shape[0] * pixel_mm[0] / display_mm))
     width = max(min(_MIN_PANEL_SIDE, plane.shape[1]), round(plane.shape[1] * pixel_mm[1] / display_mm))
     return Image.fromarray(plane).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _font(image: Image.Image) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=max(11, min(image.width, image.height * 3) // 40))
 
 
 def _draw_scale_bar(image: Image.Image, display_mm: float) -> None:
     length_um = nice_length_um(0.25 * image.width * display_mm * 1000)
     length_px = max(1, round(length_um / (display_mm * 1000)))
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=max(10, image.width // 40))
-    label = f"{length_um:g} um"
+    font = _font(image)
+    label = f"{length_um:g} um"  # the built-in font has no micro sign
     margin = max(4, image.width // 60)
     thickness = max(2, image.width // 150)
     x1, y1 = image.width - margin, image.height - margin
@@ -85,54 +116,87 @@ def _draw_scale_bar(image: Image.Image, display_mm: float) -> None:
     draw.text((text_left - text_box[0], top - text_box[1]), label, fill=255, font=font)
 
 
+def _draw_label(image: Image.Image, label: str) -> None:
+    draw = ImageDraw.Draw(image)
+    font = _font(image)
+    box = draw.textbbox((4, 3), label, font=font)
+    draw.rectangle([box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2], fill=_BACKGROUND)
+    draw.text((4, 3), label, fill=255, font=font)
+
+
+def _display_mm(pixels: list[tuple[float, float]], planes: list[np.ndarray], min_size: int) -> float:
+    """Display pixel size: the XY pixel, finer if needed so the XY view is >= ``min_size`` px long."""
+    extent_mm = max(planes[0].shape[0] * pixels[0][0], planes[0].shape[1] * pixels[0][1])
+    return min(pixels[0][-1], extent_mm / min_size)
+
+
 def render_screenshot(
     path: str | os.PathLike, z: int | None = None, level: int | None = None, min_size: int = MIN_SCREENSHOT_SIZE
 ) -> Image.Image:
-    """Render orthogonal mid-planes (or one XY plane) of an OME-Zarr image.
+    """Render orthogonal views (or one XY plane) of an OME-Zarr image.
 
     Parameters
     ----------
     path : path-like
         OME-Zarr image, 3D or 2D.
     z : int, optional
-        Level-0 z index of a single XY plane; default: XY, XZ and YZ
-        mid-planes side by side.
+        Level-0 z index of a single XY plane; default: XY, XZ and YZ views
+        through the middle of the tissue.
     level : int, optional
         Pyramid level to read; default: :func:`choose_level`.
     min_size : int
-        See :func:`choose_level`.
+        See :func:`choose_level`; the XY view is also drawn at least this
+        many pixels on its long side (upsampled from a small volume).
 
     Returns
     -------
     PIL.Image.Image
-        Greyscale image, contrast from the 0.5-99.5 percentiles, with a scale
-        bar on the XY panel. Side panels use the XY pixel size (physical
-        proportions), except that a side thinner than 64 px is stretched to 64.
+        Greyscale image, contrast from the 0.5-99.5 percentiles. All views
+        share one square display pixel (physical proportions; a side thinner
+        than 24 px is stretched to 24), with a scale bar in micrometres on
+        the XY and XZ views.
     """
     info = read_omezarr_info(path)
     level = choose_level(info, min_size) if level is None else level
     image, resolution = read_omezarr(path, level)
     if image.ndim == 2:
         planes, pixels = [image.compute()], [resolution]
+    elif z is None:
+        zi, yi, xi = _tissue_index(path, info, level)
+        planes = [image[zi].compute(), image[:, yi, :].compute(), image[:, :, xi].compute().T]
+        pixels = [resolution[1:], (resolution[0], resolution[2]), (resolution[1], resolution[0])]
     else:
+        if not 0 <= z < info.shape[0]:
+            raise InputError(f"{path}: z index {z} is outside 0-{info.shape[0] - 1}; pass --z in that range")
         placement = info.levels[level]
-        if z is None:
-            zi, yi, xi = (n // 2 for n in image.shape)
-            planes = [image[zi].compute(), image[:, yi, :].compute(), image[:, :, xi].compute()]
-            pixels = [resolution[1:], (resolution[0], resolution[2]), resolution[:2]]
-        else:
-            z_mm = info.levels[0].translation_mm[0] + z * info.levels[0].scale_mm[0]
-            zi = round((z_mm - placement.translation_mm[0]) / resolution[0])
-            if not 0 <= z < info.shape[0]:
-                raise InputError(f"{path}: z index {z} is outside 0-{info.shape[0] - 1}; pass --z in that range")
-            planes, pixels = [image[min(max(zi, 0), image.shape[0] - 1)].compute()], [resolution[1:]]
-    display_mm = pixels[0][-1]  # the XY panel keeps its pixels
+        z_mm = info.levels[0].translation_mm[0] + z * info.levels[0].scale_mm[0]
+        zi = round((z_mm - placement.translation_mm[0]) / resolution[0])
+        planes, pixels = [image[min(max(zi, 0), image.shape[0] - 1)].compute()], [resolution[1:]]
+    display_mm = _display_mm(pixels, planes, min_size)
     panels = [_panel(plane, pixel, display_mm) for plane, pixel in zip(contrast_stretch(planes), pixels)]
     _draw_scale_bar(panels[0], display_mm)
-    width = sum(p.width for p in panels) + _GAP * (len(panels) - 1)
-    canvas = Image.new("L", (width, max(p.height for p in panels)), _BACKGROUND)
-    x = 0
-    for panel in panels:
-        canvas.paste(panel, (x, 0))
-        x += panel.width + _GAP
+    if len(panels) == 1:
+        return panels[0]
+    xy, xz, yz = panels
+    _draw_scale_bar(xz, display_mm)
+    for panel, label in ((xy, "XY"), (xz, "XZ"), (yz, "YZ")):
+        _draw_label(panel, label)
+    canvas = Image.new("L", (xy.width + _GAP + yz.width, xy.height + _GAP + xz.height), _BACKGROUND)
+    canvas.paste(xy, (0, 0))
+    canvas.paste(yz, (xy.width + _GAP, 0))
+    canvas.paste(xz, (0, xy.height + _GAP))
     return canvas
+
+
+def _tissue_index(path: str | os.PathLike, info: OmeZarrInfo, level: int) -> tuple[int, int, int]:
+    """Index at ``level`` of the planes through the middle of the tissue, found on the coarsest level."""
+    coarsest = len(info.levels) - 1
+    coarse, _ = read_omezarr(path, coarsest)
+    centre = tissue_centre(coarse)
+    source, target = info.levels[coarsest], info.levels[level]
+    index = []
+    for axis, i in enumerate(centre):
+        mm = source.translation_mm[axis] + i * source.scale_mm[axis]
+        j = round((mm - target.translation_mm[axis]) / target.scale_mm[axis])
+        index.append(min(max(j, 0), target.shape[axis] - 1))
+    return tuple(index)

@@ -9,6 +9,7 @@ process STACK_SLICES {
     path slices
     path motor_positions
     val allow_gaps
+    path acquisition_json  // the acquisition's sidecar, or [] when it has none
 
     output:
     path 'volume.ome.zarr', emit: volume
@@ -18,8 +19,9 @@ process STACK_SLICES {
     script:
     def args = task.ext.args ?: ''
     def gaps = allow_gaps ? '--allow_gaps' : ''
+    def sidecar = acquisition_json ? "--acquisition_json ${acquisition_json}" : ''
     """
-    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} ${args}
+    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} ${sidecar} ${args}
     """
 
     stub:

@@ -1,0 +1,155 @@
+"""Plain-language names, units and meanings of QC metrics, and what to do about red flags.
+
+The report labels every metric it shows through :func:`describe`: known
+names come from :data:`METRICS`; a name a step adds later still gets a
+readable label, a unit guessed from its suffix (``_um``, ``_px``,
+``_fraction`` ...) and a generic meaning, so new metrics appear without
+editing this module (add them here to give them a real description).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How the report names one metric."""
+
+    label: str
+    unit: str
+    meaning: str
+
+
+#: Readable names of the steps, in pipeline order.
+STEP_LABELS = {
+    "mosaic_grid_3d": "Tile assembly",
+    "stitch_3d": "Stitching",
+    "axial_corr": "Depth correction",
+    "normalize": "Normalization",
+    "stack": "Stacking",
+    "pipeline": "Run",
+    "report": "Report",
+}
+
+_M = MetricInfo
+#: Known metrics: name -> label, unit, meaning.
+METRICS: dict[str, MetricInfo] = {
+    "n_tiles": _M("Tiles", "count", "Tiles acquired for the slice."),
+    "nonzero_fraction": _M("Non-zero voxels", "%", "Share of voxels that hold any signal; "
+                           "near 0 means an empty slice."),
+    "confidence": _M("Stitch confidence", "0-1", "Median match score (NCC) of the neighbouring tile pairs "
+                     "whose registration was accepted; 1 is a perfect match, below 0.5 is suspect."),
+    "n_pairs": _M("Tile pairs", "count", "Neighbouring tile pairs that overlap."),
+    "n_fallback_pairs": _M("Pairs on stage model", "count", "Tile pairs whose registration was rejected; "
+                           "they were placed from the stage positions alone."),
+    "max_residual_px": _M("Largest pair residual", "px", "Largest disagreement between a pair's measured "
+                          "offset and the final tile positions."),
+    "ncc_threshold": _M("Match threshold", "NCC", "Score a tile pair needs for its registration to be used."),
+    "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
+    "surface_detected_fraction": _M("Surface found", "%", "Share of depth scans (A-lines) where the tissue "
+                                    "surface was detected."),
+    "median_surface_depth_um": _M("Surface depth", "µm", "Median depth of the tissue surface below the top "
+                                  "of the scan."),
+    "mean_attenuation_tissue_per_mm": _M("Tissue attenuation", "1/mm", "Mean optical attenuation of the "
+                                         "tissue; white matter is higher than grey matter."),
+    "n_tissue_lines": _M("Tissue A-lines", "count", "Depth scans counted as tissue."),
+    "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
+    "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
+    "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),
+    "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
+    "p_low": _M("Low percentile value", "intensity", "Input intensity mapped to 0."),
+    "p_high": _M("High percentile value", "intensity", "Input intensity mapped to 1."),
+    "percentiles": _M("Percentiles", "%", "Tissue percentiles mapped to 0 and 1."),
+    "tissue_fraction": _M("Tissue", "%", "Share of the slice's area classified as tissue."),
+    "tissue_median_after": _M("Tissue median", "0-1", "Median tissue intensity after normalization; "
+                              "similar values across slices mean even brightness."),
+    "flatfield": _M("Flat-field", "text", "Whether a tile flat-field correction was applied."),
+    "slice_ids": _M("Slice ids", "id", "Slices in the stack."),
+    "n_slices": _M("Slices", "count", "Slices in the stack."),
+    "shifts_px": _M("Lateral correction", "px", "Lateral shift [dy, dx] applied to a slice relative to the "
+                    "previous one, beyond the stage motion."),
+    "shift_um": _M("Shift vs previous", "µm", "Length of the lateral correction of a slice relative to the "
+                   "previous one, beyond the stage motion; large jumps deserve a look."),
+    "max_shift_px": _M("Largest correction", "px", "Largest lateral correction between two slices."),
+    "z_offsets_um": _M("Depth offset", "µm", "Depth step from the previous slice minus the slice thickness."),
+    "overlap_ncc": _M("Match with previous", "NCC", "Similarity (-1 to 1) of a slice's overlap with the "
+                      "previous slice after alignment; below 0.2 is flagged."),
+    "z_confidence": _M("Depth confidence", "0-1", "Confidence of the depth registration with the previous slice."),
+    "glitch_corrected": _M("Motor glitch corrected", "ids", "Slices whose motor position was corrected."),
+    "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
+                         "because the registration was unsure."),
+    "n_motor_fallback": _M("Slices on motor position", "count", "Registered slices that kept the motor position."),
+    "drift_clamped": _M("Drift clamped", "ids", "Slices whose accumulated drift was limited."),
+    "excluded_slices": _M("Excluded slices", "ids", "Slices absent from the stack."),
+    "failed_slices": _M("Failed slices", "ids", "Slices whose processing failed."),
+    "n_gaps": _M("Gaps", "count", "Slices missing between the first and the last."),
+    "slice_thickness_um": _M("Slice thickness", "µm", "Thickness of one physical section."),
+    "kept_depth_um": _M("Kept depth", "µm", "Depth of each slice kept in the volume."),
+    "warnings": _M("Warnings", "text", "Warnings the step logged while it ran."),
+}
+
+_UNIT_SUFFIXES = (
+    ("_per_mm", "1/mm"), ("_um", "µm"), ("_mm", "mm"), ("_px", "px"), ("_fraction", "%"),
+    ("_ncc", "NCC"), ("_deg", "°"), ("_s", "s"),
+)
+
+#: What to do about a red flag, by the first pattern its message matches.
+ADVICE: tuple[tuple[str, str], ...] = (
+    (r"^failed", "Read the log named in the message, fix the cause and rerun the same command: "
+                 "finished steps are not redone."),
+    (r"^excluded|absent from the stack", "Expected if you excluded this slice; otherwise check that "
+                                         "the acquisition holds its tiles."),
+    (r"empty", "Check the raw tiles of this slice; if it was not imaged, add it to exclude_slices."),
+    (r"stitching confidence|stage model|zero stage step", "Open the slice's stitching figure below: if tiles "
+                                                           "are misplaced, check the tile overlap of the "
+                                                           "acquisition."),
+    (r"outlier slice shift", "Look at the continuity plot and the volume around this slice: a jump is "
+                             "either a real stage glitch or a failed registration."),
+    (r"poor overlap", "Compare this slice with the previous one in the volume; damaged or folded tissue "
+                      "gives a poor match."),
+    (r"surface detected", "Check the depth profile figure: the tissue surface may be outside the scan."),
+    (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "
+                                  "profile figure."),
+    (r"figure .* refused|figure .* missing|not understood|unreadable|not a QC record",
+     "Rerun the step that wrote this record (or remove the stray file)."),
+    (r"no \*_qc\.json record", "Run the pipeline first, or pass its output directory."),
+)
+_DEFAULT_ADVICE = "Open this slice's details below and check its figures."
+
+
+def describe(name: str) -> MetricInfo:
+    """Label, unit and meaning of a metric; a readable fallback for unknown names.
+
+    Examples
+    --------
+    >>> describe("confidence").unit
+    '0-1'
+    >>> describe("galvo_shift_px")
+    MetricInfo(label='Galvo shift', unit='px', meaning='Metric galvo_shift_px reported by the step.')
+    """
+    if name in METRICS:
+        return METRICS[name]
+    unit, stem = "value", name
+    for suffix, suffix_unit in _UNIT_SUFFIXES:
+        if name.endswith(suffix):
+            unit, stem = suffix_unit, name[: -len(suffix)]
+            break
+    if stem.startswith("n_"):
+        unit, stem = "count", stem[2:]
+    label = re.sub(r"[_\s]+", " ", stem).strip().capitalize() or name
+    return MetricInfo(label, unit, f"Metric {name} reported by the step.")
+
+
+def step_label(step: str) -> str:
+    """Readable name of a step (its own name when unknown)."""
+    return STEP_LABELS.get(step, step.replace("_", " ").capitalize())
+
+
+def advice(message: str) -> str:
+    """What a user should do about a red flag with this message."""
+    for pattern, text in ADVICE:
+        if re.search(pattern, message, flags=re.IGNORECASE):
+            return text
+    return _DEFAULT_ADVICE
