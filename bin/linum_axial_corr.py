@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, AxialSettings, correct_slice
+from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, OUTPUT_DTYPES, AxialSettings, correct_slice
 from linumpy.io.profiles import read_depth_profile
 
 
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Divide by this focus profile (.npy, one value per input depth) instead.")
     parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
                         help="Attenuation compensation [%(default)s].")
+    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
+                        help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
+                             "0.05%%) [%(default)s].")
     add_omezarr_output_arguments(parser)
     return parser
 
@@ -46,7 +49,7 @@ def main(args: argparse.Namespace) -> None:
         focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
         attenuation=args.attenuation,
     )
-    correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels,
+    correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,
                   compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))
 
 

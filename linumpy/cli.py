@@ -20,6 +20,7 @@ from linumpy.errors import LinumpyError
 from linumpy.io.atomic import TEMP_MARKER
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.io.zarr import DEFAULT_N_LEVELS
+from linumpy.parallel import WORKERS_ENV, default_workers, set_default_workers
 from linumpy.qc import warning_log
 
 #: Exit status for an error the user can fix (bad input, refused output).
@@ -150,10 +151,31 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--workers N``: threads reading, computing and writing chunks at once.
+
+    :func:`run` makes the value the process-wide default (see :mod:`linumpy.parallel`).
+    """
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, metavar="N",
+        help=f"Threads reading, computing and writing chunks at once [${WORKERS_ENV}, else the cores: "
+             f"{default_workers()}].",
+    )
+    parser.set_defaults(sets_chunk_workers=True)
+
+
 def add_omezarr_output_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of every script that writes a power-of-2 OME-Zarr pyramid.
 
-    Adds ``--n_levels``, ``--compression`` and ``-f/--overwrite``.
+    Adds ``--n_levels``, ``--compression``, ``--workers`` and ``-f/--overwrite``.
     """
     parser.add_argument(
         "--n_levels", type=int, default=DEFAULT_N_LEVELS,
@@ -163,6 +185,7 @@ def add_omezarr_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
         help="Chunk codec [%(default)s].",
     )
+    add_workers_argument(parser)
     add_overwrite_argument(parser)
 
 
@@ -205,6 +228,8 @@ def run(
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     warning_log.install()
+    if getattr(args, "sets_chunk_workers", False) and args.workers is not None:
+        set_default_workers(args.workers)
     try:
         main(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -26,6 +26,7 @@ from linumpy.io.codecs import COMPRESSIONS
 from linumpy.io.zarr import (
     AnalysisOmeZarrWriter,
     OmeZarrWriter,
+    open_omezarr_level,
     read_omezarr,
     read_omezarr_info,
     reencode_omezarr,
@@ -472,3 +473,30 @@ def test_read_is_lazy_and_chunked_like_storage(tmp_path):
     started = time.perf_counter()
     assert image[0, 0, 0].compute() == 0
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_direct_chunk_reads_match_zarr(tmp_path, version, compression):
+    """open_omezarr_level decodes chunk files itself; every region equals zarr-python's read."""
+    data = oct_like((9, 21, 26), dtype=np.float32)
+    data[:, :7, :9] = 0  # a chunk of zeros is not stored: the reader fills it
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(4, 7, 9), n_levels=1, compression=compression,
+                 ngff_version=version)
+    stored, resolution = open_omezarr_level(path)
+    reference = zarr.open_array(str(path / "0"), mode="r")
+    assert stored._reader is not None and resolution == RESOLUTION
+    for key in [(slice(None),) * 3, (slice(2, 8), slice(5, 20), slice(3, 26)), (3, slice(None), slice(8, 10)),
+                (Ellipsis, slice(0, 1)), (slice(None, None, 2),)]:
+        np.testing.assert_array_equal(stored[key], reference[key])
+
+
+def test_direct_read_names_a_corrupted_chunk(tmp_path):
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(oct_like((8, 16, 16), dtype=np.float32), path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
+    (path / "0" / "1" / "0" / "1").write_bytes(b"not a blosc frame")
+    stored, _ = open_omezarr_level(path)
+    with pytest.raises(InputError, match=r"0/1/0/1: corrupted chunk"):
+        stored[4:8, 0:8, 8:16]
+    np.testing.assert_array_equal(stored[0:4], zarr.open_array(str(path / "0"), mode="r")[0:4])

@@ -45,8 +45,9 @@ SAMPLE_PARAMS = PipelineParams(
     outdir="results", simulate="tiny", simulate_seed=3, simulate_layout="tiff", simulate_n_slices=2,
     slices=[0, 1, 2], exclude_slices=[1], n_levels=2, compression="zstd",
     resolution=12.5, axial_resolution=3.5, z_range=[2, 40], mosaic_dtype="float32",
+    no_fix_galvo_shift=True, galvo_confidence=0.4, fix_field_curvature=True, max_rotation_deg=3.0, interpolate_missing=True,
     blend="average", max_shift_px=7.5, surface_depth_um=20.0, useful_depth_um=300.0,
-    focus="gaussian", attenuation="none", percentiles=[0.5, 99.5], flatfield=True,
+    focus="gaussian", attenuation="none", axial_dtype="float16", percentiles=[0.5, 99.5], flatfield=True,
     normalize_dtype="uint16", slice_thickness=200.0, blend_overlap_um=40.0, stack_resolution=25.0,
     pyramid_resolutions=[25, 50], allow_gaps=True, stack_chunks=[32, 64, 64],
     screenshot_z=3, screenshot_level=1, report_title="Brain 12 QC",
@@ -187,10 +188,14 @@ def rendered_ext_args(process: str, params: PipelineParams) -> str:
     return " ".join(words)
 
 
+#: What ``${task.cpus}`` renders to in a module's command line.
+_TASK_CPUS = "TASK_CPUS"
+
+
 def nextflow_command(process: str, inputs: dict[str, Any], params: PipelineParams) -> list[str]:
     """The command line ``process`` runs for these inputs and params, split like a shell would."""
     module = module_processes()[process]
-    context = dict(inputs)
+    context = {**inputs, "task": {"cpus": _TASK_CPUS}}
     for name, expression in module["script_defs"].items():
         if expression.strip() == "task.ext.args ?: ''":
             context[name] = rendered_ext_args(process, params)
@@ -198,7 +203,12 @@ def nextflow_command(process: str, inputs: dict[str, Any], params: PipelineParam
         conditional = re.fullmatch(r"""(\w+)\s*\?\s*(["'])(.*)\2\s*:\s*''""", expression.strip())
         assert conditional, f"{module['file']}: cannot read `def {name} = {expression}`"
         context[name] = render(conditional.group(3), context) if _value(conditional.group(1), context) else ""
-    return shlex.split(render(module["command"], context))
+    words = shlex.split(render(module["command"], context))
+    # The local runner gives a task its cores through $LINUMPY_WORKERS, not the command line.
+    for i in range(len(words) - 1):
+        if words[i : i + 2] == ["--workers", _TASK_CPUS]:
+            return words[:i] + words[i + 2 :]
+    return words
 
 
 def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) -> list[Task]:

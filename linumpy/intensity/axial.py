@@ -42,16 +42,18 @@ from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
-    map_ordered, read_block,
+    chunk_shape, map_ordered, read_block,
 )
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
-from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 
 logger = logging.getLogger(__name__)
 
 FOCUS_MODES = ("background", "gaussian", "none")
 ATTENUATION_MODES = ("vermeer", "none")
+#: Stored dtypes of the corrected volume (float16: compact intermediates, relative rounding 2**-11).
+OUTPUT_DTYPES = ("float32", "float16")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
@@ -133,7 +135,8 @@ def correct_slice(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
-    workers: int = 2,
+    workers: int | None = None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Detect the surface, correct focus and attenuation, flatten and crop one slice.
 
@@ -147,8 +150,11 @@ def correct_slice(
         As in :class:`~linumpy.io.zarr.OmeZarrWriter`.
     progress : bool
         Show progress bars.
-    workers : int
-        Blocks processed in parallel (threads) in each pass.
+    workers : int, optional
+        Blocks processed in parallel (threads) in each pass (default:
+        :func:`linumpy.parallel.default_workers`).
+    dtype : {"float32", "float16"}
+        Stored dtype of the corrected volume (the maps stay float32).
 
     Returns
     -------
@@ -161,7 +167,9 @@ def correct_slice(
         Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
     """
     _check_settings(settings)
-    volume, resolution = read_omezarr(in_path)
+    if dtype not in OUTPUT_DTYPES:
+        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:
         raise InputError(f"{in_path} is {volume.ndim}D; the axial correction needs a (z, y, x) volume")
@@ -192,30 +200,36 @@ def correct_slice(
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
-            dtype=np.float32, compression=compression, overwrite=overwrite))
+            dtype=dtype, compression=compression, overwrite=overwrite))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
-        surface_um = surface_writer.read()
+        surface_um = surface_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             flat, mean_mu = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                           origin=part.origin, inner=part.inner_in_outer)
+            clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             attenuation_writer[part.inner] = mean_mu
             tissue = np.isfinite(mean_mu)
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
-            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat))
+            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat)), clipped
 
         group = cache.block_group(block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
-        for profile, tissue_mu, nonzero in tqdm(map_ordered(correct_part, parts, workers),
-                                                total=count_blocks((n_y, n_x), block, group),
-                                                desc="axial correction", disable=not progress, leave=False):
+        n_clipped = 0
+        for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+                                                         total=count_blocks((n_y, n_x), block, group),
+                                                         desc="axial correction", disable=not progress,
+                                                         leave=False):
             qc.add_corrected(profile, tissue_mu, nonzero)
+            n_clipped += clipped
+        if n_clipped:
+            logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
 
         attributes = dict(info.attributes)
         attributes.update({
@@ -226,6 +240,8 @@ def correct_slice(
             "noise_floor": stats.noise_floor,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
+            "stored_dtype": dtype,
+            "clipped_to_dtype_voxels": n_clipped,
         })
         if "tile_shape" in attributes:
             attributes["tile_shape"] = [depth_px, *list(attributes["tile_shape"])[1:]]
@@ -273,7 +289,8 @@ def _gather_statistics(
     n_z, n_y, n_x = volume.shape
     factor = settings.statistics_binning_px
     if not binning_fits(volume, factor):
-        logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", volume.chunksize, factor)
+        logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", chunk_shape(volume),
+                    factor)
         factor = 1
     halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
     background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
@@ -408,6 +425,17 @@ def _output_depth(
     if stats.mean_surface_px is None:
         return n_z
     return max(1, n_z - int(round(stats.mean_surface_px)) + surface_depth_px)
+
+
+def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
+    """Clip float32 ``values`` in place to the finite range of ``dtype``; return how many were clipped."""
+    limit = np.float32(np.finfo(dtype).max)
+    if limit >= np.finfo(np.float32).max:
+        return 0
+    outside = int(np.count_nonzero(np.abs(values) > limit))
+    if outside:
+        np.clip(values, -limit, limit, out=values)
+    return outside
 
 
 def _tail_halo(settings: AxialSettings) -> int:

@@ -8,19 +8,22 @@ slice size, and blocks are visited one at a time or by a small thread pool
 Blocks are smaller than the storage chunks and carry a halo, so they are
 visited chunk by chunk (``group``) and read through a :class:`ChunkColumnCache`
 that decodes each storage chunk column once while it stays in a bounded cache.
+Volumes are read straight from storage (a :class:`linumpy.io.zarr.StoredArray`)
+or, for computed inputs, from a lazy dask array.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 import dask.array as da
 import numpy as np
+
+from linumpy.parallel import ordered_map as map_ordered  # noqa: F401  (the blocks' pipeline)
 
 #: Bytes of float32 input per block (the working set is a few times this).
 BLOCK_BUDGET_BYTES = 16 * 2**20
@@ -28,8 +31,6 @@ BLOCK_BUDGET_BYTES = 16 * 2**20
 BLOCK_SIZES = (256, 128, 64, 32, 16)
 #: Bytes of decoded float32 chunk columns kept by :class:`ChunkColumnCache`.
 CACHE_BUDGET_BYTES = 384 * 2**20
-
-Result = TypeVar("Result")
 
 
 def lateral_block_size(depth: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
@@ -156,8 +157,9 @@ class ChunkColumnCache:
 
     Parameters
     ----------
-    volume : dask.array.Array, shape (z, y, x)
-        Chunked like the storage (as :func:`linumpy.io.zarr.read_omezarr` gives it).
+    volume : StoredArray or dask.array.Array, shape (z, y, x)
+        As :func:`linumpy.io.zarr.open_omezarr_level` gives it (or a dask
+        array chunked like the storage).
     budget_bytes : int
     binning : int
         Serve the volume binned ``binning`` x ``binning`` laterally
@@ -165,12 +167,12 @@ class ChunkColumnCache:
         :func:`binning_fits` to check that the chunks allow it.
     """
 
-    def __init__(self, volume: da.Array, budget_bytes: int = CACHE_BUDGET_BYTES, binning: int = 1) -> None:
+    def __init__(self, volume: Any, budget_bytes: int = CACHE_BUDGET_BYTES, binning: int = 1) -> None:
         if not binning_fits(volume, binning):
-            raise ValueError(f"chunks {volume.chunksize} cannot be binned by {binning}")
+            raise ValueError(f"chunks {chunk_shape(volume)} cannot be binned by {binning}")
         self.volume = volume
         self.binning = binning
-        self.source_chunk_yx = tuple(int(c) for c in volume.chunksize[1:3])
+        self.source_chunk_yx = tuple(int(c) for c in chunk_shape(volume)[1:3])
         self.chunk_yx = tuple(-(-c // binning) for c in self.source_chunk_yx)
         column_bytes = 4 * volume.shape[0] * self.chunk_yx[0] * self.chunk_yx[1]
         self.capacity = max(2, budget_bytes // max(1, column_bytes))
@@ -220,37 +222,28 @@ class ChunkColumnCache:
         return column
 
 
-def read_block(volume: da.Array, region: tuple[slice, ...]) -> np.ndarray:
-    """Load one region of a lazy array, one storage chunk at a time (bounded memory)."""
-    return np.asarray(volume[region].compute(scheduler="synchronous"))
+def read_block(volume: Any, region: tuple[slice, ...]) -> np.ndarray:
+    """Load one region of a stored (:class:`~linumpy.io.zarr.StoredArray`) or lazy (dask) array.
+
+    A stored array decodes the chunks the region touches in this thread; a
+    dask array is computed one storage chunk at a time (bounded memory).
+    """
+    if isinstance(volume, da.Array):
+        return np.asarray(volume[region].compute(scheduler="synchronous"))
+    return np.asarray(volume[region])
 
 
-def binning_fits(volume: da.Array, binning: int) -> bool:
+def chunk_shape(volume: Any) -> tuple[int, ...]:
+    """Storage chunk shape of a stored or dask array (dask: its largest block)."""
+    return tuple(volume.chunksize) if isinstance(volume, da.Array) else tuple(volume.chunks)
+
+
+def binning_fits(volume: Any, binning: int) -> bool:
     """Whether binning every storage chunk column alone equals binning the whole volume.
 
     True when every lateral chunk size is a multiple of ``binning`` (or the
     axis is a single chunk).
     """
-    return all(len(chunks) == 1 or chunks[0] % binning == 0 for chunks in volume.chunks[1:3])
-
-
-def map_ordered(
-    work: Callable[[LateralBlock], Result], parts: Iterable[LateralBlock], workers: int = 2
-) -> Iterator[Result]:
-    """Yield ``work(part)`` for every block, in block order, computed by ``workers`` threads.
-
-    At most ``workers + 1`` results are in flight, so memory stays bounded;
-    reducing the results in the order they are yielded keeps sums deterministic.
-    """
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque[Future] = deque()
-        try:
-            for part in parts:
-                if len(pending) > max(1, workers):
-                    yield pending.popleft().result()
-                pending.append(pool.submit(work, part))
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+    if isinstance(volume, da.Array):
+        return all(len(chunks) == 1 or chunks[0] % binning == 0 for chunks in volume.chunks[1:3])
+    return all(c >= n or c % binning == 0 for c, n in zip(volume.chunks[1:3], volume.shape[1:3]))

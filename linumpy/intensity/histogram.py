@@ -36,6 +36,7 @@ class LogHistogram:
         self.edges = np.linspace(low, high, int(round((high - low) * bins_per_decade)) + 1)
         self.counts = np.zeros(self.edges.size - 1, np.int64)
         self.zeros = 0
+        self._low, self._per_decade = np.float32(low), np.float32(bins_per_decade)
 
     @property
     def centers(self) -> np.ndarray:
@@ -48,18 +49,32 @@ class LogHistogram:
         return int(self.counts.sum()) + self.zeros
 
     def bin_index(self, values: np.ndarray) -> np.ndarray:
-        """Bin of each value; -1 for non-positive values."""
-        values = np.asarray(values, np.float64)
+        """Bin of each value; -1 for non-positive values.
+
+        The bin is ``floor((log10(v) - low) * bins_per_decade)`` computed in
+        float32 (clamped to the end bins); a value within float32 rounding of
+        an edge (a relative 1e-6) may fall in the neighbouring bin.
+        """
+        values = np.asarray(values, np.float32)
         positive = values > 0
-        logs = np.log10(values, out=np.zeros_like(values), where=positive)
-        index = np.clip(np.searchsorted(self.edges, logs, side="right") - 1, 0, self.counts.size - 1)
-        return np.where(positive, index, -1)
+        index = np.full(values.shape, -1, np.int64)
+        index[positive] = self._bins(values[positive])
+        return index
+
+    def _bins(self, positive: np.ndarray) -> np.ndarray:
+        """Bins of positive float32 values (a 1D array, modified in place)."""
+        logs = np.log10(positive, out=positive)
+        logs -= self._low
+        logs *= self._per_decade
+        np.clip(logs, 0, self.counts.size - 1, out=logs)
+        return logs.astype(np.intp)
 
     def add(self, values: np.ndarray) -> None:
         """Count ``values`` (any shape; NaNs are not allowed)."""
-        index = self.bin_index(np.ravel(values))
-        self.zeros += int(np.count_nonzero(index < 0))
-        self.counts += np.bincount(index[index >= 0], minlength=self.counts.size)
+        values = np.ravel(np.asarray(values, np.float32))
+        positive = values[values > 0]  # a copy: binned in place
+        self.zeros += values.size - positive.size
+        self.counts += np.bincount(self._bins(positive), minlength=self.counts.size)
 
     def merge(self, other: LogHistogram) -> None:
         """Add the counts of another histogram with the same bins."""

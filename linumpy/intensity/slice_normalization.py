@@ -8,7 +8,12 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    masked AIPs give the flat-field (:mod:`linumpy.intensity.flatfield`);
 2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
    the ``low``/``high`` percentiles;
-3. the normalized volume is written (a few blocks in parallel threads).
+3. the normalized volume is written.
+
+Every pass reads whole chunk columns straight from storage
+(:func:`linumpy.io.zarr.open_omezarr_level`) and runs its blocks on a bounded
+pipeline of worker threads (:func:`linumpy.parallel.ordered_map`), merged in
+block order (deterministic sums).
 
 An empty slice (no positive AIP value, e.g. all zeros) is written as zeros
 with a warning.
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +34,13 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import normalize
-from linumpy.intensity.blocks import (
-    LateralBlock, count_blocks, lateral_block_size, lateral_blocks, map_ordered, read_block,
-)
+from linumpy.intensity.blocks import LateralBlock, count_blocks, lateral_block_size, lateral_blocks
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
-from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, StoredArray, open_omezarr_level, read_omezarr_info
+from linumpy.parallel import ordered_map
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def normalize_slice(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Normalize one slice by the percentiles of its tissue voxels.
 
@@ -88,8 +91,8 @@ def normalize_slice(
         As in :class:`~linumpy.io.zarr.OmeZarrWriter`.
     progress : bool
         Show progress bars.
-    workers : int
-        Blocks normalized in parallel (threads) in the last pass.
+    workers : int, optional
+        Threads per pass (default: :func:`linumpy.parallel.default_workers`).
 
     Returns
     -------
@@ -103,7 +106,7 @@ def normalize_slice(
         the tile layout attributes.
     """
     _check_settings(settings)
-    volume, resolution = read_omezarr(in_path)
+    volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:
         raise InputError(f"{in_path} is {volume.ndim}D; normalization needs a (z, y, x) volume")
@@ -113,12 +116,11 @@ def normalize_slice(
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with atomic.scratch_directory(out_path) as scratch:
-        aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress)
-        smoothed = aip.map_overlap(
-            normalize.smooth_aip, depth=int(np.ceil(4 * settings.mask_sigma_px)), boundary="nearest",
-            sigma_px=settings.mask_sigma_px, dtype=np.float32,
-        )
-        aip_histogram = _histogram(smoothed, lambda values: values, block)
+        aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress, workers)
+        smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.zarr", settings.mask_sigma_px)
+        aip_histogram = LogHistogram()
+        for part in lateral_blocks(smoothed.shape, 4 * block):
+            aip_histogram.add(smoothed[part.inner])
         threshold = normalize.tissue_threshold(aip_histogram)
         attributes = dict(info.attributes)
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
@@ -130,24 +132,22 @@ def normalize_slice(
                 writer[:] = 0
                 attributes.update(_attributes(settings, threshold, None, None, 0.0))
             else:
-                tissue = smoothed > threshold
+                tissue = da.from_zarr(smoothed) > threshold
                 field = None
                 if origins is not None:
-                    field = _estimate_flatfield(aip, tissue, origins, info.attributes)
-                gain = _gain_map(field, origins, aip)
-                values = _tissue_histogram(volume, tissue, gain, block, progress)
+                    field = _estimate_flatfield(da.from_zarr(aip), tissue, origins, info.attributes)
+                values = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress, workers)
                 low, high = (values.percentile(q) for q in settings.percentiles)
                 fraction = float(da.mean(tissue).compute())
 
                 def apply(part: LateralBlock) -> int:
-                    data = read_block(volume, (slice(None), *part.inner)).astype(np.float32, copy=False)
-                    normalized = normalize.normalize_values(data / read_block(gain, part.inner), low, high)
-                    converted = normalize.to_dtype(normalized, settings.dtype)
+                    data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
+                    converted = normalize.to_dtype(normalize.normalize_values(data, low, high), settings.dtype)
                     writer[(slice(None), *part.inner)] = converted
                     return int(np.count_nonzero(converted))
 
                 shape = volume.shape[1:]
-                nonzero = sum(tqdm(map_ordered(apply, lateral_blocks(shape, block), workers),
+                nonzero = sum(tqdm(ordered_map(apply, lateral_blocks(shape, block), workers),
                                    total=count_blocks(shape, block), desc="normalize", disable=not progress,
                                    leave=False))
                 low_high = (low, high)
@@ -178,28 +178,37 @@ def _attributes(
     }
 
 
-def _store_aip(volume: da.Array, path: Path, block: int, in_path: Any, progress: bool) -> da.Array:
+def _store_aip(
+    volume: StoredArray, path: Path, block: int, in_path: Any, progress: bool, workers: int | None
+) -> zarr.Array:
     """Compute the AIP block by block into a scratch zarr array; refuse NaN/inf."""
     shape = volume.shape[1:]
     target = zarr.create_array(store=str(path), shape=shape, chunks=(block, block), dtype=np.float32)
-    for part in tqdm(lateral_blocks(shape, block), total=count_blocks(shape, block), desc="AIP",
-                     disable=not progress, leave=False):
-        aip = read_block(volume, (slice(None), *part.inner)).mean(axis=0, dtype=np.float64)
+
+    def project(part: LateralBlock) -> None:
+        aip = volume[(slice(None), *part.inner)].mean(axis=0, dtype=np.float64)
         if not np.isfinite(aip).all():
             raise InputError(
                 f"{in_path} has NaN or infinite voxels (near y={part.origin[0]}, x={part.origin[1]}); "
                 "replace them (e.g. by 0) first"
             )
         target[part.inner] = aip.astype(np.float32)
-    return da.from_zarr(target)
+
+    for _ in tqdm(ordered_map(project, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
+                  desc="AIP", disable=not progress, leave=False):
+        pass
+    return target
 
 
-def _histogram(image: da.Array, transform: Callable[[np.ndarray], np.ndarray], block: int) -> LogHistogram:
-    """Histogram of a lazy 2D image, block by block."""
-    histogram = LogHistogram()
-    for part in lateral_blocks(image.shape, 4 * block):
-        histogram.add(transform(read_block(image, part.inner)))
-    return histogram
+def _store_smoothed(aip: zarr.Array, path: Path, sigma_px: float) -> zarr.Array:
+    """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it."""
+    target = zarr.create_array(store=str(path), shape=aip.shape, chunks=aip.chunks, dtype=np.float32)
+    smoothed = da.from_zarr(aip).map_overlap(
+        normalize.smooth_aip, depth=int(np.ceil(4 * sigma_px)), boundary="nearest", sigma_px=sigma_px,
+        dtype=np.float32,
+    )
+    da.store(smoothed, target, lock=False)
+    return target
 
 
 def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: Any) -> list[tuple[int, int]]:
@@ -240,29 +249,34 @@ def _estimate_flatfield(
     return field
 
 
-def _gain_map(field: np.ndarray | None, origins: list[tuple[int, int]] | None, template: da.Array) -> da.Array:
-    """Lazy 2D flat-field gain of the slice (ones without a flat-field)."""
+def _flat_fielded(
+    data: np.ndarray, field: np.ndarray | None, origins: list[tuple[int, int]] | None, part: LateralBlock
+) -> np.ndarray:
+    """A block of voxels (float32) divided by the flat-field gain of its A-lines, if any."""
+    data = data.astype(np.float32, copy=False)
     if field is None:
-        return da.ones(template.shape, dtype=np.float32, chunks=template.chunks)
-
-    def gain(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        (y0, _), (x0, _) = block_info[0]["array-location"]
-        return flatfield_map(field, origins, (y0, x0), block.shape)
-
-    return template.map_blocks(gain, dtype=np.float32)
+        return data
+    shape = tuple(s.stop - s.start for s in part.inner)
+    return data / flatfield_map(field, origins, part.origin, shape)
 
 
 def _tissue_histogram(
-    volume: da.Array, tissue: da.Array, gain: da.Array, block: int, progress: bool
+    volume: StoredArray, smoothed: zarr.Array, threshold: float, field: np.ndarray | None,
+    origins: list[tuple[int, int]] | None, block: int, progress: bool, workers: int | None,
 ) -> LogHistogram:
     """Histogram of the flat-fielded voxel values of the tissue A-lines."""
+
+    def count(part: LateralBlock) -> LogHistogram:
+        partial = LogHistogram()
+        mask = smoothed[part.inner] > threshold
+        if mask.any():
+            data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
+            partial.add(data[:, mask])
+        return partial
+
     histogram = LogHistogram()
     shape = volume.shape[1:]
-    for part in tqdm(lateral_blocks(shape, block), total=count_blocks(shape, block), desc="percentiles",
-                     disable=not progress, leave=False):
-        mask = read_block(tissue, part.inner)
-        if not mask.any():
-            continue
-        data = read_block(volume, (slice(None), *part.inner)).astype(np.float32, copy=False)
-        histogram.add((data[:, mask] / read_block(gain, part.inner)[mask]))
+    for partial in tqdm(ordered_map(count, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
+                        desc="percentiles", disable=not progress, leave=False):
+        histogram.merge(partial)
     return histogram

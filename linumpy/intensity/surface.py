@@ -173,15 +173,15 @@ def flatten_surface(
     array([[1., 2., 3.],
            [0., 0., 1.]], dtype=float32)
     """
-    n_z = volume.shape[0]
-    out = np.full((output_depth_px,) + volume.shape[1:], fill, dtype=volume.dtype)
-    for shift in np.unique(shift_px):
-        rows, cols = np.nonzero(shift_px == shift)
-        dst_start = max(0, -shift)
-        dst_stop = min(output_depth_px, n_z - shift)
-        if dst_stop <= dst_start:
-            continue
-        out[dst_start:dst_stop, rows, cols] = volume[dst_start + shift : dst_stop + shift, rows, cols]
+    # One gather from the flattened volume: source index (k + shift) * plane + (y * nx + x).
+    n_z, plane = volume.shape[0], int(np.prod(volume.shape[1:]))
+    index = np.arange(output_depth_px, dtype=np.intp)[:, None, None] + np.asarray(shift_px, np.intp)
+    outside = (index < 0) | (index >= n_z)
+    np.clip(index, 0, n_z - 1, out=index)
+    index *= plane
+    index += np.arange(plane, dtype=np.intp).reshape(volume.shape[1:])
+    out = np.take(np.ascontiguousarray(volume).reshape(-1), index)
+    out[outside] = fill
     return out
 
 

@@ -1,4 +1,4 @@
-"""Store whole chunks of a freshly created Zarr array straight to files.
+"""Store and load whole chunks of unsharded Zarr arrays straight from their files.
 
 zarr-python spends more CPU per chunk than compressing it (event-loop hops,
 codec pipeline, metadata checks). When a writer fills a new, unsharded array
@@ -7,6 +7,12 @@ chunk can simply be encoded with numcodecs and written to its file. The bytes
 are what zarr-python itself stores: C order, little endian, edge chunks padded
 with the fill value (0), and chunks that hold only the fill value are not
 written (zarr's ``write_empty_chunks=False``).
+
+Reading is the mirror image (:class:`ChunkFileReader`): the chunks a region
+touches are read from their files, decoded with numcodecs and copied into
+the result, in the calling thread (numcodecs releases the GIL, so several
+threads read in parallel). Arrays this reader does not understand (sharded,
+filters, transposed, Fortran order) are read through zarr-python.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import itertools
 import os
 from pathlib import Path
 
+import numcodecs
 import numpy as np
 import zarr
 
@@ -76,6 +83,143 @@ class ChunkFileWriter:
                 raise
             # A failed write (ENOSPC, EDQUOT) names no file: name the chunk.
             raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+#: Zarr v3 bytes-to-bytes codecs the reader decodes, by name (decoding needs no parameters).
+_V3_DECODERS = {"blosc": numcodecs.Blosc, "gzip": numcodecs.GZip, "zstd": numcodecs.Zstd}
+
+
+class UnsupportedLayout(ValueError):
+    """The array's storage layout is one :class:`ChunkFileReader` does not decode."""
+
+
+class ChunkFileReader:
+    """Read regions of an unsharded Zarr array by decoding its chunk files directly.
+
+    Parameters
+    ----------
+    directory : Path
+        The array's directory on the local file system.
+    metadata : dict
+        Its stored metadata (``.zarray`` or ``zarr.json``).
+
+    Raises
+    ------
+    UnsupportedLayout
+        For layouts read through zarr-python instead (sharding, filters,
+        non-default chunk keys, transposes, checksums, Fortran order).
+
+    Notes
+    -----
+    A chunk that fails to decode raises :class:`ChunkDecodeError` naming its file.
+    """
+
+    def __init__(self, directory: Path, metadata: dict):
+        self.directory = Path(directory)
+        if metadata.get("zarr_format") == 2:
+            self._init_v2(metadata)
+        else:
+            self._init_v3(metadata)
+        self.shape = tuple(int(n) for n in metadata["shape"])
+        self.ndim = len(self.shape)
+        fill = metadata.get("fill_value")
+        self.fill_value = 0 if fill is None else fill
+
+    def _init_v2(self, metadata: dict) -> None:
+        if metadata.get("filters") or metadata.get("order", "C") != "C":
+            raise UnsupportedLayout("filters or Fortran order")
+        if metadata.get("dimension_separator", ".") != "/":
+            raise UnsupportedLayout("dot-separated chunk keys")
+        compressor = metadata.get("compressor")
+        self.decoder = None if compressor is None else numcodecs.get_codec(dict(compressor))
+        self.dtype = np.dtype(metadata["dtype"])
+        self.chunks = tuple(int(c) for c in metadata["chunks"])
+        self._prefix: tuple[str, ...] = ()
+
+    def _init_v3(self, metadata: dict) -> None:
+        encoding = metadata.get("chunk_key_encoding", {})
+        if encoding.get("name") != "default" or encoding.get("configuration", {}).get("separator", "/") != "/":
+            raise UnsupportedLayout("non-default chunk keys")
+        pipeline = list(metadata.get("codecs", []))
+        if not pipeline or pipeline[0].get("name") != "bytes" or len(pipeline) > 2:
+            raise UnsupportedLayout("codec pipeline")
+        endian = pipeline[0].get("configuration", {}).get("endian", "little")
+        self.decoder = None
+        if len(pipeline) == 2:
+            if pipeline[1].get("name") not in _V3_DECODERS:
+                raise UnsupportedLayout(f"codec {pipeline[1].get('name')}")
+            self.decoder = _V3_DECODERS[pipeline[1]["name"]]()
+        dtype = np.dtype(metadata["data_type"])
+        self.dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+        self.chunks = tuple(int(c) for c in metadata["chunk_grid"]["configuration"]["chunk_shape"])
+        self._prefix = ("c",)
+
+    def chunk_path(self, index: tuple[int, ...]) -> Path:
+        """File of chunk ``index``."""
+        return self.directory.joinpath(*self._prefix, *(str(i) for i in index))
+
+    def __getitem__(self, key) -> np.ndarray:
+        """``array[key]`` for slices (step 1) and integers, as a new native-endian array."""
+        region, squeeze = _region(key, self.shape)
+        out = np.empty(tuple(r.stop - r.start for r in region), self.dtype.newbyteorder("="))
+        ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, self.chunks)]
+        for index in itertools.product(*ranges):
+            origin = [i * c for i, c in zip(index, self.chunks)]
+            inside = tuple(slice(max(r.start, o), min(r.stop, o + c)) for r, o, c in zip(region, origin, self.chunks))
+            target = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inside, region))
+            chunk = self._chunk(index)
+            if chunk is None:
+                out[target] = self.fill_value
+            else:
+                out[target] = chunk[tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside, origin))]
+        return out[squeeze] if squeeze else out
+
+    def _chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
+        path = self.chunk_path(index)
+        try:
+            with open(path, "rb") as file:
+                encoded = file.read()
+        except FileNotFoundError:
+            return None
+        try:
+            raw = encoded if self.decoder is None else self.decoder.decode(encoded)
+            return np.frombuffer(raw, self.dtype).reshape(self.chunks)
+        except Exception as error:  # numcodecs raises RuntimeError/ValueError for damaged data
+            raise ChunkDecodeError(path, error) from error
+
+
+class ChunkDecodeError(Exception):
+    """A chunk file that does not decode; ``path`` names it."""
+
+    def __init__(self, path: Path, error: Exception):
+        super().__init__(f"{path}: {type(error).__name__}: {error}")
+        self.path, self.error = path, error
+
+
+def _region(key, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple]:
+    """Slices (step 1) of ``key``, and the index that drops the axes given as integers."""
+    key = key if isinstance(key, tuple) else (key,)
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    key = key + (slice(None),) * (len(shape) - len(key))
+    region, squeeze = [], []
+    for k, n in zip(key, shape):
+        if isinstance(k, (int, np.integer)):
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
+            k = int(k) % n
+            region.append(slice(k, k + 1))
+            squeeze.append(0)
+            continue
+        if not isinstance(k, slice):
+            raise TypeError(f"unsupported index {k!r}")
+        start, stop, step = k.indices(n)
+        if step != 1:
+            raise TypeError("slices with a step are not supported")
+        region.append(slice(start, max(start, stop)))
+        squeeze.append(slice(None))
+    return tuple(region), tuple(squeeze) if 0 in squeeze else ()
 
 
 def store_target(array: zarr.Array, directory: Path, fmt: NgffFormat, compression: str):

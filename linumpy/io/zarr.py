@@ -34,11 +34,11 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from dask.system import CPU_COUNT
 
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff
 from linumpy.io._progress import DaskProgress
+from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
 
 logger = logging.getLogger(__name__)
@@ -149,20 +149,42 @@ def _codec_of(metadata: dict[str, Any]) -> tuple[str, tuple[int, ...] | None, tu
     return codecs.identify_codec(compressors[0] if compressors else None), shards, chunks
 
 
-class _CheckedChunks:
-    """A stored array for ``da.from_array`` whose decode failures name the chunk file.
+class StoredArray:
+    """One stored level, indexed like numpy (``array[region] -> ndarray``), without dask.
 
-    zarr reports a damaged chunk as e.g. ``RuntimeError: error during blosc
-    decompression: -1``, with no path. When a read fails, each chunk of the
-    read region is read alone to find the damaged one, and an InputError
-    naming its file is raised instead (inside ``dask.compute`` too).
+    Chunks are decoded straight from their files in the calling thread
+    (:class:`linumpy.io.chunk_writer.ChunkFileReader`; zarr-python for
+    layouts it does not read), so several threads read in parallel. A chunk
+    that fails to decode raises an :class:`InputError` naming its file.
+
+    Attributes
+    ----------
+    shape, dtype, ndim
+        As numpy's.
+    chunks : tuple of int
+        The storage chunk shape.
     """
 
-    def __init__(self, array: zarr.Array, directory: Path, fmt: ngff.NgffFormat):
+    def __init__(self, array: zarr.Array, directory: Path, fmt: ngff.NgffFormat, metadata: dict[str, Any]):
         self.array, self.directory, self.format = array, directory, fmt
         self.shape, self.dtype, self.ndim, self.chunks = array.shape, array.dtype, array.ndim, array.chunks
+        try:
+            self._reader = chunk_writer.ChunkFileReader(directory, metadata) if array.shards is None else None
+        except (chunk_writer.UnsupportedLayout, KeyError, TypeError, ValueError):
+            self._reader = None
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        if self._reader is not None:
+            try:
+                return self._reader[key]
+            except chunk_writer.ChunkDecodeError as error:
+                raise InputError(f"{error.path}: corrupted chunk ({error}); rewrite the image") from error.error
+            except TypeError:
+                pass  # an index the direct reader does not take: zarr-python does
+        return self._read_with_zarr(key)
+
+    def _read_with_zarr(self, key: Any) -> np.ndarray:
+        """zarr-python's read; a decode failure is traced to the chunk file and named."""
         try:
             return self.array[key]
         except MemoryError:
@@ -197,6 +219,10 @@ class _CheckedChunks:
                 file_index = tuple(i * c // b for i, c, b in zip(index, self.chunks, file_block))
                 return self.directory / self.format.chunk_key(file_index)
         return None
+
+    def to_dask(self) -> da.Array:
+        """The level as a lazy dask array chunked like the storage."""
+        return da.from_array(self, chunks=self.chunks, name=False, lock=False, fancy=False, asarray=False)
 
 
 def _describe_level(image: ngff.ParsedImage, level: ngff.LevelTransform) -> tuple[LevelInfo, np.dtype, str]:
@@ -257,6 +283,61 @@ def read_omezarr_info(path: str | os.PathLike) -> OmeZarrInfo:
     )
 
 
+def _open_level(path: str | os.PathLike, level: int) -> tuple[ngff.ParsedImage, StoredArray]:
+    """Parse an image and open one level of it."""
+    image = ngff.parse_image(path)
+    if not 0 <= level < len(image.levels):
+        raise InputError(
+            f"{image.path} has no level {level} (levels 0-{len(image.levels) - 1}); pass one of those"
+        )
+    transform = image.levels[level]
+    array_path = image.path / transform.path
+    metadata = _array_metadata(array_path)
+    try:
+        array = zarr.open_array(str(array_path), mode="r")
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(
+            f"{array_path}: malformed array metadata ({type(error).__name__}: {error}); rewrite the image"
+        ) from None
+    if array.ndim != len(image.axes):
+        raise InputError(
+            f"{array_path} has {array.ndim} dimensions but the metadata lists {len(image.axes)} axes; rewrite the file"
+        )
+    return image, StoredArray(array, array_path, image.format, metadata)
+
+
+def open_omezarr_level(path: str | os.PathLike, level: int = 0) -> tuple[StoredArray, tuple[float, ...]]:
+    """Open one level of a linumpy OME-Zarr image for direct, chunk-wise reading (no dask).
+
+    The streaming steps read whole chunk columns this way: each read decodes
+    the chunk files it touches in the calling thread, which is several times
+    cheaper than a dask graph per block.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.ome.zarr`` directory; its axes must be spatial only (as linumpy writes them).
+    level : int
+        Pyramid level, 0 = full resolution.
+
+    Returns
+    -------
+    array : StoredArray
+        ``array[region]`` gives a numpy array.
+    resolution : tuple of float
+        Voxel size of that level, millimetres per voxel.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_omezarr`, and for images with a channel or time axis.
+    """
+    image, stored = _open_level(path, level)
+    if stored.ndim != len(image.spatial_axes):
+        raise InputError(f"{image.path} has non-spatial axes; convert it with linum_convert_omezarr.py first")
+    return stored, image.levels[level].scale_mm
+
+
 def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tuple[float, ...]]:
     """Open one level of an OME-Zarr image lazily.
 
@@ -285,26 +366,9 @@ def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tup
     >>> image, resolution = read_omezarr("mosaic_grid_3d_z00.ome.zarr")  # doctest: +SKIP
     >>> subset = image[0:10, 100:200, 100:200].compute()  # doctest: +SKIP
     """
-    image = ngff.parse_image(path)
-    if not 0 <= level < len(image.levels):
-        raise InputError(
-            f"{image.path} has no level {level} (levels 0-{len(image.levels) - 1}); pass one of those"
-        )
-    transform = image.levels[level]
-    array_path = image.path / transform.path
-    _array_metadata(array_path)
-    try:
-        array = zarr.open_array(str(array_path), mode="r")
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError(
-            f"{array_path}: malformed array metadata ({type(error).__name__}: {error}); rewrite the image"
-        ) from None
-    if array.ndim != len(image.axes):
-        raise InputError(
-            f"{array_path} has {array.ndim} dimensions but the metadata lists {len(image.axes)} axes; rewrite the file"
-        )
-    checked = _CheckedChunks(array, array_path, image.format)
-    data = da.from_array(checked, chunks=array.chunks, name=False, lock=False, fancy=False, asarray=False)
+    image, stored = _open_level(path, level)
+    array = stored.array
+    data = stored.to_dask()
     extra = [i for i in range(array.ndim) if i not in image.spatial_axes]
     if any(array.shape[i] != 1 for i in extra):
         names = [image.axes[i].get("name") for i in extra]
@@ -314,7 +378,7 @@ def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tup
         )
     if extra:
         data = data[tuple(0 if i in extra else slice(None) for i in range(array.ndim))]
-    return data, transform.scale_mm
+    return data, image.levels[level].scale_mm
 
 
 # --- writing -----------------------------------------------------------------
@@ -394,7 +458,7 @@ def _thread_pool() -> Iterator[ThreadPoolExecutor]:
     recreate the temporary it removed. This pool is shut down, and every
     write in flight has returned, before the caller cleans up.
     """
-    pool = ThreadPoolExecutor(CPU_COUNT)
+    pool = ThreadPoolExecutor(default_workers())
     try:
         yield pool
     finally:
@@ -556,7 +620,12 @@ class _PyramidWriter:
 
     def read(self) -> da.Array:
         """Level 0 as written so far, lazily (e.g. to blend overlapping writes)."""
-        return da.from_array(self._level0, chunks=self._level0.chunks, name=False, lock=False, asarray=False)
+        return self.stored_level0().to_dask()
+
+    def stored_level0(self) -> StoredArray:
+        """Level 0 as written so far, for direct chunk-wise reading (see :class:`StoredArray`)."""
+        directory = self.temporary / "0"
+        return StoredArray(self._level0, directory, self.format, _array_metadata(directory))
 
     def abort(self) -> None:
         """Delete everything written; the final path is left untouched.
@@ -911,6 +980,8 @@ __all__ = [
     "LevelInfo",
     "OmeZarrInfo",
     "OmeZarrWriter",
+    "StoredArray",
+    "open_omezarr_level",
     "read_omezarr",
     "read_omezarr_info",
     "save_omezarr",

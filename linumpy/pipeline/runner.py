@@ -38,6 +38,7 @@ from linumpy.errors import InputError, LinumpyError
 from linumpy.io.atomic import atomic_output, remove_path, remove_stale_temporaries
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.sidecar import SIDECAR_NAME
+from linumpy.parallel import WORKERS_ENV, available_cores
 from linumpy.pipeline import steps
 from linumpy.pipeline.child import child_setup
 from linumpy.pipeline.layout import OutputLayout
@@ -47,6 +48,7 @@ from linumpy.pipeline.plan import (
     Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
 )
 from linumpy.pipeline.progress import Progress
+from linumpy.pipeline.slice_config import apply_slice_config
 from linumpy.pipeline.trace import TaskTrace, write_trace
 from linumpy.qc.records import qc_record_path, write_qc_record
 
@@ -110,7 +112,7 @@ class LocalRunner:
         if workers < 1:
             raise InputError(f"--workers must be at least 1, got {workers}")
         self.scripts = {step.script: find_script(step.script, scripts_dir) for step in steps.STEPS}
-        self.params = params
+        self.params = apply_slice_config(params)
         self.layout = OutputLayout(Path(params.outdir).resolve())
         self.workers = workers
         self.overwrite = overwrite
@@ -208,6 +210,12 @@ class LocalRunner:
 
     # -- one task -----------------------------------------------------------
 
+    def _worker_environment(self) -> dict[str, str]:
+        """Share the cores among the slices running at once (a script's ``--workers`` default)."""
+        if WORKERS_ENV in os.environ:
+            return {}
+        return {WORKERS_ENV: str(max(1, available_cores() // self.workers))}
+
     def _record_path(self, task: Task) -> Path:
         return self.layout.task_records / f"{task.id}.json"
 
@@ -288,6 +296,7 @@ class LocalRunner:
             if self._stopping.is_set():
                 return -1, {}
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env={**os.environ, **self._worker_environment()},
                                        preexec_fn=child_setup())
             self._running.add(process)
         try:

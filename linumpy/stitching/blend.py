@@ -21,9 +21,6 @@ import numpy as np
 from linumpy.stitching.global_solve import TileIndex
 
 BLEND_MODES = ("feather", "average", "max")
-#: Planes weighted at a time (keeps the temporaries small).
-_Z_STEP = 16
-
 #: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile, at the
 #: depths of the block being fused.
 TileReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]
@@ -170,10 +167,13 @@ def fuse_block(
         if mode == "max":
             np.maximum(fused[target], data, out=fused[target])
             continue
-        weight = (weights[part.y0:part.y1, part.x0:part.x1] if mode == "feather"
-                  else np.ones(part.shape, dtype=np.float32))
-        for z0 in range(0, depth, _Z_STEP):  # bounded temporaries
-            fused[(slice(z0, z0 + _Z_STEP), *target[1:])] += data[z0:z0 + _Z_STEP] * weight
+        if mode == "feather":
+            weight = weights[part.y0:part.y1, part.x0:part.x1]
+            # Weight in place when the block is ours (a fresh read), else into a new array.
+            data = np.multiply(data, weight, out=data if data.flags.owndata and data.flags.writeable else None)
+        else:
+            weight = np.ones(part.shape, dtype=np.float32)
+        fused[target] += data
         total_weight[target[1:]] += weight
     if mode == "max":
         fused[np.isneginf(fused)] = 0.0

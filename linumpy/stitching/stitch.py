@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,9 @@ from tqdm import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
-from linumpy.io.zarr import OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.intensity.blocks import read_block
+from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
+from linumpy.parallel import ordered_map
 from linumpy.qc.figures import stitching_residuals_figure
 from linumpy.qc.metrics import stitching_metrics
 from linumpy.qc.records import write_qc_record
@@ -138,15 +138,19 @@ def mosaic_grid_layout(attributes: dict, shape: Sequence[int], source: str) -> M
     return layout
 
 
-def tile_projections(data, layout: MosaicGridLayout, progress: bool = False) -> dict[TileIndex, np.ndarray]:
-    """Return the average intensity projection of every present tile, one tile at a time."""
-    projections = {}
-    for tile in tqdm(layout.tiles_present, desc="projections", disable=not progress):
+def tile_projections(data, layout: MosaicGridLayout, progress: bool = False,
+                     workers: int | None = None) -> dict[TileIndex, np.ndarray]:
+    """Return the average intensity projection of every present tile, ``workers`` tiles at a time.
+
+    ``data`` is the mosaic grid as a :class:`~linumpy.io.zarr.StoredArray` or a dask array.
+    """
+    def project(tile: TileIndex) -> np.ndarray:
         ys, xs = layout.tile_slices(tile)
-        projections[tile] = np.asarray(
-            data[:, ys, xs].mean(axis=0, dtype=np.float64).compute(), dtype=np.float32
-        )
-    return projections
+        return np.asarray(read_block(data, (slice(None), ys, xs)).mean(axis=0, dtype=np.float64), dtype=np.float32)
+
+    projected = ordered_map(project, layout.tiles_present, workers)
+    return dict(zip(layout.tiles_present,
+                    tqdm(projected, total=len(layout.tiles_present), desc="projections", disable=not progress)))
 
 
 def default_transform_path(out_path: str | os.PathLike) -> Path:
@@ -161,17 +165,6 @@ def _blocks(extent: tuple[int, int], block: int) -> Iterator[Box]:
     for y0 in range(0, extent[0], block):
         for x0 in range(0, extent[1], block):
             yield Box(y0, min(y0 + block, extent[0]), x0, min(x0 + block, extent[1]))
-
-
-def _ordered_map(pool: ThreadPoolExecutor, function, items: Sequence, ahead: int) -> Iterator:
-    """Like ``pool.map`` but with at most ``ahead`` results pending (bounded memory)."""
-    pending = deque()
-    for item in items:
-        pending.append(pool.submit(function, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def _to_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -194,7 +187,7 @@ def stitch_mosaic_grid(
     compression: str = "blosc-lz4",
     overwrite: bool = False,
     progress: bool = False,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> TileTransform:
     """Stitch a mosaic grid OME-Zarr into ``out_path`` and save its transform.
 
@@ -220,8 +213,8 @@ def stitch_mosaic_grid(
         Replace existing outputs.
     progress : bool
         Show progress bars.
-    workers : int
-        Threads fusing output blocks.
+    workers : int, optional
+        Threads reading, fusing and writing blocks (default: :func:`linumpy.parallel.default_workers`).
 
     Returns
     -------
@@ -236,9 +229,9 @@ def stitch_mosaic_grid(
     check_can_write(out_path, overwrite)
     check_can_write(transform_out, overwrite)
     info = read_omezarr_info(in_path)
-    data, resolution = read_omezarr(in_path)
+    data, resolution = open_omezarr_level(in_path)
     layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
-    transform = obtain_transform(data, layout, str(in_path), transform_path, max_shift_px, progress)
+    transform = obtain_transform(data, layout, str(in_path), transform_path, max_shift_px, progress, workers)
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
     write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend,
                 n_levels=n_levels, compression=compression, overwrite=overwrite,
@@ -309,10 +302,11 @@ def obtain_transform(
     transform_path: str | os.PathLike | None,
     max_shift_px: float,
     progress: bool,
+    workers: int | None = None,
 ) -> TileTransform:
     """Load the transform at ``transform_path``, or estimate it from the tiles' projections."""
     if transform_path is None:
-        projections = tile_projections(data, layout, progress)
+        projections = tile_projections(data, layout, progress, workers)
         return estimate_transform(projections, layout.tile_step_px, max_shift_px, progress=progress)
     transform = load_transform(transform_path)
     if tuple(transform.tile_shape) != layout.tile_shape[1:]:
@@ -335,14 +329,15 @@ def write_fused(
     compression: str,
     overwrite: bool,
     progress: bool,
-    workers: int,
+    workers: int | None,
 ) -> None:
     """Fuse the tiles of a mosaic grid at ``positions`` and write the volume block by block.
 
     Positions are rounded to whole pixels for placement. A block is
     ``BLOCK_PX`` x ``BLOCK_PX`` laterally (2 x 2 output chunks) by one input
-    z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it. ``workers`` threads fuse
-    and write blocks, with at most two blocks per thread in flight, so memory
+    z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it, straight from
+    their chunk files (``data`` is a :class:`~linumpy.io.zarr.StoredArray`). ``workers`` threads
+    read, fuse and write blocks, with at most two blocks per thread in flight, so memory
     does not depend on the size of the slice.
     """
     origins, translation = placement_origins(positions)
@@ -352,7 +347,7 @@ def write_fused(
     overlap = [t - s for t, s in zip(tile_yx, layout.tile_step_px)]
     weights = feather_weights(tile_yx, overlap)
 
-    z_slab = min(data.chunksize[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
+    z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
 
     def fuse_and_write(task: tuple[int, Box]) -> None:
         z0, box = task
@@ -362,7 +357,7 @@ def write_fused(
             ys, xs = layout.tile_slices(tile)
             region = (slice(z0, z1), slice(ys.start + part[0].start, ys.start + part[0].stop),
                       slice(xs.start + part[1].start, xs.start + part[1].stop))
-            return data[region].compute(scheduler="synchronous")
+            return data[region]
 
         block = fuse_block(box, z1 - z0, origins, tile_yx, read_tile, weights, blend)
         writer[z0:z1, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
@@ -377,10 +372,9 @@ def write_fused(
     tasks = [(z0, box) for box in _blocks(extent, BLOCK_PX) for z0 in range(0, depth, z_slab)]
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
-                       compression=compression, overwrite=overwrite) as writer, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                       compression=compression, overwrite=overwrite) as writer:
         # Blocks are chunk-aligned, so threads never write the same chunk.
-        done = _ordered_map(pool, fuse_and_write, tasks, ahead=2 * max(1, workers))
+        done = ordered_map(fuse_and_write, tasks, workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)

@@ -18,7 +18,7 @@ process AXIAL_CORR {
     script:
     def args = task.ext.args ?: ''
     """
-    linum_axial_corr.py ${zarr} slice_${meta.tag}_axial_corr.ome.zarr ${args}
+    linum_axial_corr.py ${zarr} slice_${meta.tag}_axial_corr.ome.zarr --workers ${task.cpus} ${args}
     """
 
     stub:

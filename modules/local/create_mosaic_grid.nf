@@ -17,7 +17,7 @@ process CREATE_MOSAIC_GRID {
     script:
     def args = task.ext.args ?: ''
     """
-    linum_create_mosaic_grid_3d.py ${acquisition} mosaic_grid_3d_${meta.tag}.ome.zarr --slice ${meta.id} ${args}
+    linum_create_mosaic_grid_3d.py ${acquisition} mosaic_grid_3d_${meta.tag}.ome.zarr --slice ${meta.id} --workers ${task.cpus} ${args}
     """
 
     stub:

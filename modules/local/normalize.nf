@@ -16,7 +16,7 @@ process NORMALIZE {
     script:
     def args = task.ext.args ?: ''
     """
-    linum_normalize.py ${zarr} slice_${meta.tag}_normalize.ome.zarr ${args}
+    linum_normalize.py ${zarr} slice_${meta.tag}_normalize.ome.zarr --workers ${task.cpus} ${args}
     """
 
     stub:

@@ -21,7 +21,7 @@ process STACK_SLICES {
     def gaps = allow_gaps ? '--allow_gaps' : ''
     def sidecar = acquisition_json ? "--acquisition_json ${acquisition_json}" : ''
     """
-    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} ${sidecar} ${args}
+    linum_stack_slices_motor.py ${slices} volume.ome.zarr --motor_positions ${motor_positions} --shifts_out volume_shifts.json ${gaps} ${sidecar} --workers ${task.cpus} ${args}
     """
 
     stub:

@@ -17,7 +17,7 @@ process STITCH_3D {
     script:
     def args = task.ext.args ?: ''
     """
-    linum_stitch_3d.py ${grid} slice_${meta.tag}_stitch_3d.ome.zarr ${args}
+    linum_stitch_3d.py ${grid} slice_${meta.tag}_stitch_3d.ome.zarr --workers ${task.cpus} ${args}
     """
 
     stub:

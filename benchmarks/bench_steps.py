@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Each pipeline step against its own I/O floor, measured in the same run.
+
+One slice of a preset (``large`` by default; simulated tile by tile and
+reused if the work folder holds it) goes through the chain: mosaic grid,
+stitch, axial correction, normalize; optionally the stack of the normalized
+slices of a finished local run (``--stack_run``). Each step runs in a child
+process (its own peak RSS and CPU time); right after it, its **floor** runs in
+another child: read the step's input at level 0 chunk column by column (raw
+``.bin`` files for the mosaic grid) and write an array of the output's shape,
+dtype, chunks and codec with zarr-python (the values written are the step's
+own output, read back untimed), no computation. Reported per step (median of
+``--repeats`` runs): wall and CPU seconds, cores used (CPU / wall), peak RSS,
+MB/s of input, the floor's seconds and the step / floor ratio, the script's
+start-up time (``--help``) and the load average when it ran. The machine may
+be shared: ratios measured in one run are what matters, absolute times are
+not.
+
+    python benchmarks/bench_steps.py --workdir /tmp/bench_steps [--preset large] [--repeats 3] \
+        [--repo DIR] [--json out.json] [--stack_run RESULTS_DIR]
+
+``--repo`` runs the ``bin/`` scripts and library of another checkout (e.g.
+an export of an older commit, to compare against a baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Run a command in a child and print its children's CPU seconds and peak RSS (KiB).
+_MEASURE = (
+    "import resource, subprocess, sys; "
+    "code = subprocess.run(sys.argv[1:]).returncode; "
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(usage.ru_utime + usage.ru_stime, usage.ru_maxrss); sys.exit(code)"
+)
+
+
+@dataclass
+class StepRun:
+    """How one step is run: script, inputs, output, extra flags."""
+
+    name: str
+    script: str
+    inputs: list[Path]
+    output: Path
+    arguments: list[str] = field(default_factory=list)
+    raw_input: bool = False
+
+
+def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall, CPU seconds and peak RSS (MB) of ``command`` run in a child process."""
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    cpu, rss_kib = done.stdout.split()[-2:]
+    return {"wall_s": wall, "cpu_s": float(cpu), "peak_rss_mb": float(rss_kib) / 1024, "load1": load}
+
+
+def level0(path: Path) -> Path:
+    """The level-0 array directory of an OME-Zarr image."""
+    from linumpy.io.zarr import read_omezarr_info
+
+    return path / read_omezarr_info(path).levels[0].path
+
+
+def input_bytes(step: StepRun) -> int:
+    """Uncompressed bytes of the step's level-0 input(s)."""
+    if step.raw_input:
+        return sum(p.stat().st_size for p in raw_files(step.inputs[0]))
+    import zarr
+
+    return sum(zarr.open_array(str(level0(p)), mode="r").nbytes for p in step.inputs)
+
+
+def raw_files(acquisition: Path) -> list[Path]:
+    """The raw ``.bin`` files of slice 0."""
+    return sorted(acquisition.glob("tile_*_z00/image_*.bin"))
+
+
+def _columns(shape: tuple[int, ...], chunks: tuple[int, ...]):
+    """Chunk-column regions ``(:, y, x)`` of an array, row-major."""
+    for y in range(0, shape[-2], chunks[-2]):
+        for x in range(0, shape[-1], chunks[-1]):
+            yield (Ellipsis, slice(y, y + chunks[-2]), slice(x, x + chunks[-1]))
+
+
+def run_floor(inputs: list[Path], output: Path, raw: bool) -> dict[str, float]:
+    """Time the floor: read the inputs column by column, write an array like the output."""
+    import numpy as np
+    import zarr
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    wall = cpu_s = 0.0
+    t0, c0 = time.perf_counter(), cpu()
+    if raw:
+        for path in raw_files(inputs[0]):
+            np.fromfile(path, dtype="<f4").sum(dtype=np.float32)
+    else:
+        for path in inputs:
+            array = zarr.open_array(str(level0(path)), mode="r")
+            for region in _columns(array.shape, array.chunks):
+                array[region]
+    wall, cpu_s = time.perf_counter() - t0, cpu() - c0
+    source = zarr.open_array(str(level0(output)), mode="r")
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".floor-") as scratch:
+        options = {"shape": source.shape, "chunks": source.chunks, "dtype": source.dtype,
+                   "zarr_format": source.metadata.zarr_format, "fill_value": 0}
+        options["compressors"] = source.compressors or None
+        target = zarr.create_array(store=str(Path(scratch) / "0"), **options)
+        for region in _columns(source.shape, source.chunks):
+            values = source[region]
+            t0, c0 = time.perf_counter(), cpu()
+            target[region] = values
+            wall, cpu_s = wall + time.perf_counter() - t0, cpu_s + cpu() - c0
+    return {"floor_s": wall, "floor_cpu_s": cpu_s}
+
+
+def compare_outputs(workdir: Path, other: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Level-0 differences between the same outputs in two work folders (e.g. against a baseline)."""
+    import numpy as np
+    import zarr
+
+    differences = {}
+    for name in names:
+        mine, theirs = workdir / name, other / name
+        if not (mine.exists() and theirs.exists()):
+            continue
+        a, b = (zarr.open_array(str(level0(p)), mode="r") for p in (mine, theirs))
+        if a.shape != b.shape:
+            differences[name] = {"shape": list(a.shape), "other_shape": list(b.shape)}
+            continue
+        worst, peak, changed = 0.0, 0.0, 0
+        for region in _columns(a.shape, a.chunks):
+            x, y = a[region].astype(np.float64), b[region].astype(np.float64)
+            worst = max(worst, float(np.nanmax(np.abs(x - y), initial=0.0)))
+            peak = max(peak, float(np.nanmax(np.abs(y), initial=0.0)))
+            changed += int(np.count_nonzero((x != y) & ~(np.isnan(x) & np.isnan(y))))
+        differences[name] = {"max_abs_difference": worst, "max_abs_value": peak,
+                             "max_difference_over_max_value": worst / peak if peak else 0.0,
+                             "voxels_changed": changed, "voxels": int(np.prod(a.shape))}
+    return differences
+
+
+def chain(workdir: Path, raw: Path, stack_run: Path | None) -> list[StepRun]:
+    """The steps of one slice (and the stack of a finished run), in order."""
+    grid = workdir / "mosaic_grid_3d_z00.ome.zarr"
+    stitched = workdir / "slice_z00_stitch_3d.ome.zarr"
+    axial = workdir / "slice_z00_axial_corr.ome.zarr"
+    normalized = workdir / "slice_z00_normalize.ome.zarr"
+    steps = [
+        StepRun("mosaic_grid", "linum_create_mosaic_grid_3d.py", [raw], grid, ["--slice", "0"], raw_input=True),
+        StepRun("stitch_3d", "linum_stitch_3d.py", [grid], stitched),
+        StepRun("axial_corr", "linum_axial_corr.py", [stitched], axial),
+        StepRun("normalize", "linum_normalize.py", [axial], normalized),
+    ]
+    if stack_run is not None:
+        slices = sorted(stack_run.glob("slices/*/slice_z*_normalize.ome.zarr")) or sorted(
+            stack_run.rglob("slice_z*_normalize.ome.zarr"))
+        motor = next(stack_run.rglob("motor_positions.csv"))
+        steps.append(StepRun("stack_slices", "linum_stack_slices_motor.py", slices, workdir / "volume.ome.zarr",
+                             ["--motor_positions", str(motor)]))
+    return steps
+
+
+def startup_seconds(repo: Path, script: str, env: dict[str, str]) -> float:
+    """Wall time of ``script --help`` (imports and argument parsing), best of 3."""
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(repo / "bin" / script), "--help"], env=env, check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) -> dict[str, float]:
+    """Medians over the runs of one step."""
+    med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    ratios = [run["wall_s"] / run["floor_s"] for run in runs]
+    cores = [run["cpu_s"] / run["wall_s"] for run in runs]
+    work = [(run["wall_s"] - startup) / run["floor_s"] for run in runs]
+    return {
+        "input_mb": round(megabytes, 1),
+        "wall_s": round(med["wall_s"], 2),
+        "cpu_s": round(med["cpu_s"], 2),
+        "cores_used": round(statistics.median(cores), 2),
+        "peak_rss_mb": round(max(run["peak_rss_mb"] for run in runs), 1),
+        "mb_per_s": round(megabytes / med["wall_s"], 1),
+        "floor_s": round(med["floor_s"], 2),
+        "floor_cpu_s": round(med["floor_cpu_s"], 2),
+        "cpu_over_floor_cpu": round(statistics.median(run["cpu_s"] / run["floor_cpu_s"] for run in runs), 2),
+        "step_over_floor": round(statistics.median(ratios), 2),
+        "step_over_floor_runs": [round(r, 2) for r in ratios],
+        "work_over_floor": round(statistics.median(work), 2),
+        "startup_s": round(startup, 3),
+        "load1": [round(run["load1"], 2) for run in runs],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("bench_steps"), help="Scratch folder [%(default)s].")
+    parser.add_argument("--preset", default="large", help="Simulated preset of the slice [%(default)s].")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per step; medians are reported [%(default)s].")
+    parser.add_argument("--repo", type=Path, default=ROOT, help="Checkout whose scripts run [this one].")
+    parser.add_argument("--steps", nargs="+", help="Only these steps (their inputs must exist).")
+    parser.add_argument("--stack_run", type=Path, help="A finished local run whose normalized slices to stack.")
+    parser.add_argument("--script_args", nargs="*", default=[], help="Extra flags for every step (e.g. --workers 1).")
+    parser.add_argument("--json", type=Path, help="Write the report here too.")
+    parser.add_argument("--compare", type=Path, metavar="WORKDIR",
+                        help="Only compare the outputs of --workdir with those of another work folder.")
+    parser.add_argument("--floor", nargs="+", help=argparse.SUPPRESS)  # internal: RAW|ZARR OUTPUT INPUT...
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.floor:
+        kind, output, *inputs = args.floor
+        print(json.dumps(run_floor([Path(p) for p in inputs], Path(output), kind == "raw")))
+        return
+    if args.compare:
+        names = [s.output.name for s in chain(args.workdir, args.workdir, None)]
+        names += [n.replace(".ome.zarr", suffix) for n in names[2:3] for suffix in
+                  ("_surface.ome.zarr", "_attenuation.ome.zarr")] + ["mosaic_grid_2d_z00.ome.zarr"]
+        print(json.dumps(compare_outputs(args.workdir, args.compare, names), indent=2))
+        return
+    repo = args.repo.resolve()
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    raw = args.workdir / f"raw_{args.preset}_seed{args.seed}"
+    if not raw.exists():
+        from linumpy.simulate import get_preset, simulate_acquisition
+
+        simulate_acquisition(raw, get_preset(args.preset, n_slices=1), args.seed, progress=True)
+    steps = [s for s in chain(args.workdir, raw, args.stack_run) if not args.steps or s.name in args.steps]
+    report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "steps": {}}
+    measured: dict[str, list[dict[str, float]]] = {s.name: [] for s in steps}
+    for _ in range(args.repeats):
+        for step in steps:
+            command = [str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
+                       *step.arguments, *args.script_args, "-f", "-q"]
+            result = measure([sys.executable, *command], env)
+            floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
+                             "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs)]
+            done = subprocess.run(floor_command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
+                                  capture_output=True, text=True)
+            result.update(json.loads(done.stdout))
+            measured[step.name].append(result)
+            print(f"{step.name}: {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, "
+                  f"floor {result['floor_s']:.1f} s, load {result['load1']:.1f}", file=sys.stderr)
+    for step in steps:
+        megabytes = input_bytes(step) / 1e6
+        startup = startup_seconds(repo, step.script, env)
+        report["steps"][step.name] = summarize(measured[step.name], megabytes, startup)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

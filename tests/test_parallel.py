@@ -1,0 +1,65 @@
+"""The worker-thread plumbing of the streaming steps (linumpy.parallel, --workers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from linumpy import parallel
+from linumpy.cli import add_workers_argument, make_parser, run
+
+
+def test_ordered_map_keeps_order_and_bounds_jobs_in_flight():
+    running, peak, lock = 0, 0, threading.Lock()
+    started: list[int] = []
+
+    def job(item: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            started.append(item)
+        time.sleep(0.01 * (item % 3))  # finish out of order
+        with lock:
+            running -= 1
+        return item * item
+
+    results = []
+    for value in parallel.ordered_map(job, range(20), workers=3, ahead=4):
+        results.append(value)
+        assert len(started) <= len(results) + 4  # never more than `ahead` submitted and not yet yielded
+    assert results == [i * i for i in range(20)]
+    assert 1 < peak <= 3
+
+
+def test_ordered_map_raises_the_first_failure_and_stops():
+    def job(item: int) -> int:
+        if item == 2:
+            raise ValueError("bad block")
+        return item
+
+    with pytest.raises(ValueError, match="bad block"):
+        list(parallel.ordered_map(job, range(100), workers=2))
+
+
+def test_default_workers_from_environment(monkeypatch, caplog):
+    monkeypatch.setenv(parallel.WORKERS_ENV, "3")
+    assert parallel.default_workers() == 3
+    monkeypatch.setenv(parallel.WORKERS_ENV, "zero")
+    assert parallel.default_workers() == parallel.available_cores()
+    assert "not a positive integer" in caplog.text
+    monkeypatch.delenv(parallel.WORKERS_ENV)
+    assert parallel.default_workers() == parallel.available_cores() >= 1
+
+
+def test_workers_flag_sets_the_process_default(monkeypatch):
+    monkeypatch.delenv(parallel.WORKERS_ENV, raising=False)
+    parser = make_parser("test")
+    add_workers_argument(parser)
+    seen = []
+    run(parser, lambda args: seen.append(parallel.default_workers()), ["--workers", "5"])
+    assert seen == [5]
+    with pytest.raises(SystemExit):
+        run(parser, lambda args: None, ["--workers", "0"])
