@@ -18,7 +18,6 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
-from linumpy.stitching.pairwise import register_pair
 from linumpy.stitching.transform import PairRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -85,6 +84,8 @@ def null_ncc_threshold(
     float
         The threshold, or :data:`FALLBACK_THRESHOLD` without non-adjacent pairs.
     """
+    from linumpy.stitching.pairwise import register_pair
+
     rng = np.random.default_rng(seed)
     tiles = sorted(projections)
     scores = []
@@ -135,6 +136,8 @@ def estimate_transform(
     TileTransform
         Positions of all tiles in ``projections``.
     """
+    from linumpy.stitching.pairwise import register_pair
+
     tiles = sorted(projections)
     shapes = {projections[t].shape for t in tiles}
     if len(shapes) != 1:

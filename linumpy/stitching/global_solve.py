@@ -17,8 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.linalg import spsolve
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +122,9 @@ def _least_squares_positions(
     prior_weight: float,
 ) -> np.ndarray:
     """Solve the weighted normal equations; returns ``(n_tiles, 2)`` positions."""
+    from scipy import sparse  # imported here: scripts that only build a parser start fast
+    from scipy.sparse.linalg import spsolve
+
     index = {tile: i for i, tile in enumerate(tiles)}
     n = len(tiles)
     rows, cols, values = [], [], []
