@@ -34,12 +34,17 @@ workflow {
         SIMULATE_ACQUISITION(params.simulate)
         acquisition = SIMULATE_ACQUISITION.out.acquisition.first()
     }
-    def exclude_slices = parseSliceIds(params.exclude_slices)
+    // slice_config.csv (docs/pipeline.md): its use=0 rows are left out like exclude_slices
+    def slice_config = file(params.slice_config ?: "${params.outdir}/slice_config.csv")
+    def unused_rows = slice_config.exists() ? slice_config.splitCsv(header: true).findAll { row -> row.use?.trim() == '0' } : []
+    unused_rows.each { row -> log.info "slice ${row.slice_id} left out: use=0 in ${slice_config} (${row.reason ?: 'no reason given'})" }
+    def exclude_slices = (parseSliceIds(params.exclude_slices) + unused_rows.collect { row -> row.slice_id as Integer }).unique()
     LINUMPY(
         acquisition,
         parseSliceIds(params.slices),
         exclude_slices,
         params.allow_gaps || !exclude_slices.isEmpty(),
+        slice_config.exists() ? slice_config : [],
     )
 
     onComplete:

@@ -1,6 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark of 3D stitching: accuracy and time against m2stitch, throughput, memory.
 
+0. The test matrix (``linumpy.simulate.stitch_matrix.MATRIX``): for every
+   condition and seed, a mosaic grid OME-Zarr is drawn (independent speckle,
+   vignetting, smooth tissue, stage errors and drift, empty tiles), stitched by
+   the library call of ``linum_stitch_3d.py`` (files in, files out), and the
+   tile positions are compared with the truth, the stage positions and
+   m2stitch. Errors are distances after removing the mean translation over
+   the textured tiles; "excess" is the largest amount by which any tile ends
+   farther from the truth than its stage position.
 1. Accuracy and time: for each seed, a simulated slice of ``--preset`` is laid
    out as a mosaic grid; linumpy's position estimation and
    ``m2stitch.stitch_images`` get the same tile projections (AIPs) and the
@@ -33,8 +41,14 @@ from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.mosaic.grid import write_mosaic_grid
 from linumpy.simulate import get_preset, simulate_acquisition
+from linumpy.simulate.stitch_matrix import (
+    MATRIX,
+    aligned_errors,
+    simulate_mosaic,
+    write_simulated_mosaic,
+)
 from linumpy.stitching.estimate import estimate_transform
-from linumpy.stitching.stitch import mosaic_grid_layout, tile_projections
+from linumpy.stitching.stitch import mosaic_grid_layout, stitch_mosaic_grid, tile_projections
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -118,6 +132,46 @@ def compare_with_m2stitch(workdir: Path, preset: str, seeds: list[int], repeats:
         print(f"mean ratios (ours / m2stitch): error {error_ratio:.4f}, time {time_ratio:.3f}")
 
 
+def _summary(errors: list[dict], tiles: list[list]) -> str:
+    """``mean / max`` over the given tiles of every seed (mean of all, max of all)."""
+    values = [e[t] for e, chosen in zip(errors, tiles) for t in chosen]
+    return f"{np.mean(values):5.2f} / {np.max(values):5.2f}" if values else "    - /     -"
+
+
+def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None) -> None:
+    """Stitch every condition of the matrix for ``seeds``; print one table row per condition."""
+    print("== test matrix: textured tiles mean / max px (over seeds), empty tiles max px ==")
+    print(f"{'condition':<62} | {'linumpy':>13} {'empty':>5} {'excess':>6} {'stage':>4} | "
+          f"{'stage pos':>13} {'empty':>5} | {'m2stitch':>13}")
+    for condition in MATRIX:
+        if names and not any(condition.name.startswith(n) for n in names):
+            continue
+        ours, stage, theirs, textured, empty, fallback, crashed = [], [], [], [], [], [], False
+        for seed in seeds:
+            mosaic = simulate_mosaic(condition, seed)
+            grid = workdir / f"matrix_seed{seed}.ome.zarr"
+            write_simulated_mosaic(mosaic, grid, overwrite=True)
+            transform = stitch_mosaic_grid(grid, workdir / f"matrix_seed{seed}_stitched.ome.zarr",
+                                           n_levels=0, overwrite=True)
+            chosen = [t for t in mosaic.truth if t not in mosaic.empty_tiles]
+            textured.append(chosen)
+            empty.append(list(mosaic.empty_tiles))
+            fallback.append(len(transform.stage_fallback_tiles()))
+            ours.append(aligned_errors({t: transform.position(t) for t in mosaic.truth},
+                                       mosaic.truth, chosen))
+            stage.append(aligned_errors(mosaic.stage, mosaic.truth, chosen))
+            try:
+                theirs.append(aligned_errors(run_m2stitch(mosaic.projections(), condition.tile_step_px),
+                                             mosaic.truth, chosen))
+            except Exception:  # noqa: BLE001 -- m2stitch raises various errors on hard input
+                crashed = True
+        excess = max(o[t] - s[t] for o, s in zip(ours, stage) for t in o)
+        m2 = "crashes" if crashed else _summary(theirs, textured)
+        print(f"{condition.name[:62]:<62} | {_summary(ours, textured)} {_summary(ours, empty)[-5:]} "
+              f"{excess:+6.2f} {np.mean(fallback):4.1f} | {_summary(stage, textured)} "
+              f"{_summary(stage, empty)[-5:]} | {m2:>13}", flush=True)
+
+
 def measure_throughput(workdir: Path, preset: str) -> None:
     print(f"== whole script, preset {preset} ==")
     grid, _ = prepare_slice(workdir, preset, seed=0)
@@ -139,14 +193,22 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("bench_stitching_work"),
                         help="Where simulated data are kept between runs [%(default)s].")
-    parser.add_argument("--preset", default="small", help="Preset of the accuracy comparison.")
+    parser.add_argument("--matrix_seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                        help="Seeds of the test matrix (none: skip it).")
+    parser.add_argument("--conditions", nargs="*",
+                        help="Matrix conditions to run (name prefixes; default all).")
+    parser.add_argument("--preset", default="small",
+                        help="Preset of the accuracy comparison ('none' to skip).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="Timing repeats (best kept).")
     parser.add_argument("--throughput_preset", default="large",
                         help="Preset of the whole-script run ('none' to skip).")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    compare_with_m2stitch(args.workdir, args.preset, args.seeds, args.repeats)
+    if args.matrix_seeds:
+        run_matrix(args.workdir, args.matrix_seeds, args.conditions)
+    if args.preset != "none":
+        compare_with_m2stitch(args.workdir, args.preset, args.seeds, args.repeats)
     if args.throughput_preset != "none":
         measure_throughput(args.workdir, args.throughput_preset)
 

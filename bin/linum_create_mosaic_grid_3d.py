@@ -13,6 +13,7 @@ from pathlib import Path
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.naming import mosaic_grid_name
+from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE
 from linumpy.mosaic.grid import DTYPES, write_mosaic_grid
 
 
@@ -29,6 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--z_range", type=int, nargs=2, metavar=("Z0", "Z1"), help="Keep depth samples [Z0, Z1).")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Stored dtype [%(default)s].")
+    parser.add_argument(
+        "--no_fix_galvo_shift", action="store_true",
+        help="Always crop the last n_extra A-lines (default: detect where the galvo-return band of "
+        "native tiles really is and crop it there, see --galvo_confidence).",
+    )
+    parser.add_argument(
+        "--fix_field_curvature", action="store_true",
+        help="Estimate the field curvature common to all tiles and remove it when the fit is at least "
+        "1 voxel, stable and improves the tile overlaps (experimental; default: depths as recorded).",
+    )
+    parser.add_argument(
+        "--galvo_confidence", type=finite_float, default=DEFAULT_CONFIDENCE,
+        help="Confidence in [0, 1] above which the detected band shift is applied [%(default)s].",
+    )
     add_omezarr_output_arguments(parser)
     return parser
 
@@ -39,6 +54,8 @@ def main(args: argparse.Namespace) -> None:
     write_mosaic_grid(
         section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
         args.n_levels, args.compression, args.overwrite, progress_enabled(args),
+        fix_galvo_shift=not args.no_fix_galvo_shift, galvo_confidence=args.galvo_confidence,
+        fix_field_curvature=args.fix_field_curvature,
     )
 
 

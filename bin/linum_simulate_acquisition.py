@@ -20,12 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="Random seed [%(default)s].")
     parser.add_argument("--layout", choices=LAYOUTS, default="native", help="Raw tile layout [%(default)s].")
     parser.add_argument("--n_slices", type=int, help="Number of slices (default: the preset's).")
+    parser.add_argument(
+        "--galvo_shift", type=int, default=0, metavar="MAX_PX",
+        help="Move each slice's galvo-return band by a random U{-MAX..MAX} A-lines (0: never) [%(default)s].",
+    )
     add_overwrite_argument(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    preset = get_preset(args.preset, args.n_slices)
+    preset = get_preset(args.preset, args.n_slices, args.galvo_shift)
     simulate_acquisition(args.outdir, preset, args.seed, args.layout, args.overwrite, progress_enabled(args))
 
 

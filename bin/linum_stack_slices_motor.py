@@ -2,9 +2,10 @@
 """Stack normalised slices into one isotropic brain volume.
 
 Each slice goes at the depth its motor z says (encoder glitches corrected),
-refined by registering its top planes against the previous slice (z overlap
-by NCC, lateral shift by phase correlation; low-confidence estimates leave
-the motor position). From each slice only its step to the next slice (at
+refined by registering its top planes against the previous slice (rotation
+about z up to --max_rotation_deg, undone first when confidently found; z
+overlap by NCC, lateral shift by phase correlation; low-confidence estimates
+leave the motor position). From each slice only its step to the next slice (at
 least the thickness) plus --blend_overlap_um below its surface is kept (the
 deeper, noisier planes are dropped); consecutive slices are blended with a
 linear ramp over their overlap. The output is built chunk by chunk at --resolution (default:
@@ -21,6 +22,7 @@ import argparse
 from linumpy.cli import add_overwrite_argument, add_workers_argument, finite_float, make_parser, progress_enabled, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.stack.files import DEFAULT_PYRAMID_RESOLUTIONS_UM, stack_slice_files
+from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pyramid_resolutions", type=finite_float, nargs="+", default=list(DEFAULT_PYRAMID_RESOLUTIONS_UM),
                         metavar="UM", help="Analysis pyramid resolutions, micrometres; only those "
                                            "at or above --resolution are written [%(default)s].")
+    parser.add_argument("--max_rotation_deg", type=finite_float, default=DEFAULT_MAX_ROTATION_DEG, metavar="DEG",
+                        help="Largest rotation about z searched between consecutive slices, undone when "
+                             "confidently found (0: translation only) [%(default)s].")
     parser.add_argument("--allow_gaps", action="store_true",
                         help="Fill missing slice ids with zeros instead of failing.")
+    parser.add_argument("--interpolate_missing", action="store_true",
+                        help="With gaps: fill a missing slice's depth from its neighbours (distance-weighted, "
+                             "listed as interpolated_slices in the attributes and QC record) instead of zeros.")
     parser.add_argument("--shifts_out", metavar="JSON",
                         help="Placement estimates for QC [<out stem>_shifts.json].")
     parser.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -63,7 +71,8 @@ def main(args: argparse.Namespace) -> None:
         args.slices, args.output, args.motor_positions,
         resolution_um=args.resolution, pyramid_resolutions_um=args.pyramid_resolutions,
         slice_thickness_um=args.slice_thickness_um, acquisition_json=args.acquisition_json,
-        blend_overlap_um=args.blend_overlap_um, allow_gaps=args.allow_gaps,
+        blend_overlap_um=args.blend_overlap_um, max_rotation_deg=args.max_rotation_deg,
+        interpolate_missing=args.interpolate_missing, allow_gaps=args.allow_gaps,
         shifts_out=args.shifts_out, chunks=args.chunks, compression=args.compression,
         overwrite=args.overwrite, progress=progress_enabled(args),
     )

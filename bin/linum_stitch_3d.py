@@ -2,10 +2,11 @@
 """Stitch one slice's 3D mosaic grid into a single volume.
 
 Neighbouring tiles are registered on their average intensity projections
-(phase correlation, wrap-around checked by NCC, subpixel refinement); pairs
-are accepted above the NCC reached by unrelated tiles; a weighted least-squares
-solve over all accepted pairs, anchored on the fitted stage model, places
-every tile (tiles on empty agarose follow the stage model). The same lateral
+(flat field fitted to the overlaps and divided out; band-passed NCC searched
+within --max_shift_px of the stage offset; sub-pixel Lucas-Kanade fit); a pair
+is kept when its peak clearly beats every rival and it agrees with the others
+(loop residuals of a weighted least-squares solve). A tile with no kept pair
+keeps its position on the fitted stage model: never worse than the stage. The same lateral
 positions, rounded to whole pixels, are used at every depth. The estimated
 transform is saved as JSON so it can be applied to another channel or slice.
 
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend", choices=BLEND_MODES, default="feather",
                         help="Fusion of overlapping tiles [%(default)s].")
     parser.add_argument("--max_shift_px", type=finite_float, default=DEFAULT_MAX_SHIFT_PX,
-                        help="Largest correction of the nominal tile offsets, pixels [%(default)s].")
+                        help="Stage uncertainty: largest correction of the nominal offset of two "
+                             "neighbouring tiles searched, pixels [%(default)s].")
     add_omezarr_output_arguments(parser)
     return parser
 

@@ -121,7 +121,7 @@ def full_run(tiny_acquisition, tmp_path_factory) -> Path:
 def test_outdir_tree_is_the_published_layout(full_run):
     layout = OutputLayout(full_run)
     expected = [layout.motor_positions, layout.volume, layout.volume_shifts, layout.report,
-                layout.screenshot("volume")]
+                layout.screenshot("volume"), layout.slice_config]
     for i in SLICE_IDS:
         expected += [layout.mosaic_grid(i, 3), layout.mosaic_grid(i, 2),
                      *(layout.slice_product(i, step) for step in SLICE_STEPS),

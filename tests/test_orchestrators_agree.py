@@ -48,7 +48,7 @@ def test_changed_parameter_changes_only_the_affected_tasks(tmp_path):
     assert changed == sorted([
         "stitch_3d_z00", "axial_corr_z00", "normalize_z00", "screenshot_z00",
         "stitch_3d_z01", "axial_corr_z01", "normalize_z01", "screenshot_z01",
-        "stack_slices", "screenshot_volume", "report",
+        "stack_slices", "screenshot_volume", "slice_config", "report",
     ])
 
 
@@ -59,7 +59,7 @@ def test_changing_the_subset_only_reruns_what_reads_the_table(tmp_path):
 
     before, after = keys([0, 1]), keys([0, 1, 2])
     changed = sorted(i for i in before if before[i] != after[i])
-    assert changed == ["collect_motor_positions", "report", "screenshot_volume", "stack_slices"]
+    assert changed == ["collect_motor_positions", "report", "screenshot_volume", "slice_config", "stack_slices"]
 
 
 def test_workflow_wires_the_slice_chain_in_order():

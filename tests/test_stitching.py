@@ -14,7 +14,7 @@ from scipy import ndimage
 from linumpy.cli import run
 from linumpy.errors import InputError
 from linumpy.stitching.blend import Box, feather_weights, fuse_block, placement_origins
-from linumpy.stitching.estimate import estimate_transform, null_ncc_threshold
+from linumpy.stitching.estimate import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, estimate_transform
 from linumpy.stitching.global_solve import PairOffset, StageModel, solve_positions
 from linumpy.stitching.pairwise import overlap_slices, register_pair
 from linumpy.stitching.transform import load_transform, save_transform
@@ -90,7 +90,7 @@ def test_register_pair_integer_offsets(true_offset):
     nominal = (76, 0) if true_offset[0] > 50 else (0, 76)
     result = register_pair(a, b, nominal, max_shift_px=10)
     assert np.allclose(result.offset, true_offset, atol=0.1)
-    assert result.ncc > 0.99
+    assert result.ncc > 0.95 and result.significance > STRONG_SIGNIFICANCE
 
 
 @pytest.mark.parametrize("true_offset", [(0.3, 76.6), (-2.45, 73.2), (4.8, 78.1)])
@@ -121,12 +121,11 @@ def test_register_pair_respects_max_shift():
     assert result.ncc < register_pair(a, b, (0, 76), max_shift_px=10).ncc
 
 
-def test_blank_tile_scores_below_null_threshold():
+def test_blank_tile_pair_is_not_significant():
     projections, _ = synthetic_mosaic(grid=(3, 3), blank={(1, 1)}, seed=5)
-    threshold = null_ncc_threshold(projections, STEP, max_shift_px=10)
     blank_pair = register_pair(projections[(1, 0)], projections[(1, 1)], (0, 76), 10)
     real_pair = register_pair(projections[(0, 0)], projections[(0, 1)], (0, 76), 10)
-    assert blank_pair.ncc < threshold < real_pair.ncc
+    assert blank_pair.significance < MIN_SIGNIFICANCE < STRONG_SIGNIFICANCE < real_pair.significance
 
 
 # --- global solve -------------------------------------------------------------------------
@@ -181,7 +180,7 @@ def test_unlinked_tiles_are_placed_by_the_stage_model():
 
 
 def test_fitted_step_far_from_nominal_is_logged(caplog):
-    truth = {(0, c): np.array([0.0, c * 80.0]) for c in range(3)}
+    truth = {(0, c): np.array([0.0, c * 80.0]) for c in range(5)}
     pairs = grid_pairs(truth, 0.0, np.random.default_rng(0))
     with caplog.at_level(logging.WARNING, logger="linumpy.stitching.global_solve"):
         solve_positions(truth, pairs, STEP)
@@ -478,15 +477,6 @@ def test_small_simulated_slice_with_empty_tiles(small_acquisition, tmp_path):
     assert len(slice_truth["empty_tiles"]) >= 0.15 * len(true)  # the case this test is about
     errors = position_errors(estimated, true)
     assert errors.mean() <= 0.5 and errors.max() <= 1.0
-
-
-def test_tukey_window_matches_scipy():
-    from scipy.signal.windows import tukey
-
-    from linumpy.stitching.pairwise import _tukey
-
-    for n in (3, 4, 13, 20, 129):
-        assert np.allclose(_tukey(n), tukey(n, 0.5))
 
 
 def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):

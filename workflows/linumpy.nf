@@ -12,6 +12,7 @@ include { STITCH_3D               } from '../modules/local/stitch_3d'
 include { AXIAL_CORR              } from '../modules/local/axial_corr'
 include { NORMALIZE               } from '../modules/local/normalize'
 include { STACK_SLICES            } from '../modules/local/stack_slices'
+include { SLICE_CONFIG            } from '../modules/local/slice_config'
 include { SCREENSHOT as SCREENSHOT_SLICE  } from '../modules/local/screenshot'
 include { SCREENSHOT as SCREENSHOT_VOLUME } from '../modules/local/screenshot'
 include { REPORT                  } from '../modules/local/report'
@@ -33,6 +34,7 @@ workflow LINUMPY {
     slices          // list of slice ids to reconstruct (empty: every slice)
     exclude_slices  // list of slice ids to leave out
     allow_gaps      // boolean: let the stack skip missing slices
+    slice_config    // the slice_config.csv this run read, or [] (its use/reason columns are kept)
 
     main:
     COLLECT_MOTOR_POSITIONS(acquisition, slices)
@@ -60,8 +62,16 @@ workflow LINUMPY {
     SCREENSHOT_SLICE(NORMALIZE.out.zarr.map { meta, zarr -> ["slice_${meta.tag}_normalize", zarr] })
     SCREENSHOT_VOLUME(STACK_SLICES.out.volume.map { volume -> ['volume', volume] })
 
+    SLICE_CONFIG(
+        allFiles(CREATE_MOSAIC_GRID.out.qc),
+        allFiles(STITCH_3D.out.qc),
+        allFiles(AXIAL_CORR.out.qc),
+        allFiles(STACK_SLICES.out.qc),
+        slice_config,
+    )
+
     REPORT(
-        allFiles(COLLECT_MOTOR_POSITIONS.out.qc),
+        allFiles(COLLECT_MOTOR_POSITIONS.out.qc.mix(SLICE_CONFIG.out.qc)),
         allFiles(CREATE_MOSAIC_GRID.out.qc),
         allFiles(STITCH_3D.out.qc),
         allFiles(AXIAL_CORR.out.qc),
@@ -73,5 +83,6 @@ workflow LINUMPY {
     emit:
     motor_positions = COLLECT_MOTOR_POSITIONS.out.csv
     volume          = STACK_SLICES.out.volume
+    slice_config    = SLICE_CONFIG.out.csv
     report          = REPORT.out.html
 }

@@ -162,10 +162,10 @@ def _frame_counts(files: list[Path], info: NativeTileInfo) -> list[int]:
     return counts
 
 
-def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -> np.ndarray:
+def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None, aline_shift: int = 0) -> np.ndarray:
     """Read one native tile as float32 ``(z, y, x)``.
 
-    Files are read one at a time through a memory map; each B-scan (one
+    Files are read one at a time; each B-scan (one
     contiguous ``(x, z)`` frame on disk) is transposed into its ``(z, x)``
     plane of the output by a 2D copy, which numpy does cache-blocked (a 3D
     transposing copy of the whole tile is several times slower). Peak memory
@@ -177,6 +177,10 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -
         Tile folder (``tile_x00_y00_z00``).
     info : NativeTileInfo, optional
         Its parsed ``info.txt`` (read if not given).
+    aline_shift : int
+        Where the galvo-return band really is: it starts at A-line
+        ``nx + aline_shift`` (circularly); the kept A-lines are the ``nx``
+        that follow it (:mod:`linumpy.mosaic.galvo`). 0: the last ``n_extra``.
 
     Returns
     -------
@@ -189,6 +193,7 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -
     counts = _frame_counts(files, info)
     depth, n_alines, _ = info.raw_shape
     out = np.empty((depth, info.ny, info.nx), np.float32)
+    kept = slice(0, info.nx) if aline_shift == 0 else (aline_shift + np.arange(info.nx)) % n_alines
     first_frame = 0
     for path, n_frames in zip(files, counts):
         # Fortran (depth, alines, frames) is C (frames, alines, depth).
@@ -196,9 +201,9 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None) -
         for local, frame in enumerate(frames):
             row, repeat = divmod(first_frame + local, info.n_repeat)
             if repeat:
-                out[:, row, :] += frame[: info.nx].T
+                out[:, row, :] += frame[kept].T
             else:
-                out[:, row, :] = frame[: info.nx].T
+                out[:, row, :] = frame[kept].T
         del frames
         first_frame += n_frames
     if info.n_repeat > 1:

@@ -27,6 +27,8 @@ from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 from linumpy.memory import check_fits_in_memory
+from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
+from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE, GalvoShift, detect_slice_band, read_tile
 from linumpy.parallel import ordered_map
 from linumpy.qc.figures import mosaic_grid_figure
 from linumpy.qc.metrics import nonzero_fraction
@@ -199,6 +201,9 @@ def write_mosaic_grid(
     overwrite: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    fix_galvo_shift: bool = True,
+    galvo_confidence: float = DEFAULT_CONFIDENCE,
+    fix_field_curvature: bool = False,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
@@ -224,6 +229,15 @@ def write_mosaic_grid(
         Show a progress bar over the tiles.
     workers : int, optional
         Tiles laid out at once (default: :func:`linumpy.parallel.default_workers`).
+    fix_galvo_shift : bool
+        Detect the galvo-return band of native tiles and, above
+        ``galvo_confidence``, crop it where it is (:mod:`linumpy.mosaic.galvo`).
+    galvo_confidence : float
+        Confidence threshold in [0, 1] of the band fix.
+    fix_field_curvature : bool
+        Estimate the depth offset common to all tiles on a few central tiles
+        and, when it improves their overlaps, remove it from every tile
+        (:mod:`linumpy.mosaic.curvature`).
 
     Returns
     -------
@@ -234,13 +248,17 @@ def write_mosaic_grid(
     geometry = grid_geometry(section, resolution_um, z_range)
     attributes = mosaic_grid_attributes(section, geometry)
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
+    galvo = detect_slice_band(section, galvo_confidence) if fix_galvo_shift else GalvoShift()
+    attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
+    curvature = estimate_slice_curvature(section, galvo) if fix_field_curvature else Curvature()
     with (
         OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
         OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
     ):
         def lay_out(item: tuple[tuple[int, int], Any]) -> None:
             (row, col), tile = item
-            prepared = prepare_tile(zero_non_finite(tile.read(), tile.path), geometry, dtype)
+            raw = curvature.correct(zero_non_finite(read_tile(tile, galvo), tile.path))
+            prepared = prepare_tile(raw, geometry, dtype)
             region = geometry.region(row, col)
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -251,7 +269,10 @@ def write_mosaic_grid(
             pass
         grid.finalize(resolution_mm, n_levels, attributes)
         aip.finalize(resolution_mm[1:], n_levels, attributes)
-    write_mosaic_grid_qc(path, aip_path, geometry.grid_shape, sorted(section.tiles))
+    write_mosaic_grid_qc(
+        path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
+        galvo.flags(galvo_confidence),
+    )
     return geometry
 
 
@@ -260,11 +281,17 @@ QC_AIP_PX = 1024
 
 
 def write_mosaic_grid_qc(
-    path: str | Path, aip_path: str | Path, grid_shape: tuple[int, int], tiles: Sequence[tuple[int, int]]
+    path: str | Path,
+    aip_path: str | Path,
+    grid_shape: tuple[int, int],
+    tiles: Sequence[tuple[int, int]],
+    extra_metrics: dict[str, Any] | None = None,
+    flags: Sequence[str] = (),
 ) -> Path:
     """Write the QC record of a mosaic grid from its written AIP.
 
-    Metrics: ``n_tiles`` and the AIP's ``nonzero_fraction``; figure ``aip``
+    Metrics: ``n_tiles``, the AIP's ``nonzero_fraction`` and ``extra_metrics``
+    (the galvo band, :meth:`linumpy.mosaic.galvo.GalvoShift.metrics`); figure ``aip``
     (the tile grid drawn over the AIP, missing tiles crossed out). The AIP is
     read at its coarsest level still ``QC_AIP_PX`` pixels wide, block-averaged
     down to at most twice that size, so the cost does not grow with the slice.
@@ -274,6 +301,6 @@ def write_mosaic_grid_qc(
     data, scale_mm = read_omezarr(aip_path, level)
     factor = max(1, max(data.shape) // QC_AIP_PX)
     aip = np.asarray(block_mean(data, (factor, factor)).compute())
-    metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)}
+    metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)} | dict(extra_metrics or {})
     figure = mosaic_grid_figure(aip, grid_shape, tiles, pixel_um=scale_mm[-1] * 1000 * factor)
-    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": figure})
+    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": figure}, list(flags))

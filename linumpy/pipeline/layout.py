@@ -64,6 +64,10 @@ class OutputLayout:
         return self.root / "qc" / f"{name}.png"
 
     @property
+    def slice_config(self) -> Path:
+        return self.root / "slice_config.csv"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.html"
 

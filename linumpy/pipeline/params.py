@@ -87,6 +87,7 @@ class PipelineParams(BaseModel):
     publish_dir_mode: Literal["copy", "copyNoFollow", "link", "rellink", "symlink", "move"] = "copy"
     slices: SliceIds = None
     exclude_slices: SliceIds = None
+    slice_config: str | None = None
 
     # Simulated acquisition
     simulate: Literal["tiny", "small", "large"] | None = None
@@ -103,6 +104,9 @@ class PipelineParams(BaseModel):
     axial_resolution: Positive | None = None
     z_range: Annotated[list[Annotated[Integer, Field(ge=0)]], Field(min_length=2, max_length=2)] | None = None
     mosaic_dtype: Literal["float32", "float16", "uint16"] | None = None
+    no_fix_galvo_shift: bool = False
+    galvo_confidence: Annotated[Number, Field(ge=0, le=1)] | None = None
+    fix_field_curvature: bool = False
 
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None
@@ -123,6 +127,8 @@ class PipelineParams(BaseModel):
     # Stacking
     slice_thickness: Positive | None = None
     blend_overlap_um: Annotated[Number, Field(ge=0)] | None = None
+    max_rotation_deg: Annotated[Number, Field(ge=0, le=20)] | None = None
+    interpolate_missing: bool = False
     stack_resolution: Positive | None = None
     pyramid_resolutions: Annotated[list[Positive], Field(min_length=1)] | None = [10, 25, 50, 100]
     allow_gaps: bool = False

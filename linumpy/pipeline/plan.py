@@ -22,6 +22,7 @@ from linumpy.io.naming import slice_step_name, slice_tag
 from linumpy.pipeline import steps
 from linumpy.pipeline.layout import VOLUME_NAME, OutputLayout
 from linumpy.pipeline.params import PipelineParams
+from linumpy.pipeline.slice_config import slice_config_path
 from linumpy.qc.records import qc_record_path
 
 
@@ -150,7 +151,18 @@ def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[in
     screenshot = _task(steps.SCREENSHOT, params, layout, positional=[layout.volume, shot], outputs=[shot],
                        inputs={"name": VOLUME_NAME, "zarr": layout.volume}, upstream=(stack,),
                        name=f"screenshot_{VOLUME_NAME}")
+    config = plan_slice_config(params, layout, stack)
     # The report also shows the run's own record (failed slices): a change there reruns it.
     report = _task(steps.REPORT, params, layout, positional=[layout.root, layout.report], outputs=[layout.report],
-                   inputs={}, upstream=(stack, screenshot), watched=(qc_record_path(layout.run_qc_output),))
-    return [stack, screenshot, report]
+                   inputs={}, upstream=(stack, screenshot, config), watched=(qc_record_path(layout.run_qc_output),))
+    return [stack, screenshot, config, report]
+
+
+def plan_slice_config(params: PipelineParams, layout: OutputLayout, stack: Task) -> Task:
+    """Write ``OUTDIR/slice_config.csv`` from the QC records, keeping the ``use`` column of the
+    table the run read: ``params.slice_config`` (passed as ``--previous``), else the output
+    itself when it exists (the script's default, so that a finished run resumes unchanged)."""
+    previous = slice_config_path(layout.root, params.slice_config)
+    fixed = ["--previous", previous] if params.slice_config and previous.is_file() else []
+    return _task(steps.SLICE_CONFIG, params, layout, positional=[layout.root, layout.slice_config], fixed=fixed,
+                 outputs=[layout.slice_config], inputs={"previous": previous if fixed else []}, upstream=(stack,))

@@ -48,6 +48,7 @@ from linumpy.pipeline.plan import (
     Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
 )
 from linumpy.pipeline.progress import Progress
+from linumpy.pipeline.slice_config import apply_slice_config
 from linumpy.pipeline.trace import TaskTrace, write_trace
 from linumpy.qc.records import qc_record_path, write_qc_record
 
@@ -111,7 +112,7 @@ class LocalRunner:
         if workers < 1:
             raise InputError(f"--workers must be at least 1, got {workers}")
         self.scripts = {step.script: find_script(step.script, scripts_dir) for step in steps.STEPS}
-        self.params = params
+        self.params = apply_slice_config(params)
         self.layout = OutputLayout(Path(params.outdir).resolve())
         self.workers = workers
         self.overwrite = overwrite

@@ -81,6 +81,9 @@ CREATE_MOSAIC_GRID = Step("create_mosaic_grid", "CREATE_MOSAIC_GRID", "linum_cre
     Option("axial_resolution", "--axial_resolution"),
     Option("z_range", "--z_range", "list"),
     Option("mosaic_dtype", "--dtype"),
+    Option("no_fix_galvo_shift", "--no_fix_galvo_shift", "switch"),
+    Option("galvo_confidence", "--galvo_confidence"),
+    Option("fix_field_curvature", "--fix_field_curvature", "switch"),
     *_ZARR_OUTPUT,
 ))
 STITCH_3D = Step("stitch_3d", "STITCH_3D", "linum_stitch_3d.py", (
@@ -105,6 +108,8 @@ NORMALIZE = Step("normalize", "NORMALIZE", "linum_normalize.py", (
 STACK_SLICES = Step("stack_slices", "STACK_SLICES", "linum_stack_slices_motor.py", (
     Option("slice_thickness", "--slice_thickness_um"),
     Option("blend_overlap_um", "--blend_overlap_um"),
+    Option("max_rotation_deg", "--max_rotation_deg"),
+    Option("interpolate_missing", "--interpolate_missing", "switch"),
     Option("stack_resolution", "--resolution"),
     Option("pyramid_resolutions", "--pyramid_resolutions", "list"),
     Option("stack_chunks", "--chunks", "list"),
@@ -114,12 +119,13 @@ SCREENSHOT = Step("screenshot", "SCREENSHOT", "linum_screenshot_omezarr.py", (
     Option("screenshot_z", "--z"),
     Option("screenshot_level", "--level"),
 ))
+SLICE_CONFIG = Step("slice_config", "SLICE_CONFIG", "linum_slice_config.py")
 REPORT = Step("report", "REPORT", "linum_report.py", (Option("report_title", "--title"),))
 
 #: Every step, in the order a slice (then the whole brain) goes through them.
 STEPS: tuple[Step, ...] = (
     SIMULATE, COLLECT_MOTOR_POSITIONS, CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR,
-    NORMALIZE, STACK_SLICES, SCREENSHOT, REPORT,
+    NORMALIZE, STACK_SLICES, SCREENSHOT, SLICE_CONFIG, REPORT,
 )
 #: The steps each slice runs, in order, independently of the other slices.
 SLICE_CHAIN: tuple[Step, ...] = (CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR, NORMALIZE)

@@ -39,14 +39,21 @@ METRICS: dict[str, MetricInfo] = {
     "n_tiles": _M("Tiles", "count", "Tiles acquired for the slice."),
     "nonzero_fraction": _M("Non-zero voxels", "%", "Share of voxels that hold any signal; "
                            "near 0 means an empty slice."),
-    "confidence": _M("Stitch confidence", "0-1", "Median match score (NCC) of the neighbouring tile pairs "
-                     "whose registration was accepted; 1 is a perfect match, below 0.5 is suspect."),
+    "confidence": _M("Stitch confidence", "0-1", "Median confidence of the neighbouring tile pairs whose "
+                     "registration was accepted (how clearly each match beat every other offset); 0.5 is the "
+                     "acceptance threshold, 1 a clear match."),
     "n_pairs": _M("Tile pairs", "count", "Neighbouring tile pairs that overlap."),
     "n_fallback_pairs": _M("Pairs on stage model", "count", "Tile pairs whose registration was rejected; "
                            "they were placed from the stage positions alone."),
     "max_residual_px": _M("Largest pair residual", "px", "Largest disagreement between a pair's measured "
                           "offset and the final tile positions."),
     "ncc_threshold": _M("Match threshold", "NCC", "Score a tile pair needs for its registration to be used."),
+    "min_significance": _M("Match threshold", "z", "How many standard errors a tile pair's best match must "
+                           "beat every other offset by for its registration to be considered."),
+    "n_stage_fallback_tiles": _M("Tiles on stage model", "count", "Tiles no accepted pair supports; they "
+                                 "keep their stage positions (within the stage error)."),
+    "stage_fallback_fraction": _M("Share on stage model", "%", "Share of the tiles placed by the stage "
+                                  "model; above a quarter the slice is flagged."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
     "surface_detected_fraction": _M("Surface found", "%", "Share of depth scans (A-lines) where the tissue "
                                     "surface was detected."),

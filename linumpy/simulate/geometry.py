@@ -52,6 +52,7 @@ class SliceGeometry:
     tile_origins_px: dict[tuple[int, int], tuple[int, int]]
     bumps: SmoothField
     cut_offset_px: float = 0.0  # true cut depth minus the nominal one (thickness_jitter)
+    galvo_shift_px: int = 0
 
 
 class AcquisitionGeometry:
@@ -78,6 +79,8 @@ class AcquisitionGeometry:
         self.mosaic_shape = ((rows - 1) * step_y + ny, (cols - 1) * step_x + nx)
         self.center_px = (self.mosaic_shape[0] / 2.0, self.mosaic_shape[1] / 2.0)
         rng = np.random.default_rng([seed, 3])
+        galvo = preset.galvo_shift_px
+        galvo_shifts = np.random.default_rng([seed, 5]).integers(-galvo, galvo + 1, preset.n_slices) if galvo else None
         shift = np.zeros(2, np.int64)
         # bumps: 2D fields (evaluated at z = 0), 300-900 um wavelengths
         bump_waves = (300.0 / preset.lateral_resolution_um, 900.0 / preset.lateral_resolution_um)
@@ -96,7 +99,7 @@ class AcquisitionGeometry:
             bumps = SmoothField(np.random.default_rng([seed, 4, k]), 6, [(1.0, 2.0), bump_waves, bump_waves])
             self.slices.append(
                 SliceGeometry(k, k * preset.slice_thickness_px, (int(shift[0]), int(shift[1])), origins, bumps,
-                              float(cut_offsets[k]))
+                              float(cut_offsets[k]), 0 if galvo_shifts is None else int(galvo_shifts[k]))
             )
 
     def surface_depth(self, index: int, world_y: np.ndarray, world_x: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from linumpy.mosaic.curvature import quadratic_map, shift_alines
 from linumpy.simulate.fields import hash_coordinates, uniform_from_hash
 from linumpy.simulate.geometry import AcquisitionGeometry
 from linumpy.simulate.phantom import Phantom
@@ -110,20 +111,33 @@ def tile_signal(
     signal = box.reflectivity * speckle(seed, z, y, x)
     signal *= transmission(box.attenuation_per_mm, present, preset.axial_resolution_um)
     signal *= gain
-    return np.where(present, signal, 0.0).astype(np.float32)
+    signal = np.where(present, signal, 0.0).astype(np.float32)
+    if preset.field_curvature_px:
+        signal = shift_alines(signal, field_curvature_map(preset))
+    return signal
 
 
-def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator) -> np.ndarray:
+def field_curvature_map(preset: Preset) -> np.ndarray:
+    """Depth offset of each A-line of every tile, ``c (u^2 + v^2) / 2`` (0 at the centre, ``c`` at the corners)."""
+    half = preset.field_curvature_px / 2.0
+    return quadratic_map([half, half, 0.0, 0.0, 0.0], preset.tile_shape[1:])
+
+
+def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator, galvo_shift: int = 0) -> np.ndarray:
     """The frames the microscope writes for a tile, C-order ``(ny * n_repeat, nx + n_extra, nz)``.
 
     Frame ``y * n_repeat + r`` is repeat ``r`` of B-scan ``y``; its last
-    ``n_extra`` A-lines (the galvo return) hold noise only.
+    ``n_extra`` A-lines (the galvo return) hold noise only, or, with
+    ``galvo_shift``, the ``n_extra`` from ``nx + galvo_shift`` on (circularly:
+    the A-lines are rolled by ``galvo_shift``).
     """
     nz, ny, nx = signal.shape
     frames = preset.noise_floor * rng.standard_exponential(
         (ny, preset.n_repeat, nx + preset.n_extra, nz), dtype=np.float32
     )
     frames[:, :, :nx, :] += signal.transpose(1, 2, 0)[:, None]
+    if galvo_shift:
+        frames = np.roll(frames, galvo_shift, axis=2)
     return frames.reshape(ny * preset.n_repeat, nx + preset.n_extra, nz)
 
 

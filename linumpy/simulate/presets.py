@@ -51,6 +51,8 @@ class Preset:
     dark_fraction: float = 0.0  # fraction of the structured tissue that is dark
     dark_gain: float = 0.15  # reflectivity factor of the dark tissue
     cavity_radius_um: float = 0.0  # a cavity (agarose-filled) opening at slice 1's cut face
+    galvo_shift_px: int = 0  # galvo-return band start = nx + U{-g..g} per slice (0: always nominal)
+    field_curvature_px: float = 0.0  # A-lines sit c * (u^2 + v^2) / 2 deeper, u, v in [-1, 1] across the tile
 
     def conditions(self) -> dict[str, object]:
         """The test-matrix conditions that differ from their defaults (empty for the standard presets)."""
@@ -91,13 +93,13 @@ PRESETS = {
 }
 
 
-def get_preset(name: str, n_slices: int | None = None) -> Preset:
-    """Return a preset by name, optionally with another number of slices.
+def get_preset(name: str, n_slices: int | None = None, galvo_shift_px: int = 0) -> Preset:
+    """Return a preset by name, optionally with another number of slices or a drifting galvo band.
 
     Raises
     ------
     InputError
-        For an unknown name or a number of slices below 1.
+        For an unknown name, a number of slices below 1 or a band shift outside ``[0, nx / 2)``.
     """
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -106,4 +108,8 @@ def get_preset(name: str, n_slices: int | None = None) -> Preset:
         if n_slices < 1:
             raise InputError(f"--n_slices must be >= 1, got {n_slices}")
         preset = replace(preset, n_slices=n_slices)
+    if galvo_shift_px:
+        if not 0 < galvo_shift_px < preset.tile_shape[2] // 2:
+            raise InputError(f"--galvo_shift must be in [0, {preset.tile_shape[2] // 2}), got {galvo_shift_px}")
+        preset = replace(preset, galvo_shift_px=galvo_shift_px)
     return preset

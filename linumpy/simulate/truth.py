@@ -97,7 +97,10 @@ def _slice_truth(phantom: Phantom, geometry: AcquisitionGeometry, index: int) ->
     fractions = [
         [r, c, round(tissue_fraction(phantom, geometry, index, r, c), 4)] for r in range(rows) for c in range(cols)
     ]
-    return {
+    galvo = {"galvo_shift_px": sg.galvo_shift_px} if preset.galvo_shift_px else {}
+    if preset.field_curvature_px:
+        galvo["field_curvature_px"] = preset.field_curvature_px
+    return galvo | {
         "slice_id": sg.slice_id,
         "world_z_offset_px": sg.world_z_offset_px,
         "sample_shift_px": list(sg.sample_shift_px),

@@ -80,7 +80,8 @@ def simulate_acquisition(
         keys = [(k, r, c) for k in range(preset.n_slices) for r in range(rows) for c in range(cols)]
         for index, row, col in tqdm(keys, desc="simulating tiles", unit="tile", disable=not progress):
             signal = tile_signal(phantom, geometry, seed, index, row, col)
-            frames = raw_frames(signal, preset, tile_noise_rng(seed, index, row, col))
+            galvo = geometry.slices[index].galvo_shift_px
+            frames = raw_frames(signal, preset, tile_noise_rng(seed, index, row, col), galvo)
             name = tile_name(col, row, geometry.slices[index].slice_id)
             position = geometry.motor_position_mm(index, row, col)
             if layout == "native":

@@ -25,6 +25,7 @@ from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
 from linumpy.stack.placement import check_slice_sequence
 from linumpy.stack.quality import write_stack_qc
+from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def stack_slice_files(
     slice_thickness_um: float | None = None,
     acquisition_json: str | os.PathLike | None = None,
     blend_overlap_um: float | None = None,
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+    interpolate_missing: bool = False,
     allow_gaps: bool = False,
     shifts_out: str | os.PathLike | None = None,
     chunks: Sequence[int] | None = None,
@@ -73,6 +76,13 @@ def stack_slice_files(
     blend_overlap_um : float, optional
         Depth kept below each slice beyond its step to the next slice, blended
         with the next slice (default: see :class:`StackParameters`).
+    max_rotation_deg : float
+        Largest rotation about z searched between consecutive slices
+        (:mod:`linumpy.stack.rotation`); 0: translation only.
+    interpolate_missing : bool
+        Fill the depth of missing slice ids from their neighbours
+        (:mod:`linumpy.stack.interpolate`); listed in the attributes as
+        ``interpolated_slices``.
     allow_gaps : bool
         Fill missing slice ids with zeros instead of refusing them.
     shifts_out : path-like, optional
@@ -107,12 +117,15 @@ def stack_slice_files(
         resolution_um = finest_common_resolution_um(volumes)
         LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
     plan = plan_stack(volumes, motors, thickness, resolution_um,
-                      StackParameters(blend_overlap_um=blend_overlap_um))
+                      StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
+                                      interpolate_missing=interpolate_missing))
     dtype = _common_dtype(volumes)
     with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
         write_stack(plan, writer, writer.write_block, dtype, progress)
         attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
                       "stack_shifts": shifts_out.name}
+        if interpolate_missing:
+            attributes["interpolated_slices"] = plan.record["interpolated_slices"]
         writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
     with atomic_output(shifts_out, overwrite) as tmp:
         tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")

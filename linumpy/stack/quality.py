@@ -23,6 +23,8 @@ from linumpy.qc.records import write_qc_record
 
 #: Reason given in the report for a slice id absent from the stack.
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
+INTERPOLATED_REASON = ("absent from the stack (excluded, or missing with --allow_gaps); its depth is "
+                       "interpolated from the neighbouring slices (--interpolate_missing), not measured")
 #: The QC views use the coarsest pyramid level at least this many voxels wide.
 QC_VIEW_PX = 256
 #: A boundary ratio further than this from 1 after the gains is flagged.
@@ -83,14 +85,16 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         voxels, 0 for the first slice), ``z_offsets_um`` (depth step from the
         previous slice minus the thickness), ``overlap_ncc`` (NCC of the
         aligned overlap with the previous slice, None without registration),
-        ``z_confidence``, ``kept_depth_um``, ``boundary_ratio_raw`` / ``boundary_ratio``
+        ``z_confidence``, ``kept_depth_um``, ``rotation_deg`` and ``rotation_mode``
+        (:mod:`linumpy.stack.rotation`; None for the first slice), ``boundary_ratio_raw`` / ``boundary_ratio``
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom); lists of slice ids ``glitch_corrected``,
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
-        ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``.
+        ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``; ``interpolated_slices``
+        (absent ids whose depth :mod:`linumpy.stack.interpolate` filled).
 
     Examples
     --------
@@ -121,6 +125,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         if r is not None and not (s["used_registration_z"] and s["used_registration_lateral"])
     ]
     absent = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids)) if ids else []
+    interpolated = list(record.get("interpolated_slices", []))
     return {
         "slice_ids": ids,
         "n_slices": len(ids),
@@ -133,10 +138,13 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "motor_fallback": fallback,
         "n_motor_fallback": len(fallback),
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],
-        "excluded_slices": {str(i): ABSENT_REASON for i in absent},
+        "excluded_slices": {str(i): INTERPOLATED_REASON if i in interpolated else ABSENT_REASON for i in absent},
+        "interpolated_slices": interpolated,
         "n_gaps": len(absent),
         "slice_thickness_um": thickness,
         "kept_depth_um": [s.get("kept_depth_um") for s in slices],
+        "rotation_deg": [(s.get("rotation") or {}).get("angle_deg", 0.0) for s in slices],
+        "rotation_mode": [(s.get("rotation") or {}).get("mode") for s in slices],
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],

@@ -20,7 +20,9 @@ from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
+from linumpy.stack.interpolate import interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
+from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG, derotate_slices
 from linumpy.stack.refine import (
     PairEstimate,
     ResolvedOrigins,
@@ -117,6 +119,12 @@ class StackParameters:
         much to blend; deeper planes (noisier, dimmer) are dropped. None:
         :data:`DEFAULT_BLEND_OVERLAP` times the thickness. Registration still
         reads the whole useful range.
+    max_rotation_deg : float
+        Largest rotation about z searched between consecutive slices before
+        registering them (:mod:`linumpy.stack.rotation`); 0: translation only.
+    interpolate_missing : bool
+        Fill the depth of missing slice ids from their neighbours
+        (:mod:`linumpy.stack.interpolate`) instead of leaving zeros.
     """
 
     z_tolerance_um: float | None = None
@@ -128,6 +136,8 @@ class StackParameters:
     registration_size: int = 1024
     register: bool = True
     blend_overlap_um: float | None = None
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
+    interpolate_missing: bool = False
     match_intensity: bool = True
 
 
@@ -191,6 +201,9 @@ def plan_stack(
             LOGGER.info("encoder glitch in %s at slice %d corrected", axis, ids[k])
     estimates: list[PairEstimate | None] = [None] * len(slices)
     steps: list[np.ndarray | None] = [None] * len(slices)
+    rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
+    depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
+    slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
     if parameters.register:
         for k in range(1, len(slices)):
             if ids[k] - ids[k - 1] == 1:
@@ -230,10 +243,13 @@ def plan_stack(
     for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
+        entry["rotation"] = rotations[k].to_dict() if rotations[k] else None
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
         entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
+    if parameters.interpolate_missing:
+        placed, record["interpolated_slices"] = interpolate_gaps(ids, placed)
     return StackPlan(placed, shape, resolution_um, record)
 
 

@@ -78,6 +78,11 @@ def placement_origins(
 ) -> tuple[dict[TileIndex, tuple[int, int]], tuple[int, int]]:
     """Round positions to pixels and translate them so the smallest is 0.
 
+    Before rounding, all positions are shifted by the circular mean of their
+    fractional parts, so that a common sub-pixel translation (which any
+    estimate has) does not make neighbouring tiles round in opposite
+    directions.
+
     Returns
     -------
     origins : dict
@@ -85,7 +90,10 @@ def placement_origins(
     translation : tuple of int
         What was subtracted from the rounded positions.
     """
-    rounded = {t: np.rint(np.asarray(p, dtype=float)).astype(int) for t, p in positions.items()}
+    values = np.array([np.asarray(p, dtype=float) for p in positions.values()])
+    angles = 2 * np.pi * values
+    common = np.arctan2(np.sin(angles).sum(axis=0), np.cos(angles).sum(axis=0)) / (2 * np.pi)
+    rounded = {t: np.rint(np.asarray(p, dtype=float) - common).astype(int) for t, p in positions.items()}
     low = np.min(np.array(list(rounded.values())), axis=0)
     origins = {t: (int(p[0] - low[0]), int(p[1] - low[1])) for t, p in rounded.items()}
     return origins, (int(low[0]), int(low[1]))

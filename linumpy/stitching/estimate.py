@@ -1,11 +1,21 @@
 """Estimate every tile's position from the 2D projections of a mosaic grid.
 
-Neighbouring tiles (right and down) are registered pairwise. A pair is
-accepted when its NCC beats what unrelated content reaches: the same
-registration run on random non-adjacent tile pairs gives the null
-distribution, and its high percentile is the threshold. Accepted pairs go to
-the global least-squares solve; tiles without accepted links are placed by
-the stage model.
+1. The flat field (vignetting) shared by the tiles is fitted to the
+   differences of their overlaps (:mod:`linumpy.stitching.flatfield`) and
+   divided out.
+2. Neighbouring tiles (right and down) are registered pairwise
+   (:mod:`linumpy.stitching.pairwise`) within ``max_shift_px`` of the stage
+   offset.
+3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
+   (significance >= :data:`MIN_SIGNIFICANCE`). Candidates go to the global
+   least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
+   those inconsistent with the others (loop residuals) and those that are the
+   only link between two groups of tiles without being clearly significant
+   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked.
+4. Only the largest connected group of tiles is placed by its pairs; a tile
+   linked by no accepted pair, or only to a smaller group, keeps its position
+   on the stage model fitted to the accepted pairs: the estimate is never a
+   guess.
 """
 
 from __future__ import annotations
@@ -17,21 +27,23 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
-from linumpy.stitching.transform import PairRecord, TileTransform
+from linumpy.stitching.pairwise import PairRegistration, register_pair
+from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
 
 #: Neighbour directions registered: down and right.
 DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
-#: Percentile of the null NCC distribution used as acceptance threshold.
-NULL_PERCENTILE = 99.0
-#: Non-adjacent pairs registered per direction for the null distribution.
-NULL_SAMPLES = 20
-#: Threshold used when the grid is too small to have non-adjacent pairs.
-FALLBACK_THRESHOLD = 0.3
-#: Default largest correction of the nominal offset, pixels.
+#: Default largest correction of the nominal offset, pixels (stage uncertainty).
 DEFAULT_MAX_SHIFT_PX = 20.0
+#: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
+MIN_SIGNIFICANCE = 2.0
+#: Significance a pair needs to be accepted as the only link between tiles.
+STRONG_SIGNIFICANCE = 3.0
+#: Floor of a pair's standard error (pixels) when weighting it.
+SIGMA_FLOOR_PX = 0.05
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -50,70 +62,25 @@ def neighbour_pairs(tiles: Sequence[TileIndex]) -> list[tuple[TileIndex, TileInd
     ]
 
 
-def null_ncc_threshold(
-    projections: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-    max_shift_px: float,
-    seed: int = 0,
-    n_samples: int = NULL_SAMPLES,
-    percentile: float = NULL_PERCENTILE,
-) -> float:
-    """NCC that registering unrelated tiles reaches, from non-adjacent pairs.
+def pair_confidence(significance: float) -> float:
+    """Map a significance to [0, 1]: 0.5 at :data:`MIN_SIGNIFICANCE`, 1 at twice it."""
+    return float(np.clip(significance / (2 * MIN_SIGNIFICANCE), 0.0, 1.0))
 
-    For each direction, up to ``n_samples`` ordered tile pairs that are not
-    neighbours in that direction are registered exactly like real
-    neighbours; the ``percentile`` of their NCCs is returned.
 
-    Parameters
-    ----------
-    projections : mapping
-        ``(row, col) -> 2D projection`` of every present tile.
-    tile_step_px : sequence of float
-        Nominal ``(y, x)`` step.
-    max_shift_px : float
-        As for :func:`~linumpy.stitching.pairwise.register_pair`.
-    seed : int
-        Seed of the pair sampling (deterministic).
-    n_samples : int
-        Pairs per direction.
-    percentile : float
-        Percentile of the null NCCs returned.
-
-    Returns
-    -------
-    float
-        The threshold, or :data:`FALLBACK_THRESHOLD` without non-adjacent pairs.
-    """
-    from linumpy.stitching.pairwise import register_pair
-
-    rng = np.random.default_rng(seed)
-    tiles = sorted(projections)
-    scores = []
-    for direction in DIRECTIONS:
-        candidates = [
-            (a, b) for a in tiles for b in tiles
-            if (b[0] - a[0], b[1] - a[1]) not in (direction, (0, 0))
-        ]
-        if not candidates:
-            continue
-        chosen = rng.choice(len(candidates), size=min(n_samples, len(candidates)), replace=False)
-        offset = nominal_offset(direction, tile_step_px)
-        for k in sorted(chosen):
-            a, b = candidates[k]
-            scores.append(register_pair(projections[a], projections[b], offset, max_shift_px,
-                                        refine=False).ncc)
-    if not scores:
-        logger.info("no non-adjacent tiles for a null distribution; NCC threshold %.2f",
-                    FALLBACK_THRESHOLD)
-        return FALLBACK_THRESHOLD
-    return float(np.percentile(scores, percentile))
+def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, bridge: bool) -> str:
+    if kept:
+        return "kept"
+    if registration.ncc <= -1:
+        return "no overlap"
+    if not candidate:
+        return "not significant"
+    return "weak outside any loop" if bridge else "inconsistent or outside the main group"
 
 
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
     max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
-    seed: int = 0,
     progress: bool = False,
 ) -> TileTransform:
     """Estimate tile positions from the 2D projection of every present tile.
@@ -125,48 +92,73 @@ def estimate_transform(
     tile_step_px : sequence of float
         Nominal ``(y, x)`` step between neighbouring tiles.
     max_shift_px : float
-        Largest correction of the nominal offset accepted for a pair.
-    seed : int
-        Seed of the null-distribution sampling.
+        Largest correction of the nominal offset searched for a pair: the
+        stage's uncertainty on the offset of two neighbours.
     progress : bool
         Show a progress bar.
 
     Returns
     -------
     TileTransform
-        Positions of all tiles in ``projections``.
+        Positions of all tiles in ``projections``, with per-pair and per-tile
+        diagnostics.
     """
-    from linumpy.stitching.pairwise import register_pair
-
     tiles = sorted(projections)
     shapes = {projections[t].shape for t in tiles}
     if len(shapes) != 1:
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
+    pairs = neighbour_pairs(tiles)
+    offsets = {(a, b): nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px) for a, b in pairs}
     # The registrations multiply small matrices: BLAS threads only add overhead.
     with threadpool_limits(limits=1, user_api="blas"):
-        threshold = null_ncc_threshold(projections, tile_step_px, max_shift_px, seed)
-        records, accepted = [], []
-        for a, b in tqdm(neighbour_pairs(tiles), desc="register pairs", disable=not progress):
-            direction = (b[0] - a[0], b[1] - a[1])
-            result = register_pair(projections[a], projections[b],
-                                   nominal_offset(direction, tile_step_px), max_shift_px)
-            is_accepted = result.ncc > threshold
-            records.append(PairRecord(a, b, result.offset, result.ncc, is_accepted))
-            if is_accepted:
-                accepted.append(PairOffset(a, b, result.offset, weight=result.ncc))
-    logger.info("%d of %d neighbour pairs accepted (NCC threshold %.3f)",
-                len(accepted), len(records), threshold)
-    positions, model, kept = solve_positions(tiles, accepted, tile_step_px)
-    kept_ids = {(p.a, p.b) for p in kept}
-    records = [
-        PairRecord(r.a, r.b, r.offset, r.ncc, r.accepted and (r.a, r.b) in kept_ids)
-        for r in records
+        flat = estimate_flat_field(
+            projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
+        flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
+        registrations = {
+            (a, b): register_pair(flattened[a], flattened[b], offsets[(a, b)], max_shift_px)
+            for a, b in tqdm(pairs, desc="register pairs", disable=not progress)
+        }
+    candidates = [
+        PairOffset(a, b, r.offset,
+                   weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in r.sigma_px),
+                   strong=r.significance >= STRONG_SIGNIFICANCE)
+        for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE
     ]
+    positions, model, kept = solve_positions(tiles, candidates, tile_step_px)
+    kept_ids = {(p.a, p.b) for p in kept}
+    candidate_ids = {(p.a, p.b): p for p in candidates}
+    records = tuple(
+        PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
+                   sigma_px=r.sigma_px, confidence=pair_confidence(r.significance),
+                   status=_pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
+                                       (a, b) in candidate_ids and not candidate_ids[(a, b)].strong))
+        for (a, b), r in registrations.items()
+    )
+    tile_records = _tile_records(tiles, kept)
+    n_stage = sum(record.source == "stage" for record in tile_records.values())
+    logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
+                len(kept), len(records), n_stage, len(tiles))
     return TileTransform(
         tile_shape=next(iter(shapes)),
         tile_step_px=(float(tile_step_px[0]), float(tile_step_px[1])),
         positions={t: (float(p[0]), float(p[1])) for t, p in positions.items()},
         stage_model=model,
-        ncc_threshold=threshold,
-        pairs=tuple(records),
+        min_significance=MIN_SIGNIFICANCE,
+        pairs=records,
+        tiles=tile_records,
     )
+
+
+def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dict[TileIndex, TileRecord]:
+    """Per tile: accepted pairs and the standard error they give (1 / sqrt of summed weights)."""
+    counts = {t: 0 for t in tiles}
+    information = {t: 0.0 for t in tiles}
+    for pair in kept:
+        for tile in (pair.a, pair.b):
+            counts[tile] += 1
+            information[tile] += float(pair.axis_weights().min())
+    return {
+        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=float(1 / np.sqrt(information[t])))
+        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=float("nan"))
+        for t in tiles
+    }

@@ -1,10 +1,10 @@
 """Tile positions from pairwise offsets: stage model and weighted least squares.
 
 Every accepted pair ``(a, b)`` says ``position(b) - position(a) = offset``
-with a weight (its NCC). All pairs are solved together, loops included, so
+with a weight per axis (the inverse variance of its measurement). All pairs are solved together, loops included, so
 errors are spread instead of accumulated along a spanning tree. The stage
-model (one affine map from the tile index ``(row, col)`` to a position) is a
-weak prior on every tile: it fixes the global translation and places tiles
+model (one affine map from the tile index ``(row, col)`` to a position: step,
+rotation and non-orthogonality of the two stage axes) is a weak prior on every tile: it fixes the global translation and places tiles
 without any reliable link (empty agarose) where the stage put them. The pair
 with the largest residual is dropped and the system solved again until every
 residual is small.
@@ -17,27 +17,51 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
 
 logger = logging.getLogger(__name__)
 
 TileIndex = tuple[int, int]
 
-#: Weight of the stage-model prior relative to a pair of NCC 1.
+#: Weight of the stage-model prior relative to a pair of median weight.
 PRIOR_WEIGHT = 1e-3
 #: Pairs are pruned while the largest residual exceeds this many pixels.
 MAX_RESIDUAL_PX = 1.5
+#: ... or while it exceeds this many of the pair's standard errors ...
+MAX_NORMALIZED_RESIDUAL = 6.0
+#: ... and this many pixels.
+MIN_PRUNED_RESIDUAL_PX = 0.3
+#: A step of the stage model is fitted only from at least this many pairs of its direction.
+MIN_MODEL_PAIRS = 4
+#: Pairs are used only if their group of linked tiles holds this fraction of all tiles.
+MIN_GROUP_FRACTION = 0.25
+#: ... and from at least this fraction of the neighbour pairs of its direction.
+MIN_MODEL_FRACTION = 0.5
+#: Standard errors by which a fitted step component must depart from the nominal one.
+MODEL_SIGNIFICANCE = 3.0
 #: A fitted step differing from the nominal one by more than this is reported.
 STEP_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
 class PairOffset:
-    """Measured offset ``position(b) - position(a)`` of two tiles, in pixels."""
+    """Measured offset ``position(b) - position(a)`` of two tiles, in pixels.
+
+    ``weight`` is one number or one per axis ``(y, x)``. A pair that is not
+    ``strong`` is kept only inside a loop of pairs (where the solve can check
+    it), never as the only link between two groups of tiles.
+    """
 
     a: TileIndex
     b: TileIndex
     offset: tuple[float, float]
-    weight: float
+    weight: float | tuple[float, float]
+    strong: bool = True
+
+    def axis_weights(self) -> np.ndarray:
+        """Return the ``(y, x)`` weights."""
+        return np.broadcast_to(np.asarray(self.weight, dtype=float), (2,))
 
 
 @dataclass(frozen=True)
@@ -66,12 +90,19 @@ class StageModel:
                    col_step=(0.0, float(tile_step_px[1])))
 
 
-def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) -> StageModel:
+def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
+                    tiles: Iterable[TileIndex] | None = None) -> StageModel:
     """Fit the row and column steps of the stage model to measured offsets.
 
-    Each pair contributes ``offset = d_row * row_step + d_col * col_step``;
-    the two steps are the weighted least-squares solution. A step that no
-    pair constrains keeps its nominal value.
+    A step (a ``(y, x)`` vector: its length is the step, its direction the
+    axis's rotation, the two together the non-orthogonality) is the mean
+    offset of the pairs of its direction. Each component departs from the
+    nominal grid only where the data say so: by more than
+    :data:`MODEL_SIGNIFICANCE` standard errors, from at least
+    :data:`MIN_MODEL_PAIRS` pairs covering at least :data:`MIN_MODEL_FRACTION`
+    of the neighbour pairs of ``tiles`` in that direction. With few pairs, or
+    pairs from one corner of a drifting stage, a fitted step would move far
+    tiles more than the stage errs.
 
     Parameters
     ----------
@@ -79,6 +110,8 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) 
         Accepted pairs.
     tile_step_px : sequence of float
         Nominal ``(y, x)`` step between neighbouring tiles.
+    tiles : iterable of (row, col), optional
+        All tiles (default: those of ``pairs``).
 
     Returns
     -------
@@ -86,21 +119,21 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float]) 
         With origin ``(0, 0)``.
     """
     nominal = StageModel.nominal(tile_step_px)
-    steps = {"row_step": np.asarray(nominal.row_step), "col_step": np.asarray(nominal.col_step)}
-    if pairs:
-        design = np.array([[p.b[0] - p.a[0], p.b[1] - p.a[1]] for p in pairs], dtype=float)
-        offsets = np.array([p.offset for p in pairs], dtype=float)
-        root_weights = np.sqrt(np.array([p.weight for p in pairs], dtype=float))[:, None]
-        constrained = [name for name, column in zip(steps, design.T) if column.any()]
-        columns = [list(steps).index(name) for name in constrained]
-        solution, *_ = np.linalg.lstsq(
-            design[:, columns] * root_weights, offsets * root_weights, rcond=None
-        )
-        steps.update(zip(constrained, solution))
+    steps = {(1, 0): np.asarray(nominal.row_step), (0, 1): np.asarray(nominal.col_step)}
+    present = set(tiles) if tiles is not None else {t for p in pairs for t in (p.a, p.b)}
+    for direction, step in steps.items():
+        offsets = np.array([p.offset for p in pairs if (p.b[0] - p.a[0], p.b[1] - p.a[1]) == direction])
+        possible = sum((t[0] + direction[0], t[1] + direction[1]) in present for t in present)
+        if len(offsets) < max(MIN_MODEL_PAIRS, MIN_MODEL_FRACTION * possible):
+            continue
+        mean = offsets.mean(axis=0)
+        standard_error = offsets.std(axis=0, ddof=1) / np.sqrt(len(offsets))
+        departs = np.abs(mean - step) > MODEL_SIGNIFICANCE * standard_error
+        steps[direction] = np.where(departs, mean, step)
     return StageModel(
         origin=(0.0, 0.0),
-        row_step=tuple(float(v) for v in steps["row_step"]),
-        col_step=tuple(float(v) for v in steps["col_step"]),
+        row_step=tuple(float(v) for v in steps[(1, 0)]),
+        col_step=tuple(float(v) for v in steps[(0, 1)]),
     )
 
 
@@ -121,40 +154,40 @@ def _least_squares_positions(
     model: StageModel,
     prior_weight: float,
 ) -> np.ndarray:
-    """Solve the weighted normal equations; returns ``(n_tiles, 2)`` positions."""
-    from scipy import sparse  # imported here: scripts that only build a parser start fast
-    from scipy.sparse.linalg import spsolve
-
+    """Solve the weighted normal equations, one per axis; returns ``(n_tiles, 2)`` positions."""
     index = {tile: i for i, tile in enumerate(tiles)}
     n = len(tiles)
-    rows, cols, values = [], [], []
-    right = np.zeros((n, 2))
-    for pair in pairs:
-        i, j, w = index[pair.a], index[pair.b], pair.weight
-        rows += [i, i, j, j]
-        cols += [i, j, i, j]
-        values += [w, -w, -w, w]
-        right[j] += w * np.asarray(pair.offset)
-        right[i] -= w * np.asarray(pair.offset)
-    rows += list(range(n))
-    cols += list(range(n))
-    values += [prior_weight] * n
-    right += prior_weight * np.array([model.position(t) for t in tiles]).reshape(n, 2)
-    normal = sparse.csc_matrix((values, (rows, cols)), shape=(n, n))
-    return np.column_stack([spsolve(normal, right[:, axis]) for axis in range(2)]).reshape(n, 2)
+    model_positions = np.array([model.position(t) for t in tiles]).reshape(n, 2)
+    solution = np.empty((n, 2))
+    for axis in range(2):
+        rows, cols, values = list(range(n)), list(range(n)), [prior_weight] * n
+        right = prior_weight * model_positions[:, axis]
+        for pair in pairs:
+            i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
+            rows += [i, i, j, j]
+            cols += [i, j, i, j]
+            values += [w, -w, -w, w]
+            right[j] += w * pair.offset[axis]
+            right[i] -= w * pair.offset[axis]
+        normal = sparse.csc_matrix((values, (rows, cols)), shape=(n, n))
+        solution[:, axis] = spsolve(normal, right)
+    return solution
+
+
+def _residual_vectors(
+    positions: np.ndarray, tiles: Sequence[TileIndex], pairs: Sequence[PairOffset]
+) -> np.ndarray:
+    """``(y, x)`` residual of every pair given the positions."""
+    index = {tile: i for i, tile in enumerate(tiles)}
+    return np.array([positions[index[p.b]] - positions[index[p.a]] - np.asarray(p.offset)
+                     for p in pairs]).reshape(len(pairs), 2)
 
 
 def _residuals(
     positions: np.ndarray, tiles: Sequence[TileIndex], pairs: Sequence[PairOffset]
 ) -> np.ndarray:
     """Euclidean residual of every pair given the positions."""
-    index = {tile: i for i, tile in enumerate(tiles)}
-    return np.array(
-        [
-            np.linalg.norm(positions[index[p.b]] - positions[index[p.a]] - np.asarray(p.offset))
-            for p in pairs
-        ]
-    )
+    return np.linalg.norm(_residual_vectors(positions, tiles, pairs), axis=1)
 
 
 def solve_positions(
@@ -163,6 +196,7 @@ def solve_positions(
     tile_step_px: Sequence[float],
     prior_weight: float = PRIOR_WEIGHT,
     max_residual_px: float = MAX_RESIDUAL_PX,
+    weighted: bool = True,
 ) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
     """Return the position of every tile from the accepted pairwise offsets.
 
@@ -178,7 +212,11 @@ def solve_positions(
         Weight of each tile's pull towards the stage model.
     max_residual_px : float
         The worst pair is removed, one at a time, while its residual exceeds
-        this.
+        this, or (if ``weighted``) exceeds :data:`MAX_NORMALIZED_RESIDUAL`
+        standard errors of the pair (weights are inverse variances) and
+        :data:`MIN_PRUNED_RESIDUAL_PX`.
+    weighted : bool
+        Whether the weights are inverse variances (enables the test above).
 
     Returns
     -------
@@ -199,28 +237,94 @@ def solve_positions(
     """
     tiles = sorted(set(tiles))
     kept = list(pairs)
-    model = fit_stage_model(_median_consistent(kept), tile_step_px)
+    model = fit_stage_model(_median_consistent(kept), tile_step_px, tiles)
+    if kept:
+        prior_weight *= float(np.median([p.axis_weights().mean() for p in kept]))
     while True:
         positions = _least_squares_positions(tiles, kept, model, prior_weight)
         if not kept:
             break
         residuals = _residuals(positions, tiles, kept)
-        worst = int(np.argmax(residuals))
-        if residuals[worst] <= max_residual_px:
+        # Residual in standard errors of the pair (weights are inverse variances).
+        normalized = np.array([
+            np.sqrt(np.sum(p.axis_weights() * r**2)) if np.hypot(*r) > MIN_PRUNED_RESIDUAL_PX else 0.0
+            for p, r in zip(kept, _residual_vectors(positions, tiles, kept))
+        ]) if weighted else np.zeros(len(kept))
+        worst = int(np.argmax(np.maximum(residuals / max_residual_px, normalized / MAX_NORMALIZED_RESIDUAL)))
+        if residuals[worst] > max_residual_px or normalized[worst] > MAX_NORMALIZED_RESIDUAL:
+            logger.debug("dropping pair %s-%s (residual %.2f px)", kept[worst].a, kept[worst].b,
+                         residuals[worst])
+            del kept[worst]
+            continue
+        weak_bridges = [k for k in bridges(kept) if not kept[k].strong]
+        if not weak_bridges:
             break
-        logger.debug("dropping pair %s-%s (residual %.2f px)", kept[worst].a, kept[worst].b,
-                     residuals[worst])
-        del kept[worst]
-    refitted = fit_stage_model(kept, tile_step_px)
-    if refitted != model:
-        model = refitted
-        positions = _least_squares_positions(tiles, kept, model, prior_weight)
+        for k in sorted(weak_bridges, reverse=True):
+            logger.debug("dropping weak pair %s-%s outside any loop", kept[k].a, kept[k].b)
+            del kept[k]
+    kept = largest_group(kept, len(tiles))
+    model = fit_stage_model(kept, tile_step_px, tiles)
+    positions = _least_squares_positions(tiles, kept, model, prior_weight)
     warn_if_steps_differ(model, tile_step_px)
     return {tile: positions[i] for i, tile in enumerate(tiles)}, model, kept
 
 
+def _groups(pairs: Sequence[PairOffset]) -> list[set[TileIndex]]:
+    """Connected groups of tiles linked by ``pairs``."""
+    groups: list[set[TileIndex]] = []
+    for pair in pairs:
+        joined = [g for g in groups if pair.a in g or pair.b in g]
+        merged = set().union({pair.a, pair.b}, *joined)
+        groups = [g for g in groups if not any(g is j for j in joined)] + [merged]
+    return groups
+
+
+def largest_group(pairs: Sequence[PairOffset], n_tiles: int = 0) -> list[PairOffset]:
+    """The pairs of the largest connected group of tiles (ties: the first tile's group).
+
+    A group is placed as a whole by the mean stage error of its tiles, which
+    for a few tiles can put one of them farther from the truth than the stage
+    did: only the largest group is kept, and only if it holds at least
+    :data:`MIN_GROUP_FRACTION` of the ``n_tiles`` tiles; the others keep
+    their stage-model positions.
+    """
+    groups = _groups(pairs)
+    if not groups:
+        return []
+    main = max(groups, key=lambda g: (len(g), [-v for v in min(g)]))
+    if len(main) < MIN_GROUP_FRACTION * n_tiles:
+        return []
+    return [p for p in pairs if p.a in main]
+
+
+def bridges(pairs: Sequence[PairOffset]) -> list[int]:
+    """Indices of the pairs that lie on no loop (removing one disconnects its two tiles).
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> pairs = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in square + [((1, 1), (1, 2))]]
+    >>> bridges(pairs)
+    [4]
+    """
+    found = []
+    for k, pair in enumerate(pairs):
+        neighbours: dict[TileIndex, list[TileIndex]] = {}
+        for other in pairs[:k] + pairs[k + 1:]:
+            neighbours.setdefault(other.a, []).append(other.b)
+            neighbours.setdefault(other.b, []).append(other.a)
+        reached, frontier = {pair.a}, [pair.a]
+        while frontier and pair.b not in reached:
+            frontier = [n for t in frontier for n in neighbours.get(t, []) if n not in reached]
+            reached.update(frontier)
+        if pair.b not in reached:
+            found.append(k)
+    return found
+
+
 def _median_consistent(pairs: Sequence[PairOffset]) -> list[PairOffset]:
-    """Pairs whose offset is within MAX_RESIDUAL_PX * 2 of their direction's median.
+    """Pairs whose offset is near their direction's median: within 2 MAX_RESIDUAL_PX
+    or 3 robust standard deviations of the direction's offsets, whichever is larger.
 
     Used only for the initial stage model, so that a few wrong pairs do not
     bias the prior before pruning.
@@ -230,8 +334,8 @@ def _median_consistent(pairs: Sequence[PairOffset]) -> list[PairOffset]:
         by_direction.setdefault((pair.b[0] - pair.a[0], pair.b[1] - pair.a[1]), []).append(pair)
     consistent = []
     for group in by_direction.values():
-        median = np.median(np.array([p.offset for p in group]), axis=0)
-        consistent += [
-            p for p in group if np.linalg.norm(np.asarray(p.offset) - median) <= 2 * MAX_RESIDUAL_PX
-        ]
+        offsets = np.array([p.offset for p in group])
+        distances = np.linalg.norm(offsets - np.median(offsets, axis=0), axis=1)
+        tolerance = max(2 * MAX_RESIDUAL_PX, 3 * 1.4826 * float(np.median(distances)))
+        consistent += [p for p, d in zip(group, distances) if d <= tolerance]
     return consistent

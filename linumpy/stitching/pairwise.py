@@ -5,33 +5,60 @@ of tile ``b`` relative to tile ``a`` is ``position(b) - position(a)`` as
 ``(y, x)`` pixels, so pixel ``p`` of ``b`` shows the same point as pixel
 ``p + offset`` of ``a``.
 
-The search starts from the nominal offset given by the stage. Phase
-correlation of the two nominal overlap strips proposes corrections; each of
-its strongest peaks is ambiguous modulo the strip size (a peak at ``d`` can
-mean ``d`` or ``d - size``), so every interpretation within the allowed shift
-is scored by the normalised cross-correlation (NCC) of the two tiles over
-their actual overlap; the best one climbs to its NCC local maximum and is
-refined to a tenth of a pixel.
+Registration compares band-passed images (:func:`band_pass`: speckle
+smoothed, log intensity, slow variations such as residual vignetting
+removed), never raw intensities: on smooth, vignetted content the raw NCC
+rises as the overlap narrows and peaks at the edge of the search.
+
+1. **Dense search.** The normalised cross-correlation (NCC) of the two images
+   over their actual overlap is computed for every integer offset within
+   ``max_shift_px`` of the nominal one (all at once by FFT; offsets whose
+   overlap keeps less than :data:`MIN_OVERLAP_FRACTION` of the nominal one
+   are not scored).
+2. **Evidence and significance.** Offsets are ranked by their NCC in
+   standard errors (:func:`evidence`: Fisher transform times the square root
+   of the independent pixels of the overlap), so a high NCC over a sliver of
+   overlap does not win; the significance of the best peak is how far it
+   stands above the best rival peak (farther than :data:`PEAK_RADIUS_PX`).
+   Independent speckle lowers the NCC of a true match; what matters is
+   whether a wrong offset could beat it.
+3. **Sub-pixel refinement.** The common region of the two tiles at the
+   integer offset is cropped from both, band-passed identically (cropping
+   first: filtering whole tiles treats the overlap differently in each, one
+   tile's edge being the other's interior), and a symmetric Lucas-Kanade
+   (Gauss-Newton) fit finds the remaining sub-pixel shift and its standard
+   error.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from skimage.exposure import match_histograms
-from skimage.registration import phase_cross_correlation
 
-#: Subpixel precision of the refinement is 1 / UPSAMPLE_FACTOR pixel.
-UPSAMPLE_FACTOR = 10
-#: Strongest phase-correlation peaks examined per pair.
-N_PEAKS = 5
-#: An interpretation is scored only if its overlap keeps this fraction of the
-#: nominal overlap area (tiny overlaps give meaningless, often high, NCCs).
-MIN_OVERLAP_FRACTION = 0.25
+#: Speckle-reducing Gaussians (pixels) of the registration images, tried in turn:
+#: the finer keeps speckle that repeats between tiles (a sharp signal), the
+#: coarser averages speckle drawn anew in each tile (noise).
+SPECKLE_SIGMAS_PX = (0.7, 1.5)
+#: Largest Gaussian (pixels) whose content is removed from the registration images;
+#: narrow overlaps use a third of their width (see :func:`highpass_sigma`).
+HIGHPASS_SIGMA_PX = 12.0
+#: Smallest high-pass Gaussian, pixels.
+MIN_HIGHPASS_SIGMA_PX = 3.0
+#: Offsets are scored only if their overlap keeps this fraction of the nominal area.
+MIN_OVERLAP_FRACTION = 0.3
+#: NCC values within this radius (pixels) of the best peak belong to it.
+PEAK_RADIUS_PX = 5
+#: Candidate peaks kept per pair (strongest first).
+N_CANDIDATES = 3
+#: Largest sub-pixel correction (pixels) the refinement may apply.
+MAX_REFINEMENT_PX = 1.5
+#: Lucas-Kanade iterations and convergence step (pixels).
+LK_ITERATIONS = 12
+LK_TOLERANCE_PX = 0.005
 
 
 @dataclass(frozen=True)
@@ -43,12 +70,22 @@ class PairRegistration:
     offset : tuple of float
         Estimated ``(y, x)`` position of ``b`` minus position of ``a``, pixels.
     ncc : float
-        Normalised cross-correlation of the two tiles over their overlap at
-        ``offset`` (rounded); ``-1`` when nothing could be scored.
+        NCC of the band-passed images at the integer offset; ``-1`` when
+        nothing could be scored.
+    significance : float
+        Standard errors by which the peak beats its best rival (0 when
+        nothing could be scored).
+    sigma_px : tuple of float
+        Standard error of each coordinate of ``offset`` (sub-pixel fit).
+    candidates : tuple
+        Integer offsets of the strongest peaks with their NCC, best first.
     """
 
     offset: tuple[float, float]
     ncc: float
+    significance: float = 0.0
+    sigma_px: tuple[float, float] = (1.0, 1.0)
+    candidates: tuple = field(default=())
 
 
 def overlap_slices(
@@ -85,8 +122,6 @@ def overlap_slices(
 
 def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Return the Pearson correlation of two same-shape arrays (0 if one is flat)."""
-    # einsum, not np.dot: BLAS threads cost more than they bring on these small
-    # vectors, and stall when the machine is busy.
     a = np.ravel(a).astype(np.float64)
     b = np.ravel(b).astype(np.float64)
     a -= a.sum() / a.size
@@ -97,123 +132,200 @@ def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("i,i->", a, b) / denominator)
 
 
-def _tukey(n: int, alpha: float = 0.5) -> np.ndarray:
-    """Tukey (tapered cosine) window of ``n`` points: flat centre, cosine tapers on
-    ``alpha / 2`` of each side (what ``scipy.signal.windows.tukey`` computes,
-    without importing ``scipy.signal``, which takes seconds)."""
-    if n < 3:
-        return np.ones(n)
-    position = np.arange(n) / (n - 1)
-    taper = alpha / 2
-    window = np.ones(n)
-    rising, falling = position < taper, position > 1 - taper
-    window[rising] = 0.5 * (1 - np.cos(np.pi * position[rising] / taper))
-    window[falling] = 0.5 * (1 - np.cos(np.pi * (1 - position[falling]) / taper))
-    return window
+def highpass_sigma(overlap_px: float) -> float:
+    """High-pass scale for an overlap ``overlap_px`` wide: a third of it, within
+    [:data:`MIN_HIGHPASS_SIGMA_PX`, :data:`HIGHPASS_SIGMA_PX`]. Each tile is
+    filtered alone, so near its edge the filter sees only its own side; a scale
+    small against the overlap keeps that difference out of most of the overlap.
+    """
+    return float(np.clip(overlap_px / 3, MIN_HIGHPASS_SIGMA_PX, HIGHPASS_SIGMA_PX))
 
 
-@functools.lru_cache(maxsize=32)
-def _tukey_window(shape: tuple[int, int]) -> np.ndarray:
-    return np.outer(_tukey(shape[0]), _tukey(shape[1]))
+def band_pass(image: np.ndarray, highpass_px: float = HIGHPASS_SIGMA_PX,
+              speckle_px: float = SPECKLE_SIGMAS_PX[-1]) -> np.ndarray:
+    """Log of the speckle-smoothed image minus its own heavy blur.
+
+    Smoothing by ``speckle_px`` averages speckle grains; the log
+    makes multiplicative effects (vignetting, speckle, tissue brightness)
+    additive; subtracting the ``highpass_px`` blur removes slow variations. Non-positive values are clipped to 0.1 % of the 99th
+    percentile before the log.
+    """
+    smoothed = ndimage.gaussian_filter(np.asarray(image, np.float64), speckle_px)
+    floor = max(1e-3 * float(np.percentile(smoothed, 99)), 1e-12)
+    logged = np.log(np.maximum(smoothed, floor))
+    return logged - ndimage.gaussian_filter(logged, highpass_px)
 
 
-def _windowed(image: np.ndarray) -> np.ndarray:
-    """Subtract the mean and apply a separable Tukey window (suppresses edge effects)."""
-    return (image - image.mean()) * _tukey_window(image.shape)
+def _search_crops(shape: tuple[int, int], nominal: tuple[int, int], radius: int):
+    """Parts of ``a`` and ``b`` that can overlap within ``radius`` of ``nominal``.
+
+    Returns ``(slices_a, slices_b)``, or ``None`` if they cannot overlap.
+    """
+    slices_a, slices_b = [], []
+    for size, shift in zip(shape, nominal):
+        slices_a.append(slice(max(0, shift - radius), min(size, shift + size + radius)))
+        slices_b.append(slice(max(0, -shift - radius), min(size, size - shift + radius)))
+        if slices_a[-1].stop <= slices_a[-1].start or slices_b[-1].stop <= slices_b[-1].start:
+            return None
+    return tuple(slices_a), tuple(slices_b)
 
 
-def phase_correlation_peaks(
-    reference: np.ndarray, moving: np.ndarray, n_peaks: int = N_PEAKS
-) -> list[tuple[int, int]]:
-    """Return the strongest peaks of the phase correlation of two images.
-
-    A peak at ``d`` means ``reference[p] ~ moving[p - d]``, modulo the image
-    shape: ``d`` is returned in ``[0, shape)`` and the caller resolves the
-    wrap-around.
+def ncc_map(
+    image_a: np.ndarray, image_b: np.ndarray, nominal: tuple[int, int], radius: int,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NCC of ``a`` and ``b`` over their overlap, for every integer offset near ``nominal``.
 
     Parameters
     ----------
-    reference, moving : np.ndarray
-        Same-shape 2D images (already windowed if desired).
-    n_peaks : int
-        Maximum number of peaks, strongest first.
+    image_a, image_b : np.ndarray
+        Same-shape 2D images.
+    nominal : tuple of int
+        Centre ``(y, x)`` offset ``position(b) - position(a)``.
+    radius : int
+        Offsets ``nominal + (dy, dx)`` with ``|dy|, |dx| <= radius`` are scored.
+    prepare : callable, optional
+        Applied to the parts of both images that can overlap before scoring
+        (e.g. :func:`band_pass`).
 
     Returns
     -------
-    list of tuple of int
+    ncc : np.ndarray
+        ``(2 radius + 1, 2 radius + 1)``; entry ``[dy + radius, dx + radius]``.
+        NaN where the tiles do not overlap.
+    area : np.ndarray
+        Overlap area (pixels) of each offset.
     """
-    cross_power = np.fft.fft2(reference) * np.conj(np.fft.fft2(moving))
-    magnitude = np.abs(cross_power)
-    cross_power /= magnitude + 1e-12 * magnitude.max() + 1e-30  # guards empty frequencies
-    correlation = np.fft.ifft2(cross_power).real
-    is_peak = correlation == ndimage.maximum_filter(correlation, size=3, mode="wrap")
-    candidates = np.flatnonzero(is_peak)
-    strongest = candidates[np.argsort(correlation.flat[candidates], kind="stable")[::-1]]
-    return [tuple(int(i) for i in np.unravel_index(k, correlation.shape)) for k in strongest[:n_peaks]]
+    shape = image_a.shape
+    size = 2 * radius + 1
+    crops = _search_crops(shape, nominal, radius)
+    if crops is None:
+        return np.full((size, size), np.nan), np.zeros((size, size))
+    slices_a, slices_b = crops
+    a = np.asarray(image_a, np.float64)[slices_a]
+    b = np.asarray(image_b, np.float64)[slices_b]
+    if prepare is not None:
+        a, b = prepare(a), prepare(b)
+    # offset between the crops: crop_b pixel q sits on crop_a pixel q + local
+    local = [n - sa.start + sb.start for n, sa, sb in zip(nominal, slices_a, slices_b)]
+    fft_shape = [sa + sb + 2 * radius for sa, sb in zip(a.shape, b.shape)]
+    ones_a, ones_b = np.ones_like(a), np.ones_like(b)
+    spectra = {name: np.fft.rfft2(x, fft_shape) for name, x in
+               (("a", a), ("a2", a * a), ("1a", ones_a), ("b", b), ("b2", b * b), ("1b", ones_b))}
+
+    def correlate(x: str, y: str) -> np.ndarray:
+        full = np.fft.irfft2(spectra[x] * np.conj(spectra[y]), fft_shape)
+        rows = np.arange(local[0] - radius, local[0] + radius + 1) % fft_shape[0]
+        cols = np.arange(local[1] - radius, local[1] + radius + 1) % fft_shape[1]
+        return full[np.ix_(rows, cols)]
+
+    area = np.rint(correlate("1a", "1b"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sum_a, sum_b = correlate("a", "1b"), correlate("1a", "b")
+        covariance = correlate("a", "b") - sum_a * sum_b / area
+        variance_a = correlate("a2", "1b") - sum_a**2 / area
+        variance_b = correlate("1a", "b2") - sum_b**2 / area
+        ncc = covariance / np.sqrt(np.maximum(variance_a * variance_b, 0))
+    ncc[(area < 1) | ~np.isfinite(ncc)] = np.nan
+    return np.clip(ncc, -1, 1), np.maximum(area, 0)
 
 
-def _wrap_readings(
-    peaks: list[tuple[int, int]], size: tuple[int, int], max_shift_px: float
-) -> list[tuple[int, int]]:
-    """Return the integer corrections a list of circular peaks can mean, without repeats.
+def _local_maxima(values: np.ndarray) -> list[tuple[int, int]]:
+    """Indices of the 8-neighbourhood local maxima of ``values`` (NaN = -inf), strongest first."""
+    filled = np.where(np.isfinite(values), values, -np.inf)
+    is_peak = (filled == ndimage.maximum_filter(filled, size=3, mode="constant", cval=-np.inf))
+    is_peak &= np.isfinite(filled)
+    peaks = np.argwhere(is_peak)
+    order = np.argsort(-filled[is_peak], kind="stable")
+    return [tuple(int(v) for v in peaks[k]) for k in order]
 
-    A peak at ``d`` reads as ``d`` or ``d - size`` on each axis; readings larger
-    than ``max_shift_px`` on either axis are dropped.
+
+def evidence(ncc: np.ndarray, area: np.ndarray, speckle_px: float) -> np.ndarray:
+    """Fisher-transformed NCC times the square root of the independent pixels of each overlap.
+
+    ``atanh(ncc)`` has standard error ``1 / sqrt(n)`` for ``n`` independent
+    pixels; the pixels of images smoothed by ``speckle_px`` are correlated
+    over about ``4 pi speckle_px ** 2``, so ``n`` is the overlap area divided
+    by that. A high NCC over a sliver of overlap is weak evidence; this ranks
+    offsets by how unlikely their NCC is by chance (NaN where ``ncc`` is).
     """
-    readings = []
-    for peak in peaks:
-        for y in (peak[0], peak[0] - size[0]):
-            for x in (peak[1], peak[1] - size[1]):
-                if max(abs(y), abs(x)) <= max_shift_px and (y, x) not in readings:
-                    readings.append((y, x))
-    return readings
+    n_independent = np.maximum(area, 0) / (4 * np.pi * speckle_px**2)
+    return np.arctanh(np.clip(ncc, -1 + 1e-6, 1 - 1e-6)) * np.sqrt(n_independent)
 
 
-def _hill_climb(
-    score: Callable[[tuple[int, int]], float], starts: list[tuple[int, int]]
-) -> tuple[tuple[int, int], float]:
-    """Return the best-scoring start, moved to its local maximum over 8-neighbours.
+def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RADIUS_PX) -> float:
+    """How far ``score[peak]`` stands above the best local maximum farther than ``radius``.
 
-    The peak of narrow windowed strips can be a pixel or two off, hence the climb.
+    ``score`` is the :func:`evidence` map; rivals below 0 count as 0.
     """
-    scores = {start: score(start) for start in starts}
-    best = max(scores, key=lambda c: (scores[c], c))
-    while True:
-        neighbours = [(best[0] + dy, best[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        for candidate in neighbours:
-            if candidate not in scores:
-                scores[candidate] = score(candidate)
-        climbed = max(neighbours, key=lambda c: (scores[c], c))
-        if scores[climbed] <= scores[best]:
-            return best, scores[best]
-        best = climbed
+    yy, xx = np.indices(score.shape)
+    away = (yy - peak[0]) ** 2 + (xx - peak[1]) ** 2 > radius**2
+    rivals = [score[p] for p in _local_maxima(np.where(away, score, np.nan))[:1]]
+    return float(score[peak] - max(rivals + [0.0]))
 
 
-def _overlap_ncc(a: np.ndarray, b: np.ndarray, offset: tuple[int, int], min_area: int) -> float:
-    """NCC of ``a`` and ``b`` over their overlap at an integer offset (-1 if too small)."""
-    slices = overlap_slices(a.shape, b.shape, offset)
-    if slices is None:
-        return -1.0
-    region_a, region_b = a[slices[0]], b[slices[1]]
-    if region_a.size < min_area:
-        return -1.0
-    return normalized_cross_correlation(region_a, region_b)
+def _shifted(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    return ndimage.shift(image, shift, order=3, mode="nearest")
 
 
-def _refine_subpixel(
-    a: np.ndarray, b: np.ndarray, offset: tuple[int, int]
-) -> tuple[float, float]:
-    """Refine an integer offset to 1 / UPSAMPLE_FACTOR pixel on the exact overlap."""
-    slices = overlap_slices(a.shape, b.shape, offset)
-    region_a, region_b = _windowed(a[slices[0]]), _windowed(b[slices[1]])
-    if min(region_a.shape) < 4 or not region_a.any() or not region_b.any():
-        return float(offset[0]), float(offset[1])
-    residual, _, _ = phase_cross_correlation(
-        region_a, region_b, upsample_factor=UPSAMPLE_FACTOR, normalization=None
-    )
-    if np.max(np.abs(residual)) > 1.0:
-        return float(offset[0]), float(offset[1])
-    return float(offset[0] + residual[0]), float(offset[1] + residual[1])
+def refine_subpixel(
+    tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
+    speckle_px: float = SPECKLE_SIGMAS_PX[-1],
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Refine an integer offset by a symmetric Lucas-Kanade fit on the common region.
+
+    Both crops are band-passed identically; ``b`` shifted by ``-d / 2`` is
+    matched to ``a`` shifted by ``+d / 2`` (gain and mean free) by
+    Gauss-Newton steps on ``d``.
+
+    Parameters
+    ----------
+    tile_a, tile_b : np.ndarray
+        Flat-fielded (not band-passed) projections.
+    offset : tuple of int
+        Integer offset to refine.
+    speckle_px : float
+        Speckle smoothing of the band-pass.
+
+    Returns
+    -------
+    offset : tuple of float
+        Refined offset (the integer one if the fit fails or moves more than
+        :data:`MAX_REFINEMENT_PX`).
+    sigma : tuple of float
+        Standard error of each coordinate (1 px when not refined).
+    """
+    unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0))
+    slices = overlap_slices(tile_a.shape, tile_b.shape, offset)
+    margin = int(np.ceil(MAX_REFINEMENT_PX)) + 1
+    if slices is None or min(tile_a[slices[0]].shape) < 2 * margin + 4:
+        return unrefined
+    highpass_px = highpass_sigma(min(tile_a[slices[0]].shape))
+    crop_a = band_pass(tile_a[slices[0]], highpass_px, speckle_px)
+    crop_b = band_pass(tile_b[slices[1]], highpass_px, speckle_px)
+    inner = (slice(margin, -margin), slice(margin, -margin))
+    shift = np.zeros(2)
+    for _ in range(LK_ITERATIONS):
+        warped_a, warped_b = _shifted(crop_a, -shift / 2)[inner], _shifted(crop_b, shift / 2)[inner]
+        warped_a = (warped_a - warped_a.mean()) / (warped_a.std() + 1e-12)
+        warped_b = (warped_b - warped_b.mean()) / (warped_b.std() + 1e-12)
+        residual = (warped_a - warped_b).ravel()
+        jacobian = 0.5 * np.stack([np.ravel(g1 + g2) for g1, g2 in
+                                   zip(np.gradient(warped_a), np.gradient(warped_b))], axis=1)
+        hessian = jacobian.T @ jacobian
+        if np.linalg.cond(hessian) > 1e6:
+            return unrefined
+        step = -np.linalg.solve(hessian, jacobian.T @ residual)
+        shift += step
+        if np.max(np.abs(shift)) > MAX_REFINEMENT_PX:
+            return unrefined
+        if np.max(np.abs(step)) < LK_TOLERANCE_PX:
+            break
+    # Pixels of the smoothed images are correlated over ~4 pi sigma^2: fewer independent samples.
+    correlation_area = 4 * np.pi * speckle_px**2
+    covariance = np.mean(residual**2) * correlation_area * np.linalg.inv(hessian)
+    sigma = tuple(float(np.sqrt(max(v, 0.0))) for v in np.diag(covariance))
+    return (float(offset[0] + shift[0]), float(offset[1] + shift[1])), sigma
 
 
 def register_pair(
@@ -221,30 +333,30 @@ def register_pair(
     tile_b: np.ndarray,
     nominal_offset: tuple[float, float],
     max_shift_px: float,
-    n_peaks: int = N_PEAKS,
     refine: bool = True,
 ) -> PairRegistration:
     """Estimate the offset of ``tile_b`` relative to ``tile_a``.
 
+    The dense search runs once per speckle scale of :data:`SPECKLE_SIGMAS_PX`;
+    the scale whose best peak is the most significant wins.
+
     Parameters
     ----------
     tile_a, tile_b : np.ndarray
-        2D projections (e.g. average intensity projections) of the two tiles.
+        2D projections of the two tiles, flat-fielded if a flat field is known.
     nominal_offset : tuple of float
         ``(y, x)`` offset expected from the stage, pixels.
     max_shift_px : float
-        Largest accepted correction of each coordinate of the nominal offset.
-    n_peaks : int
-        Phase-correlation peaks examined.
+        Largest correction of each coordinate of the nominal offset searched.
     refine : bool
-        Refine the offset to 1 / UPSAMPLE_FACTOR pixel (else integer).
+        Refine the offset below one pixel (else integer).
 
     Returns
     -------
     PairRegistration
-        The best offset and its NCC; the NCC is ``-1`` (and the offset the
-        nominal one) when the nominal overlap is empty or no interpretation
-        fits within ``max_shift_px``.
+        The best offset with its NCC, significance and standard error; the
+        nominal offset with NCC ``-1`` and significance 0 when no offset
+        within ``max_shift_px`` keeps enough overlap.
 
     Examples
     --------
@@ -257,30 +369,29 @@ def register_pair(
     tile_a = np.asarray(tile_a, dtype=np.float64)
     tile_b = np.asarray(tile_b, dtype=np.float64)
     nominal = tuple(int(round(v)) for v in nominal_offset)
+    radius = int(np.floor(max_shift_px))
     fallback = PairRegistration(offset=(float(nominal_offset[0]), float(nominal_offset[1])), ncc=-1.0)
-    slices = overlap_slices(tile_a.shape, tile_b.shape, nominal)
-    if slices is None:
+    nominal_slices = overlap_slices(tile_a.shape, tile_b.shape, nominal)
+    if nominal_slices is None:
         return fallback
-    strip_a, strip_b = tile_a[slices[0]], tile_b[slices[1]]
-    if min(strip_a.shape) < 2:
+    nominal_area = tile_a[nominal_slices[0]].size
+    highpass_px = highpass_sigma(min(tile_a[nominal_slices[0]].shape))
+    found = []
+    for speckle_px in SPECKLE_SIGMAS_PX:
+        prepare = functools.partial(band_pass, highpass_px=highpass_px, speckle_px=speckle_px)
+        ncc, area = ncc_map(tile_a, tile_b, nominal, radius, prepare)
+        ncc[area < MIN_OVERLAP_FRACTION * nominal_area] = np.nan
+        score = evidence(ncc, area, speckle_px)
+        peaks = _local_maxima(score)
+        if peaks:
+            found.append((peak_significance(score, peaks[0]), speckle_px, ncc, peaks))
+    if not found:
         return fallback
-    min_area = int(MIN_OVERLAP_FRACTION * strip_a.size)
-    strip_b = match_histograms(strip_b, strip_a)
-    peaks = phase_correlation_peaks(_windowed(strip_a), _windowed(strip_b), n_peaks)
-
-    def score(correction: tuple[int, int]) -> float:
-        if max(abs(correction[0]), abs(correction[1])) > max_shift_px:
-            return -np.inf
-        offset = (nominal[0] + correction[0], nominal[1] + correction[1])
-        return _overlap_ncc(tile_a, tile_b, offset, min_area)
-
-    readings = _wrap_readings(peaks, strip_a.shape, max_shift_px)
-    if not readings:
-        return fallback
-    best, best_ncc = _hill_climb(score, readings)
-    if best_ncc <= -1.0:
-        return fallback
-    best_offset = (nominal[0] + best[0], nominal[1] + best[1])
-    if refine:
-        best_offset = _refine_subpixel(tile_a, tile_b, best_offset)
-    return PairRegistration(offset=(float(best_offset[0]), float(best_offset[1])), ncc=float(best_ncc))
+    significance, speckle_px, ncc, peaks = max(found, key=lambda f: f[0])
+    candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
+                       for p in peaks[:N_CANDIDATES])
+    offset = candidates[0][0]
+    refined, sigma = (refine_subpixel(tile_a, tile_b, offset, speckle_px) if refine
+                      else ((float(offset[0]), float(offset[1])), (1.0, 1.0)))
+    return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
+                            sigma_px=sigma, candidates=candidates)

@@ -10,8 +10,9 @@ tile_x)``, overlaps not removed. Stitching:
 4. writes the output block by block: each lateral block, at all depths, is
    fused from the parts of the tiles covering it, at integer positions (the
    subpixel estimates rounded to the nearest pixel);
-5. saves the transform as JSON, then the QC record (pair residuals after
-   the global fit, pairs that fell back to the stage model) beside the output.
+5. saves the transform as JSON, then the QC record (per-pair and per-tile
+   confidence, pair residuals after the global fit, tiles placed by the
+   stage model, a flag when they exceed a quarter) beside the output.
 
 Memory is bounded by one tile (projections) and one output block with its
 tile parts (fusion), whatever the slice size.
@@ -240,13 +241,23 @@ def stitch_mosaic_grid(
     return transform
 
 
-def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layout: MosaicGridLayout) -> Path:
-    """Write the stitching QC record of ``out_path`` from the transform's pair diagnostics.
+#: A slice is flagged when more than this fraction of its tiles fall back to the stage model.
+MAX_STAGE_FALLBACK_FRACTION = 0.25
 
-    Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` plus
-    ``n_tiles``; the figure shows each pair's residual after the global fit,
-    pairs that fell back to the stage model dashed. Pair offsets and tile
-    positions share one convention (``position(b) - position(a)``).
+
+def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layout: MosaicGridLayout) -> Path:
+    """Write the stitching QC record of ``out_path`` from the transform's diagnostics.
+
+    Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` (its
+    ``confidence`` is the median confidence of the accepted pairs, 0.5 at the
+    acceptance threshold) plus ``n_tiles``, ``n_stage_fallback_tiles``,
+    ``stage_fallback_fraction``, ``min_significance``, ``pair_residuals_px``
+    and the per-pair and per-tile details ``pairs`` and ``tiles``. The record's
+    ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
+    of its tiles were placed by the stage model. The figure shows each
+    pair's residual after the global fit, pairs that fell back to the stage
+    model dashed. Pair offsets and tile positions share one convention
+    (``position(b) - position(a)``).
     """
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -255,14 +266,33 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
         positions.setdefault(b, transform.position(b))
     accepted = [record.accepted for record in transform.pairs]
     metrics, residuals = stitching_metrics(
-        pairs, [record.offset for record in transform.pairs], [record.ncc for record in transform.pairs],
-        accepted, positions,
+        pairs, [record.offset for record in transform.pairs],
+        [record.confidence for record in transform.pairs], accepted, positions,
     )
-    metrics["n_tiles"] = len(layout.tiles_present)
-    metrics["ncc_threshold"] = transform.ncc_threshold
+    n_tiles = len(layout.tiles_present)
+    fallback = transform.stage_fallback_tiles()
+    metrics["n_tiles"] = n_tiles
+    metrics["n_stage_fallback_tiles"] = len(fallback)
+    metrics["stage_fallback_fraction"] = len(fallback) / n_tiles
+    metrics["min_significance"] = transform.min_significance
     metrics["pair_residuals_px"] = {f"{a}-{b}": r for (a, b), r in zip(pairs, residuals.round(3), strict=True)}
+    metrics["pairs"] = {
+        f"{r.a}-{r.b}": {"status": r.status, "confidence": round(r.confidence, 3),
+                         "significance": round(r.significance, 2), "ncc": round(r.ncc, 3),
+                         "sigma_px": [round(v, 3) for v in r.sigma_px]}
+        for r in transform.pairs
+    }
+    metrics["tiles"] = {
+        str(tile): {"source": record.source, "n_pairs": record.n_pairs,
+                    "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None}
+        for tile, record in sorted(transform.tiles.items())
+    }
+    flags = []
+    if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
+        flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "
+                     "(no validated registration): check the stitched slice")
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
-    return write_qc_record(out_path, "stitch_3d", metrics, {"residuals": figure})
+    return write_qc_record(out_path, "stitch_3d", metrics, {"residuals": figure}, flags=flags)
 
 
 def obtain_transform(

@@ -21,19 +21,71 @@ from linumpy.io.atomic import atomic_output
 from linumpy.stitching.global_solve import StageModel, TileIndex
 
 FORMAT_NAME = "linumpy-tile-transform"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code reads (version 1 lacks the confidences).
+READABLE_VERSIONS = (1, 2)
 _DECIMALS = 4
 
 
 @dataclass(frozen=True)
 class PairRecord:
-    """Diagnostics of one registered pair of neighbouring tiles."""
+    """Diagnostics of one registered pair of neighbouring tiles.
+
+    Attributes
+    ----------
+    a, b : (row, col)
+        The two tiles; ``offset`` is ``position(b) - position(a)``.
+    offset : tuple of float
+        Measured offset, pixels.
+    ncc : float
+        NCC of the band-passed tiles at the offset.
+    accepted : bool
+        Used by the global solve.
+    significance : float
+        Robust z-score of the NCC peak against wrong offsets.
+    sigma_px : tuple of float
+        Standard error of the measured offset per axis.
+    confidence : float
+        ``significance / (2 * threshold)`` clipped to [0, 1]: 0.5 at the
+        acceptance threshold.
+    status : str
+        ``kept``, or why the pair was not used: ``not significant``,
+        ``inconsistent or outside the main group`` (residual of the global
+        solve too large, or linking tiles apart from the largest group),
+        ``weak outside any loop`` (only link, not significant enough to stand
+        alone), ``no overlap``.
+    """
 
     a: TileIndex
     b: TileIndex
     offset: tuple[float, float]
     ncc: float
     accepted: bool
+    significance: float = 0.0
+    sigma_px: tuple[float, float] = (1.0, 1.0)
+    confidence: float = 0.0
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """How one tile was placed.
+
+    Attributes
+    ----------
+    source : str
+        ``pairs`` (supported by at least one accepted pair) or ``stage``
+        (placed by the fitted stage model).
+    n_pairs : int
+        Accepted pairs linking the tile.
+    sigma_px : float
+        Approximate standard error of its position relative to its linked
+        neighbours (NaN for stage-placed tiles).
+    """
+
+    source: str
+    n_pairs: int
+    sigma_px: float
 
 
 @dataclass(frozen=True)
@@ -51,18 +103,25 @@ class TileTransform:
         model's frame (any global translation).
     stage_model : StageModel
         Places tiles missing from ``positions``.
-    ncc_threshold : float or None
-        Acceptance threshold used for the pairs (diagnostic).
+    min_significance : float or None
+        Significance a pair needed to be accepted (diagnostic).
     pairs : tuple of PairRecord
         Every registered pair (diagnostic).
+    tiles : dict
+        ``(row, col) -> TileRecord`` (diagnostic).
     """
 
     tile_shape: tuple[int, int]
     tile_step_px: tuple[float, float]
     positions: dict[TileIndex, tuple[float, float]]
     stage_model: StageModel
-    ncc_threshold: float | None = None
+    min_significance: float | None = None
     pairs: tuple[PairRecord, ...] = field(default=())
+    tiles: dict[TileIndex, TileRecord] = field(default_factory=dict)
+
+    def stage_fallback_tiles(self) -> list[TileIndex]:
+        """Tiles placed by the stage model for lack of an accepted pair."""
+        return sorted(t for t, record in self.tiles.items() if record.source == "stage")
 
     def position(self, tile: TileIndex) -> np.ndarray:
         """Return the ``(y, x)`` position of ``tile`` (stage model if not estimated)."""
@@ -92,12 +151,21 @@ def transform_to_dict(transform: TileTransform) -> dict:
             [int(r), int(c), *_rounded(transform.positions[(r, c)])]
             for r, c in sorted(transform.positions)
         ],
-        "ncc_threshold": None if transform.ncc_threshold is None
-        else round(float(transform.ncc_threshold), _DECIMALS),
+        "min_significance": None if transform.min_significance is None
+        else round(float(transform.min_significance), _DECIMALS),
         "pairs": [
             {"a": list(p.a), "b": list(p.b), "offset": _rounded(p.offset),
-             "ncc": round(float(p.ncc), _DECIMALS), "accepted": bool(p.accepted)}
+             "ncc": round(float(p.ncc), _DECIMALS), "accepted": bool(p.accepted),
+             "significance": round(float(p.significance), _DECIMALS),
+             "sigma_px": _rounded(p.sigma_px), "confidence": round(float(p.confidence), _DECIMALS),
+             "status": p.status}
             for p in transform.pairs
+        ],
+        "tiles": [
+            {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
+             "sigma_px": None if not np.isfinite(record.sigma_px)
+             else round(float(record.sigma_px), _DECIMALS)}
+            for (r, c), record in sorted(transform.tiles.items())
         ],
     }
 
@@ -113,9 +181,9 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise InputError(f"{source} is not a {FORMAT_NAME} JSON file; "
                          "pass a file written by linum_stitch_3d.py --transform_out")
-    if data.get("version") != FORMAT_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise InputError(f"{source} has version {data.get('version')}; "
-                         f"this linumpy reads version {FORMAT_VERSION}")
+                         f"this linumpy reads versions {READABLE_VERSIONS}")
     try:
         model = data["stage_model"]
         return TileTransform(
@@ -128,12 +196,19 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 row_step=tuple(float(v) for v in model["row_step"]),
                 col_step=tuple(float(v) for v in model["col_step"]),
             ),
-            ncc_threshold=data.get("ncc_threshold"),
+            min_significance=data.get("min_significance"),
             pairs=tuple(
                 PairRecord(a=tuple(p["a"]), b=tuple(p["b"]), offset=tuple(p["offset"]),
-                           ncc=float(p["ncc"]), accepted=bool(p["accepted"]))
+                           ncc=float(p["ncc"]), accepted=bool(p["accepted"]),
+                           significance=float(p.get("significance", 0.0)),
+                           sigma_px=tuple(p.get("sigma_px", (1.0, 1.0))),
+                           confidence=float(p.get("confidence", 0.0)), status=p.get("status", ""))
                 for p in data.get("pairs", [])
             ),
+            tiles={tuple(t["tile"]): TileRecord(
+                source=t["source"], n_pairs=int(t["n_pairs"]),
+                sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]))
+                for t in data.get("tiles", [])},
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{source} is a malformed tile transform ({error!r}); "

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The lab-pipeline features scored against simulator ground truth (issue #15).
+
+Sections (``--feature``):
+
+- ``galvo``: simulated acquisitions whose galvo-return band moves by a random
+  U{-25..25} A-lines per slice (``--galvo_shift 25``) and their unshifted twins,
+  over seeds and noise floors (0.01 = the presets'; 0.1 and 0.3 make the tissue
+  dark against the noise). Per condition: slices with a shifted band whose crop
+  lands within 1 A-line of the truth, and false fixes on unshifted slices.
+- ``rotation``: four slices cut from the phantom with speckle
+  (:mod:`linumpy.simulate.slices`), slices 1-3 turned by random angles in
+  [-5, 5] degrees; per slice the error of the rotation the stack undid, and
+  the volume's NCC with the phantom against the same slices unrotated.
+- ``interpolate``: slice 2 of five removed, its depth filled from its
+  neighbours (``interpolate_missing``); NCC with the phantom's true planes at
+  10 um and 40 um lateral, and an observed slice's NCC at 10 um for scale.
+- ``curvature``: ``tiny``/``small`` single slices with field curvature 0, 2
+  and 4 voxels; residual peak-to-peak (truth - correction) over the tile and
+  whether the correction was applied.
+
+Seeds 10+ are used here; the unit tests were tuned on other seeds.
+
+Usage: python benchmarks/bench_lab_parity.py [--feature all] [--seeds 10 11] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+import dask.array as da
+
+from linumpy.io.acquisition import open_acquisition
+from linumpy.mosaic.curvature import estimate_slice_curvature
+from linumpy.mosaic.galvo import GalvoShift, detect_slice_band
+from linumpy.simulate import get_preset, simulate_acquisition
+from linumpy.simulate.imaging import field_curvature_map
+from linumpy.simulate.slices import phantom_slices
+from linumpy.stack.refine import normalized_cross_correlation
+from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
+
+SIZE, THICKNESS, DEPTH = 112, 20, 26
+
+
+def bench_galvo(workdir: Path, seeds: list[int]) -> None:
+    """Print the galvo table."""
+    print("| preset | noise floor | slices shifted | crop within 1 A-line | unshifted slices | false fixes |")
+    print("|---|---|---|---|---|---|")
+    for preset_name in ("tiny", "small"):
+        for noise in (0.01, 0.1, 0.3):
+            hits = shifted = false_fixes = unshifted = 0
+            for seed in seeds:
+                for galvo in (25, 0):
+                    preset = replace(get_preset(preset_name, 4, galvo), noise_floor=noise)
+                    out = simulate_acquisition(workdir / f"g_{preset_name}_{noise}_{seed}_{galvo}", preset, seed, overwrite=True)
+                    truth = json.loads((out / "ground_truth" / "truth.json").read_text())
+                    acquisition = open_acquisition(out)
+                    for entry in truth["slices"]:
+                        estimate = detect_slice_band(acquisition.slice(entry["slice_id"]))
+                        applied = estimate.shift if estimate.applied else 0
+                        true_shift = entry.get("galvo_shift_px", 0)
+                        if true_shift:
+                            shifted += 1
+                            hits += abs(applied - true_shift) <= 1
+                        else:
+                            unshifted += 1
+                            false_fixes += applied != 0
+            print(f"| {preset_name} | {noise} | {shifted} | {hits} ({hits / max(shifted, 1):.1%}) | {unshifted} | {false_fixes} |")
+            sys.stdout.flush()
+
+
+def _stack(slices: dict[int, np.ndarray], parameters: StackParameters):
+    volumes = [SliceVolume(k, [(da.from_array(s, chunks=(16, 64, 64)), (10.0,) * 3)], (0, s.shape[0]))
+               for k, s in sorted(slices.items())]
+    motors = np.array([[k * THICKNESS * 0.01, 0.0, 0.0] for k in sorted(slices)])
+    plan = plan_stack(volumes, motors, THICKNESS * 10.0, 10.0, parameters)
+    out = np.zeros(plan.shape, np.float32)
+    write_stack(plan, out, (32, 64, 64), np.float32, False)
+    return plan, out
+
+
+def _window(out: np.ndarray, plan, planes: tuple[int, int]) -> np.ndarray:
+    z0, y0, x0 = plan.record["slices"][0]["origin_voxel"]
+    return out[z0 + planes[0] : z0 + planes[1], y0 : y0 + SIZE, x0 : x0 + SIZE]
+
+
+def _disc_ncc(volume: np.ndarray, truth: np.ndarray) -> float:
+    depth, ny, nx = (min(a, b) for a, b in zip(volume.shape, truth.shape))
+    yy, xx = np.ogrid[:ny, :nx]
+    disc = np.broadcast_to((yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 < (0.4 * SIZE) ** 2, (depth, ny, nx))
+    return normalized_cross_correlation(volume[:depth, :ny, :nx][disc], truth[:depth, :ny, :nx][disc])
+
+
+def bench_rotation(workdir: Path, seeds: list[int]) -> None:
+    """Print the rotation table."""
+    print("| seed | true angles (deg) | undone (deg) | max abs error (deg) | volume NCC rotated | unrotated | modes |")
+    print("|---|---|---|---|---|---|---|")
+    for seed in seeds:
+        angles = [0.0, *np.round(np.random.default_rng(seed).uniform(-5, 5, 3), 2)]
+        cut = phantom_slices(seed, angles, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
+        plan, out = _stack(dict(enumerate(cut.slices)), StackParameters())
+        plain = phantom_slices(seed, [0.0] * 4, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
+        plain_plan, plain_out = _stack(dict(enumerate(plain.slices)), StackParameters())
+        rotations = [s["rotation"] for s in plan.record["slices"][1:]]
+        undone = [r["angle_deg"] for r in rotations]
+        error = max(abs(u + a) for u, a in zip(undone, angles[1:]))
+        ncc = _disc_ncc(_window(out, plan, (0, out.shape[0])), cut.world)
+        plain_ncc = _disc_ncc(_window(plain_out, plain_plan, (0, plain_out.shape[0])), plain.world)
+        modes = "/".join(r["mode"] for r in rotations)
+        plain_modes = "/".join(s["rotation"]["mode"] for s in plain_plan.record["slices"][1:])
+        print(f"| {seed} | {angles[1:]} | {undone} | {error:.3f} | {ncc:.4f} | {plain_ncc:.4f} | {modes} (unrotated: {plain_modes}) |")
+        sys.stdout.flush()
+
+
+def _block4(volume: np.ndarray) -> np.ndarray:
+    z, y, x = volume.shape
+    return volume[:, : y // 4 * 4, : x // 4 * 4].reshape(z, y // 4, 4, x // 4, 4).mean(axis=(2, 4))
+
+
+def bench_interpolate(workdir: Path, seeds: list[int]) -> None:
+    """Print the interpolation table."""
+    print("| seed | NCC filled vs true, 10 um | 40 um | observed slice vs true, 10 um |")
+    print("|---|---|---|---|")
+    missing = 2
+    for seed in seeds:
+        cut = phantom_slices(seed, [0.0] * 5, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
+        slices = {k: s for k, s in enumerate(cut.slices) if k != missing}
+        plan, out = _stack(slices, StackParameters(interpolate_missing=True))
+        planes = (missing * THICKNESS + THICKNESS // 10, (missing + 1) * THICKNESS)
+        filled = _window(out, plan, planes)
+        truth = cut.world[planes[0] : planes[1], : filled.shape[1], : filled.shape[2]]
+        observed = cut.slices[3][THICKNESS // 10 : THICKNESS]
+        observed_truth = cut.world[3 * THICKNESS + THICKNESS // 10 : 4 * THICKNESS]
+        print(f"| {seed} | {normalized_cross_correlation(filled, truth):.4f} | "
+              f"{normalized_cross_correlation(_block4(filled), _block4(truth)):.4f} | "
+              f"{normalized_cross_correlation(observed, observed_truth):.4f} |")
+        sys.stdout.flush()
+
+
+def bench_curvature(workdir: Path, seeds: list[int]) -> None:
+    """Print the curvature table."""
+    print("| preset | curvature (voxels, p2p) | seed | applied | residual p2p (voxels) | overlap NCC before / after |")
+    print("|---|---|---|---|---|---|")
+    for preset_name in ("tiny", "small"):
+        for amplitude in (0.0, 2.0, 4.0):
+            for seed in seeds:
+                preset = replace(get_preset(preset_name, 1), field_curvature_px=amplitude)
+                out = simulate_acquisition(workdir / f"c_{preset_name}", preset, seed, overwrite=True)
+                estimate = estimate_slice_curvature(open_acquisition(out).slice(0), GalvoShift())
+                truth = field_curvature_map(preset)
+                residual = truth - (estimate.offset_map(truth.shape) if estimate.applied else 0.0)
+                print(f"| {preset_name} | {amplitude} | {seed} | {estimate.applied} ({estimate.status}) | "
+                      f"{residual.max() - residual.min():.2f} | {estimate.ncc_before:.3f} / {estimate.ncc_after:.3f} |")
+                sys.stdout.flush()
+
+
+FEATURES = {"galvo": bench_galvo, "rotation": bench_rotation, "interpolate": bench_interpolate,
+            "curvature": bench_curvature}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--feature", choices=["all", *FEATURES], default="all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
+    parser.add_argument("--workdir", help="Scratch folder (default: a temporary one).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name, bench in FEATURES.items():
+            if args.feature in ("all", name):
+                print(f"## {name}")
+                bench(workdir, args.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

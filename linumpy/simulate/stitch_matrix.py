@@ -1,0 +1,325 @@
+"""Mosaic grids that do not flatter a stitcher: the stitching test matrix.
+
+The acquisition simulator (:func:`linumpy.simulate.simulate_acquisition`)
+images one world, so the speckle of an overlap repeats in both tiles and
+the stage errors are small and independent. Real tiles differ: speckle is
+drawn again at every acquisition, vignetting dims opposite sides of an
+overlap, tissue has smooth low-contrast regions and the stage drifts. This
+module draws a slice's mosaic grid under such a :class:`MosaicCondition` and
+writes it directly as a mosaic grid OME-Zarr (the input of
+``linum_stitch_3d.py``), with the true sub-pixel tile positions.
+
+Independent of the presets; used by ``tests/test_stitching_matrix.py`` and
+``benchmarks/bench_stitching.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy import ndimage
+
+#: Margin of the drawn scene around the tiles, pixels.
+_MARGIN = 24
+#: A tile whose tissue covers less than this fraction of it counts as empty.
+EMPTY_TISSUE_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class MosaicCondition:
+    """Imaging and stage conditions of one simulated mosaic grid.
+
+    Attributes
+    ----------
+    name : str
+        Label of the condition.
+    grid : tuple of int
+        ``(rows, cols)``.
+    tile_px : int
+        Lateral size of a (square) tile.
+    depth : int
+        Depth planes of a tile; the speckle of each plane is drawn anew, so the
+        average projection has ``depth`` looks.
+    overlap : float
+        Nominal overlap of neighbouring tiles, fraction of the tile.
+    stage_error_px : float
+        Independent stage error per tile and axis, uniform in ``[-e, e]``.
+    drift_px : float
+        Amplitude of a slow stage drift along the acquisition order.
+    rotation_deg, step_error : float
+        Rotation of the true grid and relative error of its step (what a
+        fitted stage model absorbs).
+    vignetting : float
+        Fractional intensity loss at the tile corners (0: none).
+    speckle : bool
+        Multiplicative speckle (fully developed, one look per plane).
+    speckle_shared : float
+        Fraction of the speckle power that belongs to the sample and repeats
+        in overlapping tiles (0: drawn independently per tile).
+    smooth_fraction : float
+        Fraction of the tissue that is smooth and low-contrast (few edges).
+    empty_fraction : float
+        Fraction of the tiles that see (nearly) only agarose.
+    noise : float
+        Standard deviation of the additive noise (tissue intensity ~1).
+    """
+
+    name: str
+    grid: tuple[int, int] = (4, 4)
+    tile_px: int = 128
+    depth: int = 6
+    overlap: float = 0.2
+    stage_error_px: float = 4.0
+    drift_px: float = 0.0
+    rotation_deg: float = 0.2
+    step_error: float = 0.004
+    vignetting: float = 0.25
+    speckle: bool = True
+    speckle_shared: float = 0.0
+    smooth_fraction: float = 0.3
+    empty_fraction: float = 0.0
+    noise: float = 0.01
+
+    @property
+    def tile_step_px(self) -> tuple[float, float]:
+        """Nominal ``(y, x)`` step of the stage."""
+        step = float(round(self.tile_px * (1 - self.overlap)))
+        return (step, step)
+
+
+@dataclass(frozen=True)
+class SimulatedMosaic:
+    """A drawn mosaic grid and its truth.
+
+    Attributes
+    ----------
+    grid : np.ndarray
+        ``(depth, rows * tile, cols * tile)`` float32, tiles side by side.
+    condition : MosaicCondition
+    truth : dict
+        ``(row, col) -> array([y, x])`` true origin of each tile.
+    stage : dict
+        ``(row, col) -> array([y, x])`` position reported by the stage (nominal).
+    empty_tiles : tuple of (row, col)
+        Tiles with less than :data:`EMPTY_TISSUE_FRACTION` tissue.
+    """
+
+    grid: np.ndarray
+    condition: MosaicCondition
+    truth: dict
+    stage: dict
+    empty_tiles: tuple = field(default=())
+
+    def projections(self) -> dict:
+        """Average intensity projection of every tile."""
+        size = self.condition.tile_px
+        return {tile: self.grid[:, tile[0] * size:(tile[0] + 1) * size,
+                                tile[1] * size:(tile[1] + 1) * size].mean(axis=0)
+                for tile in self.truth}
+
+
+#: The conditions of the matrix: the rows of issue #10 plus harsher combinations.
+MATRIX: tuple[MosaicCondition, ...] = (
+    MosaicCondition("control: no speckle, no vignetting", speckle=False, vignetting=0.0),
+    MosaicCondition("speckle per tile, vignetting 25%"),
+    MosaicCondition("no speckle, vignetting 25%", speckle=False),
+    MosaicCondition("stage error +-8 px + drift", stage_error_px=8.0, drift_px=4.0),
+    MosaicCondition("overlap 10%", overlap=0.1),
+    MosaicCondition("6x6, 30% empty tiles", grid=(6, 6), empty_fraction=0.3),
+    MosaicCondition("vignetting 60%", vignetting=0.6),
+    MosaicCondition("speckle half shared, smooth 60%", speckle_shared=0.5, smooth_fraction=0.6),
+    MosaicCondition("8x8 harsh: overlap 15%, +-8 px + drift, vignetting 40%, 30% empty",
+                    grid=(8, 8), overlap=0.15, stage_error_px=8.0, drift_px=4.0,
+                    vignetting=0.4, empty_fraction=0.3),
+)
+
+
+def get_condition(name: str, **changes) -> MosaicCondition:
+    """Return the matrix condition whose name starts with ``name``, with ``changes``."""
+    matches = [c for c in MATRIX if c.name.startswith(name)]
+    if len(matches) != 1:
+        raise KeyError(f"no unique matrix condition starts with {name!r}")
+    return replace(matches[0], **changes)
+
+
+def _natural_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-std random field with a 1/f amplitude spectrum (natural images)."""
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.rfftfreq(shape[1]),
+                                      indexing="ij"))
+    amplitude = 1.0 / np.maximum(frequency, 1.0 / max(shape))
+    amplitude[frequency > 0.35] = 0  # no content finer than the optics resolve
+    spectrum = amplitude * np.fft.rfft2(rng.standard_normal(shape))
+    field_ = np.fft.irfft2(spectrum, s=shape)
+    return (field_ - field_.mean()) / field_.std()
+
+
+def _smooth_mask(shape: tuple[int, int], fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Soft mask covering about ``fraction`` of the image in large smooth blobs."""
+    if fraction <= 0:
+        return np.zeros(shape)
+    blobs = ndimage.gaussian_filter(rng.standard_normal(shape), 40)
+    threshold = np.quantile(blobs, 1 - fraction)
+    return ndimage.gaussian_filter((blobs > threshold).astype(float), 3)
+
+
+def _true_positions(condition: MosaicCondition, rng: np.random.Generator) -> dict:
+    """True tile origins: rotated, rescaled grid + uniform error + slow drift."""
+    rows, cols = condition.grid
+    step = np.asarray(condition.tile_step_px) * (1 + condition.step_error)
+    angle = np.deg2rad(condition.rotation_deg)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    positions = {}
+    for r in range(rows):
+        for c in range(cols):
+            order = r * cols + (c if r % 2 == 0 else cols - 1 - c)  # serpentine acquisition
+            drift = condition.drift_px * np.sin(np.pi * order / (rows * cols) + phase)
+            error = rng.uniform(-condition.stage_error_px, condition.stage_error_px, 2)
+            positions[(r, c)] = rotation @ (np.array([r, c]) * step) + error + drift + _MARGIN
+    return positions
+
+
+def _empty_tiles(condition: MosaicCondition, rng: np.random.Generator) -> set:
+    """Tiles far from a random tissue centre, ``empty_fraction`` of them."""
+    rows, cols = condition.grid
+    n_empty = int(round(condition.empty_fraction * rows * cols))
+    centre = np.array([rows - 1, cols - 1]) / 2 + rng.uniform(-0.5, 0.5, 2)
+    tiles = sorted(((r, c) for r in range(rows) for c in range(cols)),
+                   key=lambda t: -np.hypot(*(np.array(t) - centre)))
+    return set(tiles[:n_empty])
+
+
+def _tissue_mask(shape, positions: dict, empty: set, tile_px: int) -> np.ndarray:
+    """Tissue where the nearest tile centre belongs to a non-empty tile, soft edges."""
+    tiles = sorted(positions)
+    centres = np.array([positions[t] + tile_px / 2 for t in tiles])
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    distances = np.stack([np.hypot(yy - cy, xx - cx) for cy, cx in centres])
+    nearest = np.argmin(distances, axis=0)
+    is_tissue = np.array([t not in empty for t in tiles])[nearest]
+    return ndimage.gaussian_filter(is_tissue.astype(float), 3)
+
+
+def _scene(condition: MosaicCondition, positions: dict, empty: set, rng) -> np.ndarray:
+    """Lateral intensity of the sample (tissue in agarose), before imaging."""
+    rows, cols = condition.grid
+    extent = np.max(np.array(list(positions.values())), axis=0) + condition.tile_px + _MARGIN
+    shape = tuple(int(v) + 1 for v in extent)
+    texture = _natural_texture(shape, rng)
+    smooth = ndimage.gaussian_filter(_natural_texture(shape, rng), 12)
+    smooth /= smooth.std()
+    smooth_weight = _smooth_mask(shape, condition.smooth_fraction, rng)
+    tissue = 1.0 + (1 - smooth_weight) * 0.35 * texture + smooth_weight * 0.05 * smooth
+    tissue_mask = _tissue_mask(shape, positions, empty, condition.tile_px)
+    agarose_texture = ndimage.gaussian_filter(rng.standard_normal(shape), 2)
+    agarose = 0.15 * (1 + 0.03 * agarose_texture / agarose_texture.std())
+    return np.clip(tissue_mask * tissue + (1 - tissue_mask) * agarose, 0.01, None)
+
+
+def _vignetting(condition: MosaicCondition, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative illumination of a tile: 1 at its (off-centre) centre, radial fall-off."""
+    size = condition.tile_px
+    centre = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
+    yy, xx = np.mgrid[:size, :size]
+    radius2 = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * (size / 2) ** 2)
+    return 1 - condition.vignetting * radius2
+
+
+def _speckle_field(shape, rng: np.random.Generator) -> np.ndarray:
+    """Complex circular Gaussian field, spatially correlated over ~1 px, unit power."""
+    field_ = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    field_ = ndimage.gaussian_filter(field_.real, 0.7) + 1j * ndimage.gaussian_filter(field_.imag, 0.7)
+    return field_ / np.sqrt(np.mean(np.abs(field_) ** 2))
+
+
+def _sample(image: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
+    """``image`` at ``origin + (i, j)`` for a ``size`` x ``size`` tile (cubic interpolation)."""
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    return ndimage.map_coordinates(image, [yy + origin[0], xx + origin[1]], order=3, mode="nearest")
+
+
+def simulate_mosaic(condition: MosaicCondition, seed: int) -> SimulatedMosaic:
+    """Draw a mosaic grid under ``condition``.
+
+    Parameters
+    ----------
+    condition : MosaicCondition
+    seed : int
+        Seed of every random draw (deterministic).
+
+    Returns
+    -------
+    SimulatedMosaic
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = condition.grid
+    size, depth = condition.tile_px, condition.depth
+    positions = _true_positions(condition, rng)
+    empty = _empty_tiles(condition, rng)
+    scene = _scene(condition, positions, empty, rng)
+    tissue = _tissue_mask(scene.shape, positions, empty, size)
+    shared = [_speckle_field(scene.shape, rng) for _ in range(depth)] if condition.speckle else []
+    illumination = _vignetting(condition, rng)
+    grid = np.zeros((depth, rows * size, cols * size), dtype=np.float32)
+    empty_tiles = []
+    for tile, origin in sorted(positions.items()):
+        intensity = _sample(scene, origin, size) * illumination
+        planes = np.repeat(intensity[None], depth, axis=0)
+        if condition.speckle:
+            for z in range(depth):
+                own = _speckle_field((size, size), rng)
+                sample_part = (_sample(shared[z].real, origin, size)
+                               + 1j * _sample(shared[z].imag, origin, size))
+                amplitude = (np.sqrt(condition.speckle_shared) * sample_part
+                             + np.sqrt(1 - condition.speckle_shared) * own)
+                planes[z] *= np.abs(amplitude) ** 2
+        planes += condition.noise * rng.standard_normal(planes.shape)
+        grid[:, tile[0] * size:(tile[0] + 1) * size, tile[1] * size:(tile[1] + 1) * size] = planes
+        if _sample(tissue, origin, size).mean() < EMPTY_TISSUE_FRACTION:
+            empty_tiles.append(tile)
+    stage = {t: np.array(t, float) * condition.tile_step_px for t in positions}
+    truth = {t: p - _MARGIN for t, p in positions.items()}
+    return SimulatedMosaic(grid=grid, condition=condition, truth=truth, stage=stage,
+                           empty_tiles=tuple(empty_tiles))
+
+
+def write_simulated_mosaic(mosaic: SimulatedMosaic, path: str | os.PathLike,
+                           resolution_mm: float = 0.003, overwrite: bool = False) -> None:
+    """Write a drawn mosaic as a mosaic grid OME-Zarr (input of ``linum_stitch_3d.py``)."""
+    from linumpy.io.zarr import save_omezarr
+
+    condition = mosaic.condition
+    size = condition.tile_px
+    attributes = {
+        "tile_shape": [condition.depth, size, size],
+        "grid_shape": list(condition.grid),
+        "tile_step_px": list(condition.tile_step_px),
+        "tiles_present": [list(t) for t in sorted(mosaic.truth)],
+        "tile_positions_truth_px": [[r, c, *map(float, p)] for (r, c), p in sorted(mosaic.truth.items())],
+    }
+    save_omezarr(mosaic.grid, path, (resolution_mm / 2, resolution_mm, resolution_mm),
+                 chunks=(condition.depth, size, size), n_levels=0, attributes=attributes,
+                 overwrite=overwrite)
+
+
+def aligned_errors(estimated: dict, truth: dict, reference: list | None = None) -> dict:
+    """Per-tile distance (pixels) to the truth after removing the global translation.
+
+    Parameters
+    ----------
+    estimated, truth : dict
+        ``(row, col) -> (y, x)``.
+    reference : list of (row, col), optional
+        Tiles whose mean difference defines the translation (default: all).
+
+    Returns
+    -------
+    dict
+        ``(row, col) -> error`` for every tile of ``truth``.
+    """
+    reference = sorted(truth) if reference is None else reference
+    translation = np.mean([np.asarray(estimated[t], float) - truth[t] for t in reference], axis=0)
+    return {t: float(np.linalg.norm(np.asarray(estimated[t], float) - translation - truth[t]))
+            for t in truth}

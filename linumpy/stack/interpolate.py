@@ -1,0 +1,81 @@
+"""Fill the depth of missing or excluded slices from their registered neighbours.
+
+Off by default (``--interpolate_missing``): a gap in the slice ids otherwise
+stays zero. When on, the output planes between the last plane of the slice
+above the gap and the first plane of the slice below it are the distance
+weighted mean of those two planes, both at their registered places in the
+output grid: plane ``j`` of an ``n``-plane gap is ``(1 - t) * above + t *
+below`` with ``t = (j + 1) / (n + 1)``, ``above`` the mean of the last
+:data:`EDGE_PLANES` planes of the slice above and ``below`` the mean of the
+first ones of the slice below (speckle averaged out). It is a guess, not data: the filled
+slice ids are listed in the volume's attributes (``interpolated_slices``),
+in the stack record and in its QC record (a red flag each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dask.array as da
+import numpy as np
+
+from linumpy.stack.assemble import PlacedSlice
+
+#: Planes averaged at the bottom of the slice above and the top of the slice below (speckle out).
+EDGE_PLANES = 3
+
+
+def _plane_in_box(piece: PlacedSlice, planes: slice, start: Sequence[int], stop: Sequence[int]) -> da.Array:
+    """The mean of some planes of a placed slice, zero-padded into the lateral box ``[start, stop)``."""
+    plane = piece.data[planes].astype(np.float32).mean(axis=0)
+    padding = [(piece.origin[a + 1] - start[a], stop[a] - piece.stop[a + 1]) for a in range(2)]
+    return da.pad(plane, padding, mode="constant")
+
+
+def gap_piece(above: PlacedSlice, below: PlacedSlice) -> PlacedSlice | None:
+    """The interpolated planes between two placed slices, or None when they touch in depth."""
+    z0, z1 = above.stop[0], below.origin[0]
+    if z1 <= z0:
+        return None
+    start = [min(above.origin[a], below.origin[a]) for a in (1, 2)]
+    stop = [max(above.stop[a], below.stop[a]) for a in (1, 2)]
+    top = _plane_in_box(above, slice(-EDGE_PLANES, None), start, stop)
+    bottom = _plane_in_box(below, slice(0, EDGE_PLANES), start, stop)
+    t = (np.arange(z1 - z0, dtype=np.float32) + 1) / np.float32(z1 - z0 + 1)
+    data = (1 - t)[:, None, None] * top[None] + t[:, None, None] * bottom[None]
+    return PlacedSlice(data.astype(above.data.dtype), (z0, start[0], start[1]))
+
+
+def interpolate_gaps(slice_ids: Sequence[int], placed: Sequence[PlacedSlice]) -> tuple[list[PlacedSlice], list[int]]:
+    """Insert an interpolated piece into every gap of the slice ids.
+
+    Parameters
+    ----------
+    slice_ids : sequence of int
+        Ids of ``placed``, increasing.
+    placed : sequence of PlacedSlice
+        The slices in the output grid.
+
+    Returns
+    -------
+    (pieces, interpolated_ids)
+        The slices with the gap pieces between them (still in depth order), and
+        the missing ids whose depth was filled.
+
+    Examples
+    --------
+    >>> a = PlacedSlice(da.ones((2, 3, 3)), (0, 0, 0))
+    >>> b = PlacedSlice(da.zeros((2, 3, 3)), (5, 0, 0))
+    >>> pieces, ids = interpolate_gaps([0, 2], [a, b])
+    >>> ids, pieces[1].origin, pieces[1].data[:, 0, 0].compute().round(2).tolist()
+    ([1], (2, 0, 0), [0.75, 0.5, 0.25])
+    """
+    out, filled = [placed[0]], []
+    for k in range(1, len(placed)):
+        if slice_ids[k] - slice_ids[k - 1] > 1:
+            piece = gap_piece(placed[k - 1], placed[k])
+            if piece is not None:
+                out.append(piece)
+                filled.extend(range(slice_ids[k - 1] + 1, slice_ids[k]))
+        out.append(placed[k])
+    return out, filled

@@ -1,0 +1,115 @@
+"""Flat field (vignetting) of a mosaic's tiles, and the images registration compares.
+
+Vignetting dims every tile the same way, so two tiles that overlap see the
+same tissue through different parts of the illumination: in log intensity,
+``log a(p + o) - log b(p) = f(p + o) - f(p)`` where ``f`` is the log flat
+field and ``o`` the offset of the pair. :func:`estimate_flat_field` fits a
+low-order polynomial ``f`` to these differences over all neighbour overlaps
+(at the nominal offsets; ``f`` is smooth, so stage errors of a few pixels
+only add noise), robustly (tissue edges and wrong offsets are outliers).
+This needs no tissue-free tile and works with 4 tiles or more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from linumpy.stitching.global_solve import TileIndex
+from linumpy.stitching.pairwise import overlap_slices
+
+logger = logging.getLogger(__name__)
+
+#: Degree of the log flat-field polynomial.
+DEGREE = 2
+#: Gaussian smoothing (pixels) of the projections before the flat-field fit.
+FIT_SMOOTHING_PX = 2.0
+#: Overlap pixels used by the fit, one every this many per axis.
+FIT_SUBSAMPLE = 2
+#: Tukey biweight constant (in robust standard deviations) of the fit.
+BIWEIGHT_C = 4.685
+
+
+def _monomials(y: np.ndarray, x: np.ndarray, degree: int) -> np.ndarray:
+    """``y^i x^j`` for ``1 <= i + j <= degree`` as columns (no constant term)."""
+    return np.stack([y**i * x**j for total in range(1, degree + 1)
+                     for i in range(total + 1) for j in (total - i,)], axis=-1)
+
+
+def _log_image(projection: np.ndarray, floor: float) -> np.ndarray:
+    smoothed = ndimage.gaussian_filter(np.asarray(projection, np.float64), FIT_SMOOTHING_PX)
+    return np.log(np.maximum(smoothed, floor))
+
+
+def estimate_flat_field(
+    projections: Mapping[TileIndex, np.ndarray],
+    pairs: Sequence[tuple[TileIndex, TileIndex, tuple[int, int]]],
+    degree: int = DEGREE,
+) -> np.ndarray:
+    """Estimate the multiplicative flat field shared by all tiles.
+
+    Parameters
+    ----------
+    projections : mapping
+        ``(row, col) -> 2D projection``, all of one shape.
+    pairs : sequence of (a, b, offset)
+        Neighbour pairs with their nominal integer ``(y, x)`` offset
+        ``position(b) - position(a)``.
+    degree : int
+        Degree of the log-polynomial.
+
+    Returns
+    -------
+    np.ndarray
+        Flat field of the tile shape, mean 1; all ones when the overlaps
+        cannot constrain it (fewer than 2 pairs).
+    """
+    shape = next(iter(projections.values())).shape
+    flat = np.ones(shape)
+    if len(pairs) < 2:
+        return flat
+    scale = np.array(shape, float) / 2
+    levels = np.concatenate([np.ravel(p) for p in projections.values()])
+    floor = max(1e-3 * float(np.percentile(levels, 99)), 1e-12)
+    logs = {tile: _log_image(p, floor) for tile, p in projections.items()}
+    rows, differences = [], []
+    for a, b, offset in pairs:
+        slices = overlap_slices(shape, shape, offset)
+        if slices is None:
+            continue
+        (ya, xa), (yb, xb) = [
+            np.meshgrid(np.arange(s[0].start, s[0].stop, FIT_SUBSAMPLE),
+                        np.arange(s[1].start, s[1].stop, FIT_SUBSAMPLE), indexing="ij")
+            for s in slices
+        ]
+        rows.append(_monomials(ya.ravel() / scale[0] - 1, xa.ravel() / scale[1] - 1, degree)
+                    - _monomials(yb.ravel() / scale[0] - 1, xb.ravel() / scale[1] - 1, degree))
+        differences.append(logs[a][ya, xa].ravel() - logs[b][yb, xb].ravel())
+    if not rows:
+        return flat
+    design, target = np.concatenate(rows), np.concatenate(differences)
+    coefficients = _robust_lstsq(design, target)
+    yy, xx = np.meshgrid(np.arange(shape[0]) / scale[0] - 1, np.arange(shape[1]) / scale[1] - 1,
+                         indexing="ij")
+    log_flat = _monomials(yy, xx, degree) @ coefficients
+    flat = np.exp(log_flat - log_flat.mean())
+    logger.info("flat field: %.0f%% to %.0f%% of its mean", 100 * flat.min(), 100 * flat.max())
+    return flat / flat.mean()
+
+
+def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """Least squares reweighted by Tukey's biweight (scale from the MAD of the residuals)."""
+    weights = np.ones(len(target))
+    ridge = 1e-6 * np.eye(design.shape[1]) * len(target)
+    coefficients = np.zeros(design.shape[1])
+    for _ in range(iterations):
+        weighted = design * weights[:, None]
+        coefficients = np.linalg.solve(weighted.T @ design + ridge, weighted.T @ target)
+        residuals = target - design @ coefficients
+        scale = 1.4826 * np.median(np.abs(residuals - np.median(residuals))) + 1e-12
+        u = residuals / (BIWEIGHT_C * scale)
+        weights = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
+    return coefficients
