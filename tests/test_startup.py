@@ -15,7 +15,7 @@ from pathlib import Path
 BIN = Path(__file__).resolve().parents[1] / "bin"
 HEAVY = ("matplotlib", "scipy", "dask", "zarr", "numcodecs", "skimage")
 #: Scripts whose parser choices come from a module of the step's library, which
-#: still imports the heavy libraries at module level (stack, intensity,
+#: still imports the heavy libraries at module level (stack, stitching, intensity,
 #: mosaic and simulate packages): not covered yet.
 LIBRARY_CONSTANT_SCRIPTS = {
     "linum_axial_corr.py",
@@ -23,6 +23,7 @@ LIBRARY_CONSTANT_SCRIPTS = {
     "linum_normalize.py",
     "linum_simulate_acquisition.py",
     "linum_stack_slices_motor.py",
+    "linum_stitch_3d.py",
 }
 
 _PROBE = """
