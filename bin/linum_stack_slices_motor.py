@@ -22,7 +22,7 @@ import argparse
 from linumpy.cli import add_overwrite_argument, add_workers_argument, finite_float, make_parser, progress_enabled, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.stack.files import DEFAULT_PYRAMID_RESOLUTIONS_UM, stack_slice_files
-from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG
+from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pyramid_resolutions", type=finite_float, nargs="+", default=list(DEFAULT_PYRAMID_RESOLUTIONS_UM),
                         metavar="UM", help="Analysis pyramid resolutions, micrometres; only those "
                                            "at or above --resolution are written [%(default)s].")
-    parser.add_argument("--max_rotation_deg", type=finite_float, default=DEFAULT_MAX_ROTATION_DEG, metavar="DEG",
+    parser.add_argument("--max_rotation_deg", type=finite_float, default=STACK_MAX_ROTATION_DEG, metavar="DEG",
                         help="Largest rotation about z searched between consecutive slices, undone when "
-                             "confidently found (0: translation only) [%(default)s].")
+                             "confidently found, e.g. 5 (0: translation only; opt-in) [%(default)s].")
     parser.add_argument("--allow_gaps", action="store_true",
                         help="Fill missing slice ids with zeros instead of failing.")
     parser.add_argument("--interpolate_missing", action="store_true",

@@ -25,7 +25,7 @@ from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
 from linumpy.stack.placement import check_slice_sequence
 from linumpy.stack.quality import write_stack_qc
-from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG
+from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def stack_slice_files(
     slice_thickness_um: float | None = None,
     acquisition_json: str | os.PathLike | None = None,
     blend_overlap_um: float | None = None,
-    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+    max_rotation_deg: float = STACK_MAX_ROTATION_DEG,
     interpolate_missing: bool = False,
     allow_gaps: bool = False,
     shifts_out: str | os.PathLike | None = None,

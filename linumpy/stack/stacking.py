@@ -22,7 +22,7 @@ from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, uni
 from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
 from linumpy.stack.interpolate import interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
-from linumpy.stack.rotation import DEFAULT_MAX_ROTATION_DEG, derotate_slices
+from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG, derotate_slices
 from linumpy.stack.refine import (
     PairEstimate,
     ResolvedOrigins,
@@ -136,7 +136,7 @@ class StackParameters:
     registration_size: int = 1024
     register: bool = True
     blend_overlap_um: float | None = None
-    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
+    max_rotation_deg: float = STACK_MAX_ROTATION_DEG
     interpolate_missing: bool = False
     match_intensity: bool = True
 
