@@ -143,11 +143,13 @@ def run_matrix(args: argparse.Namespace) -> None:
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir, condition, seed, args.n_slices)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
-            steps = np.diff(case["z_error_px"])
-            rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"],
+            steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])
+            rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],
                          "plane_ratio_cv": case["plane_ratio_cv"], "max_boundary_step": case["max_boundary_step"],
                          "max_step_z_error_px": round(float(np.abs(steps).max()), 3) if steps.size else 0.0,
                          "max_z_error_px": case["max_z_error_px"],
+                         "motor_max_step_z_error_px": round(float(np.abs(motor_steps).max()), 3),
+                         "motor_max_z_error_px": round(float(np.abs(case["motor_z_error_px"]).max()), 3),
                          "worst_qc_boundary_ratio": round(max((abs(r - 1) for r in ratios), default=0.0), 4),
                          "n_motor_fallback": case["stack_qc"]["metrics"]["n_motor_fallback"],
                          **{k: v for k, v in intensity_row(case).items() if k.endswith("mu_error")}})

@@ -16,7 +16,6 @@ import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, OUTPUT_DTYPES, AxialSettings, correct_slice
-from linumpy.io.profiles import read_depth_profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.profiles import read_depth_profile
+
     settings = AxialSettings(
         surface_depth_um=args.surface_depth_um,
         useful_depth_um=args.useful_depth_um,

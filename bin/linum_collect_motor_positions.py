@@ -9,8 +9,6 @@ acquired tile with the nominal tile step when tile (0, 0) was skipped.
 import argparse
 
 from linumpy.cli import add_overwrite_argument, make_parser, run
-from linumpy.io.acquisition import open_acquisition
-from linumpy.io.motor_table import collect_motor_positions, write_motor_positions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.acquisition import open_acquisition
+    from linumpy.io.motor_table import collect_motor_positions, write_motor_positions
+
     acquisition = open_acquisition(args.input_dir)
     write_motor_positions(collect_motor_positions(acquisition, args.slices), args.out_csv, args.overwrite)
 

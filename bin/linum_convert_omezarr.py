@@ -13,7 +13,6 @@ import argparse
 
 from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.io.convert import convert
 from linumpy.io.ngff import NGFF_VERSIONS
 
 
@@ -40,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.convert import convert
+
     convert(
         args.input, args.output, resolution_um=args.voxel_size_um, chunks=args.chunks,
         compression=args.compression, n_levels=args.n_levels, ngff_version=args.ngff_version,

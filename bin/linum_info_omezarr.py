@@ -10,7 +10,6 @@ import argparse
 import json
 
 from linumpy.cli import make_parser, run
-from linumpy.io.validate import describe_omezarr, format_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.validate import describe_omezarr, format_summary
+
     summary = describe_omezarr(args.input)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 

@@ -10,7 +10,6 @@ import argparse
 import logging
 
 from linumpy.cli import add_overwrite_argument, make_parser, run
-from linumpy.qc.report import write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.qc.report import write_report
+
     collection = write_report(args.results_dir, args.out_html, args.title, args.overwrite)
     logging.info(
         "%s: %d slices, %d records, %d red flags",

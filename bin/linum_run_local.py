@@ -16,10 +16,6 @@ import argparse
 import os
 
 from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
-from linumpy.pipeline.child import exit_on_sigterm
-from linumpy.pipeline.params import load_params
-from linumpy.pipeline.runner import run_pipeline
-from linumpy.pipeline.summary import end_of_run_lines
 
 DEFAULT_WORKERS = os.cpu_count() or 1
 
@@ -48,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.pipeline.child import exit_on_sigterm
+    from linumpy.pipeline.params import load_params
+    from linumpy.pipeline.runner import run_pipeline
+    from linumpy.pipeline.summary import end_of_run_lines
+
     exit_on_sigterm()
     params = load_params(args.params, {
         "input": args.input, "simulate": args.simulate, "outdir": args.outdir,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_overwrite_argument, make_parser, run
-from linumpy.io.atomic import atomic_output
-from linumpy.viz.screenshot import render_screenshot, screenshot_format
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.atomic import atomic_output
+    from linumpy.viz.screenshot import render_screenshot, screenshot_format
+
     image_format = screenshot_format(args.output)
     image = render_screenshot(args.input, z=args.z, level=args.level)
     with atomic_output(args.output, args.overwrite) as temporary:

@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from linumpy.cli import add_overwrite_argument, make_parser, run
-from linumpy.pipeline.slice_config import build_slice_config, write_slice_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.pipeline.slice_config import build_slice_config, write_slice_config
+
     previous = args.previous or (args.out_csv if Path(args.out_csv).is_file() else None)
     write_slice_config(build_slice_config(args.results_dir, previous), args.out_csv, args.overwrite)
 

@@ -19,7 +19,6 @@ import argparse
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
 from linumpy.stitching.blend import BLEND_MODES
 from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.stitch import stitch_mosaic_grid
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.stitching.stitch import stitch_mosaic_grid
+
     stitch_mosaic_grid(
         args.in_zarr,
         args.out_zarr,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import make_parser, run
-from linumpy.viz.viewer import view_omezarr
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.viz.viewer import view_omezarr
+
     view_omezarr(args.input)
 
 

@@ -6,7 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from linumpy.qc import warning_log
 from linumpy.simulate import get_preset, simulate_acquisition
+
+
+@pytest.fixture(autouse=True)
+def _warnings_of_this_test_only():
+    """Forget warnings collected in-process by earlier tests.
+
+    ``linumpy.cli.run`` installs a process-wide warning log (one process per
+    step in real runs); tests that call scripts in-process would otherwise
+    leak their warnings into the QC records written by later tests.
+    """
+    warning_log.reset()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from ome_zarr_models.v04.image import Image
 
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
-from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
+from linumpy.intensity.axial import AxialSettings, SliceStatistics, correct_block, correct_slice, output_paths
 from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
@@ -412,3 +412,17 @@ def test_script_refuses_existing_output_and_overwrites_with_f(tmp_path):
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode == 2 and "already exists" in refused.stderr
     assert subprocess.run([*command, "-f"], capture_output=True).returncode == 0
+
+
+def test_flattening_follows_the_surface_plane_not_its_bumps():
+    """A bump of the cut does not move the tissue below it: the shift is the plane's, not the A-line's."""
+    depth = np.arange(40, dtype=np.float32)[:, None, None]
+    data = np.broadcast_to(1.0 + depth, (40, 6, 8)).copy()  # the voxel's value is its input depth + 1
+    found = np.full((6, 8), 10.0, np.float32)
+    found[2:4, 3:5] = 13.0  # a bump of the cut surface, 3 voxels deep
+    found[0, 0] = np.nan  # no surface detected there
+    stats = SliceStatistics(noise_floor=0.0, focus_profile=None, focus_mode="none", focus_qc={}, focus_flags=[],
+                            plane=np.array([10.0, 0.0, 0.0]), mean_surface_px=10.0, surface_fraction=1.0,
+                            tissue_level=None)
+    flat, _ = correct_block(data, found, stats, AxialSettings(attenuation="none"), 0.0015, 0, 20)
+    assert np.all(flat[0] == 11.0)  # every A-line, the bump and the undetected one too, starts at input depth 10

@@ -96,8 +96,11 @@ def test_harsh_case_through_the_chain(tmp_path):
     # the homogeneous white-matter column (8 /mm): 15% on the median slice (the target), 25% on all
     white = [abs(entry["column_ratio"]["white_matter"] - 1) for entry in case["slices"]]
     assert np.median(white) <= 0.15 and max(white) <= 0.25, white
-    # measured on this case: NCC 0.80, step 0.056, CV 0.054, z 1.44 voxels cumulative (the targets,
-    # NCC >= 0.95, steps <= 5%, CV <= 0.05 and z <= 0.5 voxel, are not all met: see docs/stacking.md)
-    assert case["ncc"] >= 0.75 and case["max_boundary_step"] <= 0.08 and case["plane_ratio_cv"] <= 0.08, case
-    assert case["max_z_error_px"] <= 2.0, case
+    # measured on this case (flattened by the surface plane, scored at 10 um in the flattened frame): NCC 0.826
+    # (speckle ceiling 0.982), step 0.078, CV 0.065, z 0.93 voxel cumulative against 3.9 for the motors alone
+    # (the targets, NCC >= 0.95, steps <= 5%, CV <= 0.05 and z <= 0.5 voxel, are not all met: see
+    # docs/stacking.md)
+    assert case["ncc"] >= 0.8 and case["max_boundary_step"] <= 0.09 and case["plane_ratio_cv"] <= 0.08, case
+    assert case["max_z_error_px"] <= 1.3, case
+    assert case["max_z_error_px"] < np.abs(case["motor_z_error_px"]).max(), case  # never worse than the motors
     assert all(abs(r - 1) <= 0.05 for r in case["stack_qc"]["metrics"]["boundary_ratio"][1:] if r is not None)

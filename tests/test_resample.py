@@ -150,3 +150,24 @@ def test_resample_preserves_intensity(multiples, level, factor_tenths):
     result = resample_to_resolution(da.from_array(x, chunks=5), (1.0,) * 3, (factor,) * 3).compute()
     assert result.shape == blocks
     assert result.mean() == pytest.approx(x.mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_float_pyramid_mean_within_1e6_of_float64(dtype):
+    """float16/float32 2x2 means accumulate in float32: within 1e-6 relative of float64, borders included."""
+    rng = np.random.default_rng(3)
+    volume = rng.gamma(2.0, 0.25, size=(3, 37, 41)).astype(dtype)
+    weights = (1.0, 1.0, 0.5)
+    fast = block_mean(da.from_array(volume, chunks=(3, 16, 16)), (1, 2, 2), weights).compute()
+    exact = block_mean(da.from_array(volume.astype(np.float64), chunks=(3, 16, 16)), (1, 2, 2), weights)
+    exact = exact.compute().astype(dtype).astype(np.float64)
+    assert fast.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(fast.astype(np.float64), exact, rtol=1e-6 if dtype == "float32" else 0)
+
+
+def test_integer_means_round_halves_up_in_the_weighted_border_chunk():
+    """The border chunk (weighted) rounds halves up like the exact integer path: no seam between chunks."""
+    volume = np.zeros((1, 2, 20), np.uint16)
+    volume[0, :, ::2] = 1  # every 2x2 block sums to 2: a mean of exactly 0.5
+    chunked = block_mean(da.from_array(volume, chunks=(1, 2, 8)), (1, 2, 2), (1.0, 1.0, 1.0 - 1e-12)).compute()
+    assert np.all(chunked[0, 0, :-1] == 1)

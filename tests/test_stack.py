@@ -431,6 +431,23 @@ def simulated_stack(tiny_acquisition, tmp_path_factory) -> Path:
     return out
 
 
+def stitched_offset(work: Path, slice_truth: dict) -> np.ndarray:
+    """Mean (pasted origin - true tile origin) of a slice's tiles placed by registered pairs.
+
+    Tiles left on the stage model (empty agarose) carry the stage error; they
+    do not move the tissue the stack aligns, so they are left out (all tiles
+    when none was registered).
+    """
+    slice_id = slice_truth["slice_id"]
+    attributes = read_omezarr_info(work / f"slice_z{slice_id:02d}_normalize.ome.zarr").attributes
+    estimated = {(r, c): (round(y), round(x)) for r, c, y, x in attributes["tile_positions_px"]}
+    transform = json.loads((work / f"slice_z{slice_id:02d}_stitch_3d_transform.json").read_text())
+    registered = {tuple(t["tile"]) for t in transform["tiles"] if t["source"] != "stage"}
+    true = {(r, c): (y, x) for r, c, y, x in slice_truth["tile_positions_px"]}
+    used = [t for t in true if t in registered] or list(true)
+    return np.mean([np.subtract(estimated[t], true[t]) for t in used], axis=0)
+
+
 def true_slice_origins(truth: dict, work: Path) -> np.ndarray:
     """True (depth, y, x) of each normalised slice's first voxel, slice pixels, relative to slice 0.
 
@@ -443,9 +460,7 @@ def true_slice_origins(truth: dict, work: Path) -> np.ndarray:
     """
     origins = []
     for s in truth["slices"]:
-        attributes = read_omezarr_info(work / f"slice_z{s['slice_id']:02d}_normalize.ome.zarr").attributes
-        estimated = {(r, c): (round(y), round(x)) for r, c, y, x in attributes["tile_positions_px"]}
-        offset = np.mean([np.subtract(estimated[(r, c)], (y, x)) for r, c, y, x in s["tile_positions_px"]], axis=0)
+        offset = stitched_offset(work, s)
         depth = s["slice_id"] * truth["slice_thickness_px"] + s["surface"]["mean_px"]
         origins.append([depth, *(-offset - np.asarray(s["sample_shift_px"]))])
     origins = np.asarray(origins)
@@ -491,8 +506,7 @@ def phantom_on_stack_grid(acquisition: Path, truth: dict, work: Path, record: li
     box = ndimage.uniform_filter(phantom, tuple(int(round(s)) for s in steps), mode="nearest")
     first = truth["slices"][0]
     attributes = read_omezarr_info(work / "slice_z00_normalize.ome.zarr").attributes
-    estimated = {(r, c): (round(y), round(x)) for r, c, y, x in attributes["tile_positions_px"]}
-    offset = np.mean([np.subtract(estimated[(r, c)], (y, x)) for r, c, y, x in first["tile_positions_px"]], axis=0)
+    offset = stitched_offset(work, first)
     world_start = np.array([first["surface"]["mean_px"] - attributes.get("surface_depth_px", 0),
                             *(-offset - np.asarray(first["sample_shift_px"]))])
     origin = np.asarray(record[0]["origin_voxel"])

@@ -10,10 +10,15 @@ so that halos do not decode the same storage chunks again):
    halo for the lateral smoothing), store it in the surface map (and the
    A-line levels in a scratch map), and accumulate the noise floor, the
    background (agarose) depth profile and the moments of a plane fitted to
-   the surface (which fills the A-lines without a surface).
+   the surface.
 2. *Correction* (each block with a small lateral halo): subtract the noise floor, divide by
    the focus profile, compensate the attenuation (Vermeer), shift every
-   A-line so its surface sits at ``surface_depth_px``, crop
+   A-line so the plane fitted to the surface sits at ``surface_depth_px``
+   (the vibratome cuts a plane; the detected surface's bumps, e.g. tissue
+   swelling or chatter, do not move the tissue below them, so following
+   them A-line by A-line would shift that tissue in depth differently in
+   every slice and bias the slices' depth registration; without any
+   detected surface, A-lines are not shifted), crop
    ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
    the attenuation map in the same pass.
 
@@ -459,7 +464,8 @@ def correct_block(
     ----------
     data : ndarray, shape (z, y, x)
     found_px : ndarray, shape (y, x)
-        Detected surface (voxels), NaN where none; those A-lines follow the plane.
+        Detected surface (voxels), NaN where none (it sets the attenuation range; the
+        shift follows the surface plane when there is one).
     stats : SliceStatistics
     settings : AxialSettings
     dz_mm : float
@@ -493,9 +499,8 @@ def correct_block(
     del tails
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
-    else:
-        used = np.where(np.isfinite(found_px), found_px,
-                        surface.plane_values(stats.plane, found_px.shape, *origin))
+    else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)
+        used = surface.plane_values(stats.plane, found_px.shape, *origin)
     shift = np.rint(used).astype(np.int64) - surface_depth_px
     flat = surface.flatten_surface(signal, shift, depth_px)
     return flat, mean_mu

@@ -23,12 +23,13 @@ percent of size.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numcodecs
-import zarr.codecs
+from typing import TYPE_CHECKING, Any
 
 from linumpy.errors import InputError
+
+if TYPE_CHECKING:  # numcodecs and zarr are imported when a codec is built: scripts start fast
+    import numcodecs
+    import zarr
 
 #: Accepted values of ``compression=``; the first one is the default.
 COMPRESSIONS = ("blosc-lz4", "zstd", "lz4", "gzip", "none")
@@ -61,6 +62,8 @@ def v2_compressor(name: str) -> numcodecs.abc.Codec | None:
     numcodecs.abc.Codec or None
         ``None`` for ``"none"``.
     """
+    import numcodecs
+
     check_compression(name)
     if name == "blosc-lz4":
         return numcodecs.Blosc(cname="lz4", clevel=_BLOSC_LEVEL, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -75,6 +78,8 @@ def v2_compressor(name: str) -> numcodecs.abc.Codec | None:
 
 def v3_compressors(name: str) -> tuple[zarr.abc.codec.BytesBytesCodec, ...]:
     """Return the Zarr v3 bytes-to-bytes codecs for ``name`` (empty for ``"none"``)."""
+    import zarr.codecs
+
     check_compression(name)
     if name == "blosc-lz4":
         return (zarr.codecs.BloscCodec(cname="lz4", clevel=_BLOSC_LEVEL, shuffle="shuffle"),)

@@ -24,13 +24,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
 
 from linumpy.errors import InputError
 from linumpy.io import codecs
+
+if TYPE_CHECKING:  # zarr is imported when a group is created: scripts start fast
+    import zarr
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ MM_PER_UNIT = {
 WRITTEN_UNIT = "micrometer"
 SPATIAL_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 NGFF_VERSIONS = ("0.4", "0.5")
+#: Default number of 2x lateral levels above level 0.
+DEFAULT_N_LEVELS = 5
 _UM_DECIMALS = 9
 
 
@@ -198,6 +202,8 @@ class NgffFormat(ABC):
 
     def create_group(self, path: Path) -> zarr.Group:
         """Create an empty Zarr group of this version at ``path``."""
+        import zarr
+
         return zarr.open_group(str(path), mode="w", zarr_format=self.zarr_format)
 
     def create_array(

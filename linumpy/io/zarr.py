@@ -38,6 +38,7 @@ import zarr
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff
 from linumpy.io._progress import DaskProgress
+from linumpy.io.ngff import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
 
@@ -45,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Default chunk shapes by number of dimensions (capped by the level shape).
 DEFAULT_CHUNKS = {3: (64, 256, 256), 2: (1024, 1024)}
-#: Default number of 2x lateral levels above level 0.
-DEFAULT_N_LEVELS = 5
 #: Default resolutions (um) of the analysis pyramid.
 DEFAULT_ANALYSIS_RESOLUTIONS_UM = (10, 25, 50, 100)
 #: Relative tolerance under which two resolutions are the same.

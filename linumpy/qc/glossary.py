@@ -66,6 +66,27 @@ METRICS: dict[str, MetricInfo] = {
     "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
     "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
+    "focus_support_lines": _M("Focus support", "count", "Agarose depth scans (A-lines) measured at each input "
+                              "depth of the focus profile; few lines mean the profile there is modelled."),
+    "focus_support_threshold": _M("Focus support needed", "count", "A-lines a depth needs to count as measured "
+                                  "in the focus profile."),
+    "focus_support_min_tissue": _M("Fewest focus lines in tissue", "count", "Fewest agarose A-lines at any depth "
+                                   "from the shallowest tissue surface down."),
+    "focus_measured_fraction": _M("Focus measured", "%", "Share of the tissue depths whose focus value was "
+                                  "measured on agarose rather than filled by the model."),
+    "focus_model": _M("Focus model", "text", "Beam model fitted to the agarose profile (gaussian or lorentzian), "
+                      "or none."),
+    "focus_model_center_um": _M("Focal depth", "µm", "Depth of the fitted focus peak below the top of the input."),
+    "focus_model_width_um": _M("Focus width", "µm", "Width of the fitted focus model."),
+    "focus_fit_rms": _M("Focus fit error", "ratio", "Relative RMS misfit of the focus model to the measured depths."),
+    "focus_reference_depth_um": _M("Focus reference depth", "µm", "Well-sampled depth where the focus profile "
+                                   "is scaled to 1."),
+    "focus_clipped_depths": _M("Clipped focus depths", "count", "Tissue depths whose focus value was raised to "
+                               "the 0.05 floor (their correction is capped)."),
+    "focus_fallback": _M("Focus fallback", "text", "What was done instead of a measured focus profile, or empty."),
+    "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
+                                 "A-lines must keep to count in the focus profile."),
+    "focus_profile": _M("Focus profile", "gain", "Gain divided out at each input depth."),
     "p_low": _M("Low percentile value", "intensity", "Input intensity mapped to 0."),
     "p_high": _M("High percentile value", "intensity", "Input intensity mapped to 1."),
     "percentiles": _M("Percentiles", "%", "Tissue percentiles mapped to 0 and 1."),
@@ -94,6 +115,12 @@ METRICS: dict[str, MetricInfo] = {
     "n_gaps": _M("Gaps", "count", "Slices missing between the first and the last."),
     "slice_thickness_um": _M("Slice thickness", "µm", "Thickness of one physical section."),
     "kept_depth_um": _M("Kept depth", "µm", "Depth of each slice kept in the volume."),
+    "boundary_ratio_raw": _M("Boundary ratio (before gains)", "ratio", "Mean intensity of a slice's top over the "
+                             "previous slice's planes at the same depth, before the stack gains; 1 = seamless."),
+    "boundary_ratio": _M("Boundary ratio", "ratio", "The same ratio after the stack gains; far from 1 means a "
+                         "visible intensity step at that slab boundary."),
+    "gain_top_bottom": _M("Slab gain top/bottom", "gain", "Gain applied to a slice at its top and bottom plane "
+                          "to match its neighbours across the overlaps."),
     "warnings": _M("Warnings", "text", "Warnings the step logged while it ran."),
 }
 

@@ -18,16 +18,17 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.image import imsave
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import atomic_output
 from linumpy.io.naming import parse_slice_id
 from linumpy.qc.warning_log import logged_warnings
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is rendered: scripts start fast
+    from matplotlib.figure import Figure
 
 #: Version of the record layout, stored in every record under ``"schema"``.
 QC_SCHEMA = "linumpy-qc/1"
@@ -37,7 +38,8 @@ _ZARR_SUFFIX = ".ome.zarr"
 #: Resolution of rendered figures; small so the report stays light.
 FIGURE_DPI = 100
 
-FigureLike = Figure | np.ndarray
+#: A matplotlib figure or an image array (a string: matplotlib is not imported here).
+FigureLike: TypeAlias = "Figure | np.ndarray"
 
 
 def output_stem(output_path: str | os.PathLike) -> Path:
@@ -208,6 +210,9 @@ def render_png(figure: FigureLike) -> bytes:
     Matplotlib's ``Software`` tag is dropped, so the bytes depend only on the
     content and on the matplotlib version.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.image import imsave
+
     buffer = io.BytesIO()
     if isinstance(figure, Figure):
         figure.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})

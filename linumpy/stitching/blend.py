@@ -75,7 +75,7 @@ def feather_weights(tile_shape: Sequence[int], ramp_px: Sequence[float]) -> np.n
 
 def placement_origins(
     positions: Mapping[TileIndex, Sequence[float]],
-) -> tuple[dict[TileIndex, tuple[int, int]], tuple[int, int]]:
+) -> tuple[dict[TileIndex, tuple[int, int]], tuple[float, float]]:
     """Round positions to pixels and translate them so the smallest is 0.
 
     Before rounding, all positions are shifted by the circular mean of their
@@ -87,16 +87,20 @@ def placement_origins(
     -------
     origins : dict
         ``(row, col) -> (y, x)`` integer origin of each tile in the output.
-    translation : tuple of int
-        What was subtracted from the rounded positions.
+    translation : tuple of float
+        What was subtracted from the positions: the common sub-pixel shift
+        plus the integer shift to 0, so that each origin is
+        ``round(position - translation)`` and ``position - translation`` is
+        the tile's sub-pixel origin in the output frame.
     """
     values = np.array([np.asarray(p, dtype=float) for p in positions.values()])
     angles = 2 * np.pi * values
     common = np.arctan2(np.sin(angles).sum(axis=0), np.cos(angles).sum(axis=0)) / (2 * np.pi)
+    common = np.round(common, 6) + 0.0  # whole-pixel positions: exactly 0, not -3e-15 (or -0.0)
     rounded = {t: np.rint(np.asarray(p, dtype=float) - common).astype(int) for t, p in positions.items()}
     low = np.min(np.array(list(rounded.values())), axis=0)
     origins = {t: (int(p[0] - low[0]), int(p[1] - low[1])) for t, p in rounded.items()}
-    return origins, (int(low[0]), int(low[1]))
+    return origins, (float(low[0] + common[0]), float(low[1] + common[1]))
 
 
 def output_extent(origins: Mapping[TileIndex, tuple[int, int]],
