@@ -39,9 +39,15 @@ DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
 #: Default largest correction of the nominal offset, pixels (stage uncertainty).
 DEFAULT_MAX_SHIFT_PX = 20.0
 #: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
-MIN_SIGNIFICANCE = 2.0
+#: Low on purpose: with speckle drawn anew in every tile, right pairs often
+#: score below 1; a candidate that is not strong is kept only where loops of
+#: pairs check it, and candidates below :data:`CONFIDENT_SIGNIFICANCE` only if
+#: they cost none of the pairs kept without them.
+MIN_SIGNIFICANCE = 0.5
 #: Significance a pair needs to be accepted as the only link between tiles.
 STRONG_SIGNIFICANCE = 3.0
+#: Pairs at least this significant are solved first; the reported confidence is 0.5 there.
+CONFIDENT_SIGNIFICANCE = 2.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 
@@ -63,8 +69,8 @@ def neighbour_pairs(tiles: Sequence[TileIndex]) -> list[tuple[TileIndex, TileInd
 
 
 def pair_confidence(significance: float) -> float:
-    """Map a significance to [0, 1]: 0.5 at :data:`MIN_SIGNIFICANCE`, 1 at twice it."""
-    return float(np.clip(significance / (2 * MIN_SIGNIFICANCE), 0.0, 1.0))
+    """Map a significance to [0, 1]: 0.5 at :data:`CONFIDENT_SIGNIFICANCE`, 1 at twice it."""
+    return float(np.clip(significance / (2 * CONFIDENT_SIGNIFICANCE), 0.0, 1.0))
 
 
 def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, bridge: bool) -> str:
@@ -124,7 +130,12 @@ def estimate_transform(
                    strong=r.significance >= STRONG_SIGNIFICANCE)
         for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE
     ]
-    positions, model, kept = solve_positions(tiles, candidates, tile_step_px)
+    confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    positions, model, kept = solve_positions(tiles, confident, tile_step_px)
+    if len(candidates) > len(confident):
+        wider = solve_positions(tiles, candidates, tile_step_px)
+        if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
+            positions, model, kept = wider
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = tuple(
