@@ -164,13 +164,14 @@ def condition(preset_name: str, name: str, n_slices: int, **fields) -> Preset:
     return replace(preset, **fields)
 
 
-def bench_curvature(workdir: Path, seeds: list[int], presets: tuple[str, ...] = ("tiny", "small")) -> None:
+def bench_curvature(workdir: Path, seeds: list[int], presets: tuple[str, ...] = ("tiny", "small"),
+                    conditions: tuple[str, ...] = tuple(CONDITIONS)) -> None:
     """Print the curvature table: one row per preset, condition and curvature, over the seeds."""
     print("| preset | condition | curvature (voxels, p2p) | applied | residual p2p after (voxels, max over seeds) | "
           "fit error p2p | statuses | border mismatch before / after (held out, mean) |")
     print("|---|---|---|---|---|---|---|---|")
     for preset_name in presets:
-        for name in CONDITIONS:
+        for name in conditions:
             for amplitude in (0.0, 1.0, 2.0, 4.0):
                 residuals, errors, statuses, before, after = [], [], [], [], []
                 for seed in seeds:
@@ -199,6 +200,8 @@ def main() -> int:
     parser.add_argument("--feature", choices=["all", *FEATURES], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], help="galvo and curvature: presets.")
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
+                        help="curvature: conditions.")
     parser.add_argument("--workdir", help="Scratch folder (default: a temporary one).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,6 +211,8 @@ def main() -> int:
             if args.feature in ("all", name):
                 print(f"## {name}")
                 extra = {"presets": tuple(args.presets)} if name in ("galvo", "curvature") else {}
+                if name == "curvature":
+                    extra["conditions"] = tuple(args.conditions)
                 bench(workdir, args.seeds, **extra)
     return 0
 

@@ -120,7 +120,7 @@ class Curvature:
             "curvature_applied": self.applied,
             "curvature_status": self.status,
             "curvature_amplitude_px": round(self.amplitude_px, 3),
-            "curvature_spread_px": round(self.spread_px, 3),
+            "curvature_spread_px": _rounded(self.spread_px, 3),
             "curvature_coefficients_px": [round(c, 4) for c in self.coefficients],
             "curvature_overlap_ncc_before": _rounded(self.ncc_before),
             "curvature_overlap_ncc_after": _rounded(self.ncc_after),
@@ -128,6 +128,16 @@ class Curvature:
             "curvature_border_mismatch_after_px": _rounded(self.mismatch_after_px),
             "curvature_n_points": self.n_points,
         }
+
+
+    def flags(self) -> list[str]:
+        """Messages for the QC record when a curvature was found but left in, or could not be estimated."""
+        if self.status in ("no_gain", "unstable", "ncc_worse"):
+            return [f"field curvature of {self.amplitude_px:.1f} voxels found but not removed ({self.status}): "
+                    "tiles may meet at different depths"]
+        if self.status == "too_few_points":
+            return [f"field curvature not estimated: {self.n_points} interface points in the sampled tile overlaps"]
+        return []
 
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:

@@ -271,7 +271,7 @@ def write_mosaic_grid(
         aip.finalize(resolution_mm[1:], n_levels, attributes)
     write_mosaic_grid_qc(
         path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
-        galvo.flags(galvo_confidence),
+        galvo.flags(galvo_confidence) + curvature.flags(),
     )
     return geometry
 
