@@ -39,7 +39,8 @@ def test_curvature_within_one_voxel_and_never_invented(seed, condition, amplitud
 
 def _textured_tiles(offsets: np.ndarray, seed: int, empty: tuple = ()) -> dict:
     """A 3 x 3 grid of 40 x 48 x 48 tiles (step 38) of one tilted, textured slab, each A-line
-    ``offsets`` deeper; tiles in ``empty`` hold noise only."""
+    ``offsets`` deeper, each tile also up to 2 voxels deeper as a whole (stage height error);
+    tiles in ``empty`` hold noise only."""
     rng = np.random.default_rng(seed)
     world = rng.random((40, 3 * 38 + 10, 3 * 38 + 10)).astype(np.float32) + 1.0
     yy, xx = np.mgrid[: world.shape[1], : world.shape[2]]
@@ -51,13 +52,15 @@ def _textured_tiles(offsets: np.ndarray, seed: int, empty: tuple = ()) -> dict:
             tile = world[:, 38 * row : 38 * row + 48, 38 * col : 38 * col + 48]
             if (row, col) in empty:
                 tile = np.zeros_like(tile)
-            tiles[(row, col)] = shift_alines(tile, offsets) + 0.01 * rng.random(tile.shape, dtype=np.float32)
+            step = rng.uniform(0, 2)
+            tiles[(row, col)] = shift_alines(tile, offsets + step) + 0.01 * rng.random(tile.shape, dtype=np.float32)
     return tiles
 
 
 def test_estimate_on_synthetic_tiles_recovers_an_asymmetric_curvature():
-    """A known asymmetric quadratic (with a cross term) under a tilted slab, two tiles empty:
-    recovered within 0.5 voxel; the same slab without curvature is left alone."""
+    """A known asymmetric quadratic (with a cross term) under a tilted slab, tiles at random
+    heights, two tiles empty: recovered within 0.5 voxel; the same slab without curvature is
+    left alone."""
     truth = [1.5, 0.8, -0.6]
     estimate = estimate_curvature(_textured_tiles(quadratic_map(truth, (48, 48)), 0, empty={(0, 0), (2, 1)}), (38, 38))
     assert estimate.applied, estimate.metrics()
