@@ -165,14 +165,15 @@ def condition(preset_name: str, name: str, n_slices: int, **fields) -> Preset:
 
 
 def bench_curvature(workdir: Path, seeds: list[int], presets: tuple[str, ...] = ("tiny", "small"),
-                    conditions: tuple[str, ...] = tuple(CONDITIONS)) -> None:
+                    conditions: tuple[str, ...] = tuple(CONDITIONS),
+                    amplitudes: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)) -> None:
     """Print the curvature table: one row per preset, condition and curvature, over the seeds."""
     print("| preset | condition | curvature (voxels, p2p) | applied | residual p2p after (voxels, max over seeds) | "
           "fit error p2p | statuses | border mismatch before / after (held out, mean) |")
     print("|---|---|---|---|---|---|---|---|")
     for preset_name in presets:
         for name in conditions:
-            for amplitude in (0.0, 1.0, 2.0, 4.0):
+            for amplitude in amplitudes:
                 residuals, errors, statuses, before, after = [], [], [], [], []
                 for seed in seeds:
                     preset = condition(preset_name, name, 1, field_curvature_px=amplitude)
@@ -202,6 +203,8 @@ def main() -> int:
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], help="galvo and curvature: presets.")
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
                         help="curvature: conditions.")
+    parser.add_argument("--amplitudes", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0],
+                        help="curvature: field curvatures, voxels peak to peak over the tile.")
     parser.add_argument("--workdir", help="Scratch folder (default: a temporary one).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +215,7 @@ def main() -> int:
                 print(f"## {name}")
                 extra = {"presets": tuple(args.presets)} if name in ("galvo", "curvature") else {}
                 if name == "curvature":
-                    extra["conditions"] = tuple(args.conditions)
+                    extra.update(conditions=tuple(args.conditions), amplitudes=tuple(args.amplitudes))
                 bench(workdir, args.seeds, **extra)
     return 0
 
