@@ -49,16 +49,13 @@ from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
     chunk_shape, map_ordered, read_block,
 )
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 
 logger = logging.getLogger(__name__)
 
-FOCUS_MODES = ("background", "gaussian", "none")
-ATTENUATION_MODES = ("vermeer", "none")
-#: Stored dtypes of the corrected volume (float16: compact intermediates, relative rounding 2**-11).
-OUTPUT_DTYPES = ("float32", "float16")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
@@ -172,8 +169,8 @@ def correct_slice(
         Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
     """
     _check_settings(settings)
-    if dtype not in OUTPUT_DTYPES:
-        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    if dtype not in AXIAL_DTYPES:
+        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(AXIAL_DTYPES)}")
     volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:

@@ -37,14 +37,13 @@ from linumpy.intensity import normalize
 from linumpy.intensity.blocks import LateralBlock, count_blocks, lateral_block_size, lateral_blocks
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import LogHistogram
+from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, StoredArray, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import ordered_map
 
 logger = logging.getLogger(__name__)
-
-OUTPUT_DTYPES = ("float32", "uint16")
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class NormalizeSettings:
         Smoothing of the AIP before thresholding it.
     """
 
-    percentiles: tuple[float, float] = (1.0, 95.0)
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     flatfield: bool = False
     dtype: str = "float32"
     mask_sigma_px: float = 2.0
@@ -161,8 +160,8 @@ def _check_settings(settings: NormalizeSettings) -> None:
     low, high = settings.percentiles
     if not 0 <= low < high <= 100:
         raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
-    if settings.dtype not in OUTPUT_DTYPES:
-        raise InputError(f"unknown output dtype {settings.dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    if settings.dtype not in NORMALIZE_DTYPES:
+        raise InputError(f"unknown output dtype {settings.dtype!r}; choose one of {', '.join(NORMALIZE_DTYPES)}")
 
 
 def _attributes(

@@ -28,7 +28,8 @@ from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
-from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE, GalvoShift, detect_slice_band, read_tile
+from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
+from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
 from linumpy.parallel import ordered_map
 from linumpy.qc.figures import mosaic_grid_figure
 from linumpy.qc.metrics import nonzero_fraction
@@ -37,8 +38,6 @@ from linumpy.resample import block_mean, resample_to_resolution, resampled_shape
 
 logger = logging.getLogger(__name__)
 
-#: Output dtypes; integers are rounded and clipped to their range, not rescaled.
-DTYPES = ("float32", "float16", "uint16")
 #: Largest number of voxels of one storage chunk (16 MB of float32): bounds the pyramid step's memory.
 _MAX_CHUNK_VOXELS = 2**22
 

@@ -39,17 +39,13 @@ from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 from linumpy.resample import block_mean
+from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
 
 LOGGER = logging.getLogger(__name__)
 
 #: Largest rotation searched by :func:`estimate_rotation` unless told otherwise, degrees.
 DEFAULT_MAX_ROTATION_DEG = 5.0
-#: The stack's default: no rotation search (opt-in). On the ``tiny`` preset (seed 0, no
-#: rotation simulated) the gate accepted a false 1.19 degree turn of slice 2 (NCC gain 0.016
-#: over identity 0.658), halving its overlap NCC; until the gate tells such gains from the
-#: small ones of true turns, the search is asked for explicitly (e.g. ``--max_rotation_deg 5``).
-STACK_MAX_ROTATION_DEG = 0.0
 #: Width of the images the rotation is estimated on (pixels, at most twice this).
 ROTATION_SIZE = 256
 #: Coarse and fine angle steps, degrees.
