@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
+from linumpy.io.prefetch import prefetched, tile_files
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
@@ -262,8 +263,10 @@ def write_mosaic_grid(
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
 
-        # Tiles fill whole chunks of both outputs, so threads never write the same chunk.
-        jobs = ordered_map(lay_out, section.tiles.items(), workers)
+        # Tiles fill whole chunks of both outputs, so threads never write the same chunk. The
+        # files of the tiles taken ahead are read by the kernel while the current tiles are laid out.
+        tiles = prefetched(section.tiles.items(), lambda item: tile_files(item[1].path))
+        jobs = ordered_map(lay_out, tiles, workers)
         for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
             pass
         grid.finalize(resolution_mm, n_levels, attributes)
