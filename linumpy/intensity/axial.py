@@ -40,7 +40,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
@@ -195,10 +194,10 @@ def correct_slice(
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
-        levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
-                                   dtype=np.float32)
-        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer, levels,
-                                   settings, block, progress, workers, qc)
+        # A scratch map written and read chunk by chunk straight from its files (never published).
+        levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **map_options)
+        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
+                                   levels_writer, settings, block, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -206,6 +205,7 @@ def correct_slice(
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
         surface_um = surface_writer.stored_level0()
+        levels = levels_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -280,7 +280,7 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 def _gather_statistics(
     volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
-    levels_map: zarr.Array, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
+    levels_map: OmeZarrWriter, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
