@@ -29,7 +29,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
@@ -115,8 +114,8 @@ def normalize_slice(
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with atomic.scratch_directory(out_path) as scratch:
-        aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress, workers)
-        smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.zarr", settings.mask_sigma_px)
+        aip = _store_aip(volume, Path(scratch) / "aip.ome.zarr", block, in_path, progress, workers)
+        smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px)
         aip_histogram = LogHistogram()
         for part in lateral_blocks(smoothed.shape, 4 * block):
             aip_histogram.add(smoothed[part.inner])
@@ -131,10 +130,10 @@ def normalize_slice(
                 writer[:] = 0
                 attributes.update(_attributes(settings, threshold, None, None, 0.0))
             else:
-                tissue = da.from_zarr(smoothed) > threshold
+                tissue = smoothed.to_dask() > threshold
                 field = None
                 if origins is not None:
-                    field = _estimate_flatfield(da.from_zarr(aip), tissue, origins, info.attributes)
+                    field = _estimate_flatfield(aip.to_dask(), tissue, origins, info.attributes)
                 values = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress, workers)
                 low, high = (values.percentile(q) for q in settings.percentiles)
                 fraction = float(da.mean(tissue).compute())
@@ -177,12 +176,20 @@ def _attributes(
     }
 
 
+def _scratch_map(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...]) -> OmeZarrWriter:
+    """A float32 2D scratch map, written and read straight from its chunk files.
+
+    It is never finalized: the scratch directory holding it is removed with it.
+    """
+    return OmeZarrWriter(path, shape, chunks=chunks, dtype=np.float32)
+
+
 def _store_aip(
     volume: StoredArray, path: Path, block: int, in_path: Any, progress: bool, workers: int | None
-) -> zarr.Array:
-    """Compute the AIP block by block into a scratch zarr array; refuse NaN/inf."""
+) -> StoredArray:
+    """Compute the AIP block by block into a scratch map; refuse NaN/inf."""
     shape = volume.shape[1:]
-    target = zarr.create_array(store=str(path), shape=shape, chunks=(block, block), dtype=np.float32)
+    target = _scratch_map(path, shape, (block, block))
 
     def project(part: LateralBlock) -> None:
         aip = volume[(slice(None), *part.inner)].mean(axis=0, dtype=np.float64)
@@ -196,18 +203,17 @@ def _store_aip(
     for _ in tqdm(ordered_map(project, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
                   desc="AIP", disable=not progress, leave=False):
         pass
-    return target
+    return target.stored_level0()
 
 
-def _store_smoothed(aip: zarr.Array, path: Path, sigma_px: float) -> zarr.Array:
+def _store_smoothed(aip: StoredArray, path: Path, sigma_px: float) -> StoredArray:
     """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it."""
-    target = zarr.create_array(store=str(path), shape=aip.shape, chunks=aip.chunks, dtype=np.float32)
-    smoothed = da.from_zarr(aip).map_overlap(
+    target = _scratch_map(path, aip.shape, aip.chunks)
+    target[:] = aip.to_dask().map_overlap(
         normalize.smooth_aip, depth=int(np.ceil(4 * sigma_px)), boundary="nearest", sigma_px=sigma_px,
         dtype=np.float32,
     )
-    da.store(smoothed, target, lock=False)
-    return target
+    return target.stored_level0()
 
 
 def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: Any) -> list[tuple[int, int]]:
@@ -260,7 +266,7 @@ def _flat_fielded(
 
 
 def _tissue_histogram(
-    volume: StoredArray, smoothed: zarr.Array, threshold: float, field: np.ndarray | None,
+    volume: StoredArray, smoothed: StoredArray, threshold: float, field: np.ndarray | None,
     origins: list[tuple[int, int]] | None, block: int, progress: bool, workers: int | None,
 ) -> LogHistogram:
     """Histogram of the flat-fielded voxel values of the tissue A-lines."""
