@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "native tiles really is and crop it there, see --galvo_confidence).",
     )
     parser.add_argument(
-        "--fix_field_curvature", action="store_true",
-        help="Estimate the field curvature common to all tiles and remove it when the fit is at least "
-        "1 voxel, stable and improves the tile overlaps (experimental; default: depths as recorded).",
+        "--no_fix_field_curvature", action="store_true",
+        help="Keep the depths as recorded (default: estimate the field curvature common to all tiles "
+        "from their overlaps and remove it when it reduces the held-out border depth mismatch).",
     )
     parser.add_argument(
         "--galvo_confidence", type=finite_float, default=DEFAULT_CONFIDENCE,
@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> None:
         section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
         args.n_levels, args.compression, args.overwrite, progress_enabled(args),
         fix_galvo_shift=not args.no_fix_galvo_shift, galvo_confidence=args.galvo_confidence,
-        fix_field_curvature=args.fix_field_curvature,
+        fix_field_curvature=not args.no_fix_field_curvature,
     )
 
 

@@ -203,7 +203,7 @@ def write_mosaic_grid(
     workers: int | None = None,
     fix_galvo_shift: bool = True,
     galvo_confidence: float = DEFAULT_CONFIDENCE,
-    fix_field_curvature: bool = False,
+    fix_field_curvature: bool = True,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
@@ -235,9 +235,9 @@ def write_mosaic_grid(
     galvo_confidence : float
         Confidence threshold in [0, 1] of the band fix.
     fix_field_curvature : bool
-        Estimate the depth offset common to all tiles on a few central tiles
-        and, when it improves their overlaps, remove it from every tile
-        (:mod:`linumpy.mosaic.curvature`).
+        Estimate the depth offset common to all tiles from the overlaps of a
+        few central tiles and, when it demonstrably reduces their border
+        depth mismatch, remove it from every tile (:mod:`linumpy.mosaic.curvature`).
 
     Returns
     -------
@@ -273,7 +273,7 @@ def write_mosaic_grid(
         aip.finalize(resolution_mm[1:], n_levels, attributes)
     write_mosaic_grid_qc(
         path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
-        galvo.flags(galvo_confidence),
+        galvo.flags(galvo_confidence) + curvature.flags(),
     )
     return geometry
 
