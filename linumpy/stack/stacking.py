@@ -40,7 +40,8 @@ MIN_PLANES = 2
 #: (:func:`linumpy.stack.refine.bandpass_planes`) has no planes above the surface to
 #: average, so the top planes' content looked ~0.3 plane deeper than it is and every step
 #: came out ~0.05 plane too deep (harsh seeds 0-1: +0.3 to +0.5 plane over 8 slices);
-#: the cut face itself (rough, partly cut voxels) is also the least reliable plane.
+#: the cut face itself (rough, partly cut voxels) is also the least reliable plane. Not
+#: skipped in a thin overlap (fewer than ``n_planes`` planes left below the skipped ones).
 TOP_SKIP_PLANES = 2
 #: Relative tolerance when comparing voxel sizes.
 RESOLUTION_TOLERANCE = 0.01
@@ -421,8 +422,11 @@ def _register_consecutive(
     lateral_um = np.asarray(source_um[1:]) * factor
     tolerance = z_tolerance_um / axial_um
     # the new slice's planes matched start TOP_SKIP_PLANES below its surface (see TOP_SKIP_PLANES)
-    skip = TOP_SKIP_PLANES if current.useful_depth >= TOP_SKIP_PLANES + 2 * MIN_PLANES else 0
-    expected = nominal_step_um[0] / axial_um + skip
+    # when the previous slice still holds n_planes below the skipped planes' expected offset
+    expected = nominal_step_um[0] / axial_um
+    fits = previous.useful_depth - math.ceil(expected + TOP_SKIP_PLANES) >= parameters.n_planes
+    skip = TOP_SKIP_PLANES if fits and current.useful_depth >= TOP_SKIP_PLANES + 2 * MIN_PLANES else 0
+    expected += skip
     first = max(0, int(math.floor(expected - tolerance)))
     # the scan stops where the previous slice ends: a thin overlap narrows it
     room = previous.useful_depth - int(math.ceil(expected))
