@@ -61,8 +61,8 @@ MIN_PATCHES = 6
 #: A patch whose displacement misses the rigid fit by more than this (pixels) is an outlier.
 MAX_RESIDUAL_PX = 1.0
 #: A rotation is applied only when it exceeds :data:`SIGNIFICANCE` standard errors and
-#: :data:`MIN_ANGLE_DEG`, and the two halves' estimates agree within :data:`MAX_HALF_DISAGREEMENT`
-#: standard errors (or :data:`MIN_ANGLE_DEG`).
+#: :data:`MIN_ANGLE_DEG`, and the estimates of the two spatial halves of the overlap agree within
+#: :data:`MAX_HALF_DISAGREEMENT` standard errors of their difference (or :data:`MIN_ANGLE_DEG`).
 SIGNIFICANCE = 4.0
 MIN_ANGLE_DEG = 0.1
 MAX_HALF_DISAGREEMENT = 4.0
@@ -93,7 +93,7 @@ class RotationEstimate:
     std_deg : float
         Standard error of ``measured_deg`` (from the patches' residuals; inf without a fit).
     halves_deg : tuple of float
-        The angle fitted on each of two interleaved halves of the patches (independent checks).
+        The angle fitted on each spatial half of the patches (independent checks).
     n_patches : int
         Patches that entered the fit.
     ncc, ncc_identity : float
@@ -170,6 +170,7 @@ class _RigidFit:
     angle_deg: float
     std_deg: float
     halves_deg: tuple[float, float]
+    halves_std_deg: tuple[float, float]
     n_patches: int
 
 
@@ -235,7 +236,7 @@ def _refine_angle(reference: np.ndarray, valid_ref: np.ndarray, moving: np.ndarr
         curvature = left - 2 * peak + right
         if curvature < 0:
             angle += FINE_STEP_DEG * 0.5 * (left - right) / curvature
-    return angle, float(scores[best])
+    return float(angle), float(scores[best])
 
 
 def _skip_reason(angle: float, fit: _RigidFit, halves: tuple[float, float], max_deg: float) -> str:
@@ -245,7 +246,7 @@ def _skip_reason(angle: float, fit: _RigidFit, halves: tuple[float, float], max_
     if abs(angle) < max(SIGNIFICANCE * fit.std_deg, MIN_ANGLE_DEG):
         return f"not significant ({angle:.3f} +- {fit.std_deg:.3f} degrees)"
     disagreement = abs(halves[0] - halves[1])
-    if not disagreement <= max(MAX_HALF_DISAGREEMENT * fit.std_deg * math.sqrt(2), MIN_ANGLE_DEG):
+    if not disagreement <= max(MAX_HALF_DISAGREEMENT * math.hypot(*fit.halves_std_deg), MIN_ANGLE_DEG):
         return f"halves disagree ({halves[0]:.2f} vs {halves[1]:.2f} degrees)"
     return ""
 
@@ -268,9 +269,9 @@ def _fit_patches(reference: np.ndarray, valid_ref: np.ndarray, moving: np.ndarra
     shift, _, _ = phase_cross_correlation(reference, moving, normalization=None)
     shift = np.rint(shift).astype(int)
     size = min(PATCH_SIZE, min(reference.shape) // 4)
-    centres, targets, parity = [], [], []
-    for i, y in enumerate(range(0, moving.shape[0] - size + 1, size // 2)):
-        for j, x in enumerate(range(0, moving.shape[1] - size + 1, size // 2)):
+    centres, targets = [], []
+    for y in range(0, moving.shape[0] - size + 1, size // 2):
+        for x in range(0, moving.shape[1] - size + 1, size // 2):
             ry, rx = y + shift[0], x + shift[1]
             if ry < 0 or rx < 0 or ry + size > reference.shape[0] or rx + size > reference.shape[1]:
                 continue
@@ -283,42 +284,46 @@ def _fit_patches(reference: np.ndarray, valid_ref: np.ndarray, moving: np.ndarra
             centre = np.array([y + (size - 1) / 2, x + (size - 1) / 2])
             centres.append(centre)
             targets.append(centre + shift + np.asarray(residual))
-            parity.append((i + j) % 2)
-    centres, targets, parity = np.asarray(centres), np.asarray(targets), np.asarray(parity)
+    centres, targets = np.asarray(centres), np.asarray(targets)
     keep = np.ones(len(centres), bool)
     for _ in range(2):  # fit, drop the outliers, fit again
         if keep.sum() < MIN_PATCHES:
             return None
-        angle, residuals = _rigid_angle(centres[keep], targets[keep])
+        _, _, residuals = _rigid_fit(centres[keep], targets[keep])
         errors = np.zeros(len(centres))
         errors[keep] = residuals
         keep &= errors <= max(MAX_RESIDUAL_PX, 3 * float(np.median(residuals)))
+    if keep.sum() < MIN_PATCHES:
+        return None
+    angle, std, _ = _rigid_fit(centres[keep], targets[keep])
+    # two spatial halves (either side of the patches' centre along their longer extent): a rigid
+    # turn gives the same angle on both, a local warp or a texture artefact does not
+    axis = int(np.argmax(np.ptp(centres[keep], axis=0)))
+    side = centres[:, axis] < np.median(centres[keep, axis])
     halves = []
-    for half in (0, 1):
-        chosen = keep & (parity == half)
+    for half in (side, ~side):
+        chosen = keep & half
         if chosen.sum() < MIN_PATCHES // 2:
             return None
-        halves.append(_rigid_angle(centres[chosen], targets[chosen])[0])
-    angle, residuals = _rigid_angle(centres[keep], targets[keep])
-    spread = centres[keep] - centres[keep].mean(axis=0)
-    # half-overlapping patches: about a quarter of them are independent, hence the factor 4
-    variance = float(np.sum(residuals**2)) / max(1, 2 * int(keep.sum()) - 3) * 4 / float(np.sum(spread**2))
-    std = math.degrees(math.sqrt(variance))
-    return _RigidFit(angle, std, (halves[0], halves[1]), int(keep.sum()))
+        halves.append(_rigid_fit(centres[chosen], targets[chosen])[:2])
+    return _RigidFit(angle, std, (halves[0][0], halves[1][0]), (halves[0][1], halves[1][1]), int(keep.sum()))
 
 
-def _rigid_angle(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-    """Angle (degrees, to undo with :func:`rotate_image`) of the rigid motion ``source -> target``, and residuals.
+def _rigid_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Angle (degrees, to undo with :func:`rotate_image`) of the rigid motion ``source -> target``,
+    its standard error (degrees) and the residuals (pixels).
 
     Least squares (Kabsch in 2D) on ``(y, x)`` points: ``target = R(phi) source + t``;
     the angle returned is ``-phi`` (:func:`rotate_image` by it turns the moving image back).
+    Half-overlapping patches: about a quarter are independent, hence the factor 4 on the variance.
     """
     u = source - source.mean(axis=0)
     v = target - target.mean(axis=0)
     phi = math.atan2(float(np.sum(v[:, 1] * u[:, 0] - v[:, 0] * u[:, 1])), float(np.sum(v * u)))
     rotation = np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
     residuals = np.linalg.norm(v - u @ rotation.T, axis=1)
-    return -math.degrees(phi), residuals
+    variance = float(np.sum(residuals**2)) / max(1, 2 * len(u) - 3) * 4 / max(float(np.sum(u**2)), 1e-12)
+    return -math.degrees(phi), math.degrees(math.sqrt(variance)), residuals
 
 
 def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) -> da.Array:
