@@ -443,7 +443,9 @@ def _register_consecutive(
     c0 = current.useful_range[0]
     last = min(previous.useful_depth, int(math.ceil(expected + tolerance)) + depth)
     previous_planes = _planes(previous_data[p0 + first : p0 + last], previous_window, factor)
-    halo = min(current.useful_depth, skip + depth + TOP_SKIP_PLANES)  # smoothed with true neighbours below too
+    # with the top skipped, smoothed with true neighbours below too; else both ends are edges, whose
+    # opposite biases (the z smoothing's) roughly cancel
+    halo = min(current.useful_depth, skip + depth + skip)
     current_planes = _planes(current_data[c0 : c0 + halo], current_window, factor)[skip : skip + depth]
     estimate = register_pair(previous_planes, first, current_planes, expected, tolerance)
     estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
