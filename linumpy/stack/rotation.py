@@ -9,20 +9,29 @@ usual z and lateral refinement then runs on de-rotated slices.
 
 Estimation (:func:`estimate_rotation`): a thick average of the slice's top
 planes is compared with the previous slice's planes around the motor depth
-step (the overlap). For each candidate angle (a 0.5 degree grid over
-``[-max, max]``, then a 0.05 degree grid around the best) the moving image is
-rotated, aligned by phase correlation and scored by the NCC of the common
-valid area. Gating (``mode``):
+step (the overlap). Half-overlapping patches of the moving image are
+registered by phase correlation, and a rigid motion (2D Kabsch) is fitted to
+their displacements, outliers dropped; the image is turned back by the
+angle found and the residual fitted again (:data:`ROUNDS`). The fit's
+residuals give the angle's standard error. Gating (``mode``):
 
-- ``"skipped"``: the best angle gains too little NCC over no rotation
-  (less than 3% of the mismatch ``1 - NCC`` left without rotation; on the
-  phantom with speckle, no rotation gains 0.0002 and 0.3 degree 0.0025), or
-  lies on the edge of the search range, or scores below :data:`MIN_NCC`: no
-  rotation (identity), as without this feature;
-- ``"rotation_only"``: the angle is distinct but the aligned overlap is weak
+- ``"skipped"``: no rotation (identity, as without this feature) when the
+  angle is below :data:`SIGNIFICANCE` standard errors or
+  :data:`MIN_ANGLE_DEG`, when the two spatial halves of the overlap give
+  angles that differ by more than :data:`MAX_HALF_DISAGREEMENT` standard
+  errors (a local warp or a texture artefact, not a rigid turn), when it lies
+  outside ``[-max, max]``, or when too few patches are textured; ``reason``
+  says which. The previous gate (NCC gain over no rotation) accepted a false
+  1.19 degree turn on the unrotated ``tiny`` preset: a gain in NCC is no
+  evidence of a turn, a consistent displacement field is;
+- ``"rotation_only"``: the angle is accepted but the aligned overlap is weak
   (NCC below the stack's ``min_confidence``): the rotation is applied; the
   translation is left to the stack's own gated refinement;
 - ``"full"``: both are confident: rotation applied, translation refined.
+
+An accepted angle is refined on the whole overlap (NCC over a 0.05 degree
+grid of +-0.4 degree around it, a parabola at the peak): every pixel at once
+is more precise about how much than the patches.
 """
 
 from __future__ import annotations
