@@ -109,15 +109,20 @@ def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
         for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
             row = []
             for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
-                start, stop = max(0, z0 + low), min(nz, z1 + high)
+                start, stop = max(0, min(z0 + low, nz - 1)), min(nz, max(z1 + high, 1))
                 window = data[start:stop, y0:y1, x0:x1]
-                index = np.clip(np.arange(z0, z1)[:, None, None] + shift[None, y0:y1, x0:x1], 0, nz - 1) - start
-                block = dask.delayed(_gather)(window, np.clip(index, 0, stop - start - 1))
+                block = dask.delayed(_gather)(window, shift[y0:y1, x0:x1], int(z0), int(z1), start, nz)
                 row.append(da.from_delayed(block, (z1 - z0, y1 - y0, x1 - x0), dtype=data.dtype))
             rows.append(row)
         blocks.append(rows)
     return da.block(blocks)
 
 
-def _gather(window: np.ndarray, index: np.ndarray) -> np.ndarray:
-    return np.take_along_axis(np.asarray(window), index, axis=0)
+def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int, nz: int) -> np.ndarray:
+    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), plane by plane."""
+    window = np.asarray(window)
+    out = np.empty((z1 - z0, *shift.shape), window.dtype)
+    for j, z in enumerate(range(z0, z1)):
+        index = np.clip(np.clip(z + shift, 0, nz - 1) - start, 0, window.shape[0] - 1)
+        out[j] = np.take_along_axis(window, index[None], axis=0)[0]
+    return out
