@@ -208,7 +208,9 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     for index in range(len(info.levels)):
         data, scale_mm = read_omezarr(path, index)
         levels.append((data, tuple(s * 1000 for s in scale_mm)))
-    return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]))
+    plane = info.attributes.get("surface_plane_px")
+    return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
+                       None if plane is None else tuple(float(v) for v in plane))
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:
