@@ -483,8 +483,8 @@ def correct_block(
     flat : ndarray, shape (depth_px, y', x'), float32
         The corrected, flattened A-lines.
     mean_mu : ndarray, shape (y', x'), float32
-        The mean attenuation (mm^-1) of each A-line from its surface to the
-        bottom of the output.
+        The attenuation (mm^-1) of each A-line, fitted from its surface to the
+        bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
     """
     signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
     np.maximum(signal, 0, out=signal)
@@ -493,7 +493,7 @@ def correct_block(
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
     inner = inner or (slice(None), slice(None))
     signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-    mean_mu = attenuation.mean_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+    mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
     if settings.attenuation == "vermeer":
         signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     del tails
