@@ -8,7 +8,8 @@ so that halos do not decode the same storage chunks again):
 1. *Statistics*, on the slice binned laterally
    (``statistics_binning_px``): detect the surface of every A-line (with a
    halo for the lateral smoothing), store it in the surface map (and the
-   A-line levels in a scratch map), and accumulate the noise floor, the
+   A-line levels in a scratch map: each A-line's own, which selects the tissue
+   A-lines of the QC's mean attenuation), and accumulate the noise floor, the
    background (agarose) depth profile and the moments of a plane fitted to
    the surface.
 2. *Correction* (each block with a small lateral halo): subtract the noise floor, divide by
@@ -311,13 +312,15 @@ def _gather_statistics(
             )
         found_binned = surface.detect_surface(binned, lateral_sigma_px=settings.lateral_sigma_px / factor,
                                               min_contrast=settings.min_contrast)
-        levels_binned = focus.line_levels(binned, found_binned, neighbourhood_px=halo // factor)
+        own_levels = focus.line_levels(binned, found_binned)
+        # the background class keeps away from tissue: an A-line takes its neighbours' highest level
+        levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
                                       (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
-        levels = expand_laterally(levels_binned, factor, outer_shape)[part.inner_in_outer]
+        levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
         levels_map[part.inner] = levels.astype(np.float32)
         return part, found, measured, profile
 
