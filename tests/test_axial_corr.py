@@ -301,7 +301,10 @@ def test_outputs_validate_and_carry_attributes(tiny_grids, tiny_corrected):
 
 
 def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):
-    """Mean attenuation of the white-matter columns (8/mm) within 15%; grey (2/mm) within a factor 2."""
+    """Attenuation of the white-matter columns (8/mm) within 15%; grey (2/mm, ~30% decay over the range) within 30%.
+
+    Measured (decay-rate map): white 7.7-7.8, grey 1.6-1.8 /mm; the Vermeer mean read grey 1.3-2.2.
+    """
     truth = truth_of(tiny_acquisition)
     tile_y, tile_x = truth["tile_shape"][1:]
     for record in truth["slices"]:
@@ -311,7 +314,7 @@ def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):
                 measured = np.nanmedian(mu_map[row * tile_y + y0 : row * tile_y + y1,
                                                col * tile_x + x0 : col * tile_x + x1])
                 expected = region["attenuation_per_mm"]
-                tolerance = 0.15 if expected >= 8 else 1.0
+                tolerance = 0.15 if expected >= 8 else 0.3
                 assert abs(measured / expected - 1) < tolerance, (region["name"], measured)
 
 
