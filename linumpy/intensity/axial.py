@@ -20,7 +20,7 @@ so that halos do not decode the same storage chunks again):
    them A-line by A-line would shift that tissue in depth differently in
    every slice and bias the slices' depth registration; without any
    detected surface, A-lines are not shifted), crop
-   ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
+   ``useful_depth_px`` voxels; the attenuation (decay rate) of every A-line goes to
    the attenuation map in the same pass.
 
 The three outputs (corrected volume, surface map, attenuation map) are
