@@ -8,7 +8,8 @@ so that halos do not decode the same storage chunks again):
 1. *Statistics*, on the slice binned laterally
    (``statistics_binning_px``): detect the surface of every A-line (with a
    halo for the lateral smoothing), store it in the surface map (and the
-   A-line levels in a scratch map), and accumulate the noise floor, the
+   A-line levels in a scratch map: each A-line's own, which selects the tissue
+   A-lines of the QC's mean attenuation), and accumulate the noise floor, the
    background (agarose) depth profile and the moments of a plane fitted to
    the surface.
 2. *Correction* (each block with a small lateral halo): subtract the noise floor, divide by
@@ -19,7 +20,7 @@ so that halos do not decode the same storage chunks again):
    them A-line by A-line would shift that tissue in depth differently in
    every slice and bias the slices' depth registration; without any
    detected surface, A-lines are not shifted), crop
-   ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
+   ``useful_depth_px`` voxels; the attenuation (decay rate) of every A-line goes to
    the attenuation map in the same pass.
 
 The three outputs (corrected volume, surface map, attenuation map) are
@@ -308,13 +309,15 @@ def _gather_statistics(
             )
         found_binned = surface.detect_surface(binned, lateral_sigma_px=settings.lateral_sigma_px / factor,
                                               min_contrast=settings.min_contrast)
-        levels_binned = focus.line_levels(binned, found_binned, neighbourhood_px=halo // factor)
+        own_levels = focus.line_levels(binned, found_binned)
+        # the background class keeps away from tissue: an A-line takes its neighbours' highest level
+        levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
                                       (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
-        levels = expand_laterally(levels_binned, factor, outer_shape)[part.inner_in_outer]
+        levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
         levels_map[part.inner] = levels.astype(np.float32)
         return part, found, measured, profile
 
@@ -480,8 +483,8 @@ def correct_block(
     flat : ndarray, shape (depth_px, y', x'), float32
         The corrected, flattened A-lines.
     mean_mu : ndarray, shape (y', x'), float32
-        The mean attenuation (mm^-1) of each A-line from its surface to the
-        bottom of the output.
+        The attenuation (mm^-1) of each A-line, fitted from its surface to the
+        bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
     """
     signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
     np.maximum(signal, 0, out=signal)
@@ -490,7 +493,7 @@ def correct_block(
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
     inner = inner or (slice(None), slice(None))
     signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-    mean_mu = attenuation.mean_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+    mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
     if settings.attenuation == "vermeer":
         signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     del tails
