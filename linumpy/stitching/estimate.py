@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,8 +29,9 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
-from linumpy.stitching.pairwise import PairRegistration, register_pair
+from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
+from linumpy.stitching.tile_search import place_by_neighbours
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ MIN_SIGNIFICANCE = 0.5
 STRONG_SIGNIFICANCE = 3.0
 #: Pairs at least this significant are solved first; the reported confidence is 0.5 there.
 CONFIDENT_SIGNIFICANCE = 2.0
+#: Significance of the joint peak that places a tile left without pairs
+#: (:mod:`linumpy.stitching.tile_search`).
+JOINT_SIGNIFICANCE = 2.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 
@@ -124,27 +129,31 @@ def estimate_transform(
             (a, b): register_pair(flattened[a], flattened[b], offsets[(a, b)], max_shift_px)
             for a, b in tqdm(pairs, desc="register pairs", disable=not progress)
         }
-    candidates = [
-        PairOffset(a, b, r.offset,
-                   weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in r.sigma_px),
-                   strong=r.significance >= STRONG_SIGNIFICANCE)
-        for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE
-    ]
+    candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
+                  for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
     positions, model, kept = solve_positions(tiles, confident, tile_step_px)
     if len(candidates) > len(confident):
         wider = solve_positions(tiles, candidates, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = wider
+    joint = _joint_search(registrations, positions, model, kept, flattened)
+    if joint:
+        joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
+        positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
-    records = tuple(
-        PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
-                   sigma_px=r.sigma_px, confidence=pair_confidence(r.significance),
-                   status=_pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
-                                       (a, b) in candidate_ids and not candidate_ids[(a, b)].strong))
-        for (a, b), r in registrations.items()
-    )
+    records = []
+    for (a, b), r in {**registrations, **joint}.items():
+        if (a, b) in joint:
+            status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
+        else:
+            status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
+                                  (a, b) in candidate_ids and not candidate_ids[(a, b)].strong)
+        records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
+                                  sigma_px=r.sigma_px, confidence=pair_confidence(r.significance),
+                                  status=status))
+    records = tuple(records)
     tile_records = _tile_records(tiles, kept)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
@@ -158,6 +167,38 @@ def estimate_transform(
         pairs=records,
         tiles=tile_records,
     )
+
+
+def _pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, strong: bool) -> PairOffset:
+    """The measured offset of a pair, weighted by its inverse variance per axis."""
+    return PairOffset(a, b, registration.offset,
+                      weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in registration.sigma_px),
+                      strong=strong)
+
+
+def _joint_search(
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: Sequence[PairOffset],
+    flattened: Mapping[TileIndex, np.ndarray],
+) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """Pairs of the tiles placed by :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
+
+    Each pair's integer offset is refined below a pixel; its significance is
+    that of the joint peak that placed its tile.
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    if not placed:
+        return {}
+    joint = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model):
+            for (a, b), offset in placement.offsets.items():
+                refined, sigma = refine_subpixel(flattened[a], flattened[b], offset, placement.speckle_px)
+                joint[(a, b)] = replace(registrations[(a, b)], offset=refined, sigma_px=sigma,
+                                        significance=placement.significance)
+    return joint
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dict[TileIndex, TileRecord]:

@@ -79,6 +79,9 @@ class PairRegistration:
         Standard error of each coordinate of ``offset`` (sub-pixel fit).
     candidates : tuple
         Integer offsets of the strongest peaks with their NCC, best first.
+    scores : tuple of EvidenceMap
+        The :func:`evidence` map of the search at each speckle scale (for a
+        joint search over several pairs, :mod:`linumpy.stitching.tile_search`).
     """
 
     offset: tuple[float, float]
@@ -86,6 +89,24 @@ class PairRegistration:
     significance: float = 0.0
     sigma_px: tuple[float, float] = (1.0, 1.0)
     candidates: tuple = field(default=())
+    scores: tuple = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EvidenceMap:
+    """:func:`evidence` of every integer offset ``centre + (dy, dx)``, ``|dy|, |dx| <= radius``.
+
+    ``values[dy + radius, dx + radius]``; NaN where not scored.
+    """
+
+    speckle_px: float
+    centre: tuple[int, int]
+    values: np.ndarray = field(compare=False, repr=False)
+
+    @property
+    def radius(self) -> int:
+        """Half-width of the searched window, pixels."""
+        return (self.values.shape[0] - 1) // 2
 
 
 def overlap_slices(
@@ -230,7 +251,7 @@ def ncc_map(
     return np.clip(ncc, -1, 1), np.maximum(area, 0)
 
 
-def _local_maxima(values: np.ndarray) -> list[tuple[int, int]]:
+def local_maxima(values: np.ndarray) -> list[tuple[int, int]]:
     """Indices of the 8-neighbourhood local maxima of ``values`` (NaN = -inf), strongest first."""
     filled = np.where(np.isfinite(values), values, -np.inf)
     is_peak = (filled == ndimage.maximum_filter(filled, size=3, mode="constant", cval=-np.inf))
@@ -260,7 +281,7 @@ def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PE
     """
     yy, xx = np.indices(score.shape)
     away = (yy - peak[0]) ** 2 + (xx - peak[1]) ** 2 > radius**2
-    rivals = [score[p] for p in _local_maxima(np.where(away, score, np.nan))[:1]]
+    rivals = [score[p] for p in local_maxima(np.where(away, score, np.nan))[:1]]
     return float(score[peak] - max(rivals + [0.0]))
 
 
@@ -376,15 +397,16 @@ def register_pair(
         return fallback
     nominal_area = tile_a[nominal_slices[0]].size
     highpass_px = highpass_sigma(min(tile_a[nominal_slices[0]].shape))
-    found = []
+    found, maps = [], []
     for speckle_px in SPECKLE_SIGMAS_PX:
         prepare = functools.partial(band_pass, highpass_px=highpass_px, speckle_px=speckle_px)
         ncc, area = ncc_map(tile_a, tile_b, nominal, radius, prepare)
         ncc[area < MIN_OVERLAP_FRACTION * nominal_area] = np.nan
         score = evidence(ncc, area, speckle_px)
-        peaks = _local_maxima(score)
+        peaks = local_maxima(score)
         if peaks:
             found.append((peak_significance(score, peaks[0]), speckle_px, ncc, peaks))
+            maps.append(EvidenceMap(speckle_px, nominal, score))
     if not found:
         return fallback
     significance, speckle_px, ncc, peaks = max(found, key=lambda f: f[0])
@@ -394,4 +416,4 @@ def register_pair(
     refined, sigma = (refine_subpixel(tile_a, tile_b, offset, speckle_px) if refine
                       else ((float(offset[0]), float(offset[1])), (1.0, 1.0)))
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
-                            sigma_px=sigma, candidates=candidates)
+                            sigma_px=sigma, candidates=candidates, scores=tuple(maps))
