@@ -31,7 +31,7 @@ from tqdm import tqdm
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
-from linumpy.stitching.tile_search import place_by_neighbours
+from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, place_by_neighbours
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -133,14 +133,16 @@ def estimate_transform(
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
     positions, model, kept = solve_positions(tiles, confident, tile_step_px)
-    if len(candidates) > len(confident):
-        wider = solve_positions(tiles, candidates, tile_step_px)
+    weak = _plausible([p for p in candidates if p not in confident], confident, model)
+    if weak:
+        wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = wider
     joint = _joint_search(registrations, positions, model, kept, flattened)
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
+    positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
@@ -176,6 +178,26 @@ def _pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, str
                       strong=strong)
 
 
+def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
+               model: StageModel) -> list[PairOffset]:
+    """The weak pairs whose offset departs from the stage model no more than confident pairs do.
+
+    The confident pairs sample the stage's error on the offset of two
+    neighbours; a weak pair farther from the stage model than
+    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times their largest
+    departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` is
+    a wrong peak, even where two wrong pairs close a loop between them (as in
+    empty agarose). Without confident pairs no weak pair is plausible.
+    """
+    if not confident:
+        return []
+    def departure(pair: PairOffset) -> float:
+        step = model.position(pair.b) - model.position(pair.a)
+        return float(np.max(np.abs(np.asarray(pair.offset) - step)))
+    bound = PRIOR_MARGIN * max(departure(p) for p in confident) + PRIOR_SLACK_PX
+    return [p for p in weak if departure(p) <= bound]
+
+
 def _joint_search(
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     positions: Mapping[TileIndex, np.ndarray],
@@ -195,10 +217,39 @@ def _joint_search(
     with threadpool_limits(limits=1, user_api="blas"):
         for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model):
             for (a, b), offset in placement.offsets.items():
-                refined, sigma = refine_subpixel(flattened[a], flattened[b], offset, placement.speckle_px)
+                refined, sigma = refine_subpixel(flattened[a], flattened[b], offset)
                 joint[(a, b)] = replace(registrations[(a, b)], offset=refined, sigma_px=sigma,
                                         significance=placement.significance)
     return joint
+
+
+def _drop_implausible(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    tile_step_px: Sequence[float],
+    max_shift_px: float,
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """Send back to the stage model the tiles placed farther from it than the stage can err.
+
+    ``max_shift_px`` is the stage's uncertainty: pairs that put a tile
+    farther than that from its stage-model position agree with each other
+    (they passed the loop checks) but not with the stage, as wrong pairs in
+    empty agarose can. All pairs of the farthest such tile are dropped and the
+    positions solved again, until none is left.
+    """
+    while kept:
+        placed = {t for pair in kept for t in (pair.a, pair.b)}
+        deviation = {t: float(np.max(np.abs(positions[t] - model.position(t)))) for t in placed}
+        worst = max(placed, key=lambda t: (deviation[t], t))
+        if deviation[worst] <= max_shift_px:
+            break
+        logger.info("tile %s placed %.1f px from its stage position: back on the stage model",
+                    worst, deviation[worst])
+        positions, model, kept = solve_positions(
+            tiles, [p for p in kept if worst not in (p.a, p.b)], tile_step_px)
+    return positions, model, kept
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dict[TileIndex, TileRecord]:
