@@ -11,11 +11,17 @@
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
-   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked.
-4. Only the largest connected group of tiles is placed by its pairs; a tile
-   linked by no accepted pair, or only to a smaller group, keeps its position
-   on the stage model fitted to the accepted pairs: the estimate is never a
-   guess.
+   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked. Pairs
+   below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
+   departs from the stage model no more than the confident pairs' do.
+4. Only the largest connected group of tiles is placed by its pairs.
+5. The tiles left out are placed one at a time by the joint evidence of all
+   their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
+   when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
+   are solved again.
+6. A tile linked by no accepted pair, or placed farther from the stage model
+   than ``max_shift_px``, keeps its position on the stage model fitted to the
+   accepted pairs: the estimate is never a guess.
 """
 
 from __future__ import annotations
