@@ -48,7 +48,6 @@ from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 from linumpy.resample import block_mean
-from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.refine import bandpass_planes, estimate_lateral_shift, normalized_cross_correlation
 
 LOGGER = logging.getLogger(__name__)
