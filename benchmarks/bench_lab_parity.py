@@ -113,9 +113,9 @@ def bench_rotation(workdir: Path, seeds: list[int]) -> None:
     for seed in seeds:
         angles = [0.0, *np.round(np.random.default_rng(seed).uniform(-5, 5, 3), 2)]
         cut = phantom_slices(seed, angles, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
-        plan, out = _stack(dict(enumerate(cut.slices)), StackParameters())
+        plan, out = _stack(dict(enumerate(cut.slices)), StackParameters(max_rotation_deg=5.0))
         plain = phantom_slices(seed, [0.0] * 4, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
-        plain_plan, plain_out = _stack(dict(enumerate(plain.slices)), StackParameters())
+        plain_plan, plain_out = _stack(dict(enumerate(plain.slices)), StackParameters(max_rotation_deg=5.0))
         rotations = [s["rotation"] for s in plan.record["slices"][1:]]
         undone = [r["angle_deg"] for r in rotations]
         error = max(abs(u + a) for u, a in zip(undone, angles[1:]))

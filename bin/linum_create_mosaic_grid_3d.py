@@ -11,10 +11,8 @@ import argparse
 from pathlib import Path
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.io.acquisition import open_acquisition
 from linumpy.io.naming import mosaic_grid_name
-from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE
-from linumpy.mosaic.grid import DTYPES, write_mosaic_grid
+from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.acquisition import open_acquisition
+    from linumpy.mosaic.grid import write_mosaic_grid
+
     section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
     aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
     write_mosaic_grid(
