@@ -22,7 +22,9 @@ Sections (``--feature``):
   (baseline, tilted, dark, harsh, sparse); the residual peak-to-peak (truth -
   applied correction) over the tile, the fit's own error, the decisions.
 
-Tuning looked at seeds 0-2 only; report held-out seeds (10+).
+Tuning: galvo on seeds 0-9, the curvature detector on seeds 0-2 and its
+gain gate on seeds 10-12, the interpolation smoothing on seeds 10-13; the
+tables of ``docs/lab-parity.md`` use the seeds after those.
 
 Usage: python benchmarks/bench_lab_parity.py [--feature all] [--seeds 10 11] [--workdir DIR]
 """

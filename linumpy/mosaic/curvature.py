@@ -168,20 +168,22 @@ def quadratic_map(coefficients, shape_yx: tuple[int, int]) -> np.ndarray:
 
 
 def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear, zeros in).
+    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear).
+
+    Samples moved in from beyond either end repeat the end sample: no zero
+    planes, which later steps would read as missing signal.
 
     Examples
     --------
-    >>> shift_alines(np.arange(4.0)[:, None, None], np.array([[0.5]]))[:, 0, 0].tolist()
-    [0.0, 0.5, 1.5, 2.5]
+    >>> shift_alines(np.arange(4.0)[:, None, None], np.array([[-0.5]]))[:, 0, 0].tolist()
+    [0.5, 1.5, 2.5, 3.0]
     """
     nz = volume.shape[0]
     source = np.arange(nz, dtype=np.float32)[:, None, None] - shift_px[None].astype(np.float32)
     low = np.floor(source).astype(np.int64)
     weight = (source - low).astype(np.float32)
-    padded = np.concatenate([np.zeros_like(volume[:1]), volume, np.zeros_like(volume[:1])])
-    below = np.take_along_axis(padded, np.clip(low + 1, 0, nz + 1), axis=0)
-    above = np.take_along_axis(padded, np.clip(low + 2, 0, nz + 1), axis=0)
+    below = np.take_along_axis(volume, np.clip(low, 0, nz - 1), axis=0)
+    above = np.take_along_axis(volume, np.clip(low + 1, 0, nz - 1), axis=0)
     return ((1 - weight) * below + weight * above).astype(volume.dtype)
 
 
