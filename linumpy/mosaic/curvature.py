@@ -166,7 +166,11 @@ def quadratic_map(coefficients, shape_yx: tuple[int, int]) -> np.ndarray:
 
 
 def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear, zeros in).
+    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear interpolation).
+
+    Where no data come in (the top or bottom few samples), the end plane is
+    repeated: zeros there would drag the agarose depth profile of the focus
+    estimate to zero at the moved end and clip it.
 
     Examples
     --------
@@ -177,7 +181,7 @@ def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     source = np.arange(nz, dtype=np.float32)[:, None, None] - shift_px[None].astype(np.float32)
     low = np.floor(source).astype(np.int64)
     weight = (source - low).astype(np.float32)
-    padded = np.concatenate([np.zeros_like(volume[:1]), volume, np.zeros_like(volume[:1])])
+    padded = np.concatenate([volume[:1], volume, volume[-1:]])
     below = np.take_along_axis(padded, np.clip(low + 1, 0, nz + 1), axis=0)
     above = np.take_along_axis(padded, np.clip(low + 2, 0, nz + 1), axis=0)
     return ((1 - weight) * below + weight * above).astype(volume.dtype)
