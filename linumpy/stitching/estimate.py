@@ -37,7 +37,7 @@ from tqdm import tqdm
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
-from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, place_by_neighbours
+from linumpy.stitching.tile_search import PRIOR_SLACK_PX, place_by_neighbours
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -189,8 +189,7 @@ def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     """The weak pairs whose offset departs from the stage model no more than confident pairs do.
 
     The confident pairs sample the stage's error on the offset of two
-    neighbours; a weak pair farther from the stage model than
-    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times their largest
+    neighbours; a weak pair farther from the stage model than their largest
     departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` is
     a wrong peak, even where two wrong pairs close a loop between them (as in
     empty agarose). Without confident pairs no weak pair is plausible.
@@ -200,7 +199,7 @@ def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     def departure(pair: PairOffset) -> float:
         step = model.position(pair.b) - model.position(pair.a)
         return float(np.max(np.abs(np.asarray(pair.offset) - step)))
-    bound = PRIOR_MARGIN * max(departure(p) for p in confident) + PRIOR_SLACK_PX
+    bound = max(departure(p) for p in confident) + PRIOR_SLACK_PX
     return [p for p in weak if departure(p) <= bound]
 
 
