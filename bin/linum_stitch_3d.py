@@ -19,8 +19,7 @@ Example:
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.stitching.blend import BLEND_MODES
-from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.options import BLEND_MODES, DEFAULT_MAX_SHIFT_PX
 
 
 def build_parser() -> argparse.ArgumentParser:

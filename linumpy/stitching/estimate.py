@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
 from linumpy.stitching.tile_search import PRIOR_SLACK_PX, place_by_neighbours
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
@@ -44,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: Neighbour directions registered: down and right.
 DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
-#: Default largest correction of the nominal offset, pixels (stage uncertainty).
-DEFAULT_MAX_SHIFT_PX = 20.0
 #: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
 #: Low on purpose: with speckle drawn anew in every tile, right pairs often
 #: score below 1; a candidate that is not strong is kept only where loops of
