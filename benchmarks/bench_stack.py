@@ -12,7 +12,9 @@ With ``--matrix``, instead: the depth-correction test matrix
 case), scored against the truth: volume NCC with the phantom inside tissue,
 CV along depth of the per-plane mean-intensity ratio to the truth, largest
 step of that ratio at a slab boundary, largest slice depth error (axial
-voxels) and largest boundary ratio left in the stack's QC record.
+voxels; per step and cumulative, against where each slice's content truly
+lies, and against the true cut, which adds the axial correction's surface
+plane errors) and largest boundary ratio left in the stack's QC record.
 
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
@@ -150,6 +152,8 @@ def run_matrix(args: argparse.Namespace) -> None:
                          "max_z_error_px": case["max_z_error_px"],
                          "motor_max_step_z_error_px": round(float(np.abs(motor_steps).max()), 3),
                          "motor_max_z_error_px": round(float(np.abs(case["motor_z_error_px"]).max()), 3),
+                         "cut_max_step_z_error_px": round(float(np.abs(np.diff(case["cut_z_error_px"])).max()), 3),
+                         "cut_max_z_error_px": round(float(np.abs(case["cut_z_error_px"]).max()), 3),
                          "worst_qc_boundary_ratio": round(max((abs(r - 1) for r in ratios), default=0.0), 4),
                          "n_motor_fallback": case["stack_qc"]["metrics"]["n_motor_fallback"],
                          **{k: v for k, v in intensity_row(case).items() if k.endswith("mu_error")}})

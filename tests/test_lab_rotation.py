@@ -56,3 +56,35 @@ def test_lazy_rotation_matches_the_whole_plane_rotation():
     lazy = rotate_lazily(da.from_array(volume, chunks=(2, 32, 40)), 3.0, ((70 - 1) / 2, (90 - 1) / 2)).compute()
     whole = np.stack([rotate_image(p, 3.0, order=3) for p in volume])
     np.testing.assert_allclose(lazy[:, 5:-5, 5:-5], whole[:, 5:-5, 5:-5], atol=1e-4)
+
+
+def textured(seed: int, size: int = 160) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((size, size)), 2.5)
+
+
+def test_no_turn_is_accepted_between_two_noisy_views_of_one_unrotated_texture():
+    """The old gate took an NCC gain of 0.016 for a 1.19 degree turn; noise alone must never pass."""
+    from linumpy.stack.rotation import estimate_rotation
+
+    image = textured(0)
+    for seed in range(4):
+        rng = np.random.default_rng([seed, 1])
+        a = image + 0.6 * image.std() * rng.standard_normal(image.shape)
+        b = image + 0.6 * image.std() * rng.standard_normal(image.shape)
+        estimate = estimate_rotation(a, np.roll(b, (2, -3), axis=(0, 1)))
+        assert estimate.mode == "skipped" and estimate.angle_deg == 0.0, estimate
+
+
+def test_a_turn_of_one_half_only_is_refused():
+    """Two halves that disagree (a local warp, not a rigid turn) leave the slice as it is."""
+    from linumpy.stack.rotation import estimate_rotation
+
+    image = textured(1)
+    warped = image.copy()
+    warped[:, 80:] = rotate_image(image, 3.0, order=3)[:, 80:]
+    estimate = estimate_rotation(image, warped)
+    assert estimate.mode == "skipped", estimate
+    turned = estimate_rotation(image, rotate_image(image, 1.5, order=3))
+    assert turned.mode == "full" and abs(turned.angle_deg + 1.5) <= 0.05, turned

@@ -41,7 +41,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
@@ -50,16 +49,13 @@ from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
     chunk_shape, map_ordered, read_block,
 )
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 
 logger = logging.getLogger(__name__)
 
-FOCUS_MODES = ("background", "gaussian", "none")
-ATTENUATION_MODES = ("vermeer", "none")
-#: Stored dtypes of the corrected volume (float16: compact intermediates, relative rounding 2**-11).
-OUTPUT_DTYPES = ("float32", "float16")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
@@ -173,8 +169,8 @@ def correct_slice(
         Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
     """
     _check_settings(settings)
-    if dtype not in OUTPUT_DTYPES:
-        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    if dtype not in AXIAL_DTYPES:
+        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(AXIAL_DTYPES)}")
     volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:
@@ -199,10 +195,10 @@ def correct_slice(
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
-        levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
-                                   dtype=np.float32)
-        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer, levels,
-                                   settings, block, progress, workers, qc)
+        # A scratch map written and read chunk by chunk straight from its files (never published).
+        levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **map_options)
+        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
+                                   levels_writer, settings, block, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -210,6 +206,7 @@ def correct_slice(
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
         surface_um = surface_writer.stored_level0()
+        levels = levels_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -284,7 +281,7 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 def _gather_statistics(
     volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
-    levels_map: zarr.Array, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
+    levels_map: OmeZarrWriter, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 

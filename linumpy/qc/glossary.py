@@ -115,6 +115,17 @@ METRICS: dict[str, MetricInfo] = {
     "n_gaps": _M("Gaps", "count", "Slices missing between the first and the last."),
     "slice_thickness_um": _M("Slice thickness", "µm", "Thickness of one physical section."),
     "kept_depth_um": _M("Kept depth", "µm", "Depth of each slice kept in the volume."),
+    "rotation_deg": _M("Rotation undone", "°", "Rotation about z undone before registering a slice on the "
+                       "previous one (0: none found or not searched)."),
+    "rotation_mode": _M("Rotation mode", "text", "full / rotation_only (weak overlap) / skipped (no significant "
+                        "rotation, or the two halves of the overlap disagreed)."),
+    "rotation_std_deg": _M("Rotation uncertainty", "°", "Standard error of the fitted rotation."),
+    "common_tilt": _M("Common cut tilt", "voxel/px", "Median tilt [y, x] of the slices' surface planes; every "
+                      "slice is re-flattened to it."),
+    "surface_tilt": _M("Surface tilt", "voxel/px", "Tilt [y, x] of the plane the axial correction flattened "
+                       "the slice by."),
+    "retilt_max_planes": _M("Re-flattening", "planes", "Largest A-line move re-flattening the slice to the "
+                            "common tilt (negative: refused, its plane was too far off)."),
     "boundary_ratio_raw": _M("Boundary ratio (before gains)", "ratio", "Mean intensity of a slice's top over the "
                              "previous slice's planes at the same depth, before the stack gains; 1 = seamless."),
     "boundary_ratio": _M("Boundary ratio", "ratio", "The same ratio after the stack gains; far from 1 means a "

@@ -47,21 +47,58 @@ def stitched_offset(attributes: dict, slice_truth: dict) -> np.ndarray:
                    axis=0)
 
 
-def true_slice_origins(truth: dict, slice_path: Callable[[int], Path]) -> np.ndarray:
+def true_slice_origins(truth: dict, slice_path: Callable[[int], Path],
+                       planes: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
     """True ``(depth, y, x)`` of each normalised slice's first useful voxel, slice pixels, relative to slice 0.
 
-    Depth: the flattened surface of slice ``k`` lies at world depth
-    ``k * thickness + mean true surface`` (the true cut, thickness variation
-    included). Laterally: the stitched frame's offset and the sample shift.
-    ``slice_path(slice_id)`` gives the normalised slice (for its attributes).
+    Laterally: the stitched frame's offset and the sample shift. In depth:
+    where the slice's content truly lies. The axial correction shifted every
+    A-line by the plane fitted to its surface (``surface_plane_px``), so
+    useful plane 0 of slice ``k`` at stitched pixel ``p`` images world depth
+    ``k * thickness + P_k(p)``; the slices' planes may tilt differently,
+    so the depth offset to slice 0 is taken at the centroid of slice ``k``'s
+    tissue (where the registration looks). Without a fitted plane the mean
+    true surface stands in. :func:`true_cut_depths` gives the depth of the
+    true cut instead (the axial correction's plane errors included).
+    ``slice_path(slice_id)`` gives the normalised slice (for its attributes);
+    ``planes``: per slice, the plane its plane 0 follows when the stack
+    re-flattened it (the placement record's ``flatten_plane``), else None.
     """
-    origins = []
-    for s in truth["slices"]:
-        offset = stitched_offset(read_omezarr_info(slice_path(s["slice_id"])).attributes, s)
-        depth = s["slice_id"] * truth["slice_thickness_px"] + s["surface"]["mean_px"]
-        origins.append([depth, *(-offset - np.asarray(s["sample_shift_px"]))])
-    origins = np.asarray(origins)
+    lateral, used, centroids = [], [], []
+    for k, s in enumerate(truth["slices"]):
+        path = slice_path(s["slice_id"])
+        attributes = read_omezarr_info(path).attributes
+        lateral.append(-stitched_offset(attributes, s) - np.asarray(s["sample_shift_px"]))
+        plane = planes[k] if planes is not None and planes[k] is not None else attributes.get("surface_plane_px")
+        used.append(np.array([s["surface"]["mean_px"], 0.0, 0.0]) if plane is None else np.asarray(plane))
+        centroids.append(_tissue_centroid(path) + lateral[-1])  # world (y, x)
+    depths = []
+    for k, s in enumerate(truth["slices"]):
+        depth = s["slice_id"] * truth["slice_thickness_px"]
+        here = centroids[k]
+        depth += _plane_at(used[k], here - lateral[k]) - _plane_at(used[0], here - lateral[0])
+        depths.append(depth)
+    origins = np.column_stack([depths, np.asarray(lateral)])
     return origins - origins[0]
+
+
+def true_cut_depths(truth: dict) -> np.ndarray:
+    """Depth (axial voxels) of each slice's true cut relative to slice 0's: the thickness variation included."""
+    cuts = np.array([s.get("cut_depth_px", s["world_z_offset_px"]) for s in truth["slices"]], dtype=float)
+    return cuts - cuts[0]
+
+
+def _plane_at(plane: np.ndarray, yx: np.ndarray) -> float:
+    """Value of the plane ``a + b y + c x`` at ``yx``."""
+    return float(plane[0] + plane[1] * yx[0] + plane[2] * yx[1])
+
+
+def _tissue_centroid(path: Path) -> np.ndarray:
+    """``(y, x)`` centroid (level-0 pixels) of the voxels above the median of a slice's top planes."""
+    data = read_omezarr(path)[0]
+    top = np.asarray(data[: min(8, data.shape[0])].mean(axis=0).compute(), dtype=np.float64)
+    mask = top > np.median(top)
+    return np.argwhere(mask).mean(axis=0) if mask.any() else (np.asarray(top.shape) - 1) / 2.0
 
 
 def phantom_on_stack_grid(
@@ -149,9 +186,11 @@ def stack_scores(
         ``ncc_ceiling`` (the speckled phantom's NCC there), ``plane_ratio_cv``
         (CV along depth of the per-plane mean ratio to the truth),
         ``max_boundary_step`` (largest ``|step|`` of that ratio at a slab
-        boundary), ``z_error_px`` (per slice, placed minus true depth, axial
-        voxels), ``max_z_error_px``, ``motor_z_error_px`` (the same for the
-        motor positions alone: the naive baseline), ``lateral_error_px``.
+        boundary), ``z_error_px`` (per slice, placed minus true depth of its
+        content, axial voxels, :func:`true_slice_origins`), ``max_z_error_px``,
+        ``motor_z_error_px`` (the same for the motor positions alone: the naive
+        baseline), ``cut_z_error_px`` (placed minus the true cut depth,
+        :func:`true_cut_depths`: includes the surface planes' errors), ``lateral_error_px``.
     """
     import json
 
@@ -167,9 +206,10 @@ def stack_scores(
     finite = ratios[np.isfinite(ratios)]
     scale = level0_um / resolution_um
     steps = boundary_steps(ratios, [int(round(s["origin_voxel"][0] * scale)) for s in record[1:]])
-    true = true_slice_origins(truth, slice_path)
+    true = true_slice_origins(truth, slice_path, [s.get("flatten_plane") for s in record])
     error = np.array([s["origin_um"] for s in record]) / np.asarray(truth["resolution_um"]) - true
     motor_error = np.array([s["motor_origin_um"][0] for s in record]) / truth["resolution_um"][0] - true[:, 0]
+    cut_error = np.array([s["origin_um"][0] for s in record]) / truth["resolution_um"][0] - true_cut_depths(truth)
     return {
         "ncc": round(_ncc(volume[tissue], reference[tissue]), 4),
         "ncc_ceiling": round(_ncc(speckled[tissue], reference[tissue]), 4),
@@ -179,6 +219,7 @@ def stack_scores(
         "z_error_px": np.round(error[:, 0], 3).tolist(),
         "max_z_error_px": round(float(np.abs(error[:, 0]).max()), 3),
         "motor_z_error_px": np.round(motor_error, 3).tolist(),
+        "cut_z_error_px": np.round(cut_error, 3).tolist(),
         "lateral_error_px": round(float(np.abs(error[:, 1:]).max()), 3),
     }
 

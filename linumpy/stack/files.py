@@ -23,14 +23,13 @@ from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence
 from linumpy.stack.quality import write_stack_qc
-from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_PYRAMID_RESOLUTIONS_UM = (10.0, 25.0, 50.0, 100.0)
 
 
 def stack_slice_files(
@@ -209,7 +208,9 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     for index in range(len(info.levels)):
         data, scale_mm = read_omezarr(path, index)
         levels.append((data, tuple(s * 1000 for s in scale_mm)))
-    return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]))
+    plane = info.attributes.get("surface_plane_px")
+    return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
+                       None if plane is None else tuple(float(v) for v in plane))
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:

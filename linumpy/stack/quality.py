@@ -53,7 +53,7 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
         "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
                                          title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
-    return write_qc_record(output, "stack", metrics, figures, boundary_flags(metrics))
+    return write_qc_record(output, "stack", metrics, figures, boundary_flags(metrics) + placement_flags(metrics))
 
 
 def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
@@ -64,6 +64,28 @@ def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
         if raw is not None and (ratio is None or abs(ratio - 1) > MAX_BOUNDARY_STEP):
             flags.append(f"slice {slice_id}: intensity step {ratio} at its top boundary after gain matching "
                          f"(before: {raw})")
+    return flags
+
+
+def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
+    """A flag per slice placed by the motors although registered, re-flattening refused, or rotation-only.
+
+    Examples
+    --------
+    >>> placement_flags({"slice_ids": [0, 1, 2], "motor_fallback": [2], "z_confidence": [None, 0.8, 0.0],
+    ...                  "retilt_max_planes": [0, -20, 0], "rotation_mode": [None, "skipped", "rotation_only"]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['slice 2: registration unsure (z confidence 0.0): motor position kept',
+     'slice 1: surface plane 20 planes from the common tilt at its edge: left as flattened',
+     'slice 2: rotation applied on a weak overlap (rotation only)']
+    """
+    ids = metrics["slice_ids"]
+    flags = [f"slice {i}: registration unsure (z confidence {metrics['z_confidence'][ids.index(i)]}): "
+             "motor position kept" for i in metrics["motor_fallback"]]
+    flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
+              for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
+    flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
+              for i, mode in zip(ids, metrics["rotation_mode"], strict=True) if mode == "rotation_only"]
     return flags
 
 
@@ -89,7 +111,11 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (:mod:`linumpy.stack.rotation`; None for the first slice), ``boundary_ratio_raw`` / ``boundary_ratio``
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
-        ``gain_top_bottom`` (gain applied at the slice's top and bottom); lists of slice ids ``glitch_corrected``,
+        ``gain_top_bottom`` (gain applied at the slice's top and bottom),
+        ``rotation_std_deg`` (standard error of the fitted rotation), ``surface_tilt``
+        (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
+        (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
+        negative: refused, the plane too far off); lists of slice ids ``glitch_corrected``,
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
@@ -145,6 +171,10 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "kept_depth_um": [s.get("kept_depth_um") for s in slices],
         "rotation_deg": [(s.get("rotation") or {}).get("angle_deg", 0.0) for s in slices],
         "rotation_mode": [(s.get("rotation") or {}).get("mode") for s in slices],
+        "rotation_std_deg": [(s.get("rotation") or {}).get("std_deg") for s in slices],
+        "common_tilt": record.get("common_tilt"),
+        "surface_tilt": [(s.get("surface_plane") or [None, None, None])[1:] for s in slices],
+        "retilt_max_planes": [s.get("retilt_max_planes", 0) for s in slices],
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],

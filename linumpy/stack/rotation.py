@@ -9,20 +9,29 @@ usual z and lateral refinement then runs on de-rotated slices.
 
 Estimation (:func:`estimate_rotation`): a thick average of the slice's top
 planes is compared with the previous slice's planes around the motor depth
-step (the overlap). For each candidate angle (a 0.5 degree grid over
-``[-max, max]``, then a 0.05 degree grid around the best) the moving image is
-rotated, aligned by phase correlation and scored by the NCC of the common
-valid area. Gating (``mode``):
+step (the overlap). Half-overlapping patches of the moving image are
+registered by phase correlation, and a rigid motion (2D Kabsch) is fitted to
+their displacements, outliers dropped; the image is turned back by the
+angle found and the residual fitted again (:data:`ROUNDS`). The fit's
+residuals give the angle's standard error. Gating (``mode``):
 
-- ``"skipped"``: the best angle gains too little NCC over no rotation
-  (less than 3% of the mismatch ``1 - NCC`` left without rotation; on the
-  phantom with speckle, no rotation gains 0.0002 and 0.3 degree 0.0025), or
-  lies on the edge of the search range, or scores below :data:`MIN_NCC`: no
-  rotation (identity), as without this feature;
-- ``"rotation_only"``: the angle is distinct but the aligned overlap is weak
+- ``"skipped"``: no rotation (identity, as without this feature) when the
+  angle is below :data:`SIGNIFICANCE` standard errors or
+  :data:`MIN_ANGLE_DEG`, when the two spatial halves of the overlap give
+  angles that differ by more than :data:`MAX_HALF_DISAGREEMENT` standard
+  errors (a local warp or a texture artefact, not a rigid turn), when it lies
+  outside ``[-max, max]``, or when too few patches are textured; ``reason``
+  says which. The previous gate (NCC gain over no rotation) accepted a false
+  1.19 degree turn on the unrotated ``tiny`` preset: a gain in NCC is no
+  evidence of a turn, a consistent displacement field is;
+- ``"rotation_only"``: the angle is accepted but the aligned overlap is weak
   (NCC below the stack's ``min_confidence``): the rotation is applied; the
   translation is left to the stack's own gated refinement;
 - ``"full"``: both are confident: rotation applied, translation refined.
+
+An accepted angle is refined on the whole overlap (NCC over a 0.05 degree
+grid of +-0.4 degree around it, a parabola at the peak): every pixel at once
+is more precise about how much than the patches.
 """
 
 from __future__ import annotations
@@ -39,31 +48,36 @@ from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 from linumpy.resample import block_mean
-from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
+from linumpy.stack.refine import bandpass_planes, estimate_lateral_shift, normalized_cross_correlation
 
 LOGGER = logging.getLogger(__name__)
 
 #: Largest rotation searched by :func:`estimate_rotation` unless told otherwise, degrees.
 DEFAULT_MAX_ROTATION_DEG = 5.0
-#: The stack's default: no rotation search (opt-in). On the ``tiny`` preset (seed 0, no
-#: rotation simulated) the gate accepted a false 1.19 degree turn of slice 2 (NCC gain 0.016
-#: over identity 0.658), halving its overlap NCC; until the gate tells such gains from the
-#: small ones of true turns, the search is asked for explicitly (e.g. ``--max_rotation_deg 5``).
-STACK_MAX_ROTATION_DEG = 0.0
 #: Width of the images the rotation is estimated on (pixels, at most twice this).
 ROTATION_SIZE = 256
-#: Coarse and fine angle steps, degrees.
-COARSE_STEP_DEG, FINE_STEP_DEG = 0.5, 0.05
-#: A rotation is applied when its NCC gain over no rotation is at least this fraction of the
-#: mismatch left without rotation (1 - NCC), and at least :data:`MIN_GAIN`.
-MIN_GAIN_FRACTION = 0.03
-MIN_GAIN = 0.001
-#: Smallest NCC at the best angle for a rotation to be applied.
-MIN_NCC = 0.1
-#: Planes averaged from the top of a slice (and around the depth step of the previous one).
-ROTATION_PLANES = 16
+#: Side of the patches whose displacements are fitted (pixels; smaller images use a quarter of their side).
+PATCH_SIZE = 48
+#: Patches with a smaller aligned NCC, or with less valid (non-zero) area, do not count.
+MIN_PATCH_NCC, MIN_PATCH_VALID = 0.2, 0.9
+#: Fewest patches for a fit, and in each of the two interleaved halves.
+MIN_PATCHES = 6
+#: A patch whose displacement misses the rigid fit by more than this (pixels) is an outlier.
+MAX_RESIDUAL_PX = 1.0
+#: A rotation is applied only when it exceeds :data:`SIGNIFICANCE` standard errors and
+#: :data:`MIN_ANGLE_DEG`, and the estimates of the two spatial halves of the overlap agree within
+#: :data:`MAX_HALF_DISAGREEMENT` standard errors of their difference (or :data:`MIN_ANGLE_DEG`).
+SIGNIFICANCE = 4.0
+MIN_ANGLE_DEG = 0.1
+MAX_HALF_DISAGREEMENT = 4.0
+#: Rounds of "fit, turn the moving image back, fit the residual".
+ROUNDS = 3
+#: An accepted angle is refined on the whole overlap over +-this (degrees) in steps of FINE_STEP_DEG.
+REFINE_HALF_WIDTH_DEG, FINE_STEP_DEG = 0.4, 0.05
 #: Gaussian smoothing (pixels) of the overlap images: speckle out, structure in.
 SMOOTHING_PX = 1.5
+#: Planes averaged from the top of a slice (and around the depth step of the previous one).
+ROTATION_PLANES = 16
 #: Spline order of the de-rotation of the slices (cubic: less blur than bilinear).
 RESAMPLING_ORDER = 3
 #: Source pixels read around a block's rotated footprint (the cubic spline's reach decays as 0.27^n).
@@ -79,22 +93,41 @@ class RotationEstimate:
     angle_deg : float
         Rotation undone (0 when skipped), degrees, about the slice's lateral centre.
     measured_deg : float
-        Best angle found, before gating.
+        Angle fitted, before gating.
+    std_deg : float
+        Standard error of ``measured_deg`` (from the patches' residuals; inf without a fit).
+    halves_deg : tuple of float
+        The angle fitted on each spatial half of the patches (independent checks).
+    n_patches : int
+        Patches that entered the fit.
     ncc, ncc_identity : float
-        NCC of the aligned overlap at the best angle and without rotation.
+        NCC of the aligned overlap with the rotation applied and without it.
     mode : str
         ``"full"``, ``"rotation_only"`` or ``"skipped"`` (see the module docstring).
+    reason : str
+        Why a rotation was skipped (empty otherwise).
     """
 
     angle_deg: float
     measured_deg: float
+    std_deg: float
+    halves_deg: tuple[float, float]
+    n_patches: int
     ncc: float
     ncc_identity: float
     mode: str
+    reason: str = ""
 
     def to_dict(self) -> dict:
-        """JSON-ready dict, rounded."""
-        return {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
+        """JSON-ready dict, rounded (an infinite standard error is written as None)."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, float):
+                value = round(value, 4) if math.isfinite(value) else None
+            elif isinstance(value, tuple):
+                value = [round(v, 4) if math.isfinite(v) else None for v in value]
+            out[key] = value
+        return out
 
 
 def rotation_transform(angle_deg: float, centre: Sequence[float], origin: Sequence[float] = (0.0, 0.0),
@@ -134,44 +167,167 @@ def _aligned_ncc(reference: np.ndarray, valid_ref: np.ndarray, moving: np.ndarra
     return normalized_cross_correlation(reference[common], rotated[common])
 
 
+@dataclass(frozen=True)
+class _RigidFit:
+    """Rigid fit of patch displacements: angle (degrees, to undo), its standard error, the halves' angles."""
+
+    angle_deg: float
+    std_deg: float
+    halves_deg: tuple[float, float]
+    halves_std_deg: tuple[float, float]
+    n_patches: int
+
+
 def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float = DEFAULT_MAX_ROTATION_DEG,
                       min_confidence: float = 0.3) -> RotationEstimate:
     """Estimate the rotation turning ``moving`` onto ``reference`` (2D, same shape, zeros = no data).
 
+    The displacement of each patch (phase correlation) is measured and a
+    rigid motion fitted to them; the moving image is turned back by the
+    angle found and the residual fitted again (:data:`ROUNDS` times). The
+    rotation is applied only when it is significant, the two halves agree
+    and it lies inside ``[-max_deg, max_deg]`` (see the module docstring).
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> image = ndimage.gaussian_filter(rng.standard_normal((96, 96)), 2)
+    >>> image = ndimage.gaussian_filter(rng.standard_normal((128, 128)), 2)
     >>> turned = rotate_image(image, -2.0)
     >>> round(estimate_rotation(image, turned).angle_deg, 1)
     2.0
+    >>> estimate_rotation(image, rotate_image(image, 0.0)).mode
+    'skipped'
     """
     valid_ref = reference != 0
     valid_mov = (moving != 0).astype(np.float32)
+    total, fit = 0.0, None
+    for _ in range(ROUNDS):
+        turned, valid = _turned(moving, valid_mov, total)
+        fit = _fit_patches(reference, valid_ref, turned, valid)
+        if fit is None:
+            break
+        total += fit.angle_deg
+        if abs(fit.angle_deg) < MIN_ANGLE_DEG / 10:
+            break
+    identity = _aligned_ncc(reference, valid_ref, moving, valid_mov, 0.0)
+    if fit is None:
+        return RotationEstimate(0.0, 0.0, math.inf, (math.nan, math.nan), 0, identity, identity, "skipped",
+                                f"fewer than {MIN_PATCHES} textured patches in the overlap")
+    # the last round fitted the residual after turning by ``total``: the halves' full estimates
+    halves = (total - fit.angle_deg + fit.halves_deg[0], total - fit.angle_deg + fit.halves_deg[1])
+    reason = _skip_reason(total, fit, halves, max_deg)
+    if reason:
+        return RotationEstimate(0.0, total, fit.std_deg, halves, fit.n_patches, identity, identity, "skipped", reason)
+    angle, ncc = _refine_angle(reference, valid_ref, moving, valid_mov, total, max_deg)
+    mode = "full" if ncc >= min_confidence else "rotation_only"
+    return RotationEstimate(angle, total, fit.std_deg, halves, fit.n_patches, ncc, identity, mode)
 
-    def score(angle: float) -> float:
-        return _aligned_ncc(reference, valid_ref, moving, valid_mov, angle)
 
-    coarse = np.arange(-max_deg, max_deg + 1e-9, COARSE_STEP_DEG)
-    coarse_scores = [score(a) for a in coarse]
-    best = float(coarse[int(np.argmax(coarse_scores))])
-    fine = best + np.arange(-COARSE_STEP_DEG, COARSE_STEP_DEG + 1e-9, FINE_STEP_DEG)
-    fine = fine[np.abs(fine) <= max_deg + 1e-9]
-    fine_scores = [score(a) for a in fine]
-    index = int(np.argmax(fine_scores))
-    angle, ncc = float(fine[index]), float(fine_scores[index])
-    if 0 < index < len(fine) - 1:  # parabola through the peak and its neighbours
-        left, right = fine_scores[index - 1], fine_scores[index + 1]
-        curvature = left - 2 * ncc + right
+def _refine_angle(reference: np.ndarray, valid_ref: np.ndarray, moving: np.ndarray, valid_mov: np.ndarray,
+                  angle_deg: float, max_deg: float) -> tuple[float, float]:
+    """Refine an accepted angle on the whole overlap: NCC over a fine grid around it, parabola at the peak.
+
+    The patches tell whether there is a rotation; the whole overlap, every
+    pixel at once, is more precise about how much. Returns ``(angle, NCC)``.
+    """
+    grid = angle_deg + np.arange(-REFINE_HALF_WIDTH_DEG, REFINE_HALF_WIDTH_DEG + 1e-9, FINE_STEP_DEG)
+    grid = grid[np.abs(grid) <= max_deg]
+    scores = np.array([_aligned_ncc(reference, valid_ref, moving, valid_mov, float(a)) for a in grid])
+    best = int(np.argmax(scores))
+    angle = float(grid[best])
+    if 0 < best < len(grid) - 1:
+        left, peak, right = scores[best - 1 : best + 2]
+        curvature = left - 2 * peak + right
         if curvature < 0:
             angle += FINE_STEP_DEG * 0.5 * (left - right) / curvature
-    identity = coarse_scores[int(np.argmin(np.abs(coarse)))]
-    on_edge = abs(angle) >= max_deg - FINE_STEP_DEG / 2
-    if ncc - identity < max(MIN_GAIN, MIN_GAIN_FRACTION * (1.0 - identity)) or ncc < MIN_NCC or on_edge:
-        mode = "skipped"
-    else:
-        mode = "full" if ncc >= min_confidence else "rotation_only"
-    return RotationEstimate(angle if mode != "skipped" else 0.0, angle, ncc, float(identity), mode)
+    return float(angle), float(scores[best])
+
+
+def _skip_reason(angle: float, fit: _RigidFit, halves: tuple[float, float], max_deg: float) -> str:
+    """Why the fitted ``angle`` is not applied ('' when it is)."""
+    if abs(angle) > max_deg:
+        return f"{angle:.2f} degrees is outside the searched range of +-{max_deg:g}"
+    if abs(angle) < max(SIGNIFICANCE * fit.std_deg, MIN_ANGLE_DEG):
+        return f"not significant ({angle:.3f} +- {fit.std_deg:.3f} degrees)"
+    disagreement = abs(halves[0] - halves[1])
+    if not disagreement <= max(MAX_HALF_DISAGREEMENT * math.hypot(*fit.halves_std_deg), MIN_ANGLE_DEG):
+        return f"halves disagree ({halves[0]:.2f} vs {halves[1]:.2f} degrees)"
+    return ""
+
+
+def _turned(image: np.ndarray, valid: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` turned by ``angle_deg`` (zero where it has no data) and its valid mask."""
+    if angle_deg == 0:
+        return image, valid > 0
+    turned_valid = rotate_image(valid, angle_deg) > 0.99
+    return np.where(turned_valid, rotate_image(image, angle_deg), 0.0), turned_valid
+
+
+def _fit_patches(reference: np.ndarray, valid_ref: np.ndarray, moving: np.ndarray,
+                 valid_mov: np.ndarray) -> _RigidFit | None:
+    """Measure the displacement of half-overlapping patches of ``moving`` and fit a rigid motion.
+
+    Returns None when fewer than :data:`MIN_PATCHES` patches (or per half)
+    are textured, valid and consistent.
+    """
+    shift, _, _ = phase_cross_correlation(reference, moving, normalization=None)
+    shift = np.rint(shift).astype(int)
+    size = min(PATCH_SIZE, min(reference.shape) // 4)
+    centres, targets = [], []
+    for y in range(0, moving.shape[0] - size + 1, size // 2):
+        for x in range(0, moving.shape[1] - size + 1, size // 2):
+            ry, rx = y + shift[0], x + shift[1]
+            if ry < 0 or rx < 0 or ry + size > reference.shape[0] or rx + size > reference.shape[1]:
+                continue
+            window_mov, window_ref = np.s_[y:y + size, x:x + size], np.s_[ry:ry + size, rx:rx + size]
+            if min(valid_mov[window_mov].mean(), valid_ref[window_ref].mean()) < MIN_PATCH_VALID:
+                continue
+            residual, confidence = estimate_lateral_shift(reference[window_ref], moving[window_mov])
+            if confidence < MIN_PATCH_NCC or max(abs(v) for v in residual) > size / 4:
+                continue
+            centre = np.array([y + (size - 1) / 2, x + (size - 1) / 2])
+            centres.append(centre)
+            targets.append(centre + shift + np.asarray(residual))
+    centres, targets = np.asarray(centres), np.asarray(targets)
+    keep = np.ones(len(centres), bool)
+    for _ in range(2):  # fit, drop the outliers, fit again
+        if keep.sum() < MIN_PATCHES:
+            return None
+        _, _, residuals = _rigid_fit(centres[keep], targets[keep])
+        errors = np.zeros(len(centres))
+        errors[keep] = residuals
+        keep &= errors <= max(MAX_RESIDUAL_PX, 3 * float(np.median(residuals)))
+    if keep.sum() < MIN_PATCHES:
+        return None
+    angle, std, _ = _rigid_fit(centres[keep], targets[keep])
+    # two spatial halves (either side of the patches' centre along their longer extent): a rigid
+    # turn gives the same angle on both, a local warp or a texture artefact does not
+    axis = int(np.argmax(np.ptp(centres[keep], axis=0)))
+    side = centres[:, axis] < np.median(centres[keep, axis])
+    halves = []
+    for half in (side, ~side):
+        chosen = keep & half
+        if chosen.sum() < MIN_PATCHES // 2:
+            return None
+        halves.append(_rigid_fit(centres[chosen], targets[chosen])[:2])
+    return _RigidFit(angle, std, (halves[0][0], halves[1][0]), (halves[0][1], halves[1][1]), int(keep.sum()))
+
+
+def _rigid_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Angle (degrees, to undo with :func:`rotate_image`) of the rigid motion ``source -> target``,
+    its standard error (degrees) and the residuals (pixels).
+
+    Least squares (Kabsch in 2D) on ``(y, x)`` points: ``target = R(phi) source + t``;
+    the angle returned is ``-phi`` (:func:`rotate_image` by it turns the moving image back).
+    Half-overlapping patches: about a quarter are independent, hence the factor 4 on the variance.
+    """
+    u = source - source.mean(axis=0)
+    v = target - target.mean(axis=0)
+    phi = math.atan2(float(np.sum(v[:, 1] * u[:, 0] - v[:, 0] * u[:, 1])), float(np.sum(v * u)))
+    rotation = np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
+    residuals = np.linalg.norm(v - u @ rotation.T, axis=1)
+    variance = float(np.sum(residuals**2)) / max(1, 2 * len(u) - 3) * 4 / max(float(np.sum(u**2)), 1e-12)
+    return -math.degrees(phi), math.degrees(math.sqrt(variance)), residuals
 
 
 def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) -> da.Array:

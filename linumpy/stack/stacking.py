@@ -22,7 +22,9 @@ from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, uni
 from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
 from linumpy.stack.interpolate import interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
-from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG, derotate_slices
+from linumpy.stack.options import STACK_MAX_ROTATION_DEG
+from linumpy.stack.rotation import derotate_slices
+from linumpy.stack.tilt import common_tilt, retilt_slice
 from linumpy.stack.refine import (
     PairEstimate,
     ResolvedOrigins,
@@ -35,6 +37,13 @@ LOGGER = logging.getLogger(__name__)
 
 #: Fewest top planes matched against the previous slice.
 MIN_PLANES = 2
+#: Planes below a slice's surface left out of its z registration. The z smoothing
+#: (:func:`linumpy.stack.refine.bandpass_planes`) has no planes above the surface to
+#: average, so the top planes' content looked ~0.3 plane deeper than it is and every step
+#: came out ~0.05 plane too deep (harsh seeds 0-1: +0.3 to +0.5 plane over 8 slices);
+#: the cut face itself (rough, partly cut voxels) is also the least reliable plane. Not
+#: skipped in a thin overlap (fewer than ``n_planes`` planes left below the skipped ones).
+TOP_SKIP_PLANES = 2
 #: Relative tolerance when comparing voxel sizes.
 RESOLUTION_TOLERANCE = 0.01
 #: Default blend overlap of consecutive slices, as a fraction of the thickness.
@@ -56,11 +65,15 @@ class SliceVolume:
     useful_range : tuple of int
         Planes ``[start, stop)`` holding tissue below the flattened surface
         (the axial correction's useful depth).
+    surface_plane : tuple of float, optional
+        ``(a, b, c)``: the plane ``a + b y + c x`` (planes, level-0 pixels)
+        the axial correction flattened the slice by; None if unknown.
     """
 
     slice_id: int
     levels: Sequence[tuple[da.Array, tuple[float, float, float]]]
     useful_range: tuple[int, int]
+    surface_plane: tuple[float, float, float] | None = None
 
     @property
     def useful_depth(self) -> int:
@@ -113,6 +126,9 @@ class StackParameters:
     match_intensity : bool
         Fit per-slice gains on the overlaps so consecutive slabs agree
         (:mod:`linumpy.stack.gains`); the boundary ratios are recorded either way.
+    common_tilt : bool
+        Re-flatten every slice to the median tilt of the slices' surface
+        planes (:mod:`linumpy.stack.tilt`) before registering them.
     blend_overlap_um : float or None
         Depth kept below each slice's surface beyond its step to the next
         slice (at least the thickness), so consecutive slices overlap by this
@@ -139,6 +155,7 @@ class StackParameters:
     max_rotation_deg: float = STACK_MAX_ROTATION_DEG
     interpolate_missing: bool = False
     match_intensity: bool = True
+    common_tilt: bool = True
 
 
 @dataclass
@@ -201,6 +218,12 @@ def plan_stack(
             LOGGER.info("encoder glitch in %s at slice %d corrected", axis, ids[k])
     estimates: list[PairEstimate | None] = [None] * len(slices)
     steps: list[np.ndarray | None] = [None] * len(slices)
+    tilt = common_tilt([s.surface_plane for s in slices]) if parameters.common_tilt else None
+    slices, moves = zip(*(retilt_slice(s, s.surface_plane, tilt) for s in slices))
+    for s, move in zip(slices, moves, strict=True):
+        if move < 0:
+            LOGGER.warning("slice %d: its surface plane is %d planes from the common tilt at its edge; "
+                           "left as flattened", s.slice_id, -move)
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
@@ -240,7 +263,11 @@ def plan_stack(
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
     after = corrected_ratios(ratios, depths, a, b)
+    record["common_tilt"] = None if tilt is None else [round(t, 5) for t in tilt]
     for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
+        entry["surface_plane"] = None if slices[k].surface_plane is None else _rounded(slices[k].surface_plane)
+        entry["retilt_max_planes"] = moves[k]
+        entry["flatten_plane"] = _flatten_plane(slices[k], tilt if moves[k] > 0 else None)
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
         entry["rotation"] = rotations[k].to_dict() if rotations[k] else None
@@ -394,12 +421,17 @@ def _register_consecutive(
     current_data, _ = current.levels[level]
     axial_um = source_um[0]
     lateral_um = np.asarray(source_um[1:]) * factor
-    expected = nominal_step_um[0] / axial_um
     tolerance = z_tolerance_um / axial_um
+    # the new slice's planes matched start TOP_SKIP_PLANES below its surface (see TOP_SKIP_PLANES)
+    # when the previous slice still holds n_planes below the skipped planes' expected offset
+    expected = nominal_step_um[0] / axial_um
+    fits = previous.useful_depth - math.ceil(expected + TOP_SKIP_PLANES) >= parameters.n_planes
+    skip = TOP_SKIP_PLANES if fits and current.useful_depth >= TOP_SKIP_PLANES + 2 * MIN_PLANES else 0
+    expected += skip
     first = max(0, int(math.floor(expected - tolerance)))
     # the scan stops where the previous slice ends: a thin overlap narrows it
     room = previous.useful_depth - int(math.ceil(expected))
-    depth = min(parameters.n_planes, current.useful_depth, max(MIN_PLANES, room - int(tolerance)))
+    depth = min(parameters.n_planes, current.useful_depth - skip, max(MIN_PLANES, room - int(tolerance)))
     offset = np.rint(nominal_step_um[1:] / lateral_um).astype(int)
     previous_window, current_window = _common_window(
         previous_data.shape[1:], current_data.shape[1:], offset, factor
@@ -412,9 +444,14 @@ def _register_consecutive(
     c0 = current.useful_range[0]
     last = min(previous.useful_depth, int(math.ceil(expected + tolerance)) + depth)
     previous_planes = _planes(previous_data[p0 + first : p0 + last], previous_window, factor)
-    current_planes = _planes(current_data[c0 : c0 + depth], current_window, factor)
+    # with the top skipped, smoothed with true neighbours below too; else both ends are edges, whose
+    # opposite biases (the z smoothing's) roughly cancel
+    halo = min(current.useful_depth, skip + depth + skip)
+    current_planes = _planes(current_data[c0 : c0 + halo], current_window, factor)[skip : skip + depth]
     estimate = register_pair(previous_planes, first, current_planes, expected, tolerance)
-    estimate = replace(estimate, pixel_um=(axial_um, *(float(v) for v in lateral_um)))
+    estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
+                       offsets_scanned=[d - skip for d in estimate.offsets_scanned],
+                       pixel_um=(axial_um, *(float(v) for v in lateral_um)))
     step = np.concatenate(
         [[estimate.z_offset_px * axial_um], (offset + np.asarray(estimate.shift_yx_px)) * lateral_um]
     )
@@ -523,6 +560,18 @@ def _record(
         "axes": ["depth", "y", "x"],
         "slices": per_slice,
     }
+
+
+def _flatten_plane(volume: SliceVolume, tilt: tuple[float, float] | None) -> list[float] | None:
+    """The plane ``(a, b, c)`` the slice's useful plane 0 now follows (its own, or the common tilt's)."""
+    if volume.surface_plane is None:
+        return None
+    if tilt is None:
+        return _rounded(volume.surface_plane)
+    a, b, c = volume.surface_plane
+    ny, nx = volume.levels[0][0].shape[1:]
+    centre_y, centre_x = (ny - 1) / 2, (nx - 1) / 2
+    return _rounded([a + (b - tilt[0]) * centre_y + (c - tilt[1]) * centre_x, tilt[0], tilt[1]])
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -1,0 +1,128 @@
+"""One cut tilt for every slice: re-flatten the slices whose own surface plane tilts otherwise.
+
+The axial correction flattens each slice on its own, shifting every A-line
+by the plane fitted to that slice's surface (``surface_plane_px`` in its
+attributes). The vibratome cuts every slice in the same plane relative to
+the stage, so the planes' tilts should agree; a slice whose fit went astray
+(the first slice's uncut, dome-shaped top, a cavity, dark tissue at the cut)
+is flattened with a different tilt and then meets its neighbours at a depth
+that varies across the field: no single depth offset places it, and the z
+registration averages a mismatch of several voxels. On the simulator's
+``harsh`` seed 0 the first slice's fit read ``(0.080, -0.134)`` voxel per
+pixel for a true ``(0.05, -0.06)``; the other slices ``0.03-0.06, -0.05 to -0.08``.
+
+:func:`common_tilt` takes the median tilt over the slices (robust to a few
+astray); :func:`retilt_slice` moves each A-line of a slice by the whole
+planes between its own plane and the common-tilt plane through the same
+point at the slice's lateral centre (``rint`` of each, as the axial
+correction rounded its shifts), lazily, chunk by chunk. Planes read beyond
+the slice's first or last plane repeat that plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import dask
+import dask.array as da
+import numpy as np
+
+#: Fewest slices with a fitted plane for a common tilt (the median needs a majority).
+MIN_SLICES = 3
+#: Largest A-line move (planes) a re-flattening may make; beyond it the slice is left as it is.
+MAX_SHIFT_PLANES = 16
+
+
+def common_tilt(planes: Sequence[Sequence[float] | None]) -> tuple[float, float] | None:
+    """Median ``(tilt_y, tilt_x)`` (voxels per level-0 pixel) of the slices' surface planes ``(a, b, c)``.
+
+    None when fewer than :data:`MIN_SLICES` slices have a plane.
+
+    Examples
+    --------
+    >>> common_tilt([(3.0, 0.05, -0.06), None, (2.0, 0.04, -0.07), (9.0, 0.08, -0.13), (1.0, 0.05, -0.05)])
+    (0.05, -0.065)
+    >>> common_tilt([(3.0, 0.05, -0.06)]) is None
+    True
+    """
+    known = np.array([p[1:3] for p in planes if p is not None], dtype=float)
+    if len(known) < MIN_SLICES:
+        return None
+    median = np.median(known, axis=0)
+    return float(median[0]), float(median[1])
+
+
+def plane_shift(plane: Sequence[float], tilt: tuple[float, float], shape_yx: Sequence[int],
+                factor: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
+    """Whole planes each A-line moves: ``rint(common) - rint(own)`` on a level of ``shape_yx`` pixels.
+
+    ``factor``: level-0 pixels per level pixel (pixel centres map as
+    ``(i + 0.5) * factor - 0.5``). The common-tilt plane meets the slice's
+    own plane at the slice's lateral centre.
+
+    Examples
+    --------
+    >>> plane_shift((10.0, 0.1, 0.0), (0.0, 0.0), (5, 1))[:, 0].tolist()
+    [0, 0, 0, 0, 0]
+    >>> plane_shift((10.0, 0.5, 0.0), (0.0, 0.0), (5, 1))[:, 0].tolist()
+    [1, 1, 0, -1, -1]
+    """
+    a, b, c = (float(v) for v in plane)
+    y = (np.arange(shape_yx[0]) + 0.5) * factor[0] - 0.5
+    x = (np.arange(shape_yx[1]) + 0.5) * factor[1] - 0.5
+    centre_y, centre_x = (shape_yx[0] * factor[0] - 1) / 2, (shape_yx[1] * factor[1] - 1) / 2
+    own = a + b * y[:, None] + c * x[None, :]
+    common = a + (b - tilt[0]) * centre_y + (c - tilt[1]) * centre_x + tilt[0] * y[:, None] + tilt[1] * x[None, :]
+    return (np.rint(common) - np.rint(own)).astype(np.int64)
+
+
+def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float] | None) -> tuple[object, int]:
+    """A SliceVolume re-flattened to the common tilt (lazily), and the largest A-line move (planes).
+
+    The slice is returned unchanged (move 0) without a plane or a common tilt,
+    and when a move would exceed :data:`MAX_SHIFT_PLANES` (its plane is then
+    too far from the others to trust either; the move is returned negated).
+    """
+    if plane is None or tilt is None:
+        return volume, 0
+    full = volume.levels[0][0].shape[1:]
+    shifts = [plane_shift(plane, tilt, data.shape[1:], (full[0] / data.shape[1], full[1] / data.shape[2]))
+              for data, _ in volume.levels]
+    largest = int(max(np.abs(s).max() for s in shifts))
+    if largest > MAX_SHIFT_PLANES:
+        return volume, -largest
+    if largest == 0:
+        return volume, 0
+    levels = [(shift_alines(data, shift), resolution) for (data, resolution), shift in zip(volume.levels, shifts)]
+    return replace(volume, levels=levels), largest
+
+
+def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
+    """``out[j, y, x] = data[clip(j + shift[y, x]), y, x]`` for a ``(z, y, x)`` dask array, block by block."""
+    nz = data.shape[0]
+    low, high = int(shift.min()), int(shift.max())
+    z_edges, y_edges, x_edges = (np.cumsum((0, *c)) for c in data.chunks)
+    blocks = []
+    for z0, z1 in zip(z_edges[:-1], z_edges[1:]):
+        rows = []
+        for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
+            row = []
+            for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
+                start, stop = max(0, min(z0 + low, nz - 1)), min(nz, max(z1 + high, 1))
+                window = data[start:stop, y0:y1, x0:x1]
+                block = dask.delayed(_gather)(window, shift[y0:y1, x0:x1], int(z0), int(z1), start, nz)
+                row.append(da.from_delayed(block, (z1 - z0, y1 - y0, x1 - x0), dtype=data.dtype))
+            rows.append(row)
+        blocks.append(rows)
+    return da.block(blocks)
+
+
+def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int, nz: int) -> np.ndarray:
+    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), plane by plane."""
+    window = np.asarray(window)
+    out = np.empty((z1 - z0, *shift.shape), window.dtype)
+    for j, z in enumerate(range(z0, z1)):
+        index = np.clip(np.clip(z + shift, 0, nz - 1) - start, 0, window.shape[0] - 1)
+        out[j] = np.take_along_axis(window, index[None], axis=0)[0]
+    return out

@@ -1,0 +1,53 @@
+"""One cut tilt for every slice: a slice flattened with a stray tilt is re-flattened and placed right."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from test_stack import AXIAL_UM, LATERAL_UM, SURFACE_PX, USEFUL_PX, make_brain, relative_truth
+
+from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
+from linumpy.stack.tilt import plane_shift, shift_alines
+
+STRAY = 2  # the slice whose surface fit went astray
+OWN_PLANE = (20.0, 0.09, -0.07)  # its fitted plane; the others fitted the true (flat) cut within 0.002
+
+
+def test_a_line_shift_matches_numpy_whatever_the_chunks():
+    rng = np.random.default_rng(0)
+    data = rng.random((20, 30, 40)).astype(np.float32)
+    shift = rng.integers(-3, 4, (30, 40))
+    expected = np.take_along_axis(data, np.clip(np.arange(20)[:, None, None] + shift, 0, 19), axis=0)
+    for chunks in ((7, 16, 16), (20, 30, 40)):
+        np.testing.assert_array_equal(shift_alines(da.from_array(data, chunks=chunks), shift).compute(), expected)
+
+
+def stray_brain():
+    """The synthetic brain with slice ``STRAY`` flattened by its own, wrongly tilted plane."""
+    brain = make_brain()
+    ny, nx = brain.slices[STRAY].shape[1:]
+    delta = plane_shift(OWN_PLANE, (0.0, 0.0), (ny, nx))
+    brain.slices[STRAY] = shift_alines(da.from_array(brain.slices[STRAY]), -delta).compute()
+    rng = np.random.default_rng(1)
+    planes = [(20.0, *rng.uniform(-0.002, 0.002, 2)) for _ in brain.slices]
+    planes[STRAY] = OWN_PLANE
+    volumes = [SliceVolume(i, [(da.from_array(s, chunks=(16, 32, 32)), (AXIAL_UM, LATERAL_UM, LATERAL_UM))],
+                           (SURFACE_PX, SURFACE_PX + USEFUL_PX), planes[i]) for i, s in enumerate(brain.slices)]
+    return brain, volumes, int(np.abs(delta).max())
+
+
+def test_stray_tilt_is_undone_and_the_slice_placed_within_half_a_plane():
+    brain, volumes, largest = stray_brain()
+    assert largest >= 3  # the stray tilt moves the slice's edges by several planes
+    plan = plan_stack(volumes, brain.motors_mm, brain.thickness_um, 10.0)
+    record = plan.record["slices"]
+    assert [s["retilt_max_planes"] > 0 for s in record] == [k == STRAY for k in range(len(record))]
+    assert np.allclose(plan.record["common_tilt"], 0.0, atol=0.002)
+    origins = np.array([s["origin_um"] for s in record])
+    error_px = np.abs(origins - relative_truth(brain))[:, 0] / AXIAL_UM
+    assert error_px.max() <= 0.5, error_px
+    # the stray slice, re-flattened, matches the previous slice again
+    ncc = [s["registration"]["z_confidence"] for s in record[1:]]
+    unfixed = plan_stack(volumes, brain.motors_mm, brain.thickness_um, 10.0, StackParameters(common_tilt=False))
+    ncc_unfixed = [s["registration"]["z_confidence"] for s in unfixed.record["slices"][1:]]
+    assert ncc[STRAY - 1] > ncc_unfixed[STRAY - 1] + 0.05, (ncc, ncc_unfixed)
