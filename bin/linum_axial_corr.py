@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.axial import ATTENUATION_MODES, FOCUS_MODES, OUTPUT_DTYPES, AxialSettings, correct_slice
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Divide by this focus profile (.npy, one value per input depth) instead.")
     parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
                         help="Attenuation compensation [%(default)s].")
-    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
+    parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
                         help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
                              "0.05%%) [%(default)s].")
     add_omezarr_output_arguments(parser)
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.intensity.axial import AxialSettings, correct_slice
     from linumpy.io.profiles import read_depth_profile
 
     settings = AxialSettings(

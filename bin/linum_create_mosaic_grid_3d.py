@@ -11,10 +11,8 @@ import argparse
 from pathlib import Path
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.io.acquisition import open_acquisition
 from linumpy.io.naming import mosaic_grid_name
-from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE
-from linumpy.mosaic.grid import DTYPES, write_mosaic_grid
+from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "native tiles really is and crop it there, see --galvo_confidence).",
     )
     parser.add_argument(
-        "--fix_field_curvature", action="store_true",
-        help="Estimate the field curvature common to all tiles and remove it when the fit is at least "
-        "1 voxel, stable and improves the tile overlaps (experimental; default: depths as recorded).",
+        "--no_fix_field_curvature", action="store_true",
+        help="Keep the depths as recorded (default: estimate the field curvature common to all tiles "
+        "from their overlaps and remove it when it reduces the held-out border depth mismatch).",
     )
     parser.add_argument(
         "--galvo_confidence", type=finite_float, default=DEFAULT_CONFIDENCE,
@@ -49,13 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.io.acquisition import open_acquisition
+    from linumpy.mosaic.grid import write_mosaic_grid
+
     section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
     aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
     write_mosaic_grid(
         section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
         args.n_levels, args.compression, args.overwrite, progress_enabled(args),
         fix_galvo_shift=not args.no_fix_galvo_shift, galvo_confidence=args.galvo_confidence,
-        fix_field_curvature=args.fix_field_curvature,
+        fix_field_curvature=not args.no_fix_field_curvature,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.slice_normalization import OUTPUT_DTYPES, NormalizeSettings, normalize_slice
+from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,17 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("in_zarr", help="Input slice (z, y, x) OME-Zarr.")
     parser.add_argument("out_zarr", help="Output OME-Zarr.")
     parser.add_argument("--percentiles", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
-                        default=NormalizeSettings.percentiles,
+                        default=DEFAULT_PERCENTILES,
                         help="Tissue percentiles mapped to 0 and 1 [%(default)s].")
     parser.add_argument("--flatfield", action="store_true",
                         help="Correct the lateral illumination estimated across the tiles.")
-    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
+    parser.add_argument("--dtype", choices=NORMALIZE_DTYPES, default="float32",
                         help="float32 in [0, 1] or uint16 in 0..65535 [%(default)s].")
     add_omezarr_output_arguments(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.intensity.slice_normalization import NormalizeSettings, normalize_slice
+
     settings = NormalizeSettings(percentiles=tuple(args.percentiles), flatfield=args.flatfield, dtype=args.dtype)
     normalize_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels,
                     compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))

@@ -10,7 +10,7 @@ same bytes. See docs/simulator.md.
 import argparse
 
 from linumpy.cli import add_overwrite_argument, make_parser, progress_enabled, run
-from linumpy.simulate import LAYOUTS, PRESETS, get_preset, simulate_acquisition
+from linumpy.simulate import LAYOUTS, PRESETS, get_preset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.simulate.writer import simulate_acquisition
+
     preset = get_preset(args.preset, args.n_slices, args.galvo_shift)
     simulate_acquisition(args.outdir, preset, args.seed, args.layout, args.overwrite, progress_enabled(args))
 

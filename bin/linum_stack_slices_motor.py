@@ -21,8 +21,7 @@ import argparse
 
 from linumpy.cli import add_overwrite_argument, add_workers_argument, finite_float, make_parser, progress_enabled, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.stack.files import DEFAULT_PYRAMID_RESOLUTIONS_UM, stack_slice_files
-from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG
+from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.stack.files import stack_slice_files
+
     stack_slice_files(
         args.slices, args.output, args.motor_positions,
         resolution_um=args.resolution, pyramid_resolutions_um=args.pyramid_resolutions,

@@ -5,8 +5,10 @@ Neighbouring tiles are registered on their average intensity projections
 (flat field fitted to the overlaps and divided out; band-passed NCC searched
 within --max_shift_px of the stage offset; sub-pixel Lucas-Kanade fit); a pair
 is kept when its peak clearly beats every rival and it agrees with the others
-(loop residuals of a weighted least-squares solve). A tile with no kept pair
-keeps its position on the fitted stage model: never worse than the stage. The same lateral
+(loop residuals of a weighted least-squares solve). A tile left without pairs
+is placed by the joint evidence of all its pairs with placed neighbours when
+that is significant; otherwise it keeps its position on the fitted stage
+model: never worse than the stage. The same lateral
 positions, rounded to whole pixels, are used at every depth. The estimated
 transform is saved as JSON so it can be applied to another channel or slice.
 
@@ -17,8 +19,7 @@ Example:
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.stitching.blend import BLEND_MODES
-from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.options import BLEND_MODES, DEFAULT_MAX_SHIFT_PX
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,7 +118,7 @@ def test_vermeer_resolves_two_layers():
     assert np.allclose(estimate[85:195], 10.0, rtol=0.02)
 
 
-def test_vermeer_mean_attenuation_with_speckle_and_noise_floor():
+def test_slope_attenuation_with_speckle_and_noise_floor():
     """Stated tolerance: 10% for speckled A-lines after noise-floor subtraction."""
     rng = np.random.default_rng(5)
     for mu in (3.0, 6.0, 9.0):
@@ -126,8 +126,24 @@ def test_vermeer_mean_attenuation_with_speckle_and_noise_floor():
         noisy = clean * rng.gamma(2.0, 0.5, clean.shape) + 0.01 * rng.standard_exponential(clean.shape)
         signal = np.maximum(noisy - 0.01, 0)
         tails = attenuation.tail_sums(signal, lateral_sigma_px=2.0)
-        mean_mu = attenuation.mean_attenuation(tails, np.zeros((30, 30)), 100, DZ_MM)
+        mean_mu = attenuation.slope_attenuation(tails, np.zeros((30, 30)), 100, DZ_MM)
         assert abs(np.median(mean_mu) / mu - 1) < 0.10
+
+
+@pytest.mark.parametrize("mu", [2.0, 4.0, 8.0])
+def test_slope_attenuation_per_a_line_on_a_short_range(mu):
+    """70 samples (~100 um, the tiny preset's tissue range): 90% of the speckled A-lines within 25%.
+
+    The telescoped Vermeer mean, decided by the end-of-range extension on so short a range, spread
+    0.53-1.45x (mu 2) and 0.75-1.21x (mu 4) on the same lines (5th-95th percentiles).
+    """
+    rng = np.random.default_rng(5)
+    clean = np.exp(-2 * mu * DZ_MM * np.arange(70))[:, None, None] * np.ones((1, 30, 30))
+    noisy = clean * rng.gamma(2.0, 0.5, clean.shape) + 0.01 * rng.standard_exponential(clean.shape)
+    tails = attenuation.tail_sums(np.maximum(noisy - 0.01, 0), lateral_sigma_px=2.0)
+    ratio = attenuation.slope_attenuation(tails, np.zeros((30, 30)), 70, DZ_MM) / mu
+    low, median, high = np.percentile(ratio, [5, 50, 95])
+    assert abs(median - 1) < 0.05 and low > 0.75 and high < 1.25, (low, median, high)
 
 
 # --- focus ---------------------------------------------------------------------------------
@@ -285,7 +301,10 @@ def test_outputs_validate_and_carry_attributes(tiny_grids, tiny_corrected):
 
 
 def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):
-    """Mean attenuation of the white-matter columns (8/mm) within 15%; grey (2/mm) within a factor 2."""
+    """Attenuation of the white-matter columns (8/mm) within 15%; grey (2/mm, ~30% decay over the range) within 30%.
+
+    Measured (decay-rate map): white 7.7-7.8, grey 1.6-1.8 /mm; the Vermeer mean read grey 1.3-2.2.
+    """
     truth = truth_of(tiny_acquisition)
     tile_y, tile_x = truth["tile_shape"][1:]
     for record in truth["slices"]:
@@ -295,7 +314,7 @@ def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):
                 measured = np.nanmedian(mu_map[row * tile_y + y0 : row * tile_y + y1,
                                                col * tile_x + x0 : col * tile_x + x1])
                 expected = region["attenuation_per_mm"]
-                tolerance = 0.15 if expected >= 8 else 1.0
+                tolerance = 0.15 if expected >= 8 else 0.3
                 assert abs(measured / expected - 1) < tolerance, (region["name"], measured)
 
 

@@ -93,9 +93,10 @@ def test_harsh_case_through_the_chain(tmp_path):
     for entry in case["slices"]:
         assert entry["focus_error"] < 0.25, entry  # old estimate: clipped at 0.05 (errors up to 20x)
         assert abs(entry["tissue_ratio"] - 1) < 0.5, entry
-    # the homogeneous white-matter column (8 /mm): 15% on the median slice (the target), 25% on all
+    # the homogeneous white-matter column (8 /mm): within 15% on every slice (the target; the decay-rate
+    # map, docs/intensity.md: worst slice 7-13% on harsh seeds 0-5 x 8 slices, 15-29% with the Vermeer mean)
     white = [abs(entry["column_ratio"]["white_matter"] - 1) for entry in case["slices"]]
-    assert np.median(white) <= 0.15 and max(white) <= 0.25, white
+    assert max(white) <= 0.15, white
     # measured on this case (flattened by the surface plane, scored at 10 um in the flattened frame): NCC 0.826
     # (speckle ceiling 0.982), step 0.078, CV 0.065 (the targets, NCC >= 0.95, steps <= 5% and
     # CV <= 0.05, are not all met: see docs/stacking.md)

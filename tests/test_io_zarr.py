@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dask.array as da
+import numcodecs
 import numpy as np
 import ome_zarr_models
 import pytest
@@ -500,3 +501,23 @@ def test_direct_read_names_a_corrupted_chunk(tmp_path):
     with pytest.raises(InputError, match=r"0/1/0/1: corrupted chunk"):
         stored[4:8, 0:8, 8:16]
     np.testing.assert_array_equal(stored[0:4], zarr.open_array(str(path / "0"), mode="r")[0:4])
+
+
+def test_whole_chunks_decoded_in_place_match_and_check_their_size(tmp_path, monkeypatch):
+    """Chunks a read holds whole are decoded straight into the result; a chunk of the wrong size is named."""
+    data = oct_like((8, 16, 24), dtype=np.float32)
+    data[4:8, 8:16, 16:24] = 0  # not stored: filled
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
+    stored, _ = open_omezarr_level(path)
+    in_place = []
+    decode_into = type(stored._reader)._decode_into
+    monkeypatch.setattr(type(stored._reader), "_decode_into",
+                        lambda self, index, out: in_place.append(index) or decode_into(self, index, out))
+    for key in [np.s_[:], np.s_[4:8, 8:16], np.s_[:, 8:16, 16:24], np.s_[:, 0:8, 8:16], np.s_[0:4, 0:16, 0:8]]:
+        np.testing.assert_array_equal(stored[key], data[key])
+    assert in_place == [(0, 1, 2), (1, 1, 2), (0, 0, 1), (1, 0, 1)]  # the chunk columns, the unstored one too
+    chunk = path / "0" / "1" / "0" / "1"
+    chunk.write_bytes(numcodecs.Blosc(cname="lz4").encode(data[4:8, 0:8, 8:12].copy()))  # half a chunk
+    with pytest.raises(InputError, match=r"0/1/0/1: corrupted chunk.*decoded size"):
+        stored[4:8, 0:8, 8:16]

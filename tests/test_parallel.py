@@ -1,7 +1,8 @@
-"""The worker-thread plumbing of the streaming steps (linumpy.parallel, --workers)."""
+"""The worker-thread plumbing of the streaming steps (linumpy.parallel, --workers, read-ahead)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,6 +10,7 @@ import pytest
 
 from linumpy import parallel
 from linumpy.cli import add_workers_argument, make_parser, run
+from linumpy.io import prefetch
 
 
 def test_ordered_map_keeps_order_and_bounds_jobs_in_flight():
@@ -63,3 +65,18 @@ def test_workers_flag_sets_the_process_default(monkeypatch):
     assert seen == [5]
     with pytest.raises(SystemExit):
         run(parser, lambda args: None, ["--workers", "0"])
+
+
+def test_prefetched_announces_each_item_as_it_is_taken(tmp_path, monkeypatch):
+    tile = tmp_path / "tile_x00_y00_z00"
+    tile.mkdir()
+    for name in ("image_2.bin", "image_1.bin", "info.txt"):
+        (tile / name).write_bytes(b"\0" * 16)
+    tiff = tmp_path / "tile.tif"
+    assert prefetch.tile_files(tile) == [tile / "image_1.bin", tile / "image_2.bin"]
+    assert prefetch.tile_files(tiff) == [tiff]
+    announced = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: announced.append(advice))
+    items = prefetch.prefetched([tile, tmp_path / "missing", tile], prefetch.tile_files)
+    assert next(items) == tile and announced == [os.POSIX_FADV_WILLNEED] * 2
+    assert list(items) == [tmp_path / "missing", tile] and len(announced) == 4  # a missing file is skipped

@@ -17,7 +17,12 @@ the A-line, so the attenuation-compensated signal is
 (constant with depth in a homogeneous medium, and never above ``T[0]``).
 The A-line is finite: the part of the tail sum beyond the last sample is
 extended as a geometric series whose ratio is measured on the last two
-windows of the A-line (see :func:`tail_sums`).
+windows of the A-line (see :func:`tail_sums`). On short A-lines that
+extension is the largest error of the compensation (see ``docs/intensity.md``).
+
+The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
+does not use the extension at all: it is the decay rate of the laterally
+averaged signal, fitted over the A-line's tissue range.
 """
 
 from __future__ import annotations
@@ -145,35 +150,61 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarra
     return out
 
 
-def mean_attenuation(
-    tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float
+def slope_attenuation(
+    tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float, margin_px: int = 3,
+    min_samples: int = 8,
 ) -> np.ndarray:
-    """Mean attenuation (mm^-1) of each A-line over ``[start, start + depth)``.
+    """Attenuation (mm^-1) of each A-line: the decay rate of its signal over ``[start + margin, start + depth)``.
 
-    The mean of :func:`attenuation_coefficient` over a range telescopes to
-    ``ln(T[start] / T[stop]) / (2 dz (stop - start))``. The range is clipped to
-    the A-line; A-lines with a NaN start, an empty range or no signal get NaN.
+    The signal is recovered from the (laterally averaged) tail sums as
+    ``T[k] - T[k + 1]`` (the end-of-range extension cancels), and a straight
+    line is fitted to its logarithm: ``mu = -slope / (2 dz)``. Unlike the
+    telescoped Vermeer mean ``ln(T[start] / T[stop]) / (2 dz L)``, this does
+    not depend on the extension beyond the A-line (on a short A-line the
+    extension decides that mean), nor on the reflectivity of the first and
+    last voxels of the range; a reflectivity that changes with depth inside
+    the range (a layer boundary) biases both.
 
     Parameters
     ----------
     tails : ndarray, shape (z + 1, y, x)
+        Output of :func:`tail_sums`.
     start_px : ndarray, shape (y, x)
         First voxel of the range (e.g. the surface), NaN for none.
     depth_px : int
     voxel_size_mm : float
+    margin_px : int
+        Voxels below ``start`` left out (the cut's partial volume, surface errors).
+    min_samples : int
+        A-lines with fewer positive samples in the range get NaN.
 
     Returns
     -------
     ndarray, shape (y, x), float32
+        NaN where the start is NaN or the range holds too few samples.
+
+    Examples
+    --------
+    >>> dz = 0.0015
+    >>> line = np.exp(-2 * 4.0 * dz * np.arange(60.0))[:, None, None] * np.ones((1, 2, 2))
+    >>> float(slope_attenuation(tail_sums(line), np.zeros((2, 2)), 60, dz)[0, 0].round(3))
+    4.0
     """
     n_z = tails.shape[0] - 1
     valid = np.isfinite(start_px)
-    start = np.clip(np.where(valid, np.rint(np.nan_to_num(start_px)), 0), 0, n_z).astype(np.intp)
-    stop = np.clip(start + depth_px, 0, n_z)
-    upper = np.take_along_axis(tails, start[None], 0)[0]
-    lower = np.take_along_axis(tails, stop[None], 0)[0]
-    length = (stop - start) * voxel_size_mm
-    ok = valid & (length > 0) & (lower > 0) & (upper > 0)
-    ratio = np.divide(upper, lower, out=np.ones_like(upper), where=ok)
-    mean = np.divide(np.log(ratio), 2.0 * length, out=np.zeros_like(upper), where=ok)
-    return np.where(ok, mean, np.nan).astype(np.float32)
+    first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
+    stop = np.minimum(first - margin_px + depth_px, n_z)
+    # least-squares sums accumulated plane by plane (no 3D temporaries)
+    n, sz, szz, sl, szl = (np.zeros(start_px.shape) for _ in range(5))
+    for k in range(max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))):
+        signal = tails[k] - tails[k + 1]
+        use = (first <= k) & (k < stop) & (signal > 0)
+        log = np.log(np.where(use, signal, 1.0))
+        n += use
+        sz += k * use
+        szz += k * k * use
+        sl += log * use
+        szl += k * log * use
+    spread = n * szz - sz**2
+    slope = np.divide(n * szl - sz * sl, spread, out=np.zeros_like(n), where=spread > 0)
+    return np.where(valid & (n >= min_samples), -slope / (2.0 * voxel_size_mm), np.nan).astype(np.float32)

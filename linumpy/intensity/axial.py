@@ -8,7 +8,8 @@ so that halos do not decode the same storage chunks again):
 1. *Statistics*, on the slice binned laterally
    (``statistics_binning_px``): detect the surface of every A-line (with a
    halo for the lateral smoothing), store it in the surface map (and the
-   A-line levels in a scratch map), and accumulate the noise floor, the
+   A-line levels in a scratch map: each A-line's own, which selects the tissue
+   A-lines of the QC's mean attenuation), and accumulate the noise floor, the
    background (agarose) depth profile and the moments of a plane fitted to
    the surface.
 2. *Correction* (each block with a small lateral halo): subtract the noise floor, divide by
@@ -19,7 +20,7 @@ so that halos do not decode the same storage chunks again):
    them A-line by A-line would shift that tissue in depth differently in
    every slice and bias the slices' depth registration; without any
    detected surface, A-lines are not shifted), crop
-   ``useful_depth_px`` voxels; the mean attenuation of every A-line goes to
+   ``useful_depth_px`` voxels; the attenuation (decay rate) of every A-line goes to
    the attenuation map in the same pass.
 
 The three outputs (corrected volume, surface map, attenuation map) are
@@ -40,7 +41,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
@@ -49,16 +49,13 @@ from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
     chunk_shape, map_ordered, read_block,
 )
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 
 logger = logging.getLogger(__name__)
 
-FOCUS_MODES = ("background", "gaussian", "none")
-ATTENUATION_MODES = ("vermeer", "none")
-#: Stored dtypes of the corrected volume (float16: compact intermediates, relative rounding 2**-11).
-OUTPUT_DTYPES = ("float32", "float16")
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
@@ -172,8 +169,8 @@ def correct_slice(
         Not a 3D image, NaN/inf voxels, a focus profile of the wrong length.
     """
     _check_settings(settings)
-    if dtype not in OUTPUT_DTYPES:
-        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    if dtype not in AXIAL_DTYPES:
+        raise InputError(f"unknown output dtype {dtype!r}; choose one of {', '.join(AXIAL_DTYPES)}")
     volume, resolution = open_omezarr_level(in_path)
     info = read_omezarr_info(in_path)
     if volume.ndim != 3:
@@ -198,10 +195,10 @@ def correct_slice(
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
-        levels = zarr.create_array(store=str(scratch / "levels.zarr"), shape=(n_y, n_x), chunks=(block, block),
-                                   dtype=np.float32)
-        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer, levels,
-                                   settings, block, progress, workers, qc)
+        # A scratch map written and read chunk by chunk straight from its files (never published).
+        levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **map_options)
+        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
+                                   levels_writer, settings, block, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -209,6 +206,7 @@ def correct_slice(
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
 
         surface_um = surface_writer.stored_level0()
+        levels = levels_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -283,7 +281,7 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 def _gather_statistics(
     volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
-    levels_map: zarr.Array, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
+    levels_map: OmeZarrWriter, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
@@ -311,13 +309,15 @@ def _gather_statistics(
             )
         found_binned = surface.detect_surface(binned, lateral_sigma_px=settings.lateral_sigma_px / factor,
                                               min_contrast=settings.min_contrast)
-        levels_binned = focus.line_levels(binned, found_binned, neighbourhood_px=halo // factor)
+        own_levels = focus.line_levels(binned, found_binned)
+        # the background class keeps away from tissue: an A-line takes its neighbours' highest level
+        levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
                                       (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
-        levels = expand_laterally(levels_binned, factor, outer_shape)[part.inner_in_outer]
+        levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
         levels_map[part.inner] = levels.astype(np.float32)
         return part, found, measured, profile
 
@@ -483,8 +483,8 @@ def correct_block(
     flat : ndarray, shape (depth_px, y', x'), float32
         The corrected, flattened A-lines.
     mean_mu : ndarray, shape (y', x'), float32
-        The mean attenuation (mm^-1) of each A-line from its surface to the
-        bottom of the output.
+        The attenuation (mm^-1) of each A-line, fitted from its surface to the
+        bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
     """
     signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
     np.maximum(signal, 0, out=signal)
@@ -493,7 +493,7 @@ def correct_block(
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
     inner = inner or (slice(None), slice(None))
     signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-    mean_mu = attenuation.mean_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+    mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
     if settings.attenuation == "vermeer":
         signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     del tails

@@ -69,10 +69,20 @@ def line_levels(
     sums = np.pad(np.where(below, volume, 0.0), pad).reshape(shape).sum(axis=1, dtype=np.float64)
     counts = np.pad(below, pad).reshape(shape).sum(axis=1)
     means = np.divide(sums, counts, out=np.zeros(counts.shape), where=counts >= (band_px + 1) // 2)
-    levels = means.max(axis=0)
-    if neighbourhood_px > 0:
-        levels = ndimage.maximum_filter(levels, size=2 * neighbourhood_px + 1, mode="nearest")
-    return levels
+    return neighbourhood_max(means.max(axis=0), neighbourhood_px)
+
+
+def neighbourhood_max(levels: np.ndarray, neighbourhood_px: int) -> np.ndarray:
+    """``levels`` replaced by their maximum over a ``(2 n + 1)^2`` lateral neighbourhood (``n = 0``: unchanged).
+
+    Examples
+    --------
+    >>> neighbourhood_max(np.array([[0.0, 0.0, 5.0]]), 1).tolist()
+    [[0.0, 5.0, 5.0]]
+    """
+    if neighbourhood_px <= 0:
+        return levels
+    return ndimage.maximum_filter(levels, size=2 * neighbourhood_px + 1, mode="nearest")
 
 
 @dataclass(frozen=True)

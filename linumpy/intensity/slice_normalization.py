@@ -29,7 +29,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
@@ -37,14 +36,13 @@ from linumpy.intensity import normalize
 from linumpy.intensity.blocks import LateralBlock, count_blocks, lateral_block_size, lateral_blocks
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import LogHistogram
+from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, StoredArray, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import ordered_map
 
 logger = logging.getLogger(__name__)
-
-OUTPUT_DTYPES = ("float32", "uint16")
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class NormalizeSettings:
         Smoothing of the AIP before thresholding it.
     """
 
-    percentiles: tuple[float, float] = (1.0, 95.0)
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     flatfield: bool = False
     dtype: str = "float32"
     mask_sigma_px: float = 2.0
@@ -116,8 +114,8 @@ def normalize_slice(
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with atomic.scratch_directory(out_path) as scratch:
-        aip = _store_aip(volume, Path(scratch) / "aip.zarr", block, in_path, progress, workers)
-        smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.zarr", settings.mask_sigma_px)
+        aip = _store_aip(volume, Path(scratch) / "aip.ome.zarr", block, in_path, progress, workers)
+        smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px)
         aip_histogram = LogHistogram()
         for part in lateral_blocks(smoothed.shape, 4 * block):
             aip_histogram.add(smoothed[part.inner])
@@ -132,10 +130,10 @@ def normalize_slice(
                 writer[:] = 0
                 attributes.update(_attributes(settings, threshold, None, None, 0.0))
             else:
-                tissue = da.from_zarr(smoothed) > threshold
+                tissue = smoothed.to_dask() > threshold
                 field = None
                 if origins is not None:
-                    field = _estimate_flatfield(da.from_zarr(aip), tissue, origins, info.attributes)
+                    field = _estimate_flatfield(aip.to_dask(), tissue, origins, info.attributes)
                 values = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress, workers)
                 low, high = (values.percentile(q) for q in settings.percentiles)
                 fraction = float(da.mean(tissue).compute())
@@ -161,8 +159,8 @@ def _check_settings(settings: NormalizeSettings) -> None:
     low, high = settings.percentiles
     if not 0 <= low < high <= 100:
         raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
-    if settings.dtype not in OUTPUT_DTYPES:
-        raise InputError(f"unknown output dtype {settings.dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}")
+    if settings.dtype not in NORMALIZE_DTYPES:
+        raise InputError(f"unknown output dtype {settings.dtype!r}; choose one of {', '.join(NORMALIZE_DTYPES)}")
 
 
 def _attributes(
@@ -178,12 +176,20 @@ def _attributes(
     }
 
 
+def _scratch_map(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...]) -> OmeZarrWriter:
+    """A float32 2D scratch map, written and read straight from its chunk files.
+
+    It is never finalized: the scratch directory holding it is removed with it.
+    """
+    return OmeZarrWriter(path, shape, chunks=chunks, dtype=np.float32)
+
+
 def _store_aip(
     volume: StoredArray, path: Path, block: int, in_path: Any, progress: bool, workers: int | None
-) -> zarr.Array:
-    """Compute the AIP block by block into a scratch zarr array; refuse NaN/inf."""
+) -> StoredArray:
+    """Compute the AIP block by block into a scratch map; refuse NaN/inf."""
     shape = volume.shape[1:]
-    target = zarr.create_array(store=str(path), shape=shape, chunks=(block, block), dtype=np.float32)
+    target = _scratch_map(path, shape, (block, block))
 
     def project(part: LateralBlock) -> None:
         aip = volume[(slice(None), *part.inner)].mean(axis=0, dtype=np.float64)
@@ -197,18 +203,17 @@ def _store_aip(
     for _ in tqdm(ordered_map(project, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
                   desc="AIP", disable=not progress, leave=False):
         pass
-    return target
+    return target.stored_level0()
 
 
-def _store_smoothed(aip: zarr.Array, path: Path, sigma_px: float) -> zarr.Array:
+def _store_smoothed(aip: StoredArray, path: Path, sigma_px: float) -> StoredArray:
     """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it."""
-    target = zarr.create_array(store=str(path), shape=aip.shape, chunks=aip.chunks, dtype=np.float32)
-    smoothed = da.from_zarr(aip).map_overlap(
+    target = _scratch_map(path, aip.shape, aip.chunks)
+    target[:] = aip.to_dask().map_overlap(
         normalize.smooth_aip, depth=int(np.ceil(4 * sigma_px)), boundary="nearest", sigma_px=sigma_px,
         dtype=np.float32,
     )
-    da.store(smoothed, target, lock=False)
-    return target
+    return target.stored_level0()
 
 
 def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: Any) -> list[tuple[int, int]]:
@@ -261,7 +266,7 @@ def _flat_fielded(
 
 
 def _tissue_histogram(
-    volume: StoredArray, smoothed: zarr.Array, threshold: float, field: np.ndarray | None,
+    volume: StoredArray, smoothed: StoredArray, threshold: float, field: np.ndarray | None,
     origins: list[tuple[int, int]] | None, block: int, progress: bool, workers: int | None,
 ) -> LogHistogram:
     """Histogram of the flat-fielded voxel values of the tissue A-lines."""

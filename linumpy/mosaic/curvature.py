@@ -1,31 +1,39 @@
 """Field curvature: the depth offset common to every tile of a slice, found and removed.
 
 The scan optics image a flat surface on a curved one: the same depth offset
-``c(u, v)`` (tile pixel ``u, v``) applies to every tile, so neighbouring
-tiles meet at different depths. Estimation (:func:`estimate_curvature`): in a
-few tiles near the centre, the tissue interface depth is found per A-line
-block (steepest rise of the depth profile, sub-voxel); all tiles' interface
-maps are fitted at once by least squares with
+``q(u, v)`` (tile coordinates ``u, v`` in [-1, 1]) applies to every A-line of
+every tile, so neighbouring tiles disagree on the depth of the same tissue.
+Estimation (:func:`estimate_curvature`), on a few neighbouring tiles near the
+centre of the grid: in the overlap of each pair of neighbours (nominal
+offsets), the tissue interface depth is found per ``4 x 4`` A-line block in
+both tiles (steepest rise of the depth profile, sub-voxel). At the same world
+block the tissue is the same, so the difference of the two depths is
+``q(u1, v1) - q(u2, v2)`` whatever the tissue's tilt, bumps or edges, plus
+one offset per pair (a stage error on tilted tissue, a stage height step);
+all differences are fitted at once by least squares with
 
-    depth = a + g_y (Y_t + u) + g_x (X_t + v) + q(u, v),
-    q(u, v) = q_uu u^2 + q_vv v^2 + q_uv u v + q_u u + q_v v
+    q(u, v) = q_uu u^2 + q_vv v^2 + q_uv u v
 
-(the tissue's own plane over the whole mosaic, ``(Y_t, X_t)`` the tile's
-nominal origin, plus the part common to all tiles in tile coordinates); one
-pass drops interface points more than 3 robust SD off. The correction moves
-every A-line up by ``q(u, v) - q(centre)`` (linear interpolation along depth).
-It is applied only when its peak-to-peak amplitude reaches
-:data:`MIN_AMPLITUDE_PX`, the fit is stable (leaving any one tile out moves
-it by at most :data:`MAX_SPREAD` of its amplitude) and it raises the mean NCC
-of the overlaps between the sampled neighbouring tiles (at their nominal
-offsets); the QC record holds the fit, the spread, the NCC before and after
-and the decision. (On the simulator the NCC rose for spurious fits too: the
-amplitude and stability gates are what keep flat slices untouched.)
+and a free offset per pair (a second pass drops points more than 3 robust
+SD off). A linear term of ``q`` (optics centred off the tile) would only add
+a constant to each pair's difference, so it cannot be told from the pair
+offsets and is not estimated. The correction moves every
+A-line up by ``q(u, v) - q(centre)`` (linear interpolation along depth).
+
+Improve or skip: the correction is applied only when its peak-to-peak
+amplitude reaches :data:`MIN_AMPLITUDE_PX`; when the border mismatch it
+predicts on held-out pairs (each pair corrected by the fit of the others) is
+at least :data:`MIN_GAIN` below the uncorrected mismatch (RMS interface depth
+difference); when leaving one pair out moves the fit by at most
+:data:`MAX_SPREAD` of its amplitude; and when the mean NCC of the sampled
+overlaps does not drop. The QC record holds the fit, both mismatches, the
+spread, the NCC before and after and the decision (the first failed gate).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,12 +47,22 @@ from linumpy.stack.refine import normalized_cross_correlation
 MAX_TILES = 16
 #: Lateral block (pixels) of one interface sample.
 BLOCK_PX = 4
-#: Smallest peak-to-peak curvature (voxels) corrected: on flat simulated slices the fit
-#: found up to 0.9 voxel (surface bumps the tiles do not average out).
+#: Smallest peak-to-peak curvature (voxels) corrected.
 MIN_AMPLITUDE_PX = 1.0
-#: The fit is unstable (not applied) when leaving one tile out moves it by more than this
-#: fraction of its amplitude (peak to peak).
+#: The fit is unstable (not applied) when leaving one overlap pair out moves it by more than
+#: this fraction of its amplitude (peak to peak).
 MAX_SPREAD = 0.5
+#: Smallest relative drop of the held-out border mismatch (RMS) for the correction to apply.
+MIN_GAIN = 0.05
+#: The interface is looked for near where a block's smoothed depth profile first climbs this
+#: fraction of its range (1/3 locked onto a deep focal peak under the tissue of the simulated
+#: ``harsh`` condition: fit errors up to 15 voxels, against 0.7 at 0.15).
+ONSET_FRACTION = 0.15
+#: Fewest interface points (blocks in overlaps) for a fit.
+MIN_POINTS = 40
+#: Fitted terms of ``q``: ``u^2, v^2, u v`` (a linear term is indistinguishable from an
+#: offset between two tiles, e.g. a stage error on tilted tissue, so it is not estimated).
+N_TERMS = 3
 
 
 @dataclass(frozen=True)
@@ -54,28 +72,37 @@ class Curvature:
     Attributes
     ----------
     coefficients : list of float
-        ``[q_uu, q_vv, q_uv, q_u, q_v]`` in voxels, ``u, v`` in [-1, 1] across the tile.
+        ``[q_uu, q_vv, q_uv]`` in voxels, ``u, v`` in [-1, 1] across the tile.
     amplitude_px : float
         Peak-to-peak of ``q`` over the tile.
     ncc_before, ncc_after : float
         Mean NCC of the sampled tile overlaps without and with the correction.
     applied : bool
     status : str
-        ``"applied"``, ``"no_gain"`` (NCC not improved), ``"flat"`` (amplitude
-        below :data:`MIN_AMPLITUDE_PX`), ``"unstable"`` (leave-one-tile-out
-        spread above :data:`MAX_SPREAD` of the amplitude), ``"too_few_points"``
-        or ``"disabled"``.
+        ``"applied"``, ``"flat"`` (amplitude below :data:`MIN_AMPLITUDE_PX`),
+        ``"no_gain"`` (held-out border mismatch not reduced by :data:`MIN_GAIN`),
+        ``"unstable"`` (leave-one-pair-out spread above :data:`MAX_SPREAD` of
+        the amplitude), ``"ncc_worse"`` (overlap NCC lowered),
+        ``"too_few_points"`` or ``"disabled"``.
     spread_px : float
-        Largest peak-to-peak change of the fit when one tile is left out.
+        Largest peak-to-peak change of the fit over a tile when one overlap pair is left out.
+    mismatch_before_px, mismatch_after_px : float
+        RMS interface depth difference across the sampled tile borders without
+        correction and with the held-out correction (voxels).
+    n_points : int
+        Interface blocks in the fit.
     """
 
-    coefficients: list[float] = field(default_factory=lambda: [0.0] * 5)
+    coefficients: list[float] = field(default_factory=lambda: [0.0] * N_TERMS)
     amplitude_px: float = 0.0
     ncc_before: float | None = None
     ncc_after: float | None = None
     applied: bool = False
     status: str = "disabled"
     spread_px: float = 0.0
+    mismatch_before_px: float | None = None
+    mismatch_after_px: float | None = None
+    n_points: int = 0
 
     def offset_map(self, shape_yx: tuple[int, int]) -> np.ndarray:
         """``q(u, v) - q(0, 0)`` on a tile of ``shape_yx`` pixels (voxels of depth)."""
@@ -93,11 +120,29 @@ class Curvature:
             "curvature_applied": self.applied,
             "curvature_status": self.status,
             "curvature_amplitude_px": round(self.amplitude_px, 3),
-            "curvature_spread_px": round(self.spread_px, 3),
+            "curvature_spread_px": _rounded(self.spread_px, 3),
             "curvature_coefficients_px": [round(c, 4) for c in self.coefficients],
-            "curvature_overlap_ncc_before": None if self.ncc_before is None else round(self.ncc_before, 4),
-            "curvature_overlap_ncc_after": None if self.ncc_after is None else round(self.ncc_after, 4),
+            "curvature_overlap_ncc_before": _rounded(self.ncc_before),
+            "curvature_overlap_ncc_after": _rounded(self.ncc_after),
+            "curvature_border_mismatch_before_px": _rounded(self.mismatch_before_px),
+            "curvature_border_mismatch_after_px": _rounded(self.mismatch_after_px),
+            "curvature_n_points": self.n_points,
         }
+
+
+    def flags(self) -> list[str]:
+        """Messages for the QC record when a curvature was found but left in, or could not be estimated."""
+        if self.status in ("no_gain", "unstable", "ncc_worse"):
+            return [f"field curvature of {self.amplitude_px:.1f} voxels found but not removed ({self.status}): "
+                    "tiles may meet at different depths"]
+        if self.status == "too_few_points":
+            return [f"field curvature not estimated: {self.n_points} interface points in the sampled tile overlaps"]
+        return []
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    """``value`` rounded, None for None or non-finite (JSON has no NaN)."""
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
 def tile_axes(shape_yx: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -110,14 +155,14 @@ def quadratic_map(coefficients, shape_yx: tuple[int, int]) -> np.ndarray:
 
     Examples
     --------
-    >>> quadratic_map([1.0, 1.0, 0.0, 0.0, 0.0], (3, 3))
+    >>> quadratic_map([1.0, 1.0, 0.0], (3, 3))
     array([[2., 1., 2.],
            [1., 0., 1.],
            [2., 1., 2.]], dtype=float32)
     """
     u, v = tile_axes(shape_yx)
-    uu, vv, uv, lu, lv = coefficients
-    return (uu * u**2 + vv * v**2 + uv * u * v + lu * u + lv * v).astype(np.float32)
+    uu, vv, uv = coefficients
+    return (uu * u**2 + vv * v**2 + uv * u * v).astype(np.float32)
 
 
 def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
@@ -143,15 +188,15 @@ def interface_depth(tile: np.ndarray, block: int = BLOCK_PX) -> np.ndarray:
 
     The depth profile of each block is smoothed (Gaussian, 1.5 samples); the
     interface is the steepest rise within 3 samples of where the profile first
-    climbs a third of the way from its minimum to its maximum (deeper tissue
-    edges are not the surface), refined by a parabola; blocks whose rise is
+    climbs :data:`ONSET_FRACTION` of the way from its minimum to its maximum
+    (deeper tissue edges and a deep focus are not the surface), refined by a parabola; blocks whose rise is
     under 5 robust SD of the rises are left out.
     """
     nz, ny, nx = tile.shape
     blocks = tile[:, : ny // block * block, : nx // block * block].reshape(nz, ny // block, block, nx // block, block)
     profiles = ndimage.gaussian_filter1d(blocks.mean(axis=(2, 4), dtype=np.float64), 1.5, axis=0)
     low, high = profiles.min(axis=0), profiles.max(axis=0)
-    first = np.argmax(profiles > low + (high - low) / 3.0, axis=0)
+    first = np.argmax(profiles > low + (high - low) * ONSET_FRACTION, axis=0)
     rise = np.diff(profiles, axis=0)
     near = np.abs(np.arange(nz - 1)[:, None, None] - first[None]) <= 3
     peak = np.argmax(np.where(near, rise, -np.inf), axis=0)
@@ -167,43 +212,126 @@ def interface_depth(tile: np.ndarray, block: int = BLOCK_PX) -> np.ndarray:
     return np.where(strength > 5 * spread, depth, np.nan)
 
 
-def fit_curvature(maps: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float],
-                  tile_shape_yx: tuple[int, int]) -> tuple[list[float], int]:
-    """Least-squares fit of the model of the module docstring; returns coefficients and points used."""
-    rows, targets = [], []
-    for (row, col), depth in maps.items():
+def _terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The fitted terms of ``q`` (``u^2, v^2, u v``) at tile coordinates ``u, v`` (last axis)."""
+    return np.stack([u**2, v**2, u * v], axis=-1)
+
+
+def neighbour_strips(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float]
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+    """The overlapping strips of neighbouring tiles at their nominal offsets.
+
+    Yields ``(strip of the first tile, same world pixels in the second tile,
+    (y, x) origin of the strip in the first tile)``; the strip starts at
+    ``(0, 0)`` of the second tile. Right then lower neighbours, tiles in order.
+    """
+    step_y, step_x = (int(round(s)) for s in tile_step_px)
+    for row, col in sorted(tiles):
+        tile = tiles[(row, col)]
+        _, ny, nx = tile.shape
+        if (row, col + 1) in tiles and 0 < step_x < nx:
+            yield tile[:, :, step_x:], tiles[(row, col + 1)][:, :, : nx - step_x], (0, step_x)
+        if (row + 1, col) in tiles and 0 < step_y < ny:
+            yield tile[:, step_y:, :], tiles[(row + 1, col)][:, : ny - step_y, :], (step_y, 0)
+
+
+def border_differences(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float]
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per overlapping pair: the interface depth difference (first - second) and its model terms.
+
+    Each element is ``(design, difference)``: ``difference`` the depth of the
+    interface in the first tile minus the second at the same world block
+    (blocks where both found it; pairs with fewer than 2 such blocks are
+    left out), ``design`` the ``q`` terms at the block in
+    the first tile minus those in the second (so ``difference ~ design @ q``:
+    the tissue itself cancels).
+    """
+    shape_yx = next(iter(tiles.values())).shape[1:]
+    pairs = []
+    for first, second, (y0, x0) in neighbour_strips(tiles, tile_step_px):
+        depth = interface_depth(first) - interface_depth(second)
         by, bx = depth.shape
-        centres_y = (np.arange(by) + 0.5) * tile_shape_yx[0] / by
-        centres_x = (np.arange(bx) + 0.5) * tile_shape_yx[1] / bx
-        u = np.broadcast_to((2 * centres_y / tile_shape_yx[0] - 1)[:, None], depth.shape)
-        v = np.broadcast_to((2 * centres_x / tile_shape_yx[1] - 1)[None, :], depth.shape)
-        big_y = row * tile_step_px[0] + centres_y[:, None] + 0 * v
-        big_x = col * tile_step_px[1] + centres_x[None, :] + 0 * u
+        rows = (np.arange(by) + 0.5) * BLOCK_PX - 0.5
+        cols = (np.arange(bx) + 0.5) * BLOCK_PX - 0.5
+        to_u = 2.0 / max(shape_yx[0] - 1, 1)
+        to_v = 2.0 / max(shape_yx[1] - 1, 1)
+        u2, v2 = np.meshgrid(rows * to_u - 1, cols * to_v - 1, indexing="ij")
+        design = _terms(u2 + y0 * to_u, v2 + x0 * to_v) - _terms(u2, v2)
         ok = np.isfinite(depth)
-        scale = max(tile_shape_yx)
-        rows.append(np.stack([np.ones(ok.sum()), big_y[ok] / scale, big_x[ok] / scale,
-                              u[ok] ** 2, v[ok] ** 2, u[ok] * v[ok], u[ok], v[ok]], axis=1))
-        targets.append(depth[ok])
-    design, target = np.concatenate(rows), np.concatenate(targets)
-    if len(target) < 3 * design.shape[1]:
-        return [0.0] * 5, len(target)
+        if ok.sum() >= 2:
+            pairs.append((design[ok], depth[ok]))
+    return pairs
+
+
+def _centred(pairs: list[tuple[np.ndarray, np.ndarray]], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Design and differences of the pairs' kept points, each pair's mean removed (its own offset)."""
+    designs, targets = [], []
+    for (design, difference), keep in zip(pairs, masks, strict=True):
+        if keep.sum() >= 2:
+            designs.append(design[keep] - design[keep].mean(axis=0))
+            targets.append(difference[keep] - difference[keep].mean())
+    if not designs:
+        return np.zeros((0, N_TERMS)), np.zeros(0)
+    return np.concatenate(designs), np.concatenate(targets)
+
+
+def fit_curvature(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray | None, int]:
+    """Least squares ``difference ~ design @ q + pair offset``, a second pass without points > 3 robust SD off.
+
+    Returns the ``[q_uu, q_vv, q_uv]`` coefficients (None with fewer than
+    :data:`MIN_POINTS` points) and the number of points kept.
+    """
+    masks = [np.ones(len(t), bool) for _, t in pairs]
+    design, target = _centred(pairs, masks)
+    if len(target) < MIN_POINTS:
+        return None, len(target)
     solution = np.linalg.lstsq(design, target, rcond=None)[0]
     residual = target - design @ solution
-    keep = np.abs(residual) <= 3 * 1.4826 * np.median(np.abs(residual)) + 1e-9
-    solution = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0]
-    return [float(c) for c in solution[3:]], int(keep.sum())
+    limit = 3 * 1.4826 * np.median(np.abs(residual)) + 1e-9
+    masks = []
+    for d, t in pairs:
+        off = t - d @ solution
+        masks.append(np.abs(off - np.median(off)) <= limit)
+    design, target = _centred(pairs, masks)
+    return np.linalg.lstsq(design, target, rcond=None)[0], len(target)
+
+
+def held_out_mismatch(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
+    """Border mismatch without and with a correction fitted on the other pairs (leave one pair out).
+
+    Returns the RMS interface depth difference over all pairs' blocks, each
+    pair's mean difference removed (points more than 3 robust SD off left
+    out), without correction and with each pair corrected by the fit of the
+    others; and the largest peak-to-peak change of ``q`` over a tile between
+    the full fit and a leave-one-out fit (voxels).
+    """
+    full, _ = fit_curvature(pairs)
+    grid = _terms(*np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9), indexing="ij")).reshape(-1, N_TERMS)
+    before, after, spread = [], [], 0.0
+    for index, (design, difference) in enumerate(pairs):
+        others, _ = fit_curvature(pairs[:index] + pairs[index + 1 :])
+        if others is None:
+            continue
+        centred = difference - np.median(difference)
+        inlier = np.abs(centred) <= 3 * 1.4826 * np.median(np.abs(centred)) + 1e-9
+        raw = difference[inlier] - difference[inlier].mean()
+        corrected = difference[inlier] - design[inlier] @ others
+        before.append(raw)
+        after.append(corrected - corrected.mean())
+        change = grid @ (full - others)
+        spread = max(spread, float(change.max() - change.min()))
+    if not before:
+        return float("nan"), float("nan"), float("inf")
+    return _rms(before), _rms(after), spread
+
+
+def _rms(parts: list[np.ndarray]) -> float:
+    return float(np.sqrt(np.mean(np.concatenate(parts) ** 2)))
 
 
 def overlap_ncc(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float]) -> float | None:
     """Mean NCC of the overlaps of neighbouring tiles at their nominal offsets (None without pairs)."""
-    scores = []
-    for (row, col), tile in tiles.items():
-        _, ny, nx = tile.shape
-        step_y, step_x = (int(round(s)) for s in tile_step_px)
-        if (row, col + 1) in tiles and 0 < step_x < nx:
-            scores.append(normalized_cross_correlation(tile[:, :, step_x:], tiles[(row, col + 1)][:, :, : nx - step_x]))
-        if (row + 1, col) in tiles and 0 < step_y < ny:
-            scores.append(normalized_cross_correlation(tile[:, step_y:, :], tiles[(row + 1, col)][:, : ny - step_y, :]))
+    scores = [normalized_cross_correlation(a, b) for a, b, _ in neighbour_strips(tiles, tile_step_px)]
     return float(np.mean(scores)) if scores else None
 
 
@@ -214,7 +342,7 @@ def estimate_slice_curvature(section: SliceAcquisition, galvo: GalvoShift) -> Cu
 
 
 def estimate_curvature(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float]) -> Curvature:
-    """Estimate and decide the field-curvature correction from some tiles of a slice.
+    """Estimate the field curvature from some neighbouring tiles of a slice and decide whether to remove it.
 
     Parameters
     ----------
@@ -222,28 +350,34 @@ def estimate_curvature(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: t
         ``{(row, col): (z, y, x) tile}``, a few neighbouring tiles.
     tile_step_px : (float, float)
         Nominal distance between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    Curvature
+        Applied only when every gate of the module docstring passes; the
+        status names the first gate that failed.
     """
+    pairs = border_differences(tiles, tile_step_px)
+    coefficients, n_points = fit_curvature(pairs)
+    if coefficients is None:
+        return Curvature(status="too_few_points", n_points=n_points)
     shape_yx = next(iter(tiles.values())).shape[1:]
-    maps = {rc: interface_depth(t) for rc, t in tiles.items()}
-    coefficients, n_points = fit_curvature(maps, tile_step_px, shape_yx)
-    if n_points == 0 or coefficients == [0.0] * 5:
-        return Curvature(status="too_few_points")
     offsets = quadratic_map(coefficients, shape_yx)
     amplitude = float(offsets.max() - offsets.min())
-    spread = 0.0  # leave-one-tile-out: how far the fit moves without each tile
-    for left_out in maps:
-        others = {rc: m for rc, m in maps.items() if rc != left_out}
-        change = offsets - quadratic_map(fit_curvature(others, tile_step_px, shape_yx)[0], shape_yx)
-        spread = max(spread, float(change.max() - change.min()))
-    before = overlap_ncc(tiles, tile_step_px)
-    candidate = Curvature(coefficients, amplitude, before, None, True, "applied")
-    after = overlap_ncc({rc: candidate.correct(t) for rc, t in tiles.items()}, tile_step_px)
+    mismatch_before, mismatch_after, spread = held_out_mismatch(pairs)
+    candidate = Curvature([float(c) for c in coefficients], amplitude, applied=True, status="applied")
+    ncc_before = overlap_ncc(tiles, tile_step_px)
+    ncc_after = overlap_ncc({rc: candidate.correct(t) for rc, t in tiles.items()}, tile_step_px)
     if amplitude < MIN_AMPLITUDE_PX:
         status = "flat"
+    elif not mismatch_after <= (1.0 - MIN_GAIN) * mismatch_before:
+        status = "no_gain"
     elif spread > MAX_SPREAD * amplitude:
         status = "unstable"
-    elif before is not None and after is not None and after <= before:
-        status = "no_gain"
+    elif ncc_before is not None and ncc_after is not None and ncc_after < ncc_before:
+        status = "ncc_worse"
     else:
         status = "applied"
-    return Curvature(coefficients, amplitude, before, after, status == "applied", status, spread)
+    return replace(candidate, ncc_before=ncc_before, ncc_after=ncc_after, applied=status == "applied",
+                   status=status, spread_px=spread, mismatch_before_px=mismatch_before,
+                   mismatch_after_px=mismatch_after, n_points=n_points)

@@ -35,13 +35,12 @@ from scipy.ndimage import median_filter
 
 from linumpy.io.acquisition import SliceAcquisition, Tile
 from linumpy.io.native_tiles import RAW_DTYPE, INFO_NAME, bin_files, read_info, read_native_tile
+from linumpy.mosaic.options import DEFAULT_CONFIDENCE
 
 #: Tiles sampled for detection, nearest to the grid centre first.
 MAX_TILES = 16
 #: B-scan frames read per tile for its profile (evenly spaced).
 MAX_FRAMES = 64
-#: Default confidence above which the band is moved.
-DEFAULT_CONFIDENCE = 0.3
 #: A tile takes part when its own best band is at least this dark (1 - band / rest).
 MIN_TILE_DARKNESS = 0.05
 #: A band this dark (1 - band / rest) or darker gets full darkness credit.

@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
+from linumpy.io.prefetch import prefetched, tile_files
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
-from linumpy.mosaic.galvo import DEFAULT_CONFIDENCE, GalvoShift, detect_slice_band, read_tile
+from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
+from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
 from linumpy.parallel import ordered_map
 from linumpy.qc.figures import mosaic_grid_figure
 from linumpy.qc.metrics import nonzero_fraction
@@ -37,8 +39,6 @@ from linumpy.resample import block_mean, resample_to_resolution, resampled_shape
 
 logger = logging.getLogger(__name__)
 
-#: Output dtypes; integers are rounded and clipped to their range, not rescaled.
-DTYPES = ("float32", "float16", "uint16")
 #: Largest number of voxels of one storage chunk (16 MB of float32): bounds the pyramid step's memory.
 _MAX_CHUNK_VOXELS = 2**22
 
@@ -203,7 +203,7 @@ def write_mosaic_grid(
     workers: int | None = None,
     fix_galvo_shift: bool = True,
     galvo_confidence: float = DEFAULT_CONFIDENCE,
-    fix_field_curvature: bool = False,
+    fix_field_curvature: bool = True,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
@@ -235,9 +235,9 @@ def write_mosaic_grid(
     galvo_confidence : float
         Confidence threshold in [0, 1] of the band fix.
     fix_field_curvature : bool
-        Estimate the depth offset common to all tiles on a few central tiles
-        and, when it improves their overlaps, remove it from every tile
-        (:mod:`linumpy.mosaic.curvature`).
+        Estimate the depth offset common to all tiles from the overlaps of a
+        few central tiles and, when it demonstrably reduces their border
+        depth mismatch, remove it from every tile (:mod:`linumpy.mosaic.curvature`).
 
     Returns
     -------
@@ -263,15 +263,17 @@ def write_mosaic_grid(
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
 
-        # Tiles fill whole chunks of both outputs, so threads never write the same chunk.
-        jobs = ordered_map(lay_out, section.tiles.items(), workers)
+        # Tiles fill whole chunks of both outputs, so threads never write the same chunk. The
+        # files of the tiles taken ahead are read by the kernel while the current tiles are laid out.
+        tiles = prefetched(section.tiles.items(), lambda item: tile_files(item[1].path))
+        jobs = ordered_map(lay_out, tiles, workers)
         for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
             pass
         grid.finalize(resolution_mm, n_levels, attributes)
         aip.finalize(resolution_mm[1:], n_levels, attributes)
     write_mosaic_grid_qc(
         path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
-        galvo.flags(galvo_confidence),
+        galvo.flags(galvo_confidence) + curvature.flags(),
     )
     return geometry
 

@@ -106,7 +106,7 @@ class PipelineParams(BaseModel):
     mosaic_dtype: Literal["float32", "float16", "uint16"] | None = None
     no_fix_galvo_shift: bool = False
     galvo_confidence: Annotated[Number, Field(ge=0, le=1)] | None = None
-    fix_field_curvature: bool = False
+    no_fix_field_curvature: bool = False
 
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None

@@ -83,7 +83,7 @@ CREATE_MOSAIC_GRID = Step("create_mosaic_grid", "CREATE_MOSAIC_GRID", "linum_cre
     Option("mosaic_dtype", "--dtype"),
     Option("no_fix_galvo_shift", "--no_fix_galvo_shift", "switch"),
     Option("galvo_confidence", "--galvo_confidence"),
-    Option("fix_field_curvature", "--fix_field_curvature", "switch"),
+    Option("no_fix_field_curvature", "--no_fix_field_curvature", "switch"),
     *_ZARR_OUTPUT,
 ))
 STITCH_3D = Step("stitch_3d", "STITCH_3D", "linum_stitch_3d.py", (

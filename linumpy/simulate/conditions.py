@@ -14,7 +14,7 @@ from typing import Any
 from linumpy.errors import InputError
 from linumpy.simulate.presets import Preset
 
-_TILTED = {"surface_tilt": (0.05, -0.06), "surface_bump_px": 2.5, "surface_curvature_px": 3.0,
+_TILTED = {"surface_tilt": (0.05, -0.06), "surface_bump_px": 2.5, "field_curvature_px": 3.0,
            "surface_offset_px": 14.0}
 _DARK = {"dark_fraction": 0.3, "dark_gain": 0.12}
 _CAVITY = {"cavity_radius_um": 60.0}

@@ -61,17 +61,6 @@ def focus_profile(n_z: int, focus_px: float, sigma_px: float, model: str = "gaus
     return np.exp(-((z - focus_px) ** 2) / (2.0 * sigma_px**2)).astype(np.float32)
 
 
-def field_curvature(shape: tuple[int, int], depth_px: float) -> np.ndarray:
-    """Apparent extra depth of a flat surface across a tile: ``depth_px * (u^2 + v^2) / 2``, ``u, v`` in [-1, 1].
-
-    Examples
-    --------
-    >>> float(field_curvature((3, 3), 2.0)[0, 0]), float(field_curvature((3, 3), 2.0)[1, 1])
-    (2.0, 0.0)
-    """
-    return (depth_px * _half_radius2(shape)).astype(np.float32)
-
-
 def _half_radius2(shape: tuple[int, int]) -> np.ndarray:
     """``(u^2 + v^2) / 2`` across a tile, ``u, v`` in [-1, 1] (float64)."""
     u = np.linspace(-1.0, 1.0, shape[0])[:, None]
@@ -102,8 +91,6 @@ def tile_signal(
     box = phantom.evaluate(z, y, x)
     depth = np.arange(preset.tile_shape[0], dtype=np.float32)[:, None, None]
     cut = geometry.surface_depth(index, y, x)
-    if preset.surface_curvature_px:
-        cut = cut + field_curvature(preset.tile_shape[1:], preset.surface_curvature_px)
     present = depth >= cut[None]
     gain = vignetting(preset.tile_shape[1:], preset.vignetting)[None] * focus_profile(
         preset.tile_shape[0], preset.focus_px, preset.focus_sigma_px, preset.focus_model
@@ -120,7 +107,7 @@ def tile_signal(
 def field_curvature_map(preset: Preset) -> np.ndarray:
     """Depth offset of each A-line of every tile, ``c (u^2 + v^2) / 2`` (0 at the centre, ``c`` at the corners)."""
     half = preset.field_curvature_px / 2.0
-    return quadratic_map([half, half, 0.0, 0.0, 0.0], preset.tile_shape[1:])
+    return quadratic_map([half, half, 0.0], preset.tile_shape[1:])
 
 
 def raw_frames(signal: np.ndarray, preset: Preset, rng: np.random.Generator, galvo_shift: int = 0) -> np.ndarray:

@@ -45,7 +45,6 @@ class Preset:
     truth_step: int  # lateral sampling step of the ground-truth volumes
     # conditions of the test matrix (linumpy.simulate.conditions); the defaults are the original model
     focus_model: str = "gaussian"  # or "lorentzian" (Gaussian-beam confocal gate, focus_sigma_px = Rayleigh range)
-    surface_curvature_px: float = 0.0  # field curvature: extra surface depth at the tile corners
     thickness_jitter: float = 0.0  # each cut removes slice_thickness_px * (1 + U(-j, j))
     attenuation_variation: float = 0.0  # std of the log of a smooth lateral gain on the tissue attenuation
     dark_fraction: float = 0.0  # fraction of the structured tissue that is dark

@@ -24,10 +24,10 @@ from linumpy.io.zarr import OmeZarrWriter, save_omezarr
 from linumpy.simulate.geometry import AcquisitionGeometry
 from linumpy.simulate.imaging import raw_frames, tile_noise_rng, tile_signal
 from linumpy.simulate.phantom import Phantom
+from linumpy.simulate.options import LAYOUTS
 from linumpy.simulate.presets import Preset
 from linumpy.simulate.truth import build_truth
 
-LAYOUTS = ("native", "tiff")
 GROUND_TRUTH_DIR = "ground_truth"
 _TRUTH_CHUNKS = (32, 256, 256)
 _TRUTH_LEVELS = 2

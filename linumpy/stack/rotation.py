@@ -54,11 +54,6 @@ LOGGER = logging.getLogger(__name__)
 
 #: Largest rotation searched by :func:`estimate_rotation` unless told otherwise, degrees.
 DEFAULT_MAX_ROTATION_DEG = 5.0
-#: The stack's default: no rotation search (opt-in, ``--max_rotation_deg 5``). The gate no longer
-#: accepts false turns (0 of 84 unrotated matrix pairs), but on the ``tiny`` chain slices (166 x 115
-#: pixels) the fit's standard error is 0.17-0.4 degree, so turns under ~1 degree are skipped and
-#: accepted ones err by up to 0.9 degree: short of the 0.2 degree target (docs/lab-parity.md).
-STACK_MAX_ROTATION_DEG = 0.0
 #: Width of the images the rotation is estimated on (pixels, at most twice this).
 ROTATION_SIZE = 256
 #: Side of the patches whose displacements are fitted (pixels; smaller images use a quarter of their side).

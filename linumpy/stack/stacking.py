@@ -22,7 +22,8 @@ from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, uni
 from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
 from linumpy.stack.interpolate import interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
-from linumpy.stack.rotation import STACK_MAX_ROTATION_DEG, derotate_slices
+from linumpy.stack.options import STACK_MAX_ROTATION_DEG
+from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
 from linumpy.stack.refine import (
     PairEstimate,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from linumpy.stitching.global_solve import TileIndex
+from linumpy.stitching.options import BLEND_MODES
 
-BLEND_MODES = ("feather", "average", "max")
 #: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile, at the
 #: depths of the block being fused.
 TileReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]

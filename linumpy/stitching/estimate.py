@@ -11,16 +11,23 @@
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
-   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked.
-4. Only the largest connected group of tiles is placed by its pairs; a tile
-   linked by no accepted pair, or only to a smaller group, keeps its position
-   on the stage model fitted to the accepted pairs: the estimate is never a
-   guess.
+   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked. Pairs
+   below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
+   departs from the stage model no more than the confident pairs' do.
+4. Only the largest connected group of tiles is placed by its pairs.
+5. The tiles left out are placed one at a time by the joint evidence of all
+   their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
+   when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
+   are solved again.
+6. A tile linked by no accepted pair, or placed farther from the stage model
+   than ``max_shift_px``, keeps its position on the stage model fitted to the
+   accepted pairs: the estimate is never a guess.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,16 +35,16 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
-from linumpy.stitching.pairwise import PairRegistration, register_pair
+from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
+from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, place_by_neighbours
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
 
 #: Neighbour directions registered: down and right.
 DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
-#: Default largest correction of the nominal offset, pixels (stage uncertainty).
-DEFAULT_MAX_SHIFT_PX = 20.0
 #: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
 #: Low on purpose: with speckle drawn anew in every tile, right pairs often
 #: score below 1; a candidate that is not strong is kept only where loops of
@@ -48,6 +55,9 @@ MIN_SIGNIFICANCE = 0.5
 STRONG_SIGNIFICANCE = 3.0
 #: Pairs at least this significant are solved first; the reported confidence is 0.5 there.
 CONFIDENT_SIGNIFICANCE = 2.0
+#: Significance of the joint peak that places a tile left without pairs
+#: (:mod:`linumpy.stitching.tile_search`).
+JOINT_SIGNIFICANCE = 2.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 
@@ -124,27 +134,33 @@ def estimate_transform(
             (a, b): register_pair(flattened[a], flattened[b], offsets[(a, b)], max_shift_px)
             for a, b in tqdm(pairs, desc="register pairs", disable=not progress)
         }
-    candidates = [
-        PairOffset(a, b, r.offset,
-                   weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in r.sigma_px),
-                   strong=r.significance >= STRONG_SIGNIFICANCE)
-        for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE
-    ]
+    candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
+                  for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
     positions, model, kept = solve_positions(tiles, confident, tile_step_px)
-    if len(candidates) > len(confident):
-        wider = solve_positions(tiles, candidates, tile_step_px)
+    weak = _plausible([p for p in candidates if p not in confident], confident, model)
+    if weak:
+        wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = wider
+    joint = _joint_search(registrations, positions, model, kept, flattened)
+    if joint:
+        joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
+        positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
+    positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
-    records = tuple(
-        PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
-                   sigma_px=r.sigma_px, confidence=pair_confidence(r.significance),
-                   status=_pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
-                                       (a, b) in candidate_ids and not candidate_ids[(a, b)].strong))
-        for (a, b), r in registrations.items()
-    )
+    records = []
+    for (a, b), r in {**registrations, **joint}.items():
+        if (a, b) in joint:
+            status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
+        else:
+            status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
+                                  (a, b) in candidate_ids and not candidate_ids[(a, b)].strong)
+        records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
+                                  sigma_px=r.sigma_px, confidence=pair_confidence(r.significance),
+                                  status=status))
+    records = tuple(records)
     tile_records = _tile_records(tiles, kept)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
@@ -158,6 +174,87 @@ def estimate_transform(
         pairs=records,
         tiles=tile_records,
     )
+
+
+def _pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, strong: bool) -> PairOffset:
+    """The measured offset of a pair, weighted by its inverse variance per axis."""
+    return PairOffset(a, b, registration.offset,
+                      weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in registration.sigma_px),
+                      strong=strong)
+
+
+def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
+               model: StageModel) -> list[PairOffset]:
+    """The weak pairs whose offset departs from the stage model no more than confident pairs do.
+
+    The confident pairs sample the stage's error on the offset of two
+    neighbours; a weak pair farther from the stage model than
+    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times their largest
+    departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` is
+    a wrong peak, even where two wrong pairs close a loop between them (as in
+    empty agarose). Without confident pairs no weak pair is plausible.
+    """
+    if not confident:
+        return []
+    def departure(pair: PairOffset) -> float:
+        step = model.position(pair.b) - model.position(pair.a)
+        return float(np.max(np.abs(np.asarray(pair.offset) - step)))
+    bound = PRIOR_MARGIN * max(departure(p) for p in confident) + PRIOR_SLACK_PX
+    return [p for p in weak if departure(p) <= bound]
+
+
+def _joint_search(
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: Sequence[PairOffset],
+    flattened: Mapping[TileIndex, np.ndarray],
+) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """Pairs of the tiles placed by :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
+
+    Each pair's integer offset is refined below a pixel; its significance is
+    that of the joint peak that placed its tile.
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    if not placed:
+        return {}
+    joint = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model):
+            for (a, b), offset in placement.offsets.items():
+                refined, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+                joint[(a, b)] = replace(registrations[(a, b)], offset=refined, sigma_px=sigma,
+                                        significance=placement.significance)
+    return joint
+
+
+def _drop_implausible(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    tile_step_px: Sequence[float],
+    max_shift_px: float,
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """Send back to the stage model the tiles placed farther from it than the stage can err.
+
+    ``max_shift_px`` is the stage's uncertainty: pairs that put a tile
+    farther than that from its stage-model position agree with each other
+    (they passed the loop checks) but not with the stage, as wrong pairs in
+    empty agarose can. All pairs of the farthest such tile are dropped and the
+    positions solved again, until none is left.
+    """
+    while kept:
+        placed = {t for pair in kept for t in (pair.a, pair.b)}
+        deviation = {t: float(np.max(np.abs(positions[t] - model.position(t)))) for t in placed}
+        worst = max(placed, key=lambda t: (deviation[t], t))
+        if deviation[worst] <= max_shift_px:
+            break
+        logger.info("tile %s placed %.1f px from its stage position: back on the stage model",
+                    worst, deviation[worst])
+        positions, model, kept = solve_positions(
+            tiles, [p for p in kept if worst not in (p.a, p.b)], tile_step_px)
+    return positions, model, kept
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dict[TileIndex, TileRecord]:

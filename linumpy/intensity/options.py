@@ -1,0 +1,14 @@
+"""Choices and defaults of the intensity steps' parameters.
+
+Kept free of heavy imports so that a script can build its parser (``--help``,
+argument errors) without loading numpy, dask or zarr.
+"""
+
+FOCUS_MODES = ("background", "gaussian", "none")
+ATTENUATION_MODES = ("vermeer", "none")
+#: Stored dtypes of the corrected volume (float16: compact intermediates, relative rounding 2**-11).
+AXIAL_DTYPES = ("float32", "float16")
+#: Stored dtypes of the normalised volume: [0, 1] floats or 0..65535.
+NORMALIZE_DTYPES = ("float32", "uint16")
+#: Percentiles of the tissue voxels mapped to 0 and 1 by the normalisation.
+DEFAULT_PERCENTILES = (1.0, 95.0)

@@ -1,0 +1,9 @@
+"""Choices and defaults of the stitching step's parameters.
+
+Kept free of heavy imports so that a script can build its parser without
+loading numpy, scipy or dask.
+"""
+
+BLEND_MODES = ("feather", "average", "max")
+#: Default largest correction of the nominal offset, pixels (stage uncertainty).
+DEFAULT_MAX_SHIFT_PX = 20.0

@@ -1,0 +1,221 @@
+"""Place the tiles no single pair could place, by a joint search over their placed neighbours.
+
+With speckle drawn anew in every tile, a narrow overlap or smooth tissue, the
+true peak of one pair often does not stand out of the NCC at wrong offsets,
+although it is there. The overlaps of a tile with its neighbours are
+independent measurements of one unknown, the tile's position: once the
+neighbours are placed, each pair's :func:`~linumpy.stitching.pairwise.evidence`
+map becomes a map over that position. Their sum divided by ``sqrt(k)`` (still
+in standard errors for ``k`` independent overlaps) grows as ``sqrt(k)`` at
+the true position, where all overlaps agree, while the noise peaks of
+different overlaps fall in different places and do not add up. The joint
+peak is tested like a pair's (:func:`~linumpy.stitching.pairwise.peak_significance`).
+
+Tiles are placed one at a time, the most significant first; a newly placed
+tile becomes a neighbour of the next. The search gives integer offsets only;
+the caller refines them and solves all positions again (with its outlier
+removal), so a wrong placement still has to agree with the loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linumpy.stitching.global_solve import StageModel, TileIndex
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, local_maxima, peak_significance
+
+Pair = tuple[TileIndex, TileIndex]
+
+#: The window searched around a tile's stage-model position is this many times
+#: the largest deviation of a placed tile from its own ...
+PRIOR_MARGIN = 1.0
+#: ... plus this many pixels.
+PRIOR_SLACK_PX = 2.0
+#: Each link's offset is its own evidence peak within this many pixels of the joint one.
+SNAP_RADIUS_PX = 1
+#: A placed neighbour's pair contributes its offset only if its own evidence there reaches this.
+MIN_LINK_EVIDENCE = 1.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A tile placed by the joint search.
+
+    Attributes
+    ----------
+    tile : (row, col)
+    significance : float
+        Of the joint peak, in standard errors above its best rival.
+    speckle_px : float
+        Speckle scale of the evidence maps that were combined.
+    offsets : dict
+        ``(a, b) -> (dy, dx)`` integer offset ``position(b) - position(a)`` of
+        each pair with a placed neighbour whose own evidence there reaches
+        :data:`MIN_LINK_EVIDENCE`.
+    """
+
+    tile: TileIndex
+    significance: float
+    speckle_px: float
+    offsets: dict
+
+
+def _window(values: np.ndarray, shift: Sequence[int], radius: int) -> np.ndarray:
+    """``values[d + shift + centre]`` for ``|d| <= radius`` per axis, NaN outside ``values``."""
+    centre = (values.shape[0] - 1) // 2
+    margin = radius + int(np.max(np.abs(shift)))
+    padded = np.pad(values, margin, constant_values=np.nan)
+    starts = [margin + centre + s - radius for s in shift]
+    return padded[starts[0]:starts[0] + 2 * radius + 1, starts[1]:starts[1] + 2 * radius + 1]
+
+
+def _position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
+                   anchors: Mapping[TileIndex, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Evidence of each link as a map over the integer position of ``tile``.
+
+    Returns the centre of the common window and one ``(2 r + 1, 2 r + 1)``
+    map per link, entry ``d + r`` for position ``centre + d``.
+    """
+    predictions, oriented = [], []
+    for (a, b), evidence_map in links:
+        other = a if tile == b else b
+        sign = 1 if tile == b else -1  # position(tile) = position(other) + sign * offset
+        predictions.append(anchors[other] + sign * np.asarray(evidence_map.centre))
+        oriented.append((other, sign, evidence_map))
+    centre = np.rint(np.mean(predictions, axis=0)).astype(int)
+    radius = min(m.radius for _, _, m in oriented)
+    maps = []
+    for other, sign, evidence_map in oriented:
+        # offset = sign * (position - anchor); a reversed pair reads its map flipped
+        values = evidence_map.values if sign > 0 else evidence_map.values[::-1, ::-1]
+        shift = centre - anchors[other] - sign * np.asarray(evidence_map.centre)
+        maps.append(_window(values, tuple(int(v) for v in shift), radius))
+    return centre, maps
+
+
+def _own_peak(values: np.ndarray, joint_peak: tuple[int, int]) -> tuple[int, int]:
+    """The maximum of one link's map within :data:`SNAP_RADIUS_PX` of the joint peak.
+
+    The anchors are rounded to whole pixels, so each link's own peak may sit
+    a pixel away from the joint one.
+    """
+    lows = [max(0, v - SNAP_RADIUS_PX) for v in joint_peak]
+    window = values[lows[0]:joint_peak[0] + SNAP_RADIUS_PX + 1, lows[1]:joint_peak[1] + SNAP_RADIUS_PX + 1]
+    if not np.any(np.isfinite(window)):
+        return joint_peak
+    local = np.unravel_index(np.nanargmax(window), window.shape)
+    return (lows[0] + int(local[0]), lows[1] + int(local[1]))
+
+
+def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistration]],
+                    anchors: Mapping[TileIndex, np.ndarray],
+                    prior: tuple[np.ndarray, float] | None = None) -> Placement | None:
+    """Place ``tile`` from the evidence maps of its pairs with placed neighbours.
+
+    Parameters
+    ----------
+    tile : (row, col)
+    links : sequence of ((a, b), PairRegistration)
+        Pairs of ``tile`` whose other tile is in ``anchors``.
+    anchors : mapping
+        ``(row, col) -> integer (y, x) position`` of the placed tiles.
+    prior : (position, radius), optional
+        Where the stage model puts ``tile`` and how far (pixels, per axis)
+        the placed tiles lie from their stage-model positions: positions
+        farther are not searched (fewer rival peaks).
+
+    Returns
+    -------
+    Placement or None
+        The most significant joint peak over the speckle scales; ``None`` if
+        no map could be combined or no link supports the peak.
+    """
+    best = None
+    scales = sorted({m.speckle_px for _, r in links for m in r.scores})
+    for speckle_px in scales:
+        chosen = [(pair, m) for pair, r in links for m in r.scores if m.speckle_px == speckle_px]
+        centre, maps = _position_maps(tile, chosen, anchors)
+        joint = np.sum(maps, axis=0) / np.sqrt(len(maps))
+        if prior is not None:
+            grid = np.indices(joint.shape).transpose(1, 2, 0) + centre - (joint.shape[0] - 1) // 2
+            joint[np.max(np.abs(grid - prior[0]), axis=-1) > prior[1]] = np.nan
+        peaks = local_maxima(joint)
+        if not peaks:
+            continue
+        significance = peak_significance(joint, peaks[0])
+        if best is not None and significance <= best[0]:
+            continue
+        radius = (joint.shape[0] - 1) // 2
+        position = centre + np.asarray(peaks[0]) - radius
+        offsets = {}
+        for ((a, b), _), values in zip(chosen, maps):
+            own = _own_peak(values, peaks[0])
+            if values[own] >= MIN_LINK_EVIDENCE:
+                other = a if tile == b else b
+                linked = position + np.asarray(own) - np.asarray(peaks[0])
+                offset = linked - anchors[other] if tile == b else anchors[other] - linked
+                offsets[(a, b)] = (int(offset[0]), int(offset[1]))
+        if offsets:
+            best = (significance, Placement(tile, significance, speckle_px, offsets))
+    return None if best is None else best[1]
+
+
+def place_by_neighbours(
+    registrations: Mapping[Pair, PairRegistration],
+    positions: Mapping[TileIndex, Sequence[float]],
+    placed: set[TileIndex],
+    min_significance: float,
+    stage_model: StageModel | None = None,
+) -> list[Placement]:
+    """Place, one at a time and strongest first, the tiles left out of ``placed``.
+
+    Parameters
+    ----------
+    registrations : mapping
+        ``(a, b) -> PairRegistration`` of every neighbour pair (with its evidence maps).
+    positions : mapping
+        ``(row, col) -> (y, x)`` solved positions; those of ``placed`` are trusted.
+    placed : set of (row, col)
+        Tiles placed by accepted pairs.
+    min_significance : float
+        Significance a joint peak needs.
+    stage_model : StageModel, optional
+        Frame of ``positions``; if given, a tile is searched only as far
+        from its stage-model position as :data:`PRIOR_MARGIN` times the
+        farthest placed tile from its own, plus :data:`PRIOR_SLACK_PX`.
+
+    Returns
+    -------
+    list of Placement
+        In the order the tiles were placed.
+    """
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
+    tiles = sorted({t for pair in registrations for t in pair})
+    radius = None
+    if stage_model is not None:
+        deviation = max(np.max(np.abs(np.asarray(positions[t], float) - stage_model.position(t)))
+                        for t in placed)
+        radius = PRIOR_MARGIN * deviation + PRIOR_SLACK_PX
+    placements: list[Placement] = []
+    while True:
+        found = []
+        for tile in tiles:
+            if tile in anchors:
+                continue
+            links = [(pair, r) for pair, r in registrations.items()
+                     if tile in pair and r.scores and (pair[0] if pair[1] == tile else pair[1]) in anchors]
+            if links:
+                prior = None if radius is None else (stage_model.position(tile), radius)
+                placement = joint_placement(tile, links, anchors, prior)
+                if placement is not None and placement.significance >= min_significance:
+                    found.append(placement)
+        if not found:
+            return placements
+        best = max(found, key=lambda p: (p.significance, [-v for v in p.tile]))
+        placements.append(best)
+        (a, b), offset = next(iter(best.offsets.items()))
+        anchors[best.tile] = (anchors[a] + np.asarray(offset) if best.tile == b
+                              else anchors[b] - np.asarray(offset))

@@ -1,0 +1,71 @@
+"""Joint placement of a tile from its placed neighbours (linumpy.stitching.tile_search)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, correlation_area, peak_significance
+from linumpy.stitching.tile_search import joint_placement, place_by_neighbours
+
+RADIUS = 10
+
+
+def _evidence(true_index, height, rival_index, rival_height):
+    """An evidence map with a true peak and one rival peak (indices into the map)."""
+    values = np.zeros((2 * RADIUS + 1,) * 2)
+    yy, xx = np.indices(values.shape)
+    for (y, x), h in ((true_index, height), (rival_index, rival_height)):
+        values += h * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.0)
+    return values
+
+
+def test_two_weak_pairs_place_a_tile_neither_places_alone():
+    true_position = np.array([103, 98])  # tile (1, 1)
+    anchors = {(0, 1): np.array([0, 100]), (1, 0): np.array([100, 0])}
+    # (0, 1) -> (1, 1): offset (103, -2), map centred at the nominal (100, 0)
+    top = _evidence((3 + RADIUS, -2 + RADIUS), 3.0, (RADIUS - 6, RADIUS + 7), 3.6)
+    # (1, 0) -> (1, 1): offset (3, 98), map centred at (0, 100)
+    left = _evidence((3 + RADIUS, -2 + RADIUS), 3.0, (RADIUS + 8, RADIUS - 5), 3.6)
+    links = [(((0, 1), (1, 1)), PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (100, 0), top),))),
+             (((1, 0), (1, 1)), PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (0, 100), left),)))]
+    for values in (top, left):  # alone, each pair's best peak is the rival
+        best = np.unravel_index(np.argmax(values), values.shape)
+        assert np.hypot(best[0] - 3 - RADIUS, best[1] + 2 - RADIUS) > 5
+    placement = joint_placement((1, 1), links, anchors)
+    # (3 + 3) / sqrt(2) = 4.2 against rivals of 3.6 / sqrt(2) = 2.5
+    assert placement is not None and placement.significance > 1.6
+    assert placement.offsets[((0, 1), (1, 1))] == tuple(true_position - anchors[(0, 1)])
+    assert placement.offsets[((1, 0), (1, 1))] == tuple(true_position - anchors[(1, 0)])
+
+
+def test_reversed_pair_reads_its_map_flipped():
+    # (1, 1) is the first tile of the pair (1, 1) -> (1, 2): position(1, 1) = position(1, 2) - offset
+    values = np.zeros((2 * RADIUS + 1,) * 2)
+    values[RADIUS + 2, RADIUS - 1] = 9.0  # offset (2, 99) for a map centred at (0, 100)
+    registration = PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (0, 100), values),))
+    placements = place_by_neighbours({((1, 1), (1, 2)): registration}, {(1, 2): (100.0, 200.0)},
+                                     {(1, 2)}, min_significance=1.0)
+    assert [p.tile for p in placements] == [(1, 1)]
+    assert placements[0].offsets == {((1, 1), (1, 2)): (2, 99)}
+
+
+def test_stage_prior_window_keeps_out_far_rivals():
+    values = np.zeros((2 * RADIUS + 1,) * 2)
+    values[RADIUS, RADIUS] = 4.0
+    values[RADIUS - 9, RADIUS + 9] = 5.0
+    assert peak_significance(values, (RADIUS - 9, RADIUS + 9)) > 0
+    links = [(((0, 0), (0, 1)), PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (0, 100), values),)))]
+    free = joint_placement((0, 1), links, {(0, 0): np.array([0, 0])})
+    assert free.offsets[((0, 0), (0, 1))] == (-9, 109)
+    near = joint_placement((0, 1), links, {(0, 0): np.array([0, 0])}, prior=(np.array([0, 100]), 4.0))
+    assert near.offsets[((0, 0), (0, 1))] == (0, 100)
+
+
+def test_correlation_area_of_white_and_smoothed_noise():
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((200, 200))
+    assert correlation_area(white) < 1.3
+    smoothed = ndimage.gaussian_filter(white, 1.0)
+    # A Gaussian of sigma s correlates the noise over 4 pi s^2 (12.6 px for s = 1).
+    assert 9 < correlation_area(smoothed) < 14
