@@ -18,7 +18,9 @@ and a free offset per pair (a second pass drops points more than 3 robust
 SD off). A linear term of ``q`` (optics centred off the tile) would only add
 a constant to each pair's difference, so it cannot be told from the pair
 offsets and is not estimated. The correction moves every
-A-line up by ``q(u, v) - q(centre)`` (linear interpolation along depth).
+A-line up by ``q(u, v)`` minus its mean over the tile (linear interpolation
+along depth): the slice's mean depth does not move, so slices corrected and
+slices left as they are stay at the same depth for the stack.
 
 Improve or skip: the correction is applied only when its peak-to-peak
 amplitude reaches :data:`MIN_AMPLITUDE_PX`; when the border mismatch it
@@ -105,8 +107,9 @@ class Curvature:
     n_points: int = 0
 
     def offset_map(self, shape_yx: tuple[int, int]) -> np.ndarray:
-        """``q(u, v) - q(0, 0)`` on a tile of ``shape_yx`` pixels (voxels of depth)."""
-        return quadratic_map(self.coefficients, shape_yx)
+        """``q(u, v)`` minus its mean over a tile of ``shape_yx`` pixels (voxels of depth)."""
+        offsets = quadratic_map(self.coefficients, shape_yx)
+        return offsets - offsets.mean(dtype=np.float64).astype(np.float32)
 
     def correct(self, tile: np.ndarray) -> np.ndarray:
         """The tile with every A-line moved up by its offset (unchanged when not applied)."""
