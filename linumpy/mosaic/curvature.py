@@ -18,7 +18,9 @@ and a free offset per pair (a second pass drops points more than 3 robust
 SD off). A linear term of ``q`` (optics centred off the tile) would only add
 a constant to each pair's difference, so it cannot be told from the pair
 offsets and is not estimated. The correction moves every
-A-line up by ``q(u, v) - q(centre)`` (linear interpolation along depth).
+A-line up by ``q(u, v)`` minus its mean over the tile (linear interpolation
+along depth): the slice's mean depth does not move, so slices corrected and
+slices left as they are stay at the same depth for the stack.
 
 Improve or skip: the correction is applied only when its peak-to-peak
 amplitude reaches :data:`MIN_AMPLITUDE_PX`; when the border mismatch it
@@ -108,8 +110,9 @@ class Curvature:
     n_points: int = 0
 
     def offset_map(self, shape_yx: tuple[int, int]) -> np.ndarray:
-        """``q(u, v) - q(0, 0)`` on a tile of ``shape_yx`` pixels (voxels of depth)."""
-        return quadratic_map(self.coefficients, shape_yx)
+        """``q(u, v)`` minus its mean over a tile of ``shape_yx`` pixels (voxels of depth)."""
+        offsets = quadratic_map(self.coefficients, shape_yx)
+        return offsets - offsets.mean(dtype=np.float64).astype(np.float32)
 
     def correct(self, tile: np.ndarray) -> np.ndarray:
         """The tile with every A-line moved up by its offset (unchanged when not applied)."""
@@ -169,7 +172,11 @@ def quadratic_map(coefficients, shape_yx: tuple[int, int]) -> np.ndarray:
 
 
 def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear, zeros in).
+    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear interpolation).
+
+    Where no data come in (the top or bottom few samples), the end plane is
+    repeated: zeros there would drag the agarose depth profile of the focus
+    estimate to zero at the moved end and clip it.
 
     Works on slabs of :data:`SLAB_ALINES` A-lines so that the index and
     weight temporaries stay in cache and small; each A-line is computed alone,
@@ -194,7 +201,7 @@ def _shift_slab(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     source = np.arange(nz, dtype=np.float32)[:, None, None] - shift_px[None].astype(np.float32)
     low = np.floor(source).astype(np.int64)
     weight = (source - low).astype(np.float32)
-    padded = np.concatenate([np.zeros_like(volume[:1]), volume, np.zeros_like(volume[:1])])
+    padded = np.concatenate([volume[:1], volume, volume[-1:]])
     below = np.take_along_axis(padded, np.clip(low + 1, 0, nz + 1), axis=0)
     above = np.take_along_axis(padded, np.clip(low + 2, 0, nz + 1), axis=0)
     return ((1 - weight) * below + weight * above).astype(volume.dtype)

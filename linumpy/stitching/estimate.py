@@ -27,8 +27,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -38,7 +38,7 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
-from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, place_by_neighbours
+from linumpy.stitching.tile_search import PRIOR_SLACK_PX, place_by_neighbours
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -188,8 +188,7 @@ def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     """The weak pairs whose offset departs from the stage model no more than confident pairs do.
 
     The confident pairs sample the stage's error on the offset of two
-    neighbours; a weak pair farther from the stage model than
-    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times their largest
+    neighbours; a weak pair farther from the stage model than their largest
     departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` is
     a wrong peak, even where two wrong pairs close a loop between them (as in
     empty agarose). Without confident pairs no weak pair is plausible.
@@ -199,7 +198,7 @@ def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     def departure(pair: PairOffset) -> float:
         step = model.position(pair.b) - model.position(pair.a)
         return float(np.max(np.abs(np.asarray(pair.offset) - step)))
-    bound = PRIOR_MARGIN * max(departure(p) for p in confident) + PRIOR_SLACK_PX
+    bound = max(departure(p) for p in confident) + PRIOR_SLACK_PX
     return [p for p in weak if departure(p) <= bound]
 
 

@@ -31,7 +31,7 @@ Pair = tuple[TileIndex, TileIndex]
 
 #: The window searched around a tile's stage-model position is this many times
 #: the largest deviation of a placed tile from its own ...
-PRIOR_MARGIN = 1.0
+PRIOR_MARGIN = 1.5
 #: ... plus this many pixels.
 PRIOR_SLACK_PX = 2.0
 #: Each link's offset is its own evidence peak within this many pixels of the joint one.
