@@ -10,7 +10,10 @@ import pytest
 
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr
-from linumpy.mosaic.curvature import estimate_curvature, estimate_slice_curvature, quadratic_map, shift_alines
+from linumpy.mosaic import curvature
+from linumpy.mosaic.curvature import (
+    Curvature, estimate_curvature, estimate_slice_curvature, overlap_ncc, quadratic_map, shift_alines,
+)
 from linumpy.mosaic.galvo import GalvoShift
 from linumpy.mosaic.grid import write_mosaic_grid
 from linumpy.simulate import get_preset, simulate_acquisition
@@ -97,3 +100,16 @@ def test_shift_alines_round_trip():
     back = shift_alines(shift_alines(volume, shift), -shift)
     np.testing.assert_allclose(back[4:-4], volume[4:-4], atol=0.35)
     np.testing.assert_array_equal(shift_alines(volume, np.round(shift))[5:, 0, 0], volume[5:, 0, 0])
+
+
+def test_shift_alines_slabs_and_corrected_overlaps_change_no_value(monkeypatch):
+    """Shifting by slabs of A-lines, and correcting only the compared overlap strips on 1 or 3
+    threads, give exactly the values of shifting and correcting whole tiles at once."""
+    tiles = _textured_tiles(quadratic_map([1.5, 0.8, -0.6], (48, 48)), 2)
+    candidate = Curvature([1.2, 0.7, -0.5], 2.0, applied=True, status="applied")
+    whole = {rc: candidate.correct(tile) for rc, tile in tiles.items()}
+    monkeypatch.setattr(curvature, "SLAB_ALINES", 250)  # slabs of 5 rows, the last one of 3
+    for rc, tile in tiles.items():
+        np.testing.assert_array_equal(candidate.correct(tile), whole[rc])
+    expected = overlap_ncc(whole, (38, 38), workers=1)
+    assert [overlap_ncc(tiles, (38, 38), candidate, workers) for workers in (1, 3)] == [expected, expected]

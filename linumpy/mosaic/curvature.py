@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.mosaic.galvo import GalvoShift, central_tiles, read_tile
+from linumpy.parallel import ordered_map
 from linumpy.stack.refine import normalized_cross_correlation
 
 #: Tiles sampled for the estimate, nearest to the grid centre first.
@@ -62,6 +63,8 @@ MIN_GAIN = 0.05
 #: fraction of its range (1/3 locked onto a deep focal peak under the tissue of the simulated
 #: ``harsh`` condition: fit errors up to 15 voxels, against 0.7 at 0.15).
 ONSET_FRACTION = 0.15
+#: A-lines shifted at once by :func:`shift_alines` (bounds its temporaries to a few MB).
+SLAB_ALINES = 1024
 #: Fewest interface points (blocks in overlaps) for a fit.
 MIN_POINTS = 40
 #: Fitted terms of ``q``: ``u^2, v^2, u v`` (a linear term is indistinguishable from an
@@ -177,11 +180,25 @@ def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     repeated: zeros there would drag the agarose depth profile of the focus
     estimate to zero at the moved end and clip it.
 
+    Works on slabs of :data:`SLAB_ALINES` A-lines so that the index and
+    weight temporaries stay in cache and small; each A-line is computed alone,
+    so the result does not depend on the slabs.
+
     Examples
     --------
     >>> shift_alines(np.arange(4.0)[:, None, None], np.array([[-0.5]]))[:, 0, 0].tolist()
     [0.5, 1.5, 2.5, 3.0]
     """
+    out = np.empty_like(volume)
+    rows = max(1, SLAB_ALINES // max(1, volume.shape[2]))
+    for y0 in range(0, volume.shape[1], rows):
+        part = slice(y0, y0 + rows)
+        out[:, part] = _shift_slab(volume[:, part], shift_px[part])
+    return out
+
+
+def _shift_slab(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
+    """:func:`shift_alines` of one slab of A-lines."""
     nz = volume.shape[0]
     source = np.arange(nz, dtype=np.float32)[:, None, None] - shift_px[None].astype(np.float32)
     low = np.floor(source).astype(np.int64)
@@ -337,19 +354,45 @@ def _rms(parts: list[np.ndarray]) -> float:
     return float(np.sqrt(np.mean(np.concatenate(parts) ** 2)))
 
 
-def overlap_ncc(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float]) -> float | None:
-    """Mean NCC of the overlaps of neighbouring tiles at their nominal offsets (None without pairs)."""
-    scores = [normalized_cross_correlation(a, b) for a, b, _ in neighbour_strips(tiles, tile_step_px)]
+def overlap_ncc(
+    tiles: dict[tuple[int, int], np.ndarray],
+    tile_step_px: tuple[float, float],
+    correction: Curvature | None = None,
+    workers: int | None = None,
+) -> float | None:
+    """Mean NCC of the overlaps of neighbouring tiles at their nominal offsets (None without pairs).
+
+    With ``correction``, the overlaps of the corrected tiles: each strip is
+    corrected alone (an A-line's shift does not depend on the others), by
+    ``workers`` threads (default: :func:`linumpy.parallel.default_workers`).
+    """
+    shift = None if correction is None else -correction.offset_map(next(iter(tiles.values())).shape[1:])
+
+    def score(strips: tuple[np.ndarray, np.ndarray, tuple[int, int]]) -> float:
+        first, second, (y0, x0) = strips
+        if shift is not None:
+            h, w = first.shape[1:]
+            first = shift_alines(first, shift[y0 : y0 + h, x0 : x0 + w])
+            second = shift_alines(second, shift[:h, :w])
+        return normalized_cross_correlation(first, second)
+
+    scores = list(ordered_map(score, neighbour_strips(tiles, tile_step_px), workers))
     return float(np.mean(scores)) if scores else None
 
 
-def estimate_slice_curvature(section: SliceAcquisition, galvo: GalvoShift) -> Curvature:
-    """Read up to :data:`MAX_TILES` central tiles of a slice (galvo band fixed) and estimate its curvature."""
-    tiles = {(t.row, t.col): read_tile(t, galvo) for t in central_tiles(section, MAX_TILES)}
-    return estimate_curvature(tiles, section.tile_step_px)
+def estimate_slice_curvature(section: SliceAcquisition, galvo: GalvoShift, workers: int | None = None) -> Curvature:
+    """Read up to :data:`MAX_TILES` central tiles of a slice (galvo band fixed) and estimate its curvature.
+
+    The tiles are read, and their overlaps compared, by ``workers`` threads
+    (default: :func:`linumpy.parallel.default_workers`).
+    """
+    tiles = dict(ordered_map(lambda t: ((t.row, t.col), read_tile(t, galvo)), central_tiles(section, MAX_TILES), workers))
+    return estimate_curvature(tiles, section.tile_step_px, workers)
 
 
-def estimate_curvature(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float]) -> Curvature:
+def estimate_curvature(
+    tiles: dict[tuple[int, int], np.ndarray], tile_step_px: tuple[float, float], workers: int | None = None
+) -> Curvature:
     """Estimate the field curvature from some neighbouring tiles of a slice and decide whether to remove it.
 
     Parameters
@@ -358,6 +401,9 @@ def estimate_curvature(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: t
         ``{(row, col): (z, y, x) tile}``, a few neighbouring tiles.
     tile_step_px : (float, float)
         Nominal distance between neighbouring tiles, pixels.
+    workers : int, optional
+        Threads comparing the overlaps for the NCC gate (default:
+        :func:`linumpy.parallel.default_workers`; the result does not depend on it).
 
     Returns
     -------
@@ -374,8 +420,8 @@ def estimate_curvature(tiles: dict[tuple[int, int], np.ndarray], tile_step_px: t
     amplitude = float(offsets.max() - offsets.min())
     mismatch_before, mismatch_after, spread = held_out_mismatch(pairs)
     candidate = Curvature([float(c) for c in coefficients], amplitude, applied=True, status="applied")
-    ncc_before = overlap_ncc(tiles, tile_step_px)
-    ncc_after = overlap_ncc({rc: candidate.correct(t) for rc, t in tiles.items()}, tile_step_px)
+    ncc_before = overlap_ncc(tiles, tile_step_px, workers=workers)
+    ncc_after = overlap_ncc(tiles, tile_step_px, candidate, workers)
     if amplitude < MIN_AMPLITUDE_PX:
         status = "flat"
     elif not mismatch_after <= (1.0 - MIN_GAIN) * mismatch_before:

@@ -250,7 +250,7 @@ def write_mosaic_grid(
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
     galvo = detect_slice_band(section, galvo_confidence) if fix_galvo_shift else GalvoShift()
     attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
-    curvature = estimate_slice_curvature(section, galvo) if fix_field_curvature else Curvature()
+    curvature = estimate_slice_curvature(section, galvo, workers) if fix_field_curvature else Curvature()
     with (
         OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
         OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
