@@ -46,8 +46,12 @@ from linumpy.mosaic.galvo import GalvoShift, central_tiles, read_tile
 from linumpy.parallel import ordered_map
 from linumpy.stack.refine import normalized_cross_correlation
 
-#: Tiles sampled for the estimate, nearest to the grid centre first.
+#: Tiles sampled for the estimate, nearest to the grid centre first ...
 MAX_TILES = 16
+#: ... fewer when they would take more memory than this (bytes, float32 tiles held whole) ...
+TILE_MEMORY_BYTES = 512 * 2**20
+#: ... but never fewer than a 2 x 2 block.
+MIN_TILES = 4
 #: Lateral block (pixels) of one interface sample.
 BLOCK_PX = 4
 #: Smallest peak-to-peak curvature (voxels) corrected.
@@ -98,6 +102,8 @@ class Curvature:
         correction and with the held-out correction (voxels).
     n_points : int
         Interface blocks in the fit.
+    n_tiles : int
+        Tiles the estimate was made from (0 when not estimated from a slice).
     """
 
     coefficients: list[float] = field(default_factory=lambda: [0.0] * N_TERMS)
@@ -110,6 +116,7 @@ class Curvature:
     mismatch_before_px: float | None = None
     mismatch_after_px: float | None = None
     n_points: int = 0
+    n_tiles: int = 0
 
     def offset_map(self, shape_yx: tuple[int, int]) -> np.ndarray:
         """``q(u, v)`` minus its mean over a tile of ``shape_yx`` pixels (voxels of depth)."""
@@ -135,6 +142,7 @@ class Curvature:
             "curvature_border_mismatch_before_px": _rounded(self.mismatch_before_px),
             "curvature_border_mismatch_after_px": _rounded(self.mismatch_after_px),
             "curvature_n_points": self.n_points,
+            "curvature_n_tiles": self.n_tiles,
         }
 
 
@@ -383,11 +391,16 @@ def overlap_ncc(
 def estimate_slice_curvature(section: SliceAcquisition, galvo: GalvoShift, workers: int | None = None) -> Curvature:
     """Read up to :data:`MAX_TILES` central tiles of a slice (galvo band fixed) and estimate its curvature.
 
+    Fewer tiles are read when :data:`MAX_TILES` of them would take more than
+    :data:`TILE_MEMORY_BYTES` (at least :data:`MIN_TILES`): the estimate holds
+    its tiles whole, and real tiles reach hundreds of MB.
+
     The tiles are read, and their overlaps compared, by ``workers`` threads
     (default: :func:`linumpy.parallel.default_workers`).
     """
-    tiles = dict(ordered_map(lambda t: ((t.row, t.col), read_tile(t, galvo)), central_tiles(section, MAX_TILES), workers))
-    return estimate_curvature(tiles, section.tile_step_px, workers)
+    n_tiles = int(np.clip(TILE_MEMORY_BYTES // (4 * np.prod(section.tile_shape)), MIN_TILES, MAX_TILES))
+    tiles = dict(ordered_map(lambda t: ((t.row, t.col), read_tile(t, galvo)), central_tiles(section, n_tiles), workers))
+    return replace(estimate_curvature(tiles, section.tile_step_px, workers), n_tiles=len(tiles))
 
 
 def estimate_curvature(
