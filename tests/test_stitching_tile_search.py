@@ -69,3 +69,24 @@ def test_correlation_area_of_white_and_smoothed_noise():
     smoothed = ndimage.gaussian_filter(white, 1.0)
     # A Gaussian of sigma s correlates the noise over 4 pi s^2 (12.6 px for s = 1).
     assert 9 < correlation_area(smoothed) < 14
+
+
+
+def test_tiles_placed_beyond_the_stage_uncertainty_go_back_to_the_stage_model():
+    """A 3 x 4 grid, step 50 px: the two pairs of corner tile (2, 3) agree on a position 30 px right of
+    the grid (as two wrong pairs in empty agarose can: the loop closes); with a stage uncertainty of
+    20 px the tile loses its pairs and sits on the stage model fitted to the others."""
+    from linumpy.stitching.estimate import _drop_implausible
+    from linumpy.stitching.global_solve import PairOffset, solve_positions
+
+    tiles = [(r, c) for r in range(3) for c in range(4)]
+    step = (50.0, 50.0)
+    wrong = {((1, 3), (2, 3)): (50.0, 30.0), ((2, 2), (2, 3)): (0.0, 80.0)}
+    pairs = [PairOffset(a, b, wrong.get((a, b), (50.0 * (b[0] - a[0]), 50.0 * (b[1] - a[1]))), 1.0)
+             for a in tiles for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)) if b in tiles]
+    positions, model, kept = solve_positions(tiles, pairs, step)
+    assert positions[(2, 3)][1] - positions[(2, 0)][1] > 170  # the wrong pairs agree: the solve keeps them
+    positions, model, kept = _drop_implausible(tiles, positions, model, kept, step, max_shift_px=20.0)
+    assert all((2, 3) not in (p.a, p.b) for p in kept) and len(kept) == len(pairs) - 2
+    for tile in tiles:
+        assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, step)).max() < 0.5, (tile, positions)
