@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import numcodecs
 import numpy as np
@@ -162,7 +163,7 @@ class ChunkFileReader:
 
     def __getitem__(self, key) -> np.ndarray:
         """``array[key]`` for slices (step 1) and integers, as a new native-endian array."""
-        region, squeeze = _region(key, self.shape)
+        region, integer_axes = normalize_region(key, self.shape)
         out = np.empty(tuple(r.stop - r.start for r in region), self.dtype.newbyteorder("="))
         ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, self.chunks)]
         for index in itertools.product(*ranges):
@@ -179,7 +180,7 @@ class ChunkFileReader:
                 out[target] = self.fill_value
             else:
                 out[target] = chunk[tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside, origin))]
-        return out[squeeze] if squeeze else out
+        return out[tuple(0 if axis in integer_axes else slice(None) for axis in range(out.ndim))]
 
     def _decode_into(self, index: tuple[int, ...], destination: np.ndarray) -> None:
         """Decode Blosc chunk ``index`` into the C-contiguous chunk-sized ``destination`` (fill if not stored)."""
@@ -221,30 +222,44 @@ class ChunkDecodeError(Exception):
         self.path, self.error = path, error
 
 
-def _region(key, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple]:
-    """Slices (step 1) of ``key``, and the index that drops the axes given as integers."""
+class UnsupportedIndex(IndexError, TypeError):
+    """An index that is not an integer or a step-1 slice.
+
+    An ``IndexError`` for the writers; a ``TypeError`` too, so that the direct
+    reader's caller hands such an index to zarr-python instead.
+    """
+
+
+def normalize_region(key: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """Slices (step 1, within ``shape``) of an index, and the axes it gave as integers.
+
+    Examples
+    --------
+    >>> normalize_region((1, ..., slice(2, None)), (3, 4, 5))
+    ((slice(1, 2, None), slice(0, 4, None), slice(2, 5, None)), (0,))
+    """
     key = key if isinstance(key, tuple) else (key,)
+    if key.count(Ellipsis) > 1:
+        raise IndexError("at most one ... in a region")
     if Ellipsis in key:
         i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"region {key} has too many axes for shape {shape}")
     key = key + (slice(None),) * (len(shape) - len(key))
-    region, squeeze = [], []
-    for k, n in zip(key, shape):
+    region, integer_axes = [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
         if isinstance(k, (int, np.integer)):
             if not -n <= k < n:
                 raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
-            k = int(k) % n
-            region.append(slice(k, k + 1))
-            squeeze.append(0)
-            continue
+            k, integer_axes = slice(int(k) % n, int(k) % n + 1), [*integer_axes, axis]
         if not isinstance(k, slice):
-            raise TypeError(f"unsupported index {k!r}")
+            raise UnsupportedIndex(f"regions take slices or integers, got {k!r}")
         start, stop, step = k.indices(n)
         if step != 1:
-            raise TypeError("slices with a step are not supported")
+            raise UnsupportedIndex("regions must be contiguous (no slice step)")
         region.append(slice(start, max(start, stop)))
-        squeeze.append(slice(None))
-    return tuple(region), tuple(squeeze) if 0 in squeeze else ()
+    return tuple(region), tuple(integer_axes)
 
 
 def store_target(array: zarr.Array, directory: Path, fmt: NgffFormat, compression: str):

@@ -544,30 +544,6 @@ class _PyramidWriter:
         chunks = ngff.level_chunks(self.chunks, shape)
         return self.format.create_array(group, name, shape, chunks, self.dtype, self.compression, self.shards)
 
-    def _region(self, key: Any) -> tuple[tuple[slice, ...], tuple[int, ...]]:
-        """Normalise an index to slices; also return the axes given as integers."""
-        key = key if isinstance(key, tuple) else (key,)
-        if key.count(Ellipsis) > 1:
-            raise IndexError("at most one ... in a region")
-        if Ellipsis in key:
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[i + 1 :]
-        key = key + (slice(None),) * (len(self.shape) - len(key))
-        if len(key) != len(self.shape):
-            raise IndexError(f"region {key} has too many axes for shape {self.shape}")
-        region, integer_axes = [], []
-        for axis, (k, n) in enumerate(zip(key, self.shape)):
-            if isinstance(k, (int, np.integer)):
-                k = int(k) + n if k < 0 else int(k)
-                k, integer_axes = slice(k, k + 1), [*integer_axes, axis]
-            if not isinstance(k, slice):
-                raise IndexError(f"regions take slices or integers, got {k!r}")
-            start, stop, step = k.indices(n)
-            if step != 1:
-                raise IndexError("regions must be contiguous (no slice step)")
-            region.append(slice(start, max(start, stop)))
-        return tuple(region), tuple(integer_axes)
-
     def _castable(self, block: Any) -> Any:
         """Refuse data whose values the image dtype cannot hold meaningfully (floats into integers)."""
         dtype = np.asarray(block).dtype if not hasattr(block, "dtype") else np.dtype(block.dtype)
@@ -587,7 +563,7 @@ class _PyramidWriter:
         """
         if self._finalized:
             raise RuntimeError(f"{self.path} is already finalized")
-        region, integer_axes = self._region(key)
+        region, integer_axes = chunk_writer.normalize_region(key, self.shape)
         block = self._castable(block)
         region_shape = tuple(r.stop - r.start for r in region)
         target = self._level0
