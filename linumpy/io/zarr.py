@@ -670,6 +670,8 @@ class _PyramidWriter:
             atomic.remove_path(self.temporary / str(index))
         if not complete:
             return None
+        logger.debug("%s: pyramid built while level 0 was written (at most %.0f MB of chunks gathered in part)",
+                     self.path, pyramid.peak_bytes / 2**20)
         if n_levels > keep:
             logger.info("%s: stopping the pyramid at level %d: level %d would be < 1 pixel", self.path, keep, keep + 1)
         factors = (1,) * (len(self.shape) - 2) + (2, 2)
