@@ -4,9 +4,8 @@
 Runs a ``bin/`` script in this process with the direct chunk reader and
 writer (:mod:`linumpy.io.chunk_writer`) counted, and prints, per array (its
 path relative to the work folder, temporaries shown by their final name),
-the chunks and decoded bytes read and the chunks and bytes written, and
-the input's level-0 bytes, so that "the input was decoded 1.9 times" is a
-number. Reads that go through zarr-python (sharded or unusual layouts) are
+the chunk files decoded (and their bytes) and the chunk files written (and
+their bytes), so that "the input was decoded 1.9 times" is a number. Reads that go through zarr-python (sharded or unusual layouts) are
 not counted.
 
     python benchmarks/bench_decodes.py [--json out.json] -- bin/linum_stitch_3d.py IN OUT -f
@@ -29,13 +28,9 @@ from linumpy.io import chunk_writer
 _TEMPORARY = re.compile(r"\.([^/]+)\.partial-\d+")
 
 
-def _array_of(path: Path) -> str:
-    """The array directory of a chunk file (v2 ``a/0/1/2`` or v3 ``a/c/0/1/2``), temporaries renamed."""
-    parts = path.parts
-    for cut in range(len(parts) - 1, 0, -1):
-        if not parts[cut].isdigit() and parts[cut] != "c":
-            break
-    return _TEMPORARY.sub(r"\1", str(Path(*parts[: cut + 1])))
+def _name(directory: Path) -> str:
+    """An array directory, a temporary shown by its final name."""
+    return _TEMPORARY.sub(r"\1", str(directory))
 
 
 class Counter:
@@ -45,9 +40,9 @@ class Counter:
         self.lock = threading.Lock()
         self.tally: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
-    def add(self, path: Path, kind: str, nbytes: int) -> None:
+    def add(self, directory: Path, kind: str, nbytes: int) -> None:
         with self.lock:
-            entry = self.tally[_array_of(path)]
+            entry = self.tally[_name(directory)]
             entry[f"{kind}_chunks"] += 1
             entry[f"{kind}_bytes"] += nbytes
 
@@ -58,16 +53,19 @@ def install(counter: Counter) -> None:
     decode_into, chunk, write_chunk = reader._decode_into, reader._chunk, writer._write_chunk
 
     def counted_decode_into(self, index, destination):
-        counter.add(self.chunk_path(index), "decoded", destination.nbytes)
+        if self.chunk_path(index).is_file():  # not stored: filled, nothing decoded
+            counter.add(self.directory, "decoded", destination.nbytes)
         return decode_into(self, index, destination)
 
     def counted_chunk(self, index):
         values = chunk(self, index)
-        counter.add(self.chunk_path(index), "decoded", 0 if values is None else values.nbytes)
+        if values is not None:
+            counter.add(self.directory, "decoded", values.nbytes)
         return values
 
     def counted_write(self, index, values):
-        counter.add(self.directory / self.format.chunk_key(index), "written", values.nbytes)
+        if values.any():  # chunks of zeros are not stored
+            counter.add(self.directory, "written", values.nbytes)
         return write_chunk(self, index, values)
 
     reader._decode_into, reader._chunk, writer._write_chunk = counted_decode_into, counted_chunk, counted_write
