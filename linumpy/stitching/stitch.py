@@ -370,9 +370,10 @@ def write_fused(
         for r, c in sorted(positions)
     ]
     chunks = (z_slab, min(CHUNK_PX, extent[0]), min(CHUNK_PX, extent[1]))
-    # Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon as they are written.
+    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
+    # as they are written, and only one slab's chunks wait.
     boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
-    tasks = [(z0, box) for box in boxes for z0 in range(0, depth, z_slab)]
+    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite) as writer:
