@@ -222,13 +222,14 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     'skipped'
     """
     overlap = _Overlap(reference, moving)
-    identity_params, identity = overlap.refine(overlap.start(0.0), fixed_angle=True)
+    if not (overlap.valid_ref.any() and overlap.valid_mov.any()):
+        return RotationEstimate(0.0, 0.0, math.inf, (math.nan, math.nan), 0.0, 0.0, "skipped",
+                                "the overlap holds no data")
+    identity = overlap.refine(overlap.start(0.0), fixed_angle=True)[1]
     angles = np.arange(-max_deg - COARSE_STEP_DEG, max_deg + COARSE_STEP_DEG * 1.001, COARSE_STEP_DEG)
     starts = [overlap.start(float(a)) for a in angles]
     best = max(starts, key=overlap.ncc)
     params, ncc = overlap.refine(best)
-    if identity > ncc:  # the search settled below the unturned overlap: no evidence of a turn
-        params, ncc = identity_params, identity
     measured = float(params[0])
     halves = _half_angles(overlap, params)
     std = abs(halves[0] - halves[1]) / 2  # each half holds half the pixels: var(h1 - h2) = 4 var(angle)
