@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
 from linumpy.stitching.tile_search import PRIOR_SLACK_PX, place_by_neighbours
@@ -137,8 +138,20 @@ def estimate_transform(
     candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    moved: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
+
+    def move(switch: Switch) -> PairOffset:
+        (a, b), registration = switch.pair, registrations[switch.pair]
+        refined, sigma = refine_subpixel(flattened[a], flattened[b], switch.offset)
+        moved[switch.pair] = replace(registration, offset=refined, sigma_px=sigma,
+                                     significance=switch.significance)
+        return _pair_offset(a, b, moved[switch.pair], False)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
     positions, model, kept = solve_positions(tiles, confident, tile_step_px)
-    weak = _plausible([p for p in candidates if p not in confident], confident, model)
+    confident_ids = {(p.a, p.b) for p in confident}
+    weak = _plausible([p for p in candidates if (p.a, p.b) not in confident_ids], confident, model)
     if weak:
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
@@ -151,9 +164,11 @@ def estimate_transform(
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**registrations, **joint}.items():
+    for (a, b), r in {**registrations, **moved, **joint}.items():
         if (a, b) in joint:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
+        elif (a, b) in moved:
+            status = "kept (loop closure)" if (a, b) in kept_ids else "loop closure, inconsistent"
         else:
             status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong)
