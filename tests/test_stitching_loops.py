@@ -33,7 +33,8 @@ def _true_offset(pair):
 
 
 def _offsets(registrations):
-    return [PairOffset(a, b, r.offset, tuple(1 / s**2 for s in r.sigma_px)) for (a, b), r in registrations.items()]
+    return [PairOffset(a, b, r.offset, tuple(1 / s**2 for s in r.sigma_px))
+            for (a, b), r in registrations.items()]
 
 
 def test_leave_one_out_predicts_each_pair_from_the_others():
