@@ -52,6 +52,8 @@ class PairOffset:
     ``weight`` is one number or one per axis ``(y, x)``. A pair that is not
     ``strong`` is kept only inside a loop of pairs (where the solve can check
     it), never as the only link between two groups of tiles.
+    ``test_weight`` (default ``weight``) scales the pair's residual in the
+    outlier test of :func:`solve_positions`.
     """
 
     a: TileIndex
@@ -59,10 +61,16 @@ class PairOffset:
     offset: tuple[float, float]
     weight: float | tuple[float, float]
     strong: bool = True
+    test_weight: float | tuple[float, float] | None = None
 
     def axis_weights(self) -> np.ndarray:
         """Return the ``(y, x)`` weights."""
         return np.broadcast_to(np.asarray(self.weight, dtype=float), (2,))
+
+    def test_weights(self) -> np.ndarray:
+        """Return the ``(y, x)`` weights of the outlier test."""
+        weight = self.weight if self.test_weight is None else self.test_weight
+        return np.broadcast_to(np.asarray(weight, dtype=float), (2,))
 
 
 @dataclass(frozen=True)
@@ -310,7 +318,7 @@ def solve_positions(
         residuals = _residuals(positions, tiles, kept)
         # Residual in standard errors of the pair (weights are inverse variances).
         normalized = np.array([
-            np.sqrt(np.sum(p.axis_weights() * r**2)) if np.hypot(*r) > MIN_PRUNED_RESIDUAL_PX else 0.0
+            np.sqrt(np.sum(p.test_weights() * r**2)) if np.hypot(*r) > MIN_PRUNED_RESIDUAL_PX else 0.0
             for p, r in zip(kept, _residual_vectors(positions, tiles, kept))
         ]) if weighted else np.zeros(len(kept))
         worst = int(np.argmax(np.maximum(residuals / max_residual_px, normalized / MAX_NORMALIZED_RESIDUAL)))
