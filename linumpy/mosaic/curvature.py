@@ -104,6 +104,10 @@ class Curvature:
         Interface blocks in the fit.
     n_tiles : int
         Tiles the estimate was made from (0 when not estimated from a slice).
+    source : str
+        ``"slice"`` (estimated and decided on the slice's own tiles) or
+        ``"acquisition"`` (one estimate and decision pooled over several
+        slices, :mod:`linumpy.mosaic.curvature_pool`).
     """
 
     coefficients: list[float] = field(default_factory=lambda: [0.0] * N_TERMS)
@@ -117,6 +121,7 @@ class Curvature:
     mismatch_after_px: float | None = None
     n_points: int = 0
     n_tiles: int = 0
+    source: str = "slice"
 
     def offset_map(self, shape_yx: tuple[int, int]) -> np.ndarray:
         """``q(u, v)`` minus its mean over a tile of ``shape_yx`` pixels (voxels of depth)."""
@@ -143,16 +148,17 @@ class Curvature:
             "curvature_border_mismatch_after_px": _rounded(self.mismatch_after_px),
             "curvature_n_points": self.n_points,
             "curvature_n_tiles": self.n_tiles,
+            "curvature_source": self.source,
         }
-
 
     def flags(self) -> list[str]:
         """Messages for the QC record when a curvature was found but left in, or could not be estimated."""
+        where = "in the sampled slices" if self.source == "acquisition" else "in the sampled tile overlaps"
         if self.status in ("no_gain", "unstable", "ncc_worse"):
             return [f"field curvature of {self.amplitude_px:.1f} voxels found but not removed ({self.status}): "
                     "tiles may meet at different depths"]
         if self.status == "too_few_points":
-            return [f"field curvature not estimated: {self.n_points} interface points in the sampled tile overlaps"]
+            return [f"field curvature not estimated: {self.n_points} interface points {where}"]
         return []
 
 
@@ -368,11 +374,22 @@ def overlap_ncc(
     correction: Curvature | None = None,
     workers: int | None = None,
 ) -> float | None:
-    """Mean NCC of the overlaps of neighbouring tiles at their nominal offsets (None without pairs).
+    """Mean of :func:`overlap_scores` (None without pairs)."""
+    scores = overlap_scores(tiles, tile_step_px, correction, workers)
+    return float(np.mean(scores)) if scores else None
 
-    With ``correction``, the overlaps of the corrected tiles: each strip is
-    corrected alone (an A-line's shift does not depend on the others), by
-    ``workers`` threads (default: :func:`linumpy.parallel.default_workers`).
+
+def overlap_scores(
+    tiles: dict[tuple[int, int], np.ndarray],
+    tile_step_px: tuple[float, float],
+    correction: Curvature | None = None,
+    workers: int | None = None,
+) -> list[float]:
+    """NCC of each overlap of neighbouring tiles at their nominal offsets.
+
+    With ``correction`` (applied or not), the overlaps of the corrected tiles:
+    each strip is corrected alone (an A-line's shift does not depend on the
+    others), by ``workers`` threads (default: :func:`linumpy.parallel.default_workers`).
     """
     shift = None if correction is None else -correction.offset_map(next(iter(tiles.values())).shape[1:])
 
@@ -384,23 +401,73 @@ def overlap_ncc(
             second = shift_alines(second, shift[:h, :w])
         return normalized_cross_correlation(first, second)
 
-    scores = list(ordered_map(score, neighbour_strips(tiles, tile_step_px), workers))
-    return float(np.mean(scores)) if scores else None
+    return list(ordered_map(score, neighbour_strips(tiles, tile_step_px), workers))
 
 
-def estimate_slice_curvature(section: SliceAcquisition, galvo: GalvoShift, workers: int | None = None) -> Curvature:
-    """Read up to :data:`MAX_TILES` central tiles of a slice (galvo band fixed) and estimate its curvature.
+def read_central_tiles(section: SliceAcquisition, galvo: GalvoShift, workers: int | None = None
+                       ) -> dict[tuple[int, int], np.ndarray]:
+    """Read up to :data:`MAX_TILES` central tiles of a slice (galvo band fixed), ``{(row, col): tile}``.
 
     Fewer tiles are read when :data:`MAX_TILES` of them would take more than
     :data:`TILE_MEMORY_BYTES` (at least :data:`MIN_TILES`): the estimate holds
-    its tiles whole, and real tiles reach hundreds of MB.
-
-    The tiles are read, and their overlaps compared, by ``workers`` threads
-    (default: :func:`linumpy.parallel.default_workers`).
+    its tiles whole, and real tiles reach hundreds of MB. The tiles are read by
+    ``workers`` threads (default: :func:`linumpy.parallel.default_workers`).
     """
     n_tiles = int(np.clip(TILE_MEMORY_BYTES // (4 * np.prod(section.tile_shape)), MIN_TILES, MAX_TILES))
-    tiles = dict(ordered_map(lambda t: ((t.row, t.col), read_tile(t, galvo)), central_tiles(section, n_tiles), workers))
+    return dict(ordered_map(lambda t: ((t.row, t.col), read_tile(t, galvo)), central_tiles(section, n_tiles), workers))
+
+
+def estimate_slice_curvature(section: SliceAcquisition, galvo: GalvoShift, workers: int | None = None) -> Curvature:
+    """Estimate a slice's curvature from its central tiles (:func:`read_central_tiles`), decided alone.
+
+    The overlaps are compared by ``workers`` threads (default:
+    :func:`linumpy.parallel.default_workers`).
+    """
+    tiles = read_central_tiles(section, galvo, workers)
     return replace(estimate_curvature(tiles, section.tile_step_px, workers), n_tiles=len(tiles))
+
+
+def fit_candidate(pairs: list[tuple[np.ndarray, np.ndarray]], shape_yx: tuple[int, int]) -> Curvature:
+    """Fit ``q`` on the border differences and apply every gate but the overlap NCC.
+
+    Parameters
+    ----------
+    pairs : list
+        :func:`border_differences` of one slice's tiles, or of several slices' together.
+    shape_yx : (int, int)
+        Lateral tile shape (pixels), for the amplitude of ``q`` over a tile.
+
+    Returns
+    -------
+    Curvature
+        Status ``"too_few_points"``, ``"flat"``, ``"no_gain"``, ``"unstable"``
+        (the first gate that failed), or ``"applied"`` with ``applied`` True:
+        then only :func:`ncc_gated` is left to decide.
+    """
+    coefficients, n_points = fit_curvature(pairs)
+    if coefficients is None:
+        return Curvature(status="too_few_points", n_points=n_points)
+    offsets = quadratic_map(coefficients, shape_yx)
+    amplitude = float(offsets.max() - offsets.min())
+    mismatch_before, mismatch_after, spread = held_out_mismatch(pairs)
+    if amplitude < MIN_AMPLITUDE_PX:
+        status = "flat"
+    elif not mismatch_after <= (1.0 - MIN_GAIN) * mismatch_before:
+        status = "no_gain"
+    elif spread > MAX_SPREAD * amplitude:
+        status = "unstable"
+    else:
+        status = "applied"
+    return Curvature([float(c) for c in coefficients], amplitude, applied=status == "applied", status=status,
+                     spread_px=spread, mismatch_before_px=mismatch_before, mismatch_after_px=mismatch_after,
+                     n_points=n_points)
+
+
+def ncc_gated(candidate: Curvature, ncc_before: float | None, ncc_after: float | None) -> Curvature:
+    """The last gate: an applied candidate whose correction lowers the mean overlap NCC is not applied."""
+    worse = candidate.applied and ncc_before is not None and ncc_after is not None and ncc_after < ncc_before
+    return replace(candidate, ncc_before=ncc_before, ncc_after=ncc_after, applied=candidate.applied and not worse,
+                   status="ncc_worse" if worse else candidate.status)
 
 
 def estimate_curvature(
@@ -424,27 +491,9 @@ def estimate_curvature(
         Applied only when every gate of the module docstring passes; the
         status names the first gate that failed.
     """
-    pairs = border_differences(tiles, tile_step_px)
-    coefficients, n_points = fit_curvature(pairs)
-    if coefficients is None:
-        return Curvature(status="too_few_points", n_points=n_points)
-    shape_yx = next(iter(tiles.values())).shape[1:]
-    offsets = quadratic_map(coefficients, shape_yx)
-    amplitude = float(offsets.max() - offsets.min())
-    mismatch_before, mismatch_after, spread = held_out_mismatch(pairs)
-    candidate = Curvature([float(c) for c in coefficients], amplitude, applied=True, status="applied")
+    candidate = fit_candidate(border_differences(tiles, tile_step_px), next(iter(tiles.values())).shape[1:])
+    if candidate.status == "too_few_points":
+        return candidate
     ncc_before = overlap_ncc(tiles, tile_step_px, workers=workers)
     ncc_after = overlap_ncc(tiles, tile_step_px, candidate, workers)
-    if amplitude < MIN_AMPLITUDE_PX:
-        status = "flat"
-    elif not mismatch_after <= (1.0 - MIN_GAIN) * mismatch_before:
-        status = "no_gain"
-    elif spread > MAX_SPREAD * amplitude:
-        status = "unstable"
-    elif ncc_before is not None and ncc_after is not None and ncc_after < ncc_before:
-        status = "ncc_worse"
-    else:
-        status = "applied"
-    return replace(candidate, ncc_before=ncc_before, ncc_after=ncc_after, applied=status == "applied",
-                   status=status, spread_px=spread, mismatch_before_px=mismatch_before,
-                   mismatch_after_px=mismatch_after, n_points=n_points)
+    return ncc_gated(candidate, ncc_before, ncc_after)
