@@ -20,14 +20,15 @@ differences (a few numbers per 4 x 4 A-line block of the overlaps).
 from __future__ import annotations
 
 import json
+import logging
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from linumpy.errors import InputError
+from linumpy.errors import InputError, LinumpyError
 from linumpy.io.acquisition import Acquisition, SliceAcquisition
 from linumpy.io.atomic import atomic_output
 from linumpy.mosaic.curvature import (
@@ -37,6 +38,8 @@ from linumpy.mosaic.galvo import GalvoShift, detect_slice_band
 from linumpy.mosaic.options import CURVATURE_MAX_SLICES as MAX_SLICES
 from linumpy.mosaic.options import DEFAULT_CONFIDENCE
 from linumpy.qc.records import write_qc_record
+
+logger = logging.getLogger(__name__)
 #: ``schema`` of the JSON written by :func:`save_acquisition_curvature`.
 SCHEMA = "linumpy-field-curvature/1"
 
@@ -55,21 +58,30 @@ class AcquisitionCurvature:
     tile_shape : list of int
         ``[z, y, x]`` of the tiles (as read, galvo band cropped); every slice
         corrected with this decision must have the same lateral shape.
+    skipped_slices : list of int
+        Sampled slices left out because their tiles could not be read (each
+        logged as a warning; a slice left out of the run may be damaged).
     """
 
     curvature: Curvature
     slice_ids: list[int]
     tile_shape: list[int]
+    skipped_slices: list[int] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """The QC record fields: the curvature's (``curvature_*``) and the sampled slices."""
         return self.curvature.metrics() | {"curvature_n_slices": len(self.slice_ids),
-                                           "curvature_slice_ids": list(self.slice_ids)}
+                                           "curvature_slice_ids": list(self.slice_ids),
+                                           "curvature_skipped_slices": list(self.skipped_slices)}
 
     def flags(self) -> list[str]:
-        """The curvature's flags, naming the decision for the whole acquisition."""
-        return [f"{message} (decided once for the whole acquisition, from {len(self.slice_ids)} slices: "
-                "no slice is corrected)" for message in self.curvature.flags()]
+        """The curvature's flags, naming the decision for the whole acquisition; skipped slices."""
+        flags = [f"{message} (decided once for the whole acquisition, from {len(self.slice_ids)} slices: "
+                 "no slice is corrected)" for message in self.curvature.flags()]
+        if self.skipped_slices:
+            flags.append(f"field curvature estimated without slices {self.skipped_slices}: their tiles could "
+                         "not be read (see the warnings)")
+        return flags
 
     def for_slice(self, section: SliceAcquisition, source: str | os.PathLike = "the field curvature JSON"
                   ) -> Curvature:
@@ -123,25 +135,34 @@ def estimate_acquisition_curvature(
         Applied only when every gate passes on the pooled border differences;
         the status names the first gate that failed.
     """
-    slice_ids = sample_slice_ids(acquisition.slice_ids, max_slices)
-    sections = [acquisition.slice(i) for i in slice_ids]
-    bands = [detect_slice_band(s, galvo_confidence) if fix_galvo_shift else GalvoShift() for s in sections]
-    pairs, n_tiles, tile_shape = [], 0, None
-    for section, band in zip(sections, bands, strict=True):
-        tiles = read_central_tiles(section, band, workers)
+    sampled: dict[int, tuple[SliceAcquisition, GalvoShift]] = {}
+    pairs, n_tiles, tile_shape, skipped = [], 0, None, []
+    for slice_id in sample_slice_ids(acquisition.slice_ids, max_slices):
+        try:
+            section = acquisition.slice(slice_id)
+            band = detect_slice_band(section, galvo_confidence) if fix_galvo_shift else GalvoShift()
+            tiles = read_central_tiles(section, band, workers)
+        except LinumpyError as error:
+            logger.warning("slice %d left out of the field curvature estimate: %s", slice_id, error)
+            skipped.append(slice_id)
+            continue
+        sampled[slice_id] = section, band
         tile_shape = next(iter(tiles.values())).shape
         pairs += border_differences(tiles, section.tile_step_px)
         n_tiles += len(tiles)
+    if tile_shape is None:
+        raise InputError(f"{acquisition.path}: no sampled slice could be read for the field curvature estimate "
+                         f"(slices {skipped}); see the warnings, or pass --no_fix_field_curvature")
     candidate = fit_candidate(pairs, tile_shape[1:])
     if candidate.applied:  # the NCC gate: the same tiles again, one slice at a time
         before, after = [], []
-        for section, band in zip(sections, bands, strict=True):
+        for section, band in sampled.values():
             tiles = read_central_tiles(section, band, workers)
             before += overlap_scores(tiles, section.tile_step_px, workers=workers)
             after += overlap_scores(tiles, section.tile_step_px, candidate, workers)
         candidate = ncc_gated(candidate, _mean(before), _mean(after))
     curvature = replace(candidate, n_tiles=n_tiles, source="acquisition")
-    return AcquisitionCurvature(curvature, slice_ids, [int(n) for n in tile_shape])
+    return AcquisitionCurvature(curvature, list(sampled), [int(n) for n in tile_shape], skipped)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -162,7 +183,7 @@ def save_acquisition_curvature(estimate: AcquisitionCurvature, path: str | os.Pa
     and :meth:`AcquisitionCurvature.flags`.
     """
     data = {"schema": SCHEMA, "slice_ids": estimate.slice_ids, "tile_shape": estimate.tile_shape,
-            "curvature": {k: _json_number(v) for k, v in asdict(estimate.curvature).items()}}
+            "skipped_slices": estimate.skipped_slices, "curvature": {k: _json_number(v) for k, v in asdict(estimate.curvature).items()}}
     with atomic_output(path, overwrite) as temporary:
         Path(temporary).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     write_qc_record(path, "field_curvature", estimate.metrics(), flags=estimate.flags())
@@ -200,6 +221,7 @@ def load_acquisition_curvature(path: str | os.PathLike) -> AcquisitionCurvature:
         if len(curvature.coefficients) != 3 or len(data["tile_shape"]) != 3:
             raise ValueError("3 coefficients and a 3D tile shape expected")
         return AcquisitionCurvature(curvature, [int(i) for i in data["slice_ids"]],
-                                    [int(n) for n in data["tile_shape"]])
+                                    [int(n) for n in data["tile_shape"]],
+                                    [int(i) for i in data.get("skipped_slices", [])])
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{path} is not a field curvature decision ({error!r}); {fix}") from error
