@@ -18,8 +18,8 @@ and a free offset per pair (a second pass drops points more than 3 robust
 SD off). A linear term of ``q`` (optics centred off the tile) would only add
 a constant to each pair's difference, so it cannot be told from the pair
 offsets and is not estimated. The correction moves every
-A-line up by ``q(u, v)`` minus its mean over the tile (linear interpolation
-along depth): the slice's mean depth does not move, so slices corrected and
+A-line up by ``q(u, v)`` minus its mean over the tile (Lanczos interpolation
+along depth, :func:`shift_alines`): the slice's mean depth does not move, so slices corrected and
 slices left as they are stay at the same depth for the stack.
 
 Improve or skip: the correction is applied only when its peak-to-peak
@@ -69,6 +69,11 @@ MIN_GAIN = 0.05
 ONSET_FRACTION = 0.15
 #: A-lines shifted at once by :func:`shift_alines` (bounds its temporaries to a few MB).
 SLAB_ALINES = 1024
+#: Half-width (samples) of the Lanczos kernel of :func:`shift_alines`. Linear interpolation averaged
+#: neighbouring samples by up to half and half, a depth smoothing that varies across the tile; the stack's
+#: z registration then placed every slice ~0.03 voxel deeper than the last (``harsh`` seed 4, 8 slices:
+#: 0.46 voxel cumulative against 0.27 uncorrected; 0.23 with this kernel).
+LANCZOS_A = 3
 #: Fewest interface points (blocks in overlaps) for a fit.
 MIN_POINTS = 40
 #: Fitted terms of ``q``: ``u^2, v^2, u v`` (a linear term is indistinguishable from an
@@ -188,11 +193,15 @@ def quadratic_map(coefficients, shape_yx: tuple[int, int]) -> np.ndarray:
 
 
 def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (linear interpolation).
+    """Move each A-line of a ``(z, y, x)`` volume ``shift_px[y, x]`` samples deeper (Lanczos interpolation).
 
-    Where no data come in (the top or bottom few samples), the end plane is
-    repeated: zeros there would drag the agarose depth profile of the focus
-    estimate to zero at the moved end and clip it.
+    Each output sample is the Lanczos-windowed sinc (:data:`LANCZOS_A`
+    samples each side, weights normalised to sum 1) of the A-line at the
+    source depth, clamped to the range of the samples it weighs (no
+    ringing beyond them); a whole-sample shift moves the samples unchanged.
+    Where no data come in (the top or bottom few samples), the end sample
+    is repeated: zeros there would drag the agarose depth profile of the
+    focus estimate to zero at the moved end and clip it.
 
     Works on slabs of :data:`SLAB_ALINES` A-lines so that the index and
     weight temporaries stay in cache and small; each A-line is computed alone,
@@ -200,8 +209,10 @@ def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> shift_alines(np.arange(4.0)[:, None, None], np.array([[-0.5]]))[:, 0, 0].tolist()
-    [0.5, 1.5, 2.5, 3.0]
+    >>> shift_alines(np.arange(6.0)[:, None, None], np.array([[-1.0]]))[:, 0, 0].tolist()
+    [1.0, 2.0, 3.0, 4.0, 5.0, 5.0]
+    >>> round(float(shift_alines(np.arange(8.0)[:, None, None], np.array([[-0.5]]))[3, 0, 0]), 4)
+    3.5
     """
     out = np.empty_like(volume)
     rows = max(1, SLAB_ALINES // max(1, volume.shape[2]))
@@ -214,12 +225,23 @@ def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
 def _shift_slab(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     """:func:`shift_alines` of one slab of A-lines."""
     nz = volume.shape[0]
-    source = np.arange(nz, dtype=np.float32)[:, None, None] - shift_px[None].astype(np.float32)
-    low = np.floor(source).astype(np.int64)
-    weight = (source - low).astype(np.float32)
-    below = np.take_along_axis(volume, np.clip(low, 0, nz - 1), axis=0)
-    above = np.take_along_axis(volume, np.clip(low + 1, 0, nz - 1), axis=0)
-    return ((1 - weight) * below + weight * above).astype(volume.dtype)
+    source = -np.asarray(shift_px, dtype=np.float32)  # sample z reads the A-line at z + source
+    whole = np.floor(source).astype(np.int64)
+    fraction = source - whole
+    taps = range(1 - LANCZOS_A, LANCZOS_A + 1)
+    weights = [np.sinc(fraction - k) * np.sinc((fraction - k) / LANCZOS_A) for k in taps]
+    total_weight = np.sum(weights, axis=0)
+    depth = np.arange(nz)[:, None, None] + whole[None]
+    result = low = high = None
+    for k, weight in zip(taps, weights, strict=True):
+        sample = np.take_along_axis(volume, np.clip(depth + k, 0, nz - 1), axis=0)
+        term = (weight / total_weight).astype(np.float32)[None] * sample
+        if result is None:
+            result, low, high = term, sample, sample
+        else:
+            result += term
+            low, high = np.minimum(low, sample), np.maximum(high, sample)
+    return np.clip(result, low, high).astype(volume.dtype)
 
 
 def interface_depth(tile: np.ndarray, block: int = BLOCK_PX) -> np.ndarray:
