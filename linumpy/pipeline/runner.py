@@ -150,14 +150,15 @@ class LocalRunner:
         self._progress.add(len(upstream) + 2)
         try:
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
-            curvature = plan_field_curvature(params, layout, acquisition, upstream)
-            self._run_serial([*upstream, motor_positions, curvature])
+            self._run_serial([*upstream, motor_positions])
             slice_ids = params.selected(sorted(read_motor_positions(layout.motor_positions)))
             if not slice_ids:
                 raise InputError(f"{layout.motor_positions}: no slice left to reconstruct; "
                                  "check slices/exclude_slices")
             _check_no_gaps(slice_ids, params.stack_allows_gaps)
             self.summary.slice_ids = slice_ids
+            curvature = plan_field_curvature(params, layout, acquisition, upstream)
+            self._run_serial([curvature])
             chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
             normalized = {i: chain[len(steps.SLICE_CHAIN) - 1] for i, chain in chains.items()}
             sidecar = acquisition / SIDECAR_NAME
