@@ -30,6 +30,9 @@ difference); when leaving one pair out moves the fit by at most
 :data:`MAX_SPREAD` of its amplitude; and when the mean NCC of the sampled
 overlaps does not drop. The QC record holds the fit, both mismatches, the
 spread, the NCC before and after and the decision (the first failed gate).
+The pipelines decide once for the whole acquisition from several slices
+(:mod:`linumpy.mosaic.curvature_pool`, the same fit and gates); a slice
+decides alone only when the mosaic-grid step is run without that decision.
 """
 
 from __future__ import annotations
