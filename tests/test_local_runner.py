@@ -122,7 +122,7 @@ def full_run(tiny_acquisition, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_outdir_tree_is_the_published_layout(full_run):
     layout = OutputLayout(full_run)
-    expected = [layout.motor_positions, layout.volume, layout.volume_shifts, layout.report,
+    expected = [layout.motor_positions, layout.field_curvature, layout.volume, layout.volume_shifts, layout.report,
                 layout.screenshot("volume"), layout.slice_config]
     for i in SLICE_IDS:
         expected += [layout.mosaic_grid(i, 3), layout.mosaic_grid(i, 2),
@@ -140,10 +140,14 @@ def test_outdir_tree_is_the_published_layout(full_run):
 @pytest.mark.slow
 def test_every_step_writes_its_qc_record_and_the_report_has_a_row_per_slice(full_run):
     layout = OutputLayout(full_run)
+    decision = read_qc_record(qc_record_path(layout.field_curvature))
+    assert decision["step"] == "field_curvature" and decision["metrics"]["curvature_slice_ids"] == list(SLICE_IDS)
     for i in SLICE_IDS:
         grid = read_qc_record(qc_record_path(layout.mosaic_grid(i)))
         assert grid["step"] == "mosaic_grid_3d" and grid["slice_id"] == i
         assert grid["metrics"]["n_tiles"] > 0 and grid["metrics"]["nonzero_fraction"] > 0.5
+        assert grid["metrics"]["curvature_source"] == "acquisition"
+        assert grid["metrics"]["curvature_status"] == decision["metrics"]["curvature_status"]
         stitch = read_qc_record(qc_record_path(layout.slice_product(i, "stitch_3d")))
         assert stitch["metrics"]["confidence"] > 0.5 and stitch["metrics"]["max_residual_px"] < 1.0
     stack = read_qc_record(qc_record_path(layout.volume))["metrics"]
