@@ -544,11 +544,33 @@ class _PyramidWriter:
             return None
         targets = []
         for index, shape in enumerate(streamed_pyramid.pyramid_shapes(self.shape), start=1):
-            target = self._direct_target(self._create_level(group, str(index), shape), str(index))
+            target = self._direct_target(self._create_level_like_level0(str(index), shape), str(index))
             if not isinstance(target, chunk_writer.ChunkFileWriter):
                 return None
             targets.append(target)
         return streamed_pyramid.StreamedPyramid(self.shape, self.chunks, self.dtype, targets)
+
+    def _create_level_like_level0(self, name: str, shape: tuple[int, ...]) -> zarr.Array:
+        """A new level with level 0's metadata but ``shape``, written in this thread.
+
+        zarr-python writes an array's metadata files from several threads: after
+        a failed write (a full disk) others may still land, after the cleanup.
+        """
+        chunks = ngff.level_chunks(self.chunks, shape)
+        source, target = self.temporary / "0", self.temporary / name
+        target.mkdir()
+        for entry in sorted(p for p in source.iterdir() if p.is_file()):
+            content = entry.read_bytes()
+            if entry.name in (".zarray", "zarr.json"):
+                metadata = json.loads(content)
+                metadata["shape"] = list(shape)
+                if "chunks" in metadata:
+                    metadata["chunks"] = list(chunks)
+                else:
+                    metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(chunks)
+                content = json.dumps(metadata, indent=2).encode()
+            (target / entry.name).write_bytes(content)
+        return zarr.open_array(str(target), mode="r+")
 
     def _stop_pyramid(self, reason: str) -> None:
         """Build the pyramid at finalize from the stored level 0 instead of from the writes."""
