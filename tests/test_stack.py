@@ -302,7 +302,11 @@ def test_lateral_gain_maps_remove_a_regional_compensation_error():
     assert all(g is not None and g["p95"] / g["p5"] > 1.25 for g in lateral[:-1]), lateral  # measured 1.32-1.39
     assert lateral[-1] is None and plan.record["slices"][-1]["lateral_gain_fallback"] is None
     assert scores[True] >= scores[False] + 0.025, scores  # measured 0.943 -> 0.976
-    assert boundary_flags(stack_metrics(plan.record, 10.0)) == []
+    metrics = stack_metrics(plan.record, 10.0)
+    assert metrics["lateral_gain_range"][0] == [lateral[0]["p5"], lateral[0]["p95"]]
+    assert boundary_flags(metrics) == []
+    metrics["lateral_gain_fallback"][1] = "next slice placed laterally by the motors: no lateral gain"
+    assert boundary_flags(metrics) == ["slice 1: next slice placed laterally by the motors: no lateral gain"]
 
 
 def test_an_unmatched_boundary_is_flagged():

@@ -117,11 +117,11 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
-        ``lateral_gain`` (the lateral gain map fitted on the overlap with the
-        next slice, :class:`~linumpy.stack.gains.LateralGain`: its 5th and 95th
-        percentiles at the overlap depth and supported fraction; None without
-        one), ``lateral_gain_fallback`` (why a slice with a next slice has no
-        map, else None),
+        ``lateral_gain_range`` (5th and 95th percentiles, at the overlap depth,
+        of the lateral gain map fitted on the overlap with the next slice,
+        :class:`~linumpy.stack.gains.LateralGain`; None without one),
+        ``lateral_gain_fallback`` (why a slice with a next slice has no map,
+        else None),
         ``rotation_std_deg`` (standard error of the fitted rotation), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
         (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
@@ -188,6 +188,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
-        "lateral_gain": [s.get("lateral_gain") for s in slices],
+        "lateral_gain_range": [None if s.get("lateral_gain") is None else
+                               [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
     }
