@@ -100,9 +100,11 @@ def test_harsh_case_through_the_chain(tmp_path):
     # measured on this case (flattened by the surface plane, scored at 10 um in the flattened frame): NCC 0.826
     # (speckle ceiling 0.982), step 0.078, CV 0.065; since `harsh` carries a 3-voxel field curvature that the
     # mosaic step corrects on the slices where it helps (0 and 2 here): NCC 0.819, step 0.082, CV 0.084 (left
-    # uncorrected: 0.819, 0.103, 0.077). The targets, NCC >= 0.95, steps <= 5% and CV <= 0.05, are not
-    # all met: see docs/stacking.md.
-    assert case["ncc"] >= 0.8 and case["max_boundary_step"] <= 0.09 and case["plane_ratio_cv"] <= 0.09, case
+    # uncorrected: 0.819, 0.103, 0.077). With the stack's lateral gain maps and the boundary ratio below the
+    # new slice's cut face (docs/stacking.md, Intensity continuity): NCC 0.859, step 0.054, CV 0.065 (restacked
+    # without them: 0.819, 0.082, 0.084). The targets, NCC >= 0.95, steps <= 5% and CV <= 0.05, are
+    # not all met: see docs/stacking.md.
+    assert case["ncc"] >= 0.845 and case["max_boundary_step"] <= 0.07 and case["plane_ratio_cv"] <= 0.08, case
     # placement against where each slice's content lies; the target is 0.5 voxel per step, 1 cumulative.
     # Measured: 0.03 with the axial correction of 2026-11-30 04:00, 0.58 (step) / 0.46 (cumulative) after
     # the per-A-line decay-rate attenuation and its focus-profile clipping were merged (docs/stacking.md);

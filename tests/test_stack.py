@@ -535,8 +535,9 @@ def test_simulated_stack_matches_the_phantom(tiny_acquisition, simulated_stack):
     assert tissue.sum() > 0.2 * volume.size
     ncc = normalized_cross_correlation(volume[tissue], reference[tissue])
     print(f"NCC with the phantom over tissue: {ncc:.3f}")
-    # measured 0.913 before, 0.891 after the joint-search stitcher (slice 1 mis-stitched by both, see above)
-    assert ncc >= 0.88, ncc
+    # measured 0.913 before, 0.891 after the joint-search stitcher (slice 1 mis-stitched by both, see above),
+    # 0.902 with the lateral gain maps fitted on the overlaps (linumpy.stack.gains.LateralGain)
+    assert ncc >= 0.895, ncc
 
 
 def stitch_tile_errors(work: Path, slice_truth: dict) -> np.ndarray:
