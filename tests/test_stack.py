@@ -309,6 +309,20 @@ def test_lateral_gain_maps_remove_a_regional_compensation_error():
     assert boundary_flags(metrics) == ["slice 1: next slice placed laterally by the motors: no lateral gain"]
 
 
+def test_lateral_gain_falls_back_on_a_weak_overlap(monkeypatch):
+    """An overlap NCC below MAP_MIN_CONFIDENCE: no map, the reason in the record and a flag."""
+    from linumpy.stack import stacking
+
+    monkeypatch.setattr(stacking, "MAP_MIN_CONFIDENCE", 1.01)
+    brain = make_brain(steps_px=(20, 21), shifts_px=((0, 0), (3, -2), (5, 1)))
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    slices = plan.record["slices"]
+    assert [e["lateral_gain"] for e in slices] == [None] * 3
+    assert all(e["lateral_gain_fallback"].startswith("overlap NCC") for e in slices[:2])
+    assert slices[2]["lateral_gain_fallback"] is None  # the last slice has nothing below it: no fallback
+    assert len(boundary_flags(stack_metrics(plan.record, 10.0))) == 2
+
+
 def test_an_unmatched_boundary_is_flagged():
     metrics = {"slice_ids": [0, 1, 2], "boundary_ratio_raw": [None, 1.3, 1.0], "boundary_ratio": [None, 1.08, 1.0]}
     assert boundary_flags(metrics) == ["slice 1: intensity step 1.08 at its top boundary after gain matching "

@@ -114,6 +114,9 @@ MAP_SIGMA_PX = 4.0
 MAP_MIN_SUPPORT = 0.5
 #: Fewest supported pixels for a lateral map at all.
 MAP_MIN_PIXELS = 64
+#: Fewest overlap NCC (the lateral registration's confidence) for a lateral map: below it the overlap's
+#: tissue differs too much (deformation, a cavity torn out at the cut) for a pixel-wise ratio.
+MAP_MIN_CONFIDENCE = 0.5
 #: Largest |log gain| of the lateral map (a factor of 2 either way).
 MAP_MAX_LOG = float(np.log(2.0))
 #: Largest side (pixels) of a stored map; larger maps are block-averaged down (memory per slice <= 256 KiB).

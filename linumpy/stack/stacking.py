@@ -20,6 +20,7 @@ from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import (
+    MAP_MIN_CONFIDENCE,
     LateralGain,
     coarse_map,
     corrected_ratios,
@@ -265,6 +266,10 @@ def plan_stack(
             elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
                 lateral[k - 1] = None
                 lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
+            elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} with the next slice "
+                                           f"< {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
