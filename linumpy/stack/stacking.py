@@ -383,7 +383,8 @@ def _place_on_grid(
 
     ``gain = (a, b)``: ``exp(a + b t)`` (:mod:`linumpy.stack.gains`), ``t`` from 0
     at the first kept plane to 1 at the last, applied per output plane (at
-    its centre) after resampling.
+    its centre) after resampling. ``lateral``: the slice's lateral gain map,
+    ``exp(map * t / depth)``, evaluated chunk by chunk.
 
     The origin rarely falls on an output voxel border. Zero planes/rows are
     prepended at the slice's own resolution so that its first voxel starts
@@ -503,12 +504,15 @@ def _boundary_ratio(
     previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int], current_kept: tuple[int, int],
     step_um: np.ndarray, parameters: StackParameters,
 ) -> tuple[float | None, tuple[float, float] | None, LateralGain | None]:
-    """Boundary ratio of two consecutive placed slices and the overlap's relative depth in each.
+    """Boundary ratio of two consecutive placed slices, the overlap's relative depth in each, the lateral map.
 
-    Reads the previous slice's planes where the current slice's top lands
-    (its placed step) and the current slice's top ``n_planes`` planes over
-    their common lateral window, at the registration level. ``(None, None)``
-    when they do not overlap.
+    Reads the current slice's ``n_planes`` planes below its top
+    :data:`TOP_SKIP_PLANES` (its top planes in a thin overlap) and the
+    previous slice's planes at the same depth (its placed step), over their
+    common lateral window, at the registration level. The previous slice's
+    lateral gain map (:func:`linumpy.stack.gains.log_ratio_map`, None where
+    nothing is supported) is applied before the ratio is taken.
+    ``(None, None, None)`` when they do not overlap.
     """
     level, factor = _registration_level(previous, current, parameters.registration_size)
     previous_data, source_um = previous.levels[level]
