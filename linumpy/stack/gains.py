@@ -158,35 +158,40 @@ class LateralGain:
         """The map at output voxel centres ``(j + 0.5) * resolution - offset`` (bilinear, edges repeated).
 
         A dask array with ``chunks`` (lateral chunks of the slice on the
-        output grid): each block interpolates only its own rows and columns.
+        output grid): each block interpolates only its own rows and columns,
+        voxel by voxel, so the values do not depend on the chunking.
         """
-        weights = [_interpolation_matrix(sum(c), self.log_map.shape[a], resolution_um, offset_um[a],
-                                         self.pixel_um[a]) for a, c in enumerate(chunks)]
+        (rows, row_fraction), (columns, column_fraction) = (
+            _interpolation_indices(sum(c), self.log_map.shape[a], resolution_um, offset_um[a], self.pixel_um[a])
+            for a, c in enumerate(chunks))
+        last = np.array(self.log_map.shape) - 1
 
         def block(block_info: dict | None = None) -> np.ndarray:
             (y0, y1), (x0, x1) = block_info[None]["array-location"]
-            return (weights[0][y0:y1] @ self.log_map @ weights[1][x0:x1].T).astype(np.float32)
+            y, fy = rows[y0:y1, None], row_fraction[y0:y1, None]
+            x, fx = columns[None, x0:x1], column_fraction[None, x0:x1]
+            y1_, x1_ = np.minimum(y + 1, last[0]), np.minimum(x + 1, last[1])
+            m = self.log_map
+            upper = m[y, x] * (1 - fx) + m[y, x1_] * fx
+            lower = m[y1_, x] * (1 - fx) + m[y1_, x1_] * fx
+            return (upper * (1 - fy) + lower * fy).astype(np.float32)
 
         return da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.array((), np.float32))
 
 
-def _interpolation_matrix(n_out: int, n_map: int, resolution_um: float, offset_um: float,
-                          pixel_um: float) -> np.ndarray:
-    """``(n_out, n_map)`` linear-interpolation weights of output voxel centres on map pixel centres.
+def _interpolation_indices(n_out: int, n_map: int, resolution_um: float, offset_um: float,
+                           pixel_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Map pixel below each output voxel centre and the fraction towards the next (linear interpolation).
 
     Examples
     --------
-    >>> _interpolation_matrix(3, 2, 10.0, 0.0, 20.0).tolist()
-    [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75]]
+    >>> index, fraction = _interpolation_indices(3, 2, 10.0, 0.0, 20.0)
+    >>> index.tolist(), fraction.tolist()
+    ([0, 0, 0], [0.0, 0.25, 0.75])
     """
     position = np.clip(((np.arange(n_out) + 0.5) * resolution_um - offset_um) / pixel_um - 0.5, 0, n_map - 1)
     lower = np.minimum(np.floor(position).astype(int), max(0, n_map - 2))
-    fraction = position - lower
-    matrix = np.zeros((n_out, n_map))
-    rows = np.arange(n_out)
-    matrix[rows, lower] += 1.0 - fraction
-    matrix[rows, np.minimum(lower + 1, n_map - 1)] += fraction
-    return matrix
+    return lower, position - lower
 
 
 def log_ratio_map(reference: np.ndarray, image: np.ndarray, sigma_px: float = MAP_SIGMA_PX) -> np.ndarray:
