@@ -14,10 +14,15 @@ CV along depth of the per-plane mean-intensity ratio to the truth, largest
 step of that ratio at a slab boundary, largest slice depth error (axial
 voxels; per step and cumulative, against where each slice's content truly
 lies, and against the true cut, which adds the axial correction's surface
-plane errors) and largest boundary ratio left in the stack's QC record.
+plane errors) and largest boundary ratio left in the stack's QC record;
+``--curvature`` chooses how the field curvature is decided (one decision for
+the acquisition, the pipelines' default; each slice alone; off) and the rows
+add the curvature left at tile borders (truth minus the applied correction,
+peak to peak, worst slice) and the slices corrected.
 
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
+           [--curvature {acquisition,slice,off}]
 """
 
 from __future__ import annotations
@@ -110,6 +115,8 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=None, help="Matrix conditions [all].")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Matrix seeds [tune + check seeds].")
     parser.add_argument("--n_slices", type=int, default=8, help="Matrix slices per case [%(default)s].")
+    parser.add_argument("--curvature", choices=("acquisition", "slice", "off"), default="acquisition",
+                        help="Matrix field-curvature decision [%(default)s].")
     args = parser.parse_args()
     if args.matrix:
         run_matrix(args)
@@ -143,7 +150,7 @@ def run_matrix(args: argparse.Namespace) -> None:
     rows = []
     for condition in args.conditions or list(CONDITIONS):
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
-            case = run_case(workdir, condition, seed, args.n_slices)
+            case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])
             rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],
@@ -156,6 +163,9 @@ def run_matrix(args: argparse.Namespace) -> None:
                          "cut_max_z_error_px": round(float(np.abs(case["cut_z_error_px"]).max()), 3),
                          "worst_qc_boundary_ratio": round(max((abs(r - 1) for r in ratios), default=0.0), 4),
                          "n_motor_fallback": case["stack_qc"]["metrics"]["n_motor_fallback"],
+                         "curvature": args.curvature,
+                         "max_curvature_residual_px": max(s["curvature_residual_px"] for s in case["slices"]),
+                         "n_curvature_applied": sum(s["curvature_status"] == "applied" for s in case["slices"]),
                          **{k: v for k, v in intensity_row(case).items() if k.endswith("mu_error")}})
             print(json.dumps(rows[-1]), flush=True)
     print_table(rows)

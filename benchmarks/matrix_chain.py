@@ -21,10 +21,13 @@ from linumpy.intensity.slice_normalization import normalize_slice
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.motor_table import collect_motor_positions, write_motor_positions
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
+from linumpy.mosaic.curvature import quadratic_map
+from linumpy.mosaic.curvature_pool import estimate_acquisition_curvature
 from linumpy.mosaic.grid import write_mosaic_grid
 from linumpy.qc.records import qc_record_path, read_qc_record
 from linumpy.simulate import get_preset, simulate_acquisition
 from linumpy.simulate.conditions import condition_preset
+from linumpy.simulate.imaging import field_curvature_map
 from linumpy.simulate.scoring import stack_scores, stitched_offset
 from linumpy.stack.files import stack_slice_files
 from linumpy.stitching.stitch import stitch_mosaic_grid
@@ -34,28 +37,36 @@ TUNE_SEEDS = (0, 1, 2)
 CHECK_SEEDS = (3, 4, 5)
 
 
-def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True) -> dict[str, Any]:
-    """Simulate one case, run the chain, return its scores."""
+#: Field-curvature modes of :func:`run_case`: one decision for the acquisition (the pipelines' default), each
+#: slice deciding alone (the mosaic step run by hand), or none.
+CURVATURE_MODES = ("acquisition", "slice", "off")
+
+
+def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True,
+             curvature: str = "acquisition") -> dict[str, Any]:
+    """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores."""
     case = workdir / f"{condition}_s{seed}"
     acquisition = case / "raw"
+    preset = condition_preset(get_preset("tiny"), condition, n_slices)
     if not (acquisition / "ground_truth" / "truth.json").exists():
-        simulate_acquisition(acquisition, condition_preset(get_preset("tiny"), condition, n_slices), seed=seed,
-                             overwrite=True)
+        simulate_acquisition(acquisition, preset, seed=seed, overwrite=True)
     truth = json.loads((acquisition / "ground_truth" / "truth.json").read_text())
     reader = open_acquisition(acquisition)
+    pooled = estimate_acquisition_curvature(reader).curvature if curvature == "acquisition" else None
     normalized = {}
-    scores: dict[str, Any] = {"condition": condition, "seed": seed, "slices": []}
+    scores: dict[str, Any] = {"condition": condition, "seed": seed, "curvature": curvature, "slices": []}
     for slice_id in truth["slice_ids"]:
         tag = f"z{slice_id:02d}"
         grid, stitched = case / f"mosaic_grid_3d_{tag}.ome.zarr", case / f"slice_{tag}_stitch_3d.ome.zarr"
         axial, final = case / f"slice_{tag}_axial_corr.ome.zarr", case / f"slice_{tag}_normalize.ome.zarr"
         write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr", n_levels=1,
-                          overwrite=True)
+                          overwrite=True, fix_field_curvature=curvature != "off", field_curvature=pooled)
         stitch_mosaic_grid(grid, stitched, n_levels=1, overwrite=True)
         correct_slice(stitched, axial, n_levels=1, overwrite=True)
         normalize_slice(axial, final, n_levels=2, overwrite=True)
         normalized[slice_id] = final
-        scores["slices"].append(attenuation_scores(acquisition, truth, slice_id, axial))
+        scores["slices"].append(attenuation_scores(acquisition, truth, slice_id, axial)
+                                | curvature_scores(preset, read_qc_record(qc_record_path(grid))["metrics"]))
     if stack:
         motors = case / "motor_positions.csv"
         write_motor_positions(collect_motor_positions(reader), motors, overwrite=True)
@@ -66,6 +77,15 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         scores.update(stack_scores(acquisition, out, record, lambda i: normalized[i]))
         scores["stack_qc"] = read_qc_record(qc_record_path(out))
     return scores
+
+
+def curvature_scores(preset: Any, metrics: dict) -> dict[str, Any]:
+    """The mosaic step's curvature decision and the curvature it left (truth minus the applied correction,
+    peak to peak over a tile: the depth step at tile borders, voxels)."""
+    truth = field_curvature_map(preset)
+    applied = quadratic_map(metrics["curvature_coefficients_px"], truth.shape) if metrics["curvature_applied"] else 0
+    return {"curvature_status": metrics["curvature_status"],
+            "curvature_residual_px": round(float(np.ptp(truth - applied)), 3)}
 
 
 def attenuation_scores(acquisition: Path, truth: dict, slice_id: int, axial: Path) -> dict[str, Any]:

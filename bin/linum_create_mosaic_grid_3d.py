@@ -33,10 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Always crop the last n_extra A-lines (default: detect where the galvo-return band of "
         "native tiles really is and crop it there, see --galvo_confidence).",
     )
-    parser.add_argument(
+    curvature = parser.add_mutually_exclusive_group()
+    curvature.add_argument(
         "--no_fix_field_curvature", action="store_true",
         help="Keep the depths as recorded (default: estimate the field curvature common to all tiles "
-        "from their overlaps and remove it when it reduces the held-out border depth mismatch).",
+        "from this slice's tile overlaps and remove it when it reduces the held-out border depth mismatch).",
+    )
+    curvature.add_argument(
+        "--field_curvature_json", metavar="JSON",
+        help="Apply the acquisition's field curvature decision written by linum_estimate_field_curvature.py "
+        "instead of deciding on this slice alone (the pipelines pass it).",
     )
     parser.add_argument(
         "--galvo_confidence", type=finite_float, default=DEFAULT_CONFIDENCE,
@@ -48,15 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     from linumpy.io.acquisition import open_acquisition
+    from linumpy.mosaic.curvature_pool import load_acquisition_curvature
     from linumpy.mosaic.grid import write_mosaic_grid
 
     section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
     aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
+    pooled = args.field_curvature_json
+    curvature = load_acquisition_curvature(pooled).for_slice(section, pooled) if pooled else None
     write_mosaic_grid(
         section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
         args.n_levels, args.compression, args.overwrite, progress_enabled(args),
         fix_galvo_shift=not args.no_fix_galvo_shift, galvo_confidence=args.galvo_confidence,
-        fix_field_curvature=not args.no_fix_field_curvature,
+        fix_field_curvature=not args.no_fix_field_curvature, field_curvature=curvature,
     )
 
 

@@ -99,16 +99,19 @@ def test_harsh_case_through_the_chain(tmp_path):
     assert max(white) <= 0.15, white
     # measured on this case (flattened by the surface plane, scored at 10 um in the flattened frame): NCC 0.826
     # (speckle ceiling 0.982), step 0.078, CV 0.065; since `harsh` carries a 3-voxel field curvature that the
-    # mosaic step corrects on the slices where it helps (0 and 2 here): NCC 0.819, step 0.082, CV 0.084 (left
-    # uncorrected: 0.819, 0.103, 0.077). With the stack's lateral gain maps and the boundary ratio below the
-    # new slice's cut face (docs/stacking.md, Intensity continuity): NCC 0.859, step 0.054, CV 0.065 (restacked
-    # without them: 0.819, 0.082, 0.084). The targets, NCC >= 0.95, steps <= 5% and CV <= 0.05, are
-    # not all met: see docs/stacking.md.
-    assert case["ncc"] >= 0.845 and case["max_boundary_step"] <= 0.07 and case["plane_ratio_cv"] <= 0.08, case
+    # mosaic step corrected on the slices where it helped (0 and 2 here, each slice deciding alone): NCC 0.819,
+    # step 0.082, CV 0.084 (left uncorrected: 0.819, 0.103, 0.077); one decision for the acquisition (every
+    # slice corrected, Lanczos shift): NCC 0.829, step 0.090, CV 0.069; with the stack's lateral gain maps and
+    # the boundary ratio below the new slice's cut face (docs/stacking.md, Intensity continuity): NCC 0.867,
+    # step 0.038, CV 0.052. The targets, NCC >= 0.95, steps <= 5% and CV <= 0.05, are not all met:
+    # see docs/stacking.md.
+    assert case["ncc"] >= 0.855 and case["max_boundary_step"] <= 0.05 and case["plane_ratio_cv"] <= 0.06, case
     # placement against where each slice's content lies; the target is 0.5 voxel per step, 1 cumulative.
-    # Measured: 0.03 with the axial correction of 2026-11-30 04:00, 0.58 (step) / 0.46 (cumulative) after
-    # the per-A-line decay-rate attenuation and its focus-profile clipping were merged (docs/stacking.md);
-    # before the common tilt and the top-plane skip: 1.13 per step, 3.17 on 8 slices. Guard: measured + margin.
-    assert case["max_z_error_px"] <= 1.0 and np.abs(np.diff(case["z_error_px"])).max() <= 0.75, case
+    # Measured: 0.03 with the axial correction of 2026-11-30 04:00, 0.37 (step) / 0.46 (cumulative) once the
+    # field curvature was corrected on slices 0 and 2 only (each slice deciding alone), 0.045 / 0.045 with one
+    # decision for the acquisition (docs/lab-parity.md); before the common tilt and the top-plane skip: 1.13
+    # per step, 3.17 on 8 slices.
+    assert case["max_z_error_px"] <= 0.5 and np.abs(np.diff(case["z_error_px"])).max() <= 0.5, case
+    assert len({s["curvature_status"] for s in case["slices"]}) == 1, case  # one decision for every slice
     assert case["max_z_error_px"] < np.abs(case["motor_z_error_px"]).max(), case  # never worse than the motors
     assert all(abs(r - 1) <= 0.05 for r in case["stack_qc"]["metrics"]["boundary_ratio"][1:] if r is not None)

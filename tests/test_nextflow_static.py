@@ -34,7 +34,9 @@ from linumpy.io.codecs import COMPRESSIONS
 from linumpy.pipeline import steps
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.params import NEXTFLOW_ONLY, PipelineParams
-from linumpy.pipeline.plan import Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume
+from linumpy.pipeline.plan import (
+    Task, plan_field_curvature, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_SCRIPT = ROOT / "tests" / "nextflow" / "lint.groovy"
@@ -43,7 +45,7 @@ LOCAL_JAR = ROOT / ".cache" / "nextflow-lint" / "language-server-all.jar"
 #: A value for every step option, none equal to a script default, so that each flag is exercised.
 SAMPLE_PARAMS = PipelineParams(
     outdir="results", simulate="tiny", simulate_seed=3, simulate_layout="tiff", simulate_n_slices=2,
-    slices=[0, 1, 2], exclude_slices=[1], n_levels=2, compression="zstd",
+    slices=[0, 1, 2], exclude_slices=[1], field_curvature_slices=3, n_levels=2, compression="zstd",
     resolution=12.5, axial_resolution=3.5, z_range=[2, 40], mosaic_dtype="float32",
     no_fix_galvo_shift=True, galvo_confidence=0.4, no_fix_field_curvature=True, max_rotation_deg=3.0, interpolate_missing=True,
     blend="average", max_shift_px=7.5, surface_depth_um=20.0, useful_depth_um=300.0,
@@ -219,11 +221,12 @@ def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) ->
     else:
         acquisition, upstream = layout.acquisition, (plan_simulation(params, layout),)
     motor = plan_motor_positions(params, layout, acquisition, upstream)
-    chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
+    curvature = plan_field_curvature(params, layout, acquisition, upstream)
+    chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
     normalized = {i: chain[3] for i, chain in chains.items()}
     sidecar = acquisition / "acquisition.json" if params.input is not None else None
     volume = plan_volume(params, layout, slice_ids, motor, normalized, sidecar)
-    return [*upstream, motor, *(task for chain in chains.values() for task in chain), *volume]
+    return [*upstream, motor, curvature, *(task for chain in chains.values() for task in chain), *volume]
 
 
 def load_script(name: str):

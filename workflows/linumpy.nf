@@ -1,12 +1,14 @@
 /*
  * The reconstruction: raw acquisition -> one stacked OME-Zarr volume.
  *
- * Every slice runs its own chain in parallel
+ * The field curvature is decided once for the acquisition; then every slice
+ * runs its own chain in parallel
  * (mosaic grid -> stitch_3d -> axial_corr -> normalize); the stack waits for
  * all slices, ordered by slice id, and the motor positions table. Channels
  * carry a meta map `[id: slice_id, tag: 'zNN']` beside each file.
  */
 include { COLLECT_MOTOR_POSITIONS } from '../modules/local/collect_motor_positions'
+include { ESTIMATE_FIELD_CURVATURE } from '../modules/local/estimate_field_curvature'
 include { CREATE_MOSAIC_GRID      } from '../modules/local/create_mosaic_grid'
 include { STITCH_3D               } from '../modules/local/stitch_3d'
 include { AXIAL_CORR              } from '../modules/local/axial_corr'
@@ -47,7 +49,9 @@ workflow LINUMPY {
         .map { id -> [id: id, tag: "z${String.format('%02d', id)}"] }
         .combine(acquisition)
 
-    CREATE_MOSAIC_GRID(per_slice)
+    // One decision for every slice (a value channel: each mosaic grid waits for it)
+    ESTIMATE_FIELD_CURVATURE(acquisition)
+    CREATE_MOSAIC_GRID(per_slice, ESTIMATE_FIELD_CURVATURE.out.json)
     STITCH_3D(CREATE_MOSAIC_GRID.out.grid)
     AXIAL_CORR(STITCH_3D.out.zarr)
     NORMALIZE(AXIAL_CORR.out.zarr)
@@ -72,7 +76,7 @@ workflow LINUMPY {
 
     REPORT(
         allFiles(COLLECT_MOTOR_POSITIONS.out.qc.mix(SLICE_CONFIG.out.qc)),
-        allFiles(CREATE_MOSAIC_GRID.out.qc),
+        allFiles(CREATE_MOSAIC_GRID.out.qc.mix(ESTIMATE_FIELD_CURVATURE.out.qc)),
         allFiles(STITCH_3D.out.qc),
         allFiles(AXIAL_CORR.out.qc),
         allFiles(NORMALIZE.out.qc),

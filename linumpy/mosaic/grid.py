@@ -204,6 +204,7 @@ def write_mosaic_grid(
     fix_galvo_shift: bool = True,
     galvo_confidence: float = DEFAULT_CONFIDENCE,
     fix_field_curvature: bool = True,
+    field_curvature: Curvature | None = None,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
@@ -238,6 +239,10 @@ def write_mosaic_grid(
         Estimate the depth offset common to all tiles from the overlaps of a
         few central tiles and, when it demonstrably reduces their border
         depth mismatch, remove it from every tile (:mod:`linumpy.mosaic.curvature`).
+    field_curvature : Curvature, optional
+        The acquisition's decision (:mod:`linumpy.mosaic.curvature_pool`),
+        applied as it is instead of deciding on this slice alone (when
+        ``fix_field_curvature``).
 
     Returns
     -------
@@ -250,7 +255,12 @@ def write_mosaic_grid(
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
     galvo = detect_slice_band(section, galvo_confidence) if fix_galvo_shift else GalvoShift()
     attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
-    curvature = estimate_slice_curvature(section, galvo, workers) if fix_field_curvature else Curvature()
+    if not fix_field_curvature:
+        curvature = Curvature()
+    elif field_curvature is not None:
+        curvature = field_curvature
+    else:
+        curvature = estimate_slice_curvature(section, galvo, workers)
     with (
         OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
         OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
@@ -271,9 +281,10 @@ def write_mosaic_grid(
             pass
         grid.finalize(resolution_mm, n_levels, attributes)
         aip.finalize(resolution_mm[1:], n_levels, attributes)
+    # An acquisition-wide decision is flagged once, in its own record (field_curvature_qc.json).
     write_mosaic_grid_qc(
         path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
-        galvo.flags(galvo_confidence) + curvature.flags(),
+        galvo.flags(galvo_confidence) + (curvature.flags() if curvature.source == "slice" else []),
     )
     return geometry
 

@@ -8,3 +8,5 @@ loading numpy, scipy or zarr.
 DTYPES = ("float32", "float16", "uint16")
 #: Default confidence above which the detected galvo-return band is moved.
 DEFAULT_CONFIDENCE = 0.3
+#: Slices sampled by the acquisition-wide field-curvature estimate, spread through the acquisition.
+CURVATURE_MAX_SLICES = 8

@@ -5,7 +5,7 @@
     OUTDIR/
       acquisition/                 simulated raw acquisition (--simulate only)
       motor_positions.csv
-      mosaic_grids/                mosaic_grid_3d_zNN.ome.zarr, mosaic_grid_2d_zNN.ome.zarr
+      mosaic_grids/                field_curvature.json, mosaic_grid_3d_zNN.ome.zarr, mosaic_grid_2d_zNN.ome.zarr
       stitch_3d/                   slice_zNN_stitch_3d.ome.zarr, slice_zNN_stitch_3d_transform.json
       axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface.ome.zarr, ..._attenuation.ome.zarr
       normalize/                   slice_zNN_normalize.ome.zarr
@@ -40,6 +40,11 @@ class OutputLayout:
     @property
     def motor_positions(self) -> Path:
         return self.root / "motor_positions.csv"
+
+    @property
+    def field_curvature(self) -> Path:
+        """The acquisition's field-curvature decision, read by every mosaic grid."""
+        return self.root / "mosaic_grids" / "field_curvature.json"
 
     def mosaic_grid(self, slice_id: int, dims: int = 3) -> Path:
         return self.root / "mosaic_grids" / mosaic_grid_name(slice_id, dims)

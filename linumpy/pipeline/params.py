@@ -107,6 +107,7 @@ class PipelineParams(BaseModel):
     no_fix_galvo_shift: bool = False
     galvo_confidence: Annotated[Number, Field(ge=0, le=1)] | None = None
     no_fix_field_curvature: bool = False
+    field_curvature_slices: Annotated[Integer, Field(ge=1)] | None = None
 
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None

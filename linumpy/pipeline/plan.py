@@ -95,12 +95,22 @@ def plan_motor_positions(params: PipelineParams, layout: OutputLayout, acquisiti
                  inputs={"acquisition": acquisition, "slices": params.slices or []}, upstream=upstream)
 
 
+def plan_field_curvature(params: PipelineParams, layout: OutputLayout, acquisition: Path,
+                         upstream: tuple[Task, ...] = ()) -> Task:
+    """The task deciding the field curvature once for the acquisition (read by every mosaic grid)."""
+    return _task(steps.ESTIMATE_FIELD_CURVATURE, params, layout, positional=[acquisition, layout.field_curvature],
+                 outputs=[layout.field_curvature], inputs={"acquisition": acquisition}, upstream=upstream)
+
+
 def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, slice_id: int,
-               upstream: tuple[Task, ...] = ()) -> list[Task]:
+               upstream: tuple[Task, ...] = (), curvature: Task | None = None) -> list[Task]:
     """The chain of one slice: mosaic grid, stitch, axial correction, normalization, screenshot.
 
     ``upstream`` is the task producing the acquisition, if any: like the Nextflow
     processes, a slice's chain does not depend on the motor positions table.
+    ``curvature`` is the :func:`plan_field_curvature` task whose decision the
+    mosaic grid applies (both orchestrators); without it the mosaic grid
+    decides on the slice alone (as the script run by hand).
     """
     meta = {"id": slice_id, "tag": slice_tag(slice_id)}
     grid = layout.mosaic_grid(slice_id)
@@ -110,10 +120,13 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     shot_name = slice_step_name(slice_id, "normalize").removesuffix(".ome.zarr")
     shot = layout.screenshot(shot_name)
 
+    decision = [] if curvature is None else layout.field_curvature
     mosaic = _task(steps.CREATE_MOSAIC_GRID, params, layout, slice_id=slice_id,
-                   positional=[acquisition, grid], fixed=["--slice", slice_id],
+                   positional=[acquisition, grid],
+                   fixed=["--slice", slice_id, *(["--field_curvature_json", decision] if decision else [])],
                    outputs=[grid, layout.mosaic_grid(slice_id, 2)],
-                   inputs={"meta": meta, "acquisition": acquisition}, upstream=upstream)
+                   inputs={"meta": meta, "acquisition": acquisition, "field_curvature": decision},
+                   upstream=(*upstream, *([curvature] if curvature else [])))
     stitch = _task(steps.STITCH_3D, params, layout, slice_id=slice_id, positional=[grid, stitched],
                    outputs=[stitched, layout.beside(stitched, "_transform.json")],
                    inputs={"meta": meta, "grid": grid}, upstream=(mosaic,))

@@ -45,7 +45,7 @@ from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.lock import outdir_lock
 from linumpy.pipeline.params import PipelineParams
 from linumpy.pipeline.plan import (
-    Task, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
+    Task, plan_field_curvature, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
 )
 from linumpy.pipeline.progress import Progress
 from linumpy.pipeline.slice_config import apply_slice_config
@@ -147,7 +147,7 @@ class LocalRunner:
     def _run_locked(self, acquisition: Path, upstream: tuple[Task, ...]) -> RunSummary:
         params, layout = self.params, self.layout
         remove_path(qc_record_path(self._qc_output))
-        self._progress.add(len(upstream) + 1)
+        self._progress.add(len(upstream) + 2)
         try:
             motor_positions = plan_motor_positions(params, layout, acquisition, upstream)
             self._run_serial([*upstream, motor_positions])
@@ -157,7 +157,9 @@ class LocalRunner:
                                  "check slices/exclude_slices")
             _check_no_gaps(slice_ids, params.stack_allows_gaps)
             self.summary.slice_ids = slice_ids
-            chains = {i: plan_slice(params, layout, acquisition, i, upstream) for i in slice_ids}
+            curvature = plan_field_curvature(params, layout, acquisition, upstream)
+            self._run_serial([curvature])
+            chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
             normalized = {i: chain[len(steps.SLICE_CHAIN) - 1] for i, chain in chains.items()}
             sidecar = acquisition / SIDECAR_NAME
             volume_tasks = plan_volume(params, layout, slice_ids, motor_positions, normalized,

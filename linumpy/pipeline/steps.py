@@ -76,6 +76,15 @@ SIMULATE = Step("simulate_acquisition", "SIMULATE_ACQUISITION", "linum_simulate_
 COLLECT_MOTOR_POSITIONS = Step(
     "collect_motor_positions", "COLLECT_MOTOR_POSITIONS", "linum_collect_motor_positions.py"
 )
+ESTIMATE_FIELD_CURVATURE = Step(
+    "estimate_field_curvature", "ESTIMATE_FIELD_CURVATURE", "linum_estimate_field_curvature.py", (
+        Option("field_curvature_slices", "--max_slices"),
+        Option("axial_resolution", "--axial_resolution"),
+        Option("no_fix_field_curvature", "--no_fix_field_curvature", "switch"),
+        Option("no_fix_galvo_shift", "--no_fix_galvo_shift", "switch"),
+        Option("galvo_confidence", "--galvo_confidence"),
+    ),
+)
 CREATE_MOSAIC_GRID = Step("create_mosaic_grid", "CREATE_MOSAIC_GRID", "linum_create_mosaic_grid_3d.py", (
     Option("resolution", "--resolution"),
     Option("axial_resolution", "--axial_resolution"),
@@ -83,7 +92,6 @@ CREATE_MOSAIC_GRID = Step("create_mosaic_grid", "CREATE_MOSAIC_GRID", "linum_cre
     Option("mosaic_dtype", "--dtype"),
     Option("no_fix_galvo_shift", "--no_fix_galvo_shift", "switch"),
     Option("galvo_confidence", "--galvo_confidence"),
-    Option("no_fix_field_curvature", "--no_fix_field_curvature", "switch"),
     *_ZARR_OUTPUT,
 ))
 STITCH_3D = Step("stitch_3d", "STITCH_3D", "linum_stitch_3d.py", (
@@ -124,7 +132,7 @@ REPORT = Step("report", "REPORT", "linum_report.py", (Option("report_title", "--
 
 #: Every step, in the order a slice (then the whole brain) goes through them.
 STEPS: tuple[Step, ...] = (
-    SIMULATE, COLLECT_MOTOR_POSITIONS, CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR,
+    SIMULATE, COLLECT_MOTOR_POSITIONS, ESTIMATE_FIELD_CURVATURE, CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR,
     NORMALIZE, STACK_SLICES, SCREENSHOT, SLICE_CONFIG, REPORT,
 )
 #: The steps each slice runs, in order, independently of the other slices.

@@ -1,6 +1,7 @@
 /*
  * Assemble the raw tiles of one slice into a 3D mosaic grid and its 2D
- * average intensity projection (AIP).
+ * average intensity projection (AIP), with the acquisition's field
+ * curvature decision applied.
  */
 process CREATE_MOSAIC_GRID {
     tag "slice ${meta.id}"
@@ -8,6 +9,7 @@ process CREATE_MOSAIC_GRID {
 
     input:
     tuple val(meta), path(acquisition)
+    path field_curvature  // field_curvature.json of ESTIMATE_FIELD_CURVATURE
 
     output:
     tuple val(meta), path("mosaic_grid_3d_${meta.tag}.ome.zarr"), emit: grid
@@ -17,7 +19,7 @@ process CREATE_MOSAIC_GRID {
     script:
     def args = task.ext.args ?: ''
     """
-    linum_create_mosaic_grid_3d.py ${acquisition} mosaic_grid_3d_${meta.tag}.ome.zarr --slice ${meta.id} --workers ${task.cpus} ${args}
+    linum_create_mosaic_grid_3d.py ${acquisition} mosaic_grid_3d_${meta.tag}.ome.zarr --slice ${meta.id} --field_curvature_json ${field_curvature} --workers ${task.cpus} ${args}
     """
 
     stub:
