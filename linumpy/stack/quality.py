@@ -122,7 +122,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
         ``lateral_gain_fallback`` (why a slice with a next slice has no map,
         else None),
-        ``rotation_std_deg`` (standard error of the fitted rotation), ``surface_tilt``
+        ``rotation_std_deg`` (uncertainty of the fitted rotation), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
         (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
         negative: refused, the plane too far off); lists of slice ids ``glitch_corrected``,
