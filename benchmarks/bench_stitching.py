@@ -114,18 +114,19 @@ def compare_with_m2stitch(workdir: Path, preset: str, seeds: list[int], repeats:
         transform, ours_time = best_time(
             lambda: estimate_transform(projections, layout.tile_step_px), repeats)
         ours = position_errors({t: transform.position(t) for t in truth}, truth)
+        row = (f"{seed:>4} {len(truth_slice['empty_tiles']):>5} | "
+               f"{ours.mean():8.3f}/{ours.max():<8.3f}{ours_time:7.3f} | ")
         try:
             theirs_positions, theirs_time = best_time(
                 lambda: run_m2stitch(projections, layout.tile_step_px), repeats)
             theirs = position_errors(theirs_positions, truth)
         except AssertionError as error:  # m2stitch gives up when no pair passes its NCC threshold
-            print(f"{seed:>4} m2stitch failed: {error}")
+            print(f"{row}m2stitch failed: {error}")
             continue
         error_ratio = ours.mean() / max(theirs.mean(), 1e-9)
         time_ratio = ours_time / theirs_time
         ratios.append((error_ratio, time_ratio))
-        print(f"{seed:>4} {len(truth_slice['empty_tiles']):>5} | {ours.mean():8.3f}/{ours.max():<8.3f}"
-              f"{ours_time:7.3f} | {theirs.mean():12.3f}/{theirs.max():<8.3f}{theirs_time:7.3f} | "
+        print(f"{row}{theirs.mean():12.3f}/{theirs.max():<8.3f}{theirs_time:7.3f} | "
               f"{error_ratio:9.4f} {time_ratio:10.3f}")
     if ratios:
         error_ratio, time_ratio = np.mean(ratios, axis=0)

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 TileIndex = tuple[int, int]
 
-#: Weight of the stage-model prior relative to a pair of median weight.
+#: Weight of the stage-model prior relative to the least weighted pair (so that
+#: it never outweighs a pair, even one whose sub-pixel fit failed).
 PRIOR_WEIGHT = 1e-3
 #: Pairs are pruned while the largest residual exceeds this many pixels.
 MAX_RESIDUAL_PX = 1.5
@@ -51,6 +52,8 @@ class PairOffset:
     ``weight`` is one number or one per axis ``(y, x)``. A pair that is not
     ``strong`` is kept only inside a loop of pairs (where the solve can check
     it), never as the only link between two groups of tiles.
+    ``test_weight`` (default ``weight``) scales the pair's residual in the
+    outlier test of :func:`solve_positions`.
     """
 
     a: TileIndex
@@ -58,10 +61,16 @@ class PairOffset:
     offset: tuple[float, float]
     weight: float | tuple[float, float]
     strong: bool = True
+    test_weight: float | tuple[float, float] | None = None
 
     def axis_weights(self) -> np.ndarray:
         """Return the ``(y, x)`` weights."""
         return np.broadcast_to(np.asarray(self.weight, dtype=float), (2,))
+
+    def test_weights(self) -> np.ndarray:
+        """Return the ``(y, x)`` weights of the outlier test."""
+        weight = self.weight if self.test_weight is None else self.test_weight
+        return np.broadcast_to(np.asarray(weight, dtype=float), (2,))
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,28 @@ def warn_if_steps_differ(model: StageModel, tile_step_px: Sequence[float]) -> No
             )
 
 
+def _normal_equations(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    model: StageModel,
+    prior_weight: float,
+    axis: int,
+) -> tuple[sparse.csc_matrix, np.ndarray]:
+    """Weighted normal matrix and right-hand side of one axis (pairs plus the stage-model prior)."""
+    index = {tile: i for i, tile in enumerate(tiles)}
+    n = len(tiles)
+    rows, cols, values = list(range(n)), list(range(n)), [prior_weight] * n
+    right = prior_weight * np.array([model.position(t)[axis] for t in tiles], float)
+    for pair in pairs:
+        i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
+        rows += [i, i, j, j]
+        cols += [i, j, i, j]
+        values += [w, -w, -w, w]
+        right[j] += w * pair.offset[axis]
+        right[i] -= w * pair.offset[axis]
+    return sparse.csc_matrix((values, (rows, cols)), shape=(n, n)), right
+
+
 def _least_squares_positions(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
@@ -155,23 +186,63 @@ def _least_squares_positions(
     prior_weight: float,
 ) -> np.ndarray:
     """Solve the weighted normal equations, one per axis; returns ``(n_tiles, 2)`` positions."""
-    index = {tile: i for i, tile in enumerate(tiles)}
-    n = len(tiles)
-    model_positions = np.array([model.position(t) for t in tiles]).reshape(n, 2)
-    solution = np.empty((n, 2))
+    solution = np.empty((len(tiles), 2))
     for axis in range(2):
-        rows, cols, values = list(range(n)), list(range(n)), [prior_weight] * n
-        right = prior_weight * model_positions[:, axis]
-        for pair in pairs:
-            i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
-            rows += [i, i, j, j]
-            cols += [i, j, i, j]
-            values += [w, -w, -w, w]
-            right[j] += w * pair.offset[axis]
-            right[i] -= w * pair.offset[axis]
-        normal = sparse.csc_matrix((values, (rows, cols)), shape=(n, n))
+        normal, right = _normal_equations(tiles, pairs, model, prior_weight, axis)
         solution[:, axis] = spsolve(normal, right)
     return solution
+
+
+def leave_one_out_offsets(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    tile_step_px: Sequence[float],
+    prior_weight: float = PRIOR_WEIGHT,
+) -> np.ndarray:
+    """Offset of every pair as the other pairs (and the stage prior) predict it.
+
+    The weighted solve without pair ``k`` puts its two tiles ``r_k / (1 - h_k)``
+    away from the solve with all pairs, ``r_k`` being the pair's residual and
+    ``h_k`` its leverage (the standard deletion formula of least squares): one
+    solve gives every prediction. A pair on no loop is predicted by the prior
+    alone (nominal grid).
+
+    Parameters
+    ----------
+    tiles : sequence of (row, col)
+    pairs : sequence of PairOffset
+    tile_step_px : sequence of float
+        Nominal ``(y, x)`` step (the prior).
+    prior_weight : float
+        Relative to the least pair weight, as in :func:`solve_positions`.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_pairs, 2)`` predicted ``(y, x)`` offsets.
+    """
+    tiles = sorted(set(tiles))
+    if not pairs:
+        return np.zeros((0, 2))
+    index = {tile: i for i, tile in enumerate(tiles)}
+    model = StageModel.nominal(tile_step_px)
+    prior_weight *= _least_weight(pairs)
+    predicted = np.empty((len(pairs), 2))
+    for axis in range(2):
+        normal, right = _normal_equations(tiles, pairs, model, prior_weight, axis)
+        inverse = np.linalg.inv(normal.toarray())
+        positions = inverse @ right
+        for k, pair in enumerate(pairs):
+            i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
+            leverage = w * (inverse[i, i] + inverse[j, j] - 2 * inverse[i, j])
+            residual = positions[j] - positions[i] - pair.offset[axis]
+            predicted[k, axis] = pair.offset[axis] + residual / max(1 - leverage, 1e-12)
+    return predicted
+
+
+def _least_weight(pairs: Sequence[PairOffset]) -> float:
+    """Smallest axis weight of ``pairs`` (the unit of the prior's weight)."""
+    return float(min(p.axis_weights().min() for p in pairs))
 
 
 def _residual_vectors(
@@ -239,7 +310,7 @@ def solve_positions(
     kept = list(pairs)
     model = fit_stage_model(_median_consistent(kept), tile_step_px, tiles)
     if kept:
-        prior_weight *= float(np.median([p.axis_weights().mean() for p in kept]))
+        prior_weight *= _least_weight(kept)
     while True:
         positions = _least_squares_positions(tiles, kept, model, prior_weight)
         if not kept:
@@ -247,7 +318,7 @@ def solve_positions(
         residuals = _residuals(positions, tiles, kept)
         # Residual in standard errors of the pair (weights are inverse variances).
         normalized = np.array([
-            np.sqrt(np.sum(p.axis_weights() * r**2)) if np.hypot(*r) > MIN_PRUNED_RESIDUAL_PX else 0.0
+            np.sqrt(np.sum(p.test_weights() * r**2)) if np.hypot(*r) > MIN_PRUNED_RESIDUAL_PX else 0.0
             for p, r in zip(kept, _residual_vectors(positions, tiles, kept))
         ]) if weighted else np.zeros(len(kept))
         worst = int(np.argmax(np.maximum(residuals / max_residual_px, normalized / MAX_NORMALIZED_RESIDUAL)))

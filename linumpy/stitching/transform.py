@@ -49,11 +49,14 @@ class PairRecord:
         ``significance / (2 * threshold)`` clipped to [0, 1]: 0.5 at the
         acceptance threshold.
     status : str
-        ``kept``, or why the pair was not used: ``not significant``,
-        ``inconsistent or outside the main group`` (residual of the global
-        solve too large, or linking tiles apart from the largest group),
-        ``weak outside any loop`` (only link, not significant enough to stand
-        alone), ``no overlap``.
+        ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
+        predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
+        (:mod:`linumpy.stitching.tile_search`), or why the pair was not used:
+        ``not significant``, ``inconsistent or outside the main group``
+        (residual of the global solve too large, or linking tiles apart from
+        the largest group), ``weak outside any loop`` (only link, not
+        significant enough to stand alone), ``loop closure, inconsistent``,
+        ``joint search, inconsistent``, ``no overlap``.
     """
 
     a: TileIndex

@@ -1,0 +1,148 @@
+"""Resolve a loop of pairs that does not close by moving one pair to another of its peaks.
+
+A pair's best peak can be wrong while the true offset is a rival peak of
+nearly the same evidence (narrow overlap, smooth tissue, speckle drawn anew
+in each tile). Around a loop of pairs the offsets must add up to zero; when
+they do not, the global solve's outlier removal drops the pair with the
+largest residual, which depends on the pairs' weights: a wrong pair with an
+underestimated standard error keeps its place and a right pair whose
+sub-pixel fit failed (weight ~1) is dropped.
+
+Here the choice is made by each pair's own evidence instead. Every pair's
+offset is predicted from all the others (:func:`leave_one_out_offsets`); a
+pair is in conflict when the prediction departs from its measured offset by
+more than :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX`. Its
+**cost** of agreeing is how far the evidence of its map at the predicted
+offset (a local maximum within :data:`SNAP_RADIUS_PX`) falls below its best
+peak, in standard errors, at the speckle scale where that is least. The pair
+in conflict with the smallest cost, if below :data:`MAX_SWITCH_COST`, moves
+to that peak (refined below a pixel by the caller); repeat. A pair moves at
+most once and only to a different peak (more than a pixel away); a conflict
+no pair can resolve this way is left to the solve's outlier removal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linumpy.stitching.global_solve import (
+    MAX_RESIDUAL_PX,
+    PairOffset,
+    TileIndex,
+    bridges,
+    leave_one_out_offsets,
+)
+from linumpy.stitching.pairwise import PairRegistration, local_maxima, peak_significance
+
+Pair = tuple[TileIndex, TileIndex]
+
+#: A peak within this many pixels (per axis) of the predicted offset is the loop's.
+SNAP_RADIUS_PX = 2
+#: Largest cost (standard errors of evidence below the pair's best peak) of a switch.
+MAX_SWITCH_COST = 2.0
+#: A switch must move the pair's integer offset by more than this (pixels, per axis).
+MIN_SWITCH_PX = 1
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A pair moved to the rival peak its loops predict.
+
+    Attributes
+    ----------
+    pair : (a, b)
+    offset : tuple of int
+        New integer offset ``position(b) - position(a)``.
+    cost : float
+        Evidence of the old peak minus that of the new one, standard errors.
+    significance : float
+        Of the new peak in its own map, against its best rival (the old peak
+        when that is farther than the peak radius).
+    """
+
+    pair: Pair
+    offset: tuple[int, int]
+    cost: float
+    significance: float
+
+
+def rival_peak(pair: Pair, registration: PairRegistration, predicted: Sequence[float]) -> Switch | None:
+    """The cheapest peak of the evidence maps of ``pair`` near its ``predicted`` offset.
+
+    Returns ``None`` when no map has a local maximum within
+    :data:`SNAP_RADIUS_PX` of ``predicted`` that differs from the pair's
+    current integer offset by more than :data:`MIN_SWITCH_PX`.
+    """
+    current = np.rint(np.asarray(registration.offset, float)).astype(int)
+    best = None
+    for evidence_map in registration.scores:
+        values, radius = evidence_map.values, evidence_map.radius
+        target = np.rint(np.asarray(predicted, float)).astype(int) - np.asarray(evidence_map.centre) + radius
+        near = [p for p in local_maxima(values)
+                if np.max(np.abs(np.asarray(p) - target)) <= SNAP_RADIUS_PX]
+        if not near:
+            continue
+        peak = max(near, key=lambda p: values[p])
+        offset = np.asarray(peak) - radius + np.asarray(evidence_map.centre)
+        if np.max(np.abs(offset - current)) <= MIN_SWITCH_PX:
+            continue
+        cost = float(np.nanmax(values) - values[peak])
+        if best is None or cost < best.cost:
+            best = Switch(pair=pair, offset=(int(offset[0]), int(offset[1])), cost=cost,
+                          significance=peak_significance(values, peak))
+    return best
+
+
+def switch_conflicting_peaks(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    registrations: Mapping[Pair, PairRegistration],
+    tile_step_px: Sequence[float],
+    refine: Callable[[Switch], PairOffset],
+) -> tuple[list[PairOffset], dict[Pair, Switch]]:
+    """Move pairs whose loops do not close to the peak the loops predict, cheapest first.
+
+    Parameters
+    ----------
+    tiles : sequence of (row, col)
+    pairs : sequence of PairOffset
+        Pairs to check (their offsets are those of ``registrations``).
+    registrations : mapping
+        ``(a, b) -> PairRegistration`` with the evidence maps.
+    tile_step_px : sequence of float
+        Nominal ``(y, x)`` step.
+    refine : callable
+        ``refine(switch) -> PairOffset``: the pair at its new peak (sub-pixel
+        refinement and weight; not strong: it stands on its loops).
+
+    Returns
+    -------
+    pairs : list of PairOffset
+        With the moved pairs replaced.
+    switches : dict
+        ``(a, b) -> Switch`` of every moved pair.
+    """
+    pairs = list(pairs)
+    switches: dict[Pair, Switch] = {}
+    for _ in range(len(pairs)):
+        predicted = leave_one_out_offsets(tiles, pairs, tile_step_px)
+        on_no_loop = set(bridges(pairs))
+        options = []
+        for k, pair in enumerate(pairs):
+            key = (pair.a, pair.b)
+            if k in on_no_loop or key in switches:
+                continue
+            if np.hypot(*(predicted[k] - np.asarray(pair.offset))) <= MAX_RESIDUAL_PX:
+                continue
+            switch = rival_peak(key, registrations[key], predicted[k])
+            if switch is not None and switch.cost <= MAX_SWITCH_COST:
+                options.append((switch.cost, k, switch))
+        if not options:
+            break
+        _, k, switch = min(options, key=lambda o: (o[0], o[1]))
+        switches[switch.pair] = switch
+        pairs[k] = refine(switch)
+    return pairs, switches

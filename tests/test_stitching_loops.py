@@ -1,0 +1,84 @@
+"""A loop that does not close moves its cheapest pair to another peak (linumpy.stitching.loops)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from linumpy.stitching.global_solve import PairOffset, leave_one_out_offsets, solve_positions
+from linumpy.stitching.loops import switch_conflicting_peaks
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
+
+RADIUS = 8
+STEP = (50.0, 50.0)
+TILES = [(0, 0), (0, 1), (1, 0), (1, 1)]
+NOMINAL = {((0, 0), (0, 1)): (0, 50), ((0, 0), (1, 0)): (50, 0),
+           ((0, 1), (1, 1)): (50, 0), ((1, 0), (1, 1)): (0, 50)}
+TRUTH = {(0, 0): (0, 0), (0, 1): (0, 46), (1, 0): (56, -4), (1, 1): (56, 52)}
+
+
+def _registration(pair, peaks, sigma):
+    """A registration whose evidence map holds ``peaks`` ``{offset: height}``; the highest is measured."""
+    values = np.zeros((2 * RADIUS + 1,) * 2)
+    yy, xx = np.indices(values.shape)
+    for offset, height in peaks.items():
+        y, x = np.subtract(offset, NOMINAL[pair]) + RADIUS
+        values = np.maximum(values, height * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.0))
+    best = max(peaks, key=peaks.get)
+    return PairRegistration((float(best[0]), float(best[1])), 0.9, significance=3.0, sigma_px=(sigma, sigma),
+                            scores=(EvidenceMap(1.0, NOMINAL[pair], values),))
+
+
+def _true_offset(pair):
+    return tuple(int(v) for v in np.subtract(TRUTH[pair[1]], TRUTH[pair[0]]))
+
+
+def _offsets(registrations):
+    return [PairOffset(a, b, r.offset, tuple(1 / s**2 for s in r.sigma_px))
+            for (a, b), r in registrations.items()]
+
+
+def test_leave_one_out_predicts_each_pair_from_the_others():
+    pairs = [PairOffset(a, b, _true_offset((a, b)), 1.0) for a, b in NOMINAL]
+    pairs[1] = PairOffset((0, 0), (1, 0), (52.0, -1.0), 1.0)
+    predicted = leave_one_out_offsets(TILES, pairs, STEP)
+    np.testing.assert_allclose(predicted[1], (56, -4), atol=0.05)  # the prior pulls a little
+    np.testing.assert_allclose(predicted[0], np.add(pairs[0].offset, (-4, 3)), atol=0.05)
+
+
+def test_wrong_precise_pair_moves_to_its_rival_peak_not_the_right_imprecise_one():
+    # (0, 0)-(1, 0): best peak wrong (52, -1), the true (56, -4) 0.3 below; precise (sigma 0.2 px).
+    # (0, 1)-(1, 1): right but imprecise (sigma 1 px), a rival 2 below; the others right and strong.
+    registrations = {
+        ((0, 0), (0, 1)): _registration(((0, 0), (0, 1)), {(0, 46): 20.0}, 0.05),
+        ((0, 0), (1, 0)): _registration(((0, 0), (1, 0)), {(52, -1): 10.3, (56, -4): 10.0}, 0.2),
+        ((0, 1), (1, 1)): _registration(((0, 1), (1, 1)), {(56, 6): 6.0, (49, 2): 4.0}, 1.0),
+        ((1, 0), (1, 1)): _registration(((1, 0), (1, 1)), {(0, 56): 12.0}, 1.0),
+    }
+    pairs = _offsets(registrations)
+    # the weighted solve alone keeps the precise wrong pair and drops a right one
+    _, _, kept = solve_positions(TILES, pairs, STEP)
+    assert len(kept) == 3 and ((0, 0), (1, 0)) in {(p.a, p.b) for p in kept}
+
+    def move(switch):
+        return PairOffset(*switch.pair, tuple(float(v) for v in switch.offset), 1.0, strong=False)
+
+    fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, move)
+    assert list(switches) == [((0, 0), (1, 0))]
+    assert switches[((0, 0), (1, 0))].offset == (56, -4)
+    assert abs(switches[((0, 0), (1, 0))].cost - 0.3) < 1e-6
+    positions, _, kept = solve_positions(TILES, fixed, STEP)
+    assert len(kept) == 4
+    for tile in TILES:
+        np.testing.assert_allclose(positions[tile] - positions[(0, 0)], TRUTH[tile], atol=0.01)
+
+
+def test_conflict_without_a_cheap_rival_is_left_to_the_solve():
+    registrations = {
+        ((0, 0), (0, 1)): _registration(((0, 0), (0, 1)), {(0, 46): 20.0}, 0.05),
+        ((0, 0), (1, 0)): _registration(((0, 0), (1, 0)), {(52, -1): 10.3, (56, -4): 7.0}, 0.2),
+        ((0, 1), (1, 1)): _registration(((0, 1), (1, 1)), {(56, 6): 6.0}, 1.0),
+        ((1, 0), (1, 1)): _registration(((1, 0), (1, 1)), {(0, 56): 12.0}, 1.0),
+    }
+    pairs = _offsets(registrations)
+    fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, lambda s: None)
+    assert switches == {} and fixed == pairs
