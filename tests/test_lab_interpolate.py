@@ -25,9 +25,9 @@ def block4(volume: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [100, 101])
 def test_filled_slice_matches_the_true_missing_slice(seed):
-    """Seeds 100+ (tuning looked at 0-1 and 10-13): NCC of the filled depth with the phantom >= 0.8
-    at 40 um; at 10 um (where speckle caps an observed slice near 0.71) no worse than an observed
-    slice minus 0.03."""
+    """Seeds 100+ (tuning looked at 0-2 and 10-13): NCC of the filled depth with the phantom >= 0.8
+    at 40 um and at 10 um (where speckle caps an observed slice near 0.71, and the old guess from
+    the last kept planes scored 0.72-0.79 on seeds 14-17), and better than an observed slice."""
     cut = phantom_slices(seed, [0.0] * 4, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
     kept = [k for k in range(4) if k != MISSING]
     volumes = [SliceVolume(k, [(da.from_array(cut.slices[k], chunks=(16, 64, 64)), (10.0,) * 3)], (0, DEPTH))
@@ -43,11 +43,10 @@ def test_filled_slice_matches_the_true_missing_slice(seed):
     truth = cut.world[first : (MISSING + 1) * THICKNESS, : filled.shape[1], : filled.shape[2]]
     assert filled.min() > 0  # no zero plane left
     assert normalized_cross_correlation(block4(filled), block4(truth)) >= 0.8
-    # at 10 um, speckle bounds an observed slice (0.70-0.73 on seeds 10-13); the speckle-smoothed
-    # guess scored 0.71-0.78 there and must stay within 0.03 of an observed slice here
+    assert normalized_cross_correlation(filled, truth) >= 0.8
     observed = cut.slices[0][int(0.1 * THICKNESS) : THICKNESS]
     observed_ncc = normalized_cross_correlation(observed, cut.world[int(0.1 * THICKNESS) : THICKNESS, :SIZE, :SIZE])
-    assert normalized_cross_correlation(filled, truth) >= observed_ncc - 0.03
+    assert normalized_cross_correlation(filled, truth) >= observed_ncc
 
 
 def test_stack_files_mark_the_interpolated_slice(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from linumpy.simulate.slices import phantom_slices
 from linumpy.stack.refine import normalized_cross_correlation
@@ -59,22 +60,24 @@ def test_lazy_rotation_matches_the_whole_plane_rotation():
 
 
 def textured(seed: int, size: int = 160) -> np.ndarray:
-    from scipy import ndimage
-
     return ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((size, size)), 2.5)
 
 
 def test_no_turn_is_accepted_between_two_noisy_views_of_one_unrotated_texture():
-    """The old gate took an NCC gain of 0.016 for a 1.19 degree turn; noise alone must never pass."""
+    """The old gate took an NCC gain of 0.016 for a 1.19 degree turn; noise alone must never pass.
+
+    The second view is shifted by a fraction of a pixel: two views on exactly one pixel grid
+    favour no turn at all, real slices rarely share one."""
     from linumpy.stack.rotation import estimate_rotation
 
-    image = textured(0)
-    for seed in range(4):
+    image = textured(0, 128)
+    for seed in range(3):
         rng = np.random.default_rng([seed, 1])
         a = image + 0.6 * image.std() * rng.standard_normal(image.shape)
         b = image + 0.6 * image.std() * rng.standard_normal(image.shape)
-        estimate = estimate_rotation(a, np.roll(b, (2, -3), axis=(0, 1)))
+        estimate = estimate_rotation(a, ndimage.shift(b, (2.4, -3.3), order=3))
         assert estimate.mode == "skipped" and estimate.angle_deg == 0.0, estimate
+        assert estimate.reason, estimate
 
 
 def test_a_turn_of_one_half_only_is_refused():

@@ -119,7 +119,8 @@ METRICS: dict[str, MetricInfo] = {
                        "previous one (0: none found or not searched)."),
     "rotation_mode": _M("Rotation mode", "text", "full / rotation_only (weak overlap) / skipped (no significant "
                         "rotation, or the two halves of the overlap disagreed)."),
-    "rotation_std_deg": _M("Rotation uncertainty", "°", "Standard error of the fitted rotation."),
+    "rotation_std_deg": _M("Rotation uncertainty", "°", "Half the difference of the angles fitted on the two "
+                           "halves of the overlap."),
     "common_tilt": _M("Common cut tilt", "voxel/px", "Median tilt [y, x] of the slices' surface planes; every "
                       "slice is re-flattened to it."),
     "surface_tilt": _M("Surface tilt", "voxel/px", "Tilt [y, x] of the plane the axial correction flattened "

@@ -1,16 +1,19 @@
 """Fill the depth of missing or excluded slices from their registered neighbours.
 
 Off by default (``--interpolate_missing``): a gap in the slice ids otherwise
-stays zero. When on, the output planes between the last plane of the slice
-above the gap and the first plane of the slice below it are the distance
-weighted mean of those two planes, both at their registered places in the
-output grid: plane ``j`` of an ``n``-plane gap is ``(1 - t) * above + t *
-below`` with ``t = (j + 1) / (n + 1)``, ``above`` the mean of the last
-:data:`EDGE_PLANES` planes of the slice above and ``below`` the mean of the
-first ones of the slice below, each smoothed laterally by a Gaussian of
-:data:`SPECKLE_SIGMA_PX` output voxels (speckle averaged out). It is a guess, not data: the filled
-slice ids are listed in the volume's attributes (``interpolated_slices``),
-in the stack record and in its QC record (a red flag each).
+stays zero. When on, the output planes between the last kept plane of the
+slice above the gap and the first plane of the slice below it are the
+distance weighted mean of two anchors, both at their registered places in
+the output grid: ``above``, the mean of the *deepest* :data:`EDGE_PLANES`
+useful planes of the slice above (below its kept range when it imaged
+deeper than the thickness: the real tissue nearest the gap), and ``below``,
+the mean of the first ones of the slice below, each smoothed laterally by a
+Gaussian of :data:`SPECKLE_SIGMA_PX` output voxels (speckle averaged out).
+Plane ``z`` is ``(1 - t) * above + t * below`` with ``t`` its relative
+depth between the two anchors' centres (clipped to ``[0, 1]``). It is a
+guess, not data: the filled slice ids are listed in the volume's attributes
+(``interpolated_slices``), in the stack record and in its QC record (a red
+flag each).
 """
 
 from __future__ import annotations
@@ -40,21 +43,32 @@ def _plane_in_box(piece: PlacedSlice, planes: slice, start: Sequence[int], stop:
     return da.pad(plane, padding, mode="constant")
 
 
-def gap_piece(above: PlacedSlice, below: PlacedSlice) -> PlacedSlice | None:
-    """The interpolated planes between two placed slices, or None when they touch in depth."""
+def gap_piece(above: PlacedSlice, below: PlacedSlice, deepest: PlacedSlice | None = None) -> PlacedSlice | None:
+    """The interpolated planes between two placed slices, or None when they touch in depth.
+
+    ``deepest``: the slice above's deepest useful planes at their place (default: its
+    last kept planes, ``above``); the top anchor is its last :data:`EDGE_PLANES` planes.
+    """
     z0, z1 = above.stop[0], below.origin[0]
     if z1 <= z0:
         return None
+    deepest = above if deepest is None else deepest
     start = [min(above.origin[a], below.origin[a]) for a in (1, 2)]
     stop = [max(above.stop[a], below.stop[a]) for a in (1, 2)]
-    top = _plane_in_box(above, slice(-EDGE_PLANES, None), start, stop)
-    bottom = _plane_in_box(below, slice(0, EDGE_PLANES), start, stop)
-    t = (np.arange(z1 - z0, dtype=np.float32) + 1) / np.float32(z1 - z0 + 1)
+    edge_above = min(EDGE_PLANES, deepest.data.shape[0])
+    edge_below = min(EDGE_PLANES, below.data.shape[0])
+    top = _plane_in_box(deepest, slice(-edge_above, None), start, stop)
+    bottom = _plane_in_box(below, slice(0, edge_below), start, stop)
+    # anchors at the centres of the averaged planes
+    z_top = deepest.stop[0] - (edge_above + 1) / 2
+    z_bottom = below.origin[0] + (edge_below - 1) / 2
+    t = np.clip((np.arange(z0, z1, dtype=np.float32) - z_top) / np.float32(z_bottom - z_top), 0, 1)
     data = (1 - t)[:, None, None] * top[None] + t[:, None, None] * bottom[None]
     return PlacedSlice(data.astype(above.data.dtype), (z0, start[0], start[1]))
 
 
-def interpolate_gaps(slice_ids: Sequence[int], placed: Sequence[PlacedSlice]) -> tuple[list[PlacedSlice], list[int]]:
+def interpolate_gaps(slice_ids: Sequence[int], placed: Sequence[PlacedSlice],
+                     deepest: Sequence[PlacedSlice | None] | None = None) -> tuple[list[PlacedSlice], list[int]]:
     """Insert an interpolated piece into every gap of the slice ids.
 
     Parameters
@@ -63,6 +77,9 @@ def interpolate_gaps(slice_ids: Sequence[int], placed: Sequence[PlacedSlice]) ->
         Ids of ``placed``, increasing.
     placed : sequence of PlacedSlice
         The slices in the output grid.
+    deepest : sequence of PlacedSlice or None, optional
+        Aligned with ``placed``: each slice's deepest useful planes at their
+        place (the top anchor of a gap below it); None: its last kept planes.
 
     Returns
     -------
@@ -72,16 +89,16 @@ def interpolate_gaps(slice_ids: Sequence[int], placed: Sequence[PlacedSlice]) ->
 
     Examples
     --------
-    >>> a = PlacedSlice(da.ones((2, 3, 3)), (0, 0, 0))
-    >>> b = PlacedSlice(da.zeros((2, 3, 3)), (5, 0, 0))
+    >>> a = PlacedSlice(da.ones((3, 3, 3)), (0, 0, 0))
+    >>> b = PlacedSlice(da.zeros((3, 3, 3)), (6, 0, 0))
     >>> pieces, ids = interpolate_gaps([0, 2], [a, b])
     >>> ids, pieces[1].origin, pieces[1].data[:, 0, 0].compute().round(2).tolist()
-    ([1], (2, 0, 0), [0.75, 0.5, 0.25])
+    ([1], (3, 0, 0), [0.67, 0.5, 0.33])
     """
     out, filled = [placed[0]], []
     for k in range(1, len(placed)):
         if slice_ids[k] - slice_ids[k - 1] > 1:
-            piece = gap_piece(placed[k - 1], placed[k])
+            piece = gap_piece(placed[k - 1], placed[k], deepest[k - 1] if deepest else None)
             if piece is not None:
                 out.append(piece)
                 filled.extend(range(slice_ids[k - 1] + 1, slice_ids[k]))

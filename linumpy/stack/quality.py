@@ -112,7 +112,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
-        ``rotation_std_deg`` (standard error of the fitted rotation), ``surface_tilt``
+        ``rotation_std_deg`` (uncertainty of the fitted rotation), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
         (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
         negative: refused, the plane too far off); lists of slice ids ``glitch_corrected``,

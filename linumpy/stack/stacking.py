@@ -20,7 +20,7 @@ from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
-from linumpy.stack.interpolate import interpolate_gaps
+from linumpy.stack.interpolate import EDGE_PLANES, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
@@ -276,7 +276,9 @@ def plan_stack(
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     if parameters.interpolate_missing:
-        placed, record["interpolated_slices"] = interpolate_gaps(ids, placed)
+        deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
+                   if k + 1 < len(ids) and ids[k + 1] - ids[k] > 1 else None for k, s in enumerate(slices)]
+        placed, record["interpolated_slices"] = interpolate_gaps(ids, placed, deepest)
     return StackPlan(placed, shape, resolution_um, record)
 
 
@@ -386,6 +388,24 @@ def _place_on_grid(
         t = np.clip(centres / max(1, n_planes - 1), 0.0, 1.0)
         resampled = resampled * np.exp(gain[0] + gain[1] * t).astype(np.float32)[:, None, None]
     return PlacedSlice(resampled, tuple(first), tuple(coverage))
+
+
+def _deepest_planes(volume: SliceVolume, origin_um: np.ndarray, resolution_um: float, log_gain: float,
+                    grid_start: Sequence[int]) -> PlacedSlice:
+    """The slice's deepest useful planes (about ``EDGE_PLANES + 1`` output voxels) at their place in the output grid.
+
+    The top anchor of the interpolation of a gap below the slice
+    (:mod:`linumpy.stack.interpolate`): real tissue nearer the gap than the
+    last kept plane when the slice imaged deeper than the thickness. Scaled
+    by the gain of the slice's bottom (``exp(log_gain)``); ``grid_start`` is
+    the union box's first voxel.
+    """
+    _, source_um = volume.level_for_resolution(resolution_um)
+    start, stop = volume.useful_range
+    first = max(start, stop - int(math.ceil((EDGE_PLANES + 1) * resolution_um / source_um[0])))
+    origin = np.asarray(origin_um, float) + [(first - start) * source_um[0], 0.0, 0.0]
+    piece = _place_on_grid(volume, (first, stop), origin, resolution_um, (log_gain, 0.0))
+    return replace(piece, origin=tuple(o - s for o, s in zip(piece.origin, grid_start, strict=True)))
 
 
 def _grid_start(position_um: float, source_um: float, resolution_um: float) -> tuple[int, int]:
