@@ -101,9 +101,11 @@ def test_harsh_case_through_the_chain(tmp_path):
     # (speckle ceiling 0.982), step 0.078, CV 0.065; since `harsh` carries a 3-voxel field curvature that the
     # mosaic step corrected on the slices where it helped (0 and 2 here, each slice deciding alone): NCC 0.819,
     # step 0.082, CV 0.084 (left uncorrected: 0.819, 0.103, 0.077); one decision for the acquisition (every
-    # slice corrected, Lanczos shift): NCC 0.829, step 0.090, CV 0.069. The targets, NCC >= 0.95,
-    # steps <= 5% and CV <= 0.05, are not all met: see docs/stacking.md.
-    assert case["ncc"] >= 0.8 and case["max_boundary_step"] <= 0.09 and case["plane_ratio_cv"] <= 0.09, case
+    # slice corrected, Lanczos shift): NCC 0.829, step 0.090, CV 0.069; with the stack's lateral gain maps and
+    # the boundary ratio below the new slice's cut face (docs/stacking.md, Intensity continuity): NCC 0.867,
+    # step 0.038, CV 0.052. The targets, NCC >= 0.95, steps <= 5% and CV <= 0.05, are not all met:
+    # see docs/stacking.md.
+    assert case["ncc"] >= 0.855 and case["max_boundary_step"] <= 0.05 and case["plane_ratio_cv"] <= 0.06, case
     # placement against where each slice's content lies; the target is 0.5 voxel per step, 1 cumulative.
     # Measured: 0.03 with the axial correction of 2026-11-30 04:00, 0.37 (step) / 0.46 (cumulative) once the
     # field curvature was corrected on slices 0 and 2 only (each slice deciding alone), 0.045 / 0.045 with one

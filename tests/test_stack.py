@@ -271,6 +271,60 @@ def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     assert metrics["boundary_ratio"] == after and boundary_flags(metrics) == []
 
 
+def test_lateral_gain_maps_remove_a_regional_compensation_error():
+    """Half of each slab (in x, in the phantom's frame) darkens with depth to 0.6x at its bottom.
+
+    The attenuation compensation's error of ``docs/intensity.md``: a region whose attenuation is
+    under-compensated, every slab's top right. The next slice's top measures it on the overlap:
+    the lateral maps bring the NCC back and the last slice (nothing below it) keeps no map.
+    """
+    brain = make_brain()
+    darkened = []
+    for data, (dy, dx) in zip(brain.slices, brain.shifts_px, strict=True):
+        x = np.arange(data.shape[2]) + dx + MARGIN
+        region = ndimage.gaussian_filter1d((x > (data.shape[2] + 2 * MARGIN) / 2).astype(float), 2.0)
+        depth = np.concatenate([np.zeros(SURFACE_PX), np.linspace(0.0, 1.0, USEFUL_PX), np.ones(BELOW_PX)])
+        darkened.append((data * np.exp(np.log(0.6) * depth[:, None, None] * region[None, None])).astype(np.float32))
+    brain.slices = darkened
+    scores = {}
+    for match in (False, True):
+        plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,
+                          StackParameters(match_intensity=match))
+        sink = ArraySink(plan.shape)
+        assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+        reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+        tissue = (reference > 0) & (sink.array != 0)
+        scores[match] = normalized_cross_correlation(sink.array[tissue], reference[tissue])
+    other = ArraySink(plan.shape)  # the lateral maps are evaluated chunk by chunk: same values whatever the chunks
+    assemble_volume(plan.placed, plan.shape, (5, 17, 23), other, np.float32, progress=False)
+    assert np.array_equal(other.array, sink.array)
+    lateral = [e["lateral_gain"] for e in plan.record["slices"]]
+    print(scores, [g and round(g["p95"] / g["p5"], 3) for g in lateral])
+    # the true ratio of the regions at the overlap (0.55 of the slab deep): 0.6 ** -0.55 = 1.32
+    assert all(g is not None and g["p95"] / g["p5"] > 1.25 for g in lateral[:-1]), lateral  # measured 1.32-1.39
+    assert lateral[-1] is None and plan.record["slices"][-1]["lateral_gain_fallback"] is None
+    assert scores[True] >= scores[False] + 0.025, scores  # measured 0.943 -> 0.976
+    metrics = stack_metrics(plan.record, 10.0)
+    assert metrics["lateral_gain_range"][0] == [lateral[0]["p5"], lateral[0]["p95"]]
+    assert boundary_flags(metrics) == []
+    metrics["lateral_gain_fallback"][1] = "next slice placed laterally by the motors: no lateral gain"
+    assert boundary_flags(metrics) == ["slice 1: next slice placed laterally by the motors: no lateral gain"]
+
+
+def test_lateral_gain_falls_back_on_a_weak_overlap(monkeypatch):
+    """An overlap NCC below MAP_MIN_CONFIDENCE: no map, the reason in the record and a flag."""
+    from linumpy.stack import stacking
+
+    monkeypatch.setattr(stacking, "MAP_MIN_CONFIDENCE", 1.01)
+    brain = make_brain(steps_px=(20, 21), shifts_px=((0, 0), (3, -2), (5, 1)))
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    slices = plan.record["slices"]
+    assert [e["lateral_gain"] for e in slices] == [None] * 3
+    assert all(e["lateral_gain_fallback"].startswith("overlap NCC") for e in slices[:2])
+    assert slices[2]["lateral_gain_fallback"] is None  # the last slice has nothing below it: no fallback
+    assert len(boundary_flags(stack_metrics(plan.record, 10.0))) == 2
+
+
 def test_an_unmatched_boundary_is_flagged():
     metrics = {"slice_ids": [0, 1, 2], "boundary_ratio_raw": [None, 1.3, 1.0], "boundary_ratio": [None, 1.08, 1.0]}
     assert boundary_flags(metrics) == ["slice 1: intensity step 1.08 at its top boundary after gain matching "
@@ -490,7 +544,9 @@ def test_simulated_stack_matches_the_phantom(tiny_acquisition, simulated_stack):
     assert tissue.sum() > 0.2 * volume.size
     ncc = normalized_cross_correlation(volume[tissue], reference[tissue])
     print(f"NCC with the phantom over tissue: {ncc:.3f}")
-    assert ncc >= 0.92, ncc  # measured 0.930 (0.913 before the loop-closure switch, 2026-11-30)
+    # measured 0.930 (0.913 before the loop-closure switch, 2026-11-30); with the lateral gain maps fitted on
+    # the overlaps (linumpy.stack.gains.LateralGain): 0.944
+    assert ncc >= 0.935, ncc
 
 
 def phantom_on_stack_grid(acquisition: Path, truth: dict, work: Path, record: list, shape) -> np.ndarray:

@@ -206,8 +206,8 @@ def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     is repeated: zeros there would drag the agarose depth profile of the
     focus estimate to zero at the moved end and clip it.
 
-    Works on slabs of :data:`SLAB_ALINES` A-lines so that the index and
-    weight temporaries stay in cache and small; each A-line is computed alone,
+    Works on slabs of :data:`SLAB_ALINES` A-lines so that the weight
+    temporaries stay in cache and small; each A-line is computed alone,
     so the result does not depend on the slabs.
 
     Examples
@@ -226,25 +226,35 @@ def shift_alines(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
 
 
 def _shift_slab(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-    """:func:`shift_alines` of one slab of A-lines."""
+    """:func:`shift_alines` of one slab of A-lines.
+
+    The A-lines moved by the same whole number of samples are done together,
+    their taps read as plain rows (the shift map is smooth: a few groups).
+    """
     nz = volume.shape[0]
     source = -np.asarray(shift_px, dtype=np.float32)  # sample z reads the A-line at z + source
     whole = np.floor(source).astype(np.int64)
     fraction = source - whole
-    taps = range(1 - LANCZOS_A, LANCZOS_A + 1)
+    taps = np.arange(1 - LANCZOS_A, LANCZOS_A + 1)
     weights = [np.sinc(fraction - k) * np.sinc((fraction - k) / LANCZOS_A) for k in taps]
     total_weight = np.sum(weights, axis=0)
-    depth = np.arange(nz)[:, None, None] + whole[None]
-    result = low = high = None
-    for k, weight in zip(taps, weights, strict=True):
-        sample = np.take_along_axis(volume, np.clip(depth + k, 0, nz - 1), axis=0)
-        term = (weight / total_weight).astype(np.float32)[None] * sample
-        if result is None:
-            result, low, high = term, sample, sample
-        else:
-            result += term
-            low, high = np.minimum(low, sample), np.maximum(high, sample)
-    return np.clip(result, low, high).astype(volume.dtype)
+    weights = [(weight / total_weight).astype(np.float32) for weight in weights]
+    out = np.empty_like(volume)
+    for move in np.unique(whole):
+        group = whole == move
+        alines = volume[:, group]
+        rows = np.clip(np.arange(nz)[:, None] + move + taps[None, :], 0, nz - 1)
+        result = low = high = None
+        for tap, weight in enumerate(weights):
+            sample = alines[rows[:, tap]]
+            term = weight[group][None] * sample
+            if result is None:
+                result, low, high = term, sample, sample
+            else:
+                result += term
+                low, high = np.minimum(low, sample), np.maximum(high, sample)
+        out[:, group] = np.clip(result, low, high)
+    return out
 
 
 def interface_depth(tile: np.ndarray, block: int = BLOCK_PX) -> np.ndarray:

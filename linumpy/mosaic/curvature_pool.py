@@ -150,6 +150,7 @@ def estimate_acquisition_curvature(
         tile_shape = next(iter(tiles.values())).shape
         pairs += border_differences(tiles, section.tile_step_px)
         n_tiles += len(tiles)
+        del tiles  # one slice's tiles in memory at a time
     if tile_shape is None:
         raise InputError(f"{acquisition.path}: no sampled slice could be read for the field curvature estimate "
                          f"(slices {skipped}); see the warnings, or pass --no_fix_field_curvature")
@@ -160,6 +161,7 @@ def estimate_acquisition_curvature(
             tiles = read_central_tiles(section, band, workers)
             before += overlap_scores(tiles, section.tile_step_px, workers=workers)
             after += overlap_scores(tiles, section.tile_step_px, candidate, workers)
+            del tiles
         candidate = ncc_gated(candidate, _mean(before), _mean(after))
     curvature = replace(candidate, n_tiles=n_tiles, source="acquisition")
     return AcquisitionCurvature(curvature, list(sampled), [int(n) for n in tile_shape], skipped)
@@ -182,8 +184,9 @@ def save_acquisition_curvature(estimate: AcquisitionCurvature, path: str | os.Pa
     QC record (step ``field_curvature``): :meth:`AcquisitionCurvature.metrics`
     and :meth:`AcquisitionCurvature.flags`.
     """
+    curvature = {k: _json_number(v) for k, v in asdict(estimate.curvature).items()}
     data = {"schema": SCHEMA, "slice_ids": estimate.slice_ids, "tile_shape": estimate.tile_shape,
-            "skipped_slices": estimate.skipped_slices, "curvature": {k: _json_number(v) for k, v in asdict(estimate.curvature).items()}}
+            "skipped_slices": estimate.skipped_slices, "curvature": curvature}
     with atomic_output(path, overwrite) as temporary:
         Path(temporary).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     write_qc_record(path, "field_curvature", estimate.metrics(), flags=estimate.flags())

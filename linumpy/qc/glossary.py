@@ -133,6 +133,11 @@ METRICS: dict[str, MetricInfo] = {
                          "visible intensity step at that slab boundary."),
     "gain_top_bottom": _M("Slab gain top/bottom", "gain", "Gain applied to a slice at its top and bottom plane "
                           "to match its neighbours across the overlaps."),
+    "lateral_gain_range": _M("Lateral gain range", "gain", "5th and 95th percentiles of the lateral gain map "
+                             "fitted on the overlap with the next slice (regional attenuation-compensation "
+                             "error, measured at the slice's bottom); [1, 1] = none needed."),
+    "lateral_gain_fallback": _M("Lateral gain fallback", "text", "Why a slice with a slice below it got no "
+                                "lateral gain map (overlap too small, or the next slice placed by the motors)."),
     "warnings": _M("Warnings", "text", "Warnings the step logged while it ran."),
 }
 

@@ -21,8 +21,11 @@ ridge terms keeping ``a`` and ``b`` near 0 and the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import dask.array as da
 import numpy as np
+from scipy import ndimage
 
 #: Weight of a boundary equation relative to the ridge terms.
 MATCH_WEIGHT = 10.0
@@ -102,3 +105,137 @@ def overlap_ratio(previous: np.ndarray, current: np.ndarray) -> float | None:
         return None
     upper, lower = float(previous[both].mean()), float(current[both].mean())
     return upper / lower if upper > 0 and lower > 0 else None
+
+
+
+#: Lateral Gaussian (registration pixels) of the overlap means before their ratio is taken.
+MAP_SIGMA_PX = 4.0
+#: Smoothed fraction of overlap pixels (both slices with signal) below which the map is 0 (no correction).
+MAP_MIN_SUPPORT = 0.5
+#: Fewest supported pixels for a lateral map at all.
+MAP_MIN_PIXELS = 64
+#: Fewest overlap NCC (the lateral registration's confidence) for a lateral map: below it the overlap's
+#: tissue differs too much (deformation, a cavity torn out at the cut) for a pixel-wise ratio.
+MAP_MIN_CONFIDENCE = 0.5
+#: Largest |log gain| of the lateral map (a factor of 2 either way).
+MAP_MAX_LOG = float(np.log(2.0))
+#: Largest side (pixels) of a stored map; larger maps are block-averaged down (memory per slice <= 256 KiB).
+MAP_MAX_SIDE = 256
+
+
+@dataclass(frozen=True)
+class LateralGain:
+    """A slice's lateral log-gain map, measured on its overlap with the next slice.
+
+    Attributes
+    ----------
+    log_map : ndarray, shape (y, x)
+        Log gain at the overlap depth; pixel ``(i, j)`` is centred at
+        ``((i + 0.5) * pixel_um[0], (j + 0.5) * pixel_um[1])`` from the
+        slice's lateral corner.
+    pixel_um : tuple of float
+        Map pixel size ``(y, x)``.
+    depth : float
+        Relative depth of the overlap (0 top, 1 bottom of the kept planes):
+        the log gain grows linearly from 0 at the top to the map there.
+    """
+
+    log_map: np.ndarray
+    pixel_um: tuple[float, float]
+    depth: float
+
+    def summary(self) -> dict[str, float]:
+        """Spread of the gain over the supported pixels: 5th and 95th percentiles and the supported fraction."""
+        supported = self.log_map[self.log_map != 0]
+        if supported.size == 0:
+            return {"p5": 1.0, "p95": 1.0, "supported_fraction": 0.0}
+        p5, p95 = np.exp(np.percentile(supported, [5, 95]))
+        return {"p5": round(float(p5), 4), "p95": round(float(p95), 4),
+                "supported_fraction": round(supported.size / self.log_map.size, 4)}
+
+    def lazy(self, chunks: tuple[tuple[int, ...], tuple[int, ...]], resolution_um: float,
+             offset_um: Sequence[float]) -> da.Array:
+        """The map at output voxel centres ``(j + 0.5) * resolution - offset`` (bilinear, edges repeated).
+
+        A dask array with ``chunks`` (lateral chunks of the slice on the
+        output grid): each block interpolates only its own rows and columns,
+        voxel by voxel, so the values do not depend on the chunking.
+        """
+        (rows, row_fraction), (columns, column_fraction) = (
+            _interpolation_indices(sum(c), self.log_map.shape[a], resolution_um, offset_um[a], self.pixel_um[a])
+            for a, c in enumerate(chunks))
+        last = np.array(self.log_map.shape) - 1
+
+        def block(block_info: dict | None = None) -> np.ndarray:
+            (y0, y1), (x0, x1) = block_info[None]["array-location"]
+            y, fy = rows[y0:y1, None], row_fraction[y0:y1, None]
+            x, fx = columns[None, x0:x1], column_fraction[None, x0:x1]
+            y1_, x1_ = np.minimum(y + 1, last[0]), np.minimum(x + 1, last[1])
+            m = self.log_map
+            upper = m[y, x] * (1 - fx) + m[y, x1_] * fx
+            lower = m[y1_, x] * (1 - fx) + m[y1_, x1_] * fx
+            return (upper * (1 - fy) + lower * fy).astype(np.float32)
+
+        return da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.array((), np.float32))
+
+
+def _interpolation_indices(n_out: int, n_map: int, resolution_um: float, offset_um: float,
+                           pixel_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Map pixel below each output voxel centre and the fraction towards the next (linear interpolation).
+
+    Examples
+    --------
+    >>> index, fraction = _interpolation_indices(3, 2, 10.0, 0.0, 20.0)
+    >>> index.tolist(), fraction.tolist()
+    ([0, 0, 0], [0.0, 0.25, 0.75])
+    """
+    position = np.clip(((np.arange(n_out) + 0.5) * resolution_um - offset_um) / pixel_um - 0.5, 0, n_map - 1)
+    lower = np.minimum(np.floor(position).astype(int), max(0, n_map - 2))
+    return lower, position - lower
+
+
+def log_ratio_map(reference: np.ndarray, image: np.ndarray, sigma_px: float = MAP_SIGMA_PX) -> np.ndarray:
+    """Lateral map of ``ln(reference / image)`` over an overlap, less its median.
+
+    Both ``(z, y, x)`` views of the same tissue (``reference``: the next
+    slice's top, ``image``: the slice whose gain is fitted). Their means over
+    depth are smoothed laterally (Gaussian ``sigma_px``, normalised over the
+    pixels where both hold signal), their log ratio taken and its median over
+    the supported pixels removed: the overlap's scalar ratio is
+    :func:`fit_gains`' job. 0 where fewer than :data:`MAP_MIN_SUPPORT` of the
+    pixels around hold signal in both, everywhere when fewer than
+    :data:`MAP_MIN_PIXELS` pixels are supported; clipped to
+    ``+-MAP_MAX_LOG``.
+
+    Examples
+    --------
+    >>> image = np.ones((4, 48, 48), np.float32)
+    >>> reference = image * np.where(np.arange(48) < 24, 1.0, 2.0)
+    >>> log = log_ratio_map(reference, image)
+    >>> round(float(log[24, 44] - log[24, 3]), 3)  # ln 2
+    0.693
+    """
+    upper, lower = reference.mean(axis=0), image.mean(axis=0)
+    both = ((upper > 0) & (lower > 0)).astype(np.float64)
+    weight = ndimage.gaussian_filter(both, sigma_px, mode="constant")
+    smooth_upper = ndimage.gaussian_filter(upper * both, sigma_px, mode="constant")
+    smooth_lower = ndimage.gaussian_filter(lower * both, sigma_px, mode="constant")
+    supported = (weight >= MAP_MIN_SUPPORT) & (smooth_upper > 0) & (smooth_lower > 0)
+    out = np.zeros(upper.shape, np.float32)
+    if supported.sum() < MAP_MIN_PIXELS:
+        return out
+    log = np.log(smooth_upper[supported] / smooth_lower[supported])
+    out[supported] = np.clip(log - np.median(log), -MAP_MAX_LOG, MAP_MAX_LOG)
+    return out
+
+
+def coarse_map(log_map: np.ndarray, pixel_um: tuple[float, float]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Block-average a map so that neither side exceeds :data:`MAP_MAX_SIDE` pixels (its pixel size grows alike)."""
+    factor = max(1, -(-max(log_map.shape) // MAP_MAX_SIDE))
+    if factor == 1:
+        return log_map, pixel_um
+    shape = [-(-n // factor) * factor for n in log_map.shape]
+    padded = np.zeros(shape, np.float32)
+    padded[: log_map.shape[0], : log_map.shape[1]] = log_map
+    coarse = padded.reshape(shape[0] // factor, factor, shape[1] // factor, factor).mean(axis=(1, 3))
+    return coarse.astype(np.float32), (pixel_um[0] * factor, pixel_um[1] * factor)

@@ -57,13 +57,18 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
 
 
 def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
-    """A flag per slice whose top still differs from the previous slice's overlap by more than 5% (or unmeasured)."""
+    """A flag per slice whose top still differs from the previous slice's overlap by more than 5% (or unmeasured).
+
+    And one per slice left without its lateral gain map although a next slice exists.
+    """
     flags = []
     for slice_id, raw, ratio in zip(metrics["slice_ids"][1:], metrics["boundary_ratio_raw"][1:],
                                     metrics["boundary_ratio"][1:], strict=True):
         if raw is not None and (ratio is None or abs(ratio - 1) > MAX_BOUNDARY_STEP):
             flags.append(f"slice {slice_id}: intensity step {ratio} at its top boundary after gain matching "
                          f"(before: {raw})")
+    flags += [f"slice {slice_id}: {reason}" for slice_id, reason in
+              zip(metrics["slice_ids"], metrics.get("lateral_gain_fallback", []), strict=False) if reason]
     return flags
 
 
@@ -112,6 +117,11 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
+        ``lateral_gain_range`` (5th and 95th percentiles, at the overlap depth,
+        of the lateral gain map fitted on the overlap with the next slice,
+        :class:`~linumpy.stack.gains.LateralGain`; None without one),
+        ``lateral_gain_fallback`` (why a slice with a next slice has no map,
+        else None),
         ``rotation_std_deg`` (uncertainty of the fitted rotation), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
         (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
@@ -178,4 +188,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
+        "lateral_gain_range": [None if s.get("lateral_gain") is None else
+                               [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
+        "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
     }

@@ -19,7 +19,15 @@ import numpy as np
 from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
-from linumpy.stack.gains import corrected_ratios, fit_gains, overlap_ratio
+from linumpy.stack.gains import (
+    MAP_MIN_CONFIDENCE,
+    LateralGain,
+    coarse_map,
+    corrected_ratios,
+    fit_gains,
+    log_ratio_map,
+    overlap_ratio,
+)
 from linumpy.stack.interpolate import EDGE_PLANES, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
@@ -247,13 +255,26 @@ def plan_stack(
     kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
     ratios: list[float | None] = [None] * len(slices)
     depths: list[tuple[float, float] | None] = [None] * len(slices)
+    lateral: list[LateralGain | None] = [None] * len(slices)
+    lateral_fallback: list[str | None] = [None] * len(slices)
     for k in range(1, len(slices)):
         if ids[k] - ids[k - 1] == 1:
-            ratios[k], depths[k] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
+            ratios[k], depths[k], lateral[k - 1] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
                                                    resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
+            if lateral[k - 1] is None:
+                lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
+            elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
+            elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} with the next slice "
+                                           f"< {MAP_MIN_CONFIDENCE}: no lateral gain")
+    if not parameters.match_intensity:
+        lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
     placed = [
-        _place_on_grid(s, planes, origin, resolution_um, (a[k], b[k]))
+        _place_on_grid(s, planes, origin, resolution_um, (a[k], b[k]), lateral[k])
         for k, (s, planes, origin) in enumerate(zip(slices, kept, resolved.origins_um, strict=True))
     ]
     start, shape = union_box(placed)
@@ -274,6 +295,8 @@ def plan_stack(
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
         entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
+        entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
+        entry["lateral_gain_fallback"] = lateral_fallback[k]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     if parameters.interpolate_missing:
         deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
@@ -356,13 +379,14 @@ def _kept_range(volume: SliceVolume, kept_um: float | None) -> tuple[int, int]:
 
 def _place_on_grid(
     volume: SliceVolume, planes: tuple[int, int], origin_um: np.ndarray, resolution_um: float,
-    gain: tuple[float, float] = (0.0, 0.0),
+    gain: tuple[float, float] = (0.0, 0.0), lateral: LateralGain | None = None,
 ) -> PlacedSlice:
     """The slice's planes ``[start, stop)`` resampled onto the output grid, times its gain.
 
     ``gain = (a, b)``: ``exp(a + b t)`` (:mod:`linumpy.stack.gains`), ``t`` from 0
     at the first kept plane to 1 at the last, applied per output plane (at
-    its centre) after resampling.
+    its centre) after resampling. ``lateral``: the slice's lateral gain map,
+    ``exp(map * t / depth)``, evaluated chunk by chunk.
 
     The origin rarely falls on an output voxel border. Zero planes/rows are
     prepended at the slice's own resolution so that its first voxel starts
@@ -383,11 +407,22 @@ def _place_on_grid(
     source_mm = tuple(r / 1000 for r in source_um)
     resampled = resample_to_resolution(useful, source_mm, (resolution_um / 1000,) * 3)
     if gain != (0.0, 0.0):
-        n_planes = planes[1] - planes[0]
-        centres = (np.arange(resampled.shape[0]) + 0.5) * resolution_um / source_um[0] - 0.5 - padding[0][0]
-        t = np.clip(centres / max(1, n_planes - 1), 0.0, 1.0)
+        t = _relative_depths(resampled.shape[0], planes, resolution_um / source_um[0], padding[0][0])
         resampled = resampled * np.exp(gain[0] + gain[1] * t).astype(np.float32)[:, None, None]
+    if lateral is not None:
+        # the log gain grows linearly from 0 at the top to the map at the overlap's depth
+        offset = [pad * s for (pad, _), s in zip(padding[1:], source_um[1:], strict=True)]
+        log_map = lateral.lazy(resampled.chunks[1:], resolution_um, offset)
+        scale = (_relative_depths(resampled.shape[0], planes, resolution_um / source_um[0], padding[0][0])
+                 / lateral.depth).astype(np.float32)
+        resampled = resampled * da.exp(scale[:, None, None] * log_map[None])
     return PlacedSlice(resampled, tuple(first), tuple(coverage))
+
+
+def _relative_depths(n_out: int, planes: tuple[int, int], scale: float, padding: int) -> np.ndarray:
+    """Relative depth (0 first, 1 last kept plane) of each output plane's centre; ``scale`` output / source voxel."""
+    centres = (np.arange(n_out) + 0.5) * scale - 0.5 - padding
+    return np.clip(centres / max(1, planes[1] - planes[0] - 1), 0.0, 1.0)
 
 
 def _deepest_planes(volume: SliceVolume, origin_um: np.ndarray, resolution_um: float, log_gain: float,
@@ -488,32 +523,43 @@ def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) 
 def _boundary_ratio(
     previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int], current_kept: tuple[int, int],
     step_um: np.ndarray, parameters: StackParameters,
-) -> tuple[float | None, tuple[float, float] | None]:
-    """Boundary ratio of two consecutive placed slices and the overlap's relative depth in each.
+) -> tuple[float | None, tuple[float, float] | None, LateralGain | None]:
+    """Boundary ratio of two consecutive placed slices, the overlap's relative depth in each, the lateral map.
 
-    Reads the previous slice's planes where the current slice's top lands
-    (its placed step) and the current slice's top ``n_planes`` planes over
-    their common lateral window, at the registration level. ``(None, None)``
-    when they do not overlap.
+    Reads the current slice's ``n_planes`` planes below its top
+    :data:`TOP_SKIP_PLANES` (its top planes in a thin overlap) and the
+    previous slice's planes at the same depth (its placed step), over their
+    common lateral window, at the registration level. The previous slice's
+    lateral gain map (:func:`linumpy.stack.gains.log_ratio_map`, None where
+    nothing is supported) is applied before the ratio is taken.
+    ``(None, None, None)`` when they do not overlap.
     """
     level, factor = _registration_level(previous, current, parameters.registration_size)
     previous_data, source_um = previous.levels[level]
     current_data, _ = current.levels[level]
     start = int(round(step_um[0] / source_um[0]))
-    depth = min(parameters.n_planes, current.useful_depth, previous.useful_depth - start)
+    # the current slice's cut face (partly cut voxels, the surface's bumps) is left out, as in the registration
+    room = min(current.useful_depth, previous.useful_depth - start)
+    skip = TOP_SKIP_PLANES if room >= TOP_SKIP_PLANES + MIN_PLANES else 0
+    start += skip
+    depth = min(parameters.n_planes, current.useful_depth - skip, previous.useful_depth - start)
     offset = np.rint(step_um[1:] / (np.asarray(source_um[1:]) * factor)).astype(int)
     previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
     if depth < 1 or start < 0 or previous_window is None:
-        return None, None
+        return None, None, None
     p0, c0 = previous.useful_range[0], current.useful_range[0]
-    ratio = overlap_ratio(
-        _mean_planes(previous_data[p0 + start : p0 + start + depth], previous_window, factor),
-        _mean_planes(current_data[c0 : c0 + depth], current_window, factor),
-    )
+    upper = _mean_planes(previous_data[p0 + start : p0 + start + depth], previous_window, factor)
+    lower = _mean_planes(current_data[c0 + skip : c0 + skip + depth], current_window, factor)
+    overlap_map = log_ratio_map(lower, upper)
+    ratio = overlap_ratio(upper * np.exp(overlap_map), lower)
     centre = (depth - 1) / 2
     relative = ((start + centre) / max(1, previous_kept[1] - previous_kept[0] - 1),
-                centre / max(1, current_kept[1] - current_kept[0] - 1))
-    return ratio, relative
+                (skip + centre) / max(1, current_kept[1] - current_kept[0] - 1))
+    log_map = np.zeros(tuple(n // factor for n in previous_data.shape[1:]), np.float32)
+    log_map[tuple(slice(w.start // factor, w.stop // factor) for w in previous_window)] = overlap_map
+    log_map, pixel_um = coarse_map(log_map, (float(source_um[1]) * factor, float(source_um[2]) * factor))
+    lateral = LateralGain(log_map, pixel_um, max(relative[0], 1e-3)) if log_map.any() else None
+    return ratio, relative, lateral
 
 
 def _common_window(
