@@ -31,6 +31,7 @@ import numpy as np
 from linumpy.errors import InputError, LinumpyError
 from linumpy.io.acquisition import Acquisition, SliceAcquisition
 from linumpy.io.atomic import atomic_output
+from linumpy.io.json_document import load_json_document
 from linumpy.mosaic.curvature import (
     Curvature, border_differences, fit_candidate, ncc_gated, overlap_scores, read_central_tiles,
 )
@@ -207,12 +208,7 @@ def load_acquisition_curvature(path: str | os.PathLike) -> AcquisitionCurvature:
         If the file is missing, not JSON, or not a field-curvature decision.
     """
     fix = "write it with linum_estimate_field_curvature.py"
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise InputError(f"field curvature file {path} does not exist; {fix}") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON ({error}); {fix}") from error
+    data = load_json_document(path, "field curvature file", fix)
     try:
         if data["schema"] != SCHEMA:
             raise ValueError(f"schema {data['schema']!r}, expected {SCHEMA!r}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import atomic_output
+from linumpy.io.json_document import load_json_document
 from linumpy.stitching.global_solve import StageModel, TileIndex
 
 FORMAT_NAME = "linumpy-tile-transform"
@@ -234,10 +235,5 @@ def load_transform(path: str | os.PathLike) -> TileTransform:
     InputError
         If the file is missing, not JSON, or not a tile transform.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise InputError(f"transform file {path} does not exist; check --transform") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON ({error}); pass a transform JSON file") from error
+    data = load_json_document(path, "transform file", "check --transform (a transform JSON file)")
     return transform_from_dict(data, source=str(path))
