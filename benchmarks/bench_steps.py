@@ -4,7 +4,8 @@
 One slice of a preset (``large`` by default; simulated tile by tile and
 reused if the work folder holds it) goes through the chain: mosaic grid,
 stitch, axial correction, normalize; optionally the stack of the normalized
-slices of a finished local run (``--stack_run``). Each step runs in a child
+slices of a finished local run (``--stack_run RUN --steps stack_slices``
+measures the stack alone; the slice is then not simulated). Each step runs in a child
 process (its own peak RSS and CPU time); right after it, its **floor** runs in
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
@@ -248,7 +249,7 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(repo))
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw = args.workdir / f"raw_{args.preset}_seed{args.seed}"
-    if not raw.exists():
+    if not raw.exists() and (not args.steps or "mosaic_grid" in args.steps):
         from linumpy.simulate import get_preset, simulate_acquisition
 
         simulate_acquisition(raw, get_preset(args.preset, n_slices=1), args.seed, progress=True)

@@ -125,6 +125,30 @@ def block_mean(data: da.Array, factors: Sequence[int], last_weights: Sequence[fl
     )
 
 
+def block_mean_of_block(
+    block: np.ndarray, factors: Sequence[int], last_weights: Sequence[float], shape: Sequence[int],
+    location: Sequence[tuple[int, int]],
+) -> np.ndarray:
+    """:func:`block_mean` of one numpy block of a larger array, as it computes that block.
+
+    ``block`` is ``array[location]`` of an array of ``shape``; its borders
+    fall on multiples of ``factors`` (or on the array's end). Every output
+    voxel gets the same arithmetic as in the block mean of the whole array,
+    so blocks of any size give identical values.
+
+    Examples
+    --------
+    >>> x = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    >>> block_mean_of_block(x[:, 2:], (2, 2), (1.0, 1.0), x.shape, [(0, 4), (2, 4)])
+    array([[ 5],
+           [13]], dtype=uint16)
+    """
+    return _block_mean_numpy(
+        block, tuple(int(f) for f in factors), tuple(float(w) for w in last_weights), tuple(shape),
+        {0: {"array-location": [tuple(extent) for extent in location]}},
+    )
+
+
 def pyramid_edge_weights(base_shape: Sequence[int], shape: Sequence[int], span: Sequence[int]) -> tuple[float, ...]:
     """Weights of the last voxel along each axis of a pyramid level, for :func:`block_mean`.
 
@@ -313,8 +337,11 @@ def _sum_strided(
         index[axis] = slice(o, None, factor)
         return tuple(index)
 
-    total = values[offset(0)].astype(accumulator)
-    for o in range(1, min(factor, n)):
+    if n % factor == 0 and factor > 1:  # whole runs: the first sum straight into a new array (no copy)
+        total, first = np.add(values[offset(0)], values[offset(1)], dtype=accumulator), 2
+    else:
+        total, first = values[offset(0)].astype(accumulator), 1
+    for o in range(first, min(factor, n)):
         part = values[offset(o)]
         index = [slice(None)] * values.ndim
         index[axis] = slice(0, part.shape[axis])

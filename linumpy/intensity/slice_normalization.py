@@ -39,6 +39,7 @@ from linumpy.intensity.histogram import LogHistogram
 from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
+from linumpy.io.streamed_pyramid import morton_order
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, StoredArray, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import ordered_map
 
@@ -145,7 +146,9 @@ def normalize_slice(
                     return int(np.count_nonzero(converted))
 
                 shape = volume.shape[1:]
-                nonzero = sum(tqdm(ordered_map(apply, lateral_blocks(shape, block), workers),
+                # Z-order: the output's pyramid is built from 2 x 2 groups of blocks as soon as they are written.
+                parts = morton_order(lateral_blocks(shape, block), lambda part: part.origin)
+                nonzero = sum(tqdm(ordered_map(apply, parts, workers),
                                    total=count_blocks(shape, block), desc="normalize", disable=not progress,
                                    leave=False))
                 low_high = (low, high)

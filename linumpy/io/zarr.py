@@ -36,7 +36,7 @@ import numpy as np
 import zarr
 
 from linumpy.errors import InputError
-from linumpy.io import atomic, chunk_writer, codecs, ngff
+from linumpy.io import atomic, chunk_writer, codecs, ngff, streamed_pyramid
 from linumpy.io._progress import DaskProgress
 from linumpy.io.ngff import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
@@ -464,6 +464,17 @@ def _thread_pool() -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@contextlib.contextmanager
+def _naming_os_errors(path: Path) -> Iterator[None]:
+    """Name ``path`` in an OSError that names no file (zarr's metadata writes on a full disk)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 class _Sliceable:
     """Hide an in-memory array from dask, which would otherwise copy it whole."""
 
@@ -477,9 +488,9 @@ class _Sliceable:
 
 @dataclass(frozen=True)
 class _Level:
-    """A level to store: its lazy data and placement (millimetres)."""
+    """A level to store: its lazy data (None: already stored) and placement (millimetres)."""
 
-    data: da.Array
+    data: da.Array | None
     scale_mm: tuple[float, ...]
 
 
@@ -515,16 +526,63 @@ class _PyramidWriter:
         self._finalized = False
         self._owner_pid = os.getpid()
         try:
-            group = self.format.create_group(self.temporary)
+            with _naming_os_errors(self.temporary):
+                group = self.format.create_group(self.temporary)
             self._level0 = self._create_level(group, "0", self.shape)
+            self._pyramid = self._streamed_pyramid(group)
         except BaseException:
             atomic.remove_path(self.temporary)
             raise
 
+    def _streamed_pyramid(self, group: zarr.Group) -> streamed_pyramid.StreamedPyramid | None:
+        """The builder of the levels while level 0 is written (none: they are built at finalize)."""
+        return None
+
+    def _lateral_streamed_pyramid(self, group: zarr.Group) -> streamed_pyramid.StreamedPyramid | None:
+        """The builder of the 2x lateral pyramid from the level-0 chunks as written, if the layout allows it."""
+        if self.shards is not None or len(self.shape) < 2 or not streamed_pyramid.streamable(self.shape, self.chunks):
+            return None
+        targets = []
+        for index, shape in enumerate(streamed_pyramid.pyramid_shapes(self.shape), start=1):
+            target = self._direct_target(self._create_level_like_level0(str(index), shape), str(index))
+            if not isinstance(target, chunk_writer.ChunkFileWriter):
+                return None
+            targets.append(target)
+        return streamed_pyramid.StreamedPyramid(self.shape, self.chunks, self.dtype, targets)
+
+    def _create_level_like_level0(self, name: str, shape: tuple[int, ...]) -> zarr.Array:
+        """A new level with level 0's metadata but ``shape``, written in this thread.
+
+        zarr-python writes an array's metadata files from several threads: after
+        a failed write (a full disk) others may still land, after the cleanup.
+        """
+        chunks = ngff.level_chunks(self.chunks, shape)
+        source, target = self.temporary / "0", self.temporary / name
+        target.mkdir()
+        for entry in sorted(p for p in source.iterdir() if p.is_file()):
+            content = entry.read_bytes()
+            if entry.name in (".zarray", "zarr.json"):
+                metadata = json.loads(content)
+                metadata["shape"] = list(shape)
+                if "chunks" in metadata:
+                    metadata["chunks"] = list(chunks)
+                else:
+                    metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(chunks)
+                content = json.dumps(metadata, indent=2).encode()
+            (target / entry.name).write_bytes(content)
+        return zarr.open_array(str(target), mode="r+")
+
+    def _stop_pyramid(self, reason: str) -> None:
+        """Build the pyramid at finalize from the stored level 0 instead of from the writes."""
+        if self._pyramid is not None:
+            self._pyramid.give_up(reason)
+
     # Pickling lets worker processes write regions into the same temporary.
     def __getstate__(self) -> dict[str, Any]:
+        self._stop_pyramid("the writer was pickled (another process may write)")
         state = self.__dict__.copy()
         state.pop("_level0")
+        state["_pyramid"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -542,7 +600,8 @@ class _PyramidWriter:
 
     def _create_level(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
         chunks = ngff.level_chunks(self.chunks, shape)
-        return self.format.create_array(group, name, shape, chunks, self.dtype, self.compression, self.shards)
+        with _naming_os_errors(self.temporary / name):
+            return self.format.create_array(group, name, shape, chunks, self.dtype, self.compression, self.shards)
 
     def _castable(self, block: Any) -> Any:
         """Refuse data whose values the image dtype cannot hold meaningfully (floats into integers)."""
@@ -569,6 +628,16 @@ class _PyramidWriter:
         target = self._level0
         if self._covers_whole_chunks(region):  # whole chunks are replaced: write their files directly
             target = self._direct_target(self._level0, "0")
+        if not isinstance(block, da.Array) and isinstance(target, chunk_writer.ChunkFileWriter):
+            values = np.asarray(block)
+            if integer_axes and 0 < values.ndim < len(region):
+                values = np.expand_dims(values, integer_axes)
+            values = np.broadcast_to(values.astype(self.dtype, copy=False), region_shape)
+            target[region] = values
+            if self._pyramid is not None:
+                self._pyramid.add(region, values)
+            return
+        self._stop_pyramid("a write of part of a chunk, or of a dask array")
         if not isinstance(block, da.Array):
             block = np.asarray(block)
             if integer_axes and 0 < block.ndim < len(region):
@@ -599,8 +668,38 @@ class _PyramidWriter:
 
     def stored_level0(self) -> StoredArray:
         """Level 0 as written so far, for direct chunk-wise reading (see :class:`StoredArray`)."""
-        directory = self.temporary / "0"
-        return StoredArray(self._level0, directory, self.format, _array_metadata(directory))
+        return self._stored_level("0")
+
+    def _stored_level(self, name: str) -> StoredArray:
+        directory = self.temporary / name
+        array = self._level0 if name == "0" else zarr.open_array(str(directory), mode="r")
+        return StoredArray(array, directory, self.format, _array_metadata(directory))
+
+    def _streamed_levels(self, resolution: tuple[float, ...], n_levels: int | None) -> list[_Level] | None:
+        """Levels 1..n_levels as the streamed pyramid stored them (None: build them from level 0).
+
+        Levels it stored beyond ``n_levels`` (all of them if ``n_levels`` is
+        None or it gave up) are removed.
+        """
+        pyramid, self._pyramid = self._pyramid, None
+        if pyramid is None:
+            return None
+        complete = n_levels is not None and pyramid.finish()
+        if n_levels is not None and not complete:
+            logger.debug("%s: pyramid built from the stored level 0 (%s)", self.path, pyramid.failure)
+        keep = min(n_levels, pyramid.n_levels) if complete else 0
+        for index in range(keep + 1, pyramid.n_levels + 1):
+            atomic.remove_path(self.temporary / str(index))
+        if not complete:
+            return None
+        logger.debug("%s: pyramid built while level 0 was written (at most %.0f MB of chunks gathered in part)",
+                     self.path, pyramid.peak_bytes / 2**20)
+        if n_levels > keep:
+            logger.info("%s: stopping the pyramid at level %d: level %d would be < 1 pixel", self.path, keep, keep + 1)
+        factors = (1,) * (len(self.shape) - 2) + (2, 2)
+        return [
+            _Level(None, tuple(r * f**k for r, f in zip(resolution, factors))) for k in range(1, keep + 1)
+        ]
 
     def abort(self) -> None:
         """Delete everything written; the final path is left untouched.
@@ -639,6 +738,7 @@ class _PyramidWriter:
         if self._finalized:
             raise RuntimeError(f"{self.path} is already finalized")
         try:
+            self._streamed_levels(resolution, None)  # levels built otherwise: drop what it stored
             origin = tuple(float(v) for v in (origin or (0.0,) * len(self.shape)))
             linumpy_attrs = json.loads(json.dumps(attributes or {}, default=_jsonable))
             group = zarr.open_group(str(self.temporary), mode="r+", zarr_format=self.format.zarr_format)
@@ -647,11 +747,16 @@ class _PyramidWriter:
                 sources.append(level0)
                 targets.append(self._direct_target(self._level0, "0"))
             for index, level in enumerate(levels, start=1):
+                if level.data is None:  # stored while level 0 was written
+                    continue
                 target = self._create_level(group, str(index), level.data.shape)
                 block = tuple(target.shards or target.chunks)
                 sources.append(level.data.rechunk(block))
                 targets.append(self._direct_target(target, str(index)))
-            coarsest = sources[-1] if sources else self.read()
+            if levels and levels[-1].data is None:
+                coarsest = self._stored_level(str(len(levels))).to_dask()
+            else:
+                coarsest = sources[-1] if sources else self.read()
             stride = max(1, math.ceil((coarsest.size / _OMERO_SAMPLE) ** (1 / coarsest.ndim)))
             sample = coarsest[(slice(None, None, stride),) * coarsest.ndim]
             stored = da.store(sources, targets, lock=False, compute=False)
@@ -709,6 +814,9 @@ class OmeZarrWriter(_PyramidWriter):
     ...     writer.finalize((0.0015, 0.010, 0.010), n_levels=5)  # levels 0-5
     """
 
+    def _streamed_pyramid(self, group: zarr.Group) -> streamed_pyramid.StreamedPyramid | None:
+        return self._lateral_streamed_pyramid(group)
+
     def finalize(
         self,
         resolution: Sequence[float],
@@ -738,7 +846,11 @@ class OmeZarrWriter(_PyramidWriter):
             resolution = _check_resolution(resolution, len(self.shape), self.path)
             if int(n_levels) < 0:
                 raise InputError(f"{self.path}: n_levels must be >= 0, got {n_levels}")
-            levels = lateral_pyramid(level0 if level0 is not None else self.read(), resolution, int(n_levels), self.path)
+            levels = self._streamed_levels(resolution, int(n_levels)) if level0 is None else None
+            if levels is None:
+                levels = lateral_pyramid(
+                    level0 if level0 is not None else self.read(), resolution, int(n_levels), self.path
+                )
         except BaseException:
             self.abort()
             raise

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.prefetch import prefetched, tile_files
+from linumpy.io.streamed_pyramid import morton_order
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
 from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
@@ -275,7 +276,9 @@ def write_mosaic_grid(
 
         # Tiles fill whole chunks of both outputs, so threads never write the same chunk. The
         # files of the tiles taken ahead are read by the kernel while the current tiles are laid out.
-        tiles = prefetched(section.tiles.items(), lambda item: tile_files(item[1].path))
+        # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they are written.
+        ordered = morton_order(section.tiles.items(), lambda item: item[0])
+        tiles = prefetched(ordered, lambda item: tile_files(item[1].path))
         jobs = ordered_map(lay_out, tiles, workers)
         for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
             pass

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
+from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import ordered_map
@@ -369,7 +370,10 @@ def write_fused(
         for r, c in sorted(positions)
     ]
     chunks = (z_slab, min(CHUNK_PX, extent[0]), min(CHUNK_PX, extent[1]))
-    tasks = [(z0, box) for box in _blocks(extent, BLOCK_PX) for z0 in range(0, depth, z_slab)]
+    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
+    # as they are written, and only one slab's chunks wait.
+    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
+    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite) as writer:
