@@ -90,3 +90,28 @@ def test_tiles_placed_beyond_the_stage_uncertainty_go_back_to_the_stage_model():
     assert all((2, 3) not in (p.a, p.b) for p in kept) and len(kept) == len(pairs) - 2
     for tile in tiles:
         assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, step)).max() < 0.5, (tile, positions)
+
+
+def test_a_joint_placement_that_lost_a_pair_no_longer_links_a_group_alone():
+    """A 3 x 5 grid, step 50 px, true positions on the grid. Tile (2, 3) was placed by the joint search
+    from (2, 2) (offset 4 px off) and (1, 3); the solve dropped (1, 3)-(2, 3). The remaining pair is the
+    only link of the group of columns 3-4: kept as strong, it puts the whole group 4 px off (8 x 8
+    harsh seed 3); demoted to weak, it is dropped and the group keeps its stage-model positions."""
+    from linumpy.stitching.estimate import _drop_broken_placements
+    from linumpy.stitching.global_solve import PairOffset, solve_positions
+
+    tiles = [(r, c) for r in range(3) for c in range(5)]
+    step = (50.0, 50.0)
+    pairs = [PairOffset(a, b, (50.0 * (b[0] - a[0]), 50.0 * (b[1] - a[1])), 1.0)
+             for a in tiles for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1))
+             if b in tiles and (a[1] < 3) == (b[1] < 3)]
+    pairs.append(PairOffset((2, 2), (2, 3), (0.0, 54.0), 1.0))
+    placed_by = {((2, 2), (2, 3)): (2, 3), ((1, 3), (2, 3)): (2, 3)}
+    positions, model, kept = solve_positions(tiles, [p for p in pairs if (p.a, p.b) != ((1, 3), (2, 3))], step)
+    assert positions[(0, 4)][1] - positions[(0, 0)][1] > 203  # the group follows the wrong pair
+    unchanged = _drop_broken_placements(tiles, positions, model, kept, {((2, 2), (2, 3)): (2, 3)}, step)
+    assert unchanged[2] == kept  # a placement that kept all its pairs keeps them strong
+    positions, model, kept = _drop_broken_placements(tiles, positions, model, kept, placed_by, step)
+    assert all((2, 3) not in (p.a, p.b) or (p.a[1] >= 3) for p in kept)
+    for tile in tiles:
+        assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, step)).max() < 0.5, (tile, positions)

@@ -162,10 +162,12 @@ def estimate_transform(
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = wider
-    joint = _joint_search(registrations, positions, model, kept, flattened)
+    joint, placed_by = _joint_search(registrations, positions, model, kept, flattened)
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
+        positions, model, kept = _drop_broken_placements(tiles, positions, model, kept, placed_by,
+                                                         tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
@@ -243,23 +245,52 @@ def _joint_search(
     model: StageModel,
     kept: Sequence[PairOffset],
     flattened: Mapping[TileIndex, np.ndarray],
-) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+) -> tuple[dict[tuple[TileIndex, TileIndex], PairRegistration], dict[tuple[TileIndex, TileIndex], TileIndex]]:
     """Pairs of the tiles placed by :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
 
     Each pair's integer offset is refined below a pixel; its significance is
-    that of the joint peak that placed its tile.
+    that of the joint peak that placed its tile. Also returns the tile each
+    pair placed.
     """
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     if not placed:
-        return {}
-    joint = {}
+        return {}, {}
+    joint, placed_by = {}, {}
     with threadpool_limits(limits=1, user_api="blas"):
         for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model):
             for (a, b), offset in placement.offsets.items():
                 refined, sigma = refine_subpixel(flattened[a], flattened[b], offset)
                 joint[(a, b)] = replace(registrations[(a, b)], offset=refined, sigma_px=sigma,
                                         significance=placement.significance)
-    return joint
+                placed_by[(a, b)] = placement.tile
+    return joint, placed_by
+
+
+def _drop_broken_placements(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """Demote to weak the surviving pairs of joint placements that lost a pair in the solve.
+
+    A joint placement is significant only with all of its pairs: when the
+    solve drops some of them as inconsistent, the others no longer have the
+    support of the joint peak, and one left as the only link of a group of
+    tiles (on no loop) would place the whole group by a wrong peak. Such a
+    pair stays only inside a loop, as any weak pair (8 x 8 harsh seed 3: one
+    pair 4.4 px off linked a group of 10 tiles, which ended 5 px off).
+    """
+    kept_ids = {(p.a, p.b) for p in kept}
+    broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
+    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept]
+    if not any(p is not q for p, q in zip(demoted, kept)):
+        return positions, model, kept
+    logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak",
+                sorted(broken))
+    return solve_positions(tiles, demoted, tile_step_px)
 
 
 def _drop_implausible(
