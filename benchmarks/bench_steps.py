@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", type=Path, default=ROOT, help="Checkout whose scripts run [this one].")
     parser.add_argument("--steps", nargs="+", help="Only these steps (their inputs must exist).")
     parser.add_argument("--stack_run", type=Path, help="A finished local run whose normalized slices to stack.")
-    parser.add_argument("--script_args", nargs="*", default=[], help="Extra flags for every step (e.g. --workers 1).")
+    parser.add_argument("--script_args", nargs="*", default=[],
+                        help="Extra flags for every step, each written --script_args=FLAG=VALUE "
+                        "(e.g. --script_args=--workers=1).")
     parser.add_argument("--json", type=Path, help="Write the report here too.")
     parser.add_argument("--compare", type=Path, metavar="WORKDIR",
                         help="Only compare the outputs of --workdir with those of another work folder.")
