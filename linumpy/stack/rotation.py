@@ -89,9 +89,12 @@ class RotationEstimate:
     measured_deg : float
         Angle fitted, before gating.
     std_deg : float
-        Uncertainty of ``measured_deg``: half the difference of the halves' angles.
+        Uncertainty of ``measured_deg``: half the difference of the halves' angles
+        (NaN, written None, when ``measured_deg`` is below :data:`MIN_ANGLE_DEG`: the
+        turn is skipped whatever the halves say, so they are not searched).
     halves_deg : tuple of float
-        The angle fitted on each spatial half of the overlap (independent checks).
+        The angle fitted on each spatial half of the overlap (independent checks; NaN
+        as ``std_deg``).
     ncc, ncc_identity : float
         NCC of the aligned overlap with the rotation applied and without it.
     mode : str
@@ -231,6 +234,9 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     best = max(starts, key=overlap.ncc)
     params, ncc = overlap.refine(best)
     measured = float(params[0])
+    if abs(measured) < MIN_ANGLE_DEG:  # skipped whatever the halves say: their search (half the time) is not run
+        return RotationEstimate(0.0, measured, math.nan, (math.nan, math.nan), identity, identity, "skipped",
+                                f"below the smallest turn applied ({measured:.3f} < {MIN_ANGLE_DEG} degrees)")
     halves = _half_angles(overlap, params)
     std = abs(halves[0] - halves[1]) / 2  # each half holds half the pixels: var(h1 - h2) = 4 var(angle)
     reason = _skip_reason(measured, std, halves, ncc, identity, max_deg)
@@ -259,8 +265,6 @@ def _skip_reason(angle: float, std: float, halves: tuple[float, float], ncc: flo
     """Why the fitted ``angle`` is not applied ('' when it is)."""
     if abs(angle) > max_deg:
         return f"{angle:.2f} degrees is outside the searched range of +-{max_deg:g}"
-    if abs(angle) < MIN_ANGLE_DEG:
-        return f"below the smallest turn applied ({angle:.3f} < {MIN_ANGLE_DEG} degrees)"
     if abs(angle) < SIGNIFICANCE * std:
         return f"not significant ({angle:.3f} degrees, halves {halves[0]:.2f} and {halves[1]:.2f})"
     if abs(halves[0] - halves[1]) > MAX_HALF_DISAGREEMENT_DEG:
