@@ -6,7 +6,8 @@ reused if the work folder holds it) goes through the chain: mosaic grid,
 stitch, axial correction, normalize; optionally the stack of the normalized
 slices of a finished local run (``--stack_run RUN --steps stack_slices``
 measures the stack alone; the slice is then not simulated). Each step runs in a child
-process (its own peak RSS and CPU time); right after it, its **floor** runs in
+process (its own peak RSS and CPU time), its earlier outputs removed first (untimed:
+a pipeline never overwrites, and the floor writes a new array); right after it, its **floor** runs in
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
 dtype, chunks and codec with zarr-python (the values written are the step's
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,6 +60,17 @@ class StepRun:
     output: Path
     arguments: list[str] = field(default_factory=list)
     raw_input: bool = False
+    products: list[str] = field(default_factory=list)  # more names than the output's stem (glob patterns)
+
+    def remove_outputs(self) -> None:
+        """Remove what an earlier run of the step wrote, so that the timed run does not delete it."""
+        stem = self.output.name.removesuffix(".ome.zarr")
+        for pattern in [f"{stem}*", *self.products]:
+            for path in self.output.parent.glob(pattern):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
 
 def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
@@ -167,7 +180,8 @@ def chain(workdir: Path, raw: Path, stack_run: Path | None) -> list[StepRun]:
     axial = workdir / "slice_z00_axial_corr.ome.zarr"
     normalized = workdir / "slice_z00_normalize.ome.zarr"
     steps = [
-        StepRun("mosaic_grid", "linum_create_mosaic_grid_3d.py", [raw], grid, ["--slice", "0"], raw_input=True),
+        StepRun("mosaic_grid", "linum_create_mosaic_grid_3d.py", [raw], grid, ["--slice", "0"], raw_input=True,
+                products=["mosaic_grid_2d_z00*"]),
         StepRun("stitch_3d", "linum_stitch_3d.py", [grid], stitched),
         StepRun("axial_corr", "linum_axial_corr.py", [stitched], axial),
         StepRun("normalize", "linum_normalize.py", [axial], normalized),
@@ -262,6 +276,7 @@ def main() -> None:
         for step in steps:
             command = [str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
                        *step.arguments, *args.script_args, "-f", "-q"]
+            step.remove_outputs()
             result = measure([sys.executable, *command], env)
             floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
                              "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs)]

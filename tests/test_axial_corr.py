@@ -96,6 +96,25 @@ def test_flatten_puts_every_surface_at_the_same_depth():
     assert (flat[:3] == 0).all() and (flat[3] > 0).all()
 
 
+@pytest.mark.parametrize("offset", [-5, 0, 3])
+def test_flatten_by_copies_equals_the_gather(offset):
+    """A few distinct shifts (a surface plane) take whole-range copies; the values are the gather's."""
+    rng = np.random.default_rng(4)
+    volume = rng.random((30, 14, 12), dtype=np.float32)[:, 1:-1, 1:-1]  # a strided view, as in correct_block
+    yy, xx = np.mgrid[:12, :10]
+    plane = offset + (yy // 5 + xx // 4)  # 6 distinct shifts: copies
+    scattered = offset + rng.integers(-12, 12, (12, 10))  # many distinct shifts: one gather
+    for depth in (20, 36):
+        by_copies = surface.flatten_surface(volume, plane, depth, fill=-1.0)
+        k = np.arange(depth)[:, None, None] + plane
+        expected = np.where((k >= 0) & (k < 30), np.take_along_axis(volume, np.clip(k, 0, 29), 0), -1.0)
+        np.testing.assert_array_equal(by_copies, expected)
+        gathered = surface.flatten_surface(volume, scattered, depth, fill=-1.0)
+        k = np.arange(depth)[:, None, None] + scattered
+        expected = np.where((k >= 0) & (k < 30), np.take_along_axis(volume, np.clip(k, 0, 29), 0), -1.0)
+        np.testing.assert_array_equal(gathered, expected)
+
+
 # --- attenuation (Vermeer) -----------------------------------------------------------------
 
 
