@@ -18,6 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,8 +178,8 @@ class ChunkColumnCache:
     once (and binned, see below) and kept in a least-recently-used cache of at
     most ``max(2, budget_bytes / column bytes)`` columns, so overlapping reads
     (halos, blocks smaller than a chunk) do not decode the same chunks again.
-    Memory is bounded by the cache, whatever the slice size. Thread-safe (two
-    threads may occasionally decode the same column). Visit the blocks in the
+    Memory is bounded by the cache, whatever the slice size. Thread-safe: a
+    column another thread is decoding is waited for, not decoded twice. Visit the blocks in the
     order of :meth:`block_group` to make the most of the cache.
 
     Parameters
@@ -214,6 +215,7 @@ class ChunkColumnCache:
         self.capacity = max(2, budget_bytes // max(1, column_bytes))
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._decoding: dict[tuple[int, int], Future] = {}  # columns being decoded, by key
 
     def read(self, region_yx: tuple[slice, slice]) -> np.ndarray:
         """The float32 ``(z, y, x)`` block of ``volume[:, region_yx]`` (slices with explicit bounds)."""
@@ -248,19 +250,38 @@ class ChunkColumnCache:
             if key in self._columns:
                 self._columns.move_to_end(key)
                 return self._columns[key]
+            decoding = self._decoding.get(key)
+            if decoding is None:
+                decoding = self._decoding[key] = Future()
+                owner = True
+            else:
+                owner = False
+        if not owner:  # another thread is decoding it: wait for its result instead of decoding it again
+            return decoding.result()
+        try:
+            column = self._decode(cy, cx)
+        except BaseException as error:
+            with self._lock:
+                del self._decoding[key]
+            decoding.set_exception(error)
+            raise
+        with self._lock:
+            self._columns[key] = column
+            del self._decoding[key]
+            while len(self._columns) > self.capacity:
+                self._columns.popitem(last=False)
+        decoding.set_result(column)
+        return column
+
+    def _decode(self, cy: int, cx: int) -> np.ndarray:
+        """Chunk column ``(cy, cx)``, binned."""
         if self.binned is None:
             (c_y, c_x) = self.source_chunk_yx
             region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
-            column = bin_laterally(read_block(self.volume, region), self.binning)
-        else:
-            (c_y, c_x) = self.chunk_yx
-            region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
-            column = read_block(self.binned, region)
-        with self._lock:
-            self._columns[key] = column
-            while len(self._columns) > self.capacity:
-                self._columns.popitem(last=False)
-        return column
+            return bin_laterally(read_block(self.volume, region), self.binning)
+        (c_y, c_x) = self.chunk_yx
+        region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
+        return read_block(self.binned, region)
 
 
 def read_block(volume: Any, region: tuple[slice, ...]) -> np.ndarray:
