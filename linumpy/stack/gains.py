@@ -94,13 +94,33 @@ def corrected_ratios(
     return out
 
 
-def overlap_ratio(previous: np.ndarray, current: np.ndarray) -> float | None:
-    """``mean(previous) / mean(current)`` over pixels where both overlap planes hold signal.
+#: Tissue of an overlap, for its scalar ratio: A-lines whose mean over the overlap is at least this fraction
+#: of the median over the A-lines with signal.
+RATIO_TISSUE_FRACTION = 0.5
 
-    Both are ``(z, y, x)`` views of the same tissue (same shape). None when
+
+def overlap_ratio(previous: np.ndarray, current: np.ndarray) -> float | None:
+    """``mean(previous) / mean(current)`` over the tissue where both overlap planes hold signal.
+
+    Both are ``(z, y, x)`` views of the same tissue (same shape). Tissue: the
+    A-lines whose mean over ``current`` is at least
+    :data:`RATIO_TISSUE_FRACTION` of the median over those with signal (dim
+    agarose and the tissue's edges, where a lateral gain map moves most, are
+    left out: the volume's intensity is judged on the tissue). None when
     fewer than 64 pixels are common or a mean is not positive.
+
+    Examples
+    --------
+    >>> current = np.ones((2, 16, 16)); current[:, :, :4] = 0.05  # a dim agarose band
+    >>> previous = 0.8 * current; previous[:, :, :4] = 0.2
+    >>> round(overlap_ratio(previous, current), 3)  # the tissue's ratio, not the agarose's
+    0.8
     """
-    both = (previous > 0) & (current > 0)
+    level = current.mean(axis=0)
+    signal = level > 0
+    if not signal.any():
+        return None
+    both = (previous > 0) & (current > 0) & (level >= RATIO_TISSUE_FRACTION * np.median(level[signal]))[None]
     if both.sum() < 64:
         return None
     upper, lower = float(previous[both].mean()), float(current[both].mean())
