@@ -391,7 +391,8 @@ def _below_cut_faces(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, in
     3-6%. The previous slice images that tissue whole; its kept planes reach
     ``blend overlap`` below the cut, so these planes are left to it when the
     overlap is deeper than they are (the first slice, a slice after a gap,
-    and a thinner overlap keep theirs).
+    a thinner overlap, and a slice keeping at most ``2 * TOP_SKIP_PLANES``
+    planes keep theirs).
     """
     out = list(kept)
     for k in range(1, len(slices)):
