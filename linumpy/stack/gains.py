@@ -123,8 +123,12 @@ def overlap_ratio(previous: np.ndarray, current: np.ndarray) -> float | None:
     both = (previous > 0) & (current > 0) & (level >= RATIO_TISSUE_FRACTION * np.median(level[signal]))[None]
     if both.sum() < 64:
         return None
-    upper, lower = float(previous[both].mean()), float(current[both].mean())
-    return upper / lower if upper > 0 and lower > 0 else None
+    planes = []
+    for upper, lower, mask in zip(previous, current, both, strict=True):
+        if mask.sum() >= 16 and (lower_mean := float(lower[mask].mean())) > 0:
+            planes.append(float(upper[mask].mean()) / lower_mean)
+    ratio = float(np.median(planes)) if planes else 0.0
+    return ratio if ratio > 0 else None
 
 
 
