@@ -3,7 +3,8 @@
 Consecutive slices image the same tissue in their overlap: the bottom of
 slice ``k-1`` (below the next cut) is the top of slice ``k``. Their mean
 intensities there should agree; the ratio ``r_k = mean(previous) /
-mean(current)`` measured on the overlap is the *boundary ratio*.
+mean(current)`` measured on the overlap's tissue (:func:`overlap_ratio`) is
+the *boundary ratio*.
 
 Each slice gets a gain ``g_k(t) = exp(a_k + b_k t)`` along its kept depth
 (``t`` = plane / kept planes, 0 at the surface, 1 at the bottom): ``a_k``
