@@ -23,7 +23,7 @@ Sections (``--feature``):
   applied correction) over the tile, the fit's own error, the decisions.
 
 Tuning: galvo on seeds 0-9, the curvature detector on seeds 0-2 and its
-gain gate on seeds 10-12, the interpolation smoothing on seeds 10-13; the
+gain gate on seeds 10-12, the interpolation on seeds 0-2 and 10-12; the
 tables of ``docs/lab-parity.md`` use the seeds after those.
 
 Usage: python benchmarks/bench_lab_parity.py [--feature all] [--seeds 10 11] [--workdir DIR]
