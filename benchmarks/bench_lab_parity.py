@@ -15,7 +15,7 @@ Sections (``--feature``):
   [-5, 5] degrees; per slice the error of the rotation the stack undid, and
   the volume's NCC with the phantom against the same slices unrotated.
 - ``rotation_raw``: ``tiny`` acquisitions whose slices the raw-tile
-  simulator turned (``--slice_rotation``, U(-4, 4) degrees, slice 0
+  simulator turned (``--slice_rotation``, U(-4, 4) degrees by default, slice 0
   unturned) through the whole chain (:func:`matrix_chain.run_case`, every
   step's defaults) under each ``--conditions`` (``baseline``, ``harsh``,
   ...): per case the error of every rotation the stack undid, its modes,
@@ -234,9 +234,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], help="galvo and curvature: presets.")
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=None,
-                        help="curvature: conditions [all]; rotation_raw: [baseline harsh].")
+                        help="curvature: conditions [all]; rotation_raw (not sparse): [baseline harsh].")
     parser.add_argument("--amplitudes", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0],
                         help="curvature: field curvatures, voxels peak to peak over the tile.")
+    parser.add_argument("--slice_rotation", type=float, default=4.0, metavar="MAX_DEG",
+                        help="rotation_raw: slices turned by U(-MAX, MAX) degrees [%(default)s].")
     parser.add_argument("--workdir", help="Scratch folder (default: a temporary one).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,8 +250,10 @@ def main() -> int:
                 extra = {"presets": tuple(args.presets)} if name in ("galvo", "curvature") else {}
                 if name == "curvature":
                     extra.update(conditions=tuple(args.conditions or CONDITIONS), amplitudes=tuple(args.amplitudes))
-                if name == "rotation_raw" and args.conditions:
-                    extra.update(conditions=tuple(args.conditions))
+                if name == "rotation_raw":
+                    extra.update(max_deg=args.slice_rotation)
+                    if args.conditions:
+                        extra.update(conditions=tuple(args.conditions))
                 bench(workdir, args.seeds, **extra)
     return 0
 
