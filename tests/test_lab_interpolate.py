@@ -80,6 +80,6 @@ def test_gap_follows_a_curved_depth_profile_and_stays_in_range():
                         (0, 0, 0))
     below = PlacedSlice(da.from_array(np.broadcast_to(profile(np.arange(14, 22))[:, None, None], (8, 16, 16))),
                         (14, 0, 0))
-    piece = gap_piece(above, below)
+    piece = gap_piece(above, below, n_planes=8)
     assert piece.origin == (8, 0, 0)
     np.testing.assert_allclose(piece.data[:, 8, 8].compute(), profile(np.arange(8, 14)), atol=1e-4)
