@@ -14,6 +14,12 @@ Sections (``--feature``):
   (:mod:`linumpy.simulate.slices`), slices 1-3 turned by random angles in
   [-5, 5] degrees; per slice the error of the rotation the stack undid, and
   the volume's NCC with the phantom against the same slices unrotated.
+- ``rotation_raw``: ``tiny`` acquisitions whose slices the raw-tile
+  simulator turned (``--slice_rotation``, U(-4, 4) degrees by default, slice 0
+  unturned) through the whole chain (:func:`matrix_chain.run_case`, every
+  step's defaults) under each ``--conditions`` (``baseline``, ``harsh``,
+  ...): per case the error of every rotation the stack undid, its modes,
+  and the volume's NCC with the phantom against the unturned twin.
 - ``interpolate``: slice 2 of five removed, its depth filled from its
   neighbours (``interpolate_missing``); NCC with the phantom's true planes at
   10 um and 40 um lateral, and an observed slice's NCC at 10 um for scale.
@@ -23,7 +29,7 @@ Sections (``--feature``):
   applied correction) over the tile, the fit's own error, the decisions.
 
 Tuning: galvo on seeds 0-9, the curvature detector on seeds 0-2 and its
-gain gate on seeds 10-12, the interpolation smoothing on seeds 10-13; the
+gain gate on seeds 10-12, the interpolation on seeds 0-2 and 10-12; the
 tables of ``docs/lab-parity.md`` use the seeds after those.
 
 Usage: python benchmarks/bench_lab_parity.py [--feature all] [--seeds 10 11] [--workdir DIR]
@@ -129,6 +135,30 @@ def bench_rotation(workdir: Path, seeds: list[int]) -> None:
         sys.stdout.flush()
 
 
+def bench_rotation_raw(workdir: Path, seeds: list[int], conditions: tuple[str, ...] = ("baseline", "harsh"),
+                       n_slices: int = 4, max_deg: float = 4.0) -> None:
+    """Print the raw-tile rotation table: angles undone by the chain against the simulator's truth."""
+    from matrix_chain import run_case
+
+    print("| condition | seed | true angles (deg) | undone (deg) | max abs error (deg) | modes | "
+          "volume NCC turned | unturned |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in conditions:
+        for seed in seeds:
+            turned = run_case(workdir / "turned", name, seed, n_slices, slice_rotation_deg=max_deg)
+            plain = run_case(workdir / "plain", name, seed, n_slices)
+            case = workdir / "turned" / f"{name}_s{seed}"
+            truth = json.loads((case / "raw" / "ground_truth" / "truth.json").read_text())["slices"]
+            record = json.loads((case / "volume_shifts.json").read_text())["slices"]
+            true = [entry["rotation_deg"] for entry in truth[1:]]
+            undone = [entry["rotation"]["angle_deg"] for entry in record[1:]]
+            error = max(abs(u + t) for u, t in zip(undone, true))
+            modes = "/".join(entry["rotation"]["mode"] for entry in record[1:])
+            print(f"| {name} | {seed} | {true} | {[round(u, 3) for u in undone]} | {error:.3f} | {modes} | "
+                  f"{turned['ncc']:.4f} | {plain['ncc']:.4f} |")
+            sys.stdout.flush()
+
+
 def _block4(volume: np.ndarray) -> np.ndarray:
     z, y, x = volume.shape
     return volume[:, : y // 4 * 4, : x // 4 * 4].reshape(z, y // 4, 4, x // 4, 4).mean(axis=(2, 4))
@@ -194,8 +224,8 @@ def bench_curvature(workdir: Path, seeds: list[int], presets: tuple[str, ...] = 
                 sys.stdout.flush()
 
 
-FEATURES = {"galvo": bench_galvo, "rotation": bench_rotation, "interpolate": bench_interpolate,
-            "curvature": bench_curvature}
+FEATURES = {"galvo": bench_galvo, "rotation": bench_rotation, "rotation_raw": bench_rotation_raw,
+            "interpolate": bench_interpolate, "curvature": bench_curvature}
 
 
 def main() -> int:
@@ -203,10 +233,12 @@ def main() -> int:
     parser.add_argument("--feature", choices=["all", *FEATURES], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], help="galvo and curvature: presets.")
-    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
-                        help="curvature: conditions.")
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=None,
+                        help="curvature: conditions [all]; rotation_raw (not sparse): [baseline harsh].")
     parser.add_argument("--amplitudes", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0],
                         help="curvature: field curvatures, voxels peak to peak over the tile.")
+    parser.add_argument("--slice_rotation", type=float, default=4.0, metavar="MAX_DEG",
+                        help="rotation_raw: slices turned by U(-MAX, MAX) degrees [%(default)s].")
     parser.add_argument("--workdir", help="Scratch folder (default: a temporary one).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,7 +249,11 @@ def main() -> int:
                 print(f"## {name}")
                 extra = {"presets": tuple(args.presets)} if name in ("galvo", "curvature") else {}
                 if name == "curvature":
-                    extra.update(conditions=tuple(args.conditions), amplitudes=tuple(args.amplitudes))
+                    extra.update(conditions=tuple(args.conditions or CONDITIONS), amplitudes=tuple(args.amplitudes))
+                if name == "rotation_raw":
+                    extra.update(max_deg=args.slice_rotation)
+                    if args.conditions:
+                        extra.update(conditions=tuple(args.conditions))
                 bench(workdir, args.seeds, **extra)
     return 0
 

@@ -10,6 +10,7 @@ with every step's defaults, and scores the result against the truth.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,14 @@ CURVATURE_MODES = ("acquisition", "slice", "off")
 
 
 def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True,
-             curvature: str = "acquisition") -> dict[str, Any]:
-    """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores."""
+             curvature: str = "acquisition", **fields: Any) -> dict[str, Any]:
+    """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores.
+
+    ``fields``: preset fields set on top of the condition (e.g. ``slice_rotation_deg``).
+    """
     case = workdir / f"{condition}_s{seed}"
     acquisition = case / "raw"
-    preset = condition_preset(get_preset("tiny"), condition, n_slices)
+    preset = replace(condition_preset(get_preset("tiny"), condition, n_slices), **fields)
     if not (acquisition / "ground_truth" / "truth.json").exists():
         simulate_acquisition(acquisition, preset, seed=seed, overwrite=True)
     truth = json.loads((acquisition / "ground_truth" / "truth.json").read_text())

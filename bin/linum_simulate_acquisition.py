@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--galvo_shift", type=int, default=0, metavar="MAX_PX",
         help="Move each slice's galvo-return band by a random U{-MAX..MAX} A-lines (0: never) [%(default)s].",
     )
+    parser.add_argument(
+        "--slice_rotation", type=float, default=0.0, metavar="MAX_DEG",
+        help="Turn the sample of each slice after the first about z by a random U(-MAX, MAX) degrees "
+             "(truth.json: rotation_deg per slice; 0: never) [%(default)s].",
+    )
     add_overwrite_argument(parser)
     return parser
 
@@ -31,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     from linumpy.simulate.writer import simulate_acquisition
 
-    preset = get_preset(args.preset, args.n_slices, args.galvo_shift)
+    preset = get_preset(args.preset, args.n_slices, args.galvo_shift, args.slice_rotation)
     simulate_acquisition(args.outdir, preset, args.seed, args.layout, args.overwrite, progress_enabled(args))
 
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow_gaps", action="store_true",
                         help="Fill missing slice ids with zeros instead of failing.")
     parser.add_argument("--interpolate_missing", action="store_true",
-                        help="With gaps: fill a missing slice's depth from its neighbours (distance-weighted, "
+                        help="With gaps: fill a missing slice's depth from its neighbours (a cubic in depth, "
                              "listed as interpolated_slices in the attributes and QC record) instead of zeros.")
     parser.add_argument("--shifts_out", metavar="JSON",
                         help="Placement estimates for QC [<out stem>_shifts.json].")

@@ -25,9 +25,10 @@ def block4(volume: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [100, 101])
 def test_filled_slice_matches_the_true_missing_slice(seed):
-    """Seeds 100+ (tuning looked at 0-2 and 10-13): NCC of the filled depth with the phantom >= 0.8
-    at 40 um and at 10 um (where speckle caps an observed slice near 0.71, and the old guess from
-    the last kept planes scored 0.72-0.79 on seeds 14-17), and better than an observed slice."""
+    """Seeds 100+ (tuning looked at 0-2 and 10-13): NCC of the filled depth with the phantom >= 0.9
+    at 40 um and >= 0.82 at 10 um (where speckle caps an observed slice near 0.71; the depth cubic
+    scores 0.86 here, the earlier line between the two nearest planes 0.84-0.86 and the guess from
+    the last kept planes 0.72-0.79 on seeds 14-17), and better than an observed slice."""
     cut = phantom_slices(seed, [0.0] * 4, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
     kept = [k for k in range(4) if k != MISSING]
     volumes = [SliceVolume(k, [(da.from_array(cut.slices[k], chunks=(16, 64, 64)), (10.0,) * 3)], (0, DEPTH))
@@ -42,8 +43,8 @@ def test_filled_slice_matches_the_true_missing_slice(seed):
     filled = out[z0 + first : z0 + (MISSING + 1) * THICKNESS, y0 : y0 + SIZE, x0 : x0 + SIZE]
     truth = cut.world[first : (MISSING + 1) * THICKNESS, : filled.shape[1], : filled.shape[2]]
     assert filled.min() > 0  # no zero plane left
-    assert normalized_cross_correlation(block4(filled), block4(truth)) >= 0.8
-    assert normalized_cross_correlation(filled, truth) >= 0.8
+    assert normalized_cross_correlation(block4(filled), block4(truth)) >= 0.9
+    assert normalized_cross_correlation(filled, truth) >= 0.82
     observed = cut.slices[0][int(0.1 * THICKNESS) : THICKNESS]
     observed_ncc = normalized_cross_correlation(observed, cut.world[int(0.1 * THICKNESS) : THICKNESS, :SIZE, :SIZE])
     assert normalized_cross_correlation(filled, truth) >= observed_ncc
@@ -64,3 +65,21 @@ def test_stack_files_mark_the_interpolated_slice(tmp_path):
     assert read_omezarr_info(out).attributes["interpolated_slices"] == [1]
     metrics = read_qc_record(tmp_path / "volume_qc.json")["metrics"]
     assert metrics["interpolated_slices"] == [1] and "interpolated" in metrics["excluded_slices"]["1"]
+
+
+def test_gap_follows_a_curved_depth_profile_and_stays_in_range():
+    """A curved (quadratic) depth profile through both neighbours is filled exactly; a line
+    between the two nearest planes would be up to 0.03 off here."""
+    from linumpy.stack.assemble import PlacedSlice
+    from linumpy.stack.interpolate import gap_piece
+
+    def profile(z):
+        return ((z / 20.0) ** 2).astype(np.float32)
+
+    above = PlacedSlice(da.from_array(np.broadcast_to(profile(np.arange(0, 8))[:, None, None], (8, 16, 16))),
+                        (0, 0, 0))
+    below = PlacedSlice(da.from_array(np.broadcast_to(profile(np.arange(14, 22))[:, None, None], (8, 16, 16))),
+                        (14, 0, 0))
+    piece = gap_piece(above, below, n_planes=8)
+    assert piece.origin == (8, 0, 0)
+    np.testing.assert_allclose(piece.data[:, 8, 8].compute(), profile(np.arange(8, 14)), atol=1e-4)

@@ -16,6 +16,13 @@ The cut surface of slice ``k`` sits at tile depth
 coordinates: the tissue is rigid, only the cut changes. ``cut_offset_k`` is 0
 unless the cut thickness varies (``thickness_jitter``): the stage still moves
 by the nominal thickness, the cut removes ``T (1 + U(-j, j))``.
+
+With ``slice_rotation_deg`` the sample of slice ``k >= 1`` is also turned
+about z by ``rotation_deg_k`` about the sample centre ``c`` (slice 0's
+mosaic centre, world frame): the tissue seen at the unturned world point
+``p`` (mosaic minus sample shift) is the phantom's ``R(rotation_deg_k) (p - c) + c``,
+the rotation of :func:`linumpy.stack.rotation.rotate_image`. The speckle
+turns with the tissue; the cut stays on the unturned frame (the vibratome's).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class SliceGeometry:
     bumps: SmoothField
     cut_offset_px: float = 0.0  # true cut depth minus the nominal one (thickness_jitter)
     galvo_shift_px: int = 0
+    rotation_deg: float = 0.0  # the sample turned about z (slice_rotation_deg), see the module docstring
 
 
 class AcquisitionGeometry:
@@ -87,6 +95,8 @@ class AcquisitionGeometry:
         self.slices = []
         jitter = np.random.default_rng([seed, 6]).uniform(-1.0, 1.0, preset.n_slices) * preset.thickness_jitter
         cut_offsets = np.concatenate([[0.0], np.cumsum(jitter[:-1])]) * preset.slice_thickness_px
+        turn = preset.slice_rotation_deg
+        rotations = np.random.default_rng([seed, 8]).uniform(-turn, turn, preset.n_slices) if turn else None
         for k in range(preset.n_slices):
             if k > 0:
                 shift = shift + rng.integers(-preset.slice_shift_px, preset.slice_shift_px + 1, 2)
@@ -99,7 +109,8 @@ class AcquisitionGeometry:
             bumps = SmoothField(np.random.default_rng([seed, 4, k]), 6, [(1.0, 2.0), bump_waves, bump_waves])
             self.slices.append(
                 SliceGeometry(k, k * preset.slice_thickness_px, (int(shift[0]), int(shift[1])), origins, bumps,
-                              float(cut_offsets[k]), 0 if galvo_shifts is None else int(galvo_shifts[k]))
+                              float(cut_offsets[k]), 0 if galvo_shifts is None else int(galvo_shifts[k]),
+                              0.0 if rotations is None or k == 0 else round(float(rotations[k]), 3))
             )
 
     def surface_depth(self, index: int, world_y: np.ndarray, world_x: np.ndarray) -> np.ndarray:
@@ -139,6 +150,27 @@ class AcquisitionGeometry:
             y0 - dy + np.arange(ny),
             x0 - dx + np.arange(nx),
         )
+
+    def turned_world(self, index: int, world_y: np.ndarray, world_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Phantom ``(Y, X)`` of the tissue slice ``index`` shows at the unturned world box ``(ny, nx)`` (float64).
+
+        The identity (broadcast) when the slice is not turned.
+        """
+        y = np.asarray(world_y, np.float64)[:, None] - self.center_px[0]
+        x = np.asarray(world_x, np.float64)[None, :] - self.center_px[1]
+        theta = np.radians(self.slices[index].rotation_deg)
+        return (np.cos(theta) * y - np.sin(theta) * x + self.center_px[0],
+                np.sin(theta) * y + np.cos(theta) * x + self.center_px[1])
+
+    def unturned_world(self, index: int, point: tuple[float, float]) -> tuple[float, float]:
+        """The unturned world ``(Y, X)`` where slice ``index`` shows the phantom point ``point`` (inverse of
+        :meth:`turned_world`)."""
+        if not self.slices[index].rotation_deg:
+            return point
+        y, x = point[0] - self.center_px[0], point[1] - self.center_px[1]
+        theta = np.radians(self.slices[index].rotation_deg)
+        return (float(np.cos(theta) * y + np.sin(theta) * x + self.center_px[0]),
+                float(-np.sin(theta) * y + np.cos(theta) * x + self.center_px[1]))
 
     def motor_position_mm(self, index: int, row: int, col: int) -> dict[str, float]:
         """Recorded (nominal) stage position of a tile: the grid step, no error."""

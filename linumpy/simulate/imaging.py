@@ -13,17 +13,21 @@ the axial voxel size, the factor 2 the round trip of the light, ``F`` the
 focus profile (Gaussian, or Lorentzian for ``focus_model="lorentzian"``),
 ``V`` the vignetting, ``S`` multiplicative speckle
 anchored to world voxels (so it is the same in overlapping tiles and
-slices). See ``docs/simulator.md``.
+slices). A turned slice (``slice_rotation_deg``) sees the phantom evaluated
+on the world grid around the tile and resampled bilinearly at the turned
+points, and the speckle of the nearest world voxel (it turns with the
+tissue); its cut stays on the unturned grid. See ``docs/simulator.md``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from linumpy.mosaic.curvature import quadratic_map, shift_alines
 from linumpy.simulate.fields import hash_coordinates, uniform_from_hash
 from linumpy.simulate.geometry import AcquisitionGeometry
-from linumpy.simulate.phantom import Phantom
+from linumpy.simulate.phantom import Phantom, PhantomBox
 from linumpy.simulate.presets import Preset
 
 #: Independent hash streams of the seed.
@@ -88,20 +92,61 @@ def tile_signal(
     """The noise-free recorded intensity of one tile, float32 ``(z, y, x)``."""
     preset = geometry.preset
     z, y, x = geometry.tile_world_axes(index, row, col)
-    box = phantom.evaluate(z, y, x)
+    box = slice_phantom(phantom, geometry, index, z, y, x)
     depth = np.arange(preset.tile_shape[0], dtype=np.float32)[:, None, None]
     cut = geometry.surface_depth(index, y, x)
     present = depth >= cut[None]
     gain = vignetting(preset.tile_shape[1:], preset.vignetting)[None] * focus_profile(
         preset.tile_shape[0], preset.focus_px, preset.focus_sigma_px, preset.focus_model
     )[:, None, None]
-    signal = box.reflectivity * speckle(seed, z, y, x)
+    signal = box.reflectivity * slice_speckle(seed, geometry, index, z, y, x)
     signal *= transmission(box.attenuation_per_mm, present, preset.axial_resolution_um)
     signal *= gain
     signal = np.where(present, signal, 0.0).astype(np.float32)
     if preset.field_curvature_px:
         signal = shift_alines(signal, field_curvature_map(preset))
     return signal
+
+
+def _covering_box(turned: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer world axes around some turned points, and the points in that box's pixels ``(2, ny, nx)``."""
+    axes = [np.arange(np.floor(a.min()) - 1, np.ceil(a.max()) + 2) for a in turned]
+    return axes[0], axes[1], np.stack([a - axis[0] for a, axis in zip(turned, axes)])
+
+
+def _resample(volume: np.ndarray, points: np.ndarray, order: int) -> np.ndarray:
+    """Every plane of ``volume`` at ``points`` ``(2, ny, nx)`` (spline ``order``)."""
+    return np.stack([ndimage.map_coordinates(plane, points, order=order, mode="nearest") for plane in volume])
+
+
+def slice_phantom(phantom: Phantom, geometry: AcquisitionGeometry, index: int,
+                  z: np.ndarray, y: np.ndarray, x: np.ndarray) -> PhantomBox:
+    """The phantom as slice ``index`` shows it on the unturned world box ``(z, y, x)``.
+
+    Unturned slices: :meth:`Phantom.evaluate`. A turned slice: the phantom
+    on the integer world box around the turned points
+    (:meth:`AcquisitionGeometry.turned_world`), resampled there (bilinear;
+    labels nearest).
+    """
+    if not geometry.slices[index].rotation_deg:
+        return phantom.evaluate(z, y, x)
+    box_y, box_x, points = _covering_box(geometry.turned_world(index, y, x))
+    box = phantom.evaluate(z, box_y, box_x)
+    return PhantomBox(_resample(box.reflectivity, points, 1), _resample(box.attenuation_per_mm, points, 1),
+                      _resample(box.label, points, 0))
+
+
+def slice_speckle(seed: int, geometry: AcquisitionGeometry, index: int,
+                  z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The speckle slice ``index`` shows on the unturned world box: that of the nearest turned world voxel.
+
+    Anchored to the tissue, so a turned slice's speckle turns with it (not the
+    unturned grid's, which would pin the next slice's overlap to no turn at all).
+    """
+    if not geometry.slices[index].rotation_deg:
+        return speckle(seed, z, y, x)
+    box_y, box_x, points = _covering_box(geometry.turned_world(index, y, x))
+    return _resample(speckle(seed, z, box_y, box_x), points, 0)
 
 
 def field_curvature_map(preset: Preset) -> np.ndarray:
@@ -136,5 +181,8 @@ def tile_noise_rng(seed: int, index: int, row: int, col: int) -> np.random.Gener
 def tissue_fraction(phantom: Phantom, geometry: AcquisitionGeometry, index: int, row: int, col: int) -> float:
     """Fraction of a tile's footprint inside the sample, 20 samples below the surface offset."""
     z, y, x = geometry.tile_world_axes(index, row, col)
-    depth = z[0] + min(len(z) - 1, int(geometry.preset.surface_offset_px) + 20)
-    return float(phantom.sample_mask(np.array([depth]), y, x).mean())
+    depth = np.array([z[0] + min(len(z) - 1, int(geometry.preset.surface_offset_px) + 20)])
+    if not geometry.slices[index].rotation_deg:
+        return float(phantom.sample_mask(depth, y, x).mean())
+    box_y, box_x, points = _covering_box(geometry.turned_world(index, y, x))
+    return float(_resample(phantom.sample_mask(depth, box_y, box_x).view(np.uint8), points, 0).mean())

@@ -52,6 +52,7 @@ class Preset:
     cavity_radius_um: float = 0.0  # a cavity (agarose-filled) opening at slice 1's cut face
     galvo_shift_px: int = 0  # galvo-return band start = nx + U{-g..g} per slice (0: always nominal)
     field_curvature_px: float = 0.0  # A-lines sit c * (u^2 + v^2) / 2 deeper, u, v in [-1, 1] across the tile
+    slice_rotation_deg: float = 0.0  # slice k >= 1 shows the sample turned about z by U(-r, r) degrees
 
     def conditions(self) -> dict[str, object]:
         """The test-matrix conditions that differ from their defaults (empty for the standard presets)."""
@@ -92,13 +93,19 @@ PRESETS = {
 }
 
 
-def get_preset(name: str, n_slices: int | None = None, galvo_shift_px: int = 0) -> Preset:
-    """Return a preset by name, optionally with another number of slices or a drifting galvo band.
+#: Largest slice rotation the simulator accepts (degrees).
+MAX_SLICE_ROTATION_DEG = 45.0
+
+
+def get_preset(name: str, n_slices: int | None = None, galvo_shift_px: int = 0,
+               slice_rotation_deg: float = 0.0) -> Preset:
+    """Return a preset by name, optionally with another number of slices, a drifting galvo band or turned slices.
 
     Raises
     ------
     InputError
-        For an unknown name, a number of slices below 1 or a band shift outside ``[0, nx / 2)``.
+        For an unknown name, a number of slices below 1, a band shift outside ``[0, nx / 2)``
+        or a slice rotation outside ``[0, MAX_SLICE_ROTATION_DEG]``.
     """
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -111,4 +118,9 @@ def get_preset(name: str, n_slices: int | None = None, galvo_shift_px: int = 0) 
         if not 0 < galvo_shift_px < preset.tile_shape[2] // 2:
             raise InputError(f"--galvo_shift must be in [0, {preset.tile_shape[2] // 2}), got {galvo_shift_px}")
         preset = replace(preset, galvo_shift_px=galvo_shift_px)
+    if slice_rotation_deg:
+        if not 0 < slice_rotation_deg <= MAX_SLICE_ROTATION_DEG:
+            raise InputError(f"--slice_rotation must be in [0, {MAX_SLICE_ROTATION_DEG:g}] degrees, "
+                             f"got {slice_rotation_deg:g}")
+        preset = replace(preset, slice_rotation_deg=float(slice_rotation_deg))
     return preset

@@ -4,8 +4,9 @@ For the stack's rotation refinement and slice interpolation, which work on
 processed slices: slice ``k`` holds world planes ``[k * thickness, k *
 thickness + depth)`` of the phantom's reflectivity, turned by ``angles_deg[k]``
 about the lateral centre (:func:`linumpy.stack.rotation.rotate_image`; the
-corners that leave the field are zero, like agarose). The raw-tile simulator
-does not rotate slices; this is the ground truth for the steps after it.
+corners that leave the field are zero, like agarose). A quick ground truth
+for the steps after normalisation; the raw-tile simulator turns slices too
+(``slice_rotation_deg``), through the whole chain.
 
 Examples
 --------

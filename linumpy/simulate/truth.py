@@ -82,6 +82,8 @@ def build_truth(phantom: Phantom, geometry: AcquisitionGeometry, seed: int, layo
         truth["conditions"] = {k: list(v) if isinstance(v, tuple) else v for k, v in conditions.items()}
         for entry, slice_geometry in zip(truth["slices"], geometry.slices):
             entry["cut_depth_px"] = round(slice_geometry.world_z_offset_px + slice_geometry.cut_offset_px, 4)
+    if preset.slice_rotation_deg:  # each slice's rotation_deg is about this point
+        truth["rotation_centre_world_px"] = list(geometry.center_px)
     return truth
 
 
@@ -100,6 +102,8 @@ def _slice_truth(phantom: Phantom, geometry: AcquisitionGeometry, index: int) ->
     galvo = {"galvo_shift_px": sg.galvo_shift_px} if preset.galvo_shift_px else {}
     if preset.field_curvature_px:
         galvo["field_curvature_px"] = preset.field_curvature_px
+    if preset.slice_rotation_deg:
+        galvo["rotation_deg"] = sg.rotation_deg
     return galvo | {
         "slice_id": sg.slice_id,
         "world_z_offset_px": sg.world_z_offset_px,
@@ -126,8 +130,9 @@ def _homogeneous_region(phantom: Phantom, geometry: AcquisitionGeometry, index: 
     tissue = next(c for c in TISSUE_CLASSES if c.label == column.label)
     sg = geometry.slices[index]
     half = int(math.floor(column.radius_px / math.sqrt(2))) - 1
-    cy = int(round(column.center_px[0])) + sg.sample_shift_px[0]
-    cx = int(round(column.center_px[1])) + sg.sample_shift_px[1]
+    centre = geometry.unturned_world(index, column.center_px)  # the column turns with the sample
+    cy = int(round(centre[0])) + sg.sample_shift_px[0]
+    cx = int(round(centre[1])) + sg.sample_shift_px[1]
     box = [cy - half, cy + half + 1, cx - half, cx + half + 1]
     world_y = np.arange(box[0], box[1]) - sg.sample_shift_px[0]
     world_x = np.arange(box[2], box[3]) - sg.sample_shift_px[1]

@@ -28,7 +28,7 @@ from linumpy.stack.gains import (
     log_ratio_map,
     overlap_ratio,
 )
-from linumpy.stack.interpolate import EDGE_PLANES, interpolate_gaps
+from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
@@ -303,7 +303,7 @@ def plan_stack(
     if parameters.interpolate_missing:
         deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
                    if k + 1 < len(ids) and ids[k + 1] - ids[k] > 1 else None for k, s in enumerate(slices)]
-        placed, record["interpolated_slices"] = interpolate_gaps(ids, placed, deepest)
+        placed, record["interpolated_slices"] = interpolate_gaps(ids, placed, deepest, resolution_um)
     return StackPlan(placed, shape, resolution_um, record)
 
 
@@ -455,7 +455,7 @@ def _relative_depths(n_out: int, planes: tuple[int, int], scale: float, padding:
 
 def _deepest_planes(volume: SliceVolume, origin_um: np.ndarray, resolution_um: float, log_gain: float,
                     grid_start: Sequence[int]) -> PlacedSlice:
-    """The slice's deepest useful planes (about ``EDGE_PLANES + 1`` output voxels) at their place in the output grid.
+    """The slice's deepest useful planes (about ``edge_planes + 1`` output voxels) at their place in the output grid.
 
     The top anchor of the interpolation of a gap below the slice
     (:mod:`linumpy.stack.interpolate`): real tissue nearer the gap than the
@@ -465,7 +465,7 @@ def _deepest_planes(volume: SliceVolume, origin_um: np.ndarray, resolution_um: f
     """
     _, source_um = volume.level_for_resolution(resolution_um)
     start, stop = volume.useful_range
-    first = max(start, stop - int(math.ceil((EDGE_PLANES + 1) * resolution_um / source_um[0])))
+    first = max(start, stop - int(math.ceil((edge_planes(resolution_um) + 1) * resolution_um / source_um[0])))
     origin = np.asarray(origin_um, float) + [(first - start) * source_um[0], 0.0, 0.0]
     piece = _place_on_grid(volume, (first, stop), origin, resolution_um, (log_gain, 0.0))
     return replace(piece, origin=tuple(o - s for o, s in zip(piece.origin, grid_start, strict=True)))
