@@ -53,7 +53,8 @@ LOGGER = logging.getLogger(__name__)
 
 #: Largest rotation searched by :func:`estimate_rotation` unless told otherwise, degrees.
 DEFAULT_MAX_ROTATION_DEG = 5.0
-#: Width of the images the rotation is estimated on (pixels, at most twice this).
+#: Largest width of the images the rotation is estimated on (pixels): the coarsest pyramid level at
+#: least half this wide, block-averaged to at most this.
 ROTATION_SIZE = 256
 #: Angle step of the coarse search (degrees); the fine search starts from its best angle.
 COARSE_STEP_DEG = 0.5
@@ -145,13 +146,27 @@ def rotate_image(image: np.ndarray, angle_deg: float, order: int = 1) -> np.ndar
     return ndimage.affine_transform(image, matrix, offset, order=order, mode="constant", cval=0.0)
 
 
-def _turned_params(image: np.ndarray, params: Sequence[float]) -> np.ndarray:
-    """``image`` turned by ``params[0]`` degrees about its centre, then shifted by ``params[1:]`` pixels (bilinear)."""
+def _motion(shape: Sequence[int], params: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(matrix, offset)`` for :func:`scipy.ndimage.affine_transform`: turn an image of ``shape`` by
+    ``params[0]`` degrees about its centre, then shift it by ``params[1:]`` pixels."""
     theta = math.radians(params[0])
     matrix = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    centre = (np.asarray(image.shape, float) - 1) / 2
-    offset = centre - matrix @ (centre + np.asarray(params[1:], float))
-    return ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=0.0)
+    centre = (np.asarray(shape, float) - 1) / 2
+    return matrix, centre - matrix @ (centre + np.asarray(params[1:], float))
+
+
+def _turned_params(image: np.ndarray, params: Sequence[float], box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """``image`` turned by ``params[0]`` degrees about its centre, then shifted by ``params[1:]`` pixels
+    (bilinear); only the output pixels in ``box`` (rows, columns; default all)."""
+    matrix, offset = _motion(image.shape, params)
+    box = _whole(image.shape) if box is None else box
+    origin = np.array([part.start for part in box], float)
+    return ndimage.affine_transform(image, matrix, offset + matrix @ origin, order=1, mode="constant", cval=0.0,
+                                    output_shape=tuple(part.stop - part.start for part in box))
+
+
+def _whole(shape: Sequence[int]) -> tuple[slice, slice]:
+    return slice(0, shape[0]), slice(0, shape[1])
 
 
 #: First simplex of the fine search: steps in angle (degrees), y and x (pixels).
@@ -165,34 +180,52 @@ class _Overlap:
         self.reference, self.moving = reference, moving
         self.valid_ref = reference != 0
         self.valid_mov = (moving != 0).astype(np.float32)
+        # data everywhere in the moving image (the usual case): its turned footprint is computed, not resampled
+        self.whole = bool(self.valid_mov.all())
+        self.rows = np.arange(moving.shape[0], dtype=float)[:, None]
+        self.columns = np.arange(moving.shape[1], dtype=float)[None, :]
 
-    def ncc(self, params: Sequence[float], mask: np.ndarray | None = None) -> float:
-        """NCC over the common valid area once ``moving`` is turned and shifted by ``params``
-        (``(angle_deg, dy, dx)``); 0 when less than a tenth of the image is common."""
-        common = (_turned_params(self.valid_mov, params) > 0.99) & self.valid_ref
-        if mask is not None:
-            common &= mask
-        if common.sum() < 0.1 * common.size:
+    def footprint(self, params: Sequence[float], box: tuple[slice, slice]) -> np.ndarray:
+        """Where the moving image, turned and shifted by ``params``, holds data (all four bilinear
+        neighbours), over the output pixels in ``box``."""
+        if not self.whole:
+            return _turned_params(self.valid_mov, params, box) > 0.99
+        matrix, offset = _motion(self.moving.shape, params)
+        rows, columns = self.rows[box[0]], self.columns[:, box[1]]
+        inside = np.ones((rows.size, columns.size), bool)
+        for axis, size in enumerate(self.moving.shape):
+            source = matrix[axis, 0] * rows + matrix[axis, 1] * columns + offset[axis]
+            inside &= (source >= 0) & (source <= size - 1)
+        return inside
+
+    def ncc(self, params: Sequence[float], box: tuple[slice, slice] | None = None) -> float:
+        """NCC over the common valid area (in ``box``, default everywhere) once ``moving`` is turned and
+        shifted by ``params`` (``(angle_deg, dy, dx)``); 0 when less than a tenth of the image is common."""
+        box = _whole(self.reference.shape) if box is None else box
+        common = self.footprint(params, box) & self.valid_ref[box]
+        if common.sum() < 0.1 * self.reference.size:
             return 0.0
-        return normalized_cross_correlation(self.reference[common], _turned_params(self.moving, params)[common])
+        turned = _turned_params(self.moving, params, box)
+        return normalized_cross_correlation(self.reference[box][common], turned[common])
 
     def start(self, angle_deg: float) -> tuple[float, float, float]:
         """``(angle, dy, dx)``: the whole-pixel shift (phase correlation) of ``moving`` turned by ``angle_deg``."""
         turned = rotate_image(self.moving, angle_deg)
-        turned = np.where(rotate_image(self.valid_mov, angle_deg) > 0.99, turned, 0.0)
+        turned = np.where(self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape)), turned, 0.0)
         shift, _, _ = phase_cross_correlation(self.reference, turned, normalization=None)
         return (float(angle_deg), float(shift[0]), float(shift[1]))
 
-    def refine(self, params: Sequence[float], mask: np.ndarray | None = None,
+    def refine(self, params: Sequence[float], box: tuple[slice, slice] | None = None,
                fixed_angle: bool = False) -> tuple[np.ndarray, float]:
-        """Maximise the NCC from ``params`` (Nelder-Mead; the angle kept with ``fixed_angle``); ``(params, NCC)``."""
+        """Maximise the NCC (over ``box``) from ``params`` (Nelder-Mead; the angle kept with ``fixed_angle``);
+        ``(params, NCC)``."""
         params = np.asarray(params, float)
         free = slice(1, 3) if fixed_angle else slice(0, 3)
 
         def cost(p: np.ndarray) -> float:
             trial = params.copy()
             trial[free] = p
-            return -self.ncc(trial, mask)
+            return -self.ncc(trial, box)
 
         steps = np.array(_SIMPLEX_STEPS)[free]
         simplex = params[free] + np.vstack([np.zeros(len(steps)), np.diag(steps)])
@@ -254,9 +287,12 @@ def _half_angles(overlap: _Overlap, params: np.ndarray) -> tuple[float, float]:
     index = np.indices(overlap.reference.shape)
     pairs = []
     for axis in (0, 1):
-        middle = float(np.median(index[axis][overlap.valid_ref]))
-        halves = (index[axis] < middle, index[axis] >= middle)
-        pairs.append(tuple(float(overlap.refine(params, half)[0][0]) for half in halves))
+        # the first pixel of the second half (each half at least one pixel)
+        middle = math.ceil(float(np.median(index[axis][overlap.valid_ref])))
+        middle = min(max(middle, 1), overlap.reference.shape[axis] - 1)
+        halves = [list(_whole(overlap.reference.shape)) for _ in range(2)]
+        halves[0][axis], halves[1][axis] = slice(0, middle), slice(middle, overlap.reference.shape[axis])
+        pairs.append(tuple(float(overlap.refine(params, tuple(half))[0][0]) for half in halves))
     return max(pairs, key=lambda pair: abs(pair[0] - pair[1]))
 
 
@@ -328,9 +364,10 @@ def _overlap_image(data: da.Array, planes: tuple[int, int], factor: int) -> np.n
 
 
 def _common_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    shape = tuple(max(m, n) for m, n in zip(a.shape, b.shape))
-    return (np.pad(a, [(0, s - n) for s, n in zip(shape, a.shape)]),
-            np.pad(b, [(0, s - n) for s, n in zip(shape, b.shape)]))
+    """Both images cut to the shape they share (same first pixel): no zero padding, so the moving
+    image's footprint is a rectangle (:meth:`_Overlap.footprint`)."""
+    shape = tuple(min(m, n) for m, n in zip(a.shape, b.shape))
+    return a[: shape[0], : shape[1]], b[: shape[0], : shape[1]]
 
 
 def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float, min_confidence: float,
@@ -368,10 +405,11 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
 
 
 def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confidence: float) -> RotationEstimate:
-    level = max(set(previous.widest_levels(ROTATION_SIZE)) & set(current.widest_levels(ROTATION_SIZE)))
+    size = ROTATION_SIZE // 2
+    level = max(set(previous.widest_levels(size)) & set(current.widest_levels(size)))
     previous_data, source_um = previous.levels[level]
     current_data, _ = current.levels[level]
-    factor = max(1, max(previous_data.shape[1:]) // ROTATION_SIZE)
+    factor = max(1, math.ceil(max(previous_data.shape[1:]) / ROTATION_SIZE))
     expected = int(round(step_um / source_um[0]))
     p0, p1 = previous.useful_range
     c0, c1 = current.useful_range
