@@ -40,7 +40,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-import dask
 import dask.array as da
 import numpy as np
 from scipy import ndimage, optimize
@@ -48,6 +47,7 @@ from skimage.registration import phase_cross_correlation
 
 from linumpy.resample import block_mean
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
+from linumpy.stack.windows import depth_chunks, windowed_blocks
 
 LOGGER = logging.getLogger(__name__)
 
@@ -313,39 +313,34 @@ def _skip_reason(angle: float, std: float, halves: tuple[float, float], ncc: flo
 def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) -> da.Array:
     """Turn every plane of a ``(z, y, x)`` dask array by ``angle_deg`` about ``centre_yx`` (pixels).
 
-    Same shape and chunks; each output block reads only the source window
-    its rotated footprint needs (plus a margin), so memory stays per chunk.
+    Same shape and lateral chunks (depth blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK`
+    planes); each output block reads only the source window its rotated footprint needs (plus a
+    margin), so memory stays per chunk.
     """
     if angle_deg == 0:
         return data
     _, ny, nx = data.shape
-    blocks = []
-    z_edges, y_edges, x_edges = (np.cumsum((0, *c)) for c in data.chunks)
-    for z0, z1 in zip(z_edges[:-1], z_edges[1:]):
-        rows = []
-        for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
-            row = []
-            for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
-                row.append(_rotated_block(data, angle_deg, centre_yx, (z0, z1), (y0, y1), (x0, x1), (ny, nx)))
-            rows.append(row)
-        blocks.append(rows)
-    return da.block(blocks)
+    matrix, _ = rotation_transform(angle_deg, centre_yx)
 
+    def window(region: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        zs, (y0, y1), (x0, x1) = region
+        corners = np.array([[y, x] for y in (y0, y1 - 1) for x in (x0, x1 - 1)], float)
+        source = (matrix @ (corners - np.asarray(centre_yx)).T).T + np.asarray(centre_yx)
+        low = np.maximum(np.floor(source.min(axis=0)).astype(int) - WINDOW_MARGIN, 0)
+        high = np.minimum(np.ceil(source.max(axis=0)).astype(int) + WINDOW_MARGIN + 1, (ny, nx))
+        # a footprint outside the plane still reads one pixel (turned to zeros)
+        low = np.minimum(low, (ny - 1, nx - 1))
+        high = np.maximum(high, low + 1)
+        return zs, (int(low[0]), int(high[0])), (int(low[1]), int(high[1]))
 
-def _rotated_block(data: da.Array, angle_deg: float, centre: Sequence[float], zs: tuple[int, int],
-                   ys: tuple[int, int], xs: tuple[int, int], size: tuple[int, int]) -> da.Array:
-    matrix, _ = rotation_transform(angle_deg, centre)
-    corners = np.array([[y, x] for y in (ys[0], ys[1] - 1) for x in (xs[0], xs[1] - 1)], float)
-    source = (matrix @ (corners - np.asarray(centre)).T).T + np.asarray(centre)
-    low = np.maximum(np.floor(source.min(axis=0)).astype(int) - WINDOW_MARGIN, 0)
-    high = np.minimum(np.ceil(source.max(axis=0)).astype(int) + WINDOW_MARGIN + 1, size)
-    shape = (zs[1] - zs[0], ys[1] - ys[0], xs[1] - xs[0])
-    if np.any(high <= low):
-        return da.zeros(shape, dtype=data.dtype, chunks=shape)
-    window = data[zs[0]:zs[1], low[0]:high[0], low[1]:high[1]]
-    _, offset = rotation_transform(angle_deg, centre, (ys[0], xs[0]), low)
-    block = dask.delayed(_turn_planes)(window, matrix, offset, shape[1:])
-    return da.from_delayed(block, shape, dtype=data.dtype)
+    def turn(values: np.ndarray, region: tuple[tuple[int, int], ...], bounds: tuple[tuple[int, int], ...],
+             ) -> np.ndarray:
+        _, (y0, y1), (x0, x1) = region
+        _, offset = rotation_transform(angle_deg, centre_yx, (y0, x0), (bounds[1][0], bounds[2][0]))
+        return _turn_planes(values, matrix, offset, (y1 - y0, x1 - x0))
+
+    chunks = (depth_chunks(data.shape[0]), data.chunks[1], data.chunks[2])
+    return windowed_blocks(data, chunks, window, turn, "rotate")
 
 
 def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
