@@ -121,9 +121,7 @@ def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
 
 
 def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int, nz: int) -> np.ndarray:
-    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), plane by plane."""
-    out = np.empty((z1 - z0, *shift.shape), window.dtype)
-    for j, z in enumerate(range(z0, z1)):
-        index = np.clip(np.clip(z + shift, 0, nz - 1) - start, 0, window.shape[0] - 1)
-        out[j] = np.take_along_axis(window, index[None], axis=0)[0]
-    return out
+    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), in one gather."""
+    planes = np.arange(z0, z1)[:, None, None]
+    index = np.clip(np.clip(planes + shift[None], 0, nz - 1) - start, 0, window.shape[0] - 1)
+    return np.take_along_axis(window, index, axis=0)
