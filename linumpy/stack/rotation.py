@@ -73,6 +73,11 @@ SMOOTHING_PX = 0.7
 BACKGROUND_RADIUS_PX = 4
 #: Planes averaged from the top of a slice (and around the depth step of the previous one).
 ROTATION_PLANES = 16
+#: Spline order of the moving image in the fine search. Bilinear resampling blurs it the more the further
+#: a pixel falls from the grid, which favours no turn: true turns of 0.16-0.48 degree measured 55-75% of
+#: their size (0.25 skipped at 0.14) and unrotated pairs -0.12 to +0.11; cubic: 0.16-0.48 measured 0.16-0.44,
+#: unrotated -0.09 to +0.07 (chain ``harsh``/``tilted`` seeds 0-2, benchmarks/bench_rotation_chain.py).
+SEARCH_ORDER = 3
 #: Spline order of the de-rotation of the slices (cubic: less blur than bilinear).
 RESAMPLING_ORDER = 3
 #: Source pixels read around a block's rotated footprint (the cubic spline's reach decays as 0.27^n).
@@ -155,13 +160,14 @@ def _motion(shape: Sequence[int], params: Sequence[float]) -> tuple[np.ndarray, 
     return matrix, centre - matrix @ (centre + np.asarray(params[1:], float))
 
 
-def _turned_params(image: np.ndarray, params: Sequence[float], box: tuple[slice, slice] | None = None) -> np.ndarray:
+def _turned_params(image: np.ndarray, params: Sequence[float], box: tuple[slice, slice] | None = None,
+                   order: int = 1) -> np.ndarray:
     """``image`` turned by ``params[0]`` degrees about its centre, then shifted by ``params[1:]`` pixels
-    (bilinear); only the output pixels in ``box`` (rows, columns; default all)."""
+    (spline ``order``); only the output pixels in ``box`` (rows, columns; default all)."""
     matrix, offset = _motion(image.shape, params)
     box = _whole(image.shape) if box is None else box
     origin = np.array([part.start for part in box], float)
-    return ndimage.affine_transform(image, matrix, offset + matrix @ origin, order=1, mode="constant", cval=0.0,
+    return ndimage.affine_transform(image, matrix, offset + matrix @ origin, order=order, mode="constant", cval=0.0,
                                     output_shape=tuple(part.stop - part.start for part in box))
 
 
@@ -205,7 +211,7 @@ class _Overlap:
         common = self.footprint(params, box) & self.valid_ref[box]
         if common.sum() < 0.1 * self.reference.size:
             return 0.0
-        turned = _turned_params(self.moving, params, box)
+        turned = _turned_params(self.moving, params, box, SEARCH_ORDER)
         return normalized_cross_correlation(self.reference[box][common], turned[common])
 
     def start(self, angle_deg: float) -> tuple[float, float, float]:
