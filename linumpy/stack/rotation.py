@@ -13,7 +13,8 @@ step (the overlap), both lightly smoothed with their lateral background
 removed (fine texture pins the angle). Coarse to fine: the NCC of the whole
 overlap over a :data:`COARSE_STEP_DEG` grid of angles (whole-pixel shift by
 phase correlation at each), then the angle and sub-pixel shift maximising
-it (Powell), from the best grid point. The same fine search on each spatial
+it (Nelder-Mead, the moving image resampled with a cubic spline), from the
+best grid point. The same fine search on each spatial
 half of the overlap (split across y, and across x) gives two independent
 angles; half their larger difference is the estimate's uncertainty. Gating (``mode``):
 
