@@ -5,8 +5,11 @@ One slice of a preset (``large`` by default; simulated tile by tile and
 reused if the work folder holds it) goes through the chain: mosaic grid,
 stitch, axial correction, normalize; optionally the stack of the normalized
 slices of a finished local run (``--stack_run RUN --steps stack_slices``
-measures the stack alone; the slice is then not simulated). Each step runs in a child
-process (its own peak RSS and CPU time); right after it, its **floor** runs in
+measures the stack alone; the slice is then not simulated). As in the pipelines, the
+mosaic grid applies the acquisition's field-curvature decision, estimated once before
+the runs (untimed; ``--per_slice_curvature``: the mosaic grid estimates it itself). Each step runs in a child
+process (its own peak RSS and CPU time), its earlier outputs removed first (untimed:
+a pipeline never overwrites, and the floor writes a new array); right after it, its **floor** runs in
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
 dtype, chunks and codec with zarr-python (the values written are the step's
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,6 +62,17 @@ class StepRun:
     output: Path
     arguments: list[str] = field(default_factory=list)
     raw_input: bool = False
+    products: list[str] = field(default_factory=list)  # more names than the output's stem (glob patterns)
+
+    def remove_outputs(self) -> None:
+        """Remove what an earlier run of the step wrote, so that the timed run does not delete it."""
+        stem = self.output.name.removesuffix(".ome.zarr")
+        for pattern in [f"{stem}*", *self.products]:
+            for path in self.output.parent.glob(pattern):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
 
 def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
@@ -160,14 +175,19 @@ def compare_outputs(workdir: Path, other: Path, names: list[str]) -> dict[str, d
     return differences
 
 
-def chain(workdir: Path, raw: Path, stack_run: Path | None) -> list[StepRun]:
-    """The steps of one slice (and the stack of a finished run), in order."""
+def chain(workdir: Path, raw: Path, stack_run: Path | None, curvature: Path | None = None) -> list[StepRun]:
+    """The steps of one slice (and the stack of a finished run), in order.
+
+    ``curvature``: the acquisition's field-curvature decision, which the pipelines give every mosaic grid.
+    """
     grid = workdir / "mosaic_grid_3d_z00.ome.zarr"
     stitched = workdir / "slice_z00_stitch_3d.ome.zarr"
     axial = workdir / "slice_z00_axial_corr.ome.zarr"
     normalized = workdir / "slice_z00_normalize.ome.zarr"
     steps = [
-        StepRun("mosaic_grid", "linum_create_mosaic_grid_3d.py", [raw], grid, ["--slice", "0"], raw_input=True),
+        StepRun("mosaic_grid", "linum_create_mosaic_grid_3d.py", [raw], grid,
+                ["--slice", "0", *(["--field_curvature_json", str(curvature)] if curvature else [])], raw_input=True,
+                products=["mosaic_grid_2d_z00*"]),
         StepRun("stitch_3d", "linum_stitch_3d.py", [grid], stitched),
         StepRun("axial_corr", "linum_axial_corr.py", [stitched], axial),
         StepRun("normalize", "linum_normalize.py", [axial], normalized),
@@ -179,6 +199,20 @@ def chain(workdir: Path, raw: Path, stack_run: Path | None) -> list[StepRun]:
         steps.append(StepRun("stack_slices", "linum_stack_slices_motor.py", slices, workdir / "volume.ome.zarr",
                              ["--motor_positions", str(motor)]))
     return steps
+
+
+def field_curvature(repo: Path, raw: Path, path: Path, env: dict[str, str]) -> Path | None:
+    """The acquisition's field-curvature decision, estimated once (untimed) as the pipelines do.
+
+    None when the checkout has no such step (older code estimates it in each mosaic grid).
+    """
+    script = repo / "bin" / "linum_estimate_field_curvature.py"
+    if not script.exists():
+        return None
+    if not path.exists():
+        subprocess.run([sys.executable, str(script), str(raw), str(path), "-q"], env=env, check=True,
+                       capture_output=True)
+    return path
 
 
 def startup_seconds(repo: Path, script: str, env: dict[str, str]) -> float:
@@ -228,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--script_args", nargs="*", default=[],
                         help="Extra flags for every step, each written --script_args=FLAG=VALUE "
                         "(e.g. --script_args=--workers=1).")
+    parser.add_argument("--per_slice_curvature", action="store_true",
+                        help="Let the mosaic grid estimate the field curvature itself (the pipelines give it the "
+                        "acquisition's decision, estimated once, untimed, into WORKDIR/field_curvature.json).")
     parser.add_argument("--json", type=Path, help="Write the report here too.")
     parser.add_argument("--compare", type=Path, metavar="WORKDIR",
                         help="Only compare the outputs of --workdir with those of another work folder.")
@@ -255,13 +292,18 @@ def main() -> None:
         from linumpy.simulate import get_preset, simulate_acquisition
 
         simulate_acquisition(raw, get_preset(args.preset, n_slices=1), args.seed, progress=True)
-    steps = [s for s in chain(args.workdir, raw, args.stack_run) if not args.steps or s.name in args.steps]
+    curvature = None
+    if not args.per_slice_curvature and (not args.steps or "mosaic_grid" in args.steps):
+        curvature = field_curvature(repo, raw, args.workdir / "field_curvature.json", env)
+    steps = [s for s in chain(args.workdir, raw, args.stack_run, curvature)
+             if not args.steps or s.name in args.steps]
     report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "steps": {}}
     measured: dict[str, list[dict[str, float]]] = {s.name: [] for s in steps}
     for _ in range(args.repeats):
         for step in steps:
             command = [str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
                        *step.arguments, *args.script_args, "-f", "-q"]
+            step.remove_outputs()
             result = measure([sys.executable, *command], env)
             floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
                              "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs)]

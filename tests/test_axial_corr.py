@@ -23,9 +23,9 @@ from ome_zarr_models.v04.image import Image
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.axial import AxialSettings, SliceStatistics, correct_block, correct_slice, output_paths
-from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks
+from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks, stored_binned_level
 from linumpy.io.acquisition import open_acquisition
-from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
+from linumpy.io.zarr import open_omezarr_level, read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.mosaic.grid import write_mosaic_grid
 from linumpy.qc.records import qc_record_path, read_qc_record
 
@@ -67,6 +67,24 @@ def test_chunk_cache_serves_every_block_exactly(binning):
     assert (covered == 1).all()
 
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_statistics_read_the_stored_binned_level_when_it_is_exact(tmp_path, dtype):
+    """Level 1 of linumpy's pyramid is bin_laterally(level 0, 2) exactly (odd borders too); float16 is not used."""
+    data = np.random.default_rng(1).gamma(2.0, size=(6, 37, 29)).astype(dtype)
+    save_omezarr(data, tmp_path / "v.ome.zarr", (0.0015, 0.003, 0.003), chunks=(4, 8, 10), n_levels=3)
+    volume, _ = open_omezarr_level(tmp_path / "v.ome.zarr")
+    level = stored_binned_level(tmp_path / "v.ome.zarr", volume, 2)
+    if dtype == np.float16:
+        assert level is None
+        return
+    assert stored_binned_level(tmp_path / "v.ome.zarr", volume, 3) is None
+    np.testing.assert_array_equal(level[:], bin_laterally(data, 2))
+    cache = ChunkColumnCache(volume, budget_bytes=0, binning=2, binned=level)
+    for part in lateral_blocks((37, 29), 4, 2, cache.block_group(4)):
+        region = tuple(slice(s.start // 2, -(-s.stop // 2)) for s in part.outer)
+        np.testing.assert_array_equal(cache.read(region), bin_laterally(data, 2)[(slice(None), *region)])
 # --- surface -------------------------------------------------------------------------------
 
 
@@ -94,6 +112,25 @@ def test_flatten_puts_every_surface_at_the_same_depth():
     flat = surface.flatten_surface(volume, first - 3, 40)
     assert flat.shape == (40, 48, 48)
     assert (flat[:3] == 0).all() and (flat[3] > 0).all()
+
+
+@pytest.mark.parametrize("offset", [-5, 0, 3])
+def test_flatten_by_copies_equals_the_gather(offset):
+    """A few distinct shifts (a surface plane) take whole-range copies; the values are the gather's."""
+    rng = np.random.default_rng(4)
+    volume = rng.random((30, 14, 12), dtype=np.float32)[:, 1:-1, 1:-1]  # a strided view, as in correct_block
+    yy, xx = np.mgrid[:12, :10]
+    plane = offset + (yy // 5 + xx // 4)  # 6 distinct shifts: copies
+    scattered = offset + rng.integers(-12, 12, (12, 10))  # many distinct shifts: one gather
+    for depth in (20, 36):
+        by_copies = surface.flatten_surface(volume, plane, depth, fill=-1.0)
+        k = np.arange(depth)[:, None, None] + plane
+        expected = np.where((k >= 0) & (k < 30), np.take_along_axis(volume, np.clip(k, 0, 29), 0), -1.0)
+        np.testing.assert_array_equal(by_copies, expected)
+        gathered = surface.flatten_surface(volume, scattered, depth, fill=-1.0)
+        k = np.arange(depth)[:, None, None] + scattered
+        expected = np.where((k >= 0) & (k < 30), np.take_along_axis(volume, np.clip(k, 0, 29), 0), -1.0)
+        np.testing.assert_array_equal(gathered, expected)
 
 
 # --- attenuation (Vermeer) -----------------------------------------------------------------

@@ -249,10 +249,31 @@ def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expec
     brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 5.0,
                       StackParameters(register=False, blend_overlap_um=overlap_um))
-    for entry, placed in zip(plan.record["slices"], plan.placed, strict=True):
-        assert entry["kept_planes"] == [SURFACE_PX, SURFACE_PX + expected_planes]
-        assert placed.data.shape[0] == expected_planes  # 5 um output: one plane per source plane
+    for k, (entry, placed) in enumerate(zip(plan.record["slices"], plan.placed, strict=True)):
+        # below the first slice, the cut face (2 planes) is left to the previous slice when its overlap covers it
+        cut_face = 2 if k and expected_planes > 20 + 2 else 0
+        assert entry["kept_planes"] == [SURFACE_PX + cut_face, SURFACE_PX + expected_planes]
+        assert placed.data.shape[0] == expected_planes - cut_face  # 5 um output: one plane per source plane
     assert plan.shape[0] == 2 * 20 + expected_planes  # the last slice ends at its kept depth
+
+
+def test_the_cut_face_is_left_to_the_previous_slice():
+    """Each slice's first 2 planes (the cut face) at 0.5x: the previous slice images them whole."""
+    brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
+    for data in brain.slices[1:]:
+        data[SURFACE_PX : SURFACE_PX + 2] *= 0.5
+    ratios = {}
+    for overlap_um in (5.0, 25.0):  # 1 plane of overlap: the cut face is kept (no slice covers it otherwise)
+        plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,
+                          StackParameters(register=False, blend_overlap_um=overlap_um, match_intensity=False))
+        sink = ArraySink(plan.shape)
+        assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+        reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+        ratios[overlap_um] = [round(float(sink.array[z].mean() / reference[z].mean()), 3) for z in (9, 10, 11, 20)]
+        starts = [e["kept_planes"][0] - SURFACE_PX for e in plan.record["slices"]]
+        assert starts == ([0, 0, 0] if overlap_um == 5.0 else [0, 2, 2]), starts
+    # measured: 0.75 at both boundary planes (10, 20) with the cut face kept, 1.00 without
+    assert min(ratios[5.0]) < 0.8 and all(abs(r - 1) < 0.02 for r in ratios[25.0]), ratios
 
 
 def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():

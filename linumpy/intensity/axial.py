@@ -47,7 +47,7 @@ from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
-    chunk_shape, map_ordered, read_block,
+    chunk_shape, map_ordered, read_block, stored_binned_level,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
@@ -297,7 +297,7 @@ def _gather_statistics(
         factor = 1
     halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
     background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
-    cache = ChunkColumnCache(volume, binning=factor)
+    cache = ChunkColumnCache(volume, binning=factor, binned=stored_binned_level(in_path, volume, factor))
 
     def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
         outer_shape = tuple(s.stop - s.start for s in part.outer)

@@ -14,9 +14,11 @@ or, for computed inputs, from a lazy dask array.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +26,14 @@ import dask.array as da
 import numpy as np
 
 from linumpy.parallel import ordered_map as map_ordered  # noqa: F401  (the blocks' pipeline)
+from linumpy.resample import block_mean_of_block
 
 #: Bytes of float32 input per block (the working set is a few times this).
 BLOCK_BUDGET_BYTES = 16 * 2**20
 #: Candidate lateral block sizes, largest first (powers of two keep chunk grids aligned).
 BLOCK_SIZES = (256, 128, 64, 32, 16)
 #: Bytes of decoded float32 chunk columns kept by :class:`ChunkColumnCache`.
-CACHE_BUDGET_BYTES = 384 * 2**20
+CACHE_BUDGET_BYTES = 512 * 2**20
 
 
 def lateral_block_size(depth: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
@@ -110,7 +113,10 @@ def bin_laterally(volume: np.ndarray, factor: int) -> np.ndarray:
     """Mean of every ``factor`` x ``factor`` group of A-lines, as float32.
 
     The lateral extent is first padded (edge values repeated) to a multiple of
-    ``factor``; ``factor`` 1 returns the volume (as float32).
+    ``factor``; ``factor`` 1 returns the volume (as float32). The arithmetic is
+    the pyramid's (:func:`linumpy.resample.block_mean_of_block`), so binning a
+    float32 volume by 2 gives exactly level 1 of the pyramid linumpy stores
+    with it (see :func:`stored_binned_level`).
 
     Examples
     --------
@@ -123,12 +129,33 @@ def bin_laterally(volume: np.ndarray, factor: int) -> np.ndarray:
     pad_y, pad_x = (-volume.shape[1]) % factor, (-volume.shape[2]) % factor
     if pad_y or pad_x:
         volume = np.pad(volume, ((0, 0), (0, pad_y), (0, pad_x)), mode="edge")
-    binned = np.zeros((volume.shape[0], volume.shape[1] // factor, volume.shape[2] // factor), np.float32)
-    for dy in range(factor):
-        for dx in range(factor):
-            binned += volume[:, dy::factor, dx::factor]
-    binned *= np.float32(1.0 / factor**2)
-    return binned
+    return block_mean_of_block(volume, (1, factor, factor), (1.0, 1.0, 1.0), volume.shape,
+                               [(0, n) for n in volume.shape])
+
+
+def stored_binned_level(path: str | os.PathLike, volume: Any, factor: int) -> Any | None:
+    """Level 1 of a stored image when it holds ``bin_laterally(level 0, factor)`` exactly, else None.
+
+    That is when linumpy's block mean made the pyramid (``type`` mean,
+    method ``linumpy.resample.block_mean``, factors ``(1, 2, 2)``),
+    ``factor`` is 2 and both levels are float32 of the expected shapes:
+    reading it instead of binning level 0 decodes a quarter of the bytes.
+    """
+    if factor != 2 or isinstance(volume, da.Array) or np.dtype(volume.dtype) != np.float32:
+        return None
+    from linumpy.io import ngff
+    from linumpy.io.zarr import open_omezarr_level
+
+    image = ngff.parse_image(path)
+    metadata = image.method_metadata or {}
+    if (image.method != "mean" or metadata.get("method") != "linumpy.resample.block_mean"
+            or list(metadata.get("factors", ())) != [1, 2, 2] or len(image.levels) < 2):
+        return None
+    level, _ = open_omezarr_level(path, 1)
+    expected = (volume.shape[0], -(-volume.shape[1] // 2), -(-volume.shape[2] // 2))
+    if tuple(level.shape) != expected or np.dtype(level.dtype) != np.float32:
+        return None
+    return level
 
 
 def expand_laterally(image: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
@@ -151,8 +178,8 @@ class ChunkColumnCache:
     once (and binned, see below) and kept in a least-recently-used cache of at
     most ``max(2, budget_bytes / column bytes)`` columns, so overlapping reads
     (halos, blocks smaller than a chunk) do not decode the same chunks again.
-    Memory is bounded by the cache, whatever the slice size. Thread-safe (two
-    threads may occasionally decode the same column). Visit the blocks in the
+    Memory is bounded by the cache, whatever the slice size. Thread-safe: a
+    column another thread is decoding is waited for, not decoded twice. Visit the blocks in the
     order of :meth:`block_group` to make the most of the cache.
 
     Parameters
@@ -165,19 +192,30 @@ class ChunkColumnCache:
         Serve the volume binned ``binning`` x ``binning`` laterally
         (:func:`bin_laterally`); regions are then in binned A-lines. Use
         :func:`binning_fits` to check that the chunks allow it.
+    binned : StoredArray, optional
+        The volume already binned (:func:`stored_binned_level`): columns are
+        read from it instead of binning the volume's.
     """
 
-    def __init__(self, volume: Any, budget_bytes: int = CACHE_BUDGET_BYTES, binning: int = 1) -> None:
+    def __init__(
+        self, volume: Any, budget_bytes: int = CACHE_BUDGET_BYTES, binning: int = 1, binned: Any | None = None
+    ) -> None:
         if not binning_fits(volume, binning):
             raise ValueError(f"chunks {chunk_shape(volume)} cannot be binned by {binning}")
         self.volume = volume
         self.binning = binning
-        self.source_chunk_yx = tuple(int(c) for c in chunk_shape(volume)[1:3])
-        self.chunk_yx = tuple(-(-c // binning) for c in self.source_chunk_yx)
+        self.binned = binned
+        if binned is None:
+            self.source_chunk_yx = tuple(int(c) for c in chunk_shape(volume)[1:3])
+            self.chunk_yx = tuple(-(-c // binning) for c in self.source_chunk_yx)
+        else:
+            self.chunk_yx = tuple(int(c) for c in chunk_shape(binned)[1:3])
+            self.source_chunk_yx = tuple(c * binning for c in self.chunk_yx)
         column_bytes = 4 * volume.shape[0] * self.chunk_yx[0] * self.chunk_yx[1]
         self.capacity = max(2, budget_bytes // max(1, column_bytes))
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._decoding: dict[tuple[int, int], Future] = {}  # columns being decoded, by key
 
     def read(self, region_yx: tuple[slice, slice]) -> np.ndarray:
         """The float32 ``(z, y, x)`` block of ``volume[:, region_yx]`` (slices with explicit bounds)."""
@@ -212,14 +250,38 @@ class ChunkColumnCache:
             if key in self._columns:
                 self._columns.move_to_end(key)
                 return self._columns[key]
-        (c_y, c_x) = self.source_chunk_yx
-        region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
-        column = bin_laterally(read_block(self.volume, region), self.binning)
+            decoding = self._decoding.get(key)
+            if decoding is None:
+                decoding = self._decoding[key] = Future()
+                owner = True
+            else:
+                owner = False
+        if not owner:  # another thread is decoding it: wait for its result instead of decoding it again
+            return decoding.result()
+        try:
+            column = self._decode(cy, cx)
+        except BaseException as error:
+            with self._lock:
+                del self._decoding[key]
+            decoding.set_exception(error)
+            raise
         with self._lock:
             self._columns[key] = column
+            del self._decoding[key]
             while len(self._columns) > self.capacity:
                 self._columns.popitem(last=False)
+        decoding.set_result(column)
         return column
+
+    def _decode(self, cy: int, cx: int) -> np.ndarray:
+        """Chunk column ``(cy, cx)``, binned."""
+        if self.binned is None:
+            (c_y, c_x) = self.source_chunk_yx
+            region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
+            return bin_laterally(read_block(self.volume, region), self.binning)
+        (c_y, c_x) = self.chunk_yx
+        region = (slice(None), slice(cy * c_y, (cy + 1) * c_y), slice(cx * c_x, (cx + 1) * c_x))
+        return read_block(self.binned, region)
 
 
 def read_block(volume: Any, region: tuple[slice, ...]) -> np.ndarray:

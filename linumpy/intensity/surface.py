@@ -14,6 +14,9 @@ from linumpy.intensity.attenuation import box_width
 
 #: Smallest intensity used before taking logarithms (zeros are padding).
 LOG_FLOOR = float(np.finfo(np.float32).tiny)
+#: Shift ranges below this many voxels are flattened by copies instead of one gather
+#: (a surface plane gives a few distinct shifts per block).
+MAX_COPIED_SHIFTS = 8
 
 
 def log_intensity(volume: np.ndarray) -> np.ndarray:
@@ -173,15 +176,34 @@ def flatten_surface(
     array([[1., 2., 3.],
            [0., 0., 1.]], dtype=float32)
     """
+    shift = np.asarray(shift_px, np.intp)
+    if shift.size and int(shift.max()) - int(shift.min()) < MAX_COPIED_SHIFTS:
+        return _flatten_by_copies(volume, shift, output_depth_px, fill)
     # One gather from the flattened volume: source index (k + shift) * plane + (y * nx + x).
     n_z, plane = volume.shape[0], int(np.prod(volume.shape[1:]))
-    index = np.arange(output_depth_px, dtype=np.intp)[:, None, None] + np.asarray(shift_px, np.intp)
+    index = np.arange(output_depth_px, dtype=np.intp)[:, None, None] + shift
     outside = (index < 0) | (index >= n_z)
     np.clip(index, 0, n_z - 1, out=index)
     index *= plane
     index += np.arange(plane, dtype=np.intp).reshape(volume.shape[1:])
     out = np.take(np.ascontiguousarray(volume).reshape(-1), index)
     out[outside] = fill
+    return out
+
+
+def _flatten_by_copies(volume: np.ndarray, shift: np.ndarray, output_depth_px: int, fill: float) -> np.ndarray:
+    """:func:`flatten_surface` for few distinct shifts: one (masked) copy of whole depth ranges per shift."""
+    n_z = volume.shape[0]
+    out = np.full((output_depth_px, *volume.shape[1:]), fill, volume.dtype)
+    for value in range(int(shift.min()), int(shift.max()) + 1):
+        first, stop = max(0, -value), min(output_depth_px, n_z - value)  # output depths with a source voxel
+        if stop <= first:
+            continue
+        where = shift == value
+        if where.all():
+            out[first:stop] = volume[first + value : stop + value]
+        elif where.any():
+            np.copyto(out[first:stop], volume[first + value : stop + value], where=where)
     return out
 
 

@@ -127,8 +127,9 @@ METRICS: dict[str, MetricInfo] = {
                        "the slice by."),
     "retilt_max_planes": _M("Re-flattening", "planes", "Largest A-line move re-flattening the slice to the "
                             "common tilt (negative: refused, its plane was too far off)."),
-    "boundary_ratio_raw": _M("Boundary ratio (before gains)", "ratio", "Mean intensity of a slice's top over the "
-                             "previous slice's planes at the same depth, before the stack gains; 1 = seamless."),
+    "boundary_ratio_raw": _M("Boundary ratio (before gains)", "ratio", "Tissue intensity of the previous slice over "
+                             "this slice's top on their overlap (median of the planes' ratios), before the stack "
+                             "gains; 1 = seamless."),
     "boundary_ratio": _M("Boundary ratio", "ratio", "The same ratio after the stack gains; far from 1 means a "
                          "visible intensity step at that slab boundary."),
     "gain_top_bottom": _M("Slab gain top/bottom", "gain", "Gain applied to a slice at its top and bottom plane "

@@ -34,6 +34,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from linumpy.parallel import ordered_map
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
@@ -105,6 +106,7 @@ def estimate_transform(
     tile_step_px: Sequence[float],
     max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
     progress: bool = False,
+    workers: int | None = None,
 ) -> TileTransform:
     """Estimate tile positions from the 2D projection of every present tile.
 
@@ -119,6 +121,9 @@ def estimate_transform(
         stage's uncertainty on the offset of two neighbours.
     progress : bool
         Show a progress bar.
+    workers : int, optional
+        Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`);
+        the result does not depend on it.
 
     Returns
     -------
@@ -137,10 +142,11 @@ def estimate_transform(
         flat = estimate_flat_field(
             projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
         flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
-        registrations = {
-            (a, b): register_pair(flattened[a], flattened[b], offsets[(a, b)], max_shift_px)
-            for a, b in tqdm(pairs, desc="register pairs", disable=not progress)
-        }
+        registered = ordered_map(
+            lambda pair: register_pair(flattened[pair[0]], flattened[pair[1]], offsets[pair], max_shift_px),
+            pairs, workers)
+        registrations = dict(zip(pairs, tqdm(registered, total=len(pairs), desc="register pairs",
+                                             disable=not progress)))
     candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]

@@ -308,7 +308,8 @@ def obtain_transform(
     """Load the transform at ``transform_path``, or estimate it from the tiles' projections."""
     if transform_path is None:
         projections = tile_projections(data, layout, progress, workers)
-        return estimate_transform(projections, layout.tile_step_px, max_shift_px, progress=progress)
+        return estimate_transform(projections, layout.tile_step_px, max_shift_px, progress=progress,
+                                  workers=workers)
     transform = load_transform(transform_path)
     if tuple(transform.tile_shape) != layout.tile_shape[1:]:
         raise InputError(f"{transform_path} was estimated on tiles of {transform.tile_shape} "
