@@ -150,6 +150,16 @@ def test_lateral_shift_is_recovered_to_a_fraction_of_a_pixel():
         assert np.abs(np.subtract(estimate.shift_yx_px, true_shift)).max() <= 0.25
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (115, 166), (229, 231), (8, 513)])
+def test_radial_tukey_is_the_scikit_image_window(shape):
+    """The taper written in numpy (no scipy.signal import) is skimage's window to float32 rounding."""
+    from skimage.filters import window
+
+    from linumpy.stack.refine import radial_tukey
+
+    np.testing.assert_allclose(radial_tukey(shape), window(("tukey", 0.3), shape), rtol=0, atol=2e-6)
+
+
 def test_plan_recovers_true_placement_despite_motor_errors_and_glitch():
     brain = make_brain()
     brain.motors_mm[2, 0] += 0.040  # encoder glitch: +40 um at slice 2 only

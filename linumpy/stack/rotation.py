@@ -13,7 +13,8 @@ step (the overlap), both lightly smoothed with their lateral background
 removed (fine texture pins the angle). Coarse to fine: the NCC of the whole
 overlap over a :data:`COARSE_STEP_DEG` grid of angles (whole-pixel shift by
 phase correlation at each), then the angle and sub-pixel shift maximising
-it (Powell), from the best grid point. The same fine search on each spatial
+it (Nelder-Mead, the moving image resampled with a cubic spline), from the
+best grid point. The same fine search on each spatial
 half of the overlap (split across y, and across x) gives two independent
 angles; half their larger difference is the estimate's uncertainty. Gating (``mode``):
 
@@ -40,7 +41,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-import dask
 import dask.array as da
 import numpy as np
 from scipy import ndimage, optimize
@@ -48,12 +48,14 @@ from skimage.registration import phase_cross_correlation
 
 from linumpy.resample import block_mean
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
+from linumpy.stack.windows import depth_chunks, windowed_blocks
 
 LOGGER = logging.getLogger(__name__)
 
 #: Largest rotation searched by :func:`estimate_rotation` unless told otherwise, degrees.
 DEFAULT_MAX_ROTATION_DEG = 5.0
-#: Width of the images the rotation is estimated on (pixels, at most twice this).
+#: Largest width of the images the rotation is estimated on (pixels): the coarsest pyramid level at
+#: least half this wide, block-averaged to at most this.
 ROTATION_SIZE = 256
 #: Angle step of the coarse search (degrees); the fine search starts from its best angle.
 COARSE_STEP_DEG = 0.5
@@ -72,6 +74,11 @@ SMOOTHING_PX = 0.7
 BACKGROUND_RADIUS_PX = 4
 #: Planes averaged from the top of a slice (and around the depth step of the previous one).
 ROTATION_PLANES = 16
+#: Spline order of the moving image in the fine search. Bilinear resampling blurs it the more the further
+#: a pixel falls from the grid, which favours no turn: true turns of 0.16-0.48 degree measured 55-75% of
+#: their size (0.25 skipped at 0.14) and unrotated pairs -0.12 to +0.11; cubic: 0.16-0.48 measured 0.16-0.44,
+#: unrotated -0.09 to +0.07 (chain ``harsh``/``tilted`` seeds 0-2, benchmarks/bench_rotation_chain.py).
+SEARCH_ORDER = 3
 #: Spline order of the de-rotation of the slices (cubic: less blur than bilinear).
 RESAMPLING_ORDER = 3
 #: Source pixels read around a block's rotated footprint (the cubic spline's reach decays as 0.27^n).
@@ -145,13 +152,28 @@ def rotate_image(image: np.ndarray, angle_deg: float, order: int = 1) -> np.ndar
     return ndimage.affine_transform(image, matrix, offset, order=order, mode="constant", cval=0.0)
 
 
-def _turned_params(image: np.ndarray, params: Sequence[float]) -> np.ndarray:
-    """``image`` turned by ``params[0]`` degrees about its centre, then shifted by ``params[1:]`` pixels (bilinear)."""
+def _motion(shape: Sequence[int], params: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(matrix, offset)`` for :func:`scipy.ndimage.affine_transform`: turn an image of ``shape`` by
+    ``params[0]`` degrees about its centre, then shift it by ``params[1:]`` pixels."""
     theta = math.radians(params[0])
     matrix = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    centre = (np.asarray(image.shape, float) - 1) / 2
-    offset = centre - matrix @ (centre + np.asarray(params[1:], float))
-    return ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=0.0)
+    centre = (np.asarray(shape, float) - 1) / 2
+    return matrix, centre - matrix @ (centre + np.asarray(params[1:], float))
+
+
+def _turned_params(image: np.ndarray, params: Sequence[float], box: tuple[slice, slice] | None = None,
+                   order: int = 1) -> np.ndarray:
+    """``image`` turned by ``params[0]`` degrees about its centre, then shifted by ``params[1:]`` pixels
+    (spline ``order``); only the output pixels in ``box`` (rows, columns; default all)."""
+    matrix, offset = _motion(image.shape, params)
+    box = _whole(image.shape) if box is None else box
+    origin = np.array([part.start for part in box], float)
+    return ndimage.affine_transform(image, matrix, offset + matrix @ origin, order=order, mode="constant", cval=0.0,
+                                    output_shape=tuple(part.stop - part.start for part in box))
+
+
+def _whole(shape: Sequence[int]) -> tuple[slice, slice]:
+    return slice(0, shape[0]), slice(0, shape[1])
 
 
 #: First simplex of the fine search: steps in angle (degrees), y and x (pixels).
@@ -165,34 +187,52 @@ class _Overlap:
         self.reference, self.moving = reference, moving
         self.valid_ref = reference != 0
         self.valid_mov = (moving != 0).astype(np.float32)
+        # data everywhere in the moving image (the usual case): its turned footprint is computed, not resampled
+        self.whole = bool(self.valid_mov.all())
+        self.rows = np.arange(moving.shape[0], dtype=float)[:, None]
+        self.columns = np.arange(moving.shape[1], dtype=float)[None, :]
 
-    def ncc(self, params: Sequence[float], mask: np.ndarray | None = None) -> float:
-        """NCC over the common valid area once ``moving`` is turned and shifted by ``params``
-        (``(angle_deg, dy, dx)``); 0 when less than a tenth of the image is common."""
-        common = (_turned_params(self.valid_mov, params) > 0.99) & self.valid_ref
-        if mask is not None:
-            common &= mask
-        if common.sum() < 0.1 * common.size:
+    def footprint(self, params: Sequence[float], box: tuple[slice, slice]) -> np.ndarray:
+        """Where the moving image, turned and shifted by ``params``, holds data (all four bilinear
+        neighbours), over the output pixels in ``box``."""
+        if not self.whole:
+            return _turned_params(self.valid_mov, params, box) > 0.99
+        matrix, offset = _motion(self.moving.shape, params)
+        rows, columns = self.rows[box[0]], self.columns[:, box[1]]
+        inside = np.ones((rows.size, columns.size), bool)
+        for axis, size in enumerate(self.moving.shape):
+            source = matrix[axis, 0] * rows + matrix[axis, 1] * columns + offset[axis]
+            inside &= (source >= 0) & (source <= size - 1)
+        return inside
+
+    def ncc(self, params: Sequence[float], box: tuple[slice, slice] | None = None) -> float:
+        """NCC over the common valid area (in ``box``, default everywhere) once ``moving`` is turned and
+        shifted by ``params`` (``(angle_deg, dy, dx)``); 0 when less than a tenth of the image is common."""
+        box = _whole(self.reference.shape) if box is None else box
+        common = self.footprint(params, box) & self.valid_ref[box]
+        if common.sum() < 0.1 * self.reference.size:
             return 0.0
-        return normalized_cross_correlation(self.reference[common], _turned_params(self.moving, params)[common])
+        turned = _turned_params(self.moving, params, box, SEARCH_ORDER)
+        return normalized_cross_correlation(self.reference[box][common], turned[common])
 
     def start(self, angle_deg: float) -> tuple[float, float, float]:
         """``(angle, dy, dx)``: the whole-pixel shift (phase correlation) of ``moving`` turned by ``angle_deg``."""
         turned = rotate_image(self.moving, angle_deg)
-        turned = np.where(rotate_image(self.valid_mov, angle_deg) > 0.99, turned, 0.0)
+        turned = np.where(self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape)), turned, 0.0)
         shift, _, _ = phase_cross_correlation(self.reference, turned, normalization=None)
         return (float(angle_deg), float(shift[0]), float(shift[1]))
 
-    def refine(self, params: Sequence[float], mask: np.ndarray | None = None,
+    def refine(self, params: Sequence[float], box: tuple[slice, slice] | None = None,
                fixed_angle: bool = False) -> tuple[np.ndarray, float]:
-        """Maximise the NCC from ``params`` (Nelder-Mead; the angle kept with ``fixed_angle``); ``(params, NCC)``."""
+        """Maximise the NCC (over ``box``) from ``params`` (Nelder-Mead; the angle kept with ``fixed_angle``);
+        ``(params, NCC)``."""
         params = np.asarray(params, float)
         free = slice(1, 3) if fixed_angle else slice(0, 3)
 
         def cost(p: np.ndarray) -> float:
             trial = params.copy()
             trial[free] = p
-            return -self.ncc(trial, mask)
+            return -self.ncc(trial, box)
 
         steps = np.array(_SIMPLEX_STEPS)[free]
         simplex = params[free] + np.vstack([np.zeros(len(steps)), np.diag(steps)])
@@ -254,9 +294,12 @@ def _half_angles(overlap: _Overlap, params: np.ndarray) -> tuple[float, float]:
     index = np.indices(overlap.reference.shape)
     pairs = []
     for axis in (0, 1):
-        middle = float(np.median(index[axis][overlap.valid_ref]))
-        halves = (index[axis] < middle, index[axis] >= middle)
-        pairs.append(tuple(float(overlap.refine(params, half)[0][0]) for half in halves))
+        # the first pixel of the second half (each half at least one pixel)
+        middle = math.ceil(float(np.median(index[axis][overlap.valid_ref])))
+        middle = min(max(middle, 1), overlap.reference.shape[axis] - 1)
+        halves = [list(_whole(overlap.reference.shape)) for _ in range(2)]
+        halves[0][axis], halves[1][axis] = slice(0, middle), slice(middle, overlap.reference.shape[axis])
+        pairs.append(tuple(float(overlap.refine(params, tuple(half))[0][0]) for half in halves))
     return max(pairs, key=lambda pair: abs(pair[0] - pair[1]))
 
 
@@ -277,39 +320,34 @@ def _skip_reason(angle: float, std: float, halves: tuple[float, float], ncc: flo
 def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) -> da.Array:
     """Turn every plane of a ``(z, y, x)`` dask array by ``angle_deg`` about ``centre_yx`` (pixels).
 
-    Same shape and chunks; each output block reads only the source window
-    its rotated footprint needs (plus a margin), so memory stays per chunk.
+    Same shape and lateral chunks (depth blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK`
+    planes); each output block reads only the source window its rotated footprint needs (plus a
+    margin), so memory stays per chunk.
     """
     if angle_deg == 0:
         return data
     _, ny, nx = data.shape
-    blocks = []
-    z_edges, y_edges, x_edges = (np.cumsum((0, *c)) for c in data.chunks)
-    for z0, z1 in zip(z_edges[:-1], z_edges[1:]):
-        rows = []
-        for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
-            row = []
-            for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
-                row.append(_rotated_block(data, angle_deg, centre_yx, (z0, z1), (y0, y1), (x0, x1), (ny, nx)))
-            rows.append(row)
-        blocks.append(rows)
-    return da.block(blocks)
+    matrix, _ = rotation_transform(angle_deg, centre_yx)
 
+    def window(region: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        zs, (y0, y1), (x0, x1) = region
+        corners = np.array([[y, x] for y in (y0, y1 - 1) for x in (x0, x1 - 1)], float)
+        source = (matrix @ (corners - np.asarray(centre_yx)).T).T + np.asarray(centre_yx)
+        low = np.maximum(np.floor(source.min(axis=0)).astype(int) - WINDOW_MARGIN, 0)
+        high = np.minimum(np.ceil(source.max(axis=0)).astype(int) + WINDOW_MARGIN + 1, (ny, nx))
+        # a footprint outside the plane still reads one pixel (turned to zeros)
+        low = np.minimum(low, (ny - 1, nx - 1))
+        high = np.maximum(high, low + 1)
+        return zs, (int(low[0]), int(high[0])), (int(low[1]), int(high[1]))
 
-def _rotated_block(data: da.Array, angle_deg: float, centre: Sequence[float], zs: tuple[int, int],
-                   ys: tuple[int, int], xs: tuple[int, int], size: tuple[int, int]) -> da.Array:
-    matrix, _ = rotation_transform(angle_deg, centre)
-    corners = np.array([[y, x] for y in (ys[0], ys[1] - 1) for x in (xs[0], xs[1] - 1)], float)
-    source = (matrix @ (corners - np.asarray(centre)).T).T + np.asarray(centre)
-    low = np.maximum(np.floor(source.min(axis=0)).astype(int) - WINDOW_MARGIN, 0)
-    high = np.minimum(np.ceil(source.max(axis=0)).astype(int) + WINDOW_MARGIN + 1, size)
-    shape = (zs[1] - zs[0], ys[1] - ys[0], xs[1] - xs[0])
-    if np.any(high <= low):
-        return da.zeros(shape, dtype=data.dtype, chunks=shape)
-    window = data[zs[0]:zs[1], low[0]:high[0], low[1]:high[1]]
-    _, offset = rotation_transform(angle_deg, centre, (ys[0], xs[0]), low)
-    block = dask.delayed(_turn_planes)(window, matrix, offset, shape[1:])
-    return da.from_delayed(block, shape, dtype=data.dtype)
+    def turn(values: np.ndarray, region: tuple[tuple[int, int], ...], bounds: tuple[tuple[int, int], ...],
+             ) -> np.ndarray:
+        _, (y0, y1), (x0, x1) = region
+        _, offset = rotation_transform(angle_deg, centre_yx, (y0, x0), (bounds[1][0], bounds[2][0]))
+        return _turn_planes(values, matrix, offset, (y1 - y0, x1 - x0))
+
+    chunks = (depth_chunks(data.shape[0]), data.chunks[1], data.chunks[2])
+    return windowed_blocks(data, chunks, window, turn, "rotate")
 
 
 def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -328,9 +366,10 @@ def _overlap_image(data: da.Array, planes: tuple[int, int], factor: int) -> np.n
 
 
 def _common_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    shape = tuple(max(m, n) for m, n in zip(a.shape, b.shape))
-    return (np.pad(a, [(0, s - n) for s, n in zip(shape, a.shape)]),
-            np.pad(b, [(0, s - n) for s, n in zip(shape, b.shape)]))
+    """Both images cut to the shape they share (same first pixel): no zero padding, so the moving
+    image's footprint is a rectangle (:meth:`_Overlap.footprint`)."""
+    shape = tuple(min(m, n) for m, n in zip(a.shape, b.shape))
+    return a[: shape[0], : shape[1]], b[: shape[0], : shape[1]]
 
 
 def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float, min_confidence: float,
@@ -368,10 +407,11 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
 
 
 def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confidence: float) -> RotationEstimate:
-    level = max(set(previous.widest_levels(ROTATION_SIZE)) & set(current.widest_levels(ROTATION_SIZE)))
+    size = ROTATION_SIZE // 2
+    level = max(set(previous.widest_levels(size)) & set(current.widest_levels(size)))
     previous_data, source_um = previous.levels[level]
     current_data, _ = current.levels[level]
-    factor = max(1, max(previous_data.shape[1:]) // ROTATION_SIZE)
+    factor = max(1, math.ceil(max(previous_data.shape[1:]) / ROTATION_SIZE))
     expected = int(round(step_um / source_um[0]))
     p0, p1 = previous.useful_range
     c0, c1 = current.useful_range

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import dask
 import dask.array as da
 import numpy as np
+
+from linumpy.stack.windows import depth_chunks, windowed_blocks
 
 #: Fewest slices with a fitted plane for a common tilt (the median needs a majority).
 MIN_SLICES = 3
@@ -99,30 +100,28 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
 
 
 def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
-    """``out[j, y, x] = data[clip(j + shift[y, x]), y, x]`` for a ``(z, y, x)`` dask array, block by block."""
+    """``out[j, y, x] = data[clip(j + shift[y, x]), y, x]`` for a ``(z, y, x)`` dask array, block by block.
+
+    Blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK` planes, the source's lateral chunks.
+    """
     nz = data.shape[0]
     low, high = int(shift.min()), int(shift.max())
-    z_edges, y_edges, x_edges = (np.cumsum((0, *c)) for c in data.chunks)
-    blocks = []
-    for z0, z1 in zip(z_edges[:-1], z_edges[1:]):
-        rows = []
-        for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
-            row = []
-            for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
-                start, stop = max(0, min(z0 + low, nz - 1)), min(nz, max(z1 + high, 1))
-                window = data[start:stop, y0:y1, x0:x1]
-                block = dask.delayed(_gather)(window, shift[y0:y1, x0:x1], int(z0), int(z1), start, nz)
-                row.append(da.from_delayed(block, (z1 - z0, y1 - y0, x1 - x0), dtype=data.dtype))
-            rows.append(row)
-        blocks.append(rows)
-    return da.block(blocks)
+
+    def window(region: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        (z0, z1), ys, xs = region
+        return (max(0, min(z0 + low, nz - 1)), min(nz, max(z1 + high, 1))), ys, xs
+
+    def gather(values: np.ndarray, region: tuple[tuple[int, int], ...], bounds: tuple[tuple[int, int], ...],
+               ) -> np.ndarray:
+        (z0, z1), (y0, y1), (x0, x1) = region
+        return _gather(values, shift[y0:y1, x0:x1], z0, z1, bounds[0][0], nz)
+
+    chunks = (depth_chunks(nz), data.chunks[1], data.chunks[2])
+    return windowed_blocks(data, chunks, window, gather, "retilt")
 
 
 def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int, nz: int) -> np.ndarray:
-    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), plane by plane."""
-    window = np.asarray(window)
-    out = np.empty((z1 - z0, *shift.shape), window.dtype)
-    for j, z in enumerate(range(z0, z1)):
-        index = np.clip(np.clip(z + shift, 0, nz - 1) - start, 0, window.shape[0] - 1)
-        out[j] = np.take_along_axis(window, index[None], axis=0)[0]
-    return out
+    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), in one gather."""
+    planes = np.arange(z0, z1)[:, None, None]
+    index = np.clip(np.clip(planes + shift[None], 0, nz - 1) - start, 0, window.shape[0] - 1)
+    return np.take_along_axis(window, index, axis=0)
