@@ -304,7 +304,8 @@ def write_simulated_mosaic(mosaic: SimulatedMosaic, path: str | os.PathLike,
                  overwrite=overwrite)
 
 
-def aligned_errors(estimated: dict, truth: dict, reference: list | None = None) -> dict:
+def aligned_errors(estimated: dict, truth: dict, reference: list | None = None,
+                   frame: dict | None = None) -> dict:
     """Per-tile distance (pixels) to the truth after removing the global translation.
 
     Parameters
@@ -313,6 +314,12 @@ def aligned_errors(estimated: dict, truth: dict, reference: list | None = None) 
         ``(row, col) -> (y, x)``.
     reference : list of (row, col), optional
         Tiles whose mean difference defines the translation (default: all).
+    frame : dict, optional
+        ``(row, col) -> (y, x)`` positions whose translation is removed
+        (default: ``estimated``'s own). Comparing two sets of positions tile
+        by tile needs one frame for both: each aligned on its own, a tile
+        placed exactly where the stage put it can differ from its stage
+        error by the difference of the two translations.
 
     Returns
     -------
@@ -320,6 +327,19 @@ def aligned_errors(estimated: dict, truth: dict, reference: list | None = None) 
         ``(row, col) -> error`` for every tile of ``truth``.
     """
     reference = sorted(truth) if reference is None else reference
-    translation = np.mean([np.asarray(estimated[t], float) - truth[t] for t in reference], axis=0)
+    frame = estimated if frame is None else frame
+    translation = np.mean([np.asarray(frame[t], float) - truth[t] for t in reference], axis=0)
     return {t: float(np.linalg.norm(np.asarray(estimated[t], float) - translation - truth[t]))
             for t in truth}
+
+
+def excess_over_stage(estimated: dict, stage: dict, truth: dict, reference: list | None = None) -> dict:
+    """Per tile, how much farther from the truth ``estimated`` puts it than ``stage`` (pixels).
+
+    Both are measured in the frame of ``estimated`` (its mean translation
+    over ``reference`` removed from both, see :func:`aligned_errors`): a tile
+    left exactly at its stage position scores 0, whatever the others do.
+    """
+    ours = aligned_errors(estimated, truth, reference)
+    theirs = aligned_errors(stage, truth, reference, frame=estimated)
+    return {t: ours[t] - theirs[t] for t in truth}
