@@ -24,6 +24,8 @@ import dask.array as da
 import numpy as np
 from tqdm import tqdm
 
+from linumpy.parallel import default_workers, ordered_map
+
 
 class RegionSink(Protocol):
     """Anything that accepts ``sink[z0:z1, y0:y1, x0:x1] = block``."""
@@ -194,6 +196,7 @@ def assemble_volume(
     sink: RegionSink,
     dtype: np.dtype,
     progress: bool = True,
+    workers: int | None = None,
 ) -> None:
     """Write the blended volume into ``sink`` one chunk at a time.
 
@@ -211,11 +214,19 @@ def assemble_volume(
         Output dtype.
     progress : bool
         Show a progress bar.
+    workers : int, optional
+        Threads blending regions side by side (:func:`linumpy.parallel.default_workers`);
+        at most one region per thread is held besides the one being written.
     """
+    workers = default_workers() if workers is None else max(1, int(workers))
     ramps = depth_ramps(placed)
     regions = list(iter_chunk_regions(shape, chunks))
-    for region in tqdm(regions, desc="stack", unit="chunk", disable=not progress):
-        sink[region] = assemble_region(placed, ramps, region, dtype)
+    # regions blended side by side (one in flight per thread), written in order by this thread
+    blocks = ordered_map(lambda region: assemble_region(placed, ramps, region, dtype), regions,
+                         workers, ahead=workers)
+    for region, block in tqdm(zip(regions, blocks, strict=True), total=len(regions), desc="stack", unit="chunk",
+                              disable=not progress):
+        sink[region] = block
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
+import dask
 import dask.array as da
 import numpy as np
 from scipy import ndimage, optimize
@@ -380,9 +381,16 @@ def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, sha
     return out
 
 
-def _overlap_image(data: da.Array, planes: tuple[int, int], factor: int) -> np.ndarray:
-    """Band-passed average of planes ``[start, stop)``, block-averaged laterally by ``factor``."""
-    stack = block_mean(data[planes[0]:planes[1]].astype(np.float32), (1, factor, factor)).compute()
+def _overlap_images(reads: Sequence[tuple[da.Array, tuple[int, int]]], factor: int) -> list[np.ndarray]:
+    """Band-passed average of planes ``[start, stop)`` of each ``(data, planes)``, block-averaged laterally by
+    ``factor``; the planes read in one computation."""
+    stacks = dask.compute(*(block_mean(data[start:stop].astype(np.float32), (1, factor, factor))
+                            for data, (start, stop) in reads))
+    return [_overlap_image(stack) for stack in stacks]
+
+
+def _overlap_image(stack: np.ndarray) -> np.ndarray:
+    """Band-passed average of the planes of ``stack``."""
     image = ndimage.gaussian_filter(stack.mean(axis=0), SMOOTHING_PX)
     return bandpass_planes(image[None], axial_sigma_px=0.0, background_radius_px=BACKGROUND_RADIUS_PX)[0]
 
@@ -439,9 +447,8 @@ def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confi
     c0, c1 = current.useful_range
     start = min(max(p0, p0 + expected), p1 - 1)
     n_planes = max(1, min(ROTATION_PLANES, p1 - start, c1 - c0))
-    reference = _overlap_image(previous_data, (start, start + n_planes), factor)
-    moving = _overlap_image(current_data, (c0, c0 + n_planes), factor)
-    reference, moving = _common_shape(reference, moving)
+    reference, moving = _common_shape(*_overlap_images(
+        [(previous_data, (start, start + n_planes)), (current_data, (c0, c0 + n_planes))], factor))
     return estimate_rotation(reference, moving, max_deg, min_confidence)
 
 
