@@ -163,7 +163,8 @@ def assemble_region(
             local.append(slice(start, stop))
         else:
             reads.append((piece, ramp, tuple(local)))
-    blocks = dask.compute(*(piece.data[local] for piece, _, local in reads))
+    # one region per thread of assemble_volume: its reads computed in that thread
+    blocks = dask.compute(*(piece.data[local] for piece, _, local in reads), scheduler="synchronous")
     for (piece, ramp, local), block in zip(reads, blocks, strict=True):
         out = tuple(
             slice(s.start + o - r.start, s.stop + o - r.start)
