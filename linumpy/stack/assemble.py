@@ -178,16 +178,25 @@ def assemble_region(
 
 
 def _coverage(first_coverage: Sequence[float], local: tuple[slice, slice, slice]) -> np.ndarray:
-    """Covered fraction of each voxel of a slice region (only first voxels are partial)."""
-    factors = []
+    """Covered fraction of each voxel of a slice region (only first voxels are partial).
+
+    Broadcastable to the region: axes without a partial first voxel are left
+    at size 1 (a product by ones, exact, is not computed).
+
+    Examples
+    --------
+    >>> _coverage((0.5, 1.0, 0.25), (slice(0, 2), slice(0, 3), slice(1, 3))).tolist()
+    [[[0.5]], [[1.0]]]
+    """
+    coverage = np.ones((1, 1, 1))
     for axis, (fraction, part) in enumerate(zip(first_coverage, local, strict=True)):
-        values = np.ones(part.stop - part.start)
-        if part.start == 0:
+        if part.start == 0 and fraction != 1.0:
+            values = np.ones(part.stop - part.start)
             values[0] = fraction
-        shape = [1, 1, 1]
-        shape[axis] = values.size
-        factors.append(values.reshape(shape))
-    return factors[0] * factors[1] * factors[2]
+            shape = [1, 1, 1]
+            shape[axis] = values.size
+            coverage = coverage * values.reshape(shape)
+    return coverage
 
 
 def assemble_volume(
