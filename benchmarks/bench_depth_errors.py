@@ -41,7 +41,7 @@ from linumpy.simulate.scoring import stitched_offset
 BIN = (7, 3, 3)
 #: Extra true depth given to ``vermeer_long``.
 LONG_PX = 150
-VARIANTS = ("estimated", "true_focus", "true_atten", "both_true", "vermeer_model", "vermeer_long", "slope")
+VARIANTS = ("estimated", "true_focus", "true_atten", "both_true", "vermeer_model", "vermeer_long")
 
 
 def world_box(acquisition_truth: Path, truth: dict, entry: dict, attributes: dict, shape: tuple[int, int, int],
@@ -76,15 +76,6 @@ def vermeer_gain(signal: np.ndarray, n_z: int | None = None) -> np.ndarray:
                      where=tails[:n_z] > 0)
 
 
-def slope_gain(signal: np.ndarray, start_px: np.ndarray, voxel_size_mm: float) -> np.ndarray:
-    """``exp(2 mu (k - start) dz)``: one attenuation per A-line (:func:`attenuation.slope_attenuation` over the
-    whole range below ``start``), 1 above it; the compensation a smooth exponential instead of ``T[0] / T[k]``."""
-    tails = attenuation.tail_sums(signal, None, 2.0)
-    mu = np.nan_to_num(attenuation.slope_attenuation(tails, start_px, signal.shape[0], voxel_size_mm))
-    depth = np.arange(signal.shape[0])[:, None, None] - start_px[None]
-    return np.exp(2.0 * np.maximum(mu, 0.0)[None] * voxel_size_mm * np.maximum(depth, 0.0)).astype(np.float32)
-
-
 def slice_scores(case: Path, truth: dict, entry: dict, kept_px: int) -> dict[str, tuple[float, float]]:
     """``{variant: (ncc, plane-ratio CV)}`` of one slice."""
     tag = f"z{entry['slice_id']:02d}"
@@ -111,7 +102,6 @@ def slice_scores(case: Path, truth: dict, entry: dict, kept_px: int) -> dict[str
         "both_true": signal / f_true / true_t[:n_z],
         "vermeer_model": signal / f_true * vermeer_gain(noise_free[:n_z]),
         "vermeer_long": signal / f_true * vermeer_gain(noise_free, n_z),
-        "slope": signal / f_est * slope_gain(signal / f_est, cut.astype(np.float64), truth["resolution_um"][0] / 1000),
     }
     top = int(np.ceil(cut.max())) + 2
     kept = slice(top, min(n_z, top + kept_px))
