@@ -80,8 +80,9 @@ def test_no_turn_is_accepted_between_two_noisy_views_of_one_unrotated_texture():
         assert estimate.reason, estimate
 
 
-def test_a_turn_of_one_half_only_is_refused():
+def test_a_turn_of_one_half_only_is_refused(monkeypatch):
     """Two halves that disagree (a local warp, not a rigid turn) leave the slice as it is."""
+    from linumpy.parallel import WORKERS_ENV
     from linumpy.stack.rotation import estimate_rotation
 
     image = textured(1)
@@ -91,3 +92,5 @@ def test_a_turn_of_one_half_only_is_refused():
     assert estimate.mode == "skipped", estimate
     turned = estimate_rotation(image, rotate_image(image, 1.5, order=3))
     assert turned.mode == "full" and abs(turned.angle_deg + 1.5) <= 0.05, turned
+    monkeypatch.setenv(WORKERS_ENV, "1")  # the searches run side by side on the step's threads: same result on one
+    assert estimate_rotation(image, rotate_image(image, 1.5, order=3)) == turned

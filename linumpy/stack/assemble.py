@@ -24,6 +24,8 @@ import dask.array as da
 import numpy as np
 from tqdm import tqdm
 
+from linumpy.parallel import default_workers, ordered_map
+
 
 class RegionSink(Protocol):
     """Anything that accepts ``sink[z0:z1, y0:y1, x0:x1] = block``."""
@@ -161,7 +163,8 @@ def assemble_region(
             local.append(slice(start, stop))
         else:
             reads.append((piece, ramp, tuple(local)))
-    blocks = dask.compute(*(piece.data[local] for piece, _, local in reads))
+    # one region per thread of assemble_volume: its reads computed in that thread
+    blocks = dask.compute(*(piece.data[local] for piece, _, local in reads), scheduler="synchronous")
     for (piece, ramp, local), block in zip(reads, blocks, strict=True):
         out = tuple(
             slice(s.start + o - r.start, s.stop + o - r.start)
@@ -175,16 +178,25 @@ def assemble_region(
 
 
 def _coverage(first_coverage: Sequence[float], local: tuple[slice, slice, slice]) -> np.ndarray:
-    """Covered fraction of each voxel of a slice region (only first voxels are partial)."""
-    factors = []
+    """Covered fraction of each voxel of a slice region (only first voxels are partial).
+
+    Broadcastable to the region: axes without a partial first voxel are left
+    at size 1 (a product by ones, exact, is not computed).
+
+    Examples
+    --------
+    >>> _coverage((0.5, 1.0, 0.25), (slice(0, 2), slice(0, 3), slice(1, 3))).tolist()
+    [[[0.5]], [[1.0]]]
+    """
+    coverage = np.ones((1, 1, 1))
     for axis, (fraction, part) in enumerate(zip(first_coverage, local, strict=True)):
-        values = np.ones(part.stop - part.start)
-        if part.start == 0:
+        if part.start == 0 and fraction != 1.0:
+            values = np.ones(part.stop - part.start)
             values[0] = fraction
-        shape = [1, 1, 1]
-        shape[axis] = values.size
-        factors.append(values.reshape(shape))
-    return factors[0] * factors[1] * factors[2]
+            shape = [1, 1, 1]
+            shape[axis] = values.size
+            coverage = coverage * values.reshape(shape)
+    return coverage
 
 
 def assemble_volume(
@@ -194,6 +206,7 @@ def assemble_volume(
     sink: RegionSink,
     dtype: np.dtype,
     progress: bool = True,
+    workers: int | None = None,
 ) -> None:
     """Write the blended volume into ``sink`` one chunk at a time.
 
@@ -211,11 +224,19 @@ def assemble_volume(
         Output dtype.
     progress : bool
         Show a progress bar.
+    workers : int, optional
+        Threads blending regions side by side (:func:`linumpy.parallel.default_workers`);
+        at most one region per thread is held besides the one being written.
     """
+    workers = default_workers() if workers is None else max(1, int(workers))
     ramps = depth_ramps(placed)
     regions = list(iter_chunk_regions(shape, chunks))
-    for region in tqdm(regions, desc="stack", unit="chunk", disable=not progress):
-        sink[region] = assemble_region(placed, ramps, region, dtype)
+    # regions blended side by side (one in flight per thread), written in order by this thread
+    blocks = ordered_map(lambda region: assemble_region(placed, ramps, region, dtype), regions,
+                         workers, ahead=workers)
+    for region, block in tqdm(zip(regions, blocks, strict=True), total=len(regions), desc="stack", unit="chunk",
+                              disable=not progress):
+        sink[region] = block
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

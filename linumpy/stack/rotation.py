@@ -39,13 +39,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
+import dask
 import dask.array as da
 import numpy as np
 from scipy import ndimage, optimize
 from skimage.registration import phase_cross_correlation
 
+from linumpy.parallel import default_workers
 from linumpy.resample import block_mean
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
 from linumpy.stack.windows import depth_chunks, windowed_blocks
@@ -162,14 +165,26 @@ def _motion(shape: Sequence[int], params: Sequence[float]) -> tuple[np.ndarray, 
 
 
 def _turned_params(image: np.ndarray, params: Sequence[float], box: tuple[slice, slice] | None = None,
-                   order: int = 1) -> np.ndarray:
+                   order: int = 1, coefficients: np.ndarray | None = None) -> np.ndarray:
     """``image`` turned by ``params[0]`` degrees about its centre, then shifted by ``params[1:]`` pixels
-    (spline ``order``); only the output pixels in ``box`` (rows, columns; default all)."""
+    (spline ``order``); only the output pixels in ``box`` (rows, columns; default all).
+
+    ``coefficients``: ``image``'s spline coefficients (:func:`spline_coefficients`), when already
+    computed: the same values, without filtering ``image`` again.
+    """
     matrix, offset = _motion(image.shape, params)
     box = _whole(image.shape) if box is None else box
     origin = np.array([part.start for part in box], float)
-    return ndimage.affine_transform(image, matrix, offset + matrix @ origin, order=order, mode="constant", cval=0.0,
-                                    output_shape=tuple(part.stop - part.start for part in box))
+    source = image if coefficients is None else coefficients
+    return ndimage.affine_transform(source, matrix, offset + matrix @ origin, order=order, mode="constant", cval=0.0,
+                                    output_shape=tuple(part.stop - part.start for part in box),
+                                    prefilter=coefficients is None, output=image.dtype)
+
+
+def spline_coefficients(image: np.ndarray, order: int) -> np.ndarray:
+    """The spline coefficients :func:`scipy.ndimage.affine_transform` (``mode="constant"``) computes from
+    ``image`` on every call; computed once, they give the same output with ``prefilter=False``."""
+    return ndimage.spline_filter(image, order, output=np.float64, mode="constant") if order > 1 else image
 
 
 def _whole(shape: Sequence[int]) -> tuple[slice, slice]:
@@ -185,6 +200,8 @@ class _Overlap:
 
     def __init__(self, reference: np.ndarray, moving: np.ndarray) -> None:
         self.reference, self.moving = reference, moving
+        # filtered once here, not by every resampling of the search (the same values)
+        self.coefficients = spline_coefficients(moving, SEARCH_ORDER)
         self.valid_ref = reference != 0
         self.valid_mov = (moving != 0).astype(np.float32)
         # data everywhere in the moving image (the usual case): its turned footprint is computed, not resampled
@@ -212,7 +229,7 @@ class _Overlap:
         common = self.footprint(params, box) & self.valid_ref[box]
         if common.sum() < 0.1 * self.reference.size:
             return 0.0
-        turned = _turned_params(self.moving, params, box, SEARCH_ORDER)
+        turned = _turned_params(self.moving, params, box, SEARCH_ORDER, self.coefficients)
         return normalized_cross_correlation(self.reference[box][common], turned[common])
 
     def start(self, angle_deg: float) -> tuple[float, float, float]:
@@ -268,16 +285,19 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     if not (overlap.valid_ref.any() and overlap.valid_mov.any()):
         return RotationEstimate(0.0, 0.0, math.inf, (math.nan, math.nan), 0.0, 0.0, "skipped",
                                 "the overlap holds no data")
-    identity = overlap.refine(overlap.start(0.0), fixed_angle=True)[1]
     angles = np.arange(-max_deg - COARSE_STEP_DEG, max_deg + COARSE_STEP_DEG * 1.001, COARSE_STEP_DEG)
-    starts = [overlap.start(float(a)) for a in angles]
-    best = max(starts, key=overlap.ncc)
-    params, ncc = overlap.refine(best)
-    measured = float(params[0])
-    if abs(measured) < MIN_ANGLE_DEG:  # skipped whatever the halves say: their search (half the time) is not run
-        return RotationEstimate(0.0, measured, math.nan, (math.nan, math.nan), identity, identity, "skipped",
-                                f"below the smallest turn applied ({measured:.3f} < {MIN_ANGLE_DEG} degrees)")
-    halves = _half_angles(overlap, params)
+    # independent searches, run side by side on the step's threads (scipy's resampling and FFTs release the GIL)
+    with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="rotation") as pool:
+        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0), fixed_angle=True)[1])
+        starts = list(pool.map(overlap.start, [float(a) for a in angles]))
+        scores = list(pool.map(overlap.ncc, starts))
+        params, ncc = overlap.refine(starts[max(range(len(starts)), key=scores.__getitem__)])
+        identity = identity_job.result()
+        measured = float(params[0])
+        if abs(measured) < MIN_ANGLE_DEG:  # skipped whatever the halves say: their search (half the time) is not run
+            return RotationEstimate(0.0, measured, math.nan, (math.nan, math.nan), identity, identity, "skipped",
+                                    f"below the smallest turn applied ({measured:.3f} < {MIN_ANGLE_DEG} degrees)")
+        halves = _half_angles(overlap, params, pool)
     std = abs(halves[0] - halves[1]) / 2  # each half holds half the pixels: var(h1 - h2) = 4 var(angle)
     reason = _skip_reason(measured, std, halves, ncc, identity, max_deg)
     if reason:
@@ -286,20 +306,23 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     return RotationEstimate(measured, measured, std, halves, ncc, identity, mode)
 
 
-def _half_angles(overlap: _Overlap, params: np.ndarray) -> tuple[float, float]:
+def _half_angles(overlap: _Overlap, params: np.ndarray, pool: Executor) -> tuple[float, float]:
     """The angle refined on each half of the overlap, split across y and across x: the pair that differs most.
 
-    A rigid turn gives the same angle on every half; a warp of one part does not.
+    A rigid turn gives the same angle on every half; a warp of one part does not. The four
+    searches run on ``pool``.
     """
     index = np.indices(overlap.reference.shape)
-    pairs = []
+    halves = []
     for axis in (0, 1):
         # the first pixel of the second half (each half at least one pixel)
         middle = math.ceil(float(np.median(index[axis][overlap.valid_ref])))
         middle = min(max(middle, 1), overlap.reference.shape[axis] - 1)
-        halves = [list(_whole(overlap.reference.shape)) for _ in range(2)]
-        halves[0][axis], halves[1][axis] = slice(0, middle), slice(middle, overlap.reference.shape[axis])
-        pairs.append(tuple(float(overlap.refine(params, tuple(half))[0][0]) for half in halves))
+        split = [list(_whole(overlap.reference.shape)) for _ in range(2)]
+        split[0][axis], split[1][axis] = slice(0, middle), slice(middle, overlap.reference.shape[axis])
+        halves += [tuple(half) for half in split]
+    angles = [float(found[0][0]) for found in pool.map(lambda half: overlap.refine(params, half), halves)]
+    pairs = [(angles[0], angles[1]), (angles[2], angles[3])]
     return max(pairs, key=lambda pair: abs(pair[0] - pair[1]))
 
 
@@ -358,9 +381,16 @@ def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, sha
     return out
 
 
-def _overlap_image(data: da.Array, planes: tuple[int, int], factor: int) -> np.ndarray:
-    """Band-passed average of planes ``[start, stop)``, block-averaged laterally by ``factor``."""
-    stack = block_mean(data[planes[0]:planes[1]].astype(np.float32), (1, factor, factor)).compute()
+def _overlap_images(reads: Sequence[tuple[da.Array, tuple[int, int]]], factor: int) -> list[np.ndarray]:
+    """Band-passed average of planes ``[start, stop)`` of each ``(data, planes)``, block-averaged laterally by
+    ``factor``; the planes read in one computation."""
+    stacks = dask.compute(*(block_mean(data[start:stop].astype(np.float32), (1, factor, factor))
+                            for data, (start, stop) in reads))
+    return [_overlap_image(stack) for stack in stacks]
+
+
+def _overlap_image(stack: np.ndarray) -> np.ndarray:
+    """Band-passed average of the planes of ``stack``."""
     image = ndimage.gaussian_filter(stack.mean(axis=0), SMOOTHING_PX)
     return bandpass_planes(image[None], axial_sigma_px=0.0, background_radius_px=BACKGROUND_RADIUS_PX)[0]
 
@@ -417,9 +447,8 @@ def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confi
     c0, c1 = current.useful_range
     start = min(max(p0, p0 + expected), p1 - 1)
     n_planes = max(1, min(ROTATION_PLANES, p1 - start, c1 - c0))
-    reference = _overlap_image(previous_data, (start, start + n_planes), factor)
-    moving = _overlap_image(current_data, (c0, c0 + n_planes), factor)
-    reference, moving = _common_shape(reference, moving)
+    reference, moving = _common_shape(*_overlap_images(
+        [(previous_data, (start, start + n_planes)), (current_data, (c0, c0 + n_planes))], factor))
     return estimate_rotation(reference, moving, max_deg, min_confidence)
 
 

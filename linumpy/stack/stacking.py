@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -526,11 +527,13 @@ def _register_consecutive(
     p0 = previous.useful_range[0]
     c0 = current.useful_range[0]
     last = min(previous.useful_depth, int(math.ceil(expected + tolerance)) + depth)
-    previous_planes = _planes(previous_data[p0 + first : p0 + last], previous_window, factor)
     # with the top skipped, smoothed with true neighbours below too; else both ends are edges, whose
     # opposite biases (the z smoothing's) roughly cancel
     halo = min(current.useful_depth, skip + depth + skip)
-    current_planes = _planes(current_data[c0 : c0 + halo], current_window, factor)[skip : skip + depth]
+    previous_planes, current_planes = (bandpass_planes(planes) for planes in _mean_planes(
+        (previous_data[p0 + first : p0 + last], previous_window), (current_data[c0 : c0 + halo], current_window),
+        factor=factor))
+    current_planes = current_planes[skip : skip + depth]
     estimate = register_pair(previous_planes, first, current_planes, expected, tolerance)
     estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
                        offsets_scanned=[d - skip for d in estimate.offsets_scanned],
@@ -576,8 +579,8 @@ def _boundary_ratio(
     if depth < 1 or start < 0 or previous_window is None:
         return None, None, None
     p0, c0 = previous.useful_range[0], current.useful_range[0]
-    upper = _mean_planes(previous_data[p0 + start : p0 + start + depth], previous_window, factor)
-    lower = _mean_planes(current_data[c0 + skip : c0 + skip + depth], current_window, factor)
+    upper, lower = _mean_planes((previous_data[p0 + start : p0 + start + depth], previous_window),
+                                (current_data[c0 + skip : c0 + skip + depth], current_window), factor=factor)
     overlap_map = log_ratio_map(lower, upper)
     ratio = overlap_ratio(upper * np.exp(overlap_map), lower)
     centre = (depth - 1) / 2
@@ -612,15 +615,14 @@ def _common_window(
     return prev_window, curr_window
 
 
-def _mean_planes(data: da.Array, window: tuple[slice, slice], factor: int) -> np.ndarray:
-    """Read planes over a lateral window, block-averaged by ``factor``."""
-    cropped = data[(slice(None), *window)].astype(np.float32)
-    return block_mean(cropped, (1, factor, factor)).compute()
+def _mean_planes(*reads: tuple[da.Array, tuple[slice, slice]], factor: int) -> tuple[np.ndarray, ...]:
+    """Read planes ``(data, lateral window)`` block-averaged by ``factor``, all in one computation.
 
-
-def _planes(data: da.Array, window: tuple[slice, slice], factor: int) -> np.ndarray:
-    """Read planes over a lateral window, block-averaged by ``factor``, band-passed."""
-    return bandpass_planes(_mean_planes(data, window, factor))
+    One computation reads the slices side by side, and a source chunk two
+    reads share is decoded once.
+    """
+    return dask.compute(*(block_mean(data[(slice(None), *window)].astype(np.float32), (1, factor, factor))
+                          for data, window in reads))
 
 
 def _record(
