@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "fitted to it, or none [%(default)s].")
     parser.add_argument("--focus_profile", metavar="NPY", default=None,
                         help="Divide by this focus profile (.npy, one value per input depth) instead.")
+    parser.add_argument("--agarose_attenuation_per_mm", type=finite_float, default=0.0,
+                        help="The embedding gel's own attenuation, measured on the gel (1/mm); removed from the "
+                             "agarose profile of the background focus estimate (0: not known) [%(default)s].")
     parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
                         help="Attenuation compensation [%(default)s].")
     parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
@@ -50,6 +53,7 @@ def main(args: argparse.Namespace) -> None:
         focus=args.focus,
         focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
         attenuation=args.attenuation,
+        agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
     )
     correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,
                   compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))

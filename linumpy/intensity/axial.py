@@ -82,6 +82,11 @@ class AxialSettings:
         Surface detection (see :func:`linumpy.intensity.surface.detect_surface`).
     min_focus_gain : float
         Focus profiles are clipped below at this fraction of their maximum.
+    agarose_attenuation_per_mm : float
+        The embedding gel's own attenuation (mm^-1, measured on the gel;
+        0 = not known, ignored): the agarose profile decays with it below the
+        cut, which the ``background`` focus estimate removes (otherwise it
+        enters the focus profile and every attenuation reads that much low).
     tail_window_px : int or None
         Window of the end-of-range extension of the Vermeer estimate
         (default: a quarter of the input depth).
@@ -101,6 +106,7 @@ class AxialSettings:
     lateral_sigma_px: float = 2.0
     min_contrast: float = 2.0
     min_focus_gain: float = 0.05
+    agarose_attenuation_per_mm: float = 0.0
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     statistics_binning_px: int = 2
@@ -265,6 +271,8 @@ def _check_settings(settings: AxialSettings) -> None:
         )
     if settings.surface_depth_um < 0:
         raise InputError(f"--surface_depth_um must be >= 0, got {settings.surface_depth_um}")
+    if settings.agarose_attenuation_per_mm < 0:
+        raise InputError(f"--agarose_attenuation_per_mm must be >= 0, got {settings.agarose_attenuation_per_mm}")
     if settings.useful_depth_um is not None and settings.useful_depth_um <= 0:
         raise InputError(f"--useful_depth_um must be > 0, got {settings.useful_depth_um}")
     if settings.statistics_binning_px < 1:
@@ -388,10 +396,11 @@ def _focus_profile(
     first_depth = _cell_first_depth(background, plane, factor)
     cell_um = background.cell_px * factor * lateral_um
     guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))
+    decay_per_px = 2.0 * settings.agarose_attenuation_per_mm * dz_um / 1000.0
     closest = background.background_profile(background.agarose_cells(tissue_level, 1), noise_floor, first_depth)
     while True:  # the widest guard band that keeps half of the agarose A-lines
         cells = background.agarose_cells(tissue_level, guard)
-        measured, support = background.background_profile(cells, noise_floor, first_depth)
+        measured, support = background.background_profile(cells, noise_floor, first_depth, decay_per_px)
         if guard == 1 or support.max(initial=0) >= 0.5 * closest[1].max(initial=0):
             break
         guard -= 1
@@ -401,6 +410,7 @@ def _focus_profile(
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
+    estimate.qc["focus_agarose_attenuation_per_mm"] = settings.agarose_attenuation_per_mm
     for flag in estimate.flags:
         logger.warning("%s", flag)
     if estimate.profile is None:

@@ -260,20 +260,36 @@ class BackgroundStatistics:
         return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
 
     def background_profile(
-        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray
+        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
 
         Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
-        cut surface). Returns ``(profile, support)``: ``support[z]`` is the
+        cut surface). ``decay_per_px``: the agarose's own round-trip
+        attenuation ``2 mu dz``; each cell's signal, minus the noise floor, is
+        multiplied by ``exp(decay_per_px * d)``, ``d`` the depth below the
+        cell's cut (``first_depth`` less the margin), so that the profile is
+        the focus alone. Returns ``(profile, support)``: ``support[z]`` is the
         number of A-lines behind ``profile[z]`` (NaN where 0).
+
+        Examples
+        --------
+        >>> statistics = BackgroundStatistics(4, margin_px=0)
+        >>> statistics.cell_sums[:] = np.exp(-0.1 * np.arange(4.0)); statistics.cell_lines[:] = 1
+        >>> profile, _ = statistics.background_profile(np.ones(1, bool), 0.0, np.zeros(1), 0.1)
+        >>> profile.round(6).tolist()
+        [1.0, 1.0, 1.0, 1.0]
         """
         use = np.nonzero(cells & np.isfinite(first_depth))[0]
-        valid = np.arange(self.depth)[None, :] >= first_depth[use][:, None]
-        sums = (self.cell_sums[use] * valid).sum(axis=0)
+        depth = np.arange(self.depth)[None, :] - first_depth[use][:, None]
+        valid = depth >= 0
         support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
-        profile = np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0)
-        return profile - noise_floor, support
+        if not decay_per_px:
+            sums = (self.cell_sums[use] * valid).sum(axis=0)
+            return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0) - noise_floor, support
+        signal = (self.cell_sums[use] - noise_floor * self.cell_lines[use][:, None]) * valid
+        sums = (signal * np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))).sum(axis=0)
+        return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0), support
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...

@@ -118,6 +118,7 @@ class PipelineParams(BaseModel):
     useful_depth_um: Positive | None = None
     focus: Literal["background", "gaussian", "none"] | None = None
     attenuation: Literal["vermeer", "none"] | None = None
+    agarose_attenuation_per_mm: Annotated[Number, Field(ge=0)] | None = None
     axial_dtype: Literal["float32", "float16"] | None = None
 
     # Normalization

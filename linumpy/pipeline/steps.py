@@ -104,6 +104,7 @@ AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (
     Option("useful_depth_um", "--useful_depth_um"),
     Option("focus", "--focus"),
     Option("attenuation", "--attenuation"),
+    Option("agarose_attenuation_per_mm", "--agarose_attenuation_per_mm"),
     Option("axial_dtype", "--dtype"),
     *_ZARR_OUTPUT,
 ))
