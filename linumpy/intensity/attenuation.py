@@ -144,9 +144,13 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarra
         out = np.zeros(np.shape(signal), np.float32)
     elif out is not signal:
         out[...] = 0
-    # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there
-    np.divide(signal, tails[:-1], out=out, where=tails[:-1] > 0, casting="unsafe")
-    out *= tails[0]
+    # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there. Plane by plane:
+    # the mask and both products stay in cache (no 3D temporary)
+    lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
+    positive = np.empty(sums.shape[1:], bool)
+    for k in range(len(result)):
+        np.divide(lines[k], sums[k], out=result[k], where=np.greater(sums[k], 0, out=positive), casting="unsafe")
+        result[k] *= sums[0]
     return out
 
 
@@ -194,17 +198,25 @@ def slope_attenuation(
     valid = np.isfinite(start_px)
     first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
     stop = np.minimum(first - margin_px + depth_px, n_z)
-    # least-squares sums accumulated plane by plane (no 3D temporaries)
+    # least-squares sums accumulated plane by plane (no 3D temporaries, no per-plane allocation);
+    # n, sz and szz hold integers (exact in float64), log is float32 and 0 where unused
     n, sz, szz, sl, szl = (np.zeros(start_px.shape) for _ in range(5))
+    signal = np.empty(start_px.shape, np.float32)
+    log = np.empty(start_px.shape, np.float32)
+    use = np.empty(start_px.shape, bool)
+    inside = np.empty(start_px.shape, bool)
     for k in range(max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))):
-        signal = tails[k] - tails[k + 1]
-        use = (first <= k) & (k < stop) & (signal > 0)
-        log = np.log(np.where(use, signal, 1.0))
+        np.subtract(tails[k], tails[k + 1], out=signal)
+        np.greater(signal, 0, out=use)
+        use &= np.less_equal(first, k, out=inside)
+        use &= np.greater(stop, k, out=inside)
+        log.fill(0)
+        np.log(signal, out=log, where=use)
         n += use
-        sz += k * use
-        szz += k * k * use
-        sl += log * use
-        szl += k * log * use
+        np.add(sz, k, out=sz, where=use)
+        np.add(szz, k * k, out=szz, where=use)
+        sl += log
+        szl += np.multiply(log, k, out=log)
     spread = n * szz - sz**2
     slope = np.divide(n * szl - sz * sl, spread, out=np.zeros_like(n), where=spread > 0)
     return np.where(valid & (n >= min_samples), -slope / (2.0 * voxel_size_mm), np.nan).astype(np.float32)

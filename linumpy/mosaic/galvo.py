@@ -36,6 +36,7 @@ from scipy.ndimage import median_filter
 from linumpy.io.acquisition import SliceAcquisition, Tile
 from linumpy.io.native_tiles import RAW_DTYPE, INFO_NAME, bin_files, read_info, read_native_tile
 from linumpy.mosaic.options import DEFAULT_CONFIDENCE
+from linumpy.parallel import ordered_map
 
 #: Tiles sampled for detection, nearest to the grid centre first.
 MAX_TILES = 16
@@ -229,17 +230,20 @@ def central_tiles(section: SliceAcquisition, count: int = MAX_TILES) -> list[Til
     return [section.tiles[rc] for rc in order[:count]]
 
 
-def detect_slice_band(section: SliceAcquisition, threshold: float = DEFAULT_CONFIDENCE) -> GalvoShift:
+def detect_slice_band(
+    section: SliceAcquisition, threshold: float = DEFAULT_CONFIDENCE, workers: int | None = None
+) -> GalvoShift:
     """Detect and decide the galvo-band shift of one slice (native tiles only).
 
-    Reads the raw A-line profiles of up to :data:`MAX_TILES` central tiles.
+    Reads the raw A-line profiles of up to :data:`MAX_TILES` central tiles,
+    ``workers`` tiles at once (default :func:`linumpy.parallel.default_workers`).
     TIFF tiles are already cropped: status ``"not_native"``, nothing moved.
     """
     tiles = central_tiles(section)
     if not tiles or not (tiles[0].path / INFO_NAME).is_file():
         return GalvoShift(status="not_native")
     info = read_info(tiles[0].path)
-    profiles = {(t.row, t.col): aline_profile(t.path) for t in tiles}
+    profiles = dict(zip([(t.row, t.col) for t in tiles], ordered_map(lambda t: aline_profile(t.path), tiles, workers)))
     return decide(detect_band(profiles, info.nx, info.n_extra), threshold)
 
 

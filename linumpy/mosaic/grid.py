@@ -254,7 +254,7 @@ def write_mosaic_grid(
     geometry = grid_geometry(section, resolution_um, z_range)
     attributes = mosaic_grid_attributes(section, geometry)
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
-    galvo = detect_slice_band(section, galvo_confidence) if fix_galvo_shift else GalvoShift()
+    galvo = detect_slice_band(section, galvo_confidence, workers) if fix_galvo_shift else GalvoShift()
     attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
     if not fix_field_curvature:
         curvature = Curvature()
