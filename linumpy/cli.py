@@ -246,5 +246,8 @@ def run(
         message = os_error_message(error, parser.prog)
         if message is None:
             raise
+        # zarr's other writes still in flight (same full disk, same temporary) fail too; asyncio
+        # would print each as "Task exception was never retrieved" with a traceback at exit.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
