@@ -45,12 +45,12 @@ from dataclasses import asdict, dataclass, replace
 import dask
 import dask.array as da
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import fft, ndimage, optimize
 from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean
-from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
+from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
 LOGGER = logging.getLogger(__name__)
@@ -203,6 +203,8 @@ class _Overlap:
         # filtered once here, not by every resampling of the search (the same values)
         self.coefficients = spline_coefficients(moving, SEARCH_ORDER)
         self.valid_ref = reference != 0
+        # the reference's spectrum, computed once for the whole-pixel shift of every angle of the coarse search
+        self.reference_spectrum = fft.fftn(reference)
         self.valid_mov = (moving != 0).astype(np.float32)
         # data everywhere in the moving image (the usual case): its turned footprint is computed, not resampled
         self.whole = bool(self.valid_mov.all())
@@ -232,12 +234,21 @@ class _Overlap:
         turned = _turned_params(self.moving, params, box, SEARCH_ORDER, self.coefficients)
         return normalized_cross_correlation(self.reference[box][common], turned[common])
 
-    def start(self, angle_deg: float) -> tuple[float, float, float]:
-        """``(angle, dy, dx)``: the whole-pixel shift (phase correlation) of ``moving`` turned by ``angle_deg``."""
-        turned = rotate_image(self.moving, angle_deg)
-        turned = np.where(self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape)), turned, 0.0)
-        shift, _, _ = phase_cross_correlation(self.reference, turned, normalization=None)
-        return (float(angle_deg), float(shift[0]), float(shift[1]))
+    def start(self, angle_deg: float) -> tuple[tuple[float, float, float], float]:
+        """``((angle, dy, dx), NCC)``: the whole-pixel shift (phase correlation) of ``moving`` turned by
+        ``angle_deg``, and the NCC of that motion, both on the bilinear turn (the coarse search's score: no
+        cubic resampling per angle); NCC 0 when less than a tenth of the image is common."""
+        inside = self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape))
+        turned = np.where(inside, rotate_image(self.moving, angle_deg), 0.0)
+        shift, _, _ = phase_cross_correlation(self.reference_spectrum, fft.fftn(turned), space="fourier",
+                                              normalization=None)
+        params = (float(angle_deg), float(shift[0]), float(shift[1]))
+        reference, moved = overlap_views(self.reference, turned, shift)
+        valid_ref, moved_inside = overlap_views(self.valid_ref, inside, shift)
+        common = valid_ref & moved_inside
+        if common.sum() < 0.1 * self.reference.size:
+            return params, 0.0
+        return params, normalized_cross_correlation(reference[common], moved[common])
 
     def refine(self, params: Sequence[float], box: tuple[slice, slice] | None = None,
                fixed_angle: bool = False) -> tuple[np.ndarray, float]:
@@ -288,10 +299,9 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     angles = np.arange(-max_deg - COARSE_STEP_DEG, max_deg + COARSE_STEP_DEG * 1.001, COARSE_STEP_DEG)
     # independent searches, run side by side on the step's threads (scipy's resampling and FFTs release the GIL)
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="rotation") as pool:
-        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0), fixed_angle=True)[1])
+        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0)[0], fixed_angle=True)[1])
         starts = list(pool.map(overlap.start, [float(a) for a in angles]))
-        scores = list(pool.map(overlap.ncc, starts))
-        params, ncc = overlap.refine(starts[max(range(len(starts)), key=scores.__getitem__)])
+        params, ncc = overlap.refine(max(starts, key=lambda start: start[1])[0])
         identity = identity_job.result()
         measured = float(params[0])
         if abs(measured) < MIN_ANGLE_DEG:  # skipped whatever the halves say: their search (half the time) is not run
