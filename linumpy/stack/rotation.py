@@ -193,6 +193,8 @@ def _whole(shape: Sequence[int]) -> tuple[slice, slice]:
 
 #: First simplex of the fine search: steps in angle (degrees), y and x (pixels).
 _SIMPLEX_STEPS = (0.1, 0.3, 0.3)
+#: The halves' searches start from the whole overlap's optimum: a first simplex this fraction of the size.
+HALF_SIMPLEX_SCALE = 0.5
 
 
 class _Overlap:
@@ -251,7 +253,7 @@ class _Overlap:
         return params, normalized_cross_correlation(reference[common], moved[common])
 
     def refine(self, params: Sequence[float], box: tuple[slice, slice] | None = None,
-               fixed_angle: bool = False) -> tuple[np.ndarray, float]:
+               fixed_angle: bool = False, scale: float = 1.0) -> tuple[np.ndarray, float]:
         """Maximise the NCC (over ``box``) from ``params`` (Nelder-Mead; the angle kept with ``fixed_angle``);
         ``(params, NCC)``."""
         params = np.asarray(params, float)
@@ -262,7 +264,7 @@ class _Overlap:
             trial[free] = p
             return -self.ncc(trial, box)
 
-        steps = np.array(_SIMPLEX_STEPS)[free]
+        steps = scale * np.array(_SIMPLEX_STEPS)[free]
         simplex = params[free] + np.vstack([np.zeros(len(steps)), np.diag(steps)])
         found = optimize.minimize(cost, params[free], method="Nelder-Mead",
                                   options={"initial_simplex": simplex, "xatol": 2e-3, "fatol": 1e-6})
@@ -331,7 +333,7 @@ def _half_angles(overlap: _Overlap, params: np.ndarray, pool: Executor) -> tuple
         split = [list(_whole(overlap.reference.shape)) for _ in range(2)]
         split[0][axis], split[1][axis] = slice(0, middle), slice(middle, overlap.reference.shape[axis])
         halves += [tuple(half) for half in split]
-    angles = [float(found[0][0]) for found in pool.map(lambda half: overlap.refine(params, half), halves)]
+    angles = [float(found[0][0]) for found in pool.map(lambda half: overlap.refine(params, half, scale=HALF_SIMPLEX_SCALE), halves)]
     pairs = [(angles[0], angles[1]), (angles[2], angles[3])]
     return max(pairs, key=lambda pair: abs(pair[0] - pair[1]))
 
