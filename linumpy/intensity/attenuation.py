@@ -19,6 +19,9 @@ The A-line is finite: the part of the tail sum beyond the last sample is
 extended as a geometric series whose ratio is measured on the last two
 windows of the A-line (see :func:`tail_sums`). On short A-lines that
 extension is the largest error of the compensation (see ``docs/intensity.md``).
+The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
+or, for the compensation, a guided filter that does not mix tissues of
+different levels (:func:`edge_aware_tails`).
 
 The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
 does not use the extension at all: it is the decay rate of the laterally
@@ -26,6 +29,8 @@ averaged signal, fitted over the A-line's tissue range.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -127,9 +132,77 @@ def level_guide(signal: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(level, floor)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class BinGrid:
+    """Bins of :data:`EDGE_BIN` x :data:`EDGE_BIN` A-lines of a block, on its slice's grid.
+
+    The bins follow the slice's grid whatever the block (``phase``: the
+    index of the block's first A-line in the slice), so that neighbouring
+    blocks bin alike (no seams); a block's first and last bins may be
+    narrower.
+    """
+
+    starts: tuple[np.ndarray, np.ndarray]
+    counts: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, shape: tuple[int, int], phase: tuple[int, int] = (0, 0)) -> BinGrid:
+        """The bins of a block of lateral ``shape`` whose first A-line is ``phase`` in the slice."""
+        starts = tuple(np.r_[0, np.arange(-p % EDGE_BIN or EDGE_BIN, n, EDGE_BIN)] for p, n in zip(phase, shape))
+        return cls(starts, tuple(np.diff(np.r_[start, n]) for start, n in zip(starts, shape)))
+
+    def binned(self, values: np.ndarray) -> np.ndarray:
+        """Mean over each bin of the last two axes, float32."""
+        for axis, start in ((-2, self.starts[0]), (-1, self.starts[1])):
+            values = _bin_axis(values, axis, start)
+        return values / np.float32(self.counts[0][:, None] * self.counts[1][None, :])
+
+    def fine(self, values: np.ndarray) -> np.ndarray:
+        """Each bin's value repeated to its A-lines."""
+        return np.repeat(np.repeat(values, self.counts[0], axis=-2), self.counts[1], axis=-1)
+
+    def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
+        """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
+
+        When every bin is whole, one strided view per position in the bin (no repeated copies).
+        """
+        if all(np.all(c == EDGE_BIN) for c in self.counts):
+            view = out.reshape(out.shape[0], self.counts[0].size, EDGE_BIN, self.counts[1].size, EDGE_BIN)
+            for i in range(EDGE_BIN):
+                for j in range(EDGE_BIN):
+                    np.multiply(slope, guide[i::EDGE_BIN, j::EDGE_BIN], out=view[:, :, i, :, j])
+                    view[:, :, i, :, j] += offset
+        else:
+            np.multiply(self.fine(slope), guide, out=out)
+            out += self.fine(offset)
+
+
+def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
+    """Inclusive tail sums of the ``(z, y, x)`` signal binned on ``grid`` (no extension), shape ``(z + 1, ...)``."""
+    binned = grid.binned(signal)
+    sums = np.zeros((signal.shape[0] + 1,) + binned.shape[1:], np.float32)
+    sums[:-1] = binned
+    for k in range(signal.shape[0] - 1, -1, -1):
+        sums[k] += sums[k + 1]
+    return sums
+
+
+def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
+    """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
+
+    The box is ``box_width(lateral_sigma_px) // EDGE_BIN`` bins (made odd;
+    3 bins = 6 A-lines for the default sigma 2, where the full-resolution box
+    is 7).
+    """
+    width = box_width(lateral_sigma_px) // EDGE_BIN | 1
+    tails = ndimage.uniform_filter(sums, (1, width, width), mode="nearest")
+    _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
+    return tails
+
+
 def edge_aware_tails(
-    signal: np.ndarray, sigma_px: float, tail_window_px: int | None = None, epsilon: float = EDGE_EPSILON,
-    phase: tuple[int, int] = (0, 0),
+    signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
+    epsilon: float = EDGE_EPSILON,
 ) -> np.ndarray:
     """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
 
@@ -144,68 +217,71 @@ def edge_aware_tails(
     side keeps its own decay, where the box lends the A-lines near the edge
     the other tissue's. Linear in the signal (scaling it scales the sums).
     As in the fast guided filter (He and Sun 2015, arXiv:1505.00996) the
-    coefficients are fitted on the signal binned :data:`EDGE_BIN` x
-    :data:`EDGE_BIN` (boxes of that fraction of the width); only
-    ``a * guide + b`` is evaluated for every A-line. Then the end-of-range
-    extension of :func:`tail_sums`.
+    coefficients are fitted on the binned sums (boxes of ``1 / EDGE_BIN`` of
+    the width); only ``a * guide + b`` is evaluated for every A-line. Then
+    the end-of-range extension of :func:`tail_sums`.
 
     Parameters
     ----------
     signal : ndarray, shape (z, y, x)
-        Non-negative, noise-floor-subtracted intensity.
+        Non-negative, noise-floor-subtracted intensity (for the guide).
+    sums : ndarray, shape (z + 1, y', x')
+        :func:`binned_tail_sums` of ``signal`` on ``grid``.
+    grid : BinGrid
     sigma_px : float
         Standard deviation of the box (A-lines).
     tail_window_px : int, optional
         See :func:`tail_sums`.
     epsilon : float
         Variance of the guide treated as noise.
-    phase : (int, int)
-        Index of the block's first A-line in the slice: the bins follow the
-        slice's grid whatever the block, so that neighbouring blocks bin
-        alike (no seams).
 
     Returns
     -------
     ndarray, shape (z + 1, y, x), float32
     """
-    n_z = signal.shape[0]
     width = box_width(sigma_px / EDGE_BIN)
-    # bins of EDGE_BIN A-lines on the slice's grid (the block's first and last bins may be partial)
-    starts = [np.r_[0, np.arange(-p % EDGE_BIN or EDGE_BIN, n, EDGE_BIN)] for p, n in zip(phase, signal.shape[1:])]
-    counts = [np.diff(np.r_[start, n]) for start, n in zip(starts, signal.shape[1:])]
-
-    def binned(values: np.ndarray) -> np.ndarray:
-        values = np.add.reduceat(np.add.reduceat(values, starts[0], axis=-2), starts[1], axis=-1)
-        return values / np.float32(counts[0][:, None] * counts[1][None, :])
 
     def box(values: np.ndarray) -> np.ndarray:
         return ndimage.uniform_filter(values, (1, width, width) if values.ndim == 3 else width, mode="nearest")
 
-    def fine(values: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(values, counts[0], axis=-2), counts[1], axis=-1)
-
     guide = level_guide(signal)
-    small_guide = binned(guide)
+    small_guide = grid.binned(guide)
     mean_guide = box(small_guide)
     variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
-    small = np.zeros((n_z + 1,) + small_guide.shape, np.float32)
-    small[:n_z] = binned(signal)
-    for k in range(n_z - 1, -1, -1):
-        small[k] += small[k + 1]
-    sums = np.empty((n_z + 1,) + signal.shape[1:], np.float32)
-    for first in range(0, n_z + 1, EDGE_PLANES):
-        planes = small[first : first + EDGE_PLANES]
+    out = np.empty((sums.shape[0],) + signal.shape[1:], np.float32)
+    for first in range(0, sums.shape[0], EDGE_PLANES):
+        planes = sums[first : first + EDGE_PLANES]
         mean = box(planes)
         slope = box(planes * small_guide)
         slope -= mean * mean_guide
         slope /= variance
         mean -= slope * mean_guide
-        out = sums[first : first + EDGE_PLANES]
-        np.multiply(fine(box(slope)), guide, out=out)
-        out += fine(box(mean))
-    np.maximum(sums, 0, out=sums)
-    _extend(sums, _tail_window(n_z, tail_window_px))
-    return sums
+        grid.evaluate(box(slope), guide, box(mean), out[first : first + EDGE_PLANES])
+    np.maximum(out, 0, out=out)
+    _extend(out, _tail_window(signal.shape[0], tail_window_px))
+    return out
+
+
+def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` over the bins starting at ``starts`` along ``axis`` (``np.add.reduceat``, faster).
+
+    The bins between the first and the last are :data:`EDGE_BIN` wide and
+    summed by strided adds; the first and the last may be narrower.
+    """
+    values = np.moveaxis(values, axis, 0)
+    n = values.shape[0]
+    first = int(starts[1]) if starts.size > 1 else n
+    full = max(0, (n - first) // EDGE_BIN)
+    stop = first + full * EDGE_BIN
+    out = np.empty((starts.size,) + values.shape[1:], np.float32)
+    out[0] = values[:first].sum(axis=0)
+    middle = out[1 : 1 + full]
+    np.copyto(middle, values[first:stop:EDGE_BIN])
+    for offset in range(1, EDGE_BIN):
+        middle += values[first + offset : stop : EDGE_BIN]
+    if stop < n:
+        out[-1] = values[stop:].sum(axis=0)
+    return np.moveaxis(out, 0, axis)
 
 
 def box_width(sigma_px: float) -> int:
