@@ -560,7 +560,8 @@ def test_script_refuses_existing_output_and_overwrites_with_f(tmp_path):
     assert all(p.exists() for p in (out, *output_paths(out)))
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode == 2 and "already exists" in refused.stderr
-    assert subprocess.run([*command, "-f"], capture_output=True).returncode == 0
+    assert subprocess.run([*command, "-f", "--attenuation_edge_sigma_px", "4"], capture_output=True).returncode == 0
+    assert read_qc_record(qc_record_path(out))["metrics"]["attenuation_tail_average"] == "edge-aware, sigma 4 px"
 
 
 def test_flattening_follows_the_surface_plane_not_its_bumps():
