@@ -375,14 +375,39 @@ def test_write_failing_with_enospc_aborts_cleanly(tmp_path, limited_disk, writer
     # test_chunk_writes_still_running_at_abort_leave_nothing.
 
 
-def test_chunk_writes_still_running_at_abort_leave_nothing(tmp_path, limited_disk):
-    limited_disk(int(0.5 * _full_size()), straggle_s=0.3)
+@pytest.mark.parametrize("capacity", [1, None], ids=["group-metadata", "chunks"])
+def test_writes_still_running_at_abort_leave_nothing(tmp_path, limited_disk, capacity):
+    # zarr writes a group's metadata files, and the chunks of one region, concurrently: the
+    # first to meet the full disk fails the call while the others are still running
+    limited_disk(capacity or int(0.5 * _full_size()), straggle_s=0.3)
     out = tmp_path / "slice_z00_axial_corr.ome.zarr"
     with pytest.raises(OSError) as raised:
         save_omezarr(_volume(), out, RESOLUTION, chunks=CHUNKS, n_levels=2)
-    time.sleep(1.0)  # let any straggling write land
     assert raised.value.errno == errno.ENOSPC, f"ENOSPC masked by {raised.value!r}"
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a temporary was left behind"
+    time.sleep(0.5)  # a straggling write that outlived the abort would land now
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a write in flight recreated the temporary"
+
+
+def test_removing_a_tree_tolerates_files_renamed_meanwhile(tmp_path, monkeypatch):
+    import shutil
+
+    from linumpy.io import atomic
+
+    tree = tmp_path / ".out.ome.zarr.partial-1"
+    (tree / "0").mkdir(parents=True)
+    (tree / ".zgroup").write_text("{}")
+    real_rmtree, calls = shutil.rmtree, []
+
+    def rmtree_meeting_a_vanished_file(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:  # as when zarr renames ".zattrs.<hex>.partial" during the walk
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", ".zattrs.1f2e.partial")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_meeting_a_vanished_file)
+    atomic.remove_path(tree)
+    assert not tree.exists() and len(calls) == 2
 
 
 # ---------------------------------------------------------------- damaged inputs

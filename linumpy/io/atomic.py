@@ -114,13 +114,31 @@ def naming_file(path: str | os.PathLike) -> Iterator[None]:
         raise OSError(error.errno or errno.EIO, error.strerror or str(error), str(path)) from None
 
 
+#: Passes of :func:`remove_path` over a tree whose entries another writer may still rename or delete.
+_REMOVAL_PASSES = 3
+
+
 def remove_path(path: str | os.PathLike) -> None:
-    """Delete a file or a directory tree if it exists."""
+    """Delete a file or a directory tree if it exists.
+
+    An entry that disappears while the tree is removed (a writer still
+    renaming its own temporary file, as zarr does for every file it writes)
+    is not an error: the tree is walked again until it is gone.
+    """
     path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    if not (path.is_dir() and not path.is_symlink()):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    for remaining in range(_REMOVAL_PASSES, 0, -1):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            if not path.exists():
+                return
+            if remaining == 1:
+                raise
 
 
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> None:

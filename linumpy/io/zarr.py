@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -34,6 +35,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from zarr.core import sync as zarr_sync
 
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff, streamed_pyramid
@@ -475,6 +477,30 @@ def _naming_os_errors(path: Path) -> Iterator[None]:
         raise OSError(error.errno, error.strerror, str(path)) from error
 
 
+async def _other_tasks_settled() -> None:
+    """Wait for every other task of the running event loop; retrieve their errors."""
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    if not pending:
+        return
+    done, _ = await asyncio.wait(pending)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # a failure of a sibling write: the first one is the error reported
+
+
+def _wait_for_zarr_io() -> None:
+    """Block until zarr has no read or write in flight.
+
+    zarr runs the writes of one call concurrently on its own event loop and
+    returns on the first failure while the others still run (a full disk
+    fails them all); a temporary removed before they end is recreated or
+    breaks the removal. Their errors are retrieved here, so asyncio does not
+    print them again at exit.
+    """
+    zarr_sync.sync(_other_tasks_settled())
+
+
 class _Sliceable:
     """Hide an in-memory array from dask, which would otherwise copy it whole."""
 
@@ -531,7 +557,7 @@ class _PyramidWriter:
             self._level0 = self._create_level(group, "0", self.shape)
             self._pyramid = self._streamed_pyramid(group)
         except BaseException:
-            atomic.remove_path(self.temporary)
+            self.abort()
             raise
 
     def _streamed_pyramid(self, group: zarr.Group) -> streamed_pyramid.StreamedPyramid | None:
@@ -710,6 +736,7 @@ class _PyramidWriter:
         """
         self._finalized = True
         try:
+            _wait_for_zarr_io()
             atomic.remove_path(self.temporary)
         except OSError as error:
             logger.warning("%s: could not remove the temporary of an aborted write (%s)", self.temporary, error)
