@@ -98,9 +98,10 @@ class AxialSettings:
         When > 0 (4 measured), the tail sums of the compensation are averaged laterally
         by an edge-aware (guided) filter of this standard deviation
         (:func:`linumpy.intensity.attenuation.edge_aware_tails`) instead of
-        the box of ``tail_sigma_px``; the attenuation map keeps the box (the
-        guided average's planes are not a smooth signal along depth: fitted
-        decay rates read up to 2x off on the homogeneous columns).
+        the box of ``tail_sigma_px``; the attenuation map is then fitted on
+        2 x 2 bins with a box (not on the guided sums, whose planes are not a
+        smooth signal along depth: fitted decay rates read up to 2x off on the
+        homogeneous columns).
     statistics_binning_px : int
         The statistics pass (surface, levels, background profile, noise
         floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
