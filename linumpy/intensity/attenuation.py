@@ -37,6 +37,8 @@ from scipy import ndimage
 
 #: Largest window-to-window decay ratio accepted for the end-of-range extension.
 MAX_TAIL_RATIO = 0.95
+#: Planes handled by one numpy call in the plane-by-plane loops (bounded temporaries, few calls).
+GROUP_PLANES = 16
 
 
 def tail_sums(
@@ -343,13 +345,15 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarra
         out = np.zeros(np.shape(signal), np.float32)
     elif out is not signal:
         out[...] = 0
-    # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there. Plane by plane:
-    # the mask and both products stay in cache (no 3D temporary)
+    # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there. GROUP_PLANES planes at a time:
+    # the mask and both products stay small (no 3D temporary), few numpy calls
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
-    positive = np.empty(sums.shape[1:], bool)
-    for k in range(len(result)):
-        np.divide(lines[k], sums[k], out=result[k], where=np.greater(sums[k], 0, out=positive), casting="unsafe")
-        result[k] *= sums[0]
+    positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
+    for a in range(0, len(result), GROUP_PLANES):
+        b = min(len(result), a + GROUP_PLANES)
+        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
+                  casting="unsafe")
+        result[a:b] *= sums[0]
     return out
 
 
@@ -397,25 +401,33 @@ def slope_attenuation(
     valid = np.isfinite(start_px)
     first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
     stop = np.minimum(first - margin_px + depth_px, n_z)
-    # least-squares sums accumulated plane by plane (no 3D temporaries, no per-plane allocation);
-    # n, sz and szz hold integers (exact in float64), log is float32 and 0 where unused
+    # least-squares sums over groups of planes (GROUP_PLANES: few numpy calls, so little time holding the
+    # GIL, and bounded temporaries); n, sz and szz hold integers (exact in float64 in any order), log is
+    # float32 and 0 where unused, added to sl and szl plane after plane (the same float64 sums)
     n, sz, szz, sl, szl = (np.zeros(start_px.shape) for _ in range(5))
-    signal = np.empty(start_px.shape, np.float32)
-    log = np.empty(start_px.shape, np.float32)
-    use = np.empty(start_px.shape, bool)
-    inside = np.empty(start_px.shape, bool)
-    for k in range(max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))):
-        np.subtract(tails[k], tails[k + 1], out=signal)
-        np.greater(signal, 0, out=use)
-        use &= np.less_equal(first, k, out=inside)
-        use &= np.greater(stop, k, out=inside)
-        log.fill(0)
-        np.log(signal, out=log, where=use)
-        n += use
-        np.add(sz, k, out=sz, where=use)
-        np.add(szz, k * k, out=szz, where=use)
-        sl += log
-        szl += np.multiply(log, k, out=log)
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    group = (min(GROUP_PLANES, max(high - low, 1)), *start_px.shape)
+    signal, log = np.empty(group, np.float32), np.empty(group, np.float32)
+    use, inside = np.empty(group, bool), np.empty(group, bool)
+    for a in range(low, high, GROUP_PLANES):
+        b = min(high, a + GROUP_PLANES)
+        k = np.arange(a, b)[:, None, None]
+        part = slice(0, b - a)
+        np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
+        np.greater(signal[part], 0, out=use[part])
+        use[part] &= np.less_equal(first, k, out=inside[part])
+        use[part] &= np.greater(stop, k, out=inside[part])
+        log[part] = 0
+        np.log(signal[part], out=log[part], where=use[part])
+        # the counts, sum k and sum k^2 of the used planes in one product (integers: exact in float64)
+        counts = np.stack([np.ones(b - a), k.ravel(), k.ravel() ** 2]) @ use[part].reshape(b - a, -1)
+        for total, count in zip((n, sz, szz), counts, strict=True):
+            total += count.reshape(total.shape)
+        for plane in log[part]:
+            sl += plane
+        np.multiply(log[part], k.astype(np.float32), out=log[part])
+        for plane in log[part]:
+            szl += plane
     spread = n * szz - sz**2
     slope = np.divide(n * szl - sz * sl, spread, out=np.zeros_like(n), where=spread > 0)
     return np.where(valid & (n >= min_samples), -slope / (2.0 * voxel_size_mm), np.nan).astype(np.float32)

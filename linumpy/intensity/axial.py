@@ -46,8 +46,8 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
-    chunk_shape, map_ordered, read_block, stored_binned_level,
+    ChunkColumnCache, LateralBlock, binning_fits, chunk_shape, count_blocks, count_nonzero, expand_laterally,
+    lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
@@ -237,7 +237,7 @@ def correct_slice(
             tissue = np.isfinite(mean_mu)
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
-            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat)), clipped
+            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped
 
         group = cache.block_group(block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
@@ -321,7 +321,7 @@ def _gather_statistics(
     background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
     cache = ChunkColumnCache(volume, binning=factor, binned=stored_binned_level(in_path, volume, factor))
 
-    def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
+    def measure(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, focus.BlockBackground | None, np.ndarray]:
         outer_shape = tuple(s.stop - s.start for s in part.outer)
         binned = cache.read(tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.outer))
         if not np.isfinite(binned).all():  # a NaN or inf voxel makes its bin NaN or inf
@@ -341,20 +341,20 @@ def _gather_statistics(
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
         levels_map[part.inner] = levels.astype(np.float32)
-        return part, found, measured, profile
+        surface_writer[part.inner] = found * dz_um
+        return found, surface.plane_moments(found, *part.origin), measured, profile
 
     moments = np.zeros((4, 4))
     group = cache.block_group(block)
     parts = lateral_blocks((n_y, n_x), block, halo, group)
-    for part, found, measured, profile in tqdm(map_ordered(measure, parts, workers),
-                                               total=count_blocks((n_y, n_x), block, group), desc="surface",
-                                               disable=not progress, leave=False):
-        background.merge(measured)
-        moments += surface.plane_moments(found, *part.origin)
+    for found, block_moments, measured, profile in tqdm(map_ordered(measure, parts, workers),
+                                                        total=count_blocks((n_y, n_x), block, group),
+                                                        desc="surface", disable=not progress, leave=False):
+        background.merge(measured)  # merged in block order: the sums do not depend on the threads
+        moments += block_moments
         qc.add_raw(profile, found)
-        surface_writer[part.inner] = found * dz_um
 
-    plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
+    plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     tissue_level = background.tissue_level()
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
@@ -369,22 +369,30 @@ def _gather_statistics(
     )
 
 
-def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+def _robust_plane(
+    surface_um: Any, dz_um: float, moments: np.ndarray, workers: int | None = None
+) -> tuple[np.ndarray | None, float | None]:
     """Plane through the detected surface, refitted once without its outliers.
 
     Inliers lie within ``max(3 * RMS, MIN_PLANE_TOLERANCE_PX)`` of the first
-    least-squares plane. Returns ``(coefficients, mean detected surface)``,
-    both None when no A-line has a surface.
+    least-squares plane. ``surface_um``: the stored surface map (um), read
+    in blocks on ``workers`` threads (their moments summed in block order).
+    Returns ``(coefficients, mean detected surface)``, both None when no
+    A-line has a surface.
     """
     first = surface.solve_plane(moments)
     if first is None:
         return None, None
     coefficients, rms = first
     tolerance = max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
+
+    def block_moments(part: LateralBlock) -> np.ndarray:
+        values = read_block(surface_um, part.inner) / dz_um
+        return surface.plane_moments(values, *part.origin, inliers_of=(coefficients, tolerance))
+
     refit = np.zeros((4, 4))
-    for part in lateral_blocks(surface_px.shape, 1024):
-        values = read_block(surface_px, part.inner)
-        refit += surface.plane_moments(values, *part.origin, inliers_of=(coefficients, tolerance))
+    for block in map_ordered(block_moments, lateral_blocks(surface_um.shape, 1024), workers):
+        refit += block
     solved = surface.solve_plane(refit)
     plane = coefficients if solved is None else solved[0]
     return plane, float(moments[0, 3] / moments[0, 0])
