@@ -19,6 +19,9 @@ The A-line is finite: the part of the tail sum beyond the last sample is
 extended as a geometric series whose ratio is measured on the last two
 windows of the A-line (see :func:`tail_sums`). On short A-lines that
 extension is the largest error of the compensation (see ``docs/intensity.md``).
+The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
+or, for the compensation, a guided filter that does not mix tissues of
+different levels (:func:`edge_aware_tails`).
 
 The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
 does not use the extension at all: it is the decay rate of the laterally
@@ -27,11 +30,15 @@ averaged signal, fitted over the A-line's tissue range.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
 #: Largest window-to-window decay ratio accepted for the end-of-range extension.
 MAX_TAIL_RATIO = 0.95
+#: Planes handled by one numpy call in the plane-by-plane loops (bounded temporaries, few calls).
+GROUP_PLANES = 16
 
 
 def tail_sums(
@@ -67,8 +74,7 @@ def tail_sums(
         ``T[0..z]``; ``T[z]`` is the extension alone.
     """
     n_z = signal.shape[0]
-    window = n_z // 4 if tail_window_px is None else tail_window_px
-    window = max(1, min(window, n_z // 2))
+    window = _tail_window(n_z, tail_window_px)
     sums = np.zeros((n_z + 1,) + signal.shape[1:], dtype=np.float32)
     if signal.ndim == 1:
         np.cumsum(signal[::-1], dtype=np.float32, out=sums[n_z - 1 :: -1])
@@ -78,11 +84,206 @@ def tail_sums(
     if lateral_sigma_px > 0 and signal.ndim == 3:
         for axis in (1, 2):
             ndimage.uniform_filter1d(sums, box_width(lateral_sigma_px), axis=axis, mode="nearest", output=sums)
+    _extend(sums, window)
+    return sums
+
+
+def _extend(sums: np.ndarray, window: int) -> None:
+    """Add the end-of-range extension ``W1 q / (1 - q)`` (see :func:`tail_sums`) to every ``T[k]``, in place."""
+    n_z = sums.shape[0] - 1
     last = sums[n_z - window]
     before = sums[n_z - 2 * window] - last
     ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
     sums += (last * ratio / (1.0 - ratio)).astype(np.float32)
+
+
+def _tail_window(n_z: int, tail_window_px: int | None) -> int:
+    window = n_z // 4 if tail_window_px is None else tail_window_px
+    return max(1, min(window, n_z // 2))
+
+
+#: Regularisation of :func:`edge_aware_tails`: lateral variance of the guide (log level) below which a
+#: neighbourhood counts as one tissue (plain box mean); a log-level spread of about 0.1 (10%).
+EDGE_EPSILON = 0.01
+#: Planes of the sums filtered at a time by :func:`edge_aware_tails` (bounds its temporaries).
+EDGE_PLANES = 16
+#: A-lines a side of the bins on which :func:`edge_aware_tails` fits its coefficients.
+EDGE_BIN = 2
+
+
+def level_guide(signal: np.ndarray) -> np.ndarray:
+    """Guide of :func:`edge_aware_tails`: log of each A-line's mean over the upper half of the block.
+
+    The upper half (the tissue just below the cut, little attenuated) tells
+    which tissue an A-line belongs to; its mean over depth already averages
+    the speckle (a lateral smoothing of the guide would blur the edges it is
+    there to keep: the A-lines next to an edge would take both tissues'
+    decay). Levels below 1e-3 of the block's mean level are raised to it
+    (agarose, padding), so the log stays finite.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (z, y, x)
+
+    Returns
+    -------
+    ndarray, shape (y, x), float32
+    """
+    level = signal[: max(1, signal.shape[0] // 2)].mean(axis=0, dtype=np.float32)
+    floor = max(float(level.mean()) * 1e-3, np.finfo(np.float32).tiny)
+    return np.log(np.maximum(level, floor)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BinGrid:
+    """Bins of :data:`EDGE_BIN` x :data:`EDGE_BIN` A-lines of a block, on its slice's grid.
+
+    The bins follow the slice's grid whatever the block (``phase``: the
+    index of the block's first A-line in the slice), so that neighbouring
+    blocks bin alike (no seams); a block's first and last bins may be
+    narrower.
+    """
+
+    starts: tuple[np.ndarray, np.ndarray]
+    counts: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, shape: tuple[int, int], phase: tuple[int, int] = (0, 0)) -> BinGrid:
+        """The bins of a block of lateral ``shape`` whose first A-line is ``phase`` in the slice."""
+        starts = tuple(np.r_[0, np.arange(-p % EDGE_BIN or EDGE_BIN, n, EDGE_BIN)] for p, n in zip(phase, shape))
+        return cls(starts, tuple(np.diff(np.r_[start, n]) for start, n in zip(starts, shape)))
+
+    def binned(self, values: np.ndarray) -> np.ndarray:
+        """Mean over each bin of the last two axes, float32."""
+        for axis, start in ((-2, self.starts[0]), (-1, self.starts[1])):
+            values = _bin_axis(values, axis, start)
+        return values / np.float32(self.counts[0][:, None] * self.counts[1][None, :])
+
+    def fine(self, values: np.ndarray) -> np.ndarray:
+        """Each bin's value repeated to its A-lines."""
+        return np.repeat(np.repeat(values, self.counts[0], axis=-2), self.counts[1], axis=-1)
+
+    def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
+        """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
+
+        When every bin is whole, one strided view per position in the bin (no repeated copies).
+        """
+        if all(np.all(c == EDGE_BIN) for c in self.counts):
+            view = out.reshape(out.shape[0], self.counts[0].size, EDGE_BIN, self.counts[1].size, EDGE_BIN)
+            for i in range(EDGE_BIN):
+                for j in range(EDGE_BIN):
+                    np.multiply(slope, guide[i::EDGE_BIN, j::EDGE_BIN], out=view[:, :, i, :, j])
+                    view[:, :, i, :, j] += offset
+        else:
+            np.multiply(self.fine(slope), guide, out=out)
+            out += self.fine(offset)
+
+
+def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
+    """Inclusive tail sums of the ``(z, y, x)`` signal binned on ``grid`` (no extension), shape ``(z + 1, ...)``."""
+    binned = grid.binned(signal)
+    sums = np.zeros((signal.shape[0] + 1,) + binned.shape[1:], np.float32)
+    sums[:-1] = binned
+    for k in range(signal.shape[0] - 1, -1, -1):
+        sums[k] += sums[k + 1]
     return sums
+
+
+def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
+    """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
+
+    The box is ``box_width(lateral_sigma_px) // EDGE_BIN`` bins (made odd;
+    3 bins = 6 A-lines for the default sigma 2, where the full-resolution box
+    is 7).
+    """
+    width = box_width(lateral_sigma_px) // EDGE_BIN | 1
+    tails = ndimage.uniform_filter(sums, (1, width, width), mode="nearest")
+    _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
+    return tails
+
+
+def edge_aware_tails(
+    signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
+    epsilon: float = EDGE_EPSILON,
+) -> np.ndarray:
+    """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
+
+    Like :func:`tail_sums` with its lateral box, but the average is a guided
+    filter (He, Sun and Tang 2013, IEEE TPAMI 35(6):1397) with the A-lines'
+    log level as guide (:func:`level_guide`): in each box of the standard
+    deviation ``sigma_px`` the plane of sums is modelled as
+    ``a * guide + b`` by least squares (``a`` damped by ``epsilon``), and
+    each A-line takes the box-averaged ``a`` and ``b`` at its own guide
+    value. Where the guide is flat (one tissue) this is the box mean; across
+    an edge of the guide (a dark region beside a bright one, a fibre) each
+    side keeps its own decay, where the box lends the A-lines near the edge
+    the other tissue's. Linear in the signal (scaling it scales the sums).
+    As in the fast guided filter (He and Sun 2015, arXiv:1505.00996) the
+    coefficients are fitted on the binned sums (boxes of ``1 / EDGE_BIN`` of
+    the width); only ``a * guide + b`` is evaluated for every A-line. Then
+    the end-of-range extension of :func:`tail_sums`.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (z, y, x)
+        Non-negative, noise-floor-subtracted intensity (for the guide).
+    sums : ndarray, shape (z + 1, y', x')
+        :func:`binned_tail_sums` of ``signal`` on ``grid``.
+    grid : BinGrid
+    sigma_px : float
+        Standard deviation of the box (A-lines).
+    tail_window_px : int, optional
+        See :func:`tail_sums`.
+    epsilon : float
+        Variance of the guide treated as noise.
+
+    Returns
+    -------
+    ndarray, shape (z + 1, y, x), float32
+    """
+    width = box_width(sigma_px / EDGE_BIN)
+
+    def box(values: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(values, (1, width, width) if values.ndim == 3 else width, mode="nearest")
+
+    guide = level_guide(signal)
+    small_guide = grid.binned(guide)
+    mean_guide = box(small_guide)
+    variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
+    out = np.empty((sums.shape[0],) + signal.shape[1:], np.float32)
+    for first in range(0, sums.shape[0], EDGE_PLANES):
+        planes = sums[first : first + EDGE_PLANES]
+        mean = box(planes)
+        slope = box(planes * small_guide)
+        slope -= mean * mean_guide
+        slope /= variance
+        mean -= slope * mean_guide
+        grid.evaluate(box(slope), guide, box(mean), out[first : first + EDGE_PLANES])
+    np.maximum(out, 0, out=out)
+    _extend(out, _tail_window(signal.shape[0], tail_window_px))
+    return out
+
+
+def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` over the bins starting at ``starts`` along ``axis`` (``np.add.reduceat``, faster).
+
+    The bins between the first and the last are :data:`EDGE_BIN` wide and
+    summed by strided adds; the first and the last may be narrower.
+    """
+    values = np.moveaxis(values, axis, 0)
+    n = values.shape[0]
+    first = int(starts[1]) if starts.size > 1 else n
+    full = max(0, (n - first) // EDGE_BIN)
+    stop = first + full * EDGE_BIN
+    out = np.empty((starts.size,) + values.shape[1:], np.float32)
+    out[0] = values[:first].sum(axis=0)
+    middle = out[1 : 1 + full]
+    np.copyto(middle, values[first:stop:EDGE_BIN])
+    for offset in range(1, EDGE_BIN):
+        middle += values[first + offset : stop : EDGE_BIN]
+    if stop < n:
+        out[-1] = values[stop:].sum(axis=0)
+    return np.moveaxis(out, 0, axis)
 
 
 def box_width(sigma_px: float) -> int:
@@ -144,13 +345,15 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarra
         out = np.zeros(np.shape(signal), np.float32)
     elif out is not signal:
         out[...] = 0
-    # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there. Plane by plane:
-    # the mask and both products stay in cache (no 3D temporary)
+    # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there. GROUP_PLANES planes at a time:
+    # the mask and both products stay small (no 3D temporary), few numpy calls
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
-    positive = np.empty(sums.shape[1:], bool)
-    for k in range(len(result)):
-        np.divide(lines[k], sums[k], out=result[k], where=np.greater(sums[k], 0, out=positive), casting="unsafe")
-        result[k] *= sums[0]
+    positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
+    for a in range(0, len(result), GROUP_PLANES):
+        b = min(len(result), a + GROUP_PLANES)
+        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
+                  casting="unsafe")
+        result[a:b] *= sums[0]
     return out
 
 
@@ -198,25 +401,33 @@ def slope_attenuation(
     valid = np.isfinite(start_px)
     first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
     stop = np.minimum(first - margin_px + depth_px, n_z)
-    # least-squares sums accumulated plane by plane (no 3D temporaries, no per-plane allocation);
-    # n, sz and szz hold integers (exact in float64), log is float32 and 0 where unused
+    # least-squares sums over groups of planes (GROUP_PLANES: few numpy calls, so little time holding the
+    # GIL, and bounded temporaries); n, sz and szz hold integers (exact in float64 in any order), log is
+    # float32 and 0 where unused, added to sl and szl plane after plane (the same float64 sums)
     n, sz, szz, sl, szl = (np.zeros(start_px.shape) for _ in range(5))
-    signal = np.empty(start_px.shape, np.float32)
-    log = np.empty(start_px.shape, np.float32)
-    use = np.empty(start_px.shape, bool)
-    inside = np.empty(start_px.shape, bool)
-    for k in range(max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))):
-        np.subtract(tails[k], tails[k + 1], out=signal)
-        np.greater(signal, 0, out=use)
-        use &= np.less_equal(first, k, out=inside)
-        use &= np.greater(stop, k, out=inside)
-        log.fill(0)
-        np.log(signal, out=log, where=use)
-        n += use
-        np.add(sz, k, out=sz, where=use)
-        np.add(szz, k * k, out=szz, where=use)
-        sl += log
-        szl += np.multiply(log, k, out=log)
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    group = (min(GROUP_PLANES, max(high - low, 1)), *start_px.shape)
+    signal, log = np.empty(group, np.float32), np.empty(group, np.float32)
+    use, inside = np.empty(group, bool), np.empty(group, bool)
+    for a in range(low, high, GROUP_PLANES):
+        b = min(high, a + GROUP_PLANES)
+        k = np.arange(a, b)[:, None, None]
+        part = slice(0, b - a)
+        np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
+        np.greater(signal[part], 0, out=use[part])
+        use[part] &= np.less_equal(first, k, out=inside[part])
+        use[part] &= np.greater(stop, k, out=inside[part])
+        log[part] = 0
+        np.log(signal[part], out=log[part], where=use[part])
+        # the counts, sum k and sum k^2 of the used planes in one product (integers: exact in float64)
+        counts = np.stack([np.ones(b - a), k.ravel(), k.ravel() ** 2]) @ use[part].reshape(b - a, -1)
+        for total, count in zip((n, sz, szz), counts, strict=True):
+            total += count.reshape(total.shape)
+        for plane in log[part]:
+            sl += plane
+        np.multiply(log[part], k.astype(np.float32), out=log[part])
+        for plane in log[part]:
+            szl += plane
     spread = n * szz - sz**2
     slope = np.divide(n * szl - sz * sl, spread, out=np.zeros_like(n), where=spread > 0)
     return np.where(valid & (n >= min_samples), -slope / (2.0 * voxel_size_mm), np.nan).astype(np.float32)

