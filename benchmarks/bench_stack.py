@@ -22,7 +22,7 @@ peak to peak, worst slice) and the slices corrected.
 
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
-           [--curvature {acquisition,slice,off}]
+           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4]
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ def main() -> None:
     parser.add_argument("--n_slices", type=int, default=8, help="Matrix slices per case [%(default)s].")
     parser.add_argument("--curvature", choices=("acquisition", "slice", "off"), default="acquisition",
                         help="Matrix field-curvature decision [%(default)s].")
+    parser.add_argument("--tail_edge_sigma_px", type=float, default=0.0,
+                        help="Matrix: the axial correction's edge-aware tail sums (AxialSettings; 0 = off) "
+                             "[%(default)s].")
     args = parser.parse_args()
     if args.matrix:
         run_matrix(args)
@@ -144,13 +147,15 @@ def run_matrix(args: argparse.Namespace) -> None:
     """The depth-correction matrix through the stack: one row of scores per condition and seed."""
     from matrix_chain import CHECK_SEEDS, TUNE_SEEDS, intensity_row, print_table, run_case
 
+    from linumpy.intensity.axial import AxialSettings
     from linumpy.simulate.conditions import CONDITIONS
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_matrix_"))
     rows = []
     for condition in args.conditions or list(CONDITIONS):
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
-            case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature)
+            case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
+                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px))
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])
             rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],

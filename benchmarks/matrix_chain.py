@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from linumpy.intensity.axial import correct_slice, output_paths
+from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
 from linumpy.intensity.focus import focus_model
 from linumpy.intensity.slice_normalization import normalize_slice
 from linumpy.io.acquisition import open_acquisition
@@ -44,10 +44,12 @@ CURVATURE_MODES = ("acquisition", "slice", "off")
 
 
 def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True,
-             curvature: str = "acquisition", **fields: Any) -> dict[str, Any]:
+             curvature: str = "acquisition", axial_settings: AxialSettings = AxialSettings(),
+             **fields: Any) -> dict[str, Any]:
     """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores.
 
-    ``fields``: preset fields set on top of the condition (e.g. ``slice_rotation_deg``).
+    ``axial_settings``: the axial correction's (default: the step's defaults). ``fields``: preset
+    fields set on top of the condition (e.g. ``slice_rotation_deg``).
     """
     case = workdir / f"{condition}_s{seed}"
     acquisition = case / "raw"
@@ -66,7 +68,7 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr", n_levels=1,
                           overwrite=True, fix_field_curvature=curvature != "off", field_curvature=pooled)
         stitch_mosaic_grid(grid, stitched, n_levels=1, overwrite=True)
-        correct_slice(stitched, axial, n_levels=1, overwrite=True)
+        correct_slice(stitched, axial, axial_settings, n_levels=1, overwrite=True)
         normalize_slice(axial, final, n_levels=2, overwrite=True)
         normalized[slice_id] = final
         scores["slices"].append(attenuation_scores(acquisition, truth, slice_id, axial)

@@ -19,6 +19,9 @@ The A-line is finite: the part of the tail sum beyond the last sample is
 extended as a geometric series whose ratio is measured on the last two
 windows of the A-line (see :func:`tail_sums`). On short A-lines that
 extension is the largest error of the compensation (see ``docs/intensity.md``).
+The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
+or, for the compensation, a guided filter that does not mix tissues of
+different levels (:func:`edge_aware_tails`).
 
 The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
 does not use the extension at all: it is the decay rate of the laterally
@@ -26,6 +29,8 @@ averaged signal, fitted over the A-line's tissue range.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -69,8 +74,7 @@ def tail_sums(
         ``T[0..z]``; ``T[z]`` is the extension alone.
     """
     n_z = signal.shape[0]
-    window = n_z // 4 if tail_window_px is None else tail_window_px
-    window = max(1, min(window, n_z // 2))
+    window = _tail_window(n_z, tail_window_px)
     sums = np.zeros((n_z + 1,) + signal.shape[1:], dtype=np.float32)
     if signal.ndim == 1:
         np.cumsum(signal[::-1], dtype=np.float32, out=sums[n_z - 1 :: -1])
@@ -80,11 +84,206 @@ def tail_sums(
     if lateral_sigma_px > 0 and signal.ndim == 3:
         for axis in (1, 2):
             ndimage.uniform_filter1d(sums, box_width(lateral_sigma_px), axis=axis, mode="nearest", output=sums)
+    _extend(sums, window)
+    return sums
+
+
+def _extend(sums: np.ndarray, window: int) -> None:
+    """Add the end-of-range extension ``W1 q / (1 - q)`` (see :func:`tail_sums`) to every ``T[k]``, in place."""
+    n_z = sums.shape[0] - 1
     last = sums[n_z - window]
     before = sums[n_z - 2 * window] - last
     ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
     sums += (last * ratio / (1.0 - ratio)).astype(np.float32)
+
+
+def _tail_window(n_z: int, tail_window_px: int | None) -> int:
+    window = n_z // 4 if tail_window_px is None else tail_window_px
+    return max(1, min(window, n_z // 2))
+
+
+#: Regularisation of :func:`edge_aware_tails`: lateral variance of the guide (log level) below which a
+#: neighbourhood counts as one tissue (plain box mean); a log-level spread of about 0.1 (10%).
+EDGE_EPSILON = 0.01
+#: Planes of the sums filtered at a time by :func:`edge_aware_tails` (bounds its temporaries).
+EDGE_PLANES = 16
+#: A-lines a side of the bins on which :func:`edge_aware_tails` fits its coefficients.
+EDGE_BIN = 2
+
+
+def level_guide(signal: np.ndarray) -> np.ndarray:
+    """Guide of :func:`edge_aware_tails`: log of each A-line's mean over the upper half of the block.
+
+    The upper half (the tissue just below the cut, little attenuated) tells
+    which tissue an A-line belongs to; its mean over depth already averages
+    the speckle (a lateral smoothing of the guide would blur the edges it is
+    there to keep: the A-lines next to an edge would take both tissues'
+    decay). Levels below 1e-3 of the block's mean level are raised to it
+    (agarose, padding), so the log stays finite.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (z, y, x)
+
+    Returns
+    -------
+    ndarray, shape (y, x), float32
+    """
+    level = signal[: max(1, signal.shape[0] // 2)].mean(axis=0, dtype=np.float32)
+    floor = max(float(level.mean()) * 1e-3, np.finfo(np.float32).tiny)
+    return np.log(np.maximum(level, floor)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BinGrid:
+    """Bins of :data:`EDGE_BIN` x :data:`EDGE_BIN` A-lines of a block, on its slice's grid.
+
+    The bins follow the slice's grid whatever the block (``phase``: the
+    index of the block's first A-line in the slice), so that neighbouring
+    blocks bin alike (no seams); a block's first and last bins may be
+    narrower.
+    """
+
+    starts: tuple[np.ndarray, np.ndarray]
+    counts: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, shape: tuple[int, int], phase: tuple[int, int] = (0, 0)) -> BinGrid:
+        """The bins of a block of lateral ``shape`` whose first A-line is ``phase`` in the slice."""
+        starts = tuple(np.r_[0, np.arange(-p % EDGE_BIN or EDGE_BIN, n, EDGE_BIN)] for p, n in zip(phase, shape))
+        return cls(starts, tuple(np.diff(np.r_[start, n]) for start, n in zip(starts, shape)))
+
+    def binned(self, values: np.ndarray) -> np.ndarray:
+        """Mean over each bin of the last two axes, float32."""
+        for axis, start in ((-2, self.starts[0]), (-1, self.starts[1])):
+            values = _bin_axis(values, axis, start)
+        return values / np.float32(self.counts[0][:, None] * self.counts[1][None, :])
+
+    def fine(self, values: np.ndarray) -> np.ndarray:
+        """Each bin's value repeated to its A-lines."""
+        return np.repeat(np.repeat(values, self.counts[0], axis=-2), self.counts[1], axis=-1)
+
+    def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
+        """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
+
+        When every bin is whole, one strided view per position in the bin (no repeated copies).
+        """
+        if all(np.all(c == EDGE_BIN) for c in self.counts):
+            view = out.reshape(out.shape[0], self.counts[0].size, EDGE_BIN, self.counts[1].size, EDGE_BIN)
+            for i in range(EDGE_BIN):
+                for j in range(EDGE_BIN):
+                    np.multiply(slope, guide[i::EDGE_BIN, j::EDGE_BIN], out=view[:, :, i, :, j])
+                    view[:, :, i, :, j] += offset
+        else:
+            np.multiply(self.fine(slope), guide, out=out)
+            out += self.fine(offset)
+
+
+def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
+    """Inclusive tail sums of the ``(z, y, x)`` signal binned on ``grid`` (no extension), shape ``(z + 1, ...)``."""
+    binned = grid.binned(signal)
+    sums = np.zeros((signal.shape[0] + 1,) + binned.shape[1:], np.float32)
+    sums[:-1] = binned
+    for k in range(signal.shape[0] - 1, -1, -1):
+        sums[k] += sums[k + 1]
     return sums
+
+
+def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
+    """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
+
+    The box is ``box_width(lateral_sigma_px) // EDGE_BIN`` bins (made odd;
+    3 bins = 6 A-lines for the default sigma 2, where the full-resolution box
+    is 7).
+    """
+    width = box_width(lateral_sigma_px) // EDGE_BIN | 1
+    tails = ndimage.uniform_filter(sums, (1, width, width), mode="nearest")
+    _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
+    return tails
+
+
+def edge_aware_tails(
+    signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
+    epsilon: float = EDGE_EPSILON,
+) -> np.ndarray:
+    """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
+
+    Like :func:`tail_sums` with its lateral box, but the average is a guided
+    filter (He, Sun and Tang 2013, IEEE TPAMI 35(6):1397) with the A-lines'
+    log level as guide (:func:`level_guide`): in each box of the standard
+    deviation ``sigma_px`` the plane of sums is modelled as
+    ``a * guide + b`` by least squares (``a`` damped by ``epsilon``), and
+    each A-line takes the box-averaged ``a`` and ``b`` at its own guide
+    value. Where the guide is flat (one tissue) this is the box mean; across
+    an edge of the guide (a dark region beside a bright one, a fibre) each
+    side keeps its own decay, where the box lends the A-lines near the edge
+    the other tissue's. Linear in the signal (scaling it scales the sums).
+    As in the fast guided filter (He and Sun 2015, arXiv:1505.00996) the
+    coefficients are fitted on the binned sums (boxes of ``1 / EDGE_BIN`` of
+    the width); only ``a * guide + b`` is evaluated for every A-line. Then
+    the end-of-range extension of :func:`tail_sums`.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (z, y, x)
+        Non-negative, noise-floor-subtracted intensity (for the guide).
+    sums : ndarray, shape (z + 1, y', x')
+        :func:`binned_tail_sums` of ``signal`` on ``grid``.
+    grid : BinGrid
+    sigma_px : float
+        Standard deviation of the box (A-lines).
+    tail_window_px : int, optional
+        See :func:`tail_sums`.
+    epsilon : float
+        Variance of the guide treated as noise.
+
+    Returns
+    -------
+    ndarray, shape (z + 1, y, x), float32
+    """
+    width = box_width(sigma_px / EDGE_BIN)
+
+    def box(values: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(values, (1, width, width) if values.ndim == 3 else width, mode="nearest")
+
+    guide = level_guide(signal)
+    small_guide = grid.binned(guide)
+    mean_guide = box(small_guide)
+    variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
+    out = np.empty((sums.shape[0],) + signal.shape[1:], np.float32)
+    for first in range(0, sums.shape[0], EDGE_PLANES):
+        planes = sums[first : first + EDGE_PLANES]
+        mean = box(planes)
+        slope = box(planes * small_guide)
+        slope -= mean * mean_guide
+        slope /= variance
+        mean -= slope * mean_guide
+        grid.evaluate(box(slope), guide, box(mean), out[first : first + EDGE_PLANES])
+    np.maximum(out, 0, out=out)
+    _extend(out, _tail_window(signal.shape[0], tail_window_px))
+    return out
+
+
+def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` over the bins starting at ``starts`` along ``axis`` (``np.add.reduceat``, faster).
+
+    The bins between the first and the last are :data:`EDGE_BIN` wide and
+    summed by strided adds; the first and the last may be narrower.
+    """
+    values = np.moveaxis(values, axis, 0)
+    n = values.shape[0]
+    first = int(starts[1]) if starts.size > 1 else n
+    full = max(0, (n - first) // EDGE_BIN)
+    stop = first + full * EDGE_BIN
+    out = np.empty((starts.size,) + values.shape[1:], np.float32)
+    out[0] = values[:first].sum(axis=0)
+    middle = out[1 : 1 + full]
+    np.copyto(middle, values[first:stop:EDGE_BIN])
+    for offset in range(1, EDGE_BIN):
+        middle += values[first + offset : stop : EDGE_BIN]
+    if stop < n:
+        out[-1] = values[stop:].sum(axis=0)
+    return np.moveaxis(out, 0, axis)
 
 
 def box_width(sigma_px: float) -> int:

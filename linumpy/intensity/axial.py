@@ -92,6 +92,16 @@ class AxialSettings:
         (default: a quarter of the input depth).
     tail_sigma_px : float
         Lateral smoothing of the end-of-range decay ratio (voxels).
+    tail_edge_sigma_px : float
+        Off (0) by default (``--attenuation_edge_sigma_px``): it costs ~15-25% more CPU in this step
+        (``docs/intensity.md``).
+        When > 0 (4 measured), the tail sums of the compensation are averaged laterally
+        by an edge-aware (guided) filter of this standard deviation
+        (:func:`linumpy.intensity.attenuation.edge_aware_tails`) instead of
+        the box of ``tail_sigma_px``; the attenuation map is then fitted on
+        2 x 2 bins with a box (not on the guided sums, whose planes are not a
+        smooth signal along depth: fitted decay rates read up to 2x off on the
+        homogeneous columns).
     statistics_binning_px : int
         The statistics pass (surface, levels, background profile, noise
         floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
@@ -109,6 +119,7 @@ class AxialSettings:
     agarose_attenuation_per_mm: float = 0.0
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
+    tail_edge_sigma_px: float = 0.0
     statistics_binning_px: int = 2
 
 
@@ -246,6 +257,9 @@ def correct_slice(
             "useful_depth_px": depth_px,
             "focus_mode": stats.focus_mode,
             "attenuation_mode": settings.attenuation,
+            "attenuation_tail_average": (f"edge-aware, sigma {settings.tail_edge_sigma_px:g} px"
+                                         if settings.tail_edge_sigma_px > 0 else
+                                         f"box, sigma {settings.tail_sigma_px:g} px"),
             "noise_floor": stats.noise_floor,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
@@ -462,7 +476,38 @@ def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
 
 
 def _tail_halo(settings: AxialSettings) -> int:
+    if settings.tail_edge_sigma_px > 0:  # two boxes on the coefficient bins, + a bin for their phase
+        bin_px = attenuation.EDGE_BIN
+        return bin_px * (2 * (attenuation.box_width(settings.tail_edge_sigma_px / bin_px) // 2) + 1)
     return attenuation.box_width(settings.tail_sigma_px) // 2 if settings.tail_sigma_px > 0 else 0
+
+
+def _edge_aware_compensation(
+    block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
+    origin: tuple[int, int], inner: tuple[slice, slice],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inner signal compensated with edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
+
+    Both come from one binned pass (:class:`linumpy.intensity.attenuation.BinGrid`): the
+    map is fitted on the bins' box-averaged sums and repeated to their A-lines (NaN where
+    an A-line has no surface), the compensation's sums are the guided average.
+    """
+    grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
+                                                    origin[1] - (inner[1].start or 0)))
+    sums = attenuation.binned_tail_sums(block, grid)
+    found = np.isfinite(found_px)
+    count = grid.binned(found.astype(np.float32))
+    start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
+                      out=np.full(count.shape, np.nan, np.float32), where=count > 0)
+    map_tails = attenuation.binned_box_tails(sums, settings.tail_sigma_px, settings.tail_window_px)
+    mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
+    del map_tails
+    mean_mu[~found[inner]] = np.nan
+    signal = block[(slice(None), *inner)]
+    if settings.attenuation == "vermeer":
+        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px)
+        signal = attenuation.compensate_attenuation(signal, tails[(slice(None), *inner)], out=signal)
+    return signal, mean_mu
 
 
 def correct_block(
@@ -508,13 +553,18 @@ def correct_block(
     np.maximum(signal, 0, out=signal)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
-    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
     inner = inner or (slice(None), slice(None))
-    signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-    mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
-    if settings.attenuation == "vermeer":
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
-    del tails
+    if settings.tail_edge_sigma_px > 0:
+        signal, mean_mu = _edge_aware_compensation(signal, found_px, settings, dz_mm, depth_px - surface_depth_px,
+                                                   origin, inner)
+        found_px = found_px[inner]
+    else:
+        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+        signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
+        mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+        if settings.attenuation == "vermeer":
+            signal = attenuation.compensate_attenuation(signal, tails, out=signal)
+        del tails
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
     else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)

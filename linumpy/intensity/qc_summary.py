@@ -95,6 +95,7 @@ class AxialQc:
             "useful_depth_um": round(out_depth * dz_um, 3),
             "focus_mode": attributes["focus_mode"],
             "attenuation_mode": attributes["attenuation_mode"],
+            "attenuation_tail_average": attributes.get("attenuation_tail_average"),
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
             **(focus_qc or {}),
         }

@@ -119,6 +119,7 @@ class PipelineParams(BaseModel):
     focus: Literal["background", "gaussian", "none"] | None = None
     attenuation: Literal["vermeer", "none"] | None = None
     agarose_attenuation_per_mm: Annotated[Number, Field(ge=0)] | None = None
+    attenuation_edge_sigma_px: Annotated[Number, Field(ge=0)] | None = None
     axial_dtype: Literal["float32", "float16"] | None = None
 
     # Normalization

@@ -105,6 +105,7 @@ AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (
     Option("focus", "--focus"),
     Option("attenuation", "--attenuation"),
     Option("agarose_attenuation_per_mm", "--agarose_attenuation_per_mm"),
+    Option("attenuation_edge_sigma_px", "--attenuation_edge_sigma_px"),
     Option("axial_dtype", "--dtype"),
     *_ZARR_OUTPUT,
 ))
