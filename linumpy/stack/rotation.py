@@ -11,12 +11,13 @@ Estimation (:func:`estimate_rotation`): a thick average of the slice's top
 planes is compared with the previous slice's planes around the motor depth
 step (the overlap), both lightly smoothed with their lateral background
 removed (fine texture pins the angle). Coarse to fine: the NCC of the whole
-overlap over a :data:`COARSE_STEP_DEG` grid of angles (whole-pixel shift by
-phase correlation at each), then the angle and sub-pixel shift maximising
-it (Nelder-Mead, the moving image resampled with a cubic spline), from the
-best grid point. The same fine search on each spatial
-half of the overlap (split across y, and across x) gives two independent
-angles; half their larger difference is the estimate's uncertainty. Gating (``mode``):
+overlap over a :data:`COARSE_STEP_DEG` grid of angles (the moving image turned
+bilinearly, shifted by the whole pixels phase correlation finds), then the
+angle and sub-pixel shift maximising it (Nelder-Mead, the moving image
+resampled with a cubic spline), from the best grid point. The same fine
+search on each spatial half of the overlap (split across y, and across x),
+started from the whole overlap's optimum, gives two independent angles; half
+their larger difference is the estimate's uncertainty. Gating (``mode``):
 
 - ``"skipped"``: no rotation (identity, as without this feature) when the
   angle is below :data:`MIN_ANGLE_DEG` or :data:`SIGNIFICANCE` times its
@@ -278,8 +279,8 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     """Estimate the rotation turning ``moving`` onto ``reference`` (2D, same shape, zeros = no data).
 
     Coarse to fine: the NCC of the whole overlap at every :data:`COARSE_STEP_DEG`
-    over ``[-max_deg, max_deg]`` (whole-pixel shift by phase correlation at
-    each), then the rigid motion (angle and sub-pixel shift) maximising it
+    over ``[-max_deg, max_deg]`` (bilinear turn, whole-pixel shift by phase
+    correlation at each), then the rigid motion (angle and sub-pixel shift) maximising it
     from the best; the same on each spatial half of the overlap gives two
     independent angles, whose difference is the estimate's uncertainty. The
     rotation is applied only when it passes the gate (module docstring).
