@@ -163,6 +163,27 @@ class BinGrid:
         """Each bin's value repeated to its A-lines."""
         return np.repeat(np.repeat(values, self.counts[0], axis=-2), self.counts[1], axis=-1)
 
+    def covering(self, inner: tuple[slice, slice]) -> tuple[BinGrid, tuple[slice, slice], tuple[slice, slice]]:
+        """The bins that cover the A-lines ``inner`` of the block.
+
+        Returns
+        -------
+        grid : BinGrid
+            Those bins, as a grid of their own.
+        bins : (slice, slice)
+            Their indices in this grid.
+        lines : (slice, slice)
+            The A-lines they cover, in the block.
+        """
+        grids, bins, lines = [], [], []
+        for starts, counts, part in zip(self.starts, self.counts, inner):
+            low, high, _ = part.indices(int(starts[-1] + counts[-1]))
+            first, stop = int(np.searchsorted(starts, low, side="right")) - 1, int(np.searchsorted(starts, high))
+            grids.append((starts[first:stop] - starts[first], counts[first:stop]))
+            bins.append(slice(first, stop))
+            lines.append(slice(int(starts[first]), int(starts[first] + counts[first:stop].sum())))
+        return BinGrid(*zip(*grids)), tuple(bins), tuple(lines)
+
     def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
         """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
 
@@ -204,7 +225,7 @@ def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: 
 
 def edge_aware_tails(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
-    epsilon: float = EDGE_EPSILON,
+    epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
 ) -> np.ndarray:
     """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
 
@@ -236,10 +257,14 @@ def edge_aware_tails(
         See :func:`tail_sums`.
     epsilon : float
         Variance of the guide treated as noise.
+    inner : (slice, slice)
+        The A-lines whose sums are wanted (the block without its halo): only
+        they are evaluated.
 
     Returns
     -------
-    ndarray, shape (z + 1, y, x), float32
+    ndarray, shape (z + 1, y', x'), float32
+        The sums of the ``inner`` A-lines (a view).
     """
     width = box_width(sigma_px / EDGE_BIN)
 
@@ -250,7 +275,9 @@ def edge_aware_tails(
     small_guide = grid.binned(guide)
     mean_guide = box(small_guide)
     variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
-    out = np.empty((sums.shape[0],) + signal.shape[1:], np.float32)
+    covering, bins, lines = grid.covering(inner)
+    guide = guide[lines]
+    out = np.empty((sums.shape[0], *guide.shape), np.float32)
     for first in range(0, sums.shape[0], EDGE_PLANES):
         planes = sums[first : first + EDGE_PLANES]
         mean = box(planes)
@@ -258,10 +285,13 @@ def edge_aware_tails(
         slope -= mean * mean_guide
         slope /= variance
         mean -= slope * mean_guide
-        grid.evaluate(box(slope), guide, box(mean), out[first : first + EDGE_PLANES])
+        covering.evaluate(box(slope)[(slice(None), *bins)], guide, box(mean)[(slice(None), *bins)],
+                          out[first : first + EDGE_PLANES])
     np.maximum(out, 0, out=out)
     _extend(out, _tail_window(signal.shape[0], tail_window_px))
-    return out
+    offsets = [part.indices(n)[:2] for part, n in zip(inner, signal.shape[1:])]
+    return out[(slice(None), *(slice(low - span.start, high - span.start)
+                               for (low, high), span in zip(offsets, lines)))]
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray) -> np.ndarray:

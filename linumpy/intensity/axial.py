@@ -505,8 +505,9 @@ def _edge_aware_compensation(
     mean_mu[~found[inner]] = np.nan
     signal = block[(slice(None), *inner)]
     if settings.attenuation == "vermeer":
-        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px)
-        signal = attenuation.compensate_attenuation(signal, tails[(slice(None), *inner)], out=signal)
+        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
+                                             inner=inner)
+        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     return signal, mean_mu
 
 
