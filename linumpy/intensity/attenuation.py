@@ -109,6 +109,8 @@ EDGE_EPSILON = 0.01
 EDGE_PLANES = 16
 #: A-lines a side of the bins on which :func:`edge_aware_tails` fits its coefficients.
 EDGE_BIN = 2
+#: Planes between those on which :func:`edge_aware_tails` fits its coefficients (linear in between).
+EDGE_STEP = 4
 
 
 def level_guide(signal: np.ndarray) -> np.ndarray:
@@ -241,8 +243,11 @@ def edge_aware_tails(
     the other tissue's. Linear in the signal (scaling it scales the sums).
     As in the fast guided filter (He and Sun 2015, arXiv:1505.00996) the
     coefficients are fitted on the binned sums (boxes of ``1 / EDGE_BIN`` of
-    the width); only ``a * guide + b`` is evaluated for every A-line. Then
-    the end-of-range extension of :func:`tail_sums`.
+    the width), and on every :data:`EDGE_STEP`-th plane of sums only (and
+    the last): the sums are smooth along depth (each plane adds one plane of
+    signal, box-averaged, to the next), so ``a`` and ``b`` are interpolated
+    linearly in between; only ``a * guide + b`` is evaluated for every voxel.
+    Then the end-of-range extension of :func:`tail_sums`.
 
     Parameters
     ----------
@@ -276,17 +281,26 @@ def edge_aware_tails(
     mean_guide = box(small_guide)
     variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
     covering, bins, lines = grid.covering(inner)
-    guide = guide[lines]
-    out = np.empty((sums.shape[0], *guide.shape), np.float32)
-    for first in range(0, sums.shape[0], EDGE_PLANES):
-        planes = sums[first : first + EDGE_PLANES]
+    n_planes = sums.shape[0]
+    fitted = np.unique(np.r_[np.arange(0, n_planes, EDGE_STEP), n_planes - 1])
+    coefficients = np.empty((2, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
+    for first in range(0, fitted.size, EDGE_PLANES):
+        planes = sums[fitted[first : first + EDGE_PLANES]]
         mean = box(planes)
         slope = box(planes * small_guide)
         slope -= mean * mean_guide
         slope /= variance
         mean -= slope * mean_guide
-        covering.evaluate(box(slope)[(slice(None), *bins)], guide, box(mean)[(slice(None), *bins)],
-                          out[first : first + EDGE_PLANES])
+        for values, fit in zip(coefficients, (slope, mean)):
+            values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
+    guide = guide[lines]
+    out = np.empty((n_planes, *guide.shape), np.float32)
+    for first in range(0, n_planes, EDGE_PLANES):
+        k = np.arange(first, min(n_planes, first + EDGE_PLANES))
+        below = np.minimum(np.searchsorted(fitted, k, side="right") - 1, fitted.size - 2)
+        weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
+        slope, mean = (values[below] + weight * (values[below + 1] - values[below]) for values in coefficients)
+        covering.evaluate(slope, guide, mean, out[first : first + EDGE_PLANES])
     np.maximum(out, 0, out=out)
     _extend(out, _tail_window(signal.shape[0], tail_window_px))
     offsets = [part.indices(n)[:2] for part, n in zip(inner, signal.shape[1:])]
