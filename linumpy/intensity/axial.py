@@ -93,8 +93,8 @@ class AxialSettings:
     tail_sigma_px : float
         Lateral smoothing of the end-of-range decay ratio (voxels).
     tail_edge_sigma_px : float
-        Off (0) by default (``--attenuation_edge_sigma_px``): it costs ~15-25% more CPU in this step
-        (``docs/intensity.md``).
+        Off (0) by default (``--attenuation_edge_sigma_px``): with 4 a white-matter column's
+        flatness check fails; ~5% more CPU in this step (``docs/intensity.md``).
         When > 0 (4 measured), the tail sums of the compensation are averaged laterally
         by an edge-aware (guided) filter of this standard deviation
         (:func:`linumpy.intensity.attenuation.edge_aware_tails`) instead of
