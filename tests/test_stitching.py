@@ -16,7 +16,7 @@ from linumpy.errors import InputError
 from linumpy.stitching.blend import Box, feather_weights, fuse_block, placement_origins
 from linumpy.stitching.estimate import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, estimate_transform
 from linumpy.stitching.global_solve import PairOffset, StageModel, solve_positions
-from linumpy.stitching.pairwise import overlap_slices, register_pair
+from linumpy.stitching.pairwise import overlap_slices, refine_subpixel, register_pair
 from linumpy.stitching.transform import load_transform, save_transform
 
 TILE = (96, 96)
@@ -100,6 +100,23 @@ def test_register_pair_subpixel_offsets(true_offset):
     b = cut_tile(image, (100 + true_offset[0], 100 + true_offset[1]))
     result = register_pair(a, b, (0, 76), max_shift_px=10)
     assert np.max(np.abs(np.subtract(result.offset, true_offset))) <= 0.15
+
+
+@pytest.mark.parametrize(("true_offset", "refined"), [((0.3, 88.4), True), ((0.3, 89.3), True),
+                                                     ((0.3, 91.2), False)])
+def test_narrow_overlap_keeps_a_subpixel_fit(true_offset, refined):
+    # Common regions 8 and 7 px wide (10 % overlap with a stage error): the warp's trim
+    # shrinks to fit instead of leaving the integer offset; 5 px is too narrow.
+    image = textured_image((300, 300), seed=2)
+    a = cut_tile(image, (100.0, 100.0))
+    b = cut_tile(image, (100 + true_offset[0], 100 + true_offset[1]))
+    integer = tuple(int(round(v)) for v in true_offset)
+    offset, sigma = refine_subpixel(a, b, integer)
+    if refined:
+        assert np.max(np.abs(np.subtract(offset, true_offset))) <= 0.1
+        assert max(sigma) < 0.2
+    else:
+        assert offset == tuple(map(float, integer)) and sigma == (1.0, 1.0)
 
 
 def test_register_pair_resolves_wrap_around():

@@ -65,6 +65,9 @@ CORRELATION_LAG_PX = 3
 #: Lucas-Kanade iterations and convergence step (pixels).
 LK_ITERATIONS = 12
 LK_TOLERANCE_PX = 0.005
+#: Fewest pixels trimmed from each side of a common region too narrow for the
+#: usual trim (``ceil(MAX_REFINEMENT_PX) + 1``): it keeps what it can.
+MIN_TRIM_PX = 1
 
 
 @dataclass(frozen=True)
@@ -325,7 +328,10 @@ def refine_subpixel(
 
     Both crops are band-passed identically; ``b`` shifted by ``-d / 2`` is
     matched to ``a`` shifted by ``+d / 2`` (gain and mean free) by
-    Gauss-Newton steps on ``d``.
+    Gauss-Newton steps on ``d``. The warped regions are compared without
+    ``ceil(MAX_REFINEMENT_PX) + 1`` pixels on each side (what the warp pulls
+    in from outside), fewer (down to :data:`MIN_TRIM_PX`) where the region is
+    narrower than 10 px: a narrow overlap keeps a sub-pixel fit.
 
     Parameters
     ----------
@@ -346,10 +352,14 @@ def refine_subpixel(
     """
     unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0))
     slices = overlap_slices(tile_a.shape, tile_b.shape, offset)
-    margin = int(np.ceil(MAX_REFINEMENT_PX)) + 1
-    if slices is None or min(tile_a[slices[0]].shape) < 2 * margin + 4:
+    if slices is None:
         return unrefined
-    highpass_px = highpass_sigma(min(tile_a[slices[0]].shape))
+    width = min(tile_a[slices[0]].shape)
+    # Trim what the warp may pull in from outside, less on narrow regions (10 % overlap).
+    margin = min(int(np.ceil(MAX_REFINEMENT_PX)) + 1, max(MIN_TRIM_PX, (width - 4) // 2))
+    if width < 2 * margin + 4:
+        return unrefined
+    highpass_px = highpass_sigma(width)
     crop_a = band_pass(tile_a[slices[0]], highpass_px, speckle_px)
     crop_b = band_pass(tile_b[slices[1]], highpass_px, speckle_px)
     inner = (slice(margin, -margin), slice(margin, -margin))
