@@ -220,6 +220,20 @@ def test_edge_aware_tail_sums_keep_each_tissue_its_own_decay():
         assert np.abs(box - 1).max() > 0.25, box.round(3)
 
 
+def test_edge_aware_coefficients_fitted_every_few_planes(monkeypatch):
+    """The guided filter's coefficients fitted on every ``EDGE_STEP``-th plane (and the last), linear in between:
+    the sums equal the fit on every plane on the fitted planes and stay within 1% in between (measured 0.64%,
+    median 0.02%, on the two-tissue edge)."""
+    signal, _ = two_tissues()
+    step = attenuation.EDGE_STEP
+    assert step > 1
+    sparse = edge_tails(signal, 4.0)
+    monkeypatch.setattr(attenuation, "EDGE_STEP", 1)
+    every = edge_tails(signal, 4.0)
+    assert np.allclose(sparse[::step], every[::step], rtol=1e-5)
+    assert np.abs(sparse / every - 1).max() < 0.01
+
+
 def test_edge_aware_tail_sums_on_one_tissue_linear_and_seamless():
     """One tissue: the compensation is flat (within 5%) and its gain no noisier than the box's (the guide's
     speckle cancels in ``T[0] / T[k]``: lateral CV of the gain over the last 20 planes, measured 0.041 vs

@@ -109,6 +109,8 @@ EDGE_EPSILON = 0.01
 EDGE_PLANES = 16
 #: A-lines a side of the bins on which :func:`edge_aware_tails` fits its coefficients.
 EDGE_BIN = 2
+#: Planes between those on which :func:`edge_aware_tails` fits its coefficients (linear in between).
+EDGE_STEP = 4
 
 
 def level_guide(signal: np.ndarray) -> np.ndarray:
@@ -163,6 +165,27 @@ class BinGrid:
         """Each bin's value repeated to its A-lines."""
         return np.repeat(np.repeat(values, self.counts[0], axis=-2), self.counts[1], axis=-1)
 
+    def covering(self, inner: tuple[slice, slice]) -> tuple[BinGrid, tuple[slice, slice], tuple[slice, slice]]:
+        """The bins that cover the A-lines ``inner`` of the block.
+
+        Returns
+        -------
+        grid : BinGrid
+            Those bins, as a grid of their own.
+        bins : (slice, slice)
+            Their indices in this grid.
+        lines : (slice, slice)
+            The A-lines they cover, in the block.
+        """
+        grids, bins, lines = [], [], []
+        for starts, counts, part in zip(self.starts, self.counts, inner):
+            low, high, _ = part.indices(int(starts[-1] + counts[-1]))
+            first, stop = int(np.searchsorted(starts, low, side="right")) - 1, int(np.searchsorted(starts, high))
+            grids.append((starts[first:stop] - starts[first], counts[first:stop]))
+            bins.append(slice(first, stop))
+            lines.append(slice(int(starts[first]), int(starts[first] + counts[first:stop].sum())))
+        return BinGrid(*zip(*grids)), tuple(bins), tuple(lines)
+
     def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
         """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
 
@@ -204,7 +227,7 @@ def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: 
 
 def edge_aware_tails(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
-    epsilon: float = EDGE_EPSILON,
+    epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
 ) -> np.ndarray:
     """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
 
@@ -220,8 +243,11 @@ def edge_aware_tails(
     the other tissue's. Linear in the signal (scaling it scales the sums).
     As in the fast guided filter (He and Sun 2015, arXiv:1505.00996) the
     coefficients are fitted on the binned sums (boxes of ``1 / EDGE_BIN`` of
-    the width); only ``a * guide + b`` is evaluated for every A-line. Then
-    the end-of-range extension of :func:`tail_sums`.
+    the width), and on every :data:`EDGE_STEP`-th plane of sums only (and
+    the last): the sums are smooth along depth (each plane adds one plane of
+    signal, box-averaged, to the next), so ``a`` and ``b`` are interpolated
+    linearly in between; only ``a * guide + b`` is evaluated for every voxel.
+    Then the end-of-range extension of :func:`tail_sums`.
 
     Parameters
     ----------
@@ -236,10 +262,14 @@ def edge_aware_tails(
         See :func:`tail_sums`.
     epsilon : float
         Variance of the guide treated as noise.
+    inner : (slice, slice)
+        The A-lines whose sums are wanted (the block without its halo): only
+        they are evaluated.
 
     Returns
     -------
-    ndarray, shape (z + 1, y, x), float32
+    ndarray, shape (z + 1, y', x'), float32
+        The sums of the ``inner`` A-lines (a view).
     """
     width = box_width(sigma_px / EDGE_BIN)
 
@@ -250,18 +280,32 @@ def edge_aware_tails(
     small_guide = grid.binned(guide)
     mean_guide = box(small_guide)
     variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
-    out = np.empty((sums.shape[0],) + signal.shape[1:], np.float32)
-    for first in range(0, sums.shape[0], EDGE_PLANES):
-        planes = sums[first : first + EDGE_PLANES]
+    covering, bins, lines = grid.covering(inner)
+    n_planes = sums.shape[0]
+    fitted = np.unique(np.r_[np.arange(0, n_planes, EDGE_STEP), n_planes - 1])
+    coefficients = np.empty((2, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
+    for first in range(0, fitted.size, EDGE_PLANES):
+        planes = sums[fitted[first : first + EDGE_PLANES]]
         mean = box(planes)
         slope = box(planes * small_guide)
         slope -= mean * mean_guide
         slope /= variance
         mean -= slope * mean_guide
-        grid.evaluate(box(slope), guide, box(mean), out[first : first + EDGE_PLANES])
+        for values, fit in zip(coefficients, (slope, mean)):
+            values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
+    guide = guide[lines]
+    out = np.empty((n_planes, *guide.shape), np.float32)
+    for first in range(0, n_planes, EDGE_PLANES):
+        k = np.arange(first, min(n_planes, first + EDGE_PLANES))
+        below = np.minimum(np.searchsorted(fitted, k, side="right") - 1, fitted.size - 2)
+        weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
+        slope, mean = (values[below] + weight * (values[below + 1] - values[below]) for values in coefficients)
+        covering.evaluate(slope, guide, mean, out[first : first + EDGE_PLANES])
     np.maximum(out, 0, out=out)
     _extend(out, _tail_window(signal.shape[0], tail_window_px))
-    return out
+    offsets = [part.indices(n)[:2] for part, n in zip(inner, signal.shape[1:])]
+    return out[(slice(None), *(slice(low - span.start, high - span.start)
+                               for (low, high), span in zip(offsets, lines)))]
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray) -> np.ndarray:
