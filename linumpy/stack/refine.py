@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 
 #: Smallest rise of the z-scan peak above the scan's minimum for a distinct peak.
@@ -195,9 +195,11 @@ def estimate_lateral_shift(
 def _tapered_shift(reference: np.ndarray, moving: np.ndarray, upsample_factor: int) -> np.ndarray:
     """Subpixel shift between two centred, Tukey-tapered images."""
     taper = radial_tukey(reference.shape)
+    # zero-padded to sizes with fast FFTs (the taper already brings both to zero at the edges)
+    padding = [(0, fft.next_fast_len(n, real=False) - n) for n in reference.shape]
     shift, _, _ = phase_cross_correlation(
-        (reference - reference.mean()) * taper,
-        (moving - moving.mean()) * taper,
+        np.pad((reference - reference.mean()) * taper, padding),
+        np.pad((moving - moving.mean()) * taper, padding),
         upsample_factor=upsample_factor,
         normalization=None,
     )

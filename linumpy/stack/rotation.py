@@ -11,12 +11,13 @@ Estimation (:func:`estimate_rotation`): a thick average of the slice's top
 planes is compared with the previous slice's planes around the motor depth
 step (the overlap), both lightly smoothed with their lateral background
 removed (fine texture pins the angle). Coarse to fine: the NCC of the whole
-overlap over a :data:`COARSE_STEP_DEG` grid of angles (whole-pixel shift by
-phase correlation at each), then the angle and sub-pixel shift maximising
-it (Nelder-Mead, the moving image resampled with a cubic spline), from the
-best grid point. The same fine search on each spatial
-half of the overlap (split across y, and across x) gives two independent
-angles; half their larger difference is the estimate's uncertainty. Gating (``mode``):
+overlap over a :data:`COARSE_STEP_DEG` grid of angles (the moving image turned
+bilinearly, shifted by the whole pixels phase correlation finds), then the
+angle and sub-pixel shift maximising it (Nelder-Mead, the moving image
+resampled with a cubic spline), from the best grid point. The same fine
+search on each spatial half of the overlap (split across y, and across x),
+started from the whole overlap's optimum, gives two independent angles; half
+their larger difference is the estimate's uncertainty. Gating (``mode``):
 
 - ``"skipped"``: no rotation (identity, as without this feature) when the
   angle is below :data:`MIN_ANGLE_DEG` or :data:`SIGNIFICANCE` times its
@@ -45,12 +46,12 @@ from dataclasses import asdict, dataclass, replace
 import dask
 import dask.array as da
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import fft, ndimage, optimize
 from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean
-from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation
+from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
 LOGGER = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ def _whole(shape: Sequence[int]) -> tuple[slice, slice]:
 
 #: First simplex of the fine search: steps in angle (degrees), y and x (pixels).
 _SIMPLEX_STEPS = (0.1, 0.3, 0.3)
+#: The halves' searches start from the whole overlap's optimum: a first simplex this fraction of the size.
+HALF_SIMPLEX_SCALE = 0.5
 
 
 class _Overlap:
@@ -203,6 +206,8 @@ class _Overlap:
         # filtered once here, not by every resampling of the search (the same values)
         self.coefficients = spline_coefficients(moving, SEARCH_ORDER)
         self.valid_ref = reference != 0
+        # the reference's spectrum, computed once for the whole-pixel shift of every angle of the coarse search
+        self.reference_spectrum = fft.fftn(reference)
         self.valid_mov = (moving != 0).astype(np.float32)
         # data everywhere in the moving image (the usual case): its turned footprint is computed, not resampled
         self.whole = bool(self.valid_mov.all())
@@ -232,15 +237,24 @@ class _Overlap:
         turned = _turned_params(self.moving, params, box, SEARCH_ORDER, self.coefficients)
         return normalized_cross_correlation(self.reference[box][common], turned[common])
 
-    def start(self, angle_deg: float) -> tuple[float, float, float]:
-        """``(angle, dy, dx)``: the whole-pixel shift (phase correlation) of ``moving`` turned by ``angle_deg``."""
-        turned = rotate_image(self.moving, angle_deg)
-        turned = np.where(self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape)), turned, 0.0)
-        shift, _, _ = phase_cross_correlation(self.reference, turned, normalization=None)
-        return (float(angle_deg), float(shift[0]), float(shift[1]))
+    def start(self, angle_deg: float) -> tuple[tuple[float, float, float], float]:
+        """``((angle, dy, dx), NCC)``: the whole-pixel shift (phase correlation) of ``moving`` turned by
+        ``angle_deg``, and the NCC of that motion, both on the bilinear turn (the coarse search's score: no
+        cubic resampling per angle); NCC 0 when less than a tenth of the image is common."""
+        inside = self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape))
+        turned = np.where(inside, rotate_image(self.moving, angle_deg), 0.0)
+        shift, _, _ = phase_cross_correlation(self.reference_spectrum, fft.fftn(turned), space="fourier",
+                                              normalization=None)
+        params = (float(angle_deg), float(shift[0]), float(shift[1]))
+        reference, moved = overlap_views(self.reference, turned, shift)
+        valid_ref, moved_inside = overlap_views(self.valid_ref, inside, shift)
+        common = valid_ref & moved_inside
+        if common.sum() < 0.1 * self.reference.size:
+            return params, 0.0
+        return params, normalized_cross_correlation(reference[common], moved[common])
 
     def refine(self, params: Sequence[float], box: tuple[slice, slice] | None = None,
-               fixed_angle: bool = False) -> tuple[np.ndarray, float]:
+               fixed_angle: bool = False, scale: float = 1.0) -> tuple[np.ndarray, float]:
         """Maximise the NCC (over ``box``) from ``params`` (Nelder-Mead; the angle kept with ``fixed_angle``);
         ``(params, NCC)``."""
         params = np.asarray(params, float)
@@ -251,7 +265,7 @@ class _Overlap:
             trial[free] = p
             return -self.ncc(trial, box)
 
-        steps = np.array(_SIMPLEX_STEPS)[free]
+        steps = scale * np.array(_SIMPLEX_STEPS)[free]
         simplex = params[free] + np.vstack([np.zeros(len(steps)), np.diag(steps)])
         found = optimize.minimize(cost, params[free], method="Nelder-Mead",
                                   options={"initial_simplex": simplex, "xatol": 2e-3, "fatol": 1e-6})
@@ -265,8 +279,8 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     """Estimate the rotation turning ``moving`` onto ``reference`` (2D, same shape, zeros = no data).
 
     Coarse to fine: the NCC of the whole overlap at every :data:`COARSE_STEP_DEG`
-    over ``[-max_deg, max_deg]`` (whole-pixel shift by phase correlation at
-    each), then the rigid motion (angle and sub-pixel shift) maximising it
+    over ``[-max_deg, max_deg]`` (bilinear turn, whole-pixel shift by phase
+    correlation at each), then the rigid motion (angle and sub-pixel shift) maximising it
     from the best; the same on each spatial half of the overlap gives two
     independent angles, whose difference is the estimate's uncertainty. The
     rotation is applied only when it passes the gate (module docstring).
@@ -288,10 +302,9 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     angles = np.arange(-max_deg - COARSE_STEP_DEG, max_deg + COARSE_STEP_DEG * 1.001, COARSE_STEP_DEG)
     # independent searches, run side by side on the step's threads (scipy's resampling and FFTs release the GIL)
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="rotation") as pool:
-        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0), fixed_angle=True)[1])
+        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0)[0], fixed_angle=True)[1])
         starts = list(pool.map(overlap.start, [float(a) for a in angles]))
-        scores = list(pool.map(overlap.ncc, starts))
-        params, ncc = overlap.refine(starts[max(range(len(starts)), key=scores.__getitem__)])
+        params, ncc = overlap.refine(max(starts, key=lambda start: start[1])[0])
         identity = identity_job.result()
         measured = float(params[0])
         if abs(measured) < MIN_ANGLE_DEG:  # skipped whatever the halves say: their search (half the time) is not run
@@ -321,7 +334,7 @@ def _half_angles(overlap: _Overlap, params: np.ndarray, pool: Executor) -> tuple
         split = [list(_whole(overlap.reference.shape)) for _ in range(2)]
         split[0][axis], split[1][axis] = slice(0, middle), slice(middle, overlap.reference.shape[axis])
         halves += [tuple(half) for half in split]
-    angles = [float(found[0][0]) for found in pool.map(lambda half: overlap.refine(params, half), halves)]
+    angles = [float(found[0][0]) for found in pool.map(lambda half: overlap.refine(params, half, scale=HALF_SIMPLEX_SCALE), halves)]
     pairs = [(angles[0], angles[1]), (angles[2], angles[3])]
     return max(pairs, key=lambda pair: abs(pair[0] - pair[1]))
 
