@@ -21,7 +21,7 @@ windows of the A-line (see :func:`tail_sums`). On short A-lines that
 extension is the largest error of the compensation (see ``docs/intensity.md``).
 The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
 or, for the compensation, a guided filter that does not mix tissues of
-different levels or decays (:func:`edge_aware_tails`).
+different levels (:func:`edge_aware_tails`).
 
 The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
 does not use the extension at all: it is the decay rate of the laterally
@@ -102,9 +102,9 @@ def _tail_window(n_z: int, tail_window_px: int | None) -> int:
     return max(1, min(window, n_z // 2))
 
 
-#: Regularisation of :func:`edge_aware_tails`: lateral variance of each guide (log level) below which a
-#: neighbourhood counts as one tissue (plain box mean); a log-level spread of about 0.07 (7%).
-EDGE_EPSILON = 0.005
+#: Regularisation of :func:`edge_aware_tails`: lateral variance of the guide (log level) below which a
+#: neighbourhood counts as one tissue (plain box mean); a log-level spread of about 0.1 (10%).
+EDGE_EPSILON = 0.01
 #: Planes of the sums filtered at a time by :func:`edge_aware_tails` (bounds its temporaries).
 EDGE_PLANES = 16
 #: A-lines a side of the bins on which :func:`edge_aware_tails` fits its coefficients.
@@ -113,17 +113,15 @@ EDGE_BIN = 2
 EDGE_STEP = 4
 
 
-def level_guides(signal: np.ndarray) -> np.ndarray:
-    """Guides of :func:`edge_aware_tails`: log of each A-line's mean over the upper and over the lower half of the block.
+def level_guide(signal: np.ndarray) -> np.ndarray:
+    """Guide of :func:`edge_aware_tails`: log of each A-line's mean over the upper half of the block.
 
-    Two channels, so that tissues apart in their decay are apart in the
-    guide even when their levels near the cut are alike (a bright,
-    fast-decaying white-matter column and the dimmer, slower tissue around
-    it): the upper half tells the backscatter, the lower half with it the
-    decay. Each mean over depth already averages the speckle (a lateral
-    smoothing of the guides would blur the edges they are there to keep).
-    Levels below 1e-3 of the half's mean level are raised to it (agarose,
-    padding), so the log stays finite.
+    The upper half (the tissue just below the cut, little attenuated) tells
+    which tissue an A-line belongs to; its mean over depth already averages
+    the speckle (a lateral smoothing of the guide would blur the edges it is
+    there to keep: the A-lines next to an edge would take both tissues'
+    decay). Levels below 1e-3 of the block's mean level are raised to it
+    (agarose, padding), so the log stays finite.
 
     Parameters
     ----------
@@ -131,15 +129,11 @@ def level_guides(signal: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (2, y, x), float32
+    ndarray, shape (y, x), float32
     """
-    half = max(1, signal.shape[0] // 2)
-    guides = np.empty((2, *signal.shape[1:]), np.float32)
-    for guide, part in zip(guides, (signal[:half], signal[half:] if signal.shape[0] > 1 else signal)):
-        level = part.mean(axis=0, dtype=np.float32)
-        floor = max(float(level.mean()) * 1e-3, np.finfo(np.float32).tiny)
-        np.log(np.maximum(level, floor), out=guide)
-    return guides
+    level = signal[: max(1, signal.shape[0] // 2)].mean(axis=0, dtype=np.float32)
+    floor = max(float(level.mean()) * 1e-3, np.finfo(np.float32).tiny)
+    return np.log(np.maximum(level, floor)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -192,25 +186,20 @@ class BinGrid:
             lines.append(slice(int(starts[first]), int(starts[first] + counts[first:stop].sum())))
         return BinGrid(*zip(*grids)), tuple(bins), tuple(lines)
 
-    def evaluate(self, slopes: np.ndarray, guides: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
-        """``out = sum_c fine(slopes[c]) * guides[c] + fine(offset)``.
+    def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
+        """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
 
-        ``slopes`` ``(c, z, y', x')`` and ``offset`` ``(z, y', x')`` are binned,
-        ``guides`` ``(c, y, x)`` and ``out`` ``(z, y, x)`` are not. When every bin
-        is whole, one strided view per position in the bin (no repeated copies).
+        When every bin is whole, one strided view per position in the bin (no repeated copies).
         """
         if all(np.all(c == EDGE_BIN) for c in self.counts):
             view = out.reshape(out.shape[0], self.counts[0].size, EDGE_BIN, self.counts[1].size, EDGE_BIN)
             for i in range(EDGE_BIN):
                 for j in range(EDGE_BIN):
-                    target = view[:, :, i, :, j]
-                    np.copyto(target, offset)
-                    for slope, guide in zip(slopes, guides):
-                        target += slope * guide[i::EDGE_BIN, j::EDGE_BIN]
+                    np.multiply(slope, guide[i::EDGE_BIN, j::EDGE_BIN], out=view[:, :, i, :, j])
+                    view[:, :, i, :, j] += offset
         else:
-            np.copyto(out, self.fine(offset))
-            for slope, guide in zip(slopes, guides):
-                out += self.fine(slope) * guide
+            np.multiply(self.fine(slope), guide, out=out)
+            out += self.fine(offset)
 
 
 def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
@@ -244,23 +233,20 @@ def edge_aware_tails(
 
     Like :func:`tail_sums` with its lateral box, but the average is a guided
     filter (He, Sun and Tang 2013, IEEE TPAMI 35(6):1397) with the A-lines'
-    A-lines' log levels over the upper and the lower half of the block as
-    guides (:func:`level_guides`, the two-channel filter of the paper's
-    colour guide): in each box of the standard deviation ``sigma_px`` the
-    plane of sums is modelled as ``a1 * upper + a2 * lower + b`` by least
-    squares (``a1``, ``a2`` damped by ``epsilon``), and each A-line takes the
-    box-averaged ``a1``, ``a2`` and ``b`` at its own guide values. Where the
-    guides are flat (one tissue) this is the box mean; across an edge of
-    either (a dark region beside a bright one, a fibre, a bright
-    fast-decaying tissue beside a dimmer slower one) each side keeps its own
-    decay, where the box lends the A-lines near the edge the other tissue's. Linear in the signal (scaling it scales the sums).
+    log level as guide (:func:`level_guide`): in each box of the standard
+    deviation ``sigma_px`` the plane of sums is modelled as
+    ``a * guide + b`` by least squares (``a`` damped by ``epsilon``), and
+    each A-line takes the box-averaged ``a`` and ``b`` at its own guide
+    value. Where the guide is flat (one tissue) this is the box mean; across
+    an edge of the guide (a dark region beside a bright one, a fibre) each
+    side keeps its own decay, where the box lends the A-lines near the edge
+    the other tissue's. Linear in the signal (scaling it scales the sums).
     As in the fast guided filter (He and Sun 2015, arXiv:1505.00996) the
     coefficients are fitted on the binned sums (boxes of ``1 / EDGE_BIN`` of
     the width), and on every :data:`EDGE_STEP`-th plane of sums only (and
     the last): the sums are smooth along depth (each plane adds one plane of
     signal, box-averaged, to the next), so ``a`` and ``b`` are interpolated
-    linearly in between; only ``a1 * upper + a2 * lower + b`` is evaluated
-    for every voxel.
+    linearly in between; only ``a * guide + b`` is evaluated for every voxel.
     Then the end-of-range extension of :func:`tail_sums`.
 
     Parameters
@@ -275,7 +261,7 @@ def edge_aware_tails(
     tail_window_px : int, optional
         See :func:`tail_sums`.
     epsilon : float
-        Variance of each guide treated as noise.
+        Variance of the guide treated as noise.
     inner : (slice, slice)
         The A-lines whose sums are wanted (the block without its halo): only
         they are evaluated.
@@ -290,37 +276,31 @@ def edge_aware_tails(
     def box(values: np.ndarray) -> np.ndarray:
         return ndimage.uniform_filter(values, (1, width, width) if values.ndim == 3 else width, mode="nearest")
 
-    guides = level_guides(signal)
-    small = grid.binned(guides)
-    means = box(small)
-
-    def covariance(i: int, j: int) -> np.ndarray:
-        return box(small[i] * small[j]) - means[i] * means[j]
-
-    v11, v22 = (np.maximum(covariance(i, i), 0) + np.float32(epsilon) for i in (0, 1))
-    v12 = covariance(0, 1)
-    determinant = v11 * v22 - v12 * v12
+    guide = level_guide(signal)
+    small_guide = grid.binned(guide)
+    mean_guide = box(small_guide)
+    variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
     covering, bins, lines = grid.covering(inner)
     n_planes = sums.shape[0]
     fitted = np.unique(np.r_[np.arange(0, n_planes, EDGE_STEP), n_planes - 1])
-    coefficients = np.empty((3, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
+    coefficients = np.empty((2, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
     for first in range(0, fitted.size, EDGE_PLANES):
         planes = sums[fitted[first : first + EDGE_PLANES]]
         mean = box(planes)
-        c1, c2 = (box(planes * channel) - mean * channel_mean for channel, channel_mean in zip(small, means))
-        a1 = (v22 * c1 - v12 * c2) / determinant
-        a2 = (v11 * c2 - v12 * c1) / determinant
-        mean -= a1 * means[0] + a2 * means[1]
-        for values, fit in zip(coefficients, (a1, a2, mean)):
+        slope = box(planes * small_guide)
+        slope -= mean * mean_guide
+        slope /= variance
+        mean -= slope * mean_guide
+        for values, fit in zip(coefficients, (slope, mean)):
             values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
-    guides = guides[(slice(None), *lines)]
-    out = np.empty((n_planes, *guides.shape[1:]), np.float32)
+    guide = guide[lines]
+    out = np.empty((n_planes, *guide.shape), np.float32)
     for first in range(0, n_planes, EDGE_PLANES):
         k = np.arange(first, min(n_planes, first + EDGE_PLANES))
         below = np.minimum(np.searchsorted(fitted, k, side="right") - 1, fitted.size - 2)
         weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
-        a1, a2, mean = (values[below] + weight * (values[below + 1] - values[below]) for values in coefficients)
-        covering.evaluate((a1, a2), guides, mean, out[first : first + EDGE_PLANES])
+        slope, mean = (values[below] + weight * (values[below + 1] - values[below]) for values in coefficients)
+        covering.evaluate(slope, guide, mean, out[first : first + EDGE_PLANES])
     np.maximum(out, 0, out=out)
     _extend(out, _tail_window(signal.shape[0], tail_window_px))
     offsets = [part.indices(n)[:2] for part, n in zip(inner, signal.shape[1:])]
