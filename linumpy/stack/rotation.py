@@ -198,7 +198,7 @@ _SIMPLEX_STEPS = (0.1, 0.3, 0.3)
 HALF_SIMPLEX_SCALE = 0.5
 #: The fine search stops when its simplex spans at most SEARCH_XATOL (degrees and pixels) and its NCC values
 #: at most SEARCH_FATOL. 0.01 (was 0.002; the angle errs by 0.01-0.08 degree on chain slices, the gate needs
-#: 0.2) takes about 8% fewer NCC evaluations (cubic resamplings) for the same errors; a looser SEARCH_FATOL
+#: 0.2) takes about 10% fewer NCC evaluations (cubic resamplings) for the same errors; a looser SEARCH_FATOL
 #: (1e-5: about 25% fewer) raised the mean error by 0.0014 degree (chain ``harsh``/``tilted`` seeds 0-2,
 #: benchmarks/bench_rotation_chain.py).
 SEARCH_XATOL = 1e-2
