@@ -117,9 +117,9 @@ def main() -> None:
     parser.add_argument("--n_slices", type=int, default=8, help="Matrix slices per case [%(default)s].")
     parser.add_argument("--curvature", choices=("acquisition", "slice", "off"), default="acquisition",
                         help="Matrix field-curvature decision [%(default)s].")
-    parser.add_argument("--tail_edge_sigma_px", type=float, default=0.0,
-                        help="Matrix: the axial correction's edge-aware tail sums (AxialSettings; 0 = off) "
-                             "[%(default)s].")
+    parser.add_argument("--tail_edge_sigma_px", type=float, default=2.0,
+                        help="Matrix: the axial correction's edge-aware tail sums (AxialSettings' default; "
+                             "0 = the box) [%(default)s].")
     args = parser.parse_args()
     if args.matrix:
         run_matrix(args)

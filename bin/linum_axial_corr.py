@@ -36,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "agarose profile of the background focus estimate (0: not known) [%(default)s].")
     parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
                         help="Attenuation compensation [%(default)s].")
-    parser.add_argument("--attenuation_edge_sigma_px", type=finite_float, default=0.0,
+    parser.add_argument("--attenuation_edge_sigma_px", type=finite_float, default=2.0,
                         help="Average the compensation's tail sums with an edge-aware (guided) filter of this "
-                             "sigma (A-lines; 4 measured), so that tissues of different levels do not lend each "
-                             "other their decay; ~5%% more CPU (0: the box average) [%(default)s].")
+                             "sigma (A-lines; 2 and 4 measured), so that tissues of different levels do not lend "
+                             "each other their decay; ~5%% more CPU (0: the box average) [%(default)s].")
     parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
                         help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
                              "0.05%%) [%(default)s].")

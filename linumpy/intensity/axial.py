@@ -93,9 +93,10 @@ class AxialSettings:
     tail_sigma_px : float
         Lateral smoothing of the end-of-range decay ratio (voxels).
     tail_edge_sigma_px : float
-        Off (0) by default (``--attenuation_edge_sigma_px``): with 4 a white-matter column's
-        flatness check fails; ~5% more CPU in this step (``docs/intensity.md``).
-        When > 0 (4 measured), the tail sums of the compensation are averaged laterally
+        2 by default (``--attenuation_edge_sigma_px``; 0: the box of ``tail_sigma_px``;
+        4 measured too, but with it a white-matter column's flatness check fails;
+        ~5% more CPU in this step, ``docs/intensity.md``).
+        When > 0, the tail sums of the compensation are averaged laterally
         by an edge-aware (guided) filter of this standard deviation
         (:func:`linumpy.intensity.attenuation.edge_aware_tails`) instead of
         the box of ``tail_sigma_px``; the attenuation map is then fitted on
@@ -119,7 +120,7 @@ class AxialSettings:
     agarose_attenuation_per_mm: float = 0.0
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
-    tail_edge_sigma_px: float = 0.0
+    tail_edge_sigma_px: float = 2.0
     statistics_binning_px: int = 2
 
 
