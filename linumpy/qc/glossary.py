@@ -66,6 +66,8 @@ METRICS: dict[str, MetricInfo] = {
     "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
     "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
+    "attenuation_tail_average": _M("Attenuation tail average", "text", "Lateral average of the compensation's "
+                                   "tail sums: edge-aware (guided, with its sigma) or a box."),
     "focus_support_lines": _M("Focus support", "count", "Agarose depth scans (A-lines) measured at each input "
                               "depth of the focus profile; few lines mean the profile there is modelled."),
     "focus_support_threshold": _M("Focus support needed", "count", "A-lines a depth needs to count as measured "
