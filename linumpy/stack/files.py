@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import dask
 import numpy as np
 
 from linumpy.errors import InputError
@@ -29,7 +30,11 @@ from linumpy.stack.quality import write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
-
+#: dask settings of the whole stack: no low-level task fusion. The stack computes many small graphs
+#: (a few planes for each registration, one output chunk per assembly job) whose fused tasks dask
+#: re-orders on every call: about a quarter of the assembly's CPU time on the five ``small`` slices
+#: (2.4 instead of 3.1-3.4 s, the same bytes).
+UNFUSED = {"optimization.fuse.active": False}
 
 
 def stack_slice_files(
@@ -111,24 +116,25 @@ def stack_slice_files(
     paths = _ordered_slices(slice_paths, allow_gaps)
     motors = _motor_rows(motor_positions, list(paths))
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
-    volumes = [_slice_volume(i, p) for i, p in paths.items()]
-    if resolution_um is None:
-        resolution_um = finest_common_resolution_um(volumes)
-        LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
-    plan = plan_stack(volumes, motors, thickness, resolution_um,
-                      StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
-                                      interpolate_missing=interpolate_missing))
-    dtype = _common_dtype(volumes)
-    with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
-        write_stack(plan, writer, writer.write_block, dtype, progress)
-        attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
-                      "stack_shifts": shifts_out.name}
-        if interpolate_missing:
-            attributes["interpolated_slices"] = plan.record["interpolated_slices"]
-        writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
-    with atomic_output(shifts_out, overwrite) as tmp:
-        tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
-    write_stack_qc(output, plan.record, resolution_um)
+    with dask.config.set(UNFUSED):
+        volumes = [_slice_volume(i, p) for i, p in paths.items()]
+        if resolution_um is None:
+            resolution_um = finest_common_resolution_um(volumes)
+            LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
+        plan = plan_stack(volumes, motors, thickness, resolution_um,
+                          StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
+                                          interpolate_missing=interpolate_missing))
+        dtype = _common_dtype(volumes)
+        with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
+            write_stack(plan, writer, writer.write_block, dtype, progress)
+            attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
+                          "stack_shifts": shifts_out.name}
+            if interpolate_missing:
+                attributes["interpolated_slices"] = plan.record["interpolated_slices"]
+            writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
+        with atomic_output(shifts_out, overwrite) as tmp:
+            tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
+        write_stack_qc(output, plan.record, resolution_um)
     return shifts_out
 
 
