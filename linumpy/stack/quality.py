@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
 from linumpy.qc.flags import outlier_indices
-from linumpy.qc.metrics import nonzero_fraction
+from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import write_qc_record
+from linumpy.viz.planes import centre_index, tissue_counts
 
 #: Reason given in the report for a slice id absent from the stack.
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
@@ -38,19 +40,23 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled) and
     ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
     level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
-    non-zero fraction streams over it, the views read three planes.
+    non-zero fraction and the views' tissue centre
+    (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass,
+    the views read three planes.
     """
     metrics = stack_metrics(record, resolution_um)
     levels = read_omezarr_info(output).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
     volume, scale_mm = read_omezarr(output, level)
-    metrics["nonzero_fraction"] = nonzero_fraction(volume)
+    fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
+    metrics["nonzero_fraction"] = float(fraction)
+    centre = tuple(centre_index(profile) for profile in profiles)
     ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
     ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
     outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
     figures = {
         "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
-        "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
+        "views": orthogonal_views_figure(orthogonal_planes(volume, centre), tuple(s * 1000 for s in scale_mm),
                                          title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
     return write_qc_record(output, "stack", metrics, figures, boundary_flags(metrics) + placement_flags(metrics))
