@@ -18,7 +18,6 @@ import dask.array as da
 import numpy as np
 
 from linumpy.errors import InputError
-from linumpy.parallel import ordered_map
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import (
@@ -237,13 +236,12 @@ def plan_stack(
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
-    # consecutive pairs: registered independently, side by side on the step's threads (one pair per thread)
-    pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
     if parameters.register:
-        registered = ordered_map(lambda k: _register_consecutive(slices[k - 1], slices[k], nominal[k] - nominal[k - 1],
-                                                                 z_tolerance, parameters), pairs)
-        for k, (estimate, step) in zip(pairs, registered, strict=True):
-            estimates[k], steps[k] = estimate, step
+        for k in range(1, len(slices)):
+            if ids[k] - ids[k - 1] == 1:
+                estimates[k], steps[k] = _register_consecutive(
+                    slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters
+                )
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
     lateral = parameters.max_lateral_drift_um
     resolved = resolve_origins(
@@ -261,20 +259,19 @@ def plan_stack(
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
-    boundaries = ordered_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
-                                                       resolved.origins_um[k] - resolved.origins_um[k - 1], parameters),
-                             pairs)
-    for k, (ratio, depth, gain_map) in zip(pairs, boundaries, strict=True):
-        ratios[k], depths[k], lateral[k - 1] = ratio, depth, gain_map
-        if lateral[k - 1] is None:
-            lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
-        elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
-            lateral[k - 1] = None
-            lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
-        elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
-            lateral[k - 1] = None
-            lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} with the next slice "
-                                       f"< {MAP_MIN_CONFIDENCE}: no lateral gain")
+    for k in range(1, len(slices)):
+        if ids[k] - ids[k - 1] == 1:
+            ratios[k], depths[k], lateral[k - 1] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
+                                                   resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
+            if lateral[k - 1] is None:
+                lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
+            elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
+            elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} with the next slice "
+                                           f"< {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
@@ -621,12 +618,11 @@ def _common_window(
 def _mean_planes(*reads: tuple[da.Array, tuple[slice, slice]], factor: int) -> tuple[np.ndarray, ...]:
     """Read planes ``(data, lateral window)`` block-averaged by ``factor``, all in one computation.
 
-    One computation reads the slices, and a source chunk two reads share is
-    decoded once; it runs in the calling thread (the pairs are read side by
-    side on the step's threads, :func:`plan_stack`).
+    One computation reads the slices side by side, and a source chunk two
+    reads share is decoded once.
     """
     return dask.compute(*(block_mean(data[(slice(None), *window)].astype(np.float32), (1, factor, factor))
-                          for data, window in reads), scheduler="synchronous")
+                          for data, window in reads))
 
 
 def _record(
