@@ -123,6 +123,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
+        ``gain_trend_measured`` (whether a boundary with the slice below measured
+        the depth trend of that gain; False: taken from the slice above, e.g. the last slice),
         ``lateral_gain_range`` (5th and 95th percentiles, at the overlap depth,
         of the lateral gain map fitted on the overlap with the next slice,
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
@@ -194,6 +196,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
+        "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
