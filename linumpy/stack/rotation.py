@@ -304,8 +304,9 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     >>> turned = rotate_image(image, -2.0)
     >>> round(estimate_rotation(image, turned).angle_deg, 1)
     2.0
-    >>> estimate_rotation(image, rotate_image(image, 0.0)).mode
-    'skipped'
+    >>> unturned = estimate_rotation(image, rotate_image(image, 0.0))  # below MIN_ANGLE_DEG: no more search
+    >>> unturned.mode, math.isnan(unturned.ncc_identity)
+    ('skipped', True)
     """
     overlap = _Overlap(reference, moving)
     if not (overlap.valid_ref.any() and overlap.valid_mov.any()):
