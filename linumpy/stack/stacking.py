@@ -55,9 +55,9 @@ MIN_PLANES = 2
 #: the cut face itself (rough, partly cut voxels) is also the least reliable plane. Not
 #: skipped in a thin overlap (fewer than ``n_planes`` planes left below the skipped ones).
 TOP_SKIP_PLANES = 2
-#: Most bytes of decoded chunks the registration and boundary ratios keep for the next pair (two
-#: ``small`` slices' chunks at the registration level; fixed, whatever the volume).
-PAIR_CACHE_BYTES = 160 << 20
+#: Most bytes of decoded chunks of one slice that the registration and boundary ratios keep for the
+#: next pair (a ``small`` slice's chunks read is 54-80 MB; fixed, whatever the volume).
+PAIR_CACHE_BYTES = 96 << 20
 #: Relative tolerance when comparing voxel sizes.
 RESOLUTION_TOLERANCE = 0.01
 #: Default blend overlap of consecutive slices, as a fraction of the thickness.
@@ -223,7 +223,7 @@ def plan_stack(
     """
     _check_slices(slices)
     ids = [s.slice_id for s in slices]
-    stored = [data for s in slices for data, _ in s.levels]
+    stored = [[data for data, _ in s.levels] for s in slices]
     z_tolerance = parameters.z_tolerance_um or thickness_um / 4
     nominal, glitches = nominal_origins_um(
         motor_zyx_mm, ids, thickness_um, z_tolerance, parameters.lateral_tolerance_um
@@ -242,12 +242,14 @@ def plan_stack(
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
-    # consecutive pairs read each slice twice in a row: its decoded (and re-tilted, turned) chunks are kept
-    chunk_cache = ChunkCache(stored + [data for s in slices for data, _ in s.levels], PAIR_CACHE_BYTES)
+    # consecutive pairs read a slice in a row: its decoded (and re-tilted, turned) chunks go to the next pair
+    levels = [source + [data for data, _ in s.levels] for source, s in zip(stored, slices, strict=True)]
+    chunk_cache = ChunkCache(PAIR_CACHE_BYTES)
     with chunk_cache:
         if parameters.register:
             for k in range(1, len(slices)):
                 if ids[k] - ids[k - 1] == 1:
+                    chunk_cache.keep(levels[k])
                     estimates[k], steps[k] = _register_consecutive(
                         slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters
                     )
@@ -271,6 +273,7 @@ def plan_stack(
     with chunk_cache:
         for k in reversed(range(1, len(slices))):  # the last pair's chunks are still kept
             if ids[k] - ids[k - 1] == 1:
+                chunk_cache.keep(levels[k - 1])
                 ratios[k], depths[k], lateral[k - 1] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
                                                        resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
                 if lateral[k - 1] is None:
