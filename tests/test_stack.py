@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
@@ -606,71 +606,3 @@ def phantom_on_stack_grid(acquisition: Path, truth: dict, work: Path, record: li
         for a in range(3)
     ]
     return ndimage.map_coordinates(box, coordinates, order=1, cval=0.0)
-
-
-class _CountingReads:
-    """An array that counts the chunk reads dask makes of it."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.dtype, self.ndim, self.reads = data, data.shape, data.dtype, data.ndim, 0
-
-    def __getitem__(self, key):
-        self.reads += 1
-        return self.data[key]
-
-
-def test_chunk_cache_hands_the_kept_chunks_to_the_next_computation_only():
-    import dask
-
-    from linumpy.stack.chunk_cache import ChunkCache
-
-    source = _CountingReads(np.arange(64, dtype=np.float32).reshape(4, 4, 4))
-    array = da.from_array(source, chunks=(2, 4, 4), asarray=False)
-    other = da.zeros((4, 4), chunks=2)
-    source.reads = 0  # dask's probe of the array's type
-    cache = ChunkCache(1 << 20)
-    with dask.config.set({"optimization.fuse.active": False}), cache:
-        cache.keep([array])
-        first = array[:3, 1].compute()  # both chunks read and kept
-        cache.keep([other])
-        second = array[1:, 2].compute()  # handed over, then dropped
-        third = array[1:, 2].compute()
-    np.testing.assert_array_equal(second, source.data[1:, 2])
-    np.testing.assert_array_equal(third, second)
-    np.testing.assert_array_equal(first, source.data[:3, 1])
-    assert cache.hits == 2 and source.reads == 4
-    small = ChunkCache(100)  # a chunk is 128 bytes: none kept
-    with dask.config.set({"optimization.fuse.active": False}), small:
-        small.keep([array])
-        array.sum().compute()
-        array.sum().compute()
-    assert small.hits == 0 and source.reads == 8
-
-
-def test_plan_is_the_same_without_the_chunk_cache(monkeypatch):
-    """Whole-depth chunks, as stored: consecutive pairs read a slice's chunks again, the same record."""
-    import dask
-
-    import linumpy.stack.stacking as stacking
-    from linumpy.stack.chunk_cache import ChunkCache
-
-    caches = []
-
-    class Counted(ChunkCache):
-        def __init__(self, max_bytes: int) -> None:
-            super().__init__(max_bytes)
-            caches.append(self)
-
-    monkeypatch.setattr(stacking, "ChunkCache", Counted)
-    brain = make_brain()
-
-    def plan() -> dict:
-        slices = [replace(v, levels=[(data.rechunk((-1, 32, 32)), um) for data, um in v.levels]) for v in volumes(brain)]
-        return plan_stack(slices, brain.motors_mm, brain.thickness_um, 10.0).record
-
-    with dask.config.set({"optimization.fuse.active": False}):
-        cached = plan()
-        monkeypatch.setattr(stacking, "PAIR_CACHE_BYTES", 0)
-        uncached = plan()
-    assert caches[0].hits > 0 and caches[1].hits == 0
-    assert json.dumps(cached, sort_keys=True) == json.dumps(uncached, sort_keys=True)

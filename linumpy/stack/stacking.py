@@ -20,7 +20,6 @@ import numpy as np
 from linumpy.errors import InputError
 from linumpy.resample import block_mean, resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
-from linumpy.stack.chunk_cache import ChunkCache
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
     LateralGain,
@@ -55,9 +54,6 @@ MIN_PLANES = 2
 #: the cut face itself (rough, partly cut voxels) is also the least reliable plane. Not
 #: skipped in a thin overlap (fewer than ``n_planes`` planes left below the skipped ones).
 TOP_SKIP_PLANES = 2
-#: Most bytes of decoded chunks of one slice that the registration and boundary ratios keep for the
-#: next pair (a ``small`` slice's chunks read is 54-80 MB; fixed, whatever the volume).
-PAIR_CACHE_BYTES = 96 << 20
 #: Relative tolerance when comparing voxel sizes.
 RESOLUTION_TOLERANCE = 0.01
 #: Default blend overlap of consecutive slices, as a fraction of the thickness.
@@ -223,7 +219,6 @@ def plan_stack(
     """
     _check_slices(slices)
     ids = [s.slice_id for s in slices]
-    stored = [[data for data, _ in s.levels] for s in slices]
     z_tolerance = parameters.z_tolerance_um or thickness_um / 4
     nominal, glitches = nominal_origins_um(
         motor_zyx_mm, ids, thickness_um, z_tolerance, parameters.lateral_tolerance_um
@@ -242,17 +237,12 @@ def plan_stack(
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
-    # consecutive pairs read a slice in a row: its decoded (and re-tilted, turned) chunks go to the next pair
-    levels = [source + [data for data, _ in s.levels] for source, s in zip(stored, slices, strict=True)]
-    chunk_cache = ChunkCache(PAIR_CACHE_BYTES)
-    with chunk_cache:
-        if parameters.register:
-            for k in range(1, len(slices)):
-                if ids[k] - ids[k - 1] == 1:
-                    chunk_cache.keep(levels[k])
-                    estimates[k], steps[k] = _register_consecutive(
-                        slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters
-                    )
+    if parameters.register:
+        for k in range(1, len(slices)):
+            if ids[k] - ids[k - 1] == 1:
+                estimates[k], steps[k] = _register_consecutive(
+                    slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters
+                )
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
     lateral = parameters.max_lateral_drift_um
     resolved = resolve_origins(
@@ -270,22 +260,19 @@ def plan_stack(
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
-    with chunk_cache:
-        for k in reversed(range(1, len(slices))):  # the last pair's chunks are still kept
-            if ids[k] - ids[k - 1] == 1:
-                chunk_cache.keep(levels[k - 1])
-                ratios[k], depths[k], lateral[k - 1] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
-                                                       resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
-                if lateral[k - 1] is None:
-                    lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
-                elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
-                    lateral[k - 1] = None
-                    lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
-                elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
-                    lateral[k - 1] = None
-                    lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} with the next slice "
-                                               f"< {MAP_MIN_CONFIDENCE}: no lateral gain")
-    chunk_cache.clear()
+    for k in range(1, len(slices)):
+        if ids[k] - ids[k - 1] == 1:
+            ratios[k], depths[k], lateral[k - 1] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
+                                                   resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
+            if lateral[k - 1] is None:
+                lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
+            elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
+            elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
+                lateral[k - 1] = None
+                lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} with the next slice "
+                                           f"< {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
