@@ -101,6 +101,35 @@ def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, br
     return "weak outside any loop" if bridge else "inconsistent or outside the main group"
 
 
+def register_neighbours(
+    projections: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+    max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
+    progress: bool = False,
+    workers: int | None = None,
+) -> tuple[dict[TileIndex, np.ndarray], dict[tuple[TileIndex, TileIndex], PairRegistration]]:
+    """Flat-field the projections and register every tile with its right and down neighbours.
+
+    Parameters are those of :func:`estimate_transform`. Returns the
+    flat-fielded projections and ``(a, b) -> PairRegistration`` (with the
+    evidence maps) of every neighbour pair.
+    """
+    tiles = sorted(projections)
+    pairs = neighbour_pairs(tiles)
+    offsets = {(a, b): nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px) for a, b in pairs}
+    # The registrations multiply small matrices: BLAS threads only add overhead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        flat = estimate_flat_field(
+            projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
+        flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
+        registered = ordered_map(
+            lambda pair: register_pair(flattened[pair[0]], flattened[pair[1]], offsets[pair], max_shift_px),
+            pairs, workers)
+        registrations = dict(zip(pairs, tqdm(registered, total=len(pairs), desc="register pairs",
+                                             disable=not progress)))
+    return flattened, registrations
+
+
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -135,18 +164,7 @@ def estimate_transform(
     shapes = {projections[t].shape for t in tiles}
     if len(shapes) != 1:
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
-    pairs = neighbour_pairs(tiles)
-    offsets = {(a, b): nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px) for a, b in pairs}
-    # The registrations multiply small matrices: BLAS threads only add overhead.
-    with threadpool_limits(limits=1, user_api="blas"):
-        flat = estimate_flat_field(
-            projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
-        flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
-        registered = ordered_map(
-            lambda pair: register_pair(flattened[pair[0]], flattened[pair[1]], offsets[pair], max_shift_px),
-            pairs, workers)
-        registrations = dict(zip(pairs, tqdm(registered, total=len(pairs), desc="register pairs",
-                                             disable=not progress)))
+    flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers)
     candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]

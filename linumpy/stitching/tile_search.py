@@ -72,12 +72,25 @@ def _window(values: np.ndarray, shift: Sequence[int], radius: int) -> np.ndarray
     return padded[starts[0]:starts[0] + 2 * radius + 1, starts[1]:starts[1] + 2 * radius + 1]
 
 
-def _position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
-                   anchors: Mapping[TileIndex, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+def position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
+                  anchors: Mapping[TileIndex, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Evidence of each link as a map over the integer position of ``tile``.
 
-    Returns the centre of the common window and one ``(2 r + 1, 2 r + 1)``
-    map per link, entry ``d + r`` for position ``centre + d``.
+    Parameters
+    ----------
+    tile : (row, col)
+    links : sequence of ((a, b), EvidenceMap)
+        Pairs of ``tile`` with the evidence map of each (one speckle scale).
+    anchors : mapping
+        ``(row, col) -> integer (y, x) position`` of the other tile of every link.
+
+    Returns
+    -------
+    centre : np.ndarray
+        Integer ``(y, x)`` position at the centre of the common window.
+    maps : list of np.ndarray
+        One ``(2 r + 1, 2 r + 1)`` map per link, entry ``d + r`` for position
+        ``centre + d`` (NaN where the link's map does not reach).
     """
     predictions, oriented = [], []
     for (a, b), evidence_map in links:
@@ -137,7 +150,7 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
     scales = sorted({m.speckle_px for _, r in links for m in r.scores})
     for speckle_px in scales:
         chosen = [(pair, m) for pair, r in links for m in r.scores if m.speckle_px == speckle_px]
-        centre, maps = _position_maps(tile, chosen, anchors)
+        centre, maps = position_maps(tile, chosen, anchors)
         joint = np.sum(maps, axis=0) / np.sqrt(len(maps))
         if prior is not None:
             grid = np.indices(joint.shape).transpose(1, 2, 0) + centre - (joint.shape[0] - 1) // 2
