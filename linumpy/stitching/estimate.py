@@ -18,7 +18,8 @@
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
    when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
-   are solved again.
+   are solved again; then groups of tiles registered among themselves but
+   not to the placed tiles, each as one rigid piece, alike.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
