@@ -301,6 +301,8 @@ def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     assert ratio.std() / ratio.mean() < 0.05, ratio.round(3)  # without gains: CV 0.19
     metrics = stack_metrics(plan.record, 10.0)
     assert metrics["boundary_ratio"] == after and boundary_flags(metrics) == []
+    # the last slice's trend is its neighbour's (nothing below measures it), and the record says so
+    assert metrics["gain_trend_measured"] == [True] * (len(after) - 1) + [False], metrics["gain_trend_measured"]
 
 
 def test_lateral_gain_maps_remove_a_regional_compensation_error():

@@ -136,6 +136,10 @@ METRICS: dict[str, MetricInfo] = {
                          "visible intensity step at that slab boundary."),
     "gain_top_bottom": _M("Slab gain top/bottom", "gain", "Gain applied to a slice at its top and bottom plane "
                           "to match its neighbours across the overlaps."),
+    "gain_trend_measured": _M("Slab gain trend measured", "yes/no", "Whether the overlap with the slice below "
+                              "measured the depth trend of the slice's gain; no (the last slice, a slice before a "
+                              "gap): the trend is its neighbour's, unchecked, and the slab's bottom may be off "
+                              "(docs/stacking.md)."),
     "lateral_gain_range": _M("Lateral gain range", "gain", "5th and 95th percentiles of the lateral gain map "
                              "fitted on the overlap with the next slice (regional attenuation-compensation "
                              "error, measured at the slice's bottom); [1, 1] = none needed."),

@@ -23,9 +23,14 @@ def nonzero_fraction(volume) -> float:
     >>> nonzero_fraction(np.array([0.0, 1.0, 2.0, np.nan]))
     0.5
     """
-    data = volume if isinstance(volume, da.Array) else np.asarray(volume)
-    kept = (data != 0) & np.isfinite(data)
+    kept = nonzero_mask(volume)
     return float(kept.mean().compute() if isinstance(kept, da.Array) else kept.mean())
+
+
+def nonzero_mask(volume):
+    """Where ``volume`` is non-zero and finite: :func:`nonzero_fraction` before it is averaged (lazy for dask)."""
+    data = volume if isinstance(volume, da.Array) else np.asarray(volume)
+    return (data != 0) & np.isfinite(data)
 
 
 def depth_profile(volume) -> np.ndarray:

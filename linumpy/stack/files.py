@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import dask
 import numpy as np
 
 from linumpy.errors import InputError
@@ -21,7 +22,6 @@ from linumpy.io.atomic import atomic_output, check_can_write
 from linumpy.io.codecs import DEFAULT_COMPRESSION
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
-from linumpy.io.sidecar import read_sidecar
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence
@@ -29,7 +29,11 @@ from linumpy.stack.quality import write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
-
+#: dask settings of the whole stack: no low-level task fusion. The stack computes many small graphs
+#: (a few planes for each registration, one output chunk per assembly job) whose fused tasks dask
+#: re-orders on every call: about a quarter of the assembly's CPU time on the five ``small`` slices
+#: (2.4 instead of 3.1-3.4 s, the same bytes).
+UNFUSED = {"optimization.fuse.active": False}
 
 
 def stack_slice_files(
@@ -111,24 +115,25 @@ def stack_slice_files(
     paths = _ordered_slices(slice_paths, allow_gaps)
     motors = _motor_rows(motor_positions, list(paths))
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
-    volumes = [_slice_volume(i, p) for i, p in paths.items()]
-    if resolution_um is None:
-        resolution_um = finest_common_resolution_um(volumes)
-        LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
-    plan = plan_stack(volumes, motors, thickness, resolution_um,
-                      StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
-                                      interpolate_missing=interpolate_missing))
-    dtype = _common_dtype(volumes)
-    with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
-        write_stack(plan, writer, writer.write_block, dtype, progress)
-        attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
-                      "stack_shifts": shifts_out.name}
-        if interpolate_missing:
-            attributes["interpolated_slices"] = plan.record["interpolated_slices"]
-        writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
-    with atomic_output(shifts_out, overwrite) as tmp:
-        tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
-    write_stack_qc(output, plan.record, resolution_um)
+    with dask.config.set(UNFUSED):
+        volumes = [_slice_volume(i, p) for i, p in paths.items()]
+        if resolution_um is None:
+            resolution_um = finest_common_resolution_um(volumes)
+            LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
+        plan = plan_stack(volumes, motors, thickness, resolution_um,
+                          StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
+                                          interpolate_missing=interpolate_missing))
+        dtype = _common_dtype(volumes)
+        with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
+            write_stack(plan, writer, writer.write_block, dtype, progress)
+            attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
+                          "stack_shifts": shifts_out.name}
+            if interpolate_missing:
+                attributes["interpolated_slices"] = plan.record["interpolated_slices"]
+            writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
+        with atomic_output(shifts_out, overwrite) as tmp:
+            tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
+        write_stack_qc(output, plan.record, resolution_um)
     return shifts_out
 
 
@@ -187,6 +192,8 @@ def _slice_thickness(
     if thickness_um:
         return thickness_um
     if acquisition_json:
+        from linumpy.io.sidecar import read_sidecar  # pydantic: imported only for a sidecar (about 0.15 s)
+
         thickness = read_sidecar(acquisition_json).slice_thickness_um
         if thickness is None:
             raise InputError(f"{acquisition_json}: no slice_thickness_um; add it or pass --slice_thickness_um")

@@ -82,6 +82,22 @@ def fit_gains(
     return solution[:n], solution[n:]
 
 
+def trend_measured(ratios: Sequence[float | None], overlap_depths: Sequence[tuple[float, float] | None]) -> list[bool]:
+    """Per slice: whether a boundary with the slice below measures its depth trend ``b``.
+
+    False for the last slice and a slice before a gap or an unmatched
+    boundary: :func:`fit_gains` then gives it its neighbour's trend (the
+    ridge tying neighbouring ``b``), which nothing below it checks.
+
+    Examples
+    --------
+    >>> trend_measured([None, 0.9, None, 1.1], [None, (1.0, 0.0), None, (1.0, 0.0)])
+    [True, False, True, False]
+    """
+    return [k + 1 < len(ratios) and ratios[k + 1] is not None and overlap_depths[k + 1] is not None
+            and ratios[k + 1] > 0 for k in range(len(ratios))]
+
+
 def corrected_ratios(
     ratios: Sequence[float | None], overlap_depths: Sequence[tuple[float, float] | None], a: np.ndarray,
     b: np.ndarray,

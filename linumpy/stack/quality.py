@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
 from linumpy.qc.flags import outlier_indices
-from linumpy.qc.metrics import nonzero_fraction
+from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import write_qc_record
+from linumpy.viz.planes import centre_index, tissue_counts
 
 #: Reason given in the report for a slice id absent from the stack.
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
@@ -38,19 +40,23 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled) and
     ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
     level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
-    non-zero fraction streams over it, the views read three planes.
+    non-zero fraction and the views' tissue centre
+    (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass,
+    the views read three planes.
     """
     metrics = stack_metrics(record, resolution_um)
     levels = read_omezarr_info(output).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
     volume, scale_mm = read_omezarr(output, level)
-    metrics["nonzero_fraction"] = nonzero_fraction(volume)
+    fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
+    metrics["nonzero_fraction"] = float(fraction)
+    centre = tuple(centre_index(profile) for profile in profiles)
     ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
     ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
     outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
     figures = {
         "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
-        "views": orthogonal_views_figure(orthogonal_planes(volume), tuple(s * 1000 for s in scale_mm),
+        "views": orthogonal_views_figure(orthogonal_planes(volume, centre), tuple(s * 1000 for s in scale_mm),
                                          title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
     return write_qc_record(output, "stack", metrics, figures, boundary_flags(metrics) + placement_flags(metrics))
@@ -117,6 +123,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
+        ``gain_trend_measured`` (whether a boundary with the slice below measured
+        the depth trend of that gain; False: taken from the slice above, e.g. the last slice),
         ``lateral_gain_range`` (5th and 95th percentiles, at the overlap depth,
         of the lateral gain map fitted on the overlap with the next slice,
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
@@ -188,6 +196,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
+        "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],

@@ -154,8 +154,10 @@ def estimate_lateral_shift(
     Both images are centred and tapered by a Tukey window, then registered
     with :func:`skimage.registration.phase_cross_correlation` (plain cross
     power spectrum: robust on smooth, low-contrast tissue). The taper pulls
-    the subpixel peak towards zero, so a second pass measures the residual
-    on the overlap once the whole-pixel shift is applied.
+    the subpixel peak towards zero, so this first pass only gives the
+    whole-pixel shift (the correlation's peak pixel: no upsampled DFT, about
+    half of the registration's phase-correlation time), and a second pass
+    measures the subpixel residual on the overlap once it is applied.
 
     Parameters
     ----------
@@ -184,7 +186,7 @@ def estimate_lateral_shift(
     moving = np.nan_to_num(np.asarray(moving, dtype=np.float64))
     if reference.std() == 0 or moving.std() == 0:
         return (0.0, 0.0), 0.0
-    coarse = np.round(_tapered_shift(reference, moving, upsample_factor))
+    coarse = _tapered_shift(reference, moving, 1)
     ref_view, mov_view = overlap_views(reference, moving, coarse)
     if min(ref_view.shape) < 4 or ref_view.size < MIN_OVERLAP_FRACTION * reference.size:
         return (float(coarse[0]), float(coarse[1])), 0.0

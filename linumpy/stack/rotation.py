@@ -107,7 +107,9 @@ class RotationEstimate:
         The angle fitted on each spatial half of the overlap (independent checks; NaN
         as ``std_deg``).
     ncc, ncc_identity : float
-        NCC of the aligned overlap with the rotation applied and without it.
+        NCC of the aligned overlap with the rotation applied and without it
+        (NaN, written None, when ``measured_deg`` is below :data:`MIN_ANGLE_DEG`:
+        the unturned overlap is then not searched either).
     mode : str
         ``"full"``, ``"rotation_only"`` or ``"skipped"`` (see the module docstring).
     reason : str
@@ -177,7 +179,10 @@ def _turned_params(image: np.ndarray, params: Sequence[float], box: tuple[slice,
     box = _whole(image.shape) if box is None else box
     origin = np.array([part.start for part in box], float)
     source = image if coefficients is None else coefficients
-    return ndimage.affine_transform(source, matrix, offset + matrix @ origin, order=order, mode="constant", cval=0.0,
+    offset = offset + matrix @ origin
+    if params[0] == 0:  # a pure shift (the search without a turn): scipy's separable path, the same values faster
+        matrix = np.diag(matrix)
+    return ndimage.affine_transform(source, matrix, offset, order=order, mode="constant", cval=0.0,
                                     output_shape=tuple(part.stop - part.start for part in box),
                                     prefilter=coefficients is None, output=image.dtype)
 
@@ -299,8 +304,9 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     >>> turned = rotate_image(image, -2.0)
     >>> round(estimate_rotation(image, turned).angle_deg, 1)
     2.0
-    >>> estimate_rotation(image, rotate_image(image, 0.0)).mode
-    'skipped'
+    >>> unturned = estimate_rotation(image, rotate_image(image, 0.0))  # below MIN_ANGLE_DEG: no more search
+    >>> unturned.mode, math.isnan(unturned.ncc_identity)
+    ('skipped', True)
     """
     overlap = _Overlap(reference, moving)
     if not (overlap.valid_ref.any() and overlap.valid_mov.any()):
@@ -309,15 +315,16 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     angles = np.arange(-max_deg - COARSE_STEP_DEG, max_deg + COARSE_STEP_DEG * 1.001, COARSE_STEP_DEG)
     # independent searches, run side by side on the step's threads (scipy's resampling and FFTs release the GIL)
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="rotation") as pool:
-        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0)[0], fixed_angle=True)[1])
         starts = list(pool.map(overlap.start, [float(a) for a in angles]))
         params, ncc = overlap.refine(max(starts, key=lambda start: start[1])[0])
-        identity = identity_job.result()
         measured = float(params[0])
-        if abs(measured) < MIN_ANGLE_DEG:  # skipped whatever the halves say: their search (half the time) is not run
-            return RotationEstimate(0.0, measured, math.nan, (math.nan, math.nan), identity, identity, "skipped",
+        if abs(measured) < MIN_ANGLE_DEG:
+            # skipped whatever the halves and the unturned overlap say: neither is searched (most of the time)
+            return RotationEstimate(0.0, measured, math.nan, (math.nan, math.nan), math.nan, math.nan, "skipped",
                                     f"below the smallest turn applied ({measured:.3f} < {MIN_ANGLE_DEG} degrees)")
+        identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0)[0], fixed_angle=True)[1])
         halves = _half_angles(overlap, params, pool)
+        identity = identity_job.result()
     std = abs(halves[0] - halves[1]) / 2  # each half holds half the pixels: var(h1 - h2) = 4 var(angle)
     reason = _skip_reason(measured, std, halves, ncc, identity, max_deg)
     if reason:

@@ -28,6 +28,7 @@ from linumpy.stack.gains import (
     fit_gains,
     log_ratio_map,
     overlap_ratio,
+    trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
@@ -287,6 +288,7 @@ def plan_stack(
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
     after = corrected_ratios(ratios, depths, a, b)
+    measured = trend_measured(ratios, depths)
     record["common_tilt"] = None if tilt is None else [round(t, 5) for t in tilt]
     for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
         entry["surface_plane"] = None if slices[k].surface_plane is None else _rounded(slices[k].surface_plane)
@@ -298,6 +300,7 @@ def plan_stack(
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
         entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
+        entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}

@@ -35,13 +35,18 @@ def tissue_centre(volume) -> tuple[int, ...]:
 
 def tissue_profiles(volume) -> list[np.ndarray]:
     """Tissue voxels (> 0) in each plane, along each axis of ``volume`` (numpy or dask)."""
-    mask = volume > 0
-    counts = [mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis)) for axis in range(mask.ndim)]
-    if hasattr(mask, "compute"):
+    counts = tissue_counts(volume)
+    if hasattr(counts[0], "compute"):
         import dask
 
         counts = list(dask.compute(*counts))
     return [np.asarray(c, dtype=np.float64) for c in counts]
+
+
+def tissue_counts(volume) -> list:
+    """:func:`tissue_profiles` before it is computed: lazy for a dask array (to compute with other reductions)."""
+    mask = volume > 0
+    return [mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis)) for axis in range(mask.ndim)]
 
 
 def centre_index(profile: Sequence[float]) -> int:
