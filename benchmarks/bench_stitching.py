@@ -8,7 +8,9 @@
    tile positions are compared with the truth, the stage positions and
    m2stitch. Errors are distances after removing the mean translation over
    the textured tiles; "excess" is the largest amount by which any tile ends
-   farther from the truth than its stage position.
+   farther from the truth than its stage position. With ``--diagnose``, each
+   textured tile left on the stage is listed with the position information
+   its overlaps hold (:func:`truth_margin`).
 1. Accuracy and time: for each seed, a simulated slice of ``--preset`` is laid
    out as a mosaic grid; linumpy's position estimation and
    ``m2stitch.stitch_images`` get the same tile projections (AIPs) and the
@@ -48,8 +50,11 @@ from linumpy.simulate.stitch_matrix import (
     simulate_mosaic,
     write_simulated_mosaic,
 )
-from linumpy.stitching.estimate import estimate_transform
+from linumpy.stitching.estimate import estimate_transform, register_neighbours
+from linumpy.stitching.pairwise import PEAK_RADIUS_PX
 from linumpy.stitching.stitch import mosaic_grid_layout, stitch_mosaic_grid, tile_projections
+from linumpy.stitching.tile_search import position_maps
+from linumpy.stitching.transform import TileTransform
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -140,7 +145,58 @@ def _summary(errors: list[dict], tiles: list[list]) -> str:
     return f"{np.mean(values):5.2f} / {np.max(values):5.2f}" if values else "    - /     -"
 
 
-def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None) -> None:
+def truth_margin(tile, links: list, truth: dict) -> float:
+    """Joint evidence of ``tile``'s pairs at its true position minus the best rival, standard errors.
+
+    Every other tile of ``links`` (``((a, b), PairRegistration)``) is put at
+    its true position (rounded), the pairs' evidence maps are summed over the
+    tile's position as the joint search does (divided by ``sqrt(k)``), and the
+    best value within 1 px of the truth is compared with the best value
+    farther than the peak radius, at the speckle scale where that is largest.
+    Below the joint search's threshold (2), not even perfectly placed
+    neighbours could place the tile; below 0, a wrong position wins.
+    """
+    best = -np.inf
+    anchors = {other: np.rint(truth[other]).astype(int) for pair, _ in links for other in pair if other != tile}
+    for scale in sorted({m.speckle_px for _, r in links for m in r.scores}):
+        chosen = [(pair, m) for pair, r in links for m in r.scores if m.speckle_px == scale]
+        centre, maps = position_maps(tile, chosen, anchors)
+        joint = np.sum(maps, axis=0) / np.sqrt(len(maps))
+        offsets = np.indices(joint.shape).transpose(1, 2, 0) - (joint.shape[0] - 1) // 2 + centre
+        distance = np.linalg.norm(offsets - truth[tile], axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
+            margin = np.nanmax(np.where(distance <= 1, joint, np.nan)) - np.nanmax(
+                np.where(distance > PEAK_RADIUS_PX, joint, np.nan))
+        if np.isfinite(margin):
+            best = max(best, float(margin))
+    return best
+
+
+def diagnose_stage_tiles(mosaic, transform: TileTransform, errors: dict) -> list[str]:
+    """One line per textured tile left on the stage: its error and :func:`truth_margin`.
+
+    The margin is given twice: with all its neighbours, and with only the
+    neighbours placed by pairs (those the joint search can use).
+    """
+    stage = [t for t in transform.stage_fallback_tiles() if t not in mosaic.empty_tiles]
+    if not stage:
+        return []
+    _, registrations = register_neighbours(mosaic.projections(), mosaic.condition.tile_step_px)
+    placed = {t for t, record in transform.tiles.items() if record.source == "pairs"}
+    lines = []
+    for tile in stage:
+        links = [(pair, r) for pair, r in registrations.items() if tile in pair and r.scores]
+        linked = [(pair, r) for pair, r in links if (pair[0] if pair[1] == tile else pair[1]) in placed]
+        margins = [truth_margin(tile, chosen, mosaic.truth) if chosen else -np.inf for chosen in (links, linked)]
+        shown = [f"{m:+.2f}" if np.isfinite(m) else "-" for m in margins]
+        lines.append(f"    tile {tile} on the stage, error {errors[tile]:.2f} px: evidence margin at the truth "
+                     f"{shown[0]} (all {len(links)} neighbours at their true positions), "
+                     f"{shown[1]} ({len(linked)} placed neighbours)")
+    return lines
+
+
+def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnose: bool = False) -> None:
     """Stitch every condition of the matrix for ``seeds``; print one table row per condition."""
     print("== test matrix: textured tiles mean / max px (over seeds), empty tiles max px ==")
     print(f"{'condition':<62} | {'linumpy':>13} {'empty':>5} {'excess':>6} {'own':>6} {'stage':>4} | "
@@ -149,6 +205,7 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None) -> None
         if names and not any(condition.name.startswith(n) for n in names):
             continue
         ours, stage, theirs, textured, empty, fallback, excess, crashed = [], [], [], [], [], [], [], False
+        diagnosis = []
         for seed in seeds:
             mosaic = simulate_mosaic(condition, seed)
             grid = workdir / f"matrix_seed{seed}.ome.zarr"
@@ -161,6 +218,8 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None) -> None
             fallback.append(len(transform.stage_fallback_tiles()))
             estimated = {t: transform.position(t) for t in mosaic.truth}
             ours.append(aligned_errors(estimated, mosaic.truth, chosen))
+            lines = diagnose_stage_tiles(mosaic, transform, ours[-1]) if diagnose else []
+            diagnosis += [f"  seed {seed}:"] + lines if lines else []
             excess.append(max(excess_over_stage(estimated, mosaic.stage, mosaic.truth, chosen).values()))
             stage.append(aligned_errors(mosaic.stage, mosaic.truth, chosen))
             try:
@@ -173,6 +232,8 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None) -> None
         print(f"{condition.name[:62]:<62} | {_summary(ours, textured)} {_summary(ours, empty)[-5:]} "
               f"{max(excess):+6.2f} {own_excess:+6.2f} {np.mean(fallback):4.1f} | {_summary(stage, textured)} "
               f"{_summary(stage, empty)[-5:]} | {m2:>13}", flush=True)
+        for line in diagnosis:
+            print(line, flush=True)
 
 
 def measure_throughput(workdir: Path, preset: str) -> None:
@@ -200,6 +261,9 @@ def main() -> None:
                         help="Seeds of the test matrix (none: skip it).")
     parser.add_argument("--conditions", nargs="*",
                         help="Matrix conditions to run (name prefixes; default all).")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="List each textured tile left on the stage with the position "
+                             "information its overlaps hold (evidence margin at the truth).")
     parser.add_argument("--preset", default="small",
                         help="Preset of the accuracy comparison ('none' to skip).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -209,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.matrix_seeds:
-        run_matrix(args.workdir, args.matrix_seeds, args.conditions)
+        run_matrix(args.workdir, args.matrix_seeds, args.conditions, args.diagnose)
     if args.preset != "none":
         compare_with_m2stitch(args.workdir, args.preset, args.seeds, args.repeats)
     if args.throughput_preset != "none":

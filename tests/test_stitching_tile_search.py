@@ -39,6 +39,30 @@ def test_two_weak_pairs_place_a_tile_neither_places_alone():
     assert placement.offsets[((1, 0), (1, 1))] == tuple(true_position - anchors[(1, 0)])
 
 
+def test_a_group_of_tiles_is_placed_as_one_by_links_too_weak_alone():
+    # Tiles (1, 1) and (1, 2), registered with each other (100 px apart) but to no placed tile: their
+    # three links each prefer a rival peak; moved as one rigid group they agree on the truth.
+    members = {(1, 1): np.array([0, 0]), (1, 2): np.array([0, 100])}
+    anchors = {(0, 1): np.array([0, 100]), (0, 2): np.array([0, 200]), (1, 3): np.array([100, 300])}
+    truth = {(1, 1): np.array([103, 98]), (1, 2): np.array([103, 198])}
+    rivals = [(RADIUS - 6, RADIUS + 7), (RADIUS + 8, RADIUS - 5), (RADIUS - 7, RADIUS - 6)]
+    nominal = {((0, 1), (1, 1)): (100, 0), ((0, 2), (1, 2)): (100, 0), ((1, 2), (1, 3)): (0, 100)}
+    links = []
+    for (pair, centre), rival in zip(nominal.items(), rivals):
+        a, b = pair
+        true_offset = (anchors[b] if b in anchors else truth[b]) - (anchors[a] if a in anchors else truth[a])
+        values = _evidence(tuple(true_offset - centre + RADIUS), 3.0, rival, 3.6)
+        links.append((pair, PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, centre, values),))))
+    for (_, registration), rival in zip(links, rivals):  # alone, each link's best peak is its rival
+        values = registration.scores[0].values
+        assert np.unravel_index(np.argmax(values), values.shape) == rival
+    placement = joint_placement((1, 1), links, anchors, members=members)
+    # 3 x 3 / sqrt(3) = 5.2 against rivals of 3.6 / sqrt(3) = 2.1
+    assert placement is not None and placement.significance > 2.5
+    assert placement.offsets == {((0, 1), (1, 1)): (103, -2), ((0, 2), (1, 2)): (103, -2),
+                                 ((1, 2), (1, 3)): (-3, 102)}
+
+
 def test_reversed_pair_reads_its_map_flipped():
     # (1, 1) is the first tile of the pair (1, 1) -> (1, 2): position(1, 1) = position(1, 2) - offset
     values = np.zeros((2 * RADIUS + 1,) * 2)

@@ -18,7 +18,8 @@
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
    when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
-   are solved again.
+   are solved again; then groups of tiles registered among themselves but
+   not to the placed tiles, each as one rigid piece, alike.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -40,7 +41,7 @@ from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, so
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
-from linumpy.stitching.tile_search import PRIOR_SLACK_PX, place_by_neighbours
+from linumpy.stitching.tile_search import PRIOR_SLACK_PX, joint_placement, place_by_neighbours, search_radius
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,35 @@ def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, br
     return "weak outside any loop" if bridge else "inconsistent or outside the main group"
 
 
+def register_neighbours(
+    projections: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+    max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
+    progress: bool = False,
+    workers: int | None = None,
+) -> tuple[dict[TileIndex, np.ndarray], dict[tuple[TileIndex, TileIndex], PairRegistration]]:
+    """Flat-field the projections and register every tile with its right and down neighbours.
+
+    Parameters are those of :func:`estimate_transform`. Returns the
+    flat-fielded projections and ``(a, b) -> PairRegistration`` (with the
+    evidence maps) of every neighbour pair.
+    """
+    tiles = sorted(projections)
+    pairs = neighbour_pairs(tiles)
+    offsets = {(a, b): nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px) for a, b in pairs}
+    # The registrations multiply small matrices: BLAS threads only add overhead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        flat = estimate_flat_field(
+            projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
+        flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
+        registered = ordered_map(
+            lambda pair: register_pair(flattened[pair[0]], flattened[pair[1]], offsets[pair], max_shift_px),
+            pairs, workers)
+        registrations = dict(zip(pairs, tqdm(registered, total=len(pairs), desc="register pairs",
+                                             disable=not progress)))
+    return flattened, registrations
+
+
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -135,18 +165,7 @@ def estimate_transform(
     shapes = {projections[t].shape for t in tiles}
     if len(shapes) != 1:
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
-    pairs = neighbour_pairs(tiles)
-    offsets = {(a, b): nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px) for a, b in pairs}
-    # The registrations multiply small matrices: BLAS threads only add overhead.
-    with threadpool_limits(limits=1, user_api="blas"):
-        flat = estimate_flat_field(
-            projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
-        flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
-        registered = ordered_map(
-            lambda pair: register_pair(flattened[pair[0]], flattened[pair[1]], offsets[pair], max_shift_px),
-            pairs, workers)
-        registrations = dict(zip(pairs, tqdm(registered, total=len(pairs), desc="register pairs",
-                                             disable=not progress)))
+    flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers)
     candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
@@ -174,6 +193,10 @@ def estimate_transform(
         positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
         positions, model, kept = _drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                          tile_step_px)
+    while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
+                                 tile_step_px)) is not None:
+        (positions, model, kept), links = group
+        joint.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
@@ -270,6 +293,75 @@ def _joint_search(
                                         significance=placement.significance)
                 placed_by[(a, b)] = placement.tile
     return joint, placed_by
+
+
+def _place_group(
+    tiles: Sequence[TileIndex],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    candidates: Sequence[PairOffset],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Place the largest group of tiles registered among themselves but not to the placed tiles.
+
+    The candidate pairs between tiles left out are solved alone; their
+    largest linked group keeps its relative positions and is searched as one
+    rigid piece by the joint evidence of all its pairs with placed tiles
+    (:func:`~linumpy.stitching.tile_search.joint_placement` with
+    ``members``): each link alone may hold too little, together they can.
+    The group is placed only if that joint peak is significant
+    (:data:`JOINT_SIGNIFICANCE`) and the solve with its links and inner pairs
+    keeps every one of them and every pair kept before.
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), links)``, ``links`` the refined pairs
+        joining the group to the placed tiles; ``None`` if no group is placed.
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    left = [t for t in tiles if t not in placed]
+    inner = [p for p in candidates if p.a not in placed and p.b not in placed]
+    if not placed or not inner:
+        return None
+    relative, _, group_pairs = solve_positions(left, inner, tile_step_px, warn_steps=False)
+    group = sorted({t for pair in group_pairs for t in (pair.a, pair.b)})
+    if len(group) < 2:
+        return None
+    origin = group[0]
+    members = {t: np.rint(relative[t] - relative[origin]).astype(int) for t in group}
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
+    links = [(pair, r) for pair, r in registrations.items() if r.scores
+             and (pair[0] in members) != (pair[1] in members) and (pair[0] in placed or pair[1] in placed)]
+    if not links:
+        return None
+    prior = (model.position(origin), search_radius(positions, placed, model))
+    with threadpool_limits(limits=1, user_api="blas"):
+        placement = joint_placement(origin, links, anchors, prior, members)
+        if placement is None or placement.significance < JOINT_SIGNIFICANCE:
+            return None
+        refined = {}
+        for (a, b), offset in placement.offsets.items():
+            offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+            refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
+                                      significance=placement.significance)
+    new_pairs = [_pair_offset(a, b, r, True) for (a, b), r in refined.items()]
+    solved = solve_positions(tiles, list(kept) + list(group_pairs) + new_pairs, tile_step_px)
+    dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
+    if dropped:
+        # as a joint placement that lost a pair (step 6): the other links stand only on loops
+        new_pairs = [replace(p, strong=False) for p in new_pairs if (p.a, p.b) not in dropped]
+        refined = {key: r for key, r in refined.items() if key not in dropped}
+        solved = solve_positions(tiles, list(kept) + list(group_pairs) + new_pairs, tile_step_px)
+    wanted = {(p.a, p.b) for p in list(kept) + list(group_pairs) + new_pairs}
+    if not new_pairs or wanted - {(p.a, p.b) for p in solved[2]}:
+        return None
+    logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
+                len(group), group, len(new_pairs), placement.significance)
+    return solved, refined
 
 
 def _drop_broken_placements(

@@ -268,6 +268,7 @@ def solve_positions(
     prior_weight: float = PRIOR_WEIGHT,
     max_residual_px: float = MAX_RESIDUAL_PX,
     weighted: bool = True,
+    warn_steps: bool = True,
 ) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
     """Return the position of every tile from the accepted pairwise offsets.
 
@@ -288,6 +289,9 @@ def solve_positions(
         :data:`MIN_PRUNED_RESIDUAL_PX`.
     weighted : bool
         Whether the weights are inverse variances (enables the test above).
+    warn_steps : bool
+        Log a warning when a fitted step departs from the nominal one
+        (:func:`warn_if_steps_differ`).
 
     Returns
     -------
@@ -336,7 +340,8 @@ def solve_positions(
     kept = largest_group(kept, len(tiles))
     model = fit_stage_model(kept, tile_step_px, tiles)
     positions = _least_squares_positions(tiles, kept, model, prior_weight)
-    warn_if_steps_differ(model, tile_step_px)
+    if warn_steps:
+        warn_if_steps_differ(model, tile_step_px)
     return {tile: positions[i] for i, tile in enumerate(tiles)}, model, kept
 
 

@@ -72,26 +72,49 @@ def _window(values: np.ndarray, shift: Sequence[int], radius: int) -> np.ndarray
     return padded[starts[0]:starts[0] + 2 * radius + 1, starts[1]:starts[1] + 2 * radius + 1]
 
 
-def _position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
-                   anchors: Mapping[TileIndex, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+def position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
+                  anchors: Mapping[TileIndex, np.ndarray],
+                  members: Mapping[TileIndex, np.ndarray] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Evidence of each link as a map over the integer position of ``tile``.
 
-    Returns the centre of the common window and one ``(2 r + 1, 2 r + 1)``
-    map per link, entry ``d + r`` for position ``centre + d``.
+    Parameters
+    ----------
+    tile : (row, col)
+    links : sequence of ((a, b), EvidenceMap)
+        Pairs of ``tile`` with the evidence map of each (one speckle scale).
+    anchors : mapping
+        ``(row, col) -> integer (y, x) position`` of the other tile of every link.
+    members : mapping, optional
+        A group of tiles moved as one: ``(row, col) -> integer (y, x)``
+        position relative to ``tile``; ``links`` are then pairs of any
+        member, and the maps are over the position of ``tile`` (default:
+        ``tile`` alone).
+
+    Returns
+    -------
+    centre : np.ndarray
+        Integer ``(y, x)`` position at the centre of the common window.
+    maps : list of np.ndarray
+        One ``(2 r + 1, 2 r + 1)`` map per link, entry ``d + r`` for position
+        ``centre + d`` (NaN where the link's map does not reach).
     """
+    members = {tile: np.zeros(2, int)} if members is None else members
     predictions, oriented = [], []
     for (a, b), evidence_map in links:
-        other = a if tile == b else b
-        sign = 1 if tile == b else -1  # position(tile) = position(other) + sign * offset
-        predictions.append(anchors[other] + sign * np.asarray(evidence_map.centre))
-        oriented.append((other, sign, evidence_map))
+        inside = b if b in members else a
+        other = a if inside == b else b
+        sign = 1 if inside == b else -1  # position(inside) = position(other) + sign * offset
+        # position(tile) = position(inside) - members[inside]
+        anchor = np.asarray(anchors[other]) - np.asarray(members[inside])
+        predictions.append(anchor + sign * np.asarray(evidence_map.centre))
+        oriented.append((anchor, sign, evidence_map))
     centre = np.rint(np.mean(predictions, axis=0)).astype(int)
     radius = min(m.radius for _, _, m in oriented)
     maps = []
-    for other, sign, evidence_map in oriented:
+    for anchor, sign, evidence_map in oriented:
         # offset = sign * (position - anchor); a reversed pair reads its map flipped
         values = evidence_map.values if sign > 0 else evidence_map.values[::-1, ::-1]
-        shift = centre - anchors[other] - sign * np.asarray(evidence_map.centre)
+        shift = centre - anchor - sign * np.asarray(evidence_map.centre)
         maps.append(_window(values, tuple(int(v) for v in shift), radius))
     return centre, maps
 
@@ -112,8 +135,9 @@ def _own_peak(values: np.ndarray, joint_peak: tuple[int, int]) -> tuple[int, int
 
 def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistration]],
                     anchors: Mapping[TileIndex, np.ndarray],
-                    prior: tuple[np.ndarray, float] | None = None) -> Placement | None:
-    """Place ``tile`` from the evidence maps of its pairs with placed neighbours.
+                    prior: tuple[np.ndarray, float] | None = None,
+                    members: Mapping[TileIndex, np.ndarray] | None = None) -> Placement | None:
+    """Place ``tile`` (or a group of tiles) from the evidence maps of its pairs with placed neighbours.
 
     Parameters
     ----------
@@ -126,6 +150,9 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
         Where the stage model puts ``tile`` and how far (pixels, per axis)
         the placed tiles lie from their stage-model positions: positions
         farther are not searched (fewer rival peaks).
+    members : mapping, optional
+        Place a group of tiles registered among themselves as one (see
+        :func:`position_maps`); ``links`` are the pairs of any member.
 
     Returns
     -------
@@ -137,7 +164,7 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
     scales = sorted({m.speckle_px for _, r in links for m in r.scores})
     for speckle_px in scales:
         chosen = [(pair, m) for pair, r in links for m in r.scores if m.speckle_px == speckle_px]
-        centre, maps = _position_maps(tile, chosen, anchors)
+        centre, maps = position_maps(tile, chosen, anchors, members)
         joint = np.sum(maps, axis=0) / np.sqrt(len(maps))
         if prior is not None:
             grid = np.indices(joint.shape).transpose(1, 2, 0) + centre - (joint.shape[0] - 1) // 2
@@ -154,13 +181,25 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
         for ((a, b), _), values in zip(chosen, maps):
             own = _own_peak(values, peaks[0])
             if values[own] >= MIN_LINK_EVIDENCE:
-                other = a if tile == b else b
+                inside = b if b in (members or {tile}) else a
+                other = a if inside == b else b
                 linked = position + np.asarray(own) - np.asarray(peaks[0])
-                offset = linked - anchors[other] if tile == b else anchors[other] - linked
+                if members is not None:
+                    linked = linked + np.asarray(members[inside])
+                offset = linked - anchors[other] if inside == b else anchors[other] - linked
                 offsets[(a, b)] = (int(offset[0]), int(offset[1]))
         if offsets:
             best = (significance, Placement(tile, significance, speckle_px, offsets))
     return None if best is None else best[1]
+
+
+def search_radius(positions: Mapping[TileIndex, Sequence[float]], placed: set[TileIndex],
+                  stage_model: StageModel) -> float:
+    """How far (pixels, per axis) from its stage-model position a tile is searched:
+    :data:`PRIOR_MARGIN` times the farthest ``placed`` tile from its own, plus
+    :data:`PRIOR_SLACK_PX`."""
+    deviation = max(np.max(np.abs(np.asarray(positions[t], float) - stage_model.position(t))) for t in placed)
+    return PRIOR_MARGIN * deviation + PRIOR_SLACK_PX
 
 
 def place_by_neighbours(
@@ -194,11 +233,7 @@ def place_by_neighbours(
     """
     anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
     tiles = sorted({t for pair in registrations for t in pair})
-    radius = None
-    if stage_model is not None:
-        deviation = max(np.max(np.abs(np.asarray(positions[t], float) - stage_model.position(t)))
-                        for t in placed)
-        radius = PRIOR_MARGIN * deviation + PRIOR_SLACK_PX
+    radius = None if stage_model is None else search_radius(positions, placed, stage_model)
     placements: list[Placement] = []
     while True:
         found = []
