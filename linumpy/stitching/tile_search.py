@@ -195,9 +195,11 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
 
 def search_radius(positions: Mapping[TileIndex, Sequence[float]], placed: set[TileIndex],
                   stage_model: StageModel) -> float:
-    """How far (pixels, per axis) from its stage-model position a tile is searched:
-    :data:`PRIOR_MARGIN` times the farthest ``placed`` tile from its own, plus
-    :data:`PRIOR_SLACK_PX`."""
+    """Return how far (pixels, per axis) from its stage-model position a tile is searched.
+
+    :data:`PRIOR_MARGIN` times the largest distance of a ``placed`` tile from
+    its own stage-model position, plus :data:`PRIOR_SLACK_PX`.
+    """
     deviation = max(np.max(np.abs(np.asarray(positions[t], float) - stage_model.position(t))) for t in placed)
     return PRIOR_MARGIN * deviation + PRIOR_SLACK_PX
 
