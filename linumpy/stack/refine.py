@@ -36,6 +36,10 @@ RIVAL_DISTANCE_PX = 3
 MIN_OVERLAP_FRACTION = 0.25
 #: Taper fraction of the Tukey window applied before the phase correlation.
 TAPER_FRACTION = 0.3
+#: Rows smoothed along z, then planes filtered laterally, at a time by :func:`bandpass_planes` (bound its
+#: temporaries).
+BANDPASS_ROWS = 64
+BANDPASS_BLOCK = 4
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bandpass_planes(
-    planes: np.ndarray, axial_sigma_px: float = 1.0, background_radius_px: int = 8
+    planes: np.ndarray, axial_sigma_px: float = 1.0, background_radius_px: int = 8, out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Prepare planes ``(z, y, x)`` for registration.
 
@@ -108,6 +112,13 @@ def bandpass_planes(
     trends, which flatten the NCC curve. Each plane is then standardised, so
     a gain that changes with depth does not bias the z scan.
 
+    Computed in place in ``out`` (float32, the planes' shape; may be
+    ``planes`` itself, then overwritten): the z smoothing a band of
+    :data:`BANDPASS_ROWS` rows at a time (each A-line on its own), the rest
+    :data:`BANDPASS_BLOCK` planes at a time (each plane on its own), so the
+    temporaries stay a few planes deep. The values do not depend on the
+    bands and blocks.
+
     Examples
     --------
     >>> out = bandpass_planes(np.ones((4, 16, 16), np.float32))
@@ -115,12 +126,20 @@ def bandpass_planes(
     True
     """
     planes = np.asarray(planes, dtype=np.float32)
-    smoothed = ndimage.gaussian_filter(planes, (axial_sigma_px, 0, 0), mode="nearest")
+    out = np.empty_like(planes) if out is None else out
+    for start in range(0, planes.shape[1], BANDPASS_ROWS):
+        band = planes[:, start : start + BANDPASS_ROWS]
+        # as scipy's gaussian_filter with sigma (axial_sigma_px, 0, 0): no filtering at a zero sigma
+        out[:, start : start + BANDPASS_ROWS] = (ndimage.gaussian_filter1d(band, axial_sigma_px, axis=0, mode="nearest")
+                                                  if axial_sigma_px > 1e-15 else band)
     width = 2 * background_radius_px + 1
-    background = ndimage.uniform_filter(smoothed, (1, width, width), mode="nearest")
-    detail = smoothed - background
-    spread = detail.std(axis=(1, 2), keepdims=True)
-    return np.divide(detail, spread, out=np.zeros_like(detail), where=spread > 0)
+    for start in range(0, len(out), BANDPASS_BLOCK):
+        smoothed = out[start : start + BANDPASS_BLOCK]
+        detail = np.subtract(smoothed, ndimage.uniform_filter(smoothed, (1, width, width), mode="nearest"))
+        spread = detail.std(axis=(1, 2), keepdims=True)
+        smoothed[...] = 0
+        np.divide(detail, spread, out=smoothed, where=spread > 0)
+    return out
 
 
 def overlap_views(
@@ -302,14 +321,17 @@ def _ncc_along_depth(previous: np.ndarray, current: np.ndarray, offsets: Sequenc
     depth = current.shape[0]
     if previous.size == 0 or current.size == 0:
         return [0.0] * len(offsets)
-    flat_previous = previous.reshape(previous.shape[0], -1).astype(np.float32)
+    # one copy of the planes' common part at most (none when they overlap whole), the float64 planes freed early
+    flat_previous = previous.reshape(previous.shape[0], -1).astype(np.float32, copy=False)
     centred = current.reshape(depth, -1).astype(np.float64)
     centred -= centred.mean()
-    current_norm = np.sqrt(np.sum(centred * centred))
-    cross = flat_previous @ centred.T.astype(np.float32)
+    centred_t = centred.T.astype(np.float32)
+    current_norm = np.sqrt(np.sum(np.square(centred, out=centred)))
+    del centred
+    cross = flat_previous @ centred_t
     plane_sum = flat_previous.sum(axis=1, dtype=np.float64)
     plane_squares = np.einsum("ij,ij->i", flat_previous, flat_previous, dtype=np.float64)
-    count = centred.size
+    count = centred_t.size
     curve = []
     for d in offsets:
         covariance = float(np.trace(cross[d : d + depth]))

@@ -13,12 +13,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import dask
 import dask.array as da
 import numpy as np
 
 from linumpy.errors import InputError
-from linumpy.resample import block_mean, resample_to_resolution
+from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
@@ -32,6 +31,7 @@ from linumpy.stack.gains import (
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
+from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
@@ -533,7 +533,7 @@ def _register_consecutive(
     # with the top skipped, smoothed with true neighbours below too; else both ends are edges, whose
     # opposite biases (the z smoothing's) roughly cancel
     halo = min(current.useful_depth, skip + depth + skip)
-    previous_planes, current_planes = (bandpass_planes(planes) for planes in _mean_planes(
+    previous_planes, current_planes = (bandpass_planes(planes, out=planes) for planes in _mean_planes(
         (previous_data[p0 + first : p0 + last], previous_window), (current_data[c0 : c0 + halo], current_window),
         factor=factor))
     current_planes = current_planes[skip : skip + depth]
@@ -619,13 +619,9 @@ def _common_window(
 
 
 def _mean_planes(*reads: tuple[da.Array, tuple[slice, slice]], factor: int) -> tuple[np.ndarray, ...]:
-    """Read planes ``(data, lateral window)`` block-averaged by ``factor``, all in one computation.
-
-    One computation reads the slices side by side, and a source chunk two
-    reads share is decoded once.
-    """
-    return dask.compute(*(block_mean(data[(slice(None), *window)].astype(np.float32), (1, factor, factor))
-                          for data, window in reads))
+    """Read planes ``(data, lateral window)`` block-averaged by ``factor``, each band by band
+    (:func:`linumpy.stack.planes.read_planes`: one band of chunk rows in memory at a time)."""
+    return tuple(read_planes(data[(slice(None), *window)], factor) for data, window in reads)
 
 
 def _record(

@@ -95,7 +95,9 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
         return volume, -largest
     if largest == 0:
         return volume, 0
-    levels = [(shift_alines(data, shift), resolution) for (data, resolution), shift in zip(volume.levels, shifts)]
+    # kept as int8 (|move| <= MAX_SHIFT_PLANES): a byte per A-line held by every block of the lazy levels
+    levels = [(shift_alines(data, shift.astype(np.int8)), resolution)
+              for (data, resolution), shift in zip(volume.levels, shifts)]
     return replace(volume, levels=levels), largest
 
 
