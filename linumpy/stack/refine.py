@@ -151,18 +151,24 @@ def overlap_views(
     ``moving[..., y, x]`` lands on ``reference[..., y + dy, x + dx]``.
     Empty arrays are returned when nothing overlaps.
     """
+    views_ref, views_mov = overlap_windows(reference.shape[-2:], moving.shape[-2:], shift_yx)
+    return reference[(..., *views_ref)], moving[(..., *views_mov)]
+
+
+def overlap_windows(
+    reference_yx: Sequence[int], moving_yx: Sequence[int], shift_yx: Sequence[float]
+) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """The ``(y, x)`` windows of :func:`overlap_views` for images of these lateral shapes."""
     views_ref: list[slice] = []
     views_mov: list[slice] = []
-    for size_ref, size_mov, shift in zip(
-        reference.shape[-2:], moving.shape[-2:], shift_yx, strict=True
-    ):
+    for size_ref, size_mov, shift in zip(reference_yx, moving_yx, shift_yx, strict=True):
         step = int(round(float(shift)))
         start = max(0, step)
         stop = min(size_ref, size_mov + step)
         stop = max(start, stop)
         views_ref.append(slice(start, stop))
         views_mov.append(slice(start - step, stop - step))
-    return reference[(..., *views_ref)], moving[(..., *views_mov)]
+    return tuple(views_ref), tuple(views_mov)
 
 
 def estimate_lateral_shift(
@@ -342,6 +348,51 @@ def _ncc_along_depth(previous: np.ndarray, current: np.ndarray, offsets: Sequenc
     return curve
 
 
+class _WindowedPlanes:
+    """Planes ``(z, y, x)`` that can give a lateral window of every plane as one contiguous array, in place.
+
+    :meth:`windowed` moves each plane's window to the front of the planes'
+    own buffer, one after the other (each plane's window is copied out before
+    it is written, and never lands beyond the plane's own start), after
+    setting aside the pixels outside the window; :meth:`planes` gives whole
+    planes back from both. The z scan's matrix product needs the window of
+    every plane contiguous: a copy as large as the planes otherwise.
+    """
+
+    def __init__(self, planes: np.ndarray) -> None:
+        self.buffer = np.ascontiguousarray(planes)
+        self.shape = self.buffer.shape
+        self.window: tuple[slice, slice] | None = None
+        self.outside: list[tuple[tuple[slice, slice], np.ndarray]] = []
+
+    def windowed(self, window: tuple[slice, slice]) -> np.ndarray:
+        """``planes[:, window]`` as a contiguous array sharing the planes' buffer (once)."""
+        (y0, y1), (x0, x1) = ((w.start, w.stop) for w in window)
+        ny, nx = self.shape[1:]
+        parts = [(slice(0, y0), slice(0, nx)), (slice(y1, ny), slice(0, nx)),
+                 (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, nx))]
+        self.outside = [(part, self.buffer[(slice(None), *part)].copy()) for part in parts]
+        flat = self.buffer.reshape(-1)
+        size = (y1 - y0) * (x1 - x0)
+        for k in range(self.shape[0]):
+            flat[k * size : (k + 1) * size] = self.buffer[k, y0:y1, x0:x1].ravel()
+        self.window = window
+        return flat[: self.shape[0] * size].reshape(self.shape[0], y1 - y0, x1 - x0)
+
+    def planes(self, start: int, stop: int) -> np.ndarray:
+        """Whole planes ``[start, stop)``: a view before :meth:`windowed`, a copy after."""
+        if self.window is None:
+            return self.buffer[start:stop]
+        (y0, y1), (x0, x1) = ((w.start, w.stop) for w in self.window)
+        out = np.empty((len(range(self.shape[0])[start:stop]), *self.shape[1:]), self.buffer.dtype)
+        size = (y1 - y0) * (x1 - x0)
+        window = self.buffer.reshape(-1)[: self.shape[0] * size].reshape(self.shape[0], y1 - y0, x1 - x0)
+        out[:, y0:y1, x0:x1] = window[start:stop]
+        for part, values in self.outside:
+            out[(slice(None), *part)] = values[start:stop]
+        return out
+
+
 def register_pair(
     previous: np.ndarray,
     previous_first_plane: int,
@@ -349,6 +400,7 @@ def register_pair(
     expected_offset: float,
     tolerance: float,
     upsample_factor: int = 20,
+    overwrite_previous: bool = False,
 ) -> PairEstimate:
     """Register a slice's top planes against the previous slice's planes.
 
@@ -373,6 +425,10 @@ def register_pair(
         Half-width of the z scan, axial pixels.
     upsample_factor : int
         Subpixel precision of the lateral shift.
+    overwrite_previous : bool
+        Reuse ``previous``'s buffer (C-contiguous) for the z scan's
+        contiguous copy of the overlap instead of a second copy of the planes
+        (``previous`` is then garbage).
 
     Returns
     -------
@@ -388,15 +444,19 @@ def register_pair(
 
     def planes_at(offset: float) -> np.ndarray:
         start = int(np.clip(round(offset), low, max(low, high))) - previous_first_plane
-        return previous[start : start + depth].mean(axis=0)
+        return previous.planes(start, start + depth).mean(axis=0)
 
     if not offsets:
         return PairEstimate(float(expected_offset), 0.0, (0.0, 0.0), 0.0)
+    previous = _WindowedPlanes(previous if overwrite_previous else previous.copy())
     shift, lateral_confidence = estimate_lateral_shift(
         planes_at(expected_offset), current_mean, upsample_factor
     )
     local = [d - previous_first_plane for d in offsets]
-    offset, z_confidence, curve = scan_z_offset(previous, current_top, local, shift)
+    # the scan's overlap: the previous planes' part rearranged in their own buffer, the rest set aside
+    window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], shift)
+    offset, z_confidence, curve = scan_z_offset(previous.windowed(window), current_top[(..., *current_window)],
+                                                local)
     offset += previous_first_plane
     if z_confidence > 0:
         shift, lateral_confidence = estimate_lateral_shift(

@@ -537,7 +537,7 @@ def _register_consecutive(
         (previous_data[p0 + first : p0 + last], previous_window), (current_data[c0 : c0 + halo], current_window),
         factor=factor))
     current_planes = current_planes[skip : skip + depth]
-    estimate = register_pair(previous_planes, first, current_planes, expected, tolerance)
+    estimate = register_pair(previous_planes, first, current_planes, expected, tolerance, overwrite_previous=True)
     estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
                        offsets_scanned=[d - skip for d in estimate.offsets_scanned],
                        pixel_um=(axial_um, *(float(v) for v in lateral_um)))
