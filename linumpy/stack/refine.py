@@ -207,8 +207,8 @@ def estimate_lateral_shift(
     >>> np.round(shift, 1).tolist(), confidence > 0.99
     ([-5.0, -3.0], True)
     """
-    reference = np.nan_to_num(np.asarray(reference, dtype=np.float64))
-    moving = np.nan_to_num(np.asarray(moving, dtype=np.float64))
+    reference = np.nan_to_num(np.array(reference, dtype=np.float64), copy=False)
+    moving = np.nan_to_num(np.array(moving, dtype=np.float64), copy=False)
     if reference.std() == 0 or moving.std() == 0:
         return (0.0, 0.0), 0.0
     coarse = _tapered_shift(reference, moving, 1)
@@ -224,11 +224,10 @@ def _tapered_shift(reference: np.ndarray, moving: np.ndarray, upsample_factor: i
     taper = radial_tukey(reference.shape)
     # zero-padded to sizes with fast FFTs (the taper already brings both to zero at the edges)
     padding = [(0, fft.next_fast_len(n, real=False) - n) for n in reference.shape]
+    # each spectrum in turn (scipy's FFT, as phase_cross_correlation's own), its real temporaries freed first
+    spectra = [fft.fftn(np.pad((image - image.mean()) * taper, padding)) for image in (reference, moving)]
     shift, _, _ = phase_cross_correlation(
-        np.pad((reference - reference.mean()) * taper, padding),
-        np.pad((moving - moving.mean()) * taper, padding),
-        upsample_factor=upsample_factor,
-        normalization=None,
+        *spectra, space="fourier", upsample_factor=upsample_factor, normalization=None,
     )
     return np.asarray(shift, dtype=float)
 
@@ -329,7 +328,7 @@ def _ncc_along_depth(previous: np.ndarray, current: np.ndarray, offsets: Sequenc
         return [0.0] * len(offsets)
     # one copy of the planes' common part at most (none when they overlap whole), the float64 planes freed early
     flat_previous = previous.reshape(previous.shape[0], -1).astype(np.float32, copy=False)
-    centred = current.reshape(depth, -1).astype(np.float64)
+    centred = np.array(current, dtype=np.float64).reshape(depth, -1)
     centred -= centred.mean()
     centred_t = centred.T.astype(np.float32)
     current_norm = np.sqrt(np.sum(np.square(centred, out=centred)))
