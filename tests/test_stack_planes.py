@@ -18,7 +18,7 @@ from test_stack import SURFACE_PX, USEFUL_PX, make_brain
 from linumpy.resample import block_mean
 from linumpy.stack.files import UNFUSED
 from linumpy.stack.planes import read_planes
-from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, bandpass_planes, register_pair
+from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, _WindowedPlanes, bandpass_planes, register_pair
 
 
 def stored(tmp_path, shape=(64, 2048, 128), chunks=(64, 128, 128)) -> tuple[np.ndarray, da.Array]:
@@ -84,3 +84,15 @@ def test_scan_on_the_reused_buffer_gives_the_same_estimate():
         assert expected.z_confidence > 0.5 and expected.shift_yx_px != (0.0, 0.0)
         buffer = previous.copy()
         assert register_pair(buffer, 10, current, expected_offset=20, tolerance=5, overwrite_previous=True) == expected
+
+
+def test_windowed_planes_share_the_buffer_and_give_whole_planes_back():
+    planes = np.random.default_rng(2).random((7, 30, 25), dtype=np.float32)
+    for window in ((slice(0, 30), slice(0, 25)), (slice(3, 30), slice(0, 25)), (slice(5, 9), slice(4, 20)),
+                   (slice(5, 5), slice(0, 25))):
+        held = _WindowedPlanes(planes.copy())
+        view = held.windowed(window)
+        np.testing.assert_array_equal(view, planes[(slice(None), *window)])
+        assert view.flags.c_contiguous and (view.size == 0 or np.shares_memory(view, held.buffer))
+        for start, stop in ((0, 7), (2, 5), (6, 7)):
+            np.testing.assert_array_equal(held.planes(start, stop), planes[start:stop])
