@@ -165,7 +165,7 @@ def test_z_registration_trusts_a_broad_peak_from_tissue_that_changes_slowly_with
     """Content correlated over ~5 planes with independent speckle per slice (the foreign acquisitions).
 
     The true peak's lobe stays within 0.07 NCC of it for 4-6 planes; taken for a plateau, every
-    slice kept its motor depth (4.9 um cumulative error on foreign seed 0, benchmarks/README.md).
+    slice kept its motor depth (4.8 um cumulative error on foreign seed 0, benchmarks/README.md).
     """
     rng = np.random.default_rng(seed)
     fine = ndimage.gaussian_filter(rng.standard_normal((80, 96, 96)), (5, 2, 2))

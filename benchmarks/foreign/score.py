@@ -253,6 +253,45 @@ def motor_z_errors(truth: Truth, shifts: dict) -> dict:
     return {"per_slice": rows}
 
 
+def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int = 40) -> dict:
+    """Per tissue region, the median attenuation the axial correction mapped (1/mm) vs the truth.
+
+    An A-line counts for a region when the ``depth`` planes below its cut are all that region
+    (slice pixels mapped to world pixels through the stitched tile positions). Returns, per
+    region name, the true value, the median estimate over all slices, its relative error.
+    """
+    cfg = truth["config"]
+    labels = np.load(acquisition / "ground_truth" / "labels.npy")
+    surfaces = np.load(acquisition / "ground_truth" / "surfaces.npy")
+    estimates: dict[int, list[np.ndarray]] = {}
+    for k, entry in enumerate(truth["slices"]):
+        transform = json.loads((outdir / "stitch_3d" / f"slice_z{entry['slice_id']:02d}_stitch_3d_transform.json")
+                               .read_text())
+        est = {(r, c): (round(y), round(x)) for r, c, y, x in transform["tile_positions_px"]}
+        offset = np.mean([np.subtract((y, x), est[(r, c)]) for r, c, y, x in entry["tile_positions_px"]], axis=0)
+        offset += truth["margin_px"] + np.asarray(entry["sample_shift_px"])
+        group = zarr.open_group(str(outdir / "axial_corr" / f"slice_z{entry['slice_id']:02d}_axial_corr_attenuation.ome.zarr"),
+                                mode="r")
+        mapped = np.asarray(group["0"][...], np.float64)
+        y, x = np.indices(mapped.shape)
+        wy = np.clip(np.rint(y + offset[0]).astype(int), 0, labels.shape[1] - 1)
+        wx = np.clip(np.rint(x + offset[1]).astype(int), 0, labels.shape[2] - 1)
+        cut = np.ceil(surfaces[k][wy, wx]).astype(int)
+        column = np.stack([labels[np.clip(cut + d, 0, labels.shape[0] - 1), wy, wx] for d in range(depth)])
+        pure = (column == column[0]).all(axis=0) & np.isfinite(mapped)
+        for label in np.unique(column[0][pure]):
+            estimates.setdefault(int(label), []).append(mapped[pure & (column[0] == label)])
+    result = {}
+    for label, values in sorted(estimates.items()):
+        region = cfg["regions"][label]
+        median = float(np.median(np.concatenate(values)))
+        true = region["attenuation_per_mm"]
+        result[region["name"]] = {"true_per_mm": true, "estimated_per_mm": round(median, 3),
+                                  "relative_error": round(median / true - 1, 3),
+                                  "n_alines": int(sum(v.size for v in values))}
+    return result
+
+
 def validate_outputs(outdir: Path) -> dict:
     """Every ``.ome.zarr`` under ``outdir`` opened by ome-zarr-models: count and failures."""
     import ome_zarr_models
@@ -283,7 +322,8 @@ def score(acquisition: Path, outdir: Path) -> dict:
     tilt = qc["metrics"].get("common_tilt") or [0.0, 0.0]
     truth = Truth(acquisition, tuple(tilt))
     return {"tiles": tile_errors(truth.truth, outdir), "volume": volume_scores(truth, outdir, shifts),
-            "naive_volume": naive_volume_scores(truth, outdir), "z": motor_z_errors(truth, shifts), "validation": validate_outputs(outdir), "flags": qc_flags(outdir)}
+            "naive_volume": naive_volume_scores(truth, outdir), "z": motor_z_errors(truth, shifts),
+            "attenuation": attenuation_scores(acquisition, truth.truth, outdir), "validation": validate_outputs(outdir), "flags": qc_flags(outdir)}
 
 
 def main() -> None:
