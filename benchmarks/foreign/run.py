@@ -50,7 +50,8 @@ def table_row(seed: int, s: dict) -> str:
     valid = "ok" if not s["validation"]["failures"] else f"{len(s['validation']['failures'])} invalid"
     return (f"| {seed} | {t['mean']:.2f} / {t['max']:.2f} | {t['stage_mean']:.2f} / {t['stage_max']:.2f} "
             f"| {v['ncc']:.3f} | {n['ncc']:.3f} | {v['plane_ratio_cv']:.3f} / {n['plane_ratio_cv']:.3f} "
-            f"| {v['max_boundary_step']:.3f} / {n['max_boundary_step']:.3f} | {placed:.1f} / {motor:.1f} / {residual:.1f} "
+            f"| {v['max_boundary_step']:.3f} / {n['max_boundary_step']:.3f} "
+            f"| {placed:.1f} / {motor:.1f} / {residual:.1f} "
             f"| {used}/{len(z) - 1} | {valid} |")
 
 

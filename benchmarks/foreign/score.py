@@ -3,18 +3,23 @@
 Reads only the outputs a user gets (``stitch_3d/*_transform.json``,
 ``stack/volume.ome.zarr`` and its ``volume_shifts.json``, the QC records) and
 ``ground_truth/`` of ``benchmarks/foreign/generate.py``; no ``linumpy`` import
-(zarr and ome-zarr-models only), so that the scorer cannot share a convention
-with the code it scores. Scores (see ``benchmarks/README.md``):
+(zarr and ome-zarr-models only), so that the scorer shares no code with what it
+scores (it does read the stack's common tilt and flattening planes, which say
+how the pipeline sheared the volume). Scores (see ``benchmarks/README.md``):
 
 - tiles: position error after removing each slice's mean translation, the
   pipeline's transform vs the stage (nominal grid) as the naive baseline;
 - volume: the output is matched to the ground-truth reflectivity by a 3D
   translation (sub-voxel, the flattening's common tilt applied to the truth),
   then NCC inside tissue, per-plane mean ratio (CV along z), and the ratio's
-  steps at the slab boundaries, on the 10 um level;
-- slice z placement: per slab, the residual depth shift (level 0) that best
-  matches the truth once the global translation is removed, vs the motor
-  placement (every slab kept at its place relative to slice 0 by the raw motor z).
+  steps at the slab boundaries, on the 10 um level; the same for a naive
+  stack (normalised slices at their raw motor z, no refinement or blending);
+- slice z placement, two ways: each slice's placed depth against where its
+  plane 0 truly lies (``k * thickness`` + its flattening plane), with the raw
+  motor z as the naive baseline; and per slab, the residual depth shift
+  (level 0) that best matches the truth once the global translation is removed;
+- attenuation: per tissue region, the median of the mapped attenuation vs the truth;
+- every ``.ome.zarr`` opened by ome-zarr-models, and every QC flag.
 
 Usage::
 
@@ -95,11 +100,15 @@ class Truth:
         self._box = {}
 
     def sample(self, field: str, scale: np.ndarray, points_um: list[np.ndarray], offset: np.ndarray) -> np.ndarray:
-        """``field`` box-averaged over an output voxel of ``scale`` um, at output points (um) + ``offset`` (planes, px, px)."""
+        """``field`` box-averaged over an output voxel of ``scale`` um, at output points (um) + ``offset``.
+
+        ``offset`` is in world planes and pixels ``(z, y, x)``.
+        """
         key = (field, tuple(scale))
         if key not in self._box:
             source = self.reflectivity if field == "reflectivity" else self.tissue
-            size = [max(1, int(round(s / r))) for s, r in zip(scale, (self.cfg["axial_um"], *[self.cfg["lateral_um"]] * 2))]
+            voxel = (self.cfg["axial_um"], self.cfg["lateral_um"], self.cfg["lateral_um"])
+            size = [max(1, int(round(s / r))) for s, r in zip(scale, voxel)]
             self._box[key] = ndimage.uniform_filter(source.astype(np.float32), size, mode="nearest")
         y = points_um[1] / self.cfg["lateral_um"] + offset[1]
         x = points_um[2] / self.cfg["lateral_um"] + offset[2]
@@ -131,8 +140,9 @@ def match_volume(truth: Truth, data: np.ndarray, scale, translation, guess: np.n
     steps = scale / np.array([truth.cfg["axial_um"], truth.cfg["lateral_um"], truth.cfg["lateral_um"]])
     best = guess
     for span in (4, 1):
+        moves = range(-span, span + 1)
         candidates = [best + steps * np.array([dz, dy, dx]) * (1 if span > 1 else 0.5)
-                      for dz in range(-span, span + 1) for dy in range(-span, span + 1) for dx in range(-span, span + 1)]
+                      for dz in moves for dy in moves for dx in moves]
         best = min(candidates, key=cost)
     return optimize.minimize(cost, best, method="Powell", options={"xtol": 0.05, "ftol": 1e-5}).x
 
@@ -270,8 +280,8 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
         est = {(r, c): (round(y), round(x)) for r, c, y, x in transform["tile_positions_px"]}
         offset = np.mean([np.subtract((y, x), est[(r, c)]) for r, c, y, x in entry["tile_positions_px"]], axis=0)
         offset += truth["margin_px"] + np.asarray(entry["sample_shift_px"])
-        group = zarr.open_group(str(outdir / "axial_corr" / f"slice_z{entry['slice_id']:02d}_axial_corr_attenuation.ome.zarr"),
-                                mode="r")
+        name = f"slice_z{entry['slice_id']:02d}_axial_corr_attenuation.ome.zarr"
+        group = zarr.open_group(str(outdir / "axial_corr" / name), mode="r")
         mapped = np.asarray(group["0"][...], np.float64)
         y, x = np.indices(mapped.shape)
         wy = np.clip(np.rint(y + offset[0]).astype(int), 0, labels.shape[1] - 1)
@@ -323,7 +333,8 @@ def score(acquisition: Path, outdir: Path) -> dict:
     truth = Truth(acquisition, tuple(tilt))
     return {"tiles": tile_errors(truth.truth, outdir), "volume": volume_scores(truth, outdir, shifts),
             "naive_volume": naive_volume_scores(truth, outdir), "z": motor_z_errors(truth, shifts),
-            "attenuation": attenuation_scores(acquisition, truth.truth, outdir), "validation": validate_outputs(outdir), "flags": qc_flags(outdir)}
+            "attenuation": attenuation_scores(acquisition, truth.truth, outdir),
+            "validation": validate_outputs(outdir), "flags": qc_flags(outdir)}
 
 
 def main() -> None:
