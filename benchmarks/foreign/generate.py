@@ -271,8 +271,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="Acquisition folder to write.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n_slices", type=int, default=Config.n_slices)
+    parser.add_argument("--n_repeat", type=int, default=Config.n_repeat,
+                        help="Frames averaged per B-scan (1: fully developed speckle) [%(default)s].")
     args = parser.parse_args()
-    generate(args.out, args.seed, Config(n_slices=args.n_slices))
+    generate(args.out, args.seed, Config(n_slices=args.n_slices, n_repeat=args.n_repeat))
 
 
 if __name__ == "__main__":
