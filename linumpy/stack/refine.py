@@ -28,10 +28,14 @@ from skimage.registration import phase_cross_correlation
 
 #: Smallest rise of the z-scan peak above the scan's minimum for a distinct peak.
 MIN_PEAK_PROMINENCE = 0.05
-#: Smallest rise of the z-scan peak above every offset at least ``RIVAL_DISTANCE_PX`` away: below it
-#: the scan is ambiguous (two peaks, or a plateau) and the estimate is not trusted.
+#: Smallest rise of the z-scan peak above every offset at least ``RIVAL_DISTANCE_PX`` away (at least
+#: ``LOBE_RIVAL_DISTANCE_PX`` away on the peak's own lobe): below it the scan is ambiguous (two peaks,
+#: or a plateau) and the estimate is not trusted.
 MIN_PEAK_DISTINCTNESS = 0.07
 RIVAL_DISTANCE_PX = 3
+#: Tissue that changes slowly with depth widens the true peak: its own lobe (the curve falling
+#: monotonically to the first local minimum) may stay within ``MIN_PEAK_DISTINCTNESS`` this far out.
+LOBE_RIVAL_DISTANCE_PX = 6
 #: A lateral shift leaving less than this fraction of the images overlapping is not trusted.
 MIN_OVERLAP_FRACTION = 0.25
 #: Taper fraction of the Tukey window applied before the phase correlation.
@@ -295,7 +299,10 @@ def scan_z_offset(
         :data:`MIN_PEAK_DISTINCTNESS` above every offset
         :data:`RIVAL_DISTANCE_PX` or more away (a second peak or a plateau:
         the cut face differs from the tissue below the previous cut, e.g. a
-        cavity opens there).
+        cavity opens there). On the peak's own lobe (the curve falling
+        monotonically to the first local minimum, :func:`peak_lobe`) the
+        distance is :data:`LOBE_RIVAL_DISTANCE_PX`: tissue that changes
+        slowly with depth gives a broad true peak, not an ambiguous scan.
     curve : list of float
         NCC for each candidate offset.
     """
@@ -305,7 +312,11 @@ def scan_z_offset(
     offset = float(offsets[best])
     interior = 0 < best < len(values) - 1
     distinct = values[best] - values.min() >= MIN_PEAK_PROMINENCE
-    rivals = values[np.abs(np.arange(values.size) - best) >= RIVAL_DISTANCE_PX]
+    left, right = peak_lobe(values, best)
+    index = np.arange(values.size)
+    on_lobe = (index >= left) & (index <= right)
+    distance = np.abs(index - best)
+    rivals = values[np.where(on_lobe, distance >= LOBE_RIVAL_DISTANCE_PX, distance >= RIVAL_DISTANCE_PX)]
     unique = rivals.size == 0 or values[best] - rivals.max() >= MIN_PEAK_DISTINCTNESS
     if not (interior and distinct and unique):
         return offset, 0.0, curve
@@ -314,6 +325,20 @@ def scan_z_offset(
     if curvature < 0:
         offset += 0.5 * (left - right) / curvature
     return float(offset), float(peak), curve
+
+
+def peak_lobe(values: np.ndarray, best: int) -> tuple[int, int]:
+    """First and last index of the lobe around ``values[best]``: the curve falls monotonically out to them.
+
+    Each end is the first local minimum on that side, or the curve's edge.
+    """
+    left = best
+    while left > 0 and values[left - 1] <= values[left]:
+        left -= 1
+    right = best
+    while right < values.size - 1 and values[right + 1] <= values[right]:
+        right += 1
+    return left, right
 
 
 def _ncc_along_depth(previous: np.ndarray, current: np.ndarray, offsets: Sequence[int]) -> list[float]:

@@ -1,0 +1,45 @@
+"""Smoke test of the benchmark-only foreign acquisition generator (``benchmarks/foreign/generate.py``).
+
+The full run (generate, reconstruct, score) is in ``benchmarks/foreign/run.py``;
+here a tiny acquisition is written and read back as a user's would be.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from linumpy.io.acquisition import open_acquisition
+
+GENERATOR = Path(__file__).resolve().parents[1] / "benchmarks" / "foreign" / "generate.py"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("foreign_generate", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_tiny_foreign_acquisition_reads_back_with_its_geometry(tmp_path):
+    generate = _generator()
+    config = generate.Config(n_slices=2, grid=(2, 2), tile=(40, 24, 24), thickness=12.0, surface=6.0,
+                             focus=15.0, rayleigh=8.0, stage_error=1.0, slice_shift=1.0, motor_glitch_um=0.0)
+    truth = generate.generate(tmp_path, seed=0, cfg=config)
+    acquisition = open_acquisition(tmp_path)
+    assert acquisition.slice_ids == [0, 1]
+    first = acquisition.slice(0)
+    assert first.grid_shape == (2, 2) and first.tile_shape == (40, 24, 24)
+    np.testing.assert_allclose(first.tile_step_px, config.step)  # stage y runs against the rows
+    np.testing.assert_allclose(first.resolution_um, (config.axial_um, config.lateral_um, config.lateral_um))
+    tile = first.tiles[(1, 1)].read()
+    assert tile.shape == (40, 24, 24) and np.isfinite(tile).all()
+    # dark above the cut (water), tissue or agarose below it
+    assert tile[:3].mean() < 0.2 * tile[8:20].mean()
+    motor = [acquisition.slice(k).stage_position_mm["z"] for k in (0, 1)]
+    assert np.isclose(motor[1] - motor[0], config.thickness * config.axial_um / 1000)
+    assert len(truth["slices"][1]["tile_positions_px"]) == 4
