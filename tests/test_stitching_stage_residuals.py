@@ -59,6 +59,17 @@ def test_pure_random_stage_errors_keep_the_plain_stage_model():
                    for loo in residuals.loo_px.values() for axis in range(2))
 
 
+def test_a_cluster_of_tiles_to_correct_is_validated_from_as_far():
+    tiles = _grid(5, 5)
+    corner = [(0, 0), (0, 1), (1, 0), (1, 1)]  # (0, 0) is two tiles from the nearest registered one
+    registered = [t for t in tiles if t not in corner]
+    positions = {t: MODEL.position(t) + np.array([0.0, 0.5 * t[1]]) for t in tiles}
+    residuals = fit_stage_residuals(positions, MODEL, registered, corner)
+    assert residuals.exclude_tiles == 1
+    alone = fit_stage_residuals(positions, MODEL, [t for t in tiles if t != (2, 2)], [(2, 2)])
+    assert alone.exclude_tiles == 0
+
+
 def test_too_few_registered_tiles_keep_the_stage_model():
     tiles = _grid(2, 3)
     positions = {t: MODEL.position(t) + np.array([0.0, 3.0 if t[0] else -3.0]) for t in tiles}

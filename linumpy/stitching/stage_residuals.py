@@ -14,7 +14,9 @@ position plus the residual the registered tiles predict for it.
 
 A prediction is used only when it is validated, axis by axis: each
 registered tile's residual is predicted from the other registered tiles
-(leave-one-out), and the best model must lower the root mean square of these
+(leave-one-out; the tiles around it are left out too, as far as the farthest
+tile to correct is from the registered ones, so that a cluster of tiles
+without pairs is validated as an extrapolation, not an interpolation), and the best model must lower the root mean square of these
 prediction errors by at least :data:`MIN_GAIN` relative to the plain stage
 model (which predicts a zero residual). Otherwise that axis keeps the plain
 stage model, and the record says so. Models (:data:`MODELS`):
@@ -75,6 +77,11 @@ class StageResidualModel:
         where the model is ``none``).
     n_tiles : int
         Registered tiles the models were fitted to and validated on.
+    exclude_tiles : int
+        Rows and columns around each left-out tile whose residuals were left
+        out with it: the farthest tile to correct lies this many tiles plus
+        one from its nearest registered tile, and the validation predicts
+        from as far.
     loo_px : dict
         Leave-one-out RMS error ``(y, x)`` of every candidate model.
     corrections : dict
@@ -86,6 +93,7 @@ class StageResidualModel:
     loo_px_before: tuple[float, float] = (float("nan"), float("nan"))
     loo_px_after: tuple[float, float] = (float("nan"), float("nan"))
     n_tiles: int = 0
+    exclude_tiles: int = 0
     loo_px: dict[str, tuple[float, float]] = field(default_factory=dict)
     corrections: dict[TileIndex, tuple[float, float]] = field(default_factory=dict)
 
@@ -101,7 +109,8 @@ class StageResidualModel:
             for axis, kind, before, after in zip(AXES, self.kinds, self.loo_px_before, self.loo_px_after))
 
 
-def predict_residual(kind: str, tile: TileIndex, residuals: Mapping[TileIndex, np.ndarray]) -> np.ndarray:
+def predict_residual(kind: str, tile: TileIndex, residuals: Mapping[TileIndex, np.ndarray],
+                     exclude_tiles: int = 0) -> np.ndarray:
     """Residual ``(dy, dx)`` of ``tile`` predicted by model ``kind`` from the other tiles' residuals.
 
     Parameters
@@ -113,6 +122,9 @@ def predict_residual(kind: str, tile: TileIndex, residuals: Mapping[TileIndex, n
     residuals : mapping
         ``(row, col) -> (dy, dx)`` position minus stage-model position of the
         registered tiles.
+    exclude_tiles : int
+        The residuals of the tiles within this many rows and columns of
+        ``tile`` are left out too.
 
     Returns
     -------
@@ -125,7 +137,7 @@ def predict_residual(kind: str, tile: TileIndex, residuals: Mapping[TileIndex, n
     >>> predict_residual("row_parity", (1, 1), residuals).tolist()
     [0.0, 1.0]
     """
-    others = {t: np.asarray(r, float) for t, r in residuals.items() if t != tile}
+    others = {t: np.asarray(r, float) for t, r in residuals.items() if _gap(t, tile) > exclude_tiles}
     base = np.zeros(2)
     if kind.startswith("row_parity"):
         offsets = {p: _parity_offset(others, p) for p in (0, 1)}
@@ -134,6 +146,11 @@ def predict_residual(kind: str, tile: TileIndex, residuals: Mapping[TileIndex, n
     if kind.endswith("smooth"):
         base = base + _smooth_mean(tile, others)
     return base
+
+
+def _gap(a: TileIndex, b: TileIndex) -> int:
+    """Chebyshev distance of two tiles in the grid (1 for neighbours, diagonal ones too)."""
+    return max(abs(a[0] - b[0]), abs(a[1] - b[1]))
 
 
 def _parity_offset(residuals: Mapping[TileIndex, np.ndarray], parity: int) -> np.ndarray:
@@ -157,9 +174,11 @@ def _smooth_mean(tile: TileIndex, residuals: Mapping[TileIndex, np.ndarray]) -> 
     return weights @ values / (weights.sum() + SHRINK_WEIGHT)
 
 
-def leave_one_out_rms(kind: str, residuals: Mapping[TileIndex, np.ndarray]) -> np.ndarray:
-    """Per axis, RMS error of predicting each tile's residual from the others with model ``kind``."""
-    errors = [np.asarray(r, float) - predict_residual(kind, t, residuals) for t, r in residuals.items()]
+def leave_one_out_rms(kind: str, residuals: Mapping[TileIndex, np.ndarray], exclude_tiles: int = 0) -> np.ndarray:
+    """Per axis, RMS error of predicting each tile's residual from the others with model ``kind``
+    (leaving out, with it, the tiles within ``exclude_tiles`` rows and columns)."""
+    errors = [np.asarray(r, float) - predict_residual(kind, t, residuals, exclude_tiles)
+              for t, r in residuals.items()]
     return np.sqrt(np.mean(np.square(errors), axis=0))
 
 
@@ -189,10 +208,13 @@ def fit_stage_residuals(
         error over the registered tiles by :data:`MIN_GAIN` or more.
     """
     residuals = {t: np.asarray(positions[t], float) - model.position(t) for t in sorted(registered)}
+    unregistered = sorted(unregistered)
     if len(residuals) < MIN_TILES:
         return StageResidualModel(n_tiles=len(residuals))
+    # validate at the distance the predictions will be made from: the farthest tile to correct
+    exclude = max((min(_gap(u, t) for t in residuals) for u in unregistered), default=1) - 1
     before = np.sqrt(np.mean(np.square(list(residuals.values())), axis=0))
-    loo = {kind: leave_one_out_rms(kind, residuals) for kind in MODELS}
+    loo = {kind: leave_one_out_rms(kind, residuals, exclude) for kind in MODELS}
     kinds, after = [], []
     for axis in range(2):
         best = min(MODELS, key=lambda kind: loo[kind][axis])  # first of equals: the simpler
@@ -201,11 +223,11 @@ def fit_stage_residuals(
         after.append(loo[best][axis] if use else before[axis])
     corrections = {}
     if any(kind != "none" for kind in kinds):
-        for tile in sorted(unregistered):
+        for tile in unregistered:
             corrections[tile] = tuple(float(predict_residual(kind, tile, residuals)[axis])
                                       if kind != "none" else 0.0 for axis, kind in enumerate(kinds))
     return StageResidualModel(
         kinds=tuple(kinds), loo_px_before=tuple(float(v) for v in before),
-        loo_px_after=tuple(float(v) for v in after), n_tiles=len(residuals),
+        loo_px_after=tuple(float(v) for v in after), n_tiles=len(residuals), exclude_tiles=exclude,
         loo_px={kind: tuple(float(v) for v in values) for kind, values in loo.items()},
         corrections=corrections)

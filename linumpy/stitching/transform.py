@@ -157,6 +157,7 @@ def stage_residual_fields(residuals: StageResidualModel) -> dict:
         "stage_residual_loo_px_before": dict(zip(AXES, map(_optional, residuals.loo_px_before))),
         "stage_residual_loo_px_after": dict(zip(AXES, map(_optional, residuals.loo_px_after))),
         "stage_residual_n_tiles": int(residuals.n_tiles),
+        "stage_residual_loo_exclude_tiles": int(residuals.exclude_tiles),
         "stage_residual_loo_px_candidates": {kind: dict(zip(AXES, map(_optional, values)))
                                              for kind, values in residuals.loo_px.items()},
         "n_stage_residual_tiles": len(residuals.corrections),
@@ -214,6 +215,7 @@ def _stage_residuals_from_dict(data: dict) -> StageResidualModel:
         loo_px_before=per_axis(data["stage_residual_loo_px_before"]),
         loo_px_after=per_axis(data["stage_residual_loo_px_after"]),
         n_tiles=int(data["stage_residual_n_tiles"]),
+        exclude_tiles=int(data["stage_residual_loo_exclude_tiles"]),
         loo_px={kind: per_axis(values) for kind, values in data["stage_residual_loo_px_candidates"].items()},
         corrections={tuple(t["tile"]): tuple(float(v) for v in t["stage_residual_px"])
                      for t in data.get("tiles", []) if t.get("stage_residual_px") is not None},
