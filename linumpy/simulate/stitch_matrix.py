@@ -146,6 +146,8 @@ MATRIX: tuple[MosaicCondition, ...] = (
                     vignetting=0.4, empty_fraction=0.3),
     MosaicCondition("backlash 3 px + row-start settling 2 px, stage +-3 px",
                     stage_error_px=3.0, backlash_px=3.0, settle_px=2.0),
+    MosaicCondition("backlash 3 px + row-start settling 2 px, stage +-1.5 px",
+                    stage_error_px=1.5, backlash_px=3.0, settle_px=2.0),
 )
 
 

@@ -44,9 +44,12 @@ from linumpy.stitching.global_solve import StageModel, TileIndex
 
 #: Candidate models, tried in this order (a tie keeps the earlier, simpler one).
 MODELS: tuple[str, ...] = ("row_parity", "smooth", "row_parity+smooth")
-#: Relative reduction of an axis's leave-one-out RMS error a model must reach to be used
-#: (tuned on seeds 0-2 of the stitching matrix: at 0.1, pure stage noise passed once).
-MIN_GAIN = 0.15
+#: Relative reduction of an axis's leave-one-out RMS error a model must reach to be used.
+#: At 0.1 pure stage noise passed (overlap 10 %, seed 0); at 0.15 models validated by
+#: gains of 15-25 % moved 11 tiles of seeds 0-14 (backlash over +-3 px stage noise,
+#: 8 x 8 drift) and 8 of them ended farther from the truth; gains of 30 % or more
+#: (backlash over +-1.5 px) moved 7 tiles, all closer (docs/stitching.md).
+MIN_GAIN = 0.3
 #: Registered tiles needed to fit and validate a model.
 MIN_TILES = 6
 #: Standard deviation of the smooth model's Gaussian weights, in tiles.
@@ -56,6 +59,9 @@ SHRINK_WEIGHT = 1.0
 #: Residuals farther than this many robust standard deviations from their row parity's
 #: median (a wrong registration) are left out of its mean.
 OUTLIER_MADS = 3.0
+#: Largest correction of a tile's stage-model position (pixels): a tile ends at most this
+#: much farther from the truth than its stage-model position (triangle inequality).
+MAX_CORRECTION_PX = 0.5
 #: Axis names, in the order of positions.
 AXES = ("y", "x")
 
@@ -224,8 +230,10 @@ def fit_stage_residuals(
     corrections = {}
     if any(kind != "none" for kind in kinds):
         for tile in unregistered:
-            corrections[tile] = tuple(float(predict_residual(kind, tile, residuals)[axis])
-                                      if kind != "none" else 0.0 for axis, kind in enumerate(kinds))
+            correction = np.array([predict_residual(kind, tile, residuals)[axis] if kind != "none" else 0.0
+                                   for axis, kind in enumerate(kinds)])
+            correction *= min(1.0, MAX_CORRECTION_PX / max(float(np.linalg.norm(correction)), 1e-12))
+            corrections[tile] = tuple(float(v) for v in correction)
     return StageResidualModel(
         kinds=tuple(kinds), loo_px_before=tuple(float(v) for v in before),
         loo_px_after=tuple(float(v) for v in after), n_tiles=len(residuals), exclude_tiles=exclude,
