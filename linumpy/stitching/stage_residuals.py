@@ -16,10 +16,13 @@ A prediction is used only when it is validated, axis by axis: each
 registered tile's residual is predicted from the other registered tiles
 (leave-one-out; the tiles around it are left out too, as far as the farthest
 tile to correct is from the registered ones, so that a cluster of tiles
-without pairs is validated as an extrapolation, not an interpolation), and the best model must lower the root mean square of these
-prediction errors by at least :data:`MIN_GAIN` relative to the plain stage
-model (which predicts a zero residual). Otherwise that axis keeps the plain
-stage model, and the record says so. Models (:data:`MODELS`):
+without pairs is validated as an extrapolation, not an interpolation), and
+the best model must lower the root mean square of these prediction errors
+by at least :data:`MIN_GAIN` relative to the plain stage model (which predicts a zero residual). Otherwise that axis keeps the plain
+stage model, and the record says so. Even a right model predicts the
+systematic part of a tile's error, not its own random part: a correction
+moves a tile at most :data:`MAX_CORRECTION_PX`, so no tile ends more than
+that farther from the truth than its stage-model position. Models (:data:`MODELS`):
 
 ``row_parity``
     One offset per row parity, the median residual of the registered tiles of
@@ -48,7 +51,8 @@ MODELS: tuple[str, ...] = ("row_parity", "smooth", "row_parity+smooth")
 #: At 0.1 pure stage noise passed (overlap 10 %, seed 0); at 0.15 models validated by
 #: gains of 15-25 % moved 11 tiles of seeds 0-14 (backlash over +-3 px stage noise,
 #: 8 x 8 drift) and 8 of them ended farther from the truth; gains of 30 % or more
-#: (backlash over +-1.5 px) moved 7 tiles, all closer (docs/stitching.md).
+#: (backlash over +-1.5 px, seeds 0-9) moved 7 tiles, all closer, but on fresh seeds
+#: 10-19 only 7 of 13 (hence :data:`MAX_CORRECTION_PX`; docs/stitching.md, stitch12).
 MIN_GAIN = 0.3
 #: Registered tiles needed to fit and validate a model.
 MIN_TILES = 6
