@@ -18,15 +18,16 @@ registered tile's residual is predicted from the other registered tiles
 tile to correct is from the registered ones, so that a cluster of tiles
 without pairs is validated as an extrapolation, not an interpolation), and
 the best model must lower the root mean square of these prediction errors
-by at least :data:`MIN_GAIN` relative to the plain stage model (which predicts a zero residual). Otherwise that axis keeps the plain
-stage model, and the record says so. Even a right model predicts the
-systematic part of a tile's error, not its own random part: a correction
-moves a tile at most :data:`MAX_CORRECTION_PX`, so no tile ends more than
-that farther from the truth than its stage-model position. Models (:data:`MODELS`):
+by at least :data:`MIN_GAIN` relative to the plain stage model (which
+predicts a zero residual). Otherwise that axis keeps the plain stage model,
+and the record says so. Even a right model predicts the systematic part of a
+tile's error, not its own random part: a correction moves a tile at most
+:data:`MAX_CORRECTION_PX`, so no tile ends more than that farther from the
+truth than its stage-model position. Models (:data:`MODELS`):
 
 ``row_parity``
-    One offset per row parity, the median residual of the registered tiles of
-    rows of that parity (backlash).
+    One offset per row parity, the robust mean residual of the registered
+    tiles of rows of that parity (backlash).
 ``smooth``
     A Gaussian-weighted mean of the registered tiles' residuals around the
     tile in grid coordinates (:data:`SMOOTH_TILES` tiles), shrunk towards zero
