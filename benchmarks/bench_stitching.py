@@ -10,7 +10,8 @@
    the textured tiles; "excess" is the largest amount by which any tile ends
    farther from the truth than its stage position. With ``--diagnose``, each
    textured tile left on the stage is listed with the position information
-   its overlaps hold (:func:`truth_margin`).
+   its overlaps hold (:func:`truth_margin`). A seed whose stage-placed tiles
+   were moved by a validated stage residual model says so under its row.
 1. Accuracy and time: for each seed, a simulated slice of ``--preset`` is laid
    out as a mosaic grid; linumpy's position estimation and
    ``m2stitch.stitch_images`` get the same tile projections (AIPs) and the
@@ -219,6 +220,9 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
             estimated = {t: transform.position(t) for t in mosaic.truth}
             ours.append(aligned_errors(estimated, mosaic.truth, chosen))
             lines = diagnose_stage_tiles(mosaic, transform, ours[-1]) if diagnose else []
+            if transform.stage_residuals.used:
+                lines.append(f"    stage residual model: {transform.stage_residuals.describe()}, "
+                             f"{len(transform.stage_residuals.corrections)} tiles moved")
             diagnosis += [f"  seed {seed}:"] + lines if lines else []
             excess.append(max(excess_over_stage(estimated, mosaic.stage, mosaic.truth, chosen).values()))
             stage.append(aligned_errors(mosaic.stage, mosaic.truth, chosen))

@@ -55,6 +55,27 @@ METRICS: dict[str, MetricInfo] = {
     "stage_fallback_fraction": _M("Share on stage model", "%", "Share of the tiles placed by the stage "
                                   "model; above a quarter the slice is flagged."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
+    "stage_residual_model": _M("Stage residual model", "per axis", "Per axis, how the tiles without a pair "
+                               "were corrected beyond the stage model: none (plain stage model), row_parity "
+                               "(backlash: one offset per row parity), smooth (drift: a local mean of the "
+                               "registered tiles' residuals) or row_parity+smooth; used only where leave-one-out "
+                               "over the registered tiles validated it (docs/stitching.md, step 8b)."),
+    "stage_residual_loo_px_before": _M("Stage residual, plain stage", "px", "Per axis, RMS distance of the "
+                                       "registered tiles from their stage-model positions (the plain stage "
+                                       "model's leave-one-out error)."),
+    "stage_residual_loo_px_after": _M("Stage residual, model", "px", "Per axis, RMS leave-one-out error of the "
+                                      "chosen residual model over the registered tiles; a model is used only if "
+                                      "this is at most 85% of the plain stage model's."),
+    "stage_residual_n_tiles": _M("Tiles validating the residual model", "count", "Registered tiles the stage "
+                                 "residual model was fitted to and validated on (at least 6 needed)."),
+    "stage_residual_loo_exclude_tiles": _M("Residual validation gap", "tiles", "Rows and columns around each "
+                                           "registered tile left out with it in the leave-one-out validation: the "
+                                           "farthest tile to correct is this many plus one tiles from a registered "
+                                           "tile, so the validation predicts from as far."),
+    "stage_residual_loo_px_candidates": _M("Residual models tried", "px", "Per candidate model and axis, its "
+                                           "RMS leave-one-out error over the registered tiles."),
+    "n_stage_residual_tiles": _M("Tiles moved by the residual model", "count", "Tiles without a pair moved "
+                                 "from their stage-model position by the validated stage residual model."),
     "surface_detected_fraction": _M("Surface found", "%", "Share of depth scans (A-lines) where the tissue "
                                     "surface was detected."),
     "median_surface_depth_um": _M("Surface depth", "µm", "Median depth of the tissue surface below the top "

@@ -48,6 +48,15 @@ class MosaicCondition:
         Independent stage error per tile and axis, uniform in ``[-e, e]``.
     drift_px : float
         Amplitude of a slow stage drift along the acquisition order.
+    backlash_px : float
+        Backlash of the x axis: the tiles of a row scanned right to left (the
+        odd rows of the serpentine order) sit ``b`` px from those scanned left
+        to right, ``b`` drawn per mosaic in ``[2/3, 4/3] * backlash_px``.
+    settle_px : float
+        Settling error of the first tile of each row (reached by a move along
+        y): an extra offset along y, ``settle_px`` times a factor drawn per
+        mosaic in ``[0.5, 1]``, plus as much again times one draw per tile in
+        ``[-0.25, 0.25]``.
     rotation_deg, step_error : float
         Rotation of the true grid and relative error of its step (what a
         fitted stage model absorbs).
@@ -73,6 +82,8 @@ class MosaicCondition:
     overlap: float = 0.2
     stage_error_px: float = 4.0
     drift_px: float = 0.0
+    backlash_px: float = 0.0
+    settle_px: float = 0.0
     rotation_deg: float = 0.2
     step_error: float = 0.004
     vignetting: float = 0.25
@@ -133,6 +144,10 @@ MATRIX: tuple[MosaicCondition, ...] = (
     MosaicCondition("8x8 harsh: overlap 15%, +-8 px + drift, vignetting 40%, 30% empty",
                     grid=(8, 8), overlap=0.15, stage_error_px=8.0, drift_px=4.0,
                     vignetting=0.4, empty_fraction=0.3),
+    MosaicCondition("backlash 3 px + row-start settling 2 px, stage +-3 px",
+                    stage_error_px=3.0, backlash_px=3.0, settle_px=2.0),
+    MosaicCondition("backlash 3 px + row-start settling 2 px, stage +-1.5 px",
+                    stage_error_px=1.5, backlash_px=3.0, settle_px=2.0),
 )
 
 
@@ -165,7 +180,7 @@ def _smooth_mask(shape: tuple[int, int], fraction: float, rng: np.random.Generat
 
 
 def _true_positions(condition: MosaicCondition, rng: np.random.Generator) -> dict:
-    """True tile origins: rotated, rescaled grid + uniform error + slow drift."""
+    """True tile origins: rotated, rescaled grid + uniform error + slow drift + backlash + settling."""
     rows, cols = condition.grid
     step = np.asarray(condition.tile_step_px) * (1 + condition.step_error)
     angle = np.deg2rad(condition.rotation_deg)
@@ -178,7 +193,27 @@ def _true_positions(condition: MosaicCondition, rng: np.random.Generator) -> dic
             drift = condition.drift_px * np.sin(np.pi * order / (rows * cols) + phase)
             error = rng.uniform(-condition.stage_error_px, condition.stage_error_px, 2)
             positions[(r, c)] = rotation @ (np.array([r, c]) * step) + error + drift + _MARGIN
-    return positions
+    return _systematic_errors(positions, condition, rng)
+
+
+def _systematic_errors(positions: dict, condition: MosaicCondition, rng: np.random.Generator) -> dict:
+    """Add the backlash of the x axis and the settling of each row's first tile (serpentine order).
+
+    Draws nothing when both are 0, so the other conditions keep their tiles.
+    """
+    if condition.backlash_px <= 0 and condition.settle_px <= 0:
+        return positions
+    backlash = condition.backlash_px * rng.uniform(2 / 3, 4 / 3)
+    settle = condition.settle_px * rng.uniform(0.5, 1.0)
+    cols = condition.grid[1]
+    moved = {}
+    for (r, c), position in sorted(positions.items()):
+        travel = 1 if r % 2 == 0 else -1  # direction of the x moves in this row
+        offset = np.array([0.0, -travel * backlash / 2])
+        if r > 0 and c == (0 if travel > 0 else cols - 1):  # first tile after the move along y
+            offset[0] += settle + condition.settle_px * rng.uniform(-0.25, 0.25)
+        moved[(r, c)] = position + offset
+    return moved
 
 
 def _empty_tiles(condition: MosaicCondition, rng: np.random.Generator) -> set:

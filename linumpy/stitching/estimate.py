@@ -23,6 +23,10 @@
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
+7. Such tiles are moved by the stage residual (backlash, drift) the
+   registered tiles predict for them, on an axis only where leave-one-out
+   over the registered tiles validates the prediction
+   (:mod:`linumpy.stitching.stage_residuals`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, so
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
+from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import PRIOR_SLACK_PX, joint_placement, place_by_neighbours, search_radius
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
@@ -198,6 +203,7 @@ def estimate_transform(
         (positions, model, kept), links = group
         joint.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
+    positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
@@ -225,6 +231,7 @@ def estimate_transform(
         min_significance=MIN_SIGNIFICANCE,
         pairs=records,
         tiles=tile_records,
+        stage_residuals=residual_model,
     )
 
 
@@ -418,6 +425,31 @@ def _drop_implausible(
         positions, model, kept = solve_positions(
             tiles, [p for p in kept if worst not in (p.a, p.b)], tile_step_px)
     return positions, model, kept
+
+
+def _correct_stage_residuals(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: Sequence[PairOffset],
+) -> tuple[dict[TileIndex, np.ndarray], StageResidualModel]:
+    """Move the tiles without pairs by the stage residual the registered tiles predict, if validated.
+
+    :func:`~linumpy.stitching.stage_residuals.fit_stage_residuals` keeps the
+    plain stage model on an axis unless leave-one-out over the registered
+    tiles shows the prediction clearly better; the result is logged and
+    recorded in the transform either way.
+    """
+    registered = {t for pair in kept for t in (pair.a, pair.b)}
+    residual_model = fit_stage_residuals(positions, model, registered,
+                                         [t for t in tiles if t not in registered])
+    if residual_model.used:
+        logger.info("stage residual model of %d registered tiles: %s; %d tiles moved",
+                    residual_model.n_tiles, residual_model.describe(), len(residual_model.corrections))
+    corrected = dict(positions)
+    for tile, correction in residual_model.corrections.items():
+        corrected[tile] = positions[tile] + np.asarray(correction)
+    return corrected, residual_model
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dict[TileIndex, TileRecord]:

@@ -48,7 +48,7 @@ from linumpy.stitching.blend import (
 )
 from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX, estimate_transform
 from linumpy.stitching.global_solve import TileIndex
-from linumpy.stitching.transform import TileTransform, load_transform, save_transform
+from linumpy.stitching.transform import TileTransform, load_transform, save_transform, stage_residual_fields
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +252,10 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` (its
     ``confidence`` is the median confidence of the accepted pairs, 0.5 at the
     acceptance threshold) plus ``n_tiles``, ``n_stage_fallback_tiles``,
-    ``stage_fallback_fraction``, ``min_significance``, ``pair_residuals_px``
-    and the per-pair and per-tile details ``pairs`` and ``tiles``. The record's
+    ``stage_fallback_fraction``, ``min_significance``, ``pair_residuals_px``,
+    the stage residual model and its leave-one-out validation
+    (:func:`~linumpy.stitching.transform.stage_residual_fields`) and the
+    per-pair and per-tile details ``pairs`` and ``tiles``. The record's
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model. The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
@@ -283,11 +285,14 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
                          "sigma_px": [round(v, 3) for v in r.sigma_px]}
         for r in transform.pairs
     }
+    corrections = transform.stage_residuals.corrections
     metrics["tiles"] = {
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
-                    "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None}
+                    "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
+                    "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }
+    metrics.update(stage_residual_fields(transform.stage_residuals))
     flags = []
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "

@@ -20,6 +20,7 @@ from linumpy.errors import InputError
 from linumpy.io.atomic import atomic_output
 from linumpy.io.json_document import load_json_document
 from linumpy.stitching.global_solve import StageModel, TileIndex
+from linumpy.stitching.stage_residuals import AXES, StageResidualModel
 
 FORMAT_NAME = "linumpy-tile-transform"
 FORMAT_VERSION = 2
@@ -79,7 +80,8 @@ class TileRecord:
     ----------
     source : str
         ``pairs`` (supported by at least one accepted pair) or ``stage``
-        (placed by the fitted stage model).
+        (placed by the fitted stage model, plus the validated stage residual
+        of :attr:`TileTransform.stage_residuals` where there is one).
     n_pairs : int
         Accepted pairs linking the tile.
     sigma_px : float
@@ -113,6 +115,10 @@ class TileTransform:
         Every registered pair (diagnostic).
     tiles : dict
         ``(row, col) -> TileRecord`` (diagnostic).
+    stage_residuals : StageResidualModel
+        The stage residual model and its leave-one-out validation
+        (:mod:`linumpy.stitching.stage_residuals`); its ``corrections`` moved
+        the stage-placed tiles (already in ``positions``).
     """
 
     tile_shape: tuple[int, int]
@@ -122,6 +128,7 @@ class TileTransform:
     min_significance: float | None = None
     pairs: tuple[PairRecord, ...] = field(default=())
     tiles: dict[TileIndex, TileRecord] = field(default_factory=dict)
+    stage_residuals: StageResidualModel = field(default_factory=StageResidualModel)
 
     def stage_fallback_tiles(self) -> list[TileIndex]:
         """Tiles placed by the stage model for lack of an accepted pair."""
@@ -138,9 +145,29 @@ def _rounded(values) -> list[float]:
     return [round(float(v), _DECIMALS) for v in values]
 
 
+def _optional(value: float) -> float | None:
+    """``value`` rounded, or None for NaN (JSON has no NaN)."""
+    return round(float(value), _DECIMALS) if np.isfinite(value) else None
+
+
+def stage_residual_fields(residuals: StageResidualModel) -> dict:
+    """The stage residual model's fields of the transform JSON and the QC record."""
+    return {
+        "stage_residual_model": dict(zip(AXES, residuals.kinds)),
+        "stage_residual_loo_px_before": dict(zip(AXES, map(_optional, residuals.loo_px_before))),
+        "stage_residual_loo_px_after": dict(zip(AXES, map(_optional, residuals.loo_px_after))),
+        "stage_residual_n_tiles": int(residuals.n_tiles),
+        "stage_residual_loo_exclude_tiles": int(residuals.exclude_tiles),
+        "stage_residual_loo_px_candidates": {kind: dict(zip(AXES, map(_optional, values)))
+                                             for kind, values in residuals.loo_px.items()},
+        "n_stage_residual_tiles": len(residuals.corrections),
+    }
+
+
 def transform_to_dict(transform: TileTransform) -> dict:
     """Return the JSON-serialisable form of a transform."""
     model = transform.stage_model
+    corrections = transform.stage_residuals.corrections
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -167,11 +194,32 @@ def transform_to_dict(transform: TileTransform) -> dict:
         ],
         "tiles": [
             {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
-             "sigma_px": None if not np.isfinite(record.sigma_px)
-             else round(float(record.sigma_px), _DECIMALS)}
+             "sigma_px": _optional(record.sigma_px),
+             "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
+        **stage_residual_fields(transform.stage_residuals),
     }
+
+
+def _stage_residuals_from_dict(data: dict) -> StageResidualModel:
+    """The stage residual model of a transform JSON (none for files written before it existed)."""
+    if "stage_residual_model" not in data:
+        return StageResidualModel()
+
+    def per_axis(values: dict) -> tuple[float, float]:
+        return tuple(float("nan") if values[axis] is None else float(values[axis]) for axis in AXES)
+
+    return StageResidualModel(
+        kinds=tuple(str(data["stage_residual_model"][axis]) for axis in AXES),
+        loo_px_before=per_axis(data["stage_residual_loo_px_before"]),
+        loo_px_after=per_axis(data["stage_residual_loo_px_after"]),
+        n_tiles=int(data["stage_residual_n_tiles"]),
+        exclude_tiles=int(data["stage_residual_loo_exclude_tiles"]),
+        loo_px={kind: per_axis(values) for kind, values in data["stage_residual_loo_px_candidates"].items()},
+        corrections={tuple(t["tile"]): tuple(float(v) for v in t["stage_residual_px"])
+                     for t in data.get("tiles", []) if t.get("stage_residual_px") is not None},
+    )
 
 
 def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
@@ -213,6 +261,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 source=t["source"], n_pairs=int(t["n_pairs"]),
                 sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]))
                 for t in data.get("tiles", [])},
+            stage_residuals=_stage_residuals_from_dict(data),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{source} is a malformed tile transform ({error!r}); "
