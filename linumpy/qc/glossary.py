@@ -65,7 +65,7 @@ METRICS: dict[str, MetricInfo] = {
                                        "model's leave-one-out error)."),
     "stage_residual_loo_px_after": _M("Stage residual, model", "px", "Per axis, RMS leave-one-out error of the "
                                       "chosen residual model over the registered tiles; a model is used only if "
-                                      "this is at most 85% of the plain stage model's."),
+                                      "this is at most 70% of the plain stage model's (corrections capped at 0.5 px)."),
     "stage_residual_n_tiles": _M("Tiles validating the residual model", "count", "Registered tiles the stage "
                                  "residual model was fitted to and validated on (at least 6 needed)."),
     "stage_residual_loo_exclude_tiles": _M("Residual validation gap", "tiles", "Rows and columns around each "
