@@ -2,11 +2,13 @@
 
 Usage::
 
-    python benchmarks/foreign/run.py --seeds 0 1 2 [--workdir /tmp/foreign] [--table_only]
+    python benchmarks/foreign/run.py --seeds 0 1 2 [--workdir /tmp/foreign] [--n_repeat 2] [--table_only]
 
 Per seed: ``WORKDIR/acq_sN`` (raw tiles + ground truth, kept between runs),
 ``WORKDIR/out_sN`` (the run, replaced) and ``WORKDIR/score_sN.json``
-(``score.py``). The table has one row per seed: tile position error (mean /
+(``score.py``); with ``--n_repeat R`` other than the generator's default (2
+frames averaged per B-scan), ``acq_rR_sN``, ``out_rR_sN`` and
+``score_rR_sN.json``. The table has one row per seed: tile position error (mean /
 max px, after removing each slice's translation) against the stage's, volume
 NCC inside tissue (10 um level) against the naive stack's (raw motor z, no
 refinement), per-plane mean-ratio CV and largest boundary step (ours / naive),
@@ -26,14 +28,25 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-def run_seed(workdir: Path, seed: int) -> dict:
+#: Frames averaged per B-scan by the generator unless told otherwise (``generate.Config.n_repeat``).
+DEFAULT_N_REPEAT = 2
+
+
+def seed_tag(seed: int, n_repeat: int) -> str:
+    """``sN``, or ``rR_sN`` when ``n_repeat`` is not the default: the names of one seed's files."""
+    return f"s{seed}" if n_repeat == DEFAULT_N_REPEAT else f"r{n_repeat}_s{seed}"
+
+
+def run_seed(workdir: Path, seed: int, n_repeat: int = DEFAULT_N_REPEAT) -> dict:
     """Generate (once), reconstruct and score one seed; return its scores."""
-    acquisition, outdir = workdir / f"acq_s{seed}", workdir / f"out_s{seed}"
+    tag = seed_tag(seed, n_repeat)
+    acquisition, outdir = workdir / f"acq_{tag}", workdir / f"out_{tag}"
     if not (acquisition / "ground_truth" / "truth.json").exists():
-        subprocess.run([sys.executable, str(HERE / "generate.py"), str(acquisition), "--seed", str(seed)], check=True)
+        subprocess.run([sys.executable, str(HERE / "generate.py"), str(acquisition), "--seed", str(seed),
+                        "--n_repeat", str(n_repeat)], check=True)
     subprocess.run([sys.executable, str(ROOT / "bin" / "linum_run_local.py"), "--input", str(acquisition),
                     "--outdir", str(outdir), "-q", "-f"], check=True)
-    target = workdir / f"score_s{seed}.json"
+    target = workdir / f"score_{tag}.json"
     subprocess.run([sys.executable, str(HERE / "score.py"), str(acquisition), str(outdir), "--json", str(target)],
                    check=True, stdout=subprocess.DEVNULL)
     return json.loads(target.read_text())
@@ -64,13 +77,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/foreign"))
+    parser.add_argument("--n_repeat", type=int, default=DEFAULT_N_REPEAT,
+                        help="Frames averaged per B-scan by the generator (1: fully developed speckle).")
     parser.add_argument("--table_only", action="store_true", help="Tabulate the score files already there.")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
-        scores = (json.loads((args.workdir / f"score_s{seed}.json").read_text()) if args.table_only
-                  else run_seed(args.workdir, seed))
+        scores = (json.loads((args.workdir / f"score_{seed_tag(seed, args.n_repeat)}.json").read_text())
+                  if args.table_only else run_seed(args.workdir, seed, args.n_repeat))
         rows.append(table_row(seed, scores))
     print(HEADER)
     print("\n".join(rows))

@@ -13,7 +13,8 @@ the axial voxel size, the factor 2 the round trip of the light, ``F`` the
 focus profile (Gaussian, or Lorentzian for ``focus_model="lorentzian"``),
 ``V`` the vignetting, ``S`` multiplicative speckle
 anchored to world voxels (so it is the same in overlapping tiles and
-slices). A turned slice (``slice_rotation_deg``) sees the phantom evaluated
+slices; with ``speckle_per_slice`` each slice draws its own, shared by its
+tiles only). A turned slice (``slice_rotation_deg``) sees the phantom evaluated
 on the world grid around the tile and resampled bilinearly at the turned
 points, and the speckle of the nearest world voxel (it turns with the
 tissue); its cut stays on the unturned grid. See ``docs/simulator.md``.
@@ -32,6 +33,7 @@ from linumpy.simulate.presets import Preset
 
 #: Independent hash streams of the seed.
 _SPECKLE_STREAM = 11
+_PER_SLICE_STREAM = 101
 
 
 def vignetting(shape: tuple[int, int], strength: float) -> np.ndarray:
@@ -72,11 +74,30 @@ def _half_radius2(shape: tuple[int, int]) -> np.ndarray:
     return (u**2 + v**2) / 2.0
 
 
-def speckle(seed: int, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Multiplicative speckle of mean 1: the mean of two unit exponentials per world voxel."""
-    hashes = hash_coordinates(seed * 1009 + _SPECKLE_STREAM, z, y, x)
-    u1, u2 = uniform_from_hash(hashes, 0), uniform_from_hash(hashes, 1)
-    return (-0.5 * (np.log(u1) + np.log(u2))).astype(np.float32)
+def speckle(seed: int, z: np.ndarray, y: np.ndarray, x: np.ndarray, looks: int = 2,
+            slice_index: int | None = None) -> np.ndarray:
+    """Multiplicative speckle of mean 1: the mean of ``looks`` (1 to 3) unit exponentials per world voxel.
+
+    ``slice_index`` None: one speckle per world voxel, whichever slice images
+    it; otherwise the speckle that slice draws (independent between slices).
+
+    Examples
+    --------
+    >>> axis = np.arange(4)
+    >>> a, b = (speckle(0, axis, axis, axis, 1, k) for k in (0, 1))
+    >>> bool(np.all(a > 0)), bool(np.array_equal(a, b))
+    (True, False)
+    """
+    if not 1 <= looks <= 3:
+        raise ValueError(f"speckle looks must be 1 to 3, not {looks}")
+    stream = seed * 1009 + _SPECKLE_STREAM
+    if slice_index is not None:
+        stream = stream * 7919 + _PER_SLICE_STREAM + slice_index
+    hashes = hash_coordinates(stream, z, y, x)
+    total = -np.log(uniform_from_hash(hashes, 0))
+    for part in range(1, looks):
+        total += -np.log(uniform_from_hash(hashes, part))
+    return (total / np.float32(looks)).astype(np.float32)
 
 
 def transmission(attenuation_per_mm: np.ndarray, present: np.ndarray, axial_um: float) -> np.ndarray:
@@ -143,10 +164,12 @@ def slice_speckle(seed: int, geometry: AcquisitionGeometry, index: int,
     Anchored to the tissue, so a turned slice's speckle turns with it (not the
     unturned grid's, which would pin the next slice's overlap to no turn at all).
     """
+    preset = geometry.preset
+    options = {"looks": preset.speckle_looks, "slice_index": index if preset.speckle_per_slice else None}
     if not geometry.slices[index].rotation_deg:
-        return speckle(seed, z, y, x)
+        return speckle(seed, z, y, x, **options)
     box_y, box_x, points = _covering_box(geometry.turned_world(index, y, x))
-    return _resample(speckle(seed, z, box_y, box_x), points, 0)
+    return _resample(speckle(seed, z, box_y, box_x, **options), points, 0)
 
 
 def field_curvature_map(preset: Preset) -> np.ndarray:

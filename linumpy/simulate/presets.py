@@ -53,6 +53,8 @@ class Preset:
     galvo_shift_px: int = 0  # galvo-return band start = nx + U{-g..g} per slice (0: always nominal)
     field_curvature_px: float = 0.0  # A-lines sit c * (u^2 + v^2) / 2 deeper, u, v in [-1, 1] across the tile
     slice_rotation_deg: float = 0.0  # slice k >= 1 shows the sample turned about z by U(-r, r) degrees
+    speckle_looks: int = 2  # unit exponentials averaged per world voxel (1: fully developed speckle)
+    speckle_per_slice: bool = False  # each slice draws its own speckle (else one speckle per world voxel)
 
     def conditions(self) -> dict[str, object]:
         """The test-matrix conditions that differ from their defaults (empty for the standard presets)."""

@@ -9,8 +9,10 @@ Consecutive slices image the same tissue twice: the bottom of slice ``k``
   slice thickness;
 * the **lateral shift**: by phase correlation of the matching planes.
 
-Each estimate carries a confidence (the NCC of the aligned overlap, zero when
-the z scan has no distinct interior peak). :func:`resolve_origins` keeps an
+Each estimate carries a confidence: the NCC of the aligned overlap relative
+to its speckle ceiling (:func:`speckle_ceiling`: speckle independent between
+the two slices caps the raw NCC well below 1 however right the alignment),
+zero when the z scan has no distinct interior peak. :func:`resolve_origins` keeps an
 estimate only above a minimum confidence, otherwise the motor position
 stands, and bounds how far the chained estimates may drift from the motor
 model.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy import fft, ndimage
@@ -36,6 +38,19 @@ RIVAL_DISTANCE_PX = 3
 #: Tissue that changes slowly with depth widens the true peak: its own lobe (the curve falling
 #: monotonically to the first local minimum) may stay within ``MIN_PEAK_DISTINCTNESS`` this far out.
 LOBE_RIVAL_DISTANCE_PX = 6
+#: Lateral lags (registration pixels) of the autocorrelation extrapolated to lag 0 by :func:`speckle_ceiling`:
+#: speckle finer than the first decorrelates at both, tissue structure mostly does not.
+CEILING_LAGS_PX = (1, 2)
+#: Smallest speckle ceiling a confidence is scaled by: below it the planes are nearly all speckle and the
+#: scaled curve would be mostly noise (the estimate is then refused).
+MIN_CEILING = 0.1
+#: The z-scan peak must rise this many times the curve's noise (:func:`null_ncc_spread`) above every rival
+#: (the offsets that :data:`MIN_PEAK_DISTINCTNESS` looks at) and above the scan's minimum.
+MIN_PEAK_NOISE_RATIO = 3.0
+#: Lateral shifts, in fractions of the overlap's sides, at which :func:`null_ncc_spread` reads the NCC of
+#: unrelated tissue.
+NULL_SHIFT_FRACTIONS = ((1 / 3, 0), (0, 1 / 3), (1 / 3, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 0), (0, 2 / 3),
+                        (2 / 3, 2 / 3), (2 / 3, 1 / 3))
 #: A lateral shift leaving less than this fraction of the images overlapping is not trusted.
 MIN_OVERLAP_FRACTION = 0.25
 #: Taper fraction of the Tukey window applied before the phase correlation.
@@ -56,13 +71,24 @@ class PairEstimate:
         Plane of the previous slice's useful range (axial pixels, subpixel)
         that the new slice's first useful plane matches.
     z_confidence : float
-        Peak NCC of the z scan, 0 when the peak is on the scan's edge or not
-        distinct.
+        Peak NCC of the z scan relative to its speckle ceiling (at most 1),
+        0 when the peak is on the scan's edge or not distinct.
     shift_yx_px : tuple of float
         Translation (registration pixels) that moves the new slice onto the
         previous one, on top of the motor offset.
     lateral_confidence : float
-        NCC of the overlap once the shift is applied.
+        NCC of the overlap once the shift is applied, relative to its speckle
+        ceiling (at most 1).
+    z_peak_ncc : float
+        Raw NCC at the z scan's peak.
+    z_ceiling : float
+        Speckle ceiling of the z scan's planes at the peak (:func:`speckle_ceiling`).
+    z_noise : float
+        Noise of the z scan's NCCs (:func:`null_ncc_spread` at the peak).
+    overlap_ncc : float
+        Raw NCC of the aligned overlap.
+    lateral_ceiling : float
+        Speckle ceiling of the aligned overlap's mean planes.
     offsets_scanned : list of int
         Candidate z offsets (axial pixels).
     ncc_curve : list of float
@@ -75,6 +101,11 @@ class PairEstimate:
     z_confidence: float
     shift_yx_px: tuple[float, float]
     lateral_confidence: float
+    z_peak_ncc: float = 0.0
+    z_ceiling: float = 1.0
+    z_noise: float = 0.0
+    overlap_ncc: float = 0.0
+    lateral_ceiling: float = 1.0
     offsets_scanned: list[int] = field(default_factory=list)
     ncc_curve: list[float] = field(default_factory=list)
     pixel_um: tuple[float, float, float] | None = None
@@ -101,6 +132,78 @@ def normalized_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     if denominator == 0:
         return 0.0
     return float(np.dot(a, b)) / denominator
+
+
+def speckle_ceiling(planes: np.ndarray) -> float:
+    """Fraction of the planes' variance that is lateral structure: the NCC that speckle allows.
+
+    Two images of the same tissue whose speckle is independent (two slices
+    cut one after the other image the overlap through different tissue above
+    it, at another depth in the beam) correlate at most ``sqrt(c1 * c2)``,
+    ``c`` each image's structure fraction of its variance, however right the
+    alignment. ``c`` is read from the lateral autocorrelation: speckle finer
+    than :data:`CEILING_LAGS_PX` ``[0]`` pixel adds to the variance (lag 0)
+    only, so the structure's autocorrelation ``r(1)``, ``r(2)`` (both axes,
+    every plane) extrapolates to ``r(1)^2 / r(2)`` at lag 0 (exact for an
+    exponential autocorrelation, above ``c`` for any smoother one), clipped
+    to ``[r(1), 1]``; 1 (no scaling) when ``r(1)`` or ``r(2)`` is not
+    positive. Speckle coarser than a pixel raises the estimate: the scaled
+    confidences are then lower, never higher, than the truth's.
+
+    Parameters
+    ----------
+    planes : numpy.ndarray
+        ``(y, x)`` or ``(z, y, x)``; each plane is centred on its own.
+
+    Returns
+    -------
+    float
+        Structure fraction in ``(0, 1]``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> smooth = np.repeat(np.repeat(rng.standard_normal((64, 64)), 8, 0), 8, 1)
+    >>> round(speckle_ceiling(smooth + rng.standard_normal(smooth.shape)), 1)
+    0.5
+    """
+    planes = np.asarray(planes, dtype=np.float32)
+    planes = planes.reshape(-1, *planes.shape[-2:])
+    sums = np.zeros((len(CEILING_LAGS_PX), 3))
+    for plane in planes:
+        plane = plane - np.float32(plane.mean(dtype=np.float64))
+        for i, lag in enumerate(CEILING_LAGS_PX):
+            for a, b in ((plane[:-lag], plane[lag:]), (plane[:, :-lag], plane[:, lag:])):
+                sums[i] += [np.vdot(a, b), np.vdot(a, a), np.vdot(b, b)]
+    denominator = np.sqrt(sums[:, 1] * sums[:, 2])
+    if np.any(denominator <= 0):
+        return 1.0
+    first, second = sums[:, 0] / denominator
+    if first <= 0 or second <= 0:
+        return 1.0
+    return float(np.clip(first * first / second, first, 1.0))
+
+
+def null_ncc_spread(reference: np.ndarray, moving: np.ndarray) -> float:
+    """Noise of an NCC between two images of the same shape: its RMS over unrelated pairings.
+
+    ``moving`` is rolled laterally by :data:`NULL_SHIFT_FRACTIONS` of its
+    sides (the tissue no longer matches, the images' own structure and
+    speckle grain stay) and correlated with ``reference`` each time: the
+    root mean square of those NCCs is the scatter an NCC of these images has
+    by chance, whatever the speckle, the overlap's size or the structure's
+    grain.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> round(null_ncc_spread(rng.random((4, 64, 64)), rng.random((4, 64, 64))) * 128, 0)
+    1.0
+    """
+    rows, cols = moving.shape[-2:]
+    values = [normalized_cross_correlation(reference, np.roll(moving, (round(fy * rows), round(fx * cols)), (-2, -1)))
+              for fy, fx in NULL_SHIFT_FRACTIONS]
+    return float(np.sqrt(np.mean(np.square(values))))
 
 
 def bandpass_planes(
@@ -269,13 +372,48 @@ def radial_tukey(shape: Sequence[int], alpha: float = TAPER_FRACTION) -> np.ndar
     return np.interp(radius, n, profile, left=0.0, right=0.0)
 
 
+@dataclass(frozen=True)
+class ZScan:
+    """Result of :func:`scan_z_offset`.
+
+    Attributes
+    ----------
+    offset : float
+        Best offset, refined to subpixel by a parabola through the peak.
+    confidence : float
+        Peak NCC relative to the speckle ceiling (at most 1); 0 when refused.
+    curve : list of float
+        Raw NCC for each candidate offset.
+    peak_ncc : float
+        Raw NCC at the peak.
+    ceiling : float
+        Speckle ceiling at the peak: ``sqrt`` of both planes' :func:`speckle_ceiling`.
+    noise : float
+        The curve's noise: :func:`null_ncc_spread` of the planes at the peak.
+    """
+
+    offset: float
+    confidence: float
+    curve: list[float]
+    peak_ncc: float
+    ceiling: float
+    noise: float
+
+
 def scan_z_offset(
     previous: np.ndarray,
     current_top: np.ndarray,
     offsets: Sequence[int],
     shift_yx: Sequence[float] = (0.0, 0.0),
-) -> tuple[float, float, list[float]]:
+) -> ZScan:
     """Find which planes of ``previous`` match the top planes of the new slice.
+
+    The curve is judged relative to its speckle ceiling (the NCC that speckle
+    independent between the slices allows at the peak, :func:`speckle_ceiling`
+    of the new slice's planes and of the previous slice's planes at the
+    peak): every test below applies to ``curve / ceiling``, so the same rule
+    holds with one frame per B-scan (fully developed speckle, raw NCCs a
+    third lower) or many.
 
     Parameters
     ----------
@@ -291,40 +429,50 @@ def scan_z_offset(
 
     Returns
     -------
-    offset : float
-        Best offset, refined to subpixel by a parabola through the peak.
-    confidence : float
-        Peak NCC; 0 when the peak is on the scan's edge, rises less than
-        :data:`MIN_PEAK_PROMINENCE` above the scan's minimum, or less than
-        :data:`MIN_PEAK_DISTINCTNESS` above every offset
-        :data:`RIVAL_DISTANCE_PX` or more away (a second peak or a plateau:
-        the cut face differs from the tissue below the previous cut, e.g. a
-        cavity opens there). On the peak's own lobe (the curve falling
-        monotonically to the first local minimum, :func:`peak_lobe`) the
-        distance is :data:`LOBE_RIVAL_DISTANCE_PX`: tissue that changes
+    ZScan
+        Its confidence is 0 when the ceiling is below :data:`MIN_CEILING`,
+        when the peak is on the scan's edge, or when it rises less than
+        :data:`MIN_PEAK_PROMINENCE` (relative to the ceiling) above the
+        scan's minimum, or less than :data:`MIN_PEAK_DISTINCTNESS` above
+        every offset :data:`RIVAL_DISTANCE_PX` or more away; each rise must
+        also be at least :data:`MIN_PEAK_NOISE_RATIO` times the curve's noise
+        (:func:`null_ncc_spread`: a small or speckle-dominated overlap gives
+        a curve whose bumps are chance) (a second peak or a
+        plateau: the cut face differs from the tissue below the previous
+        cut, e.g. a cavity opens there). On the peak's own lobe (the curve
+        falling monotonically to the first local minimum, :func:`peak_lobe`)
+        the distance is :data:`LOBE_RIVAL_DISTANCE_PX`: tissue that changes
         slowly with depth gives a broad true peak, not an ambiguous scan.
-    curve : list of float
-        NCC for each candidate offset.
     """
-    curve = _ncc_along_depth(*overlap_views(previous, current_top, shift_yx), offsets)
-    values = np.asarray(curve)
-    best = int(np.argmax(values))
+    previous, current_top = overlap_views(previous, current_top, shift_yx)
+    curve = _ncc_along_depth(previous, current_top, offsets)
+    raw = np.asarray(curve)
+    best = int(np.argmax(raw))
     offset = float(offsets[best])
+    ceiling, noise = 1.0, 0.0
+    if previous.size and current_top.size:
+        matched = previous[offsets[best] : offsets[best] + current_top.shape[0]]
+        ceiling = math.sqrt(speckle_ceiling(current_top) * speckle_ceiling(matched))
+        noise = null_ncc_spread(matched, current_top)
+    values = raw / max(ceiling, MIN_CEILING)
     interior = 0 < best < len(values) - 1
-    distinct = values[best] - values.min() >= MIN_PEAK_PROMINENCE
     left, right = peak_lobe(values, best)
     index = np.arange(values.size)
     on_lobe = (index >= left) & (index <= right)
     distance = np.abs(index - best)
-    rivals = values[np.where(on_lobe, distance >= LOBE_RIVAL_DISTANCE_PX, distance >= RIVAL_DISTANCE_PX)]
-    unique = rivals.size == 0 or values[best] - rivals.max() >= MIN_PEAK_DISTINCTNESS
-    if not (interior and distinct and unique):
-        return offset, 0.0, curve
-    left, peak, right = values[best - 1 : best + 2]
+    rivals = raw[np.where(on_lobe, distance >= LOBE_RIVAL_DISTANCE_PX, distance >= RIVAL_DISTANCE_PX)]
+    # the rise over the scan's minimum and over the best rival: relative to the ceiling, and to the noise
+    rises = raw[best] - np.array([raw.min(), rivals.max() if rivals.size else -np.inf])
+    distinct = rises[0] >= max(MIN_PEAK_PROMINENCE * ceiling, MIN_PEAK_NOISE_RATIO * noise)
+    unique = rises[1] >= max(MIN_PEAK_DISTINCTNESS * ceiling, MIN_PEAK_NOISE_RATIO * noise)
+    scan = ZScan(offset, 0.0, curve, float(raw[best]), ceiling, noise)
+    if not (interior and distinct and unique and ceiling >= MIN_CEILING):
+        return scan
+    left, peak, right = raw[best - 1 : best + 2]
     curvature = left - 2 * peak + right
     if curvature < 0:
         offset += 0.5 * (left - right) / curvature
-    return float(offset), float(peak), curve
+    return replace(scan, offset=float(offset), confidence=float(min(values[best], 1.0)))
 
 
 def peak_lobe(values: np.ndarray, best: int) -> tuple[int, int]:
@@ -473,27 +621,42 @@ def register_pair(
     if not offsets:
         return PairEstimate(float(expected_offset), 0.0, (0.0, 0.0), 0.0)
     previous = _WindowedPlanes(previous if overwrite_previous else previous.copy())
-    shift, lateral_confidence = estimate_lateral_shift(
-        planes_at(expected_offset), current_mean, upsample_factor
-    )
+    shift, overlap_ncc = estimate_lateral_shift(planes_at(expected_offset), current_mean, upsample_factor)
     local = [d - previous_first_plane for d in offsets]
     # the scan's overlap: the previous planes' part rearranged in their own buffer, the rest set aside
     window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], shift)
-    offset, z_confidence, curve = scan_z_offset(previous.windowed(window), current_top[(..., *current_window)],
-                                                local)
-    offset += previous_first_plane
-    if z_confidence > 0:
-        shift, lateral_confidence = estimate_lateral_shift(
-            planes_at(offset), current_mean, upsample_factor
-        )
+    scan = scan_z_offset(previous.windowed(window), current_top[(..., *current_window)], local)
+    offset = scan.offset + previous_first_plane
+    if scan.confidence > 0:
+        shift, overlap_ncc = estimate_lateral_shift(planes_at(offset), current_mean, upsample_factor)
+    lateral_ceiling = _overlap_ceiling(planes_at(offset if scan.confidence > 0 else expected_offset),
+                                       current_mean, shift)
     return PairEstimate(
         z_offset_px=offset,
-        z_confidence=z_confidence,
+        z_confidence=scan.confidence,
         shift_yx_px=shift,
-        lateral_confidence=lateral_confidence,
+        lateral_confidence=_relative(overlap_ncc, lateral_ceiling),
+        z_peak_ncc=round(scan.peak_ncc, 6),
+        z_ceiling=round(scan.ceiling, 6),
+        z_noise=round(scan.noise, 6),
+        overlap_ncc=round(overlap_ncc, 6),
+        lateral_ceiling=round(lateral_ceiling, 6),
         offsets_scanned=offsets,
-        ncc_curve=[round(value, 6) for value in curve],
+        ncc_curve=[round(value, 6) for value in scan.curve],
     )
+
+
+def _overlap_ceiling(reference: np.ndarray, moving: np.ndarray, shift_yx: Sequence[float]) -> float:
+    """Speckle ceiling of two images' overlap at ``shift_yx``: ``sqrt`` of both :func:`speckle_ceiling`."""
+    reference, moving = overlap_views(reference, moving, shift_yx)
+    if min(reference.shape) < 3:
+        return 1.0
+    return math.sqrt(speckle_ceiling(reference) * speckle_ceiling(moving))
+
+
+def _relative(ncc: float, ceiling: float) -> float:
+    """An NCC relative to its speckle ceiling, at most 1; 0 below :data:`MIN_CEILING`."""
+    return min(ncc / ceiling, 1.0) if ceiling >= MIN_CEILING else 0.0
 
 
 @dataclass(frozen=True)
