@@ -82,13 +82,14 @@ class PairEstimate:
     z_peak_ncc : float
         Raw NCC at the z scan's peak.
     z_ceiling : float
-        Speckle ceiling of the z scan's planes at the peak (:func:`speckle_ceiling`).
+        Speckle ceiling the z scan was judged against (:func:`effective_ceiling`
+        of the planes at the peak; 1 when the speckle is not independent).
     z_noise : float
         Noise of the z scan's NCCs (:func:`null_ncc_spread` at the peak).
     overlap_ncc : float
         Raw NCC of the aligned overlap.
     lateral_ceiling : float
-        Speckle ceiling of the aligned overlap's mean planes.
+        Speckle ceiling of the aligned overlap's mean planes (:func:`effective_ceiling`).
     offsets_scanned : list of int
         Candidate z offsets (axial pixels).
     ncc_curve : list of float
@@ -387,7 +388,8 @@ class ZScan:
     peak_ncc : float
         Raw NCC at the peak.
     ceiling : float
-        Speckle ceiling at the peak: ``sqrt`` of both planes' :func:`speckle_ceiling`.
+        Speckle ceiling at the peak: ``sqrt`` of both planes' :func:`speckle_ceiling`,
+        1 when the peak exceeds it (:func:`effective_ceiling`).
     noise : float
         The curve's noise: :func:`null_ncc_spread` of the planes at the peak.
     """
@@ -452,7 +454,8 @@ def scan_z_offset(
     ceiling, noise = 1.0, 0.0
     if previous.size and current_top.size:
         matched = previous[offsets[best] : offsets[best] + current_top.shape[0]]
-        ceiling = math.sqrt(speckle_ceiling(current_top) * speckle_ceiling(matched))
+        estimate = math.sqrt(speckle_ceiling(current_top) * speckle_ceiling(matched))
+        ceiling = effective_ceiling(float(raw[best]), estimate)
         noise = null_ncc_spread(matched, current_top)
     values = raw / max(ceiling, MIN_CEILING)
     interior = 0 < best < len(values) - 1
@@ -629,8 +632,8 @@ def register_pair(
     offset = scan.offset + previous_first_plane
     if scan.confidence > 0:
         shift, overlap_ncc = estimate_lateral_shift(planes_at(offset), current_mean, upsample_factor)
-    lateral_ceiling = _overlap_ceiling(planes_at(offset if scan.confidence > 0 else expected_offset),
-                                       current_mean, shift)
+    lateral_ceiling = effective_ceiling(overlap_ncc, _overlap_ceiling(
+        planes_at(offset if scan.confidence > 0 else expected_offset), current_mean, shift))
     return PairEstimate(
         z_offset_px=offset,
         z_confidence=scan.confidence,
@@ -655,8 +658,25 @@ def _overlap_ceiling(reference: np.ndarray, moving: np.ndarray, shift_yx: Sequen
 
 
 def _relative(ncc: float, ceiling: float) -> float:
-    """An NCC relative to its speckle ceiling, at most 1; 0 below :data:`MIN_CEILING`."""
+    """An NCC relative to its (effective) speckle ceiling, at most 1; 0 below :data:`MIN_CEILING`."""
     return min(ncc / ceiling, 1.0) if ceiling >= MIN_CEILING else 0.0
+
+
+def effective_ceiling(ncc: float, estimate: float) -> float:
+    """The ceiling an NCC is judged against: the estimate, or 1 when the NCC exceeds it.
+
+    An NCC above the speckle ceiling means the speckle is not independent
+    between the two images (the same speckle imaged twice, as in the
+    simulator's default model, or speckle coarser than the lags of
+    :func:`speckle_ceiling`): nothing caps the NCC then, and it is taken as
+    it is (the rule for raw NCCs).
+
+    Examples
+    --------
+    >>> effective_ceiling(0.2, 0.3), effective_ceiling(0.8, 0.6)
+    (0.3, 1.0)
+    """
+    return estimate if ncc <= estimate else 1.0
 
 
 @dataclass(frozen=True)
