@@ -126,8 +126,21 @@ METRICS: dict[str, MetricInfo] = {
     "max_shift_px": _M("Largest correction", "px", "Largest lateral correction between two slices."),
     "z_offsets_um": _M("Depth offset", "µm", "Depth step from the previous slice minus the slice thickness."),
     "overlap_ncc": _M("Match with previous", "NCC", "Similarity (-1 to 1) of a slice's overlap with the "
-                      "previous slice after alignment; below 0.2 is flagged."),
-    "z_confidence": _M("Depth confidence", "0-1", "Confidence of the depth registration with the previous slice."),
+                      "previous slice after alignment, relative to the speckle ceiling (1: as similar as the "
+                      "speckle allows); below 0.2 is flagged, below 0.5 no lateral gain map."),
+    "z_confidence": _M("Depth confidence", "0-1", "Confidence of the depth registration with the previous slice: "
+                       "the depth scan's peak NCC relative to the speckle ceiling; 0 when the peak is ambiguous "
+                       "(a plateau, a rival peak, within the scan's noise); below 0.3 the motor depth is kept."),
+    "overlap_ncc_raw": _M("Raw match with previous", "NCC", "NCC of the aligned overlap with the previous slice "
+                          "before it is related to the speckle ceiling."),
+    "overlap_ceiling": _M("Overlap speckle ceiling", "NCC", "Highest NCC the speckle leaves two images of the same "
+                          "tissue (from each image's lateral autocorrelation); 1 when the match exceeds it (speckle "
+                          "shared between the slices)."),
+    "z_peak_ncc": _M("Depth scan peak", "NCC", "Raw NCC at the peak of the depth scan against the previous slice."),
+    "z_ceiling": _M("Depth scan speckle ceiling", "NCC", "Speckle ceiling of the depth scan's planes at its peak "
+                    "(1 when the peak exceeds it); the depth confidence is the peak over it."),
+    "z_noise": _M("Depth scan noise", "NCC", "Scatter of the depth scan's NCC by chance (the planes correlated "
+                  "against laterally rolled copies); the peak must rise 3 times this above its rivals."),
     "glitch_corrected": _M("Motor glitch corrected", "ids", "Slices whose motor position was corrected."),
     "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
                          "because the registration was unsure."),

@@ -162,8 +162,9 @@ MAP_SIGMA_PX = 4.0
 MAP_MIN_SUPPORT = 0.5
 #: Fewest supported pixels for a lateral map at all.
 MAP_MIN_PIXELS = 64
-#: Fewest overlap NCC (the lateral registration's confidence) for a lateral map: below it the overlap's
-#: tissue differs too much (deformation, a cavity torn out at the cut) for a pixel-wise ratio.
+#: Fewest overlap NCC relative to its speckle ceiling (the lateral registration's confidence,
+#: ``linumpy.stack.refine.speckle_ceiling``) for a lateral map: below it the overlap's tissue differs too
+#: much (deformation, a cavity torn out at the cut) for a pixel-wise ratio.
 MAP_MIN_CONFIDENCE = 0.5
 #: Largest |log gain| of the lateral map (a factor of 2 either way).
 MAP_MAX_LOG = float(np.log(2.0))

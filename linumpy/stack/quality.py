@@ -29,6 +29,10 @@ INTERPOLATED_REASON = ("absent from the stack (excluded, or missing with --allow
                        "interpolated from the neighbouring slices (--interpolate_missing), not measured")
 #: The QC views use the coarsest pyramid level at least this many voxels wide.
 QC_VIEW_PX = 256
+#: Per-slice metric -> registration field: the raw NCCs behind the confidences and the speckle ceilings and
+#: noise they are judged against (``linumpy.stack.refine.PairEstimate``; None in records made before them).
+SPECKLE_FIELDS = {"overlap_ncc_raw": "overlap_ncc", "overlap_ceiling": "lateral_ceiling",
+                  "z_peak_ncc": "z_peak_ncc", "z_ceiling": "z_ceiling", "z_noise": "z_noise"}
 #: A boundary ratio further than this from 1 after the gains is flagged.
 MAX_BOUNDARY_STEP = 0.05
 
@@ -117,8 +121,11 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         step from the previous slice over the motor step, ``[dy, dx]`` output
         voxels, 0 for the first slice), ``z_offsets_um`` (depth step from the
         previous slice minus the thickness), ``overlap_ncc`` (NCC of the
-        aligned overlap with the previous slice, None without registration),
-        ``z_confidence``, ``kept_depth_um``, ``rotation_deg`` and ``rotation_mode``
+        aligned overlap with the previous slice relative to its speckle
+        ceiling, None without registration), ``z_confidence`` (the z scan's
+        peak relative to its ceiling), the raw quantities behind both
+        (:data:`SPECKLE_FIELDS`: ``overlap_ncc_raw``, ``overlap_ceiling``,
+        ``z_peak_ncc``, ``z_ceiling``, ``z_noise``), ``kept_depth_um``, ``rotation_deg`` and ``rotation_mode``
         (:mod:`linumpy.stack.rotation`; None for the first slice), ``boundary_ratio_raw`` / ``boundary_ratio``
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
@@ -178,6 +185,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "z_offsets_um": np.round(z_offsets, 3).tolist(),
         "overlap_ncc": [r["lateral_confidence"] if r else None for r in registrations],
         "z_confidence": [r["z_confidence"] if r else None for r in registrations],
+        **{name: [r.get(key) if r else None for r in registrations] for name, key in SPECKLE_FIELDS.items()},
         "glitch_corrected": [i for i, s in zip(ids, slices, strict=True) if s["glitch_corrected"]],
         "motor_fallback": fallback,
         "n_motor_fallback": len(fallback),
