@@ -82,11 +82,13 @@ class AxialSettings:
         Surface detection (see :func:`linumpy.intensity.surface.detect_surface`).
     min_focus_gain : float
         Focus profiles are clipped below at this fraction of their maximum.
-    agarose_attenuation_per_mm : float
-        The embedding gel's own attenuation (mm^-1, measured on the gel;
-        0 = not known, ignored): the agarose profile decays with it below the
-        cut, which the ``background`` focus estimate removes (otherwise it
-        enters the focus profile and every attenuation reads that much low).
+    agarose_attenuation_per_mm : float or None
+        The embedding gel's own attenuation (mm^-1, measured on the gel):
+        the agarose profile decays with it below the cut, which the
+        ``background`` focus estimate removes (otherwise it enters the focus
+        profile and every attenuation reads that much low). None (default):
+        estimated with the Lorentzian focus fit when identifiable
+        (:func:`linumpy.intensity.focus.estimate_focus`, ``fit_decay``), else 0.
     tail_window_px : int or None
         Window of the end-of-range extension of the Vermeer estimate
         (default: a quarter of the input depth).
@@ -117,7 +119,7 @@ class AxialSettings:
     lateral_sigma_px: float = 2.0
     min_contrast: float = 2.0
     min_focus_gain: float = 0.05
-    agarose_attenuation_per_mm: float = 0.0
+    agarose_attenuation_per_mm: float | None = None
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
@@ -144,6 +146,9 @@ class SliceStatistics:
     mean_surface_px: float | None
     surface_fraction: float  # fraction of A-lines with a detected surface
     tissue_level: float | None  # A-line level above which an A-line is tissue (None: no distinct background)
+    noise_map: np.ndarray | None = None  # noise floor per statistics cell (None: noise_floor everywhere)
+    noise_cell_px: int = 1  # A-lines a side of a cell of noise_map
+    noise_measured_fraction: float = 0.0  # cells whose floor was measured (the others: nearest measured cell)
 
 
 def correct_slice(
@@ -262,6 +267,9 @@ def correct_slice(
                                          if settings.tail_edge_sigma_px > 0 else
                                          f"box, sigma {settings.tail_sigma_px:g} px"),
             "noise_floor": stats.noise_floor,
+            "noise_floor_range": (None if stats.noise_map is None else
+                                  [round(float(v), 4) for v in np.percentile(stats.noise_map, [5, 95])]),
+            "noise_floor_measured_fraction": round(stats.noise_measured_fraction, 4),
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
             "stored_dtype": dtype,
@@ -286,7 +294,7 @@ def _check_settings(settings: AxialSettings) -> None:
         )
     if settings.surface_depth_um < 0:
         raise InputError(f"--surface_depth_um must be >= 0, got {settings.surface_depth_um}")
-    if settings.agarose_attenuation_per_mm < 0:
+    if settings.agarose_attenuation_per_mm is not None and settings.agarose_attenuation_per_mm < 0:
         raise InputError(f"--agarose_attenuation_per_mm must be >= 0, got {settings.agarose_attenuation_per_mm}")
     if settings.useful_depth_um is not None and settings.useful_depth_um <= 0:
         raise InputError(f"--useful_depth_um must be > 0, got {settings.useful_depth_um}")
@@ -359,14 +367,16 @@ def _gather_statistics(
     tissue_level = background.tissue_level()
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
+    noise_map, noise_measured = background.noise_map(_cell_clear_depth(background, plane, factor), noise_floor)
     first_tissue = qc.surface_percentile_px(1.0)
-    estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
+    estimate, mode = _focus_profile(background, tissue_level, noise_map.ravel(), settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um)
     return SliceStatistics(
         noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
         focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
+        noise_map=noise_map, noise_cell_px=background.cell_px * factor, noise_measured_fraction=noise_measured,
     )
 
 
@@ -400,7 +410,7 @@ def _robust_plane(
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: float,
+    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: np.ndarray,
     settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
     lateral_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
@@ -419,7 +429,7 @@ def _focus_profile(
     first_depth = _cell_first_depth(background, plane, factor)
     cell_um = background.cell_px * factor * lateral_um
     guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))
-    decay_per_px = 2.0 * settings.agarose_attenuation_per_mm * dz_um / 1000.0
+    decay_per_px = 2.0 * (settings.agarose_attenuation_per_mm or 0.0) * dz_um / 1000.0
     closest = background.background_profile(background.agarose_cells(tissue_level, 1), noise_floor, first_depth)
     while True:  # the widest guard band that keeps half of the agarose A-lines
         cells = background.agarose_cells(tissue_level, guard)
@@ -430,10 +440,14 @@ def _focus_profile(
     if not cells.any():
         logger.warning("no background (agarose) A-lines outside the tissue: the focus correction is skipped")
         return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+    given = settings.agarose_attenuation_per_mm is not None
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
-                                    model="gaussian" if settings.focus == "gaussian" else None)
+                                    model="gaussian" if settings.focus == "gaussian" else None,
+                                    fit_decay=not given)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
-    estimate.qc["focus_agarose_attenuation_per_mm"] = settings.agarose_attenuation_per_mm
+    if given:
+        estimate.qc.update(focus_agarose_attenuation_per_mm=settings.agarose_attenuation_per_mm,
+                           focus_agarose_attenuation_sd_per_mm=None, focus_agarose_attenuation_source="given")
     for flag in estimate.flags:
         logger.warning("%s", flag)
     if estimate.profile is None:
@@ -441,17 +455,31 @@ def _focus_profile(
     return estimate, settings.focus
 
 
+def _plane_corners(background: focus.BackgroundStatistics, plane: np.ndarray, factor: int) -> np.ndarray:
+    """The surface plane (voxels) at the four corners of every statistics cell, shape (4, cells)."""
+    rows, cols = np.divmod(np.arange(background.cell_lines.size), background.grid[1])
+    size = background.cell_px * factor
+    return np.array([plane[0] + plane[1] * (rows + dy) * size + plane[2] * (cols + dx) * size
+                     for dy in (0, 1) for dx in (0, 1)])
+
+
 def _cell_first_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
     """First depth of each statistics cell below its cut: the deeper of its mean detected surface
     and the surface plane's deepest point over the cell, plus the margin (voxels)."""
     first = background.cell_surfaces()
     if plane is not None:
-        rows, cols = np.divmod(np.arange(first.size), background.grid[1])
-        size = background.cell_px * factor
-        corners = [plane[0] + plane[1] * (rows + dy) * size + plane[2] * (cols + dx) * size
-                   for dy in (0, 1) for dx in (0, 1)]
-        first = np.fmax(first, np.max(corners, axis=0))
+        first = np.fmax(first, _plane_corners(background, plane, factor).max(axis=0))
     return np.ceil(first) + background.margin_px
+
+
+def _cell_clear_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
+    """Depth above which each statistics cell holds no tissue: the shallower of its mean detected surface and
+    the surface plane's shallowest point over the cell, less the margin and ``focus.NOISE_CLEARANCE_PX``
+    (NaN where neither is known)."""
+    clear = background.cell_surfaces()
+    if plane is not None:
+        clear = np.fmin(clear, _plane_corners(background, plane, factor).min(axis=0))
+    return clear - background.margin_px - focus.NOISE_CLEARANCE_PX
 
 
 def _output_depth(
@@ -489,27 +517,31 @@ def _edge_aware_compensation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The inner signal compensated with edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
-    Both come from one binned pass (:class:`linumpy.intensity.attenuation.BinGrid`): the
-    map is fitted on the bins' box-averaged sums and repeated to their A-lines (NaN where
-    an A-line has no surface), the compensation's sums are the guided average.
+    ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
+    here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
+    the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
+    to their A-lines (NaN where an A-line has no surface), the compensation's sums are the
+    guided average of the clipped signal.
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
-    sums = attenuation.binned_tail_sums(block, grid)
     found = np.isfinite(found_px)
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
-    map_tails = attenuation.binned_box_tails(sums, settings.tail_sigma_px, settings.tail_window_px)
+    map_tails = attenuation.binned_box_tails(attenuation.binned_tail_sums(block, grid), settings.tail_sigma_px,
+                                             settings.tail_window_px)
     mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
     del map_tails
     mean_mu[~found[inner]] = np.nan
+    np.maximum(block, 0, out=block)
     signal = block[(slice(None), *inner)]
-    if settings.attenuation == "vermeer":
-        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
-                                             inner=inner)
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
-    return signal, mean_mu
+    if settings.attenuation != "vermeer":
+        return signal, mean_mu
+    sums = attenuation.binned_tail_sums(block, grid)
+    tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
+                                         inner=inner)
+    return attenuation.compensate_attenuation(signal, tails, out=signal), mean_mu
 
 
 def correct_block(
@@ -551,8 +583,16 @@ def correct_block(
         The attenuation (mm^-1) of each A-line, fitted from its surface to the
         bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
     """
-    signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
-    np.maximum(signal, 0, out=signal)
+    # the map is fitted on lateral means of the signal before negatives are clipped: clipping
+    # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
+    # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
+    if stats.noise_map is None:
+        noise = np.float32(stats.noise_floor)
+    else:
+        inner_start = (0, 0) if inner is None else (inner[0].start or 0, inner[1].start or 0)
+        noise = focus.lateral_noise(stats.noise_map, stats.noise_cell_px,
+                                    (origin[0] - inner_start[0], origin[1] - inner_start[1]), data.shape[1:])
+    signal = np.subtract(data, noise, dtype=np.float32)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     inner = inner or (slice(None), slice(None))
@@ -561,12 +601,17 @@ def correct_block(
                                                    origin, inner)
         found_px = found_px[inner]
     else:
-        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
-        signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-        mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
+        mean_mu = attenuation.slope_attenuation(tails, found_px[inner], depth_px - surface_depth_px, dz_mm)
+        np.maximum(signal, 0, out=signal)
         if settings.attenuation == "vermeer":
-            signal = attenuation.compensate_attenuation(signal, tails, out=signal)
+            tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+            signal = attenuation.compensate_attenuation(signal[(slice(None), *inner)], tails[(slice(None), *inner)],
+                                                        out=signal[(slice(None), *inner)])
+        else:
+            signal = signal[(slice(None), *inner)]
         del tails
+        found_px = found_px[inner]
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
     else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)

@@ -208,6 +208,44 @@ class BackgroundStatistics:
         noise = noise[noise[:, 1] > 0]
         return float(np.median(noise[:, 0] / noise[:, 1])) if noise.size else 0.0
 
+    def noise_map(self, last_depth: np.ndarray, fallback: float) -> tuple[np.ndarray, float]:
+        """Noise floor of every cell: the mean intensity of its A-lines above ``last_depth``.
+
+        The noise floor is not uniform laterally: a flat-field (vignetting)
+        correction upstream divides the detector's noise by the lateral gain
+        too (foreign acquisitions: 6-14 around a median of 10). A cell with
+        fewer than ``NOISE_MIN_PLANES`` planes above ``last_depth`` (its cut
+        lies near the top) or without A-lines takes the value of the nearest
+        measured cell; then the map is averaged over 3 x 3 cells.
+
+        Parameters
+        ----------
+        last_depth : ndarray, shape (cells,)
+            Per cell, the depth above which its A-lines hold no tissue
+            (exclusive, voxels; NaN for none).
+        fallback : float
+            The map when no cell is measured (e.g. the uniform :meth:`noise_floor`).
+
+        Returns
+        -------
+        map : ndarray, shape (grid_y, grid_x), float64
+        measured_fraction : float
+            Fraction of the imaged cells measured (not filled).
+        """
+        top = np.floor(np.nan_to_num(last_depth, nan=0.0)).astype(np.intp).clip(0, self.depth)
+        measured = (top >= NOISE_MIN_PLANES) & (self.cell_lines > 0)
+        cumulative = np.cumsum(self.cell_sums, axis=1)
+        sums = np.take_along_axis(cumulative, np.maximum(top - 1, 0)[:, None], axis=1)[:, 0]
+        values = np.divide(sums, self.cell_lines * np.maximum(top, 1), out=np.zeros(top.size), where=measured)
+        imaged = self.cell_lines > 0
+        fraction = float(measured.sum() / max(imaged.sum(), 1))
+        if not measured.any():
+            return np.full(self.grid, fallback, np.float64), 0.0
+        grid = measured.reshape(self.grid)
+        nearest = ndimage.distance_transform_edt(~grid, return_distances=False, return_indices=True)
+        filled = values.reshape(self.grid)[tuple(nearest)]
+        return ndimage.uniform_filter(filled, 3, mode="nearest"), fraction
+
     def tissue_cells(self, tissue_level: float) -> np.ndarray:
         """Boolean ``(cells,)``: cells whose A-lines are all tissue-bright or near it (eroded tissue mask)."""
         tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
@@ -260,9 +298,9 @@ class BackgroundStatistics:
         return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
 
     def background_profile(
-        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float = 0.0
+        self, cells: np.ndarray, noise_floor: float | np.ndarray, first_depth: np.ndarray, decay_per_px: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
+        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor`` (one value, or one per cell).
 
         Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
         cut surface). ``decay_per_px``: the agarose's own round-trip
@@ -284,12 +322,43 @@ class BackgroundStatistics:
         depth = np.arange(self.depth)[None, :] - first_depth[use][:, None]
         valid = depth >= 0
         support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
-        if not decay_per_px:
-            sums = (self.cell_sums[use] * valid).sum(axis=0)
-            return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0) - noise_floor, support
-        signal = (self.cell_sums[use] - noise_floor * self.cell_lines[use][:, None]) * valid
-        sums = (signal * np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))).sum(axis=0)
-        return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0), support
+        noise = np.broadcast_to(np.asarray(noise_floor, np.float64), self.cell_lines.shape)[use]
+        signal = (self.cell_sums[use] - (noise * self.cell_lines[use])[:, None]) * valid
+        if decay_per_px:
+            signal *= np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))
+        return np.divide(signal.sum(axis=0), support, out=np.full(self.depth, np.nan), where=support > 0), support
+
+
+#: Fewest planes above a cell's cut that measure its noise floor (:meth:`BackgroundStatistics.noise_map`).
+NOISE_MIN_PLANES = 4
+#: Voxels kept clear above a cell's cut plane when its noise floor is measured (bumps of the cut around the plane).
+NOISE_CLEARANCE_PX = 3
+
+
+def lateral_noise(noise_map: np.ndarray, cell_px: int, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Noise floor of every A-line of a block: the cell map interpolated bilinearly at the A-lines' centres.
+
+    Parameters
+    ----------
+    noise_map : ndarray, shape (grid_y, grid_x)
+        :meth:`BackgroundStatistics.noise_map`.
+    cell_px : int
+        A-lines a side of a cell (at the block's resolution).
+    origin, shape : (int, int)
+        The block's first A-line and lateral shape.
+
+    Returns
+    -------
+    ndarray, shape ``shape``, float32
+
+    Examples
+    --------
+    >>> lateral_noise(np.array([[1.0, 3.0]]), 2, (0, 0), (1, 4)).tolist()
+    [[1.0, 1.5, 2.5, 3.0]]
+    """
+    coords = [(np.arange(n) + o + 0.5) / cell_px - 0.5 for o, n in zip(origin, shape)]
+    grid = np.meshgrid(*coords, indexing="ij")
+    return ndimage.map_coordinates(noise_map, grid, order=1, mode="nearest").astype(np.float32)
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...
@@ -301,6 +370,10 @@ MIN_MEASURED_FRACTION = 0.75
 FOCUS_MODELS = ("lorentzian", "gaussian")
 #: The Gaussian replaces the Lorentzian (the physical model) only if its relative RMS residual is this much lower.
 GAUSSIAN_PENALTY = 1.5
+#: Largest agarose attenuation (mm^-1) the Lorentzian fit may find (see :func:`estimate_focus`).
+MAX_AGAROSE_ATTENUATION_PER_MM = 2.0
+#: The fitted agarose attenuation is used only if its standard error (mm^-1) is at most this.
+MAX_AGAROSE_ATTENUATION_SD_PER_MM = 0.1
 
 
 @dataclass(frozen=True)
@@ -331,6 +404,7 @@ def estimate_focus(
     min_gain: float = 0.05,
     model: str | None = None,
     smooth_px: float = 2.0,
+    fit_decay: bool = False,
 ) -> FocusEstimate:
     """Focus profile from an agarose depth profile and its per-depth support.
 
@@ -342,6 +416,17 @@ def estimate_focus(
     ``GAUSSIAN_PENALTY`` times lower) (``model`` forces one and uses it everywhere). The profile is
     scaled to 1 at its highest well-sampled depth (the reference; never an
     unsupported one), and clipped below at ``min_gain``.
+
+    With ``fit_decay``, the agarose's own round-trip decay is fitted with the
+    Lorentzian, ``a / (1 + ((z - c) / w)^2) * exp(-2 mu dz z)``, ``0 <= mu <=
+    MAX_AGAROSE_ATTENUATION_PER_MM``, and divided out of the profile (so that
+    tissue attenuation does not read ``mu`` low). The decay is identifiable
+    only because the Lorentzian's log is not a parabola (a Gaussian times an
+    exponential is a shifted Gaussian): it is used only when the Lorentzian
+    wins, its standard error is at most ``MAX_AGAROSE_ATTENUATION_SD_PER_MM``
+    and it is not at the bound; otherwise ``mu = 0`` (the profile keeps the
+    decay) and the QC field ``focus_agarose_attenuation_source`` says why
+    (a flag when the fit was refused).
 
     Parameters
     ----------
@@ -359,6 +444,8 @@ def estimate_focus(
         Force a model for every depth (None: measured where well sampled).
     smooth_px : float
         Gaussian smoothing of the measured part along depth.
+    fit_decay : bool
+        Estimate the agarose's attenuation with the Lorentzian (see above).
 
     Returns
     -------
@@ -384,17 +471,29 @@ def estimate_focus(
     fits = {name: fit for name, fit in fits.items() if fit is not None}
     flags = []
     z = np.arange(depth, dtype=np.float64)
+    if fit_decay:
+        qc.update(focus_agarose_attenuation_per_mm=0.0, focus_agarose_attenuation_sd_per_mm=None,
+                  focus_agarose_attenuation_source="not estimated: no Lorentzian fit")
     if fits:
         name = min(fits, key=lambda n: fits[n][1] * (1.0 if n == "lorentzian" else GAUSSIAN_PENALTY))
         params, rms = fits[name]
+        decay = np.ones(depth)
+        if fit_decay and name == "lorentzian":
+            params, rms, decay, message = _fit_agarose_decay(measured, support, well, params, rms, dz_um, qc)
+            if message:
+                flags.append(message)
+        elif fit_decay:
+            qc["focus_agarose_attenuation_source"] = ("not estimated: a Gaussian focus fits better, and a Gaussian "
+                                                      "times a decay is a shifted Gaussian")
         modelled = focus_model(name, z, *params)
         qc.update(focus_model=name, focus_model_center_um=round(params[1] * dz_um, 3),
                   focus_model_width_um=round(params[2] * dz_um, 3), focus_fit_rms=round(rms, 4))
         if model:
             profile = modelled
         else:
-            # measured where well sampled: the model times the smoothed measured / model ratio
-            ratio = np.where(well, measured / modelled, 1.0)
+            # measured where well sampled (the agarose's decay divided out): the model times the smoothed
+            # measured / (model x decay) ratio
+            ratio = np.where(well, measured / (modelled * decay), 1.0)
             if smooth_px > 0:
                 ratio = ndimage.gaussian_filter1d(ratio, smooth_px, mode="nearest")
             profile = np.where(well, modelled * ratio, modelled)
@@ -437,6 +536,49 @@ def focus_model(name: str, z: np.ndarray, amplitude: float, center: float, width
     if name == "lorentzian":
         return amplitude / (1.0 + ((z - center) / width) ** 2)
     return amplitude * np.exp(-((z - center) ** 2) / (2.0 * width**2))
+
+
+def _fit_agarose_decay(
+    measured: np.ndarray, support: np.ndarray, well: np.ndarray, params: np.ndarray, rms: float, dz_um: float,
+    qc: dict,
+) -> tuple[np.ndarray, float, np.ndarray, str | None]:
+    """The Lorentzian times the agarose's round-trip decay, fitted to the well-sampled depths.
+
+    Returns the Lorentzian's ``(amplitude, center, width)``, its relative RMS
+    residual, the decay per depth to divide out of the measured profile and a
+    flag message (None when accepted or not attempted); the plain fit
+    (``params``, ``rms``, no decay) when the decay is refused. Updates the
+    ``focus_agarose_attenuation_*`` QC fields.
+    """
+    z = np.nonzero(well)[0].astype(np.float64)
+    values = measured[well]
+    sigma = 1.0 / np.sqrt(support[well].astype(np.float64))
+    per_mm = 2.0 * dz_um / 1000.0  # exponent per depth voxel of 1 mm^-1, round trip
+    limit = MAX_AGAROSE_ATTENUATION_PER_MM
+
+    def curve(x: np.ndarray, a: float, c: float, w: float, mu: float) -> np.ndarray:
+        return focus_model("lorentzian", x, a, c, w) * np.exp(-mu * per_mm * (x - z[0]))
+
+    try:
+        fitted, covariance = optimize.curve_fit(
+            curve, z, values, p0=(*params, 0.0), sigma=sigma,
+            bounds=([0, -10 * z[-1] - 10, 0.5, 0.0], [np.inf, 10 * z[-1] + 10, np.inf, limit]), maxfev=2000)
+    except (RuntimeError, ValueError):
+        qc["focus_agarose_attenuation_source"] = "not estimated: the Lorentzian x decay fit failed"
+        return params, rms, np.ones(measured.size), qc["focus_agarose_attenuation_source"]
+    mu = float(fitted[3])
+    sd = float(np.sqrt(covariance[3, 3])) if np.isfinite(covariance[3, 3]) else np.inf
+    qc["focus_agarose_attenuation_sd_per_mm"] = round(sd, 4) if np.isfinite(sd) else None
+    if not sd <= MAX_AGAROSE_ATTENUATION_SD_PER_MM or mu >= 0.999 * limit:
+        qc["focus_agarose_attenuation_source"] = (
+            f"refused: fitted {mu:.2f} +- {sd:.2f} mm^-1 (limits: standard error <= "
+            f"{MAX_AGAROSE_ATTENUATION_SD_PER_MM}, value < {limit}); tissue attenuation reads the gel's low")
+        return params, rms, np.ones(measured.size), f"agarose attenuation {qc['focus_agarose_attenuation_source']}"
+    residual = (values - curve(z, *fitted)) / sigma
+    fitted_rms = float(np.sqrt(np.mean(residual**2) / np.mean(1.0 / sigma**2))) / fitted[0]
+    qc.update(focus_agarose_attenuation_per_mm=round(mu, 4), focus_agarose_attenuation_source="estimated")
+    decay = np.exp(-mu * per_mm * (np.arange(measured.size) - z[0]))
+    return fitted[:3], fitted_rms, decay, None
 
 
 def _fit_model(
