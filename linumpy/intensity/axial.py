@@ -146,9 +146,6 @@ class SliceStatistics:
     mean_surface_px: float | None
     surface_fraction: float  # fraction of A-lines with a detected surface
     tissue_level: float | None  # A-line level above which an A-line is tissue (None: no distinct background)
-    noise_map: np.ndarray | None = None  # noise floor per statistics cell (None: noise_floor everywhere)
-    noise_cell_px: int = 1  # A-lines a side of a cell of noise_map
-    noise_measured_fraction: float = 0.0  # cells whose floor was measured (the others: nearest measured cell)
 
 
 def correct_slice(
@@ -267,9 +264,6 @@ def correct_slice(
                                          if settings.tail_edge_sigma_px > 0 else
                                          f"box, sigma {settings.tail_sigma_px:g} px"),
             "noise_floor": stats.noise_floor,
-            "noise_floor_range": (None if stats.noise_map is None else
-                                  [round(float(v), 4) for v in np.percentile(stats.noise_map, [5, 95])]),
-            "noise_floor_measured_fraction": round(stats.noise_measured_fraction, 4),
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
             "stored_dtype": dtype,
@@ -367,16 +361,14 @@ def _gather_statistics(
     tissue_level = background.tissue_level()
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
-    noise_map, noise_measured = background.noise_map(_cell_clear_depth(background, plane, factor), noise_floor)
     first_tissue = qc.surface_percentile_px(1.0)
-    estimate, mode = _focus_profile(background, tissue_level, noise_map.ravel(), settings,
+    estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um)
     return SliceStatistics(
         noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
         focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
-        noise_map=noise_map, noise_cell_px=background.cell_px * factor, noise_measured_fraction=noise_measured,
     )
 
 
@@ -410,7 +402,7 @@ def _robust_plane(
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: np.ndarray,
+    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: float,
     settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
     lateral_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
@@ -455,31 +447,17 @@ def _focus_profile(
     return estimate, settings.focus
 
 
-def _plane_corners(background: focus.BackgroundStatistics, plane: np.ndarray, factor: int) -> np.ndarray:
-    """The surface plane (voxels) at the four corners of every statistics cell, shape (4, cells)."""
-    rows, cols = np.divmod(np.arange(background.cell_lines.size), background.grid[1])
-    size = background.cell_px * factor
-    return np.array([plane[0] + plane[1] * (rows + dy) * size + plane[2] * (cols + dx) * size
-                     for dy in (0, 1) for dx in (0, 1)])
-
-
 def _cell_first_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
     """First depth of each statistics cell below its cut: the deeper of its mean detected surface
     and the surface plane's deepest point over the cell, plus the margin (voxels)."""
     first = background.cell_surfaces()
     if plane is not None:
-        first = np.fmax(first, _plane_corners(background, plane, factor).max(axis=0))
+        rows, cols = np.divmod(np.arange(first.size), background.grid[1])
+        size = background.cell_px * factor
+        corners = [plane[0] + plane[1] * (rows + dy) * size + plane[2] * (cols + dx) * size
+                   for dy in (0, 1) for dx in (0, 1)]
+        first = np.fmax(first, np.max(corners, axis=0))
     return np.ceil(first) + background.margin_px
-
-
-def _cell_clear_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
-    """Depth above which each statistics cell holds no tissue: the shallower of its mean detected surface and
-    the surface plane's shallowest point over the cell, less the margin and ``focus.NOISE_CLEARANCE_PX``
-    (NaN where neither is known)."""
-    clear = background.cell_surfaces()
-    if plane is not None:
-        clear = np.fmin(clear, _plane_corners(background, plane, factor).min(axis=0))
-    return clear - background.margin_px - focus.NOISE_CLEARANCE_PX
 
 
 def _output_depth(
@@ -586,13 +564,7 @@ def correct_block(
     # the map is fitted on lateral means of the signal before negatives are clipped: clipping
     # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
     # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
-    if stats.noise_map is None:
-        noise = np.float32(stats.noise_floor)
-    else:
-        inner_start = (0, 0) if inner is None else (inner[0].start or 0, inner[1].start or 0)
-        noise = focus.lateral_noise(stats.noise_map, stats.noise_cell_px,
-                                    (origin[0] - inner_start[0], origin[1] - inner_start[1]), data.shape[1:])
-    signal = np.subtract(data, noise, dtype=np.float32)
+    signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     inner = inner or (slice(None), slice(None))

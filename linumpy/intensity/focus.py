@@ -208,44 +208,6 @@ class BackgroundStatistics:
         noise = noise[noise[:, 1] > 0]
         return float(np.median(noise[:, 0] / noise[:, 1])) if noise.size else 0.0
 
-    def noise_map(self, last_depth: np.ndarray, fallback: float) -> tuple[np.ndarray, float]:
-        """Noise floor of every cell: the mean intensity of its A-lines above ``last_depth``.
-
-        The noise floor is not uniform laterally: a flat-field (vignetting)
-        correction upstream divides the detector's noise by the lateral gain
-        too (foreign acquisitions: 6-14 around a median of 10). A cell with
-        fewer than ``NOISE_MIN_PLANES`` planes above ``last_depth`` (its cut
-        lies near the top) or without A-lines takes the value of the nearest
-        measured cell; then the map is averaged over 3 x 3 cells.
-
-        Parameters
-        ----------
-        last_depth : ndarray, shape (cells,)
-            Per cell, the depth above which its A-lines hold no tissue
-            (exclusive, voxels; NaN for none).
-        fallback : float
-            The map when no cell is measured (e.g. the uniform :meth:`noise_floor`).
-
-        Returns
-        -------
-        map : ndarray, shape (grid_y, grid_x), float64
-        measured_fraction : float
-            Fraction of the imaged cells measured (not filled).
-        """
-        top = np.floor(np.nan_to_num(last_depth, nan=0.0)).astype(np.intp).clip(0, self.depth)
-        measured = (top >= NOISE_MIN_PLANES) & (self.cell_lines > 0)
-        cumulative = np.cumsum(self.cell_sums, axis=1)
-        sums = np.take_along_axis(cumulative, np.maximum(top - 1, 0)[:, None], axis=1)[:, 0]
-        values = np.divide(sums, self.cell_lines * np.maximum(top, 1), out=np.zeros(top.size), where=measured)
-        imaged = self.cell_lines > 0
-        fraction = float(measured.sum() / max(imaged.sum(), 1))
-        if not measured.any():
-            return np.full(self.grid, fallback, np.float64), 0.0
-        grid = measured.reshape(self.grid)
-        nearest = ndimage.distance_transform_edt(~grid, return_distances=False, return_indices=True)
-        filled = values.reshape(self.grid)[tuple(nearest)]
-        return ndimage.uniform_filter(filled, 3, mode="nearest"), fraction
-
     def tissue_cells(self, tissue_level: float) -> np.ndarray:
         """Boolean ``(cells,)``: cells whose A-lines are all tissue-bright or near it (eroded tissue mask)."""
         tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
@@ -298,9 +260,9 @@ class BackgroundStatistics:
         return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
 
     def background_profile(
-        self, cells: np.ndarray, noise_floor: float | np.ndarray, first_depth: np.ndarray, decay_per_px: float = 0.0
+        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor`` (one value, or one per cell).
+        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
 
         Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
         cut surface). ``decay_per_px``: the agarose's own round-trip
@@ -322,43 +284,12 @@ class BackgroundStatistics:
         depth = np.arange(self.depth)[None, :] - first_depth[use][:, None]
         valid = depth >= 0
         support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
-        noise = np.broadcast_to(np.asarray(noise_floor, np.float64), self.cell_lines.shape)[use]
-        signal = (self.cell_sums[use] - (noise * self.cell_lines[use])[:, None]) * valid
-        if decay_per_px:
-            signal *= np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))
-        return np.divide(signal.sum(axis=0), support, out=np.full(self.depth, np.nan), where=support > 0), support
-
-
-#: Fewest planes above a cell's cut that measure its noise floor (:meth:`BackgroundStatistics.noise_map`).
-NOISE_MIN_PLANES = 4
-#: Voxels kept clear above a cell's cut plane when its noise floor is measured (bumps of the cut around the plane).
-NOISE_CLEARANCE_PX = 3
-
-
-def lateral_noise(noise_map: np.ndarray, cell_px: int, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Noise floor of every A-line of a block: the cell map interpolated bilinearly at the A-lines' centres.
-
-    Parameters
-    ----------
-    noise_map : ndarray, shape (grid_y, grid_x)
-        :meth:`BackgroundStatistics.noise_map`.
-    cell_px : int
-        A-lines a side of a cell (at the block's resolution).
-    origin, shape : (int, int)
-        The block's first A-line and lateral shape.
-
-    Returns
-    -------
-    ndarray, shape ``shape``, float32
-
-    Examples
-    --------
-    >>> lateral_noise(np.array([[1.0, 3.0]]), 2, (0, 0), (1, 4)).tolist()
-    [[1.0, 1.5, 2.5, 3.0]]
-    """
-    coords = [(np.arange(n) + o + 0.5) / cell_px - 0.5 for o, n in zip(origin, shape)]
-    grid = np.meshgrid(*coords, indexing="ij")
-    return ndimage.map_coordinates(noise_map, grid, order=1, mode="nearest").astype(np.float32)
+        if not decay_per_px:
+            sums = (self.cell_sums[use] * valid).sum(axis=0)
+            return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0) - noise_floor, support
+        signal = (self.cell_sums[use] - noise_floor * self.cell_lines[use][:, None]) * valid
+        sums = (signal * np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))).sum(axis=0)
+        return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0), support
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...
@@ -373,7 +304,7 @@ GAUSSIAN_PENALTY = 1.5
 #: Largest agarose attenuation (mm^-1) the Lorentzian fit may find (see :func:`estimate_focus`).
 MAX_AGAROSE_ATTENUATION_PER_MM = 2.0
 #: The fitted agarose attenuation is used only if its standard error (mm^-1) is at most this.
-MAX_AGAROSE_ATTENUATION_SD_PER_MM = 0.1
+MAX_AGAROSE_ATTENUATION_SD_PER_MM = 0.25
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,6 @@ class AxialQc:
             "mean_attenuation_tissue_per_mm": round(self.mu_sum / self.mu_count, 4) if self.mu_count else None,
             "n_tissue_lines": self.mu_count,
             "noise_floor": float(attributes["noise_floor"]),
-            "noise_floor_range": attributes.get("noise_floor_range"),
-            "noise_floor_measured_fraction": attributes.get("noise_floor_measured_fraction"),
             "useful_depth_um": round(out_depth * dz_um, 3),
             "focus_mode": attributes["focus_mode"],
             "attenuation_mode": attributes["attenuation_mode"],
