@@ -507,16 +507,15 @@ def _edge_aware_compensation(
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
-    map_tails = attenuation.binned_box_tails(attenuation.binned_tail_sums(block, grid), settings.tail_sigma_px,
-                                             settings.tail_window_px)
+    map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
+    map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
+    del map_sums
     mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
     del map_tails
     mean_mu[~found[inner]] = np.nan
-    np.maximum(block, 0, out=block)
     signal = block[(slice(None), *inner)]
     if settings.attenuation != "vermeer":
         return signal, mean_mu
-    sums = attenuation.binned_tail_sums(block, grid)
     tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
                                          inner=inner)
     return attenuation.compensate_attenuation(signal, tails, out=signal), mean_mu
