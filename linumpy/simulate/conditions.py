@@ -21,6 +21,7 @@ _CAVITY = {"cavity_radius_um": 60.0}
 _THICKNESS = {"thickness_jitter": 0.06}
 _DEEP_FOCUS = {"focus_model": "lorentzian", "focus_offset_px": 30.0, "focus_sigma_px": 18.0}
 _ATTENUATION = {"attenuation_variation": 0.35}
+_NOISY = {"noise_floor": 0.02}  # 2x the presets' floor: deep grey matter near it (not part of harsh)
 
 #: Condition name -> preset fields (``focus_offset_px``: focal plane this far below the surface).
 CONDITIONS: dict[str, dict[str, Any]] = {
@@ -32,6 +33,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {
     "deep_focus": _DEEP_FOCUS,
     "attenuation": _ATTENUATION,
     "harsh": {**_TILTED, **_DARK, **_CAVITY, **_THICKNESS, **_DEEP_FOCUS, **_ATTENUATION},
+    "noisy": _NOISY,
 }
 
 
