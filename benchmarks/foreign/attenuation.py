@@ -50,9 +50,12 @@ def main() -> None:
               "full_range": attenuation_scores(args.acquisition, truth, args.out, depth=None)}
     (args.out / "attenuation.json").write_text(json.dumps(scores, indent=1))
     for rule, result in scores.items():
-        print(rule, " ".join(f"{name} {r['estimated_per_mm']:.2f} ({100 * r['relative_error']:+.0f}%)"
+        print(rule, " ".join(f"{name} {r['estimated_per_mm']:.2f} ({_percent(r['relative_error'])})"
                              for name, r in result.items() if name != "cavity"))
 
+
+def _percent(error: float | None) -> str:
+    return "truth 0" if error is None else f"{100 * error:+.0f}%"
 
 if __name__ == "__main__":
     main()

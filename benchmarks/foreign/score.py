@@ -304,7 +304,7 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
         median = float(np.median(np.concatenate(values)))
         true = region["attenuation_per_mm"]
         result[region["name"]] = {"true_per_mm": true, "estimated_per_mm": round(median, 3),
-                                  "relative_error": round(median / true - 1, 3),
+                                  "relative_error": round(median / true - 1, 3) if true else None,
                                   "n_alines": int(sum(v.size for v in values))}
     return result
 
