@@ -18,7 +18,8 @@ how the pipeline sheared the volume). Scores (see ``benchmarks/README.md``):
   plane 0 truly lies (``k * thickness`` + its flattening plane), with the raw
   motor z as the naive baseline; and per slab, the residual depth shift
   (level 0) that best matches the truth once the global translation is removed;
-- attenuation: per tissue region, the median of the mapped attenuation vs the truth;
+- attenuation: per tissue region, the median of the mapped attenuation vs the truth (A-lines whose 40
+  planes below the cut are one region; `attenuation_full_range`: the whole range the map is fitted on);
 - every ``.ome.zarr`` opened by ome-zarr-models, and every QC flag.
 
 Usage::
@@ -263,12 +264,15 @@ def motor_z_errors(truth: Truth, shifts: dict) -> dict:
     return {"per_slice": rows}
 
 
-def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int = 40) -> dict:
+def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int | None = 40) -> dict:
     """Per tissue region, the median attenuation the axial correction mapped (1/mm) vs the truth.
 
     An A-line counts for a region when the ``depth`` planes below its cut are all that region
-    (slice pixels mapped to world pixels through the stitched tile positions). Returns, per
-    region name, the true value, the median estimate over all slices, its relative error.
+    (slice pixels mapped to world pixels through the stitched tile positions); ``depth=None``:
+    every plane from the cut to the bottom of the tile (less the 2-plane field curvature), the
+    range the map is fitted on (one decay rate per A-line: a region lying over a brighter one
+    within that range reads low, whatever the method). Returns, per region name, the true
+    value, the median estimate over all slices, its relative error.
     """
     cfg = truth["config"]
     labels = np.load(acquisition / "ground_truth" / "labels.npy")
@@ -287,7 +291,10 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
         wy = np.clip(np.rint(y + offset[0]).astype(int), 0, labels.shape[1] - 1)
         wx = np.clip(np.rint(x + offset[1]).astype(int), 0, labels.shape[2] - 1)
         cut = np.ceil(surfaces[k][wy, wx]).astype(int)
-        column = np.stack([labels[np.clip(cut + d, 0, labels.shape[0] - 1), wy, wx] for d in range(depth)])
+        planes = depth or int(k * cfg["thickness"] + cfg["tile"][0] - 1 - cfg["curvature"] - cut.min())
+        bottom = int(k * cfg["thickness"] + cfg["tile"][0] - 1 - cfg["curvature"])
+        column = np.stack([labels[np.clip(np.minimum(cut + d, bottom), 0, labels.shape[0] - 1), wy, wx]
+                           for d in range(planes)])
         pure = (column == column[0]).all(axis=0) & np.isfinite(mapped)
         for label in np.unique(column[0][pure]):
             estimates.setdefault(int(label), []).append(mapped[pure & (column[0] == label)])
@@ -297,7 +304,7 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
         median = float(np.median(np.concatenate(values)))
         true = region["attenuation_per_mm"]
         result[region["name"]] = {"true_per_mm": true, "estimated_per_mm": round(median, 3),
-                                  "relative_error": round(median / true - 1, 3),
+                                  "relative_error": round(median / true - 1, 3) if true else None,
                                   "n_alines": int(sum(v.size for v in values))}
     return result
 
@@ -334,6 +341,7 @@ def score(acquisition: Path, outdir: Path) -> dict:
     return {"tiles": tile_errors(truth.truth, outdir), "volume": volume_scores(truth, outdir, shifts),
             "naive_volume": naive_volume_scores(truth, outdir), "z": motor_z_errors(truth, shifts),
             "attenuation": attenuation_scores(acquisition, truth.truth, outdir),
+            "attenuation_full_range": attenuation_scores(acquisition, truth.truth, outdir, depth=None),
             "validation": validate_outputs(outdir), "flags": qc_flags(outdir)}
 
 

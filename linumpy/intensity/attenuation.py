@@ -212,6 +212,25 @@ def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
     return sums
 
 
+def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`binned_tail_sums` of ``signal`` as given and clipped at 0; clips ``signal`` in place.
+
+    One pass over the block, :data:`GROUP_PLANES` planes at a time (each group binned,
+    clipped and binned again while it is in the cache). Returns ``(unclipped, clipped)``.
+    """
+    shape = (signal.shape[0] + 1, grid.counts[0].size, grid.counts[1].size)
+    unclipped, clipped = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    for a in range(0, signal.shape[0], GROUP_PLANES):
+        part = signal[a : a + GROUP_PLANES]
+        unclipped[a : a + part.shape[0]] = grid.binned(part)
+        np.maximum(part, 0, out=part)
+        clipped[a : a + part.shape[0]] = grid.binned(part)
+    for sums in (unclipped, clipped):
+        for k in range(signal.shape[0] - 1, -1, -1):
+            sums[k] += sums[k + 1]
+    return unclipped, clipped
+
+
 def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
     """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
 

@@ -82,11 +82,13 @@ class AxialSettings:
         Surface detection (see :func:`linumpy.intensity.surface.detect_surface`).
     min_focus_gain : float
         Focus profiles are clipped below at this fraction of their maximum.
-    agarose_attenuation_per_mm : float
-        The embedding gel's own attenuation (mm^-1, measured on the gel;
-        0 = not known, ignored): the agarose profile decays with it below the
-        cut, which the ``background`` focus estimate removes (otherwise it
-        enters the focus profile and every attenuation reads that much low).
+    agarose_attenuation_per_mm : float or None
+        The embedding gel's own attenuation (mm^-1, measured on the gel):
+        the agarose profile decays with it below the cut, which the
+        ``background`` focus estimate removes (otherwise it enters the focus
+        profile and every attenuation reads that much low). None (default):
+        estimated with the Lorentzian focus fit when identifiable
+        (:func:`linumpy.intensity.focus.estimate_focus`, ``fit_decay``), else 0.
     tail_window_px : int or None
         Window of the end-of-range extension of the Vermeer estimate
         (default: a quarter of the input depth).
@@ -117,7 +119,7 @@ class AxialSettings:
     lateral_sigma_px: float = 2.0
     min_contrast: float = 2.0
     min_focus_gain: float = 0.05
-    agarose_attenuation_per_mm: float = 0.0
+    agarose_attenuation_per_mm: float | None = None
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
@@ -286,7 +288,7 @@ def _check_settings(settings: AxialSettings) -> None:
         )
     if settings.surface_depth_um < 0:
         raise InputError(f"--surface_depth_um must be >= 0, got {settings.surface_depth_um}")
-    if settings.agarose_attenuation_per_mm < 0:
+    if settings.agarose_attenuation_per_mm is not None and settings.agarose_attenuation_per_mm < 0:
         raise InputError(f"--agarose_attenuation_per_mm must be >= 0, got {settings.agarose_attenuation_per_mm}")
     if settings.useful_depth_um is not None and settings.useful_depth_um <= 0:
         raise InputError(f"--useful_depth_um must be > 0, got {settings.useful_depth_um}")
@@ -419,7 +421,7 @@ def _focus_profile(
     first_depth = _cell_first_depth(background, plane, factor)
     cell_um = background.cell_px * factor * lateral_um
     guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))
-    decay_per_px = 2.0 * settings.agarose_attenuation_per_mm * dz_um / 1000.0
+    decay_per_px = 2.0 * (settings.agarose_attenuation_per_mm or 0.0) * dz_um / 1000.0
     closest = background.background_profile(background.agarose_cells(tissue_level, 1), noise_floor, first_depth)
     while True:  # the widest guard band that keeps half of the agarose A-lines
         cells = background.agarose_cells(tissue_level, guard)
@@ -430,10 +432,14 @@ def _focus_profile(
     if not cells.any():
         logger.warning("no background (agarose) A-lines outside the tissue: the focus correction is skipped")
         return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+    given = settings.agarose_attenuation_per_mm is not None
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
-                                    model="gaussian" if settings.focus == "gaussian" else None)
+                                    model="gaussian" if settings.focus == "gaussian" else None,
+                                    fit_decay=not given)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
-    estimate.qc["focus_agarose_attenuation_per_mm"] = settings.agarose_attenuation_per_mm
+    if given:
+        estimate.qc.update(focus_agarose_attenuation_per_mm=settings.agarose_attenuation_per_mm,
+                           focus_agarose_attenuation_sd_per_mm=None, focus_agarose_attenuation_source="given")
     for flag in estimate.flags:
         logger.warning("%s", flag)
     if estimate.profile is None:
@@ -489,27 +495,30 @@ def _edge_aware_compensation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The inner signal compensated with edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
-    Both come from one binned pass (:class:`linumpy.intensity.attenuation.BinGrid`): the
-    map is fitted on the bins' box-averaged sums and repeated to their A-lines (NaN where
-    an A-line has no surface), the compensation's sums are the guided average.
+    ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
+    here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
+    the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
+    to their A-lines (NaN where an A-line has no surface), the compensation's sums are the
+    guided average of the clipped signal.
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
-    sums = attenuation.binned_tail_sums(block, grid)
     found = np.isfinite(found_px)
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
-    map_tails = attenuation.binned_box_tails(sums, settings.tail_sigma_px, settings.tail_window_px)
+    map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
+    map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
+    del map_sums
     mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
     del map_tails
     mean_mu[~found[inner]] = np.nan
     signal = block[(slice(None), *inner)]
-    if settings.attenuation == "vermeer":
-        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
-                                             inner=inner)
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
-    return signal, mean_mu
+    if settings.attenuation != "vermeer":
+        return signal, mean_mu
+    tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
+                                         inner=inner)
+    return attenuation.compensate_attenuation(signal, tails, out=signal), mean_mu
 
 
 def correct_block(
@@ -551,8 +560,10 @@ def correct_block(
         The attenuation (mm^-1) of each A-line, fitted from its surface to the
         bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
     """
+    # the map is fitted on lateral means of the signal before negatives are clipped: clipping
+    # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
+    # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
     signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
-    np.maximum(signal, 0, out=signal)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     inner = inner or (slice(None), slice(None))
@@ -561,12 +572,17 @@ def correct_block(
                                                    origin, inner)
         found_px = found_px[inner]
     else:
-        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
-        signal, tails, found_px = signal[(slice(None), *inner)], tails[(slice(None), *inner)], found_px[inner]
-        mean_mu = attenuation.slope_attenuation(tails, found_px, depth_px - surface_depth_px, dz_mm)
+        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
+        mean_mu = attenuation.slope_attenuation(tails, found_px[inner], depth_px - surface_depth_px, dz_mm)
+        np.maximum(signal, 0, out=signal)
         if settings.attenuation == "vermeer":
-            signal = attenuation.compensate_attenuation(signal, tails, out=signal)
+            tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+            signal = attenuation.compensate_attenuation(signal[(slice(None), *inner)], tails[(slice(None), *inner)],
+                                                        out=signal[(slice(None), *inner)])
+        else:
+            signal = signal[(slice(None), *inner)]
         del tails
+        found_px = found_px[inner]
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
     else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)

@@ -301,6 +301,10 @@ MIN_MEASURED_FRACTION = 0.75
 FOCUS_MODELS = ("lorentzian", "gaussian")
 #: The Gaussian replaces the Lorentzian (the physical model) only if its relative RMS residual is this much lower.
 GAUSSIAN_PENALTY = 1.5
+#: Largest agarose attenuation (mm^-1) the Lorentzian fit may find (see :func:`estimate_focus`).
+MAX_AGAROSE_ATTENUATION_PER_MM = 2.0
+#: The fitted agarose attenuation is used only if its standard error (mm^-1) is at most this.
+MAX_AGAROSE_ATTENUATION_SD_PER_MM = 0.25
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,7 @@ def estimate_focus(
     min_gain: float = 0.05,
     model: str | None = None,
     smooth_px: float = 2.0,
+    fit_decay: bool = False,
 ) -> FocusEstimate:
     """Focus profile from an agarose depth profile and its per-depth support.
 
@@ -342,6 +347,17 @@ def estimate_focus(
     ``GAUSSIAN_PENALTY`` times lower) (``model`` forces one and uses it everywhere). The profile is
     scaled to 1 at its highest well-sampled depth (the reference; never an
     unsupported one), and clipped below at ``min_gain``.
+
+    With ``fit_decay``, the agarose's own round-trip decay is fitted with the
+    Lorentzian, ``a / (1 + ((z - c) / w)^2) * exp(-2 mu dz z)``, ``0 <= mu <=
+    MAX_AGAROSE_ATTENUATION_PER_MM``, and divided out of the profile (so that
+    tissue attenuation does not read ``mu`` low). The decay is identifiable
+    only because the Lorentzian's log is not a parabola (a Gaussian times an
+    exponential is a shifted Gaussian): it is used only when the Lorentzian
+    wins, its standard error is at most ``MAX_AGAROSE_ATTENUATION_SD_PER_MM``
+    and it is not at the bound; otherwise ``mu = 0`` (the profile keeps the
+    decay) and the QC field ``focus_agarose_attenuation_source`` says why
+    (a flag when the fit was refused).
 
     Parameters
     ----------
@@ -359,6 +375,8 @@ def estimate_focus(
         Force a model for every depth (None: measured where well sampled).
     smooth_px : float
         Gaussian smoothing of the measured part along depth.
+    fit_decay : bool
+        Estimate the agarose's attenuation with the Lorentzian (see above).
 
     Returns
     -------
@@ -384,17 +402,29 @@ def estimate_focus(
     fits = {name: fit for name, fit in fits.items() if fit is not None}
     flags = []
     z = np.arange(depth, dtype=np.float64)
+    if fit_decay:
+        qc.update(focus_agarose_attenuation_per_mm=0.0, focus_agarose_attenuation_sd_per_mm=None,
+                  focus_agarose_attenuation_source="not estimated: no Lorentzian fit")
     if fits:
         name = min(fits, key=lambda n: fits[n][1] * (1.0 if n == "lorentzian" else GAUSSIAN_PENALTY))
         params, rms = fits[name]
+        decay = np.ones(depth)
+        if fit_decay and name == "lorentzian":
+            params, rms, decay, message = _fit_agarose_decay(measured, support, well, params, rms, dz_um, qc)
+            if message:
+                flags.append(message)
+        elif fit_decay:
+            qc["focus_agarose_attenuation_source"] = ("not estimated: a Gaussian focus fits better, and a Gaussian "
+                                                      "times a decay is a shifted Gaussian")
         modelled = focus_model(name, z, *params)
         qc.update(focus_model=name, focus_model_center_um=round(params[1] * dz_um, 3),
                   focus_model_width_um=round(params[2] * dz_um, 3), focus_fit_rms=round(rms, 4))
         if model:
             profile = modelled
         else:
-            # measured where well sampled: the model times the smoothed measured / model ratio
-            ratio = np.where(well, measured / modelled, 1.0)
+            # measured where well sampled (the agarose's decay divided out): the model times the smoothed
+            # measured / (model x decay) ratio
+            ratio = np.where(well, measured / (modelled * decay), 1.0)
             if smooth_px > 0:
                 ratio = ndimage.gaussian_filter1d(ratio, smooth_px, mode="nearest")
             profile = np.where(well, modelled * ratio, modelled)
@@ -437,6 +467,49 @@ def focus_model(name: str, z: np.ndarray, amplitude: float, center: float, width
     if name == "lorentzian":
         return amplitude / (1.0 + ((z - center) / width) ** 2)
     return amplitude * np.exp(-((z - center) ** 2) / (2.0 * width**2))
+
+
+def _fit_agarose_decay(
+    measured: np.ndarray, support: np.ndarray, well: np.ndarray, params: np.ndarray, rms: float, dz_um: float,
+    qc: dict,
+) -> tuple[np.ndarray, float, np.ndarray, str | None]:
+    """The Lorentzian times the agarose's round-trip decay, fitted to the well-sampled depths.
+
+    Returns the Lorentzian's ``(amplitude, center, width)``, its relative RMS
+    residual, the decay per depth to divide out of the measured profile and a
+    flag message (None when accepted or not attempted); the plain fit
+    (``params``, ``rms``, no decay) when the decay is refused. Updates the
+    ``focus_agarose_attenuation_*`` QC fields.
+    """
+    z = np.nonzero(well)[0].astype(np.float64)
+    values = measured[well]
+    sigma = 1.0 / np.sqrt(support[well].astype(np.float64))
+    per_mm = 2.0 * dz_um / 1000.0  # exponent per depth voxel of 1 mm^-1, round trip
+    limit = MAX_AGAROSE_ATTENUATION_PER_MM
+
+    def curve(x: np.ndarray, a: float, c: float, w: float, mu: float) -> np.ndarray:
+        return focus_model("lorentzian", x, a, c, w) * np.exp(-mu * per_mm * (x - z[0]))
+
+    try:
+        fitted, covariance = optimize.curve_fit(
+            curve, z, values, p0=(*params, 0.0), sigma=sigma,
+            bounds=([0, -10 * z[-1] - 10, 0.5, 0.0], [np.inf, 10 * z[-1] + 10, np.inf, limit]), maxfev=2000)
+    except (RuntimeError, ValueError):
+        qc["focus_agarose_attenuation_source"] = "not estimated: the Lorentzian x decay fit failed"
+        return params, rms, np.ones(measured.size), qc["focus_agarose_attenuation_source"]
+    mu = float(fitted[3])
+    sd = float(np.sqrt(covariance[3, 3])) if np.isfinite(covariance[3, 3]) else np.inf
+    qc["focus_agarose_attenuation_sd_per_mm"] = round(sd, 4) if np.isfinite(sd) else None
+    if not sd <= MAX_AGAROSE_ATTENUATION_SD_PER_MM or mu >= 0.999 * limit:
+        qc["focus_agarose_attenuation_source"] = (
+            f"refused: fitted {mu:.2f} +- {sd:.2f} mm^-1 (limits: standard error <= "
+            f"{MAX_AGAROSE_ATTENUATION_SD_PER_MM}, value < {limit}); tissue attenuation reads the gel's low")
+        return params, rms, np.ones(measured.size), f"agarose attenuation {qc['focus_agarose_attenuation_source']}"
+    residual = (values - curve(z, *fitted)) / sigma
+    fitted_rms = float(np.sqrt(np.mean(residual**2) / np.mean(1.0 / sigma**2))) / fitted[0]
+    qc.update(focus_agarose_attenuation_per_mm=round(mu, 4), focus_agarose_attenuation_source="estimated")
+    decay = np.exp(-mu * per_mm * (np.arange(measured.size) - z[0]))
+    return fitted[:3], fitted_rms, decay, None
 
 
 def _fit_model(

@@ -109,6 +109,12 @@ METRICS: dict[str, MetricInfo] = {
     "focus_fallback": _M("Focus fallback", "text", "What was done instead of a measured focus profile, or empty."),
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
+    "focus_agarose_attenuation_per_mm": _M("Agarose attenuation", "1/mm", "Round-trip decay divided out of "
+                                           "the agarose focus profile (given, or fitted with the Lorentzian); 0: none."),
+    "focus_agarose_attenuation_sd_per_mm": _M("Agarose attenuation error", "1/mm", "Standard error of the fitted "
+                                              "agarose attenuation (above 0.25 it is refused)."),
+    "focus_agarose_attenuation_source": _M("Agarose attenuation source", "text", "given, estimated, not estimated "
+                                           "(Gaussian focus: not identifiable) or refused (flagged)."),
     "focus_profile": _M("Focus profile", "gain", "Gain divided out at each input depth."),
     "p_low": _M("Low percentile value", "intensity", "Input intensity mapped to 0."),
     "p_high": _M("High percentile value", "intensity", "Input intensity mapped to 1."),
