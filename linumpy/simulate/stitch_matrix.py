@@ -25,6 +25,8 @@ from scipy import ndimage
 _MARGIN = 24
 #: A tile whose tissue covers less than this fraction of it counts as empty.
 EMPTY_TISSUE_FRACTION = 0.25
+#: Standard deviation (px) of the Gaussian filter that correlates the speckle field.
+SPECKLE_GRAIN_PX = 0.7
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,13 @@ class SimulatedMosaic:
         ``(row, col) -> array([y, x])`` position reported by the stage (nominal).
     empty_tiles : tuple of (row, col)
         Tiles with less than :data:`EMPTY_TISSUE_FRACTION` tissue.
+    scene : np.ndarray or None
+        Noise-free lateral intensity of the sample (no speckle, vignetting
+        or noise); tile ``t`` sees ``scene`` from ``truth[t] + scene_offset_px``.
+    illumination : np.ndarray or None
+        ``(tile, tile)`` multiplicative vignetting of every tile.
+    scene_offset_px : float
+        Origin of the tiles' frame in ``scene``.
     """
 
     grid: np.ndarray
@@ -122,6 +131,9 @@ class SimulatedMosaic:
     truth: dict
     stage: dict
     empty_tiles: tuple = field(default=())
+    scene: np.ndarray | None = None
+    illumination: np.ndarray | None = None
+    scene_offset_px: float = _MARGIN
 
     def projections(self) -> dict:
         """Average intensity projection of every tile."""
@@ -265,11 +277,12 @@ def _vignetting(condition: MosaicCondition, rng: np.random.Generator) -> np.ndar
 def _speckle_field(shape, rng: np.random.Generator) -> np.ndarray:
     """Complex circular Gaussian field, spatially correlated over ~1 px, unit power."""
     field_ = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-    field_ = ndimage.gaussian_filter(field_.real, 0.7) + 1j * ndimage.gaussian_filter(field_.imag, 0.7)
+    field_ = (ndimage.gaussian_filter(field_.real, SPECKLE_GRAIN_PX)
+              + 1j * ndimage.gaussian_filter(field_.imag, SPECKLE_GRAIN_PX))
     return field_ / np.sqrt(np.mean(np.abs(field_) ** 2))
 
 
-def _sample(image: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
+def sample_tile(image: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
     """``image`` at ``origin + (i, j)`` for a ``size`` x ``size`` tile (cubic interpolation)."""
     yy, xx = np.mgrid[:size, :size].astype(float)
     return ndimage.map_coordinates(image, [yy + origin[0], xx + origin[1]], order=3, mode="nearest")
@@ -300,24 +313,24 @@ def simulate_mosaic(condition: MosaicCondition, seed: int) -> SimulatedMosaic:
     grid = np.zeros((depth, rows * size, cols * size), dtype=np.float32)
     empty_tiles = []
     for tile, origin in sorted(positions.items()):
-        intensity = _sample(scene, origin, size) * illumination
+        intensity = sample_tile(scene, origin, size) * illumination
         planes = np.repeat(intensity[None], depth, axis=0)
         if condition.speckle:
             for z in range(depth):
                 own = _speckle_field((size, size), rng)
-                sample_part = (_sample(shared[z].real, origin, size)
-                               + 1j * _sample(shared[z].imag, origin, size))
+                sample_part = (sample_tile(shared[z].real, origin, size)
+                               + 1j * sample_tile(shared[z].imag, origin, size))
                 amplitude = (np.sqrt(condition.speckle_shared) * sample_part
                              + np.sqrt(1 - condition.speckle_shared) * own)
                 planes[z] *= np.abs(amplitude) ** 2
         planes += condition.noise * rng.standard_normal(planes.shape)
         grid[:, tile[0] * size:(tile[0] + 1) * size, tile[1] * size:(tile[1] + 1) * size] = planes
-        if _sample(tissue, origin, size).mean() < EMPTY_TISSUE_FRACTION:
+        if sample_tile(tissue, origin, size).mean() < EMPTY_TISSUE_FRACTION:
             empty_tiles.append(tile)
     stage = {t: np.array(t, float) * condition.tile_step_px for t in positions}
     truth = {t: p - _MARGIN for t, p in positions.items()}
     return SimulatedMosaic(grid=grid, condition=condition, truth=truth, stage=stage,
-                           empty_tiles=tuple(empty_tiles))
+                           empty_tiles=tuple(empty_tiles), scene=scene, illumination=illumination)
 
 
 def write_simulated_mosaic(mosaic: SimulatedMosaic, path: str | os.PathLike,
