@@ -36,11 +36,14 @@ def test_textured_tile_is_bounded_and_flat_content_holds_no_information(mosaic):
     bound = tile_bound(mosaic, (0, 0), search_px=8)
     assert bound.n_neighbours == 2
     assert 0 < bound.crb_px < 0.5
-    assert bound.known_separation > bound.separation_near
+    assert bound.known_separation > 2
+    assert bound.expected_evidence >= bound.expected_margin >= 2
+    assert bound.placeable
     flat = replace(mosaic, scene=np.full_like(mosaic.scene, 0.5))
     empty = tile_bound(flat, (0, 0), search_px=8)
     assert empty.crb_px == np.inf
     assert empty.known_separation == pytest.approx(0, abs=1e-6)
+    assert empty.expected_margin == pytest.approx(0, abs=1e-6)
     assert not empty.placeable
 
 

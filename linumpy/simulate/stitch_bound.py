@@ -16,17 +16,22 @@ neighbour at its true position (the most favourable case):
   ``sqrt(sum (c(p) - c(p + d) - b)^2 / (A v))`` (``c`` the log scene, ``b``
   the gain) over the pixels that overlap a neighbour both at the truth and
   at ``d``: what an observer holding a noise-free copy of one tile could do;
-- the **two-noisy-image separation** (beyond 5 px, it decides
+- the **expected evidence of two noisy tiles** (it decides
   :attr:`TileBound.placeable`): both tiles are noisy and the content is
-  unknown, so the sum of squared differences of the two tiles at ``d``
-  exceeds that at the truth, on the same pixels, by ``sum (c(p) - c(p + d)
-  - b)^2`` on average, with a standard deviation that the noise-times-noise
-  terms dominate at low signal-to-noise ratio (:func:`_separations`); the
-  ratio is how many standard deviations the truth wins by (second order in
-  the contrast, as the NCC of two noisy tiles, where the known-content
-  separation is first order).
+  unknown. For every integer shift, the NCC of the two tiles' log
+  intensities over their overlap has the expectation of the noise-free
+  contents' correlation with each side's noise variance added to its
+  variance; Fisher-transformed, times the square root of the independent
+  pixels, summed over the overlaps and divided by ``sqrt(k)``, it is the
+  evidence the stitcher's joint search would see without noise peaks. The
+  **expected margin** is its value at the truth minus the best value
+  farther than 5 px (second order in the contrast where the known-content
+  separation is first order: low contrast under speckle drawn anew in each
+  tile costs far more than the Cramer-Rao bound suggests). Noise adds
+  rival peaks of about 3 standard errors over a 41 x 41 window, so a
+  realised margin is lower than the expected one.
 
-Shifts comparing less than 30 % of the true overlap area are not
+Shifts whose overlaps keep less than 30 % of their true area are not
 hypotheses (the stitcher does not score them either). Noise model (per
 pixel, log intensity of the depth average of ``depth`` planes): fully
 developed speckle drawn anew in each plane and each tile (variance
@@ -47,12 +52,13 @@ from scipy import ndimage, special
 
 from linumpy.simulate.stitch_matrix import SPECKLE_GRAIN_PX, SimulatedMosaic, sample_tile
 
-#: Separations are reported for the shifts farther than ``PLACED_PX`` from the truth.
+#: Known-content separations are reported for the shifts farther than this (px).
 PLACED_PX = 1.5
-#: A tile counts as placeable when the truth is expected to beat every rival shift (farther
-#: than :data:`RIVAL_PX`) by ``MIN_SEPARATION`` standard deviations (two noisy tiles): the
+#: A tile counts as placeable within ``PLACED_PX`` when its Cramer-Rao bound is at most
+#: a third of it and the expected evidence of two noisy tiles at the truth beats every
+#: rival shift (farther than :data:`RIVAL_PX`) by ``MIN_MARGIN`` standard errors: the
 #: stitcher's own bar for a confident peak (significance 2).
-MIN_SEPARATION = 2.0
+MIN_MARGIN = 2.0
 #: Shifts farther than this (px) are rival peaks (the stitcher's ``PEAK_RADIUS_PX``).
 RIVAL_PX = 5
 #: Half-width (px) of the window of shifts searched (the stitcher's default ``max_shift_px``).
@@ -73,31 +79,31 @@ class TileBound:
         standard deviation); ``inf`` without information.
     known_separation : float
         Least known-content separation of a shift farther than :data:`PLACED_PX`.
-    separation_near : float
-        Least two-noisy-image separation (standard deviations) of a shift
-        farther than :data:`PLACED_PX` from the truth.
-    separation_far : float
-        The same beyond :data:`RIVAL_PX`.
+    expected_evidence : float
+        Expected joint evidence (standard errors) of two noisy tiles at the truth.
+    expected_margin : float
+        That minus the best expected evidence of a shift farther than
+        :data:`RIVAL_PX` (rivals below 0 count as 0, as in the stitcher).
     n_neighbours : int
         Overlapping neighbours used.
     """
 
     crb_px: float
     known_separation: float
-    separation_near: float
-    separation_far: float
+    expected_evidence: float
+    expected_margin: float
     n_neighbours: int
 
     @property
     def placeable(self) -> bool:
         """Whether two noisy tiles' overlaps can single out the true position (see module)."""
-        return self.separation_far >= MIN_SEPARATION
+        return self.expected_margin >= MIN_MARGIN and self.crb_px <= PLACED_PX / 3
 
     def describe(self) -> str:
         """One-line summary."""
-        return (f"Cramer-Rao {self.crb_px:.2f} px, separation beyond {PLACED_PX:g} px: known content "
-                f"{self.known_separation:.1f}, two noisy tiles {self.separation_near:.1f} "
-                f"(beyond {RIVAL_PX} px {self.separation_far:.1f}; {self.n_neighbours} neighbours"
+        return (f"Cramer-Rao {self.crb_px:.2f} px, known-content separation beyond {PLACED_PX:g} px "
+                f"{self.known_separation:.1f}, two noisy tiles: expected evidence {self.expected_evidence:.1f}, "
+                f"margin {self.expected_margin:+.1f} ({self.n_neighbours} neighbours"
                 f"{', placeable' if self.placeable else ''})")
 
 
@@ -173,49 +179,68 @@ def _fisher(log_scene: np.ndarray, overlaps: list, margin: int, area: float) -> 
     return fisher
 
 
-def _separations(log_scene: np.ndarray, overlaps: list, margin: int,
-                 area: float) -> tuple[np.ndarray, np.ndarray]:
-    """Known-content and two-noisy-image separations of every integer shift within ``margin`` px.
+def _known_separations(log_scene: np.ndarray, overlaps: list, margin: int, area: float) -> np.ndarray:
+    """Known-content separation of every integer shift within ``margin`` px (see module).
 
-    For a shift ``d`` and the pixels overlapping a neighbour both at the
-    truth and at ``d``, ``D = c(p) - c(p + d)`` (gain removed). Known
-    content: ``sqrt(sum D^2 / v)``, ``v`` the variance of the two tiles'
-    noise difference. Two noisy images: the sum of squared differences of
-    the two tiles' log intensities at ``d`` exceeds that at the truth, on
-    the same pixels, by ``sum D^2`` on average, with variance ``A sum(4 D^2
-    (a + b) + 4 b^2 + 8 a b)`` (``a``, ``b`` the tiles' per-pixel noise
-    variances, ``A`` the noise's correlation area): the ratio is how many
-    standard deviations the truth wins by. Shifts comparing less than
-    :data:`MIN_AREA_FRACTION` of the true overlap area are ``inf``.
+    Over the pixels overlapping a neighbour both at the truth and at the
+    shift ``d``: ``sqrt(sum (c(p) - c(p + d) - b)^2 / (A (a + b)))``. Shifts
+    comparing less than :data:`MIN_AREA_FRACTION` of the true overlap area are ``inf``.
     """
     size = log_scene.shape[0] - 2 * margin
     centre = log_scene[margin:margin + size, margin:margin + size]
     shifts = np.arange(-margin, margin + 1)
-    known, excess, variance, n_pixels = (np.zeros((shifts.size, shifts.size)) for _ in range(4))
+    known, n_pixels = np.zeros((shifts.size, shifts.size)), np.zeros((shifts.size, shifts.size))
     for i, dy in enumerate(shifts):
         for j, dx in enumerate(shifts):
             moved = log_scene[margin + dy:margin + dy + size, margin + dx:margin + dx + size]
             for region, own, other in overlaps:
-                # Pixels overlapping the neighbour both at the truth and shifted by (dy, dx).
                 rows = slice(max(region[0].start, region[0].start - dy), min(region[0].stop, region[0].stop - dy))
                 cols = slice(max(region[1].start, region[1].start - dx), min(region[1].stop, region[1].stop - dx))
                 if rows.stop - rows.start < 1 or cols.stop - cols.start < 1:
                     continue
                 inner = (slice(rows.start - region[0].start, rows.stop - region[0].start),
                          slice(cols.start - region[1].start, cols.stop - region[1].start))
-                a, b = own[inner], other[inner]
                 difference = centre[rows, cols] - moved[rows, cols]
                 difference = difference - difference.mean()
-                squared = difference ** 2
-                known[i, j] += np.sum(squared / (area * (a + b)))
-                template = centre[rows, cols] - centre[rows, cols].mean()
-                excess[i, j] += np.sum(template * difference)
-                variance[i, j] += area * np.sum(2 * template ** 2 * b + squared * a + 2 * a * b)
-                n_pixels[i, j] += a.size
-    enough = n_pixels >= MIN_AREA_FRACTION * n_pixels[margin, margin]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        noisy = excess / np.sqrt(variance)
-    return np.where(enough, np.sqrt(known), np.inf), np.where(enough, noisy, np.inf)
+                known[i, j] += np.sum(difference ** 2 / (area * (own[inner] + other[inner])))
+                n_pixels[i, j] += difference.size
+    return np.where(n_pixels >= MIN_AREA_FRACTION * n_pixels[margin, margin], np.sqrt(known), np.inf)
+
+
+def _expected_evidence(log_scene: np.ndarray, overlaps: list, margin: int, area: float) -> np.ndarray:
+    """Expected joint NCC evidence of two noisy tiles at every integer shift within ``margin`` px.
+
+    For each overlap and shift ``d``, over the pixels where the shifted
+    tile meets the neighbour: the correlation of the noise-free log
+    contents with each side's noise variance added to its variance,
+    Fisher-transformed, times ``sqrt(n / A)``; summed over the overlaps and
+    divided by ``sqrt(k)``. NaN where an overlap keeps less than
+    :data:`MIN_AREA_FRACTION` of its true area.
+    """
+    size = log_scene.shape[0] - 2 * margin
+    centre = log_scene[margin:margin + size, margin:margin + size]
+    shifts = np.arange(-margin, margin + 1)
+    joint = np.zeros((shifts.size, shifts.size))
+    for region, own, other in overlaps:
+        noise_own, noise_other = float(own.mean()), float(other.mean())
+        true_area = own.size
+        for i, dy in enumerate(shifts):
+            for j, dx in enumerate(shifts):
+                # Tile pixels p whose point p + d lies in the neighbour (its footprint at the truth).
+                rows = slice(max(region[0].start - dy, 0), min(region[0].stop - dy, size))
+                cols = slice(max(region[1].start - dx, 0), min(region[1].stop - dx, size))
+                n = max(rows.stop - rows.start, 0) * max(cols.stop - cols.start, 0)
+                if n < MIN_AREA_FRACTION * true_area:
+                    joint[i, j] = np.nan
+                    continue
+                mine = centre[rows, cols] - centre[rows, cols].mean()
+                theirs = log_scene[margin + dy + rows.start:margin + dy + rows.stop,
+                                   margin + dx + cols.start:margin + dx + cols.stop]
+                theirs = theirs - theirs.mean()
+                correlation = np.mean(mine * theirs) / np.sqrt(
+                    (np.mean(mine ** 2) + noise_own) * (np.mean(theirs ** 2) + noise_other))
+                joint[i, j] += np.arctanh(np.clip(correlation, -1 + 1e-6, 1 - 1e-6)) * np.sqrt(n / area)
+    return joint / np.sqrt(len(overlaps))
 
 
 def tile_bound(mosaic: SimulatedMosaic, tile, search_px: int = SEARCH_PX) -> TileBound:
@@ -240,8 +265,11 @@ def tile_bound(mosaic: SimulatedMosaic, tile, search_px: int = SEARCH_PX) -> Til
     area = _correlation_area(mosaic)
     eigenvalues = np.linalg.eigvalsh(_fisher(log_scene, overlaps, search_px, area))
     crb = float(1 / np.sqrt(eigenvalues[0])) if eigenvalues[0] > 0 else np.inf
-    known, noisy = _separations(log_scene, overlaps, search_px, area)
+    known = _known_separations(log_scene, overlaps, search_px, area)
+    evidence = _expected_evidence(log_scene, overlaps, search_px, area)
     shifts = np.arange(-search_px, search_px + 1)
     distance = np.hypot(*np.meshgrid(shifts, shifts, indexing="ij"))
-    return TileBound(crb, float(known[distance > PLACED_PX].min()), float(noisy[distance > PLACED_PX].min()),
-                     float(noisy[distance > RIVAL_PX].min()), len(overlaps))
+    rivals = evidence[(distance > RIVAL_PX) & np.isfinite(evidence)]
+    margin = evidence[search_px, search_px] - max(rivals.max() if rivals.size else 0.0, 0.0)
+    return TileBound(crb, float(known[distance > PLACED_PX].min()), float(evidence[search_px, search_px]),
+                     float(margin), len(overlaps))
