@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from PIL import Image
 
 from linumpy.errors import InputError
@@ -171,6 +172,8 @@ def test_figure_helpers_render_at_their_nominal_size(helper):
     width, height = made.get_size_inches() * FIGURE_DPI
     assert image.size == (round(width), round(height))
     assert np.asarray(image.convert("L")).std() > 5, "figure must not be blank"
+    # No mathtext: its fonts are missing from distribution-packaged matplotlib (findfont warnings).
+    assert not [text.get_text() for text in made.findobj(Text) if "$" in text.get_text()]
 
 
 # ---------------------------------------------------------------- metrics

@@ -23,6 +23,7 @@ from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights
+from linumpy.stack.graph_reader import GraphWindowReader
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, register_pair, resolve_origins
 from linumpy.stack.quality import boundary_flags, stack_metrics
@@ -648,3 +649,16 @@ def phantom_on_stack_grid(acquisition: Path, truth: dict, work: Path, record: li
         for a in range(3)
     ]
     return ndimage.map_coordinates(box, coordinates, order=1, cval=0.0)
+
+
+def test_graph_window_reader_matches_computing_the_slice():
+    rng = np.random.default_rng(0)
+    source = da.from_array(rng.random((30, 40, 50)).astype(np.float32), chunks=(8, 16, 12))
+    lazy = da.pad(source * 2 + 1, ((1, 0), (2, 0), (0, 3))).map_blocks(np.sqrt)[3:]
+    reader = GraphWindowReader(lazy)
+    for _ in range(50):
+        window = []
+        for n in lazy.shape:
+            start = int(rng.integers(0, n))
+            window.append(slice(start, int(rng.integers(start + 1, n + 1))))
+        assert np.array_equal(reader.read(tuple(window)), lazy[tuple(window)].compute())

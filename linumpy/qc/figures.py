@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from linumpy.viz.planes import tissue_centre
 
@@ -221,6 +221,10 @@ def intensity_histograms_figure(
         edges = np.asarray(edges, dtype=np.float64)
         axes.stairs(np.maximum(counts, 0.5), edges, fill=True, baseline=0.5)
         axes.set_yscale("log")
+        # Plain tick labels: the default log labels are mathtext, whose fonts
+        # distribution-packaged matplotlib often lacks (a findfont warning per font).
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
         for name, value in (markers or {}).items():
             if edges[0] <= value <= edges[-1]:
                 axes.axvline(value, color="red", ls="--", lw=1)

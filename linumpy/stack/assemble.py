@@ -19,12 +19,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import dask
 import dask.array as da
 import numpy as np
 from tqdm import tqdm
 
 from linumpy.parallel import default_workers, ordered_map
+from linumpy.stack.graph_reader import GraphWindowReader
 
 
 class RegionSink(Protocol):
@@ -127,6 +127,7 @@ def iter_chunk_regions(
 
 def assemble_region(
     placed: Sequence[PlacedSlice],
+    readers: Sequence[GraphWindowReader],
     ramps: Sequence[tuple[int, int]],
     region: tuple[slice, slice, slice],
     dtype: np.dtype,
@@ -137,6 +138,8 @@ def assemble_region(
     ----------
     placed : sequence of PlacedSlice
         All slices, in slice-id order, origins in output voxels.
+    readers : sequence of GraphWindowReader
+        One per slice, over its ``data`` (its graph built once for all regions).
     ramps : sequence of (int, int)
         :func:`depth_ramps` of ``placed``.
     region : tuple of slice
@@ -153,7 +156,7 @@ def assemble_region(
     total = np.zeros(shape, np.float64)
     weight = np.zeros(shape, np.float64)
     reads = []
-    for piece, ramp in zip(placed, ramps, strict=True):
+    for piece, reader, ramp in zip(placed, readers, ramps, strict=True):
         local = []
         for axis, r in enumerate(region):
             start = max(r.start, piece.origin[axis]) - piece.origin[axis]
@@ -162,10 +165,10 @@ def assemble_region(
                 break
             local.append(slice(start, stop))
         else:
-            reads.append((piece, ramp, tuple(local)))
+            reads.append((piece, reader, ramp, tuple(local)))
     # one region per thread of assemble_volume: its reads computed in that thread
-    blocks = dask.compute(*(piece.data[local] for piece, _, local in reads), scheduler="synchronous")
-    for (piece, ramp, local), block in zip(reads, blocks, strict=True):
+    for piece, reader, ramp, local in reads:
+        block = reader.read(local)
         out = tuple(
             slice(s.start + o - r.start, s.stop + o - r.start)
             for s, o, r in zip(local, piece.origin, region, strict=True)
@@ -230,9 +233,10 @@ def assemble_volume(
     """
     workers = default_workers() if workers is None else max(1, int(workers))
     ramps = depth_ramps(placed)
+    readers = [GraphWindowReader(piece.data) for piece in placed]
     regions = list(iter_chunk_regions(shape, chunks))
     # regions blended side by side (one in flight per thread), written in order by this thread
-    blocks = ordered_map(lambda region: assemble_region(placed, ramps, region, dtype), regions,
+    blocks = ordered_map(lambda region: assemble_region(placed, readers, ramps, region, dtype), regions,
                          workers, ahead=workers)
     for region, block in tqdm(zip(regions, blocks, strict=True), total=len(regions), desc="stack", unit="chunk",
                               disable=not progress):
