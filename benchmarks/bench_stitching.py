@@ -8,10 +8,16 @@
    tile positions are compared with the truth, the stage positions and
    m2stitch. Errors are distances after removing the mean translation over
    the textured tiles; "excess" is the largest amount by which any tile ends
-   farther from the truth than its stage position. With ``--diagnose``, each
-   textured tile left on the stage is listed with the position information
-   its overlaps hold (:func:`truth_margin`). A seed whose stage-placed tiles
-   were moved by a validated stage residual model says so under its row.
+   farther from the truth than its stage position. The column "placeable"
+   counts the textured tiles left on the stage whose overlaps could place
+   them within 1.5 px by bounds independent of the stitcher
+   (:mod:`linumpy.simulate.stitch_bound`: Cramer-Rao bound and expected
+   evidence margin of two noisy tiles, from the noise-free content and the
+   noise model), with the mean / max error of those tiles. With
+   ``--diagnose``, each textured tile left on the stage is listed with the
+   position information its overlaps hold (that bound and the stitcher's
+   own evidence, :func:`truth_margin`). A seed whose stage-placed tiles were
+   moved by a validated stage residual model says so under its row.
 1. Accuracy and time: for each seed, a simulated slice of ``--preset`` is laid
    out as a mosaic grid; linumpy's position estimation and
    ``m2stitch.stitch_images`` get the same tile projections (AIPs) and the
@@ -44,6 +50,7 @@ from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.mosaic.grid import write_mosaic_grid
 from linumpy.simulate import get_preset, simulate_acquisition
+from linumpy.simulate.stitch_bound import MIN_MARGIN, PLACED_PX, RIVAL_PX, tile_bound
 from linumpy.simulate.stitch_matrix import (
     MATRIX,
     aligned_errors,
@@ -174,13 +181,18 @@ def truth_margin(tile, links: list, truth: dict) -> float:
     return best
 
 
-def diagnose_stage_tiles(mosaic, transform: TileTransform, errors: dict) -> list[str]:
-    """One line per textured tile left on the stage: its error and :func:`truth_margin`.
+def stage_tile_bounds(mosaic, transform: TileTransform) -> dict:
+    """``tile -> TileBound`` for every textured tile left on the stage."""
+    return {t: tile_bound(mosaic, t) for t in transform.stage_fallback_tiles() if t not in mosaic.empty_tiles}
+
+
+def diagnose_stage_tiles(mosaic, transform: TileTransform, errors: dict, bounds: dict) -> list[str]:
+    """One line per textured tile left on the stage: its error, its bound and :func:`truth_margin`.
 
     The margin is given twice: with all its neighbours, and with only the
     neighbours placed by pairs (those the joint search can use).
     """
-    stage = [t for t in transform.stage_fallback_tiles() if t not in mosaic.empty_tiles]
+    stage = sorted(bounds)
     if not stage:
         return []
     _, registrations = register_neighbours(mosaic.projections(), mosaic.condition.tile_step_px)
@@ -193,20 +205,24 @@ def diagnose_stage_tiles(mosaic, transform: TileTransform, errors: dict) -> list
         shown = [f"{m:+.2f}" if np.isfinite(m) else "-" for m in margins]
         lines.append(f"    tile {tile} on the stage, error {errors[tile]:.2f} px: evidence margin at the truth "
                      f"{shown[0]} (all {len(links)} neighbours at their true positions), "
-                     f"{shown[1]} ({len(linked)} placed neighbours)")
+                     f"{shown[1]} ({len(linked)} placed neighbours); bound: {bounds[tile].describe()}")
     return lines
 
 
 def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnose: bool = False) -> None:
     """Stitch every condition of the matrix for ``seeds``; print one table row per condition."""
     print("== test matrix: textured tiles mean / max px (over seeds), empty tiles max px ==")
+    print(f"placeable: textured tiles on the stage whose overlaps could place them within {PLACED_PX:g} px "
+          f"(Cramer-Rao <= {PLACED_PX / 3:g} px, expected margin of two noisy tiles over rivals beyond "
+          f"{RIVAL_PX} px >= {MIN_MARGIN:g}), count over seeds and their mean / max error; 'sure': "
+          f"those whose expected margin is >= {2 * MIN_MARGIN:g} (noise peaks lower a realised margin by ~1-3)")
     print(f"{'condition':<62} | {'linumpy':>13} {'empty':>5} {'excess':>6} {'own':>6} {'stage':>4} | "
-          f"{'stage pos':>13} {'empty':>5} | {'m2stitch':>13}")
+          f"{'placeable':>19} {'sure':>4} | {'stage pos':>13} {'empty':>5} | {'m2stitch':>13}")
     for condition in MATRIX:
         if names and not any(condition.name.startswith(n) for n in names):
             continue
         ours, stage, theirs, textured, empty, fallback, excess, crashed = [], [], [], [], [], [], [], False
-        diagnosis = []
+        diagnosis, placeable, sure = [], [], 0
         for seed in seeds:
             mosaic = simulate_mosaic(condition, seed)
             grid = workdir / f"matrix_seed{seed}.ome.zarr"
@@ -219,7 +235,10 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
             fallback.append(len(transform.stage_fallback_tiles()))
             estimated = {t: transform.position(t) for t in mosaic.truth}
             ours.append(aligned_errors(estimated, mosaic.truth, chosen))
-            lines = diagnose_stage_tiles(mosaic, transform, ours[-1]) if diagnose else []
+            bounds = stage_tile_bounds(mosaic, transform)
+            placeable.append([t for t, bound in bounds.items() if bound.placeable])
+            sure += sum(bounds[t].expected_margin >= 2 * MIN_MARGIN for t in placeable[-1])
+            lines = diagnose_stage_tiles(mosaic, transform, ours[-1], bounds) if diagnose else []
             if transform.stage_residuals.used:
                 lines.append(f"    stage residual model: {transform.stage_residuals.describe()}, "
                              f"{len(transform.stage_residuals.corrections)} tiles moved")
@@ -234,7 +253,8 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
         own_excess = max(o[t] - s[t] for o, s in zip(ours, stage) for t in o)
         m2 = "crashes" if crashed else _summary(theirs, textured)
         print(f"{condition.name[:62]:<62} | {_summary(ours, textured)} {_summary(ours, empty)[-5:]} "
-              f"{max(excess):+6.2f} {own_excess:+6.2f} {np.mean(fallback):4.1f} | {_summary(stage, textured)} "
+              f"{max(excess):+6.2f} {own_excess:+6.2f} {np.mean(fallback):4.1f} | "
+              f"{sum(map(len, placeable)):3d} {_summary(ours, placeable)} {sure:4d} | {_summary(stage, textured)} "
               f"{_summary(stage, empty)[-5:]} | {m2:>13}", flush=True)
         for line in diagnosis:
             print(line, flush=True)

@@ -25,6 +25,8 @@ from scipy import ndimage
 _MARGIN = 24
 #: A tile whose tissue covers less than this fraction of it counts as empty.
 EMPTY_TISSUE_FRACTION = 0.25
+#: Standard deviation (px) of the Gaussian filter that correlates the speckle field.
+SPECKLE_GRAIN_PX = 0.7
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,13 @@ class MosaicCondition:
         in overlapping tiles (0: drawn independently per tile).
     smooth_fraction : float
         Fraction of the tissue that is smooth and low-contrast (few edges).
+    depth_change : float
+        Fraction of the tissue texture's power that changes across the
+        tile's depth (0: the same lateral scene in every plane). Plane ``z``
+        has ``sqrt(1 - f) T + sqrt(f) (cos(a) T1 + sin(a) T2)``, ``a`` going
+        from 0 to 90 degrees from the first plane to the last: the first and
+        last planes share only ``1 - f`` of the texture, and the average
+        projection averages the changing part.
     empty_fraction : float
         Fraction of the tiles that see (nearly) only agarose.
     noise : float
@@ -90,6 +99,7 @@ class MosaicCondition:
     speckle: bool = True
     speckle_shared: float = 0.0
     smooth_fraction: float = 0.3
+    depth_change: float = 0.0
     empty_fraction: float = 0.0
     noise: float = 0.01
 
@@ -115,6 +125,14 @@ class SimulatedMosaic:
         ``(row, col) -> array([y, x])`` position reported by the stage (nominal).
     empty_tiles : tuple of (row, col)
         Tiles with less than :data:`EMPTY_TISSUE_FRACTION` tissue.
+    scene : np.ndarray or None
+        Noise-free lateral intensity of the sample (no speckle, vignetting
+        or noise), averaged over depth (what a tile's average projection
+        shows); tile ``t`` sees ``scene`` from ``truth[t] + scene_offset_px``.
+    illumination : np.ndarray or None
+        ``(tile, tile)`` multiplicative vignetting of every tile.
+    scene_offset_px : float
+        Origin of the tiles' frame in ``scene``.
     """
 
     grid: np.ndarray
@@ -122,6 +140,9 @@ class SimulatedMosaic:
     truth: dict
     stage: dict
     empty_tiles: tuple = field(default=())
+    scene: np.ndarray | None = None
+    illumination: np.ndarray | None = None
+    scene_offset_px: float = _MARGIN
 
     def projections(self) -> dict:
         """Average intensity projection of every tile."""
@@ -148,6 +169,7 @@ MATRIX: tuple[MosaicCondition, ...] = (
                     stage_error_px=3.0, backlash_px=3.0, settle_px=2.0),
     MosaicCondition("backlash 3 px + row-start settling 2 px, stage +-1.5 px",
                     stage_error_px=1.5, backlash_px=3.0, settle_px=2.0),
+    MosaicCondition("tissue changing with depth (60% of the texture)", depth_change=0.6),
 )
 
 
@@ -238,7 +260,12 @@ def _tissue_mask(shape, positions: dict, empty: set, tile_px: int) -> np.ndarray
 
 
 def _scene(condition: MosaicCondition, positions: dict, empty: set, rng) -> np.ndarray:
-    """Lateral intensity of the sample (tissue in agarose), before imaging."""
+    """Lateral intensity of the sample (tissue in agarose) before imaging, ``(planes, y, x)``.
+
+    One plane for every depth, or a single one when the tissue does not
+    change with depth (``depth_change`` 0: nothing more is drawn, so the
+    other conditions keep their scenes).
+    """
     rows, cols = condition.grid
     extent = np.max(np.array(list(positions.values())), axis=0) + condition.tile_px + _MARGIN
     shape = tuple(int(v) + 1 for v in extent)
@@ -246,11 +273,20 @@ def _scene(condition: MosaicCondition, positions: dict, empty: set, rng) -> np.n
     smooth = ndimage.gaussian_filter(_natural_texture(shape, rng), 12)
     smooth /= smooth.std()
     smooth_weight = _smooth_mask(shape, condition.smooth_fraction, rng)
-    tissue = 1.0 + (1 - smooth_weight) * 0.35 * texture + smooth_weight * 0.05 * smooth
     tissue_mask = _tissue_mask(shape, positions, empty, condition.tile_px)
     agarose_texture = ndimage.gaussian_filter(rng.standard_normal(shape), 2)
     agarose = 0.15 * (1 + 0.03 * agarose_texture / agarose_texture.std())
-    return np.clip(tissue_mask * tissue + (1 - tissue_mask) * agarose, 0.01, None)
+    textures = [texture]
+    if condition.depth_change > 0:
+        first, last = _natural_texture(shape, rng), _natural_texture(shape, rng)
+        angles = np.linspace(0, np.pi / 2, condition.depth)
+        textures = [np.sqrt(1 - condition.depth_change) * texture
+                    + np.sqrt(condition.depth_change) * (np.cos(a) * first + np.sin(a) * last) for a in angles]
+    planes = []
+    for plane_texture in textures:
+        tissue = 1.0 + (1 - smooth_weight) * 0.35 * plane_texture + smooth_weight * 0.05 * smooth
+        planes.append(np.clip(tissue_mask * tissue + (1 - tissue_mask) * agarose, 0.01, None))
+    return np.stack(planes)
 
 
 def _vignetting(condition: MosaicCondition, rng: np.random.Generator) -> np.ndarray:
@@ -265,11 +301,12 @@ def _vignetting(condition: MosaicCondition, rng: np.random.Generator) -> np.ndar
 def _speckle_field(shape, rng: np.random.Generator) -> np.ndarray:
     """Complex circular Gaussian field, spatially correlated over ~1 px, unit power."""
     field_ = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-    field_ = ndimage.gaussian_filter(field_.real, 0.7) + 1j * ndimage.gaussian_filter(field_.imag, 0.7)
+    field_ = (ndimage.gaussian_filter(field_.real, SPECKLE_GRAIN_PX)
+              + 1j * ndimage.gaussian_filter(field_.imag, SPECKLE_GRAIN_PX))
     return field_ / np.sqrt(np.mean(np.abs(field_) ** 2))
 
 
-def _sample(image: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
+def sample_tile(image: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
     """``image`` at ``origin + (i, j)`` for a ``size`` x ``size`` tile (cubic interpolation)."""
     yy, xx = np.mgrid[:size, :size].astype(float)
     return ndimage.map_coordinates(image, [yy + origin[0], xx + origin[1]], order=3, mode="nearest")
@@ -293,31 +330,32 @@ def simulate_mosaic(condition: MosaicCondition, seed: int) -> SimulatedMosaic:
     size, depth = condition.tile_px, condition.depth
     positions = _true_positions(condition, rng)
     empty = _empty_tiles(condition, rng)
-    scene = _scene(condition, positions, empty, rng)
-    tissue = _tissue_mask(scene.shape, positions, empty, size)
-    shared = [_speckle_field(scene.shape, rng) for _ in range(depth)] if condition.speckle else []
+    scenes = _scene(condition, positions, empty, rng)
+    tissue = _tissue_mask(scenes.shape[1:], positions, empty, size)
+    shared = [_speckle_field(scenes.shape[1:], rng) for _ in range(depth)] if condition.speckle else []
     illumination = _vignetting(condition, rng)
     grid = np.zeros((depth, rows * size, cols * size), dtype=np.float32)
     empty_tiles = []
     for tile, origin in sorted(positions.items()):
-        intensity = _sample(scene, origin, size) * illumination
-        planes = np.repeat(intensity[None], depth, axis=0)
+        sampled = [sample_tile(plane, origin, size) * illumination for plane in scenes]
+        planes = np.stack([sampled[min(z, len(sampled) - 1)] for z in range(depth)])
         if condition.speckle:
             for z in range(depth):
                 own = _speckle_field((size, size), rng)
-                sample_part = (_sample(shared[z].real, origin, size)
-                               + 1j * _sample(shared[z].imag, origin, size))
+                sample_part = (sample_tile(shared[z].real, origin, size)
+                               + 1j * sample_tile(shared[z].imag, origin, size))
                 amplitude = (np.sqrt(condition.speckle_shared) * sample_part
                              + np.sqrt(1 - condition.speckle_shared) * own)
                 planes[z] *= np.abs(amplitude) ** 2
         planes += condition.noise * rng.standard_normal(planes.shape)
         grid[:, tile[0] * size:(tile[0] + 1) * size, tile[1] * size:(tile[1] + 1) * size] = planes
-        if _sample(tissue, origin, size).mean() < EMPTY_TISSUE_FRACTION:
+        if sample_tile(tissue, origin, size).mean() < EMPTY_TISSUE_FRACTION:
             empty_tiles.append(tile)
     stage = {t: np.array(t, float) * condition.tile_step_px for t in positions}
     truth = {t: p - _MARGIN for t, p in positions.items()}
     return SimulatedMosaic(grid=grid, condition=condition, truth=truth, stage=stage,
-                           empty_tiles=tuple(empty_tiles))
+                           empty_tiles=tuple(empty_tiles), scene=scenes.mean(axis=0),
+                           illumination=illumination)
 
 
 def write_simulated_mosaic(mosaic: SimulatedMosaic, path: str | os.PathLike,
