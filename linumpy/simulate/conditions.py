@@ -21,12 +21,9 @@ _CAVITY = {"cavity_radius_um": 60.0}
 _THICKNESS = {"thickness_jitter": 0.06}
 _DEEP_FOCUS = {"focus_model": "lorentzian", "focus_offset_px": 30.0, "focus_sigma_px": 18.0}
 _ATTENUATION = {"attenuation_variation": 0.35}
-<<<<<<< HEAD
 # one look, drawn anew by every slice: consecutive slices' overlaps share the tissue, not its speckle
 _SPECKLE = {"speckle_looks": 1, "speckle_per_slice": True}
-=======
 _NOISY = {"noise_floor": 0.02}  # 2x the presets' floor: deep grey matter near it (not part of harsh)
->>>>>>> atten
 
 #: Condition name -> preset fields (``focus_offset_px``: focal plane this far below the surface).
 CONDITIONS: dict[str, dict[str, Any]] = {
