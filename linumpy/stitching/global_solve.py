@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
 from scipy.sparse.linalg import spsolve
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ MIN_MODEL_PAIRS = 4
 MIN_GROUP_FRACTION = 0.25
 #: ... and from at least this fraction of the neighbour pairs of its direction.
 MIN_MODEL_FRACTION = 0.5
-#: Standard errors by which a fitted step component must depart from the nominal one.
-MODEL_SIGNIFICANCE = 3.0
+#: Two-sided probability that a step component fitted to pairs carrying only
+#: random stage errors departs from the nominal one (Student-t test, see
+#: :func:`model_significance`).
+MODEL_FALSE_DEPARTURE = 1e-3
 #: A fitted step differing from the nominal one by more than this is reported.
 STEP_TOLERANCE = 0.01
 
@@ -107,7 +109,8 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
     axis's rotation, the two together the non-orthogonality) is the mean
     offset of the pairs of its direction. Each component departs from the
     nominal grid only where the data say so: by more than
-    :data:`MODEL_SIGNIFICANCE` standard errors, from at least
+    :func:`model_significance` standard errors (the empirical scatter of
+    the pairs over the square root of their number), from at least
     :data:`MIN_MODEL_PAIRS` pairs covering at least :data:`MIN_MODEL_FRACTION`
     of the neighbour pairs of ``tiles`` in that direction. With few pairs, or
     pairs from one corner of a drifting stage, a fitted step would move far
@@ -137,13 +140,36 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
             continue
         mean = offsets.mean(axis=0)
         standard_error = offsets.std(axis=0, ddof=1) / np.sqrt(len(offsets))
-        departs = np.abs(mean - step) > MODEL_SIGNIFICANCE * standard_error
+        departs = np.abs(mean - step) > model_significance(len(offsets)) * standard_error
         steps[direction] = np.where(departs, mean, step)
     return StageModel(
         origin=(0.0, 0.0),
         row_step=tuple(float(v) for v in steps[(1, 0)]),
         col_step=tuple(float(v) for v in steps[(0, 1)]),
     )
+
+
+def model_significance(n_pairs: int) -> float:
+    """Standard errors by which a step component fitted to ``n_pairs`` offsets must depart.
+
+    The Student-t critical value with ``n_pairs - 1`` degrees of freedom at
+    the two-sided probability :data:`MODEL_FALSE_DEPARTURE`: the standard
+    error comes from the scatter of the same few offsets, which is itself
+    uncertain (6 pairs: 6.9 standard errors, 12: 4.4, many: 3.3). A
+    component of 6 pairs whose scatter happened to be small passed the
+    former fixed 3 standard errors on random stage errors alone (stitching
+    matrix, depth change, seed 2: a column step 1.8 px off in y, carried
+    three columns out to tiles left on the stage, 4.5 px worse than the
+    stage). Pairs along a row share tiles, so their offsets telescope and
+    their mean varies less than the scatter says: the test errs on the side
+    of the nominal step.
+
+    Examples
+    --------
+    >>> round(model_significance(6), 2)
+    6.87
+    """
+    return float(stats.t.ppf(1 - MODEL_FALSE_DEPARTURE / 2, n_pairs - 1))
 
 
 def warn_if_steps_differ(model: StageModel, tile_step_px: Sequence[float]) -> None:
