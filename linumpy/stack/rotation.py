@@ -49,8 +49,9 @@ import numpy as np
 from scipy import fft, ndimage, optimize
 from skimage.registration import phase_cross_correlation
 
-from linumpy.parallel import default_workers, ordered_map
+from linumpy.parallel import default_workers
 from linumpy.resample import block_mean
+from linumpy.stack.pairs import pair_map
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
@@ -453,8 +454,8 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
         return list(slices), [None] * len(slices)
     # every slice against the previous one as read, side by side; redone against the previous one turned,
     # when it turned (most slices do not turn: the estimates are those of the chain, found in parallel)
-    first = list(ordered_map(lambda k: _slice_rotation(slices[k - 1], slices[k], steps_um[k], max_deg,
-                                                       min_confidence), range(1, len(slices))))
+    first = pair_map(lambda k: _slice_rotation(slices[k - 1], slices[k], steps_um[k], max_deg, min_confidence),
+                     range(1, len(slices)))
     out, estimates = [slices[0]], [None]
     for k in range(1, len(slices)):
         current = slices[k]

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 
 from linumpy.errors import InputError
-from linumpy.parallel import default_workers, ordered_map
+from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import (
@@ -32,6 +32,7 @@ from linumpy.stack.gains import (
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
+from linumpy.stack.pairs import pair_map
 from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
@@ -245,7 +246,7 @@ def plan_stack(
     pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
     workers = _pair_workers(slices, pairs, parameters.registration_size)
     if parameters.register:
-        registered = ordered_map(lambda k: _register_consecutive(
+        registered = pair_map(lambda k: _register_consecutive(
             slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters), pairs, workers)
         for k, (estimate, step) in zip(pairs, registered, strict=True):
             estimates[k], steps[k] = estimate, step
@@ -266,9 +267,9 @@ def plan_stack(
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
-    boundaries = ordered_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
-                                                       resolved.origins_um[k] - resolved.origins_um[k - 1], parameters),
-                             pairs, workers)
+    boundaries = pair_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
+                                                    resolved.origins_um[k] - resolved.origins_um[k - 1], parameters),
+                          pairs, workers)
     for k, boundary in zip(pairs, boundaries, strict=True):
         ratios[k], depths[k], lateral[k - 1] = boundary
         if lateral[k - 1] is None:
