@@ -66,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from linumpy.parallel import default_workers
+    from linumpy.stack.arenas import limit_malloc_arenas
     from linumpy.stack.files import stack_slice_files
 
+    limit_malloc_arenas(default_workers())
     stack_slice_files(
         args.slices, args.output, args.motor_positions,
         resolution_um=args.resolution, pyramid_resolutions_um=args.pyramid_resolutions,

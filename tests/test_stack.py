@@ -711,3 +711,18 @@ def test_graph_window_reader_matches_computing_the_slice():
             start = int(rng.integers(0, n))
             window.append(slice(start, int(rng.integers(start + 1, n + 1))))
         assert np.array_equal(reader.read(tuple(window)), lazy[tuple(window)].compute())
+
+
+def test_graph_window_reader_keeps_shared_blocks_only_between_announced_reads():
+    rng = np.random.default_rng(1)
+    source = da.from_array(rng.random((20, 30, 30)).astype(np.float32), chunks=(8, 12, 12))
+    lazy = (source * 3).map_blocks(np.sqrt)
+    reader = GraphWindowReader(lazy)
+    # windows straddling the blocks' borders, as output chunks misaligned with the slice's blocks
+    windows = [(slice(z, min(z + 10, 20)), slice(y, min(y + 15, 30)), slice(0, 30))
+               for z in (0, 10) for y in (0, 15)]
+    for window in windows:
+        reader.expect(window)
+    for window in windows:
+        assert np.array_equal(reader.read(window), lazy[window].compute())  # the same values, kept or not
+    assert reader._kept == {} and reader._kept_bytes == 0 and not reader._uses  # all freed after the last read

@@ -155,20 +155,10 @@ def assemble_region(
     shape = tuple(r.stop - r.start for r in region)
     total = np.zeros(shape, np.float64)
     weight = np.zeros(shape, np.float64)
-    reads = []
-    for piece, reader, ramp in zip(placed, readers, ramps, strict=True):
-        local = []
-        for axis, r in enumerate(region):
-            start = max(r.start, piece.origin[axis]) - piece.origin[axis]
-            stop = min(r.stop, piece.stop[axis]) - piece.origin[axis]
-            if stop <= start:
-                break
-            local.append(slice(start, stop))
-        else:
-            reads.append((piece, reader, ramp, tuple(local)))
     # one region per thread of assemble_volume: its reads computed in that thread
-    for piece, reader, ramp, local in reads:
-        block = reader.read(local)
+    for k, local in local_windows(placed, region):
+        piece, ramp = placed[k], ramps[k]
+        block = readers[k].read(local)
         out = tuple(
             slice(s.start + o - r.start, s.stop + o - r.start)
             for s, o, r in zip(local, piece.origin, region, strict=True)
@@ -178,6 +168,29 @@ def assemble_region(
         weight[out] += w * _coverage(piece.first_coverage, local)
     np.divide(total, weight, out=total, where=weight > 0)
     return _cast(total, dtype)
+
+
+def local_windows(placed: Sequence[PlacedSlice], region: tuple[slice, slice, slice],
+                  ) -> list[tuple[int, tuple[slice, slice, slice]]]:
+    """``(k, window)`` of every slice ``placed[k]`` overlapping ``region``: its part there, in its own voxels.
+
+    Examples
+    --------
+    >>> local_windows([PlacedSlice(da.zeros((4, 5, 5)), (2, 0, 0))], (slice(0, 3), slice(0, 8), slice(1, 2)))
+    [(0, (slice(0, 1, None), slice(0, 5, None), slice(1, 2, None)))]
+    """
+    windows = []
+    for k, piece in enumerate(placed):
+        local = []
+        for axis, r in enumerate(region):
+            start = max(r.start, piece.origin[axis]) - piece.origin[axis]
+            stop = min(r.stop, piece.stop[axis]) - piece.origin[axis]
+            if stop <= start:
+                break
+            local.append(slice(start, stop))
+        else:
+            windows.append((k, tuple(local)))
+    return windows
 
 
 def _coverage(first_coverage: Sequence[float], local: tuple[slice, slice, slice]) -> np.ndarray:
@@ -235,6 +248,9 @@ def assemble_volume(
     ramps = depth_ramps(placed)
     readers = [GraphWindowReader(piece.data) for piece in placed]
     regions = list(iter_chunk_regions(shape, chunks))
+    for region in regions:  # blocks shared by neighbouring regions are computed once
+        for k, local in local_windows(placed, region):
+            readers[k].expect(local)
     # regions blended side by side (one in flight per thread), written in order by this thread
     blocks = ordered_map(lambda region: assemble_region(placed, readers, ramps, region, dtype), regions,
                          workers, ahead=workers)

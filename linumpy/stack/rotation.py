@@ -51,6 +51,7 @@ from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean
+from linumpy.stack.pairs import pair_map
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
@@ -449,14 +450,17 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
     (slices, estimates)
         The de-rotated slices (lazy) and one estimate per slice (None for the first).
     """
+    if max_deg <= 0:
+        return list(slices), [None] * len(slices)
+    # every slice against the previous one as read, side by side; redone against the previous one turned,
+    # when it turned (most slices do not turn: the estimates are those of the chain, found in parallel)
+    first = pair_map(lambda k: _slice_rotation(slices[k - 1], slices[k], steps_um[k], max_deg, min_confidence),
+                     range(1, len(slices)))
     out, estimates = [slices[0]], [None]
     for k in range(1, len(slices)):
         current = slices[k]
-        if max_deg <= 0:
-            out.append(current)
-            estimates.append(None)
-            continue
-        estimate = _slice_rotation(out[-1], current, steps_um[k], max_deg, min_confidence)
+        estimate = first[k - 1] if out[-1] is slices[k - 1] else _slice_rotation(out[-1], current, steps_um[k],
+                                                                                   max_deg, min_confidence)
         LOGGER.info("slice %d: rotation %s", current.slice_id, estimate)
         estimates.append(estimate)
         out.append(rotate_slice(current, estimate.angle_deg))

@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 
 from linumpy.errors import InputError
+from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import (
@@ -31,6 +32,7 @@ from linumpy.stack.gains import (
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
+from linumpy.stack.pairs import pair_map
 from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
@@ -58,6 +60,10 @@ TOP_SKIP_PLANES = 2
 RESOLUTION_TOLERANCE = 0.01
 #: Default blend overlap of consecutive slices, as a fraction of the thickness.
 DEFAULT_BLEND_OVERLAP = 0.1
+#: Largest float32 planes (bytes) one pair's registration may read for pairs to run side by side
+#: (:func:`_pair_workers`): the five ``small`` slices' pairs read up to 0.15 GB each, a pair of
+#: 1792 px wide ``large`` slices about 0.9 GB (one at a time).
+PARALLEL_PAIR_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -237,12 +243,13 @@ def plan_stack(
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
+    pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
+    workers = _pair_workers(slices, pairs, parameters.registration_size)
     if parameters.register:
-        for k in range(1, len(slices)):
-            if ids[k] - ids[k - 1] == 1:
-                estimates[k], steps[k] = _register_consecutive(
-                    slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters
-                )
+        registered = pair_map(lambda k: _register_consecutive(
+            slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters), pairs, workers)
+        for k, (estimate, step) in zip(pairs, registered, strict=True):
+            estimates[k], steps[k] = estimate, step
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
     lateral = parameters.max_lateral_drift_um
     resolved = resolve_origins(
@@ -260,19 +267,20 @@ def plan_stack(
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
-    for k in range(1, len(slices)):
-        if ids[k] - ids[k - 1] == 1:
-            ratios[k], depths[k], lateral[k - 1] = _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
-                                                   resolved.origins_um[k] - resolved.origins_um[k - 1], parameters)
-            if lateral[k - 1] is None:
-                lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
-            elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
-                lateral[k - 1] = None
-                lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
-            elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
-                lateral[k - 1] = None
-                lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} (of its speckle "
-                                           f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
+    boundaries = pair_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
+                                                    resolved.origins_um[k] - resolved.origins_um[k - 1], parameters),
+                          pairs, workers)
+    for k, boundary in zip(pairs, boundaries, strict=True):
+        ratios[k], depths[k], lateral[k - 1] = boundary
+        if lateral[k - 1] is None:
+            lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
+        elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
+            lateral[k - 1] = None
+            lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
+        elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
+            lateral[k - 1] = None
+            lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} (of its speckle "
+                                       f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
@@ -546,6 +554,23 @@ def _register_consecutive(
     )
     LOGGER.debug("slice %d: %s", current.slice_id, estimate)
     return estimate, step
+
+
+def _pair_workers(slices: Sequence[SliceVolume], pairs: Sequence[int], size: int) -> int:
+    """Threads registering consecutive pairs (and measuring their boundaries) side by side.
+
+    One pair per worker (:func:`linumpy.parallel.default_workers`) when the
+    planes a pair can read at its registration level (both slices' useful
+    depth) take at most :data:`PARALLEL_PAIR_BYTES`; else one pair at a
+    time, so the peak memory stays that of one pair. The estimates do not
+    depend on it.
+    """
+    largest = 0
+    for k in pairs:
+        level, factor = _registration_level(slices[k - 1], slices[k], size)
+        plane = max(math.prod(s.levels[level][0].shape[1:]) for s in slices[k - 1 : k + 1]) // factor**2
+        largest = max(largest, plane * (slices[k - 1].useful_depth + slices[k].useful_depth) * 4)
+    return default_workers() if largest <= PARALLEL_PAIR_BYTES else 1
 
 
 def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) -> tuple[int, int]:
