@@ -262,15 +262,20 @@ class BackgroundStatistics:
     def background_profile(
         self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
+        """Depth profile of the A-lines of ``cells``, minus ``noise_floor``, each cell scaled by its gain.
 
         Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
-        cut surface). ``decay_per_px``: the agarose's own round-trip
-        attenuation ``2 mu dz``; each cell's signal, minus the noise floor, is
-        multiplied by ``exp(decay_per_px * d)``, ``d`` the depth below the
-        cell's cut (``first_depth`` less the margin), so that the profile is
-        the focus alone. Returns ``(profile, support)``: ``support[z]`` is the
-        number of A-lines behind ``profile[z]`` (NaN where 0).
+        cut surface). The cells differ in brightness (vignetting, the gel's
+        texture, the gel's decay from each cell's own cut) and join the mean at
+        different depths (a tilted cut): a plain mean would step wherever a
+        cell of another brightness joins. So the profile is the common shape
+        of a rank-1 fit, ``signal[c, z] ~ gain[c] * profile[z]``
+        (:func:`cell_gains`; gains averaging 1 over the A-lines).
+        ``decay_per_px``: the agarose's own round-trip attenuation ``2 mu dz``;
+        each cell's signal is multiplied by ``exp(decay_per_px * d)``, ``d``
+        the depth below the cell's cut (``first_depth`` less the margin), so
+        that the profile is the focus alone. Returns ``(profile, support)``:
+        ``support[z]`` is the number of A-lines behind ``profile[z]`` (NaN where 0).
 
         Examples
         --------
@@ -283,13 +288,50 @@ class BackgroundStatistics:
         use = np.nonzero(cells & np.isfinite(first_depth))[0]
         depth = np.arange(self.depth)[None, :] - first_depth[use][:, None]
         valid = depth >= 0
-        support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
-        if not decay_per_px:
-            sums = (self.cell_sums[use] * valid).sum(axis=0)
-            return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0) - noise_floor, support
+        lines = self.cell_lines[use][:, None] * valid
         signal = (self.cell_sums[use] - noise_floor * self.cell_lines[use][:, None]) * valid
-        sums = (signal * np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))).sum(axis=0)
-        return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0), support
+        if decay_per_px:
+            signal *= np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))
+        gains = cell_gains(signal, lines)
+        weight = (gains[:, None] * lines).sum(axis=0)
+        support = lines.sum(axis=0)
+        return np.divide(signal.sum(axis=0), weight, out=np.full(self.depth, np.nan), where=weight > 0), support
+
+
+#: Alternations of the rank-1 fit of :func:`cell_gains`.
+GAIN_ITERATIONS = 10
+
+
+def cell_gains(signal: np.ndarray, lines: np.ndarray, iterations: int = GAIN_ITERATIONS) -> np.ndarray:
+    """Gain of every cell in a rank-1 fit ``signal[c, z] ~ gain[c] * lines[c, z] * profile[z]``.
+
+    ``signal``: per-cell sums over A-lines at each depth (0 where a cell
+    does not contribute), ``lines``: the number of A-lines behind each sum.
+    Alternating least squares from gains of 1; the gains are scaled to a mean
+    of 1 over the contributing A-line samples. Cells without a positive
+    overlap with the profile keep a gain of 1.
+
+    Examples
+    --------
+    >>> shape = np.array([1.0, 2.0, 4.0])
+    >>> signal = np.array([[0.0, 2.0, 4.0], [3.0, 6.0, 12.0]])  # gains 1 and 3, the first cell from depth 1
+    >>> lines = np.array([[0, 1, 1], [1, 1, 1]])
+    >>> gains = cell_gains(signal, lines)
+    >>> (gains / gains[0]).round(4).tolist()
+    [1.0, 3.0]
+    """
+    gains = np.ones(signal.shape[0])
+    total = signal.sum(axis=0)
+    for _ in range(iterations):
+        weight = (gains[:, None] * lines).sum(axis=0)
+        profile = np.divide(total, weight, out=np.zeros(total.shape), where=weight > 0)
+        numerator = (signal * profile).sum(axis=1)
+        denominator = (lines * profile**2).sum(axis=1)
+        gains = np.where((denominator > 0) & (numerator > 0),
+                         numerator / np.where(denominator > 0, denominator, 1.0), 1.0)
+        counts = lines.sum(axis=1)
+        gains /= np.average(gains, weights=counts) if counts.sum() > 0 else 1.0
+    return gains
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...
