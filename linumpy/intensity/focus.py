@@ -14,6 +14,8 @@ then the slice is cut into a coarse lateral grid of cells, a cell holding a
 tissue A-line is tissue, and that mask is closed, hole-filled and dilated:
 the agarose is what lies outside it (:class:`BackgroundStatistics`).
 
+Each agarose cell is scaled by its own gain (a rank-1 fit, :func:`cell_gains`),
+so that cells joining the mean at their own cut depth make no steps.
 Every depth of the profile carries the number of A-lines behind it. Depths
 with little support are filled by a fitted model (Lorentzian, the confocal
 gate of a Gaussian beam, or Gaussian) and the profile is scaled to 1 at a
@@ -313,7 +315,6 @@ def cell_gains(signal: np.ndarray, lines: np.ndarray, iterations: int = GAIN_ITE
 
     Examples
     --------
-    >>> shape = np.array([1.0, 2.0, 4.0])
     >>> signal = np.array([[0.0, 2.0, 4.0], [3.0, 6.0, 12.0]])  # gains 1 and 3, the first cell from depth 1
     >>> lines = np.array([[0, 1, 1], [1, 1, 1]])
     >>> gains = cell_gains(signal, lines)
@@ -347,7 +348,7 @@ GAUSSIAN_PENALTY = 1.5
 MAX_AGAROSE_ATTENUATION_PER_MM = 2.0
 #: Prior of the agarose attenuation (mm^-1): mean and standard deviation. A thin embedding gel (1-2% agarose)
 #: attenuates little; the two test generators' gels are 0.3 and 0.4 (see ``docs/intensity.md``,
-#: *Agarose attenuation prior*). The fit is combined with it by inverse variance.
+#: *Agarose attenuation: prior and cell gains*). The fit is combined with it by inverse variance.
 AGAROSE_ATTENUATION_PRIOR_PER_MM = (0.35, 0.25)
 #: Above this weight of the prior in the combined estimate, the estimate is flagged as weakly supported.
 MAX_AGAROSE_PRIOR_WEIGHT = 0.5
