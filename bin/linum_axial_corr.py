@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agarose_attenuation_per_mm", type=finite_float, default=None,
                         help="The embedding gel's own attenuation, measured on the gel (1/mm); removed from the "
                              "agarose profile of the background focus estimate (default: estimated with the "
-                             "Lorentzian focus fit when identifiable, else 0; see the QC record).")
+                             "Lorentzian focus fit, combined with a stated prior, when identifiable, else 0; "
+                             "see the QC record).")
     parser.add_argument("--attenuation", choices=ATTENUATION_MODES, default="vermeer",
                         help="Attenuation compensation [%(default)s].")
     parser.add_argument("--attenuation_edge_sigma_px", type=finite_float, default=2.0,

@@ -14,6 +14,8 @@ then the slice is cut into a coarse lateral grid of cells, a cell holding a
 tissue A-line is tissue, and that mask is closed, hole-filled and dilated:
 the agarose is what lies outside it (:class:`BackgroundStatistics`).
 
+Each agarose cell is scaled by its own gain (a rank-1 fit, :func:`cell_gains`),
+so that cells joining the mean at their own cut depth make no steps.
 Every depth of the profile carries the number of A-lines behind it. Depths
 with little support are filled by a fitted model (Lorentzian, the confocal
 gate of a Gaussian beam, or Gaussian) and the profile is scaled to 1 at a
@@ -262,15 +264,20 @@ class BackgroundStatistics:
     def background_profile(
         self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean depth profile of the A-lines of ``cells``, minus ``noise_floor``.
+        """Depth profile of the A-lines of ``cells``, minus ``noise_floor``, each cell scaled by its gain.
 
         Cell ``c`` contributes from depth ``first_depth[c]`` down (below its
-        cut surface). ``decay_per_px``: the agarose's own round-trip
-        attenuation ``2 mu dz``; each cell's signal, minus the noise floor, is
-        multiplied by ``exp(decay_per_px * d)``, ``d`` the depth below the
-        cell's cut (``first_depth`` less the margin), so that the profile is
-        the focus alone. Returns ``(profile, support)``: ``support[z]`` is the
-        number of A-lines behind ``profile[z]`` (NaN where 0).
+        cut surface). The cells differ in brightness (vignetting, the gel's
+        texture, the gel's decay from each cell's own cut) and join the mean at
+        different depths (a tilted cut): a plain mean would step wherever a
+        cell of another brightness joins. So the profile is the common shape
+        of a rank-1 fit, ``signal[c, z] ~ gain[c] * profile[z]``
+        (:func:`cell_gains`; gains averaging 1 over the A-lines).
+        ``decay_per_px``: the agarose's own round-trip attenuation ``2 mu dz``;
+        each cell's signal is multiplied by ``exp(decay_per_px * d)``, ``d``
+        the depth below the cell's cut (``first_depth`` less the margin), so
+        that the profile is the focus alone. Returns ``(profile, support)``:
+        ``support[z]`` is the number of A-lines behind ``profile[z]`` (NaN where 0).
 
         Examples
         --------
@@ -283,13 +290,49 @@ class BackgroundStatistics:
         use = np.nonzero(cells & np.isfinite(first_depth))[0]
         depth = np.arange(self.depth)[None, :] - first_depth[use][:, None]
         valid = depth >= 0
-        support = (self.cell_lines[use][:, None] * valid).sum(axis=0)
-        if not decay_per_px:
-            sums = (self.cell_sums[use] * valid).sum(axis=0)
-            return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0) - noise_floor, support
+        lines = self.cell_lines[use][:, None] * valid
         signal = (self.cell_sums[use] - noise_floor * self.cell_lines[use][:, None]) * valid
-        sums = (signal * np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))).sum(axis=0)
-        return np.divide(sums, support, out=np.full(self.depth, np.nan), where=support > 0), support
+        if decay_per_px:
+            signal *= np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))
+        gains = cell_gains(signal, lines)
+        weight = (gains[:, None] * lines).sum(axis=0)
+        support = lines.sum(axis=0)
+        return np.divide(signal.sum(axis=0), weight, out=np.full(self.depth, np.nan), where=weight > 0), support
+
+
+#: Alternations of the rank-1 fit of :func:`cell_gains`.
+GAIN_ITERATIONS = 10
+
+
+def cell_gains(signal: np.ndarray, lines: np.ndarray, iterations: int = GAIN_ITERATIONS) -> np.ndarray:
+    """Gain of every cell in a rank-1 fit ``signal[c, z] ~ gain[c] * lines[c, z] * profile[z]``.
+
+    ``signal``: per-cell sums over A-lines at each depth (0 where a cell
+    does not contribute), ``lines``: the number of A-lines behind each sum.
+    Alternating least squares from gains of 1; the gains are scaled to a mean
+    of 1 over the contributing A-line samples. Cells without a positive
+    overlap with the profile keep a gain of 1.
+
+    Examples
+    --------
+    >>> signal = np.array([[0.0, 2.0, 4.0], [3.0, 6.0, 12.0]])  # gains 1 and 3, the first cell from depth 1
+    >>> lines = np.array([[0, 1, 1], [1, 1, 1]])
+    >>> gains = cell_gains(signal, lines)
+    >>> (gains / gains[0]).round(4).tolist()
+    [1.0, 3.0]
+    """
+    gains = np.ones(signal.shape[0])
+    total = signal.sum(axis=0)
+    for _ in range(iterations):
+        weight = (gains[:, None] * lines).sum(axis=0)
+        profile = np.divide(total, weight, out=np.zeros(total.shape), where=weight > 0)
+        numerator = (signal * profile).sum(axis=1)
+        denominator = (lines * profile**2).sum(axis=1)
+        gains = np.where((denominator > 0) & (numerator > 0),
+                         numerator / np.where(denominator > 0, denominator, 1.0), 1.0)
+        counts = lines.sum(axis=1)
+        gains /= np.average(gains, weights=counts) if counts.sum() > 0 else 1.0
+    return gains
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...
@@ -301,10 +344,14 @@ MIN_MEASURED_FRACTION = 0.75
 FOCUS_MODELS = ("lorentzian", "gaussian")
 #: The Gaussian replaces the Lorentzian (the physical model) only if its relative RMS residual is this much lower.
 GAUSSIAN_PENALTY = 1.5
-#: Largest agarose attenuation (mm^-1) the Lorentzian fit may find (see :func:`estimate_focus`).
+#: Largest agarose attenuation (mm^-1) the Lorentzian x decay fit may find, either sign (see :func:`estimate_focus`).
 MAX_AGAROSE_ATTENUATION_PER_MM = 2.0
-#: The fitted agarose attenuation is used only if its standard error (mm^-1) is at most this.
-MAX_AGAROSE_ATTENUATION_SD_PER_MM = 0.25
+#: Prior of the agarose attenuation (mm^-1): mean and standard deviation. A thin embedding gel (1-2% agarose)
+#: attenuates little; the two test generators' gels are 0.3 and 0.4 (see ``docs/intensity.md``,
+#: *Agarose attenuation: prior and cell gains*). The fit is combined with it by inverse variance.
+AGAROSE_ATTENUATION_PRIOR_PER_MM = (0.35, 0.25)
+#: Above this weight of the prior in the combined estimate, the estimate is flagged as weakly supported.
+MAX_AGAROSE_PRIOR_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -349,15 +396,19 @@ def estimate_focus(
     unsupported one), and clipped below at ``min_gain``.
 
     With ``fit_decay``, the agarose's own round-trip decay is fitted with the
-    Lorentzian, ``a / (1 + ((z - c) / w)^2) * exp(-2 mu dz z)``, ``0 <= mu <=
+    Lorentzian, ``a / (1 + ((z - c) / w)^2) * exp(-2 mu dz z)``, ``|mu| <=
     MAX_AGAROSE_ATTENUATION_PER_MM``, and divided out of the profile (so that
     tissue attenuation does not read ``mu`` low). The decay is identifiable
     only because the Lorentzian's log is not a parabola (a Gaussian times an
-    exponential is a shifted Gaussian): it is used only when the Lorentzian
-    wins, its standard error is at most ``MAX_AGAROSE_ATTENUATION_SD_PER_MM``
-    and it is not at the bound; otherwise ``mu = 0`` (the profile keeps the
-    decay) and the QC field ``focus_agarose_attenuation_source`` says why
-    (a flag when the fit was refused).
+    exponential is a shifted Gaussian), and weakly (one slice's agarose
+    decays by a few percent over the range): the fitted value is combined
+    with the prior ``AGAROSE_ATTENUATION_PRIOR_PER_MM`` by inverse variance
+    (the prior alone when the fit fails or reaches its bound), clipped at 0,
+    and the Lorentzian refitted with that decay fixed. Fitted only when the
+    Lorentzian wins; otherwise ``mu = 0`` (the profile keeps the decay). The
+    QC fields ``focus_agarose_attenuation_*`` give the value, its standard
+    error, the fit alone, the prior's weight and the source; a flag when the
+    prior outweighs the fit (``MAX_AGAROSE_PRIOR_WEIGHT``).
 
     Parameters
     ----------
@@ -475,10 +526,11 @@ def _fit_agarose_decay(
 ) -> tuple[np.ndarray, float, np.ndarray, str | None]:
     """The Lorentzian times the agarose's round-trip decay, fitted to the well-sampled depths.
 
-    Returns the Lorentzian's ``(amplitude, center, width)``, its relative RMS
-    residual, the decay per depth to divide out of the measured profile and a
-    flag message (None when accepted or not attempted); the plain fit
-    (``params``, ``rms``, no decay) when the decay is refused. Updates the
+    The decay rate is the fit combined with the prior (see :func:`estimate_focus`);
+    returns the Lorentzian's ``(amplitude, center, width)`` refitted with that
+    decay, its relative RMS residual, the decay per depth to divide out of the
+    measured profile and a flag message (None when the fit outweighs the
+    prior); ``params`` and ``rms`` unchanged if the refit fails. Updates the
     ``focus_agarose_attenuation_*`` QC fields.
     """
     z = np.nonzero(well)[0].astype(np.float64)
@@ -486,30 +538,86 @@ def _fit_agarose_decay(
     sigma = 1.0 / np.sqrt(support[well].astype(np.float64))
     per_mm = 2.0 * dz_um / 1000.0  # exponent per depth voxel of 1 mm^-1, round trip
     limit = MAX_AGAROSE_ATTENUATION_PER_MM
+    shape_bounds = ([0, -10 * z[-1] - 10, 0.5], [np.inf, 10 * z[-1] + 10, np.inf])
 
     def curve(x: np.ndarray, a: float, c: float, w: float, mu: float) -> np.ndarray:
         return focus_model("lorentzian", x, a, c, w) * np.exp(-mu * per_mm * (x - z[0]))
 
     try:
-        fitted, covariance = optimize.curve_fit(
-            curve, z, values, p0=(*params, 0.0), sigma=sigma,
-            bounds=([0, -10 * z[-1] - 10, 0.5, 0.0], [np.inf, 10 * z[-1] + 10, np.inf, limit]), maxfev=2000)
+        fitted, covariance = optimize.curve_fit(curve, z, values, p0=(*params, 0.0), sigma=sigma,
+                                                bounds=([*shape_bounds[0], -limit], [*shape_bounds[1], limit]),
+                                                maxfev=2000)
+        fit_mu = float(fitted[3])
+        fit_sd = float(np.sqrt(covariance[3, 3])) if np.isfinite(covariance[3, 3]) else np.inf
+        fit_sd *= correlation_inflation((values - curve(z, *fitted)) / sigma)
     except (RuntimeError, ValueError):
-        qc["focus_agarose_attenuation_source"] = "not estimated: the Lorentzian x decay fit failed"
-        return params, rms, np.ones(measured.size), qc["focus_agarose_attenuation_source"]
-    mu = float(fitted[3])
-    sd = float(np.sqrt(covariance[3, 3])) if np.isfinite(covariance[3, 3]) else np.inf
-    qc["focus_agarose_attenuation_sd_per_mm"] = round(sd, 4) if np.isfinite(sd) else None
-    if not sd <= MAX_AGAROSE_ATTENUATION_SD_PER_MM or mu >= 0.999 * limit:
-        qc["focus_agarose_attenuation_source"] = (
-            f"refused: fitted {mu:.2f} +- {sd:.2f} mm^-1 (limits: standard error <= "
-            f"{MAX_AGAROSE_ATTENUATION_SD_PER_MM}, value < {limit}); tissue attenuation reads the gel's low")
-        return params, rms, np.ones(measured.size), f"agarose attenuation {qc['focus_agarose_attenuation_source']}"
-    residual = (values - curve(z, *fitted)) / sigma
-    fitted_rms = float(np.sqrt(np.mean(residual**2) / np.mean(1.0 / sigma**2))) / fitted[0]
-    qc.update(focus_agarose_attenuation_per_mm=round(mu, 4), focus_agarose_attenuation_source="estimated")
+        fit_mu, fit_sd = None, np.inf
+    mu, sd, weight, source = combine_with_prior(fit_mu, fit_sd, limit)
+    qc.update(focus_agarose_attenuation_per_mm=round(mu, 4), focus_agarose_attenuation_sd_per_mm=round(sd, 4),
+              focus_agarose_attenuation_fit_per_mm=None if fit_mu is None else round(fit_mu, 4),
+              focus_agarose_attenuation_fit_sd_per_mm=round(fit_sd, 4) if np.isfinite(fit_sd) else None,
+              focus_agarose_attenuation_prior_per_mm=list(AGAROSE_ATTENUATION_PRIOR_PER_MM),
+              focus_agarose_attenuation_prior_weight=round(weight, 4), focus_agarose_attenuation_source=source)
+    decay_at = np.exp(-mu * per_mm * (z - z[0]))
+    try:
+        shape, _ = optimize.curve_fit(lambda x, a, c, w: focus_model("lorentzian", x, a, c, w), z, values / decay_at,
+                                      p0=params, sigma=sigma / decay_at, bounds=shape_bounds, maxfev=2000)
+        residual = (values - curve(z, *shape, mu)) / sigma
+        params, rms = shape, float(np.sqrt(np.mean(residual**2) / np.mean(1.0 / sigma**2))) / shape[0]
+    except (RuntimeError, ValueError):
+        pass
     decay = np.exp(-mu * per_mm * (np.arange(measured.size) - z[0]))
-    return fitted[:3], fitted_rms, decay, None
+    flag = None if weight <= MAX_AGAROSE_PRIOR_WEIGHT else f"agarose attenuation weakly supported: {source}"
+    return params, rms, decay, flag
+
+
+def correlation_inflation(residual: np.ndarray) -> float:
+    """Factor on a fitted parameter's standard error for residuals correlated along depth.
+
+    ``sqrt((1 + r) / (1 - r))``, ``r`` the lag-1 autocorrelation of the
+    residuals (>= 0): a mismatched model or correlated noise leaves runs of
+    residuals of one sign, and the ``N`` depths then carry the information of
+    about ``N (1 - r) / (1 + r)`` independent ones. 1 for uncorrelated residuals.
+
+    Examples
+    --------
+    >>> correlation_inflation(np.array([1.0, -1.0, 1.0, -1.0]))
+    1.0
+    >>> round(correlation_inflation(np.sin(np.linspace(0, 3, 40))), 1) > 3
+    True
+    """
+    centred = residual - residual.mean()
+    power = float(np.dot(centred, centred))
+    r = float(np.dot(centred[1:], centred[:-1])) / power if power > 0 else 0.0
+    r = min(max(r, 0.0), 0.99)
+    return float(np.sqrt((1.0 + r) / (1.0 - r)))
+
+
+def combine_with_prior(fit_mu: float | None, fit_sd: float, limit: float) -> tuple[float, float, float, str]:
+    """The agarose attenuation from a fit (mm^-1, its standard error) and the prior, by inverse variance.
+
+    A failed fit (``fit_mu`` None), an infinite error or a value at ``+-limit``
+    leaves the prior alone. Returns ``(mu, standard error, weight of the prior,
+    source)``, ``mu`` clipped at 0 (a gel does not amplify).
+
+    Examples
+    --------
+    >>> mu, sd, weight, _ = combine_with_prior(0.35, 0.25, 2.0)
+    >>> round(mu, 3), round(sd, 3), weight
+    (0.35, 0.177, 0.5)
+    >>> combine_with_prior(None, float("inf"), 2.0)[2]
+    1.0
+    """
+    prior, prior_sd = AGAROSE_ATTENUATION_PRIOR_PER_MM
+    if fit_mu is None or not np.isfinite(fit_sd) or abs(fit_mu) >= 0.999 * limit:
+        reason = "the fit failed" if fit_mu is None else f"the fit ({fit_mu:.2f} mm^-1) is unusable"
+        return prior, prior_sd, 1.0, f"prior {prior} +- {prior_sd} mm^-1 alone: {reason}"
+    weight = fit_sd**2 / (fit_sd**2 + prior_sd**2)
+    mu = weight * prior + (1.0 - weight) * fit_mu
+    sd = float(np.sqrt(1.0 / (1.0 / fit_sd**2 + 1.0 / prior_sd**2)))
+    source = (f"estimated: fit {fit_mu:.2f} +- {fit_sd:.2f} combined with the prior {prior} +- {prior_sd} mm^-1 "
+              f"(prior weight {weight:.2f})")
+    return max(mu, 0.0), sd, weight, source
 
 
 def _fit_model(

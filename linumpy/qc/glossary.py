@@ -110,11 +110,21 @@ METRICS: dict[str, MetricInfo] = {
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
     "focus_agarose_attenuation_per_mm": _M("Agarose attenuation", "1/mm", "Round-trip decay divided out of "
-                                           "the agarose focus profile (given, or fitted with the Lorentzian); 0: none."),
-    "focus_agarose_attenuation_sd_per_mm": _M("Agarose attenuation error", "1/mm", "Standard error of the fitted "
-                                              "agarose attenuation (above 0.25 it is refused)."),
-    "focus_agarose_attenuation_source": _M("Agarose attenuation source", "text", "given, estimated, not estimated "
-                                           "(Gaussian focus: not identifiable) or refused (flagged)."),
+                                           "the agarose focus profile (given, or the Lorentzian fit combined with "
+                                           "the prior); 0: none."),
+    "focus_agarose_attenuation_sd_per_mm": _M("Agarose attenuation error", "1/mm", "Standard error of the "
+                                              "agarose attenuation used (fit and prior combined)."),
+    "focus_agarose_attenuation_fit_per_mm": _M("Agarose attenuation fit", "1/mm", "The Lorentzian x decay fit "
+                                               "alone, before the prior; empty when the fit failed."),
+    "focus_agarose_attenuation_fit_sd_per_mm": _M("Agarose attenuation fit error", "1/mm", "Standard error of "
+                                                  "the fit alone, widened for residuals correlated along depth."),
+    "focus_agarose_attenuation_prior_per_mm": _M("Agarose attenuation prior", "1/mm", "Mean and standard "
+                                                 "deviation of the prior the fit is combined with."),
+    "focus_agarose_attenuation_prior_weight": _M("Agarose prior weight", "fraction", "Weight of the prior in "
+                                                 "the agarose attenuation (1: the prior alone; above 0.5 flagged)."),
+    "focus_agarose_attenuation_source": _M("Agarose attenuation source", "text", "given, estimated (fit and "
+                                           "prior), the prior alone (fit failed or unusable), or not estimated "
+                                           "(Gaussian focus: not identifiable)."),
     "focus_profile": _M("Focus profile", "gain", "Gain divided out at each input depth."),
     "p_low": _M("Low percentile value", "intensity", "Input intensity mapped to 0."),
     "p_high": _M("High percentile value", "intensity", "Input intensity mapped to 1."),
