@@ -28,7 +28,7 @@ from collections.abc import Hashable, Sequence
 import dask
 import dask.array as da
 import numpy as np
-from dask._task_spec import convert_legacy_graph
+from dask._task_spec import convert_legacy_graph  # dask >= 2024.12 (pyproject.toml): tasks run without a scheduler
 
 #: Bytes of blocks a reader keeps between the windows that share them.
 CACHE_BYTES = 32 * 2**20

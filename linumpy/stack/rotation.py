@@ -431,7 +431,7 @@ def _common_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float, min_confidence: float,
-                    ) -> tuple[list, list[RotationEstimate | None]]:
+                    workers: int | None = None) -> tuple[list, list[RotationEstimate | None]]:
     """Estimate and undo the rotation of every slice relative to the previous one (chained).
 
     Parameters
@@ -444,6 +444,9 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
         Largest rotation searched; 0 disables the search.
     min_confidence : float
         Overlap NCC above which a rotation estimate is ``"full"``.
+    workers : int, optional
+        Slice pairs searched side by side (default: the step's threads); the
+        estimates do not depend on it.
 
     Returns
     -------
@@ -455,7 +458,7 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
     # every slice against the previous one as read, side by side; redone against the previous one turned,
     # when it turned (most slices do not turn: the estimates are those of the chain, found in parallel)
     first = pair_map(lambda k: _slice_rotation(slices[k - 1], slices[k], steps_um[k], max_deg, min_confidence),
-                     range(1, len(slices)))
+                     range(1, len(slices)), workers)
     out, estimates = [slices[0]], [None]
     for k in range(1, len(slices)):
         current = slices[k]

@@ -242,9 +242,9 @@ def plan_stack(
                            "left as flattened", s.slice_id, -move)
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
-    slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence)
+    workers = _pair_workers(slices, range(1, len(slices)), parameters.registration_size)
+    slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence, workers)
     pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
-    workers = _pair_workers(slices, pairs, parameters.registration_size)
     if parameters.register:
         registered = pair_map(lambda k: _register_consecutive(
             slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters), pairs, workers)
@@ -557,7 +557,7 @@ def _register_consecutive(
 
 
 def _pair_workers(slices: Sequence[SliceVolume], pairs: Sequence[int], size: int) -> int:
-    """Threads registering consecutive pairs (and measuring their boundaries) side by side.
+    """Threads estimating consecutive pairs (rotation, registration, boundaries) side by side.
 
     One pair per worker (:func:`linumpy.parallel.default_workers`) when the
     planes a pair can read at its registration level (both slices' useful
