@@ -1,13 +1,20 @@
 """Read a few planes of a lazy slice level into one float32 array, one band of rows at a time.
 
-The stack's registration and boundary ratios read a few planes of a slice
-(raw, re-flattened or turned: a dask array), whole laterally: on 1792 px
-wide slices 58 + 12 planes, 0.9 GB. Computing them as one dask array holds
-every computed block beside their concatenation, twice the planes (and the
-threads' freed blocks stay in the process). :func:`read_planes` computes one
-band of source chunk rows at a time into the output, so what is in flight
-beside the planes is one band (its chunks decoded once each), whatever the
-width.
+The stack's registration, boundary ratios and rotation search read a few
+planes of a slice (raw, re-flattened or turned: a dask array), whole
+laterally: on 1792 px wide slices 58 + 12 planes, 0.9 GB. Computing them as
+one dask array holds every computed block beside their concatenation, twice
+the planes (and the threads' freed blocks stay in the process).
+:func:`read_planes` computes one band of source chunk rows at a time into the
+output, so what is in flight beside the planes is one band, whatever the width.
+
+The band's tasks run on the calling thread from the array's graph, built
+once (:class:`~linumpy.stack.graph_reader.GraphWindowReader`): a re-flattened
+slice's blocks are :data:`~linumpy.stack.windows.DEPTH_BLOCK` planes deep and
+each reads a window of the 64-plane source chunks, so a dask computation per
+band decoded a source chunk once for every such block (and re-ordered its
+graph per band); one run of the band's tasks decodes it once. The calling
+threads are the stack's pair workers.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from collections.abc import Sequence
 import dask.array as da
 import numpy as np
 
-from linumpy.resample import block_mean
+from linumpy.resample import block_mean_of_block
+from linumpy.stack.graph_reader import GraphWindowReader
 
 
 def read_planes(data: da.Array, factor: int = 1) -> np.ndarray:
@@ -47,10 +55,14 @@ def read_planes(data: da.Array, factor: int = 1) -> np.ndarray:
     """
     depth, rows, columns = data.shape
     out = np.empty((depth, -(-rows // factor), -(-columns // factor)), np.float32)
+    reader = GraphWindowReader(data)
     edges = band_edges(data.chunks[1], factor)
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        band = block_mean(data[:, start:stop].astype(np.float32), (1, factor, factor))
-        out[:, start // factor : -(-stop // factor)] = band.compute()
+        band = reader.read((slice(0, depth), slice(start, stop), slice(0, columns))).astype(np.float32, copy=False)
+        if factor > 1:
+            band = block_mean_of_block(band, (1, factor, factor), (1.0, 1.0, 1.0), data.shape,
+                                       [(0, depth), (start, stop), (0, columns)])
+        out[:, start // factor : -(-stop // factor)] = band
     return out
 
 

@@ -43,15 +43,14 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
-import dask
 import dask.array as da
 import numpy as np
 from scipy import fft, ndimage, optimize
 from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
-from linumpy.resample import block_mean
 from linumpy.stack.pairs import pair_map
+from linumpy.stack.planes import read_planes
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
@@ -411,10 +410,8 @@ def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, sha
 
 def _overlap_images(reads: Sequence[tuple[da.Array, tuple[int, int]]], factor: int) -> list[np.ndarray]:
     """Band-passed average of planes ``[start, stop)`` of each ``(data, planes)``, block-averaged laterally by
-    ``factor``; the planes read in one computation."""
-    stacks = dask.compute(*(block_mean(data[start:stop].astype(np.float32), (1, factor, factor))
-                            for data, (start, stop) in reads))
-    return [_overlap_image(stack) for stack in stacks]
+    ``factor`` (:func:`linumpy.stack.planes.read_planes`)."""
+    return [_overlap_image(read_planes(data[start:stop], factor)) for data, (start, stop) in reads]
 
 
 def _overlap_image(stack: np.ndarray) -> np.ndarray:
