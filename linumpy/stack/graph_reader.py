@@ -56,6 +56,7 @@ class GraphWindowReader:
         self.dtype = optimized.dtype
         self._tasks = convert_legacy_graph(dict(optimized.__dask_graph__()))
         self._name = optimized.name
+        self.chunks = optimized.chunks
         self._starts = [np.cumsum((0,) + c) for c in optimized.chunks]
         self._uses: Counter[tuple[int, ...]] = Counter()  # announced reads not yet done, per block
         self._kept: dict[tuple[int, ...], np.ndarray] = {}

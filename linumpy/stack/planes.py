@@ -19,6 +19,7 @@ threads are the stack's pair workers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import dask.array as da
@@ -28,42 +29,79 @@ from linumpy.resample import block_mean_of_block
 from linumpy.stack.graph_reader import GraphWindowReader
 
 
-def read_planes(data: da.Array, factor: int = 1) -> np.ndarray:
-    """All of ``data`` ``(z, y, x)`` as float32, block-averaged laterally by ``factor``, read band by band.
+def read_planes(data: da.Array | GraphWindowReader, factor: int = 1,
+                window: Sequence[slice] | None = None) -> np.ndarray:
+    """``data[window]`` ``(z, y, x)`` as float32, block-averaged laterally by ``factor``, read band by band.
 
-    The same values as ``block_mean(data.astype(float32), (1, factor, factor)).compute()``
+    The same values as ``block_mean(data[window].astype(float32), (1, factor, factor)).compute()``
     (block means do not depend on the chunking); each band is a run of the
-    array's row chunks, cut at multiples of ``factor``.
+    array's row chunks, cut at multiples of ``factor`` from the window's first row.
 
     Parameters
     ----------
-    data : dask.array.Array
-        The planes to read, any chunking.
+    data : dask.array.Array or GraphWindowReader
+        The array (any chunking), or a reader of it (:class:`PlaneReaders`: its graph built once for
+        every window read).
     factor : int
         Lateral block-mean factor (1: the planes as they are).
+    window : sequence of slice, optional
+        ``(z, y, x)`` slices with start and stop (default: the whole array).
 
     Returns
     -------
     numpy.ndarray
-        ``(z, ceil(y / factor), ceil(x / factor))`` float32.
+        ``(z, ceil(y / factor), ceil(x / factor))`` float32 for the window's ``(z, y, x)``.
 
     Examples
     --------
     >>> x = da.from_array(np.arange(32, dtype=np.float32).reshape(2, 4, 4), chunks=(1, 2, 2))
     >>> read_planes(x, 2)[1].tolist()
     [[18.5, 20.5], [26.5, 28.5]]
+    >>> read_planes(x, 1, (slice(1, 2), slice(1, 3), slice(0, 2))).tolist()
+    [[[20.0, 21.0], [24.0, 25.0]]]
     """
-    depth, rows, columns = data.shape
-    out = np.empty((depth, -(-rows // factor), -(-columns // factor)), np.float32)
-    reader = GraphWindowReader(data)
-    edges = band_edges(data.chunks[1], factor)
+    reader = data if isinstance(data, GraphWindowReader) else GraphWindowReader(data)
+    window = tuple(slice(0, n) for n in reader.shape) if window is None else tuple(window)
+    (z0, z1), (y0, y1), (x0, x1) = ((part.start, part.stop) for part in window)
+    shape = (z1 - z0, y1 - y0, x1 - x0)
+    out = np.empty((shape[0], -(-shape[1] // factor), -(-shape[2] // factor)), np.float32)
+    borders = [y0, *(int(b) for b in np.cumsum(reader.chunks[1]) if y0 < b < y1), y1]
+    edges = band_edges(np.diff(borders), factor)
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        band = reader.read((slice(0, depth), slice(start, stop), slice(0, columns))).astype(np.float32, copy=False)
+        band = reader.read((window[0], slice(y0 + start, y0 + stop), window[2])).astype(np.float32, copy=False)
         if factor > 1:
-            band = block_mean_of_block(band, (1, factor, factor), (1.0, 1.0, 1.0), data.shape,
-                                       [(0, depth), (start, stop), (0, columns)])
+            band = block_mean_of_block(band, (1, factor, factor), (1.0, 1.0, 1.0), shape,
+                                       [(0, shape[0]), (start, stop), (0, shape[2])])
         out[:, start // factor : -(-stop // factor)] = band
     return out
+
+
+class PlaneReaders:
+    """One :class:`~linumpy.stack.graph_reader.GraphWindowReader` per lazy array, built at its first read.
+
+    The stack reads windows of the same slice levels for the rotation search,
+    the registration and the boundary ratios; each array's graph is then
+    optimized and converted once (about 40 ms a slice level), not for every
+    window. Safe to share between threads.
+
+    Examples
+    --------
+    >>> x = da.arange(8, chunks=3)
+    >>> readers = PlaneReaders()
+    >>> readers(x) is readers(x)
+    True
+    """
+
+    def __init__(self) -> None:
+        self._readers: dict[str, GraphWindowReader] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, data: da.Array) -> GraphWindowReader:
+        """The reader of ``data`` (by its dask name)."""
+        with self._lock:
+            if data.name not in self._readers:
+                self._readers[data.name] = GraphWindowReader(data)
+            return self._readers[data.name]
 
 
 def band_edges(chunks: Sequence[int], factor: int) -> list[int]:
