@@ -25,12 +25,13 @@ from collections.abc import Sequence
 import dask.array as da
 import numpy as np
 
+from linumpy.parallel import ordered_map
 from linumpy.resample import block_mean_of_block
 from linumpy.stack.graph_reader import GraphWindowReader
 
 
 def read_planes(data: da.Array | GraphWindowReader, factor: int = 1,
-                window: Sequence[slice] | None = None) -> np.ndarray:
+                window: Sequence[slice] | None = None, workers: int = 1) -> np.ndarray:
     """``data[window]`` ``(z, y, x)`` as float32, block-averaged laterally by ``factor``, read band by band.
 
     The same values as ``block_mean(data[window].astype(float32), (1, factor, factor)).compute()``
@@ -46,6 +47,8 @@ def read_planes(data: da.Array | GraphWindowReader, factor: int = 1,
         Lateral block-mean factor (1: the planes as they are).
     window : sequence of slice, optional
         ``(z, y, x)`` slices with start and stop (default: the whole array).
+    workers : int
+        Bands read side by side (at most this many in flight; 1: on the calling thread).
 
     Returns
     -------
@@ -67,11 +70,17 @@ def read_planes(data: da.Array | GraphWindowReader, factor: int = 1,
     out = np.empty((shape[0], -(-shape[1] // factor), -(-shape[2] // factor)), np.float32)
     borders = [y0, *(int(b) for b in np.cumsum(reader.chunks[1]) if y0 < b < y1), y1]
     edges = band_edges(np.diff(borders), factor)
-    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+
+    def read_band(rows: tuple[int, int]) -> np.ndarray:
+        start, stop = rows
         band = reader.read((window[0], slice(y0 + start, y0 + stop), window[2])).astype(np.float32, copy=False)
         if factor > 1:
             band = block_mean_of_block(band, (1, factor, factor), (1.0, 1.0, 1.0), shape,
                                        [(0, shape[0]), (start, stop), (0, shape[2])])
+        return band
+
+    bands = list(zip(edges[:-1], edges[1:], strict=True))
+    for (start, stop), band in zip(bands, ordered_map(read_band, bands, workers, ahead=workers), strict=True):
         out[:, start // factor : -(-stop // factor)] = band
     return out
 
@@ -82,7 +91,9 @@ class PlaneReaders:
     The stack reads windows of the same slice levels for the rotation search,
     the registration and the boundary ratios; each array's graph is then
     optimized and converted once (about 40 ms a slice level), not for every
-    window. Safe to share between threads.
+    window. Safe to share between threads. :meth:`read` reads ``workers``
+    bands side by side (more than one when the stack estimates its slice
+    pairs one at a time).
 
     Examples
     --------
@@ -92,7 +103,8 @@ class PlaneReaders:
     True
     """
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
         self._readers: dict[str, GraphWindowReader] = {}
         self._lock = threading.Lock()
 
@@ -102,6 +114,10 @@ class PlaneReaders:
             if data.name not in self._readers:
                 self._readers[data.name] = GraphWindowReader(data)
             return self._readers[data.name]
+
+    def read(self, data: da.Array, factor: int, window: Sequence[slice]) -> np.ndarray:
+        """:func:`read_planes` of ``data[window]`` through its reader, ``workers`` bands side by side."""
+        return read_planes(self(data), factor, window, self.workers)
 
 
 def band_edges(chunks: Sequence[int], factor: int) -> list[int]:

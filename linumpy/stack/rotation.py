@@ -50,7 +50,7 @@ from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import PlaneReaders, read_planes
+from linumpy.stack.planes import PlaneReaders
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
@@ -412,7 +412,7 @@ def _overlap_images(reads: Sequence[tuple[da.Array, tuple[int, int]]], factor: i
                     readers: PlaneReaders) -> list[np.ndarray]:
     """Band-passed average of planes ``[start, stop)`` of each ``(data, planes)``, block-averaged laterally by
     ``factor`` (:func:`linumpy.stack.planes.read_planes`, by ``readers``)."""
-    return [_overlap_image(read_planes(readers(data), factor, (slice(start, stop), *_whole(data.shape[1:]))))
+    return [_overlap_image(readers.read(data, factor, (slice(start, stop), *_whole(data.shape[1:]))))
             for data, (start, stop) in reads]
 
 

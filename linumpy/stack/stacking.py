@@ -33,7 +33,7 @@ from linumpy.stack.gains import (
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import PlaneReaders, read_planes
+from linumpy.stack.planes import PlaneReaders
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
@@ -243,7 +243,7 @@ def plan_stack(
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     workers = _pair_workers(slices, range(1, len(slices)), parameters.registration_size)
-    readers = PlaneReaders()
+    readers = PlaneReaders(1 if workers > 1 else default_workers())  # a read's bands side by side, or the pairs
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence, workers,
                                         readers)
     pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
@@ -651,7 +651,7 @@ def _mean_planes(readers: PlaneReaders, *reads: tuple[da.Array, slice, tuple[sli
                  factor: int) -> tuple[np.ndarray, ...]:
     """Read ``(data, planes, lateral window)`` block-averaged by ``factor``, each band by band
     (:func:`linumpy.stack.planes.read_planes`: one band of chunk rows in memory at a time)."""
-    return tuple(read_planes(readers(data), factor, (planes, *window)) for data, planes, window in reads)
+    return tuple(readers.read(data, factor, (planes, *window)) for data, planes, window in reads)
 
 
 def _record(
