@@ -17,7 +17,7 @@ from test_stack import SURFACE_PX, USEFUL_PX, make_brain
 
 from linumpy.resample import block_mean
 from linumpy.stack.files import UNFUSED
-from linumpy.stack.planes import PlaneReaders, read_planes
+from linumpy.stack.planes import read_planes
 from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, _WindowedPlanes, bandpass_planes, register_pair
 
 
@@ -31,17 +31,13 @@ def stored(tmp_path, shape=(64, 2048, 128), chunks=(64, 128, 128)) -> tuple[np.n
 
 def test_planes_read_by_bands_equal_the_whole_block_mean(tmp_path):
     values, data = stored(tmp_path, shape=(20, 300, 200), chunks=(8, 64, 64))
-    readers = PlaneReaders()
     for factor, window in ((1, (slice(0, 300), slice(0, 200))), (2, (slice(6, 290), slice(4, 200))),
                            (3, (slice(3, 291), slice(0, 198)))):
         part = data[(slice(5, 17), *window)]
         expected = block_mean(part.astype(np.float32), (1, factor, factor)).compute()
         np.testing.assert_array_equal(read_planes(part, factor), expected)
-        # the same window through one reader of the whole array (its graph built once for every window)
-        np.testing.assert_array_equal(read_planes(readers(data), factor, (slice(5, 17), *window)), expected)
-        np.testing.assert_array_equal(PlaneReaders(workers=2).read(data, factor, (slice(5, 17), *window)), expected)
+        np.testing.assert_array_equal(read_planes(part, factor, workers=2), expected)  # bands side by side
     np.testing.assert_array_equal(read_planes(data[5:17]), values[5:17])
-    assert readers(data) is readers(data)
 
 
 def test_reading_planes_holds_them_once_plus_one_band(tmp_path):

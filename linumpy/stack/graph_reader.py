@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 
 import dask
 import dask.array as da
@@ -56,7 +56,6 @@ class GraphWindowReader:
         self.dtype = optimized.dtype
         self._tasks = convert_legacy_graph(dict(optimized.__dask_graph__()))
         self._name = optimized.name
-        self.chunks = optimized.chunks
         self._starts = [np.cumsum((0,) + c) for c in optimized.chunks]
         self._uses: Counter[tuple[int, ...]] = Counter()  # announced reads not yet done, per block
         self._kept: dict[tuple[int, ...], np.ndarray] = {}
@@ -68,21 +67,17 @@ class GraphWindowReader:
         self._uses.update(self._blocks(window))
 
     def read(self, window: Sequence[slice]) -> np.ndarray:
-        """The values of ``array[window]`` (slices with start and stop, no step).
-
-        Each block is copied into the output as soon as it is computed, then
-        freed: beside the output, only the blocks whose sources are still
-        needed are in memory (on 1792 px wide slices, holding a band's 28
-        decoded 64-plane chunks until the end doubled the time of a read:
-        fresh pages for every band).
-        """
+        """The values of ``array[window]`` (slices with start and stop, no step)."""
         blocks = self._blocks(window)
         with self._lock:
-            kept = {index: self._kept[index] for index in blocks if index in self._kept}
-        missing = [(self._name, *index) for index in blocks if index not in kept]
+            values = {index: self._kept[index] for index in blocks if index in self._kept}
+        missing = [index for index in blocks if index not in values]
+        values.update(zip(missing, self._run([(self._name, *index) for index in missing]), strict=True))
+        with self._lock:
+            for index in blocks:
+                self._release(index, values[index])
         out = np.empty(tuple(p.stop - p.start for p in window), self.dtype)
-        computed = ((key[1:], value) for key, value in self._run(missing))
-        for index, block in itertools.chain(kept.items(), computed):
+        for index, block in values.items():
             source, target = [], []
             for axis, (i, part) in enumerate(zip(index, window, strict=True)):
                 begin = int(self._starts[axis][i])
@@ -90,8 +85,6 @@ class GraphWindowReader:
                 source.append(slice(lo - begin, hi - begin))
                 target.append(slice(lo - part.start, hi - part.start))
             out[tuple(target)] = block[tuple(source)]
-            with self._lock:
-                self._release(index, block)
         return out
 
     def _blocks(self, window: Sequence[slice]) -> list[tuple[int, ...]]:
@@ -117,9 +110,8 @@ class GraphWindowReader:
             self._kept[index] = block if block.base is None else block.copy()  # a view would keep its base
             self._kept_bytes += block.nbytes
 
-    def _run(self, keys: list[Hashable]) -> Iterator[tuple[Hashable, object]]:
-        """``(key, value)`` of every key, each as soon as computed: their tasks and those they depend on, run
-        depth first, each value dropped once its last dependent ran (a key's once it is yielded)."""
+    def _run(self, keys: list[Hashable]) -> list[object]:
+        """The values of ``keys``: their tasks and those they depend on, run depth first."""
         order, seen = [], set()
         for key in keys:
             pending = [(key, False)]
@@ -141,5 +133,4 @@ class GraphWindowReader:
                 dependents[d] -= 1
                 if not dependents[d] and d not in wanted:
                     del cache[d]
-            if node in wanted:
-                yield node, cache[node] if dependents[node] else cache.pop(node)
+        return [cache[key] for key in keys]

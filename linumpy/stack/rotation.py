@@ -50,7 +50,7 @@ from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import PlaneReaders
+from linumpy.stack.planes import read_planes
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
@@ -409,11 +409,10 @@ def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, sha
 
 
 def _overlap_images(reads: Sequence[tuple[da.Array, tuple[int, int]]], factor: int,
-                    readers: PlaneReaders) -> list[np.ndarray]:
+                    band_workers: int = 1) -> list[np.ndarray]:
     """Band-passed average of planes ``[start, stop)`` of each ``(data, planes)``, block-averaged laterally by
-    ``factor`` (:func:`linumpy.stack.planes.read_planes`, by ``readers``)."""
-    return [_overlap_image(readers.read(data, factor, (slice(start, stop), *_whole(data.shape[1:]))))
-            for data, (start, stop) in reads]
+    ``factor`` (:func:`linumpy.stack.planes.read_planes`, ``band_workers`` bands side by side)."""
+    return [_overlap_image(read_planes(data[start:stop], factor, band_workers)) for data, (start, stop) in reads]
 
 
 def _overlap_image(stack: np.ndarray) -> np.ndarray:
@@ -430,8 +429,7 @@ def _common_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float, min_confidence: float,
-                    workers: int | None = None, readers: PlaneReaders | None = None,
-                    ) -> tuple[list, list[RotationEstimate | None]]:
+                    workers: int | None = None, band_workers: int = 1) -> tuple[list, list[RotationEstimate | None]]:
     """Estimate and undo the rotation of every slice relative to the previous one (chained).
 
     Parameters
@@ -447,8 +445,8 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
     workers : int, optional
         Slice pairs searched side by side (default: the step's threads); the
         estimates do not depend on it.
-    readers : PlaneReaders, optional
-        Readers of the slices' levels, shared with the rest of the stack (default: new ones).
+    band_workers : int
+        Bands of each read read side by side (:func:`linumpy.stack.planes.read_planes`).
 
     Returns
     -------
@@ -457,16 +455,15 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
     """
     if max_deg <= 0:
         return list(slices), [None] * len(slices)
-    readers = PlaneReaders() if readers is None else readers
     # every slice against the previous one as read, side by side; redone against the previous one turned,
     # when it turned (most slices do not turn: the estimates are those of the chain, found in parallel)
     first = pair_map(lambda k: _slice_rotation(slices[k - 1], slices[k], steps_um[k], max_deg, min_confidence,
-                                               readers), range(1, len(slices)), workers)
+                                               band_workers), range(1, len(slices)), workers)
     out, estimates = [slices[0]], [None]
     for k in range(1, len(slices)):
         current = slices[k]
-        estimate = first[k - 1] if out[-1] is slices[k - 1] else _slice_rotation(out[-1], current, steps_um[k],
-                                                                                   max_deg, min_confidence, readers)
+        estimate = first[k - 1] if out[-1] is slices[k - 1] else _slice_rotation(
+            out[-1], current, steps_um[k], max_deg, min_confidence, band_workers)
         LOGGER.info("slice %d: rotation %s", current.slice_id, estimate)
         estimates.append(estimate)
         out.append(rotate_slice(current, estimate.angle_deg))
@@ -474,7 +471,7 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
 
 
 def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confidence: float,
-                    readers: PlaneReaders | None = None) -> RotationEstimate:
+                    band_workers: int = 1) -> RotationEstimate:
     size = ROTATION_SIZE // 2
     level = max(set(previous.widest_levels(size)) & set(current.widest_levels(size)))
     previous_data, source_um = previous.levels[level]
@@ -486,8 +483,7 @@ def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confi
     start = min(max(p0, p0 + expected), p1 - 1)
     n_planes = max(1, min(ROTATION_PLANES, p1 - start, c1 - c0))
     reference, moving = _common_shape(*_overlap_images(
-        [(previous_data, (start, start + n_planes)), (current_data, (c0, c0 + n_planes))], factor,
-        PlaneReaders() if readers is None else readers))
+        [(previous_data, (start, start + n_planes)), (current_data, (c0, c0 + n_planes))], factor, band_workers))
     return estimate_rotation(reference, moving, max_deg, min_confidence)
 
 

@@ -33,7 +33,7 @@ from linumpy.stack.gains import (
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import PlaneReaders
+from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
@@ -243,13 +243,14 @@ def plan_stack(
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     workers = _pair_workers(slices, range(1, len(slices)), parameters.registration_size)
-    readers = PlaneReaders(1 if workers > 1 else default_workers())  # a read's bands side by side, or the pairs
+    band_workers = 1 if workers > 1 else default_workers()  # a read's bands side by side, or the pairs
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence, workers,
-                                        readers)
+                                        band_workers)
     pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
     if parameters.register:
         registered = pair_map(lambda k: _register_consecutive(
-            slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters, readers), pairs, workers)
+            slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters, band_workers),
+            pairs, workers)
         for k, (estimate, step) in zip(pairs, registered, strict=True):
             estimates[k], steps[k] = estimate, step
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
@@ -271,7 +272,7 @@ def plan_stack(
     lateral_fallback: list[str | None] = [None] * len(slices)
     boundaries = pair_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
                                                     resolved.origins_um[k] - resolved.origins_um[k - 1], parameters,
-                                                    readers),
+                                                    band_workers),
                           pairs, workers)
     for k, boundary in zip(pairs, boundaries, strict=True):
         ratios[k], depths[k], lateral[k - 1] = boundary
@@ -512,9 +513,10 @@ def _register_consecutive(
     nominal_step_um: np.ndarray,
     z_tolerance_um: float,
     parameters: StackParameters,
-    readers: PlaneReaders,
+    band_workers: int = 1,
 ) -> tuple[PairEstimate | None, np.ndarray | None]:
-    """Register ``current`` against ``previous``; return the estimate and step (um); planes read by ``readers``."""
+    """Register ``current`` against ``previous``; return the estimate and step (um) (``band_workers``:
+    :func:`linumpy.stack.planes.read_planes`' workers)."""
     level, factor = _registration_level(previous, current, parameters.registration_size)
     previous_data, source_um = previous.levels[level]
     current_data, _ = current.levels[level]
@@ -546,8 +548,8 @@ def _register_consecutive(
     # opposite biases (the z smoothing's) roughly cancel
     halo = min(current.useful_depth, skip + depth + skip)
     previous_planes, current_planes = (bandpass_planes(planes, out=planes) for planes in _mean_planes(
-        readers, (previous_data, slice(p0 + first, p0 + last), previous_window),
-        (current_data, slice(c0, c0 + halo), current_window), factor=factor))
+        (previous_data[p0 + first : p0 + last], previous_window), (current_data[c0 : c0 + halo], current_window),
+        factor=factor, workers=band_workers))
     current_planes = current_planes[skip : skip + depth].copy()  # the halo planes freed (51 MB on 1792 px planes)
     estimate = register_pair(previous_planes, first, current_planes, expected, tolerance, overwrite_previous=True)
     estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
@@ -585,7 +587,7 @@ def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) 
 
 def _boundary_ratio(
     previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int], current_kept: tuple[int, int],
-    step_um: np.ndarray, parameters: StackParameters, readers: PlaneReaders,
+    step_um: np.ndarray, parameters: StackParameters, band_workers: int = 1,
 ) -> tuple[float | None, tuple[float, float] | None, LateralGain | None]:
     """Boundary ratio of two consecutive placed slices, the overlap's relative depth in each, the lateral map.
 
@@ -611,8 +613,9 @@ def _boundary_ratio(
     if depth < 1 or start < 0 or previous_window is None:
         return None, None, None
     p0, c0 = previous.useful_range[0], current.useful_range[0]
-    upper, lower = _mean_planes(readers, (previous_data, slice(p0 + start, p0 + start + depth), previous_window),
-                                (current_data, slice(c0 + skip, c0 + skip + depth), current_window), factor=factor)
+    upper, lower = _mean_planes((previous_data[p0 + start : p0 + start + depth], previous_window),
+                                (current_data[c0 + skip : c0 + skip + depth], current_window), factor=factor,
+                                workers=band_workers)
     overlap_map = log_ratio_map(lower, upper)
     ratio = overlap_ratio(upper * np.exp(overlap_map), lower)
     centre = (depth - 1) / 2
@@ -647,11 +650,10 @@ def _common_window(
     return prev_window, curr_window
 
 
-def _mean_planes(readers: PlaneReaders, *reads: tuple[da.Array, slice, tuple[slice, slice]],
-                 factor: int) -> tuple[np.ndarray, ...]:
-    """Read ``(data, planes, lateral window)`` block-averaged by ``factor``, each band by band
-    (:func:`linumpy.stack.planes.read_planes`: one band of chunk rows in memory at a time)."""
-    return tuple(readers.read(data, factor, (planes, *window)) for data, planes, window in reads)
+def _mean_planes(*reads: tuple[da.Array, tuple[slice, slice]], factor: int, workers: int = 1) -> tuple[np.ndarray, ...]:
+    """Read planes ``(data, lateral window)`` block-averaged by ``factor``, each band by band
+    (:func:`linumpy.stack.planes.read_planes`: ``workers`` bands of chunk rows in memory at a time)."""
+    return tuple(read_planes(data[(slice(None), *window)], factor, workers) for data, window in reads)
 
 
 def _record(
