@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -44,8 +43,8 @@ def read_planes(data: da.Array, factor: int = 1, workers: int = 1) -> np.ndarray
     factor : int
         Lateral block-mean factor (1: the planes as they are).
     workers : int
-        Threads per band: 1, the band's tasks run on the calling thread from the planes' graph, built
-        once; more, a dask computation per band on that many threads.
+        Threads sharing the read: 1, the band's tasks run on the calling thread from the planes' graph,
+        built once; more, a dask computation per band (the active dask scheduler's threads).
 
     Returns
     -------
@@ -64,8 +63,7 @@ def read_planes(data: da.Array, factor: int = 1, workers: int = 1) -> np.ndarray
     if workers > 1:  # dask's threads share each band
         for start, stop in zip(edges[:-1], edges[1:], strict=True):
             band = block_mean(data[:, start:stop].astype(np.float32), (1, factor, factor))
-            with dask.config.set(scheduler="threads", num_workers=workers):
-                out[:, start // factor : -(-stop // factor)] = band.compute()
+            out[:, start // factor : -(-stop // factor)] = band.compute()
         return out
     reader = GraphWindowReader(data)
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
