@@ -13,8 +13,8 @@ by side), the band's tasks run from the graph of the planes read, optimized
 and converted once (:class:`~linumpy.stack.graph_reader.GraphWindowReader`),
 instead of a dask computation per band, which sliced, optimized and ordered
 a new graph every time and ran it through the scheduler. When the pairs run
-one at a time (wide slices), each band is still a dask computation on the
-step's threads: there the graph reader, one thread a band, was slower (1792
+one at a time (wide slices), each band is still a dask computation on
+dask's threads: there the graph reader, one thread a band, was slower (1792
 px wide slices, ``benchmarks/README.md``, session stack12).
 """
 
