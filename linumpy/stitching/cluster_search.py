@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from linumpy.stitching.global_solve import StageModel, TileIndex
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, local_maxima, peak_significance
@@ -106,21 +107,16 @@ def _message(belief: np.ndarray, evidence_map: EvidenceMap, reverse: bool,
     reach count as impossible (``-inf``).
     """
     values = evidence_map.values[::-1, ::-1] if reverse else evidence_map.values
+    values = np.where(np.isfinite(values), values, -np.inf)
     map_centre = -np.asarray(evidence_map.centre) if reverse else np.asarray(evidence_map.centre)
-    radius, size = evidence_map.radius, belief.shape[0]
-    # x_from - x_to = (centre_from - centre_to) + j - i = map_centre + e - radius
-    shift = map_centre - radius - (np.asarray(centre_from) - np.asarray(centre_to))
-    result = np.full(belief.shape, -np.inf)
-    for e in np.argwhere(np.isfinite(values)):
-        step = e + shift  # j = i + step
-        lo = np.maximum(0, -step)
-        hi = np.minimum(size, size - step)
-        if np.any(hi <= lo):
-            continue
-        target = result[lo[0]:hi[0], lo[1]:hi[1]]
-        source = belief[lo[0] + step[0]:hi[0] + step[0], lo[1] + step[1]:hi[1] + step[1]]
-        np.maximum(target, source + values[tuple(e)], out=target)
-    return result
+    width, size = values.shape[0], belief.shape[0]
+    # x_from - x_to = (centre_from - centre_to) + j - i = map_centre + e - radius: j = i + e + shift
+    shift = map_centre - evidence_map.radius - (np.asarray(centre_from) - np.asarray(centre_to))
+    margin = width + int(np.max(np.abs(shift)))
+    windows = sliding_window_view(np.pad(belief, margin, constant_values=-np.inf), (width, width))
+    start = shift + margin
+    blocks = windows[start[0]:start[0] + size, start[1]:start[1] + size]
+    return np.max(blocks + values, axis=(2, 3))
 
 
 def _max_marginals(group: Sequence[TileIndex], edges: Mapping[TileIndex, list[Pair]],
@@ -153,9 +149,11 @@ def _max_marginals(group: Sequence[TileIndex], edges: Mapping[TileIndex, list[Pa
 def _snapped(evidence_map: EvidenceMap, offset: np.ndarray) -> tuple[tuple[int, int], float]:
     """The pair's own evidence maximum within :data:`SNAP_RADIUS_PX` of ``offset``, and its value."""
     index = np.asarray(offset) - np.asarray(evidence_map.centre) + evidence_map.radius
+    if np.any(index < 0) or np.any(index >= evidence_map.values.shape[0]):
+        return tuple(int(v) for v in offset), -np.inf
     lows = np.maximum(0, index - SNAP_RADIUS_PX)
     window = evidence_map.values[lows[0]:index[0] + SNAP_RADIUS_PX + 1, lows[1]:index[1] + SNAP_RADIUS_PX + 1]
-    if window.size == 0 or not np.any(np.isfinite(window)):
+    if not np.any(np.isfinite(window)):
         return tuple(int(v) for v in offset), -np.inf
     local = np.unravel_index(np.nanargmax(window), window.shape)
     best = lows + np.asarray(local)
