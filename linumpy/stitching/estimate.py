@@ -19,7 +19,10 @@
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
    when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
    are solved again; then groups of tiles registered among themselves but
-   not to the placed tiles, each as one rigid piece, alike.
+   not to the placed tiles, each as one rigid piece, alike; then clusters
+   of neighbouring tiles left out, by one search over all their positions
+   (:mod:`linumpy.stitching.cluster_search`), each tile placed only where
+   its own peak is significant.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -40,6 +43,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from linumpy.parallel import ordered_map
+from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
@@ -202,13 +206,20 @@ def estimate_transform(
                                  tile_step_px)) is not None:
         (positions, model, kept), links = group
         joint.update(links)
+    clustered: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
+    while (cluster := _place_clusters(tiles, positions, model, kept, registrations, flattened,
+                                      tile_step_px)) is not None:
+        (positions, model, kept), links = cluster
+        clustered.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**registrations, **moved, **joint}.items():
-        if (a, b) in joint:
+    for (a, b), r in {**registrations, **moved, **joint, **clustered}.items():
+        if (a, b) in clustered:
+            status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
+        elif (a, b) in joint:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
         elif (a, b) in moved:
             status = "kept (loop closure)" if (a, b) in kept_ids else "loop closure, inconsistent"
@@ -355,20 +366,93 @@ def _place_group(
             offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
             refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
                                       significance=placement.significance)
+    accepted = _solve_with(tiles, list(kept) + list(group_pairs), refined, tile_step_px)
+    if accepted is not None:
+        logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
+                    len(group), group, len(accepted[1]), placement.significance)
+    return accepted
+
+
+def _solve_with(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    refined: dict[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Solve with the ``refined`` pairs of a joint placement added to ``pairs``, if it keeps them all.
+
+    A pair the solve drops demotes the others to weak (as a joint placement
+    that lost a pair, step 6: they stand only on loops) and the solve is
+    repeated; the placement is refused if it then loses a pair, or any of
+    ``pairs``.
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), refined)`` with the pairs kept.
+    """
     new_pairs = [_pair_offset(a, b, r, True) for (a, b), r in refined.items()]
-    solved = solve_positions(tiles, list(kept) + list(group_pairs) + new_pairs, tile_step_px)
+    solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
     dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
     if dropped:
-        # as a joint placement that lost a pair (step 6): the other links stand only on loops
         new_pairs = [replace(p, strong=False) for p in new_pairs if (p.a, p.b) not in dropped]
         refined = {key: r for key, r in refined.items() if key not in dropped}
-        solved = solve_positions(tiles, list(kept) + list(group_pairs) + new_pairs, tile_step_px)
-    wanted = {(p.a, p.b) for p in list(kept) + list(group_pairs) + new_pairs}
+        solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
+    wanted = {(p.a, p.b) for p in list(pairs) + new_pairs}
     if not new_pairs or wanted - {(p.a, p.b) for p in solved[2]}:
         return None
-    logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
-                len(group), group, len(new_pairs), placement.significance)
     return solved, refined
+
+
+def _place_clusters(
+    tiles: Sequence[TileIndex],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Place the significant tiles of the first cluster of unplaced tiles that the solve accepts.
+
+    Clusters are the connected groups (two tiles or more) of tiles left out,
+    linked by their pairs whatever their significance; each is searched as
+    a whole (:func:`~linumpy.stitching.cluster_search.place_cluster`) within
+    the window of the joint search. The offsets of the placed tiles are
+    refined below a pixel and must all survive the solve (:func:`_solve_with`).
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), refined)``, ``refined`` the pairs that
+        placed the cluster's tiles; ``None`` if no cluster is placed.
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    if not placed:
+        return None
+    scored = [pair for pair, r in registrations.items() if r.scores]
+    radius = search_radius(positions, placed, model)
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
+    for group in clusters([t for t in tiles if t not in placed], scored):
+        if len(group) < 2:
+            continue
+        with threadpool_limits(limits=1, user_api="blas"):
+            placement = place_cluster(group, registrations, anchors, model, radius, JOINT_SIGNIFICANCE)
+            if placement is None:
+                continue
+            refined = {}
+            for (a, b), offset in placement.offsets.items():
+                offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+                significance = min(placement.significance.get(t, np.inf) for t in (a, b))
+                refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
+                                          significance=float(significance))
+        accepted = _solve_with(tiles, kept, refined, tile_step_px)
+        if accepted is not None:
+            logger.info("cluster %s: tiles %s placed by %d pairs (significance %s)", group,
+                        sorted(placement.significance), len(accepted[1]),
+                        ", ".join(f"{v:.1f}" for _, v in sorted(placement.significance.items())))
+            return accepted
+    return None
 
 
 def _drop_broken_placements(

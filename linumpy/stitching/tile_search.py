@@ -110,13 +110,37 @@ def position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
         oriented.append((anchor, sign, evidence_map))
     centre = np.rint(np.mean(predictions, axis=0)).astype(int)
     radius = min(m.radius for _, _, m in oriented)
-    maps = []
-    for anchor, sign, evidence_map in oriented:
-        # offset = sign * (position - anchor); a reversed pair reads its map flipped
-        values = evidence_map.values if sign > 0 else evidence_map.values[::-1, ::-1]
-        shift = centre - anchor - sign * np.asarray(evidence_map.centre)
-        maps.append(_window(values, tuple(int(v) for v in shift), radius))
-    return centre, maps
+    return centre, [link_map(evidence_map, sign, anchor, centre, radius) for anchor, sign, evidence_map in oriented]
+
+
+def link_map(evidence_map: EvidenceMap, sign: int, anchor: np.ndarray, centre: np.ndarray,
+             radius: int) -> np.ndarray:
+    """A pair's evidence as a map over the integer position of one of its tiles.
+
+    Parameters
+    ----------
+    evidence_map : EvidenceMap
+        Of the pair's offset ``position(b) - position(a)``.
+    sign : int
+        1 if the tile is ``b`` (``position = anchor + offset``), -1 if it is
+        ``a`` (``position = anchor - offset``).
+    anchor : np.ndarray
+        Integer ``(y, x)`` position of the other tile.
+    centre : np.ndarray
+        Integer ``(y, x)`` position of the tile at the centre of the map.
+    radius : int
+        Half-width of the map.
+
+    Returns
+    -------
+    np.ndarray
+        ``(2 radius + 1, 2 radius + 1)``, entry ``d + radius`` for position
+        ``centre + d``; NaN where the pair's map does not reach.
+    """
+    # offset = sign * (position - anchor); a reversed pair reads its map flipped
+    values = evidence_map.values if sign > 0 else evidence_map.values[::-1, ::-1]
+    shift = np.asarray(centre) - np.asarray(anchor) - sign * np.asarray(evidence_map.centre)
+    return _window(values, tuple(int(v) for v in shift), radius)
 
 
 def _own_peak(values: np.ndarray, joint_peak: tuple[int, int]) -> tuple[int, int]:
