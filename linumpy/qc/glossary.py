@@ -125,6 +125,9 @@ METRICS: dict[str, MetricInfo] = {
     "focus_agarose_attenuation_source": _M("Agarose attenuation source", "text", "given, estimated (fit and "
                                            "prior), the prior alone (fit failed or unusable), or not estimated "
                                            "(Gaussian focus: not identifiable)."),
+    "focus_agarose_refit_failed": _M("Agarose refit failure", "text", "Empty when the Lorentzian was refitted "
+                                     "with the agarose decay fixed; otherwise why the refit failed (the "
+                                     "Lorentzian fitted without the decay is kept)."),
     "focus_profile": _M("Focus profile", "gain", "Gain divided out at each input depth."),
     "p_low": _M("Low percentile value", "intensity", "Input intensity mapped to 0."),
     "p_high": _M("High percentile value", "intensity", "Input intensity mapped to 1."),
