@@ -22,7 +22,7 @@ def two_slices(seed: int = 0, gel_px: int = 0) -> tuple[np.ndarray, np.ndarray, 
     """Slices k and k + 1 (``DEPTH`` planes, cuts ``STEP`` apart) and the true mean attenuation of k's tissue.
 
     Laterally two attenuations (3 and 7 mm^-1, halves); along depth the
-    reflectivity drops 4x below world depth 25 on the left half and rises 4x on
+    reflectivity drops 2x below world depth 25 on the left half and rises 2x on
     the right (a decay fit reads the first high, the second low); ``gel_px``
     voxels of gel (0.3 mm^-1, 0.03 reflectivity) above the tissue in slice k.
     """
@@ -30,7 +30,7 @@ def two_slices(seed: int = 0, gel_px: int = 0) -> tuple[np.ndarray, np.ndarray, 
     world = np.arange(STEP + DEPTH)[:, None, None]
     x = np.arange(SIZE)[None, None, :]
     mu = np.where(x < SIZE // 2, 3.0, 7.0) * np.ones((world.size, SIZE, SIZE))
-    reflectivity = np.where(x < SIZE // 2, np.where(world < 25, 1.0, 0.25), np.where(world < 25, 0.25, 1.0))
+    reflectivity = np.where(x < SIZE // 2, np.where(world < 25, 1.0, 0.5), np.where(world < 25, 0.5, 1.0))
     reflectivity = reflectivity * np.ones_like(mu)
     mu[:gel_px], reflectivity[:gel_px] = 0.3, 0.03
 
@@ -44,7 +44,7 @@ def two_slices(seed: int = 0, gel_px: int = 0) -> tuple[np.ndarray, np.ndarray, 
 
 
 def test_overlap_attenuation_is_independent_of_the_reflectivity_change():
-    """The tissue mean within 3% of the truth where the decay fit is off by more than 30% on each half."""
+    """The tissue mean within 3% of the truth where the decay fit is off by more than 25% on each half."""
     previous, following, true_mu = two_slices()
     estimate = overlap_attenuation(previous[STEP : STEP + 16], following[:16], STEP, DZ_MM)
     assert estimate.tissue_mean_per_mm == pytest.approx(true_mu, rel=0.03)
@@ -53,8 +53,8 @@ def test_overlap_attenuation_is_independent_of_the_reflectivity_change():
     assert np.nanmedian(inner[:, 8:56]) == pytest.approx(3.0, rel=0.1)  # speckle: ~4% on the ratio
     assert np.nanmedian(inner[:, 72:120]) == pytest.approx(7.0, rel=0.1)
     fitted = slope_attenuation(tail_sums(previous, lateral_sigma_px=2.0), np.zeros((SIZE, SIZE)), DEPTH, DZ_MM)
-    assert abs(np.median(fitted[8:-8, 8:56]) / 3.0 - 1) > 0.3
-    assert abs(np.median(fitted[8:-8, 72:120]) / 7.0 - 1) > 0.3
+    assert abs(np.median(fitted[8:-8, 8:56]) / 3.0 - 1) > 0.25
+    assert abs(np.median(fitted[8:-8, 72:120]) / 7.0 - 1) > 0.25
 
 
 def test_overlap_attenuation_counts_tissue_below_the_cut_only():

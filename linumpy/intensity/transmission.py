@@ -30,8 +30,10 @@ from scipy import ndimage
 SIGMA_PX = 4.0
 #: Pixels whose neighbourhood holds signal in both slices over less than this fraction are not measured.
 MIN_SUPPORT = 0.5
-#: Tissue: smoothed level of the following slice at least this fraction of its median over supported pixels.
-TISSUE_FRACTION = 0.2
+#: Tissue: smoothed level of the following slice at least this fraction of its median over supported pixels
+#: (as the stack's boundary ratio, :data:`linumpy.stack.gains.RATIO_TISSUE_FRACTION`): gel (and tissue as dim as
+#: gel) is left out; 0.2 let the gel columns in (harsh seed 0: worst slice 0.13 -> 0.39 low).
+TISSUE_FRACTION = 0.5
 #: Fewest tissue pixels for a tissue mean; fewer: no estimate (flagged).
 MIN_TISSUE_PIXELS = 64
 #: A tissue column shorter than this fraction of the step is not measured (the ratio is then mostly noise).
