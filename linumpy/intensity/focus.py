@@ -455,7 +455,8 @@ def estimate_focus(
     z = np.arange(depth, dtype=np.float64)
     if fit_decay:
         qc.update(focus_agarose_attenuation_per_mm=0.0, focus_agarose_attenuation_sd_per_mm=None,
-                  focus_agarose_attenuation_source="not estimated: no Lorentzian fit")
+                  focus_agarose_attenuation_source="not estimated: no Lorentzian fit",
+                  focus_agarose_refit_failed=None)
     if fits:
         name = min(fits, key=lambda n: fits[n][1] * (1.0 if n == "lorentzian" else GAUSSIAN_PENALTY))
         params, rms = fits[name]
