@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,8 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, binning_fits, chunk_shape, count_blocks, count_nonzero, expand_laterally,
-    lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
+    ChunkColumnCache, LateralBlock, bin_laterally, binning_fits, chunk_shape, count_blocks, count_nonzero,
+    expand_laterally, lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
@@ -240,9 +239,9 @@ def correct_slice(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
             dtype=dtype, compression=compression, overwrite=overwrite))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
-        binned_shape = tuple(-(-n // UNCOMPENSATED_BINNING) for n in (n_y, n_x))
+        binned_shape = tuple(-(-n // UNCOMPENSATED_BINNING) for n in (n_y, n_x, block))
         plain_writer = stack.enter_context(OmeZarrWriter(
-            plain_path, (depth_px, *binned_shape), chunks=(min(64, depth_px), *(-(-block // UNCOMPENSATED_BINNING),) * 2),
+            plain_path, (depth_px, *binned_shape[:2]), chunks=(min(64, depth_px), binned_shape[2], binned_shape[2]),
             dtype=np.float32, compression=compression, overwrite=overwrite))
 
         surface_um = surface_writer.stored_level0()
@@ -625,8 +624,9 @@ def uncompensated_block(
 
     Focus corrected, noise floor subtracted and clipped at 0 as :func:`correct_block`'s
     input to the compensation, flattened by the same shifts, averaged over
-    :data:`UNCOMPENSATED_BINNING` x :data:`UNCOMPENSATED_BINNING` A-lines (fewer at the
-    slice's far edges; ``origin`` must be a multiple of the binning), and set to 0 above
+    :data:`UNCOMPENSATED_BINNING` x :data:`UNCOMPENSATED_BINNING` A-lines
+    (:func:`~linumpy.intensity.blocks.bin_laterally`: edge A-lines repeated at the slice's
+    far edges; ``origin`` must be a multiple of the binning), and set to 0 above
     each bin's tissue top (its A-lines' mean detected surface in the flattened frame,
     rounded; none: nothing removed). Arguments as :func:`correct_block`'s.
 
@@ -638,23 +638,14 @@ def uncompensated_block(
     signal = np.maximum(_focus_corrected(data, stats)[(slice(None), *inner)], 0)
     found = found_px[inner]
     shift = _flatten_shift(found, stats, surface_depth_px, origin)
-    binned = _bin_mean(surface.flatten_surface(signal, shift, depth_px))
-    top = _bin_mean((found - shift)[None])[0]
-    planes = np.arange(depth_px)[:, None, None]
-    binned[planes < np.rint(np.nan_to_num(top, nan=0.0))[None]] = 0
+    binned = bin_laterally(surface.flatten_surface(signal, shift, depth_px), UNCOMPENSATED_BINNING)
+    top = found - shift
+    has_top = np.isfinite(top)
+    count = bin_laterally(has_top[None], UNCOMPENSATED_BINNING)[0]
+    top_sum = bin_laterally(np.where(has_top, top, 0)[None], UNCOMPENSATED_BINNING)[0]
+    mean_top = np.divide(top_sum, count, out=np.zeros_like(count), where=count > 0)
+    binned[np.arange(depth_px)[:, None, None] < np.rint(mean_top)[None]] = 0
     return binned
-
-
-def _bin_mean(values: np.ndarray) -> np.ndarray:
-    """Mean over lateral bins of :data:`UNCOMPENSATED_BINNING` pixels (ignoring NaN; partial bins at the edges)."""
-    factor = UNCOMPENSATED_BINNING
-    n_z, n_y, n_x = values.shape
-    padded = np.full((n_z, -(-n_y // factor) * factor, -(-n_x // factor) * factor), np.nan, np.float32)
-    padded[:, :n_y, :n_x] = values
-    bins = padded.reshape(n_z, padded.shape[1] // factor, factor, padded.shape[2] // factor, factor)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bin (no surface) stays NaN
-        return np.nanmean(bins, axis=(2, 4)).astype(np.float32)
 
 
 def _focus_corrected(data: np.ndarray, stats: SliceStatistics) -> np.ndarray:

@@ -131,9 +131,9 @@ def stack_slice_files(
                           StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
                                           interpolate_missing=interpolate_missing))
         if uncompensated:
-            for entry, measured in zip(plan.record["slices"],
-                                       slice_attenuations(plan.record, uncompensated_by_id(uncompensated)), strict=True):
-                entry["attenuation"] = measured
+            measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
+            for entry, attenuation in zip(plan.record["slices"], measured, strict=True):
+                entry["attenuation"] = attenuation
         dtype = _common_dtype(volumes)
         with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
             write_stack(plan, writer, writer.write_block, dtype, progress)
