@@ -100,3 +100,27 @@ def test_failed_agarose_refit_is_recorded(monkeypatch):
     kept, rms, _, _ = focus._fit_agarose_decay(measured, support, well, params, 0.01, 1.5, qc)
     assert "no convergence" in qc["focus_agarose_refit_failed"]
     assert np.array_equal(kept, params) and rms == 0.01
+
+
+def test_stack_reads_the_binned_uncompensated_files(tmp_path):
+    """Through the stack's reader (:func:`linumpy.stack.attenuation.slice_attenuations`): the axial step's 4 x 4
+    binned files, 0 above the tissue top (10 voxels of gel), placed by a record; slice 0 within 5% of the truth,
+    a slice before a gap and the last slice keep their decay fit, flagged."""
+    from linumpy.io.zarr import save_omezarr
+    from linumpy.stack.attenuation import SOURCE_DECAY_FIT, SOURCE_OVERLAP, slice_attenuations
+
+    previous, following, true_mu = two_slices(seed=1, gel_px=10)
+    previous[:10] = 0
+    paths, slices = {}, []
+    for slice_id, volume in ((0, previous), (1, following), (3, following)):
+        binned = volume.reshape(DEPTH, SIZE // 4, 4, SIZE // 4, 4).mean(axis=(2, 4)).astype(np.float32)
+        paths[slice_id] = tmp_path / f"slice_z{slice_id:02d}_axial_corr_uncompensated.ome.zarr"
+        save_omezarr(binned, paths[slice_id], (DZ_MM, 0.012, 0.012), n_levels=1, attributes={
+            "lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 9.0 + slice_id})
+        slices.append({"slice_id": slice_id, "origin_um": [slice_id * STEP * DZ_MM * 1000, 0.0, 0.0]})
+    rows = slice_attenuations({"slices": slices}, paths)
+    assert [r["attenuation_source"] for r in rows] == [SOURCE_OVERLAP, SOURCE_DECAY_FIT, SOURCE_DECAY_FIT]
+    assert rows[0]["tissue_attenuation_per_mm"] == pytest.approx(true_mu, rel=0.05) and not rows[0]["attenuation_flags"]
+    assert rows[0]["overlap_attenuation_path_um"] == pytest.approx((STEP - 10) * DZ_MM * 1000)
+    assert [r["tissue_attenuation_per_mm"] for r in rows[1:]] == [10.0, 12.0]
+    assert all("no slice below" in r["attenuation_flags"][0] for r in rows[1:])
