@@ -635,7 +635,7 @@ def uncompensated_block(
     ndarray, shape (depth_px, ceil(y' / b), ceil(x' / b)), float32
     """
     inner = inner or (slice(None), slice(None))
-    signal = np.maximum(_focus_corrected(data, stats)[(slice(None), *inner)], 0)
+    signal = np.maximum(_focus_corrected(data[(slice(None), *inner)], stats), 0)
     found = found_px[inner]
     shift = _flatten_shift(found, stats, surface_depth_px, origin)
     binned = bin_laterally(surface.flatten_surface(signal, shift, depth_px), UNCOMPENSATED_BINNING)
