@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
+from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths, uncompensated_path
 from linumpy.intensity.focus import focus_model
 from linumpy.intensity.slice_normalization import normalize_slice
 from linumpy.io.acquisition import open_acquisition
@@ -78,10 +78,14 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         write_motor_positions(collect_motor_positions(reader), motors, overwrite=True)
         out = case / "volume.ome.zarr"
         stack_slice_files(list(normalized.values()), out, motors, acquisition_json=acquisition / "acquisition.json",
-                          overwrite=True, progress=False)
+                          uncompensated=[uncompensated_path(case / f"slice_z{i:02d}_axial_corr.ome.zarr")
+                                         for i in normalized], overwrite=True, progress=False)
         record = json.loads(out.with_name("volume_shifts.json").read_text())["slices"]
         scores.update(stack_scores(acquisition, out, record, lambda i: normalized[i]))
         scores["stack_qc"] = read_qc_record(qc_record_path(out))
+        for entry, measured in zip(scores["slices"], scores["stack_qc"]["metrics"]["tissue_attenuation_per_mm"],
+                                   strict=True):
+            entry["stack_tissue_ratio"] = None if measured is None else round(measured / entry["true_tissue_mean"], 3)
     return scores
 
 
@@ -111,6 +115,7 @@ def attenuation_scores(acquisition: Path, truth: dict, slice_id: int, axial: Pat
         "slice_id": slice_id,
         "column_ratio": columns,
         "tissue_ratio": None if measured is None else round(measured / true_mean, 3),
+        "true_tissue_mean": round(true_mean, 4),
         "focus_error": focus_error(truth, entry, qc["metrics"]),
         "focus_mode": qc["metrics"]["focus_mode"],
         "flags": qc["flags"],
@@ -156,6 +161,7 @@ def intensity_row(case: dict[str, Any]) -> dict[str, Any]:
         "tissue_mu_error": worst([s["tissue_ratio"] for s in slices]),
         "median_tissue_mu_error": round(float(np.median([abs(s["tissue_ratio"] - 1) for s in slices
                                                           if s["tissue_ratio"] is not None])), 3),
+        "stack_tissue_mu_error": worst([s.get("stack_tissue_ratio") for s in slices]),
         "white_mu_error": worst([s["column_ratio"].get("white_matter") for s in slices]),
         "grey_mu_error": worst([s["column_ratio"].get("grey_matter") for s in slices]),
         "n_flags": sum(len(s["flags"]) for s in slices),

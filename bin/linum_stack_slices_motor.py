@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "listed as interpolated_slices in the attributes and QC record) instead of zeros.")
     parser.add_argument("--shifts_out", metavar="JSON",
                         help="Placement estimates for QC [<out stem>_shifts.json].")
+    parser.add_argument("--uncompensated", nargs="+", default=[], metavar="ZARR",
+                        help="slice_zNN_axial_corr_uncompensated.ome.zarr files (linum_axial_corr.py): measure "
+                             "each slice's tissue attenuation through its overlap with the next slice, in the "
+                             "QC record [not measured].")
     parser.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="Output chunk shape, voxels [64 256 256, capped by the volume].")
     parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
@@ -77,7 +81,7 @@ def main(args: argparse.Namespace) -> None:
         slice_thickness_um=args.slice_thickness_um, acquisition_json=args.acquisition_json,
         blend_overlap_um=args.blend_overlap_um, max_rotation_deg=args.max_rotation_deg,
         interpolate_missing=args.interpolate_missing, allow_gaps=args.allow_gaps,
-        shifts_out=args.shifts_out, chunks=args.chunks, compression=args.compression,
+        shifts_out=args.shifts_out, uncompensated=args.uncompensated, chunks=args.chunks, compression=args.compression,
         overwrite=args.overwrite, progress=progress_enabled(args),
     )
 

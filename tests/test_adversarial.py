@@ -143,7 +143,8 @@ def test_both_orchestrators_pass_the_sidecar_to_the_stack(tmp_path):
 def test_workflow_stages_the_sidecar_only_when_it_exists():
     workflow = (ROOT / "workflows" / "linumpy.nf").read_text()
     assert "sidecar.exists() ? sidecar : []" in workflow
-    assert "STACK_SLICES(ordered_slices, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)" in workflow
+    assert ("STACK_SLICES(ordered_slices, uncompensated, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)"
+            in workflow)
 
 
 # -- 3. one owner per output directory ----------------------------------------------------------

@@ -23,7 +23,10 @@ from ome_zarr_models.v04.image import Image
 
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
-from linumpy.intensity.axial import AxialSettings, SliceStatistics, correct_block, correct_slice, output_paths
+from linumpy.intensity.axial import (
+    UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, correct_block, correct_slice, output_paths,
+    uncompensated_path,
+)
 from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks, stored_binned_level
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import open_omezarr_level, read_omezarr, read_omezarr_info, save_omezarr
@@ -411,7 +414,7 @@ def test_homogeneous_tissue_is_flat_after_correction(tiny_acquisition, tiny_grid
 
 def test_outputs_validate_and_carry_attributes(tiny_grids, tiny_corrected):
     out = tiny_corrected[0]
-    for path in (out, *output_paths(out)):
+    for path in (out, *output_paths(out), uncompensated_path(out)):
         Image.from_zarr(zarr.open_group(str(path), mode="r"))
     info = read_omezarr_info(out)
     source = read_omezarr_info(tiny_grids[0]).attributes
@@ -422,6 +425,31 @@ def test_outputs_validate_and_carry_attributes(tiny_grids, tiny_corrected):
     assert info.attributes["focus_mode"] == "background"
     assert info.attributes["attenuation_mode"] == "vermeer"
     assert read_omezarr_info(output_paths(out)[1]).shape == info.shape[1:]
+
+
+def test_uncompensated_signal_is_the_binned_output_without_compensation(tiny_grids, tiny_corrected, tmp_path):
+    """Without compensation the output is the uncompensated signal: the file is its 4 x 4 bin mean, 0 above the
+    tissue top of each bin (and nowhere below it), and says the decay fit's tissue mean."""
+    plain = tmp_path / "slice_z00_axial_corr.ome.zarr"
+    correct_slice(tiny_grids[0], plain, AxialSettings(attenuation="none"), n_levels=1)
+    output = read_omezarr(plain)[0].compute()
+    binned, scale = read_omezarr(uncompensated_path(tiny_corrected[0]))
+    binned = binned.compute()
+    b = UNCOMPENSATED_BINNING
+    n_z, n_y, n_x = output.shape
+    assert binned.shape == (n_z, -(-n_y // b), -(-n_x // b))
+    assert np.allclose(scale[1:], np.asarray(read_omezarr(plain)[1][1:]) * b)
+    expected = output[:, : n_y // b * b, : n_x // b * b].reshape(n_z, n_y // b, b, n_x // b, b).mean(axis=(2, 4))
+    inner = binned[:, : n_y // b, : n_x // b]
+    kept = inner > 0
+    assert np.allclose(inner[kept], expected[kept], rtol=1e-5)
+    zeroed = ~kept & (expected > 0)  # removed above the tissue top only: from the first kept plane down, nothing
+    assert (~zeroed | (np.arange(n_z)[:, None, None] < kept.argmax(axis=0))).all()
+    assert zeroed.any() and kept.any()
+    attributes = read_omezarr_info(uncompensated_path(tiny_corrected[0])).attributes
+    record = read_qc_record(qc_record_path(tiny_corrected[0]))["metrics"]
+    assert attributes["decay_fit_tissue_attenuation_per_mm"] == record["mean_attenuation_tissue_per_mm"]
+    assert attributes["lateral_binning"] == b and attributes["slice_id"] == 0
 
 
 def test_attenuation_map_of_reference_columns(tiny_acquisition, tiny_corrected):

@@ -116,3 +116,11 @@ def test_harsh_case_through_the_chain(tmp_path):
     assert len({s["curvature_status"] for s in case["slices"]}) == 1, case  # one decision for every slice
     assert case["max_z_error_px"] < np.abs(case["motor_z_error_px"]).max(), case  # never worse than the motors
     assert all(abs(r - 1) <= 0.05 for r in case["stack_qc"]["metrics"]["boundary_ratio"][1:] if r is not None)
+    # the stack's attenuation, measured through each overlap (docs/intensity.md, Attenuation through the overlap):
+    # within 15% of the true tissue mean on every slice with a slice below, where the decay fit is further off
+    metrics = case["stack_qc"]["metrics"]
+    assert metrics["attenuation_source"] == ["overlap"] * 3 + ["decay fit (no slice below)"], metrics
+    assert any("slice 3: no slice below" in flag for flag in case["stack_qc"]["flags"])
+    overlap = [abs(entry["stack_tissue_ratio"] - 1) for entry in case["slices"][:-1]]
+    decay_fit = [abs(entry["tissue_ratio"] - 1) for entry in case["slices"][:-1]]
+    assert max(overlap) <= 0.15 and max(overlap) < max(decay_fit), (overlap, decay_fit)

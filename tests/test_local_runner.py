@@ -130,6 +130,7 @@ def test_outdir_tree_is_the_published_layout(full_run):
                      layout.beside(layout.slice_product(i, "stitch_3d"), "_transform.json"),
                      layout.beside(layout.slice_product(i, "axial_corr"), "_surface.ome.zarr"),
                      layout.beside(layout.slice_product(i, "axial_corr"), "_attenuation.ome.zarr"),
+                     layout.beside(layout.slice_product(i, "axial_corr"), "_uncompensated.ome.zarr"),
                      layout.screenshot(f"slice_z{i:02d}_normalize")]
     missing = [str(p.relative_to(full_run)) for p in expected if not p.exists()]
     assert not missing

@@ -69,7 +69,8 @@ def test_workflow_wires_the_slice_chain_in_order():
         assert re.search(rf"\b{following}\({previous}\.out\.(grid|zarr)\)", workflow), (previous, following)
     last = chain[-1]
     assert re.search(rf"def ordered_slices = {last}\.out\.zarr\s*\n\s*\.toSortedList", workflow)
-    assert "STACK_SLICES(ordered_slices, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)" in workflow
+    assert ("STACK_SLICES(ordered_slices, uncompensated, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)"
+            in workflow)
     assert f"SCREENSHOT_SLICE({last}.out.zarr" in workflow
     # one field curvature decision for the acquisition, read by every mosaic grid (as the local runner plans it)
     assert "ESTIMATE_FIELD_CURVATURE(acquisition)" in workflow

@@ -59,9 +59,12 @@ workflow LINUMPY {
     def ordered_slices = NORMALIZE.out.zarr
         .toSortedList { a, b -> a[0].id <=> b[0].id }
         .map { pairs -> pairs.collect { pair -> pair[1] } }
+    def uncompensated = AXIAL_CORR.out.uncompensated
+        .toSortedList { a, b -> a[0].id <=> b[0].id }
+        .map { pairs -> pairs.collect { pair -> pair[1] } }
     // The sidecar gives the slice thickness; [] (no file) when the acquisition has none.
     def sidecar = acquisition.map { dir -> sidecarOf(dir) }
-    STACK_SLICES(ordered_slices, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)
+    STACK_SLICES(ordered_slices, uncompensated, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)
 
     SCREENSHOT_SLICE(NORMALIZE.out.zarr.map { meta, zarr -> ["slice_${meta.tag}_normalize", zarr] })
     SCREENSHOT_VOLUME(STACK_SLICES.out.volume.map { volume -> ['volume', volume] })

@@ -46,8 +46,8 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, binning_fits, chunk_shape, count_blocks, count_nonzero, expand_laterally,
-    lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
+    ChunkColumnCache, LateralBlock, bin_laterally, binning_fits, chunk_shape, count_blocks, count_nonzero,
+    expand_laterally, lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
 AGAROSE_GUARD_UM = 50.0
+#: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
+#: output's voxels; the overlap attenuation smooths over 4 pixels (sigma) anyway.
+UNCOMPENSATED_BINNING = 4
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,20 @@ class AxialSettings:
 
 def output_paths(out_path: str | os.PathLike) -> tuple[Path, Path]:
     """``(<out stem>_surface.ome.zarr, <out stem>_attenuation.ome.zarr)`` beside ``out_path``."""
+    return _beside(out_path, "_surface"), _beside(out_path, "_attenuation")
+
+
+def uncompensated_path(out_path: str | os.PathLike) -> Path:
+    """``<out stem>_uncompensated.ome.zarr`` beside ``out_path``: the signal before attenuation compensation,
+    flattened as the output and binned :data:`UNCOMPENSATED_BINNING` x :data:`UNCOMPENSATED_BINNING` laterally
+    (the stack measures the attenuation through each overlap on it, :mod:`linumpy.stack.attenuation`)."""
+    return _beside(out_path, "_uncompensated")
+
+
+def _beside(out_path: str | os.PathLike, suffix: str) -> Path:
     out_path = Path(out_path)
     stem = out_path.name[: -len(".ome.zarr")] if out_path.name.endswith(".ome.zarr") else out_path.name
-    return (out_path.with_name(f"{stem}_surface.ome.zarr"), out_path.with_name(f"{stem}_attenuation.ome.zarr"))
+    return out_path.with_name(f"{stem}{suffix}.ome.zarr")
 
 
 @dataclass(frozen=True)
@@ -202,7 +216,8 @@ def correct_slice(
             "depth samples; give one value per depth"
         )
     surface_path, attenuation_path = output_paths(out_path)
-    for path in (out_path, surface_path, attenuation_path):
+    plain_path = uncompensated_path(out_path)
+    for path in (out_path, surface_path, attenuation_path, plain_path):
         atomic.check_can_write(path, overwrite)
     dz_mm = resolution[0]
     block = lateral_block_size(n_z)
@@ -224,6 +239,10 @@ def correct_slice(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
             dtype=dtype, compression=compression, overwrite=overwrite))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
+        binned_shape = tuple(-(-n // UNCOMPENSATED_BINNING) for n in (n_y, n_x, block))
+        plain_writer = stack.enter_context(OmeZarrWriter(
+            plain_path, (depth_px, *binned_shape[:2]), chunks=(min(64, depth_px), binned_shape[2], binned_shape[2]),
+            dtype=np.float32, compression=compression, overwrite=overwrite))
 
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
@@ -236,6 +255,9 @@ def correct_slice(
                                           origin=part.origin, inner=part.inner_in_outer)
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
+            plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
+                                         for s in part.inner))] = uncompensated_block(
+                data, found, stats, surface_depth_px, depth_px, part.origin, part.inner_in_outer)
             attenuation_writer[part.inner] = mean_mu
             tissue = np.isfinite(mean_mu)
             if stats.tissue_level is not None:
@@ -274,6 +296,15 @@ def correct_slice(
         lateral = resolution[1:]
         surface_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "surface_depth_um"))
         attenuation_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "attenuation_per_mm"))
+        plain_attributes = {key: attributes[key] for key in ("slice_id", "surface_depth_px", "useful_depth_px")
+                            if key in attributes}
+        plain_attributes.update({
+            "quantity": "focus-corrected signal before attenuation compensation, flattened as the output",
+            "lateral_binning": UNCOMPENSATED_BINNING,
+            "missing": "0 above each bin's tissue top (its mean detected surface below the flattened cut)",
+            "decay_fit_tissue_attenuation_per_mm": qc.tissue_attenuation_per_mm(),
+        })
+        plain_writer.finalize((resolution[0], *(r * UNCOMPENSATED_BINNING for r in lateral)), 1, plain_attributes)
         out_writer.finalize(resolution, n_levels, attributes)
     qc.write(out_path, attributes, dz_mm * 1000, stats.focus_qc, stats.focus_flags, stats.focus_profile)
     return attributes
@@ -563,9 +594,7 @@ def correct_block(
     # the map is fitted on lateral means of the signal before negatives are clipped: clipping
     # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
     # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
-    signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
-    if stats.focus_profile is not None:
-        signal /= stats.focus_profile[:, None, None]
+    signal = _focus_corrected(data, stats)
     inner = inner or (slice(None), slice(None))
     if settings.tail_edge_sigma_px > 0:
         signal, mean_mu = _edge_aware_compensation(signal, found_px, settings, dz_mm, depth_px - surface_depth_px,
@@ -583,10 +612,56 @@ def correct_block(
             signal = signal[(slice(None), *inner)]
         del tails
         found_px = found_px[inner]
+    flat = surface.flatten_surface(signal, _flatten_shift(found_px, stats, surface_depth_px, origin), depth_px)
+    return flat, mean_mu
+
+
+def uncompensated_block(
+    data: np.ndarray, found_px: np.ndarray, stats: SliceStatistics, surface_depth_px: int, depth_px: int,
+    origin: tuple[int, int] = (0, 0), inner: tuple[slice, slice] | None = None,
+) -> np.ndarray:
+    """The block's signal before attenuation compensation, flattened, binned laterally (see :func:`uncompensated_path`).
+
+    Focus corrected, noise floor subtracted and clipped at 0 as :func:`correct_block`'s
+    input to the compensation, flattened by the same shifts, averaged over
+    :data:`UNCOMPENSATED_BINNING` x :data:`UNCOMPENSATED_BINNING` A-lines
+    (:func:`~linumpy.intensity.blocks.bin_laterally`: edge A-lines repeated at the slice's
+    far edges; ``origin`` must be a multiple of the binning), and set to 0 above
+    each bin's tissue top (its A-lines' mean detected surface in the flattened frame,
+    rounded; none: nothing removed). Arguments as :func:`correct_block`'s.
+
+    Returns
+    -------
+    ndarray, shape (depth_px, ceil(y' / b), ceil(x' / b)), float32
+    """
+    inner = inner or (slice(None), slice(None))
+    signal = np.maximum(_focus_corrected(data[(slice(None), *inner)], stats), 0)
+    found = found_px[inner]
+    shift = _flatten_shift(found, stats, surface_depth_px, origin)
+    binned = bin_laterally(surface.flatten_surface(signal, shift, depth_px), UNCOMPENSATED_BINNING)
+    top = found - shift
+    has_top = np.isfinite(top)
+    count = bin_laterally(has_top[None], UNCOMPENSATED_BINNING)[0]
+    top_sum = bin_laterally(np.where(has_top, top, 0)[None], UNCOMPENSATED_BINNING)[0]
+    mean_top = np.divide(top_sum, count, out=np.zeros_like(count), where=count > 0)
+    binned[np.arange(depth_px)[:, None, None] < np.rint(mean_top)[None]] = 0
+    return binned
+
+
+def _focus_corrected(data: np.ndarray, stats: SliceStatistics) -> np.ndarray:
+    """The signal above the noise floor, divided by the focus profile (float32, not clipped)."""
+    signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
+    if stats.focus_profile is not None:
+        signal /= stats.focus_profile[:, None, None]
+    return signal
+
+
+def _flatten_shift(
+    found_px: np.ndarray, stats: SliceStatistics, surface_depth_px: int, origin: tuple[int, int]
+) -> np.ndarray:
+    """Per A-line shift bringing the cut to ``surface_depth_px`` (the surface plane when there is one)."""
     if stats.plane is None:
         used = np.where(np.isfinite(found_px), found_px, surface_depth_px)
     else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)
         used = surface.plane_values(stats.plane, found_px.shape, *origin)
-    shift = np.rint(used).astype(np.int64) - surface_depth_px
-    flat = surface.flatten_surface(signal, shift, depth_px)
-    return flat, mean_mu
+    return np.rint(used).astype(np.int64) - surface_depth_px

@@ -455,7 +455,8 @@ def estimate_focus(
     z = np.arange(depth, dtype=np.float64)
     if fit_decay:
         qc.update(focus_agarose_attenuation_per_mm=0.0, focus_agarose_attenuation_sd_per_mm=None,
-                  focus_agarose_attenuation_source="not estimated: no Lorentzian fit")
+                  focus_agarose_attenuation_source="not estimated: no Lorentzian fit",
+                  focus_agarose_refit_failed=None)
     if fits:
         name = min(fits, key=lambda n: fits[n][1] * (1.0 if n == "lorentzian" else GAUSSIAN_PENALTY))
         params, rms = fits[name]
@@ -530,7 +531,8 @@ def _fit_agarose_decay(
     returns the Lorentzian's ``(amplitude, center, width)`` refitted with that
     decay, its relative RMS residual, the decay per depth to divide out of the
     measured profile and a flag message (None when the fit outweighs the
-    prior); ``params`` and ``rms`` unchanged if the refit fails. Updates the
+    prior); ``params`` and ``rms`` unchanged if the refit fails, which the QC
+    field ``focus_agarose_refit_failed`` states (None when it succeeded). Updates the
     ``focus_agarose_attenuation_*`` QC fields.
     """
     z = np.nonzero(well)[0].astype(np.float64)
@@ -564,8 +566,9 @@ def _fit_agarose_decay(
                                       p0=params, sigma=sigma / decay_at, bounds=shape_bounds, maxfev=2000)
         residual = (values - curve(z, *shape, mu)) / sigma
         params, rms = shape, float(np.sqrt(np.mean(residual**2) / np.mean(1.0 / sigma**2))) / shape[0]
-    except (RuntimeError, ValueError):
-        pass
+        qc["focus_agarose_refit_failed"] = None
+    except (RuntimeError, ValueError) as error:
+        qc["focus_agarose_refit_failed"] = f"the Lorentzian without the decay kept ({type(error).__name__}: {error})"
     decay = np.exp(-mu * per_mm * (np.arange(measured.size) - z[0]))
     flag = None if weight <= MAX_AGAROSE_PRIOR_WEIGHT else f"agarose attenuation weakly supported: {source}"
     return params, rms, decay, flag

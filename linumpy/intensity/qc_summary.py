@@ -59,6 +59,10 @@ class AxialQc:
         self.mu_count += tissue_mu.size
         self.nonzero += nonzero
 
+    def tissue_attenuation_per_mm(self) -> float | None:
+        """Mean decay-fit attenuation of the tissue A-lines so far (mm^-1, 4 decimals), None without any."""
+        return round(self.mu_sum / self.mu_count, 4) if self.mu_count else None
+
     @property
     def surface_fraction(self) -> float:
         """Fraction of the A-lines with a detected surface."""
@@ -89,7 +93,7 @@ class AxialQc:
         metrics = {
             "surface_detected_fraction": round(self.surface_fraction, 6),
             "median_surface_depth_um": None if median_px is None else round(median_px * dz_um, 3),
-            "mean_attenuation_tissue_per_mm": round(self.mu_sum / self.mu_count, 4) if self.mu_count else None,
+            "mean_attenuation_tissue_per_mm": self.tissue_attenuation_per_mm(),
             "n_tissue_lines": self.mu_count,
             "noise_floor": float(attributes["noise_floor"]),
             "useful_depth_um": round(out_depth * dz_um, 3),

@@ -7,7 +7,7 @@
       motor_positions.csv
       mosaic_grids/                field_curvature.json, mosaic_grid_3d_zNN.ome.zarr, mosaic_grid_2d_zNN.ome.zarr
       stitch_3d/                   slice_zNN_stitch_3d.ome.zarr, slice_zNN_stitch_3d_transform.json
-      axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface.ome.zarr, ..._attenuation.ome.zarr
+      axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface / _attenuation / _uncompensated.ome.zarr
       normalize/                   slice_zNN_normalize.ome.zarr
       stack/                       volume.ome.zarr, volume_shifts.json
       qc/                          slice_zNN_normalize.png, volume.png

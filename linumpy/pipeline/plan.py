@@ -132,7 +132,8 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
                    inputs={"meta": meta, "grid": grid}, upstream=(mosaic,))
     axial = _task(steps.AXIAL_CORR, params, layout, slice_id=slice_id, positional=[stitched, corrected],
                   outputs=[corrected, layout.beside(corrected, "_surface.ome.zarr"),
-                           layout.beside(corrected, "_attenuation.ome.zarr")],
+                           layout.beside(corrected, "_attenuation.ome.zarr"),
+                           layout.beside(corrected, "_uncompensated.ome.zarr")],
                   inputs={"meta": meta, "zarr": stitched}, upstream=(stitch,))
     normalize = _task(steps.NORMALIZE, params, layout, slice_id=slice_id, positional=[corrected, normalized],
                       outputs=[normalized], inputs={"meta": meta, "zarr": corrected}, upstream=(axial,))
@@ -151,14 +152,15 @@ def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[in
     """
     ordered = sorted(slice_ids)
     slices = [layout.slice_product(i, "normalize") for i in ordered]
+    uncompensated = [layout.beside(layout.slice_product(i, "axial_corr"), "_uncompensated.ome.zarr") for i in ordered]
     gaps = ["--allow_gaps"] if params.stack_allows_gaps else []
     sidecar = ["--acquisition_json", acquisition_json] if acquisition_json is not None else []
     shot = layout.screenshot(VOLUME_NAME)
     stack = _task(steps.STACK_SLICES, params, layout, positional=[*slices, layout.volume],
-                  fixed=["--motor_positions", layout.motor_positions, "--shifts_out", layout.volume_shifts,
-                         *gaps, *sidecar],
+                  fixed=["--uncompensated", *uncompensated, "--motor_positions", layout.motor_positions,
+                         "--shifts_out", layout.volume_shifts, *gaps, *sidecar],
                   outputs=[layout.volume, layout.volume_shifts],
-                  inputs={"slices": slices, "motor_positions": layout.motor_positions,
+                  inputs={"slices": slices, "uncompensated": uncompensated, "motor_positions": layout.motor_positions,
                           "allow_gaps": params.stack_allows_gaps, "acquisition_json": acquisition_json},
                   upstream=(motor_positions, *(normalized[i] for i in ordered)))
     screenshot = _task(steps.SCREENSHOT, params, layout, positional=[layout.volume, shot], outputs=[shot],

@@ -125,6 +125,9 @@ METRICS: dict[str, MetricInfo] = {
     "focus_agarose_attenuation_source": _M("Agarose attenuation source", "text", "given, estimated (fit and "
                                            "prior), the prior alone (fit failed or unusable), or not estimated "
                                            "(Gaussian focus: not identifiable)."),
+    "focus_agarose_refit_failed": _M("Agarose refit failure", "text", "Empty when the Lorentzian was refitted "
+                                     "with the agarose decay fixed; otherwise why the refit failed (the "
+                                     "Lorentzian fitted without the decay is kept)."),
     "focus_profile": _M("Focus profile", "gain", "Gain divided out at each input depth."),
     "p_low": _M("Low percentile value", "intensity", "Input intensity mapped to 0."),
     "p_high": _M("High percentile value", "intensity", "Input intensity mapped to 1."),
@@ -195,6 +198,21 @@ METRICS: dict[str, MetricInfo] = {
                              "error, measured at the slice's bottom); [1, 1] = none needed."),
     "lateral_gain_fallback": _M("Lateral gain fallback", "text", "Why a slice with a slice below it got no "
                                 "lateral gain map (overlap too small, or the next slice placed by the motors)."),
+    "tissue_attenuation_per_mm": _M("Tissue attenuation (stack)", "1/mm", "Mean attenuation of the slice's "
+                                    "tissue: measured through the overlap with the next slice when there is one, "
+                                    "else the axial step's decay fit (see Attenuation source)."),
+    "attenuation_source": _M("Attenuation source", "text", "overlap: the light lost between this slice's cut and "
+                             "the next, from the ratio of the two slices' uncompensated signals on their overlap "
+                             "(reflectivity changes with depth cancel); decay fit (no slice below): the axial "
+                             "step's per-A-line fit, which reads reflectivity changes as attenuation."),
+    "overlap_attenuation_per_mm": _M("Overlap attenuation", "1/mm", "Tissue attenuation measured through the "
+                                     "overlap with the next slice; empty when too few tissue pixels."),
+    "overlap_attenuation_pixels": _M("Overlap attenuation pixels", "count", "Tissue pixels (4 x 4 A-line bins) "
+                                     "the overlap attenuation is averaged over."),
+    "overlap_attenuation_supported_fraction": _M("Overlap attenuation support", "%", "Fraction of the overlap "
+                                                 "those pixels cover; under 20% is flagged as weakly supported."),
+    "overlap_attenuation_path_um": _M("Overlap attenuation path", "µm", "Mean tissue path (one way) between the "
+                                      "two cuts over those pixels."),
     "warnings": _M("Warnings", "text", "Warnings the step logged while it ran."),
 }
 
@@ -217,6 +235,9 @@ ADVICE: tuple[tuple[str, str], ...] = (
                              "either a real stage glitch or a failed registration."),
     (r"poor overlap", "Compare this slice with the previous one in the volume; damaged or folded tissue "
                       "gives a poor match."),
+    (r"overlap attenuation|no slice below", "The slice's tissue attenuation (stack QC) is the axial step's "
+                                            "decay fit or weakly measured: treat it as approximate "
+                                            "(docs/intensity.md, Attenuation through the overlap)."),
     (r"surface detected", "Check the depth profile figure: the tissue surface may be outside the scan."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "
                                   "profile figure."),

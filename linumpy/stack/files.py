@@ -23,6 +23,7 @@ from linumpy.io.codecs import DEFAULT_COMPRESSION
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence
 from linumpy.stack.quality import write_stack_qc
@@ -50,6 +51,7 @@ def stack_slice_files(
     interpolate_missing: bool = False,
     allow_gaps: bool = False,
     shifts_out: str | os.PathLike | None = None,
+    uncompensated: Sequence[str | os.PathLike] = (),
     chunks: Sequence[int] | None = None,
     compression: str = DEFAULT_COMPRESSION,
     overwrite: bool = False,
@@ -90,6 +92,11 @@ def stack_slice_files(
         Fill missing slice ids with zeros instead of refusing them.
     shifts_out : path-like, optional
         Placement estimates (JSON); default ``<out stem>_shifts.json``.
+    uncompensated : sequence of path-like
+        Each slice's signal before attenuation compensation
+        (``slice_zNN_axial_corr_uncompensated.ome.zarr``): with them, the
+        record gets each slice's tissue attenuation measured through its overlap
+        with the next slice (:mod:`linumpy.stack.attenuation`); without, none.
     chunks : sequence of int, optional
         Output chunk shape (z, y, x).
     compression : str
@@ -123,6 +130,10 @@ def stack_slice_files(
         plan = plan_stack(volumes, motors, thickness, resolution_um,
                           StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
                                           interpolate_missing=interpolate_missing))
+        if uncompensated:
+            measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
+            for entry, attenuation in zip(plan.record["slices"], measured, strict=True):
+                entry["attenuation"] = attenuation
         dtype = _common_dtype(volumes)
         with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
             write_stack(plan, writer, writer.write_block, dtype, progress)

@@ -33,6 +33,11 @@ QC_VIEW_PX = 256
 #: noise they are judged against (``linumpy.stack.refine.PairEstimate``; None in records made before them).
 SPECKLE_FIELDS = {"overlap_ncc_raw": "overlap_ncc", "overlap_ceiling": "lateral_ceiling",
                   "z_peak_ncc": "z_peak_ncc", "z_ceiling": "z_ceiling", "z_noise": "z_noise"}
+#: Per-slice attenuation fields (:func:`linumpy.stack.attenuation.slice_attenuations`; None without
+#: ``--uncompensated``).
+ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overlap_attenuation_per_mm",
+                      "overlap_attenuation_pixels", "overlap_attenuation_supported_fraction",
+                      "overlap_attenuation_path_um")
 #: A boundary ratio further than this from 1 after the gains is flagged.
 MAX_BOUNDARY_STEP = 0.05
 
@@ -63,7 +68,20 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
         "views": orthogonal_views_figure(orthogonal_planes(volume, centre), tuple(s * 1000 for s in scale_mm),
                                          title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
-    return write_qc_record(output, "stack", metrics, figures, boundary_flags(metrics) + placement_flags(metrics))
+    return write_qc_record(output, "stack", metrics, figures,
+                           boundary_flags(metrics) + placement_flags(metrics) + attenuation_flags(record))
+
+
+def attenuation_flags(record: Mapping[str, Any]) -> list[str]:
+    """A flag per slice whose attenuation is not measured through an overlap, or weakly supported.
+
+    Examples
+    --------
+    >>> attenuation_flags({"slices": [{"slice_id": 3, "attenuation": {"attenuation_flags": ["no slice below"]}}]})
+    ['slice 3: no slice below']
+    """
+    return [f"slice {s['slice_id']}: {flag}" for s in record["slices"]
+            for flag in (s.get("attenuation") or {}).get("attenuation_flags", [])]
 
 
 def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
@@ -140,6 +158,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ``rotation_std_deg`` (uncertainty of the fitted rotation), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
         (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
+        :data:`ATTENUATION_FIELDS`: the slice's tissue attenuation, measured through the overlap with the next
+        slice or the axial step's decay fit, :mod:`linumpy.stack.attenuation`;
         negative: refused, the plane too far off); lists of slice ids ``glitch_corrected``,
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
@@ -208,4 +228,5 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
+        **{name: [(s.get("attenuation") or {}).get(name) for s in slices] for name in ATTENUATION_FIELDS},
     }

@@ -1,6 +1,8 @@
 /*
  * Correct one slice along depth: tissue surface, focus profile and light
- * attenuation. The surface and attenuation maps are kept for QC.
+ * attenuation. The surface and attenuation maps are kept for QC; the signal
+ * before attenuation compensation (binned laterally) goes to the stack, which
+ * measures each slice's attenuation through its overlap with the next.
  */
 process AXIAL_CORR {
     tag "slice ${meta.id}"
@@ -13,6 +15,7 @@ process AXIAL_CORR {
     tuple val(meta), path("slice_${meta.tag}_axial_corr.ome.zarr"), emit: zarr
     tuple val(meta), path("slice_${meta.tag}_axial_corr_surface.ome.zarr"), emit: surface
     tuple val(meta), path("slice_${meta.tag}_axial_corr_attenuation.ome.zarr"), emit: attenuation
+    tuple val(meta), path("slice_${meta.tag}_axial_corr_uncompensated.ome.zarr"), emit: uncompensated
     path "*_qc*", optional: true, emit: qc
 
     script:
@@ -25,5 +28,6 @@ process AXIAL_CORR {
     """
     mkdir slice_${meta.tag}_axial_corr.ome.zarr
     mkdir slice_${meta.tag}_axial_corr_surface.ome.zarr slice_${meta.tag}_axial_corr_attenuation.ome.zarr
+    mkdir slice_${meta.tag}_axial_corr_uncompensated.ome.zarr
     """
 }
