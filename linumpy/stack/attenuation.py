@@ -8,7 +8,7 @@ their overlap is the light lost through the slab between the cuts
 (:func:`linumpy.intensity.transmission.overlap_attenuation`), whatever the
 reflectivity does with depth, where the axial step's per-A-line decay fit
 reads a reflectivity change as attenuation. The last slice (or one followed
-by a gap) has no slice below: it keeps the decay fit, flagged.
+by a gap) has no slice below: it keeps the decay fit (flagged before a gap).
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def slice_attenuations(record: Mapping[str, Any], uncompensated: Mapping[int, Pa
             out.append({"attenuation_source": SOURCE_DECAY_FIT, "tissue_attenuation_per_mm": decay,
                         "overlap_attenuation_per_mm": None, "overlap_attenuation_pixels": None,
                         "overlap_attenuation_supported_fraction": None, "overlap_attenuation_path_um": None,
-                        "attenuation_flags": ["no slice below: the axial step's decay fit kept"]})
+                        # the last slice always lacks one (its source says so); a gap below a slice is flagged
+                        "attenuation_flags": [] if following is None else
+                        ["no slice below: the axial step's decay fit kept"]})
             continue
         step_um = np.subtract(following["origin_um"], entry["origin_um"])
         estimate = _pair_estimate(path, uncompensated[following["slice_id"]], step_um)
