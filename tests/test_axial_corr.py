@@ -616,5 +616,5 @@ def test_flattening_follows_the_surface_plane_not_its_bumps():
     stats = SliceStatistics(noise_floor=0.0, focus_profile=None, focus_mode="none", focus_qc={}, focus_flags=[],
                             plane=np.array([10.0, 0.0, 0.0]), mean_surface_px=10.0, surface_fraction=1.0,
                             tissue_level=None)
-    flat, _ = correct_block(data, found, stats, AxialSettings(attenuation="none"), 0.0015, 0, 20)
+    flat, _, _ = correct_block(data, found, stats, AxialSettings(attenuation="none"), 0.0015, 0, 20)
     assert np.all(flat[0] == 11.0)  # every A-line, the bump and the undetected one too, starts at input depth 10

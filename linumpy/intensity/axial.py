@@ -251,13 +251,12 @@ def correct_slice(
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
-            flat, mean_mu = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
-                                          origin=part.origin, inner=part.inner_in_outer)
+            flat, mean_mu, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
+                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True)
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
-                                         for s in part.inner))] = uncompensated_block(
-                data, found, stats, surface_depth_px, depth_px, part.origin, part.inner_in_outer)
+                                         for s in part.inner))] = plain
             attenuation_writer[part.inner] = mean_mu
             tissue = np.isfinite(mean_mu)
             if stats.tissue_level is not None:
@@ -520,17 +519,17 @@ def _tail_halo(settings: AxialSettings) -> int:
     return attenuation.box_width(settings.tail_sigma_px) // 2 if settings.tail_sigma_px > 0 else 0
 
 
-def _edge_aware_compensation(
+def _edge_aware_tails(
     block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
     origin: tuple[int, int], inner: tuple[slice, slice],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The inner signal compensated with edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
     ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
     here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
     the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
     to their A-lines (NaN where an A-line has no surface), the compensation's sums are the
-    guided average of the clipped signal.
+    guided average of the clipped signal (None unless the attenuation mode is ``vermeer``).
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
@@ -544,12 +543,26 @@ def _edge_aware_compensation(
     mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
     del map_tails
     mean_mu[~found[inner]] = np.nan
-    signal = block[(slice(None), *inner)]
-    if settings.attenuation != "vermeer":
-        return signal, mean_mu
-    tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
-                                         inner=inner)
-    return attenuation.compensate_attenuation(signal, tails, out=signal), mean_mu
+    tails = None
+    if settings.attenuation == "vermeer":
+        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
+                                             settings.tail_window_px, inner=inner)
+    return block[(slice(None), *inner)], tails, mean_mu
+
+
+def _box_tails(
+    signal: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
+    inner: tuple[slice, slice],
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
+    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
+    mean_mu = attenuation.slope_attenuation(tails, found_px[inner], fit_depth_px, dz_mm)
+    del tails
+    np.maximum(signal, 0, out=signal)
+    tails = None
+    if settings.attenuation == "vermeer":
+        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
+    return signal[(slice(None), *inner)], tails, mean_mu
 
 
 def correct_block(
@@ -562,7 +575,8 @@ def correct_block(
     depth_px: int,
     origin: tuple[int, int] = (0, 0),
     inner: tuple[slice, slice] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    uncompensated: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
     Parameters
@@ -582,6 +596,8 @@ def correct_block(
         The block inside ``data`` and ``found_px`` when they carry a lateral
         halo (used only to smooth the end-of-range sums); the result covers
         ``inner`` only.
+    uncompensated : bool
+        Also return the signal before compensation, binned (:func:`_binned_uncompensated`).
 
     Returns
     -------
@@ -590,54 +606,38 @@ def correct_block(
     mean_mu : ndarray, shape (y', x'), float32
         The attenuation (mm^-1) of each A-line, fitted from its surface to the
         bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
+    plain : ndarray or None
+        The block's signal before compensation (:func:`_binned_uncompensated`) when ``uncompensated``.
     """
     # the map is fitted on lateral means of the signal before negatives are clipped: clipping
     # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
     # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
     signal = _focus_corrected(data, stats)
     inner = inner or (slice(None), slice(None))
+    fit_depth_px = depth_px - surface_depth_px
     if settings.tail_edge_sigma_px > 0:
-        signal, mean_mu = _edge_aware_compensation(signal, found_px, settings, dz_mm, depth_px - surface_depth_px,
-                                                   origin, inner)
-        found_px = found_px[inner]
+        signal, tails, mean_mu = _edge_aware_tails(signal, found_px, settings, dz_mm, fit_depth_px, origin, inner)
     else:
-        tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
-        mean_mu = attenuation.slope_attenuation(tails, found_px[inner], depth_px - surface_depth_px, dz_mm)
-        np.maximum(signal, 0, out=signal)
-        if settings.attenuation == "vermeer":
-            tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
-            signal = attenuation.compensate_attenuation(signal[(slice(None), *inner)], tails[(slice(None), *inner)],
-                                                        out=signal[(slice(None), *inner)])
-        else:
-            signal = signal[(slice(None), *inner)]
-        del tails
-        found_px = found_px[inner]
-    flat = surface.flatten_surface(signal, _flatten_shift(found_px, stats, surface_depth_px, origin), depth_px)
-    return flat, mean_mu
+        signal, tails, mean_mu = _box_tails(signal, found_px, settings, dz_mm, fit_depth_px, inner)
+    found_px = found_px[inner]
+    shift = _flatten_shift(found_px, stats, surface_depth_px, origin)
+    plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
+    if tails is not None:  # in place: ``plain`` is a flattened copy
+        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
+    return surface.flatten_surface(signal, shift, depth_px), mean_mu, plain
 
 
-def uncompensated_block(
-    data: np.ndarray, found_px: np.ndarray, stats: SliceStatistics, surface_depth_px: int, depth_px: int,
-    origin: tuple[int, int] = (0, 0), inner: tuple[slice, slice] | None = None,
-) -> np.ndarray:
+def _binned_uncompensated(signal: np.ndarray, found: np.ndarray, shift: np.ndarray, depth_px: int) -> np.ndarray:
     """The block's signal before attenuation compensation, flattened, binned laterally (see :func:`uncompensated_path`).
 
-    Focus corrected, noise floor subtracted and clipped at 0 as :func:`correct_block`'s
-    input to the compensation, flattened by the same shifts, averaged over
-    :data:`UNCOMPENSATED_BINNING` x :data:`UNCOMPENSATED_BINNING` A-lines
-    (:func:`~linumpy.intensity.blocks.bin_laterally`: edge A-lines repeated at the slice's
-    far edges; ``origin`` must be a multiple of the binning), and set to 0 above
-    each bin's tissue top (its A-lines' mean detected surface in the flattened frame,
-    rounded; none: nothing removed). Arguments as :func:`correct_block`'s.
-
-    Returns
-    -------
-    ndarray, shape (depth_px, ceil(y' / b), ceil(x' / b)), float32
+    ``signal``: focus corrected, noise floor subtracted and clipped at 0 (the compensation's
+    input); flattened by ``shift`` as the output, averaged over :data:`UNCOMPENSATED_BINNING`
+    x :data:`UNCOMPENSATED_BINNING` A-lines (:func:`~linumpy.intensity.blocks.bin_laterally`:
+    edge A-lines repeated at the slice's far edges; the block's origin must be a multiple of
+    the binning), and set to 0 above each bin's tissue top (its A-lines' mean detected
+    surface ``found`` in the flattened frame, rounded; none: nothing removed).
+    Returns shape ``(depth_px, ceil(y / b), ceil(x / b))``, float32.
     """
-    inner = inner or (slice(None), slice(None))
-    signal = np.maximum(_focus_corrected(data[(slice(None), *inner)], stats), 0)
-    found = found_px[inner]
-    shift = _flatten_shift(found, stats, surface_depth_px, origin)
     binned = bin_laterally(surface.flatten_surface(signal, shift, depth_px), UNCOMPENSATED_BINNING)
     top = found - shift
     has_top = np.isfinite(top)
