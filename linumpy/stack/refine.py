@@ -195,6 +195,12 @@ def null_ncc_spread(reference: np.ndarray, moving: np.ndarray) -> float:
     by chance, whatever the speckle, the overlap's size or the structure's
     grain.
 
+    Both images are centred once (rolling changes neither ``moving``'s mean
+    nor its norm): each NCC is then the dot product of the centred images,
+    the rolled one read as four blocks instead of a rolled copy, over the
+    same norms (:func:`normalized_cross_correlation`'s values, summed in
+    another order).
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -202,9 +208,42 @@ def null_ncc_spread(reference: np.ndarray, moving: np.ndarray) -> float:
     1.0
     """
     rows, cols = moving.shape[-2:]
-    values = [normalized_cross_correlation(reference, np.roll(moving, (round(fy * rows), round(fx * cols)), (-2, -1)))
+    reference, moving = (_centred(image).reshape(-1, rows, cols) for image in (reference, moving))
+    denominator = math.sqrt(float(np.vdot(reference, reference)) * float(np.vdot(moving, moving)))
+    if denominator == 0:
+        return 0.0
+    values = [_rolled_dot(reference, moving, (round(fy * rows), round(fx * cols))) / denominator
               for fy, fx in NULL_SHIFT_FRACTIONS]
     return float(np.sqrt(np.mean(np.square(values))))
+
+
+def _centred(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 minus its mean (taken in float64), as :func:`normalized_cross_correlation` centres."""
+    image = np.asarray(image, dtype=np.float32)
+    return image - np.float32(image.mean(dtype=np.float64))
+
+
+def _rolled_dot(reference: np.ndarray, moving: np.ndarray, shift_yx: tuple[int, int]) -> float:
+    """``vdot(reference, np.roll(moving, shift_yx, (-2, -1)))`` without the rolled copy: four blocks.
+
+    Examples
+    --------
+    >>> a, b = np.arange(24.0).reshape(2, 3, 4), np.arange(24.0)[::-1].reshape(2, 3, 4)
+    >>> bool(_rolled_dot(a, b, (1, 3)) == np.vdot(a, np.roll(b, (1, 3), (-2, -1))))
+    True
+    """
+    total = 0.0
+    for rows in _roll_parts(moving.shape[-2], shift_yx[0]):
+        for columns in _roll_parts(moving.shape[-1], shift_yx[1]):
+            total += float(np.vdot(reference[:, rows[0], columns[0]], moving[:, rows[1], columns[1]]))
+    return total
+
+
+def _roll_parts(size: int, shift: int) -> list[tuple[slice, slice]]:
+    """``(destination, source)`` slices of an axis of ``size`` rolled by ``shift``."""
+    shift %= size
+    parts = [(slice(shift, size), slice(0, size - shift))]
+    return parts + [(slice(0, shift), slice(size - shift, size))] if shift else parts
 
 
 def bandpass_planes(
