@@ -620,7 +620,8 @@ def register_pair(
 
     The lateral shift is first measured at the expected offset, then the z
     offset is scanned with that shift applied, then the shift is measured
-    again at the offset found (when the z estimate is confident).
+    again at the offset found (when the z estimate is confident and the
+    offset found reads other planes than the motor offset).
 
     Parameters
     ----------
@@ -656,8 +657,11 @@ def register_pair(
     offsets = list(range(low, high + 1))
     current_mean = current_top.mean(axis=0)
 
+    def first_plane(offset: float) -> int:
+        return int(np.clip(round(offset), low, max(low, high))) - previous_first_plane
+
     def planes_at(offset: float) -> np.ndarray:
-        start = int(np.clip(round(offset), low, max(low, high))) - previous_first_plane
+        start = first_plane(offset)
         return previous.planes(start, start + depth).mean(axis=0)
 
     if not offsets:
@@ -669,7 +673,8 @@ def register_pair(
     window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], shift)
     scan = scan_z_offset(previous.windowed(window), current_top[(..., *current_window)], local)
     offset = scan.offset + previous_first_plane
-    if scan.confidence > 0:
+    # measured again on the planes the scan found (the same planes as at the motor offset: the same result)
+    if scan.confidence > 0 and first_plane(offset) != first_plane(expected_offset):
         shift, overlap_ncc = estimate_lateral_shift(planes_at(offset), current_mean, upsample_factor)
     lateral_ceiling = effective_ceiling(overlap_ncc, _overlap_ceiling(
         planes_at(offset if scan.confidence > 0 else expected_offset), current_mean, shift))
