@@ -195,6 +195,12 @@ def null_ncc_spread(reference: np.ndarray, moving: np.ndarray) -> float:
     by chance, whatever the speckle, the overlap's size or the structure's
     grain.
 
+    Both images are centred once (rolling changes neither ``moving``'s mean
+    nor its norm): each NCC is then the dot product of the centred images,
+    the rolled one read as four blocks instead of a rolled copy, over the
+    same norms (:func:`normalized_cross_correlation`'s values, summed in
+    another order).
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -202,9 +208,42 @@ def null_ncc_spread(reference: np.ndarray, moving: np.ndarray) -> float:
     1.0
     """
     rows, cols = moving.shape[-2:]
-    values = [normalized_cross_correlation(reference, np.roll(moving, (round(fy * rows), round(fx * cols)), (-2, -1)))
+    reference, moving = (_centred(image).reshape(-1, rows, cols) for image in (reference, moving))
+    denominator = math.sqrt(float(np.vdot(reference, reference)) * float(np.vdot(moving, moving)))
+    if denominator == 0:
+        return 0.0
+    values = [_rolled_dot(reference, moving, (round(fy * rows), round(fx * cols))) / denominator
               for fy, fx in NULL_SHIFT_FRACTIONS]
     return float(np.sqrt(np.mean(np.square(values))))
+
+
+def _centred(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 minus its mean (taken in float64), as :func:`normalized_cross_correlation` centres."""
+    image = np.asarray(image, dtype=np.float32)
+    return image - np.float32(image.mean(dtype=np.float64))
+
+
+def _rolled_dot(reference: np.ndarray, moving: np.ndarray, shift_yx: tuple[int, int]) -> float:
+    """``vdot(reference, np.roll(moving, shift_yx, (-2, -1)))`` without the rolled copy: four blocks.
+
+    Examples
+    --------
+    >>> a, b = np.arange(24.0).reshape(2, 3, 4), np.arange(24.0)[::-1].reshape(2, 3, 4)
+    >>> bool(_rolled_dot(a, b, (1, 3)) == np.vdot(a, np.roll(b, (1, 3), (-2, -1))))
+    True
+    """
+    total = 0.0
+    for rows in _roll_parts(moving.shape[-2], shift_yx[0]):
+        for columns in _roll_parts(moving.shape[-1], shift_yx[1]):
+            total += float(np.vdot(reference[:, rows[0], columns[0]], moving[:, rows[1], columns[1]]))
+    return total
+
+
+def _roll_parts(size: int, shift: int) -> list[tuple[slice, slice]]:
+    """``(destination, source)`` slices of an axis of ``size`` rolled by ``shift``."""
+    shift %= size
+    parts = [(slice(shift, size), slice(0, size - shift))]
+    return parts + [(slice(0, shift), slice(size - shift, size))] if shift else parts
 
 
 def bandpass_planes(
@@ -581,7 +620,8 @@ def register_pair(
 
     The lateral shift is first measured at the expected offset, then the z
     offset is scanned with that shift applied, then the shift is measured
-    again at the offset found (when the z estimate is confident).
+    again at the offset found (when the z estimate is confident and the
+    offset found reads other planes than the motor offset).
 
     Parameters
     ----------
@@ -617,8 +657,11 @@ def register_pair(
     offsets = list(range(low, high + 1))
     current_mean = current_top.mean(axis=0)
 
+    def first_plane(offset: float) -> int:
+        return int(np.clip(round(offset), low, max(low, high))) - previous_first_plane
+
     def planes_at(offset: float) -> np.ndarray:
-        start = int(np.clip(round(offset), low, max(low, high))) - previous_first_plane
+        start = first_plane(offset)
         return previous.planes(start, start + depth).mean(axis=0)
 
     if not offsets:
@@ -630,7 +673,8 @@ def register_pair(
     window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], shift)
     scan = scan_z_offset(previous.windowed(window), current_top[(..., *current_window)], local)
     offset = scan.offset + previous_first_plane
-    if scan.confidence > 0:
+    # measured again on the planes the scan found (the same planes as at the motor offset: the same result)
+    if scan.confidence > 0 and first_plane(offset) != first_plane(expected_offset):
         shift, overlap_ncc = estimate_lateral_shift(planes_at(offset), current_mean, upsample_factor)
     lateral_ceiling = effective_ceiling(overlap_ncc, _overlap_ceiling(
         planes_at(offset if scan.confidence > 0 else expected_offset), current_mean, shift))
