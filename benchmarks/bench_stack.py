@@ -18,11 +18,15 @@ plane errors) and largest boundary ratio left in the stack's QC record;
 ``--curvature`` chooses how the field curvature is decided (one decision for
 the acquisition, the pipelines' default; each slice alone; off) and the rows
 add the curvature left at tile borders (truth minus the applied correction,
-peak to peak, worst slice) and the slices corrected.
+peak to peak, worst slice) and the slices corrected. ``--diagnose`` also
+prints, per case, where the volume NCC is lost (``stack_diagnosis.py``:
+NCC per plane and per third of the slabs, after oracle per-plane, lateral
+and per-slab corrections, after a low-pass, with each slab's best sub-voxel
+shift).
 
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
-           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4]
+           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4] [--restack] [--diagnose]
 """
 
 from __future__ import annotations
@@ -120,6 +124,10 @@ def main() -> None:
     parser.add_argument("--tail_edge_sigma_px", type=float, default=2.0,
                         help="Matrix: the axial correction's edge-aware tail sums (AxialSettings' default; "
                              "0 = the box) [%(default)s].")
+    parser.add_argument("--restack", action="store_true",
+                        help="Matrix: reuse the normalised slices a previous run left in --workdir; stack only.")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="Matrix: also print where each case's volume NCC is lost (stack_diagnosis.py).")
     args = parser.parse_args()
     if args.matrix:
         run_matrix(args)
@@ -155,7 +163,8 @@ def run_matrix(args: argparse.Namespace) -> None:
     for condition in args.conditions or list(CONDITIONS):
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
-                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px))
+                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px),
+                            restack=args.restack)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])
             rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],
@@ -173,7 +182,21 @@ def run_matrix(args: argparse.Namespace) -> None:
                          "n_curvature_applied": sum(s["curvature_status"] == "applied" for s in case["slices"]),
                          **{k: v for k, v in intensity_row(case).items() if k.endswith("mu_error")}})
             print(json.dumps(rows[-1]), flush=True)
+            if args.diagnose:
+                diagnosis = diagnose_case(Path(case["case_dir"]))
+                print(json.dumps({"condition": condition, "seed": seed, "diagnosis": diagnosis}), flush=True)
     print_table(rows)
+
+
+def diagnose_case(case_dir: Path) -> dict:
+    """:func:`stack_diagnosis.diagnose` of a case :func:`matrix_chain.run_case` stacked."""
+    from stack_diagnosis import diagnose
+
+    from linumpy.simulate.scoring import scored_volume
+
+    record = json.loads((case_dir / "volume_shifts.json").read_text())["slices"]
+    return diagnose(scored_volume(case_dir / "raw", case_dir / "volume.ome.zarr", record,
+                                  lambda i: case_dir / f"slice_z{i:02d}_normalize.ome.zarr"))
 
 
 if __name__ == "__main__":

@@ -45,11 +45,13 @@ CURVATURE_MODES = ("acquisition", "slice", "off")
 
 def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True,
              curvature: str = "acquisition", axial_settings: AxialSettings = AxialSettings(),
-             **fields: Any) -> dict[str, Any]:
+             restack: bool = False, **fields: Any) -> dict[str, Any]:
     """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores.
 
-    ``axial_settings``: the axial correction's (default: the step's defaults). ``fields``: preset
-    fields set on top of the condition (e.g. ``slice_rotation_deg``).
+    ``axial_settings``: the axial correction's (default: the step's defaults). ``restack``: keep the
+    per-slice outputs a previous run left in the case's folder and only stack again (a change to the
+    stack measured on the same slices). ``fields``: preset fields set on top of the condition (e.g.
+    ``slice_rotation_deg``).
     """
     case = workdir / f"{condition}_s{seed}"
     acquisition = case / "raw"
@@ -58,18 +60,20 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         simulate_acquisition(acquisition, preset, seed=seed, overwrite=True)
     truth = json.loads((acquisition / "ground_truth" / "truth.json").read_text())
     reader = open_acquisition(acquisition)
-    pooled = estimate_acquisition_curvature(reader).curvature if curvature == "acquisition" else None
+    pooled = estimate_acquisition_curvature(reader).curvature if curvature == "acquisition" and not restack else None
     normalized = {}
-    scores: dict[str, Any] = {"condition": condition, "seed": seed, "curvature": curvature, "slices": []}
+    scores: dict[str, Any] = {"condition": condition, "seed": seed, "curvature": curvature, "case_dir": str(case),
+                              "slices": []}
     for slice_id in truth["slice_ids"]:
         tag = f"z{slice_id:02d}"
         grid, stitched = case / f"mosaic_grid_3d_{tag}.ome.zarr", case / f"slice_{tag}_stitch_3d.ome.zarr"
         axial, final = case / f"slice_{tag}_axial_corr.ome.zarr", case / f"slice_{tag}_normalize.ome.zarr"
-        write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr", n_levels=1,
-                          overwrite=True, fix_field_curvature=curvature != "off", field_curvature=pooled)
-        stitch_mosaic_grid(grid, stitched, n_levels=1, overwrite=True)
-        correct_slice(stitched, axial, axial_settings, n_levels=1, overwrite=True)
-        normalize_slice(axial, final, n_levels=2, overwrite=True)
+        if not (restack and final.exists()):
+            write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr", n_levels=1,
+                              overwrite=True, fix_field_curvature=curvature != "off", field_curvature=pooled)
+            stitch_mosaic_grid(grid, stitched, n_levels=1, overwrite=True)
+            correct_slice(stitched, axial, axial_settings, n_levels=1, overwrite=True)
+            normalize_slice(axial, final, n_levels=2, overwrite=True)
         normalized[slice_id] = final
         scores["slices"].append(attenuation_scores(acquisition, truth, slice_id, axial)
                                 | curvature_scores(preset, read_qc_record(qc_record_path(grid))["metrics"]))

@@ -19,7 +19,9 @@ speckled phantom with the phantom on the same grid.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,27 +194,19 @@ def stack_scores(
         baseline), ``cut_z_error_px`` (placed minus the true cut depth,
         :func:`true_cut_depths`: includes the surface planes' errors), ``lateral_error_px``.
     """
-    import json
-
-    truth = json.loads((acquisition / "ground_truth" / "truth.json").read_text())
-    level0_um = read_omezarr_info(stack_path).levels[0].scale_mm[0] * 1000
-    volume, resolution_um = _scored_level(stack_path)
-    first = slice_path(truth["slice_ids"][0])
-    reference = phantom_on_stack_grid(acquisition, truth, first, record, volume.shape, resolution_um, level0_um)
-    speckled = phantom_on_stack_grid(acquisition, truth, first, record, volume.shape, resolution_um, level0_um,
-                                     speckled_phantom(acquisition, truth))
-    tissue = (reference > 0.2) & (volume > 0)
+    truth, scored = _truth(acquisition), scored_volume(acquisition, stack_path, record, slice_path)
+    volume, reference, speckled, tissue = scored.volume, scored.reference, scored.speckled, scored.tissue
+    resolution_um = scored.resolution_um
     ratios = plane_ratios(volume, reference, tissue)
     finite = ratios[np.isfinite(ratios)]
-    scale = level0_um / resolution_um
-    steps = boundary_steps(ratios, [int(round(s["origin_voxel"][0] * scale)) for s in record[1:]])
+    steps = boundary_steps(ratios, scored.slab_starts[1:])
     true = true_slice_origins(truth, slice_path, [s.get("flatten_plane") for s in record])
     error = np.array([s["origin_um"] for s in record]) / np.asarray(truth["resolution_um"]) - true
     motor_error = np.array([s["motor_origin_um"][0] for s in record]) / truth["resolution_um"][0] - true[:, 0]
     cut_error = np.array([s["origin_um"][0] for s in record]) / truth["resolution_um"][0] - true_cut_depths(truth)
     return {
-        "ncc": round(_ncc(volume[tissue], reference[tissue]), 4),
-        "ncc_ceiling": round(_ncc(speckled[tissue], reference[tissue]), 4),
+        "ncc": round(pearson(volume[tissue], reference[tissue]), 4),
+        "ncc_ceiling": round(pearson(speckled[tissue], reference[tissue]), 4),
         "score_resolution_um": resolution_um,
         "plane_ratio_cv": round(float(finite.std() / finite.mean()), 4),
         "max_boundary_step": round(max((abs(s) for s in steps), default=0.0), 4),
@@ -222,6 +216,51 @@ def stack_scores(
         "cut_z_error_px": np.round(cut_error, 3).tolist(),
         "lateral_error_px": round(float(np.abs(error[:, 1:]).max()), 3),
     }
+
+
+@dataclass(frozen=True)
+class ScoredVolume:
+    """A stacked volume on its scored level beside the truth on the same grid (:func:`scored_volume`).
+
+    Attributes
+    ----------
+    volume, reference, speckled : ndarray, shape (z, y, x)
+        The stack's level closest to :data:`SCORE_RESOLUTION_UM`, the phantom's reflectivity and the
+        speckled phantom averaged over its voxels (:func:`phantom_on_stack_grid`).
+    tissue : ndarray of bool
+        Voxels scored: phantom > 0.2 and volume > 0.
+    resolution_um : float
+        Voxel size of the level.
+    slab_starts : list of int
+        First plane of each slice (its placed origin) on the level.
+    """
+
+    volume: np.ndarray
+    reference: np.ndarray
+    speckled: np.ndarray
+    tissue: np.ndarray
+    resolution_um: float
+    slab_starts: list[int]
+
+
+def scored_volume(acquisition: Path, stack_path: Path, record: Sequence[dict],
+                  slice_path: Callable[[int], Path]) -> ScoredVolume:
+    """The arrays :func:`stack_scores` scores (see :class:`ScoredVolume`)."""
+    truth = _truth(acquisition)
+    level0_um = read_omezarr_info(stack_path).levels[0].scale_mm[0] * 1000
+    volume, resolution_um = _scored_level(stack_path)
+    first = slice_path(truth["slice_ids"][0])
+    reference = phantom_on_stack_grid(acquisition, truth, first, record, volume.shape, resolution_um, level0_um)
+    speckled = phantom_on_stack_grid(acquisition, truth, first, record, volume.shape, resolution_um, level0_um,
+                                     speckled_phantom(acquisition, truth))
+    scale = level0_um / resolution_um
+    return ScoredVolume(volume, reference, speckled, (reference > 0.2) & (volume > 0), resolution_um,
+                        [int(round(s["origin_voxel"][0] * scale)) for s in record])
+
+
+def _truth(acquisition: Path) -> dict:
+    """The simulator's ``truth.json`` of an acquisition."""
+    return json.loads((acquisition / "ground_truth" / "truth.json").read_text())
 
 
 def _scored_level(stack_path: Path) -> tuple[np.ndarray, float]:
@@ -243,7 +282,7 @@ def speckled_phantom(acquisition: Path, truth: dict) -> np.ndarray:
     return phantom
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two arrays."""
     a, b = a.astype(np.float64) - a.mean(dtype=np.float64), b.astype(np.float64) - b.mean(dtype=np.float64)
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
