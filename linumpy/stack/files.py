@@ -28,7 +28,6 @@ from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTA
 from linumpy.stack.placement import check_slice_sequence
 from linumpy.stack.quality import write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
-from linumpy.stack.tail_fit import Uncompensated
 
 LOGGER = logging.getLogger(__name__)
 #: dask settings of the whole stack: no low-level task fusion. The stack computes many small graphs
@@ -53,7 +52,6 @@ def stack_slice_files(
     allow_gaps: bool = False,
     shifts_out: str | os.PathLike | None = None,
     uncompensated: Sequence[str | os.PathLike] = (),
-    tail_fit: bool = False,
     chunks: Sequence[int] | None = None,
     compression: str = DEFAULT_COMPRESSION,
     overwrite: bool = False,
@@ -99,9 +97,6 @@ def stack_slice_files(
         (``slice_zNN_axial_corr_uncompensated.ome.zarr``): with them, the
         record gets each slice's tissue attenuation measured through its overlap
         with the next slice (:mod:`linumpy.stack.attenuation`); without, none.
-    tail_fit : bool
-        Refit each slice's attenuation compensation to its overlap with the
-        next slice (:mod:`linumpy.stack.tail_fit`); needs ``uncompensated``.
     chunks : sequence of int, optional
         Output chunk shape (z, y, x).
     compression : str
@@ -132,14 +127,9 @@ def stack_slice_files(
         if resolution_um is None:
             resolution_um = finest_common_resolution_um(volumes)
             LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
-        signals = None
-        if tail_fit:
-            if not uncompensated:
-                raise InputError("--tail_fit needs the slices' uncompensated signal (--uncompensated)")
-            signals = _uncompensated_signals(paths, uncompensated_by_id(uncompensated))
         plan = plan_stack(volumes, motors, thickness, resolution_um,
                           StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
-                                          interpolate_missing=interpolate_missing, tail_fit=tail_fit), signals)
+                                          interpolate_missing=interpolate_missing))
         if uncompensated:
             measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
             for entry, attenuation in zip(plan.record["slices"], measured, strict=True):
@@ -239,21 +229,6 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     plane = info.attributes.get("surface_plane_px")
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
                        None if plane is None else tuple(float(v) for v in plane))
-
-
-def _uncompensated_signals(paths: dict[int, Path], uncompensated: dict[int, Path]) -> list[Uncompensated | None]:
-    """Each slice's uncompensated signal and normalisation for the tail fit (None: no file, or a slice
-    without normalisation values, e.g. empty; the fit then keeps its compensation, stated in the record)."""
-    out: list[Uncompensated | None] = []
-    for slice_id, path in paths.items():
-        values = read_omezarr_info(path).attributes.get("normalize_values")
-        if slice_id not in uncompensated or values is None:
-            out.append(None)
-            continue
-        attributes = read_omezarr_info(uncompensated[slice_id]).attributes
-        data, _ = read_omezarr(uncompensated[slice_id])
-        out.append(Uncompensated(data, int(attributes.get("lateral_binning", 1)), (float(values[0]), float(values[1]))))
-    return out
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:

@@ -35,8 +35,7 @@ from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
 from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
-from linumpy.stack.rotation import derotate_slices, rotate_slice
-from linumpy.stack.tail_fit import Uncompensated, tail_fitted_slices
+from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
 from linumpy.stack.refine import (
     PairEstimate,
@@ -158,10 +157,6 @@ class StackParameters:
     interpolate_missing : bool
         Fill the depth of missing slice ids from their neighbours
         (:mod:`linumpy.stack.interpolate`) instead of leaving zeros.
-    tail_fit : bool
-        Refit each slice's Vermeer compensation to the light loss its overlap
-        with the next slice measures (:mod:`linumpy.stack.tail_fit`; needs the
-        slices' uncompensated signal) before the gains are fitted.
     """
 
     z_tolerance_um: float | None = None
@@ -177,7 +172,6 @@ class StackParameters:
     interpolate_missing: bool = False
     match_intensity: bool = True
     common_tilt: bool = True
-    tail_fit: bool = False
 
 
 @dataclass
@@ -209,7 +203,6 @@ def plan_stack(
     thickness_um: float,
     resolution_um: float,
     parameters: StackParameters = StackParameters(),
-    uncompensated: Sequence[Uncompensated | None] | None = None,
 ) -> StackPlan:
     """Place every slice of a brain in one isotropic output grid.
 
@@ -225,10 +218,6 @@ def plan_stack(
         Isotropic output voxel size.
     parameters : StackParameters
         Refinement tuning.
-    uncompensated : sequence of Uncompensated or None, optional
-        Each slice's signal before attenuation compensation, for
-        ``parameters.tail_fit`` (None, or a None entry: that slice keeps its
-        compensation, stated in its record).
 
     Returns
     -------
@@ -277,14 +266,6 @@ def plan_stack(
     kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um)
     kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
     kept = _below_cut_faces(slices, kept, resolved.origins_um[:, 0])
-    tail_records: list[dict | None] = [None] * len(slices)
-    if parameters.tail_fit:
-        def move(k: int, volume: SliceVolume) -> SliceVolume:  # the stack's re-tilt and turn of slice k
-            volume = retilt_slice(volume, volume.surface_plane, tilt)[0]
-            return rotate_slice(volume, rotations[k].angle_deg) if rotations[k] else volume
-
-        slices, tail_records = tail_fitted_slices(slices, uncompensated or [None] * len(slices),
-                                                  resolved.origins_um, move)
     ratios: list[float | None] = [None] * len(slices)
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
@@ -334,7 +315,6 @@ def plan_stack(
         entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
-        entry["tail_fit"] = tail_records[k]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     if parameters.interpolate_missing:
         deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
