@@ -48,7 +48,7 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
+from linumpy.stitching.pairwise import PairRegistration, offset_spread, refine_subpixel, register_pair
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import PRIOR_SLACK_PX, joint_placement, place_by_neighbours, search_radius
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
@@ -228,7 +228,7 @@ def estimate_transform(
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong)
         records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
-                                  status=status))
+                                  status=status, spread_px=offset_spread(r.scores, r.offset)))
     records = tuple(records)
     tile_records = _tile_records(tiles, kept)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
