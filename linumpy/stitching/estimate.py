@@ -482,7 +482,8 @@ def _reanchor(
     there, its links to the other tiles replaced by the re-snapped, refined
     ones, each with the joint peak's spread in quadrature in its standard
     error (the placement, not the pair, locates it), if the solve keeps
-    every pair (:func:`_solve_with`). Repeated until no piece changes.
+    every pair (:func:`_solve_with`) and no tile loses its registration.
+    Repeated until no piece changes.
 
     Returns
     -------
@@ -512,12 +513,12 @@ def _reanchor(
                 for (a, b), offset in placement.offsets.items():
                     offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
                     refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px,
-                                              sigma_px=tuple(np.hypot(sigma, placement.spread_px)),
+                                              sigma_px=tuple(float(v) for v in np.hypot(sigma, placement.spread_px)),
                                               significance=placement.significance)
             inside = set(piece)
             accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
                                    tile_step_px)
-            if accepted is not None:
+            if accepted is not None and placed <= {t for pair in accepted[0][2] for t in (pair.a, pair.b)}:
                 logger.info("piece %s searched again once all tiles were placed: moved by %s px "
                             "(joint significance %.1f, %d links)", piece,
                             np.subtract(placement.position, np.rint(positions[piece[0]])).astype(int).tolist(),
