@@ -22,7 +22,9 @@
    not to the placed tiles, each as one rigid piece, alike; then clusters
    of neighbouring tiles left out, by one search over all their positions
    (:mod:`linumpy.stitching.cluster_search`), each tile placed only where
-   its own peak is significant.
+   its own peak is significant. Once all are placed, each piece that these
+   searches hung on weak links is searched again against the trusted tiles
+   with all its links at once (:mod:`linumpy.stitching.reanchor`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -215,15 +217,15 @@ def estimate_transform(
         clustered.update(links)
     positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, registrations,
                                                  flattened, tile_step_px)
-    joint.update(relinked)
-    clustered = {pair: r for pair, r in clustered.items() if pair not in relinked}
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**registrations, **moved, **joint, **clustered}.items():
-        if (a, b) in clustered:
+    for (a, b), r in {**registrations, **moved, **joint, **clustered, **relinked}.items():
+        if (a, b) in relinked:
+            status = "kept (piece search)" if (a, b) in kept_ids else "piece search, inconsistent"
+        elif (a, b) in clustered:
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
         elif (a, b) in joint:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"

@@ -59,12 +59,15 @@ class PairRecord:
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
         (:mod:`linumpy.stitching.tile_search`), ``kept (cluster search)``
-        (:mod:`linumpy.stitching.cluster_search`), or why the pair was not used:
+        (:mod:`linumpy.stitching.cluster_search`), ``kept (piece search)``
+        (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
+        or why the pair was not used:
         ``not significant``, ``inconsistent or outside the main group``
         (residual of the global solve too large, or linking tiles apart from
         the largest group), ``weak outside any loop`` (only link, not
         significant enough to stand alone), ``loop closure, inconsistent``,
         ``joint search, inconsistent``, ``cluster search, inconsistent``,
+        ``piece search, inconsistent``,
         ``no overlap``.
     """
 
