@@ -514,8 +514,8 @@ def _reanchor(
                 refined = {}
                 for (a, b), offset in placement.offsets.items():
                     offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
-                    refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px,
-                                              sigma_px=tuple(float(v) for v in np.hypot(sigma, placement.spread_px)),
+                    widened = tuple(float(v) for v in np.hypot(sigma, placement.spread_px))
+                    refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=widened,
                                               significance=placement.significance)
             inside = set(piece)
             accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,

@@ -9,14 +9,16 @@ with each other, so the outlier removal keeps them against a better one.
 
 Here the placed tiles are cut into **pieces**: tiles joined by anchoring
 pairs (those kept before the joint search, and any pair whose own
-significance reaches :data:`ANCHOR_SIGNIFICANCE`). Every piece but the
-largest hangs on weak links only, chosen greedily. Each is searched again
-as one rigid piece (its tiles at their solved relative positions) by the
-summed evidence of *all* its pairs with the other placed tiles, now that
-they are all placed (:func:`~linumpy.stitching.tile_search.joint_placement`
-with ``members``). A piece whose joint peak lies more than
-:data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` from where it is is
-moved there by the caller (its links re-snapped, refined and solved again).
+significance reaches :data:`ANCHOR_SIGNIFICANCE`). The largest piece is
+trusted; every other hangs on weak links only, chosen greedily. Each is
+searched again as one rigid piece (its tiles at their solved relative
+positions) by the summed evidence of *all* its pairs with the trusted tiles
+(:func:`~linumpy.stitching.tile_search.joint_placement` with ``members``).
+The caller (:func:`linumpy.stitching.estimate._reanchor`) trusts a piece
+whose joint peak is significant, and moves it there first (links
+re-snapped, refined, solved again) if that peak lies more than
+:data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` from where it is
+(:func:`moved`).
 """
 
 from __future__ import annotations
