@@ -16,7 +16,7 @@ from linumpy.errors import InputError
 from linumpy.stitching.blend import Box, feather_weights, fuse_block, placement_origins
 from linumpy.stitching.estimate import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, estimate_transform
 from linumpy.stitching.global_solve import PairOffset, StageModel, solve_positions
-from linumpy.stitching.pairwise import overlap_slices, refine_subpixel, register_pair
+from linumpy.stitching.pairwise import offset_spread, overlap_slices, peak_spread, refine_subpixel, register_pair
 from linumpy.stitching.transform import load_transform, save_transform
 
 TILE = (96, 96)
@@ -136,6 +136,26 @@ def test_register_pair_respects_max_shift():
     result = register_pair(a, b, (0, 76), max_shift_px=4)
     assert abs(result.offset[1] - 76) <= 4
     assert result.ncc < register_pair(a, b, (0, 76), max_shift_px=10).ncc
+
+
+def test_peak_spread_measures_the_width_of_the_evidence_peak():
+    yy, xx = np.indices((21, 21)) - 10
+    sharp = 8.0 - 2.0 * np.hypot(yy, xx)  # evidence falls 2 standard errors per pixel
+    assert max(peak_spread(sharp, (10, 10))) < 0.01
+    ridge = 3.0 - 0.02 * xx**2 - 2.0 * yy**2  # an edge along x: the offset is free along it
+    spread_y, spread_x = peak_spread(ridge, (10, 10))
+    assert spread_y < 0.1 and 1.5 < spread_x < 3.0
+    ridge[0, 0] = np.nan  # unscored offsets are ignored
+    assert np.isclose(peak_spread(ridge, (10, 10))[1], spread_x)
+    assert np.isnan(peak_spread(ridge, (0, 0))[0])
+
+
+def test_registered_pair_spread_is_small_on_texture():
+    image = textured_image((96, 200), seed=3)
+    registration = register_pair(image[:, :96], image[:, 76:172], (0, 76), 8)
+    assert max(offset_spread(registration.scores, registration.offset)) < 0.3
+    outside = offset_spread(registration.scores, (0.0, 76.0 + 20))  # beyond the searched window
+    assert np.isnan(outside).all()
 
 
 def test_blank_tile_pair_is_not_strong():
@@ -302,6 +322,8 @@ def test_transform_round_trip(tmp_path):
     for tile in projections:
         assert np.allclose(loaded.position(tile), transform.position(tile), atol=1e-4)
     assert np.allclose(loaded.position((5, 5)), transform.stage_model.position((5, 5)), atol=1e-3)
+    assert np.allclose([p.spread_px for p in loaded.pairs], [p.spread_px for p in transform.pairs], atol=1e-4)
+    assert all(np.isfinite(p.spread_px).all() for p in loaded.pairs)
     save_transform(loaded, tmp_path / "again.json")
     assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
 
@@ -389,6 +411,8 @@ def test_stitch_script_accuracy_and_outputs(tmp_path):
         if pair.accepted:
             assert np.abs(np.subtract(pair.offset, truth[pair.b] - truth[pair.a])).max() <= 0.5
     assert (tmp_path / qc["figures"]["residuals"]).is_file()
+    spreads = [record["spread_px"] for record in metrics["pairs"].values()]
+    assert len(spreads) == 12 and all(len(s) == 2 for s in spreads)
 
     info = read_omezarr_info(out)
     attributes = info.attributes

@@ -22,7 +22,9 @@
    not to the placed tiles, each as one rigid piece, alike; then clusters
    of neighbouring tiles left out, by one search over all their positions
    (:mod:`linumpy.stitching.cluster_search`), each tile placed only where
-   its own peak is significant.
+   its own peak is significant. Once all are placed, each piece that these
+   searches hung on weak links is searched again against the trusted tiles
+   with all its links at once (:mod:`linumpy.stitching.reanchor`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -48,7 +50,8 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.pairwise import PairRegistration, refine_subpixel, register_pair
+from linumpy.stitching.pairwise import PairRegistration, offset_spread, refine_subpixel, register_pair
+from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, moved, pieces, research_piece
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import PRIOR_SLACK_PX, joint_placement, place_by_neighbours, search_radius
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
@@ -196,6 +199,7 @@ def estimate_transform(
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = wider
+    anchoring = {(p.a, p.b) for p in kept}
     joint, placed_by = _joint_search(registrations, positions, model, kept, flattened)
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
@@ -211,13 +215,17 @@ def estimate_transform(
                                       tile_step_px)) is not None:
         (positions, model, kept), links = cluster
         clustered.update(links)
+    positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, registrations,
+                                                 flattened, tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**registrations, **moved, **joint, **clustered}.items():
-        if (a, b) in clustered:
+    for (a, b), r in {**registrations, **moved, **joint, **clustered, **relinked}.items():
+        if (a, b) in relinked:
+            status = "kept (piece search)" if (a, b) in kept_ids else "piece search, inconsistent"
+        elif (a, b) in clustered:
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
         elif (a, b) in joint:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
@@ -228,7 +236,7 @@ def estimate_transform(
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong)
         records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
-                                  status=status))
+                                  status=status, spread_px=offset_spread(r.scores, r.offset)))
     records = tuple(records)
     tile_records = _tile_records(tiles, kept)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
@@ -453,6 +461,75 @@ def _place_clusters(
                         ", ".join(f"{v:.1f}" for _, v in sorted(placement.significance.items())))
             return accepted
     return None
+
+
+def _reanchor(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    anchoring: set[tuple[TileIndex, TileIndex]],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset], dict]:
+    """Search again the pieces the joint searches hung on weak links, all tiles placed (:mod:`reanchor`).
+
+    ``anchoring`` are the pairs kept before the joint search; a later pair
+    joins two tiles into one piece if its own significance reaches
+    :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`. The largest
+    piece is trusted; every other is searched against the trusted tiles.
+    Where its joint peak is significant (:data:`JOINT_SIGNIFICANCE`) the
+    piece becomes trusted: as it is if the peak is where it lies, else moved
+    there, its links to the other tiles replaced by the re-snapped, refined
+    ones, each with the joint peak's spread in quadrature in its standard
+    error (the placement, not the pair, locates it), if the solve keeps
+    every pair (:func:`_solve_with`) and no tile loses its registration.
+    Repeated until no piece changes.
+
+    Returns
+    -------
+    tuple
+        ``(positions, model, kept, relinked)``, ``relinked`` the refined links
+        of the pieces moved.
+    """
+    relinked: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    strong = [(p.a, p.b) for p in kept
+              if (p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE]
+    trusted, *untrusted = pieces(placed, strong) or [[]]
+    trusted = set(trusted)
+    changed = True
+    while changed:
+        changed = False
+        for piece in [piece for piece in untrusted if not trusted & set(piece)]:
+            with threadpool_limits(limits=1, user_api="blas"):
+                placement = research_piece(piece, registrations, positions, trusted, model)
+                if placement is None or placement.significance < JOINT_SIGNIFICANCE:
+                    continue
+                if not moved(placement, positions):
+                    trusted |= set(piece)
+                    changed = True
+                    continue
+                refined = {}
+                for (a, b), offset in placement.offsets.items():
+                    offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+                    widened = tuple(float(v) for v in np.hypot(sigma, placement.spread_px))
+                    refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=widened,
+                                              significance=placement.significance)
+            inside = set(piece)
+            accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
+                                   tile_step_px)
+            if accepted is not None and placed <= {t for pair in accepted[0][2] for t in (pair.a, pair.b)}:
+                logger.info("piece %s searched again once all tiles were placed: moved by %s px "
+                            "(joint significance %.1f, %d links)", piece,
+                            np.subtract(placement.position, np.rint(positions[piece[0]])).astype(int).tolist(),
+                            placement.significance, len(accepted[1]))
+                (positions, model, kept), links = accepted
+                relinked.update(links)
+                trusted |= inside
+                changed = True
+    return positions, model, kept, relinked
 
 
 def _drop_broken_placements(

@@ -294,6 +294,45 @@ def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PE
     return float(score[peak] - max(rivals + [0.0]))
 
 
+def peak_spread(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RADIUS_PX) -> tuple[float, float]:
+    """Width ``(y, x)`` (pixels) of the evidence peak at ``peak``: how well it localises the offset.
+
+    The weighted standard deviation of the integer offsets within ``radius``
+    of ``peak``, each weighted by ``exp(e * (score - e))`` with ``e`` the
+    evidence at the peak (at least 1): the matched filter's likelihood of
+    each offset relative to the peak's. A sharp peak gives ~0; a broad one
+    (smooth content, a ridge along an edge) about its half-width. Over the
+    kept pairs of the stitching matrix it predicts a pair's error where the
+    sub-pixel fit's standard error does not (``docs/stitching.md``).
+    """
+    if not np.isfinite(score[peak]):
+        return (float("nan"), float("nan"))
+    yy, xx = np.indices(score.shape)
+    near = ((yy - peak[0]) ** 2 + (xx - peak[1]) ** 2 <= radius**2) & np.isfinite(score)
+    sharpness = max(float(score[peak]), 1.0)
+    weights = np.exp(sharpness * (score[near] - score[peak]))
+    weights /= weights.sum()
+    return (float(np.sqrt(np.sum(weights * (yy[near] - peak[0]) ** 2))),
+            float(np.sqrt(np.sum(weights * (xx[near] - peak[1]) ** 2))))
+
+
+def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, float]:
+    """:func:`peak_spread` of a pair's evidence at its (rounded) ``offset``.
+
+    ``scores`` are the pair's :class:`EvidenceMap` s; the speckle scale with
+    the larger evidence at the offset is used. NaN where no map scores it
+    (no overlap).
+    """
+    best = None
+    for evidence_map in scores:
+        index = tuple(int(v) for v in np.rint(np.asarray(offset) - evidence_map.centre) + evidence_map.radius)
+        if all(0 <= v < n for v, n in zip(index, evidence_map.values.shape)) \
+                and np.isfinite(evidence_map.values[index]) \
+                and (best is None or evidence_map.values[index] > best[0]):
+            best = (evidence_map.values[index], peak_spread(evidence_map.values, index))
+    return (float("nan"), float("nan")) if best is None else best[1]
+
+
 def correlation_area(residual: np.ndarray, max_lag: int = CORRELATION_LAG_PX) -> float:
     """Area (pixels) over which the values of a 2D residual are correlated.
 

@@ -282,7 +282,8 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     metrics["pairs"] = {
         f"{r.a}-{r.b}": {"status": r.status, "confidence": round(r.confidence, 3),
                          "significance": round(r.significance, 2), "ncc": round(r.ncc, 3),
-                         "sigma_px": [round(v, 3) for v in r.sigma_px]}
+                         "sigma_px": [round(v, 3) for v in r.sigma_px],
+                         "spread_px": [round(v, 3) if np.isfinite(v) else None for v in r.spread_px]}
         for r in transform.pairs
     }
     corrections = transform.stage_residuals.corrections

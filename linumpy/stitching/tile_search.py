@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linumpy.stitching.global_solve import StageModel, TileIndex
-from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, local_maxima, peak_significance
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, local_maxima, peak_significance, peak_spread
 
 Pair = tuple[TileIndex, TileIndex]
 
@@ -55,12 +55,20 @@ class Placement:
         ``(a, b) -> (dy, dx)`` integer offset ``position(b) - position(a)`` of
         each pair with a placed neighbour whose own evidence there reaches
         :data:`MIN_LINK_EVIDENCE`.
+    position : tuple of int
+        Integer ``(y, x)`` position of ``tile`` at the joint peak.
+    spread_px : tuple of float
+        Width ``(y, x)`` of the joint peak
+        (:func:`~linumpy.stitching.pairwise.peak_spread`): how well the
+        combined links localise the tile.
     """
 
     tile: TileIndex
     significance: float
     speckle_px: float
     offsets: dict
+    position: tuple[int, int] = (0, 0)
+    spread_px: tuple[float, float] = (0.0, 0.0)
 
 
 def _window(values: np.ndarray, shift: Sequence[int], radius: int) -> np.ndarray:
@@ -213,7 +221,9 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
                 offset = linked - anchors[other] if inside == b else anchors[other] - linked
                 offsets[(a, b)] = (int(offset[0]), int(offset[1]))
         if offsets:
-            best = (significance, Placement(tile, significance, speckle_px, offsets))
+            best = (significance, Placement(tile, significance, speckle_px, offsets,
+                                            (int(position[0]), int(position[1])),
+                                            peak_spread(joint, peaks[0])))
     return None if best is None else best[1]
 
 

@@ -50,16 +50,24 @@ class PairRecord:
     confidence : float
         ``significance / (2 * threshold)`` clipped to [0, 1]: 0.5 at the
         acceptance threshold.
+    spread_px : tuple of float
+        Width ``(y, x)`` of the pair's evidence peak at its offset
+        (:func:`~linumpy.stitching.pairwise.peak_spread`; NaN where nothing
+        was scored): above ~0.6 px the pair errs more than ``sigma_px`` says
+        (2-3 times above 1 px, measured on the stitching matrix).
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
         (:mod:`linumpy.stitching.tile_search`), ``kept (cluster search)``
-        (:mod:`linumpy.stitching.cluster_search`), or why the pair was not used:
+        (:mod:`linumpy.stitching.cluster_search`), ``kept (piece search)``
+        (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
+        or why the pair was not used:
         ``not significant``, ``inconsistent or outside the main group``
         (residual of the global solve too large, or linking tiles apart from
         the largest group), ``weak outside any loop`` (only link, not
         significant enough to stand alone), ``loop closure, inconsistent``,
         ``joint search, inconsistent``, ``cluster search, inconsistent``,
+        ``piece search, inconsistent``,
         ``no overlap``.
     """
 
@@ -72,6 +80,7 @@ class PairRecord:
     sigma_px: tuple[float, float] = (1.0, 1.0)
     confidence: float = 0.0
     status: str = ""
+    spread_px: tuple[float, float] = (float("nan"), float("nan"))
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "ncc": round(float(p.ncc), _DECIMALS), "accepted": bool(p.accepted),
              "significance": round(float(p.significance), _DECIMALS),
              "sigma_px": _rounded(p.sigma_px), "confidence": round(float(p.confidence), _DECIMALS),
-             "status": p.status}
+             "status": p.status, "spread_px": [_optional(v) for v in p.spread_px]}
             for p in transform.pairs
         ],
         "tiles": [
@@ -256,7 +265,9 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            ncc=float(p["ncc"]), accepted=bool(p["accepted"]),
                            significance=float(p.get("significance", 0.0)),
                            sigma_px=tuple(p.get("sigma_px", (1.0, 1.0))),
-                           confidence=float(p.get("confidence", 0.0)), status=p.get("status", ""))
+                           confidence=float(p.get("confidence", 0.0)), status=p.get("status", ""),
+                           spread_px=tuple(float("nan") if v is None else float(v)
+                                           for v in p.get("spread_px", (None, None))))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(

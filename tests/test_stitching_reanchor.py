@@ -1,0 +1,84 @@
+"""Pieces hung on weak links by the joint search, searched again once all tiles are placed
+(linumpy.stitching.reanchor and its use in linumpy.stitching.estimate)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import linumpy.stitching.estimate as estimate
+from linumpy.stitching.global_solve import solve_positions
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
+from linumpy.stitching.reanchor import moved, pieces, research_piece
+
+RADIUS = 10
+STEP = (100.0, 100.0)
+TILES = [(r, c) for r in range(2) for c in range(4)]
+
+
+def _map(peaks):
+    """An evidence map over offsets ``nominal + d``: Gaussian bumps ``{d: height}``."""
+    yy, xx = np.indices((2 * RADIUS + 1,) * 2) - RADIUS
+    return sum(h * np.exp(-((yy - d[0]) ** 2 + (xx - d[1]) ** 2) / 2.0) for d, h in peaks.items())
+
+
+def _registration(a, b, peaks, significance):
+    nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+    best = max(peaks, key=peaks.get)
+    return PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5, significance,
+                            (0.1, 0.1), scores=(EvidenceMap(1.0, nominal, _map(peaks)),))
+
+
+def _greedy_chain():
+    """A 2 x 4 grid, true positions on the grid. Columns 0-1 are registered among themselves, and so are
+    columns 2-3 (strong pairs). The joint search hung columns 2-3 on the single weak link (0, 1)-(0, 2),
+    whose best peak is 3 px off (evidence 2.0 there, 1.8 at the truth), and the solve dropped
+    (1, 1)-(1, 2), whose peak (3.0) is at the truth: the right piece sits 3 px off in x."""
+    registrations = {}
+    for a in TILES:
+        for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)):
+            if b in TILES:
+                registrations[(a, b)] = _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 8.0)
+    registrations[((0, 1), (0, 2))] = _registration((0, 1), (0, 2), {(0, 3): 2.0, (0, 0): 1.8}, 1.0)
+    registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 3.0, (-7, 6): 1.0}, 2.0)
+    kept = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+            if (a, b) != ((1, 1), (1, 2))]
+    anchoring = {(a, b) for (a, b) in registrations if (a[1] < 2) == (b[1] < 2)}
+    return registrations, kept, anchoring
+
+
+def test_pieces_are_cut_at_the_weak_links():
+    registrations, kept, anchoring = _greedy_chain()
+    placed = {t for p in kept for t in (p.a, p.b)}
+    assert pieces(placed, anchoring) == [[(0, 0), (0, 1), (1, 0), (1, 1)], [(0, 2), (0, 3), (1, 2), (1, 3)]]
+
+
+def test_a_piece_hung_on_a_weak_link_is_moved_to_the_joint_peak_of_all_its_links(monkeypatch):
+    registrations, kept, anchoring = _greedy_chain()
+    positions, model, kept = solve_positions(TILES, kept, STEP)
+    truth = {t: np.multiply(t, STEP) for t in TILES}
+    relative = {t: positions[t] - positions[(0, 0)] for t in TILES}
+    assert all(abs(relative[t][1] - truth[t][1] - 3.0) < 0.1 for t in TILES if t[1] >= 2)
+
+    main = {(0, 0), (0, 1), (1, 0), (1, 1)}
+    placement = research_piece([(0, 2), (0, 3), (1, 2), (1, 3)], registrations, positions, main, model)
+    # (1.8 + 3.0) / sqrt(2) = 3.4 at the truth, no rival farther than 5 px above 1 / sqrt(2)
+    assert placement.significance > 2.5 and moved(placement, positions)
+    assert placement.offsets == {((0, 1), (0, 2)): (0, 100), ((1, 1), (1, 2)): (0, 100)}
+
+    # The links are refined below a pixel from the flat-fielded tiles; here, exact integer offsets.
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    positions, model, kept, relinked = estimate._reanchor(TILES, positions, model, kept, anchoring, registrations,
+                                                          dict.fromkeys(TILES), STEP)
+    assert set(relinked) == {((0, 1), (0, 2)), ((1, 1), (1, 2))}
+    assert all(np.hypot(*relinked[pair].sigma_px) > np.hypot(0.1, 0.1) for pair in relinked)  # joint spread added
+    for tile in TILES:
+        assert np.abs(positions[tile] - positions[(0, 0)] - truth[tile]).max() < 0.05, (tile, positions[tile])
+
+
+def test_a_piece_whose_links_do_not_single_out_a_position_stays():
+    registrations, kept, anchoring = _greedy_chain()
+    registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.0, (-7, 6): 1.0}, 0.1)
+    positions, model, kept = solve_positions(TILES, kept, STEP)
+    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, registrations,
+                                   dict.fromkeys(TILES), STEP)
+    assert unchanged[2] == kept and not unchanged[3]
