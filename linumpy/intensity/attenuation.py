@@ -328,7 +328,7 @@ def edge_aware_tails(
     guide = guide[lines]
     steps = coefficients[:, 1:] - coefficients[:, :-1]  # between consecutive fitted planes
 
-    def evaluate(k: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def planes_of_sums(k: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out`` = the planes ``k`` of sums, clipped at 0: coefficients interpolated linearly, then evaluated."""
         below = np.minimum(np.searchsorted(fitted, k, side="right") - 1, fitted.size - 2)
         weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
@@ -340,11 +340,11 @@ def edge_aware_tails(
     # clipped and extended while it is in the cache
     window = _tail_window(signal.shape[0], tail_window_px)
     ends = np.array([n_planes - 1 - window, n_planes - 1 - 2 * window])
-    last, before = evaluate(ends, np.empty((2, *guide.shape), np.float32))
+    last, before = planes_of_sums(ends, np.empty((2, *guide.shape), np.float32))
     extension = _extension(last, before)
     out = np.empty((n_planes, *guide.shape), np.float32)
     for first in range(0, n_planes, EDGE_PLANES):
-        group = evaluate(np.arange(first, min(n_planes, first + EDGE_PLANES)), out[first : first + EDGE_PLANES])
+        group = planes_of_sums(np.arange(first, min(n_planes, first + EDGE_PLANES)), out[first : first + EDGE_PLANES])
         group += extension
     return out[(slice(None), *within)]
 
