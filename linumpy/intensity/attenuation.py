@@ -91,10 +91,14 @@ def tail_sums(
 def _extend(sums: np.ndarray, window: int) -> None:
     """Add the end-of-range extension ``W1 q / (1 - q)`` (see :func:`tail_sums`) to every ``T[k]``, in place."""
     n_z = sums.shape[0] - 1
-    last = sums[n_z - window]
-    before = sums[n_z - 2 * window] - last
+    sums += _extension(sums[n_z - window], sums[n_z - 2 * window])
+
+
+def _extension(last: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """The end-of-range extension ``W1 q / (1 - q)`` from the sums ``T[z - w]`` (``last``) and ``T[z - 2 w]``."""
+    before = before - last
     ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
-    sums += (last * ratio / (1.0 - ratio)).astype(np.float32)
+    return (last * ratio / (1.0 - ratio)).astype(np.float32)
 
 
 def _tail_window(n_z: int, tail_window_px: int | None) -> int:
@@ -155,17 +159,23 @@ class BinGrid:
         starts = tuple(np.r_[0, np.arange(-p % EDGE_BIN or EDGE_BIN, n, EDGE_BIN)] for p, n in zip(phase, shape))
         return cls(starts, tuple(np.diff(np.r_[start, n]) for start, n in zip(starts, shape)))
 
-    def binned(self, values: np.ndarray) -> np.ndarray:
-        """Mean over each bin of the last two axes, float32."""
-        for axis, start in ((-2, self.starts[0]), (-1, self.starts[1])):
-            values = _bin_axis(values, axis, start)
-        return values / np.float32(self.counts[0][:, None] * self.counts[1][None, :])
+    def binned(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Mean over each bin of the last two axes of float32 ``values``, float32 (into ``out`` when given).
+
+        Binned along y, then along x, each pass writing a C-ordered array (no transposed copies).
+        """
+        rows = _bin_axis(values, -2, self.starts[0])
+        out = _bin_axis(rows, -1, self.starts[1], out)
+        out /= np.float32(self.counts[0][:, None] * self.counts[1][None, :])
+        return out
 
     def fine(self, values: np.ndarray) -> np.ndarray:
         """Each bin's value repeated to its A-lines."""
         return np.repeat(np.repeat(values, self.counts[0], axis=-2), self.counts[1], axis=-1)
 
-    def covering(self, inner: tuple[slice, slice]) -> tuple[BinGrid, tuple[slice, slice], tuple[slice, slice]]:
+    def covering(
+        self, inner: tuple[slice, slice]
+    ) -> tuple[BinGrid, tuple[slice, slice], tuple[slice, slice], tuple[slice, slice]]:
         """The bins that cover the A-lines ``inner`` of the block.
 
         Returns
@@ -176,15 +186,18 @@ class BinGrid:
             Their indices in this grid.
         lines : (slice, slice)
             The A-lines they cover, in the block.
+        within : (slice, slice)
+            The A-lines ``inner`` among ``lines``.
         """
-        grids, bins, lines = [], [], []
+        grids, bins, lines, within = [], [], [], []
         for starts, counts, part in zip(self.starts, self.counts, inner):
             low, high, _ = part.indices(int(starts[-1] + counts[-1]))
             first, stop = int(np.searchsorted(starts, low, side="right")) - 1, int(np.searchsorted(starts, high))
             grids.append((starts[first:stop] - starts[first], counts[first:stop]))
             bins.append(slice(first, stop))
             lines.append(slice(int(starts[first]), int(starts[first] + counts[first:stop].sum())))
-        return BinGrid(*zip(*grids)), tuple(bins), tuple(lines)
+            within.append(slice(low - int(starts[first]), high - int(starts[first])))
+        return BinGrid(*zip(*grids)), tuple(bins), tuple(lines), tuple(within)
 
     def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
         """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
@@ -222,9 +235,9 @@ def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndar
     unclipped, clipped = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for a in range(0, signal.shape[0], GROUP_PLANES):
         part = signal[a : a + GROUP_PLANES]
-        unclipped[a : a + part.shape[0]] = grid.binned(part)
+        grid.binned(part, out=unclipped[a : a + part.shape[0]])
         np.maximum(part, 0, out=part)
-        clipped[a : a + part.shape[0]] = grid.binned(part)
+        grid.binned(part, out=clipped[a : a + part.shape[0]])
     for sums in (unclipped, clipped):
         for k in range(signal.shape[0] - 1, -1, -1):
             sums[k] += sums[k + 1]
@@ -299,7 +312,7 @@ def edge_aware_tails(
     small_guide = grid.binned(guide)
     mean_guide = box(small_guide)
     variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)
-    covering, bins, lines = grid.covering(inner)
+    covering, bins, lines, within = grid.covering(inner)
     n_planes = sums.shape[0]
     fitted = np.unique(np.r_[np.arange(0, n_planes, EDGE_STEP), n_planes - 1])
     coefficients = np.empty((2, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
@@ -313,40 +326,58 @@ def edge_aware_tails(
         for values, fit in zip(coefficients, (slope, mean)):
             values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
     guide = guide[lines]
-    out = np.empty((n_planes, *guide.shape), np.float32)
-    for first in range(0, n_planes, EDGE_PLANES):
-        k = np.arange(first, min(n_planes, first + EDGE_PLANES))
+    steps = coefficients[:, 1:] - coefficients[:, :-1]  # between consecutive fitted planes
+
+    def planes_of_sums(k: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out`` = the planes ``k`` of sums, clipped at 0: coefficients interpolated linearly, then evaluated."""
         below = np.minimum(np.searchsorted(fitted, k, side="right") - 1, fitted.size - 2)
         weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
-        slope, mean = (values[below] + weight * (values[below + 1] - values[below]) for values in coefficients)
-        covering.evaluate(slope, guide, mean, out[first : first + EDGE_PLANES])
-    np.maximum(out, 0, out=out)
-    _extend(out, _tail_window(signal.shape[0], tail_window_px))
-    offsets = [part.indices(n)[:2] for part, n in zip(inner, signal.shape[1:])]
-    return out[(slice(None), *(slice(low - span.start, high - span.start)
-                               for (low, high), span in zip(offsets, lines)))]
+        slope, mean = (values[below] + weight * step[below] for values, step in zip(coefficients, steps))
+        covering.evaluate(slope, guide, mean, out)
+        return np.maximum(out, 0, out=out)
+
+    # the end-of-range extension from its two planes first, so that each group of planes is evaluated,
+    # clipped and extended while it is in the cache
+    window = _tail_window(signal.shape[0], tail_window_px)
+    ends = np.array([n_planes - 1 - window, n_planes - 1 - 2 * window])
+    last, before = planes_of_sums(ends, np.empty((2, *guide.shape), np.float32))
+    extension = _extension(last, before)
+    out = np.empty((n_planes, *guide.shape), np.float32)
+    for first in range(0, n_planes, EDGE_PLANES):
+        group = planes_of_sums(np.arange(first, min(n_planes, first + EDGE_PLANES)), out[first : first + EDGE_PLANES])
+        group += extension
+    return out[(slice(None), *within)]
 
 
-def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray) -> np.ndarray:
+def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Sums of ``values`` over the bins starting at ``starts`` along ``axis`` (``np.add.reduceat``, faster).
 
     The bins between the first and the last are :data:`EDGE_BIN` wide and
-    summed by strided adds; the first and the last may be narrower.
+    summed by strided adds (float32, C-ordered ``out``, a new array unless given); the first and the last
+    may be narrower.
     """
-    values = np.moveaxis(values, axis, 0)
-    n = values.shape[0]
+    n = values.shape[axis]
     first = int(starts[1]) if starts.size > 1 else n
     full = max(0, (n - first) // EDGE_BIN)
     stop = first + full * EDGE_BIN
-    out = np.empty((starts.size,) + values.shape[1:], np.float32)
-    out[0] = values[:first].sum(axis=0)
-    middle = out[1 : 1 + full]
-    np.copyto(middle, values[first:stop:EDGE_BIN])
-    for offset in range(1, EDGE_BIN):
-        middle += values[first + offset : stop : EDGE_BIN]
+
+    def along(part: slice) -> tuple[slice, ...]:
+        index = [slice(None)] * values.ndim
+        index[axis] = part
+        return tuple(index)
+
+    if out is None:
+        shape = list(values.shape)
+        shape[axis] = starts.size
+        out = np.empty(shape, np.float32)
+    np.sum(values[along(slice(0, first))], axis=axis, keepdims=True, out=out[along(slice(0, 1))])
+    middle = out[along(slice(1, 1 + full))]
+    np.add(values[along(slice(first, stop, EDGE_BIN))], values[along(slice(first + 1, stop, EDGE_BIN))], out=middle)
+    for offset in range(2, EDGE_BIN):
+        middle += values[along(slice(first + offset, stop, EDGE_BIN))]
     if stop < n:
-        out[-1] = values[stop:].sum(axis=0)
-    return np.moveaxis(out, 0, axis)
+        np.sum(values[along(slice(stop, n))], axis=axis, keepdims=True, out=out[along(slice(-1, None))])
+    return out
 
 
 def box_width(sigma_px: float) -> int:

@@ -252,7 +252,8 @@ def correct_slice(
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             flat, mean_mu, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
-                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True)
+                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
+                                                 overwrite_data=True)  # data: the cache's copy
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
@@ -540,7 +541,9 @@ def _edge_aware_tails(
     map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     del map_sums
-    mean_mu = grid.fine(attenuation.slope_attenuation(map_tails, start, fit_depth_px, dz_mm))[inner]
+    covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
+    mean_mu = covering.fine(attenuation.slope_attenuation(map_tails[(slice(None), *bins)], start[bins],
+                                                          fit_depth_px, dz_mm))[within]
     del map_tails
     mean_mu[~found[inner]] = np.nan
     tails = None
@@ -576,6 +579,7 @@ def correct_block(
     origin: tuple[int, int] = (0, 0),
     inner: tuple[slice, slice] | None = None,
     uncompensated: bool = False,
+    overwrite_data: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
@@ -598,6 +602,8 @@ def correct_block(
         ``inner`` only.
     uncompensated : bool
         Also return the signal before compensation, binned (:func:`_binned_uncompensated`).
+    overwrite_data : bool
+        ``data`` (float32) may be overwritten: the correction works in it instead of a copy.
 
     Returns
     -------
@@ -612,7 +618,7 @@ def correct_block(
     # the map is fitted on lateral means of the signal before negatives are clipped: clipping
     # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
     # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
-    signal = _focus_corrected(data, stats)
+    signal = _focus_corrected(data, stats, overwrite_data)
     inner = inner or (slice(None), slice(None))
     fit_depth_px = depth_px - surface_depth_px
     if settings.tail_edge_sigma_px > 0:
@@ -648,9 +654,13 @@ def _binned_uncompensated(signal: np.ndarray, found: np.ndarray, shift: np.ndarr
     return binned
 
 
-def _focus_corrected(data: np.ndarray, stats: SliceStatistics) -> np.ndarray:
-    """The signal above the noise floor, divided by the focus profile (float32, not clipped)."""
-    signal = np.subtract(data, np.float32(stats.noise_floor), dtype=np.float32)
+def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool = False) -> np.ndarray:
+    """The signal above the noise floor, divided by the focus profile (float32, not clipped).
+
+    ``overwrite``: computed in ``data`` when it is float32.
+    """
+    out = data if overwrite and data.dtype == np.float32 else None
+    signal = np.subtract(data, np.float32(stats.noise_floor), out=out, dtype=np.float32)
     if stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     return signal

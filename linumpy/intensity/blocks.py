@@ -218,7 +218,7 @@ class ChunkColumnCache:
         self._decoding: dict[tuple[int, int], Future] = {}  # columns being decoded, by key
 
     def read(self, region_yx: tuple[slice, slice]) -> np.ndarray:
-        """The float32 ``(z, y, x)`` block of ``volume[:, region_yx]`` (slices with explicit bounds)."""
+        """The float32 ``(z, y, x)`` block of ``volume[:, region_yx]`` (slices with explicit bounds), a new array."""
         (y0, y1), (x0, x1) = ((s.start, s.stop) for s in region_yx)
         (c_y, c_x) = self.chunk_yx
         out = np.empty((self.volume.shape[0], y1 - y0, x1 - x0), np.float32)

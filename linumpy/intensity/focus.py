@@ -63,13 +63,20 @@ def line_levels(
     ndarray, shape (y, x), float64
     """
     n_z = volume.shape[0]
-    start = np.where(np.isfinite(surface), np.rint(np.nan_to_num(surface, nan=n_z)), n_z)
-    below = np.arange(n_z)[:, None, None] >= start[None] + margin_px
-    n_bands = -(-n_z // band_px)
-    pad = ((0, n_bands * band_px - n_z), (0, 0), (0, 0))
-    shape = (n_bands, band_px) + volume.shape[1:]
-    sums = np.pad(np.where(below, volume, 0.0), pad).reshape(shape).sum(axis=1, dtype=np.float64)
-    counts = np.pad(below, pad).reshape(shape).sum(axis=1)
+    start = np.where(np.isfinite(surface), np.rint(np.nan_to_num(surface, nan=n_z)), n_z) + margin_px
+    below = np.where(np.arange(n_z)[:, None, None] >= start[None], volume, 0.0)
+    n_bands, n_full = -(-n_z // band_px), n_z // band_px
+    sums = np.empty((n_bands, *volume.shape[1:]))
+    below[: n_full * band_px].reshape(n_full, band_px, *volume.shape[1:]).sum(axis=1, dtype=np.float64,
+                                                                               out=sums[:n_full])
+    if n_full < n_bands:  # the last band, short: its missing planes count as zeros, added last
+        below[n_full * band_px :].sum(axis=0, dtype=np.float64, out=sums[-1])
+        for _ in range(n_bands * band_px - n_z):
+            sums[-1] += 0.0
+    # voxels of each band at or below the start (integers: the count of a mask)
+    band_start = np.arange(n_bands)[:, None, None] * band_px
+    counts = (np.minimum(band_start + band_px, n_z) - np.clip(start[None], band_start, band_start + band_px))
+    counts = np.maximum(counts, 0).astype(np.int64)
     means = np.divide(sums, counts, out=np.zeros(counts.shape), where=counts >= (band_px + 1) // 2)
     return neighbourhood_max(means.max(axis=0), neighbourhood_px)
 

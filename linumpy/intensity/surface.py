@@ -17,11 +17,14 @@ LOG_FLOOR = float(np.finfo(np.float32).tiny)
 #: Shift ranges below this many voxels are flattened by copies instead of one gather
 #: (a surface plane gives a few distinct shifts per block).
 MAX_COPIED_SHIFTS = 8
+#: Runs of A-lines of one shift per row above which :func:`flatten_surface` copies by masks instead.
+MAX_RUNS_PER_ROW = 4
 
 
 def log_intensity(volume: np.ndarray) -> np.ndarray:
     """Natural logarithm of ``volume`` as float32, zeros and negatives clamped."""
-    return np.log(np.maximum(volume, LOG_FLOOR, dtype=np.float32))
+    clamped = np.maximum(volume, LOG_FLOOR, dtype=np.float32)
+    return np.log(clamped, out=clamped)
 
 
 def detect_surface(
@@ -110,12 +113,17 @@ def binomial_smooth(values: np.ndarray, passes: int) -> np.ndarray:
     """
     if values.shape[0] < 2:
         return values
-    for _ in range(passes):
-        padded = np.concatenate([values[:1], values, values[-1:]])
-        np.multiply(padded[1:-1], 2, out=values)
-        values += padded[:-2]
-        values += padded[2:]
-        values *= 0.25
+    result, previous = values, np.empty_like(values) if passes else values
+    for _ in range(passes):  # previous: the last pass's values; result: this pass's (no padded copy)
+        result, previous = previous, result
+        np.multiply(previous, 2, out=result)
+        result[1:] += previous[:-1]
+        result[0] += previous[0]
+        result[:-1] += previous[1:]
+        result[-1] += previous[-1]
+        result *= 0.25
+    if result is not values:
+        values[...] = result
     return values
 
 
@@ -192,7 +200,41 @@ def flatten_surface(
 
 
 def _flatten_by_copies(volume: np.ndarray, shift: np.ndarray, output_depth_px: int, fill: float) -> np.ndarray:
-    """:func:`flatten_surface` for few distinct shifts: one (masked) copy of whole depth ranges per shift."""
+    """:func:`flatten_surface` for few distinct shifts: copies of whole depth ranges.
+
+    The most common shift is copied for the whole block; the A-lines of each other shift are copied
+    over it by runs along x (a plane's shifts: a run or two a row). When the runs are many (more
+    than :data:`MAX_RUNS_PER_ROW` a row on average), one masked copy per shift instead.
+    """
+    values, counts = np.unique(shift, return_counts=True)
+    common = int(values[np.argmax(counts)])
+    other = shift != common
+    starts = other.copy()  # first A-line of each run of one shift other than the common one
+    starts[:, 1:] &= shift[:, 1:] != shift[:, :-1]
+    rows, first = np.nonzero(starts)
+    if rows.size > MAX_RUNS_PER_ROW * shift.shape[0]:
+        return _flatten_by_masks(volume, shift, output_depth_px, fill)
+    out = np.empty((output_depth_px, *volume.shape[1:]), volume.dtype)
+    _copy_shifted(volume, out, common, (slice(None), slice(None)), fill)
+    ends = other.copy()  # last A-line of each run
+    ends[:, :-1] &= shift[:, :-1] != shift[:, 1:]
+    for y, x0, x1 in zip(rows.tolist(), first.tolist(), (np.nonzero(ends)[1] + 1).tolist(), strict=True):
+        _copy_shifted(volume, out, int(shift[y, x0]), (y, slice(x0, x1)), fill)
+    return out
+
+
+def _copy_shifted(volume: np.ndarray, out: np.ndarray, value: int, where: tuple, fill: float) -> None:
+    """``out[k, where] = volume[k + value, where]`` where that depth exists, else ``fill`` (``where``: lateral)."""
+    n_z, depth = volume.shape[0], out.shape[0]
+    first = max(0, -value)
+    stop = max(first, min(depth, n_z - value))
+    out[(slice(0, first), *where)] = fill
+    out[(slice(first, stop), *where)] = volume[(slice(first + value, stop + value), *where)]
+    out[(slice(stop, None), *where)] = fill
+
+
+def _flatten_by_masks(volume: np.ndarray, shift: np.ndarray, output_depth_px: int, fill: float) -> np.ndarray:
+    """:func:`flatten_surface` by one masked copy of whole depth ranges per shift."""
     n_z = volume.shape[0]
     out = np.full((output_depth_px, *volume.shape[1:]), fill, volume.dtype)
     for value in range(int(shift.min()), int(shift.max()) + 1):
@@ -200,9 +242,7 @@ def _flatten_by_copies(volume: np.ndarray, shift: np.ndarray, output_depth_px: i
         if stop <= first:
             continue
         where = shift == value
-        if where.all():
-            out[first:stop] = volume[first + value : stop + value]
-        elif where.any():
+        if where.any():
             np.copyto(out[first:stop], volume[first + value : stop + value], where=where)
     return out
 
