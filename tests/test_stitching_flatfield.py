@@ -95,15 +95,23 @@ def test_auto_flattens_the_fused_slice_and_keeps_the_noise_floor(tmp_path, vigne
     assert corner == pytest.approx(FLOOR, rel=0.15) and centre == pytest.approx(FLOOR, rel=0.15)
 
 
-def test_weakly_supported_field_is_not_applied_and_says_so(tmp_path):
-    grid = tmp_path / "mosaic_grid_3d_z00.ome.zarr"
+@pytest.mark.parametrize("strength, blank, reason", [
     # tissue in one row only: no column pair holds signal on both sides
-    write_vignetted_grid(grid, blank={(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2)})
+    (0.3, {(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2)}, "weakly supported"),
+    # no vignetting: the fitted field is flat within its noise (0.999-1.001 here)
+    (0.0, (), "no vignetting measured"),
+])
+def test_field_is_not_applied_when_weak_or_flat_and_says_so(tmp_path, strength, blank, reason):
+    grid = tmp_path / "mosaic_grid_3d_z00.ome.zarr"
+    write_vignetted_grid(grid, strength=strength, blank=blank)
     plain, _, _ = stitched(tmp_path, grid, "none")
     kept, _, record = stitched(tmp_path, grid, "auto")
-    assert record["status"].startswith("not applied: weakly supported")
-    assert record["supported_pairs_per_direction"][0] == 0
+    assert record["status"].startswith(f"not applied: {reason}")
     assert "field_min" not in record
+    if blank:
+        assert record["supported_pairs_per_direction"][0] == 0
+    else:
+        assert 1 <= record["refused_field_max"] / record["refused_field_min"] < 1.02
     assert np.array_equal(kept, plain)
 
 

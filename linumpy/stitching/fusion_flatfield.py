@@ -49,6 +49,9 @@ MIN_PAIR_SAMPLES = 50
 MIN_PAIRS_PER_DIRECTION = 2
 #: A field outside ``[1 / MAX_GAIN, MAX_GAIN]`` of its mean is refused (not vignetting).
 MAX_GAIN = 3.0
+#: A field whose max / min is below ``1 + MIN_VIGNETTING`` is not applied: no vignetting to remove, only the
+#: fit's noise to add (a mosaic without vignetting fits 0.999-1.001).
+MIN_VIGNETTING = 0.02
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,9 @@ def fusion_flat_field(
     -------
     FusionFlatField
         Applied when at least :data:`MIN_PAIRS_PER_DIRECTION` pairs of each
-        direction hold :data:`MIN_PAIR_SAMPLES` signal samples and the field
-        stays within :data:`MAX_GAIN`; otherwise not applied, with the reason.
+        direction hold :data:`MIN_PAIR_SAMPLES` signal samples, the field
+        stays within :data:`MAX_GAIN` and varies by more than
+        :data:`MIN_VIGNETTING`; otherwise not applied, with the reason.
     """
     floor = noise_floor(plane_means)
     above = {tile: np.asarray(p, np.float64) - floor for tile, p in projections.items()}
@@ -149,15 +153,17 @@ def fusion_flat_field(
         "min_signal_level": round(min_level, 6),
     }
     status = "applied"
+    low, high = float(fit.field.min()), float(fit.field.max())
     if min(per_direction) < MIN_PAIRS_PER_DIRECTION:
         status = (f"not applied: weakly supported ({per_direction} pairs per direction with >= "
                   f"{MIN_PAIR_SAMPLES} signal samples, {MIN_PAIRS_PER_DIRECTION} needed in each)")
-    elif not 1 / MAX_GAIN <= fit.field.min() <= fit.field.max() <= MAX_GAIN:
-        status = (f"not applied: implausible field ({fit.field.min():.2f} to {fit.field.max():.2f} "
-                  f"of its mean, limit {MAX_GAIN})")
-        support |= {"refused_field_min": round(float(fit.field.min()), 4),
-                    "refused_field_max": round(float(fit.field.max()), 4)}
-    if status != "applied":
-        logger.warning("flat field at fusion %s", status)
-        return FusionFlatField(status, None, floor, support)
-    return FusionFlatField(status, fit.field.astype(np.float32), floor, support)
+    elif not 1 / MAX_GAIN <= low <= high <= MAX_GAIN:
+        status = f"not applied: implausible field ({low:.2f} to {high:.2f} of its mean, limit {MAX_GAIN})"
+    elif high / low < 1 + MIN_VIGNETTING:
+        status = f"not applied: no vignetting measured (field {low:.4f} to {high:.4f} of its mean)"
+    if status == "applied":
+        return FusionFlatField(status, fit.field.astype(np.float32), floor, support)
+    if fit.inlier_fraction > 0:  # a field was fitted
+        support |= {"refused_field_min": round(low, 4), "refused_field_max": round(high, 4)}
+    logger.log(logging.INFO if "no vignetting" in status else logging.WARNING, "flat field at fusion %s", status)
+    return FusionFlatField(status, None, floor, support)

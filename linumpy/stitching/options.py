@@ -9,4 +9,4 @@ BLEND_MODES = ("feather", "average", "max")
 DEFAULT_MAX_SHIFT_PX = 20.0
 #: Flat field divided out of the tiles at fusion: ``none``, or ``auto`` (when well supported).
 FLATFIELD_MODES = ("none", "auto")
-DEFAULT_FLATFIELD = "none"
+DEFAULT_FLATFIELD = "auto"
