@@ -9,7 +9,9 @@ is kept when its peak clearly beats every rival and it agrees with the others
 is placed by the joint evidence of all its pairs with placed neighbours when
 that is significant; otherwise it keeps its position on the fitted stage
 model: never worse than the stage. The same lateral
-positions, rounded to whole pixels, are used at every depth. The estimated
+positions, rounded to whole pixels, are used at every depth; with --flatfield
+auto (default) the tiles' vignetting is divided out of the signal above the
+noise floor as they are fused, when the overlaps support it (QC record). The estimated
 transform is saved as JSON so it can be applied to another channel or slice.
 
 Example:

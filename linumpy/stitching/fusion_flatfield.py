@@ -21,8 +21,9 @@ tile by tile, every depth alike, with a field fitted for that purpose:
 
 The noise floor is the median over the tiles of each tile's least plane
 mean (the planes above the cut record noise only). The field is applied only
-when it is supported (:func:`fusion_flat_field`); otherwise the fusion
-leaves the tiles as they are and says why in the QC record.
+when it is supported, plausible and not flat within its noise
+(:func:`fusion_flat_field`); otherwise the fusion leaves the tiles as they
+are and says why in the QC record.
 """
 
 from __future__ import annotations
@@ -77,16 +78,20 @@ class FusionFlatField:
 
     @property
     def applied(self) -> bool:
+        """Whether a field is divided out."""
         return self.field is not None
 
     def correct(self, data: np.ndarray, part: tuple[slice, slice]) -> np.ndarray:
         """Return ``floor + (data - floor) / field`` for the ``(y, x)`` ``part`` of a tile (float32).
 
-        ``data`` is ``(z, h, w)``; returned as it is when no field is applied.
+        ``data`` is ``(z, h, w)``; returned as it is when no field is applied, corrected in place when it
+        is a float32 array of its own (a fresh read), else into a new float32 array.
         """
         if self.field is None:
             return data
-        out = np.array(data, dtype=np.float32)
+        out = np.asarray(data, dtype=np.float32)
+        if not (out.flags.owndata and out.flags.writeable):
+            out = out.copy()
         floor = np.float32(self.noise_floor)
         out -= floor
         out /= self.field[part]
