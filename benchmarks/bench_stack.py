@@ -27,6 +27,7 @@ shift).
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
            [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4] [--restack] [--diagnose]
+           [--stitch_flatfield {none,auto}]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from scipy import ndimage
 
 from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import save_omezarr
+from linumpy.stitching.options import DEFAULT_FLATFIELD, FLATFIELD_MODES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
 AXIAL_UM, LATERAL_UM = 5.0, 10.0
@@ -126,6 +128,8 @@ def main() -> None:
                              "0 = the box) [%(default)s].")
     parser.add_argument("--restack", action="store_true",
                         help="Matrix: reuse the normalised slices a previous run left in --workdir; stack only.")
+    parser.add_argument("--stitch_flatfield", choices=FLATFIELD_MODES, default=DEFAULT_FLATFIELD,
+                        help="Matrix: the stitcher's --flatfield [%(default)s].")
     parser.add_argument("--diagnose", action="store_true",
                         help="Matrix: also print where each case's volume NCC is lost (stack_diagnosis.py).")
     args = parser.parse_args()
@@ -164,7 +168,7 @@ def run_matrix(args: argparse.Namespace) -> None:
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
                             axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px),
-                            restack=args.restack)
+                            restack=args.restack, stitch_flatfield=args.stitch_flatfield)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])
             rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],

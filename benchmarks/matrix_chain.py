@@ -31,6 +31,7 @@ from linumpy.simulate.conditions import condition_preset
 from linumpy.simulate.imaging import field_curvature_map
 from linumpy.simulate.scoring import stack_scores, stitched_offset
 from linumpy.stack.files import stack_slice_files
+from linumpy.stitching.options import DEFAULT_FLATFIELD
 from linumpy.stitching.stitch import stitch_mosaic_grid
 
 #: Default matrix seeds: the parameters were tuned on seed 0 of ``harsh`` only; 1-5 were measured.
@@ -45,12 +46,13 @@ CURVATURE_MODES = ("acquisition", "slice", "off")
 
 def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True,
              curvature: str = "acquisition", axial_settings: AxialSettings = AxialSettings(),
-             restack: bool = False, **fields: Any) -> dict[str, Any]:
+             restack: bool = False, stitch_flatfield: str = DEFAULT_FLATFIELD,
+             **fields: Any) -> dict[str, Any]:
     """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores.
 
     ``axial_settings``: the axial correction's (default: the step's defaults). ``restack``: keep the
     per-slice outputs a previous run left in the case's folder and only stack again (a change to the
-    stack measured on the same slices). ``fields``: preset fields set on top of the condition (e.g.
+    stack measured on the same slices). ``stitch_flatfield``: the stitcher's ``--flatfield``. ``fields``: preset fields set on top of the condition (e.g.
     ``slice_rotation_deg``).
     """
     case = workdir / f"{condition}_s{seed}"
@@ -71,7 +73,7 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         if not (restack and final.exists()):
             write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr", n_levels=1,
                               overwrite=True, fix_field_curvature=curvature != "off", field_curvature=pooled)
-            stitch_mosaic_grid(grid, stitched, n_levels=1, overwrite=True)
+            stitch_mosaic_grid(grid, stitched, flatfield=stitch_flatfield, n_levels=1, overwrite=True)
             correct_slice(stitched, axial, axial_settings, n_levels=1, overwrite=True)
             normalize_slice(axial, final, n_levels=2, overwrite=True)
         normalized[slice_id] = final

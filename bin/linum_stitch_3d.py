@@ -9,7 +9,9 @@ is kept when its peak clearly beats every rival and it agrees with the others
 is placed by the joint evidence of all its pairs with placed neighbours when
 that is significant; otherwise it keeps its position on the fitted stage
 model: never worse than the stage. The same lateral
-positions, rounded to whole pixels, are used at every depth. The estimated
+positions, rounded to whole pixels, are used at every depth; with --flatfield
+auto (default) the tiles' vignetting is divided out of the signal above the
+noise floor as they are fused, when the overlaps support it (QC record). The estimated
 transform is saved as JSON so it can be applied to another channel or slice.
 
 Example:
@@ -19,7 +21,7 @@ Example:
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.stitching.options import BLEND_MODES, DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.options import BLEND_MODES, DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_shift_px", type=finite_float, default=DEFAULT_MAX_SHIFT_PX,
                         help="Stage uncertainty: largest correction of the nominal offset of two "
                              "neighbouring tiles searched, pixels [%(default)s].")
+    parser.add_argument("--flatfield", choices=FLATFIELD_MODES, default=DEFAULT_FLATFIELD,
+                        help="Divide the tiles' flat field (vignetting) out at fusion: 'auto' fits it to "
+                             "the overlaps above the noise floor and applies it when well supported "
+                             "(the QC record says which) [%(default)s].")
     add_omezarr_output_arguments(parser)
     return parser
 
@@ -49,6 +55,7 @@ def main(args: argparse.Namespace) -> None:
         transform_out=args.transform_out,
         blend=args.blend,
         max_shift_px=args.max_shift_px,
+        flatfield=args.flatfield,
         n_levels=args.n_levels,
         compression=args.compression,
         overwrite=args.overwrite,

@@ -39,6 +39,7 @@ def test_filled_slice_matches_the_true_missing_slice(seed):
     out = np.zeros(plan.shape, np.float32)
     write_stack(plan, out, (32, 64, 64), np.float32, False)
     z0, y0, x0 = plan.record["slices"][0]["origin_voxel"]
+    z0 -= plan.record["slices"][0]["kept_planes"][0]  # slice 0's plane 0 (its cut face is left out; 10 um planes)
     first = MISSING * THICKNESS + int(0.1 * THICKNESS)  # below the blend overlap of the slice above
     filled = out[z0 + first : z0 + (MISSING + 1) * THICKNESS, y0 : y0 + SIZE, x0 : x0 + SIZE]
     truth = cut.world[first : (MISSING + 1) * THICKNESS, : filled.shape[1], : filled.shape[2]]

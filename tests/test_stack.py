@@ -330,8 +330,7 @@ def test_stacked_volume_matches_the_phantom():
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
     sink = ArraySink(plan.shape)
     assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-    first = plan.record["slices"][0]["origin_voxel"]
-    reference = phantom_in_output_grid(brain, first, plan.shape)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
     tissue = (reference > 0) & (sink.array != 0)
     assert normalized_cross_correlation(sink.array[tissue], reference[tissue]) >= 0.9
 
@@ -343,17 +342,21 @@ def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expec
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 5.0,
                       StackParameters(register=False, blend_overlap_um=overlap_um))
     for k, (entry, placed) in enumerate(zip(plan.record["slices"], plan.placed, strict=True)):
-        # below the first slice, the cut face (2 planes) is left to the previous slice when its overlap covers it
-        cut_face = 2 if k and expected_planes > 20 + 2 else 0
+        # the cut face (2 planes) is left to the previous slice when its overlap covers it; the first slice's
+        # (the top of the sample) is always left out
+        cut_face = 2 if not k or expected_planes > 20 + 2 else 0
         assert entry["kept_planes"] == [SURFACE_PX + cut_face, SURFACE_PX + expected_planes]
         assert placed.data.shape[0] == expected_planes - cut_face  # 5 um output: one plane per source plane
-    assert plan.shape[0] == 2 * 20 + expected_planes  # the last slice ends at its kept depth
+    assert plan.shape[0] == 2 * 20 + expected_planes - 2  # from below the first cut face to the last kept depth
 
 
 def test_the_cut_face_is_left_to_the_previous_slice():
-    """Each slice's first 2 planes (the cut face) at 0.5x: the previous slice images them whole."""
+    """Each slice's first 2 planes (the cut face) at 0.5x: the previous slice images them whole.
+
+    The first slice's cut face (the top of the sample, which nothing images whole) is left out.
+    """
     brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
-    for data in brain.slices[1:]:
+    for data in brain.slices:
         data[SURFACE_PX : SURFACE_PX + 2] *= 0.5
     ratios = {}
     for overlap_um in (5.0, 25.0):  # 1 plane of overlap: the cut face is kept (no slice covers it otherwise)
@@ -361,10 +364,12 @@ def test_the_cut_face_is_left_to_the_previous_slice():
                           StackParameters(register=False, blend_overlap_um=overlap_um, match_intensity=False))
         sink = ArraySink(plan.shape)
         assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-        reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+        reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
         ratios[overlap_um] = [round(float(sink.array[z].mean() / reference[z].mean()), 3) for z in (9, 10, 11, 20)]
+        # the first output plane: 0.50 with the first slice's cut face kept (before it was left out)
+        assert abs(sink.array[0].mean() / reference[0].mean() - 1) < 0.02
         starts = [e["kept_planes"][0] - SURFACE_PX for e in plan.record["slices"]]
-        assert starts == ([0, 0, 0] if overlap_um == 5.0 else [0, 2, 2]), starts
+        assert starts == ([2, 0, 0] if overlap_um == 5.0 else [2, 2, 2]), starts
     # measured: 0.75 at both boundary planes (10, 20) with the cut face kept, 1.00 without
     assert min(ratios[5.0]) < 0.8 and all(abs(r - 1) < 0.02 for r in ratios[25.0]), ratios
 
@@ -386,7 +391,7 @@ def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     assert all(abs(r - 1) < 0.02 for r in after[1:]), after
     sink = ArraySink(plan.shape)
     assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-    reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
     tissue = (reference > 0) & (sink.array != 0)
     ratio = np.array([sink.array[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
                       for z in range(plan.shape[0]) if tissue[z].sum() > 100])
@@ -418,7 +423,7 @@ def test_lateral_gain_maps_remove_a_regional_compensation_error():
                           StackParameters(match_intensity=match))
         sink = ArraySink(plan.shape)
         assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-        reference = phantom_in_output_grid(brain, plan.record["slices"][0]["origin_voxel"], plan.shape)
+        reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
         tissue = (reference > 0) & (sink.array != 0)
         scores[match] = normalized_cross_correlation(sink.array[tissue], reference[tissue])
     other = ArraySink(plan.shape)  # the lateral maps are evaluated chunk by chunk: same values whatever the chunks
@@ -457,14 +462,18 @@ def test_an_unmatched_boundary_is_flagged():
                                        "(before: 1.3)"]
 
 
-def phantom_in_output_grid(brain: SyntheticBrain, first_origin, shape) -> np.ndarray:
-    """The phantom at 10 um isotropic, placed so slice 0's first useful plane sits at ``first_origin``."""
+def phantom_in_output_grid(brain: SyntheticBrain, first: dict, shape) -> np.ndarray:
+    """The phantom at 10 um isotropic, placed as slice 0's record entry ``first`` places its planes.
+
+    ``origin_voxel`` is where its first kept plane sits (below its cut face, ``kept_planes[0]``).
+    """
     iso = resample_to_resolution(da.from_array(brain.phantom), (AXIAL_UM / 1000, LATERAL_UM / 1000,
                                  LATERAL_UM / 1000), (0.01, 0.01, 0.01)).compute()
     out = np.zeros(shape, np.float32)
-    z0, y0, x0 = first_origin
+    skipped = int(round((first["kept_planes"][0] - SURFACE_PX) * AXIAL_UM / 10.0))
+    z0, y0, x0 = first["origin_voxel"]
     dy, dx = brain.shifts_px[0]
-    src = iso[:, MARGIN + dy - y0 :, MARGIN + dx - x0 :]
+    src = iso[skipped:, MARGIN + dy - y0 :, MARGIN + dx - x0 :]
     n = [min(a, b) for a, b in zip(shape, (src.shape[0] + z0, *src.shape[1:]))]
     out[z0 : n[0], : n[1], : n[2]] = src[: n[0] - z0, : n[1], : n[2]]
     # only the depth range the slices image

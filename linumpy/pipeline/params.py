@@ -112,6 +112,7 @@ class PipelineParams(BaseModel):
     # Stitching
     blend: Literal["feather", "average", "max"] | None = None
     max_shift_px: Annotated[Number, Field(ge=0)] | None = None
+    stitch_flatfield: Literal["none", "auto"] | None = None
 
     # Axial correction
     surface_depth_um: Annotated[Number, Field(ge=0)] | None = None

@@ -97,6 +97,7 @@ CREATE_MOSAIC_GRID = Step("create_mosaic_grid", "CREATE_MOSAIC_GRID", "linum_cre
 STITCH_3D = Step("stitch_3d", "STITCH_3D", "linum_stitch_3d.py", (
     Option("blend", "--blend"),
     Option("max_shift_px", "--max_shift_px"),
+    Option("stitch_flatfield", "--flatfield"),
     *_ZARR_OUTPUT,
 ))
 AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (

@@ -136,6 +136,9 @@ METRICS: dict[str, MetricInfo] = {
     "tissue_median_after": _M("Tissue median", "0-1", "Median tissue intensity after normalization; "
                               "similar values across slices mean even brightness."),
     "flatfield": _M("Flat-field", "text", "Whether a tile flat-field correction was applied."),
+    "fusion_flatfield": _M("Flat field at fusion", "per field", "Whether the stitcher divided the tiles' "
+                           "vignetting out (status; 'not applied' says why), the noise floor it left in place, "
+                           "the overlap pairs and samples supporting the fit and the applied field's range."),
     "slice_ids": _M("Slice ids", "id", "Slices in the stack."),
     "n_slices": _M("Slices", "count", "Slices in the stack."),
     "shifts_px": _M("Lateral correction", "px", "Lateral shift [dy, dx] applied to a slice relative to the "

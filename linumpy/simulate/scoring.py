@@ -110,7 +110,7 @@ def phantom_on_stack_grid(
     """The phantom's reflectivity averaged over each output voxel of the stack.
 
     Output voxel ``v`` of slice 0 covers slice-0 voxels ``[(v - o) s, (v - o + 1) s)``
-    (``o`` its origin voxel, ``s`` the output voxel in slice voxels); their
+    after its first kept plane (``o`` its origin voxel, ``s`` the output voxel in slice voxels); their
     world position follows :func:`true_slice_origins`. A box filter of the
     output voxel's size, sampled at the voxel centres, stands in for the
     area average. Depths follow the flattened frame: the true cut plane's
@@ -126,7 +126,10 @@ def phantom_on_stack_grid(
     box = ndimage.uniform_filter(phantom, tuple(max(1, int(round(s))) for s in steps / phantom_step), mode="nearest")
     attributes = read_omezarr_info(first_slice).attributes
     offset = stitched_offset(attributes, truth["slices"][0])
-    world_start = np.array([truth["slices"][0]["surface"]["mean_px"] - attributes.get("surface_depth_px", 0),
+    # the first kept plane (below the first slice's cut face) is the one placed at ``origin_voxel``
+    first_plane = record[0].get("kept_planes", [attributes.get("surface_depth_px", 0)])[0]
+    world_start = np.array([truth["slices"][0]["surface"]["mean_px"] - attributes.get("surface_depth_px", 0)
+                            + first_plane,
                             *(-offset - np.asarray(truth["slices"][0]["sample_shift_px"]))])
     origin = np.asarray(record[0]["origin_voxel"]) * (level0_um or resolution_um) / resolution_um
     grid = np.indices(tuple(shape), dtype=np.float64)

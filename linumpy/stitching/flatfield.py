@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -39,43 +40,63 @@ def _monomials(y: np.ndarray, x: np.ndarray, degree: int) -> np.ndarray:
                      for i in range(total + 1) for j in (total - i,)], axis=-1)
 
 
-def _log_image(projection: np.ndarray, floor: float) -> np.ndarray:
-    smoothed = ndimage.gaussian_filter(np.asarray(projection, np.float64), FIT_SMOOTHING_PX)
-    return np.log(np.maximum(smoothed, floor))
+@dataclass(frozen=True)
+class FlatFieldFit:
+    """A fitted flat field and what supports it.
+
+    Attributes
+    ----------
+    field : np.ndarray
+        Multiplicative flat field of the tile shape, mean 1 (all ones when nothing constrains it).
+    pair_samples : dict
+        ``(a, b) -> number of overlap samples`` of each pair the fit used.
+    inlier_fraction : float
+        Fraction of the samples the final biweight kept (weight > 0); 0 when no fit was made.
+    """
+
+    field: np.ndarray
+    pair_samples: dict[tuple[TileIndex, TileIndex], int]
+    inlier_fraction: float
 
 
-def estimate_flat_field(
+def fit_flat_field(
     projections: Mapping[TileIndex, np.ndarray],
     pairs: Sequence[tuple[TileIndex, TileIndex, tuple[int, int]]],
     degree: int = DEGREE,
-) -> np.ndarray:
-    """Estimate the multiplicative flat field shared by all tiles.
+    min_level: float | None = None,
+) -> FlatFieldFit:
+    """Fit the multiplicative flat field shared by all tiles to their overlaps.
 
     Parameters
     ----------
     projections : mapping
         ``(row, col) -> 2D projection``, all of one shape.
     pairs : sequence of (a, b, offset)
-        Neighbour pairs with their nominal integer ``(y, x)`` offset
+        Neighbour pairs with their integer ``(y, x)`` offset
         ``position(b) - position(a)``.
     degree : int
         Degree of the log-polynomial.
+    min_level : float, optional
+        Use only the overlap samples where both smoothed projections exceed
+        this level (None: every sample, levels floored at 1e-3 of the 99th
+        percentile).
 
     Returns
     -------
-    np.ndarray
-        Flat field of the tile shape, mean 1; all ones when the overlaps
-        cannot constrain it (fewer than 2 pairs).
+    FlatFieldFit
+        The field (all ones when fewer than 2 pairs have samples) and its support.
     """
     shape = next(iter(projections.values())).shape
-    flat = np.ones(shape)
+    unfitted = FlatFieldFit(np.ones(shape), {}, 0.0)
     if len(pairs) < 2:
-        return flat
+        return unfitted
     scale = np.array(shape, float) / 2
     levels = np.concatenate([np.ravel(p) for p in projections.values()])
     floor = max(1e-3 * float(np.percentile(levels, 99)), 1e-12)
-    logs = {tile: _log_image(p, floor) for tile, p in projections.items()}
-    rows, differences = [], []
+    smoothed = {tile: ndimage.gaussian_filter(np.asarray(p, np.float64), FIT_SMOOTHING_PX)
+                for tile, p in projections.items()}
+    logs = {tile: np.log(np.maximum(image, floor)) for tile, image in smoothed.items()}
+    rows, differences, pair_samples = [], [], {}
     for a, b, offset in pairs:
         slices = overlap_slices(shape, shape, offset)
         if slices is None:
@@ -85,23 +106,45 @@ def estimate_flat_field(
                         np.arange(s[1].start, s[1].stop, FIT_SUBSAMPLE), indexing="ij")
             for s in slices
         ]
+        if min_level is not None:
+            keep = (smoothed[a][ya, xa] > min_level) & (smoothed[b][yb, xb] > min_level)
+            ya, xa, yb, xb = ya[keep], xa[keep], yb[keep], xb[keep]
+            if not ya.size:
+                continue
+        pair_samples[(a, b)] = int(ya.size)
         rows.append(_monomials(ya.ravel() / scale[0] - 1, xa.ravel() / scale[1] - 1, degree)
                     - _monomials(yb.ravel() / scale[0] - 1, xb.ravel() / scale[1] - 1, degree))
         differences.append(logs[a][ya, xa].ravel() - logs[b][yb, xb].ravel())
-    if not rows:
-        return flat
+    if len(rows) < 2:
+        return FlatFieldFit(unfitted.field, pair_samples, 0.0)
     design, target = np.concatenate(rows), np.concatenate(differences)
-    coefficients = _robust_lstsq(design, target)
+    coefficients, weights = _robust_lstsq(design, target)
     yy, xx = np.meshgrid(np.arange(shape[0]) / scale[0] - 1, np.arange(shape[1]) / scale[1] - 1,
                          indexing="ij")
     log_flat = _monomials(yy, xx, degree) @ coefficients
     flat = np.exp(log_flat - log_flat.mean())
     logger.info("flat field: %.0f%% to %.0f%% of its mean", 100 * flat.min(), 100 * flat.max())
-    return flat / flat.mean()
+    return FlatFieldFit(flat / flat.mean(), pair_samples, float(np.mean(weights > 0)))
 
 
-def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 8) -> np.ndarray:
-    """Least squares reweighted by Tukey's biweight (scale from the MAD of the residuals)."""
+def estimate_flat_field(
+    projections: Mapping[TileIndex, np.ndarray],
+    pairs: Sequence[tuple[TileIndex, TileIndex, tuple[int, int]]],
+    degree: int = DEGREE,
+) -> np.ndarray:
+    """Estimate the multiplicative flat field shared by all tiles (:func:`fit_flat_field`, every sample).
+
+    Returns
+    -------
+    np.ndarray
+        Flat field of the tile shape, mean 1; all ones when the overlaps
+        cannot constrain it (fewer than 2 pairs).
+    """
+    return fit_flat_field(projections, pairs, degree).field
+
+
+def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares reweighted by Tukey's biweight (scale from the MAD of the residuals); coefficients, weights."""
     weights = np.ones(len(target))
     ridge = 1e-6 * np.eye(design.shape[1]) * len(target)
     coefficients = np.zeros(design.shape[1])
@@ -112,4 +155,4 @@ def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 8) -
         scale = 1.4826 * np.median(np.abs(residuals - np.median(residuals))) + 1e-12
         u = residuals / (BIWEIGHT_C * scale)
         weights = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
-    return coefficients
+    return coefficients, weights

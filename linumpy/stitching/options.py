@@ -7,3 +7,6 @@ loading numpy, scipy or dask.
 BLEND_MODES = ("feather", "average", "max")
 #: Default largest correction of the nominal offset, pixels (stage uncertainty).
 DEFAULT_MAX_SHIFT_PX = 20.0
+#: Flat field divided out of the tiles at fusion: ``none``, or ``auto`` (when well supported).
+FLATFIELD_MODES = ("none", "auto")
+DEFAULT_FLATFIELD = "auto"

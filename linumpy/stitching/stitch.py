@@ -9,7 +9,9 @@ tile_x)``, overlaps not removed. Stitching:
    reuses a saved transform;
 4. writes the output block by block: each lateral block, at all depths, is
    fused from the parts of the tiles covering it, at integer positions (the
-   subpixel estimates rounded to the nearest pixel);
+   subpixel estimates rounded to the nearest pixel), with ``flatfield="auto"``
+   each tile part divided by the tiles' flat field as it is read
+   (:mod:`linumpy.stitching.fusion_flatfield`);
 5. saves the transform as JSON, then the QC record (per-pair and per-tile
    confidence, pair residuals after the global fit, tiles placed by the
    stage model, a flag when they exceed a quarter) beside the output.
@@ -47,7 +49,9 @@ from linumpy.stitching.blend import (
     placement_origins,
 )
 from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX, estimate_transform
+from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
 from linumpy.stitching.global_solve import TileIndex
+from linumpy.stitching.options import DEFAULT_FLATFIELD, FLATFIELD_MODES
 from linumpy.stitching.transform import TileTransform, load_transform, save_transform, stage_residual_fields
 
 logger = logging.getLogger(__name__)
@@ -139,19 +143,36 @@ def mosaic_grid_layout(attributes: dict, shape: Sequence[int], source: str) -> M
     return layout
 
 
-def tile_projections(data, layout: MosaicGridLayout, progress: bool = False,
-                     workers: int | None = None) -> dict[TileIndex, np.ndarray]:
-    """Return the average intensity projection of every present tile, ``workers`` tiles at a time.
+@dataclass(frozen=True)
+class TileSummaries:
+    """What one pass over the tiles gives: ``tile -> (y, x)`` projections and ``tile -> (z,)`` plane means."""
+
+    projections: dict[TileIndex, np.ndarray]
+    plane_means: dict[TileIndex, np.ndarray]
+
+
+def tile_summaries(data, layout: MosaicGridLayout, progress: bool = False,
+                   workers: int | None = None) -> TileSummaries:
+    """Return the average intensity projection and plane means of every present tile, ``workers`` at a time.
 
     ``data`` is the mosaic grid as a :class:`~linumpy.io.zarr.StoredArray` or a dask array.
     """
-    def project(tile: TileIndex) -> np.ndarray:
+    def summarise(tile: TileIndex) -> tuple[np.ndarray, np.ndarray]:
         ys, xs = layout.tile_slices(tile)
-        return np.asarray(read_block(data, (slice(None), ys, xs)).mean(axis=0, dtype=np.float64), dtype=np.float32)
+        block = read_block(data, (slice(None), ys, xs))
+        return (np.asarray(block.mean(axis=0, dtype=np.float64), dtype=np.float32),
+                block.mean(axis=(1, 2), dtype=np.float64))
 
-    projected = ordered_map(project, layout.tiles_present, workers)
-    return dict(zip(layout.tiles_present,
-                    tqdm(projected, total=len(layout.tiles_present), desc="projections", disable=not progress)))
+    summarised = dict(zip(layout.tiles_present, tqdm(ordered_map(summarise, layout.tiles_present, workers),
+                                                     total=len(layout.tiles_present), desc="projections",
+                                                     disable=not progress)))
+    return TileSummaries({t: v[0] for t, v in summarised.items()}, {t: v[1] for t, v in summarised.items()})
+
+
+def tile_projections(data, layout: MosaicGridLayout, progress: bool = False,
+                     workers: int | None = None) -> dict[TileIndex, np.ndarray]:
+    """Return the average intensity projection of every present tile (:func:`tile_summaries`)."""
+    return tile_summaries(data, layout, progress, workers).projections
 
 
 def default_transform_path(out_path: str | os.PathLike) -> Path:
@@ -184,6 +205,7 @@ def stitch_mosaic_grid(
     transform_out: str | os.PathLike | None = None,
     blend: str = "feather",
     max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
+    flatfield: str = DEFAULT_FLATFIELD,
     n_levels: int | None = None,
     compression: str = "blosc-lz4",
     overwrite: bool = False,
@@ -206,6 +228,9 @@ def stitch_mosaic_grid(
         Fusion of overlapping tiles.
     max_shift_px : float
         Largest correction of the nominal tile offsets accepted by registration.
+    flatfield : {"none", "auto"}
+        ``"auto"``: divide the tiles' flat field out at fusion when it is well
+        supported (:func:`~linumpy.stitching.fusion_flatfield.fusion_flat_field`).
     n_levels : int, optional
         Pyramid levels (writer default if ``None``).
     compression : str
@@ -226,19 +251,28 @@ def stitch_mosaic_grid(
         raise InputError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
     if not max_shift_px > 0:
         raise InputError(f"--max_shift_px must be > 0, got {max_shift_px}")
+    if flatfield not in FLATFIELD_MODES:
+        raise InputError(f"unknown flat field mode {flatfield!r}; choose one of {', '.join(FLATFIELD_MODES)}")
     transform_out = Path(transform_out) if transform_out else default_transform_path(out_path)
     check_can_write(out_path, overwrite)
     check_can_write(transform_out, overwrite)
     info = read_omezarr_info(in_path)
     data, resolution = open_omezarr_level(in_path)
     layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
-    transform = obtain_transform(data, layout, str(in_path), transform_path, max_shift_px, progress, workers)
+    summaries = None
+    if transform_path is None or flatfield != "none":
+        summaries = tile_summaries(data, layout, progress, workers)
+    transform = obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress, workers)
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
-    write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend,
+    flat = FusionFlatField("off")
+    if flatfield == "auto":
+        flat = fusion_flat_field(summaries.projections, summaries.plane_means, positions)
+    del summaries
+    write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
                 n_levels=n_levels, compression=compression, overwrite=overwrite,
                 progress=progress, workers=workers)
     save_transform(transform, transform_out, overwrite=overwrite)
-    write_stitch_qc(out_path, transform, layout)
+    write_stitch_qc(out_path, transform, layout, flat)
     return transform
 
 
@@ -246,7 +280,8 @@ def stitch_mosaic_grid(
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
 
-def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layout: MosaicGridLayout) -> Path:
+def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layout: MosaicGridLayout,
+                    flat: FusionFlatField = FusionFlatField("off")) -> Path:
     """Write the stitching QC record of ``out_path`` from the transform's diagnostics.
 
     Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` (its
@@ -254,8 +289,10 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     acceptance threshold) plus ``n_tiles``, ``n_stage_fallback_tiles``,
     ``stage_fallback_fraction``, ``min_significance``, ``pair_residuals_px``,
     the stage residual model and its leave-one-out validation
-    (:func:`~linumpy.stitching.transform.stage_residual_fields`) and the
-    per-pair and per-tile details ``pairs`` and ``tiles``. The record's
+    (:func:`~linumpy.stitching.transform.stage_residual_fields`), the
+    per-pair and per-tile details ``pairs`` and ``tiles``, and ``fusion_flatfield``
+    (:meth:`~linumpy.stitching.fusion_flatfield.FusionFlatField.qc_fields`: whether the
+    fusion divided a flat field out, its support and range, or why not). The record's
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model. The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
@@ -294,6 +331,7 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
         for tile, record in sorted(transform.tiles.items())
     }
     metrics.update(stage_residual_fields(transform.stage_residuals))
+    metrics["fusion_flatfield"] = flat.qc_fields()
     flags = []
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "
@@ -303,18 +341,17 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
 
 
 def obtain_transform(
-    data,
     layout: MosaicGridLayout,
     source: str,
     transform_path: str | os.PathLike | None,
+    summaries: TileSummaries | None,
     max_shift_px: float,
     progress: bool,
     workers: int | None = None,
 ) -> TileTransform:
-    """Load the transform at ``transform_path``, or estimate it from the tiles' projections."""
+    """Load the transform at ``transform_path``, or estimate it from the tiles' projections (``summaries``)."""
     if transform_path is None:
-        projections = tile_projections(data, layout, progress, workers)
-        return estimate_transform(projections, layout.tile_step_px, max_shift_px, progress=progress,
+        return estimate_transform(summaries.projections, layout.tile_step_px, max_shift_px, progress=progress,
                                   workers=workers)
     transform = load_transform(transform_path)
     if tuple(transform.tile_shape) != layout.tile_shape[1:]:
@@ -333,6 +370,7 @@ def write_fused(
     attributes: dict,
     *,
     blend: str,
+    flat: FusionFlatField = FusionFlatField("off"),
     n_levels: int | None,
     compression: str,
     overwrite: bool,
@@ -344,7 +382,8 @@ def write_fused(
     Positions are rounded to whole pixels for placement. A block is
     ``BLOCK_PX`` x ``BLOCK_PX`` laterally (2 x 2 output chunks) by one input
     z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it, straight from
-    their chunk files (``data`` is a :class:`~linumpy.io.zarr.StoredArray`). ``workers`` threads
+    their chunk files (``data`` is a :class:`~linumpy.io.zarr.StoredArray`), each tile part
+    corrected by ``flat`` as it is read. ``workers`` threads
     read, fuse and write blocks, with at most two blocks per thread in flight, so memory
     does not depend on the size of the slice.
     """
@@ -365,7 +404,7 @@ def write_fused(
             ys, xs = layout.tile_slices(tile)
             region = (slice(z0, z1), slice(ys.start + part[0].start, ys.start + part[0].stop),
                       slice(xs.start + part[1].start, xs.start + part[1].stop))
-            return data[region]
+            return flat.correct(data[region], part)
 
         block = fuse_block(box, z1 - z0, origins, tile_yx, read_tile, weights, blend)
         writer[z0:z1, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
