@@ -124,9 +124,6 @@ def main() -> None:
     parser.add_argument("--tail_edge_sigma_px", type=float, default=2.0,
                         help="Matrix: the axial correction's edge-aware tail sums (AxialSettings' default; "
                              "0 = the box) [%(default)s].")
-    parser.add_argument("--attenuation_max_per_mm", type=float,
-                        help="Matrix: the axial correction's cap on each voxel's compensated attenuation "
-                             "(0 = no cap) [AxialSettings' default].")
     parser.add_argument("--restack", action="store_true",
                         help="Matrix: reuse the normalised slices a previous run left in --workdir; stack only.")
     parser.add_argument("--diagnose", action="store_true",
@@ -161,14 +158,12 @@ def run_matrix(args: argparse.Namespace) -> None:
     from linumpy.intensity.axial import AxialSettings
     from linumpy.simulate.conditions import CONDITIONS
 
-    cap = {} if args.attenuation_max_per_mm is None else {"attenuation_max_per_mm": args.attenuation_max_per_mm or None}
-
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_matrix_"))
     rows = []
     for condition in args.conditions or list(CONDITIONS):
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
-                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px, **cap),
+                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px),
                             restack=args.restack)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])

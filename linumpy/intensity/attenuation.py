@@ -388,15 +388,8 @@ def attenuation_coefficient(tails: np.ndarray, voxel_size_mm: float) -> np.ndarr
     return (np.log(ratio) / (2.0 * voxel_size_mm)).astype(np.float32)
 
 
-def compensate_attenuation(
-    signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None, max_step: float | None = None
-) -> np.ndarray:
+def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Attenuation-compensated signal ``C[k] = I[k] * T[0] / T[k]`` (0 where ``T[k]`` is 0).
-
-    With ``max_step``, the gain is the product of the per-voxel ratios
-    ``T[j] / T[j + 1]`` (``j < k``; their product is ``T[0] / T[k]``), each
-    clipped at ``max_step``: ``exp(2 dz mu_max)`` caps the attenuation any
-    voxel may add to the gain at ``mu_max``.
 
     Parameters
     ----------
@@ -406,8 +399,6 @@ def compensate_attenuation(
     out : ndarray, optional
         float32 array of the shape of ``signal`` to write into (may be ``signal``,
         when that is float32 and non-negative).
-    max_step : float, optional
-        Largest ratio ``T[j] / T[j + 1]`` (> 1) a voxel contributes; None: no cap.
 
     Returns
     -------
@@ -421,21 +412,11 @@ def compensate_attenuation(
     # the mask and both products stay small (no 3D temporary), few numpy calls
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
     positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
-    gain = np.ones(sums.shape[1:], np.float32)
     for a in range(0, len(result), GROUP_PLANES):
         b = min(len(result), a + GROUP_PLANES)
-        if max_step is None:
-            np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
-                      casting="unsafe")
-            result[a:b] *= sums[0]
-            continue
-        steps = np.divide(sums[a:b], sums[a + 1 : b + 1], out=np.ones(sums[a:b].shape, np.float32),
-                          where=np.greater(sums[a + 1 : b + 1], 0, out=positive[: b - a]))
-        np.minimum(steps, np.float32(max_step), out=steps)
-        np.cumprod(steps, axis=0, out=steps)
-        np.multiply(lines[a], gain, out=result[a], casting="unsafe")  # the gain reaching plane a
-        np.multiply(lines[a + 1 : b], gain * steps[:-1], out=result[a + 1 : b], casting="unsafe")
-        gain *= steps[-1]
+        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
+                  casting="unsafe")
+        result[a:b] *= sums[0]
     return out
 
 

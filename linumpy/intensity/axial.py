@@ -126,7 +126,6 @@ class AxialSettings:
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
-    attenuation_max_per_mm: float | None = 10.0
     statistics_binning_px: int = 2
 
 
@@ -624,9 +623,7 @@ def correct_block(
     shift = _flatten_shift(found_px, stats, surface_depth_px, origin)
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
     if tails is not None:  # in place: ``plain`` is a flattened copy
-        cap = settings.attenuation_max_per_mm
-        signal = attenuation.compensate_attenuation(
-            signal, tails, out=signal, max_step=None if cap is None else float(np.exp(2.0 * dz_mm * cap)))
+        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     return surface.flatten_surface(signal, shift, depth_px), mean_mu, plain
 
 
