@@ -16,11 +16,26 @@ phantom's reflectivity below the true cut:
 - ``vermeer_long``: the same gain with the A-line continued by the truth 150 voxels
   further (no end-of-range extension needed): the part of the model error due to the extension.
 
+With ``--oracles``, the chain's own compensation (edge-aware tail sums, ``chain``) with one of
+its estimates replaced by the truth at a time, on the measured signal (estimated focus):
+
+- ``true_tail``: the end-of-range extension replaced by the true unseen tail (each A-line's
+  seen sums times the noise-free ``R * T``'s unseen-to-seen ratio, box-averaged like the sums);
+- ``no_lateral``: the tail sums of each A-line alone (no lateral average; speckle left in);
+- ``label_avg``: the sums box-averaged only over the A-lines of the same true tissue at that
+  depth (nearest tissue class of the true attenuation; dark tissue, reflectivity below 0.3 of
+  its class's, apart), then extended as the chain does;
+- ``label_tail``: ``label_avg`` with the true unseen tail instead of the extension;
+- ``true_surface``: the signal above the true cut set to 0 before the edge-aware sums;
+- ``model_line_long``: Vermeer's gain per A-line (no lateral average) on the noise-free
+  ``R * T`` continued 150 voxels by the truth: what the Vermeer model itself costs
+  (backscatter not proportional to attenuation) with every estimate exact.
+
 Scores over the first ``--kept_px`` voxels below the deepest cut (about what the stack keeps of a slice):
 NCC with the phantom on ~10 um bins (7 x 3 x 3 voxels of ``tiny``) and the CV along depth of the
 per-plane mean ratio to the phantom.
 
-Usage: python benchmarks/bench_depth_errors.py CASE_DIR [--slices 0 1 ...] [--kept_px 42]
+Usage: python benchmarks/bench_depth_errors.py CASE_DIR [--slices 0 1 ...] [--kept_px 42] [--oracles]
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from linumpy.intensity import attenuation
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
@@ -42,6 +58,12 @@ BIN = (7, 3, 3)
 #: Extra true depth given to ``vermeer_long``.
 LONG_PX = 150
 VARIANTS = ("estimated", "true_focus", "true_atten", "both_true", "vermeer_model", "vermeer_long")
+ORACLES = ("chain", "true_tail", "no_lateral", "label_avg", "label_tail", "true_surface", "model_line_long",
+           "true_atten")
+#: Lateral standard deviation of the tail sums' average (A-lines), the chain's default for both forms.
+SIGMA_PX = 2.0
+#: Reflectivity, relative to its class's, below which tissue counts as dark (a label of its own).
+DARK_FRACTION = 0.3
 
 
 def world_box(acquisition_truth: Path, truth: dict, entry: dict, attributes: dict, shape: tuple[int, int, int],
@@ -70,13 +92,84 @@ def world_box(acquisition_truth: Path, truth: dict, entry: dict, attributes: dic
 
 def vermeer_gain(signal: np.ndarray, n_z: int | None = None) -> np.ndarray:
     """``T[0] / T[k]`` of Vermeer's compensation (tail sums as the chain takes them), first ``n_z`` depths."""
-    tails = attenuation.tail_sums(signal, None, 2.0)
-    n_z = n_z or signal.shape[0]
-    return np.divide(tails[0][None], tails[:n_z], out=np.zeros((n_z,) + signal.shape[1:], np.float32),
+    return gain_of(attenuation.tail_sums(signal, None, SIGMA_PX), n_z or signal.shape[0])
+
+
+def edge_tails(signal: np.ndarray) -> np.ndarray:
+    """The chain's edge-aware tail sums of a ``(z, y, x)`` slice (one block, default settings)."""
+    grid = attenuation.BinGrid.of(signal.shape[1:])
+    return attenuation.edge_aware_tails(signal, attenuation.binned_tail_sums(signal, grid), grid, SIGMA_PX)
+
+
+def seen_sums(tails: np.ndarray) -> np.ndarray:
+    """Tail sums without their end-of-range extension (``T[z]`` is the extension alone)."""
+    return tails - tails[-1:]
+
+
+def true_tail_sums(seen: np.ndarray, noise_free: np.ndarray, n_z: int) -> np.ndarray:
+    """``seen`` continued by the true unseen tail: ``seen[0]`` times the noise-free unseen-to-seen ratio."""
+    box = attenuation.box_width(SIGMA_PX)
+    seen_true = ndimage.uniform_filter(noise_free[:n_z].sum(axis=0), box, mode="nearest")
+    unseen_true = ndimage.uniform_filter(noise_free[n_z:].sum(axis=0), box, mode="nearest")
+    ratio = np.divide(unseen_true, seen_true, out=np.zeros_like(seen_true), where=seen_true > 0)
+    return seen + (seen[0] * ratio)[None]
+
+
+def tissue_labels(r: np.ndarray, mu: np.ndarray, classes: list[dict]) -> np.ndarray:
+    """Nearest tissue class of the true attenuation, dark tissue a label of its own (``2 * class + dark``)."""
+    log_mu = np.log([c["attenuation_per_mm"] for c in classes])
+    nearest = np.abs(np.log(np.maximum(mu, 1e-3))[..., None] - log_mu).argmin(axis=-1)
+    reflectivity = np.asarray([c["reflectivity"] for c in classes])[nearest]
+    return 2 * nearest + (r < DARK_FRACTION * reflectivity)
+
+
+def label_averaged(sums: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each plane of per-A-line ``sums`` (z + 1 planes) box-averaged over the A-lines of its own label."""
+    box = attenuation.box_width(SIGMA_PX)
+    out = sums.copy()
+    for k in range(labels.shape[0]):
+        for label in np.unique(labels[k]):
+            member = (labels[k] == label).astype(np.float32)
+            total = ndimage.uniform_filter(sums[k] * member, box, mode="nearest")
+            count = ndimage.uniform_filter(member, box, mode="nearest")
+            out[k] = np.where(member > 0, np.divide(total, count, out=sums[k].copy(), where=count > 0), out[k])
+    return out
+
+
+def gain_of(tails: np.ndarray, n_z: int) -> np.ndarray:
+    """Vermeer's gain ``T[0] / T[k]`` of the first ``n_z`` depths (0 where ``T[k]`` is 0)."""
+    return np.divide(tails[0][None], tails[:n_z], out=np.zeros((n_z,) + tails.shape[1:], np.float32),
                      where=tails[:n_z] > 0)
 
 
-def slice_scores(case: Path, truth: dict, entry: dict, kept_px: int) -> dict[str, tuple[float, float]]:
+def oracle_corrections(signal: np.ndarray, noise_free: np.ndarray, present: np.ndarray, labels: np.ndarray,
+                       true_t: np.ndarray) -> dict[str, np.ndarray]:
+    """The chain's compensation of the focus-corrected ``signal`` with one estimate replaced by the truth at a time.
+
+    ``noise_free``, ``present`` and ``true_t`` cover the imaged depth and :data:`LONG_PX` more; ``labels``
+    the imaged depth.
+    """
+    n_z = signal.shape[0]
+    chain = edge_tails(signal)
+    line = seen_sums(attenuation.tail_sums(signal))
+    labelled = label_averaged(line, labels)
+    extended = attenuation.binned_box_tails(labelled, 0.0)  # a box of 1: the extension alone
+    above_cut = np.where(present[:n_z], signal, 0.0).astype(np.float32)
+    long_line = attenuation.tail_sums(noise_free)
+    return {
+        "chain": signal * gain_of(chain, n_z),
+        "true_tail": signal * gain_of(true_tail_sums(seen_sums(chain), noise_free, n_z), n_z),
+        "no_lateral": signal * gain_of(attenuation.tail_sums(signal), n_z),
+        "label_avg": signal * gain_of(extended, n_z),
+        "label_tail": signal * gain_of(true_tail_sums(labelled, noise_free, n_z), n_z),
+        "true_surface": above_cut * gain_of(edge_tails(above_cut), n_z),
+        "model_line_long": signal * gain_of(long_line - long_line[-1:], n_z),
+        "true_atten": signal / true_t[:n_z],
+    }
+
+
+def slice_scores(case: Path, truth: dict, entry: dict, kept_px: int,
+                 oracles: bool = False) -> dict[str, tuple[float, float]]:
     """``{variant: (ncc, plane-ratio CV)}`` of one slice."""
     tag = f"z{entry['slice_id']:02d}"
     stitched = case / f"slice_{tag}_stitch_3d.ome.zarr"
@@ -95,14 +188,18 @@ def slice_scores(case: Path, truth: dict, entry: dict, kept_px: int) -> dict[str
     f_est = np.asarray(metrics.get("focus_profile", np.ones(n_z)), np.float32)[:, None, None]
     signal = np.maximum(volume - noise, 0.0)
     noise_free = (r * true_t * present).astype(np.float32)
-    corrected = {
-        "estimated": signal / f_est * vermeer_gain(signal / f_est),
-        "true_focus": signal / f_true * vermeer_gain(signal / f_true),
-        "true_atten": signal / f_est / true_t[:n_z],
-        "both_true": signal / f_true / true_t[:n_z],
-        "vermeer_model": signal / f_true * vermeer_gain(noise_free[:n_z]),
-        "vermeer_long": signal / f_true * vermeer_gain(noise_free, n_z),
-    }
+    if oracles:
+        labels = tissue_labels(r[:n_z], mu[:n_z], truth["tissue_classes"])
+        corrected = oracle_corrections(signal / f_est, noise_free, present, labels, true_t)
+    else:
+        corrected = {
+            "estimated": signal / f_est * vermeer_gain(signal / f_est),
+            "true_focus": signal / f_true * vermeer_gain(signal / f_true),
+            "true_atten": signal / f_est / true_t[:n_z],
+            "both_true": signal / f_true / true_t[:n_z],
+            "vermeer_model": signal / f_true * vermeer_gain(noise_free[:n_z]),
+            "vermeer_long": signal / f_true * vermeer_gain(noise_free, n_z),
+        }
     top = int(np.ceil(cut.max())) + 2
     kept = slice(top, min(n_z, top + kept_px))
     reference = (r * present)[:n_z]
@@ -135,14 +232,17 @@ def main() -> None:
     parser.add_argument("case", type=Path, help="A matrix case directory (holds raw/ and the chain's outputs).")
     parser.add_argument("--slices", type=int, nargs="+", help="Slice ids [all].")
     parser.add_argument("--kept_px", type=int, default=42, help="Depth scored below the cut [%(default)s].")
+    parser.add_argument("--oracles", action="store_true",
+                        help="Score the chain's edge-aware compensation with one estimate true at a time instead.")
     args = parser.parse_args()
     truth = json.loads((args.case / "raw" / "ground_truth" / "truth.json").read_text())
-    print("| slice | " + " | ".join(f"{v} NCC / CV" for v in VARIANTS) + " |\n|---|" + "---|" * len(VARIANTS))
+    names = ORACLES if args.oracles else VARIANTS
+    print("| slice | " + " | ".join(f"{v} NCC / CV" for v in names) + " |\n|---|" + "---|" * len(names))
     for entry in truth["slices"]:
         if args.slices and entry["slice_id"] not in args.slices:
             continue
-        scores = slice_scores(args.case, truth, entry, args.kept_px)
-        print(f"| {entry['slice_id']} | " + " | ".join(f"{scores[v][0]:.3f} / {scores[v][1]:.3f}" for v in VARIANTS)
+        scores = slice_scores(args.case, truth, entry, args.kept_px, args.oracles)
+        print(f"| {entry['slice_id']} | " + " | ".join(f"{scores[v][0]:.3f} / {scores[v][1]:.3f}" for v in names)
               + " |", flush=True)
 
 
