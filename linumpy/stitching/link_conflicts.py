@@ -27,7 +27,7 @@ culprit is found.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def broken_loop_culprit(
     pairs: Sequence[PairOffset],
     spreads: Mapping[Pair, Sequence[float]],
     tile_step_px: Sequence[float],
-    excluded: set[Pair] = frozenset(),
+    excluded: Collection[Pair] = (),
 ) -> int | None:
     """Index of the clearly least certain pair among those on a loop that misses.
 
@@ -80,7 +80,7 @@ def broken_loop_culprit(
         ``(a, b) -> (y, x)`` peak spread of every pair.
     tile_step_px : sequence of float
         Nominal ``(y, x)`` step.
-    excluded : set of (a, b)
+    excluded : collection of (a, b)
         Pairs not to name (their drop was refused).
 
     Returns
