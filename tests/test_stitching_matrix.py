@@ -99,3 +99,22 @@ def test_a_piece_hung_on_a_weak_placement_is_searched_again():
     links = [p for p in transform.pairs if p.status == "kept (piece search)"]
     assert {(p.a, p.b) for p in links} == {((1, 2), (2, 2)), ((3, 1), (3, 2))}
     assert all(np.isfinite(p.spread_px).all() for p in links)
+
+
+def test_the_broad_link_of_a_broken_loop_is_dropped():
+    """`backlash ... stage +-3 px` seed 4 (a tuning seed, docs/stitching.md "stitch17"): the piece
+    (0, 1), (0, 2), (0, 3), (1, 3), placed by the joint search, hung on a good link (0, 0)-(0, 1)
+    (0.06 px off, honest error ~1 px) and a broad one (1, 3)-(2, 3) (own significance 0.51, peak
+    spread 2.6 px, 2.9 px off); their loop missed by 2.9 px, each residual below the solve's bar,
+    and the piece ended 0.9-1.65 px off (1.50 px for (0, 3), 0.38 px farther than its stage
+    position). The broad link is dropped: the piece within 0.6 px of the truth (measured
+    0.36-0.57), slice mean 0.59 px (was 0.97), no tile farther than its stage position."""
+    ours, excess, textured, transform = stitch_errors(
+        get_condition("backlash 3 px + row-start settling 2 px, stage +-3"), 4)
+    assert max(ours[t] for t in [(0, 1), (0, 2), (0, 3), (1, 3)]) <= 0.6, ours
+    assert np.mean([ours[t] for t in textured]) <= 0.65
+    assert max(excess.values()) <= 0.0, excess
+    status = {(p.a, p.b): p.status for p in transform.pairs}
+    assert status[((1, 3), (2, 3))] == "least certain of a broken loop"
+    assert status[((0, 0), (0, 1))].startswith("kept")
+

@@ -24,7 +24,9 @@
    (:mod:`linumpy.stitching.cluster_search`), each tile placed only where
    its own peak is significant. Once all are placed, each piece that these
    searches hung on weak links is searched again against the trusted tiles
-   with all its links at once (:mod:`linumpy.stitching.reanchor`).
+   with all its links at once (:mod:`linumpy.stitching.reanchor`). Then
+   the least certain weak link of each loop that does not close is dropped
+   (:mod:`linumpy.stitching.link_conflicts`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -48,6 +50,7 @@ from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.link_conflicts import drop_broken_loop_links
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, offset_spread, refine_subpixel, register_pair
@@ -217,13 +220,20 @@ def estimate_transform(
         clustered.update(links)
     positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, registrations,
                                                  flattened, tile_step_px)
+    current = {**registrations, **moved, **joint, **clustered, **relinked}
+    (positions, model, kept), unlinked = drop_broken_loop_links(
+        tiles, (positions, model, kept),
+        {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
+        {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**registrations, **moved, **joint, **clustered, **relinked}.items():
-        if (a, b) in relinked:
+    for (a, b), r in current.items():
+        if (a, b) in unlinked:
+            status = "least certain of a broken loop"
+        elif (a, b) in relinked:
             status = "kept (piece search)" if (a, b) in kept_ids else "piece search, inconsistent"
         elif (a, b) in clustered:
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"

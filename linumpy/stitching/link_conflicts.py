@@ -1,0 +1,166 @@
+"""Drop the least certain weak link of a loop that does not close, once all tiles are placed.
+
+Around a loop of pairs the offsets must add up to zero. The global solve
+removes a pair only while its residual exceeds
+:data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX`; a loop that misses
+by 2-3 px spreads the miss over its pairs by their weights (``sigma_px``,
+which does not see a broad peak), each residual below the bar, and the tiles
+end between what the pairs say. Each pair's offset predicted from all the
+others (:func:`~linumpy.stitching.global_solve.leave_one_out_offsets`) shows
+the whole miss instead. Every pair of a loop broken once departs from its
+prediction by about as much, so the departure says that the loop is broken,
+not which pair broke it; the culprit is the pair whose offset is the least
+certain, by its **honest error**: its standard error and its own peak spread
+(``spread_px``, the best predictor of a weak pair's error, docs/stitching.md)
+in quadrature, the larger over the axes. The spread only chooses the pair to
+drop; it weights nothing.
+
+The culprit is dropped only if it is clearly the least certain (its honest
+error at least :data:`CULPRIT_MARGIN` times that of every other pair of a
+broken loop: two links of similar quality are a coin flip), its own
+significance is below :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`,
+and the solve without it keeps every other pair (no tile loses its
+registration, no weak pair is left outside a loop). Repeated until no
+culprit is found.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+
+from linumpy.stitching.global_solve import (
+    MAX_RESIDUAL_PX,
+    PairOffset,
+    StageModel,
+    TileIndex,
+    bridges,
+    leave_one_out_offsets,
+    solve_positions,
+)
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[TileIndex, TileIndex]
+
+#: The culprit's honest error must be at least this many times that of every other
+#: pair of a broken loop. Tuned on seeds 0-4 of the stitching matrix: 1.5 also drops
+#: a link of 8 x 8 harsh seed 3 (excess over the stage +0.25 px), 2.5 no longer
+#: drops the broad link of backlash +-3 seed 4 (ratio 2.5).
+CULPRIT_MARGIN = 2.0
+
+
+def honest_error(pair: PairOffset, spread_px: Sequence[float]) -> float:
+    """The pair's standard error (``1 / sqrt(weight)``) and peak spread in quadrature,
+    the larger over the axes (pixels; a NaN spread counts as 0)."""
+    spread = np.nan_to_num(np.asarray(spread_px, float))
+    return float(np.max(np.hypot(1 / np.sqrt(pair.axis_weights()), spread)))
+
+
+def broken_loop_culprit(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    spreads: Mapping[Pair, Sequence[float]],
+    tile_step_px: Sequence[float],
+    excluded: Collection[Pair] = (),
+) -> int | None:
+    """Index of the clearly least certain pair among those on a loop that misses.
+
+    A pair is on a broken loop when its offset predicted from all the other
+    pairs departs from its own by more than ``MAX_RESIDUAL_PX``.
+
+    Parameters
+    ----------
+    tiles : sequence of (row, col)
+    pairs : sequence of PairOffset
+        Kept pairs.
+    spreads : mapping
+        ``(a, b) -> (y, x)`` peak spread of every pair.
+    tile_step_px : sequence of float
+        Nominal ``(y, x)`` step.
+    excluded : collection of (a, b)
+        Pairs not to name (their drop was refused).
+
+    Returns
+    -------
+    int or None
+        ``None`` if every loop closes within ``MAX_RESIDUAL_PX`` or no pair
+        of a broken loop is :data:`CULPRIT_MARGIN` times less certain than
+        all the others.
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> true = {((0, 0), (0, 1)): (0.0, 10.0), ((0, 0), (1, 0)): (10.0, 0.0),
+    ...         ((0, 1), (1, 1)): (10.0, 0.0), ((1, 0), (1, 1)): (3.0, 10.0)}
+    >>> pairs = [PairOffset(a, b, true[(a, b)], 4.0) for a, b in square]
+    >>> spreads = {(a, b): (0.0, 0.0) for a, b in square} | {((1, 0), (1, 1)): (2.0, 2.0)}
+    >>> broken_loop_culprit([t for pair in square for t in pair], pairs, spreads, (10, 10))
+    3
+    """
+    if not pairs:
+        return None
+    predicted = leave_one_out_offsets(tiles, pairs, tile_step_px)
+    on_no_loop = set(bridges(pairs))
+    broken = [k for k, pair in enumerate(pairs)
+              if k not in on_no_loop and (pair.a, pair.b) not in excluded
+              and np.hypot(*(predicted[k] - np.asarray(pair.offset))) > MAX_RESIDUAL_PX]
+    if not broken:
+        return None
+    errors = {k: honest_error(pairs[k], spreads[(pairs[k].a, pairs[k].b)]) for k in broken}
+    ranked = sorted(broken, key=lambda k: (-errors[k], k))
+    if len(ranked) > 1 and errors[ranked[0]] < CULPRIT_MARGIN * errors[ranked[1]]:
+        return None
+    return ranked[0]
+
+
+def drop_broken_loop_links(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    spreads: Mapping[Pair, Sequence[float]],
+    own_significance: Mapping[Pair, float],
+    anchor_significance: float,
+    tile_step_px: Sequence[float],
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], list[Pair]]:
+    """Drop, one at a time, the least certain weak pair of a loop that does not close.
+
+    Parameters
+    ----------
+    tiles : sequence of (row, col)
+    solved : tuple
+        ``(positions, model, kept)`` of the current solve.
+    spreads : mapping
+        ``(a, b) -> (y, x)`` peak spread of every kept pair.
+    own_significance : mapping
+        ``(a, b) -> significance`` of each pair's own registration (not that
+        of a joint peak that placed it).
+    anchor_significance : float
+        A culprit at least this significant is kept.
+    tile_step_px : sequence of float
+        Nominal ``(y, x)`` step.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), dropped)``.
+    """
+    dropped: list[Pair] = []
+    refused: set[Pair] = set()
+    while (culprit := broken_loop_culprit(tiles, solved[2], spreads, tile_step_px, refused)) is not None:
+        pair = solved[2][culprit]
+        key = (pair.a, pair.b)
+        if own_significance[key] >= anchor_significance:
+            break
+        rest = [p for k, p in enumerate(solved[2]) if k != culprit]
+        without = solve_positions(tiles, rest, tile_step_px)
+        if len(without[2]) < len(rest):
+            refused.add(key)
+            continue
+        logger.info("pair %s-%s dropped: its loop does not close and it is the least certain "
+                    "(honest error %.2f px, own significance %.2f)", pair.a, pair.b,
+                    honest_error(pair, spreads[key]), own_significance[key])
+        dropped.append(key)
+        solved = without
+    return solved, dropped
