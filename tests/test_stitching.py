@@ -310,6 +310,50 @@ def test_feather_blend_is_weighted_mean_in_overlap():
     assert np.allclose(average[0, :, 76:96], 2.0)
 
 
+@pytest.mark.parametrize("mode", ["feather", "average", "max"])
+@pytest.mark.parametrize("group_bytes", [1, 3 * 4 * 96 * 96, 2**30])
+def test_plane_groups_fuse_the_same_bits(monkeypatch, mode, group_bytes):
+    """Fusing a tile part group of planes by group gives exactly the whole-part arithmetic; tiles are not modified."""
+    from linumpy.stitching import blend
+    from linumpy.stitching.fusion_flatfield import FusionFlatField
+
+    monkeypatch.setattr(blend, "GROUP_BYTES", group_bytes)
+    rng = np.random.default_rng(13)
+    positions = {(r, c): (r * 76 + rng.uniform(-3, 3), c * 76 + rng.uniform(-3, 3)) for r in range(2) for c in range(3)}
+    origins, _ = placement_origins(positions)
+    tiles = {t: rng.gamma(2.0, 0.1, (7, *TILE)).astype(np.float16) for t in origins}  # cast as it is fused
+    kept = {t: v.copy() for t, v in tiles.items()}
+    field = rng.uniform(0.8, 1.2, TILE).astype(np.float32)
+    flat = FusionFlatField("applied", field, 0.01)
+    weights = feather_weights(TILE, (20, 20))
+    box = Box(5, 180, 10, 230)
+    fused = fuse_block(box, 7, origins, TILE, _reader(tiles), weights, mode, flat.correct_into)
+    # The whole-part arithmetic, one part after the other.
+    expected = np.full((7, *box.shape), -np.inf if mode == "max" else 0, np.float32)
+    total = np.zeros(box.shape, np.float32)
+    for tile, part in blend.tiles_in_box(box, origins, TILE):
+        oy, ox = origins[tile]
+        target = (slice(None), slice(part.y0 + oy - box.y0, part.y1 + oy - box.y0),
+                  slice(part.x0 + ox - box.x0, part.x1 + ox - box.x0))
+        yx = (slice(part.y0, part.y1), slice(part.x0, part.x1))
+        data = tiles[tile][(slice(None), *yx)].astype(np.float32)
+        data -= np.float32(0.01)
+        data /= field[yx]
+        data += np.float32(0.01)
+        if mode == "max":
+            np.maximum(expected[target], data, out=expected[target])
+            continue
+        weight = weights[yx] if mode == "feather" else np.ones(part.shape, np.float32)
+        expected[target] += data * weight
+        total[target[1:]] += weight
+    if mode == "max":
+        expected[np.isneginf(expected)] = 0
+    else:
+        np.divide(expected, total, out=expected, where=total > 0)
+    assert np.array_equal(fused, expected)
+    assert all(np.array_equal(tiles[t], kept[t]) for t in tiles)
+
+
 # --- transform file -------------------------------------------------------------------------
 
 
@@ -539,3 +583,22 @@ def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):
     blocked, _ = read_omezarr(pieces)
     assert blocked.chunksize == (2, 32, 32)
     assert np.array_equal(blocked.compute(), read_omezarr(whole)[0].compute())
+
+
+def test_tiles_read_whole_or_in_parts_fuse_the_same_bits(tmp_path):
+    """A grid chunked one tile laterally (tiles read whole) and one chunked smaller (parts read) stitch alike."""
+    from linumpy.io.zarr import open_omezarr_level, read_omezarr_info, save_omezarr
+    from linumpy.stitching.stitch import stitch_mosaic_grid
+
+    whole = tmp_path / "mosaic_grid_3d_z03.ome.zarr"
+    write_mosaic_grid(whole, depth=6)
+    data, resolution = open_omezarr_level(whole)
+    parts = tmp_path / "parts" / whole.name
+    save_omezarr(data[:], parts, resolution, chunks=(4, 40, 40), n_levels=1,
+                 attributes=read_omezarr_info(whole).attributes)
+    outputs = []
+    for grid in (whole, parts):
+        out = grid.parent / "slice_z03_stitch_3d.ome.zarr"
+        stitch_mosaic_grid(grid, out, n_levels=1, workers=1)
+        outputs.append(open_omezarr_level(out)[0][:])
+    assert np.array_equal(outputs[0], outputs[1])

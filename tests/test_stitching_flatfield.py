@@ -119,9 +119,14 @@ def test_correct_divides_the_signal_above_the_floor():
     field = np.array([[0.5, 1.0], [1.0, 2.0]], np.float32)
     flat = FusionFlatField("applied", field, 0.1)
     data = np.full((2, 2, 2), 1.1, np.float32)
-    out = flat.correct(data, (slice(0, 2), slice(0, 2)))
+    out = np.empty_like(data)
+    flat.correct_into(data, (slice(0, 2), slice(0, 2)), out)
     assert np.allclose(out[0], [[2.1, 1.1], [1.1, 0.6]])
-    assert FusionFlatField("off").correct(data, (slice(0, 2), slice(0, 2))) is data
+    assert np.all(data == np.float32(1.1))  # the input is left as it is
+    flat.correct_into(data, (slice(0, 2), slice(0, 2)), data)  # in place: the same values
+    assert np.array_equal(data, out)
+    FusionFlatField("off").correct_into(np.full((2, 2, 2), 0.5, np.float16), (slice(0, 2), slice(0, 2)), out)
+    assert np.all(out == 0.5)
     assert noise_floor({(0, 0): np.array([0.3, 0.01, 0.2]), (0, 1): np.array([0.02, 0.5]),
                         (1, 0): np.array([0.5, 0.03])}) == pytest.approx(0.02)
 

@@ -22,8 +22,16 @@ from linumpy.stitching.global_solve import TileIndex
 from linumpy.stitching.options import BLEND_MODES
 
 #: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile, at the
-#: depths of the block being fused.
+#: depths of the block being fused (the fusion does not modify it).
 TileReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]
+
+#: ``correct(values, (y_slice, x_slice), out)``: writes the corrected ``(z, h, w)`` float32 ``values`` of that
+#: part of a tile into ``out`` (e.g. :meth:`~linumpy.stitching.fusion_flatfield.FusionFlatField.correct_into`).
+PartCorrection = Callable[[np.ndarray, tuple[slice, slice], np.ndarray], None]
+
+#: A tile part is corrected, weighted and added plane group by plane group, each group at most this many bytes
+#: (it stays in the core's cache between the element-wise passes; same arithmetic per voxel).
+GROUP_BYTES = 256 * 2**10
 
 
 @dataclass(frozen=True)
@@ -132,10 +140,14 @@ def fuse_block(
     read_tile: TileReader,
     weights: np.ndarray,
     mode: str = "feather",
+    correct: PartCorrection | None = None,
 ) -> np.ndarray:
     """Return the fused ``(depth, h, w)`` float32 block of the output at ``box``.
 
-    Pixels covered by no tile are 0.
+    Pixels covered by no tile are 0. Each tile part is corrected (``correct``),
+    weighted and added to the block :data:`GROUP_BYTES` of planes at a time,
+    through one small buffer: the element-wise passes run in the cache instead
+    of over the whole part in memory (the same operations on every voxel).
 
     Parameters
     ----------
@@ -148,11 +160,13 @@ def fuse_block(
     tile_shape : sequence of int
         ``(y, x)`` tile shape.
     read_tile : callable
-        Returns the ``(depth, h, w)`` part of a tile for a ``(y, x)`` slice pair.
+        Returns the ``(depth, h, w)`` part of a tile for a ``(y, x)`` slice pair (not modified).
     weights : np.ndarray
         Per-pixel tile weights (see :func:`feather_weights`); used by ``feather``.
     mode : {"feather", "average", "max"}
         Fusion rule.
+    correct : callable, optional
+        Correction of every tile part before it is fused (:data:`PartCorrection`).
     """
     if mode not in BLEND_MODES:
         raise ValueError(f"unknown blend mode {mode!r}; expected one of {BLEND_MODES}")
@@ -164,23 +178,40 @@ def fuse_block(
         total_weight = np.zeros(box.shape, dtype=np.float32)
     for tile, part in tiles_in_box(box, origins, tile_shape):
         oy, ox = origins[tile]
-        target = (slice(None), slice(part.y0 + oy - box.y0, part.y1 + oy - box.y0),
-                  slice(part.x0 + ox - box.x0, part.x1 + ox - box.x0))
-        data = np.asarray(read_tile(tile, (slice(part.y0, part.y1), slice(part.x0, part.x1))),
-                          dtype=np.float32)
-        if mode == "max":
-            np.maximum(fused[target], data, out=fused[target])
-            continue
-        if mode == "feather":
-            weight = weights[part.y0:part.y1, part.x0:part.x1]
-            # Weight in place when the block is ours (a fresh read), else into a new array.
-            data = np.multiply(data, weight, out=data if data.flags.owndata and data.flags.writeable else None)
-        else:
-            weight = np.ones(part.shape, dtype=np.float32)
-        fused[target] += data
-        total_weight[target[1:]] += weight
+        lateral = (slice(part.y0 + oy - box.y0, part.y1 + oy - box.y0),
+                   slice(part.x0 + ox - box.x0, part.x1 + ox - box.x0))
+        yx = (slice(part.y0, part.y1), slice(part.x0, part.x1))
+        data = read_tile(tile, yx)
+        weight = weights[yx] if mode == "feather" else None
+        group = _planes_per_group(part.shape)
+        buffer = np.empty((min(group, depth), *part.shape), np.float32)
+        for z0 in range(0, depth, group):
+            planes = slice(z0, min(z0 + group, depth))
+            values = buffer[: planes.stop - z0]
+            if correct is not None:
+                correct(data[planes], yx, values)
+            else:
+                values[...] = data[planes]
+            target = fused[(planes, *lateral)]
+            if mode == "max":
+                np.maximum(target, values, out=target)
+                continue
+            if weight is not None:
+                values *= weight
+            target += values
+        if mode != "max":
+            total_weight[lateral] += 1 if weight is None else weight
     if mode == "max":
         fused[np.isneginf(fused)] = 0.0
         return fused
-    np.divide(fused, total_weight, out=fused, where=total_weight > 0)
+    covered = total_weight > 0
+    group = _planes_per_group(box.shape)
+    for z0 in range(0, depth, group):
+        planes = fused[z0 : z0 + group]
+        np.divide(planes, total_weight, out=planes, where=covered)
     return fused
+
+
+def _planes_per_group(plane_shape: tuple[int, int]) -> int:
+    """Planes of float32 ``plane_shape`` in one group of at most :data:`GROUP_BYTES` (at least one)."""
+    return max(1, GROUP_BYTES // (4 * plane_shape[0] * plane_shape[1]))

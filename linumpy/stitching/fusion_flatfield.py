@@ -81,22 +81,20 @@ class FusionFlatField:
         """Whether a field is divided out."""
         return self.field is not None
 
-    def correct(self, data: np.ndarray, part: tuple[slice, slice]) -> np.ndarray:
-        """Return ``floor + (data - floor) / field`` for the ``(y, x)`` ``part`` of a tile (float32).
+    def correct_into(self, data: np.ndarray, part: tuple[slice, slice], out: np.ndarray) -> None:
+        """Write ``floor + (data - floor) / field`` for the ``(y, x)`` ``part`` of a tile into ``out``.
 
-        ``data`` is ``(z, h, w)``; returned as it is when no field is applied, corrected in place when it
-        is a float32 array of its own (a fresh read), else into a new float32 array.
+        ``data`` is ``(z, h, w)``; ``out`` is a float32 array of its shape, or ``data`` itself (corrected in
+        place). Without a field, ``data`` is copied into ``out`` (cast to float32).
         """
+        if out is not data:
+            out[...] = data
         if self.field is None:
-            return data
-        out = np.asarray(data, dtype=np.float32)
-        if not (out.flags.owndata and out.flags.writeable):
-            out = out.copy()
+            return
         floor = np.float32(self.noise_floor)
         out -= floor
         out /= self.field[part]
         out += floor
-        return out
 
     def qc_fields(self) -> dict:
         """The stitch QC record's ``fusion_flatfield`` entry: status, floor, support, applied field's range."""

@@ -383,7 +383,7 @@ def write_fused(
     ``BLOCK_PX`` x ``BLOCK_PX`` laterally (2 x 2 output chunks) by one input
     z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it, straight from
     their chunk files (``data`` is a :class:`~linumpy.io.zarr.StoredArray`), each tile part
-    corrected by ``flat`` as it is read. ``workers`` threads
+    corrected by ``flat`` as it is fused (:func:`~linumpy.stitching.blend.fuse_block`). ``workers`` threads
     read, fuse and write blocks, with at most two blocks per thread in flight, so memory
     does not depend on the size of the slice.
     """
@@ -395,6 +395,10 @@ def write_fused(
     weights = feather_weights(tile_yx, overlap)
 
     z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
+    # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
+    # straight into the result and the part is a view of it (no copy of the part).
+    whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
+    correct = flat.correct_into if flat.applied else None
 
     def fuse_and_write(task: tuple[int, Box]) -> None:
         z0, box = task
@@ -402,11 +406,12 @@ def write_fused(
 
         def read_tile(tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
             ys, xs = layout.tile_slices(tile)
-            region = (slice(z0, z1), slice(ys.start + part[0].start, ys.start + part[0].stop),
-                      slice(xs.start + part[1].start, xs.start + part[1].stop))
-            return flat.correct(data[region], part)
+            if whole_tiles:
+                return data[z0:z1, ys, xs][(slice(None), *part)]
+            return data[z0:z1, ys.start + part[0].start:ys.start + part[0].stop,
+                        xs.start + part[1].start:xs.start + part[1].stop]
 
-        block = fuse_block(box, z1 - z0, origins, tile_yx, read_tile, weights, blend)
+        block = fuse_block(box, z1 - z0, origins, tile_yx, read_tile, weights, blend, correct)
         writer[z0:z1, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
 
     attributes = dict(attributes)
