@@ -126,14 +126,8 @@ def main() -> None:
     parser.add_argument("--tail_edge_sigma_px", type=float, default=2.0,
                         help="Matrix: the axial correction's edge-aware tail sums (AxialSettings' default; "
                              "0 = the box) [%(default)s].")
-    parser.add_argument("--attenuation_cap_factor", type=float, default=None,
-                        help="Matrix: the axial correction's cap on each voxel's compensated attenuation, a "
-                             "multiple of the tissue's median fitted decay rate (0: no cap) [AxialSettings' default].")
     parser.add_argument("--restack", action="store_true",
                         help="Matrix: reuse the normalised slices a previous run left in --workdir; stack only.")
-    parser.add_argument("--attenuation_cap_window_px", type=int, default=None,
-                        help="Matrix: depth window (voxels) over which the capped attenuation is averaged "
-                             "[AxialSettings' default].")
     parser.add_argument("--reaxial", action="store_true",
                         help="Matrix: reuse the stitched slices a previous run left in --workdir; run from the "
                              "axial correction.")
@@ -171,15 +165,12 @@ def run_matrix(args: argparse.Namespace) -> None:
     from linumpy.intensity.axial import AxialSettings
     from linumpy.simulate.conditions import CONDITIONS
 
-    cap = {} if args.attenuation_cap_factor is None else {"attenuation_cap_factor": args.attenuation_cap_factor or None}
-    if args.attenuation_cap_window_px is not None:
-        cap["attenuation_cap_window_px"] = args.attenuation_cap_window_px
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_matrix_"))
     rows = []
     for condition in args.conditions or list(CONDITIONS):
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
-                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px, **cap),
+                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px),
                             restack=args.restack, reaxial=args.reaxial, stitch_flatfield=args.stitch_flatfield)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])

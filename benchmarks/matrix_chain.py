@@ -64,8 +64,9 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         simulate_acquisition(acquisition, preset, seed=seed, overwrite=True)
     truth = json.loads((acquisition / "ground_truth" / "truth.json").read_text())
     reader = open_acquisition(acquisition)
+    stitched_all = all((case / f"slice_z{i:02d}_stitch_3d.ome.zarr").exists() for i in truth["slice_ids"])
     pooled = (estimate_acquisition_curvature(reader).curvature
-              if curvature == "acquisition" and not (restack or reaxial) else None)
+              if curvature == "acquisition" and not restack and not (reaxial and stitched_all) else None)
     normalized = {}
     scores: dict[str, Any] = {"condition": condition, "seed": seed, "curvature": curvature, "case_dir": str(case),
                               "slices": []}

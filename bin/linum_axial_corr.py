@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_ATTENUATION_CAP_FACTOR, FOCUS_MODES
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Average the compensation's tail sums with an edge-aware (guided) filter of this "
                              "sigma (A-lines; 2 and 4 measured), so that tissues of different levels do not lend "
                              "each other their decay; ~5%% more CPU (0: the box average) [%(default)s].")
-    parser.add_argument("--attenuation_cap_factor", type=finite_float, default=DEFAULT_ATTENUATION_CAP_FACTOR,
-                        help="Cap the attenuation each voxel adds to the compensation's gain at this multiple of "
-                             "the median fitted decay rate of the tissue A-lines around it (the block being "
-                             "corrected), where a bright voxel above dark tissue reads as strong attenuation "
-                             "(0: no cap; QC: the cap used, the capped fraction) [%(default)s].")
     parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
                         help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
                              "0.05%%) [%(default)s].")
@@ -69,7 +64,6 @@ def main(args: argparse.Namespace) -> None:
         attenuation=args.attenuation,
         agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
         tail_edge_sigma_px=args.attenuation_edge_sigma_px,
-        attenuation_cap_factor=args.attenuation_cap_factor or None,
     )
     correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,
                   compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))

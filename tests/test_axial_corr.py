@@ -604,9 +604,6 @@ def test_script_refuses_existing_output_and_overwrites_with_f(tmp_path):
     assert refused.returncode == 2 and "already exists" in refused.stderr
     assert subprocess.run([*command, "-f", "--attenuation_edge_sigma_px", "4"], capture_output=True).returncode == 0
     assert read_qc_record(qc_record_path(out))["metrics"]["attenuation_tail_average"] == "edge-aware, sigma 4 px"
-    assert read_qc_record(qc_record_path(out))["metrics"]["attenuation_cap_factor"] == 2.0  # the default
-    assert subprocess.run([*command, "-f", "--attenuation_cap_factor", "0"], capture_output=True).returncode == 0
-    assert read_qc_record(qc_record_path(out))["metrics"]["attenuation_cap_factor"] is None
 
 
 def test_flattening_follows_the_surface_plane_not_its_bumps():

@@ -37,8 +37,6 @@ from scipy import ndimage
 
 #: Largest window-to-window decay ratio accepted for the end-of-range extension.
 MAX_TAIL_RATIO = 0.95
-#: Smallest positive float32: the denominator of a ratio whose tail sum is 0.
-TINY = np.float32(np.finfo(np.float32).tiny)
 #: Planes handled by one numpy call in the plane-by-plane loops (bounded temporaries, few calls).
 GROUP_PLANES = 16
 
@@ -421,44 +419,8 @@ def attenuation_coefficient(tails: np.ndarray, voxel_size_mm: float) -> np.ndarr
     return (np.log(ratio) / (2.0 * voxel_size_mm)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class AttenuationCap:
-    """Cap on the attenuation each voxel adds to Vermeer's gain (:func:`compensate_attenuation`).
-
-    Each voxel's ratio ``T[k] / T[k + 1]`` is clipped at ``exp(factor * max(floor, decay[k]))``, with
-    ``decay[k]`` the signal's own decay per voxel around ``k`` (the log-ratio of its sums over the
-    ``window_px`` voxels above and the ``window_px`` voxels below, divided by ``window_px``; where
-    either is empty, the floor alone). Vermeer's ratio is ``exp(2 dz mu)`` where the backscatter is
-    proportional to the attenuation; above tissue darker than that premise expects (dark tissue,
-    a cavity) it is far larger than the decay of the signal itself, and every voxel below would
-    get the excess as gain.
-
-    Attributes
-    ----------
-    floor : float
-        ``2 dz mu_ref``: the decay per voxel (log) of a reference attenuation ``mu_ref`` (e.g. the
-        tissue's median fitted decay rate), below which the cap never falls (it also caps where the
-        signal does not decay).
-    factor : float
-        The cap as a multiple of ``max(floor, decay)``.
-    window_px : int
-        Voxels of each window of the signal's decay; 0: the floor alone.
-    """
-
-    floor: float
-    factor: float
-    window_px: int
-
-
-def compensate_attenuation(
-    signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None, cap: AttenuationCap | None = None,
-    capped: np.ndarray | None = None,
-) -> np.ndarray:
+def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Attenuation-compensated signal ``C[k] = I[k] * T[0] / T[k]`` (0 where ``T[k]`` is 0).
-
-    With ``cap``, the gain is the product of the ratios ``T[j] / T[j + 1]`` (``j < k``; uncapped,
-    their product is ``T[0] / T[k]``), each clipped as :class:`AttenuationCap` says; streamed, one
-    running product per A-line, :data:`GROUP_PLANES` planes at a time.
 
     Parameters
     ----------
@@ -468,22 +430,10 @@ def compensate_attenuation(
     out : ndarray, optional
         float32 array of the shape of ``signal`` to write into (may be ``signal``,
         when that is float32 and non-negative).
-    cap : AttenuationCap, optional
-        None: no cap.
-    capped : ndarray, shape (...), int64, optional
-        With ``cap``: the number of voxels whose ratio was clipped is added to it, per A-line.
 
     Returns
     -------
     ndarray, shape (z, ...), float32
-
-    Examples
-    --------
-    >>> line = np.r_[np.ones(3), 0.01 * np.ones(3)]  # bright above dark: ratio 34 at the boundary
-    >>> compensate_attenuation(line, tail_sums(line, 2)).round(2)
-    array([1.  , 1.49, 2.94, 1.  , 1.49, 2.91], dtype=float32)
-    >>> compensate_attenuation(line, tail_sums(line, 2), cap=AttenuationCap(np.log(2.0), 1.0, 0)).round(2)
-    array([1.  , 1.49, 2.94, 0.06, 0.09, 0.17], dtype=float32)
     """
     if out is None:
         out = np.zeros(np.shape(signal), np.float32)
@@ -493,73 +443,12 @@ def compensate_attenuation(
     # the mask and both products stay small (no 3D temporary), few numpy calls
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
     positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
-    if cap is None:
-        for a in range(0, len(result), GROUP_PLANES):
-            b = min(len(result), a + GROUP_PLANES)
-            np.divide(lines[a:b], sums[a:b], out=result[a:b],
-                      where=np.greater(sums[a:b], 0, out=positive[: b - a]), casting="unsafe")
-            result[a:b] *= sums[0]
-        return out
-    _compensate_capped(lines, sums, result, cap, positive, capped)
+    for a in range(0, len(result), GROUP_PLANES):
+        b = min(len(result), a + GROUP_PLANES)
+        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
+                  casting="unsafe")
+        result[a:b] *= sums[0]
     return out
-
-
-def _compensate_capped(
-    lines: np.ndarray, sums: np.ndarray, result: np.ndarray, cap: AttenuationCap, positive: np.ndarray,
-    capped: np.ndarray | None,
-) -> None:
-    """:func:`compensate_attenuation` with a cap, into ``result`` (``positive``: a boolean scratch group).
-
-    Only the voxels whose ratio exceeds the floor's cap (a few in ten) need the signal's decay: the
-    power is evaluated there alone. Where ``T[k + 1]`` is 0 (nothing below), the ratio is taken against
-    the smallest positive float32 and capped (not counted): the voxels below are 0 whatever the gain.
-    """
-    n_z, width = len(result), cap.window_px
-    floor = np.float32(np.exp(cap.factor * cap.floor))
-    exponent = np.float32(cap.factor / max(width, 1))
-    gain = np.ones(sums.shape[1:], np.float32)  # the product of the (capped) ratios above the group
-    steps, decay, lower = (np.empty((GROUP_PLANES, *sums.shape[1:]), np.float32) for _ in range(3))
-    need = np.empty(positive.shape, bool)
-    counts = np.zeros(sums.shape[1:], np.int64)
-    for a in range(0, n_z, GROUP_PLANES):
-        b = min(n_z, a + GROUP_PLANES)
-        step, over, high = steps[: b - a], positive[: b - a], need[: b - a]
-        np.maximum(sums[a + 1 : b + 1], TINY, out=step)
-        with np.errstate(over="ignore"):  # inf where nothing lies below: capped next
-            np.divide(sums[a:b], step, out=step)
-        np.greater(step, floor, out=high)  # above the floor's cap: capped unless the signal decays as fast
-        if width and high.any():  # the signal's decay: its sums over (k - w, k] against (k, k + w]
-            limit, down = decay[: b - a], lower[: b - a]
-            np.subtract(_planes(sums, a - width + 1, b - width + 1), sums[a + 1 : b + 1], out=limit)
-            np.subtract(sums[a + 1 : b + 1], _planes(sums, a + 1 + width, b + 1 + width), out=down)
-            np.logical_and(high, np.greater(down, 0, out=over), out=over)
-            over &= limit > 0
-            np.divide(limit, down, out=limit, where=over)
-            np.power(limit, exponent, out=limit, where=over)  # (U / L)^(factor / w): the decay's cap
-            np.maximum(limit, floor, out=limit, where=over)
-            np.copyto(limit, floor, where=~over)
-            high &= np.greater(step, limit, out=over)  # above both caps
-            np.copyto(step, limit, where=high)
-        else:
-            np.copyto(step, floor, where=high)
-        if capped is not None:
-            high &= np.greater(sums[a + 1 : b + 1], 0, out=over)
-            counts += np.add.reduce(high.view(np.uint8), axis=0, dtype=np.uint8)  # <= GROUP_PLANES each
-        np.multiply(lines[a], gain, out=result[a], casting="unsafe")  # the gain reaching plane a
-        step[0] *= gain
-        for plane in range(1, b - a):  # the running product (np.cumprod along axis 0 is slow)
-            step[plane] *= step[plane - 1]
-        np.multiply(lines[a + 1 : b], step[:-1], out=result[a + 1 : b], casting="unsafe")
-        gain[...] = step[-1]
-    if capped is not None:
-        capped += counts.reshape(capped.shape)
-
-
-def _planes(sums: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """``sums[start:stop]`` with the plane indices clipped to ``[0, len(sums) - 1]`` (a view inside the range)."""
-    if start >= 0 and stop <= len(sums):
-        return sums[start:stop]
-    return sums[np.clip(np.arange(start, stop), 0, len(sums) - 1)]
 
 
 def slope_attenuation(

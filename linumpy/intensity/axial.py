@@ -49,9 +49,7 @@ from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, binning_fits, chunk_shape, count_blocks, count_nonzero,
     expand_laterally, lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
 )
-from linumpy.intensity.options import (
-    ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_ATTENUATION_CAP_FACTOR, DEFAULT_ATTENUATION_CAP_WINDOW_PX, FOCUS_MODES,
-)
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
@@ -110,18 +108,6 @@ class AxialSettings:
         2 x 2 bins with a box (not on the guided sums, whose planes are not a
         smooth signal along depth: fitted decay rates read up to 2x off on the
         homogeneous columns).
-    attenuation_cap_factor : float or None
-        Cap on the attenuation each voxel adds to the compensation's gain
-        (:class:`linumpy.intensity.attenuation.AttenuationCap`): this multiple
-        of the larger of the median fitted decay rate of the block's tissue
-        A-lines (:func:`tissue_rate`) and the signal's own decay around the voxel
-        (over ``attenuation_cap_window_px``). Where Vermeer's premise
-        (backscatter proportional to attenuation) breaks, a bright voxel above
-        dark tissue reads as a strong attenuation and every voxel below would
-        get that gain. None: no cap.
-    attenuation_cap_window_px : int
-        Voxels of each of the two windows (above, below) whose sums give the
-        signal's own decay around a voxel; 0: the block's rate alone.
     statistics_binning_px : int
         The statistics pass (surface, levels, background profile, noise
         floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
@@ -140,8 +126,6 @@ class AxialSettings:
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
-    attenuation_cap_factor: float | None = DEFAULT_ATTENUATION_CAP_FACTOR
-    attenuation_cap_window_px: int = DEFAULT_ATTENUATION_CAP_WINDOW_PX
     statistics_binning_px: int = 2
 
 
@@ -264,33 +248,30 @@ def correct_slice(
         levels = levels_writer.stored_level0()
         cache = ChunkColumnCache(volume)
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int, np.ndarray]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
-            capped = np.zeros(tuple(s.stop - s.start for s in part.inner), np.int64)
-            tissue = None if stats.tissue_level is None else levels[part.inner] > stats.tissue_level
             flat, mean_mu, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                                  origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
-                                                 overwrite_data=True, tissue=tissue,
-                                                 capped=capped)  # data: the cache's copy
+                                                 overwrite_data=True)  # data: the cache's copy
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
                                          for s in part.inner))] = plain
             attenuation_writer[part.inner] = mean_mu
-            cap = _cap_sums(capped, found[part.inner_in_outer], mean_mu, tissue, n_z, settings)
-            tissue = np.isfinite(mean_mu) if tissue is None else tissue & np.isfinite(mean_mu)
-            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped, cap
+            tissue = np.isfinite(mean_mu)
+            if stats.tissue_level is not None:
+                tissue &= levels[part.inner] > stats.tissue_level
+            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped
 
         group = cache.block_group(block)
         parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
         n_clipped = 0
-        for profile, tissue_mu, nonzero, clipped, cap in tqdm(map_ordered(correct_part, parts, workers),
-                                                              total=count_blocks((n_y, n_x), block, group),
-                                                              desc="axial correction", disable=not progress,
-                                                              leave=False):
+        for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+                                                         total=count_blocks((n_y, n_x), block, group),
+                                                         desc="axial correction", disable=not progress,
+                                                         leave=False):
             qc.add_corrected(profile, tissue_mu, nonzero)
-            qc.add_capped(cap)
             n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
@@ -304,8 +285,6 @@ def correct_slice(
             "attenuation_tail_average": (f"edge-aware, sigma {settings.tail_edge_sigma_px:g} px"
                                          if settings.tail_edge_sigma_px > 0 else
                                          f"box, sigma {settings.tail_sigma_px:g} px"),
-            "attenuation_cap_factor": settings.attenuation_cap_factor if settings.attenuation == "vermeer" else None,
-            "attenuation_cap_window_px": settings.attenuation_cap_window_px,
             "noise_floor": stats.noise_floor,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
@@ -331,38 +310,6 @@ def correct_slice(
     return attributes
 
 
-def tissue_rate(line_mu: np.ndarray, tissue: np.ndarray | None) -> float | None:
-    """The median fitted decay rate (mm^-1, at least 0) of a block's tissue A-lines: the attenuation cap's floor.
-
-    ``line_mu``: the block's fitted decay rates (NaN: none); ``tissue``: its tissue A-lines (None: all).
-    None without any fitted tissue A-line (no cap).
-    """
-    rates = line_mu[np.isfinite(line_mu) if tissue is None else tissue & np.isfinite(line_mu)]
-    return max(0.0, float(np.median(rates))) if rates.size else None
-
-
-def _cap_sums(
-    capped: np.ndarray, found_px: np.ndarray, line_mu: np.ndarray, tissue: np.ndarray | None, n_z: int,
-    settings: AxialSettings,
-) -> np.ndarray:
-    """The attenuation cap's sums over a block's tissue A-lines (see :meth:`AxialQc.add_capped`).
-
-    ``capped``: capped voxels per A-line; ``found_px``: the detected surfaces (voxels); ``line_mu``:
-    the fitted decay rates; ``tissue``: the tissue A-lines (None: all with a fitted rate). Returns
-    ``[capped voxels, A-lines with a capped voxel, voxels from the surface down, A-lines, A-lines
-    without a cap, cap (mm^-1) x A-lines with one]`` (all 0 without a cap).
-    """
-    if settings.attenuation_cap_factor is None or settings.attenuation != "vermeer":
-        return np.zeros(6)
-    rate = tissue_rate(line_mu, tissue)
-    lines = np.isfinite(line_mu) if tissue is None else tissue & np.isfinite(line_mu)
-    below = np.clip(n_z - np.rint(found_px[lines]), 0, n_z)
-    n_lines = int(lines.sum())
-    return np.array([capped[lines].sum(), np.count_nonzero(capped[lines]), below.sum(), n_lines,
-                     n_lines if rate is None else 0,
-                     0.0 if rate is None else settings.attenuation_cap_factor * rate * n_lines], np.float64)
-
-
 def _check_settings(settings: AxialSettings) -> None:
     if settings.focus not in FOCUS_MODES:
         raise InputError(f"unknown focus mode {settings.focus!r}; choose one of {', '.join(FOCUS_MODES)}")
@@ -376,10 +323,6 @@ def _check_settings(settings: AxialSettings) -> None:
         raise InputError(f"--agarose_attenuation_per_mm must be >= 0, got {settings.agarose_attenuation_per_mm}")
     if settings.useful_depth_um is not None and settings.useful_depth_um <= 0:
         raise InputError(f"--useful_depth_um must be > 0, got {settings.useful_depth_um}")
-    if settings.attenuation_cap_factor is not None and not settings.attenuation_cap_factor > 0:
-        raise InputError(f"--attenuation_cap_factor must be > 0, got {settings.attenuation_cap_factor}")
-    if settings.attenuation_cap_window_px < 0:
-        raise InputError(f"attenuation_cap_window_px must be >= 0, got {settings.attenuation_cap_window_px}")
     if settings.statistics_binning_px < 1:
         raise InputError(f"statistics_binning_px must be >= 1, got {settings.statistics_binning_px}")
 
@@ -637,8 +580,6 @@ def correct_block(
     inner: tuple[slice, slice] | None = None,
     uncompensated: bool = False,
     overwrite_data: bool = False,
-    tissue: np.ndarray | None = None,
-    capped: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
@@ -663,12 +604,6 @@ def correct_block(
         Also return the signal before compensation, binned (:func:`_binned_uncompensated`).
     overwrite_data : bool
         ``data`` (float32) may be overwritten: the correction works in it instead of a copy.
-    tissue : ndarray, shape (y', x'), bool, optional
-        The tissue A-lines of the block (None: every A-line with a fitted decay rate):
-        their median decay rate is the attenuation cap's floor (:func:`tissue_rate`).
-    capped : ndarray, shape (y', x'), int64, optional
-        With ``settings.attenuation_cap_factor``: the voxels of each A-line whose
-        attenuation was capped are counted into it.
 
     Returns
     -------
@@ -694,10 +629,7 @@ def correct_block(
     shift = _flatten_shift(found_px, stats, surface_depth_px, origin)
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
     if tails is not None:  # in place: ``plain`` is a flattened copy
-        rate = None if settings.attenuation_cap_factor is None else tissue_rate(mean_mu, tissue)
-        cap = None if rate is None else attenuation.AttenuationCap(
-            2.0 * dz_mm * rate, settings.attenuation_cap_factor, settings.attenuation_cap_window_px)
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal, cap=cap, capped=capped)
+        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
     return surface.flatten_surface(signal, shift, depth_px), mean_mu, plain
 
 

@@ -21,9 +21,6 @@ from linumpy.qc.records import write_qc_record
 SURFACE_BINS_PER_PX = 10
 #: Below this fraction of A-lines with a detected surface, the record flags the slice.
 LOW_SURFACE_FRACTION = 0.05
-#: Above this fraction of the tissue voxels with a capped attenuation, the record flags the slice (the simulator
-#: matrix, harsh and tilted: 0.8-10%).
-HIGH_CAPPED_FRACTION = 0.15
 #: Bins of the displayed histograms.
 DISPLAY_BINS = 100
 
@@ -46,7 +43,6 @@ class AxialQc:
         self.mu_sum = 0.0
         self.mu_count = 0
         self.nonzero = 0
-        self.cap_sums = np.zeros(6)
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
         """Pass 1: the block's intensity summed per depth and its surface map (voxels, NaN for none)."""
@@ -62,25 +58,6 @@ class AxialQc:
         self.mu_sum += float(tissue_mu.sum(dtype=np.float64))
         self.mu_count += tissue_mu.size
         self.nonzero += nonzero
-
-    def add_capped(self, sums: np.ndarray) -> None:
-        """Pass 2: a block's attenuation-cap sums over its tissue A-lines (capped voxels, A-lines with a
-        capped voxel, voxels from the surface down, A-lines, A-lines without a cap, cap x A-lines with one)."""
-        self.cap_sums += sums
-
-    def cap_metrics(self, factor: float | None, window_px: int | None) -> dict[str, Any]:
-        """The attenuation cap's QC metrics (tissue A-lines only; None without a cap)."""
-        capped, lines_capped, voxels, lines, uncapped, cap_sum = self.cap_sums
-        if factor is None:
-            return {"attenuation_cap_factor": None}
-        return {
-            "attenuation_cap_factor": factor,
-            "attenuation_cap_window_px": window_px,
-            "attenuation_cap_floor_mean_per_mm": round(cap_sum / (lines - uncapped), 4) if lines > uncapped else None,
-            "attenuation_uncapped_line_fraction": round(uncapped / lines, 6) if lines else None,
-            "attenuation_capped_voxel_fraction": round(capped / voxels, 6) if voxels else None,
-            "attenuation_capped_line_fraction": round(lines_capped / lines, 6) if lines else None,
-        }
 
     def tissue_attenuation_per_mm(self) -> float | None:
         """Mean decay-fit attenuation of the tissue A-lines so far (mm^-1, 4 decimals), None without any."""
@@ -124,18 +101,11 @@ class AxialQc:
             "attenuation_mode": attributes["attenuation_mode"],
             "attenuation_tail_average": attributes.get("attenuation_tail_average"),
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
-            **self.cap_metrics(attributes.get("attenuation_cap_factor"), attributes.get("attenuation_cap_window_px")),
             **(focus_qc or {}),
         }
         flags = list(focus_flags or [])
         if self.surface_fraction < LOW_SURFACE_FRACTION:
             flags.append(f"tissue surface detected in only {100 * self.surface_fraction:.1f}% of the A-lines")
-        capped = metrics.get("attenuation_capped_voxel_fraction")
-        if capped is not None and capped > HIGH_CAPPED_FRACTION:
-            flags.append(f"attenuation capped in {100 * capped:.1f}% of the tissue voxels (cap "
-                         f"{metrics['attenuation_cap_factor']:g} x the tissue's median decay rate or the signal's "
-                         "own decay): Vermeer's premise (backscatter in proportion to attenuation) fails widely, "
-                         "or the cap is too low for this tissue")
         if str(attributes["focus_mode"]).startswith("none ("):
             flags.append(f"focus correction skipped: {attributes['focus_mode']}")
         depths, profiles, surface_um = self._profiles(attributes, median_px, dz_um)
