@@ -128,6 +128,9 @@ def main() -> None:
                              "0 = the box) [%(default)s].")
     parser.add_argument("--restack", action="store_true",
                         help="Matrix: reuse the normalised slices a previous run left in --workdir; stack only.")
+    parser.add_argument("--reaxial", action="store_true",
+                        help="Matrix: reuse the stitched slices a previous run left in --workdir; run from the "
+                             "axial correction.")
     parser.add_argument("--stitch_flatfield", choices=FLATFIELD_MODES, default=DEFAULT_FLATFIELD,
                         help="Matrix: the stitcher's --flatfield [%(default)s].")
     parser.add_argument("--diagnose", action="store_true",
@@ -168,7 +171,7 @@ def run_matrix(args: argparse.Namespace) -> None:
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
                             axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px),
-                            restack=args.restack, stitch_flatfield=args.stitch_flatfield)
+                            restack=args.restack, reaxial=args.reaxial, stitch_flatfield=args.stitch_flatfield)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])
             rows.append({"condition": condition, "seed": seed, "ncc": case["ncc"], "ncc_ceiling": case["ncc_ceiling"],

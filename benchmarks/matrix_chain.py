@@ -46,13 +46,15 @@ CURVATURE_MODES = ("acquisition", "slice", "off")
 
 def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack: bool = True,
              curvature: str = "acquisition", axial_settings: AxialSettings = AxialSettings(),
-             restack: bool = False, stitch_flatfield: str = DEFAULT_FLATFIELD,
+             restack: bool = False, stitch_flatfield: str = DEFAULT_FLATFIELD, reaxial: bool = False,
              **fields: Any) -> dict[str, Any]:
     """Simulate one case, run the chain (field curvature decided as ``curvature`` says), return its scores.
 
     ``axial_settings``: the axial correction's (default: the step's defaults). ``restack``: keep the
     per-slice outputs a previous run left in the case's folder and only stack again (a change to the
-    stack measured on the same slices). ``stitch_flatfield``: the stitcher's ``--flatfield``. ``fields``: preset fields set on top of the condition (e.g.
+    stack measured on the same slices). ``reaxial``: keep the stitched slices a previous run left there and
+    run from the axial correction (a change to it measured on the same slices). ``stitch_flatfield``: the
+    stitcher's ``--flatfield``. ``fields``: preset fields set on top of the condition (e.g.
     ``slice_rotation_deg``).
     """
     case = workdir / f"{condition}_s{seed}"
@@ -62,7 +64,9 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         simulate_acquisition(acquisition, preset, seed=seed, overwrite=True)
     truth = json.loads((acquisition / "ground_truth" / "truth.json").read_text())
     reader = open_acquisition(acquisition)
-    pooled = estimate_acquisition_curvature(reader).curvature if curvature == "acquisition" and not restack else None
+    stitched_all = all((case / f"slice_z{i:02d}_stitch_3d.ome.zarr").exists() for i in truth["slice_ids"])
+    pooled = (estimate_acquisition_curvature(reader).curvature
+              if curvature == "acquisition" and not restack and not (reaxial and stitched_all) else None)
     normalized = {}
     scores: dict[str, Any] = {"condition": condition, "seed": seed, "curvature": curvature, "case_dir": str(case),
                               "slices": []}
@@ -71,9 +75,11 @@ def run_case(workdir: Path, condition: str, seed: int, n_slices: int = 8, stack:
         grid, stitched = case / f"mosaic_grid_3d_{tag}.ome.zarr", case / f"slice_{tag}_stitch_3d.ome.zarr"
         axial, final = case / f"slice_{tag}_axial_corr.ome.zarr", case / f"slice_{tag}_normalize.ome.zarr"
         if not (restack and final.exists()):
-            write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr", n_levels=1,
-                              overwrite=True, fix_field_curvature=curvature != "off", field_curvature=pooled)
-            stitch_mosaic_grid(grid, stitched, flatfield=stitch_flatfield, n_levels=1, overwrite=True)
+            if not (reaxial and stitched.exists()):
+                write_mosaic_grid(reader.slice(slice_id), grid, case / f"mosaic_grid_2d_{tag}.ome.zarr",
+                                  n_levels=1, overwrite=True, fix_field_curvature=curvature != "off",
+                                  field_curvature=pooled)
+                stitch_mosaic_grid(grid, stitched, flatfield=stitch_flatfield, n_levels=1, overwrite=True)
             correct_slice(stitched, axial, axial_settings, n_levels=1, overwrite=True)
             normalize_slice(axial, final, n_levels=2, overwrite=True)
         normalized[slice_id] = final
