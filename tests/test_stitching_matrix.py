@@ -21,7 +21,7 @@ from linumpy.simulate.stitch_matrix import (
 )
 from linumpy.stitching.estimate import estimate_transform
 from linumpy.stitching.stitch import stitch_mosaic_grid
-from linumpy.stitching.transform import load_transform
+from linumpy.stitching.transform import load_transform, transform_from_dict, transform_to_dict
 
 #: A tile may end at most this much farther from the truth than its stage position
 #: (both in the frame of the estimate, :func:`excess_over_stage`).
@@ -80,6 +80,9 @@ def test_empty_tiles_stay_within_the_stage_error_and_are_flagged(tmp_path):
     n_stage = len(transform.stage_fallback_tiles())
     assert metrics["n_stage_fallback_tiles"] == n_stage
     assert set(metrics["tiles"]) == {str(t) for t in mosaic.truth}
+    corroborated = [t for t, record in transform.tiles.items() if record.corroborated]
+    assert metrics["n_corroborated_tiles"] == len(corroborated)
+    assert [t for t, record in metrics["tiles"].items() if record["corroborated"]] == [str(t) for t in corroborated]
     assert all(0 <= p["confidence"] <= 1 for p in metrics["pairs"].values())
     assert (n_stage > 0.25 * 16) == any("stage model" in flag for flag in qc["flags"])
 
@@ -118,3 +121,22 @@ def test_the_broad_link_of_a_broken_loop_is_dropped():
     assert status[((1, 3), (2, 3))] == "least certain of a broken loop"
     assert status[((0, 0), (0, 1))].startswith("kept")
 
+
+
+def test_a_tile_whose_links_corroborate_a_weak_peak_is_placed():
+    """`overlap 10%` seed 2 (a tuning seed, docs/stitching.md "stitch18"): tile (3, 3) overlaps its
+    two placed neighbours by ~10 % and their joint peak, at the truth, beats its rivals by 1.2
+    standard errors only (the joint search's bar is 2), so it stayed on the stage model, 4.15 px off.
+    Both links support that peak, it is sharp (spread <= 1 px) and the solve keeps both links on
+    their loop: the corroborated search places it (measured 0.32 px), says so in its tile record,
+    and no tile ends farther from the truth than its stage position."""
+    ours, excess, textured, transform = stitch_errors(get_condition("overlap 10%"), 2)
+    assert ours[(3, 3)] <= 0.8, ours
+    assert transform.tiles[(3, 3)].source == "pairs" and transform.tiles[(3, 3)].corroborated
+    assert [t for t, record in transform.tiles.items() if record.corroborated] == [(3, 3)]
+    links = {(p.a, p.b) for p in transform.pairs if p.status == "kept (corroborated search)"}
+    assert links == {((2, 3), (3, 3)), ((3, 2), (3, 3))}
+    assert np.mean([ours[t] for t in textured]) <= 0.6  # measured 0.47 (0.81 before)
+    assert max(excess.values()) <= 0.0, excess
+    reread = transform_from_dict(json.loads(json.dumps(transform_to_dict(transform))))
+    assert reread.tiles[(3, 3)].corroborated and not reread.tiles[(0, 0)].corroborated

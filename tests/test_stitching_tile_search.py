@@ -6,7 +6,8 @@ import numpy as np
 from scipy import ndimage
 
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, correlation_area, peak_significance
-from linumpy.stitching.tile_search import joint_placement, place_by_neighbours
+from linumpy.stitching.global_solve import StageModel
+from linumpy.stitching.tile_search import corroborated_placements, joint_placement, place_by_neighbours
 
 RADIUS = 10
 
@@ -139,3 +140,38 @@ def test_a_joint_placement_that_lost_a_pair_no_longer_links_a_group_alone():
     assert all((2, 3) not in (p.a, p.b) or (p.a[1] >= 3) for p in kept)
     for tile in tiles:
         assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, step)).max() < 0.5, (tile, positions)
+
+
+def test_corroborated_placements_need_several_links_on_one_sharp_peak():
+    # Tile (1, 1), truth (103, 98), its neighbours (0, 1) and (1, 0) placed at their stage positions;
+    # (0, 0), 3 px off its own, opens the search window to 1.5 * 3 + 2 px.
+    anchors = {(0, 1): (0.0, 100.0), (1, 0): (100.0, 0.0), (0, 0): (3.0, 0.0)}
+    truth_index = (3 + RADIUS, -2 + RADIUS)
+    model = StageModel.nominal((100.0, 100.0))
+
+    def links(top, left):
+        return {((0, 1), (1, 1)): PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (100, 0), top),)),
+                ((1, 0), (1, 1)): PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (0, 100), left),))}
+
+    def search(registrations, max_spread_px=1.0):
+        return corroborated_placements(registrations, anchors, set(anchors), model, min_significance=1.0,
+                                       min_links=2, max_spread_px=max_spread_px)
+
+    # Both links hold the truth (2.0) but each prefers its own rival (2.2): the joint peak at the truth
+    # is weak (significance 1.9, below the joint search's 2) but both links support it and it is sharp
+    # (spread 0.5 px).
+    top = _evidence(truth_index, 2.0, (RADIUS - 6, RADIUS + 7), 2.2)
+    left = _evidence(truth_index, 2.0, (RADIUS + 8, RADIUS - 5), 2.2)
+    found = search(links(top, left))
+    assert [p.tile for p in found] == [(1, 1)] and 1.0 <= found[0].significance < 2.0
+    assert found[0].position == (103, 98) and len(found[0].offsets) == 2
+    # One link alone carries the peak (3.0; the other's evidence there is ~0, joint significance 1.2):
+    # not corroborated, however sharp the peak may be.
+    assert search(links(_evidence(truth_index, 3.0, (RADIUS - 6, RADIUS + 7), 2.2),
+                        _evidence((RADIUS + 8, RADIUS - 5), 0.4, (RADIUS - 7, RADIUS - 6), 0.4)),
+                  max_spread_px=np.inf) == []
+    # The same heights on a broad peak (3 px wide; spread 1.2 px): not sharp enough.
+    yy, xx = np.indices(top.shape)
+    broad = 2.0 * np.exp(-((yy - truth_index[0]) ** 2 + (xx - truth_index[1]) ** 2) / 18.0)
+    assert search(links(broad + _evidence(truth_index, 0.0, (RADIUS - 6, RADIUS + 7), 2.2),
+                        broad + _evidence(truth_index, 0.0, (RADIUS + 8, RADIUS - 5), 2.2))) == []

@@ -54,6 +54,9 @@ METRICS: dict[str, MetricInfo] = {
                                  "keep their stage positions (within the stage error)."),
     "stage_fallback_fraction": _M("Share on stage model", "%", "Share of the tiles placed by the stage "
                                   "model; above a quarter the slice is flagged."),
+    "n_corroborated_tiles": _M("Tiles on weak corroborated peaks", "count", "Tiles placed by a weak joint "
+                               "peak that two or more of their overlaps support and whose loops close; the "
+                               "weakest registration, worth a look."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
     "stage_residual_model": _M("Stage residual model", "per axis", "Per axis, how the tiles without a pair "
                                "were corrected beyond the stage model: none (plain stage model), row_parity "

@@ -26,7 +26,10 @@
    searches hung on weak links is searched again against the trusted tiles
    with all its links at once (:mod:`linumpy.stitching.reanchor`). Then
    the least certain weak link of each loop that does not close is dropped
-   (:mod:`linumpy.stitching.link_conflicts`).
+   (:mod:`linumpy.stitching.link_conflicts`). Last, a tile still left out is
+   placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
+   of its links corroborate it, the peak is sharp and the solve keeps those
+   links on their loops.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -56,7 +59,8 @@ from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, offset_spread, refine_subpixel, register_pair
 from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, moved, pieces, research_piece
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
-from linumpy.stitching.tile_search import PRIOR_SLACK_PX, joint_placement, place_by_neighbours, search_radius
+from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, corroborated_placements, joint_placement,
+                                           place_by_neighbours, search_radius)
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,13 @@ CONFIDENT_SIGNIFICANCE = 2.0
 #: Significance of the joint peak that places a tile left without pairs
 #: (:mod:`linumpy.stitching.tile_search`).
 JOINT_SIGNIFICANCE = 2.0
+#: Significance of a joint peak that places a tile left out when its links
+#: corroborate it (:func:`_place_corroborated`) ...
+WEAK_JOINT_SIGNIFICANCE = 1.0
+#: ... at least this many of them ...
+MIN_CORROBORATING_LINKS = 2
+#: ... and the peak is this sharp (pixels, largest of its two spreads).
+MAX_WEAK_SPREAD_PX = 1.0
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 #: Error (pixels) of a pair's offset that its sub-pixel fit does not see, times its
@@ -225,13 +236,21 @@ def estimate_transform(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
+    corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
+    placed_before = {t for pair in kept for t in (pair.a, pair.b)}
+    while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
+                                       tile_step_px)) is not None:
+        (positions, model, kept), links = weak
+        corroborated.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in current.items():
-        if (a, b) in unlinked:
+    for (a, b), r in {**current, **corroborated}.items():
+        if (a, b) in corroborated:
+            status = "kept (corroborated search)" if (a, b) in kept_ids else "corroborated search, inconsistent"
+        elif (a, b) in unlinked:
             status = "least certain of a broken loop"
         elif (a, b) in relinked:
             status = "kept (piece search)" if (a, b) in kept_ids else "piece search, inconsistent"
@@ -248,7 +267,7 @@ def estimate_transform(
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset)))
     records = tuple(records)
-    tile_records = _tile_records(tiles, kept)
+    tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -379,11 +398,7 @@ def _place_group(
         placement = joint_placement(origin, links, anchors, prior, members)
         if placement is None or placement.significance < JOINT_SIGNIFICANCE:
             return None
-        refined = {}
-        for (a, b), offset in placement.offsets.items():
-            offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
-            refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
-                                      significance=placement.significance)
+        refined = _refined(placement.offsets, placement.significance, registrations, flattened)
     accepted = _solve_with(tiles, list(kept) + list(group_pairs), refined, tile_step_px)
     if accepted is not None:
         logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
@@ -396,6 +411,7 @@ def _solve_with(
     pairs: Sequence[PairOffset],
     refined: dict[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
+    strong: bool = True,
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Solve with the ``refined`` pairs of a joint placement added to ``pairs``, if it keeps them all.
 
@@ -409,7 +425,7 @@ def _solve_with(
     tuple or None
         ``((positions, model, kept), refined)`` with the pairs kept.
     """
-    new_pairs = [_pair_offset(a, b, r, True) for (a, b), r in refined.items()]
+    new_pairs = [_pair_offset(a, b, r, strong) for (a, b), r in refined.items()]
     solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
     dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
     if dropped:
@@ -470,6 +486,66 @@ def _place_clusters(
                         sorted(placement.significance), len(accepted[1]),
                         ", ".join(f"{v:.1f}" for _, v in sorted(placement.significance.items())))
             return accepted
+    return None
+
+
+def _refined(
+    offsets: Mapping[tuple[TileIndex, TileIndex], tuple[int, int]],
+    significance: float,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``."""
+    refined = {}
+    for (a, b), offset in offsets.items():
+        offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+        refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)
+    return refined
+
+
+def _place_corroborated(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Place the first tile left out whose weak joint peak its links corroborate and the solve accepts.
+
+    ``solved`` is ``(positions, model, kept)`` of the last solve.
+
+    The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
+    have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
+    but sharp (:data:`MAX_WEAK_SPREAD_PX`) and supported by at least
+    :data:`MIN_CORROBORATING_LINKS` of its links. Those links, refined below
+    a pixel, join the solve as weak pairs: each is kept only on a loop
+    (through the other link and the placed tiles), so the solve checks that
+    the overlaps agree on the position; the tile is placed only if the solve
+    keeps every pair, old and new, all of its links included (a link the solve
+    drops means the overlaps disagree: :func:`_solve_with` would place the
+    tile by the others).
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), refined)``, ``refined`` the links that
+        placed the tile; ``None`` if no tile is placed.
+    """
+    positions, model, kept = solved
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    if not placed:
+        return None
+    with threadpool_limits(limits=1, user_api="blas"):
+        candidates = corroborated_placements(registrations, positions, placed, model, WEAK_JOINT_SIGNIFICANCE,
+                                             MIN_CORROBORATING_LINKS, MAX_WEAK_SPREAD_PX)
+        for placement in candidates:
+            refined = _refined(placement.offsets, placement.significance, registrations, flattened)
+            accepted = _solve_with(tiles, kept, refined, tile_step_px, strong=False)
+            if accepted is not None and len(accepted[1]) == len(refined):
+                logger.info("tile %s placed by %d corroborating links (joint significance %.1f, spread %s px)",
+                            placement.tile, len(accepted[1]), placement.significance,
+                            np.round(placement.spread_px, 2).tolist())
+                return accepted
     return None
 
 
@@ -623,8 +699,10 @@ def _correct_stage_residuals(
     return corrected, residual_model
 
 
-def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dict[TileIndex, TileRecord]:
-    """Per tile: accepted pairs and the standard error they give (1 / sqrt of summed weights)."""
+def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
+                  corroborated: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+    """Per tile: accepted pairs, the standard error they give (1 / sqrt of summed weights) and
+    whether a corroborated weak joint peak placed it (:func:`_place_corroborated`)."""
     counts = {t: 0 for t in tiles}
     information = {t: 0.0 for t in tiles}
     for pair in kept:
@@ -632,7 +710,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset]) -> dic
             counts[tile] += 1
             information[tile] += float(pair.axis_weights().min())
     return {
-        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=float(1 / np.sqrt(information[t])))
+        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=float(1 / np.sqrt(information[t])),
+                      corroborated=t in corroborated)
         if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=float("nan"))
         for t in tiles
     }

@@ -314,6 +314,7 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     metrics["n_tiles"] = n_tiles
     metrics["n_stage_fallback_tiles"] = len(fallback)
     metrics["stage_fallback_fraction"] = len(fallback) / n_tiles
+    metrics["n_corroborated_tiles"] = sum(record.corroborated for record in transform.tiles.values())
     metrics["min_significance"] = transform.min_significance
     metrics["pair_residuals_px"] = {f"{a}-{b}": r for (a, b), r in zip(pairs, residuals.round(3), strict=True)}
     metrics["pairs"] = {
@@ -327,6 +328,7 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     metrics["tiles"] = {
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
+                    "corroborated": record.corroborated,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

@@ -12,7 +12,9 @@ different overlaps fall in different places and do not add up. The joint
 peak is tested like a pair's (:func:`~linumpy.stitching.pairwise.peak_significance`).
 
 Tiles are placed one at a time, the most significant first; a newly placed
-tile becomes a neighbour of the next. The search gives integer offsets only;
+tile becomes a neighbour of the next. :func:`corroborated_placements` lists
+the weaker joint peaks that several links support and that are sharp, for
+the caller to validate against the loops. The search gives integer offsets only;
 the caller refines them and solves all positions again (with its outlier
 removal), so a wrong placement still has to agree with the loops.
 """
@@ -227,6 +229,13 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
     return None if best is None else best[1]
 
 
+def _placed_links(tile: TileIndex, registrations: Mapping[Pair, PairRegistration],
+                  placed: Mapping | set) -> list[tuple[Pair, PairRegistration]]:
+    """The scored pairs of ``tile`` whose other tile is in ``placed``."""
+    return [(pair, r) for pair, r in registrations.items()
+            if tile in pair and r.scores and (pair[0] if pair[1] == tile else pair[1]) in placed]
+
+
 def search_radius(positions: Mapping[TileIndex, Sequence[float]], placed: set[TileIndex],
                   stage_model: StageModel) -> float:
     """Return how far (pixels, per axis) from its stage-model position a tile is searched.
@@ -276,8 +285,7 @@ def place_by_neighbours(
         for tile in tiles:
             if tile in anchors:
                 continue
-            links = [(pair, r) for pair, r in registrations.items()
-                     if tile in pair and r.scores and (pair[0] if pair[1] == tile else pair[1]) in anchors]
+            links = _placed_links(tile, registrations, anchors)
             if links:
                 prior = None if radius is None else (stage_model.position(tile), radius)
                 placement = joint_placement(tile, links, anchors, prior)
@@ -290,3 +298,42 @@ def place_by_neighbours(
         (a, b), offset = next(iter(best.offsets.items()))
         anchors[best.tile] = (anchors[a] + np.asarray(offset) if best.tile == b
                               else anchors[b] - np.asarray(offset))
+
+
+def corroborated_placements(
+    registrations: Mapping[Pair, PairRegistration],
+    positions: Mapping[TileIndex, Sequence[float]],
+    placed: set[TileIndex],
+    stage_model: StageModel,
+    min_significance: float,
+    min_links: int,
+    max_spread_px: float,
+) -> list[Placement]:
+    """The joint peaks of the tiles left out that several links corroborate, most significant first.
+
+    Each tile outside ``placed`` is searched as in :func:`place_by_neighbours`
+    (the same window, the placed tiles as anchors, no tile placed in between)
+    and kept as a candidate if its joint peak reaches ``min_significance``,
+    at least ``min_links`` of its links have their own evidence >=
+    :data:`MIN_LINK_EVIDENCE` there (independent overlaps agreeing on one
+    position, rather than one overlap's noise peak) and the peak's spread
+    (:func:`~linumpy.stitching.pairwise.peak_spread`) is at most
+    ``max_spread_px`` on both axes.
+
+    Returns
+    -------
+    list of Placement
+        Sorted by decreasing significance (ties: tile index).
+    """
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
+    radius = search_radius(positions, placed, stage_model)
+    found = []
+    for tile in sorted({t for pair in registrations for t in pair} - set(placed)):
+        links = _placed_links(tile, registrations, placed)
+        if len(links) < min_links:
+            continue
+        placement = joint_placement(tile, links, anchors, (stage_model.position(tile), radius))
+        if (placement is not None and placement.significance >= min_significance
+                and len(placement.offsets) >= min_links and max(placement.spread_px) <= max_spread_px):
+            found.append(placement)
+    return sorted(found, key=lambda p: (-p.significance, p.tile))

@@ -98,11 +98,17 @@ class TileRecord:
     sigma_px : float
         Approximate standard error of its position relative to its linked
         neighbours (NaN for stage-placed tiles).
+    corroborated : bool
+        Placed by a weak joint peak (significance below the joint search's
+        bar) that several of its links corroborate on a loop, rather than
+        by a significant pair or joint peak: the weakest kind of
+        registration, to check in the QC record.
     """
 
     source: str
     n_pairs: int
     sigma_px: float
+    corroborated: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
         ],
         "tiles": [
             {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
-             "sigma_px": _optional(record.sigma_px),
+             "sigma_px": _optional(record.sigma_px), "corroborated": bool(record.corroborated),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -272,7 +278,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
             ),
             tiles={tuple(t["tile"]): TileRecord(
                 source=t["source"], n_pairs=int(t["n_pairs"]),
-                sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]))
+                sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]),
+                corroborated=bool(t.get("corroborated", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
