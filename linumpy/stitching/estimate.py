@@ -494,11 +494,15 @@ def _refined(
     significance: float,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
+    spread_px: Sequence[float] | None = None,
 ) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
-    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``."""
+    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``;
+    with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error."""
     refined = {}
     for (a, b), offset in offsets.items():
         offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+        if spread_px is not None:
+            sigma = tuple(float(v) for v in np.hypot(sigma, spread_px))
         refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)
     return refined
 
@@ -597,12 +601,8 @@ def _reanchor(
                     trusted |= set(piece)
                     changed = True
                     continue
-                refined = {}
-                for (a, b), offset in placement.offsets.items():
-                    offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
-                    widened = tuple(float(v) for v in np.hypot(sigma, placement.spread_px))
-                    refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=widened,
-                                              significance=placement.significance)
+                refined = _refined(placement.offsets, placement.significance, registrations, flattened,
+                                   placement.spread_px)
             inside = set(piece)
             accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
                                    tile_step_px)
