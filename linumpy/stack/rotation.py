@@ -12,7 +12,8 @@ planes is compared with the previous slice's planes around the motor depth
 step (the overlap), both lightly smoothed with their lateral background
 removed (fine texture pins the angle). Coarse to fine: the NCC of the whole
 overlap over a :data:`COARSE_STEP_DEG` grid of angles (the moving image turned
-bilinearly, shifted by the whole pixels phase correlation finds), then the
+bilinearly, shifted by the whole pixels phase correlation finds; every other
+angle, then the two beside the best of those: :func:`_grid_start`), then the
 angle and sub-pixel shift maximising it (Gauss-Newton on the NCC, the moving
 image resampled with a cubic spline, :meth:`_Overlap.refine`), from the best
 grid point. The same fine
@@ -224,8 +225,11 @@ class _Overlap:
         # filtered once here, not by every resampling of the search (the same values)
         self.coefficients = spline_coefficients(moving, SEARCH_ORDER)
         self.valid_ref = reference != 0
-        # the reference's spectrum, computed once for the whole-pixel shift of every angle of the coarse search
-        self.reference_spectrum = fft.fftn(reference)
+        # the reference's spectrum, computed once for the whole-pixel shift of every angle of the coarse search,
+        # both images zero-padded to sizes with fast FFTs (the ``small`` slices' 229 px, a prime: 5.6 ms a
+        # transform instead of 1.0)
+        self.spectrum_shape = tuple(fft.next_fast_len(n, real=False) for n in reference.shape)
+        self.reference_spectrum = fft.fftn(reference, self.spectrum_shape)
         self.valid_mov = (moving != 0).astype(np.float32)
         # data everywhere in the moving image (the usual case): its turned footprint is computed, not resampled
         self.whole = bool(self.valid_mov.all())
@@ -252,8 +256,8 @@ class _Overlap:
         cubic resampling per angle); NCC 0 when less than a tenth of the image is common."""
         inside = self.footprint((angle_deg, 0.0, 0.0), _whole(self.moving.shape))
         turned = np.where(inside, rotate_image(self.moving, angle_deg), 0.0)
-        shift, _, _ = phase_cross_correlation(self.reference_spectrum, fft.fftn(turned), space="fourier",
-                                              normalization=None)
+        shift, _, _ = phase_cross_correlation(self.reference_spectrum, fft.fftn(turned, self.spectrum_shape),
+                                              space="fourier", normalization=None)
         params = (float(angle_deg), float(shift[0]), float(shift[1]))
         reference, moved = overlap_views(self.reference, turned, shift)
         valid_ref, moved_inside = overlap_views(self.valid_ref, inside, shift)
@@ -352,9 +356,9 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
                       min_confidence: float = 0.3) -> RotationEstimate:
     """Estimate the rotation turning ``moving`` onto ``reference`` (2D, same shape, zeros = no data).
 
-    Coarse to fine: the NCC of the whole overlap at every :data:`COARSE_STEP_DEG`
-    over ``[-max_deg, max_deg]`` (bilinear turn, whole-pixel shift by phase
-    correlation at each), then the rigid motion (angle and sub-pixel shift) maximising it
+    Coarse to fine: the NCC of the whole overlap on a :data:`COARSE_STEP_DEG`
+    grid over ``[-max_deg, max_deg]`` (bilinear turn, whole-pixel shift by phase
+    correlation at each; :func:`_grid_start`), then the rigid motion (angle and sub-pixel shift) maximising it
     from the best; the same on each spatial half of the overlap gives two
     independent angles, whose difference is the estimate's uncertainty. The
     rotation is applied only when it passes the gate (module docstring).
@@ -377,8 +381,7 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
     angles = np.arange(-max_deg - COARSE_STEP_DEG, max_deg + COARSE_STEP_DEG * 1.001, COARSE_STEP_DEG)
     # independent searches, run side by side on the step's threads (scipy's resampling and FFTs release the GIL)
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="rotation") as pool:
-        starts = list(pool.map(overlap.start, [float(a) for a in angles]))
-        params, ncc = overlap.refine(max(starts, key=lambda start: start[1])[0])
+        params, ncc = overlap.refine(_grid_start(overlap, [float(a) for a in angles], pool))
         measured = float(params[0])
         if abs(measured) < MIN_ANGLE_DEG:
             # skipped whatever the halves and the unturned overlap say: neither is searched (most of the time)
@@ -393,6 +396,23 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
         return RotationEstimate(0.0, measured, std, halves, identity, identity, "skipped", reason)
     mode = "full" if ncc >= min_confidence else "rotation_only"
     return RotationEstimate(measured, measured, std, halves, ncc, identity, mode)
+
+
+def _grid_start(overlap: _Overlap, angles: Sequence[float], pool: Executor) -> tuple[float, float, float]:
+    """The start of the fine search: the best of the coarse grid ``angles`` (:meth:`_Overlap.start`), scored
+    coarse to fine.
+
+    Every other angle first, then the two beside the best of those (13-14
+    starts instead of 23 over +-5 degrees): the whole grid's best whenever it
+    lies beside the best of every other angle, i.e. when the NCC along the grid
+    rises to its peak and falls after it. Ties go to the first angle, as in a
+    serial scan of the whole grid.
+    """
+    scores = dict(zip(range(0, len(angles), 2), pool.map(overlap.start, angles[::2]), strict=True))
+    best = max(sorted(scores), key=lambda i: scores[i][1])
+    between = [i for i in (best - 1, best + 1) if 0 <= i < len(angles)]
+    scores.update(zip(between, pool.map(overlap.start, [angles[i] for i in between]), strict=True))
+    return scores[max(sorted(scores), key=lambda i: scores[i][1])][0]
 
 
 def _half_angles(overlap: _Overlap, params: np.ndarray, pool: Executor) -> tuple[float, float]:
