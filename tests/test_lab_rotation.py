@@ -145,8 +145,9 @@ def test_fine_search_finds_the_nelder_mead_optimum_with_few_resamplings(angle, s
                                               (4.1, (0.0, 3.0))])
 def test_grid_start_is_the_whole_grid_best_with_fewer_starts(angle, shift):
     """The coarse grid scored coarse to fine (every other angle, then the two beside the best) starts the fine
-    search where the whole grid's best does, in at most 14 of its 23 starts; each start's whole-pixel shift
-    (phase correlation on spectra zero-padded to fast sizes, 159 px a prime) is the true shift rounded."""
+    search where the whole grid's best does, in at most 14 of its 23 starts, within a quarter degree of the
+    truth; its whole-pixel shift (phase correlation on spectra zero-padded to fast sizes, 159 px: 3 x 53) within a
+    pixel of the true shift."""
     from concurrent.futures import ThreadPoolExecutor
 
     from linumpy.stack import rotation

@@ -39,8 +39,8 @@ UNFUSED = {"optimization.fuse.active": False}
 #: BLAS threads of the whole stack. Its matrix products are small (the rotation search's Gauss-Newton
 #: normal equations, the registration's upsampled DFT) and run on the step's own threads already:
 #: OpenBLAS's threads only waited for each other (the upsampled DFT of a 480 px plane took 47 CPU ms
-#: instead of 4 on the shared machine), and the split of its dot products moved the z offsets by 1e-7 px
-#: with the number of cores.
+#: instead of 4 on the shared machine), and the split of its dot products moved the z offsets by up to 4e-7 px
+#: with the number of BLAS threads (cores).
 BLAS_THREADS = 1
 
 
