@@ -73,6 +73,24 @@ def test_chunk_cache_serves_every_block_exactly(binning):
 
 
 
+def test_compensation_of_a_range_of_planes_equals_the_whole():
+    """``planes``: the tail sums evaluated on planes 0 and [start, stop) only (NaN elsewhere) and the
+    compensation of those planes are bit-identical to the whole block's on them."""
+    signal, _ = two_tissues(n_z=50, size=24)
+    grid = attenuation.BinGrid.of(signal.shape[1:])
+    sums = attenuation.binned_tail_sums(signal, grid)
+    whole = attenuation.edge_aware_tails(signal, sums, grid, 2.0)
+    for start, stop in ((7, 41), (0, 50), (1, 20), (30, 30)):
+        part = attenuation.edge_aware_tails(signal, sums, grid, 2.0, planes=(start, stop))
+        kept = np.zeros(51, bool)
+        kept[[0, *range(start, stop)]] = True
+        np.testing.assert_array_equal(part[kept], whole[kept])
+        assert np.isnan(part[~kept]).all()
+        compensated = attenuation.compensate_attenuation(signal, part, planes=(start, stop))
+        np.testing.assert_array_equal(compensated[start:stop],
+                                      attenuation.compensate_attenuation(signal, whole)[start:stop])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_statistics_read_the_stored_binned_level_when_it_is_exact(tmp_path, dtype):
     """Level 1 of linumpy's pyramid is bin_laterally(level 0, 2) exactly (odd borders too); float16 is not used."""

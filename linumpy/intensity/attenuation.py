@@ -260,6 +260,7 @@ def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: 
 def edge_aware_tails(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
+    planes: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
 
@@ -297,6 +298,10 @@ def edge_aware_tails(
     inner : (slice, slice)
         The A-lines whose sums are wanted (the block without its halo): only
         they are evaluated.
+    planes : (int, int), optional
+        Only the planes 0 and ``[start, stop)`` of the sums are wanted (what
+        :func:`compensate_attenuation` reads for those planes of the signal):
+        the others are NaN.
 
     Returns
     -------
@@ -317,9 +322,9 @@ def edge_aware_tails(
     fitted = np.unique(np.r_[np.arange(0, n_planes, EDGE_STEP), n_planes - 1])
     coefficients = np.empty((2, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
     for first in range(0, fitted.size, EDGE_PLANES):
-        planes = sums[fitted[first : first + EDGE_PLANES]]
-        mean = box(planes)
-        slope = box(planes * small_guide)
+        fitted_sums = sums[fitted[first : first + EDGE_PLANES]]
+        mean = box(fitted_sums)
+        slope = box(fitted_sums * small_guide)
         slope -= mean * mean_guide
         slope /= variance
         mean -= slope * mean_guide
@@ -343,9 +348,19 @@ def edge_aware_tails(
     last, before = planes_of_sums(ends, np.empty((2, *guide.shape), np.float32))
     extension = _extension(last, before)
     out = np.empty((n_planes, *guide.shape), np.float32)
-    for first in range(0, n_planes, EDGE_PLANES):
-        group = planes_of_sums(np.arange(first, min(n_planes, first + EDGE_PLANES)), out[first : first + EDGE_PLANES])
-        group += extension
+    if planes is None:
+        runs = [(0, n_planes)]
+    else:  # plane 0 (T[0], every compensated plane's numerator), then the planes asked for
+        low = max(1, planes[0])
+        high = max(low, min(n_planes, planes[1]))
+        runs = [(0, 1), (low, high)]
+        out[1:low] = np.nan
+        out[high:] = np.nan
+    for low, high in runs:
+        for first in range(low, high, EDGE_PLANES):
+            stop = min(high, first + EDGE_PLANES)
+            group = planes_of_sums(np.arange(first, stop), out[first:stop])
+            group += extension
     return out[(slice(None), *within)]
 
 
@@ -419,7 +434,9 @@ def attenuation_coefficient(tails: np.ndarray, voxel_size_mm: float) -> np.ndarr
     return (np.log(ratio) / (2.0 * voxel_size_mm)).astype(np.float32)
 
 
-def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def compensate_attenuation(
+    signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None, planes: tuple[int, int] | None = None
+) -> np.ndarray:
     """Attenuation-compensated signal ``C[k] = I[k] * T[0] / T[k]`` (0 where ``T[k]`` is 0).
 
     Parameters
@@ -430,6 +447,9 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarra
     out : ndarray, optional
         float32 array of the shape of ``signal`` to write into (may be ``signal``,
         when that is float32 and non-negative).
+    planes : (int, int), optional
+        Only the planes ``[start, stop)`` are compensated (``tails`` needs its
+        plane 0 and those); the other planes of ``out`` are left as they are.
 
     Returns
     -------
@@ -443,8 +463,9 @@ def compensate_attenuation(signal: np.ndarray, tails: np.ndarray, out: np.ndarra
     # the mask and both products stay small (no 3D temporary), few numpy calls
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
     positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
-    for a in range(0, len(result), GROUP_PLANES):
-        b = min(len(result), a + GROUP_PLANES)
+    start, stop = (0, len(result)) if planes is None else planes
+    for a in range(start, stop, GROUP_PLANES):
+        b = min(stop, a + GROUP_PLANES)
         np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
                   casting="unsafe")
         result[a:b] *= sums[0]

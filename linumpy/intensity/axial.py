@@ -522,7 +522,7 @@ def _tail_halo(settings: AxialSettings) -> int:
 
 def _edge_aware_tails(
     block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
-    origin: tuple[int, int], inner: tuple[slice, slice],
+    origin: tuple[int, int], inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
@@ -530,7 +530,9 @@ def _edge_aware_tails(
     here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
     the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
     to their A-lines (NaN where an A-line has no surface), the compensation's sums are the
-    guided average of the clipped signal (None unless the attenuation mode is ``vermeer``).
+    guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
+    ``planes``: only its planes 0 and ``[start, stop)`` are evaluated, see
+    :func:`linumpy.intensity.attenuation.edge_aware_tails`).
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
@@ -549,7 +551,7 @@ def _edge_aware_tails(
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
-                                             settings.tail_window_px, inner=inner)
+                                             settings.tail_window_px, inner=inner, planes=planes)
     return block[(slice(None), *inner)], tails, mean_mu
 
 
@@ -621,15 +623,18 @@ def correct_block(
     signal = _focus_corrected(data, stats, overwrite_data)
     inner = inner or (slice(None), slice(None))
     fit_depth_px = depth_px - surface_depth_px
+    shift = _flatten_shift(found_px[inner], stats, surface_depth_px, origin)
+    # the input depths the flattening reads: the compensation (and its tail sums) is needed there only
+    planes = (max(0, int(shift.min())), max(0, min(signal.shape[0], int(shift.max()) + depth_px)))
     if settings.tail_edge_sigma_px > 0:
-        signal, tails, mean_mu = _edge_aware_tails(signal, found_px, settings, dz_mm, fit_depth_px, origin, inner)
+        signal, tails, mean_mu = _edge_aware_tails(signal, found_px, settings, dz_mm, fit_depth_px, origin, inner,
+                                                   planes)
     else:
         signal, tails, mean_mu = _box_tails(signal, found_px, settings, dz_mm, fit_depth_px, inner)
     found_px = found_px[inner]
-    shift = _flatten_shift(found_px, stats, surface_depth_px, origin)
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
     if tails is not None:  # in place: ``plain`` is a flattened copy
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal)
+        signal = attenuation.compensate_attenuation(signal, tails, out=signal, planes=planes)
     return surface.flatten_surface(signal, shift, depth_px), mean_mu, plain
 
 

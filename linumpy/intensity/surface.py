@@ -228,9 +228,11 @@ def _copy_shifted(volume: np.ndarray, out: np.ndarray, value: int, where: tuple,
     n_z, depth = volume.shape[0], out.shape[0]
     first = max(0, -value)
     stop = max(first, min(depth, n_z - value))
-    out[(slice(0, first), *where)] = fill
+    if first:
+        out[(slice(0, first), *where)] = fill
     out[(slice(first, stop), *where)] = volume[(slice(first + value, stop + value), *where)]
-    out[(slice(stop, None), *where)] = fill
+    if stop < depth:
+        out[(slice(stop, None), *where)] = fill
 
 
 def _flatten_by_masks(volume: np.ndarray, shift: np.ndarray, output_depth_px: int, fill: float) -> np.ndarray:
