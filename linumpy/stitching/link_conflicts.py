@@ -136,7 +136,7 @@ def broad_broken_links(
     (docs/stitching.md, QC fields). ``excluded`` pairs are not named.
     """
     return [k for k in _broken(tiles, pairs, tile_step_px, excluded)
-            if np.nanmax(np.asarray(spreads[(pairs[k].a, pairs[k].b)], float)) > BROAD_SPREAD_PX]
+            if np.max(np.nan_to_num(np.asarray(spreads[(pairs[k].a, pairs[k].b)], float))) > BROAD_SPREAD_PX]
 
 
 def _broken(tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
