@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from linumpy.stitching.global_solve import PairOffset, solve_positions
-from linumpy.stitching.link_conflicts import broken_loop_culprit, drop_broken_loop_links
+from linumpy.stitching.link_conflicts import broad_broken_links, broken_loop_culprit, drop_broken_loop_links
 
 STEP = (10.0, 10.0)
 #: A 2 x 3 grid: two loops, (0, 0)-(0, 1)-(1, 1)-(1, 0) and (0, 1)-(0, 2)-(1, 2)-(1, 1).
@@ -47,7 +47,7 @@ def test_the_culprit_is_dropped_and_the_tiles_placed_by_the_others():
     pairs = _pairs(wrong)
     spreads = _spreads({((1, 0), (1, 1)): (2.5, 2.0)})
     significance = {pair: 5.0 for pair in EDGES} | {((1, 0), (1, 1)): 0.6}
-    (positions, _, kept), dropped = drop_broken_loop_links(
+    (positions, _, kept), dropped, _ = drop_broken_loop_links(
         TILES, solve_positions(TILES, pairs, STEP), spreads, significance, 3.0, STEP)
     assert dropped == [((1, 0), (1, 1))]
     assert len(kept) == len(pairs) - 1
@@ -55,7 +55,7 @@ def test_the_culprit_is_dropped_and_the_tiles_placed_by_the_others():
     for tile in TILES:  # every tile within 0.01 px of the truth
         assert np.allclose(positions[tile] - origin, np.multiply(tile, STEP), atol=0.01)
     # A culprit as significant as an anchor is kept.
-    (_, _, kept), dropped = drop_broken_loop_links(
+    (_, _, kept), dropped, _ = drop_broken_loop_links(
         TILES, solve_positions(TILES, pairs, STEP), spreads, {pair: 5.0 for pair in EDGES}, 3.0, STEP)
     assert not dropped and len(kept) == len(pairs)
 
@@ -66,7 +66,24 @@ def test_a_drop_that_would_cost_another_pair_is_refused():
     pairs = [p if (p.a, p.b) != ((0, 0), (1, 0)) else PairOffset(p.a, p.b, p.offset, p.weight, strong=False)
              for p in _pairs(wrong)]
     significance = {pair: 5.0 for pair in EDGES} | {((1, 0), (1, 1)): 0.6}
-    (_, _, kept), dropped = drop_broken_loop_links(
+    (_, _, kept), dropped, _ = drop_broken_loop_links(
         TILES, solve_positions(TILES, pairs, STEP), _spreads({((1, 0), (1, 1)): (2.5, 2.0)}), significance,
         3.0, STEP)
     assert not dropped and len(kept) == len(pairs)
+
+
+def test_broad_links_of_a_loop_without_a_clear_culprit_are_named_and_dropped_only_if_no_tile_is_lost():
+    # (0, 2)-(1, 2) is 2.5 px off; it and (1, 1)-(1, 2) have broad peaks of similar honest error:
+    # no clear culprit, but both are named as broad links of the loop that misses.
+    pairs = _pairs({((0, 2), (1, 2)): (2.5, 0.0)})
+    spreads = _spreads({((0, 2), (1, 2)): (2.5, 2.0), ((1, 1), (1, 2)): (2.0, 1.5)})
+    assert broken_loop_culprit(TILES, pairs, spreads, STEP) is None
+    named = broad_broken_links(TILES, pairs, spreads, STEP)
+    assert sorted((pairs[k].a, pairs[k].b) for k in named) == [((0, 2), (1, 2)), ((1, 1), (1, 2))]
+    left = broad_broken_links(TILES, pairs, spreads, STEP, excluded=[((1, 1), (1, 2))])
+    assert [(pairs[k].a, pairs[k].b) for k in left] == [((0, 2), (1, 2))]
+    # Dropping both would leave (1, 2) without a pair: all are kept.
+    significance = {pair: 5.0 for pair in EDGES} | {((0, 2), (1, 2)): 0.6, ((1, 1), (1, 2)): 0.8}
+    (_, _, kept), dropped, broad = drop_broken_loop_links(
+        TILES, solve_positions(TILES, pairs, STEP), spreads, significance, 3.0, STEP)
+    assert not dropped and not broad and len(kept) == len(pairs)

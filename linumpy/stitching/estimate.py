@@ -232,7 +232,7 @@ def estimate_transform(
     positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, registrations,
                                                  flattened, tile_step_px)
     current = {**registrations, **moved, **joint, **clustered, **relinked}
-    (positions, model, kept), unlinked = drop_broken_loop_links(
+    (positions, model, kept), unlinked, broad = drop_broken_loop_links(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
@@ -252,6 +252,8 @@ def estimate_transform(
             status = "kept (corroborated search)" if (a, b) in kept_ids else "corroborated search, inconsistent"
         elif (a, b) in unlinked:
             status = "least certain of a broken loop"
+        elif (a, b) in broad:
+            status = "broad link of a broken loop"
         elif (a, b) in relinked:
             status = "kept (piece search)" if (a, b) in kept_ids else "piece search, inconsistent"
         elif (a, b) in clustered:

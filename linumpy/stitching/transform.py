@@ -67,8 +67,9 @@ class PairRecord:
         the largest group), ``weak outside any loop`` (only link, not
         significant enough to stand alone), ``loop closure, inconsistent``,
         ``joint search, inconsistent``, ``cluster search, inconsistent``,
-        ``piece search, inconsistent``, ``least certain of a broken loop``
-        (:mod:`linumpy.stitching.link_conflicts`), ``no overlap``.
+        ``piece search, inconsistent``, ``least certain of a broken loop``,
+        ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
+        ``no overlap``.
     """
 
     a: TileIndex
