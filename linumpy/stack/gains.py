@@ -288,3 +288,88 @@ def coarse_map(log_map: np.ndarray, pixel_um: tuple[float, float]) -> tuple[np.n
     padded[: log_map.shape[0], : log_map.shape[1]] = log_map
     coarse = padded.reshape(shape[0] // factor, factor, shape[1] // factor, factor).mean(axis=(1, 3))
     return coarse.astype(np.float32), (pixel_um[0] * factor, pixel_um[1] * factor)
+
+
+#: Least slope of a slice's lateral map on the previous slice's (pooled over the stack's consecutive maps)
+#: for a predicted map: below it the neighbours' maps do not agree and a slice without its own map gets none.
+PREDICT_MIN_SLOPE = 0.05
+#: Largest slope used for a predicted map (a neighbour's map is at best as good as the slice's own).
+PREDICT_MAX_SLOPE = 1.0
+PREDICT_NEUTRAL = True
+
+
+def moved_map(gain: LateralGain, shift_um: Sequence[float], shape: Sequence[int] | None = None) -> np.ndarray:
+    """``gain``'s map in the frame of a slice whose lateral corner lies ``shift_um`` (y, x) from its own.
+
+    On a grid of ``shape`` pixels (default the map's) of the map's pixel
+    size; linear interpolation, 0 (no correction) where the map does not reach.
+
+    Examples
+    --------
+    >>> gain = LateralGain(np.arange(4, dtype=np.float32)[None].repeat(2, 0), (10.0, 10.0), 1.0)
+    >>> moved_map(gain, (0.0, 10.0)).tolist()
+    [[1.0, 2.0, 3.0, 0.0], [1.0, 2.0, 3.0, 0.0]]
+    >>> moved_map(gain, (0.0, -10.0), (1, 3)).tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+    shape = tuple(gain.log_map.shape if shape is None else shape)
+    grid = np.meshgrid(*(np.arange(n) + s / p for n, s, p in zip(shape, shift_um, gain.pixel_um, strict=True)),
+                       indexing="ij")
+    return ndimage.map_coordinates(gain.log_map, grid, order=1, mode="constant", cval=0.0).astype(np.float32)
+
+
+def map_agreement(gains: Sequence[LateralGain | None], corners_um: np.ndarray) -> tuple[float | None, int]:
+    """Pooled least-squares slope of each measured map on the previous slice's map, and the pairs used.
+
+    ``corners_um``: each slice's lateral corner ``(y, x)`` (its placed
+    origin). Over every pair of consecutive slices that both have a map,
+    the previous map is moved into the later slice's frame
+    (:func:`moved_map`) and ``sum(prev * next) / sum(prev ** 2)`` is taken
+    over the pixels both support. None without such a pair.
+
+    Examples
+    --------
+    >>> m = np.linspace(-1, 1, 64, dtype=np.float32)[None].repeat(64, 0)
+    >>> gains = [LateralGain(m, (1.0, 1.0), 1.0), LateralGain(0.5 * m, (1.0, 1.0), 1.0), None]
+    >>> slope, n = map_agreement(gains, np.zeros((3, 2)))
+    >>> round(slope, 3), n
+    (0.5, 1)
+    """
+    cross = power = 0.0
+    pairs = 0
+    for k in range(1, len(gains)):
+        previous, current = gains[k - 1], gains[k]
+        if previous is None or current is None or previous.pixel_um != current.pixel_um:
+            continue
+        moved = moved_map(previous, np.asarray(corners_um[k]) - np.asarray(corners_um[k - 1]),
+                          current.log_map.shape)
+        both = (moved != 0) & (current.log_map != 0)
+        if both.sum() < MAP_MIN_PIXELS:
+            continue
+        cross += float(np.sum(moved[both].astype(np.float64) * current.log_map[both]))
+        power += float(np.sum(moved[both].astype(np.float64) ** 2))
+        pairs += 1
+    return (cross / power if power > 0 else None), pairs
+
+
+def predicted_gain(previous: LateralGain, shift_um: Sequence[float], slope: float, depth_scale: float,
+                   image: np.ndarray) -> LateralGain:
+    """A slice's lateral gain predicted from the previous slice's map: moved, times ``slope``, level-neutral.
+
+    ``shift_um``: the slice's lateral corner less the previous slice's;
+    ``depth_scale``: the previous slice's kept depth over this slice's (both
+    from their first to their last kept plane), so that the map applies at
+    the same depth below the cut in micrometres; ``image``: the slice's mean
+    over its deep planes on the map's pixel grid (its shape the map's): the
+    map's log is shifted so that it leaves the mean over the tissue of
+    ``image`` (pixels at least :data:`RATIO_TISSUE_FRACTION` of its median
+    with signal) unchanged: the level is the scalar gains' job.
+    """
+    log_map = np.clip(min(slope, PREDICT_MAX_SLOPE) * moved_map(previous, shift_um, image.shape),
+                      -MAP_MAX_LOG, MAP_MAX_LOG)
+    signal = image > 0
+    weight = np.where(signal & (image >= RATIO_TISSUE_FRACTION * np.median(image[signal]) if signal.any() else False),
+                      image, 0.0) * (log_map != 0)
+    if PREDICT_NEUTRAL and weight.sum() > 0:
+        log_map[log_map != 0] -= np.log(np.sum(weight * np.exp(log_map)) / weight.sum())
+    return LateralGain(log_map.astype(np.float32), previous.pixel_um, max(previous.depth * depth_scale, 1e-3))
