@@ -22,15 +22,12 @@ from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
-    PREDICT_MIN_SLOPE,
     LateralGain,
     coarse_map,
     corrected_ratios,
     fit_gains,
     log_ratio_map,
-    map_agreement,
     overlap_ratio,
-    predicted_gain,
     trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
@@ -290,9 +287,6 @@ def plan_stack(
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
-    predicted: list[dict | None] = [None] * len(slices)
-    if parameters.match_intensity:
-        lateral, predicted = _predict_lateral(slices, ids, kept, resolved.origins_um, lateral)
     a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
     placed = [
         _place_on_grid(s, planes, origin + [(planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
@@ -321,7 +315,6 @@ def plan_stack(
         entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
-        entry["lateral_gain_predicted"] = predicted[k]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     if parameters.interpolate_missing:
         deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
@@ -430,58 +423,6 @@ def _below_cut_faces(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, in
         previous_bottom_um = depths_um[k - 1] + (kept[k - 1][1] - previous.useful_range[0]) * previous.resolution_um[0]
         if previous_bottom_um > depths_um[k] + TOP_SKIP_PLANES * current.resolution_um[0]:
             out[k] = (kept[k][0] + TOP_SKIP_PLANES, kept[k][1])
-    return out
-
-
-def _predict_lateral(
-    slices: Sequence[SliceVolume], ids: Sequence[int], kept: Sequence[tuple[int, int]], origins_um: np.ndarray,
-    lateral: Sequence[LateralGain | None],
-) -> tuple[list[LateralGain | None], list[dict | None]]:
-    """Lateral maps predicted for the slices with no slice right below them, and their records.
-
-    Such a slice (the last, one before a gap) has no overlap below it to
-    measure its compensation error. When the previous slice (consecutive)
-    has a measured map and the stack's consecutive maps agree (pooled slope
-    :func:`linumpy.stack.gains.map_agreement` at least
-    :data:`~linumpy.stack.gains.PREDICT_MIN_SLOPE`), it gets the previous
-    map moved into its frame, times that slope, at the same depth below its
-    cut (:func:`linumpy.stack.gains.predicted_gain`). The record says what
-    was done: ``status`` "predicted" or why not, ``from_slice``, ``slope``,
-    ``pairs`` (map pairs behind the slope).
-    """
-    out, records = list(lateral), [None] * len(slices)
-    slope, n_pairs = map_agreement(lateral, origins_um[:, 1:])
-    for k in range(1, len(slices)):
-        if lateral[k] is not None or (k + 1 < len(slices) and ids[k + 1] - ids[k] == 1):
-            continue
-        record = {"status": "predicted", "from_slice": ids[k - 1],
-                  "slope": None if slope is None else round(slope, 4), "pairs": n_pairs}
-        if ids[k] - ids[k - 1] != 1 or lateral[k - 1] is None:
-            record["status"] = "no measured map on the slice above: none"
-        elif slope is None or slope < PREDICT_MIN_SLOPE:
-            record["status"] = f"consecutive maps disagree (slope < {PREDICT_MIN_SLOPE}): none"
-        else:
-            span = [(kept[j][1] - kept[j][0] - 1) * slices[j].resolution_um[0] for j in (k - 1, k)]
-            out[k] = predicted_gain(lateral[k - 1], origins_um[k, 1:] - origins_um[k - 1, 1:], slope,
-                                    span[0] / max(span[1], 1e-6), _deep_image(slices[k], kept[k],
-                                                                              lateral[k - 1].pixel_um))
-        records[k] = record
-    return out, records
-
-
-def _deep_image(volume: SliceVolume, planes: tuple[int, int], pixel_um: tuple[float, float]) -> np.ndarray:
-    """Mean of the slice's deeper half of its kept planes on a grid of ``pixel_um`` from its lateral corner.
-
-    Read on the coarsest level finer than the grid, block-averaged to about its pixel.
-    """
-    level = max([i for i, (_, um) in enumerate(volume.levels) if um[1] <= pixel_um[0]], default=0)
-    data, um = volume.levels[level]
-    factor = max(1, int(round(pixel_um[0] / um[1])))
-    image = read_planes(data[(planes[0] + planes[1]) // 2 : planes[1]], factor).mean(axis=0)
-    shape = [max(1, int(np.ceil(n * u / p))) for n, u, p in zip(data.shape[1:], um[1:], pixel_um, strict=True)]
-    out = np.zeros(shape, np.float32)
-    common = tuple(slice(0, min(a, b)) for a, b in zip(shape, image.shape, strict=True))
-    out[common] = image[common]
     return out
 
 
