@@ -57,12 +57,6 @@ METRICS: dict[str, MetricInfo] = {
     "n_corroborated_tiles": _M("Tiles on weak corroborated peaks", "count", "Tiles placed by a weak joint "
                                "peak that two or more of their overlaps support and whose loops close; the "
                                "weakest registration, worth a look."),
-    "n_reweighted_tiles": _M("Tiles on weak links, re-solved", "count", "Tiles hung on weak links only, "
-                             "re-solved with each link's honest error (its peak spread included) and a stage "
-                             "prior (per tile: reweighted_shift_px, how far that moved it); worth a look."),
-    "stage_prior_sigma_px": _M("Stage prior error", "px", "Per axis, the stage's scatter measured on the "
-                               "trusted tiles: the standard error of the stage prior of the weakly linked "
-                               "tiles."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
     "stage_residual_model": _M("Stage residual model", "per axis", "Per axis, how the tiles without a pair "
                                "were corrected beyond the stage model: none (plain stage model), row_parity "

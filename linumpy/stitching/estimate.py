@@ -62,7 +62,6 @@ from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_resi
 from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, corroborated_placements, joint_placement,
                                            place_by_neighbours, search_radius)
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
-from linumpy.stitching.weak_prior import WeakPrior, place_weak_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -244,12 +243,6 @@ def estimate_transform(
         (positions, model, kept), links = weak
         corroborated.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
-    final = {**current, **corroborated}
-    positions, weak_prior = place_weak_tiles(
-        tiles, positions, model, kept,
-        {(p.a, p.b) for p in kept
-         if (p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE},
-        {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset) for p in kept})
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
@@ -276,8 +269,7 @@ def estimate_transform(
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset)))
     records = tuple(records)
-    tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
-                                 weak_prior)
+    tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -290,7 +282,6 @@ def estimate_transform(
         pairs=records,
         tiles=tile_records,
         stage_residuals=residual_model,
-        stage_prior_sigma_px=weak_prior.sigma_px,
     )
 
 
@@ -711,10 +702,9 @@ def _correct_stage_residuals(
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
-                  corroborated: set[TileIndex], weak_prior: WeakPrior) -> dict[TileIndex, TileRecord]:
-    """Per tile: accepted pairs, the standard error they give (1 / sqrt of summed weights),
-    whether a corroborated weak joint peak placed it (:func:`_place_corroborated`) and the
-    share of the stage prior in its position (:mod:`linumpy.stitching.weak_prior`)."""
+                  corroborated: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+    """Per tile: accepted pairs, the standard error they give (1 / sqrt of summed weights) and
+    whether a corroborated weak joint peak placed it (:func:`_place_corroborated`)."""
     counts = {t: 0 for t in tiles}
     information = {t: 0.0 for t in tiles}
     for pair in kept:
@@ -723,7 +713,7 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
             information[tile] += float(pair.axis_weights().min())
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=float(1 / np.sqrt(information[t])),
-                      corroborated=t in corroborated, reweighted_shift_px=weak_prior.shifts.get(t))
+                      corroborated=t in corroborated)
         if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=float("nan"))
         for t in tiles
     }

@@ -191,22 +191,10 @@ def _normal_equations(
     axis: int,
 ) -> tuple[sparse.csc_matrix, np.ndarray]:
     """Weighted normal matrix and right-hand side of one axis (pairs plus the stage-model prior)."""
-    return _prior_normal_equations(tiles, pairs, np.array([model.position(t)[axis] for t in tiles], float),
-                                   np.full(len(tiles), float(prior_weight)), axis)
-
-
-def _prior_normal_equations(
-    tiles: Sequence[TileIndex],
-    pairs: Sequence[PairOffset],
-    prior_positions: np.ndarray,
-    prior_weights: np.ndarray,
-    axis: int,
-) -> tuple[sparse.csc_matrix, np.ndarray]:
-    """Weighted normal matrix and right-hand side of one axis, each tile with its own prior."""
     index = {tile: i for i, tile in enumerate(tiles)}
     n = len(tiles)
-    rows, cols, values = list(range(n)), list(range(n)), [float(w) for w in prior_weights]
-    right = np.asarray(prior_weights, float) * np.asarray(prior_positions, float)
+    rows, cols, values = list(range(n)), list(range(n)), [prior_weight] * n
+    right = prior_weight * np.array([model.position(t)[axis] for t in tiles], float)
     for pair in pairs:
         i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
         rows += [i, i, j, j]
@@ -227,35 +215,6 @@ def _least_squares_positions(
     solution = np.empty((len(tiles), 2))
     for axis in range(2):
         normal, right = _normal_equations(tiles, pairs, model, prior_weight, axis)
-        solution[:, axis] = spsolve(normal, right)
-    return solution
-
-
-def weighted_positions(
-    tiles: Sequence[TileIndex],
-    pairs: Sequence[PairOffset],
-    prior_positions: np.ndarray,
-    prior_weights: np.ndarray,
-) -> np.ndarray:
-    """Solve the weighted normal equations with a per-tile, per-axis prior; no pruning.
-
-    Parameters
-    ----------
-    tiles : sequence of (row, col)
-        Sorted tiles; rows of the arrays below and of the result.
-    pairs : sequence of PairOffset
-    prior_positions, prior_weights : np.ndarray
-        ``(n_tiles, 2)`` prior ``(y, x)`` position of each tile and its weight (inverse variance).
-
-    Returns
-    -------
-    np.ndarray
-        ``(n_tiles, 2)`` positions.
-    """
-    solution = np.empty((len(tiles), 2))
-    for axis in range(2):
-        normal, right = _prior_normal_equations(tiles, pairs, prior_positions[:, axis], prior_weights[:, axis],
-                                                axis)
         solution[:, axis] = spsolve(normal, right)
     return solution
 

@@ -52,8 +52,7 @@ from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX, estimate_transform
 from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
 from linumpy.stitching.global_solve import TileIndex
 from linumpy.stitching.options import DEFAULT_FLATFIELD, FLATFIELD_MODES
-from linumpy.stitching.transform import (TileTransform, load_transform, save_transform, stage_prior_fields,
-                                         stage_residual_fields)
+from linumpy.stitching.transform import TileTransform, load_transform, save_transform, stage_residual_fields
 
 logger = logging.getLogger(__name__)
 
@@ -330,13 +329,10 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated,
-                    "reweighted_shift_px": None if record.reweighted_shift_px is None
-                    else [round(v, 3) for v in record.reweighted_shift_px],
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }
     metrics.update(stage_residual_fields(transform.stage_residuals))
-    metrics.update(stage_prior_fields(transform))
     metrics["fusion_flatfield"] = flat.qc_fields()
     flags = []
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:

@@ -104,18 +104,12 @@ class TileRecord:
         bar) that several of its links corroborate on a loop, rather than
         by a significant pair or joint peak: the weakest kind of
         registration, to check in the QC record.
-    reweighted_shift_px : tuple of float or None
-        For a tile hung on weak links only (outside the trusted piece),
-        re-solved with its links' honest variances and a stage prior
-        (:mod:`linumpy.stitching.weak_prior`): how far ``(dy, dx)`` that
-        moved it, pixels. None for the other tiles.
     """
 
     source: str
     n_pairs: int
     sigma_px: float
     corroborated: bool = False
-    reweighted_shift_px: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,10 +137,6 @@ class TileTransform:
         The stage residual model and its leave-one-out validation
         (:mod:`linumpy.stitching.stage_residuals`); its ``corrections`` moved
         the stage-placed tiles (already in ``positions``).
-    stage_prior_sigma_px : tuple of float
-        Standard error ``(y, x)`` of the stage prior of the weakly supported
-        tiles (:mod:`linumpy.stitching.weak_prior`), the trusted tiles'
-        scatter around the stage model; NaN where no tile was re-placed.
     """
 
     tile_shape: tuple[int, int]
@@ -157,7 +147,6 @@ class TileTransform:
     pairs: tuple[PairRecord, ...] = field(default=())
     tiles: dict[TileIndex, TileRecord] = field(default_factory=dict)
     stage_residuals: StageResidualModel = field(default_factory=StageResidualModel)
-    stage_prior_sigma_px: tuple[float, float] = (float("nan"), float("nan"))
 
     def stage_fallback_tiles(self) -> list[TileIndex]:
         """Tiles placed by the stage model for lack of an accepted pair."""
@@ -224,22 +213,10 @@ def transform_to_dict(transform: TileTransform) -> dict:
         "tiles": [
             {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
              "sigma_px": _optional(record.sigma_px), "corroborated": bool(record.corroborated),
-             "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None,
-             "reweighted_shift_px": None if record.reweighted_shift_px is None
-             else _rounded(record.reweighted_shift_px)}
+             "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
         **stage_residual_fields(transform.stage_residuals),
-        **stage_prior_fields(transform),
-    }
-
-
-def stage_prior_fields(transform: TileTransform) -> dict:
-    """The weak tiles' stage prior fields of the transform JSON and the QC record
-    (:mod:`linumpy.stitching.weak_prior`)."""
-    return {
-        "stage_prior_sigma_px": dict(zip(AXES, map(_optional, transform.stage_prior_sigma_px))),
-        "n_reweighted_tiles": sum(record.reweighted_shift_px is not None for record in transform.tiles.values()),
     }
 
 
@@ -261,12 +238,6 @@ def _stage_residuals_from_dict(data: dict) -> StageResidualModel:
         corrections={tuple(t["tile"]): tuple(float(v) for v in t["stage_residual_px"])
                      for t in data.get("tiles", []) if t.get("stage_residual_px") is not None},
     )
-
-
-def _stage_prior_sigma_from_dict(data: dict) -> tuple[float, float]:
-    """The weak tiles' stage prior error of a transform JSON (NaN in files written before it existed)."""
-    sigma = data.get("stage_prior_sigma_px") or {}
-    return tuple(float("nan") if sigma.get(axis) is None else float(sigma[axis]) for axis in AXES)
 
 
 def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
@@ -309,12 +280,9 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
             tiles={tuple(t["tile"]): TileRecord(
                 source=t["source"], n_pairs=int(t["n_pairs"]),
                 sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]),
-                corroborated=bool(t.get("corroborated", False)),
-                reweighted_shift_px=None if t.get("reweighted_shift_px") is None
-                else tuple(float(v) for v in t["reweighted_shift_px"]))
+                corroborated=bool(t.get("corroborated", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
-            stage_prior_sigma_px=_stage_prior_sigma_from_dict(data),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{source} is a malformed tile transform ({error!r}); "
