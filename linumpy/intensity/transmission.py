@@ -31,7 +31,9 @@ SIGMA_PX = 4.0
 #: Pixels whose neighbourhood holds signal in both slices over less than this fraction are not measured.
 MIN_SUPPORT = 0.5
 #: Tissue: smoothed level of the following slice at least this fraction of its median over supported pixels
-#: (as the stack's boundary ratio, :data:`linumpy.stack.gains.RATIO_TISSUE_FRACTION`): gel (and tissue as dim as
+#: (as the stack's boundary ratio without two classes of levels, :data:`linumpy.stack.gains.RATIO_TISSUE_FRACTION`;
+#: with gel beside tissue the ratio now takes Otsu's brighter class, :func:`linumpy.stack.gains.overlap_tissue`,
+#: not measured here): gel (and tissue as dim as
 #: gel) is left out; 0.2 let the gel columns in (harsh seed 0: worst slice 0.13 -> 0.39 low).
 TISSUE_FRACTION = 0.5
 #: Fewest tissue pixels for a tissue mean; fewer: no estimate (flagged).

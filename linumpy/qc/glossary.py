@@ -193,6 +193,9 @@ METRICS: dict[str, MetricInfo] = {
                              "gains; 1 = seamless."),
     "boundary_ratio": _M("Boundary ratio", "ratio", "The same ratio after the stack gains; far from 1 means a "
                          "visible intensity step at that slab boundary."),
+    "boundary_ratio_tissue": _M("Boundary ratio tissue", "text", "How the boundary ratio's tissue was chosen: "
+                                "'otsu' (the brighter of two classes of A-line levels, gel beside tissue) or 'half "
+                                "median' (one class, e.g. tissue filling the field), with the classes' separation."),
     "gain_top_bottom": _M("Slab gain top/bottom", "gain", "Gain applied to a slice at its top and bottom plane "
                           "to match its neighbours across the overlaps."),
     "gain_trend_measured": _M("Slab gain trend measured", "yes/no", "Whether the overlap with the slice below "

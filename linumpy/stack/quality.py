@@ -147,6 +147,9 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         (:mod:`linumpy.stack.rotation`; None for the first slice), ``boundary_ratio_raw`` / ``boundary_ratio``
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
+        ``boundary_ratio_tissue`` (how that ratio's tissue was chosen, e.g. ``"otsu (14.1x)"`` or
+        ``"half median (2.8x)"``: the rule and the separation of the two classes of A-line levels,
+        :class:`~linumpy.stack.gains.OverlapRatio`; None without a ratio),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
         ``gain_trend_measured`` (whether a boundary with the slice below measured
         the depth trend of that gain; False: taken from the slice above, e.g. the last slice),
@@ -223,6 +226,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "retilt_max_planes": [s.get("retilt_max_planes", 0) for s in slices],
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
+        "boundary_ratio_tissue": [_ratio_tissue(s.get("boundary_ratio_tissue")) for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
         "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
@@ -230,3 +234,11 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
         **{name: [(s.get("attenuation") or {}).get(name) for s in slices] for name in ATTENUATION_FIELDS},
     }
+
+
+def _ratio_tissue(entry: dict | None) -> str | None:
+    """``"otsu (14.1x)"``: a slice's ``boundary_ratio_tissue`` record as one QC value (None without a ratio)."""
+    if entry is None:
+        return None
+    separation = entry.get("separation")
+    return entry["tissue"] if separation is None else f"{entry['tissue']} ({separation:.1f}x)"

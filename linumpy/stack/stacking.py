@@ -23,6 +23,7 @@ from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, uni
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
     LateralGain,
+    OverlapRatio,
     coarse_map,
     corrected_ratios,
     fit_gains,
@@ -267,6 +268,7 @@ def plan_stack(
     kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
     kept = _below_cut_faces(slices, kept, resolved.origins_um[:, 0])
     ratios: list[float | None] = [None] * len(slices)
+    ratio_tissue: list[dict | None] = [None] * len(slices)
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
@@ -275,7 +277,9 @@ def plan_stack(
                                                     band_workers),
                           pairs, workers)
     for k, boundary in zip(pairs, boundaries, strict=True):
-        ratios[k], depths[k], lateral[k - 1] = boundary
+        measured_ratio, depths[k], lateral[k - 1] = boundary
+        if measured_ratio is not None:
+            ratios[k], ratio_tissue[k] = measured_ratio.value, measured_ratio.summary()
         if lateral[k - 1] is None:
             lateral_fallback[k - 1] = "overlap with the next slice too small: no lateral gain"
         elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
@@ -311,6 +315,7 @@ def plan_stack(
         entry["rotation"] = rotations[k].to_dict() if rotations[k] else None
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
         entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
+        entry["boundary_ratio_tissue"] = ratio_tissue[k]
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
         entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
@@ -593,7 +598,7 @@ def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) 
 def _boundary_ratio(
     previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int], current_kept: tuple[int, int],
     step_um: np.ndarray, parameters: StackParameters, band_workers: int = 1,
-) -> tuple[float | None, tuple[float, float] | None, LateralGain | None]:
+) -> tuple[OverlapRatio | None, tuple[float, float] | None, LateralGain | None]:
     """Boundary ratio of two consecutive placed slices, the overlap's relative depth in each, the lateral map.
 
     Reads the current slice's ``n_planes`` planes below its top
