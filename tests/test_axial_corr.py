@@ -12,6 +12,8 @@ import json
 import logging
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import dask.array as da
@@ -31,6 +33,7 @@ from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_bl
 from linumpy.io.acquisition import open_acquisition
 from linumpy.io.zarr import open_omezarr_level, read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.mosaic.grid import write_mosaic_grid
+from linumpy.parallel import ordered_map
 from linumpy.qc.records import qc_record_path, read_qc_record
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_axial_corr.py"
@@ -71,6 +74,47 @@ def test_chunk_cache_serves_every_block_exactly(binning):
     assert (covered == 1).all()
 
 
+@pytest.mark.parametrize("budget", [0, 10**6])  # 2 columns (constant eviction), every column
+def test_prefetched_reads_serve_every_block_exactly(budget):
+    """Reads while a prefetch thread decodes the coming columns: the same values, on 3 worker threads;
+    the first columns are decoded before any read asks for them."""
+    data = np.random.default_rng(0).random((5, 37, 29), dtype=np.float32)
+    cache = ChunkColumnCache(da.from_array(data, chunks=(2, 8, 10)), budget_bytes=budget)
+    parts = list(lateral_blocks((37, 29), 4, 2, cache.block_group(4)))
+    prefetched = []
+    decode = cache._decode
+
+    def counted(cy: int, cx: int) -> np.ndarray:
+        if threading.current_thread().name == "linumpy-prefetch":
+            prefetched.append((cy, cx))
+        return decode(cy, cx)
+
+    cache._decode = counted
+    with cache.prefetching(part.outer for part in parts):
+        deadline = time.monotonic() + 10
+        while not prefetched and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert prefetched[:1] == [(0, 0)]
+        blocks = list(ordered_map(lambda part: cache.read(part.outer), parts, workers=3))
+    for part, block in zip(parts, blocks, strict=True):
+        assert np.array_equal(block, data[(slice(None), *part.outer)])
+
+
+def test_a_prefetched_column_that_fails_is_raised_by_its_read():
+    data = np.zeros((5, 37, 29), np.float32)
+    cache = ChunkColumnCache(da.from_array(data, chunks=(2, 8, 10)))
+    decode = cache._decode
+
+    def failing(cy: int, cx: int) -> np.ndarray:
+        if (cy, cx) == (1, 0):
+            raise OSError("damaged chunk")
+        return decode(cy, cx)
+
+    cache._decode = failing
+    parts = list(lateral_blocks((37, 29), 4, 2, cache.block_group(4)))
+    with pytest.raises(OSError, match="damaged chunk"), cache.prefetching(part.outer for part in parts):
+        for part in parts:
+            cache.read(part.outer)
 
 
 def test_compensation_of_a_range_of_planes_equals_the_whole():

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, bin_laterally, binning_fits, chunk_shape, count_blocks, count_nonzero,
+    ChunkColumnCache, LateralBlock, bin_laterally, binning_fits, chunk_shape, count_nonzero,
     expand_laterally, lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
@@ -264,15 +264,14 @@ def correct_slice(
                 tissue &= levels[part.inner] > stats.tissue_level
             return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped
 
-        group = cache.block_group(block)
-        parts = lateral_blocks((n_y, n_x), block, _tail_halo(settings), group)
+        parts = list(lateral_blocks((n_y, n_x), block, _tail_halo(settings), cache.block_group(block)))
         n_clipped = 0
-        for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
-                                                         total=count_blocks((n_y, n_x), block, group),
-                                                         desc="axial correction", disable=not progress,
-                                                         leave=False):
-            qc.add_corrected(profile, tissue_mu, nonzero)
-            n_clipped += clipped
+        with cache.prefetching(part.outer for part in parts):
+            for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+                                                             total=len(parts), desc="axial correction",
+                                                             disable=not progress, leave=False):
+                qc.add_corrected(profile, tissue_mu, nonzero)
+                n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
 
@@ -355,9 +354,12 @@ def _gather_statistics(
     background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
     cache = ChunkColumnCache(volume, binning=factor, binned=stored_binned_level(in_path, volume, factor))
 
+    def binned_region(part: LateralBlock) -> tuple[slice, slice]:
+        return tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.outer)
+
     def measure(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, focus.BlockBackground | None, np.ndarray]:
         outer_shape = tuple(s.stop - s.start for s in part.outer)
-        binned = cache.read(tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.outer))
+        binned = cache.read(binned_region(part))
         if not np.isfinite(binned).all():  # a NaN or inf voxel makes its bin NaN or inf
             y0, x0 = part.origin
             raise InputError(
@@ -379,14 +381,13 @@ def _gather_statistics(
         return found, surface.plane_moments(found, *part.origin), measured, profile
 
     moments = np.zeros((4, 4))
-    group = cache.block_group(block)
-    parts = lateral_blocks((n_y, n_x), block, halo, group)
-    for found, block_moments, measured, profile in tqdm(map_ordered(measure, parts, workers),
-                                                        total=count_blocks((n_y, n_x), block, group),
-                                                        desc="surface", disable=not progress, leave=False):
-        background.merge(measured)  # merged in block order: the sums do not depend on the threads
-        moments += block_moments
-        qc.add_raw(profile, found)
+    parts = list(lateral_blocks((n_y, n_x), block, halo, cache.block_group(block)))
+    with cache.prefetching(binned_region(part) for part in parts):
+        for found, block_moments, measured, profile in tqdm(map_ordered(measure, parts, workers), total=len(parts),
+                                                            desc="surface", disable=not progress, leave=False):
+            background.merge(measured)  # merged in block order: the sums do not depend on the threads
+            moments += block_moments
+            qc.add_raw(profile, found)
 
     plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     tissue_level = background.tissue_level()

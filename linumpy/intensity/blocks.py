@@ -14,10 +14,11 @@ or, for computed inputs, from a lazy dask array.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ BLOCK_BUDGET_BYTES = 16 * 2**20
 BLOCK_SIZES = (256, 128, 64, 32, 16)
 #: Bytes of decoded float32 chunk columns kept by :class:`ChunkColumnCache`.
 CACHE_BUDGET_BYTES = 512 * 2**20
+#: Reads after the next one whose columns :meth:`ChunkColumnCache.prefetching` decodes already.
+PREFETCH_READS = 2
 
 
 def lateral_block_size(depth: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
@@ -102,11 +105,9 @@ def lateral_blocks(
                     )
 
 
-def count_blocks(shape_yx: tuple[int, int], size: int, group: tuple[int, int] | None = None) -> int:
-    """Number of blocks :func:`lateral_blocks` visits."""
-    if group is None:
-        return -(-shape_yx[0] // size) * -(-shape_yx[1] // size)
-    return sum(1 for _ in lateral_blocks(shape_yx, size, group=group))
+def count_blocks(shape_yx: tuple[int, int], size: int) -> int:
+    """Number of blocks :func:`lateral_blocks` visits (without ``group``)."""
+    return -(-shape_yx[0] // size) * -(-shape_yx[1] // size)
 
 
 def bin_laterally(volume: np.ndarray, factor: int) -> np.ndarray:
@@ -180,7 +181,8 @@ class ChunkColumnCache:
     (halos, blocks smaller than a chunk) do not decode the same chunks again.
     Memory is bounded by the cache, whatever the slice size. Thread-safe: a
     column another thread is decoding is waited for, not decoded twice. Visit the blocks in the
-    order of :meth:`block_group` to make the most of the cache.
+    order of :meth:`block_group` to make the most of the cache, and announce that order with
+    :meth:`prefetching` so that the columns are decoded before the reads ask for them.
 
     Parameters
     ----------
@@ -216,20 +218,68 @@ class ChunkColumnCache:
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._decoding: dict[tuple[int, int], Future] = {}  # columns being decoded, by key
+        self._reads = threading.Condition()  # counts the reads started (see prefetching)
+        self._started = 0
 
     def read(self, region_yx: tuple[slice, slice]) -> np.ndarray:
         """The float32 ``(z, y, x)`` block of ``volume[:, region_yx]`` (slices with explicit bounds), a new array."""
+        with self._reads:
+            self._started += 1
+            self._reads.notify_all()
         (y0, y1), (x0, x1) = ((s.start, s.stop) for s in region_yx)
         (c_y, c_x) = self.chunk_yx
         out = np.empty((self.volume.shape[0], y1 - y0, x1 - x0), np.float32)
-        for cy in range(y0 // c_y, -(-y1 // c_y)):
-            for cx in range(x0 // c_x, -(-x1 // c_x)):
-                column = self._column(cy, cx)
-                ys = slice(max(y0, cy * c_y), min(y1, (cy + 1) * c_y))
-                xs = slice(max(x0, cx * c_x), min(x1, (cx + 1) * c_x))
-                out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = column[
-                    :, ys.start - cy * c_y : ys.stop - cy * c_y, xs.start - cx * c_x : xs.stop - cx * c_x]
+        for cy, cx in self._keys(region_yx):
+            column = self._column(cy, cx)
+            ys = slice(max(y0, cy * c_y), min(y1, (cy + 1) * c_y))
+            xs = slice(max(x0, cx * c_x), min(x1, (cx + 1) * c_x))
+            out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = column[
+                :, ys.start - cy * c_y : ys.stop - cy * c_y, xs.start - cx * c_x : xs.stop - cx * c_x]
         return out
+
+    def _keys(self, region_yx: Sequence[slice]) -> list[tuple[int, int]]:
+        """The chunk columns ``(cy, cx)`` a read of ``region_yx`` touches, in the order it reads them."""
+        (y0, y1), (x0, x1) = ((s.start, s.stop) for s in region_yx)
+        (c_y, c_x) = self.chunk_yx
+        return [(cy, cx) for cy in range(y0 // c_y, -(-y1 // c_y)) for cx in range(x0 // c_x, -(-x1 // c_x))]
+
+    @contextlib.contextmanager
+    def prefetching(self, regions: Iterable[Sequence[slice]], ahead: int = PREFETCH_READS) -> Iterator[None]:
+        """Decode the chunk columns of the coming reads in a background thread (inside the ``with``).
+
+        ``regions``: the regions that :meth:`read` will be asked for, in that
+        order; the columns of the next read to start and of the ``ahead`` reads
+        after it are decoded (in the order the reads touch them). The workers
+        then seldom wait for a decode another worker started, nor for the chunk
+        files to be read: the decodes overlap their computation. The values
+        read are the same; a column that fails to decode is left to the read
+        that needs it (which raises the error).
+        """
+        needs = [(index, key) for index, region in enumerate(regions) for key in self._keys(region)]
+        stop = threading.Event()
+
+        def run() -> None:
+            for index, key in needs:
+                with self._reads:
+                    self._reads.wait_for(lambda index=index: stop.is_set() or self._started + ahead >= index)
+                if stop.is_set():
+                    return
+                try:
+                    self._column(*key)
+                except Exception:  # the read that needs this column raises it
+                    return
+
+        with self._reads:
+            self._started = 0
+        thread = threading.Thread(target=run, name="linumpy-prefetch", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            with self._reads:
+                self._reads.notify_all()
+            thread.join()
 
     def block_group(self, size: int) -> tuple[int, int]:
         """The ``group`` of :func:`lateral_blocks` (blocks of ``size``, in volume A-lines) that suits the cache.
