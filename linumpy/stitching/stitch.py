@@ -36,9 +36,10 @@ from linumpy.io.atomic import check_can_write
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
-from linumpy.parallel import import_in_background, ordered_map, run_jobs
+from linumpy.parallel import ordered_map, run_jobs
+from linumpy.qc.figures import stitching_residuals_figure
 from linumpy.qc.metrics import stitching_metrics
-from linumpy.qc.records import FIGURES_MODULE, write_qc_record
+from linumpy.qc.records import write_qc_record
 from linumpy.stitching.blend import (
     BLEND_MODES,
     Box,
@@ -337,8 +338,6 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "
                      "(no validated registration): check the stitched slice")
-    from linumpy.qc.figures import stitching_residuals_figure
-
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
     return write_qc_record(out_path, "stitch_3d", metrics, {"residuals": figure}, flags=flags)
 
@@ -433,7 +432,6 @@ def write_fused(
                        compression=compression, overwrite=overwrite, **finalize_options) as writer:
         # Blocks are chunk-aligned, so threads never write the same chunk, and the order in which they
         # finish does not matter: a thread takes the next block as soon as it is done.
-        import_in_background(FIGURES_MODULE)
         done = run_jobs(fuse_and_write, tasks, workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
