@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How many threads of a step want a core, sampled while it runs (a measure a busy machine does not distort).
+"""How many threads of a step want a core, sampled while it runs (less distorted by a busy machine than CPU / wall).
 
 On a shared machine the cores a step uses (CPU / wall) measure the other
 users: a thread ready to run waits for a core. What the step itself decides
