@@ -6,7 +6,10 @@ and file I/O release the GIL, so a few threads overlap the reading, the
 computing and the writing of consecutive jobs. :func:`ordered_map` runs the
 jobs on ``workers`` threads with a bounded number in flight (memory does not
 grow with the slice) and yields the results in job order (sums reduced in
-that order stay deterministic).
+that order stay deterministic). :func:`run_jobs` is for jobs whose product is
+what they write (each its own chunks): it yields the results as the jobs
+finish and submits a new job as soon as any finishes, so no thread waits for
+a slow job ahead of it in the order.
 
 The number of threads is, in order of precedence: the ``--workers`` flag of a
 script (Nextflow passes ``task.cpus``), the ``LINUMPY_WORKERS`` environment
@@ -16,11 +19,13 @@ runs at once), the cores this process may run on.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 logger = logging.getLogger(__name__)
@@ -83,6 +88,38 @@ def ordered_map(
     >>> list(ordered_map(lambda v: v * v, range(5), workers=2))
     [0, 1, 4, 9, 16]
     """
+    return _windowed(function, items, workers, ahead, _oldest)
+
+
+def run_jobs(
+    function: Callable[[Item], Result], items: Iterable[Item], workers: int | None = None, ahead: int | None = None
+) -> Iterator[Result]:
+    """Yield ``function(item)`` for every item as the jobs finish, computed by ``workers`` threads.
+
+    For jobs whose product is what they write (output chunks no other job
+    writes), where the order in which they finish does not change the
+    output. At most ``ahead`` (default ``2 * workers``) jobs are submitted
+    and not yet yielded; a new one is submitted as soon as any finishes
+    (:func:`ordered_map` waits for the oldest instead, which leaves a thread
+    idle behind a slow job). Items are taken from ``items`` in order. With
+    one worker the jobs run in the calling thread, in order. When the
+    consumer stops early or a job fails, queued jobs are cancelled and
+    running ones are waited for before this generator returns; a failure is
+    raised as soon as it is seen.
+
+    Examples
+    --------
+    >>> sorted(run_jobs(lambda v: v * v, range(5), workers=2))
+    [0, 1, 4, 9, 16]
+    """
+    return _windowed(function, items, workers, ahead, _first_finished)
+
+
+def _windowed(
+    function: Callable[[Item], Result], items: Iterable[Item], workers: int | None, ahead: int | None,
+    take: Callable[[deque[Future]], Iterator[Result]],
+) -> Iterator[Result]:
+    """Run the jobs on a pool with at most ``ahead`` not yet yielded; ``take`` waits for and yields some."""
     workers = default_workers() if workers is None else max(1, int(workers))
     if workers == 1:
         yield from map(function, items)
@@ -93,10 +130,48 @@ def ordered_map(
         try:
             for item in items:
                 if len(pending) >= limit:
-                    yield pending.popleft().result()
+                    yield from take(pending)
                 pending.append(pool.submit(function, item))
             while pending:
-                yield pending.popleft().result()
+                yield from take(pending)
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _oldest(pending: deque[Future]) -> Iterator[Result]:
+    """Wait for the oldest job; yield its result."""
+    yield pending.popleft().result()
+
+
+def _first_finished(pending: deque[Future]) -> Iterator[Result]:
+    """Wait until any job finishes; remove the finished ones and yield their results (a failure is raised)."""
+    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    for future in done:
+        pending.remove(future)
+    for future in done:
+        yield future.result()
+
+
+def import_in_background(*modules: str) -> threading.Thread:
+    """Start importing ``modules`` on a thread of their own; return it.
+
+    A step calls it before its parallel pass for the libraries it needs
+    only afterwards (matplotlib for its QC figure): the import, seconds of
+    serial work at the step's end otherwise, runs while the worker threads
+    spend most of their time outside the GIL. A later ``import`` of the same
+    module waits for this one (Python's per-module import lock) and finds it
+    loaded. A failure is left for that later import to raise.
+    """
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # noqa: BLE001 -- the step's own import reports it
+                logger.debug("background import of %s failed: %s", name, error)
+                return
+
+    thread = threading.Thread(target=load, name="linumpy-import")
+    thread.start()
+    return thread

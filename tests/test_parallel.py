@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -44,6 +45,50 @@ def test_ordered_map_raises_the_first_failure_and_stops():
 
     with pytest.raises(ValueError, match="bad block"):
         list(parallel.ordered_map(job, range(100), workers=2))
+
+
+def test_run_jobs_runs_every_job_without_waiting_for_a_slow_one():
+    release, lock = threading.Event(), threading.Lock()
+    running, peak, done = 0, 0, []
+
+    def job(item: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        if item == 0:
+            assert release.wait(5)  # the first job waits until every other job has run
+        with lock:
+            running -= 1
+            done.append(item)
+            if len(done) == 19:
+                release.set()
+
+    finished = sum(1 for _ in parallel.run_jobs(job, range(20), workers=2, ahead=3))
+    assert finished == 20 and sorted(done) == list(range(20)) and done[-1] == 0
+    assert peak == 2
+
+
+def test_run_jobs_raises_a_failure_and_stops():
+    started = []
+
+    def job(item: int) -> None:
+        started.append(item)
+        if item == 2:
+            raise ValueError("bad tile")
+
+    with pytest.raises(ValueError, match="bad tile"):
+        list(parallel.run_jobs(job, range(100), workers=2))
+    assert len(started) < 100
+    with pytest.raises(ValueError, match="bad tile"):
+        list(parallel.run_jobs(job, range(5), workers=1))
+
+
+def test_import_in_background_loads_the_module_and_ignores_failures(monkeypatch):
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    parallel.import_in_background("colorsys").join()
+    assert "colorsys" in sys.modules
+    parallel.import_in_background("linumpy.no_such_module", "json").join()  # the step's own import raises
 
 
 def test_default_workers_from_environment(monkeypatch, caplog):

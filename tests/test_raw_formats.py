@@ -70,6 +70,20 @@ def test_native_tile_round_trip_crops_extra_alines_and_averages_repeats(tmp_path
     np.testing.assert_allclose(tile, volume, rtol=0, atol=1e-4)
 
 
+def test_native_tile_read_into_a_reused_array(tmp_path, volume):
+    make_native_tile(tmp_path / "a", volume, n_repeat=3, n_extra=4, n_files=5)
+    make_native_tile(tmp_path / "b", volume[::-1].copy(), n_repeat=1, n_extra=2, n_files=2)
+    out = np.full(volume.shape, np.nan, np.float32)
+    assert read_native_tile(tmp_path / "a", out=out) is out
+    np.testing.assert_array_equal(out, read_native_tile(tmp_path / "a"))  # the same bits as a fresh array
+    assert read_native_tile(tmp_path / "b", out=out) is out  # every value overwritten by the next tile
+    np.testing.assert_array_equal(out, read_native_tile(tmp_path / "b"))
+    with pytest.raises(ValueError, match="expected a C-contiguous float32"):
+        read_native_tile(tmp_path / "a", out=np.empty((7, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="expected a C-contiguous float32"):
+        read_native_tile(tmp_path / "a", out=np.empty(volume.shape, np.float64))
+
+
 def test_truncated_bin_names_the_file(tmp_path, volume):
     make_native_tile(tmp_path / "t", volume, n_repeat=1, n_extra=2, n_files=2)
     target = tmp_path / "t" / "image_2.bin"

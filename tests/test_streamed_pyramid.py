@@ -119,6 +119,22 @@ def test_the_writer_falls_back_to_the_stored_level0(tmp_path, case):
     assert_same_files(reference, streamed)
 
 
+@pytest.mark.parametrize(("built", "asked"), [(2, 2), (3, 2), (9, 9), (2, 4), (0, 0)])
+def test_a_writer_told_its_levels_builds_only_those(tmp_path, built, asked):
+    data = speckle((4, 40, 40), np.float32)
+    reference = tmp_path / "reference" / "image.ome.zarr"
+    save_omezarr(data, reference, RESOLUTION, chunks=(4, 8, 8), n_levels=asked)
+    streamed = tmp_path / "streamed" / "image.ome.zarr"
+    with OmeZarrWriter(streamed, data.shape, (4, 8, 8), n_levels=built) as writer:
+        builder = writer._pyramid
+        assert builder.n_levels == min(built, len(streamed_pyramid.pyramid_shapes(data.shape)))
+        for region in chunk_regions(data.shape, (4, 8, 8)):
+            writer[region] = data[region]
+        writer.finalize(RESOLUTION, asked)
+    assert (builder.failure is None) == (built >= asked)  # asked for more: built from level 0 at finalize
+    assert_same_files(reference, streamed)
+
+
 def test_morton_order_completes_groups_early(tmp_path):
     data = speckle((2, 64, 64), np.float32)
     peaks = {}

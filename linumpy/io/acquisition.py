@@ -91,11 +91,15 @@ class Tile:
     row: int
     col: int
     stage_position_mm: dict[str, float]
-    _reader: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    _reader: Callable[[np.ndarray | None], np.ndarray] = field(repr=False, compare=False)
 
-    def read(self) -> np.ndarray:
-        """Return the tile's pixels as float32 ``(z, y, x)``."""
-        return self._reader()
+    def read(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Return the tile's pixels as float32 ``(z, y, x)``.
+
+        ``out``: an array of that shape a native tile is read into (and
+        returned); TIFF tiles return a new array.
+        """
+        return self._reader(out)
 
 
 @dataclass(frozen=True)
@@ -287,12 +291,12 @@ def _native_slice(acq: Acquisition, slice_id: int, entries: dict[tuple[int, int]
     return _assemble(acq, slice_id, tiles, (first.depth, first.ny, first.nx), lateral, first.focus_z - first.top_z)
 
 
-def _native_reader(path: Path, info) -> Callable[[], np.ndarray]:
-    return lambda: read_native_tile(path, info)
+def _native_reader(path: Path, info) -> Callable[[np.ndarray | None], np.ndarray]:
+    return lambda out=None: read_native_tile(path, info, out=out)
 
 
-def _tiff_reader(path: Path) -> Callable[[], np.ndarray]:
-    return lambda: read_tiff_tile(path)
+def _tiff_reader(path: Path) -> Callable[[np.ndarray | None], np.ndarray]:
+    return lambda out=None: read_tiff_tile(path)
 
 
 def _tiff_slice(acq: Acquisition, slice_id: int, entries: dict[tuple[int, int], Path]) -> SliceAcquisition:

@@ -162,10 +162,12 @@ def _frame_counts(files: list[Path], info: NativeTileInfo) -> list[int]:
     return counts
 
 
-def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None, aline_shift: int = 0) -> np.ndarray:
+def read_native_tile(
+    tile_dir: str | Path, info: NativeTileInfo | None = None, aline_shift: int = 0, out: np.ndarray | None = None
+) -> np.ndarray:
     """Read one native tile as float32 ``(z, y, x)``.
 
-    Files are read one at a time; each B-scan (one
+    Files are read one at a time into one buffer; each B-scan (one
     contiguous ``(x, z)`` frame on disk) is transposed into its ``(z, x)``
     plane of the output by a 2D copy, which numpy does cache-blocked (a 3D
     transposing copy of the whole tile is several times slower). Peak memory
@@ -181,30 +183,49 @@ def read_native_tile(tile_dir: str | Path, info: NativeTileInfo | None = None, a
         Where the galvo-return band really is: it starts at A-line
         ``nx + aline_shift`` (circularly); the kept A-lines are the ``nx``
         that follow it (:mod:`linumpy.mosaic.galvo`). 0: the last ``n_extra``.
+    out : numpy.ndarray, optional
+        A C-contiguous float32 array of the output's shape to read into
+        (e.g. the previous tile's, reused: a fresh 40 MB array costs its
+        page faults on every tile); every value is overwritten.
 
     Returns
     -------
     numpy.ndarray
         Shape ``(bottom_z - top_z + 1, ny, nx)``, repeats averaged, the
-        ``n_extra`` trailing A-lines of each B-scan cropped.
+        ``n_extra`` trailing A-lines of each B-scan cropped (``out`` when given).
+
+    Raises
+    ------
+    InputError
+        If a file is shorter than its size said (it changed while being read).
+    ValueError
+        If ``out`` has another shape or dtype, or is not C-contiguous.
     """
     info = info or read_info(tile_dir)
     files = bin_files(tile_dir)
     counts = _frame_counts(files, info)
     depth, n_alines, _ = info.raw_shape
-    out = np.empty((depth, info.ny, info.nx), np.float32)
+    shape = (depth, info.ny, info.nx)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out is {out.dtype} {out.shape}, expected a C-contiguous float32 {shape}")
     kept = slice(0, info.nx) if aline_shift == 0 else (aline_shift + np.arange(info.nx)) % n_alines
+    buffer = np.empty(max(counts) * n_alines * depth, RAW_DTYPE)
     first_frame = 0
     for path, n_frames in zip(files, counts):
         # Fortran (depth, alines, frames) is C (frames, alines, depth).
-        frames = np.fromfile(path, dtype=RAW_DTYPE).reshape(n_frames, n_alines, depth)
+        frames = buffer[: n_frames * n_alines * depth].reshape(n_frames, n_alines, depth)
+        with open(path, "rb") as file:
+            size = file.readinto(memoryview(frames).cast("B"))
+        if size != frames.nbytes:
+            raise InputError(f"{path}: read {size} of its {frames.nbytes} bytes; was it changed while being read?")
         for local, frame in enumerate(frames):
             row, repeat = divmod(first_frame + local, info.n_repeat)
             if repeat:
                 out[:, row, :] += frame[kept].T
             else:
                 out[:, row, :] = frame[kept].T
-        del frames
         first_frame += n_frames
     if info.n_repeat > 1:
         out /= np.float32(info.n_repeat)

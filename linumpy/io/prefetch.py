@@ -48,9 +48,9 @@ def tile_files(path: str | os.PathLike) -> list[Path]:
 def prefetched(items: Iterable[Item], files: Callable[[Item], Iterable[str | os.PathLike]]) -> Iterator[Item]:
     """Yield ``items``, announcing the ``files(item)`` of each as it is taken.
 
-    Pass the result to :func:`linumpy.parallel.ordered_map`, which takes
-    items a few jobs ahead of the running ones: their files are read while
-    the current jobs run.
+    Pass the result to :func:`linumpy.parallel.ordered_map` or
+    :func:`linumpy.parallel.run_jobs`, which take items a few jobs ahead of
+    the running ones: their files are read while the current jobs run.
 
     Examples
     --------

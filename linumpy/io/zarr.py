@@ -534,9 +534,11 @@ class _PyramidWriter:
         *,
         ngff_version: str = "0.4",
         shards: Sequence[int] | None = None,
+        n_levels: int | None = None,
     ):
         self.path = Path(path)
         self.shape = _check_shape(shape, self.path)
+        self._n_levels = None if n_levels is None else max(0, int(n_levels))
         self.chunks = _normalize_chunks(chunks, self.shape)
         self.dtype = ngff.check_dtype(dtype)
         self.compression = codecs.check_compression(compression)
@@ -569,7 +571,8 @@ class _PyramidWriter:
         if self.shards is not None or len(self.shape) < 2 or not streamed_pyramid.streamable(self.shape, self.chunks):
             return None
         targets = []
-        for index, shape in enumerate(streamed_pyramid.pyramid_shapes(self.shape), start=1):
+        shapes = streamed_pyramid.pyramid_shapes(self.shape)[: self._n_levels]  # as many as finalize will ask for
+        for index, shape in enumerate(shapes, start=1):
             target = self._direct_target(self._create_level_like_level0(str(index), shape), str(index))
             if not isinstance(target, chunk_writer.ChunkFileWriter):
                 return None
@@ -711,6 +714,8 @@ class _PyramidWriter:
         if pyramid is None:
             return None
         complete = n_levels is not None and pyramid.finish()
+        if complete and pyramid.n_levels < min(n_levels, len(streamed_pyramid.pyramid_shapes(self.shape))):
+            complete, pyramid.failure = False, f"finalize asked for {n_levels} levels, {pyramid.n_levels} were built"
         if n_levels is not None and not complete:
             logger.debug("%s: pyramid built from the stored level 0 (%s)", self.path, pyramid.failure)
         keep = min(n_levels, pyramid.n_levels) if complete else 0
@@ -833,6 +838,11 @@ class OmeZarrWriter(_PyramidWriter):
         0.4 = Zarr v2 (default); 0.5 = Zarr v3.
     shards : tuple of int, optional
         Shard shape (a multiple of ``chunks``; NGFF 0.5 only).
+    n_levels : int, optional
+        The ``n_levels`` that :meth:`finalize` will be given, when known: the
+        levels built while level 0 is written stop there instead of going
+        down to one pixel (those beyond are otherwise built, then removed at
+        ``finalize``). A ``finalize`` asking for more builds them from level 0.
 
     Examples
     --------

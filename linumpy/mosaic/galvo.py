@@ -247,8 +247,8 @@ def detect_slice_band(
     return decide(detect_band(profiles, info.nx, info.n_extra), threshold)
 
 
-def read_tile(tile: Tile, galvo: GalvoShift) -> np.ndarray:
-    """Read a tile, with its A-lines moved past the band when ``galvo.applied``."""
+def read_tile(tile: Tile, galvo: GalvoShift, out: np.ndarray | None = None) -> np.ndarray:
+    """Read a tile, with its A-lines moved past the band when ``galvo.applied`` (into ``out``, see ``Tile.read``)."""
     if not galvo.applied:
-        return tile.read()
-    return read_native_tile(tile.path, aline_shift=galvo.shift)
+        return tile.read(out)
+    return read_native_tile(tile.path, aline_shift=galvo.shift, out=out)

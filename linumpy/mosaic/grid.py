@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,9 @@ from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
 from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
 from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
-from linumpy.parallel import ordered_map
-from linumpy.qc.figures import mosaic_grid_figure
+from linumpy.parallel import import_in_background, run_jobs
 from linumpy.qc.metrics import nonzero_fraction
-from linumpy.qc.records import write_qc_record
+from linumpy.qc.records import FIGURES_MODULE, write_qc_record
 from linumpy.resample import block_mean, resample_to_resolution, resampled_shape
 
 logger = logging.getLogger(__name__)
@@ -263,23 +263,31 @@ def write_mosaic_grid(
     else:
         curvature = estimate_slice_curvature(section, galvo, workers)
     with (
-        OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite) as grid,
-        OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite) as aip,
+        OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite, n_levels=n_levels) as grid,
+        OmeZarrWriter(
+            aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite, n_levels=n_levels
+        ) as aip,
     ):
+        reused = threading.local()  # a thread reads its next tile into the array of its previous one
+
         def lay_out(item: tuple[tuple[int, int], Any]) -> None:
             (row, col), tile = item
-            raw = curvature.correct(zero_non_finite(read_tile(tile, galvo), tile.path))
+            reused.tile = read_tile(tile, galvo, getattr(reused, "tile", None))
+            raw = curvature.correct(zero_non_finite(reused.tile, tile.path))
             prepared = prepare_tile(raw, geometry, dtype)
             region = geometry.region(row, col)
             grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
 
-        # Tiles fill whole chunks of both outputs, so threads never write the same chunk. The
-        # files of the tiles taken ahead are read by the kernel while the current tiles are laid out.
-        # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they are written.
+        # Tiles fill whole chunks of both outputs, so threads never write the same chunk, and the
+        # order in which they finish does not matter: a thread takes the next tile as soon as it is
+        # done. The files of the tiles taken ahead are read by the kernel while the current tiles are
+        # laid out. Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they
+        # are written.
         ordered = morton_order(section.tiles.items(), lambda item: item[0])
         tiles = prefetched(ordered, lambda item: tile_files(item[1].path))
-        jobs = ordered_map(lay_out, tiles, workers)
+        import_in_background(FIGURES_MODULE)
+        jobs = run_jobs(lay_out, tiles, workers)
         for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
             pass
         grid.finalize(resolution_mm, n_levels, attributes)
@@ -317,6 +325,8 @@ def write_mosaic_grid_qc(
     data, scale_mm = read_omezarr(aip_path, level)
     factor = max(1, max(data.shape) // QC_AIP_PX)
     aip = np.asarray(block_mean(data, (factor, factor)).compute())
+    from linumpy.qc.figures import mosaic_grid_figure
+
     metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)} | dict(extra_metrics or {})
     figure = mosaic_grid_figure(aip, grid_shape, tiles, pixel_um=scale_mm[-1] * 1000 * factor)
     return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": figure}, list(flags))

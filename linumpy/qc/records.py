@@ -37,6 +37,9 @@ _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _ZARR_SUFFIX = ".ome.zarr"
 #: Resolution of rendered figures; small so the report stays light.
 FIGURE_DPI = 100
+#: The module that draws the figures (matplotlib): the mosaic grid imports it while its workers run
+#: (:func:`linumpy.parallel.import_in_background`), not before.
+FIGURES_MODULE = "linumpy.qc.figures"
 
 #: A matplotlib figure or an image array (a string: matplotlib is not imported here).
 FigureLike: TypeAlias = "Figure | np.ndarray"

@@ -36,7 +36,7 @@ from linumpy.io.atomic import check_can_write
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
-from linumpy.parallel import ordered_map
+from linumpy.parallel import ordered_map, run_jobs
 from linumpy.qc.figures import stitching_residuals_figure
 from linumpy.qc.metrics import stitching_metrics
 from linumpy.qc.records import write_qc_record
@@ -429,9 +429,10 @@ def write_fused(
     tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
-                       compression=compression, overwrite=overwrite) as writer:
-        # Blocks are chunk-aligned, so threads never write the same chunk.
-        done = ordered_map(fuse_and_write, tasks, workers)
+                       compression=compression, overwrite=overwrite, **finalize_options) as writer:
+        # Blocks are chunk-aligned, so threads never write the same chunk, and the order in which they
+        # finish does not matter: a thread takes the next block as soon as it is done.
+        done = run_jobs(fuse_and_write, tasks, workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)
