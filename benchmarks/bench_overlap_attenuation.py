@@ -5,7 +5,9 @@ Runs on the cases a ``bench_stack.py --matrix --workdir W`` run left in
 ``W/acquisition/<condition>_s<seed>`` (stitched slices, axial QC, the
 stack's placement record). Per slice, the axial correction is re-run without
 attenuation compensation (cached in ``<case>/uncompensated``), and the overlap
-with the next slice, placed as the stack placed it, gives the slab's
+with the next slice, placed as the stack placed it, both put on the
+acquisition's common focus profile as the stack does
+(:func:`linumpy.stack.attenuation.common_focus`), gives the slab's
 attenuation (:func:`linumpy.intensity.transmission.overlap_attenuation`). The
 last slice keeps the axial step's decay-fit tissue mean (source ``decay fit``).
 Prints, per case, the relative error of each slice's estimate against the
@@ -35,14 +37,16 @@ from linumpy.intensity.surface import plane_values
 from linumpy.intensity.transmission import overlap_attenuation
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.qc.records import qc_record_path, read_qc_record
+from linumpy.stack.attenuation import common_focus, refocused
 
 #: Overlap planes of the next slice used (below its top ``SKIP``: the cut face), as the stack's gains.
 SKIP, PLANES = 2, 8
 
 
-def uncompensated(case: Path, slice_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def uncompensated(case: Path, slice_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The slice corrected for focus but not attenuation (cached), its tissue top below the flattened cut
-    (voxels) and its voxel size (um)."""
+    (voxels), its voxel size (um) and what :func:`~linumpy.stack.attenuation.refocused` needs (its focus
+    profile, surface plane and surface depth)."""
     stitched = case / f"slice_z{slice_id:02d}_stitch_3d.ome.zarr"
     out = case / "uncompensated" / f"slice_z{slice_id:02d}.ome.zarr"
     if not out.exists():
@@ -53,7 +57,9 @@ def uncompensated(case: Path, slice_id: int) -> tuple[np.ndarray, np.ndarray, np
     plane = info.attributes["surface_plane_px"]
     used = plane_values(np.asarray(plane), found.shape) if plane is not None else found
     top = found - np.rint(used) + info.attributes.get("surface_depth_px", 0)
-    return read_omezarr(out)[0].compute(), top, voxel_um
+    focus = {"focus_profile": read_qc_record(qc_record_path(out))["metrics"].get("focus_profile"),
+             "surface_plane_px": plane, "surface_depth_px": info.attributes.get("surface_depth_px", 0)}
+    return read_omezarr(out)[0].compute(), top, voxel_um, focus
 
 
 def true_slab_attenuation(acquisition: Path, truth: dict, entry: dict, following: dict) -> float:
@@ -75,6 +81,7 @@ def case_rows(case: Path) -> list[dict]:
     dz_mm = truth["resolution_um"][0] / 1000
     rows = []
     ids = truth["slice_ids"]
+    common, focus_source = common_focus([uncompensated(case, i)[3] for i in ids])
     for index, entry in enumerate(truth["slices"]):
         slice_id = entry["slice_id"]
         decay_fit = read_qc_record(qc_record_path(case / f"slice_z{slice_id:02d}_axial_corr.ome.zarr"))["metrics"]
@@ -84,8 +91,8 @@ def case_rows(case: Path) -> list[dict]:
         if index + 1 < len(ids) and ids[index + 1] in record:
             following_record = record[ids[index + 1]]
             step = np.subtract(following_record["origin_um"], record[slice_id]["origin_um"])
-            previous, top, voxel_um = uncompensated(case, slice_id)
-            following, _, _ = uncompensated(case, ids[index + 1])
+            previous, top, voxel_um, previous_focus = uncompensated(case, slice_id)
+            following, _, _, following_focus = uncompensated(case, ids[index + 1])
             step_px = step[0] / voxel_um[0]
             offset = np.rint(step[1:] / voxel_um[1:]).astype(int)
             start = int(round(step_px)) + SKIP
@@ -94,11 +101,14 @@ def case_rows(case: Path) -> list[dict]:
             hi = np.minimum(previous.shape[1:], offset + np.asarray(following.shape[1:]))
             window = tuple(slice(a, b) for a, b in zip(lo, hi))
             shifted = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, offset))
-            estimate = overlap_attenuation(previous[(slice(start, start + depth), *window)],
-                                           following[(slice(SKIP, SKIP + depth), *shifted)],
-                                           step_px, dz_mm, top[window])
+            upper = previous[(slice(start, start + depth), *window)]
+            lower = following[(slice(SKIP, SKIP + depth), *shifted)]
+            if common is not None:
+                upper = refocused(upper, start, window, previous_focus, common)
+                lower = refocused(lower, SKIP, shifted, following_focus, common)
+            estimate = overlap_attenuation(upper, lower, step_px, dz_mm, top[window])
             slab = true_slab_attenuation(acquisition, truth, entry, truth["slices"][index + 1])
-            row.update(source="overlap", **estimate.qc(), flags=estimate.flags,
+            row.update(source="overlap", **estimate.qc(), focus=focus_source, flags=estimate.flags,
                        slab_ratio=None if estimate.tissue_mean_per_mm is None
                        else round(estimate.tissue_mean_per_mm / slab, 3),
                        ratio=None if estimate.tissue_mean_per_mm is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from linumpy.intensity import focus
 from linumpy.intensity.attenuation import slope_attenuation, tail_sums
@@ -116,12 +117,109 @@ def test_stack_reads_the_binned_uncompensated_files(tmp_path):
         binned = volume.reshape(DEPTH, SIZE // 4, 4, SIZE // 4, 4).mean(axis=(2, 4)).astype(np.float32)
         paths[slice_id] = tmp_path / f"slice_z{slice_id:02d}_axial_corr_uncompensated.ome.zarr"
         save_omezarr(binned, paths[slice_id], (DZ_MM, 0.012, 0.012), n_levels=1, attributes={
-            "lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 9.0 + slice_id})
+            "lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 9.0 + slice_id,
+            "focus_profile": [1.0] * DEPTH, "surface_plane_px": [0.0, 0.0, 0.0]})
         slices.append({"slice_id": slice_id, "origin_um": [slice_id * STEP * DZ_MM * 1000, 0.0, 0.0]})
     rows = slice_attenuations({"slices": slices}, paths)
     assert [r["attenuation_source"] for r in rows] == [SOURCE_OVERLAP, SOURCE_DECAY_FIT, SOURCE_DECAY_FIT]
     assert rows[0]["tissue_attenuation_per_mm"] == pytest.approx(true_mu, rel=0.05) and not rows[0]["attenuation_flags"]
     assert rows[0]["overlap_attenuation_path_um"] == pytest.approx((STEP - 10) * DZ_MM * 1000)
+    assert rows[0]["overlap_attenuation_focus"] == "common: median of 3 slices"
     assert [r["tissue_attenuation_per_mm"] for r in rows[1:]] == [10.0, 12.0]
     assert "no slice below" in rows[1]["attenuation_flags"][0]  # before a gap: flagged
     assert rows[2]["attenuation_flags"] == []  # the last slice: its source says so, no red flag
+
+
+def gel_beside_tissue(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Slices k and k + 1 (cuts ``STEP`` apart) of textured tissue with a gel band beside it, and the truth.
+
+    A third of the field is gel (0.3 mm^-1, reflectivity 0.03); the tissue is
+    3 and 7 mm^-1 in blobs, its reflectivity a smooth texture (0.2-1, not tied
+    to the attenuation) and 0.3x on a dark quarter, with speckle anchored to
+    the voxels (the same in both slices, as the simulator's) and a noise floor
+    subtracted and clipped. The truth: the mean attenuation of the tissue voxels between the cuts.
+    """
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.normal(size=(SIZE, SIZE)), 6) > 0
+    texture = ndimage.gaussian_filter(rng.normal(size=(SIZE, SIZE)), 3)
+    texture = 0.2 + 0.8 * (texture - texture.min()) / np.ptp(texture)
+    gel = np.broadcast_to(np.arange(SIZE)[None, :] < SIZE // 3, (SIZE, SIZE))
+    dark = (np.arange(SIZE)[:, None] < SIZE // 4) & ~gel
+    mu = np.broadcast_to(np.where(gel, 0.3, np.where(blobs, 7.0, 3.0)), (STEP + DEPTH, SIZE, SIZE))
+    reflectivity = np.where(gel, 0.03, texture * np.where(dark, 0.3, 1.0))
+    speckle = rng.exponential(1.0, mu.shape)
+
+    def image(cut: int) -> np.ndarray:
+        path = np.cumsum(mu[cut : cut + DEPTH], axis=0) - mu[cut : cut + DEPTH] / 2
+        signal = reflectivity * np.exp(-2 * DZ_MM * path) * speckle[cut : cut + DEPTH]
+        return np.clip(signal + 0.01 * (rng.exponential(1.0, signal.shape) - 1), 0, None)
+
+    return image(0), image(STEP), float(mu[0][~gel].mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_overlap_attenuation_leaves_the_gel_beside_the_tissue_out(seed):
+    """Gel on a third of the field: the tissue is Otsu's brighter class, its mean within 8% of the truth."""
+    previous, following, true_mu = gel_beside_tissue(seed)
+    estimate = overlap_attenuation(previous[STEP + 2 : STEP + 10], following[2:10], STEP, DZ_MM)
+    assert estimate.tissue_rule == "otsu" and estimate.qc()["overlap_attenuation_tissue"] == "otsu"
+    assert estimate.tissue_mean_per_mm == pytest.approx(true_mu, rel=0.08)
+    gel_columns = estimate.map_per_mm[:, : SIZE // 3 - 8]
+    assert np.isnan(gel_columns).mean() > 0.95  # the gel is not measured
+
+
+def test_overlap_attenuation_of_one_class_falls_back_to_half_the_median():
+    """Tissue filling the field (no gel): one class of levels, the half-median rule, recorded."""
+    previous, following, true_mu = two_slices(seed=3)
+    estimate = overlap_attenuation(previous[STEP : STEP + 16], following[:16], STEP, DZ_MM)
+    assert estimate.tissue_rule == "half median"
+    assert estimate.tissue_mean_per_mm == pytest.approx(true_mu, rel=0.03)
+
+
+def focus_stack(tmp_path, n_slices: int = 5, with_profiles: bool = True) -> tuple[dict, list[float]]:
+    """``n_slices`` consecutive binned uncompensated files, each divided by its own erring focus estimate.
+
+    One tissue (5 mm^-1, speckled) under a Lorentzian focus; slice ``i``'s estimate is the true focus times
+    ``1 + a_i (z - 40) / 40`` (``a_i`` -0.2 to 0.2, median 0: the slices' median is the truth), as the axial
+    step would have divided by it. Returns the files by slice id and the placement record's slices."""
+    from linumpy.io.zarr import save_omezarr
+
+    rng = np.random.default_rng(7)
+    world = np.arange(n_slices * STEP + DEPTH)[:, None, None]
+    speckle = rng.exponential(1.0, (world.size, SIZE, SIZE))
+    z = np.arange(DEPTH, dtype=float)
+    focus_true = 1 / (1 + ((z - 30) / 20) ** 2)
+    slopes = np.linspace(-0.2, 0.2, n_slices)[[0, 4, 1, 3, 2][:n_slices]] if n_slices == 5 else np.zeros(n_slices)
+    paths, slices = {}, []
+    for i in range(n_slices):
+        cut = i * STEP
+        signal = np.exp(-2 * DZ_MM * 5.0 * (np.arange(DEPTH) + 0.5))[:, None, None] * speckle[cut : cut + DEPTH]
+        own = focus_true * (1 + slopes[i] * (z - 40) / 40)
+        corrected = signal * focus_true[:, None, None] / own[:, None, None]
+        binned = corrected.reshape(DEPTH, SIZE // 4, 4, SIZE // 4, 4).mean(axis=(2, 4)).astype(np.float32)
+        paths[i] = tmp_path / f"slice_z{i:02d}_axial_corr_uncompensated.ome.zarr"
+        attributes = {"lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 1.0}
+        if with_profiles:
+            attributes |= {"focus_profile": [float(v) for v in own], "surface_plane_px": [0.0, 0.0, 0.0]}
+        save_omezarr(binned, paths[i], (DZ_MM, 0.012, 0.012), n_levels=1, attributes=attributes)
+        slices.append({"slice_id": i, "origin_um": [cut * DZ_MM * 1000, 0.0, 0.0]})
+    return paths, slices
+
+
+def test_stack_puts_both_overlaps_on_the_common_focus(tmp_path):
+    """Each slice's own focus estimate errs (+-20% slope over depth): on the slices' median profile every
+    overlap estimate is within 3% of the truth; on their own, some are off by more than 10%, and say so."""
+    from linumpy.stack.attenuation import common_focus, slice_attenuations
+
+    paths, slices = focus_stack(tmp_path / "common")
+    rows = slice_attenuations({"slices": slices}, paths)
+    assert {r["overlap_attenuation_focus"] for r in rows[:-1]} == {"common: median of 5 slices"}
+    assert all(not r["attenuation_flags"] for r in rows)
+    for row in rows[:-1]:
+        assert row["tissue_attenuation_per_mm"] == pytest.approx(5.0, rel=0.03)
+    paths, slices = focus_stack(tmp_path / "own", with_profiles=False)
+    own = slice_attenuations({"slices": slices}, paths)
+    assert max(abs(r["tissue_attenuation_per_mm"] / 5.0 - 1) for r in own[:-1]) > 0.10
+    assert all("own focus profile" in r["attenuation_flags"][0] for r in own[:-1])
+    assert common_focus([{"focus_profile": [1.0] * 4, "surface_plane_px": [0, 0, 0]},
+                         {"focus_profile": [1.0] * 5, "surface_plane_px": [0, 0, 0]}] * 2)[0] is None

@@ -222,6 +222,11 @@ METRICS: dict[str, MetricInfo] = {
                                                  "those pixels cover; under 20% is flagged as weakly supported."),
     "overlap_attenuation_path_um": _M("Overlap attenuation path", "µm", "Mean tissue path (one way) between the "
                                       "two cuts over those pixels."),
+    "overlap_attenuation_tissue": _M("Overlap attenuation tissue", "text", "How the tissue pixels were told from "
+                                     "the gel: otsu (the brighter of two classes of levels) or half median (one "
+                                     "class: the fallback)."),
+    "overlap_attenuation_focus": _M("Overlap attenuation focus", "text", "The focus profile both slices were put "
+                                    "on: common (the median of the slices' own), or own (why not; flagged)."),
     "warnings": _M("Warnings", "text", "Warnings the step logged while it ran."),
 }
 
