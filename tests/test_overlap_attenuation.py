@@ -117,14 +117,12 @@ def test_stack_reads_the_binned_uncompensated_files(tmp_path):
         binned = volume.reshape(DEPTH, SIZE // 4, 4, SIZE // 4, 4).mean(axis=(2, 4)).astype(np.float32)
         paths[slice_id] = tmp_path / f"slice_z{slice_id:02d}_axial_corr_uncompensated.ome.zarr"
         save_omezarr(binned, paths[slice_id], (DZ_MM, 0.012, 0.012), n_levels=1, attributes={
-            "lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 9.0 + slice_id,
-            "focus_profile": [1.0] * DEPTH, "surface_plane_px": [0.0, 0.0, 0.0]})
+            "lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 9.0 + slice_id})
         slices.append({"slice_id": slice_id, "origin_um": [slice_id * STEP * DZ_MM * 1000, 0.0, 0.0]})
     rows = slice_attenuations({"slices": slices}, paths)
     assert [r["attenuation_source"] for r in rows] == [SOURCE_OVERLAP, SOURCE_DECAY_FIT, SOURCE_DECAY_FIT]
     assert rows[0]["tissue_attenuation_per_mm"] == pytest.approx(true_mu, rel=0.05) and not rows[0]["attenuation_flags"]
     assert rows[0]["overlap_attenuation_path_um"] == pytest.approx((STEP - 10) * DZ_MM * 1000)
-    assert rows[0]["overlap_attenuation_focus"] == "common: median of 3 slices"
     assert [r["tissue_attenuation_per_mm"] for r in rows[1:]] == [10.0, 12.0]
     assert "no slice below" in rows[1]["attenuation_flags"][0]  # before a gap: flagged
     assert rows[2]["attenuation_flags"] == []  # the last slice: its source says so, no red flag
@@ -159,67 +157,41 @@ def gel_beside_tissue(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_overlap_attenuation_leaves_the_gel_beside_the_tissue_out(seed):
-    """Gel on a third of the field: the tissue is Otsu's brighter class, its mean within 8% of the truth."""
+    """Gel on a third of the field, a dark quarter of the tissue: the tissue mean within 8% of the truth (measured
+    2.0-6.2% low on these seeds: the noise floor's clipping lifts the deeper, dimmer overlap), the gel not measured."""
     previous, following, true_mu = gel_beside_tissue(seed)
     estimate = overlap_attenuation(previous[STEP + 2 : STEP + 10], following[2:10], STEP, DZ_MM)
-    assert estimate.tissue_rule == "otsu" and estimate.qc()["overlap_attenuation_tissue"] == "otsu"
     assert estimate.tissue_mean_per_mm == pytest.approx(true_mu, rel=0.08)
     gel_columns = estimate.map_per_mm[:, : SIZE // 3 - 8]
-    assert np.isnan(gel_columns).mean() > 0.95  # the gel is not measured
+    assert np.isnan(gel_columns).mean() > 0.95
 
 
-def test_overlap_attenuation_of_one_class_falls_back_to_half_the_median():
-    """Tissue filling the field (no gel): one class of levels, the half-median rule, recorded."""
-    previous, following, true_mu = two_slices(seed=3)
-    estimate = overlap_attenuation(previous[STEP : STEP + 16], following[:16], STEP, DZ_MM)
-    assert estimate.tissue_rule == "half median"
-    assert estimate.tissue_mean_per_mm == pytest.approx(true_mu, rel=0.03)
-
-
-def focus_stack(tmp_path, n_slices: int = 5, with_profiles: bool = True) -> tuple[dict, list[float]]:
-    """``n_slices`` consecutive binned uncompensated files, each divided by its own erring focus estimate.
-
-    One tissue (5 mm^-1, speckled) under a Lorentzian focus; slice ``i``'s estimate is the true focus times
-    ``1 + a_i (z - 40) / 40`` (``a_i`` -0.2 to 0.2, median 0: the slices' median is the truth), as the axial
-    step would have divided by it. Returns the files by slice id and the placement record's slices."""
+def test_stack_takes_the_depth_each_slice_images(tmp_path):
+    """Attenuation 3, 7 and 5 mm^-1 in consecutive slabs, three slices imaging ``DEPTH`` voxels (more than a
+    step): slice 0's tissue attenuation is the mean over the depth it images (its slab and the next one below
+    the next cut, within 3%), where its own slab's estimate alone reads 3 (37% off); slice 1's next slice is
+    the last (a decay fit, not mixed in): its own slab alone, weight 0."""
     from linumpy.io.zarr import save_omezarr
+    from linumpy.stack.attenuation import slice_attenuations
 
-    rng = np.random.default_rng(7)
-    world = np.arange(n_slices * STEP + DEPTH)[:, None, None]
-    speckle = rng.exponential(1.0, (world.size, SIZE, SIZE))
-    z = np.arange(DEPTH, dtype=float)
-    focus_true = 1 / (1 + ((z - 30) / 20) ** 2)
-    slopes = np.linspace(-0.2, 0.2, n_slices)[[0, 4, 1, 3, 2][:n_slices]] if n_slices == 5 else np.zeros(n_slices)
+    rng = np.random.default_rng(5)
+    world = np.arange(3 * STEP + DEPTH)
+    mu = np.select([world < STEP, world < 2 * STEP], [3.0, 7.0], 5.0)
+    speckle = rng.exponential(1.0, (world.size, SIZE // 4, SIZE // 4))
     paths, slices = {}, []
-    for i in range(n_slices):
-        cut = i * STEP
-        signal = np.exp(-2 * DZ_MM * 5.0 * (np.arange(DEPTH) + 0.5))[:, None, None] * speckle[cut : cut + DEPTH]
-        own = focus_true * (1 + slopes[i] * (z - 40) / 40)
-        corrected = signal * focus_true[:, None, None] / own[:, None, None]
-        binned = corrected.reshape(DEPTH, SIZE // 4, 4, SIZE // 4, 4).mean(axis=(2, 4)).astype(np.float32)
-        paths[i] = tmp_path / f"slice_z{i:02d}_axial_corr_uncompensated.ome.zarr"
-        attributes = {"lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 1.0}
-        if with_profiles:
-            attributes |= {"focus_profile": [float(v) for v in own], "surface_plane_px": [0.0, 0.0, 0.0]}
-        save_omezarr(binned, paths[i], (DZ_MM, 0.012, 0.012), n_levels=1, attributes=attributes)
-        slices.append({"slice_id": i, "origin_um": [cut * DZ_MM * 1000, 0.0, 0.0]})
-    return paths, slices
-
-
-def test_stack_puts_both_overlaps_on_the_common_focus(tmp_path):
-    """Each slice's own focus estimate errs (+-20% slope over depth): on the slices' median profile every
-    overlap estimate is within 3% of the truth; on their own, some are off by more than 10%, and say so."""
-    from linumpy.stack.attenuation import common_focus, slice_attenuations
-
-    paths, slices = focus_stack(tmp_path / "common")
+    for slice_id in range(3):
+        cut = slice_id * STEP
+        depth_mu = mu[cut : cut + DEPTH]
+        signal = np.exp(-2 * DZ_MM * (np.cumsum(depth_mu) - depth_mu / 2))[:, None, None] * speckle[cut : cut + DEPTH]
+        paths[slice_id] = tmp_path / f"slice_z{slice_id:02d}_axial_corr_uncompensated.ome.zarr"
+        save_omezarr(signal.astype(np.float32), paths[slice_id], (DZ_MM, 0.012, 0.012), n_levels=1, attributes={
+            "lateral_binning": 4, "surface_depth_px": 0, "decay_fit_tissue_attenuation_per_mm": 1.0})
+        slices.append({"slice_id": slice_id, "origin_um": [cut * DZ_MM * 1000, 0.0, 0.0]})
     rows = slice_attenuations({"slices": slices}, paths)
-    assert {r["overlap_attenuation_focus"] for r in rows[:-1]} == {"common: median of 5 slices"}
-    assert all(not r["attenuation_flags"] for r in rows)
-    for row in rows[:-1]:
-        assert row["tissue_attenuation_per_mm"] == pytest.approx(5.0, rel=0.03)
-    paths, slices = focus_stack(tmp_path / "own", with_profiles=False)
-    own = slice_attenuations({"slices": slices}, paths)
-    assert max(abs(r["tissue_attenuation_per_mm"] / 5.0 - 1) for r in own[:-1]) > 0.10
-    assert all("own focus profile" in r["attenuation_flags"][0] for r in own[:-1])
-    assert common_focus([{"focus_profile": [1.0] * 4, "surface_plane_px": [0, 0, 0]},
-                         {"focus_profile": [1.0] * 5, "surface_plane_px": [0, 0, 0]}] * 2)[0] is None
+    imaged = float(mu[:DEPTH].mean())  # 4.75: 45 voxels at 3, 35 at 7
+    assert rows[0]["overlap_attenuation_per_mm"] == pytest.approx(3.0, rel=0.03)
+    assert rows[0]["tissue_attenuation_per_mm"] == pytest.approx(imaged, rel=0.03)
+    assert rows[0]["attenuation_next_slab_weight"] == pytest.approx((DEPTH - STEP) / DEPTH, abs=0.01)
+    assert rows[1]["tissue_attenuation_per_mm"] == rows[1]["overlap_attenuation_per_mm"] == pytest.approx(7.0, rel=0.03)
+    assert rows[1]["attenuation_next_slab_weight"] == 0.0
+    assert rows[2]["attenuation_next_slab_weight"] is None and rows[2]["tissue_attenuation_per_mm"] == 1.0

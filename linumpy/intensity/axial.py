@@ -302,10 +302,6 @@ def correct_slice(
             "lateral_binning": UNCOMPENSATED_BINNING,
             "missing": "0 above each bin's tissue top (its mean detected surface below the flattened cut)",
             "decay_fit_tissue_attenuation_per_mm": qc.tissue_attenuation_per_mm(),
-            # what the signal was divided by and where each A-line was shifted from: the stack puts
-            # consecutive slices on one focus profile (linumpy.stack.attenuation.common_focus)
-            "focus_profile": None if stats.focus_profile is None else [float(v) for v in stats.focus_profile],
-            "surface_plane_px": attributes["surface_plane_px"],
         })
         plain_writer.finalize((resolution[0], *(r * UNCOMPENSATED_BINNING for r in lateral)), 1, plain_attributes)
         out_writer.finalize(resolution, n_levels, attributes)
