@@ -118,7 +118,7 @@ def imaged_range_attenuation(own: float | None, own_path_um: float, below_um: fl
     next slice's overlap estimate measures (``deeper``). The mean over the
     imaged depth weights each by the depth it covers. On the simulator's
     matrix the slab alone missed the truth of the imaged depth by up to 9%
-    (`harsh` 0-2, with the true attenuations: docs/intensity.md, *Where the
+    (``harsh`` 0-2, with the true attenuations: docs/intensity.md, *Where the
     overlap attenuation errs*).
 
     Parameters
