@@ -6,13 +6,17 @@ Runs on the cases a ``bench_stack.py --matrix --workdir W`` run left in
 stack's placement record). Per slice, the axial correction is re-run without
 attenuation compensation (cached in ``<case>/uncompensated``), and the overlap
 with the next slice, placed as the stack placed it, gives the slab's
-attenuation (:func:`linumpy.intensity.transmission.overlap_attenuation`). The
+attenuation (:func:`linumpy.intensity.transmission.overlap_attenuation`); the
+slice's estimate is taken over the depth it images, its own slab's and, below
+the next cut, the next slab's, as the stack does
+(:func:`linumpy.stack.attenuation.imaged_range_attenuation`). The
 last slice keeps the axial step's decay-fit tissue mean (source ``decay fit``).
 Prints, per case, the relative error of each slice's estimate against the
 true mean attenuation of the tissue voxels below its cut (the score of
 ``matrix_chain.attenuation_scores``), the decay fit's beside it, and their
-worst / median over the slices; and, for the overlap, against the true mean
-of the slab it measures (from its cut to the next cut).
+worst / median over the slices; the own slab's estimate alone against the
+same truth; and the own slab's against the true mean of the slab it measures
+(from its cut to the next cut).
 
 Without ``W`` the chain is run first (``matrix_chain.run_case``, 4 slices, seed 0 unless
 ``--seeds`` says otherwise) in a temporary directory.
@@ -35,6 +39,7 @@ from linumpy.intensity.surface import plane_values
 from linumpy.intensity.transmission import overlap_attenuation
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.qc.records import qc_record_path, read_qc_record
+from linumpy.stack.attenuation import imaged_range_attenuation
 
 #: Overlap planes of the next slice used (below its top ``SKIP``: the cut face), as the stack's gains.
 SKIP, PLANES = 2, 8
@@ -99,13 +104,21 @@ def case_rows(case: Path) -> list[dict]:
                                            step_px, dz_mm, top[window])
             slab = true_slab_attenuation(acquisition, truth, entry, truth["slices"][index + 1])
             row.update(source="overlap", **estimate.qc(), flags=estimate.flags,
+                       below_um=previous.shape[0] * voxel_um[0] - step[0],
                        slab_ratio=None if estimate.tissue_mean_per_mm is None
                        else round(estimate.tissue_mean_per_mm / slab, 3),
-                       ratio=None if estimate.tissue_mean_per_mm is None
+                       own_slab_ratio=None if estimate.tissue_mean_per_mm is None
                        else round(estimate.tissue_mean_per_mm / true_mu, 3))
         else:
             row.update(source="decay fit", ratio=row["decay_fit"], flags=["no slice below: decay fit kept"])
         rows.append(row)
+    for row, deeper in zip(rows, [*rows[1:], None]):
+        if row["source"] == "overlap":
+            value, weight = imaged_range_attenuation(row["overlap_attenuation_per_mm"],
+                                                     row["overlap_attenuation_path_um"], row.pop("below_um"),
+                                                     None if deeper is None else deeper.get("overlap_attenuation_per_mm"))
+            row.update(next_slab_weight=round(weight, 3),
+                       ratio=None if value is None else round(value / row["true"], 3))
     return rows
 
 
@@ -123,9 +136,10 @@ def main() -> None:
         for condition in args.conditions:
             for seed in seeds:
                 run_case(workdir / args.curvature, condition, seed, n_slices=4, curvature=args.curvature)
-    print("| case | decay fit, worst / median | overlap (last slice: decay fit), worst / median | "
-          "overlap slices only, worst | overlap vs its slab's truth, worst |")
-    print("|---|---|---|---|---|")
+    print("| case | decay fit, worst / median | overlap over the imaged depth (last slice: decay fit), worst / "
+          "median | overlap slices only, worst / median | own slab alone, worst / median | own slab vs its slab's "
+          "truth, worst |")
+    print("|---|---|---|---|---|---|")
     for condition in args.conditions:
         for seed in seeds:
             case = workdir / args.curvature / f"{condition}_s{seed}"
@@ -135,10 +149,16 @@ def main() -> None:
             fit = [abs(r["decay_fit"] - 1) for r in rows]
             mixed = [abs(r["ratio"] - 1) for r in rows if r["ratio"] is not None]
             overlap = [abs(r["ratio"] - 1) for r in rows if r["source"] == "overlap" and r["ratio"] is not None]
+            own = [abs(r["own_slab_ratio"] - 1) for r in rows if r.get("own_slab_ratio") is not None]
             slab = [abs(r["slab_ratio"] - 1) for r in rows if r.get("slab_ratio") is not None]
             print(f"| {condition} {seed} | {max(fit):.3f} / {np.median(fit):.3f} | {max(mixed):.3f} / "
-                  f"{np.median(mixed):.3f} | {max(overlap, default=float('nan')):.3f} | "
+                  f"{np.median(mixed):.3f} | {_worst_median(overlap)} | {_worst_median(own)} | "
                   f"{max(slab, default=float('nan')):.3f} |", flush=True)
+
+
+def _worst_median(errors: list[float]) -> str:
+    """``worst / median`` of relative errors, ``-`` for none."""
+    return f"{max(errors):.3f} / {np.median(errors):.3f}" if errors else "-"
 
 
 if __name__ == "__main__":

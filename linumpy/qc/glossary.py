@@ -208,20 +208,26 @@ METRICS: dict[str, MetricInfo] = {
     "lateral_gain_fallback": _M("Lateral gain fallback", "text", "Why a slice with a slice below it got no "
                                 "lateral gain map (overlap too small, or the next slice placed by the motors)."),
     "tissue_attenuation_per_mm": _M("Tissue attenuation (stack)", "1/mm", "Mean attenuation of the slice's "
-                                    "tissue: measured through the overlap with the next slice when there is one, "
-                                    "else the axial step's decay fit (see Attenuation source)."),
+                                    "tissue over the depth it images: measured through the overlap with the next "
+                                    "slice when there is one (its own slab, and below the next cut the next "
+                                    "slab's, by the depth each covers), else the axial step's decay fit (see "
+                                    "Attenuation source)."),
     "attenuation_source": _M("Attenuation source", "text", "overlap: the light lost between this slice's cut and "
                              "the next, from the ratio of the two slices' uncompensated signals on their overlap "
                              "(reflectivity changes with depth cancel); decay fit (no slice below): the axial "
                              "step's per-A-line fit, which reads reflectivity changes as attenuation."),
-    "overlap_attenuation_per_mm": _M("Overlap attenuation", "1/mm", "Tissue attenuation measured through the "
-                                     "overlap with the next slice; empty when too few tissue pixels."),
+    "overlap_attenuation_per_mm": _M("Overlap attenuation", "1/mm", "Tissue attenuation of the slice's slab "
+                                     "(its cut to the next), measured through the overlap with the next slice; "
+                                     "empty when too few tissue pixels."),
     "overlap_attenuation_pixels": _M("Overlap attenuation pixels", "count", "Tissue pixels (4 x 4 A-line bins) "
                                      "the overlap attenuation is averaged over."),
     "overlap_attenuation_supported_fraction": _M("Overlap attenuation support", "%", "Fraction of the overlap "
                                                  "those pixels cover; under 20% is flagged as weakly supported."),
     "overlap_attenuation_path_um": _M("Overlap attenuation path", "µm", "Mean tissue path (one way) between the "
                                       "two cuts over those pixels."),
+    "attenuation_next_slab_weight": _M("Next slab's weight", "%", "Weight of the next slab's overlap estimate in "
+                                       "the slice's tissue attenuation (the depth the slice images below the next "
+                                       "cut); 0 when the next slice has none (its own slab alone)."),
     "warnings": _M("Warnings", "text", "Warnings the step logged while it ran."),
 }
 

@@ -37,7 +37,7 @@ SPECKLE_FIELDS = {"overlap_ncc_raw": "overlap_ncc", "overlap_ceiling": "lateral_
 #: ``--uncompensated``).
 ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overlap_attenuation_per_mm",
                       "overlap_attenuation_pixels", "overlap_attenuation_supported_fraction",
-                      "overlap_attenuation_path_um")
+                      "overlap_attenuation_path_um", "attenuation_next_slab_weight")
 #: A boundary ratio further than this from 1 after the gains is flagged.
 MAX_BOUNDARY_STEP = 0.05
 
