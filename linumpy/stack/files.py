@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask
@@ -24,10 +25,12 @@ from linumpy.io.codecs import DEFAULT_COMPRESSION
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.parallel import import_in_background
+from linumpy.qc.records import FIGURES_MODULE
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence
-from linumpy.stack.quality import write_stack_qc
+from linumpy.stack.quality import shifts_png, write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -129,7 +132,9 @@ def stack_slice_files(
     paths = _ordered_slices(slice_paths, allow_gaps)
     motors = _motor_rows(motor_positions, list(paths))
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
-    with dask.config.set(UNFUSED), threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+    with (dask.config.set(UNFUSED), threadpool_limits(limits=BLAS_THREADS, user_api="blas"),
+          ThreadPoolExecutor(1, thread_name_prefix="stack-qc") as qc_thread):
+        import_in_background(FIGURES_MODULE)  # matplotlib, for the QC figures: while the pairs' threads run
         volumes = [_slice_volume(i, p) for i, p in paths.items()]
         if resolution_um is None:
             resolution_um = finest_common_resolution_um(volumes)
@@ -141,6 +146,7 @@ def stack_slice_files(
             measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
             for entry, attenuation in zip(plan.record["slices"], measured, strict=True):
                 entry["attenuation"] = attenuation
+        shifts_figure = qc_thread.submit(shifts_png, plan.record, resolution_um)  # drawn while the volume is written
         dtype = _common_dtype(volumes)
         with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
             write_stack(plan, writer, writer.write_block, dtype, progress)
@@ -151,7 +157,7 @@ def stack_slice_files(
             writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
         with atomic_output(shifts_out, overwrite) as tmp:
             tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
-        write_stack_qc(output, plan.record, resolution_um)
+        write_stack_qc(output, plan.record, resolution_um, shifts_figure.result())
     return shifts_out
 
 

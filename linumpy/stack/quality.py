@@ -4,6 +4,11 @@ The metric names follow ``docs/qc.md``: per-slice lists aligned with
 ``slice_ids`` (the report puts them in the slices' rows), the slices absent
 from the stack under ``excluded_slices`` (one red flag each), and a few
 whole-brain counts.
+
+matplotlib (:data:`~linumpy.qc.records.FIGURES_MODULE`) is imported when a
+figure is drawn, not with this module: the stack draws the ``shifts`` figure
+(:func:`shifts_png`, from the placement record alone) on a thread of its own
+while the volume is written, and the ``views`` once it is.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import dask
 import numpy as np
 
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
-from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
 from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import write_qc_record
@@ -42,17 +46,21 @@ ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overla
 MAX_BOUNDARY_STEP = 0.05
 
 
-def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float) -> Path:
+def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float,
+                   shifts: bytes | None = None) -> Path:
     """Write the stack's QC record beside ``output`` (an existing stacked volume).
 
     Metrics are :func:`stack_metrics` plus ``nonzero_fraction``; figures are
-    ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled) and
+    ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled;
+    ``shifts``: that figure already rendered by :func:`shifts_png`) and
     ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
     level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
     non-zero fraction and the views' tissue centre
     (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass,
     the views read three planes.
     """
+    from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure
+
     metrics = stack_metrics(record, resolution_um)
     levels = read_omezarr_info(output).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
@@ -60,16 +68,29 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
     metrics["nonzero_fraction"] = float(fraction)
     centre = tuple(centre_index(profile) for profile in profiles)
-    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
-    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
-    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
     figures = {
-        "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
+        "shifts": shifts_png(record, resolution_um) if shifts is None else shifts,
         "views": orthogonal_views_figure(orthogonal_planes(volume, centre), tuple(s * 1000 for s in scale_mm),
                                          title=f"stack at {scale_mm[0] * 1000:g} um"),
     }
     return write_qc_record(output, "stack", metrics, figures,
                            boundary_flags(metrics) + placement_flags(metrics) + attenuation_flags(record))
+
+
+def shifts_png(record: Mapping[str, Any], resolution_um: float) -> bytes:
+    """The QC record's ``shifts`` figure, rendered: slice-to-slice shifts and overlap NCC, outliers circled.
+
+    Drawn from the placement record alone (:func:`stack_metrics`), so it can
+    be drawn while the volume is written.
+    """
+    from linumpy.qc.figures import stack_shifts_figure
+    from linumpy.qc.records import render_png
+
+    metrics = stack_metrics(record, resolution_um)
+    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
+    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
+    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
+    return render_png(stack_shifts_figure(ids, shifts, ncc, outliers))
 
 
 def attenuation_flags(record: Mapping[str, Any]) -> list[str]:
