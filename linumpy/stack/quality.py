@@ -13,15 +13,17 @@ while the volume is written, and the ``views`` once it is.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 
-from linumpy.io.zarr import read_omezarr, read_omezarr_info
+from linumpy.io.zarr import analysis_pyramid, read_omezarr, read_omezarr_info
 from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import write_qc_record
@@ -46,8 +48,53 @@ ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overla
 MAX_BOUNDARY_STEP = 0.05
 
 
+class WrittenStatistics:
+    """The QC's statistics of a volume gathered from its blocks as they are written (a region sink).
+
+    ``sink[region] = block`` counts the block's non-zero finite voxels and
+    its tissue voxels (``> 0``) per plane of each axis, then passes it on to
+    ``sink``: when the QC reads level 0 (:func:`qc_reads_finest`), it then
+    needs no pass over the written volume. The same numbers as
+    :func:`linumpy.qc.metrics.nonzero_mask` and
+    :func:`linumpy.viz.planes.tissue_counts` over the whole volume.
+
+    Examples
+    --------
+    >>> volume = np.zeros((2, 2, 3))
+    >>> sink = WrittenStatistics(volume, volume.shape)
+    >>> sink[0:2, 0:2, 0:3] = np.array([[[0, 1, 2], [0, 0, -1]], [[np.nan, 0, 0], [3, 0, 0]]])
+    >>> sink.nonzero_fraction, [p.tolist() for p in sink.tissue_counts], float(volume[1, 1, 0])
+    (0.3333333333333333, [[2, 1], [2, 1], [1, 1, 1]], 3.0)
+    """
+
+    def __init__(self, sink: Any, shape: Sequence[int]):
+        self.sink, self.shape = sink, tuple(int(n) for n in shape)
+        self._nonzero = 0
+        self.tissue_counts = [np.zeros(n, np.int64) for n in self.shape]
+
+    def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None:
+        self._nonzero += int(np.count_nonzero(nonzero_mask(block)))
+        tissue = block > 0
+        for axis, (part, counts) in enumerate(zip(region, self.tissue_counts, strict=True)):
+            counts[part] += np.count_nonzero(tissue, axis=tuple(a for a in range(tissue.ndim) if a != axis))
+        self.sink[region] = block
+
+    @property
+    def nonzero_fraction(self) -> float:
+        """Fraction of the volume's voxels that are non-zero and finite (unwritten voxels are zero)."""
+        return self._nonzero / math.prod(self.shape)
+
+
+def qc_reads_finest(shape: Sequence[int], resolution_um: float, pyramid_resolutions_um: Sequence[float]) -> bool:
+    """Whether :func:`write_stack_qc` will read level 0 of a volume of ``shape``: no level of its
+    analysis pyramid (:func:`linumpy.io.zarr.analysis_pyramid`) is ``QC_VIEW_PX`` voxels wide."""
+    resolution_mm = (resolution_um / 1000,) * len(shape)
+    levels = analysis_pyramid(da.zeros(shape, chunks=shape), resolution_mm, pyramid_resolutions_um)
+    return not any(max(level.data.shape[1:]) >= QC_VIEW_PX for level in levels)
+
+
 def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float,
-                   shifts: bytes | None = None) -> Path:
+                   shifts: bytes | None = None, written: WrittenStatistics | None = None) -> Path:
     """Write the stack's QC record beside ``output`` (an existing stacked volume).
 
     Metrics are :func:`stack_metrics` plus ``nonzero_fraction``; figures are
@@ -56,8 +103,9 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
     level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
     non-zero fraction and the views' tissue centre
-    (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass,
-    the views read three planes.
+    (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass
+    (or come from ``written``, gathered while level 0 was written, when that
+    level is level 0), the views read three planes.
     """
     from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure
 
@@ -65,7 +113,10 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     levels = read_omezarr_info(output).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
     volume, scale_mm = read_omezarr(output, level)
-    fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
+    if level == 0 and written is not None and written.shape == volume.shape:
+        fraction, profiles = written.nonzero_fraction, written.tissue_counts
+    else:
+        fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
     metrics["nonzero_fraction"] = float(fraction)
     centre = tuple(centre_index(profile) for profile in profiles)
     figures = {
