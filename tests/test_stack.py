@@ -36,7 +36,7 @@ from linumpy.stack.refine import (
     resolve_origins,
     speckle_ceiling,
 )
-from linumpy.stack.quality import WrittenStatistics, boundary_flags, qc_reads_finest, stack_metrics
+from linumpy.stack.quality import WrittenStatistics, boundary_flags, stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
 from linumpy.viz.planes import tissue_counts
 
@@ -796,7 +796,3 @@ def test_statistics_gathered_while_writing_match_a_pass_over_the_volume():
     for counted, expected in zip(sink.tissue_counts, profiles, strict=True):
         np.testing.assert_array_equal(counted, expected)
 
-
-def test_qc_reads_level_0_only_when_no_pyramid_level_is_wide_enough():
-    assert qc_reads_finest((127, 466, 465), 3.0, (10, 25, 50, 100))  # level 1 (10 um) is 140 px wide
-    assert not qc_reads_finest((127, 900, 900), 3.0, (10, 25, 50, 100))  # level 1 is 270 px wide

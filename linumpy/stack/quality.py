@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 
-from linumpy.io.zarr import analysis_pyramid, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import RESOLUTION_TOLERANCE, read_omezarr, read_omezarr_info
 from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import write_qc_record
+from linumpy.resample import resampled_shape
 from linumpy.viz.planes import centre_index, tissue_counts
 
 #: Reason given in the report for a slice id absent from the stack.
@@ -86,11 +86,22 @@ class WrittenStatistics:
 
 
 def qc_reads_finest(shape: Sequence[int], resolution_um: float, pyramid_resolutions_um: Sequence[float]) -> bool:
-    """Whether :func:`write_stack_qc` will read level 0 of a volume of ``shape``: no level of its
-    analysis pyramid (:func:`linumpy.io.zarr.analysis_pyramid`) is ``QC_VIEW_PX`` voxels wide."""
-    resolution_mm = (resolution_um / 1000,) * len(shape)
-    levels = analysis_pyramid(da.zeros(shape, chunks=shape), resolution_mm, pyramid_resolutions_um)
-    return not any(max(level.data.shape[1:]) >= QC_VIEW_PX for level in levels)
+    """Whether :func:`write_stack_qc` should read level 0 of a volume of ``shape``: no level of its analysis
+    pyramid (resolutions coarser than ``resolution_um``) ``QC_VIEW_PX`` voxels wide.
+
+    A prediction from the levels' shapes resampled straight from level 0 (the
+    pyramid resamples each level from the one before, which may differ by a
+    voxel): :func:`write_stack_qc` checks the level it reads, so a wrong guess
+    only costs the statistics counted in vain or a pass over level 0.
+
+    Examples
+    --------
+    >>> qc_reads_finest((127, 466, 465), 3.0, (10, 25, 50, 100)), qc_reads_finest((127, 900, 900), 3.0, (10, 25))
+    (True, False)
+    """
+    coarser = [r for r in pyramid_resolutions_um if r > resolution_um * (1 + RESOLUTION_TOLERANCE)]
+    widths = [max(resampled_shape(shape, (resolution_um,) * len(shape), (r,) * len(shape))[1:]) for r in coarser]
+    return all(width < QC_VIEW_PX for width in widths)
 
 
 def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float,
