@@ -30,7 +30,7 @@ from linumpy.qc.records import FIGURES_MODULE
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence
-from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, write_stack_qc
+from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ def stack_slice_files(
             written = (WrittenStatistics(writer, plan.shape)
                        if qc_reads_finest(plan.shape, resolution_um, pyramid_resolutions_um) else None)
             write_stack(plan, written or writer, writer.write_block, dtype, progress)
+            views = None if written is None else start_views(writer.stored_level0(), written, resolution_um, qc_thread)
             attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
                           "stack_shifts": shifts_out.name}
             if interpolate_missing:
@@ -160,7 +161,8 @@ def stack_slice_files(
             writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
         with atomic_output(shifts_out, overwrite) as tmp:
             tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
-        write_stack_qc(output, plan.record, resolution_um, shifts_figure.result(), written)
+        write_stack_qc(output, plan.record, resolution_um, shifts_figure.result(), written,
+                       None if views is None else views.result())
     return shifts_out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ class WrittenStatistics:
         self.sink[region] = block
 
     @property
+    def centre(self) -> tuple[int, ...]:
+        """The views' tissue centre (:func:`linumpy.viz.planes.centre_index` of each axis' counts)."""
+        return tuple(centre_index(counts) for counts in self.tissue_counts)
+
+    @property
     def nonzero_fraction(self) -> float:
         """Fraction of the volume's voxels that are non-zero and finite (unwritten voxels are zero)."""
         return self._nonzero / math.prod(self.shape)
@@ -105,7 +111,8 @@ def qc_reads_finest(shape: Sequence[int], resolution_um: float, pyramid_resoluti
 
 
 def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float,
-                   shifts: bytes | None = None, written: WrittenStatistics | None = None) -> Path:
+                   shifts: bytes | None = None, written: WrittenStatistics | None = None,
+                   views: bytes | None = None) -> Path:
     """Write the stack's QC record beside ``output`` (an existing stacked volume).
 
     Metrics are :func:`stack_metrics` plus ``nonzero_fraction``; figures are
@@ -114,29 +121,52 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
     level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
     non-zero fraction and the views' tissue centre
-    (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass
-    (or come from ``written``, gathered while level 0 was written, when that
-    level is level 0), the views read three planes.
+    (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass,
+    the views read three planes. When that level is level 0 and ``written``
+    counted it as it was written, its numbers are used instead, and
+    ``views``, the views already rendered from it (:func:`start_views`).
     """
-    from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure
-
     metrics = stack_metrics(record, resolution_um)
     levels = read_omezarr_info(output).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
     volume, scale_mm = read_omezarr(output, level)
     if level == 0 and written is not None and written.shape == volume.shape:
-        fraction, profiles = written.nonzero_fraction, written.tissue_counts
+        fraction, centre = written.nonzero_fraction, written.centre
     else:
         fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
+        centre, views = tuple(centre_index(profile) for profile in profiles), None
     metrics["nonzero_fraction"] = float(fraction)
-    centre = tuple(centre_index(profile) for profile in profiles)
     figures = {
         "shifts": shifts_png(record, resolution_um) if shifts is None else shifts,
-        "views": orthogonal_views_figure(orthogonal_planes(volume, centre), tuple(s * 1000 for s in scale_mm),
-                                         title=f"stack at {scale_mm[0] * 1000:g} um"),
+        "views": views_png(_planes(volume, centre), scale_mm) if views is None else views,
     }
     return write_qc_record(output, "stack", metrics, figures,
                            boundary_flags(metrics) + placement_flags(metrics) + attenuation_flags(record))
+
+
+def start_views(level0: Any, written: WrittenStatistics, resolution_um: float, pool: Executor) -> Future:
+    """Read level 0's three planes through ``written``'s tissue centre now; render the ``views`` on ``pool``.
+
+    ``level0``: the volume's level 0 as written, numpy-indexable (read here, before the writer moves it).
+    The future's result is :func:`write_stack_qc`'s ``views``.
+    """
+    planes = _planes(level0, written.centre)
+    return pool.submit(views_png, planes, (resolution_um / 1000,) * 3)  # the level-0 voxel finalize stores
+
+
+def views_png(planes: tuple[np.ndarray, np.ndarray, np.ndarray], scale_mm: Sequence[float]) -> bytes:
+    """The QC record's ``views`` figure, rendered: orthogonal ``planes`` of a level of voxel ``scale_mm``."""
+    from linumpy.qc.figures import orthogonal_views_figure
+    from linumpy.qc.records import render_png
+
+    return render_png(orthogonal_views_figure(planes, tuple(s * 1000 for s in scale_mm),
+                                              title=f"stack at {scale_mm[0] * 1000:g} um"))
+
+
+def _planes(volume: Any, centre: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from linumpy.qc.figures import orthogonal_planes
+
+    return orthogonal_planes(volume, centre)
 
 
 def shifts_png(record: Mapping[str, Any], resolution_um: float) -> bytes:
