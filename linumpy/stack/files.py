@@ -3,6 +3,11 @@
 Reads the normalized slices, the motor table and the slice thickness, plans
 the placement (:func:`linumpy.stack.stacking.plan_stack`), writes the volume
 with the analysis pyramid, the placement estimates (JSON) and the QC record.
+The QC's serial work runs beside the rest (:mod:`linumpy.stack.quality`):
+matplotlib is imported while the pairs are estimated, the ``shifts`` figure
+drawn while the volume is written, and, when the QC reads level 0, its
+statistics counted from the blocks written and its ``views`` drawn while the
+pyramid is built.
 """
 
 from __future__ import annotations
