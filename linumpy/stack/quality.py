@@ -26,7 +26,7 @@ import numpy as np
 from linumpy.io.zarr import RESOLUTION_TOLERANCE, read_omezarr, read_omezarr_info
 from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
-from linumpy.qc.records import write_qc_record
+from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
 from linumpy.viz.planes import centre_index, tissue_counts
 
@@ -157,7 +157,6 @@ def start_views(level0: Any, written: WrittenStatistics, resolution_um: float, p
 def views_png(planes: tuple[np.ndarray, np.ndarray, np.ndarray], scale_mm: Sequence[float]) -> bytes:
     """The QC record's ``views`` figure, rendered: orthogonal ``planes`` of a level of voxel ``scale_mm``."""
     from linumpy.qc.figures import orthogonal_views_figure
-    from linumpy.qc.records import render_png
 
     return render_png(orthogonal_views_figure(planes, tuple(s * 1000 for s in scale_mm),
                                               title=f"stack at {scale_mm[0] * 1000:g} um"))
@@ -176,7 +175,6 @@ def shifts_png(record: Mapping[str, Any], resolution_um: float) -> bytes:
     be drawn while the volume is written.
     """
     from linumpy.qc.figures import stack_shifts_figure
-    from linumpy.qc.records import render_png
 
     metrics = stack_metrics(record, resolution_um)
     ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
