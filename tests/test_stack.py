@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ from scipy import ndimage
 from linumpy.errors import InputError
 from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
+from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
-from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights
+from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights, iter_chunk_regions
 from linumpy.stack import gains
 from linumpy.stack.gains import overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
@@ -34,8 +36,9 @@ from linumpy.stack.refine import (
     resolve_origins,
     speckle_ceiling,
 )
-from linumpy.stack.quality import boundary_flags, stack_metrics
+from linumpy.stack.quality import WrittenStatistics, boundary_flags, stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
+from linumpy.viz.planes import tissue_counts
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
 AXIAL_UM, LATERAL_UM = 5.0, 10.0
@@ -775,3 +778,21 @@ def test_graph_window_reader_keeps_shared_blocks_only_between_announced_reads():
     for window in windows:
         assert np.array_equal(reader.read(window), lazy[window].compute())  # the same values, kept or not
     assert reader._kept == {} and reader._kept_bytes == 0 and not reader._uses  # all freed after the last read
+
+
+def test_statistics_gathered_while_writing_match_a_pass_over_the_volume():
+    rng = np.random.default_rng(3)
+    volume = rng.normal(0.2, 1.0, (9, 14, 11)).astype(np.float32)
+    volume[rng.random(volume.shape) < 0.3] = 0
+    volume[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    written = np.zeros_like(volume)
+    sink = WrittenStatistics(written, volume.shape)
+    for region in iter_chunk_regions(volume.shape, (4, 5, 6)):
+        sink[region] = volume[region]
+    np.testing.assert_array_equal(written, volume)
+    lazy = da.from_array(volume, chunks=(4, 5, 6))
+    fraction, *profiles = dask.compute(nonzero_mask(lazy).mean(), *tissue_counts(lazy))
+    assert sink.nonzero_fraction == float(fraction)
+    for counted, expected in zip(sink.tissue_counts, profiles, strict=True):
+        np.testing.assert_array_equal(counted, expected)
+

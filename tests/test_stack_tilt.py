@@ -7,7 +7,7 @@ import numpy as np
 from test_stack import AXIAL_UM, LATERAL_UM, SURFACE_PX, USEFUL_PX, make_brain, relative_truth
 
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
-from linumpy.stack.tilt import plane_shift, shift_alines
+from linumpy.stack.tilt import FEW_MOVES, plane_shift, shift_alines
 
 STRAY = 2  # the slice whose surface fit went astray
 OWN_PLANE = (20.0, 0.09, -0.07)  # its fitted plane; the others fitted the true (flat) cut within 0.002
@@ -16,10 +16,11 @@ OWN_PLANE = (20.0, 0.09, -0.07)  # its fitted plane; the others fitted the true 
 def test_a_line_shift_matches_numpy_whatever_the_chunks():
     rng = np.random.default_rng(0)
     data = rng.random((20, 30, 40)).astype(np.float32)
-    shift = rng.integers(-3, 4, (30, 40))
-    expected = np.take_along_axis(data, np.clip(np.arange(20)[:, None, None] + shift, 0, 19), axis=0)
-    for chunks in ((7, 16, 16), (20, 30, 40)):
-        np.testing.assert_array_equal(shift_alines(da.from_array(data, chunks=chunks), shift).compute(), expected)
+    for spread in (0, 3, FEW_MOVES):  # one move; a copy per move; one gather
+        shift = rng.integers(-spread, spread + 1, (30, 40))
+        expected = np.take_along_axis(data, np.clip(np.arange(20)[:, None, None] + shift, 0, 19), axis=0)
+        for chunks in ((7, 16, 16), (20, 30, 40)):
+            np.testing.assert_array_equal(shift_alines(da.from_array(data, chunks=chunks), shift).compute(), expected)
 
 
 def stray_brain():

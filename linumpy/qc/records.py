@@ -41,8 +41,9 @@ FIGURE_DPI = 100
 #: (:func:`linumpy.parallel.import_in_background`), not before.
 FIGURES_MODULE = "linumpy.qc.figures"
 
-#: A matplotlib figure or an image array (a string: matplotlib is not imported here).
-FigureLike: TypeAlias = "Figure | np.ndarray"
+#: A matplotlib figure, an image array or a figure already rendered (PNG bytes, :func:`render_png`)
+#: (a string: matplotlib is not imported here).
+FigureLike: TypeAlias = "Figure | np.ndarray | bytes"
 
 
 def output_stem(output_path: str | os.PathLike) -> Path:
@@ -101,8 +102,8 @@ def write_qc_record(
         knows how to flag.
     figures : mapping, optional
         Figure name (letters, digits, ``_``, ``-``) to a matplotlib
-        :class:`~matplotlib.figure.Figure` or an RGB(A)/grey image array
-        (uint8, or float in [0, 1]).
+        :class:`~matplotlib.figure.Figure`, an RGB(A)/grey image array
+        (uint8, or float in [0, 1]) or a figure already rendered (PNG bytes).
     flags : sequence of str, optional
         Problems the step noticed itself, one short sentence each.
 
@@ -208,11 +209,13 @@ def to_json_value(value: Any, where: str = "QC metrics") -> Any:
 
 
 def render_png(figure: FigureLike) -> bytes:
-    """Render a figure or an image array to deterministic PNG bytes.
+    """Render a figure or an image array to deterministic PNG bytes (PNG bytes are returned as they are).
 
     Matplotlib's ``Software`` tag is dropped, so the bytes depend only on the
     content and on the matplotlib version.
     """
+    if isinstance(figure, bytes):
+        return figure
     from matplotlib.figure import Figure
     from matplotlib.image import imsave
 

@@ -3,6 +3,11 @@
 Reads the normalized slices, the motor table and the slice thickness, plans
 the placement (:func:`linumpy.stack.stacking.plan_stack`), writes the volume
 with the analysis pyramid, the placement estimates (JSON) and the QC record.
+The QC's serial work runs beside the rest (:mod:`linumpy.stack.quality`):
+matplotlib is imported while the pairs are estimated, the ``shifts`` figure
+drawn while the volume is written, and, when the QC reads level 0, its
+statistics counted from the blocks written and its ``views`` drawn while the
+pyramid is built.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask
@@ -24,10 +30,12 @@ from linumpy.io.codecs import DEFAULT_COMPRESSION
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.parallel import import_in_background
+from linumpy.qc.records import FIGURES_MODULE
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence
-from linumpy.stack.quality import write_stack_qc
+from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -129,7 +137,9 @@ def stack_slice_files(
     paths = _ordered_slices(slice_paths, allow_gaps)
     motors = _motor_rows(motor_positions, list(paths))
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
-    with dask.config.set(UNFUSED), threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+    with (dask.config.set(UNFUSED), threadpool_limits(limits=BLAS_THREADS, user_api="blas"),
+          ThreadPoolExecutor(1, thread_name_prefix="stack-qc") as qc_thread):
+        import_in_background(FIGURES_MODULE)  # matplotlib, for the QC figures: while the pairs' threads run
         volumes = [_slice_volume(i, p) for i, p in paths.items()]
         if resolution_um is None:
             resolution_um = finest_common_resolution_um(volumes)
@@ -141,9 +151,14 @@ def stack_slice_files(
             measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
             for entry, attenuation in zip(plan.record["slices"], measured, strict=True):
                 entry["attenuation"] = attenuation
+        shifts_figure = qc_thread.submit(shifts_png, plan.record, resolution_um)  # drawn while the volume is written
         dtype = _common_dtype(volumes)
         with AnalysisOmeZarrWriter(output, plan.shape, chunks, dtype, compression, overwrite) as writer:
-            write_stack(plan, writer, writer.write_block, dtype, progress)
+            # the QC's statistics counted as the volume is written when the QC reads level 0 (no pass over it)
+            written = (WrittenStatistics(writer, plan.shape)
+                       if qc_reads_finest(plan.shape, resolution_um, pyramid_resolutions_um) else None)
+            write_stack(plan, written or writer, writer.write_block, dtype, progress)
+            views = None if written is None else start_views(writer.stored_level0(), written, resolution_um, qc_thread)
             attributes = {"slice_ids": list(paths), "slice_thickness_um": round(thickness, 6),  # no float noise
                           "stack_shifts": shifts_out.name}
             if interpolate_missing:
@@ -151,7 +166,8 @@ def stack_slice_files(
             writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
         with atomic_output(shifts_out, overwrite) as tmp:
             tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
-        write_stack_qc(output, plan.record, resolution_um)
+        write_stack_qc(output, plan.record, resolution_um, shifts_figure.result(), written,
+                       None if views is None else views.result())
     return shifts_out
 
 

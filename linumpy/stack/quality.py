@@ -4,23 +4,30 @@ The metric names follow ``docs/qc.md``: per-slice lists aligned with
 ``slice_ids`` (the report puts them in the slices' rows), the slices absent
 from the stack under ``excluded_slices`` (one red flag each), and a few
 whole-brain counts.
+
+matplotlib (:data:`~linumpy.qc.records.FIGURES_MODULE`) is imported when a
+figure is drawn, not with this module: the stack draws the ``shifts`` figure
+(:func:`shifts_png`, from the placement record alone) on a thread of its own
+while the volume is written, and the ``views`` once it is.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
 
-from linumpy.io.zarr import read_omezarr, read_omezarr_info
-from linumpy.qc.figures import orthogonal_planes, orthogonal_views_figure, stack_shifts_figure
+from linumpy.io.zarr import RESOLUTION_TOLERANCE, read_omezarr, read_omezarr_info
 from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
-from linumpy.qc.records import write_qc_record
+from linumpy.qc.records import render_png, write_qc_record
+from linumpy.resample import resampled_shape
 from linumpy.viz.planes import centre_index, tissue_counts
 
 #: Reason given in the report for a slice id absent from the stack.
@@ -42,34 +49,138 @@ ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overla
 MAX_BOUNDARY_STEP = 0.05
 
 
-def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float) -> Path:
+class WrittenStatistics:
+    """The QC's statistics of a volume gathered from its blocks as they are written (a region sink).
+
+    ``sink[region] = block`` counts the block's non-zero finite voxels and
+    its tissue voxels (``> 0``) per plane of each axis, then passes it on to
+    ``sink``: when the QC reads level 0 (:func:`qc_reads_finest`), it then
+    needs no pass over the written volume. The same numbers as
+    :func:`linumpy.qc.metrics.nonzero_mask` and
+    :func:`linumpy.viz.planes.tissue_counts` over the whole volume.
+
+    Examples
+    --------
+    >>> volume = np.zeros((2, 2, 3))
+    >>> sink = WrittenStatistics(volume, volume.shape)
+    >>> sink[0:2, 0:2, 0:3] = np.array([[[0, 1, 2], [0, 0, -1]], [[np.nan, 0, 0], [3, 0, 0]]])
+    >>> sink.nonzero_fraction, [p.tolist() for p in sink.tissue_counts], float(volume[1, 1, 0])
+    (0.3333333333333333, [[2, 1], [2, 1], [1, 1, 1]], 3.0)
+    """
+
+    def __init__(self, sink: Any, shape: Sequence[int]):
+        self.sink, self.shape = sink, tuple(int(n) for n in shape)
+        self._nonzero = 0
+        self.tissue_counts = [np.zeros(n, np.int64) for n in self.shape]
+
+    def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None:
+        self._nonzero += int(np.count_nonzero(nonzero_mask(block)))
+        tissue = block > 0
+        for axis, (part, counts) in enumerate(zip(region, self.tissue_counts, strict=True)):
+            counts[part] += np.count_nonzero(tissue, axis=tuple(a for a in range(tissue.ndim) if a != axis))
+        self.sink[region] = block
+
+    @property
+    def centre(self) -> tuple[int, ...]:
+        """The views' tissue centre (:func:`linumpy.viz.planes.centre_index` of each axis' counts)."""
+        return tuple(centre_index(counts) for counts in self.tissue_counts)
+
+    @property
+    def nonzero_fraction(self) -> float:
+        """Fraction of the volume's voxels that are non-zero and finite (unwritten voxels are zero)."""
+        return self._nonzero / math.prod(self.shape)
+
+
+def qc_reads_finest(shape: Sequence[int], resolution_um: float, pyramid_resolutions_um: Sequence[float]) -> bool:
+    """Whether :func:`write_stack_qc` should read level 0 of a volume of ``shape``: no level of its analysis
+    pyramid (resolutions coarser than ``resolution_um``) ``QC_VIEW_PX`` voxels wide.
+
+    A prediction from the levels' shapes resampled straight from level 0 (the
+    pyramid resamples each level from the one before, which may differ by a
+    voxel): :func:`write_stack_qc` checks the level it reads, so a wrong guess
+    only costs the statistics counted in vain or a pass over level 0.
+
+    Examples
+    --------
+    >>> qc_reads_finest((127, 466, 465), 3.0, (10, 25, 50, 100)), qc_reads_finest((127, 900, 900), 3.0, (10, 25))
+    (True, False)
+    """
+    coarser = [r for r in pyramid_resolutions_um if r > resolution_um * (1 + RESOLUTION_TOLERANCE)]
+    widths = [max(resampled_shape(shape, (resolution_um,) * len(shape), (r,) * len(shape))[1:]) for r in coarser]
+    return all(width < QC_VIEW_PX for width in widths)
+
+
+def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolution_um: float,
+                   shifts: bytes | None = None, written: WrittenStatistics | None = None,
+                   views: bytes | None = None) -> Path:
     """Write the stack's QC record beside ``output`` (an existing stacked volume).
 
     Metrics are :func:`stack_metrics` plus ``nonzero_fraction``; figures are
-    ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled) and
+    ``shifts`` (slice-to-slice shifts and overlap NCC, outliers circled;
+    ``shifts``: that figure already rendered by :func:`shifts_png`) and
     ``views`` (orthogonal planes). Pixels come from the coarsest pyramid
     level still ``QC_VIEW_PX`` voxels wide (the finest if none is): the
     non-zero fraction and the views' tissue centre
     (:func:`linumpy.viz.planes.tissue_centre`) stream over it in one pass,
-    the views read three planes.
+    the views read three planes. When that level is level 0 and ``written``
+    counted it as it was written, its numbers are used instead, and
+    ``views``, the views already rendered from it (:func:`start_views`).
     """
     metrics = stack_metrics(record, resolution_um)
     levels = read_omezarr_info(output).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape[1:]) >= QC_VIEW_PX), default=0)
     volume, scale_mm = read_omezarr(output, level)
-    fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
+    if level == 0 and written is not None and written.shape == volume.shape:
+        fraction, centre = written.nonzero_fraction, written.centre
+    else:
+        fraction, *profiles = dask.compute(nonzero_mask(volume).mean(), *tissue_counts(volume))
+        centre, views = tuple(centre_index(profile) for profile in profiles), None
     metrics["nonzero_fraction"] = float(fraction)
-    centre = tuple(centre_index(profile) for profile in profiles)
-    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
-    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
-    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
     figures = {
-        "shifts": stack_shifts_figure(ids, shifts, ncc, outliers),
-        "views": orthogonal_views_figure(orthogonal_planes(volume, centre), tuple(s * 1000 for s in scale_mm),
-                                         title=f"stack at {scale_mm[0] * 1000:g} um"),
+        "shifts": shifts_png(record, resolution_um) if shifts is None else shifts,
+        "views": views_png(_planes(volume, centre), scale_mm) if views is None else views,
     }
     return write_qc_record(output, "stack", metrics, figures,
                            boundary_flags(metrics) + placement_flags(metrics) + attenuation_flags(record))
+
+
+def start_views(level0: Any, written: WrittenStatistics, resolution_um: float, pool: Executor) -> Future:
+    """Read level 0's three planes through ``written``'s tissue centre now; render the ``views`` on ``pool``.
+
+    ``level0``: the volume's level 0 as written, numpy-indexable (read here, before the writer moves it).
+    The future's result is :func:`write_stack_qc`'s ``views``.
+    """
+    planes = _planes(level0, written.centre)
+    return pool.submit(views_png, planes, (resolution_um / 1000,) * 3)  # the level-0 voxel finalize stores
+
+
+def views_png(planes: tuple[np.ndarray, np.ndarray, np.ndarray], scale_mm: Sequence[float]) -> bytes:
+    """The QC record's ``views`` figure, rendered: orthogonal ``planes`` of a level of voxel ``scale_mm``."""
+    from linumpy.qc.figures import orthogonal_views_figure
+
+    return render_png(orthogonal_views_figure(planes, tuple(s * 1000 for s in scale_mm),
+                                              title=f"stack at {scale_mm[0] * 1000:g} um"))
+
+
+def _planes(volume: Any, centre: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from linumpy.qc.figures import orthogonal_planes
+
+    return orthogonal_planes(volume, centre)
+
+
+def shifts_png(record: Mapping[str, Any], resolution_um: float) -> bytes:
+    """The QC record's ``shifts`` figure, rendered: slice-to-slice shifts and overlap NCC, outliers circled.
+
+    Drawn from the placement record alone (:func:`stack_metrics`), so it can
+    be drawn while the volume is written.
+    """
+    from linumpy.qc.figures import stack_shifts_figure
+
+    metrics = stack_metrics(record, resolution_um)
+    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
+    ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
+    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
+    return render_png(stack_shifts_figure(ids, shifts, ncc, outliers))
 
 
 def attenuation_flags(record: Mapping[str, Any]) -> list[str]:

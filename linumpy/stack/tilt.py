@@ -35,6 +35,11 @@ MIN_SLICES = 3
 MAX_SHIFT_PLANES = 16
 
 
+#: Span of a block's A-line moves (largest minus smallest, planes) below which :func:`_gather` copies a plane
+#: range per move instead of one gather.
+FEW_MOVES = 8
+
+
 def common_tilt(planes: Sequence[Sequence[float] | None]) -> tuple[float, float] | None:
     """Median ``(tilt_y, tilt_x)`` (voxels per level-0 pixel) of the slices' surface planes ``(a, b, c)``.
 
@@ -123,15 +128,32 @@ def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
 
 
 def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int) -> np.ndarray:
-    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source), in one gather.
+    """Planes ``z0..z1-1`` of the shifted block from ``window`` (planes ``start..`` of the source).
 
-    The window lies inside the source's planes, so clipping the source plane to the source and then to the
-    window is one clip to the window. The gather is a flat :func:`numpy.take` (a third of the time of
-    :func:`numpy.take_along_axis`, the same values).
+    The window lies inside the source's planes, so clipping the source plane
+    to the source and then to the window is one clip to the window. A block
+    whose A-line moves span fewer than :data:`FEW_MOVES` planes (a surface
+    plane crosses few whole planes over a block) is copied once per move, a
+    plane range taken whole and then only where the A-lines move by it (on
+    8 x 128 x 128 blocks half the time of one gather with three moves, a
+    tenth with one); others are one flat :func:`numpy.take` (a third of the
+    time of :func:`numpy.take_along_axis`). The same values either way.
     """
-    plane = shift.size
-    index = np.arange(z0 - start, z1 - start, dtype=np.intp)[:, None, None] + shift[None]
-    np.clip(index, 0, window.shape[0] - 1, out=index)
-    index *= plane
-    index += np.arange(plane, dtype=np.intp).reshape(shift.shape)
-    return np.take(window.reshape(-1), index)
+    lowest, highest = int(shift.min()), int(shift.max())
+    if highest - lowest >= FEW_MOVES:
+        plane = shift.size
+        index = np.arange(z0 - start, z1 - start, dtype=np.intp)[:, None, None] + shift[None]
+        np.clip(index, 0, window.shape[0] - 1, out=index)
+        index *= plane
+        index += np.arange(plane, dtype=np.intp).reshape(shift.shape)
+        return np.take(window.reshape(-1), index)
+    out = np.empty((z1 - z0, *shift.shape), window.dtype)
+    for move in range(lowest, highest + 1):
+        first, stop = z0 - start + move, z1 - start + move
+        planes = (window[first:stop] if first >= 0 and stop <= len(window)
+                  else window[np.clip(np.arange(first, stop), 0, len(window) - 1)])
+        if move == lowest:
+            out[...] = planes
+        else:
+            np.copyto(out, planes, where=(shift == move)[None])
+    return out
