@@ -32,8 +32,10 @@ from linumpy.io.zarr import (
     read_omezarr_info,
     reencode_omezarr,
     save_omezarr,
+    strided_sample,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 RESOLUTION = (0.0015, 0.010, 0.010)
 
 
@@ -521,3 +523,41 @@ def test_whole_chunks_decoded_in_place_match_and_check_their_size(tmp_path, monk
     chunk.write_bytes(numcodecs.Blosc(cname="lz4").encode(data[4:8, 0:8, 8:12].copy()))  # half a chunk
     with pytest.raises(InputError, match=r"0/1/0/1: corrupted chunk.*decoded size"):
         stored[4:8, 0:8, 8:16]
+
+
+@pytest.mark.parametrize(("shape", "chunks", "stride"), [((13, 50, 37), (4, 16, 16), 3), ((5, 64, 64), (5, 64, 64), 7),
+                                                           ((9, 33, 20), (2, 8, 8), 1), ((40, 30), (16, 16), 5)])
+def test_strided_sample_reads_the_strided_voxels_chunk_by_chunk(tmp_path, shape, chunks, stride):
+    """The OMERO window's sample of a streamed pyramid (no dask): exactly ``array[::stride, ...]``."""
+    data = oct_like(shape, seed=5)
+    path = tmp_path / "s.ome.zarr"
+    save_omezarr(data, path, RESOLUTION[-len(shape):], chunks=chunks, n_levels=0)
+    stored, _ = open_omezarr_level(path)
+    np.testing.assert_array_equal(strided_sample(stored, stride), data[(slice(None, None, stride),) * len(shape)])
+
+
+def test_streamed_writes_and_their_window_need_no_dask(tmp_path):
+    """A writer whose pyramid is streamed, and its finalize, do not import dask (a step's start-up cost)."""
+    script = f"""
+import sys
+import numpy as np
+from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level
+with OmeZarrWriter({str(tmp_path / 'w.ome.zarr')!r}, (4, 64, 64), chunks=(4, 32, 32), dtype=np.float32,
+                   n_levels=2) as writer:
+    for y in (0, 32):
+        for x in (0, 32):
+            writer[:, y:y + 32, x:x + 32] = np.full((4, 32, 32), 1.0 + y + x, np.float32)
+    writer.finalize((0.01, 0.01, 0.01), n_levels=2)
+assert "dask" not in sys.modules, "dask was imported"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    info = read_omezarr_info(tmp_path / "w.ome.zarr")
+    window = info.omero["channels"][0]["window"]
+    assert (window["start"], window["end"]) == pytest.approx((1.0, 65.0), abs=1e-6)
+
+
+def test_is_dask_array_tells_dask_arrays_apart():
+    from linumpy.dask_arrays import is_dask_array
+
+    assert is_dask_array(da.zeros((3, 4), chunks=2))
+    assert not is_dask_array(np.zeros((3, 4))) and not is_dask_array([1, 2]) and not is_dask_array(None)

@@ -33,6 +33,14 @@ def test_significance_grows_as_pairs_get_few():
     assert model_significance(6) > 6.5 > model_significance(12) > 4.0 > model_significance(200) > 3.0
 
 
+def test_significance_is_the_student_t_critical_value():
+    """scipy.special's inverse Student-t CDF (no scipy.stats import) gives scipy.stats.t.ppf's value exactly."""
+    from scipy import stats
+
+    for n_pairs in range(2, 400):
+        assert model_significance(n_pairs) == stats.t.ppf(1 - 1e-3 / 2, n_pairs - 1)
+
+
 def test_random_stage_errors_of_few_pairs_keep_the_nominal_steps():
     """Stage errors uniform in +-4 px, no rotation, the 13 pairs of the matrix case: with a fixed
     3 standard errors, 32 of 1000 draws fitted a step that moved the 6 tiles without pairs up to

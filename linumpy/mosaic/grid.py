@@ -28,7 +28,7 @@ from linumpy.errors import InputError
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.io.prefetch import prefetched, tile_files
 from linumpy.io.streamed_pyramid import morton_order
-from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
 from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
@@ -322,9 +322,10 @@ def write_mosaic_grid_qc(
     """
     levels = read_omezarr_info(aip_path).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape) >= QC_AIP_PX), default=0)
-    data, scale_mm = read_omezarr(aip_path, level)
+    data, scale_mm = open_omezarr_level(aip_path, level)
     factor = max(1, max(data.shape) // QC_AIP_PX)
-    aip = np.asarray(block_mean(data, (factor, factor)).compute())
+    # The level read directly (no dask) when it needs no further averaging (a pyramid with enough levels).
+    aip = data[...] if factor == 1 else np.asarray(block_mean(data.to_dask(), (factor, factor)).compute())
     from linumpy.qc.figures import mosaic_grid_figure
 
     metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)} | dict(extra_metrics or {})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import dask.array as da
 import numpy as np
+
+from linumpy.dask_arrays import is_dask_array
 
 TileIndex = tuple[int, int]
 
@@ -24,12 +25,12 @@ def nonzero_fraction(volume) -> float:
     0.5
     """
     kept = nonzero_mask(volume)
-    return float(kept.mean().compute() if isinstance(kept, da.Array) else kept.mean())
+    return float(kept.mean().compute() if is_dask_array(kept) else kept.mean())
 
 
 def nonzero_mask(volume):
     """Where ``volume`` is non-zero and finite: :func:`nonzero_fraction` before it is averaged (lazy for dask)."""
-    data = volume if isinstance(volume, da.Array) else np.asarray(volume)
+    data = volume if is_dask_array(volume) else np.asarray(volume)
     return (data != 0) & np.isfinite(data)
 
 
@@ -41,7 +42,9 @@ def depth_profile(volume) -> np.ndarray:
     >>> depth_profile(np.arange(8.0).reshape(2, 2, 2)).tolist()
     [1.5, 5.5]
     """
-    if isinstance(volume, da.Array):
+    if is_dask_array(volume):
+        import dask.array as da
+
         return np.asarray(da.nanmean(volume.astype(np.float64), axis=(1, 2)).compute())
     return np.nanmean(np.asarray(volume, dtype=np.float64), axis=(1, 2))
 

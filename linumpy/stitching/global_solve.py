@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse, stats
+from scipy import sparse, special
 from scipy.sparse.linalg import spsolve
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,9 @@ def model_significance(n_pairs: int) -> float:
     >>> round(model_significance(6), 2)
     6.87
     """
-    return float(stats.t.ppf(1 - MODEL_FALSE_DEPARTURE / 2, n_pairs - 1))
+    # scipy.special's inverse Student-t CDF, which scipy.stats.t.ppf calls: the same value without the
+    # ~0.9 s import of scipy.stats on the stitch's main thread.
+    return float(special.stdtrit(n_pairs - 1, 1 - MODEL_FALSE_DEPARTURE / 2))
 
 
 def warn_if_steps_differ(model: StageModel, tile_step_px: Sequence[float]) -> None:
