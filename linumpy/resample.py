@@ -29,9 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
+
+from linumpy.dask_arrays import is_dask_array
+
+if TYPE_CHECKING:  # imported where a dask array is made (the streamed pyramid's numpy helpers need no dask)
+    import dask.array as da
 
 #: Relative tolerance under which a ratio of voxel sizes counts as an integer.
 _INTEGER_TOLERANCE = 1e-6
@@ -209,7 +214,9 @@ def resample_to_resolution(
 
 
 def _as_dask(data) -> da.Array:
-    return data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
+    import dask.array as da
+
+    return data if is_dask_array(data) else da.from_array(np.asarray(data))
 
 
 def _scale_factors(in_res: Sequence[float], out_res: Sequence[float], ndim: int) -> tuple[float, ...]:
@@ -391,6 +398,8 @@ def _weighted_axis_numpy(
 
 def _resample_axis(data: da.Array, axis: int, scale: float) -> da.Array:
     """Area-weighted resampling of one axis, as float64, lazily and seam-free."""
+    import dask.array as da
+
     n_in = data.shape[axis]
     starts, weights = _area_weights(n_in, scale)
     m = len(starts)

@@ -37,9 +37,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -53,6 +52,11 @@ from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MOD
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
+from linumpy.parallel import import_in_background
+from linumpy.qc.records import FIGURES_MODULE
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +231,7 @@ def correct_slice(
 
     qc = AxialQc(n_z)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    import_in_background(FIGURES_MODULE)  # the QC figure's matplotlib, while the passes' threads run
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = stack.enter_context(atomic.scratch_directory(out_path))

@@ -23,9 +23,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import dask.array as da
 import numpy as np
 
+from linumpy.dask_arrays import is_dask_array
 from linumpy.parallel import ordered_map as map_ordered  # noqa: F401  (the blocks' pipeline)
 from linumpy.resample import block_mean_of_block
 
@@ -142,7 +142,7 @@ def stored_binned_level(path: str | os.PathLike, volume: Any, factor: int) -> An
     ``factor`` is 2 and both levels are float32 of the expected shapes:
     reading it instead of binning level 0 decodes a quarter of the bytes.
     """
-    if factor != 2 or isinstance(volume, da.Array) or np.dtype(volume.dtype) != np.float32:
+    if factor != 2 or is_dask_array(volume) or np.dtype(volume.dtype) != np.float32:
         return None
     from linumpy.io import ngff
     from linumpy.io.zarr import open_omezarr_level
@@ -356,14 +356,14 @@ def read_block(volume: Any, region: tuple[slice, ...]) -> np.ndarray:
     A stored array decodes the chunks the region touches in this thread; a
     dask array is computed one storage chunk at a time (bounded memory).
     """
-    if isinstance(volume, da.Array):
+    if is_dask_array(volume):
         return np.asarray(volume[region].compute(scheduler="synchronous"))
     return np.asarray(volume[region])
 
 
 def chunk_shape(volume: Any) -> tuple[int, ...]:
     """Storage chunk shape of a stored or dask array (dask: its largest block)."""
-    return tuple(volume.chunksize) if isinstance(volume, da.Array) else tuple(volume.chunks)
+    return tuple(volume.chunksize) if is_dask_array(volume) else tuple(volume.chunks)
 
 
 def binning_fits(volume: Any, binning: int) -> bool:
@@ -372,6 +372,6 @@ def binning_fits(volume: Any, binning: int) -> bool:
     True when every lateral chunk size is a multiple of ``binning`` (or the
     axis is a single chunk).
     """
-    if isinstance(volume, da.Array):
+    if is_dask_array(volume):
         return all(len(chunks) == 1 or chunks[0] % binning == 0 for chunks in volume.chunks[1:3])
     return all(c >= n or c % binning == 0 for c, n in zip(volume.chunks[1:3], volume.shape[1:3]))

@@ -29,20 +29,21 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-import dask.array as da
 import numpy as np
 import zarr
 from zarr.core import sync as zarr_sync
 
+from linumpy.dask_arrays import is_dask_array
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff, streamed_pyramid
-from linumpy.io._progress import DaskProgress
 from linumpy.io.ngff import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
+
+if TYPE_CHECKING:  # dask is imported where a dask array is made or stored: a streamed write never needs it
+    import dask.array as da
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,8 @@ class StoredArray:
 
     def to_dask(self) -> da.Array:
         """The level as a lazy dask array chunked like the storage."""
+        import dask.array as da
+
         return da.from_array(self, chunks=self.chunks, name=False, lock=False, fancy=False, asarray=False)
 
 
@@ -450,6 +453,12 @@ def _aligned_to(data: da.Array, region: tuple[slice, ...], block: tuple[int, ...
     return data.rechunk(tuple(_aligned_chunks(r.start, r.stop, b) for r, b in zip(region, block)))
 
 
+def _omero_sample_region(shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """Every n-th voxel along each axis, n such that about ``_OMERO_SAMPLE`` voxels remain (the omero window's sample)."""
+    stride = max(1, math.ceil((math.prod(shape) / _OMERO_SAMPLE) ** (1 / len(shape))))
+    return (slice(None, None, stride),) * len(shape)
+
+
 @contextlib.contextmanager
 def _thread_pool() -> Iterator[ThreadPoolExecutor]:
     """A dask thread pool that is drained on exit.
@@ -657,7 +666,7 @@ class _PyramidWriter:
         target = self._level0
         if self._covers_whole_chunks(region):  # whole chunks are replaced: write their files directly
             target = self._direct_target(self._level0, "0")
-        if not isinstance(block, da.Array) and isinstance(target, chunk_writer.ChunkFileWriter):
+        if not is_dask_array(block) and isinstance(target, chunk_writer.ChunkFileWriter):
             values = np.asarray(block)
             if integer_axes and 0 < values.ndim < len(region):
                 values = np.expand_dims(values, integer_axes)
@@ -667,12 +676,14 @@ class _PyramidWriter:
                 self._pyramid.add(region, values)
             return
         self._stop_pyramid("a write of part of a chunk, or of a dask array")
-        if not isinstance(block, da.Array):
+        if not is_dask_array(block):
             block = np.asarray(block)
             if integer_axes and 0 < block.ndim < len(region):
                 block = np.expand_dims(block, integer_axes)
             target[region] = np.broadcast_to(block.astype(self.dtype, copy=False), region_shape)
             return
+        import dask.array as da
+
         if integer_axes and block.ndim < len(region):
             block = da.expand_dims(block, integer_axes)
         block = da.broadcast_to(block.astype(self.dtype), region_shape)
@@ -756,6 +767,22 @@ class _PyramidWriter:
             self.abort()
             raise RuntimeError(f"{self.path}: the writer was closed without finalize(); nothing was written")
 
+    def _store_with_dask(self, sources: list[da.Array], targets: list[Any], levels: list[_Level]) -> np.ndarray:
+        """Store the dask ``sources`` into ``targets``; return the omero sample of the coarsest level."""
+        import dask
+
+        from linumpy.io._progress import DaskProgress
+
+        import dask.array as da
+
+        stored_coarsest = levels and levels[-1].data is None
+        coarsest = self._stored_level(str(len(levels))).to_dask() if stored_coarsest else sources[-1]
+        sample = coarsest[_omero_sample_region(coarsest.shape)]
+        stored = da.store(sources, targets, lock=False, compute=False)
+        with DaskProgress(f"writing {self.path.name}", logger), _thread_pool() as pool:
+            _, sample = dask.compute(stored, sample, scheduler="threads", pool=pool)
+        return sample
+
     def _store_levels(
         self,
         resolution: tuple[float, ...],
@@ -785,15 +812,11 @@ class _PyramidWriter:
                 block = tuple(target.shards or target.chunks)
                 sources.append(level.data.rechunk(block))
                 targets.append(self._direct_target(target, str(index)))
-            if levels and levels[-1].data is None:
-                coarsest = self._stored_level(str(len(levels))).to_dask()
-            else:
-                coarsest = sources[-1] if sources else self.read()
-            stride = max(1, math.ceil((coarsest.size / _OMERO_SAMPLE) ** (1 / coarsest.ndim)))
-            sample = coarsest[(slice(None, None, stride),) * coarsest.ndim]
-            stored = da.store(sources, targets, lock=False, compute=False)
-            with DaskProgress(f"writing {self.path.name}", logger), _thread_pool() as pool:
-                _, sample = dask.compute(stored, sample, scheduler="threads", pool=pool)
+            if sources:
+                sample = self._store_with_dask(sources, targets, levels)
+            else:  # every level is stored already (streamed): its coarsest one is sampled without dask
+                coarsest = self._stored_level(str(len(levels)))
+                sample = coarsest[_omero_sample_region(coarsest.shape)]
             transforms = [
                 ngff.LevelTransform(
                     path=str(i),
@@ -1035,8 +1058,10 @@ def save_omezarr(
         ngff_version=ngff_version, shards=shards,
     )
     try:
+        import dask.array as da
+
         block = writer.write_block
-        source = data.rechunk(block) if isinstance(data, da.Array) else da.from_array(_Sliceable(data), chunks=block, name=False)
+        source = data.rechunk(block) if is_dask_array(data) else da.from_array(_Sliceable(data), chunks=block, name=False)
     except BaseException:
         writer.abort()
         raise
