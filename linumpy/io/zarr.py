@@ -770,12 +770,11 @@ class _PyramidWriter:
     def _store_with_dask(self, sources: list[da.Array], targets: list[Any], levels: list[_Level]) -> np.ndarray:
         """Store the dask ``sources`` into ``targets``; return the omero sample of the coarsest level."""
         import dask
+        import dask.array as da
 
         from linumpy.io._progress import DaskProgress
 
-        import dask.array as da
-
-        stored_coarsest = levels and levels[-1].data is None
+        stored_coarsest = bool(levels) and levels[-1].data is None
         coarsest = self._stored_level(str(len(levels))).to_dask() if stored_coarsest else sources[-1]
         sample = coarsest[_omero_sample_region(coarsest.shape)]
         stored = da.store(sources, targets, lock=False, compute=False)
