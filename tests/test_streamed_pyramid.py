@@ -156,3 +156,35 @@ def test_layouts_that_cannot_stream():
     assert streamed_pyramid.streamable((4, 40, 40), (4, 8, 8))
     assert streamed_pyramid.streamable((4, 7, 9), (4, 8, 8))  # one chunk per axis
     assert not streamed_pyramid.streamable((4, 40, 40), (4, 9, 8))  # odd chunks split 2 x 2 blocks
+
+
+_NO_DASK_PROBE = """
+import sys
+import numpy as np
+import linumpy.intensity.axial  # the axial correction's whole import chain
+from linumpy.io.zarr import OmeZarrWriter
+data = np.arange(4 * 40 * 40, dtype=np.float32).reshape(4, 40, 40)
+with OmeZarrWriter(sys.argv[1], data.shape, (4, 8, 8), n_levels=2) as writer:
+    for y in range(0, 40, 8):
+        for x in range(0, 40, 8):
+            writer[:, y:y + 8, x:x + 8] = data[:, y:y + 8, x:x + 8]
+    writer.finalize((0.0015, 0.010, 0.010), 2)
+print(sorted(m for m in ("dask", "dask.array", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_a_streamed_write_imports_neither_dask_nor_matplotlib(tmp_path):
+    """The axial correction's imports and a streamed write with its finalize need no dask (0.3-0.6 CPU s to import)
+    and no matplotlib (imported for the QC figure only); the same files as the dask-built pyramid."""
+    import subprocess
+    import sys
+
+    streamed = tmp_path / "streamed" / "image.ome.zarr"
+    done = subprocess.run([sys.executable, "-c", _NO_DASK_PROBE, str(streamed)], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split("\n")[-2] == "[]"
+    reference = tmp_path / "reference" / "image.ome.zarr"
+    data = np.arange(4 * 40 * 40, dtype=np.float32).reshape(4, 40, 40)
+    save_omezarr(data, reference, RESOLUTION, chunks=(4, 8, 8), n_levels=2)
+    assert_same_files(reference, streamed)
+

@@ -37,9 +37,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -53,6 +52,11 @@ from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MOD
 from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
+from linumpy.parallel import import_in_background
+from linumpy.qc.records import FIGURES_MODULE
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,8 @@ AGAROSE_GUARD_UM = 50.0
 #: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
 #: output's voxels; the overlap attenuation smooths over 4 pixels (sigma) anyway.
 UNCOMPENSATED_BINNING = 4
+#: Pyramid levels of the uncompensated signal above its level 0.
+UNCOMPENSATED_N_LEVELS = 1
 
 
 @dataclass(frozen=True)
@@ -223,26 +229,27 @@ def correct_slice(
     block = lateral_block_size(n_z)
     surface_depth_px = int(round(settings.surface_depth_um / (dz_mm * 1000)))
     map_options = {"chunks": (block, block), "dtype": np.float32, "compression": compression,
-                   "overwrite": overwrite}
+                   "overwrite": overwrite, "n_levels": n_levels}  # the levels finalize keeps: no more are built
 
     qc = AxialQc(n_z)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    import_in_background(FIGURES_MODULE)  # the QC figure's matplotlib, while the passes' threads run
     with contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
         # A scratch map written and read chunk by chunk straight from its files (never published).
-        levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **map_options)
+        levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **{**map_options, "n_levels": 0})
         stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
                                    levels_writer, settings, block, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
-            dtype=dtype, compression=compression, overwrite=overwrite))
+            dtype=dtype, compression=compression, overwrite=overwrite, n_levels=n_levels))
         attenuation_writer = stack.enter_context(OmeZarrWriter(attenuation_path, (n_y, n_x), **map_options))
         binned_shape = tuple(-(-n // UNCOMPENSATED_BINNING) for n in (n_y, n_x, block))
         plain_writer = stack.enter_context(OmeZarrWriter(
             plain_path, (depth_px, *binned_shape[:2]), chunks=(min(64, depth_px), binned_shape[2], binned_shape[2]),
-            dtype=np.float32, compression=compression, overwrite=overwrite))
+            dtype=np.float32, compression=compression, overwrite=overwrite, n_levels=UNCOMPENSATED_N_LEVELS))
 
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
@@ -303,7 +310,8 @@ def correct_slice(
             "missing": "0 above each bin's tissue top (its mean detected surface below the flattened cut)",
             "decay_fit_tissue_attenuation_per_mm": qc.tissue_attenuation_per_mm(),
         })
-        plain_writer.finalize((resolution[0], *(r * UNCOMPENSATED_BINNING for r in lateral)), 1, plain_attributes)
+        plain_writer.finalize((resolution[0], *(r * UNCOMPENSATED_BINNING for r in lateral)), UNCOMPENSATED_N_LEVELS,
+                             plain_attributes)
         out_writer.finalize(resolution, n_levels, attributes)
     qc.write(out_path, attributes, dz_mm * 1000, stats.focus_qc, stats.focus_flags, stats.focus_profile)
     return attributes

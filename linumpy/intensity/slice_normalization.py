@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -41,7 +40,8 @@ from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, StoredArray, open_omezarr_level, read_omezarr_info
-from linumpy.parallel import ordered_map
+from linumpy.parallel import import_in_background, ordered_map
+from linumpy.qc.records import FIGURES_MODULE
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def normalize_slice(
     block = lateral_block_size(volume.shape[0])
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    import_in_background(FIGURES_MODULE)  # the QC figure's matplotlib, while the passes' threads run
     with atomic.scratch_directory(out_path) as scratch:
         aip = _store_aip(volume, Path(scratch) / "aip.ome.zarr", block, in_path, progress, workers)
         smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px)
@@ -131,13 +132,13 @@ def normalize_slice(
                 writer[:] = 0
                 attributes.update(_attributes(settings, threshold, None, None, 0.0))
             else:
-                tissue = smoothed.to_dask() > threshold
                 field = None
                 if origins is not None:
-                    field = _estimate_flatfield(aip.to_dask(), tissue, origins, info.attributes)
-                values = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress, workers)
+                    field = _estimate_flatfield(aip, smoothed, threshold, origins, info.attributes)
+                values, n_tissue = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress,
+                                                     workers)
                 low, high = (values.percentile(q) for q in settings.percentiles)
-                fraction = float(da.mean(tissue).compute())
+                fraction = n_tissue / int(np.prod(smoothed.shape))
 
                 def apply(part: LateralBlock) -> int:
                     data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
@@ -210,12 +211,15 @@ def _store_aip(
 
 
 def _store_smoothed(aip: StoredArray, path: Path, sigma_px: float) -> StoredArray:
-    """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it."""
+    """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it.
+
+    Chunk by chunk, each smoothed with a halo that covers the Gaussian's reach
+    (``ceil(4 sigma)``; its edge values repeated at the map's borders, as the
+    filter's ``nearest`` mode does): the values of the whole map smoothed at once.
+    """
     target = _scratch_map(path, aip.shape, aip.chunks)
-    target[:] = aip.to_dask().map_overlap(
-        normalize.smooth_aip, depth=int(np.ceil(4 * sigma_px)), boundary="nearest", sigma_px=sigma_px,
-        dtype=np.float32,
-    )
+    for part in lateral_blocks(aip.shape, aip.chunks[0], halo=int(np.ceil(4 * sigma_px))):
+        target[part.inner] = normalize.smooth_aip(aip[part.outer], sigma_px)[part.inner_in_outer]
     return target.stored_level0()
 
 
@@ -235,9 +239,11 @@ def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: A
 
 
 def _estimate_flatfield(
-    aip: da.Array, tissue: da.Array, origins: list[tuple[int, int]], attributes: dict[str, Any]
+    aip: StoredArray, smoothed: StoredArray, threshold: float, origins: list[tuple[int, int]],
+    attributes: dict[str, Any],
 ) -> np.ndarray | None:
-    """The flat-field of one tile from the tiles' masked AIPs (None with a warning if impossible)."""
+    """The flat-field of one tile from the tiles' AIPs masked where ``smoothed > threshold`` (tissue)
+    (None with a warning if impossible)."""
     tile_yx = tuple(int(v) for v in attributes["tile_shape"][1:])
     estimator = FlatFieldEstimator(tile_yx)
     n_y, n_x = aip.shape
@@ -247,8 +253,7 @@ def _estimate_flatfield(
         if y0 >= y1 or x0 >= x1:
             continue
         region = (slice(y0, y1), slice(x0, x1))
-        estimator.add(np.asarray(aip[region].compute()), np.asarray(tissue[region].compute()),
-                      offset=(y0 - ty, x0 - tx))
+        estimator.add(aip[region], smoothed[region] > threshold, offset=(y0 - ty, x0 - tx))
     field = estimator.estimate()
     if field is None:
         logger.warning("too little tissue in the tiles to estimate a flat-field: none applied")
@@ -271,20 +276,22 @@ def _flat_fielded(
 def _tissue_histogram(
     volume: StoredArray, smoothed: StoredArray, threshold: float, field: np.ndarray | None,
     origins: list[tuple[int, int]] | None, block: int, progress: bool, workers: int | None,
-) -> LogHistogram:
-    """Histogram of the flat-fielded voxel values of the tissue A-lines."""
+) -> tuple[LogHistogram, int]:
+    """Histogram of the flat-fielded voxel values of the tissue A-lines, and the number of those A-lines."""
 
-    def count(part: LateralBlock) -> LogHistogram:
+    def count(part: LateralBlock) -> tuple[LogHistogram, int]:
         partial = LogHistogram()
         mask = smoothed[part.inner] > threshold
-        if mask.any():
+        n_tissue = int(np.count_nonzero(mask))
+        if n_tissue:
             data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
             partial.add(data[:, mask])
-        return partial
+        return partial, n_tissue
 
-    histogram = LogHistogram()
+    histogram, n_tissue = LogHistogram(), 0
     shape = volume.shape[1:]
-    for partial in tqdm(ordered_map(count, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
-                        desc="percentiles", disable=not progress, leave=False):
+    for partial, n in tqdm(ordered_map(count, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
+                           desc="percentiles", disable=not progress, leave=False):
         histogram.merge(partial)
-    return histogram
+        n_tissue += n
+    return histogram, n_tissue
