@@ -384,15 +384,25 @@ def _area_weights(n_in: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
 def _weighted_axis_numpy(
     block: np.ndarray, starts: np.ndarray, weights: np.ndarray, axis: int
 ) -> np.ndarray:
-    """Apply per-output overlap weights along ``axis`` of one numpy block."""
+    """Apply per-output overlap weights along ``axis`` of one numpy block.
+
+    Sums in float64 (the weights' dtype: a float32 block is promoted by the
+    product, no float64 copy of it). An input voxel contributes only where its
+    weight is positive (a non-finite voxel a zero weight reaches adds
+    nothing); an offset no output voxel reaches is skipped, and the mask is
+    applied only at an offset some output voxels do not reach.
+    """
     shape = [1] * block.ndim
     shape[axis] = len(starts)
     result = np.zeros(block.shape[:axis] + (len(starts),) + block.shape[axis + 1 :], np.float64)
     last = block.shape[axis] - 1
     for t in range(weights.shape[1]):
         w = weights[:, t].reshape(shape)
-        values = np.take(block, np.minimum(starts + t, last), axis=axis).astype(np.float64, copy=False)
-        result += np.where(w > 0, values * w, 0.0)
+        reached = w > 0
+        if not reached.any():
+            continue
+        values = np.take(block, np.minimum(starts + t, last), axis=axis)
+        result += values * w if reached.all() else np.where(reached, values * w, 0.0)
     return result
 
 

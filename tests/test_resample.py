@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linumpy.resample import (
+    _area_weights,
+    _weighted_axis_numpy,
     block_mean,
     centre_shift_mm,
     resample_to_resolution,
@@ -171,3 +173,22 @@ def test_integer_means_round_halves_up_in_the_weighted_border_chunk():
     volume[0, :, ::2] = 1  # every 2x2 block sums to 2: a mean of exactly 0.5
     chunked = block_mean(da.from_array(volume, chunks=(1, 2, 8)), (1, 2, 2), (1.0, 1.0, 1.0 - 1e-12)).compute()
     assert np.all(chunked[0, 0, :-1] == 1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint16", "float64"])
+def test_weighted_axis_is_the_overlap_weighted_float64_sum(dtype):
+    """Each output voxel sums its positive-weight inputs in float64, in order; zero weights add nothing."""
+    rng = np.random.default_rng(5)
+    block = (rng.random((23, 4, 3)) * 1000).astype(dtype)
+    if dtype != "uint16":
+        block[-1, 0, 0] = np.inf  # the last plane: read by the tail's zero-weight taps too
+    starts, weights = _area_weights(len(block), 10 / 3)
+    expected = np.zeros((len(starts), 4, 3))
+    for j, (start, row) in enumerate(zip(starts, weights, strict=True)):
+        for t, weight in enumerate(row):
+            if weight > 0:
+                expected[j] += block[start + t].astype(np.float64) * weight
+    with np.errstate(invalid="ignore"):  # inf times a zero weight, masked
+        result = _weighted_axis_numpy(block, starts, weights, 0)
+    np.testing.assert_array_equal(result, expected)
+    assert np.isinf(result[:, 0, 0]).sum() == (0 if dtype == "uint16" else 1)
