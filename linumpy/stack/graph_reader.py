@@ -35,8 +35,6 @@ import dask.array as da
 import numpy as np
 from dask._task_spec import convert_legacy_graph  # dask >= 2024.12 (pyproject.toml): tasks run without a scheduler
 from dask.core import flatten
-from dask.highlevelgraph import HighLevelGraph
-from dask.optimization import cull
 
 #: Bytes of blocks a reader keeps between the windows that share them.
 CACHE_BYTES = 32 * 2**20
@@ -60,9 +58,7 @@ class GraphWindowReader:
 
     def __init__(self, array: da.Array) -> None:
         # culled only: dask's blockwise fusion would run each block's layers as a subgraph, ordered at every call
-        graph = array.__dask_graph__()
-        keys = set(flatten(array.__dask_keys__()))
-        graph = graph.cull(keys) if isinstance(graph, HighLevelGraph) else cull(dict(graph), list(keys))[0]
+        graph = array.__dask_graph__().cull(set(flatten(array.__dask_keys__())))  # a HighLevelGraph
         self.shape = array.shape
         self.dtype = array.dtype
         self._tasks = convert_legacy_graph(dict(graph))
