@@ -669,7 +669,7 @@ def _binned_uncompensated(signal: np.ndarray, found: np.ndarray, shift: np.ndarr
 
 
 def _flattened_binned(signal: np.ndarray, shift: np.ndarray, depth_px: int, factor: int) -> np.ndarray:
-    """``bin_laterally(flatten_surface(signal, shift, depth_px), factor)``, the same bits, without flattening every A-line.
+    """``bin_laterally(flatten_surface(signal, shift, depth_px), factor)``, the same bits, flattening fewer A-lines.
 
     A bin whose A-lines share one shift (all but those a shift edge crosses) is binned first, on the input
     depths the flattening reads, and then flattened by that shift (the bin's values are the same voxels summed
