@@ -26,8 +26,8 @@ from ome_zarr_models.v04.image import Image
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.axial import (
-    UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, correct_block, correct_slice, output_paths,
-    uncompensated_path,
+    UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, _flattened_binned, correct_block, correct_slice,
+    output_paths, uncompensated_path,
 )
 from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks, stored_binned_level
 from linumpy.io.acquisition import open_acquisition
@@ -178,6 +178,38 @@ def test_flatten_puts_every_surface_at_the_same_depth():
     flat = surface.flatten_surface(volume, first - 3, 40)
     assert flat.shape == (40, 48, 48)
     assert (flat[:3] == 0).all() and (flat[3] > 0).all()
+
+
+@pytest.mark.parametrize("shape", [(30, 16, 12), (30, 14, 11), (30, 13, 9)])
+def test_binning_before_flattening_gives_the_same_bits(shape):
+    """The uncompensated copy bins the A-lines that share a shift before flattening them (the bins a shift
+    edge crosses from their own A-lines): the bits of binning the flattened block, odd edges included."""
+    rng = np.random.default_rng(5)
+    n_z, n_y, n_x = shape
+    volume = rng.random((n_z, n_y + 2, n_x + 2), dtype=np.float32)[:, 1:-1, 1:-1]  # a strided view
+    yy, xx = np.mgrid[:n_y, :n_x]
+    for shift in (np.full((n_y, n_x), 2), 1 + (0.3 * yy - 0.2 * xx).round().astype(int),
+                  rng.integers(-8, 12, (n_y, n_x))):
+        for depth in (20, 36):
+            expected = bin_laterally(surface.flatten_surface(volume, shift, depth), UNCOMPENSATED_BINNING)
+            binned = _flattened_binned(volume, shift, depth, UNCOMPENSATED_BINNING)
+            assert binned.dtype == expected.dtype and binned.tobytes() == expected.tobytes()
+
+
+def test_compensation_keeps_the_signal_where_the_sums_are_zero():
+    """A group of planes with a zero sum takes the masked division (a new output keeps 0 there, the signal
+    compensated in place keeps its value times ``T[0]``); the other groups divide all their voxels."""
+    rng = np.random.default_rng(6)
+    signal = rng.random((40, 6, 7), dtype=np.float32)
+    tails = rng.random((41, 6, 7), dtype=np.float32) + np.float32(0.5)
+    tails[20, 2, 3] = 0.0
+    positive = tails[:-1] > 0
+    quotient = signal / np.where(positive, tails[:-1], 1)
+    np.testing.assert_array_equal(attenuation.compensate_attenuation(signal, tails),
+                                  np.where(positive, quotient, 0) * tails[0])
+    in_place = signal.copy()
+    attenuation.compensate_attenuation(in_place, tails, out=in_place)
+    np.testing.assert_array_equal(in_place, np.where(positive, quotient, signal) * tails[0])
 
 
 @pytest.mark.parametrize("offset", [-5, 0, 3])

@@ -460,14 +460,15 @@ def compensate_attenuation(
     elif out is not signal:
         out[...] = 0
     # where T[k] = 0, I[k] = 0 too (T[k] includes I[k]): out keeps 0 there. GROUP_PLANES planes at a time:
-    # the mask and both products stay small (no 3D temporary), few numpy calls
+    # the mask and both products stay small (no 3D temporary), few numpy calls; a group whose sums are all
+    # positive (most) is divided without the mask (the same quotients, a faster loop than the masked one)
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
     positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
     start, stop = (0, len(result)) if planes is None else planes
     for a in range(start, stop, GROUP_PLANES):
         b = min(stop, a + GROUP_PLANES)
-        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=np.greater(sums[a:b], 0, out=positive[: b - a]),
-                  casting="unsafe")
+        mask = np.greater(sums[a:b], 0, out=positive[: b - a])
+        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=True if mask.all() else mask, casting="unsafe")
         result[a:b] *= sums[0]
     return out
 

@@ -658,13 +658,40 @@ def _binned_uncompensated(signal: np.ndarray, found: np.ndarray, shift: np.ndarr
     surface ``found`` in the flattened frame, rounded; none: nothing removed).
     Returns shape ``(depth_px, ceil(y / b), ceil(x / b))``, float32.
     """
-    binned = bin_laterally(surface.flatten_surface(signal, shift, depth_px), UNCOMPENSATED_BINNING)
+    binned = _flattened_binned(signal, shift, depth_px, UNCOMPENSATED_BINNING)
     top = found - shift
     has_top = np.isfinite(top)
     count = bin_laterally(has_top[None], UNCOMPENSATED_BINNING)[0]
     top_sum = bin_laterally(np.where(has_top, top, 0)[None], UNCOMPENSATED_BINNING)[0]
     mean_top = np.divide(top_sum, count, out=np.zeros_like(count), where=count > 0)
     binned[np.arange(depth_px)[:, None, None] < np.rint(mean_top)[None]] = 0
+    return binned
+
+
+def _flattened_binned(signal: np.ndarray, shift: np.ndarray, depth_px: int, factor: int) -> np.ndarray:
+    """``bin_laterally(flatten_surface(signal, shift, depth_px), factor)``, the same bits, flattening fewer A-lines.
+
+    A bin whose A-lines share one shift (all but those a shift edge crosses) is binned first, on the input
+    depths the flattening reads, and then flattened by that shift (the bin's values are the same voxels summed
+    in the same order); the others are flattened and binned from their own A-lines (gathered bin by bin, the
+    far edge's A-lines repeated as :func:`~linumpy.intensity.blocks.bin_laterally` pads).
+    """
+    n_z, n_y, n_x = signal.shape
+    rows, cols = (np.minimum(np.arange(-(-n // factor) * factor), n - 1) for n in (n_y, n_x))  # edge repeated
+    padded = shift[np.ix_(rows, cols)].reshape(rows.size // factor, factor, cols.size // factor, factor)
+    low, high = padded.min(axis=(1, 3)), padded.max(axis=(1, 3))
+    first = max(0, int(low.min()))
+    stop = max(first + 1, min(n_z, int(high.max()) + depth_px))
+    binned = surface.flatten_surface(bin_laterally(signal[first:stop], factor), low - first, depth_px)
+    mixed_y, mixed_x = np.nonzero(low != high)
+    if mixed_y.size:
+        within = np.arange(factor)
+        lines = (rows[mixed_y[:, None, None] * factor + within[None, :, None]],
+                 cols[mixed_x[:, None, None] * factor + within[None, None, :]])  # (bin, y in bin, x in bin)
+        # the bins side by side along x: (y in bin, bin, x in bin)
+        patches = signal[:, lines[0], lines[1]].transpose(0, 2, 1, 3).reshape(n_z, factor, -1)
+        shifts = shift[lines].transpose(1, 0, 2).reshape(factor, -1)
+        binned[:, mixed_y, mixed_x] = bin_laterally(surface.flatten_surface(patches, shifts, depth_px), factor)[:, 0]
     return binned
 
 
