@@ -117,3 +117,16 @@ def test_bad_arguments(tiny_acquisition, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().endswith("available slice ids: 0, 1, 2") and done.stderr.count("\n") == 1
     assert not (tmp_path / "x.ome.zarr").exists()
+
+
+def test_laying_out_a_slice_imports_no_scipy_nor_tifffile():
+    """The modules of the mosaic grid with the acquisition's curvature decision load neither scipy (only the
+    curvature's estimation needs it) nor tifffile (only TIFF tiles): seconds of serial start-up otherwise."""
+    script = """
+import sys
+import linumpy.io.acquisition, linumpy.mosaic.curvature_pool, linumpy.mosaic.grid
+loaded = [name for name in ("scipy", "skimage", "tifffile") if name in sys.modules]
+assert not loaded, loaded
+"""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", script], check=True, env={"PYTHONPATH": str(root), "PATH": ""})

@@ -16,7 +16,8 @@ from linumpy.errors import InputError
 from linumpy.stitching.blend import Box, feather_weights, fuse_block, placement_origins
 from linumpy.stitching.estimate import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, estimate_transform
 from linumpy.stitching.global_solve import PairOffset, StageModel, solve_positions
-from linumpy.stitching.pairwise import offset_spread, overlap_slices, peak_spread, refine_subpixel, register_pair
+from linumpy.stitching.pairwise import (ncc_map, normalized_cross_correlation, offset_spread, overlap_slices, peak_spread,
+                                       refine_subpixel, register_pair)
 from linumpy.stitching.transform import load_transform, save_transform
 
 TILE = (96, 96)
@@ -602,3 +603,19 @@ def test_tiles_read_whole_or_in_parts_fuse_the_same_bits(tmp_path):
         stitch_mosaic_grid(grid, out, n_levels=1, workers=1)
         outputs.append(open_omezarr_level(out)[0][:])
     assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_ncc_map_is_the_overlap_ncc_of_every_offset_for_pairs_sharing_a_geometry():
+    """Two pairs of the same geometry share the cached supports' spectra and areas: each map is still, at
+    every offset, the overlap's area and the NCC of the two tiles over it (direct computation, 1e-9)."""
+    rng = np.random.default_rng(3)
+    nominal, radius = (2, 20), 3
+    for _ in range(2):
+        a, b = rng.random((24, 32)), rng.random((24, 32))
+        ncc, area = ncc_map(a, b, nominal, radius)
+        for dy in range(-radius, radius + 1):
+            for dx in range(-radius, radius + 1):
+                in_a, in_b = overlap_slices(a.shape, b.shape, (nominal[0] + dy, nominal[1] + dx))
+                assert area[dy + radius, dx + radius] == a[in_a].size
+                assert ncc[dy + radius, dx + radius] == pytest.approx(
+                    normalized_cross_correlation(a[in_a], b[in_b]), abs=1e-9)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import naming_file
@@ -26,6 +25,8 @@ def tiff_tile_shape(path: str | Path) -> tuple[int, int, int]:
         If the file is not a readable TIFF, not a 3D stack, or not of a real
         (integer or float) dtype: complex tiles are refused, not truncated.
     """
+    import tifffile  # here, not at module level: native acquisitions never load it
+
     try:
         with tifffile.TiffFile(path) as tif:
             shape, dtype = tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
@@ -48,11 +49,15 @@ def read_tiff_tile(path: str | Path) -> np.ndarray:
     InputError
         If the file is not a readable 3D TIFF.
     """
+    import tifffile
+
     tiff_tile_shape(path)
     return tifffile.imread(path).astype(np.float32, copy=False)
 
 
 def write_tiff_tile(path: str | Path, volume: np.ndarray) -> None:
     """Write a float32 ``(z, y, x)`` tile (no timestamp: same data, same bytes)."""
+    import tifffile
+
     with naming_file(path):
         tifffile.imwrite(path, np.asarray(volume, np.float32), photometric="minisblack", metadata=None)

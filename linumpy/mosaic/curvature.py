@@ -42,12 +42,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from linumpy.io.acquisition import SliceAcquisition
 from linumpy.mosaic.galvo import GalvoShift, central_tiles, read_tile
 from linumpy.parallel import ordered_map
-from linumpy.stack.refine import normalized_cross_correlation
 
 #: Tiles sampled for the estimate, nearest to the grid centre first ...
 MAX_TILES = 16
@@ -266,6 +264,8 @@ def interface_depth(tile: np.ndarray, block: int = BLOCK_PX) -> np.ndarray:
     (deeper tissue edges and a deep focus are not the surface), refined by a parabola; blocks whose rise is
     under 5 robust SD of the rises are left out.
     """
+    from scipy import ndimage  # here, not at module level: applying a pooled decision needs no scipy
+
     nz, ny, nx = tile.shape
     blocks = tile[:, : ny // block * block, : nx // block * block].reshape(nz, ny // block, block, nx // block, block)
     profiles = ndimage.gaussian_filter1d(blocks.mean(axis=(2, 4), dtype=np.float64), 1.5, axis=0)
@@ -427,6 +427,8 @@ def overlap_scores(
     each strip is corrected alone (an A-line's shift does not depend on the
     others), by ``workers`` threads (default: :func:`linumpy.parallel.default_workers`).
     """
+    from linumpy.stack.refine import normalized_cross_correlation  # scipy and skimage: only when estimating
+
     shift = None if correction is None else -correction.offset_map(next(iter(tiles.values())).shape[1:])
 
     def score(strips: tuple[np.ndarray, np.ndarray, tuple[int, int]]) -> float:

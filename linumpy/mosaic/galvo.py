@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 from linumpy.io.acquisition import SliceAcquisition, Tile
 from linumpy.io.native_tiles import RAW_DTYPE, INFO_NAME, bin_files, read_info, read_native_tile
@@ -134,7 +133,10 @@ def band_scores(profile: np.ndarray, n_extra: int) -> np.ndarray:
     >>> int(np.argmax(band_scores(p, 4)))
     5
     """
-    smooth = median_filter(np.asarray(profile, np.float64), size=3, mode="wrap")
+    values = np.asarray(profile, np.float64)
+    # The median of each A-line and its two circular neighbours (scipy's median_filter(size=3, mode="wrap"),
+    # without importing scipy for a 1D median of three).
+    smooth = np.median(np.stack([np.roll(values, 1), values, np.roll(values, -1)]), axis=0)
     d = np.roll(smooth, -1) - smooth
     return np.roll(np.maximum(-d, 0.0) * np.maximum(np.roll(d, -n_extra), 0.0), 1)
 

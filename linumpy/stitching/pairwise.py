@@ -200,6 +200,40 @@ def _search_crops(shape: tuple[int, int], nominal: tuple[int, int], radius: int)
     return tuple(slices_a), tuple(slices_b)
 
 
+def _correlate(spectrum_x: np.ndarray, spectrum_y: np.ndarray, fft_shape: tuple[int, int], local: tuple[int, int],
+               radius: int) -> np.ndarray:
+    """Circular cross-correlation of two spectra at the offsets ``local +- radius``."""
+    full = np.fft.irfft2(spectrum_x * np.conj(spectrum_y), fft_shape)
+    rows = np.arange(local[0] - radius, local[0] + radius + 1) % fft_shape[0]
+    cols = np.arange(local[1] - radius, local[1] + radius + 1) % fft_shape[1]
+    return full[np.ix_(rows, cols)]
+
+
+@dataclass(frozen=True)
+class _OverlapCounts:
+    """Spectra of two crops' supports (all ones) and their overlap area at each searched offset."""
+
+    spectrum_a: np.ndarray
+    spectrum_b: np.ndarray
+    area: np.ndarray
+
+
+@functools.lru_cache(maxsize=16)
+def _overlap_counts(shape_a: tuple[int, int], shape_b: tuple[int, int], dtype_a: str, dtype_b: str,
+                    fft_shape: tuple[int, int], local: tuple[int, int], radius: int) -> _OverlapCounts:
+    """:class:`_OverlapCounts` of crops of these shapes (read-only arrays).
+
+    They depend on the geometry only: every pair of a grid with the same overlap and search radius (all
+    horizontal pairs, all vertical ones) and both speckle scales share them, computed once.
+    """
+    spectrum_a = np.fft.rfft2(np.ones(shape_a, dtype_a), fft_shape)
+    spectrum_b = np.fft.rfft2(np.ones(shape_b, dtype_b), fft_shape)
+    area = np.rint(_correlate(spectrum_a, spectrum_b, fft_shape, local, radius))
+    for values in (spectrum_a, spectrum_b, area):
+        values.flags.writeable = False
+    return _OverlapCounts(spectrum_a, spectrum_b, area)
+
+
 def ncc_map(
     image_a: np.ndarray, image_b: np.ndarray, nominal: tuple[int, int], radius: int,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -237,19 +271,16 @@ def ncc_map(
     if prepare is not None:
         a, b = prepare(a), prepare(b)
     # offset between the crops: crop_b pixel q sits on crop_a pixel q + local
-    local = [n - sa.start + sb.start for n, sa, sb in zip(nominal, slices_a, slices_b)]
-    fft_shape = [sa + sb + 2 * radius for sa, sb in zip(a.shape, b.shape)]
-    ones_a, ones_b = np.ones_like(a), np.ones_like(b)
-    spectra = {name: np.fft.rfft2(x, fft_shape) for name, x in
-               (("a", a), ("a2", a * a), ("1a", ones_a), ("b", b), ("b2", b * b), ("1b", ones_b))}
+    local = tuple(n - sa.start + sb.start for n, sa, sb in zip(nominal, slices_a, slices_b))
+    fft_shape = tuple(sa + sb + 2 * radius for sa, sb in zip(a.shape, b.shape))
+    ones = _overlap_counts(a.shape, b.shape, a.dtype.str, b.dtype.str, fft_shape, local, radius)
+    spectra = {name: np.fft.rfft2(x, fft_shape) for name, x in (("a", a), ("a2", a * a), ("b", b), ("b2", b * b))}
+    spectra["1a"], spectra["1b"] = ones.spectrum_a, ones.spectrum_b
 
     def correlate(x: str, y: str) -> np.ndarray:
-        full = np.fft.irfft2(spectra[x] * np.conj(spectra[y]), fft_shape)
-        rows = np.arange(local[0] - radius, local[0] + radius + 1) % fft_shape[0]
-        cols = np.arange(local[1] - radius, local[1] + radius + 1) % fft_shape[1]
-        return full[np.ix_(rows, cols)]
+        return _correlate(spectra[x], spectra[y], fft_shape, local, radius)
 
-    area = np.rint(correlate("1a", "1b"))
+    area = ones.area
     with np.errstate(invalid="ignore", divide="ignore"):
         sum_a, sum_b = correlate("a", "1b"), correlate("1a", "b")
         covariance = correlate("a", "b") - sum_a * sum_b / area

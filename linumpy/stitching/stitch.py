@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -37,9 +39,8 @@ from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import ordered_map, run_jobs
-from linumpy.qc.figures import stitching_residuals_figure
 from linumpy.qc.metrics import stitching_metrics
-from linumpy.qc.records import write_qc_record
+from linumpy.qc.records import render_png, write_qc_record
 from linumpy.stitching.blend import (
     BLEND_MODES,
     Box,
@@ -268,11 +269,16 @@ def stitch_mosaic_grid(
     if flatfield == "auto":
         flat = fusion_flat_field(summaries.projections, summaries.plane_means, positions)
     del summaries
-    write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
-                n_levels=n_levels, compression=compression, overwrite=overwrite,
-                progress=progress, workers=workers)
+    # The QC record depends on the transform alone: its figure (matplotlib's import, the drawing and the PNG
+    # rendering, about a second of serial work after the fusion otherwise) is made beside the fusion.
+    with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
+        qc = qc_thread.submit(stitch_qc, transform, layout, flat)
+        write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
+                    n_levels=n_levels, compression=compression, overwrite=overwrite,
+                    progress=progress, workers=workers)
     save_transform(transform, transform_out, overwrite=overwrite)
-    write_stitch_qc(out_path, transform, layout, flat)
+    metrics, figures, flags = qc.result()
+    write_qc_record(out_path, "stitch_3d", metrics, figures, flags=flags)
     return transform
 
 
@@ -280,9 +286,11 @@ def stitch_mosaic_grid(
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
 
-def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layout: MosaicGridLayout,
-                    flat: FusionFlatField = FusionFlatField("off")) -> Path:
-    """Write the stitching QC record of ``out_path`` from the transform's diagnostics.
+def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField = FusionFlatField("off")
+              ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
+    """The stitching QC record's metrics, figure (rendered) and flags, from the transform's diagnostics.
+
+    Returns ``(metrics, figures, flags)`` for :func:`linumpy.qc.records.write_qc_record`.
 
     Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` (its
     ``confidence`` is the median confidence of the accepted pairs, 0.5 at the
@@ -338,8 +346,10 @@ def write_stitch_qc(out_path: str | os.PathLike, transform: TileTransform, layou
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "
                      "(no validated registration): check the stitched slice")
+    from linumpy.qc.figures import stitching_residuals_figure
+
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
-    return write_qc_record(out_path, "stitch_3d", metrics, {"residuals": figure}, flags=flags)
+    return metrics, {"residuals": render_png(figure)}, flags
 
 
 def obtain_transform(
