@@ -9,6 +9,7 @@ are complete, so an interrupted run resumes where it stopped.
 Examples:
     linum_run_local.py --simulate small --outdir demo_output
     linum_run_local.py --simulate small --outdir demo_output --stack_resolution 10   # a lighter volume
+    linum_run_local.py --simulate small --outdir demo_seed11 --params seed.yaml   # seed.yaml: "simulate_seed: 11"
     linum_run_local.py --params params.yaml --input /data/brain --outdir results --workers 4
 """
 
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="DIR", help="Raw acquisition directory.")
     source.add_argument("--simulate", choices=("tiny", "small", "large"), metavar="PRESET",
-                        help="Simulate an acquisition (tiny, small, large) into OUTDIR/acquisition.")
+                        help="Simulate an acquisition (tiny, small, large) into OUTDIR/acquisition; its seed, "
+                             "layout and number of slices are the params file keys simulate_seed, "
+                             "simulate_layout, simulate_n_slices.")
     parser.add_argument("--outdir", metavar="DIR", help="Output directory [params file, else results].")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="Slices processed at the same time [all cores: %(default)s].")

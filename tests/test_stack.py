@@ -36,7 +36,7 @@ from linumpy.stack.refine import (
     resolve_origins,
     speckle_ceiling,
 )
-from linumpy.stack.quality import WrittenStatistics, boundary_flags, stack_metrics
+from linumpy.stack.quality import WrittenStatistics, boundary_flags, placement_flags, stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
 from linumpy.viz.planes import tissue_counts
 
@@ -796,3 +796,17 @@ def test_statistics_gathered_while_writing_match_a_pass_over_the_volume():
     for counted, expected in zip(sink.tissue_counts, profiles, strict=True):
         np.testing.assert_array_equal(counted, expected)
 
+
+def test_a_motor_jump_at_the_last_slice_is_flagged_not_silently_kept():
+    brain = make_brain()
+    brain.motors_mm[-1, 0] += 0.060  # encoder jump at the last slice: nothing after it to cancel it
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    last = plan.record["slices"][-1]
+    assert last["glitch_corrected"] == []  # a jump is recognised only when the next step cancels it
+    flags = placement_flags(stack_metrics(plan.record, 10.0))
+    jump = [f for f in flags if f.startswith(f"slice {last['slice_id']}: depth step 1") and "glitch tolerance" in f]
+    assert jump, flags
+    assert plan.record["z_tolerance_um"] == brain.thickness_um / 4
+    steady = make_brain()  # the same brain, motors right: no such flag
+    plan = plan_stack(volumes(steady), steady.motors_mm, steady.thickness_um, 10.0)
+    assert not any("glitch tolerance" in f for f in placement_flags(stack_metrics(plan.record, 10.0)))

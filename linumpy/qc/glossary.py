@@ -175,6 +175,8 @@ METRICS: dict[str, MetricInfo] = {
     "failed_slices": _M("Failed slices", "ids", "Slices whose processing failed."),
     "n_gaps": _M("Gaps", "count", "Slices missing between the first and the last."),
     "slice_thickness_um": _M("Slice thickness", "µm", "Thickness of one physical section."),
+    "z_tolerance_um": _M("Glitch tolerance (z)", "µm", "Largest miss of a depth step from the slice thickness "
+                         "that is not an encoder glitch; a step missing it by more after placement is flagged."),
     "kept_depth_um": _M("Kept depth", "µm", "Depth of each slice kept in the volume."),
     "rotation_deg": _M("Rotation undone", "°", "Rotation about z undone before registering a slice on the "
                        "previous one (0: none found or not searched)."),

@@ -214,18 +214,35 @@ def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
 def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     """A flag per slice placed by the motors although registered, re-flattening refused, or rotation-only.
 
+    And one per slice whose depth step from the previous slice still misses the
+    slice thickness by more than the encoder-glitch tolerance (``z_tolerance_um``):
+    a motor jump at the first or the last slice, which
+    :func:`~linumpy.stack.placement.find_encoder_glitches` cannot recognise,
+    left in when the registration could not place the slice.
+
     Examples
     --------
     >>> placement_flags({"slice_ids": [0, 1, 2], "motor_fallback": [2], "z_confidence": [None, 0.8, 0.0],
-    ...                  "retilt_max_planes": [0, -20, 0], "rotation_mode": [None, "skipped", "rotation_only"]})
+    ...                  "retilt_max_planes": [0, -20, 0], "rotation_mode": [None, "skipped", "rotation_only"],
+    ...                  "slice_thickness_um": 66.0, "z_tolerance_um": 16.5, "z_offsets_um": [0.0, 0.4, 30.0]})
     ... # doctest: +NORMALIZE_WHITESPACE
     ['slice 2: registration unsure (z confidence 0.0): motor position kept',
+     'slice 2: depth step 96.0 um for a slice thickness of 66.0 um (off by more than the glitch tolerance,
+     16.5 um): a motor jump at the first or last slice is not corrected; check its depth',
      'slice 1: surface plane 20 planes from the common tilt at its edge: left as flattened',
      'slice 2: rotation applied on a weak overlap (rotation only)']
     """
     ids = metrics["slice_ids"]
     flags = [f"slice {i}: registration unsure (z confidence {metrics['z_confidence'][ids.index(i)]}): "
              "motor position kept" for i in metrics["motor_fallback"]]
+    tolerance, thickness = metrics.get("z_tolerance_um"), metrics.get("slice_thickness_um")
+    if tolerance is not None and thickness:
+        id_steps = np.diff(ids, prepend=ids[0])
+        flags += [f"slice {i}: depth step {offset + thickness * n:.1f} um for a slice thickness of {thickness:.1f} um "
+                  f"(off by more than the glitch tolerance, {tolerance:.1f} um): a motor jump at the first or last "
+                  "slice is not corrected; check its depth"
+                  for i, n, offset in zip(ids, id_steps, metrics["z_offsets_um"], strict=True)
+                  if abs(offset) > tolerance]
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
@@ -328,6 +345,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "interpolated_slices": interpolated,
         "n_gaps": len(absent),
         "slice_thickness_um": thickness,
+        "z_tolerance_um": record.get("z_tolerance_um"),
         "kept_depth_um": [s.get("kept_depth_um") for s in slices],
         "rotation_deg": [(s.get("rotation") or {}).get("angle_deg", 0.0) for s in slices],
         "rotation_mode": [(s.get("rotation") or {}).get("mode") for s in slices],

@@ -303,6 +303,7 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
+    record["z_tolerance_um"] = round(float(z_tolerance), 6)
     after = corrected_ratios(ratios, depths, a, b)
     measured = trend_measured(ratios, depths)
     record["common_tilt"] = None if tilt is None else [round(t, 5) for t in tilt]
