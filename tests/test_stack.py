@@ -797,16 +797,48 @@ def test_statistics_gathered_while_writing_match_a_pass_over_the_volume():
         np.testing.assert_array_equal(counted, expected)
 
 
-def test_a_motor_jump_at_the_last_slice_is_flagged_not_silently_kept():
+def _jump_flags(plan) -> list[str]:
+    return [f for f in placement_flags(stack_metrics(plan.record, 10.0)) if "glitch tolerance" in f]
+
+
+@pytest.mark.parametrize("slice_index, jump_mm", [(-1, 0.060), (0, -0.060), (-1, -0.055)])
+def test_a_motor_jump_no_later_step_cancels_is_corrected_by_registering_at_the_thickness(slice_index, jump_mm):
     brain = make_brain()
-    brain.motors_mm[-1, 0] += 0.060  # encoder jump at the last slice: nothing after it to cancel it
+    brain.motors_mm[slice_index, 0] += jump_mm  # a jump at the first or last slice: nothing cancels it
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    record = plan.record["slices"]
+    assert all(s["glitch_corrected"] == [] for s in record)  # a glitch is recognised only when a step cancels it
+    origins = np.array([s["origin_um"] for s in record])
+    error_px = np.abs(origins - relative_truth(brain)) / [AXIAL_UM, LATERAL_UM, LATERAL_UM]
+    assert error_px.max() <= 1.0, error_px
+    pair = len(record) - 1 if slice_index == -1 else 1
+    slip = record[pair]["motor_slip"]
+    assert slip["adopted"] == "thickness" and slip["thickness_confidence"] > slip["motor_confidence"], slip
+    assert stack_metrics(plan.record, 10.0)["motor_slip_corrected"] == [record[pair]["slice_id"]]
+    assert not _jump_flags(plan)
+    assert all(s["motor_slip"] is None for k, s in enumerate(record) if k != pair)
+
+
+def test_a_motor_jump_the_registration_cannot_confirm_is_kept_and_flagged():
+    brain = make_brain()
+    brain.motors_mm[-1, 0] += 0.060
+    brain.slices[-1] = np.random.default_rng(5).random(brain.slices[-1].shape).astype(np.float32)  # unrelated
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
     last = plan.record["slices"][-1]
-    assert last["glitch_corrected"] == []  # a jump is recognised only when the next step cancels it
-    flags = placement_flags(stack_metrics(plan.record, 10.0))
-    jump = [f for f in flags if f.startswith(f"slice {last['slice_id']}: depth step 1") and "glitch tolerance" in f]
-    assert jump, flags
+    assert last["motor_slip"]["adopted"] == "motor", last["motor_slip"]
+    assert _jump_flags(plan) and _jump_flags(plan)[0].startswith(f"slice {last['slice_id']}: depth step 160.0 um")
     assert plan.record["z_tolerance_um"] == brain.thickness_um / 4
-    steady = make_brain()  # the same brain, motors right: no such flag
+    steady = make_brain()  # the same brain, motors right: nothing in doubt, no flag
     plan = plan_stack(volumes(steady), steady.motors_mm, steady.thickness_um, 10.0)
-    assert not any("glitch tolerance" in f for f in placement_flags(stack_metrics(plan.record, 10.0)))
+    assert not _jump_flags(plan) and all(s["motor_slip"] is None for s in plan.record["slices"])
+
+
+def test_a_real_thick_cut_keeps_its_motor_step():
+    brain = make_brain(steps_px=(20, 21, 32, 20, 22))  # slice 3 cut 60 um deeper than the others, motors right
+    brain.motors_mm[3:, 0] += 0.060
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    record = plan.record["slices"]
+    assert record[3]["motor_slip"]["adopted"] == "motor", record[3]["motor_slip"]
+    origins = np.array([s["origin_um"] for s in record])
+    error_px = np.abs(origins - relative_truth(brain)) / [AXIAL_UM, LATERAL_UM, LATERAL_UM]
+    assert error_px.max() <= 1.0, error_px

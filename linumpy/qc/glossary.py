@@ -167,6 +167,9 @@ METRICS: dict[str, MetricInfo] = {
     "z_noise": _M("Depth scan noise", "NCC", "Scatter of the depth scan's NCC by chance (the planes correlated "
                   "against laterally rolled copies); the peak must rise 3 times this above its rivals."),
     "glitch_corrected": _M("Motor glitch corrected", "ids", "Slices whose motor position was corrected."),
+    "motor_slip_corrected": _M("Motor slip corrected", "ids", "Slices whose motor depth step missed the slice "
+                               "thickness and whose registration at the thickness was the better supported: "
+                               "they and the slices after them moved by the difference."),
     "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
                          "because the registration was unsure."),
     "n_motor_fallback": _M("Slices on motor position", "count", "Registered slices that kept the motor position."),

@@ -216,9 +216,10 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
 
     And one per slice whose depth step from the previous slice still misses the
     slice thickness by more than the encoder-glitch tolerance (``z_tolerance_um``):
-    a motor jump at the first or the last slice, which
-    :func:`~linumpy.stack.placement.find_encoder_glitches` cannot recognise,
-    left in when the registration could not place the slice.
+    a motor jump that no later step cancels (at the first or the last slice,
+    which :func:`~linumpy.stack.placement.find_encoder_glitches` cannot
+    recognise), left in when registering at the slice thickness did not
+    support that step better either (``motor_slip`` in the record).
 
     Examples
     --------
@@ -228,7 +229,8 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     ... # doctest: +NORMALIZE_WHITESPACE
     ['slice 2: registration unsure (z confidence 0.0): motor position kept',
      'slice 2: depth step 96.0 um for a slice thickness of 66.0 um (off by more than the glitch tolerance,
-     16.5 um): a motor jump at the first or last slice is not corrected; check its depth',
+     16.5 um): a motor jump that no later step cancels, not confirmed by registering at the thickness; check its
+     depth',
      'slice 1: surface plane 20 planes from the common tilt at its edge: left as flattened',
      'slice 2: rotation applied on a weak overlap (rotation only)']
     """
@@ -239,8 +241,8 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     if tolerance is not None and thickness:
         id_steps = np.diff(ids, prepend=ids[0])
         flags += [f"slice {i}: depth step {offset + thickness * n:.1f} um for a slice thickness of {thickness:.1f} um "
-                  f"(off by more than the glitch tolerance, {tolerance:.1f} um): a motor jump at the first or last "
-                  "slice is not corrected; check its depth"
+                  f"(off by more than the glitch tolerance, {tolerance:.1f} um): a motor jump that no later step "
+                  "cancels, not confirmed by registering at the thickness; check its depth"
                   for i, n, offset in zip(ids, id_steps, metrics["z_offsets_um"], strict=True)
                   if abs(offset) > tolerance]
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
@@ -292,6 +294,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         :data:`ATTENUATION_FIELDS`: the slice's tissue attenuation, measured through the overlap with the next
         slice or the axial step's decay fit, :mod:`linumpy.stack.attenuation`;
         negative: refused, the plane too far off); lists of slice ids ``glitch_corrected``,
+        ``motor_slip_corrected`` (a motor depth step off the slice thickness that the
+        registration at the thickness replaced, ``motor_slip`` in the record),
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
@@ -338,6 +342,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "z_confidence": [r["z_confidence"] if r else None for r in registrations],
         **{name: [r.get(key) if r else None for r in registrations] for name, key in SPECKLE_FIELDS.items()},
         "glitch_corrected": [i for i, s in zip(ids, slices, strict=True) if s["glitch_corrected"]],
+        "motor_slip_corrected": [i for i, s in zip(ids, slices, strict=True)
+                                 if (s.get("motor_slip") or {}).get("adopted") == "thickness"],
         "motor_fallback": fallback,
         "n_motor_fallback": len(fallback),
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],

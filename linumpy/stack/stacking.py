@@ -254,6 +254,10 @@ def plan_stack(
             pairs, workers)
         for k, (estimate, step) in zip(pairs, registered, strict=True):
             estimates[k], steps[k] = estimate, step
+        slips = _check_motor_slips(slices, nominal, pairs, thickness_um, z_tolerance, parameters, band_workers,
+                                   estimates, steps)
+    else:
+        slips = [None] * len(slices)
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
     lateral = parameters.max_lateral_drift_um
     resolved = resolve_origins(
@@ -303,6 +307,8 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
+    for entry, slip in zip(record["slices"], slips, strict=True):
+        entry["motor_slip"] = slip
     record["z_tolerance_um"] = round(float(z_tolerance), 6)
     after = corrected_ratios(ratios, depths, a, b)
     measured = trend_measured(ratios, depths)
@@ -571,6 +577,62 @@ def _register_consecutive(
     )
     LOGGER.debug("slice %d: %s", current.slice_id, estimate)
     return estimate, step
+
+
+def _check_motor_slips(
+    slices: Sequence[SliceVolume],
+    nominal: np.ndarray,
+    pairs: Sequence[int],
+    thickness_um: float,
+    z_tolerance_um: float,
+    parameters: StackParameters,
+    band_workers: int,
+    estimates: list[PairEstimate | None],
+    steps: list[np.ndarray | None],
+) -> list[dict | None]:
+    """Test the slice thickness as the depth step of pairs whose motor step misses it; adopt it when better supported.
+
+    A motor jump that no later step cancels (at the first or the last slice,
+    where :func:`linumpy.stack.placement.find_encoder_glitches` cannot see it,
+    or an encoder slip that persists) leaves a motor depth step off the slice
+    thickness by more than ``z_tolerance_um``; the z scan around that step
+    may then miss the true overlap. Such a pair is registered a second time
+    around the nominal step (the thickness, the same lateral motor step).
+    When that registration is confident (``min_confidence``) and more so than
+    the one around the motor step, the motor is taken to have slipped: the
+    nominal origins of the slice and every later one move by the difference
+    (``nominal``, ``estimates`` and ``steps`` are updated in place).
+    Otherwise the motor step is kept (the flag of
+    :func:`linumpy.stack.quality.placement_flags` then reports it).
+
+    Returns
+    -------
+    list of dict or None
+        Per slice, None when its step was not in doubt; else the motor step,
+        the confidences of both hypotheses and ``adopted`` (``"motor"`` or
+        ``"thickness"``).
+    """
+    slips: list[dict | None] = [None] * len(slices)
+    for k in pairs:
+        motor_step = nominal[k] - nominal[k - 1]
+        if abs(motor_step[0] - thickness_um) <= z_tolerance_um:
+            continue
+        estimate, step = _register_consecutive(slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]),
+                                               z_tolerance_um, parameters, band_workers)
+        motor_confidence = estimates[k].z_confidence if estimates[k] else 0.0
+        thickness_confidence = estimate.z_confidence if estimate else 0.0
+        adopted = ("thickness" if thickness_confidence >= parameters.min_confidence
+                   and thickness_confidence > motor_confidence else "motor")
+        slips[k] = {"motor_step_um": round(float(motor_step[0]), 4),
+                    "motor_confidence": round(float(motor_confidence), 4),
+                    "thickness_confidence": round(float(thickness_confidence), 4), "adopted": adopted}
+        if adopted == "thickness":
+            nominal[k:, 0] -= motor_step[0] - thickness_um
+            estimates[k], steps[k] = estimate, step
+        LOGGER.warning("slice %d: motor depth step %.1f um for a slice thickness of %.1f um; z confidence %.2f "
+                       "around the motor step, %.2f around the thickness: %s step kept", slices[k].slice_id,
+                       motor_step[0], thickness_um, motor_confidence, thickness_confidence, adopted)
+    return slips
 
 
 def _pair_workers(slices: Sequence[SliceVolume], pairs: Sequence[int], size: int) -> int:
