@@ -169,3 +169,23 @@ def test_grid_start_is_the_whole_grid_best_with_fewer_starts(angle, shift):
     assert len(calls) <= 14
     assert abs(start[0] - angle) <= rotation.COARSE_STEP_DEG / 2 + 1e-9
     np.testing.assert_allclose(start[1:], -np.rint(shift), atol=1.0)
+
+
+@pytest.mark.parametrize("seed, jump_mm", [(104, 0.08), (105, -0.07)])
+def test_rotation_of_a_slice_after_a_motor_slip_is_searched_at_the_thickness_too(seed, jump_mm):
+    """A motor jump at the last slice (nothing cancels it) moves the overlap the rotation search reads.
+    Seeds 100-103 (+0.08 / -0.07 mm) showed it: rotations skipped or 0.3-0.4 degree off; 104+ held out."""
+    angles = [0.0, *np.round(np.random.default_rng(seed).uniform(-5, 5, 3), 2)]
+    cut = phantom_slices(seed, angles, (SIZE, SIZE), THICKNESS, DEPTH, speckle=True)
+    volumes = [SliceVolume(k, [(da.from_array(s, chunks=(16, 64, 64)), (10.0, 10.0, 10.0))], (0, s.shape[0]))
+               for k, s in enumerate(cut.slices)]
+    motors = np.array([[k * THICKNESS * 0.01, 0.0, 0.0] for k in range(len(cut.slices))])
+    motors[-1, 0] += jump_mm
+    plan = plan_stack(volumes, motors, THICKNESS * 10.0, 10.0, StackParameters(max_rotation_deg=5.0))
+    record = plan.record["slices"]
+    last = record[-1]
+    assert last["rotation"]["mode"] == "full" and last["rotation"]["depth_step_um"] == THICKNESS * 10.0
+    np.testing.assert_allclose([s["rotation"]["angle_deg"] for s in record[1:]], [-a for a in angles[1:]], atol=0.2)
+    assert last["motor_slip"]["adopted"] == "thickness"
+    assert abs(last["origin_um"][0] - 3 * THICKNESS * 10.0) <= 10.0  # one voxel
+    assert all(s["rotation"]["depth_step_um"] is None for s in record[1:-1])  # motor steps in no doubt

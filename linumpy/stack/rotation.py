@@ -89,6 +89,8 @@ SEARCH_ORDER = 3
 RESAMPLING_ORDER = 3
 #: Source pixels read around a block's rotated footprint (the cubic spline's reach decays as 0.27^n).
 WINDOW_MARGIN = 8
+#: How much the gate trusts each outcome, to choose between overlaps searched at two depth steps.
+_MODE_RANK = {"full": 2, "rotation_only": 1, "skipped": 0}
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ class RotationEstimate:
         ``"full"``, ``"rotation_only"`` or ``"skipped"`` (see the module docstring).
     reason : str
         Why a rotation was skipped (empty otherwise).
+    depth_step_um : float or None
+        The depth step whose overlap gave the estimate when more than one was
+        searched (:func:`derotate_slices`); None when only the motor step was.
     """
 
     angle_deg: float
@@ -126,6 +131,7 @@ class RotationEstimate:
     ncc_identity: float
     mode: str
     reason: str = ""
+    depth_step_um: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict, rounded (an infinite standard error is written as None)."""
@@ -510,7 +516,7 @@ def _common_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return a[: shape[0], : shape[1]], b[: shape[0], : shape[1]]
 
 
-def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float, min_confidence: float,
+def derotate_slices(slices: Sequence, steps_um: Sequence[Sequence[float]], max_deg: float, min_confidence: float,
                     workers: int | None = None, band_workers: int = 1) -> tuple[list, list[RotationEstimate | None]]:
     """Estimate and undo the rotation of every slice relative to the previous one (chained).
 
@@ -518,8 +524,13 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
     ----------
     slices : sequence of linumpy.stack.stacking.SliceVolume
         In slice-id order; a slice after a gap is compared with the slice before the gap.
-    steps_um : sequence of float
-        Motor depth step from the previous slice to each slice (first: ignored).
+    steps_um : sequence of sequence of float
+        Depth steps from the previous slice to each slice whose overlaps are
+        searched (first slice: ignored): the motor step, then the slice
+        thickness too where the motor step is in doubt (a motor slip puts the
+        overlap elsewhere). With several, the estimate the gate trusts most is
+        kept (``"full"`` over ``"rotation_only"`` over ``"skipped"``, then the
+        higher overlap NCC, then the first step).
     max_deg : float
         Largest rotation searched; 0 disables the search.
     min_confidence : float
@@ -539,17 +550,28 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[float], max_deg: float,
         return list(slices), [None] * len(slices)
     # every slice against the previous one as read, side by side; redone against the previous one turned,
     # when it turned (most slices do not turn: the estimates are those of the chain, found in parallel)
-    first = pair_map(lambda k: _slice_rotation(slices[k - 1], slices[k], steps_um[k], max_deg, min_confidence,
-                                               band_workers), range(1, len(slices)), workers)
+    first = pair_map(lambda k: _best_rotation(slices[k - 1], slices[k], steps_um[k], max_deg, min_confidence,
+                                              band_workers), range(1, len(slices)), workers)
     out, estimates = [slices[0]], [None]
     for k in range(1, len(slices)):
         current = slices[k]
-        estimate = first[k - 1] if out[-1] is slices[k - 1] else _slice_rotation(
+        estimate = first[k - 1] if out[-1] is slices[k - 1] else _best_rotation(
             out[-1], current, steps_um[k], max_deg, min_confidence, band_workers)
         LOGGER.info("slice %d: rotation %s", current.slice_id, estimate)
         estimates.append(estimate)
         out.append(rotate_slice(current, estimate.angle_deg))
     return out, estimates
+
+
+def _best_rotation(previous, current, steps_um: Sequence[float], max_deg: float, min_confidence: float,
+                   band_workers: int = 1) -> RotationEstimate:
+    """The rotation of ``current`` searched on the overlap of each depth step; the most trusted (derotate_slices)."""
+    found = [_slice_rotation(previous, current, step, max_deg, min_confidence, band_workers) for step in steps_um]
+    if len(found) == 1:
+        return found[0]
+    best = max(range(len(found)), key=lambda i: (_MODE_RANK[found[i].mode],
+                                                 found[i].ncc if math.isfinite(found[i].ncc) else -math.inf, -i))
+    return replace(found[best], depth_step_um=float(steps_um[best]))
 
 
 def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confidence: float,

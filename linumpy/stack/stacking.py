@@ -242,12 +242,14 @@ def plan_stack(
             LOGGER.warning("slice %d: its surface plane is %d planes from the common tilt at its edge; "
                            "left as flattened", s.slice_id, -move)
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
-    depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
+    pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
+    # a pair whose motor step misses the thickness may hide a motor slip (_check_motor_slips): searched at both
+    depth_steps = [[step, thickness_um] if k in pairs and abs(step - thickness_um) > z_tolerance else [step]
+                   for k, step in enumerate(np.diff(nominal[:, 0], prepend=nominal[0, 0]))]
     workers = _pair_workers(slices, range(1, len(slices)), parameters.registration_size)
     band_workers = 1 if workers > 1 else default_workers()  # a read's bands side by side, or the pairs
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence, workers,
                                         band_workers)
-    pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
     if parameters.register:
         registered = pair_map(lambda k: _register_consecutive(
             slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters, band_workers),
