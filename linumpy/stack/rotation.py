@@ -89,8 +89,6 @@ SEARCH_ORDER = 3
 RESAMPLING_ORDER = 3
 #: Source pixels read around a block's rotated footprint (the cubic spline's reach decays as 0.27^n).
 WINDOW_MARGIN = 8
-#: How much the gate trusts each outcome, to choose between overlaps searched at two depth steps.
-_MODE_RANK = {"full": 2, "rotation_only": 1, "skipped": 0}
 
 
 @dataclass(frozen=True)
@@ -118,6 +116,10 @@ class RotationEstimate:
         ``"full"``, ``"rotation_only"`` or ``"skipped"`` (see the module docstring).
     reason : str
         Why a rotation was skipped (empty otherwise).
+    overlap_ncc : float
+        NCC of the aligned overlap at the fitted motion, whatever the gate
+        decided (0 when the overlap holds no data): how well the two images
+        match, used to choose between overlaps at different depth steps.
     depth_step_um : float or None
         The depth step whose overlap gave the estimate when more than one was
         searched (:func:`derotate_slices`); None when only the motor step was.
@@ -131,6 +133,7 @@ class RotationEstimate:
     ncc_identity: float
     mode: str
     reason: str = ""
+    overlap_ncc: float = 0.0
     depth_step_um: float | None = None
 
     def to_dict(self) -> dict:
@@ -392,16 +395,17 @@ def estimate_rotation(reference: np.ndarray, moving: np.ndarray, max_deg: float 
         if abs(measured) < MIN_ANGLE_DEG:
             # skipped whatever the halves and the unturned overlap say: neither is searched (most of the time)
             return RotationEstimate(0.0, measured, math.nan, (math.nan, math.nan), math.nan, math.nan, "skipped",
-                                    f"below the smallest turn applied ({measured:.3f} < {MIN_ANGLE_DEG} degrees)")
+                                    f"below the smallest turn applied ({measured:.3f} < {MIN_ANGLE_DEG} degrees)",
+                                    ncc)
         identity_job = pool.submit(lambda: overlap.refine(overlap.start(0.0)[0], fixed_angle=True)[1])
         halves = _half_angles(overlap, params, pool)
         identity = identity_job.result()
     std = abs(halves[0] - halves[1]) / 2  # each half holds half the pixels: var(h1 - h2) = 4 var(angle)
     reason = _skip_reason(measured, std, halves, ncc, identity, max_deg)
     if reason:
-        return RotationEstimate(0.0, measured, std, halves, identity, identity, "skipped", reason)
+        return RotationEstimate(0.0, measured, std, halves, identity, identity, "skipped", reason, ncc)
     mode = "full" if ncc >= min_confidence else "rotation_only"
-    return RotationEstimate(measured, measured, std, halves, ncc, identity, mode)
+    return RotationEstimate(measured, measured, std, halves, ncc, identity, mode, overlap_ncc=ncc)
 
 
 def _grid_start(overlap: _Overlap, angles: Sequence[float], pool: Executor) -> tuple[float, float, float]:
@@ -528,9 +532,10 @@ def derotate_slices(slices: Sequence, steps_um: Sequence[Sequence[float]], max_d
         Depth steps from the previous slice to each slice whose overlaps are
         searched (first slice: ignored): the motor step, then the slice
         thickness too where the motor step is in doubt (a motor slip puts the
-        overlap elsewhere). With several, the estimate the gate trusts most is
-        kept (``"full"`` over ``"rotation_only"`` over ``"skipped"``, then the
-        higher overlap NCC, then the first step).
+        overlap elsewhere). With several, the estimate of the overlap that
+        matches best is kept (highest ``overlap_ncc``; ties: the first step),
+        whatever its gate decided: the wrong overlap can pass the gate with a
+        false turn (0.3 degree seen on an unturned slice after a real thicker cut).
     max_deg : float
         Largest rotation searched; 0 disables the search.
     min_confidence : float
@@ -569,8 +574,7 @@ def _best_rotation(previous, current, steps_um: Sequence[float], max_deg: float,
     found = [_slice_rotation(previous, current, step, max_deg, min_confidence, band_workers) for step in steps_um]
     if len(found) == 1:
         return found[0]
-    best = max(range(len(found)), key=lambda i: (_MODE_RANK[found[i].mode],
-                                                 found[i].ncc if math.isfinite(found[i].ncc) else -math.inf, -i))
+    best = max(range(len(found)), key=lambda i: (found[i].overlap_ncc, -i))
     return replace(found[best], depth_step_um=float(steps_um[best]))
 
 
