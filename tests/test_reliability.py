@@ -262,6 +262,20 @@ def test_script_os_error_naming_no_file_is_a_bug_with_traceback():
         run(make_parser("fake"), main, [])
 
 
+def test_script_freezes_the_objects_at_exit():
+    """The interpreter's exit leaves the libraries' objects out of its collections (``gc.freeze`` at exit)."""
+    program = textwrap.dedent("""
+        import atexit, gc
+        atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))  # runs after run()'s
+        from linumpy.cli import make_parser, run
+        print("frozen before:", gc.get_freeze_count() > 0)
+        run(make_parser("fake"), lambda args: None, [])
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert done.stdout.split("\n")[:2] == ["frozen before: False", "frozen at exit: True"]
+
+
 def _errnos(error: BaseException | None) -> list[int]:
     """Error numbers along an exception's context chain."""
     found = []

@@ -586,6 +586,22 @@ def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):
     assert np.array_equal(blocked.compute(), read_omezarr(whole)[0].compute())
 
 
+def test_the_stitch_reads_its_tiles_before_scipy_is_imported():
+    """The stitch module loads no scipy: its registration's modules are imported on a thread while the tiles
+    are summarised (about a second of serial imports otherwise)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import linumpy.stitching.stitch
+loaded = [name for name in ("scipy", "matplotlib", "dask") if name in sys.modules]
+assert not loaded, loaded
+"""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", script], check=True, env={"PYTHONPATH": str(root), "PATH": ""})
+
+
 def test_tiles_read_whole_or_in_parts_fuse_the_same_bits(tmp_path):
     """A grid chunked one tile laterally (tiles read whole) and one chunked smaller (parts read) stitch alike."""
     from linumpy.io.zarr import open_omezarr_level, read_omezarr_info, save_omezarr

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linumpy.stitching.global_solve import TileIndex
-from linumpy.stitching.options import BLEND_MODES
+from linumpy.stitching.options import BLEND_MODES, TileIndex
 
 #: ``read_tile(tile, (y_slice, x_slice)) -> (z, h, w)`` part of one tile, at the
 #: depths of the block being fused (the fusion does not modify it).

@@ -20,9 +20,9 @@ import numpy as np
 from scipy import sparse, special
 from scipy.sparse.linalg import spsolve
 
-logger = logging.getLogger(__name__)
+from linumpy.stitching.options import TileIndex
 
-TileIndex = tuple[int, int]
+logger = logging.getLogger(__name__)
 
 #: Weight of the stage-model prior relative to the least weighted pair (so that
 #: it never outweighs a pair, even one whose sub-pixel fit failed).

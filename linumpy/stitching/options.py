@@ -1,8 +1,12 @@
-"""Choices and defaults of the stitching step's parameters.
+"""Choices and defaults of the stitching step's parameters, and the index of a tile.
 
 Kept free of heavy imports so that a script can build its parser without
-loading numpy, scipy or dask.
+loading numpy, scipy or dask, and the stitch can read its tiles while the
+registration's modules (scipy) are imported.
 """
+
+#: ``(row, col)`` of a tile in the mosaic grid.
+TileIndex = tuple[int, int]
 
 BLEND_MODES = ("feather", "average", "max")
 #: Default largest correction of the nominal offset, pixels (stage uncertainty).

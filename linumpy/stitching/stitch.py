@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -38,7 +38,7 @@ from linumpy.io.atomic import check_can_write
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
-from linumpy.parallel import ordered_map, run_jobs
+from linumpy.parallel import import_in_background, ordered_map, run_jobs
 from linumpy.qc.metrics import stitching_metrics
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.stitching.blend import (
@@ -49,13 +49,18 @@ from linumpy.stitching.blend import (
     output_extent,
     placement_origins,
 )
-from linumpy.stitching.estimate import DEFAULT_MAX_SHIFT_PX, estimate_transform
-from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
-from linumpy.stitching.global_solve import TileIndex
-from linumpy.stitching.options import DEFAULT_FLATFIELD, FLATFIELD_MODES
-from linumpy.stitching.transform import TileTransform, load_transform, save_transform, stage_residual_fields
+from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
+
+if TYPE_CHECKING:
+    from linumpy.stitching.fusion_flatfield import FusionFlatField
+    from linumpy.stitching.transform import TileTransform
 
 logger = logging.getLogger(__name__)
+
+#: The registration's and the fusion flat field's modules (scipy, about a second of serial imports): imported
+#: on a thread of their own while the workers read the tiles for their projections.
+REGISTRATION_MODULES = ("linumpy.stitching.estimate", "linumpy.stitching.fusion_flatfield",
+                        "linumpy.stitching.transform")
 
 #: Lateral size of the output chunks, pixels.
 CHUNK_PX = 256
@@ -254,6 +259,7 @@ def stitch_mosaic_grid(
         raise InputError(f"--max_shift_px must be > 0, got {max_shift_px}")
     if flatfield not in FLATFIELD_MODES:
         raise InputError(f"unknown flat field mode {flatfield!r}; choose one of {', '.join(FLATFIELD_MODES)}")
+    import_in_background(*REGISTRATION_MODULES)
     transform_out = Path(transform_out) if transform_out else default_transform_path(out_path)
     check_can_write(out_path, overwrite)
     check_can_write(transform_out, overwrite)
@@ -264,6 +270,9 @@ def stitch_mosaic_grid(
     if transform_path is None or flatfield != "none":
         summaries = tile_summaries(data, layout, progress, workers)
     transform = obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress, workers)
+    from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
+    from linumpy.stitching.transform import save_transform
+
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
     flat = FusionFlatField("off")
     if flatfield == "auto":
@@ -286,7 +295,7 @@ def stitch_mosaic_grid(
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
 
-def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField = FusionFlatField("off")
+def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField
               ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     """The stitching QC record's metrics, figure (rendered) and flags, from the transform's diagnostics.
 
@@ -307,6 +316,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
     """
+    from linumpy.stitching.transform import stage_residual_fields
+
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
     for a, b in pairs:
@@ -362,6 +373,9 @@ def obtain_transform(
     workers: int | None = None,
 ) -> TileTransform:
     """Load the transform at ``transform_path``, or estimate it from the tiles' projections (``summaries``)."""
+    from linumpy.stitching.estimate import estimate_transform
+    from linumpy.stitching.transform import load_transform
+
     if transform_path is None:
         return estimate_transform(summaries.projections, layout.tile_step_px, max_shift_px, progress=progress,
                                   workers=workers)
@@ -382,7 +396,7 @@ def write_fused(
     attributes: dict,
     *,
     blend: str,
-    flat: FusionFlatField = FusionFlatField("off"),
+    flat: FusionFlatField,
     n_levels: int | None,
     compression: str,
     overwrite: bool,
