@@ -85,6 +85,11 @@ def test_empty_tiles_stay_within_the_stage_error_and_are_flagged(tmp_path):
     assert [t for t, record in metrics["tiles"].items() if record["corroborated"]] == [str(t) for t in corroborated]
     assert all(0 <= p["confidence"] <= 1 for p in metrics["pairs"].values())
     assert (n_stage > 0.25 * 16) == any("stage model" in flag for flag in qc["flags"])
+    weak = [str(t) for t, record in transform.tiles.items() if record.weak]
+    assert metrics["n_weak_tiles"] == len(weak)
+    assert [t for t, record in metrics["tiles"].items() if record["weak"]] == weak
+    assert metrics["max_tile_sigma_px"] == pytest.approx(max(r.sigma_px for r in transform.tiles.values()), abs=1e-3)
+    assert (n_stage <= 0.25 * 16 < n_stage + len(weak)) == any("weak links" in flag for flag in qc["flags"])
 
 
 def test_a_piece_hung_on_a_weak_placement_is_searched_again():

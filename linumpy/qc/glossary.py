@@ -57,6 +57,13 @@ METRICS: dict[str, MetricInfo] = {
     "n_corroborated_tiles": _M("Tiles on weak corroborated peaks", "count", "Tiles placed by a weak joint "
                                "peak that two or more of their overlaps support and whose loops close; the "
                                "weakest registration, worth a look."),
+    "n_weak_tiles": _M("Tiles on weak links only", "count", "Tiles registered only through weak links (outside "
+                       "the largest piece joined by significant pairs), e.g. in nearly empty agarose; their "
+                       "positions can be off by 1-4 px. With the stage-placed tiles, above a quarter of the "
+                       "tiles the slice is flagged."),
+    "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
+                            "position (per axis): pairs' errors and peak spreads through the global solve, "
+                            "the stage scatter for stage-placed tiles."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
     "stage_residual_model": _M("Stage residual model", "per axis", "Per axis, how the tiles without a pair "
                                "were corrected beyond the stage model: none (plain stage model), row_parity "

@@ -37,6 +37,9 @@
    registered tiles predict for them, on an axis only where leave-one-out
    over the registered tiles validates the prediction
    (:mod:`linumpy.stitching.stage_residuals`).
+8. Each tile's honest standard error (the solve's covariance under the pairs'
+   errors and peak spreads, :mod:`linumpy.stitching.uncertainty`) and whether
+   it hangs on weak links only are recorded; no tile moves for them.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_resi
 from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, corroborated_placements, joint_placement,
                                            place_by_neighbours, search_radius)
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
+from linumpy.stitching.uncertainty import honest_variance, stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +273,15 @@ def estimate_transform(
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset)))
     records = tuple(records)
-    tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before)
+    registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
+    sigmas = tile_sigmas(tiles, [(r.a, r.b, honest_variance(r.sigma_px, r.spread_px)) for r in records
+                                 if r.accepted],
+                         stage_scatter(positions, model, registered, max_shift_px))
+    strong = [(p.a, p.b) for p in kept
+              if (p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE]
+    trusted = set((pieces(registered, strong) or [[]])[0])
+    tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
+                                 sigmas, trusted)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -701,19 +713,19 @@ def _correct_stage_residuals(
     return corrected, residual_model
 
 
-def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
-                  corroborated: set[TileIndex]) -> dict[TileIndex, TileRecord]:
-    """Per tile: accepted pairs, the standard error they give (1 / sqrt of summed weights) and
-    whether a corroborated weak joint peak placed it (:func:`_place_corroborated`)."""
+def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
+                  sigmas: Mapping[TileIndex, float], trusted: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+    """Per tile: accepted pairs, its honest standard error (``sigmas``,
+    :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
+    peak placed it (:func:`_place_corroborated`) and whether its pairs are all weak links
+    (registered, but outside the ``trusted`` piece of anchoring pairs)."""
     counts = {t: 0 for t in tiles}
-    information = {t: 0.0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
-            information[tile] += float(pair.axis_weights().min())
     return {
-        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=float(1 / np.sqrt(information[t])),
-                      corroborated=t in corroborated)
-        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=float("nan"))
+        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
+                      weak=t not in trusted)
+        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t])
         for t in tiles
     }

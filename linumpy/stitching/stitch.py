@@ -311,7 +311,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     (:meth:`~linumpy.stitching.fusion_flatfield.FusionFlatField.qc_fields`: whether the
     fusion divided a flat field out, its support and range, or why not). The record's
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
-    of its tiles were placed by the stage model. The figure shows each
+    of its tiles were placed by the stage model, or by the stage model and weak
+    links only (``n_weak_tiles``; ``max_tile_sigma_px`` is the largest honest
+    standard error of a tile). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -334,6 +336,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_stage_fallback_tiles"] = len(fallback)
     metrics["stage_fallback_fraction"] = len(fallback) / n_tiles
     metrics["n_corroborated_tiles"] = sum(record.corroborated for record in transform.tiles.values())
+    weak = [t for t, record in transform.tiles.items() if record.weak]
+    metrics["n_weak_tiles"] = len(weak)
+    sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
+    metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
     metrics["pair_residuals_px"] = {f"{a}-{b}": r for (a, b), r in zip(pairs, residuals.round(3), strict=True)}
     metrics["pairs"] = {
@@ -347,7 +353,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["tiles"] = {
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
-                    "corroborated": record.corroborated,
+                    "corroborated": record.corroborated, "weak": record.weak,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }
@@ -357,6 +363,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "
                      "(no validated registration): check the stitched slice")
+    elif transform.tiles and len(fallback) + len(weak) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
+        flags.append(f"{len(weak)}/{n_tiles} tiles placed by weak links only, {len(fallback)} more on the stage: "
+                     "their positions are uncertain (tiles' sigma_px), check the stitched slice")
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)

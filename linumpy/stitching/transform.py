@@ -97,19 +97,29 @@ class TileRecord:
     n_pairs : int
         Accepted pairs linking the tile.
     sigma_px : float
-        Approximate standard error of its position relative to its linked
-        neighbours (NaN for stage-placed tiles).
+        Honest standard error of its position in the slice's frame, pixels
+        (the larger of the two axes; :mod:`linumpy.stitching.uncertainty`):
+        the global solve's covariance under the pairs' calibrated errors and
+        peak spreads, plus the frame the stage-placed tiles set; for a
+        stage-placed tile, the stage scatter measured on the slice.
+        Transforms written before session stitch27 hold the standard error
+        relative to the linked neighbours (NaN for stage-placed tiles).
     corroborated : bool
         Placed by a weak joint peak (significance below the joint search's
         bar) that several of its links corroborate on a loop, rather than
         by a significant pair or joint peak: the weakest kind of
         registration, to check in the QC record.
+    weak : bool
+        Registered, but only through weak links: outside the largest piece
+        of tiles joined by anchoring pairs (kept before the joint searches,
+        or of significance >= 3 alone). False for stage-placed tiles.
     """
 
     source: str
     n_pairs: int
     sigma_px: float
     corroborated: bool = False
+    weak: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
         "tiles": [
             {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
              "sigma_px": _optional(record.sigma_px), "corroborated": bool(record.corroborated),
+             "weak": bool(record.weak),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -280,7 +291,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
             tiles={tuple(t["tile"]): TileRecord(
                 source=t["source"], n_pairs=int(t["n_pairs"]),
                 sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]),
-                corroborated=bool(t.get("corroborated", False)))
+                corroborated=bool(t.get("corroborated", False)), weak=bool(t.get("weak", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
