@@ -36,7 +36,7 @@ from linumpy.intensity.histogram import LogHistogram
 #: Libraries the estimate uses only once the statistics are gathered (Otsu's threshold, the profile fits):
 #: imported where used, so that a step can import them on a thread while its pass runs
 #: (:func:`linumpy.parallel.import_in_background`) instead of before its first block.
-FIT_MODULES = ("scipy.optimize", "skimage.filters")
+FIT_MODULES = ("scipy.optimize", "skimage.filters.thresholding")
 #: Resolution of the histogram of A-line levels.
 LEVEL_BINS_PER_DECADE = 20
 #: Largest number of lateral cells, along y or x, of the background statistics.
