@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from linumpy.intensity.histogram import LogHistogram
-from linumpy.qc.records import render_png
+from linumpy.qc.records import render_png, write_qc_record
 
 #: Resolution of the histogram of surface depths (bins per voxel).
 SURFACE_BINS_PER_PX = 10
