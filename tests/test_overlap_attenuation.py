@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, optimize
 
 from linumpy.intensity import focus
 from linumpy.intensity.attenuation import slope_attenuation, tail_sums
@@ -87,7 +87,7 @@ def test_failed_agarose_refit_is_recorded(monkeypatch):
     measured = focus.focus_model("lorentzian", z, 1.0, 45.0, 20.0) * np.exp(-2 * 0.4 * 1.5e-3 * z)
     support, well = np.full(z.size, 3000), z >= 18
     params = np.array([1.0, 45.0, 20.0])
-    fit = focus.optimize.curve_fit
+    fit = optimize.curve_fit  # focus imports scipy.optimize where it fits (off the step's start)
 
     def failing_refit(function, *args, **kwargs):
         if len(kwargs["p0"]) == 3:
@@ -97,7 +97,7 @@ def test_failed_agarose_refit_is_recorded(monkeypatch):
     qc = {}
     focus._fit_agarose_decay(measured, support, well, params, 0.01, 1.5, qc)
     assert qc["focus_agarose_refit_failed"] is None
-    monkeypatch.setattr(focus.optimize, "curve_fit", failing_refit)
+    monkeypatch.setattr(optimize, "curve_fit", failing_refit)
     kept, rms, _, _ = focus._fit_agarose_decay(measured, support, well, params, 0.01, 1.5, qc)
     assert "no convergence" in qc["focus_agarose_refit_failed"]
     assert np.array_equal(kept, params) and rms == 0.01

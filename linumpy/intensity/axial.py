@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ from linumpy.intensity.qc_summary import AxialQc
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background
-from linumpy.qc.records import FIGURES_MODULE
+from linumpy.qc.records import FIGURES_MODULE, write_qc_record
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -233,8 +234,10 @@ def correct_slice(
 
     qc = AxialQc(n_z)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    import_in_background(FIGURES_MODULE)  # the QC figure's matplotlib, while the passes' threads run
-    with contextlib.ExitStack() as stack:
+    # the focus fits' libraries and the QC figure's matplotlib, while the passes' threads run
+    import_in_background(*focus.FIT_MODULES, FIGURES_MODULE)
+    # the QC figure (drawing and PNG rendering) is made on its own thread while the outputs are finalized
+    with ThreadPoolExecutor(1, thread_name_prefix="axial-qc") as qc_thread, contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
         # A scratch map written and read chunk by chunk straight from its files (never published).
@@ -299,6 +302,8 @@ def correct_slice(
         })
         if "tile_shape" in attributes:
             attributes["tile_shape"] = [depth_px, *list(attributes["tile_shape"])[1:]]
+        record = qc_thread.submit(qc.record, attributes, dz_mm * 1000, stats.focus_qc, stats.focus_flags,
+                                  stats.focus_profile)
         lateral = resolution[1:]
         surface_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "surface_depth_um"))
         attenuation_writer.finalize(lateral, n_levels, _map_attributes(info.attributes, "attenuation_per_mm"))
@@ -313,7 +318,7 @@ def correct_slice(
         plain_writer.finalize((resolution[0], *(r * UNCOMPENSATED_BINNING for r in lateral)), UNCOMPENSATED_N_LEVELS,
                              plain_attributes)
         out_writer.finalize(resolution, n_levels, attributes)
-    qc.write(out_path, attributes, dz_mm * 1000, stats.focus_qc, stats.focus_flags, stats.focus_profile)
+    write_qc_record(out_path, "axial_corr", *record.result())
     return attributes
 
 

@@ -29,11 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, optimize
-from skimage.filters import threshold_otsu
+from scipy import ndimage
 
 from linumpy.intensity.histogram import LogHistogram
 
+#: Libraries the estimate uses only once the statistics are gathered (Otsu's threshold, the profile fits):
+#: imported where used, so that a step can import them on a thread while its pass runs
+#: (:func:`linumpy.parallel.import_in_background`) instead of before its first block.
+FIT_MODULES = ("scipy.optimize", "skimage.filters.thresholding")
 #: Resolution of the histogram of A-line levels.
 LEVEL_BINS_PER_DECADE = 20
 #: Largest number of lateral cells, along y or x, of the background statistics.
@@ -231,6 +234,8 @@ class BackgroundStatistics:
         brightnesses outnumbers a small agarose population: Otsu splits the
         tissue) Otsu is tried again on the lower class, ``max_splits`` times in all.
         """
+        from skimage.filters import threshold_otsu  # after the pass only (see FIT_MODULES)
+
         counts, centers = self.levels.counts, self.levels.centers
         candidate = counts > 0
         for _ in range(max_splits):
@@ -542,6 +547,8 @@ def _fit_agarose_decay(
     field ``focus_agarose_refit_failed`` states (None when it succeeded). Updates the
     ``focus_agarose_attenuation_*`` QC fields.
     """
+    from scipy import optimize  # the fits only: imported off the step's start (see FIT_MODULES)
+
     z = np.nonzero(well)[0].astype(np.float64)
     values = measured[well]
     sigma = 1.0 / np.sqrt(support[well].astype(np.float64))
@@ -638,6 +645,8 @@ def _fit_model(
     Returns ``(amplitude, center, width)`` and the weighted RMS residual
     relative to the amplitude, or None when the fit fails or is not peaked.
     """
+    from scipy import optimize  # the fits only: imported off the step's start (see FIT_MODULES)
+
     z = np.nonzero(well)[0].astype(np.float64)
     values = measured[well]
     peak = float(values.max())

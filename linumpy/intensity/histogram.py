@@ -10,7 +10,6 @@ zeros); values outside the range are clamped into the end bins.
 from __future__ import annotations
 
 import numpy as np
-from skimage.filters import threshold_otsu
 
 
 class LogHistogram:
@@ -106,4 +105,6 @@ class LogHistogram:
         """Otsu threshold of the positive values (a value, not a log), None if < 2 distinct bins."""
         if np.count_nonzero(self.counts) < 2:
             return None
+        from skimage.filters import threshold_otsu  # once the histogram is complete: off the steps' start
+
         return float(10 ** threshold_otsu(hist=(self.counts, self.centers)))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from linumpy.intensity.histogram import LogHistogram
-from linumpy.qc.records import write_qc_record
+from linumpy.qc.records import render_png, write_qc_record
 
 #: Resolution of the histogram of surface depths (bins per voxel).
 SURFACE_BINS_PER_PX = 10
@@ -75,16 +75,19 @@ class AxialQc:
         index = int(np.searchsorted(cumulative, cumulative[-1] * percent / 100.0))
         return (index + 0.5) / SURFACE_BINS_PER_PX
 
-    def write(
-        self, out_path: str | os.PathLike, attributes: dict[str, Any], dz_um: float,
-        focus_qc: dict[str, Any] | None = None, focus_flags: list[str] | None = None,
-        focus_profile: np.ndarray | None = None,
-    ) -> None:
-        """Write ``<out stem>_qc.json`` and the depth profile figure beside ``out_path``.
+    def record(
+        self, attributes: dict[str, Any], dz_um: float, focus_qc: dict[str, Any] | None = None,
+        focus_flags: list[str] | None = None, focus_profile: np.ndarray | None = None,
+    ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
+        """The QC record's metrics, depth profile figure (rendered) and flags, once both passes are summed.
 
-        ``focus_qc`` / ``focus_flags`` (from :func:`linumpy.intensity.focus.estimate_focus`)
+        ``attributes``: the output's ``linumpy`` attributes. ``focus_qc`` /
+        ``focus_flags`` (from :func:`linumpy.intensity.focus.estimate_focus`)
         join the metrics and flags; ``focus_profile`` (the profile divided by)
-        is drawn with the before/after profiles.
+        is drawn with the before/after profiles. Returns ``(metrics, figures,
+        flags)`` for :func:`linumpy.qc.records.write_qc_record` (step
+        ``axial_corr``): the figure is rendered here, so that a step can make
+        it on a thread while it publishes its outputs.
         """
         out_depth = int(attributes["useful_depth_px"])
         median_px = self.surface_percentile_px(50.0)
@@ -116,7 +119,7 @@ class AxialQc:
 
         figure = depth_profiles_figure(depths, profiles, surface_um,
                                        title="mean intensity per depth (each scaled to its maximum)")
-        write_qc_record(out_path, "axial_corr", metrics, {"depth_profiles": figure}, flags)
+        return metrics, {"depth_profiles": render_png(figure)}, flags
 
     def _profiles(
         self, attributes: dict[str, Any], median_px: float | None, dz_um: float
