@@ -860,6 +860,16 @@ def test_a_wrong_slice_thickness_is_flagged():
     assert not [f for f in placement_flags(stack_metrics(plan.record, 10.0)) if "thickness is likely off" in f]
 
 
+def test_slices_clamped_onto_the_drift_bound_are_flagged():
+    """A drift bound of 4 um (cuts of 95-110 um, motor steps of 100 um): two registered depths are overridden."""
+    brain = make_brain()
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0, StackParameters(max_z_drift_um=4.0))
+    clamped = plan.record["slices"]
+    assert [s["slice_id"] for s in clamped if s["drift_clamped"]] == [2, 5]
+    flags = [f for f in placement_flags(stack_metrics(plan.record, 10.0)) if "drift bound" in f]
+    assert flags and flags[0].startswith("slices [2, 5]: placed on the drift bound")
+
+
 def test_a_real_thick_cut_keeps_its_motor_step():
     brain = make_brain(steps_px=(20, 21, 32, 20, 22))  # slice 3 cut 60 um deeper than the others, motors right
     brain.motors_mm[3:, 0] += 0.060

@@ -227,7 +227,8 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     (at least :data:`MIN_THICKNESS_PAIRS`) miss the thickness by more than
     half that tolerance at their median: the thickness itself (the sidecar's,
     or the motor step most steps agree on) is off, and so is every scan and
-    tolerance built on it.
+    tolerance built on it. And one listing the slices clamped onto the drift
+    bound around their motor position (``drift_clamped``).
 
     Examples
     --------
@@ -260,6 +261,10 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
             flags.append(f"the {len(registered)} registered depth steps miss the slice thickness of {thickness:.1f} um "
                          f"by {np.median(registered):+.1f} um at their median (more than half the glitch tolerance): "
                          "the thickness is likely off; pass the true one (--slice_thickness_um)")
+    if metrics.get("drift_clamped"):
+        flags.append(f"slices {metrics['drift_clamped']}: placed on the drift bound around their motor position "
+                     "(the registered steps put them farther): the motors or the registration are off; check "
+                     "their depth")
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
