@@ -819,22 +819,6 @@ def test_a_motor_jump_no_later_step_cancels_is_corrected_by_registering_at_the_t
     assert all(s["motor_slip"] is None for k, s in enumerate(record) if k != pair)
 
 
-def test_a_corrected_motor_jump_searches_the_rotation_again_at_the_corrected_step():
-    """The first slice read one thickness deep: the rotation search at the motor step (0 um) compared unrelated
-    depths and turned every later slice by a confident 0.55 degrees; at the corrected step nothing turns."""
-    steady = make_brain()
-    expected = plan_stack(volumes(steady), steady.motors_mm, steady.thickness_um, 10.0).record["slices"]
-    brain = make_brain()
-    brain.motors_mm[0, 0] += 0.100
-    record = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0).record["slices"]
-    assert record[1]["motor_slip"]["adopted"] == "thickness", record[1]["motor_slip"]
-    assert [s["rotation"] for s in record] == [s["rotation"] for s in expected]
-    assert [s["registration"] for s in record] == [s["registration"] for s in expected]
-    origins = np.array([s["origin_um"] for s in record])
-    error_px = np.abs(origins - relative_truth(brain)) / [AXIAL_UM, LATERAL_UM, LATERAL_UM]
-    assert error_px.max() <= 0.1, error_px
-
-
 def test_a_motor_jump_the_registration_cannot_confirm_is_kept_and_flagged():
     brain = make_brain()
     brain.motors_mm[-1, 0] += 0.060

@@ -36,7 +36,7 @@ from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
 from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
-from linumpy.stack.rotation import RotationEstimate, derotate_slices
+from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
 from linumpy.stack.refine import (
     PairEstimate,
@@ -245,7 +245,6 @@ def plan_stack(
     depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
     workers = _pair_workers(slices, range(1, len(slices)), parameters.registration_size)
     band_workers = 1 if workers > 1 else default_workers()  # a read's bands side by side, or the pairs
-    unturned = slices
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence, workers,
                                         band_workers)
     pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
@@ -257,8 +256,6 @@ def plan_stack(
             estimates[k], steps[k] = estimate, step
         slips = _check_motor_slips(slices, nominal, pairs, thickness_um, z_tolerance, parameters, band_workers,
                                    estimates, steps)
-        slices, rotations = _derotate_after_slips(unturned, slices, rotations, slips, nominal, pairs, z_tolerance,
-                                                  parameters, (workers, band_workers), estimates, steps)
     else:
         slips = [None] * len(slices)
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
@@ -636,56 +633,6 @@ def _check_motor_slips(
                        "around the motor step, %.2f around the thickness: %s step kept", slices[k].slice_id,
                        motor_step[0], thickness_um, motor_confidence, thickness_confidence, adopted)
     return slips
-
-
-def _derotate_after_slips(
-    unturned: Sequence[SliceVolume],
-    slices: Sequence[SliceVolume],
-    rotations: Sequence[RotationEstimate | None],
-    slips: Sequence[dict | None],
-    nominal: np.ndarray,
-    pairs: Sequence[int],
-    z_tolerance_um: float,
-    parameters: StackParameters,
-    workers: tuple[int, int],
-    estimates: list[PairEstimate | None],
-    steps: list[np.ndarray | None],
-) -> tuple[list[SliceVolume], list[RotationEstimate | None]]:
-    """Search the rotations again from the first slice whose motor slip was corrected, at the corrected depth steps.
-
-    The rotation of a slice is searched on the previous slice's planes at the
-    motor depth step (:func:`linumpy.stack.rotation.derotate_slices`); a slip
-    that :func:`_check_motor_slips` corrected compared unrelated depths there,
-    which can find a confident wrong turn (chained to every later slice).
-    When the search at the corrected steps (``nominal``, updated) turns any
-    slice differently, those slices (``unturned``: as read) are turned again
-    and their pairs registered again (``estimates`` and ``steps`` updated in
-    place); ``workers`` are the pairs' and the reads' bands' threads.
-
-    Returns
-    -------
-    (slices, rotations)
-        The de-rotated slices and their rotation estimates, unchanged when no
-        slip was corrected or every turn stands.
-    """
-    corrected = [k for k, slip in enumerate(slips) if slip and slip["adopted"] == "thickness"]
-    rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
-    if not corrected or rotation_deg <= 0:
-        return list(slices), list(rotations)
-    first = corrected[0]
-    depth_steps = np.diff(nominal[:, 0], prepend=nominal[0, 0])
-    turned, again = derotate_slices([slices[first - 1], *unturned[first:]], depth_steps[first - 1 :], rotation_deg,
-                                    parameters.min_confidence, *workers)
-    if [r.angle_deg for r in again[1:]] == [r.angle_deg for r in rotations[first:]]:
-        return list(slices), list(rotations)
-    slices = [*slices[:first], *turned[1:]]
-    redo = [k for k in pairs if k >= first]
-    registered = pair_map(lambda k: _register_consecutive(
-        slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance_um, parameters, workers[1]),
-        redo, workers[0])
-    for k, (estimate, step) in zip(redo, registered, strict=True):
-        estimates[k], steps[k] = estimate, step
-    return slices, [*rotations[:first], *again[1:]]
 
 
 def _pair_workers(slices: Sequence[SliceVolume], pairs: Sequence[int], size: int) -> int:
