@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Motor table (linum_collect_motor_positions.py).")
     parser.add_argument("--slice_thickness_um", type=finite_float,
                         help="Vibratome slice thickness [from --acquisition_json, "
-                             "else the median motor z step].")
+                             "else the motor z step most steps agree on].")
     parser.add_argument("--acquisition_json", metavar="JSON",
                         help="acquisition.json sidecar holding slice_thickness_um.")
     parser.add_argument("--blend_overlap_um", type=finite_float, metavar="UM",

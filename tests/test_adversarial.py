@@ -126,6 +126,14 @@ def test_thickness_from_motor_steps_divides_by_the_slice_id_gap():
     assert _slice_thickness(None, None, motors, [0, 2, 3]) == pytest.approx(67.5)
 
 
+def test_thickness_from_motor_steps_is_the_step_most_agree_on():
+    """Five 66 um slices, the first read 45 um shallow and the last 30 um deep (jumps no glitch correction
+    removes): the plain median was 81 um, off enough that the last slice's jump stayed inside the tolerance."""
+    z_um = np.array([-45.0, 66, 132, 198, 294]) + 5000
+    motors = np.column_stack([z_um / 1000, np.zeros(5), np.zeros(5)])
+    assert _slice_thickness(None, None, motors, [0, 1, 2, 3, 4]) == pytest.approx(66.0)
+
+
 def test_both_orchestrators_pass_the_sidecar_to_the_stack(tmp_path):
     params, layout = PipelineParams(input=str(tmp_path / "raw"), exclude_slices=[1]), OutputLayout(tmp_path / "out")
     sidecar = tmp_path / "raw" / "acquisition.json"

@@ -833,6 +833,27 @@ def test_a_motor_jump_the_registration_cannot_confirm_is_kept_and_flagged():
     assert not _jump_flags(plan) and all(s["motor_slip"] is None for s in plan.record["slices"])
 
 
+def test_a_wrong_slice_thickness_is_flagged():
+    """Told 120 um for 100 um cuts (motors right): every step registers at 100 um, inside the 30 um tolerance of
+    the thickness, so no step is flagged alone; their median, 20 um off, says the thickness is wrong."""
+    brain = make_brain()
+    plan = plan_stack(volumes(brain), brain.motors_mm, 1.2 * brain.thickness_um, 10.0)
+    flags = [f for f in placement_flags(stack_metrics(plan.record, 10.0)) if "thickness is likely off" in f]
+    assert flags and flags[0].startswith("the 5 registered depth steps miss the slice thickness of 120.0 um by -20.0")
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    assert not [f for f in placement_flags(stack_metrics(plan.record, 10.0)) if "thickness is likely off" in f]
+
+
+def test_slices_clamped_onto_the_drift_bound_are_flagged():
+    """A drift bound of 4 um (cuts of 95-110 um, motor steps of 100 um): two registered depths are overridden."""
+    brain = make_brain()
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0, StackParameters(max_z_drift_um=4.0))
+    clamped = plan.record["slices"]
+    assert [s["slice_id"] for s in clamped if s["drift_clamped"]] == [2, 5]
+    flags = [f for f in placement_flags(stack_metrics(plan.record, 10.0)) if "drift bound" in f]
+    assert flags and flags[0].startswith("slices [2, 5]: placed on the drift bound")
+
+
 def test_a_real_thick_cut_keeps_its_motor_step():
     brain = make_brain(steps_px=(20, 21, 32, 20, 22))  # slice 3 cut 60 um deeper than the others, motors right
     brain.motors_mm[3:, 0] += 0.060

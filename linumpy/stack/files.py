@@ -34,7 +34,7 @@ from linumpy.parallel import import_in_background
 from linumpy.qc.records import FIGURES_MODULE
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
-from linumpy.stack.placement import check_slice_sequence
+from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
 from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
 
@@ -218,7 +218,7 @@ def _slice_thickness(
     thickness_um: float | None, acquisition_json: str | os.PathLike | None, motors: np.ndarray,
     slice_ids: list[int],
 ) -> float:
-    """The vibratome cut: given, else the sidecar's, else the median motor z step per slice id.
+    """The vibratome cut: given, else the sidecar's, else the motor z step per slice id most steps agree on.
 
     Slices left out (excluded, or a subset) make the motor steps span several
     cuts, so each step is divided by the slice-id gap it covers.
@@ -235,7 +235,7 @@ def _slice_thickness(
     if len(motors) < 2:
         return 0.0  # a single slice has nothing to place it against
     steps = np.abs(np.diff(motors[:, 0])) / np.diff(np.asarray(slice_ids, dtype=float))
-    thickness = float(np.median(steps)) * 1000
+    thickness = thickness_from_steps(steps * 1000)
     LOGGER.info("slice thickness %.2f um taken from the motor z steps", thickness)
     return thickness
 

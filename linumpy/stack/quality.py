@@ -47,6 +47,8 @@ ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overla
                       "overlap_attenuation_path_um", "attenuation_next_slab_weight")
 #: A boundary ratio further than this from 1 after the gains is flagged.
 MAX_BOUNDARY_STEP = 0.05
+#: Fewest registered depth steps whose median judges the slice thickness (:func:`placement_flags`).
+MIN_THICKNESS_PAIRS = 3
 
 
 class WrittenStatistics:
@@ -221,6 +223,13 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     recognise), left in when registering at the slice thickness did not
     support that step better either (``motor_slip`` in the record).
 
+    And one when the depth steps of the slices placed by their registration
+    (at least :data:`MIN_THICKNESS_PAIRS`) miss the thickness by more than
+    half that tolerance at their median: the thickness itself (the sidecar's,
+    or the motor step most steps agree on) is off, and so is every scan and
+    tolerance built on it. And one listing the slices clamped onto the drift
+    bound around their motor position (``drift_clamped``).
+
     Examples
     --------
     >>> placement_flags({"slice_ids": [0, 1, 2], "motor_fallback": [2], "z_confidence": [None, 0.8, 0.0],
@@ -245,6 +254,17 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                   "cancels, not confirmed by registering at the thickness; check its depth"
                   for i, n, offset in zip(ids, id_steps, metrics["z_offsets_um"], strict=True)
                   if abs(offset) > tolerance]
+        fallback = set(metrics["motor_fallback"])
+        registered = [offset for i, confidence, offset in zip(ids, metrics["z_confidence"], metrics["z_offsets_um"],
+                                                             strict=True) if confidence is not None and i not in fallback]
+        if len(registered) >= MIN_THICKNESS_PAIRS and abs(np.median(registered)) > tolerance / 2:
+            flags.append(f"the {len(registered)} registered depth steps miss the slice thickness of {thickness:.1f} um "
+                         f"by {np.median(registered):+.1f} um at their median (more than half the glitch tolerance): "
+                         "the thickness is likely off; pass the true one (--slice_thickness_um)")
+    if metrics.get("drift_clamped"):
+        flags.append(f"slices {metrics['drift_clamped']}: placed on the drift bound around their motor position "
+                     "(the registered steps put them farther): the motors or the registration are off; check "
+                     "their depth")
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
