@@ -293,7 +293,7 @@ def plan_stack(
             lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
         elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
             lateral[k - 1] = None
-            lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.2f} (of its speckle "
+            lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.3f} (of its speckle "
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
