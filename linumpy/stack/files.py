@@ -89,8 +89,8 @@ def stack_slice_files(
     pyramid_resolutions_um : sequence of float
         Analysis pyramid; only resolutions at or above ``resolution_um`` exist.
     slice_thickness_um : float, optional
-        Vibratome slice thickness; else ``acquisition_json``'s, else the median
-        motor z step.
+        Vibratome slice thickness; else ``acquisition_json``'s, else the motor
+        z step most steps agree on (:func:`linumpy.stack.placement.thickness_from_steps`).
     acquisition_json : path-like, optional
         ``acquisition.json`` sidecar holding ``slice_thickness_um``.
     blend_overlap_um : float, optional
