@@ -13,7 +13,8 @@ import pytest
 
 from linumpy.simulate.stitch_matrix import aligned_errors, get_condition, simulate_mosaic
 from linumpy.stitching.estimate import estimate_transform
-from linumpy.stitching.uncertainty import honest_variance, tile_sigmas
+from linumpy.stitching.link_conflicts import honest_variance
+from linumpy.stitching.uncertainty import tile_sigmas
 
 #: A per-axis standard error that is honest puts a normal 2D error within twice
 #: itself 86 % of the time; allowed: at least this fraction over the drawn tiles.

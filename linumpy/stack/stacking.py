@@ -243,8 +243,9 @@ def plan_stack(
                            "left as flattened", s.slice_id, -move)
     rotation_deg = parameters.max_rotation_deg if parameters.register else 0.0
     pairs = [k for k in range(1, len(slices)) if ids[k] - ids[k - 1] == 1]
-    # a pair whose motor step misses the thickness may hide a motor slip (_check_motor_slips): searched at both
-    depth_steps = [[step, thickness_um] if k in pairs and abs(step - thickness_um) > z_tolerance else [step]
+    # a pair whose motor step is in doubt may hide a motor slip (_check_motor_slips): searched at both steps
+    in_doubt = {k for k in pairs if _step_in_doubt(nominal[k, 0] - nominal[k - 1, 0], thickness_um, z_tolerance)}
+    depth_steps = [[step, thickness_um] if k in in_doubt else [step]
                    for k, step in enumerate(np.diff(nominal[:, 0], prepend=nominal[0, 0]))]
     workers = _pair_workers(slices, range(1, len(slices)), parameters.registration_size)
     band_workers = 1 if workers > 1 else default_workers()  # a read's bands side by side, or the pairs
@@ -581,6 +582,11 @@ def _register_consecutive(
     return estimate, step
 
 
+def _step_in_doubt(motor_step_um: float, thickness_um: float, z_tolerance_um: float) -> bool:
+    """Whether a motor depth step misses the slice thickness by more than the z tolerance (a possible slip)."""
+    return abs(motor_step_um - thickness_um) > z_tolerance_um
+
+
 def _check_motor_slips(
     slices: Sequence[SliceVolume],
     nominal: np.ndarray,
@@ -617,7 +623,7 @@ def _check_motor_slips(
     slips: list[dict | None] = [None] * len(slices)
     for k in pairs:
         motor_step = nominal[k] - nominal[k - 1]
-        if abs(motor_step[0] - thickness_um) <= z_tolerance_um:
+        if not _step_in_doubt(motor_step[0], thickness_um, z_tolerance_um):
             continue
         estimate, step = _register_consecutive(slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]),
                                                z_tolerance_um, parameters, band_workers)

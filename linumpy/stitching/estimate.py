@@ -56,7 +56,7 @@ from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
-from linumpy.stitching.link_conflicts import drop_broken_loop_links
+from linumpy.stitching.link_conflicts import drop_broken_loop_links, honest_variance
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, offset_spread, refine_subpixel, register_pair
@@ -65,7 +65,7 @@ from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_resi
 from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, corroborated_placements, joint_placement,
                                            place_by_neighbours, search_radius)
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
-from linumpy.stitching.uncertainty import honest_variance, stage_scatter, tile_sigmas
+from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
 

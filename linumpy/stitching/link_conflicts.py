@@ -62,11 +62,16 @@ CULPRIT_MARGIN = 2.0
 BROAD_SPREAD_PX = 1.0
 
 
+def honest_variance(sigma_px: Sequence[float], spread_px: Sequence[float]) -> np.ndarray:
+    """``(y, x)`` variance of a pair's offset: its standard error ``sigma_px`` and its peak
+    ``spread_px`` in quadrature (a NaN spread counts as 0)."""
+    return np.asarray(sigma_px, float) ** 2 + np.nan_to_num(np.asarray(spread_px, float)) ** 2
+
+
 def honest_error(pair: PairOffset, spread_px: Sequence[float]) -> float:
     """The pair's standard error (``1 / sqrt(weight)``) and peak spread in quadrature,
-    the larger over the axes (pixels; a NaN spread counts as 0)."""
-    spread = np.nan_to_num(np.asarray(spread_px, float))
-    return float(np.max(np.hypot(1 / np.sqrt(pair.axis_weights()), spread)))
+    the larger over the axes (pixels; :func:`honest_variance`)."""
+    return float(np.sqrt(np.max(honest_variance(1 / np.sqrt(pair.axis_weights()), spread_px))))
 
 
 def broken_loop_culprit(

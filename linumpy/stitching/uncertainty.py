@@ -7,8 +7,8 @@ by every tile, the stage-placed ones with their stage error. Per axis, the
 covariance of the weighted least-squares positions is the pseudo-inverse of
 the weighted graph Laplacian of the accepted pairs (weights: the inverse of
 each pair's **honest variance**, ``sigma_px**2 + spread_px**2``: the
-calibrated standard error plus the width of its evidence peak, which
-:mod:`linumpy.stitching.link_conflicts` also uses; a broad peak errs 2-3
+calibrated standard error plus the width of its evidence peak, as
+:mod:`linumpy.stitching.link_conflicts` defines it; a broad peak errs 2-3
 times more than ``sigma_px`` says). The pseudo-inverse measures each tile
 relative to the mean of its linked group; the group's own mean is known
 only as well as the tiles outside it, on the stage model, place the frame:
@@ -34,11 +34,6 @@ from linumpy.stitching.global_solve import StageModel, TileIndex
 #: Registered tiles needed to measure the stage scatter on the slice; with
 #: fewer, the stage is taken to err uniformly within the search window.
 MIN_SCATTER_TILES = 3
-
-
-def honest_variance(sigma_px: Sequence[float], spread_px: Sequence[float]) -> np.ndarray:
-    """``(y, x)`` variance of a pair's offset: its ``sigma_px`` and its peak ``spread_px`` (NaN: 0) in quadrature."""
-    return np.asarray(sigma_px, float) ** 2 + np.nan_to_num(np.asarray(spread_px, float)) ** 2
 
 
 def stage_scatter(positions: Mapping[TileIndex, Sequence[float]], model: StageModel,
@@ -67,7 +62,7 @@ def tile_sigmas(
         Every tile of the slice.
     pairs : sequence of (a, b, variance)
         The accepted pairs, each with its ``(y, x)`` honest variance
-        (:func:`honest_variance`).
+        (:func:`linumpy.stitching.link_conflicts.honest_variance`).
     scatter : array
         ``(y, x)`` stage scatter (:func:`stage_scatter`).
 
