@@ -194,6 +194,9 @@ METRICS: dict[str, MetricInfo] = {
                         "rotation, or the two halves of the overlap disagreed)."),
     "rotation_std_deg": _M("Rotation uncertainty", "°", "Half the difference of the angles fitted on the two "
                            "halves of the overlap."),
+    "rotation_unapplied_deg": _M("Turn not applied", "°", "A turn of at least 1 degree that matched the overlap "
+                                 "better than none but was refused (not significant, halves disagreeing, or "
+                                 "outside the searched range): the slice was left unturned and is flagged."),
     "common_tilt": _M("Common cut tilt", "voxel/px", "Median tilt [y, x] of the slices' surface planes; every "
                       "slice is re-flattened to it."),
     "surface_tilt": _M("Surface tilt", "voxel/px", "Tilt [y, x] of the plane the axial correction flattened "
@@ -266,6 +269,9 @@ ADVICE: tuple[tuple[str, str], ...] = (
                                             "decay fit or weakly measured: treat it as approximate "
                                             "(docs/intensity.md, Attenuation through the overlap)."),
     (r"surface detected", "Check the depth profile figure: the tissue surface may be outside the scan."),
+    (r"was not applied", "Look at this slice's top against the previous slice in the volume: if it is turned, "
+                         "rerun the stack with a larger --max_rotation_deg (outside the range) or check the "
+                         "overlap's tissue (halves disagreeing: a local warp or tear)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "
                                   "profile figure."),
     (r"figure .* refused|figure .* missing|not understood|unreadable|not a QC record",

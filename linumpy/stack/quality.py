@@ -28,6 +28,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
+from linumpy.stack.rotation import unapplied_turn
 from linumpy.viz.planes import centre_index, tissue_counts
 
 #: Reason given in the report for a slice id absent from the stack.
@@ -214,7 +215,8 @@ def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
-    """A flag per slice placed by the motors although registered, re-flattening refused, or rotation-only.
+    """A flag per slice placed by the motors although registered, re-flattening refused, rotation-only,
+    or left on the identity although a turn was measured (``rotation_unapplied_deg``).
 
     And one per slice whose depth step from the previous slice still misses the
     slice thickness by more than the encoder-glitch tolerance (``z_tolerance_um``):
@@ -269,6 +271,10 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
               for i, mode in zip(ids, metrics["rotation_mode"], strict=True) if mode == "rotation_only"]
+    flags += [f"slice {i}: a turn of {turn:.2f} degrees matched its overlap better than none but was not applied "
+              "(see its rotation reason): the slice may be left turned; check its orientation"
+              for i, turn in zip(ids, metrics.get("rotation_unapplied_deg", [None] * len(ids)), strict=True)
+              if turn is not None]
     return flags
 
 
@@ -308,7 +314,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
         ``lateral_gain_fallback`` (why a slice with a next slice has no map,
         else None),
-        ``rotation_std_deg`` (uncertainty of the fitted rotation), ``surface_tilt``
+        ``rotation_std_deg`` (uncertainty of the fitted rotation), ``rotation_unapplied_deg`` (a turn
+        measured but refused, :func:`~linumpy.stack.rotation.unapplied_turn`; else None), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
         (largest A-line move re-flattening it to ``common_tilt``, :mod:`linumpy.stack.tilt`;
         :data:`ATTENUATION_FIELDS`: the slice's tissue attenuation, measured through the overlap with the next
@@ -376,6 +383,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "rotation_deg": [(s.get("rotation") or {}).get("angle_deg", 0.0) for s in slices],
         "rotation_mode": [(s.get("rotation") or {}).get("mode") for s in slices],
         "rotation_std_deg": [(s.get("rotation") or {}).get("std_deg") for s in slices],
+        "rotation_unapplied_deg": [unapplied_turn(s.get("rotation")) for s in slices],
         "common_tilt": record.get("common_tilt"),
         "surface_tilt": [(s.get("surface_plane") or [None, None, None])[1:] for s in slices],
         "retilt_max_planes": [s.get("retilt_max_planes", 0) for s in slices],

@@ -72,6 +72,9 @@ COARSE_STEP_DEG = 0.5
 MIN_ANGLE_DEG = 0.15
 SIGNIFICANCE = 2.5
 MAX_HALF_DISAGREEMENT_DEG = 1.0
+#: Smallest skipped turn reported by :func:`unapplied_turn` (degrees): below it the skip is a small
+#: residual (unturned pairs measure within +-0.12); above it the slice may be left turned.
+UNAPPLIED_TURN_DEG = 1.0
 #: Preparation of the overlap images: a Gaussian of SMOOTHING_PX pixels (speckle out) and a lateral
 #: background (box of 2 * BACKGROUND_RADIUS_PX + 1 pixels) removed. Fine texture is what pins the
 #: angle: with 1.5 px and a 17 px box (the z registration's) the search erred by up to 0.8 degree on
@@ -146,6 +149,29 @@ class RotationEstimate:
                 value = [round(v, 4) if math.isfinite(v) else None for v in value]
             out[key] = value
         return out
+
+
+def unapplied_turn(entry: dict | None) -> float | None:
+    """The turn measured but not applied for a slice's rotation record (``RotationEstimate.to_dict``), or None.
+
+    A skipped rotation whose fitted angle is at least :data:`UNAPPLIED_TURN_DEG` and
+    matched the overlap better than no turn (``overlap_ncc > ncc_identity``) was
+    refused by significance, the halves' disagreement or the searched range:
+    the slice is left on the identity (as without the search) but may be turned.
+
+    Examples
+    --------
+    >>> unapplied_turn({"mode": "skipped", "measured_deg": 5.2, "overlap_ncc": 0.42, "ncc_identity": 0.3})
+    5.2
+    >>> unapplied_turn({"mode": "full", "measured_deg": 2.0, "overlap_ncc": 0.9, "ncc_identity": 0.6}) is None
+    True
+    """
+    if not entry or entry.get("mode") != "skipped" or entry.get("ncc_identity") is None:
+        return None
+    measured = entry.get("measured_deg") or 0.0
+    if abs(measured) < UNAPPLIED_TURN_DEG or (entry.get("overlap_ncc") or 0.0) <= entry["ncc_identity"]:
+        return None
+    return float(measured)
 
 
 def rotation_transform(angle_deg: float, centre: Sequence[float], origin: Sequence[float] = (0.0, 0.0),
