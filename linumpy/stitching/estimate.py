@@ -29,9 +29,7 @@
    (:mod:`linumpy.stitching.link_conflicts`). Last, a tile still left out is
    placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp and the solve keeps those
-   links on their loops; then one still left out whose joint peak is as
-   sharp and more significant (>= :data:`SHARP_JOINT_SIGNIFICANCE`) is placed
-   by the links that reach it, one sufficing.
+   links on their loops.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -93,11 +91,6 @@ WEAK_JOINT_SIGNIFICANCE = 1.0
 MIN_CORROBORATING_LINKS = 2
 #: ... and the peak is this sharp (pixels, largest of its two spreads).
 MAX_WEAK_SPREAD_PX = 1.0
-#: Significance of a joint peak, as sharp, that places a tile left out by the links
-#: that reach it, one sufficing (:func:`_place_corroborated` with ``min_links=1``):
-#: tuned on seeds 50-53 of the stitching matrix, where 1.0 placed an empty tile
-#: 17 px off (a wrong peak in the +-20 px window of 8 x 8 harsh) and 1.25 or more none.
-SHARP_JOINT_SIGNIFICANCE = 1.5
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
 #: Error (pixels) of a pair's offset that its sub-pixel fit does not see, times its
@@ -248,23 +241,18 @@ def estimate_transform(
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
     corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
-    sharp: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     placed_before = {t for pair in kept for t in (pair.a, pair.b)}
-    for found, rule in ((corroborated, {}), (sharp, dict(min_significance=SHARP_JOINT_SIGNIFICANCE, min_links=1,
-                                                          strong=True))):
-        while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
-                                           tile_step_px, **rule)) is not None:
-            (positions, model, kept), links = weak
-            found.update(links)
+    while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
+                                       tile_step_px)) is not None:
+        (positions, model, kept), links = weak
+        corroborated.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**current, **corroborated, **sharp}.items():
-        if (a, b) in sharp:
-            status = "kept (sharp joint peak)" if (a, b) in kept_ids else "sharp joint peak, inconsistent"
-        elif (a, b) in corroborated:
+    for (a, b), r in {**current, **corroborated}.items():
+        if (a, b) in corroborated:
             status = "kept (corroborated search)" if (a, b) in kept_ids else "corroborated search, inconsistent"
         elif (a, b) in unlinked:
             status = "least certain of a broken loop"
@@ -539,18 +527,10 @@ def _place_corroborated(
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
-    min_significance: float = WEAK_JOINT_SIGNIFICANCE,
-    min_links: int = MIN_CORROBORATING_LINKS,
-    strong: bool = False,
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Place the first tile left out whose weak joint peak its links corroborate and the solve accepts.
 
     ``solved`` is ``(positions, model, kept)`` of the last solve.
-    With the defaults, the corroborated search; with
-    ``min_significance=SHARP_JOINT_SIGNIFICANCE, min_links=1, strong=True``,
-    the sharp search: a more significant peak, as sharp, that one link
-    may place (as the only link of a tile, a strong pair, unchecked by any
-    loop).
 
     The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
     have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
@@ -578,16 +558,15 @@ def _place_corroborated(
     if not placed:
         return None
     with threadpool_limits(limits=1, user_api="blas"):
-        candidates = corroborated_placements(registrations, positions, placed, model, min_significance,
-                                             min_links, MAX_WEAK_SPREAD_PX)
+        candidates = corroborated_placements(registrations, positions, placed, model, WEAK_JOINT_SIGNIFICANCE,
+                                             MIN_CORROBORATING_LINKS, MAX_WEAK_SPREAD_PX)
         for placement in candidates:
             refined = _refined(placement.offsets, placement.significance, registrations, flattened,
                                placement.spread_px)
-            accepted = _solve_with(tiles, kept, refined, tile_step_px, strong=strong)
+            accepted = _solve_with(tiles, kept, refined, tile_step_px, strong=False)
             if accepted is not None and len(accepted[1]) == len(refined):
-                logger.info("tile %s placed by %d %s links (joint significance %.1f, spread %s px)",
-                            placement.tile, len(accepted[1]), "sharp" if strong else "corroborating",
-                            placement.significance,
+                logger.info("tile %s placed by %d corroborating links (joint significance %.1f, spread %s px)",
+                            placement.tile, len(accepted[1]), placement.significance,
                             np.round(placement.spread_px, 2).tolist())
                 return accepted
     return None
