@@ -536,7 +536,11 @@ def _place_corroborated(
     have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
     but sharp (:data:`MAX_WEAK_SPREAD_PX`) and supported by at least
     :data:`MIN_CORROBORATING_LINKS` of its links. Those links, refined below
-    a pixel, join the solve as weak pairs: each is kept only on a loop
+    a pixel, with the joint peak's spread added in quadrature to each one's
+    standard error (the combined links, not the pair, locate the tile: with
+    the sub-pixel fit's own error, ~0.13 px, the solve's outlier test dropped
+    links of right placements whose own peaks lie a pixel apart), join the
+    solve as weak pairs: each is kept only on a loop
     (through the other link and the placed tiles), so the solve checks that
     the overlaps agree on the position; the tile is placed only if the solve
     keeps every pair, old and new, all of its links included (a link the solve
@@ -557,7 +561,8 @@ def _place_corroborated(
         candidates = corroborated_placements(registrations, positions, placed, model, WEAK_JOINT_SIGNIFICANCE,
                                              MIN_CORROBORATING_LINKS, MAX_WEAK_SPREAD_PX)
         for placement in candidates:
-            refined = _refined(placement.offsets, placement.significance, registrations, flattened)
+            refined = _refined(placement.offsets, placement.significance, registrations, flattened,
+                               placement.spread_px)
             accepted = _solve_with(tiles, kept, refined, tile_step_px, strong=False)
             if accepted is not None and len(accepted[1]) == len(refined):
                 logger.info("tile %s placed by %d corroborating links (joint significance %.1f, spread %s px)",
