@@ -37,6 +37,8 @@ BLOCK_SIZES = (256, 128, 64, 32, 16)
 CACHE_BUDGET_BYTES = 512 * 2**20
 #: Reads after the next one whose columns :meth:`ChunkColumnCache.prefetching` decodes already.
 PREFETCH_READS = 2
+#: Seconds between the checks of a prefetch waiting for its ``after`` event that its ``with`` has not ended.
+AFTER_POLL_S = 0.05
 
 
 def lateral_block_size(depth: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
@@ -244,30 +246,50 @@ class ChunkColumnCache:
         return [(cy, cx) for cy in range(y0 // c_y, -(-y1 // c_y)) for cx in range(x0 // c_x, -(-x1 // c_x))]
 
     @contextlib.contextmanager
-    def prefetching(self, regions: Iterable[Sequence[slice]], ahead: int = PREFETCH_READS) -> Iterator[None]:
+    def prefetching(
+        self, regions: Iterable[Sequence[slice]], ahead: int = PREFETCH_READS, *,
+        after: threading.Event | None = None, done: threading.Event | None = None,
+    ) -> Iterator[None]:
         """Decode the chunk columns of the coming reads in a background thread (inside the ``with``).
 
         ``regions``: the regions that :meth:`read` will be asked for, in that
         order; the columns of the next read to start and of the ``ahead`` reads
-        after it are decoded (in the order the reads touch them). The workers
-        then seldom wait for a decode another worker started, nor for the chunk
-        files to be read: the decodes overlap their computation. The values
-        read are the same; a column that fails to decode is left to the read
-        that needs it (which raises the error).
+        after it are decoded (in the order the reads touch them). When the
+        cache holds every column the reads touch (with those it already
+        holds), nothing decoded early can be evicted before its read: all of
+        them are then decoded as fast as the thread goes, whatever ``ahead``.
+        The workers then seldom wait for a decode another worker started, nor
+        for the chunk files to be read: the decodes overlap their computation.
+        The values read are the same; a column that fails to decode is left to
+        the read that needs it (which raises the error). ``after``: the thread
+        starts decoding once this event is set (another prefetch's ``done``:
+        one pass's columns are decoded, then the next pass's first ones);
+        ``done`` is set when the thread has gone through its columns or stopped.
         """
         needs = [(index, key) for index, region in enumerate(regions) for key in self._keys(region)]
+        with self._lock:
+            held = set(self._columns)
+        if len(held | {key for _, key in needs}) <= self.capacity:
+            ahead = len(needs)
         stop = threading.Event()
 
         def run() -> None:
-            for index, key in needs:
-                with self._reads:
-                    self._reads.wait_for(lambda index=index: stop.is_set() or self._started + ahead >= index)
-                if stop.is_set():
-                    return
-                try:
-                    self._column(*key)
-                except Exception:  # the read that needs this column raises it
-                    return
+            try:
+                while after is not None and not after.wait(AFTER_POLL_S):
+                    if stop.is_set():
+                        return
+                for index, key in needs:
+                    with self._reads:
+                        self._reads.wait_for(lambda index=index: stop.is_set() or self._started + ahead >= index)
+                    if stop.is_set():
+                        return
+                    try:
+                        self._column(*key)
+                    except Exception:  # the read that needs this column raises it
+                        return
+            finally:
+                if done is not None:
+                    done.set()
 
         with self._reads:
             self._started = 0
