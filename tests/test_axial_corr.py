@@ -8,6 +8,7 @@ ground truth (surface maps, homogeneous reference columns).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -145,6 +146,44 @@ def test_a_prefetch_after_another_starts_when_the_other_is_done():
             wait_for(first_done.is_set)
             wait_for(lambda: len(second._columns) == 15)
         assert len(first._columns) == 15 and len(second._columns) == 15
+
+
+def test_the_halo_of_an_evicted_column_is_kept_for_the_reads_announced():
+    """Reads announced with ``prefetching`` (its thread held back: the reads decode, in order): the rows of an
+    evicted column that the next group of blocks reads again come from the part kept at its eviction, not
+    from a second decode; the same values as without the announcement."""
+    data = np.random.default_rng(0).random((5, 64, 40), dtype=np.float32)
+
+    def cache_rows(capacity: int) -> int:
+        return max(1, capacity // 2 - 2)
+
+    def read_all(announced: bool) -> list:
+        cache = ChunkColumnCache(da.from_array(data, chunks=(2, 16, 10)), budget_bytes=6 * 5 * 16 * 10 * 4)
+        decoded = []
+        decode = cache._decode
+
+        def counted(cy: int, cx: int) -> np.ndarray:
+            decoded.append((cy, cx))
+            return decode(cy, cx)
+
+        cache._decode = counted
+        parts = list(lateral_blocks((64, 40), 4, 2, cache.block_group(4)))
+        held_back = cache.prefetching((part.outer for part in parts), after=threading.Event())
+        with held_back if announced else contextlib.nullcontext():
+            for part in parts:
+                assert np.array_equal(cache.read(part.outer), data[(slice(None), *part.outer)])
+        assert not cache._kept
+        return decoded
+
+    plain, announced = read_all(False), read_all(True)
+    assert len(set(plain)) == len(set(announced)) == 16  # 4 x 4 chunk columns
+    assert len(announced) < len(plain)
+    # groups of one chunk row (a cache of 6 columns): without the kept parts the rows on both sides of each
+    # of the 3 group boundaries are decoded twice; with them at most the row below (its first rows are the
+    # group's halo, the next group reads it whole)
+    assert cache_rows(6) == 1
+    assert len(plain) == 16 + 3 * 2 * 4
+    assert len(announced) <= 16 + 3 * 4
 
 
 def test_a_prefetched_column_that_fails_is_raised_by_its_read():
