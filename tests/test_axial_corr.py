@@ -8,6 +8,7 @@ ground truth (surface maps, homogeneous reference columns).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -98,6 +99,91 @@ def test_prefetched_reads_serve_every_block_exactly(budget):
         blocks = list(ordered_map(lambda part: cache.read(part.outer), parts, workers=3))
     for part, block in zip(parts, blocks, strict=True):
         assert np.array_equal(block, data[(slice(None), *part.outer)])
+
+
+def test_prefetch_decodes_every_column_before_the_reads_when_the_cache_holds_them_all():
+    """A cache that holds every column the reads touch: the prefetch thread decodes them all without
+    waiting for reads (none evicted); one that holds 2 stops at the columns of the first reads."""
+    data = np.random.default_rng(0).random((5, 37, 29), dtype=np.float32)
+    columns = {}
+    for budget in (10**6, 0):
+        cache = ChunkColumnCache(da.from_array(data, chunks=(2, 8, 10)), budget_bytes=budget)
+        parts = list(lateral_blocks((37, 29), 4, 2, cache.block_group(4)))
+        with cache.prefetching(part.outer for part in parts):
+            deadline = time.monotonic() + 10
+            while len(cache._columns) < 15 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            columns[budget] = len(cache._columns) + len(cache._decoding)
+        assert cache._started == 0
+    assert columns == {10**6: 15, 0: 2}  # 5 x 3 chunk columns; the 2 of the first reads
+
+
+def test_a_prefetch_after_another_starts_when_the_other_is_done():
+    """``after``: nothing decoded until the event is set (a ``with`` that ends first does not hang);
+    the first prefetch's ``done`` starts the second (the axial correction's pass 2 after pass 1)."""
+    data = np.random.default_rng(0).random((5, 37, 29), dtype=np.float32)
+
+    def cache_and_regions() -> tuple[ChunkColumnCache, list]:
+        cache = ChunkColumnCache(da.from_array(data, chunks=(2, 8, 10)), budget_bytes=10**6)
+        return cache, [part.outer for part in lateral_blocks((37, 29), 4, 2, cache.block_group(4))]
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    second, regions = cache_and_regions()
+    with second.prefetching(regions, after=threading.Event()):
+        time.sleep(0.2)
+    assert not second._columns
+    first, first_regions = cache_and_regions()
+    first_done = threading.Event()
+    with second.prefetching(regions, after=first_done):
+        time.sleep(0.2)
+        assert not second._columns
+        with first.prefetching(first_regions, done=first_done):
+            wait_for(first_done.is_set)
+            wait_for(lambda: len(second._columns) == 15)
+        assert len(first._columns) == 15 and len(second._columns) == 15
+
+
+def test_the_halo_of_an_evicted_column_is_kept_for_the_reads_announced():
+    """Reads announced with ``prefetching`` (its thread held back: the reads decode, in order): the rows of an
+    evicted column that the next group of blocks reads again come from the part kept at its eviction, not
+    from a second decode; the same values as without the announcement."""
+    data = np.random.default_rng(0).random((5, 64, 40), dtype=np.float32)
+
+    def cache_rows(capacity: int) -> int:
+        return max(1, capacity // 2 - 2)
+
+    def read_all(announced: bool) -> list:
+        cache = ChunkColumnCache(da.from_array(data, chunks=(2, 16, 10)), budget_bytes=6 * 5 * 16 * 10 * 4)
+        decoded = []
+        decode = cache._decode
+
+        def counted(cy: int, cx: int) -> np.ndarray:
+            decoded.append((cy, cx))
+            return decode(cy, cx)
+
+        cache._decode = counted
+        parts = list(lateral_blocks((64, 40), 4, 2, cache.block_group(4)))
+        held_back = cache.prefetching((part.outer for part in parts), after=threading.Event())
+        with held_back if announced else contextlib.nullcontext():
+            for part in parts:
+                assert np.array_equal(cache.read(part.outer), data[(slice(None), *part.outer)])
+        assert not cache._kept
+        return decoded
+
+    plain, announced = read_all(False), read_all(True)
+    assert len(set(plain)) == len(set(announced)) == 16  # 4 x 4 chunk columns
+    assert len(announced) < len(plain)
+    # groups of one chunk row (a cache of 6 columns): without the kept parts the rows on both sides of each
+    # of the 3 group boundaries are decoded twice; with them at most the row below (its first rows are the
+    # group's halo, the next group reads it whole)
+    assert cache_rows(6) == 1
+    assert len(plain) == 16 + 3 * 2 * 4
+    assert len(announced) <= 16 + 3 * 4
 
 
 def test_a_prefetched_column_that_fails_is_raised_by_its_read():

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +243,14 @@ def correct_slice(
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
         # A scratch map written and read chunk by chunk straight from its files (never published).
         levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **{**map_options, "n_levels": 0})
+        cache = ChunkColumnCache(volume)
+        parts = list(lateral_blocks((n_y, n_x), block, _tail_halo(settings), cache.block_group(block)))
+        # pass 2's reads are known already: its first columns are decoded as soon as pass 1's are, while
+        # pass 1 and the estimates between the passes run
+        pass1_decoded = threading.Event()
+        stack.enter_context(cache.prefetching((part.outer for part in parts), after=pass1_decoded))
         stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
-                                   levels_writer, settings, block, progress, workers, qc)
+                                   levels_writer, settings, block, progress, workers, qc, pass1_decoded)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -256,7 +263,6 @@ def correct_slice(
 
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
-        cache = ChunkColumnCache(volume)
 
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
             data = cache.read(part.outer)
@@ -274,14 +280,12 @@ def correct_slice(
                 tissue &= levels[part.inner] > stats.tissue_level
             return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped
 
-        parts = list(lateral_blocks((n_y, n_x), block, _tail_halo(settings), cache.block_group(block)))
         n_clipped = 0
-        with cache.prefetching(part.outer for part in parts):
-            for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
-                                                             total=len(parts), desc="axial correction",
-                                                             disable=not progress, leave=False):
-                qc.add_corrected(profile, tissue_mu, nonzero)
-                n_clipped += clipped
+        for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+                                                         total=len(parts), desc="axial correction",
+                                                         disable=not progress, leave=False):
+            qc.add_corrected(profile, tissue_mu, nonzero)
+            n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
 
@@ -350,11 +354,13 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 def _gather_statistics(
     volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
     levels_map: OmeZarrWriter, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
+    decoded: threading.Event | None = None,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
-    ``voxel_um``: axial and lateral voxel size.
+    ``voxel_um``: axial and lateral voxel size. ``decoded`` is set once the
+    pass's chunk columns are decoded (or the pass ended).
     """
     dz_um, lateral_um = voxel_um
     n_z, n_y, n_x = volume.shape
@@ -395,7 +401,7 @@ def _gather_statistics(
 
     moments = np.zeros((4, 4))
     parts = list(lateral_blocks((n_y, n_x), block, halo, cache.block_group(block)))
-    with cache.prefetching(binned_region(part) for part in parts):
+    with cache.prefetching((binned_region(part) for part in parts), done=decoded):
         for found, block_moments, measured, profile in tqdm(map_ordered(measure, parts, workers), total=len(parts),
                                                             desc="surface", disable=not progress, leave=False):
             background.merge(measured)  # merged in block order: the sums do not depend on the threads

@@ -29,6 +29,9 @@ from linumpy.dask_arrays import is_dask_array
 from linumpy.parallel import ordered_map as map_ordered  # noqa: F401  (the blocks' pipeline)
 from linumpy.resample import block_mean_of_block
 
+#: A lateral window ``(y0, y1, x0, x1)`` of one chunk column, in the column's A-lines.
+Window = tuple[int, int, int, int]
+
 #: Bytes of float32 input per block (the working set is a few times this).
 BLOCK_BUDGET_BYTES = 16 * 2**20
 #: Candidate lateral block sizes, largest first (powers of two keep chunk grids aligned).
@@ -37,6 +40,11 @@ BLOCK_SIZES = (256, 128, 64, 32, 16)
 CACHE_BUDGET_BYTES = 512 * 2**20
 #: Reads after the next one whose columns :meth:`ChunkColumnCache.prefetching` decodes already.
 PREFETCH_READS = 2
+#: Seconds between the checks of a prefetch waiting for its ``after`` event that its ``with`` has not ended.
+AFTER_POLL_S = 0.05
+#: An evicted column's part that announced reads still need is kept when it is at most this fraction of the column
+#: (and all kept parts at most this fraction of the cache's columns): e.g. the halo rows the next group reads again.
+KEPT_PART_FRACTION = 0.25
 
 
 def lateral_block_size(depth: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
@@ -215,7 +223,11 @@ class ChunkColumnCache:
             self.source_chunk_yx = tuple(c * binning for c in self.chunk_yx)
         column_bytes = 4 * volume.shape[0] * self.chunk_yx[0] * self.chunk_yx[1]
         self.capacity = max(2, budget_bytes // max(1, column_bytes))
+        self.column_bytes = column_bytes
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        # the announced reads' windows of every column, and the parts of evicted columns they still need
+        self._plan: dict[tuple[int, int], list[tuple[int, Window]]] = {}
+        self._kept: dict[tuple[int, int], tuple[Window, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._decoding: dict[tuple[int, int], Future] = {}  # columns being decoded, by key
         self._reads = threading.Condition()  # counts the reads started (see prefetching)
@@ -229,45 +241,101 @@ class ChunkColumnCache:
         (y0, y1), (x0, x1) = ((s.start, s.stop) for s in region_yx)
         (c_y, c_x) = self.chunk_yx
         out = np.empty((self.volume.shape[0], y1 - y0, x1 - x0), np.float32)
-        for cy, cx in self._keys(region_yx):
-            column = self._column(cy, cx)
-            ys = slice(max(y0, cy * c_y), min(y1, (cy + 1) * c_y))
-            xs = slice(max(x0, cx * c_x), min(x1, (cx + 1) * c_x))
-            out[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = column[
-                :, ys.start - cy * c_y : ys.stop - cy * c_y, xs.start - cx * c_x : xs.stop - cx * c_x]
+        for (cy, cx), (a, b, c, d) in self._windows(region_yx):
+            piece = self._kept_part(cy, cx, (a, b, c, d))
+            if piece is None:
+                piece = self._column(cy, cx)[:, a:b, c:d]
+            out[:, cy * c_y + a - y0 : cy * c_y + b - y0, cx * c_x + c - x0 : cx * c_x + d - x0] = piece
         return out
 
-    def _keys(self, region_yx: Sequence[slice]) -> list[tuple[int, int]]:
-        """The chunk columns ``(cy, cx)`` a read of ``region_yx`` touches, in the order it reads them."""
+    def _windows(self, region_yx: Sequence[slice]) -> list[tuple[tuple[int, int], Window]]:
+        """The chunk columns ``(cy, cx)`` a read of ``region_yx`` touches, in the order it reads them, each with
+        the window it reads of that column (``(y0, y1, x0, x1)`` in the column)."""
         (y0, y1), (x0, x1) = ((s.start, s.stop) for s in region_yx)
         (c_y, c_x) = self.chunk_yx
-        return [(cy, cx) for cy in range(y0 // c_y, -(-y1 // c_y)) for cx in range(x0 // c_x, -(-x1 // c_x))]
+        return [((cy, cx), (max(y0, cy * c_y) - cy * c_y, min(y1, (cy + 1) * c_y) - cy * c_y,
+                            max(x0, cx * c_x) - cx * c_x, min(x1, (cx + 1) * c_x) - cx * c_x))
+                for cy in range(y0 // c_y, -(-y1 // c_y)) for cx in range(x0 // c_x, -(-x1 // c_x))]
+
+    def _kept_part(self, cy: int, cx: int, window: Window) -> np.ndarray | None:
+        """``window`` of column ``(cy, cx)`` from its kept part, if the column is not cached and the part holds it."""
+        a, b, c, d = window
+        with self._lock:
+            if (cy, cx) in self._columns or (cy, cx) not in self._kept:
+                return None
+            (ka, kb, kc, kd), part = self._kept[(cy, cx)]
+        if ka <= a and b <= kb and kc <= c and d <= kd:
+            return part[:, a - ka : b - ka, c - kc : d - kc]
+        return None
+
+    def _keep_part(self, key: tuple[int, int], column: np.ndarray) -> None:
+        """On eviction (the lock held): keep the part of ``column`` that the reads not yet started need, if small."""
+        later = [window for index, window in self._plan.get(key, ()) if index >= self._started]
+        if not later:
+            return
+        a, b = min(w[0] for w in later), max(w[1] for w in later)
+        c, d = min(w[2] for w in later), max(w[3] for w in later)
+        size = column[:, a:b, c:d].nbytes
+        kept = sum(part.nbytes for _, part in self._kept.values())
+        if (size <= KEPT_PART_FRACTION * column.nbytes
+                and kept + size <= KEPT_PART_FRACTION * self.capacity * self.column_bytes):
+            self._kept[key] = ((a, b, c, d), column[:, a:b, c:d].copy())
 
     @contextlib.contextmanager
-    def prefetching(self, regions: Iterable[Sequence[slice]], ahead: int = PREFETCH_READS) -> Iterator[None]:
+    def prefetching(
+        self, regions: Iterable[Sequence[slice]], ahead: int = PREFETCH_READS, *,
+        after: threading.Event | None = None, done: threading.Event | None = None,
+    ) -> Iterator[None]:
         """Decode the chunk columns of the coming reads in a background thread (inside the ``with``).
 
         ``regions``: the regions that :meth:`read` will be asked for, in that
         order; the columns of the next read to start and of the ``ahead`` reads
-        after it are decoded (in the order the reads touch them). The workers
-        then seldom wait for a decode another worker started, nor for the chunk
-        files to be read: the decodes overlap their computation. The values
-        read are the same; a column that fails to decode is left to the read
-        that needs it (which raises the error).
+        after it are decoded (in the order the reads touch them). When the
+        cache holds every column the reads touch (with those it already
+        holds), nothing decoded early can be evicted before its read: all of
+        them are then decoded as fast as the thread goes, whatever ``ahead``.
+        The workers then seldom wait for a decode another worker started, nor
+        for the chunk files to be read: the decodes overlap their computation.
+        The values read are the same; a column that fails to decode is left to
+        the read that needs it (which raises the error). While the ``with``
+        lasts, a column evicted from the cache leaves behind the part that the
+        reads not yet started need when it is small (:data:`KEPT_PART_FRACTION`:
+        the halo rows the next group of blocks reads again), which serves them
+        instead of a second decode. ``after``: the thread
+        starts decoding once this event is set (another prefetch's ``done``:
+        one pass's columns are decoded, then the next pass's first ones);
+        ``done`` is set when the thread has gone through its columns or stopped.
         """
-        needs = [(index, key) for index, region in enumerate(regions) for key in self._keys(region)]
+        needs = [(index, key, window) for index, region in enumerate(regions)
+                 for key, window in self._windows(region)]
+        with self._lock:
+            held = set(self._columns)
+            self._plan = {}
+            for index, key, window in needs:
+                self._plan.setdefault(key, []).append((index, window))
+        if len(held | {key for _, key, _ in needs}) <= self.capacity:
+            ahead = len(needs)
         stop = threading.Event()
 
         def run() -> None:
-            for index, key in needs:
-                with self._reads:
-                    self._reads.wait_for(lambda index=index: stop.is_set() or self._started + ahead >= index)
-                if stop.is_set():
-                    return
-                try:
-                    self._column(*key)
-                except Exception:  # the read that needs this column raises it
-                    return
+            try:
+                while after is not None and not after.wait(AFTER_POLL_S):
+                    if stop.is_set():
+                        return
+                for index, key, window in needs:
+                    with self._reads:
+                        self._reads.wait_for(lambda index=index: stop.is_set() or self._started + ahead >= index)
+                    if stop.is_set():
+                        return
+                    if self._kept_part(*key, window) is not None:
+                        continue
+                    try:
+                        self._column(*key)
+                    except Exception:  # the read that needs this column raises it
+                        return
+            finally:
+                if done is not None:
+                    done.set()
 
         with self._reads:
             self._started = 0
@@ -280,6 +348,8 @@ class ChunkColumnCache:
             with self._reads:
                 self._reads.notify_all()
             thread.join()
+            with self._lock:
+                self._plan, self._kept = {}, {}
 
     def block_group(self, size: int) -> tuple[int, int]:
         """The ``group`` of :func:`lateral_blocks` (blocks of ``size``, in volume A-lines) that suits the cache.
@@ -288,7 +358,10 @@ class ChunkColumnCache:
         visited column by column: with halos of less than a chunk, one column
         of blocks touches ``rows + 2`` chunk rows of two chunk columns, which
         the cache holds for ``rows = capacity // 2 - 2``; every chunk is then
-        decoded about ``1 + 2 / rows`` times (the rows next to a group again).
+        decoded about ``1 + 1 / rows`` times: the row below a group is decoded
+        for the group's halo and again for the next group, while the halo rows
+        the next group reads of the row above come from the part of it kept when
+        it was evicted (reads announced with :meth:`prefetching`).
         """
         rows = max(1, self.capacity // 2 - 2)
         chunk_y, chunk_x = self.source_chunk_yx
@@ -319,7 +392,7 @@ class ChunkColumnCache:
             self._columns[key] = column
             del self._decoding[key]
             while len(self._columns) > self.capacity:
-                self._columns.popitem(last=False)
+                self._keep_part(*self._columns.popitem(last=False))
         decoding.set_result(column)
         return column
 
