@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask
@@ -379,6 +379,17 @@ def test_the_cut_face_is_left_to_the_previous_slice():
     assert min(ratios[5.0]) < 0.8 and all(abs(r - 1) < 0.02 for r in ratios[25.0]), ratios
 
 
+def _plane_ratio_cv(plan, brain: SyntheticBrain) -> float:
+    """CV along depth of the stacked volume's per-plane mean over the phantom's, inside the phantom."""
+    sink = ArraySink(plan.shape)
+    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
+    tissue = (reference > 0) & (sink.array != 0)
+    ratio = np.array([sink.array[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
+                      for z in range(plan.shape[0]) if tissue[z].sum() > 100])
+    return float(ratio.std() / ratio.mean())
+
+
 def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     """Each slab darkens with depth (x0.75 at its bottom) and slice 2 is 1.6x too bright: the stack is seamless."""
     brain = make_brain()
@@ -394,13 +405,7 @@ def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     assert raw[0] is None and after[0] is None
     assert abs(raw[2] - 0.8 / 1.6) < 0.1 and abs(raw[3] - 0.8 * 1.6) < 0.2  # steps measured on the overlaps
     assert all(abs(r - 1) < 0.02 for r in after[1:]), after
-    sink = ArraySink(plan.shape)
-    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-    tissue = (reference > 0) & (sink.array != 0)
-    ratio = np.array([sink.array[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
-                      for z in range(plan.shape[0]) if tissue[z].sum() > 100])
-    assert ratio.std() / ratio.mean() < 0.05, ratio.round(3)  # without gains: CV 0.19
+    assert _plane_ratio_cv(plan, brain) < 0.05  # without gains: CV 0.19
     metrics = stack_metrics(plan.record, 10.0)
     assert metrics["boundary_ratio"] == after and boundary_flags(metrics) == []
     # the last slice's trend is its neighbour's (nothing below measures it), and the record says so
@@ -408,6 +413,34 @@ def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     # and it says how each boundary ratio's tissue was chosen
     assert metrics["boundary_ratio_tissue"][0] is None
     assert all(t.split(" (")[0] in ("otsu", "half median") for t in metrics["boundary_ratio_tissue"][1:])
+
+
+def test_gains_put_each_normalised_slice_back_on_the_compensated_scale():
+    """The tissue brightens with depth (x1.5 over the stack) and every slice's compensation leaves its bottom
+    x0.85: each slice normalised by its own scale, the overlaps alone cannot tell the brightening from the
+    shared decline (the steps cancel); the scales the normalisation divided by (the slices' compensated
+    units) can."""
+    brain = make_brain()
+    ramp = np.linspace(1.0, 1.5, brain.phantom.shape[0]).astype(np.float32)
+    brain.phantom = brain.phantom * ramp[:, None, None]
+    decline = np.concatenate([np.ones(SURFACE_PX), np.linspace(1.0, 0.85, USEFUL_PX), np.full(BELOW_PX, 0.85)])
+    normalised, scales = [], []
+    for depth, data in zip(brain.depths_px, brain.slices, strict=True):
+        world = np.clip(depth + np.arange(data.shape[0]) - SURFACE_PX, 0, ramp.size - 1)
+        compensated = data * (ramp[world] * decline)[:, None, None]
+        scales.append(float(np.percentile(compensated[SURFACE_PX:SURFACE_PX + USEFUL_PX], 95)))
+        normalised.append((compensated / scales[-1]).astype(np.float32))
+    brain.slices = normalised
+    known = [replace(v, intensity_scale=s) for v, s in zip(volumes(brain), scales, strict=True)]
+    plan = plan_stack(known, brain.motors_mm, brain.thickness_um, 10.0)
+    assert plan.record["gain_level_source"] == "compensated"
+    levels = [e["gain_compensated_level"] for e in plan.record["slices"]]
+    assert np.all(np.diff(levels) > 0), levels  # the later, brighter slices were divided more
+    assert _plane_ratio_cv(plan, brain) < 0.03
+    # without the scales (a slice normalised elsewhere): each slice at its own level, stated in the record
+    unknown = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    assert unknown.record["gain_level_source"] == "normalised"
+    assert _plane_ratio_cv(unknown, brain) > 0.06
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -527,14 +560,20 @@ def phantom_in_output_grid(brain: SyntheticBrain, first: dict, shape) -> np.ndar
 # --- script -----------------------------------------------------------------------
 
 
-def write_inputs(brain: SyntheticBrain, directory: Path, ids=None) -> tuple[list[str], Path]:
-    """Write the slices as normalised OME-Zarr products and the motor table."""
+def write_inputs(brain: SyntheticBrain, directory: Path, ids=None, scales=None) -> tuple[list[str], Path]:
+    """Write the slices as normalised OME-Zarr products and the motor table.
+
+    ``scales``: each slice's normalisation range ``high - low`` (``normalize_values [low, high]``, low 10),
+    as the normalisation writes it; None: no ``normalize_values``.
+    """
     ids = ids or list(range(len(brain.slices)))
     paths = []
-    for slice_id, data in zip(ids, brain.slices, strict=True):
+    for k, (slice_id, data) in enumerate(zip(ids, brain.slices, strict=True)):
         path = directory / f"slice_z{slice_id:02d}_normalize.ome.zarr"
         attributes = {"slice_id": slice_id, "surface_depth_px": SURFACE_PX,
                       "useful_depth_px": SURFACE_PX + USEFUL_PX}
+        if scales is not None:
+            attributes["normalize_values"] = [10.0, 10.0 + scales[k]]
         save_omezarr(data, path, (AXIAL_UM / 1000, LATERAL_UM / 1000, LATERAL_UM / 1000),
                      chunks=(16, 32, 32), n_levels=1, attributes=attributes)
         paths.append(str(path))
@@ -595,6 +634,20 @@ def test_script_writes_the_analysis_pyramid_and_the_shifts(brain, tmp_path):
     first, second = read_omezarr(out)[0].compute(), read_omezarr(again)[0].compute()
     np.testing.assert_array_equal(first, second)
     assert (tmp_path / "again_shifts.json").read_text() == json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
+def test_script_reads_each_slice_normalisation_scale(brain, tmp_path):
+    """The levels the gains start from are the slices' normalisation ranges over their median."""
+    for scales, source, levels in (([100.0, 125.0, 80.0, 100.0], "compensated", [1.0, 1.25, 0.8, 1.0]),
+                                   (None, "normalised", [1.0] * 4)):
+        directory = tmp_path / source
+        directory.mkdir()
+        paths, motors = write_inputs(brain, directory, scales=scales)
+        status = run_script(*paths, str(directory / "brain.ome.zarr"), "--motor_positions", str(motors),
+                            "--resolution", "25")
+        assert status == 0
+        qc = json.loads((directory / "brain_qc.json").read_text())["metrics"]
+        assert qc["gain_level_source"] == source and qc["gain_compensated_level"] == levels
 
 
 def test_script_at_25_um_keeps_only_coarser_levels(brain, tmp_path):

@@ -217,6 +217,13 @@ METRICS: dict[str, MetricInfo] = {
                               "measured the depth trend of the slice's gain; no (the last slice, a slice before a "
                               "gap): the trend is its neighbour's, unchecked, and the slab's bottom may be off "
                               "(docs/stacking.md)."),
+    "gain_compensated_level": _M("Slab compensated level", "gain", "Factor putting the normalised slice back on "
+                                 "the depth correction's units, which every slice shares (its normalisation "
+                                 "scale over the median slice's), before the overlaps' gains; 1 when unknown."),
+    "gain_level_source": _M("Slab level source", "text", "'compensated': the gains start from the slices' "
+                            "compensated levels; 'normalised': a slice's normalisation scale is unknown, every "
+                            "slice starts at its own normalised level (a tissue that brightens or darkens with "
+                            "depth then reads as flat; docs/stacking.md)."),
     "lateral_gain_range": _M("Lateral gain range", "gain", "5th and 95th percentiles of the lateral gain map "
                              "fitted on the overlap with the next slice (regional attenuation-compensation "
                              "error, measured at the slice's bottom); [1, 1] = none needed."),

@@ -250,8 +250,10 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
         data, scale_mm = read_omezarr(path, index)
         levels.append((data, tuple(s * 1000 for s in scale_mm)))
     plane = info.attributes.get("surface_plane_px")
+    values = info.attributes.get("normalize_values")
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
-                       None if plane is None else tuple(float(v) for v in plane))
+                       None if plane is None else tuple(float(v) for v in plane),
+                       None if values is None else float(values[1] - values[0]))
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:

@@ -16,7 +16,9 @@ They solve one small least-squares problem: every boundary matched
 the overlap's relative depth in the previous and the current slice), with
 ridge terms keeping ``a`` and ``b`` near 0 and the
 ``b`` of neighbours alike. A systematic step is cheapest in ``b`` (a chain of
-``a`` would drift), a single odd slice in ``a``.
+``a`` would drift), a single odd slice in ``a``. The levels are taken on the
+compensated scale every slice shares (:func:`compensated_levels`), not on
+each slice's own normalised one.
 """
 
 from __future__ import annotations
@@ -81,6 +83,43 @@ def fit_gains(
             equation({n + k: 1.0, n + k - 1: -1.0}, 0.0, SMOOTH_WEIGHT)
     solution = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
     return solution[:n], solution[n:]
+
+
+def compensated_levels(scales: Sequence[float | None]) -> tuple[np.ndarray, str]:
+    """Log level of each normalised slice in the compensated units, relative to their median, and its source.
+
+    Each slice's normalisation divides it by its own percentile range
+    (``scales``), which follows its tissue: a slice holding more bright tissue
+    is divided more. The axial correction's compensated units are shared by
+    every slice (the light at each fresh cut is 1, the focus profile peaks
+    at 1), so ``ln(scale / median scale)`` puts the slices back on one scale.
+    Zeros (``"normalised"``: each slice at its own level) when a scale is
+    missing or not positive.
+
+    Examples
+    --------
+    >>> levels, source = compensated_levels([100.0, 110.0, 121.0])
+    >>> np.round(np.exp(levels), 3).tolist(), source
+    ([0.909, 1.0, 1.1], 'compensated')
+    >>> compensated_levels([100.0, None])[1]
+    'normalised'
+    """
+    if not scales or any(s is None or not s > 0 for s in scales):
+        return np.zeros(len(scales)), "normalised"
+    logs = np.log(np.asarray(scales, float))
+    return logs - np.median(logs), "compensated"
+
+
+def compensated_ratios(ratios: Sequence[float | None], levels: np.ndarray) -> list[float | None]:
+    """Boundary ratios of the slices once put on the compensated scale (``levels``, :func:`compensated_levels`).
+
+    Examples
+    --------
+    >>> [None if r is None else round(r, 3) for r in compensated_ratios([None, 1.0], np.log([1.0, 1.1]))]
+    [None, 0.909]
+    """
+    return [None if r is None or k == 0 else float(r * np.exp(levels[k - 1] - levels[k]))
+            for k, r in enumerate(ratios)]
 
 
 def trend_measured(ratios: Sequence[float | None], overlap_depths: Sequence[tuple[float, float] | None]) -> list[bool]:

@@ -309,6 +309,10 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
         ``gain_trend_measured`` (whether a boundary with the slice below measured
         the depth trend of that gain; False: taken from the slice above, e.g. the last slice),
+        ``gain_compensated_level`` (the factor putting the normalised slice back on the compensated scale
+        the slices share, :func:`~linumpy.stack.gains.compensated_levels`; 1 when unknown) and
+        ``gain_level_source`` (``"compensated"``, or ``"normalised"`` when a slice's normalisation scale is
+        unknown and every slice stays at its own normalised level),
         ``lateral_gain_range`` (5th and 95th percentiles, at the overlap depth,
         of the lateral gain map fitted on the overlap with the next slice,
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
@@ -392,6 +396,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_tissue": [_ratio_tissue(s.get("boundary_ratio_tissue")) for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
         "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
+        "gain_compensated_level": [s.get("gain_compensated_level") for s in slices],
+        "gain_level_source": record.get("gain_level_source"),
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],

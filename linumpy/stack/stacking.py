@@ -25,6 +25,8 @@ from linumpy.stack.gains import (
     LateralGain,
     OverlapRatio,
     coarse_map,
+    compensated_levels,
+    compensated_ratios,
     corrected_ratios,
     fit_gains,
     log_ratio_map,
@@ -85,12 +87,17 @@ class SliceVolume:
     surface_plane : tuple of float, optional
         ``(a, b, c)``: the plane ``a + b y + c x`` (planes, level-0 pixels)
         the axial correction flattened the slice by; None if unknown.
+    intensity_scale : float, optional
+        The normalisation's divisor (``high - low`` of its ``normalize_values``):
+        the slice's values times it are in the axial correction's compensated
+        units, which every slice shares; None if unknown.
     """
 
     slice_id: int
     levels: Sequence[tuple[da.Array, tuple[float, float, float]]]
     useful_range: tuple[int, int]
     surface_plane: tuple[float, float, float] | None = None
+    intensity_scale: float | None = None
 
     @property
     def useful_depth(self) -> int:
@@ -298,7 +305,13 @@ def plan_stack(
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
-    a, b = fit_gains(ratios, depths) if parameters.match_intensity else (np.zeros(len(slices)),) * 2
+    if parameters.match_intensity:  # the levels start on the compensated scale the slices share
+        levels, level_source = compensated_levels([s.intensity_scale for s in slices])
+        a, b = fit_gains(compensated_ratios(ratios, levels), depths)
+        a = a + levels
+    else:
+        levels, level_source = np.zeros(len(slices)), "not matched"
+        a, b = np.zeros(len(slices)), np.zeros(len(slices))
     placed = [
         _place_on_grid(s, planes, origin + [(planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
                        resolution_um, (a[k], b[k]), lateral[k])
@@ -316,6 +329,7 @@ def plan_stack(
     after = corrected_ratios(ratios, depths, a, b)
     measured = trend_measured(ratios, depths)
     record["common_tilt"] = None if tilt is None else [round(t, 5) for t in tilt]
+    record["gain_level_source"] = level_source
     for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
         entry["surface_plane"] = None if slices[k].surface_plane is None else _rounded(slices[k].surface_plane)
         entry["retilt_max_planes"] = moves[k]
@@ -327,6 +341,7 @@ def plan_stack(
         entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
         entry["boundary_ratio_tissue"] = ratio_tissue[k]
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
+        entry["gain_compensated_level"] = round(float(np.exp(levels[k])), 4)
         entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
