@@ -103,6 +103,22 @@ def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_non_finite_values_are_zeroed_whatever_the_sum():
+    from linumpy.mosaic.grid import zero_non_finite
+
+    finite = np.full((2, 3, 4), 3e38, np.float32)  # its float32 sum overflows: the full check runs
+    assert np.array_equal(zero_non_finite(finite.copy(), "t"), finite)
+    for bad in (np.nan, np.inf, -np.inf):
+        tile = np.ones((2, 3, 4), np.float32)
+        tile[1, 2, 3] = bad
+        expected = np.ones_like(tile)
+        expected[1, 2, 3] = 0
+        assert np.array_equal(zero_non_finite(tile, "t"), expected)
+    mixed = np.ones((2, 3, 4), np.float32)
+    mixed[0, 0, 0], mixed[1, 1, 1] = np.inf, -np.inf  # their sum is NaN
+    assert np.count_nonzero(zero_non_finite(mixed, "t")) == mixed.size - 2
+
+
 def test_resolution_depth_range_and_dtype(tiny_acquisition, tmp_path):
     section = open_acquisition(tiny_acquisition).slice(2)
     geometry = write_mosaic_grid(
