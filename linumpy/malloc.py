@@ -24,21 +24,28 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
+from collections.abc import Callable
 
 LOGGER = logging.getLogger(__name__)
 #: ``mallopt`` parameters of glibc.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
+@functools.cache
+def _libc_mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt`` (looked up once: ``find_library`` runs ``ldconfig``), None elsewhere."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def _mallopt(parameter: int, value: int) -> bool:
     """glibc's ``mallopt(parameter, value)``; False where there is none or it refused."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(parameter, int(value)))
+    mallopt = _libc_mallopt()
+    return mallopt is not None and bool(mallopt(parameter, int(value)))
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
