@@ -69,8 +69,10 @@ MIN_PLANE_TOLERANCE_PX = 2.0
 AGAROSE_GUARD_UM = 50.0
 #: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
 #: output's voxels; the overlap attenuation smooths over 4 pixels (sigma) anyway.
-#: The attenuation map of some tail sums: ``(tails, start, split_tails) -> WindowedAttenuation``.
-MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray], "attenuation.WindowedAttenuation"]
+#: The attenuation map of some tail sums: ``(tails, start, split_tails, split_stride) -> WindowedAttenuation``.
+MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray, int], "attenuation.WindowedAttenuation"]
+#: A-lines between those the attenuation map's split is tested on (its box is 21 A-lines wide).
+SPLIT_STRIDE_PX = 4
 UNCOMPENSATED_BINNING = 4
 #: Pyramid levels of the uncompensated signal above its level 0.
 UNCOMPENSATED_N_LEVELS = 1
@@ -571,7 +573,8 @@ def _edge_aware_tails(
     split_tails = attenuation.binned_box_tails(map_sums, attenuation.SPLIT_SIGMA_PX, settings.tail_window_px)
     del map_sums
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
-    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails[(slice(None), *bins)])
+    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails[(slice(None), *bins)],
+                    max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN))
     del map_tails, split_tails
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner])
     tails = None
@@ -588,7 +591,7 @@ def _box_tails(
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
     split_tails = attenuation.tail_sums(signal, settings.tail_window_px, attenuation.SPLIT_SIGMA_PX)[
         (slice(None), *inner)]
-    mapped = map_of(tails, found_px[inner], split_tails)
+    mapped = map_of(tails, found_px[inner], split_tails, SPLIT_STRIDE_PX)
     del tails, split_tails
     np.maximum(signal, 0, out=signal)
     tails = None
@@ -658,8 +661,10 @@ def correct_block(
     if stats.focus_profile is not None:
         noise /= stats.focus_profile
 
-    def map_of(tails: np.ndarray, start: np.ndarray, split_tails: np.ndarray) -> attenuation.WindowedAttenuation:
-        return attenuation.window_attenuation(tails, start, fit_depth_px, dz_mm, split_tails=split_tails, noise=noise)
+    def map_of(tails: np.ndarray, start: np.ndarray, split_tails: np.ndarray,
+               stride: int) -> attenuation.WindowedAttenuation:
+        return attenuation.window_attenuation(tails, start, fit_depth_px, dz_mm, split_tails=split_tails,
+                                              split_stride=stride, noise=noise)
 
     if settings.tail_edge_sigma_px > 0:
         signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes)
