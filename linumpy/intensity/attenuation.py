@@ -780,41 +780,42 @@ def split_statistic(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each A-line's best split of ``[first, stop)`` in two lines and its statistic ``F`` (:func:`window_attenuation`).
 
-    One pass over the planes after the sums of the whole ranges: the sums above each candidate
-    split are cumulated a group of planes at a time, those below are the total minus them.
-    Returns ``(F, split plane)``; F is 0 where no split leaves ``min_above`` samples above and
-    ``min_below`` below.
+    The log signal of the whole range is held at once (the split is tested on a coarse
+    lateral grid: small) and cumulated along depth; the sums above each candidate split
+    (every :data:`SPLIT_STEP_PX`-th plane) are the cumulated ones there, those below the
+    total minus them. Plane indices are counted from the range's top and each line's log
+    from its mean (float64 sums of small numbers). Returns ``(F, split plane)``; F is 0
+    where no split leaves ``min_above`` samples above and ``min_below`` below.
     """
-    total = line_sums(tails, first, stop)
+    n_z = tails.shape[0] - 1
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    if high - low < 2:
+        return np.zeros(first.shape), stop.copy()
+    k = np.arange(low, high)[:, None, None]
+    signal = tails[low:high] - tails[low + 1 : high + 1]
+    use = (signal > 0) & (first <= k) & (stop > k)
+    log = np.log(signal, out=np.zeros(signal.shape), where=use)
+    count = use.sum(axis=0)
+    log -= np.divide(log.sum(axis=0), count, out=np.zeros(first.shape), where=count > 0)
+    log[~use] = 0.0
+    depth = (k - low).astype(float)
+    cumulated = LineSums(())
+    for name, values in zip(("n", "sz", "szz", "sl", "szl", "sll"),
+                            (use, use * depth, use * depth**2, log, log * depth, log**2)):
+        setattr(cumulated, name, np.cumsum(values, axis=0, dtype=float))
+    rows = np.flatnonzero((k.ravel() + 1) % SPLIT_STEP_PX == 0)
+    total = LineSums(())
+    running = LineSums(())
+    for name in ("n", "sz", "szz", "sl", "szl", "sll"):
+        setattr(total, name, getattr(cumulated, name)[-1])
+        setattr(running, name, getattr(cumulated, name)[rows])
+    below = total.minus(running)
+    residual = running.residual() + below.residual()
+    residual[(running.n < min_above) | (below.n < min_below)] = np.inf
+    index = np.argmin(residual, axis=0)
+    best = np.take_along_axis(residual, index[None], axis=0)[0]
+    where = np.where(np.isfinite(best), k.ravel()[rows][index] + 1, stop)
     whole = total.residual()
-    best = np.full(first.shape, np.inf)
-    where = stop.copy()
-    above = LineSums(first.shape)
-
-    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        kk = k.astype(float)[:, None, None]
-        cumulated = LineSums((k.size, *first.shape))
-        for name, values in zip(("n", "sz", "szz", "sl", "szl", "sll"),
-                                (use, use * kk, use * kk**2, log, log * kk, log.astype(float) ** 2)):
-            setattr(cumulated, name, np.cumsum(values, axis=0, dtype=float) + getattr(above, name))
-        rows = np.flatnonzero((k + 1) % SPLIT_STEP_PX == 0)  # the candidate splits of this group
-        if rows.size:
-            running = LineSums((rows.size, *first.shape))
-            for name in ("n", "sz", "szz", "sl", "szl", "sll"):
-                setattr(running, name, getattr(cumulated, name)[rows])
-            below = total.minus(running)
-            residual = running.residual() + below.residual()
-            candidate = (running.n >= min_above) & (below.n >= min_below)
-            residual[~candidate] = np.inf
-            index = np.argmin(residual, axis=0)
-            lowest = np.take_along_axis(residual, index[None], axis=0)[0]
-            better = lowest < best
-            best[better] = lowest[better]
-            where[better] = (k[rows][index] + 1)[better]
-        for name in ("n", "sz", "szz", "sl", "szl", "sll"):
-            setattr(above, name, getattr(cumulated, name)[-1])
-
-    _log_planes(tails, first, stop, visit)
     statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best,
                           out=np.zeros_like(whole), where=np.isfinite(best) & (best > 0))
     return statistic, where

@@ -72,7 +72,7 @@ AGAROSE_GUARD_UM = 50.0
 #: The attenuation map of some tail sums: ``(tails, start, split_tails, split_stride) -> WindowedAttenuation``.
 MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray, int], "attenuation.WindowedAttenuation"]
 #: A-lines between those the attenuation map's split is tested on (its box is 21 A-lines wide).
-SPLIT_STRIDE_PX = 4
+SPLIT_STRIDE_PX = 6
 UNCOMPENSATED_BINNING = 4
 #: Pyramid levels of the uncompensated signal above its level 0.
 UNCOMPENSATED_N_LEVELS = 1
