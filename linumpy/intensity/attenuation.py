@@ -610,6 +610,9 @@ MIN_WINDOW_UM = 30.0
 SPLIT_STATISTIC = 100.0
 #: Lateral standard deviation (A-lines) of the box over which the split is tested (the fit keeps its own box).
 SPLIT_SIGMA_PX = 6.0
+#: Split statistic the fit's own box must reach as well (a wide box straddling a homogeneous column sees its
+#: neighbours' layers; measured 4-17 in the simulator's reference columns, where the wide box read 80-380).
+OWN_SPLIT_STATISTIC = 20.0
 #: Mean signal over the window below which (in units of the noise floor there) an A-line's decay is not mapped.
 MIN_SNR = 1.0
 #: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
@@ -742,10 +745,13 @@ def window_attenuation(
         return spread[: first.shape[0], : first.shape[1]]
 
     for _ in range(MAX_SPLITS):
-        statistic, split = split_statistic(coarse(tested), coarse(first), coarse(stop), min_above,
-                                           max(min_samples, min_above // 2))
+        bounds = (coarse(first), coarse(stop), min_above, max(min_samples, min_above // 2))
+        statistic, split = split_statistic(coarse(tested), *bounds)
+        changed = statistic > split_threshold
+        if split_tails is not None:  # the A-line's own box must see a change too, not only its neighbours
+            changed &= split_statistic(coarse(tails), *bounds)[0] > OWN_SPLIT_STATISTIC
         split = fine(split)
-        accept = fine(statistic > split_threshold) & (split >= first + min_samples) & (split < stop)
+        accept = fine(changed) & (split >= first + min_samples) & (split < stop)
         if not accept.any():
             break
         stop = np.where(accept, split, stop)
