@@ -103,3 +103,20 @@ def test_window_qc_fields_on_homogeneous_tissue():
     assert metrics["attenuation_map_clamped_fraction"] == 0 and metrics["attenuation_map_faint_fraction"] == 0
     assert metrics["attenuation_map_shortened_fraction"] < 0.1
     assert flags == []
+
+
+def test_homogeneous_tissue_beside_layered_tissue_keeps_its_range():
+    """Left half homogeneous (3 /mm), right half 3 /mm over a 2.9x brighter 11 /mm region 45 planes down.
+
+    The wide box of the split test straddles the edge and sees the right half's change; the left half's own
+    A-lines do not, and keep their whole range (the simulator's reference columns in layered tissue), but
+    for the 3 next to the edge, whose own box (7 A-lines) straddles it too.
+    """
+    homogeneous = speckled(layered(N_Z, 3.0, 3.0, 1.0), seed=7)
+    block = speckled(layered(45, 3.0, 11.0, 2.9), seed=8)
+    block[:, :, : SIZE // 2] = homogeneous[:, :, : SIZE // 2]
+    result = mapped(block)
+    left, right = (slice(None), slice(None, SIZE // 2 - 3)), (slice(None), slice(SIZE // 2 + 3, None))
+    assert result.shortened[left].mean() < 0.1
+    assert abs(np.median(result.mu[left]) / 3.0 - 1) < 0.10
+    assert abs(np.median(result.mu[right]) / 3.0 - 1) < 0.15
