@@ -637,6 +637,9 @@ class WindowedAttenuation:
         The fitted decay rate was negative (the signal rose with depth) and was set to 0.
     faint : ndarray of bool
         The window's mean signal is below :data:`MIN_SNR` times the noise floor: no decay rate (NaN).
+    whole : ndarray, shape (y, x), float32
+        The decay rate over the whole range (:func:`slope_attenuation`: not stopped, not clamped, NaN
+        only without a start or samples): the attenuation over the depth the slice images.
     """
 
     mu: np.ndarray
@@ -644,6 +647,7 @@ class WindowedAttenuation:
     shortened: np.ndarray
     clamped: np.ndarray
     faint: np.ndarray
+    whole: np.ndarray
 
     def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
         """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
@@ -653,7 +657,8 @@ class WindowedAttenuation:
         """NaN (and not shortened, clamped or faint) where ``keep`` is False (e.g. no surface)."""
         return WindowedAttenuation(np.where(keep, self.mu, np.nan).astype(np.float32),
                                    np.where(keep, self.window_px, np.nan).astype(np.float32),
-                                   self.shortened & keep, self.clamped & keep, self.faint & keep)
+                                   self.shortened & keep, self.clamped & keep, self.faint & keep,
+                                   np.where(keep, self.whole, np.nan).astype(np.float32))
 
 
 def window_attenuation(
@@ -763,7 +768,11 @@ def window_attenuation(
     clamped = mu < 0
     mu[clamped] = 0.0
     window = np.where(valid, stop - first, np.nan).astype(np.float32)
-    return WindowedAttenuation(mu, window, valid & (stop < original_stop), clamped, faint)
+    shortened = valid & (stop < original_stop)
+    whole = sums if not shortened.any() else line_sums(tails, first, original_stop)
+    whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
+                        np.nan).astype(np.float32)
+    return WindowedAttenuation(mu, window, shortened, clamped, faint, whole_mu)
 
 
 def window_snr(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, noise: np.ndarray) -> np.ndarray:

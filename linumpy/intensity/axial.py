@@ -280,7 +280,7 @@ def correct_slice(
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
                                          for s in part.inner))] = plain
             attenuation_writer[part.inner] = mapped.mu
-            tissue = np.isfinite(mapped.mu) | mapped.faint
+            tissue = np.isfinite(mapped.whole)
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
             return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
