@@ -67,12 +67,12 @@ logger = logging.getLogger(__name__)
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
 AGAROSE_GUARD_UM = 50.0
-#: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
-#: output's voxels; the overlap attenuation smooths over 4 pixels (sigma) anyway.
 #: The attenuation map of some tail sums: ``(tails, start, split_tails, split_stride) -> WindowedAttenuation``.
 MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray, int], "attenuation.WindowedAttenuation"]
 #: A-lines between those the attenuation map's split is tested on (its box is 21 A-lines wide).
 SPLIT_STRIDE_PX = 6
+#: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
+#: output's voxels; the overlap attenuation smooths over 4 pixels (sigma) anyway.
 UNCOMPENSATED_BINNING = 4
 #: Pyramid levels of the uncompensated signal above its level 0.
 UNCOMPENSATED_N_LEVELS = 1
@@ -269,7 +269,7 @@ def correct_slice(
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation.WindowedAttenuation, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
