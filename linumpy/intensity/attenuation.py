@@ -23,9 +23,10 @@ The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
 or, for the compensation, a guided filter that does not mix tissues of
 different levels (:func:`edge_aware_tails`).
 
-The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
+The attenuation *map* (one value per A-line, :func:`window_attenuation`)
 does not use the extension at all: it is the decay rate of the laterally
-averaged signal, fitted over the A-line's tissue range.
+averaged signal (:func:`slope_attenuation`), fitted from the A-line's
+surface down to its first change (a region of another reflectivity below).
 """
 
 from __future__ import annotations
