@@ -246,6 +246,22 @@ def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndar
     return unclipped, clipped
 
 
+def coarse_box_tails(
+    sums: np.ndarray, lateral_sigma_px: float, part: tuple[slice, slice], stride: int,
+    tail_window_px: int | None = None,
+) -> np.ndarray:
+    """``binned_box_tails(sums, lateral_sigma_px)[:, part[0], part[1]][:, ::stride, ::stride]``, the same bits.
+
+    The box is filtered along y, only the rows kept are filtered along x, and only the bins
+    kept are extended (the wide box of :func:`window_attenuation`'s split, on its coarse grid).
+    """
+    width = box_width(lateral_sigma_px) // EDGE_BIN | 1
+    rows = ndimage.uniform_filter1d(sums, width, axis=1, mode="nearest")[:, part[0]][:, ::stride]
+    tails = ndimage.uniform_filter1d(rows, width, axis=2, mode="nearest")[:, :, part[1]][:, :, ::stride]
+    _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
+    return tails
+
+
 def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
     """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
 
@@ -706,7 +722,8 @@ def window_attenuation(
         homogeneous A-line runs well above the independent-noise F(3, n - 4)
         quantiles (see ``docs/intensity.md``).
     split_tails : ndarray, optional
-        The tail sums the split is tested on (default ``tails``): averaged
+        The tail sums the split is tested on, at every ``split_stride``-th
+        A-line of each lateral axis (default: ``tails`` there): averaged
         over a wider box (:data:`SPLIT_SIGMA_PX`), so that the tissue's
         texture, which changes from A-line to A-line, splits fewer
         homogeneous A-lines, while a region below, laterally extended, stays.
@@ -741,7 +758,6 @@ def window_attenuation(
     first, stop = _range(start_px, depth_px, n_z, margin_px)
     original_stop = stop
     min_above = max(min_samples, int(round(min_window_um / (voxel_size_mm * 1000.0))))
-    tested = tails if split_tails is None else split_tails
 
     def coarse(values: np.ndarray) -> np.ndarray:
         return values[..., ::split_stride, ::split_stride]
@@ -752,7 +768,7 @@ def window_attenuation(
 
     for _ in range(MAX_SPLITS):
         bounds = (coarse(first), coarse(stop), min_above, max(min_samples, min_above // 2))
-        statistic, split = split_statistic(coarse(tested), *bounds)
+        statistic, split = split_statistic(coarse(tails) if split_tails is None else split_tails, *bounds)
         changed = statistic > split_threshold
         if split_tails is not None:  # the A-line's own box must see a change too, not only its neighbours
             changed &= split_statistic(coarse(tails), *bounds)[0] > OWN_SPLIT_STATISTIC

@@ -570,11 +570,12 @@ def _edge_aware_tails(
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
     map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
-    split_tails = attenuation.binned_box_tails(map_sums, attenuation.SPLIT_SIGMA_PX, settings.tail_window_px)
-    del map_sums
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
-    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails[(slice(None), *bins)],
-                    max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN))
+    stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
+    split_tails = attenuation.coarse_box_tails(map_sums, attenuation.SPLIT_SIGMA_PX, bins, stride,
+                                               settings.tail_window_px)
+    del map_sums
+    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner])
     tails = None
@@ -590,7 +591,7 @@ def _box_tails(
     """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
     split_tails = attenuation.tail_sums(signal, settings.tail_window_px, attenuation.SPLIT_SIGMA_PX)[
-        (slice(None), *inner)]
+        (slice(None), *inner)][:, ::SPLIT_STRIDE_PX, ::SPLIT_STRIDE_PX]
     mapped = map_of(tails, found_px[inner], split_tails, SPLIT_STRIDE_PX)
     del tails, split_tails
     np.maximum(signal, 0, out=signal)
