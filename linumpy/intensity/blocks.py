@@ -316,17 +316,17 @@ class ChunkColumnCache:
 
         ``regions``: the regions that :meth:`read` will be asked for, in that
         order; the columns of the next read to start and of the ``ahead`` reads
-        after it are decoded (in the order the reads touch them). Once the
-        reads have begun, a column is decoded further ahead when the columns
-        of the reads up to its own (from those in flight) fit the cache and
-        the cache has a free place or a column no announced read needs any more
-        (while reads are announced, the column evicted is the one read again
-        the latest, :meth:`_victim`): a column decoded early never pushes out
-        one that an earlier read needs, and the decodes of a new chunk column
-        of blocks are spread over the blocks before it instead of being waited
-        for (pass 1 of the axial correction, session perf33). Before the first
-        read, only the ``ahead`` reads (another pass may still hold its
-        cache). When the cache holds every column the reads touch (with those
+        after it are decoded (in the order the reads touch them). Further
+        ahead, a column is decoded when the columns of the reads up to its own
+        (from those in flight) fit the cache and the cache has a free place or
+        a column that no announced read needs any more (while reads are
+        announced, the column evicted is the one read again the latest,
+        :meth:`_victim`): a column decoded early never pushes out one that an
+        earlier read needs, and the decodes of a new chunk column of blocks are
+        spread over the blocks before it instead of being waited for (session
+        perf33). A prefetch that waits for another (``after``, whose pass may
+        still hold its cache) goes only ``ahead`` reads ahead until its reads
+        begin. When the cache holds every column the reads touch (with those
         it already holds), nothing decoded early can be evicted before its
         read: all of them are then decoded as fast as the thread goes, whatever ``ahead``.
         The workers then seldom wait for a decode another worker started, nor
@@ -362,7 +362,7 @@ class ChunkColumnCache:
         def may_decode(position: int) -> bool:
             index = needs[position][0]
             return (stop.is_set() or self._started + ahead >= index
-                    or (self._started > 0 and cache_holds(position) and self._has_room()))
+                    or ((after is None or self._started > 0) and cache_holds(position) and self._has_room()))
 
         def run() -> None:
             try:
