@@ -25,7 +25,7 @@ from scipy import ndimage
 from ome_zarr_models.v04.image import Image
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, blocks, focus, surface
+from linumpy.intensity import attenuation, blocks, focus, statistics_reads, surface
 from linumpy.intensity.axial import (
     UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, _flattened_binned, correct_block, correct_slice,
     output_paths, uncompensated_path,
@@ -775,6 +775,28 @@ def test_deterministic(tmp_path):
     before = [path.read_bytes() for path in qc_files]
     correct_slice(source, tmp_path / "o0.ome.zarr", n_levels=0, overwrite=True)
     assert [path.read_bytes() for path in qc_files] == before
+
+
+def test_statistics_reads_started_before_the_correction_give_the_same_files(tmp_path):
+    """Pass 1's reads started early (as the script does before its imports), of other settings (closed and
+    made again) or not at all: the same output files; an input that cannot be read starts none."""
+    volume, _, _ = synthetic_volume(shape=(60, 32, 32))
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    with statistics_reads.started(source) as early:
+        assert early is not None and early.serves(source, 2, 2.0)
+        correct_slice(source, tmp_path / "early.ome.zarr", n_levels=0, statistics_reads=early)
+        assert early.cache is None  # closed at the end of pass 1: its columns let go
+    with statistics_reads.started(source, binning=1) as other:
+        correct_slice(source, tmp_path / "other.ome.zarr", n_levels=0, statistics_reads=other)
+    correct_slice(source, tmp_path / "plain.ome.zarr", n_levels=0)
+    for name in ("early", "other"):
+        for suffix in ("", "_surface", "_attenuation", "_uncompensated"):
+            mine, plain = (tmp_path / f"{stem}{suffix}.ome.zarr" for stem in (name, "plain"))
+            files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file() and p.name != "zarr.json"
+                           and p.name != ".zattrs")
+            assert files and all((mine / f).read_bytes() == (plain / f).read_bytes() for f in files)
+    with statistics_reads.started(tmp_path / "missing.ome.zarr") as missing:
+        assert missing is None
 
 
 def test_empty_slice_gives_zeros_and_a_nan_surface(tmp_path, caplog):
