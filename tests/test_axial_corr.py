@@ -788,6 +788,7 @@ def test_statistics_reads_started_before_the_correction_give_the_same_files(tmp_
         assert early.cache is None  # closed at the end of pass 1: its columns let go
     with statistics_reads.started(source, binning=1) as other:
         correct_slice(source, tmp_path / "other.ome.zarr", n_levels=0, statistics_reads=other)
+        assert other.cache is None
     correct_slice(source, tmp_path / "plain.ome.zarr", n_levels=0)
     for name in ("early", "other"):
         for suffix in ("", "_surface", "_attenuation", "_uncompensated"):

@@ -249,7 +249,10 @@ def correct_slice(
         # A scratch map written and read chunk by chunk straight from its files (never published).
         levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **{**map_options, "n_levels": 0})
         reads = statistics_reads
-        if reads is None or not reads.serves(in_path, settings.statistics_binning_px, settings.lateral_sigma_px):
+        if reads is not None and not reads.serves(in_path, settings.statistics_binning_px, settings.lateral_sigma_px):
+            reads.close()  # another slice's or other settings' reads: their columns let go
+            reads = None
+        if reads is None:
             reads = StatisticsReads(in_path, volume, settings.statistics_binning_px, settings.lateral_sigma_px)
         stack.callback(reads.close)
         cache = ChunkColumnCache(volume)
