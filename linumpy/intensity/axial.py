@@ -38,7 +38,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -56,9 +56,6 @@ from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background
 from linumpy.qc.records import FIGURES_MODULE, write_qc_record
-
-if TYPE_CHECKING:
-    import dask.array as da
 
 logger = logging.getLogger(__name__)
 
