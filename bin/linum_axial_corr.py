@@ -54,20 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    from linumpy.intensity.axial import AxialSettings, correct_slice
-    from linumpy.io.profiles import read_depth_profile
+    from linumpy.intensity import statistics_reads
 
-    settings = AxialSettings(
-        surface_depth_um=args.surface_depth_um,
-        useful_depth_um=args.useful_depth_um,
-        focus=args.focus,
-        focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
-        attenuation=args.attenuation,
-        agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
-        tail_edge_sigma_px=args.attenuation_edge_sigma_px,
-    )
-    correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,
-                  compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))
+    # the first pass's chunk columns are decoded on another core while the correction's modules are imported
+    with statistics_reads.started(args.in_zarr) as reads:
+        from linumpy.intensity.axial import AxialSettings, correct_slice
+        from linumpy.io.profiles import read_depth_profile
+
+        settings = AxialSettings(
+            surface_depth_um=args.surface_depth_um,
+            useful_depth_um=args.useful_depth_um,
+            focus=args.focus,
+            focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
+            attenuation=args.attenuation,
+            agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
+            tail_edge_sigma_px=args.attenuation_edge_sigma_px,
+        )
+        correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,
+                      compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args),
+                      statistics_reads=reads)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from scipy import ndimage
 from ome_zarr_models.v04.image import Image
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, focus, surface
+from linumpy.intensity import attenuation, blocks, focus, statistics_reads, surface
 from linumpy.intensity.axial import (
     UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, _flattened_binned, correct_block, correct_slice,
     output_paths, uncompensated_path,
@@ -184,6 +184,43 @@ def test_the_halo_of_an_evicted_column_is_kept_for_the_reads_announced():
     assert cache_rows(6) == 1
     assert len(plain) == 16 + 3 * 2 * 4
     assert len(announced) <= 16 + 3 * 4
+
+
+def test_once_the_reads_begin_the_prefetch_decodes_as_far_ahead_as_the_cache_holds():
+    """Reads announced, one at a time with pauses: once they have begun, columns are decoded further ahead
+    than ``PREFETCH_READS`` reads (as far as the columns of the reads up to theirs fit the cache), never
+    pushing out one that an earlier read needs: no more decodes than the reads alone make, the same values."""
+    data = np.random.default_rng(0).random((5, 64, 40), dtype=np.float32)
+
+    def read_all(prefetched: bool) -> list[tuple[tuple[int, int], int]]:
+        cache = ChunkColumnCache(da.from_array(data, chunks=(2, 16, 10)), budget_bytes=8 * 5 * 16 * 10 * 4)
+        decoded = []
+        decode = cache._decode
+
+        def counted(cy: int, cx: int) -> np.ndarray:
+            decoded.append(((cy, cx), cache._started))
+            return decode(cy, cx)
+
+        cache._decode = counted
+        parts = list(lateral_blocks((64, 40), 4, 2, cache.block_group(4)))
+        announced = cache.prefetching((part.outer for part in parts), after=None if prefetched else threading.Event())
+        with announced:
+            for part in parts:
+                assert np.array_equal(cache.read(part.outer), data[(slice(None), *part.outer)])
+                if prefetched:
+                    time.sleep(0.005)
+        return decoded, [cache._windows(part.outer) for part in parts]
+
+    alone, _ = read_all(False)
+    ahead, windows = read_all(True)
+    first_read = {}
+    for index, touched in enumerate(windows):
+        for key, _ in touched:
+            first_read.setdefault(key, index)
+    # 4 x 4 chunk columns, each decoded once by the reads alone; the prefetch of 2 reads ahead with the least
+    # recently used column evicted (before, session perf33) decoded 18
+    assert len(alone) == 16 and len(ahead) <= 17
+    assert max(first_read[key] - started for key, started in ahead) > 1 + blocks.PREFETCH_READS
 
 
 def test_a_prefetched_column_that_fails_is_raised_by_its_read():
@@ -738,6 +775,29 @@ def test_deterministic(tmp_path):
     before = [path.read_bytes() for path in qc_files]
     correct_slice(source, tmp_path / "o0.ome.zarr", n_levels=0, overwrite=True)
     assert [path.read_bytes() for path in qc_files] == before
+
+
+def test_statistics_reads_started_before_the_correction_give_the_same_files(tmp_path):
+    """Pass 1's reads started early (as the script does before its imports), of other settings (closed and
+    made again) or not at all: the same output files; an input that cannot be read starts none."""
+    volume, _, _ = synthetic_volume(shape=(60, 32, 32))
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    with statistics_reads.started(source) as early:
+        assert early is not None and early.serves(source, 2, 2.0)
+        correct_slice(source, tmp_path / "early.ome.zarr", n_levels=0, statistics_reads=early)
+        assert early.cache is None  # closed at the end of pass 1: its columns let go
+    with statistics_reads.started(source, binning=1) as other:
+        correct_slice(source, tmp_path / "other.ome.zarr", n_levels=0, statistics_reads=other)
+        assert other.cache is None
+    correct_slice(source, tmp_path / "plain.ome.zarr", n_levels=0)
+    for name in ("early", "other"):
+        for suffix in ("", "_surface", "_attenuation", "_uncompensated"):
+            mine, plain = (tmp_path / f"{stem}{suffix}.ome.zarr" for stem in (name, "plain"))
+            files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file() and p.name != "zarr.json"
+                           and p.name != ".zattrs")
+            assert files and all((mine / f).read_bytes() == (plain / f).read_bytes() for f in files)
+    with statistics_reads.started(tmp_path / "missing.ome.zarr") as missing:
+        assert missing is None
 
 
 def test_empty_slice_gives_zeros_and_a_nan_surface(tmp_path, caplog):

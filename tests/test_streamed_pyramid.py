@@ -161,6 +161,8 @@ def test_layouts_that_cannot_stream():
 _NO_DASK_PROBE = """
 import sys
 import numpy as np
+import linumpy.cli, linumpy.intensity.statistics_reads  # what the script imports before it starts pass 1's reads
+assert "scipy" not in sys.modules
 import linumpy.intensity.axial  # the axial correction's whole import chain
 from linumpy.io.zarr import OmeZarrWriter
 data = np.arange(4 * 40 * 40, dtype=np.float32).reshape(4, 40, 40)

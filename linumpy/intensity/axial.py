@@ -35,12 +35,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -48,18 +47,16 @@ from tqdm.auto import tqdm
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, focus, surface
 from linumpy.intensity.blocks import (
-    ChunkColumnCache, LateralBlock, bin_laterally, binning_fits, chunk_shape, count_nonzero,
-    expand_laterally, lateral_block_size, lateral_blocks, map_ordered, read_block, stored_binned_level,
+    ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
+    lateral_blocks, map_ordered, read_block,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc
+from linumpy.intensity.statistics_reads import STATISTICS_BINNING_PX, SURFACE_SIGMA_PX, StatisticsReads
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background
 from linumpy.qc.records import FIGURES_MODULE, write_qc_record
-
-if TYPE_CHECKING:
-    import dask.array as da
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +129,14 @@ class AxialSettings:
     focus: str = "background"
     focus_profile: np.ndarray | None = None
     attenuation: str = "vermeer"
-    lateral_sigma_px: float = 2.0
+    lateral_sigma_px: float = SURFACE_SIGMA_PX
     min_contrast: float = 2.0
     min_focus_gain: float = 0.05
     agarose_attenuation_per_mm: float | None = None
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
-    statistics_binning_px: int = 2
+    statistics_binning_px: int = STATISTICS_BINNING_PX
 
 
 def output_paths(out_path: str | os.PathLike) -> tuple[Path, Path]:
@@ -186,6 +183,7 @@ def correct_slice(
     progress: bool = False,
     workers: int | None = None,
     dtype: str = "float32",
+    statistics_reads: StatisticsReads | None = None,
 ) -> dict[str, Any]:
     """Detect the surface, correct focus and attenuation, flatten and crop one slice.
 
@@ -204,6 +202,10 @@ def correct_slice(
         :func:`linumpy.parallel.default_workers`).
     dtype : {"float32", "float16"}
         Stored dtype of the corrected volume (the maps stay float32).
+    statistics_reads : StatisticsReads, optional
+        The statistics pass's reads of ``in_path``, started by the caller
+        (:func:`linumpy.intensity.statistics_reads.started`, before this
+        module's imports); used when they match the settings, closed at the end of the pass.
 
     Returns
     -------
@@ -248,14 +250,20 @@ def correct_slice(
         scratch = stack.enter_context(atomic.scratch_directory(out_path))
         # A scratch map written and read chunk by chunk straight from its files (never published).
         levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **{**map_options, "n_levels": 0})
+        reads = statistics_reads
+        if reads is not None and not reads.serves(in_path, settings.statistics_binning_px, settings.lateral_sigma_px):
+            reads.close()  # another slice's or other settings' reads: their columns let go
+            reads = None
+        if reads is None:
+            reads = StatisticsReads(in_path, volume, settings.statistics_binning_px, settings.lateral_sigma_px)
+        stack.callback(reads.close)
         cache = ChunkColumnCache(volume)
         parts = list(lateral_blocks((n_y, n_x), block, _tail_halo(settings), cache.block_group(block)))
         # pass 2's reads are known already: its first columns are decoded as soon as pass 1's are, while
         # pass 1 and the estimates between the passes run
-        pass1_decoded = threading.Event()
-        stack.enter_context(cache.prefetching((part.outer for part in parts), after=pass1_decoded))
-        stats = _gather_statistics(volume, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
-                                   levels_writer, settings, block, progress, workers, qc, pass1_decoded)
+        stack.enter_context(cache.prefetching((part.outer for part in parts), after=reads.decoded))
+        stats = _gather_statistics(reads, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
+                                   levels_writer, settings, progress, workers, qc)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -358,33 +366,23 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 
 def _gather_statistics(
-    volume: da.Array, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
-    levels_map: OmeZarrWriter, settings: AxialSettings, block: int, progress: bool, workers: int, qc: AxialQc,
-    decoded: threading.Event | None = None,
+    reads: StatisticsReads, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
+    levels_map: OmeZarrWriter, settings: AxialSettings, progress: bool, workers: int, qc: AxialQc,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
-    ``voxel_um``: axial and lateral voxel size. ``decoded`` is set once the
-    pass's chunk columns are decoded (or the pass ended).
+    ``voxel_um``: axial and lateral voxel size. ``reads``: the pass's blocks
+    and their cache, its prefetch running; closed once the blocks are measured.
     """
     dz_um, lateral_um = voxel_um
-    n_z, n_y, n_x = volume.shape
-    factor = settings.statistics_binning_px
-    if not binning_fits(volume, factor):
-        logger.info("chunks %s are not a multiple of %d A-lines: statistics without binning", chunk_shape(volume),
-                    factor)
-        factor = 1
-    halo = factor * int(np.ceil(np.ceil(3 * settings.lateral_sigma_px) / factor))  # whole binned A-lines
+    n_z, n_y, n_x = reads.cache.volume.shape
+    factor, halo, cache = reads.factor, reads.halo, reads.cache
     background = focus.BackgroundStatistics(n_z, (-(-n_y // factor), -(-n_x // factor)))
-    cache = ChunkColumnCache(volume, binning=factor, binned=stored_binned_level(in_path, volume, factor))
-
-    def binned_region(part: LateralBlock) -> tuple[slice, slice]:
-        return tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.outer)
 
     def measure(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, focus.BlockBackground | None, np.ndarray]:
         outer_shape = tuple(s.stop - s.start for s in part.outer)
-        binned = cache.read(binned_region(part))
+        binned = cache.read(reads.region(part))
         if not np.isfinite(binned).all():  # a NaN or inf voxel makes its bin NaN or inf
             y0, x0 = part.origin
             raise InputError(
@@ -406,13 +404,13 @@ def _gather_statistics(
         return found, surface.plane_moments(found, *part.origin), measured, profile
 
     moments = np.zeros((4, 4))
-    parts = list(lateral_blocks((n_y, n_x), block, halo, cache.block_group(block)))
-    with cache.prefetching((binned_region(part) for part in parts), done=decoded):
-        for found, block_moments, measured, profile in tqdm(map_ordered(measure, parts, workers), total=len(parts),
-                                                            desc="surface", disable=not progress, leave=False):
-            background.merge(measured)  # merged in block order: the sums do not depend on the threads
-            moments += block_moments
-            qc.add_raw(profile, found)
+    for found, block_moments, measured, profile in tqdm(map_ordered(measure, reads.parts, workers),
+                                                        total=len(reads.parts), desc="surface",
+                                                        disable=not progress, leave=False):
+        background.merge(measured)  # merged in block order: the sums do not depend on the threads
+        moments += block_moments
+        qc.add_raw(profile, found)
+    reads.close()
 
     plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     tissue_level = background.tissue_level()

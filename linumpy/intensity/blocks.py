@@ -14,7 +14,9 @@ or, for computed inputs, from a lazy dask array.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -38,8 +40,11 @@ BLOCK_BUDGET_BYTES = 16 * 2**20
 BLOCK_SIZES = (256, 128, 64, 32, 16)
 #: Bytes of decoded float32 chunk columns kept by :class:`ChunkColumnCache`.
 CACHE_BUDGET_BYTES = 512 * 2**20
-#: Reads after the next one whose columns :meth:`ChunkColumnCache.prefetching` decodes already.
+#: Reads after the next one whose columns :meth:`ChunkColumnCache.prefetching` decodes already (further
+#: ahead once the reads have begun, as far as the cache holds the columns, see there).
 PREFETCH_READS = 2
+#: Reads started last whose columns announced reads still count as in use (the worker threads may be copying them).
+IN_FLIGHT_READS = 2
 #: Seconds between the checks of a prefetch waiting for its ``after`` event that its ``with`` has not ended.
 AFTER_POLL_S = 0.05
 #: An evicted column's part that announced reads still need is kept when it is at most this fraction of the column
@@ -227,6 +232,7 @@ class ChunkColumnCache:
         self._columns: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         # the announced reads' windows of every column, and the parts of evicted columns they still need
         self._plan: dict[tuple[int, int], list[tuple[int, Window]]] = {}
+        self._plan_reads: dict[tuple[int, int], list[int]] = {}  # the reads of each column in _plan, in order
         self._kept: dict[tuple[int, int], tuple[Window, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._decoding: dict[tuple[int, int], Future] = {}  # columns being decoded, by key
@@ -268,6 +274,26 @@ class ChunkColumnCache:
             return part[:, a - ka : b - ka, c - kc : d - kc]
         return None
 
+    def _victim(self, new: tuple[int, int]) -> tuple[int, int]:
+        """The cached column to evict (the lock held): the least recently used one, or, while reads are
+        announced, the one whose next read is the furthest (none: the furthest of all; ties: the least
+        recently used), so that a column decoded ahead never pushes out one that an earlier read needs."""
+        if not self._plan:
+            return next(iter(self._columns))
+        return max((key for key in self._columns if key != new), key=self._next_read)
+
+    def _next_read(self, key: tuple[int, int]) -> float:
+        """The first announced read of column ``key`` not yet started (or in flight), inf if none (the lock held)."""
+        reads = self._plan_reads.get(key, ())
+        position = bisect.bisect_left(reads, max(0, self._started - IN_FLIGHT_READS))
+        return reads[position] if position < len(reads) else math.inf
+
+    def _has_room(self) -> bool:
+        """Whether a column can be decoded without evicting one that an announced read still needs."""
+        with self._lock:
+            return (len(self._columns) + len(self._decoding) < self.capacity
+                    or any(self._next_read(key) == math.inf for key in self._columns))
+
     def _keep_part(self, key: tuple[int, int], column: np.ndarray) -> None:
         """On eviction (the lock held): keep the part of ``column`` that the reads not yet started need, if small."""
         later = [window for index, window in self._plan.get(key, ()) if index >= self._started]
@@ -290,10 +316,19 @@ class ChunkColumnCache:
 
         ``regions``: the regions that :meth:`read` will be asked for, in that
         order; the columns of the next read to start and of the ``ahead`` reads
-        after it are decoded (in the order the reads touch them). When the
-        cache holds every column the reads touch (with those it already
-        holds), nothing decoded early can be evicted before its read: all of
-        them are then decoded as fast as the thread goes, whatever ``ahead``.
+        after it are decoded (in the order the reads touch them). Further
+        ahead, a column is decoded when the columns of the reads up to its own
+        (from those in flight) fit the cache and the cache has a free place or
+        a column that no announced read needs any more (while reads are
+        announced, the column evicted is the one read again the latest,
+        :meth:`_victim`): a column decoded early never pushes out one that an
+        earlier read needs, and the decodes of a new chunk column of blocks are
+        spread over the blocks before it instead of being waited for (session
+        perf33). A prefetch that waits for another (``after``, whose pass may
+        still hold its cache) goes only ``ahead`` reads ahead until its reads
+        begin. When the cache holds every column the reads touch (with those
+        it already holds), nothing decoded early can be evicted before its
+        read: all of them are then decoded as fast as the thread goes, whatever ``ahead``.
         The workers then seldom wait for a decode another worker started, nor
         for the chunk files to be read: the decodes overlap their computation.
         The values read are the same; a column that fails to decode is left to
@@ -313,18 +348,30 @@ class ChunkColumnCache:
             self._plan = {}
             for index, key, window in needs:
                 self._plan.setdefault(key, []).append((index, window))
+            self._plan_reads = {key: [index for index, _ in reads] for key, reads in self._plan.items()}
         if len(held | {key for _, key, _ in needs}) <= self.capacity:
             ahead = len(needs)
+        need_reads = [index for index, _, _ in needs]
         stop = threading.Event()
+
+        def cache_holds(position: int) -> bool:
+            """Whether the columns of the reads from those in flight to the one of ``needs[position]`` fit the cache."""
+            start = bisect.bisect_left(need_reads, max(0, self._started - IN_FLIGHT_READS))
+            return len({key for _, key, _ in needs[start : position + 1]}) <= self.capacity
+
+        def may_decode(position: int) -> bool:
+            index = needs[position][0]
+            return (stop.is_set() or self._started + ahead >= index
+                    or ((after is None or self._started > 0) and cache_holds(position) and self._has_room()))
 
         def run() -> None:
             try:
                 while after is not None and not after.wait(AFTER_POLL_S):
                     if stop.is_set():
                         return
-                for index, key, window in needs:
+                for position, (_, key, window) in enumerate(needs):
                     with self._reads:
-                        self._reads.wait_for(lambda index=index: stop.is_set() or self._started + ahead >= index)
+                        self._reads.wait_for(lambda position=position: may_decode(position))
                     if stop.is_set():
                         return
                     if self._kept_part(*key, window) is not None:
@@ -349,7 +396,7 @@ class ChunkColumnCache:
                 self._reads.notify_all()
             thread.join()
             with self._lock:
-                self._plan, self._kept = {}, {}
+                self._plan, self._plan_reads, self._kept = {}, {}, {}
 
     def block_group(self, size: int) -> tuple[int, int]:
         """The ``group`` of :func:`lateral_blocks` (blocks of ``size``, in volume A-lines) that suits the cache.
@@ -392,7 +439,8 @@ class ChunkColumnCache:
             self._columns[key] = column
             del self._decoding[key]
             while len(self._columns) > self.capacity:
-                self._keep_part(*self._columns.popitem(last=False))
+                victim = self._victim(key)
+                self._keep_part(victim, self._columns.pop(victim))
         decoding.set_result(column)
         return column
 
