@@ -74,6 +74,37 @@ def honest_error(pair: PairOffset, spread_px: Sequence[float]) -> float:
     return float(np.sqrt(np.max(honest_variance(1 / np.sqrt(pair.axis_weights()), spread_px))))
 
 
+def contested_links(kept: Sequence[PairOffset], dropped: Sequence[PairOffset],
+                    significance: Mapping[Pair, float]) -> set[Pair]:
+    """The kept pairs whose only check was a pair the solve ``dropped`` as inconsistent, and of like quality.
+
+    A kept pair that lies on no loop of ``kept`` but on one of ``kept`` and a
+    dropped pair disagreed with that pair, and nothing else checks it. When
+    its own ``significance`` is below :data:`CULPRIT_MARGIN` times the
+    dropped pair's, the solve's choice between the two was a coin flip (it
+    drops the larger residual in standard errors, and those come from the
+    sub-pixel fits' precision, not from which peak is right), so the tiles
+    the pair alone places are searched again with all their links
+    (:func:`linumpy.stitching.estimate._reanchor`), whatever its
+    significance.
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> pairs = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in square]
+    >>> significance = dict(zip(square, (12.0, 4.0, 5.0, 3.0)))
+    >>> sorted(contested_links(pairs[:3], pairs[3:], significance))
+    [((0, 0), (1, 0)), ((0, 1), (1, 1))]
+    """
+    unchecked = {(kept[k].a, kept[k].b) for k in bridges(kept)}
+    contested: set[Pair] = set()
+    for pair in dropped:
+        both = list(kept) + [pair]
+        checked = unchecked - {(both[k].a, both[k].b) for k in bridges(both)}
+        contested |= {key for key in checked if significance[key] < CULPRIT_MARGIN * significance[(pair.a, pair.b)]}
+    return contested
+
+
 def broken_loop_culprit(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
