@@ -624,6 +624,8 @@ def _reanchor(
                     continue
                 # A contested link that still agrees gives way to the links that placed the piece.
                 links = {pair: offset for pair, offset in placement.offsets.items() if pair not in contested}
+                if len(links) < MIN_CORROBORATING_LINKS and placement.significance < STRONG_SIGNIFICANCE:
+                    continue  # one link moves a piece only as the only link between tiles may: strong
                 refined = _refined(links, placement.significance, registrations, flattened, placement.spread_px)
             inside = set(piece)
             accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
