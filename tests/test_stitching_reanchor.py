@@ -121,3 +121,22 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
     assert ((1, 0), (1, 1)) in relinked and ((1, 0), (1, 1)) in {(p.a, p.b) for p in kept}
     for tile in tiles:
         assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, STEP)).max() < 0.05, tile
+
+
+def test_one_weak_link_does_not_move_a_piece():
+    """The chain above with the right piece on its true position and a single link to the left piece
+    (the other has no evidence map): that link's best peak, 2 px off, stands 2.6 above any rival, a joint
+    peak significant enough for several links but below the bar of a lone link (3): the piece stays."""
+    registrations, kept, anchoring = _greedy_chain()
+    lone = ((0, 1), (0, 2))
+    registrations[lone] = _registration(*lone, {(0, 2): 2.6, (0, 0): 0.2}, 2.4)
+    registrations[((1, 1), (1, 2))] = replace(registrations[((1, 1), (1, 2))], scores=())
+    kept = [replace(p, offset=(0.0, 100.0)) if (p.a, p.b) == lone else p for p in kept]
+    positions, model, kept = solve_positions(TILES, kept, STEP)
+    placement = research_piece([(0, 2), (0, 3), (1, 2), (1, 3)], registrations, positions,
+                               {(0, 0), (0, 1), (1, 0), (1, 1)}, model)
+    assert estimate.JOINT_SIGNIFICANCE < placement.significance < estimate.STRONG_SIGNIFICANCE
+    assert moved(placement, positions) and len(placement.offsets) == 1
+    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
+                                   dict.fromkeys(TILES), STEP)
+    assert unchanged[2] == kept and not unchanged[3]
