@@ -175,3 +175,56 @@ def test_corroborated_placements_need_several_links_on_one_sharp_peak():
     broad = 2.0 * np.exp(-((yy - truth_index[0]) ** 2 + (xx - truth_index[1]) ** 2) / 18.0)
     assert search(links(broad + _evidence(truth_index, 0.0, (RADIUS - 6, RADIUS + 7), 2.2),
                         broad + _evidence(truth_index, 0.0, (RADIUS + 8, RADIUS - 5), 2.2))) == []
+
+
+def _corroboration_case():
+    """Tile (1, 1) (truth (103, 98)) with three placed neighbours; the links of (0, 1) and (1, 0) hold a
+    broad peak at the truth (spread ~1.2 px), the link of (1, 2) a sharp one 3 px off in y."""
+    anchors = {(0, 1): (0.0, 100.0), (1, 0): (100.0, 0.0), (1, 2): (100.0, 200.0), (0, 0): (3.0, 0.0)}
+    truth_index = (3 + RADIUS, -2 + RADIUS)
+    yy, xx = np.indices((2 * RADIUS + 1,) * 2)
+    broad = 2.0 * np.exp(-((yy - truth_index[0]) ** 2 + (xx - truth_index[1]) ** 2) / 18.0)
+    maps = {((0, 1), (1, 1)): ((100, 0), broad + _evidence(truth_index, 0.0, (RADIUS - 6, RADIUS + 7), 2.2)),
+            ((1, 0), (1, 1)): ((0, 100), broad + _evidence(truth_index, 0.0, (RADIUS + 8, RADIUS - 5), 2.2)),
+            # (1, 1) -> (1, 2): true offset (-3, 102); this link's peak at (0, 102), the tile 3 px off
+            ((1, 1), (1, 2)): ((0, 100), _evidence((RADIUS, 2 + RADIUS), 3.0, (RADIUS - 6, RADIUS - 7), 0.5))}
+    registrations = {pair: PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, centre, values),))
+                     for pair, (centre, values) in maps.items()}
+    return registrations, anchors, StageModel.nominal((100.0, 100.0))
+
+
+def test_corroborated_spread_gate_is_per_axis():
+    # The broad peak (spread ~1.2 px on both axes) passes a gate of 1.5 px per axis, not one that is
+    # 1 px on either axis (the gate of an axis whose stage scatter is small).
+    registrations, anchors, model = _corroboration_case()
+    del registrations[((1, 1), (1, 2))]
+
+    def search(max_spread_px):
+        return corroborated_placements(registrations, anchors, set(anchors), model, min_significance=1.0,
+                                       min_links=2, max_spread_px=max_spread_px)
+
+    found = search((1.5, 1.5))
+    assert [p.tile for p in found] == [(1, 1)] and found[0].position == (103, 98)
+    assert 1.0 < max(found[0].spread_px) <= 1.5
+    assert search((1.5, 1.0)) == [] and search((1.0, 1.5)) == [] and search(1.0) == []
+
+
+def test_a_link_the_solve_dropped_lends_no_evidence_to_the_search_again():
+    from linumpy.stitching.estimate import _corroborated_without
+
+    registrations, anchors, model = _corroboration_case()
+
+    def search(links):
+        return corroborated_placements(links, anchors, set(anchors), model, min_significance=1.0,
+                                       min_links=2, max_spread_px=(1.5, 1.5))
+
+    # With the third link, the joint peak is pulled 3 px off the truth, all three links on it.
+    anchored = {t: np.rint(np.asarray(p)).astype(int) for t, p in anchors.items()}
+    first = joint_placement((1, 1), list(registrations.items()), anchored)
+    assert first.position == (100, 98) and len(first.offsets) == 3
+    # The solve drops the third link: the two others, alone, corroborate the truth.
+    again = _corroborated_without(first, {((1, 1), (1, 2))}, registrations, search)
+    assert again is not None and again.position == (103, 98)
+    assert set(again.offsets) == {((0, 1), (1, 1)), ((1, 0), (1, 1))}
+    # Dropping one of those too leaves a single link: no corroboration.
+    assert _corroborated_without(first, {((1, 1), (1, 2)), ((1, 0), (1, 1))}, registrations, search) is None

@@ -307,7 +307,7 @@ def corroborated_placements(
     stage_model: StageModel,
     min_significance: float,
     min_links: int,
-    max_spread_px: float,
+    max_spread_px: float | Sequence[float],
 ) -> list[Placement]:
     """The joint peaks of the tiles left out that several links corroborate, most significant first.
 
@@ -318,7 +318,7 @@ def corroborated_placements(
     :data:`MIN_LINK_EVIDENCE` there (independent overlaps agreeing on one
     position, rather than one overlap's noise peak) and the peak's spread
     (:func:`~linumpy.stitching.pairwise.peak_spread`) is at most
-    ``max_spread_px`` on both axes.
+    ``max_spread_px`` on both axes (one value, or one per axis ``(y, x)``).
 
     Returns
     -------
@@ -334,6 +334,7 @@ def corroborated_placements(
             continue
         placement = joint_placement(tile, links, anchors, (stage_model.position(tile), radius))
         if (placement is not None and placement.significance >= min_significance
-                and len(placement.offsets) >= min_links and max(placement.spread_px) <= max_spread_px):
+                and len(placement.offsets) >= min_links
+                and np.all(np.asarray(placement.spread_px) <= np.asarray(max_spread_px))):
             found.append(placement)
     return sorted(found, key=lambda p: (-p.significance, p.tile))
