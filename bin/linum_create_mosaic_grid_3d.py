@@ -54,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     from linumpy.io.acquisition import open_acquisition
+    from linumpy.malloc import reuse_freed_memory
     from linumpy.mosaic.curvature_pool import load_acquisition_curvature
     from linumpy.mosaic.grid import write_mosaic_grid
 
+    reuse_freed_memory()  # every tile allocates the same arrays again
     section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
     aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
     pooled = args.field_curvature_json

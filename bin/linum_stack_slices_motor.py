@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     from linumpy.parallel import default_workers
-    from linumpy.stack.arenas import limit_malloc_arenas
+    from linumpy.malloc import limit_malloc_arenas
     from linumpy.stack.files import stack_slice_files
 
     limit_malloc_arenas(default_workers())

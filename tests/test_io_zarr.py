@@ -279,6 +279,22 @@ def test_exception_inside_with_leaves_nothing(tmp_path):
     assert entries(tmp_path) == []
 
 
+def test_finalize_without_publish_keeps_the_image_aside_until_published(tmp_path):
+    data = oct_like((4, 64, 64), seed=3)
+    with OmeZarrWriter(tmp_path / "a.ome.zarr", data.shape, (2, 32, 32), np.float32) as writer:
+        writer[:] = data
+        writer.finalize(RESOLUTION, n_levels=1, publish=False)
+        assert not (tmp_path / "a.ome.zarr").exists()
+        assert np.array_equal(read_omezarr(writer.stored)[0].compute(), data)  # readable where it is
+        writer.publish()
+    assert np.array_equal(read_omezarr(tmp_path / "a.ome.zarr")[0].compute(), data)
+    with pytest.raises(RuntimeError, match="without finalize"):
+        with OmeZarrWriter(tmp_path / "b.ome.zarr", data.shape, (2, 32, 32), np.float32) as writer:
+            writer[:] = data
+            writer.finalize(RESOLUTION, n_levels=1, publish=False)
+    assert entries(tmp_path) == ["a.ome.zarr"]
+
+
 def test_failing_source_mid_write_leaves_nothing(tmp_path):
     def explode(block, block_info=None):
         if block_info[0]["chunk-location"] == (1, 0, 0):

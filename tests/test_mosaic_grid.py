@@ -78,6 +78,47 @@ def test_missing_tile_is_zeros_and_not_listed(tiny_acquisition, tmp_path):
     assert [0, 1] not in read_omezarr_info(tmp_path / "g.ome.zarr").attributes["tiles_present"]
 
 
+def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_path, monkeypatch):
+    """The AIP is finalized beside the last grid writes, but published only with the grid."""
+    import threading
+
+    import linumpy.mosaic.grid as grid_module
+
+    section = open_acquisition(tiny_acquisition, axial_resolution_um=1.5).slice(0)
+    lock, grid_writes = threading.Lock(), []
+
+    class FailingLastGridWrite(grid_module.OmeZarrWriter):
+        def __setitem__(self, key, block):
+            if len(self.shape) == 3:
+                with lock:
+                    grid_writes.append(key)
+                    last = len(grid_writes) == len(section.tiles)
+                if last:  # every AIP part is written: the AIP may be finalized already
+                    raise OSError("disk full")
+            super().__setitem__(key, block)
+
+    monkeypatch.setattr(grid_module, "OmeZarrWriter", FailingLastGridWrite)
+    with pytest.raises(OSError, match="disk full"):
+        write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_non_finite_values_are_zeroed_whatever_the_sum():
+    from linumpy.mosaic.grid import zero_non_finite
+
+    finite = np.full((2, 3, 4), 3e38, np.float32)  # its float32 sum overflows: the full check runs
+    assert np.array_equal(zero_non_finite(finite.copy(), "t"), finite)
+    for bad in (np.nan, np.inf, -np.inf):
+        tile = np.ones((2, 3, 4), np.float32)
+        tile[1, 2, 3] = bad
+        expected = np.ones_like(tile)
+        expected[1, 2, 3] = 0
+        assert np.array_equal(zero_non_finite(tile, "t"), expected)
+    mixed = np.ones((2, 3, 4), np.float32)
+    mixed[0, 0, 0], mixed[1, 1, 1] = np.inf, -np.inf  # their sum is NaN
+    assert np.count_nonzero(zero_non_finite(mixed, "t")) == mixed.size - 2
+
+
 def test_resolution_depth_range_and_dtype(tiny_acquisition, tmp_path):
     section = open_acquisition(tiny_acquisition).slice(2)
     geometry = write_mosaic_grid(

@@ -587,6 +587,7 @@ class _PyramidWriter:
         atomic.remove_path(self.temporary)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._finalized = False
+        self._published = False
         self._owner_pid = os.getpid()
         try:
             with _naming_os_errors(self.temporary):
@@ -776,7 +777,7 @@ class _PyramidWriter:
         error that caused the abort is the one reported; the next write of
         the same output removes it (see :func:`linumpy.io.atomic.remove_stale_temporaries`).
         """
-        self._finalized = True
+        self._finalized = self._published = True  # nothing more to write, nothing to publish
         try:
             _wait_for_zarr_io()
             atomic.remove_path(self.temporary)
@@ -789,9 +790,9 @@ class _PyramidWriter:
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc_type is not None:
             self.abort()
-        elif not self._finalized:
+        elif not self._published:
             self.abort()
-            raise RuntimeError(f"{self.path}: the writer was closed without finalize(); nothing was written")
+            raise RuntimeError(f"{self.path}: the writer was closed without finalize() or publish(); nothing was written")
 
     def _store_levels(
         self,
@@ -802,8 +803,9 @@ class _PyramidWriter:
         attributes: dict[str, Any] | None,
         origin: Sequence[float] | None,
         level0: da.Array | None = None,
+        publish: bool = True,
     ) -> None:
-        """Store ``levels`` (and optionally level 0) in one pass, write metadata, commit."""
+        """Store ``levels`` (and optionally level 0) in one pass, write metadata, commit unless not ``publish``."""
         if self._finalized:
             raise RuntimeError(f"{self.path} is already finalized")
         try:
@@ -843,12 +845,29 @@ class _PyramidWriter:
             multiscale = ngff.multiscale(name, transforms, method, method_metadata)
             omero = ngff.omero_window(sample, self.dtype, name)
             group.attrs.put(self.format.root_attributes(multiscale, omero, linumpy_attrs))
+        except BaseException:
+            self.abort()
+            raise
+        self._finalized = True
+        if publish:
+            self.publish()
+
+    @property
+    def stored(self) -> Path:
+        """Where the image is until it is published: a complete OME-Zarr once finalized with ``publish=False``."""
+        return self.temporary
+
+    def publish(self) -> None:
+        """Rename the finalized image to its final path (what ``finalize`` does unless told ``publish=False``)."""
+        if not self._finalized or self._published:
+            raise RuntimeError(f"{self.path}: publish() needs a finalize(..., publish=False) not yet published")
+        try:
             atomic.check_can_write(self.path, self.overwrite)
             atomic.commit(self.temporary, self.path)
         except BaseException:
             self.abort()
             raise
-        self._finalized = True
+        self._published = True
 
 
 class OmeZarrWriter(_PyramidWriter):
@@ -898,6 +917,7 @@ class OmeZarrWriter(_PyramidWriter):
         attributes: dict[str, Any] | None = None,
         *,
         origin: Sequence[float] | None = None,
+        publish: bool = True,
     ) -> None:
         """Build levels 1..n_levels (2x lateral block means), write metadata, publish.
 
@@ -912,10 +932,14 @@ class OmeZarrWriter(_PyramidWriter):
             JSON-able pipeline metadata stored under the root key ``linumpy``.
         origin : sequence of float, optional
             Physical position (mm) of the first voxel centre; level 0's translation.
+        publish : bool
+            False: leave the complete image at :attr:`stored` (e.g. to read it
+            while another output is still being written) until :meth:`publish`;
+            closing the writer without publishing removes it.
         """
-        self._finalize_pyramid(resolution, n_levels, attributes, origin, None)
+        self._finalize_pyramid(resolution, n_levels, attributes, origin, None, publish)
 
-    def _finalize_pyramid(self, resolution, n_levels, attributes, origin, level0) -> None:
+    def _finalize_pyramid(self, resolution, n_levels, attributes, origin, level0, publish=True) -> None:
         try:
             resolution = _check_resolution(resolution, len(self.shape), self.path)
             if int(n_levels) < 0:
@@ -929,7 +953,7 @@ class OmeZarrWriter(_PyramidWriter):
             self.abort()
             raise
         metadata = {"method": "linumpy.resample.block_mean", "factors": [1] * (len(self.shape) - 2) + [2, 2]}
-        self._store_levels(resolution, levels, "mean", metadata, attributes, origin, level0)
+        self._store_levels(resolution, levels, "mean", metadata, attributes, origin, level0, publish)
 
 
 class AnalysisOmeZarrWriter(_PyramidWriter):

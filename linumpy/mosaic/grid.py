@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
 from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
 from linumpy.parallel import import_in_background, run_jobs
 from linumpy.qc.metrics import nonzero_fraction
-from linumpy.qc.records import FIGURES_MODULE, write_qc_record
+from linumpy.qc.records import FIGURES_MODULE, render_png, write_qc_record
 from linumpy.resample import block_mean, resample_to_resolution, resampled_shape
 
 logger = logging.getLogger(__name__)
@@ -136,13 +137,18 @@ def zero_non_finite(tile: np.ndarray, name: str | Path) -> np.ndarray:
 
     A few bad samples in one tile of a days-long acquisition must not stop
     the run, nor spread through resampling and blending into the slice; the
-    warning names the tile and the count so they can be checked.
+    warning names the tile and the count so they can be checked. A tile
+    whose sum is finite has no NaN nor infinity (either makes the sum
+    non-finite): it is returned after that one pass, without a mask.
 
     Examples
     --------
     >>> zero_non_finite(np.array([1.0, np.nan, np.inf], np.float32), "tile_x00_y00_z00")
     array([1., 0., 0.], dtype=float32)
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow or inf - inf sends it to the full check
+        if np.isfinite(np.add.reduce(tile, axis=None)):
+            return tile
     bad = ~np.isfinite(tile)
     count = int(np.count_nonzero(bad))
     if count:
@@ -267,8 +273,10 @@ def write_mosaic_grid(
         OmeZarrWriter(
             aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite, n_levels=n_levels
         ) as aip,
+        ThreadPoolExecutor(1, thread_name_prefix="mosaic-qc") as qc_thread,
     ):
         reused = threading.local()  # a thread reads its next tile into the array of its previous one
+        aip_parts = _Countdown(len(section.tiles))
 
         def lay_out(item: tuple[tuple[int, int], Any]) -> None:
             (row, col), tile = item
@@ -276,49 +284,88 @@ def write_mosaic_grid(
             raw = curvature.correct(zero_non_finite(reused.tile, tile.path))
             prepared = prepare_tile(raw, geometry, dtype)
             region = geometry.region(row, col)
-            grid[region] = prepared
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
+            aip_parts.done()
+            grid[region] = prepared
+
+        def aip_qc() -> tuple[dict[str, Any], dict[str, bytes]] | None:
+            """Finalize the AIP and make the QC figure from it while the last tiles' grid chunks are written."""
+            if not aip_parts.wait():
+                return None  # a tile failed: the writers are aborted
+            aip.finalize(resolution_mm[1:], n_levels, attributes, publish=False)
+            return mosaic_grid_qc(aip.stored, geometry.grid_shape, sorted(section.tiles))
 
         # Tiles fill whole chunks of both outputs, so threads never write the same chunk, and the
         # order in which they finish does not matter: a thread takes the next tile as soon as it is
         # done. The files of the tiles taken ahead are read by the kernel while the current tiles are
         # laid out. Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they
-        # are written.
+        # are written. Each tile's AIP part is written first: the QC thread finalizes the AIP and
+        # draws its figure (about half a second of serial work after the tiles otherwise) while the
+        # last tiles' grid chunks are written.
         ordered = morton_order(section.tiles.items(), lambda item: item[0])
         tiles = prefetched(ordered, lambda item: tile_files(item[1].path))
         import_in_background(FIGURES_MODULE)
-        jobs = run_jobs(lay_out, tiles, workers)
-        for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
-            pass
+        qc = qc_thread.submit(aip_qc)
+        try:
+            jobs = run_jobs(lay_out, tiles, workers)
+            for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
+                pass
+        finally:
+            aip_parts.release()
         grid.finalize(resolution_mm, n_levels, attributes)
-        aip.finalize(resolution_mm[1:], n_levels, attributes)
+        metrics, figures = qc.result()
+        aip.publish()
     # An acquisition-wide decision is flagged once, in its own record (field_curvature_qc.json).
-    write_mosaic_grid_qc(
-        path, aip_path, geometry.grid_shape, sorted(section.tiles), galvo.metrics() | curvature.metrics(),
+    write_qc_record(
+        path, "mosaic_grid_3d", metrics | galvo.metrics() | curvature.metrics(), figures,
         galvo.flags(galvo_confidence) + (curvature.flags() if curvature.source == "slice" else []),
     )
     return geometry
+
+
+class _Countdown:
+    """Counts jobs down to zero; :meth:`wait` says whether all were done (False once released early)."""
+
+    def __init__(self, count: int):
+        self._remaining = count
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        if count <= 0:
+            self._event.set()
+
+    def done(self) -> None:
+        """One job done (the last one wakes the waiter)."""
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._event.set()
+
+    def release(self) -> None:
+        """Wake the waiter whatever the count (the jobs stopped)."""
+        self._event.set()
+
+    def wait(self) -> bool:
+        """Block until every job is done or :meth:`release`; True when every job was done."""
+        self._event.wait()
+        with self._lock:
+            return self._remaining <= 0
 
 
 #: The QC figure reads the AIP's coarsest level at least this many pixels wide.
 QC_AIP_PX = 1024
 
 
-def write_mosaic_grid_qc(
-    path: str | Path,
-    aip_path: str | Path,
-    grid_shape: tuple[int, int],
-    tiles: Sequence[tuple[int, int]],
-    extra_metrics: dict[str, Any] | None = None,
-    flags: Sequence[str] = (),
-) -> Path:
-    """Write the QC record of a mosaic grid from its written AIP.
+def mosaic_grid_qc(
+    aip_path: str | Path, grid_shape: tuple[int, int], tiles: Sequence[tuple[int, int]]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The QC record's metrics and figure (rendered) of a mosaic grid, from its finalized AIP.
 
-    Metrics: ``n_tiles``, the AIP's ``nonzero_fraction`` and ``extra_metrics``
-    (the galvo band, :meth:`linumpy.mosaic.galvo.GalvoShift.metrics`); figure ``aip``
-    (the tile grid drawn over the AIP, missing tiles crossed out). The AIP is
-    read at its coarsest level still ``QC_AIP_PX`` pixels wide, block-averaged
-    down to at most twice that size, so the cost does not grow with the slice.
+    Metrics: ``n_tiles`` and the AIP's ``nonzero_fraction`` (the galvo band's
+    and the field curvature's are added by :func:`write_mosaic_grid`); figure
+    ``aip`` (the tile grid drawn over the AIP, missing tiles crossed out). The
+    AIP is read at its coarsest level still ``QC_AIP_PX`` pixels wide,
+    block-averaged down to at most twice that size, so the cost does not grow
+    with the slice.
     """
     levels = read_omezarr_info(aip_path).levels
     level = max((i for i, lv in enumerate(levels) if max(lv.shape) >= QC_AIP_PX), default=0)
@@ -328,6 +375,6 @@ def write_mosaic_grid_qc(
     aip = data[...] if factor == 1 else np.asarray(block_mean(data.to_dask(), (factor, factor)).compute())
     from linumpy.qc.figures import mosaic_grid_figure
 
-    metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)} | dict(extra_metrics or {})
+    metrics = {"n_tiles": len(tiles), "nonzero_fraction": nonzero_fraction(aip)}
     figure = mosaic_grid_figure(aip, grid_shape, tiles, pixel_um=scale_mm[-1] * 1000 * factor)
-    return write_qc_record(path, "mosaic_grid_3d", metrics, {"aip": figure}, list(flags))
+    return metrics, {"aip": render_png(figure)}
