@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 import linumpy.stitching.estimate as estimate
 from linumpy.stitching.global_solve import solve_positions
+from linumpy.stitching.link_conflicts import contested_links
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.reanchor import moved, pieces, research_piece
 
@@ -67,8 +70,8 @@ def test_a_piece_hung_on_a_weak_link_is_moved_to_the_joint_peak_of_all_its_links
 
     # The links are refined below a pixel from the flat-fielded tiles; here, exact integer offsets.
     monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    positions, model, kept, relinked = estimate._reanchor(TILES, positions, model, kept, anchoring, registrations,
-                                                          dict.fromkeys(TILES), STEP)
+    positions, model, kept, relinked = estimate._reanchor(TILES, positions, model, kept, anchoring, set(),
+                                                          registrations, dict.fromkeys(TILES), STEP)
     assert set(relinked) == {((0, 1), (0, 2)), ((1, 1), (1, 2))}
     assert all(np.hypot(*relinked[pair].sigma_px) > np.hypot(0.1, 0.1) for pair in relinked)  # joint spread added
     for tile in TILES:
@@ -79,6 +82,61 @@ def test_a_piece_whose_links_do_not_single_out_a_position_stays():
     registrations, kept, anchoring = _greedy_chain()
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.0, (-7, 6): 1.0}, 0.1)
     positions, model, kept = solve_positions(TILES, kept, STEP)
-    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, registrations,
+    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
+                                   dict.fromkeys(TILES), STEP)
+    assert unchanged[2] == kept and not unchanged[3]
+
+
+def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_links(monkeypatch):
+    """A 3 x 3 grid on its true positions. The centre tile's links to the tiles above and left are
+    equally significant (3.7, 3.6) but disagree by 6 px; the solve can keep one of them only and keeps the
+    wrong one (above: its sub-pixel fit claims less precision, so the right one shows the larger
+    residual in standard errors). The two weak links below and right agree with the left one. The
+    kept link is contested: the centre is searched again with all four links and goes to the truth."""
+    tiles = [(r, c) for r in range(3) for c in range(3)]
+    registrations = {}
+    for a in tiles:
+        for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)):
+            if b in tiles:
+                registrations[(a, b)] = _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 12.0)
+    wrong = ((0, 1), (1, 1))
+    registrations[wrong] = replace(_registration(*wrong, {(-6, -6): 3.0, (0, 0): 1.0}, 3.7), sigma_px=(0.2, 0.2))
+    registrations[((1, 0), (1, 1))] = replace(_registration((1, 0), (1, 1), {(0, 0): 3.0, (-6, -6): 1.0}, 3.6),
+                                              sigma_px=(0.05, 0.05))
+    registrations[((1, 1), (2, 1))] = _registration((1, 1), (2, 1), {(0, 0): 2.0, (5, 5): 1.5}, 1.8)
+    registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.5, (-5, 5): 1.2}, 1.0)
+    confident = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+                 if r.significance >= estimate.CONFIDENT_SIGNIFICANCE]
+    positions, model, kept = solve_positions(tiles, confident, STEP)
+    anchoring = {(p.a, p.b) for p in kept}
+    assert wrong in anchoring and ((1, 0), (1, 1)) not in anchoring  # the coin fell on the wrong link
+    assert np.abs(positions[(1, 1)] - positions[(0, 0)] - (100.0, 100.0)).max() > 5
+
+    contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
+                                {pair: r.significance for pair, r in registrations.items()})
+    assert contested == {wrong}
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    positions, model, kept, relinked = estimate._reanchor(tiles, positions, model, kept, anchoring - contested,
+                                                          contested, registrations, dict.fromkeys(tiles), STEP)
+    assert ((1, 0), (1, 1)) in relinked and ((1, 0), (1, 1)) in {(p.a, p.b) for p in kept}
+    for tile in tiles:
+        assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, STEP)).max() < 0.05, tile
+
+
+def test_one_weak_link_does_not_move_a_piece():
+    """The chain above with the right piece on its true position and a single link to the left piece
+    (the other has no evidence map): that link's best peak, 2 px off, stands 2.6 above any rival, a joint
+    peak significant enough for several links but below the bar of a lone link (3): the piece stays."""
+    registrations, kept, anchoring = _greedy_chain()
+    lone = ((0, 1), (0, 2))
+    registrations[lone] = _registration(*lone, {(0, 2): 2.6, (0, 0): 0.2}, 2.4)
+    registrations[((1, 1), (1, 2))] = replace(registrations[((1, 1), (1, 2))], scores=())
+    kept = [replace(p, offset=(0.0, 100.0)) if (p.a, p.b) == lone else p for p in kept]
+    positions, model, kept = solve_positions(TILES, kept, STEP)
+    placement = research_piece([(0, 2), (0, 3), (1, 2), (1, 3)], registrations, positions,
+                               {(0, 0), (0, 1), (1, 0), (1, 1)}, model)
+    assert estimate.JOINT_SIGNIFICANCE < placement.significance < estimate.STRONG_SIGNIFICANCE
+    assert moved(placement, positions) and len(placement.offsets) == 1
+    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
                                    dict.fromkeys(TILES), STEP)
     assert unchanged[2] == kept and not unchanged[3]

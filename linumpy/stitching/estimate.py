@@ -56,7 +56,7 @@ from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
-from linumpy.stitching.link_conflicts import drop_broken_loop_links, honest_variance
+from linumpy.stitching.link_conflicts import contested_links, drop_broken_loop_links, honest_variance
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, offset_spread, refine_subpixel, register_pair
@@ -220,6 +220,8 @@ def estimate_transform(
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = wider
     anchoring = {(p.a, p.b) for p in kept}
+    contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
+                                {pair: r.significance for pair, r in {**registrations, **moved}.items()})
     joint, placed_by = _joint_search(registrations, positions, model, kept, flattened)
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
@@ -235,7 +237,7 @@ def estimate_transform(
                                       tile_step_px)) is not None:
         (positions, model, kept), links = cluster
         clustered.update(links)
-    positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, registrations,
+    positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring - contested, contested, registrations,
                                                  flattened, tile_step_px)
     current = {**registrations, **moved, **joint, **clustered, **relinked}
     (positions, model, kept), unlinked, broad = drop_broken_loop_links(
@@ -279,9 +281,8 @@ def estimate_transform(
     sigmas = tile_sigmas(tiles, [(r.a, r.b, honest_variance(r.sigma_px, r.spread_px)) for r in records
                                  if r.accepted],
                          stage_scatter(positions, model, registered, max_shift_px))
-    strong = [(p.a, p.b) for p in kept
-              if (p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE]
-    trusted = set((pieces(registered, strong) or [[]])[0])
+    trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
+                   or [[]])[0])
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
@@ -621,6 +622,7 @@ def _reanchor(
     model: StageModel,
     kept: list[PairOffset],
     anchoring: set[tuple[TileIndex, TileIndex]],
+    contested: set[tuple[TileIndex, TileIndex]],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -629,8 +631,10 @@ def _reanchor(
 
     ``anchoring`` are the pairs kept before the joint search; a later pair
     joins two tiles into one piece if its own significance reaches
-    :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`. The largest
-    piece is trusted; every other is searched against the trusted tiles.
+    :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`; a ``contested``
+    pair (:func:`~linumpy.stitching.link_conflicts.contested_links`) never
+    does, nor is it re-snapped when its piece moves. The largest piece is
+    trusted; every other is searched against the trusted tiles.
     Where its joint peak is significant (:data:`JOINT_SIGNIFICANCE`) the
     piece becomes trusted: as it is if the peak is where it lies, else moved
     there, its links to the other tiles replaced by the re-snapped, refined
@@ -647,9 +651,7 @@ def _reanchor(
     """
     relinked: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     placed = {t for pair in kept for t in (pair.a, pair.b)}
-    strong = [(p.a, p.b) for p in kept
-              if (p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE]
-    trusted, *untrusted = pieces(placed, strong) or [[]]
+    trusted, *untrusted = pieces(placed, _anchoring_links(kept, anchoring, contested, registrations)) or [[]]
     trusted = set(trusted)
     changed = True
     while changed:
@@ -663,8 +665,11 @@ def _reanchor(
                     trusted |= set(piece)
                     changed = True
                     continue
-                refined = _refined(placement.offsets, placement.significance, registrations, flattened,
-                                   placement.spread_px)
+                # A contested link that still agrees gives way to the links that placed the piece.
+                links = {pair: offset for pair, offset in placement.offsets.items() if pair not in contested}
+                if len(links) < MIN_CORROBORATING_LINKS and placement.significance < STRONG_SIGNIFICANCE:
+                    continue  # one link moves a piece only as the only link between tiles may: strong
+                refined = _refined(links, placement.significance, registrations, flattened, placement.spread_px)
             inside = set(piece)
             accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
                                    tile_step_px)
@@ -759,6 +764,17 @@ def _correct_stage_residuals(
     for tile, correction in residual_model.corrections.items():
         corrected[tile] = positions[tile] + np.asarray(correction)
     return corrected, residual_model
+
+
+def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex, TileIndex]],
+                     contested: set[tuple[TileIndex, TileIndex]],
+                     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+                     ) -> list[tuple[TileIndex, TileIndex]]:
+    """The kept pairs that join their tiles into one piece (:func:`~linumpy.stitching.reanchor.pieces`):
+    those in ``anchoring`` or at least :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`
+    significant on their own, unless ``contested``."""
+    return [(p.a, p.b) for p in kept if (p.a, p.b) not in contested
+            and ((p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE)]
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],

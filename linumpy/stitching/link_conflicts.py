@@ -74,6 +74,43 @@ def honest_error(pair: PairOffset, spread_px: Sequence[float]) -> float:
     return float(np.sqrt(np.max(honest_variance(1 / np.sqrt(pair.axis_weights()), spread_px))))
 
 
+def contested_links(kept: Sequence[PairOffset], dropped: Sequence[PairOffset],
+                    significance: Mapping[Pair, float]) -> set[Pair]:
+    """The kept pairs whose only check was a pair the solve ``dropped`` as inconsistent, of like quality.
+
+    Adding a dropped pair back closes a loop through kept pairs that lie on no
+    other loop: nothing but the dropped pair checks them, and it disagreed.
+    When all but one of them are clearly more significant than the dropped
+    pair (at least :data:`CULPRIT_MARGIN` times its ``significance``), the
+    disagreement is between two links of like quality, and the solve's
+    choice between them was a coin flip (it drops the larger residual in
+    standard errors, and those come from the sub-pixel fits' precision, not
+    from which peak is right): that kept pair is contested, and the tiles it
+    alone places are searched again with all their links
+    (:func:`linumpy.stitching.estimate._reanchor`), whatever its
+    significance. When several are of like quality, the blame has several
+    candidates and the solve's choice stands.
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> pairs = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in square]
+    >>> contested_links(pairs[:3], pairs[3:], dict(zip(square, (12.0, 14.0, 5.0, 3.0))))
+    {((0, 1), (1, 1))}
+    >>> contested_links(pairs[:3], pairs[3:], dict(zip(square, (12.0, 4.0, 5.0, 3.0))))
+    set()
+    """
+    unchecked = {(kept[k].a, kept[k].b) for k in bridges(kept)}
+    contested: set[Pair] = set()
+    for pair in dropped:
+        both = list(kept) + [pair]
+        checked = unchecked - {(both[k].a, both[k].b) for k in bridges(both)}
+        alike = [key for key in checked if significance[key] < CULPRIT_MARGIN * significance[(pair.a, pair.b)]]
+        if len(alike) == 1:
+            contested.add(alike[0])
+    return contested
+
+
 def broken_loop_culprit(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
