@@ -111,6 +111,32 @@ def contested_links(kept: Sequence[PairOffset], dropped: Sequence[PairOffset],
     return contested
 
 
+def closed_by_switches(kept: Sequence[PairOffset], switched: Collection[Pair],
+                       significance: Mapping[Pair, float], strong_significance: float) -> set[Pair]:
+    """The kept pairs that a loop closure chose, and the weak ones only such loops check.
+
+    A pair moved to a rival peak by a loop closure
+    (:mod:`linumpy.stitching.loops`) was chosen *because* it closes its loops,
+    so those loops no longer check it, nor the other pairs on them: two wrong
+    peaks can close a loop once one of them was picked to match the other.
+    Returned: the ``switched`` pairs among ``kept``, and every kept pair whose
+    own ``significance`` is below ``strong_significance`` (the bar of a pair
+    allowed to be the only link between tiles) and that lies on no loop of
+    the kept pairs without the switched ones.
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> pairs = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in square]
+    >>> sorted(closed_by_switches(pairs, {square[3]}, dict(zip(square, (12.0, 14.0, 2.4, 0.5))), 3.0))
+    [((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    """
+    chosen = {(p.a, p.b) for p in kept} & set(switched)
+    rest = [p for p in kept if (p.a, p.b) not in chosen]
+    unchecked = {(rest[k].a, rest[k].b) for k in bridges(rest)}
+    return chosen | {key for key in unchecked if significance[key] < strong_significance} if chosen else set()
+
+
 def broken_loop_culprit(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
