@@ -87,18 +87,21 @@ def test_a_piece_whose_links_do_not_single_out_a_position_stays():
     assert unchanged[2] == kept and not unchanged[3]
 
 
+def _strong_square():
+    """A 3 x 3 grid on its true positions, every pair strong (significance 12) and at the truth."""
+    tiles = [(r, c) for r in range(3) for c in range(3)]
+    registrations = {(a, b): _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 12.0)
+                     for a in tiles for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)) if b in tiles}
+    return tiles, registrations
+
+
 def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_links(monkeypatch):
     """A 3 x 3 grid on its true positions. The centre tile's links to the tiles above and left are
     equally significant (3.7, 3.6) but disagree by 6 px; the solve can keep one of them only and keeps the
     wrong one (above: its sub-pixel fit claims less precision, so the right one shows the larger
     residual in standard errors). The two weak links below and right agree with the left one. The
     kept link is contested: the centre is searched again with all four links and goes to the truth."""
-    tiles = [(r, c) for r in range(3) for c in range(3)]
-    registrations = {}
-    for a in tiles:
-        for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)):
-            if b in tiles:
-                registrations[(a, b)] = _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 12.0)
+    tiles, registrations = _strong_square()
     wrong = ((0, 1), (1, 1))
     registrations[wrong] = replace(_registration(*wrong, {(-6, -6): 3.0, (0, 0): 1.0}, 3.7), sigma_px=(0.2, 0.2))
     registrations[((1, 0), (1, 1))] = replace(_registration((1, 0), (1, 1), {(0, 0): 3.0, (-6, -6): 1.0}, 3.6),
@@ -147,12 +150,7 @@ def test_a_tile_held_by_a_contested_link_alone_and_unsupported_where_it_lies_los
     contested. Its four links searched together point near the truth but weakly (joint significance below
     2): nothing checked holds the tile where it is, so the link is dropped and the tile left to the later
     searches and the stage model."""
-    tiles = [(r, c) for r in range(3) for c in range(3)]
-    registrations = {}
-    for a in tiles:
-        for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)):
-            if b in tiles:
-                registrations[(a, b)] = _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 12.0)
+    tiles, registrations = _strong_square()
     wrong = ((0, 1), (1, 1))
     registrations[wrong] = _registration(*wrong, {(-6, -6): 2.5, (0, 0): 0.5}, 2.5)
     for pair, height in ((((1, 0), (1, 1)), 1.2), (((1, 1), (2, 1)), 1.2), (((1, 1), (1, 2)), 1.0)):
