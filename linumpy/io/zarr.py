@@ -792,7 +792,8 @@ class _PyramidWriter:
             self.abort()
         elif not self._published:
             self.abort()
-            raise RuntimeError(f"{self.path}: the writer was closed without finalize() or publish(); nothing was written")
+            raise RuntimeError(f"{self.path}: the writer was closed without finalize() or publish(); "
+                               "nothing was written")
 
     def _store_levels(
         self,

@@ -240,7 +240,7 @@ def estimate_transform(
                                       tile_step_px)) is not None:
         (positions, model, kept), links = cluster
         clustered.update(links)
-    positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring - contested, contested, registrations,
+    positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, contested, registrations,
                                                  flattened, tile_step_px)
     current = {**registrations, **moved, **joint, **clustered, **relinked}
     (positions, model, kept), unlinked, broad = drop_broken_loop_links(

@@ -132,9 +132,11 @@ def closed_by_switches(kept: Sequence[PairOffset], switched: Collection[Pair],
     [((0, 1), (1, 1)), ((1, 0), (1, 1))]
     """
     chosen = {(p.a, p.b) for p in kept} & set(switched)
+    if not chosen:
+        return set()
     rest = [p for p in kept if (p.a, p.b) not in chosen]
     unchecked = {(rest[k].a, rest[k].b) for k in bridges(rest)}
-    return chosen | {key for key in unchecked if significance[key] < strong_significance} if chosen else set()
+    return chosen | {key for key in unchecked if significance[key] < strong_significance}
 
 
 def broken_loop_culprit(
