@@ -248,19 +248,28 @@ def slab_z_residuals(truth: Truth, outdir: Path, shifts: dict, offset: np.ndarra
 def motor_z_errors(truth: Truth, shifts: dict) -> dict:
     """Placed and motor-only depth of each slice vs the truth (um, relative to slice 0).
 
-    Slice k's plane 0 images world plane ``k * thickness + F_k(c)`` (``F_k``:
-    the plane the pipeline flattened it by, at the lateral centre); the
-    placement puts it at ``origin_um[0]``; the raw motor at ``z_k - z_0``.
+    Compared at one lateral point of the output, slice k's centre: slice k's
+    plane 0 images world plane ``k * thickness + F_k(c)`` there (``F_k``: the
+    plane the pipeline flattened it by, ``c`` its centre pixel), slice 0's
+    plane 0 images ``F_0(c + o_k)`` (``o_k``: slice k's lateral origin in
+    slice 0's pixels), so a slice shifted laterally under a tilted surface is
+    not charged the tilt times its shift. The placement puts slice k's plane 0
+    at ``origin_um[0]``; the raw motor at ``z_k - z_0``.
     """
     cfg = truth.cfg
     rows = []
     slices = shifts["slices"]
+    first = slices[0]["flatten_plane"]
     for s, t in zip(slices, truth.truth["slices"]):
         plane = s["flatten_plane"]
-        true = (t["world_z_offset_px"] + plane[0] - slices[0]["flatten_plane"][0]) * cfg["axial_um"]
+        centre = np.array(s["shape_voxel"][1:]) / 2.0
+        origin = (np.array(s["origin_um"][1:]) - np.array(slices[0]["origin_um"][1:])) / cfg["lateral_um"]
+        here = plane[0] + plane[1] * centre[0] + plane[2] * centre[1]
+        there = first[0] + first[1] * (centre[0] + origin[0]) + first[2] * (centre[1] + origin[1])
+        true = (t["world_z_offset_px"] + here - there) * cfg["axial_um"]
         motor = (t["motor_z_mm"] - truth.truth["slices"][0]["motor_z_mm"]) * 1000
-        rows.append({"slice": s["slice_id"], "placed_error_um": round(s["origin_um"][0] - true, 2),
-                     "motor_error_um": round(motor - true, 2), "used_registration_z": s["used_registration_z"]})
+        rows.append({"slice": s["slice_id"], "placed_error_um": round(float(s["origin_um"][0] - true), 2),
+                     "motor_error_um": round(float(motor - true), 2), "used_registration_z": s["used_registration_z"]})
     return {"per_slice": rows}
 
 
