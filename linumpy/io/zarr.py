@@ -1189,5 +1189,6 @@ __all__ = [
     "open_omezarr_level",
     "read_omezarr",
     "read_omezarr_info",
+    "read_omezarr_levels",
     "save_omezarr",
 ]
