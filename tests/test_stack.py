@@ -24,7 +24,7 @@ from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
-from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_weights, iter_chunk_regions
+from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_ramps, depth_weights, iter_chunk_regions
 from linumpy.stack import gains
 from linumpy.stack.gains import overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
@@ -328,6 +328,33 @@ def test_assembly_is_independent_of_the_chunking_and_covers_the_union():
     # in the overlap, where only slice a covers a column, slice a keeps full weight
     np.testing.assert_allclose(out[6:10, 0, :9], a[6:10, 0].compute(), rtol=1e-6)
     assert out[0, 11, 14] == 0  # covered by neither
+
+
+def test_planes_of_one_slice_alone_are_the_float64_weighted_mean_bytes():
+    """The planes one slice covers alone are copied, not summed: the same bytes as the float64 sum."""
+    rng = np.random.default_rng(3)
+    values = [rng.random(shape).astype(np.float32) for shape in ((9, 11, 10), (7, 12, 9), (6, 8, 13))]
+    values[0][values[0] < 0.05] = -0.0  # the sum turns -0 into 0
+    coverages = ((0.3, 0.6, 1.0), (1.0, 1.0, 0.25), (0.8, 0.4, 0.7))  # partly covered first voxels
+    placed = [PlacedSlice(da.from_array(v, chunks=4), origin, coverage)
+              for v, origin, coverage in zip(values, ((0, 0, 1), (6, 1, 0), (10, 3, 2)), coverages)]
+    shape = (16, 13, 15)
+    ramps = depth_ramps(placed)
+    total, weight = np.zeros(shape), np.zeros(shape)
+    for piece, (ramp_in, ramp_out), v in zip(placed, ramps, values):
+        z, y, x = (slice(o, o + n) for o, n in zip(piece.origin, v.shape))
+        w = depth_weights(v.shape[0], ramp_in, ramp_out, 0, v.shape[0])[:, None, None]
+        coverage = np.ones(v.shape)
+        coverage[0] *= piece.first_coverage[0]
+        coverage[:, 0] *= piece.first_coverage[1]
+        coverage[:, :, 0] *= piece.first_coverage[2]
+        total[z, y, x] += w * v
+        weight[z, y, x] += w * coverage
+    expected = np.divide(total, weight, out=total, where=weight > 0).astype(np.float32)
+    for chunks in ((16, 13, 15), (3, 5, 4), (1, 1, 7)):
+        sink = ArraySink(shape)
+        assemble_volume(placed, shape, chunks, sink, np.float32, progress=False, workers=1)
+        np.testing.assert_array_equal(sink.array.view(np.uint32), expected.view(np.uint32))
 
 
 def test_stacked_volume_matches_the_phantom():

@@ -435,10 +435,13 @@ def _transforms(transforms: Any, n_axes: int, path: Path, field_name: str) -> tu
     return scale, translation
 
 
-def _check_inside(root: Path, relative: str, field: str) -> None:
-    """Refuse a path from the metadata that leads outside the image (absolute, ``..``, a symlink out)."""
+def _check_inside(root: Path, resolved_root: Path, relative: str, field: str) -> None:
+    """Refuse a path from the metadata that leads outside the image (absolute, ``..``, a symlink out).
+
+    ``resolved_root``: ``root.resolve()``, resolved once for all of an image's levels.
+    """
     target = (root / relative).resolve()
-    if Path(relative).is_absolute() or not target.is_relative_to(root.resolve()) or target == root.resolve():
+    if Path(relative).is_absolute() or not target.is_relative_to(resolved_root) or target == resolved_root:
         raise InputError(f"{root}: metadata field '{field}' is {relative!r}, outside the image; "
                          "a level must be an array inside the image folder; rewrite the metadata")
 
@@ -465,13 +468,14 @@ def parse_image(path: str | Path) -> ParsedImage:
         entry.get("coordinateTransformations"), len(axes), path, "multiscales[0].coordinateTransformations"
     )
     levels = []
+    resolved = path.resolve()
     for i, dataset in enumerate(_expect(entry.get("datasets") or [], list, path, "multiscales[0].datasets")):
         where = f"multiscales[0].datasets[{i}]"
         _expect(dataset, dict, path, where)
         level_path = dataset.get("path")
         if not isinstance(level_path, (str, int)) or isinstance(level_path, bool):
             raise InputError(f"{path}: metadata field '{where}.path' must name the level's array; rewrite the metadata")
-        _check_inside(path, str(level_path), f"{where}.path")
+        _check_inside(path, resolved, str(level_path), f"{where}.path")
         scale, translation = _transforms(
             dataset.get("coordinateTransformations"), len(axes), path, f"{where}.coordinateTransformations"
         )

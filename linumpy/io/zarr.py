@@ -287,9 +287,10 @@ def read_omezarr_info(path: str | os.PathLike) -> OmeZarrInfo:
     )
 
 
-def _open_level(path: str | os.PathLike, level: int) -> tuple[ngff.ParsedImage, StoredArray]:
-    """Parse an image and open one level of it."""
-    image = ngff.parse_image(path)
+def _open_level(path: str | os.PathLike, level: int, image: ngff.ParsedImage | None = None,
+                ) -> tuple[ngff.ParsedImage, StoredArray]:
+    """Parse an image (unless ``image`` is its parsed metadata) and open one level of it."""
+    image = ngff.parse_image(path) if image is None else image
     if not 0 <= level < len(image.levels):
         raise InputError(
             f"{image.path} has no level {level} (levels 0-{len(image.levels) - 1}); pass one of those"
@@ -370,7 +371,23 @@ def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tup
     >>> image, resolution = read_omezarr("mosaic_grid_3d_z00.ome.zarr")  # doctest: +SKIP
     >>> subset = image[0:10, 100:200, 100:200].compute()  # doctest: +SKIP
     """
-    image, stored = _open_level(path, level)
+    return _lazy_level(*_open_level(path, level), level)
+
+
+def read_omezarr_levels(path: str | os.PathLike) -> list[tuple[da.Array, tuple[float, ...]]]:
+    """Every level of an OME-Zarr image, lazily: :func:`read_omezarr` of each, its metadata parsed once.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_omezarr`.
+    """
+    image = ngff.parse_image(path)
+    return [_lazy_level(*_open_level(path, level, image), level) for level in range(len(image.levels))]
+
+
+def _lazy_level(image: ngff.ParsedImage, stored: StoredArray, level: int) -> tuple[da.Array, tuple[float, ...]]:
+    """One opened level as :func:`read_omezarr` gives it."""
     array = stored.array
     data = stored.to_dask()
     extra = [i for i in range(array.ndim) if i not in image.spatial_axes]
@@ -1172,5 +1189,6 @@ __all__ = [
     "open_omezarr_level",
     "read_omezarr",
     "read_omezarr_info",
+    "read_omezarr_levels",
     "save_omezarr",
 ]

@@ -134,6 +134,14 @@ def assemble_region(
 ) -> np.ndarray:
     """Blend the slices that overlap one output region.
 
+    The weighted mean is summed in float64 on the planes where slices blend.
+    A plane of the region that one slice alone covers, at full depth weight
+    and not its partly covered first plane (:func:`alone_planes`), is that
+    slice's plane as it is, its partly covered lateral first voxels divided
+    by their coverage in float64: the values the float64 sum
+    ``(0 + 1 * v) / (0 + 1 * c)`` gives, without its passes over the region
+    (most planes of a stack: slices overlap by their blend depth only).
+
     Parameters
     ----------
     placed : sequence of PlacedSlice
@@ -152,22 +160,81 @@ def assemble_region(
     numpy.ndarray
         The blended region.
     """
+    dtype = np.dtype(dtype)
     shape = tuple(r.stop - r.start for r in region)
-    total = np.zeros(shape, np.float64)
-    weight = np.zeros(shape, np.float64)
-    # one region per thread of assemble_volume: its reads computed in that thread
+    parts = []
     for k, local in local_windows(placed, region):
-        piece, ramp = placed[k], ramps[k]
-        block = readers[k].read(local)
+        piece = placed[k]
         out = tuple(
             slice(s.start + o - r.start, s.stop + o - r.start)
             for s, o, r in zip(local, piece.origin, region, strict=True)
         )
-        w = depth_weights(piece.data.shape[0], *ramp, local[0].start, local[0].stop)[:, None, None]
-        total[out] += w * block
-        weight[out] += w * _coverage(piece.first_coverage, local)
-    np.divide(total, weight, out=total, where=weight > 0)
-    return _cast(total, dtype)
+        parts.append((k, local, out, depth_weights(piece.data.shape[0], *ramps[k], local[0].start, local[0].stop)))
+    alone = alone_planes(placed, parts, shape[0], dtype)
+    result = np.zeros(shape, dtype)
+    summed = np.ones(shape[0], bool)
+    for (_, _, out, _), rows in zip(parts, alone, strict=True):
+        summed[out[0]][rows] = False
+    planes = np.flatnonzero(summed)  # the output planes summed in float64
+    position = np.cumsum(summed) - 1
+    total = np.zeros((planes.size, *shape[1:]), np.float64)
+    weight = np.zeros((planes.size, *shape[1:]), np.float64)
+    # one region per thread of assemble_volume: its reads computed in that thread
+    for (k, local, out, w), rows in zip(parts, alone, strict=True):
+        piece = placed[k]
+        block = readers[k].read(local)
+        if rows.any():
+            result[(np.arange(out[0].start, out[0].stop)[rows], *out[1:])] = _as_alone(
+                block[rows], piece.first_coverage, local)
+        if rows.all():
+            continue
+        rest = ~rows
+        target = (position[out[0]][rest], *out[1:])
+        coverage = _coverage(piece.first_coverage, local)
+        total[target] += w[rest, None, None] * block[rest]
+        weight[target] += w[rest, None, None] * (coverage[rest] if coverage.shape[0] > 1 else coverage)
+    if planes.size:
+        np.divide(total, weight, out=total, where=weight > 0)
+        result[planes] = _cast(total, dtype)
+    return result
+
+
+def alone_planes(placed: Sequence[PlacedSlice], parts: Sequence[tuple], depth: int, dtype: np.dtype,
+                 ) -> list[np.ndarray]:
+    """Per part ``(k, local, out, weights)`` of a region ``depth`` planes deep, its planes taken as they are.
+
+    Those that no other slice covers, at depth weight 1, other than a partly
+    covered first plane; none when the output ``dtype`` is not the slice's
+    floating type (the sum's cast then rounds, clips or widens).
+    """
+    covering = np.zeros(depth, np.int64)
+    for _, _, out, _ in parts:
+        covering[out[0]] += 1
+    alone = []
+    for k, local, out, w in parts:
+        rows = (covering[out[0]] == 1) & (w == 1.0)
+        if local[0].start == 0 and placed[k].first_coverage[0] != 1.0:
+            rows[0] = False
+        if not np.issubdtype(dtype, np.floating) or placed[k].data.dtype != dtype:
+            rows[:] = False
+        alone.append(rows)
+    return alone
+
+
+def _as_alone(block: np.ndarray, first_coverage: Sequence[float], local: tuple[slice, slice, slice]) -> np.ndarray:
+    """Planes of one slice alone at full weight: ``(0 + v) / c`` as the float64 sum gives them (``c``: the
+    lateral coverage, 1 but on a partly covered first row or column; adding 0 turns -0 into 0 as the sum does)."""
+    summed = block + block.dtype.type(0)
+    partial = [part.start == 0 and fraction != 1.0 for fraction, part in zip(first_coverage, local, strict=True)]
+    if not (partial[1] or partial[2]):
+        return summed
+    coverage = _coverage((1.0, *first_coverage[1:]), local)
+    values = summed.copy()
+    if partial[1]:
+        values[:, :1] = summed[:, :1] / coverage[:, :1]
+    if partial[2]:
+        values[:, :, :1] = summed[:, :, :1] / coverage[:, :, :1]
+    return values
 
 
 def local_windows(placed: Sequence[PlacedSlice], region: tuple[slice, slice, slice],

@@ -29,7 +29,7 @@ from linumpy.io.atomic import atomic_output, check_can_write
 from linumpy.io.codecs import DEFAULT_COMPRESSION
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
-from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr_info, read_omezarr_levels
 from linumpy.parallel import import_in_background
 from linumpy.qc.records import FIGURES_MODULE
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
@@ -245,10 +245,7 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     info = read_omezarr_info(path)
     if info.ndim != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
-    levels = []
-    for index in range(len(info.levels)):
-        data, scale_mm = read_omezarr(path, index)
-        levels.append((data, tuple(s * 1000 for s in scale_mm)))
+    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
