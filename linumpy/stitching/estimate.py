@@ -55,7 +55,7 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.global_solve import MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, solve_positions
 from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
                                              honest_variance)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
@@ -214,6 +214,8 @@ def estimate_transform(
     with threadpool_limits(limits=1, user_api="blas"):
         confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
     positions, model, kept = solve_positions(tiles, confident, tile_step_px)
+    if not kept:
+        positions, model, kept = _strong_seed(tiles, confident, tile_step_px)
     confident_ids = {(p.a, p.b) for p in confident}
     weak = _plausible([p for p in candidates if (p.a, p.b) not in confident_ids], confident, model)
     if weak:
@@ -254,6 +256,7 @@ def estimate_transform(
         (positions, model, kept), links = weak
         corroborated.update(links)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
+    positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
@@ -745,6 +748,44 @@ def _drop_broken_placements(
     logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak",
                 sorted(broken))
     return solve_positions(tiles, demoted, tile_step_px)
+
+
+def _strong_seed(
+    tiles: Sequence[TileIndex],
+    confident: Sequence[PairOffset],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """The largest group of strong pairs, however small, solved as the anchor of the searches.
+
+    Used when no group of confident pairs holds :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION`
+    of the tiles (at 10 % overlap, strong pairs that form no loop make groups of 2-3 tiles): without an
+    anchor no search can place a tile, and every tile stays on the stage. The searches then grow it from
+    the stage prior; :func:`_drop_small_group` sends everything back to the stage if they do not.
+    """
+    seeded = solve_positions(tiles, [p for p in confident if p.strong], tile_step_px, min_group_fraction=0.0)
+    if seeded[2]:
+        logger.info("no group of confident pairs holds %.0f%% of the tiles: the searches start from the %d "
+                    "tiles of the largest group of strong pairs", 100 * MIN_GROUP_FRACTION,
+                    len({t for p in seeded[2] for t in (p.a, p.b)}))
+    return seeded
+
+
+def _drop_small_group(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """Every tile on the stage model when the registered tiles are fewer than
+    :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION` of them (a :func:`_strong_seed` that the
+    searches did not grow): a small group is placed by the mean stage error of its few tiles.
+    """
+    registered = {t for pair in kept for t in (pair.a, pair.b)}
+    if not kept or len(registered) >= MIN_GROUP_FRACTION * len(tiles):
+        return positions, model, kept
+    logger.info("only %d of %d tiles registered: all on the stage model", len(registered), len(tiles))
+    return solve_positions(tiles, [], tile_step_px)
 
 
 def _drop_implausible(

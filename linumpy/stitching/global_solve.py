@@ -297,6 +297,7 @@ def solve_positions(
     max_residual_px: float = MAX_RESIDUAL_PX,
     weighted: bool = True,
     warn_steps: bool = True,
+    min_group_fraction: float = MIN_GROUP_FRACTION,
 ) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
     """Return the position of every tile from the accepted pairwise offsets.
 
@@ -320,6 +321,9 @@ def solve_positions(
     warn_steps : bool
         Log a warning when a fitted step departs from the nominal one
         (:func:`warn_if_steps_differ`).
+    min_group_fraction : float
+        Fewest tiles, as a fraction of ``tiles``, of the linked group whose
+        pairs are kept (:func:`largest_group`).
 
     Returns
     -------
@@ -365,7 +369,7 @@ def solve_positions(
         for k in sorted(weak_bridges, reverse=True):
             logger.debug("dropping weak pair %s-%s outside any loop", kept[k].a, kept[k].b)
             del kept[k]
-    kept = largest_group(kept, len(tiles))
+    kept = largest_group(kept, len(tiles), min_group_fraction)
     model = fit_stage_model(kept, tile_step_px, tiles)
     positions = _least_squares_positions(tiles, kept, model, prior_weight)
     if warn_steps:
@@ -383,20 +387,21 @@ def _groups(pairs: Sequence[PairOffset]) -> list[set[TileIndex]]:
     return groups
 
 
-def largest_group(pairs: Sequence[PairOffset], n_tiles: int = 0) -> list[PairOffset]:
+def largest_group(pairs: Sequence[PairOffset], n_tiles: int = 0,
+                  min_fraction: float = MIN_GROUP_FRACTION) -> list[PairOffset]:
     """The pairs of the largest connected group of tiles (ties: the first tile's group).
 
     A group is placed as a whole by the mean stage error of its tiles, which
     for a few tiles can put one of them farther from the truth than the stage
     did: only the largest group is kept, and only if it holds at least
-    :data:`MIN_GROUP_FRACTION` of the ``n_tiles`` tiles; the others keep
-    their stage-model positions.
+    ``min_fraction`` (default :data:`MIN_GROUP_FRACTION`) of the ``n_tiles``
+    tiles; the others keep their stage-model positions.
     """
     groups = _groups(pairs)
     if not groups:
         return []
     main = max(groups, key=lambda g: (len(g), [-v for v in min(g)]))
-    if len(main) < MIN_GROUP_FRACTION * n_tiles:
+    if len(main) < min_fraction * n_tiles:
         return []
     return [p for p in pairs if p.a in main]
 
