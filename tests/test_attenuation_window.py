@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linumpy.intensity import attenuation
+from linumpy.intensity import attenuation, attenuation_map
 from linumpy.intensity.qc_summary import MAX_UNRELIABLE_FRACTION, AxialQc
 
 DZ_MM = 0.0015
@@ -35,11 +35,12 @@ def layered(top_planes: int, mu_top: float, mu_bottom: float, brightness: float)
     return np.where(k < top_planes, 1.0, brightness) * transmission
 
 
-def mapped(block: np.ndarray, noise: np.ndarray | None = None) -> attenuation.WindowedAttenuation:
+def mapped(block: np.ndarray, noise: np.ndarray | None = None) -> attenuation_map.WindowedAttenuation:
     """The map as the axial step fits it: box-averaged sums (sigma 2), the split tested on the sigma-6 box."""
     tails = attenuation.tail_sums(block, lateral_sigma_px=2.0)
-    split = attenuation.tail_sums(block, lateral_sigma_px=attenuation.SPLIT_SIGMA_PX)
-    return attenuation.window_attenuation(tails, np.zeros((SIZE, SIZE)), N_Z, DZ_MM, split_tails=split, noise=noise)
+    split = attenuation.tail_sums(block, lateral_sigma_px=attenuation_map.SPLIT_SIGMA_PX)
+    return attenuation_map.window_attenuation(tails, np.zeros((SIZE, SIZE)), N_Z, DZ_MM, split_tails=split,
+                                              noise=noise)
 
 
 @pytest.mark.parametrize(("mu_top", "mu_bottom", "brightness"), [(3.0, 5.0, 1.6), (3.0, 7.0, 2.1), (3.0, 11.0, 2.9)])

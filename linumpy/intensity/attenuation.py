@@ -23,8 +23,9 @@ The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
 or, for the compensation, a guided filter that does not mix tissues of
 different levels (:func:`edge_aware_tails`).
 
-The attenuation *map* (one value per A-line, :func:`window_attenuation`)
-does not use the extension at all: it is the decay rate of the laterally
+The attenuation *map* (one value per A-line,
+:func:`linumpy.intensity.attenuation_map.window_attenuation`) does not use
+the extension at all: it is the decay rate of the laterally
 averaged signal (:func:`slope_attenuation`), fitted from the A-line's
 surface down to its first change (a region of another reflectivity below).
 """
@@ -32,7 +33,7 @@ surface down to its first change (a region of another reflectivity below).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -495,29 +496,23 @@ class LineSums:
     """Least-squares sums of straight lines fitted to ``log(signal)`` against the plane index, one per A-line.
 
     ``n``, ``sz`` and ``szz`` hold integers (exact in float64 in any order); the
-    log sums are accumulated plane after plane in float64.
+    log sums are accumulated plane after plane in float64 (:func:`fit_sums`, :func:`cumulated_sums`).
     """
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.n, self.sz, self.szz, self.sl, self.szl, self.sll = (np.zeros(shape) for _ in range(6))
+    def __init__(self, *values: np.ndarray) -> None:
+        self.n, self.sz, self.szz, self.sl, self.szl, self.sll = values
 
-    def add(self, log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        """Add the planes ``k`` (``(m,)``) of ``log`` (``(m, ...)``, float32, 0 where unused) where ``use``."""
-        counts = np.stack([np.ones(k.size), k, k.astype(float) ** 2]) @ use.reshape(k.size, -1)
-        for total, count in zip((self.n, self.sz, self.szz), counts, strict=True):
-            total += count.reshape(total.shape)
-        weights = k.astype(np.float32)[:, None]
-        for plane, weight in zip(log.reshape(k.size, -1), weights):
-            self.sl += plane.reshape(self.sl.shape)
-            self.szl += (plane * weight).reshape(self.sl.shape)
-            self.sll += (plane * plane).reshape(self.sl.shape)
+    def fields(self) -> tuple[np.ndarray, ...]:
+        """``(n, sz, szz, sl, szl, sll)``."""
+        return self.n, self.sz, self.szz, self.sl, self.szl, self.sll
 
     def minus(self, other: LineSums) -> LineSums:
         """The sums of the samples in ``self`` but not in ``other`` (a new object)."""
-        out = LineSums(self.n.shape)
-        for name in ("n", "sz", "szz", "sl", "szl", "sll"):
-            setattr(out, name, getattr(self, name) - getattr(other, name))
-        return out
+        return LineSums(*(mine - theirs for mine, theirs in zip(self.fields(), other.fields(), strict=True)))
+
+    def row(self, index: np.ndarray) -> LineSums:
+        """Of sums of shape ``(r, lines)``, row ``index[i]`` of each column ``i`` (a new object)."""
+        return LineSums(*(np.take_along_axis(values, index[None], axis=0)[0] for values in self.fields()))
 
     def slope(self) -> np.ndarray:
         """The fitted slope (0 where fewer than 2 distinct planes)."""
@@ -534,6 +529,100 @@ class LineSums:
         return np.where(self.n > 2, np.maximum(centred_ll - explained, 0.0), 0.0)
 
 
+@dataclass(frozen=True)
+class CumulatedSums:
+    """The :class:`LineSums` of each A-line's range and of its top down to every boundary (:func:`cumulated_sums`).
+
+    Attributes
+    ----------
+    total : LineSums
+        Over each A-line's range ``[first, stop)``.
+    boundaries : ndarray of int, shape (r,)
+        Planes ``b``, multiples of the step, above the lowest first and down to the deepest stop.
+    above : ndarray, shape (r, 6, n), float64
+        The fields (in :class:`LineSums`' order) over ``[first, min(b, stop))``, for every boundary ``b``.
+    """
+
+    total: LineSums
+    boundaries: np.ndarray
+    above: np.ndarray
+
+
+def cumulated_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, step: int) -> CumulatedSums:
+    """The :class:`LineSums` of ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)`` and down to every ``b``.
+
+    For the few A-lines of a coarse grid (``tails`` of shape ``(z + 1, n)``): every boundary ``b``
+    (a multiple of ``step``) keeps the sums so far, so that the sums of any window ``[first, b)``
+    are at hand (the split test of :func:`linumpy.intensity.attenuation_map.window_attenuation`).
+    The six terms of each plane (``1, k, k^2`` where the sample is used, ``l, l k, l^2`` of its
+    float32 log ``l``) are made for a group of planes at once, then added to the float64 sums
+    plane after plane.
+    """
+    n_z = tails.shape[0] - 1
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    boundaries = np.arange((low // step + 1) * step, high + 1, step)
+    total = np.zeros((6, *first.shape))
+    above = np.empty((boundaries.size, *total.shape))
+    terms = np.empty((min(GROUP_PLANES, max(high - low, 1)), *total.shape), np.float32)
+    row = 0
+
+    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
+        nonlocal row
+        group = terms[: k.size]
+        weight = k.astype(np.float32)[:, None]
+        group[:, 0] = use
+        np.multiply(group[:, 0], weight, out=group[:, 1])
+        np.multiply(group[:, 1], weight, out=group[:, 2])
+        group[:, 3] = log
+        np.multiply(log, weight, out=group[:, 4])
+        np.multiply(log, log, out=group[:, 5])
+        for plane, next_plane in zip(group, k + 1, strict=True):
+            total[...] += plane
+            if row < boundaries.size and next_plane == boundaries[row]:
+                above[row] = total
+                row += 1
+
+    _log_planes(tails, first, stop, visit)
+    above[row:] = total
+    return CumulatedSums(LineSums(*total), boundaries, above)
+
+
+def fit_sums(
+    tails: np.ndarray, first: np.ndarray, stop: np.ndarray, window_stop: np.ndarray | None = None,
+) -> tuple[LineSums, LineSums]:
+    """The sums of a straight line's fit to ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)``.
+
+    ``n, sz, szz`` counted by group of planes, ``sl, szl`` added plane after plane in float64 (the
+    fit of :func:`slope_attenuation`; ``sll`` is not summed: 0). With ``window_stop``, the same
+    sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: taken as
+    they stand when the pass reaches each A-line's window stop. Returns ``(whole, window)``.
+    """
+    whole = LineSums(*(np.zeros(first.shape) for _ in range(6)))
+    window = LineSums(*(np.zeros(first.shape) for _ in range(6)))
+    early = np.zeros(first.shape, bool) if window_stop is None else window_stop < stop
+    ends = set(np.unique(window_stop[early]).astype(int).tolist()) if early.any() else set()
+
+    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
+        planes = k.reshape(-1, *(1,) * first.ndim)
+        weights = np.stack([np.ones(k.size), k, k.astype(float) ** 2])
+        for sums, used in [(whole, use)] + ([(window, use & (planes < window_stop))] if ends else []):
+            # the counts, sum k and sum k^2 of the used planes in one product (integers: exact in float64)
+            for total, count in zip(sums.fields()[:3], weights @ used.reshape(k.size, -1), strict=True):
+                total += count.reshape(total.shape)
+        for field, values in ((3, log), (4, np.multiply(log, planes.astype(np.float32)))):
+            total, taken = whole.fields()[field], window.fields()[field]
+            for plane, next_plane in zip(values, k + 1, strict=True):
+                total += plane
+                if next_plane in ends:
+                    np.copyto(taken, total, where=window_stop == next_plane)
+
+    _log_planes(tails, first, stop, visit)
+    if not ends:
+        return whole, whole
+    return whole, LineSums(*window.fields()[:3], *(np.where(early, part, all_planes) for part, all_planes in
+                                                    zip(window.fields()[3:], whole.fields()[3:], strict=True)))
+
+
 def _log_planes(
     tails: np.ndarray, first: np.ndarray, stop: np.ndarray,
     visit: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
@@ -541,7 +630,8 @@ def _log_planes(
     """Call ``visit(log, use, k)`` on groups of planes of ``log(T[k] - T[k + 1])`` inside ``[first, stop)``.
 
     Groups of :data:`GROUP_PLANES` planes (few numpy calls, so little time holding the GIL, and bounded
-    temporaries); ``log`` is float32 and 0 where unused (non-positive signal, outside the range).
+    temporaries); ``log`` is float32 and 0 where unused (non-positive signal, outside the range); ``k``
+    the groups' planes, ``(m,)``.
     """
     n_z = tails.shape[0] - 1
     low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
@@ -551,28 +641,22 @@ def _log_planes(
     for a in range(low, high, GROUP_PLANES):
         b = min(high, a + GROUP_PLANES)
         k = np.arange(a, b)
+        planes = k.reshape(-1, *(1,) * first.ndim)
         part = slice(0, b - a)
         np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
         np.greater(signal[part], 0, out=use[part])
-        use[part] &= np.less_equal(first, k[:, None, None], out=inside[part])
-        use[part] &= np.greater(stop, k[:, None, None], out=inside[part])
+        use[part] &= np.less_equal(first, planes, out=inside[part])
+        use[part] &= np.greater(stop, planes, out=inside[part])
         log[part] = 0
         np.log(signal[part], out=log[part], where=use[part])
         visit(log[part], use[part], k)
 
 
 def _range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """First and stop plane of each A-line's fitted range (first ``n_z`` where the start is NaN)."""
+    """First and stop plane of each A-line's fitted range (first ``n_z + margin`` where the start is NaN)."""
     valid = np.isfinite(start_px)
     first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
     return first, np.minimum(first - margin_px + depth_px, n_z)
-
-
-def line_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray) -> LineSums:
-    """:class:`LineSums` of ``log(T[k] - T[k + 1])`` over each A-line's planes ``[first, stop)``."""
-    sums = LineSums(first.shape)
-    _log_planes(tails, first, stop, sums.add)
-    return sums
 
 
 def slope_attenuation(
@@ -616,238 +700,6 @@ def slope_attenuation(
     >>> float(slope_attenuation(tail_sums(line), np.zeros((2, 2)), 60, dz)[0, 0].round(3))
     4.0
     """
-    sums = line_sums(tails, *_range(start_px, depth_px, tails.shape[0] - 1, margin_px))
+    sums = fit_sums(tails, *_range(start_px, depth_px, tails.shape[0] - 1, margin_px))[0]
     valid = np.isfinite(start_px) & (sums.n >= min_samples)
     return np.where(valid, -sums.slope() / (2.0 * voxel_size_mm), np.nan).astype(np.float32)
-
-
-#: Shortest window (um below the margin) the map's decay rate is fitted on when its range is split.
-MIN_WINDOW_UM = 30.0
-#: Split statistic (:func:`window_attenuation`) above which an A-line is taken to change at its best split.
-SPLIT_STATISTIC = 100.0
-#: Lateral standard deviation (A-lines) of the box over which the split is tested (the fit keeps its own box).
-SPLIT_SIGMA_PX = 6.0
-#: Split statistic the fit's own box must reach as well (a wide box straddling a homogeneous column sees its
-#: neighbours' layers; measured 4-17 in the simulator's reference columns, where the wide box read 80-380).
-OWN_SPLIT_STATISTIC = 20.0
-#: Mean signal over the window below which (in units of the noise floor there) an A-line's decay is not mapped.
-MIN_SNR = 1.0
-#: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
-SPLIT_STEP_PX = 3
-#: Splits of the top window tried, one after the other (each stops the window at the best split above it).
-MAX_SPLITS = 2
-
-
-@dataclass(frozen=True)
-class WindowedAttenuation:
-    """The attenuation map of :func:`window_attenuation` and how each value was measured.
-
-    Attributes
-    ----------
-    mu : ndarray, shape (y, x), float32
-        mm^-1, ``>= 0``; NaN where the A-line has no start, too few samples or is ``faint``.
-    window_px : ndarray, shape (y, x), float32
-        Planes of the range fitted (from ``start + margin``), NaN where ``mu`` is.
-    shortened : ndarray of bool
-        The range stopped at a change of the A-line (a different region below).
-    clamped : ndarray of bool
-        The fitted decay rate was negative (the signal rose with depth) and was set to 0.
-    faint : ndarray of bool
-        The window's mean signal is below :data:`MIN_SNR` times the noise floor: no decay rate (NaN).
-    whole : ndarray, shape (y, x), float32
-        The decay rate over the whole range (:func:`slope_attenuation`: not stopped, not clamped, NaN
-        only without a start or samples): the attenuation over the depth the slice images.
-    """
-
-    mu: np.ndarray
-    window_px: np.ndarray
-    shortened: np.ndarray
-    clamped: np.ndarray
-    faint: np.ndarray
-    whole: np.ndarray
-
-    def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
-        """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
-        return WindowedAttenuation(*(function(getattr(self, f.name)) for f in fields(self)))
-
-    def unsupported(self, keep: np.ndarray) -> WindowedAttenuation:
-        """NaN (and not shortened, clamped or faint) where ``keep`` is False (e.g. no surface)."""
-        return WindowedAttenuation(np.where(keep, self.mu, np.nan).astype(np.float32),
-                                   np.where(keep, self.window_px, np.nan).astype(np.float32),
-                                   self.shortened & keep, self.clamped & keep, self.faint & keep,
-                                   np.where(keep, self.whole, np.nan).astype(np.float32))
-
-
-def window_attenuation(
-    tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float, margin_px: int = 3,
-    min_samples: int = 8, min_window_um: float = MIN_WINDOW_UM, split_threshold: float = SPLIT_STATISTIC,
-    split_tails: np.ndarray | None = None, split_stride: int = 1, noise: np.ndarray | None = None,
-) -> WindowedAttenuation:
-    """The attenuation of the tissue just below each A-line's start: :func:`slope_attenuation` up to a change.
-
-    The decay rate of one region is the slope of ``log(signal)`` while the
-    A-line stays in it; where a region of another reflectivity or
-    attenuation lies below (a brighter grey class, a fibre bundle, the
-    floor of a cavity), the signal stops following one exponential and a
-    line fitted across both reads neither (a region over a brighter one
-    reads as less attenuating, or as negative attenuation). Each A-line's
-    range ``[start + margin, start + depth)`` is therefore tested for a
-    change point: two lines fitted on either side of every candidate depth
-    ``b`` (the window above at least ``min_window_um``, the part below at
-    least half of it), the depth with the least summed squared residual
-    ``SSE_2`` kept, and the range stopped there when
-
-        F = (SSE_1 - SSE_2) / (SSE_2 / (n - 4)) > split_threshold
-
-    (``SSE_1``: one line over the range, ``n`` samples). The test is
-    repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
-    value is that of the first region below the start. A homogeneous
-    A-line keeps its whole range (the least noisy fit). A decay rate below
-    0 is not physical (the signal rose within the window: a region brighter
-    below that no split isolated, a cavity opening at the cut over the
-    tissue below it): it is set to 0 and reported (``clamped``). Where the
-    window's mean signal is below :data:`MIN_SNR` times the noise floor
-    (``noise``; a cavity, the deep end of dark tissue) there is nothing to
-    fit: NaN (``faint``).
-
-    Parameters
-    ----------
-    tails, start_px, depth_px, voxel_size_mm, margin_px, min_samples
-        As in :func:`slope_attenuation`.
-    min_window_um : float
-        Shortest window kept above a split.
-    split_threshold : float
-        Threshold of ``F``. Speckle averaged over a few A-lines and the
-        tissue's texture are correlated along depth, so ``F`` of a
-        homogeneous A-line runs well above the independent-noise F(3, n - 4)
-        quantiles (see ``docs/intensity.md``).
-    split_tails : ndarray, optional
-        The tail sums the split is tested on, at every ``split_stride``-th
-        A-line of each lateral axis (default: ``tails`` there): averaged
-        over a wider box (:data:`SPLIT_SIGMA_PX`), so that the tissue's
-        texture, which changes from A-line to A-line, splits fewer
-        homogeneous A-lines, while a region below, laterally extended, stays.
-    split_stride : int
-        The split is tested on every ``split_stride``-th A-line of each
-        lateral axis and its depth repeated to the A-lines between (the
-        wide box's sums change little from one A-line to the next; the
-        test is most of the map's cost). Each A-line's own window starts at
-        its own start, and is not stopped above ``min_samples``.
-    noise : ndarray, shape (z,), optional
-        The noise floor of each plane in the signal's units (the floor over
-        the focus profile); None: nothing is ``faint``.
-
-    Returns
-    -------
-    WindowedAttenuation
-
-    Examples
-    --------
-    >>> dz = 0.0015
-    >>> k = np.arange(90.0)
-    >>> upper = np.exp(-2 * 3.0 * dz * k)  # 3 /mm over a region 4x brighter from plane 40 down (8 /mm)
-    >>> line = np.where(k < 40, upper, 4 * upper[40] * np.exp(-2 * 8.0 * dz * (k - 40)))
-    >>> tails = tail_sums(line[:, None, None] * np.ones((1, 2, 2)))
-    >>> result = window_attenuation(tails, np.zeros((2, 2)), 90, dz)
-    >>> round(float(result.mu[0, 0]), 2), float(result.window_px[0, 0])  # 37 planes, to SPLIT_STEP_PX
-    (3.0, 36.0)
-    >>> round(float(slope_attenuation(tails, np.zeros((2, 2)), 90, dz)[0, 0]), 2)  # one line over both
-    -1.78
-    """
-    n_z = tails.shape[0] - 1
-    first, stop = _range(start_px, depth_px, n_z, margin_px)
-    original_stop = stop
-    min_above = max(min_samples, int(round(min_window_um / (voxel_size_mm * 1000.0))))
-
-    def coarse(values: np.ndarray) -> np.ndarray:
-        return values[..., ::split_stride, ::split_stride]
-
-    def fine(values: np.ndarray) -> np.ndarray:
-        spread = np.repeat(np.repeat(values, split_stride, axis=-2), split_stride, axis=-1)
-        return spread[: first.shape[0], : first.shape[1]]
-
-    for _ in range(MAX_SPLITS):
-        bounds = (coarse(first), coarse(stop), min_above, max(min_samples, min_above // 2))
-        statistic, split = split_statistic(coarse(tails) if split_tails is None else split_tails, *bounds)
-        changed = statistic > split_threshold
-        if split_tails is not None:  # the A-line's own box must see a change too, not only its neighbours
-            changed &= split_statistic(coarse(tails), *bounds)[0] > OWN_SPLIT_STATISTIC
-        split = fine(split)
-        accept = fine(changed) & (split >= first + min_samples) & (split < stop)
-        if not accept.any():
-            break
-        stop = np.where(accept, split, stop)
-    sums = line_sums(tails, first, stop)
-    valid = np.isfinite(start_px) & (sums.n >= min_samples)
-    faint = valid & (window_snr(tails, first, stop, noise) < MIN_SNR) if noise is not None else np.zeros_like(valid)
-    valid &= ~faint
-    mu = np.where(valid, -sums.slope() / (2.0 * voxel_size_mm), np.nan).astype(np.float32)
-    clamped = mu < 0
-    mu[clamped] = 0.0
-    window = np.where(valid, stop - first, np.nan).astype(np.float32)
-    shortened = valid & (stop < original_stop)
-    whole = sums if not shortened.any() else line_sums(tails, first, original_stop)
-    whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
-                        np.nan).astype(np.float32)
-    return WindowedAttenuation(mu, window, shortened, clamped, faint, whole_mu)
-
-
-def window_snr(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Mean signal over each A-line's planes ``[first, stop)`` over the mean noise floor there.
-
-    The signal summed over the window is ``T[first] - T[stop]`` (the end-of-range extension cancels);
-    ``noise`` holds the noise floor of each plane in the signal's units (e.g. divided by the focus).
-    """
-    n_z = tails.shape[0] - 1
-    low, high = np.clip(first, 0, n_z).astype(np.intp), np.clip(stop, 0, n_z).astype(np.intp)
-    high = np.maximum(high, low)
-    signal = np.take_along_axis(tails, low[None], 0)[0] - np.take_along_axis(tails, high[None], 0)[0]
-    floor = np.concatenate([[0.0], np.cumsum(noise, dtype=float)])
-    total = floor[high] - floor[low]
-    return np.divide(signal, total, out=np.full(signal.shape, np.inf), where=total > 0)
-
-
-def split_statistic(
-    tails: np.ndarray, first: np.ndarray, stop: np.ndarray, min_above: int, min_below: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each A-line's best split of ``[first, stop)`` in two lines and its statistic ``F`` (:func:`window_attenuation`).
-
-    The log signal of the whole range is held at once (the split is tested on a coarse
-    lateral grid: small) and cumulated along depth; the sums above each candidate split
-    (every :data:`SPLIT_STEP_PX`-th plane) are the cumulated ones there, those below the
-    total minus them. Plane indices are counted from the range's top and each line's log
-    from its mean (float64 sums of small numbers). Returns ``(F, split plane)``; F is 0
-    where no split leaves ``min_above`` samples above and ``min_below`` below.
-    """
-    n_z = tails.shape[0] - 1
-    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
-    if high - low < 2:
-        return np.zeros(first.shape), stop.copy()
-    k = np.arange(low, high)[:, None, None]
-    signal = tails[low:high] - tails[low + 1 : high + 1]
-    use = (signal > 0) & (first <= k) & (stop > k)
-    log = np.log(signal, out=np.zeros(signal.shape), where=use)
-    count = use.sum(axis=0)
-    log -= np.divide(log.sum(axis=0), count, out=np.zeros(first.shape), where=count > 0)
-    log[~use] = 0.0
-    depth = (k - low).astype(float)
-    cumulated = LineSums(())
-    for name, values in zip(("n", "sz", "szz", "sl", "szl", "sll"),
-                            (use, use * depth, use * depth**2, log, log * depth, log**2)):
-        setattr(cumulated, name, np.cumsum(values, axis=0, dtype=float))
-    rows = np.flatnonzero((k.ravel() + 1) % SPLIT_STEP_PX == 0)
-    total = LineSums(())
-    running = LineSums(())
-    for name in ("n", "sz", "szz", "sl", "szl", "sll"):
-        setattr(total, name, getattr(cumulated, name)[-1])
-        setattr(running, name, getattr(cumulated, name)[rows])
-    below = total.minus(running)
-    residual = running.residual() + below.residual()
-    residual[(running.n < min_above) | (below.n < min_below)] = np.inf
-    index = np.argmin(residual, axis=0)
-    best = np.take_along_axis(residual, index[None], axis=0)[0]
-    where = np.where(np.isfinite(best), k.ravel()[rows][index] + 1, stop)
-    whole = total.residual()
-    statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best,
-                          out=np.zeros_like(whole), where=np.isfinite(best) & (best > 0))
-    return statistic, where

@@ -45,7 +45,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, focus, surface
+from linumpy.intensity import attenuation, attenuation_map, focus, surface
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
     lateral_blocks, map_ordered, read_block,
@@ -65,7 +65,7 @@ MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
 AGAROSE_GUARD_UM = 50.0
 #: The attenuation map of some tail sums: ``(tails, start, split_tails, split_stride) -> WindowedAttenuation``.
-MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray, int], "attenuation.WindowedAttenuation"]
+MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray, int], "attenuation_map.WindowedAttenuation"]
 #: A-lines between those the attenuation map's split is tested on (its box is 21 A-lines wide).
 SPLIT_STRIDE_PX = 6
 #: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
@@ -277,7 +277,7 @@ def correct_slice(
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation.WindowedAttenuation, int, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
@@ -539,7 +539,7 @@ def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
 
 def _tail_halo(settings: AxialSettings) -> int:
     """A-lines of lateral halo the block's sums need: their lateral average and the map's split box."""
-    split = attenuation.box_width(attenuation.SPLIT_SIGMA_PX) // 2
+    split = attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX) // 2
     if settings.tail_edge_sigma_px > 0:  # two boxes on the coefficient bins, + a bin for their phase
         bin_px = attenuation.EDGE_BIN
         return max(split, bin_px * (2 * (attenuation.box_width(settings.tail_edge_sigma_px / bin_px) // 2) + 1))
@@ -549,7 +549,7 @@ def _tail_halo(settings: AxialSettings) -> int:
 def _edge_aware_tails(
     block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     origin: tuple[int, int], inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, attenuation.WindowedAttenuation]:
+) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
     ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
@@ -570,8 +570,8 @@ def _edge_aware_tails(
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
     stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
-    split_tails = attenuation.coarse_box_tails(map_sums, attenuation.SPLIT_SIGMA_PX, bins, stride,
-                                               settings.tail_window_px)
+    split_tails = attenuation_map.coarse_box_sums(
+        map_sums, attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX) // attenuation.EDGE_BIN | 1, bins, stride)
     del map_sums
     mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
@@ -585,11 +585,12 @@ def _edge_aware_tails(
 
 def _box_tails(
     signal: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit, inner: tuple[slice, slice],
-) -> tuple[np.ndarray, np.ndarray | None, attenuation.WindowedAttenuation]:
+) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
-    split_tails = attenuation.tail_sums(signal, settings.tail_window_px, attenuation.SPLIT_SIGMA_PX)[
-        (slice(None), *inner)][:, ::SPLIT_STRIDE_PX, ::SPLIT_STRIDE_PX]
+    split_tails = attenuation_map.coarse_box_sums(attenuation.tail_sums(signal, settings.tail_window_px),
+                                                  attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX), inner,
+                                                  SPLIT_STRIDE_PX)
     mapped = map_of(tails, found_px[inner], split_tails, SPLIT_STRIDE_PX)
     del tails, split_tails
     np.maximum(signal, 0, out=signal)
@@ -611,7 +612,7 @@ def correct_block(
     inner: tuple[slice, slice] | None = None,
     uncompensated: bool = False,
     overwrite_data: bool = False,
-) -> tuple[np.ndarray, attenuation.WindowedAttenuation, np.ndarray | None]:
+) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
     Parameters
@@ -643,7 +644,7 @@ def correct_block(
     mapped : WindowedAttenuation
         The attenuation (mm^-1) of each A-line, fitted from its surface down to the
         first change of the A-line or the bottom of the output
-        (:func:`linumpy.intensity.attenuation.window_attenuation`), shape (y', x').
+        (:func:`linumpy.intensity.attenuation_map.window_attenuation`), shape (y', x').
     plain : ndarray or None
         The block's signal before compensation (:func:`_binned_uncompensated`) when ``uncompensated``.
     """
@@ -661,8 +662,8 @@ def correct_block(
         noise /= stats.focus_profile
 
     def map_of(tails: np.ndarray, start: np.ndarray, split_tails: np.ndarray,
-               stride: int) -> attenuation.WindowedAttenuation:
-        return attenuation.window_attenuation(tails, start, fit_depth_px, dz_mm, split_tails=split_tails,
+               stride: int) -> attenuation_map.WindowedAttenuation:
+        return attenuation_map.window_attenuation(tails, start, fit_depth_px, dz_mm, split_tails=split_tails,
                                               split_stride=stride, noise=noise)
 
     if settings.tail_edge_sigma_px > 0:

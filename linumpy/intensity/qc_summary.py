@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from linumpy.intensity.attenuation import WindowedAttenuation
+from linumpy.intensity.attenuation_map import WindowedAttenuation
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.qc.records import render_png, write_qc_record
 
