@@ -247,31 +247,21 @@ def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndar
     return unclipped, clipped
 
 
-def coarse_box_tails(
-    sums: np.ndarray, lateral_sigma_px: float, part: tuple[slice, slice], stride: int,
-    tail_window_px: int | None = None,
+def binned_box_tails(
+    sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None,
+    part: tuple[slice, slice] = (slice(None), slice(None)),
 ) -> np.ndarray:
-    """``binned_box_tails(sums, lateral_sigma_px)[:, part[0], part[1]][:, ::stride, ::stride]``, the same bits.
-
-    The box is filtered along y, only the rows kept are filtered along x, and only the bins
-    kept are extended (the wide box of :func:`window_attenuation`'s split, on its coarse grid).
-    """
-    width = box_width(lateral_sigma_px) // EDGE_BIN | 1
-    rows = ndimage.uniform_filter1d(sums, width, axis=1, mode="nearest")[:, part[0]][:, ::stride]
-    tails = ndimage.uniform_filter1d(rows, width, axis=2, mode="nearest")[:, :, part[1]][:, :, ::stride]
-    _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
-    return tails
-
-
-def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
     """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
 
     The box is ``box_width(lateral_sigma_px) // EDGE_BIN`` bins (made odd;
     3 bins = 6 A-lines for the default sigma 2, where the full-resolution box
-    is 7).
+    is 7). ``part``: only these bins are returned (the same bits: the rows
+    kept are filtered along x, the bins kept extended).
     """
     width = box_width(lateral_sigma_px) // EDGE_BIN | 1
-    tails = ndimage.uniform_filter(sums, (1, width, width), mode="nearest")
+    rows = ndimage.uniform_filter1d(sums, width, axis=1, mode="nearest")[:, part[0]] if width > 1 else sums[:, part[0]]
+    tails = ndimage.uniform_filter1d(rows, width, axis=2, mode="nearest") if width > 1 else rows.copy()
+    tails = np.ascontiguousarray(tails[:, :, part[1]])
     _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
     return tails
 
@@ -522,11 +512,20 @@ class LineSums:
     def residual(self) -> np.ndarray:
         """Sum of squared residuals of the fitted line (0 where fewer than 3 samples)."""
         n = np.maximum(self.n, 1)
-        centred_ll = self.sll - self.sl**2 / n
-        centred_zz = self.szz - self.sz**2 / n
-        centred_zl = self.szl - self.sz * self.sl / n
-        explained = np.divide(centred_zl**2, centred_zz, out=np.zeros_like(n), where=centred_zz > 0)
-        return np.where(self.n > 2, np.maximum(centred_ll - explained, 0.0), 0.0)
+
+        def centred(product: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+            """``product - first * second / n`` (few temporaries)."""
+            value = first * second
+            value /= n
+            return np.subtract(product, value, out=value)
+
+        residual = centred(self.sll, self.sl, self.sl)
+        spread, covariance = centred(self.szz, self.sz, self.sz), centred(self.szl, self.sz, self.sl)
+        np.multiply(covariance, covariance, out=covariance)
+        residual -= np.divide(covariance, spread, out=np.zeros_like(n), where=spread > 0)
+        np.maximum(residual, 0.0, out=residual)
+        residual[self.n <= 2] = 0.0
+        return residual
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,8 @@ def _window_stops(
 
     def sums_of(values: np.ndarray, lines: np.ndarray) -> SplitSums:
         columns = values.reshape(values.shape[0], -1)[:, lines]
-        return SplitSums(lines, cumulated_sums(columns, first_c[lines], stop_c[lines], SPLIT_STEP_PX))
+        return SplitSums(lines, first_c[lines], stop_c[lines],
+                         cumulated_sums(columns, first_c[lines], stop_c[lines], SPLIT_STEP_PX))
 
     lines = np.flatnonzero(stop_c - first_c >= sum(minimum))  # the coarse A-lines a split fits in
     own_tails = tails.reshape(tails.shape[0], -1)[:, coarse]
@@ -240,6 +241,8 @@ class SplitSums:
     ----------
     lines : ndarray of int
         The coarse A-lines (indices among all of them) the columns of ``sums`` hold, sorted.
+    first, stop : ndarray
+        Their ranges.
     sums : CumulatedSums
         Their sums (:func:`~linumpy.intensity.attenuation.cumulated_sums`): the boundaries are the
         candidate splits (every :data:`SPLIT_STEP_PX`-th plane), the window above a split ``b`` is
@@ -247,6 +250,8 @@ class SplitSums:
     """
 
     lines: np.ndarray
+    first: np.ndarray
+    stop: np.ndarray
     sums: CumulatedSums
 
     def statistic(
@@ -259,10 +264,16 @@ class SplitSums:
         split ``inf`` where no split leaves ``min_above`` samples above and ``min_below`` below.
         """
         columns = slice(None) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
-        above = LineSums(*self.sums.above[:, :, columns].swapaxes(0, 1))
         boundaries = self.sums.boundaries
         total = (LineSums(*(values[columns] for values in self.sums.total.fields())) if stop is None
-                 else above.row(np.searchsorted(boundaries, stop)))
+                 else LineSums(*np.take_along_axis(self.sums.above[:, :, columns],
+                                                   np.searchsorted(boundaries, stop)[None, None], axis=0)[0]))
+        # the candidates: the boundaries that can leave min_above samples above some window and min_below below
+        rows = slice(np.searchsorted(boundaries, self.first[columns].min(initial=np.inf) + min_above),
+                     np.searchsorted(boundaries, (self.stop[columns] if stop is None else stop).max(initial=0)
+                                     - min_below, side="right"))
+        boundaries = boundaries[rows]
+        above = LineSums(*self.sums.above[rows, :, columns].swapaxes(0, 1))
         below = total.minus(above)
         residual = above.residual() + below.residual()
         residual[(above.n < min_above) | (below.n < min_below)] = np.inf

@@ -567,13 +567,13 @@ def _edge_aware_tails(
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
     map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
-    map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
+    map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px, bins)
     stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
     split_tails = attenuation_map.coarse_box_sums(
         map_sums, attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX) // attenuation.EDGE_BIN | 1, bins, stride)
     del map_sums
-    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
+    mapped = map_of(map_tails, start[bins], split_tails, stride)
     del map_tails, split_tails
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner])
     tails = None
