@@ -247,21 +247,15 @@ def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndar
     return unclipped, clipped
 
 
-def binned_box_tails(
-    sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None,
-    part: tuple[slice, slice] = (slice(None), slice(None)),
-) -> np.ndarray:
+def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: int | None = None) -> np.ndarray:
     """:func:`tail_sums` with its lateral box, on binned sums (:func:`binned_tail_sums`): a new array.
 
     The box is ``box_width(lateral_sigma_px) // EDGE_BIN`` bins (made odd;
     3 bins = 6 A-lines for the default sigma 2, where the full-resolution box
-    is 7). ``part``: only these bins are returned (the same bits: the rows
-    kept are filtered along x, the bins kept extended).
+    is 7).
     """
     width = box_width(lateral_sigma_px) // EDGE_BIN | 1
-    rows = ndimage.uniform_filter1d(sums, width, axis=1, mode="nearest")[:, part[0]] if width > 1 else sums[:, part[0]]
-    tails = ndimage.uniform_filter1d(rows, width, axis=2, mode="nearest") if width > 1 else rows.copy()
-    tails = np.ascontiguousarray(tails[:, :, part[1]])
+    tails = ndimage.uniform_filter(sums, (1, width, width), mode="nearest")
     _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
     return tails
 
@@ -546,6 +540,11 @@ class CumulatedSums:
     boundaries: np.ndarray
     above: np.ndarray
 
+    def part(self, columns: slice) -> CumulatedSums:
+        """The sums of the A-lines ``columns`` only (views)."""
+        return CumulatedSums(LineSums(*(values[columns] for values in self.total.fields())), self.boundaries,
+                             self.above[:, :, columns])
+
 
 def cumulated_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, step: int) -> CumulatedSums:
     """The :class:`LineSums` of ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)`` and down to every ``b``.
@@ -593,33 +592,44 @@ def fit_sums(
 
     ``n, sz, szz`` counted by group of planes, ``sl, szl`` added plane after plane in float64 (the
     fit of :func:`slope_attenuation`; ``sll`` is not summed: 0). With ``window_stop``, the same
-    sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: taken as
-    they stand when the pass reaches each A-line's window stop. Returns ``(whole, window)``.
+    sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: those of
+    the A-lines whose window stops early are taken as they stand when the pass reaches their
+    stop. Returns ``(whole, window)``.
     """
     whole = LineSums(*(np.zeros(first.shape) for _ in range(6)))
-    window = LineSums(*(np.zeros(first.shape) for _ in range(6)))
-    early = np.zeros(first.shape, bool) if window_stop is None else window_stop < stop
-    ends = set(np.unique(window_stop[early]).astype(int).tolist()) if early.any() else set()
+    lines = np.zeros(0, int) if window_stop is None else np.flatnonzero(window_stop < stop)  # stopping early
+    stops = np.zeros(0) if window_stop is None else window_stop.ravel()[lines]
+    ends = {int(end): lines[stops == end] for end in np.unique(stops)}
+    window = [np.zeros(lines.size) for _ in range(6)]  # the early A-lines' window sums
+    at = np.searchsorted(lines, np.arange(first.size))  # an early A-line's place in ``window``
 
     def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        planes = k.reshape(-1, *(1,) * first.ndim)
         weights = np.stack([np.ones(k.size), k, k.astype(float) ** 2])
-        for sums, used in [(whole, use)] + ([(window, use & (planes < window_stop))] if ends else []):
-            # the counts, sum k and sum k^2 of the used planes in one product (integers: exact in float64)
-            for total, count in zip(sums.fields()[:3], weights @ used.reshape(k.size, -1), strict=True):
-                total += count.reshape(total.shape)
-        for field, values in ((3, log), (4, np.multiply(log, planes.astype(np.float32)))):
-            total, taken = whole.fields()[field], window.fields()[field]
-            for plane, next_plane in zip(values, k + 1, strict=True):
+        used = use.reshape(k.size, -1)
+        counts = weights @ used  # the counts, sum k and sum k^2 of the used planes (integers: exact in float64)
+        for offset, end in enumerate(k + 1):
+            if end in ends:  # the counts before this group and those of its planes down to the end
+                stopping = ends[end]
+                part = weights[:, : offset + 1] @ used[: offset + 1, stopping]
+                for field, total, count in zip(window, whole.fields(), part, strict=False):
+                    field[at[stopping]] = total.reshape(-1)[stopping] + count
+        for total, count in zip(whole.fields(), counts, strict=False):
+            total += count.reshape(total.shape)
+        for field, values in ((3, log), (4, np.multiply(log, k.astype(np.float32).reshape(-1, *(1,) * first.ndim)))):
+            total = whole.fields()[field]
+            flat = total.reshape(-1)
+            for plane, end in zip(values, k + 1, strict=True):
                 total += plane
-                if next_plane in ends:
-                    np.copyto(taken, total, where=window_stop == next_plane)
+                if end in ends:
+                    window[field][at[ends[end]]] = flat[ends[end]]
 
     _log_planes(tails, first, stop, visit)
-    if not ends:
+    if not lines.size:
         return whole, whole
-    return whole, LineSums(*window.fields()[:3], *(np.where(early, part, all_planes) for part, all_planes in
-                                                    zip(window.fields()[3:], whole.fields()[3:], strict=True)))
+    fields = [values.copy() for values in whole.fields()]
+    for values, taken in zip(fields, window, strict=True):
+        values.reshape(-1)[lines] = taken
+    return whole, LineSums(*fields)
 
 
 def _log_planes(

@@ -568,12 +568,13 @@ def _edge_aware_tails(
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
     map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
-    map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px, bins)
-    stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
-    split_tails = attenuation_map.coarse_box_sums(
-        map_sums, attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX) // attenuation.EDGE_BIN | 1, bins, stride)
+    map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     del map_sums
-    mapped = map_of(map_tails, start[bins], split_tails, stride)
+    stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
+    offsets = attenuation_map.wide_offsets(*(attenuation.box_width(sigma) // attenuation.EDGE_BIN | 1
+                                             for sigma in (settings.tail_sigma_px, attenuation_map.SPLIT_SIGMA_PX)))
+    split_tails = attenuation_map.coarse_box_sums(map_tails, offsets, bins, stride)
+    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner])
     tails = None
@@ -587,11 +588,11 @@ def _box_tails(
     signal: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit, inner: tuple[slice, slice],
 ) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
-    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
-    split_tails = attenuation_map.coarse_box_sums(attenuation.tail_sums(signal, settings.tail_window_px),
-                                                  attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX), inner,
-                                                  SPLIT_STRIDE_PX)
-    mapped = map_of(tails, found_px[inner], split_tails, SPLIT_STRIDE_PX)
+    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+    offsets = attenuation_map.wide_offsets(attenuation.box_width(settings.tail_sigma_px),
+                                           attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX))
+    split_tails = attenuation_map.coarse_box_sums(tails, offsets, inner, SPLIT_STRIDE_PX)
+    mapped = map_of(tails[(slice(None), *inner)], found_px[inner], split_tails, SPLIT_STRIDE_PX)
     del tails, split_tails
     np.maximum(signal, 0, out=signal)
     tails = None
