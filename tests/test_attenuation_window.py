@@ -121,3 +121,35 @@ def test_homogeneous_tissue_beside_layered_tissue_keeps_its_range():
     assert result.shortened[left].mean() < 0.1
     assert abs(np.median(result.mu[left]) / 3.0 - 1) < 0.10
     assert abs(np.median(result.mu[right]) / 3.0 - 1) < 0.15
+
+
+def test_one_pass_sums_equal_separate_fits():
+    """The window sums taken during the whole range's pass are those of a fit over the window alone, the
+    whole range's those of ``slope_attenuation`` (the same bits: the QC tissue mean and the stack keep theirs)."""
+    block = speckled(layered(45, 3.0, 11.0, 2.9), seed=3)
+    tails = attenuation.tail_sums(block, lateral_sigma_px=2.0)
+    first, stop = np.full((SIZE, SIZE), 3.0), np.full((SIZE, SIZE), float(N_Z))  # the margin: 3 planes
+    window_stop = np.where(np.arange(SIZE)[None, :] % 2 == 0, 42.0, stop)  # every other A-line stops at 42
+    whole, window = attenuation.fit_sums(tails, first, stop, window_stop)
+    alone = attenuation.fit_sums(tails, first, window_stop)[0]
+    for mine, theirs in zip(window.fields()[:5], alone.fields()[:5], strict=True):
+        assert np.array_equal(mine, theirs)
+    result = attenuation_map.window_attenuation(tails, np.zeros((SIZE, SIZE)), N_Z, DZ_MM)
+    assert np.array_equal(result.whole, attenuation.slope_attenuation(tails, np.zeros((SIZE, SIZE)), N_Z, DZ_MM),
+                          equal_nan=True)
+
+
+def test_coarse_box_sums_is_a_box_of_boxes():
+    """The wide box from the fit's box tails at five offsets: the 11-wide sum with weights 1 1 2 1 2 1 2 1 2 1 1."""
+    rng = np.random.default_rng(0)
+    sums = rng.random((5, 30, 33)).astype(np.float32)
+    boxed = attenuation.binned_box_tails(sums, 2.0)  # a box of 3 bins (and the end-of-range extension)
+    offsets = attenuation_map.wide_offsets(3, 11)
+    part = (slice(4, 26), slice(5, 28))
+    wide = attenuation_map.coarse_box_sums(boxed, offsets, part, 3)
+    rows, columns = np.arange(30)[part[0]][::3], np.arange(33)[part[1]][::3]
+    expected = sum(boxed[:, np.clip(rows + dy, 0, 29)][:, :, np.clip(columns + dx, 0, 32)]
+                   for dy in offsets for dx in offsets)
+    assert wide.shape == expected.shape and np.allclose(wide, expected, rtol=1e-5)
+    weights = np.convolve(np.ones(3), np.isin(np.arange(-4, 5), offsets).astype(float))
+    assert weights.tolist() == [1, 1, 2, 1, 2, 1, 2, 1, 2, 1, 1]
