@@ -494,10 +494,6 @@ class LineSums:
         """The sums of the samples in ``self`` but not in ``other`` (a new object)."""
         return LineSums(*(mine - theirs for mine, theirs in zip(self.fields(), other.fields(), strict=True)))
 
-    def row(self, index: np.ndarray) -> LineSums:
-        """Of sums of shape ``(r, lines)``, row ``index[i]`` of each column ``i`` (a new object)."""
-        return LineSums(*(np.take_along_axis(values, index[None], axis=0)[0] for values in self.fields()))
-
     def slope(self) -> np.ndarray:
         """The fitted slope (0 where fewer than 2 distinct planes)."""
         spread = self.n * self.szz - self.sz**2
@@ -661,7 +657,7 @@ def _log_planes(
         visit(log[part], use[part], k)
 
 
-def _range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:
     """First and stop plane of each A-line's fitted range (first ``n_z + margin`` where the start is NaN)."""
     valid = np.isfinite(start_px)
     first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
@@ -709,6 +705,6 @@ def slope_attenuation(
     >>> float(slope_attenuation(tail_sums(line), np.zeros((2, 2)), 60, dz)[0, 0].round(3))
     4.0
     """
-    sums = fit_sums(tails, *_range(start_px, depth_px, tails.shape[0] - 1, margin_px))[0]
+    sums = fit_sums(tails, *fit_range(start_px, depth_px, tails.shape[0] - 1, margin_px))[0]
     valid = np.isfinite(start_px) & (sums.n >= min_samples)
     return np.where(valid, -sums.slope() / (2.0 * voxel_size_mm), np.nan).astype(np.float32)

@@ -6,10 +6,10 @@ from its surface down to the first change of the A-line (a region of
 another reflectivity or attenuation below, the floor of a cavity), found by
 a two-line split tested on a wide box (:func:`coarse_box_sums`) and
 confirmed on the fit's own box. Its cost is one pass of the fit's log
-signal (:func:`linumpy.intensity.attenuation.cumulated_sums`, which also
-gives the whole-range fit and every window's sums) and one of the wide
-box's on a coarse grid; see ``docs/intensity.md``, *The map of the tissue
-below the cut*.
+signal (:func:`linumpy.intensity.attenuation.fit_sums`, which gives the
+whole-range fit and every window's sums) and one of both boxes' on a coarse
+grid (:func:`linumpy.intensity.attenuation.cumulated_sums`); see
+``docs/intensity.md``, *The map of the tissue below the cut*.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from linumpy.intensity.attenuation import CumulatedSums, LineSums, _range, cumulated_sums, fit_sums
+from linumpy.intensity.attenuation import CumulatedSums, LineSums, cumulated_sums, fit_range, fit_sums
 
 #: Shortest window (um below the margin) the map's decay rate is fitted on when its range is split.
 MIN_WINDOW_UM = 30.0
@@ -112,11 +112,12 @@ def window_attenuation(
     (``noise``; a cavity, the deep end of dark tissue) there is nothing to
     fit: NaN (``faint``).
 
-    The log signal of ``tails`` is taken once
-    (:func:`~linumpy.intensity.attenuation.cumulated_sums`): the sums over
-    the whole range and down to every candidate depth, from which the
-    split's statistics (on the own box), the window's fit and the whole
-    range's fit (the same bits as ``slope_attenuation``) are differences.
+    The log signal of ``tails`` is taken once for both fits
+    (:func:`~linumpy.intensity.attenuation.fit_sums`: the whole range's, the
+    same bits as ``slope_attenuation``, and the window's), that of the
+    split's two boxes on the coarse A-lines once
+    (:func:`~linumpy.intensity.attenuation.cumulated_sums`: the sums down to
+    every candidate depth, of which each round's windows are differences).
 
     Parameters
     ----------
@@ -164,7 +165,7 @@ def window_attenuation(
     >>> round(float(slope_attenuation(tails, np.zeros((2, 2)), 90, dz)[0, 0]), 2)  # one line over both
     -1.78
     """
-    first, whole_stop = _range(start_px, depth_px, tails.shape[0] - 1, margin_px)
+    first, whole_stop = fit_range(start_px, depth_px, tails.shape[0] - 1, margin_px)
     min_above = max(min_samples, int(round(min_window_um / (voxel_size_mm * 1000.0))))
     stop = _window_stops(tails, first, whole_stop, (min_above, max(min_samples, min_above // 2)), min_samples,
                          split_threshold, split_tails, split_stride)
