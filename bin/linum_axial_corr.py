@@ -6,8 +6,9 @@ compensates the attenuation (depth-resolved estimate of Vermeer et al. 2014),
 shifts every A-line so the surface is flat at --surface_depth_um and keeps
 --useful_depth_um below it. Also writes <out stem>_surface.ome.zarr (surface
 depth in um from the top of the input, NaN where no surface was detected) and
-<out stem>_attenuation.ome.zarr (mean attenuation of each A-line, 1/mm, over
-the output depth below its surface) and <out stem>_uncompensated.ome.zarr (the
+<out stem>_attenuation.ome.zarr (attenuation of the tissue just below the
+cut at each A-line, 1/mm: its decay rate from the surface down to the first
+change of the A-line, or the bottom) and <out stem>_uncompensated.ome.zarr (the
 signal before attenuation compensation, flattened, 4 x 4 binned: the stack
 measures each slice's attenuation through its overlap on it). See
 docs/intensity.md.

@@ -99,8 +99,8 @@ def test_map_is_fitted_before_negatives_are_clipped():
     stats = SliceStatistics(noise_floor=floor, focus_profile=None, focus_mode="none", focus_qc={}, focus_flags=[],
                             plane=None, mean_surface_px=0.0, surface_fraction=1.0, tissue_level=None)
     for sigma in (2.0, 0.0):  # edge-aware (default) and box
-        _, mean_mu, _ = correct_block(data, found, stats, AxialSettings(tail_edge_sigma_px=sigma), 0.0015, 0, 90)
-        assert abs(np.nanmedian(mean_mu) / mu - 1) < 0.05, (sigma, np.nanmedian(mean_mu))
+        _, mapped, _ = correct_block(data, found, stats, AxialSettings(tail_edge_sigma_px=sigma), 0.0015, 0, 90)
+        assert abs(np.nanmedian(mapped.mu) / mu - 1) < 0.05, (sigma, np.nanmedian(mapped.mu))
 
 
 @pytest.fixture(scope="module", params=["deep_focus", "harsh"])

@@ -279,9 +279,10 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
     An A-line counts for a region when the ``depth`` planes below its cut are all that region
     (slice pixels mapped to world pixels through the stitched tile positions); ``depth=None``:
     every plane from the cut to the bottom of the tile (less the 2-plane field curvature), the
-    range the map is fitted on (one decay rate per A-line: a region lying over a brighter one
-    within that range reads low, whatever the method). Returns, per region name, the true
-    value, the median estimate over all slices, its relative error.
+    longest range the map is fitted on (it stops an A-line's range at its first change, a region
+    of another reflectivity below: the 40-plane rule scores the tissue just below the cut, the
+    full range the A-lines that never change). Returns, per region name, the true value, the
+    median estimate over all slices, its relative error.
     """
     cfg = truth["config"]
     labels = np.load(acquisition / "ground_truth" / "labels.npy")

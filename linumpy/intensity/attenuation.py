@@ -23,13 +23,16 @@ The sums are averaged laterally against speckle: a box (:func:`tail_sums`),
 or, for the compensation, a guided filter that does not mix tissues of
 different levels (:func:`edge_aware_tails`).
 
-The attenuation *map* (one value per A-line, :func:`slope_attenuation`)
-does not use the extension at all: it is the decay rate of the laterally
-averaged signal, fitted over the A-line's tissue range.
+The attenuation *map* (one value per A-line,
+:func:`linumpy.intensity.attenuation_map.window_attenuation`) does not use
+the extension at all: it is the decay rate of the laterally
+averaged signal (:func:`slope_attenuation`), fitted from the A-line's
+surface down to its first change (a region of another reflectivity below).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -473,6 +476,194 @@ def compensate_attenuation(
     return out
 
 
+class LineSums:
+    """Least-squares sums of straight lines fitted to ``log(signal)`` against the plane index, one per A-line.
+
+    ``n``, ``sz`` and ``szz`` hold integers (exact in float64 in any order); the
+    log sums are accumulated plane after plane in float64 (:func:`fit_sums`, :func:`cumulated_sums`).
+    """
+
+    def __init__(self, *values: np.ndarray) -> None:
+        self.n, self.sz, self.szz, self.sl, self.szl, self.sll = values
+
+    def fields(self) -> tuple[np.ndarray, ...]:
+        """``(n, sz, szz, sl, szl, sll)``."""
+        return self.n, self.sz, self.szz, self.sl, self.szl, self.sll
+
+    def minus(self, other: LineSums) -> LineSums:
+        """The sums of the samples in ``self`` but not in ``other`` (a new object)."""
+        return LineSums(*(mine - theirs for mine, theirs in zip(self.fields(), other.fields(), strict=True)))
+
+    def slope(self) -> np.ndarray:
+        """The fitted slope (0 where fewer than 2 distinct planes)."""
+        spread = self.n * self.szz - self.sz**2
+        return np.divide(self.n * self.szl - self.sz * self.sl, spread, out=np.zeros_like(self.n), where=spread > 0)
+
+    def residual(self) -> np.ndarray:
+        """Sum of squared residuals of the fitted line (0 where fewer than 3 samples)."""
+        n = np.maximum(self.n, 1)
+
+        def centred(product: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+            """``product - first * second / n`` (few temporaries)."""
+            value = first * second
+            value /= n
+            return np.subtract(product, value, out=value)
+
+        residual = centred(self.sll, self.sl, self.sl)
+        spread, covariance = centred(self.szz, self.sz, self.sz), centred(self.szl, self.sz, self.sl)
+        np.multiply(covariance, covariance, out=covariance)
+        residual -= np.divide(covariance, spread, out=np.zeros_like(n), where=spread > 0)
+        np.maximum(residual, 0.0, out=residual)
+        residual[self.n <= 2] = 0.0
+        return residual
+
+
+@dataclass(frozen=True)
+class CumulatedSums:
+    """The :class:`LineSums` of each A-line's range and of its top down to every boundary (:func:`cumulated_sums`).
+
+    Attributes
+    ----------
+    total : LineSums
+        Over each A-line's range ``[first, stop)``.
+    boundaries : ndarray of int, shape (r,)
+        Planes ``b``, multiples of the step, above the lowest first and down to the deepest stop.
+    above : ndarray, shape (r, 6, n), float64
+        The fields (in :class:`LineSums`' order) over ``[first, min(b, stop))``, for every boundary ``b``.
+    """
+
+    total: LineSums
+    boundaries: np.ndarray
+    above: np.ndarray
+
+    def part(self, columns: slice) -> CumulatedSums:
+        """The sums of the A-lines ``columns`` only (views)."""
+        return CumulatedSums(LineSums(*(values[columns] for values in self.total.fields())), self.boundaries,
+                             self.above[:, :, columns])
+
+
+def cumulated_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, step: int) -> CumulatedSums:
+    """The :class:`LineSums` of ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)`` and down to every ``b``.
+
+    For the few A-lines of a coarse grid (``tails`` of shape ``(z + 1, n)``): every boundary ``b``
+    (a multiple of ``step``) keeps the sums so far, so that the sums of any window ``[first, b)``
+    are at hand (the split test of :func:`linumpy.intensity.attenuation_map.window_attenuation`).
+    The six terms of each plane (``1, k, k^2`` where the sample is used, ``l, l k, l^2`` of its
+    float32 log ``l``) are made for a group of planes at once, then added to the float64 sums
+    plane after plane.
+    """
+    n_z = tails.shape[0] - 1
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    boundaries = np.arange((low // step + 1) * step, high + 1, step)
+    total = np.zeros((6, *first.shape))
+    above = np.empty((boundaries.size, *total.shape))
+    terms = np.empty((min(GROUP_PLANES, max(high - low, 1)), *total.shape), np.float32)
+    row = 0
+
+    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
+        nonlocal row
+        group = terms[: k.size]
+        weight = k.astype(np.float32)[:, None]
+        group[:, 0] = use
+        np.multiply(group[:, 0], weight, out=group[:, 1])
+        np.multiply(group[:, 1], weight, out=group[:, 2])
+        group[:, 3] = log
+        np.multiply(log, weight, out=group[:, 4])
+        np.multiply(log, log, out=group[:, 5])
+        for plane, next_plane in zip(group, k + 1, strict=True):
+            total[...] += plane
+            if row < boundaries.size and next_plane == boundaries[row]:
+                above[row] = total
+                row += 1
+
+    _log_planes(tails, first, stop, visit)
+    above[row:] = total
+    return CumulatedSums(LineSums(*total), boundaries, above)
+
+
+def fit_sums(
+    tails: np.ndarray, first: np.ndarray, stop: np.ndarray, window_stop: np.ndarray | None = None,
+) -> tuple[LineSums, LineSums]:
+    """The sums of a straight line's fit to ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)``.
+
+    ``n, sz, szz`` counted by group of planes, ``sl, szl`` added plane after plane in float64 (the
+    fit of :func:`slope_attenuation`; ``sll`` is not summed: 0). With ``window_stop``, the same
+    sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: those of
+    the A-lines whose window stops early are taken as they stand when the pass reaches their
+    stop. Returns ``(whole, window)``.
+    """
+    whole = LineSums(*(np.zeros(first.shape) for _ in range(6)))
+    lines = np.zeros(0, int) if window_stop is None else np.flatnonzero(window_stop < stop)  # stopping early
+    stops = np.zeros(0) if window_stop is None else window_stop.ravel()[lines]
+    ends = {int(end): lines[stops == end] for end in np.unique(stops)}
+    window = [np.zeros(lines.size) for _ in range(6)]  # the early A-lines' window sums
+    at = np.searchsorted(lines, np.arange(first.size))  # an early A-line's place in ``window``
+
+    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
+        weights = np.stack([np.ones(k.size), k, k.astype(float) ** 2])
+        used = use.reshape(k.size, -1)
+        counts = weights @ used  # the counts, sum k and sum k^2 of the used planes (integers: exact in float64)
+        for offset, end in enumerate(k + 1):
+            if end in ends:  # the counts before this group and those of its planes down to the end
+                stopping = ends[end]
+                part = weights[:, : offset + 1] @ used[: offset + 1, stopping]
+                for field, total, count in zip(window, whole.fields(), part, strict=False):
+                    field[at[stopping]] = total.reshape(-1)[stopping] + count
+        for total, count in zip(whole.fields(), counts, strict=False):
+            total += count.reshape(total.shape)
+        for field, values in ((3, log), (4, np.multiply(log, k.astype(np.float32).reshape(-1, *(1,) * first.ndim)))):
+            total = whole.fields()[field]
+            flat = total.reshape(-1)
+            for plane, end in zip(values, k + 1, strict=True):
+                total += plane
+                if end in ends:
+                    window[field][at[ends[end]]] = flat[ends[end]]
+
+    _log_planes(tails, first, stop, visit)
+    if not lines.size:
+        return whole, whole
+    fields = [values.copy() for values in whole.fields()]
+    for values, taken in zip(fields, window, strict=True):
+        values.reshape(-1)[lines] = taken
+    return whole, LineSums(*fields)
+
+
+def _log_planes(
+    tails: np.ndarray, first: np.ndarray, stop: np.ndarray,
+    visit: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+) -> None:
+    """Call ``visit(log, use, k)`` on groups of planes of ``log(T[k] - T[k + 1])`` inside ``[first, stop)``.
+
+    Groups of :data:`GROUP_PLANES` planes (few numpy calls, so little time holding the GIL, and bounded
+    temporaries); ``log`` is float32 and 0 where unused (non-positive signal, outside the range); ``k``
+    the groups' planes, ``(m,)``.
+    """
+    n_z = tails.shape[0] - 1
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    group = (min(GROUP_PLANES, max(high - low, 1)), *first.shape)
+    signal, log = np.empty(group, np.float32), np.empty(group, np.float32)
+    use, inside = np.empty(group, bool), np.empty(group, bool)
+    for a in range(low, high, GROUP_PLANES):
+        b = min(high, a + GROUP_PLANES)
+        k = np.arange(a, b)
+        planes = k.reshape(-1, *(1,) * first.ndim)
+        part = slice(0, b - a)
+        np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
+        np.greater(signal[part], 0, out=use[part])
+        use[part] &= np.less_equal(first, planes, out=inside[part])
+        use[part] &= np.greater(stop, planes, out=inside[part])
+        log[part] = 0
+        np.log(signal[part], out=log[part], where=use[part])
+        visit(log[part], use[part], k)
+
+
+def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and stop plane of each A-line's fitted range (first ``n_z + margin`` where the start is NaN)."""
+    valid = np.isfinite(start_px)
+    first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
+    return first, np.minimum(first - margin_px + depth_px, n_z)
+
+
 def slope_attenuation(
     tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float, margin_px: int = 3,
     min_samples: int = 8,
@@ -486,7 +677,8 @@ def slope_attenuation(
     not depend on the extension beyond the A-line (on a short A-line the
     extension decides that mean), nor on the reflectivity of the first and
     last voxels of the range; a reflectivity that changes with depth inside
-    the range (a layer boundary) biases both.
+    the range (a layer boundary) biases both (:func:`window_attenuation`
+    stops the range there).
 
     Parameters
     ----------
@@ -513,37 +705,6 @@ def slope_attenuation(
     >>> float(slope_attenuation(tail_sums(line), np.zeros((2, 2)), 60, dz)[0, 0].round(3))
     4.0
     """
-    n_z = tails.shape[0] - 1
-    valid = np.isfinite(start_px)
-    first = np.where(valid, np.rint(np.nan_to_num(start_px)), n_z) + margin_px
-    stop = np.minimum(first - margin_px + depth_px, n_z)
-    # least-squares sums over groups of planes (GROUP_PLANES: few numpy calls, so little time holding the
-    # GIL, and bounded temporaries); n, sz and szz hold integers (exact in float64 in any order), log is
-    # float32 and 0 where unused, added to sl and szl plane after plane (the same float64 sums)
-    n, sz, szz, sl, szl = (np.zeros(start_px.shape) for _ in range(5))
-    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
-    group = (min(GROUP_PLANES, max(high - low, 1)), *start_px.shape)
-    signal, log = np.empty(group, np.float32), np.empty(group, np.float32)
-    use, inside = np.empty(group, bool), np.empty(group, bool)
-    for a in range(low, high, GROUP_PLANES):
-        b = min(high, a + GROUP_PLANES)
-        k = np.arange(a, b)[:, None, None]
-        part = slice(0, b - a)
-        np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
-        np.greater(signal[part], 0, out=use[part])
-        use[part] &= np.less_equal(first, k, out=inside[part])
-        use[part] &= np.greater(stop, k, out=inside[part])
-        log[part] = 0
-        np.log(signal[part], out=log[part], where=use[part])
-        # the counts, sum k and sum k^2 of the used planes in one product (integers: exact in float64)
-        counts = np.stack([np.ones(b - a), k.ravel(), k.ravel() ** 2]) @ use[part].reshape(b - a, -1)
-        for total, count in zip((n, sz, szz), counts, strict=True):
-            total += count.reshape(total.shape)
-        for plane in log[part]:
-            sl += plane
-        np.multiply(log[part], k.astype(np.float32), out=log[part])
-        for plane in log[part]:
-            szl += plane
-    spread = n * szz - sz**2
-    slope = np.divide(n * szl - sz * sl, spread, out=np.zeros_like(n), where=spread > 0)
-    return np.where(valid & (n >= min_samples), -slope / (2.0 * voxel_size_mm), np.nan).astype(np.float32)
+    sums = fit_sums(tails, *fit_range(start_px, depth_px, tails.shape[0] - 1, margin_px))[0]
+    valid = np.isfinite(start_px) & (sums.n >= min_samples)
+    return np.where(valid, -sums.slope() / (2.0 * voxel_size_mm), np.nan).astype(np.float32)

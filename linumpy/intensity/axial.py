@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, focus, surface
+from linumpy.intensity import attenuation, attenuation_map, focus, surface
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
     lateral_blocks, map_ordered, read_block,
@@ -63,6 +64,10 @@ logger = logging.getLogger(__name__)
 MIN_PLANE_TOLERANCE_PX = 2.0
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
 AGAROSE_GUARD_UM = 50.0
+#: The attenuation map of some tail sums: ``(tails, start, split_tails, split_stride) -> WindowedAttenuation``.
+MapFit = Callable[[np.ndarray, np.ndarray, np.ndarray, int], "attenuation_map.WindowedAttenuation"]
+#: A-lines between those the attenuation map's split is tested on (its box is 21 A-lines wide).
+SPLIT_STRIDE_PX = 6
 #: Lateral binning of the uncompensated signal written for the stack (:func:`uncompensated_path`): 1/16 of the
 #: output's voxels; the overlap attenuation smooths over 4 pixels (sigma) anyway.
 UNCOMPENSATED_BINNING = 4
@@ -272,27 +277,28 @@ def correct_slice(
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, np.ndarray, int, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
-            flat, mean_mu, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
-                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
-                                                 overwrite_data=True)  # data: the cache's copy
+            flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
+                                                origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
+                                                overwrite_data=True)  # data: the cache's copy
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
                                          for s in part.inner))] = plain
-            attenuation_writer[part.inner] = mean_mu
-            tissue = np.isfinite(mean_mu)
+            attenuation_writer[part.inner] = mapped.mu
+            tissue = np.isfinite(mapped.whole)
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
-            return flat.sum(axis=(1, 2), dtype=np.float64), mean_mu[tissue], count_nonzero(flat), clipped
+            return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
+                    count_nonzero(flat), clipped)
 
         n_clipped = 0
-        for profile, tissue_mu, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
-                                                         total=len(parts), desc="axial correction",
-                                                         disable=not progress, leave=False):
-            qc.add_corrected(profile, tissue_mu, nonzero)
+        for profile, tissue_map, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+                                                          total=len(parts), desc="axial correction",
+                                                          disable=not progress, leave=False):
+            qc.add_corrected(profile, tissue_map, nonzero)
             n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
@@ -532,16 +538,18 @@ def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
 
 
 def _tail_halo(settings: AxialSettings) -> int:
+    """A-lines of lateral halo the block's sums need: their lateral average and the map's split box."""
+    split = attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX) // 2
     if settings.tail_edge_sigma_px > 0:  # two boxes on the coefficient bins, + a bin for their phase
         bin_px = attenuation.EDGE_BIN
-        return bin_px * (2 * (attenuation.box_width(settings.tail_edge_sigma_px / bin_px) // 2) + 1)
-    return attenuation.box_width(settings.tail_sigma_px) // 2 if settings.tail_sigma_px > 0 else 0
+        return max(split, bin_px * (2 * (attenuation.box_width(settings.tail_edge_sigma_px / bin_px) // 2) + 1))
+    return max(split, attenuation.box_width(settings.tail_sigma_px) // 2 if settings.tail_sigma_px > 0 else 0)
 
 
 def _edge_aware_tails(
-    block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
+    block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     origin: tuple[int, int], inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
     ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
@@ -559,33 +567,38 @@ def _edge_aware_tails(
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
     map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
+    covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     del map_sums
-    covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
-    mean_mu = covering.fine(attenuation.slope_attenuation(map_tails[(slice(None), *bins)], start[bins],
-                                                          fit_depth_px, dz_mm))[within]
-    del map_tails
-    mean_mu[~found[inner]] = np.nan
+    stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
+    offsets = attenuation_map.wide_offsets(*(attenuation.box_width(sigma) // attenuation.EDGE_BIN | 1
+                                             for sigma in (settings.tail_sigma_px, attenuation_map.SPLIT_SIGMA_PX)))
+    split_tails = attenuation_map.coarse_box_sums(map_tails, offsets, bins, stride)
+    mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
+    del map_tails, split_tails
+    mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner])
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
                                              settings.tail_window_px, inner=inner, planes=planes)
-    return block[(slice(None), *inner)], tails, mean_mu
+    return block[(slice(None), *inner)], tails, mapped
 
 
 def _box_tails(
-    signal: np.ndarray, found_px: np.ndarray, settings: AxialSettings, dz_mm: float, fit_depth_px: int,
-    inner: tuple[slice, slice],
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    signal: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit, inner: tuple[slice, slice],
+) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
-    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
-    mean_mu = attenuation.slope_attenuation(tails, found_px[inner], fit_depth_px, dz_mm)
-    del tails
+    tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
+    offsets = attenuation_map.wide_offsets(attenuation.box_width(settings.tail_sigma_px),
+                                           attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX))
+    split_tails = attenuation_map.coarse_box_sums(tails, offsets, inner, SPLIT_STRIDE_PX)
+    mapped = map_of(tails[(slice(None), *inner)], found_px[inner], split_tails, SPLIT_STRIDE_PX)
+    del tails, split_tails
     np.maximum(signal, 0, out=signal)
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
-    return signal[(slice(None), *inner)], tails, mean_mu
+    return signal[(slice(None), *inner)], tails, mapped
 
 
 def correct_block(
@@ -600,7 +613,7 @@ def correct_block(
     inner: tuple[slice, slice] | None = None,
     uncompensated: bool = False,
     overwrite_data: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
     Parameters
@@ -629,9 +642,10 @@ def correct_block(
     -------
     flat : ndarray, shape (depth_px, y', x'), float32
         The corrected, flattened A-lines.
-    mean_mu : ndarray, shape (y', x'), float32
-        The attenuation (mm^-1) of each A-line, fitted from its surface to the
-        bottom of the output (:func:`linumpy.intensity.attenuation.slope_attenuation`).
+    mapped : WindowedAttenuation
+        The attenuation (mm^-1) of each A-line, fitted from its surface down to the
+        first change of the A-line or the bottom of the output
+        (:func:`linumpy.intensity.attenuation_map.window_attenuation`), shape (y', x').
     plain : ndarray or None
         The block's signal before compensation (:func:`_binned_uncompensated`) when ``uncompensated``.
     """
@@ -644,16 +658,24 @@ def correct_block(
     shift = _flatten_shift(found_px[inner], stats, surface_depth_px, origin)
     # the input depths the flattening reads: the compensation (and its tail sums) is needed there only
     planes = (max(0, int(shift.min())), max(0, min(signal.shape[0], int(shift.max()) + depth_px)))
+    noise = np.full(signal.shape[0], stats.noise_floor, np.float32)
+    if stats.focus_profile is not None:
+        noise /= stats.focus_profile
+
+    def map_of(tails: np.ndarray, start: np.ndarray, split_tails: np.ndarray,
+               stride: int) -> attenuation_map.WindowedAttenuation:
+        return attenuation_map.window_attenuation(tails, start, fit_depth_px, dz_mm, split_tails=split_tails,
+                                              split_stride=stride, noise=noise)
+
     if settings.tail_edge_sigma_px > 0:
-        signal, tails, mean_mu = _edge_aware_tails(signal, found_px, settings, dz_mm, fit_depth_px, origin, inner,
-                                                   planes)
+        signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes)
     else:
-        signal, tails, mean_mu = _box_tails(signal, found_px, settings, dz_mm, fit_depth_px, inner)
+        signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner)
     found_px = found_px[inner]
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
     if tails is not None:  # in place: ``plain`` is a flattened copy
         signal = attenuation.compensate_attenuation(signal, tails, out=signal, planes=planes)
-    return surface.flatten_surface(signal, shift, depth_px), mean_mu, plain
+    return surface.flatten_surface(signal, shift, depth_px), mapped, plain
 
 
 def _binned_uncompensated(signal: np.ndarray, found: np.ndarray, shift: np.ndarray, depth_px: int) -> np.ndarray:

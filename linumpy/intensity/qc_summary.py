@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from linumpy.intensity.attenuation_map import WindowedAttenuation
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.qc.records import render_png, write_qc_record
 
@@ -22,6 +23,10 @@ SURFACE_BINS_PER_PX = 10
 LOW_SURFACE_FRACTION = 0.05
 #: Bins of the displayed histograms.
 DISPLAY_BINS = 100
+#: Above this fraction of the tissue A-lines clamped to 0 or too faint in the attenuation map, the record flags
+#: the slice (much of the map is then no measurement; measured 5-10% per slice on the foreign acquisitions,
+#: 10-39% on the simulator's matrix, whose thin layers brighten with depth).
+MAX_UNRELIABLE_FRACTION = 0.4
 
 
 class AxialQc:
@@ -41,6 +46,10 @@ class AxialQc:
         self.corrected_sums: np.ndarray | None = None
         self.mu_sum = 0.0
         self.mu_count = 0
+        self.window_counts = np.zeros(depth + 1, np.int64)
+        self.shortened = 0
+        self.clamped = 0
+        self.faint = 0
         self.nonzero = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
@@ -51,12 +60,37 @@ class AxialQc:
         index = np.clip(np.floor(found * SURFACE_BINS_PER_PX).astype(np.int64), 0, self.surface_counts.size - 1)
         self.surface_counts += np.bincount(index, minlength=self.surface_counts.size)
 
-    def add_corrected(self, depth_sums: np.ndarray, tissue_mu: np.ndarray, nonzero: int) -> None:
-        """Pass 2: the corrected block summed per output depth, the attenuation of its tissue A-lines."""
+    def add_corrected(self, depth_sums: np.ndarray, tissue: WindowedAttenuation, nonzero: int) -> None:
+        """Pass 2: the corrected block summed per output depth, the attenuation map of its tissue A-lines."""
         self.corrected_sums = depth_sums.copy() if self.corrected_sums is None else self.corrected_sums + depth_sums
-        self.mu_sum += float(tissue_mu.sum(dtype=np.float64))
-        self.mu_count += tissue_mu.size
+        self.mu_sum += float(tissue.whole.sum(dtype=np.float64))
+        self.mu_count += tissue.whole.size
+        mapped = np.isfinite(tissue.mu)
+        windows = np.clip(np.rint(tissue.window_px[mapped]).astype(np.int64), 0, self.depth)
+        self.window_counts += np.bincount(windows, minlength=self.depth + 1)
+        self.shortened += int(np.count_nonzero(tissue.shortened))
+        self.clamped += int(np.count_nonzero(tissue.clamped))
+        self.faint += int(np.count_nonzero(tissue.faint))
         self.nonzero += nonzero
+
+    def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
+        """The attenuation map's fields over the tissue A-lines (window, shortened, clamped) and its flag."""
+        count = max(1, self.mu_count)
+        cumulative = np.cumsum(self.window_counts)
+        median = int(np.searchsorted(cumulative, cumulative[-1] / 2.0)) if cumulative[-1] else None
+        clamped, faint = self.clamped / count, self.faint / count
+        metrics = {
+            "attenuation_map_window_um": None if median is None else round(median * dz_um, 3),
+            "attenuation_map_shortened_fraction": round(self.shortened / count, 6),
+            "attenuation_map_clamped_fraction": round(clamped, 6),
+            "attenuation_map_faint_fraction": round(faint, 6),
+        }
+        flags = []
+        if clamped + faint > MAX_UNRELIABLE_FRACTION:
+            flags.append(f"attenuation map unreliable on {100 * (clamped + faint):.1f}% of the tissue A-lines: "
+                         f"{100 * clamped:.1f}% read a negative decay rate (signal rising with depth: a cavity or a "
+                         f"brighter region right below the cut; set to 0), {100 * faint:.1f}% too faint (NaN)")
+        return metrics, flags
 
     def tissue_attenuation_per_mm(self) -> float | None:
         """Mean decay-fit attenuation of the tissue A-lines so far (mm^-1, 4 decimals), None without any."""
@@ -92,11 +126,13 @@ class AxialQc:
         out_depth = int(attributes["useful_depth_px"])
         median_px = self.surface_percentile_px(50.0)
         n_voxels = max(1, self.n_lines * out_depth)
+        map_metrics, map_flags = self.attenuation_map_qc(dz_um)
         metrics = {
             "surface_detected_fraction": round(self.surface_fraction, 6),
             "median_surface_depth_um": None if median_px is None else round(median_px * dz_um, 3),
             "mean_attenuation_tissue_per_mm": self.tissue_attenuation_per_mm(),
             "n_tissue_lines": self.mu_count,
+            **map_metrics,
             "noise_floor": float(attributes["noise_floor"]),
             "useful_depth_um": round(out_depth * dz_um, 3),
             "focus_mode": attributes["focus_mode"],
@@ -105,7 +141,7 @@ class AxialQc:
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
             **(focus_qc or {}),
         }
-        flags = list(focus_flags or [])
+        flags = list(focus_flags or []) + map_flags
         if self.surface_fraction < LOW_SURFACE_FRACTION:
             flags.append(f"tissue surface detected in only {100 * self.surface_fraction:.1f}% of the A-lines")
         if str(attributes["focus_mode"]).startswith("none ("):

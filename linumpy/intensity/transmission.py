@@ -12,7 +12,9 @@ So, per A-line, the ratio of the two
 measures the slab's attenuation without any assumption on how the
 reflectivity changes with depth: a per-A-line decay fit
 (:func:`linumpy.intensity.attenuation.slope_attenuation`) reads a dark
-region over a bright one as attenuation, the ratio does not. It assumes
+region over a bright one as attenuation (the map's window stops at such a
+change, :func:`linumpy.intensity.attenuation_map.window_attenuation`, but a
+region thinner than its shortest window stays), the ratio does not. It assumes
 that both slices have the same system gain after the focus correction
 (the same instrument, normalised at the same reference depth) and that
 they are registered (the stack's placement). The last slice of a stack

@@ -93,6 +93,16 @@ METRICS: dict[str, MetricInfo] = {
     "mean_attenuation_tissue_per_mm": _M("Tissue attenuation", "1/mm", "Mean optical attenuation of the "
                                          "tissue; white matter is higher than grey matter."),
     "n_tissue_lines": _M("Tissue A-lines", "count", "Depth scans counted as tissue."),
+    "attenuation_map_window_um": _M("Attenuation map window", "µm", "Median depth below the cut over which the "
+                                    "tissue A-lines' attenuation was fitted (down to the first change of the "
+                                    "A-line: a different region below)."),
+    "attenuation_map_shortened_fraction": _M("Attenuation windows shortened", "%", "Share of the tissue A-lines "
+                                             "whose attenuation window stopped at a change above the bottom."),
+    "attenuation_map_clamped_fraction": _M("Attenuation clamped", "%", "Share of the tissue A-lines whose signal "
+                                           "rose with depth below the cut (negative attenuation, not physical: "
+                                           "set to 0 in the map)."),
+    "attenuation_map_faint_fraction": _M("Attenuation too faint", "%", "Share of the tissue A-lines whose signal "
+                                         "below the cut is under the noise floor (no attenuation mapped: NaN)."),
     "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
     "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
     "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),

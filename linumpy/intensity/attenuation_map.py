@@ -1,0 +1,353 @@
+"""The attenuation map of the tissue just below the cut: each A-line's decay fitted down to its first change.
+
+:func:`window_attenuation` fits the decay rate of each A-line's laterally
+averaged signal (:func:`linumpy.intensity.attenuation.slope_attenuation`)
+from its surface down to the first change of the A-line (a region of
+another reflectivity or attenuation below, the floor of a cavity), found by
+a two-line split tested on a wide box (:func:`coarse_box_sums`) and
+confirmed on the fit's own box. Its cost is one pass of the fit's log
+signal (:func:`linumpy.intensity.attenuation.fit_sums`, which gives the
+whole-range fit and every window's sums) and one of both boxes' on a coarse
+grid (:func:`linumpy.intensity.attenuation.cumulated_sums`); see
+``docs/intensity.md``, *The map of the tissue below the cut*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from linumpy.intensity.attenuation import CumulatedSums, LineSums, cumulated_sums, fit_range, fit_sums
+
+#: Shortest window (um below the margin) the map's decay rate is fitted on when its range is split.
+MIN_WINDOW_UM = 30.0
+#: Split statistic (:func:`window_attenuation`) above which an A-line is taken to change at its best split.
+SPLIT_STATISTIC = 100.0
+#: Lateral standard deviation (A-lines) of the box over which the split is tested (the fit keeps its own box).
+SPLIT_SIGMA_PX = 6.0
+#: Split statistic the fit's own box must reach as well (a wide box straddling a homogeneous column sees its
+#: neighbours' layers; measured 4-17 in the simulator's reference columns, where the wide box read 80-380).
+OWN_SPLIT_STATISTIC = 20.0
+#: Mean signal over the window below which (in units of the noise floor there) an A-line's decay is not mapped.
+MIN_SNR = 1.0
+#: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
+SPLIT_STEP_PX = 3
+#: Splits of the top window tried, one after the other (each stops the window at the best split above it).
+MAX_SPLITS = 2
+
+
+@dataclass(frozen=True)
+class WindowedAttenuation:
+    """The attenuation map of :func:`window_attenuation` and how each value was measured.
+
+    Attributes
+    ----------
+    mu : ndarray, shape (y, x), float32
+        mm^-1, ``>= 0``; NaN where the A-line has no start, too few samples or is ``faint``.
+    window_px : ndarray, shape (y, x), float32
+        Planes of the range fitted (from ``start + margin``), NaN where ``mu`` is.
+    shortened : ndarray of bool
+        The range stopped at a change of the A-line (a different region below).
+    clamped : ndarray of bool
+        The fitted decay rate was negative (the signal rose with depth) and was set to 0.
+    faint : ndarray of bool
+        The window's mean signal is below :data:`MIN_SNR` times the noise floor: no decay rate (NaN).
+    whole : ndarray, shape (y, x), float32
+        The decay rate over the whole range (:func:`~linumpy.intensity.attenuation.slope_attenuation`, the
+        same bits: not stopped, not clamped, NaN only without a start or samples): the attenuation over the
+        depth the slice images.
+    """
+
+    mu: np.ndarray
+    window_px: np.ndarray
+    shortened: np.ndarray
+    clamped: np.ndarray
+    faint: np.ndarray
+    whole: np.ndarray
+
+    def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
+        """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
+        return WindowedAttenuation(*(function(getattr(self, f.name)) for f in fields(self)))
+
+    def unsupported(self, keep: np.ndarray) -> WindowedAttenuation:
+        """NaN (and not shortened, clamped or faint) where ``keep`` is False (e.g. no surface)."""
+        return WindowedAttenuation(np.where(keep, self.mu, np.nan).astype(np.float32),
+                                   np.where(keep, self.window_px, np.nan).astype(np.float32),
+                                   self.shortened & keep, self.clamped & keep, self.faint & keep,
+                                   np.where(keep, self.whole, np.nan).astype(np.float32))
+
+
+def window_attenuation(
+    tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float, margin_px: int = 3,
+    min_samples: int = 8, min_window_um: float = MIN_WINDOW_UM, split_threshold: float = SPLIT_STATISTIC,
+    split_tails: np.ndarray | None = None, split_stride: int = 1, noise: np.ndarray | None = None,
+) -> WindowedAttenuation:
+    """The attenuation of the tissue just below each A-line's start: ``slope_attenuation`` up to a change.
+
+    The decay rate of one region is the slope of ``log(signal)`` while the
+    A-line stays in it; where a region of another reflectivity or
+    attenuation lies below (a brighter grey class, a fibre bundle, the
+    floor of a cavity), the signal stops following one exponential and a
+    line fitted across both reads neither (a region over a brighter one
+    reads as less attenuating, or as negative attenuation). Each A-line's
+    range ``[start + margin, start + depth)`` is therefore tested for a
+    change point: two lines fitted on either side of every candidate depth
+    ``b`` (every :data:`SPLIT_STEP_PX`-th plane; the window above at least
+    ``min_window_um``, the part below at least half of it), the depth with
+    the least summed squared residual ``SSE_2`` kept, and the range stopped
+    there when
+
+        F = (SSE_1 - SSE_2) / (SSE_2 / (n - 4)) > split_threshold
+
+    (``SSE_1``: one line over the range, ``n`` samples). The test is
+    repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
+    value is that of the first region below the start. A homogeneous
+    A-line keeps its whole range (the least noisy fit). A decay rate below
+    0 is not physical (the signal rose within the window: a region brighter
+    below that no split isolated, a cavity opening at the cut over the
+    tissue below it): it is set to 0 and reported (``clamped``). Where the
+    window's mean signal is below :data:`MIN_SNR` times the noise floor
+    (``noise``; a cavity, the deep end of dark tissue) there is nothing to
+    fit: NaN (``faint``).
+
+    The log signal of ``tails`` is taken once for both fits
+    (:func:`~linumpy.intensity.attenuation.fit_sums`: the whole range's, the
+    same bits as ``slope_attenuation``, and the window's), that of the
+    split's two boxes on the coarse A-lines once
+    (:func:`~linumpy.intensity.attenuation.cumulated_sums`: the sums down to
+    every candidate depth, of which each round's windows are differences).
+
+    Parameters
+    ----------
+    tails, start_px, depth_px, voxel_size_mm, margin_px, min_samples
+        As in :func:`~linumpy.intensity.attenuation.slope_attenuation`.
+    min_window_um : float
+        Shortest window kept above a split.
+    split_threshold : float
+        Threshold of ``F``. Speckle averaged over a few A-lines and the
+        tissue's texture are correlated along depth, so ``F`` of a
+        homogeneous A-line runs well above the independent-noise F(3, n - 4)
+        quantiles (see ``docs/intensity.md``).
+    split_tails : ndarray, optional
+        The tail sums the split is tested on, at every ``split_stride``-th
+        A-line of each lateral axis (default: ``tails`` there): averaged
+        over a wider box (:data:`SPLIT_SIGMA_PX`, :func:`coarse_box_sums`;
+        any scale, no end-of-range extension needed), so that the tissue's
+        texture, which changes from A-line to A-line, splits fewer
+        homogeneous A-lines, while a region below, laterally extended, stays.
+    split_stride : int
+        The split is tested on every ``split_stride``-th A-line of each
+        lateral axis and its depth repeated to the A-lines between (the
+        wide box's sums change little from one A-line to the next). Each
+        A-line's own window starts at its own start, and is not stopped
+        above ``min_samples``.
+    noise : ndarray, shape (z,), optional
+        The noise floor of each plane in the signal's units (the floor over
+        the focus profile); None: nothing is ``faint``.
+
+    Returns
+    -------
+    WindowedAttenuation
+
+    Examples
+    --------
+    >>> from linumpy.intensity.attenuation import slope_attenuation, tail_sums
+    >>> dz = 0.0015
+    >>> k = np.arange(90.0)
+    >>> upper = np.exp(-2 * 3.0 * dz * k)  # 3 /mm over a region 4x brighter from plane 40 down (8 /mm)
+    >>> line = np.where(k < 40, upper, 4 * upper[40] * np.exp(-2 * 8.0 * dz * (k - 40)))
+    >>> tails = tail_sums(line[:, None, None] * np.ones((1, 2, 2)))
+    >>> result = window_attenuation(tails, np.zeros((2, 2)), 90, dz)
+    >>> round(float(result.mu[0, 0]), 2), float(result.window_px[0, 0])  # 37 planes, to SPLIT_STEP_PX
+    (3.0, 36.0)
+    >>> round(float(slope_attenuation(tails, np.zeros((2, 2)), 90, dz)[0, 0]), 2)  # one line over both
+    -1.78
+    """
+    first, whole_stop = fit_range(start_px, depth_px, tails.shape[0] - 1, margin_px)
+    min_above = max(min_samples, int(round(min_window_um / (voxel_size_mm * 1000.0))))
+    stop = _window_stops(tails, first, whole_stop, (min_above, max(min_samples, min_above // 2)), min_samples,
+                         split_threshold, split_tails, split_stride)
+    whole, window = fit_sums(tails, first, whole_stop, stop)
+    valid = np.isfinite(start_px) & (window.n >= min_samples)
+    faint = valid & (window_snr(tails, first, stop, noise) < MIN_SNR) if noise is not None else np.zeros_like(valid)
+    valid &= ~faint
+    mu = np.where(valid, -window.slope() / (2.0 * voxel_size_mm), np.nan).astype(np.float32)
+    clamped = mu < 0
+    mu[clamped] = 0.0
+    window_px = np.where(valid, stop - first, np.nan).astype(np.float32)
+    whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
+                        np.nan).astype(np.float32)
+    return WindowedAttenuation(mu, window_px, valid & (stop < whole_stop), clamped, faint, whole_mu)
+
+
+def _window_stops(
+    tails: np.ndarray, first: np.ndarray, stop: np.ndarray, minimum: tuple[int, int], min_samples: int,
+    split_threshold: float, split_tails: np.ndarray | None, stride: int,
+) -> np.ndarray:
+    """Each A-line's stop plane after :data:`MAX_SPLITS` rounds of :func:`window_attenuation`'s split test.
+
+    The test runs on the coarse grid (every ``stride``-th A-line; ``minimum``: the samples a split
+    leaves above and below). The log signal of both boxes is cumulated once, in one pass
+    (:class:`SplitSums`), and each round's windows are differences of those sums; the own box is
+    tested only where the wide box sees a change, a second round only where the first stopped the
+    coarse A-line's window (elsewhere it would find the same split again). Each coarse A-line's
+    split is carried to the A-lines it stands for, which stop there when it lies inside their own
+    range (at least ``min_samples`` planes below their first).
+    """
+    n_y, n_x = first.shape
+    coarse = (np.arange(0, n_y, stride)[:, None] * n_x + np.arange(0, n_x, stride)).ravel()  # flat indices
+    first_c, stop_c = first.ravel()[coarse], stop.ravel()[coarse]
+    lines = np.flatnonzero(stop_c - first_c >= sum(minimum))  # the coarse A-lines a split fits in
+    boxes = [tails[:, ::stride, ::stride]] if split_tails is None else [split_tails, tails[:, ::stride, ::stride]]
+    # one pass for both boxes: their columns side by side
+    columns = np.concatenate([box.reshape(box.shape[0], -1)[:, lines] for box in boxes], axis=1)
+    sums = cumulated_sums(columns, np.tile(first_c[lines], len(boxes)), np.tile(stop_c[lines], len(boxes)),
+                          SPLIT_STEP_PX)
+    boxed = [SplitSums(lines, first_c[lines], stop_c[lines], sums.part(slice(i * lines.size, (i + 1) * lines.size)))
+             for i in range(len(boxes))]
+    wide, own = boxed[0], boxed[-1]
+    window_stop = None  # the coarse windows' stops after the first round (boundaries), None: the whole range
+    for _ in range(MAX_SPLITS):
+        if lines.size == 0:
+            break
+        statistic, split = wide.statistic(lines, *minimum, window_stop)
+        changed = statistic > split_threshold
+        if split_tails is not None:  # the A-line's own box must see a change too, not only its neighbours
+            tested = np.flatnonzero(changed)
+            changed[tested] = own.statistic(lines[tested], *minimum, None if window_stop is None else
+                                            window_stop[tested])[0] > OWN_SPLIT_STATISTIC
+        coarse_split = np.full(first_c.size, np.inf)
+        coarse_split[lines[changed]] = split[changed]
+        spread = np.repeat(np.repeat(coarse_split.reshape(-(-n_y // stride), -1), stride, 0), stride, 1)
+        spread = spread[:n_y, :n_x]
+        accept = (spread >= first + min_samples) & (spread < stop)
+        if not accept.any():
+            break
+        stop = np.where(accept, spread, stop)
+        stopped = accept.ravel()[coarse[lines]]  # a second round where the coarse A-line's own window stopped
+        lines, window_stop = lines[stopped], split[stopped]
+    return stop
+
+
+@dataclass(frozen=True)
+class SplitSums:
+    """The split test's line sums of some coarse A-lines: over their range and down to every candidate split.
+
+    Attributes
+    ----------
+    lines : ndarray of int
+        The coarse A-lines (indices among all of them) the columns of ``sums`` hold, sorted.
+    first, stop : ndarray
+        Their ranges.
+    sums : CumulatedSums
+        Their sums (:func:`~linumpy.intensity.attenuation.cumulated_sums`): the boundaries are the
+        candidate splits (every :data:`SPLIT_STEP_PX`-th plane), the window above a split ``b`` is
+        ``[first, b)``.
+    """
+
+    lines: np.ndarray
+    first: np.ndarray
+    stop: np.ndarray
+    sums: CumulatedSums
+
+    def statistic(
+        self, lines: np.ndarray, min_above: int, min_below: int, stop: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best split of the coarse A-lines ``lines``' windows in two lines, its statistic ``F``.
+
+        The window is ``[first, stop)``, ``stop`` one of the boundaries per A-line (None: the whole
+        range); ``F`` as in :func:`window_attenuation`. Returns ``(F, split plane)``; F is 0 and the
+        split ``inf`` where no split leaves ``min_above`` samples above and ``min_below`` below.
+        """
+        columns = slice(None) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
+        boundaries = self.sums.boundaries
+        total = (LineSums(*(values[columns] for values in self.sums.total.fields())) if stop is None
+                 else LineSums(*np.take_along_axis(self.sums.above[:, :, columns],
+                                                   np.searchsorted(boundaries, stop)[None, None], axis=0)[0]))
+        # the candidates: the boundaries that can leave min_above samples above some window and min_below below
+        rows = slice(np.searchsorted(boundaries, self.first[columns].min(initial=np.inf) + min_above),
+                     np.searchsorted(boundaries, (self.stop[columns] if stop is None else stop).max(initial=0)
+                                     - min_below, side="right"))
+        boundaries = boundaries[rows]
+        above = LineSums(*self.sums.above[rows, :, columns].swapaxes(0, 1))
+        below = total.minus(above)
+        residual = above.residual() + below.residual()
+        residual[(above.n < min_above) | (below.n < min_below)] = np.inf
+        if residual.shape[0] == 0:
+            return np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
+        index = np.argmin(residual, axis=0)
+        best = np.take_along_axis(residual, index[None], axis=0)[0]
+        whole = total.residual()
+        statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best,
+                              out=np.zeros_like(whole), where=np.isfinite(best) & (best > 0))
+        return statistic, np.where(np.isfinite(best), boundaries[index].astype(float), np.inf)
+
+
+def wide_offsets(fit_width: int, wide_width: int) -> tuple[int, ...]:
+    """Offsets at which the fit's box (``fit_width`` A-lines) is summed into the split's wide box.
+
+    Five, ``(wide_width - fit_width) // 4`` apart: the sum covers ``wide_width`` A-lines (e.g. 11 bins
+    from boxes of 3: weights 1 1 2 1 2 1 2 1 2 1 1, standard deviation 2.9 bins against 3.2 for the
+    flat box; :data:`SPLIT_SIGMA_PX`), from tails the fit has filtered already.
+
+    Examples
+    --------
+    >>> wide_offsets(3, 11)
+    (-4, -2, 0, 2, 4)
+    """
+    spacing = max(1, (wide_width - fit_width) // 4)
+    return tuple(spacing * i for i in range(-2, 3))
+
+
+def coarse_box_sums(
+    tails: np.ndarray, offsets: tuple[int, ...], part: tuple[slice, slice], stride: int,
+) -> np.ndarray:
+    """Tail sums summed over a box, at every ``stride``-th A-line of ``part`` only.
+
+    The wide box of :func:`window_attenuation`'s split on its coarse grid: the sums of ``tails`` at
+    the A-lines ``offsets`` away along y and x (:func:`wide_offsets`, on tails already averaged over
+    the fit's box), along y at the rows kept, then along x at the columns
+    kept (one strided slice an offset; the edges of ``tails`` repeated), in float32. Any scale will
+    do: the split reads differences of the log signal ``T[k] - T[k + 1]``.
+
+    Parameters
+    ----------
+    tails : ndarray, shape (z + 1, y, x)
+    offsets : tuple of int
+    part : (slice, slice)
+        The A-lines of ``tails`` the split is tested for.
+    stride : int
+
+    Returns
+    -------
+    ndarray, shape (z + 1, y', x'), float32
+    """
+    values = tails
+    for axis, (size, within) in enumerate(zip(tails.shape[1:], part), start=1):
+        kept = np.arange(size)[within][::stride]
+        total = np.zeros((*values.shape[:axis], kept.size, *values.shape[axis + 1 :]), np.float32)
+        for offset in offsets:
+            index = kept + offset
+            if kept.size and index[0] >= 0 and index[-1] < size:
+                total += values[(slice(None),) * axis + (slice(index[0], index[-1] + 1, stride),)]
+            else:
+                total += np.take(values, np.clip(index, 0, size - 1), axis=axis)
+        values = total
+    return values
+
+
+def window_snr(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Mean signal over each A-line's planes ``[first, stop)`` over the mean noise floor there.
+
+    The signal summed over the window is ``T[first] - T[stop]`` (the end-of-range extension cancels);
+    ``noise`` holds the noise floor of each plane in the signal's units (e.g. divided by the focus).
+    """
+    n_z = tails.shape[0] - 1
+    low, high = np.clip(first, 0, n_z).astype(np.intp), np.clip(stop, 0, n_z).astype(np.intp)
+    high = np.maximum(high, low)
+    signal = np.take_along_axis(tails, low[None], 0)[0] - np.take_along_axis(tails, high[None], 0)[0]
+    floor = np.concatenate([[0.0], np.cumsum(noise, dtype=float)])
+    total = floor[high] - floor[low]
+    return np.divide(signal, total, out=np.full(signal.shape, np.inf), where=total > 0)
