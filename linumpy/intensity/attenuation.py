@@ -677,7 +677,8 @@ def slope_attenuation(
     not depend on the extension beyond the A-line (on a short A-line the
     extension decides that mean), nor on the reflectivity of the first and
     last voxels of the range; a reflectivity that changes with depth inside
-    the range (a layer boundary) biases both (:func:`window_attenuation`
+    the range (a layer boundary) biases both
+    (:func:`linumpy.intensity.attenuation_map.window_attenuation`
     stops the range there).
 
     Parameters
