@@ -153,3 +153,31 @@ def test_coarse_box_sums_is_a_box_of_boxes():
     assert wide.shape == expected.shape and np.allclose(wide, expected, rtol=1e-5)
     weights = np.convolve(np.ones(3), np.isin(np.arange(-4, 5), offsets).astype(float))
     assert weights.tolist() == [1, 1, 2, 1, 2, 1, 2, 1, 2, 1, 1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_gel_beside_tissue_reads_its_own_attenuation_or_nothing(seed):
+    """The gel (reflectivity 0.06, 0.4 /mm) over two thirds of the block, tissue (0.5, 5 /mm) beside it.
+
+    Stated tolerances: the gel A-lines whose box holds a tissue column read the tissue's decay (> 2 /mm,
+    5x the truth: the box's mean is weighted by brightness); with :func:`attenuation_map.mixed_lines` they
+    are NaN and ``mixed`` (the 3 columns next to the edge: at least 80% of them; under 2% of the gel farther,
+    a speckle-dim A-line; no tissue A-line), every other value keeps its bits, and the gel's median is within
+    25% of the truth (over its whole range the gel decays by 10%: one block's speckle moves it by 10-20%).
+    """
+    edge = 16
+    rng = np.random.default_rng(seed)
+    columns = np.arange(SIZE)[None, None, :] < edge
+    clean = np.where(columns, 0.06 * layered(N_Z, 0.4, 0.4, 1.0)[:, None, None],
+                     0.5 * layered(N_Z, 5.0, 5.0, 1.0)[:, None, None]) * np.ones((1, SIZE, SIZE))
+    block = (clean * rng.gamma(2.0, 0.5, clean.shape)).astype(np.float32)
+    before = mapped(block)
+    mixed = attenuation_map.mixed_lines(np.exp(attenuation.level_guide(block)), attenuation.box_width(2.0))
+    after = before.without(mixed)
+    near, far = slice(edge - 3, edge), slice(None, edge - 3)
+    assert np.median(before.mu[:, near]) > 2.0
+    assert after.mixed[:, near].mean() >= 0.8 and after.mixed[:, far].mean() < 0.02 and not after.mixed[:, edge:].any()
+    assert np.all(np.isnan(after.mu[after.mixed]))
+    kept = ~after.mixed
+    assert np.array_equal(after.mu[kept], before.mu[kept])
+    assert abs(np.nanmedian(after.mu[:, :edge]) / 0.4 - 1) < 0.25  # measured 9-20% (speckle: 0.4 /mm is a 10% decay)

@@ -263,7 +263,7 @@ def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: 
 def edge_aware_tails(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
-    planes: tuple[int, int] | None = None,
+    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None,
 ) -> np.ndarray:
     """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
 
@@ -305,6 +305,8 @@ def edge_aware_tails(
         Only the planes 0 and ``[start, stop)`` of the sums are wanted (what
         :func:`compensate_attenuation` reads for those planes of the signal):
         the others are NaN.
+    guide : ndarray, shape (y, x), optional
+        :func:`level_guide` of ``signal``, when the caller has it already.
 
     Returns
     -------
@@ -316,7 +318,7 @@ def edge_aware_tails(
     def box(values: np.ndarray) -> np.ndarray:
         return ndimage.uniform_filter(values, (1, width, width) if values.ndim == 3 else width, mode="nearest")
 
-    guide = level_guide(signal)
+    guide = level_guide(signal) if guide is None else guide
     small_guide = grid.binned(guide)
     mean_guide = box(small_guide)
     variance = np.maximum(box(small_guide * small_guide) - mean_guide**2, 0) + np.float32(epsilon)

@@ -576,11 +576,13 @@ def _edge_aware_tails(
     split_tails = attenuation_map.coarse_box_sums(map_tails, offsets, bins, stride)
     mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
-    mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner])
+    guide = attenuation.level_guide(block)  # the A-lines' levels (clipped signal): the map's mixing, the guide
+    mixed = attenuation_map.mixed_lines(np.exp(guide), attenuation.box_width(settings.tail_sigma_px))[inner]
+    mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
-                                             settings.tail_window_px, inner=inner, planes=planes)
+                                             settings.tail_window_px, inner=inner, planes=planes, guide=guide)
     return block[(slice(None), *inner)], tails, mapped
 
 
@@ -595,6 +597,9 @@ def _box_tails(
     mapped = map_of(tails[(slice(None), *inner)], found_px[inner], split_tails, SPLIT_STRIDE_PX)
     del tails, split_tails
     np.maximum(signal, 0, out=signal)
+    mixed = attenuation_map.mixed_lines(np.exp(attenuation.level_guide(signal)),
+                                        attenuation.box_width(settings.tail_sigma_px))[inner]
+    mapped = mapped.without(mixed)
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]

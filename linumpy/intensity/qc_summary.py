@@ -50,6 +50,7 @@ class AxialQc:
         self.shortened = 0
         self.clamped = 0
         self.faint = 0
+        self.mixed = 0
         self.nonzero = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
@@ -71,10 +72,11 @@ class AxialQc:
         self.shortened += int(np.count_nonzero(tissue.shortened))
         self.clamped += int(np.count_nonzero(tissue.clamped))
         self.faint += int(np.count_nonzero(tissue.faint))
+        self.mixed += int(np.count_nonzero(tissue.mixed))
         self.nonzero += nonzero
 
     def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
-        """The attenuation map's fields over the tissue A-lines (window, shortened, clamped) and its flag."""
+        """The attenuation map's fields over the tissue A-lines (window, shortened, clamped, faint, mixed), its flag."""
         count = max(1, self.mu_count)
         cumulative = np.cumsum(self.window_counts)
         median = int(np.searchsorted(cumulative, cumulative[-1] / 2.0)) if cumulative[-1] else None
@@ -84,6 +86,7 @@ class AxialQc:
             "attenuation_map_shortened_fraction": round(self.shortened / count, 6),
             "attenuation_map_clamped_fraction": round(clamped, 6),
             "attenuation_map_faint_fraction": round(faint, 6),
+            "attenuation_map_mixed_fraction": round(self.mixed / count, 6),
         }
         flags = []
         if clamped + faint > MAX_UNRELIABLE_FRACTION:

@@ -103,6 +103,9 @@ METRICS: dict[str, MetricInfo] = {
                                            "set to 0 in the map)."),
     "attenuation_map_faint_fraction": _M("Attenuation too faint", "%", "Share of the tissue A-lines whose signal "
                                          "below the cut is under the noise floor (no attenuation mapped: NaN)."),
+    "attenuation_map_mixed_fraction": _M("Attenuation mixed", "%", "Share of the tissue A-lines dim beside a brighter "
+                                         "region, whose averaging box holds mostly the region's light (no "
+                                         "attenuation mapped: NaN)."),
     "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
     "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
     "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),
