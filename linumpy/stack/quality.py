@@ -28,6 +28,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
+from linumpy.stack.depths import MAX_PRIOR_SIGMA_UM
 from linumpy.stack.rotation import unapplied_turn
 from linumpy.viz.planes import centre_index, tissue_counts
 
@@ -230,7 +231,10 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     half that tolerance at their median: the thickness itself (the sidecar's,
     or the motor step most steps agree on) is off, and so is every scan and
     tolerance built on it. And one listing the slices clamped onto the drift
-    bound around their motor position (``drift_clamped``).
+    bound around their motor position (``drift_clamped``). And one when the
+    slices' motor and surface depths scatter against the registered steps by
+    more than :data:`~linumpy.stack.depths.MAX_PRIOR_SIGMA_UM` (``depth_prior_sigma_um``,
+    :mod:`linumpy.stack.depths`): the steps are then chained.
 
     Examples
     --------
@@ -246,8 +250,15 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
      'slice 2: rotation applied on a weak overlap (rotation only)']
     """
     ids = metrics["slice_ids"]
-    flags = [f"slice {i}: registration unsure (z confidence {metrics['z_confidence'][ids.index(i)]}): "
-             "motor position kept" for i in metrics["motor_fallback"]]
+    kept = ("motor position kept (depth: motor and surface depth, with the other slices)"
+            if metrics.get("depth_mode") == "joint" else "motor position kept")
+    flags = [f"slice {i}: registration unsure (z confidence {metrics['z_confidence'][ids.index(i)]}): {kept}"
+             for i in metrics["motor_fallback"]]
+    prior_sigma = metrics.get("depth_prior_sigma_um")
+    if prior_sigma is not None and prior_sigma > MAX_PRIOR_SIGMA_UM:
+        flags.append(f"the slices' motor and surface depths scatter by {prior_sigma:.2f} um (standard deviation) "
+                     "against the registered depth steps: the stage or the image's depth frame moves between "
+                     "slices; the registered steps are chained instead")
     tolerance, thickness = metrics.get("z_tolerance_um"), metrics.get("slice_thickness_um")
     if tolerance is not None and thickness:
         id_steps = np.diff(ids, prepend=ids[0])
@@ -328,7 +339,14 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ``motor_slip_corrected`` (a motor depth step off the slice thickness that the
         registration at the thickness replaced, ``motor_slip`` in the record),
         ``motor_fallback`` (a registered slice that kept its motor depth or
-        lateral position) and ``drift_clamped``; ``excluded_slices`` (ids
+        lateral position) and ``drift_clamped``; ``depth_mode`` (``joint``: the
+        depths solved from the slices' motor and surface depths and the
+        registered steps together, :mod:`linumpy.stack.depths`; ``chain``: the
+        steps chained), ``depth_prior_sigma_um`` (the standard deviation given
+        to the motor and surface depths), per slice ``z_sigma_um`` (standard
+        deviation of its depth relative to the first slice under that model)
+        and ``z_residual_um`` (registered step minus the step between the
+        motor and surface depths); ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
         ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``; ``interpolated_slices``
         (absent ids whose depth :mod:`linumpy.stack.interpolate` filled).
@@ -378,6 +396,10 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "motor_fallback": fallback,
         "n_motor_fallback": len(fallback),
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],
+        "depth_mode": (record.get("depth_placement") or {}).get("mode"),
+        "depth_prior_sigma_um": (record.get("depth_placement") or {}).get("prior_sigma_um"),
+        "z_sigma_um": [(s.get("depth") or {}).get("sigma_um") for s in slices],
+        "z_residual_um": [(s.get("depth") or {}).get("residual_um") for s in slices],
         "excluded_slices": {str(i): INTERPOLATED_REASON if i in interpolated else ABSENT_REASON for i in absent},
         "interpolated_slices": interpolated,
         "n_gaps": len(absent),

@@ -752,8 +752,13 @@ def resolve_origins(
     lateral_confidences: Sequence[float],
     min_confidence: float,
     max_drift_um: Sequence[float],
+    depths_um: np.ndarray | None = None,
 ) -> ResolvedOrigins:
     """Chain the registered steps, falling back to the motors, bounding drift.
+
+    With ``depths_um`` (the slices' depths solved together,
+    :func:`linumpy.stack.depths.place_depths`) the depths are taken from it
+    instead of chained; the drift bound applies to them all the same.
 
     Parameters
     ----------
@@ -770,6 +775,8 @@ def resolve_origins(
     max_drift_um : sequence of float
         Largest allowed ``|origin - nominal|`` per axis ``(depth, y, x)``;
         origins beyond it are clamped onto the bound.
+    depths_um : numpy.ndarray, optional
+        Depth of each slice relative to the first, replacing the chained depths.
 
     Returns
     -------
@@ -800,6 +807,8 @@ def resolve_origins(
             if used_lateral[k]:
                 step[1:] = measured[1:]
         origin = origins[k - 1] + step
+        if depths_um is not None:
+            origin[0] = nominal[0, 0] + depths_um[k]
         deviation = origin - nominal[k]
         limited = np.clip(deviation, -bound, bound)
         clamped[k] = bool(np.any(limited != deviation))

@@ -20,6 +20,13 @@ from linumpy.errors import InputError
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
+from linumpy.stack.depths import (
+    MAX_PRIOR_SIGMA_UM,
+    DepthPlacement,
+    absolute_depths_um,
+    link_sigma_um,
+    place_depths,
+)
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
     LateralGain,
@@ -278,6 +285,13 @@ def plan_stack(
         parameters.min_confidence,
         (max_z_drift, lateral, lateral),
     )
+    flatten_planes = [_flatten_plane(s, tilt if move > 0 else None) for s, move in zip(slices, moves, strict=True)]
+    joint = _joint_depths(slices, nominal, estimates, steps, resolved.origins_um[:, 1:], flatten_planes,
+                          parameters.min_confidence)
+    if joint is not None and joint.prior_sigma_um <= MAX_PRIOR_SIGMA_UM:  # the same lateral origins
+        resolved = resolve_origins(nominal, steps, [e.z_confidence if e else 0.0 for e in estimates],
+                                   [e.lateral_confidence if e else 0.0 for e in estimates],
+                                   parameters.min_confidence, (max_z_drift, lateral, lateral), joint.depths_um)
     kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um)
     kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
     kept = _below_cut_faces(slices, kept, resolved.origins_um[:, 0])
@@ -323,6 +337,7 @@ def plan_stack(
         for p in placed
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
+    record["depth_placement"] = _depth_record(joint)
     for entry, slip in zip(record["slices"], slips, strict=True):
         entry["motor_slip"] = slip
     record["z_tolerance_um"] = round(float(z_tolerance), 6)
@@ -333,7 +348,11 @@ def plan_stack(
     for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
         entry["surface_plane"] = None if slices[k].surface_plane is None else _rounded(slices[k].surface_plane)
         entry["retilt_max_planes"] = moves[k]
-        entry["flatten_plane"] = _flatten_plane(slices[k], tilt if moves[k] > 0 else None)
+        entry["flatten_plane"] = flatten_planes[k]
+        entry["depth"] = None if joint is None else {
+            "absolute_um": None if joint.absolute_um[k] is None else round(joint.absolute_um[k], 4),
+            "sigma_um": round(float(joint.sigma_um[k]), 4) if joint.prior_sigma_um <= MAX_PRIOR_SIGMA_UM else None,
+            "residual_um": None if joint.residuals_um[k] is None else round(joint.residuals_um[k], 4)}
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
         entry["rotation"] = rotations[k].to_dict() if rotations[k] else None
@@ -595,6 +614,44 @@ def _register_consecutive(
     )
     LOGGER.debug("slice %d: %s", current.slice_id, estimate)
     return estimate, step
+
+
+def _joint_depths(
+    slices: Sequence[SliceVolume],
+    nominal: np.ndarray,
+    estimates: Sequence[PairEstimate | None],
+    steps: Sequence[np.ndarray | None],
+    lateral_origins_um: np.ndarray,
+    flatten_planes: Sequence[list[float] | None],
+    min_confidence: float,
+) -> DepthPlacement | None:
+    """The slices' depths from their absolute depths and confident registered steps together
+    (:mod:`linumpy.stack.depths`); None when fewer than two slices have a flattening plane (the steps are
+    then chained, :func:`linumpy.stack.refine.resolve_origins`).
+
+    The motor depths are ``nominal``'s: an encoder glitch's interpolation and
+    a motor slip's step moved onto the thickness stand for the commanded
+    position (the stage moved, its reading jumped), like any other reading.
+    """
+    centres = [tuple((n - 1) / 2 for n in s.levels[0][0].shape[1:]) for s in slices]
+    absolute = absolute_depths_um(nominal[:, 0], flatten_planes, lateral_origins_um, centres,
+                                  slices[0].resolution_um)
+    if np.isfinite(absolute).sum() < 2:
+        return None
+    confident = [e is not None and e.z_confidence >= min_confidence for e in estimates]
+    return place_depths(nominal[:, 0], absolute,
+                        [step[0] if sure else None for step, sure in zip(steps, confident, strict=True)],
+                        [link_sigma_um(e.z_confidence, e.pixel_um[0]) if sure else None
+                         for e, sure in zip(estimates, confident, strict=True)])
+
+
+def _depth_record(depth: DepthPlacement | None) -> dict:
+    """How the depths were decided: ``joint`` (:mod:`linumpy.stack.depths`) or ``chain`` (steps chained:
+    no absolute depths, or absolute depths scattering by more than :data:`MAX_PRIOR_SIGMA_UM`)."""
+    if depth is None:
+        return {"mode": "chain"}
+    return {"mode": "joint" if depth.prior_sigma_um <= MAX_PRIOR_SIGMA_UM else "chain",
+            "prior_sigma_um": round(depth.prior_sigma_um, 4)}
 
 
 def _step_in_doubt(motor_step_um: float, thickness_um: float, z_tolerance_um: float) -> bool:

@@ -1,0 +1,229 @@
+"""Slice depths from the registered steps and each slice's own absolute depth, solved together.
+
+Two measurements say where a slice's first useful plane lies in depth:
+
+* **relative**: the registered depth step from the previous slice (the z scan
+  of :func:`linumpy.stack.refine.register_pair`), tissue matched against
+  tissue. Chained, slice ``k`` = slice ``k-1`` + step, so independent errors
+  of the steps add up as a random walk;
+* **absolute**: the motor depth plus the slice's own surface depth in its
+  image. The OCT images in the stage's frame: image depth ``d`` of slice
+  ``k`` lies at stage depth ``z_k + d`` (``z_k`` the motor reading), so the
+  plane the axial correction flattened the slice by (``surface_plane_px``,
+  the plane its first useful plane follows) lies at ``z_k + F_k`` whatever
+  the fit's accuracy. In the lab the cut stays at one height and the stage
+  steps by the thickness, so ``F_k`` is nearly constant; a cut that removes
+  more or less than the step moves ``F_k`` by as much. Its errors are the
+  motor's and the image's depth frame's (stage repeatability, reference-arm
+  drift), one per slice: they do not add up along the stack.
+
+:func:`place_depths` solves both in one least-squares problem: every slice's
+absolute depth with the standard deviation ``prior_sigma_um``, every
+confident registered step with :func:`link_sigma_um`. ``prior_sigma_um`` is
+read from the data (:func:`prior_sigma_um`: the scatter of the steps against
+the absolute depths that the steps' own errors do not explain), at least
+:data:`PRIOR_SIGMA_FLOOR_UM`: an instrument whose depth frame drifts from
+slice to slice hands the placement back to the registration, one that holds
+still keeps the steps' errors from adding up. Above
+:data:`MAX_PRIOR_SIGMA_UM` the absolute depths are left out and the steps
+chained, as without them. Pairs without a confident step keep the motor step
+as a weak link, so every slice stays tied to the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Smallest standard deviation (um) of a slice's absolute depth (motor reading plus surface depth): the stage's
+#: repeatability and the drift of the image's depth frame between two slices. The benchmarks' generators have
+#: none (the data cannot bound it from below), so it is stated, not measured.
+PRIOR_SIGMA_FLOOR_UM = 0.3
+#: Standard deviation of a registered depth step at z confidence 1, axial voxels; a step of confidence ``c``
+#: gets this over ``c`` (foreign acquisitions: steps of confidence 0.69-0.76 erred by 0.35 voxel RMS).
+LINK_SIGMA_VOXEL = 0.25
+#: Standard deviation (um) of the motor step standing in for a pair without a confident registered step.
+MOTOR_LINK_SIGMA_UM = 10.0
+#: Standard deviation (um) of the absolute depths above which they are not used: the steps are chained (the
+#: depth frame moves between slices, maybe drifting, which independent errors per slice do not describe).
+MAX_PRIOR_SIGMA_UM = 2.0
+#: Fewest registered steps between slices with an absolute depth for :func:`prior_sigma_um` to read the data.
+MIN_RESIDUALS = 2
+
+
+@dataclass(frozen=True)
+class DepthPlacement:
+    """Depths of the slices' first useful planes and how they were decided.
+
+    Attributes
+    ----------
+    depths_um : numpy.ndarray
+        Depth of each slice relative to the first slice.
+    sigma_um : numpy.ndarray
+        Standard deviation of each depth relative to the first slice's, under the model's variances.
+    prior_sigma_um : float
+        Standard deviation given to the absolute depths.
+    absolute_um : list of float or None
+        Per slice, its absolute depth relative to the first slice (None without one).
+    residuals_um : list of float or None
+        Per slice, its registered step minus the step between the absolute depths (None without both).
+    """
+
+    depths_um: np.ndarray
+    sigma_um: np.ndarray
+    prior_sigma_um: float
+    absolute_um: list[float | None]
+    residuals_um: list[float | None]
+
+
+def absolute_depths_um(
+    motor_depth_um: Sequence[float],
+    flatten_planes: Sequence[Sequence[float] | None],
+    lateral_origins_um: np.ndarray,
+    centres_px: Sequence[Sequence[float]],
+    pixel_um: Sequence[float],
+) -> np.ndarray:
+    """Each slice's absolute depth: its motor depth plus its flattening plane's depth, relative to the first slice.
+
+    Compared at one lateral point, slice ``k``'s centre ``c_k``: its plane
+    lies there at ``F_k(c_k)``, the first slice's at ``F_0(c_k + o_k)``
+    (``o_k``: slice ``k``'s lateral origin in the first slice's pixels), so a
+    slice shifted under a tilted cut is not moved by the tilt times its shift.
+
+    Parameters
+    ----------
+    motor_depth_um : sequence of float
+        Motor depth of each slice relative to the first (glitches corrected).
+    flatten_planes : sequence
+        ``(a, b, c)``: the plane ``a + b y + c x`` (axial voxels, level-0
+        pixels) each slice's first useful plane follows; None if unknown.
+    lateral_origins_um : numpy.ndarray
+        ``(n, 2)`` lateral origins ``(y, x)``, micrometres.
+    centres_px : sequence
+        ``(y, x)`` centre of each slice, level-0 pixels.
+    pixel_um : sequence of float
+        ``(z, y, x)`` level-0 voxel size.
+
+    Returns
+    -------
+    numpy.ndarray
+        NaN where the slice or the first slice has no plane.
+
+    Examples
+    --------
+    >>> absolute_depths_um([0.0, 66.0], [(17.0, 0.0, 0.0), (16.0, 0.0, 0.0)], np.zeros((2, 2)),
+    ...                    [(10, 10), (10, 10)], (1.5, 4.0, 4.0)).tolist()
+    [0.0, 64.5]
+    """
+    first = flatten_planes[0]
+    depths = np.full(len(motor_depth_um), np.nan)
+    if first is None:
+        return depths
+    origins_px = (np.asarray(lateral_origins_um, float) - lateral_origins_um[0]) / np.asarray(pixel_um[1:])
+    for k, (motor, plane, centre) in enumerate(zip(motor_depth_um, flatten_planes, centres_px, strict=True)):
+        if plane is not None:
+            here = plane[0] + plane[1] * centre[0] + plane[2] * centre[1]
+            there_y, there_x = np.asarray(centre) + origins_px[k]
+            there = first[0] + first[1] * there_y + first[2] * there_x
+            depths[k] = motor - motor_depth_um[0] + (here - there) * pixel_um[0]
+    return depths
+
+
+def link_sigma_um(confidence: float, axial_um: float) -> float:
+    """Standard deviation of a registered depth step of z confidence ``confidence`` (> 0).
+
+    Examples
+    --------
+    >>> link_sigma_um(0.5, 1.5)
+    0.75
+    """
+    return LINK_SIGMA_VOXEL * axial_um / confidence
+
+
+def prior_sigma_um(residuals_um: Sequence[float], link_sigmas_um: Sequence[float]) -> float:
+    """Standard deviation of the absolute depths that the steps' scatter against them calls for.
+
+    A residual (registered step minus the step between the two absolute
+    depths) has the variance ``link_sigma**2 + 2 prior_sigma**2``: the mean
+    of the squares less the steps' variances, over 2, at least
+    :data:`PRIOR_SIGMA_FLOOR_UM` (the floor alone with fewer than
+    :data:`MIN_RESIDUALS` residuals). The mean, not a robust statistic: one
+    large residual (a wrong step, or a wrong absolute depth, which one is
+    not known at the ends of the stack) raises it, and the placement leans
+    on the steps, as without absolute depths.
+
+    Examples
+    --------
+    >>> prior_sigma_um([0.4, -0.5, 0.3], [0.6, 0.6, 0.6])
+    0.3
+    >>> round(prior_sigma_um([4.0, -5.0, 3.0], [0.6, 0.6, 0.6]), 2)
+    2.86
+    """
+    if len(residuals_um) < MIN_RESIDUALS:
+        return PRIOR_SIGMA_FLOOR_UM
+    excess = np.mean(np.square(residuals_um)) - np.mean(np.square(link_sigmas_um))
+    return float(max(PRIOR_SIGMA_FLOOR_UM, np.sqrt(max(excess, 0.0) / 2)))
+
+
+def place_depths(
+    motor_depth_um: Sequence[float],
+    absolute_um: Sequence[float],
+    steps_um: Sequence[float | None],
+    step_sigmas_um: Sequence[float | None],
+) -> DepthPlacement:
+    """Depths of the slices that best agree with their absolute depths and registered steps (least squares).
+
+    Parameters
+    ----------
+    motor_depth_um : sequence of float
+        Motor depth of each slice (glitches corrected): the weak link
+        (:data:`MOTOR_LINK_SIGMA_UM`) of a pair without a registered step.
+    absolute_um : sequence of float
+        :func:`absolute_depths_um` (NaN: none for that slice); at least one
+        finite (it anchors the solution).
+    steps_um : sequence of float or None
+        Per slice ``k >= 1``, its registered depth step from slice ``k-1``,
+        None when not registered or not confident (the first entry is
+        ignored). A slice id gap is a pair without a step.
+    step_sigmas_um : sequence of float or None
+        Standard deviation of each step (:func:`link_sigma_um`).
+
+    Returns
+    -------
+    DepthPlacement
+
+    Examples
+    --------
+    >>> placed = place_depths([0.0, 66.0, 132.0], [0.0, 65.0, 131.0], [None, 65.4, 65.8], [None, 0.5, 0.5])
+    >>> placed.depths_um.round(2).tolist(), placed.prior_sigma_um
+    ([0.0, 65.18, 131.05], 0.3)
+    """
+    n = len(motor_depth_um)
+    absolute = np.asarray(absolute_um, float)
+    residuals: list[float | None] = [None] * n
+    for k in range(1, n):
+        if steps_um[k] is not None and np.isfinite(absolute[k - 1 : k + 1]).all():
+            residuals[k] = float(steps_um[k] - (absolute[k] - absolute[k - 1]))
+    known = [k for k in range(n) if residuals[k] is not None]
+    prior = prior_sigma_um([residuals[k] for k in known], [step_sigmas_um[k] for k in known])
+    rows, values, weights = [], [], []
+    for k in np.flatnonzero(np.isfinite(absolute)):
+        rows.append(np.eye(n)[k])
+        values.append(absolute[k])
+        weights.append(1 / prior)
+    for k in range(1, n):
+        row = np.zeros(n)
+        row[k], row[k - 1] = 1.0, -1.0
+        rows.append(row)
+        registered = steps_um[k] is not None
+        values.append(steps_um[k] if registered else motor_depth_um[k] - motor_depth_um[k - 1])
+        weights.append(1 / (step_sigmas_um[k] if registered else MOTOR_LINK_SIGMA_UM))
+    weighted = np.asarray(rows) * np.asarray(weights)[:, None]
+    normal = weighted.T @ weighted
+    depths = np.linalg.solve(normal, weighted.T @ (np.asarray(values) * weights))
+    covariance = np.linalg.inv(normal)
+    variance = np.diag(covariance) + covariance[0, 0] - 2 * covariance[0]
+    return DepthPlacement(depths - depths[0], np.sqrt(np.maximum(variance, 0.0)), prior,
+                          [float(a) if np.isfinite(a) else None for a in absolute], residuals)

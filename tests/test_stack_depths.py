@@ -1,0 +1,115 @@
+"""Slice depths solved from absolute depths (motor + surface) and registered steps together (linumpy.stack.depths).
+
+Tiny chains with a known truth: the registered steps err independently (their chained sum walks away), the
+absolute depths do not accumulate; when the absolute depths scatter more than the steps explain, the solution
+follows the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from linumpy.stack.depths import PRIOR_SIGMA_FLOOR_UM, absolute_depths_um, link_sigma_um, place_depths
+from linumpy.stack.quality import placement_flags, stack_metrics
+from linumpy.stack.stacking import plan_stack
+from test_stack import AXIAL_UM, SURFACE_PX, make_brain, relative_truth, volumes
+
+THICKNESS_UM, AXIAL = 66.0, 1.5
+
+
+def chain(seed: int, n: int = 8, step_error_um: float = link_sigma_um(0.7, AXIAL), prior_error_um: float = 0.0):
+    """True depths (cuts jittered), motor depths (nominal), absolute depths and noisy registered steps."""
+    rng = np.random.default_rng(seed)
+    truth = np.concatenate([[0.0], np.cumsum(THICKNESS_UM + rng.uniform(-4, 4, n - 1))])
+    motor = THICKNESS_UM * np.arange(n)
+    absolute = truth + rng.normal(0, prior_error_um, n) if prior_error_um else truth.copy()
+    absolute -= absolute[0]
+    steps = [None, *(np.diff(truth) + rng.normal(0, step_error_um, n - 1))]
+    return truth, motor, absolute, steps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_absolute_depths_hold_noisy_steps_from_drifting(seed):
+    truth, motor, absolute, steps = chain(seed)
+    sigmas = [None] + [link_sigma_um(0.7, AXIAL)] * (len(truth) - 1)
+    placed = place_depths(motor, absolute, steps, sigmas)
+    chained = np.concatenate([[0.0], np.cumsum(steps[1:])])
+    error = placed.depths_um - truth
+    assert np.abs(error).max() <= 0.5 * AXIAL  # within half a voxel everywhere: no drift
+    assert np.abs(error).max() < np.abs(chained - truth).max()
+    assert placed.prior_sigma_um < 2 * PRIOR_SIGMA_FLOOR_UM  # the steps' scatter is mostly their own
+    assert 0 < placed.sigma_um[1] < link_sigma_um(0.7, AXIAL) and placed.sigma_um[0] == 0
+
+
+def test_absolute_depths_that_scatter_hand_the_placement_to_the_steps():
+    truth, motor, absolute, steps = chain(3, step_error_um=0.3, prior_error_um=6.0)
+    sigmas = [None] + [link_sigma_um(0.9, AXIAL)] * (len(truth) - 1)
+    placed = place_depths(motor, absolute, steps, sigmas)
+    assert placed.prior_sigma_um > 3.0
+    chained = np.concatenate([[0.0], np.cumsum(steps[1:])])
+    assert np.abs(placed.depths_um - truth).max() <= np.abs(chained - truth).max() + 0.5
+    assert np.abs(placed.depths_um - truth).max() < 0.5 * np.abs(absolute - truth).max()
+
+
+def test_a_pair_without_a_step_is_placed_by_its_absolute_depth_not_the_motor():
+    truth, motor, absolute, steps = chain(1)
+    steps[3] = None  # refused: the motor step (66 um) would be off by the cut's jitter
+    placed = place_depths(motor, absolute, steps, [None if s is None else 0.5 for s in steps])
+    assert abs((placed.depths_um[3] - placed.depths_um[2]) - (truth[3] - truth[2])) <= 0.5 * AXIAL
+    assert abs((motor[3] - motor[2]) - (truth[3] - truth[2])) > 0.5 * AXIAL
+
+
+def test_absolute_depth_is_compared_at_one_point_under_a_tilted_cut():
+    # slice 1 shifted 10 px in y under a cut tilted 0.05 voxel per px in the sample's frame: its plane 0.5 voxel
+    # deeper at its own pixel (0, 0), at the same depth at one point of the sample
+    planes = [(17.0, 0.05, 0.0), (17.0 + 0.5, 0.05, 0.0)]
+    depths = absolute_depths_um([0.0, 66.0], planes, np.array([[0.0, 0.0], [40.0, 0.0]]), [(50, 50), (50, 50)],
+                                (AXIAL, 4.0, 4.0))
+    assert depths.tolist() == [0.0, 66.0]
+    assert np.isnan(absolute_depths_um([0.0, 66.0], [planes[0], None], np.zeros((2, 2)), [(5, 5)] * 2,
+                                       (AXIAL, 4.0, 4.0))[1])
+
+
+def with_surfaces(brain, offsets_px):
+    """Slices whose surface plane lies ``offsets_px`` below the flattening depth (the cut's own depth)."""
+    return [replace(v, surface_plane=(SURFACE_PX + o, 0.0, 0.0)) for v, o in zip(volumes(brain), offsets_px,
+                                                                                 strict=True)]
+
+
+def test_plan_places_by_motor_and_surface_with_the_registered_steps():
+    brain = make_brain()  # true steps 20, 21, 19, 20, 22 planes; the motors step 20
+    truth = relative_truth(brain)
+    motor_px = (brain.motors_mm[:, 0] - brain.motors_mm[0, 0]) * 1000 / AXIAL_UM
+    plan = plan_stack(with_surfaces(brain, truth[:, 0] / AXIAL_UM - motor_px), brain.motors_mm,
+                      brain.thickness_um, 10.0)
+    record = plan.record
+    assert record["depth_placement"]["mode"] == "joint"
+    origins = np.array([s["origin_um"] for s in record["slices"]])
+    assert np.abs(origins[:, 0] - truth[:, 0]).max() <= 0.5 * AXIAL_UM
+    assert [s["depth"]["absolute_um"] for s in record["slices"]] == pytest.approx(truth[:, 0].tolist())
+    metrics = stack_metrics(record, 10.0)
+    assert metrics["depth_mode"] == "joint" and metrics["z_sigma_um"][0] == 0 and all(metrics["z_sigma_um"][1:])
+    # without surface planes the steps are chained, as before
+    chained = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0).record
+    assert chained["depth_placement"] == {"mode": "chain"} and chained["slices"][1]["depth"] is None
+    chained_error = np.abs(np.array([s["origin_um"][0] for s in chained["slices"]]) - truth[:, 0]).max()
+    assert np.abs(origins[:, 0] - truth[:, 0]).max() <= chained_error
+
+
+def test_plan_with_surfaces_that_contradict_the_steps_follows_the_steps_and_flags():
+    brain = make_brain()
+    truth = relative_truth(brain)
+    wrong = [0.0, 3.0, -3.0, 2.0, -2.0, 3.0]  # planes (15 um): a depth frame moving between slices
+    motor_px = (brain.motors_mm[:, 0] - brain.motors_mm[0, 0]) * 1000 / AXIAL_UM
+    plan = plan_stack(with_surfaces(brain, truth[:, 0] / AXIAL_UM - motor_px + wrong), brain.motors_mm,
+                      brain.thickness_um, 10.0)
+    chained = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0).record
+    assert [s["origin_um"] for s in plan.record["slices"]] == [s["origin_um"] for s in chained["slices"]]
+    origins = np.array([s["origin_um"] for s in plan.record["slices"]])
+    assert np.abs(origins[:, 0] - truth[:, 0]).max() <= AXIAL_UM
+    metrics = stack_metrics(plan.record, 10.0)
+    assert metrics["depth_mode"] == "chain" and metrics["depth_prior_sigma_um"] > 5
+    assert any("depth frame moves" in f for f in placement_flags(metrics))
