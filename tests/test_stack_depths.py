@@ -14,7 +14,7 @@ import pytest
 
 from linumpy.stack.depths import PRIOR_SIGMA_FLOOR_UM, absolute_depths_um, link_sigma_um, place_depths
 from linumpy.stack.quality import placement_flags, stack_metrics
-from linumpy.stack.stacking import plan_stack
+from linumpy.stack.stacking import StackParameters, plan_stack
 from test_stack import AXIAL_UM, SURFACE_PX, make_brain, relative_truth, volumes
 
 THICKNESS_UM, AXIAL = 66.0, 1.5
@@ -113,3 +113,18 @@ def test_plan_with_surfaces_that_contradict_the_steps_follows_the_steps_and_flag
     metrics = stack_metrics(plan.record, 10.0)
     assert metrics["depth_mode"] == "chain" and metrics["depth_prior_sigma_um"] > 5
     assert any("depth frame moves" in f for f in placement_flags(metrics))
+
+
+def test_depths_solved_together_are_bounded_around_motor_plus_surface_not_the_motor():
+    brain = make_brain()  # the cuts' offsets from the motors add up to 2 planes (10 um) at the last slice
+    truth = relative_truth(brain)
+    motor_px = (brain.motors_mm[:, 0] - brain.motors_mm[0, 0]) * 1000 / AXIAL_UM
+    tight = StackParameters(max_z_drift_um=AXIAL_UM)  # below the cuts' 10 um: a bound around the motors clamps
+    slices = with_surfaces(brain, truth[:, 0] / AXIAL_UM - motor_px)
+    record = plan_stack(slices, brain.motors_mm, brain.thickness_um, 10.0, tight).record
+    assert record["depth_placement"]["mode"] == "joint"
+    origins = np.array([s["origin_um"] for s in record["slices"]])
+    assert np.abs(origins[:, 0] - truth[:, 0]).max() <= 0.5 * AXIAL_UM
+    assert not any(s["drift_clamped"] for s in record["slices"])
+    chained = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0, tight).record
+    assert any(s["drift_clamped"] for s in chained["slices"])  # the chain is bounded around the motors

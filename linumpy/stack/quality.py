@@ -231,7 +231,8 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     half that tolerance at their median: the thickness itself (the sidecar's,
     or the motor step most steps agree on) is off, and so is every scan and
     tolerance built on it. And one listing the slices clamped onto the drift
-    bound around their motor position (``drift_clamped``). And one when the
+    bound around their motor position, or motor + surface depth when the
+    depths are solved together (``drift_clamped``). And one when the
     slices' motor and surface depths scatter against the registered steps by
     more than :data:`~linumpy.stack.depths.MAX_PRIOR_SIGMA_UM` (``depth_prior_sigma_um``,
     :mod:`linumpy.stack.depths`): the steps are then chained.
@@ -276,7 +277,7 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                          "the thickness is likely off; pass the true one (--slice_thickness_um)")
     if metrics.get("drift_clamped"):
         flags.append(f"slices {metrics['drift_clamped']}: placed on the drift bound around their motor position "
-                     "(the registered steps put them farther): the motors or the registration are off; check "
+                     "(or motor + surface depth) (the registered steps put them farther): the motors or the registration are off; check "
                      "their depth")
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]

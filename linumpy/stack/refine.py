@@ -758,7 +758,8 @@ def resolve_origins(
 
     With ``depths_um`` (the slices' depths solved together,
     :func:`linumpy.stack.depths.place_depths`) the depths are taken from it
-    instead of chained; the drift bound applies to them all the same.
+    instead of chained; the drift bound applies to them all the same, around
+    ``nominal_um`` (the caller passes the slices' absolute depths there).
 
     Parameters
     ----------

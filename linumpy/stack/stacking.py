@@ -289,7 +289,8 @@ def plan_stack(
     joint = _joint_depths(slices, nominal, estimates, steps, resolved.origins_um[:, 1:], flatten_planes,
                           parameters.min_confidence)
     if joint is not None and joint.prior_sigma_um <= MAX_PRIOR_SIGMA_UM:  # the same lateral origins
-        resolved = resolve_origins(nominal, steps, [e.z_confidence if e else 0.0 for e in estimates],
+        resolved = resolve_origins(_measured_origins(nominal, joint), steps,
+                                   [e.z_confidence if e else 0.0 for e in estimates],
                                    [e.lateral_confidence if e else 0.0 for e in estimates],
                                    parameters.min_confidence, (max_z_drift, lateral, lateral), joint.depths_um)
     kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um)
@@ -643,6 +644,23 @@ def _joint_depths(
                         [step[0] if sure else None for step, sure in zip(steps, confident, strict=True)],
                         [link_sigma_um(e.z_confidence, e.pixel_um[0]) if sure else None
                          for e, sure in zip(estimates, confident, strict=True)])
+
+
+def _measured_origins(nominal: np.ndarray, depth: DepthPlacement) -> np.ndarray:
+    """The motor origins with each slice's depth replaced by its absolute depth (motor + surface) where known.
+
+    The drift bound of depths solved together is centred there: the depth
+    where the slice's own flattening plane and its motor reading put it. A
+    cut that removes more or less than the stage's step moves the surface,
+    and over many slices those moves add up (a quarter of the thickness
+    after 8 slices of +-12% cuts), which a bound around the motor alone
+    would clamp although the steps and the surfaces agree.
+    """
+    measured = nominal.copy()
+    for k, absolute in enumerate(depth.absolute_um):
+        if absolute is not None:
+            measured[k, 0] = nominal[0, 0] + absolute
+    return measured
 
 
 def _depth_record(depth: DepthPlacement | None) -> dict:
