@@ -77,6 +77,12 @@ class DepthPlacement:
     absolute_um: list[float | None]
     residuals_um: list[float | None]
 
+    @property
+    def joint(self) -> bool:
+        """Whether the depths are used: the absolute depths scatter by at most :data:`MAX_PRIOR_SIGMA_UM`
+        (else the steps are chained)."""
+        return self.prior_sigma_um <= MAX_PRIOR_SIGMA_UM
+
 
 def absolute_depths_um(
     motor_depth_um: Sequence[float],

@@ -276,9 +276,9 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                          f"by {np.median(registered):+.1f} um at their median (more than half the glitch tolerance): "
                          "the thickness is likely off; pass the true one (--slice_thickness_um)")
     if metrics.get("drift_clamped"):
-        flags.append(f"slices {metrics['drift_clamped']}: placed on the drift bound around their motor position "
-                     "(or motor + surface depth) (the registered steps put them farther): the motors or the registration are off; check "
-                     "their depth")
+        flags.append(f"slices {metrics['drift_clamped']}: placed on the drift bound around their motor (or motor + "
+                     "surface) depth, the registered steps put them farther: the motors or the registration are off; "
+                     "check their depth")
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"

@@ -20,13 +20,7 @@ from linumpy.errors import InputError
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
-from linumpy.stack.depths import (
-    MAX_PRIOR_SIGMA_UM,
-    DepthPlacement,
-    absolute_depths_um,
-    link_sigma_um,
-    place_depths,
-)
+from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
     LateralGain,
@@ -288,7 +282,7 @@ def plan_stack(
     flatten_planes = [_flatten_plane(s, tilt if move > 0 else None) for s, move in zip(slices, moves, strict=True)]
     joint = _joint_depths(slices, nominal, estimates, steps, resolved.origins_um[:, 1:], flatten_planes,
                           parameters.min_confidence)
-    if joint is not None and joint.prior_sigma_um <= MAX_PRIOR_SIGMA_UM:  # the same lateral origins
+    if joint is not None and joint.joint:  # the same lateral origins
         resolved = resolve_origins(_measured_origins(nominal, joint), steps,
                                    [e.z_confidence if e else 0.0 for e in estimates],
                                    [e.lateral_confidence if e else 0.0 for e in estimates],
@@ -352,7 +346,7 @@ def plan_stack(
         entry["flatten_plane"] = flatten_planes[k]
         entry["depth"] = None if joint is None else {
             "absolute_um": None if joint.absolute_um[k] is None else round(joint.absolute_um[k], 4),
-            "sigma_um": round(float(joint.sigma_um[k]), 4) if joint.prior_sigma_um <= MAX_PRIOR_SIGMA_UM else None,
+            "sigma_um": round(float(joint.sigma_um[k]), 4) if joint.joint else None,
             "residual_um": None if joint.residuals_um[k] is None else round(joint.residuals_um[k], 4)}
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["kept_planes"] = list(planes)
@@ -664,11 +658,11 @@ def _measured_origins(nominal: np.ndarray, depth: DepthPlacement) -> np.ndarray:
 
 
 def _depth_record(depth: DepthPlacement | None) -> dict:
-    """How the depths were decided: ``joint`` (:mod:`linumpy.stack.depths`) or ``chain`` (steps chained:
-    no absolute depths, or absolute depths scattering by more than :data:`MAX_PRIOR_SIGMA_UM`)."""
+    """How the depths were decided: ``joint`` (:mod:`linumpy.stack.depths`) or ``chain`` (steps chained: no
+    absolute depths, or absolute depths scattering too much, :attr:`~linumpy.stack.depths.DepthPlacement.joint`)."""
     if depth is None:
         return {"mode": "chain"}
-    return {"mode": "joint" if depth.prior_sigma_um <= MAX_PRIOR_SIGMA_UM else "chain",
+    return {"mode": "joint" if depth.joint else "chain",
             "prior_sigma_um": round(depth.prior_sigma_um, 4)}
 
 
