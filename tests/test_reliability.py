@@ -159,6 +159,23 @@ def test_stale_temporary_cleanup_finds_only_dead_writers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".{out.name}.partial-{mine}"]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see a zombie")
+def test_a_killed_writer_not_yet_reaped_counts_as_gone(tmp_path):
+    """A writer killed with its parent stays a zombie until init reaps it; its temporary is stale all the same."""
+    out = tmp_path / "mosaic_grid_2d_z01.ome.zarr"
+    writer = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{writer.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    try:
+        temporary = out.with_name(f".{out.name}.partial-{writer.pid}")
+        temporary.mkdir()
+        assert remove_stale_temporaries(out) == [temporary] and not temporary.exists()
+    finally:
+        writer.wait()
+
+
 # ---------------------------------------------------------------- full disk
 
 

@@ -37,14 +37,29 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
 
 
 def process_is_running(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
+    """Whether a process with this id exists on this machine and has not exited.
+
+    A killed writer whose parent died with it stays a zombie until the
+    system's init reaps it, which a container's init may do late: it still
+    answers ``kill(pid, 0)`` but writes nothing more, so it counts as gone
+    (its temporaries are stale).
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # exists, owned by another user
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``/proc`` says the process has exited but was not reaped (False where ``/proc`` is absent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # the state follows the command name in brackets
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
