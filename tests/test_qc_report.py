@@ -19,7 +19,8 @@ from PIL import Image
 
 from linumpy.errors import InputError
 from linumpy.qc import figures
-from linumpy.qc.flags import outlier_indices, record_flags, slice_reasons
+from linumpy.qc.flags import acquisition_flags, outlier_indices, record_flags, slice_reasons
+from linumpy.qc.glossary import advice
 from linumpy.qc.metrics import depth_profile, nonzero_fraction, stitching_metrics
 from linumpy.qc.records import (
     FIGURE_DPI,
@@ -222,6 +223,26 @@ def test_record_flags_apply_each_threshold():
     healthy = {"step": "stitch_3d", "slice_id": 4,
                "metrics": {"confidence": 0.9, "n_pairs": 10, "n_fallback_pairs": 2, "nonzero_fraction": 0.4}}
     assert record_flags(healthy) == []
+
+
+def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_report(tmp_path):
+    # widths as the matrix's thickness seed 4 read them: slice 4's agarose cells held tissue (10% narrow);
+    # another slice fitted the other model and is compared with nobody
+    widths = {0: 45.4, 1: 44.9, 2: 44.9, 3: 45.7, 4: 39.8, 5: 44.9, 6: 45.4, 7: 44.9}
+    for slice_id, width in widths.items():
+        model = "lorentzian" if slice_id == 7 else "gaussian"
+        write_qc_record(tmp_path / f"slice_z{slice_id:02d}_axial_corr.ome.zarr", "axial_corr",
+                        {"focus_model": model, "focus_model_width_um": 30.0 if slice_id == 7 else width})
+    flags = [flag for flag in collect_qc(tmp_path).flags if "focus width" in flag.message]
+    assert [(flag.slice_id, flag.step) for flag in flags] == [(4, "axial_corr")]
+    assert "11% below the acquisition's gaussian median 44.9" in flags[0].message
+    assert "--focus_profile" in advice(flags[0].message)
+    spread = [{"step": "axial_corr", "slice_id": i, "metrics": {"focus_model": "gaussian", "focus_model_width_um": w}}
+              for i, w in enumerate([45.0, 43.2, 46.8, 44.1, 45.9])]  # +-4%: the spread of good estimates
+    assert acquisition_flags(spread) == []
+    odd = {**spread[2], "metrics": {"focus_model": "gaussian", "focus_model_width_um": 30.0}}
+    assert [flag.slice_id for flag in acquisition_flags(spread[:2] + [odd])] == [2]
+    assert acquisition_flags(spread[:1] + [odd]) == [], "two slices: no median to compare with"
 
 
 def test_failed_slices_accept_the_three_spellings():

@@ -25,6 +25,11 @@ OUTLIER_Z = 4.0
 OUTLIER_MIN_PX = 2.0
 #: Overlap NCC below which two neighbouring slices are flagged as poorly matched.
 MIN_OVERLAP_NCC = 0.2
+#: Relative departure of a slice's focus width (the axial correction's fitted model) from the median of the
+#: acquisition's slices above which the slice is flagged, besides the robust z-score of :data:`OUTLIER_Z`. The
+#: focus belongs to the objective, the same for every slice: widths spread by <= 4% over 30 simulated 8-slice
+#: cases and 3 foreign acquisitions; an estimate taken over by tissue in the agarose cells read 10% narrow.
+MAX_FOCUS_WIDTH_DEVIATION = 0.06
 
 
 @dataclass(frozen=True, order=True)
@@ -50,6 +55,44 @@ def record_flags(record: Mapping[str, Any]) -> list[RedFlag]:
     flags += _stack_flags(step, metrics)
     flags += [RedFlag(sid, step, f"failed: {why}") for sid, why in slice_reasons(metrics.get("failed_slices"))]
     flags += [RedFlag(sid, step, f"excluded: {why}") for sid, why in slice_reasons(metrics.get("excluded_slices"))]
+    return flags
+
+
+def acquisition_flags(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:
+    """Red flags only a comparison across slices shows: a focus estimate unlike the other slices'.
+
+    Among the axial correction's records that fitted the same focus model
+    (at least three), a slice whose ``focus_model_width_um`` departs from
+    their median by more than :data:`MAX_FOCUS_WIDTH_DEVIATION` of it and by
+    more than :data:`OUTLIER_Z` robust standard deviations is flagged: the
+    focus belongs to the objective, so one slice's odd width says its
+    agarose profile was not the agarose's alone.
+
+    Examples
+    --------
+    >>> records = [{"step": "axial_corr", "slice_id": i,
+    ...             "metrics": {"focus_model": "gaussian", "focus_model_width_um": w}}
+    ...            for i, w in enumerate([45.0, 45.2, 44.8, 40.0, 45.1])]
+    >>> [(flag.slice_id, flag.message[:30]) for flag in acquisition_flags(records)]
+    [(3, 'focus width 40.0 µm, 11% below')]
+    """
+    widths: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        metrics = record.get("metrics", {})
+        width, model = _number(metrics.get("focus_model_width_um")), metrics.get("focus_model")
+        if record.get("step") == "axial_corr" and width is not None and isinstance(model, str):
+            widths.setdefault(model, []).append((_slice_id(record.get("slice_id")), width))
+    flags = []
+    for model, found in sorted(widths.items()):
+        values = np.array([width for _, width in found])
+        median = float(np.median(values))
+        for index in outlier_indices(values, min_departure=MAX_FOCUS_WIDTH_DEVIATION * median):
+            slice_id, width = found[index]
+            flags.append(RedFlag(slice_id, "axial_corr", (
+                f"focus width {width:.1f} µm, {100 * abs(width / median - 1):.0f}% "
+                f"{'below' if width < median else 'above'} the acquisition's {model} median {median:.1f} µm "
+                "(the focus is the objective's, the same for every slice): this slice's agarose profile was not "
+                "the agarose's alone")))
     return flags
 
 
@@ -88,8 +131,8 @@ def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:
     return flags
 
 
-def outlier_indices(values: Sequence[float]) -> list[int]:
-    """Indices of values far from the median (robust z-score and absolute margin).
+def outlier_indices(values: Sequence[float], min_departure: float = OUTLIER_MIN_PX) -> list[int]:
+    """Indices of values far from the median (robust z-score above :data:`OUTLIER_Z` and ``min_departure``).
 
     NaN values are ignored.
 
@@ -107,7 +150,7 @@ def outlier_indices(values: Sequence[float]) -> list[int]:
     sigma = 1.4826 * np.median(deviation[finite])
     with np.errstate(divide="ignore", invalid="ignore"):
         robust_z = np.where(sigma > 0, deviation / sigma, np.inf)
-    outlying = finite & (deviation >= OUTLIER_MIN_PX) & (robust_z > OUTLIER_Z)
+    outlying = finite & (deviation >= min_departure) & (robust_z > OUTLIER_Z)
     return [int(index) for index in np.flatnonzero(outlying)]
 
 

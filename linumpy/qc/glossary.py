@@ -292,6 +292,8 @@ ADVICE: tuple[tuple[str, str], ...] = (
     (r"was not applied", "Look at this slice's top against the previous slice in the volume: if it is turned, "
                          "rerun the stack with a larger --max_rotation_deg (outside the range) or check the "
                          "overlap's tissue (halves disagreeing: a local warp or tear)."),
+    (r"focus width", "Compare this slice's depth profile figure with its neighbours': if it is the odd one, rerun "
+                     "its axial correction with --focus_profile (a neighbour's QC focus_profile saved as .npy)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "
                                   "profile figure."),
     (r"figure .* refused|figure .* missing|not understood|unreadable|not a QC record",

@@ -32,7 +32,7 @@ from linumpy.io.naming import SLICE_STEPS, parse_slice_id
 from linumpy.pipeline.trace import TaskTrace, format_duration, format_memory, read_trace
 from linumpy.qc.embed import THUMBNAIL_HEIGHT, RefusedImage, image_data_uri, read_figure, read_image
 from linumpy.qc.figures import continuity_figure
-from linumpy.qc.flags import RedFlag, record_flags, slice_reasons
+from linumpy.qc.flags import RedFlag, acquisition_flags, record_flags, slice_reasons
 from linumpy.qc.footprint import folder_sizes, human_bytes
 from linumpy.qc.glossary import advice, describe, step_label
 from linumpy.qc.records import QC_SUFFIX, read_qc_record, render_png
@@ -158,6 +158,7 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
         except (TypeError, ValueError, KeyError, OverflowError) as error:  # ill-typed metric values
             flags.append(RedFlag(entry.slice_id, entry.step, f"{relative}: metrics not understood ({error})"))
         flags += [RedFlag(entry.slice_id, entry.step, problem) for problem in entry.problems]
+    flags += acquisition_flags([entry.record for entry in entries])
     other_images = {}
     for path in files:
         if path.suffix.lower() == ".png" and path not in used_images and path.resolve().is_relative_to(root.resolve()):
