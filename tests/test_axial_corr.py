@@ -542,6 +542,26 @@ def test_dark_tissue_inside_the_sample_is_not_agarose():
     assert cells.any() and not ((abs(centres_y - 32) < 12) & (abs(centres_x - 32) < 12)).any()
 
 
+def test_tissue_cut_above_the_scan_is_not_agarose():
+    """Tissue whose surface lies in the first planes has no surface found (nothing above it to contrast): its
+    A-lines are measured from the top, so its cells stay out of the agarose profile (the matrix's thickness
+    seed 4 slice 4: such cells in the agarose read the focus 10% narrow)."""
+    volume, _, tissue = synthetic_volume(shape=(100, 64, 64), agarose_border=14)
+    patch = (slice(0, 12), slice(24, 40))  # in the agarose band along the top edge
+    assert not tissue[patch].any()
+    depth_mm = np.arange(100)[:, None, None] * DZ_MM
+    gain = focus.focus_model("gaussian", np.arange(100), 1.0, 35.0, 30.0)[:, None, None]
+    rng = np.random.default_rng(1)
+    volume[(slice(None), *patch)] = (np.exp(-2 * 4.0 * depth_mm) * gain * rng.gamma(2.0, 0.5, (100, 12, 16))
+                                     + 0.01 * rng.standard_exponential((100, 12, 16)))
+    assert np.isnan(surface.detect_surface(volume)[patch]).mean() > 0.5  # the precondition: mostly no surface
+    stats, level = background_of(volume)
+    cells = stats.agarose_cells(level).reshape(stats.grid)
+    rows, cols = np.nonzero(cells)
+    centres_y, centres_x = (rows + 0.5) * stats.cell_px, (cols + 0.5) * stats.cell_px
+    assert cells.any() and not ((centres_y < 12) & (centres_x > 24) & (centres_x < 40)).any()
+
+
 def test_no_background_means_no_focus_profile():
     volume, _, _ = synthetic_volume(agarose_border=-40)  # tissue everywhere
     assert background_of(volume)[1] is None

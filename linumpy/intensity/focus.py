@@ -59,14 +59,16 @@ def line_levels(
     ----------
     volume : ndarray, shape (z, y, x)
     surface : ndarray, shape (y, x)
-        Surface depth in voxels, NaN for none (level 0).
+        Surface depth in voxels, NaN for none: such an A-line is measured
+        from its top (tissue whose surface lies in the first planes, above
+        the scan, or too faint to detect, is still tissue).
 
     Returns
     -------
     ndarray, shape (y, x), float64
     """
     n_z = volume.shape[0]
-    start = np.where(np.isfinite(surface), np.rint(np.nan_to_num(surface, nan=n_z)), n_z) + margin_px
+    start = np.where(np.isfinite(surface), np.rint(np.nan_to_num(surface, nan=0.0)), 0.0) + margin_px
     below = np.where(np.arange(n_z)[:, None, None] >= start[None], volume, 0.0)
     n_bands, n_full = -(-n_z // band_px), n_z // band_px
     sums = np.empty((n_bands, *volume.shape[1:]))
@@ -191,7 +193,7 @@ class BackgroundStatistics:
         noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
                           per_cell(above.sum(axis=0)).ravel()], axis=1)
         surfaces = np.stack([per_cell(np.where(found, surface, 0.0)).ravel(), per_cell(found).ravel()], axis=1)
-        level = np.where(found, levels, 0.0)
+        level = np.where(imaged, levels, 0.0)  # with or without a surface: tissue cut above the scan is tissue
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
         keep = n_lines > 0
         return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
