@@ -26,7 +26,7 @@ Three settings, made with ``mallopt`` (elsewhere than glibc they do nothing):
   heaps of at most 64 MB, which a 42 MB chunk column does not share: it was
   mapped and faulted in anew for every column even with the first two
   settings (session perf36). The main arena alone keeps them (the ``large``
-  slice: 219-245 to 123-133 thousand page faults, 11-14 to 5-8 s of system
+  slice: 219-317 to 123-133 thousand page faults, 10-17 to 5-8 s of system
   time, session axperf37).
 """
 
