@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     from linumpy.intensity import statistics_reads
+    from linumpy.malloc import reuse_freed_memory_across_threads
+
+    # the blocks and chunk columns (42 MB each on the `large` slice) one thread frees, another allocates again
+    reuse_freed_memory_across_threads()
 
     # the first pass's chunk columns are decoded on another core while the correction's modules are imported
     with statistics_reads.started(args.in_zarr) as reads:

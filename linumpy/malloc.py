@@ -1,6 +1,6 @@
 """Tune glibc's allocator for steps whose threads allocate and free arrays of megabytes.
 
-Two settings, each a ``mallopt`` call (elsewhere than glibc they do nothing):
+Three settings, made with ``mallopt`` (elsewhere than glibc they do nothing):
 
 - :func:`limit_malloc_arenas`: glibc gives each thread that finds the
   allocator busy its own arena (up to eight per core) and keeps the memory
@@ -18,6 +18,16 @@ Two settings, each a ``mallopt`` call (elsewhere than glibc they do nothing):
   them in its arenas instead (the mosaic grid of the ``large`` slice: 250
   to 150 thousand page faults, the kernel's page zeroing 3.5-4.4 % -> 1.7-2.3 %
   of its CPU samples).
+- :func:`reuse_freed_memory_across_threads`: both, with a single arena, for
+  a step whose threads free arrays that other threads allocate again (the
+  axial correction: a chunk column is decoded on the prefetch thread and
+  freed by whichever thread evicts it; a block is read on one worker and
+  the next one on another). glibc's arenas other than the main one grow by
+  heaps of at most 64 MB, which a 42 MB chunk column does not share: it was
+  mapped and faulted in anew for every column even with the first two
+  settings (session perf36). The main arena alone keeps them (the ``large``
+  slice: 219-317 to 123-133 thousand page faults, 10-17 to 5-8 s of system
+  time, session axperf37).
 """
 
 from __future__ import annotations
@@ -79,3 +89,18 @@ def reuse_freed_memory(largest_block_mb: int = 64, kept_mb: int = 256) -> bool:
     done = _mallopt(_M_MMAP_THRESHOLD, largest_block_mb * 2**20) and _mallopt(_M_TRIM_THRESHOLD, kept_mb * 2**20)
     LOGGER.debug("freed blocks up to %d MB kept in the arenas: %s", largest_block_mb, done)
     return done
+
+
+def reuse_freed_memory_across_threads(largest_block_mb: int = 64, kept_mb: int = 256) -> bool:
+    """:func:`reuse_freed_memory` in one arena shared by every thread (:func:`limit_malloc_arenas` ``(1)``).
+
+    Call it before the threads start (arenas already made stay). Every
+    ``malloc`` and ``free`` that glibc's per-thread cache (``tcache``:
+    blocks up to about 1 kB) does not serve then takes the one arena's lock.
+
+    Returns
+    -------
+    bool
+        True when glibc took every setting.
+    """
+    return limit_malloc_arenas(1) and reuse_freed_memory(largest_block_mb, kept_mb)
