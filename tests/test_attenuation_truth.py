@@ -143,9 +143,9 @@ def test_bins_that_average_padding_in_are_not_counted():
     binned = volume.reshape(100, 32, 2, 32, 2).mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
     surface, levels = np.zeros((32, 32)), np.ones((32, 32))
     errors = []
-    for imaged in (None, focus.whole_bins(binned)):
+    for counted in (None, focus.whole_bins(binned)):
         stats = focus.BackgroundStatistics(100, (32, 32), margin_px=0)
-        stats.merge(stats.measure(binned, surface, levels, weight=4, imaged=imaged))
+        stats.merge(stats.measure(binned, surface, levels, weight=4, counted=counted))
         profile, _ = stats.background_profile(stats.cell_lines > 0, floor, np.zeros(stats.cell_lines.size))
         ratio = profile / truth
         errors.append(ratio.max() / ratio.min() - 1)

@@ -394,10 +394,10 @@ def _gather_statistics(
         # the background class keeps away from tissue: an A-line takes its neighbours' highest level
         levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
-        imaged = focus.whole_bins(binned)[inner] if factor > 1 else None  # bins at the mosaic's edge average padding
+        counted = focus.whole_bins(binned)[inner] if factor > 1 else None  # bins at the mosaic's edge average padding
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
                                       (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2,
-                                      imaged=imaged)
+                                      counted=counted)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC

@@ -178,19 +178,21 @@ class BackgroundStatistics:
 
     def measure(
         self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0),
-        weight: int = 1, imaged: np.ndarray | None = None,
+        weight: int = 1, counted: np.ndarray | None = None,
     ) -> BlockBackground | None:
         """What one block adds (see :meth:`add`), without changing ``self`` (thread-safe).
 
         Blocks measured in parallel are merged in block order with :meth:`merge`,
         so the sums do not depend on the thread timing. ``weight``: the number
         of A-lines each A-line of ``volume`` stands for (e.g. 4 for a volume
-        binned 2 x 2 laterally). ``imaged``: ``(y, x)``, the A-lines to count
-        (default: every A-line with a nonzero voxel, i.e. not padding; for a
-        binned volume see :func:`whole_bins`).
+        binned 2 x 2 laterally). ``counted``: ``(y, x)``, the A-lines whose
+        intensities enter the cell sums and counts (default: every imaged A-line,
+        i.e. with a nonzero voxel, not padding; for a binned volume see
+        :func:`whole_bins`).
         """
         volume = np.asarray(volume, np.float32)
-        imaged = volume.any(axis=0) if imaged is None else imaged
+        imaged = volume.any(axis=0)  # not padding
+        counted = imaged if counted is None else counted & imaged
         if not imaged.any():
             return None
         found = np.isfinite(surface) & imaged
@@ -208,19 +210,19 @@ class BackgroundStatistics:
         cols = (edges[1] + origin[1]) // self.cell_px
         present = (rows[:, None] * self.grid[1] + cols[None, :]).ravel()
         sums = per_cell(volume).reshape(self.depth, -1).T
-        left_out = np.nonzero(~imaged & volume.any(axis=0))  # imaged A-lines not counted: their sums taken out
+        left_out = np.nonzero(imaged & ~counted)  # imaged A-lines not counted: their sums taken out
         if left_out[0].size:
             cell = ((np.searchsorted(edges[0], left_out[0], side="right") - 1) * edges[1].size
                     + np.searchsorted(edges[1], left_out[1], side="right") - 1)
             np.subtract.at(sums, cell, volume[:, left_out[0], left_out[1]].T.astype(np.float64))
-        n_lines = per_cell(imaged).ravel().astype(np.int64)
+        n_lines = per_cell(counted).ravel().astype(np.int64)
         above = np.arange(self.depth)[:, None, None] < np.where(found, start, 0)[None]
         noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
                           per_cell(above.sum(axis=0)).ravel()], axis=1)
         surfaces = np.stack([per_cell(np.where(found, surface, 0.0)).ravel(), per_cell(found).ravel()], axis=1)
         level = np.where(found, levels, 0.0)
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
-        keep = n_lines > 0
+        keep = per_cell(imaged).ravel() > 0
         return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
                                surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep])
 
