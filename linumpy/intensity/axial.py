@@ -394,8 +394,10 @@ def _gather_statistics(
         # the background class keeps away from tissue: an A-line takes its neighbours' highest level
         levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
+        counted = focus.whole_bins(binned)[inner] if factor > 1 else None  # bins at the mosaic's edge average padding
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
-                                      (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2)
+                                      (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2,
+                                      counted=counted)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
@@ -487,11 +489,17 @@ def _focus_profile(
     if not cells.any():
         logger.warning("no background (agarose) A-lines outside the tissue: the focus correction is skipped")
         return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+    bright = background.bright_cells(cells, noise_floor, first_depth, decay_per_px)  # dim tissue at the edge
+    if bright.any():
+        measured, support = background.background_profile(cells & ~bright, noise_floor, first_depth, decay_per_px)
     given = settings.agarose_attenuation_per_mm is not None
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None,
                                     fit_decay=not given)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
+    lines = background.cell_lines
+    estimate.qc.update(focus_agarose_bright_cells=int(bright.sum()),
+                       focus_agarose_bright_fraction=round(float(lines[bright].sum() / lines[cells].sum()), 4))
     if given:
         estimate.qc.update(focus_agarose_attenuation_per_mm=settings.agarose_attenuation_per_mm,
                            focus_agarose_attenuation_sd_per_mm=None, focus_agarose_attenuation_source="given")

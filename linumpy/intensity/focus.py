@@ -99,6 +99,26 @@ def neighbourhood_max(levels: np.ndarray, neighbourhood_px: int) -> np.ndarray:
     return ndimage.maximum_filter(levels, size=2 * neighbourhood_px + 1, mode="nearest")
 
 
+def whole_bins(binned: np.ndarray) -> np.ndarray:
+    """Binned A-lines that hold no padding, as far as the bins tell: imaged, with no padding among their 8 neighbours.
+
+    A bin at the edge of the imaged area (a mosaic's ragged border) may average padding (zeros) in with its
+    imaged A-lines; it would count as ``factor**2`` imaged A-lines, and the noise floor subtracted for each
+    lowers the profile where the signal is faint (the agarose lies at the sample's, so the mosaic's, edge:
+    2.7-3.5% of its A-lines on the foreign acquisitions, 1% less signal at the bottom of the range, read as
+    0.07 mm^-1 more gel decay; ``docs/intensity.md``). Beyond the array (``binned``'s own edge) counts as
+    imaged: the caller gives a halo.
+
+    Examples
+    --------
+    >>> block = np.ones((2, 4, 5)); block[:, :, 4] = 0  # the last column is padding
+    >>> whole_bins(block).astype(int).tolist()[0]
+    [1, 1, 1, 0, 0]
+    """
+    imaged = binned.any(axis=0)
+    return ndimage.binary_erosion(imaged, structure=np.ones((3, 3), bool), border_value=1)
+
+
 @dataclass(frozen=True)
 class BlockBackground:
     """What one block adds to :class:`BackgroundStatistics`."""
@@ -160,17 +180,21 @@ class BackgroundStatistics:
 
     def measure(
         self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0),
-        weight: int = 1,
+        weight: int = 1, counted: np.ndarray | None = None,
     ) -> BlockBackground | None:
         """What one block adds (see :meth:`add`), without changing ``self`` (thread-safe).
 
         Blocks measured in parallel are merged in block order with :meth:`merge`,
         so the sums do not depend on the thread timing. ``weight``: the number
         of A-lines each A-line of ``volume`` stands for (e.g. 4 for a volume
-        binned 2 x 2 laterally).
+        binned 2 x 2 laterally). ``counted``: ``(y, x)``, the A-lines whose
+        intensities enter the cell sums and counts (default: every imaged A-line,
+        i.e. with a nonzero voxel, not padding; for a binned volume see
+        :func:`whole_bins`).
         """
         volume = np.asarray(volume, np.float32)
         imaged = volume.any(axis=0)  # not padding
+        counted = imaged if counted is None else counted & imaged
         if not imaged.any():
             return None
         found = np.isfinite(surface) & imaged
@@ -188,14 +212,19 @@ class BackgroundStatistics:
         cols = (edges[1] + origin[1]) // self.cell_px
         present = (rows[:, None] * self.grid[1] + cols[None, :]).ravel()
         sums = per_cell(volume).reshape(self.depth, -1).T
-        n_lines = per_cell(imaged).ravel().astype(np.int64)
+        left_out = np.nonzero(imaged & ~counted)  # imaged A-lines not counted: their sums taken out
+        if left_out[0].size:
+            cell = ((np.searchsorted(edges[0], left_out[0], side="right") - 1) * edges[1].size
+                    + np.searchsorted(edges[1], left_out[1], side="right") - 1)
+            np.subtract.at(sums, cell, volume[:, left_out[0], left_out[1]].T.astype(np.float64))
+        n_lines = per_cell(counted).ravel().astype(np.int64)
         above = np.arange(self.depth)[:, None, None] < np.where(found, start, 0)[None]
         noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
                           per_cell(above.sum(axis=0)).ravel()], axis=1)
         surfaces = np.stack([per_cell(np.where(found, surface, 0.0)).ravel(), per_cell(found).ravel()], axis=1)
         level = np.where(imaged, levels, 0.0)  # with or without a surface: tissue cut above the scan is tissue
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
-        keep = n_lines > 0
+        keep = per_cell(imaged).ravel() > 0
         return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
                                surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep])
 
@@ -301,6 +330,32 @@ class BackgroundStatistics:
         >>> profile.round(6).tolist()
         [1.0, 1.0, 1.0, 1.0]
         """
+        _, signal, lines = self._cell_signal(cells, noise_floor, first_depth, decay_per_px)
+        gains = cell_gains(signal, lines)
+        weight = (gains[:, None] * lines).sum(axis=0)
+        support = lines.sum(axis=0)
+        return np.divide(signal.sum(axis=0), weight, out=np.full(self.depth, np.nan), where=weight > 0), support
+
+    def bright_cells(
+        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float = 0.0
+    ) -> np.ndarray:
+        """Cells of ``cells`` brighter than the gel: boolean ``(cells,)``, see :func:`bright_outliers`.
+
+        The gains are those of :meth:`background_profile`'s rank-1 fit (same arguments). Tissue as dim as
+        agarose at the sample's edge (dark tissue: the level classes cannot tell it from the gel, and the
+        tissue mask, closed and hole-filled, encloses it only inside the sample) lies outside the tissue
+        mask; it is brighter than the gel and decays faster, so it bends the profile's shape.
+        """
+        use, signal, lines = self._cell_signal(cells, noise_floor, first_depth, decay_per_px)
+        bright = np.zeros(cells.shape, bool)
+        bright[use] = bright_outliers(cell_gains(signal, lines), lines.sum(axis=1))
+        return bright
+
+    def _cell_signal(
+        self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices of the used cells, their signal sums (noise floor removed, 0 above their first depth, the
+        gel's decay divided out) and the A-lines behind each sum: ``(cells,)``, ``(cells, depth)`` twice."""
         use = np.nonzero(cells & np.isfinite(first_depth))[0]
         depth = np.arange(self.depth)[None, :] - first_depth[use][:, None]
         valid = depth >= 0
@@ -308,10 +363,7 @@ class BackgroundStatistics:
         signal = (self.cell_sums[use] - noise_floor * self.cell_lines[use][:, None]) * valid
         if decay_per_px:
             signal *= np.exp(decay_per_px * np.maximum(depth + self.margin_px, 0.0))
-        gains = cell_gains(signal, lines)
-        weight = (gains[:, None] * lines).sum(axis=0)
-        support = lines.sum(axis=0)
-        return np.divide(signal.sum(axis=0), weight, out=np.full(self.depth, np.nan), where=weight > 0), support
+        return use, signal, lines
 
 
 #: Alternations of the rank-1 fit of :func:`cell_gains`.
@@ -347,6 +399,37 @@ def cell_gains(signal: np.ndarray, lines: np.ndarray, iterations: int = GAIN_ITE
         counts = lines.sum(axis=1)
         gains /= np.average(gains, weights=counts) if counts.sum() > 0 else 1.0
     return gains
+
+
+#: A cell of the agarose profile is brighter than the gel when its gain exceeds the median gain by more than this
+#: many robust standard deviations (1.4826 x the median absolute deviation)...
+BRIGHT_CELL_Z = 4.0
+#: ... and by more than this fraction of the median (a floor: a noiseless, uniform gel has a deviation of 0).
+BRIGHT_CELL_MIN_MARGIN = 0.1
+
+
+def bright_outliers(gains: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Cells whose gain lies above the gel's: ``gain > median * (1 + max(z MAD' / median, margin))``.
+
+    ``MAD'`` = 1.4826 x the median absolute deviation (the standard deviation of normal scatter),
+    ``z`` = ``BRIGHT_CELL_Z``, ``margin`` = ``BRIGHT_CELL_MIN_MARGIN``; over the cells with A-lines
+    (``counts > 0``), one pass. The gel is one homogeneous scatterer: its cells differ only by the
+    illumination (vignetting, blended tiles), by a few percent; only the brighter side is tested
+    (the dim side is the tile corners' vignetting, and tissue is brighter than the gel).
+
+    Examples
+    --------
+    >>> bright_outliers(np.array([1.0, 0.98, 1.02, 1.01, 0.99, 1.6]), np.full(6, 36)).tolist()
+    [False, False, False, False, False, True]
+    """
+    bright = np.zeros(gains.shape, bool)
+    present = counts > 0
+    if not present.any():
+        return bright
+    median = float(np.median(gains[present]))
+    spread = 1.4826 * float(np.median(np.abs(gains[present] - median)))
+    bright[present] = gains[present] > median + max(BRIGHT_CELL_Z * spread, BRIGHT_CELL_MIN_MARGIN * median)
+    return bright
 
 
 #: A depth is well sampled when at least this many agarose A-lines support it...

@@ -132,6 +132,11 @@ METRICS: dict[str, MetricInfo] = {
     "focus_fallback": _M("Focus fallback", "text", "What was done instead of a measured focus profile, or empty."),
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
+    "focus_agarose_bright_cells": _M("Bright agarose cells", "count", "Cells outside the tissue mask left out "
+                                     "of the focus profile: brighter than the gel (dim tissue at the sample's "
+                                     "edge)."),
+    "focus_agarose_bright_fraction": _M("Bright agarose share", "fraction", "Share of the agarose A-lines in "
+                                        "those cells."),
     "focus_agarose_attenuation_per_mm": _M("Agarose attenuation", "1/mm", "Round-trip decay divided out of "
                                            "the agarose focus profile (given, or the Lorentzian fit combined with "
                                            "the prior); 0: none."),
