@@ -1,0 +1,100 @@
+"""Edge links (issue #10, stitch36): a pair whose overlap holds only an edge constrains the offset across it only.
+
+On harsh foreign acquisitions (12 % overlap, stage +-6 px, one frame) a tissue-agarose edge crossing an overlap
+makes the pair's evidence a ridge along the edge; its peak sits anywhere on the ridge (where the overlap is largest,
+or on a bump of the ridge), up to 10 px from the truth along it, but within ~1 px across it. Such a link is
+anisotropic in the solve: it says nothing along its ridge, the tiles' positions there come from the other links or
+the stage prior.
+"""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from linumpy.stitching import global_solve
+from linumpy.stitching.global_solve import PairOffset, StageModel, leave_one_out_offsets, solve_positions
+from linumpy.stitching.pairwise import edge_ridge, register_pair
+
+STEP = (90.0, 90.0)
+TILES = [(r, c) for r in range(3) for c in range(3)]
+#: Along-ridge unit vector of the edge link of the solve tests.
+RIDGE = (2**-0.5, 2**-0.5)
+
+
+def _speckle(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Speckle drawn anew in each tile (one averaged frame of 20)."""
+    return rng.gamma(20, 1 / 20, shape)
+
+
+def test_an_oblique_edge_is_a_ridge_along_it_and_texture_is_not():
+    rng = np.random.default_rng(0)
+    yy, xx = np.indices((96, 200))
+    slope = 0.3
+    edge = 1 + 2 / (1 + np.exp(-(yy - 48 - slope * (xx - 80)) / 1.5))
+    texture = np.exp(3 * ndimage.gaussian_filter(rng.normal(size=(96, 200)), 1.5))
+    along = np.array([slope, 1.0]) / np.hypot(slope, 1.0)
+    # Truth (0, 72) for a nominal (0, 70): the edge pair's peak slides along its ridge, the textured one's does not.
+    on_edge = register_pair(edge[:, :96] * _speckle(rng, (96, 96)), edge[:, 72:168] * _speckle(rng, (96, 96)),
+                            (0, 70), 8)
+    textured = register_pair(texture[:, :96] * _speckle(rng, (96, 96)),
+                             texture[:, 72:168] * _speckle(rng, (96, 96)), (0, 70), 8)
+    error = np.asarray(on_edge.offset) - (0, 72)
+    assert np.hypot(*error) > 5  # a wrong peak ...
+    assert abs(error @ (-along[1], along[0])) < 1.0  # ... right across the edge
+    ridge = edge_ridge(on_edge.scores, on_edge.offset)
+    assert ridge is not None and abs(np.dot(ridge[0], along)) > 0.99 and ridge[1] > 10
+    assert np.allclose(textured.offset, (0, 72), atol=0.1)
+    assert edge_ridge(textured.scores, textured.offset) is None
+
+
+def _grid_pairs(rng: np.random.Generator) -> tuple[dict, list[PairOffset]]:
+    """Truth and exact, well-weighted pairs of a 3 x 3 grid (tile (2, 2)'s links left out)."""
+    truth = {t: np.array(t, float) * STEP + rng.uniform(-4, 4, 2) for t in TILES}
+    pairs = [PairOffset(a, b, tuple(truth[b] - truth[a] + rng.normal(0, 0.05, 2)), 100.0)
+             for a in TILES for b in ((a[0], a[1] + 1), (a[0] + 1, a[1]))
+             if b in truth and b != (2, 2)]
+    return truth, pairs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_edge_link_wrong_along_its_ridge_leaves_the_tile_to_its_other_link(seed):
+    rng = np.random.default_rng(seed)
+    truth, pairs = _grid_pairs(rng)
+    up = tuple(truth[(2, 2)] - truth[(1, 2)] + 9 * np.asarray(RIDGE))  # 9 px off along its ridge, exact across
+    left = PairOffset((2, 1), (2, 2), tuple(truth[(2, 2)] - truth[(2, 1)]), 4.0, strong=False)  # weak, right
+    isotropic = PairOffset((1, 2), (2, 2), up, 100.0)
+    positions, _, kept = solve_positions(TILES, pairs + [isotropic, left], STEP)
+    assert left not in kept  # the strong wrong link wins the coin flip ...
+    error = positions[(2, 2)] - positions[(0, 0)] - (truth[(2, 2)] - truth[(0, 0)])
+    assert np.hypot(*error) > 8  # ... and places the tile along its ridge
+    edge = PairOffset((1, 2), (2, 2), up, 100.0, free_direction=RIDGE)
+    positions, _, kept = solve_positions(TILES, pairs + [edge, left], STEP)
+    assert edge in kept and left in kept
+    error = positions[(2, 2)] - positions[(0, 0)] - (truth[(2, 2)] - truth[(0, 0)])
+    assert np.hypot(*error) < 0.3
+
+
+def test_an_edge_link_alone_places_its_tile_across_the_edge_and_on_the_stage_along_it():
+    rng = np.random.default_rng(3)
+    truth, pairs = _grid_pairs(rng)
+    up = truth[(2, 2)] - truth[(1, 2)] + 9 * np.asarray(RIDGE)
+    positions, model, _ = solve_positions(TILES, pairs + [PairOffset((1, 2), (2, 2), tuple(up), 100.0,
+                                                                     free_direction=RIDGE)], STEP)
+    across = np.array([-RIDGE[1], RIDGE[0]])
+    placed = positions[(2, 2)] - positions[(1, 2)]
+    assert abs((placed - up) @ across) < 0.05  # the link's constraint
+    stage = model.position((2, 2)) - positions[(1, 2)]
+    assert abs((placed - stage) @ np.asarray(RIDGE)) < 0.05  # along the ridge: the stage-model prior
+
+
+def test_the_coupled_solve_and_deletion_formula_equal_the_per_axis_ones_without_edge_links():
+    rng = np.random.default_rng(4)
+    _, pairs = _grid_pairs(rng)
+    pairs = [PairOffset(p.a, p.b, p.offset, tuple(rng.uniform(1, 50, 2))) for p in pairs]
+    model, prior = StageModel.nominal(STEP), 1e-3
+    per_axis = global_solve._least_squares_positions(TILES, pairs, model, prior)
+    normal, right = global_solve._coupled_normal_equations(TILES, pairs, model, prior)
+    assert np.allclose(np.linalg.solve(normal.toarray(), right).reshape(-1, 2), per_axis, atol=1e-8)
+    assert np.allclose(global_solve._coupled_leave_one_out(TILES, pairs, model, prior * 1.0),
+                       leave_one_out_offsets(TILES, pairs, STEP, prior / min(p.axis_weights().min() for p in pairs)),
+                       atol=1e-6)
