@@ -219,7 +219,7 @@ def _broken(tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], tile_step_p
     on_no_loop = set(bridges(pairs))
     return [k for k, pair in enumerate(pairs)
             if k not in on_no_loop and (pair.a, pair.b) not in excluded
-            and np.hypot(*(predicted[k] - np.asarray(pair.offset))) > MAX_RESIDUAL_PX]
+            and np.hypot(*pair.constrained(predicted[k] - np.asarray(pair.offset))) > MAX_RESIDUAL_PX]
 
 
 def drop_broken_loop_links(

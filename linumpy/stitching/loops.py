@@ -135,7 +135,7 @@ def switch_conflicting_peaks(
             key = (pair.a, pair.b)
             if k in on_no_loop or key in switches:
                 continue
-            if np.hypot(*(predicted[k] - np.asarray(pair.offset))) <= MAX_RESIDUAL_PX:
+            if np.hypot(*pair.constrained(predicted[k] - np.asarray(pair.offset))) <= MAX_RESIDUAL_PX:
                 continue
             switch = rival_peak(key, registrations[key], predicted[k])
             if switch is not None and switch.cost <= MAX_SWITCH_COST:
