@@ -14,6 +14,7 @@ from scipy import ndimage
 from linumpy.stitching import global_solve
 from linumpy.stitching.global_solve import PairOffset, StageModel, leave_one_out_offsets, solve_positions
 from linumpy.stitching.pairwise import edge_ridge, register_pair
+from linumpy.stitching.transform import PairRecord, TileTransform, load_transform, save_transform
 
 STEP = (90.0, 90.0)
 TILES = [(r, c) for r in range(3) for c in range(3)]
@@ -98,3 +99,14 @@ def test_the_coupled_solve_and_deletion_formula_equal_the_per_axis_ones_without_
     assert np.allclose(global_solve._coupled_leave_one_out(TILES, pairs, model, prior * 1.0),
                        leave_one_out_offsets(TILES, pairs, STEP, prior / min(p.axis_weights().min() for p in pairs)),
                        atol=1e-6)
+
+
+def test_edge_fields_round_trip_through_the_transform_json(tmp_path):
+    pairs = (PairRecord((0, 0), (0, 1), (1.0, 90.0), 0.8, True, free_direction=(0.6, 0.8), ridge_px=9.5),
+             PairRecord((0, 0), (1, 0), (90.0, 0.0), 0.9, True))
+    transform = TileTransform(tile_shape=(100, 100), tile_step_px=STEP, positions={(0, 0): (0.0, 0.0)},
+                              stage_model=StageModel.nominal(STEP), pairs=pairs)
+    save_transform(transform, tmp_path / "t.json")
+    loaded = load_transform(tmp_path / "t.json").pairs
+    assert loaded[0].free_direction == (0.6, 0.8) and loaded[0].ridge_px == 9.5
+    assert loaded[1].free_direction is None and np.isnan(loaded[1].ridge_px)
