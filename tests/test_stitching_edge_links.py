@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from linumpy.stitching import global_solve
 from linumpy.stitching.global_solve import PairOffset, StageModel, leave_one_out_offsets, solve_positions
+from linumpy.stitching.link_conflicts import drop_broken_loop_links
 from linumpy.stitching.pairwise import edge_ridge, register_pair
 from linumpy.stitching.transform import PairRecord, TileTransform, load_transform, save_transform
 
@@ -88,6 +89,47 @@ def test_an_edge_link_alone_places_its_tile_across_the_edge_and_on_the_stage_alo
     assert abs((placed - stage) @ np.asarray(RIDGE)) < 0.05  # along the ridge: the stage-model prior
 
 
+@pytest.mark.parametrize("seed", (1, 2, 3))
+def test_a_loop_closed_only_through_an_edge_links_ridge_does_not_break(seed):
+    # The `tiny` preset's slice 1 (stitch36): the edge link (0, 0)-(1, 0) (significance 3.18) 4.8 px off along
+    # its ridge, 0.1 px across; the weak right link (0, 1)-(1, 1) (significance 2.27) closes the loop. Predicted
+    # through the edge link, the weak link departs by 4.8 px, but along the ridge, which the prediction does not
+    # determine: no evidence of a broken loop, the weak link stays and places the tiles along the ridge.
+    rng = np.random.default_rng(seed)
+    tiles = [(r, c) for r in range(2) for c in range(2)]
+    truth = {t: np.array(t, float) * STEP + rng.uniform(-4, 4, 2) for t in tiles}
+    ridge = np.array([0.28, 0.96])
+
+    def link(a, b, weight, error=(0.0, 0.0), **kwargs):
+        return PairOffset(a, b, tuple(truth[b] - truth[a] + error), weight, **kwargs)
+
+    edge = link((0, 0), (1, 0), 100.0, 4.8 * ridge + 0.1 * np.array([-ridge[1], ridge[0]]),
+                free_direction=tuple(ridge), ridge_variance=20.0**2 / 3)
+    weak = link((0, 1), (1, 1), 4.0, strong=False)
+    pairs = [link((0, 0), (0, 1), 100.0), link((1, 0), (1, 1), 100.0), edge, weak]
+    spreads = {(p.a, p.b): (0.2, 0.2) for p in pairs} | {(weak.a, weak.b): (1.5, 1.5)}
+    significance = {(p.a, p.b): 8.0 for p in pairs} | {(edge.a, edge.b): 3.18, (weak.a, weak.b): 2.27}
+    solved = solve_positions(tiles, pairs, STEP)
+    assert weak in solved[2]
+    predicted, covariance = leave_one_out_offsets(tiles, pairs, STEP)
+    departure = predicted[3] - weak.offset
+    assert np.hypot(*departure) > 2.0 and abs(departure @ ridge) > 0.9 * np.hypot(*departure)  # the situation
+    assert ridge @ covariance[3] @ ridge > 50  # along the ridge the loop predicts nothing (the stage does)
+    (positions, _, kept), dropped, broad = drop_broken_loop_links(tiles, solved, spreads, significance, 3.0, STEP)
+    assert not dropped and not broad and weak in kept
+    for tile in tiles:
+        error = positions[tile] - positions[(0, 0)] - (truth[tile] - truth[(0, 0)])
+        assert np.hypot(*error) < 0.15, (tile, error)
+    # Across the ridge the loop still checks the links: the weak link 1.7 px off across it (1.6 px from the
+    # edge link) breaks the loop, though the solve keeps it (its residual 1.4 px).
+    across = PairOffset(weak.a, weak.b, tuple(np.add(weak.offset, 1.7 * np.array([-ridge[1], ridge[0]]))), 4.0,
+                        strong=False)
+    off = pairs[:3] + [across]
+    solved = solve_positions(tiles, off, STEP)
+    assert across in solved[2]
+    assert drop_broken_loop_links(tiles, solved, spreads, significance, 3.0, STEP)[1] == [(weak.a, weak.b)]
+
+
 def test_the_coupled_solve_and_deletion_formula_equal_the_per_axis_ones_without_edge_links():
     rng = np.random.default_rng(4)
     _, pairs = _grid_pairs(rng)
@@ -96,9 +138,10 @@ def test_the_coupled_solve_and_deletion_formula_equal_the_per_axis_ones_without_
     per_axis = global_solve._least_squares_positions(TILES, pairs, model, prior)
     normal, right = global_solve._coupled_normal_equations(TILES, pairs, model, prior)
     assert np.allclose(np.linalg.solve(normal.toarray(), right).reshape(-1, 2), per_axis, atol=1e-8)
-    assert np.allclose(global_solve._coupled_leave_one_out(TILES, pairs, model, prior * 1.0),
-                       leave_one_out_offsets(TILES, pairs, STEP, prior / min(p.axis_weights().min() for p in pairs)),
-                       atol=1e-6)
+    coupled = global_solve._coupled_leave_one_out(TILES, pairs, model, prior * 1.0)
+    per_axis = leave_one_out_offsets(TILES, pairs, STEP, prior / min(p.axis_weights().min() for p in pairs))
+    assert np.allclose(coupled[0], per_axis[0], atol=1e-6)  # predicted offsets
+    assert np.allclose(coupled[1], per_axis[1], atol=1e-6)  # their covariances
 
 
 def test_edge_fields_round_trip_through_the_transform_json(tmp_path):

@@ -94,13 +94,18 @@ class PairOffset:
         across = np.eye(2) - along
         return across @ weights @ across + along / (1 / np.sum(along * weights) + self.ridge_variance)
 
+    def projection(self) -> np.ndarray:
+        """``2 x 2`` projection onto the directions the pair constrains (across its free direction)."""
+        if self.free_direction is None:
+            return np.eye(2)
+        return np.eye(2) - np.outer(self.free_direction, self.free_direction)
+
     def constrained(self, vector: np.ndarray) -> np.ndarray:
         """``vector`` (a residual, ``(y, x)``) without its component along the free direction."""
         vector = np.asarray(vector, dtype=float)
         if self.free_direction is None:
             return vector
-        free = np.asarray(self.free_direction, dtype=float)
-        return vector - (vector @ free) * free
+        return self.projection() @ vector
 
 
 @dataclass(frozen=True)
@@ -293,14 +298,19 @@ def leave_one_out_offsets(
     pairs: Sequence[PairOffset],
     tile_step_px: Sequence[float],
     prior_weight: float = PRIOR_WEIGHT,
-) -> np.ndarray:
-    """Offset of every pair as the other pairs (and the stage prior) predict it.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offset of every pair as the other pairs (and the stage prior) predict it, and its covariance.
 
     The weighted solve without pair ``k`` puts its two tiles ``r_k / (1 - h_k)``
     away from the solve with all pairs, ``r_k`` being the pair's residual and
     ``h_k`` its leverage (the standard deletion formula of least squares): one
-    solve gives every prediction. A pair on no loop is predicted by the prior
-    alone (nominal grid).
+    solve gives every prediction. The prediction's variance is that of the
+    difference of the two tiles' positions in the solve without the pair,
+    ``v_k / (1 - h_k)`` (``v_k`` the variance with it). A pair on no loop is
+    predicted by the prior alone (nominal grid, a large variance); a pair whose
+    only loops pass through an edge link (:class:`PairOffset`,
+    ``free_direction``) is predicted along that edge's ridge no better than the
+    ridge's variance.
 
     Parameters
     ----------
@@ -313,41 +323,48 @@ def leave_one_out_offsets(
 
     Returns
     -------
-    np.ndarray
+    predicted : np.ndarray
         ``(n_pairs, 2)`` predicted ``(y, x)`` offsets.
+    covariance : np.ndarray
+        ``(n_pairs, 2, 2)`` covariance of each prediction (pixels squared, the
+        weights taken as inverse variances).
     """
     tiles = sorted(set(tiles))
     if not pairs:
-        return np.zeros((0, 2))
+        return np.zeros((0, 2)), np.zeros((0, 2, 2))
     index = {tile: i for i, tile in enumerate(tiles)}
     model = StageModel.nominal(tile_step_px)
     prior_weight *= _least_weight(pairs)
     if _anisotropic(pairs):
         return _coupled_leave_one_out(tiles, pairs, model, prior_weight)
     predicted = np.empty((len(pairs), 2))
+    covariance = np.zeros((len(pairs), 2, 2))
     for axis in range(2):
         normal, right = _normal_equations(tiles, pairs, model, prior_weight, axis)
         inverse = np.linalg.inv(normal.toarray())
         positions = inverse @ right
         for k, pair in enumerate(pairs):
             i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
-            leverage = w * (inverse[i, i] + inverse[j, j] - 2 * inverse[i, j])
+            variance = inverse[i, i] + inverse[j, j] - 2 * inverse[i, j]
+            kept = max(1 - w * variance, 1e-12)
             residual = positions[j] - positions[i] - pair.offset[axis]
-            predicted[k, axis] = pair.offset[axis] + residual / max(1 - leverage, 1e-12)
-    return predicted
+            predicted[k, axis] = pair.offset[axis] + residual / kept
+            covariance[k, axis, axis] = variance / kept
+    return predicted, covariance
 
 
 def _coupled_leave_one_out(
     tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], model: StageModel, prior_weight: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`leave_one_out_offsets` with both axes solved together: the deletion formula with
-    ``2 x 2`` blocks, ``offset + (I - H W)^-1 r`` (``H`` the covariance of the pair's difference of
-    positions, ``W`` its information, ``r`` its residual)."""
+    ``2 x 2`` blocks, ``offset + (I - H W)^-1 r`` and covariance ``(I - H W)^-1 H`` (``H`` the
+    covariance of the pair's difference of positions, ``W`` its information, ``r`` its residual)."""
     index = {tile: i for i, tile in enumerate(tiles)}
     normal, right = _coupled_normal_equations(tiles, pairs, model, prior_weight)
     inverse = np.linalg.inv(normal.toarray())
     positions = (inverse @ right).reshape(len(tiles), 2)
     predicted = np.empty((len(pairs), 2))
+    covariance = np.empty((len(pairs), 2, 2))
     for k, pair in enumerate(pairs):
         i, j = 2 * index[pair.a], 2 * index[pair.b]
         spread = (inverse[i:i + 2, i:i + 2] + inverse[j:j + 2, j:j + 2]
@@ -355,7 +372,35 @@ def _coupled_leave_one_out(
         residual = positions[index[pair.b]] - positions[index[pair.a]] - np.asarray(pair.offset)
         deletion = np.eye(2) - spread @ pair.information()
         predicted[k] = np.asarray(pair.offset) + np.linalg.lstsq(deletion, residual, rcond=1e-12)[0]
-    return predicted
+        covariance[k] = np.linalg.lstsq(deletion, spread, rcond=1e-12)[0]
+    return predicted, (covariance + covariance.transpose(0, 2, 1)) / 2
+
+
+def departs_from_prediction(pair: PairOffset, predicted: np.ndarray, covariance: np.ndarray,
+                            tolerance_px: float = MAX_RESIDUAL_PX) -> bool:
+    """Whether a pair's offset departs from its leave-one-out prediction beyond ``tolerance_px``,
+    in the metric of the prediction's covariance.
+
+    The residual ``predicted - offset`` (across the pair's own free direction
+    only) is measured by its Mahalanobis length in ``covariance + tolerance_px**2``:
+    along a direction the prediction determines (variance well below the
+    tolerance's) that is its length over ``tolerance_px``, the former test;
+    along one it does not (a loop closed only through an edge link's ridge,
+    hundreds of pixels squared) a residual of several pixels is no evidence
+    of a broken loop: the prediction there is the stage's, not the loop's.
+
+    Examples
+    --------
+    >>> pair = PairOffset((0, 0), (0, 1), (0.0, 10.0), 4.0)
+    >>> departs_from_prediction(pair, np.array([0.0, 12.0]), np.diag([0.01, 0.01]))
+    True
+    >>> departs_from_prediction(pair, np.array([0.0, 12.0]), np.diag([0.01, 130.0]))
+    False
+    """
+    projection = pair.projection()
+    residual = projection @ (np.asarray(predicted, dtype=float) - np.asarray(pair.offset))
+    metric = projection @ np.asarray(covariance, dtype=float) @ projection + tolerance_px**2 * np.eye(2)
+    return bool(residual @ np.linalg.solve(metric, residual) > 1.0)
 
 
 def _least_weight(pairs: Sequence[PairOffset]) -> float:
