@@ -90,11 +90,15 @@ def test_an_edge_link_alone_places_its_tile_across_the_edge_and_on_the_stage_alo
 
 
 @pytest.mark.parametrize("seed", (1, 2, 3))
-def test_a_loop_closed_only_through_an_edge_links_ridge_does_not_break(seed):
+@pytest.mark.parametrize("along_px", (4.8, 16.0))
+def test_a_loop_closed_only_through_an_edge_links_ridge_does_not_break(seed, along_px):
     # The `tiny` preset's slice 1 (stitch36): the edge link (0, 0)-(1, 0) (significance 3.18) 4.8 px off along
     # its ridge, 0.1 px across; the weak right link (0, 1)-(1, 1) (significance 2.27) closes the loop. Predicted
     # through the edge link, the weak link departs by 4.8 px, but along the ridge, which the prediction does not
-    # determine: no evidence of a broken loop, the weak link stays and places the tiles along the ridge.
+    # determine: no evidence of a broken loop, the weak link stays and places the tiles along the ridge. Edge
+    # links err by up to 16.6 px along their ridge (harsh foreign seeds), more than the variance the solve gives
+    # them there (the search window's) allows; that variance is the stage's, not evidence (harsh 32 slice 0,
+    # 10.8 px off: counted as evidence, it dropped the weak right link (2, 1)-(2, 2), tile 8.9 px off).
     rng = np.random.default_rng(seed)
     tiles = [(r, c) for r in range(2) for c in range(2)]
     truth = {t: np.array(t, float) * STEP + rng.uniform(-4, 4, 2) for t in tiles}
@@ -103,7 +107,7 @@ def test_a_loop_closed_only_through_an_edge_links_ridge_does_not_break(seed):
     def link(a, b, weight, error=(0.0, 0.0), **kwargs):
         return PairOffset(a, b, tuple(truth[b] - truth[a] + error), weight, **kwargs)
 
-    edge = link((0, 0), (1, 0), 100.0, 4.8 * ridge + 0.1 * np.array([-ridge[1], ridge[0]]),
+    edge = link((0, 0), (1, 0), 100.0, along_px * ridge + 0.1 * np.array([-ridge[1], ridge[0]]),
                 free_direction=tuple(ridge), ridge_variance=20.0**2 / 3)
     weak = link((0, 1), (1, 1), 4.0, strong=False)
     pairs = [link((0, 0), (0, 1), 100.0), link((1, 0), (1, 1), 100.0), edge, weak]

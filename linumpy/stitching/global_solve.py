@@ -14,8 +14,8 @@ residual is small.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse, special
@@ -307,10 +307,12 @@ def leave_one_out_offsets(
     solve gives every prediction. The prediction's variance is that of the
     difference of the two tiles' positions in the solve without the pair,
     ``v_k / (1 - h_k)`` (``v_k`` the variance with it). A pair on no loop is
-    predicted by the prior alone (nominal grid, a large variance); a pair whose
-    only loops pass through an edge link (:class:`PairOffset`,
-    ``free_direction``) is predicted along that edge's ridge no better than the
-    ridge's variance.
+    predicted by the prior alone (nominal grid, a large variance). An edge
+    link (:class:`PairOffset`, ``free_direction``) counts in the covariance as
+    knowing nothing along its ridge (``ridge_variance`` infinite): the
+    variance the solve gives it there is the stage's, not evidence, so a pair
+    whose loops pass only through edge links along some direction is
+    predicted there by the stage prior alone.
 
     Parameters
     ----------
@@ -358,22 +360,31 @@ def _coupled_leave_one_out(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`leave_one_out_offsets` with both axes solved together: the deletion formula with
     ``2 x 2`` blocks, ``offset + (I - H W)^-1 r`` and covariance ``(I - H W)^-1 H`` (``H`` the
-    covariance of the pair's difference of positions, ``W`` its information, ``r`` its residual)."""
+    covariance of the pair's difference of positions, ``W`` its information, ``r`` its residual),
+    the covariance with every edge link's ridge variance infinite."""
+    predicted = np.array([np.asarray(pair.offset) + np.linalg.lstsq(deletion, residual, rcond=1e-12)[0]
+                          for pair, _, deletion, residual in _deletions(tiles, pairs, model, prior_weight)])
+    unknown_along = [pair if pair.free_direction is None else replace(pair, ridge_variance=np.inf) for pair in pairs]
+    covariance = np.array([np.linalg.lstsq(deletion, spread, rcond=1e-12)[0]
+                           for _, spread, deletion, _ in _deletions(tiles, unknown_along, model, prior_weight)])
+    return predicted, (covariance + covariance.transpose(0, 2, 1)) / 2
+
+
+def _deletions(
+    tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], model: StageModel, prior_weight: float
+) -> Iterator[tuple[PairOffset, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per pair of the coupled solve: the pair, ``H`` (the covariance of its difference of positions),
+    ``I - H W`` and its residual ``r`` (:func:`_coupled_leave_one_out`)."""
     index = {tile: i for i, tile in enumerate(tiles)}
     normal, right = _coupled_normal_equations(tiles, pairs, model, prior_weight)
     inverse = np.linalg.inv(normal.toarray())
     positions = (inverse @ right).reshape(len(tiles), 2)
-    predicted = np.empty((len(pairs), 2))
-    covariance = np.empty((len(pairs), 2, 2))
-    for k, pair in enumerate(pairs):
+    for pair in pairs:
         i, j = 2 * index[pair.a], 2 * index[pair.b]
         spread = (inverse[i:i + 2, i:i + 2] + inverse[j:j + 2, j:j + 2]
                   - inverse[i:i + 2, j:j + 2] - inverse[j:j + 2, i:i + 2])
         residual = positions[index[pair.b]] - positions[index[pair.a]] - np.asarray(pair.offset)
-        deletion = np.eye(2) - spread @ pair.information()
-        predicted[k] = np.asarray(pair.offset) + np.linalg.lstsq(deletion, residual, rcond=1e-12)[0]
-        covariance[k] = np.linalg.lstsq(deletion, spread, rcond=1e-12)[0]
-    return predicted, (covariance + covariance.transpose(0, 2, 1)) / 2
+        yield pair, spread, np.eye(2) - spread @ pair.information(), residual
 
 
 def departs_from_prediction(pair: PairOffset, predicted: np.ndarray, covariance: np.ndarray,
