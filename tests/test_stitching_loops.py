@@ -40,9 +40,11 @@ def _offsets(registrations):
 def test_leave_one_out_predicts_each_pair_from_the_others():
     pairs = [PairOffset(a, b, _true_offset((a, b)), 1.0) for a, b in NOMINAL]
     pairs[1] = PairOffset((0, 0), (1, 0), (52.0, -1.0), 1.0)
-    predicted = leave_one_out_offsets(TILES, pairs, STEP)
+    predicted, covariance = leave_one_out_offsets(TILES, pairs, STEP)
     np.testing.assert_allclose(predicted[1], (56, -4), atol=0.05)  # the prior pulls a little
     np.testing.assert_allclose(predicted[0], np.add(pairs[0].offset, (-4, 3)), atol=0.05)
+    # each predicted through the three others of the square, variance 1 each
+    np.testing.assert_allclose(covariance, np.broadcast_to(3 * np.eye(2), (4, 2, 2)), atol=0.01)
 
 
 def test_wrong_precise_pair_moves_to_its_rival_peak_not_the_right_imprecise_one():

@@ -74,6 +74,7 @@ def stitching_metrics(
     ncc: Sequence[float],
     accepted: Sequence[bool],
     positions: Mapping[TileIndex, Sequence[float]],
+    free_directions: Sequence[Sequence[float] | None] | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Summary metrics of a slice's stitching, and the per-pair residuals.
 
@@ -90,6 +91,9 @@ def stitching_metrics(
         back to the stage model).
     positions : mapping
         Solved origin ``(y, x)`` of every tile.
+    free_directions : sequence, optional
+        Per pair, the unit ``(y, x)`` direction its offset does not constrain
+        (an edge's ridge), or ``None``: its residual along it is not counted.
 
     Returns
     -------
@@ -98,10 +102,13 @@ def stitching_metrics(
         accepted pairs, 0 if none), ``max_residual_px`` (largest residual
         length of an accepted pair, 0 if none).
     residuals : ndarray, shape (n_pairs, 2)
-        As :func:`pair_residuals`, NaN for fallback pairs (they were not fitted).
+        As :func:`pair_residuals` (across a free direction only), NaN for fallback pairs (they were not fitted).
     """
     accepted = np.asarray(accepted, dtype=bool)
     residuals = pair_residuals(pairs, measured_offsets, positions) if len(pairs) else np.empty((0, 2))
+    for k, free in enumerate(free_directions or []):
+        if free is not None:
+            residuals[k] -= (residuals[k] @ np.asarray(free, float)) * np.asarray(free, float)
     residuals[~accepted] = np.nan
     lengths = np.hypot(residuals[accepted, 0], residuals[accepted, 1])
     scores = np.asarray(ncc, dtype=np.float64)[accepted]

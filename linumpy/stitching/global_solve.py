@@ -1,7 +1,8 @@
 """Tile positions from pairwise offsets: stage model and weighted least squares.
 
 Every accepted pair ``(a, b)`` says ``position(b) - position(a) = offset``
-with a weight per axis (the inverse variance of its measurement). All pairs are solved together, loops included, so
+with a weight per axis (the inverse variance of its measurement), or a ``2 x 2`` information matrix for a
+pair on an edge's ridge (:class:`PairOffset`, ``free_direction``). All pairs are solved together, loops included, so
 errors are spread instead of accumulated along a spanning tree. The stage
 model (one affine map from the tile index ``(row, col)`` to a position: step,
 rotation and non-orthogonality of the two stage axes) is a weak prior on every tile: it fixes the global translation and places tiles
@@ -13,8 +14,8 @@ residual is small.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse, special
@@ -55,7 +56,14 @@ class PairOffset:
     ``strong`` is kept only inside a loop of pairs (where the solve can check
     it), never as the only link between two groups of tiles.
     ``test_weight`` (default ``weight``) scales the pair's residual in the
-    outlier test of :func:`solve_positions`.
+    outlier test of :func:`solve_positions`. ``free_direction`` (a unit
+    ``(y, x)`` vector) makes the link anisotropic: its evidence is a ridge
+    along that direction (an edge, the aperture problem), so the pair
+    locates the offset across it as its weight says, but along it only
+    within the ridge's extent: ``ridge_variance`` (pixels squared) is added
+    to its variance along the direction (infinite: the pair says nothing
+    along it). Its residual along the direction is not tested; the tiles'
+    positions there come from other pairs when they have any.
     """
 
     a: TileIndex
@@ -64,6 +72,8 @@ class PairOffset:
     weight: float | tuple[float, float]
     strong: bool = True
     test_weight: float | tuple[float, float] | None = None
+    free_direction: tuple[float, float] | None = None
+    ridge_variance: float = float("inf")
 
     def axis_weights(self) -> np.ndarray:
         """Return the ``(y, x)`` weights."""
@@ -73,6 +83,29 @@ class PairOffset:
         """Return the ``(y, x)`` weights of the outlier test."""
         weight = self.weight if self.test_weight is None else self.test_weight
         return np.broadcast_to(np.asarray(weight, dtype=float), (2,))
+
+    def information(self) -> np.ndarray:
+        """``2 x 2`` information matrix of the offset: the axis weights, with the ridge's
+        variance added along the free direction."""
+        weights = np.diag(self.axis_weights())
+        if self.free_direction is None:
+            return weights
+        along = np.outer(self.free_direction, self.free_direction)
+        across = np.eye(2) - along
+        return across @ weights @ across + along / (1 / np.sum(along * weights) + self.ridge_variance)
+
+    def projection(self) -> np.ndarray:
+        """``2 x 2`` projection onto the directions the pair constrains (across its free direction)."""
+        if self.free_direction is None:
+            return np.eye(2)
+        return np.eye(2) - np.outer(self.free_direction, self.free_direction)
+
+    def constrained(self, vector: np.ndarray) -> np.ndarray:
+        """``vector`` (a residual, ``(y, x)``) without its component along the free direction."""
+        vector = np.asarray(vector, dtype=float)
+        if self.free_direction is None:
+            return vector
+        return self.projection() @ vector
 
 
 @dataclass(frozen=True)
@@ -107,7 +140,8 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
 
     A step (a ``(y, x)`` vector: its length is the step, its direction the
     axis's rotation, the two together the non-orthogonality) is the mean
-    offset of the pairs of its direction. Each component departs from the
+    offset of the pairs of its direction (anisotropic pairs left out: their
+    offset along the free direction is not measured). Each component departs from the
     nominal grid only where the data say so: by more than
     :func:`model_significance` standard errors (the empirical scatter of
     the pairs over the square root of their number), from at least
@@ -134,7 +168,8 @@ def fit_stage_model(pairs: Sequence[PairOffset], tile_step_px: Sequence[float],
     steps = {(1, 0): np.asarray(nominal.row_step), (0, 1): np.asarray(nominal.col_step)}
     present = set(tiles) if tiles is not None else {t for p in pairs for t in (p.a, p.b)}
     for direction, step in steps.items():
-        offsets = np.array([p.offset for p in pairs if (p.b[0] - p.a[0], p.b[1] - p.a[1]) == direction])
+        offsets = np.array([p.offset for p in pairs if (p.b[0] - p.a[0], p.b[1] - p.a[1]) == direction
+                            and p.free_direction is None])
         possible = sum((t[0] + direction[0], t[1] + direction[1]) in present for t in present)
         if len(offsets) < max(MIN_MODEL_PAIRS, MIN_MODEL_FRACTION * possible):
             continue
@@ -207,13 +242,50 @@ def _normal_equations(
     return sparse.csc_matrix((values, (rows, cols)), shape=(n, n)), right
 
 
+def _coupled_normal_equations(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    model: StageModel,
+    prior_weight: float,
+) -> tuple[sparse.csc_matrix, np.ndarray]:
+    """Normal matrix and right-hand side of both axes together (unknowns ``y0, x0, y1, x1, ...``).
+
+    Each pair adds its ``2 x 2`` :meth:`PairOffset.information`; an anisotropic
+    pair couples the axes.
+    """
+    index = {tile: i for i, tile in enumerate(tiles)}
+    n = len(tiles)
+    rows, cols, values = list(range(2 * n)), list(range(2 * n)), [prior_weight] * (2 * n)
+    right = prior_weight * np.array([model.position(t) for t in tiles], float).reshape(2 * n)
+    block = np.indices((2, 2)).reshape(2, 4)
+    for pair in pairs:
+        i, j, information = index[pair.a], index[pair.b], pair.information()
+        for first, second, sign in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
+            rows += list(2 * first + block[0])
+            cols += list(2 * second + block[1])
+            values += list(sign * information.ravel())
+        measured = information @ np.asarray(pair.offset, dtype=float)
+        right[2 * j:2 * j + 2] += measured
+        right[2 * i:2 * i + 2] -= measured
+    return sparse.csc_matrix((values, (rows, cols)), shape=(2 * n, 2 * n)), right
+
+
+def _anisotropic(pairs: Sequence[PairOffset]) -> bool:
+    """Whether any pair has a free direction (the axes must then be solved together)."""
+    return any(p.free_direction is not None for p in pairs)
+
+
 def _least_squares_positions(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
     model: StageModel,
     prior_weight: float,
 ) -> np.ndarray:
-    """Solve the weighted normal equations, one per axis; returns ``(n_tiles, 2)`` positions."""
+    """Solve the weighted normal equations, one per axis (both together when a pair is
+    anisotropic); returns ``(n_tiles, 2)`` positions."""
+    if _anisotropic(pairs):
+        normal, right = _coupled_normal_equations(tiles, pairs, model, prior_weight)
+        return spsolve(normal, right).reshape(len(tiles), 2)
     solution = np.empty((len(tiles), 2))
     for axis in range(2):
         normal, right = _normal_equations(tiles, pairs, model, prior_weight, axis)
@@ -226,14 +298,21 @@ def leave_one_out_offsets(
     pairs: Sequence[PairOffset],
     tile_step_px: Sequence[float],
     prior_weight: float = PRIOR_WEIGHT,
-) -> np.ndarray:
-    """Offset of every pair as the other pairs (and the stage prior) predict it.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offset of every pair as the other pairs (and the stage prior) predict it, and its covariance.
 
     The weighted solve without pair ``k`` puts its two tiles ``r_k / (1 - h_k)``
     away from the solve with all pairs, ``r_k`` being the pair's residual and
     ``h_k`` its leverage (the standard deletion formula of least squares): one
-    solve gives every prediction. A pair on no loop is predicted by the prior
-    alone (nominal grid).
+    solve gives every prediction. The prediction's variance is that of the
+    difference of the two tiles' positions in the solve without the pair,
+    ``v_k / (1 - h_k)`` (``v_k`` the variance with it). A pair on no loop is
+    predicted by the prior alone (nominal grid, a large variance). An edge
+    link (:class:`PairOffset`, ``free_direction``) counts in the covariance as
+    knowing nothing along its ridge (``ridge_variance`` infinite): the
+    variance the solve gives it there is the stage's, not evidence, so a pair
+    whose loops pass only through edge links along some direction is
+    predicted there by the stage prior alone.
 
     Parameters
     ----------
@@ -246,26 +325,93 @@ def leave_one_out_offsets(
 
     Returns
     -------
-    np.ndarray
+    predicted : np.ndarray
         ``(n_pairs, 2)`` predicted ``(y, x)`` offsets.
+    covariance : np.ndarray
+        ``(n_pairs, 2, 2)`` covariance of each prediction (pixels squared, the
+        weights taken as inverse variances).
     """
     tiles = sorted(set(tiles))
     if not pairs:
-        return np.zeros((0, 2))
+        return np.zeros((0, 2)), np.zeros((0, 2, 2))
     index = {tile: i for i, tile in enumerate(tiles)}
     model = StageModel.nominal(tile_step_px)
     prior_weight *= _least_weight(pairs)
+    if _anisotropic(pairs):
+        return _coupled_leave_one_out(tiles, pairs, model, prior_weight)
     predicted = np.empty((len(pairs), 2))
+    covariance = np.zeros((len(pairs), 2, 2))
     for axis in range(2):
         normal, right = _normal_equations(tiles, pairs, model, prior_weight, axis)
         inverse = np.linalg.inv(normal.toarray())
         positions = inverse @ right
         for k, pair in enumerate(pairs):
             i, j, w = index[pair.a], index[pair.b], pair.axis_weights()[axis]
-            leverage = w * (inverse[i, i] + inverse[j, j] - 2 * inverse[i, j])
+            variance = inverse[i, i] + inverse[j, j] - 2 * inverse[i, j]
+            kept = max(1 - w * variance, 1e-12)
             residual = positions[j] - positions[i] - pair.offset[axis]
-            predicted[k, axis] = pair.offset[axis] + residual / max(1 - leverage, 1e-12)
-    return predicted
+            predicted[k, axis] = pair.offset[axis] + residual / kept
+            covariance[k, axis, axis] = variance / kept
+    return predicted, covariance
+
+
+def _coupled_leave_one_out(
+    tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], model: StageModel, prior_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`leave_one_out_offsets` with both axes solved together: the deletion formula with
+    ``2 x 2`` blocks, ``offset + (I - H W)^-1 r`` and covariance ``(I - H W)^-1 H`` (``H`` the
+    covariance of the pair's difference of positions, ``W`` its information, ``r`` its residual),
+    the covariance with every edge link's ridge variance infinite."""
+    predicted = np.array([np.asarray(pair.offset) + np.linalg.lstsq(deletion, residual, rcond=1e-12)[0]
+                          for pair, _, deletion, residual in _deletions(tiles, pairs, model, prior_weight)])
+    unknown_along = [pair if pair.free_direction is None else replace(pair, ridge_variance=np.inf) for pair in pairs]
+    covariance = np.array([np.linalg.lstsq(deletion, spread, rcond=1e-12)[0]
+                           for _, spread, deletion, _ in _deletions(tiles, unknown_along, model, prior_weight)])
+    return predicted, (covariance + covariance.transpose(0, 2, 1)) / 2
+
+
+def _deletions(
+    tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], model: StageModel, prior_weight: float
+) -> Iterator[tuple[PairOffset, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per pair of the coupled solve: the pair, ``H`` (the covariance of its difference of positions),
+    ``I - H W`` and its residual ``r`` (:func:`_coupled_leave_one_out`)."""
+    index = {tile: i for i, tile in enumerate(tiles)}
+    normal, right = _coupled_normal_equations(tiles, pairs, model, prior_weight)
+    inverse = np.linalg.inv(normal.toarray())
+    positions = (inverse @ right).reshape(len(tiles), 2)
+    for pair in pairs:
+        i, j = 2 * index[pair.a], 2 * index[pair.b]
+        spread = (inverse[i:i + 2, i:i + 2] + inverse[j:j + 2, j:j + 2]
+                  - inverse[i:i + 2, j:j + 2] - inverse[j:j + 2, i:i + 2])
+        residual = positions[index[pair.b]] - positions[index[pair.a]] - np.asarray(pair.offset)
+        yield pair, spread, np.eye(2) - spread @ pair.information(), residual
+
+
+def departs_from_prediction(pair: PairOffset, predicted: np.ndarray, covariance: np.ndarray,
+                            tolerance_px: float = MAX_RESIDUAL_PX) -> bool:
+    """Whether a pair's offset departs from its leave-one-out prediction beyond ``tolerance_px``,
+    in the metric of the prediction's covariance.
+
+    The residual ``predicted - offset`` (across the pair's own free direction
+    only) is measured by its Mahalanobis length in ``covariance + tolerance_px**2``:
+    along a direction the prediction determines (variance well below the
+    tolerance's) that is its length over ``tolerance_px``, the former test;
+    along one it does not (a loop closed only through an edge link's ridge,
+    hundreds of pixels squared) a residual of several pixels is no evidence
+    of a broken loop: the prediction there is the stage's, not the loop's.
+
+    Examples
+    --------
+    >>> pair = PairOffset((0, 0), (0, 1), (0.0, 10.0), 4.0)
+    >>> departs_from_prediction(pair, np.array([0.0, 12.0]), np.diag([0.01, 0.01]))
+    True
+    >>> departs_from_prediction(pair, np.array([0.0, 12.0]), np.diag([0.01, 130.0]))
+    False
+    """
+    projection = pair.projection()
+    residual = projection @ (np.asarray(predicted, dtype=float) - np.asarray(pair.offset))
+    metric = projection @ np.asarray(covariance, dtype=float) @ projection + tolerance_px**2 * np.eye(2)
+    return bool(residual @ np.linalg.solve(metric, residual) > 1.0)
 
 
 def _least_weight(pairs: Sequence[PairOffset]) -> float:
@@ -276,9 +422,9 @@ def _least_weight(pairs: Sequence[PairOffset]) -> float:
 def _residual_vectors(
     positions: np.ndarray, tiles: Sequence[TileIndex], pairs: Sequence[PairOffset]
 ) -> np.ndarray:
-    """``(y, x)`` residual of every pair given the positions."""
+    """``(y, x)`` residual of every pair given the positions (across a pair's free direction only)."""
     index = {tile: i for i, tile in enumerate(tiles)}
-    return np.array([positions[index[p.b]] - positions[index[p.a]] - np.asarray(p.offset)
+    return np.array([p.constrained(positions[index[p.b]] - positions[index[p.a]] - np.asarray(p.offset))
                      for p in pairs]).reshape(len(pairs), 2)
 
 

@@ -11,7 +11,10 @@ sub-pixel fit failed (weight ~1) is dropped.
 Here the choice is made by each pair's own evidence instead. Every pair's
 offset is predicted from all the others (:func:`leave_one_out_offsets`); a
 pair is in conflict when the prediction departs from its measured offset by
-more than :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX`. Its
+more than :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX`, in the
+metric of the prediction's covariance
+(:func:`~linumpy.stitching.global_solve.departs_from_prediction`: along an
+edge link's ridge a loop predicts nothing). Its
 **cost** of agreeing is how far the evidence of its map at the predicted
 offset (a local maximum within :data:`SNAP_RADIUS_PX`) falls below its best
 peak, in standard errors, at the speckle scale where that is least. The pair
@@ -29,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from linumpy.stitching.global_solve import (
-    MAX_RESIDUAL_PX,
     PairOffset,
     TileIndex,
     bridges,
+    departs_from_prediction,
     leave_one_out_offsets,
 )
 from linumpy.stitching.pairwise import PairRegistration, local_maxima, peak_significance
@@ -128,14 +131,14 @@ def switch_conflicting_peaks(
     pairs = list(pairs)
     switches: dict[Pair, Switch] = {}
     for _ in range(len(pairs)):
-        predicted = leave_one_out_offsets(tiles, pairs, tile_step_px)
+        predicted, covariance = leave_one_out_offsets(tiles, pairs, tile_step_px)
         on_no_loop = set(bridges(pairs))
         options = []
         for k, pair in enumerate(pairs):
             key = (pair.a, pair.b)
             if k in on_no_loop or key in switches:
                 continue
-            if np.hypot(*(predicted[k] - np.asarray(pair.offset))) <= MAX_RESIDUAL_PX:
+            if not departs_from_prediction(pair, predicted[k], covariance[k]):
                 continue
             switch = rival_peak(key, registrations[key], predicted[k])
             if switch is not None and switch.cost <= MAX_SWITCH_COST:

@@ -28,6 +28,10 @@ rises as the overlap narrows and peaks at the edge of the search.
    tile's edge being the other's interior), and a symmetric Lucas-Kanade
    (Gauss-Newton) fit finds the remaining sub-pixel shift and its standard
    error.
+4. **Edges.** An overlap holding one edge locates the offset across it only:
+   the offsets whose match quality cannot be told from the peak's make a long
+   thin ridge along the edge (:func:`ridge`, :func:`edge_ridge`); the solve
+   then uses the pair across the ridge only.
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ MIN_HIGHPASS_SIGMA_PX = 3.0
 MIN_OVERLAP_FRACTION = 0.3
 #: NCC values within this radius (pixels) of the best peak belong to it.
 PEAK_RADIUS_PX = 5
+#: Offsets whose Fisher-transformed NCC is within this many of its standard errors of
+#: an offset's belong to its ridge (:func:`ridge`).
+RIDGE_TOLERANCE = 1.0
+#: A ridge at least this long (pixels) ...
+EDGE_MIN_LENGTH_PX = 6.0
+#: ... and this many times longer than wide is an edge's (:func:`edge_ridge`).
+EDGE_MIN_ELONGATION = 3.0
 #: Candidate peaks kept per pair (strongest first).
 N_CANDIDATES = 3
 #: Largest sub-pixel correction (pixels) the refinement may apply.
@@ -105,12 +116,15 @@ class PairRegistration:
 class EvidenceMap:
     """:func:`evidence` of every integer offset ``centre + (dy, dx)``, ``|dy|, |dx| <= radius``.
 
-    ``values[dy + radius, dx + radius]``; NaN where not scored.
+    ``values[dy + radius, dx + radius]``; NaN where not scored. ``fisher``
+    (same layout, optional) is the Fisher-transformed NCC, the match quality
+    whatever the overlap's area (:func:`ridge`).
     """
 
     speckle_px: float
     centre: tuple[int, int]
     values: np.ndarray = field(compare=False, repr=False)
+    fisher: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def radius(self) -> int:
@@ -311,7 +325,12 @@ def evidence(ncc: np.ndarray, area: np.ndarray, speckle_px: float) -> np.ndarray
     offsets by how unlikely their NCC is by chance (NaN where ``ncc`` is).
     """
     n_independent = np.maximum(area, 0) / (4 * np.pi * speckle_px**2)
-    return np.arctanh(np.clip(ncc, -1 + 1e-6, 1 - 1e-6)) * np.sqrt(n_independent)
+    return fisher_transform(ncc) * np.sqrt(n_independent)
+
+
+def fisher_transform(ncc: np.ndarray) -> np.ndarray:
+    """``atanh(ncc)``, clipped away from +-1 (NaN where ``ncc`` is)."""
+    return np.arctanh(np.clip(ncc, -1 + 1e-6, 1 - 1e-6))
 
 
 def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RADIUS_PX) -> float:
@@ -347,6 +366,19 @@ def peak_spread(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RAD
             float(np.sqrt(np.sum(weights * (xx[near] - peak[1]) ** 2))))
 
 
+def _map_at(scores: tuple, offset: tuple[float, float]) -> tuple[EvidenceMap, tuple[int, int]] | None:
+    """The pair's :class:`EvidenceMap` with the larger evidence at the (rounded) ``offset``, and
+    the offset's index in it; ``None`` where no map scores it (no overlap)."""
+    best = None
+    for evidence_map in scores:
+        index = tuple(int(v) for v in np.rint(np.asarray(offset) - evidence_map.centre) + evidence_map.radius)
+        if all(0 <= v < n for v, n in zip(index, evidence_map.values.shape)) \
+                and np.isfinite(evidence_map.values[index]) \
+                and (best is None or evidence_map.values[index] > best[0].values[best[1]]):
+            best = (evidence_map, index)
+    return best
+
+
 def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, float]:
     """:func:`peak_spread` of a pair's evidence at its (rounded) ``offset``.
 
@@ -354,14 +386,52 @@ def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, fl
     the larger evidence at the offset is used. NaN where no map scores it
     (no overlap).
     """
-    best = None
-    for evidence_map in scores:
-        index = tuple(int(v) for v in np.rint(np.asarray(offset) - evidence_map.centre) + evidence_map.radius)
-        if all(0 <= v < n for v, n in zip(index, evidence_map.values.shape)) \
-                and np.isfinite(evidence_map.values[index]) \
-                and (best is None or evidence_map.values[index] > best[0]):
-            best = (evidence_map.values[index], peak_spread(evidence_map.values, index))
-    return (float("nan"), float("nan")) if best is None else best[1]
+    found = _map_at(scores, offset)
+    return (float("nan"), float("nan")) if found is None else peak_spread(found[0].values, found[1])
+
+
+def ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[float, float, np.ndarray]:
+    """Length, width (pixels) and direction of the ridge of match quality through ``index``.
+
+    The ridge is the connected set of offsets (8-neighbours) whose Fisher-transformed
+    NCC is at least that of ``index`` minus :data:`RIDGE_TOLERANCE` of its standard
+    errors (``1 / sqrt(n)``, ``n`` the independent pixels of the overlap, as in
+    :func:`evidence`): the offsets whose match the data cannot tell from this one.
+    Its length and width are those of a uniform bar with the same second moments
+    (``sqrt(12)`` times the standard deviation along and across its principal axis);
+    the direction is the unit ``(y, x)`` vector along it, with ``y >= 0``. An edge
+    crossing the overlap makes a long thin ridge (the aperture problem); speckle or
+    texture a short round one.
+    """
+    fisher, score = evidence_map.fisher, evidence_map.values
+    if fisher is None or not np.isfinite(fisher[index]) or fisher[index] <= 0 or score[index] <= 0:
+        return 0.0, 0.0, np.array([1.0, 0.0])
+    standard_error = fisher[index] / score[index]
+    near = np.nan_to_num(fisher, nan=-np.inf) >= fisher[index] - RIDGE_TOLERANCE * standard_error
+    labels, _ = ndimage.label(near, structure=np.ones((3, 3)))
+    points = np.argwhere(labels == labels[index]).astype(float)
+    variances, axes = np.linalg.eigh(np.cov(points.T, bias=True) if len(points) > 1 else np.zeros((2, 2)))
+    direction = axes[:, 1] if axes[0, 1] > 0 or (axes[0, 1] == 0 and axes[1, 1] > 0) else -axes[:, 1]
+    length, width = (float(np.sqrt(12 * max(v, 0.0))) for v in variances[::-1])
+    return length, width, direction
+
+
+def edge_ridge(scores: tuple, offset: tuple[float, float]) -> tuple[tuple[float, float], float] | None:
+    """Direction ``(y, x)`` and length (pixels) of the edge's ridge a pair's evidence at ``offset`` lies on,
+    or ``None``.
+
+    The :func:`ridge` through the offset (on the map of :func:`offset_spread`)
+    is an edge's when it is at least :data:`EDGE_MIN_LENGTH_PX` long and
+    :data:`EDGE_MIN_ELONGATION` times longer than wide (a width below 1 px
+    counts as 1): along it the overlap does not tell one offset from another.
+    """
+    found = _map_at(scores, offset)
+    if found is None:
+        return None
+    length, width, direction = ridge(*found)
+    if length < EDGE_MIN_LENGTH_PX or length < EDGE_MIN_ELONGATION * max(width, 1.0):
+        return None
+    return (float(direction[0]), float(direction[1])), length
 
 
 def correlation_area(residual: np.ndarray, max_lag: int = CORRELATION_LAG_PX) -> float:
@@ -514,7 +584,7 @@ def register_pair(
         peaks = local_maxima(score)
         if peaks:
             found.append((peak_significance(score, peaks[0]), speckle_px, ncc, peaks))
-            maps.append(EvidenceMap(speckle_px, nominal, score))
+            maps.append(EvidenceMap(speckle_px, nominal, score, fisher_transform(ncc)))
     if not found:
         return fallback
     significance, speckle_px, ncc, peaks = max(found, key=lambda f: f[0])

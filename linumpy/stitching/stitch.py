@@ -329,6 +329,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics, residuals = stitching_metrics(
         pairs, [record.offset for record in transform.pairs],
         [record.confidence for record in transform.pairs], accepted, positions,
+        [record.free_direction for record in transform.pairs],
     )
     n_tiles = len(layout.tiles_present)
     fallback = transform.stage_fallback_tiles()
@@ -346,7 +347,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         f"{r.a}-{r.b}": {"status": r.status, "confidence": round(r.confidence, 3),
                          "significance": round(r.significance, 2), "ncc": round(r.ncc, 3),
                          "sigma_px": [round(v, 3) for v in r.sigma_px],
-                         "spread_px": [round(v, 3) if np.isfinite(v) else None for v in r.spread_px]}
+                         "spread_px": [round(v, 3) if np.isfinite(v) else None for v in r.spread_px],
+                         "free_direction": None if r.free_direction is None
+                         else [round(v, 3) for v in r.free_direction],
+                         "ridge_px": round(r.ridge_px, 2) if np.isfinite(r.ridge_px) else None}
         for r in transform.pairs
     }
     corrections = transform.stage_residuals.corrections

@@ -55,6 +55,14 @@ class PairRecord:
         (:func:`~linumpy.stitching.pairwise.peak_spread`; NaN where nothing
         was scored): above ~0.6 px the pair errs more than ``sigma_px`` says
         (2-3 times above 1 px, measured on the stitching matrix).
+    free_direction : tuple of float or None
+        Unit ``(y, x)`` direction along which the pair's evidence at its
+        offset is an edge's ridge (:func:`~linumpy.stitching.pairwise.edge_ridge`):
+        the pair locates the offset across it, along it only within the
+        ridge (the aperture problem); ``None`` for an ordinary peak.
+    ridge_px : float
+        Length of that ridge, pixels (NaN for an ordinary peak); the pair's
+        variance along it grows by ``ridge_px**2 / 12``.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -82,6 +90,8 @@ class PairRecord:
     confidence: float = 0.0
     status: str = ""
     spread_px: tuple[float, float] = (float("nan"), float("nan"))
+    free_direction: tuple[float, float] | None = None
+    ridge_px: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -217,7 +227,9 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "ncc": round(float(p.ncc), _DECIMALS), "accepted": bool(p.accepted),
              "significance": round(float(p.significance), _DECIMALS),
              "sigma_px": _rounded(p.sigma_px), "confidence": round(float(p.confidence), _DECIMALS),
-             "status": p.status, "spread_px": [_optional(v) for v in p.spread_px]}
+             "status": p.status, "spread_px": [_optional(v) for v in p.spread_px],
+             "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
+             "ridge_px": _optional(p.ridge_px)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -285,7 +297,10 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            sigma_px=tuple(p.get("sigma_px", (1.0, 1.0))),
                            confidence=float(p.get("confidence", 0.0)), status=p.get("status", ""),
                            spread_px=tuple(float("nan") if v is None else float(v)
-                                           for v in p.get("spread_px", (None, None))))
+                                           for v in p.get("spread_px", (None, None))),
+                           free_direction=None if p.get("free_direction") is None
+                           else tuple(float(v) for v in p["free_direction"]),
+                           ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
