@@ -76,7 +76,8 @@ def _pair(a, b, departure, free_direction=None) -> PairOffset:
 
 @pytest.mark.parametrize("largest, implausible", [(11.0, False), (15.0, True)])
 def test_the_departure_bound_is_relative_to_the_other_pairs(largest, implausible):
-    """The others depart by up to 6 px: the bound is 1.5 x 6 + 2 = 11 px (the joint search's window rule)."""
+    """The others depart by up to 6 px: the bound is 1.5 x 6 + 2 = 11 px (the joint search's window rule), for a
+    pair on no loop."""
     model = StageModel.nominal(STEP)
     pairs = [_pair((0, 0), (0, 1), (6.0, -2.0)), _pair((0, 1), (0, 2), (-3.0, 4.0)),
              _pair((0, 0), (1, 0), (1.0, 5.0)), _pair((0, 1), (1, 1), (largest, 0.0))]
@@ -88,3 +89,7 @@ def test_the_departure_bound_is_relative_to_the_other_pairs(largest, implausible
     assert estimate.implausible_departure(pairs + along, model) is (pairs[-1] if implausible else None)
     # Too few other pairs to measure the stage's error: nothing is implausible.
     assert estimate.implausible_departure(pairs[2:], model) is None
+    # On a loop that closes, the other pairs confirm it (harsh 70 slice 2: a right pair of significance 14.3,
+    # 9.3 px from the step, the others at most 4.2 px).
+    closing = _pair((1, 0), (1, 1), np.add(np.subtract((6.0, -2.0), (1.0, 5.0)), (largest, 0.0)))
+    assert estimate.implausible_departure(pairs + [closing], model) is None

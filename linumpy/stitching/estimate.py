@@ -12,8 +12,8 @@
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
    (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked; and a
-   kept pair departing from the stage model far more than every other
-   (:func:`implausible_departure`), a wrong peak however significant. Pairs
+   kept pair on no loop departing from the stage model far more than every
+   other (:func:`implausible_departure`), a wrong peak however significant. Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do.
 4. Only the largest connected group of tiles is placed by its pairs.
@@ -57,7 +57,8 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, solve_positions
+from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, bridges,
+                                           solve_positions)
 from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
                                              honest_variance)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
@@ -419,26 +420,34 @@ def _solve_plausible(
 
 
 def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> PairOffset | None:
-    """The pair whose offset departs from the stage model beyond what the stage errs, if any.
+    """The pair on no loop whose offset departs from the stage model beyond what the stage errs, if any.
 
     A pair's departure (:func:`_departure`) is the difference of its two
-    tiles' stage errors; the other pairs sample that error. A pair departing
+    tiles' stage errors; the other pairs sample that error. A pair that no
+    loop checks (:func:`~linumpy.stitching.global_solve.bridges`) departing
     by more than :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times the
     largest departure of all the others plus
     :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (the rule of the
     joint search's window) is a wrong peak however significant: harsh foreign
     seed 60, slice 3, the pair (1, 0)-(2, 0), significance 10.3, 18 px from
     the stage model's step against at most 8.5 px for the others (stage
-    +-6 px), 27.5 px from the truth; kept as its tile's only link, it put the
-    tile 24 px off (its stage position 5.6 px). Only the largest departure
-    can exceed the bound; with fewer than :data:`MIN_DEPARTURE_PAIRS` other
-    pairs the stage's error is not measured and no pair is implausible.
+    +-6 px), 27.5 px from the truth, on no loop once the solve had dropped
+    the right weak link of the loop it broke; kept as its tile's only link,
+    it put the tile 24 px off (its stage position 5.6 px). A pair on a loop
+    that closes is confirmed by the other pairs, whatever its departure
+    (harsh foreign seed 70, slice 2: a right pair of significance 14.3,
+    9.3 px from the step, the others at most 4.2 px). Only the largest
+    departure can exceed the bound; with fewer than
+    :data:`MIN_DEPARTURE_PAIRS` other pairs the stage's error is not measured
+    and no pair is implausible.
     """
     if len(pairs) <= MIN_DEPARTURE_PAIRS:
         return None
     departures = sorted(((_departure(p, model), k) for k, p in enumerate(pairs)), reverse=True)
     (largest, k), (second, _) = departures[:2]
-    return pairs[k] if largest > PRIOR_MARGIN * second + PRIOR_SLACK_PX else None
+    if largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX or k not in bridges(pairs):
+        return None
+    return pairs[k]
 
 
 def _departure(pair: PairOffset, model: StageModel) -> float:
