@@ -228,22 +228,3 @@ def test_a_link_the_solve_dropped_lends_no_evidence_to_the_search_again():
     assert set(again.offsets) == {((0, 1), (1, 1)), ((1, 0), (1, 1))}
     # Dropping one of those too leaves a single link: no corroboration.
     assert _corroborated_without(first, {((1, 1), (1, 2)), ((1, 0), (1, 1))}, registrations, search) is None
-
-
-def test_a_link_whose_overlap_is_too_narrow_to_score_at_the_truth_does_not_veto_it():
-    """Harsh foreign seed 60, slice 3 (stitch38): tile (2, 0)'s true offset to (1, 0) leaves 1.4 px of the nominal
-    12 px overlap, below the 30 % that is scored, so that link's map is NaN there; its other link, to (2, 1), has a
-    sharp peak at the truth. Summed with the NaN, the joint map could not peak at the truth and put the tile on the
-    nearest offset both links score, 2.6 px off (the sharp link re-snapped 2 px from its own peak)."""
-    true_position = np.array([103, 98])  # tile (1, 1)
-    anchors = {(0, 1): np.array([0, 100]), (1, 0): np.array([100, 0])}
-    # (0, 1) -> (1, 1): offset (103, -2); rows from 2 px above it unscored (overlap too narrow), a slope on the others
-    top = _evidence((1 + RADIUS, -2 + RADIUS), 2.0, (RADIUS - 6, RADIUS + 7), 1.0)
-    top[RADIUS + 2:] = np.nan
-    # (1, 0) -> (1, 1): offset (3, 98), a sharp peak of 12
-    left = _evidence((3 + RADIUS, -2 + RADIUS), 12.0, (RADIUS + 8, RADIUS - 5), 2.0)
-    links = [(((0, 1), (1, 1)), PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (100, 0), top),))),
-             (((1, 0), (1, 1)), PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (0, 100), left),)))]
-    placement = joint_placement((1, 1), links, anchors)
-    assert placement is not None and tuple(placement.position) == tuple(true_position)
-    assert placement.offsets == {((1, 0), (1, 1)): tuple(true_position - anchors[(1, 0)])}

@@ -199,7 +199,7 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
     for speckle_px in scales:
         chosen = [(pair, m) for pair, r in links for m in r.scores if m.speckle_px == speckle_px]
         centre, maps = position_maps(tile, chosen, anchors, members)
-        joint = _joint_evidence(maps)
+        joint = np.sum(maps, axis=0) / np.sqrt(len(maps))
         if prior is not None:
             grid = np.indices(joint.shape).transpose(1, 2, 0) + centre - (joint.shape[0] - 1) // 2
             joint[np.max(np.abs(grid - prior[0]), axis=-1) > prior[1]] = np.nan
@@ -227,24 +227,6 @@ def joint_placement(tile: TileIndex, links: Sequence[tuple[Pair, PairRegistratio
                                             (int(position[0]), int(position[1])),
                                             peak_spread(joint, peaks[0])))
     return None if best is None else best[1]
-
-
-def _joint_evidence(maps: Sequence[np.ndarray]) -> np.ndarray:
-    """Sum of the links' maps over ``sqrt`` of their number; NaN only where no link scores the position.
-
-    A link whose overlap at a position is too narrow to score (below
-    :data:`~linumpy.stitching.pairwise.MIN_OVERLAP_FRACTION` of the nominal
-    one), or that its window does not reach, says nothing there: it counts
-    0, it does not veto the position. Summed with its NaN, a tile whose true
-    overlap with one neighbour is that narrow could not be placed at the truth
-    (harsh foreign seed 60, slice 3: tile (2, 0), 1.4 px of the nominal 12 px
-    overlap with (1, 0); the joint peak went to the nearest offset both links
-    scored, and the sharp link to (2, 1) was re-snapped 2 px from its own
-    peak: 1.93 px off, 0.66 with this).
-    """
-    stacked = np.asarray(maps)
-    unscored = np.all(np.isnan(stacked), axis=0)
-    return np.where(unscored, np.nan, np.nansum(stacked, axis=0)) / np.sqrt(len(maps))
 
 
 def _placed_links(tile: TileIndex, registrations: Mapping[Pair, PairRegistration],
