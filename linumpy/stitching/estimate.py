@@ -390,11 +390,8 @@ def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     """
     if not confident:
         return []
-    def departure(pair: PairOffset) -> float:
-        step = model.position(pair.b) - model.position(pair.a)
-        return float(np.max(np.abs(np.asarray(pair.offset) - step)))
-    bound = max(departure(p) for p in confident) + PRIOR_SLACK_PX
-    return [p for p in weak if departure(p) <= bound]
+    bound = max(_departure(p, model, across_only=False) for p in confident) + PRIOR_SLACK_PX
+    return [p for p in weak if _departure(p, model, across_only=False) <= bound]
 
 
 def _solve_plausible(
@@ -450,11 +447,11 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> Pai
     return pairs[k]
 
 
-def _departure(pair: PairOffset, model: StageModel) -> float:
-    """Largest ``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles,
-    across an edge link's ridge only (along it the offset is not measured)."""
-    step = model.position(pair.b) - model.position(pair.a)
-    return float(np.max(np.abs(pair.constrained(np.asarray(pair.offset) - step))))
+def _departure(pair: PairOffset, model: StageModel, across_only: bool = True) -> float:
+    """Largest ``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles;
+    if ``across_only``, across an edge link's ridge only (along it the offset is not measured)."""
+    departure = np.asarray(pair.offset) - (model.position(pair.b) - model.position(pair.a))
+    return float(np.max(np.abs(pair.constrained(departure) if across_only else departure)))
 
 
 def _joint_search(
