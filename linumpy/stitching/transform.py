@@ -77,6 +77,8 @@ class PairRecord:
         ``joint search, inconsistent``, ``cluster search, inconsistent``,
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
+        ``departs implausibly from the stage model`` (on no loop, far beyond
+        the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`),
         ``no overlap``.
     """
 

@@ -1,0 +1,95 @@
+"""A strong pair whose offset departs from the stage model far beyond what the stage errs is a wrong peak
+(issue #10, stitch38; linumpy.stitching.estimate._solve_plausible).
+
+Harsh foreign seed 60, slice 3: the pair (1, 0)-(2, 0), significance 10.3, peaks 27.5 px from the truth, 18 px
+from the stage model's step, while the other kept pairs depart by at most 8.5 px (stage +-6 px per tile). Kept as
+the only link of its tile (the loop it broke dropped a right weak link instead), it pulled tiles (2, 0) and (2, 1)
+~20 px off their stage positions, and the final implausibility test (``max_shift_px``) sent the farther one, (2, 1),
+to the stage with its right link: (2, 0) ended 24 px off, its stage position 5.6 px.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import linumpy.stitching.estimate as estimate
+from linumpy.stitching.global_solve import PairOffset, StageModel
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
+
+RADIUS = 20
+STEP = (84.0, 84.0)
+TILES = [(r, c) for r in range(3) for c in range(3)]
+#: True positions minus the stage's, whole pixels, within +-6 px.
+ERRORS = {(0, 0): (-6, -6), (0, 1): (-5, 1), (0, 2): (4, 1), (1, 0): (-5, -1), (1, 1): (5, -5), (1, 2): (0, -6),
+          (2, 0): (6, 1), (2, 1): (3, -2), (2, 2): (4, -3)}
+#: Significance of each pair's best peak (harsh 60 slice 3's, rounded).
+SIGNIFICANCE = {((0, 0), (1, 0)): 15.9, ((0, 0), (0, 1)): 10.4, ((0, 1), (1, 1)): 1.5, ((0, 1), (0, 2)): 7.2,
+                ((0, 2), (1, 2)): 3.5, ((1, 0), (2, 0)): 10.3, ((1, 0), (1, 1)): 4.5, ((1, 1), (2, 1)): 1.8,
+                ((1, 1), (1, 2)): 0.3, ((1, 2), (2, 2)): 16.1, ((2, 0), (2, 1)): 10.8, ((2, 1), (2, 2)): 2.0}
+WRONG = ((1, 0), (2, 0))
+#: Its best peak, minus the truth.
+WRONG_BY = (-18, -20)
+
+
+def _map(peaks: dict) -> np.ndarray:
+    """An evidence map over offsets ``nominal + d``: Gaussian bumps ``{d: height}``."""
+    yy, xx = np.indices((2 * RADIUS + 1,) * 2) - RADIUS
+    return sum(h * np.exp(-((yy - d[0]) ** 2 + (xx - d[1]) ** 2) / 2.0) for d, h in peaks.items())
+
+
+def _registrations() -> dict:
+    """Every pair's best peak at the truth, but :data:`WRONG`'s (the truth is its second peak)."""
+    registrations = {}
+    for (a, b), significance in SIGNIFICANCE.items():
+        nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+        true = tuple(int(v) for v in np.subtract(ERRORS[b], ERRORS[a]))
+        best = tuple(np.add(true, WRONG_BY)) if (a, b) == WRONG else true
+        peaks = {best: 2.0 + significance, true: 6.0} if (a, b) == WRONG else {best: 2.0 + significance}
+        registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5,
+                                                 significance, (0.1, 0.1),
+                                                 scores=(EvidenceMap(1.0, nominal, _map(peaks)),))
+    return registrations
+
+
+def test_a_strong_pair_departing_from_the_stage_far_beyond_the_others_is_dropped(monkeypatch):
+    registrations = _registrations()
+    best = np.subtract(registrations[WRONG].offset, np.multiply(np.subtract(*WRONG[::-1]), STEP))
+    assert 15 < np.max(np.abs(best)) <= RADIUS  # the wrong peak departs 18 px from the stage's step, in the window
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    record = next(r for r in transform.pairs if (r.a, r.b) == WRONG)
+    assert not record.accepted and record.status == "departs implausibly from the stage model"
+    truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
+    for tile in TILES:  # every tile placed, at the truth
+        assert transform.tiles[tile].source == "pairs", tile
+        error = np.subtract(transform.position(tile), transform.position((0, 0))) - (truth[tile] - truth[(0, 0)])
+        assert np.abs(error).max() < 0.05, tile
+
+
+def _pair(a, b, departure, free_direction=None) -> PairOffset:
+    step = np.multiply(np.subtract(b, a), STEP)
+    return PairOffset(a, b, tuple(float(v) for v in step + departure), 4.0, free_direction=free_direction)
+
+
+@pytest.mark.parametrize("largest, implausible", [(11.0, False), (15.0, True)])
+def test_the_departure_bound_is_relative_to_the_other_pairs(largest, implausible):
+    """The others depart by up to 6 px: the bound is 1.5 x 6 + 2 = 11 px (the joint search's window rule), for a
+    pair on no loop."""
+    model = StageModel.nominal(STEP)
+    pairs = [_pair((0, 0), (0, 1), (6.0, -2.0)), _pair((0, 1), (0, 2), (-3.0, 4.0)),
+             _pair((0, 0), (1, 0), (1.0, 5.0)), _pair((0, 1), (1, 1), (largest, 0.0))]
+    found = estimate.implausible_departure(pairs, model)
+    assert (found is pairs[-1]) if implausible else found is None
+    # Along an edge link's ridge the offset is not measured: neither tested nor counted in the bound.
+    along = [_pair((0, 0), (0, 1), (0.0, 14.0), free_direction=(0.0, 1.0))]
+    assert estimate.implausible_departure(pairs[:3] + along, model) is None
+    assert estimate.implausible_departure(pairs + along, model) is (pairs[-1] if implausible else None)
+    # Too few other pairs to measure the stage's error: nothing is implausible.
+    assert estimate.implausible_departure(pairs[2:], model) is None
+    # On a loop that closes, the other pairs confirm it (harsh 70 slice 2: a right pair of significance 14.3,
+    # 9.3 px from the step, the others at most 4.2 px).
+    closing = _pair((1, 0), (1, 1), np.add(np.subtract((6.0, -2.0), (1.0, 5.0)), (largest, 0.0)))
+    assert estimate.implausible_departure(pairs + [closing], model) is None
