@@ -120,6 +120,16 @@ def test_narrow_overlap_keeps_a_subpixel_fit(true_offset, refined):
         assert offset == tuple(map(float, integer)) and sigma == (1.0, 1.0)
 
 
+def test_a_true_overlap_far_below_the_nominal_one_is_still_scored():
+    """Stage errors of +-6 px on a 12 px overlap leave true overlaps of 2-3 px (harsh foreign seed 35, slice 4:
+    18 % of the nominal): the truth must be searched, or the best scored peak is a wrong one (30 % was scored)."""
+    image = textured_image((96, 200), seed=3)
+    a, b = image[:, :96], image[:, 93:189]  # true offset (0, 93): 3 px of overlap (25 %), nominal (0, 84) keeps 12
+    result = register_pair(a, b, (0, 84), max_shift_px=12)
+    assert np.allclose(result.offset, (0, 93), atol=0.5)
+    assert result.significance > 3
+
+
 def test_register_pair_resolves_wrap_around():
     # Correction -12 px on a 20 px wide overlap strip: the phase correlation
     # peak sits at 8 (= -12 mod 20); only the NCC check finds the true reading.

@@ -13,7 +13,7 @@ rises as the overlap narrows and peaks at the edge of the search.
 1. **Dense search.** The normalised cross-correlation (NCC) of the two images
    over their actual overlap is computed for every integer offset within
    ``max_shift_px`` of the nominal one (all at once by FFT; offsets whose
-   overlap keeps less than :data:`MIN_OVERLAP_FRACTION` of the nominal one
+   overlap keeps less than :data:`MIN_OVERLAP_FRACTION` (15 %) of the nominal one
    are not scored).
 2. **Evidence and significance.** Offsets are ranked by their NCC in
    standard errors (:func:`evidence`: Fisher transform times the square root
@@ -56,8 +56,13 @@ REFINE_SPECKLE_PX = 0.5
 HIGHPASS_SIGMA_PX = 12.0
 #: Smallest high-pass Gaussian, pixels.
 MIN_HIGHPASS_SIGMA_PX = 3.0
-#: Offsets are scored only if their overlap keeps this fraction of the nominal area.
-MIN_OVERLAP_FRACTION = 0.3
+#: Offsets are scored only if their overlap keeps this fraction of the nominal area:
+#: low enough that the stage errors a pair must tolerate leave its truth scored
+#: (harsh foreign acquisitions, +-6 px per tile on a 12 px overlap: true overlaps of
+#: 2-3 px, 18-22 % of the nominal; at 30 % their best scored peak was a wrong one,
+#: significance up to 5.3, 6 px off), high enough that a sliver of a pixel or two is
+#: not scored (its evidence, ``sqrt`` of its area, is small anyway).
+MIN_OVERLAP_FRACTION = 0.15
 #: NCC values within this radius (pixels) of the best peak belong to it.
 PEAK_RADIUS_PX = 5
 #: Offsets whose Fisher-transformed NCC is within this many of its standard errors of
