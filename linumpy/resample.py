@@ -44,6 +44,8 @@ _INTEGER_TOLERANCE = 1e-6
 #: non-negative terms, float32 sums are within (n - 1) * 2**-24 of exact, so
 #: blocks of 16 stay below 1e-6 relative.
 _FLOAT32_BLOCK_SIZE = 16
+#: Bytes of input planes :func:`_lateral_mean_float32` sums at a time (a group stays in the cache).
+_LATERAL_GROUP_BYTES = 512 * 2**10
 #: Fewest output voxels per block along a resampled axis (keeps tiny input chunks from exploding the graph).
 _MIN_OUTPUT_BLOCK = 8
 
@@ -266,6 +268,8 @@ def _block_mean_numpy(
     """
     weighted = _weighted_axes(block, factors, last_weights, shape, block_info)
     accumulator = _accumulator_dtype(block.dtype, math.prod(factors))
+    if not weighted and block.dtype == accumulator == np.float32 and _laterally_binned(block.shape, factors):
+        return _lateral_mean_float32(block, factors[-2], factors[-1])
     if weighted and np.issubdtype(accumulator, np.integer):
         accumulator = np.dtype(np.float64)
     total = block
@@ -280,6 +284,38 @@ def _block_mean_numpy(
     if np.issubdtype(block.dtype, np.integer):  # halves up, as the exact integer path: no seam at the border chunk
         mean = np.floor(mean + 0.5)
     return _cast_like(mean, block.dtype)
+
+
+def _laterally_binned(shape: tuple[int, ...], factors: tuple[int, ...]) -> bool:
+    """Whether ``factors`` bin only the last two axes of a 2D or 3D block, each by > 1 and into whole runs."""
+    return (len(shape) in (2, 3) and all(f == 1 for f in factors[:-2])
+            and all(f > 1 and n % f == 0 for f, n in zip(factors[-2:], shape[-2:])))
+
+
+def _lateral_mean_float32(block: np.ndarray, factor_y: int, factor_x: int) -> np.ndarray:
+    """:func:`_block_mean_numpy` of a float32 block binned along its last two axes only, into whole runs.
+
+    The same sums in the same order (along y, then along x, offset by offset, in
+    float32), divided by the run size: the same bits, computed a group of
+    planes at a time (:data:`_LATERAL_GROUP_BYTES`) so that each group is summed
+    along y and along x while it is in the cache, into preallocated arrays.
+    """
+    planes = block if block.ndim == 3 else block[None]
+    n_z, n_y, n_x = planes.shape
+    out = np.empty((n_z, n_y // factor_y, n_x // factor_x), np.float32)
+    group = max(1, _LATERAL_GROUP_BYTES // (4 * n_y * n_x))
+    rows = np.empty((min(group, n_z), n_y // factor_y, n_x), np.float32)
+    for first in range(0, n_z, group):
+        part, mean = planes[first : first + group], out[first : first + group]
+        summed = rows[: part.shape[0]]
+        np.add(part[:, 0::factor_y], part[:, 1::factor_y], out=summed)
+        for offset in range(2, factor_y):
+            summed += part[:, offset::factor_y]
+        np.add(summed[:, :, 0::factor_x], summed[:, :, 1::factor_x], out=mean)
+        for offset in range(2, factor_x):
+            mean += summed[:, :, offset::factor_x]
+        mean /= np.float32(factor_y * factor_x)
+    return out if block.ndim == 3 else out[0]
 
 
 def _weighted_axes(

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from linumpy.resample import (
     _area_weights,
+    _lateral_mean_float32,
+    _sum_strided,
     _weighted_axis_numpy,
     block_mean,
     centre_shift_mm,
@@ -192,3 +194,17 @@ def test_weighted_axis_is_the_overlap_weighted_float64_sum(dtype):
         result = _weighted_axis_numpy(block, starts, weights, 0)
     np.testing.assert_array_equal(result, expected)
     assert np.isinf(result[:, 0, 0]).sum() == (0 if dtype == "uint16" else 1)
+
+
+@pytest.mark.parametrize("shape, factors", [((64, 128, 128), (2, 2)), ((5, 12, 18), (2, 3)), ((3, 8, 12), (4, 4)),
+                                            ((12, 18), (2, 2)), ((40, 6, 4), (3, 2))])
+def test_lateral_float32_mean_is_the_offset_by_offset_mean_bytes(shape, factors):
+    """The float32 lateral fast path (plane groups) gives the bits of the generic offset-by-offset block mean."""
+    block = (np.random.default_rng(5).random(shape, dtype=np.float32) * 1e3).astype(np.float32)
+    total, _ = _sum_strided(block, factors[0], block.ndim - 2, np.dtype(np.float32))
+    total, _ = _sum_strided(total, factors[1], block.ndim - 1, np.dtype(np.float32))
+    expected = total / np.float32(factors[0] * factors[1])
+    fast = _lateral_mean_float32(block, *factors)
+    assert fast.dtype == np.float32
+    np.testing.assert_array_equal(fast.view(np.uint32), expected.view(np.uint32))
+

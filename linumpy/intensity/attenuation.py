@@ -205,14 +205,20 @@ class BinGrid:
     def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
         """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
 
-        When every bin is whole, one strided view per position in the bin (no repeated copies).
+        When every bin is whole, the coefficients are repeated along x once (strided copies into
+        rows of whole A-lines), then each row of a bin is evaluated with contiguous inner loops.
         """
         if all(np.all(c == EDGE_BIN) for c in self.counts):
-            view = out.reshape(out.shape[0], self.counts[0].size, EDGE_BIN, self.counts[1].size, EDGE_BIN)
-            for i in range(EDGE_BIN):
+            n_z, n_y, n_x = out.shape
+            along_x = np.empty((2, n_z, n_y // EDGE_BIN, n_x), np.float32)
+            for repeated, values in zip(along_x, (slope, offset), strict=True):
+                pairs = repeated.reshape(n_z, n_y // EDGE_BIN, n_x // EDGE_BIN, EDGE_BIN)
                 for j in range(EDGE_BIN):
-                    np.multiply(slope, guide[i::EDGE_BIN, j::EDGE_BIN], out=view[:, :, i, :, j])
-                    view[:, :, i, :, j] += offset
+                    pairs[..., j] = values
+            rows = out.reshape(n_z, n_y // EDGE_BIN, EDGE_BIN, n_x)
+            for i in range(EDGE_BIN):
+                np.multiply(along_x[0], guide[i::EDGE_BIN], out=rows[:, :, i])
+                rows[:, :, i] += along_x[1]
         else:
             np.multiply(self.fine(slope), guide, out=out)
             out += self.fine(offset)

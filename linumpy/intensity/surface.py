@@ -77,10 +77,12 @@ def detect_surface(
     if volume.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {volume.shape}")
     n_z = volume.shape[0]
-    linear = np.array(volume, np.float32)
-    if lateral_sigma_px > 0:
-        for axis in (1, 2):
-            ndimage.uniform_filter1d(linear, box_width(lateral_sigma_px), axis=axis, mode="nearest", output=linear)
+    if lateral_sigma_px > 0:  # the first pass writes a new array (no copy of the input first), the second in place
+        width = box_width(lateral_sigma_px)
+        linear = ndimage.uniform_filter1d(volume, width, axis=1, mode="nearest", output=np.float32)
+        ndimage.uniform_filter1d(linear, width, axis=2, mode="nearest", output=linear)
+    else:
+        linear = np.array(volume, np.float32)
     smoothed = binomial_smooth(log_intensity(linear), int(round(2 * axial_sigma_px**2)))
     rise = np.diff(smoothed, axis=0)  # rise[k] = smoothed[k + 1] - smoothed[k]
     del smoothed
