@@ -705,6 +705,8 @@ def test_script_refuses_a_gap_unless_allowed(brain, tmp_path, capsys):
     record = json.loads((tmp_path / "brain_shifts.json").read_text())["slices"]
     assert [s["slice_id"] for s in record] == [0, 1, 3, 4]
     assert record[2]["registration"] is None  # no neighbour to register against
+    # slice 1 (before the gap) and slice 4 (the last) have no slice right below them: said in the record
+    assert [s["lateral_gain_fallback"] == NO_SLICE_BELOW for s in record] == [False, True, False, True]
     qc = json.loads((tmp_path / "brain_qc.json").read_text())["metrics"]
     assert list(qc["excluded_slices"]) == ["2"] and qc["n_gaps"] == 1
     volume = read_omezarr(out)[0].compute()
