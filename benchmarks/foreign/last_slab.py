@@ -16,7 +16,8 @@ noise-free signal ``reflectivity * transmission`` of the slice's tile range,
 two ways: ``extension`` (the sums end at the tile's last plane and carry the
 correction's end-of-range extension ``W1 q / (1 - q)``, ``q`` the ratio of the
 last two windows of a quarter of the range) and ``true tail`` (the sums run
-on through the world below the tile: what a perfect extension would give).
+on through the world below the tile, its bottom plane's tissue continuing below the world: what a
+perfect extension would give).
 The correlation and slope of the measured field on each prediction, plane by
 plane, say which one the last slab carries. No ``linumpy`` import (as ``score.py``).
 """
@@ -69,7 +70,9 @@ def tail_field(acquisition: Path, k: int, extension: bool) -> np.ndarray:
     signal = np.where(present, reflectivity, 0.0) * transmission
     top = int(round(k * cfg["thickness"]))
     n_z = cfg["tile"][0]
-    sums = np.cumsum(signal[top:][::-1], axis=0, dtype=np.float64)[::-1]  # down to the world's bottom
+    sums = np.cumsum(signal[top:][::-1], axis=0, dtype=np.float64)[::-1]  # down to the world's bottom ...
+    q = np.exp(-2 * cfg["axial_um"] / 1000 * mu[-1])
+    sums += signal[-1] * q / (1 - q)  # ... and on below it, the bottom plane's tissue continuing
     if extension:
         sums = sums[:n_z] - sums[n_z]  # the tile's range only ...
         window = n_z // 4
