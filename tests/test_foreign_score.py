@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import numpy as np
 
 SCORER = Path(__file__).resolve().parents[1] / "benchmarks" / "foreign" / "score.py"
 
@@ -35,3 +38,42 @@ def test_a_slice_shifted_under_a_tilted_surface_is_not_charged_the_tilt():
     rows = _scorer().motor_z_errors(truth, shifts)["per_slice"]
     assert rows[1]["placed_error_um"] == 0.0
     assert rows[1]["motor_error_um"] == 0.9
+
+
+def _last_slab():
+    sys.path.insert(0, str(SCORER.parent))  # last_slab.py imports score.py as a sibling
+    spec = importlib.util.spec_from_file_location("foreign_last_slab", SCORER.parent / "last_slab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_last_slab_model_sees_what_lies_below_the_range_only_with_the_true_tail(tmp_path):
+    """One region down to the tile's bottom; below it the same attenuation but 3x the reflectivity.
+
+    The compensation is exact on a uniform column either way; the end-of-range extension (the decay of
+    the range's last windows) cannot see the brighter tissue below, the true tail does: its ``T[k]`` gains
+    the bright signal, more so relative to ``T[k]`` the deeper ``k`` (a field growing darker with depth).
+    """
+    n_z, tile = 80, 40
+    regions = [{"name": "a", "reflectivity": 0.3, "attenuation_per_mm": 5.0},
+               {"name": "b", "reflectivity": 0.9, "attenuation_per_mm": 5.0}]
+    labels = np.zeros((n_z, 4, 4), np.int64)
+    truth = {"config": {"thickness": 20.0, "tile": [tile, 4, 4], "axial_um": 1.5, "regions": regions}}
+    (tmp_path / "ground_truth").mkdir()
+    (tmp_path / "ground_truth" / "truth.json").write_text(json.dumps(truth))
+    np.save(tmp_path / "ground_truth" / "surfaces.npy", np.full((2, 4, 4), 25.0))  # slice 1 images 20-59
+    for case in ("uniform", "bright below"):
+        if case == "bright below":
+            labels[60:] = 1
+        np.save(tmp_path / "ground_truth" / "labels.npy", labels)
+        np.save(tmp_path / "ground_truth" / "reflectivity.npy",
+                np.array([r["reflectivity"] for r in regions], np.float32)[labels])
+        # below the cut, relative to its first plane (a level, -2 mu dz here, is the scalar gains' matter)
+        extension, true_tail = (field - field[0] for field in
+                                (_last_slab().tail_field(tmp_path, 1, flag)[25:60, 1, 1] for flag in (True, False)))
+        assert np.abs(extension).max() < 1e-3, case  # the range's last windows decay geometrically
+        if case == "uniform":
+            assert np.abs(true_tail).max() < 1e-3
+        else:
+            assert true_tail[-1] < -0.3 and np.all(np.diff(true_tail) < 0), true_tail  # measured -0.78 at the bottom

@@ -26,7 +26,7 @@ from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_ramps, depth_weights, iter_chunk_regions
 from linumpy.stack import gains
-from linumpy.stack.gains import overlap_ratio
+from linumpy.stack.gains import NO_SLICE_BELOW, overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
 from linumpy.stack.refine import (
@@ -536,11 +536,14 @@ def test_lateral_gain_maps_remove_a_regional_compensation_error():
     print(scores, [g and round(g["p95"] / g["p5"], 3) for g in lateral])
     # the true ratio of the regions at the overlap (0.55 of the slab deep): 0.6 ** -0.55 = 1.32
     assert all(g is not None and g["p95"] / g["p5"] > 1.25 for g in lateral[:-1]), lateral  # measured 1.32-1.39
-    assert lateral[-1] is None and plan.record["slices"][-1]["lateral_gain_fallback"] is None
+    assert lateral[-1] is None and plan.record["slices"][-1]["lateral_gain_fallback"] == NO_SLICE_BELOW
     assert scores[True] >= scores[False] + 0.025, scores  # measured 0.943 -> 0.976
     metrics = stack_metrics(plan.record, 10.0)
     assert metrics["lateral_gain_range"][0] == [lateral[0]["p5"], lateral[0]["p95"]]
-    assert boundary_flags(metrics) == []
+    # the last slab keeps its region's error (nothing below measures it): flagged, the maps above being wide
+    last = plan.record["slices"][-1]["slice_id"]
+    assert [f.split(";")[0] for f in boundary_flags(metrics)] == [f"slice {last}: {NO_SLICE_BELOW}"]
+    metrics["lateral_gain_fallback"][-1] = None
     metrics["lateral_gain_fallback"][1] = "next slice placed laterally by the motors: no lateral gain"
     assert boundary_flags(metrics) == ["slice 1: next slice placed laterally by the motors: no lateral gain"]
 
@@ -555,8 +558,8 @@ def test_lateral_gain_falls_back_on_a_weak_overlap(monkeypatch):
     slices = plan.record["slices"]
     assert [e["lateral_gain"] for e in slices] == [None] * 3
     assert all(e["lateral_gain_fallback"].startswith("overlap NCC") for e in slices[:2])
-    assert slices[2]["lateral_gain_fallback"] is None  # the last slice has nothing below it: no fallback
-    assert len(boundary_flags(stack_metrics(plan.record, 10.0))) == 2
+    assert slices[2]["lateral_gain_fallback"] == NO_SLICE_BELOW  # the last slice has nothing below it
+    assert len(boundary_flags(stack_metrics(plan.record, 10.0))) == 2  # no measured map above: not flagged
 
 
 def test_an_unmatched_boundary_is_flagged():
@@ -702,6 +705,8 @@ def test_script_refuses_a_gap_unless_allowed(brain, tmp_path, capsys):
     record = json.loads((tmp_path / "brain_shifts.json").read_text())["slices"]
     assert [s["slice_id"] for s in record] == [0, 1, 3, 4]
     assert record[2]["registration"] is None  # no neighbour to register against
+    # slice 1 (before the gap) and slice 4 (the last) have no slice right below them: said in the record
+    assert [s["lateral_gain_fallback"] == NO_SLICE_BELOW for s in record] == [False, True, False, True]
     qc = json.loads((tmp_path / "brain_qc.json").read_text())["metrics"]
     assert list(qc["excluded_slices"]) == ["2"] and qc["n_gaps"] == 1
     volume = read_omezarr(out)[0].compute()

@@ -245,8 +245,11 @@ METRICS: dict[str, MetricInfo] = {
     "lateral_gain_range": _M("Lateral gain range", "gain", "5th and 95th percentiles of the lateral gain map "
                              "fitted on the overlap with the next slice (regional attenuation-compensation "
                              "error, measured at the slice's bottom); [1, 1] = none needed."),
-    "lateral_gain_fallback": _M("Lateral gain fallback", "text", "Why a slice with a slice below it got no "
-                                "lateral gain map (overlap too small, or the next slice placed by the motors)."),
+    "lateral_gain_fallback": _M("Lateral gain fallback", "text", "Why a slice got no lateral gain map: "
+                                "overlap too small, the next slice placed by the motors, a weak overlap NCC, or no "
+                                "slice right below it (the last slice, one before a gap: its deep planes keep the "
+                                "attenuation compensation's error, flagged when the slabs above needed a lateral "
+                                "gain; docs/stacking.md)."),
     "tissue_attenuation_per_mm": _M("Tissue attenuation (stack)", "1/mm", "Mean attenuation of the slice's "
                                     "tissue over the depth it images: measured through the overlap with the next "
                                     "slice when there is one (its own slab, and below the next cut the next "

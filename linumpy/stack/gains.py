@@ -274,6 +274,13 @@ MAP_MIN_PIXELS = 64
 MAP_MIN_CONFIDENCE = 0.5
 #: Largest |log gain| of the lateral map (a factor of 2 either way).
 MAP_MAX_LOG = float(np.log(2.0))
+#: ``lateral_gain_fallback`` of a slice with no slice right below it (the last slice, one before a gap):
+#: no overlap measures its compensation error, which grows with depth (the end-of-range extension of the
+#: attenuation compensation's tail sums; ``docs/stacking.md``, *The last slab's lateral field*).
+NO_SLICE_BELOW = "no slice right below it: no lateral gain map (its deep planes keep the compensation's error)"
+#: Median ``p95 / p5`` of the stack's measured lateral maps from which a slice with no slice below it is
+#: flagged: the slabs above needed a lateral field of about +-10% or more at their bottom.
+UNMEASURED_FLAG_SPREAD = 1.2
 #: Largest side (pixels) of a stored map; larger maps are block-averaged down (memory per slice <= 256 KiB).
 MAP_MAX_SIDE = 256
 

@@ -29,6 +29,7 @@ from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
 from linumpy.stack.depths import MAX_PRIOR_SIGMA_UM
+from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
 from linumpy.viz.planes import centre_index, tissue_counts
 
@@ -202,7 +203,23 @@ def attenuation_flags(record: Mapping[str, Any]) -> list[str]:
 def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
     """A flag per slice whose top still differs from the previous slice's overlap by more than 5% (or unmeasured).
 
-    And one per slice left without its lateral gain map although a next slice exists.
+    And one per slice left without its lateral gain map although a next slice
+    exists. A slice with no slice right below it (the last, one before a gap:
+    :data:`~linumpy.stack.gains.NO_SLICE_BELOW`) is flagged only when the
+    stack's measured maps spread by :data:`~linumpy.stack.gains.UNMEASURED_FLAG_SPREAD`
+    or more (median ``p95 / p5``): the slabs above needed a lateral correction
+    at their bottom that nothing measures for it.
+
+    Examples
+    --------
+    >>> metrics = {"slice_ids": [0, 1, 2], "boundary_ratio_raw": [None, 1.0, 1.0], "boundary_ratio": [None, 1.0, 1.0],
+    ...            "lateral_gain_range": [[0.8, 1.3], [0.78, 1.35], None],
+    ...            "lateral_gain_fallback": [None, None, NO_SLICE_BELOW]}
+    >>> boundary_flags(metrics)[0].startswith("slice 2: no slice right below it")
+    True
+    >>> metrics["lateral_gain_range"] = [[0.95, 1.05], [0.94, 1.06], None]  # nothing much to correct above
+    >>> boundary_flags(metrics)
+    []
     """
     flags = []
     for slice_id, raw, ratio in zip(metrics["slice_ids"][1:], metrics["boundary_ratio_raw"][1:],
@@ -210,8 +227,16 @@ def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
         if raw is not None and (ratio is None or abs(ratio - 1) > MAX_BOUNDARY_STEP):
             flags.append(f"slice {slice_id}: intensity step {ratio} at its top boundary after gain matching "
                          f"(before: {raw})")
-    flags += [f"slice {slice_id}: {reason}" for slice_id, reason in
-              zip(metrics["slice_ids"], metrics.get("lateral_gain_fallback", []), strict=False) if reason]
+    ranges = [r for r in metrics.get("lateral_gain_range", []) if r is not None and r[0] > 0]
+    spread = float(np.median([high / low for low, high in ranges])) if ranges else None
+    for slice_id, reason in zip(metrics["slice_ids"], metrics.get("lateral_gain_fallback", []), strict=False):
+        if reason == NO_SLICE_BELOW:
+            if spread is not None and spread >= UNMEASURED_FLAG_SPREAD:
+                low, high = np.median(ranges, axis=0)
+                flags.append(f"slice {slice_id}: {reason}; the slabs above needed lateral gains {low:.2f}-{high:.2f} "
+                             f"(median p5-p95) at their bottom: expect a lateral field as large in its deep planes")
+        elif reason:
+            flags.append(f"slice {slice_id}: {reason}")
     return flags
 
 

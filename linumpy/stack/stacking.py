@@ -23,6 +23,7 @@ from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, uni
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
+    NO_SLICE_BELOW,
     LateralGain,
     OverlapRatio,
     coarse_map,
@@ -312,6 +313,9 @@ def plan_stack(
             lateral[k - 1] = None
             lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.3f} (of its speckle "
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
+    for k in range(len(slices)):
+        if k + 1 == len(slices) or ids[k + 1] - ids[k] > 1:
+            lateral_fallback[k] = NO_SLICE_BELOW
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     if parameters.match_intensity:  # the levels start on the compensated scale the slices share
