@@ -25,7 +25,7 @@ from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_ramps, depth_weights, iter_chunk_regions
-from linumpy.stack import gains
+from linumpy.stack import gains, stacking
 from linumpy.stack.gains import NO_SLICE_BELOW, overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
@@ -355,6 +355,32 @@ def test_planes_of_one_slice_alone_are_the_float64_weighted_mean_bytes():
         sink = ArraySink(shape)
         assemble_volume(placed, shape, chunks, sink, np.float32, progress=False, workers=1)
         np.testing.assert_array_equal(sink.array.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_gains_in_one_block_function_are_the_dask_products_bytes(dtype):
+    """A placed slice's depth gain and lateral map applied in one task per block: the bytes of the products as
+    dask operations (a layer each, the lateral factor one block deep, rechunked to the slice's blocks)."""
+    rng = np.random.default_rng(5)
+    values = (rng.random((13, 21, 17)) * 300).astype(dtype)
+    depth_gain = np.exp(rng.normal(0, 0.2, 13)).astype(np.float32)
+    lateral = gains.LateralGain(rng.normal(0, 0.3, (4, 3)).astype(np.float32), (17.0, 23.0), 0.7)
+    scale = (np.linspace(0, 1, 13) / lateral.depth).astype(np.float32)
+    for chunks in ((13, 21, 17), (4, 8, 5), (1, 21, 3)):
+        data = da.from_array(values, chunks=chunks)
+        log_map = da.from_array(lateral.sampler((21, 17), 3.0, (1.5, 0.0))((0, 21), (0, 17)), chunks=(7, 6))
+        by_gain = data * depth_gain[:, None, None]
+        expected = {"gain": by_gain, "lateral": data * da.exp(scale[:, None, None] * log_map[None]),
+                    "both": by_gain * da.exp(scale[:, None, None] * log_map[None])}
+        sample = lateral.sampler((21, 17), 3.0, (1.5, 0.0))
+        for name, gained in (("gain", stacking._gained(data, depth_gain)),
+                             ("lateral", stacking._gained(data, None, (scale, sample))),
+                             ("both", stacking._gained(data, depth_gain, (scale, sample)))):
+            want = expected[name].compute()
+            got = GraphWindowReader(gained).read((slice(0, 13), slice(0, 21), slice(0, 17)))
+            assert got.dtype == want.dtype == gained.dtype
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert stacking._gained(data, None) is data
 
 
 def test_stacked_volume_matches_the_phantom():

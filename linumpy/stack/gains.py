@@ -23,10 +23,9 @@ each slice's own normalised one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
@@ -315,21 +314,32 @@ class LateralGain:
         return {"p5": round(float(p5), 4), "p95": round(float(p95), 4),
                 "supported_fraction": round(supported.size / self.log_map.size, 4)}
 
-    def lazy(self, chunks: tuple[tuple[int, ...], tuple[int, ...]], resolution_um: float,
-             offset_um: Sequence[float]) -> da.Array:
+    def sampler(self, shape_yx: Sequence[int], resolution_um: float, offset_um: Sequence[float],
+                ) -> Callable[[tuple[int, int], tuple[int, int]], np.ndarray]:
         """The map at output voxel centres ``(j + 0.5) * resolution - offset`` (bilinear, edges repeated).
 
-        A dask array with ``chunks`` (lateral chunks of the slice on the
-        output grid): each block interpolates only its own rows and columns,
-        voxel by voxel, so the values do not depend on the chunking.
+        Returns ``sample((y0, y1), (x0, x1))``: the map over those output rows
+        and columns of a slice ``shape_yx`` voxels wide, float32, each voxel
+        interpolated on its own, so the values do not depend on the window.
+        Each window is interpolated once and kept (the blocks of every depth
+        of a lateral chunk ask for the same window; the caller must not
+        write into the array returned).
         """
         (rows, row_fraction), (columns, column_fraction) = (
-            _interpolation_indices(sum(c), self.log_map.shape[a], resolution_um, offset_um[a], self.pixel_um[a])
-            for a, c in enumerate(chunks))
+            _interpolation_indices(n, self.log_map.shape[a], resolution_um, offset_um[a], self.pixel_um[a])
+            for a, n in enumerate(shape_yx))
         last = np.array(self.log_map.shape) - 1
 
-        def block(block_info: dict | None = None) -> np.ndarray:
-            (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        kept: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+        def sample(y_range: tuple[int, int], x_range: tuple[int, int]) -> np.ndarray:
+            (y0, y1), (x0, x1) = y_range, x_range
+            key = (y0, y1, x0, x1)
+            if key not in kept:
+                kept[key] = interpolated(y0, y1, x0, x1)
+            return kept[key]
+
+        def interpolated(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
             y, fy = rows[y0:y1, None], row_fraction[y0:y1, None]
             x, fx = columns[None, x0:x1], column_fraction[None, x0:x1]
             y1_, x1_ = np.minimum(y + 1, last[0]), np.minimum(x + 1, last[1])
@@ -338,7 +348,7 @@ class LateralGain:
             lower = m[y1_, x] * (1 - fx) + m[y1_, x1_] * fx
             return (upper * (1 - fy) + lower * fy).astype(np.float32)
 
-        return da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.array((), np.float32))
+        return sample
 
 
 def _interpolation_indices(n_out: int, n_map: int, resolution_um: float, offset_um: float,
