@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 BIN = Path(__file__).resolve().parents[1] / "bin"
-HEAVY = ("matplotlib", "scipy", "dask", "zarr", "numcodecs", "skimage", "tifffile", "pydantic", "PIL", "tqdm")
+HEAVY = ("numpy", "matplotlib", "scipy", "dask", "zarr", "numcodecs", "skimage", "tifffile", "pydantic", "PIL", "tqdm")
 _PROBE = """
 import importlib.util, json, sys, time
 start = time.perf_counter()

@@ -13,7 +13,7 @@ import argparse
 
 from linumpy.cli import add_overwrite_argument, finite_float, make_parser, run
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.io.ngff import NGFF_VERSIONS
+from linumpy.io.options import NGFF_VERSIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

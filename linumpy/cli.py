@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from linumpy.errors import LinumpyError
 from linumpy.io.atomic import TEMP_MARKER
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
-from linumpy.io.ngff import DEFAULT_N_LEVELS
+from linumpy.io.options import DEFAULT_N_LEVELS
 from linumpy.parallel import WORKERS_ENV, default_workers, set_default_workers
 from linumpy.qc import warning_log
 

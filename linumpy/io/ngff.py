@@ -30,6 +30,7 @@ import numpy as np
 
 from linumpy.errors import InputError
 from linumpy.io import codecs
+from linumpy.io.options import NGFF_VERSIONS
 
 if TYPE_CHECKING:  # zarr is imported when a group is created: scripts start fast
     import zarr
@@ -50,9 +51,6 @@ MM_PER_UNIT = {
 #: The unit written in every file.
 WRITTEN_UNIT = "micrometer"
 SPATIAL_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
-NGFF_VERSIONS = ("0.4", "0.5")
-#: Default number of 2x lateral levels above level 0.
-DEFAULT_N_LEVELS = 5
 _UM_DECIMALS = 9
 
 

@@ -38,7 +38,7 @@ from zarr.core import sync as zarr_sync
 from linumpy.dask_arrays import is_dask_array
 from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff, streamed_pyramid
-from linumpy.io.ngff import DEFAULT_N_LEVELS
+from linumpy.io.options import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
 
