@@ -217,3 +217,22 @@ def test_unknown_preset_is_an_input_error():
         get_preset("huge")
     with pytest.raises(InputError, match="n_slices"):
         get_preset("tiny", n_slices=0)
+
+
+def test_the_scored_reference_is_sheared_by_the_cut_plane(tiny_acquisition, truth):
+    """The stack's reference follows the simulator's cut tilt (not slice 0's bumpy surface) through its mean."""
+    from linumpy.simulate.scoring import cut_tilt
+
+    entry = truth["slices"][0]
+    surface = read_omezarr(tiny_acquisition / "ground_truth" / entry["surface"]["path"])[0].compute()
+    y, x = np.indices(surface.shape, dtype=np.float64)
+    y += entry["surface"]["origin_px"][0] - entry["sample_shift_px"][0]
+    x += entry["surface"]["origin_px"][1] - entry["sample_shift_px"][1]
+    shear = cut_tilt(truth, y, x)
+    tilt_y, tilt_x = truth["imaging"]["surface_tilt_px_per_px"]
+    assert np.allclose(np.diff(shear, axis=0), tilt_y) and np.allclose(np.diff(shear, axis=1), tilt_x)
+    assert abs(shear.mean()) < 1e-9  # the reference's first plane stays at slice 0's mean true surface
+    # the surface's own least-squares tilt is not the cut's: its bumps tilt it
+    design = np.stack([np.ones(surface.size), y.ravel(), x.ravel()], axis=1)
+    fitted = np.linalg.lstsq(design, surface.ravel().astype(np.float64), rcond=None)[0][1:]
+    assert not np.allclose(fitted, (tilt_y, tilt_x), atol=1e-4)
