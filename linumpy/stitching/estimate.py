@@ -21,7 +21,8 @@
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
    when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
    are solved again; then groups of tiles registered among themselves but
-   not to the placed tiles, each as one rigid piece, alike; then clusters
+   not to the placed tiles, each as one rigid piece (grown by the plausible
+   weak pairs that join it), alike; then clusters
    of neighbouring tiles left out, by one search over all their positions
    (:mod:`linumpy.stitching.cluster_search`), each tile placed only where
    its own peak is significant. Once all are placed, each piece that these
@@ -31,7 +32,8 @@
    (:mod:`linumpy.stitching.link_conflicts`). Last, a tile still left out is
    placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp and the solve keeps those
-   links on their loops.
+   links on their loops; after each such placement the joint search runs
+   again from the tile placed.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -592,10 +594,11 @@ def _grown_group(
     by a right weak one stays out of its group and neither is placed (``speckle per tile`` seed 94:
     (2, 3)-(3, 3), significance 5.7, and (3, 2)-(3, 3), 1.5, both right; the group of two reached a
     joint significance of 0.4, the group of three 2.2, and all three tiles stayed 4.6 px off on the
-    stage). A weak pair only grows a group that strong pairs started (a group of weak pairs alone is
-    a chain of unchecked peaks: ``6x6`` seed 64, a weak pair 20 px off in agarose joined a group
-    then placed 18 px off), and only if the stage could have made its departure; the placement must
-    then keep it on a loop of the solve (:func:`_solve_with`), as every weak pair.
+    stage). A weak pair only grows a group that the inner pairs make on their own (a strong pair or
+    a loop; weak pairs alone are a chain of unchecked peaks: ``6x6`` seed 64, a weak pair 20 px off
+    in agarose then joined a group placed 18 px off), and only if the stage could have made its
+    departure; it stays weak in the placement's solve (:func:`_solve_with`), kept only on a loop
+    that the group's links close.
     """
     relative, _, group_pairs = solve_positions(left, inner, tile_step_px, warn_steps=False)
     if not group_pairs:
