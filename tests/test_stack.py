@@ -458,7 +458,9 @@ def test_gains_fitted_on_the_overlaps_remove_slab_steps_and_a_depth_trend():
     assert raw[0] is None and after[0] is None
     assert abs(raw[2] - 0.8 / 1.6) < 0.1 and abs(raw[3] - 0.8 * 1.6) < 0.2  # steps measured on the overlaps
     assert all(abs(r - 1) < 0.02 for r in after[1:]), after
-    assert _plane_ratio_cv(plan, brain) < 0.05  # without gains: CV 0.19
+    # without gains: CV 0.19; with them 0.0498, and 0.0506 since the z scan locates its peak on laterally
+    # smoothed planes (placements within 0.12 axial px of the truth either way)
+    assert _plane_ratio_cv(plan, brain) < 0.055
     metrics = stack_metrics(plan.record, 10.0)
     assert metrics["boundary_ratio"] == after and boundary_flags(metrics) == []
     # the last slice's trend is its neighbour's (nothing below measures it), and the record says so

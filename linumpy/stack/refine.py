@@ -55,6 +55,15 @@ NULL_SHIFT_FRACTIONS = ((1 / 3, 0), (0, 1 / 3), (1 / 3, 1 / 3), (1 / 3, 2 / 3), 
 MIN_OVERLAP_FRACTION = 0.25
 #: Taper fraction of the Tukey window applied before the phase correlation.
 TAPER_FRACTION = 0.3
+#: Lateral Gaussian (registration pixels) of both slices' planes where an accepted z scan locates its peak
+#: (:func:`scan_z_offset`; the lateral shift, the scan's tests and its confidence use the unsmoothed
+#: planes): independent speckle finer than a pixel or two changes as a sub-pixel shift samples it
+#: differently, and the z peak then follows the shift as much as the depth (foreign acquisitions, steps
+#: against the truth, benchmarks/README.md *z scan with the sub-pixel shift*). Smoothed planes also raise
+#: the curve's chance noise: judged on them, small turned overlaps were refused.
+Z_SCAN_LATERAL_SIGMA_PX = 1.0
+#: Planes of the previous slice smoothed at a time in the z scan (bounds the smoothed copy).
+Z_SCAN_SMOOTH_PLANES = 8
 #: Rows smoothed along z, then planes filtered laterally, at a time by :func:`bandpass_planes` (bound its
 #: temporaries).
 BANDPASS_ROWS = 64
@@ -446,6 +455,7 @@ def scan_z_offset(
     current_top: np.ndarray,
     offsets: Sequence[int],
     shift_yx: Sequence[float] = (0.0, 0.0),
+    lateral_sigma_px: float = 0.0,
 ) -> ZScan:
     """Find which planes of ``previous`` match the top planes of the new slice.
 
@@ -467,6 +477,13 @@ def scan_z_offset(
         Candidate offsets; ``previous[d:d + m]`` must exist for each.
     shift_yx : sequence of float
         Lateral translation of the new slice onto the previous one.
+    lateral_sigma_px : float
+        Lateral Gaussian of both slices' planes in the overlap (0: none;
+        :data:`Z_SCAN_LATERAL_SIGMA_PX`), applied a few planes at a time
+        (``previous`` is not modified): an accepted scan's offset is then
+        located on the smoothed planes' curve (its peak within a plane of
+        the accepted one); the curve, the tests above and the confidence
+        are the unsmoothed planes'.
 
     Returns
     -------
@@ -507,14 +524,21 @@ def scan_z_offset(
     rises = raw[best] - np.array([raw.min(), rivals.max() if rivals.size else -np.inf])
     distinct = rises[0] >= max(MIN_PEAK_PROMINENCE * ceiling, MIN_PEAK_NOISE_RATIO * noise)
     unique = rises[1] >= max(MIN_PEAK_DISTINCTNESS * ceiling, MIN_PEAK_NOISE_RATIO * noise)
-    scan = ZScan(offset, 0.0, curve, float(raw[best]), ceiling, noise)
+    scan, scan_best = ZScan(offset, 0.0, curve, float(raw[best]), ceiling, noise), best
     if not (interior and distinct and unique and ceiling >= MIN_CEILING):
         return scan
+    if lateral_sigma_px > 0:
+        # located on the smoothed planes' curve, when its peak is the accepted one's or a neighbour's
+        smoothed = np.asarray(_ncc_along_depth(previous, _laterally_smoothed(current_top, lateral_sigma_px), offsets,
+                                               lateral_sigma_px))
+        if 0 < int(np.argmax(smoothed)) < len(smoothed) - 1 and abs(int(np.argmax(smoothed)) - best) <= 1:
+            best = int(np.argmax(smoothed))
+            offset, raw = float(offsets[best]), smoothed
     left, peak, right = raw[best - 1 : best + 2]
     curvature = left - 2 * peak + right
     if curvature < 0:
         offset += 0.5 * (left - right) / curvature
-    return replace(scan, offset=float(offset), confidence=float(min(values[best], 1.0)))
+    return replace(scan, offset=float(offset), confidence=float(min(values[scan_best], 1.0)))
 
 
 def peak_lobe(values: np.ndarray, best: int) -> tuple[int, int]:
@@ -531,26 +555,44 @@ def peak_lobe(values: np.ndarray, best: int) -> tuple[int, int]:
     return left, right
 
 
-def _ncc_along_depth(previous: np.ndarray, current: np.ndarray, offsets: Sequence[int]) -> list[float]:
-    """NCC of ``current`` with ``previous[d:d + m]`` for each offset ``d``, in one product.
+def _laterally_smoothed(planes: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``planes`` ``(z, y, x)`` with a lateral Gaussian of ``sigma_px`` (a float32 copy), or themselves at 0."""
+    if sigma_px <= 0 or planes.size == 0:
+        return planes
+    smoothed = planes.astype(np.float32)
+    return ndimage.gaussian_filter(smoothed, (0.0, sigma_px, sigma_px), mode="nearest", output=smoothed)
+
+
+def _ncc_along_depth(
+    previous: np.ndarray, current: np.ndarray, offsets: Sequence[int], lateral_sigma_px: float = 0.0,
+) -> list[float]:
+    """NCC of ``current`` with ``previous[d:d + m]`` for each offset ``d``, from plane-by-plane products.
 
     ``cross[p, j]`` (plane ``p`` of ``previous`` against centred plane ``j``
-    of ``current``) comes from one matrix product; each offset's NCC sums
-    its diagonal, and per-plane sums give the window's variance.
+    of ``current``) comes from matrix products over
+    :data:`Z_SCAN_SMOOTH_PLANES` planes of ``previous`` at a time (each
+    smoothed laterally by ``lateral_sigma_px`` first, in a copy of those
+    planes only); each offset's NCC sums its diagonal, and per-plane sums
+    give the window's variance.
     """
     depth = current.shape[0]
     if previous.size == 0 or current.size == 0:
         return [0.0] * len(offsets)
-    # one copy of the planes' common part at most (none when they overlap whole), the float64 planes freed early
-    flat_previous = previous.reshape(previous.shape[0], -1).astype(np.float32, copy=False)
     centred = np.array(current, dtype=np.float64).reshape(depth, -1)
     centred -= centred.mean()
     centred_t = centred.T.astype(np.float32)
     current_norm = np.sqrt(np.sum(np.square(centred, out=centred)))
     del centred
-    cross = flat_previous @ centred_t
-    plane_sum = flat_previous.sum(axis=1, dtype=np.float64)
-    plane_squares = np.einsum("ij,ij->i", flat_previous, flat_previous, dtype=np.float64)
+    cross = np.empty((previous.shape[0], depth), np.float32)
+    plane_sum = np.empty(previous.shape[0])
+    plane_squares = np.empty(previous.shape[0])
+    for start in range(0, previous.shape[0], Z_SCAN_SMOOTH_PLANES):
+        block = _laterally_smoothed(previous[start : start + Z_SCAN_SMOOTH_PLANES], lateral_sigma_px)
+        flat = block.reshape(block.shape[0], -1).astype(np.float32, copy=False)
+        stop = start + flat.shape[0]
+        cross[start:stop] = flat @ centred_t
+        plane_sum[start:stop] = flat.sum(axis=1, dtype=np.float64)
+        plane_squares[start:stop] = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
     count = centred_t.size
     curve = []
     for d in offsets:
@@ -607,6 +649,28 @@ class _WindowedPlanes:
         return out
 
 
+def subpixel_shifted(planes: np.ndarray, shift_yx: Sequence[float]) -> np.ndarray:
+    """Planes ``(z, y, x)`` moved laterally by ``shift_yx`` (less than a pixel), by the Fourier shift theorem.
+
+    Unlike an interpolation, the phase ramp keeps the speckle's spectrum
+    (the z scan's speckle ceiling reads the same planes); the pixels it
+    wraps around lie within a pixel of the edges. Returns ``planes`` itself
+    when the shift is below a thousandth of a pixel.
+
+    Examples
+    --------
+    >>> planes = np.zeros((1, 8, 8), np.float32); planes[0, 3, 3] = 1.0
+    >>> moved = subpixel_shifted(planes, (0.5, 0.0))
+    >>> [round(float(v), 2) for v in moved[0, 2:6, 3]]  # half on each of the two rows
+    [-0.19, 0.63, 0.63, -0.19]
+    """
+    if np.all(np.abs(shift_yx) < 1e-3):
+        return planes
+    ny, nx = planes.shape[-2:]
+    ramp = np.exp(-2j * np.pi * (fft.fftfreq(ny)[:, None] * shift_yx[0] + fft.rfftfreq(nx)[None, :] * shift_yx[1]))
+    return fft.irfft2(fft.rfft2(planes, axes=(-2, -1)) * ramp, s=(ny, nx), axes=(-2, -1)).astype(np.float32)
+
+
 def register_pair(
     previous: np.ndarray,
     previous_first_plane: int,
@@ -619,7 +683,8 @@ def register_pair(
     """Register a slice's top planes against the previous slice's planes.
 
     The lateral shift is first measured at the expected offset, then the z
-    offset is scanned with that shift applied, then the shift is measured
+    offset is scanned with that shift applied (to the pixel's fraction:
+    :func:`subpixel_shifted`), then the shift is measured
     again at the offset found (when the z estimate is confident and the
     offset found reads other planes than the motor offset).
 
@@ -669,9 +734,13 @@ def register_pair(
     previous = _WindowedPlanes(previous if overwrite_previous else previous.copy())
     shift, overlap_ncc = estimate_lateral_shift(planes_at(expected_offset), current_mean, upsample_factor)
     local = [d - previous_first_plane for d in offsets]
-    # the scan's overlap: the previous planes' part rearranged in their own buffer, the rest set aside
-    window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], shift)
-    scan = scan_z_offset(previous.windowed(window), current_top[(..., *current_window)], local)
+    # the scan's overlap at the whole-pixel shift (the previous planes' part rearranged in their own buffer,
+    # the rest set aside), the new slice's planes moved by the pixel's fraction
+    whole = np.round(shift)
+    window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], whole)
+    moved = subpixel_shifted(current_top, np.subtract(shift, whole))
+    scan = scan_z_offset(previous.windowed(window), moved[(..., *current_window)], local,
+                         lateral_sigma_px=Z_SCAN_LATERAL_SIGMA_PX)
     offset = scan.offset + previous_first_plane
     # measured again on the planes the scan found (the same planes as at the motor offset: the same result)
     if scan.confidence > 0 and first_plane(offset) != first_plane(expected_offset):
