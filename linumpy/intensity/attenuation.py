@@ -380,10 +380,12 @@ def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray
 
     The bins between the first and the last are :data:`EDGE_BIN` wide and
     summed by strided adds (float32, C-ordered ``out``, a new array unless given); the first and the last
-    may be narrower.
+    may be narrower (a whole first bin is summed with the middle ones: the same adds, no slow reduction).
     """
     n = values.shape[axis]
-    first = int(starts[1]) if starts.size > 1 else n
+    lead = int(starts[1]) if starts.size > 1 else n  # the first bin's width
+    head = int(lead != EDGE_BIN)  # bins summed apart at the start: a narrower first bin
+    first = lead if head else 0
     full = max(0, (n - first) // EDGE_BIN)
     stop = first + full * EDGE_BIN
 
@@ -396,8 +398,9 @@ def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray
         shape = list(values.shape)
         shape[axis] = starts.size
         out = np.empty(shape, np.float32)
-    np.sum(values[along(slice(0, first))], axis=axis, keepdims=True, out=out[along(slice(0, 1))])
-    middle = out[along(slice(1, 1 + full))]
+    if head:
+        np.sum(values[along(slice(0, first))], axis=axis, keepdims=True, out=out[along(slice(0, 1))])
+    middle = out[along(slice(head, head + full))]
     np.add(values[along(slice(first, stop, EDGE_BIN))], values[along(slice(first + 1, stop, EDGE_BIN))], out=middle)
     for offset in range(2, EDGE_BIN):
         middle += values[along(slice(first + offset, stop, EDGE_BIN))]
