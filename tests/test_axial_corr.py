@@ -430,6 +430,28 @@ def test_bin_grid_evaluate_whole_bins_is_the_repeated_coefficients_bytes():
     np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("phase", [(0, 0), (1, 1), (0, 1)])
+def test_bin_grid_binned_is_the_reduceat_sum_bytes(phase):
+    """Binned means (a whole first bin summed with the middle ones, narrower edge bins apart): ``reduceat``'s bits."""
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal((3, 11, 9)).astype(np.float32)
+    grid = attenuation.BinGrid.of((11, 9), phase)
+    sums = np.add.reduceat(np.add.reduceat(values, grid.starts[0], axis=1), grid.starts[1], axis=2)
+    expected = sums / np.float32(grid.counts[0][:, None] * grid.counts[1][None, :])
+    np.testing.assert_array_equal(grid.binned(values).view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize(("shape", "width"), [((6, 13, 11), 3), ((4, 9, 12), 5), ((7, 5), 5), ((2, 1, 3), 3),
+                                              ((3, 4, 4), 1)])
+def test_box_mean_is_scipys_uniform_filter_to_float32_rounding(shape, width):
+    """The lateral box mean: scipy's ``uniform_filter`` (edges repeated) within a few float32 ulp."""
+    values = (np.random.default_rng(5).random(shape) * 1e3).astype(np.float32)
+    expected = ndimage.uniform_filter(values, (1,) * (len(shape) - 2) + (width, width), mode="nearest")
+    result = attenuation.box_mean(values, width)
+    assert result.dtype == np.float32 and result.shape == values.shape
+    np.testing.assert_allclose(result, expected, rtol=5e-7, atol=0)
+
+
 def test_edge_aware_tail_sums_keep_each_tissue_its_own_decay():
     """Beside an edge the box-averaged sums lend each tissue the other's decay; the guided average does not.
 

@@ -260,8 +260,7 @@ def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: 
     3 bins = 6 A-lines for the default sigma 2, where the full-resolution box
     is 7).
     """
-    width = box_width(lateral_sigma_px) // EDGE_BIN | 1
-    tails = ndimage.uniform_filter(sums, (1, width, width), mode="nearest")
+    tails = box_mean(sums, box_width(lateral_sigma_px) // EDGE_BIN | 1)
     _extend(tails, _tail_window(sums.shape[0] - 1, tail_window_px))
     return tails
 
@@ -322,7 +321,7 @@ def edge_aware_tails(
     width = box_width(sigma_px / EDGE_BIN)
 
     def box(values: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(values, (1, width, width) if values.ndim == 3 else width, mode="nearest")
+        return box_mean(values, width)
 
     guide = level_guide(signal) if guide is None else guide
     small_guide = grid.binned(guide)
@@ -380,10 +379,12 @@ def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray
 
     The bins between the first and the last are :data:`EDGE_BIN` wide and
     summed by strided adds (float32, C-ordered ``out``, a new array unless given); the first and the last
-    may be narrower.
+    may be narrower (a whole first bin is summed with the middle ones: the same adds, no slow reduction).
     """
     n = values.shape[axis]
-    first = int(starts[1]) if starts.size > 1 else n
+    lead = int(starts[1]) if starts.size > 1 else n  # the first bin's width
+    head = int(lead != EDGE_BIN)  # bins summed apart at the start: a narrower first bin
+    first = lead if head else 0
     full = max(0, (n - first) // EDGE_BIN)
     stop = first + full * EDGE_BIN
 
@@ -396,14 +397,58 @@ def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray
         shape = list(values.shape)
         shape[axis] = starts.size
         out = np.empty(shape, np.float32)
-    np.sum(values[along(slice(0, first))], axis=axis, keepdims=True, out=out[along(slice(0, 1))])
-    middle = out[along(slice(1, 1 + full))]
+    if head:
+        np.sum(values[along(slice(0, first))], axis=axis, keepdims=True, out=out[along(slice(0, 1))])
+    middle = out[along(slice(head, head + full))]
     np.add(values[along(slice(first, stop, EDGE_BIN))], values[along(slice(first + 1, stop, EDGE_BIN))], out=middle)
     for offset in range(2, EDGE_BIN):
         middle += values[along(slice(first + offset, stop, EDGE_BIN))]
     if stop < n:
         np.sum(values[along(slice(stop, n))], axis=axis, keepdims=True, out=out[along(slice(-1, None))])
     return out
+
+
+def box_mean(values: np.ndarray, width: int) -> np.ndarray:
+    """Mean over a box of ``width`` x ``width`` (odd) along the last two axes, edges repeated: a new float32 array.
+
+    ``scipy.ndimage.uniform_filter(values, (1, ..., width, width), mode="nearest")`` to float32
+    rounding (each box's sum of float32 values, then divided by ``width ** 2``, where scipy keeps a
+    float64 running mean: a few ulp apart), and 2-3 times faster on the small planes of binned
+    blocks: each axis is ``width - 1`` adds of shifted views of the whole padded array, its rows
+    laid end to end (one long contiguous loop per add instead of one short loop per row).
+
+    Examples
+    --------
+    >>> box_mean(np.array([[1.0, 2.0, 6.0]]), 3).round(3).tolist()  # one row: y repeats it
+    [[1.333, 3.0, 4.667]]
+    """
+    radius = width // 2
+    if radius == 0:
+        return np.array(values, np.float32)
+    *lead, n_y, n_x = values.shape
+    planes = np.reshape(values, (-1, n_y, n_x))
+    padded = np.empty((planes.shape[0], n_y + 2 * radius, n_x), np.float32)
+    padded[:, radius : radius + n_y] = planes
+    padded[:, :radius] = planes[:, :1]
+    padded[:, radius + n_y :] = planes[:, -1:]
+    columns = _shifted_sums(padded, width, n_x)[:, :n_y]  # the sums along y: each row and the 2 r rows below
+    padded = np.empty((planes.shape[0], n_y, n_x + 2 * radius), np.float32)
+    padded[..., radius : radius + n_x] = columns
+    padded[..., :radius] = columns[..., :1]
+    padded[..., radius + n_x :] = columns[..., -1:]
+    sums = _shifted_sums(padded, width, 1)[..., :n_x]
+    return np.divide(sums, np.float32(width * width)).reshape(*lead, n_y, n_x)
+
+
+def _shifted_sums(padded: np.ndarray, width: int, step: int) -> np.ndarray:
+    """``out.flat[i] = sum(padded.flat[i + d * step] for d < width)`` (the last ``(width - 1) * step`` left unset)."""
+    flat = padded.reshape(-1)
+    out = np.empty_like(flat)
+    n = flat.size - (width - 1) * step
+    np.add(flat[:n], flat[step : step + n], out=out[:n])
+    for d in range(2, width):
+        out[:n] += flat[d * step : d * step + n]
+    return out.reshape(padded.shape)
 
 
 def box_width(sigma_px: float) -> int:
