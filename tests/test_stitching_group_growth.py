@@ -7,20 +7,13 @@ the benchmark record, not here.
 from __future__ import annotations
 
 import numpy as np
+from test_stitching_matrix import stitch_errors
 
-from linumpy.simulate.stitch_matrix import aligned_errors, excess_over_stage, get_condition, simulate_mosaic
-from linumpy.stitching.estimate import estimate_transform
+from linumpy.simulate.stitch_matrix import get_condition
 
 
 def _stitched(name: str, seed: int):
-    condition = get_condition(name)
-    mosaic = simulate_mosaic(condition, seed)
-    transform = estimate_transform(mosaic.projections(), condition.tile_step_px)
-    textured = [t for t in mosaic.truth if t not in mosaic.empty_tiles]
-    estimated = {t: transform.position(t) for t in mosaic.truth}
-    ours = aligned_errors(estimated, mosaic.truth, textured)
-    excess = excess_over_stage(estimated, mosaic.stage, mosaic.truth, textured)
-    return ours, excess, textured, transform
+    return stitch_errors(get_condition(name), seed)
 
 
 def test_a_weak_right_pair_grows_the_group_of_tiles_left_out():

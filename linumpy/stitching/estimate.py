@@ -479,11 +479,9 @@ def _joint_search(
     joint, placed_by = {}, {}
     with threadpool_limits(limits=1, user_api="blas"):
         for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model):
-            for (a, b), offset in placement.offsets.items():
-                refined, sigma = refine_subpixel(flattened[a], flattened[b], offset)
-                joint[(a, b)] = replace(registrations[(a, b)], offset=refined, sigma_px=sigma,
-                                        significance=placement.significance)
-                placed_by[(a, b)] = placement.tile
+            refined = _refined(placement.offsets, placement.significance, registrations, flattened)
+            joint.update(refined)
+            placed_by.update(dict.fromkeys(refined, placement.tile))
     return joint, placed_by
 
 
