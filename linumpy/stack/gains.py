@@ -23,6 +23,7 @@ each slice's own normalised one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -280,6 +281,8 @@ NO_SLICE_BELOW = "no slice right below it: no lateral gain map (its deep planes 
 #: Median ``p95 / p5`` of the stack's measured lateral maps from which a slice with no slice below it is
 #: flagged: the slabs above needed a lateral field of about +-10% or more at their bottom.
 UNMEASURED_FLAG_SPREAD = 1.2
+#: Lateral windows of a slice's map kept interpolated by :meth:`LateralGain.sampler` (bounds its memory).
+SAMPLER_WINDOWS_KEPT = 16
 #: Largest side (pixels) of a stored map; larger maps are block-averaged down (memory per slice <= 256 KiB).
 MAP_MAX_SIDE = 256
 
@@ -321,24 +324,20 @@ class LateralGain:
         Returns ``sample((y0, y1), (x0, x1))``: the map over those output rows
         and columns of a slice ``shape_yx`` voxels wide, float32, each voxel
         interpolated on its own, so the values do not depend on the window.
-        Each window is interpolated once and kept (the blocks of every depth
-        of a lateral chunk ask for the same window; the caller must not
-        write into the array returned).
+        The last :data:`SAMPLER_WINDOWS_KEPT` windows are kept (the blocks of
+        every depth of a lateral chunk ask for the same window; the caller
+        must not write into the array returned): memory bounded per slice,
+        whatever its size.
         """
         (rows, row_fraction), (columns, column_fraction) = (
             _interpolation_indices(n, self.log_map.shape[a], resolution_um, offset_um[a], self.pixel_um[a])
             for a, n in enumerate(shape_yx))
         last = np.array(self.log_map.shape) - 1
 
-        kept: dict[tuple[int, int, int, int], np.ndarray] = {}
-
         def sample(y_range: tuple[int, int], x_range: tuple[int, int]) -> np.ndarray:
-            (y0, y1), (x0, x1) = y_range, x_range
-            key = (y0, y1, x0, x1)
-            if key not in kept:
-                kept[key] = interpolated(y0, y1, x0, x1)
-            return kept[key]
+            return interpolated(*y_range, *x_range)
 
+        @functools.lru_cache(maxsize=SAMPLER_WINDOWS_KEPT)
         def interpolated(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
             y, fy = rows[y0:y1, None], row_fraction[y0:y1, None]
             x, fx = columns[None, x0:x1], column_fraction[None, x0:x1]
