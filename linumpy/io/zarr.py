@@ -159,21 +159,60 @@ class StoredArray:
     layouts it does not read), so several threads read in parallel. A chunk
     that fails to decode raises an :class:`InputError` naming its file.
 
+    The shape, dtype and chunks come from the stored metadata the direct
+    reader parsed: zarr-python opens the array (a round trip through its
+    event-loop thread, which waits for the GIL whenever another thread holds
+    it) only for what the direct reader does not do, on first use.
+
+    Parameters
+    ----------
+    directory : Path
+        The array's directory.
+    fmt : ngff.NgffFormat
+        The image's format (chunk keys).
+    metadata : dict
+        The array's stored metadata (``.zarray`` or ``zarr.json``).
+    array : zarr.Array, optional
+        The array already opened by zarr-python, if it is.
+
     Attributes
     ----------
     shape, dtype, ndim
         As numpy's.
     chunks : tuple of int
         The storage chunk shape.
+
+    Raises
+    ------
+    InputError
+        Metadata that neither the direct reader nor zarr-python accepts.
     """
 
-    def __init__(self, array: zarr.Array, directory: Path, fmt: ngff.NgffFormat, metadata: dict[str, Any]):
-        self.array, self.directory, self.format = array, directory, fmt
-        self.shape, self.dtype, self.ndim, self.chunks = array.shape, array.dtype, array.ndim, array.chunks
-        try:
-            self._reader = chunk_writer.ChunkFileReader(directory, metadata) if array.shards is None else None
+    def __init__(self, directory: Path, fmt: ngff.NgffFormat, metadata: dict[str, Any],
+                 array: zarr.Array | None = None):
+        self.directory, self.format, self._array = directory, fmt, array
+        try:  # sharded arrays are an unsupported layout
+            self._reader = chunk_writer.ChunkFileReader(directory, metadata)
         except (chunk_writer.UnsupportedLayout, KeyError, TypeError, ValueError):
             self._reader = None
+        if self._reader is None:
+            source = self.array
+            self.shape, self.dtype, self.chunks = source.shape, source.dtype, source.chunks
+        else:
+            self.shape, self.chunks = self._reader.shape, self._reader.chunks
+            self.dtype = self._reader.dtype.newbyteorder("=")  # the reader's arrays are native-endian
+        self.ndim = len(self.shape)
+
+    @property
+    def array(self) -> zarr.Array:
+        """The level opened by zarr-python (on first use)."""
+        if self._array is None:
+            try:
+                self._array = zarr.open_array(str(self.directory), mode="r")
+            except (KeyError, TypeError, ValueError) as error:
+                raise InputError(f"{self.directory}: malformed array metadata ({type(error).__name__}: {error}); "
+                                 "rewrite the image") from None
+        return self._array
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if self._reader is not None:
@@ -297,18 +336,12 @@ def _open_level(path: str | os.PathLike, level: int, image: ngff.ParsedImage | N
         )
     transform = image.levels[level]
     array_path = image.path / transform.path
-    metadata = _array_metadata(array_path)
-    try:
-        array = zarr.open_array(str(array_path), mode="r")
-    except (KeyError, TypeError, ValueError) as error:
+    stored = StoredArray(array_path, image.format, _array_metadata(array_path))
+    if stored.ndim != len(image.axes):
         raise InputError(
-            f"{array_path}: malformed array metadata ({type(error).__name__}: {error}); rewrite the image"
-        ) from None
-    if array.ndim != len(image.axes):
-        raise InputError(
-            f"{array_path} has {array.ndim} dimensions but the metadata lists {len(image.axes)} axes; rewrite the file"
+            f"{array_path} has {stored.ndim} dimensions but the metadata lists {len(image.axes)} axes; rewrite the file"
         )
-    return image, StoredArray(array, array_path, image.format, metadata)
+    return image, stored
 
 
 def open_omezarr_level(path: str | os.PathLike, level: int = 0) -> tuple[StoredArray, tuple[float, ...]]:
@@ -388,17 +421,16 @@ def read_omezarr_levels(path: str | os.PathLike) -> list[tuple[da.Array, tuple[f
 
 def _lazy_level(image: ngff.ParsedImage, stored: StoredArray, level: int) -> tuple[da.Array, tuple[float, ...]]:
     """One opened level as :func:`read_omezarr` gives it."""
-    array = stored.array
     data = stored.to_dask()
-    extra = [i for i in range(array.ndim) if i not in image.spatial_axes]
-    if any(array.shape[i] != 1 for i in extra):
+    extra = [i for i in range(stored.ndim) if i not in image.spatial_axes]
+    if any(stored.shape[i] != 1 for i in extra):
         names = [image.axes[i].get("name") for i in extra]
         raise InputError(
-            f"{image.path}: non-spatial axes {names} have shape {[array.shape[i] for i in extra]}; "
+            f"{image.path}: non-spatial axes {names} have shape {[stored.shape[i] for i in extra]}; "
             "linumpy reads single-channel 3D zyx or 2D yx images only (split the channels first)"
         )
     if extra:
-        data = data[tuple(0 if i in extra else slice(None) for i in range(array.ndim))]
+        data = data[tuple(0 if i in extra else slice(None) for i in range(stored.ndim))]
     return data, image.levels[level].scale_mm
 
 
@@ -756,8 +788,7 @@ class _PyramidWriter:
 
     def _stored_level(self, name: str) -> StoredArray:
         directory = self.temporary / name
-        array = self._level0 if name == "0" else zarr.open_array(str(directory), mode="r")
-        return StoredArray(array, directory, self.format, _array_metadata(directory))
+        return StoredArray(directory, self.format, _array_metadata(directory), self._level0 if name == "0" else None)
 
     def _streamed_levels(self, resolution: tuple[float, ...], n_levels: int | None) -> list[_Level] | None:
         """Levels 1..n_levels as the streamed pyramid stored them (None: build them from level 0).
