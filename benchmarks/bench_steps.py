@@ -16,7 +16,8 @@ dtype, chunks and codec with zarr-python (the values written are the step's
 own output, read back untimed), no computation. Reported per step (median of
 ``--repeats`` runs): wall and CPU seconds, cores used (CPU / wall), peak RSS,
 MB/s of input, the floor's seconds and the step / floor ratio, the script's
-start-up time (``--help``) and the load average when it ran. The machine may
+start-up time (``--help``), the load average when it ran and the MB of dirty
+pages when each run of the step and of its floor started. The machine may
 be shared: ratios measured in one run are what matters, absolute times are
 not. Before every timed run, of a step and of its floor alike, the dirty pages
 of the file system are flushed (``os.sync``, untimed; ``--no_sync``: not): the
@@ -92,10 +93,19 @@ def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": float(cpu), "peak_rss_mb": float(rss_kib) / 1024, "load1": load}
 
 
-def _settle(sync: bool) -> None:
-    """Flush the file system's dirty pages (untimed) so that a run does not pay for the writeback of the one before."""
+def _settle(sync: bool) -> float:
+    """Flush the file system's dirty pages (untimed) so that a run does not pay for the writeback of the one before.
+
+    Returns the MB still dirty or under writeback right after (``/proc/meminfo``; NaN where there is none).
+    """
     if sync:
         os.sync()
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return float("nan")
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return sum(float(fields.get(name, "0 kB").split()[0]) for name in ("Dirty", "Writeback")) / 1024
 
 
 def level0(path: Path) -> Path:
@@ -258,6 +268,7 @@ def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) ->
         "work_over_floor": round(statistics.median(work), 2),
         "startup_s": round(startup, 3),
         "load1": [round(run["load1"], 2) for run in runs],
+        "dirty_mb_at_start": [[round(run["dirty_mb"], 1), round(run["floor_dirty_mb"], 1)] for run in runs],
     }
 
 
@@ -317,14 +328,14 @@ def main() -> None:
             command = [str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
                        *step.arguments, *args.script_args, "-f", "-q"]
             step.remove_outputs()
-            _settle(args.sync)
+            dirty = _settle(args.sync)
             result = measure([sys.executable, *command], env)
             floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
                              "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs)]
-            _settle(args.sync)
+            floor_dirty = _settle(args.sync)
             done = subprocess.run(floor_command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
                                   capture_output=True, text=True)
-            result.update(json.loads(done.stdout))
+            result.update(json.loads(done.stdout), dirty_mb=dirty, floor_dirty_mb=floor_dirty)
             measured[step.name].append(result)
             print(f"{step.name}: {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, "
                   f"floor {result['floor_s']:.1f} s, load {result['load1']:.1f}", file=sys.stderr)
