@@ -16,9 +16,15 @@ dtype, chunks and codec with zarr-python (the values written are the step's
 own output, read back untimed), no computation. Reported per step (median of
 ``--repeats`` runs): wall and CPU seconds, cores used (CPU / wall), peak RSS,
 MB/s of input, the floor's seconds and the step / floor ratio, the script's
-start-up time (``--help``) and the load average when it ran. The machine may
+start-up time (``--help``), the load average when it ran and the MB of dirty
+pages when each run of the step and of its floor started. The machine may
 be shared: ratios measured in one run are what matters, absolute times are
-not.
+not. Before every timed run, of a step and of its floor alike, the dirty pages
+of the file system are flushed (``os.sync``, untimed; ``--no_sync``: not): the
+previous run's writes (the floor's array, the step's output) otherwise reach
+the disk during the next run and compete with it (the likely cause of the
+axial correction's 2.16x its floor right after the stitch's floor, 1.81x
+alone; ``benchmarks/README.md``, session axperf41).
 
     python benchmarks/bench_steps.py --workdir /tmp/bench_steps [--preset large] [--repeats 3] \
         [--repo DIR] [--json out.json] [--stack_run RESULTS_DIR]
@@ -85,6 +91,21 @@ def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     cpu, rss_kib = done.stdout.split()[-2:]
     return {"wall_s": wall, "cpu_s": float(cpu), "peak_rss_mb": float(rss_kib) / 1024, "load1": load}
+
+
+def _settle(sync: bool) -> float:
+    """Flush the file system's dirty pages (untimed) so that a run does not pay for the writeback of the one before.
+
+    Returns the MB still dirty or under writeback right after (``/proc/meminfo``; NaN where there is none).
+    """
+    if sync:
+        os.sync()
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return float("nan")
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return sum(float(fields.get(name, "0 kB").split()[0]) for name in ("Dirty", "Writeback")) / 1024
 
 
 def level0(path: Path) -> Path:
@@ -247,6 +268,7 @@ def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) ->
         "work_over_floor": round(statistics.median(work), 2),
         "startup_s": round(startup, 3),
         "load1": [round(run["load1"], 2) for run in runs],
+        "dirty_mb_at_start": [[round(run["dirty_mb"], 1), round(run["floor_dirty_mb"], 1)] for run in runs],
     }
 
 
@@ -265,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per_slice_curvature", action="store_true",
                         help="Let the mosaic grid estimate the field curvature itself (the pipelines give it the "
                         "acquisition's decision, estimated once, untimed, into WORKDIR/field_curvature.json).")
+    parser.add_argument("--no_sync", dest="sync", action="store_false",
+                        help="Do not flush the dirty pages (os.sync) before each timed run of a step and of its floor.")
     parser.add_argument("--json", type=Path, help="Write the report here too.")
     parser.add_argument("--compare", type=Path, metavar="WORKDIR",
                         help="Only compare the outputs of --workdir with those of another work folder.")
@@ -297,19 +321,21 @@ def main() -> None:
         curvature = field_curvature(repo, raw, args.workdir / "field_curvature.json", env)
     steps = [s for s in chain(args.workdir, raw, args.stack_run, curvature)
              if not args.steps or s.name in args.steps]
-    report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "steps": {}}
+    report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "sync": args.sync, "steps": {}}
     measured: dict[str, list[dict[str, float]]] = {s.name: [] for s in steps}
     for _ in range(args.repeats):
         for step in steps:
             command = [str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
                        *step.arguments, *args.script_args, "-f", "-q"]
             step.remove_outputs()
+            dirty = _settle(args.sync)
             result = measure([sys.executable, *command], env)
             floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
                              "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs)]
+            floor_dirty = _settle(args.sync)
             done = subprocess.run(floor_command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
                                   capture_output=True, text=True)
-            result.update(json.loads(done.stdout))
+            result.update(json.loads(done.stdout), dirty_mb=dirty, floor_dirty_mb=floor_dirty)
             measured[step.name].append(result)
             print(f"{step.name}: {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, "
                   f"floor {result['floor_s']:.1f} s, load {result['load1']:.1f}", file=sys.stderr)
