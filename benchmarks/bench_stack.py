@@ -26,8 +26,8 @@ shift).
 
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
-           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4] [--restack] [--diagnose]
-           [--stitch_flatfield {none,auto}]
+           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4] [--attenuation_step_log 0.5] [--restack]
+           [--diagnose] [--stitch_flatfield {none,auto}]
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--tail_edge_sigma_px", type=float, default=2.0,
                         help="Matrix: the axial correction's edge-aware tail sums (AxialSettings' default; "
                              "0 = the box) [%(default)s].")
+    parser.add_argument("--attenuation_step_log", type=float, default=0.0,
+                        help="Matrix: the axial correction's reflectivity steps (AxialSettings; 0 = off) "
+                             "[%(default)s].")
     parser.add_argument("--restack", action="store_true",
                         help="Matrix: reuse the normalised slices a previous run left in --workdir; stack only.")
     parser.add_argument("--reaxial", action="store_true",
@@ -170,7 +173,8 @@ def run_matrix(args: argparse.Namespace) -> None:
     for condition in args.conditions or list(CONDITIONS):
         for seed in args.seeds or [*TUNE_SEEDS, *CHECK_SEEDS]:
             case = run_case(workdir / args.curvature, condition, seed, args.n_slices, curvature=args.curvature,
-                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px),
+                            axial_settings=AxialSettings(tail_edge_sigma_px=args.tail_edge_sigma_px,
+                                                          attenuation_step_log=args.attenuation_step_log),
                             restack=args.restack, reaxial=args.reaxial, stitch_flatfield=args.stitch_flatfield)
             ratios = [r for r in case["stack_qc"]["metrics"]["boundary_ratio"] if r is not None]
             steps, motor_steps = np.diff(case["z_error_px"]), np.diff(case["motor_z_error_px"])

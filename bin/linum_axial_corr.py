@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Average the compensation's tail sums with an edge-aware (guided) filter of this "
                              "sigma (A-lines; 2 and 4 measured), so that tissues of different levels do not lend "
                              "each other their decay; ~5%% more CPU (0: the box average) [%(default)s].")
+    parser.add_argument("--attenuation_step_log", type=finite_float, default=0.0,
+                        help="With the edge-aware sums: read a change of the signal by more than this (log) "
+                             "across 6 planes as a step of reflectivity (dark tissue at the same attenuation) and "
+                             "divide it out before Vermeer's tail sums (0.5 measured; helps on the simulator's "
+                             "dark tissue, costs a little elsewhere; 0: off) [%(default)s].")
     parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
                         help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
                              "0.05%%) [%(default)s].")
@@ -73,6 +78,7 @@ def main(args: argparse.Namespace) -> None:
             attenuation=args.attenuation,
             agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
             tail_edge_sigma_px=args.attenuation_edge_sigma_px,
+            attenuation_step_log=args.attenuation_step_log,
         )
         correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,
                       compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args),

@@ -15,7 +15,7 @@ grid (:func:`linumpy.intensity.attenuation.cumulated_sums`); see
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -65,6 +65,9 @@ class WindowedAttenuation:
         The decay rate over the whole range (:func:`~linumpy.intensity.attenuation.slope_attenuation`, the
         same bits: not stopped, not clamped, NaN only without a start or samples): the attenuation over the
         depth the slice images.
+    stepped : ndarray of bool
+        Not the map's: the compensation divided a reflectivity step out of this A-line's signal before its
+        tail sums (:func:`~linumpy.intensity.attenuation.reflectivity_steps`).
     """
 
     mu: np.ndarray
@@ -74,6 +77,7 @@ class WindowedAttenuation:
     faint: np.ndarray
     mixed: np.ndarray
     whole: np.ndarray
+    stepped: np.ndarray
 
     def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
         """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
@@ -85,14 +89,18 @@ class WindowedAttenuation:
         return WindowedAttenuation(np.where(mixed, np.nan, self.mu).astype(np.float32),
                                    np.where(mixed, np.nan, self.window_px).astype(np.float32),
                                    self.shortened & ~mixed, self.clamped & ~mixed, self.faint, self.mixed | mixed,
-                                   self.whole)
+                                   self.whole, self.stepped)
+
+    def with_steps(self, stepped: np.ndarray) -> WindowedAttenuation:
+        """The same map with ``stepped`` (see the attribute) set."""
+        return replace(self, stepped=stepped)
 
     def unsupported(self, keep: np.ndarray) -> WindowedAttenuation:
         """NaN (and not shortened, clamped, faint or mixed) where ``keep`` is False (e.g. no surface)."""
         return WindowedAttenuation(np.where(keep, self.mu, np.nan).astype(np.float32),
                                    np.where(keep, self.window_px, np.nan).astype(np.float32),
                                    self.shortened & keep, self.clamped & keep, self.faint & keep, self.mixed & keep,
-                                   np.where(keep, self.whole, np.nan).astype(np.float32))
+                                   np.where(keep, self.whole, np.nan).astype(np.float32), self.stepped & keep)
 
 
 def window_attenuation(
@@ -197,7 +205,7 @@ def window_attenuation(
     whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
                         np.nan).astype(np.float32)
     return WindowedAttenuation(mu, window_px, valid & (stop < whole_stop), clamped, faint, np.zeros_like(valid),
-                               whole_mu)
+                               whole_mu, np.zeros_like(valid))
 
 
 def _window_stops(

@@ -122,6 +122,16 @@ class AxialSettings:
         The statistics pass (surface, levels, background profile, noise
         floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
         surface map is expanded back to every A-line (nearest).
+    attenuation_step_log : float
+        With the edge-aware tail sums (``tail_edge_sigma_px`` > 0): a change
+        of the laterally averaged signal by more than this (log) across a
+        depth is a step of reflectivity (dark tissue), divided out of the
+        signal before its tail sums are taken
+        (:func:`linumpy.intensity.attenuation.reflectivity_steps`; 0.5
+        measured). 0 (default) = off, plain Vermeer (the box tail sums never
+        read steps): on the simulator's matrix it helps where dark tissue
+        breaks Vermeer's premise (``harsh``) and costs a little elsewhere
+        (``docs/intensity.md``, *Reflectivity steps*).
     """
 
     surface_depth_um: float = 0.0
@@ -137,6 +147,7 @@ class AxialSettings:
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
     statistics_binning_px: int = STATISTICS_BINNING_PX
+    attenuation_step_log: float = 0.0
 
 
 def output_paths(out_path: str | os.PathLike) -> tuple[Path, Path]:
@@ -557,6 +568,7 @@ def _tail_halo(settings: AxialSettings) -> int:
 def _edge_aware_tails(
     block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     origin: tuple[int, int], inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
+    noise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
@@ -566,7 +578,10 @@ def _edge_aware_tails(
     to their A-lines (NaN where an A-line has no surface), the compensation's sums are the
     guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
     ``planes``: only its planes 0 and ``[start, stop)`` are evaluated, see
-    :func:`linumpy.intensity.attenuation.edge_aware_tails`).
+    :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
+    compensation's sums are those of the signal with its reflectivity steps divided out
+    (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``: the noise floor over the focus per
+    plane), and the map records the A-lines that had one (``stepped``).
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
@@ -589,6 +604,12 @@ def _edge_aware_tails(
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
     tails = None
     if settings.attenuation == "vermeer":
+        if settings.attenuation_step_log > 0:
+            steps = attenuation.reflectivity_steps(
+                sums, start, np.zeros(block.shape[0]) if noise is None else noise,
+                attenuation.box_width(settings.tail_sigma_px) // attenuation.EDGE_BIN | 1, settings.attenuation_step_log)
+            sums = attenuation.divide_steps(sums, steps)
+            mapped = mapped.with_steps(covering.fine(np.any(steps != 0, axis=0)[bins])[within])
         tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
                                              settings.tail_window_px, inner=inner, planes=planes, guide=guide)
     return block[(slice(None), *inner)], tails, mapped
@@ -681,7 +702,7 @@ def correct_block(
                                               split_stride=stride, noise=noise)
 
     if settings.tail_edge_sigma_px > 0:
-        signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes)
+        signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes, noise)
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner)
     found_px = found_px[inner]

@@ -51,6 +51,7 @@ class AxialQc:
         self.clamped = 0
         self.faint = 0
         self.mixed = 0
+        self.stepped = 0
         self.nonzero = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
@@ -73,6 +74,7 @@ class AxialQc:
         self.clamped += int(np.count_nonzero(tissue.clamped))
         self.faint += int(np.count_nonzero(tissue.faint))
         self.mixed += int(np.count_nonzero(tissue.mixed))
+        self.stepped += int(np.count_nonzero(tissue.stepped))
         self.nonzero += nonzero
 
     def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
@@ -87,6 +89,7 @@ class AxialQc:
             "attenuation_map_clamped_fraction": round(clamped, 6),
             "attenuation_map_faint_fraction": round(faint, 6),
             "attenuation_map_mixed_fraction": round(self.mixed / count, 6),
+            "attenuation_step_fraction": round(self.stepped / count, 6),
         }
         flags = []
         if clamped + faint > MAX_UNRELIABLE_FRACTION:
