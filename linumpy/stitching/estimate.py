@@ -457,8 +457,13 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> Pai
 def _departure(pair: PairOffset, model: StageModel, across_only: bool = True) -> float:
     """Largest ``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles;
     if ``across_only``, across an edge link's ridge only (along it the offset is not measured)."""
-    departure = np.asarray(pair.offset) - (model.position(pair.b) - model.position(pair.a))
+    departure = _departure_vector(pair, model)
     return float(np.max(np.abs(pair.constrained(departure) if across_only else departure)))
+
+
+def _departure_vector(pair: PairOffset, model: StageModel) -> np.ndarray:
+    """``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles."""
+    return np.asarray(pair.offset) - (model.position(pair.b) - model.position(pair.a))
 
 
 def _joint_search(
@@ -1001,8 +1006,7 @@ def _unmeasured_ridges(
     bound = PRIOR_MARGIN * max(_departure(p, nominal, across_only=False) for p in isotropic) + PRIOR_SLACK_PX
 
     def along(pair: PairOffset) -> float:
-        departure = np.asarray(pair.offset) - (nominal.position(pair.b) - nominal.position(pair.a))
-        return abs(float(np.dot(departure, pair.free_direction)))
+        return abs(float(np.dot(_departure_vector(pair, nominal), pair.free_direction)))
 
     unmeasured = [replace(p, ridge_variance=float("inf")) if p.free_direction is not None and along(p) > bound else p
                   for p in kept]
