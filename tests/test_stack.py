@@ -25,7 +25,7 @@ from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_ramps, depth_weights, iter_chunk_regions
-from linumpy.stack import gains, stacking
+from linumpy.stack import gains, refine, stacking
 from linumpy.stack.gains import NO_SLICE_BELOW, overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
@@ -223,6 +223,34 @@ def test_z_registration_accepts_a_clear_peak_under_fully_developed_speckle(seed)
     assert abs(estimate.z_offset_px - 2 - 41) <= 0.3
     assert estimate.lateral_confidence > 0.5 > estimate.overlap_ncc  # the gain map's test: relative too
     assert estimate.z_noise > 0
+
+
+@pytest.mark.parametrize("sigma, seed", [(2, 0), (2, 1), (5, 2)])
+def test_z_scan_locates_its_peak_on_the_smoothed_curve_near_it_as_on_the_whole_curve(sigma, seed):
+    """The smoothed planes' curve is evaluated within ``Z_SCAN_SMOOTH_REACH`` offsets of the accepted peak only.
+
+    An offset's NCC does not depend on which other offsets are asked for (the same products, bit for
+    bit), and the whole smoothed curve peaks within one offset of the accepted peak, where the scan
+    then locates it: the offset is the parabola vertex of the whole smoothed curve at its peak.
+    """
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.standard_normal((70, 96, 96)), (sigma, 2, 2))
+    content = np.exp(0.6 * texture / texture.std()).astype(np.float32)
+    previous, current = _speckled_pair(content, slice(0, 60), slice(41, 53), seed)
+    offsets = list(range(36, 53))
+    smoothed_current = refine._laterally_smoothed(current, refine.Z_SCAN_LATERAL_SIGMA_PX)
+    whole = refine._ncc_along_depth(previous, smoothed_current, offsets, refine.Z_SCAN_LATERAL_SIGMA_PX)
+    for low in range(0, len(offsets) - 2, 3):
+        part = refine._ncc_along_depth(previous, smoothed_current, offsets[low : low + 5],
+                                       refine.Z_SCAN_LATERAL_SIGMA_PX)
+        assert part == whole[low : low + 5]
+    scan = refine.scan_z_offset(previous, current, offsets, lateral_sigma_px=refine.Z_SCAN_LATERAL_SIGMA_PX)
+    raw_best = int(np.argmax(scan.curve))
+    peak = int(np.argmax(whole))
+    assert scan.confidence > 0.3 and abs(peak - raw_best) <= 1
+    left, centre, right = whole[peak - 1 : peak + 2]
+    assert scan.offset == offsets[peak] + 0.5 * (left - right) / (left - 2 * centre + right)
+    assert abs(scan.offset - 41 - 2) <= 0.5  # the top 2 planes were skipped
 
 
 def test_z_registration_refuses_unrelated_speckled_slices():

@@ -64,6 +64,10 @@ TAPER_FRACTION = 0.3
 Z_SCAN_LATERAL_SIGMA_PX = 1.0
 #: Planes of the previous slice smoothed at a time in the z scan (bounds the smoothed copy).
 Z_SCAN_SMOOTH_PLANES = 8
+#: Offsets on each side of the accepted z-scan peak where the smoothed planes' curve is evaluated
+#: (:func:`scan_z_offset`): its peak is taken when it lies within one offset of the accepted one, and the
+#: parabola needs its two neighbours.
+Z_SCAN_SMOOTH_REACH = 2
 #: Rows smoothed along z, then planes filtered laterally, at a time by :func:`bandpass_planes` (bound its
 #: temporaries).
 BANDPASS_ROWS = 64
@@ -481,9 +485,10 @@ def scan_z_offset(
         Lateral Gaussian of both slices' planes in the overlap (0: none;
         :data:`Z_SCAN_LATERAL_SIGMA_PX`), applied a few planes at a time
         (``previous`` is not modified): an accepted scan's offset is then
-        located on the smoothed planes' curve (its peak within a plane of
-        the accepted one); the curve, the tests above and the confidence
-        are the unsmoothed planes'.
+        located on the smoothed planes' curve, evaluated within
+        :data:`Z_SCAN_SMOOTH_REACH` offsets of the accepted peak only (its
+        peak there taken when within one offset of the accepted one); the
+        curve, the tests above and the confidence are the unsmoothed planes'.
 
     Returns
     -------
@@ -528,9 +533,12 @@ def scan_z_offset(
     if not (interior and distinct and unique and ceiling >= MIN_CEILING):
         return scan
     if lateral_sigma_px > 0:
-        # located on the smoothed planes' curve, when its peak is the accepted one's or a neighbour's
-        smoothed = np.asarray(_ncc_along_depth(previous, _laterally_smoothed(current_top, lateral_sigma_px), offsets,
-                                               lateral_sigma_px))
+        # located on the smoothed planes' curve near the accepted peak (its planes only smoothed), when its
+        # peak there is the accepted one's or a neighbour's
+        low, high = max(0, best - Z_SCAN_SMOOTH_REACH), min(len(raw) - 1, best + Z_SCAN_SMOOTH_REACH)
+        smoothed = np.full(len(raw), -np.inf)
+        smoothed[low : high + 1] = _ncc_along_depth(previous, _laterally_smoothed(current_top, lateral_sigma_px),
+                                                    offsets[low : high + 1], lateral_sigma_px)
         if 0 < int(np.argmax(smoothed)) < len(smoothed) - 1 and abs(int(np.argmax(smoothed)) - best) <= 1:
             best = int(np.argmax(smoothed))
             offset, raw = float(offsets[best]), smoothed
@@ -572,11 +580,13 @@ def _ncc_along_depth(
     of ``current``) comes from matrix products over
     :data:`Z_SCAN_SMOOTH_PLANES` planes of ``previous`` at a time (each
     smoothed laterally by ``lateral_sigma_px`` first, in a copy of those
-    planes only); each offset's NCC sums its diagonal, and per-plane sums
-    give the window's variance.
+    planes only), for the groups of planes the ``offsets`` read only (the
+    same groups whatever the offsets, so an offset's NCC does not depend
+    on which others are asked for); each offset's NCC sums its diagonal, and
+    per-plane sums give the window's variance.
     """
     depth = current.shape[0]
-    if previous.size == 0 or current.size == 0:
+    if previous.size == 0 or current.size == 0 or not len(offsets):
         return [0.0] * len(offsets)
     centred = np.array(current, dtype=np.float64).reshape(depth, -1)
     centred -= centred.mean()
@@ -586,7 +596,8 @@ def _ncc_along_depth(
     cross = np.empty((previous.shape[0], depth), np.float32)
     plane_sum = np.empty(previous.shape[0])
     plane_squares = np.empty(previous.shape[0])
-    for start in range(0, previous.shape[0], Z_SCAN_SMOOTH_PLANES):
+    first = min(offsets) // Z_SCAN_SMOOTH_PLANES * Z_SCAN_SMOOTH_PLANES
+    for start in range(first, min(previous.shape[0], max(offsets) + depth), Z_SCAN_SMOOTH_PLANES):
         block = _laterally_smoothed(previous[start : start + Z_SCAN_SMOOTH_PLANES], lateral_sigma_px)
         flat = block.reshape(block.shape[0], -1).astype(np.float32, copy=False)
         stop = start + flat.shape[0]
