@@ -479,7 +479,9 @@ def write_fused(
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)
-    logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded, sum(map(len, slabs.uses.values())))
+    if whole_tiles:
+        logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded,
+                     sum(map(len, slabs.uses.values())))
 
 
 def tile_slabs(data, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
