@@ -645,3 +645,27 @@ def test_ncc_map_is_the_overlap_ncc_of_every_offset_for_pairs_sharing_a_geometry
                 assert area[dy + radius, dx + radius] == a[in_a].size
                 assert ncc[dy + radius, dx + radius] == pytest.approx(
                     normalized_cross_correlation(a[in_a], b[in_b]), abs=1e-9)
+
+
+def test_the_slab_cache_fuses_the_same_bits_with_fewer_decodes(tmp_path, monkeypatch, caplog):
+    """Small blocks over tiles read whole: each block reads several tiles, a tile several blocks; the slabs
+    kept between blocks (two workers) give the same volume as decoding each slab for every block."""
+    from linumpy.stitching import stitch
+
+    grid_path = tmp_path / "grid.ome.zarr"
+    write_mosaic_grid(grid_path, grid=(3, 3), depth=4)
+    monkeypatch.setattr(stitch, "CHUNK_PX", 32)
+    monkeypatch.setattr(stitch, "BLOCK_PX", 64)
+    outputs, decoded = [], []
+    for budget in (0, stitch.SLAB_CACHE_BYTES):
+        monkeypatch.setattr(stitch, "SLAB_CACHE_BYTES", budget)
+        out = tmp_path / f"cache{budget}" / "slice.ome.zarr"
+        with caplog.at_level(logging.DEBUG, logger="linumpy.stitching.stitch"):
+            caplog.clear()
+            stitch.stitch_mosaic_grid(grid_path, out, n_levels=1, workers=2)
+        message = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("fusion:"))
+        decoded.append([int(word) for word in message.split() if word.isdigit()])
+        outputs.append(stitch.open_omezarr_level(out)[0][:])
+    assert np.array_equal(outputs[0], outputs[1])
+    (without, reads), (with_cache, same_reads) = decoded
+    assert without == reads == same_reads > 9 and with_cache == 9  # 9 tiles, one z-slab: each decoded once

@@ -203,11 +203,12 @@ def fuse_block(
     if mode == "max":
         fused[np.isneginf(fused)] = 0.0
         return fused
-    covered = total_weight > 0
+    # Pixels no tile covers hold 0 and are divided by 1 (0 / 1 is 0): one plain division, no masked loop.
+    total_weight[total_weight == 0] = 1
     group = _planes_per_group(box.shape)
     for z0 in range(0, depth, group):
         planes = fused[z0 : z0 + group]
-        np.divide(planes, total_weight, out=planes, where=covered)
+        np.divide(planes, total_weight, out=planes)
     return fused
 
 

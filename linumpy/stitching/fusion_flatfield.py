@@ -87,12 +87,12 @@ class FusionFlatField:
         ``data`` is ``(z, h, w)``; ``out`` is a float32 array of its shape, or ``data`` itself (corrected in
         place). Without a field, ``data`` is copied into ``out`` (cast to float32).
         """
-        if out is not data:
-            out[...] = data
         if self.field is None:
+            if out is not data:
+                out[...] = data
             return
         floor = np.float32(self.noise_floor)
-        out -= floor
+        np.subtract(data, floor, out=out, dtype=np.float32)  # data cast to float32 first: no copy of it needed
         out /= self.field[part]
         out += floor
 

@@ -48,8 +48,10 @@ from linumpy.stitching.blend import (
     fuse_block,
     output_extent,
     placement_origins,
+    tiles_in_box,
 )
 from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
+from linumpy.stitching.slab_cache import SlabCache, slab_uses
 
 if TYPE_CHECKING:
     from linumpy.stitching.fusion_flatfield import FusionFlatField
@@ -69,6 +71,8 @@ CHUNK_PX = 256
 BLOCK_PX = 2 * CHUNK_PX
 #: Blocks span one input z-chunk, or fewer planes if that would exceed this.
 MAX_BLOCK_BYTES = 64 * 2**20
+#: Most bytes of decoded tile slabs kept for the blocks that read them again (:func:`tile_slabs`).
+SLAB_CACHE_BYTES = 128 * 2**20
 _REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
 
 
@@ -422,9 +426,10 @@ def write_fused(
     ``BLOCK_PX`` x ``BLOCK_PX`` laterally (2 x 2 output chunks) by one input
     z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it, straight from
     their chunk files (``data`` is a :class:`~linumpy.io.zarr.StoredArray`), each tile part
-    corrected by ``flat`` as it is fused (:func:`~linumpy.stitching.blend.fuse_block`). ``workers`` threads
-    read, fuse and write blocks, with at most two blocks per thread in flight, so memory
-    does not depend on the size of the slice.
+    corrected by ``flat`` as it is fused (:func:`~linumpy.stitching.blend.fuse_block`); a tile stored one
+    chunk laterally is decoded whole, and kept for the next blocks that read it while
+    :data:`SLAB_CACHE_BYTES` allows (:func:`tile_slabs`). ``workers`` threads read, fuse and write blocks, with
+    at most two blocks per thread in flight, so memory does not depend on the size of the slice.
     """
     origins, translation = placement_origins(positions)
     tile_yx = layout.tile_shape[1:]
@@ -439,14 +444,14 @@ def write_fused(
     whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
     correct = flat.correct_into if flat.applied else None
 
-    def fuse_and_write(task: tuple[int, Box]) -> None:
-        z0, box = task
+    def fuse_and_write(job: int) -> None:
+        z0, box = tasks[job]
         z1 = min(z0 + z_slab, depth)
 
         def read_tile(tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
-            ys, xs = layout.tile_slices(tile)
             if whole_tiles:
-                return data[z0:z1, ys, xs][(slice(None), *part)]
+                return slabs.get((tile, z0), job)[(slice(None), *part)]
+            ys, xs = layout.tile_slices(tile)
             return data[z0:z1, ys.start + part[0].start:ys.start + part[0].stop,
                         xs.start + part[1].start:xs.start + part[1].stop]
 
@@ -464,12 +469,36 @@ def write_fused(
     # as they are written, and only one slab's chunks wait.
     boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
     tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
+    slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite, **finalize_options) as writer:
         # Blocks are chunk-aligned, so threads never write the same chunk, and the order in which they
         # finish does not matter: a thread takes the next block as soon as it is done.
-        done = run_jobs(fuse_and_write, tasks, workers)
+        done = run_jobs(fuse_and_write, range(len(tasks)), workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)
+    if whole_tiles:
+        logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded,
+                     sum(map(len, slabs.uses.values())))
+
+
+def tile_slabs(data, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
+               origins: dict[TileIndex, tuple[int, int]], z_slab: int) -> SlabCache:
+    """The cache of whole tile slabs ``data[z0:z0 + z_slab]`` that the fusion ``tasks`` (``(z0, box)``) read.
+
+    Keyed by ``(tile, z0)``; it keeps at most :data:`SLAB_CACHE_BYTES` of decoded
+    slabs (none when ``z_slab`` is 0: the tiles are then read part by part).
+    """
+    tile_yx = layout.tile_shape[1:]
+    depth = layout.tile_shape[0]
+
+    def read(key: tuple[TileIndex, int]) -> np.ndarray:
+        tile, z0 = key
+        ys, xs = layout.tile_slices(tile)
+        return data[z0:min(z0 + z_slab, depth), ys, xs]
+
+    uses = slab_uses([(tile, z0) for tile, _ in tiles_in_box(box, origins, tile_yx)] for z0, box in tasks)
+    slab_bytes = max(1, z_slab * tile_yx[0] * tile_yx[1] * np.dtype(data.dtype).itemsize)
+    return SlabCache(read, uses, SLAB_CACHE_BYTES // slab_bytes if z_slab else 0)
