@@ -31,7 +31,9 @@
    searches hung on weak links is searched again against the trusted tiles
    with all its links at once (:mod:`linumpy.stitching.reanchor`). Then
    the least certain weak link of each loop that does not close is dropped
-   (:mod:`linumpy.stitching.link_conflicts`). Last, a tile still left out is
+   (:mod:`linumpy.stitching.link_conflicts`), and a searched link left
+   holding a piece whose other pairs were dropped counts as weak
+   (:func:`_orphaned_searches`). Last, a tile still left out is
    placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp and the solve keeps those
    links on their loops; after each such placement the joint search runs
@@ -264,6 +266,9 @@ def estimate_transform(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
+    positions, model, kept = _orphaned_searches(tiles, (positions, model, kept), set(unlinked) | set(broad),
+                                                set(joint) | set(clustered) | set(relinked), registrations,
+                                                tile_step_px)
     corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     placed_before = {t for pair in kept for t in (pair.a, pair.b)}
     late: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -972,6 +977,49 @@ def _swap_dropped_weak(
     return swap_least_certain(tiles, solved, dropped, spreads,
                               {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE,
                               tile_step_px)[0]
+
+
+def _orphaned_searches(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    dropped: set[tuple[TileIndex, TileIndex]],
+    searched: set[tuple[TileIndex, TileIndex]],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """Demote to weak the searched links left on no loop whose piece lost pairs to the broken-loop step.
+
+    A joint (or cluster, or piece) search places a tile by the summed evidence of its links to tiles placed
+    then, and its links join the solve as strong: each may then be a tile's only link. When the broken-loop
+    step (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links`) drops the pairs that had placed one
+    of those neighbours, the neighbour now hangs on the searched tile, and the search's significance counted a
+    neighbour that no longer stands (``8 x 8 harsh`` seed 102: empty tile (7, 7) placed at joint significance
+    2.1 by (6, 7) and (7, 6); (7, 6)'s two broad links dropped; the piece {(7, 6), (7, 7)} then hung on
+    (6, 7)-(7, 7) alone, own significance below 1, 6.6 px off, (7, 7) 2.6 px farther than the stage). Such a
+    link (``searched``, on no loop, own significance below :data:`STRONG_SIGNIFICANCE`, the side it holds
+    containing a tile of a ``dropped`` pair that no search added) counts as weak: the solve drops it, and its
+    tiles go to the later searches or the stage model. A dropped pair that a search added is one of the
+    search's own links, and the others placed the tiles without it (``backlash +-3`` seed 4: the broad link
+    (1, 3)-(2, 3) of a joint placement dropped, its good link (0, 0)-(0, 1), own significance 2.6, holds the
+    piece, as the broken-loop step means it to).
+    """
+    kept = solved[2]
+    touched = {t for pair in dropped - searched for t in pair}
+    if not touched:
+        return solved
+    keys = [(p.a, p.b) for p in kept]
+    demoted = set()
+    for k in bridges(kept):
+        if keys[k] not in searched or registrations[keys[k]].significance >= STRONG_SIGNIFICANCE:
+            continue
+        sides = [g for g in clusters(tiles, keys[:k] + keys[k + 1:]) if keys[k][0] in g or keys[k][1] in g]
+        if set(min(sides, key=len)) & touched:
+            demoted.add(keys[k])
+    if not demoted:
+        return solved
+    logger.info("searched links %s hold tiles whose other pairs the broken loops dropped: weak", sorted(demoted))
+    return solve_positions(tiles, [replace(p, strong=False) if (p.a, p.b) in demoted else p for p in kept],
+                           tile_step_px)
 
 
 def _strong_seed(
