@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from linumpy.stitching.global_solve import PairOffset, solve_positions
-from linumpy.stitching.link_conflicts import broad_broken_links, broken_loop_culprit, drop_broken_loop_links
+from linumpy.stitching.link_conflicts import (broad_broken_links, broken_loop_culprit, drop_broken_loop_links,
+                                             swap_least_certain)
 
 STEP = (10.0, 10.0)
 #: A 2 x 3 grid: two loops, (0, 0)-(0, 1)-(1, 1)-(1, 0) and (0, 1)-(0, 2)-(1, 2)-(1, 1).
@@ -87,3 +88,31 @@ def test_broad_links_of_a_loop_without_a_clear_culprit_are_named_and_dropped_onl
     (_, _, kept), dropped, broad = drop_broken_loop_links(
         TILES, solve_positions(TILES, pairs, STEP), spreads, significance, 3.0, STEP)
     assert not dropped and not broad and len(kept) == len(pairs)
+
+
+def _swap_case(wrong_spread: tuple, right_spread: tuple):
+    """Rows joined by an edge link (0, 0)-(1, 0) free along y, a weak (0, 1)-(1, 1) 2.5 px off in y (kept: its
+    loop closes through the edge link's ridge), and the right weak (0, 2)-(1, 2) the solve dropped."""
+    pairs = {(p.a, p.b): p for p in _pairs({((0, 1), (1, 1)): (2.5, 0.0)})}
+    pairs[((0, 0), (1, 0))] = PairOffset((0, 0), (1, 0), (13.0, 0.0), 4.0, free_direction=(1.0, 0.0))
+    for key in (((0, 1), (1, 1)), ((0, 2), (1, 2))):
+        pairs[key] = PairOffset(*key, pairs[key].offset, 4.0, strong=False)
+    right = pairs.pop(((0, 2), (1, 2)))
+    solved = solve_positions(TILES, list(pairs.values()), STEP)
+    assert len(solved[2]) == len(pairs)  # the wrong weak pair stands: nothing checks it
+    spreads = _spreads({((0, 1), (1, 1)): wrong_spread, ((0, 2), (1, 2)): right_spread})
+    significance = {pair: 5.0 for pair in EDGES} | {((0, 1), (1, 1)): 0.9, ((0, 2), (1, 2)): 1.8}
+    return swap_least_certain(TILES, solved, [right], spreads, significance, 3.0, STEP)
+
+
+def test_a_dropped_weak_pair_replaces_the_least_certain_pair_of_its_loop():
+    (positions, _, kept), swaps = _swap_case(wrong_spread=(2.0, 1.5), right_spread=(0.3, 0.3))
+    assert swaps == [(((0, 2), (1, 2)), ((0, 1), (1, 1)))]
+    assert ((0, 1), (1, 1)) not in {(p.a, p.b) for p in kept}
+    origin = positions[(0, 0)]
+    for tile in TILES:  # the second row in y by the right pair, within 0.01 px of the truth
+        assert np.allclose(positions[tile] - origin, np.multiply(tile, STEP), atol=0.01)
+    # The dropped pair the least certain of its loop, or two of like honest error: nothing changes.
+    for wrong_spread, right_spread in (((0.3, 0.3), (2.0, 1.5)), ((1.0, 1.0), (0.8, 0.8))):
+        (_, _, kept), swaps = _swap_case(wrong_spread, right_spread)
+        assert not swaps and ((0, 1), (1, 1)) in {(p.a, p.b) for p in kept}

@@ -15,7 +15,9 @@
    kept pair on no loop departing from the stage model far more than every
    other (:func:`implausible_departure`), a wrong peak however significant. Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
-   departs from the stage model no more than the confident pairs' do.
+   departs from the stage model no more than the confident pairs' do; one
+   the solve dropped replaces a kept weak pair when their loop clearly
+   blames the kept one (:func:`_swap_dropped_weak`).
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
@@ -29,7 +31,9 @@
    searches hung on weak links is searched again against the trusted tiles
    with all its links at once (:mod:`linumpy.stitching.reanchor`). Then
    the least certain weak link of each loop that does not close is dropped
-   (:mod:`linumpy.stitching.link_conflicts`). Last, a tile still left out is
+   (:mod:`linumpy.stitching.link_conflicts`), and a searched link left
+   holding a piece whose other pairs were dropped counts as weak
+   (:func:`_orphaned_searches`). Last, a tile still left out is
    placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp and the solve keeps those
    links on their loops; after each such placement the joint search runs
@@ -62,7 +66,7 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, bridges,
                                            solve_positions)
 from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
-                                             honest_variance)
+                                             honest_variance, swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
@@ -233,7 +237,8 @@ def estimate_transform(
     if weak:
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
-            positions, model, kept = wider
+            positions, model, kept = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
+                                                        registrations, tile_step_px)
     anchoring = {(p.a, p.b) for p in kept}
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
                                 {pair: r.significance for pair, r in {**registrations, **moved}.items()})
@@ -261,6 +266,9 @@ def estimate_transform(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
+    positions, model, kept = _orphaned_searches(tiles, (positions, model, kept), set(unlinked) | set(broad),
+                                                set(joint) | set(clustered) | set(relinked), registrations,
+                                                tile_step_px)
     corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     placed_before = {t for pair in kept for t in (pair.a, pair.b)}
     late: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -941,6 +949,77 @@ def _drop_broken_placements(
     logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak",
                 sorted(broken))
     return solve_positions(tiles, demoted, tile_step_px)
+
+
+def _swap_dropped_weak(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    weak: Sequence[PairOffset],
+    current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """The solve of confident and plausible weak pairs, with each weak pair it dropped put back in place of
+    the kept pair that their loop clearly blames (:func:`~linumpy.stitching.link_conflicts.swap_least_certain`).
+
+    The solve drops the larger residual in standard errors, and between two weak links those come from the
+    sub-pixel fits, not from which peak is right (``8 x 8 harsh`` seed 101: (5, 5)-(5, 6), significance 1.76,
+    spread 0.34 px, 0.7 px off, dropped; (4, 5)-(4, 6), 0.93, spread 1.57 px, 2.8 px off, kept, and a corner
+    of 13 tiles hung 2.5 px off on it, one tile 2.3 px farther than the stage). ``current`` holds the pairs'
+    registrations as kept (switched peaks included), ``registrations`` their own significance.
+    """
+    kept_ids = {(p.a, p.b) for p in solved[2]}
+    dropped = [p for p in weak if (p.a, p.b) not in kept_ids]
+    if not dropped:
+        return solved
+    spreads = {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset)
+               for p in [*solved[2], *dropped]}
+    return swap_least_certain(tiles, solved, dropped, spreads,
+                              {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE,
+                              tile_step_px)[0]
+
+
+def _orphaned_searches(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    dropped: set[tuple[TileIndex, TileIndex]],
+    searched: set[tuple[TileIndex, TileIndex]],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+    """Demote to weak the searched links left on no loop whose piece lost pairs to the broken-loop step.
+
+    A joint (or cluster, or piece) search places a tile by the summed evidence of its links to tiles placed
+    then, and its links join the solve as strong: each may then be a tile's only link. When the broken-loop
+    step (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links`) drops the pairs that had placed one
+    of those neighbours, the neighbour now hangs on the searched tile, and the search's significance counted a
+    neighbour that no longer stands (``8 x 8 harsh`` seed 102: empty tile (7, 7) placed at joint significance
+    2.1 by (6, 7) and (7, 6); (7, 6)'s two broad links dropped; the piece {(7, 6), (7, 7)} then hung on
+    (6, 7)-(7, 7) alone, own significance below 1, 6.6 px off, (7, 7) 2.6 px farther than the stage). Such a
+    link (``searched``, on no loop, own significance below :data:`STRONG_SIGNIFICANCE`, the side it holds
+    containing a tile of a ``dropped`` pair that no search added) counts as weak: the solve drops it, and its
+    tiles go to the later searches or the stage model. A dropped pair that a search added is one of the
+    search's own links, and the others placed the tiles without it (``backlash +-3`` seed 4: the broad link
+    (1, 3)-(2, 3) of a joint placement dropped, its good link (0, 0)-(0, 1), own significance 2.6, holds the
+    piece, as the broken-loop step means it to).
+    """
+    kept = solved[2]
+    touched = {t for pair in dropped - searched for t in pair}
+    if not touched:
+        return solved
+    keys = [(p.a, p.b) for p in kept]
+    demoted = set()
+    for k in bridges(kept):
+        if keys[k] not in searched or registrations[keys[k]].significance >= STRONG_SIGNIFICANCE:
+            continue
+        sides = [g for g in clusters(tiles, keys[:k] + keys[k + 1:]) if keys[k][0] in g or keys[k][1] in g]
+        if set(min(sides, key=len)) & touched:
+            demoted.add(keys[k])
+    if not demoted:
+        return solved
+    logger.info("searched links %s hold tiles whose other pairs the broken loops dropped: weak", sorted(demoted))
+    return solve_positions(tiles, [replace(p, strong=False) if (p.a, p.b) in demoted else p for p in kept],
+                           tile_step_px)
 
 
 def _strong_seed(

@@ -29,6 +29,9 @@ honest error, as on `backlash +-1.5` seed 27 of the stitching matrix: tile
 loops whose peak is broad (spread above :data:`BROAD_SPREAD_PX`) are then
 dropped together, all or none: only if the others keep every tile placed and
 every other pair kept. No tile goes to the stage model here.
+
+The same rule judges the weak pairs a solve dropped (:func:`swap_least_certain`):
+put back, a dropped pair whose loop clearly blames a kept weak pair takes its place.
 """
 
 from __future__ import annotations
@@ -304,3 +307,44 @@ def _drop_broad_links(tiles: Sequence[TileIndex], solved: tuple, spreads: Mappin
     keys = [(pairs[k].a, pairs[k].b) for k in sorted(broad)]
     logger.info("broad links %s of loops that do not close dropped together", keys)
     return without, keys
+
+
+def swap_least_certain(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    dropped: Sequence[PairOffset],
+    spreads: Mapping[Pair, Sequence[float]],
+    own_significance: Mapping[Pair, float],
+    anchor_significance: float,
+    tile_step_px: Sequence[float],
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], list[tuple[Pair, Pair]]]:
+    """Put back each weak pair a solve ``dropped``, and keep it instead of the kept pair its loop blames.
+
+    The solve drops the pair of largest residual, and between two weak links of a loop that misses the
+    residuals come from the sub-pixel fits' precision, not from which peak is right: a broad wrong link
+    that another loop closes (through links that do not check it) stays, the right one goes. Put back, a
+    dropped pair makes its loop miss; when the loop's clearly least certain pair by honest error
+    (:func:`broken_loop_culprit`) is a kept pair below ``anchor_significance`` (not the dropped one),
+    the two change places, if the solve with the dropped pair and without the culprit keeps every pair.
+    ``dropped`` are tried from the most significant. Returns ``((positions, model, kept), swaps)``,
+    ``swaps`` the ``(put back, dropped)`` keys.
+    """
+    swaps: list[tuple[Pair, Pair]] = []
+    for pair in sorted(dropped, key=lambda p: (-own_significance[(p.a, p.b)], p.a, p.b)):
+        both = list(solved[2]) + [pair]
+        culprit = broken_loop_culprit(tiles, both, spreads, tile_step_px)
+        if culprit is None or both[culprit] is pair:
+            continue
+        blamed = (both[culprit].a, both[culprit].b)
+        if own_significance[blamed] >= anchor_significance:
+            continue
+        rest = [p for k, p in enumerate(both) if k != culprit]
+        swapped = solve_positions(tiles, rest, tile_step_px)
+        if len(swapped[2]) < len(rest):
+            continue
+        logger.info("pair %s-%s put back instead of %s-%s, the least certain of their loop (honest error "
+                    "%.2f px, own significance %.2f)", pair.a, pair.b, *blamed,
+                    honest_error(both[culprit], spreads[blamed]), own_significance[blamed])
+        swaps.append(((pair.a, pair.b), blamed))
+        solved = swapped
+    return solved, swaps
