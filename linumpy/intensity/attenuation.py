@@ -336,13 +336,14 @@ def reflectivity_steps(
     first = np.where(np.isfinite(start), start, np.inf) + STEP_SURFACE_MARGIN_PX + window
     ratio[(np.arange(window, window + n_tested)[:, None, None] < first[None]) | ~positive] = 1.0
     size = _step_sizes(ratio, min_log)
-    largest = ndimage.maximum_filter1d(size, 2 * window + 1, axis=0, mode="constant", cval=0.0)
-    peak = (size >= largest) & (size > 0)  # the largest |change| within ``window`` planes either way
-    bins = np.nonzero(peak.any(axis=0))
+    bins = np.nonzero(size.any(axis=0))  # a bin with a change beyond min_log has a largest one: a step
     if bins[0].size == 0:
         return steps
     lines = (slice(None), *bins)
-    change = np.where(peak[lines], np.where(ratio[lines] > 1, size[lines], -size[lines]), np.float32(0))
+    size = size[lines]
+    largest = ndimage.maximum_filter1d(size, 2 * window + 1, axis=0, mode="constant", cval=0.0)
+    peak = (size >= largest) & (size > 0)  # the largest |change| within ``window`` planes either way
+    change = np.where(peak, np.where(ratio[lines] > 1, size, -size), np.float32(0))
     cumulated = np.cumsum(change, axis=0)
     kept = np.maximum(cumulated.max(axis=0), -cumulated.min(axis=0)) >= STEP_MIN_TOTAL_LOG
     rows, cols = bins[0][kept], bins[1][kept]
