@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from linumpy.intensity.options import DEFAULT_STEP_LOG
 from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import save_omezarr
-from linumpy.intensity.options import DEFAULT_STEP_LOG
 from linumpy.stitching.options import DEFAULT_FLATFIELD, FLATFIELD_MODES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
