@@ -26,7 +26,7 @@ shift).
 
 Usage: python benchmarks/bench_stack.py [--size 256] [--counts 4 8 16] [--workdir DIR]
        python benchmarks/bench_stack.py --matrix [--conditions harsh ...] [--seeds 0 1 ...] [--workdir DIR]
-           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4] [--attenuation_step_log 0.5] [--restack]
+           [--curvature {acquisition,slice,off}] [--tail_edge_sigma_px 4] [--attenuation_step_log 0] [--restack]
            [--diagnose] [--stitch_flatfield {none,auto}]
 """
 
@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from linumpy.intensity.options import DEFAULT_STEP_LOG
 from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import save_omezarr
 from linumpy.stitching.options import DEFAULT_FLATFIELD, FLATFIELD_MODES
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--tail_edge_sigma_px", type=float, default=2.0,
                         help="Matrix: the axial correction's edge-aware tail sums (AxialSettings' default; "
                              "0 = the box) [%(default)s].")
-    parser.add_argument("--attenuation_step_log", type=float, default=0.0,
+    parser.add_argument("--attenuation_step_log", type=float, default=DEFAULT_STEP_LOG,
                         help="Matrix: the axial correction's reflectivity steps (AxialSettings; 0 = off) "
                              "[%(default)s].")
     parser.add_argument("--restack", action="store_true",

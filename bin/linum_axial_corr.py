@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, FOCUS_MODES
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_STEP_LOG, FOCUS_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Average the compensation's tail sums with an edge-aware (guided) filter of this "
                              "sigma (A-lines; 2 and 4 measured), so that tissues of different levels do not lend "
                              "each other their decay; ~5%% more CPU (0: the box average) [%(default)s].")
-    parser.add_argument("--attenuation_step_log", type=finite_float, default=0.0,
+    parser.add_argument("--attenuation_step_log", type=finite_float, default=DEFAULT_STEP_LOG,
                         help="With the edge-aware sums: read a change of the signal by more than this (log) "
                              "across 6 planes as a step of reflectivity (dark tissue at the same attenuation) and "
-                             "divide it out before Vermeer's tail sums (0.5 measured; helps on the simulator's "
-                             "dark tissue, costs a little elsewhere; 0: off) [%(default)s].")
+                             "divide it out before Vermeer's tail sums (helps on the simulator's dark tissue, "
+                             "neutral elsewhere; 0: off, plain Vermeer) [%(default)s].")
     parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
                         help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
                              "0.05%%) [%(default)s].")

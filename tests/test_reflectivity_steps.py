@@ -69,9 +69,9 @@ def test_steps_wait_below_the_surface_and_ignore_the_noise_floor():
     assert not attenuation.reflectivity_steps(sums * 1e-3, start, np.ones(80), 3, 0.5).any()
 
 
-def test_correct_block_records_the_stepped_lines_and_is_plain_vermeer_by_default():
-    """Through ``correct_block``: off by default (plain Vermeer, nothing ``stepped``); with
-    ``attenuation_step_log`` 0.5 the A-lines over the dark region (a third of the block, below plane 40) are
+def test_correct_block_records_the_stepped_lines_and_reads_steps_by_default():
+    """Through ``correct_block``: on by default (``DEFAULT_STEP_LOG`` 0.5); 0 is plain Vermeer (nothing
+    ``stepped``). With the steps the A-lines over the dark region (a third of the block, below plane 40) are
     ``stepped`` and the others not, and the tissue above the dark region is no longer brightened with depth
     (output planes 15-24 over 0-9, the 10-25 um above the dark region: measured 0.97, plain Vermeer 1.50;
     stated within 10% of flat, plain Vermeer more than 10% off)."""
@@ -93,7 +93,7 @@ def test_correct_block_records_the_stepped_lines_and_is_plain_vermeer_by_default
     for step_log in (None, 0.0, 0.5):
         settings = axial.AxialSettings() if step_log is None else axial.AxialSettings(attenuation_step_log=step_log)
         results[step_log] = axial.correct_block(data.copy(), found, stats, settings, DZ_MM, 0, 80)
-    assert np.array_equal(results[None][0], results[0.0][0]) and not results[None][1].stepped.any()
+    assert np.array_equal(results[None][0], results[0.5][0]) and not results[0.0][1].stepped.any()
     stepped = results[0.5][1].stepped
     assert stepped[:, :12].all() and not stepped[:, 20:].any()
 
@@ -102,3 +102,41 @@ def test_correct_block_records_the_stepped_lines_and_is_plain_vermeer_by_default
         return float(profile[15:25].mean() / profile[:10].mean())
 
     assert abs(brightening(results[0.5][0]) - 1) < 0.1 < brightening(results[0.0][0]) - 1
+
+
+def test_steps_follow_their_rule_exactly():
+    """``reflectivity_steps`` (which takes the log only where a step can be, and sums only the bins with one)
+    against its rule spelled out plane by plane, on speckled A-lines over regions 0.12 / 0.3 / 2.5 as bright
+    starting at depths that vary laterally, for J 0.3 / 0.5 / 1.0: the same steps, bit for bit."""
+    rng = np.random.default_rng(5)
+    n_z, n, window = 90, 40, attenuation.STEP_WINDOW_PX
+    z = np.arange(n_z)[:, None, None]
+    yy, xx = np.mgrid[:n, :n]
+    depth = (40 + 20 * np.sin(xx / 7.0) * np.cos(yy / 5.0)).astype(int)
+    gain = np.choose((yy // 14) % 3, [0.12, 0.3, 2.5])
+    signal = (np.where(z >= depth[None], gain[None], 1.0) * np.exp(-2 * 4.0 * DZ_MM * z)
+              * rng.gamma(2.0, 0.5, (n_z, n, n))).astype(np.float32)
+    sums = attenuation.binned_tail_sums(signal, attenuation.BinGrid.of((n, n)))
+    start = np.full(sums.shape[1:], 3.0, np.float32)
+    start[:2] = np.nan
+    noise = np.full(n_z, 0.02, np.float32)
+    box = attenuation.box_mean(sums, 3)
+    for min_log in (0.3, 0.5, 1.0):
+        expected = np.zeros((n_z,) + sums.shape[1:], np.float32)
+        change = np.zeros_like(expected)
+        for k in range(window, n_z - window + 1):  # plane k: the windows [k - window, k) and [k, k + window)
+            regular = np.float32(attenuation.STEP_NOISE_FRACTION * window * noise[k])
+            upper = box[k - window] - box[k] + regular
+            lower = box[k] - box[k + window] + regular
+            ok = (upper > 0) & (lower > 0) & (k >= start + attenuation.STEP_SURFACE_MARGIN_PX + window)
+            change[k] = np.where(ok, np.clip(np.log(np.where(ok, lower / np.where(ok, upper, 1), 1)),
+                                             -attenuation.STEP_MAX_LOG, attenuation.STEP_MAX_LOG), 0)
+        size = np.abs(change)
+        for k in range(n_z):
+            largest = size[max(0, k - window) : k + window + 1].max(axis=0)
+            expected[k] = np.where((size[k] >= largest) & (size[k] > min_log), change[k], 0)
+        expected = np.cumsum(expected, axis=0)
+        expected *= np.abs(expected).max(axis=0) >= attenuation.STEP_MIN_TOTAL_LOG
+        steps = attenuation.reflectivity_steps(sums, start, noise, 3, min_log)
+        assert (steps != 0).any(axis=0).mean() > 0.05, min_log
+        assert np.array_equal(steps, expected), (min_log, np.abs(steps - expected).max())

@@ -332,21 +332,40 @@ def reflectivity_steps(
     upper = box[:n_tested] - middle + regular  # window sums (the windows' means times ``window``)
     lower = middle - box[2 * window : 2 * window + n_tested] + regular
     positive = (upper > 0) & (lower > 0)
-    change = np.log(np.divide(lower, upper, out=np.ones_like(lower), where=positive))
+    ratio = np.divide(lower, upper, out=np.ones_like(lower), where=positive)
     first = np.where(np.isfinite(start), start, np.inf) + STEP_SURFACE_MARGIN_PX + window
-    change[(np.arange(window, window + n_tested)[:, None, None] < first[None]) | ~positive] = 0.0
-    np.clip(change, -STEP_MAX_LOG, STEP_MAX_LOG, out=change)
-    size = np.abs(change)
-    padded = np.zeros((n_tested + 2 * window,) + size.shape[1:], np.float32)
-    padded[window : window + n_tested] = size
-    largest = size.copy()
-    for offset in range(2 * window + 1):  # the largest |change| within ``window`` planes either way
-        np.maximum(largest, padded[offset : offset + n_tested], out=largest)
-    change[(size < largest) | (size <= min_log)] = 0.0
-    np.cumsum(change, axis=0, out=steps[window : window + n_tested])
-    steps[window + n_tested :] = steps[window + n_tested - 1]
-    steps *= np.abs(steps).max(axis=0) >= STEP_MIN_TOTAL_LOG
+    ratio[(np.arange(window, window + n_tested)[:, None, None] < first[None]) | ~positive] = 1.0
+    size = _step_sizes(ratio, min_log)
+    bins = np.nonzero(size.any(axis=0))  # a bin with a change beyond min_log has a largest one: a step
+    if bins[0].size == 0:
+        return steps
+    lines = (slice(None), *bins)
+    size = size[lines]
+    largest = ndimage.maximum_filter1d(size, 2 * window + 1, axis=0, mode="constant", cval=0.0)
+    peak = (size >= largest) & (size > 0)  # the largest |change| within ``window`` planes either way
+    change = np.where(peak, np.where(ratio[lines] > 1, size, -size), np.float32(0))
+    cumulated = np.cumsum(change, axis=0)
+    kept = np.maximum(cumulated.max(axis=0), -cumulated.min(axis=0)) >= STEP_MIN_TOTAL_LOG
+    rows, cols = bins[0][kept], bins[1][kept]
+    steps[window : window + n_tested, rows, cols] = cumulated[:, kept]
+    steps[window + n_tested :, rows, cols] = cumulated[-1, kept]
     return steps
+
+
+def _step_sizes(ratio: np.ndarray, min_log: float) -> np.ndarray:
+    """``|ln ratio|`` clipped at :data:`STEP_MAX_LOG` where it exceeds ``min_log``, else 0 (float32).
+
+    The log is taken only where the ratio is beyond ``e^±min_log`` (with a margin of a few float32
+    ulp, then the exact test on the log): a change no larger can be neither a step nor the largest
+    change near one.
+    """
+    bound = np.exp(np.float32(min_log))
+    far = (ratio > bound * np.float32(1 - 1e-6)) | (ratio * bound < np.float32(1 + 1e-6))
+    size = np.zeros(ratio.shape, np.float32)
+    values = np.minimum(np.abs(np.log(ratio[far])), np.float32(STEP_MAX_LOG))
+    values[values <= min_log] = 0.0
+    size[far] = values
+    return size
 
 
 def divide_steps(sums: np.ndarray, log_steps: np.ndarray) -> np.ndarray:

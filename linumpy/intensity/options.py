@@ -10,5 +10,8 @@ ATTENUATION_MODES = ("vermeer", "none")
 AXIAL_DTYPES = ("float32", "float16")
 #: Stored dtypes of the normalised volume: [0, 1] floats or 0..65535.
 NORMALIZE_DTYPES = ("float32", "uint16")
+#: Least log change of the signal read as a reflectivity step by the axial correction (``AxialSettings.
+#: attenuation_step_log``; 0 = off; docs/intensity.md, *Reflectivity steps*).
+DEFAULT_STEP_LOG = 0.5
 #: Percentiles of the tissue voxels mapped to 0 and 1 by the normalisation.
 DEFAULT_PERCENTILES = (1.0, 95.0)

@@ -144,6 +144,7 @@ class AxialQc:
             "focus_mode": attributes["focus_mode"],
             "attenuation_mode": attributes["attenuation_mode"],
             "attenuation_tail_average": attributes.get("attenuation_tail_average"),
+            "attenuation_step_log": attributes.get("attenuation_step_log"),
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
             **(focus_qc or {}),
         }

@@ -112,6 +112,9 @@ METRICS: dict[str, MetricInfo] = {
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
     "attenuation_tail_average": _M("Attenuation tail average", "text", "Lateral average of the compensation's "
                                    "tail sums: edge-aware (guided, with its sigma) or a box."),
+    "attenuation_step_log": _M("Reflectivity step threshold", "ln", "Least log change of the signal across 6 "
+                               "planes read as a reflectivity step and divided out before the compensation's tail "
+                               "sums (0: none read, plain Vermeer)."),
     "focus_support_lines": _M("Focus support", "count", "Agarose depth scans (A-lines) measured at each input "
                               "depth of the focus profile; few lines mean the profile there is modelled."),
     "focus_support_threshold": _M("Focus support needed", "count", "A-lines a depth needs to count as measured "
