@@ -38,7 +38,7 @@ $(NF_LINT_JAR): | $(BIN)/python
 lint-jar: $(NF_LINT_JAR)
 
 test: venv lint-jar
-	NF_LINT_JAR=$(abspath $(NF_LINT_JAR)) $(BIN)/python -m pytest
+	NF_LINT_JAR=$(abspath $(NF_LINT_JAR)) $(BIN)/python -m pytest --doctest-modules tests linumpy
 
 demo: venv
 	$(BIN)/python bin/linum_run_local.py --simulate small --outdir $(DEMO_DIR) --workers $(WORKERS)

@@ -550,7 +550,7 @@ def box_mean(values: np.ndarray, width: int) -> np.ndarray:
 
     Examples
     --------
-    >>> box_mean(np.array([[1.0, 2.0, 6.0]]), 3).round(3).tolist()  # one row: y repeats it
+    >>> box_mean(np.array([[1.0, 2.0, 6.0]]), 3).astype(float).round(3).tolist()  # one row: y repeats it
     [[1.333, 3.0, 4.667]]
     """
     radius = width // 2
