@@ -54,6 +54,7 @@ from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, F
 from linumpy.stitching.slab_cache import SlabCache, slab_uses
 
 if TYPE_CHECKING:
+    from linumpy.io.zarr import StoredArray
     from linumpy.stitching.fusion_flatfield import FusionFlatField
     from linumpy.stitching.transform import TileTransform
 
@@ -484,12 +485,27 @@ def write_fused(
                      sum(map(len, slabs.uses.values())))
 
 
-def tile_slabs(data, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
+def tile_slabs(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
                origins: dict[TileIndex, tuple[int, int]], z_slab: int) -> SlabCache:
-    """The cache of whole tile slabs ``data[z0:z0 + z_slab]`` that the fusion ``tasks`` (``(z0, box)``) read.
+    """The cache of whole tile slabs ``data[z0:z0 + z_slab]`` that the fusion ``tasks`` read.
 
-    Keyed by ``(tile, z0)``; it keeps at most :data:`SLAB_CACHE_BYTES` of decoded
-    slabs (none when ``z_slab`` is 0: the tiles are then read part by part).
+    Parameters
+    ----------
+    data : StoredArray
+        The mosaic grid, level 0.
+    layout : MosaicGridLayout
+        Where each tile lies in ``data``.
+    tasks : sequence of (int, Box)
+        The fusion's jobs in their order: first plane and output box.
+    origins : dict
+        Each tile's placed origin in the output (``placement_origins``).
+    z_slab : int
+        Planes of a slab (one input z-chunk); 0: no slab is kept (the tiles are read part by part).
+
+    Returns
+    -------
+    SlabCache
+        Keyed by ``(tile, z0)``, holding at most :data:`SLAB_CACHE_BYTES` of decoded slabs.
     """
     tile_yx = layout.tile_shape[1:]
     depth = layout.tile_shape[0]
