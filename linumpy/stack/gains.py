@@ -303,9 +303,8 @@ class LateralGain:
         Relative depth of the overlap (0 top, 1 bottom of the kept planes):
         the log gain grows linearly from 0 at the top to the map there.
     partial_fraction : float
-        Fraction of the overlap's A-lines whose planes were not all held by
-        both slices (:func:`partial_fraction`): their means were taken over
-        the planes held (:func:`log_ratio_map`).
+        Fraction of the overlap's A-lines with a plane left out of the map's
+        depth means (:func:`partial_fraction`, :func:`log_ratio_map`).
     """
 
     log_map: np.ndarray
@@ -399,7 +398,12 @@ def held_signal(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 
 def partial_fraction(held: np.ndarray) -> float:
-    """Fraction of an overlap's A-lines with a held voxel whose planes are not all held (:func:`held_signal`)."""
+    """Fraction of an overlap's A-lines with a held voxel whose planes are not all held (:func:`held_signal`).
+
+    Isolated empty voxels (dim gel at the noise floor) count with the pixels
+    the erosion drops around them: 0.44-0.49 on ``baseline`` seed 21, 0.45-0.63
+    on ``tilted`` seed 20.
+    """
     some = held.any(axis=0)
     return float((some & ~held.all(axis=0)).sum() / max(1, some.sum()))
 
