@@ -31,6 +31,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from linumpy.intensity.transmission import held_means
+
 #: Weight of a boundary equation relative to the ridge terms.
 MATCH_WEIGHT = 10.0
 #: Ridge weights on the level ``a``, the trend ``b`` and the difference of neighbouring trends.
@@ -371,34 +373,8 @@ def _interpolation_indices(n_out: int, n_map: int, resolution_um: float, offset_
     return lower, position - lower
 
 
-def held_signal(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """Voxels of an overlap where both ``(z, y, x)`` views hold signal, each plane's mask eroded by one pixel.
-
-    A slice is flattened to the plane fitted to its cut, not to the cut
-    itself: where the cut dips below that plane (its bumps, a residual of the
-    tilt), the next slice's first planes below the plane lie above its cut and
-    are empty (:func:`linumpy.intensity.surface.flatten_surface` fills 0), and
-    so are the previous slice's deepest planes where its cut lay deep in the
-    tiles (nothing below the imaged range). On the simulator's ``tilted``
-    seed 20, 11-26 % of an overlap's A-lines held an empty plane in the next
-    slice (their means 0.55-0.9 of the full ones'), 16-18 % in the previous.
-    The erosion (within each plane, not across the window's edges) also drops
-    the pixels next to such a hole, which at a coarser registration level are
-    means of partly empty pixels.
-
-    Examples
-    --------
-    >>> image = np.ones((2, 5, 5)); image[1, :, 3:] = 0  # the deepest plane empty on the right
-    >>> held = held_signal(np.ones((2, 5, 5)), image)
-    >>> bool(held[0].all()), held[1, 0].astype(int).tolist()
-    (True, [1, 1, 0, 0, 0])
-    """
-    held = (reference > 0) & (image > 0)
-    return ndimage.binary_erosion(held, structure=np.ones((1, 3, 3), bool), border_value=1)
-
-
 def partial_fraction(held: np.ndarray) -> float:
-    """Fraction of an overlap's A-lines with a held voxel whose planes are not all held (:func:`held_signal`).
+    """Fraction of an overlap's A-lines with a held voxel whose planes are not all held (:func:`~linumpy.intensity.transmission.held_signal`).
 
     Isolated empty voxels (dim gel at the noise floor) count with the pixels
     the erosion drops around them: 0.44-0.49 on ``baseline`` seed 21, 0.45-0.63
@@ -415,7 +391,7 @@ def log_ratio_map(reference: np.ndarray, image: np.ndarray, sigma_px: float = MA
     Both ``(z, y, x)`` views of the same tissue (``reference``: the next
     slice's top, ``image``: the slice whose gain is fitted). Each pixel's
     means over depth are taken over the same planes in both, those where both
-    hold signal (``held``, default :func:`held_signal`: a column's mean over
+    hold signal (``held``, default :func:`~linumpy.intensity.transmission.held_signal`: a column's mean over
     planes one slice does not hold, above the next slice's cut or below the
     previous slice's imaged range, reads low and made the map darken or
     brighten the previous slab's bottom there); they are smoothed laterally
@@ -437,11 +413,8 @@ def log_ratio_map(reference: np.ndarray, image: np.ndarray, sigma_px: float = MA
     >>> round(float(log_ratio_map(reference, image)[24, 44] - log[24, 44]), 3)
     0.0
     """
-    held = held_signal(reference, image) if held is None else held
-    count = held.sum(axis=0)
-    planes = np.maximum(count, 1)
-    upper, lower = (reference * held).sum(axis=0) / planes, (image * held).sum(axis=0) / planes
-    both = (count > 0).astype(np.float64)
+    upper, lower, supported_any = held_means(reference, image, held)
+    both = supported_any.astype(np.float64)
     weight = ndimage.gaussian_filter(both, sigma_px, mode="constant")
     smooth_upper = ndimage.gaussian_filter(upper * both, sigma_px, mode="constant")
     smooth_lower = ndimage.gaussian_filter(lower * both, sigma_px, mode="constant")

@@ -355,7 +355,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
         ``lateral_gain_fallback`` (why a slice with a next slice has no map,
         else None), ``lateral_gain_partial_fraction`` (fraction of that overlap's A-lines
-        with a plane left out of the map's depth means, :func:`~linumpy.stack.gains.held_signal`;
+        with a plane left out of the map's depth means, :func:`~linumpy.intensity.transmission.held_signal`;
         None without a map),
         ``rotation_std_deg`` (uncertainty of the fitted rotation), ``rotation_unapplied_deg`` (a turn
         measured but refused, :func:`~linumpy.stack.rotation.unapplied_turn`; else None), ``surface_tilt``

@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 
 from linumpy.errors import InputError
+from linumpy.intensity.transmission import held_signal
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
@@ -31,7 +32,6 @@ from linumpy.stack.gains import (
     compensated_ratios,
     corrected_ratios,
     fit_gains,
-    held_signal,
     log_ratio_map,
     overlap_ratio,
     partial_fraction,
