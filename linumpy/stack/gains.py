@@ -374,7 +374,9 @@ def _interpolation_indices(n_out: int, n_map: int, resolution_um: float, offset_
 
 
 def partial_fraction(held: np.ndarray) -> float:
-    """Fraction of an overlap's A-lines with a held voxel whose planes are not all held (:func:`~linumpy.intensity.transmission.held_signal`).
+    """Fraction of an overlap's A-lines with a held voxel whose planes are not all held.
+
+    ``held``: :func:`~linumpy.intensity.transmission.held_signal` of the overlap.
 
     Isolated empty voxels (dim gel at the noise floor) count with the pixels
     the erosion drops around them: 0.44-0.49 on ``baseline`` seed 21, 0.45-0.63
