@@ -248,6 +248,11 @@ METRICS: dict[str, MetricInfo] = {
     "lateral_gain_range": _M("Lateral gain range", "gain", "5th and 95th percentiles of the lateral gain map "
                              "fitted on the overlap with the next slice (regional attenuation-compensation "
                              "error, measured at the slice's bottom); [1, 1] = none needed."),
+    "lateral_gain_partial_fraction": _M("Lateral gain partial A-lines", "fraction", "Fraction of the overlap's "
+                                        "A-lines with a plane left out of the lateral gain map's depth means: "
+                                        "empty in one slice (above the next slice's cut where it dips below its "
+                                        "fitted plane, below the slice's imaged range, dim gel) or next to such a "
+                                        "voxel; the means use the planes both hold (docs/stacking.md)."),
     "lateral_gain_fallback": _M("Lateral gain fallback", "text", "Why a slice got no lateral gain map: "
                                 "overlap too small, the next slice placed by the motors, a weak overlap NCC, or no "
                                 "slice right below it (the last slice, one before a gap: its deep planes keep the "

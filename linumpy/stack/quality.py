@@ -354,7 +354,9 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         of the lateral gain map fitted on the overlap with the next slice,
         :class:`~linumpy.stack.gains.LateralGain`; None without one),
         ``lateral_gain_fallback`` (why a slice with a next slice has no map,
-        else None),
+        else None), ``lateral_gain_partial_fraction`` (fraction of that overlap's A-lines
+        with a plane left out of the map's depth means, :func:`~linumpy.intensity.transmission.held_signal`;
+        None without a map),
         ``rotation_std_deg`` (uncertainty of the fitted rotation), ``rotation_unapplied_deg`` (a turn
         measured but refused, :func:`~linumpy.stack.rotation.unapplied_turn`; else None), ``surface_tilt``
         (the slice's own surface plane tilt ``[y, x]``, voxels per pixel), ``retilt_max_planes``
@@ -449,6 +451,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
+        "lateral_gain_partial_fraction": [None if s.get("lateral_gain") is None else
+                                          s["lateral_gain"].get("partial_fraction") for s in slices],
         **{name: [(s.get("attenuation") or {}).get(name) for s in slices] for name in ATTENUATION_FIELDS},
     }
 

@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 
 from linumpy.errors import InputError
+from linumpy.intensity.transmission import held_signal
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
@@ -33,6 +34,7 @@ from linumpy.stack.gains import (
     fit_gains,
     log_ratio_map,
     overlap_ratio,
+    partial_fraction,
     trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
@@ -811,7 +813,8 @@ def _boundary_ratio(
     upper, lower = _mean_planes((previous_data[p0 + start : p0 + start + depth], previous_window),
                                 (current_data[c0 + skip : c0 + skip + depth], current_window), factor=factor,
                                 workers=band_workers)
-    overlap_map = log_ratio_map(lower, upper)
+    held = held_signal(lower, upper)
+    overlap_map = log_ratio_map(lower, upper, held=held)
     ratio = overlap_ratio(upper * np.exp(overlap_map), lower)
     centre = (depth - 1) / 2
     # relative to the first kept plane (below the cut face, :func:`_below_cut_faces`)
@@ -820,7 +823,8 @@ def _boundary_ratio(
     log_map = np.zeros(tuple(n // factor for n in previous_data.shape[1:]), np.float32)
     log_map[tuple(slice(w.start // factor, w.stop // factor) for w in previous_window)] = overlap_map
     log_map, pixel_um = coarse_map(log_map, (float(source_um[1]) * factor, float(source_um[2]) * factor))
-    lateral = LateralGain(log_map, pixel_um, max(relative[0], 1e-3)) if log_map.any() else None
+    lateral = (LateralGain(log_map, pixel_um, max(relative[0], 1e-3), partial_fraction(held)) if log_map.any()
+               else None)
     return ratio, relative, lateral
 
 
