@@ -510,13 +510,17 @@ def _joint_search(
     (the confident pairs at most 14 px), 26.6 px from the truth; (1, 6) was
     placed next on it and on two wrong peaks that agree with it, 18.4 px off,
     7.9 px farther than its stage position. Refused, the two tiles went to the
-    corroborated search (2-3 links each): 3.2 and 2.8 px off.
+    corroborated search (2-3 links each): 3.2 and 2.8 px off. With fewer than
+    :data:`MIN_DEPARTURE_PAIRS` confident pairs kept the stage's error is not
+    measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
+    tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
+    first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
     """
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     if not placed:
         return {}, {}, set()
-    bound = _departure_bound([p for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE],
-                             model)
+    confident = [p for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    bound = _departure_bound(confident, model) if len(confident) >= MIN_DEPARTURE_PAIRS else float("inf")
     refused: set[TileIndex] = set()
 
     def accept(placement: Placement) -> bool:
