@@ -61,6 +61,10 @@ METRICS: dict[str, MetricInfo] = {
                        "the largest piece joined by significant pairs), e.g. in nearly empty agarose; their "
                        "positions can be off by 1-4 px. With the stage-placed tiles, above a quarter of the "
                        "tiles the slice is flagged."),
+    "n_lone_link_refused_tiles": _M("Tiles refused a lone far link", "count", "Tiles for which a joint "
+                                    "search found a position that a single overlap held, farther from the "
+                                    "stage's step than any confident pair departs; refused, the tile was "
+                                    "placed by other overlaps or kept its stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -21,10 +21,12 @@
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
-   when it is significant (>= :data:`JOINT_SIGNIFICANCE`), and all positions
-   are solved again; then groups of tiles registered among themselves but
-   not to the placed tiles, each as one rigid piece (grown by the plausible
-   weak pairs that join it), alike; then clusters
+   when it is significant (>= :data:`JOINT_SIGNIFICANCE`) and, if one link
+   alone holds it, that link departs from the stage model no more than the
+   confident pairs do; and all positions are solved again; then groups of
+   tiles registered among themselves but not to the placed tiles, each as
+   one rigid piece (grown by the plausible weak pairs that join it), alike;
+   then clusters
    of neighbouring tiles left out, by one search over all their positions
    (:mod:`linumpy.stitching.cluster_search`), each tile placed only where
    its own peak is significant. Once all are placed, each piece that these
@@ -73,7 +75,7 @@ from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spre
 from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, moved, pieces, research_piece
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, Placement, corroborated_placements,
-                                           joint_placement, place_by_neighbours, search_radius)
+                                           joint_placement, lone_departure, place_by_neighbours, search_radius)
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
@@ -244,7 +246,7 @@ def estimate_transform(
                                 {pair: r.significance for pair, r in {**registrations, **moved}.items()})
     contested |= closed_by_switches(kept, set(moved), {pair: r.significance for pair, r in registrations.items()},
                                     ANCHOR_SIGNIFICANCE)
-    joint, placed_by = _joint_search(registrations, positions, model, kept, flattened)
+    joint, placed_by, lone_refused = _joint_search(registrations, positions, model, kept, flattened)
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
@@ -276,9 +278,10 @@ def estimate_transform(
                                        tile_step_px, max_shift_px)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
-        positions, model, kept, searched = _late_joint_search(tiles, (positions, model, kept), registrations,
-                                                              flattened, tile_step_px)
+        positions, model, kept, searched, refused = _late_joint_search(tiles, (positions, model, kept),
+                                                                       registrations, flattened, tile_step_px)
         late.update(searched)
+        lone_refused |= refused
     positions, model, kept = _unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
@@ -316,7 +319,7 @@ def estimate_transform(
     trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
                    or [[]])[0])
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
-                                 sigmas, trusted)
+                                 sigmas, trusted, lone_refused)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -405,8 +408,17 @@ def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     """
     if not confident:
         return []
-    bound = max(_departure(p, model, across_only=False) for p in confident) + PRIOR_SLACK_PX
+    bound = _departure_bound(confident, model)
     return [p for p in weak if _departure(p, model, across_only=False) <= bound]
+
+
+def _departure_bound(confident: Sequence[PairOffset], model: StageModel) -> float:
+    """How far (pixels, larger axis) a pair's offset may depart from the stage model's step: as far as the
+    ``confident`` pairs' largest departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`
+    (the stage's error on the offset of two neighbours, as they measure it); unbounded without them."""
+    if not confident:
+        return float("inf")
+    return max(_departure(p, model, across_only=False) for p in confident) + PRIOR_SLACK_PX
 
 
 def _solve_plausible(
@@ -480,23 +492,53 @@ def _joint_search(
     model: StageModel,
     kept: Sequence[PairOffset],
     flattened: Mapping[TileIndex, np.ndarray],
-) -> tuple[dict[tuple[TileIndex, TileIndex], PairRegistration], dict[tuple[TileIndex, TileIndex], TileIndex]]:
+) -> tuple[dict[tuple[TileIndex, TileIndex], PairRegistration], dict[tuple[TileIndex, TileIndex], TileIndex],
+           set[TileIndex]]:
     """Pairs of the tiles placed by :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
 
     Each pair's integer offset is refined below a pixel; its significance is
     that of the joint peak that placed its tile. Also returns the tile each
-    pair placed.
+    pair placed, and the tiles whose joint peak was refused as a lone link
+    beyond the stage's error.
+
+    A joint peak that one link alone holds is that pair's own registration,
+    and it would be its tile's only link: it is not taken if its offset
+    departs from the stage model's step farther than the kept confident pairs
+    do (:func:`_departure_bound`, the bar of a weak pair, :func:`_plausible`),
+    however significant. ``8 x 8 harsh`` seed 107: the empty tile (1, 7) on
+    its link to the empty (2, 7) alone, significance 2.2, 20 px from the step
+    (the confident pairs at most 14 px), 26.6 px from the truth; (1, 6) was
+    placed next on it and on two wrong peaks that agree with it, 18.4 px off,
+    7.9 px farther than its stage position. Refused, the two tiles went to the
+    corroborated search (2-3 links each): 3.2 and 2.8 px off. With fewer than
+    :data:`MIN_DEPARTURE_PAIRS` confident pairs kept the stage's error is not
+    measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
+    tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
+    first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
     """
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     if not placed:
-        return {}, {}
+        return {}, {}, set()
+    confident = [p for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    bound = _departure_bound(confident, model) if len(confident) >= MIN_DEPARTURE_PAIRS else float("inf")
+    refused: set[TileIndex] = set()
+
+    def accept(placement: Placement) -> bool:
+        if lone_departure(placement, model) <= bound:
+            return True
+        refused.add(placement.tile)
+        return False
+
     joint, placed_by = {}, {}
     with threadpool_limits(limits=1, user_api="blas"):
-        for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model):
+        for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model, accept):
             refined = _refined(placement.offsets, placement.significance, registrations, flattened)
             joint.update(refined)
             placed_by.update(dict.fromkeys(refined, placement.tile))
-    return joint, placed_by
+    if refused:
+        logger.info("joint peaks of %s held by one link departing from the stage model beyond %.1f px: refused",
+                    sorted(refused), bound)
+    return joint, placed_by, refused
 
 
 def _late_joint_search(
@@ -505,7 +547,7 @@ def _late_joint_search(
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset], dict]:
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset], dict, set[TileIndex]]:
     """The joint search (:func:`_joint_search`) again, once a corroborated placement has placed a tile.
 
     The joint search runs before the corroborated one, so a tile whose only placed neighbour is
@@ -518,21 +560,21 @@ def _late_joint_search(
     Returns
     -------
     tuple
-        ``(positions, model, kept, links)``, ``links`` the refined pairs of the tiles placed (empty
-        if none).
+        ``(positions, model, kept, links, refused)``, ``links`` the refined pairs of the tiles placed
+        (empty if none), ``refused`` the tiles whose lone link :func:`_joint_search` refused.
     """
     positions, model, kept = solved
-    links, placed_by = _joint_search(registrations, positions, model, kept, flattened)
+    links, placed_by, refused = _joint_search(registrations, positions, model, kept, flattened)
     if not links:
-        return positions, model, kept, {}
+        return positions, model, kept, {}, refused
     searched = solve_positions(tiles, kept + [_pair_offset(a, b, r, True) for (a, b), r in links.items()],
                                tile_step_px)
     searched = _drop_broken_placements(tiles, *searched, placed_by, tile_step_px)
     if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
-        return positions, model, kept, {}
+        return positions, model, kept, {}, refused
     logger.info("joint search after the corroborated placement: %d tiles placed",
                 len(set(placed_by.values())))
-    return (*searched, links)
+    return (*searched, links, refused)
 
 
 def _place_group(
@@ -1162,18 +1204,22 @@ def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex,
 
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
-                  sigmas: Mapping[TileIndex, float], trusted: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
+                  lone_refused: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
-    peak placed it (:func:`_place_corroborated`) and whether its pairs are all weak links
-    (registered, but outside the ``trusted`` piece of anchoring pairs)."""
+    peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
+    (registered, but outside the ``trusted`` piece of anchoring pairs) and whether a joint
+    peak of a lone link beyond the stage's error was refused for it (``lone_refused``,
+    :func:`_joint_search`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
-                      weak=t not in trusted)
-        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t])
+                      weak=t not in trusted, lone_link_refused=t in lone_refused)
+        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t],
+                                     lone_link_refused=t in lone_refused)
         for t in tiles
     }

@@ -318,7 +318,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model, or by the stage model and weak
     links only (``n_weak_tiles``; ``max_tile_sigma_px`` is the largest honest
-    standard error of a tile). The figure shows each
+    standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
+    lone far link the joint search refused). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -344,6 +345,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_corroborated_tiles"] = sum(record.corroborated for record in transform.tiles.values())
     weak = [t for t, record in transform.tiles.items() if record.weak]
     metrics["n_weak_tiles"] = len(weak)
+    metrics["n_lone_link_refused_tiles"] = sum(record.lone_link_refused for record in transform.tiles.values())
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -363,6 +365,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated, "weak": record.weak,
+                    "lone_link_refused": record.lone_link_refused,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

@@ -21,7 +21,7 @@ removal), so a wrong placement still has to agree with the loops.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,6 +253,7 @@ def place_by_neighbours(
     placed: set[TileIndex],
     min_significance: float,
     stage_model: StageModel | None = None,
+    accept: Callable[[Placement], bool] | None = None,
 ) -> list[Placement]:
     """Place, one at a time and strongest first, the tiles left out of ``placed``.
 
@@ -270,6 +271,9 @@ def place_by_neighbours(
         Frame of ``positions``; if given, a tile is searched only as far
         from its stage-model position as :data:`PRIOR_MARGIN` times the
         farthest placed tile from its own, plus :data:`PRIOR_SLACK_PX`.
+    accept : callable, optional
+        ``accept(placement)`` false: that joint peak is not taken (its tile
+        stays out, and is no anchor for the next tiles).
 
     Returns
     -------
@@ -289,7 +293,8 @@ def place_by_neighbours(
             if links:
                 prior = None if radius is None else (stage_model.position(tile), radius)
                 placement = joint_placement(tile, links, anchors, prior)
-                if placement is not None and placement.significance >= min_significance:
+                if (placement is not None and placement.significance >= min_significance
+                        and (accept is None or accept(placement))):
                     found.append(placement)
         if not found:
             return placements
@@ -298,6 +303,15 @@ def place_by_neighbours(
         (a, b), offset = next(iter(best.offsets.items()))
         anchors[best.tile] = (anchors[a] + np.asarray(offset) if best.tile == b
                               else anchors[b] - np.asarray(offset))
+
+
+def lone_departure(placement: Placement, stage_model: StageModel) -> float:
+    """How far (pixels, larger axis) the offset of a placement held by one link departs from the stage
+    model's step between the link's tiles; 0 for a placement that several links hold."""
+    if len(placement.offsets) != 1:
+        return 0.0
+    ((a, b), offset), = placement.offsets.items()
+    return float(np.max(np.abs(np.asarray(offset) - (stage_model.position(b) - stage_model.position(a)))))
 
 
 def corroborated_placements(

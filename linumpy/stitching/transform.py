@@ -125,6 +125,12 @@ class TileRecord:
         Registered, but only through weak links: outside the largest piece
         of tiles joined by anchoring pairs (kept before the joint searches,
         or of significance >= 3 alone). False for stage-placed tiles.
+    lone_link_refused : bool
+        A joint search found a peak for the tile that one link alone held,
+        departing from the stage model's step farther than the confident
+        pairs do, and refused it: the tile was placed later by other
+        evidence, or is on the stage. False in transforms written before
+        session stitch43.
     """
 
     source: str
@@ -132,6 +138,7 @@ class TileRecord:
     sigma_px: float
     corroborated: bool = False
     weak: bool = False
+    lone_link_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
         "tiles": [
             {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
              "sigma_px": _optional(record.sigma_px), "corroborated": bool(record.corroborated),
-             "weak": bool(record.weak),
+             "weak": bool(record.weak), "lone_link_refused": bool(record.lone_link_refused),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -308,7 +315,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
             tiles={tuple(t["tile"]): TileRecord(
                 source=t["source"], n_pairs=int(t["n_pairs"]),
                 sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]),
-                corroborated=bool(t.get("corroborated", False)), weak=bool(t.get("weak", False)))
+                corroborated=bool(t.get("corroborated", False)), weak=bool(t.get("weak", False)),
+                lone_link_refused=bool(t.get("lone_link_refused", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
