@@ -79,11 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     with frozen_imports():  # no garbage collections over the libraries' objects (linumpy.cli.frozen_imports)
-        from linumpy.parallel import default_workers
-        from linumpy.malloc import limit_malloc_arenas
+        from linumpy.malloc import reuse_freed_memory_across_threads
         from linumpy.stack.files import stack_slice_files
 
-    limit_malloc_arenas(default_workers())
+    reuse_freed_memory_across_threads()  # freed planes and regions reused, not faulted in anew (linumpy.malloc)
     stack_slice_files(
         args.slices, args.output, args.motor_positions,
         resolution_um=args.resolution, pyramid_resolutions_um=args.pyramid_resolutions,
