@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import argparse
 
-from linumpy.cli import add_overwrite_argument, add_workers_argument, finite_float, make_parser, progress_enabled, run
+from linumpy.cli import (
+    add_overwrite_argument,
+    add_workers_argument,
+    finite_float,
+    frozen_imports,
+    make_parser,
+    progress_enabled,
+    run,
+)
 from linumpy.io.codecs import COMPRESSIONS, DEFAULT_COMPRESSION
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 
@@ -70,11 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    from linumpy.parallel import default_workers
-    from linumpy.malloc import limit_malloc_arenas
-    from linumpy.stack.files import stack_slice_files
+    with frozen_imports():  # no garbage collections over the libraries' objects (linumpy.cli.frozen_imports)
+        from linumpy.malloc import reuse_freed_memory_across_threads
+        from linumpy.stack.files import stack_slice_files
 
-    limit_malloc_arenas(default_workers())
+    reuse_freed_memory_across_threads()  # freed planes and regions reused, not faulted in anew (linumpy.malloc)
     stack_slice_files(
         args.slices, args.output, args.motor_positions,
         resolution_um=args.resolution, pyramid_resolutions_um=args.pyramid_resolutions,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import gc
 import io
 import json
 import os
@@ -291,6 +292,32 @@ def test_script_freezes_the_objects_at_exit():
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     assert done.stdout.split("\n")[:2] == ["frozen before: False", "frozen at exit: True"]
+
+
+def test_frozen_imports_collect_nothing_inside_and_leave_what_they_made_out_of_later_collections():
+    """Inside ``frozen_imports`` allocations trigger no collection; after it, its objects are frozen and the
+    collector is back on (the stack's imports: ~450 collections, 0.4-0.5 CPU s, without it)."""
+    from linumpy.cli import frozen_imports
+
+    started: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        before = gc.get_freeze_count()
+        with frozen_imports():
+            made = [[i] for i in range(20 * gc.get_threshold()[0])]  # twenty young generations' worth
+            inside, enabled_inside = list(started), gc.isenabled()
+        assert (inside, enabled_inside, gc.isenabled()) == ([], False, True)
+        assert gc.get_freeze_count() >= before + len(made)
+        scanned = {id(item) for item in gc.get_objects()}  # the generations a collection scans
+        assert id(made) not in scanned and id(made[0]) not in scanned
+    finally:
+        gc.callbacks.remove(count)
+        gc.unfreeze()
 
 
 def _errnos(error: BaseException | None) -> list[int]:
