@@ -758,7 +758,7 @@ def test_qc_records_summarize_every_slice(tiny_acquisition, tiny_corrected):
         assert metrics["noise_floor"] == attributes["noise_floor"] > 0
         assert (metrics["focus_mode"], metrics["attenuation_mode"]) == ("background", "vermeer")
         assert metrics["attenuation_tail_average"] == "edge-aware, sigma 2 px"
-        assert metrics["attenuation_step_log"] == 0.5 and 0 <= metrics["attenuation_step_fraction"] <= 1
+        assert metrics["attenuation_step_log"] == 0.0 and 0 <= metrics["attenuation_step_fraction"] <= 1
         corrected = read_omezarr(out)[0].compute()
         assert metrics["nonzero_fraction"] == pytest.approx(np.count_nonzero(corrected) / corrected.size, abs=1e-6)
         assert (out.parent / record["figures"]["depth_profiles"]).stat().st_size > 1000

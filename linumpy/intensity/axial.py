@@ -127,13 +127,15 @@ class AxialSettings:
         of the laterally averaged signal by more than this (log) across a
         depth is a step of reflectivity (dark tissue), divided out of the
         signal before its tail sums are taken
-        (:func:`linumpy.intensity.attenuation.reflectivity_steps`). 0.5 by
-        default (:data:`linumpy.intensity.options.DEFAULT_STEP_LOG`); 0 = off,
-        plain Vermeer (the box tail sums never read steps). On the
-        simulator's matrix it helps where dark tissue breaks Vermeer's
-        premise (``harsh``: +0.006 to +0.027 volume NCC on every held-out
-        seed) and leaves ``baseline`` / ``tilted`` within their seed-to-seed
-        noise (``docs/intensity.md``, *Reflectivity steps*).
+        (:func:`linumpy.intensity.attenuation.reflectivity_steps`). Off (0,
+        plain Vermeer) by default
+        (:data:`linumpy.intensity.options.DEFAULT_STEP_LOG`); 0.5 is the
+        measured value when asked for. The box tail sums never read steps.
+        On the simulator's matrix the steps help where dark tissue breaks
+        Vermeer's premise (``harsh``: +0.006 to +0.027 volume NCC), but on
+        the independent generator's acquisitions they lower it on every
+        seed tried (-0.004 to -0.006: oblique fibres read as steps;
+        ``docs/intensity.md``, *Reflectivity steps*).
     """
 
     surface_depth_um: float = 0.0
