@@ -443,26 +443,28 @@ def _departure_bound(confident: Sequence[PairOffset], model: StageModel) -> floa
 def _unchecked_far_pairs(confident: Sequence[PairOffset], kept: Sequence[PairOffset],
                          model: StageModel) -> set[tuple[TileIndex, TileIndex]]:
     """The confident pairs the solve of the confident pairs did not keep whose offset departs from the
-    stage model's step farther than the ``kept`` ones do (:func:`_departure_bound`; an edge link's
-    departure across its ridge only).
+    stage model's step beyond what the stage errs: :func:`implausible_departure`'s bound,
+    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times the ``kept`` pairs' largest departure plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (an edge link's departure across its ridge only).
 
-    Such a pair (on no loop of confident pairs and not strong enough to stand alone, or inconsistent
-    with them) comes back in the solve with the weak pairs, where a loop of weak pairs can keep it;
-    a weak pair is there only if it departs from the stage no farther than the confident pairs do
-    (:func:`_plausible`), and a confident pair that no confident loop checked is held to the same
-    bar. ``6x6`` seed 110: (5, 1)-(5, 2), between two empty tiles, significance 2.41, 19 px from
-    the step (the kept confident pairs at most 6.7 px), 20.3 px from the truth, on no confident
-    loop; kept by the wider solve on a loop of weak links, one of them an edge link free along x,
-    the axis of the departure: the empty (5, 2) ended 18.7 px farther from the truth than its stage
-    position, and (5, 3), placed next to it, 6.0 px. With fewer than :data:`MIN_DEPARTURE_PAIRS`
-    kept pairs the stage's error is not measured and no pair is returned (nor when the confident
-    solve kept no group, :func:`_strong_seed`: the confident pairs outside a small seed are not
-    judged by its few pairs).
+    That rule judges the kept pairs on no loop; a confident pair the solve did not keep (on no loop of
+    confident pairs and not strong enough to stand alone, or inconsistent with them) escapes it, and
+    comes back in the solve with the weak pairs, where a loop of weak links can keep it without
+    checking its departure. ``6x6`` seed 110: (5, 1)-(5, 2), between two empty tiles, significance
+    2.41, 19 px from the step (the kept confident pairs at most 6.7 px), 20.3 px from the truth, on no
+    confident loop; kept by the wider solve on a loop of weak links, one of them an edge link free along
+    x, the axis of the departure: the empty (5, 2) ended 18.7 px farther from the truth than its stage
+    position, and (5, 3), placed next to it, 6.0 px. The bound of a weak pair (:func:`_departure_bound`,
+    no margin) refused a right pair where four kept pairs measured the stage's error (``overlap 10 %``
+    seed 110: 6.5 px against at most 4.1 px; a tile 1.5 px farther than the stage). With fewer than
+    :data:`MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair is returned
+    (nor when the confident solve kept no group, :func:`_strong_seed`: the confident pairs outside a
+    small seed are not judged by its few pairs).
     """
     if len(kept) < MIN_DEPARTURE_PAIRS:
         return set()
     kept_ids = {(p.a, p.b) for p in kept}
-    bound = _departure_bound(kept, model)
+    bound = PRIOR_MARGIN * max(_departure(p, model) for p in kept) + PRIOR_SLACK_PX
     far = {(p.a, p.b) for p in confident if (p.a, p.b) not in kept_ids and _departure(p, model) > bound}
     if far:
         logger.info("confident pairs %s, not kept by the solve of the confident pairs, depart from the stage "
