@@ -16,8 +16,9 @@
    other (:func:`implausible_departure`), a wrong peak however significant. Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
-   confident pair the first solve did not keep is held to the same bar
-   (:func:`_unchecked_far_pairs`); one the solve dropped replaces a kept
+   confident pair the first solve did not keep only if it departs no farther
+   than :func:`implausible_departure` allows (:func:`_unchecked_far_pairs`);
+   one the solve dropped replaces a kept
    weak pair when their loop clearly blames the kept one
    (:func:`_swap_dropped_weak`).
 4. Only the largest connected group of tiles is placed by its pairs.
