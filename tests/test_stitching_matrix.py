@@ -88,9 +88,10 @@ def test_empty_tiles_stay_within_the_stage_error_and_are_flagged(tmp_path):
     weak = [str(t) for t, record in transform.tiles.items() if record.weak]
     assert metrics["n_weak_tiles"] == len(weak)
     assert [t for t, record in metrics["tiles"].items() if record["weak"]] == weak
-    refused = [str(t) for t, record in transform.tiles.items() if record.lone_link_refused]
-    assert metrics["n_lone_link_refused_tiles"] == len(refused)
-    assert [t for t, record in metrics["tiles"].items() if record["lone_link_refused"]] == refused
+    for field in ("lone_link_refused", "far_link_refused", "weak_link_swapped"):
+        flagged = [str(t) for t, record in transform.tiles.items() if getattr(record, field)]
+        assert metrics[f"n_{field}_tiles"] == len(flagged)
+        assert [t for t, record in metrics["tiles"].items() if record[field]] == flagged
     assert metrics["max_tile_sigma_px"] == pytest.approx(max(r.sigma_px for r in transform.tiles.values()), abs=1e-3)
     assert (n_stage <= 0.25 * 16 < n_stage + len(weak)) == any("weak links" in flag for flag in qc["flags"])
 

@@ -65,6 +65,15 @@ METRICS: dict[str, MetricInfo] = {
                                     "search found a position that a single overlap held, farther from the "
                                     "stage's step than any confident pair departs; refused, the tile was "
                                     "placed by other overlaps or kept its stage-model position."),
+    "n_far_link_refused_tiles": _M("Tiles refused an unchecked far link", "count", "Tiles with a confident "
+                                   "overlap that no loop of confident overlaps checked and that departs from "
+                                   "the stage's step farther than the checked ones do; refused as a wrong "
+                                   "match, the tile was placed by its other overlaps or kept its stage-model "
+                                   "position."),
+    "n_weak_link_swapped_tiles": _M("Tiles with a weak link swapped", "count", "Tiles placed by the joint "
+                                    "search through an overlap that a clearly more significant overlap of the "
+                                    "same loop contradicted; the weaker one was dropped and the stronger one "
+                                    "kept."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -15,15 +15,21 @@
    kept pair on no loop departing from the stage model far more than every
    other (:func:`implausible_departure`), a wrong peak however significant. Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
-   departs from the stage model no more than the confident pairs' do; one
-   the solve dropped replaces a kept weak pair when their loop clearly
-   blames the kept one (:func:`_swap_dropped_weak`).
+   departs from the stage model no more than the confident pairs' do, and a
+   confident pair the first solve did not keep only if it departs no farther
+   than :func:`implausible_departure` allows (:func:`_unchecked_far_pairs`);
+   one the solve dropped replaces a kept
+   weak pair when their loop clearly blames the kept one
+   (:func:`_swap_dropped_weak`).
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
    when it is significant (>= :data:`JOINT_SIGNIFICANCE`) and, if one link
    alone holds it, that link departs from the stage model no more than the
-   confident pairs do; and all positions are solved again; then groups of
+   confident pairs do; and all positions are solved again, a pair the solve
+   dropped taking the place of the one kept pair it alone checks when it is
+   clearly more significant on its own
+   (:func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`); then groups of
    tiles registered among themselves but not to the placed tiles, each as
    one rigid piece (grown by the plausible weak pairs that join it), alike;
    then clusters
@@ -68,7 +74,7 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, bridges,
                                            solve_positions)
 from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
-                                             honest_variance, swap_least_certain)
+                                             honest_variance, swap_clearly_weaker, swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
@@ -139,11 +145,13 @@ def pair_confidence(significance: float) -> float:
 
 
 def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, bridge: bool,
-                 implausible: bool = False) -> str:
+                 implausible: bool = False, far: bool = False) -> str:
     if kept:
         return "kept"
     if implausible:
         return "departs implausibly from the stage model"
+    if far:
+        return "unchecked, departs beyond the stage's error"
     if registration.ncc <= -1:
         return "no overlap"
     if not candidate:
@@ -232,6 +240,9 @@ def estimate_transform(
     (positions, model, kept), implausible = _solve_plausible(tiles, confident, tile_step_px)
     confident = [p for p in confident if (p.a, p.b) not in implausible]
     candidates = [p for p in candidates if (p.a, p.b) not in implausible]
+    far = _unchecked_far_pairs(confident, kept, model)
+    confident = [p for p in confident if (p.a, p.b) not in far]
+    candidates = [p for p in candidates if (p.a, p.b) not in far]
     if not kept:
         positions, model, kept = _strong_seed(tiles, confident, tile_step_px)
     confident_ids = {(p.a, p.b) for p in confident}
@@ -247,9 +258,15 @@ def estimate_transform(
     contested |= closed_by_switches(kept, set(moved), {pair: r.significance for pair, r in registrations.items()},
                                     ANCHOR_SIGNIFICANCE)
     joint, placed_by, lone_refused = _joint_search(registrations, positions, model, kept, flattened)
+    swapped_out: set[tuple[TileIndex, TileIndex]] = set()
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
-        positions, model, kept = solve_positions(tiles, kept + joint_pairs, tile_step_px)
+        solved = solve_positions(tiles, kept + joint_pairs, tile_step_px)
+        kept_ids = {(p.a, p.b) for p in solved[2]}
+        (positions, model, kept), swaps = swap_clearly_weaker(
+            tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids],
+            {pair: r.significance for pair, r in registrations.items()}, tile_step_px)
+        swapped_out = {blamed for _, blamed in swaps}
         positions, model, kept = _drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                          tile_step_px)
     while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
@@ -300,6 +317,8 @@ def estimate_transform(
             status = "kept (piece search)" if (a, b) in kept_ids else "piece search, inconsistent"
         elif (a, b) in clustered:
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
+        elif (a, b) in swapped_out and (a, b) not in kept_ids:
+            status = "weaker link of a loop, swapped out"
         elif (a, b) in joint or (a, b) in late:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
         elif (a, b) in moved:
@@ -307,7 +326,7 @@ def estimate_transform(
         else:
             status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong,
-                                  (a, b) in implausible)
+                                  (a, b) in implausible, (a, b) in far)
         records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset),
@@ -319,7 +338,8 @@ def estimate_transform(
     trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
                    or [[]])[0])
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
-                                 sigmas, trusted, lone_refused)
+                                 sigmas, trusted, lone_refused, {t for pair in far for t in pair},
+                                 {t for pair in swapped_out - kept_ids for t in pair})
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -419,6 +439,38 @@ def _departure_bound(confident: Sequence[PairOffset], model: StageModel) -> floa
     if not confident:
         return float("inf")
     return max(_departure(p, model, across_only=False) for p in confident) + PRIOR_SLACK_PX
+
+
+def _unchecked_far_pairs(confident: Sequence[PairOffset], kept: Sequence[PairOffset],
+                         model: StageModel) -> set[tuple[TileIndex, TileIndex]]:
+    """The confident pairs the solve of the confident pairs did not keep whose offset departs from the
+    stage model's step beyond what the stage errs: :func:`implausible_departure`'s bound,
+    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times the ``kept`` pairs' largest departure plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (an edge link's departure across its ridge only).
+
+    That rule judges the kept pairs on no loop; a confident pair the solve did not keep (on no loop of
+    confident pairs and not strong enough to stand alone, or inconsistent with them) escapes it, and
+    comes back in the solve with the weak pairs, where a loop of weak links can keep it without
+    checking its departure. ``6x6`` seed 110: (5, 1)-(5, 2), between two empty tiles, significance
+    2.41, 19 px from the step (the kept confident pairs at most 6.7 px), 20.3 px from the truth, on no
+    confident loop; kept by the wider solve on a loop of weak links, one of them an edge link free along
+    x, the axis of the departure: the empty (5, 2) ended 18.7 px farther from the truth than its stage
+    position, and (5, 3), placed next to it, 6.0 px. The bound of a weak pair (:func:`_departure_bound`,
+    no margin) refused a right pair where four kept pairs measured the stage's error (``overlap 10 %``
+    seed 110: 6.5 px against at most 4.1 px; a tile 1.5 px farther than the stage). With fewer than
+    :data:`MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair is returned
+    (nor when the confident solve kept no group, :func:`_strong_seed`: the confident pairs outside a
+    small seed are not judged by its few pairs).
+    """
+    if len(kept) < MIN_DEPARTURE_PAIRS:
+        return set()
+    kept_ids = {(p.a, p.b) for p in kept}
+    bound = PRIOR_MARGIN * max(_departure(p, model) for p in kept) + PRIOR_SLACK_PX
+    far = {(p.a, p.b) for p in confident if (p.a, p.b) not in kept_ids and _departure(p, model) > bound}
+    if far:
+        logger.info("confident pairs %s, not kept by the solve of the confident pairs, depart from the stage "
+                    "model's step beyond %.1f px: refused", sorted(far), bound)
+    return far
 
 
 def _solve_plausible(
@@ -1205,21 +1257,26 @@ def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex,
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
                   sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
-                  lone_refused: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  lone_refused: set[TileIndex], far_refused: set[TileIndex],
+                  swapped: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
-    (registered, but outside the ``trusted`` piece of anchoring pairs) and whether a joint
+    (registered, but outside the ``trusted`` piece of anchoring pairs), whether a joint
     peak of a lone link beyond the stage's error was refused for it (``lone_refused``,
-    :func:`_joint_search`)."""
+    :func:`_joint_search`), whether one of its confident pairs was refused as unchecked and
+    beyond the stage's error (``far_refused``, :func:`_unchecked_far_pairs`) and whether one
+    of its links was swapped out for a clearly more significant one (``swapped``,
+    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
+    flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
+                 "weak_link_swapped": t in swapped} for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
-                      weak=t not in trusted, lone_link_refused=t in lone_refused)
-        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t],
-                                     lone_link_refused=t in lone_refused)
+                      weak=t not in trusted, **flags[t])
+        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t], **flags[t])
         for t in tiles
     }

@@ -319,7 +319,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     of its tiles were placed by the stage model, or by the stage model and weak
     links only (``n_weak_tiles``; ``max_tile_sigma_px`` is the largest honest
     standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
-    lone far link the joint search refused). The figure shows each
+    lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
+    confident pair refused as unchecked and beyond the stage's error,
+    ``n_weak_link_swapped_tiles`` those with a searched link swapped for a clearly more
+    significant one). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -346,6 +349,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     weak = [t for t, record in transform.tiles.items() if record.weak]
     metrics["n_weak_tiles"] = len(weak)
     metrics["n_lone_link_refused_tiles"] = sum(record.lone_link_refused for record in transform.tiles.values())
+    metrics["n_far_link_refused_tiles"] = sum(record.far_link_refused for record in transform.tiles.values())
+    metrics["n_weak_link_swapped_tiles"] = sum(record.weak_link_swapped for record in transform.tiles.values())
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -366,6 +371,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated, "weak": record.weak,
                     "lone_link_refused": record.lone_link_refused,
+                    "far_link_refused": record.far_link_refused,
+                    "weak_link_swapped": record.weak_link_swapped,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

@@ -79,6 +79,11 @@ class PairRecord:
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
         the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`),
+        ``unchecked, departs beyond the stage's error`` (a confident pair no
+        loop of confident pairs kept, departing farther than they do,
+        :func:`linumpy.stitching.estimate._unchecked_far_pairs`),
+        ``weaker link of a loop, swapped out``
+        (:func:`linumpy.stitching.link_conflicts.swap_clearly_weaker`),
         ``no overlap``.
     """
 
@@ -131,6 +136,18 @@ class TileRecord:
         pairs do, and refused it: the tile was placed later by other
         evidence, or is on the stage. False in transforms written before
         session stitch43.
+    far_link_refused : bool
+        A confident pair of the tile, which the solve of the confident pairs
+        did not keep (no loop of them checked it), departed from the stage
+        model's step farther than the kept ones do, and was refused (status
+        ``unchecked, departs beyond the stage's error``): the tile was placed
+        by its other pairs, or is on the stage. False in transforms written
+        before session stitch44.
+    weak_link_swapped : bool
+        A link of the tile placed by the joint search was dropped for a
+        clearly more significant one that the solve had dropped, the only
+        other link of their loop (status ``weaker link of a loop, swapped
+        out``). False in transforms written before session stitch44.
     """
 
     source: str
@@ -139,6 +156,8 @@ class TileRecord:
     corroborated: bool = False
     weak: bool = False
     lone_link_refused: bool = False
+    far_link_refused: bool = False
+    weak_link_swapped: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +264,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
             {"tile": [int(r), int(c)], "source": record.source, "n_pairs": int(record.n_pairs),
              "sigma_px": _optional(record.sigma_px), "corroborated": bool(record.corroborated),
              "weak": bool(record.weak), "lone_link_refused": bool(record.lone_link_refused),
+             "far_link_refused": bool(record.far_link_refused),
+             "weak_link_swapped": bool(record.weak_link_swapped),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -316,7 +337,9 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 source=t["source"], n_pairs=int(t["n_pairs"]),
                 sigma_px=float("nan") if t["sigma_px"] is None else float(t["sigma_px"]),
                 corroborated=bool(t.get("corroborated", False)), weak=bool(t.get("weak", False)),
-                lone_link_refused=bool(t.get("lone_link_refused", False)))
+                lone_link_refused=bool(t.get("lone_link_refused", False)),
+                far_link_refused=bool(t.get("far_link_refused", False)),
+                weak_link_swapped=bool(t.get("weak_link_swapped", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
