@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attenuation_step_log", type=finite_float, default=DEFAULT_STEP_LOG,
                         help="With the edge-aware sums: read a change of the signal by more than this (log) "
                              "across 6 planes as a step of reflectivity (dark tissue at the same attenuation) and "
-                             "divide it out before Vermeer's tail sums (0.5 measured: helps on the simulator's dark tissue, "
-                             "lowers the NCC on oblique fibres; 0: off, plain Vermeer) [%(default)s].")
+                             "divide it out before Vermeer's tail sums (0.5 measured: helps on the simulator's "
+                             "dark tissue, lowers the NCC on oblique fibres; 0: off, plain Vermeer) [%(default)s].")
     parser.add_argument("--dtype", choices=AXIAL_DTYPES, default="float32",
                         help="Stored dtype of the corrected volume; float16 halves it (relative rounding "
                              "0.05%%) [%(default)s].")
