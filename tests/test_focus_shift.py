@@ -17,7 +17,8 @@ import pytest
 from linumpy.intensity import focus_shift
 from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
 from linumpy.io.zarr import read_omezarr, save_omezarr
-from linumpy.mosaic.curvature import APPLIED_ATTRIBUTE, Curvature
+from linumpy.mosaic.curvature import Curvature
+from linumpy.mosaic.options import APPLIED_CURVATURE_ATTRIBUTE
 from linumpy.qc.records import qc_record_path, read_qc_record
 
 DZ_MM = 0.0015
@@ -54,7 +55,7 @@ def write_grid(path, volume: np.ndarray, applied: bool) -> None:
     attributes = {"slice_id": 0, "tile_shape": list(TILE), "grid_shape": list(GRID),
                   "tile_step_px": list(TILE[1:]), "tiles_present": [[r, c] for r in range(3) for c in range(3)]}
     if applied:
-        attributes[APPLIED_ATTRIBUTE] = COEFFICIENTS
+        attributes[APPLIED_CURVATURE_ATTRIBUTE] = COEFFICIENTS
     save_omezarr(volume, path, (DZ_MM, 0.004, 0.004), chunks=(TILE[0], 120, 120), n_levels=0, attributes=attributes)
 
 
@@ -68,7 +69,7 @@ def corrected(tmp_path, name: str, volume: np.ndarray, applied: bool) -> tuple[n
 
 
 def test_the_shift_map_rebuilds_each_tile_and_blends_overlaps():
-    attributes = {"tile_shape": [5, 4, 6], APPLIED_ATTRIBUTE: COEFFICIENTS, "tile_step_px": [4, 4],
+    attributes = {"tile_shape": [5, 4, 6], APPLIED_CURVATURE_ATTRIBUTE: COEFFICIENTS, "tile_step_px": [4, 4],
                   "tile_positions_px": [[0, 0, 0.0, 0.0], [0, 1, 0.0, 4.0]], "tile_blend": "average"}
     shift = focus_shift.AppliedShift.of(attributes).region(slice(0, 4), slice(0, 10))
     offsets = Curvature(COEFFICIENTS).offset_map((4, 6))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from linumpy.mosaic.curvature import APPLIED_ATTRIBUTE, quadratic_map
+from linumpy.mosaic.options import APPLIED_CURVATURE_ATTRIBUTE
 from linumpy.stitching.blend import Box, feather_weights, placement_origins, tiles_in_box
 
 #: The focus is read at each A-line's applied shift when the fitted slope is at least this ...
@@ -65,9 +65,11 @@ class AppliedShift:
         (:func:`linumpy.stitching.blend.placement_origins`) with its blend's weights (``tile_blend``,
         feather when not recorded); a mosaic grid lays its tiles side by side.
         """
-        coefficients = attributes.get(APPLIED_ATTRIBUTE)
+        coefficients = attributes.get(APPLIED_CURVATURE_ATTRIBUTE)
         if not coefficients or "tile_shape" not in attributes:
             return None
+        from linumpy.mosaic.curvature import quadratic_map  # only with a curvature: it imports the tile readers
+
         tile_yx = tuple(int(v) for v in attributes["tile_shape"][1:])
         offsets = quadratic_map(coefficients, tile_yx)
         offsets -= offsets.mean(dtype=np.float64).astype(np.float32)

@@ -80,10 +80,6 @@ MIN_POINTS = 40
 #: Fitted terms of ``q``: ``u^2, v^2, u v`` (a linear term is indistinguishable from an
 #: offset between two tiles, e.g. a stage error on tilted tissue, so it is not estimated).
 N_TERMS = 3
-#: Mosaic grid attribute holding the applied correction's ``[q_uu, q_vv, q_uv]`` (voxels); absent when none was
-#: applied. The stitched slice inherits it, and the axial step reads each A-line's applied shift from it
-#: (:mod:`linumpy.intensity.focus_shift`).
-APPLIED_ATTRIBUTE = "field_curvature_applied_px"
 
 
 @dataclass(frozen=True)
