@@ -826,13 +826,13 @@ def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool =
 
     ``overwrite``: computed in ``data`` when it is float32. With ``stats.focus_shift``, each
     A-line is divided by the profile read at its own applied shift
-    (:func:`linumpy.intensity.focus_shift.focus_gain`); ``corner``: ``data``'s (y, x) in the slice.
+    (:func:`linumpy.intensity.focus_shift.divide_by_focus`); ``corner``: ``data``'s (y, x) in the slice.
     """
     out = data if overwrite and data.dtype == np.float32 else None
     signal = np.subtract(data, np.float32(stats.noise_floor), out=out, dtype=np.float32)
     if stats.focus_profile is not None and stats.focus_shift is not None:
         rows, cols = (slice(c, c + n) for c, n in zip(corner, data.shape[1:]))
-        signal /= focus_shift.focus_gain(stats.focus_profile, stats.focus_shift.region(rows, cols))
+        focus_shift.divide_by_focus(signal, stats.focus_profile, stats.focus_shift.region(rows, cols))
     elif stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     return signal

@@ -105,15 +105,24 @@ class AppliedShift:
         return np.divide(total, weight, out=np.zeros(box.shape), where=weight > 0).astype(np.float32)
 
 
-def focus_gain(profile: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """The focus profile read at each A-line's own shift: ``profile(z + shift[y, x])``, float32 ``(z, y, x)``.
+def divide_by_focus(signal: np.ndarray, profile: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Divide each A-line of ``signal`` (in place) by the focus profile read at its own shift; return it.
 
-    ``profile`` is the focus in the tile's frame (one value per depth); an A-line moved up by ``shift``
-    voxels sees at its depth ``z`` the focus of tile depth ``z + shift`` (linear interpolation, the end
-    values beyond the range).
+    ``profile`` is the focus in the tiles' frame (one value per depth); an A-line moved up by ``shift[y, x]``
+    voxels sees at its depth ``z`` the focus of tile depth ``z + shift`` (linear interpolation, the end values
+    beyond the range). Plane by plane: no temporary larger than a plane.
+
+    Examples
+    --------
+    >>> divide_by_focus(np.ones((3, 1, 2), np.float32), np.array([1.0, 0.5, 0.25]), np.array([[0.0, 1.0]]))[:, 0]
+    array([[1., 2.],
+           [2., 4.],
+           [4., 4.]], dtype=float32)
     """
-    depth = np.arange(profile.size, dtype=np.float32)[:, None, None] + shift[None]
-    return np.interp(depth, np.arange(profile.size), profile).astype(np.float32)
+    depths = np.arange(profile.size)
+    for z in range(signal.shape[0]):
+        signal[z] /= np.interp(z + shift, depths, profile).astype(np.float32)
+    return signal
 
 
 @dataclass(frozen=True)
