@@ -10,8 +10,11 @@ depth in um from the top of the input, NaN where no surface was detected) and
 cut at each A-line, 1/mm: its decay rate from the surface down to the first
 change of the A-line, or the bottom) and <out stem>_uncompensated.ome.zarr (the
 signal before attenuation compensation, flattened, 4 x 4 binned: the stack
-measures each slice's attenuation through its overlap on it). See
-docs/intensity.md.
+measures each slice's attenuation through its overlap on it). When the
+input records a field curvature the mosaic step removed (attribute
+field_curvature_applied_px) and its agarose shows that the focus did not
+move with the content, each A-line is divided by the focus profile read at
+its own applied shift (QC fields focus_shift_*). See docs/intensity.md.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, attenuation_map, focus, surface
+from linumpy.intensity import attenuation, attenuation_map, focus, focus_shift, surface
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
     lateral_blocks, map_ordered, read_block,
@@ -185,6 +185,8 @@ class SliceStatistics:
     mean_surface_px: float | None
     surface_fraction: float  # fraction of A-lines with a detected surface
     tissue_level: float | None  # A-line level above which an A-line is tissue (None: no distinct background)
+    # the mosaic step's applied shifts when the focus is read at each A-line's own (focus_shift), else None
+    focus_shift: focus_shift.AppliedShift | None = None
 
 
 def correct_slice(
@@ -277,8 +279,10 @@ def correct_slice(
         # pass 2's reads are known already: its first columns are decoded as soon as pass 1's are, while
         # pass 1 and the estimates between the passes run
         stack.enter_context(cache.prefetching((part.outer for part in parts), after=reads.decoded))
+        applied = (focus_shift.AppliedShift.of(info.attributes)
+                   if settings.focus_profile is None and settings.focus != "none" else None)
         stats = _gather_statistics(reads, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
-                                   levels_writer, settings, progress, workers, qc)
+                                   levels_writer, settings, progress, workers, qc, applied)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -385,12 +389,15 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 def _gather_statistics(
     reads: StatisticsReads, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
     levels_map: OmeZarrWriter, settings: AxialSettings, progress: bool, workers: int, qc: AxialQc,
+    applied: focus_shift.AppliedShift | None = None,
 ) -> SliceStatistics:
     """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
     ``voxel_um``: axial and lateral voxel size. ``reads``: the pass's blocks
     and their cache, its prefetch running; closed once the blocks are measured.
+    ``applied``: the mosaic step's applied shifts (the background cells also sum
+    the A-lines moved back by them, for :func:`_focus_profile`'s decision).
     """
     dz_um, lateral_um = voxel_um
     n_z, n_y, n_x = reads.cache.volume.shape
@@ -412,9 +419,14 @@ def _gather_statistics(
         levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
         inner = tuple(slice(s.start // factor, -(-s.stop // factor)) for s in part.inner_in_outer)
         counted = focus.whole_bins(binned)[inner] if factor > 1 else None  # bins at the mosaic's edge average padding
+        shift = None
+        if applied is not None:
+            rows, cols = (slice(s.start * factor, min(s.stop * factor, n))
+                          for s, n in zip(reads.region(part), (n_y, n_x)))
+            shift = bin_laterally(applied.region(rows, cols)[None], factor)[0][inner]
         measured = background.measure(binned[(slice(None), *inner)], found_binned[inner], levels_binned[inner],
                                       (part.origin[0] // factor, part.origin[1] // factor), weight=factor**2,
-                                      counted=counted)
+                                      counted=counted, shift=shift)
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
@@ -439,10 +451,12 @@ def _gather_statistics(
     estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um)
+    per_line = estimate.qc.get("focus_shift_per_aline", False) and estimate.profile is not None
     return SliceStatistics(
         noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
         focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
+        focus_shift=applied if per_line else None,
     )
 
 
@@ -509,11 +523,20 @@ def _focus_profile(
     bright = background.bright_cells(cells, noise_floor, first_depth, decay_per_px)  # dim tissue at the edge
     if bright.any():
         measured, support = background.background_profile(cells & ~bright, noise_floor, first_depth, decay_per_px)
+    shift_qc, shift_flags = {}, []
+    if background.cell_shifted_sums is not None:
+        shift_qc, shift_flags = _shift_decision(background, cells & ~bright, noise_floor, first_depth, decay_per_px)
+        if shift_qc["focus_shift_per_aline"]:  # the profile in the tiles' frame: the cells' content moved down
+            moved_first = np.ceil(first_depth + background.cell_shifts())
+            measured, support = background.in_tile_frame().background_profile(cells & ~bright, noise_floor,
+                                                                               moved_first, decay_per_px)
     given = settings.agarose_attenuation_per_mm is not None
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None,
                                     fit_decay=not given)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
+    estimate.qc.update(shift_qc)
+    estimate.flags.extend(shift_flags)
     lines = background.cell_lines
     estimate.qc.update(focus_agarose_bright_cells=int(bright.sum()),
                        focus_agarose_bright_fraction=round(float(lines[bright].sum() / lines[cells].sum()), 4))
@@ -525,6 +548,36 @@ def _focus_profile(
     if estimate.profile is None:
         return estimate, "none (too few background A-lines)"
     return estimate, settings.focus
+
+
+def _shift_decision(
+    background: focus.BackgroundStatistics, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray,
+    decay_per_px: float,
+) -> tuple[dict[str, Any], list[str]]:
+    """Did the focus follow the mosaic step's applied shifts? The QC fields and flags of the decision.
+
+    The agarose ``cells``' signal (as :meth:`~linumpy.intensity.focus.BackgroundStatistics.background_profile`
+    takes it) at the well-sampled depths, regressed on the cells' mean shifts
+    (:func:`linumpy.intensity.focus_shift.focus_displacement`, :func:`~linumpy.intensity.focus_shift.decide`).
+    """
+    use, signal, lines = background.cell_signal(cells, noise_floor, first_depth, decay_per_px)
+    support = lines.sum(axis=0)
+    depths = support >= max(focus.MIN_SUPPORT_LINES, focus.MIN_SUPPORT_FRACTION * support.max(initial=0))
+    found = focus_shift.focus_displacement(signal, lines, focus.cell_gains(signal, lines),
+                                           background.cell_shifts()[use], depths)
+    per_line, why = focus_shift.decide(found)
+    qc = {
+        "focus_shift_per_aline": per_line,
+        "focus_shift_decision": why,
+        "focus_shift_slope": None if found.slope is None else round(found.slope, 4),
+        "focus_shift_slope_sd": None if found.slope_sd is None else round(found.slope_sd, 4),
+        "focus_shift_cells": found.cells,
+        "focus_shift_spread_px": round(found.shift_sd_px, 4),
+    }
+    logger.info("focus and the applied field curvature: %s", why)
+    flags = [f"focus read as one profile although the field curvature was applied: {why}"] \
+        if why.startswith("one profile: unsure") or why.startswith("one profile: too few") else []
+    return qc, flags
 
 
 def _cell_first_depth(background: focus.BackgroundStatistics, plane: np.ndarray | None, factor: int) -> np.ndarray:
@@ -692,8 +745,9 @@ def correct_block(
     # the map is fitted on lateral means of the signal before negatives are clipped: clipping
     # first lifts every mean where the signal is near the noise floor (deep, dark tissue), and
     # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
-    signal = _focus_corrected(data, stats, overwrite_data)
     inner = inner or (slice(None), slice(None))
+    corner = (origin[0] - (inner[0].start or 0), origin[1] - (inner[1].start or 0))
+    signal = _focus_corrected(data, stats, overwrite_data, corner)
     fit_depth_px = depth_px - surface_depth_px
     shift = _flatten_shift(found_px[inner], stats, surface_depth_px, origin)
     # the input depths the flattening reads: the compensation (and its tail sums) is needed there only
@@ -766,14 +820,20 @@ def _flattened_binned(signal: np.ndarray, shift: np.ndarray, depth_px: int, fact
     return binned
 
 
-def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool = False) -> np.ndarray:
+def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool = False,
+                     corner: tuple[int, int] = (0, 0)) -> np.ndarray:
     """The signal above the noise floor, divided by the focus profile (float32, not clipped).
 
-    ``overwrite``: computed in ``data`` when it is float32.
+    ``overwrite``: computed in ``data`` when it is float32. With ``stats.focus_shift``, each
+    A-line is divided by the profile read at its own applied shift
+    (:func:`linumpy.intensity.focus_shift.divide_by_focus`); ``corner``: ``data``'s (y, x) in the slice.
     """
     out = data if overwrite and data.dtype == np.float32 else None
     signal = np.subtract(data, np.float32(stats.noise_floor), out=out, dtype=np.float32)
-    if stats.focus_profile is not None:
+    if stats.focus_profile is not None and stats.focus_shift is not None:
+        rows, cols = (slice(c, c + n) for c, n in zip(corner, data.shape[1:]))
+        focus_shift.divide_by_focus(signal, stats.focus_profile, stats.focus_shift.region(rows, cols))
+    elif stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
     return signal
 

@@ -26,6 +26,7 @@ never amplifies more than ``1 / min_gain``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,8 @@ class BlockBackground:
     sums: np.ndarray  # (cells, depth) sums of the intensities of the imaged A-lines
     lines: np.ndarray  # (cells,) number of those A-lines
     level_max: np.ndarray  # (cells,) largest A-line level
+    shifted_sums: np.ndarray | None = None  # (cells, depth) the same sums, A-lines moved back by their applied shift
+    shift_sums: np.ndarray | None = None  # (cells,) sum of the counted A-lines' applied shifts
 
 
 class BackgroundStatistics:
@@ -144,7 +147,9 @@ class BackgroundStatistics:
     is found only where speckle happens to rise, which would bias the
     profile; the profile of a cell starts below the cell's mean surface
     (:meth:`background_profile`). Memory is
-    ``max_cells^2 x depth`` sums, whatever the slice size.
+    ``max_cells^2 x depth`` sums, whatever the slice size (twice that when the
+    blocks carry the mosaic step's applied shifts: the sums of the A-lines moved
+    back to their tile's frame, :mod:`linumpy.intensity.focus_shift`).
 
     Parameters
     ----------
@@ -171,6 +176,8 @@ class BackgroundStatistics:
         self.cell_level_max = np.zeros(n_cells, np.float64)
         self.cell_noise = np.zeros((n_cells, 2), np.float64)
         self.cell_surface = np.zeros((n_cells, 2), np.float64)
+        self.cell_shifted_sums: np.ndarray | None = None  # allocated by the first block with shifts
+        self.cell_shift_sums = np.zeros(n_cells, np.float64)
 
     def add(
         self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0)
@@ -180,7 +187,7 @@ class BackgroundStatistics:
 
     def measure(
         self, volume: np.ndarray, surface: np.ndarray, levels: np.ndarray, origin: tuple[int, int] = (0, 0),
-        weight: int = 1, counted: np.ndarray | None = None,
+        weight: int = 1, counted: np.ndarray | None = None, shift: np.ndarray | None = None,
     ) -> BlockBackground | None:
         """What one block adds (see :meth:`add`), without changing ``self`` (thread-safe).
 
@@ -190,7 +197,10 @@ class BackgroundStatistics:
         binned 2 x 2 laterally). ``counted``: ``(y, x)``, the A-lines whose
         intensities enter the cell sums and counts (default: every imaged A-line,
         i.e. with a nonzero voxel, not padding; for a binned volume see
-        :func:`whole_bins`).
+        :func:`whole_bins`). ``shift``: ``(y, x)``, the up-shift the mosaic step
+        applied to each A-line (:class:`linumpy.intensity.focus_shift.AppliedShift`):
+        the cells also sum the A-lines moved back down by it (their tile's frame,
+        Lanczos, :func:`linumpy.mosaic.curvature.shift_alines`) and the shifts.
         """
         volume = np.asarray(volume, np.float32)
         imaged = volume.any(axis=0)  # not padding
@@ -211,12 +221,23 @@ class BackgroundStatistics:
         rows = (edges[0] + origin[0]) // self.cell_px
         cols = (edges[1] + origin[1]) // self.cell_px
         present = (rows[:, None] * self.grid[1] + cols[None, :]).ravel()
-        sums = per_cell(volume).reshape(self.depth, -1).T
         left_out = np.nonzero(imaged & ~counted)  # imaged A-lines not counted: their sums taken out
-        if left_out[0].size:
-            cell = ((np.searchsorted(edges[0], left_out[0], side="right") - 1) * edges[1].size
-                    + np.searchsorted(edges[1], left_out[1], side="right") - 1)
-            np.subtract.at(sums, cell, volume[:, left_out[0], left_out[1]].T.astype(np.float64))
+        cell = ((np.searchsorted(edges[0], left_out[0], side="right") - 1) * edges[1].size
+                + np.searchsorted(edges[1], left_out[1], side="right") - 1)
+
+        def counted_sums(values: np.ndarray) -> np.ndarray:  # (z, y, x) -> (cells, z) over the counted A-lines
+            sums = per_cell(values).reshape(self.depth, -1).T
+            if left_out[0].size:
+                np.subtract.at(sums, cell, values[:, left_out[0], left_out[1]].T.astype(np.float64))
+            return sums
+
+        sums = counted_sums(volume)
+        shifted_sums = shift_sums = None
+        if shift is not None:
+            from linumpy.mosaic.curvature import shift_alines
+
+            shifted_sums = counted_sums(shift_alines(volume, shift))
+            shift_sums = per_cell(np.where(counted, shift, 0.0)).ravel()
         n_lines = per_cell(counted).ravel().astype(np.int64)
         above = np.arange(self.depth)[:, None, None] < np.where(found, start, 0)[None]
         noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
@@ -226,7 +247,9 @@ class BackgroundStatistics:
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
         keep = per_cell(imaged).ravel() > 0
         return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
-                               surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep])
+                               surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep],
+                               None if shifted_sums is None else shifted_sums[keep] * weight,
+                               None if shift_sums is None else shift_sums[keep] * weight)
 
     def merge(self, block: BlockBackground | None) -> None:
         """Add a block measured by :meth:`measure` (None: a block without surface)."""
@@ -238,6 +261,11 @@ class BackgroundStatistics:
         self.cell_sums[block.cells] += block.sums
         self.cell_lines[block.cells] += block.lines
         np.maximum.at(self.cell_level_max, block.cells, block.level_max)
+        if block.shifted_sums is not None:
+            if self.cell_shifted_sums is None:
+                self.cell_shifted_sums = np.zeros_like(self.cell_sums)
+            self.cell_shifted_sums[block.cells] += block.shifted_sums
+            self.cell_shift_sums[block.cells] += block.shift_sums
 
     def noise_floor(self, cells: np.ndarray | None = None) -> float:
         """Noise floor: the median over ``cells`` (default: all) of each cell's mean intensity above the surface.
@@ -299,6 +327,22 @@ class BackgroundStatistics:
             tissue = ndimage.binary_dilation(tissue, iterations=guard_cells)
         return ~tissue.ravel() & (self.cell_lines > 0)
 
+    def cell_shifts(self) -> np.ndarray:
+        """Mean applied up-shift (voxels) of each cell's counted A-lines, 0 for a cell without any."""
+        return np.divide(self.cell_shift_sums, self.cell_lines, out=np.zeros(self.cell_lines.shape),
+                         where=self.cell_lines > 0)
+
+    def in_tile_frame(self) -> BackgroundStatistics:
+        """These statistics with the cell sums of the A-lines moved back to their tiles' frame (a shallow copy).
+
+        Raises ``ValueError`` when no block carried applied shifts.
+        """
+        if self.cell_shifted_sums is None:
+            raise ValueError("no applied shifts were measured")
+        moved = copy.copy(self)
+        moved.cell_sums = self.cell_shifted_sums
+        return moved
+
     def cell_surfaces(self) -> np.ndarray:
         """Mean detected surface (voxels) of each cell's A-lines, NaN for a cell without any."""
         total, count = self.cell_surface.T
@@ -330,7 +374,7 @@ class BackgroundStatistics:
         >>> profile.round(6).tolist()
         [1.0, 1.0, 1.0, 1.0]
         """
-        _, signal, lines = self._cell_signal(cells, noise_floor, first_depth, decay_per_px)
+        _, signal, lines = self.cell_signal(cells, noise_floor, first_depth, decay_per_px)
         gains = cell_gains(signal, lines)
         weight = (gains[:, None] * lines).sum(axis=0)
         support = lines.sum(axis=0)
@@ -346,12 +390,12 @@ class BackgroundStatistics:
         tissue mask, closed and hole-filled, encloses it only inside the sample) lies outside the tissue
         mask; it is brighter than the gel and decays faster, so it bends the profile's shape.
         """
-        use, signal, lines = self._cell_signal(cells, noise_floor, first_depth, decay_per_px)
+        use, signal, lines = self.cell_signal(cells, noise_floor, first_depth, decay_per_px)
         bright = np.zeros(cells.shape, bool)
         bright[use] = bright_outliers(cell_gains(signal, lines), lines.sum(axis=1))
         return bright
 
-    def _cell_signal(
+    def cell_signal(
         self, cells: np.ndarray, noise_floor: float, first_depth: np.ndarray, decay_per_px: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices of the used cells, their signal sums (noise floor removed, 0 above their first depth, the

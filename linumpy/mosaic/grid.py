@@ -33,7 +33,7 @@ from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level,
 from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
 from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
-from linumpy.mosaic.options import DEFAULT_CONFIDENCE, DTYPES
+from linumpy.mosaic.options import APPLIED_CURVATURE_ATTRIBUTE, DEFAULT_CONFIDENCE, DTYPES
 from linumpy.parallel import import_in_background, run_jobs
 from linumpy.qc.metrics import nonzero_fraction
 from linumpy.qc.records import FIGURES_MODULE, render_png, write_qc_record
@@ -268,6 +268,8 @@ def write_mosaic_grid(
         curvature = field_curvature
     else:
         curvature = estimate_slice_curvature(section, galvo, workers)
+    if curvature.applied:
+        attributes[APPLIED_CURVATURE_ATTRIBUTE] = [float(c) for c in curvature.coefficients]
     with (
         OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite, n_levels=n_levels) as grid,
         OmeZarrWriter(

@@ -10,3 +10,7 @@ DTYPES = ("float32", "float16", "uint16")
 DEFAULT_CONFIDENCE = 0.3
 #: Slices sampled by the acquisition-wide field-curvature estimate, spread through the acquisition.
 CURVATURE_MAX_SLICES = 8
+#: Mosaic grid attribute holding the applied field-curvature correction's ``[q_uu, q_vv, q_uv]`` (voxels); absent
+#: when none was applied. The stitched slice inherits it, and the axial step reads each A-line's applied shift
+#: from it (:mod:`linumpy.intensity.focus_shift`).
+APPLIED_CURVATURE_ATTRIBUTE = "field_curvature_applied_px"

@@ -470,6 +470,7 @@ def write_fused(
         writer[z0:z1, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
 
     attributes = dict(attributes)
+    attributes["tile_blend"] = blend
     attributes["tile_positions_px"] = [
         [r, c, round(float(positions[(r, c)][0] - translation[0]), 3),
          round(float(positions[(r, c)][1] - translation[1]), 3)]
