@@ -108,9 +108,10 @@ WEAK_BY = (-3, 0)
 
 def test_a_far_bridge_whose_tile_lies_within_the_stage_window_is_kept(monkeypatch):
     """The right pair (0, 1)-(0, 2), significance 12, is (0, 2)'s only right link (its overlap with (1, 2)
-    holds a weak wrong peak). Its departure, 10 px, exceeds the other pairs' bound, but it puts (0, 2) 7 px from its stage
-    position, the other tiles at most 4 px (the joint search's window, 1.5 x 4 + 2 = 8 px): kept, and (0, 2)
-    placed at the truth instead of staying on the stage 7 px off (harsh foreign seed 99, slice 4)."""
+    holds a weak wrong peak). Its departure, 10 px, exceeds the other pairs' bound, but it puts (0, 2) 7 px
+    from its stage position, the other tiles at most 4 px (the joint search's window, 1.5 x 4 + 2 = 8 px):
+    kept, and (0, 2) placed at the truth; main left it on the stage, 8 px off (harsh foreign seed 99,
+    slice 4)."""
     significance = {**SIGNIFICANCE, ((0, 1), (0, 2)): 12.0, ((0, 2), (1, 2)): WEAK_SIG}
     registrations = {}
     for (a, b), sig in significance.items():
