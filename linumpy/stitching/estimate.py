@@ -291,8 +291,9 @@ def estimate_transform(
     corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     placed_before = {t for pair in kept for t in (pair.a, pair.b)}
     late: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
+    far_weak: set[TileIndex] = set()
     while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
-                                       tile_step_px, max_shift_px)) is not None:
+                                       tile_step_px, max_shift_px, far_weak)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
         positions, model, kept, searched, refused = _late_joint_search(tiles, (positions, model, kept),
@@ -342,7 +343,7 @@ def estimate_transform(
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted, lone_refused, {t for pair in far for t in pair},
                                  {t for pair in swapped_out - kept_ids for t in pair},
-                                 {t for pair, side in far_bridged.items() if pair in kept_ids for t in side})
+                                 {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -871,10 +872,12 @@ def _place_corroborated(
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
     max_shift_px: float,
+    far: set[TileIndex],
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Place the first tile left out whose weak joint peak its links corroborate and the solve accepts.
 
-    ``solved`` is ``(positions, model, kept)`` of the last solve.
+    ``solved`` is ``(positions, model, kept)`` of the last solve; the tiles whose peak lies beyond the
+    stage's error (below) are added to ``far``.
 
     The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
     have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
@@ -897,6 +900,17 @@ def _place_corroborated(
     drops means its overlap disagrees: the tile is searched again without it
     (:func:`_corroborated_without`), once.
 
+    A weak peak is not taken where it puts its tile farther from its stage-model
+    position than any placed tile lies from its own plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (the bar of a weak pair,
+    :func:`_plausible`: no margin), with at least :data:`MIN_DEPARTURE_PAIRS` pairs
+    kept: the window of the search (the joint search's, 1.5 times that deviation
+    plus 2 px) is for significant peaks, and two overlaps of a tile can agree on
+    a wrong position there. ``6x6`` seed 114: (1, 2), joint significance 1.5,
+    both links 11 px off in x, placed 10.0 px from its stage-model position (the
+    placed tiles at most 5.7 px), 6.9 px farther from the truth than its stage
+    position.
+
     Returns
     -------
     tuple or None
@@ -908,11 +922,21 @@ def _place_corroborated(
     if not placed:
         return None
 
+    bound = (max(float(np.max(np.abs(positions[t] - model.position(t)))) for t in placed) + PRIOR_SLACK_PX
+             if len(kept) >= MIN_DEPARTURE_PAIRS else float("inf"))
+
     def search(links: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> list[Placement]:
         max_spread = np.maximum(MAX_WEAK_SPREAD_PX, WEAK_SPREAD_SCATTER_FRACTION
                                 * stage_scatter(positions, model, sorted(placed), max_shift_px))
-        return corroborated_placements(links, positions, placed, model, WEAK_JOINT_SIGNIFICANCE,
-                                       MIN_CORROBORATING_LINKS, max_spread)
+        found = corroborated_placements(links, positions, placed, model, WEAK_JOINT_SIGNIFICANCE,
+                                        MIN_CORROBORATING_LINKS, max_spread)
+        beyond = {p.tile for p in found
+                  if np.max(np.abs(np.asarray(p.position, float) - model.position(p.tile))) > bound}
+        if beyond - far:
+            logger.info("weak joint peaks of %s beyond the placed tiles' deviation from the stage model plus "
+                        "%.0f px (%.1f px): refused", sorted(beyond - far), PRIOR_SLACK_PX, bound)
+        far.update(beyond)
+        return [p for p in found if p.tile not in beyond]
 
     with threadpool_limits(limits=1, user_api="blas"):
         for placement in search(registrations):
@@ -1297,7 +1321,8 @@ def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex,
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
                   sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
                   lone_refused: set[TileIndex], far_refused: set[TileIndex],
-                  swapped: set[TileIndex], far_bridged: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  swapped: set[TileIndex], far_bridged: set[TileIndex],
+                  far_weak: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1308,13 +1333,15 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     of its links was swapped out for a clearly more significant one (``swapped``,
     :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`) and whether a pair departing
     beyond the other pairs placed it within the stage's window (``far_bridged``,
-    :func:`_bridged_within_window`)."""
+    :func:`_bridged_within_window`) and whether a corroborated weak peak beyond the stage's
+    error was refused for it (``far_weak``, :func:`_place_corroborated`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
     flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
-                 "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged} for t in tiles}
+                 "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
+                 "far_weak_peak_refused": t in far_weak} for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
                       weak=t not in trusted, **flags[t])

@@ -155,6 +155,12 @@ class TileRecord:
         stage-model position (status ``kept, departs beyond the other pairs
         but its tiles within the stage's window``). False in transforms
         written before session stitch45.
+    far_weak_peak_refused : bool
+        The corroborated search found a weak joint peak for the tile farther
+        from its stage-model position than any placed tile lies from its own
+        plus 2 px, and refused it: the tile was placed later by other
+        evidence, or is on the stage. False in transforms written before
+        session stitch45.
     """
 
     source: str
@@ -166,6 +172,7 @@ class TileRecord:
     far_link_refused: bool = False
     weak_link_swapped: bool = False
     far_bridge_kept: bool = False
+    far_weak_peak_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,6 +282,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_link_refused": bool(record.far_link_refused),
              "weak_link_swapped": bool(record.weak_link_swapped),
              "far_bridge_kept": bool(record.far_bridge_kept),
+             "far_weak_peak_refused": bool(record.far_weak_peak_refused),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -349,7 +357,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 lone_link_refused=bool(t.get("lone_link_refused", False)),
                 far_link_refused=bool(t.get("far_link_refused", False)),
                 weak_link_swapped=bool(t.get("weak_link_swapped", False)),
-                far_bridge_kept=bool(t.get("far_bridge_kept", False)))
+                far_bridge_kept=bool(t.get("far_bridge_kept", False)),
+                far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
