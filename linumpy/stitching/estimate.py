@@ -13,7 +13,9 @@
    only link between two groups of tiles without being clearly significant
    (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked; and a
    kept pair on no loop departing from the stage model far more than every
-   other (:func:`implausible_departure`), a wrong peak however significant. Pairs
+   other (:func:`implausible_departure`), a wrong peak however significant,
+   unless the tiles it alone places stay within the joint search's window
+   (:func:`_bridged_within_window`). Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
    confident pair the first solve did not keep only if it departs no farther
@@ -43,8 +45,9 @@
    holding a piece whose other pairs were dropped counts as weak
    (:func:`_orphaned_searches`). Last, a tile still left out is
    placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
-   of its links corroborate it, the peak is sharp and the solve keeps those
-   links on their loops; after each such placement the joint search runs
+   of its links corroborate it, the peak is sharp, it departs from the stage
+   model no farther than the placed tiles do plus 2 px and the solve keeps
+   those links on their loops; after each such placement the joint search runs
    again from the tile placed.
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
