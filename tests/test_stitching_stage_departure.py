@@ -93,3 +93,47 @@ def test_the_departure_bound_is_relative_to_the_other_pairs(largest, implausible
     # 9.3 px from the step, the others at most 4.2 px).
     closing = _pair((1, 0), (1, 1), np.add(np.subtract((6.0, -2.0), (1.0, 5.0)), (largest, 0.0)))
     assert estimate.implausible_departure(pairs + [closing], model) is None
+
+
+#: Stage errors of harsh foreign seed 99, slice 4's kind (stitch45): (0, 2) 7 px off in y, its pair with (0, 1)
+#: departing 10 px from the step, the other pairs at most 5 px (bound 1.5 x 5 + 2 = 9.5 px).
+FAR_ERRORS = {(0, 0): (0, 0), (0, 1): (-3, 0), (0, 2): (7, 0), (1, 0): (0, 2), (1, 1): (-2, -2), (1, 2): (-4, -3),
+              (2, 0): (2, 3), (2, 1): (0, 3), (2, 2): (-1, 0)}
+
+
+#: (0, 2)-(1, 2): a weak wrong peak, 3 px from the truth in y (a 1 px true overlap there).
+WEAK_SIG = 1.0
+WEAK_BY = (-3, 0)
+
+
+def test_a_far_bridge_whose_tile_lies_within_the_stage_window_is_kept(monkeypatch):
+    """The right pair (0, 1)-(0, 2), significance 12, is (0, 2)'s only right link (its overlap with (1, 2)
+    holds a weak wrong peak). Its departure, 10 px, exceeds the other pairs' bound, but it puts (0, 2) 7 px
+    from its stage position, the other tiles at most 4 px (the joint search's window, 1.5 x 4 + 2 = 8 px):
+    kept, and (0, 2) placed at the truth; main left it on the stage, 8 px off (harsh foreign seed 99,
+    slice 4)."""
+    significance = {**SIGNIFICANCE, ((0, 1), (0, 2)): 12.0, ((0, 2), (1, 2)): WEAK_SIG}
+    registrations = {}
+    for (a, b), sig in significance.items():
+        nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+        true = tuple(int(v) for v in np.subtract(FAR_ERRORS[b], FAR_ERRORS[a]))
+        best = tuple(np.add(true, WEAK_BY)) if (a, b) == ((0, 2), (1, 2)) else true
+        registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5,
+                                                 sig, (0.1, 0.1),
+                                                 scores=(EvidenceMap(1.0, nominal, _map({best: 2.0 + sig})),))
+    model = StageModel.nominal(STEP)
+    pairs = [_pair(a, b, np.subtract(FAR_ERRORS[b], FAR_ERRORS[a])) for (a, b), sig in significance.items()
+             if sig >= estimate.CONFIDENT_SIGNIFICANCE]
+    assert estimate.implausible_departure(pairs, model).b == (0, 2)  # the pairs' bound alone drops it
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    record = next(r for r in transform.pairs if (r.a, r.b) == ((0, 1), (0, 2)))
+    assert record.accepted and "within the stage's window" in record.status
+    assert [t for t, r in transform.tiles.items() if r.far_bridge_kept] == [(0, 2)]
+    truth = {t: np.multiply(t, STEP) + FAR_ERRORS[t] for t in TILES}
+    for tile in TILES:
+        assert transform.tiles[tile].source == "pairs", tile
+        error = np.subtract(transform.position(tile), transform.position((0, 0))) - (truth[tile] - truth[(0, 0)])
+        assert np.abs(error).max() < 0.05, tile

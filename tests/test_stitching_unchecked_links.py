@@ -1,4 +1,5 @@
-"""Unchecked far confident pairs are refused; a clearly weaker searched link gives way (session stitch44, issue #10)."""
+"""Unchecked far confident pairs are refused; a clearly weaker searched link gives way (session stitch44);
+a far weak peak is refused (session stitch45, issue #10)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,16 @@ def test_the_corner_of_6x6_seed_107_is_hung_on_its_significant_link():
     assert transform.tiles[(4, 4)].weak_link_swapped
     assert max(ours[t] for t in ((4, 4), (4, 5), (5, 4), (5, 5))) <= 1.0  # measured 3.73 before
     assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
+
+
+def test_the_far_weak_peak_of_6x6_seed_114_is_refused():
+    """``6x6`` seed 114 (stitch44's held-out, tuning for stitch45): the corroborated search placed (1, 2) at
+    joint significance 1.5 on two links each 11 px off in x, 10.0 px from its stage-model position while
+    the placed tiles lie at most 5.7 px from theirs: 6.88 px farther from the truth than its stage
+    position. Refused (beyond the placed tiles' deviation + 2 px): (1, 2) on the stage model, no tile
+    worse than the stage."""
+    ours, excess, _, transform = stitch_errors(get_condition("6x6"), 114)
+    assert transform.tiles[(1, 2)].far_weak_peak_refused and transform.tiles[(1, 2)].source == "stage"
+    assert excess[(1, 2)] <= 0.0, excess  # +6.88 before
+    assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
+    assert ours[(1, 2)] <= 4.0  # its stage position: 3.71 px off (10.71 before)

@@ -74,6 +74,15 @@ METRICS: dict[str, MetricInfo] = {
                                     "search through an overlap that a clearly more significant overlap of the "
                                     "same loop contradicted; the weaker one was dropped and the stronger one "
                                     "kept."),
+    "n_far_bridge_kept_tiles": _M("Tiles placed by a far bridge", "count", "Tiles that a single overlap joins "
+                                  "to the others, departing from the stage's step farther than the other "
+                                  "overlaps do, kept because it places them no farther from their stage "
+                                  "positions than the joint search allows."),
+    "n_far_weak_peak_refused_tiles": _M("Tiles refused a far weak peak", "count", "Tiles for which the search "
+                                        "found a weak position that several overlaps agree on, farther from "
+                                        "the tile's stage position than any placed tile lies from its own; "
+                                        "refused, the tile was placed by other overlaps or kept its "
+                                        "stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

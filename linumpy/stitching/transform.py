@@ -148,6 +148,19 @@ class TileRecord:
         clearly more significant one that the solve had dropped, the only
         other link of their loop (status ``weaker link of a loop, swapped
         out``). False in transforms written before session stitch44.
+    far_bridge_kept : bool
+        The tile is on the far side of a pair on no loop that departs from
+        the stage model's step beyond the other kept pairs' bound, kept
+        because it puts the tile within the joint search's window around its
+        stage-model position (status ``kept, departs beyond the other pairs
+        but its tiles within the stage's window``). False in transforms
+        written before session stitch45.
+    far_weak_peak_refused : bool
+        The corroborated search found a weak joint peak for the tile farther
+        from its stage-model position than any placed tile lies from its own
+        plus 2 px, and refused it: the tile was placed later by other
+        evidence, or is on the stage. False in transforms written before
+        session stitch45.
     """
 
     source: str
@@ -158,6 +171,8 @@ class TileRecord:
     lone_link_refused: bool = False
     far_link_refused: bool = False
     weak_link_swapped: bool = False
+    far_bridge_kept: bool = False
+    far_weak_peak_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,6 +281,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "weak": bool(record.weak), "lone_link_refused": bool(record.lone_link_refused),
              "far_link_refused": bool(record.far_link_refused),
              "weak_link_swapped": bool(record.weak_link_swapped),
+             "far_bridge_kept": bool(record.far_bridge_kept),
+             "far_weak_peak_refused": bool(record.far_weak_peak_refused),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -339,7 +356,9 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 corroborated=bool(t.get("corroborated", False)), weak=bool(t.get("weak", False)),
                 lone_link_refused=bool(t.get("lone_link_refused", False)),
                 far_link_refused=bool(t.get("far_link_refused", False)),
-                weak_link_swapped=bool(t.get("weak_link_swapped", False)))
+                weak_link_swapped=bool(t.get("weak_link_swapped", False)),
+                far_bridge_kept=bool(t.get("far_bridge_kept", False)),
+                far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
