@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,19 +275,28 @@ def write_mosaic_grid(
             aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite, n_levels=n_levels
         ) as aip,
         ThreadPoolExecutor(1, thread_name_prefix="mosaic-qc") as qc_thread,
+        ThreadPoolExecutor(1, thread_name_prefix="mosaic-read") as reader,
     ):
-        reused = threading.local()  # a thread reads its next tile into the array of its previous one
+        spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # tile arrays whose tile is written
         aip_parts = _Countdown(len(section.tiles))
 
-        def lay_out(item: tuple[tuple[int, int], Any]) -> None:
-            (row, col), tile = item
-            reused.tile = read_tile(tile, galvo, getattr(reused, "tile", None))
-            raw = curvature.correct(zero_non_finite(reused.tile, tile.path))
-            prepared = prepare_tile(raw, geometry, dtype)
+        def read(tile: Any) -> np.ndarray:
+            """Read a tile (into a spare array: a fresh 40 MB array costs its page faults) and clean it."""
+            try:
+                out = spare.get_nowait()
+            except queue.Empty:
+                out = None
+            return zero_non_finite(read_tile(tile, galvo, out), tile.path)
+
+        def lay_out(job: tuple[tuple[tuple[int, int], Any], Future]) -> None:
+            ((row, col), _), read_job = job
+            raw = read_job.result()
+            prepared = prepare_tile(curvature.correct(raw), geometry, dtype)
             region = geometry.region(row, col)
             aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
             aip_parts.done()
             grid[region] = prepared
+            spare.put(raw)
 
         def aip_qc() -> tuple[dict[str, Any], dict[str, bytes]] | None:
             """Finalize the AIP and make the QC figure from it while the last tiles' grid chunks are written."""
@@ -297,8 +307,10 @@ def write_mosaic_grid(
 
         # Tiles fill whole chunks of both outputs, so threads never write the same chunk, and the
         # order in which they finish does not matter: a thread takes the next tile as soon as it is
-        # done. The files of the tiles taken ahead are read by the kernel while the current tiles are
-        # laid out. Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they
+        # done. The tiles taken ahead are read, in order, by the reader thread while the current
+        # tiles are laid out (their files announced to the kernel first): a worker does not wait
+        # for the disk, and the reader's copies use a core whenever a worker waits for its writes.
+        # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they
         # are written. Each tile's AIP part is written first: the QC thread finalizes the AIP and
         # draws its figure (about half a second of serial work after the tiles otherwise) while the
         # last tiles' grid chunks are written.
@@ -307,11 +319,12 @@ def write_mosaic_grid(
         import_in_background(FIGURES_MODULE)
         qc = qc_thread.submit(aip_qc)
         try:
-            jobs = run_jobs(lay_out, tiles, workers)
+            jobs = run_jobs(lay_out, ((item, reader.submit(read, item[1])) for item in tiles), workers)
             for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
                 pass
         finally:
             aip_parts.release()
+            reader.shutdown(cancel_futures=True)  # a failed tile: the tiles not read yet are not read
         grid.finalize(resolution_mm, n_levels, attributes)
         metrics, figures = qc.result()
         aip.publish()
