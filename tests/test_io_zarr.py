@@ -541,6 +541,25 @@ def test_whole_chunks_decoded_in_place_match_and_check_their_size(tmp_path, monk
         stored[4:8, 0:8, 8:16]
 
 
+def test_the_padded_last_chunk_of_the_first_axis_is_decoded_in_place(tmp_path, monkeypatch):
+    """Reads that reach the end of the first axis (10 planes, chunks of 4: the last one padded) decode that chunk
+    straight into the result too when they hold it whole along the other axes; the values are those stored."""
+    data = oct_like((10, 16, 24), dtype=np.float32)
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
+    stored, _ = open_omezarr_level(path)
+    in_place = []
+    decode_into = type(stored._reader)._decode_into
+    monkeypatch.setattr(type(stored._reader), "_decode_into",
+                        lambda self, index, out: in_place.append(index) or decode_into(self, index, out))
+    for key in [np.s_[:, 0:8, 8:16], np.s_[8:10, 8:16, 16:24], np.s_[9, 0:8, 0:8], np.s_[5:, 8:16, 0:8],
+                np.s_[:, 0:16, 0:8], np.s_[6:9, 0:8, 0:8]]:
+        values = stored[key]
+        np.testing.assert_array_equal(values, data[key])
+        assert values.shape == data[key].shape and values.flags.c_contiguous
+    # a whole column, the padded chunk alone or after a part of a chunk; a read from inside the padded chunk,
+    # one over two chunks along y and one short of the end are copied
+    assert in_place == [(0, 0, 1), (1, 0, 1), (2, 0, 1), (2, 1, 2), (2, 1, 0)]
 @pytest.mark.parametrize(("shape", "chunks", "stride"), [((13, 50, 37), (4, 16, 16), 3), ((5, 64, 64), (5, 64, 64), 7),
                                                            ((9, 33, 20), (2, 8, 8), 1), ((40, 30), (16, 16), 5)])
 def test_strided_sample_reads_the_strided_voxels_chunk_by_chunk(tmp_path, shape, chunks, stride):
