@@ -221,7 +221,7 @@ def write_mosaic_grid(
     Tiles are read, cleaned of NaN/inf (:func:`zero_non_finite`) and prepared
     (:func:`prepare_tile`) in order on a reader thread, a few tiles ahead of
     the ``workers`` threads that write them, z-chunk slab by slab: memory
-    holds about ``2 * workers`` tiles.
+    holds at most about ``2 * workers + 1`` tiles.
 
     Parameters
     ----------
@@ -240,7 +240,8 @@ def write_mosaic_grid(
     progress : bool
         Show a progress bar over the tiles.
     workers : int, optional
-        Tiles laid out at once (default: :func:`linumpy.parallel.default_workers`).
+        Threads writing slabs at once (default: :func:`linumpy.parallel.default_workers`), beside the
+        reader thread (also used, with the galvo band's detection and the curvature's estimate, to read tiles).
     fix_galvo_shift : bool
         Detect the galvo-return band of native tiles and, above
         ``galvo_confidence``, crop it where it is (:mod:`linumpy.mosaic.galvo`).
