@@ -571,6 +571,29 @@ def test_strided_sample_reads_the_strided_voxels_chunk_by_chunk(tmp_path, shape,
     np.testing.assert_array_equal(strided_sample(stored, stride), data[(slice(None, None, stride),) * len(shape)])
 
 
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_finalize_writes_the_group_documents_as_new_files(tmp_path, monkeypatch, version):
+    """The group's metadata documents are not renamed over existing ones (ext4 then flushes the new file behind
+    the output's writeback), and they hold the attributes."""
+    from pathlib import Path
+
+    replaced_existing = []
+    replace = Path.replace
+
+    def recording_replace(self, target):
+        if Path(target).exists():
+            replaced_existing.append(Path(target).name)
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", recording_replace)
+    path = tmp_path / "a.ome.zarr"
+    with OmeZarrWriter(path, (4, 16, 16), (2, 8, 8), np.float32, ngff_version=version) as writer:
+        writer[:] = oct_like((4, 16, 16), dtype=np.float32)
+        writer.finalize(RESOLUTION, n_levels=1, attributes={"slice_id": 3})
+    assert not {".zgroup", ".zattrs", "zarr.json"} & set(replaced_existing)
+    assert read_omezarr_info(path).attributes["slice_id"] == 3
+
+
 def test_streamed_writes_and_their_window_need_no_dask(tmp_path):
     """A writer whose pyramid is streamed, and its finalize, do not import dask (a step's start-up cost)."""
     script = f"""
