@@ -215,6 +215,7 @@ def write_mosaic_grid(
     galvo_confidence: float = DEFAULT_CONFIDENCE,
     fix_field_curvature: bool = True,
     field_curvature: Curvature | None = None,
+    galvo: GalvoShift | None = None,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
@@ -255,6 +256,9 @@ def write_mosaic_grid(
         The acquisition's decision (:mod:`linumpy.mosaic.curvature_pool`),
         applied as it is instead of deciding on this slice alone (when
         ``fix_field_curvature``).
+    galvo : GalvoShift, optional
+        The band already detected and decided (:func:`~linumpy.mosaic.galvo.detect_slice_band`
+        with ``galvo_confidence``), used as it is instead of detecting it (when ``fix_galvo_shift``).
 
     Returns
     -------
@@ -265,7 +269,10 @@ def write_mosaic_grid(
     geometry = grid_geometry(section, resolution_um, z_range)
     attributes = mosaic_grid_attributes(section, geometry)
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
-    galvo = detect_slice_band(section, galvo_confidence, workers) if fix_galvo_shift else GalvoShift()
+    if not fix_galvo_shift:
+        galvo = GalvoShift()
+    elif galvo is None:
+        galvo = detect_slice_band(section, galvo_confidence, workers)
     attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
     if not fix_field_curvature:
         curvature = Curvature()
