@@ -56,10 +56,12 @@ def main(args: argparse.Namespace) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from linumpy.io.acquisition import open_acquisition
-    from linumpy.malloc import reuse_freed_memory
+    from linumpy.malloc import reuse_freed_memory_across_threads
     from linumpy.mosaic.galvo import detect_slice_band
 
-    reuse_freed_memory()  # every tile allocates the same arrays again
+    # every tile allocates the same arrays again, the reader thread the tiles and its file buffer, the workers
+    # the encoded chunks: kept in one arena rather than mapped anew (and faulted in) when a thread's heap is full
+    reuse_freed_memory_across_threads()
     section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
     with ThreadPoolExecutor(1, thread_name_prefix="galvo") as detection:
         # the band is detected (reads of a few tiles, numpy) while zarr and the writers are imported
