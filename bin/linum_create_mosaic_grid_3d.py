@@ -53,22 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    from linumpy.io.acquisition import open_acquisition
-    from linumpy.malloc import reuse_freed_memory
-    from linumpy.mosaic.curvature_pool import load_acquisition_curvature
-    from linumpy.mosaic.grid import write_mosaic_grid
+    from concurrent.futures import ThreadPoolExecutor
 
-    reuse_freed_memory()  # every tile allocates the same arrays again
+    from linumpy.io.acquisition import open_acquisition
+    from linumpy.malloc import reuse_freed_memory_across_threads
+    from linumpy.mosaic.galvo import detect_slice_band
+
+    # every tile allocates the same arrays again, the reader thread the tiles and its file buffer, the workers
+    # the encoded chunks: kept in one arena rather than mapped anew (and faulted in) when a thread's heap is full
+    reuse_freed_memory_across_threads()
     section = open_acquisition(args.input_dir, args.axial_resolution).slice(args.slice)
-    aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
-    pooled = args.field_curvature_json
-    curvature = load_acquisition_curvature(pooled).for_slice(section, pooled) if pooled else None
-    write_mosaic_grid(
-        section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
-        args.n_levels, args.compression, args.overwrite, progress_enabled(args),
-        fix_galvo_shift=not args.no_fix_galvo_shift, galvo_confidence=args.galvo_confidence,
-        fix_field_curvature=not args.no_fix_field_curvature, field_curvature=curvature,
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix="galvo") as detection:
+        # the band is detected (reads of a few tiles, numpy) while zarr and the writers are imported
+        galvo = None if args.no_fix_galvo_shift else detection.submit(detect_slice_band, section, args.galvo_confidence)
+        from linumpy.mosaic.curvature_pool import load_acquisition_curvature
+        from linumpy.mosaic.grid import write_mosaic_grid
+
+        aip = args.aip or Path(args.out_zarr).parent / mosaic_grid_name(args.slice, dims=2)
+        pooled = args.field_curvature_json
+        curvature = load_acquisition_curvature(pooled).for_slice(section, pooled) if pooled else None
+        write_mosaic_grid(
+            section, args.out_zarr, aip, args.resolution, args.z_range, args.dtype,
+            args.n_levels, args.compression, args.overwrite, progress_enabled(args),
+            fix_galvo_shift=not args.no_fix_galvo_shift, galvo_confidence=args.galvo_confidence,
+            fix_field_curvature=not args.no_fix_field_curvature, field_curvature=curvature,
+            galvo=None if galvo is None else galvo.result(),
+        )
 
 
 if __name__ == "__main__":

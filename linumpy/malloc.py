@@ -29,7 +29,10 @@ Three settings, made with ``mallopt`` (elsewhere than glibc they do nothing):
   slice: 219-317 to 123-133 thousand page faults, 10-17 to 5-8 s of system
   time, session axperf37). The stitch too: its fused blocks (64 MB, hence
   ``largest_block_mb=128``) and decoded tile slabs (the ``large`` slice:
-  274-863 to 70-100 thousand page faults, session stitchperf42).
+  274-863 to 70-100 thousand page faults, session stitchperf42). And the
+  mosaic grid since its tiles are read on a reader thread (its file buffer,
+  the tiles' arrays) and written by the workers: 156-248 (the reader's own
+  arena) to 71-75 thousand page faults (session perf45).
 """
 
 from __future__ import annotations

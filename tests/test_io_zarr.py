@@ -541,6 +541,25 @@ def test_whole_chunks_decoded_in_place_match_and_check_their_size(tmp_path, monk
         stored[4:8, 0:8, 8:16]
 
 
+def test_the_padded_last_chunk_of_the_first_axis_is_decoded_in_place(tmp_path, monkeypatch):
+    """Reads that reach the end of the first axis (10 planes, chunks of 4: the last one padded) decode that chunk
+    straight into the result too when they hold it whole along the other axes; the values are those stored."""
+    data = oct_like((10, 16, 24), dtype=np.float32)
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
+    stored, _ = open_omezarr_level(path)
+    in_place = []
+    decode_into = type(stored._reader)._decode_into
+    monkeypatch.setattr(type(stored._reader), "_decode_into",
+                        lambda self, index, out: in_place.append(index) or decode_into(self, index, out))
+    for key in [np.s_[:, 0:8, 8:16], np.s_[8:10, 8:16, 16:24], np.s_[9, 0:8, 0:8], np.s_[5:, 8:16, 0:8],
+                np.s_[:, 0:16, 0:8], np.s_[6:9, 0:8, 0:8]]:
+        values = stored[key]
+        np.testing.assert_array_equal(values, data[key])
+        assert values.shape == data[key].shape and values.flags.c_contiguous
+    # a whole column, the padded chunk alone or after a part of a chunk; a read from inside the padded chunk,
+    # one over two chunks along y and one short of the end are copied
+    assert in_place == [(0, 0, 1), (1, 0, 1), (2, 0, 1), (2, 1, 2), (2, 1, 0)]
 @pytest.mark.parametrize(("shape", "chunks", "stride"), [((13, 50, 37), (4, 16, 16), 3), ((5, 64, 64), (5, 64, 64), 7),
                                                            ((9, 33, 20), (2, 8, 8), 1), ((40, 30), (16, 16), 5)])
 def test_strided_sample_reads_the_strided_voxels_chunk_by_chunk(tmp_path, shape, chunks, stride):
@@ -550,6 +569,21 @@ def test_strided_sample_reads_the_strided_voxels_chunk_by_chunk(tmp_path, shape,
     save_omezarr(data, path, RESOLUTION[-len(shape):], chunks=chunks, n_levels=0)
     stored, _ = open_omezarr_level(path)
     np.testing.assert_array_equal(strided_sample(stored, stride), data[(slice(None, None, stride),) * len(shape)])
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_the_group_documents_are_written_at_finalize_only(tmp_path, version):
+    """The group's metadata documents made with it are removed at once (replaced or removed at finalize, they
+    would wait for their writeback behind the output's), and finalize writes them anew with the attributes."""
+    path = tmp_path / "a.ome.zarr"
+    documents = {"0.4": [".zgroup", ".zattrs"], "0.5": ["zarr.json"]}[version]
+    with OmeZarrWriter(path, (4, 16, 16), (2, 8, 8), np.float32, ngff_version=version, n_levels=1) as writer:
+        assert not any((writer.temporary / name).exists() for name in documents)
+        writer[:] = oct_like((4, 16, 16), dtype=np.float32)
+        writer.finalize(RESOLUTION, n_levels=1, attributes={"slice_id": 3})
+    assert all((path / name).is_file() for name in documents)
+    assert read_omezarr_info(path).attributes["slice_id"] == 3
+    assert read_omezarr_info(path).levels  # the multiscales are readable
 
 
 def test_streamed_writes_and_their_window_need_no_dask(tmp_path):

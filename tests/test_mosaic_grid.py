@@ -103,6 +103,46 @@ def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_tiles_written_slab_by_slab_equal_the_raw_tiles(tiny_acquisition, tmp_path, monkeypatch):
+    """Chunks of 3 planes: every tile is written as several z-chunk slabs by two workers, read ahead on the
+    reader thread; the grid is each raw tile, its AIP the tile's mean."""
+    import linumpy.mosaic.grid as grid_module
+
+    section = open_acquisition(tiny_acquisition, axial_resolution_um=1.5).slice(0)
+    nz, ty, tx = section.tile_shape
+    monkeypatch.setattr(grid_module, "_MAX_CHUNK_VOXELS", 3 * ty * tx)
+    geometry = write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
+    assert geometry.chunks[0] == 3 < nz
+    grid = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()
+    aip = read_omezarr(tmp_path / "a.ome.zarr")[0].compute()
+    for (row, col), tile in section.tiles.items():
+        values = tile.read()
+        part = (slice(row * ty, (row + 1) * ty), slice(col * tx, (col + 1) * tx))
+        np.testing.assert_array_equal(grid[(slice(None), *part)], values)
+        np.testing.assert_array_equal(aip[part], values.mean(axis=0, dtype=np.float64).astype(np.float32))
+
+
+def test_a_tile_that_fails_to_read_stops_the_grid(tiny_acquisition, tmp_path):
+    """A truncated tile read on the reader thread: the error names it, nothing is published."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for tile_dir in tiny_acquisition.glob("tile_*_z00"):
+        (raw / tile_dir.name).symlink_to(tile_dir)
+    broken = raw / tile_name(1, 1, 0)
+    broken.unlink()
+    broken.mkdir()
+    for path in (tiny_acquisition / tile_name(1, 1, 0)).iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    last = sorted(broken.glob("image_*.bin"))[-1]
+    last.write_bytes(last.read_bytes()[:-4])
+    out = tmp_path / "out"
+    out.mkdir()
+    section = open_acquisition(raw, axial_resolution_um=1.5).slice(0)
+    with pytest.raises(InputError, match="image_"):
+        write_mosaic_grid(section, out / "g.ome.zarr", out / "a.ome.zarr", n_levels=1, workers=2)
+    assert list(out.iterdir()) == []
+
+
 def test_non_finite_values_are_zeroed_whatever_the_sum():
     from linumpy.mosaic.grid import zero_non_finite
 

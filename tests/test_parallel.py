@@ -128,6 +128,16 @@ def test_prefetched_announces_each_item_as_it_is_taken(tmp_path, monkeypatch):
     assert list(items) == [tmp_path / "missing", tile] and len(announced) == 4  # a missing file is skipped
 
 
+def test_prefetched_announces_the_items_ahead_before_they_are_taken(monkeypatch):
+    announced = []
+    monkeypatch.setattr(prefetch, "prefetch_files", lambda paths: announced.extend(paths))
+    items = prefetch.prefetched(range(5), lambda item: [item], ahead=2)
+    assert next(items) == 0 and announced == [0, 1, 2]
+    assert next(items) == 1 and announced == [0, 1, 2, 3]
+    assert list(items) == [2, 3, 4] and announced == [0, 1, 2, 3, 4]
+    assert list(prefetch.prefetched([7], lambda item: [item], ahead=3)) == [7]
+
+
 #: Threads allocate 40 MB arrays (a chunk column of the `large` slice is 42 MB) that another thread frees;
 #: prints each round's minor page faults (a fresh interpreter: the allocator settings are process-wide).
 _FAULTS_CHILD = """

@@ -165,16 +165,27 @@ class ChunkFileReader:
         return self.directory.joinpath(*self._prefix, *(str(i) for i in index))
 
     def __getitem__(self, key) -> np.ndarray:
-        """``array[key]`` for slices (step 1) and integers, as a new native-endian array."""
+        """``array[key]`` for slices (step 1) and integers, as a new native-endian array.
+
+        A read that reaches the end of the first axis, where the last chunk is
+        stored padded, returns a view of a result with the padding's planes
+        after its own: such a chunk held whole along the other axes is then
+        decoded in place too (reads of whole chunk columns) instead of into a
+        new array copied in part.
+        """
         region, integer_axes = normalize_region(key, self.shape)
-        out = np.empty(tuple(r.stop - r.start for r in region), self.dtype.newbyteorder("="))
+        shape = tuple(r.stop - r.start for r in region)
+        padding = -self.shape[0] % self.chunks[0] if self._decodes_in_place and region[0].stop == self.shape[0] else 0
+        out = np.empty((shape[0] + padding, *shape[1:]), self.dtype.newbyteorder("="))
         ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, self.chunks)]
         for index in itertools.product(*ranges):
             origin = [i * c for i, c in zip(index, self.chunks)]
             inside = tuple(slice(max(r.start, o), min(r.stop, o + c)) for r, o, c in zip(region, origin, self.chunks))
             target = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inside, region))
-            if self._decodes_in_place and all(s.stop - s.start == c for s, c in zip(inside, self.chunks)):
-                destination = out[target]
+            whole = [s.stop - s.start == c for s, c in zip(inside, self.chunks)]
+            padded = padding and inside[0] == slice(origin[0], self.shape[0])  # the stored padded last chunk
+            if self._decodes_in_place and all(whole[1:]) and (whole[0] or padded):
+                destination = out[(slice(target[0].start, target[0].start + self.chunks[0]), *target[1:])]
                 if destination.flags.c_contiguous:
                     self._decode_into(index, destination)
                     continue
@@ -183,7 +194,7 @@ class ChunkFileReader:
                 out[target] = self.fill_value
             else:
                 out[target] = chunk[tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside, origin))]
-        return out[tuple(0 if axis in integer_axes else slice(None) for axis in range(out.ndim))]
+        return out[tuple(0 if axis in integer_axes else slice(0, n) for axis, n in enumerate(shape))]
 
     def _decode_into(self, index: tuple[int, ...], destination: np.ndarray) -> None:
         """Decode Blosc chunk ``index`` into the C-contiguous chunk-sized ``destination`` (fill if not stored)."""

@@ -177,6 +177,8 @@ class NgffFormat(ABC):
 
     version: str
     zarr_format: int
+    #: The group's metadata documents (rewritten with its attributes).
+    group_documents: tuple[str, ...]
 
     @abstractmethod
     def ome_attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +232,7 @@ class FormatV04(NgffFormat):
 
     version = "0.4"
     zarr_format = 2
+    group_documents = (".zgroup", ".zattrs")
 
     def ome_attributes(self, attributes):
         return attributes
@@ -258,6 +261,7 @@ class FormatV05(NgffFormat):
 
     version = "0.5"
     zarr_format = 3
+    group_documents = ("zarr.json",)
 
     def ome_attributes(self, attributes):
         return attributes.get("ome", attributes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -45,18 +46,26 @@ def tile_files(path: str | os.PathLike) -> list[Path]:
     return sorted(path.glob("*.bin")) if path.is_dir() else [path]
 
 
-def prefetched(items: Iterable[Item], files: Callable[[Item], Iterable[str | os.PathLike]]) -> Iterator[Item]:
-    """Yield ``items``, announcing the ``files(item)`` of each as it is taken.
+def prefetched(
+    items: Iterable[Item], files: Callable[[Item], Iterable[str | os.PathLike]], ahead: int = 0
+) -> Iterator[Item]:
+    """Yield ``items``, announcing the ``files(item)`` of each ``ahead`` items before it is taken.
 
     Pass the result to :func:`linumpy.parallel.ordered_map` or
     :func:`linumpy.parallel.run_jobs`, which take items a few jobs ahead of
-    the running ones: their files are read while the current jobs run.
+    the running ones: their files are read while the current jobs run. A
+    consumer that reads an item's files as soon as it takes it (a reader
+    thread) gives the kernel a head start of ``ahead`` items.
 
     Examples
     --------
-    >>> list(prefetched([1, 2], lambda item: []))
-    [1, 2]
+    >>> list(prefetched([1, 2, 3], lambda item: [], ahead=2))
+    [1, 2, 3]
     """
+    announced: deque[Item] = deque()
     for item in items:
         prefetch_files(files(item))
-        yield item
+        announced.append(item)
+        if len(announced) > ahead:
+            yield announced.popleft()
+    yield from announced

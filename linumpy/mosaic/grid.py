@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest number of voxels of one storage chunk (16 MB of float32): bounds the pyramid step's memory.
 _MAX_CHUNK_VOXELS = 2**22
+#: The files of a tile are announced to the kernel this many tiles before the reader thread reads it.
+READ_AHEAD_TILES = 2
 
 
 @dataclass(frozen=True)
@@ -212,12 +215,14 @@ def write_mosaic_grid(
     galvo_confidence: float = DEFAULT_CONFIDENCE,
     fix_field_curvature: bool = True,
     field_curvature: Curvature | None = None,
+    galvo: GalvoShift | None = None,
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
-    Tiles are read, cleaned of NaN/inf (:func:`zero_non_finite`), prepared
-    (:func:`prepare_tile`) and written by ``workers`` threads at once: memory
-    holds about ``workers`` raw tiles.
+    Tiles are read, cleaned of NaN/inf (:func:`zero_non_finite`) and prepared
+    (:func:`prepare_tile`) in order on a reader thread, a few tiles ahead of
+    the ``workers`` threads that write them, z-chunk slab by slab: memory
+    holds at most about ``2 * workers + 1`` tiles.
 
     Parameters
     ----------
@@ -236,7 +241,8 @@ def write_mosaic_grid(
     progress : bool
         Show a progress bar over the tiles.
     workers : int, optional
-        Tiles laid out at once (default: :func:`linumpy.parallel.default_workers`).
+        Threads writing slabs at once (default: :func:`linumpy.parallel.default_workers`), beside the
+        reader thread (also used, with the galvo band's detection and the curvature's estimate, to read tiles).
     fix_galvo_shift : bool
         Detect the galvo-return band of native tiles and, above
         ``galvo_confidence``, crop it where it is (:mod:`linumpy.mosaic.galvo`).
@@ -250,6 +256,9 @@ def write_mosaic_grid(
         The acquisition's decision (:mod:`linumpy.mosaic.curvature_pool`),
         applied as it is instead of deciding on this slice alone (when
         ``fix_field_curvature``).
+    galvo : GalvoShift, optional
+        The band already detected and decided (:func:`~linumpy.mosaic.galvo.detect_slice_band`
+        with ``galvo_confidence``), used as it is instead of detecting it (when ``fix_galvo_shift``).
 
     Returns
     -------
@@ -260,7 +269,10 @@ def write_mosaic_grid(
     geometry = grid_geometry(section, resolution_um, z_range)
     attributes = mosaic_grid_attributes(section, geometry)
     resolution_mm = tuple(r / 1000.0 for r in geometry.resolution_um)
-    galvo = detect_slice_band(section, galvo_confidence, workers) if fix_galvo_shift else GalvoShift()
+    if not fix_galvo_shift:
+        galvo = GalvoShift()
+    elif galvo is None:
+        galvo = detect_slice_band(section, galvo_confidence, workers)
     attributes["galvo_shift_px"] = galvo.shift if galvo.applied else 0
     if not fix_field_curvature:
         curvature = Curvature()
@@ -276,44 +288,69 @@ def write_mosaic_grid(
             aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite, n_levels=n_levels
         ) as aip,
         ThreadPoolExecutor(1, thread_name_prefix="mosaic-qc") as qc_thread,
+        ThreadPoolExecutor(1, thread_name_prefix="mosaic-read") as reader,
     ):
-        reused = threading.local()  # a thread reads its next tile into the array of its previous one
+        spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # tile arrays whose tile is written
         aip_parts = _Countdown(len(section.tiles))
+        depth, z_chunk = geometry.shape[0], geometry.chunks[0]
+        slabs = [slice(z0, min(z0 + z_chunk, depth)) for z0 in range(0, depth, z_chunk)]
 
-        def lay_out(item: tuple[tuple[int, int], Any]) -> None:
-            (row, col), tile = item
-            reused.tile = read_tile(tile, galvo, getattr(reused, "tile", None))
-            raw = curvature.correct(zero_non_finite(reused.tile, tile.path))
-            prepared = prepare_tile(raw, geometry, dtype)
-            region = geometry.region(row, col)
-            aip[region[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
+        def prepare(position: tuple[int, int], tile: Any) -> _PreparedTile:
+            """Read a tile (into a spare array: a fresh 40 MB array costs its page faults), clean and prepare it,
+            write its AIP part."""
+            try:
+                out = spare.get_nowait()
+            except queue.Empty:
+                out = None
+            raw = zero_non_finite(read_tile(tile, galvo, out), tile.path)
+            prepared = prepare_tile(curvature.correct(raw), geometry, dtype)
+            aip[geometry.region(*position)[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
             aip_parts.done()
-            grid[region] = prepared
+            return _PreparedTile(raw, prepared, _Countdown(len(slabs)))
+
+        def lay_out(job: tuple[tuple[int, int], slice, Future]) -> None:
+            position, planes, ready = job
+            tile = ready.result()
+            grid[(planes, *geometry.region(*position)[1:])] = tile.prepared[planes]
+            if tile.slabs_left.done():
+                spare.put(tile.raw)
+
+        def slab_jobs() -> Iterator[tuple[tuple[int, int], slice, Future]]:
+            for position, tile in tiles:
+                ready = reader.submit(prepare, position, tile)
+                for planes in slabs:
+                    yield position, planes, ready
 
         def aip_qc() -> tuple[dict[str, Any], dict[str, bytes]] | None:
-            """Finalize the AIP and make the QC figure from it while the last tiles' grid chunks are written."""
+            """Finalize the AIP and make the QC figure from it while the last tiles' grid slabs are written."""
             if not aip_parts.wait():
                 return None  # a tile failed: the writers are aborted
             aip.finalize(resolution_mm[1:], n_levels, attributes, publish=False)
             return mosaic_grid_qc(aip.stored, geometry.grid_shape, sorted(section.tiles))
 
-        # Tiles fill whole chunks of both outputs, so threads never write the same chunk, and the
-        # order in which they finish does not matter: a thread takes the next tile as soon as it is
-        # done. The files of the tiles taken ahead are read by the kernel while the current tiles are
-        # laid out. Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they
-        # are written. Each tile's AIP part is written first: the QC thread finalizes the AIP and
-        # draws its figure (about half a second of serial work after the tiles otherwise) while the
-        # last tiles' grid chunks are written.
+        # The reader thread reads, cleans and prepares the tiles in order and writes their AIP parts,
+        # a few tiles ahead of the workers (each tile's files announced to the kernel READ_AHEAD_TILES
+        # tiles earlier, so that the disk reads them meanwhile): a worker does not wait for the disk,
+        # and the reader uses a core whenever a worker waits for its writes. A worker's job writes one
+        # z-chunk slab of a tile with its pyramid chunks: jobs fill whole chunks, so threads never write
+        # the same chunk, and the order in which they finish does not matter (a thread takes the next
+        # job as soon as it is done); the last tile's slabs are written by every worker at once.
+        # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they are written.
+        # The QC thread finalizes the AIP once the reader has written its last part, and draws its
+        # figure (about half a second of serial work after the tiles otherwise) while the last tiles'
+        # grid chunks are written.
         ordered = morton_order(section.tiles.items(), lambda item: item[0])
-        tiles = prefetched(ordered, lambda item: tile_files(item[1].path))
+        tiles = prefetched(ordered, lambda item: tile_files(item[1].path), ahead=READ_AHEAD_TILES)
         import_in_background(FIGURES_MODULE)
         qc = qc_thread.submit(aip_qc)
         try:
-            jobs = run_jobs(lay_out, tiles, workers)
-            for _ in tqdm(jobs, total=len(section.tiles), desc="mosaic grid", unit="tile", disable=not progress):
+            jobs = run_jobs(lay_out, slab_jobs(), workers)
+            total = len(section.tiles) * len(slabs)
+            for _ in tqdm(jobs, total=total, desc="mosaic grid", unit="slab", disable=not progress):
                 pass
         finally:
             aip_parts.release()
+            reader.shutdown(cancel_futures=True)  # a failed tile: the tiles not read yet are not read
         grid.finalize(resolution_mm, n_levels, attributes)
         metrics, figures = qc.result()
         aip.publish()
@@ -323,6 +360,15 @@ def write_mosaic_grid(
         galvo.flags(galvo_confidence) + (curvature.flags() if curvature.source == "slice" else []),
     )
     return geometry
+
+
+@dataclass(frozen=True)
+class _PreparedTile:
+    """A tile as read (``raw``, reused for a later tile once written), as stored, and its slabs not yet written."""
+
+    raw: np.ndarray
+    prepared: np.ndarray
+    slabs_left: _Countdown
 
 
 class _Countdown:
@@ -335,12 +381,14 @@ class _Countdown:
         if count <= 0:
             self._event.set()
 
-    def done(self) -> None:
-        """One job done (the last one wakes the waiter)."""
+    def done(self) -> bool:
+        """One job done (the last one wakes the waiter); True for the last one."""
         with self._lock:
             self._remaining -= 1
             if self._remaining == 0:
                 self._event.set()
+                return True
+            return False
 
     def release(self) -> None:
         """Wake the waiter whatever the count (the jobs stopped)."""
