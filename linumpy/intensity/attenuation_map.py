@@ -36,6 +36,8 @@ MIN_SNR = 1.0
 #: Mean level of the fit's box above which, in units of the A-line's own level, the box's decay is its neighbours'
 #: (most of its light comes from a brighter region beside the A-line): not mapped (``mixed``, :func:`mixed_lines`).
 MAX_BOX_RATIO = 1.5
+#: Width (bins) of the opening of the agarose class before :func:`class_boundary` looks for its changes.
+CLASS_OPENING = 3
 #: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
 SPLIT_STEP_PX = 3
 #: Splits of the top window tried, one after the other (each stops the window at the best split above it).
@@ -385,6 +387,33 @@ def mixed_lines(level: np.ndarray, width: int, max_ratio: float = MAX_BOX_RATIO)
     """
     box = ndimage.uniform_filter(np.asarray(level, np.float32), width, mode="nearest")
     return box > max_ratio * level
+
+
+def class_boundary(tissue: np.ndarray, opening: int = CLASS_OPENING) -> np.ndarray:
+    """The A-lines (bins) that have one of the other class among their 8 neighbours: at a change of class.
+
+    ``tissue``: boolean ``(y, x)``, tissue (pass 1's level above the slice's tissue level) or not (agarose,
+    tissue as dim). The agarose is first opened over ``opening`` x ``opening`` bins (edges repeated): a
+    tissue A-line's level can fall under the tissue level (fast decay, out of focus; 11% of the
+    independent generator's grey_c on harsh B), and such specks inside the tissue are no change of class.
+    The map's box (3 bins) of a bin at a change holds both classes, and so may its own signal:
+    the tiles are resampled to the mosaic (linear interpolation, blending) and registered to within a
+    pixel or two, so the gel A-line beside the sample holds some of the tissue's light, whose decay is
+    many times the gel's (the independent generator's gel within 2 A-lines of the sample read 3.1 mm⁻¹
+    for 0.4, through the box or not). Such bins are not mapped (:meth:`WindowedAttenuation.without`).
+
+    Examples
+    --------
+    >>> tissue = np.array([[False, False, False, True, True, True, False, True, True]])
+    >>> class_boundary(tissue, opening=1).astype(int).tolist()  # each change of class
+    [[0, 0, 1, 1, 0, 1, 1, 1, 0]]
+    >>> class_boundary(tissue).astype(int).tolist()  # the agarose opened: the one dim A-line is no change
+    [[0, 0, 1, 1, 0, 0, 0, 0, 0]]
+    """
+    agarose = ndimage.grey_opening(~np.asarray(tissue, bool), size=(opening, opening), mode="nearest")
+    tissue = ~agarose
+    around = np.ones((3, 3), bool)
+    return (ndimage.binary_dilation(tissue, around) & ~tissue) | (ndimage.binary_dilation(~tissue, around) & tissue)
 
 
 def window_snr(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, noise: np.ndarray) -> np.ndarray:

@@ -299,9 +299,10 @@ def correct_slice(
         def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
+            tissue_lines = None if stats.tissue_level is None else read_block(levels, part.outer) > stats.tissue_level
             flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
-                                                overwrite_data=True)  # data: the cache's copy
+                                                overwrite_data=True, tissue=tissue_lines)  # data: the cache's copy
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
@@ -627,7 +628,7 @@ def _tail_halo(settings: AxialSettings) -> int:
 def _edge_aware_tails(
     block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     origin: tuple[int, int], inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
-    noise: np.ndarray | None = None,
+    noise: np.ndarray | None = None, tissue: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
 
@@ -640,7 +641,9 @@ def _edge_aware_tails(
     :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
     compensation's sums are those of the signal with its reflectivity steps divided out
     (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``: the noise floor over the focus per
-    plane), and the map records the A-lines that had one (``stepped``).
+    plane), and the map records the A-lines that had one (``stepped``). ``tissue``: the A-lines' class
+    (:func:`correct_block`); a bin is tissue when at least half its A-lines are, and the bins at a change
+    of class are ``mixed`` (:func:`linumpy.intensity.attenuation_map.class_boundary`).
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
@@ -659,7 +662,10 @@ def _edge_aware_tails(
     mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
     guide = attenuation.level_guide(block)  # the A-lines' levels (clipped signal): the map's mixing, the guide
-    mixed = attenuation_map.mixed_lines(np.exp(guide), attenuation.box_width(settings.tail_sigma_px))[inner]
+    mixed = attenuation_map.mixed_lines(np.exp(guide), attenuation.box_width(settings.tail_sigma_px))
+    if tissue is not None:  # the bins whose box holds tissue and agarose: their own signal may hold both
+        mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
+    mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
     tails = None
     if settings.attenuation == "vermeer":
@@ -706,6 +712,7 @@ def correct_block(
     inner: tuple[slice, slice] | None = None,
     uncompensated: bool = False,
     overwrite_data: bool = False,
+    tissue: np.ndarray | None = None,
 ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
@@ -730,6 +737,11 @@ def correct_block(
         Also return the signal before compensation, binned (:func:`_binned_uncompensated`).
     overwrite_data : bool
         ``data`` (float32) may be overwritten: the correction works in it instead of a copy.
+    tissue : ndarray of bool, shape (y, x), optional
+        The A-lines of ``data`` that are tissue (pass 1's level above ``stats.tissue_level``), the
+        others agarose (or tissue as dim): with the edge-aware sums, the map leaves the bins at a change
+        of class unmapped (``mixed``; :func:`linumpy.intensity.attenuation_map.class_boundary`). None:
+        one class.
 
     Returns
     -------
@@ -762,7 +774,8 @@ def correct_block(
                                               split_stride=stride, noise=noise)
 
     if settings.tail_edge_sigma_px > 0:
-        signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes, noise)
+        signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes, noise,
+                                                  tissue)
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner)
     found_px = found_px[inner]
