@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from linumpy.intensity import attenuation, focus
-from linumpy.intensity.axial import AxialSettings, SliceStatistics, _focus_corrected, correct_block, correct_slice
-from linumpy.io.zarr import read_omezarr_info, save_omezarr
+from linumpy.intensity.axial import (
+    AxialSettings, SliceStatistics, _focus_corrected, correct_block, correct_slice, output_paths,
+)
+from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.qc.records import qc_record_path, read_qc_record
 
 DZ_MM = 0.0015
@@ -100,8 +102,8 @@ def test_padding_stays_zero_and_leaves_the_gel_beside_it_alone():
 
 
 def test_axial_correction_records_the_noise_variance(tmp_path):
-    """The slice step estimates the variance above the surface (binned statistics), writes it to the output's
-    attributes and the QC record, and the gel's map (focus none: the gel is bright enough) reads its truth."""
+    """The slice step estimates the variance above the surface (binned statistics, measured 0.96 for 1), writes
+    it to the output's attributes and the QC record, and the gel's map (focus none) reads its truth."""
     data, _ = gel_block(5, level=20.0, focus_px=1e6)
     path = tmp_path / "gel.ome.zarr"
     save_omezarr(data, path, (DZ_MM, 0.003, 0.003), chunks=(N_Z, 32, 32), n_levels=1)
@@ -112,3 +114,18 @@ def test_axial_correction_records_the_noise_variance(tmp_path):
     metrics = read_qc_record(qc_record_path(out))["metrics"]
     assert metrics["noise_variance"] == attributes["noise_variance"]
     assert not any("noise variance" in flag for flag in json.loads(qc_record_path(out).read_text())["flags"])
+    mapped = read_omezarr(output_paths(out)[1])[0].compute()
+    assert abs(np.median(mapped) / GEL_PER_MM - 1) < 0.05
+
+
+def test_noise_variance_fallback_is_recorded(tmp_path):
+    """Gel from the top of the scan (no voxel above a surface): the variance is not estimable; 0 in the
+    attributes and the record, and a flag says the map's fits are not corrected."""
+    data, _ = gel_block(6, level=20.0, focus_px=1e6)
+    path = tmp_path / "top.ome.zarr"
+    save_omezarr(np.ascontiguousarray(data[SURFACE:]), path, (DZ_MM, 0.003, 0.003), chunks=(N_Z, 32, 32), n_levels=1)
+    out = tmp_path / "top_axial_corr.ome.zarr"
+    correct_slice(path, out, AxialSettings(focus="none"), n_levels=1)
+    record = json.loads(qc_record_path(out).read_text())
+    assert read_omezarr_info(out).attributes["noise_variance"] == 0.0 == record["metrics"]["noise_variance"]
+    assert any(flag.startswith("noise variance not estimable") for flag in record["flags"])
