@@ -925,8 +925,9 @@ def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.
 
     Examples
     --------
-    >>> noise_bias(np.array([[1.0, 10.0, 0.5]], np.float32), np.array([0.02]), np.ones((1, 3), bool)).tolist()
-    [[0.009999999776482582, 9.999999747378752e-05, 0.03999999910593033]]
+    >>> signal = np.array([[1.0, 10.0, 0.5, 0.1]], np.float32)
+    >>> noise_bias(signal, np.array([0.02]), np.ones((1, 4), bool)).astype(float).round(4).tolist()  # capped last
+    [[0.01, 0.0001, 0.04, 0.125]]
     """
     planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
     bias = np.zeros(signal.shape, np.float32)
