@@ -42,6 +42,9 @@ from scipy import ndimage
 MAX_TAIL_RATIO = 0.95
 #: Planes handled by one numpy call in the plane-by-plane loops (bounded temporaries, few calls).
 GROUP_PLANES = 16
+#: Largest noise bias correction ``v / (2 S^2)`` added to a log sample of the decay fits (:func:`noise_bias`):
+#: reached at a signal twice the noise's standard deviation, below which the second-order term no longer holds.
+MAX_NOISE_BIAS = 0.125
 
 
 def tail_sums(
@@ -829,6 +832,7 @@ def cumulated_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, step:
 
 def fit_sums(
     tails: np.ndarray, first: np.ndarray, stop: np.ndarray, window_stop: np.ndarray | None = None,
+    variance: np.ndarray | None = None,
 ) -> tuple[LineSums, LineSums]:
     """The sums of a straight line's fit to ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)``.
 
@@ -836,7 +840,8 @@ def fit_sums(
     fit of :func:`slope_attenuation`; ``sll`` is not summed: 0). With ``window_stop``, the same
     sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: those of
     the A-lines whose window stops early are taken as they stand when the pass reaches their
-    stop. Returns ``(whole, window)``.
+    stop. ``variance``: the noise variance of each plane's signal, ``(z,)``: the log carries
+    :func:`noise_bias` (None: none). Returns ``(whole, window)``.
     """
     whole = LineSums(*(np.zeros(first.shape) for _ in range(6)))
     lines = np.zeros(0, int) if window_stop is None else np.flatnonzero(window_stop < stop)  # stopping early
@@ -865,7 +870,7 @@ def fit_sums(
                 if end in ends:
                     window[field][at[ends[end]]] = flat[ends[end]]
 
-    _log_planes(tails, first, stop, visit)
+    _log_planes(tails, first, stop, visit, variance)
     if not lines.size:
         return whole, whole
     fields = [values.copy() for values in whole.fields()]
@@ -876,13 +881,14 @@ def fit_sums(
 
 def _log_planes(
     tails: np.ndarray, first: np.ndarray, stop: np.ndarray,
-    visit: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+    visit: Callable[[np.ndarray, np.ndarray, np.ndarray], None], variance: np.ndarray | None = None,
 ) -> None:
     """Call ``visit(log, use, k)`` on groups of planes of ``log(T[k] - T[k + 1])`` inside ``[first, stop)``.
 
     Groups of :data:`GROUP_PLANES` planes (few numpy calls, so little time holding the GIL, and bounded
     temporaries); ``log`` is float32 and 0 where unused (non-positive signal, outside the range); ``k``
-    the groups' planes, ``(m,)``.
+    the groups' planes, ``(m,)``. ``variance`` (``(z,)``, optional): each plane's noise variance; the
+    log then carries :func:`noise_bias`.
     """
     n_z = tails.shape[0] - 1
     low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
@@ -900,7 +906,34 @@ def _log_planes(
         use[part] &= np.greater(stop, planes, out=inside[part])
         log[part] = 0
         np.log(signal[part], out=log[part], where=use[part])
+        if variance is not None:
+            log[part] += noise_bias(signal[part], variance[a:b], use[part])
         visit(log[part], use[part], k)
+
+
+def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)`` where ``use``, else 0.
+
+    A signal ``S`` read with additive zero-mean noise of variance ``v`` has
+    ``E[log(S + n)] = log S - v / (2 S^2) + O(v^2 / S^4)``: where the signal
+    nears the noise floor (the deep agarose, dark tissue), its log reads low,
+    the more so the deeper, and the fitted decay rate high. Adding the term back
+    (with the measured ``S`` for the unknown one) removes the bias to second
+    order; it is capped at :data:`MAX_NOISE_BIAS` (``S`` twice the noise's
+    standard deviation), below which the expansion fails. ``signal``: ``(m, ...)``
+    float32, ``variance``: ``(m,)``, one per plane. Returns float32, ``signal``'s shape.
+
+    Examples
+    --------
+    >>> signal = np.array([[1.0, 10.0, 0.5, 0.1]], np.float32)
+    >>> noise_bias(signal, np.array([0.02]), np.ones((1, 4), bool)).astype(float).round(4).tolist()  # capped last
+    [[0.01, 0.0001, 0.04, 0.125]]
+    """
+    planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
+    bias = np.zeros(signal.shape, np.float32)
+    np.divide(planes, signal * signal, out=bias, where=use)
+    bias *= np.float32(0.5)
+    return np.minimum(bias, np.float32(MAX_NOISE_BIAS), out=bias)
 
 
 def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:

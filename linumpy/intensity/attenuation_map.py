@@ -109,6 +109,7 @@ def window_attenuation(
     tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float, margin_px: int = 3,
     min_samples: int = 8, min_window_um: float = MIN_WINDOW_UM, split_threshold: float = SPLIT_STATISTIC,
     split_tails: np.ndarray | None = None, split_stride: int = 1, noise: np.ndarray | None = None,
+    noise_variance: np.ndarray | None = None,
 ) -> WindowedAttenuation:
     """The attenuation of the tissue just below each A-line's start: ``slope_attenuation`` up to a change.
 
@@ -137,7 +138,12 @@ def window_attenuation(
     window's mean signal is below :data:`MIN_SNR` times the noise floor
     (``noise``; a cavity, the deep end of dark tissue) there is nothing to
     fit: NaN (``faint``). Nothing is ``mixed`` here (see
-    :meth:`WindowedAttenuation.without`, :func:`mixed_lines`).
+    :meth:`WindowedAttenuation.without`, :func:`mixed_lines`). Near the
+    noise floor the log of the signal reads low, the more so the deeper
+    (``E[log(S + n)] = log S - v / (2 S^2)``), and the decay rate high (the
+    agarose): with ``noise_variance`` the fits' log samples carry the
+    second-order correction (:func:`~linumpy.intensity.attenuation.noise_bias`);
+    the split test does not (its wide box is many times less noisy).
 
     The log signal of ``tails`` is taken once for both fits
     (:func:`~linumpy.intensity.attenuation.fit_sums`: the whole range's, the
@@ -173,6 +179,10 @@ def window_attenuation(
     noise : ndarray, shape (z,), optional
         The noise floor of each plane in the signal's units (the floor over
         the focus profile); None: nothing is ``faint``.
+    noise_variance : ndarray, shape (z,), optional
+        The variance of the noise of each plane of the fitted signal (of
+        ``tails``' planes, i.e. of a mean over the box, in the signal's
+        units); None: no noise bias correction.
 
     Returns
     -------
@@ -196,7 +206,7 @@ def window_attenuation(
     min_above = max(min_samples, int(round(min_window_um / (voxel_size_mm * 1000.0))))
     stop = _window_stops(tails, first, whole_stop, (min_above, max(min_samples, min_above // 2)), min_samples,
                          split_threshold, split_tails, split_stride)
-    whole, window = fit_sums(tails, first, whole_stop, stop)
+    whole, window = fit_sums(tails, first, whole_stop, stop, noise_variance)
     valid = np.isfinite(start_px) & (window.n >= min_samples)
     faint = valid & (window_snr(tails, first, stop, noise) < MIN_SNR) if noise is not None else np.zeros_like(valid)
     valid &= ~faint

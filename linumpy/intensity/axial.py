@@ -187,6 +187,9 @@ class SliceStatistics:
     tissue_level: float | None  # A-line level above which an A-line is tissue (None: no distinct background)
     # the mosaic step's applied shifts when the focus is read at each A-line's own (focus_shift), else None
     focus_shift: focus_shift.AppliedShift | None = None
+    # variance of one voxel's noise (the binned statistics' times the A-lines a bin averages), 0 when not
+    # estimable (no voxel above a surface: no noise bias correction of the map's fits, flagged)
+    noise_variance: float = 0.0
 
 
 def correct_slice(
@@ -335,6 +338,7 @@ def correct_slice(
             "attenuation_step_log": (settings.attenuation_step_log if settings.attenuation == "vermeer"
                                      and settings.tail_edge_sigma_px > 0 else 0.0),
             "noise_floor": stats.noise_floor,
+            "noise_variance": stats.noise_variance,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
             "surface_detected_fraction": round(stats.surface_fraction, 6),
             "stored_dtype": dtype,
@@ -447,17 +451,25 @@ def _gather_statistics(
     plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     tissue_level = background.tissue_level()
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
-    noise_floor = background.noise_floor(tissue_cells if tissue_cells is not None and tissue_cells.any() else None)
+    noise_cells = tissue_cells if tissue_cells is not None and tissue_cells.any() else None
+    noise_floor = background.noise_floor(noise_cells)
+    binned_variance = background.noise_variance(noise_cells)
     first_tissue = qc.surface_percentile_px(1.0)
     estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um)
     per_line = estimate.qc.get("focus_shift_per_aline", False) and estimate.profile is not None
+    flags = list(estimate.flags)
+    if binned_variance is None:
+        flags.append("noise variance not estimable (no voxel above a detected surface): 0, the attenuation "
+                     "map's decay fits are not corrected for the noise bias")
+        logger.warning("%s", flags[-1])
     return SliceStatistics(
         noise_floor=noise_floor, focus_profile=estimate.profile, focus_mode=mode,
-        focus_qc=estimate.qc, focus_flags=estimate.flags, plane=plane,
+        focus_qc=estimate.qc, focus_flags=flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
         focus_shift=applied if per_line else None,
+        noise_variance=0.0 if binned_variance is None else binned_variance * factor**2,
     )
 
 
@@ -616,6 +628,13 @@ def _clip_to_dtype(values: np.ndarray, dtype: str) -> int:
     return outside
 
 
+def _map_box_lines(settings: AxialSettings) -> int:
+    """A-lines averaged in each value of the attenuation map's signal: its box (of bins with the edge-aware sums)."""
+    if settings.tail_edge_sigma_px > 0:
+        return (attenuation.EDGE_BIN * (attenuation.box_width(settings.tail_sigma_px) // attenuation.EDGE_BIN | 1)) ** 2
+    return attenuation.box_width(settings.tail_sigma_px) ** 2
+
+
 def _tail_halo(settings: AxialSettings) -> int:
     """A-lines of lateral halo the block's sums need: their lateral average and the map's split box."""
     split = attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX) // 2
@@ -765,13 +784,17 @@ def correct_block(
     # the input depths the flattening reads: the compensation (and its tail sums) is needed there only
     planes = (max(0, int(shift.min())), max(0, min(signal.shape[0], int(shift.max()) + depth_px)))
     noise = np.full(signal.shape[0], stats.noise_floor, np.float32)
+    # the noise variance of the map's signal: a mean over its box's A-lines (independent noise), over the focus
+    variance = np.full(signal.shape[0], stats.noise_variance / _map_box_lines(settings), np.float32)
     if stats.focus_profile is not None:
         noise /= stats.focus_profile
+        variance /= np.square(stats.focus_profile, dtype=np.float32)
 
     def map_of(tails: np.ndarray, start: np.ndarray, split_tails: np.ndarray,
                stride: int) -> attenuation_map.WindowedAttenuation:
         return attenuation_map.window_attenuation(tails, start, fit_depth_px, dz_mm, split_tails=split_tails,
-                                              split_stride=stride, noise=noise)
+                                                  split_stride=stride, noise=noise,
+                                                  noise_variance=variance if stats.noise_variance > 0 else None)
 
     if settings.tail_edge_sigma_px > 0:
         signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes, noise,
@@ -840,7 +863,11 @@ def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool =
     ``overwrite``: computed in ``data`` when it is float32. With ``stats.focus_shift``, each
     A-line is divided by the profile read at its own applied shift
     (:func:`linumpy.intensity.focus_shift.divide_by_focus`); ``corner``: ``data``'s (y, x) in the slice.
+    Padding (A-lines of zeros: outside the tiles) stays 0: less the noise floor it would be negative,
+    and the map's box means, taken before the clipping, of the A-lines beside it would sink towards
+    the depths where the focus is weak (the gel at the mosaic's edge reading a faster decay).
     """
+    padding = ~data.any(axis=0)
     out = data if overwrite and data.dtype == np.float32 else None
     signal = np.subtract(data, np.float32(stats.noise_floor), out=out, dtype=np.float32)
     if stats.focus_profile is not None and stats.focus_shift is not None:
@@ -848,6 +875,8 @@ def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool =
         focus_shift.divide_by_focus(signal, stats.focus_profile, stats.focus_shift.region(rows, cols))
     elif stats.focus_profile is not None:
         signal /= stats.focus_profile[:, None, None]
+    if padding.any():
+        signal[:, padding] = 0
     return signal
 
 

@@ -126,13 +126,18 @@ class BlockBackground:
 
     levels: np.ndarray  # level of every A-line with a surface
     cells: np.ndarray  # flat indices of the lateral cells present
-    cell_noise: np.ndarray  # (cells, 2): sum and count of the voxels above the surface
+    cell_noise: np.ndarray  # (cells, 3): sum, count and sum of squares of the voxels above the surface
     cell_surface: np.ndarray  # (cells, 2): sum and count of the detected surfaces
     sums: np.ndarray  # (cells, depth) sums of the intensities of the imaged A-lines
     lines: np.ndarray  # (cells,) number of those A-lines
     level_max: np.ndarray  # (cells,) largest A-line level
     shifted_sums: np.ndarray | None = None  # (cells, depth) the same sums, A-lines moved back by their applied shift
     shift_sums: np.ndarray | None = None  # (cells,) sum of the counted A-lines' applied shifts
+
+
+#: Cells whose variance above the surface exceeds the cells' median by this factor are left out of the noise
+#: variance (:meth:`BackgroundStatistics.noise_variance`): signal above a surface found late.
+NOISE_VARIANCE_OUTLIER = 4.0
 
 
 class BackgroundStatistics:
@@ -174,7 +179,7 @@ class BackgroundStatistics:
         self.cell_sums = np.zeros((n_cells, depth), np.float64)
         self.cell_lines = np.zeros(n_cells, np.int64)
         self.cell_level_max = np.zeros(n_cells, np.float64)
-        self.cell_noise = np.zeros((n_cells, 2), np.float64)
+        self.cell_noise = np.zeros((n_cells, 3), np.float64)
         self.cell_surface = np.zeros((n_cells, 2), np.float64)
         self.cell_shifted_sums: np.ndarray | None = None  # allocated by the first block with shifts
         self.cell_shift_sums = np.zeros(n_cells, np.float64)
@@ -240,8 +245,11 @@ class BackgroundStatistics:
             shift_sums = per_cell(np.where(counted, shift, 0.0)).ravel()
         n_lines = per_cell(counted).ravel().astype(np.int64)
         above = np.arange(self.depth)[:, None, None] < np.where(found, start, 0)[None]
+        top = above[: max(1, int(start.max(initial=0)))]  # the planes holding a voxel above a surface
         noise = np.stack([per_cell(np.einsum("zyx,zyx->yx", volume, above, dtype=np.float64)).ravel(),
-                          per_cell(above.sum(axis=0)).ravel()], axis=1)
+                          per_cell(above.sum(axis=0)).ravel(),
+                          per_cell(np.einsum("zyx,zyx,zyx->yx", volume[: top.shape[0]], volume[: top.shape[0]], top,
+                                             dtype=np.float64)).ravel()], axis=1)
         surfaces = np.stack([per_cell(np.where(found, surface, 0.0)).ravel(), per_cell(found).ravel()], axis=1)
         level = np.where(imaged, levels, 0.0)  # with or without a surface: tissue cut above the scan is tissue
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
@@ -278,6 +286,37 @@ class BackgroundStatistics:
         noise = self.cell_noise if cells is None else self.cell_noise[cells]
         noise = noise[noise[:, 1] > 0]
         return float(np.median(noise[:, 0] / noise[:, 1])) if noise.size else 0.0
+
+    def noise_variance(self, cells: np.ndarray | None = None) -> float | None:
+        """Variance of the noise above the surface: pooled within the ``cells`` (default: all), outliers left out.
+
+        The same voxels as :meth:`noise_floor` (give the same cells): each cell's
+        voxels above its A-lines' surfaces (less the margin), their mean square
+        less their squared mean, pooled over the cells (weighted by their voxels)
+        whose own variance is at most :data:`NOISE_VARIANCE_OUTLIER` times the
+        cells' median (a dim scatterer whose surface is found late holds signal
+        "above" it; a median of the cells' variances would read low where cells
+        hold few voxels: the sample variance of skewed noise is skewed). In the
+        units of the voxels measured: of the binned volume's voxels when the
+        blocks are binned (each the mean of several A-lines, so less noisy than
+        one A-line's). None when no cell holds two voxels above a surface (not
+        estimable).
+
+        Examples
+        --------
+        >>> statistics = BackgroundStatistics(4, margin_px=0)
+        >>> statistics.cell_noise[:] = [[6.0, 4.0, 10.0]]  # voxels 1, 1, 2, 2: mean 1.5, variance 0.25
+        >>> statistics.noise_variance()
+        0.25
+        """
+        noise = self.cell_noise if cells is None else self.cell_noise[cells]
+        noise = noise[noise[:, 1] > 1]
+        if not noise.size:
+            return None
+        mean = noise[:, 0] / noise[:, 1]
+        variance = np.maximum(noise[:, 2] / noise[:, 1] - mean**2, 0.0)
+        kept = variance <= NOISE_VARIANCE_OUTLIER * np.median(variance)
+        return float(np.average(variance[kept], weights=noise[kept, 1]))
 
     def tissue_cells(self, tissue_level: float) -> np.ndarray:
         """Boolean ``(cells,)``: cells whose A-lines are all tissue-bright or near it (eroded tissue mask)."""

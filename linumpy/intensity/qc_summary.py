@@ -140,6 +140,7 @@ class AxialQc:
             "n_tissue_lines": self.mu_count,
             **map_metrics,
             "noise_floor": float(attributes["noise_floor"]),
+            "noise_variance": float(attributes["noise_variance"]),
             "useful_depth_um": round(out_depth * dz_um, 3),
             "focus_mode": attributes["focus_mode"],
             "attenuation_mode": attributes["attenuation_mode"],

@@ -129,6 +129,9 @@ METRICS: dict[str, MetricInfo] = {
                                          "region, whose averaging box holds mostly the region's light (no "
                                          "attenuation mapped: NaN)."),
     "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
+    "noise_variance": _M("Noise variance", "intensity²", "Variance of one voxel's background noise (above the "
+                         "tissue surface); the attenuation map's decay fits are corrected for the bias it puts in "
+                         "the log of a faint signal. 0: not estimable (no voxel above a surface), not corrected."),
     "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
     "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
