@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,21 @@ def test_stitched_output_is_identical_with_and_without_aip(grid, tmp_path):
     assert outputs["tiles"][1:] == outputs["aip"][1:]
     least = tile_summaries(*open_grid(grid_path)).least_plane_means  # the floor: their median over the tiles
     assert outputs["aip"][1]["noise_floor"] == round(float(np.median(list(least.values()))), 6)
+
+
+def test_both_orchestrators_give_the_stitch_the_mosaic_grids_aip(tmp_path):
+    from linumpy.pipeline.layout import OutputLayout
+    from linumpy.pipeline.params import PipelineParams
+    from linumpy.pipeline.plan import plan_slice
+    from test_nextflow_static import ROOT, nextflow_command
+
+    params, layout = PipelineParams(simulate="tiny"), OutputLayout(tmp_path)
+    mosaic, stitch = plan_slice(params, layout, layout.acquisition, 3)[:2]
+    aip = layout.mosaic_grid(3, 2)
+    assert aip in mosaic.outputs and stitch.argv[stitch.argv.index("--aip") + 1] == str(aip)
+    staged = {name: Path(value).name if isinstance(value, Path) else value for name, value in stitch.inputs.items()}
+    nextflow = nextflow_command("STITCH_3D", staged, params)
+    assert nextflow[nextflow.index("--aip") + 1] == "mosaic_grid_2d_z03.ome.zarr"
+    module = (ROOT / "modules" / "local" / "create_mosaic_grid.nf").read_text()
+    assert 'path("mosaic_grid_3d_${meta.tag}.ome.zarr"), path("mosaic_grid_2d_${meta.tag}.ome.zarr"), emit: grid' \
+        in module  # STITCH_3D takes CREATE_MOSAIC_GRID.out.grid: (meta, grid, aip)
