@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import open_omezarr_level, read_omezarr_info
-from linumpy.mosaic.summaries import LEAST_PLANE_MEANS_ATTRIBUTE, tile_summary
+from linumpy.mosaic.summaries import LEAST_PLANE_MEANS_ATTRIBUTE, TileSummary, tile_summary
 from linumpy.parallel import ordered_map
 from linumpy.stitching.options import TileIndex
 
@@ -60,7 +60,7 @@ def tile_summaries(data, layout: MosaicGridLayout, progress: bool = False,
 
     ``data`` is the mosaic grid as a :class:`~linumpy.io.zarr.StoredArray` or a dask array.
     """
-    def summarise(tile: TileIndex):
+    def summarise(tile: TileIndex) -> TileSummary:
         return tile_summary(read_block(data, (slice(None), *layout.tile_slices(tile))))
 
     summarised = dict(zip(layout.tiles_present, tqdm(ordered_map(summarise, layout.tiles_present, workers),
@@ -85,7 +85,7 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
     Raises
     ------
     UnusableAipError
-        If the AIP cannot be read, its level 0 is not the grid's ``(y, x)`` shape, its
+        If the AIP cannot be read, its level 0 is not float32 of the grid's ``(y, x)`` shape, its
         ``tile_least_plane_means`` attribute is missing, not ``(rows, cols)`` or not finite at a present
         tile, or the middle present tile's summary recomputed from ``data`` differs in any bit.
     """
@@ -94,8 +94,9 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
         aip, _ = open_omezarr_level(aip_path)
     except Exception as error:  # a missing, partial or foreign file: any reader error means "not usable"
         raise UnusableAipError(f"cannot read {aip_path} ({type(error).__name__}: {error})") from error
-    if tuple(aip.shape) != tuple(data.shape[1:]):
-        raise UnusableAipError(f"{aip_path} is {tuple(aip.shape)}, the grid's planes {tuple(data.shape[1:])}")
+    if tuple(aip.shape) != tuple(data.shape[1:]) or np.dtype(aip.dtype) != np.float32:
+        raise UnusableAipError(f"{aip_path} is {tuple(aip.shape)} {np.dtype(aip.dtype)}, the grid's planes "
+                               f"{tuple(data.shape[1:])} float32")
     if LEAST_PLANE_MEANS_ATTRIBUTE not in attributes:
         raise UnusableAipError(f"{aip_path} has no {LEAST_PLANE_MEANS_ATTRIBUTE} attribute (an older mosaic grid step)")
     try:
@@ -104,7 +105,7 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
         raise UnusableAipError(f"{LEAST_PLANE_MEANS_ATTRIBUTE} of {aip_path} is malformed ({error})") from error
     if least.shape != layout.grid_shape:
         raise UnusableAipError(f"{LEAST_PLANE_MEANS_ATTRIBUTE} of {aip_path} is {least.shape}, "
-                        f"the grid {layout.grid_shape}")
+                               f"the grid {layout.grid_shape}")
     if not all(np.isfinite(least[tile]) for tile in layout.tiles_present):
         raise UnusableAipError(f"{LEAST_PLANE_MEANS_ATTRIBUTE} of {aip_path} is not finite at every present tile")
     plane = aip[...]
