@@ -10,7 +10,7 @@ import pytest
 from linumpy.io.zarr import open_omezarr_level, read_omezarr, read_omezarr_info
 from linumpy.mosaic.summaries import LEAST_PLANE_MEANS_ATTRIBUTE
 from linumpy.stitching.stitch import mosaic_grid_layout
-from linumpy.stitching.summaries import middle_tile, read_tile_summaries, tile_summaries
+from linumpy.stitching.summaries import checked_tile, read_tile_summaries, tile_summaries
 
 
 @pytest.fixture(scope="module", params=["float32", "uint16"])
@@ -52,7 +52,8 @@ def test_aip_holds_the_summaries_the_stitcher_reads_from_the_tiles(grid):
     assert len(attribute) == 3 and all(len(row) == 2 for row in attribute)
     assert attribute[2][1] is None and (2, 1) not in layout.tiles_present
     summaries, source = read_tile_summaries(data, layout, aip_path)
-    assert source.source == "aip"
+    assert checked_tile(layout) == (1, 0)  # of the 3 x 2 grid's two tiles nearest its centre, the first
+    assert source.qc_fields() == {"source": "aip", "reason": "tile (1, 0) recomputed from the grid: identical"}
     assert_same_bits(summaries, from_tiles)
 
 
@@ -70,7 +71,7 @@ def corrupt(aip_path, folder, change):
     return copy
 
 
-def _perturb_middle(attributes, tile):
+def _perturb_checked(attributes, tile):
     row = attributes[LEAST_PLANE_MEANS_ATTRIBUTE][tile[0]]
     row[tile[1]] = float(np.nextafter(row[tile[1]], np.inf))  # one bit off
 
@@ -80,12 +81,12 @@ def _perturb_middle(attributes, tile):
     (lambda a, t: a[LEAST_PLANE_MEANS_ATTRIBUTE].pop(), "is (2, 2), the grid (3, 2)"),
     (lambda a, t: a[LEAST_PLANE_MEANS_ATTRIBUTE][0].__setitem__(0, None), "not finite at every present tile"),
     (lambda a, t: a.__setitem__(LEAST_PLANE_MEANS_ATTRIBUTE, [["x", 1]] * 3), "is malformed"),
-    (_perturb_middle, "differs from the one recomputed from the grid"),
+    (_perturb_checked, "differs from the one recomputed from the grid"),
 ])
 def test_a_corrupted_or_mismatched_attribute_falls_back_to_the_tiles(grid, tmp_path, caplog, change, reason):
     grid_path, aip_path = grid
     data, layout = open_grid(grid_path)
-    corrupted = corrupt(aip_path, tmp_path, lambda attributes: change(attributes, middle_tile(layout)))
+    corrupted = corrupt(aip_path, tmp_path, lambda attributes: change(attributes, checked_tile(layout)))
     summaries, source = read_tile_summaries(data, layout, corrupted)
     assert source.source == "tiles" and reason in source.reason
     assert reason in caplog.text

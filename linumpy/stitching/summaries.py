@@ -7,7 +7,7 @@ costs 2-3 CPU seconds on the ``large`` slice; the mosaic grid step computed the
 same summaries as it wrote the tiles (the AIP's pixels and its
 ``tile_least_plane_means`` attribute). :func:`summaries_from_aip` takes them from
 there after checking that they describe this grid (shapes, finite values, and the
-middle tile's summary recomputed from the grid bit for bit); when they do not,
+central tile's summary recomputed from the grid bit for bit); when they do not,
 :func:`read_tile_summaries` reads the tiles and says why, in a warning and in
 the QC record (:attr:`SummarySource.qc_fields`).
 """
@@ -74,9 +74,11 @@ class UnusableAipError(ValueError):
     """The AIP does not hold this grid's summaries (the message says why)."""
 
 
-def middle_tile(layout: MosaicGridLayout) -> TileIndex:
-    """The present tile whose summary in the AIP is checked against the grid: the middle one in row-major order."""
-    return layout.tiles_present[len(layout.tiles_present) // 2]
+def checked_tile(layout: MosaicGridLayout) -> TileIndex:
+    """The present tile whose summary in the AIP is checked against the grid: the nearest the grid's centre
+    (the first in row-major order among equals), the likeliest to hold tissue."""
+    centre = [(n - 1) / 2 for n in layout.grid_shape]
+    return min(layout.tiles_present, key=lambda t: ((t[0] - centre[0]) ** 2 + (t[1] - centre[1]) ** 2, t))
 
 
 def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayout) -> TileSummaries:
@@ -87,7 +89,8 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
     UnusableAipError
         If the AIP cannot be read, its level 0 is not float32 of the grid's ``(y, x)`` shape, its
         ``tile_least_plane_means`` attribute is missing, not ``(rows, cols)`` or not finite at a present
-        tile, or the middle present tile's summary recomputed from ``data`` differs in any bit.
+        tile, or the central present tile's summary (:func:`checked_tile`) recomputed from ``data`` differs
+        in any bit.
     """
     try:
         attributes = read_omezarr_info(aip_path).attributes
@@ -111,11 +114,12 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
     plane = aip[...]
     summaries = TileSummaries({t: plane[layout.tile_slices(t)].copy() for t in layout.tiles_present},
                               {t: float(least[t]) for t in layout.tiles_present})
-    middle = middle_tile(layout)
-    recomputed = tile_summary(read_block(data, (slice(None), *layout.tile_slices(middle))))
-    if not (np.array_equal(recomputed.projection.view(np.uint32), summaries.projections[middle].view(np.uint32))
-            and recomputed.least_plane_mean == summaries.least_plane_means[middle]):
-        raise UnusableAipError(f"tile {middle}'s summary in {aip_path} differs from the one recomputed from the grid")
+    checked = checked_tile(layout)
+    recomputed = tile_summary(read_block(data, (slice(None), *layout.tile_slices(checked))))
+    if not (np.array_equal(recomputed.projection.view(np.uint32), summaries.projections[checked].view(np.uint32))
+            and recomputed.least_plane_mean == summaries.least_plane_means[checked]):
+        raise UnusableAipError(f"tile {checked}'s summary in {aip_path} differs from the one recomputed "
+                               "from the grid")
     return summaries
 
 
@@ -136,4 +140,4 @@ def read_tile_summaries(data, layout: MosaicGridLayout, aip_path: str | os.PathL
     except UnusableAipError as error:
         logger.warning("tile summaries read from the tiles: %s", error)
         return tile_summaries(data, layout, progress, workers), SummarySource("tiles", str(error))
-    return summaries, SummarySource("aip", f"tile {middle_tile(layout)} recomputed from the grid: identical")
+    return summaries, SummarySource("aip", f"tile {checked_tile(layout)} recomputed from the grid: identical")
