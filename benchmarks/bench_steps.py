@@ -196,10 +196,13 @@ def compare_outputs(workdir: Path, other: Path, names: list[str]) -> dict[str, d
     return differences
 
 
-def chain(workdir: Path, raw: Path, stack_run: Path | None, curvature: Path | None = None) -> list[StepRun]:
+def chain(workdir: Path, raw: Path, stack_run: Path | None, curvature: Path | None = None,
+          stitch_aip: bool = True) -> list[StepRun]:
     """The steps of one slice (and the stack of a finished run), in order.
 
     ``curvature``: the acquisition's field-curvature decision, which the pipelines give every mosaic grid.
+    ``stitch_aip``: the stitch reads the tiles' summaries from the mosaic grid's AIP (``--aip``), as the
+    pipelines do (False for a checkout whose stitch has no such option).
     """
     grid = workdir / "mosaic_grid_3d_z00.ome.zarr"
     stitched = workdir / "slice_z00_stitch_3d.ome.zarr"
@@ -209,7 +212,8 @@ def chain(workdir: Path, raw: Path, stack_run: Path | None, curvature: Path | No
         StepRun("mosaic_grid", "linum_create_mosaic_grid_3d.py", [raw], grid,
                 ["--slice", "0", *(["--field_curvature_json", str(curvature)] if curvature else [])], raw_input=True,
                 products=["mosaic_grid_2d_z00*"]),
-        StepRun("stitch_3d", "linum_stitch_3d.py", [grid], stitched),
+        StepRun("stitch_3d", "linum_stitch_3d.py", [grid], stitched,
+                ["--aip", str(workdir / "mosaic_grid_2d_z00.ome.zarr")] if stitch_aip else []),
         StepRun("axial_corr", "linum_axial_corr.py", [stitched], axial),
         StepRun("normalize", "linum_normalize.py", [axial], normalized),
     ]
@@ -319,7 +323,8 @@ def main() -> None:
     curvature = None
     if not args.per_slice_curvature and (not args.steps or "mosaic_grid" in args.steps):
         curvature = field_curvature(repo, raw, args.workdir / "field_curvature.json", env)
-    steps = [s for s in chain(args.workdir, raw, args.stack_run, curvature)
+    stitch_aip = "--aip" in (repo / "bin" / "linum_stitch_3d.py").read_text()
+    steps = [s for s in chain(args.workdir, raw, args.stack_run, curvature, stitch_aip)
              if not args.steps or s.name in args.steps]
     report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "sync": args.sync, "steps": {}}
     measured: dict[str, list[dict[str, float]]] = {s.name: [] for s in steps}

@@ -15,7 +15,8 @@ noise floor as they are fused, when the overlaps support it (QC record). The est
 transform is saved as JSON so it can be applied to another channel or slice.
 
 Example:
-    linum_stitch_3d.py mosaic_grid_3d_z00.ome.zarr slice_z00_stitch_3d.ome.zarr
+    linum_stitch_3d.py mosaic_grid_3d_z00.ome.zarr slice_z00_stitch_3d.ome.zarr \
+        --aip mosaic_grid_2d_z00.ome.zarr
 """
 
 import argparse
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Where to save the transform [<out stem>_transform.json].")
     parser.add_argument("--transform", metavar="JSON",
                         help="Apply this saved transform instead of estimating one.")
+    parser.add_argument("--aip", metavar="ZARR",
+                        help="The mosaic grid's AIP (mosaic_grid_2d_zNN.ome.zarr): take the tiles' projections "
+                             "and least plane means from it instead of reading every tile, when it holds this "
+                             "grid's (checked; otherwise the tiles are read and the QC record says why).")
     parser.add_argument("--blend", choices=BLEND_MODES, default="feather",
                         help="Fusion of overlapping tiles [%(default)s].")
     parser.add_argument("--max_shift_px", type=finite_float, default=DEFAULT_MAX_SHIFT_PX,
@@ -58,6 +63,7 @@ def main(args: argparse.Namespace) -> None:
         args.out_zarr,
         transform_path=args.transform,
         transform_out=args.transform_out,
+        aip_path=args.aip,
         blend=args.blend,
         max_shift_px=args.max_shift_px,
         flatfield=args.flatfield,

@@ -35,6 +35,7 @@ from linumpy.memory import check_fits_in_memory
 from linumpy.mosaic.curvature import Curvature, estimate_slice_curvature
 from linumpy.mosaic.galvo import GalvoShift, detect_slice_band, read_tile
 from linumpy.mosaic.options import APPLIED_CURVATURE_ATTRIBUTE, DEFAULT_CONFIDENCE, DTYPES
+from linumpy.mosaic.summaries import LEAST_PLANE_MEANS_ATTRIBUTE, least_plane_means_attribute, tile_summary
 from linumpy.parallel import import_in_background, run_jobs
 from linumpy.qc.metrics import nonzero_fraction
 from linumpy.qc.records import FIGURES_MODULE, render_png, write_qc_record
@@ -231,7 +232,8 @@ def write_mosaic_grid(
     path : path-like
         Output 3D ``.ome.zarr`` (chunks: one tile laterally).
     aip_path : path-like
-        Output 2D ``.ome.zarr``: mean along depth of the 3D grid.
+        Output 2D ``.ome.zarr``: mean along depth of the 3D grid, with each tile's least plane mean as
+        attribute (:mod:`linumpy.mosaic.summaries`: what the stitcher would compute from the grid).
     resolution_um, z_range
         As in :func:`grid_geometry`.
     dtype : {"float32", "float16", "uint16"}
@@ -292,19 +294,22 @@ def write_mosaic_grid(
     ):
         spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # tile arrays whose tile is written
         aip_parts = _Countdown(len(section.tiles))
+        least_plane_means: dict[tuple[int, int], float] = {}  # written by the reader thread only
         depth, z_chunk = geometry.shape[0], geometry.chunks[0]
         slabs = [slice(z0, min(z0 + z_chunk, depth)) for z0 in range(0, depth, z_chunk)]
 
         def prepare(position: tuple[int, int], tile: Any) -> _PreparedTile:
             """Read a tile (into a spare array: a fresh 40 MB array costs its page faults), clean and prepare it,
-            write its AIP part."""
+            write its AIP part (its summary's projection) and keep its least plane mean."""
             try:
                 out = spare.get_nowait()
             except queue.Empty:
                 out = None
             raw = zero_non_finite(read_tile(tile, galvo, out), tile.path)
             prepared = prepare_tile(curvature.correct(raw), geometry, dtype)
-            aip[geometry.region(*position)[1:]] = prepared.mean(axis=0, dtype=np.float64).astype(np.float32)
+            summary = tile_summary(prepared)
+            aip[geometry.region(*position)[1:]] = summary.projection
+            least_plane_means[position] = summary.least_plane_mean
             aip_parts.done()
             return _PreparedTile(raw, prepared, _Countdown(len(slabs)))
 
@@ -325,7 +330,9 @@ def write_mosaic_grid(
             """Finalize the AIP and make the QC figure from it while the last tiles' grid slabs are written."""
             if not aip_parts.wait():
                 return None  # a tile failed: the writers are aborted
-            aip.finalize(resolution_mm[1:], n_levels, attributes, publish=False)
+            summaries = {LEAST_PLANE_MEANS_ATTRIBUTE: least_plane_means_attribute(least_plane_means,
+                                                                                  geometry.grid_shape)}
+            aip.finalize(resolution_mm[1:], n_levels, attributes | summaries, publish=False)
             return mosaic_grid_qc(aip.stored, geometry.grid_shape, sorted(section.tiles))
 
         # The reader thread reads, cleans and prepares the tiles in order and writes their AIP parts,

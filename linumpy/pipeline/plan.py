@@ -113,7 +113,7 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     decides on the slice alone (as the script run by hand).
     """
     meta = {"id": slice_id, "tag": slice_tag(slice_id)}
-    grid = layout.mosaic_grid(slice_id)
+    grid, aip = layout.mosaic_grid(slice_id), layout.mosaic_grid(slice_id, 2)
     stitched = layout.slice_product(slice_id, "stitch_3d")
     corrected = layout.slice_product(slice_id, "axial_corr")
     normalized = layout.slice_product(slice_id, "normalize")
@@ -124,12 +124,12 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     mosaic = _task(steps.CREATE_MOSAIC_GRID, params, layout, slice_id=slice_id,
                    positional=[acquisition, grid],
                    fixed=["--slice", slice_id, *(["--field_curvature_json", decision] if decision else [])],
-                   outputs=[grid, layout.mosaic_grid(slice_id, 2)],
+                   outputs=[grid, aip],
                    inputs={"meta": meta, "acquisition": acquisition, "field_curvature": decision},
                    upstream=(*upstream, *([curvature] if curvature else [])))
     stitch = _task(steps.STITCH_3D, params, layout, slice_id=slice_id, positional=[grid, stitched],
-                   outputs=[stitched, layout.beside(stitched, "_transform.json")],
-                   inputs={"meta": meta, "grid": grid}, upstream=(mosaic,))
+                   fixed=["--aip", aip], outputs=[stitched, layout.beside(stitched, "_transform.json")],
+                   inputs={"meta": meta, "grid": grid, "aip": aip}, upstream=(mosaic,))
     axial = _task(steps.AXIAL_CORR, params, layout, slice_id=slice_id, positional=[stitched, corrected],
                   outputs=[corrected, layout.beside(corrected, "_surface.ome.zarr"),
                            layout.beside(corrected, "_attenuation.ome.zarr"),

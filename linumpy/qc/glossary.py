@@ -195,6 +195,9 @@ METRICS: dict[str, MetricInfo] = {
     "fusion_flatfield": _M("Flat field at fusion", "per field", "Whether the stitcher divided the tiles' "
                            "vignetting out (status; 'not applied' says why), the noise floor it left in place, "
                            "the overlap pairs and samples supporting the fit and the applied field's range."),
+    "tile_summaries": _M("Tile summaries", "text", "Where the stitcher took the tiles' projections and least "
+                         "plane means from: 'aip' (the mosaic grid's AIP, checked against the grid) or 'tiles' "
+                         "(read from the tiles), and why."),
     "slice_ids": _M("Slice ids", "id", "Slices in the stack."),
     "n_slices": _M("Slices", "count", "Slices in the stack."),
     "shifts_px": _M("Lateral correction", "px", "Lateral shift [dy, dx] applied to a slice relative to the "

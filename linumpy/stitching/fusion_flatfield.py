@@ -107,14 +107,14 @@ class FusionFlatField:
         return fields
 
 
-def noise_floor(plane_means: Mapping[TileIndex, np.ndarray]) -> float:
-    """Median over the tiles of each tile's least plane mean (``tile -> (z,)`` means)."""
-    return float(np.median([np.min(means) for means in plane_means.values()]))
+def noise_floor(least_plane_means: Mapping[TileIndex, float]) -> float:
+    """Median over the tiles of each tile's least plane mean (``tile -> least plane mean``)."""
+    return float(np.median(list(least_plane_means.values())))
 
 
 def fusion_flat_field(
     projections: Mapping[TileIndex, np.ndarray],
-    plane_means: Mapping[TileIndex, np.ndarray],
+    least_plane_means: Mapping[TileIndex, float],
     positions: Mapping[TileIndex, Sequence[float]],
 ) -> FusionFlatField:
     """Fit the flat field the fusion divides out, or say why not.
@@ -123,8 +123,8 @@ def fusion_flat_field(
     ----------
     projections : mapping
         ``tile -> (y, x)`` average intensity projection of every present tile.
-    plane_means : mapping
-        ``tile -> (z,)`` mean of every plane of the tile (for the noise floor).
+    least_plane_means : mapping
+        Each tile's smallest mean of one depth plane (for the noise floor).
     positions : mapping
         ``tile -> (y, x)`` estimated positions (rounded as the fusion rounds them).
 
@@ -136,7 +136,7 @@ def fusion_flat_field(
         stays within :data:`MAX_GAIN` and varies by more than
         :data:`MIN_VIGNETTING`; otherwise not applied, with the reason.
     """
-    floor = noise_floor(plane_means)
+    floor = noise_floor(least_plane_means)
     above = {tile: np.asarray(p, np.float64) - floor for tile, p in projections.items()}
     levels = np.concatenate([np.ravel(p) for p in above.values()])
     min_level = MIN_SIGNAL_FRACTION * max(float(np.percentile(levels, 90)), 0.0)

@@ -4,7 +4,8 @@ The mosaic grid holds the tiles side by side, ``(z, rows * tile_y, cols *
 tile_x)``, overlaps not removed. Stitching:
 
 1. reads the grid layout from the ``linumpy`` attributes;
-2. computes each tile's average intensity projection, tile by tile;
+2. computes each tile's average intensity projection and least plane mean, tile by tile,
+   or takes them from the mosaic grid's AIP (:mod:`linumpy.stitching.summaries`);
 3. estimates the tile positions (:mod:`linumpy.stitching.estimate`), or
    reuses a saved transform;
 4. writes the output block by block: each lateral block, at all depths, is
@@ -52,6 +53,7 @@ from linumpy.stitching.blend import (
 )
 from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
 from linumpy.stitching.slab_cache import SlabCache, slab_uses
+from linumpy.stitching.summaries import SummarySource, TileSummaries, read_tile_summaries, tile_summaries
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
@@ -154,35 +156,9 @@ def mosaic_grid_layout(attributes: dict, shape: Sequence[int], source: str) -> M
     return layout
 
 
-@dataclass(frozen=True)
-class TileSummaries:
-    """What one pass over the tiles gives: ``tile -> (y, x)`` projections and ``tile -> (z,)`` plane means."""
-
-    projections: dict[TileIndex, np.ndarray]
-    plane_means: dict[TileIndex, np.ndarray]
-
-
-def tile_summaries(data, layout: MosaicGridLayout, progress: bool = False,
-                   workers: int | None = None) -> TileSummaries:
-    """Return the average intensity projection and plane means of every present tile, ``workers`` at a time.
-
-    ``data`` is the mosaic grid as a :class:`~linumpy.io.zarr.StoredArray` or a dask array.
-    """
-    def summarise(tile: TileIndex) -> tuple[np.ndarray, np.ndarray]:
-        ys, xs = layout.tile_slices(tile)
-        block = read_block(data, (slice(None), ys, xs))
-        return (np.asarray(block.mean(axis=0, dtype=np.float64), dtype=np.float32),
-                block.mean(axis=(1, 2), dtype=np.float64))
-
-    summarised = dict(zip(layout.tiles_present, tqdm(ordered_map(summarise, layout.tiles_present, workers),
-                                                     total=len(layout.tiles_present), desc="projections",
-                                                     disable=not progress)))
-    return TileSummaries({t: v[0] for t, v in summarised.items()}, {t: v[1] for t, v in summarised.items()})
-
-
 def tile_projections(data, layout: MosaicGridLayout, progress: bool = False,
                      workers: int | None = None) -> dict[TileIndex, np.ndarray]:
-    """Return the average intensity projection of every present tile (:func:`tile_summaries`)."""
+    """Return the average intensity projection of every present tile, read from the grid (:func:`tile_summaries`)."""
     return tile_summaries(data, layout, progress, workers).projections
 
 
@@ -214,6 +190,7 @@ def stitch_mosaic_grid(
     *,
     transform_path: str | os.PathLike | None = None,
     transform_out: str | os.PathLike | None = None,
+    aip_path: str | os.PathLike | None = None,
     blend: str = "feather",
     max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
     flatfield: str = DEFAULT_FLATFIELD,
@@ -235,6 +212,9 @@ def stitch_mosaic_grid(
         Reuse this transform JSON instead of estimating one.
     transform_out : path-like, optional
         Where to save the transform (default ``<out stem>_transform.json``).
+    aip_path : path-like, optional
+        The mosaic grid step's AIP of this grid: the tiles' summaries are taken from it when it holds them
+        (:func:`~linumpy.stitching.summaries.summaries_from_aip`) instead of reading every tile.
     blend : {"feather", "average", "max"}
         Fusion of overlapping tiles.
     max_shift_px : float
@@ -271,9 +251,9 @@ def stitch_mosaic_grid(
     info = read_omezarr_info(in_path)
     data, resolution = open_omezarr_level(in_path)
     layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
-    summaries = None
+    summaries, source = None, SummarySource("none", "not needed: transform given and flat field off")
     if transform_path is None or flatfield != "none":
-        summaries = tile_summaries(data, layout, progress, workers)
+        summaries, source = read_tile_summaries(data, layout, aip_path, progress, workers)
     transform = obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress, workers)
     from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
     from linumpy.stitching.transform import save_transform
@@ -281,12 +261,12 @@ def stitch_mosaic_grid(
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
     flat = FusionFlatField("off")
     if flatfield == "auto":
-        flat = fusion_flat_field(summaries.projections, summaries.plane_means, positions)
+        flat = fusion_flat_field(summaries.projections, summaries.least_plane_means, positions)
     del summaries
     # The QC record depends on the transform alone: its figure (matplotlib's import, the drawing and the PNG
     # rendering, about a second of serial work after the fusion otherwise) is made beside the fusion.
     with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
-        qc = qc_thread.submit(stitch_qc, transform, layout, flat)
+        qc = qc_thread.submit(stitch_qc, transform, layout, flat, source)
         write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
                     n_levels=n_levels, compression=compression, overwrite=overwrite,
                     progress=progress, workers=workers)
@@ -300,8 +280,8 @@ def stitch_mosaic_grid(
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
 
-def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField
-              ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
+def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField,
+              summary_source: SummarySource) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     """The stitching QC record's metrics, figure (rendered) and flags, from the transform's diagnostics.
 
     Returns ``(metrics, figures, flags)`` for :func:`linumpy.qc.records.write_qc_record`.
@@ -314,7 +294,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     (:func:`~linumpy.stitching.transform.stage_residual_fields`), the
     per-pair and per-tile details ``pairs`` and ``tiles``, and ``fusion_flatfield``
     (:meth:`~linumpy.stitching.fusion_flatfield.FusionFlatField.qc_fields`: whether the
-    fusion divided a flat field out, its support and range, or why not). The record's
+    fusion divided a flat field out, its support and range, or why not), and ``tile_summaries``
+    (``summary_source``: whether the tiles' projections came from the mosaic grid's AIP or were
+    read from the tiles, and why). The record's
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model, or by the stage model and weak
     links only (``n_weak_tiles``; ``max_tile_sigma_px`` is the largest honest
@@ -385,6 +367,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     }
     metrics.update(stage_residual_fields(transform.stage_residuals))
     metrics["fusion_flatfield"] = flat.qc_fields()
+    metrics["tile_summaries"] = summary_source.qc_fields()
     flags = []
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "

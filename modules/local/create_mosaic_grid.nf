@@ -12,8 +12,8 @@ process CREATE_MOSAIC_GRID {
     path field_curvature  // field_curvature.json of ESTIMATE_FIELD_CURVATURE
 
     output:
-    tuple val(meta), path("mosaic_grid_3d_${meta.tag}.ome.zarr"), emit: grid
-    tuple val(meta), path("mosaic_grid_2d_${meta.tag}.ome.zarr"), emit: aip
+    // the AIP holds each tile's summary (projection, least plane mean): STITCH_3D reads it instead of every tile
+    tuple val(meta), path("mosaic_grid_3d_${meta.tag}.ome.zarr"), path("mosaic_grid_2d_${meta.tag}.ome.zarr"), emit: grid
     path "*_qc*", optional: true, emit: qc
 
     script:
