@@ -37,6 +37,7 @@ from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTA
 from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
 from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
+from linumpy.stack.windows import DEPTH_BLOCK
 
 LOGGER = logging.getLogger(__name__)
 #: dask settings of the whole stack: no low-level task fusion. The stack computes many small graphs
@@ -245,7 +246,8 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     info = read_omezarr_info(path)
     if info.ndim != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
-    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path)]
+    # the pairs read a few planes of each slice several times: each decodes only the Blosc blocks holding them
+    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path, DEPTH_BLOCK)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
