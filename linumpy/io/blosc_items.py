@@ -64,7 +64,7 @@ def block_bytes(path: str | os.PathLike) -> int | None:
     return int.from_bytes(header[8:12], "little")
 
 
-def decode_items(path: str | os.PathLike, start: int, out: np.ndarray) -> None:
+def decode_items(path: str | os.PathLike, start: int, out: np.ndarray, chunk_bytes: int) -> None:
     """Decode items ``[start, start + out.size)`` of the Blosc chunk file ``path`` into ``out``.
 
     Parameters
@@ -75,6 +75,8 @@ def decode_items(path: str | os.PathLike, start: int, out: np.ndarray) -> None:
         First item (not byte) decoded.
     out : numpy.ndarray
         C-contiguous destination; its size is the number of items.
+    chunk_bytes : int
+        The chunk's decoded size, which the frame must hold.
 
     Raises
     ------
@@ -97,10 +99,13 @@ def decode_items(path: str | os.PathLike, start: int, out: np.ndarray) -> None:
         typesize = header[3]
         nbytes, blocksize, cbytes = (int.from_bytes(header[i : i + 4], "little") for i in (4, 8, 12))
         first, stop = start * out.itemsize, (start + out.size) * out.itemsize
+        if nbytes != chunk_bytes:
+            raise ValueError(f"decoded size {nbytes} bytes, expected {chunk_bytes}")
+        if cbytes != os.fstat(file.fileno()).st_size or blocksize <= 0 or stop > nbytes:
+            raise ValueError(f"a frame of {cbytes} bytes in blocks of {blocksize} in a file of "
+                             f"{os.fstat(file.fileno()).st_size} bytes")
         if typesize == 0 or first % typesize or stop % typesize:
             raise NotImplementedError(f"items of {out.itemsize} bytes in a frame of typesize {typesize}")
-        if blocksize <= 0 or stop > nbytes or cbytes < HEADER_BYTES:
-            raise ValueError(f"bytes {first}..{stop} do not fit the frame ({nbytes} bytes, blocks of {blocksize})")
         encoded = np.empty(cbytes, np.uint8)  # only the parts c-blosc reads are filled
         encoded[:HEADER_BYTES] = np.frombuffer(header, np.uint8)
         if header[2] & MEMCPYED:

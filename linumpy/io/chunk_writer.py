@@ -248,13 +248,14 @@ class ChunkFileReader:
         planes = destination if whole and destination.flags.c_contiguous else np.empty(
             (stop - first, *self.chunks[1:]), destination.dtype)
         try:
-            blosc_items.decode_items(path, first * math.prod(self.chunks[1:]), planes)
+            blosc_items.decode_items(path, first * math.prod(self.chunks[1:]), planes,
+                                     math.prod(self.chunks) * planes.itemsize)
         except FileNotFoundError:
             destination[...] = self.fill_value
             return
         except NotImplementedError:  # a frame of another typesize: the whole chunk decoded (the same values)
             planes[...] = self._chunk(index)[first:stop]
-        except ValueError as error:  # numcodecs' decoder raises the same for damaged data
+        except ValueError as error:  # a damaged frame
             raise ChunkDecodeError(path, error) from error
         if planes is not destination:
             destination[...] = planes[(slice(None), *part)]
