@@ -246,13 +246,16 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     info = read_omezarr_info(path)
     if info.ndim != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
-    # the pairs read a few planes of each slice several times: each decodes only the Blosc blocks holding them
-    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path, DEPTH_BLOCK)]
+    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path)]
+    # the pairs read a few planes of each slice several times: in runs of DEPTH_BLOCK planes, each read decodes
+    # only the Blosc blocks holding its planes (the assembly reads every plane: whole chunks, once each)
+    runs = [(data, scale) for (data, _), (_, scale) in zip(read_omezarr_levels(path, DEPTH_BLOCK), levels)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
                        None if plane is None else tuple(float(v) for v in plane),
-                       None if values is None else float(values[1] - values[0]))
+                       None if values is None else float(values[1] - values[0]),
+                       None if all(r.chunks == d.chunks for (r, _), (d, _) in zip(runs, levels)) else runs)
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:
