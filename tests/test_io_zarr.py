@@ -543,13 +543,11 @@ def test_whole_chunks_decoded_in_place_match_and_check_their_size(tmp_path, monk
 
 
 def test_the_padded_last_chunk_of_the_first_axis_is_decoded_in_place(tmp_path, monkeypatch):
-    """Without c-blosc's blosc_getitem (no decoding of planes in part), reads that reach the end of the first
-    axis (10 planes, chunks of 4: the last one padded) decode that chunk straight into the result too when they
-    hold it whole along the other axes; the values are those stored."""
+    """Reads that reach the end of the first axis (10 planes, chunks of 4: the last one padded) decode that chunk
+    straight into the result too when they hold it whole along the other axes; the values are those stored."""
     data = oct_like((10, 16, 24), dtype=np.float32)
     path = tmp_path / "a.ome.zarr"
     save_omezarr(data, path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
-    monkeypatch.setattr(blosc_items, "available", lambda: False)
     stored, _ = open_omezarr_level(path)
     in_place = []
     decode_into = type(stored._reader)._decode_into
@@ -588,9 +586,11 @@ def test_some_planes_of_a_chunk_decode_only_their_blosc_blocks(tmp_path, monkeyp
         values = stored[key]
         np.testing.assert_array_equal(values, data[key])
         assert values.shape == data[key].shape
-    # planes 3-8 of every chunk of the first row, the partial chunks of the other reads; the whole chunk in place
+    # planes 3-8 of every chunk of the first row, the partial chunks of the other reads; whole chunks in place,
+    # the padded last one too when the read reaches the end
     assert calls["planes"][:6] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (0, 2, 0), (0, 2, 1)]
-    assert len(calls["planes"]) == 6 + 4 + 6 + 2 and calls["in_place"] == [(0, 0, 0)] and not calls["whole"]
+    assert len(calls["planes"]) == 6 + 4 + 6 + 1 and calls["in_place"] == [(2, 0, 1), (0, 0, 0)]
+    assert not calls["whole"]
 
 
 def test_decoding_items_refuses_damaged_frames_and_reads_only_their_blocks(tmp_path, monkeypatch):

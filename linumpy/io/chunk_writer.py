@@ -171,19 +171,18 @@ class ChunkFileReader:
     def __getitem__(self, key) -> np.ndarray:
         """``array[key]`` for slices (step 1) and integers, as a new native-endian array.
 
-        A Blosc chunk the region holds some planes of (first axis) has only the
-        Blosc blocks holding them decoded (:meth:`_decode_planes`), the stored
-        padded last chunk's planes included. Without c-blosc's ``blosc_getitem``
-        (:func:`linumpy.io.blosc_items.available`), a read that reaches the end
-        of the first axis, where the last chunk is stored padded, returns a view
-        of a result with the padding's planes after its own: such a chunk held
-        whole along the other axes is then decoded in place too (reads of whole
-        chunk columns) instead of into a new array copied in part.
+        A read that reaches the end of the first axis, where the last chunk is
+        stored padded, returns a view of a result with the padding's planes
+        after its own: such a chunk held whole along the other axes is then
+        decoded in place too (reads of whole chunk columns) instead of into a
+        new array copied in part. Of any other Blosc chunk the region holds some
+        planes of (first axis), only the Blosc blocks holding those planes are
+        decoded (:meth:`_decode_planes`; whole chunks without c-blosc's
+        ``blosc_getitem``, :func:`linumpy.io.blosc_items.available`).
         """
         region, integer_axes = normalize_region(key, self.shape)
         shape = tuple(r.stop - r.start for r in region)
-        padding = (-self.shape[0] % self.chunks[0] if self._decodes_in_place and not self._decodes_planes
-                   and region[0].stop == self.shape[0] else 0)
+        padding = -self.shape[0] % self.chunks[0] if self._decodes_in_place and region[0].stop == self.shape[0] else 0
         out = np.empty((shape[0] + padding, *shape[1:]), self.dtype.newbyteorder("="))
         ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, self.chunks)]
         for index in itertools.product(*ranges):
@@ -192,16 +191,16 @@ class ChunkFileReader:
             target = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inside, region))
             whole = [s.stop - s.start == c for s, c in zip(inside, self.chunks)]
             padded = padding and inside[0] == slice(origin[0], self.shape[0])  # the stored padded last chunk
-            if self._decodes_planes and not whole[0]:
-                self._decode_planes(index, inside[0].start - origin[0], inside[0].stop - origin[0],
-                                    tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside[1:], origin[1:])),
-                                    out[target])
-                continue
             if self._decodes_in_place and all(whole[1:]) and (whole[0] or padded):
                 destination = out[(slice(target[0].start, target[0].start + self.chunks[0]), *target[1:])]
                 if destination.flags.c_contiguous:
                     self._decode_into(index, destination)
                     continue
+            if self._decodes_planes and not whole[0]:
+                self._decode_planes(index, inside[0].start - origin[0], inside[0].stop - origin[0],
+                                    tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside[1:], origin[1:])),
+                                    out[target])
+                continue
             chunk = self._chunk(index)
             if chunk is None:
                 out[target] = self.fill_value
