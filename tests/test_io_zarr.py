@@ -607,6 +607,13 @@ def test_decoding_items_refuses_damaged_frames_and_reads_only_their_blocks(tmp_p
     blosc_items.decode_items(path, 10 * 1024, out, values.nbytes)
     np.testing.assert_array_equal(out, values[10:15])
     assert len(read) == 2 and read[0] == 4 * 8 and read[1] < len(frame) / 4  # the block starts, blocks 1 of 8
+    stored = numcodecs.Blosc(cname="lz4", clevel=0).encode(values)  # a copy, no blocks: its bytes read alone
+    assert stored[2] & blosc_items.MEMCPYED
+    path.write_bytes(stored)
+    read.clear()
+    blosc_items.decode_items(path, 10 * 1024, out, values.nbytes)
+    np.testing.assert_array_equal(out, values[10:15])
+    assert read == [out.nbytes]
     as_bytes = numcodecs.Blosc(cname="lz4").encode(values.view(np.uint8))  # typesize 1: any item decodes
     path.write_bytes(as_bytes)
     blosc_items.decode_items(path, 10 * 1024, out, values.nbytes)
