@@ -9,12 +9,11 @@ order chunk) is decoded from the blocks that hold it by c-blosc's
 starts and those blocks' bytes: the same values as decoding the whole chunk
 and slicing it. The stack reads a few top planes of each slice several
 times (rotation, registration, boundary ratios); whole chunks of 64 planes
-decoded each time were about a third of its pair estimation's CPU time
+decoded each time were about a quarter of its pair estimation's CPU time
 (``benchmarks/README.md``, session stack47).
 
-numcodecs does not wrap ``blosc_getitem`` (its ``decode_partial`` is gone
-since 0.13), but its Blosc extension exports the function of the c-blosc it
-is built with; it is called through :mod:`ctypes` (no GIL held, a context of
+numcodecs (0.16) does not wrap ``blosc_getitem``, but its Blosc extension
+exports the function of the c-blosc it is built with; it is called through :mod:`ctypes` (no GIL held, a context of
 its own per call: threads decode side by side). :func:`available` is False
 where the symbol is missing; callers then decode whole chunks (the same
 values, more work).
