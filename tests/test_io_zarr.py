@@ -22,6 +22,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
 from linumpy.errors import InputError, OutputExistsError
+from linumpy.io import blosc_items
 from linumpy.io.atomic import TEMP_MARKER
 from linumpy.io.codecs import COMPRESSIONS
 from linumpy.io.zarr import (
@@ -558,8 +559,70 @@ def test_the_padded_last_chunk_of_the_first_axis_is_decoded_in_place(tmp_path, m
         np.testing.assert_array_equal(values, data[key])
         assert values.shape == data[key].shape and values.flags.c_contiguous
     # a whole column, the padded chunk alone or after a part of a chunk; a read from inside the padded chunk,
-    # one over two chunks along y and one short of the end are copied
+    # one over two chunks along y and one short of the end are decoded in part (blosc_getitem) or copied
     assert in_place == [(0, 0, 1), (1, 0, 1), (2, 0, 1), (2, 1, 2), (2, 1, 0)]
+
+
+@pytest.mark.parametrize("compression", ["blosc-lz4", "zstd", "lz4"])
+def test_some_planes_of_a_chunk_decode_only_their_blosc_blocks(tmp_path, monkeypatch, compression):
+    """A read holding some planes of a chunk (first axis) decodes them alone (blosc_getitem on the Blosc blocks
+    holding them, read from the file alone): the values stored, whole chunks still decoded in place."""
+    data = oct_like((37, 70, 64), dtype=np.float32)
+    data[16:32, 32:64, 0:32] = 0  # a chunk not stored: filled
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(16, 32, 32), n_levels=0, compression=compression)
+    stored, _ = open_omezarr_level(path)
+    assert blosc_items.available() and stored._reader._decodes_planes
+    calls = {"planes": [], "in_place": [], "whole": []}
+    reader = type(stored._reader)
+    originals = {name: getattr(reader, name) for name in ("_decode_planes", "_decode_into", "_chunk")}
+    monkeypatch.setattr(reader, "_decode_planes", lambda self, index, *rest: calls["planes"].append(index)
+                        or originals["_decode_planes"](self, index, *rest))
+    monkeypatch.setattr(reader, "_decode_into", lambda self, index, out: calls["in_place"].append(index)
+                        or originals["_decode_into"](self, index, out))
+    monkeypatch.setattr(reader, "_chunk", lambda self, index: calls["whole"].append(index)
+                        or originals["_chunk"](self, index))
+    for key in [np.s_[3:9], np.s_[20:30, 40:70, 5:40], np.s_[33], np.s_[30:37, 0:32, 32:64], np.s_[0:16, 0:32, 0:32]]:
+        values = stored[key]
+        np.testing.assert_array_equal(values, data[key])
+        assert values.shape == data[key].shape
+    # planes 3-8 of every chunk of the first row, the partial chunks of the other reads; whole chunks in place,
+    # the padded last one too when the read reaches the end
+    assert calls["planes"][:6] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (0, 2, 0), (0, 2, 1)]
+    assert len(calls["planes"]) == 6 + 4 + 6 + 1 and calls["in_place"] == [(2, 0, 1), (0, 0, 0)]
+    assert not calls["whole"]
+
+
+def test_decoding_items_refuses_damaged_frames_and_reads_only_their_blocks(tmp_path, monkeypatch):
+    """decode_items: the items of a frame whatever its typesize, damaged frames refused (named by the reader)."""
+    values = np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024)
+    frame = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE).encode(values)  # 32 KiB blocks
+    path = tmp_path / "chunk"
+    path.write_bytes(frame)
+    out = np.empty((5, 1024), np.float32)
+    read = []
+    original = blosc_items._read_into
+    monkeypatch.setattr(blosc_items, "_read_into", lambda file, buffer, begin, end: read.append(end - begin)
+                        or original(file, buffer, begin, end))
+    blosc_items.decode_items(path, 10 * 1024, out, values.nbytes)
+    np.testing.assert_array_equal(out, values[10:15])
+    assert len(read) == 2 and read[0] == 4 * 8 and read[1] < len(frame) / 4  # the block starts, blocks 1 of 8
+    stored = numcodecs.Blosc(cname="lz4", clevel=0).encode(values)  # a copy, no blocks: its bytes read alone
+    assert stored[2] & blosc_items.MEMCPYED
+    path.write_bytes(stored)
+    read.clear()
+    blosc_items.decode_items(path, 10 * 1024, out, values.nbytes)
+    np.testing.assert_array_equal(out, values[10:15])
+    assert read == [out.nbytes]
+    as_bytes = numcodecs.Blosc(cname="lz4").encode(values.view(np.uint8))  # typesize 1: any item decodes
+    path.write_bytes(as_bytes)
+    blosc_items.decode_items(path, 10 * 1024, out, values.nbytes)
+    np.testing.assert_array_equal(out, values[10:15])
+    with pytest.raises(ValueError, match="decoded size"):
+        blosc_items.decode_items(path, 0, out, values.nbytes // 2)
+    path.write_bytes(frame[:-10])
+    with pytest.raises(ValueError, match="file of"):
+        blosc_items.decode_items(path, 0, out, values.nbytes)
 @pytest.mark.parametrize(("shape", "chunks", "stride"), [((13, 50, 37), (4, 16, 16), 3), ((5, 64, 64), (5, 64, 64), 7),
                                                            ((9, 33, 20), (2, 8, 8), 1), ((40, 30), (16, 16), 5)])
 def test_strided_sample_reads_the_strided_voxels_chunk_by_chunk(tmp_path, shape, chunks, stride):

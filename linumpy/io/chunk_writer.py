@@ -12,13 +12,16 @@ Reading is the mirror image (:class:`ChunkFileReader`): the chunks a region
 touches are read from their files, decoded with numcodecs and copied into
 the result, in the calling thread (numcodecs releases the GIL, so several
 threads read in parallel). A Blosc chunk the region holds whole (e.g. reads
-of whole chunk columns) is decoded straight into the result, without the copy. Arrays this reader does not understand (sharded,
-filters, transposed, Fortran order) are read through zarr-python.
+of whole chunk columns) is decoded straight into the result, without the copy; of a Blosc
+chunk the region holds a few planes of (first axis), only the Blosc blocks
+holding those planes are read and decoded (:mod:`linumpy.io.blosc_items`). Arrays this
+reader does not understand (sharded, filters, transposed, Fortran order) are read through zarr-python.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from linumpy.io import codecs
+from linumpy.io import blosc_items, codecs
 from linumpy.io.ngff import NgffFormat
 
 
@@ -130,6 +133,7 @@ class ChunkFileReader:
         fill = metadata.get("fill_value")
         self.fill_value = 0 if fill is None else fill
         self._decodes_in_place = isinstance(self.decoder, numcodecs.Blosc) and self.dtype.isnative
+        self._decodes_planes = self._decodes_in_place and blosc_items.available()
 
     def _init_v2(self, metadata: dict) -> None:
         if metadata.get("filters") or metadata.get("order", "C") != "C":
@@ -171,7 +175,10 @@ class ChunkFileReader:
         stored padded, returns a view of a result with the padding's planes
         after its own: such a chunk held whole along the other axes is then
         decoded in place too (reads of whole chunk columns) instead of into a
-        new array copied in part.
+        new array copied in part. Of any other Blosc chunk the region holds some
+        planes of (first axis), only the Blosc blocks holding those planes are
+        decoded (:meth:`_decode_planes`; whole chunks without c-blosc's
+        ``blosc_getitem``, :func:`linumpy.io.blosc_items.available`).
         """
         region, integer_axes = normalize_region(key, self.shape)
         shape = tuple(r.stop - r.start for r in region)
@@ -189,6 +196,11 @@ class ChunkFileReader:
                 if destination.flags.c_contiguous:
                     self._decode_into(index, destination)
                     continue
+            if self._decodes_planes and not whole[0]:
+                self._decode_planes(index, inside[0].start - origin[0], inside[0].stop - origin[0],
+                                    tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside[1:], origin[1:])),
+                                    out[target])
+                continue
             chunk = self._chunk(index)
             if chunk is None:
                 out[target] = self.fill_value
@@ -213,6 +225,39 @@ class ChunkFileReader:
             self.decoder.decode(encoded, out=destination)
         except Exception as error:  # numcodecs raises RuntimeError/ValueError for damaged data
             raise ChunkDecodeError(path, error) from error
+
+    def planes_per_block(self) -> int | None:
+        """Planes (first axis) a Blosc block of the array's first chunk spans, when reads decode planes in part
+        (:meth:`_decode_planes`); else, or without that chunk file, None."""
+        if not self._decodes_planes:
+            return None
+        try:
+            block = blosc_items.block_bytes(self.chunk_path((0,) * self.ndim))
+        except FileNotFoundError:
+            return None
+        plane = math.prod(self.chunks[1:]) * self.dtype.itemsize
+        return None if not block else -(-block // plane)
+
+    def _decode_planes(self, index: tuple[int, ...], first: int, stop: int, part: tuple[slice, ...],
+                       destination: np.ndarray) -> None:
+        """Planes ``[first, stop)`` (first axis) of Blosc chunk ``index``, cut to ``part`` along the other axes,
+        into ``destination``: only the Blosc blocks holding them decoded (fill if not stored)."""
+        path = self.chunk_path(index)
+        whole = all(p.stop - p.start == c for p, c in zip(part, self.chunks[1:]))
+        planes = destination if whole and destination.flags.c_contiguous else np.empty(
+            (stop - first, *self.chunks[1:]), destination.dtype)
+        try:
+            blosc_items.decode_items(path, first * math.prod(self.chunks[1:]), planes,
+                                     math.prod(self.chunks) * planes.itemsize)
+        except FileNotFoundError:
+            destination[...] = self.fill_value
+            return
+        except NotImplementedError:  # a frame of another typesize: the whole chunk decoded (the same values)
+            planes[...] = self._chunk(index)[first:stop]
+        except ValueError as error:  # a damaged frame
+            raise ChunkDecodeError(path, error) from error
+        if planes is not destination:
+            destination[...] = planes[(slice(None), *part)]
 
     def _chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
         path = self.chunk_path(index)

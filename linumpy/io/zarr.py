@@ -261,11 +261,27 @@ class StoredArray:
                 return self.directory / self.format.chunk_key(file_index)
         return None
 
-    def to_dask(self) -> da.Array:
-        """The level as a lazy dask array chunked like the storage."""
+    def to_dask(self, first_axis_block: int | None = None) -> da.Array:
+        """The level as a lazy dask array chunked like the storage.
+
+        ``first_axis_block``: each chunk split into runs of that many planes
+        along the first axis when the chunk files decode planes in part (Blosc
+        blocks of at most that many planes,
+        :meth:`linumpy.io.chunk_writer.ChunkFileReader.planes_per_block`): a
+        computation that needs a few planes then decodes only those. Else
+        (and by default) chunked like the storage.
+        """
         import dask.array as da
 
-        return da.from_array(self, chunks=self.chunks, name=False, lock=False, fancy=False, asarray=False)
+        chunks: tuple = self.chunks
+        per_block = None if first_axis_block is None or self._reader is None else self._reader.planes_per_block()
+        if per_block is not None and per_block <= first_axis_block < self.chunks[0]:
+            runs = []
+            for start in range(0, self.shape[0], self.chunks[0]):
+                size = min(self.chunks[0], self.shape[0] - start)
+                runs += [min(first_axis_block, size - offset) for offset in range(0, size, first_axis_block)]
+            chunks = (tuple(runs), *self.chunks[1:])
+        return da.from_array(self, chunks=chunks, name=False, lock=False, fancy=False, asarray=False)
 
 
 def _describe_level(image: ngff.ParsedImage, level: ngff.LevelTransform) -> tuple[LevelInfo, np.dtype, str]:
@@ -407,8 +423,11 @@ def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tup
     return _lazy_level(*_open_level(path, level), level)
 
 
-def read_omezarr_levels(path: str | os.PathLike) -> list[tuple[da.Array, tuple[float, ...]]]:
+def read_omezarr_levels(path: str | os.PathLike, first_axis_block: int | None = None,
+                        ) -> list[tuple[da.Array, tuple[float, ...]]]:
     """Every level of an OME-Zarr image, lazily: :func:`read_omezarr` of each, its metadata parsed once.
+
+    ``first_axis_block``: see :meth:`StoredArray.to_dask` (reads of a few planes decode only those).
 
     Raises
     ------
@@ -416,12 +435,14 @@ def read_omezarr_levels(path: str | os.PathLike) -> list[tuple[da.Array, tuple[f
         As :func:`read_omezarr`.
     """
     image = ngff.parse_image(path)
-    return [_lazy_level(*_open_level(path, level, image), level) for level in range(len(image.levels))]
+    return [_lazy_level(*_open_level(path, level, image), level, first_axis_block)
+            for level in range(len(image.levels))]
 
 
-def _lazy_level(image: ngff.ParsedImage, stored: StoredArray, level: int) -> tuple[da.Array, tuple[float, ...]]:
-    """One opened level as :func:`read_omezarr` gives it."""
-    data = stored.to_dask()
+def _lazy_level(image: ngff.ParsedImage, stored: StoredArray, level: int, first_axis_block: int | None = None,
+                ) -> tuple[da.Array, tuple[float, ...]]:
+    """One opened level as :func:`read_omezarr` gives it (``first_axis_block``: :meth:`StoredArray.to_dask`)."""
+    data = stored.to_dask(first_axis_block)
     extra = [i for i in range(stored.ndim) if i not in image.spatial_axes]
     if any(stored.shape[i] != 1 for i in extra):
         names = [image.axes[i].get("name") for i in extra]

@@ -37,6 +37,7 @@ from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTA
 from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
 from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
+from linumpy.stack.windows import DEPTH_BLOCK
 
 LOGGER = logging.getLogger(__name__)
 #: dask settings of the whole stack: no low-level task fusion. The stack computes many small graphs
@@ -246,11 +247,15 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     if info.ndim != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
     levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path)]
+    # the pairs read a few planes of each slice several times: in runs of DEPTH_BLOCK planes, each read decodes
+    # only the Blosc blocks holding its planes (the assembly reads every plane: whole chunks, once each)
+    runs = [(data, scale) for (data, _), (_, scale) in zip(read_omezarr_levels(path, DEPTH_BLOCK), levels)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
                        None if plane is None else tuple(float(v) for v in plane),
-                       None if values is None else float(values[1] - values[0]))
+                       None if values is None else float(values[1] - values[0]),
+                       None if all(r.chunks == d.chunks for (r, _), (d, _) in zip(runs, levels)) else runs)
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:

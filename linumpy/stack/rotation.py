@@ -608,8 +608,8 @@ def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confi
                     band_workers: int = 1) -> RotationEstimate:
     size = ROTATION_SIZE // 2
     level = max(set(previous.widest_levels(size)) & set(current.widest_levels(size)))
-    previous_data, source_um = previous.levels[level]
-    current_data, _ = current.levels[level]
+    previous_data, source_um = previous.planes_level(level)
+    current_data, _ = current.planes_level(level)
     factor = max(1, math.ceil(max(previous_data.shape[1:]) / ROTATION_SIZE))
     expected = int(round(step_um / source_um[0]))
     p0, p1 = previous.useful_range
@@ -625,8 +625,10 @@ def rotate_slice(volume, angle_deg: float):
     """A SliceVolume with every level turned by ``angle_deg`` about the slice's lateral centre."""
     if angle_deg == 0:
         return volume
-    levels = []
-    for data, resolution in volume.levels:
-        centre = ((data.shape[1] - 1) / 2.0, (data.shape[2] - 1) / 2.0)
-        levels.append((rotate_lazily(data, angle_deg, centre), resolution))
-    return replace(volume, levels=levels)
+
+    def turned(levels):
+        return None if levels is None else [
+            (rotate_lazily(data, angle_deg, ((data.shape[1] - 1) / 2.0, (data.shape[2] - 1) / 2.0)), resolution)
+            for data, resolution in levels]
+
+    return replace(volume, levels=turned(volume.levels), read_levels=turned(volume.read_levels))

@@ -95,6 +95,13 @@ class SliceVolume:
         The normalisation's divisor (``high - low`` of its ``normalize_values``):
         the slice's values times it are in the axial correction's compensated
         units, which every slice shares; None if unknown.
+    read_levels : sequence of (dask.array.Array, tuple of float), optional
+        The same levels (the same values and transforms) in smaller blocks
+        along depth, for the pairs' reads of a few planes
+        (:meth:`planes_level`): opened in runs of a few planes, they decode
+        only the planes read (:meth:`linumpy.io.zarr.StoredArray.to_dask`),
+        while the assembly, which reads every plane, reads ``levels`` a
+        whole chunk at a time. None: ``levels``.
     """
 
     slice_id: int
@@ -102,6 +109,7 @@ class SliceVolume:
     useful_range: tuple[int, int]
     surface_plane: tuple[float, float, float] | None = None
     intensity_scale: float | None = None
+    read_levels: Sequence[tuple[da.Array, tuple[float, float, float]]] | None = None
 
     @property
     def useful_depth(self) -> int:
@@ -120,6 +128,10 @@ class SliceVolume:
             if max(level[1][1:]) <= resolution_um * (1 + RESOLUTION_TOLERANCE):
                 chosen = level
         return chosen
+
+    def planes_level(self, level: int) -> tuple[da.Array, tuple[float, ...]]:
+        """Level ``level`` as the pairs read a few of its planes (``read_levels``' when given)."""
+        return (self.levels if self.read_levels is None else self.read_levels)[level]
 
     def widest_levels(self, size: int) -> list[int]:
         """Indices of the levels at least ``size`` pixels wide (the finest always counts)."""
@@ -599,8 +611,8 @@ def _register_consecutive(
     """Register ``current`` against ``previous``; return the estimate and step (um) (``band_workers``:
     :func:`linumpy.stack.planes.read_planes`' workers)."""
     level, factor = _registration_level(previous, current, parameters.registration_size)
-    previous_data, source_um = previous.levels[level]
-    current_data, _ = current.levels[level]
+    previous_data, source_um = previous.planes_level(level)
+    current_data, _ = current.planes_level(level)
     axial_um = source_um[0]
     lateral_um = np.asarray(source_um[1:]) * factor
     tolerance = z_tolerance_um / axial_um
@@ -797,8 +809,8 @@ def _boundary_ratio(
     ``(None, None, None)`` when they do not overlap.
     """
     level, factor = _registration_level(previous, current, parameters.registration_size)
-    previous_data, source_um = previous.levels[level]
-    current_data, _ = current.levels[level]
+    previous_data, source_um = previous.planes_level(level)
+    current_data, _ = current.planes_level(level)
     start = int(round(step_um[0] / source_um[0]))
     # the current slice's cut face (partly cut voxels, the surface's bumps) is left out, as in the registration
     room = min(current.useful_depth, previous.useful_depth - start)

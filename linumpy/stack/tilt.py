@@ -101,9 +101,13 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
     if largest == 0:
         return volume, 0
     # kept as int8 (|move| <= MAX_SHIFT_PLANES): a byte per A-line held by every block of the lazy levels
-    levels = [(shift_alines(data, shift.astype(np.int8)), resolution)
-              for (data, resolution), shift in zip(volume.levels, shifts)]
-    return replace(volume, levels=levels), largest
+    moves = [shift.astype(np.int8) for shift in shifts]
+
+    def shifted(levels):
+        return None if levels is None else [(shift_alines(data, move), resolution)
+                                            for (data, resolution), move in zip(levels, moves)]
+
+    return replace(volume, levels=shifted(volume.levels), read_levels=shifted(volume.read_levels)), largest
 
 
 def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
