@@ -86,7 +86,8 @@ from linumpy.stitching.link_conflicts import (closed_by_switches, contested_link
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
-from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, evidence_over_stage, moved, pieces, research_piece
+from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over_stage, links_out, moved, pieces,
+                                        research_piece)
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, Placement, corroborated_placements,
                                            joint_placement, lone_departure, place_by_neighbours, search_radius)
@@ -1348,7 +1349,8 @@ def _weak_pieces_to_stage(
             deviation = max(float(np.linalg.norm(positions[t] - model.position(t))) for t in piece)
             if deviation <= WEAK_PIECE_DEVIATION_PX:
                 continue
-            margin = evidence_over_stage(piece, registrations, positions, placed - set(piece), model)
+            margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
+                                         model)
             if not margin < WEAK_PIECE_MARGIN:
                 continue
             inside = set(piece)

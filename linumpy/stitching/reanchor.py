@@ -69,9 +69,7 @@ def research_piece(
         offsets of its links to ``trusted`` tiles); ``None`` if no pair links
         it to them.
     """
-    inside = set(piece)
-    links = [(pair, r) for pair, r in registrations.items() if r.scores
-             and (pair[0] in inside) != (pair[1] in inside) and (pair[0] in trusted or pair[1] in trusted)]
+    links = links_out(piece, registrations, trusted)
     if not links:
         return None
     origin = piece[0]
@@ -81,6 +79,14 @@ def research_piece(
     return joint_placement(origin, links, anchors, prior, members)
 
 
+def links_out(piece: Sequence[TileIndex], registrations: Mapping[Pair, PairRegistration],
+              others: set[TileIndex]) -> list[tuple[Pair, PairRegistration]]:
+    """The scored pairs between a tile of ``piece`` and a tile of ``others``."""
+    inside = set(piece)
+    return [(pair, r) for pair, r in registrations.items() if r.scores
+            and (pair[0] in inside) != (pair[1] in inside) and (pair[0] in others or pair[1] in others)]
+
+
 def moved(placement: Placement, positions: Mapping[TileIndex, np.ndarray]) -> bool:
     """Whether the joint peak of ``placement`` lies farther than
     :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` from where its tile is."""
@@ -88,17 +94,12 @@ def moved(placement: Placement, positions: Mapping[TileIndex, np.ndarray]) -> bo
     return bool(np.max(np.abs(np.asarray(placement.position) - current)) > SNAP_RADIUS_PX)
 
 
-def evidence_over_stage(
-    piece: Sequence[TileIndex],
-    registrations: Mapping[Pair, PairRegistration],
-    positions: Mapping[TileIndex, np.ndarray],
-    outside: set[TileIndex],
-    model: StageModel,
-) -> float:
+def evidence_over_stage(piece: Sequence[TileIndex], links: Sequence[tuple[Pair, PairRegistration]],
+                        positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> float:
     """Evidence of the links of ``piece`` for where it lies over where the stage model puts it, standard errors.
 
-    Each scored pair between a tile of ``piece`` and a tile of ``outside``
-    (at its solved position) is read at two offsets: with the piece's tiles
+    Each of the scored ``links`` of the piece with other tiles (:func:`links_out`;
+    those at their solved positions) is read at two offsets: with the piece's tiles
     at their solved ``positions`` and with each at its stage-model position.
     A pair's value at an offset is its evidence maximum within
     :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of the rounded
@@ -116,9 +117,6 @@ def evidence_over_stage(
     float
         The margin; NaN if no pair scores both placements.
     """
-    inside = set(piece)
-    links = [(pair, r) for pair, r in registrations.items() if r.scores
-             and (pair[0] in inside) != (pair[1] in inside) and (pair[0] in outside or pair[1] in outside)]
     staged = {t: model.position(t) for t in piece}
     margins = []
     for scale in sorted({m.speckle_px for _, r in links for m in r.scores}):
