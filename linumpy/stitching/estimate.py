@@ -1315,7 +1315,11 @@ def _weak_pieces_to_stage(
     significance reaches :data:`CONFIDENT_SIGNIFICANCE`
     (:func:`~linumpy.stitching.reanchor.pieces`). Every piece but the largest
     hangs on weak links only. One whose farthest tile lies farther than
-    :data:`WEAK_PIECE_DEVIATION_PX` from its stage-model position, and whose
+    :data:`WEAK_PIECE_DEVIATION_PX` from its stage-model position and farther
+    than any tile of the largest piece lies from its own plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (2 px: within what
+    the stage errs on the slice, a weak placement is no evidence against it,
+    as for a corroborated peak, :func:`_place_corroborated`), and whose
     links prefer that placement to the stage's by less than
     :data:`WEAK_PIECE_MARGIN` (:func:`~linumpy.stitching.reanchor.evidence_over_stage`;
     NaN, no pair scoring both, never qualifies), is placed by nothing that
@@ -1324,8 +1328,9 @@ def _weak_pieces_to_stage(
     (the piece's own pairs leave with it: only the largest group is placed).
     Repeated until no piece qualifies; each piece is judged once.
     ``overlap 10 %`` seed 113: the piece {(1, 2), (1, 3)}, held by two kept links of
-    significance 0.34 and 0.06, lay 7.9 px from the stage model, its tiles 6.0 and
-    6.1 px from the truth (on the stage 3.3 and 2.1 px); its five links preferred
+    significance 0.34 and 0.06, lay 7.9 px from the stage model (the largest piece's
+    tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
+    2.1 px); its four links with placed tiles preferred
     that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
     coarse one.
 
@@ -1342,12 +1347,14 @@ def _weak_pieces_to_stage(
     while True:
         placed = {t for pair in kept for t in (pair.a, pair.b)}
         strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-        for piece in (pieces(placed, strong) or [[]])[1:]:
+        largest, *others = pieces(placed, strong) or [[]]
+        bar = max([WEAK_PIECE_DEVIATION_PX] + [_deviation(positions, model, t) + PRIOR_SLACK_PX for t in largest])
+        for piece in others:
             if frozenset(piece) in judged:
                 continue
             judged.add(frozenset(piece))
-            deviation = max(float(np.linalg.norm(positions[t] - model.position(t))) for t in piece)
-            if deviation <= WEAK_PIECE_DEVIATION_PX:
+            deviation = max(_deviation(positions, model, t) for t in piece)
+            if deviation <= bar:
                 continue
             margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
                                          model)
@@ -1369,6 +1376,11 @@ def _weak_pieces_to_stage(
             break
         else:
             return (positions, model, kept), to_stage, detached
+
+
+def _deviation(positions: Mapping[TileIndex, np.ndarray], model: StageModel, tile: TileIndex) -> float:
+    """Distance (pixels) of ``tile`` from its stage-model position."""
+    return float(np.linalg.norm(np.asarray(positions[tile], float) - model.position(tile)))
 
 
 def _correct_stage_residuals(
