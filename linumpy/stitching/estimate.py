@@ -51,7 +51,7 @@
    again from the tile placed. Last, a piece of tiles that only weak links
    (own significance below :data:`CONFIDENT_SIGNIFICANCE`) join to the
    largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
-   stage model where its links prefer that placement to the stage's by less
+   stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
    (:func:`_weak_pieces_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
