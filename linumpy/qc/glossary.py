@@ -83,6 +83,11 @@ METRICS: dict[str, MetricInfo] = {
                                         "the tile's stage position than any placed tile lies from its own; "
                                         "refused, the tile was placed by other overlaps or kept its "
                                         "stage-model position."),
+    "n_weak_piece_to_stage_tiles": _M("Tiles of weak pieces put on the stage", "count", "Tiles of a group "
+                                      "that only weak overlaps joined to the rest, placed more than 5 px from "
+                                      "the stage by overlaps that hardly preferred that placement to the "
+                                      "stage's; their overlaps were dropped and they kept their stage-model "
+                                      "positions."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -48,7 +48,12 @@
    of its links corroborate it, the peak is sharp, it departs from the stage
    model no farther than the placed tiles do plus 2 px and the solve keeps
    those links on their loops; after each such placement the joint search runs
-   again from the tile placed.
+   again from the tile placed. Last, a piece of tiles that only weak links
+   (own significance below :data:`CONFIDENT_SIGNIFICANCE`) join to the
+   largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
+   stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
+   than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
+   (:func:`_weak_pieces_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -81,7 +86,8 @@ from linumpy.stitching.link_conflicts import (closed_by_switches, contested_link
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
-from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, moved, pieces, research_piece
+from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over_stage, links_out, moved, pieces,
+                                        research_piece)
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, Placement, corroborated_placements,
                                            joint_placement, lone_departure, place_by_neighbours, search_radius)
@@ -124,6 +130,12 @@ SIGMA_FLOOR_PX = 0.05
 #: stitching matrix, where the fit's own standard error was right at significance
 #: >= 8 but 3-4 times too small below 3 (rms error 0.45 px against 0.12 px claimed).
 SIGNIFICANCE_ERROR_PX = 1.0
+#: A piece that weak links alone join to the largest piece goes back to the stage model if
+#: its farthest tile lies farther than this (pixels) from its stage-model position ...
+WEAK_PIECE_DEVIATION_PX = 5.0
+#: ... and its links' evidence for where it lies beats the stage placement's by less than
+#: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`).
+WEAK_PIECE_MARGIN = 0.6
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -306,12 +318,16 @@ def estimate_transform(
     positions, model, kept = _unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
+    (positions, model, kept), to_stage, detached = _weak_pieces_to_stage(tiles, (positions, model, kept),
+                                                                         registrations, tile_step_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
     for (a, b), r in {**current, **late, **corroborated}.items():
-        if (a, b) in corroborated:
+        if (a, b) in detached:
+            status = "weak attachment, piece on the stage"
+        elif (a, b) in corroborated:
             status = "kept (corroborated search)" if (a, b) in kept_ids else "corroborated search, inconsistent"
         elif (a, b) in unlinked:
             status = "least certain of a broken loop"
@@ -346,7 +362,8 @@ def estimate_transform(
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted, lone_refused, {t for pair in far for t in pair},
                                  {t for pair in swapped_out - kept_ids for t in pair},
-                                 {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak)
+                                 {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
+                                 to_stage)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -1285,6 +1302,87 @@ def _drop_implausible(
     return positions, model, kept
 
 
+def _weak_pieces_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[TileIndex],
+           set[tuple[TileIndex, TileIndex]]]:
+    """Put on the stage model the weakly attached pieces that lie far from it on little evidence.
+
+    The placed tiles are cut into pieces joined by kept pairs whose own
+    significance reaches :data:`CONFIDENT_SIGNIFICANCE`
+    (:func:`~linumpy.stitching.reanchor.pieces`). Every piece but the largest
+    hangs on weak links only. One whose farthest tile lies farther than
+    :data:`WEAK_PIECE_DEVIATION_PX` from its stage-model position and farther
+    than any tile of the largest piece lies from its own plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (2 px: within what
+    the stage errs on the slice, a weak placement is no evidence against it,
+    as for a corroborated peak, :func:`_place_corroborated`), and whose
+    links prefer that placement to the stage's by less than
+    :data:`WEAK_PIECE_MARGIN` (:func:`~linumpy.stitching.reanchor.evidence_over_stage`;
+    NaN, no pair scoring both, never qualifies), is placed by nothing that
+    outweighs the stage: its links to the other tiles are dropped, and the
+    positions solved again, if that solve keeps every pair outside the piece
+    (the piece's own pairs leave with it: only the largest group is placed).
+    Repeated until no piece qualifies; each piece is judged once.
+    ``overlap 10 %`` seed 113: the piece {(1, 2), (1, 3)}, held by two kept links of
+    significance 0.34 and 0.06, lay 7.9 px from the stage model (the largest piece's
+    tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
+    2.1 px); its four links with placed tiles preferred
+    that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
+    coarse one.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, detached)``: the tiles put on
+        the stage model and the links dropped.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    detached: set[tuple[TileIndex, TileIndex]] = set()
+    judged: set[frozenset] = set()
+    while True:
+        placed = {t for pair in kept for t in (pair.a, pair.b)}
+        strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+        largest, *others = pieces(placed, strong) or [[]]
+        bar = max([WEAK_PIECE_DEVIATION_PX] + [_deviation(positions, model, t) + PRIOR_SLACK_PX for t in largest])
+        for piece in others:
+            if frozenset(piece) in judged:
+                continue
+            judged.add(frozenset(piece))
+            deviation = max(_deviation(positions, model, t) for t in piece)
+            if deviation <= bar:
+                continue
+            margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
+                                         model)
+            if not margin < WEAK_PIECE_MARGIN:
+                continue
+            inside = set(piece)
+            crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
+            rest = [p for p in kept if (p.a, p.b) not in crossing]
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
+                logger.info("weakly attached piece %s (%.1f px from the stage model, evidence margin %.2f) "
+                            "left: the solve without its links drops other pairs", piece, deviation, margin)
+                continue
+            logger.info("weakly attached piece %s %.1f px from the stage model, its links' evidence over the "
+                        "stage placement %.2f: on the stage model", piece, deviation, margin)
+            positions, model, kept = attempt
+            to_stage |= inside
+            detached |= crossing
+            break
+        else:
+            return (positions, model, kept), to_stage, detached
+
+
+def _deviation(positions: Mapping[TileIndex, np.ndarray], model: StageModel, tile: TileIndex) -> float:
+    """Distance (pixels) of ``tile`` from its stage-model position."""
+    return float(np.linalg.norm(np.asarray(positions[tile], float) - model.position(tile)))
+
+
 def _correct_stage_residuals(
     tiles: Sequence[TileIndex],
     positions: dict[TileIndex, np.ndarray],
@@ -1325,7 +1423,7 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                   sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
                   lone_refused: set[TileIndex], far_refused: set[TileIndex],
                   swapped: set[TileIndex], far_bridged: set[TileIndex],
-                  far_weak: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  far_weak: set[TileIndex], to_stage: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1336,15 +1434,16 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     of its links was swapped out for a clearly more significant one (``swapped``,
     :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`) and whether a pair departing
     beyond the other pairs placed it within the stage's window (``far_bridged``,
-    :func:`_bridged_within_window`) and whether a corroborated weak peak beyond the stage's
-    error was refused for it (``far_weak``, :func:`_place_corroborated`)."""
+    :func:`_bridged_within_window`), whether a corroborated weak peak beyond the stage's
+    error was refused for it (``far_weak``, :func:`_place_corroborated`) and whether its weakly
+    attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
     flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
                  "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
-                 "far_weak_peak_refused": t in far_weak} for t in tiles}
+                 "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage} for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
                       weak=t not in trusted, **flags[t])

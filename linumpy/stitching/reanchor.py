@@ -19,6 +19,11 @@ whose joint peak is significant, and moves it there first (links
 re-snapped, refined, solved again) if that peak lies more than
 :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` from where it is
 (:func:`moved`).
+
+Once the solve is final, a piece that weak links alone hold can still lie
+far from the stage model where its links hardly prefer that placement to the
+stage's: :func:`evidence_over_stage` measures by how much they do (the
+caller is :func:`linumpy.stitching.estimate._weak_pieces_to_stage`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 
 from linumpy.stitching.cluster_search import clusters
 from linumpy.stitching.global_solve import StageModel, TileIndex
-from linumpy.stitching.pairwise import PairRegistration
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.tile_search import SNAP_RADIUS_PX, Placement, joint_placement, search_radius
 
 Pair = tuple[TileIndex, TileIndex]
@@ -64,9 +69,7 @@ def research_piece(
         offsets of its links to ``trusted`` tiles); ``None`` if no pair links
         it to them.
     """
-    inside = set(piece)
-    links = [(pair, r) for pair, r in registrations.items() if r.scores
-             and (pair[0] in inside) != (pair[1] in inside) and (pair[0] in trusted or pair[1] in trusted)]
+    links = links_out(piece, registrations, trusted)
     if not links:
         return None
     origin = piece[0]
@@ -76,8 +79,65 @@ def research_piece(
     return joint_placement(origin, links, anchors, prior, members)
 
 
+def links_out(piece: Sequence[TileIndex], registrations: Mapping[Pair, PairRegistration],
+              others: set[TileIndex]) -> list[tuple[Pair, PairRegistration]]:
+    """The scored pairs between a tile of ``piece`` and a tile of ``others``."""
+    inside = set(piece)
+    return [(pair, r) for pair, r in registrations.items() if r.scores
+            and (pair[0] in inside) != (pair[1] in inside) and (pair[0] in others or pair[1] in others)]
+
+
 def moved(placement: Placement, positions: Mapping[TileIndex, np.ndarray]) -> bool:
     """Whether the joint peak of ``placement`` lies farther than
     :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` from where its tile is."""
     current = np.rint(np.asarray(positions[placement.tile], float))
     return bool(np.max(np.abs(np.asarray(placement.position) - current)) > SNAP_RADIUS_PX)
+
+
+def evidence_over_stage(piece: Sequence[TileIndex], links: Sequence[tuple[Pair, PairRegistration]],
+                        positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> float:
+    """Evidence of the links of ``piece`` for where it lies over where the stage model puts it, standard errors.
+
+    Each of the scored ``links`` of the piece with other tiles (:func:`links_out`;
+    those at their solved positions) is read at two offsets: with the piece's tiles
+    at their solved ``positions`` and with each at its stage-model position.
+    A pair's value at an offset is its evidence maximum within
+    :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of the rounded
+    offset (positions are not whole pixels); a pair that does not score
+    both offsets (the stage's offset beyond its search, no overlap) is left
+    out. Per speckle scale, the summed difference divided by ``sqrt(k)`` for
+    ``k`` pairs (as the joint search sums evidence); the smallest over the
+    scales is returned: the searches put the piece on maxima of these noisy
+    maps, which inflates the evidence where it lies at the scale whose noise
+    they followed (with speckle drawn anew in each tile, the finer one), so
+    the placement is preferred only as far as every scale prefers it.
+
+    Returns
+    -------
+    float
+        The margin; NaN if no pair scores both placements.
+    """
+    staged = {t: model.position(t) for t in piece}
+    margins = []
+    for scale in sorted({m.speckle_px for _, r in links for m in r.scores}):
+        differences = []
+        for (a, b), registration in links:
+            for evidence_map in (m for m in registration.scores if m.speckle_px == scale):
+                solved = _evidence_near(evidence_map, np.asarray(positions[b], float) - positions[a])
+                stage = _evidence_near(evidence_map, np.asarray(staged.get(b, positions[b]), float)
+                                       - staged.get(a, positions[a]))
+                if np.isfinite(solved) and np.isfinite(stage):
+                    differences.append(solved - stage)
+        if differences:
+            margins.append(float(np.sum(differences) / np.sqrt(len(differences))))
+    return min(margins, default=float("nan"))
+
+
+def _evidence_near(evidence_map: EvidenceMap, offset: np.ndarray) -> float:
+    """The largest evidence of ``evidence_map`` within :data:`SNAP_RADIUS_PX` of the rounded ``offset``
+    (NaN where it scores none)."""
+    index = np.rint(offset).astype(int) - np.asarray(evidence_map.centre) + evidence_map.radius
+    lows = np.maximum(index - SNAP_RADIUS_PX, 0)
+    window = evidence_map.values[lows[0]:max(index[0] + SNAP_RADIUS_PX + 1, 0),
+                                 lows[1]:max(index[1] + SNAP_RADIUS_PX + 1, 0)]
+    return float(np.nanmax(window)) if np.any(np.isfinite(window)) else float("nan")

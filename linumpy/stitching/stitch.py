@@ -306,7 +306,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_weak_link_swapped_tiles`` those with a searched link swapped for a clearly more
     significant one, ``n_far_bridge_kept_tiles`` those placed by a pair departing beyond the
     other pairs, kept because it puts them within the stage's window, ``n_far_weak_peak_refused_tiles``
-    those refused a corroborated weak peak beyond the stage's error). The figure shows each
+    those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
+    those of weakly attached pieces put on the stage model). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -338,6 +339,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_bridge_kept_tiles"] = sum(record.far_bridge_kept for record in transform.tiles.values())
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
                                                    for record in transform.tiles.values())
+    metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -362,6 +364,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "weak_link_swapped": record.weak_link_swapped,
                     "far_bridge_kept": record.far_bridge_kept,
                     "far_weak_peak_refused": record.far_weak_peak_refused,
+                    "weak_piece_to_stage": record.weak_piece_to_stage,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

@@ -161,6 +161,13 @@ class TileRecord:
         plus 2 px, and refused it: the tile was placed later by other
         evidence, or is on the stage. False in transforms written before
         session stitch45.
+    weak_piece_to_stage : bool
+        The tile was in a piece that only weak links (own significance
+        below 2) joined to the largest piece, placed more than 5 px from the
+        stage model by links that preferred that placement to the stage's
+        by less than 0.6 standard errors: its links were dropped (status
+        ``weak attachment, piece on the stage``) and it is on the stage.
+        False in transforms written before session stitch46.
     """
 
     source: str
@@ -173,6 +180,7 @@ class TileRecord:
     weak_link_swapped: bool = False
     far_bridge_kept: bool = False
     far_weak_peak_refused: bool = False
+    weak_piece_to_stage: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,6 +291,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "weak_link_swapped": bool(record.weak_link_swapped),
              "far_bridge_kept": bool(record.far_bridge_kept),
              "far_weak_peak_refused": bool(record.far_weak_peak_refused),
+             "weak_piece_to_stage": bool(record.weak_piece_to_stage),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -358,7 +367,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_link_refused=bool(t.get("far_link_refused", False)),
                 weak_link_swapped=bool(t.get("weak_link_swapped", False)),
                 far_bridge_kept=bool(t.get("far_bridge_kept", False)),
-                far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)))
+                far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)),
+                weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
