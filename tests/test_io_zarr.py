@@ -593,6 +593,20 @@ def test_some_planes_of_a_chunk_decode_only_their_blosc_blocks(tmp_path, monkeyp
     assert not calls["whole"]
 
 
+def test_without_blosc_getitem_some_planes_decode_their_whole_chunks(tmp_path, monkeypatch):
+    """Where numcodecs' extension does not export ``blosc_getitem``, a read of some planes decodes whole chunks:
+    the same values, no partial decode attempted."""
+    data = oct_like((37, 70, 64), dtype=np.float32)
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(16, 32, 32), n_levels=0)
+    monkeypatch.setattr(blosc_items, "available", lambda: False)
+    stored, _ = open_omezarr_level(path)
+    assert not stored._reader._decodes_planes
+    monkeypatch.setattr(blosc_items, "decode_items", lambda *args: pytest.fail("partial decode without the symbol"))
+    for key in [np.s_[3:9], np.s_[20:30, 40:70, 5:40], np.s_[33]]:
+        np.testing.assert_array_equal(stored[key], data[key])
+
+
 def test_decoding_items_refuses_damaged_frames_and_reads_only_their_blocks(tmp_path, monkeypatch):
     """decode_items: the items of a frame whatever its typesize, damaged frames refused (named by the reader)."""
     values = np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024)
