@@ -666,6 +666,8 @@ def _edge_aware_tails(
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
+    # the map's fit starts at a neighbour's surface where none was detected (dim tissue far above the focus)
+    found_px, borrowed = attenuation_map.borrowed_surface(found_px, np.any(block != 0, axis=0))
     found = np.isfinite(found_px)
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
@@ -686,6 +688,7 @@ def _edge_aware_tails(
         mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
+    mapped = mapped.with_borrowed(borrowed[inner])
     tails = None
     if settings.attenuation == "vermeer":
         if settings.attenuation_step_log > 0:

@@ -52,6 +52,7 @@ class AxialQc:
         self.faint = 0
         self.mixed = 0
         self.stepped = 0
+        self.borrowed = 0
         self.nonzero = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
@@ -75,6 +76,7 @@ class AxialQc:
         self.faint += int(np.count_nonzero(tissue.faint))
         self.mixed += int(np.count_nonzero(tissue.mixed))
         self.stepped += int(np.count_nonzero(tissue.stepped))
+        self.borrowed += int(np.count_nonzero(tissue.borrowed))
         self.nonzero += nonzero
 
     def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
@@ -89,6 +91,7 @@ class AxialQc:
             "attenuation_map_clamped_fraction": round(clamped, 6),
             "attenuation_map_faint_fraction": round(faint, 6),
             "attenuation_map_mixed_fraction": round(self.mixed / count, 6),
+            "attenuation_map_borrowed_surface_fraction": round(self.borrowed / count, 6),
             "attenuation_step_fraction": round(self.stepped / count, 6),
         }
         flags = []
