@@ -12,6 +12,7 @@ import numpy as np
 
 from linumpy.intensity.attenuation_map import borrowed_surface
 from linumpy.intensity.axial import AxialSettings, SliceStatistics, correct_block
+from linumpy.intensity.qc_summary import AxialQc
 
 DZ_MM = 0.0015
 N_Z, SURFACE, SIZE, PATCH = 160, 10, 64, 8
@@ -65,3 +66,15 @@ def test_map_of_the_tissue_without_surface_is_unbiased():
     everything = float(np.nanmean(mapped.mu[imaged]))
     assert detected / TISSUE_PER_MM - 1 > 0.08, detected
     assert abs(everything / TISSUE_PER_MM - 1) < 0.03, everything
+
+
+
+def test_qc_counts_the_borrowed_lines_of_every_class():
+    """The count is of all the blocks' A-lines mapped from a neighbour's surface, tissue or not."""
+    data, found, _ = textured_tissue()
+    _, mapped, _ = correct_block(data, found, statistics(), AxialSettings(), DZ_MM, 0, N_Z - SURFACE)
+    qc = AxialQc(N_Z - SURFACE)
+    for _ in range(2):
+        qc.add_corrected(np.zeros(N_Z - SURFACE), mapped, 0, int(np.count_nonzero(mapped.borrowed)))
+    metrics, _ = qc.attenuation_map_qc(DZ_MM * 1000)
+    assert metrics["attenuation_map_borrowed_surface_lines"] == 2 * (SIZE * (SIZE - 4) // 2)

@@ -299,7 +299,7 @@ def correct_slice(
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             tissue_lines = None if stats.tissue_level is None else read_block(levels, part.outer) > stats.tissue_level
@@ -315,13 +315,13 @@ def correct_slice(
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
             return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
-                    count_nonzero(flat), clipped)
+                    count_nonzero(flat), clipped, int(np.count_nonzero(mapped.borrowed)))
 
         n_clipped = 0
-        for profile, tissue_map, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+        for profile, tissue_map, nonzero, clipped, borrowed in tqdm(map_ordered(correct_part, parts, workers),
                                                           total=len(parts), desc="axial correction",
                                                           disable=not progress, leave=False):
-            qc.add_corrected(profile, tissue_map, nonzero)
+            qc.add_corrected(profile, tissue_map, nonzero, borrowed)
             n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
