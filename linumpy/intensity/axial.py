@@ -654,9 +654,9 @@ def _edge_aware_tails(
     ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
     here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
     the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
-    to their A-lines (NaN where an A-line has no surface, detected or borrowed from a detected one within
-    ``attenuation_map.BORROW_SURFACE_PX``: :func:`linumpy.intensity.attenuation_map.borrowed_surface`), the compensation's sums are the
-    guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
+    to their A-lines (NaN where an A-line has no surface, detected or borrowed from a detected one
+    within ``BORROW_SURFACE_PX``: :func:`linumpy.intensity.attenuation_map.borrowed_surface`), the
+    compensation's sums are the guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
     ``planes``: only its planes 0 and ``[start, stop)`` are evaluated, see
     :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
     compensation's sums are those of the signal with its reflectivity steps divided out
