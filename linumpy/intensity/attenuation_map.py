@@ -38,6 +38,9 @@ MIN_SNR = 1.0
 MAX_BOX_RATIO = 1.5
 #: Width (bins) of the opening of the agarose class before :func:`class_boundary` looks for its changes.
 CLASS_OPENING = 3
+#: Lateral distance (A-lines) within which an A-line without a detected surface is fitted from its nearest
+#: detected neighbour's surface (:func:`borrowed_surface`; within the axial step's block halo).
+BORROW_SURFACE_PX = 8
 #: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
 SPLIT_STEP_PX = 3
 #: Splits of the top window tried, one after the other (each stops the window at the best split above it).
@@ -70,6 +73,8 @@ class WindowedAttenuation:
     stepped : ndarray of bool
         Not the map's: the compensation divided a reflectivity step out of this A-line's signal before its
         tail sums (:func:`~linumpy.intensity.attenuation.reflectivity_steps`).
+    borrowed : ndarray of bool
+        Mapped from a neighbour's surface: no surface was detected at this A-line (:func:`borrowed_surface`).
     """
 
     mu: np.ndarray
@@ -80,6 +85,7 @@ class WindowedAttenuation:
     mixed: np.ndarray
     whole: np.ndarray
     stepped: np.ndarray
+    borrowed: np.ndarray
 
     def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
         """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
@@ -91,18 +97,23 @@ class WindowedAttenuation:
         return WindowedAttenuation(np.where(mixed, np.nan, self.mu).astype(np.float32),
                                    np.where(mixed, np.nan, self.window_px).astype(np.float32),
                                    self.shortened & ~mixed, self.clamped & ~mixed, self.faint, self.mixed | mixed,
-                                   self.whole, self.stepped)
+                                   self.whole, self.stepped, self.borrowed & ~mixed)
 
     def with_steps(self, stepped: np.ndarray) -> WindowedAttenuation:
         """The same map with ``stepped`` (see the attribute) set."""
         return replace(self, stepped=stepped)
+
+    def with_borrowed(self, borrowed: np.ndarray) -> WindowedAttenuation:
+        """The same map with ``borrowed`` (see the attribute) set where a value was mapped."""
+        return replace(self, borrowed=borrowed & np.isfinite(self.mu))
 
     def unsupported(self, keep: np.ndarray) -> WindowedAttenuation:
         """NaN (and not shortened, clamped, faint or mixed) where ``keep`` is False (e.g. no surface)."""
         return WindowedAttenuation(np.where(keep, self.mu, np.nan).astype(np.float32),
                                    np.where(keep, self.window_px, np.nan).astype(np.float32),
                                    self.shortened & keep, self.clamped & keep, self.faint & keep, self.mixed & keep,
-                                   np.where(keep, self.whole, np.nan).astype(np.float32), self.stepped & keep)
+                                   np.where(keep, self.whole, np.nan).astype(np.float32), self.stepped & keep,
+                                   self.borrowed & keep)
 
 
 def window_attenuation(
@@ -217,7 +228,7 @@ def window_attenuation(
     whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
                         np.nan).astype(np.float32)
     return WindowedAttenuation(mu, window_px, valid & (stop < whole_stop), clamped, faint, np.zeros_like(valid),
-                               whole_mu, np.zeros_like(valid))
+                               whole_mu, np.zeros_like(valid), np.zeros_like(valid))
 
 
 def _window_stops(
@@ -424,6 +435,40 @@ def class_boundary(tissue: np.ndarray, opening: int = CLASS_OPENING) -> np.ndarr
     tissue = ~agarose
     around = np.ones((3, 3), bool)
     return (ndimage.binary_dilation(tissue, around) & ~tissue) | (ndimage.binary_dilation(~tissue, around) & tissue)
+
+
+def borrowed_surface(
+    found_px: np.ndarray, imaged: np.ndarray, max_distance: float = BORROW_SURFACE_PX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The surface the map is fitted from: where none was detected, the nearest detected A-line's.
+
+    Dim tissue far above the focus shows its cut only where its texture is bright just below it; the
+    A-lines left without a surface are the others, and a map of the detected ones alone keeps the
+    tissue whose signal falls back from a bright cut (it reads as extra decay: the independent
+    generator's harsh-B dark tissue, 2 mm⁻¹, read +15 %, the A-lines left out 1.6-1.7 mm⁻¹ without
+    noise). An imaged A-line (``imaged``: not padding) without a surface takes that of its nearest
+    detected A-line within ``max_distance`` A-lines (``scipy.ndimage.distance_transform_edt``).
+
+    Returns
+    -------
+    surface : ndarray, shape (y, x)
+        ``found_px`` with the borrowed values (NaN where none was detected nor borrowed).
+    borrowed : ndarray of bool
+        The A-lines whose surface was borrowed.
+
+    Examples
+    --------
+    >>> found = np.array([[5.0, np.nan, np.nan, np.nan]])
+    >>> surface, borrowed = borrowed_surface(found, np.array([[True, True, True, False]]), max_distance=1)
+    >>> surface.tolist(), borrowed.tolist()
+    ([[5.0, 5.0, nan, nan]], [[False, True, False, False]])
+    """
+    missing = ~np.isfinite(found_px)
+    if missing.all() or not missing.any():
+        return found_px, np.zeros(found_px.shape, bool)
+    distance, nearest = ndimage.distance_transform_edt(missing, return_indices=True)
+    borrowed = missing & np.asarray(imaged, bool) & (distance <= max_distance)
+    return np.where(borrowed, found_px[tuple(nearest)], found_px), borrowed
 
 
 def window_snr(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, noise: np.ndarray) -> np.ndarray:

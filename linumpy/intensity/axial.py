@@ -299,7 +299,7 @@ def correct_slice(
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int]:
+        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, int]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             tissue_lines = None if stats.tissue_level is None else read_block(levels, part.outer) > stats.tissue_level
@@ -315,13 +315,13 @@ def correct_slice(
             if stats.tissue_level is not None:
                 tissue &= levels[part.inner] > stats.tissue_level
             return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
-                    count_nonzero(flat), clipped)
+                    count_nonzero(flat), clipped, int(np.count_nonzero(mapped.borrowed)))
 
         n_clipped = 0
-        for profile, tissue_map, nonzero, clipped in tqdm(map_ordered(correct_part, parts, workers),
+        for profile, tissue_map, nonzero, clipped, borrowed in tqdm(map_ordered(correct_part, parts, workers),
                                                           total=len(parts), desc="axial correction",
                                                           disable=not progress, leave=False):
-            qc.add_corrected(profile, tissue_map, nonzero)
+            qc.add_corrected(profile, tissue_map, nonzero, borrowed)
             n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
@@ -654,8 +654,9 @@ def _edge_aware_tails(
     ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
     here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
     the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
-    to their A-lines (NaN where an A-line has no surface), the compensation's sums are the
-    guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
+    to their A-lines (NaN where an A-line has no surface, detected or borrowed from a detected one
+    within ``BORROW_SURFACE_PX``: :func:`linumpy.intensity.attenuation_map.borrowed_surface`), the
+    compensation's sums are the guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
     ``planes``: only its planes 0 and ``[start, stop)`` are evaluated, see
     :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
     compensation's sums are those of the signal with its reflectivity steps divided out
@@ -666,6 +667,8 @@ def _edge_aware_tails(
     """
     grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
                                                     origin[1] - (inner[1].start or 0)))
+    # the map's fit starts at a neighbour's surface where none was detected (dim tissue far above the focus)
+    found_px, borrowed = attenuation_map.borrowed_surface(found_px, np.any(block != 0, axis=0))
     found = np.isfinite(found_px)
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
@@ -686,6 +689,7 @@ def _edge_aware_tails(
         mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
+    mapped = mapped.with_borrowed(borrowed[inner])
     tails = None
     if settings.attenuation == "vermeer":
         if settings.attenuation_step_log > 0:

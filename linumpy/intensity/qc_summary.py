@@ -52,6 +52,7 @@ class AxialQc:
         self.faint = 0
         self.mixed = 0
         self.stepped = 0
+        self.borrowed = 0
         self.nonzero = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
@@ -62,8 +63,13 @@ class AxialQc:
         index = np.clip(np.floor(found * SURFACE_BINS_PER_PX).astype(np.int64), 0, self.surface_counts.size - 1)
         self.surface_counts += np.bincount(index, minlength=self.surface_counts.size)
 
-    def add_corrected(self, depth_sums: np.ndarray, tissue: WindowedAttenuation, nonzero: int) -> None:
-        """Pass 2: the corrected block summed per output depth, the attenuation map of its tissue A-lines."""
+    def add_corrected(
+        self, depth_sums: np.ndarray, tissue: WindowedAttenuation, nonzero: int, borrowed: int = 0,
+    ) -> None:
+        """Pass 2: the corrected block summed per output depth, the attenuation map of its tissue A-lines.
+
+        ``borrowed``: the block's A-lines (of any class) mapped from a neighbour's surface.
+        """
         self.corrected_sums = depth_sums.copy() if self.corrected_sums is None else self.corrected_sums + depth_sums
         self.mu_sum += float(tissue.whole.sum(dtype=np.float64))
         self.mu_count += tissue.whole.size
@@ -75,6 +81,7 @@ class AxialQc:
         self.faint += int(np.count_nonzero(tissue.faint))
         self.mixed += int(np.count_nonzero(tissue.mixed))
         self.stepped += int(np.count_nonzero(tissue.stepped))
+        self.borrowed += borrowed
         self.nonzero += nonzero
 
     def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
@@ -89,6 +96,7 @@ class AxialQc:
             "attenuation_map_clamped_fraction": round(clamped, 6),
             "attenuation_map_faint_fraction": round(faint, 6),
             "attenuation_map_mixed_fraction": round(self.mixed / count, 6),
+            "attenuation_map_borrowed_surface_lines": self.borrowed,
             "attenuation_step_fraction": round(self.stepped / count, 6),
         }
         flags = []

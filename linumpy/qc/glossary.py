@@ -133,6 +133,9 @@ METRICS: dict[str, MetricInfo] = {
     "attenuation_map_mixed_fraction": _M("Attenuation mixed", "%", "Share of the tissue A-lines dim beside a brighter "
                                          "region, whose averaging box holds mostly the region's light (no "
                                          "attenuation mapped: NaN)."),
+    "attenuation_map_borrowed_surface_lines": _M("Attenuation from a neighbour's surface", "A-lines", "A-lines "
+                                                 "(tissue or not) without a detected surface whose attenuation was "
+                                                 "fitted from the nearest detected A-line's surface."),
     "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
     "noise_variance": _M("Noise variance", "intensity²", "Variance of one voxel's background noise (above the "
                          "tissue surface); the attenuation map's decay fits are corrected for the bias it puts in "
