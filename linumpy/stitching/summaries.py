@@ -111,8 +111,7 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
                                f"the grid {layout.grid_shape}")
     if not all(np.isfinite(least[tile]) for tile in layout.tiles_present):
         raise UnusableAipError(f"{LEAST_PLANE_MEANS_ATTRIBUTE} of {aip_path} is not finite at every present tile")
-    plane = aip[...]
-    summaries = TileSummaries({t: plane[layout.tile_slices(t)].copy() for t in layout.tiles_present},
+    summaries = TileSummaries({t: np.asarray(aip[layout.tile_slices(t)]) for t in layout.tiles_present},
                               {t: float(least[t]) for t in layout.tiles_present})
     checked = checked_tile(layout)
     recomputed = tile_summary(read_block(data, (slice(None), *layout.tile_slices(checked))))
