@@ -213,3 +213,17 @@ def test_stack_takes_the_depth_each_slice_images(tmp_path):
     assert rows[1]["tissue_attenuation_per_mm"] == rows[1]["overlap_attenuation_per_mm"] == pytest.approx(7.0, rel=0.03)
     assert rows[1]["attenuation_next_slab_weight"] == 0.0
     assert rows[2]["attenuation_next_slab_weight"] is None and rows[2]["tissue_attenuation_per_mm"] == 1.0
+
+
+def test_held_signal_erodes_each_plane_as_scipy_does():
+    """The separable erosion of :func:`held_signal` against scipy's ``binary_erosion`` (the definition)."""
+    from linumpy.intensity.transmission import held_signal
+
+    rng = np.random.default_rng(3)
+    for shape, held in [((8, 60, 70), 0.95), ((3, 7, 9), 0.6), ((1, 1, 1), 0.5), ((2, 1, 5), 0.7), ((4, 2, 2), 0.8)]:
+        for _ in range(20):
+            reference = np.where(rng.random(shape) < held, rng.random(shape) + 0.1, 0.0)
+            image = np.where(rng.random(shape) < held, rng.random(shape) + 0.1, 0.0)
+            expected = ndimage.binary_erosion((reference > 0) & (image > 0), structure=np.ones((1, 3, 3), bool),
+                                              border_value=1)
+            assert np.array_equal(held_signal(reference, image), expected)
