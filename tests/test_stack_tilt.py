@@ -52,3 +52,19 @@ def test_stray_tilt_is_undone_and_the_slice_placed_within_half_a_plane():
     unfixed = plan_stack(volumes, brain.motors_mm, brain.thickness_um, 10.0, StackParameters(common_tilt=False))
     ncc_unfixed = [s["registration"]["z_confidence"] for s in unfixed.record["slices"][1:]]
     assert ncc[STRAY - 1] > ncc_unfixed[STRAY - 1] + 0.05, (ncc, ncc_unfixed)
+
+
+def test_windowed_blocks_read_as_numpy_by_a_graph_reader_and_by_dask():
+    """A windowed array (each block from a window of the source: the rows two further down, twice) against
+    numpy: its task objects run by dask's scheduler and by :class:`GraphWindowReader` give the same values."""
+    from linumpy.stack.graph_reader import GraphWindowReader
+    from linumpy.stack.windows import windowed_blocks
+
+    values = np.random.default_rng(0).random((20, 32, 26)).astype(np.float32)
+    source = da.from_array(values, chunks=(7, 11, 9))
+    shifted = windowed_blocks(source, [(8, 8, 4), (10, 10, 10), (13, 13)],
+                              lambda r: (r[0], (r[1][0] + 2, r[1][1] + 2), r[2]), lambda v, r, w: v * 2, "shifted")
+    expected = values[:, 2:] * 2
+    np.testing.assert_array_equal(shifted.compute(scheduler="threads"), expected)
+    reader = GraphWindowReader(shifted[3:17, 5:25])
+    np.testing.assert_array_equal(reader.read((slice(0, 14), slice(0, 20), slice(0, 26))), expected[3:17, 5:25])

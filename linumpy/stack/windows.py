@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import dask.array as da
 import numpy as np
+from dask._task_spec import Task, TaskRef  # dask >= 2024.12 (pyproject.toml)
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
@@ -77,13 +78,16 @@ def windowed_blocks(
                   for e, (lo, hi) in zip(source_edges, bounds, strict=True)]
         keys = [(source.name, *k) for k in itertools.product(*ranges)]
         corners = [tuple(int(e[i]) for e, i in zip(source_edges, k, strict=True)) for k in itertools.product(*ranges)]
-        graph[(out_name, *index)] = (_block, compute, region, bounds, corners, keys)
+        # a task object, not a legacy tuple: its literal arguments are not searched for keys when a reader or a
+        # scheduler converts the graph (about half of a graph reader's set-up, linumpy.stack.graph_reader)
+        key = (out_name, *index)
+        graph[key] = Task(key, _block, compute, region, bounds, corners, *map(TaskRef, keys))
     layer = HighLevelGraph.from_collections(out_name, graph, dependencies=[source])
     return da.Array(layer, out_name, chunks, dtype=source.dtype, meta=np.empty((0,) * source.ndim, source.dtype))
 
 
 def _block(compute: Callable, region: Region, bounds: Region, corners: list[tuple[int, ...]],
-           pieces: list[np.ndarray]) -> np.ndarray:
+           *pieces: np.ndarray) -> np.ndarray:
     """Assemble the window ``bounds`` from the source chunks (at ``corners``) and compute the block."""
     values = np.empty(tuple(hi - lo for lo, hi in bounds), pieces[0].dtype)
     for corner, piece in zip(corners, pieces, strict=True):
