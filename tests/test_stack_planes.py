@@ -38,6 +38,9 @@ def test_planes_read_by_bands_equal_the_whole_block_mean(tmp_path):
         np.testing.assert_array_equal(read_planes(part, factor), expected)
         np.testing.assert_array_equal(read_planes(part, factor, workers=2), expected)  # bands side by side
     np.testing.assert_array_equal(read_planes(data[5:17]), values[5:17])
+    counts = da.from_array((values * 4000).astype(np.uint16), chunks=(8, 64, 64))  # cast as the band is read
+    np.testing.assert_array_equal(read_planes(counts[5:17, 3:250]), (values[5:17, 3:250] * 4000).astype(np.uint16)
+                                  .astype(np.float32))
 
 
 def test_reading_planes_holds_them_once_plus_one_band(tmp_path):

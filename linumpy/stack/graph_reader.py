@@ -73,8 +73,12 @@ class GraphWindowReader:
         """Announce a later :meth:`read` of ``window``: blocks it shares with other announced windows are kept."""
         self._uses.update(self._blocks(window))
 
-    def read(self, window: Sequence[slice]) -> np.ndarray:
-        """The values of ``array[window]`` (slices with start and stop, no step)."""
+    def read(self, window: Sequence[slice], out: np.ndarray | None = None) -> np.ndarray:
+        """The values of ``array[window]`` (slices with start and stop, no step).
+
+        ``out``: where to put them (the window's shape, any dtype the values cast to), returned; default a new
+        array of the array's dtype.
+        """
         blocks = self._blocks(window)
         with self._lock:
             values = {index: self._kept[index] for index in blocks if index in self._kept}
@@ -83,7 +87,11 @@ class GraphWindowReader:
         with self._lock:
             for index in blocks:
                 self._release(index, values[index])
-        out = np.empty(tuple(p.stop - p.start for p in window), self.dtype)
+        shape = tuple(p.stop - p.start for p in window)
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the window {shape}")
         for index, block in values.items():
             source, target = [], []
             for axis, (i, part) in enumerate(zip(index, window, strict=True)):

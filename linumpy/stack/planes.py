@@ -67,11 +67,13 @@ def read_planes(data: da.Array, factor: int = 1, workers: int = 1) -> np.ndarray
         return out
     reader = GraphWindowReader(data)
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        band = reader.read((slice(0, depth), slice(start, stop), slice(0, columns))).astype(np.float32, copy=False)
-        if factor > 1:
-            band = block_mean_of_block(band, (1, factor, factor), (1.0, 1.0, 1.0), data.shape,
-                                       [(0, depth), (start, stop), (0, columns)])
-        out[:, start // factor : -(-stop // factor)] = band
+        window = (slice(0, depth), slice(start, stop), slice(0, columns))
+        if factor == 1:  # the band straight into its rows (no copy of it)
+            reader.read(window, out=out[:, start:stop])
+            continue
+        band = reader.read(window).astype(np.float32, copy=False)
+        out[:, start // factor : -(-stop // factor)] = block_mean_of_block(
+            band, (1, factor, factor), (1.0, 1.0, 1.0), data.shape, [(0, depth), (start, stop), (0, columns)])
     return out
 
 
