@@ -288,17 +288,23 @@ def bandpass_planes(
     planes = np.asarray(planes, dtype=np.float32)
     out = np.empty_like(planes) if out is None else out
     for start in range(0, planes.shape[1], BANDPASS_ROWS):
-        band = planes[:, start : start + BANDPASS_ROWS]
-        # as scipy's gaussian_filter with sigma (axial_sigma_px, 0, 0): no filtering at a zero sigma
-        out[:, start : start + BANDPASS_ROWS] = (ndimage.gaussian_filter1d(band, axial_sigma_px, axis=0, mode="nearest")
-                                                  if axial_sigma_px > 1e-15 else band)
+        band, target = planes[:, start : start + BANDPASS_ROWS], out[:, start : start + BANDPASS_ROWS]
+        # as scipy's gaussian_filter with sigma (axial_sigma_px, 0, 0): no filtering at a zero sigma; written
+        # straight into ``out`` (in place too: each A-line is read before its filtered values are written)
+        if axial_sigma_px > 1e-15:
+            ndimage.gaussian_filter1d(band, axial_sigma_px, axis=0, mode="nearest", output=target)
+        else:
+            target[...] = band
     width = 2 * background_radius_px + 1
     for start in range(0, len(out), BANDPASS_BLOCK):
         smoothed = out[start : start + BANDPASS_BLOCK]
         detail = np.subtract(smoothed, ndimage.uniform_filter(smoothed, (1, width, width), mode="nearest"))
         spread = detail.std(axis=(1, 2), keepdims=True)
-        smoothed[...] = 0
-        np.divide(detail, spread, out=smoothed, where=spread > 0)
+        if np.all(spread > 0):
+            np.divide(detail, spread, out=smoothed)
+        else:  # a flat plane standardised to zeros
+            smoothed[...] = 0
+            np.divide(detail, spread, out=smoothed, where=spread > 0)
     return out
 
 
