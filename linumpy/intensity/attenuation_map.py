@@ -151,10 +151,11 @@ def window_attenuation(
     box too, :data:`OWN_SPLIT_EFFECT`, :data:`OWN_SPLIT_SIGNIFICANCE`).
     ``R`` is the size of the change (a step of ``s`` in the log signal at a
     fraction ``p`` of the range explains ``s^2 p (1 - p) (1 - 3 p (1 - p))``,
-    what one line does not absorb of it), which is what biases a fit across it; ``F`` is ``R`` over the residual variance,
-    which the speckle sets (one frame or two, the box's A-lines): a
-    threshold on ``F`` alone asks a change twice as large of an acquisition
-    of one frame as of one of two. The test is
+    what one line does not absorb of it), which is what biases a fit
+    across it; ``F`` is ``R`` over the residual variance, which the speckle
+    sets (one frame or two, the box's A-lines): a threshold on ``F`` alone
+    asks a change twice as large of an acquisition of one frame as of one
+    of two. The test is
     repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
     value is that of the first region below the start. A homogeneous
     A-line keeps its whole range (the least noisy fit). A decay rate below
