@@ -24,13 +24,19 @@ from linumpy.intensity.attenuation import CumulatedSums, LineSums, cumulated_sum
 
 #: Shortest window (um below the margin) the map's decay rate is fitted on when its range is split.
 MIN_WINDOW_UM = 30.0
-#: Split statistic (:func:`window_attenuation`) above which an A-line is taken to change at its best split.
-SPLIT_STATISTIC = 100.0
+#: Mean square of the log signal per sample, ``(SSE_1 - SSE_2) / n``, that the best split of the wide box must
+#: explain for an A-line to be taken to change there (:func:`window_attenuation`): the size of the change in log
+#: units, which does not depend on the frames averaged or the box (the statistic ``F`` does).
+SPLIT_EFFECT = 0.002
+#: The statistic ``F`` the wide box's split must reach as well: a change beyond the noise.
+SPLIT_SIGNIFICANCE = 20.0
 #: Lateral standard deviation (A-lines) of the box over which the split is tested (the fit keeps its own box).
 SPLIT_SIGMA_PX = 6.0
-#: Split statistic the fit's own box must reach as well (a wide box straddling a homogeneous column sees its
-#: neighbours' layers; measured 4-17 in the simulator's reference columns, where the wide box read 80-380).
-OWN_SPLIT_STATISTIC = 20.0
+#: Explained mean square (as :data:`SPLIT_EFFECT`) the fit's own box must reach as well (a wide box straddling a
+#: homogeneous column sees its neighbours' layers).
+OWN_SPLIT_EFFECT = 0.005
+#: The statistic ``F`` the own box's split must reach as well.
+OWN_SPLIT_SIGNIFICANCE = 10.0
 #: Mean signal over the window below which (in units of the noise floor there) an A-line's decay is not mapped.
 MIN_SNR = 1.0
 #: Mean level of the fit's box above which, in units of the A-line's own level, the box's decay is its neighbours'
@@ -118,7 +124,7 @@ class WindowedAttenuation:
 
 def window_attenuation(
     tails: np.ndarray, start_px: np.ndarray, depth_px: int, voxel_size_mm: float, margin_px: int = 3,
-    min_samples: int = 8, min_window_um: float = MIN_WINDOW_UM, split_threshold: float = SPLIT_STATISTIC,
+    min_samples: int = 8, min_window_um: float = MIN_WINDOW_UM, split_effect: float = SPLIT_EFFECT,
     split_tails: np.ndarray | None = None, split_stride: int = 1, noise: np.ndarray | None = None,
     noise_variance: np.ndarray | None = None,
 ) -> WindowedAttenuation:
@@ -135,11 +141,21 @@ def window_attenuation(
     ``b`` (every :data:`SPLIT_STEP_PX`-th plane; the window above at least
     ``min_window_um``, the part below at least half of it), the depth with
     the least summed squared residual ``SSE_2`` kept, and the range stopped
-    there when
+    there when the split explains enough of the log signal and more than its
+    noise:
 
-        F = (SSE_1 - SSE_2) / (SSE_2 / (n - 4)) > split_threshold
+        R = (SSE_1 - SSE_2) / n > split_effect   and
+        F = (SSE_1 - SSE_2) / (SSE_2 / (n - 4)) > SPLIT_SIGNIFICANCE
 
-    (``SSE_1``: one line over the range, ``n`` samples). The test is
+    (``SSE_1``: one line over the range, ``n`` samples; on the fit's own
+    box too, :data:`OWN_SPLIT_EFFECT`, :data:`OWN_SPLIT_SIGNIFICANCE`).
+    ``R`` is the size of the change (a step of ``s`` in the log signal at a
+    fraction ``p`` of the range explains ``s^2 p (1 - p) (1 - 3 p (1 - p))``,
+    what one line does not absorb of it), which is what biases a fit
+    across it; ``F`` is ``R`` over the residual variance, which the speckle
+    sets (one frame or two, the box's A-lines): a threshold on ``F`` alone
+    asks a change twice as large of an acquisition of one frame as of one
+    of two. The test is
     repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
     value is that of the first region below the start. A homogeneous
     A-line keeps its whole range (the least noisy fit). A decay rate below
@@ -169,11 +185,12 @@ def window_attenuation(
         As in :func:`~linumpy.intensity.attenuation.slope_attenuation`.
     min_window_um : float
         Shortest window kept above a split.
-    split_threshold : float
-        Threshold of ``F``. Speckle averaged over a few A-lines and the
-        tissue's texture are correlated along depth, so ``F`` of a
-        homogeneous A-line runs well above the independent-noise F(3, n - 4)
-        quantiles (see ``docs/intensity.md``).
+    split_effect : float
+        Threshold of ``R`` on the wide box (:data:`SPLIT_EFFECT`). The
+        tissue's texture, correlated along depth, explains some of the log
+        signal of a homogeneous A-line too, so ``R`` (and ``F``, which runs
+        well above the independent-noise F(3, n - 4) quantiles) of a
+        homogeneous textured A-line is not 0 (see ``docs/intensity.md``).
     split_tails : ndarray, optional
         The tail sums the split is tested on, at every ``split_stride``-th
         A-line of each lateral axis (default: ``tails`` there): averaged
@@ -216,7 +233,7 @@ def window_attenuation(
     first, whole_stop = fit_range(start_px, depth_px, tails.shape[0] - 1, margin_px)
     min_above = max(min_samples, int(round(min_window_um / (voxel_size_mm * 1000.0))))
     stop = _window_stops(tails, first, whole_stop, (min_above, max(min_samples, min_above // 2)), min_samples,
-                         split_threshold, split_tails, split_stride)
+                         split_effect, split_tails, split_stride)
     whole, window = fit_sums(tails, first, whole_stop, stop, noise_variance)
     valid = np.isfinite(start_px) & (window.n >= min_samples)
     faint = valid & (window_snr(tails, first, stop, noise) < MIN_SNR) if noise is not None else np.zeros_like(valid)
@@ -233,7 +250,7 @@ def window_attenuation(
 
 def _window_stops(
     tails: np.ndarray, first: np.ndarray, stop: np.ndarray, minimum: tuple[int, int], min_samples: int,
-    split_threshold: float, split_tails: np.ndarray | None, stride: int,
+    split_effect: float, split_tails: np.ndarray | None, stride: int,
 ) -> np.ndarray:
     """Each A-line's stop plane after :data:`MAX_SPLITS` rounds of :func:`window_attenuation`'s split test.
 
@@ -261,12 +278,13 @@ def _window_stops(
     for _ in range(MAX_SPLITS):
         if lines.size == 0:
             break
-        statistic, split = wide.statistic(lines, *minimum, window_stop)
-        changed = statistic > split_threshold
+        statistic, explained, split = wide.statistic(lines, *minimum, window_stop)
+        changed = (explained > split_effect) & (statistic > SPLIT_SIGNIFICANCE)
         if split_tails is not None:  # the A-line's own box must see a change too, not only its neighbours
             tested = np.flatnonzero(changed)
-            changed[tested] = own.statistic(lines[tested], *minimum, None if window_stop is None else
-                                            window_stop[tested])[0] > OWN_SPLIT_STATISTIC
+            own_statistic, own_explained, _ = own.statistic(lines[tested], *minimum, None if window_stop is None
+                                                            else window_stop[tested])
+            changed[tested] = (own_explained > OWN_SPLIT_EFFECT) & (own_statistic > OWN_SPLIT_SIGNIFICANCE)
         coarse_split = np.full(first_c.size, np.inf)
         coarse_split[lines[changed]] = split[changed]
         spread = np.repeat(np.repeat(coarse_split.reshape(-(-n_y // stride), -1), stride, 0), stride, 1)
@@ -303,12 +321,14 @@ class SplitSums:
 
     def statistic(
         self, lines: np.ndarray, min_above: int, min_below: int, stop: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The best split of the coarse A-lines ``lines``' windows in two lines, its statistic ``F``.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The best split of the coarse A-lines ``lines``' windows in two lines, its statistic ``F`` and effect.
 
         The window is ``[first, stop)``, ``stop`` one of the boundaries per A-line (None: the whole
-        range); ``F`` as in :func:`window_attenuation`. Returns ``(F, split plane)``; F is 0 and the
-        split ``inf`` where no split leaves ``min_above`` samples above and ``min_below`` below.
+        range); ``F`` and the explained mean square ``(SSE_1 - SSE_2) / n`` as in
+        :func:`window_attenuation`. Returns ``(F, explained, split plane)``; F and the explained mean
+        square are 0 and the split ``inf`` where no split leaves ``min_above`` samples above and
+        ``min_below`` below.
         """
         columns = slice(None) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
         boundaries = self.sums.boundaries
@@ -325,13 +345,15 @@ class SplitSums:
         residual = above.residual() + below.residual()
         residual[(above.n < min_above) | (below.n < min_below)] = np.inf
         if residual.shape[0] == 0:
-            return np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
+            return np.zeros(total.n.shape), np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
         index = np.argmin(residual, axis=0)
         best = np.take_along_axis(residual, index[None], axis=0)[0]
         whole = total.residual()
+        found = np.isfinite(best)
         statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best,
-                              out=np.zeros_like(whole), where=np.isfinite(best) & (best > 0))
-        return statistic, np.where(np.isfinite(best), boundaries[index].astype(float), np.inf)
+                              out=np.zeros_like(whole), where=found & (best > 0))
+        explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
+        return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
 
 
 def wide_offsets(fit_width: int, wide_width: int) -> tuple[int, ...]:
