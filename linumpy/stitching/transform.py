@@ -74,7 +74,10 @@ class PairRecord:
         (residual of the global solve too large, or linking tiles apart from
         the largest group), ``weak outside any loop`` (only link, not
         significant enough to stand alone), ``loop closure, inconsistent``,
-        ``joint search, inconsistent``, ``cluster search, inconsistent``,
+        ``joint search, inconsistent``, ``joint search, no significant peak
+        without its dropped pairs`` (the pairs left of a joint placement the
+        solve broke, :func:`linumpy.stitching.estimate._drop_broken_placements`),
+        ``cluster search, inconsistent``,
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
