@@ -1379,7 +1379,8 @@ def _weak_pieces_to_stage(
     tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
     2.1 px); its four links with placed tiles preferred
     that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
-    coarse one.
+    coarse one (since :func:`_survivors_hold`, the broken joint placement of (2, 2)
+    that piece grew from is dropped first and it no longer forms).
 
     Returns
     -------
