@@ -89,8 +89,9 @@ from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spre
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over_stage, links_out, moved, pieces,
                                         research_piece)
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
-from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, Placement, corroborated_placements,
-                                           joint_placement, lone_departure, place_by_neighbours, search_radius)
+from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement,
+                                           corroborated_placements, joint_placement, lone_departure,
+                                           place_by_neighbours, search_radius)
 from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
@@ -274,6 +275,7 @@ def estimate_transform(
                                     ANCHOR_SIGNIFICANCE)
     joint, placed_by, lone_refused = _joint_search(registrations, positions, model, kept, flattened)
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
+    unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         solved = solve_positions(tiles, kept + joint_pairs, tile_step_px)
@@ -282,8 +284,8 @@ def estimate_transform(
             tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids],
             {pair: r.significance for pair, r in registrations.items()}, tile_step_px)
         swapped_out = {blamed for _, blamed in swaps}
-        positions, model, kept = _drop_broken_placements(tiles, positions, model, kept, placed_by,
-                                                         tile_step_px)
+        (positions, model, kept), unsupported = _drop_broken_placements(tiles, positions, model, kept, placed_by,
+                                                                        registrations, tile_step_px)
     while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
                                  tile_step_px)) is not None:
         (positions, model, kept), links = group
@@ -311,10 +313,11 @@ def estimate_transform(
                                        tile_step_px, max_shift_px, far_weak)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
-        positions, model, kept, searched, refused = _late_joint_search(tiles, (positions, model, kept),
-                                                                       registrations, flattened, tile_step_px)
+        positions, model, kept, searched, refused, dropped = _late_joint_search(
+            tiles, (positions, model, kept), registrations, flattened, tile_step_px)
         late.update(searched)
         lone_refused |= refused
+        unsupported.update(dropped)
     positions, model, kept = _unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
@@ -339,6 +342,8 @@ def estimate_transform(
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
         elif (a, b) in swapped_out and (a, b) not in kept_ids:
             status = "weaker link of a loop, swapped out"
+        elif (a, b) in unsupported and (a, b) not in kept_ids:
+            status = "joint search, no significant peak without its dropped pairs"
         elif (a, b) in joint or (a, b) in late:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
         elif (a, b) in moved:
@@ -363,7 +368,7 @@ def estimate_transform(
                                  sigmas, trusted, lone_refused, {t for pair in far for t in pair},
                                  {t for pair in swapped_out - kept_ids for t in pair},
                                  {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
-                                 to_stage)
+                                 to_stage, set(unsupported.values()))
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -672,21 +677,22 @@ def _late_joint_search(
     Returns
     -------
     tuple
-        ``(positions, model, kept, links, refused)``, ``links`` the refined pairs of the tiles placed
-        (empty if none), ``refused`` the tiles whose lone link :func:`_joint_search` refused.
+        ``(positions, model, kept, links, refused, unsupported)``, ``links`` the refined pairs of the tiles
+        placed (empty if none), ``refused`` the tiles whose lone link :func:`_joint_search` refused,
+        ``unsupported`` the pairs :func:`_drop_broken_placements` dropped (pair -> its tile).
     """
     positions, model, kept = solved
     links, placed_by, refused = _joint_search(registrations, positions, model, kept, flattened)
     if not links:
-        return positions, model, kept, {}, refused
+        return positions, model, kept, {}, refused, {}
     searched = solve_positions(tiles, kept + [_pair_offset(a, b, r, True) for (a, b), r in links.items()],
                                tile_step_px)
-    searched = _drop_broken_placements(tiles, *searched, placed_by, tile_step_px)
+    searched, unsupported = _drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
     if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
-        return positions, model, kept, {}, refused
+        return positions, model, kept, {}, refused, {}
     logger.info("joint search after the corroborated placement: %d tiles placed",
                 len(set(placed_by.values())))
-    return (*searched, links, refused)
+    return (*searched, links, refused, unsupported)
 
 
 def _place_group(
@@ -1107,9 +1113,12 @@ def _drop_broken_placements(
     model: StageModel,
     kept: list[PairOffset],
     placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
-    """Demote to weak the surviving pairs of joint placements that lost a pair in the solve.
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+           dict[tuple[TileIndex, TileIndex], TileIndex]]:
+    """Demote to weak the surviving pairs of joint placements that lost a pair in the solve, and drop those
+    that hold no significant joint peak without the lost pairs.
 
     A joint placement is significant only with all of its pairs: when the
     solve drops some of them as inconsistent, the others no longer have the
@@ -1117,15 +1126,53 @@ def _drop_broken_placements(
     tiles (on no loop) would place the whole group by a wrong peak. Such a
     pair stays only inside a loop, as any weak pair (8 x 8 harsh seed 3: one
     pair 4.4 px off linked a group of 10 tiles, which ended 5 px off).
+    Two survivors or more always close a loop, through the tile itself, and
+    that loop checks nothing: each was snapped to its own peak next to the
+    one joint peak (:func:`~linumpy.stitching.tile_search.joint_placement`),
+    so they agree on the tile's position by construction, right or wrong.
+    They stand only if they alone still hold a significant joint peak where
+    the tile lies (:func:`_survivors_hold`); otherwise they are dropped and
+    the tile goes to the later searches or the stage model. (``6x6`` seed
+    116: (3, 4), joint significance 2.12 at the coarse speckle scale with
+    three links of own significance 0.21, 1.33 and 0.68; the solve dropped
+    the third, and the two left, 4.2 and 4.1 px off and agreeing, held the
+    tile 4.1 px from the truth, 2.55 px farther than its stage position.)
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), dropped)``, ``dropped`` the survivors
+        dropped, each with the tile its placement placed.
     """
     kept_ids = {(p.a, p.b) for p in kept}
     broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
-    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept]
-    if not any(p is not q for p, q in zip(demoted, kept)):
-        return positions, model, kept
-    logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak",
-                sorted(broken))
-    return solve_positions(tiles, demoted, tile_step_px)
+    unsupported = {tile for tile in broken
+                   if not _survivors_hold(tile, [p for p in kept if placed_by.get((p.a, p.b)) == tile],
+                                          positions, model, kept, registrations)}
+    dropped = {(p.a, p.b): placed_by[(p.a, p.b)] for p in kept if placed_by.get((p.a, p.b)) in unsupported}
+    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept
+               if (p.a, p.b) not in dropped]
+    if not dropped and not any(p is not q for p, q in zip(demoted, kept)):
+        return (positions, model, kept), dropped
+    logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak; those of %s "
+                "hold no significant joint peak without it: dropped", sorted(broken), sorted(set(dropped.values())))
+    return solve_positions(tiles, demoted, tile_step_px), dropped
+
+
+def _survivors_hold(tile: TileIndex, survivors: Sequence[PairOffset], positions: Mapping[TileIndex, np.ndarray],
+                    model: StageModel, kept: Sequence[PairOffset],
+                    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> bool:
+    """Whether the ``survivors`` of a broken joint placement of ``tile`` alone hold a significant joint peak
+    (:data:`JOINT_SIGNIFICANCE`) within :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of where the
+    tile lies, the other placed tiles as anchors and in the joint search's window."""
+    if not survivors:
+        return True
+    others = {t for p in kept for t in (p.a, p.b)} - {tile}
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in others}
+    links = [((p.a, p.b), registrations[(p.a, p.b)]) for p in survivors]
+    placement = joint_placement(tile, links, anchors, (model.position(tile), search_radius(positions, others, model)))
+    return (placement is not None and placement.significance >= JOINT_SIGNIFICANCE
+            and float(np.max(np.abs(np.asarray(placement.position) - np.rint(positions[tile])))) <= SNAP_RADIUS_PX)
 
 
 def _swap_dropped_weak(
@@ -1332,7 +1379,8 @@ def _weak_pieces_to_stage(
     tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
     2.1 px); its four links with placed tiles preferred
     that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
-    coarse one.
+    coarse one (since :func:`_survivors_hold`, the broken joint placement of (2, 2)
+    that piece grew from is dropped first and it no longer forms).
 
     Returns
     -------
@@ -1423,7 +1471,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                   sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
                   lone_refused: set[TileIndex], far_refused: set[TileIndex],
                   swapped: set[TileIndex], far_bridged: set[TileIndex],
-                  far_weak: set[TileIndex], to_stage: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  far_weak: set[TileIndex], to_stage: set[TileIndex],
+                  unsupported: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1435,15 +1484,18 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`) and whether a pair departing
     beyond the other pairs placed it within the stage's window (``far_bridged``,
     :func:`_bridged_within_window`), whether a corroborated weak peak beyond the stage's
-    error was refused for it (``far_weak``, :func:`_place_corroborated`) and whether its weakly
-    attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`)."""
+    error was refused for it (``far_weak``, :func:`_place_corroborated`), whether its weakly
+    attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`) and whether
+    the pairs left of its broken joint placement were dropped (``unsupported``,
+    :func:`_drop_broken_placements`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
     flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
                  "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
-                 "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage} for t in tiles}
+                 "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage,
+                 "unsupported_placement_dropped": t in unsupported} for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
                       weak=t not in trusted, **flags[t])

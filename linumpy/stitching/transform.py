@@ -74,7 +74,10 @@ class PairRecord:
         (residual of the global solve too large, or linking tiles apart from
         the largest group), ``weak outside any loop`` (only link, not
         significant enough to stand alone), ``loop closure, inconsistent``,
-        ``joint search, inconsistent``, ``cluster search, inconsistent``,
+        ``joint search, inconsistent``, ``joint search, no significant peak
+        without its dropped pairs`` (the pairs left of a joint placement the
+        solve broke, :func:`linumpy.stitching.estimate._drop_broken_placements`),
+        ``cluster search, inconsistent``,
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
@@ -168,6 +171,13 @@ class TileRecord:
         by less than 0.6 standard errors: its links were dropped (status
         ``weak attachment, piece on the stage``) and it is on the stage.
         False in transforms written before session stitch46.
+    unsupported_placement_dropped : bool
+        The joint search placed the tile, the solve dropped some of that
+        placement's pairs, and the pairs left held no significant joint peak
+        on their own where the tile lay: they were dropped too (status
+        ``joint search, no significant peak without its dropped pairs``); the
+        tile was placed later by other evidence, or is on the stage. False in
+        transforms written before session stitch48.
     """
 
     source: str
@@ -181,6 +191,7 @@ class TileRecord:
     far_bridge_kept: bool = False
     far_weak_peak_refused: bool = False
     weak_piece_to_stage: bool = False
+    unsupported_placement_dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_bridge_kept": bool(record.far_bridge_kept),
              "far_weak_peak_refused": bool(record.far_weak_peak_refused),
              "weak_piece_to_stage": bool(record.weak_piece_to_stage),
+             "unsupported_placement_dropped": bool(record.unsupported_placement_dropped),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -368,7 +380,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 weak_link_swapped=bool(t.get("weak_link_swapped", False)),
                 far_bridge_kept=bool(t.get("far_bridge_kept", False)),
                 far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)),
-                weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)))
+                weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)),
+                unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
