@@ -423,17 +423,36 @@ def test_stacked_volume_matches_the_phantom():
 
 @pytest.mark.parametrize("overlap_um, expected_planes", [(None, 22), (25.0, 25), (500.0, USEFUL_PX)])
 def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expected_planes):
-    """100 um slices of 5 um planes: 100 + 10 (default) um is 22 planes; never beyond the useful depth."""
+    """100 um slices of 5 um planes: 100 + 10 (default) um is 22 planes; never beyond the useful depth.
+
+    The last slice, with no slice below to blend with, keeps at most the default 10 um below its thickness.
+    """
     brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 5.0,
                       StackParameters(register=False, blend_overlap_um=overlap_um))
+    last = min(expected_planes, 22)
     for k, (entry, placed) in enumerate(zip(plan.record["slices"], plan.placed, strict=True)):
         # the cut face (2 planes) is left to the previous slice when its overlap covers it; the first slice's
         # (the top of the sample) is always left out
         cut_face = 2 if not k or expected_planes > 20 + 2 else 0
-        assert entry["kept_planes"] == [SURFACE_PX + cut_face, SURFACE_PX + expected_planes]
-        assert placed.data.shape[0] == expected_planes - cut_face  # 5 um output: one plane per source plane
-    assert plan.shape[0] == 2 * 20 + expected_planes - 2  # from below the first cut face to the last kept depth
+        planes = expected_planes if k + 1 < len(plan.placed) else last
+        assert entry["kept_planes"] == [SURFACE_PX + cut_face, SURFACE_PX + planes]
+        assert placed.data.shape[0] == planes - cut_face  # 5 um output: one plane per source plane
+    assert plan.shape[0] == 2 * 20 + last - 2  # from below the first cut face to the last kept depth
+
+
+def test_a_long_blend_overlap_matches_the_phantom_to_the_default_depth():
+    """A 50 um blend overlap blends more depth between slices but ends the volume where the default does."""
+    brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
+    plans = {um: plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,
+                            StackParameters(register=False, blend_overlap_um=um)) for um in (None, 50.0)}
+    assert plans[50.0].shape[0] == plans[None].shape[0]
+    plan = plans[50.0]
+    sink = ArraySink(plan.shape)
+    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
+    tissue = (reference > 0) & (sink.array != 0)
+    assert normalized_cross_correlation(sink.array[tissue], reference[tissue]) >= 0.9
 
 
 def test_the_cut_face_is_left_to_the_previous_slice():

@@ -425,7 +425,9 @@ def kept_depths_um(
     the thickness (the last slice, and a slice before a gap, use the
     thickness), so a slice found deeper than the motors say leaves no hole.
     ``blend_overlap_um`` defaults to :data:`DEFAULT_BLEND_OVERLAP` times the
-    thickness. None (keep every useful plane) when the thickness is unknown
+    thickness; the last slice, which no slice below blends with, keeps at
+    most that default below its thickness (a longer overlap would only add
+    its deepest, worst planes to the bottom of the volume: session ncc49). None (keep every useful plane) when the thickness is unknown
     (0) or there is one slice.
 
     Examples
@@ -434,6 +436,8 @@ def kept_depths_um(
     [232.0, 220.0, 220.0, 220.0]
     >>> kept_depths_um([0, 1], [0.0, 200.0], 200.0, 0.0), kept_depths_um([3], [0.0], 200.0)
     ([200.0, 200.0], [None])
+    >>> kept_depths_um([0, 1], [0.0, 200.0], 200.0, 60.0)
+    [260.0, 220.0]
     """
     if thickness_um <= 0 or len(slice_ids) < 2:
         return [None] * len(slice_ids)
@@ -445,7 +449,8 @@ def kept_depths_um(
         step = thickness_um
         if k + 1 < len(slice_ids) and slice_ids[k + 1] == slice_id + 1:
             step = max(step, float(depths_um[k + 1] - depths_um[k]))
-        kept.append(step + overlap)
+        below = overlap if k + 1 < len(slice_ids) else min(overlap, thickness_um * DEFAULT_BLEND_OVERLAP)
+        kept.append(step + below)
     return kept
 
 
