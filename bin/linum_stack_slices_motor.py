@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend_overlap_um", type=finite_float, metavar="UM",
                         help="Depth kept below each slice's surface beyond its step to the next "
                              "slice (at least the thickness), blended with the next slice; deeper "
-                             "planes are dropped [10%% of the thickness].")
+                             "planes are dropped; the last slice keeps at most the default "
+                             "[10%% of the thickness].")
     parser.add_argument("--resolution", type=finite_float, metavar="UM",
                         help="Isotropic output voxel size, micrometres [the slices' finest lateral pixel: "
                              "full resolution].")
