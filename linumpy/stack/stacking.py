@@ -427,8 +427,9 @@ def kept_depths_um(
     ``blend_overlap_um`` defaults to :data:`DEFAULT_BLEND_OVERLAP` times the
     thickness; the last slice, which no slice below blends with, keeps at
     most that default below its thickness (a longer overlap would only add
-    its deepest, worst planes to the bottom of the volume: session ncc49). None (keep every useful plane) when the thickness is unknown
-    (0) or there is one slice.
+    its deepest, worst planes to the bottom of the volume: session ncc49).
+    None (keep every useful plane) when the thickness is unknown (0) or
+    there is one slice.
 
     Examples
     --------
