@@ -286,8 +286,9 @@ def estimate_transform(
         swapped_out = {blamed for _, blamed in swaps}
         (positions, model, kept), unsupported = _drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                                         registrations, tile_step_px)
+    refused_groups: set[TileIndex] = set()
     while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
-                                 tile_step_px)) is not None:
+                                 tile_step_px, refused_groups)) is not None:
         (positions, model, kept), links = group
         joint.update(links)
     clustered: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -368,7 +369,7 @@ def estimate_transform(
                                  sigmas, trusted, lone_refused, {t for pair in far for t in pair},
                                  {t for pair in swapped_out - kept_ids for t in pair},
                                  {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
-                                 to_stage, set(unsupported.values()))
+                                 to_stage, set(unsupported.values()) | refused_groups)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -704,6 +705,7 @@ def _place_group(
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
+    refused: set[TileIndex],
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Place the largest group of tiles registered among themselves but not to the placed tiles.
 
@@ -714,7 +716,15 @@ def _place_group(
     ``members``): each link alone may hold too little, together they can.
     The group is placed only if that joint peak is significant
     (:data:`JOINT_SIGNIFICANCE`) and the solve with its links and inner pairs
-    keeps every one of them and every pair kept before.
+    keeps every one of them and every pair kept before. If the solve drops
+    some of its links, the others must alone hold a significant joint peak
+    where the group was placed, as the survivors of a joint placement of
+    one tile (:func:`_survivors_hold`, step 6); else the placement is
+    refused and its tiles added to ``refused`` (``backlash`` seed 129: row 0
+    placed as one group by four links, the solve dropped two, and the two
+    left, own significance 0.22 and 0.29, held alone a peak of significance
+    1.82 2.4 px from the group's; kept as weak links they held (0, 1) 2.57 px
+    off, its stage position 0.92 px).
 
     Returns
     -------
@@ -744,7 +754,18 @@ def _place_group(
         if placement is None or placement.significance < JOINT_SIGNIFICANCE:
             return None
         refined = _refined(placement.offsets, placement.significance, registrations, flattened)
-    accepted = _solve_with(tiles, list(kept) + list(group_pairs), refined, tile_step_px)
+    held: list[bool] = []
+
+    def survivors_hold(survivors: set[tuple[TileIndex, TileIndex]]) -> bool:
+        held.append(_survivors_hold(origin, [(pair, r) for pair, r in links if pair in survivors], anchors, prior,
+                                    np.asarray(placement.position), members))
+        return held[-1]
+
+    accepted = _solve_with(tiles, list(kept) + list(group_pairs), refined, tile_step_px, survivors_hold)
+    if held and not held[-1]:
+        refused.update(group)
+        logger.info("group of %d tiles %s: the solve dropped links of its joint placement and the others hold no "
+                    "significant joint peak without them: refused", len(group), group)
     if accepted is not None:
         logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
                     len(group), group, len(accepted[1]), placement.significance)
@@ -795,6 +816,7 @@ def _solve_with(
     pairs: Sequence[PairOffset],
     refined: dict[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
+    survivors_hold: Callable[[set[tuple[TileIndex, TileIndex]]], bool] | None = None,
     strong: bool = True,
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Solve with the ``refined`` pairs of a joint placement added to ``pairs``, if it keeps them all.
@@ -802,7 +824,8 @@ def _solve_with(
     A pair the solve drops demotes the others to weak (as a joint placement
     that lost a pair, step 6: they stand only on loops) and the solve is
     repeated; the placement is refused if it then loses a pair, or any of
-    ``pairs``.
+    ``pairs``, or if ``survivors_hold``, given, says the pairs left (their
+    keys) hold no significant joint peak alone (:func:`_survivors_hold`).
 
     Returns
     -------
@@ -813,6 +836,8 @@ def _solve_with(
     solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
     dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
     if dropped:
+        if survivors_hold is not None and not survivors_hold(set(refined) - dropped):
+            return None
         new_pairs = [replace(p, strong=False) for p in new_pairs if (p.a, p.b) not in dropped]
         refined = {key: r for key, r in refined.items() if key not in dropped}
         solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
@@ -1146,9 +1171,17 @@ def _drop_broken_placements(
     """
     kept_ids = {(p.a, p.b) for p in kept}
     broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
-    unsupported = {tile for tile in broken
-                   if not _survivors_hold(tile, [p for p in kept if placed_by.get((p.a, p.b)) == tile],
-                                          positions, model, kept, registrations)}
+    placed = {t for p in kept for t in (p.a, p.b)}
+
+    def holds(tile: TileIndex) -> bool:
+        others = placed - {tile}
+        return _survivors_hold(tile, [((p.a, p.b), registrations[(p.a, p.b)]) for p in kept
+                                      if placed_by.get((p.a, p.b)) == tile],
+                               {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in others},
+                               (model.position(tile), search_radius(positions, others, model)),
+                               np.rint(positions[tile]))
+
+    unsupported = {tile for tile in broken if not holds(tile)}
     dropped = {(p.a, p.b): placed_by[(p.a, p.b)] for p in kept if placed_by.get((p.a, p.b)) in unsupported}
     demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept
                if (p.a, p.b) not in dropped]
@@ -1159,20 +1192,19 @@ def _drop_broken_placements(
     return solve_positions(tiles, demoted, tile_step_px), dropped
 
 
-def _survivors_hold(tile: TileIndex, survivors: Sequence[PairOffset], positions: Mapping[TileIndex, np.ndarray],
-                    model: StageModel, kept: Sequence[PairOffset],
-                    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> bool:
-    """Whether the ``survivors`` of a broken joint placement of ``tile`` alone hold a significant joint peak
-    (:data:`JOINT_SIGNIFICANCE`) within :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of where the
-    tile lies, the other placed tiles as anchors and in the joint search's window."""
+def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]],
+                    anchors: Mapping[TileIndex, np.ndarray], prior: tuple[np.ndarray, float], where: np.ndarray,
+                    members: Mapping[TileIndex, np.ndarray] | None = None) -> bool:
+    """Whether the ``survivors`` of a broken joint placement of ``tile`` (of the group ``members`` placed by
+    ``tile``, if given) alone hold a significant joint peak (:data:`JOINT_SIGNIFICANCE`) within
+    :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
+    ``anchors`` and window ``prior`` those of the joint search
+    (:func:`~linumpy.stitching.tile_search.joint_placement`)."""
     if not survivors:
         return True
-    others = {t for p in kept for t in (p.a, p.b)} - {tile}
-    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in others}
-    links = [((p.a, p.b), registrations[(p.a, p.b)]) for p in survivors]
-    placement = joint_placement(tile, links, anchors, (model.position(tile), search_radius(positions, others, model)))
+    placement = joint_placement(tile, survivors, anchors, prior, members)
     return (placement is not None and placement.significance >= JOINT_SIGNIFICANCE
-            and float(np.max(np.abs(np.asarray(placement.position) - np.rint(positions[tile])))) <= SNAP_RADIUS_PX)
+            and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
 
 
 def _swap_dropped_weak(
