@@ -89,11 +89,11 @@ METRICS: dict[str, MetricInfo] = {
                                       "stage's; their overlaps were dropped and they kept their stage-model "
                                       "positions."),
     "n_unsupported_placement_dropped_tiles": _M("Tiles whose broken placement was dropped", "count", "Tiles "
-                                                "placed by the combined evidence of several overlaps, one of "
-                                                "which the solve then rejected, whose other overlaps no longer "
-                                                "located them significantly on their own; those overlaps were "
-                                                "dropped and the tile placed by other overlaps or kept its "
-                                                "stage-model position."),
+                                                "(alone or as a group) placed by the combined evidence of "
+                                                "several overlaps, one of which the solve then rejected, "
+                                                "whose other overlaps no longer located them significantly "
+                                                "on their own; those overlaps were dropped and the tile "
+                                                "placed by other overlaps or kept its stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -176,8 +176,9 @@ class TileRecord:
         placement's pairs, and the pairs left held no significant joint peak
         on their own where the tile lay: they were dropped too (status
         ``joint search, no significant peak without its dropped pairs``); the
-        tile was placed later by other evidence, or is on the stage. False in
-        transforms written before session stitch48.
+        tile was placed later by other evidence, or is on the stage. Also set
+        for the tiles of a group placement (``_place_group``) refused so
+        (session stitch50). False in transforms written before session stitch48.
     """
 
     source: str
