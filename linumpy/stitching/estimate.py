@@ -1172,16 +1172,17 @@ def _drop_broken_placements(
     kept_ids = {(p.a, p.b) for p in kept}
     broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
     placed = {t for p in kept for t in (p.a, p.b)}
+    survivors = {tile: [((p.a, p.b), registrations[(p.a, p.b)]) for p in kept if placed_by.get((p.a, p.b)) == tile]
+                 for tile in broken}
 
     def holds(tile: TileIndex) -> bool:
         others = placed - {tile}
-        return _survivors_hold(tile, [((p.a, p.b), registrations[(p.a, p.b)]) for p in kept
-                                      if placed_by.get((p.a, p.b)) == tile],
+        return _survivors_hold(tile, survivors[tile],
                                {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in others},
                                (model.position(tile), search_radius(positions, others, model)),
                                np.rint(positions[tile]))
 
-    unsupported = {tile for tile in broken if not holds(tile)}
+    unsupported = {tile for tile in broken if survivors[tile] and not holds(tile)}
     dropped = {(p.a, p.b): placed_by[(p.a, p.b)] for p in kept if placed_by.get((p.a, p.b)) in unsupported}
     demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept
                if (p.a, p.b) not in dropped]
@@ -1200,8 +1201,6 @@ def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, 
     :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
     ``anchors`` and window ``prior`` those of the joint search
     (:func:`~linumpy.stitching.tile_search.joint_placement`)."""
-    if not survivors:
-        return True
     placement = joint_placement(tile, survivors, anchors, prior, members)
     return (placement is not None and placement.significance >= JOINT_SIGNIFICANCE
             and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
