@@ -94,6 +94,12 @@ METRICS: dict[str, MetricInfo] = {
                                                 "whose other overlaps no longer located them significantly "
                                                 "on their own; those overlaps were dropped and the tile "
                                                 "placed by other overlaps or kept its stage-model position."),
+    "n_beyond_edge_ridges_tiles": _M("Tiles beyond their edge overlaps' ridges", "count", "Tiles whose every "
+                                     "overlap was an edge (tissue against agarose, which locates the tiles "
+                                     "across the edge only) and placed by the first solve farther along each "
+                                     "edge than half the length its evidence spans: no overlap held the tile "
+                                     "where its own evidence is. Their overlaps were dropped and the tile "
+                                     "placed by other overlaps or kept its stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -22,7 +22,9 @@
    than :func:`implausible_departure` allows (:func:`_unchecked_far_pairs`);
    one the solve dropped replaces a kept
    weak pair when their loop clearly blames the kept one
-   (:func:`_swap_dropped_weak`).
+   (:func:`_swap_dropped_weak`). A tile whose kept links are all edge links
+   the solve puts beyond half their ridge from their own peaks loses them
+   (:func:`_tiles_beyond_edge_ridges`).
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
@@ -268,6 +270,8 @@ def estimate_transform(
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
                                                         registrations, tile_step_px)
+    (positions, model, kept), beyond_ridges = _tiles_beyond_edge_ridges(tiles, (positions, model, kept),
+                                                                        {**registrations, **moved}, tile_step_px)
     anchoring = {(p.a, p.b) for p in kept}
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
                                 {pair: r.significance for pair, r in {**registrations, **moved}.items()})
@@ -347,6 +351,8 @@ def estimate_transform(
             status = "joint search, no significant peak without its dropped pairs"
         elif (a, b) in joint or (a, b) in late:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
+        elif (a, b) in beyond_ridges and (a, b) not in kept_ids:
+            status = "edge link, its tile solved beyond the ridges of all its links"
         elif (a, b) in moved:
             status = "kept (loop closure)" if (a, b) in kept_ids else "loop closure, inconsistent"
         elif (a, b) in far_bridged and (a, b) in kept_ids:
@@ -369,7 +375,7 @@ def estimate_transform(
                                  sigmas, trusted, lone_refused, {t for pair in far for t in pair},
                                  {t for pair in swapped_out - kept_ids for t in pair},
                                  {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
-                                 to_stage, set(unsupported.values()) | refused_groups)
+                                 to_stage, set(unsupported.values()) | refused_groups, set(beyond_ridges.values()))
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -1206,6 +1212,58 @@ def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, 
             and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
 
 
+def _tiles_beyond_edge_ridges(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+           dict[tuple[TileIndex, TileIndex], TileIndex]]:
+    """Take out of the solve the tiles that no kept link holds on its peak: every kept link of the tile an
+    edge link that the solve puts farther than half its ridge's length from its own peak along the ridge.
+
+    An edge link locates its tiles across its ridge only (:func:`edge_variance`); two edge links of one tile
+    whose ridges cross place it at the crossing whatever their peaks, and a wrong one of them moves the
+    crossing along the other's ridge, beyond both ridges: the evidence of neither link is where the tile is
+    put. The tile's links are dropped and the positions solved again if that solve keeps every other pair;
+    the tile goes to the later searches or the stage model. An edge link solved beyond half its ridge is
+    alone no sign (a peak that slid along its ridge, which the tile's other links rightly override).
+    Held-out ``stage +-8 + drift`` seed 127 (session stitch49): (1, 0) held by two weak edge links with
+    ridges ~75 deg apart, (1, 0)-(1, 1) right and (0, 0)-(1, 0) 18 px off at the nominal step; solved 13.44
+    and 17.00 px along them from their peaks (half-ridges 4.96 and 6.21 px), the tile 15.16 px from the
+    truth, 6.67 px farther than its stage position.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), dropped)``, ``dropped`` the links dropped, each with its tile
+        beyond their ridges.
+    """
+    positions, model, kept = solved
+
+    def beyond(pair: PairOffset) -> bool:
+        if pair.free_direction is None:
+            return False
+        registration = current[(pair.a, pair.b)]
+        half_ridge = edge_ridge(registration.scores, registration.offset)[1] / 2
+        residual = positions[pair.b] - positions[pair.a] - np.asarray(pair.offset)
+        return abs(float(np.dot(residual, pair.free_direction))) > half_ridge
+
+    links = {t: [p for p in kept if t in (p.a, p.b)] for t in {t for p in kept for t in (p.a, p.b)}}
+    unheld = sorted(t for t, held in links.items() if all(beyond(p) for p in held))
+    dropped = {(p.a, p.b): t for t in unheld for p in links[t]}
+    if not dropped:
+        return solved, {}
+    rest = [p for p in kept if (p.a, p.b) not in dropped]
+    attempt = solve_positions(tiles, rest, tile_step_px)
+    if len(attempt[2]) < len(rest):
+        logger.info("tiles %s lie beyond the ridges of all their edge links, left: the solve without them drops "
+                    "other pairs", unheld)
+        return solved, {}
+    logger.info("tiles %s lie beyond the ridges of all their edge links: their links dropped", unheld)
+    return attempt, dropped
+
+
 def _swap_dropped_weak(
     tiles: Sequence[TileIndex],
     solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
@@ -1503,7 +1561,7 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                   lone_refused: set[TileIndex], far_refused: set[TileIndex],
                   swapped: set[TileIndex], far_bridged: set[TileIndex],
                   far_weak: set[TileIndex], to_stage: set[TileIndex],
-                  unsupported: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  unsupported: set[TileIndex], beyond_ridges: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1516,9 +1574,10 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     beyond the other pairs placed it within the stage's window (``far_bridged``,
     :func:`_bridged_within_window`), whether a corroborated weak peak beyond the stage's
     error was refused for it (``far_weak``, :func:`_place_corroborated`), whether its weakly
-    attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`) and whether
+    attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`), whether
     the pairs left of its broken joint placement were dropped (``unsupported``,
-    :func:`_drop_broken_placements`)."""
+    :func:`_drop_broken_placements`) and whether its links were dropped because the first solve put it
+    beyond the ridges of all of them (``beyond_ridges``, :func:`_tiles_beyond_edge_ridges`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
@@ -1526,7 +1585,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
                  "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
                  "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage,
-                 "unsupported_placement_dropped": t in unsupported} for t in tiles}
+                 "unsupported_placement_dropped": t in unsupported, "beyond_edge_ridges": t in beyond_ridges}
+             for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
                       weak=t not in trusted, **flags[t])

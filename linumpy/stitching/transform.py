@@ -179,6 +179,14 @@ class TileRecord:
         tile was placed later by other evidence, or is on the stage. Also set
         for the tiles of a group placement (``_place_group``) refused so
         (session stitch50). False in transforms written before session stitch48.
+    beyond_edge_ridges : bool
+        Every kept link of the tile after the first solve was an edge link that
+        the solve put farther than half its ridge's length from its own peak
+        along the ridge (no link held the tile where its evidence is): its
+        links were dropped (status ``edge link, its tile solved beyond the
+        ridges of all its links``); the tile was placed later by other
+        evidence, or is on the stage. False in transforms written before
+        session stitch51.
     """
 
     source: str
@@ -193,6 +201,7 @@ class TileRecord:
     far_weak_peak_refused: bool = False
     weak_piece_to_stage: bool = False
     unsupported_placement_dropped: bool = False
+    beyond_edge_ridges: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +314,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_weak_peak_refused": bool(record.far_weak_peak_refused),
              "weak_piece_to_stage": bool(record.weak_piece_to_stage),
              "unsupported_placement_dropped": bool(record.unsupported_placement_dropped),
+             "beyond_edge_ridges": bool(record.beyond_edge_ridges),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -382,7 +392,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_bridge_kept=bool(t.get("far_bridge_kept", False)),
                 far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)),
                 weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)),
-                unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)))
+                unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)),
+                beyond_edge_ridges=bool(t.get("beyond_edge_ridges", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
