@@ -160,7 +160,10 @@ def window_attenuation(
     asks a change twice as large of an acquisition of one frame as of one
     of two. The test is
     repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
-    value is that of the first region below the start. A homogeneous
+    value is that of the first region below the start. A boundary oblique
+    under the fit's box reaches its signal as a ramp, inside which the split
+    lands: the window stops where the ramp starts
+    (:meth:`SplitSums.ramp_start`). A homogeneous
     A-line keeps its whole range (the least noisy fit). A decay rate below
     0 is not physical (the signal rose within the window: a region brighter
     below that no split isolated, a cavity opening at the cut over the
@@ -361,7 +364,6 @@ class SplitSums:
                               out=np.zeros_like(whole), where=found & (best > 0))
         explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
         return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
-
 
     def ramp_start(self, lines: np.ndarray, split: np.ndarray, min_above: int, stop: np.ndarray | None) -> np.ndarray:
         """Where the change found at ``split`` starts: the first knee of the best line bent twice around it.
