@@ -76,3 +76,46 @@ def test_explained_mean_square_of_a_step(fraction):
     p = split / n
     assert found[0] == split
     assert explained[0] == pytest.approx(step**2 * p * (1 - p) * (1 - 3 * p * (1 - p)), rel=0.05)
+
+
+def ramped(centre: int, width: int) -> np.ndarray:
+    """The boundary of :func:`layered` (grey 3 over a 1.6x brighter grey 5) spread evenly over ``width`` planes.
+
+    The fit's box over an oblique boundary, or the mosaic's blur, sees the change as a ramp (the foreign
+    acquisitions' grey 3 over grey 5: 7-9 planes, session grey49).
+    """
+    return np.mean([layered(b, 3.0, 5.0, 1.6) for b in range(centre - width // 2, centre + width // 2 + 1)], axis=0)
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+@pytest.mark.parametrize("width", [6, 8])
+def test_grey_over_a_ramp_into_a_brighter_grey_stops_where_the_ramp_starts(frames, width):
+    """Stated tolerance: median within 8% of 3 /mm; the median window ends within 6 planes above the ramp's start.
+
+    Before (the split's own depth): the window ends inside the ramp (at its centre) and reads 2.4-2.7 /mm
+    (-10 to -20%).
+    """
+    mus, windows = [], []
+    for seed in range(2):
+        result = read(ramped(BOUNDARY, width), frames, seed)
+        mus.append(np.median(result.mu))
+        windows.append(np.median(result.window_px[result.shortened]))
+    start = BOUNDARY - width // 2 - 3  # the ramp's first plane, in planes of the window (from 3 below the start)
+    assert abs(np.mean(mus) / 3.0 - 1) < 0.08
+    assert start - 6 <= np.mean(windows) <= start
+
+
+def test_ramp_start_of_a_noise_free_ramp():
+    """A noise-free log signal falling at one slope, rising over planes [45, 54), falling again: the window stops
+    at the ramp's first plane (the candidates every ``SPLIT_STEP_PX`` planes), where the two-line split does not.
+    """
+    k = np.arange(90.0)
+    log_signal = -0.01 * k + np.clip((k - 45) / 9, 0, 1) * 0.5 - 0.005 * np.clip(k - 54, 0, None)
+    signal = np.exp(log_signal)
+    tails = np.concatenate([np.cumsum(signal[::-1])[::-1], [0.0]])[:, None]
+    first, stop = np.zeros(1), np.full(1, 90.0)
+    sums = attenuation_map.SplitSums(np.arange(1), first, stop,
+                                     attenuation.cumulated_sums(tails, first, stop, attenuation_map.SPLIT_STEP_PX))
+    _, _, split = sums.statistic(np.arange(1), 20, 10)
+    assert split[0] > 45
+    assert sums.ramp_start(np.arange(1), split, 20, None)[0] == 45

@@ -51,6 +51,9 @@ BORROW_SURFACE_PX = 8
 SPLIT_STEP_PX = 3
 #: Splits of the top window tried, one after the other (each stops the window at the best split above it).
 MAX_SPLITS = 2
+#: Planes above (and below) a split within which the window's stop is moved to the start of the change, a ramp
+#: in the fit's box (:meth:`SplitSums.ramp_start`); 0: the split.
+RAMP_REACH_PX = 12
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,10 @@ def window_attenuation(
     asks a change twice as large of an acquisition of one frame as of one
     of two. The test is
     repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
-    value is that of the first region below the start. A homogeneous
+    value is that of the first region below the start. A boundary oblique
+    under the fit's box reaches its signal as a ramp, inside which the split
+    lands: the window stops where the ramp starts
+    (:meth:`SplitSums.ramp_start`). A homogeneous
     A-line keeps its whole range (the least noisy fit). A decay rate below
     0 is not physical (the signal rose within the window: a region brighter
     below that no split isolated, a cavity opening at the cut over the
@@ -225,8 +231,8 @@ def window_attenuation(
     >>> line = np.where(k < 40, upper, 4 * upper[40] * np.exp(-2 * 8.0 * dz * (k - 40)))
     >>> tails = tail_sums(line[:, None, None] * np.ones((1, 2, 2)))
     >>> result = window_attenuation(tails, np.zeros((2, 2)), 90, dz)
-    >>> round(float(result.mu[0, 0]), 2), float(result.window_px[0, 0])  # 37 planes, to SPLIT_STEP_PX
-    (3.0, 36.0)
+    >>> round(float(result.mu[0, 0]), 2), float(result.window_px[0, 0])  # 37 planes; a step read as a ramp
+    (3.0, 33.0)
     >>> round(float(slope_attenuation(tails, np.zeros((2, 2)), 90, dz)[0, 0]), 2)  # one line over both
     -1.78
     """
@@ -285,6 +291,10 @@ def _window_stops(
             own_statistic, own_explained, _ = own.statistic(lines[tested], *minimum, None if window_stop is None
                                                             else window_stop[tested])
             changed[tested] = (own_explained > OWN_SPLIT_EFFECT) & (own_statistic > OWN_SPLIT_SIGNIFICANCE)
+        if RAMP_REACH_PX > 0:  # the change is a ramp in the fit's box: the window stops where it starts
+            moved = np.flatnonzero(changed)
+            split[moved] = own.ramp_start(lines[moved], split[moved], minimum[0],
+                                          None if window_stop is None else window_stop[moved])
         coarse_split = np.full(first_c.size, np.inf)
         coarse_split[lines[changed]] = split[changed]
         spread = np.repeat(np.repeat(coarse_split.reshape(-(-n_y // stride), -1), stride, 0), stride, 1)
@@ -354,6 +364,78 @@ class SplitSums:
                               out=np.zeros_like(whole), where=found & (best > 0))
         explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
         return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
+
+    def ramp_start(self, lines: np.ndarray, split: np.ndarray, min_above: int, stop: np.ndarray | None) -> np.ndarray:
+        """Where the change found at ``split`` starts: the first knee of the best line bent twice around it.
+
+        A region below whose boundary is oblique under the fit's box (or blurred by the mosaic) enters
+        the box's log signal as a ramp several planes long, and the least-squares split of two
+        separate lines lands inside it or at its end, so that the window above holds part of the
+        ramp and reads the region's decay low (grey 3 mm⁻¹ over a brighter, more attenuating grey).
+        A continuous line bent at two knees ``h1 < h2`` (regressors ``1, k, (k - h1)+, (k - h2)+``:
+        the region, the ramp, the region below) is fitted to the window ``[first, stop)`` (None: the
+        whole range) for every pair of candidate splits with ``h1`` at most :data:`RAMP_REACH_PX`
+        planes above ``split`` (leaving ``min_above`` samples above it) and ``h2`` at or below the split
+        (the split lies in the ramp), at most as far below it; where the best pair fits better than the two
+        separate lines split at ``split`` (as many parameters: a ramp rather than a step), the window
+        stops at its ``h1``.
+        """
+        columns = np.searchsorted(self.lines, lines)
+        boundaries = self.sums.boundaries
+        above = self.sums.above[:, :, columns]
+        window = (np.stack(self.sums.total.fields())[:, columns] if stop is None
+                  else np.take_along_axis(above, np.searchsorted(boundaries, stop)[None, None], axis=0)[0])
+
+        def knee(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """The candidate split of each A-line's ``row`` and the window's sums below it (``k >= h``)."""
+            inside = np.clip(row, 0, boundaries.size - 1)
+            return boundaries[inside].astype(float), window - np.take_along_axis(above, inside[None, None], axis=0)[0]
+
+        split_row = np.searchsorted(boundaries, split)
+        reach = RAMP_REACH_PX // SPLIT_STEP_PX
+        best, best_residual = split.copy(), np.full(split.shape, np.inf)
+        for back in range(reach + 1):
+            first_row = split_row - back
+            first_knee, first_part = knee(first_row)
+            for ahead in range(0 if back else 1, reach + 1):
+                second_row = split_row + ahead
+                second_knee, second_part = knee(second_row)
+                residual = _bent_residual(window, (first_part, second_part), (first_knee, second_knee))
+                residual[(first_row < 0) | (second_row >= boundaries.size)
+                         | (window[0] - first_part[0] < min_above) | (second_part[0] < 2)] = np.inf
+                better = residual < best_residual
+                best, best_residual = np.where(better, first_knee, best), np.where(better, residual, best_residual)
+        split_above = LineSums(*np.take_along_axis(above, split_row[None, None], axis=0)[0])
+        step = split_above.residual() + LineSums(*window).minus(split_above).residual()
+        return np.where(best_residual < step, best, split)
+
+
+def _bent_residual(window: np.ndarray, parts: tuple[np.ndarray, ...], knees: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Least-squares residual of ``log = a + s k + sum_j c_j (k - h_j)+`` over a window, from its line sums.
+
+    ``window``: the six :class:`LineSums` fields (rows) over the window; ``parts[j]``: the same over its
+    samples ``k >= h_j``; ``knees[j]``: ``h_j`` per A-line, increasing with ``j``. Inf where singular.
+    """
+    n, sz, szz, sl, szl, sll = window
+    size = 2 + len(knees)
+    gram = np.empty((*n.shape, size, size))
+    moments = np.empty((*n.shape, size))
+    gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1] = n, sz, szz
+    moments[..., 0], moments[..., 1] = sl, szl
+    for j, (part, knee) in enumerate(zip(parts, knees, strict=True), start=2):
+        gram[..., 0, j] = part[1] - knee * part[0]
+        gram[..., 1, j] = part[2] - knee * part[1]
+        moments[..., j] = part[4] - knee * part[3]
+        for i, other_knee in enumerate(knees[: j - 2], start=2):  # over k >= h_j, the later knee
+            gram[..., i, j] = part[2] - (knee + other_knee) * part[1] + knee * other_knee * part[0]
+        gram[..., j, j] = part[2] - 2 * knee * part[1] + knee**2 * part[0]
+    lower = np.tril_indices(size, -1)
+    gram[..., lower[0], lower[1]] = gram[..., lower[1], lower[0]]
+    ok = np.linalg.det(gram) != 0
+    gram[~ok] = np.eye(size)
+    coefficients = np.linalg.solve(gram, moments[..., None])[..., 0]
+    residual = sll - np.sum(coefficients * moments, -1)
+    return np.where(ok, np.maximum(residual, 0.0), np.inf)
 
 
 def wide_offsets(fit_width: int, wide_width: int) -> tuple[int, ...]:
