@@ -28,8 +28,6 @@ import numpy as np
 from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 
-from linumpy.resample import block_mean_of_block
-
 #: Smallest rise of the z-scan peak above the scan's minimum for a distinct peak.
 MIN_PEAK_PROMINENCE = 0.05
 #: Smallest rise of the z-scan peak above every offset at least ``RIVAL_DISTANCE_PX`` away (at least
@@ -64,11 +62,6 @@ TAPER_FRACTION = 0.3
 #: against the truth, benchmarks/README.md *z scan with the sub-pixel shift*). Smoothed planes also raise
 #: the curve's chance noise: judged on them, small turned overlaps were refused.
 Z_SCAN_LATERAL_SIGMA_PX = 1.0
-#: Lateral block-mean factor of the planes the z scan correlates (:func:`register_pair`): the scan's
-#: curve, tests, confidence and smoothed peak on ``Z_SCAN_BIN`` x ``Z_SCAN_BIN`` means (its lateral
-#: Gaussian :data:`Z_SCAN_LATERAL_SIGMA_PX` divided by it: the same width in the tissue), a quarter of
-#: the products; the lateral shift is measured on the registration pixels.
-Z_SCAN_BIN = 2
 #: Planes of the previous slice smoothed at a time in the z scan (bounds the smoothed copy).
 Z_SCAN_SMOOTH_PLANES = 8
 #: Offsets on each side of the accepted z-scan peak where the smoothed planes' curve is evaluated
@@ -673,22 +666,6 @@ class _WindowedPlanes:
         return out
 
 
-def binned_planes(planes: np.ndarray, factor: int) -> np.ndarray:
-    """Planes ``(z, y, x)`` block-averaged laterally by ``factor`` (float32), a partial last row or column dropped.
-
-    Examples
-    --------
-    >>> binned_planes(np.arange(10, dtype=np.float32).reshape(1, 2, 5), 2).tolist()
-    [[[3.0, 5.0]]]
-    """
-    if factor == 1:
-        return planes
-    rows, columns = (n // factor * factor for n in planes.shape[1:])
-    whole = np.asarray(planes[:, :rows, :columns], dtype=np.float32)
-    return block_mean_of_block(whole, (1, factor, factor), (1.0, 1.0, 1.0), whole.shape,
-                               [(0, n) for n in whole.shape])
-
-
 def subpixel_shifted(planes: np.ndarray, shift_yx: Sequence[float]) -> np.ndarray:
     """Planes ``(z, y, x)`` moved laterally by ``shift_yx`` (less than a pixel), by the Fourier shift theorem.
 
@@ -779,9 +756,8 @@ def register_pair(
     whole = np.round(shift)
     window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], whole)
     moved = subpixel_shifted(current_top, np.subtract(shift, whole))
-    scan = scan_z_offset(binned_planes(previous.windowed(window), Z_SCAN_BIN),
-                         binned_planes(moved[(..., *current_window)], Z_SCAN_BIN), local,
-                         lateral_sigma_px=Z_SCAN_LATERAL_SIGMA_PX / Z_SCAN_BIN)
+    scan = scan_z_offset(previous.windowed(window), moved[(..., *current_window)], local,
+                         lateral_sigma_px=Z_SCAN_LATERAL_SIGMA_PX)
     offset = scan.offset + previous_first_plane
     # measured again on the planes the scan found (the same planes as at the motor offset: the same result)
     if scan.confidence > 0 and first_plane(offset) != first_plane(expected_offset):
