@@ -28,8 +28,6 @@ import numpy as np
 from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 
-from linumpy.resample import block_mean_of_block
-
 #: Smallest rise of the z-scan peak above the scan's minimum for a distinct peak.
 MIN_PEAK_PROMINENCE = 0.05
 #: Smallest rise of the z-scan peak above every offset at least ``RIVAL_DISTANCE_PX`` away (at least
@@ -64,11 +62,6 @@ TAPER_FRACTION = 0.3
 #: against the truth, benchmarks/README.md *z scan with the sub-pixel shift*). Smoothed planes also raise
 #: the curve's chance noise: judged on them, small turned overlaps were refused.
 Z_SCAN_LATERAL_SIGMA_PX = 1.0
-#: Lateral block-mean factor of the planes the smoothed curve is evaluated on (:func:`scan_z_offset`), the
-#: Gaussian then :data:`Z_SCAN_LATERAL_SIGMA_PX` divided by it (the same width in the tissue): a quarter of
-#: the smoothing and of the products (the smoothing was a quarter of ``register_pair``'s CPU on the
-#: ``small`` demo); the located offsets moved by at most 0.006 plane there (benchmarks/README.md, stack49).
-Z_SCAN_SMOOTH_BIN = 2
 #: Planes of the previous slice smoothed at a time in the z scan (bounds the smoothed copy).
 Z_SCAN_SMOOTH_PLANES = 8
 #: Offsets on each side of the accepted z-scan peak where the smoothed planes' curve is evaluated
@@ -496,9 +489,8 @@ def scan_z_offset(
         Lateral translation of the new slice onto the previous one.
     lateral_sigma_px : float
         Lateral Gaussian of both slices' planes in the overlap (0: none;
-        :data:`Z_SCAN_LATERAL_SIGMA_PX`), applied to their
-        :data:`Z_SCAN_SMOOTH_BIN` block means (``previous`` is not
-        modified): an accepted scan's offset is then
+        :data:`Z_SCAN_LATERAL_SIGMA_PX`), applied a few planes at a time
+        (``previous`` is not modified): an accepted scan's offset is then
         located on the smoothed planes' curve, evaluated within
         :data:`Z_SCAN_SMOOTH_REACH` offsets of the accepted peak only (its
         peak there taken when within one offset of the accepted one); the
@@ -551,7 +543,8 @@ def scan_z_offset(
         # peak there is the accepted one's or a neighbour's
         low, high = max(0, best - Z_SCAN_SMOOTH_REACH), min(len(raw) - 1, best + Z_SCAN_SMOOTH_REACH)
         smoothed = np.full(len(raw), -np.inf)
-        smoothed[low : high + 1] = _smoothed_curve(previous, current_top, offsets[low : high + 1], lateral_sigma_px)
+        smoothed[low : high + 1] = _ncc_along_depth(previous, _laterally_smoothed(current_top, lateral_sigma_px),
+                                                    offsets[low : high + 1], lateral_sigma_px)
         if 0 < int(np.argmax(smoothed)) < len(smoothed) - 1 and abs(int(np.argmax(smoothed)) - best) <= 1:
             best = int(np.argmax(smoothed))
             offset, raw = float(offsets[best]), smoothed
@@ -574,32 +567,6 @@ def peak_lobe(values: np.ndarray, best: int) -> tuple[int, int]:
     while right < values.size - 1 and values[right + 1] <= values[right]:
         right += 1
     return left, right
-
-
-def _smoothed_curve(previous: np.ndarray, current: np.ndarray, offsets: Sequence[int], sigma_px: float) -> list[float]:
-    """:func:`_ncc_along_depth` of both slices' planes block-averaged by :data:`Z_SCAN_SMOOTH_BIN` and smoothed
-    laterally by ``sigma_px / Z_SCAN_SMOOTH_BIN``; only the previous slice's groups of planes the ``offsets``
-    read are averaged (the same groups, so an offset's value does not depend on the others asked for)."""
-    start = min(offsets) // Z_SCAN_SMOOTH_PLANES * Z_SCAN_SMOOTH_PLANES
-    stop = max(offsets) + current.shape[0]
-    sigma = sigma_px / Z_SCAN_SMOOTH_BIN
-    return _ncc_along_depth(binned_planes(previous[start:stop], Z_SCAN_SMOOTH_BIN),
-                            _laterally_smoothed(binned_planes(current, Z_SCAN_SMOOTH_BIN), sigma),
-                            [d - start for d in offsets], sigma)
-
-
-def binned_planes(planes: np.ndarray, factor: int) -> np.ndarray:
-    """Planes ``(z, y, x)`` block-averaged laterally by ``factor`` (float32), a partial last row or column dropped.
-
-    Examples
-    --------
-    >>> binned_planes(np.arange(10, dtype=np.float32).reshape(1, 2, 5), 2).tolist()
-    [[[3.0, 5.0]]]
-    """
-    rows, columns = (n // factor * factor for n in planes.shape[1:])
-    whole = np.asarray(planes[:, :rows, :columns], dtype=np.float32)
-    return block_mean_of_block(whole, (1, factor, factor), (1.0, 1.0, 1.0), whole.shape,
-                               [(0, n) for n in whole.shape])
 
 
 def _laterally_smoothed(planes: np.ndarray, sigma_px: float) -> np.ndarray:
