@@ -8,7 +8,8 @@ overlap by NCC, lateral shift by phase correlation; low-confidence estimates
 leave the motor position). From each slice only its step to the next slice (at
 least the thickness) plus --blend_overlap_um below its surface is kept (the
 deeper, noisier planes are dropped); consecutive slices are blended with a
-linear ramp over their overlap. The output is built chunk by chunk at --resolution (default:
+linear ramp over their overlap (a speckle-limited overlap, by default: over
+60% of the thickness, equal weights but at its ends). The output is built chunk by chunk at --resolution (default:
 the slices' finest lateral pixel, i.e. full resolution) and gets an
 analysis pyramid (--pyramid_resolutions at or above the base resolution).
 Every placement estimate is saved to --shifts_out; a QC record
@@ -47,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend_overlap_um", type=finite_float, metavar="UM",
                         help="Depth kept below each slice's surface beyond its step to the next "
                              "slice (at least the thickness), blended with the next slice; deeper "
-                             "planes are dropped; the last slice keeps at most the default "
-                             "[10%% of the thickness].")
+                             "planes are dropped; the last slice keeps at most 10%% of the "
+                             "thickness [10%% of the thickness; 60%% where the overlap's speckle "
+                             "ceiling is below 0.6].")
     parser.add_argument("--resolution", type=finite_float, metavar="UM",
                         help="Isotropic output voxel size, micrometres [the slices' finest lateral pixel: "
                              "full resolution].")

@@ -257,6 +257,9 @@ METRICS: dict[str, MetricInfo] = {
     "z_tolerance_um": _M("Glitch tolerance (z)", "µm", "Largest miss of a depth step from the slice thickness "
                          "that is not an encoder glitch; a step missing it by more after placement is flagged."),
     "kept_depth_um": _M("Kept depth", "µm", "Depth of each slice kept in the volume."),
+    "blend_speckle_limited": _M("Speckle-limited blend", "yes/no", "The slice's overlap with the next one is "
+                                "speckle-limited (speckle ceiling < 0.6): blended over 0.6 of the thickness, "
+                                "equal weights but at its ends, instead of the default 10%."),
     "rotation_deg": _M("Rotation undone", "°", "Rotation about z undone before registering a slice on the "
                        "previous one (0: none found or not searched)."),
     "rotation_mode": _M("Rotation mode", "text", "full / rotation_only (weak overlap) / skipped (no significant "

@@ -67,6 +67,15 @@ TOP_SKIP_PLANES = 2
 RESOLUTION_TOLERANCE = 0.01
 #: Default blend overlap of consecutive slices, as a fraction of the thickness.
 DEFAULT_BLEND_OVERLAP = 0.1
+#: An overlap whose speckle ceiling (the registration's ``lateral_ceiling``: the NCC that two images of
+#: the same tissue with independent speckle reach) is below this is speckle-limited: averaging its two
+#: images gains more than their deep planes cost. Foreign ``harsh A`` (one frame per B-scan) 0.47-0.56,
+#: two frames 0.67-0.77, the simulator's matrix 0.76-1 (session ncc50).
+SPECKLE_LIMITED_CEILING = 0.6
+#: Blend overlap, as a fraction of the thickness, of a speckle-limited pair when ``--blend_overlap_um``
+#: is not given (harsh A +0.006 NCC against the default's 0.1; the simulator's matrix, where no overlap
+#: is speckle-limited, loses 0.001-0.006 with it: session ncc50).
+SPECKLE_BLEND_OVERLAP = 0.6
 #: Largest float32 planes (bytes) one pair's registration may read for pairs to run side by side
 #: (:func:`_pair_workers`): the five ``small`` slices' pairs read up to 0.15 GB each, a pair of
 #: 1792 px wide ``large`` slices about 0.9 GB (one at a time).
@@ -302,7 +311,11 @@ def plan_stack(
                                    [e.z_confidence if e else 0.0 for e in estimates],
                                    [e.lateral_confidence if e else 0.0 for e in estimates],
                                    parameters.min_confidence, (max_z_drift, lateral, lateral), joint.depths_um)
-    kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um)
+    speckle_limited = [parameters.blend_overlap_um is None and k + 1 < len(ids) and ids[k + 1] == ids[k] + 1
+                       and estimates[k + 1] is not None
+                       and estimates[k + 1].lateral_ceiling < SPECKLE_LIMITED_CEILING for k in range(len(ids))]
+    kept_um = kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um, parameters.blend_overlap_um,
+                             speckle_limited)
     kept = [_kept_range(s, depth) for s, depth in zip(slices, kept_um, strict=True)]
     kept = _below_cut_faces(slices, kept, resolved.origins_um[:, 0])
     ratios: list[float | None] = [None] * len(slices)
@@ -340,8 +353,8 @@ def plan_stack(
         levels, level_source = np.zeros(len(slices)), "not matched"
         a, b = np.zeros(len(slices)), np.zeros(len(slices))
     placed = [
-        _place_on_grid(s, planes, origin + [(planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
-                       resolution_um, (a[k], b[k]), lateral[k])
+        replace(_place_on_grid(s, planes, origin + [(planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
+                               resolution_um, (a[k], b[k]), lateral[k]), flat_below=speckle_limited[k])
         for k, (s, planes, origin) in enumerate(zip(slices, kept, resolved.origins_um, strict=True))
     ]
     start, shape = union_box(placed)
@@ -367,6 +380,7 @@ def plan_stack(
             "sigma_um": round(float(joint.sigma_um[k]), 4) if joint.joint else None,
             "residual_um": None if joint.residuals_um[k] is None else round(joint.residuals_um[k], 4)}
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
+        entry["blend_speckle_limited"] = speckle_limited[k]
         entry["kept_planes"] = list(planes)
         entry["rotation"] = rotations[k].to_dict() if rotations[k] else None
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
@@ -418,6 +432,7 @@ def kept_depths_um(
     depths_um: Sequence[float],
     thickness_um: float,
     blend_overlap_um: float | None = None,
+    speckle_limited: Sequence[bool] | None = None,
 ) -> list[float | None]:
     """Depth kept below each slice's surface: its step to the next slice plus the blend overlap.
 
@@ -425,7 +440,9 @@ def kept_depths_um(
     the thickness (the last slice, and a slice before a gap, use the
     thickness), so a slice found deeper than the motors say leaves no hole.
     ``blend_overlap_um`` defaults to :data:`DEFAULT_BLEND_OVERLAP` times the
-    thickness; the last slice, which no slice below blends with, keeps at
+    thickness, :data:`SPECKLE_BLEND_OVERLAP` times the thickness for a slice
+    whose overlap with the next is ``speckle_limited`` (per slice; none by
+    default); the last slice, which no slice below blends with, keeps at
     most that default below its thickness (a longer overlap would only add
     its deepest, worst planes to the bottom of the volume: session ncc49).
     None (keep every useful plane) when the thickness is unknown (0) or
@@ -439,17 +456,21 @@ def kept_depths_um(
     ([200.0, 200.0], [None])
     >>> kept_depths_um([0, 1], [0.0, 200.0], 200.0, 60.0)
     [260.0, 220.0]
+    >>> kept_depths_um([0, 1, 2], [0.0, 200.0, 400.0], 200.0, speckle_limited=[True, False, True])
+    [320.0, 220.0, 220.0]
     """
     if thickness_um <= 0 or len(slice_ids) < 2:
         return [None] * len(slice_ids)
-    overlap = thickness_um * DEFAULT_BLEND_OVERLAP if blend_overlap_um is None else blend_overlap_um
-    if overlap < 0:
-        raise InputError(f"the blend overlap must be >= 0 um, got {overlap}")
+    if blend_overlap_um is not None and blend_overlap_um < 0:
+        raise InputError(f"the blend overlap must be >= 0 um, got {blend_overlap_um}")
+    limited = speckle_limited or [False] * len(slice_ids)
     kept = []
     for k, slice_id in enumerate(slice_ids):
         step = thickness_um
         if k + 1 < len(slice_ids) and slice_ids[k + 1] == slice_id + 1:
             step = max(step, float(depths_um[k + 1] - depths_um[k]))
+        default = thickness_um * (SPECKLE_BLEND_OVERLAP if limited[k] else DEFAULT_BLEND_OVERLAP)
+        overlap = default if blend_overlap_um is None else blend_overlap_um
         below = overlap if k + 1 < len(slice_ids) else min(overlap, thickness_um * DEFAULT_BLEND_OVERLAP)
         kept.append(step + below)
     return kept
