@@ -308,7 +308,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     other pairs, kept because it puts them within the stage's window, ``n_far_weak_peak_refused_tiles``
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
-    whose joint placement lost a pair and whose other pairs held no significant peak without it). The figure shows each
+    whose joint placement lost a pair and whose other pairs held no significant peak without it,
+    ``n_costly_link_refused_tiles`` those with a searched link refused because the solve dropped pairs kept
+    before for it). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -343,6 +345,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
     metrics["n_unsupported_placement_dropped_tiles"] = sum(record.unsupported_placement_dropped
                                                            for record in transform.tiles.values())
+    metrics["n_costly_link_refused_tiles"] = sum(record.costly_link_refused for record in transform.tiles.values())
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -369,6 +372,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "far_weak_peak_refused": record.far_weak_peak_refused,
                     "weak_piece_to_stage": record.weak_piece_to_stage,
                     "unsupported_placement_dropped": record.unsupported_placement_dropped,
+                    "costly_link_refused": record.costly_link_refused,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

@@ -179,6 +179,12 @@ class TileRecord:
         tile was placed later by other evidence, or is on the stage. Also set
         for the tiles of a group placement (``_place_group``) refused so
         (session stitch50). False in transforms written before session stitch48.
+    costly_link_refused : bool
+        A link of the tile, added by the joint search (step 6) as a strong
+        pair though its own significance was below 3, made the solve drop
+        pairs kept before it; it was refused (status ``joint search, costs
+        pairs kept before``) and the placement it belonged to counted as
+        broken. False in transforms written before session stitch52.
     """
 
     source: str
@@ -193,6 +199,7 @@ class TileRecord:
     far_weak_peak_refused: bool = False
     weak_piece_to_stage: bool = False
     unsupported_placement_dropped: bool = False
+    costly_link_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +312,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_weak_peak_refused": bool(record.far_weak_peak_refused),
              "weak_piece_to_stage": bool(record.weak_piece_to_stage),
              "unsupported_placement_dropped": bool(record.unsupported_placement_dropped),
+             "costly_link_refused": bool(record.costly_link_refused),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -382,7 +390,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_bridge_kept=bool(t.get("far_bridge_kept", False)),
                 far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)),
                 weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)),
-                unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)))
+                unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)),
+                costly_link_refused=bool(t.get("costly_link_refused", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
