@@ -95,9 +95,10 @@ METRICS: dict[str, MetricInfo] = {
                                                 "on their own; those overlaps were dropped and the tile "
                                                 "placed by other overlaps or kept its stage-model position."),
     "n_costly_link_refused_tiles": _M("Tiles of searched overlaps refused for costing kept ones", "count",
-                                      "Tiles of an overlap that the combined-evidence search added, itself "
-                                      "weak, which made the solve reject overlaps kept before it; the added "
-                                      "overlap was refused instead and its placement judged as broken."),
+                                      "Tiles of an overlap that the combined-evidence search added which made "
+                                      "the solve reject an overlap kept before it, at least twice as "
+                                      "significant on its own; the added overlap was refused instead and its "
+                                      "placement judged as broken."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

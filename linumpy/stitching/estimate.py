@@ -81,8 +81,9 @@ from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, bridges,
                                            solve_positions)
-from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
-                                             honest_variance, swap_clearly_weaker, swap_least_certain)
+from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
+                                             drop_broken_loop_links, honest_variance, swap_clearly_weaker,
+                                             swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
@@ -1211,11 +1212,17 @@ def _links_costing_kept(
     significance, whatever each one's own; one of them from the placed tile to
     a neighbour placed earlier by weak pairs can then outweigh those pairs and
     the solve drops them instead of it. While the solve loses pairs kept
-    before, the searched links touching their tiles, of own significance below
-    :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`, are tried least
-    significant first, and the first whose removal gives back some of the
-    lost pairs (losing no other) is refused: its placement is then broken
-    (:func:`_drop_broken_placements`). (``tissue changing with depth`` seed
+    before, the searched links touching their tiles are tried least
+    significant (own significance) first, and the first whose removal gives
+    back some of the lost pairs, losing no other, one of them at least
+    :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` times as
+    significant on its own (clearly the better evidence, as in
+    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), is
+    refused: its placement is then broken (:func:`_drop_broken_placements`).
+    Between links of like significance the solve's choice stands (``8x8
+    harsh`` seed 116: a right searched link of own significance 2.75 cost a
+    wrong pair of 0.68; refusing it put another tile 0.76 px farther than
+    its stage position). (``tissue changing with depth`` seed
     133: (1, 0), placed 0.5 px off by its weak pairs to (0, 0) and (1, 1),
     own significance 2.98 and 0.91; the joint placement of (2, 0) linked it
     by (1, 0)-(2, 0), own 0.68, 4.3 px off; the solve dropped the two right
@@ -1233,14 +1240,14 @@ def _links_costing_kept(
     lost = before - {(p.a, p.b) for p in solved[2]}
     while lost:
         lost_tiles = {t for pair in lost for t in pair}
-        suspects = sorted((p for p in joint_pairs if (p.a, p.b) not in refused and {p.a, p.b} & lost_tiles
-                           and registrations[(p.a, p.b)].significance < ANCHOR_SIGNIFICANCE),
+        suspects = sorted((p for p in joint_pairs if (p.a, p.b) not in refused and {p.a, p.b} & lost_tiles),
                           key=lambda p: registrations[(p.a, p.b)].significance)
         for suspect in suspects:
             trial = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused
                                                          and p is not suspect], tile_step_px)
             left = before - {(p.a, p.b) for p in trial[2]}
-            if left < lost:
+            if left < lost and (max(registrations[pair].significance for pair in lost - left)
+                                >= CULPRIT_MARGIN * registrations[(suspect.a, suspect.b)].significance):
                 refused.add((suspect.a, suspect.b))
                 solved, lost = trial, left
                 break

@@ -181,10 +181,10 @@ class TileRecord:
         (session stitch50). False in transforms written before session stitch48.
     costly_link_refused : bool
         A link of the tile, added by the joint search (step 6) as a strong
-        pair though its own significance was below 3, made the solve drop
-        pairs kept before it; it was refused (status ``joint search, costs
-        pairs kept before``) and the placement it belonged to counted as
-        broken. False in transforms written before session stitch52.
+        pair, made the solve drop pairs kept before it, one at least twice
+        as significant on its own; it was refused (status ``joint search,
+        costs pairs kept before``) and the placement it belonged to counted
+        as broken. False in transforms written before session stitch52.
     """
 
     source: str
