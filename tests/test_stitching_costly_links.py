@@ -1,4 +1,5 @@
-"""A searched link whose solve drops pairs kept before it is refused (session stitch52, issue #10)."""
+"""A joint placement whose link makes the solve drop a clearly more significant pair kept before it is
+refused (session stitch52, issue #10)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ def test_the_searched_link_costing_the_right_pairs_of_tissue_seed_133_is_refused
     """``tissue changing with depth`` seed 133: (1, 0), placed 0.5 px off by its weak pairs to (0, 0) and
     (1, 1), was linked by the joint placement of (2, 0) through (1, 0)-(2, 0), own significance 0.68, 4.3 px
     off; as a strong pair it made the solve drop the two right pairs, and (1, 0) ended 3.81 px off, 1.52 px
-    farther than its stage position. Refused, flagged, and (1, 0) back on its right pairs."""
+    farther than its stage position. The placement of (2, 0) is refused, flagged, and (1, 0) is back on its
+    right pairs."""
     errors, excess, textured, transform = stitch_errors(get_condition("tissue changing with depth"), 133)
     status = {(p.a, p.b): p.status for p in transform.pairs}
     assert status[((1, 0), (2, 0))] == "joint search, costs pairs kept before"

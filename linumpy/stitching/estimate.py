@@ -280,7 +280,7 @@ def estimate_transform(
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
-        solved, costly = _links_costing_kept(tiles, kept, joint_pairs, registrations, tile_step_px)
+        solved, costly = _links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
         kept_ids = {(p.a, p.b) for p in solved[2]}
         (positions, model, kept), swaps = swap_clearly_weaker(
             tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids | costly],
@@ -1202,10 +1202,11 @@ def _links_costing_kept(
     tiles: Sequence[TileIndex],
     kept: Sequence[PairOffset],
     joint_pairs: Sequence[PairOffset],
+    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
 ) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[tuple[TileIndex, TileIndex]]]:
-    """The solve of the ``kept`` pairs and the joint search's pairs, without the searched links that cost
+    """The solve of the ``kept`` pairs and the joint search's pairs, without the placements whose links cost
     pairs kept before.
 
     A joint placement's pairs enter the solve as strong, with the joint peak's
@@ -1217,8 +1218,13 @@ def _links_costing_kept(
     back some of the lost pairs, losing no other, one of them at least
     :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` times as
     significant on its own (clearly the better evidence, as in
-    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), is
-    refused: its placement is then broken (:func:`_drop_broken_placements`).
+    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), names
+    the placement (``placed_by``) refused: all its pairs leave the solve, as a
+    group's placement or the late joint search's that loses a pair kept
+    before, and its tile goes to the later searches. (Refusing the suspect
+    link alone kept the placement on its other links: ``backlash +-1.5``
+    seed 27, the right broad (1, 0)-(1, 1) refused, the wrong broad
+    (1, 0)-(2, 0) kept, (1, 0) 1.10 px farther than its stage position.)
     Between links of like significance the solve's choice stands (``8x8
     harsh`` seed 116: a right searched link of own significance 2.75 cost a
     wrong pair of 0.68; refusing it put another tile 0.76 px farther than
@@ -1232,7 +1238,7 @@ def _links_costing_kept(
     Returns
     -------
     tuple
-        ``((positions, model, kept), refused)``, ``refused`` the keys of the searched links refused.
+        ``((positions, model, kept), refused)``, ``refused`` the keys of the pairs of the placements refused.
     """
     before = {(p.a, p.b) for p in kept}
     refused: set[tuple[TileIndex, TileIndex]] = set()
@@ -1248,8 +1254,10 @@ def _links_costing_kept(
             left = before - {(p.a, p.b) for p in trial[2]}
             if left < lost and (max(registrations[pair].significance for pair in lost - left)
                                 >= CULPRIT_MARGIN * registrations[(suspect.a, suspect.b)].significance):
-                refused.add((suspect.a, suspect.b))
-                solved, lost = trial, left
+                refused |= {pair for pair, tile in placed_by.items() if tile == placed_by[(suspect.a, suspect.b)]}
+                solved = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused],
+                                         tile_step_px)
+                lost = before - {(p.a, p.b) for p in solved[2]}
                 break
         else:
             break
@@ -1583,8 +1591,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     error was refused for it (``far_weak``, :func:`_place_corroborated`), whether its weakly
     attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`), whether
     the pairs left of its broken joint placement were dropped (``unsupported``,
-    :func:`_drop_broken_placements`) and whether a searched link of its was refused for costing pairs
-    kept before (``costly``, :func:`_links_costing_kept`)."""
+    :func:`_drop_broken_placements`) and whether a joint placement of its pairs was refused for costing
+    pairs kept before (``costly``, :func:`_links_costing_kept`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):

@@ -309,8 +309,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
     whose joint placement lost a pair and whose other pairs held no significant peak without it,
-    ``n_costly_link_refused_tiles`` those with a searched link refused because the solve dropped pairs kept
-    before for it). The figure shows each
+    ``n_costly_link_refused_tiles`` those of a joint placement refused because a link of it made the solve
+    drop pairs kept before). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).

@@ -180,11 +180,10 @@ class TileRecord:
         for the tiles of a group placement (``_place_group``) refused so
         (session stitch50). False in transforms written before session stitch48.
     costly_link_refused : bool
-        A link of the tile, added by the joint search (step 6) as a strong
-        pair, made the solve drop pairs kept before it, one at least twice
-        as significant on its own; it was refused (status ``joint search,
-        costs pairs kept before``) and the placement it belonged to counted
-        as broken. False in transforms written before session stitch52.
+        A joint placement (step 6) one of whose links, added as a strong
+        pair, made the solve drop pairs kept before it, one at least twice as
+        significant on its own, was refused, and the tile was one of its
+        pairs' (status ``joint search, costs pairs kept before``). False in transforms written before session stitch52.
     """
 
     source: str
