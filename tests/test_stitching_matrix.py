@@ -90,7 +90,7 @@ def test_empty_tiles_stay_within_the_stage_error_and_are_flagged(tmp_path):
     assert [t for t, record in metrics["tiles"].items() if record["weak"]] == weak
     for field in ("lone_link_refused", "far_link_refused", "weak_link_swapped", "far_bridge_kept",
                   "far_weak_peak_refused", "weak_piece_to_stage", "unsupported_placement_dropped",
-                  "beyond_edge_ridges"):
+                  "beyond_edge_ridges", "costly_link_refused"):
         flagged = [str(t) for t, record in transform.tiles.items() if getattr(record, field)]
         assert metrics[f"n_{field}_tiles"] == len(flagged)
         assert [t for t, record in metrics["tiles"].items() if record[field]] == flagged
@@ -134,23 +134,24 @@ def test_the_broad_link_of_a_broken_loop_is_dropped():
 
 
 
-def test_the_broad_links_of_a_loop_without_a_clear_culprit_are_dropped_together():
+def test_the_placement_on_broad_links_of_backlash_seed_27_is_refused():
     """`backlash ... stage +-1.5 px` seed 27 (a tuning seed of stitch19, docs/stitching.md
     "stitch19"): the joint search placed (1, 0) by three links, (0, 0)-(1, 0) (0.34 px off) and two
     broad ones, (1, 0)-(2, 0) (spread 1.7 px, 2.4 px off) and (1, 0)-(1, 1) (spread 2.2 px, 0.7 px
     off). Their loops missed by 1.8-2.7 px, but the two broad links' honest errors were too close for
     the broken-loop culprit: (1, 0) ended 0.94 px off, 0.66 px farther than its stage position (slice
-    mean 0.48 px). Both broad links are dropped together: (1, 0) within 0.5 px (measured 0.23), mean
-    0.21 px, no tile on the stage and none farther from the truth than its stage position."""
+    mean 0.48 px). Both broad links were dropped together (stitch19): (1, 0) 0.23 px off, mean 0.21 px.
+    Since stitch52 the placement is refused before: its broad link (1, 0)-(1, 1) made the solve drop
+    (1, 1)-(2, 1) (own significance 1.68 against 0.17); the corroborated search then places (1, 0) 0.67 px
+    off (mean 0.24 px), no tile on the stage, none farther from the truth than its stage position beyond
+    the matrix's tolerance (+0.39). The broad-links rule itself: ``test_stitching_link_conflicts.py``."""
     ours, excess, textured, transform = stitch_errors(
         get_condition("backlash 3 px + row-start settling 2 px, stage +-1.5"), 27)
-    assert ours[(1, 0)] <= 0.5, ours
+    assert ours[(1, 0)] <= 0.8, ours
     assert np.mean([ours[t] for t in textured]) <= 0.3
-    assert max(excess.values()) <= 0.0, excess
+    assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
     assert not transform.stage_fallback_tiles()
-    status = {(p.a, p.b): p.status for p in transform.pairs}
-    assert status[((1, 0), (2, 0))] == status[((1, 0), (1, 1))] == "broad link of a broken loop"
-    assert status[((0, 0), (1, 0))].startswith("kept")
+    assert transform.tiles[(1, 0)].costly_link_refused and transform.tiles[(1, 0)].corroborated
 
 def test_a_tile_whose_links_corroborate_a_weak_peak_is_placed():
     """`overlap 10%` seed 2 (a tuning seed, docs/stitching.md "stitch18"): tile (3, 3) overlaps its

@@ -100,6 +100,10 @@ METRICS: dict[str, MetricInfo] = {
                                      "edge than half the length its evidence spans: no overlap held the tile "
                                      "where its own evidence is. Their overlaps were dropped and the tile "
                                      "placed by other overlaps or kept its stage-model position."),
+    "n_costly_link_refused_tiles": _M("Tiles of placements refused for costing kept overlaps", "count",
+                                      "Tiles of a placement by combined evidence one of whose overlaps made "
+                                      "the solve reject an overlap kept before it, at least twice as "
+                                      "significant on its own; the placement was refused instead."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

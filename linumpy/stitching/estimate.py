@@ -83,8 +83,9 @@ from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, bridges,
                                            solve_positions)
-from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
-                                             honest_variance, swap_clearly_weaker, swap_least_certain)
+from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
+                                             drop_broken_loop_links, honest_variance, swap_clearly_weaker,
+                                             swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
@@ -279,13 +280,14 @@ def estimate_transform(
                                     ANCHOR_SIGNIFICANCE)
     joint, placed_by, lone_refused = _joint_search(registrations, positions, model, kept, flattened)
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
+    costly: set[tuple[TileIndex, TileIndex]] = set()
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
-        solved = solve_positions(tiles, kept + joint_pairs, tile_step_px)
+        solved, costly = _links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
         kept_ids = {(p.a, p.b) for p in solved[2]}
         (positions, model, kept), swaps = swap_clearly_weaker(
-            tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids],
+            tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids | costly],
             {pair: r.significance for pair, r in registrations.items()}, tile_step_px)
         swapped_out = {blamed for _, blamed in swaps}
         (positions, model, kept), unsupported = _drop_broken_placements(tiles, positions, model, kept, placed_by,
@@ -347,6 +349,8 @@ def estimate_transform(
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
         elif (a, b) in swapped_out and (a, b) not in kept_ids:
             status = "weaker link of a loop, swapped out"
+        elif (a, b) in costly and (a, b) not in kept_ids:
+            status = "joint search, costs pairs kept before"
         elif (a, b) in unsupported and (a, b) not in kept_ids:
             status = "joint search, no significant peak without its dropped pairs"
         elif (a, b) in joint or (a, b) in late:
@@ -375,7 +379,8 @@ def estimate_transform(
                                  sigmas, trusted, lone_refused, {t for pair in far for t in pair},
                                  {t for pair in swapped_out - kept_ids for t in pair},
                                  {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
-                                 to_stage, set(unsupported.values()) | refused_groups, set(beyond_ridges.values()))
+                                 to_stage, set(unsupported.values()) | refused_groups, set(beyond_ridges.values()),
+                                 {t for pair in costly for t in pair})
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -1199,6 +1204,74 @@ def _drop_broken_placements(
     return solve_positions(tiles, demoted, tile_step_px), dropped
 
 
+def _links_costing_kept(
+    tiles: Sequence[TileIndex],
+    kept: Sequence[PairOffset],
+    joint_pairs: Sequence[PairOffset],
+    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[tuple[TileIndex, TileIndex]]]:
+    """The solve of the ``kept`` pairs and the joint search's pairs, without the placements whose links cost
+    pairs kept before.
+
+    A joint placement's pairs enter the solve as strong, with the joint peak's
+    significance, whatever each one's own; one of them from the placed tile to
+    a neighbour placed earlier by weak pairs can then outweigh those pairs and
+    the solve drops them instead of it. While the solve loses pairs kept
+    before, the searched links touching their tiles are tried least
+    significant (own significance) first, and the first whose removal gives
+    back some of the lost pairs, losing no other, one of them at least
+    :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` times as
+    significant on its own (clearly the better evidence, as in
+    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), names
+    the placement (``placed_by``) refused: all its pairs leave the solve, as a
+    group's placement or the late joint search's that loses a pair kept
+    before, and its tile goes to the later searches. (Refusing the suspect
+    link alone kept the placement on its other links: ``backlash +-1.5``
+    seed 27, the right broad (1, 0)-(1, 1) refused, the wrong broad
+    (1, 0)-(2, 0) kept, (1, 0) 1.10 px farther than its stage position.)
+    Between links of like significance the solve's choice stands (``8x8
+    harsh`` seed 116: a right searched link of own significance 2.75 cost a
+    wrong pair of 0.68; refusing it put another tile 0.76 px farther than
+    its stage position). (``tissue changing with depth`` seed
+    133: (1, 0), placed 0.5 px off by its weak pairs to (0, 0) and (1, 1),
+    own significance 2.98 and 0.91; the joint placement of (2, 0) linked it
+    by (1, 0)-(2, 0), own 0.68, 4.3 px off; the solve dropped the two right
+    pairs and (0, 0)-(0, 1), and (1, 0) ended 3.8 px off, 1.5 px farther than
+    its stage position.)
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), refused)``, ``refused`` the keys of the pairs of the placements refused.
+    """
+    before = {(p.a, p.b) for p in kept}
+    refused: set[tuple[TileIndex, TileIndex]] = set()
+    solved = solve_positions(tiles, list(kept) + list(joint_pairs), tile_step_px)
+    lost = before - {(p.a, p.b) for p in solved[2]}
+    while lost:
+        lost_tiles = {t for pair in lost for t in pair}
+        suspects = sorted((p for p in joint_pairs if (p.a, p.b) not in refused and {p.a, p.b} & lost_tiles),
+                          key=lambda p: registrations[(p.a, p.b)].significance)
+        for suspect in suspects:
+            trial = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused
+                                                         and p is not suspect], tile_step_px)
+            left = before - {(p.a, p.b) for p in trial[2]}
+            if left < lost and (max(registrations[pair].significance for pair in lost - left)
+                                >= CULPRIT_MARGIN * registrations[(suspect.a, suspect.b)].significance):
+                refused |= {pair for pair, tile in placed_by.items() if tile == placed_by[(suspect.a, suspect.b)]}
+                solved = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused],
+                                         tile_step_px)
+                lost = before - {(p.a, p.b) for p in solved[2]}
+                break
+        else:
+            break
+    if refused:
+        logger.info("searched links %s cost pairs kept before: refused", sorted(refused))
+    return solved, refused
+
+
 def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]],
                     anchors: Mapping[TileIndex, np.ndarray], prior: tuple[np.ndarray, float], where: np.ndarray,
                     members: Mapping[TileIndex, np.ndarray] | None = None) -> bool:
@@ -1561,7 +1634,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                   lone_refused: set[TileIndex], far_refused: set[TileIndex],
                   swapped: set[TileIndex], far_bridged: set[TileIndex],
                   far_weak: set[TileIndex], to_stage: set[TileIndex],
-                  unsupported: set[TileIndex], beyond_ridges: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  unsupported: set[TileIndex], beyond_ridges: set[TileIndex],
+                  costly: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1576,8 +1650,10 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     error was refused for it (``far_weak``, :func:`_place_corroborated`), whether its weakly
     attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`), whether
     the pairs left of its broken joint placement were dropped (``unsupported``,
-    :func:`_drop_broken_placements`) and whether its links were dropped because the first solve put it
-    beyond the ridges of all of them (``beyond_ridges``, :func:`_tiles_beyond_edge_ridges`)."""
+    :func:`_drop_broken_placements`), whether its links were dropped because the first solve put it
+    beyond the ridges of all of them (``beyond_ridges``, :func:`_tiles_beyond_edge_ridges`) and whether a
+    joint placement of its pairs was refused for costing pairs kept before (``costly``,
+    :func:`_links_costing_kept`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
@@ -1585,7 +1661,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
                  "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
                  "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage,
-                 "unsupported_placement_dropped": t in unsupported, "beyond_edge_ridges": t in beyond_ridges}
+                 "unsupported_placement_dropped": t in unsupported, "beyond_edge_ridges": t in beyond_ridges,
+                 "costly_link_refused": t in costly}
              for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,

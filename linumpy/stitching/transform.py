@@ -187,6 +187,12 @@ class TileRecord:
         ridges of all its links``); the tile was placed later by other
         evidence, or is on the stage. False in transforms written before
         session stitch51.
+    costly_link_refused : bool
+        A joint placement (step 6) one of whose links, added as a strong
+        pair, made the solve drop pairs kept before it, one at least twice as
+        significant on its own, was refused, and the tile was one of its
+        pairs' (status ``joint search, costs pairs kept before``). False in
+        transforms written before session stitch52.
     """
 
     source: str
@@ -202,6 +208,7 @@ class TileRecord:
     weak_piece_to_stage: bool = False
     unsupported_placement_dropped: bool = False
     beyond_edge_ridges: bool = False
+    costly_link_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -315,6 +322,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "weak_piece_to_stage": bool(record.weak_piece_to_stage),
              "unsupported_placement_dropped": bool(record.unsupported_placement_dropped),
              "beyond_edge_ridges": bool(record.beyond_edge_ridges),
+             "costly_link_refused": bool(record.costly_link_refused),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -393,7 +401,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_weak_peak_refused=bool(t.get("far_weak_peak_refused", False)),
                 weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)),
                 unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)),
-                beyond_edge_ridges=bool(t.get("beyond_edge_ridges", False)))
+                beyond_edge_ridges=bool(t.get("beyond_edge_ridges", False)),
+                costly_link_refused=bool(t.get("costly_link_refused", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
