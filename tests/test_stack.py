@@ -105,6 +105,14 @@ class ArraySink:
         self.array[region] = block
 
 
+def assembled(plan, brain: SyntheticBrain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The plan's volume assembled in memory, the phantom on its grid, and the tissue voxels both cover."""
+    sink = ArraySink(plan.shape)
+    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
+    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
+    return sink.array, reference, (reference > 0) & (sink.array != 0)
+
+
 # --- placement -------------------------------------------------------------------
 
 
@@ -414,11 +422,8 @@ def test_gains_in_one_block_function_are_the_dask_products_bytes(dtype):
 def test_stacked_volume_matches_the_phantom():
     brain = make_brain()
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
-    sink = ArraySink(plan.shape)
-    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-    tissue = (reference > 0) & (sink.array != 0)
-    assert normalized_cross_correlation(sink.array[tissue], reference[tissue]) >= 0.9
+    volume, reference, tissue = assembled(plan, brain)
+    assert normalized_cross_correlation(volume[tissue], reference[tissue]) >= 0.9
 
 
 @pytest.mark.parametrize("overlap_um, expected_planes", [(None, 22), (25.0, 25), (500.0, USEFUL_PX)])
@@ -448,11 +453,8 @@ def test_a_long_blend_overlap_matches_the_phantom_to_the_default_depth():
                             StackParameters(register=False, blend_overlap_um=um)) for um in (None, 50.0)}
     assert plans[50.0].shape[0] == plans[None].shape[0]
     plan = plans[50.0]
-    sink = ArraySink(plan.shape)
-    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-    tissue = (reference > 0) & (sink.array != 0)
-    assert normalized_cross_correlation(sink.array[tissue], reference[tissue]) >= 0.9
+    volume, reference, tissue = assembled(plan, brain)
+    assert normalized_cross_correlation(volume[tissue], reference[tissue]) >= 0.9
 
 
 def test_speckle_limited_overlaps_blend_deeper_with_equal_weights():
@@ -471,11 +473,8 @@ def test_speckle_limited_overlaps_blend_deeper_with_equal_weights():
     for overlap in (None, brain.thickness_um * stacking.DEFAULT_BLEND_OVERLAP):
         plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,
                           StackParameters(blend_overlap_um=overlap))
-        sink = ArraySink(plan.shape)
-        assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-        reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-        tissue = (reference > 0) & (sink.array != 0)
-        nccs[overlap] = normalized_cross_correlation(sink.array[tissue], reference[tissue])
+        volume, reference, tissue = assembled(plan, brain)
+        nccs[overlap] = normalized_cross_correlation(volume[tissue], reference[tissue])
         limited = [e["blend_speckle_limited"] for e in plan.record["slices"]]
         kept = [e["kept_depth_um"] for e in plan.record["slices"]]
         if overlap is None:
@@ -498,12 +497,10 @@ def test_the_cut_face_is_left_to_the_previous_slice():
     for overlap_um in (5.0, 25.0):  # 1 plane of overlap: the cut face is kept (no slice covers it otherwise)
         plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,
                           StackParameters(register=False, blend_overlap_um=overlap_um, match_intensity=False))
-        sink = ArraySink(plan.shape)
-        assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-        reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-        ratios[overlap_um] = [round(float(sink.array[z].mean() / reference[z].mean()), 3) for z in (9, 10, 11, 20)]
+        volume, reference, _ = assembled(plan, brain)
+        ratios[overlap_um] = [round(float(volume[z].mean() / reference[z].mean()), 3) for z in (9, 10, 11, 20)]
         # the first output plane: 0.50 with the first slice's cut face kept (before it was left out)
-        assert abs(sink.array[0].mean() / reference[0].mean() - 1) < 0.02
+        assert abs(volume[0].mean() / reference[0].mean() - 1) < 0.02
         starts = [e["kept_planes"][0] - SURFACE_PX for e in plan.record["slices"]]
         assert starts == ([2, 0, 0] if overlap_um == 5.0 else [2, 2, 2]), starts
     # measured: 0.75 at both boundary planes (10, 20) with the cut face kept, 1.00 without
@@ -512,11 +509,8 @@ def test_the_cut_face_is_left_to_the_previous_slice():
 
 def _plane_ratio_cv(plan, brain: SyntheticBrain) -> float:
     """CV along depth of the stacked volume's per-plane mean over the phantom's, inside the phantom."""
-    sink = ArraySink(plan.shape)
-    assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-    reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-    tissue = (reference > 0) & (sink.array != 0)
-    ratio = np.array([sink.array[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
+    volume, reference, tissue = assembled(plan, brain)
+    ratio = np.array([volume[z][tissue[z]].mean() / reference[z][tissue[z]].mean()
                       for z in range(plan.shape[0]) if tissue[z].sum() > 100])
     return float(ratio.std() / ratio.mean())
 
@@ -630,14 +624,11 @@ def test_lateral_gain_maps_remove_a_regional_compensation_error():
     for match in (False, True):
         plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,
                           StackParameters(match_intensity=match))
-        sink = ArraySink(plan.shape)
-        assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-        reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-        tissue = (reference > 0) & (sink.array != 0)
-        scores[match] = normalized_cross_correlation(sink.array[tissue], reference[tissue])
+        volume, reference, tissue = assembled(plan, brain)
+        scores[match] = normalized_cross_correlation(volume[tissue], reference[tissue])
     other = ArraySink(plan.shape)  # the lateral maps are evaluated chunk by chunk: same values whatever the chunks
     assemble_volume(plan.placed, plan.shape, (5, 17, 23), other, np.float32, progress=False)
-    assert np.array_equal(other.array, sink.array)
+    assert np.array_equal(other.array, volume)
     lateral = [e["lateral_gain"] for e in plan.record["slices"]]
     print(scores, [g and round(g["p95"] / g["p5"], 3) for g in lateral])
     # the true ratio of the regions at the overlap (0.55 of the slab deep): 0.6 ** -0.55 = 1.32
@@ -676,11 +667,8 @@ def test_lateral_gain_maps_leave_out_the_overlap_planes_a_slice_does_not_hold(mo
 
     def stacked() -> tuple[float, list]:
         plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
-        sink = ArraySink(plan.shape)
-        assemble_volume(plan.placed, plan.shape, (8, 32, 32), sink, np.float32, progress=False)
-        reference = phantom_in_output_grid(brain, plan.record["slices"][0], plan.shape)
-        tissue = (reference > 0) & (sink.array != 0)
-        return (normalized_cross_correlation(sink.array[tissue], reference[tissue]),
+        volume, reference, tissue = assembled(plan, brain)
+        return (normalized_cross_correlation(volume[tissue], reference[tissue]),
                 [e["lateral_gain"] for e in plan.record["slices"]])
 
     ncc, lateral = stacked()
