@@ -35,14 +35,13 @@ def test_an_oblique_edge_is_a_ridge_along_it_and_texture_is_not():
     edge = 1 + 2 / (1 + np.exp(-(yy - 48 - slope * (xx - 80)) / 1.5))
     texture = np.exp(3 * ndimage.gaussian_filter(rng.normal(size=(96, 200)), 1.5))
     along = np.array([slope, 1.0]) / np.hypot(slope, 1.0)
-    # Truth (0, 72) for a nominal (0, 70): the edge pair's peak slides along its ridge (the best match on
-    # the ridge, not the largest overlap, since fstitch53: 2.2 px off, > 5 px before), the textured one's does not.
+    # Truth (0, 72) for a nominal (0, 70): the edge pair's peak slides along its ridge, the textured one's does not.
     on_edge = register_pair(edge[:, :96] * _speckle(rng, (96, 96)), edge[:, 72:168] * _speckle(rng, (96, 96)),
                             (0, 70), 8)
     textured = register_pair(texture[:, :96] * _speckle(rng, (96, 96)),
                              texture[:, 72:168] * _speckle(rng, (96, 96)), (0, 70), 8)
     error = np.asarray(on_edge.offset) - (0, 72)
-    assert np.hypot(*error) > 1.5  # a wrong peak ...
+    assert np.hypot(*error) > 5  # a wrong peak ...
     assert abs(error @ (-along[1], along[0])) < 1.0  # ... right across the edge
     ridge = edge_ridge(on_edge.scores, on_edge.offset)
     assert ridge is not None and abs(np.dot(ridge[0], along)) > 0.99 and ridge[1] > 10
