@@ -395,35 +395,6 @@ def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, fl
     return (float("nan"), float("nan")) if found is None else peak_spread(found[0].values, found[1])
 
 
-def _ridge_members(evidence_map: EvidenceMap, index: tuple[int, int]) -> np.ndarray | None:
-    """Boolean mask of the ridge through ``index`` (see :func:`ridge`); ``None`` where the
-    map has no Fisher values or the offset no positive match."""
-    fisher, score = evidence_map.fisher, evidence_map.values
-    if fisher is None or not np.isfinite(fisher[index]) or fisher[index] <= 0 or score[index] <= 0:
-        return None
-    standard_error = fisher[index] / score[index]
-    near = np.nan_to_num(fisher, nan=-np.inf) >= fisher[index] - RIDGE_TOLERANCE * standard_error
-    labels, _ = ndimage.label(near, structure=np.ones((3, 3)))
-    return labels == labels[index]
-
-
-def best_match_on_ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
-    """The offset of best match quality (Fisher-transformed NCC) on the ridge through ``index``.
-
-    The evidence of :func:`evidence` grows with the square root of the overlap's area, so on a
-    ridge, whose offsets the data cannot tell apart (:func:`ridge`), its peak drifts to the end
-    where the overlap is largest: with an edge or striations crossing several overlaps in the
-    same direction the drift is the same in every pair, and loops cannot see it (fresh harsh
-    foreign seed 145, slices 2-3: pairs 2.6-12 px off, all toward the larger overlap along the
-    same diagonal). Returns ``index`` itself off a ridge.
-    """
-    members = _ridge_members(evidence_map, index)
-    if members is None:
-        return index
-    best = np.unravel_index(np.argmax(np.where(members, evidence_map.fisher, -np.inf)), members.shape)
-    return int(best[0]), int(best[1])
-
-
 def ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[float, float, np.ndarray]:
     """Length, width (pixels) and direction of the ridge of match quality through ``index``.
 
@@ -437,10 +408,13 @@ def ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[float, flo
     crossing the overlap makes a long thin ridge (the aperture problem); speckle or
     texture a short round one.
     """
-    members = _ridge_members(evidence_map, index)
-    if members is None:
+    fisher, score = evidence_map.fisher, evidence_map.values
+    if fisher is None or not np.isfinite(fisher[index]) or fisher[index] <= 0 or score[index] <= 0:
         return 0.0, 0.0, np.array([1.0, 0.0])
-    points = np.argwhere(members).astype(float)
+    standard_error = fisher[index] / score[index]
+    near = np.nan_to_num(fisher, nan=-np.inf) >= fisher[index] - RIDGE_TOLERANCE * standard_error
+    labels, _ = ndimage.label(near, structure=np.ones((3, 3)))
+    points = np.argwhere(labels == labels[index]).astype(float)
     variances, axes = np.linalg.eigh(np.cov(points.T, bias=True) if len(points) > 1 else np.zeros((2, 2)))
     direction = axes[:, 1] if axes[0, 1] > 0 or (axes[0, 1] == 0 and axes[1, 1] > 0) else -axes[:, 1]
     length, width = (float(np.sqrt(12 * max(v, 0.0))) for v in variances[::-1])
@@ -619,8 +593,6 @@ def register_pair(
     if not found:
         return fallback
     significance, speckle_px, ncc, peaks = max(found, key=lambda f: f[0])
-    winner = next(m for m in maps if m.speckle_px == speckle_px)
-    peaks = [best_match_on_ridge(winner, peaks[0])] + peaks[1:]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
     offset = candidates[0][0]
