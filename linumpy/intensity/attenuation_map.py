@@ -291,10 +291,9 @@ def _window_stops(
             own_statistic, own_explained, _ = own.statistic(lines[tested], *minimum, None if window_stop is None
                                                             else window_stop[tested])
             changed[tested] = (own_explained > OWN_SPLIT_EFFECT) & (own_statistic > OWN_SPLIT_SIGNIFICANCE)
-        if RAMP_REACH_PX > 0:  # the change is a ramp in the fit's box: the window stops where it starts
-            moved = np.flatnonzero(changed)
-            split[moved] = own.ramp_start(lines[moved], split[moved], minimum[0],
-                                          None if window_stop is None else window_stop[moved])
+        moved = np.flatnonzero(changed)  # the change is a ramp in the fit's box: the window stops where it starts
+        split[moved] = own.ramp_start(lines[moved], split[moved], minimum[0],
+                                      None if window_stop is None else window_stop[moved])
         coarse_split = np.full(first_c.size, np.inf)
         coarse_split[lines[changed]] = split[changed]
         spread = np.repeat(np.repeat(coarse_split.reshape(-(-n_y // stride), -1), stride, 0), stride, 1)

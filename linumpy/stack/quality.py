@@ -336,7 +336,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ceiling, None without registration), ``z_confidence`` (the z scan's
         peak relative to its ceiling), the raw quantities behind both
         (:data:`SPECKLE_FIELDS`: ``overlap_ncc_raw``, ``overlap_ceiling``,
-        ``z_peak_ncc``, ``z_ceiling``, ``z_noise``), ``kept_depth_um``, ``blend_speckle_limited``, ``rotation_deg`` and ``rotation_mode``
+        ``z_peak_ncc``, ``z_ceiling``, ``z_noise``), ``kept_depth_um``, ``blend_speckle_limited``,
+        ``rotation_deg`` and ``rotation_mode``
         (:mod:`linumpy.stack.rotation`; None for the first slice), ``boundary_ratio_raw`` / ``boundary_ratio``
         (mean intensity of the previous slice over this slice's top on their
         overlap, before / after the gains; None for the first slice or a gap),
