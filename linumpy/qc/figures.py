@@ -19,8 +19,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from linumpy.viz.planes import tissue_centre
-
 #: Percentiles used to set the grey-level window of image panels.
 DISPLAY_PERCENTILES = (1.0, 99.5)
 
@@ -233,102 +231,6 @@ def intensity_histograms_figure(
         axes.set_title(label, fontsize="medium")
     figure.axes[-1].set_xlabel("intensity")
     figure.suptitle(title or "intensity histograms")
-    figure.tight_layout()
-    return figure
-
-
-def stack_shifts_figure(
-    slice_ids: Sequence[int],
-    shifts_px: np.ndarray,
-    overlap_ncc: np.ndarray | None = None,
-    outliers: Sequence[int] = (),
-    title: str | None = None,
-) -> Figure:
-    """Slice-to-slice lateral shifts (and overlap NCC) along the stack.
-
-    Parameters
-    ----------
-    slice_ids : sequence of int
-        Slice id of each row of ``shifts_px``.
-    shifts_px : ndarray, shape (n, 2)
-        ``(dy, dx)`` shift of each slice relative to the previous one, pixels.
-    overlap_ncc : ndarray, shape (n,), optional
-        Normalized cross-correlation of each slice's overlap with the previous
-        one (NaN for the first slice).
-    outliers : sequence of int
-        Slice ids to mark in red.
-    """
-    ids = np.asarray(slice_ids)
-    shifts = np.asarray(shifts_px, dtype=np.float64).reshape(-1, 2)
-    n_panels = 2 if overlap_ncc is not None else 1
-    figure = Figure(figsize=(6, 2.6 * n_panels + 0.4))
-    axes = figure.add_subplot(n_panels, 1, 1)
-    axes.plot(ids, shifts[:, 0], marker="o", ms=3, label="dy")
-    axes.plot(ids, shifts[:, 1], marker="s", ms=3, label="dx")
-    marked = np.isin(ids, list(outliers))
-    if marked.any():
-        axes.scatter(ids[marked], np.hypot(shifts[marked, 0], shifts[marked, 1]), s=60,
-                     facecolors="none", edgecolors="red", label="outlier |shift|")
-    axes.set_ylabel("shift (px)")
-    axes.legend(fontsize="small")
-    if overlap_ncc is not None:
-        ncc_axes = figure.add_subplot(n_panels, 1, 2, sharex=axes)
-        ncc_axes.plot(ids, np.asarray(overlap_ncc, dtype=np.float64), marker="o", ms=3, color="C2")
-        ncc_axes.set_ylabel("overlap NCC")
-        ncc_axes.set_ylim(min(-0.05, float(np.nanmin(overlap_ncc, initial=0.0))), 1.05)
-    figure.axes[-1].set_xlabel("slice id")
-    figure.axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.suptitle(title or "slice-to-slice shifts")
-    figure.tight_layout()
-    return figure
-
-
-def orthogonal_planes(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, ...]:
-    """Return the ``(xy, xz, yz)`` planes of a 3D array through ``index``.
-
-    The default index cuts through the middle of the tissue, never through an
-    empty plane such as an excluded slice's gap
-    (:func:`linumpy.viz.planes.tissue_centre`). Works on numpy and dask
-    arrays; pass a coarse pyramid level.
-    """
-    z, y, x = index if index is not None else tissue_centre(volume)
-    return (
-        np.asarray(volume[z, :, :]),
-        np.asarray(volume[:, y, :]),
-        np.asarray(volume[:, :, x]),
-    )
-
-
-def orthogonal_views_figure(
-    planes: tuple[np.ndarray, np.ndarray, np.ndarray],
-    resolution: Sequence[float] = (1.0, 1.0, 1.0),
-    title: str | None = None,
-) -> Figure:
-    """Orthogonal views (axial xy, coronal xz, sagittal yz) of a volume, axes in micrometres.
-
-    Parameters
-    ----------
-    planes : (xy, xz, yz)
-        As returned by :func:`orthogonal_planes`, shapes ``(y, x)``, ``(z, x)``,
-        ``(z, y)``.
-    resolution : (z, y, x)
-        Voxel size in micrometres; the views keep their physical proportions.
-    """
-    rz, ry, rx = resolution
-    xy, xz, yz = (np.asarray(plane, dtype=np.float64) for plane in planes)
-    vmin, vmax = display_range(np.concatenate([p.ravel() for p in (xy, xz, yz)]))
-    figure = Figure(figsize=(9, 3.6))
-    views = (("xy (top view)", xy, rx, ry, "x (µm)", "y (µm)"), ("xz", xz, rx, rz, "x (µm)", "z (µm)"),
-             ("yz", yz, ry, rz, "y (µm)", "z (µm)"))
-    for index, (name, plane, col_um, row_um, xlabel, ylabel) in enumerate(views):
-        axes = figure.add_subplot(1, 3, index + 1)
-        extent = (0, plane.shape[1] * col_um, plane.shape[0] * row_um, 0)
-        axes.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
-        axes.set_title(name, fontsize="medium")
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        axes.xaxis.set_major_locator(MaxNLocator(4))
-    figure.suptitle(title or "orthogonal views", fontsize="medium")
     figure.tight_layout()
     return figure
 

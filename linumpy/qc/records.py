@@ -27,8 +27,9 @@ from linumpy.io.atomic import atomic_output
 from linumpy.io.naming import parse_slice_id
 from linumpy.qc.warning_log import logged_warnings
 
-if TYPE_CHECKING:  # matplotlib is imported when a figure is rendered: scripts start fast
+if TYPE_CHECKING:  # matplotlib (and Pillow) are imported when a figure is rendered: scripts start fast
     from matplotlib.figure import Figure
+    from PIL.Image import Image
 
 #: Version of the record layout, stored in every record under ``"schema"``.
 QC_SCHEMA = "linumpy-qc/1"
@@ -41,9 +42,9 @@ FIGURE_DPI = 100
 #: (:func:`linumpy.parallel.import_in_background`), not before.
 FIGURES_MODULE = "linumpy.qc.figures"
 
-#: A matplotlib figure, an image array or a figure already rendered (PNG bytes, :func:`render_png`)
-#: (a string: matplotlib is not imported here).
-FigureLike: TypeAlias = "Figure | np.ndarray | bytes"
+#: A matplotlib figure, a Pillow image, an image array or a figure already rendered (PNG bytes,
+#: :func:`render_png`) (a string: neither matplotlib nor Pillow is imported here).
+FigureLike: TypeAlias = "Figure | Image | np.ndarray | bytes"
 
 
 def output_stem(output_path: str | os.PathLike) -> Path:
@@ -102,7 +103,7 @@ def write_qc_record(
         knows how to flag.
     figures : mapping, optional
         Figure name (letters, digits, ``_``, ``-``) to a matplotlib
-        :class:`~matplotlib.figure.Figure`, an RGB(A)/grey image array
+        :class:`~matplotlib.figure.Figure`, a Pillow image, an RGB(A)/grey image array
         (uint8, or float in [0, 1]) or a figure already rendered (PNG bytes).
     flags : sequence of str, optional
         Problems the step noticed itself, one short sentence each.
@@ -212,14 +213,20 @@ def render_png(figure: FigureLike) -> bytes:
     """Render a figure or an image array to deterministic PNG bytes (PNG bytes are returned as they are).
 
     Matplotlib's ``Software`` tag is dropped, so the bytes depend only on the
-    content and on the matplotlib version.
+    content and on the matplotlib version; a Pillow image is written without
+    metadata (no matplotlib import: :mod:`linumpy.viz.chart`).
     """
     if isinstance(figure, bytes):
         return figure
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    if isinstance(figure, Image.Image):
+        figure.save(buffer, format="png")
+        return buffer.getvalue()
     from matplotlib.figure import Figure
     from matplotlib.image import imsave
 
-    buffer = io.BytesIO()
     if isinstance(figure, Figure):
         figure.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
         return buffer.getvalue()

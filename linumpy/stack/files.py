@@ -3,11 +3,11 @@
 Reads the normalized slices, the motor table and the slice thickness, plans
 the placement (:func:`linumpy.stack.stacking.plan_stack`), writes the volume
 with the analysis pyramid, the placement estimates (JSON) and the QC record.
-The QC's serial work runs beside the rest (:mod:`linumpy.stack.quality`):
-matplotlib is imported while the pairs are estimated, the ``shifts`` figure
-drawn while the volume is written, and, when the QC reads level 0, its
-statistics counted from the blocks written and its ``views`` drawn while the
-pyramid is built.
+The QC's serial work runs beside the rest (:mod:`linumpy.stack.quality`,
+figures drawn with Pillow, no matplotlib): the ``shifts`` figure drawn while
+the volume is written, and, when the QC reads level 0, its statistics
+counted from the blocks written and its ``views`` drawn while the pyramid is
+built.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from linumpy.io.codecs import DEFAULT_COMPRESSION
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr_info, read_omezarr_levels
-from linumpy.parallel import import_in_background
-from linumpy.qc.records import FIGURES_MODULE
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
@@ -140,7 +138,6 @@ def stack_slice_files(
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
     with (dask.config.set(UNFUSED), threadpool_limits(limits=BLAS_THREADS, user_api="blas"),
           ThreadPoolExecutor(1, thread_name_prefix="stack-qc") as qc_thread):
-        import_in_background(FIGURES_MODULE)  # matplotlib, for the QC figures: while the pairs' threads run
         volumes = [_slice_volume(i, p) for i, p in paths.items()]
         if resolution_um is None:
             resolution_um = finest_common_resolution_um(volumes)

@@ -5,10 +5,12 @@ The metric names follow ``docs/qc.md``: per-slice lists aligned with
 from the stack under ``excluded_slices`` (one red flag each), and a few
 whole-brain counts.
 
-matplotlib (:data:`~linumpy.qc.records.FIGURES_MODULE`) is imported when a
-figure is drawn, not with this module: the stack draws the ``shifts`` figure
-(:func:`shifts_png`, from the placement record alone) on a thread of its own
-while the volume is written, and the ``views`` once it is.
+The figures are drawn with Pillow (:mod:`linumpy.viz.chart`,
+:func:`linumpy.viz.screenshot.views_image`), not matplotlib, whose import
+and layout passes cost about as much CPU as writing the volume: the stack
+draws the ``shifts`` figure (:func:`shifts_png`, from the placement record
+alone) on a thread of its own while the volume is written, and the
+``views`` once it is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from linumpy.resample import resampled_shape
 from linumpy.stack.depths import MAX_PRIOR_SIGMA_UM
 from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
-from linumpy.viz.planes import centre_index, tissue_counts
+from linumpy.viz.chart import BLUE, GREEN, ORANGE, Panel, Series, line_chart
+from linumpy.viz.planes import centre_index, orthogonal_planes, tissue_counts
+from linumpy.viz.screenshot import views_image
 
 #: Reason given in the report for a slice id absent from the stack.
 ABSENT_REASON = "absent from the stack (excluded, or missing with --allow_gaps); its depth is left at zero"
@@ -143,7 +147,7 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
     metrics["nonzero_fraction"] = float(fraction)
     figures = {
         "shifts": shifts_png(record, resolution_um) if shifts is None else shifts,
-        "views": views_png(_planes(volume, centre), scale_mm) if views is None else views,
+        "views": views_png(orthogonal_planes(volume, centre), scale_mm) if views is None else views,
     }
     return write_qc_record(output, "stack", metrics, figures,
                            boundary_flags(metrics) + placement_flags(metrics) + attenuation_flags(record))
@@ -155,22 +159,20 @@ def start_views(level0: Any, written: WrittenStatistics, resolution_um: float, p
     ``level0``: the volume's level 0 as written, numpy-indexable (read here, before the writer moves it).
     The future's result is :func:`write_stack_qc`'s ``views``.
     """
-    planes = _planes(level0, written.centre)
+    planes = orthogonal_planes(level0, written.centre)
     return pool.submit(views_png, planes, (resolution_um / 1000,) * 3)  # the level-0 voxel finalize stores
 
 
 def views_png(planes: tuple[np.ndarray, np.ndarray, np.ndarray], scale_mm: Sequence[float]) -> bytes:
-    """The QC record's ``views`` figure, rendered: orthogonal ``planes`` of a level of voxel ``scale_mm``."""
-    from linumpy.qc.figures import orthogonal_views_figure
+    """The QC record's ``views`` figure, rendered: orthogonal ``planes`` of a level of voxel ``scale_mm``.
 
-    return render_png(orthogonal_views_figure(planes, tuple(s * 1000 for s in scale_mm),
-                                              title=f"stack at {scale_mm[0] * 1000:g} um"))
-
-
-def _planes(volume: Any, centre: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from linumpy.qc.figures import orthogonal_planes
-
-    return orthogonal_planes(volume, centre)
+    Laid out as :func:`linumpy.viz.screenshot.views_image` (XY, XZ below, YZ
+    beside, scale bars in um) at the level's own pixels (XY upsampled to at
+    least :data:`QC_VIEW_PX`).
+    """
+    xy, xz, yz = planes
+    z_mm, y_mm, x_mm = scale_mm
+    return render_png(views_image([xy, xz, yz.T], [(y_mm, x_mm), (z_mm, x_mm), (y_mm, z_mm)], QC_VIEW_PX))
 
 
 def shifts_png(record: Mapping[str, Any], resolution_um: float) -> bytes:
@@ -179,13 +181,15 @@ def shifts_png(record: Mapping[str, Any], resolution_um: float) -> bytes:
     Drawn from the placement record alone (:func:`stack_metrics`), so it can
     be drawn while the volume is written.
     """
-    from linumpy.qc.figures import stack_shifts_figure
-
     metrics = stack_metrics(record, resolution_um)
-    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64)
+    ids, shifts = metrics["slice_ids"], np.asarray(metrics["shifts_px"], dtype=np.float64).reshape(-1, 2)
     ncc = np.array([np.nan if v is None else v for v in metrics["overlap_ncc"]], dtype=np.float64)
-    outliers = [ids[i] for i in outlier_indices(np.hypot(shifts[:, 0], shifts[:, 1]))]
-    return render_png(stack_shifts_figure(ids, shifts, ncc, outliers))
+    lengths = np.hypot(shifts[:, 0], shifts[:, 1])
+    outliers = [(ids[i], lengths[i]) for i in outlier_indices(lengths)]
+    panels = [Panel("shift (px)", [Series("dy", shifts[:, 0], BLUE), Series("dx", shifts[:, 1], ORANGE, "s")],
+                    circled=outliers, circled_label="outlier |shift|"),
+              Panel("overlap NCC", [Series("", ncc, GREEN)], ylim=(min(-0.05, float(np.nanmin(ncc, initial=0.0))), 1.05))]
+    return render_png(line_chart(ids, panels, "slice id", "slice-to-slice shifts"))
 
 
 def attenuation_flags(record: Mapping[str, Any]) -> list[str]:

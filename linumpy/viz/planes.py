@@ -33,6 +33,22 @@ def tissue_centre(volume) -> tuple[int, ...]:
     return tuple(centre_index(profile) for profile in tissue_profiles(volume))
 
 
+def orthogonal_planes(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the ``(xy, xz, yz)`` planes of a 3D array through ``index``.
+
+    The default index cuts through the middle of the tissue, never through an
+    empty plane such as an excluded slice's gap (:func:`tissue_centre`).
+    Works on numpy and dask arrays; pass a coarse pyramid level.
+
+    Examples
+    --------
+    >>> [p.shape for p in orthogonal_planes(np.ones((2, 3, 4)))]
+    [(3, 4), (2, 4), (2, 3)]
+    """
+    z, y, x = index if index is not None else tissue_centre(volume)
+    return np.asarray(volume[z, :, :]), np.asarray(volume[:, y, :]), np.asarray(volume[:, :, x])
+
+
 def tissue_profiles(volume) -> list[np.ndarray]:
     """Tissue voxels (> 0) in each plane, along each axis of ``volume`` (numpy or dask)."""
     counts = tissue_counts(volume)

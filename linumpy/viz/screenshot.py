@@ -172,8 +172,21 @@ def render_screenshot(
         z_mm = info.levels[0].translation_mm[0] + z * info.levels[0].scale_mm[0]
         zi = round((z_mm - placement.translation_mm[0]) / resolution[0])
         planes, pixels = [image[min(max(zi, 0), image.shape[0] - 1)].compute()], [resolution[1:]]
-    display_mm = _display_mm(pixels, planes, min_size)
-    panels = [_panel(plane, pixel, display_mm) for plane, pixel in zip(contrast_stretch(planes), pixels)]
+    return views_image(planes, pixels, min_size)
+
+
+def views_image(planes: Sequence[np.ndarray], pixels_mm: Sequence[tuple[float, float]],
+                min_size: int = MIN_SCREENSHOT_SIZE) -> Image.Image:
+    """Greyscale image of one XY plane, or of the ``(xy, xz, yz)`` planes laid out as orthogonal views.
+
+    ``planes``: ``(y, x)``, ``(z, x)`` and ``(y, z)`` arrays (YZ transposed: z
+    runs left to right beside XY), ``pixels_mm`` their (row, column) pixel
+    sizes. Contrast from the 0.5-99.5 percentiles of all of them; one square
+    display pixel, the XY pixel or finer so XY is >= ``min_size`` pixels long;
+    scale bars in micrometres on XY and XZ; XY top left, XZ below, YZ right.
+    """
+    display_mm = _display_mm(list(pixels_mm), list(planes), min_size)
+    panels = [_panel(plane, pixel, display_mm) for plane, pixel in zip(contrast_stretch(planes), pixels_mm)]
     _draw_scale_bar(panels[0], display_mm)
     if len(panels) == 1:
         return panels[0]
