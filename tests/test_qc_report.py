@@ -31,6 +31,8 @@ from linumpy.qc.records import (
     write_qc_record,
 )
 from linumpy.qc.report import collect_qc, render_report, write_report
+from linumpy.viz.chart import BLUE, Panel, Series, line_chart
+from linumpy.viz.planes import orthogonal_planes
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_SCRIPT = REPO / "bin" / "linum_report.py"
@@ -139,7 +141,7 @@ def test_stitching_figure_marks_fallback_pairs():
 
 def test_orthogonal_planes_are_the_central_planes():
     volume = np.arange(4 * 5 * 6).reshape(4, 5, 6)
-    xy, xz, yz = figures.orthogonal_planes(volume)
+    xy, xz, yz = orthogonal_planes(volume)
     np.testing.assert_array_equal(xy, volume[2])
     np.testing.assert_array_equal(xz, volume[:, 2])
     np.testing.assert_array_equal(yz, volume[:, :, 3])
@@ -152,7 +154,7 @@ def test_display_range_ignores_non_finite_values():
     assert figures.display_range(np.full(4, np.nan)) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("helper", ["depth", "histogram", "stack", "ortho", "continuity"])
+@pytest.mark.parametrize("helper", ["depth", "histogram", "continuity"])
 def test_figure_helpers_render_at_their_nominal_size(helper):
     rng = np.random.default_rng(0)
     depth = np.arange(20) * 3.5
@@ -160,10 +162,6 @@ def test_figure_helpers_render_at_their_nominal_size(helper):
     made = {
         "depth": lambda: figures.depth_profiles_figure(depth, {"before": np.exp(-depth / 30), "after": np.ones(20)}, 10.0),
         "histogram": lambda: figures.intensity_histograms_figure({"before": histogram, "after": histogram}, {"p99": 1.5}),
-        "stack": lambda: figures.stack_shifts_figure([0, 1, 2], np.array([[0, 0], [1, 2], [9, 9]]),
-                                                     np.array([np.nan, 0.9, 0.1]), outliers=[2]),
-        "ortho": lambda: figures.orthogonal_views_figure(figures.orthogonal_planes(rng.random((6, 8, 10))),
-                                                         (10.0, 5.0, 5.0)),
         "continuity": lambda: figures.continuity_figure([0, 1, 2, 4], [0.0, 12.5, None, 3.0],
                                                         [None, 0.9, 0.1, 0.8], missing_ids=[3]),
     }[helper]()
@@ -278,7 +276,8 @@ def _build_results(root: Path) -> int:
     write_qc_record(root / "brain.ome.zarr", "stack",
                     {"slice_ids": ids, "shifts_px": shifts, "overlap_ncc": [None, 0.9, 0.8, 0.7, 0.9],
                      "failed_slices": {str(FAILED_SLICE): "no tiles found"}},
-                    {"shifts": figures.stack_shifts_figure(ids, np.array(shifts), outliers=[OUTLIER_SLICE])})
+                    {"shifts": line_chart(ids, [Panel("shift (px)", [Series("dy", np.array(shifts)[:, 0], BLUE)])],
+                                          "slice id", "slice-to-slice shifts")})
     (root / "brain_screenshot.png").write_bytes(  # images no record names: a whole-brain one ...
         (root / "brain_qc_shifts.png").read_bytes())
     (root / "qc").mkdir()
@@ -572,7 +571,7 @@ def test_orthogonal_planes_cut_through_tissue_not_through_a_gap():
     volume = np.zeros((9, 10, 12))
     volume[:4, 2:8, 3:9] = 1.0
     volume[5:, 2:8, 3:9] = 1.0  # slice 4 (the centre) is an excluded slice's gap
-    xy, xz, yz = figures.orthogonal_planes(da.from_array(volume, chunks=3))
+    xy, xz, yz = orthogonal_planes(da.from_array(volume, chunks=3))
     assert xy.sum() == 36, "the xy view must show tissue, not the gap"
     assert xz.sum() == 8 * 6 and yz.sum() == 8 * 6
 

@@ -97,7 +97,7 @@ def line_chart(x: Sequence[float], panels: Sequence[Panel], xlabel: str, title: 
     bottom = box[3]
     for tick in integer_ticks(*x_range):
         column = _to_pixel(tick, x_range, box[0], box[2])
-        draw.line([(column, bottom), (column, bottom + 4)], fill=_BLACK)
+        draw.line([(column, bottom + 1), (column, bottom + 4)], fill=_BLACK)
         draw.text((column, bottom + 6), str(tick), fill=_BLACK, font=font, anchor="mt")
     draw.text(((box[0] + box[2]) / 2, height - 4), xlabel, fill=_BLACK, font=font, anchor="mb")
     return image
@@ -110,11 +110,12 @@ def _draw_panel(image: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.F
     for tick in nice_ticks(*y_range):
         row = _to_pixel(tick, y_range, bottom, top)
         draw.line([(left, row), (right, row)], fill=_GREY)
-        draw.line([(left - 4, row), (left, row)], fill=_BLACK)
+        draw.line([(left - 4, row), (left - 1, row)], fill=_BLACK)
         draw.text((left - 6, row), f"{tick:g}", fill=_BLACK, font=font, anchor="rm")
     for column in integer_ticks(*x_range):
         draw.line([(_to_pixel(column, x_range, left, right), top), (_to_pixel(column, x_range, left, right), bottom)],
                   fill=_GREY)
+    draw.rectangle(box, outline=_BLACK)  # before the data: a value on the limits stays visible
     for series in panel.series:
         points = [(_to_pixel(a, x_range, left, right), _to_pixel(b, y_range, bottom, top))
                   for a, b in zip(x, np.asarray(series.values, dtype=np.float64), strict=True)]
@@ -127,7 +128,6 @@ def _draw_panel(image: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.F
     for a, b in panel.circled:
         centre = (_to_pixel(a, x_range, left, right), _to_pixel(b, y_range, bottom, top))
         draw.ellipse(_around(centre, _CIRCLE), outline=RED, width=2)
-    draw.rectangle(box, outline=_BLACK)
     label = Image.new("RGB", (bottom - top, FONT_SIZE + 6), _WHITE)
     ImageDraw.Draw(label).text((label.width / 2, label.height / 2), panel.ylabel, fill=_BLACK, font=font, anchor="mm")
     image.paste(label.rotate(90, expand=True), (4, top))
