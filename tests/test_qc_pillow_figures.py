@@ -74,3 +74,13 @@ print("matplotlib" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_line_chart_legend_leaves_the_data_visible():
+    values = np.array([0.0, 0.0, 0.0, 0.0, 5.0])  # the last point in the top right corner, where the legend goes first
+    chart = np.asarray(line_chart([0, 1, 2, 3, 4], [Panel("shift (px)", [Series("dy", values, BLUE),
+                                                                      Series("dx", values * 0, BLUE, "s")],
+                                                          ylim=(-1.0, 6.0))], "slice id", "title"))
+    left, top, right, bottom = _frame(chart)
+    row, column = round(top + (6.0 - 5.0) / 7.0 * (bottom - top)), round(left + 4.2 / 4.4 * (right - left))
+    assert (chart[row, column] == BLUE).all()

@@ -24,7 +24,7 @@ BLUE, ORANGE, GREEN, RED = (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 
 _BLACK, _GREY, _WHITE = (0, 0, 0), (225, 225, 225), (255, 255, 255)
 #: Chart width and each panel's height, pixels; the title's and the x axis' bands; the tick labels' font size.
 CHART_WIDTH, PANEL_HEIGHT, TITLE_HEIGHT, X_AXIS_HEIGHT, FONT_SIZE = 600, 230, 30, 44, 12
-_LEFT, _RIGHT, _GAP, _MARKER, _CIRCLE = 72, 16, 14, 3, 8
+_LEFT, _RIGHT, _GAP, _MARKER, _CIRCLE, _LINE_SAMPLES = 72, 16, 14, 3, 8, 16
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ def _draw_panel(image: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.F
         draw.line([(_to_pixel(column, x_range, left, right), top), (_to_pixel(column, x_range, left, right), bottom)],
                   fill=_GREY)
     draw.rectangle(box, outline=_BLACK)  # before the data: a value on the limits stays visible
+    drawn = []  # pixels on the lines, the markers and the circles, which the legend avoids
     for series in panel.series:
         points = [(_to_pixel(a, x_range, left, right), _to_pixel(b, y_range, bottom, top))
                   for a, b in zip(x, np.asarray(series.values, dtype=np.float64), strict=True)]
@@ -123,29 +124,42 @@ def _draw_panel(image: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.F
         for start, end in zip(finite[:-1], finite[1:], strict=True):
             if start is not None and end is not None:
                 draw.line([start, end], fill=series.colour, width=2)
+                drawn += np.linspace(start, end, _LINE_SAMPLES).tolist()
         for point in filter(None, finite):
             _marker(draw, point, series.marker, series.colour)
+            drawn.append(point)
     for a, b in panel.circled:
         centre = (_to_pixel(a, x_range, left, right), _to_pixel(b, y_range, bottom, top))
         draw.ellipse(_around(centre, _CIRCLE), outline=RED, width=2)
+        drawn.append(centre)
     label = Image.new("RGB", (bottom - top, FONT_SIZE + 6), _WHITE)
     ImageDraw.Draw(label).text((label.width / 2, label.height / 2), panel.ylabel, fill=_BLACK, font=font, anchor="mm")
     image.paste(label.rotate(90, expand=True), (4, top))
-    _legend(draw, font, (right - 8, top + 8), panel)
+    _legend(draw, font, box, panel, np.reshape(drawn, (-1, 2)))
 
 
-def _legend(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, corner: tuple[int, int], panel: Panel) -> None:
-    """The panel's labelled series (and circled points), listed down from the top right ``corner``."""
+def _legend(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, box: tuple[int, int, int, int], panel: Panel,
+            drawn: np.ndarray) -> None:
+    """The panel's labelled series (and circled points), in the corner of ``box`` whose legend covers the
+    fewest ``drawn`` pixels (matplotlib's ``loc="best"``; top right, top left, bottom left, bottom right on a tie)."""
     entries = [(s.label, s.colour, s.marker) for s in panel.series if s.label]
     entries += [(panel.circled_label, RED, "circle")] if panel.circled and panel.circled_label else []
     if not entries:
         return
-    width = max(draw.textlength(label, font=font) for label, _, _ in entries) + 34
-    right, top = corner
-    draw.rectangle([right - width, top, right, top + 6 + 18 * len(entries)], fill=_WHITE, outline=_GREY)
+    width, height = max(draw.textlength(label, font=font) for label, _, _ in entries) + 34, 6 + 18 * len(entries)
+    left, top, right, bottom = box
+    corners = [(right - 8 - width, top + 8), (left + 8, top + 8), (left + 8, bottom - 8 - height),
+               (right - 8 - width, bottom - 8 - height)]
+
+    def covered(corner: tuple[float, float]) -> int:
+        inside = (drawn >= np.subtract(corner, _CIRCLE)) & (drawn <= np.add(corner, (width + _CIRCLE, height + _CIRCLE)))
+        return int(np.count_nonzero(inside.all(axis=1)))
+
+    x0, y0 = min(corners, key=covered)
+    draw.rectangle([x0, y0, x0 + width, y0 + height], fill=_WHITE, outline=_GREY)
     for row, (label, colour, marker) in enumerate(entries):
-        middle = top + 12 + 18 * row
-        sample = (right - width + 6, right - width + 24)
+        middle = y0 + 12 + 18 * row
+        sample = (x0 + 6, x0 + 24)
         if marker == "circle":
             draw.ellipse(_around(((sample[0] + sample[1]) / 2, middle), _CIRCLE - 2), outline=colour, width=2)
         else:
