@@ -68,7 +68,7 @@ def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
 
 
 def integer_ticks(low: float, high: float, most: int = 12) -> list[int]:
-    """Whole-number ticks inside ``[low, high]`` (slice ids), at most ``most`` of them.
+    """Whole-number ticks inside ``[low, high]`` (slice ids), at most ``most`` intervals apart.
 
     Examples
     --------
@@ -79,7 +79,23 @@ def integer_ticks(low: float, high: float, most: int = 12) -> list[int]:
 
 
 def line_chart(x: Sequence[float], panels: Sequence[Panel], xlabel: str, title: str) -> Image.Image:
-    """RGB chart of ``panels`` stacked over the shared x values ``x`` (whole numbers ticked), ``title`` on top."""
+    """RGB chart of ``panels`` stacked over one shared x axis.
+
+    Parameters
+    ----------
+    x : sequence of float
+        The x value of every series' points (whole numbers are ticked: slice ids); padded by 5 % of their span.
+    panels : sequence of Panel
+        One or more panels, top to bottom, each :data:`PANEL_HEIGHT` pixels high; a panel without ``ylim``
+        spans its finite values (and circled points) padded by 5 %.
+    xlabel, title : str
+        Below the x axis, above the first panel.
+
+    Returns
+    -------
+    PIL.Image.Image
+        :data:`CHART_WIDTH` pixels wide; :func:`linumpy.qc.records.render_png` writes it.
+    """
     x = np.asarray(x, dtype=np.float64)
     font = ImageFont.load_default(size=FONT_SIZE)
     height = TITLE_HEIGHT + len(panels) * PANEL_HEIGHT + (len(panels) - 1) * _GAP + X_AXIS_HEIGHT
