@@ -22,6 +22,10 @@ rises as the overlap narrows and peaks at the edge of the search.
    stands above the best rival peak (farther than :data:`PEAK_RADIUS_PX`).
    Independent speckle lowers the NCC of a true match; what matters is
    whether a wrong offset could beat it.
+   On a ridge the evidence peak slides to the larger overlap: the ridge
+   member that matches best, two offsets compared on the overlap they share
+   (cropped and band-passed alike), replaces it if it beats it by more than
+   :data:`RIDGE_MOVE_MARGIN` standard errors (:func:`match_on_common_overlap`).
 3. **Sub-pixel refinement.** The common region of the two tiles at the
    integer offset is cropped from both, band-passed identically (cropping
    first: filtering whole tiles treats the overlap differently in each, one
@@ -412,29 +416,30 @@ def _ridge_members(evidence_map: EvidenceMap, index: tuple[int, int]) -> np.ndar
     return labels == labels[index]
 
 
-def _common_fisher(tile_a: np.ndarray, tile_b: np.ndarray, offset_1: tuple[int, int], offset_2: tuple[int, int],
-                   speckle_px: float) -> tuple[float, float, int]:
-    """Fisher NCC of ``b`` on ``a`` at two integer offsets over the pixels of ``a`` both overlaps cover, and
-    their number (``nan, nan, 0`` under 2 px a side).
+def _common_gain(tile_a: np.ndarray, tile_b: np.ndarray, offset_1: tuple[int, int], offset_2: tuple[int, int],
+                 speckle_px: float) -> float:
+    """Standard errors by which ``offset_2`` matches better than ``offset_1`` on their common overlap.
 
-    Each comparison crops the region from both tiles first and band-passes the crops identically
-    (as :func:`refine_subpixel`): the region's borders are filtered alike at both offsets, whereas in
-    the search crops the smaller overlap lies on both tiles' edges and the larger on one tile's interior.
+    The difference of the Fisher NCC of ``b`` on ``a`` at the two integer offsets over the pixels of ``a``
+    both overlaps cover, times the square root of their independent pixels (as in :func:`evidence`);
+    ``-inf`` under 2 px a side. The region is cropped from both tiles first and the crops band-passed
+    identically (as :func:`refine_subpixel`): its borders are filtered alike at both offsets, whereas in
+    the search crops a smaller overlap lies on both tiles' edges and a larger one on one tile's interior.
     """
     first = overlap_slices(tile_a.shape, tile_b.shape, offset_1)
     second = overlap_slices(tile_a.shape, tile_b.shape, offset_2)
     if first is None or second is None:
-        return float("nan"), float("nan"), 0
+        return -np.inf
     common = tuple(slice(max(s.start, t.start), min(s.stop, t.stop)) for s, t in zip(first[0], second[0]))
     sizes = [s.stop - s.start for s in common]
     if min(sizes) < 2:
-        return float("nan"), float("nan"), 0
+        return -np.inf
     prepare = functools.partial(band_pass, highpass_px=highpass_sigma(min(sizes)), speckle_px=speckle_px)
     crop_a = prepare(tile_a[common])
-    values = [float(fisher_transform(np.array(normalized_cross_correlation(
+    here, there = (float(fisher_transform(np.array(normalized_cross_correlation(
         crop_a, prepare(tile_b[tuple(slice(s.start - d, s.stop - d) for s, d in zip(common, offset))])))))
-        for offset in (offset_1, offset_2)]
-    return values[0], values[1], int(np.prod(sizes))
+        for offset in (offset_1, offset_2))
+    return (there - here) * float(np.sqrt(np.prod(sizes) / (4 * np.pi * speckle_px**2)))
 
 
 def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray,
@@ -446,9 +451,10 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     overlap) its peak slides to the end where the overlap is largest. Where the ridges of a slice's
     overlaps run the same way (diagonal edges, an oblique fibre bundle) every pair slides the same way, the
     loops close and nothing flags it (fresh harsh foreign seed 145: pairs 2.6-12 px off, tiles up to 4.6 px).
-    Comparing two offsets on the pixels of ``tile_a`` that both overlaps cover (:func:`_common_fisher`)
+    Comparing two offsets on the pixels of ``tile_a`` that both overlaps cover (:func:`_common_gain`)
     gives both the same data and the same noise: starting from ``index``, the ridge member that beats
-    the current offset by the most standard errors there becomes the current one, while one beats it.
+    the current offset by the most standard errors there becomes the current one, while one beats it;
+    the walk's end replaces ``index`` only if it beats it by more than :data:`RIDGE_MOVE_MARGIN`.
     On a round peak its members are one or two pixels from it and the comparison is nearly that of
     their NCC; the sub-pixel fit follows.
 
@@ -469,31 +475,23 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     members = _ridge_members(evidence_map, index)
     if members is None:
         return index
-    speckle_px = evidence_map.speckle_px
 
     def offset(point: tuple[int, int]) -> tuple[int, int]:
         return tuple(c + p - evidence_map.radius for c, p in zip(evidence_map.centre, point))
 
     points = [(int(p[0]), int(p[1])) for p in np.argwhere(members)]
-    per_pixel = 1.0 / np.sqrt(4 * np.pi * speckle_px**2)
     current, visited = index, {index}
     for _ in points:
-        best, best_z = None, 0.0
-        for point in points:
-            if point in visited:
-                continue
-            here, there, n = _common_fisher(tile_a, tile_b, offset(current), offset(point), speckle_px)
-            z = (there - here) * np.sqrt(n) * per_pixel if n else -np.inf
-            if z > best_z:
-                best, best_z = point, z
-        if best is None:
+        gains = {point: _common_gain(tile_a, tile_b, offset(current), offset(point), evidence_map.speckle_px)
+                 for point in points if point not in visited}
+        best = max(gains, key=gains.get, default=None)
+        if best is None or gains[best] <= 0:
             break
         current = best
         visited.add(best)
-    if current != index:
-        here, there, n = _common_fisher(tile_a, tile_b, offset(index), offset(current), speckle_px)
-        if not n or (there - here) * np.sqrt(n) * per_pixel <= RIDGE_MOVE_MARGIN:
-            return index
+    if current != index and _common_gain(tile_a, tile_b, offset(index), offset(current),
+                                         evidence_map.speckle_px) <= RIDGE_MOVE_MARGIN:
+        return index
     return current
 
 
