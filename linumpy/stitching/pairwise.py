@@ -71,8 +71,8 @@ MIN_OVERLAP_FRACTION = 0.15
 PEAK_RADIUS_PX = 5
 #: A pair's offset leaves its evidence peak for a better match on the peak's ridge only if that match
 #: beats the peak by more than this many standard errors on their common overlap
-#: (:func:`match_on_common_overlap`): without it the noise of weak pairs moves them (tuned on fresh harsh
-#: foreign seed 145 and the stitching matrix tests; 0 and 1 moved wrong peaks the later rules then kept).
+#: (:func:`match_on_common_overlap`). Without it the moves of weak pairs change what the later rules keep
+#: (the `6x6` seed-4 empty-tile test fails); tuned on fresh harsh foreign seed 145 and three matrix tests.
 RIDGE_MOVE_MARGIN = 2.0
 #: Offsets whose Fisher-transformed NCC is within this many of its standard errors of
 #: an offset's belong to its ridge (:func:`ridge`).
