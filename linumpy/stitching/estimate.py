@@ -126,7 +126,7 @@ MAX_WEAK_SPREAD_PX = 1.0
 WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
 #: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
 #: for an edge link) is on its own peak there (:func:`_corroboration_refused`).
-EDGE_CORROBORATION_PX = 2.0
+OWN_PEAK_PX = 2.0
 #: Fewest other kept pairs that measure the stage's error for :func:`implausible_departure`.
 MIN_DEPARTURE_PAIRS = 3
 #: Floor of a pair's standard error (pixels) when weighting it.
@@ -1060,7 +1060,7 @@ def _corroboration_refused(
     An edge link (:func:`~linumpy.stitching.pairwise.edge_ridge` at its own peak) has evidence above
     :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` all along its ridge: it corroborates the other
     links across its ridge, anywhere along it. Where a link has its own peak at the placement (within
-    :data:`EDGE_CORROBORATION_PX`), that peak locates the tile along the ridge; where none has, the joint
+    :data:`OWN_PEAK_PX`), that peak locates the tile along the ridge; where none has, the joint
     peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says the tile
     lies there. ``8x8 harsh`` seed 140 (session stitch52): (2, 0) placed by the edge link (1, 0)-(2, 0),
     own significance 0.66, 17.5 px along its ridge from its own peak, and (2, 0)-(3, 0), own 0.82, 16.2 px
@@ -1081,8 +1081,8 @@ def _corroboration_refused(
         registration = registrations[pair]
         found = edge_ridge(registration.scores, registration.offset)
         apart = np.subtract(offset, registration.offset)
-        on_own_peak |= float(np.max(np.abs(apart))) <= EDGE_CORROBORATION_PX
-        off_ridge |= found is not None and abs(float(np.dot(apart, found[0]))) > EDGE_CORROBORATION_PX
+        on_own_peak |= float(np.max(np.abs(apart))) <= OWN_PEAK_PX
+        off_ridge |= found is not None and abs(float(np.dot(apart, found[0]))) > OWN_PEAK_PX
     if off_ridge and not on_own_peak:
         return True
     before = dropped_before.get(placement.tile, {})
