@@ -1,9 +1,10 @@
-"""A corroborated weak peak that an edge link holds only along its ridge, no link on its own peak, or that puts
-back a joint placement dropped before, is refused (session stitch54, issue #10)."""
+"""A corroborated weak peak that an edge link holds only along its ridge, no link on its own peak, is refused
+(session stitch54, issue #10)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from test_stitching_beyond_ridges import ALONG_X, ALONG_Y, RADIUS, _edge
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
@@ -25,10 +26,11 @@ def _peak(own: tuple[int, int]) -> PairRegistration:
                             scores=(EvidenceMap(1.5, (0, 100), values, fisher=values / 10),))
 
 
-def _refused(edge_slide: int, own: tuple[int, int], dropped_before: dict | None = None) -> bool:
+def _refused(edge_slide: int, own: tuple[int, int]) -> bool:
+    """Tile (1, 0) placed at ``PLACED``, the edge link's peak ``edge_slide`` px along its ridge from there, the
+    other link's peak at ``own``."""
     registrations = {ALONG_X: _edge((100, 0), (0, 1), edge_slide), ALONG_Y: _peak(own)}
-    placement = Placement((1, 0), 1.2, 1.5, PLACED, (100, 0))
-    return _corroboration_refused(placement, registrations, dropped_before or {})
+    return _corroboration_refused(Placement((1, 0), 1.2, 1.5, PLACED, (100, 0)), registrations)
 
 
 def test_an_edge_link_off_its_peak_with_no_link_on_its_own_does_not_corroborate():
@@ -42,23 +44,15 @@ def test_a_link_on_its_own_peak_locates_the_tile_along_the_ridge():
     assert not _refused(1, (0, 104))
 
 
-def test_the_repeat_of_a_dropped_placement_is_refused():
-    """The same links at the same offsets as a placement whose pairs were dropped: refused; one offset 3 px
-    away or a link the dropped placement did not have: kept."""
-    assert _refused(0, (0, 100), {(1, 0): {ALONG_X: (100.2, 0.4), ALONG_Y: (0.0, 99.6)}})
-    assert not _refused(0, (0, 100), {(1, 0): {ALONG_X: (100.0, 0.0), ALONG_Y: (0.0, 103.0)}})
-    assert not _refused(0, (0, 100), {(1, 0): {ALONG_X: (100.0, 0.0)}})
-
-
-def test_the_dropped_placement_of_tissue_seed_141_is_not_put_back():
-    """``tissue changing with depth`` seed 141 (held out, session stitch52): (1, 2), placed 5.6 px off by three
-    links, one lost in the solve and the two others dropped, was put back on the same three by the
-    corroborated search, 5.04 px from the truth, 2.39 px farther than its stage position. Refused, flagged;
-    no tile of the slice worse than the stage."""
-    errors, excess, textured, transform = stitch_errors(get_condition("tissue changing with depth"), 141)
-    assert transform.tiles[(1, 2)].corroboration_refused and transform.tiles[(1, 2)].unsupported_placement_dropped
-    assert sum(record.corroboration_refused for record in transform.tiles.values()) == 1
-    assert transform.tiles[(1, 2)].source == "stage"
-    assert excess[(1, 2)] <= NEVER_WORSE_TOLERANCE_PX, excess[(1, 2)]  # +2.39 before
-    assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
-    assert np.mean([errors[t] for t in textured]) <= 0.5  # 0.93 before
+@pytest.mark.slow
+def test_the_edge_ridge_placement_of_harsh_seed_140_is_refused():
+    """``8x8 harsh`` seed 140 (held out, session stitch52): (2, 0) was placed by the edge link (1, 0)-(2, 0),
+    17.5 px along its ridge from its own peak, and (2, 0)-(3, 0), 16.2 px from its own peak: 9.58 px from the
+    truth, 7.56 px farther than its stage position. Refused and flagged; it keeps its stage position. (3, 0),
+    +1.61 px before, placed by the joint search on a link 3.3 px off, stays the slice's one textured tile
+    worse than the stage (+1.41 px). About 30 s of CPU, most of it drawing the 8 x 8 mosaic."""
+    errors, excess, textured, transform = stitch_errors(get_condition("8x8 harsh"), 140)
+    assert transform.tiles[(2, 0)].corroboration_refused
+    assert excess[(2, 0)] <= NEVER_WORSE_TOLERANCE_PX, excess[(2, 0)]  # +7.56 before
+    assert errors[(2, 0)] <= 2.5, errors[(2, 0)]  # 9.58 before, 2.07 on the stage
+    assert sum(excess[t] > NEVER_WORSE_TOLERANCE_PX for t in textured) <= 1  # 2 before

@@ -108,10 +108,8 @@ METRICS: dict[str, MetricInfo] = {
                                         "Tiles left out of the first placements for which a weak combined "
                                         "peak was refused: an edge overlap (which locates the tiles across "
                                         "the edge only) agreed with it only along its edge, away from its "
-                                        "own peak, so fewer than two overlaps held the tile there; or it "
-                                        "put back the overlaps of a placement dropped before at the same "
-                                        "offsets. The tile was placed by other overlaps or kept its "
-                                        "stage-model position."),
+                                        "own peak, and no overlap had its own peak there. The tile was "
+                                        "placed by other overlaps or kept its stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -285,7 +285,6 @@ def estimate_transform(
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
     costly: set[tuple[TileIndex, TileIndex]] = set()
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
-    dropped_before: dict[TileIndex, dict[tuple[TileIndex, TileIndex], tuple[float, float]]] = {}
     if joint:
         joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         solved, costly = _links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
@@ -296,7 +295,6 @@ def estimate_transform(
         swapped_out = {blamed for _, blamed in swaps}
         (positions, model, kept), unsupported = _drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                                         registrations, tile_step_px)
-        dropped_before = _dropped_placements(unsupported, joint)
     refused_groups: set[TileIndex] = set()
     while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
                                  tile_step_px, refused_groups)) is not None:
@@ -323,8 +321,7 @@ def estimate_transform(
     far_weak: set[TileIndex] = set()
     uncorroborated: set[TileIndex] = set()
     while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
-                                       tile_step_px, max_shift_px, far_weak, dropped_before,
-                                       uncorroborated)) is not None:
+                                       tile_step_px, max_shift_px, far_weak, uncorroborated)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
         positions, model, kept, searched, refused, dropped = _late_joint_search(
@@ -332,7 +329,6 @@ def estimate_transform(
         late.update(searched)
         lone_refused |= refused
         unsupported.update(dropped)
-        dropped_before.update(_dropped_placements(dropped, searched))
     positions, model, kept = _unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
@@ -943,15 +939,13 @@ def _place_corroborated(
     tile_step_px: Sequence[float],
     max_shift_px: float,
     far: set[TileIndex],
-    dropped_before: Mapping[TileIndex, Mapping[tuple[TileIndex, TileIndex], tuple[float, float]]],
     refused: set[TileIndex],
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Place the first tile left out whose weak joint peak its links corroborate and the solve accepts.
 
     ``solved`` is ``(positions, model, kept)`` of the last solve; the tiles whose peak lies beyond the
     stage's error (below) are added to ``far``, those whose peak :func:`_corroboration_refused` refuses
-    (``dropped_before``: the links of the joint placements whose survivors were dropped, per tile) to
-    ``refused``.
+    to ``refused``.
 
     The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
     have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
@@ -1010,10 +1004,10 @@ def _place_corroborated(
             logger.info("weak joint peaks of %s beyond the placed tiles' deviation from the stage model plus "
                         "%.0f px (%.1f px): refused", sorted(beyond - far), PRIOR_SLACK_PX, bound)
         far.update(beyond)
-        unheld = {p.tile for p in found if _corroboration_refused(p, registrations, dropped_before)}
+        unheld = {p.tile for p in found if _corroboration_refused(p, registrations)}
         if unheld - refused:
-            logger.info("weak joint peaks of %s corroborated by edge links off their own peaks or repeating a "
-                        "placement dropped before: refused", sorted(unheld - refused))
+            logger.info("weak joint peaks of %s held along edge links' ridges, no link on its own peak: refused",
+                        sorted(unheld - refused))
         refused.update(unheld)
         return [p for p in found if p.tile not in beyond | unheld]
 
@@ -1038,43 +1032,24 @@ def _place_corroborated(
     return None
 
 
-def _dropped_placements(
-    dropped: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    searched: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-) -> dict[TileIndex, dict[tuple[TileIndex, TileIndex], tuple[float, float]]]:
-    """Per tile whose joint placement's survivors were ``dropped`` (pair -> tile,
-    :func:`_drop_broken_placements`), the offsets of the ``searched`` pairs touching it (the placement's
-    links, those the solve dropped included)."""
-    return {tile: {pair: r.offset for pair, r in searched.items() if tile in pair} for tile in set(dropped.values())}
-
-
 def _corroboration_refused(
     placement: Placement,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    dropped_before: Mapping[TileIndex, Mapping[tuple[TileIndex, TileIndex], tuple[float, float]]],
 ) -> bool:
     """Whether a corroborated placement (:func:`_place_corroborated`) is refused: an edge link corroborates
-    it away from its own peak and no link has its own peak there, or it repeats, link for link, a joint
-    placement whose survivors :func:`_drop_broken_placements` dropped.
+    it away from its own peak along its ridge and no link has its own peak there.
 
     An edge link (:func:`~linumpy.stitching.pairwise.edge_ridge` at its own peak) has evidence above
     :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` all along its ridge: it corroborates the other
     links across its ridge, anywhere along it. Where a link has its own peak at the placement (within
-    :data:`OWN_PEAK_PX`), that peak locates the tile along the ridge; where none has, the joint
-    peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says the tile
-    lies there. ``8x8 harsh`` seed 140 (session stitch52): (2, 0) placed by the edge link (1, 0)-(2, 0),
-    own significance 0.66, 17.5 px along its ridge from its own peak, and (2, 0)-(3, 0), own 0.82, 16.2 px
-    from its own peak: 9.58 px from the truth, 7.56 px farther than its stage position. (Counting an edge
-    link only near its own peak, whatever the other links, refused ``6x6`` seed 64's (4, 0), its edge link
-    16.5 px along its ridge, its other link on its own peak: 0.75 px off, 2.54 px on the stage.)
-
-    A joint placement whose survivors were dropped held no significant peak without the pair the solve
-    dropped (:func:`_survivors_hold`); the corroborated search's lower bar must not put back the same links
-    at the same offsets (each within :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of the dropped
-    one), with no new link: its evidence has not changed. ``tissue changing with depth`` seed 141
-    (session stitch52): (1, 2), placed 5.6 px off by three links (own 0.97, 0.12, 0.40), one lost in the
-    solve, the two others dropped; put back on the same three at joint significance 1.9, 2.39 px farther
-    than its stage position.
+    :data:`OWN_PEAK_PX` on each axis), that peak locates the tile along the ridge; where none has, the
+    joint peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says
+    the tile lies there. ``8x8 harsh`` seed 140 (session stitch52): (2, 0) placed by the edge link
+    (1, 0)-(2, 0), own significance 0.66, 17.5 px along its ridge from its own peak, and (2, 0)-(3, 0),
+    own 0.82, 16.2 px from its own peak: 9.58 px from the truth, 7.56 px farther than its stage position.
+    (Counting an edge link only near its own peak, whatever the other links, refused ``6x6`` seed 64's
+    (4, 0), its edge link 16.5 px along its ridge, its other link on its own peak: 0.75 px off, 2.54 px on
+    the stage.)
     """
     off_ridge, on_own_peak = False, False
     for pair, offset in placement.offsets.items():
@@ -1083,11 +1058,7 @@ def _corroboration_refused(
         apart = np.subtract(offset, registration.offset)
         on_own_peak |= float(np.max(np.abs(apart))) <= OWN_PEAK_PX
         off_ridge |= found is not None and abs(float(np.dot(apart, found[0]))) > OWN_PEAK_PX
-    if off_ridge and not on_own_peak:
-        return True
-    before = dropped_before.get(placement.tile, {})
-    return bool(before) and all(pair in before and np.max(np.abs(np.subtract(offset, before[pair])))
-                                <= SNAP_RADIUS_PX for pair, offset in placement.offsets.items())
+    return off_ridge and not on_own_peak
 
 
 def _corroborated_without(

@@ -312,8 +312,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_beyond_edge_ridges_tiles`` those whose links were dropped because the first solve put them beyond the
     ridges of all their edge links, ``n_costly_link_refused_tiles`` those of a joint placement refused because
     a link of it made the solve drop pairs kept before, ``n_corroboration_refused_tiles`` those refused a
-    corroborated weak peak that edge links held off their own peaks or that repeated a placement dropped
-    before). The figure shows each
+    corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).

@@ -194,11 +194,10 @@ class TileRecord:
         pairs' (status ``joint search, costs pairs kept before``). False in
         transforms written before session stitch52.
     corroboration_refused : bool
-        A corroborated weak joint peak (step 6) was refused for the tile: fewer
-        than two of its links held it there in both directions (an edge link
-        counts only near its own peak along its ridge), or it put back, link for
-        link, a joint placement whose pairs were dropped before. False in
-        transforms written before session stitch54.
+        A corroborated weak joint peak (step 6) was refused for the tile: an
+        edge link held it more than 2 px along its ridge from its own peak and
+        no link had its own peak there. False in transforms written before
+        session stitch54.
     """
 
     source: str
