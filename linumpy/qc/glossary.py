@@ -104,6 +104,12 @@ METRICS: dict[str, MetricInfo] = {
                                       "Tiles of a placement by combined evidence one of whose overlaps made "
                                       "the solve reject an overlap kept before it, at least twice as "
                                       "significant on its own; the placement was refused instead."),
+    "n_corroboration_refused_tiles": _M("Tiles refused a weakly corroborated placement", "count",
+                                        "Tiles left out of the first placements for which a weak combined "
+                                        "peak was refused: an edge overlap (which locates the tiles across "
+                                        "the edge only) agreed with it only along its edge, away from its "
+                                        "own peak, and no overlap had its own peak there. The tile was "
+                                        "placed by other overlaps or kept its stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

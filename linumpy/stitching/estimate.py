@@ -124,6 +124,9 @@ MIN_CORROBORATING_LINKS = 2
 MAX_WEAK_SPREAD_PX = 1.0
 #: ... or, where the stage errs more, at most this fraction of the stage scatter of the axis.
 WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
+#: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
+#: for an edge link) is on its own peak there (:func:`_corroboration_refused`).
+OWN_PEAK_PX = 2.0
 #: Fewest other kept pairs that measure the stage's error for :func:`implausible_departure`.
 MIN_DEPARTURE_PAIRS = 3
 #: Floor of a pair's standard error (pixels) when weighting it.
@@ -316,8 +319,9 @@ def estimate_transform(
     placed_before = {t for pair in kept for t in (pair.a, pair.b)}
     late: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     far_weak: set[TileIndex] = set()
+    uncorroborated: set[TileIndex] = set()
     while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
-                                       tile_step_px, max_shift_px, far_weak)) is not None:
+                                       tile_step_px, max_shift_px, far_weak, uncorroborated)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
         positions, model, kept, searched, refused, dropped = _late_joint_search(
@@ -380,7 +384,7 @@ def estimate_transform(
                                  {t for pair in swapped_out - kept_ids for t in pair},
                                  {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
                                  to_stage, set(unsupported.values()) | refused_groups, set(beyond_ridges.values()),
-                                 {t for pair in costly for t in pair})
+                                 {t for pair in costly for t in pair}, uncorroborated)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -935,11 +939,13 @@ def _place_corroborated(
     tile_step_px: Sequence[float],
     max_shift_px: float,
     far: set[TileIndex],
+    refused: set[TileIndex],
 ) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
     """Place the first tile left out whose weak joint peak its links corroborate and the solve accepts.
 
     ``solved`` is ``(positions, model, kept)`` of the last solve; the tiles whose peak lies beyond the
-    stage's error (below) are added to ``far``.
+    stage's error (below) are added to ``far``, those whose peak :func:`_corroboration_refused` refuses
+    to ``refused``.
 
     The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
     have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
@@ -998,7 +1004,12 @@ def _place_corroborated(
             logger.info("weak joint peaks of %s beyond the placed tiles' deviation from the stage model plus "
                         "%.0f px (%.1f px): refused", sorted(beyond - far), PRIOR_SLACK_PX, bound)
         far.update(beyond)
-        return [p for p in found if p.tile not in beyond]
+        unheld = {p.tile for p in found if _corroboration_refused(p, registrations)}
+        if unheld - refused:
+            logger.info("weak joint peaks of %s held along edge links' ridges, no link on its own peak: refused",
+                        sorted(unheld - refused))
+        refused.update(unheld)
+        return [p for p in found if p.tile not in beyond | unheld]
 
     with threadpool_limits(limits=1, user_api="blas"):
         for placement in search(registrations):
@@ -1019,6 +1030,35 @@ def _place_corroborated(
                             np.round(placement.spread_px, 2).tolist())
                 return accepted
     return None
+
+
+def _corroboration_refused(
+    placement: Placement,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+) -> bool:
+    """Whether a corroborated placement (:func:`_place_corroborated`) is refused: an edge link corroborates
+    it away from its own peak along its ridge and no link has its own peak there.
+
+    An edge link (:func:`~linumpy.stitching.pairwise.edge_ridge` at its own peak) has evidence above
+    :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` all along its ridge: it corroborates the other
+    links across its ridge, anywhere along it. Where a link has its own peak at the placement (within
+    :data:`OWN_PEAK_PX` on each axis), that peak locates the tile along the ridge; where none has, the
+    joint peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says
+    the tile lies there. ``8x8 harsh`` seed 140 (session stitch52): (2, 0) placed by the edge link
+    (1, 0)-(2, 0), own significance 0.66, 17.5 px along its ridge from its own peak, and (2, 0)-(3, 0),
+    own 0.82, 16.2 px from its own peak: 9.58 px from the truth, 7.56 px farther than its stage position.
+    (Counting an edge link only near its own peak, whatever the other links, refused ``6x6`` seed 64's
+    (4, 0), its edge link 16.5 px along its ridge, its other link on its own peak: 0.75 px off, 2.54 px on
+    the stage.)
+    """
+    off_ridge, on_own_peak = False, False
+    for pair, offset in placement.offsets.items():
+        registration = registrations[pair]
+        found = edge_ridge(registration.scores, registration.offset)
+        apart = np.subtract(offset, registration.offset)
+        on_own_peak |= float(np.max(np.abs(apart))) <= OWN_PEAK_PX
+        off_ridge |= found is not None and abs(float(np.dot(apart, found[0]))) > OWN_PEAK_PX
+    return off_ridge and not on_own_peak
 
 
 def _corroborated_without(
@@ -1635,7 +1675,7 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                   swapped: set[TileIndex], far_bridged: set[TileIndex],
                   far_weak: set[TileIndex], to_stage: set[TileIndex],
                   unsupported: set[TileIndex], beyond_ridges: set[TileIndex],
-                  costly: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  costly: set[TileIndex], uncorroborated: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1653,7 +1693,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     :func:`_drop_broken_placements`), whether its links were dropped because the first solve put it
     beyond the ridges of all of them (``beyond_ridges``, :func:`_tiles_beyond_edge_ridges`) and whether a
     joint placement of its pairs was refused for costing pairs kept before (``costly``,
-    :func:`_links_costing_kept`)."""
+    :func:`_links_costing_kept`) and whether a corroborated weak peak was refused for it
+    (``uncorroborated``, :func:`_corroboration_refused`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
@@ -1662,7 +1703,7 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                  "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
                  "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage,
                  "unsupported_placement_dropped": t in unsupported, "beyond_edge_ridges": t in beyond_ridges,
-                 "costly_link_refused": t in costly}
+                 "costly_link_refused": t in costly, "corroboration_refused": t in uncorroborated}
              for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,

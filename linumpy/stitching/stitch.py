@@ -311,7 +311,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     whose joint placement lost a pair and whose other pairs held no significant peak without it,
     ``n_beyond_edge_ridges_tiles`` those whose links were dropped because the first solve put them beyond the
     ridges of all their edge links, ``n_costly_link_refused_tiles`` those of a joint placement refused because
-    a link of it made the solve drop pairs kept before). The figure shows each
+    a link of it made the solve drop pairs kept before, ``n_corroboration_refused_tiles`` those refused a
+    corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -348,6 +349,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                                                            for record in transform.tiles.values())
     metrics["n_beyond_edge_ridges_tiles"] = sum(record.beyond_edge_ridges for record in transform.tiles.values())
     metrics["n_costly_link_refused_tiles"] = sum(record.costly_link_refused for record in transform.tiles.values())
+    metrics["n_corroboration_refused_tiles"] = sum(record.corroboration_refused
+                                                   for record in transform.tiles.values())
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -376,6 +379,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "unsupported_placement_dropped": record.unsupported_placement_dropped,
                     "beyond_edge_ridges": record.beyond_edge_ridges,
                     "costly_link_refused": record.costly_link_refused,
+                    "corroboration_refused": record.corroboration_refused,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

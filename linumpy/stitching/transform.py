@@ -193,6 +193,11 @@ class TileRecord:
         significant on its own, was refused, and the tile was one of its
         pairs' (status ``joint search, costs pairs kept before``). False in
         transforms written before session stitch52.
+    corroboration_refused : bool
+        A corroborated weak joint peak (step 6) was refused for the tile: an
+        edge link held it more than 2 px along its ridge from its own peak and
+        no link had its own peak there. False in transforms written before
+        session stitch54.
     """
 
     source: str
@@ -209,6 +214,7 @@ class TileRecord:
     unsupported_placement_dropped: bool = False
     beyond_edge_ridges: bool = False
     costly_link_refused: bool = False
+    corroboration_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -323,6 +329,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "unsupported_placement_dropped": bool(record.unsupported_placement_dropped),
              "beyond_edge_ridges": bool(record.beyond_edge_ridges),
              "costly_link_refused": bool(record.costly_link_refused),
+             "corroboration_refused": bool(record.corroboration_refused),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -402,7 +409,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 weak_piece_to_stage=bool(t.get("weak_piece_to_stage", False)),
                 unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)),
                 beyond_edge_ridges=bool(t.get("beyond_edge_ridges", False)),
-                costly_link_refused=bool(t.get("costly_link_refused", False)))
+                costly_link_refused=bool(t.get("costly_link_refused", False)),
+                corroboration_refused=bool(t.get("corroboration_refused", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
