@@ -1,6 +1,6 @@
 """Score a ``linum_run_local.py`` output against a foreign acquisition's ground truth.
 
-Reads only the outputs a user gets (``stitch_3d/*_transform.json``,
+Reads only the outputs a user gets (``stitch_3d/*_transform.json``, the stitched slices' tile positions,
 ``stack/volume.ome.zarr`` and its ``volume_shifts.json``, the QC records) and
 ``ground_truth/`` of ``benchmarks/foreign/generate.py``; no ``linumpy`` import
 (zarr and ome-zarr-models only), so that the scorer shares no code with what it
