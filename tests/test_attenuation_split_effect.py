@@ -119,3 +119,20 @@ def test_ramp_start_of_a_noise_free_ramp():
     _, _, split = sums.statistic(np.arange(1), 20, 10)
     assert split[0] > 45
     assert sums.ramp_start(np.arange(1), split, 20, None)[0] == 45
+
+
+def test_a_change_under_a_third_of_the_wide_box_stops_the_window():
+    """Grey 3 /mm over a 1.6x brighter grey 5 in the fit's box, the change under 30 % of the wide box only.
+
+    The foreign grey classes are blobs: the change below an A-line lies under part of the split's wide box (its
+    other A-lines homogeneous there), which dilutes the wide box's explained mean square to between
+    ``SPLIT_EFFECT`` 0.0015 and grey48's 0.002 here. Noise-free: the window stops 3 planes above the change
+    and reads 3 /mm (with 0.002: unstopped, 1.34 /mm). Stated tolerance: 1 %.
+    """
+    own = layered(BOUNDARY, 3.0, 5.0, 1.6)
+    wide = 0.3 * own + 0.7 * layered(N_Z, 3.0, 3.0, 1.0)
+    tails, split_tails = (attenuation.tail_sums(np.broadcast_to(line[:, None, None], (N_Z, 4, 4)).astype(np.float32))
+                          for line in (own, wide))
+    result = attenuation_map.window_attenuation(tails, np.zeros((4, 4)), N_Z, DZ_MM, split_tails=split_tails)
+    assert np.allclose(result.mu, 3.0, rtol=0.01)
+    assert np.all(result.window_px == BOUNDARY - 3)

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import zarr
 
 SCORER = Path(__file__).resolve().parents[1] / "benchmarks" / "foreign" / "score.py"
 
@@ -77,3 +78,35 @@ def test_the_last_slab_model_sees_what_lies_below_the_range_only_with_the_true_t
             assert np.abs(true_tail).max() < 1e-3
         else:
             assert true_tail[-1] < -0.3 and np.all(np.diff(true_tail) < 0), true_tail  # measured -0.78 at the bottom
+
+
+def test_the_attenuation_map_is_scored_in_the_stitched_slice_own_frame(tmp_path):
+    """A stripe 8 A-lines wide of 2 /mm in gel (0.4 /mm); the transform's positions are 5 px below the output's.
+
+    The fusion translates the solve's positions (here down to -5 px) so that the smallest is 0: the map,
+    in that output frame, is exact, and scored through the stitched slice's own positions both regions
+    read their truth; through the transform JSON's the stripe's A-lines would be read 5 px off (most of
+    them the gel's 0.4).
+    """
+    regions = [{"name": "gel", "reflectivity": 0.06, "attenuation_per_mm": 0.4},
+               {"name": "stripe", "reflectivity": 0.12, "attenuation_per_mm": 2.0}]
+    n_z, size, margin = 60, 40, 3
+    labels = np.zeros((n_z, size + 2 * margin, size + 2 * margin), np.uint8)
+    labels[:, :, 20:28] = 1
+    output = [[0, 0, 0.0, 0.0]]
+    truth = {"config": {"thickness": 20.0, "tile": [n_z, size, size], "curvature": 2.0, "regions": regions},
+             "margin_px": margin, "slices": [{"slice_id": 0, "sample_shift_px": [0.0, 0.0],
+                                              "tile_positions_px": [[0, 0, 0.0, 0.0]]}]}
+    (tmp_path / "ground_truth").mkdir()
+    np.save(tmp_path / "ground_truth" / "labels.npy", labels)
+    np.save(tmp_path / "ground_truth" / "surfaces.npy", np.full((1, *labels.shape[1:]), 5.0, np.float32))
+    stitched = zarr.open_group(str(tmp_path / "stitch_3d" / "slice_z00_stitch_3d.ome.zarr"), mode="w")
+    stitched.attrs["linumpy"] = {"tile_positions_px": output}
+    (tmp_path / "stitch_3d" / "slice_z00_stitch_3d_transform.json").write_text(
+        json.dumps({"tile_positions_px": [[0, 0, -5.0, -5.0]]}))
+    world = np.array([r["attenuation_per_mm"] for r in regions])[labels[0, margin:-margin, margin:-margin]]
+    mapped = zarr.open_group(str(tmp_path / "axial_corr" / "slice_z00_axial_corr_attenuation.ome.zarr"), mode="w")
+    mapped.create_array("0", data=world.astype(np.float32))
+    scores = _scorer().attenuation_scores(tmp_path, truth, tmp_path)
+    assert scores["stripe"]["relative_error"] == 0.0 and scores["gel"]["relative_error"] == 0.0
+    assert scores["stripe"]["n_alines"] == 8 * size

@@ -1,6 +1,6 @@
 """Score a ``linum_run_local.py`` output against a foreign acquisition's ground truth.
 
-Reads only the outputs a user gets (``stitch_3d/*_transform.json``,
+Reads only the outputs a user gets (``stitch_3d/*_transform.json``, the stitched slices' tile positions,
 ``stack/volume.ome.zarr`` and its ``volume_shifts.json``, the QC records) and
 ``ground_truth/`` of ``benchmarks/foreign/generate.py``; no ``linumpy`` import
 (zarr and ome-zarr-models only), so that the scorer shares no code with what it
@@ -273,11 +273,23 @@ def motor_z_errors(truth: Truth, shifts: dict) -> dict:
     return {"per_slice": rows}
 
 
+def placed_origins(stitched: Path) -> dict[tuple[int, int], tuple[int, int]]:
+    """Each tile's pixel (0, 0) in a stitched slice's own pixel frame, ``(row, col) -> (y, x)``.
+
+    Read from the stitched OME-Zarr's ``linumpy`` attributes: the fusion translates the transform's
+    positions (``*_transform.json``, the solve's frame, which may be negative) so that the smallest
+    is 0 and rounds them (the slice and every map of the axial step are in that frame).
+    """
+    attributes = zarr.open_group(str(stitched), mode="r").attrs["linumpy"]
+    return {(int(r), int(c)): (round(y), round(x)) for r, c, y, x in attributes["tile_positions_px"]}
+
+
 def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int | None = 40) -> dict:
     """Per tissue region, the median attenuation the axial correction mapped (1/mm) vs the truth.
 
     An A-line counts for a region when the ``depth`` planes below its cut are all that region
-    (slice pixels mapped to world pixels through the stitched tile positions); ``depth=None``:
+    (slice pixels mapped to world pixels through the stitched tile positions in the stitched slice's
+    own frame, :func:`placed_origins`); ``depth=None``:
     every plane from the cut to the bottom of the tile (less the 2-plane field curvature), the
     longest range the map is fitted on (it stops an A-line's range at its first change, a region
     of another reflectivity below: the 40-plane rule scores the tissue just below the cut, the
@@ -289,9 +301,7 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
     surfaces = np.load(acquisition / "ground_truth" / "surfaces.npy")
     estimates: dict[int, list[np.ndarray]] = {}
     for k, entry in enumerate(truth["slices"]):
-        transform = json.loads((outdir / "stitch_3d" / f"slice_z{entry['slice_id']:02d}_stitch_3d_transform.json")
-                               .read_text())
-        est = {(r, c): (round(y), round(x)) for r, c, y, x in transform["tile_positions_px"]}
+        est = placed_origins(outdir / "stitch_3d" / f"slice_z{entry['slice_id']:02d}_stitch_3d.ome.zarr")
         offset = np.mean([np.subtract((y, x), est[(r, c)]) for r, c, y, x in entry["tile_positions_px"]], axis=0)
         offset += truth["margin_px"] + np.asarray(entry["sample_shift_px"])
         name = f"slice_z{entry['slice_id']:02d}_axial_corr_attenuation.ome.zarr"
