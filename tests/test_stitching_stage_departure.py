@@ -137,3 +137,47 @@ def test_a_far_bridge_whose_tile_lies_within_the_stage_window_is_kept(monkeypatc
         assert transform.tiles[tile].source == "pairs", tile
         error = np.subtract(transform.position(tile), transform.position((0, 0))) - (truth[tile] - truth[(0, 0)])
         assert np.abs(error).max() < 0.05, tile
+
+
+#: Fresh harsh foreign seed 150, slice 0 (truth minus stage, whole pixels): two groups, {(0, *), (1, 1), (1, 2)}
+#: and {(1, 0), (2, *)}, joined only by a wrong pair, (0, 0)-(1, 0), significance 4.4, 30 px from the truth.
+GAUGE_ERRORS = {(0, 0): (-5, 5), (0, 1): (1, 0), (0, 2): (-3, 5), (1, 0): (4, -5), (1, 1): (1, 3), (1, 2): (-6, 4),
+                (2, 0): (-2, -2), (2, 1): (2, 0), (2, 2): (1, 2)}
+GAUGE_BRIDGE = ((0, 0), (1, 0))
+GAUGE_BRIDGE_BY = (-30, 24)
+GAUGE_RADIUS = 40
+
+
+def test_a_wrong_bridge_is_judged_in_the_gauge_of_the_tiles_it_does_not_place(monkeypatch):
+    """The solve fits the stage model to both groups, so in its gauge the wrong bridge drags the reference
+    group 8-15 px off its stage positions and widens its window to 25 px: the bridged tiles (12-18 px) were
+    kept, every tile of the slice 19 px off (stage 4 px). Aligned on the reference group the bridged side lies
+    ~30 px off against a 12.7 px window: the bridge is refused and no tile ends farther than its stage."""
+    strong = {((0, 0), (0, 1)), ((0, 1), (0, 2)), ((0, 1), (1, 1)), ((0, 2), (1, 2)), ((1, 1), (1, 2)),
+              ((1, 0), (2, 0)), ((2, 0), (2, 1)), ((2, 1), (2, 2))}
+    significance = {pair: 10.0 for pair in strong}
+    significance.update({GAUGE_BRIDGE: 4.4, ((1, 0), (1, 1)): 0.3, ((1, 1), (2, 1)): 0.05, ((1, 2), (2, 2)): 0.3})
+    yy, xx = np.indices((2 * GAUGE_RADIUS + 1,) * 2) - GAUGE_RADIUS
+    registrations = {}
+    for (a, b), sig in significance.items():
+        nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+        true = np.subtract(GAUGE_ERRORS[b], GAUGE_ERRORS[a])
+        best = true + GAUGE_BRIDGE_BY if (a, b) == GAUGE_BRIDGE else true
+        evidence = (2.0 + sig) * np.exp(-((yy - best[0]) ** 2 + (xx - best[1]) ** 2) / 2.0)
+        registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5,
+                                                 sig, (0.1, 0.1), scores=(EvidenceMap(1.0, nominal, evidence),))
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    assert not next(r for r in transform.pairs if (r.a, r.b) == GAUGE_BRIDGE).accepted
+    assert not any(r.far_bridge_kept for r in transform.tiles.values())
+    truth = {t: np.multiply(t, STEP) + GAUGE_ERRORS[t] for t in TILES}
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+
+    def errors(positions: dict) -> dict:
+        d = np.array([np.subtract(positions[t], truth[t]) for t in TILES])
+        return dict(zip(TILES, np.linalg.norm(d - d.mean(axis=0), axis=1)))
+
+    ours, theirs = errors({t: transform.position(t) for t in TILES}), errors(stage)
+    assert all(ours[t] <= theirs[t] + 0.5 for t in TILES), (ours, theirs)

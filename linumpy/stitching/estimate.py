@@ -552,8 +552,19 @@ def _solve_plausible(
 def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.ndarray], model: StageModel,
                            kept: Sequence[PairOffset]) -> set[TileIndex]:
     """The tiles that ``bridge`` alone joins to the others (its smaller side among the ``kept`` pairs), if
-    they lie within the joint search's window around their stage-model positions, the other side's tiles
-    as the placed ones (:func:`~linumpy.stitching.tile_search.search_radius`); else the empty set.
+    they lie within the stage's window around their stage-model positions; else the empty set.
+
+    Both sides are measured in the other side's (the reference's) gauge: the solve's positions are
+    shifted by the reference tiles' mean deviation from the stage model, which the solve fitted to all
+    tiles, the bridged side included. The window is :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN`
+    times twice the reference tiles' largest deviation so aligned (a tile's stage error measured from
+    their mean ranges up to twice what they show) plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`. In the solve's gauge a wrong bridge drags the
+    reference away from its stage positions and widens its own window: fresh harsh foreign seed 150,
+    slice 0, (0, 0)-(1, 0), significance 4.4, 30 px from the truth, the only link of two groups of 5 and 4
+    tiles; the reference sat 8-15 px from its stage positions (window 25 px), the bridged side 12-18 px:
+    kept, every tile of the slice 19 px off (stage 4 px). Aligned, the reference deviates at most 3.6 px
+    (window 12.7 px), the bridged side 29.6 px: refused.
 
     A pair's departure from the step is the difference of two tiles' stage errors, so it ranges twice as
     far as one tile's, and a few pairs sample its range poorly; where the pair puts its tiles is what the
@@ -571,9 +582,12 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     near = next(g for g in groups if bridge.a in g)
     far = next(g for g in groups if bridge.b in g)
     side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
-    radius = search_radius(positions, reference, model)
-    deviation = max(float(np.max(np.abs(np.asarray(positions[t]) - model.position(t)))) for t in side)
-    return side if deviation <= radius else set()
+    gauge = np.mean([np.asarray(positions[t], float) - model.position(t) for t in reference], axis=0)
+
+    def deviation(tiles: set[TileIndex]) -> float:
+        return max(float(np.max(np.abs(np.asarray(positions[t], float) - gauge - model.position(t)))) for t in tiles)
+
+    return side if deviation(side) <= PRIOR_MARGIN * 2 * deviation(reference) + PRIOR_SLACK_PX else set()
 
 
 def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> PairOffset | None:
