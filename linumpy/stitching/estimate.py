@@ -573,8 +573,9 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     0.05 px from the truth, 10.8 px from the step against at most 5.5 px for the other kept pairs (bound
     10.3 px), dropped by :func:`implausible_departure`; (0, 2) then lost its only other link (a wrong
     peak over a 1 px true overlap) and stayed on the stage, 8.07 px off. The pair puts (0, 2) 7.7 px from
-    its stage-model position, the other tiles at most 4.5 px (window 8.8 px). The wrong pair of harsh
-    foreign seed 60, slice 3 (18 px from the step) would put its tile ~20 px from its stage position.
+    its stage-model position, the other tiles at most 4.5 px (window 8.8 px, both in the solve's gauge).
+    The wrong pair of harsh foreign seed 60, slice 3 (18 px from the step) would put its tile ~20 px from
+    its stage position.
     """
     others = [(p.a, p.b) for p in kept if p is not bridge]
     placed = {t for p in kept for t in (p.a, p.b)}
