@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from linumpy.viz.chart import (BLUE, CHART_WIDTH, FONT_SIZE, GREEN, GREY, ORANGE, RED, TITLE_HEIGHT, Panel, Rule,
-                               Series, dashed_line, integer_ticks, line_chart, nice_ticks, stacked)
+                               Series, dashed_line, integer_ticks, line_chart, nice_ticks, stacked, vertical_label)
 from linumpy.viz.screenshot import draw_scale_bar
 
 #: Percentiles used to set the grey-level window of image panels.
@@ -229,10 +229,7 @@ def _colour_bar(figure: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.
         y = bottom - tick / vmax * (bottom - top)
         draw.line([(right, y), (right + 3, y)], fill=BLACK)
         draw.text((right + 5, y), f"{tick:g}", fill=BLACK, font=font, anchor="lm")
-    label = Image.new("RGB", (bottom - top, FONT_SIZE + 6), WHITE)
-    ImageDraw.Draw(label).text((label.width / 2, label.height / 2), "residual (px)", fill=BLACK, font=font,
-                               anchor="mm")
-    figure.paste(label.rotate(90, expand=True), (figure.width - FONT_SIZE - 12, top))
+    vertical_label(figure, font, "residual (px)", (figure.width - FONT_SIZE - 12, top), bottom - top)
 
 
 def depth_profiles_figure(

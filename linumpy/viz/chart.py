@@ -190,9 +190,7 @@ def _draw_panel(image: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.F
         centre = (_to_pixel(a, x_range, left, right), _to_pixel(b, y_range, bottom, top))
         draw.ellipse(_around(centre, _CIRCLE), outline=RED, width=2)
         drawn.append(centre)
-    label = Image.new("RGB", (bottom - top, FONT_SIZE + 6), _WHITE)
-    ImageDraw.Draw(label).text((label.width / 2, label.height / 2), panel.ylabel, fill=_BLACK, font=font, anchor="mm")
-    image.paste(label.rotate(90, expand=True), (4, top))
+    vertical_label(image, font, panel.ylabel, (4, top), bottom - top)
     _legend(draw, font, box, panel, np.reshape(drawn, (-1, 2)))
     for rule, (_, _, text, anchor) in rules:  # over the legend if it could go nowhere else
         draw.text(text, rule.label, fill=rule.colour, font=font, anchor=anchor)
@@ -268,6 +266,14 @@ def stacked(charts: Sequence[Image.Image], title: str) -> Image.Image:
         image.paste(chart, (0, top))
         top += chart.height
     return image
+
+
+def vertical_label(image: Image.Image, font: ImageFont.FreeTypeFont, text: str, position: tuple[int, int],
+                   length: int) -> None:
+    """``text`` turned a quarter (reading upwards), centred along ``length`` pixels, pasted at ``position``."""
+    label = Image.new("RGB", (length, FONT_SIZE + 6), _WHITE)
+    ImageDraw.Draw(label).text((label.width / 2, label.height / 2), text, fill=_BLACK, font=font, anchor="mm")
+    image.paste(label.rotate(90, expand=True), position)
 
 
 def _title(draw: ImageDraw.ImageDraw, width: int, title: str) -> None:
