@@ -13,9 +13,15 @@ a pipeline never overwrites, and the floor writes a new array); right after it, 
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
 dtype, chunks and codec with zarr-python (the values written are the step's
-own output, read back untimed), no computation. Reported per step (median of
+own output, read back untimed), no computation. The same child then writes,
+timed apart, every other array the step wrote (its output's pyramid levels,
+its side outputs' levels: an AIP, the axial correction's maps and
+uncompensated volume): the **full floor** is the floor plus those writes, all
+the I/O the step's outputs need. Reported per step (median of
 ``--repeats`` runs): wall and CPU seconds, cores used (CPU / wall), peak RSS,
-MB/s of input, the floor's seconds and the step / floor ratio, the script's
+MB/s of input, the floor's seconds and the step / floor ratio, the full
+floor's (``full_floor_s``, ``step_over_full_floor``,
+``cpu_over_full_floor_cpu``, ``written_mb`` uncompressed), the script's
 start-up time (``--help``), the load average when it ran and the MB of dirty
 pages when each run of the step and of its floor started. The machine may
 be shared: ratios measured in one run are what matters, absolute times are
@@ -136,17 +142,23 @@ def _columns(shape: tuple[int, ...], chunks: tuple[int, ...]):
             yield (Ellipsis, slice(y, y + chunks[-2]), slice(x, x + chunks[-1]))
 
 
-def run_floor(inputs: list[Path], output: Path, raw: bool) -> dict[str, float]:
-    """Time the floor: read the inputs column by column, write an array like the output."""
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_floor(inputs: list[Path], output: Path, raw: bool, written: list[Path] = ()) -> dict[str, float]:
+    """Time the floor: read the inputs column by column, write an array like the output.
+
+    ``written``: the step's other OME-Zarr outputs; every array the step wrote besides the output's level 0
+    (its pyramid levels, the side outputs' levels) is then written too, timed apart (``written_s``).
+    """
     import numpy as np
     import zarr
 
-    def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
+    from linumpy.io.zarr import read_omezarr_info
 
-    wall = cpu_s = 0.0
-    t0, c0 = time.perf_counter(), cpu()
+    t0, c0 = time.perf_counter(), _cpu()
     if raw:
         for path in raw_files(inputs[0]):
             np.fromfile(path, dtype="<f4").sum(dtype=np.float32)
@@ -155,19 +167,42 @@ def run_floor(inputs: list[Path], output: Path, raw: bool) -> dict[str, float]:
             array = zarr.open_array(str(level0(path)), mode="r")
             for region in _columns(array.shape, array.chunks):
                 array[region]
-    wall, cpu_s = time.perf_counter() - t0, cpu() - c0
-    source = zarr.open_array(str(level0(output)), mode="r")
+    wall, cpu_s = time.perf_counter() - t0, _cpu() - c0
+    others = [image / level.path for image in [output, *written]
+              for level in read_omezarr_info(image).levels][1:]
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".floor-") as scratch:
-        options = {"shape": source.shape, "chunks": source.chunks, "dtype": source.dtype,
-                   "zarr_format": source.metadata.zarr_format, "fill_value": 0}
-        options["compressors"] = source.compressors or None
-        target = zarr.create_array(store=str(Path(scratch) / "0"), **options)
-        for region in _columns(source.shape, source.chunks):
-            values = source[region]
-            t0, c0 = time.perf_counter(), cpu()
-            target[region] = values
-            wall, cpu_s = wall + time.perf_counter() - t0, cpu_s + cpu() - c0
-    return {"floor_s": wall, "floor_cpu_s": cpu_s}
+        write_wall, write_cpu = _timed_copy(level0(output), Path(scratch) / "0")
+        times = [_timed_copy(path, Path(scratch) / str(index + 1)) for index, path in enumerate(others)]
+    mb = sum(zarr.open_array(str(path), mode="r").nbytes for path in [level0(output), *others]) / 1e6
+    return {"floor_s": wall + write_wall, "floor_cpu_s": cpu_s + write_cpu, "written_s": sum(t[0] for t in times),
+            "written_cpu_s": sum(t[1] for t in times), "written_mb": mb}
+
+
+def _timed_copy(path: Path, store: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of writing the array at ``path`` again, column by column, as a new array at ``store``
+    with its shape, dtype, chunks and codec (the values read untimed)."""
+    import zarr
+
+    source = zarr.open_array(str(path), mode="r")
+    options = {"shape": source.shape, "chunks": source.chunks, "dtype": source.dtype,
+               "zarr_format": source.metadata.zarr_format, "fill_value": 0}
+    options["compressors"] = source.compressors or None
+    target = zarr.create_array(store=str(store), **options)
+    wall = cpu_s = 0.0
+    for region in _columns(source.shape, source.chunks):
+        values = source[region]
+        t0, c0 = time.perf_counter(), _cpu()
+        target[region] = values
+        wall, cpu_s = wall + time.perf_counter() - t0, cpu_s + _cpu() - c0
+    return wall, cpu_s
+
+
+def written_images(step: StepRun) -> list[Path]:
+    """The OME-Zarr images the step wrote besides its output (pyramids of side outputs, e.g. an AIP or maps)."""
+    stem = step.output.name.removesuffix(".ome.zarr")
+    found = {path for pattern in [f"{stem}*", *step.products] for path in step.output.parent.glob(pattern)
+             if path.name.endswith(".ome.zarr") and path.is_dir()}
+    return sorted(found - {step.output})
 
 
 def compare_outputs(workdir: Path, other: Path, names: list[str]) -> dict[str, dict[str, float]]:
@@ -270,6 +305,12 @@ def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) ->
         "step_over_floor": round(statistics.median(ratios), 2),
         "step_over_floor_runs": [round(r, 2) for r in ratios],
         "work_over_floor": round(statistics.median(work), 2),
+        "written_mb": round(statistics.median(run["written_mb"] for run in runs), 1),
+        "full_floor_s": round(statistics.median(run["floor_s"] + run["written_s"] for run in runs), 2),
+        "step_over_full_floor": round(statistics.median(run["wall_s"] / (run["floor_s"] + run["written_s"])
+                                                        for run in runs), 2),
+        "cpu_over_full_floor_cpu": round(statistics.median(run["cpu_s"] / (run["floor_cpu_s"] + run["written_cpu_s"])
+                                                           for run in runs), 2),
         "startup_s": round(startup, 3),
         "load1": [round(run["load1"], 2) for run in runs],
         "dirty_mb_at_start": [[round(run["dirty_mb"], 1), round(run["floor_dirty_mb"], 1)] for run in runs],
@@ -297,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", type=Path, metavar="WORKDIR",
                         help="Only compare the outputs of --workdir with those of another work folder.")
     parser.add_argument("--floor", nargs="+", help=argparse.SUPPRESS)  # internal: RAW|ZARR OUTPUT INPUT...
+    parser.add_argument("--floor_written", nargs="*", default=[], help=argparse.SUPPRESS)  # internal: side outputs
     return parser
 
 
@@ -304,7 +346,8 @@ def main() -> None:
     args = build_parser().parse_args()
     if args.floor:
         kind, output, *inputs = args.floor
-        print(json.dumps(run_floor([Path(p) for p in inputs], Path(output), kind == "raw")))
+        print(json.dumps(run_floor([Path(p) for p in inputs], Path(output), kind == "raw",
+                                   [Path(p) for p in args.floor_written])))
         return
     if args.compare:
         names = [s.output.name for s in chain(args.workdir, args.workdir, None)]
@@ -336,7 +379,8 @@ def main() -> None:
             dirty = _settle(args.sync)
             result = measure([sys.executable, *command], env)
             floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
-                             "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs)]
+                             "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs),
+                             "--floor_written", *map(str, written_images(step))]
             floor_dirty = _settle(args.sync)
             done = subprocess.run(floor_command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
                                   capture_output=True, text=True)

@@ -270,7 +270,7 @@ def run(
     if getattr(args, "sets_chunk_workers", False) and args.workers is not None:
         set_default_workers(args.workers)
     # CPython's finalization collects garbage over every object of the libraries imported (numpy, scipy,
-    # zarr, matplotlib): 0.5-1.5 s of serial work after the outputs are written. Objects frozen at exit are
+    # zarr): 0.5-1.5 s of serial work after the outputs are written. Objects frozen at exit are
     # left out of those collections; the outputs are closed by then (registered once per process).
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)

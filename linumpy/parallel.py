@@ -157,7 +157,7 @@ def import_in_background(*modules: str) -> threading.Thread:
     """Start importing ``modules`` on a thread of their own; return it.
 
     A step calls it before its parallel pass for the libraries it needs
-    only afterwards (matplotlib for its QC figure): the import, seconds of
+    only afterwards (e.g. the axial correction's focus fits): the import, seconds of
     serial work at the step's end otherwise, runs while the worker threads
     spend most of their time outside the GIL. A later ``import`` of the same
     module waits for this one (Python's per-module import lock) and finds it

@@ -1,4 +1,5 @@
-"""The stack's QC figures drawn with Pillow: values where they belong, and no matplotlib import."""
+"""The QC figures drawn with Pillow (the stack's and the slice steps'): values where they belong, and no
+matplotlib import."""
 
 from __future__ import annotations
 
@@ -84,3 +85,22 @@ def test_line_chart_legend_leaves_the_data_visible():
     left, top, right, bottom = _frame(chart)
     row, column = round(top + (6.0 - 5.0) / 7.0 * (bottom - top)), round(left + 4.2 / 4.4 * (right - left))
     assert (chart[row, column] == BLUE).all()
+
+
+def test_the_slice_steps_qc_figures_do_not_import_matplotlib():
+    code = """
+import sys
+import numpy as np
+from linumpy.qc import figures
+from linumpy.qc.records import render_png
+depth = np.arange(10.0)
+for figure in (figures.mosaic_grid_figure(np.ones((20, 30)), (2, 3), [(0, 0)], pixel_um=3.0),
+               figures.stitching_residuals_figure([((0, 0), (0, 1))], np.ones((1, 2)), [False], (1, 2)),
+               figures.depth_profiles_figure(depth, {"before": depth}, 2.0),
+               figures.intensity_histograms_figure({"h": np.histogram(depth)}, {"p": 5.0}),
+               figures.continuity_figure([0, 1, 3], [0.0, 1.0, 2.0], [None, 0.5, 0.9], [2])):
+    render_png(figure)
+print("matplotlib" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -13,8 +13,6 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
-from matplotlib.patches import Rectangle
-from matplotlib.text import Text
 from PIL import Image
 
 from linumpy.errors import InputError
@@ -23,7 +21,6 @@ from linumpy.qc.flags import acquisition_flags, outlier_indices, record_flags, s
 from linumpy.qc.glossary import advice
 from linumpy.qc.metrics import depth_profile, nonzero_fraction, stitching_metrics
 from linumpy.qc.records import (
-    FIGURE_DPI,
     output_stem,
     qc_figure_path,
     qc_record_path,
@@ -31,7 +28,7 @@ from linumpy.qc.records import (
     write_qc_record,
 )
 from linumpy.qc.report import collect_qc, render_report, write_report
-from linumpy.viz.chart import BLUE, Panel, Series, line_chart
+from linumpy.viz.chart import BLUE, CHART_WIDTH, RED, SHADE, TITLE_HEIGHT, Panel, Series, line_chart
 from linumpy.viz.planes import orthogonal_planes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,27 +113,35 @@ def test_invalid_records_are_refused_without_output(tmp_path, metrics, figs, mat
 
 def test_mosaic_grid_figure_draws_every_tile_and_crosses_missing_ones():
     aip = np.ones((30, 40))
-    figure = figures.mosaic_grid_figure(aip, (3, 4), tiles_present=[(r, c) for r in range(3)
-                                                                      for c in range(4) if (r, c) != (1, 2)])
-    axes = figure.axes[0]
-    tiles = [p for p in axes.patches if isinstance(p, Rectangle)]
-    assert len(tiles) == 12
-    assert {(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in tiles} == {
-        (c * 10, r * 10) for r in range(3) for c in range(4)}
-    crosses = [line for line in axes.lines if line.get_color() == "red"]
-    assert len(crosses) == 2
-    xs = np.concatenate([line.get_xdata() for line in crosses])
-    assert xs.min() == pytest.approx(19.5) and xs.max() == pytest.approx(29.5)
+    figure = np.asarray(figures.mosaic_grid_figure(aip, (3, 4), tiles_present=[(r, c) for r in range(3)
+                                                                                 for c in range(4) if (r, c) != (1, 2)]))
+    image = figure[TITLE_HEIGHT:]
+    assert image.shape[:2] == (450, CHART_WIDTH)  # the AIP's aspect, CHART_WIDTH wide: a tile is 150 px
+    yellow = (image == figures.YELLOW).all(axis=2)
+    for edge in (0, 149, 150, 299, 300, 449):
+        assert yellow[edge, 10:590].mean() > 0.9 and yellow[10:440, edge].mean() > 0.9, edge
+    assert not yellow[10:140, 10:140].any(), "inside a tile: the AIP"
+    red = np.argwhere((image == RED).all(axis=2))
+    assert red.size and np.abs(red.min(axis=0) - [150, 300]).max() <= 1 and np.abs(red.max(axis=0) - [299, 449]).max() <= 1
+    rows, columns = red.T
+    on_a_diagonal = (np.abs(rows - 150 - (columns - 300)) <= 2) | (np.abs(rows - 150 - (449 - columns)) <= 2)
+    assert on_a_diagonal.all(), "the two diagonals of tile (1, 2)"
 
 
 def test_stitching_figure_marks_fallback_pairs():
     pairs = [((0, 0), (0, 1)), ((0, 1), (1, 1)), ((0, 0), (1, 0))]
     residuals = np.array([[0.5, 0.0], [np.nan, np.nan], [0.0, 2.0]])
-    figure = figures.stitching_residuals_figure(pairs, residuals, [False, True, False], (2, 2))
-    dashed = [line for line in figure.axes[0].lines if line.get_linestyle() == "--"]
-    assert len(dashed) == 1
-    np.testing.assert_array_equal(dashed[0].get_xdata(), [1, 1])
-    assert "1/3 pairs" in figure.axes[0].get_title()
+    image = np.asarray(figures.stitching_residuals_figure(pairs, residuals, [False, True, False], (2, 2)))
+    red = np.argwhere((image == RED).all(axis=2))
+    columns = np.unique(red[:, 1])
+    assert columns.max() - columns.min() <= 2, "the fallback pair (0, 1)-(1, 1) is vertical"
+    rows = np.unique(red[:, 0])
+    assert np.diff(rows).max() > 2, "dashed"
+    longest = (image == figures.viridis(1.0)).all(axis=2)  # (0, 0)-(1, 0): 2 px, the longest
+    shortest = (image == figures.viridis(0.25)).all(axis=2)  # (0, 0)-(0, 1): 0.5 px
+    assert np.ptp(np.argwhere(longest[:, : columns.min()])[:, 1]) <= 4, "a vertical edge left of the red one"
+    shortest_rows = np.argwhere(shortest[:, : columns.min()])[:, 0]
+    assert shortest_rows.size and np.ptp(shortest_rows) <= 4 and shortest_rows.max() < rows.min(), "the top edge"
 
 
 def test_orthogonal_planes_are_the_central_planes():
@@ -154,25 +159,44 @@ def test_display_range_ignores_non_finite_values():
     assert figures.display_range(np.full(4, np.nan)) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("helper", ["depth", "histogram", "continuity"])
-def test_figure_helpers_render_at_their_nominal_size(helper):
-    rng = np.random.default_rng(0)
+def test_depth_profiles_figure_draws_each_curve_and_the_surface():
     depth = np.arange(20) * 3.5
-    histogram = np.histogram(rng.normal(size=500), bins=20)
-    made = {
-        "depth": lambda: figures.depth_profiles_figure(depth, {"before": np.exp(-depth / 30), "after": np.ones(20)}, 10.0),
-        "histogram": lambda: figures.intensity_histograms_figure({"before": histogram, "after": histogram}, {"p99": 1.5}),
-        "continuity": lambda: figures.continuity_figure([0, 1, 2, 4], [0.0, 12.5, None, 3.0],
-                                                        [None, 0.9, 0.1, 0.8], missing_ids=[3]),
-    }[helper]()
-    buffer = io.BytesIO()
-    made.savefig(buffer, format="png", dpi=FIGURE_DPI)
-    image = Image.open(io.BytesIO(buffer.getvalue()))
-    width, height = made.get_size_inches() * FIGURE_DPI
-    assert image.size == (round(width), round(height))
-    assert np.asarray(image.convert("L")).std() > 5, "figure must not be blank"
-    # No mathtext: its fonts are missing from distribution-packaged matplotlib (findfont warnings).
-    assert not [text.get_text() for text in made.findobj(Text) if "$" in text.get_text()]
+    image = np.asarray(figures.depth_profiles_figure(depth, {"before": np.exp(-depth / 30), "after": np.ones(20)}, 10.0))
+    assert image.shape[1] == CHART_WIDTH
+    for colour in (BLUE, figures.ORANGE, figures.GREY):
+        assert (image == colour).all(axis=2).sum() > 50, colour
+    orange = np.argwhere((image == figures.ORANGE).all(axis=2))
+    top = orange[:, 0].min()  # "after", all ones: the top line, from depth 0 to 66.5 um (the legend lies lower)
+    first, last = orange[orange[:, 0] == top, 1].min(), orange[orange[:, 0] == top, 1].max()
+    grey_columns = np.argwhere((image[top + 10:top + 60] == figures.GREY).all(axis=2))[:, 1]
+    assert abs(np.median(grey_columns) - (first + (last - first) * 10.0 / 66.5)) <= 2, "the surface at 10 um"
+
+
+def test_histogram_figure_draws_counts_on_a_log_axis():
+    counts, edges = np.array([1, 10, 100, 1000]), np.arange(5.0)
+    image = np.asarray(figures.intensity_histograms_figure({"before": (counts, edges), "after": (counts, edges)},
+                                                           {"p_high": 2.5, "outside": 9.0}))
+    half = (image.shape[0] - TITLE_HEIGHT) // 2
+    blue = (image[TITLE_HEIGHT:TITLE_HEIGHT + half] == BLUE).all(axis=2)
+    columns = np.flatnonzero(blue.any(axis=0))
+    bar_width = (columns[-1] - columns[0]) / 4
+    tops = [np.flatnonzero(blue[:, round(columns[0] + (i + 0.25) * bar_width)])[0] for i in range(4)]
+    steps = np.diff(tops)
+    assert (steps < 0).all() and np.ptp(steps) <= 1, "each decade the same height"
+    red_columns = np.unique(np.argwhere((image[TITLE_HEIGHT:TITLE_HEIGHT + half] == RED).all(axis=2))[:, 1])
+    assert abs(red_columns.min() - (columns[0] + 2.5 * bar_width)) <= 2, "p_high's rule at 2.5; 9.0 not drawn"
+    assert (image[TITLE_HEIGHT + half:] == BLUE).all(axis=2).sum() == blue.sum(), "both charts alike"
+
+
+def test_continuity_figure_shades_the_missing_slice_and_breaks_the_line():
+    image = np.asarray(figures.continuity_figure([0, 1, 2, 4], [0.0, 12.5, None, 3.0], [None, 0.9, 0.1, 0.8],
+                                                 missing_ids=[3]))
+    shaded = np.flatnonzero((image == SHADE).all(axis=2).sum(axis=0) > 100)  # whole columns, not the text's grey
+    blue = np.unique(np.argwhere((image == BLUE).all(axis=2))[:, 1])
+    first, step = blue.min(), (blue.max() - blue.min()) / 4  # slice ids 0 to 4 (within the markers' radius, 3 px)
+    assert abs(shaded.min() - (first + 2.5 * step)) <= 3 and abs(shaded.max() - (first + 3.5 * step)) <= 3
+    skipped = np.arange(round(first + 1.2 * step), round(first + 3.8 * step))
+    assert not np.intersect1d(blue, skipped).size, "no line from slice 1 over the unknown 2 and the missing 3"
 
 
 # ---------------------------------------------------------------- metrics
@@ -576,9 +600,9 @@ def test_orthogonal_planes_cut_through_tissue_not_through_a_gap():
     assert xz.sum() == 8 * 6 and yz.sum() == 8 * 6
 
 
-def test_mosaic_grid_figure_axes_in_micrometres():
-    figure = figures.mosaic_grid_figure(np.ones((30, 40)), (3, 4), pixel_um=2.5)
-    axes = figure.axes[0]
-    assert axes.get_xlabel() == "x (µm)" and axes.get_ylabel() == "y (µm)"
-    tiles = [p for p in axes.patches if isinstance(p, Rectangle)]
-    assert max(p.get_x() + p.get_width() for p in tiles) == pytest.approx((40 - 0.5) * 2.5)
+def test_mosaic_grid_figure_scale_bar_in_micrometres():
+    image = np.asarray(figures.mosaic_grid_figure(np.zeros((30, 40)), (3, 4), pixel_um=2.5).convert("L"))
+    # 40 px of 2.5 um drawn 600 px wide: 1/6 um a pixel; a quarter of the width is 25 um: a 20 um bar, 120 px
+    white = image[TITLE_HEIGHT:] == 255
+    runs = [np.diff(np.flatnonzero(np.diff(np.r_[0, row, 0]))) for row in white.astype(np.int8)]
+    assert max(max(run[::2], default=0) for run in runs) == 121

@@ -262,7 +262,7 @@ def correct_slice(
 
     qc = AxialQc(n_z)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    # the focus fits' libraries and the QC figure's matplotlib, while the passes' threads run
+    # the focus fits' libraries and the QC figure's module, while the passes' threads run
     import_in_background(*focus.FIT_MODULES, FIGURES_MODULE)
     # the QC figure (drawing and PNG rendering) is made on its own thread while the outputs are finalized
     with ThreadPoolExecutor(1, thread_name_prefix="axial-qc") as qc_thread, contextlib.ExitStack() as stack:

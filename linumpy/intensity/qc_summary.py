@@ -167,7 +167,7 @@ class AxialQc:
             profiles["focus profile (divided by)"] = _scaled(np.asarray(focus_profile, np.float64))
         if focus_qc and "focus_support_lines" in focus_qc:
             profiles["agarose A-lines per depth"] = _scaled(np.asarray(focus_qc["focus_support_lines"], np.float64))
-        from linumpy.qc.figures import depth_profiles_figure  # matplotlib: imported while the passes run
+        from linumpy.qc.figures import depth_profiles_figure  # imported while the passes run
 
         figure = depth_profiles_figure(depths, profiles, surface_um,
                                        title="mean intensity per depth (each scaled to its maximum)")
@@ -224,7 +224,7 @@ def write_normalize_qc(
     figures = {}
     if tissue_values is not None and values is not None and tissue_values.total:
         median_after = float(np.clip((tissue_values.percentile(50.0) - low) / (high - low), 0.0, 1.0))
-        from linumpy.qc.figures import intensity_histograms_figure  # matplotlib: imported while the passes run
+        from linumpy.qc.figures import intensity_histograms_figure  # imported while the passes run
 
         before, after = _normalization_histograms(tissue_values, low, high)
         figures["intensity_histograms"] = intensity_histograms_figure(

@@ -114,7 +114,7 @@ def normalize_slice(
     block = lateral_block_size(volume.shape[0])
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    import_in_background(FIGURES_MODULE)  # the QC figure's matplotlib, while the passes' threads run
+    import_in_background(FIGURES_MODULE)  # the QC figure's module, while the passes' threads run
     with atomic.scratch_directory(out_path) as scratch:
         aip = _store_aip(volume, Path(scratch) / "aip.ome.zarr", block, in_path, progress, workers)
         smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px)

@@ -344,8 +344,7 @@ def write_mosaic_grid(
         # job as soon as it is done); the last tile's slabs are written by every worker at once.
         # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they are written.
         # The QC thread finalizes the AIP once the reader has written its last part, and draws its
-        # figure (about half a second of serial work after the tiles otherwise) while the last tiles'
-        # grid chunks are written.
+        # figure (with Pillow, milliseconds) while the last tiles' grid chunks are written.
         ordered = morton_order(section.tiles.items(), lambda item: item[0])
         tiles = prefetched(ordered, lambda item: tile_files(item[1].path), ahead=READ_AHEAD_TILES)
         import_in_background(FIGURES_MODULE)

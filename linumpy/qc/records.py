@@ -27,8 +27,7 @@ from linumpy.io.atomic import atomic_output
 from linumpy.io.naming import parse_slice_id
 from linumpy.qc.warning_log import logged_warnings
 
-if TYPE_CHECKING:  # matplotlib (and Pillow) are imported when a figure is rendered: scripts start fast
-    from matplotlib.figure import Figure
+if TYPE_CHECKING:  # Pillow is imported when a figure is rendered: scripts start fast
     from PIL.Image import Image
 
 #: Version of the record layout, stored in every record under ``"schema"``.
@@ -36,15 +35,13 @@ QC_SCHEMA = "linumpy-qc/1"
 QC_SUFFIX = "_qc.json"
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _ZARR_SUFFIX = ".ome.zarr"
-#: Resolution of rendered figures; small so the report stays light.
-FIGURE_DPI = 100
-#: The module that draws the figures (matplotlib): the mosaic grid imports it while its workers run
+#: The module that draws the figures (Pillow): the slice steps import it while their workers run
 #: (:func:`linumpy.parallel.import_in_background`), not before.
 FIGURES_MODULE = "linumpy.qc.figures"
 
-#: A matplotlib figure, a Pillow image, an image array or a figure already rendered (PNG bytes,
-#: :func:`render_png`) (a string: neither matplotlib nor Pillow is imported here).
-FigureLike: TypeAlias = "Figure | Image | np.ndarray | bytes"
+#: A Pillow image, an image array or a figure already rendered (PNG bytes, :func:`render_png`) (a string:
+#: Pillow is not imported here).
+FigureLike: TypeAlias = "Image | np.ndarray | bytes"
 
 
 def output_stem(output_path: str | os.PathLike) -> Path:
@@ -102,9 +99,9 @@ def write_qc_record(
         Metric name to value; see ``docs/qc.md`` for the names the report
         knows how to flag.
     figures : mapping, optional
-        Figure name (letters, digits, ``_``, ``-``) to a matplotlib
-        :class:`~matplotlib.figure.Figure`, a Pillow image, an RGB(A)/grey image array
-        (uint8, or float in [0, 1]) or a figure already rendered (PNG bytes).
+        Figure name (letters, digits, ``_``, ``-``) to a Pillow image
+        (:mod:`linumpy.qc.figures`), an RGB(A)/grey image array (uint8, or
+        float in [0, 1]) or a figure already rendered (PNG bytes).
     flags : sequence of str, optional
         Problems the step noticed itself, one short sentence each.
 
@@ -210,34 +207,26 @@ def to_json_value(value: Any, where: str = "QC metrics") -> Any:
 
 
 def render_png(figure: FigureLike) -> bytes:
-    """Render a figure or an image array to deterministic PNG bytes (PNG bytes are returned as they are).
+    """Render a Pillow image or an image array to deterministic PNG bytes (PNG bytes are returned as they are).
 
-    Matplotlib's ``Software`` tag is dropped, so the bytes depend only on the
-    content and on the matplotlib version; a Pillow image is written without
-    metadata (no matplotlib import: :mod:`linumpy.viz.chart`).
+    The PNG is written without metadata, so the bytes depend only on the
+    content (and on Pillow's encoder). A grey array is written as RGB.
     """
     if isinstance(figure, bytes):
         return figure
     from PIL import Image
 
+    if not isinstance(figure, Image.Image):
+        image = np.asarray(figure)
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise InputError(f"QC figure must be a 2D grey or RGB(A) image, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            image = (np.clip(np.nan_to_num(image.astype(np.float64)), 0, 1) * 255).round().astype(np.uint8)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        figure = Image.fromarray(image)
     buffer = io.BytesIO()
-    if isinstance(figure, Image.Image):
-        figure.save(buffer, format="png")
-        return buffer.getvalue()
-    from matplotlib.figure import Figure
-    from matplotlib.image import imsave
-
-    if isinstance(figure, Figure):
-        figure.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
-        return buffer.getvalue()
-    image = np.asarray(figure)
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise InputError(f"QC figure must be a 2D grey or RGB(A) image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        image = (np.clip(np.nan_to_num(image.astype(np.float64)), 0, 1) * 255).round().astype(np.uint8)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    imsave(buffer, image, format="png", metadata={"Software": None})
+    figure.save(buffer, format="png")
     return buffer.getvalue()
 
 

@@ -477,16 +477,14 @@ def _continuity_section(collection: QcCollection) -> str:
             continue
         ids = sorted(i for i in rows if _is_id(i))
         if voxel_um:
-            shift, label = [rows[i].get("shift_um") for i in ids], "µm"
+            shift, label = [rows[i].get("shift_um") for i in ids], "um"
         else:
             shift, label = [_shift_px(rows[i].get("shifts_px")) for i in ids], "px"
         ncc = [v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
                for v in (rows[i].get("overlap_ncc") for i in ids)]
         span_is_sane = ids[-1] - ids[0] <= 10 * len(ids) + 1000  # a hostile record cannot blow up the page
         missing = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids)) if span_is_sane else []
-        figure = continuity_figure(ids, shift, ncc, missing)
-        if label == "px":
-            figure.axes[0].set_ylabel("lateral jump (px)")
+        figure = continuity_figure(ids, shift, ncc, missing, shift_unit=label)
         uri = image_data_uri(render_png(figure))
         return (
             '<section id="continuity"><h2>Slice-to-slice continuity</h2><p class="note">Top: how far each '

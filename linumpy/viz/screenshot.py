@@ -97,7 +97,9 @@ def _font(image: Image.Image) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=max(11, min(image.width, image.height * 3) // 40))
 
 
-def _draw_scale_bar(image: Image.Image, display_mm: float) -> None:
+def draw_scale_bar(image: Image.Image, display_mm: float) -> None:
+    """A white scale bar of a round length in micrometres, about a quarter of the width, labelled, on a black
+    box in the bottom right corner of a grey image whose pixels are ``display_mm`` wide."""
     length_um = nice_length_um(0.25 * image.width * display_mm * 1000)
     length_px = max(1, round(length_um / (display_mm * 1000)))
     draw = ImageDraw.Draw(image)
@@ -187,11 +189,11 @@ def views_image(planes: Sequence[np.ndarray], pixels_mm: Sequence[tuple[float, f
     """
     display_mm = _display_mm(list(pixels_mm), list(planes), min_size)
     panels = [_panel(plane, pixel, display_mm) for plane, pixel in zip(contrast_stretch(planes), pixels_mm)]
-    _draw_scale_bar(panels[0], display_mm)
+    draw_scale_bar(panels[0], display_mm)
     if len(panels) == 1:
         return panels[0]
     xy, xz, yz = panels
-    _draw_scale_bar(xz, display_mm)
+    draw_scale_bar(xz, display_mm)
     for panel, label in ((xy, "XY"), (xz, "XZ"), (yz, "YZ")):
         _draw_label(panel, label)
     canvas = Image.new("L", (xy.width + _GAP + yz.width, xy.height + _GAP + xz.height), _BACKGROUND)
