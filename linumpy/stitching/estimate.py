@@ -557,10 +557,10 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
 
     Both sides are measured in the other side's (the reference's) gauge
     (:func:`~linumpy.stitching.tile_search.reference_gauge`): the stage model is shifted by the reference
-    tiles' mean deviation from it, which the solve fitted to all tiles, the bridged side included. The window is :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN`
-    times twice the reference tiles' largest deviation so aligned (a tile's stage error measured from
-    their mean ranges up to twice what they show) plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`. In the solve's gauge a wrong bridge drags the
+    tiles' mean deviation from it, which the solve fitted to all tiles, the bridged side included. The
+    window is :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times twice the reference tiles' largest
+    deviation so aligned (a tile's stage error measured from their mean ranges up to twice what they show)
+    plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`. In the solve's gauge a wrong bridge drags the
     reference away from its stage positions and widens its own window: fresh harsh foreign seed 150,
     slice 0, (0, 0)-(1, 0), significance 4.4, 30 px from the truth, the only link of two groups of 5 and 4
     tiles; the reference sat 8-15 px from its stage positions (window 25 px), the bridged side 12-18 px:
