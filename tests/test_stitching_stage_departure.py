@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+from linumpy.stitching.fusion_flatfield import FusionFlatField
 from linumpy.stitching.global_solve import PairOffset, StageModel
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
+from linumpy.stitching.stitch import MosaicGridLayout, stitch_qc
+from linumpy.stitching.summaries import SummarySource
 
 RADIUS = 20
 STEP = (84.0, 84.0)
@@ -132,6 +135,9 @@ def test_a_far_bridge_whose_tile_lies_within_the_stage_window_is_kept(monkeypatc
     record = next(r for r in transform.pairs if (r.a, r.b) == ((0, 1), (0, 2)))
     assert record.accepted and "within the stage's window" in record.status
     assert [t for t, r in transform.tiles.items() if r.far_bridge_kept] == [(0, 2)]
+    metrics, flags = _qc(transform)
+    assert (metrics["n_far_bridges_kept"], metrics["n_far_bridges_refused"]) == (1, 0)
+    assert [f for f in flags if f.startswith("far bridge (0, 1)-(0, 2) kept") and "1 tile(s) (0, 2)" in f], flags
     truth = {t: np.multiply(t, STEP) + FAR_ERRORS[t] for t in TILES}
     for tile in TILES:
         assert transform.tiles[tile].source == "pairs", tile
@@ -172,6 +178,9 @@ def test_a_wrong_bridge_is_judged_in_the_gauge_of_the_tiles_it_does_not_place(mo
     transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
     assert not next(r for r in transform.pairs if (r.a, r.b) == GAUGE_BRIDGE).accepted
     assert not any(r.far_bridge_kept for r in transform.tiles.values())
+    metrics, flags = _qc(transform)
+    assert (metrics["n_far_bridges_kept"], metrics["n_far_bridges_refused"]) == (0, 1)
+    assert not [f for f in flags if f.startswith("far bridge")], flags
     truth = {t: np.multiply(t, STEP) + GAUGE_ERRORS[t] for t in TILES}
     stage = {t: np.multiply(t, STEP) for t in TILES}
 
@@ -181,3 +190,10 @@ def test_a_wrong_bridge_is_judged_in_the_gauge_of_the_tiles_it_does_not_place(mo
 
     ours, theirs = errors({t: transform.position(t) for t in TILES}), errors(stage)
     assert all(ours[t] <= theirs[t] + 0.5 for t in TILES), (ours, theirs)
+
+
+def _qc(transform: estimate.TileTransform) -> tuple[dict, list[str]]:
+    """The stitch QC record's metrics and flags of a 3 x 3 ``transform``."""
+    layout = MosaicGridLayout((1, 4, 4), (3, 3), STEP, tuple(TILES))
+    metrics, _, flags = stitch_qc(transform, layout, FusionFlatField("off"), SummarySource("none", "test"))
+    return metrics, flags

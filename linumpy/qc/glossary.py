@@ -78,6 +78,15 @@ METRICS: dict[str, MetricInfo] = {
                                   "to the others, departing from the stage's step farther than the other "
                                   "overlaps do, kept because it places them no farther from their stage "
                                   "positions than the joint search allows."),
+    "n_far_bridges_kept": _M("Far bridges kept", "count", "Overlaps that alone join two groups of tiles (on "
+                             "no loop) and depart from the stage's step farther than the other overlaps do, "
+                             "kept because the group they place lies within the stage's error; such an overlap "
+                             "alone decides where that group lies, and the slice is flagged."),
+    "n_far_bridges_refused": _M("Far bridges refused", "count", "Overlaps that alone join two groups of tiles "
+                                "(on no loop) and depart from the stage's step farther than the other overlaps "
+                                "do, refused as wrong matches because the group they would place lies beyond the "
+                                "stage's error; that group was placed by other overlaps or kept its stage-model "
+                                "positions."),
     "n_far_weak_peak_refused_tiles": _M("Tiles refused a far weak peak", "count", "Tiles for which the search "
                                         "found a weak position that several overlaps agree on, farther from "
                                         "the tile's stage position than any placed tile lies from its own; "

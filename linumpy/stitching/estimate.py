@@ -94,8 +94,9 @@ from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over_stage
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement,
                                            corroborated_placements, joint_placement, lone_departure,
-                                           place_by_neighbours, search_radius)
-from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
+                                           largest_deviation, place_by_neighbours, reference_gauge,
+                                           search_radius)
+from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, PairRecord, TileRecord, TileTransform
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, br
     if kept:
         return "kept"
     if implausible:
-        return "departs implausibly from the stage model"
+        return FAR_BRIDGE_REFUSED
     if far:
         return "unchecked, departs beyond the stage's error"
     if registration.ncc <= -1:
@@ -364,7 +365,7 @@ def estimate_transform(
         elif (a, b) in moved:
             status = "kept (loop closure)" if (a, b) in kept_ids else "loop closure, inconsistent"
         elif (a, b) in far_bridged and (a, b) in kept_ids:
-            status = "kept, departs beyond the other pairs but its tiles within the stage's window"
+            status = FAR_BRIDGE_KEPT
         else:
             status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong,
@@ -554,12 +555,12 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     """The tiles that ``bridge`` alone joins to the others (its smaller side among the ``kept`` pairs), if
     they lie within the stage's window around their stage-model positions; else the empty set.
 
-    Both sides are measured in the other side's (the reference's) gauge: the solve's positions are
-    shifted by the reference tiles' mean deviation from the stage model, which the solve fitted to all
-    tiles, the bridged side included. The window is :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN`
-    times twice the reference tiles' largest deviation so aligned (a tile's stage error measured from
-    their mean ranges up to twice what they show) plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`. In the solve's gauge a wrong bridge drags the
+    Both sides are measured in the other side's (the reference's) gauge
+    (:func:`~linumpy.stitching.tile_search.reference_gauge`): the stage model is shifted by the reference
+    tiles' mean deviation from it, which the solve fitted to all tiles, the bridged side included. The
+    window is :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times twice the reference tiles' largest
+    deviation so aligned (a tile's stage error measured from their mean ranges up to twice what they show)
+    plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`. In the solve's gauge a wrong bridge drags the
     reference away from its stage positions and widens its own window: fresh harsh foreign seed 150,
     slice 0, (0, 0)-(1, 0), significance 4.4, 30 px from the truth, the only link of two groups of 5 and 4
     tiles; the reference sat 8-15 px from its stage positions (window 25 px), the bridged side 12-18 px:
@@ -583,12 +584,9 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     near = next(g for g in groups if bridge.a in g)
     far = next(g for g in groups if bridge.b in g)
     side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
-    gauge = np.mean([np.asarray(positions[t], float) - model.position(t) for t in reference], axis=0)
-
-    def deviation(tiles: set[TileIndex]) -> float:
-        return max(float(np.max(np.abs(np.asarray(positions[t], float) - gauge - model.position(t)))) for t in tiles)
-
-    return side if deviation(side) <= PRIOR_MARGIN * 2 * deviation(reference) + PRIOR_SLACK_PX else set()
+    aligned = reference_gauge(positions, reference, model)
+    window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
+    return side if largest_deviation(positions, side, aligned) <= window else set()
 
 
 def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> PairOffset | None:

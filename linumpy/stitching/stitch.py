@@ -276,6 +276,17 @@ def stitch_mosaic_grid(
     return transform
 
 
+def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform) -> str:
+    """The red flag of a kept far bridge: a pair on no loop, departing from the stage model's step beyond the
+    other kept pairs, that alone decides where the tiles on its side lie (``far_bridge_kept``)."""
+    a, b = pair
+    step = transform.stage_model.position(b) - transform.stage_model.position(a)
+    departure = float(np.max(np.abs(np.subtract(transform.position(b), transform.position(a)) - step)))
+    side = sorted(t for t, record in transform.tiles.items() if record.far_bridge_kept)
+    return (f"far bridge {a}-{b} kept: one pair on no loop, {departure:.1f} px from the stage's step (beyond the "
+            f"other pairs), alone places {len(side)} tile(s) {', '.join(map(str, side))}: check the stitched slice")
+
+
 #: A slice is flagged when more than this fraction of its tiles fall back to the stage model.
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
@@ -305,7 +316,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     confident pair refused as unchecked and beyond the stage's error,
     ``n_weak_link_swapped_tiles`` those with a searched link swapped for a clearly more
     significant one, ``n_far_bridge_kept_tiles`` those placed by a pair departing beyond the
-    other pairs, kept because it puts them within the stage's window, ``n_far_weak_peak_refused_tiles``
+    other pairs, kept because it puts them within the stage's window (``n_far_bridges_kept`` counts such
+    pairs, each also a flag, :func:`far_bridge_flag`; ``n_far_bridges_refused`` those refused),
+    ``n_far_weak_peak_refused_tiles``
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
     whose joint placement lost a pair and whose other pairs held no significant peak without it,
@@ -317,7 +330,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
     """
-    from linumpy.stitching.transform import stage_residual_fields
+    from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, stage_residual_fields
 
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -342,6 +355,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_link_refused_tiles"] = sum(record.far_link_refused for record in transform.tiles.values())
     metrics["n_weak_link_swapped_tiles"] = sum(record.weak_link_swapped for record in transform.tiles.values())
     metrics["n_far_bridge_kept_tiles"] = sum(record.far_bridge_kept for record in transform.tiles.values())
+    far_bridges = transform.far_bridges(FAR_BRIDGE_KEPT)
+    metrics["n_far_bridges_kept"] = len(far_bridges)
+    metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
                                                    for record in transform.tiles.values())
     metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
@@ -393,6 +409,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     elif transform.tiles and len(fallback) + len(weak) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(weak)}/{n_tiles} tiles placed by weak links only, {len(fallback)} more on the stage: "
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
+    flags += [far_bridge_flag(pair, transform) for pair in far_bridges]
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)

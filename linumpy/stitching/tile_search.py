@@ -21,8 +21,8 @@ removal), so a wrong placement still has to agree with the loops.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -241,10 +241,32 @@ def search_radius(positions: Mapping[TileIndex, Sequence[float]], placed: set[Ti
     """Return how far (pixels, per axis) from its stage-model position a tile is searched.
 
     :data:`PRIOR_MARGIN` times the largest distance of a ``placed`` tile from
-    its own stage-model position, plus :data:`PRIOR_SLACK_PX`.
+    its own stage-model position (:func:`largest_deviation`), plus :data:`PRIOR_SLACK_PX`.
+
+    Measured in the frame of ``positions``: where ``placed`` are all the tiles the solve linked,
+    their mean deviation from the stage model is nil (the solve pulls every tile towards it alike),
+    and that frame is their own gauge. For a subset of them, other tiles' pull shifts it; see
+    :func:`reference_gauge`.
     """
-    deviation = max(np.max(np.abs(np.asarray(positions[t], float) - stage_model.position(t))) for t in placed)
-    return PRIOR_MARGIN * deviation + PRIOR_SLACK_PX
+    return PRIOR_MARGIN * largest_deviation(positions, placed, stage_model) + PRIOR_SLACK_PX
+
+
+def largest_deviation(positions: Mapping[TileIndex, Sequence[float]], tiles: Iterable[TileIndex],
+                      stage_model: StageModel) -> float:
+    """The largest distance (pixels, per axis) of one of ``tiles`` from its ``stage_model`` position."""
+    return max(float(np.max(np.abs(np.asarray(positions[t], float) - stage_model.position(t)))) for t in tiles)
+
+
+def reference_gauge(positions: Mapping[TileIndex, Sequence[float]], reference: Iterable[TileIndex],
+                    stage_model: StageModel) -> StageModel:
+    """The stage model moved by the ``reference`` tiles' mean deviation from it: their own gauge.
+
+    The solve fits one translation to all the tiles it links, so tiles other than ``reference``
+    (a group a far pair bridges) pull the reference off its stage positions by their own departure,
+    and in the solve's frame a wrong far placement widens the window of the tiles that judge it.
+    """
+    gauge = np.mean([np.asarray(positions[t], float) - stage_model.position(t) for t in reference], axis=0)
+    return replace(stage_model, origin=tuple(float(v) for v in np.add(stage_model.origin, gauge)))
 
 
 def place_by_neighbours(

@@ -27,6 +27,11 @@ FORMAT_VERSION = 2
 #: Versions this code reads (version 1 lacks the confidences).
 READABLE_VERSIONS = (1, 2)
 _DECIMALS = 4
+#: Status of a pair on no loop departing from the stage model's step beyond the other kept pairs, kept because
+#: the tiles it alone places lie within the stage's window (:func:`linumpy.stitching.estimate._bridged_within_window`).
+FAR_BRIDGE_KEPT = "kept, departs beyond the other pairs but its tiles within the stage's window"
+#: Status of such a pair refused (:func:`linumpy.stitching.estimate.implausible_departure`).
+FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,9 @@ class PairRecord:
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
-        the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`),
+        the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`;
+        :data:`FAR_BRIDGE_REFUSED`), ``kept, departs beyond the other pairs but its tiles
+        within the stage's window`` (such a pair kept, :data:`FAR_BRIDGE_KEPT`),
         ``unchecked, departs beyond the stage's error`` (a confident pair no
         loop of confident pairs kept, departing farther than they do,
         :func:`linumpy.stitching.estimate._unchecked_far_pairs`),
@@ -256,6 +263,11 @@ class TileTransform:
     def stage_fallback_tiles(self) -> list[TileIndex]:
         """Tiles placed by the stage model for lack of an accepted pair."""
         return sorted(t for t, record in self.tiles.items() if record.source == "stage")
+
+    def far_bridges(self, status: str) -> list[tuple[TileIndex, TileIndex]]:
+        """The pairs on no loop departing from the stage model beyond the other pairs with ``status``
+        :data:`FAR_BRIDGE_KEPT` (placing the tiles they alone join) or :data:`FAR_BRIDGE_REFUSED`."""
+        return sorted((r.a, r.b) for r in self.pairs if r.status == status)
 
     def position(self, tile: TileIndex) -> np.ndarray:
         """Return the ``(y, x)`` position of ``tile`` (stage model if not estimated)."""
