@@ -385,25 +385,23 @@ class SplitSums:
         window = (np.stack(self.sums.total.fields())[:, columns] if stop is None
                   else np.take_along_axis(above, np.searchsorted(boundaries, stop)[None, None], axis=0)[0])
 
-        def knee(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """The candidate split of each A-line's ``row`` and the window's sums below it (``k >= h``)."""
-            inside = np.clip(row, 0, boundaries.size - 1)
-            return boundaries[inside].astype(float), window - np.take_along_axis(above, inside[None, None], axis=0)[0]
-
         split_row = np.searchsorted(boundaries, split)
         reach = RAMP_REACH_PX // SPLIT_STEP_PX
-        best, best_residual = split.copy(), np.full(split.shape, np.inf)
-        for back in range(reach + 1):
-            first_row = split_row - back
-            first_knee, first_part = knee(first_row)
-            for ahead in range(0 if back else 1, reach + 1):
-                second_row = split_row + ahead
-                second_knee, second_part = knee(second_row)
-                residual = _bent_residual(window, (first_part, second_part), (first_knee, second_knee))
-                residual[(first_row < 0) | (second_row >= boundaries.size)
-                         | (window[0] - first_part[0] < min_above) | (second_part[0] < 2)] = np.inf
-                better = residual < best_residual
-                best, best_residual = np.where(better, first_knee, best), np.where(better, residual, best_residual)
+        # the candidate knees around the split (rows: offsets -reach..reach) and the window's sums below them
+        rows = split_row + np.arange(-reach, reach + 1)[:, None]
+        inside = np.clip(rows, 0, boundaries.size - 1)
+        knees = boundaries[inside].astype(float)
+        parts = window[:, None] - np.take_along_axis(above, inside[:, None], axis=0).swapaxes(0, 1)
+        # every pair (h1 back, h2 ahead of the split) fitted in one batch, in the order back, then ahead
+        back, ahead = np.array([(b, a) for b in range(reach + 1) for a in range(0 if b else 1, reach + 1)]).T
+        first, second = reach - back, reach + ahead
+        residual = _bent_residual(np.broadcast_to(window[:, None], parts[:, first].shape),
+                                  (parts[:, first], parts[:, second]), (knees[first], knees[second]))
+        residual[(rows[first] < 0) | (rows[second] >= boundaries.size)
+                 | (window[0] - parts[0, first] < min_above) | (parts[0, second] < 2) | np.isnan(residual)] = np.inf
+        pair = np.argmin(residual, axis=0)[None]  # the first of the least residuals
+        best_residual = np.take_along_axis(residual, pair, axis=0)[0]
+        best = np.take_along_axis(knees[first], pair, axis=0)[0]
         split_above = LineSums(*np.take_along_axis(above, split_row[None, None], axis=0)[0])
         step = split_above.residual() + LineSums(*window).minus(split_above).residual()
         return np.where(best_residual < step, best, split)
