@@ -121,16 +121,18 @@ def test_ramp_start_of_a_noise_free_ramp():
     assert sums.ramp_start(np.arange(1), split, 20, None)[0] == 45
 
 
-def test_a_change_under_a_third_of_the_wide_box_stops_the_window():
-    """Grey 3 /mm over a 1.6x brighter grey 5 in the fit's box, the change under 30 % of the wide box only.
+@pytest.mark.parametrize("share", [0.3, 0.24])
+def test_a_change_under_a_third_of_the_wide_box_stops_the_window(share):
+    """Grey 3 /mm over a 1.6x brighter grey 5 in the fit's box, the change under ``share`` of the wide box only.
 
     The foreign grey classes are blobs: the change below an A-line lies under part of the split's wide box (its
-    other A-lines homogeneous there), which dilutes the wide box's explained mean square to between
-    ``SPLIT_EFFECT`` 0.0015 and grey48's 0.002 here. Noise-free: the window stops 3 planes above the change
-    and reads 3 /mm (with 0.002: unstopped, 1.34 /mm). Stated tolerance: 1 %.
+    other A-lines homogeneous there), which dilutes the wide box's explained mean square: between
+    ``SPLIT_EFFECT`` 0.0015 and grey48's 0.002 at 30 %, between 0.001 and 0.0015 at 24 % (the harsh foreign
+    seeds' grey 3 A-lines left unstopped, session grey57). Noise-free: the window stops 3 planes above the
+    change and reads 3 /mm (unstopped, 1.34 /mm: with 0.002 at 30 %, with 0.0015 at 24 %). Stated tolerance: 1 %.
     """
     own = layered(BOUNDARY, 3.0, 5.0, 1.6)
-    wide = 0.3 * own + 0.7 * layered(N_Z, 3.0, 3.0, 1.0)
+    wide = share * own + (1 - share) * layered(N_Z, 3.0, 3.0, 1.0)
     tails, split_tails = (attenuation.tail_sums(np.broadcast_to(line[:, None, None], (N_Z, 4, 4)).astype(np.float32))
                           for line in (own, wide))
     result = attenuation_map.window_attenuation(tails, np.zeros((4, 4)), N_Z, DZ_MM, split_tails=split_tails)
