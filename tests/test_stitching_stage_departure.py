@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+from linumpy.simulate.stitch_matrix import aligned_errors
 from linumpy.stitching.fusion_flatfield import FusionFlatField
 from linumpy.stitching.global_solve import PairOffset, StageModel
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
@@ -197,3 +198,38 @@ def _qc(transform: estimate.TileTransform) -> tuple[dict, list[str]]:
     layout = MosaicGridLayout((1, 4, 4), (3, 3), STEP, tuple(TILES))
     metrics, _, flags = stitch_qc(transform, layout, FusionFlatField("off"), SummarySource("none", "test"))
     return metrics, flags
+
+
+#: (1, 1)-(2, 1): its best peak right, a rival as far off as :data:`WRONG`'s, 1 below it: loop closure moves it there.
+LOOP_PARTNER = ((1, 1), (2, 1))
+
+
+def test_a_loop_closed_by_a_pair_moved_onto_it_does_not_confirm_a_far_departure(monkeypatch):
+    """The wrong pair :data:`WRONG`, 18 px from the stage's step, and the right (1, 1)-(2, 1) are the only
+    links of {(2, 0), (2, 1)}; the loop they close disagrees, and loop closure moves (1, 1)-(2, 1), the
+    cheaper, to its rival peak where the wrong pair puts it. That loop then closes by construction and
+    checks nothing: the wrong pair is on no loop of the pairs not moved, and departs implausibly. Main
+    counted the loop and kept both, the two tiles ~27 px from the truth (their stage positions <= 6.1 px);
+    every tile must end no farther from the truth than its stage position (``6x6`` seed 149, session
+    bridge56)."""
+    registrations = _registrations()
+    for pair in [((2, 1), (2, 2)), ((1, 1), (2, 1))]:
+        a, b = pair
+        nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+        true = tuple(int(v) for v in np.subtract(ERRORS[b], ERRORS[a]))
+        significance, peaks = (0.3, {true: 2.3}) if pair != LOOP_PARTNER else (
+            3.0, {true: 5.0, tuple(np.add(true, WRONG_BY)): 4.0})
+        registrations[pair] = PairRegistration((float(nominal[0] + true[0]), float(nominal[1] + true[1])), 0.5,
+                                               significance, (0.1, 0.1),
+                                               scores=(EvidenceMap(1.0, nominal, _map(peaks)),))
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+    reference = [t for t in TILES if t[0] < 2]
+    ours = aligned_errors({t: transform.position(t) for t in TILES}, truth, reference)
+    on_stage = aligned_errors(stage, truth, reference, frame={t: transform.position(t) for t in TILES})
+    for tile in TILES:
+        assert ours[tile] <= on_stage[tile] + 0.5, (tile, ours[tile], on_stage[tile])
