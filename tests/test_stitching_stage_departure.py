@@ -20,6 +20,7 @@ from linumpy.stitching.global_solve import PairOffset, StageModel
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.stitch import MosaicGridLayout, stitch_qc
 from linumpy.stitching.summaries import SummarySource
+from linumpy.stitching.transform import PairRecord, TileRecord
 
 RADIUS = 20
 STEP = (84.0, 84.0)
@@ -233,3 +234,37 @@ def test_a_loop_closed_by_a_pair_moved_onto_it_does_not_confirm_a_far_departure(
     on_stage = aligned_errors(stage, truth, reference, frame={t: transform.position(t) for t in TILES})
     for tile in TILES:
         assert ours[tile] <= on_stage[tile] + 0.5, (tile, ours[tile], on_stage[tile])
+
+
+#: Truth minus stage (pixels) of the tiles a lone link (2, 0)-(2, 1) does not place: within +-3 px.
+LONE_ERRORS = {(0, 0): (1, -2), (0, 1): (-2, 1), (0, 2): (3, 0), (1, 0): (0, 2), (1, 1): (-1, -3), (1, 2): (2, 1),
+               (2, 0): (-3, 1)}
+LONE_LINK = ((2, 0), (2, 1))
+
+
+@pytest.mark.parametrize("group_error, placed_off", [((1, -1), (-13, 0)), ((7, 0), (0, 0)), ((-7, 3), (0, 0))])
+def test_a_lone_link_placing_its_tiles_beyond_the_stage_window_is_flagged(group_error, placed_off):
+    """The group {(2, 1), (2, 2)} hangs on the lone accepted link (2, 0)-(2, 1) (fresh harsh foreign seed 152,
+    slice 2: a wrong pair 13.4 px off put its two tiles 13.7 px from their stage positions, the window
+    10.8 px, within the pairs' departure bound, silently). The QC must name exactly the tiles such a link puts
+    farther from the truth than the stage: a wrong placement beyond the window (case 1), not a right one
+    7 px off a stage erring 7 px (cases 2 and 3; harsh foreign seed 99's right bridge: 7.5 against 11 px)."""
+    errors = {**LONE_ERRORS, (2, 1): group_error, (2, 2): np.add(group_error, (0, 1))}
+    truth = {t: np.multiply(t, STEP) + errors[t] for t in TILES}
+    positions = {t: truth[t] + (placed_off if t[0] == 2 and t[1] > 0 else (0, 0)) for t in TILES}
+    loops = {((1, 1), (2, 1)), ((1, 2), (2, 2))}
+    pairs = tuple(PairRecord(a, b, tuple(np.subtract(positions[b], positions[a])), 0.5, (a, b) not in loops,
+                             significance=4.0) for a, b in SIGNIFICANCE)
+    transform = estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
+                                       StageModel.nominal(STEP), pairs=pairs,
+                                       tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
+    metrics, flags = _qc(transform)
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+    reference = sorted(LONE_ERRORS)
+    ours = aligned_errors(positions, truth, reference)
+    on_stage = aligned_errors(stage, truth, reference, frame=positions)
+    worse = [t for t in TILES if ours[t] > on_stage[t] + 0.5]
+    assert metrics["n_far_lone_link_tiles"] == len(worse)
+    named = [f for f in flags if f.startswith(f"lone link {LONE_LINK[0]}-{LONE_LINK[1]}")]
+    assert named == ([f for f in named if ", ".join(map(str, worse)) in f] if worse else []), flags
+    assert len(named) == (1 if worse else 0), flags

@@ -583,14 +583,24 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     its stage position.
     """
     others = [(p.a, p.b) for p in kept if p is not bridge and (p.a, p.b) not in moved]
-    placed = {t for p in kept for t in (p.a, p.b)}
-    groups = pieces(placed, others)
-    near = next(g for g in groups if bridge.a in g)
-    far = next(g for g in groups if bridge.b in g)
+    side, aligned, window = bridged_side((bridge.a, bridge.b), others, positions, model)
+    return side if largest_deviation(positions, side, aligned) <= window else set()
+
+
+def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
+                 positions: Mapping[TileIndex, np.ndarray], model: StageModel
+                 ) -> tuple[set[TileIndex], StageModel, float]:
+    """The tiles ``bridge`` alone joins to the others (its smaller side among ``links``, the other pairs),
+    the stage model in the other side's gauge and the stage's window (pixels, per axis) around it
+    (:func:`_bridged_within_window`)."""
+    placed = {t for pair in [*links, bridge] for t in pair}
+    groups = pieces(placed, links)
+    near = next(g for g in groups if bridge[0] in g)
+    far = next(g for g in groups if bridge[1] in g)
     side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
     aligned = reference_gauge(positions, reference, model)
     window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
-    return side if largest_deviation(positions, side, aligned) <= window else set()
+    return side, aligned, window
 
 
 def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
