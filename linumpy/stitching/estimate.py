@@ -637,15 +637,16 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
     (3, 1)-(4, 1) onto it, and the loop of the two, the only links of six
     tiles, put them 15-18 px from the truth (stage 0.7-4.9 px).
     """
-    loose = set(bridges(pairs))
     fixed = [k for k, p in enumerate(pairs) if (p.a, p.b) not in moved]
-    unchecked = {fixed[j] for j in bridges([pairs[k] for k in fixed])} | (loose - set(fixed))
-    counted = fixed + sorted(loose - set(fixed))
+    loose_moved = set(bridges(pairs)) - set(fixed) if len(fixed) < len(pairs) else set()
+    counted = fixed + sorted(loose_moved)
     if len(counted) <= MIN_DEPARTURE_PAIRS:
         return None
     departures = sorted(((_departure(pairs[k], model), k) for k in counted), reverse=True)
     (largest, k), (second, _) = departures[:2]
-    if largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX or k not in unchecked:
+    if largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX:
+        return None
+    if k not in loose_moved and fixed.index(k) not in bridges([pairs[j] for j in fixed]):
         return None
     return pairs[k]
 
