@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+from linumpy.simulate.stitch_matrix import aligned_errors
 from linumpy.stitching.fusion_flatfield import FusionFlatField
 from linumpy.stitching.global_solve import PairOffset, StageModel
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.stitch import MosaicGridLayout, stitch_qc
 from linumpy.stitching.summaries import SummarySource
+from linumpy.stitching.transform import PairRecord, TileRecord
 
 RADIUS = 20
 STEP = (84.0, 84.0)
@@ -197,3 +199,75 @@ def _qc(transform: estimate.TileTransform) -> tuple[dict, list[str]]:
     layout = MosaicGridLayout((1, 4, 4), (3, 3), STEP, tuple(TILES))
     metrics, _, flags = stitch_qc(transform, layout, FusionFlatField("off"), SummarySource("none", "test"))
     return metrics, flags
+
+
+#: (1, 1)-(2, 1): its best peak right, a rival as far off as :data:`WRONG`'s, 1 below it: loop closure moves it there.
+LOOP_PARTNER = ((1, 1), (2, 1))
+
+
+def test_a_loop_closed_by_a_pair_moved_onto_it_does_not_confirm_a_far_departure(monkeypatch):
+    """The wrong pair :data:`WRONG`, 18 px from the stage's step, and the right (1, 1)-(2, 1) are the only
+    links of {(2, 0), (2, 1)}; the loop they close disagrees, and loop closure moves (1, 1)-(2, 1), the
+    cheaper, to its rival peak where the wrong pair puts it. That loop then closes by construction and
+    checks nothing: the wrong pair is on no loop of the pairs not moved, and departs implausibly. Main
+    counted the loop and kept both, the two tiles ~27 px from the truth (their stage positions <= 6.1 px);
+    every tile must end no farther from the truth than its stage position (``6x6`` seed 149, session
+    bridge56)."""
+    registrations = _registrations()
+    for pair in [((2, 1), (2, 2)), ((1, 1), (2, 1))]:
+        a, b = pair
+        nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+        true = tuple(int(v) for v in np.subtract(ERRORS[b], ERRORS[a]))
+        significance, peaks = (0.3, {true: 2.3}) if pair != LOOP_PARTNER else (
+            3.0, {true: 5.0, tuple(np.add(true, WRONG_BY)): 4.0})
+        registrations[pair] = PairRegistration((float(nominal[0] + true[0]), float(nominal[1] + true[1])), 0.5,
+                                               significance, (0.1, 0.1),
+                                               scores=(EvidenceMap(1.0, nominal, _map(peaks)),))
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+    reference = [t for t in TILES if t[0] < 2]
+    ours = aligned_errors({t: transform.position(t) for t in TILES}, truth, reference)
+    on_stage = aligned_errors(stage, truth, reference, frame={t: transform.position(t) for t in TILES})
+    for tile in TILES:
+        assert ours[tile] <= on_stage[tile] + 0.5, (tile, ours[tile], on_stage[tile])
+
+
+#: Truth minus stage (pixels) of the tiles a lone link (2, 0)-(2, 1) does not place: within +-6 px (harsh).
+LONE_ERRORS = {(0, 0): (5, -4), (0, 1): (-2, 6), (0, 2): (3, 0), (1, 0): (-6, 2), (1, 1): (-1, -3), (1, 2): (2, 5),
+               (2, 0): (-3, 1)}
+LONE_LINK = ((2, 0), (2, 1))
+
+
+@pytest.mark.parametrize("group_error, placed_off", [((1, -1), (-13, 0)), ((2, -1), (0, -15)), ((7, 0), (0, 0)),
+                                                     ((-7, 3), (0, 0))])
+def test_a_lone_link_placing_its_tiles_beyond_the_search_window_is_flagged(group_error, placed_off):
+    """The group {(2, 1), (2, 2)} hangs on the lone accepted link (2, 0)-(2, 1) (fresh harsh foreign seed 152,
+    slice 2: a wrong pair 13.4 px off put its two tiles 13.7 px from their stage positions, the search window
+    10.8 px, within the far-bridge window and the pairs' departure bound, silently). The QC must name exactly
+    the tiles such a link puts farther from the truth than the stage: wrong placements 13-15 px off (cases 1
+    and 2), not right ones 7 px off a stage erring 7 px there (cases 3 and 4; harsh foreign seed 99's right
+    bridge: 7.5 px against an 11 px window). A wrong placement within the window (12 px off where the stage
+    errs up to 6 px) is not named: the flag measures against the stage's error only."""
+    errors = {**LONE_ERRORS, (2, 1): group_error, (2, 2): np.add(group_error, (0, 1))}
+    truth = {t: np.multiply(t, STEP) + errors[t] for t in TILES}
+    positions = {t: truth[t] + (placed_off if t[0] == 2 and t[1] > 0 else (0, 0)) for t in TILES}
+    loops = {((1, 1), (2, 1)), ((1, 2), (2, 2))}
+    pairs = tuple(PairRecord(a, b, tuple(np.subtract(positions[b], positions[a])), 0.5, (a, b) not in loops,
+                             significance=4.0) for a, b in SIGNIFICANCE)
+    transform = estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
+                                       StageModel.nominal(STEP), pairs=pairs,
+                                       tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
+    metrics, flags = _qc(transform)
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+    reference = sorted(LONE_ERRORS)
+    ours = aligned_errors(positions, truth, reference)
+    on_stage = aligned_errors(stage, truth, reference, frame=positions)
+    worse = [t for t in TILES if ours[t] > on_stage[t] + 0.5]
+    assert metrics["n_far_lone_link_tiles"] == len(worse)
+    named = [f for f in flags if f.startswith(f"lone link {LONE_LINK[0]}-{LONE_LINK[1]}")]
+    assert named == ([f for f in named if ", ".join(map(str, worse)) in f] if worse else []), flags
+    assert len(named) == (1 if worse else 0), flags

@@ -82,6 +82,11 @@ METRICS: dict[str, MetricInfo] = {
                              "no loop) and depart from the stage's step farther than the other overlaps do, "
                              "kept because the group they place lies within the stage's error; such an overlap "
                              "alone decides where that group lies, and the slice is flagged."),
+    "n_far_lone_link_tiles": _M("Tiles placed far by a lone link", "count", "Tiles that a single overlap (on "
+                                "no loop) places farther from their stage positions than the search for a tile "
+                                "allows, measured from the other tiles' own positions; one unchecked overlap "
+                                "decides where they lie, and the slice is flagged (check it: if the overlap is a "
+                                "wrong match, those tiles are worse than the stage)."),
     "n_far_bridges_refused": _M("Far bridges refused", "count", "Overlaps that alone join two groups of tiles "
                                 "(on no loop) and depart from the stage's step farther than the other overlaps "
                                 "do, refused as wrong matches because the group they would place lies beyond the "

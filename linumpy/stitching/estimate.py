@@ -260,7 +260,7 @@ def estimate_transform(
 
     with threadpool_limits(limits=1, user_api="blas"):
         confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
-    (positions, model, kept), implausible, far_bridged = _solve_plausible(tiles, confident, tile_step_px)
+    (positions, model, kept), implausible, far_bridged = _solve_plausible(tiles, confident, tile_step_px, set(moved))
     confident = [p for p in confident if (p.a, p.b) not in implausible]
     candidates = [p for p in candidates if (p.a, p.b) not in implausible]
     far = _unchecked_far_pairs(confident, kept, model)
@@ -523,6 +523,7 @@ def _solve_plausible(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
     tile_step_px: Sequence[float],
+    moved: set[tuple[TileIndex, TileIndex]] = frozenset(),
 ) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[tuple[TileIndex, TileIndex]],
            dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
     """Solve, dropping one at a time the kept pair that departs implausibly from the stage model
@@ -530,15 +531,16 @@ def _solve_plausible(
     within the joint search's window (:func:`_bridged_within_window`): then it is kept and the loop ends.
 
     Returns ``((positions, model, kept), dropped, within)``, ``within`` such a kept pair and the tiles of
-    its side (empty if none).
+    its side (empty if none). ``moved``: the pairs moved by loop closure (they close no loop that checks
+    a pair, :func:`implausible_departure`, nor join the bridged side to the others).
     """
     dropped: set[tuple[TileIndex, TileIndex]] = set()
     while True:
         solved = solve_positions(tiles, [p for p in pairs if (p.a, p.b) not in dropped], tile_step_px)
-        worst = implausible_departure(solved[2], solved[1])
+        worst = implausible_departure(solved[2], solved[1], moved)
         if worst is None:
             return solved, dropped, {}
-        side = _bridged_within_window(worst, *solved)
+        side = _bridged_within_window(worst, *solved, moved)
         if side:
             logger.info("pair %s-%s departs %.1f px from the stage model's step, beyond the other pairs' bound, "
                         "but the tiles it alone places, %s, lie within the stage's window: kept",
@@ -551,9 +553,11 @@ def _solve_plausible(
 
 
 def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.ndarray], model: StageModel,
-                           kept: Sequence[PairOffset]) -> set[TileIndex]:
-    """The tiles that ``bridge`` alone joins to the others (its smaller side among the ``kept`` pairs), if
-    they lie within the stage's window around their stage-model positions; else the empty set.
+                           kept: Sequence[PairOffset],
+                           moved: set[tuple[TileIndex, TileIndex]] = frozenset()) -> set[TileIndex]:
+    """The tiles that ``bridge`` alone joins to the others (its smaller side among the ``kept`` pairs, the
+    ``moved`` ones excepted: :func:`implausible_departure`), if they lie within the stage's window around
+    their stage-model positions; else the empty set.
 
     Both sides are measured in the other side's (the reference's) gauge
     (:func:`~linumpy.stitching.tile_search.reference_gauge`): the stage model is shifted by the reference
@@ -578,18 +582,29 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     The wrong pair of harsh foreign seed 60, slice 3 (18 px from the step) would put its tile ~20 px from
     its stage position.
     """
-    others = [(p.a, p.b) for p in kept if p is not bridge]
-    placed = {t for p in kept for t in (p.a, p.b)}
-    groups = pieces(placed, others)
-    near = next(g for g in groups if bridge.a in g)
-    far = next(g for g in groups if bridge.b in g)
-    side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
-    aligned = reference_gauge(positions, reference, model)
-    window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
+    others = [(p.a, p.b) for p in kept if p is not bridge and (p.a, p.b) not in moved]
+    side, aligned, window = bridged_side((bridge.a, bridge.b), others, positions, model)
     return side if largest_deviation(positions, side, aligned) <= window else set()
 
 
-def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> PairOffset | None:
+def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
+                 positions: Mapping[TileIndex, np.ndarray], model: StageModel
+                 ) -> tuple[set[TileIndex], StageModel, float]:
+    """The tiles ``bridge`` alone joins to the others (its smaller side among ``links``, the other pairs),
+    the stage model in the other side's gauge and the stage's window (pixels, per axis) around it
+    (:func:`_bridged_within_window`)."""
+    placed = {t for pair in [*links, bridge] for t in pair}
+    groups = pieces(placed, links)
+    near = next(g for g in groups if bridge[0] in g)
+    far = next(g for g in groups if bridge[1] in g)
+    side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
+    aligned = reference_gauge(positions, reference, model)
+    window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
+    return side, aligned, window
+
+
+def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
+                          moved: set[tuple[TileIndex, TileIndex]] = frozenset()) -> PairOffset | None:
     """The pair on no loop whose offset departs from the stage model beyond what the stage errs, if any.
 
     A pair's departure (:func:`_departure`) is the difference of its two
@@ -610,12 +625,28 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel) -> Pai
     departure can exceed the bound; with fewer than
     :data:`MIN_DEPARTURE_PAIRS` other pairs the stage's error is not measured
     and no pair is implausible.
+
+    A pair ``moved`` by loop closure (:func:`~linumpy.stitching.loops.switch_conflicting_peaks`)
+    sits where the other pairs of its loop put it: that loop closes by
+    construction and checks nothing. A pair not moved is on a loop only if
+    it is on a loop of the pairs not moved; a moved pair on a loop is
+    neither tested nor counted (its departure is its loop's), one on no
+    loop is tested as any other. ``6x6`` seed 149: (3, 0)-(4, 0), between
+    two empty tiles, significance 2.29, 20.1 px from the step (the others
+    at most 7.5 px), 20 px from the truth; loop closure moved the right
+    (3, 1)-(4, 1) onto it, and the loop of the two, the only links of six
+    tiles, put them 15-18 px from the truth (stage 0.7-4.9 px).
     """
-    if len(pairs) <= MIN_DEPARTURE_PAIRS:
+    fixed = [k for k, p in enumerate(pairs) if (p.a, p.b) not in moved]
+    loose_moved = set(bridges(pairs)) - set(fixed) if len(fixed) < len(pairs) else set()
+    counted = fixed + sorted(loose_moved)
+    if len(counted) <= MIN_DEPARTURE_PAIRS:
         return None
-    departures = sorted(((_departure(p, model), k) for k, p in enumerate(pairs)), reverse=True)
+    departures = sorted(((_departure(pairs[k], model), k) for k in counted), reverse=True)
     (largest, k), (second, _) = departures[:2]
-    if largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX or k not in bridges(pairs):
+    if largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX:
+        return None
+    if k not in loose_moved and fixed.index(k) not in bridges([pairs[j] for j in fixed]):
         return None
     return pairs[k]
 

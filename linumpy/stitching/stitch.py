@@ -287,6 +287,52 @@ def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform)
             f"other pairs), alone places {len(side)} tile(s) {', '.join(map(str, side))}: check the stitched slice")
 
 
+#: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
+LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
+
+
+def far_lone_links(transform: TileTransform) -> list[LoneLink]:
+    """The accepted pairs on no loop that place tiles they alone join farther from their stage-model
+    positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
+    other side, in its gauge, :func:`~linumpy.stitching.estimate.bridged_side`; half the far-bridge window
+    of step 5 less the slack): one unchecked link decides where those tiles lie, beyond what the stage errs
+    on the others (fresh harsh foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the
+    truth, put (2, 1) and (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge
+    window 19.7 px and the pairs' departure bound not exceeded; a right bridge can be flagged where the stage
+    erred on its tiles more than on the others). Each tile is named once, by the link with the fewest tiles
+    on its side (the nearest of a chain).
+
+    Returns ``[(pair, tiles, deviation, window)]``, pixels (per axis), the tiles beyond the window only.
+    """
+    from linumpy.stitching.estimate import bridged_side
+    from linumpy.stitching.global_solve import PairOffset, bridges
+    from linumpy.stitching.tile_search import largest_deviation, search_radius
+
+    kept = [PairOffset(r.a, r.b, r.offset, 1.0) for r in transform.pairs if r.accepted]
+    positions = {t: transform.position(t) for p in kept for t in (p.a, p.b)}
+    sides = []
+    for k in bridges(kept):
+        links = [(p.a, p.b) for j, p in enumerate(kept) if j != k]
+        side, aligned, _ = bridged_side((kept[k].a, kept[k].b), links, positions, transform.stage_model)
+        window = search_radius(positions, set(positions) - side, aligned)
+        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
+        sides.append((len(side), (kept[k].a, kept[k].b), {t: d for t, d in beyond.items() if d > window}, window))
+    found, named = [], set()
+    for _, pair, beyond, window in sorted(sides):
+        tiles = sorted(set(beyond) - named)
+        if tiles:
+            named.update(tiles)
+            found.append((pair, tiles, max(beyond[t] for t in tiles), window))
+    return found
+
+
+def far_lone_link_flag(link: LoneLink) -> str:
+    """The red flag of a lone link placing tiles beyond the search window (:func:`far_lone_links`)."""
+    (a, b), tiles, deviation, window = link
+    return (f"lone link {a}-{b} places {len(tiles)} tile(s) {', '.join(map(str, tiles))} up to {deviation:.1f} px "
+            f"from their stage positions, beyond the search window ({window:.1f} px): check the stitched slice")
+
+
 #: A slice is flagged when more than this fraction of its tiles fall back to the stage model.
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
@@ -318,6 +364,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     significant one, ``n_far_bridge_kept_tiles`` those placed by a pair departing beyond the
     other pairs, kept because it puts them within the stage's window (``n_far_bridges_kept`` counts such
     pairs, each also a flag, :func:`far_bridge_flag`; ``n_far_bridges_refused`` those refused),
+    ``n_far_lone_link_tiles`` those an accepted pair on no loop places beyond the search window (each such
+    pair a flag, :func:`far_lone_links`),
     ``n_far_weak_peak_refused_tiles``
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
@@ -358,6 +406,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     far_bridges = transform.far_bridges(FAR_BRIDGE_KEPT)
     metrics["n_far_bridges_kept"] = len(far_bridges)
     metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
+    lone = far_lone_links(transform)
+    metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
                                                    for record in transform.tiles.values())
     metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
@@ -410,6 +460,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         flags.append(f"{len(weak)}/{n_tiles} tiles placed by weak links only, {len(fallback)} more on the stage: "
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
     flags += [far_bridge_flag(pair, transform) for pair in far_bridges]
+    flags += [far_lone_link_flag(link) for link in lone]
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
