@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 import numpy as np
@@ -523,7 +524,7 @@ def _solve_plausible(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
     tile_step_px: Sequence[float],
-    moved: set[tuple[TileIndex, TileIndex]] = frozenset(),
+    moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset(),
 ) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[tuple[TileIndex, TileIndex]],
            dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
     """Solve, dropping one at a time the kept pair that departs implausibly from the stage model
@@ -554,7 +555,7 @@ def _solve_plausible(
 
 def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.ndarray], model: StageModel,
                            kept: Sequence[PairOffset],
-                           moved: set[tuple[TileIndex, TileIndex]] = frozenset()) -> set[TileIndex]:
+                           moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()) -> set[TileIndex]:
     """The tiles that ``bridge`` alone joins to the others (its smaller side among the ``kept`` pairs, the
     ``moved`` ones excepted: :func:`implausible_departure`), if they lie within the stage's window around
     their stage-model positions; else the empty set.
@@ -604,7 +605,7 @@ def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[Tile
 
 
 def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
-                          moved: set[tuple[TileIndex, TileIndex]] = frozenset()) -> PairOffset | None:
+                          moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()) -> PairOffset | None:
     """The pair on no loop whose offset departs from the stage model beyond what the stage errs, if any.
 
     A pair's departure (:func:`_departure`) is the difference of its two
