@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -364,6 +365,38 @@ def test_assembly_is_independent_of_the_chunking_and_covers_the_union():
     # in the overlap, where only slice a covers a column, slice a keeps full weight
     np.testing.assert_allclose(out[6:10, 0, :9], a[6:10, 0].compute(), rtol=1e-6)
     assert out[0, 11, 14] == 0  # covered by neither
+
+
+class ThreadRecordingSink(ArraySink):
+    """An :class:`ArraySink` that records which threads wrote into it."""
+
+    def __init__(self, shape, dtype=np.float32):
+        super().__init__(shape, dtype)
+        self.writers: set[int] = set()
+
+    def __setitem__(self, region, block):
+        self.writers.add(threading.get_ident())
+        super().__setitem__(region, block)
+
+
+def test_regions_are_written_by_the_threads_that_blend_them():
+    """With several workers each thread writes (compresses, counts) the regions it blends, not the caller: the
+    same bytes as one thread, and the QC's counts those of the whole volume."""
+    rng = np.random.default_rng(4)
+    a = da.from_array(rng.normal(size=(10, 12, 9)).astype(np.float32), chunks=4)
+    b = da.from_array(rng.normal(size=(8, 9, 14)).astype(np.float32), chunks=5)
+    placed = [PlacedSlice(a, (0, 0, 0)), PlacedSlice(b, (6, 2, 1))]
+    shape, chunks = (14, 12, 15), (3, 5, 4)
+    alone, side_by_side = ArraySink(shape), ThreadRecordingSink(shape)
+    assemble_volume(placed, shape, chunks, alone, np.float32, progress=False, workers=1)
+    counted = WrittenStatistics(side_by_side, shape)
+    assemble_volume(placed, shape, chunks, counted, np.float32, progress=False, workers=3)
+    assert side_by_side.writers and threading.get_ident() not in side_by_side.writers
+    np.testing.assert_array_equal(side_by_side.array, alone.array)
+    volume = side_by_side.array
+    assert counted.nonzero_fraction == np.count_nonzero(nonzero_mask(volume)) / volume.size
+    for axis, counts in enumerate(counted.tissue_counts):
+        np.testing.assert_array_equal(counts, np.count_nonzero(volume > 0, axis=tuple(a for a in range(3) if a != axis)))
 
 
 def test_planes_of_one_slice_alone_are_the_float64_weighted_mean_bytes():

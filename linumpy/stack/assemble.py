@@ -26,7 +26,7 @@ import dask.array as da
 import numpy as np
 from tqdm import tqdm
 
-from linumpy.parallel import default_workers, ordered_map
+from linumpy.parallel import default_workers, run_jobs
 from linumpy.stack.graph_reader import GraphWindowReader
 
 #: Fraction of a ``flat_below`` overlap over which the weights ramp at each end: both slices'
@@ -36,7 +36,7 @@ FLAT_RAMP_FRACTION = 0.25
 
 
 class RegionSink(Protocol):
-    """Anything that accepts ``sink[z0:z1, y0:y1, x0:x1] = block``."""
+    """Anything that accepts ``sink[z0:z1, y0:y1, x0:x1] = block``, from several threads at once (disjoint regions)."""
 
     def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None: ...
 
@@ -320,14 +320,15 @@ def assemble_volume(
     chunks : sequence of int
         Output chunk shape; each region written is one chunk.
     sink : RegionSink
-        Receives ``sink[region] = block`` for every chunk region.
+        Receives ``sink[region] = block`` for every chunk region, from the
+        worker threads (disjoint regions, in any order).
     dtype : numpy dtype
         Output dtype.
     progress : bool
         Show a progress bar.
     workers : int, optional
-        Threads blending regions side by side (:func:`linumpy.parallel.default_workers`);
-        at most one region per thread is held besides the one being written.
+        Threads blending and writing regions side by side (:func:`linumpy.parallel.default_workers`);
+        at most one region per thread is held.
     """
     workers = default_workers() if workers is None else max(1, int(workers))
     ramps = depth_ramps(placed)
@@ -336,12 +337,14 @@ def assemble_volume(
     for region in regions:  # blocks shared by neighbouring regions are computed once
         for k, local in local_windows(placed, region):
             readers[k].expect(local)
-    # regions blended side by side (one in flight per thread), written in order by this thread
-    blocks = ordered_map(lambda region: assemble_region(placed, readers, ramps, region, dtype), regions,
-                         workers, ahead=workers)
-    for region, block in tqdm(zip(regions, blocks, strict=True), total=len(regions), desc="stack", unit="chunk",
-                              disable=not progress):
-        sink[region] = block
+
+    def blend_and_write(region: tuple[slice, slice, slice]) -> None:
+        sink[region] = assemble_region(placed, readers, ramps, region, dtype)
+
+    # each thread blends a region and writes it (its compression too): one region in flight per thread
+    for _ in tqdm(run_jobs(blend_and_write, regions, workers, ahead=workers), total=len(regions), desc="stack",
+                  unit="chunk", disable=not progress):
+        pass
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -81,12 +82,17 @@ class WrittenStatistics:
         self.sink, self.shape = sink, tuple(int(n) for n in shape)
         self._nonzero = 0
         self.tissue_counts = [np.zeros(n, np.int64) for n in self.shape]
+        self._lock = threading.Lock()  # blocks are written by several threads (integer counts: any order)
 
     def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None:
-        self._nonzero += int(np.count_nonzero(nonzero_mask(block)))
+        nonzero = int(np.count_nonzero(nonzero_mask(block)))
         tissue = block > 0
-        for axis, (part, counts) in enumerate(zip(region, self.tissue_counts, strict=True)):
-            counts[part] += np.count_nonzero(tissue, axis=tuple(a for a in range(tissue.ndim) if a != axis))
+        counted = [np.count_nonzero(tissue, axis=tuple(a for a in range(tissue.ndim) if a != axis))
+                   for axis in range(tissue.ndim)]
+        with self._lock:
+            self._nonzero += nonzero
+            for part, counts, added in zip(region, self.tissue_counts, counted, strict=True):
+                counts[part] += added
         self.sink[region] = block
 
     @property
