@@ -396,7 +396,8 @@ def test_regions_are_written_by_the_threads_that_blend_them():
     volume = side_by_side.array
     assert counted.nonzero_fraction == np.count_nonzero(nonzero_mask(volume)) / volume.size
     for axis, counts in enumerate(counted.tissue_counts):
-        np.testing.assert_array_equal(counts, np.count_nonzero(volume > 0, axis=tuple(a for a in range(3) if a != axis)))
+        other_axes = tuple(a for a in range(3) if a != axis)
+        np.testing.assert_array_equal(counts, np.count_nonzero(volume > 0, axis=other_axes))
 
 
 def test_planes_of_one_slice_alone_are_the_float64_weighted_mean_bytes():

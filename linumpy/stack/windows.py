@@ -70,7 +70,7 @@ def windowed_blocks(
     chunks = tuple(tuple(int(c) for c in axis) for axis in chunks)
     out_name = f"{name}-{tokenize(source, chunks, window, compute)}"
     # block edges as lists of ints, searched with bisect: numpy's searchsorted on these few edges cost ~5 us a
-    # call, about 40% of building the re-tilted levels of the five small slices (60 arrays, on the step's serial path)
+    # call, a third of building the re-tilted levels of the five small slices (60 arrays, on the step's serial path)
     source_edges = [list(itertools.accumulate(map(int, axis), initial=0)) for axis in source.chunks]
     out_edges = [list(itertools.accumulate(axis, initial=0)) for axis in chunks]
     graph = {}
