@@ -593,6 +593,23 @@ def test_some_planes_of_a_chunk_decode_only_their_blosc_blocks(tmp_path, monkeyp
     assert not calls["whole"]
 
 
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+@pytest.mark.parametrize("dtype", [np.float16, np.uint16])
+def test_16_bit_data_is_bit_shuffled_smaller_and_the_same_values(tmp_path, version, dtype):
+    """The default codec bit-shuffles 16-bit data (the compact intermediates): speckle is stored in fewer bytes
+    than byte shuffle stores it, and reads back the same, whole chunks and a few planes decoded on their own."""
+    data = oct_like((32, 64, 64), dtype=dtype) if dtype == np.uint16 else (oct_like((32, 64, 64)) / 1000).astype(dtype)
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(16, 64, 64), n_levels=0, ngff_version=version)
+    stored, _ = open_omezarr_level(path)
+    for key in [np.s_[:], np.s_[3:9], np.s_[20:30, 40:64, 5:40]]:
+        np.testing.assert_array_equal(stored[key], data[key])
+    files = [f for f in (path / "0").rglob("*") if f.is_file() and not f.name.startswith((".z", "zarr"))]
+    byte_shuffled = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    assert sum(f.stat().st_size for f in files) < 0.95 * sum(len(byte_shuffled.encode(data[z : z + 16]))
+                                                               for z in (0, 16))
+
+
 def test_without_blosc_getitem_some_planes_decode_their_whole_chunks(tmp_path, monkeypatch):
     """Where numcodecs' extension does not export ``blosc_getitem``, a read of some planes decodes whole chunks:
     the same values, no partial decode attempted."""

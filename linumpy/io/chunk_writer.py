@@ -55,7 +55,7 @@ class ChunkFileWriter:
         self.shape, self.chunks = tuple(array.shape), tuple(array.chunks)
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.directory, self.format = Path(directory), fmt
-        self.encoder = codecs.chunk_encoder(compression, fmt.zarr_format)
+        self.encoder = codecs.chunk_encoder(compression, fmt.zarr_format, self.dtype.itemsize)
         self._made: set[Path] = set()  # chunk directories already created (one mkdir each, not one per chunk)
 
     def __setitem__(self, region: tuple[slice, ...], block: np.ndarray) -> None:

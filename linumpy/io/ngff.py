@@ -192,9 +192,11 @@ class NgffFormat(ABC):
 
     @abstractmethod
     def array_options(
-        self, shape: Sequence[int], chunks: Sequence[int], compression: str, shards: Sequence[int] | None
+        self, shape: Sequence[int], chunks: Sequence[int], compression: str, shards: Sequence[int] | None,
+        itemsize: int = 4,
     ) -> dict[str, Any]:
-        """Keyword arguments of :func:`zarr.create_array` for this version."""
+        """Keyword arguments of :func:`zarr.create_array` for this version (``itemsize``: bytes per value,
+        :func:`linumpy.io.codecs.v2_compressor`)."""
 
     @abstractmethod
     def chunk_key(self, index: Sequence[int]) -> str:
@@ -223,7 +225,7 @@ class NgffFormat(ABC):
             chunks=tuple(chunks),
             dtype=dtype,
             fill_value=0,
-            **self.array_options(shape, chunks, compression, shards),
+            **self.array_options(shape, chunks, compression, shards, np.dtype(dtype).itemsize),
         )
 
 
@@ -247,11 +249,11 @@ class FormatV04(NgffFormat):
     def chunk_key(self, index):
         return "/".join(str(i) for i in index)
 
-    def array_options(self, shape, chunks, compression, shards):
+    def array_options(self, shape, chunks, compression, shards, itemsize=4):
         if shards is not None:
             raise InputError("sharding needs Zarr v3: pass ngff_version='0.5' (scripts: --ngff_version 0.5)")
         return {
-            "compressors": codecs.v2_compressor(compression),
+            "compressors": codecs.v2_compressor(compression, itemsize),
             "chunk_key_encoding": {"name": "v2", "separator": "/"},
         }
 
@@ -275,9 +277,9 @@ class FormatV05(NgffFormat):
     def chunk_key(self, index):
         return "/".join(["c", *(str(i) for i in index)])
 
-    def array_options(self, shape, chunks, compression, shards):
+    def array_options(self, shape, chunks, compression, shards, itemsize=4):
         return {
-            "compressors": codecs.v3_compressors(compression),
+            "compressors": codecs.v3_compressors(compression, itemsize),
             "dimension_names": SPATIAL_AXES[len(shape)],
             "shards": None if shards is None else level_shards(shards, chunks, shape),
         }

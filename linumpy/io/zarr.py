@@ -650,7 +650,8 @@ class _PyramidWriter:
         self.overwrite = overwrite
         self.format = ngff.format_for_version(ngff_version)
         self.shards = None if shards is None else tuple(int(s) for s in shards)
-        self.format.array_options(self.shape, self.chunks, self.compression, self.shards)  # validate early
+        self.format.array_options(self.shape, self.chunks, self.compression, self.shards,  # validate early
+                                  self.dtype.itemsize)
         atomic.check_can_write(self.path, overwrite)
         atomic.remove_stale_temporaries(self.path)
         self.temporary = atomic.temporary_sibling(self.path)
