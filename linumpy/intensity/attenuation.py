@@ -141,7 +141,16 @@ def level_guide(signal: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (y, x), float32
     """
-    level = signal[: max(1, signal.shape[0] // 2)].mean(axis=0, dtype=np.float32)
+    return _log_level(signal[: _guide_planes(signal.shape[0])].mean(axis=0, dtype=np.float32))
+
+
+def _guide_planes(n_z: int) -> int:
+    """The upper planes of a block of ``n_z`` planes whose mean is :func:`level_guide`'s level."""
+    return max(1, n_z // 2)
+
+
+def _log_level(level: np.ndarray) -> np.ndarray:
+    """:func:`level_guide` of the A-lines' mean ``level``: its log, raised to 1e-3 of its mean first."""
     floor = max(float(level.mean()) * 1e-3, np.finfo(np.float32).tiny)
     return np.log(np.maximum(level, floor)).astype(np.float32)
 
@@ -235,20 +244,51 @@ def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
     return _cumulate(sums, reverse=True)
 
 
-def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`binned_tail_sums` of ``signal`` as given and clipped at 0; clips ``signal`` in place.
+class BlockPass:
+    """What the edge-aware path takes of a block in one pass, group of planes by group, while each is in the cache.
 
-    One pass over the block, :data:`GROUP_PLANES` planes at a time (each group binned,
-    clipped and binned again while it is in the cache). Returns ``(unclipped, clipped)``.
+    Fed the noise-floor-subtracted signal (not clipped) group after group (:meth:`add`, which clips each group
+    in place): :func:`binned_tail_sums` of the signal as given and clipped at 0 (:meth:`tail_sums`), the A-lines
+    with a sample other than 0 before the clip (``imaged``) and :func:`level_guide` of the clipped signal
+    (:meth:`guide`). The same bits as those functions on the whole block: each bin and each A-line's level is
+    summed plane after plane in the same order.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        The block's ``(z, y, x)``.
+    grid : BinGrid
+        Its bins.
     """
-    shape = (signal.shape[0] + 1, grid.counts[0].size, grid.counts[1].size)
-    unclipped, clipped = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    for a in range(0, signal.shape[0], GROUP_PLANES):
-        part = signal[a : a + GROUP_PLANES]
-        grid.binned(part, out=unclipped[a : a + part.shape[0]])
+
+    def __init__(self, shape: tuple[int, int, int], grid: BinGrid) -> None:
+        bins = (shape[0] + 1, grid.counts[0].size, grid.counts[1].size)
+        self.grid = grid
+        self.unclipped, self.clipped = np.zeros(bins, np.float32), np.zeros(bins, np.float32)
+        self.imaged = np.zeros(shape[1:], bool)
+        self.level = np.empty(shape[1:], np.float32)
+        self.level_planes = _guide_planes(shape[0])
+
+    def add(self, first: int, part: np.ndarray) -> None:
+        """Take the planes ``[first, first + len(part))`` of the signal; clip ``part`` at 0 in place."""
+        stop = first + part.shape[0]
+        self.imaged |= np.any(part != 0, axis=0)
+        self.grid.binned(part, out=self.unclipped[first:stop])
         np.maximum(part, 0, out=part)
-        grid.binned(part, out=clipped[a : a + part.shape[0]])
-    return _cumulate(unclipped, reverse=True), _cumulate(clipped, reverse=True)
+        self.grid.binned(part, out=self.clipped[first:stop])
+        for z in range(first, min(stop, self.level_planes)):
+            if z:
+                self.level += part[z - first]
+            else:
+                self.level[...] = part[0]
+
+    def tail_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inclusive tail sums ``(unclipped, clipped)``, cumulated in place (once every plane was added)."""
+        return _cumulate(self.unclipped, reverse=True), _cumulate(self.clipped, reverse=True)
+
+    def guide(self) -> np.ndarray:
+        """:func:`level_guide` of the clipped signal (once every plane was added)."""
+        return _log_level(np.divide(self.level, np.float32(self.level_planes)))
 
 
 #: Planes of each window (above and below a depth) whose mean signals :func:`reflectivity_steps` compares.
