@@ -33,6 +33,7 @@ accumulate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -648,8 +649,12 @@ def _edge_aware_tails(
     block: np.ndarray, taken: attenuation.BlockPass, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
     noise: np.ndarray | None = None, tissue: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
-    """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
+) -> tuple[np.ndarray, Callable[[], None] | None, attenuation_map.WindowedAttenuation]:
+    """The inner signal clipped at 0, its compensation by its edge-aware tail sums, and the attenuation map.
+
+    See :func:`correct_block`. The compensation, a call that compensates the inner signal in place
+    (:func:`linumpy.intensity.attenuation.compensate_edge_aware`), is None unless the attenuation mode is
+    ``vermeer``.
 
     ``block`` is the noise-floor-subtracted signal, clipped at 0 by ``taken``, which holds what the
     pass over it took (:class:`linumpy.intensity.attenuation.BlockPass`, on the block's bins).
@@ -657,9 +662,8 @@ def _edge_aware_tails(
     the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
     to their A-lines (NaN where an A-line has no surface, detected or borrowed from a detected one
     within ``BORROW_SURFACE_PX``: :func:`linumpy.intensity.attenuation_map.borrowed_surface`), the
-    compensation's sums are the guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
-    ``planes``: only its planes 0 and ``[start, stop)`` are evaluated, see
-    :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
+    compensation's sums are the guided average of the clipped signal (``planes``: only its planes 0 and
+    ``[start, stop)`` are evaluated and compensated, see :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
     compensation's sums are those of the signal with its reflectivity steps divided out
     (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``: the noise floor over the focus per
     plane), and the map records the A-lines that had one (``stepped``). ``tissue``: the A-lines' class
@@ -690,17 +694,20 @@ def _edge_aware_tails(
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
     mapped = mapped.with_borrowed(borrowed[inner])
-    tails = None
-    if settings.attenuation == "vermeer":
-        if settings.attenuation_step_log > 0:
-            steps = attenuation.reflectivity_steps(
-                sums, start, np.zeros(block.shape[0]) if noise is None else noise,
-                attenuation.box_width(settings.tail_sigma_px) // attenuation.EDGE_BIN | 1, settings.attenuation_step_log)
-            sums = attenuation.divide_steps(sums, steps)
-            mapped = mapped.with_steps(covering.fine(np.any(steps != 0, axis=0)[bins])[within])
-        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
-                                             settings.tail_window_px, inner=inner, planes=planes, guide=guide)
-    return block[(slice(None), *inner)], tails, mapped
+    if settings.attenuation != "vermeer":
+        return block[(slice(None), *inner)], None, mapped
+    if settings.attenuation_step_log > 0:
+        steps = attenuation.reflectivity_steps(
+            sums, start, np.zeros(block.shape[0]) if noise is None else noise,
+            attenuation.box_width(settings.tail_sigma_px) // attenuation.EDGE_BIN | 1, settings.attenuation_step_log)
+        sums = attenuation.divide_steps(sums, steps)
+        mapped = mapped.with_steps(covering.fine(np.any(steps != 0, axis=0)[bins])[within])
+
+    def compensate() -> None:
+        attenuation.compensate_edge_aware(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
+                                          inner=inner, planes=planes, guide=guide)
+
+    return block[(slice(None), *inner)], compensate, mapped
 
 
 def _box_tails(
@@ -803,14 +810,16 @@ def correct_block(
                                                   noise_variance=variance if stats.noise_variance > 0 else None)
 
     if taken is not None:
-        signal, tails, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
+        signal, compensate, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
                                                   tissue)
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner)
+        compensate = None if tails is None else functools.partial(attenuation.compensate_attenuation, signal, tails,
+                                                                  out=signal, planes=planes)
     found_px = found_px[inner]
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
-    if tails is not None:  # in place: ``plain`` is a flattened copy
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal, planes=planes)
+    if compensate is not None:  # in place: ``plain`` is a flattened copy
+        compensate()
     return surface.flatten_surface(signal, shift, depth_px), mapped, plain
 
 
