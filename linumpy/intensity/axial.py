@@ -666,9 +666,10 @@ def _edge_aware_tails(
     ``[start, stop)`` are evaluated and compensated, see :func:`linumpy.intensity.attenuation.edge_aware_tails`).
     With ``settings.attenuation_step_log`` > 0 the compensation's sums are those of the signal with its
     reflectivity steps divided out (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``:
-    the noise floor over the focus per plane), and the map records the A-lines that had one (``stepped``). ``tissue``: the A-lines' class
-    (:func:`correct_block`); a bin is tissue when at least half its A-lines are, and the bins at a change
-    of class are ``mixed`` (:func:`linumpy.intensity.attenuation_map.class_boundary`).
+    the noise floor over the focus per plane), and the map records the A-lines that had one (``stepped``).
+    ``tissue``: the A-lines' class (:func:`correct_block`); a bin is tissue when at least half its A-lines
+    are, and the bins at a change of class are ``mixed``
+    (:func:`linumpy.intensity.attenuation_map.class_boundary`).
     """
     grid = taken.grid
     # the map's fit starts at a neighbour's surface where none was detected (dim tissue far above the focus)
