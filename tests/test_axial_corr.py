@@ -258,6 +258,49 @@ def test_compensation_of_a_range_of_planes_equals_the_whole():
                                       attenuation.compensate_attenuation(signal, whole)[start:stop])
 
 
+@pytest.mark.parametrize("phase", [(0, 0), (1, 1)])
+def test_fused_compensation_equals_the_sums_then_the_compensation(phase):
+    """``compensate_edge_aware``: the bits of ``compensate_attenuation`` of the inner A-lines by their
+    ``edge_aware_tails``, on the whole depth and on a range of planes (the others left as they were)."""
+    signal, _ = two_tissues(n_z=50, size=28)
+    grid = attenuation.BinGrid.of(signal.shape[1:], phase)
+    sums = attenuation.binned_tail_sums(signal, grid)
+    inner = (slice(3, 25), slice(5, 22))
+    for planes in (None, (7, 41), (0, 50), (30, 30)):
+        tails = attenuation.edge_aware_tails(signal, sums, grid, 2.0, inner=inner, planes=planes)
+        expected = signal[(slice(None), *inner)].copy()
+        attenuation.compensate_attenuation(expected, tails, out=expected, planes=planes)
+        fused = signal.copy()
+        result = attenuation.compensate_edge_aware(fused, sums, grid, 2.0, inner=inner, planes=planes)
+        np.testing.assert_array_equal(result.view(np.uint32), expected.view(np.uint32))
+        outside = np.ones(signal.shape, bool)
+        outside[(slice(None), *inner)] = False
+        np.testing.assert_array_equal(fused[outside], signal[outside])
+
+
+@pytest.mark.parametrize("phase", [(0, 0), (1, 0)])
+def test_block_pass_takes_the_bits_of_the_whole_block_functions(phase):
+    """``BlockPass`` fed group after group: the binned tail sums of the signal and of it clipped, its imaged
+    A-lines and the guide, bit for bit those of the whole-block functions (an odd depth, negative samples,
+    A-lines of zeros)."""
+    rng = np.random.default_rng(5)
+    signal = rng.standard_normal((37, 15, 13)).astype(np.float32) + np.float32(0.3)
+    signal[:, 4, 6] = 0
+    signal[:, 9, :] = 0
+    grid = attenuation.BinGrid.of(signal.shape[1:], phase)
+    clipped = np.maximum(signal, 0)
+    taken = attenuation.BlockPass(signal.shape, grid)
+    fed = signal.copy()
+    for first in range(0, 37, 16):
+        taken.add(first, fed[first : first + 16])
+    unclipped_sums, clipped_sums = taken.tail_sums()
+    for found, expected in ((fed, clipped), (unclipped_sums, attenuation.binned_tail_sums(signal, grid)),
+                            (clipped_sums, attenuation.binned_tail_sums(clipped, grid)),
+                            (taken.guide(), attenuation.level_guide(clipped))):
+        np.testing.assert_array_equal(found.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(taken.imaged, np.any(signal != 0, axis=0))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_statistics_read_the_stored_binned_level_when_it_is_exact(tmp_path, dtype):
     """Level 1 of linumpy's pyramid is bin_laterally(level 0, 2) exactly (odd borders too); float16 is not used."""

@@ -106,3 +106,19 @@ def test_a_focus_that_follows_the_content_keeps_one_profile_and_the_same_output(
     np.testing.assert_array_equal(mapped, plain_mapped)
     assert np.nanmedian(mapped[gel]) == pytest.approx(GEL_MU, rel=TOLERANCE)
     assert np.nanmedian(mapped[tissue]) == pytest.approx(TISSUE_MU, rel=TOLERANCE)
+
+
+def test_the_focus_divided_by_groups_of_planes_is_the_whole_blocks():
+    """``divide_by_focus`` on groups of planes (``first``: their depth) gives the bits of the whole block's."""
+    rng = np.random.default_rng(4)
+    signal = rng.gamma(2.0, 1.0, (37, 6, 5)).astype(np.float32)
+    profile = 0.2 + np.exp(-(((np.arange(37) - 15.0) / 9.0) ** 2))
+    shift = rng.uniform(-3.0, 3.0, (6, 5))
+    whole = focus_shift.divide_by_focus(signal.copy(), profile, shift)
+    grouped = signal.copy()
+    for first in range(0, 37, 16):
+        focus_shift.divide_by_focus(grouped[first : first + 16], profile, shift, first)
+    np.testing.assert_array_equal(grouped.view(np.uint32), whole.view(np.uint32))
+    # against the definition: each A-line over the profile read at its depth plus its shift
+    depth = np.arange(37)[:, None, None] + shift
+    np.testing.assert_allclose(whole, signal / np.interp(depth, np.arange(37), profile), rtol=1e-6)

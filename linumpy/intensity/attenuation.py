@@ -141,7 +141,16 @@ def level_guide(signal: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (y, x), float32
     """
-    level = signal[: max(1, signal.shape[0] // 2)].mean(axis=0, dtype=np.float32)
+    return _log_level(signal[: _guide_planes(signal.shape[0])].mean(axis=0, dtype=np.float32))
+
+
+def _guide_planes(n_z: int) -> int:
+    """The upper planes of a block of ``n_z`` planes whose mean is :func:`level_guide`'s level."""
+    return max(1, n_z // 2)
+
+
+def _log_level(level: np.ndarray) -> np.ndarray:
+    """:func:`level_guide` of the A-lines' mean ``level``: its log, raised to 1e-3 of its mean first."""
     floor = max(float(level.mean()) * 1e-3, np.finfo(np.float32).tiny)
     return np.log(np.maximum(level, floor)).astype(np.float32)
 
@@ -235,20 +244,51 @@ def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
     return _cumulate(sums, reverse=True)
 
 
-def clipped_binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`binned_tail_sums` of ``signal`` as given and clipped at 0; clips ``signal`` in place.
+class BlockPass:
+    """What the edge-aware path takes of a block in one pass, group of planes by group, while each is in the cache.
 
-    One pass over the block, :data:`GROUP_PLANES` planes at a time (each group binned,
-    clipped and binned again while it is in the cache). Returns ``(unclipped, clipped)``.
+    Fed the noise-floor-subtracted signal (not clipped) group after group (:meth:`add`, which clips each group
+    in place): :func:`binned_tail_sums` of the signal as given and clipped at 0 (:meth:`tail_sums`), the A-lines
+    with a sample other than 0 before the clip (``imaged``) and :func:`level_guide` of the clipped signal
+    (:meth:`guide`). The same bits as those functions on the whole block: each bin and each A-line's level is
+    summed plane after plane in the same order.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        The block's ``(z, y, x)``.
+    grid : BinGrid
+        Its bins.
     """
-    shape = (signal.shape[0] + 1, grid.counts[0].size, grid.counts[1].size)
-    unclipped, clipped = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    for a in range(0, signal.shape[0], GROUP_PLANES):
-        part = signal[a : a + GROUP_PLANES]
-        grid.binned(part, out=unclipped[a : a + part.shape[0]])
+
+    def __init__(self, shape: tuple[int, int, int], grid: BinGrid) -> None:
+        bins = (shape[0] + 1, grid.counts[0].size, grid.counts[1].size)
+        self.grid = grid
+        self.unclipped, self.clipped = np.zeros(bins, np.float32), np.zeros(bins, np.float32)
+        self.imaged = np.zeros(shape[1:], bool)
+        self.level = np.empty(shape[1:], np.float32)
+        self.level_planes = _guide_planes(shape[0])
+
+    def add(self, first: int, part: np.ndarray) -> None:
+        """Take the planes ``[first, first + len(part))`` of the signal; clip ``part`` at 0 in place."""
+        stop = first + part.shape[0]
+        self.imaged |= np.any(part != 0, axis=0)
+        self.grid.binned(part, out=self.unclipped[first:stop])
         np.maximum(part, 0, out=part)
-        grid.binned(part, out=clipped[a : a + part.shape[0]])
-    return _cumulate(unclipped, reverse=True), _cumulate(clipped, reverse=True)
+        self.grid.binned(part, out=self.clipped[first:stop])
+        for z in range(first, min(stop, self.level_planes)):
+            if z:
+                self.level += part[z - first]
+            else:
+                self.level[...] = part[0]
+
+    def tail_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inclusive tail sums ``(unclipped, clipped)``, cumulated in place (once every plane was added)."""
+        return _cumulate(self.unclipped, reverse=True), _cumulate(self.clipped, reverse=True)
+
+    def guide(self) -> np.ndarray:
+        """:func:`level_guide` of the clipped signal (once every plane was added)."""
+        return _log_level(np.divide(self.level, np.float32(self.level_planes)))
 
 
 #: Planes of each window (above and below a depth) whose mean signals :func:`reflectivity_steps` compares.
@@ -514,6 +554,58 @@ def edge_aware_tails(
     ndarray, shape (z + 1, y', x'), float32
         The sums of the ``inner`` A-lines (a view).
     """
+    evaluated, lines, within = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
+    n_planes = sums.shape[0]
+    out = np.empty((n_planes, *lines), np.float32)
+    if planes is None:
+        runs = [(0, n_planes)]
+    else:  # plane 0 (T[0], every compensated plane's numerator), then the planes asked for
+        low = max(1, planes[0])
+        high = max(low, min(n_planes, planes[1]))
+        runs = [(0, 1), (low, high)]
+        out[1:low] = np.nan
+        out[high:] = np.nan
+    for low, high in runs:
+        for first in range(low, high, EDGE_PLANES):
+            stop = min(high, first + EDGE_PLANES)
+            evaluated(np.arange(first, stop), out[first:stop])
+    return out[(slice(None), *within)]
+
+
+def compensate_edge_aware(
+    signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
+    epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
+    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None,
+) -> np.ndarray:
+    """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes)``, ``s`` the ``inner`` signal.
+
+    The same bits, without the sums' array: each group of :data:`EDGE_PLANES` planes of sums is evaluated
+    and divided into its planes of the signal while it is in the cache. Arguments as in
+    :func:`edge_aware_tails`; ``signal`` (non-negative, float32) is compensated in place. Returns its
+    ``inner`` A-lines (a view).
+    """
+    evaluated, lines, within = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
+    result = signal[(slice(None), *inner)]
+    first_sums = evaluated(np.zeros(1, int), np.empty((1, *lines), np.float32))[(slice(None), *within)]
+    group = np.empty((EDGE_PLANES, *lines), np.float32)
+    start, stop = (0, signal.shape[0]) if planes is None else planes
+    for first in range(start, stop, EDGE_PLANES):
+        last = min(stop, first + EDGE_PLANES)
+        part = evaluated(np.arange(first, last), group[: last - first])[(slice(None), *within)]
+        _compensate_planes(result[first:last], part, first_sums[0])
+    return result
+
+
+def _guided_planes(
+    signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None,
+    epsilon: float, inner: tuple[slice, slice], guide: np.ndarray | None,
+) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], tuple[int, int], tuple[slice, slice]]:
+    """The guided filter of :func:`edge_aware_tails`, fitted: ``(evaluated, lines, within)``.
+
+    ``evaluated(k, out)`` writes the planes ``k`` of the sums, clipped at 0 and extended, into ``out`` (of
+    shape ``(k.size, *lines)``: the A-lines of the bins covering ``inner``) and returns it; ``within``: the
+    ``inner`` A-lines among them.
+    """
     width = box_width(sigma_px / EDGE_BIN)
 
     def box(values: np.ndarray) -> np.ndarray:
@@ -553,21 +645,13 @@ def edge_aware_tails(
     ends = np.array([n_planes - 1 - window, n_planes - 1 - 2 * window])
     last, before = planes_of_sums(ends, np.empty((2, *guide.shape), np.float32))
     extension = _extension(last, before)
-    out = np.empty((n_planes, *guide.shape), np.float32)
-    if planes is None:
-        runs = [(0, n_planes)]
-    else:  # plane 0 (T[0], every compensated plane's numerator), then the planes asked for
-        low = max(1, planes[0])
-        high = max(low, min(n_planes, planes[1]))
-        runs = [(0, 1), (low, high)]
-        out[1:low] = np.nan
-        out[high:] = np.nan
-    for low, high in runs:
-        for first in range(low, high, EDGE_PLANES):
-            stop = min(high, first + EDGE_PLANES)
-            group = planes_of_sums(np.arange(first, stop), out[first:stop])
-            group += extension
-    return out[(slice(None), *within)]
+
+    def evaluated(k: np.ndarray, out: np.ndarray) -> np.ndarray:
+        planes_of_sums(k, out)
+        out += extension
+        return out
+
+    return evaluated, guide.shape, within
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -715,14 +799,24 @@ def compensate_attenuation(
     # the mask and both products stay small (no 3D temporary), few numpy calls; a group whose sums are all
     # positive (most) is divided without the mask (the same quotients, a faster loop than the masked one)
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
-    positive = np.empty((GROUP_PLANES, *sums.shape[1:]), bool)
     start, stop = (0, len(result)) if planes is None else planes
     for a in range(start, stop, GROUP_PLANES):
         b = min(stop, a + GROUP_PLANES)
-        mask = np.greater(sums[a:b], 0, out=positive[: b - a])
-        np.divide(lines[a:b], sums[a:b], out=result[a:b], where=True if mask.all() else mask, casting="unsafe")
-        result[a:b] *= sums[0]
+        _compensate_planes(lines[a:b], sums[a:b], sums[0], result[a:b])
     return out
+
+
+def _compensate_planes(lines: np.ndarray, sums: np.ndarray, first_sums: np.ndarray,
+                       result: np.ndarray | None = None) -> None:
+    """``result = lines / sums * first_sums`` where ``sums`` > 0 (``result`` kept elsewhere; default ``lines``).
+
+    A group of planes of :func:`compensate_attenuation`: one whose sums are all positive (most) is divided
+    without the mask (the same quotients, a faster loop than the masked one).
+    """
+    result = lines if result is None else result
+    mask = np.greater(sums, 0)
+    np.divide(lines, sums, out=result, where=True if mask.all() else mask, casting="unsafe")
+    result *= first_sums
 
 
 class LineSums:

@@ -33,6 +33,7 @@ accumulate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -645,35 +646,39 @@ def _tail_halo(settings: AxialSettings) -> int:
 
 
 def _edge_aware_tails(
-    block: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
-    origin: tuple[int, int], inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
+    block: np.ndarray, taken: attenuation.BlockPass, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
+    inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
     noise: np.ndarray | None = None, tissue: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
-    """The inner signal clipped at 0, its edge-aware tail sums, and the attenuation map (see :func:`correct_block`).
+) -> tuple[np.ndarray, Callable[[], None] | None, attenuation_map.WindowedAttenuation]:
+    """The inner signal clipped at 0, its compensation by its edge-aware tail sums, and the attenuation map.
 
-    ``block`` is the noise-floor-subtracted signal, not yet clipped at 0 (it is clipped
-    here, in place). Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
+    See :func:`correct_block`. The compensation, a call that compensates the inner signal in place
+    (:func:`linumpy.intensity.attenuation.compensate_edge_aware`), is None unless the attenuation mode is
+    ``vermeer``.
+
+    ``block`` is the noise-floor-subtracted signal, clipped at 0 by ``taken``, which holds what the
+    pass over it took (:class:`linumpy.intensity.attenuation.BlockPass`, on the block's bins).
+    Both come from binned passes (:class:`linumpy.intensity.attenuation.BinGrid`):
     the map is fitted on the bins' box-averaged sums of the unclipped signal and repeated
     to their A-lines (NaN where an A-line has no surface, detected or borrowed from a detected one
     within ``BORROW_SURFACE_PX``: :func:`linumpy.intensity.attenuation_map.borrowed_surface`), the
-    compensation's sums are the guided average of the clipped signal (None unless the attenuation mode is ``vermeer``;
-    ``planes``: only its planes 0 and ``[start, stop)`` are evaluated, see
-    :func:`linumpy.intensity.attenuation.edge_aware_tails`). With ``settings.attenuation_step_log`` > 0 the
-    compensation's sums are those of the signal with its reflectivity steps divided out
-    (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``: the noise floor over the focus per
-    plane), and the map records the A-lines that had one (``stepped``). ``tissue``: the A-lines' class
-    (:func:`correct_block`); a bin is tissue when at least half its A-lines are, and the bins at a change
-    of class are ``mixed`` (:func:`linumpy.intensity.attenuation_map.class_boundary`).
+    compensation's sums are the guided average of the clipped signal (``planes``: only its planes 0 and
+    ``[start, stop)`` are evaluated and compensated, see :func:`linumpy.intensity.attenuation.edge_aware_tails`).
+    With ``settings.attenuation_step_log`` > 0 the compensation's sums are those of the signal with its
+    reflectivity steps divided out (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``:
+    the noise floor over the focus per plane), and the map records the A-lines that had one (``stepped``).
+    ``tissue``: the A-lines' class (:func:`correct_block`); a bin is tissue when at least half its A-lines
+    are, and the bins at a change of class are ``mixed``
+    (:func:`linumpy.intensity.attenuation_map.class_boundary`).
     """
-    grid = attenuation.BinGrid.of(block.shape[1:], (origin[0] - (inner[0].start or 0),
-                                                    origin[1] - (inner[1].start or 0)))
+    grid = taken.grid
     # the map's fit starts at a neighbour's surface where none was detected (dim tissue far above the focus)
-    found_px, borrowed = attenuation_map.borrowed_surface(found_px, np.any(block != 0, axis=0))
+    found_px, borrowed = attenuation_map.borrowed_surface(found_px, taken.imaged)
     found = np.isfinite(found_px)
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
                       out=np.full(count.shape, np.nan, np.float32), where=count > 0)
-    map_sums, sums = attenuation.clipped_binned_tail_sums(block, grid)
+    map_sums, sums = taken.tail_sums()
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     del map_sums
@@ -683,24 +688,27 @@ def _edge_aware_tails(
     split_tails = attenuation_map.coarse_box_sums(map_tails, offsets, bins, stride)
     mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
-    guide = attenuation.level_guide(block)  # the A-lines' levels (clipped signal): the map's mixing, the guide
+    guide = taken.guide()  # the A-lines' levels (clipped signal): the map's mixing, the guide
     mixed = attenuation_map.mixed_lines(np.exp(guide), attenuation.box_width(settings.tail_sigma_px))
     if tissue is not None:  # the bins whose box holds tissue and agarose: their own signal may hold both
         mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
     mapped = mapped.with_borrowed(borrowed[inner])
-    tails = None
-    if settings.attenuation == "vermeer":
-        if settings.attenuation_step_log > 0:
-            steps = attenuation.reflectivity_steps(
-                sums, start, np.zeros(block.shape[0]) if noise is None else noise,
-                attenuation.box_width(settings.tail_sigma_px) // attenuation.EDGE_BIN | 1, settings.attenuation_step_log)
-            sums = attenuation.divide_steps(sums, steps)
-            mapped = mapped.with_steps(covering.fine(np.any(steps != 0, axis=0)[bins])[within])
-        tails = attenuation.edge_aware_tails(block, sums, grid, settings.tail_edge_sigma_px,
-                                             settings.tail_window_px, inner=inner, planes=planes, guide=guide)
-    return block[(slice(None), *inner)], tails, mapped
+    if settings.attenuation != "vermeer":
+        return block[(slice(None), *inner)], None, mapped
+    if settings.attenuation_step_log > 0:
+        steps = attenuation.reflectivity_steps(
+            sums, start, np.zeros(block.shape[0]) if noise is None else noise,
+            attenuation.box_width(settings.tail_sigma_px) // attenuation.EDGE_BIN | 1, settings.attenuation_step_log)
+        sums = attenuation.divide_steps(sums, steps)
+        mapped = mapped.with_steps(covering.fine(np.any(steps != 0, axis=0)[bins])[within])
+
+    def compensate() -> None:
+        attenuation.compensate_edge_aware(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
+                                          inner=inner, planes=planes, guide=guide)
+
+    return block[(slice(None), *inner)], compensate, mapped
 
 
 def _box_tails(
@@ -782,7 +790,9 @@ def correct_block(
     # a lifted deep signal reads as less attenuation (docs/intensity.md, *Noise floor bias*)
     inner = inner or (slice(None), slice(None))
     corner = (origin[0] - (inner[0].start or 0), origin[1] - (inner[1].start or 0))
-    signal = _focus_corrected(data, stats, overwrite_data, corner)
+    taken = attenuation.BlockPass(data.shape, attenuation.BinGrid.of(data.shape[1:], corner)) \
+        if settings.tail_edge_sigma_px > 0 else None
+    signal = _focus_corrected(data, stats, overwrite_data, corner, None if taken is None else taken.add)
     fit_depth_px = depth_px - surface_depth_px
     shift = _flatten_shift(found_px[inner], stats, surface_depth_px, origin)
     # the input depths the flattening reads: the compensation (and its tail sums) is needed there only
@@ -800,15 +810,17 @@ def correct_block(
                                                   split_stride=stride, noise=noise,
                                                   noise_variance=variance if stats.noise_variance > 0 else None)
 
-    if settings.tail_edge_sigma_px > 0:
-        signal, tails, mapped = _edge_aware_tails(signal, found_px, settings, map_of, origin, inner, planes, noise,
+    if taken is not None:
+        signal, compensate, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
                                                   tissue)
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner)
+        compensate = None if tails is None else functools.partial(attenuation.compensate_attenuation, signal, tails,
+                                                                  out=signal, planes=planes)
     found_px = found_px[inner]
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
-    if tails is not None:  # in place: ``plain`` is a flattened copy
-        signal = attenuation.compensate_attenuation(signal, tails, out=signal, planes=planes)
+    if compensate is not None:  # in place: ``plain`` is a flattened copy
+        compensate()
     return surface.flatten_surface(signal, shift, depth_px), mapped, plain
 
 
@@ -861,7 +873,8 @@ def _flattened_binned(signal: np.ndarray, shift: np.ndarray, depth_px: int, fact
 
 
 def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool = False,
-                     corner: tuple[int, int] = (0, 0)) -> np.ndarray:
+                     corner: tuple[int, int] = (0, 0),
+                     visit: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
     """The signal above the noise floor, divided by the focus profile (float32, not clipped).
 
     ``overwrite``: computed in ``data`` when it is float32. With ``stats.focus_shift``, each
@@ -870,17 +883,27 @@ def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool =
     Padding (A-lines of zeros: outside the tiles) stays 0: less the noise floor it would be negative,
     and the map's box means, taken before the clipping, of the A-lines beside it would sink towards
     the depths where the focus is weak (the gel at the mosaic's edge reading a faster decay).
+    Computed :data:`~linumpy.intensity.attenuation.GROUP_PLANES` planes at a time; ``visit(first, planes)``
+    is called on each group once it is done, while it is in the cache (it may change it in place).
     """
     padding = ~data.any(axis=0)
-    out = data if overwrite and data.dtype == np.float32 else None
-    signal = np.subtract(data, np.float32(stats.noise_floor), out=out, dtype=np.float32)
+    padded = bool(padding.any())
+    signal = data if overwrite and data.dtype == np.float32 else np.empty(data.shape, np.float32)
+    shift = None
     if stats.focus_profile is not None and stats.focus_shift is not None:
         rows, cols = (slice(c, c + n) for c, n in zip(corner, data.shape[1:]))
-        focus_shift.divide_by_focus(signal, stats.focus_profile, stats.focus_shift.region(rows, cols))
-    elif stats.focus_profile is not None:
-        signal /= stats.focus_profile[:, None, None]
-    if padding.any():
-        signal[:, padding] = 0
+        shift = stats.focus_shift.region(rows, cols)
+    for first in range(0, data.shape[0], attenuation.GROUP_PLANES):
+        stop = min(data.shape[0], first + attenuation.GROUP_PLANES)
+        part = np.subtract(data[first:stop], np.float32(stats.noise_floor), out=signal[first:stop], dtype=np.float32)
+        if shift is not None:
+            focus_shift.divide_by_focus(part, stats.focus_profile, shift, first)
+        elif stats.focus_profile is not None:
+            part /= stats.focus_profile[first:stop, None, None]
+        if padded:
+            part[:, padding] = 0
+        if visit is not None:
+            visit(first, part)
     return signal
 
 

@@ -105,12 +105,13 @@ class AppliedShift:
         return np.divide(total, weight, out=np.zeros(box.shape), where=weight > 0).astype(np.float32)
 
 
-def divide_by_focus(signal: np.ndarray, profile: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def divide_by_focus(signal: np.ndarray, profile: np.ndarray, shift: np.ndarray, first: int = 0) -> np.ndarray:
     """Divide each A-line of ``signal`` (in place) by the focus profile read at its own shift; return it.
 
     ``profile`` is the focus in the tiles' frame (one value per depth); an A-line moved up by ``shift[y, x]``
     voxels sees at its depth ``z`` the focus of tile depth ``z + shift`` (linear interpolation, the end values
-    beyond the range). Plane by plane: no temporary larger than a plane.
+    beyond the range). Plane by plane: no temporary larger than a plane. ``first``: the depth of
+    ``signal``'s first plane (a group of planes of a deeper block).
 
     Examples
     --------
@@ -121,7 +122,7 @@ def divide_by_focus(signal: np.ndarray, profile: np.ndarray, shift: np.ndarray) 
     """
     depths = np.arange(profile.size)
     for z in range(signal.shape[0]):
-        signal[z] /= np.interp(z + shift, depths, profile).astype(np.float32)
+        signal[z] /= np.interp(first + z + shift, depths, profile).astype(np.float32)
     return signal
 
 
