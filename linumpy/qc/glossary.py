@@ -86,7 +86,13 @@ METRICS: dict[str, MetricInfo] = {
                                 "no loop) places farther from their stage positions than the search for a tile "
                                 "allows, measured from the other tiles' own positions; one unchecked overlap "
                                 "decides where they lie, and the slice is flagged (check it: if the overlap is a "
-                                "wrong match, those tiles are worse than the stage)."),
+                                "wrong match, those tiles are worse than the stage). Such overlaps are refused "
+                                "(next entry); one is left only where the solve without it loses other overlaps."),
+    "n_far_lone_link_to_stage_tiles": _M("Tiles put on the stage, their lone link refused", "count", "Tiles "
+                                         "that a single overlap (on no loop) placed farther from their stage "
+                                         "positions than the search for a tile allows; the overlap was refused "
+                                         "as unchecked and they kept their stage-model positions (the slice is "
+                                         "flagged)."),
     "n_far_bridges_refused": _M("Far bridges refused", "count", "Overlaps that alone join two groups of tiles "
                                 "(on no loop) and depart from the stage's step farther than the other overlaps "
                                 "do, refused as wrong matches because the group they would place lies beyond the "

@@ -58,6 +58,7 @@ from linumpy.stitching.summaries import SummarySource, TileSummaries, read_tile_
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
     from linumpy.stitching.fusion_flatfield import FusionFlatField
+    from linumpy.stitching.estimate import LoneLink
     from linumpy.stitching.transform import TileTransform
 
 logger = logging.getLogger(__name__)
@@ -287,43 +288,19 @@ def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform)
             f"other pairs), alone places {len(side)} tile(s) {', '.join(map(str, side))}: check the stitched slice")
 
 
-#: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
-LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
-
-
 def far_lone_links(transform: TileTransform) -> list[LoneLink]:
-    """The accepted pairs on no loop that place tiles they alone join farther from their stage-model
-    positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
-    other side, in its gauge, :func:`~linumpy.stitching.estimate.bridged_side`; half the far-bridge window
-    of step 5 less the slack): one unchecked link decides where those tiles lie, beyond what the stage errs
-    on the others (fresh harsh foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the
-    truth, put (2, 1) and (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge
-    window 19.7 px and the pairs' departure bound not exceeded; a right bridge can be flagged where the stage
-    erred on its tiles more than on the others). Each tile is named once, by the link with the fewest tiles
-    on its side (the nearest of a chain).
+    """The accepted pairs on no loop of ``transform`` that place tiles beyond the search window
+    (:func:`~linumpy.stitching.estimate.far_lone_links`), those left by the estimate's refusal
+    (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`: the solve without the link dropped other pairs)
+    or in a transform written before session lone60.
 
     Returns ``[(pair, tiles, deviation, window)]``, pixels (per axis), the tiles beyond the window only.
     """
-    from linumpy.stitching.estimate import bridged_side
-    from linumpy.stitching.global_solve import PairOffset, bridges
-    from linumpy.stitching.tile_search import largest_deviation, search_radius
+    from linumpy.stitching.estimate import far_lone_links as beyond_window
 
-    kept = [PairOffset(r.a, r.b, r.offset, 1.0) for r in transform.pairs if r.accepted]
-    positions = {t: transform.position(t) for p in kept for t in (p.a, p.b)}
-    sides = []
-    for k in bridges(kept):
-        links = [(p.a, p.b) for j, p in enumerate(kept) if j != k]
-        side, aligned, _ = bridged_side((kept[k].a, kept[k].b), links, positions, transform.stage_model)
-        window = search_radius(positions, set(positions) - side, aligned)
-        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
-        sides.append((len(side), (kept[k].a, kept[k].b), {t: d for t, d in beyond.items() if d > window}, window))
-    found, named = [], set()
-    for _, pair, beyond, window in sorted(sides):
-        tiles = sorted(set(beyond) - named)
-        if tiles:
-            named.update(tiles)
-            found.append((pair, tiles, max(beyond[t] for t in tiles), window))
-    return found
+    links = [(r.a, r.b) for r in transform.pairs if r.accepted]
+    positions = {t: np.asarray(transform.position(t), float) for pair in links for t in pair}
+    return beyond_window(links, positions, transform.stage_model)
 
 
 def far_lone_link_flag(link: LoneLink) -> str:
@@ -331,6 +308,19 @@ def far_lone_link_flag(link: LoneLink) -> str:
     (a, b), tiles, deviation, window = link
     return (f"lone link {a}-{b} places {len(tiles)} tile(s) {', '.join(map(str, tiles))} up to {deviation:.1f} px "
             f"from their stage positions, beyond the search window ({window:.1f} px): check the stitched slice")
+
+
+def lone_links_refused_flag(transform: TileTransform) -> str | None:
+    """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
+    tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`), if any."""
+    from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED
+
+    links = [f"{r.a}-{r.b}" for r in transform.pairs if r.status == FAR_LONE_LINK_REFUSED]
+    tiles = sorted(t for t, record in transform.tiles.items() if record.far_lone_link_to_stage)
+    if not links:
+        return None
+    return (f"lone link(s) {', '.join(links)} refused: they placed tiles beyond the search window; "
+            f"{len(tiles)} tile(s) {', '.join(map(str, tiles))} on the stage model: check the stitched slice")
 
 
 #: A slice is flagged when more than this fraction of its tiles fall back to the stage model.
@@ -365,7 +355,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     other pairs, kept because it puts them within the stage's window (``n_far_bridges_kept`` counts such
     pairs, each also a flag, :func:`far_bridge_flag`; ``n_far_bridges_refused`` those refused),
     ``n_far_lone_link_tiles`` those an accepted pair on no loop places beyond the search window (each such
-    pair a flag, :func:`far_lone_links`),
+    pair a flag, :func:`far_lone_links`), ``n_far_lone_link_to_stage_tiles`` those put on the stage model
+    because such a link was refused (one flag, :func:`lone_links_refused_flag`),
     ``n_far_weak_peak_refused_tiles``
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
@@ -408,6 +399,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
     lone = far_lone_links(transform)
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
+    metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage
+                                                    for record in transform.tiles.values())
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
                                                    for record in transform.tiles.values())
     metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
@@ -446,6 +439,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "beyond_edge_ridges": record.beyond_edge_ridges,
                     "costly_link_refused": record.costly_link_refused,
                     "corroboration_refused": record.corroboration_refused,
+                    "far_lone_link_to_stage": record.far_lone_link_to_stage,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }
@@ -461,6 +455,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
     flags += [far_bridge_flag(pair, transform) for pair in far_bridges]
     flags += [far_lone_link_flag(link) for link in lone]
+    flags += [flag for flag in [lone_links_refused_flag(transform)] if flag]
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
