@@ -55,7 +55,10 @@
    largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
-   (:func:`_weak_pieces_to_stage`).
+   (:func:`_weak_pieces_to_stage`); and a kept pair on no loop that places tiles it alone joins
+   beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
+   placement to the stage's, is refused and its side put on the stage model
+   (:func:`_far_lone_links_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -1726,13 +1729,17 @@ def _far_lone_links_to_stage(
 
     Such a link is the only evidence for its side, and no loop checks it: where it puts a tile farther from
     its stage position than the stage errs on the other tiles (1.5 times their largest deviation plus
-    2 px, in their gauge, the joint search's window), the placement is less likely than the stage's. The
-    nearest such link (fewest tiles on its side) is dropped, the positions solved again (its side leaves
-    the largest group and falls back to the stage model), and the next one judged, if that solve keeps every
-    pair outside the side; each link is judged once. Fresh harsh foreign seed 152, slice 2: every kept pair
-    on no loop (a tree of 8 pairs), (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
-    (2, 2) 13.7 px from their stage positions, the window 10.8 px: they ended 10.1 and 10.0 px off, their
-    stage positions 2.7 and 3.3 px.
+    2 px, in their gauge, the joint search's window), it is refused unless the side's other scored pairs
+    with the other tiles prefer its placement to the stage's
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage` with the stage model in the other side's gauge,
+    margin >= 0; none scoring both placements: refused). The nearest such link (fewest tiles on its side)
+    is judged first; a refused one is dropped, the positions solved again (its side leaves the largest group
+    and falls back to the stage model), if that solve keeps every pair outside the side, and the links
+    judged again; each link is judged once. Fresh harsh foreign seed 152, slice 2: every kept pair on no
+    loop (a tree of 8 pairs), (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
+    (2, 2) 13.7 px from their stage positions, the window 10.8 px, their other pairs' margin -11.7: they
+    ended 10.1 and 10.0 px off, their stage positions 2.7 and 3.3 px. A right link beyond the window, where
+    the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
 
     Returns
     -------
