@@ -316,3 +316,32 @@ def test_a_lone_link_placing_its_tiles_beyond_the_search_window_is_refused(monke
     assert metrics["n_far_lone_link_to_stage_tiles"] == (2 if wrong else 0)
     refused = [f for f in flags if f.startswith(f"lone link(s) {LONE_LINK[0]}-{LONE_LINK[1]} refused")]
     assert len(refused) == wrong and all("(2, 1), (2, 2) on the stage model" in f for f in refused), flags
+
+
+#: Fresh harsh foreign seed 159, slice 2's kind: the column {(1, 0), (2, 0)} joined by an edge link (ridge along y).
+RIDGE_LINK = ((0, 0), (1, 0))
+COLUMN = [(1, 0), (2, 0)]
+
+
+@pytest.mark.parametrize("along_ridge_px, isotropic_link", [(3.0, False), (0.0, True)])
+def test_tiles_placed_along_an_edge_links_ridge_by_weak_links_only_are_named(along_ridge_px, isotropic_link):
+    """The column's link above is an edge link (significance 3.57, right across its ridge); along the ridge
+    only the weak (2, 0)-(2, 1) (0.85) places it, 3 px off (159 slice 2: 2.3 / 2.4 px, not ``weak``, no
+    flag). The QC record names exactly the tiles off the truth by more than 1.5 px: the column; and none
+    where a confident link measuring every direction, (1, 0)-(1, 1), joins the column (placed right)."""
+    truth = {t: np.multiply(t, STEP) + LONE_ERRORS.get(t, (0, 0)) for t in TILES}
+    positions = {t: truth[t] + ((along_ridge_px, 0.0) if t in COLUMN else (0.0, 0.0)) for t in TILES}
+    significance = {pair: 8.0 for pair in SIGNIFICANCE}
+    significance.update({RIDGE_LINK: 3.57, ((2, 0), (2, 1)): 0.85})
+    accepted = {pair for pair in SIGNIFICANCE if isotropic_link or pair != ((1, 0), (1, 1))}
+    pairs = tuple(PairRecord(a, b, tuple(np.subtract(positions[b], positions[a])), 0.5, (a, b) in accepted,
+                             significance=significance[(a, b)],
+                             free_direction=(1.0, 0.0) if (a, b) == RIDGE_LINK else None) for a, b in SIGNIFICANCE)
+    transform = estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
+                                       StageModel.nominal(STEP), pairs=pairs,
+                                       tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
+    metrics, flags = _qc(transform)
+    reference = [t for t in TILES if t not in COLUMN]
+    off = [str(t) for t, error in aligned_errors(positions, truth, reference).items() if error > 1.5]
+    assert metrics["n_weak_along_ridge_tiles"] == len(off)
+    assert [t for t, record in metrics["tiles"].items() if record["weak_along_ridge"]] == off

@@ -61,6 +61,11 @@ METRICS: dict[str, MetricInfo] = {
                        "the largest piece joined by significant pairs), e.g. in nearly empty agarose; their "
                        "positions can be off by 1-4 px. With the stage-placed tiles, above a quarter of the "
                        "tiles the slice is flagged."),
+    "n_weak_along_ridge_tiles": _M("Tiles on weak links along a ridge", "count", "Tiles joined to the rest "
+                                   "by an overlap that only measures one direction (an edge: along it, one "
+                                   "offset looks like another) and placed along that edge by weak overlaps "
+                                   "only; often right, but their position along the edge can be off by "
+                                   "2-3 px (see each tile's sigma_px). Not a flag."),
     "n_lone_link_refused_tiles": _M("Tiles refused a lone far link", "count", "Tiles for which a joint "
                                     "search found a position that a single overlap held, farther from the "
                                     "stage's step than any confident pair departs; refused, the tile was "

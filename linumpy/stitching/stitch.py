@@ -310,6 +310,26 @@ def far_lone_link_flag(link: LoneLink) -> str:
             f"from their stage positions, beyond the search window ({window:.1f} px): check the stitched slice")
 
 
+def weak_along_ridge(transform: TileTransform) -> list[TileIndex]:
+    """The registered tiles, not ``weak``, that the accepted pairs of confident significance measuring every
+    direction (no edge link, ``free_direction`` None) do not join to the largest piece of such pairs: an
+    edge link joins them to it, and along its ridge (where its evidence does not tell one offset from
+    another) only weak links, or edge links, place them. Fresh harsh foreign seed 159, slice 2: the column
+    {(1, 0), (2, 0)}, joined by the edge link (0, 0)-(1, 0) (significance 3.57, right across its ridge,
+    3.9 px off along it) and the weak (2, 0)-(2, 1) (0.85, 2.9 px off), lay 2.3 and 2.4 px from the truth
+    (their stage positions 4.8 px), not ``weak``. A QC field only (no position changes, no red flag): such
+    tiles are often right (the weak links right), measured in ``benchmarks/README.md``, session lone60.
+    """
+    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.reanchor import pieces
+
+    kept = [r for r in transform.pairs if r.accepted]
+    registered = {t for r in kept for t in (r.a, r.b)}
+    isotropic = [(r.a, r.b) for r in kept if r.significance >= CONFIDENT_SIGNIFICANCE and r.free_direction is None]
+    largest = set((pieces(registered, isotropic) or [[]])[0])
+    return sorted(t for t in registered - largest if not transform.tiles[t].weak)
+
+
 def lone_links_refused_flag(transform: TileTransform) -> str | None:
     """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
     tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`), if any."""
@@ -346,7 +366,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     read from the tiles, and why). The record's
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model, or by the stage model and weak
-    links only (``n_weak_tiles``; ``max_tile_sigma_px`` is the largest honest
+    links only (``n_weak_tiles``; ``n_weak_along_ridge_tiles`` counts those placed along an edge link's
+    ridge by weak links only, :func:`weak_along_ridge`, no flag; ``max_tile_sigma_px`` is the largest honest
     standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
     lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
     confident pair refused as unchecked and beyond the stage's error,
@@ -390,6 +411,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_corroborated_tiles"] = sum(record.corroborated for record in transform.tiles.values())
     weak = [t for t, record in transform.tiles.items() if record.weak]
     metrics["n_weak_tiles"] = len(weak)
+    along_ridge = weak_along_ridge(transform)
+    metrics["n_weak_along_ridge_tiles"] = len(along_ridge)
     metrics["n_lone_link_refused_tiles"] = sum(record.lone_link_refused for record in transform.tiles.values())
     metrics["n_far_link_refused_tiles"] = sum(record.far_link_refused for record in transform.tiles.values())
     metrics["n_weak_link_swapped_tiles"] = sum(record.weak_link_swapped for record in transform.tiles.values())
@@ -429,6 +452,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated, "weak": record.weak,
+                    "weak_along_ridge": tile in along_ridge,
                     "lone_link_refused": record.lone_link_refused,
                     "far_link_refused": record.far_link_refused,
                     "weak_link_swapped": record.weak_link_swapped,
