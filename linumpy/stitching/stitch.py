@@ -57,8 +57,8 @@ from linumpy.stitching.summaries import SummarySource, TileSummaries, read_tile_
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
-    from linumpy.stitching.fusion_flatfield import FusionFlatField
     from linumpy.stitching.estimate import LoneLink
+    from linumpy.stitching.fusion_flatfield import FusionFlatField
     from linumpy.stitching.transform import TileTransform
 
 logger = logging.getLogger(__name__)
@@ -290,9 +290,10 @@ def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform)
 
 def far_lone_links(transform: TileTransform) -> list[LoneLink]:
     """The accepted pairs on no loop of ``transform`` that place tiles beyond the search window
-    (:func:`~linumpy.stitching.estimate.far_lone_links`), those left by the estimate's refusal
-    (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`: the solve without the link dropped other pairs)
-    or in a transform written before session lone60.
+    (:func:`~linumpy.stitching.estimate.far_lone_links`): those the estimate kept
+    (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`: their side's other overlaps prefer the
+    link's placement, or the solve without the link drops other pairs), or any in a transform written before
+    session lone60.
 
     Returns ``[(pair, tiles, deviation, window)]``, pixels (per axis), the tiles beyond the window only.
     """
@@ -336,9 +337,9 @@ def lone_links_refused_flag(transform: TileTransform) -> str | None:
     from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED
 
     links = [f"{r.a}-{r.b}" for r in transform.pairs if r.status == FAR_LONE_LINK_REFUSED]
-    tiles = sorted(t for t, record in transform.tiles.items() if record.far_lone_link_to_stage)
     if not links:
         return None
+    tiles = sorted(t for t, record in transform.tiles.items() if record.far_lone_link_to_stage)
     return (f"lone link(s) {', '.join(links)} refused: they placed tiles beyond the search window; "
             f"{len(tiles)} tile(s) {', '.join(map(str, tiles))} on the stage model: check the stitched slice")
 
@@ -479,7 +480,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
     flags += [far_bridge_flag(pair, transform) for pair in far_bridges]
     flags += [far_lone_link_flag(link) for link in lone]
-    flags += [flag for flag in [lone_links_refused_flag(transform)] if flag]
+    refused_flag = lone_links_refused_flag(transform)
+    flags += [refused_flag] if refused_flag else []
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
