@@ -271,3 +271,77 @@ def test_a_lone_link_placing_its_tiles_beyond_the_search_window_is_flagged(group
     named = [f for f in flags if f.startswith(f"lone link {LONE_LINK[0]}-{LONE_LINK[1]}")]
     assert named == ([f for f in named if ", ".join(map(str, worse)) in f] if worse else []), flags
     assert len(named) == (1 if worse else 0), flags
+
+
+#: The side's links to the other tiles that no loop of kept pairs holds (not candidates: significance 0.3).
+LONE_LOOPS = (((1, 1), (2, 1)), ((1, 2), (2, 2)))
+
+
+@pytest.mark.parametrize("group_error, placed_off", [((1, -1), (-13, 0)), ((2, -1), (0, -15)), ((-12, 0), (0, 0))])
+def test_a_lone_link_placing_its_tiles_beyond_the_search_window_is_refused(monkeypatch, group_error, placed_off):
+    """The group {(2, 1), (2, 2)} hangs on the lone link (2, 0)-(2, 1) (significance 4; its two other
+    overlaps, (1, 1)-(2, 1) and (1, 2)-(2, 2), too weak to be candidates). Fresh harsh foreign seed 152,
+    slice 2: a wrong link 13.4 px off put its tiles 13.7 px from their stage positions against a 10.8 px
+    search window, 10 px from the truth (stage 2.7 / 3.3 px). A wrong link placing them 13-15 px off (cases 1
+    and 2) is refused and they go on the stage: no tile ends farther from the truth than its stage position
+    (main: 13-15 px off, their stage ~1.5 px). A right link beyond the window where the stage errs 12 px on
+    them (case 3) is kept: the group's other overlaps prefer its placement to the stage's."""
+    errors = {**LONE_ERRORS, (2, 1): group_error, (2, 2): tuple(np.add(group_error, (0, 1)))}
+    registrations = {}
+    for a, b in SIGNIFICANCE:
+        nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+        true = tuple(int(v) for v in np.subtract(errors[b], errors[a]))
+        best = tuple(np.add(true, placed_off)) if (a, b) == LONE_LINK else true
+        significance = 0.3 if (a, b) in LONE_LOOPS else 4.0 if (a, b) == LONE_LINK else 8.0
+        registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5,
+                                                 significance, (0.1, 0.1),
+                                                 scores=(EvidenceMap(1.0, nominal, _map({best: 2.0 + significance})),))
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    truth = {t: np.multiply(t, STEP) + errors[t] for t in TILES}
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+    reference = sorted(LONE_ERRORS)
+    positions = {t: transform.position(t) for t in TILES}
+    ours = aligned_errors(positions, truth, reference)
+    on_stage = aligned_errors(stage, truth, reference, frame=positions)
+    for tile in TILES:
+        assert ours[tile] <= on_stage[tile] + 0.5, (tile, ours[tile], on_stage[tile])
+    wrong = placed_off != (0, 0)
+    side = [(2, 1), (2, 2)]
+    assert [t for t, r in transform.tiles.items() if r.far_lone_link_to_stage] == (side if wrong else [])
+    assert all(ours[t] < 0.1 for t in (TILES if not wrong else reference))
+    metrics, flags = _qc(transform)
+    assert metrics["n_far_lone_link_to_stage_tiles"] == (2 if wrong else 0)
+    refused = [f for f in flags if f.startswith(f"lone link(s) {LONE_LINK[0]}-{LONE_LINK[1]} refused")]
+    assert len(refused) == wrong and all("(2, 1), (2, 2) on the stage model" in f for f in refused), flags
+
+
+#: Fresh harsh foreign seed 159, slice 2's kind: the column {(1, 0), (2, 0)} joined by an edge link (ridge along y).
+RIDGE_LINK = ((0, 0), (1, 0))
+COLUMN = [(1, 0), (2, 0)]
+
+
+@pytest.mark.parametrize("along_ridge_px, isotropic_link", [(3.0, False), (0.0, True)])
+def test_tiles_placed_along_an_edge_links_ridge_by_weak_links_only_are_named(along_ridge_px, isotropic_link):
+    """The column's link above is an edge link (significance 3.57, right across its ridge); along the ridge
+    only the weak (2, 0)-(2, 1) (0.85) places it, 3 px off (159 slice 2: 2.3 / 2.4 px, not ``weak``, no
+    flag). The QC record names exactly the tiles off the truth by more than 1.5 px: the column; and none
+    where a confident link measuring every direction, (1, 0)-(1, 1), joins the column (placed right)."""
+    truth = {t: np.multiply(t, STEP) + LONE_ERRORS.get(t, (0, 0)) for t in TILES}
+    positions = {t: truth[t] + ((along_ridge_px, 0.0) if t in COLUMN else (0.0, 0.0)) for t in TILES}
+    significance = {pair: 8.0 for pair in SIGNIFICANCE}
+    significance.update({RIDGE_LINK: 3.57, ((2, 0), (2, 1)): 0.85})
+    accepted = {pair for pair in SIGNIFICANCE if isotropic_link or pair != ((1, 0), (1, 1))}
+    pairs = tuple(PairRecord(a, b, tuple(np.subtract(positions[b], positions[a])), 0.5, (a, b) in accepted,
+                             significance=significance[(a, b)],
+                             free_direction=(1.0, 0.0) if (a, b) == RIDGE_LINK else None) for a, b in SIGNIFICANCE)
+    transform = estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
+                                       StageModel.nominal(STEP), pairs=pairs,
+                                       tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
+    metrics, flags = _qc(transform)
+    reference = [t for t in TILES if t not in COLUMN]
+    off = [str(t) for t, error in aligned_errors(positions, truth, reference).items() if error > 1.5]
+    assert metrics["n_weak_along_ridge_tiles"] == len(off)
+    assert [t for t, record in metrics["tiles"].items() if record["weak_along_ridge"]] == off

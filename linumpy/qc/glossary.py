@@ -61,6 +61,11 @@ METRICS: dict[str, MetricInfo] = {
                        "the largest piece joined by significant pairs), e.g. in nearly empty agarose; their "
                        "positions can be off by 1-4 px. With the stage-placed tiles, above a quarter of the "
                        "tiles the slice is flagged."),
+    "n_weak_along_ridge_tiles": _M("Tiles on weak links along a ridge", "count", "Tiles joined to the rest "
+                                   "by an overlap that only measures one direction (an edge: along it, one "
+                                   "offset looks like another) and placed along that edge by weak overlaps "
+                                   "only; often right, but their position along the edge can be off by "
+                                   "2-3 px (see each tile's sigma_px). Not a flag."),
     "n_lone_link_refused_tiles": _M("Tiles refused a lone far link", "count", "Tiles for which a joint "
                                     "search found a position that a single overlap held, farther from the "
                                     "stage's step than any confident pair departs; refused, the tile was "
@@ -86,7 +91,14 @@ METRICS: dict[str, MetricInfo] = {
                                 "no loop) places farther from their stage positions than the search for a tile "
                                 "allows, measured from the other tiles' own positions; one unchecked overlap "
                                 "decides where they lie, and the slice is flagged (check it: if the overlap is a "
-                                "wrong match, those tiles are worse than the stage)."),
+                                "wrong match, those tiles are worse than the stage). Such overlaps are refused "
+                                "(next entry) unless the tiles' other overlaps agree with it, or the solve without "
+                                "it loses other overlaps."),
+    "n_far_lone_link_to_stage_tiles": _M("Tiles put on the stage, their lone link refused", "count", "Tiles "
+                                         "that a single overlap (on no loop) placed farther from their stage "
+                                         "positions than the search for a tile allows; the overlap was refused "
+                                         "as unchecked and they kept their stage-model positions (the slice is "
+                                         "flagged)."),
     "n_far_bridges_refused": _M("Far bridges refused", "count", "Overlaps that alone join two groups of tiles "
                                 "(on no loop) and depart from the stage's step farther than the other overlaps "
                                 "do, refused as wrong matches because the group they would place lies beyond the "

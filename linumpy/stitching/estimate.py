@@ -55,7 +55,10 @@
    largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
-   (:func:`_weak_pieces_to_stage`).
+   (:func:`_weak_pieces_to_stage`); and a kept pair on no loop that places tiles it alone joins
+   beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
+   placement to the stage's, is refused and its side put on the stage model
+   (:func:`_far_lone_links_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -97,7 +100,8 @@ from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RA
                                            corroborated_placements, joint_placement, lone_departure,
                                            largest_deviation, place_by_neighbours, reference_gauge,
                                            search_radius)
-from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, PairRecord, TileRecord, TileTransform
+from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, FAR_LONE_LINK_REFUSED, PairRecord,
+                                        TileRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
@@ -336,6 +340,8 @@ def estimate_transform(
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
     (positions, model, kept), to_stage, detached = _weak_pieces_to_stage(tiles, (positions, model, kept),
                                                                          registrations, tile_step_px)
+    (positions, model, kept), lone_to_stage, lone_refused_links = _far_lone_links_to_stage(
+        tiles, (positions, model, kept), registrations, tile_step_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
@@ -343,6 +349,8 @@ def estimate_transform(
     for (a, b), r in {**current, **late, **corroborated}.items():
         if (a, b) in detached:
             status = "weak attachment, piece on the stage"
+        elif (a, b) in lone_refused_links:
+            status = FAR_LONE_LINK_REFUSED
         elif (a, b) in corroborated:
             status = "kept (corroborated search)" if (a, b) in kept_ids else "corroborated search, inconsistent"
         elif (a, b) in unlinked:
@@ -386,7 +394,7 @@ def estimate_transform(
                                  {t for pair in swapped_out - kept_ids for t in pair},
                                  {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
                                  to_stage, set(unsupported.values()) | refused_groups, set(beyond_ridges.values()),
-                                 {t for pair in costly for t in pair}, uncorroborated)
+                                 {t for pair in costly for t in pair}, uncorroborated, lone_to_stage)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -1673,6 +1681,109 @@ def _weak_pieces_to_stage(
             return (positions, model, kept), to_stage, detached
 
 
+#: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
+LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
+
+
+def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapping[TileIndex, np.ndarray],
+                   model: StageModel) -> list[LoneLink]:
+    """The kept ``links`` on no loop that place tiles they alone join farther from their stage-model
+    positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
+    other side, in its gauge, :func:`bridged_side`; half the far-bridge window of step 5 less the slack):
+    one unchecked link decides where those tiles lie, beyond what the stage errs on the others (fresh harsh
+    foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
+    (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge window 19.7 px and the
+    pairs' departure bound not exceeded; a right bridge can be beyond it where the stage erred on its tiles
+    more than on the others). Each tile is named once, by the link with the fewest tiles on its side (the
+    nearest of a chain).
+
+    Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
+    window only.
+    """
+    kept = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in links]
+    sides = []
+    for k in bridges(kept):
+        others = [pair for j, pair in enumerate(links) if j != k]
+        side, aligned, _ = bridged_side(links[k], others, positions, model)
+        window = search_radius(positions, {t for pair in links for t in pair} - side, aligned)
+        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
+        sides.append((len(side), links[k], {t: d for t, d in beyond.items() if d > window}, window))
+    found, named = [], set()
+    for _, pair, beyond, window in sorted(sides):
+        tiles = sorted(set(beyond) - named)
+        if tiles:
+            named.update(tiles)
+            found.append((pair, tiles, max(beyond[t] for t in tiles), window))
+    return found
+
+
+def _far_lone_links_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[TileIndex],
+           set[tuple[TileIndex, TileIndex]]]:
+    """Refuse the kept links on no loop that place tiles beyond the search window (:func:`far_lone_links`)
+    and put the tiles they alone join on the stage model.
+
+    Such a link is the only evidence for its side, and no loop checks it: where it puts a tile farther from
+    its stage position than the stage errs on the other tiles (1.5 times their largest deviation plus
+    2 px, in their gauge, the joint search's window), it is refused unless the side's other scored pairs
+    with the other tiles prefer its placement to the stage's
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage` with the stage model in the other side's gauge,
+    margin >= 0; none scoring both placements: refused). The nearest such link (fewest tiles on its side)
+    is judged first; a refused one is dropped, the positions solved again (its side leaves the largest group
+    and falls back to the stage model), if that solve keeps every pair outside the side, and the links
+    judged again; each link is judged once. Fresh harsh foreign seed 152, slice 2: every kept pair on no
+    loop (a tree of 8 pairs), (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
+    (2, 2) 13.7 px from their stage positions, the window 10.8 px, their other pairs' margin -11.7: they
+    ended 10.1 and 10.0 px off, their stage positions 2.7 and 3.3 px. A right link beyond the window, where
+    the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links
+        refused.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    refused: set[tuple[TileIndex, TileIndex]] = set()
+    judged: set[tuple[TileIndex, TileIndex]] = set()
+    while True:
+        links = [(p.a, p.b) for p in kept]
+        for pair, beyond, deviation, window in far_lone_links(links, positions, model):
+            if pair in judged:
+                continue
+            judged.add(pair)
+            side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
+            placed = {t for link in links for t in link}
+            others = [(link, r) for link, r in links_out(sorted(side), registrations, placed - side) if link != pair]
+            margin = evidence_over_stage(sorted(side), others, positions, aligned)
+            if margin >= 0:
+                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
+                            "window (%.1f px), left: the side's other links prefer that placement to the stage's "
+                            "(%.2f)", *pair, beyond, deviation, window, margin)
+                continue
+            rest = [p for p in kept if (p.a, p.b) != pair]
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            if not {(p.a, p.b) for p in rest if p.a not in side} <= {(p.a, p.b) for p in attempt[2]}:
+                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
+                            "window (%.1f px), left: the solve without it drops other pairs", *pair, beyond,
+                            deviation, window)
+                continue
+            logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search window "
+                        "(%.1f px), the side's other links' evidence over the stage placement %.2f: refused, %s on "
+                        "the stage model", *pair, beyond, deviation, window, margin, sorted(side))
+            positions, model, kept = attempt
+            to_stage |= side
+            refused.add(pair)
+            break
+        else:
+            return (positions, model, kept), to_stage, refused
+
+
 def _deviation(positions: Mapping[TileIndex, np.ndarray], model: StageModel, tile: TileIndex) -> float:
     """Distance (pixels) of ``tile`` from its stage-model position."""
     return float(np.linalg.norm(np.asarray(positions[tile], float) - model.position(tile)))
@@ -1720,7 +1831,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                   swapped: set[TileIndex], far_bridged: set[TileIndex],
                   far_weak: set[TileIndex], to_stage: set[TileIndex],
                   unsupported: set[TileIndex], beyond_ridges: set[TileIndex],
-                  costly: set[TileIndex], uncorroborated: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  costly: set[TileIndex], uncorroborated: set[TileIndex],
+                  lone_to_stage: set[TileIndex]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
@@ -1738,8 +1850,9 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     :func:`_drop_broken_placements`), whether its links were dropped because the first solve put it
     beyond the ridges of all of them (``beyond_ridges``, :func:`_tiles_beyond_edge_ridges`) and whether a
     joint placement of its pairs was refused for costing pairs kept before (``costly``,
-    :func:`_links_costing_kept`) and whether a corroborated weak peak was refused for it
-    (``uncorroborated``, :func:`_corroboration_refused`)."""
+    :func:`_links_costing_kept`), whether a corroborated weak peak was refused for it
+    (``uncorroborated``, :func:`_corroboration_refused`) and whether the lone link that placed it beyond
+    the search window was refused and it put on the stage (``lone_to_stage``, :func:`_far_lone_links_to_stage`)."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
@@ -1748,7 +1861,8 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
                  "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
                  "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage,
                  "unsupported_placement_dropped": t in unsupported, "beyond_edge_ridges": t in beyond_ridges,
-                 "costly_link_refused": t in costly, "corroboration_refused": t in uncorroborated}
+                 "costly_link_refused": t in costly, "corroboration_refused": t in uncorroborated,
+                 "far_lone_link_to_stage": t in lone_to_stage}
              for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,

@@ -57,6 +57,7 @@ from linumpy.stitching.summaries import SummarySource, TileSummaries, read_tile_
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
+    from linumpy.stitching.estimate import LoneLink
     from linumpy.stitching.fusion_flatfield import FusionFlatField
     from linumpy.stitching.transform import TileTransform
 
@@ -287,43 +288,20 @@ def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform)
             f"other pairs), alone places {len(side)} tile(s) {', '.join(map(str, side))}: check the stitched slice")
 
 
-#: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
-LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
-
-
 def far_lone_links(transform: TileTransform) -> list[LoneLink]:
-    """The accepted pairs on no loop that place tiles they alone join farther from their stage-model
-    positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
-    other side, in its gauge, :func:`~linumpy.stitching.estimate.bridged_side`; half the far-bridge window
-    of step 5 less the slack): one unchecked link decides where those tiles lie, beyond what the stage errs
-    on the others (fresh harsh foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the
-    truth, put (2, 1) and (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge
-    window 19.7 px and the pairs' departure bound not exceeded; a right bridge can be flagged where the stage
-    erred on its tiles more than on the others). Each tile is named once, by the link with the fewest tiles
-    on its side (the nearest of a chain).
+    """The accepted pairs on no loop of ``transform`` that place tiles beyond the search window
+    (:func:`~linumpy.stitching.estimate.far_lone_links`): those the estimate kept
+    (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`: their side's other overlaps prefer the
+    link's placement, or the solve without the link drops other pairs), or any in a transform written before
+    session lone60.
 
     Returns ``[(pair, tiles, deviation, window)]``, pixels (per axis), the tiles beyond the window only.
     """
-    from linumpy.stitching.estimate import bridged_side
-    from linumpy.stitching.global_solve import PairOffset, bridges
-    from linumpy.stitching.tile_search import largest_deviation, search_radius
+    from linumpy.stitching.estimate import far_lone_links as beyond_window
 
-    kept = [PairOffset(r.a, r.b, r.offset, 1.0) for r in transform.pairs if r.accepted]
-    positions = {t: transform.position(t) for p in kept for t in (p.a, p.b)}
-    sides = []
-    for k in bridges(kept):
-        links = [(p.a, p.b) for j, p in enumerate(kept) if j != k]
-        side, aligned, _ = bridged_side((kept[k].a, kept[k].b), links, positions, transform.stage_model)
-        window = search_radius(positions, set(positions) - side, aligned)
-        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
-        sides.append((len(side), (kept[k].a, kept[k].b), {t: d for t, d in beyond.items() if d > window}, window))
-    found, named = [], set()
-    for _, pair, beyond, window in sorted(sides):
-        tiles = sorted(set(beyond) - named)
-        if tiles:
-            named.update(tiles)
-            found.append((pair, tiles, max(beyond[t] for t in tiles), window))
-    return found
+    links = [(r.a, r.b) for r in transform.pairs if r.accepted]
+    positions = {t: np.asarray(transform.position(t), float) for pair in links for t in pair}
+    return beyond_window(links, positions, transform.stage_model)
 
 
 def far_lone_link_flag(link: LoneLink) -> str:
@@ -331,6 +309,39 @@ def far_lone_link_flag(link: LoneLink) -> str:
     (a, b), tiles, deviation, window = link
     return (f"lone link {a}-{b} places {len(tiles)} tile(s) {', '.join(map(str, tiles))} up to {deviation:.1f} px "
             f"from their stage positions, beyond the search window ({window:.1f} px): check the stitched slice")
+
+
+def weak_along_ridge(transform: TileTransform) -> list[TileIndex]:
+    """The registered tiles, not ``weak``, that the accepted pairs of confident significance measuring every
+    direction (no edge link, ``free_direction`` None) do not join to the largest piece of such pairs: an
+    edge link joins them to it, and along its ridge (where its evidence does not tell one offset from
+    another) only weak links, or edge links, place them. Fresh harsh foreign seed 159, slice 2: the column
+    {(1, 0), (2, 0)}, joined by the edge link (0, 0)-(1, 0) (significance 3.57, right across its ridge,
+    3.9 px off along it) and the weak (2, 0)-(2, 1) (0.85, 2.9 px off), lay 2.3 and 2.4 px from the truth
+    (their stage positions 4.8 px), not ``weak``. A QC field only (no position changes, no red flag): such
+    tiles are often right (the weak links right), measured in ``benchmarks/README.md``, session lone60.
+    """
+    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.reanchor import pieces
+
+    kept = [r for r in transform.pairs if r.accepted]
+    registered = {t for r in kept for t in (r.a, r.b)}
+    isotropic = [(r.a, r.b) for r in kept if r.significance >= CONFIDENT_SIGNIFICANCE and r.free_direction is None]
+    largest = set((pieces(registered, isotropic) or [[]])[0])
+    return sorted(t for t in registered - largest if not transform.tiles[t].weak)
+
+
+def lone_links_refused_flag(transform: TileTransform) -> str | None:
+    """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
+    tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`), if any."""
+    from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED
+
+    links = [f"{r.a}-{r.b}" for r in transform.pairs if r.status == FAR_LONE_LINK_REFUSED]
+    if not links:
+        return None
+    tiles = sorted(t for t, record in transform.tiles.items() if record.far_lone_link_to_stage)
+    return (f"lone link(s) {', '.join(links)} refused: they placed tiles beyond the search window; "
+            f"{len(tiles)} tile(s) {', '.join(map(str, tiles))} on the stage model: check the stitched slice")
 
 
 #: A slice is flagged when more than this fraction of its tiles fall back to the stage model.
@@ -356,7 +367,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     read from the tiles, and why). The record's
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model, or by the stage model and weak
-    links only (``n_weak_tiles``; ``max_tile_sigma_px`` is the largest honest
+    links only (``n_weak_tiles``; ``n_weak_along_ridge_tiles`` counts those placed along an edge link's
+    ridge by weak links only, :func:`weak_along_ridge`, no flag; ``max_tile_sigma_px`` is the largest honest
     standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
     lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
     confident pair refused as unchecked and beyond the stage's error,
@@ -365,7 +377,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     other pairs, kept because it puts them within the stage's window (``n_far_bridges_kept`` counts such
     pairs, each also a flag, :func:`far_bridge_flag`; ``n_far_bridges_refused`` those refused),
     ``n_far_lone_link_tiles`` those an accepted pair on no loop places beyond the search window (each such
-    pair a flag, :func:`far_lone_links`),
+    pair a flag, :func:`far_lone_links`), ``n_far_lone_link_to_stage_tiles`` those put on the stage model
+    because such a link was refused (one flag, :func:`lone_links_refused_flag`),
     ``n_far_weak_peak_refused_tiles``
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
@@ -399,6 +412,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_corroborated_tiles"] = sum(record.corroborated for record in transform.tiles.values())
     weak = [t for t, record in transform.tiles.items() if record.weak]
     metrics["n_weak_tiles"] = len(weak)
+    along_ridge = weak_along_ridge(transform)
+    metrics["n_weak_along_ridge_tiles"] = len(along_ridge)
     metrics["n_lone_link_refused_tiles"] = sum(record.lone_link_refused for record in transform.tiles.values())
     metrics["n_far_link_refused_tiles"] = sum(record.far_link_refused for record in transform.tiles.values())
     metrics["n_weak_link_swapped_tiles"] = sum(record.weak_link_swapped for record in transform.tiles.values())
@@ -408,6 +423,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
     lone = far_lone_links(transform)
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
+    metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage
+                                                    for record in transform.tiles.values())
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
                                                    for record in transform.tiles.values())
     metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
@@ -436,6 +453,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated, "weak": record.weak,
+                    "weak_along_ridge": tile in along_ridge,
                     "lone_link_refused": record.lone_link_refused,
                     "far_link_refused": record.far_link_refused,
                     "weak_link_swapped": record.weak_link_swapped,
@@ -446,6 +464,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "beyond_edge_ridges": record.beyond_edge_ridges,
                     "costly_link_refused": record.costly_link_refused,
                     "corroboration_refused": record.corroboration_refused,
+                    "far_lone_link_to_stage": record.far_lone_link_to_stage,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }
@@ -461,6 +480,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
     flags += [far_bridge_flag(pair, transform) for pair in far_bridges]
     flags += [far_lone_link_flag(link) for link in lone]
+    refused_flag = lone_links_refused_flag(transform)
+    flags += [refused_flag] if refused_flag else []
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)

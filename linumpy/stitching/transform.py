@@ -32,6 +32,9 @@ _DECIMALS = 4
 FAR_BRIDGE_KEPT = "kept, departs beyond the other pairs but its tiles within the stage's window"
 #: Status of such a pair refused (:func:`linumpy.stitching.estimate.implausible_departure`).
 FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
+#: Status of a kept pair on no loop refused for placing its tiles beyond the search window
+#: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
+FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,14 @@ class TileRecord:
         edge link held it more than 2 px along its ridge from its own peak and
         no link had its own peak there. False in transforms written before
         session stitch54.
+    far_lone_link_to_stage : bool
+        The tile's only link to the other tiles was a kept pair on no loop
+        that placed it farther from its stage-model position than the joint
+        search's window (1.5 times the other tiles' largest deviation plus
+        2 px, in their gauge): the link was refused (status ``lone link
+        placing its tiles beyond the search window, tiles on the stage``)
+        and the tile is on the stage. False in transforms written before
+        session lone60.
     """
 
     source: str
@@ -222,6 +233,7 @@ class TileRecord:
     beyond_edge_ridges: bool = False
     costly_link_refused: bool = False
     corroboration_refused: bool = False
+    far_lone_link_to_stage: bool = False
 
 
 @dataclass(frozen=True)
@@ -342,6 +354,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "beyond_edge_ridges": bool(record.beyond_edge_ridges),
              "costly_link_refused": bool(record.costly_link_refused),
              "corroboration_refused": bool(record.corroboration_refused),
+             "far_lone_link_to_stage": bool(record.far_lone_link_to_stage),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -422,7 +435,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 unsupported_placement_dropped=bool(t.get("unsupported_placement_dropped", False)),
                 beyond_edge_ridges=bool(t.get("beyond_edge_ridges", False)),
                 costly_link_refused=bool(t.get("costly_link_refused", False)),
-                corroboration_refused=bool(t.get("corroboration_refused", False)))
+                corroboration_refused=bool(t.get("corroboration_refused", False)),
+                far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
