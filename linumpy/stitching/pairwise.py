@@ -234,10 +234,12 @@ def remove_plane(image: np.ndarray) -> np.ndarray:
     >>> float(np.abs(remove_plane(1.0 + 0.3 * yy - 0.2 * xx)).max()) < 1e-12
     True
     """
-    yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
-    design = np.stack([np.ones(image.size), yy.ravel(), xx.ravel()], axis=1).astype(np.float64)
-    coefficients = np.linalg.lstsq(design, image.ravel(), rcond=None)[0]
-    return image - (design @ coefficients).reshape(image.shape)
+    # On a full grid the centred coordinates are orthogonal to each other and to the constant.
+    y = np.arange(image.shape[0]) - (image.shape[0] - 1) / 2
+    x = np.arange(image.shape[1]) - (image.shape[1] - 1) / 2
+    slope_y = (image.sum(axis=1) @ y) / max(float(y @ y) * image.shape[1], 1e-12)
+    slope_x = (image.sum(axis=0) @ x) / max(float(x @ x) * image.shape[0], 1e-12)
+    return image - image.mean() - slope_y * y[:, None] - slope_x * x[None, :]
 
 
 def _search_crops(shape: tuple[int, int], nominal: tuple[int, int], radius: int):
