@@ -201,18 +201,45 @@ def highpass_sigma(overlap_px: float) -> float:
 
 
 def band_pass(image: np.ndarray, highpass_px: float = HIGHPASS_SIGMA_PX,
-              speckle_px: float = SPECKLE_SIGMAS_PX[-1]) -> np.ndarray:
+              speckle_px: float = SPECKLE_SIGMAS_PX[-1], detrend: bool = False) -> np.ndarray:
     """Log of the speckle-smoothed image minus its own heavy blur.
 
     Smoothing by ``speckle_px`` averages speckle grains; the log
     makes multiplicative effects (vignetting, speckle, tissue brightness)
     additive; subtracting the ``highpass_px`` blur removes slow variations. Non-positive values are clipped to 0.1 % of the 99th
-    percentile before the log.
+    percentile before the log. With ``detrend``, the log's least-squares
+    plane is removed before the blur (:func:`remove_plane`).
     """
     smoothed = ndimage.gaussian_filter(np.asarray(image, np.float64), speckle_px)
     floor = max(1e-3 * float(np.percentile(smoothed, 99)), 1e-12)
     logged = np.log(np.maximum(smoothed, floor))
+    if detrend:
+        logged = remove_plane(logged)
     return logged - ndimage.gaussian_filter(logged, highpass_px)
+
+
+def remove_plane(image: np.ndarray) -> np.ndarray:
+    """``image`` minus its least-squares plane ``c + u y + v x``.
+
+    The high-pass subtracts a blur whose borders reflect the image, and the
+    reflected blur of a ramp is not the ramp within about its width of the
+    border: a slope left in the log (the flat field's residual across a
+    common region, which differs between the two tiles) would survive the
+    band-pass there, on a narrow region over most of it. A plane removed
+    first passes nothing.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:4, :5]
+    >>> float(np.abs(remove_plane(1.0 + 0.3 * yy - 0.2 * xx)).max()) < 1e-12
+    True
+    """
+    # On a full grid the centred coordinates are orthogonal to each other and to the constant.
+    y = np.arange(image.shape[0]) - (image.shape[0] - 1) / 2
+    x = np.arange(image.shape[1]) - (image.shape[1] - 1) / 2
+    slope_y = (image.sum(axis=1) @ y) / max(float(y @ y) * image.shape[1], 1e-12)
+    slope_x = (image.sum(axis=0) @ x) / max(float(x @ x) * image.shape[0], 1e-12)
+    return image - image.mean() - slope_y * y[:, None] - slope_x * x[None, :]
 
 
 def _search_crops(shape: tuple[int, int], nominal: tuple[int, int], radius: int):
@@ -615,8 +642,8 @@ def refine_subpixel(
     if width < 2 * margin + 4:
         return unrefined
     highpass_px = highpass_sigma(width)
-    crop_a = band_pass(tile_a[slices[0]], highpass_px, speckle_px)
-    crop_b = band_pass(tile_b[slices[1]], highpass_px, speckle_px)
+    crop_a = band_pass(tile_a[slices[0]], highpass_px, speckle_px, detrend=True)
+    crop_b = band_pass(tile_b[slices[1]], highpass_px, speckle_px, detrend=True)
     inner = (slice(margin, -margin), slice(margin, -margin))
     shift = np.zeros(2)
     for _ in range(LK_ITERATIONS):
