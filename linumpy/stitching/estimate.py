@@ -54,8 +54,7 @@
    (own significance below :data:`CONFIDENT_SIGNIFICANCE`) join to the
    largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
-   than :data:`WEAK_PIECE_MARGIN` or its other overlaps (not the kept links holding it) prefer the stage's,
-   goes back to the stage model
+   than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
    (:func:`_weak_pieces_to_stage`); and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
    placement to the stage's, is refused and its side put on the stage model
@@ -1629,19 +1628,6 @@ def _weak_pieces_to_stage(
     outweighs the stage: its links to the other tiles are dropped, and the
     positions solved again, if that solve keeps every pair outside the piece
     (the piece's own pairs leave with it: only the largest group is placed).
-    A piece also qualifies, far as above, where its **other overlaps** (its scored pairs with placed tiles that
-    are not the kept links holding it) prefer the stage's placement (margin below 0): the kept links' evidence
-    is read at their own maxima, where the searches put the piece, and counts for it whatever the truth; the
-    other overlaps did not choose the placement. In the solve without its links, the confident pairs
-    (significance >= :data:`CONFIDENT_SIGNIFICANCE`) count as strong (a loop through the piece's weak links
-    checked them no better than those links), and tiles then left with no pair, all of their pairs weak, go to
-    the stage with the piece (:func:`_hung_on`).
-    ``8x8 harsh`` seed 110 (session harsh8): {(0, 5), (0, 6), (1, 5), (1, 6), (2, 5), (2, 6)}, right among
-    itself, hung on (2, 5)-(3, 5) (significance 0.80, 13.3 px off), its loops closing only along the ridges of
-    two edge links, 17.0 px from the stage model (the bar 13.3): its links preferred that placement by 0.64,
-    its other overlaps preferred the stage's by 1.43 ((2, 6)-(3, 6), 0.58, right); its tiles 11.8-12.1 px from
-    the truth, four of them 3.6-5.4 px farther than on the stage. Without its links (3, 5)-(3, 6)
-    (2.82, right) lay on no loop and the solve dropped it with five right tiles: hence the two clauses.
     Repeated until no piece qualifies; each piece is judged once.
     ``overlap 10 %`` seed 113: the piece {(1, 2), (1, 3)}, held by two kept links of
     significance 0.34 and 0.06, lay 7.9 px from the stage model (the largest piece's
@@ -1673,47 +1659,26 @@ def _weak_pieces_to_stage(
             deviation = max(_deviation(positions, model, t) for t in piece)
             if deviation <= bar:
                 continue
+            margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
+                                         model)
+            if not margin < WEAK_PIECE_MARGIN:
+                continue
             inside = set(piece)
             crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
-            links = links_out(piece, registrations, placed - inside)
-            margin = evidence_over_stage(piece, links, positions, model)
-            witnesses = evidence_over_stage(piece, [(pair, r) for pair, r in links if pair not in crossing],
-                                            positions, model)
-            if not (margin < WEAK_PIECE_MARGIN or witnesses < 0):
-                continue
             rest = [p for p in kept if (p.a, p.b) not in crossing]
-            confident = {(p.a, p.b) for p in rest if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE}
-            # A confident pair whose loops all ran through the piece's weak links stays without them.
-            attempt = solve_positions(tiles, [replace(p, strong=True) if (p.a, p.b) in confident else p
-                                              for p in rest], tile_step_px)
-            hung = _hung_on(rest, attempt[2], inside, confident)
-            if hung is None:
-                logger.info("weakly attached piece %s (%.1f px from the stage model, evidence margin %.2f, its other "
-                            "overlaps' %.2f) left: the solve without its links drops other pairs", piece, deviation,
-                            margin, witnesses)
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
+                logger.info("weakly attached piece %s (%.1f px from the stage model, evidence margin %.2f) "
+                            "left: the solve without its links drops other pairs", piece, deviation, margin)
                 continue
             logger.info("weakly attached piece %s %.1f px from the stage model, its links' evidence over the "
-                        "stage placement %.2f (its other overlaps' %.2f): on the stage model with %s", piece,
-                        deviation, margin, witnesses, sorted(hung))
+                        "stage placement %.2f: on the stage model", piece, deviation, margin)
             positions, model, kept = attempt
-            to_stage |= inside | hung
-            detached |= crossing | {(p.a, p.b) for p in rest if p.a in hung or p.b in hung}
+            to_stage |= inside
+            detached |= crossing
             break
         else:
             return (positions, model, kept), to_stage, detached
-
-
-def _hung_on(rest: Sequence[PairOffset], kept: Sequence[PairOffset], piece: set[TileIndex],
-             confident: set[tuple[TileIndex, TileIndex]]) -> set[TileIndex] | None:
-    """The tiles outside ``piece`` that the solve of ``rest`` (the pairs but ``piece``'s links out) left with
-    no pair, all their pairs weak (not in ``confident``): they hung on the piece (``8x8 harsh`` seed 110:
-    (1, 7), its other link a weak edge link). ``None`` if the solve dropped another pair outside the piece."""
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    kept_ids = {(p.a, p.b) for p in kept}
-    dropped = [p for p in rest if p.a not in piece and (p.a, p.b) not in kept_ids]
-    if any((p.a in placed and p.b in placed) or (p.a, p.b) in confident for p in dropped):
-        return None
-    return {t for p in dropped for t in (p.a, p.b)} - placed
 
 
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
