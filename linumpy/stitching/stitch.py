@@ -331,6 +331,47 @@ def weak_along_ridge(transform: TileTransform) -> list[TileIndex]:
     return sorted(t for t in registered - largest if not transform.tiles[t].weak)
 
 
+#: A weak lone link: ``(pair, significance, tiles)``, the tiles on its side (:func:`weak_lone_links`).
+WeakLoneLink = tuple[tuple[TileIndex, TileIndex], float, list[TileIndex]]
+
+
+def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
+    """The accepted pairs below confident significance, measuring every direction (no edge link), that lie on no
+    loop of such accepted pairs: each alone places the tiles on its smaller side (those the other such pairs
+    join to it), since a loop through an edge link closes along its ridge whatever the link says. ``8x8 harsh``
+    seed 110 of the stitching matrix: {(0, 5), (0, 6), (1, 5), (1, 6), (2, 5), (2, 6)}, right among itself
+    (significance 3.4-7.5), hung on (2, 5)-(3, 5) (0.80, 13.3 px off); its loops closed only through the edge
+    links (1, 6)-(1, 7) and (1, 7)-(2, 7), each 8-10 px off along its ridge: its tiles 11.8-12.1 px from the
+    truth (stage 6-8 px), not ``weak``, no flag. Measured as a flag in ``benchmarks/README.md``, session harsh8.
+
+    Returns ``[(pair, significance, tiles)]``, in the order of ``transform.pairs``.
+    """
+    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.global_solve import PairOffset, bridges
+    from linumpy.stitching.reanchor import pieces
+
+    kept = [r for r in transform.pairs if r.accepted]
+    registered = {t for r in kept for t in (r.a, r.b)}
+    isotropic = [r for r in kept if r.free_direction is None]
+    found = []
+    for k in bridges([PairOffset(r.a, r.b, (0.0, 0.0), 1.0) for r in isotropic]):
+        link = isotropic[k]
+        if link.significance >= CONFIDENT_SIGNIFICANCE:
+            continue
+        parts = pieces(registered, [(r.a, r.b) for j, r in enumerate(isotropic) if j != k])
+        side = min((next(p for p in parts if t in p) for t in (link.a, link.b)), key=lambda p: (len(p), p))
+        found.append(((link.a, link.b), link.significance, sorted(side)))
+    return found
+
+
+def weak_lone_link_flag(link: WeakLoneLink) -> str:
+    """The red flag of a weak lone link (:func:`weak_lone_links`)."""
+    (a, b), significance, tiles = link
+    return (f"weak lone link {a}-{b} (significance {significance:.2f}) alone places {len(tiles)} tile(s) "
+            f"{', '.join(map(str, tiles))}: no loop of links measuring every direction checks it, check the "
+            f"stitched slice")
+
+
 def lone_links_refused_flag(transform: TileTransform) -> str | None:
     """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
     tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`), if any."""
@@ -414,6 +455,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_weak_tiles"] = len(weak)
     along_ridge = weak_along_ridge(transform)
     metrics["n_weak_along_ridge_tiles"] = len(along_ridge)
+    weak_lone = weak_lone_links(transform)
+    on_weak_lone = {t for _, _, side in weak_lone for t in side}
+    metrics["n_weak_lone_link_tiles"] = len(on_weak_lone)
     metrics["n_lone_link_refused_tiles"] = sum(record.lone_link_refused for record in transform.tiles.values())
     metrics["n_far_link_refused_tiles"] = sum(record.far_link_refused for record in transform.tiles.values())
     metrics["n_weak_link_swapped_tiles"] = sum(record.weak_link_swapped for record in transform.tiles.values())
@@ -454,6 +498,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated, "weak": record.weak,
                     "weak_along_ridge": tile in along_ridge,
+                    "weak_lone_link": tile in on_weak_lone,
                     "lone_link_refused": record.lone_link_refused,
                     "far_link_refused": record.far_link_refused,
                     "weak_link_swapped": record.weak_link_swapped,
@@ -480,6 +525,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
     flags += [far_bridge_flag(pair, transform) for pair in far_bridges]
     flags += [far_lone_link_flag(link) for link in lone]
+    flags += [weak_lone_link_flag(link) for link in weak_lone]
     refused_flag = lone_links_refused_flag(transform)
     flags += [refused_flag] if refused_flag else []
     from linumpy.qc.figures import stitching_residuals_figure
