@@ -409,7 +409,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model, or by the stage model and weak
     links only (``n_weak_tiles``; ``n_weak_along_ridge_tiles`` counts those placed along an edge link's
-    ridge by weak links only, :func:`weak_along_ridge`, no flag; ``max_tile_sigma_px`` is the largest honest
+    ridge by weak links only, :func:`weak_along_ridge`, no flag; ``n_weak_lone_link_tiles`` those one weak link
+    measuring every direction alone places, each such link a flag, :func:`weak_lone_links`;
+    ``max_tile_sigma_px`` is the largest honest
     standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
     lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
     confident pair refused as unchecked and beyond the stage's error,
