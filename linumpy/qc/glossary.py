@@ -70,7 +70,9 @@ METRICS: dict[str, MetricInfo] = {
                                  "overlap (not significant on its own) alone joins to the rest: the other "
                                  "overlaps joining them only measure one direction (edges), along which they "
                                  "agree with any placement, so nothing checks it. They can be 10 px or more "
-                                 "off; each such overlap is a flag."),
+                                 "off, though most are right. Not a flag."),
+    "weak_lone_links": _M("Weak overlaps placing tiles alone", "significance", "The single weak "
+                          "overlaps counted by n_weak_lone_link_tiles, with their significance."),
     "n_lone_link_refused_tiles": _M("Tiles refused a lone far link", "count", "Tiles for which a joint "
                                     "search found a position that a single overlap held, farther from the "
                                     "stage's step than any confident pair departs; refused, the tile was "
