@@ -341,7 +341,7 @@ def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
     join to it), since a loop through an edge link closes along its ridge whatever the link says. ``8x8 harsh``
     seed 110 of the stitching matrix: {(0, 5), (0, 6), (1, 5), (1, 6), (2, 5), (2, 6)}, right among itself
     (significance 3.4-7.5), hung on (2, 5)-(3, 5) (0.80, 13.3 px off); its loops closed only through the edge
-    links (1, 6)-(1, 7) and (1, 7)-(2, 7), each 8-10 px off along its ridge: its tiles 11.8-12.1 px from the
+    links (1, 6)-(1, 7) and (1, 7)-(2, 7), 9.9 and 7.6 px off along their ridges: its tiles 11.8-12.1 px from the
     truth (stage 6-8 px), not ``weak``, no flag. A QC field only (no flag): on the simulator's ``8x8 harsh``
     tuning seeds a quarter of the tiles it names are off by more than 1.5 px (``benchmarks/README.md``,
     session harsh8).
@@ -405,9 +405,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     links only (``n_weak_tiles``; ``n_weak_along_ridge_tiles`` counts those placed along an edge link's
     ridge by weak links only, :func:`weak_along_ridge`, no flag; ``n_weak_lone_link_tiles`` those one weak link
     measuring every direction alone places, ``weak_lone_links`` those links and their significance,
-    :func:`weak_lone_links`, no flag;
-    ``max_tile_sigma_px`` is the largest honest
-    standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
+    :func:`weak_lone_links`, no flag; ``max_tile_sigma_px`` is the largest honest standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
     lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
     confident pair refused as unchecked and beyond the stage's error,
     ``n_weak_link_swapped_tiles`` those with a searched link swapped for a clearly more
