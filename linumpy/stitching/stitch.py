@@ -405,9 +405,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     links only (``n_weak_tiles``; ``n_weak_along_ridge_tiles`` counts those placed along an edge link's
     ridge by weak links only, :func:`weak_along_ridge`, no flag; ``n_weak_lone_link_tiles`` those one weak link
     measuring every direction alone places, ``weak_lone_links`` those links and their significance,
-    :func:`weak_lone_links`, no flag; ``max_tile_sigma_px`` is the largest honest standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
-    lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
-    confident pair refused as unchecked and beyond the stage's error,
+    :func:`weak_lone_links`, no flag; ``max_tile_sigma_px`` is the largest honest standard error of a tile;
+    ``n_lone_link_refused_tiles`` counts the tiles whose lone far link the joint search refused,
+    ``n_far_link_refused_tiles`` those with a confident pair refused as unchecked and beyond the stage's error,
     ``n_weak_link_swapped_tiles`` those with a searched link swapped for a clearly more
     significant one, ``n_far_bridge_kept_tiles`` those placed by a pair departing beyond the
     other pairs, kept because it puts them within the stage's window (``n_far_bridges_kept`` counts such
