@@ -66,6 +66,13 @@ METRICS: dict[str, MetricInfo] = {
                                    "offset looks like another) and placed along that edge by weak overlaps "
                                    "only; often right, but their position along the edge can be off by "
                                    "2-3 px (see each tile's sigma_px). Not a flag."),
+    "n_weak_lone_link_tiles": _M("Tiles placed by one weak overlap", "count", "Tiles that a single weak "
+                                 "overlap (not significant on its own) alone joins to the rest: the other "
+                                 "overlaps joining them only measure one direction (edges), along which they "
+                                 "agree with any placement, so nothing checks it. They can be 10 px or more "
+                                 "off, though most are right. Not a flag."),
+    "weak_lone_links": _M("Weak overlaps placing tiles alone", "significance", "The single weak "
+                          "overlaps counted by n_weak_lone_link_tiles, with their significance."),
     "n_lone_link_refused_tiles": _M("Tiles refused a lone far link", "count", "Tiles for which a joint "
                                     "search found a position that a single overlap held, farther from the "
                                     "stage's step than any confident pair departs; refused, the tile was "

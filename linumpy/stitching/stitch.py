@@ -331,6 +331,41 @@ def weak_along_ridge(transform: TileTransform) -> list[TileIndex]:
     return sorted(t for t in registered - largest if not transform.tiles[t].weak)
 
 
+#: A weak lone link: ``(pair, significance, tiles)``, the tiles on its side (:func:`weak_lone_links`).
+WeakLoneLink = tuple[tuple[TileIndex, TileIndex], float, list[TileIndex]]
+
+
+def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
+    """The accepted pairs below confident significance, measuring every direction (no edge link), that lie on no
+    loop of such accepted pairs: each alone places the tiles on its smaller side (those the other such pairs
+    join to it), since a loop through an edge link closes along its ridge whatever the link says. ``8x8 harsh``
+    seed 110 of the stitching matrix: {(0, 5), (0, 6), (1, 5), (1, 6), (2, 5), (2, 6)}, right among itself
+    (significance 3.4-7.5), hung on (2, 5)-(3, 5) (0.80, 13.3 px off); its loops closed only through the edge
+    links (1, 6)-(1, 7) and (1, 7)-(2, 7), 9.9 and 7.6 px off along their ridges: its tiles 11.8-12.1 px from the
+    truth (stage 6-8 px), not ``weak``, no flag. A QC field only (no flag): on the simulator's ``8x8 harsh``
+    tuning seeds a quarter of the tiles it names are off by more than 1.5 px (``benchmarks/README.md``,
+    session harsh8).
+
+    Returns ``[(pair, significance, tiles)]``, in the order of ``transform.pairs``.
+    """
+    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.global_solve import PairOffset, bridges
+    from linumpy.stitching.reanchor import pieces
+
+    kept = [r for r in transform.pairs if r.accepted]
+    registered = {t for r in kept for t in (r.a, r.b)}
+    isotropic = [r for r in kept if r.free_direction is None]
+    found = []
+    for k in bridges([PairOffset(r.a, r.b, (0.0, 0.0), 1.0) for r in isotropic]):
+        link = isotropic[k]
+        if link.significance >= CONFIDENT_SIGNIFICANCE:
+            continue
+        parts = pieces(registered, [(r.a, r.b) for j, r in enumerate(isotropic) if j != k])
+        side = min((next(p for p in parts if t in p) for t in (link.a, link.b)), key=lambda p: (len(p), p))
+        found.append(((link.a, link.b), link.significance, sorted(side)))
+    return found
+
+
 def lone_links_refused_flag(transform: TileTransform) -> str | None:
     """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
     tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`), if any."""
@@ -368,10 +403,11 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``flags`` name the slice when more than :data:`MAX_STAGE_FALLBACK_FRACTION`
     of its tiles were placed by the stage model, or by the stage model and weak
     links only (``n_weak_tiles``; ``n_weak_along_ridge_tiles`` counts those placed along an edge link's
-    ridge by weak links only, :func:`weak_along_ridge`, no flag; ``max_tile_sigma_px`` is the largest honest
-    standard error of a tile; ``n_lone_link_refused_tiles`` counts the tiles whose
-    lone far link the joint search refused, ``n_far_link_refused_tiles`` those with a
-    confident pair refused as unchecked and beyond the stage's error,
+    ridge by weak links only, :func:`weak_along_ridge`, no flag; ``n_weak_lone_link_tiles`` those one weak link
+    measuring every direction alone places, ``weak_lone_links`` those links and their significance,
+    :func:`weak_lone_links`, no flag; ``max_tile_sigma_px`` is the largest honest standard error of a tile;
+    ``n_lone_link_refused_tiles`` counts the tiles whose lone far link the joint search refused,
+    ``n_far_link_refused_tiles`` those with a confident pair refused as unchecked and beyond the stage's error,
     ``n_weak_link_swapped_tiles`` those with a searched link swapped for a clearly more
     significant one, ``n_far_bridge_kept_tiles`` those placed by a pair departing beyond the
     other pairs, kept because it puts them within the stage's window (``n_far_bridges_kept`` counts such
@@ -414,6 +450,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_weak_tiles"] = len(weak)
     along_ridge = weak_along_ridge(transform)
     metrics["n_weak_along_ridge_tiles"] = len(along_ridge)
+    weak_lone = weak_lone_links(transform)
+    on_weak_lone = {t for _, _, side in weak_lone for t in side}
+    metrics["n_weak_lone_link_tiles"] = len(on_weak_lone)
+    metrics["weak_lone_links"] = {f"{a}-{b}": round(significance, 2) for (a, b), significance, _ in weak_lone}
     metrics["n_lone_link_refused_tiles"] = sum(record.lone_link_refused for record in transform.tiles.values())
     metrics["n_far_link_refused_tiles"] = sum(record.far_link_refused for record in transform.tiles.values())
     metrics["n_weak_link_swapped_tiles"] = sum(record.weak_link_swapped for record in transform.tiles.values())
@@ -454,6 +494,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "sigma_px": round(record.sigma_px, 3) if np.isfinite(record.sigma_px) else None,
                     "corroborated": record.corroborated, "weak": record.weak,
                     "weak_along_ridge": tile in along_ridge,
+                    "weak_lone_link": tile in on_weak_lone,
                     "lone_link_refused": record.lone_link_refused,
                     "far_link_refused": record.far_link_refused,
                     "weak_link_swapped": record.weak_link_swapped,
