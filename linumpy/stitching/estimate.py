@@ -85,8 +85,8 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, StageModel, TileIndex, bridges,
-                                           solve_positions)
+from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
+                                           bridges, solve_positions)
 from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
                                              drop_broken_loop_links, honest_variance, swap_clearly_weaker,
                                              swap_least_certain)
@@ -533,8 +533,7 @@ def _solve_plausible(
     pairs: Sequence[PairOffset],
     tile_step_px: Sequence[float],
     moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset(),
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[tuple[TileIndex, TileIndex]],
-           dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
+) -> tuple[Solution, set[tuple[TileIndex, TileIndex]], dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
     """Solve, dropping one at a time the kept pair that departs implausibly from the stage model
     (:func:`implausible_departure`) and solving again without it, unless the tiles it alone places lie
     within the joint search's window (:func:`_bridged_within_window`): then it is kept and the loop ends.
@@ -729,7 +728,7 @@ def _joint_search(
 
 def _late_joint_search(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -986,7 +985,7 @@ def _refined(
 
 def _place_corroborated(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -1216,7 +1215,7 @@ def _without_contested(
     piece: Sequence[TileIndex],
     contested: set[tuple[TileIndex, TileIndex]],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]] | None:
+) -> Solution | None:
     """The solve without the links that hold ``piece`` to the other tiles, if all of them are ``contested``
     and the solve keeps every other pair; else ``None``.
 
@@ -1244,8 +1243,7 @@ def _drop_broken_placements(
     placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
-           dict[tuple[TileIndex, TileIndex], TileIndex]]:
+) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], TileIndex]]:
     """Demote to weak the surviving pairs of joint placements that lost a pair in the solve, and drop those
     that hold no significant joint peak without the lost pairs.
 
@@ -1304,7 +1302,7 @@ def _links_costing_kept(
     placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[tuple[TileIndex, TileIndex]]]:
+) -> tuple[Solution, set[tuple[TileIndex, TileIndex]]]:
     """The solve of the ``kept`` pairs and the joint search's pairs, without the placements whose links cost
     pairs kept before.
 
@@ -1380,11 +1378,10 @@ def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, 
 
 def _tiles_beyond_edge_ridges(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
-           dict[tuple[TileIndex, TileIndex], TileIndex]]:
+) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], TileIndex]]:
     """Take out of the solve the tiles that no kept link holds on its peak: every kept link of the tile an
     edge link that the solve puts farther than half its ridge's length from its own peak along the ridge.
 
@@ -1432,12 +1429,12 @@ def _tiles_beyond_edge_ridges(
 
 def _swap_dropped_weak(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     weak: Sequence[PairOffset],
     current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """The solve of confident and plausible weak pairs, with each weak pair it dropped put back in place of
     the kept pair that their loop clearly blames (:func:`~linumpy.stitching.link_conflicts.swap_least_certain`).
 
@@ -1460,12 +1457,12 @@ def _swap_dropped_weak(
 
 def _orphaned_searches(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     dropped: set[tuple[TileIndex, TileIndex]],
     searched: set[tuple[TileIndex, TileIndex]],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """Demote to weak the searched links left on no loop whose piece lost pairs to the broken-loop step.
 
     A joint (or cluster, or piece) search places a tile by the summed evidence of its links to tiles placed
@@ -1505,7 +1502,7 @@ def _strong_seed(
     tiles: Sequence[TileIndex],
     confident: Sequence[PairOffset],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """The largest group of strong pairs, however small, solved as the anchor of the searches.
 
     Used when no group of confident pairs holds :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION`
@@ -1527,7 +1524,7 @@ def _drop_small_group(
     model: StageModel,
     kept: list[PairOffset],
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """Every tile on the stage model when the registered tiles are fewer than
     :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION` of them (a :func:`_strong_seed` that the
     searches did not grow): a small group is placed by the mean stage error of its few tiles.
@@ -1541,9 +1538,9 @@ def _drop_small_group(
 
 def _unmeasured_ridges(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """Take away the evidence along their ridge of the edge links that depart from the stage there beyond what it errs.
 
     Along an edge's ridge the overlap does not tell one offset from another and the peak tends to where the
@@ -1582,7 +1579,7 @@ def _drop_implausible(
     kept: list[PairOffset],
     tile_step_px: Sequence[float],
     max_shift_px: float,
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """Send back to the stage model the tiles placed farther from it than the stage can err.
 
     ``max_shift_px`` is the stage's uncertainty: pairs that put a tile
@@ -1606,11 +1603,10 @@ def _drop_implausible(
 
 def _weak_pieces_to_stage(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[TileIndex],
-           set[tuple[TileIndex, TileIndex]]]:
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
     """Put on the stage model the weakly attached pieces that lie far from it on little evidence.
 
     The placed tiles are cut into pieces joined by kept pairs whose own
@@ -1719,11 +1715,10 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
 
 def _far_lone_links_to_stage(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], set[TileIndex],
-           set[tuple[TileIndex, TileIndex]]]:
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
     """Refuse the kept links on no loop that place tiles beyond the search window (:func:`far_lone_links`)
     and put the tiles they alone join on the stage model.
 

@@ -435,6 +435,10 @@ def _residuals(
     return np.linalg.norm(_residual_vectors(positions, tiles, pairs), axis=1)
 
 
+#: A solve's result: ``(positions, stage model, kept pairs)`` (:func:`solve_positions`).
+Solution = tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]
+
+
 def solve_positions(
     tiles: Iterable[TileIndex],
     pairs: Sequence[PairOffset],
@@ -444,7 +448,7 @@ def solve_positions(
     weighted: bool = True,
     warn_steps: bool = True,
     min_group_fraction: float = MIN_GROUP_FRACTION,
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]]:
+) -> Solution:
     """Return the position of every tile from the accepted pairwise offsets.
 
     Parameters

@@ -46,7 +46,7 @@ import numpy as np
 
 from linumpy.stitching.global_solve import (
     PairOffset,
-    StageModel,
+    Solution,
     TileIndex,
     bridges,
     departs_from_prediction,
@@ -236,12 +236,12 @@ def _broken(tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], tile_step_p
 
 def drop_broken_loop_links(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     spreads: Mapping[Pair, Sequence[float]],
     own_significance: Mapping[Pair, float],
     anchor_significance: float,
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], list[Pair], list[Pair]]:
+) -> tuple[Solution, list[Pair], list[Pair]]:
     """Drop, one at a time, the least certain weak pair of a loop that does not close; then the broad links
     of the loops that still miss, together.
 
@@ -314,13 +314,13 @@ def _drop_broad_links(tiles: Sequence[TileIndex], solved: tuple, spreads: Mappin
 
 def swap_least_certain(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     dropped: Sequence[PairOffset],
     spreads: Mapping[Pair, Sequence[float]],
     own_significance: Mapping[Pair, float],
     anchor_significance: float,
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], list[tuple[Pair, Pair]]]:
+) -> tuple[Solution, list[tuple[Pair, Pair]]]:
     """Put back each weak pair a solve ``dropped``, and keep it instead of the kept pair its loop blames.
 
     The solve drops the pair of largest residual, and between two weak links of a loop that misses the
@@ -355,11 +355,11 @@ def swap_least_certain(
 
 def swap_clearly_weaker(
     tiles: Sequence[TileIndex],
-    solved: tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]],
+    solved: Solution,
     dropped: Sequence[PairOffset],
     own_significance: Mapping[Pair, float],
     tile_step_px: Sequence[float],
-) -> tuple[tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset]], list[tuple[Pair, Pair]]]:
+) -> tuple[Solution, list[tuple[Pair, Pair]]]:
     """Put back each pair a solve ``dropped`` that was the only check of one kept pair, and keep it
     instead of that pair if it is clearly more significant on its own.
 
