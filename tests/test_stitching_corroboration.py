@@ -50,9 +50,12 @@ def test_the_edge_ridge_placement_of_harsh_seed_140_is_refused():
     17.5 px along its ridge from its own peak, and (2, 0)-(3, 0), 16.2 px from its own peak: 9.58 px from the
     truth, 7.56 px farther than its stage position. Refused and flagged; it keeps its stage position. (3, 0),
     +1.61 px before, placed by the joint search on a link 3.3 px off, stays the slice's one textured tile
-    worse than the stage (+1.41 px). About 30 s of CPU, most of it drawing the 8 x 8 mosaic."""
+    worse than the stage (+1.41 px). Since edge60 (the sub-pixel fit removes each crop's log plane) no
+    accepted pair links (2, 0) or (3, 0) any more: both keep their stage positions (2.12 / 1.72 px) and no
+    textured tile is worse than the stage. About 30 s of CPU, most of it drawing the 8 x 8 mosaic."""
     errors, excess, textured, transform = stitch_errors(get_condition("8x8 harsh"), 140)
-    assert transform.tiles[(2, 0)].corroboration_refused
+    record = transform.tiles[(2, 0)]
+    assert record.corroboration_refused or (record.source == "stage" and record.n_pairs == 0)
     assert excess[(2, 0)] <= NEVER_WORSE_TOLERANCE_PX, excess[(2, 0)]  # +7.56 before
     assert errors[(2, 0)] <= 2.5, errors[(2, 0)]  # 9.58 before, 2.07 on the stage
-    assert sum(excess[t] > NEVER_WORSE_TOLERANCE_PX for t in textured) <= 1  # 2 before
+    assert sum(excess[t] > NEVER_WORSE_TOLERANCE_PX for t in textured) == 0  # 2 before, 1 before edge60

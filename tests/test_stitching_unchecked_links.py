@@ -56,7 +56,7 @@ def test_the_unchecked_far_pair_of_6x6_seed_110_is_refused():
     status = {(p.a, p.b): p.status for p in transform.pairs}
     assert status[((5, 1), (5, 2))] == "unchecked, departs beyond the stage's error"
     assert transform.tiles[(5, 2)].far_link_refused and transform.tiles[(5, 1)].far_link_refused
-    assert max(excess[t] for t in ((5, 2), (5, 3))) <= 0.0, excess  # measured 18.71 and 6.00 before
+    assert max(excess[t] for t in ((5, 2), (5, 3))) <= 1e-9, excess  # on the stage (0 to rounding); 18.71 and 6.00 before
     assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
     assert ours[(5, 2)] <= 3.0  # its stage position: 1.45 px off (20.97 before)
 

@@ -81,9 +81,11 @@ def test_the_weak_piece_of_overlap_10_seed_113_no_longer_forms():
     every tile is placed by pairs, none worse than the stage (textured mean / max 1.428 / 4.98 -> 1.199 /
     2.98 px). Since stitch52 the searched link (1, 3)-(2, 3) (own significance 0.06, 5.2 px off as searched),
     which cost the right pairs (0, 2)-(0, 3) and (0, 3)-(1, 3) (own 1.78, 1.37), refuses its placement
-    first; (2, 2) is placed 1.37 px off by the later searches (0.809 / 2.04 px)."""
+    first; (2, 2) is placed 1.37 px off by the later searches (0.809 / 2.04 px). Since edge60 (the sub-pixel
+    fit removes each crop's log plane) no later search links (2, 2): it keeps its stage position (4.43 px,
+    its stage error; 1.301 / 4.43 px), the only tile on the stage, none worse than the stage."""
     _, excess, _, transform = stitch_errors(get_condition("overlap 10%"), 113)
     assert transform.tiles[(1, 3)].costly_link_refused and transform.tiles[(2, 3)].costly_link_refused
     assert not any(record.weak_piece_to_stage for record in transform.tiles.values())
-    assert all(record.source == "pairs" for record in transform.tiles.values())
+    assert {t for t, record in transform.tiles.items() if record.source != "pairs"} <= {(2, 2)}
     assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess  # 2.53 ((1, 2)) before stitch46
