@@ -57,14 +57,33 @@ def _registrations() -> dict:
     return registrations
 
 
+def _estimate(monkeypatch, registrations: dict) -> estimate.TileTransform:
+    """The estimate of the 3 x 3 grid whose pair registrations are ``registrations`` (sub-pixel fit: the peak)."""
+    monkeypatch.setattr(estimate, "register_neighbours",
+                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
+    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+
+
+def placed_qc(positions: dict, pairs: tuple[PairRecord, ...]) -> tuple[dict, list[str]]:
+    """:func:`_qc` of the tiles at ``positions`` with ``pairs``, on the nominal stage model."""
+    return _qc(estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
+                                      StageModel.nominal(STEP), pairs=pairs,
+                                      tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES}))
+
+
+def _stage_errors(positions: dict, truth: dict, reference: list) -> tuple[dict, dict]:
+    """Per tile, the distance from the truth of ``positions`` and of the stage positions, both aligned on
+    ``reference`` (:func:`~linumpy.simulate.stitch_matrix.aligned_errors`, the stage in the positions' frame)."""
+    stage = {t: np.multiply(t, STEP) for t in TILES}
+    return aligned_errors(positions, truth, reference), aligned_errors(stage, truth, reference, frame=positions)
+
+
 def test_a_strong_pair_departing_from_the_stage_far_beyond_the_others_is_dropped(monkeypatch):
     registrations = _registrations()
     best = np.subtract(registrations[WRONG].offset, np.multiply(np.subtract(*WRONG[::-1]), STEP))
     assert 15 < np.max(np.abs(best)) <= RADIUS  # the wrong peak departs 18 px from the stage's step, in the window
-    monkeypatch.setattr(estimate, "register_neighbours",
-                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    transform = _estimate(monkeypatch, registrations)
     record = next(r for r in transform.pairs if (r.a, r.b) == WRONG)
     assert not record.accepted and record.status == "departs implausibly from the stage model"
     truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
@@ -130,10 +149,7 @@ def test_a_far_bridge_whose_tile_lies_within_the_stage_window_is_kept(monkeypatc
     pairs = [_pair(a, b, np.subtract(FAR_ERRORS[b], FAR_ERRORS[a])) for (a, b), sig in significance.items()
              if sig >= estimate.CONFIDENT_SIGNIFICANCE]
     assert estimate.implausible_departure(pairs, model).b == (0, 2)  # the pairs' bound alone drops it
-    monkeypatch.setattr(estimate, "register_neighbours",
-                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    transform = _estimate(monkeypatch, registrations)
     record = next(r for r in transform.pairs if (r.a, r.b) == ((0, 1), (0, 2)))
     assert record.accepted and "within the stage's window" in record.status
     assert [t for t, r in transform.tiles.items() if r.far_bridge_kept] == [(0, 2)]
@@ -174,10 +190,7 @@ def test_a_wrong_bridge_is_judged_in_the_gauge_of_the_tiles_it_does_not_place(mo
         evidence = (2.0 + sig) * np.exp(-((yy - best[0]) ** 2 + (xx - best[1]) ** 2) / 2.0)
         registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5,
                                                  sig, (0.1, 0.1), scores=(EvidenceMap(1.0, nominal, evidence),))
-    monkeypatch.setattr(estimate, "register_neighbours",
-                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    transform = _estimate(monkeypatch, registrations)
     assert not next(r for r in transform.pairs if (r.a, r.b) == GAUGE_BRIDGE).accepted
     assert not any(r.far_bridge_kept for r in transform.tiles.values())
     metrics, flags = _qc(transform)
@@ -223,15 +236,9 @@ def test_a_loop_closed_by_a_pair_moved_onto_it_does_not_confirm_a_far_departure(
         registrations[pair] = PairRegistration((float(nominal[0] + true[0]), float(nominal[1] + true[1])), 0.5,
                                                significance, (0.1, 0.1),
                                                scores=(EvidenceMap(1.0, nominal, _map(peaks)),))
-    monkeypatch.setattr(estimate, "register_neighbours",
-                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    transform = _estimate(monkeypatch, registrations)
     truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
-    stage = {t: np.multiply(t, STEP) for t in TILES}
-    reference = [t for t in TILES if t[0] < 2]
-    ours = aligned_errors({t: transform.position(t) for t in TILES}, truth, reference)
-    on_stage = aligned_errors(stage, truth, reference, frame={t: transform.position(t) for t in TILES})
+    ours, on_stage = _stage_errors({t: transform.position(t) for t in TILES}, truth, [t for t in TILES if t[0] < 2])
     for tile in TILES:
         assert ours[tile] <= on_stage[tile] + 0.5, (tile, ours[tile], on_stage[tile])
 
@@ -258,14 +265,8 @@ def test_a_lone_link_placing_its_tiles_beyond_the_search_window_is_flagged(group
     loops = {((1, 1), (2, 1)), ((1, 2), (2, 2))}
     pairs = tuple(PairRecord(a, b, tuple(np.subtract(positions[b], positions[a])), 0.5, (a, b) not in loops,
                              significance=4.0) for a, b in SIGNIFICANCE)
-    transform = estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
-                                       StageModel.nominal(STEP), pairs=pairs,
-                                       tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
-    metrics, flags = _qc(transform)
-    stage = {t: np.multiply(t, STEP) for t in TILES}
-    reference = sorted(LONE_ERRORS)
-    ours = aligned_errors(positions, truth, reference)
-    on_stage = aligned_errors(stage, truth, reference, frame=positions)
+    metrics, flags = placed_qc(positions, pairs)
+    ours, on_stage = _stage_errors(positions, truth, sorted(LONE_ERRORS))
     worse = [t for t in TILES if ours[t] > on_stage[t] + 0.5]
     assert metrics["n_far_lone_link_tiles"] == len(worse)
     named = [f for f in flags if f.startswith(f"lone link {LONE_LINK[0]}-{LONE_LINK[1]}")]
@@ -296,16 +297,10 @@ def test_a_lone_link_placing_its_tiles_beyond_the_search_window_is_refused(monke
         registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])), 0.5,
                                                  significance, (0.1, 0.1),
                                                  scores=(EvidenceMap(1.0, nominal, _map({best: 2.0 + significance})),))
-    monkeypatch.setattr(estimate, "register_neighbours",
-                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
+    transform = _estimate(monkeypatch, registrations)
     truth = {t: np.multiply(t, STEP) + errors[t] for t in TILES}
-    stage = {t: np.multiply(t, STEP) for t in TILES}
     reference = sorted(LONE_ERRORS)
-    positions = {t: transform.position(t) for t in TILES}
-    ours = aligned_errors(positions, truth, reference)
-    on_stage = aligned_errors(stage, truth, reference, frame=positions)
+    ours, on_stage = _stage_errors({t: transform.position(t) for t in TILES}, truth, reference)
     for tile in TILES:
         assert ours[tile] <= on_stage[tile] + 0.5, (tile, ours[tile], on_stage[tile])
     wrong = placed_off != (0, 0)
@@ -337,10 +332,7 @@ def test_tiles_placed_along_an_edge_links_ridge_by_weak_links_only_are_named(alo
     pairs = tuple(PairRecord(a, b, tuple(np.subtract(positions[b], positions[a])), 0.5, (a, b) in accepted,
                              significance=significance[(a, b)],
                              free_direction=(1.0, 0.0) if (a, b) == RIDGE_LINK else None) for a, b in SIGNIFICANCE)
-    transform = estimate.TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
-                                       StageModel.nominal(STEP), pairs=pairs,
-                                       tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
-    metrics, flags = _qc(transform)
+    metrics, flags = placed_qc(positions, pairs)
     reference = [t for t in TILES if t not in COLUMN]
     off = [str(t) for t, error in aligned_errors(positions, truth, reference).items() if error > 1.5]
     assert metrics["n_weak_along_ridge_tiles"] == len(off)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_stitching_stage_departure import STEP, TILES, _qc
+from test_stitching_stage_departure import STEP, TILES, placed_qc
 
 from linumpy.simulate.stitch_matrix import aligned_errors
-from linumpy.stitching.global_solve import StageModel
-from linumpy.stitching.transform import PairRecord, TileRecord, TileTransform
+from linumpy.stitching.transform import PairRecord
 
 COLUMN = [(0, 2), (1, 2), (2, 2)]
 #: Its edge link: only across its ridge (along x) does it say where the column lies.
@@ -35,10 +34,7 @@ def test_a_group_placed_by_one_weak_link_checked_only_along_ridges_is_named(drag
                              (a, b) != OTHER_LINK or confident_other_link, significance=s,
                              free_direction=(1.0, 0.0) if (a, b) == EDGE_LINK else None)
                   for (a, b), s in significance.items())
-    transform = TileTransform((4, 4), STEP, {t: tuple(map(float, p)) for t, p in positions.items()},
-                              StageModel.nominal(STEP), pairs=pairs,
-                              tiles={t: TileRecord("pairs", 2, 0.1) for t in TILES})
-    metrics, flags = _qc(transform)
+    metrics, flags = placed_qc(positions, pairs)
     reference = [t for t in TILES if t not in COLUMN]
     off = [str(t) for t, error in aligned_errors(positions, truth, reference).items() if error > 1.5]
     assert metrics["n_weak_lone_link_tiles"] == len(off)
