@@ -522,17 +522,23 @@ def test_direct_read_names_a_corrupted_chunk(tmp_path):
     np.testing.assert_array_equal(stored[0:4], zarr.open_array(str(path / "0"), mode="r")[0:4])
 
 
+def _open_recording_in_place_decodes(path: Path, monkeypatch) -> tuple:
+    """Open level 0 of ``path``; the list returned fills with the chunk index of each in-place decode."""
+    stored, _ = open_omezarr_level(path)
+    in_place = []
+    decode_into = type(stored._reader)._decode_into
+    monkeypatch.setattr(type(stored._reader), "_decode_into",
+                        lambda self, index, out: in_place.append(index) or decode_into(self, index, out))
+    return stored, in_place
+
+
 def test_whole_chunks_decoded_in_place_match_and_check_their_size(tmp_path, monkeypatch):
     """Chunks a read holds whole are decoded straight into the result; a chunk of the wrong size is named."""
     data = oct_like((8, 16, 24), dtype=np.float32)
     data[4:8, 8:16, 16:24] = 0  # not stored: filled
     path = tmp_path / "a.ome.zarr"
     save_omezarr(data, path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
-    stored, _ = open_omezarr_level(path)
-    in_place = []
-    decode_into = type(stored._reader)._decode_into
-    monkeypatch.setattr(type(stored._reader), "_decode_into",
-                        lambda self, index, out: in_place.append(index) or decode_into(self, index, out))
+    stored, in_place = _open_recording_in_place_decodes(path, monkeypatch)
     for key in [np.s_[:], np.s_[4:8, 8:16], np.s_[:, 8:16, 16:24], np.s_[:, 0:8, 8:16], np.s_[0:4, 0:16, 0:8]]:
         np.testing.assert_array_equal(stored[key], data[key])
     assert in_place == [(0, 1, 2), (1, 1, 2), (0, 0, 1), (1, 0, 1)]  # the chunk columns, the unstored one too
@@ -548,11 +554,7 @@ def test_the_padded_last_chunk_of_the_first_axis_is_decoded_in_place(tmp_path, m
     data = oct_like((10, 16, 24), dtype=np.float32)
     path = tmp_path / "a.ome.zarr"
     save_omezarr(data, path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)
-    stored, _ = open_omezarr_level(path)
-    in_place = []
-    decode_into = type(stored._reader)._decode_into
-    monkeypatch.setattr(type(stored._reader), "_decode_into",
-                        lambda self, index, out: in_place.append(index) or decode_into(self, index, out))
+    stored, in_place = _open_recording_in_place_decodes(path, monkeypatch)
     for key in [np.s_[:, 0:8, 8:16], np.s_[8:10, 8:16, 16:24], np.s_[9, 0:8, 0:8], np.s_[5:, 8:16, 0:8],
                 np.s_[:, 0:16, 0:8], np.s_[6:9, 0:8, 0:8]]:
         values = stored[key]
