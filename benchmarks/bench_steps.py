@@ -33,7 +33,7 @@ the pages the deletion before it freed. The reason: on such a VM a page the
 kernel takes for a new file (or a new allocation) costs ~4-8 ms of system CPU
 per MB when it was reported to the host, ~0.2 ms when it was freed a moment
 before (``benchmarks/README.md``, session axial61), and a step writes GBs.
-The wait is best effort: the kernel reports only once about a GB is waiting,
+The wait is best effort: the kernel apparently reports only once about a GB is waiting,
 machine-wide, so what a run pays still depends on what every process freed
 before it (the axial correction's floors took 11-22 CPU s in one run); that
 cost is the VM's, not the step's, and the report states it: the system CPU of
@@ -54,8 +54,8 @@ matters, absolute times are not. The VM's cost of new pages lands in the
 system CPU and moves from run to run (0.2-8 ms a MB in one session);
 ``user_over_floor_user`` (the step's user CPU over its floor's, each run
 against the floors around it) and ``user_over_full_floor_user`` leave it out:
-the figure to compare across runs and sessions (the axial correction's moved
-4.18 -> 4.05 between two runs whose wall ratios read 1.86 and 3.22).
+the figure to compare across runs and sessions (the axial correction's read
+4.18, 4.05 and 3.97 in three runs whose wall ratios read 1.86, 3.22 and 2.64).
 
     python benchmarks/bench_steps.py --workdir /tmp/bench_steps [--preset large] [--repeats 3] \
         [--repo DIR] [--json out.json] [--stack_run RESULTS_DIR]
