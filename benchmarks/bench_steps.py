@@ -8,8 +8,8 @@ slices of a finished local run (``--stack_run RUN --steps stack_slices``
 measures the stack alone; the slice is then not simulated). As in the pipelines, the
 mosaic grid applies the acquisition's field-curvature decision, estimated once before
 the runs (untimed; ``--per_slice_curvature``: the mosaic grid estimates it itself). Each step runs in a child
-process (its own peak RSS and CPU time), its earlier outputs removed first (untimed:
-a pipeline never overwrites, and the floor writes a new array); right after it, its **floor** runs in
+process (its own peak RSS and CPU time, user and system apart), its earlier outputs removed first (untimed:
+a pipeline never overwrites, and the floor writes a new array). Its **floor** runs in
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
 dtype, chunks and codec with zarr-python (the values written are the step's
@@ -17,20 +17,45 @@ own output, read back untimed), no computation. The same child then writes,
 timed apart, every other array the step wrote (its output's pyramid levels,
 its side outputs' levels: an AIP, the axial correction's maps and
 uncompensated volume): the **full floor** is the floor plus those writes, all
-the I/O the step's outputs need. Reported per step (median of
-``--repeats`` runs): wall and CPU seconds, cores used (CPU / wall), peak RSS,
-MB/s of input, the floor's seconds and the step / floor ratio, the full
-floor's (``full_floor_s``, ``step_over_full_floor``,
-``cpu_over_full_floor_cpu``, ``written_mb`` uncompressed), the script's
-start-up time (``--help``), the load average when it ran and the MB of dirty
-pages when each run of the step and of its floor started. The machine may
-be shared: ratios measured in one run are what matters, absolute times are
-not. Before every timed run, of a step and of its floor alike, the dirty pages
-of the file system are flushed (``os.sync``, untimed; ``--no_sync``: not): the
-previous run's writes (the floor's array, the step's output) otherwise reach
-the disk during the next run and compete with it (the likely cause of the
-axial correction's 2.16x its floor right after the stitch's floor, 1.81x
-alone; ``benchmarks/README.md``, session axperf41).
+the I/O the step's outputs need.
+
+**Same file-system state.** The floors and the runs of a step are interleaved,
+floor / step / floor / ... / floor (``--repeats`` steps, one more floor; a step
+whose outputs are missing runs once untimed first: the floor copies its
+output), and each run of the step is compared with the mean of the two floors
+around it, so a drift of the machine during the runs reaches both alike. Before
+every timed run, of a step and of its floor alike: the previous outputs are
+deleted, the dirty pages flushed (``os.sync``; ``--no_sync``: not), and, where
+the kernel reports free pages to the host (a VM's free page reporting,
+``/sys/module/page_reporting``), the benchmark waits until the pages just
+freed are reported (``--no_page_wait``: not), so that neither run starts on
+the pages the deletion before it freed. The reason: on such a VM a page the
+kernel takes for a new file (or a new allocation) costs ~4-8 ms of system CPU
+per MB when it was reported to the host, ~0.2 ms when it was freed a moment
+before (``benchmarks/README.md``, session axial61), and a step writes GBs.
+The wait is best effort: the kernel apparently reports only once about a GB is waiting,
+machine-wide, so what a run pays still depends on what every process freed
+before it (the axial correction's floors took 11-22 CPU s in one run); that
+cost is the VM's, not the step's, and the report states it: the system CPU of
+every run apart, the user-CPU ratios that leave it out, and the price of a new
+page measured before the runs (``file_system``: CPU ms per MB of new files
+written after the wait and right after a deletion, :func:`page_cost`;
+erratic for the same reason).
+
+Reported per step (median of the runs): wall and CPU seconds (and system CPU),
+cores used (CPU / wall), peak RSS, MB/s of input, the floor's seconds and the
+step / floor ratio (each run's, and their spread), the full floor's
+(``full_floor_s``, ``step_over_full_floor``, ``cpu_over_full_floor_cpu``,
+``written_mb`` uncompressed), every floor's seconds (``floor_s_runs``: their
+spread is the noise of the machine), the MB of free pages the VM reported
+during each run, the script's start-up time (``--help``) and the load average
+when it ran. The machine may be shared: ratios measured in one run are what
+matters, absolute times are not. The VM's cost of new pages lands in the
+system CPU and moves from run to run (0.2-8 ms a MB in one session);
+``user_over_floor_user`` (the step's user CPU over its floor's, each run
+against the floors around it) and ``user_over_full_floor_user`` leave it out:
+the figure to compare across runs and sessions (the axial correction's read
+4.18, 4.05 and 3.97 in three runs whose wall ratios read 1.86, 3.22 and 2.64).
 
     python benchmarks/bench_steps.py --workdir /tmp/bench_steps [--preset large] [--repeats 3] \
         [--repo DIR] [--json out.json] [--stack_run RESULTS_DIR]
@@ -55,13 +80,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Run a command in a child and print its children's CPU seconds and peak RSS (KiB).
+#: Run a command in a child and print its children's user and system CPU seconds and peak RSS (KiB).
 _MEASURE = (
     "import resource, subprocess, sys; "
     "code = subprocess.run(sys.argv[1:]).returncode; "
     "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
-    "print(usage.ru_utime + usage.ru_stime, usage.ru_maxrss); sys.exit(code)"
+    "print(usage.ru_utime, usage.ru_stime, usage.ru_maxrss); sys.exit(code)"
 )
+#: KiB of free pages the kernel has reported to the host so far (a VM's free page reporting); absent elsewhere.
+REPORTED_KIB = Path("/sys/module/page_reporting/parameters/reported_kib")
+#: Waiting for the free pages to be reported: at least this long (the kernel reports 2 s after a free) ...
+PAGE_WAIT_MIN_S = 3.0
+#: ... until no page has been reported for this long, or at most this long in all (other processes free pages too).
+PAGE_WAIT_QUIET_S, PAGE_WAIT_MAX_S = 1.0, 20.0
+#: MB of new files written to measure the cost of a new page (:func:`page_cost`), in files of 4 MB.
+PAGE_COST_MB = 256
 
 
 @dataclass
@@ -88,30 +121,101 @@ class StepRun:
 
 
 def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Wall, CPU seconds and peak RSS (MB) of ``command`` run in a child process."""
-    load = os.getloadavg()[0]
+    """Wall, CPU (and system CPU) seconds, peak RSS (MB) and MB of pages reported during ``command``, run in a child."""
+    load, reported = os.getloadavg()[0], reported_mb()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    cpu, rss_kib = done.stdout.split()[-2:]
-    return {"wall_s": wall, "cpu_s": float(cpu), "peak_rss_mb": float(rss_kib) / 1024, "load1": load}
+    user, system, rss_kib = done.stdout.split()[-3:]
+    return {"wall_s": wall, "cpu_s": float(user) + float(system), "sys_s": float(system),
+            "peak_rss_mb": float(rss_kib) / 1024, "load1": load, "reported_mb": reported_mb() - reported}
 
 
-def _settle(sync: bool) -> float:
-    """Flush the file system's dirty pages (untimed) so that a run does not pay for the writeback of the one before.
+def reported_mb() -> float:
+    """MB of free pages the kernel has reported to the host since it started (NaN without free page reporting)."""
+    try:
+        return int(REPORTED_KIB.read_text()) / 1024
+    except (OSError, ValueError):
+        return float("nan")
 
-    Returns the MB still dirty or under writeback right after (``/proc/meminfo``; NaN where there is none).
+
+def wait_for_reporting() -> float:
+    """Wait until the pages freed just before are reported to the host (none to wait for without reporting).
+
+    At least :data:`PAGE_WAIT_MIN_S`, then until no page was reported for :data:`PAGE_WAIT_QUIET_S`,
+    at most :data:`PAGE_WAIT_MAX_S`. Returns the MB reported meanwhile.
+    """
+    first = last = reported_mb()
+    if first != first:  # NaN: no free page reporting, a freed page is reused as cheaply later as now
+        return 0.0
+    start = changed = time.perf_counter()
+    while (now := time.perf_counter()) - start < PAGE_WAIT_MAX_S:
+        if now - start >= PAGE_WAIT_MIN_S and now - changed >= PAGE_WAIT_QUIET_S:
+            break
+        time.sleep(0.2)
+        if (current := reported_mb()) != last:
+            last, changed = current, time.perf_counter()
+    return last - first
+
+
+def _settle(sync: bool, page_wait: bool) -> dict[str, float]:
+    """Put the machine in the state every timed run starts from (untimed).
+
+    Flush the file system's dirty pages so that a run does not pay for the writeback of the one before, and
+    (``page_wait``) wait until the pages freed by deleting the previous outputs are reported to the host, so
+    that every run takes new pages at their full price (:func:`wait_for_reporting`). Returns the MB still
+    dirty or under writeback right after (``/proc/meminfo``; NaN where there is none) and the MB reported
+    while waiting.
     """
     if sync:
         os.sync()
+    waited = wait_for_reporting() if page_wait else 0.0
     try:
         lines = Path("/proc/meminfo").read_text().splitlines()
     except OSError:
-        return float("nan")
+        return {"dirty_mb": float("nan"), "waited_reported_mb": waited}
     fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    return sum(float(fields.get(name, "0 kB").split()[0]) for name in ("Dirty", "Writeback")) / 1024
+    dirty = sum(float(fields.get(name, "0 kB").split()[0]) for name in ("Dirty", "Writeback")) / 1024
+    return {"dirty_mb": dirty, "waited_reported_mb": waited}
+
+
+def page_cost(folder: Path) -> dict[str, float]:
+    """CPU ms per MB of writing new files after the wait for the reporting, and right after a deletion.
+
+    :data:`PAGE_COST_MB` of incompressible 4 MB files are written, flushed and deleted; after the wait
+    for the reporting (:func:`wait_for_reporting`) as many are written again (``after_wait_ms_per_mb``:
+    into pages reported to the host, when the kernel reported them), deleted, and at once written a
+    third time (``just_freed_ms_per_mb``: the pages of the deleted files, when not reported yet). Thread
+    CPU of the writes, system time included.
+    """
+    import numpy as np
+
+    chunk = np.random.default_rng(0).random(1 << 20, dtype=np.float32).tobytes()
+    count = PAGE_COST_MB * (1 << 20) // len(chunk)
+
+    def write(name: str) -> float:
+        target = folder / name
+        target.mkdir(parents=True)
+        start = time.thread_time()
+        for index in range(count):
+            (target / str(index)).write_bytes(chunk)
+        spent = time.thread_time() - start
+        os.sync()
+        return spent * 1e3 / PAGE_COST_MB
+
+    try:
+        write("first")
+        shutil.rmtree(folder / "first")
+        wait_for_reporting()
+        reported = write("second")
+        shutil.rmtree(folder / "second")
+        freed = write("third")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"after_wait_ms_per_mb": round(reported, 3), "just_freed_ms_per_mb": round(freed, 3),
+            "page_reporting": REPORTED_KIB.exists()}
 
 
 def level0(path: Path) -> Path:
@@ -142,9 +246,16 @@ def _columns(shape: tuple[int, ...], chunks: tuple[int, ...]):
             yield (Ellipsis, slice(y, y + chunks[-2]), slice(x, x + chunks[-1]))
 
 
-def _cpu() -> float:
+def _cpu() -> tuple[float, float]:
+    """User and system CPU seconds of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
+
+
+def _spent(since: tuple[float, float]) -> tuple[float, float]:
+    """CPU and system CPU seconds since ``since`` (:func:`_cpu`)."""
+    user, system = _cpu()
+    return user - since[0] + system - since[1], system - since[1]
 
 
 def run_floor(inputs: list[Path], output: Path, raw: bool, written: list[Path] = ()) -> dict[str, float]:
@@ -167,20 +278,21 @@ def run_floor(inputs: list[Path], output: Path, raw: bool, written: list[Path] =
             array = zarr.open_array(str(level0(path)), mode="r")
             for region in _columns(array.shape, array.chunks):
                 array[region]
-    wall, cpu_s = time.perf_counter() - t0, _cpu() - c0
+    wall, (cpu_s, sys_s) = time.perf_counter() - t0, _spent(c0)
     others = [image / level.path for image in [output, *written]
               for level in read_omezarr_info(image).levels][1:]
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".floor-") as scratch:
-        write_wall, write_cpu = _timed_copy(level0(output), Path(scratch) / "0")
+        first = _timed_copy(level0(output), Path(scratch) / "0")
         times = [_timed_copy(path, Path(scratch) / str(index + 1)) for index, path in enumerate(others)]
     mb = sum(zarr.open_array(str(path), mode="r").nbytes for path in [level0(output), *others]) / 1e6
-    return {"floor_s": wall + write_wall, "floor_cpu_s": cpu_s + write_cpu, "written_s": sum(t[0] for t in times),
-            "written_cpu_s": sum(t[1] for t in times), "written_mb": mb}
+    return {"floor_s": wall + first[0], "floor_cpu_s": cpu_s + first[1], "floor_sys_s": sys_s + first[2],
+            "written_s": sum(t[0] for t in times), "written_cpu_s": sum(t[1] for t in times),
+            "written_sys_s": sum(t[2] for t in times), "written_mb": mb}
 
 
-def _timed_copy(path: Path, store: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of writing the array at ``path`` again, column by column, as a new array at ``store``
-    with its shape, dtype, chunks and codec (the values read untimed)."""
+def _timed_copy(path: Path, store: Path) -> tuple[float, float, float]:
+    """Wall, CPU and system CPU seconds of writing the array at ``path`` again, column by column, as a new array at
+    ``store`` with its shape, dtype, chunks and codec (the values read untimed)."""
     import zarr
 
     source = zarr.open_array(str(path), mode="r")
@@ -188,13 +300,25 @@ def _timed_copy(path: Path, store: Path) -> tuple[float, float]:
                "zarr_format": source.metadata.zarr_format, "fill_value": 0}
     options["compressors"] = source.compressors or None
     target = zarr.create_array(store=str(store), **options)
-    wall = cpu_s = 0.0
+    wall = cpu_s = sys_s = 0.0
     for region in _columns(source.shape, source.chunks):
         values = source[region]
         t0, c0 = time.perf_counter(), _cpu()
         target[region] = values
-        wall, cpu_s = wall + time.perf_counter() - t0, cpu_s + _cpu() - c0
-    return wall, cpu_s
+        cpu, system = _spent(c0)
+        wall, cpu_s, sys_s = wall + time.perf_counter() - t0, cpu_s + cpu, sys_s + system
+    return wall, cpu_s, sys_s
+
+
+def run_floor_child(step: StepRun, sync: bool, page_wait: bool) -> dict[str, float]:
+    """The step's floor (:func:`run_floor`) in a child process, from the settled state (:func:`_settle`)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--floor", "raw" if step.raw_input else "zarr",
+               str(step.output), *map(str, step.inputs), "--floor_written", *map(str, written_images(step))]
+    settled = _settle(sync, page_wait)
+    load, reported = os.getloadavg()[0], reported_mb()
+    done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True,
+                          text=True)
+    return {**json.loads(done.stdout), **settled, "load1": load, "reported_mb": reported_mb() - reported}
 
 
 def written_images(step: StepRun) -> list[Path]:
@@ -286,8 +410,20 @@ def startup_seconds(repo: Path, script: str, env: dict[str, str]) -> float:
     return min(times)
 
 
-def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) -> dict[str, float]:
-    """Medians over the runs of one step."""
+def bracketed(runs: list[dict[str, float]], floors: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Each run of a step with the mean of the two floors measured around it (``floors``: one more than ``runs``)."""
+    paired = []
+    for index, run in enumerate(runs):
+        around = floors[index:index + 2]
+        paired.append({**run, **{key: statistics.fmean(floor[key] for floor in around) for key in around[0]
+                                 if key.startswith(("floor_", "written_"))}})
+    return paired
+
+
+def summarize(runs: list[dict[str, float]], floors: list[dict[str, float]], megabytes: float,
+              startup: float) -> dict[str, float]:
+    """Medians over the runs of one step, each against the floors around it (:func:`bracketed`)."""
+    runs = bracketed(runs, floors)
     med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     ratios = [run["wall_s"] / run["floor_s"] for run in runs]
     cores = [run["cpu_s"] / run["wall_s"] for run in runs]
@@ -304,6 +440,17 @@ def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) ->
         "cpu_over_floor_cpu": round(statistics.median(run["cpu_s"] / run["floor_cpu_s"] for run in runs), 2),
         "step_over_floor": round(statistics.median(ratios), 2),
         "step_over_floor_runs": [round(r, 2) for r in ratios],
+        "step_over_floor_spread": round(max(ratios) - min(ratios), 2),
+        "sys_s": round(med["sys_s"], 2),
+        "floor_sys_s": round(med["floor_sys_s"], 2),
+        "user_over_floor_user": round(statistics.median(_user(run, "cpu_s", "sys_s") / _floor_user(run)
+                                                        for run in runs), 2),
+        "user_over_full_floor_user": round(statistics.median(
+            _user(run, "cpu_s", "sys_s") / (_floor_user(run) + _user(run, "written_cpu_s", "written_sys_s"))
+            for run in runs), 2),
+        "floor_s_runs": [round(floor["floor_s"], 2) for floor in floors],
+        "floor_cpu_s_runs": [round(floor["floor_cpu_s"], 2) for floor in floors],
+        "floor_spread": round(max(f["floor_s"] for f in floors) / min(f["floor_s"] for f in floors), 2),
         "work_over_floor": round(statistics.median(work), 2),
         "written_mb": round(statistics.median(run["written_mb"] for run in runs), 1),
         "full_floor_s": round(statistics.median(run["floor_s"] + run["written_s"] for run in runs), 2),
@@ -313,8 +460,22 @@ def summarize(runs: list[dict[str, float]], megabytes: float, startup: float) ->
                                                            for run in runs), 2),
         "startup_s": round(startup, 3),
         "load1": [round(run["load1"], 2) for run in runs],
-        "dirty_mb_at_start": [[round(run["dirty_mb"], 1), round(run["floor_dirty_mb"], 1)] for run in runs],
+        "floor_load1": [round(floor["load1"], 2) for floor in floors],
+        "dirty_mb_at_start": [round(run["dirty_mb"], 1) for run in runs],
+        "floor_dirty_mb_at_start": [round(floor["dirty_mb"], 1) for floor in floors],
+        "reported_mb": [round(run["reported_mb"], 1) for run in runs],
+        "floor_reported_mb": [round(floor["reported_mb"], 1) for floor in floors],
     }
+
+
+def _user(run: dict[str, float], cpu: str, system: str) -> float:
+    """User CPU seconds of a run: its CPU less its system CPU (where the VM's cost of new pages lands)."""
+    return run[cpu] - run[system]
+
+
+def _floor_user(run: dict[str, float]) -> float:
+    """User CPU seconds of the floor(s) paired with a run."""
+    return _user(run, "floor_cpu_s", "floor_sys_s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "acquisition's decision, estimated once, untimed, into WORKDIR/field_curvature.json).")
     parser.add_argument("--no_sync", dest="sync", action="store_false",
                         help="Do not flush the dirty pages (os.sync) before each timed run of a step and of its floor.")
+    parser.add_argument("--no_page_wait", dest="page_wait", action="store_false",
+                        help="Do not wait before each timed run until the freed pages are reported to the host "
+                        "(a VM's free page reporting): the runs then pay new pages at prices that vary.")
     parser.add_argument("--json", type=Path, help="Write the report here too.")
     parser.add_argument("--compare", type=Path, metavar="WORKDIR",
                         help="Only compare the outputs of --workdir with those of another work folder.")
@@ -369,29 +533,26 @@ def main() -> None:
     stitch_aip = "--aip" in (repo / "bin" / "linum_stitch_3d.py").read_text()
     steps = [s for s in chain(args.workdir, raw, args.stack_run, curvature, stitch_aip)
              if not args.steps or s.name in args.steps]
-    report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "sync": args.sync, "steps": {}}
-    measured: dict[str, list[dict[str, float]]] = {s.name: [] for s in steps}
-    for _ in range(args.repeats):
-        for step in steps:
-            command = [str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
-                       *step.arguments, *args.script_args, "-f", "-q"]
-            step.remove_outputs()
-            dirty = _settle(args.sync)
-            result = measure([sys.executable, *command], env)
-            floor_command = [sys.executable, str(Path(__file__).resolve()), "--floor",
-                             "raw" if step.raw_input else "zarr", str(step.output), *map(str, step.inputs),
-                             "--floor_written", *map(str, written_images(step))]
-            floor_dirty = _settle(args.sync)
-            done = subprocess.run(floor_command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
-                                  capture_output=True, text=True)
-            result.update(json.loads(done.stdout), dirty_mb=dirty, floor_dirty_mb=floor_dirty)
-            measured[step.name].append(result)
-            print(f"{step.name}: {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, "
-                  f"floor {result['floor_s']:.1f} s, load {result['load1']:.1f}", file=sys.stderr)
+    report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "sync": args.sync,
+              "page_wait": args.page_wait, "file_system": page_cost(args.workdir / ".page-cost"), "steps": {}}
     for step in steps:
+        command = [sys.executable, str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
+                   *step.arguments, *args.script_args, "-f", "-q"]
+        if not step.output.exists():  # the floor copies the step's output
+            subprocess.run(command, env=env, check=True, capture_output=True)
+        floors = [run_floor_child(step, args.sync, args.page_wait)]
+        runs = []
+        for _ in range(args.repeats):
+            step.remove_outputs()
+            settled = _settle(args.sync, args.page_wait)
+            runs.append({**measure(command, env), **settled})
+            floors.append(run_floor_child(step, args.sync, args.page_wait))
+            print(f"{step.name}: {runs[-1]['wall_s']:.1f} s, CPU {runs[-1]['cpu_s']:.1f} s, floors "
+                  f"{floors[-2]['floor_s']:.1f} / {floors[-1]['floor_s']:.1f} s, load {runs[-1]['load1']:.1f}",
+                  file=sys.stderr)
         megabytes = input_bytes(step) / 1e6
         startup = startup_seconds(repo, step.script, env)
-        report["steps"][step.name] = summarize(measured[step.name], megabytes, startup)
+        report["steps"][step.name] = summarize(runs, floors, megabytes, startup)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
