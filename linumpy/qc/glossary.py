@@ -106,6 +106,13 @@ METRICS: dict[str, MetricInfo] = {
                                          "positions than the search for a tile allows; the overlap was refused "
                                          "as unchecked and they kept their stage-model positions (the slice is "
                                          "flagged)."),
+    "n_lone_edge_link_along_stage_tiles": _M("Tiles on the stage along their lone edge link", "count", "Tiles "
+                                             "that a single overlap (on no loop) holding only an edge joins to "
+                                             "the others: along the edge the overlap cannot tell where they lie, "
+                                             "and their other overlaps did not agree with where it put them, so "
+                                             "they keep their stage-model positions along the edge (across it, "
+                                             "the overlap places them). Their error along the edge is the "
+                                             "stage's."),
     "n_far_bridges_refused": _M("Far bridges refused", "count", "Overlaps that alone join two groups of tiles "
                                 "(on no loop) and depart from the stage's step farther than the other overlaps "
                                 "do, refused as wrong matches because the group they would place lies beyond the "

@@ -99,35 +99,47 @@ def evidence_over_stage(piece: Sequence[TileIndex], links: Sequence[tuple[Pair, 
     """Evidence of the links of ``piece`` for where it lies over where the stage model puts it, standard errors.
 
     Each of the scored ``links`` of the piece with other tiles (:func:`links_out`;
-    those at their solved positions) is read at two offsets: with the piece's tiles
-    at their solved ``positions`` and with each at its stage-model position.
-    A pair's value at an offset is its evidence maximum within
-    :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of the rounded
-    offset (positions are not whole pixels); a pair that does not score
-    both offsets (the stage's offset beyond its search, no overlap) is left
-    out. Per speckle scale, the summed difference divided by ``sqrt(k)`` for
-    ``k`` pairs (as the joint search sums evidence); the smallest over the
-    scales is returned: the searches put the piece on maxima of these noisy
-    maps, which inflates the evidence where it lies at the scale whose noise
-    they followed (with speckle drawn anew in each tile, the finer one), so
-    the placement is preferred only as far as every scale prefers it.
+    those at their solved positions) is read with the piece's tiles at their solved
+    ``positions`` and with each at its stage-model position (:func:`evidence_over`).
 
     Returns
     -------
     float
         The margin; NaN if no pair scores both placements.
     """
-    staged = {t: model.position(t) for t in piece}
+    return evidence_over(links, positions, {**positions, **{t: model.position(t) for t in piece}})
+
+
+def evidence_over(links: Sequence[tuple[Pair, PairRegistration]], positions: Mapping[TileIndex, np.ndarray],
+                  alternative: Mapping[TileIndex, np.ndarray]) -> float:
+    """Evidence of ``links`` for the tiles at ``positions`` over the tiles at ``alternative``, standard errors.
+
+    Each scored link is read at two offsets, its tiles' difference in ``positions`` and in
+    ``alternative``. A pair's value at an offset is its evidence maximum within
+    :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of the rounded
+    offset (positions are not whole pixels); a pair that does not score
+    both offsets (one beyond its search, no overlap) is left
+    out. Per speckle scale, the summed difference divided by ``sqrt(k)`` for
+    ``k`` pairs (as the joint search sums evidence); the smallest over the
+    scales is returned: the searches put the tiles on maxima of these noisy
+    maps, which inflates the evidence where they lie at the scale whose noise
+    they followed (with speckle drawn anew in each tile, the finer one), so
+    ``positions`` are preferred only as far as every scale prefers them.
+
+    Returns
+    -------
+    float
+        The margin; NaN if no pair scores both placements.
+    """
     margins = []
     for scale in sorted({m.speckle_px for _, r in links for m in r.scores}):
         differences = []
         for (a, b), registration in links:
             for evidence_map in (m for m in registration.scores if m.speckle_px == scale):
-                solved = _evidence_near(evidence_map, np.asarray(positions[b], float) - positions[a])
-                stage = _evidence_near(evidence_map, np.asarray(staged.get(b, positions[b]), float)
-                                       - staged.get(a, positions[a]))
-                if np.isfinite(solved) and np.isfinite(stage):
-                    differences.append(solved - stage)
+                here = _evidence_near(evidence_map, np.asarray(positions[b], float) - positions[a])
+                there = _evidence_near(evidence_map, np.asarray(alternative[b], float) - alternative[a])
+                if np.isfinite(here) and np.isfinite(there):
+                    differences.append(here - there)
         if differences:
             margins.append(float(np.sum(differences) / np.sqrt(len(differences))))
     return min(margins, default=float("nan"))

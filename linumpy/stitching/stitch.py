@@ -415,6 +415,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_far_lone_link_tiles`` those an accepted pair on no loop places beyond the search window (each such
     pair a flag, :func:`far_lone_links`), ``n_far_lone_link_to_stage_tiles`` those put on the stage model
     because such a link was refused (one flag, :func:`lone_links_refused_flag`),
+    ``n_lone_edge_link_along_stage_tiles`` those on the stage model along the ridge of their lone edge link,
+    kept across it only (no flag),
     ``n_far_weak_peak_refused_tiles``
     those refused a corroborated weak peak beyond the stage's error, ``n_weak_piece_to_stage_tiles``
     those of weakly attached pieces put on the stage model, ``n_unsupported_placement_dropped_tiles`` those
@@ -465,6 +467,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
     metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage
                                                     for record in transform.tiles.values())
+    metrics["n_lone_edge_link_along_stage_tiles"] = sum(record.lone_edge_link_along_stage
+                                                        for record in transform.tiles.values())
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
                                                    for record in transform.tiles.values())
     metrics["n_weak_piece_to_stage_tiles"] = sum(record.weak_piece_to_stage for record in transform.tiles.values())
@@ -506,6 +510,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "costly_link_refused": record.costly_link_refused,
                     "corroboration_refused": record.corroboration_refused,
                     "far_lone_link_to_stage": record.far_lone_link_to_stage,
+                    "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

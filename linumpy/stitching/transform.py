@@ -35,6 +35,10 @@ FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
 #: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
+#: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
+#: kept across its ridge only, its side on the stage along it
+#: (:func:`linumpy.stitching.estimate._lone_edge_links_across_only`).
+LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its tiles on the stage along it"
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,14 @@ class TileRecord:
         placing its tiles beyond the search window, tiles on the stage``)
         and the tile is on the stage. False in transforms written before
         session lone60.
+    lone_edge_link_along_stage : bool
+        The tile's only link to the other tiles was a kept edge link on no
+        loop, and its other overlaps with them did not prefer where that link
+        put it along the ridge to where the stage model does: the link keeps
+        its evidence across the ridge only (status ``lone edge link, kept
+        across its ridge only, its tiles on the stage along it``) and the
+        tile lies on the stage model along the ridge. False in transforms
+        written before session foreign61.
     """
 
     source: str
@@ -234,6 +246,7 @@ class TileRecord:
     costly_link_refused: bool = False
     corroboration_refused: bool = False
     far_lone_link_to_stage: bool = False
+    lone_edge_link_along_stage: bool = False
 
 
 @dataclass(frozen=True)
@@ -355,6 +368,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "costly_link_refused": bool(record.costly_link_refused),
              "corroboration_refused": bool(record.corroboration_refused),
              "far_lone_link_to_stage": bool(record.far_lone_link_to_stage),
+             "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -436,7 +450,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 beyond_edge_ridges=bool(t.get("beyond_edge_ridges", False)),
                 costly_link_refused=bool(t.get("costly_link_refused", False)),
                 corroboration_refused=bool(t.get("corroboration_refused", False)),
-                far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)))
+                far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)),
+                lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
