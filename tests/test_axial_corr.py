@@ -27,8 +27,8 @@ from ome_zarr_models.v04.image import Image
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, blocks, focus, statistics_reads, surface
 from linumpy.intensity.axial import (
-    UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, _flattened_binned, correct_block, correct_slice,
-    output_paths, uncompensated_path,
+    UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, _flattened_binned, _focus_profile, correct_block,
+    correct_slice, output_paths, uncompensated_path,
 )
 from linumpy.intensity.blocks import ChunkColumnCache, bin_laterally, lateral_blocks, stored_binned_level
 from linumpy.io.acquisition import open_acquisition
@@ -642,6 +642,45 @@ def test_tissue_cut_above_the_scan_is_not_agarose():
 def test_no_background_means_no_focus_profile():
     volume, _, _ = synthetic_volume(agarose_border=-40)  # tissue everywhere
     assert background_of(volume)[1] is None
+
+
+def deep_focus_volume(gel_reflectivity: float, shape=(100, 64, 64)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue disc (6 mm^-1) in agarose, the focus (Lorentzian, Rayleigh 14) 68 planes below the cut, speckle,
+    noise floor; also the levels of the speckle- and noise-free signal at the true surface (the truth), and
+    the tissue mask."""
+    rng = np.random.default_rng(0)
+    n_z, n_y, n_x = shape
+    yy, xx = np.mgrid[0:n_y, 0:n_x]
+    true_surface = 12.0 + 0.06 * yy - 0.04 * xx
+    tissue = (yy - n_y / 2) ** 2 + (xx - n_x / 2) ** 2 < (n_y / 2 - 18) ** 2
+    depth_mm = (np.arange(n_z)[:, None, None] - np.ceil(true_surface)[None]) * DZ_MM
+    reflectivity, mus = np.where(tissue, 1.0, gel_reflectivity)[None], np.where(tissue, 6.0, 0.3)[None]
+    gain = focus.focus_model("lorentzian", np.arange(n_z), 1.0, 80.0, 14.0)[:, None, None]
+    clean = np.where(depth_mm >= 0, reflectivity * np.exp(-2 * mus * np.clip(depth_mm, 0, None)), 0.0) * gain
+    volume = clean * rng.gamma(2.0, 0.5, shape) + 0.003 * rng.standard_exponential(shape)
+    return volume.astype(np.float32), focus.line_levels(clean, true_surface), tissue
+
+
+@pytest.mark.parametrize("gel_reflectivity", [0.05, 0.12])
+def test_the_agarose_tissue_level_contrast_is_stated(gel_reflectivity):
+    """A focus far below the cut dims the tissue's brightest band (attenuated on its way to the focus) toward
+    the agarose's (at the focus): foreign harsh B with the focus 20 planes deeper split its levels at most
+    1.5-1.75x apart, the focus correction was skipped and the record said "no background A-lines" although
+    half the A-lines were agarose. The split's contrast is stated (QC ``focus_level_class_ratio``) and reads
+    the true contrast of the two classes' levels (geometric means of the noise-free signal's levels) within
+    15%: 6.8x accepted, 2.8x refused, the refusal saying so in the focus mode."""
+    volume, true_levels, tissue = deep_focus_volume(gel_reflectivity)
+    stats, level = background_of(volume)
+    split = stats.level_split()
+    truth = float(np.exp(np.log(true_levels[tissue]).mean() - np.log(true_levels[~tissue]).mean()))
+    assert split.threshold == level and abs(split.class_ratio / truth - 1) < 0.15, (split, truth)
+    assert (level is None) == (truth < split.min_class_ratio)
+    estimate, mode = _focus_profile(stats, split, 0.6, stats.noise_floor(), AxialSettings(), 0.0, 1.5, None, 1, 4.0)
+    if level is None:
+        assert estimate.profile is None and f"at most {split.class_ratio:.2f}x apart (4x needed)" in mode
+        assert "40% of the A-lines have no detected surface" in mode
+    else:
+        assert estimate.profile is not None and mode == "background"
 
 
 # --- whole slices --------------------------------------------------------------------------

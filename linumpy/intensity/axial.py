@@ -179,7 +179,7 @@ class SliceStatistics:
 
     noise_floor: float
     focus_profile: np.ndarray | None  # normalized, one value per input depth
-    focus_mode: str  # what was applied, e.g. "background" or "none (no background A-lines)"
+    focus_mode: str  # what was applied, e.g. "background" or "none (no distinct background: ...)"
     focus_qc: dict  # support of the focus estimate (focus.estimate_focus), empty without one
     focus_flags: list  # QC messages: weakly supported focus estimate, fallbacks
     plane: np.ndarray | None  # surface plane coefficients (voxels), None if no surface anywhere
@@ -450,15 +450,19 @@ def _gather_statistics(
     reads.close()
 
     plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
-    tissue_level = background.tissue_level()
+    split = background.level_split()
+    tissue_level = split.threshold
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_cells = tissue_cells if tissue_cells is not None and tissue_cells.any() else None
     noise_floor = background.noise_floor(noise_cells)
     binned_variance = background.noise_variance(noise_cells)
     first_tissue = qc.surface_percentile_px(1.0)
-    estimate, mode = _focus_profile(background, tissue_level, noise_floor, settings,
+    estimate, mode = _focus_profile(background, split, qc.surface_fraction, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um)
+    if settings.focus_profile is None and settings.focus != "none":
+        estimate.qc.update(focus_level_class_ratio=None if split.class_ratio is None else round(split.class_ratio, 3),
+                           focus_level_min_class_ratio=split.min_class_ratio)
     per_line = estimate.qc.get("focus_shift_per_aline", False) and estimate.profile is not None
     flags = list(estimate.flags)
     if binned_variance is None:
@@ -504,11 +508,15 @@ def _robust_plane(
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, tissue_level: float | None, noise_floor: float,
+    background: focus.BackgroundStatistics, split: focus.LevelSplit, surface_fraction: float, noise_floor: float,
     settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
     lateral_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
-    """The focus estimate to divide by and a description of where it came from."""
+    """The focus estimate to divide by and a description of where it came from.
+
+    ``split``: the A-line levels' split into agarose and tissue; ``surface_fraction``: the share of the
+    A-lines with a detected surface (only those are in the levels' histogram), named when there is no split.
+    """
     if settings.focus_profile is not None:
         given = np.asarray(settings.focus_profile, np.float64)
         if not np.isfinite(given).all() or given.max() <= 0:
@@ -517,9 +525,12 @@ def _focus_profile(
             "profile"
     if settings.focus == "none":
         return focus.FocusEstimate(None, {}, []), "none"
+    tissue_level = split.threshold
     if tissue_level is None:
-        logger.warning("no distinct background (agarose) A-lines: the focus correction is skipped")
-        return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+        why = (f"{split.describe()}; {100 * (1 - surface_fraction):.0f}% of the A-lines have no detected surface "
+               f"and are not among the levels")
+        logger.warning("%s: the focus correction is skipped", why)
+        return focus.FocusEstimate(None, {}, []), f"none ({why})"
     first_depth = _cell_first_depth(background, plane, factor)
     cell_um = background.cell_px * factor * lateral_um
     guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))

@@ -120,6 +120,45 @@ def whole_bins(binned: np.ndarray) -> np.ndarray:
     return ndimage.binary_erosion(imaged, structure=np.ones((3, 3), bool), border_value=1)
 
 
+#: Otsu's classes of A-line levels must lie this far apart (ratio of their geometric means) for the dimmer to be
+#: background (agarose): :meth:`BackgroundStatistics.level_split`.
+MIN_CLASS_RATIO = 4.0
+
+
+@dataclass(frozen=True)
+class LevelSplit:
+    """The A-line levels split into background and tissue (:meth:`BackgroundStatistics.level_split`).
+
+    Attributes
+    ----------
+    threshold : float or None
+        Level above which an A-line is tissue; None: no distinct background (no split reached
+        ``min_class_ratio``).
+    class_ratio : float or None
+        Ratio of the two classes' geometric mean levels: of the split accepted, or the widest of the splits
+        tried when none was (None: no split could be tried, e.g. one level or too few dim A-lines).
+    min_class_ratio : float
+        The ratio a split needed.
+    """
+
+    threshold: float | None
+    class_ratio: float | None
+    min_class_ratio: float
+
+    def describe(self) -> str:
+        """Why there is no distinct background, in words (for the focus mode and the QC flag).
+
+        Examples
+        --------
+        >>> LevelSplit(None, 3.75, 4.0).describe()
+        'no distinct background: the A-line levels split at most 3.75x apart (4x needed)'
+        """
+        if self.class_ratio is None:
+            return "no distinct background: the A-line levels could not be split"
+        return (f"no distinct background: the A-line levels split at most {self.class_ratio:.2f}x apart "
+                f"({self.min_class_ratio:g}x needed)")
+
+
 @dataclass(frozen=True)
 class BlockBackground:
     """What one block adds to :class:`BackgroundStatistics`."""
@@ -323,33 +362,52 @@ class BackgroundStatistics:
         tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
         return ndimage.binary_erosion(tissue, iterations=1).ravel()
 
-    def tissue_level(self, min_class_ratio: float = 4.0, min_lines: int = 20, max_splits: int = 3) -> float | None:
-        """A-line level above which an A-line is tissue, or None when no distinct background exists.
+    def tissue_level(self, min_class_ratio: float = MIN_CLASS_RATIO, min_lines: int = 20, max_splits: int = 3,
+                     ) -> float | None:
+        """A-line level above which an A-line is tissue, or None when no distinct background exists
+        (:meth:`level_split`'s threshold)."""
+        return self.level_split(min_class_ratio, min_lines, max_splits).threshold
+
+    def level_split(self, min_class_ratio: float = MIN_CLASS_RATIO, min_lines: int = 20, max_splits: int = 3,
+                    ) -> LevelSplit:
+        """Split of the A-line levels into background (agarose) and tissue, or why there is none.
 
         Otsu's threshold on the histogram of log levels, accepted if the
         classes below and above it differ by at least ``min_class_ratio``
         with ``min_lines`` A-lines below. Otherwise (tissue of two
         brightnesses outnumbers a small agarose population: Otsu splits the
         tissue) Otsu is tried again on the lower class, ``max_splits`` times in all.
+        The histogram holds the A-lines with a detected surface only.
+
+        Examples
+        --------
+        >>> statistics = BackgroundStatistics(4)
+        >>> statistics.levels.add(np.r_[np.full(50, 10.0), np.full(50, 25.0)])  # 2.5x: 2.2x in 1/20-decade bins
+        >>> split = statistics.level_split()
+        >>> split.threshold is None, round(split.class_ratio, 1), split.min_class_ratio
+        (True, 2.2, 4.0)
         """
         from skimage.filters import threshold_otsu  # after the pass only (see FIT_MODULES)
 
         counts, centers = self.levels.counts, self.levels.centers
         candidate = counts > 0
+        widest = None
         for _ in range(max_splits):
             if np.count_nonzero(candidate) < 2:
-                return None
+                break
             log_threshold = threshold_otsu(hist=(np.where(candidate, counts, 0), centers))
             low = candidate & (centers <= log_threshold)
             high = centers > log_threshold
             if counts[low].sum() < min_lines or counts[high].sum() == 0:
-                return None
-            mean_low = np.average(centers[low], weights=counts[low])
-            mean_high = np.average(centers[high], weights=counts[high])
-            if mean_high - mean_low >= np.log10(min_class_ratio):
-                return float(10 ** self.levels.edges[np.nonzero(low)[0][-1] + 1])
+                break
+            ratio = 10 ** (np.average(centers[high], weights=counts[high])
+                           - np.average(centers[low], weights=counts[low]))
+            widest = ratio if widest is None else max(widest, ratio)
+            if ratio >= min_class_ratio:
+                return LevelSplit(float(10 ** self.levels.edges[np.nonzero(low)[0][-1] + 1]), float(ratio),
+                                  min_class_ratio)
             candidate = low
-        return None
+        return LevelSplit(None, None if widest is None else float(widest), min_class_ratio)
 
     def agarose_cells(self, tissue_level: float, guard_cells: int = 1) -> np.ndarray:
         """Cells of agarose found by position: outside the cleaned tissue mask.

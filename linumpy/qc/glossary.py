@@ -228,6 +228,13 @@ METRICS: dict[str, MetricInfo] = {
     "focus_clipped_depths": _M("Clipped focus depths", "count", "Tissue depths whose focus value was raised to "
                                "the 0.05 floor (their correction is capped)."),
     "focus_fallback": _M("Focus fallback", "text", "What was done instead of a measured focus profile, or empty."),
+    "focus_level_class_ratio": _M("Agarose/tissue level contrast", "ratio", "How far apart the dim (agarose) and "
+                                  "bright (tissue) classes of the A-line levels are (geometric means): of the split "
+                                  "used, or the widest tried when none reached the ratio needed (then the focus "
+                                  "correction is skipped). Near the ratio needed: the agarose barely stands out, "
+                                  "e.g. a focus far below the cut."),
+    "focus_level_min_class_ratio": _M("Agarose/tissue contrast needed", "ratio", "Ratio the level classes must "
+                                      "reach for the dimmer to be taken as agarose."),
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
     "focus_agarose_bright_cells": _M("Bright agarose cells", "count", "Cells outside the tissue mask left out "
@@ -412,7 +419,9 @@ ADVICE: tuple[tuple[str, str], ...] = (
     (r"focus width", "Compare this slice's depth profile figure with its neighbours': if it is the odd one, rerun "
                      "its axial correction with --focus_profile (a neighbour's QC focus_profile saved as .npy)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "
-                                  "profile figure."),
+                                  "profile figure. \"no distinct background\": the agarose did not stand out from "
+                                  "the tissue (e.g. a focus far below the cut); rerun the axial correction with "
+                                  "--focus_profile (a slice's QC focus_profile saved as .npy)."),
     (r"figure .* refused|figure .* missing|not understood|unreadable|not a QC record",
      "Rerun the step that wrote this record (or remove the stray file)."),
     (r"no \*_qc\.json record", "Run the pipeline first, or pass its output directory."),
