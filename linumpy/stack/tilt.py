@@ -113,13 +113,21 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
 def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
     """``out[j, y, x] = data[clip(j + shift[y, x]), y, x]`` for a ``(z, y, x)`` dask array, block by block.
 
-    Blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK` planes, the source's lateral chunks.
+    Blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK` planes, the source's lateral chunks. A block
+    reads the source planes its own A-lines' moves reach (a tilt moves most lateral chunks' A-lines by
+    one or two distinct planes, the slice's by a few more): on the five ``small`` slices (moves of at
+    most one plane, none in most chunks) a block of 8 planes then reads one run of 8 source planes
+    instead of two.
     """
     nz = data.shape[0]
-    low, high = int(shift.min()), int(shift.max())
+    moves: dict[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]] = {}  # per lateral chunk
 
     def window(region: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
         (z0, z1), ys, xs = region
+        if (ys, xs) not in moves:
+            local = shift[ys[0] : ys[1], xs[0] : xs[1]]
+            moves[ys, xs] = int(local.min()), int(local.max())
+        low, high = moves[ys, xs]
         return (max(0, min(z0 + low, nz - 1)), min(nz, max(z1 + high, 1))), ys, xs
 
     def gather(values: np.ndarray, region: tuple[tuple[int, int], ...], bounds: tuple[tuple[int, int], ...],
