@@ -149,7 +149,9 @@ def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int)
     plane range taken whole and then only where the A-lines move by it (on
     8 x 128 x 128 blocks half the time of one gather with three moves, a
     tenth with one); others are one flat :func:`numpy.take` (a third of the
-    time of :func:`numpy.take_along_axis`). The same values either way.
+    time of :func:`numpy.take_along_axis`). A block whose A-lines all move
+    alike (most blocks of a slice whose tilt is near the common one) is a
+    view of the window's planes, not a copy. The same values either way.
     """
     lowest, highest = int(shift.min()), int(shift.max())
     if highest - lowest >= FEW_MOVES:
@@ -159,13 +161,15 @@ def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int)
         index *= plane
         index += np.arange(plane, dtype=np.intp).reshape(shift.shape)
         return np.take(window.reshape(-1), index)
-    out = np.empty((z1 - z0, *shift.shape), window.dtype)
+    out = None
     for move in range(lowest, highest + 1):
         first, stop = z0 - start + move, z1 - start + move
         planes = (window[first:stop] if first >= 0 and stop <= len(window)
                   else window[np.clip(np.arange(first, stop), 0, len(window) - 1)])
+        if move == lowest == highest:  # every A-line moves alike: the planes as they are (a view of the window)
+            return planes
         if move == lowest:
-            out[...] = planes
+            out = planes.copy()
         else:
             np.copyto(out, planes, where=(shift == move)[None])
     return out
