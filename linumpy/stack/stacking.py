@@ -84,8 +84,8 @@ PARALLEL_PAIR_BYTES = 256 * 2**20
 #: (:func:`_boundary_spare`): a placed step up to 2 planes off the motor step (4% of the five ``small`` slices'
 #: 50-plane step, placed 49.97-50.12; the tests' phantom, 19-22 for 20) reads no plane again.
 BOUNDARY_SPARE_PLANES = 2
-#: Largest raw planes (bytes) a registration keeps for the boundary ratio (14 + 10 planes of 460 px: 20 MB; of
-#: 1792 px: 310 MB, beyond it: those pairs read their boundary planes again).
+#: Largest raw planes (bytes) a registration keeps for the boundary ratio (12 + 8 planes of 460 px: 17 MB; of
+#: 1792 px: 260 MB, beyond it: those pairs read their boundary planes again).
 BOUNDARY_SPARE_BYTES = 64 * 2**20
 
 
@@ -880,10 +880,11 @@ class _BoundaryGuess:
 @dataclass(frozen=True)
 class _SparePlanes:
     """Raw (block-averaged, not band-passed) planes a registration read, whole laterally, kept for the boundary:
-    the previous slice's from plane ``previous_first`` and the current slice's from its first useful plane."""
+    the previous slice's from its useful plane ``previous_first``, the current slice's from ``current_first``."""
 
     previous_first: int
     previous: np.ndarray
+    current_first: int
     current: np.ndarray
 
 
@@ -964,15 +965,17 @@ def _boundary_measure(upper: np.ndarray, lower: np.ndarray, where: _BoundaryPlan
 def _boundary_spare(previous_read: np.ndarray, first: int, current_read: np.ndarray, nominal_planes: int,
                     parameters: StackParameters) -> _SparePlanes | None:
     """Copies of the raw planes a registration read (``previous_read`` from the previous slice's useful plane
-    ``first``, ``current_read`` from the current slice's first) where its boundary ratio reads at a step within
-    :data:`BOUNDARY_SPARE_PLANES` planes of ``nominal_planes``; None beyond :data:`BOUNDARY_SPARE_BYTES`."""
-    below = TOP_SKIP_PLANES + parameters.n_planes
-    low = max(first, nominal_planes - BOUNDARY_SPARE_PLANES)
-    high = min(first + len(previous_read), nominal_planes + below + BOUNDARY_SPARE_PLANES)
-    previous, current = previous_read[low - first : high - first], current_read[:below]
-    if previous.nbytes + current.nbytes > BOUNDARY_SPARE_BYTES or not len(previous):
+    ``first``, ``current_read`` from the current slice's first) where its boundary ratio reads below the
+    current slice's cut face (:data:`TOP_SKIP_PLANES`) at a step within :data:`BOUNDARY_SPARE_PLANES` planes
+    of ``nominal_planes``; None beyond :data:`BOUNDARY_SPARE_BYTES`."""
+    top = nominal_planes + TOP_SKIP_PLANES
+    low = max(first, top - BOUNDARY_SPARE_PLANES)
+    high = min(first + len(previous_read), top + parameters.n_planes + BOUNDARY_SPARE_PLANES)
+    previous = previous_read[low - first : high - first]
+    current = current_read[TOP_SKIP_PLANES : TOP_SKIP_PLANES + parameters.n_planes]
+    if previous.nbytes + current.nbytes > BOUNDARY_SPARE_BYTES or not len(previous) or not len(current):
         return None
-    return _SparePlanes(low, previous.copy(), current.copy())
+    return _SparePlanes(low, previous.copy(), TOP_SKIP_PLANES, current.copy())
 
 
 def _boundary_guess(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray, parameters: StackParameters,
@@ -981,14 +984,19 @@ def _boundary_guess(previous: SliceVolume, current: SliceVolume, step_um: np.nda
     where = _boundary_planes(previous, current, step_um, parameters)
     if where is None:
         return None
-    start = where.start - spare.previous_first
-    if start < 0 or start + where.depth > len(spare.previous) or where.skip + where.depth > len(spare.current):
+    start, skip = where.start - spare.previous_first, where.skip - spare.current_first
+    if min(start, skip) < 0 or start + where.depth > len(spare.previous) or skip + where.depth > len(spare.current):
         return None
-    upper = _crop_planes(spare.previous[start : start + where.depth].copy(), where.previous_window, where.factor)
-    lower = _crop_planes(spare.current[where.skip : where.skip + where.depth].copy(), where.current_window,
-                         where.factor)
+    upper = _window_planes(spare.previous[start : start + where.depth], where.previous_window, where.factor)
+    lower = _window_planes(spare.current[skip : skip + where.depth], where.current_window, where.factor)
     previous_data, source_um = previous.planes_level(where.level)
     return _BoundaryGuess(where, _boundary_measure(upper, lower, where, previous_data.shape[1:], source_um))
+
+
+def _window_planes(planes: np.ndarray, window: tuple[slice, slice], factor: int) -> np.ndarray:
+    """A C-contiguous copy of ``planes[:, window]`` (``window`` in level pixels, multiples of ``factor``, of
+    planes block-averaged by ``factor``)."""
+    return np.ascontiguousarray(planes[(slice(None), *(slice(w.start // factor, w.stop // factor) for w in window))])
 
 
 def _whole(data: da.Array) -> tuple[slice, slice]:
