@@ -604,6 +604,37 @@ def test_gains_put_each_normalised_slice_back_on_the_compensated_scale():
     assert _plane_ratio_cv(unknown, brain) > 0.06
 
 
+def test_boundary_ratios_measure_the_planes_their_registration_read(monkeypatch):
+    """Each pair's boundary planes are read once, by its registration: the boundary phase reads none when the
+    placed step reads the planes and windows the registered step did (here every pair: lateral shifts of up to
+    5 px beside the motors' 0), and the record is the one the boundary planes read again give."""
+    monkeypatch.setenv("LINUMPY_WORKERS", "1")  # pairs one after another: the reads counted per phase
+    brain = make_brain()
+    counts = {"boundary": 0, "inside": False}
+    read_planes, boundary_ratio = stacking.read_planes, stacking._boundary_ratio
+
+    def counted(*args, **kwargs):
+        counts["boundary"] += counts["inside"]
+        return read_planes(*args, **kwargs)
+
+    def boundary(*args, **kwargs):
+        counts["inside"] = True
+        try:
+            return boundary_ratio(*args, **kwargs)
+        finally:
+            counts["inside"] = False
+
+    monkeypatch.setattr(stacking, "read_planes", counted)
+    monkeypatch.setattr(stacking, "_boundary_ratio", boundary)
+    plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    assert counts["boundary"] == 0
+    assert all(e["boundary_ratio_raw"] is not None and e["lateral_gain"] for e in plan.record["slices"][1:-1])
+    monkeypatch.setattr(stacking, "BOUNDARY_SPARE_BYTES", 0)  # no planes kept: the boundary reads them
+    again = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
+    assert counts["boundary"] == 2 * (len(brain.slices) - 1)
+    assert json.dumps(plan.record, sort_keys=True) == json.dumps(again.record, sort_keys=True)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_boundary_ratio_is_the_tissue_ratio_when_gel_fills_half_the_overlap(seed, monkeypatch):
     """The previous slice's deep planes lost lateral contrast (blurred, x0.8): the ratio is the tissue's.

@@ -18,6 +18,7 @@ from test_stack import SURFACE_PX, USEFUL_PX, make_brain
 from linumpy.resample import block_mean
 from linumpy.stack.files import UNFUSED
 from linumpy.stack.planes import read_planes
+from linumpy.stack.stacking import _crop_planes
 from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, _WindowedPlanes, bandpass_planes, register_pair
 
 
@@ -41,6 +42,18 @@ def test_planes_read_by_bands_equal_the_whole_block_mean(tmp_path):
     counts = da.from_array((values * 4000).astype(np.uint16), chunks=(8, 64, 64))  # cast as the band is read
     np.testing.assert_array_equal(read_planes(counts[5:17, 3:250]), (values[5:17, 3:250] * 4000).astype(np.uint16)
                                   .astype(np.float32))
+
+
+def test_planes_read_whole_and_cropped_equal_the_window_read(tmp_path):
+    """The registration reads its planes whole laterally and takes its window in place (stacking._crop_planes):
+    the values of the window read alone, at any block-mean factor, the planes' memory reused."""
+    _, data = stored(tmp_path, shape=(12, 300, 200), chunks=(8, 64, 64))
+    for factor, window in ((1, (slice(5, 300), slice(0, 197))), (2, (slice(6, 290), slice(4, 200))),
+                           (3, (slice(3, 291), slice(0, 198)))):
+        whole = read_planes(data, factor)
+        cropped = _crop_planes(whole, window, factor)
+        np.testing.assert_array_equal(cropped, read_planes(data[(slice(None), *window)], factor))
+        assert cropped.flags.c_contiguous and np.shares_memory(cropped, whole)
 
 
 def test_reading_planes_holds_them_once_plus_one_band(tmp_path):

@@ -23,6 +23,26 @@ def test_a_line_shift_matches_numpy_whatever_the_chunks():
             np.testing.assert_array_equal(shift_alines(da.from_array(data, chunks=chunks), shift).compute(), expected)
 
 
+def test_each_block_reads_the_source_planes_its_own_moves_reach():
+    """A tilt's moves: 0 in one half of the plane, 0 and 1 in the other. Every block of 8 planes reads the
+    source chunks (8 planes) its window of planes ``[z0 + min, z1 + max)`` of its own A-lines' moves overlaps:
+    one chunk where none of its A-lines moves, and the values are numpy's."""
+    rng = np.random.default_rng(1)
+    data = rng.random((32, 16, 32)).astype(np.float32)
+    shift = np.zeros((16, 32), np.int64)
+    shift[:, 16:] = rng.integers(0, 2, (16, 16))
+    source = da.from_array(data, chunks=(8, 16, 16))
+    shifted = shift_alines(source, shift)
+    expected = np.take_along_axis(data, np.clip(np.arange(32)[:, None, None] + shift, 0, 31), axis=0)
+    np.testing.assert_array_equal(shifted.compute(), expected)
+    graph = dict(shifted.__dask_graph__())
+    for z in range(4):
+        for x, (low, high) in enumerate(((0, 0), (0, 1))):
+            first, stop = max(0, 8 * z + low), min(32, 8 * z + 8 + high)
+            wanted = {(source.name, k, 0, x) for k in range(first // 8, -(-stop // 8))}
+            assert set(graph[(shifted.name, z, 0, x)].dependencies) == wanted
+
+
 def stray_brain():
     """The synthetic brain with slice ``STRAY`` flattened by its own, wrongly tilted plane."""
     brain = make_brain()

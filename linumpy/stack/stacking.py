@@ -80,6 +80,13 @@ SPECKLE_BLEND_OVERLAP = 0.6
 #: (:func:`_pair_workers`): the five ``small`` slices' pairs read up to 0.15 GB each, a pair of
 #: 1792 px wide ``large`` slices about 0.9 GB (one at a time).
 PARALLEL_PAIR_BYTES = 256 * 2**20
+#: Planes beside the nominal step's where a registration keeps its raw planes for the boundary ratio
+#: (:func:`_boundary_spare`): a placed step up to 2 planes off the motor step (4% of the five ``small`` slices'
+#: 50-plane step, placed 49.97-50.12; the tests' phantom, 19-22 for 20) reads no plane again.
+BOUNDARY_SPARE_PLANES = 2
+#: Largest raw planes (bytes) a registration keeps for the boundary ratio (12 + 8 planes of 460 px: 17 MB; of
+#: 1792 px: 260 MB, beyond it: those pairs read their boundary planes again).
+BOUNDARY_SPARE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,7 @@ def plan_stack(
             LOGGER.info("encoder glitch in %s at slice %d corrected", axis, ids[k])
     estimates: list[PairEstimate | None] = [None] * len(slices)
     steps: list[np.ndarray | None] = [None] * len(slices)
+    guesses: list[_BoundaryGuess | None] = [None] * len(slices)  # boundaries measured at the registered steps
     tilt = common_tilt([s.surface_plane for s in slices]) if parameters.common_tilt else None
     slices, moves = zip(*(retilt_slice(s, s.surface_plane, tilt) for s in slices))
     for s, move in zip(slices, moves, strict=True):
@@ -287,10 +295,10 @@ def plan_stack(
         registered = pair_map(lambda k: _register_consecutive(
             slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters, band_workers),
             pairs, workers)
-        for k, (estimate, step) in zip(pairs, registered, strict=True):
-            estimates[k], steps[k] = estimate, step
+        for k, (estimate, step, guess) in zip(pairs, registered, strict=True):
+            estimates[k], steps[k], guesses[k] = estimate, step, guess
         slips = _check_motor_slips(slices, nominal, pairs, thickness_um, z_tolerance, parameters, band_workers,
-                                   estimates, steps)
+                                   estimates, steps, guesses)
     else:
         slips = [None] * len(slices)
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
@@ -325,7 +333,7 @@ def plan_stack(
     lateral_fallback: list[str | None] = [None] * len(slices)
     boundaries = pair_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
                                                     resolved.origins_um[k] - resolved.origins_um[k - 1], parameters,
-                                                    band_workers),
+                                                    band_workers, guesses[k]),
                           pairs, workers)
     for k, boundary in zip(pairs, boundaries, strict=True):
         measured_ratio, depths[k], lateral[k - 1] = boundary
@@ -634,9 +642,16 @@ def _register_consecutive(
     z_tolerance_um: float,
     parameters: StackParameters,
     band_workers: int = 1,
-) -> tuple[PairEstimate | None, np.ndarray | None]:
-    """Register ``current`` against ``previous``; return the estimate and step (um) (``band_workers``:
-    :func:`linumpy.stack.planes.read_planes`' workers)."""
+) -> tuple[PairEstimate | None, np.ndarray | None, _BoundaryGuess | None]:
+    """Register ``current`` against ``previous``; return the estimate, the step (um) and the boundary ratio's
+    measure at that step (``band_workers``: :func:`linumpy.stack.planes.read_planes`' workers).
+
+    The planes are read whole laterally, once: the registration takes its
+    common window of them, and the raw planes where the boundary ratio will
+    read (:func:`_boundary_spare`) are kept to measure it at the registered
+    step (:func:`_boundary_guess`), so that the boundary phase does not read
+    them again when the placed step reads the same planes.
+    """
     level, factor = _registration_level(previous, current, parameters.registration_size)
     previous_data, source_um = previous.planes_level(level)
     current_data, _ = current.planes_level(level)
@@ -660,16 +675,20 @@ def _register_consecutive(
     if room < MIN_PLANES or depth < 1 or previous_window is None:
         LOGGER.info("slices %d and %d do not overlap: motor placement kept",
                     previous.slice_id, current.slice_id)
-        return None, None
+        return None, None, None
     p0 = previous.useful_range[0]
     c0 = current.useful_range[0]
     last = min(previous.useful_depth, int(math.ceil(expected + tolerance)) + depth)
     # with the top skipped, smoothed with true neighbours below too; else both ends are edges, whose
     # opposite biases (the z smoothing's) roughly cancel
     halo = min(current.useful_depth, skip + depth + skip)
-    previous_planes, current_planes = (bandpass_planes(planes, out=planes) for planes in _mean_planes(
-        (previous_data[p0 + first : p0 + last], previous_window), (current_data[c0 : c0 + halo], current_window),
-        factor=factor, workers=band_workers))
+    previous_read, current_read = _mean_planes((previous_data[p0 + first : p0 + last], _whole(previous_data)),
+                                               (current_data[c0 : c0 + halo], _whole(current_data)),
+                                               factor=factor, workers=band_workers)
+    spare = _boundary_spare(previous_read, first, current_read, round(nominal_step_um[0] / axial_um), parameters)
+    previous_planes, current_planes = (bandpass_planes(planes, out=planes) for planes in (
+        _crop_planes(previous_read, previous_window, factor), _crop_planes(current_read, current_window, factor)))
+    del previous_read, current_read
     current_planes = current_planes[skip : skip + depth].copy()  # the halo planes freed (51 MB on 1792 px planes)
     estimate = register_pair(previous_planes, first, current_planes, expected, tolerance, overwrite_previous=True)
     estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
@@ -679,7 +698,7 @@ def _register_consecutive(
         [[estimate.z_offset_px * axial_um], (offset + np.asarray(estimate.shift_yx_px)) * lateral_um]
     )
     LOGGER.debug("slice %d: %s", current.slice_id, estimate)
-    return estimate, step
+    return estimate, step, None if spare is None else _boundary_guess(previous, current, step, parameters, spare)
 
 
 def _joint_depths(
@@ -752,6 +771,7 @@ def _check_motor_slips(
     band_workers: int,
     estimates: list[PairEstimate | None],
     steps: list[np.ndarray | None],
+    guesses: list[_BoundaryGuess | None],
 ) -> list[dict | None]:
     """Test the slice thickness as the depth step of pairs whose motor step misses it; adopt it when better supported.
 
@@ -764,7 +784,7 @@ def _check_motor_slips(
     When that registration is confident (``min_confidence``) and more so than
     the one around the motor step, the motor is taken to have slipped: the
     nominal origins of the slice and every later one move by the difference
-    (``nominal``, ``estimates`` and ``steps`` are updated in place).
+    (``nominal``, ``estimates``, ``steps`` and ``guesses`` are updated in place).
     Otherwise the motor step is kept (the flag of
     :func:`linumpy.stack.quality.placement_flags` then reports it).
 
@@ -780,8 +800,9 @@ def _check_motor_slips(
         motor_step = nominal[k] - nominal[k - 1]
         if not _step_in_doubt(motor_step[0], thickness_um, z_tolerance_um):
             continue
-        estimate, step = _register_consecutive(slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]),
-                                               z_tolerance_um, parameters, band_workers)
+        estimate, step, guess = _register_consecutive(
+            slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]), z_tolerance_um, parameters,
+            band_workers)
         motor_confidence = estimates[k].z_confidence if estimates[k] else 0.0
         thickness_confidence = estimate.z_confidence if estimate else 0.0
         adopted = ("thickness" if thickness_confidence >= parameters.min_confidence
@@ -791,7 +812,7 @@ def _check_motor_slips(
                     "thickness_confidence": round(float(thickness_confidence), 4), "adopted": adopted}
         if adopted == "thickness":
             nominal[k:, 0] -= motor_step[0] - thickness_um
-            estimates[k], steps[k] = estimate, step
+            estimates[k], steps[k], guesses[k] = estimate, step, guess
         LOGGER.warning("slice %d: motor depth step %.1f um for a slice thickness of %.1f um; z confidence %.2f "
                        "around the motor step, %.2f around the thickness: %s step kept", slices[k].slice_id,
                        motor_step[0], thickness_um, motor_confidence, thickness_confidence, adopted)
@@ -821,20 +842,96 @@ def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) 
     return level, max(1, max(previous.levels[level][0].shape[1:]) // size)
 
 
+@dataclass(frozen=True)
+class _BoundaryPlanes:
+    """Where a pair's boundary ratio reads (:func:`_boundary_planes`): at registration ``level`` block-averaged
+    by ``factor``, the previous slice's planes ``start..start + depth`` and the current slice's
+    ``skip..skip + depth`` (relative to their useful ranges), over their common lateral windows (level pixels)."""
+
+    level: int
+    factor: int
+    start: int
+    skip: int
+    depth: int
+    previous_window: tuple[slice, slice]
+    current_window: tuple[slice, slice]
+
+
+@dataclass(frozen=True)
+class _BoundaryMeasure:
+    """A pair's boundary ratio, its lateral log-gain map (coarse, :func:`linumpy.stack.gains.coarse_map`; all zero:
+    nothing supported) with its pixel size, and the fraction of partly empty A-lines of the overlap."""
+
+    ratio: OverlapRatio
+    log_map: np.ndarray
+    pixel_um: tuple[float, float]
+    partial_fraction: float
+
+
+@dataclass(frozen=True)
+class _BoundaryGuess:
+    """The boundary measured where the registered step reads (:func:`_boundary_guess`), reused when the placed
+    step reads the same planes and windows."""
+
+    planes: _BoundaryPlanes
+    measure: _BoundaryMeasure
+
+
+@dataclass(frozen=True)
+class _SparePlanes:
+    """Raw (block-averaged, not band-passed) planes a registration read, whole laterally, kept for the boundary:
+    the previous slice's from its useful plane ``previous_first``, the current slice's from ``current_first``."""
+
+    previous_first: int
+    previous: np.ndarray
+    current_first: int
+    current: np.ndarray
+
+
 def _boundary_ratio(
     previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int], current_kept: tuple[int, int],
-    step_um: np.ndarray, parameters: StackParameters, band_workers: int = 1,
+    step_um: np.ndarray, parameters: StackParameters, band_workers: int = 1, guess: _BoundaryGuess | None = None,
 ) -> tuple[OverlapRatio | None, tuple[float, float] | None, LateralGain | None]:
     """Boundary ratio of two consecutive placed slices, the overlap's relative depth in each, the lateral map.
 
     Reads the current slice's ``n_planes`` planes below its top
     :data:`TOP_SKIP_PLANES` (its top planes in a thin overlap) and the
     previous slice's planes at the same depth (its placed step), over their
-    common lateral window, at the registration level. The previous slice's
+    common lateral window, at the registration level (:func:`_boundary_planes`);
+    ``guess``, the measure at the registered step, is taken instead when it
+    read the same planes and windows (the same values). The previous slice's
     lateral gain map (:func:`linumpy.stack.gains.log_ratio_map`, None where
     nothing is supported) is applied before the ratio is taken.
     ``(None, None, None)`` when they do not overlap.
     """
+    where = _boundary_planes(previous, current, step_um, parameters)
+    if where is None:
+        return None, None, None
+    if guess is not None and guess.planes == where:
+        measure = guess.measure
+    else:
+        previous_data, source_um = previous.planes_level(where.level)
+        current_data, _ = current.planes_level(where.level)
+        p0, c0 = previous.useful_range[0], current.useful_range[0]
+        upper, lower = _mean_planes(
+            (previous_data[p0 + where.start : p0 + where.start + where.depth], where.previous_window),
+            (current_data[c0 + where.skip : c0 + where.skip + where.depth], where.current_window),
+            factor=where.factor, workers=band_workers)
+        measure = _boundary_measure(upper, lower, where, previous_data.shape[1:], source_um)
+    centre = (where.depth - 1) / 2
+    p0, c0 = previous.useful_range[0], current.useful_range[0]
+    # relative to the first kept plane (below the cut face, :func:`_below_cut_faces`)
+    relative = ((where.start + centre - previous_kept[0] + p0) / max(1, previous_kept[1] - previous_kept[0] - 1),
+                max(0.0, where.skip + centre - current_kept[0] + c0) / max(1, current_kept[1] - current_kept[0] - 1))
+    lateral = (LateralGain(measure.log_map, measure.pixel_um, max(relative[0], 1e-3), measure.partial_fraction)
+               if measure.log_map.any() else None)
+    return measure.ratio, relative, lateral
+
+
+def _boundary_planes(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray,
+                     parameters: StackParameters) -> _BoundaryPlanes | None:
+    """Where the boundary ratio of two slices ``step_um`` apart reads (:func:`_boundary_ratio`); None when they
+    do not overlap."""
     level, factor = _registration_level(previous, current, parameters.registration_size)
     previous_data, source_um = previous.planes_level(level)
     current_data, _ = current.planes_level(level)
@@ -847,24 +944,85 @@ def _boundary_ratio(
     offset = np.rint(step_um[1:] / (np.asarray(source_um[1:]) * factor)).astype(int)
     previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
     if depth < 1 or start < 0 or previous_window is None:
-        return None, None, None
-    p0, c0 = previous.useful_range[0], current.useful_range[0]
-    upper, lower = _mean_planes((previous_data[p0 + start : p0 + start + depth], previous_window),
-                                (current_data[c0 + skip : c0 + skip + depth], current_window), factor=factor,
-                                workers=band_workers)
+        return None
+    return _BoundaryPlanes(level, factor, start, skip, depth, previous_window, current_window)
+
+
+def _boundary_measure(upper: np.ndarray, lower: np.ndarray, where: _BoundaryPlanes, previous_shape: Sequence[int],
+                      source_um: Sequence[float]) -> _BoundaryMeasure:
+    """The boundary's ratio and lateral map from the previous slice's planes ``upper`` and the current's ``lower``
+    (read where ``where`` says, block-averaged)."""
+    factor = where.factor
     held = held_signal(lower, upper)
     overlap_map = log_ratio_map(lower, upper, held=held)
     ratio = overlap_ratio(upper * np.exp(overlap_map), lower)
-    centre = (depth - 1) / 2
-    # relative to the first kept plane (below the cut face, :func:`_below_cut_faces`)
-    relative = ((start + centre - previous_kept[0] + p0) / max(1, previous_kept[1] - previous_kept[0] - 1),
-                max(0.0, skip + centre - current_kept[0] + c0) / max(1, current_kept[1] - current_kept[0] - 1))
-    log_map = np.zeros(tuple(n // factor for n in previous_data.shape[1:]), np.float32)
-    log_map[tuple(slice(w.start // factor, w.stop // factor) for w in previous_window)] = overlap_map
+    log_map = np.zeros(tuple(n // factor for n in previous_shape), np.float32)
+    log_map[tuple(slice(w.start // factor, w.stop // factor) for w in where.previous_window)] = overlap_map
     log_map, pixel_um = coarse_map(log_map, (float(source_um[1]) * factor, float(source_um[2]) * factor))
-    lateral = (LateralGain(log_map, pixel_um, max(relative[0], 1e-3), partial_fraction(held)) if log_map.any()
-               else None)
-    return ratio, relative, lateral
+    return _BoundaryMeasure(ratio, log_map, pixel_um, partial_fraction(held))
+
+
+def _boundary_spare(previous_read: np.ndarray, first: int, current_read: np.ndarray, nominal_planes: int,
+                    parameters: StackParameters) -> _SparePlanes | None:
+    """Copies of the raw planes a registration read (``previous_read`` from the previous slice's useful plane
+    ``first``, ``current_read`` from the current slice's first) where its boundary ratio reads below the
+    current slice's cut face (:data:`TOP_SKIP_PLANES`) at a step within :data:`BOUNDARY_SPARE_PLANES` planes
+    of ``nominal_planes``; None beyond :data:`BOUNDARY_SPARE_BYTES`."""
+    top = nominal_planes + TOP_SKIP_PLANES
+    low = max(first, top - BOUNDARY_SPARE_PLANES)
+    high = min(first + len(previous_read), top + parameters.n_planes + BOUNDARY_SPARE_PLANES)
+    previous = previous_read[low - first : high - first]
+    current = current_read[TOP_SKIP_PLANES : TOP_SKIP_PLANES + parameters.n_planes]
+    if previous.nbytes + current.nbytes > BOUNDARY_SPARE_BYTES or not len(previous) or not len(current):
+        return None
+    return _SparePlanes(low, previous.copy(), TOP_SKIP_PLANES, current.copy())
+
+
+def _boundary_guess(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray, parameters: StackParameters,
+                    spare: _SparePlanes) -> _BoundaryGuess | None:
+    """The boundary measured at ``step_um`` on the ``spare`` planes; None when it reads planes they lack."""
+    where = _boundary_planes(previous, current, step_um, parameters)
+    if where is None:
+        return None
+    start, skip = where.start - spare.previous_first, where.skip - spare.current_first
+    if min(start, skip) < 0 or start + where.depth > len(spare.previous) or skip + where.depth > len(spare.current):
+        return None
+    upper = _window_planes(spare.previous[start : start + where.depth], where.previous_window, where.factor)
+    lower = _window_planes(spare.current[skip : skip + where.depth], where.current_window, where.factor)
+    previous_data, source_um = previous.planes_level(where.level)
+    return _BoundaryGuess(where, _boundary_measure(upper, lower, where, previous_data.shape[1:], source_um))
+
+
+def _window_planes(planes: np.ndarray, window: tuple[slice, slice], factor: int) -> np.ndarray:
+    """A C-contiguous copy of ``planes[:, window]`` (``window`` in level pixels, multiples of ``factor``, of
+    planes block-averaged by ``factor``)."""
+    return np.ascontiguousarray(planes[(slice(None), *(slice(w.start // factor, w.stop // factor) for w in window))])
+
+
+def _whole(data: da.Array) -> tuple[slice, slice]:
+    """The whole lateral window of ``(z, y, x)`` data."""
+    return slice(0, data.shape[1]), slice(0, data.shape[2])
+
+
+def _crop_planes(planes: np.ndarray, window: tuple[slice, slice], factor: int) -> np.ndarray:
+    """``planes[:, window]`` (``window`` in level pixels, multiples of ``factor``, of planes block-averaged by
+    ``factor``) as a C-contiguous array, moved to the front of ``planes``' own memory plane by plane (no second
+    copy of the planes; ``planes`` is overwritten).
+
+    Examples
+    --------
+    >>> planes = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    >>> _crop_planes(planes, (slice(1, 3), slice(0, 2)), 1).tolist()
+    [[[4, 5], [8, 9]], [[16, 17], [20, 21]]]
+    """
+    rows, columns = (slice(w.start // factor, w.stop // factor) for w in window)
+    if (rows.start, columns.start, rows.stop, columns.stop) == (0, 0, *planes.shape[1:]):
+        return planes
+    height, width = rows.stop - rows.start, columns.stop - columns.start
+    out = planes.reshape(-1)[: len(planes) * height * width].reshape(len(planes), height, width)
+    for k, plane in enumerate(planes):  # plane k's window lands before plane k + 1 starts: none is overwritten unread
+        out[k] = plane[rows, columns]
+    return out
 
 
 def _common_window(

@@ -113,13 +113,21 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
 def shift_alines(data: da.Array, shift: np.ndarray) -> da.Array:
     """``out[j, y, x] = data[clip(j + shift[y, x]), y, x]`` for a ``(z, y, x)`` dask array, block by block.
 
-    Blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK` planes, the source's lateral chunks.
+    Blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK` planes, the source's lateral chunks. A block
+    reads the source planes its own A-lines' moves reach (a tilt moves most lateral chunks' A-lines by
+    one or two distinct planes, the slice's by a few more): on the five ``small`` slices (moves of at
+    most one plane, none in most chunks) a block of 8 planes then reads one run of 8 source planes
+    instead of two.
     """
     nz = data.shape[0]
-    low, high = int(shift.min()), int(shift.max())
+    moves: dict[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]] = {}  # per lateral chunk
 
     def window(region: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
         (z0, z1), ys, xs = region
+        if (ys, xs) not in moves:
+            local = shift[ys[0] : ys[1], xs[0] : xs[1]]
+            moves[ys, xs] = int(local.min()), int(local.max())
+        low, high = moves[ys, xs]
         return (max(0, min(z0 + low, nz - 1)), min(nz, max(z1 + high, 1))), ys, xs
 
     def gather(values: np.ndarray, region: tuple[tuple[int, int], ...], bounds: tuple[tuple[int, int], ...],
@@ -141,7 +149,9 @@ def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int)
     plane range taken whole and then only where the A-lines move by it (on
     8 x 128 x 128 blocks half the time of one gather with three moves, a
     tenth with one); others are one flat :func:`numpy.take` (a third of the
-    time of :func:`numpy.take_along_axis`). The same values either way.
+    time of :func:`numpy.take_along_axis`). A block whose A-lines all move
+    alike (most blocks of a slice whose tilt is near the common one) is a
+    view of the window's planes, not a copy. The same values either way.
     """
     lowest, highest = int(shift.min()), int(shift.max())
     if highest - lowest >= FEW_MOVES:
@@ -151,13 +161,15 @@ def _gather(window: np.ndarray, shift: np.ndarray, z0: int, z1: int, start: int)
         index *= plane
         index += np.arange(plane, dtype=np.intp).reshape(shift.shape)
         return np.take(window.reshape(-1), index)
-    out = np.empty((z1 - z0, *shift.shape), window.dtype)
+    out = None
     for move in range(lowest, highest + 1):
         first, stop = z0 - start + move, z1 - start + move
         planes = (window[first:stop] if first >= 0 and stop <= len(window)
                   else window[np.clip(np.arange(first, stop), 0, len(window) - 1)])
+        if move == lowest == highest:  # every A-line moves alike: the planes as they are (a view of the window)
+            return planes
         if move == lowest:
-            out[...] = planes
+            out = planes.copy()
         else:
             np.copyto(out, planes, where=(shift == move)[None])
     return out

@@ -91,13 +91,21 @@ def windowed_blocks(
 
 def _block(compute: Callable, region: Region, bounds: Region, corners: list[tuple[int, ...]],
            *pieces: np.ndarray) -> np.ndarray:
-    """Assemble the window ``bounds`` from the source chunks (at ``corners``) and compute the block."""
-    values = np.empty(tuple(hi - lo for lo, hi in bounds), pieces[0].dtype)
+    """Assemble the window ``bounds`` from the source chunks (at ``corners``) and compute the block.
+
+    A window inside one source chunk is a view of it (no copy: ``compute`` only reads its window).
+    """
+    parts = []
     for corner, piece in zip(corners, pieces, strict=True):
         target, part = [], []
         for (lo, hi), start, size in zip(bounds, corner, piece.shape, strict=True):
             a, b = max(lo, start), min(hi, start + size)
             target.append(slice(a - lo, b - lo))
             part.append(slice(a - start, b - start))
-        values[tuple(target)] = piece[tuple(part)]
+        parts.append((tuple(target), piece[tuple(part)]))
+    if len(parts) == 1:
+        return compute(parts[0][1], region, bounds)
+    values = np.empty(tuple(hi - lo for lo, hi in bounds), pieces[0].dtype)
+    for target, part in parts:
+        values[target] = part
     return compute(values, region, bounds)
