@@ -100,8 +100,8 @@ from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RA
                                            corroborated_placements, joint_placement, lone_departure,
                                            largest_deviation, place_by_neighbours, reference_gauge,
                                            search_radius)
-from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, FAR_LONE_LINK_REFUSED, STAGE_TIE_SWAPPED,
-                                         PairRecord, TileRecord, TileTransform)
+from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, FAR_LONE_LINK_REFUSED, PairRecord,
+                                        TileRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
@@ -275,12 +275,11 @@ def estimate_transform(
         positions, model, kept = _strong_seed(tiles, confident, tile_step_px)
     confident_ids = {(p.a, p.b) for p in confident}
     weak = _plausible([p for p in candidates if (p.a, p.b) not in confident_ids], confident, model)
-    stage_told: list[tuple[TileIndex, TileIndex]] = []
     if weak:
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
-            (positions, model, kept), stage_told = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
-                                                                      registrations, tile_step_px)
+            positions, model, kept = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
+                                                        registrations, tile_step_px)
     (positions, model, kept), beyond_ridges = _tiles_beyond_edge_ridges(tiles, (positions, model, kept),
                                                                         {**registrations, **moved}, tile_step_px)
     anchoring = {(p.a, p.b) for p in kept}
@@ -364,8 +363,6 @@ def estimate_transform(
             status = "kept (cluster search)" if (a, b) in kept_ids else "cluster search, inconsistent"
         elif (a, b) in swapped_out and (a, b) not in kept_ids:
             status = "weaker link of a loop, swapped out"
-        elif (a, b) in stage_told and (a, b) not in kept_ids:
-            status = STAGE_TIE_SWAPPED
         elif (a, b) in costly and (a, b) not in kept_ids:
             status = "joint search, costs pairs kept before"
         elif (a, b) in unsupported and (a, b) not in kept_ids:
@@ -665,8 +662,13 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
 def _departure(pair: PairOffset, model: StageModel, across_only: bool = True) -> float:
     """Largest ``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles;
     if ``across_only``, across an edge link's ridge only (along it the offset is not measured)."""
-    departure = model.departure(pair)
+    departure = _departure_vector(pair, model)
     return float(np.max(np.abs(pair.constrained(departure) if across_only else departure)))
+
+
+def _departure_vector(pair: PairOffset, model: StageModel) -> np.ndarray:
+    """``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles."""
+    return np.asarray(pair.offset) - (model.position(pair.b) - model.position(pair.a))
 
 
 def _joint_search(
@@ -1432,34 +1434,25 @@ def _swap_dropped_weak(
     current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[Solution, list[tuple[TileIndex, TileIndex]]]:
+) -> Solution:
     """The solve of confident and plausible weak pairs, with each weak pair it dropped put back in place of
-    the kept pair that their loop clearly blames, or, of like honest error, that the stage's step tells
-    apart (:func:`~linumpy.stitching.link_conflicts.swap_least_certain`).
+    the kept pair that their loop clearly blames (:func:`~linumpy.stitching.link_conflicts.swap_least_certain`).
 
     The solve drops the larger residual in standard errors, and between two weak links those come from the
     sub-pixel fits, not from which peak is right (``8 x 8 harsh`` seed 101: (5, 5)-(5, 6), significance 1.76,
     spread 0.34 px, 0.7 px off, dropped; (4, 5)-(4, 6), 0.93, spread 1.57 px, 2.8 px off, kept, and a corner
-    of 13 tiles hung 2.5 px off on it, one tile 2.3 px farther than the stage). ``8 x 8 harsh`` seed 110:
-    the group {(0, 5), (0, 6), (1, 5), (1, 6), (2, 5), (2, 6)}, right among itself, hung on (2, 5)-(3, 5),
-    significance 0.80, honest error 1.13 px, 13.3 px off, 14.0 px from the stage's step, its one loop closing
-    along two edge links' ridges; the right (2, 6)-(3, 6), 0.58, 1.40 px, 6.2 px from the step, was dropped:
-    no clear culprit, the stage tells them apart. The swap leaves (3, 5)-(3, 6), significance 2.82, on no
-    loop, and the solve drops it and the tiles beyond (the later searches place them again): made since the
-    solve keeps every pair once the confident ones may stand alone. ``current`` holds the pairs'
-    registrations as kept (switched peaks included), ``registrations`` their own significance. Returns
-    ``((positions, model, kept), stage_told)``, ``stage_told`` the kept pairs swapped out by the stage.
+    of 13 tiles hung 2.5 px off on it, one tile 2.3 px farther than the stage). ``current`` holds the pairs'
+    registrations as kept (switched peaks included), ``registrations`` their own significance.
     """
     kept_ids = {(p.a, p.b) for p in solved[2]}
     dropped = [p for p in weak if (p.a, p.b) not in kept_ids]
     if not dropped:
-        return solved, []
+        return solved
     spreads = {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset)
                for p in [*solved[2], *dropped]}
-    solved, _, stage_told = swap_least_certain(
-        tiles, solved, dropped, spreads, {pair: r.significance for pair, r in registrations.items()},
-        ANCHOR_SIGNIFICANCE, tile_step_px, CONFIDENT_SIGNIFICANCE)
-    return solved, stage_told
+    return swap_least_certain(tiles, solved, dropped, spreads,
+                              {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE,
+                              tile_step_px)[0]
 
 
 def _orphaned_searches(
@@ -1568,7 +1561,7 @@ def _unmeasured_ridges(
     bound = PRIOR_MARGIN * max(_departure(p, nominal, across_only=False) for p in isotropic) + PRIOR_SLACK_PX
 
     def along(pair: PairOffset) -> float:
-        return abs(float(np.dot(nominal.departure(pair), pair.free_direction)))
+        return abs(float(np.dot(_departure_vector(pair, nominal), pair.free_direction)))
 
     unmeasured = [replace(p, ridge_variance=float("inf")) if p.free_direction is not None and along(p) > bound else p
                   for p in kept]

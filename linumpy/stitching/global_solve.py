@@ -127,10 +127,6 @@ class StageModel:
             + tile[1] * np.asarray(self.col_step)
         )
 
-    def departure(self, pair: PairOffset) -> np.ndarray:
-        """``(y, x)`` departure (pixels) of a pair's offset from the model's step between its tiles."""
-        return np.asarray(pair.offset, dtype=float) - (self.position(pair.b) - self.position(pair.a))
-
     @classmethod
     def nominal(cls, tile_step_px: Sequence[float]) -> StageModel:
         """Return the model of a regular grid with the given ``(y, x)`` step."""
@@ -583,43 +579,6 @@ def bridges(pairs: Sequence[PairOffset]) -> list[int]:
         if pair.b not in reached:
             found.append(k)
     return found
-
-
-def shortest_loop_pairs(pairs: Sequence[PairOffset], pair: PairOffset) -> set[int]:
-    """Indices of ``pairs`` on the shortest loops that ``pair`` (not among them) closes: every shortest path
-    of ``pairs`` between its two tiles (empty if none joins them).
-
-    Examples
-    --------
-    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 1), (1, 2))]
-    >>> pairs = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in square]
-    >>> sorted(shortest_loop_pairs(pairs, PairOffset((1, 0), (1, 1), (0.0, 0.0), 1.0)))
-    [0, 1, 2]
-    """
-    from_a, from_b = _hops(pairs, pair.a), _hops(pairs, pair.b)
-    if pair.b not in from_a:
-        return set()
-    length = from_a[pair.b]
-    return {k for k, p in enumerate(pairs)
-            if any(from_a.get(u, length) + 1 + from_b.get(v, length) == length for u, v in ((p.a, p.b), (p.b, p.a)))}
-
-
-def _hops(pairs: Sequence[PairOffset], start: TileIndex) -> dict[TileIndex, int]:
-    """Fewest ``pairs`` from ``start`` to each tile they reach."""
-    neighbours: dict[TileIndex, list[TileIndex]] = {}
-    for p in pairs:
-        neighbours.setdefault(p.a, []).append(p.b)
-        neighbours.setdefault(p.b, []).append(p.a)
-    hops, frontier = {start: 0}, [start]
-    while frontier:
-        reached = []
-        for tile in frontier:
-            for n in neighbours.get(tile, []):
-                if n not in hops:
-                    hops[n] = hops[tile] + 1
-                    reached.append(n)
-        frontier = reached
-    return hops
 
 
 def _median_consistent(pairs: Sequence[PairOffset]) -> list[PairOffset]:

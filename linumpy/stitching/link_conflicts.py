@@ -31,9 +31,7 @@ dropped together, all or none: only if the others keep every tile placed and
 every other pair kept. No tile goes to the stage model here.
 
 The same rule judges the weak pairs a solve dropped (:func:`swap_least_certain`):
-put back, a dropped pair whose loop clearly blames a kept weak pair takes its place; when the weak
-links of its loop tie on honest error, the one departing far beyond the others from the stage model's
-step is blamed (:func:`stage_tie_culprit`).
+put back, a dropped pair whose loop clearly blames a kept weak pair takes its place.
 A pair of a joint placement that the solve dropped takes the place of the one kept
 pair that only it checked when it is clearly more significant on its own
 (:func:`swap_clearly_weaker`).
@@ -43,22 +41,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 
 import numpy as np
 
 from linumpy.stitching.global_solve import (
     PairOffset,
     Solution,
-    StageModel,
     TileIndex,
     bridges,
     departs_from_prediction,
     leave_one_out_offsets,
-    shortest_loop_pairs,
     solve_positions,
 )
-from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX
 
 logger = logging.getLogger(__name__)
 
@@ -202,47 +196,6 @@ def broken_loop_culprit(
     return ranked[0]
 
 
-def stage_tie_culprit(
-    tiles: Sequence[TileIndex],
-    pairs: Sequence[PairOffset],
-    spreads: Mapping[Pair, Sequence[float]],
-    tile_step_px: Sequence[float],
-    model: StageModel,
-    weak: Collection[Pair],
-) -> int | None:
-    """Index of the weak link that the stage blames for the loop the last of ``pairs`` closes, when no link
-    of it is clearly the least certain.
-
-    The suspects are the ``weak`` pairs of the shortest loops the last pair closes
-    (:func:`~linumpy.stitching.global_solve.shortest_loop_pairs`, the last pair included) that depart from
-    their prediction (:func:`_broken`) with an honest error at least 1 / :data:`CULPRIT_MARGIN` of the
-    largest among them: a tie on the evidence. The stage model's step is then the prior that tells them
-    apart: the suspect departing farthest from it is blamed if that departure exceeds
-    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times every other suspect's plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (the bound of the joint search's window and of
-    ``implausible_departure``: beyond what the stage errs, as the other suspects measure it), and is not the
-    last pair. ``None`` if the last pair closes no loop that misses, or the stage does not tell.
-    """
-    last = len(pairs) - 1
-    predicted, covariance = leave_one_out_offsets(tiles, pairs, tile_step_px)
-    broken = set(_departing(pairs, predicted, covariance, ()))
-    if last not in broken:
-        return None
-    loop = shortest_loop_pairs(pairs[:last], pairs[last]) | {last}
-    errors = {k: honest_error(pairs[k], spreads[(pairs[k].a, pairs[k].b)]) for k in broken & loop}
-    top = max(errors.values())
-    suspects = [k for k, error in errors.items()
-                if CULPRIT_MARGIN * error >= top and (pairs[k].a, pairs[k].b) in weak]
-    if len(suspects) < 2 or last not in suspects:
-        return None
-    departures = sorted(((float(np.max(np.abs(pairs[k].constrained(model.departure(pairs[k]))))), k)
-                         for k in suspects), reverse=True)
-    (largest, k), (second, _) = departures[:2]
-    if k == last or largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX:
-        return None
-    return k
-
-
 def broad_broken_links(
     tiles: Sequence[TileIndex],
     pairs: Sequence[PairOffset],
@@ -275,12 +228,6 @@ def _broken(tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], tile_step_p
     if not pairs:
         return []
     predicted, covariance = leave_one_out_offsets(tiles, pairs, tile_step_px)
-    return _departing(pairs, predicted, covariance, excluded)
-
-
-def _departing(pairs: Sequence[PairOffset], predicted: np.ndarray, covariance: np.ndarray,
-               excluded: Collection[Pair]) -> list[int]:
-    """:func:`_broken` given the leave-one-out ``predicted`` offsets and their ``covariance``."""
     on_no_loop = set(bridges(pairs))
     return [k for k, pair in enumerate(pairs)
             if k not in on_no_loop and (pair.a, pair.b) not in excluded
@@ -373,8 +320,7 @@ def swap_least_certain(
     own_significance: Mapping[Pair, float],
     anchor_significance: float,
     tile_step_px: Sequence[float],
-    confident_significance: float | None = None,
-) -> tuple[Solution, list[tuple[Pair, Pair]], list[Pair]]:
+) -> tuple[Solution, list[tuple[Pair, Pair]]]:
     """Put back each weak pair a solve ``dropped``, and keep it instead of the kept pair its loop blames.
 
     The solve drops the pair of largest residual, and between two weak links of a loop that misses the
@@ -383,22 +329,13 @@ def swap_least_certain(
     dropped pair makes its loop miss; when the loop's clearly least certain pair by honest error
     (:func:`broken_loop_culprit`) is a kept pair below ``anchor_significance`` (not the dropped one),
     the two change places, if the solve with the dropped pair and without the culprit keeps every pair.
-    When no pair is clearly the least certain, the stage model's step may tell the weak links of the
-    loop apart (:func:`stage_tie_culprit`); such a swap is also made when the solve keeps every pair once
-    those of own significance at least ``confident_significance`` count as strong: it dropped some only
-    because the blamed link was the one loop they lay on (the pairs it leaves go to the later searches).
-    ``dropped`` are tried from the most significant. Returns ``((positions, model, kept), swaps, by_stage)``,
-    ``swaps`` the ``(put back, dropped)`` keys, ``by_stage`` the dropped keys of the swaps the stage decided.
+    ``dropped`` are tried from the most significant. Returns ``((positions, model, kept), swaps)``,
+    ``swaps`` the ``(put back, dropped)`` keys.
     """
     swaps: list[tuple[Pair, Pair]] = []
-    by_stage: list[Pair] = []
-    weak = {key for key, significance in own_significance.items() if significance < anchor_significance}
     for pair in sorted(dropped, key=lambda p: (-own_significance[(p.a, p.b)], p.a, p.b)):
         both = list(solved[2]) + [pair]
         culprit = broken_loop_culprit(tiles, both, spreads, tile_step_px)
-        stage_told = culprit is None
-        if stage_told:
-            culprit = stage_tie_culprit(tiles, both, spreads, tile_step_px, solved[1], weak)
         if culprit is None or both[culprit] is pair:
             continue
         blamed = (both[culprit].a, both[culprit].b)
@@ -406,29 +343,14 @@ def swap_least_certain(
             continue
         rest = [p for k, p in enumerate(both) if k != culprit]
         swapped = solve_positions(tiles, rest, tile_step_px)
-        if len(swapped[2]) < len(rest) and not (
-                stage_told and confident_significance is not None
-                and _keeps_every_pair(tiles, rest, own_significance, confident_significance, tile_step_px)):
+        if len(swapped[2]) < len(rest):
             continue
-        logger.info("pair %s-%s put back instead of %s-%s, %s (honest error %.2f px, own significance %.2f)",
-                    pair.a, pair.b, *blamed,
-                    "of like honest error, the farther from the stage's step" if stage_told
-                    else "the least certain of their loop", honest_error(both[culprit], spreads[blamed]),
-                    own_significance[blamed])
+        logger.info("pair %s-%s put back instead of %s-%s, the least certain of their loop (honest error "
+                    "%.2f px, own significance %.2f)", pair.a, pair.b, *blamed,
+                    honest_error(both[culprit], spreads[blamed]), own_significance[blamed])
         swaps.append(((pair.a, pair.b), blamed))
-        if stage_told:
-            by_stage.append(blamed)
         solved = swapped
-    return solved, swaps, by_stage
-
-
-def _keeps_every_pair(tiles: Sequence[TileIndex], pairs: Sequence[PairOffset], own_significance: Mapping[Pair, float],
-                      confident_significance: float, tile_step_px: Sequence[float]) -> bool:
-    """Whether the solve of ``pairs`` keeps them all once those of own significance at least
-    ``confident_significance`` count as strong (may stand on no loop)."""
-    confident = [replace(p, strong=p.strong or own_significance[(p.a, p.b)] >= confident_significance)
-                 for p in pairs]
-    return len(solve_positions(tiles, confident, tile_step_px)[2]) == len(pairs)
+    return solved, swaps
 
 
 def swap_clearly_weaker(

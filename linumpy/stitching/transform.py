@@ -35,9 +35,6 @@ FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
 #: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
-#: Status of a kept weak pair swapped out for a dropped one of like honest error that departs less from the
-#: stage model's step (:func:`linumpy.stitching.link_conflicts.stage_tie_culprit`).
-STAGE_TIE_SWAPPED = "weak link of like honest error farther from the stage's step, swapped out"
 
 
 @dataclass(frozen=True)
@@ -90,8 +87,6 @@ class PairRecord:
         solve broke, :func:`linumpy.stitching.estimate._drop_broken_placements`),
         ``cluster search, inconsistent``,
         ``piece search, inconsistent``, ``least certain of a broken loop``,
-        ``weak link of like honest error farther from the stage's step, swapped out``
-        (:data:`STAGE_TIE_SWAPPED`),
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
         the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`;
