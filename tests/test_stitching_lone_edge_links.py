@@ -19,10 +19,9 @@ from linumpy.stitching.fusion_flatfield import FusionFlatField
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.stitch import MosaicGridLayout, stitch_qc
 from linumpy.stitching.summaries import SummarySource
+from test_stitching_stage_departure import STEP, TILES, _estimate
 
 RADIUS = 20
-STEP = (84.0, 84.0)
-TILES = [(r, c) for r in range(3) for c in range(3)]
 #: Truth minus stage (pixels) of the rows the edge link does not place: within +-6 px (harsh).
 BELOW = {(1, 0): (-5, 1), (1, 1): (4, -3), (1, 2): (-2, 5), (2, 0): (5, -1), (2, 1): (-4, 2), (2, 2): (3, -5)}
 #: The row's own errors (its inner pairs right; along the ridge, y, the row errs as one).
@@ -74,14 +73,6 @@ def _registrations(errors: dict, along_px: float) -> dict:
             registrations[(a, b)] = PairRegistration((float(nominal[0] + best[0]), float(nominal[1] + best[1])),
                                                      0.5, significance, sigma, scores=scores)
     return registrations
-
-
-def _estimate(monkeypatch, registrations: dict) -> estimate.TileTransform:
-    """The estimate of the 3 x 3 grid whose pair registrations are ``registrations`` (sub-pixel fit: the peak)."""
-    monkeypatch.setattr(estimate, "register_neighbours",
-                        lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
 
 
 @pytest.mark.parametrize("row_error, along_px", [(2, -6), (-3, 7), (6, 0)])
