@@ -560,7 +560,7 @@ def background_of(volume: np.ndarray) -> tuple[focus.BackgroundStatistics, float
     found = surface.detect_surface(volume)
     stats = focus.BackgroundStatistics(volume.shape[0], volume.shape[1:], max_cells=16)
     stats.add(volume, found, focus.line_levels(volume, found, neighbourhood_px=4))
-    return stats, stats.tissue_level()
+    return stats, stats.level_split().threshold
 
 
 def test_background_profile_and_model_fit_recover_the_focus():

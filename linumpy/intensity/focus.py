@@ -362,12 +362,6 @@ class BackgroundStatistics:
         tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
         return ndimage.binary_erosion(tissue, iterations=1).ravel()
 
-    def tissue_level(self, min_class_ratio: float = MIN_CLASS_RATIO, min_lines: int = 20, max_splits: int = 3,
-                     ) -> float | None:
-        """A-line level above which an A-line is tissue, or None when no distinct background exists
-        (:meth:`level_split`'s threshold)."""
-        return self.level_split(min_class_ratio, min_lines, max_splits).threshold
-
     def level_split(self, min_class_ratio: float = MIN_CLASS_RATIO, min_lines: int = 20, max_splits: int = 3,
                     ) -> LevelSplit:
         """Split of the A-line levels into background (agarose) and tissue, or why there is none.
