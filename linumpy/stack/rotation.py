@@ -52,6 +52,7 @@ from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
 from linumpy.stack.pairs import pair_map
+from linumpy.stack.levels import MappedLevels
 from linumpy.stack.planes import read_planes
 from linumpy.stack.refine import bandpass_planes, normalized_cross_correlation, overlap_views
 from linumpy.stack.windows import depth_chunks, windowed_blocks
@@ -626,9 +627,8 @@ def rotate_slice(volume, angle_deg: float):
     if angle_deg == 0:
         return volume
 
-    def turned(levels):
-        return None if levels is None else [
-            (rotate_lazily(data, angle_deg, ((data.shape[1] - 1) / 2.0, (data.shape[2] - 1) / 2.0)), resolution)
-            for data, resolution in levels]
+    def turned(levels):  # each level's graph built when the stack first reads it (linumpy.stack.levels)
+        return None if levels is None else MappedLevels(levels, lambda _, data: rotate_lazily(
+            data, angle_deg, ((data.shape[1] - 1) / 2.0, (data.shape[2] - 1) / 2.0)))
 
     return replace(volume, levels=turned(volume.levels), read_levels=turned(volume.read_levels))

@@ -38,6 +38,7 @@ from linumpy.stack.gains import (
     trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
+from linumpy.stack.levels import level_layout
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
 from linumpy.stack.planes import read_planes
@@ -139,11 +140,11 @@ class SliceVolume:
 
     def level_for_resolution(self, resolution_um: float) -> tuple[da.Array, tuple[float, ...]]:
         """The coarsest level still at least as fine as ``resolution_um`` laterally."""
-        chosen = self.levels[0]
-        for level in self.levels:
-            if max(level[1][1:]) <= resolution_um * (1 + RESOLUTION_TOLERANCE):
-                chosen = level
-        return chosen
+        chosen = 0
+        for index, (_, resolution) in enumerate(level_layout(self.levels)):
+            if max(resolution[1:]) <= resolution_um * (1 + RESOLUTION_TOLERANCE):
+                chosen = index
+        return self.levels[chosen]
 
     def planes_level(self, level: int) -> tuple[da.Array, tuple[float, ...]]:
         """Level ``level`` as the pairs read a few of its planes (``read_levels``' when given)."""
@@ -151,7 +152,7 @@ class SliceVolume:
 
     def widest_levels(self, size: int) -> list[int]:
         """Indices of the levels at least ``size`` pixels wide (the finest always counts)."""
-        return [0] + [i for i, (data, _) in enumerate(self.levels) if i and max(data.shape[1:]) >= size]
+        return [0] + [i for i, (shape, _) in enumerate(level_layout(self.levels)) if i and max(shape[1:]) >= size]
 
 
 @dataclass(frozen=True)
@@ -430,7 +431,7 @@ def _check_slices(slices: Sequence[SliceVolume]) -> None:
                 f"slice {s.slice_id} has voxel size {s.resolution_um} um but slice "
                 f"{slices[0].slice_id} has {first} um; process all slices with the same resolution"
             )
-        if any(data.shape[0] != s.levels[0][0].shape[0] for data, _ in s.levels):
+        if any(shape[0] != s.levels[0][0].shape[0] for shape, _ in level_layout(s.levels)):
             raise InputError(f"slice {s.slice_id}: its pyramid levels differ in depth; "
                              "rewrite it with lateral-only levels (OmeZarrWriter)")
 

@@ -27,6 +27,7 @@ from dataclasses import replace
 import dask.array as da
 import numpy as np
 
+from linumpy.stack.levels import MappedLevels, level_layout
 from linumpy.stack.windows import depth_chunks, windowed_blocks
 
 #: Fewest slices with a fitted plane for a common tilt (the median needs a majority).
@@ -92,9 +93,9 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
     """
     if plane is None or tilt is None:
         return volume, 0
-    full = volume.levels[0][0].shape[1:]
-    shifts = [plane_shift(plane, tilt, data.shape[1:], (full[0] / data.shape[1], full[1] / data.shape[2]))
-              for data, _ in volume.levels]
+    layout = level_layout(volume.levels)
+    full = layout[0][0][1:]
+    shifts = [plane_shift(plane, tilt, shape[1:], (full[0] / shape[1], full[1] / shape[2])) for shape, _ in layout]
     largest = int(max(np.abs(s).max() for s in shifts))
     if largest > MAX_SHIFT_PLANES:
         return volume, -largest
@@ -103,9 +104,8 @@ def retilt_slice(volume, plane: Sequence[float] | None, tilt: tuple[float, float
     # kept as int8 (|move| <= MAX_SHIFT_PLANES): a byte per A-line held by every block of the lazy levels
     moves = [shift.astype(np.int8) for shift in shifts]
 
-    def shifted(levels):
-        return None if levels is None else [(shift_alines(data, move), resolution)
-                                            for (data, resolution), move in zip(levels, moves)]
+    def shifted(levels):  # each level's graph built when the stack first reads it (linumpy.stack.levels)
+        return None if levels is None else MappedLevels(levels, lambda index, data: shift_alines(data, moves[index]))
 
     return replace(volume, levels=shifted(volume.levels), read_levels=shifted(volume.read_levels)), largest
 
