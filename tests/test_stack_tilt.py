@@ -7,7 +7,10 @@ import numpy as np
 from test_stack import AXIAL_UM, LATERAL_UM, SURFACE_PX, USEFUL_PX, make_brain, relative_truth
 
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
-from linumpy.stack.tilt import FEW_MOVES, plane_shift, shift_alines
+from linumpy.resample import block_mean
+from linumpy.stack import tilt
+from linumpy.stack.rotation import rotate_lazily, rotate_slice
+from linumpy.stack.tilt import FEW_MOVES, plane_shift, retilt_slice, shift_alines
 
 STRAY = 2  # the slice whose surface fit went astray
 OWN_PLANE = (20.0, 0.09, -0.07)  # its fitted plane; the others fitted the true (flat) cut within 0.002
@@ -41,6 +44,32 @@ def test_each_block_reads_the_source_planes_its_own_moves_reach():
             first, stop = max(0, 8 * z + low), min(32, 8 * z + 8 + high)
             wanted = {(source.name, k, 0, x) for k in range(first // 8, -(-stop // 8))}
             assert set(graph[(shifted.name, z, 0, x)].dependencies) == wanted
+
+
+def test_retilted_and_turned_levels_are_built_when_read(monkeypatch):
+    """A slice's six levels re-tilted and then turned: the levels the stack reads are built (once, in both
+    transforms), the others not; every level's shape and voxel size are known before any is built; a level's
+    values are numpy's re-tilt of it (turned: within float32 rounding of the turned numpy re-tilt)."""
+    rng = np.random.default_rng(2)
+    finest = da.from_array(rng.random((16, 64, 64)).astype(np.float32), chunks=(8, 32, 32))
+    levels = [(finest, (1.0, 1.0, 1.0))]
+    for k in range(1, 6):
+        levels.append((block_mean(levels[-1][0], (1, 2, 2)), (1.0, 2.0**k, 2.0**k)))
+    volume = SliceVolume(0, levels, (0, 16), (8.0, 0.2, -0.1))
+    built = []
+    monkeypatch.setattr(tilt, "shift_alines", lambda data, shift: built.append(data.shape) or shift_alines(data, shift))
+    retilted, largest = retilt_slice(volume, volume.surface_plane, (0.0, 0.0))
+    turned = rotate_slice(retilted, 3.0)
+    assert largest > 0 and turned.widest_levels(8) == [0, 1, 2, 3] and built == []
+    data, resolution = turned.planes_level(1)
+    assert turned.planes_level(1)[0] is data and built == [(16, 32, 32)] and resolution == (1.0, 2.0, 2.0)
+    assert turned.level_for_resolution(4.5)[1] == (1.0, 4.0, 4.0) and built == [(16, 32, 32), (16, 16, 16)]
+    level = levels[1][0].compute()
+    shift = plane_shift(volume.surface_plane, (0.0, 0.0), (32, 32), (2.0, 2.0))
+    expected = np.take_along_axis(level, np.clip(np.arange(16)[:, None, None] + shift, 0, 15), axis=0)
+    np.testing.assert_array_equal(retilted.planes_level(1)[0].compute(), expected)
+    np.testing.assert_allclose(data.compute(), rotate_lazily(da.from_array(expected), 3.0, (15.5, 15.5)).compute(),
+                               atol=1e-5)  # the turn's spline sums depend on its windows' offsets by float32 rounding
 
 
 def stray_brain():
