@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+from dask._task_spec import convert_legacy_graph
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -26,7 +27,7 @@ from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_ramps, depth_weights, iter_chunk_regions
-from linumpy.stack import gains, refine, stacking
+from linumpy.stack import gains, graph_reader, refine, stacking
 from linumpy.stack.gains import NO_SLICE_BELOW, overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
@@ -398,6 +399,26 @@ def test_regions_are_written_by_the_threads_that_blend_them():
     for axis, counts in enumerate(counted.tissue_counts):
         other_axes = tuple(a for a in range(3) if a != axis)
         np.testing.assert_array_equal(counts, np.count_nonzero(volume > 0, axis=other_axes))
+
+
+def test_slices_graphs_are_materialized_by_the_threads_that_read_them(monkeypatch):
+    """The assembly's readers convert their slices' graphs on their first reads, in the threads that blend, not
+    in the caller before any region is blended; the volume is the slices' values (stacked in depth, no overlap)."""
+    rng = np.random.default_rng(5)
+    upper, lower = rng.random((6, 8, 9)).astype(np.float32), rng.random((5, 8, 9)).astype(np.float32)
+    placed = [PlacedSlice(da.from_array(upper, chunks=4), (0, 0, 0)),
+              PlacedSlice(da.from_array(lower, chunks=3), (6, 0, 0))]
+    converting = []
+
+    def convert(graph):
+        converting.append(threading.get_ident())
+        return convert_legacy_graph(graph)
+
+    monkeypatch.setattr(graph_reader, "convert_legacy_graph", convert)
+    sink = ArraySink((11, 8, 9))
+    assemble_volume(placed, (11, 8, 9), (4, 8, 9), sink, np.float32, progress=False, workers=2)
+    assert len(converting) == 2 and threading.get_ident() not in converting
+    np.testing.assert_array_equal(sink.array, np.concatenate([upper, lower]))
 
 
 def test_planes_of_one_slice_alone_are_the_float64_weighted_mean_bytes():

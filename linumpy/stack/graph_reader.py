@@ -4,11 +4,11 @@ Slicing a dask array and computing the slice rebuilds, optimizes and orders a
 graph on every call; the stack's assembly does that for every output chunk
 of every slice, so the scheduler's bookkeeping took about a quarter of the
 assembly's time. :class:`GraphWindowReader` materializes the array's
-culled graph once (its tasks converted once), and a window then runs only
-the tasks it needs, depth first on the calling thread, each value freed once
-its last dependent ran: no per-window graph conversion, ordering or
-scheduler state (which took about half of the assembly's time on the five
-``small`` slices). The values are those of ``array[window].compute()``: the
+culled graph once (its tasks converted once, by the first read), and a
+window then runs only the tasks it needs, depth first on the calling
+thread, each value freed once its last dependent ran: no per-window graph
+conversion, ordering or scheduler state (which took about half of the
+assembly's time on the five ``small`` slices). The values are those of ``array[window].compute()``: the
 same functions run on the same blocks.
 
 The graph is culled, not optimized: dask's blockwise fusion merges a
@@ -57,11 +57,11 @@ class GraphWindowReader:
     """
 
     def __init__(self, array: da.Array) -> None:
-        # culled only: dask's blockwise fusion would run each block's layers as a subgraph, ordered at every call
-        graph = array.__dask_graph__().cull(set(flatten(array.__dask_keys__())))  # a HighLevelGraph
         self.shape = array.shape
         self.dtype = array.dtype
-        self._tasks = convert_legacy_graph(dict(graph))
+        self._array: da.Array | None = array  # its graph materialized by the first read (:meth:`_graph`)
+        self._tasks: dict | None = None
+        self._graph_lock = threading.Lock()
         self._name = array.name
         self._starts = [np.cumsum((0,) + c) for c in array.chunks]
         self._uses: Counter[tuple[int, ...]] = Counter()  # announced reads not yet done, per block
@@ -125,8 +125,25 @@ class GraphWindowReader:
             self._kept[index] = block if block.base is None else block.copy()  # a view would keep its base
             self._kept_bytes += block.nbytes
 
+    def _graph(self) -> dict:
+        """The array's culled graph, its tasks converted: on the first read, in the reading thread.
+
+        The stack's assembly makes a reader per slice before its threads read
+        them: converted there, the five ``small`` slices' graphs took about
+        0.08 CPU s of the calling thread before the first region was blended.
+        """
+        with self._graph_lock:
+            if self._tasks is None:
+                array, self._array = self._array, None
+                # culled only: dask's blockwise fusion would run each block's layers as a subgraph, ordered at
+                # every call
+                graph = array.__dask_graph__().cull(set(flatten(array.__dask_keys__())))  # a HighLevelGraph
+                self._tasks = convert_legacy_graph(dict(graph))
+            return self._tasks
+
     def _run(self, keys: list[Hashable]) -> list[object]:
         """The values of ``keys``: their tasks and those they depend on, run depth first."""
+        tasks = self._graph()
         order, seen = [], set()
         for key in keys:
             pending = [(key, False)]
@@ -137,12 +154,12 @@ class GraphWindowReader:
                 elif node not in seen:
                     seen.add(node)
                     pending.append((node, True))
-                    pending.extend((d, False) for d in self._tasks[node].dependencies if d not in seen)
-        dependents = Counter(d for node in order for d in self._tasks[node].dependencies)
+                    pending.extend((d, False) for d in tasks[node].dependencies if d not in seen)
+        dependents = Counter(d for node in order for d in tasks[node].dependencies)
         wanted = set(keys)
         cache: dict[Hashable, object] = {}
         for node in order:
-            task = self._tasks[node]
+            task = tasks[node]
             cache[node] = task(cache)
             for d in task.dependencies:
                 dependents[d] -= 1
