@@ -8,8 +8,8 @@ culled graph once (its tasks converted once, by the first read), and a
 window then runs only the tasks it needs, depth first on the calling
 thread, each value freed once its last dependent ran: no per-window graph
 conversion, ordering or scheduler state (which took about half of the
-assembly's time on the five ``small`` slices). The values are those of ``array[window].compute()``: the
-same functions run on the same blocks.
+assembly's time on the five ``small`` slices). The values are those of
+``array[window].compute()``: the same functions run on the same blocks.
 
 The graph is culled, not optimized: dask's blockwise fusion merges a
 block's layers (cast, block mean, gain, ...) into one task that runs them as
