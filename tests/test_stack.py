@@ -11,15 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask
 import dask.array as da
+from dask._task_spec import convert_legacy_graph
 import numpy as np
 import pytest
-from dask._task_spec import convert_legacy_graph
 from scipy import ndimage
 
 from linumpy.errors import InputError
@@ -39,16 +38,9 @@ from linumpy.stack.refine import (
     resolve_origins,
     speckle_ceiling,
 )
-from linumpy.stack.quality import (
-    WrittenStatistics,
-    boundary_flags,
-    placement_flags,
-    stack_metrics,
-    start_views,
-    views_png,
-)
+from linumpy.stack.quality import WrittenStatistics, boundary_flags, placement_flags, stack_metrics
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
-from linumpy.viz.planes import orthogonal_planes, tissue_counts
+from linumpy.viz.planes import tissue_counts
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bin" / "linum_stack_slices_motor.py"
 AXIAL_UM, LATERAL_UM = 5.0, 10.0
@@ -407,28 +399,6 @@ def test_regions_are_written_by_the_threads_that_blend_them():
     for axis, counts in enumerate(counted.tissue_counts):
         other_axes = tuple(a for a in range(3) if a != axis)
         np.testing.assert_array_equal(counts, np.count_nonzero(volume > 0, axis=other_axes))
-
-
-def test_views_are_read_and_drawn_on_the_qc_thread():
-    """The views' three planes of level 0 are read on the QC's thread (beside the pyramid), not by the caller
-    before it: the figure is the one drawn from the volume's planes through its tissue centre."""
-    volume = np.random.default_rng(6).random((6, 10, 12)).astype(np.float32)
-    volume[:, :, :3] = 0
-    readers = []
-
-    class Level0:  # level 0 as written, recording the threads that read it
-        shape, dtype = volume.shape, volume.dtype
-
-        def __getitem__(self, key):
-            readers.append(threading.get_ident())
-            return volume[key]
-
-    written = WrittenStatistics(ArraySink(volume.shape), volume.shape)
-    written[0:6, 0:10, 0:12] = volume
-    with ThreadPoolExecutor(1) as pool:
-        views = start_views(Level0(), written, 3.0, pool)
-        assert views.result() == views_png(orthogonal_planes(volume, written.centre), (0.003,) * 3)
-    assert len(readers) == 3 and threading.get_ident() not in readers
 
 
 def test_slices_graphs_are_materialized_by_the_threads_that_read_them(monkeypatch):

@@ -1051,9 +1051,8 @@ class AnalysisOmeZarrWriter(_PyramidWriter):
         attributes: dict[str, Any] | None = None,
         *,
         origin: Sequence[float] | None = None,
-        publish: bool = True,
     ) -> None:
-        """Build the analysis pyramid, write metadata, publish unless told not to.
+        """Build the analysis pyramid, write metadata, publish.
 
         Each ``r`` in ``resolutions_um`` becomes an isotropic level ``[r, r, r]``
         if it is at least as coarse as every axis of level 0; ``r`` equal
@@ -1067,12 +1066,12 @@ class AnalysisOmeZarrWriter(_PyramidWriter):
             Level-0 voxel size in millimetres.
         resolutions_um : sequence of float
             Wanted resolutions in micrometres.
-        attributes, origin, publish
+        attributes, origin
             As in :meth:`OmeZarrWriter.finalize`.
         """
-        self._finalize_analysis(resolution, resolutions_um, attributes, origin, None, publish)
+        self._finalize_analysis(resolution, resolutions_um, attributes, origin, None)
 
-    def _finalize_analysis(self, resolution, resolutions_um, attributes, origin, level0, publish=True) -> None:
+    def _finalize_analysis(self, resolution, resolutions_um, attributes, origin, level0) -> None:
         try:
             resolution = _check_resolution(resolution, len(self.shape), self.path)
             levels = analysis_pyramid(level0 if level0 is not None else self.read(), resolution, resolutions_um, self.path)
@@ -1083,7 +1082,7 @@ class AnalysisOmeZarrWriter(_PyramidWriter):
             "method": "linumpy.resample.resample_to_resolution",
             "resolutions_um": [float(r) for r in resolutions_um],
         }
-        self._store_levels(resolution, levels, "area", metadata, attributes, origin, level0, publish)
+        self._store_levels(resolution, levels, "area", metadata, attributes, origin, level0)
 
 
 def lateral_pyramid(

@@ -6,8 +6,8 @@ with the analysis pyramid, the placement estimates (JSON) and the QC record.
 The QC's serial work runs beside the rest (:mod:`linumpy.stack.quality`,
 figures drawn with Pillow, no matplotlib): the ``shifts`` figure drawn while
 the volume is written, and, when the QC reads level 0, its statistics
-counted from the blocks written and its ``views`` read and drawn while the
-pyramid is built.
+counted from the blocks written and its ``views`` drawn while the pyramid is
+built.
 """
 
 from __future__ import annotations
@@ -161,12 +161,7 @@ def stack_slice_files(
                           "stack_shifts": shifts_out.name}
             if interpolate_missing:
                 attributes["interpolated_slices"] = plan.record["interpolated_slices"]
-            # the views' planes read beside the pyramid, before the volume is moved to its path
-            writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes,
-                            publish=views is None)
-            if views is not None:
-                views.result()
-                writer.publish()
+            writer.finalize((resolution_um / 1000,) * 3, list(pyramid_resolutions_um), attributes)
         with atomic_output(shifts_out, overwrite) as tmp:
             tmp.write_text(json.dumps(plan.record, indent=1, sort_keys=True) + "\n")
         write_stack_qc(output, plan.record, resolution_um, shifts_figure.result(), written,

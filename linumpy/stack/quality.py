@@ -160,17 +160,13 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
 
 
 def start_views(level0: Any, written: WrittenStatistics, resolution_um: float, pool: Executor) -> Future:
-    """Read level 0's three planes through ``written``'s tissue centre and render the ``views``, on ``pool``.
+    """Read level 0's three planes through ``written``'s tissue centre now; render the ``views`` on ``pool``.
 
-    ``level0``: the volume's level 0 as written, numpy-indexable; the caller
-    waits for the future before the writer moves it (the planes decode 134
-    MB of the five ``small`` slices' volume, 0.08 CPU s read beside the
-    pyramid instead of before it). The future's result is
-    :func:`write_stack_qc`'s ``views``.
+    ``level0``: the volume's level 0 as written, numpy-indexable (read here, before the writer moves it).
+    The future's result is :func:`write_stack_qc`'s ``views``.
     """
-    centre = written.centre
-    scale_mm = (resolution_um / 1000,) * 3  # the level-0 voxel finalize stores
-    return pool.submit(lambda: views_png(orthogonal_planes(level0, centre), scale_mm))
+    planes = orthogonal_planes(level0, written.centre)
+    return pool.submit(views_png, planes, (resolution_um / 1000,) * 3)  # the level-0 voxel finalize stores
 
 
 def views_png(planes: tuple[np.ndarray, np.ndarray, np.ndarray], scale_mm: Sequence[float]) -> bytes:
