@@ -16,9 +16,9 @@ from pathlib import Path
 
 import dask
 import dask.array as da
-from dask._task_spec import convert_legacy_graph
 import numpy as np
 import pytest
+from dask._task_spec import convert_legacy_graph
 from scipy import ndimage
 
 from linumpy.errors import InputError
