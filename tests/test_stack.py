@@ -11,6 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -1083,6 +1086,48 @@ def test_graph_window_reader_keeps_shared_blocks_only_between_announced_reads():
     for window in windows:
         assert np.array_equal(reader.read(window), lazy[window].compute())  # the same values, kept or not
     assert reader._kept == {} and reader._kept_bytes == 0 and not reader._uses  # all freed after the last read
+
+
+def test_graph_window_reader_computes_a_block_once_for_reads_in_flight():
+    """Two threads read windows sharing blocks at the same time (announced): each shared block is computed once,
+    by one read, the other taking its values (on main both computed it); every value numpy's; an error of a block
+    reaches the read waiting for it too."""
+    rng = np.random.default_rng(2)
+    values = rng.random((8, 12, 12)).astype(np.float32)
+    computed = Counter()
+    started = threading.Barrier(2)
+
+    def slow(block, block_info=None):
+        computed[tuple(block_info[0]["chunk-location"])] += 1
+        time.sleep(0.2)  # the other read arrives while this block is computed
+        return np.sqrt(block)
+
+    lazy = da.from_array(values, chunks=(8, 6, 6)).map_blocks(slow, dtype=np.float32)
+    reader = GraphWindowReader(lazy)
+    windows = [(slice(0, 8), slice(0, 12), slice(0, 7)), (slice(0, 8), slice(0, 12), slice(5, 12))]  # x block 1
+    for window in windows:
+        reader.expect(window)
+
+    def read(window):
+        started.wait()
+        return reader.read(window)
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(read, windows))
+    for window, result in zip(windows, got, strict=True):
+        np.testing.assert_array_equal(result, np.sqrt(values[window]))
+    assert computed == {(0, 0, 0): 1, (0, 1, 0): 1, (0, 0, 1): 1, (0, 1, 1): 1}
+
+    def failing(block):
+        time.sleep(0.2)
+        raise ValueError("damaged block")
+
+    reader = GraphWindowReader(da.from_array(values, chunks=8).map_blocks(failing, dtype=np.float32))
+    with ThreadPoolExecutor(2) as pool:
+        reads = [pool.submit(read, (slice(0, 8), slice(0, 8), slice(0, 8))) for _ in range(2)]
+        for future in reads:
+            with pytest.raises(ValueError, match="damaged block"):
+                future.result()
 
 
 def test_statistics_gathered_while_writing_match_a_pass_over_the_volume():

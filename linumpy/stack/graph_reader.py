@@ -30,6 +30,7 @@ import itertools
 import threading
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from concurrent.futures import Future
 
 import dask.array as da
 import numpy as np
@@ -67,6 +68,7 @@ class GraphWindowReader:
         self._uses: Counter[tuple[int, ...]] = Counter()  # announced reads not yet done, per block
         self._kept: dict[tuple[int, ...], np.ndarray] = {}
         self._kept_bytes = 0
+        self._computing: dict[tuple[int, ...], Future] = {}  # blocks a read is computing, for the reads that need them
         self._lock = threading.Lock()  # windows are read by several threads
 
     def expect(self, window: Sequence[slice]) -> None:
@@ -82,11 +84,22 @@ class GraphWindowReader:
         blocks = self._blocks(window)
         with self._lock:
             values = {index: self._kept[index] for index in blocks if index in self._kept}
-        missing = [index for index in blocks if index not in values]
-        values.update(zip(missing, self._run([(self._name, *index) for index in missing]), strict=True))
-        with self._lock:
-            for index in blocks:
-                self._release(index, values[index])
+            waiting = {index: self._computing[index] for index in blocks
+                       if index not in values and index in self._computing}
+            computing = {index: Future() for index in blocks if index not in values and index not in waiting}
+            self._computing.update(computing)
+        try:
+            values.update(zip(computing, self._run([(self._name, *index) for index in computing]), strict=True))
+        except BaseException as error:
+            self._settle(computing, error)
+            raise
+        self._settle(computing, values, [index for index in blocks if index not in waiting])
+        if waiting:  # the blocks other reads were computing: their values, once computed (no read waits for
+            # another before it has computed its own blocks, so no two reads wait for each other)
+            values.update((index, future.result()) for index, future in waiting.items())
+            with self._lock:
+                for index in waiting:
+                    self._release(index, values[index])
         shape = tuple(p.stop - p.start for p in window)
         if out is None:
             out = np.empty(shape, self.dtype)
@@ -101,6 +114,20 @@ class GraphWindowReader:
                 target.append(slice(lo - part.start, hi - part.start))
             out[tuple(target)] = block[tuple(source)]
         return out
+
+    def _settle(self, computing: dict[tuple[int, ...], Future], values: dict | BaseException,
+                released: Sequence[tuple[int, ...]] = ()) -> None:
+        """Hand the blocks this read computed (or its error) to the reads waiting for them, and release
+        ``released``, in one step: a block is either being computed, kept, or freed."""
+        with self._lock:
+            for index, future in computing.items():
+                del self._computing[index]
+                if isinstance(values, BaseException):
+                    future.set_exception(values)
+                else:
+                    future.set_result(values[index])
+            for index in released:
+                self._release(index, values[index])
 
     def _blocks(self, window: Sequence[slice]) -> list[tuple[int, ...]]:
         """Indices of the blocks ``window`` overlaps."""
