@@ -508,9 +508,8 @@ def _robust_plane(
 
 def _focus_profile(
     background: focus.BackgroundStatistics, splits: list[focus.LevelSplit], surface_fraction: float,
-    noise_floor: float,
-    settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
-    lateral_um: float,
+    noise_floor: float, settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None,
+    factor: int, lateral_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
     """The focus estimate to divide by and a description of where it came from.
 

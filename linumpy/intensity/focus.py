@@ -326,7 +326,8 @@ class BackgroundStatistics:
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
         keep = per_cell(imaged).ravel() > 0
         return BlockBackground(np.repeat(levels[found], weight), np.repeat(levels[counted], weight), present[keep],
-                               noise[keep] * weight, surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep],
+                               noise[keep] * weight, surfaces[keep], sums[keep] * weight, n_lines[keep] * weight,
+                               level_max[keep],
                                None if shifted_sums is None else shifted_sums[keep] * weight,
                                None if shift_sums is None else shift_sums[keep] * weight)
 
