@@ -675,12 +675,66 @@ def test_the_agarose_tissue_level_contrast_is_stated(gel_reflectivity):
     truth = float(np.exp(np.log(true_levels[tissue]).mean() - np.log(true_levels[~tissue]).mean()))
     assert split.threshold == level and abs(split.class_ratio / truth - 1) < 0.15, (split, truth)
     assert (level is None) == (truth < split.min_class_ratio)
-    estimate, mode = _focus_profile(stats, split, 0.6, stats.noise_floor(), AxialSettings(), 0.0, 1.5, None, 1, 4.0)
+    estimate, mode = _focus_profile(stats, [split], 0.6, stats.noise_floor(), AxialSettings(), 0.0, 1.5, None, 1, 4.0)
+    assert estimate.qc["focus_level_class_ratio"] == round(split.class_ratio, 3)
     if level is None:
         assert estimate.profile is None and f"at most {split.class_ratio:.2f}x apart (4x needed)" in mode
         assert "40% of the A-lines have no detected surface" in mode
     else:
         assert estimate.profile is not None and mode == "background"
+
+
+TRUE_PLANE = np.array([12.0, 0.06, -0.04])  # deep_focus_volume's cut, z = a + b y + c x (voxels)
+
+
+def test_a_gel_whose_surface_is_not_detected_gives_the_focus():
+    """Far above the focus a faint gel's cut is rarely detected (here 9% of its A-lines; foreign harsh B with the
+    focus 80 planes deep: the focus correction was skipped on every slice). The levels of the A-lines with a
+    surface do not split; those of every imaged A-line do, the dim class without a surface and around the
+    tissue: the focus estimated from it reads the true focal plane (80 planes) and Rayleigh range (14), and
+    the record names the levels used."""
+    volume, _, tissue = deep_focus_volume(0.03)
+    assert np.isfinite(surface.detect_surface(volume)[~tissue]).mean() < 0.2  # the precondition
+    stats, level = background_of(volume)
+    first, gel = stats.level_split(), stats.gel_split()
+    assert level is None and gel.threshold is not None
+    estimate, mode = _focus_profile(stats, [first, gel], 0.6, stats.noise_floor(stats.tissue_cells(gel.threshold)),
+                                    AxialSettings(), 0.0, 1.5, TRUE_PLANE, 1, 4.0)
+    assert mode == "background" and estimate.qc["focus_level_source"] == focus.EVERY_LEVEL
+    assert abs(estimate.qc["focus_model_center_um"] / 1.5 - 80.0) < 2.0
+    assert abs(estimate.qc["focus_model_width_um"] / 1.5 - 14.0) < 1.4
+
+
+def two_tissues_no_gel(layout: str, focus_px: float = 80.0, shape=(100, 64, 64)) -> np.ndarray:
+    """Tissue everywhere, no gel: a bright tissue (7 mm^-1) and one 8x dimmer in backscatter (3 mm^-1), the
+    bright one over the right half ("half") or a disc inside the dim one ("ring"); the Lorentzian focus
+    (Rayleigh 14) ``focus_px`` planes deep, speckle and noise floor."""
+    rng = np.random.default_rng(0)
+    n_z, n_y, n_x = shape
+    yy, xx = np.mgrid[0:n_y, 0:n_x]
+    true_surface = 12.0 + 0.06 * yy - 0.04 * xx
+    bright = xx >= n_x // 2 if layout == "half" else (yy - n_y / 2) ** 2 + (xx - n_x / 2) ** 2 < (n_y / 2 - 18) ** 2
+    depth_mm = np.clip(np.arange(n_z)[:, None, None] - np.ceil(true_surface)[None], 0, None) * DZ_MM
+    clean = np.where(bright, 1.0, 0.125) * np.exp(-2 * np.where(bright, 7.0, 3.0) * depth_mm)
+    clean *= (depth_mm > 0) * focus.focus_model("lorentzian", np.arange(n_z), 1.0, focus_px, 14.0)[:, None, None]
+    return (clean * rng.gamma(2.0, 0.5, shape) + 0.003 * rng.standard_exponential(shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("layout", ["half", "ring"])
+def test_dim_tissue_is_not_taken_for_a_gel_it_would_pass_for_by_contrast(layout):
+    """The bound the levels of every imaged A-line need (3x) is below the first split's 4x: two tissues 8x apart
+    in backscatter, no gel, read 3.5x apart with the focus 80 planes deep (the brighter attenuates faster on
+    its way to the focus), above 3x. The dim tissue's cut is detected (it was among the first split's levels,
+    refused there) and, beside the bright tissue, it does not surround it: no gel, no focus estimate."""
+    stats, level = background_of(two_tissues_no_gel(layout))
+    gel = stats.gel_split()
+    assert level is None and gel.class_ratio >= focus.MIN_GEL_CLASS_RATIO  # contrast alone would take it
+    assert gel.threshold is None and gel.surfaceless_fraction < focus.MIN_GEL_SURFACELESS_FRACTION
+    if layout == "half":
+        assert gel.edge_fraction < focus.MIN_GEL_EDGE_FRACTION
+    estimate, mode = _focus_profile(stats, [stats.level_split(), gel], 1.0, stats.noise_floor(), AxialSettings(),
+                                    0.0, 1.5, TRUE_PLANE, 1, 4.0)
+    assert estimate.profile is None and "no gel around the sample" in mode
 
 
 # --- whole slices --------------------------------------------------------------------------

@@ -450,19 +450,18 @@ def _gather_statistics(
     reads.close()
 
     plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
-    split = background.level_split()
-    tissue_level = split.threshold
+    splits = [background.level_split()]
+    if splits[0].threshold is None:  # far above the focus the gel's surface is rarely detected
+        splits.append(background.gel_split())
+    tissue_level = splits[-1].threshold
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_cells = tissue_cells if tissue_cells is not None and tissue_cells.any() else None
     noise_floor = background.noise_floor(noise_cells)
     binned_variance = background.noise_variance(noise_cells)
     first_tissue = qc.surface_percentile_px(1.0)
-    estimate, mode = _focus_profile(background, split, qc.surface_fraction, noise_floor, settings,
+    estimate, mode = _focus_profile(background, splits, qc.surface_fraction, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um)
-    if settings.focus_profile is None and settings.focus != "none":
-        estimate.qc.update(focus_level_class_ratio=None if split.class_ratio is None else round(split.class_ratio, 3),
-                           focus_level_min_class_ratio=split.min_class_ratio)
     per_line = estimate.qc.get("focus_shift_per_aline", False) and estimate.profile is not None
     flags = list(estimate.flags)
     if binned_variance is None:
@@ -508,14 +507,16 @@ def _robust_plane(
 
 
 def _focus_profile(
-    background: focus.BackgroundStatistics, split: focus.LevelSplit, surface_fraction: float, noise_floor: float,
-    settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None, factor: int,
-    lateral_um: float,
+    background: focus.BackgroundStatistics, splits: list[focus.LevelSplit], surface_fraction: float,
+    noise_floor: float, settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None,
+    factor: int, lateral_um: float,
 ) -> tuple[focus.FocusEstimate, str]:
     """The focus estimate to divide by and a description of where it came from.
 
-    ``split``: the A-line levels' split into agarose and tissue; ``surface_fraction``: the share of the
-    A-lines with a detected surface (only those are in the levels' histogram), named when there is no split.
+    ``splits``: the A-line levels' splits into agarose and tissue tried, the last one used
+    (:meth:`~linumpy.intensity.focus.BackgroundStatistics.level_split`, then
+    :meth:`~linumpy.intensity.focus.BackgroundStatistics.gel_split` if it found none); ``surface_fraction``: the
+    share of the A-lines with a detected surface, named when there is no split.
     """
     if settings.focus_profile is not None:
         given = np.asarray(settings.focus_profile, np.float64)
@@ -525,12 +526,13 @@ def _focus_profile(
             "profile"
     if settings.focus == "none":
         return focus.FocusEstimate(None, {}, []), "none"
-    tissue_level = split.threshold
+    tissue_level = splits[-1].threshold
+    level_qc = _level_qc(splits[-1])
     if tissue_level is None:
-        why = (f"{split.describe()}; {100 * (1 - surface_fraction):.0f}% of the A-lines have no detected surface "
-               f"and are not among the levels")
+        why = (f"no distinct background: {'; '.join(split.describe() for split in splits)}; "
+               f"{100 * (1 - surface_fraction):.0f}% of the A-lines have no detected surface")
         logger.warning("%s: the focus correction is skipped", why)
-        return focus.FocusEstimate(None, {}, []), f"none ({why})"
+        return focus.FocusEstimate(None, level_qc, []), f"none ({why})"
     first_depth = _cell_first_depth(background, plane, factor)
     cell_um = background.cell_px * factor * lateral_um
     guard = max(1, int(np.ceil(AGAROSE_GUARD_UM / cell_um)))
@@ -544,7 +546,7 @@ def _focus_profile(
         guard -= 1
     if not cells.any():
         logger.warning("no background (agarose) A-lines outside the tissue: the focus correction is skipped")
-        return focus.FocusEstimate(None, {}, []), "none (no background A-lines)"
+        return focus.FocusEstimate(None, level_qc, []), "none (no background A-lines)"
     bright = background.bright_cells(cells, noise_floor, first_depth, decay_per_px)  # dim tissue at the edge
     if bright.any():
         measured, support = background.background_profile(cells & ~bright, noise_floor, first_depth, decay_per_px)
@@ -560,6 +562,7 @@ def _focus_profile(
                                     model="gaussian" if settings.focus == "gaussian" else None,
                                     fit_decay=not given)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
+    estimate.qc.update(level_qc)
     estimate.qc.update(shift_qc)
     estimate.flags.extend(shift_flags)
     lines = background.cell_lines
@@ -573,6 +576,16 @@ def _focus_profile(
     if estimate.profile is None:
         return estimate, "none (too few background A-lines)"
     return estimate, settings.focus
+
+
+def _level_qc(split: focus.LevelSplit) -> dict[str, Any]:
+    """QC fields of the level split used (or the last tried): its contrast, the contrast needed, whose levels
+    and, for a split of every imaged A-line, the share of its dim class without a surface and of the edge."""
+    return {"focus_level_class_ratio": None if split.class_ratio is None else round(split.class_ratio, 3),
+            "focus_level_min_class_ratio": split.min_class_ratio, "focus_level_source": split.source,
+            "focus_level_surfaceless_fraction": None if split.surfaceless_fraction is None
+            else round(split.surfaceless_fraction, 4),
+            "focus_level_edge_fraction": None if split.edge_fraction is None else round(split.edge_fraction, 4)}
 
 
 def _shift_decision(

@@ -8,8 +8,10 @@ A-lines below their own surface, minus the noise floor, is proportional to
 
 The agarose is found **by position**, not by level alone (dark tissue is as
 dim as agarose): A-lines are first classed by their *level* (see
-:func:`line_levels`; Otsu's threshold on the histogram of log levels,
-accepted only if the two classes differ by at least ``min_class_ratio``),
+:func:`line_levels`; Otsu's threshold on the histogram of log levels of
+the A-lines with a detected surface, accepted only if the two classes differ
+by at least ``min_class_ratio``; failing that, of every imaged A-line, when
+the dim class is a gel around the sample, :meth:`BackgroundStatistics.gel_split`),
 then the slice is cut into a coarse lateral grid of cells, a cell holding a
 tissue A-line is tissue, and that mask is closed, hole-filled and dilated:
 the agarose is what lies outside it (:class:`BackgroundStatistics`).
@@ -123,6 +125,17 @@ def whole_bins(binned: np.ndarray) -> np.ndarray:
 #: Otsu's classes of A-line levels must lie this far apart (ratio of their geometric means) for the dimmer to be
 #: background (agarose): :meth:`BackgroundStatistics.level_split`.
 MIN_CLASS_RATIO = 4.0
+#: With the focus far below the cut the gel's surface is rarely detected: the levels of every imaged A-line are
+#: split instead (:meth:`BackgroundStatistics.gel_split`), the classes at least this far apart...
+MIN_GEL_CLASS_RATIO = 3.0
+#: ... most of the dim class without a detected surface (the A-lines the first split did not see: a dim class
+#: whose surfaces are detected was among the levels already, and that split's verdict stands)...
+MIN_GEL_SURFACELESS_FRACTION = 0.5
+#: ... and the dim class around the sample: at least this fraction of the imaged area's edge cells outside the
+#: tissue mask (a gel embeds the sample; dim tissue beside bright tissue shares the edge with it).
+MIN_GEL_EDGE_FRACTION = 0.75
+#: Where the levels of :class:`LevelSplit` come from.
+SURFACE_LEVELS, EVERY_LEVEL = "A-lines with a detected surface", "every imaged A-line"
 
 
 @dataclass(frozen=True)
@@ -133,30 +146,47 @@ class LevelSplit:
     ----------
     threshold : float or None
         Level above which an A-line is tissue; None: no distinct background (no split reached
-        ``min_class_ratio``).
+        ``min_class_ratio``, or, for :meth:`BackgroundStatistics.gel_split`, the dim class is no gel).
     class_ratio : float or None
         Ratio of the two classes' geometric mean levels: of the split accepted, or the widest of the splits
         tried when none was (None: no split could be tried, e.g. one level or too few dim A-lines).
     min_class_ratio : float
         The ratio a split needed.
+    source : str
+        Whose levels were split: :data:`SURFACE_LEVELS` or :data:`EVERY_LEVEL`.
+    surfaceless_fraction, edge_fraction : float or None
+        Of a split of :data:`EVERY_LEVEL` wide enough: the share of the dim class without a detected surface
+        and the share of the imaged area's edge cells outside the tissue mask
+        (:meth:`BackgroundStatistics.gel_split`); None: not measured.
     """
 
     threshold: float | None
     class_ratio: float | None
     min_class_ratio: float
+    source: str = SURFACE_LEVELS
+    surfaceless_fraction: float | None = None
+    edge_fraction: float | None = None
 
     def describe(self) -> str:
-        """Why there is no distinct background, in words (for the focus mode and the QC flag).
+        """Why this split found no distinct background, in words (for the focus mode and the QC flag).
 
         Examples
         --------
         >>> LevelSplit(None, 3.75, 4.0).describe()
-        'no distinct background: the A-line levels split at most 3.75x apart (4x needed)'
+        'the levels of A-lines with a detected surface split at most 3.75x apart (4x needed)'
+        >>> LevelSplit(None, 3.2, 3.0, EVERY_LEVEL, 0.9, 0.5).describe()
+        'the levels of every imaged A-line split 3.20x apart, but the dim class is no gel around the sample: \
+90% of it has no detected surface (50% needed), it holds 50% of the imaged edge (75% needed)'
         """
         if self.class_ratio is None:
-            return "no distinct background: the A-line levels could not be split"
-        return (f"no distinct background: the A-line levels split at most {self.class_ratio:.2f}x apart "
-                f"({self.min_class_ratio:g}x needed)")
+            return f"the levels of {self.source} could not be split"
+        if self.class_ratio < self.min_class_ratio or self.edge_fraction is None:
+            return (f"the levels of {self.source} split at most {self.class_ratio:.2f}x apart "
+                    f"({self.min_class_ratio:g}x needed)")
+        return (f"the levels of {self.source} split {self.class_ratio:.2f}x apart, but the dim class is no gel "
+                f"around the sample: {100 * self.surfaceless_fraction:.0f}% of it has no detected surface "
+                f"({100 * MIN_GEL_SURFACELESS_FRACTION:.0f}% needed), it holds {100 * self.edge_fraction:.0f}% "
+                f"of the imaged edge ({100 * MIN_GEL_EDGE_FRACTION:.0f}% needed)")
 
 
 @dataclass(frozen=True)
@@ -164,6 +194,7 @@ class BlockBackground:
     """What one block adds to :class:`BackgroundStatistics`."""
 
     levels: np.ndarray  # level of every A-line with a surface
+    every_level: np.ndarray  # level of every counted A-line, with a surface or not
     cells: np.ndarray  # flat indices of the lateral cells present
     cell_noise: np.ndarray  # (cells, 3): sum, count and sum of squares of the voxels above the surface
     cell_surface: np.ndarray  # (cells, 2): sum and count of the detected surfaces
@@ -212,6 +243,7 @@ class BackgroundStatistics:
         self.depth = depth
         self.margin_px = margin_px
         self.levels = LogHistogram(bins_per_decade=LEVEL_BINS_PER_DECADE)
+        self.every_level = LogHistogram(bins_per_decade=LEVEL_BINS_PER_DECADE)
         self.cell_px = max(1, -(-max(shape_yx) // max_cells))
         self.grid = tuple(-(-n // self.cell_px) for n in shape_yx)
         n_cells = self.grid[0] * self.grid[1]
@@ -293,8 +325,9 @@ class BackgroundStatistics:
         level = np.where(imaged, levels, 0.0)  # with or without a surface: tissue cut above the scan is tissue
         level_max = np.maximum.reduceat(np.maximum.reduceat(level, edges[1], axis=1), edges[0], axis=0).ravel()
         keep = per_cell(imaged).ravel() > 0
-        return BlockBackground(np.repeat(levels[found], weight), present[keep], noise[keep] * weight,
-                               surfaces[keep], sums[keep] * weight, n_lines[keep] * weight, level_max[keep],
+        return BlockBackground(np.repeat(levels[found], weight), np.repeat(levels[counted], weight), present[keep],
+                               noise[keep] * weight, surfaces[keep], sums[keep] * weight, n_lines[keep] * weight,
+                               level_max[keep],
                                None if shifted_sums is None else shifted_sums[keep] * weight,
                                None if shift_sums is None else shift_sums[keep] * weight)
 
@@ -303,6 +336,7 @@ class BackgroundStatistics:
         if block is None:
             return
         self.levels.add(block.levels)
+        self.every_level.add(block.every_level)
         self.cell_noise[block.cells] += block.cell_noise
         self.cell_surface[block.cells] += block.cell_surface
         self.cell_sums[block.cells] += block.sums
@@ -363,7 +397,7 @@ class BackgroundStatistics:
         return ndimage.binary_erosion(tissue, iterations=1).ravel()
 
     def level_split(self, min_class_ratio: float = MIN_CLASS_RATIO, min_lines: int = 20, max_splits: int = 3,
-                    ) -> LevelSplit:
+                    source: str = SURFACE_LEVELS) -> LevelSplit:
         """Split of the A-line levels into background (agarose) and tissue, or why there is none.
 
         Otsu's threshold on the histogram of log levels, accepted if the
@@ -371,7 +405,8 @@ class BackgroundStatistics:
         with ``min_lines`` A-lines below. Otherwise (tissue of two
         brightnesses outnumbers a small agarose population: Otsu splits the
         tissue) Otsu is tried again on the lower class, ``max_splits`` times in all.
-        The histogram holds the A-lines with a detected surface only.
+        ``source``: the histogram of the A-lines with a detected surface
+        (:data:`SURFACE_LEVELS`) or of every imaged A-line (:data:`EVERY_LEVEL`).
 
         Examples
         --------
@@ -383,7 +418,8 @@ class BackgroundStatistics:
         """
         from skimage.filters import threshold_otsu  # after the pass only (see FIT_MODULES)
 
-        counts, centers = self.levels.counts, self.levels.centers
+        histogram = self.levels if source == SURFACE_LEVELS else self.every_level
+        counts, centers = histogram.counts, histogram.centers
         candidate = counts > 0
         widest = None
         for _ in range(max_splits):
@@ -398,10 +434,64 @@ class BackgroundStatistics:
                            - np.average(centers[low], weights=counts[low]))
             widest = ratio if widest is None else max(widest, ratio)
             if ratio >= min_class_ratio:
-                return LevelSplit(float(10 ** self.levels.edges[np.nonzero(low)[0][-1] + 1]), float(ratio),
-                                  min_class_ratio)
+                return LevelSplit(float(10 ** histogram.edges[np.nonzero(low)[0][-1] + 1]), float(ratio),
+                                  min_class_ratio, source)
             candidate = low
-        return LevelSplit(None, None if widest is None else float(widest), min_class_ratio)
+        return LevelSplit(None, None if widest is None else float(widest), min_class_ratio, source)
+
+    def gel_split(self, min_class_ratio: float = MIN_GEL_CLASS_RATIO) -> LevelSplit:
+        """The levels of every imaged A-line split into a gel around the sample and tissue, or why not.
+
+        For slices whose :meth:`level_split` finds no background: far above
+        the focus the gel's cut surface is rarely detected, so the surface
+        A-lines are mostly tissue. :meth:`level_split` of :data:`EVERY_LEVEL`
+        at ``min_class_ratio``, accepted only if the dim class is a gel the
+        first split did not see: at least :data:`MIN_GEL_SURFACELESS_FRACTION`
+        of its A-lines without a detected surface, and around the tissue, at
+        least :data:`MIN_GEL_EDGE_FRACTION` of the imaged area's edge cells
+        outside the tissue mask (:meth:`edge_fraction`). Dim tissue has a
+        detected cut (it was among the first split's levels, and refused
+        there), or, far above the focus, lies beside bright tissue that
+        shares the edge with it; a gel embeds the whole sample.
+        """
+        split = self.level_split(min_class_ratio, source=EVERY_LEVEL)
+        if split.threshold is None:
+            return split
+        dim = self.every_level.centers <= np.log10(split.threshold)
+        surfaceless = 1.0 - self.levels.counts[dim].sum() / max(1, self.every_level.counts[dim].sum())
+        edge = self.edge_fraction(split.threshold)
+        gel = surfaceless >= MIN_GEL_SURFACELESS_FRACTION and edge >= MIN_GEL_EDGE_FRACTION
+        return LevelSplit(split.threshold if gel else None, split.class_ratio, min_class_ratio, EVERY_LEVEL,
+                          max(0.0, float(surfaceless)), edge)
+
+    def tissue_mask(self, tissue_level: float) -> np.ndarray:
+        """Boolean grid of the cells of tissue: a cell with an A-line above ``tissue_level``, the mask closed
+        (one cell) and its holes filled (dark tissue enclosed by bright tissue, cavities)."""
+        tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
+        tissue = ndimage.binary_closing(np.pad(tissue, 1), iterations=1)[1:-1, 1:-1]
+        return ndimage.binary_fill_holes(tissue)
+
+    def edge_fraction(self, tissue_level: float) -> float:
+        """Share of the imaged area's edge cells outside the tissue mask (:meth:`tissue_mask`).
+
+        Edge cells: cells holding A-lines with a 4-neighbour holding none or beyond the grid.
+
+        Examples
+        --------
+        >>> statistics = BackgroundStatistics(1, (8, 8), max_cells=8)
+        >>> statistics.cell_lines[:] = 1
+        >>> statistics.cell_level_max.reshape(8, 8)[2:6, 2:6] = 10.0  # tissue inside a gel ring
+        >>> statistics.edge_fraction(5.0)
+        1.0
+        >>> statistics.cell_level_max.reshape(8, 8)[:, 4:] = 10.0  # bright tissue over the right half
+        >>> statistics.edge_fraction(5.0)
+        0.5
+        """
+        imaged = (self.cell_lines > 0).reshape(self.grid)
+        edge = imaged & ~ndimage.binary_erosion(imaged, border_value=0)
+        if not edge.any():
+            return 0.0
+        return float(np.mean(~self.tissue_mask(tissue_level)[edge]))
 
     def agarose_cells(self, tissue_level: float, guard_cells: int = 1) -> np.ndarray:
         """Cells of agarose found by position: outside the cleaned tissue mask.
@@ -411,9 +501,7 @@ class BackgroundStatistics:
         by bright tissue, cavities) and dilated by ``guard_cells``. Returns a
         boolean ``(cells,)``: cells outside that mask that hold A-lines.
         """
-        tissue = (self.cell_level_max > tissue_level).reshape(self.grid)
-        tissue = ndimage.binary_closing(np.pad(tissue, 1), iterations=1)[1:-1, 1:-1]
-        tissue = ndimage.binary_fill_holes(tissue)
+        tissue = self.tissue_mask(tissue_level)
         if guard_cells > 0:
             tissue = ndimage.binary_dilation(tissue, iterations=guard_cells)
         return ~tissue.ravel() & (self.cell_lines > 0)

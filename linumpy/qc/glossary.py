@@ -234,7 +234,18 @@ METRICS: dict[str, MetricInfo] = {
                                   "correction is skipped). Near the ratio needed: the agarose barely stands out, "
                                   "e.g. a focus far below the cut."),
     "focus_level_min_class_ratio": _M("Agarose/tissue contrast needed", "ratio", "Ratio the level classes must "
-                                      "reach for the dimmer to be taken as agarose."),
+                                      "reach for the dimmer to be taken as agarose (4 for the A-lines with a "
+                                      "surface, 3 for every imaged A-line)."),
+    "focus_level_source": _M("Agarose/tissue levels split", "text", "Whose levels were split: the A-lines with a "
+                             "detected surface, or, when those do not split (the gel's cut far above the focus, "
+                             "rarely detected), every imaged A-line, the dim class checked to be a gel around "
+                             "the sample."),
+    "focus_level_surfaceless_fraction": _M("Dim class without a surface", "fraction", "Of a split of every "
+                                           "imaged A-line: share of the dim class with no detected surface; "
+                                           "at least 0.5 for a gel (dim tissue has a detected cut)."),
+    "focus_level_edge_fraction": _M("Dim class around the sample", "fraction", "Of a split of every imaged "
+                                    "A-line: share of the imaged area's edge cells outside the tissue mask; at "
+                                    "least 0.75 for a gel embedding the sample."),
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
     "focus_agarose_bright_cells": _M("Bright agarose cells", "count", "Cells outside the tissue mask left out "
