@@ -150,6 +150,12 @@ METRICS: dict[str, MetricInfo] = {
                                         "the edge only) agreed with it only along its edge, away from its "
                                         "own peak, and no overlap had its own peak there. The tile was "
                                         "placed by other overlaps or kept its stage-model position."),
+    "n_tied_to_left_out_tiles": _M("Tiles refused a weak placement against a stronger overlap", "count",
+                                   "Tiles left out of the first placements for which a weak combined peak "
+                                   "was refused: the tile's overlap with a tile still left out was "
+                                   "significant on its own and stronger than the peak, which read only "
+                                   "the overlaps with placed tiles. The tile was placed by other overlaps "
+                                   "or kept its stage-model position."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -424,7 +424,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_beyond_edge_ridges_tiles`` those whose links were dropped because the first solve put them beyond the
     ridges of all their edge links, ``n_costly_link_refused_tiles`` those of a joint placement refused because
     a link of it made the solve drop pairs kept before, ``n_corroboration_refused_tiles`` those refused a
-    corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak). The figure shows each
+    corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
+    ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
+    out). The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
@@ -478,6 +480,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_costly_link_refused_tiles"] = sum(record.costly_link_refused for record in transform.tiles.values())
     metrics["n_corroboration_refused_tiles"] = sum(record.corroboration_refused
                                                    for record in transform.tiles.values())
+    metrics["n_tied_to_left_out_tiles"] = sum(record.tied_to_left_out for record in transform.tiles.values())
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -511,6 +514,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "corroboration_refused": record.corroboration_refused,
                     "far_lone_link_to_stage": record.far_lone_link_to_stage,
                     "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
+                    "tied_to_left_out": record.tied_to_left_out,
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }

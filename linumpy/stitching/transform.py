@@ -228,6 +228,11 @@ class TileRecord:
         across its ridge only, its tiles on the stage along it``) and the
         tile lies on the stage model along the ridge. False in transforms
         written before session foreign61.
+    tied_to_left_out : bool
+        A corroborated weak joint peak (step 6) was refused for the tile: an overlap of the tile with a
+        tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
+        more firmly than the peak placed it. The tile was placed later by other evidence, or is on the
+        stage. False in transforms written before session weak62.
     """
 
     source: str
@@ -247,6 +252,7 @@ class TileRecord:
     corroboration_refused: bool = False
     far_lone_link_to_stage: bool = False
     lone_edge_link_along_stage: bool = False
+    tied_to_left_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -369,6 +375,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "corroboration_refused": bool(record.corroboration_refused),
              "far_lone_link_to_stage": bool(record.far_lone_link_to_stage),
              "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
+             "tied_to_left_out": bool(record.tied_to_left_out),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -451,7 +458,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 costly_link_refused=bool(t.get("costly_link_refused", False)),
                 corroboration_refused=bool(t.get("corroboration_refused", False)),
                 far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)),
-                lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)))
+                lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
+                tied_to_left_out=bool(t.get("tied_to_left_out", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )

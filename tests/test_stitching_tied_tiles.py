@@ -1,0 +1,47 @@
+"""A corroborated weak peak is refused for a tile that a stronger overlap ties to a tile left out (session weak62,
+issue #10)."""
+
+from __future__ import annotations
+
+import pytest
+from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
+
+from linumpy.simulate.stitch_matrix import get_condition
+from linumpy.stitching.estimate import STRONG_SIGNIFICANCE, _tied_to_left_out
+from linumpy.stitching.pairwise import PairRegistration
+from linumpy.stitching.tile_search import Placement
+
+#: Tile (1, 1) placed by its links to (0, 1) and (1, 0); (1, 2) is its third neighbour.
+LEFT, UP, RIGHT = ((1, 0), (1, 1)), ((0, 1), (1, 1)), ((1, 1), (1, 2))
+PLACEMENT = Placement((1, 1), 1.2, 1.5, {LEFT: (0, 100), UP: (100, 0)}, (100, 100))
+
+
+def _tied(right_significance: float, placed: set, joint_significance: float = 1.2) -> bool:
+    """Whether the placement of (1, 1) is refused, its overlap with (1, 2) of ``right_significance``."""
+    registrations = {LEFT: PairRegistration((0.0, 100.0), 0.2, significance=0.6),
+                     UP: PairRegistration((100.0, 0.0), 0.2, significance=0.4),
+                     RIGHT: PairRegistration((0.0, 100.0), 0.6, significance=right_significance)}
+    placement = Placement((1, 1), joint_significance, 1.5, PLACEMENT.offsets, PLACEMENT.position)
+    return _tied_to_left_out(placement, registrations, placed)
+
+
+def test_a_strong_overlap_with_a_tile_left_out_refuses_the_weak_peak():
+    assert _tied(5.2, {(0, 1), (1, 0)})
+
+
+def test_a_weak_overlap_or_a_placed_partner_does_not():
+    assert not _tied(STRONG_SIGNIFICANCE - 0.5, {(0, 1), (1, 0)})
+    assert not _tied(5.2, {(0, 1), (1, 0), (1, 2)})
+    assert not _tied(STRONG_SIGNIFICANCE + 0.2, {(0, 1), (1, 0)}, joint_significance=STRONG_SIGNIFICANCE + 0.5)
+
+
+@pytest.mark.slow
+def test_the_weak_peak_of_harsh_seed_159_against_a_strong_overlap_is_refused():
+    """``8x8 harsh`` seed 159 (a tuning seed, session weak62): (4, 6) was placed by a corroborated weak joint peak
+    (significance 1.17) of (4, 5)-(4, 6) and (4, 6)-(5, 6), their own peaks (7.9, -6.3) and (-6.7, 4.1) px off the
+    truth, while its overlap with (4, 7), left out, was 5.23 and 0.1 px off: 8.62 px from the truth, 4.39 px
+    farther than its stage position, the slice's one textured tile worse than the stage."""
+    errors, excess, textured, transform = stitch_errors(get_condition("8x8 harsh"), 159)
+    assert transform.tiles[(4, 6)].tied_to_left_out
+    assert excess[(4, 6)] <= NEVER_WORSE_TOLERANCE_PX, excess[(4, 6)]
+    assert sum(excess[t] > NEVER_WORSE_TOLERANCE_PX for t in textured) == 0
