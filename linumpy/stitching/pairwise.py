@@ -20,6 +20,9 @@ rises as the overlap narrows and peaks at the edge of the search.
    of the independent pixels of the overlap), so a high NCC over a sliver of
    overlap does not win; the significance of the best peak is how far it
    stands above the best rival peak (farther than :data:`PEAK_RADIUS_PX`).
+   Of the speckle scales the most significant wins, but a coarse peak on an
+   edge's ridge gives way to a finer scale's round peak on that ridge
+   (:func:`locating_scale`).
    Independent speckle lowers the NCC of a true match; what matters is
    whether a wrong offset could beat it.
    On a ridge the evidence peak slides to the larger overlap: a walk along
@@ -82,6 +85,10 @@ RIDGE_TOLERANCE = 1.0
 EDGE_MIN_LENGTH_PX = 6.0
 #: ... and this many times longer than wide is an edge's (:func:`edge_ridge`).
 EDGE_MIN_ELONGATION = 3.0
+#: Least significance of a finer scale's peak that replaces a coarser scale's peak on an edge's ridge
+#: (:func:`locating_scale`): the pipeline's least significance of a candidate pair
+#: (``estimate.MIN_SIGNIFICANCE``).
+LOCATING_MIN_SIGNIFICANCE = 0.5
 #: Candidate peaks kept per pair (strongest first).
 N_CANDIDATES = 3
 #: Largest sub-pixel correction (pixels) the refinement may apply.
@@ -571,9 +578,56 @@ def edge_ridge(scores: tuple, offset: tuple[float, float]) -> tuple[tuple[float,
     if found is None:
         return None
     length, width, direction = ridge(*found)
-    if length < EDGE_MIN_LENGTH_PX or length < EDGE_MIN_ELONGATION * max(width, 1.0):
+    if not _edge_shaped(length, width):
         return None
     return (float(direction[0]), float(direction[1])), length
+
+
+def _edge_shaped(length: float, width: float) -> bool:
+    """Whether a :func:`ridge` of this length and width (pixels) is an edge's (see :func:`edge_ridge`)."""
+    return length >= EDGE_MIN_LENGTH_PX and length >= EDGE_MIN_ELONGATION * max(width, 1.0)
+
+
+def locating_scale(maps: list[EvidenceMap], peaks: list[tuple[int, int]], significances: list[float]) -> int:
+    """The speckle scale whose peak locates the offset: the most significant one, unless its peak lies on
+    an edge's ridge and a finer scale's significant peak lies on that ridge without being on one itself.
+
+    An edge crossing the overlap (the sample's outline, a fibre bundle) makes a long thin ridge of the
+    match quality at a coarse scale: the offsets along it differ only by the evidence's growth with the
+    overlap's area, and both the peak and the ridge walk (:func:`match_on_common_overlap`) find a place
+    along the ridge that the data do not tell (foreign harsh A 159, slice 2, (2, 0)-(2, 1): the coarse
+    peak 3 px short of the truth along the outline, its walk 2 px past it, significance 0.85). A finer
+    scale whose peak is a member of that ridge and round agrees across the edge and also locates the
+    offset along it, by the texture the coarse smoothing averaged away (there: at the truth's whole
+    pixel, significance 0.81). The finer peak then replaces the edge's: the two are one match, seen
+    sharply and blurred. Only a finer scale: smoothing adds no detail, so a coarse peak that is round
+    where the fine one is a ridge is the noise of the blur (159, slice 0, (0, 0)-(1, 0): 4.7 px off
+    along the fine ridge), and only a significant one (at least :data:`LOCATING_MIN_SIGNIFICANCE`): a
+    fine peak with an equal rival locates nothing.
+
+    Parameters
+    ----------
+    maps : list of EvidenceMap
+        The evidence map of each speckle scale (same centre and radius), with Fisher values.
+    peaks : list of tuple of int
+        Each map's best peak (index in the map).
+    significances : list of float
+        Each peak's :func:`peak_significance`.
+
+    Returns
+    -------
+    int
+        Index of the scale to take the peak from.
+    """
+    best = int(np.argmax(significances))
+    members = _ridge_members(maps[best], peaks[best])
+    if members is None or not _edge_shaped(*ridge(maps[best], peaks[best])[:2]):
+        return best
+    located = [k for k, (evidence_map, peak) in enumerate(zip(maps, peaks))
+               if evidence_map.speckle_px < maps[best].speckle_px and members[peak]
+               and significances[k] >= LOCATING_MIN_SIGNIFICANCE
+               and not _edge_shaped(*ridge(evidence_map, peak)[:2])]
+    return located[0] if located else best
 
 
 def correlation_area(residual: np.ndarray, max_lag: int = CORRELATION_LAG_PX) -> float:
@@ -679,7 +733,10 @@ def register_pair(
     """Estimate the offset of ``tile_b`` relative to ``tile_a``.
 
     The dense search runs once per speckle scale of :data:`SPECKLE_SIGMAS_PX`;
-    the scale whose best peak is the most significant wins.
+    the scale whose best peak is the most significant wins, unless that peak
+    lies on an edge's ridge which a finer scale's significant, round peak
+    lies on (:func:`locating_scale`): the finer peak is taken then, with the
+    larger significance.
 
     Parameters
     ----------
@@ -725,13 +782,15 @@ def register_pair(
         score = evidence(ncc, area, speckle_px)
         peaks = local_maxima(score)
         if peaks:
-            found.append((peak_significance(score, peaks[0]), speckle_px, ncc, peaks))
+            found.append((peak_significance(score, peaks[0]), ncc, peaks))
             maps.append(EvidenceMap(speckle_px, nominal, score, fisher_transform(ncc)))
     if not found:
         return fallback
-    significance, speckle_px, ncc, peaks = max(found, key=lambda f: f[0])
+    significance = max(f[0] for f in found)
+    chosen = locating_scale(maps, [f[2][0] for f in found], [f[0] for f in found])
+    _, ncc, peaks = found[chosen]
     # On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps.
-    winner = next(m for m in maps if m.speckle_px == speckle_px)
+    winner = maps[chosen]
     moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b)
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
