@@ -397,13 +397,23 @@ def estimate_transform(
     sigmas = tile_sigmas(tiles, [(r.a, r.b, _link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
     trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
                    or [[]])[0])
+    flagged = {
+        "lone_link_refused": lone_refused,
+        "far_link_refused": {t for pair in far for t in pair},
+        "weak_link_swapped": {t for pair in swapped_out - kept_ids for t in pair},
+        "far_bridge_kept": {t for pair, side in far_bridged.items() if pair in kept_ids for t in side},
+        "far_weak_peak_refused": far_weak,
+        "weak_piece_to_stage": to_stage,
+        "unsupported_placement_dropped": set(unsupported.values()) | refused_groups,
+        "beyond_edge_ridges": set(beyond_ridges.values()),
+        "costly_link_refused": {t for pair in costly for t in pair},
+        "corroboration_refused": uncorroborated,
+        "far_lone_link_to_stage": lone_to_stage,
+        "lone_edge_link_along_stage": along_stage,
+        "tied_to_left_out": tied,
+    }
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
-                                 sigmas, trusted, lone_refused, {t for pair in far for t in pair},
-                                 {t for pair in swapped_out - kept_ids for t in pair},
-                                 {t for pair, side in far_bridged.items() if pair in kept_ids for t in side}, far_weak,
-                                 to_stage, set(unsupported.values()) | refused_groups, set(beyond_ridges.values()),
-                                 {t for pair in costly for t in pair}, uncorroborated, lone_to_stage, along_stage,
-                                 tied)
+                                 sigmas, trusted, flagged)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -1915,48 +1925,18 @@ def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex,
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
                   sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
-                  lone_refused: set[TileIndex], far_refused: set[TileIndex],
-                  swapped: set[TileIndex], far_bridged: set[TileIndex],
-                  far_weak: set[TileIndex], to_stage: set[TileIndex],
-                  unsupported: set[TileIndex], beyond_ridges: set[TileIndex],
-                  costly: set[TileIndex], uncorroborated: set[TileIndex],
-                  lone_to_stage: set[TileIndex], along_stage: set[TileIndex],
-                  tied: set[TileIndex]) -> dict[TileIndex, TileRecord]:
+                  flagged: Mapping[str, set[TileIndex]]) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
-    (registered, but outside the ``trusted`` piece of anchoring pairs), whether a joint
-    peak of a lone link beyond the stage's error was refused for it (``lone_refused``,
-    :func:`_joint_search`), whether one of its confident pairs was refused as unchecked and
-    beyond the stage's error (``far_refused``, :func:`_unchecked_far_pairs`), whether one
-    of its links was swapped out for a clearly more significant one (``swapped``,
-    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`) and whether a pair departing
-    beyond the other pairs placed it within the stage's window (``far_bridged``,
-    :func:`_bridged_within_window`), whether a corroborated weak peak beyond the stage's
-    error was refused for it (``far_weak``, :func:`_place_corroborated`), whether its weakly
-    attached piece was put on the stage model (``to_stage``, :func:`_weak_pieces_to_stage`), whether
-    the pairs left of its broken joint placement were dropped (``unsupported``,
-    :func:`_drop_broken_placements`), whether its links were dropped because the first solve put it
-    beyond the ridges of all of them (``beyond_ridges``, :func:`_tiles_beyond_edge_ridges`) and whether a
-    joint placement of its pairs was refused for costing pairs kept before (``costly``,
-    :func:`_links_costing_kept`), whether a corroborated weak peak was refused for it
-    (``uncorroborated``, :func:`_corroboration_refused`) and whether the lone link that placed it beyond
-    the search window was refused and it put on the stage (``lone_to_stage``, :func:`_far_lone_links_to_stage`)
-    and whether its lone edge link was kept across its ridge only, it on the stage along it (``along_stage``,
-    :func:`_lone_edge_links_across_only`) and whether a corroborated weak peak was refused for it for a stronger
-    overlap with a tile left out (``tied``, :func:`_tied_to_left_out`)."""
+    (registered, but outside the ``trusted`` piece of anchoring pairs), and its boolean flags:
+    ``flagged`` maps a flag of :class:`~linumpy.stitching.transform.TileRecord` (each is
+    described there, with the step that sets it) to the tiles it is set for."""
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
             counts[tile] += 1
-    flags = {t: {"lone_link_refused": t in lone_refused, "far_link_refused": t in far_refused,
-                 "weak_link_swapped": t in swapped, "far_bridge_kept": t in far_bridged,
-                 "far_weak_peak_refused": t in far_weak, "weak_piece_to_stage": t in to_stage,
-                 "unsupported_placement_dropped": t in unsupported, "beyond_edge_ridges": t in beyond_ridges,
-                 "costly_link_refused": t in costly, "corroboration_refused": t in uncorroborated,
-                 "far_lone_link_to_stage": t in lone_to_stage, "lone_edge_link_along_stage": t in along_stage,
-                 "tied_to_left_out": t in tied}
-             for t in tiles}
+    flags = {t: {name: t in members for name, members in flagged.items()} for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
                       weak=t not in trusted, **flags[t])
