@@ -94,11 +94,13 @@ def test_the_attenuation_map_is_scored_in_the_stitched_slice_own_frame(tmp_path)
     labels = np.zeros((n_z, size + 2 * margin, size + 2 * margin), np.uint8)
     labels[:, :, 20:28] = 1
     output = [[0, 0, 0.0, 0.0]]
-    truth = {"config": {"thickness": 20.0, "tile": [n_z, size, size], "curvature": 2.0, "regions": regions},
+    truth = {"config": {"thickness": 20.0, "tile": [n_z, size, size], "curvature": 2.0, "axial_um": 1.5,
+                        "regions": regions},
              "margin_px": margin, "slices": [{"slice_id": 0, "sample_shift_px": [0.0, 0.0],
                                               "tile_positions_px": [[0, 0, 0.0, 0.0]]}]}
     (tmp_path / "ground_truth").mkdir()
     np.save(tmp_path / "ground_truth" / "labels.npy", labels)
+    np.save(tmp_path / "ground_truth" / "reflectivity.npy", np.array([0.06, 0.12], np.float32)[labels])
     np.save(tmp_path / "ground_truth" / "surfaces.npy", np.full((1, *labels.shape[1:]), 5.0, np.float32))
     stitched = zarr.open_group(str(tmp_path / "stitch_3d" / "slice_z00_stitch_3d.ome.zarr"), mode="w")
     stitched.attrs["linumpy"] = {"tile_positions_px": output}
@@ -110,3 +112,39 @@ def test_the_attenuation_map_is_scored_in_the_stitched_slice_own_frame(tmp_path)
     scores = _scorer().attenuation_scores(tmp_path, truth, tmp_path)
     assert scores["stripe"]["relative_error"] == 0.0 and scores["gel"]["relative_error"] == 0.0
     assert scores["stripe"]["n_alines"] == 8 * size
+
+
+def test_the_texture_reference_is_what_the_true_signal_decays_at_over_the_scored_planes(tmp_path):
+    """Two regions of 5 /mm; in one the reflectivity falls by 1 % a plane (its texture), in the other it is flat.
+
+    Fitted over the 40 planes below the cut (less 3), the noise-free signal ``R * T`` of the falling region
+    decays at ``5 + ln(1 / 0.99) / (2 dz)`` = 8.35 /mm (dz 1.5 um): the texture reference. A map that reads
+    exactly that is off by +67 % from the region's attenuation and by 0 from the reference; the flat
+    region's reference is its attenuation. Fails on main (no reference).
+    """
+    dz_um, n_z, size, margin, cut = 1.5, 70, 24, 2, 6.0
+    regions = [{"name": "flat", "reflectivity": 0.5, "attenuation_per_mm": 5.0},
+               {"name": "falling", "reflectivity": 0.5, "attenuation_per_mm": 5.0}]
+    labels = np.zeros((n_z, size + 2 * margin, size + 2 * margin), np.uint8)
+    labels[:, :, margin + size // 2:] = 1
+    z = np.arange(n_z, dtype=np.float64)[:, None, None]
+    reflectivity = np.where(labels == 1, 0.5 * 0.99 ** z, 0.5)
+    (tmp_path / "ground_truth").mkdir()
+    np.save(tmp_path / "ground_truth" / "labels.npy", labels)
+    np.save(tmp_path / "ground_truth" / "reflectivity.npy", reflectivity.astype(np.float32))
+    np.save(tmp_path / "ground_truth" / "surfaces.npy", np.full((1, *labels.shape[1:]), cut, np.float32))
+    truth = {"config": {"thickness": 20.0, "tile": [n_z, size, size], "curvature": 2.0, "axial_um": dz_um,
+                        "regions": regions},
+             "margin_px": margin, "slices": [{"slice_id": 0, "sample_shift_px": [0.0, 0.0],
+                                              "tile_positions_px": [[0, 0, 0.0, 0.0]]}]}
+    stitched = zarr.open_group(str(tmp_path / "stitch_3d" / "slice_z00_stitch_3d.ome.zarr"), mode="w")
+    stitched.attrs["linumpy"] = {"tile_positions_px": [[0, 0, 0.0, 0.0]]}
+    falling = 5.0 + np.log(1 / 0.99) / (2 * dz_um / 1000)
+    mapped = np.where(labels[0, margin:-margin, margin:-margin] == 1, falling, 5.0).astype(np.float32)
+    group = zarr.open_group(str(tmp_path / "axial_corr" / "slice_z00_axial_corr_attenuation.ome.zarr"), mode="w")
+    group.create_array("0", data=mapped)
+    scores = _scorer().attenuation_scores(tmp_path, truth, tmp_path)
+    assert scores["falling"]["texture_reference_per_mm"] == round(falling, 3)
+    assert scores["falling"]["error_vs_texture_reference"] == 0.0
+    assert scores["falling"]["relative_error"] == round(falling / 5.0 - 1, 3)
+    assert scores["flat"]["texture_reference_per_mm"] == 5.0 and scores["flat"]["error_vs_texture_reference"] == 0.0

@@ -9,7 +9,8 @@ Usage::
 ``OUT/stitch_3d`` a link to the run's). ``--repo``: the linumpy checkout whose
 ``bin/linum_axial_corr.py`` runs (default: this one; e.g. ``/work/main`` for before/after). Prints
 one row per purity rule of :func:`score.attenuation_scores` (40 planes below the cut; the whole
-fitted range) and writes ``OUT/attenuation.json``. About 25 s a seed (5 slices).
+fitted range: per region the estimate, its error, the texture reference and the error against it) and
+writes ``OUT/attenuation.json``. About 25 s a seed (5 slices).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main() -> None:
               "full_range": attenuation_scores(args.acquisition, truth, args.out, depth=None)}
     (args.out / "attenuation.json").write_text(json.dumps(scores, indent=1))
     for rule, result in scores.items():
-        print(rule, " ".join(f"{name} {r['estimated_per_mm']:.2f} ({_percent(r['relative_error'])})"
+        print(rule, " ".join(f"{name} {r['estimated_per_mm']:.2f} ({_percent(r['relative_error'])}; texture "
+                             f"{r['texture_reference_per_mm']:.2f}, {_percent(r['error_vs_texture_reference'])})"
                              for name, r in result.items() if name != "cavity"))
 
 

@@ -19,7 +19,8 @@ how the pipeline sheared the volume). Scores (see ``benchmarks/README.md``):
   motor z as the naive baseline; and per slab, the residual depth shift
   (level 0) that best matches the truth once the global translation is removed;
 - attenuation: per tissue region, the median of the mapped attenuation vs the truth (A-lines whose 40
-  planes below the cut are one region; `attenuation_full_range`: the whole range the map is fitted on);
+  planes below the cut are one region; `attenuation_full_range`: the whole range the map is fitted on),
+  and vs the texture reference (the truth plus the decay the phantom's texture adds over those planes);
 - every ``.ome.zarr`` opened by ome-zarr-models, and every QC flag.
 
 Usage::
@@ -294,12 +295,17 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
     longest range the map is fitted on (it stops an A-line's range at its first change, a region
     of another reflectivity below: the 40-plane rule scores the tissue just below the cut, the
     full range the A-lines that never change). Returns, per region name, the true value, the
-    median estimate over all slices, its relative error.
+    median estimate over all slices, its relative error, and the texture reference: the region's
+    attenuation plus the decay its reflectivity's texture adds over the scored planes of the same
+    A-lines (:func:`texture_decay`), what a fit of the noise-free true signal over them reads, and
+    the estimate's error against it (the rest is the map's, not the phantom's realization).
     """
     cfg = truth["config"]
     labels = np.load(acquisition / "ground_truth" / "labels.npy")
     surfaces = np.load(acquisition / "ground_truth" / "surfaces.npy")
+    reflectivity = np.load(acquisition / "ground_truth" / "reflectivity.npy", mmap_mode="r")
     estimates: dict[int, list[np.ndarray]] = {}
+    textures: dict[int, list[np.ndarray]] = {}
     for k, entry in enumerate(truth["slices"]):
         est = placed_origins(outdir / "stitch_3d" / f"slice_z{entry['slice_id']:02d}_stitch_3d.ome.zarr")
         offset = np.mean([np.subtract((y, x), est[(r, c)]) for r, c, y, x in entry["tile_positions_px"]], axis=0)
@@ -316,17 +322,47 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
         column = np.stack([labels[np.clip(np.minimum(cut + d, bottom), 0, labels.shape[0] - 1), wy, wx]
                            for d in range(planes)])
         pure = (column == column[0]).all(axis=0) & np.isfinite(mapped)
+        texture = texture_decay(reflectivity, cut[pure], wy[pure], wx[pure],
+                                np.minimum(planes, bottom + 1 - cut[pure]), cfg["axial_um"] / 1000)
         for label in np.unique(column[0][pure]):
             estimates.setdefault(int(label), []).append(mapped[pure & (column[0] == label)])
+            textures.setdefault(int(label), []).append(texture[column[0][pure] == label])
     result = {}
     for label, values in sorted(estimates.items()):
         region = cfg["regions"][label]
         median = float(np.median(np.concatenate(values)))
         true = region["attenuation_per_mm"]
+        reference = true + float(np.nanmedian(np.concatenate(textures[label])))
         result[region["name"]] = {"true_per_mm": true, "estimated_per_mm": round(median, 3),
                                   "relative_error": round(median / true - 1, 3) if true else None,
-                                  "n_alines": int(sum(v.size for v in values))}
+                                  "n_alines": int(sum(v.size for v in values)),
+                                  "texture_reference_per_mm": round(reference, 3),
+                                  "error_vs_texture_reference": round(median / reference - 1, 3) if reference > 0
+                                  else None}
     return result
+
+
+#: Planes below the cut left out of :func:`texture_decay`'s fit (the map's own margin).
+TEXTURE_MARGIN = 3
+
+
+def texture_decay(reflectivity: np.ndarray, cut: np.ndarray, wy: np.ndarray, wx: np.ndarray,
+                  planes: np.ndarray | int, dz_mm: float) -> np.ndarray:
+    """Per A-line, the decay rate (1/mm) the reflectivity's texture adds over ``[cut + 3, cut + planes)``.
+
+    ``-slope(log R) / (2 dz)`` of the world column's true reflectivity, a least-squares line: within one
+    region the transmission decays at the region's attenuation exactly, so the noise-free signal
+    ``R * T`` fitted over those planes reads the attenuation plus this. NaN with fewer than 8 planes.
+    """
+    depth = np.arange(TEXTURE_MARGIN, int(np.max(planes, initial=TEXTURE_MARGIN)))[:, None]
+    use = depth < np.broadcast_to(planes, cut.shape)[None]
+    z = np.clip(cut[None] + depth, 0, reflectivity.shape[0] - 1)
+    log = np.log(np.maximum(np.asarray(reflectivity[z, wy[None], wx[None]], np.float64), 1e-6))
+    n = use.sum(axis=0)
+    mean_k = np.where(use, depth, 0).sum(axis=0) / np.maximum(n, 1)
+    dk = np.where(use, depth - mean_k, 0.0)
+    slope = (dk * log).sum(axis=0) / np.maximum((dk * dk).sum(axis=0), 1e-12)
+    return np.where(n >= 8, -slope / (2 * dz_mm), np.nan)
 
 
 def validate_outputs(outdir: Path) -> dict:
