@@ -77,7 +77,8 @@ def _run(out: Path, setting: str, then: str) -> list[Path]:
 def test_written_chunk_files_leave_the_page_cache_once_on_disk(tmp_path: Path) -> None:
     kept = _run(tmp_path / "kept.ome.zarr", "off", "write")
     released = _run(tmp_path / "released.ome.zarr", "on", "write")
-    assert sum(map(resident_pages, kept)) == 40 * 128 * 2048 * 4 // PAGE  # the kernel's default: all cached
+    # the kernel's default keeps them cached (on a busy machine its reclaim may have taken a few meanwhile)
+    assert sum(map(resident_pages, kept)) > 40 * 128 * 2048 * 4 // PAGE // 2
     assert sum(map(resident_pages, released)) == 0  # every chunk, the last ones (within the lag) included
     assert [p.read_bytes() for p in kept] == [p.read_bytes() for p in released]
 
