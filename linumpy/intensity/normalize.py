@@ -55,8 +55,9 @@ def normalize_values(values: np.ndarray, low: float, high: float) -> np.ndarray:
     values = np.asarray(values, np.float32)
     if high <= low:
         return (values >= low).astype(np.float32)
-    scaled = (values - np.float32(low)) / np.float32(high - low)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    scaled = values - np.float32(low)  # the one new array: divided and clipped in place
+    scaled /= np.float32(high - low)
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 
 def to_dtype(normalized: np.ndarray, dtype: str) -> np.ndarray:

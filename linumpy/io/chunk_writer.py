@@ -30,7 +30,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from linumpy.io import blosc_items, codecs
+from linumpy.io import blosc_items, codecs, page_cache
 from linumpy.io.ngff import NgffFormat
 
 
@@ -86,6 +86,7 @@ class ChunkFileWriter:
                 self._made.add(path.parent)
             with open(path, "wb") as file:
                 file.write(encoded)
+                page_cache.written(file)
         except OSError as error:
             if error.filename is not None:
                 raise
@@ -214,6 +215,7 @@ class ChunkFileReader:
         try:
             with open(path, "rb") as file:
                 encoded = file.read()
+                page_cache.read(file)
         except FileNotFoundError:
             destination[...] = self.fill_value
             return
@@ -264,6 +266,7 @@ class ChunkFileReader:
         try:
             with open(path, "rb") as file:
                 encoded = file.read()
+                page_cache.read(file)
         except FileNotFoundError:
             return None
         try:

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from linumpy.errors import InputError
+from linumpy.io import page_cache
 from linumpy.io.atomic import naming_file
 from linumpy.io.sidecar import first_error
 
@@ -218,6 +219,7 @@ def read_native_tile(
         frames = buffer[: n_frames * n_alines * depth].reshape(n_frames, n_alines, depth)
         with open(path, "rb") as file:
             size = file.readinto(memoryview(frames).cast("B"))
+            page_cache.read(file)
         if size != frames.nbytes:
             raise InputError(f"{path}: read {size} of its {frames.nbytes} bytes; was it changed while being read?")
         for local, frame in enumerate(frames):

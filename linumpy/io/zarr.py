@@ -37,7 +37,7 @@ from zarr.core import sync as zarr_sync
 
 from linumpy.dask_arrays import is_dask_array
 from linumpy.errors import InputError
-from linumpy.io import atomic, chunk_writer, codecs, ngff, streamed_pyramid
+from linumpy.io import atomic, chunk_writer, codecs, ngff, page_cache, streamed_pyramid
 from linumpy.io.options import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
@@ -942,6 +942,7 @@ class _PyramidWriter:
         if not self._finalized or self._published:
             raise RuntimeError(f"{self.path}: publish() needs a finalize(..., publish=False) not yet published")
         try:
+            page_cache.release_written()  # the image's last chunk files leave the page cache too
             atomic.check_can_write(self.path, self.overwrite)
             atomic.commit(self.temporary, self.path)
         except BaseException:
