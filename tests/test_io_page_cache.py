@@ -100,3 +100,24 @@ def test_a_setting_other_than_on_off_auto_is_refused(value: str, monkeypatch: py
             page_cache.enabled()
     finally:
         page_cache.enabled.cache_clear()
+
+
+def test_an_aborted_write_keeps_no_descriptor_of_its_deleted_chunk_files(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunk files within the release's lag are held open; an aborted write deletes them, and an open descriptor
+    # would keep their space (a full disk stays full) and their file system busy (a tmpfs could not be unmounted).
+    from linumpy.io import page_cache
+    from linumpy.io.zarr import OmeZarrWriter
+
+    monkeypatch.setattr(page_cache, "enabled", lambda: True)
+    values = np.ones((4, 32, 32), np.float32)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with OmeZarrWriter(tmp_path / "aborted.ome.zarr", values.shape, chunks=(1, 32, 32)) as writer:
+            writer[:] = values
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    descriptors = Path("/proc/self/fd")
+    if not descriptors.is_dir():
+        pytest.skip("no /proc/self/fd to list the open descriptors")
+    held = [os.readlink(link) for link in descriptors.iterdir() if link.is_symlink()]
+    assert not [target for target in held if str(tmp_path) in target]

@@ -14,6 +14,7 @@ chunks are written into.
   once :data:`LAG_BYTES` (or :data:`LAG_FILES` files) more have been written,
   its data is waited for (``sync_file_range``; usually written back by then)
   and its pages dropped, in the writing thread.
+  An aborted write closes the files still waiting (:func:`forget_written`).
 - :func:`read`: after a file is read whole, its (clean) pages are dropped at
   once, so that reading the next file reuses them. A file read again is read
   from disk (a GB a second on that VM) into pages freed a moment before.
@@ -97,11 +98,20 @@ class _WrittenFiles:
 
     def release_all(self) -> None:
         """Release every file still waiting."""
-        with self._lock:
-            due, self._bytes = list(self._pending), 0
-            self._pending.clear()
-        for descriptor, _ in due:
+        for descriptor in self._take_all():
             _release(descriptor)
+
+    def forget_all(self) -> None:
+        """Close every file still waiting without waiting for its data (files about to be deleted)."""
+        for descriptor in self._take_all():
+            os.close(descriptor)
+
+    def _take_all(self) -> list[int]:
+        """The descriptors of every file still waiting, no longer waiting."""
+        with self._lock:
+            due, self._bytes = [descriptor for descriptor, _ in self._pending], 0
+            self._pending.clear()
+        return due
 
 
 @functools.cache
@@ -145,6 +155,12 @@ def release_written() -> None:
     """Release the pages of every written file still within the lag (when :func:`enabled`)."""
     if enabled():
         _WRITTEN.release_all()
+
+
+def forget_written() -> None:
+    """Close the files still within the lag without releasing them: an aborted write deletes them, and an open
+    descriptor would keep a deleted file's space (and its file system busy)."""
+    _WRITTEN.forget_all()
 
 
 def read(file: BinaryIO) -> None:

@@ -856,6 +856,7 @@ class _PyramidWriter:
         self._finalized = self._published = True  # nothing more to write, nothing to publish
         try:
             _wait_for_zarr_io()
+            page_cache.forget_written()  # no descriptor may keep the deleted chunk files' space
             atomic.remove_path(self.temporary)
         except OSError as error:
             logger.warning("%s: could not remove the temporary of an aborted write (%s)", self.temporary, error)
