@@ -4,8 +4,8 @@
 averaged signal (:func:`linumpy.intensity.attenuation.slope_attenuation`)
 from its surface down to the first change of the A-line (a region of
 another reflectivity or attenuation below, the floor of a cavity), found by
-a two-line split tested on a wide box (:func:`coarse_box_sums`) and
-confirmed on the fit's own box. Its cost is one pass of the fit's log
+a two-line split tested on the neighbours' box (:func:`neighbour_box_sums`:
+a wide box without the fit's own) and confirmed on the fit's own box. Its cost is one pass of the fit's log
 signal (:func:`linumpy.intensity.attenuation.fit_sums`, which gives the
 whole-range fit and every window's sums) and one of both boxes' on a coarse
 grid (:func:`linumpy.intensity.attenuation.cumulated_sums`); see
@@ -31,7 +31,8 @@ MIN_WINDOW_UM = 30.0
 SPLIT_EFFECT = 0.001
 #: The statistic ``F`` the wide box's split must reach as well: a change beyond the noise.
 SPLIT_SIGNIFICANCE = 20.0
-#: Lateral standard deviation (A-lines) of the box over which the split is tested (the fit keeps its own box).
+#: Lateral standard deviation (A-lines) of the wide box whose A-lines outside the fit's own box the split is tested
+#: on (:func:`neighbour_box_sums`; the fit keeps its own box).
 SPLIT_SIGMA_PX = 6.0
 #: Explained mean square (as :data:`SPLIT_EFFECT`) the fit's own box must reach as well (a wide box straddling a
 #: homogeneous column sees its neighbours' layers).
@@ -53,7 +54,7 @@ SPLIT_STEP_PX = 3
 #: Splits of the top window tried, one after the other (each stops the window at the best split above it).
 MAX_SPLITS = 2
 #: Planes above (and below) a split within which the window's stop is moved to the start of the change, a ramp
-#: in the fit's box (:meth:`SplitSums.ramp_start`); 0: the split.
+#: in the neighbours' box (:meth:`SplitSums.ramp_start`); 0: the split.
 RAMP_REACH_PX = 12
 
 
@@ -162,9 +163,17 @@ def window_attenuation(
     of two. The test is
     repeated on the window kept (:data:`MAX_SPLITS` times in all), so the
     value is that of the first region below the start. A boundary oblique
-    under the fit's box reaches its signal as a ramp, inside which the split
+    under the box reaches its signal as a ramp, inside which the split
     lands: the window stops where the ramp starts
-    (:meth:`SplitSums.ramp_start`). A homogeneous
+    (:meth:`SplitSums.ramp_start`). The split and the ramp are found on
+    ``split_tails`` (the neighbours' box, :func:`neighbour_box_sums`), not
+    on the fit's box: the tissue's texture explains part of every log
+    signal, and a stop chosen on the signal the slope is then fitted on
+    lands where that signal's texture dips, ahead of its rise (the window
+    ending in the dip reads high: homogeneous textured tissue +8 %, its
+    windows stopped by texture, session window63); the neighbours' texture
+    is another realization, a region below is laterally extended and
+    seen by both. A homogeneous
     A-line keeps its whole range (the least noisy fit). A decay rate below
     0 is not physical (the signal rose within the window: a region brighter
     below that no split isolated, a cavity opening at the cut over the
@@ -199,12 +208,14 @@ def window_attenuation(
         well above the independent-noise F(3, n - 4) quantiles) of a
         homogeneous textured A-line is not 0 (see ``docs/intensity.md``).
     split_tails : ndarray, optional
-        The tail sums the split is tested on, at every ``split_stride``-th
-        A-line of each lateral axis (default: ``tails`` there): averaged
-        over a wider box (:data:`SPLIT_SIGMA_PX`, :func:`coarse_box_sums`;
-        any scale, no end-of-range extension needed), so that the tissue's
-        texture, which changes from A-line to A-line, splits fewer
-        homogeneous A-lines, while a region below, laterally extended, stays.
+        The tail sums the split is tested and its ramp found on, at every
+        ``split_stride``-th A-line of each lateral axis (default: ``tails``
+        there): summed over the A-lines of a wider box outside the fit's own
+        (:data:`SPLIT_SIGMA_PX`, :func:`neighbour_box_sums`; any scale, no
+        end-of-range extension needed), so that the tissue's texture, which
+        changes from A-line to A-line, splits fewer homogeneous A-lines and
+        does not place the stop of the A-line's own signal, while a region
+        below, laterally extended, stays.
     split_stride : int
         The split is tested on every ``split_stride``-th A-line of each
         lateral axis and its depth repeated to the A-lines between (the
@@ -292,8 +303,8 @@ def _window_stops(
             own_statistic, own_explained, _ = own.statistic(lines[tested], *minimum, None if window_stop is None
                                                             else window_stop[tested])
             changed[tested] = (own_explained > OWN_SPLIT_EFFECT) & (own_statistic > OWN_SPLIT_SIGNIFICANCE)
-        moved = np.flatnonzero(changed)  # the change is a ramp in the fit's box: the window stops where it starts
-        split[moved] = own.ramp_start(lines[moved], split[moved], minimum[0],
+        moved = np.flatnonzero(changed)  # the change is a ramp in the box: the window stops where it starts
+        split[moved] = wide.ramp_start(lines[moved], split[moved], minimum[0],
                                       None if window_stop is None else window_stop[moved])
         coarse_split = np.full(first_c.size, np.inf)
         coarse_split[lines[changed]] = split[changed]
@@ -368,7 +379,7 @@ class SplitSums:
     def ramp_start(self, lines: np.ndarray, split: np.ndarray, min_above: int, stop: np.ndarray | None) -> np.ndarray:
         """Where the change found at ``split`` starts: the first knee of the best line bent twice around it.
 
-        A region below whose boundary is oblique under the fit's box (or blurred by the mosaic) enters
+        A region below whose boundary is oblique under the box (or blurred by the mosaic) enters
         the box's log signal as a ramp several planes long, and the least-squares split of two
         separate lines lands inside it or at its end, so that the window above holds part of the
         ramp and reads the region's decay low (grey 3 mm⁻¹ over a brighter, more attenuating grey).
@@ -436,20 +447,50 @@ def _bent_residual(window: np.ndarray, parts: tuple[np.ndarray, ...], knees: tup
     return np.where(ok, np.maximum(residual, 0.0), np.inf)
 
 
-def wide_offsets(fit_width: int, wide_width: int) -> tuple[int, ...]:
-    """Offsets at which the fit's box (``fit_width`` A-lines) is summed into the split's wide box.
+def neighbour_offsets(fit_width: int, wide_width: int) -> tuple[int, int, int]:
+    """Offsets at which the fit's box (``fit_width`` A-lines) tiles the split's box (:func:`neighbour_box_sums`).
 
-    Five, ``(wide_width - fit_width) // 4`` apart: the sum covers ``wide_width`` A-lines (e.g. 11 bins
-    from boxes of 3: weights 1 1 2 1 2 1 2 1 2 1 1, standard deviation 2.9 bins against 3.2 for the
-    flat box; :data:`SPLIT_SIGMA_PX`), from tails the fit has filtered already.
+    ``(-s, 0, s)`` along each axis, ``s`` at least the fit's width (the boxes
+    around do not overlap the fit's own) and half what the wide box
+    (``wide_width`` A-lines, :data:`SPLIT_SIGMA_PX`) leaves beside it: the
+    3 x 3 boxes span about the wide box (11 bins from boxes of 3, with a bin
+    between the own box and its neighbours; 21 A-lines from boxes of 7).
 
     Examples
     --------
-    >>> wide_offsets(3, 11)
-    (-4, -2, 0, 2, 4)
+    >>> neighbour_offsets(3, 11), neighbour_offsets(7, 21)
+    ((-4, 0, 4), (-7, 0, 7))
     """
-    spacing = max(1, (wide_width - fit_width) // 4)
-    return tuple(spacing * i for i in range(-2, 3))
+    spacing = max(fit_width, (wide_width - fit_width) // 2)
+    return -spacing, 0, spacing
+
+
+def neighbour_box_sums(
+    tails: np.ndarray, offsets: tuple[int, int, int], part: tuple[slice, slice], stride: int,
+) -> np.ndarray:
+    """The split's tail sums: the fit's box at the eight ``offsets`` around each coarse A-line, not its own.
+
+    The sums of :func:`coarse_box_sums` over the 3 x 3 offsets
+    (:func:`neighbour_offsets`, on tails already averaged over the fit's
+    box) less the centre's: a wide box that holds none of the A-lines whose
+    decay the fit reads, so that where the split stops a window does not
+    depend on that window's own texture (:func:`window_attenuation`).
+
+    Parameters
+    ----------
+    tails : ndarray, shape (z + 1, y, x)
+    offsets : (int, int, int)
+    part : (slice, slice)
+        The A-lines of ``tails`` the split is tested for.
+    stride : int
+
+    Returns
+    -------
+    ndarray, shape (z + 1, y', x'), float32
+    """
+    around = coarse_box_sums(tails, offsets, part, stride)
+    around -= coarse_box_sums(tails, (0,), part, stride)
+    return around
 
 
 def coarse_box_sums(
@@ -457,9 +498,9 @@ def coarse_box_sums(
 ) -> np.ndarray:
     """Tail sums summed over a box, at every ``stride``-th A-line of ``part`` only.
 
-    The wide box of :func:`window_attenuation`'s split on its coarse grid: the sums of ``tails`` at
-    the A-lines ``offsets`` away along y and x (:func:`wide_offsets`, on tails already averaged over
-    the fit's box), along y at the rows kept, then along x at the columns
+    The boxes of :func:`window_attenuation`'s split on its coarse grid (:func:`neighbour_box_sums`):
+    the sums of ``tails`` at the A-lines ``offsets`` away along y and x (on tails already averaged
+    over the fit's box), along y at the rows kept, then along x at the columns
     kept (one strided slice an offset; the edges of ``tails`` repeated), in float32. Any scale will
     do: the split reads differences of the log signal ``T[k] - T[k + 1]``.
 

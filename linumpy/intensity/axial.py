@@ -707,9 +707,10 @@ def _edge_aware_tails(
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
     del map_sums
     stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
-    offsets = attenuation_map.wide_offsets(*(attenuation.box_width(sigma) // attenuation.EDGE_BIN | 1
-                                             for sigma in (settings.tail_sigma_px, attenuation_map.SPLIT_SIGMA_PX)))
-    split_tails = attenuation_map.coarse_box_sums(map_tails, offsets, bins, stride)
+    widths = (attenuation.box_width(sigma) // attenuation.EDGE_BIN | 1
+              for sigma in (settings.tail_sigma_px, attenuation_map.SPLIT_SIGMA_PX))
+    offsets = attenuation_map.neighbour_offsets(*widths)
+    split_tails = attenuation_map.neighbour_box_sums(map_tails, offsets, bins, stride)
     mapped = map_of(map_tails[(slice(None), *bins)], start[bins], split_tails, stride)
     del map_tails, split_tails
     guide = taken.guide()  # the A-lines' levels (clipped signal): the map's mixing, the guide
@@ -740,9 +741,9 @@ def _box_tails(
 ) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
-    offsets = attenuation_map.wide_offsets(attenuation.box_width(settings.tail_sigma_px),
-                                           attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX))
-    split_tails = attenuation_map.coarse_box_sums(tails, offsets, inner, SPLIT_STRIDE_PX)
+    offsets = attenuation_map.neighbour_offsets(attenuation.box_width(settings.tail_sigma_px),
+                                                attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX))
+    split_tails = attenuation_map.neighbour_box_sums(tails, offsets, inner, SPLIT_STRIDE_PX)
     mapped = map_of(tails[(slice(None), *inner)], found_px[inner], split_tails, SPLIT_STRIDE_PX)
     del tails, split_tails
     np.maximum(signal, 0, out=signal)
