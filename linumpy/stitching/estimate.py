@@ -1438,10 +1438,13 @@ def _costly_refusal(
     placement = {pair for pair, placed in placed_by.items() if placed == tile}
     if gives_back_all:
         before = {(p.a, p.b) for p in kept}
-        others = [p for p in joint_pairs if (p.a, p.b) in placement and p is not suspect]
         rest = [p for p in joint_pairs if (p.a, p.b) not in refused]
-        if not any(before <= {(q.a, q.b) for q in solve_positions(tiles, list(kept) + [q for q in rest if q is not p],
-                                                                  tile_step_px)[2]} for p in others):
+
+        def gives_back_all_without(link: PairOffset) -> bool:
+            solved = solve_positions(tiles, list(kept) + [p for p in rest if p is not link], tile_step_px)
+            return before <= {(p.a, p.b) for p in solved[2]}
+
+        if not any(gives_back_all_without(p) for p in rest if (p.a, p.b) in placement and p is not suspect):
             logger.info("searched link %s alone costs pairs kept before: refused, %s's placement stays on its other "
                         "links", (suspect.a, suspect.b), tile)
             return {(suspect.a, suspect.b)}
