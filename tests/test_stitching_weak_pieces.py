@@ -83,7 +83,9 @@ def test_the_weak_piece_of_overlap_10_seed_113_no_longer_forms():
     which cost the right pairs (0, 2)-(0, 3) and (0, 3)-(1, 3) (own 1.78, 1.37), refuses its placement
     first; (2, 2) is placed 1.37 px off by the later searches (0.809 / 2.04 px). Since edge60 (the sub-pixel
     fit removes each crop's log plane) no later search links (2, 2): it keeps its stage position (4.43 px,
-    its stage error; 1.301 / 4.43 px), the only tile on the stage, none worse than the stage."""
+    its stage error; 1.301 / 4.43 px), the only tile on the stage, none worse than the stage. Since links63
+    the searched link is refused alone (it alone cost the pairs): (2, 2) is placed by pairs
+    (``test_stitching_costly_links.py``)."""
     _, excess, _, transform = stitch_errors(get_condition("overlap 10%"), 113)
     assert transform.tiles[(1, 3)].costly_link_refused and transform.tiles[(2, 3)].costly_link_refused
     assert not any(record.weak_piece_to_stage for record in transform.tiles.values())

@@ -143,7 +143,8 @@ METRICS: dict[str, MetricInfo] = {
     "n_costly_link_refused_tiles": _M("Tiles of placements refused for costing kept overlaps", "count",
                                       "Tiles of a placement by combined evidence one of whose overlaps made "
                                       "the solve reject an overlap kept before it, at least twice as "
-                                      "significant on its own; the placement was refused instead."),
+                                      "significant on its own; the placement was refused instead (or only that "
+                                      "overlap, when it alone cost every such overlap)."),
     "n_corroboration_refused_tiles": _M("Tiles refused a weakly corroborated placement", "count",
                                         "Tiles left out of the first placements for which a weak combined "
                                         "peak was refused: an edge overlap (which locates the tiles across "

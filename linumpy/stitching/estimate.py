@@ -1362,7 +1362,8 @@ def _links_costing_kept(
     :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` times as
     significant on its own (clearly the better evidence, as in
     :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), names
-    the placement (``placed_by``) refused: all its pairs leave the solve, as a
+    the placement (``placed_by``) refused, or that link alone when it alone
+    cost every lost pair (:func:`_costly_refusal`): all its pairs leave the solve, as a
     group's placement or the late joint search's that loses a pair kept
     before, and its tile goes to the later searches. (Refusing the suspect
     link alone kept the placement on its other links: ``backlash +-1.5``
@@ -1381,7 +1382,7 @@ def _links_costing_kept(
     Returns
     -------
     tuple
-        ``((positions, model, kept), refused)``, ``refused`` the keys of the pairs of the placements refused.
+        ``((positions, model, kept), refused)``, ``refused`` the keys of the pairs refused.
     """
     before = {(p.a, p.b) for p in kept}
     refused: set[tuple[TileIndex, TileIndex]] = set()
@@ -1397,7 +1398,8 @@ def _links_costing_kept(
             left = before - {(p.a, p.b) for p in trial[2]}
             if left < lost and (max(registrations[pair].significance for pair in lost - left)
                                 >= CULPRIT_MARGIN * registrations[(suspect.a, suspect.b)].significance):
-                refused |= {pair for pair, tile in placed_by.items() if tile == placed_by[(suspect.a, suspect.b)]}
+                refused |= _costly_refusal(suspect, not left, tiles, kept, joint_pairs, refused, placed_by,
+                                           tile_step_px)
                 solved = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused],
                                          tile_step_px)
                 lost = before - {(p.a, p.b) for p in solved[2]}
@@ -1407,6 +1409,46 @@ def _links_costing_kept(
     if refused:
         logger.info("searched links %s cost pairs kept before: refused", sorted(refused))
     return solved, refused
+
+
+def _costly_refusal(
+    suspect: PairOffset,
+    gives_back_all: bool,
+    tiles: Sequence[TileIndex],
+    kept: Sequence[PairOffset],
+    joint_pairs: Sequence[PairOffset],
+    refused: set[tuple[TileIndex, TileIndex]],
+    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
+    tile_step_px: Sequence[float],
+) -> set[tuple[TileIndex, TileIndex]]:
+    """The pairs :func:`_links_costing_kept` refuses for a ``suspect`` searched link that costs pairs kept before:
+    the link alone when its removal gives back every pair lost (``gives_back_all``) and no other link of its
+    placement does, else every pair of its placement.
+
+    When the lost pairs point to that one link, the rest of the placement agrees with the pairs kept before
+    and keeps its tile (its survivors still face :func:`_drop_broken_placements`). ``overlap 10 %`` seed 113:
+    (2, 3)'s placement by (1, 3)-(2, 3) (own 0.06, 5.1 px off) and (2, 2)-(2, 3) (own 1.84, right); refusing
+    it whole left one right pair lost, and then (2, 2)'s right placement was refused too (the tile on the stage
+    4.43 px off); without the one link the solve keeps every pair, slice 0.99 / 4.43 -> 0.93 / 1.74 px before
+    the later steps. When another link of the placement also gives the lost pairs back, the evidence does not
+    say which of its links is wrong: the placement goes whole (``backlash +-1.5`` seed 27, two broad links of
+    (1, 0)'s placement, each giving back (1, 1)-(2, 1); refusing the right one alone kept the wrong one,
+    (1, 0) 1.10 px farther than its stage position)."""
+    tile = placed_by[(suspect.a, suspect.b)]
+    placement = {pair for pair, placed in placed_by.items() if placed == tile}
+    if gives_back_all:
+        before = {(p.a, p.b) for p in kept}
+        rest = [p for p in joint_pairs if (p.a, p.b) not in refused]
+
+        def gives_back_all_without(link: PairOffset) -> bool:
+            solved = solve_positions(tiles, list(kept) + [p for p in rest if p is not link], tile_step_px)
+            return before <= {(p.a, p.b) for p in solved[2]}
+
+        if not any(gives_back_all_without(p) for p in rest if (p.a, p.b) in placement and p is not suspect):
+            logger.info("searched link %s alone costs pairs kept before: refused, %s's placement stays on its other "
+                        "links", (suspect.a, suspect.b), tile)
+            return {(suspect.a, suspect.b)}
+    return placement
 
 
 def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]],

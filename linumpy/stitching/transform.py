@@ -204,8 +204,9 @@ class TileRecord:
     costly_link_refused : bool
         A joint placement (step 6) one of whose links, added as a strong
         pair, made the solve drop pairs kept before it, one at least twice as
-        significant on its own, was refused, and the tile was one of its
-        pairs' (status ``joint search, costs pairs kept before``). False in
+        significant on its own, was refused (or that link alone, when its
+        removal alone gave back every such pair), and the tile was one of the
+        refused pairs' (status ``joint search, costs pairs kept before``). False in
         transforms written before session stitch52.
     corroboration_refused : bool
         A corroborated weak joint peak (step 6) was refused for the tile: an
