@@ -13,7 +13,12 @@ a pipeline never overwrites, and the floor writes a new array). Its **floor** ru
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
 dtype, chunks and codec with zarr-python (the values written are the step's
-own output, read back untimed), no computation. The same child then writes,
+own output, read back untimed), no computation; the pages of the files it
+reads and writes are released as the steps release theirs
+(:mod:`linumpy.io.page_cache`, where ``LINUMPY_RELEASE_PAGES`` enables it; the
+written chunk files' after its lag, timed), so that step and floor pay the
+same price for their pages (``--floor_keeps_pages``: zarr-python keeps them
+cached, the floor before session speed63). The same child then writes,
 timed apart, every other array the step wrote (its output's pyramid levels,
 its side outputs' levels: an AIP, the axial correction's maps and
 uncompensated volume): the **full floor** is the floor plus those writes, all
