@@ -13,7 +13,12 @@ a pipeline never overwrites, and the floor writes a new array). Its **floor** ru
 another child: read the step's input at level 0 chunk column by column (raw
 ``.bin`` files for the mosaic grid) and write an array of the output's shape,
 dtype, chunks and codec with zarr-python (the values written are the step's
-own output, read back untimed), no computation. The same child then writes,
+own output, read back untimed), no computation; the pages of the files it
+reads and writes are released as the steps release theirs
+(:mod:`linumpy.io.page_cache`, where ``LINUMPY_RELEASE_PAGES`` enables it; the
+written chunk files' after its lag, timed), so that step and floor pay the
+same price for their pages (``--floor_keeps_pages``: zarr-python keeps them
+cached, the floor before session speed63). The same child then writes,
 timed apart, every other array the step wrote (its output's pyramid levels,
 its side outputs' levels: an AIP, the axial correction's maps and
 uncompensated volume): the **full floor** is the floor plus those writes, all
@@ -67,6 +72,7 @@ an export of an older commit, to compare against a baseline).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -76,8 +82,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Run a command in a child and print its children's user and system CPU seconds and peak RSS (KiB).
@@ -258,42 +266,58 @@ def _spent(since: tuple[float, float]) -> tuple[float, float]:
     return user - since[0] + system - since[1], system - since[1]
 
 
-def run_floor(inputs: list[Path], output: Path, raw: bool, written: list[Path] = ()) -> dict[str, float]:
+def run_floor(inputs: list[Path], output: Path, raw: bool, written: list[Path] = (),
+              release: bool = True) -> dict[str, float]:
     """Time the floor: read the inputs column by column, write an array like the output.
 
     ``written``: the step's other OME-Zarr outputs; every array the step wrote besides the output's level 0
     (its pyramid levels, the side outputs' levels) is then written too, timed apart (``written_s``).
+    ``release``: the pages of the files read and written are handed back as the steps' are
+    (:mod:`linumpy.io.page_cache`, when it is enabled): read files' at once, written chunk files' after
+    its lag; False: zarr-python's reads and writes keep them cached (the floor before session speed63).
     """
     import numpy as np
     import zarr
 
+    from linumpy.io import page_cache
     from linumpy.io.zarr import read_omezarr_info
 
     t0, c0 = time.perf_counter(), _cpu()
     if raw:
         for path in raw_files(inputs[0]):
-            np.fromfile(path, dtype="<f4").sum(dtype=np.float32)
+            with open(path, "rb") as file:
+                np.fromfile(file, dtype="<f4").sum(dtype=np.float32)
+                if release:
+                    page_cache.read(file)
     else:
         for path in inputs:
             array = zarr.open_array(str(level0(path)), mode="r")
             for region in _columns(array.shape, array.chunks):
                 array[region]
+                if release:
+                    _release_chunks(array, level0(path), region, page_cache.read)
     wall, (cpu_s, sys_s) = time.perf_counter() - t0, _spent(c0)
     others = [image / level.path for image in [output, *written]
               for level in read_omezarr_info(image).levels][1:]
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".floor-") as scratch:
-        first = _timed_copy(level0(output), Path(scratch) / "0")
-        times = [_timed_copy(path, Path(scratch) / str(index + 1)) for index, path in enumerate(others)]
+        first = _timed_copy(level0(output), Path(scratch) / "0", release)
+        times = [_timed_copy(path, Path(scratch) / str(index + 1), release) for index, path in enumerate(others)]
     mb = sum(zarr.open_array(str(path), mode="r").nbytes for path in [level0(output), *others]) / 1e6
     return {"floor_s": wall + first[0], "floor_cpu_s": cpu_s + first[1], "floor_sys_s": sys_s + first[2],
             "written_s": sum(t[0] for t in times), "written_cpu_s": sum(t[1] for t in times),
             "written_sys_s": sum(t[2] for t in times), "written_mb": mb}
 
 
-def _timed_copy(path: Path, store: Path) -> tuple[float, float, float]:
+def _timed_copy(path: Path, store: Path, release: bool) -> tuple[float, float, float]:
     """Wall, CPU and system CPU seconds of writing the array at ``path`` again, column by column, as a new array at
-    ``store`` with its shape, dtype, chunks and codec (the values read untimed)."""
+    ``store`` with its shape, dtype, chunks and codec (the values read untimed).
+
+    ``release``: the written chunk files' pages are released as the steps' chunk writer does
+    (:func:`linumpy.io.page_cache.written`, then :func:`~linumpy.io.page_cache.release_written` at the end), timed.
+    """
     import zarr
+
+    from linumpy.io import page_cache
 
     source = zarr.open_array(str(path), mode="r")
     options = {"shape": source.shape, "chunks": source.chunks, "dtype": source.dtype,
@@ -305,15 +329,39 @@ def _timed_copy(path: Path, store: Path) -> tuple[float, float, float]:
         values = source[region]
         t0, c0 = time.perf_counter(), _cpu()
         target[region] = values
+        if release:
+            _release_chunks(target, store, region, page_cache.written)
         cpu, system = _spent(c0)
         wall, cpu_s, sys_s = wall + time.perf_counter() - t0, cpu_s + cpu, sys_s + system
-    return wall, cpu_s, sys_s
+    t0, c0 = time.perf_counter(), _cpu()
+    if release:
+        page_cache.release_written()  # the last files within the lag, as a writer's publish does
+    cpu, system = _spent(c0)
+    return wall + time.perf_counter() - t0, cpu_s + cpu, sys_s + system
 
 
-def run_floor_child(step: StepRun, sync: bool, page_wait: bool) -> dict[str, float]:
+def _release_chunks(array: Any, directory: Path, region: tuple[Any, ...], release: Callable[[BinaryIO], None]) -> None:
+    """Call ``release`` (:func:`linumpy.io.page_cache.read` or ``written``) on every stored chunk file of ``region``.
+
+    ``region``: a chunk column of ``array`` (:func:`_columns`), stored in ``directory``; chunks holding only the fill
+    value have no file.
+    """
+    starts = [0] * (array.ndim - 2) + [part.start for part in region[-2:]]
+    counts = list(array.cdata_shape[:-2]) + [1, 1]
+    for offsets in itertools.product(*(range(n) for n in counts)):
+        index = tuple(s // c + o for s, c, o in zip(starts, array.chunks, offsets))
+        try:
+            with open(directory / array.metadata.encode_chunk_key(index), "rb") as file:
+                release(file)
+        except FileNotFoundError:
+            continue
+
+
+def run_floor_child(step: StepRun, sync: bool, page_wait: bool, release: bool = True) -> dict[str, float]:
     """The step's floor (:func:`run_floor`) in a child process, from the settled state (:func:`_settle`)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--floor", "raw" if step.raw_input else "zarr",
-               str(step.output), *map(str, step.inputs), "--floor_written", *map(str, written_images(step))]
+               str(step.output), *map(str, step.inputs), "--floor_written", *map(str, written_images(step)),
+               *([] if release else ["--floor_keeps_pages"])]
     settled = _settle(sync, page_wait)
     load, reported = os.getloadavg()[0], reported_mb()
     done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True,
@@ -498,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_page_wait", dest="page_wait", action="store_false",
                         help="Do not wait before each timed run until the freed pages are reported to the host "
                         "(a VM's free page reporting): the runs then pay new pages at prices that vary.")
+    parser.add_argument("--floor_keeps_pages", dest="floor_releases", action="store_false",
+                        help="The floor's reads and writes keep their pages cached (zarr-python's default, the floor "
+                        "before session speed63) instead of releasing them as the steps do (linumpy.io.page_cache, "
+                        "when LINUMPY_RELEASE_PAGES enables it).")
     parser.add_argument("--json", type=Path, help="Write the report here too.")
     parser.add_argument("--compare", type=Path, metavar="WORKDIR",
                         help="Only compare the outputs of --workdir with those of another work folder.")
@@ -511,7 +563,7 @@ def main() -> None:
     if args.floor:
         kind, output, *inputs = args.floor
         print(json.dumps(run_floor([Path(p) for p in inputs], Path(output), kind == "raw",
-                                   [Path(p) for p in args.floor_written])))
+                                   [Path(p) for p in args.floor_written], args.floor_releases)))
         return
     if args.compare:
         names = [s.output.name for s in chain(args.workdir, args.workdir, None)]
@@ -533,20 +585,23 @@ def main() -> None:
     stitch_aip = "--aip" in (repo / "bin" / "linum_stitch_3d.py").read_text()
     steps = [s for s in chain(args.workdir, raw, args.stack_run, curvature, stitch_aip)
              if not args.steps or s.name in args.steps]
+    from linumpy.io import page_cache
+
     report = {"repo": str(repo), "preset": args.preset, "cpu_count": os.cpu_count(), "sync": args.sync,
-              "page_wait": args.page_wait, "file_system": page_cost(args.workdir / ".page-cost"), "steps": {}}
+              "page_wait": args.page_wait, "floor_releases_pages": args.floor_releases and page_cache.enabled(),
+              "file_system": page_cost(args.workdir / ".page-cost"), "steps": {}}
     for step in steps:
         command = [sys.executable, str(repo / "bin" / step.script), *map(str, step.inputs), str(step.output),
                    *step.arguments, *args.script_args, "-f", "-q"]
         if not step.output.exists():  # the floor copies the step's output
             subprocess.run(command, env=env, check=True, capture_output=True)
-        floors = [run_floor_child(step, args.sync, args.page_wait)]
+        floors = [run_floor_child(step, args.sync, args.page_wait, args.floor_releases)]
         runs = []
         for _ in range(args.repeats):
             step.remove_outputs()
             settled = _settle(args.sync, args.page_wait)
             runs.append({**measure(command, env), **settled})
-            floors.append(run_floor_child(step, args.sync, args.page_wait))
+            floors.append(run_floor_child(step, args.sync, args.page_wait, args.floor_releases))
             print(f"{step.name}: {runs[-1]['wall_s']:.1f} s, CPU {runs[-1]['cpu_s']:.1f} s, floors "
                   f"{floors[-2]['floor_s']:.1f} / {floors[-1]['floor_s']:.1f} s, load {runs[-1]['load1']:.1f}",
                   file=sys.stderr)

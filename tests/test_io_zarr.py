@@ -512,6 +512,24 @@ def test_direct_chunk_reads_match_zarr(tmp_path, version, compression):
         np.testing.assert_array_equal(stored[key], reference[key])
 
 
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_chunk_files_are_the_files_a_read_opens(tmp_path, version, monkeypatch):
+    """StoredArray.chunk_files lists the chunk files a read of the same region opens (to announce them ahead)."""
+    import builtins
+
+    data = oct_like((9, 21, 26), dtype=np.float32)
+    path = tmp_path / "a.ome.zarr"
+    save_omezarr(data, path, RESOLUTION, chunks=(4, 7, 9), n_levels=0, ngff_version=version)
+    stored, _ = open_omezarr_level(path)
+    opened, real_open = [], builtins.open
+    monkeypatch.setattr(builtins, "open", lambda file, *args, **kwargs: opened.append(Path(file)) or real_open(
+        file, *args, **kwargs))
+    for key in [(slice(None), slice(7, 14), slice(9, 18)), (slice(2, 9), slice(5, 21), slice(0, 26))]:
+        opened.clear()
+        stored[key]
+        assert sorted(stored.chunk_files(key)) == sorted(opened) and all(p.is_file() for p in opened)
+
+
 def test_direct_read_names_a_corrupted_chunk(tmp_path):
     path = tmp_path / "a.ome.zarr"
     save_omezarr(oct_like((8, 16, 16), dtype=np.float32), path, RESOLUTION, chunks=(4, 8, 8), n_levels=0)

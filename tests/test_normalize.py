@@ -223,13 +223,18 @@ def test_script_exit_codes(tmp_path):
 
 @pytest.mark.parametrize("sigma_px", [2.0, 2.3, 0.7])
 def test_smoothed_aip_chunk_by_chunk_is_the_whole_map_smoothed(tmp_path, sigma_px):
-    """The scratch map smoothed chunk by chunk with a halo has the bits of the whole map smoothed at once."""
+    """The scratch map smoothed chunk by chunk with a halo (on two threads) has the bits of the whole map smoothed
+    at once, and its histogram the counts of the whole map's."""
+    from linumpy.intensity.histogram import LogHistogram
     from linumpy.intensity.slice_normalization import _scratch_map, _store_smoothed
 
     rng = np.random.default_rng(3)
     aip = rng.gamma(2.0, 1.0, (70, 45)).astype(np.float32)  # chunks of 16: partial chunks at both far edges
     writer = _scratch_map(tmp_path / "aip.ome.zarr", aip.shape, (16, 16))
     writer[:] = aip
-    smoothed = _store_smoothed(writer.stored_level0(), tmp_path / "smoothed.ome.zarr", sigma_px)
+    smoothed, histogram = _store_smoothed(writer.stored_level0(), tmp_path / "smoothed.ome.zarr", sigma_px, 2)
     whole = normalize.smooth_aip(aip, sigma_px)
     assert smoothed[:, :].tobytes() == whole.tobytes()
+    expected = LogHistogram()
+    expected.add(whole)
+    assert np.array_equal(histogram.counts, expected.counts) and histogram.zeros == expected.zeros

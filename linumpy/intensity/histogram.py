@@ -70,7 +70,7 @@ class LogHistogram:
 
     def add(self, values: np.ndarray) -> None:
         """Count ``values`` (any shape; NaNs are not allowed)."""
-        values = np.ravel(np.asarray(values, np.float32))
+        values = np.ravel(np.asarray(values, np.float32), order="K")  # the counts do not depend on the order
         positive = values[values > 0]  # a copy: binned in place
         self.zeros += values.size - positive.size
         self.counts += np.bincount(self._bins(positive), minlength=self.counts.size)

@@ -11,9 +11,12 @@ Passes over the input (each one lateral block of whole A-lines at a time):
 3. the normalized volume is written.
 
 Every pass reads whole chunk columns straight from storage
-(:func:`linumpy.io.zarr.open_omezarr_level`) and runs its blocks on a bounded
-pipeline of worker threads (:func:`linumpy.parallel.ordered_map`), merged in
-block order (deterministic sums).
+(:func:`linumpy.io.zarr.open_omezarr_level`), their files announced to the
+kernel :data:`READ_AHEAD_BLOCKS` blocks ahead (:mod:`linumpy.io.prefetch`: the
+previous step released their pages, so they come from disk while the threads
+compute), and runs its blocks on a bounded pipeline of worker threads
+(:func:`linumpy.parallel.ordered_map`), merged in block order (deterministic
+sums). The AIP's smoothing and its histogram run on the same threads.
 
 An empty slice (no positive AIP value, e.g. all zeros) is written as zeros
 with a warning.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +42,17 @@ from linumpy.intensity.histogram import LogHistogram
 from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
+from linumpy.io.prefetch import prefetched
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, StoredArray, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background, ordered_map
 from linumpy.qc.records import FIGURES_MODULE
 
 logger = logging.getLogger(__name__)
+
+#: Blocks whose chunk files are announced to the kernel before a worker takes them (beyond those the pipeline
+#: holds already), so that their reads from disk overlap the running blocks' computation.
+READ_AHEAD_BLOCKS = 2
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,8 @@ def normalize_slice(
     import_in_background(FIGURES_MODULE)  # the QC figure's module, while the passes' threads run
     with atomic.scratch_directory(out_path) as scratch:
         aip = _store_aip(volume, Path(scratch) / "aip.ome.zarr", block, in_path, progress, workers)
-        smoothed = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px)
-        aip_histogram = LogHistogram()
-        for part in lateral_blocks(smoothed.shape, 4 * block):
-            aip_histogram.add(smoothed[part.inner])
+        smoothed, aip_histogram = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px,
+                                                  workers)
         threshold = normalize.tissue_threshold(aip_histogram)
         attributes = dict(info.attributes)
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
@@ -149,7 +156,8 @@ def normalize_slice(
                 shape = volume.shape[1:]
                 # Z-order: the output's pyramid is built from 2 x 2 groups of blocks as soon as they are written.
                 parts = morton_order(lateral_blocks(shape, block), lambda part: part.origin)
-                nonzero = sum(tqdm(ordered_map(apply, parts, workers),
+                nonzero = sum(tqdm(ordered_map(apply, prefetched(parts, _column_files(volume), READ_AHEAD_BLOCKS),
+                                               workers),
                                    total=count_blocks(shape, block), desc="normalize", disable=not progress,
                                    leave=False))
                 low_high = (low, high)
@@ -204,23 +212,42 @@ def _store_aip(
             )
         target[part.inner] = aip.astype(np.float32)
 
-    for _ in tqdm(ordered_map(project, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
+    parts = prefetched(lateral_blocks(shape, block), _column_files(volume), READ_AHEAD_BLOCKS)
+    for _ in tqdm(ordered_map(project, parts, workers), total=count_blocks(shape, block),
                   desc="AIP", disable=not progress, leave=False):
         pass
     return target.stored_level0()
 
 
-def _store_smoothed(aip: StoredArray, path: Path, sigma_px: float) -> StoredArray:
-    """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it.
+def _column_files(volume: StoredArray) -> Callable[[LateralBlock], list[Path]]:
+    """The chunk files of a block's whole-depth column of ``volume`` (to announce them ahead)."""
+    return lambda part: volume.chunk_files((slice(None), *part.inner))
 
-    Chunk by chunk, each smoothed with a halo that covers the Gaussian's reach
+
+def _store_smoothed(
+    aip: StoredArray, path: Path, sigma_px: float, workers: int | None
+) -> tuple[StoredArray, LogHistogram]:
+    """The smoothed AIP (:func:`linumpy.intensity.normalize.smooth_aip`), stored beside it, and its histogram.
+
+    Chunk by chunk on the worker threads, each smoothed with a halo that covers the Gaussian's reach
     (``ceil(4 sigma)``; its edge values repeated at the map's borders, as the
-    filter's ``nearest`` mode does): the values of the whole map smoothed at once.
+    filter's ``nearest`` mode does): the values of the whole map smoothed at once. The histogram's
+    counts are the chunks' summed (integers: the same whatever the order).
     """
     target = _scratch_map(path, aip.shape, aip.chunks)
-    for part in lateral_blocks(aip.shape, aip.chunks[0], halo=int(np.ceil(4 * sigma_px))):
-        target[part.inner] = normalize.smooth_aip(aip[part.outer], sigma_px)[part.inner_in_outer]
-    return target.stored_level0()
+
+    def smooth(part: LateralBlock) -> LogHistogram:
+        values = normalize.smooth_aip(aip[part.outer], sigma_px)[part.inner_in_outer]
+        target[part.inner] = values
+        partial = LogHistogram()
+        partial.add(values)
+        return partial
+
+    histogram = LogHistogram()
+    for partial in ordered_map(smooth, lateral_blocks(aip.shape, aip.chunks[0], halo=int(np.ceil(4 * sigma_px))),
+                               workers):
+        histogram.merge(partial)
+    return target.stored_level0(), histogram
 
 
 def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: Any) -> list[tuple[int, int]]:
@@ -279,19 +306,24 @@ def _tissue_histogram(
 ) -> tuple[LogHistogram, int]:
     """Histogram of the flat-fielded voxel values of the tissue A-lines, and the number of those A-lines."""
 
-    def count(part: LateralBlock) -> tuple[LogHistogram, int]:
+    def count(item: tuple[LateralBlock, np.ndarray]) -> tuple[LogHistogram, int]:
+        part, mask = item
         partial = LogHistogram()
-        mask = smoothed[part.inner] > threshold
         n_tissue = int(np.count_nonzero(mask))
         if n_tissue:
             data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
-            partial.add(data[:, mask])
+            # the tissue A-lines' voxels, gathered contiguous (cheaper than data[:, mask], same values)
+            partial.add(np.compress(mask.ravel(), data.reshape(data.shape[0], -1), axis=1))
         return partial, n_tissue
 
+    def tissue_files(item: tuple[LateralBlock, np.ndarray]) -> list[Path]:
+        return column_files(item[0]) if item[1].any() else []  # a block without tissue is not read
+
     histogram, n_tissue = LogHistogram(), 0
-    shape = volume.shape[1:]
-    for partial, n in tqdm(ordered_map(count, lateral_blocks(shape, block), workers), total=count_blocks(shape, block),
-                           desc="percentiles", disable=not progress, leave=False):
+    shape, column_files = volume.shape[1:], _column_files(volume)
+    items = ((part, smoothed[part.inner] > threshold) for part in lateral_blocks(shape, block))
+    for partial, n in tqdm(ordered_map(count, prefetched(items, tissue_files, READ_AHEAD_BLOCKS), workers),
+                           total=count_blocks(shape, block), desc="percentiles", disable=not progress, leave=False):
         histogram.merge(partial)
         n_tissue += n
     return histogram, n_tissue

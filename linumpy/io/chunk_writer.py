@@ -169,6 +169,12 @@ class ChunkFileReader:
         """File of chunk ``index``."""
         return self.directory.joinpath(*self._prefix, *(str(i) for i in index))
 
+    def chunk_files(self, key: Any) -> list[Path]:
+        """The files of the chunks ``array[key]`` touches (slices of step 1 and integers), stored or not."""
+        region, _ = normalize_region(key, self.shape)
+        ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, self.chunks)]
+        return [self.chunk_path(index) for index in itertools.product(*ranges)]
+
     def __getitem__(self, key) -> np.ndarray:
         """``array[key]`` for slices (step 1) and integers, as a new native-endian array.
 

@@ -214,6 +214,11 @@ class StoredArray:
                                  "rewrite the image") from None
         return self._array
 
+    def chunk_files(self, key: Any) -> list[Path]:
+        """The chunk files ``self[key]`` reads, to announce them ahead (:mod:`linumpy.io.prefetch`); none
+        for the layouts zarr-python reads."""
+        return [] if self._reader is None else self._reader.chunk_files(key)
+
     def __getitem__(self, key: Any) -> np.ndarray:
         if self._reader is not None:
             try:
