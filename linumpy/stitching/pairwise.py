@@ -564,7 +564,7 @@ def best_match_on_ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tu
 def refit_on_ridge(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray, tile_b: np.ndarray,
                    ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]] | None:
     """The sub-pixel fit from the ridge's best match (:func:`best_match_on_ridge`), for a pair whose fit
-    from ``index`` returned its whole pixel.
+    from ``index`` left its box.
 
     A fit that leaves its box (more than :data:`MAX_REFINEMENT_PX`) says the match's optimum is not
     at ``index``; along a short ridge the evidence peak and the walk (:func:`match_on_common_overlap`,
@@ -572,7 +572,10 @@ def refit_on_ridge(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np
     (foreign harsh A 161 slice 4, (1, 0)-(1, 1): 1.85 px off at its whole pixel, the fit heading
     for the truth but leaving its box; from the best match 0.40 px off). Returns the member's index,
     the refined offset and its standard error; ``None`` when the best match is ``index`` or its own
-    fit fails too.
+    fit fails too. Not where the fit could not run (a region too narrow or ill-conditioned, e.g.
+    striations along one direction): that says nothing of where the optimum lies, and on
+    ``tests/test_stitching_ridge_drift.py``'s diagonal texture the refit took pairs at the truth 1 px
+    off.
     """
     member = best_match_on_ridge(evidence_map, index)
     if member == index:
@@ -698,10 +701,10 @@ def _shifted(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return ndimage.shift(image, shift, order=3, mode="nearest")
 
 
-def refine_subpixel(
+def _fit_subpixel(
     tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
     speckle_px: float = REFINE_SPECKLE_PX,
-) -> tuple[tuple[float, float], tuple[float, float]]:
+) -> tuple[tuple[float, float], tuple[float, float], bool]:
     """Refine an integer offset by a symmetric Lucas-Kanade fit on the common region.
 
     Both crops are band-passed identically; ``b`` shifted by ``-d / 2`` is
@@ -727,8 +730,11 @@ def refine_subpixel(
         :data:`MAX_REFINEMENT_PX`).
     sigma : tuple of float
         Standard error of each coordinate (1 px when not refined).
+    left_box : bool
+        Whether the fit moved more than :data:`MAX_REFINEMENT_PX` (the integer offset returned): the
+        match's optimum lies elsewhere, unlike a region too narrow or ill-conditioned to fit.
     """
-    unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0))
+    unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0), False)
     slices = overlap_slices(tile_a.shape, tile_b.shape, offset)
     if slices is None:
         return unrefined
@@ -755,14 +761,27 @@ def refine_subpixel(
         step = -np.linalg.solve(hessian, jacobian.T @ residual)
         shift += step
         if np.max(np.abs(shift)) > MAX_REFINEMENT_PX:
-            return unrefined
+            return unrefined[0], unrefined[1], True
         if np.max(np.abs(step)) < LK_TOLERANCE_PX:
             break
     # Neighbouring residuals are correlated (speckle grain, smoothing): fewer independent samples.
     area = correlation_area(residual.reshape(warped_a.shape))
     covariance = np.mean(residual**2) * area * np.linalg.inv(hessian)
     sigma = tuple(float(np.sqrt(max(v, 0.0))) for v in np.diag(covariance))
-    return (float(offset[0] + shift[0]), float(offset[1] + shift[1])), sigma
+    return (float(offset[0] + shift[0]), float(offset[1] + shift[1])), sigma, False
+
+
+def refine_subpixel(
+    tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
+    speckle_px: float = REFINE_SPECKLE_PX,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Refine an integer offset by a symmetric Lucas-Kanade fit on the common region.
+
+    :func:`_fit_subpixel` without its ``left_box`` flag: the refined offset (the integer one if the fit
+    fails or moves more than :data:`MAX_REFINEMENT_PX`) and the standard error of each coordinate (1 px
+    when not refined).
+    """
+    return _fit_subpixel(tile_a, tile_b, offset, speckle_px)[:2]
 
 
 def register_pair(
@@ -836,10 +855,10 @@ def register_pair(
     winner = maps[chosen]
     moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b)
     offset = (nominal[0] + moved[0] - radius, nominal[1] + moved[1] - radius)
-    refined, sigma = (refine_subpixel(tile_a, tile_b, offset) if refine
-                      else ((float(offset[0]), float(offset[1])), (1.0, 1.0)))
-    if refine and refined == (float(offset[0]), float(offset[1])) and significance >= REFIT_MIN_SIGNIFICANCE:
-        # The fit left its box (or could not run): again from the ridge's best match, if that one converges.
+    refined, sigma, left_box = (_fit_subpixel(tile_a, tile_b, offset) if refine
+                                else ((float(offset[0]), float(offset[1])), (1.0, 1.0), False))
+    if left_box and significance >= REFIT_MIN_SIGNIFICANCE:
+        # The fit left its box: again from the ridge's best match, if that one converges.
         refit = refit_on_ridge(winner, moved, tile_a, tile_b)
         if refit is not None:
             moved, refined, sigma = refit
