@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from linumpy.stitching.pairwise import (
     EvidenceMap,
+    _fit_subpixel,
     best_match_on_ridge,
     edge_ridge,
     evidence,
@@ -93,6 +94,7 @@ def test_the_fit_restarts_from_the_best_match_when_it_leaves_its_box():
     # premise: from the evidence peak, more than 1.5 px away, the fit leaves its box (the whole pixel back)
     assert np.hypot(*np.subtract(whole, truth)) > 1.5
     assert refine_subpixel(tile_a, tile_b, whole)[0] == tuple(float(v) for v in whole)
+    assert _fit_subpixel(tile_a, tile_b, whole)[2]
     member, refined, sigma = refit_on_ridge(SHORT, peak, tile_a, tile_b)
     assert _offset(member) == TRUE_OFFSET
     assert np.hypot(*np.subtract(refined, truth)) < 0.1
