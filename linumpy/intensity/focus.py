@@ -905,8 +905,9 @@ def gain_floor(
         at = f"{min_gain:g}" if supported == min_gain else f"{supported:.3g} (the noise; {min_gain:g} unsupported)"
         flags.append(f"focus profile clipped at {at} of its reference at {qc['focus_clipped_depths']} tissue depths")
     if qc["focus_deep_model_depths"]:
+        lowest = float(normalized[deep & ~measured].min())
         flags.append(f"focus gain above {1 / min_gain:.0f}x from the {model} model at {qc['focus_deep_model_depths']} "
-                     f"tissue depths with too few agarose A-lines (down to {float(normalized[deep].min()):.3f})")
+                     f"tissue depths with too few agarose A-lines (down to {lowest:.3f})")
     return floor, qc, flags
 
 
