@@ -22,8 +22,10 @@ Every depth of the profile carries the number of A-lines behind it. Depths
 with little support are filled by a fitted model (Lorentzian, the confocal
 gate of a Gaussian beam, or Gaussian) and the profile is scaled to 1 at a
 well-sampled depth (:func:`estimate_focus`), never at a depth a handful of
-A-lines decide; it is clipped below at ``min_gain`` so that dividing by it
-never amplifies more than ``1 / min_gain``.
+A-lines decide; it is clipped below (:func:`gain_floor`) at ``min_gain``
+where nothing supports it, and where a measurement or a trusted fit does, at
+the gain under which the tissue's signal sinks under the noise
+(:func:`noise_gain`, at least ``MIN_NOISE_GAIN``).
 """
 
 from __future__ import annotations
