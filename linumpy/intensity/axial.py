@@ -458,10 +458,11 @@ def _gather_statistics(
     noise_cells = tissue_cells if tissue_cells is not None and tissue_cells.any() else None
     noise_floor = background.noise_floor(noise_cells)
     binned_variance = background.noise_variance(noise_cells)
+    noise_variance = None if binned_variance is None else binned_variance * factor**2  # of one voxel
     first_tissue = qc.surface_percentile_px(1.0)
     estimate, mode = _focus_profile(background, splits, qc.surface_fraction, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
-                                    lateral_um)
+                                    lateral_um, focus.noise_gain(noise_variance, splits[-1]))
     per_line = estimate.qc.get("focus_shift_per_aline", False) and estimate.profile is not None
     flags = list(estimate.flags)
     if binned_variance is None:
@@ -473,7 +474,7 @@ def _gather_statistics(
         focus_qc=estimate.qc, focus_flags=flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
         focus_shift=applied if per_line else None,
-        noise_variance=0.0 if binned_variance is None else binned_variance * factor**2,
+        noise_variance=0.0 if noise_variance is None else noise_variance,
     )
 
 
@@ -509,14 +510,15 @@ def _robust_plane(
 def _focus_profile(
     background: focus.BackgroundStatistics, splits: list[focus.LevelSplit], surface_fraction: float,
     noise_floor: float, settings: AxialSettings, first_tissue_px: float, dz_um: float, plane: np.ndarray | None,
-    factor: int, lateral_um: float,
+    factor: int, lateral_um: float, noise_gain: float | None = None,
 ) -> tuple[focus.FocusEstimate, str]:
     """The focus estimate to divide by and a description of where it came from.
 
     ``splits``: the A-line levels' splits into agarose and tissue tried, the last one used
     (:meth:`~linumpy.intensity.focus.BackgroundStatistics.level_split`, then
     :meth:`~linumpy.intensity.focus.BackgroundStatistics.gel_split` if it found none); ``surface_fraction``: the
-    share of the A-lines with a detected surface, named when there is no split.
+    share of the A-lines with a detected surface, named when there is no split; ``noise_gain``: the gain at
+    which the tissue's signal sinks under the noise (:func:`~linumpy.intensity.focus.estimate_focus`).
     """
     if settings.focus_profile is not None:
         given = np.asarray(settings.focus_profile, np.float64)
@@ -560,7 +562,7 @@ def _focus_profile(
     given = settings.agarose_attenuation_per_mm is not None
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None,
-                                    fit_decay=not given)
+                                    fit_decay=not given, noise_gain=noise_gain)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
     estimate.qc.update(level_qc)
     estimate.qc.update(shift_qc)

@@ -22,8 +22,10 @@ Every depth of the profile carries the number of A-lines behind it. Depths
 with little support are filled by a fitted model (Lorentzian, the confocal
 gate of a Gaussian beam, or Gaussian) and the profile is scaled to 1 at a
 well-sampled depth (:func:`estimate_focus`), never at a depth a handful of
-A-lines decide; it is clipped below at ``min_gain`` so that dividing by it
-never amplifies more than ``1 / min_gain``.
+A-lines decide; it is clipped below (:func:`gain_floor`) at ``min_gain``
+where nothing supports it, and where a measurement or a trusted fit does, at
+the gain under which the tissue's signal sinks under the noise
+(:func:`noise_gain`, at least ``MIN_NOISE_GAIN``).
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ class LevelSplit:
         Of a split of :data:`EVERY_LEVEL` wide enough: the share of the dim class without a detected surface
         and the share of the imaged area's edge cells outside the tissue mask
         (:meth:`BackgroundStatistics.gel_split`); None: not measured.
+    tissue_mean_level : float or None
+        Geometric mean level of the tissue (bright) class of the split accepted (None without one): a lower
+        bound of the tissue's signal at the focus (the levels carry the focus and the attenuation), for the
+        focus profile's noise-relative gain floor (:func:`estimate_focus`, ``noise_gain``).
     """
 
     threshold: float | None
@@ -166,6 +172,7 @@ class LevelSplit:
     source: str = SURFACE_LEVELS
     surfaceless_fraction: float | None = None
     edge_fraction: float | None = None
+    tissue_mean_level: float | None = None
 
     def describe(self) -> str:
         """Why this split found no distinct background, in words (for the focus mode and the QC flag).
@@ -430,12 +437,12 @@ class BackgroundStatistics:
             high = centers > log_threshold
             if counts[low].sum() < min_lines or counts[high].sum() == 0:
                 break
-            ratio = 10 ** (np.average(centers[high], weights=counts[high])
-                           - np.average(centers[low], weights=counts[low]))
+            log_tissue = np.average(centers[high], weights=counts[high])
+            ratio = 10 ** (log_tissue - np.average(centers[low], weights=counts[low]))
             widest = ratio if widest is None else max(widest, ratio)
             if ratio >= min_class_ratio:
                 return LevelSplit(float(10 ** histogram.edges[np.nonzero(low)[0][-1] + 1]), float(ratio),
-                                  min_class_ratio, source)
+                                  min_class_ratio, source, tissue_mean_level=float(10**log_tissue))
             candidate = low
         return LevelSplit(None, None if widest is None else float(widest), min_class_ratio, source)
 
@@ -462,7 +469,7 @@ class BackgroundStatistics:
         edge = self.edge_fraction(split.threshold)
         gel = surfaceless >= MIN_GEL_SURFACELESS_FRACTION and edge >= MIN_GEL_EDGE_FRACTION
         return LevelSplit(split.threshold if gel else None, split.class_ratio, min_class_ratio, EVERY_LEVEL,
-                          max(0.0, float(surfaceless)), edge)
+                          max(0.0, float(surfaceless)), edge, split.tissue_mean_level if gel else None)
 
     def tissue_mask(self, tissue_level: float) -> np.ndarray:
         """Boolean grid of the cells of tissue: a cell with an A-line above ``tissue_level``, the mask closed
@@ -664,14 +671,25 @@ MIN_MEASURED_FRACTION = 0.75
 FOCUS_MODELS = ("lorentzian", "gaussian")
 #: The Gaussian replaces the Lorentzian (the physical model) only if its relative RMS residual is this much lower.
 GAUSSIAN_PENALTY = 1.5
-#: Largest agarose attenuation (mm^-1) the Lorentzian x decay fit may find, either sign (see :func:`estimate_focus`).
-MAX_AGAROSE_ATTENUATION_PER_MM = 2.0
+#: Largest agarose attenuation (mm^-1) the Lorentzian x decay fit may find, either sign (see :func:`estimate_focus`):
+#: wide enough to read dim tissue taken for agarose (2-3 mm^-1; :func:`combine_with_prior`).
+MAX_AGAROSE_ATTENUATION_PER_MM = 8.0
+#: A fit above the prior by this many standard errors (of the difference) decays as no gel does: dim tissue taken
+#: for agarose (the first split accepts tissue 8x dimmer than the rest, with no gel, as agarose): the fit alone.
+MIN_TISSUE_DECAY_SIGMAS = 4.0
+#: Where a fit this close (relative RMS residual) supports it, the profile's gain floor is the noise's
+#: (:func:`gain_floor`), not ``min_gain``...
+MAX_TRUSTED_FIT_RMS = 0.05
+#: ... nor below this (the gain never exceeds 200x).
+MIN_NOISE_GAIN = 0.005
 #: Prior of the agarose attenuation (mm^-1): mean and standard deviation. A thin embedding gel (1-2% agarose)
 #: attenuates little; the two test generators' gels are 0.3 and 0.4 (see ``docs/intensity.md``,
 #: *Agarose attenuation: prior and cell gains*). The fit is combined with it by inverse variance.
 AGAROSE_ATTENUATION_PRIOR_PER_MM = (0.35, 0.25)
 #: Above this weight of the prior in the combined estimate, the estimate is flagged as weakly supported.
 MAX_AGAROSE_PRIOR_WEIGHT = 0.5
+#: The source of an agarose attenuation read as no gel's (:func:`combine_with_prior`), and its flag's start.
+TISSUE_DECAY = "decays as no gel does"
 
 
 @dataclass(frozen=True)
@@ -703,6 +721,7 @@ def estimate_focus(
     model: str | None = None,
     smooth_px: float = 2.0,
     fit_decay: bool = False,
+    noise_gain: float | None = None,
 ) -> FocusEstimate:
     """Focus profile from an agarose depth profile and its per-depth support.
 
@@ -713,7 +732,11 @@ def estimate_focus(
     others (the Lorentzian unless the Gaussian's residual is
     ``GAUSSIAN_PENALTY`` times lower) (``model`` forces one and uses it everywhere). The profile is
     scaled to 1 at its highest well-sampled depth (the reference; never an
-    unsupported one), and clipped below at ``min_gain``.
+    unsupported one), and clipped below (:func:`gain_floor`): at ``min_gain``
+    where nothing supports the profile, at ``noise_gain`` (if lower, not
+    below ``MIN_NOISE_GAIN``) where it is measured or given by a trusted fit
+    (relative RMS residual at most ``MAX_TRUSTED_FIT_RMS``, its centre
+    among the well-sampled depths: the peak measured).
 
     With ``fit_decay``, the agarose's own round-trip decay is fitted with the
     Lorentzian, ``a / (1 + ((z - c) / w)^2) * exp(-2 mu dz z)``, ``|mu| <=
@@ -742,12 +765,16 @@ def estimate_focus(
     dz_um : float
         Axial voxel size, for the QC fields.
     min_gain : float
+        Floor of the profile where no measurement or trusted fit supports it.
     model : {"lorentzian", "gaussian"} or None
         Force a model for every depth (None: measured where well sampled).
     smooth_px : float
         Gaussian smoothing of the measured part along depth.
     fit_decay : bool
         Estimate the agarose's attenuation with the Lorentzian (see above).
+    noise_gain : float or None
+        The gain below which the tissue's signal sinks under the noise: the noise's standard deviation over
+        the tissue's level (None: ``min_gain`` everywhere).
 
     Returns
     -------
@@ -811,20 +838,79 @@ def estimate_focus(
         qc["focus_fallback"] = "no focus correction: the agarose profile has no positive well-sampled value"
         return FocusEstimate(None, qc, flags + [qc["focus_fallback"]])
     normalized = profile / profile[reference]
-    clipped = ~(normalized >= min_gain)
     qc["focus_reference_depth_um"] = round(reference * dz_um, 3)
-    qc["focus_clipped_depths"] = int(clipped[tissue].sum())
     if qc["focus_measured_fraction"] < MIN_MEASURED_FRACTION:
         flags.append(
             f"focus profile weakly supported: {100 * qc['focus_measured_fraction']:.0f}% of the tissue depths have "
             f">= {threshold} agarose A-lines (fewest: {qc['focus_support_min_tissue']}); "
             f"{qc['focus_model'] or 'an exponential extension'} fills the rest")
-    if qc["focus_clipped_depths"]:
-        flags.append(f"focus profile clipped at {min_gain} of its reference at "
-                     f"{qc['focus_clipped_depths']} tissue depths")
-    profile = np.clip(normalized, min_gain, None).astype(np.float32)
+    sampled = np.nonzero(well)[0]
+    trusted = well | (qc["focus_model"] is not None and qc["focus_fit_rms"] <= MAX_TRUSTED_FIT_RMS
+                      and sampled[0] <= qc["focus_model_center_um"] / dz_um <= sampled[-1])
+    floor, floor_qc, floor_flags = gain_floor(normalized, trusted, well, tissue, min_gain, noise_gain,
+                                              qc["focus_model"])
+    qc.update(floor_qc)
+    flags.extend(floor_flags)
+    profile = np.maximum(normalized, floor).astype(np.float32)
     qc["focus_profile"] = [round(float(v), 4) for v in profile]
     return FocusEstimate(profile, qc, flags)
+
+
+def noise_gain(noise_variance: float | None, split: LevelSplit) -> float | None:
+    """The gain at which the tissue's signal sinks under the noise: the noise's standard deviation over the
+    split's tissue level (a lower bound of the tissue's signal at the focus, so a conservative floor).
+
+    ``noise_variance``: of one voxel of the volume corrected (:meth:`BackgroundStatistics.noise_variance` times
+    the binning's ``factor**2``: every voxel is divided by the gain). None when either is unknown.
+
+    Examples
+    --------
+    >>> noise_gain(4.0, LevelSplit(50.0, 5.0, 4.0, tissue_mean_level=100.0))
+    0.02
+    """
+    if noise_variance is None or not split.tissue_mean_level:
+        return None
+    return float(np.sqrt(noise_variance)) / split.tissue_mean_level
+
+
+def gain_floor(
+    normalized: np.ndarray, trusted: np.ndarray, measured: np.ndarray, tissue: np.ndarray, min_gain: float,
+    noise_gain: float | None, model: str | None,
+) -> tuple[np.ndarray, dict, list[str]]:
+    """Floor of a normalized focus profile per depth, its QC fields and flags.
+
+    ``min_gain`` where the profile is not ``trusted`` (measured or given by a trusted fit); where it is,
+    the data's own limit: ``noise_gain`` (the gain at which the tissue's signal sinks under the noise),
+    not below :data:`MIN_NOISE_GAIN` and never above ``min_gain``. QC: the floor, the tissue depths
+    clipped, and those the profile takes below ``min_gain`` (measured, or from the ``model``: flagged).
+
+    Examples
+    --------
+    >>> profile = np.array([0.01, 0.03, 0.04, 0.2, 1.0])
+    >>> floor, qc, flags = gain_floor(profile, np.array([True, True, False, True, True]),
+    ...                               np.array([False, True, False, True, True]), np.ones(5, bool), 0.05, 0.02,
+    ...                               "lorentzian")
+    >>> floor.tolist(), qc["focus_clipped_depths"], qc["focus_deep_measured_depths"], qc["focus_deep_model_depths"]
+    ([0.02, 0.02, 0.05, 0.02, 0.02], 2, 1, 0)
+    """
+    supported = min_gain if noise_gain is None else min(min_gain, max(noise_gain, MIN_NOISE_GAIN))
+    floor = np.where(trusted, supported, min_gain)
+    clipped = ~(normalized >= floor)
+    deep = ~clipped & (normalized < min_gain) & tissue
+    qc = {"focus_gain_floor": round(float(supported), 4),
+          "focus_noise_gain": None if noise_gain is None else round(float(noise_gain), 4),
+          "focus_clipped_depths": int(clipped[tissue].sum()),
+          "focus_deep_measured_depths": int((deep & measured).sum()),
+          "focus_deep_model_depths": int((deep & ~measured).sum())}
+    flags = []
+    if qc["focus_clipped_depths"]:
+        at = f"{min_gain:g}" if supported == min_gain else f"{supported:.3g} (the noise; {min_gain:g} unsupported)"
+        flags.append(f"focus profile clipped at {at} of its reference at {qc['focus_clipped_depths']} tissue depths")
+    if qc["focus_deep_model_depths"]:
+        lowest = float(normalized[deep & ~measured].min())
+        flags.append(f"focus gain above {1 / min_gain:.0f}x from the {model} model at {qc['focus_deep_model_depths']} "
+                     f"tissue depths with too few agarose A-lines (down to {lowest:.3f})")
+    return floor, qc, flags
 
 
 def focus_model(name: str, z: np.ndarray, amplitude: float, center: float, width: float) -> np.ndarray:
@@ -893,7 +979,7 @@ def _fit_agarose_decay(
         qc["focus_agarose_refit_failed"] = f"the Lorentzian without the decay kept ({type(error).__name__}: {error})"
     decay = np.exp(-mu * per_mm * (np.arange(measured.size) - z[0]))
     flag = None if weight <= MAX_AGAROSE_PRIOR_WEIGHT else f"agarose attenuation weakly supported: {source}"
-    return params, rms, decay, flag
+    return params, rms, decay, f"the agarose profile {source}" if source.startswith(TISSUE_DECAY) else flag
 
 
 def correlation_inflation(residual: np.ndarray) -> float:
@@ -922,7 +1008,10 @@ def combine_with_prior(fit_mu: float | None, fit_sd: float, limit: float) -> tup
     """The agarose attenuation from a fit (mm^-1, its standard error) and the prior, by inverse variance.
 
     A failed fit (``fit_mu`` None), an infinite error or a value at ``+-limit``
-    leaves the prior alone. Returns ``(mu, standard error, weight of the prior,
+    leaves the prior alone; a fit above the prior by :data:`MIN_TISSUE_DECAY_SIGMAS`
+    standard errors of the difference or more is no gel's decay (dim tissue
+    taken for agarose): the fit alone, its source starting with
+    :data:`TISSUE_DECAY`. Returns ``(mu, standard error, weight of the prior,
     source)``, ``mu`` clipped at 0 (a gel does not amplify).
 
     Examples
@@ -932,11 +1021,17 @@ def combine_with_prior(fit_mu: float | None, fit_sd: float, limit: float) -> tup
     (0.35, 0.177, 0.5)
     >>> combine_with_prior(None, float("inf"), 2.0)[2]
     1.0
+    >>> combine_with_prior(3.0, 0.2, 8.0)[:3]
+    (3.0, 0.2, 0.0)
     """
     prior, prior_sd = AGAROSE_ATTENUATION_PRIOR_PER_MM
     if fit_mu is None or not np.isfinite(fit_sd) or abs(fit_mu) >= 0.999 * limit:
         reason = "the fit failed" if fit_mu is None else f"the fit ({fit_mu:.2f} mm^-1) is unusable"
         return prior, prior_sd, 1.0, f"prior {prior} +- {prior_sd} mm^-1 alone: {reason}"
+    if fit_mu - prior >= MIN_TISSUE_DECAY_SIGMAS * np.hypot(fit_sd, prior_sd):
+        return fit_mu, fit_sd, 0.0, (f"{TISSUE_DECAY}: fit {fit_mu:.2f} +- {fit_sd:.2f} mm^-1, "
+                                     f"{(fit_mu - prior) / np.hypot(fit_sd, prior_sd):.1f} standard errors above "
+                                     f"the prior {prior} +- {prior_sd} (dim tissue taken for agarose?): the fit alone")
     weight = fit_sd**2 / (fit_sd**2 + prior_sd**2)
     mu = weight * prior + (1.0 - weight) * fit_mu
     sd = float(np.sqrt(1.0 / (1.0 / fit_sd**2 + 1.0 / prior_sd**2)))

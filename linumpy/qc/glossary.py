@@ -233,7 +233,17 @@ METRICS: dict[str, MetricInfo] = {
     "focus_reference_depth_um": _M("Focus reference depth", "µm", "Well-sampled depth where the focus profile "
                                    "is scaled to 1."),
     "focus_clipped_depths": _M("Clipped focus depths", "count", "Tissue depths whose focus value was raised to "
-                               "the 0.05 floor (their correction is capped)."),
+                               "its floor (their correction is capped): 0.05 where nothing supports the profile, "
+                               "the noise's gain where a measurement or a trusted fit does."),
+    "focus_gain_floor": _M("Focus gain floor", "ratio", "Lowest focus value divided by where the profile is "
+                           "measured or given by a trusted fit: the noise's gain, at most 0.05, at least 0.005."),
+    "focus_noise_gain": _M("Focus noise gain", "ratio", "Focus value at which the tissue's signal sinks under the "
+                           "noise: the noise's standard deviation over the tissue's level (empty: unknown)."),
+    "focus_deep_measured_depths": _M("Focus depths past 20x, measured", "count", "Tissue depths divided by a focus "
+                                     "value below 0.05 (a gain above 20x) measured on the agarose."),
+    "focus_deep_model_depths": _M("Focus depths past 20x, modelled", "count", "Tissue depths divided by a focus "
+                                  "value below 0.05 that the fitted model gives (too few agarose A-lines there); "
+                                  "flagged."),
     "focus_fallback": _M("Focus fallback", "text", "What was done instead of a measured focus profile, or empty."),
     "focus_level_class_ratio": _M("Agarose/tissue level contrast", "ratio", "How far apart the dim (agarose) and "
                                   "bright (tissue) classes of the A-line levels are (geometric means): of the split "
@@ -274,8 +284,9 @@ METRICS: dict[str, MetricInfo] = {
     "focus_agarose_attenuation_prior_weight": _M("Agarose prior weight", "fraction", "Weight of the prior in "
                                                  "the agarose attenuation (1: the prior alone; above 0.5 flagged)."),
     "focus_agarose_attenuation_source": _M("Agarose attenuation source", "text", "given, estimated (fit and "
-                                           "prior), the prior alone (fit failed or unusable), or not estimated "
-                                           "(Gaussian focus: not identifiable)."),
+                                           "prior), the prior alone (fit failed or unusable), the fit alone (it "
+                                           "decays as no gel does: dim tissue taken for agarose; flagged), or not "
+                                           "estimated (Gaussian focus: not identifiable)."),
     "focus_agarose_refit_failed": _M("Agarose refit failure", "text", "Empty when the Lorentzian was refitted "
                                      "with the agarose decay fixed; otherwise why the refit failed (the "
                                      "Lorentzian fitted without the decay is kept)."),
