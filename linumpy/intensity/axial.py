@@ -451,7 +451,8 @@ def _gather_statistics(
 
     plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     splits = [background.level_split()]
-    if splits[0].threshold is None:  # far above the focus the gel's surface is rarely detected
+    if splits[0].threshold is None or not background.agarose_cells(splits[0].threshold).any():
+        # far above the focus the gel's surface is rarely detected: the surface A-lines' dim class is tissue
         splits.append(background.gel_split())
     tissue_level = splits[-1].threshold
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)

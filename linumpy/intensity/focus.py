@@ -175,18 +175,25 @@ class LevelSplit:
     tissue_mean_level: float | None = None
 
     def describe(self) -> str:
-        """Why this split found no distinct background, in words (for the focus mode and the QC flag).
+        """Why this split found no distinct background (or, accepted, no agarose by position), in words (for the
+        focus mode and the QC flag).
 
         Examples
         --------
         >>> LevelSplit(None, 3.75, 4.0).describe()
         'the levels of A-lines with a detected surface split at most 3.75x apart (4x needed)'
+        >>> LevelSplit(10.0, 4.3, 4.0).describe()  # accepted, but the tissue mask covers the imaged area
+        'the levels of A-lines with a detected surface split 4.30x apart, but no A-line of the dim class lies \
+outside the tissue'
         >>> LevelSplit(None, 3.2, 3.0, EVERY_LEVEL, 0.9, 0.5).describe()
         'the levels of every imaged A-line split 3.20x apart, but the dim class is no gel around the sample: \
 90% of it has no detected surface (50% needed), it holds 50% of the imaged edge (75% needed)'
         """
         if self.class_ratio is None:
             return f"the levels of {self.source} could not be split"
+        if self.threshold is not None:
+            return (f"the levels of {self.source} split {self.class_ratio:.2f}x apart, but no A-line of the dim "
+                    f"class lies outside the tissue")
         if self.class_ratio < self.min_class_ratio or self.edge_fraction is None:
             return (f"the levels of {self.source} split at most {self.class_ratio:.2f}x apart "
                     f"({self.min_class_ratio:g}x needed)")

@@ -378,6 +378,10 @@ METRICS: dict[str, MetricInfo] = {
     "gain_compensated_level": _M("Slab compensated level", "gain", "Factor putting the normalised slice back on "
                                  "the depth correction's units, which every slice shares (its normalisation "
                                  "scale over the median slice's), before the overlaps' gains; 1 when unknown."),
+    "focus_skipped": _M("Focus correction skipped", "text", "Why the depth correction divided no focus profile "
+                        "out of the slice (its focus mode; empty when it did): the slice keeps the focus, off the "
+                        "compensated scale; the slab levels start normalised and its gain's level and depth "
+                        "trend are left to its overlaps (docs/stacking.md)."),
     "gain_level_source": _M("Slab level source", "text", "'compensated': the gains start from the slices' "
                             "compensated levels; 'normalised': a slice's normalisation scale is unknown, every "
                             "slice starts at its own normalised level (a tissue that brightens or darkens with "

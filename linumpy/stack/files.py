@@ -34,7 +34,7 @@ from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
 from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
-from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack, write_stack
+from linumpy.stack.stacking import FOCUS_SKIPPED_PREFIX, SliceVolume, StackParameters, plan_stack, write_stack
 from linumpy.stack.windows import DEPTH_BLOCK
 
 LOGGER = logging.getLogger(__name__)
@@ -249,10 +249,12 @@ def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
     runs = [(data, scale) for (data, _), (_, scale) in zip(read_omezarr_levels(path, DEPTH_BLOCK), levels)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
+    focus_mode = str(info.attributes.get("focus_mode", ""))
     return SliceVolume(slice_id, levels, _useful_range(path, info, info.shape[0]),
                        None if plane is None else tuple(float(v) for v in plane),
                        None if values is None else float(values[1] - values[0]),
-                       None if all(r.chunks == d.chunks for (r, _), (d, _) in zip(runs, levels)) else runs)
+                       None if all(r.chunks == d.chunks for (r, _), (d, _) in zip(runs, levels)) else runs,
+                       focus_mode if focus_mode.startswith(FOCUS_SKIPPED_PREFIX) else None)
 
 
 def _useful_range(path: Path, info: OmeZarrInfo, depth: int) -> tuple[int, int]:

@@ -37,10 +37,14 @@ from linumpy.intensity.transmission import held_means
 MATCH_WEIGHT = 10.0
 #: Ridge weights on the level ``a``, the trend ``b`` and the difference of neighbouring trends.
 LEVEL_WEIGHT, TREND_WEIGHT, SMOOTH_WEIGHT = 1.0, 0.1, 2.0
+#: Weight of the priors (level 0, trend 0) of an ``untied`` slice (:func:`fit_gains`): its level and trend are the
+#: focus's, unknown; the priors only keep the fit defined where no overlap measures them.
+UNTIED_WEIGHT = 0.01
 
 
 def fit_gains(
-    ratios: Sequence[float | None], overlap_depths: Sequence[tuple[float, float] | None]
+    ratios: Sequence[float | None], overlap_depths: Sequence[tuple[float, float] | None],
+    untied: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit ``(a, b)`` per slice from the boundary ratios.
 
@@ -52,6 +56,9 @@ def fit_gains(
     overlap_depths : sequence
         ``(t_k, u_k)``: relative depth (0 top, 1 bottom of the kept planes)
         of the overlap in slice ``k-1`` and in slice ``k``.
+    untied : sequence of bool, optional
+        Slices whose depth trend is not tied to their neighbours' (a slice
+        that keeps the focus: its trend is the focus's); None: all tied.
 
     Returns
     -------
@@ -79,9 +86,10 @@ def fit_gains(
             t, u = overlap_depths[k]
             equation({k - 1: 1.0, n + k - 1: t, k: -1.0, n + k: -u}, -np.log(ratios[k]), MATCH_WEIGHT)
     for k in range(n):
-        equation({k: 1.0}, 0.0, LEVEL_WEIGHT)
-        equation({n + k: 1.0}, 0.0, TREND_WEIGHT)
-        if k > 0:
+        free = untied is not None and untied[k]
+        equation({k: 1.0}, 0.0, UNTIED_WEIGHT if free else LEVEL_WEIGHT)
+        equation({n + k: 1.0}, 0.0, UNTIED_WEIGHT if free else TREND_WEIGHT)
+        if k > 0 and not (untied is not None and (untied[k] or untied[k - 1])):
             equation({n + k: 1.0, n + k - 1: -1.0}, 0.0, SMOOTH_WEIGHT)
     solution = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
     return solution[:n], solution[n:]

@@ -156,7 +156,8 @@ def write_stack_qc(output: str | os.PathLike, record: Mapping[str, Any], resolut
         "views": views_png(orthogonal_planes(volume, centre), scale_mm) if views is None else views,
     }
     return write_qc_record(output, "stack", metrics, figures,
-                           boundary_flags(metrics) + placement_flags(metrics) + attenuation_flags(record))
+                           focus_flags(metrics) + boundary_flags(metrics) + placement_flags(metrics)
+                           + attenuation_flags(record))
 
 
 def start_views(level0: Any, written: WrittenStatistics, resolution_um: float, pool: Executor) -> Future:
@@ -208,6 +209,29 @@ def attenuation_flags(record: Mapping[str, Any]) -> list[str]:
     """
     return [f"slice {s['slice_id']}: {flag}" for s in record["slices"]
             for flag in (s.get("attenuation") or {}).get("attenuation_flags", [])]
+
+
+def focus_flags(metrics: Mapping[str, Any]) -> list[str]:
+    """A flag per slice the axial correction divided no focus profile out of (``focus_skipped``).
+
+    Its values keep the focus (dim at the top far above it, rising with
+    depth): off the compensated scale, its boundary ratios and depth trend
+    are the focus's, not a gain's. The slab gains' fit starts from the
+    normalised levels and leaves its level and trend to its overlaps (untied
+    from its neighbours'); the focus's shape within it stays.
+
+    Examples
+    --------
+    >>> focus_flags({"slice_ids": [0, 1], "focus_skipped": [None, "none (no background A-lines)"]})[0][:60]
+    'slice 1: no focus correction (none (no background A-lines)):'
+    >>> focus_flags({"slice_ids": [0]})
+    []
+    """
+    skipped = metrics.get("focus_skipped") or [None] * len(metrics["slice_ids"])
+    return [f"slice {slice_id}: no focus correction ({why}): its intensity keeps the focus, off the compensated "
+            f"scale the others share: the slab levels start normalised and its gain is left to its overlaps; "
+            f"expect the focus's depth profile within its slab"
+            for slice_id, why in zip(metrics["slice_ids"], skipped, strict=True) if why]
 
 
 def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
@@ -460,6 +484,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
         "gain_compensated_level": [s.get("gain_compensated_level") for s in slices],
         "gain_level_source": record.get("gain_level_source"),
+        "focus_skipped": [s.get("focus_skipped") for s in slices],
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],

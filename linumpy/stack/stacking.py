@@ -88,6 +88,9 @@ BOUNDARY_SPARE_PLANES = 2
 #: Largest raw planes (bytes) a registration keeps for the boundary ratio (12 + 8 planes of 460 px: 17 MB; of
 #: 1792 px: 260 MB, beyond it: those pairs read their boundary planes again).
 BOUNDARY_SPARE_BYTES = 64 * 2**20
+#: How the axial correction's ``focus_mode`` attribute begins when it divided no focus profile out of a slice for
+#: want of data (``"none (<why>)"``; ``"none"`` alone: skipped on request, for every slice alike).
+FOCUS_SKIPPED_PREFIX = "none ("
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,15 @@ class SliceVolume:
         only the planes read (:meth:`linumpy.io.zarr.StoredArray.to_dask`),
         while the assembly, which reads every plane, reads ``levels`` a
         whole chunk at a time. None: ``levels``.
+    focus_skipped : str, optional
+        Why the axial correction divided no focus profile out of the slice
+        (its ``focus_mode``, e.g. ``"none (no background A-lines)"``); None
+        when it did. Such a slice is off the compensated scale the others
+        share (its values keep the focus), so no slice's compensated level is
+        trusted: the gains start from the normalised levels
+        (:func:`~linumpy.stack.gains.compensated_levels`), and its own level
+        and depth trend are left to its overlaps, untied from its neighbours'
+        (:func:`~linumpy.stack.gains.fit_gains`, ``untied``).
     """
 
     slice_id: int
@@ -127,6 +139,7 @@ class SliceVolume:
     surface_plane: tuple[float, float, float] | None = None
     intensity_scale: float | None = None
     read_levels: Sequence[tuple[da.Array, tuple[float, float, float]]] | None = None
+    focus_skipped: str | None = None
 
     @property
     def useful_depth(self) -> int:
@@ -355,8 +368,8 @@ def plan_stack(
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
     if parameters.match_intensity:  # the levels start on the compensated scale the slices share
-        levels, level_source = compensated_levels([s.intensity_scale for s in slices])
-        a, b = fit_gains(compensated_ratios(ratios, levels), depths)
+        levels, level_source = compensated_levels([None if s.focus_skipped else s.intensity_scale for s in slices])
+        a, b = fit_gains(compensated_ratios(ratios, levels), depths, [s.focus_skipped is not None for s in slices])
         a = a + levels
     else:
         levels, level_source = np.zeros(len(slices)), "not matched"
@@ -397,6 +410,7 @@ def plan_stack(
         entry["boundary_ratio_tissue"] = ratio_tissue[k]
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
         entry["gain_compensated_level"] = round(float(np.exp(levels[k])), 4)
+        entry["focus_skipped"] = slices[k].focus_skipped
         entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
