@@ -72,6 +72,7 @@ def fit_gains(
     True
     """
     n = len(ratios)
+    untied = [False] * n if untied is None else list(untied)
     rows, rhs = [], []
 
     def equation(coefficients: dict[int, float], value: float, weight: float) -> None:
@@ -86,10 +87,9 @@ def fit_gains(
             t, u = overlap_depths[k]
             equation({k - 1: 1.0, n + k - 1: t, k: -1.0, n + k: -u}, -np.log(ratios[k]), MATCH_WEIGHT)
     for k in range(n):
-        free = untied is not None and untied[k]
-        equation({k: 1.0}, 0.0, UNTIED_WEIGHT if free else LEVEL_WEIGHT)
-        equation({n + k: 1.0}, 0.0, UNTIED_WEIGHT if free else TREND_WEIGHT)
-        if k > 0 and not (untied is not None and (untied[k] or untied[k - 1])):
+        equation({k: 1.0}, 0.0, UNTIED_WEIGHT if untied[k] else LEVEL_WEIGHT)
+        equation({n + k: 1.0}, 0.0, UNTIED_WEIGHT if untied[k] else TREND_WEIGHT)
+        if k > 0 and not (untied[k] or untied[k - 1]):
             equation({n + k: 1.0, n + k - 1: -1.0}, 0.0, SMOOTH_WEIGHT)
     solution = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
     return solution[:n], solution[n:]
