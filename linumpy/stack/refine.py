@@ -696,6 +696,7 @@ def register_pair(
     tolerance: float,
     upsample_factor: int = 20,
     overwrite_previous: bool = False,
+    lateral_sigma_px: float = Z_SCAN_LATERAL_SIGMA_PX,
 ) -> PairEstimate:
     """Register a slice's top planes against the previous slice's planes.
 
@@ -726,6 +727,9 @@ def register_pair(
         Reuse ``previous``'s buffer (C-contiguous) for the z scan's
         contiguous copy of the overlap instead of a second copy of the planes
         (``previous`` is then garbage).
+    lateral_sigma_px : float
+        Lateral Gaussian (pixels) of the planes the z scan locates its peak on
+        (:func:`scan_z_offset`).
 
     Returns
     -------
@@ -757,7 +761,7 @@ def register_pair(
     window, current_window = overlap_windows(previous.shape[1:], current_top.shape[1:], whole)
     moved = subpixel_shifted(current_top, np.subtract(shift, whole))
     scan = scan_z_offset(previous.windowed(window), moved[(..., *current_window)], local,
-                         lateral_sigma_px=Z_SCAN_LATERAL_SIGMA_PX)
+                         lateral_sigma_px=lateral_sigma_px)
     offset = scan.offset + previous_first_plane
     # measured again on the planes the scan found (the same planes as at the motor offset: the same result)
     if scan.confidence > 0 and first_plane(offset) != first_plane(expected_offset):
@@ -777,6 +781,33 @@ def register_pair(
         offsets_scanned=offsets,
         ncc_curve=[round(value, 6) for value in scan.curve],
     )
+
+
+@dataclass(frozen=True)
+class LateralFit:
+    """Result of :func:`fit_lateral_shift`: the shift, its confidence, the raw NCC and the ceiling it is judged
+    against (the :class:`PairEstimate` fields of the same names)."""
+
+    shift_yx_px: tuple[float, float]
+    lateral_confidence: float
+    overlap_ncc: float
+    lateral_ceiling: float
+
+
+def fit_lateral_shift(reference: np.ndarray, moving: np.ndarray, upsample_factor: int = 20) -> LateralFit:
+    """:func:`estimate_lateral_shift` of two images, its NCC relative to their overlap's speckle ceiling.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.random((64, 64))
+    >>> fit = fit_lateral_shift(image[5:, 3:], image[:-5, :-3])
+    >>> np.round(fit.shift_yx_px, 1).tolist(), fit.lateral_confidence
+    ([-5.0, -3.0], 1.0)
+    """
+    shift, ncc = estimate_lateral_shift(reference, moving, upsample_factor)
+    ceiling = effective_ceiling(ncc, _overlap_ceiling(reference, moving, shift))
+    return LateralFit(shift, _relative(ncc, ceiling), round(ncc, 6), round(ceiling, 6))
 
 
 def _overlap_ceiling(reference: np.ndarray, moving: np.ndarray, shift_yx: Sequence[float]) -> float:

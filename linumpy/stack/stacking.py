@@ -46,9 +46,11 @@ from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.tilt import common_tilt, retilt_slice
 from linumpy.stack.refine import (
+    Z_SCAN_LATERAL_SIGMA_PX,
     PairEstimate,
     ResolvedOrigins,
     bandpass_planes,
+    fit_lateral_shift,
     register_pair,
     resolve_origins,
 )
@@ -88,6 +90,13 @@ BOUNDARY_SPARE_PLANES = 2
 #: Largest raw planes (bytes) a registration keeps for the boundary ratio (12 + 8 planes of 460 px: 17 MB; of
 #: 1792 px: 260 MB, beyond it: those pairs read their boundary planes again).
 BOUNDARY_SPARE_BYTES = 64 * 2**20
+#: The z scan reads the pyramid level above the registration level (half its lateral sampling: a quarter of the
+#: pixels read, band-passed and correlated) when both slices have it at least this many pixels wide
+#: (:func:`_coarse_scan_level`); the lateral shift is then measured again on the registration level.
+COARSE_SCAN_MIN_PX = 128
+#: The coarse scan's z Gaussian (planes): its 2 x 2 block means already average the speckle that the
+#: registration level's sigma of 1 plane averages (benchmarks/README.md, sessions stack61 and stack65).
+COARSE_AXIAL_SIGMA_PX = 0.5
 #: How the axial correction's ``focus_mode`` attribute begins when it divided no focus profile out of a slice for
 #: want of data (``"none (<why>)"``; ``"none"`` alone: skipped on request, for every slice alike).
 FOCUS_SKIPPED_PREFIX = "none ("
@@ -199,6 +208,10 @@ class StackParameters:
     common_tilt : bool
         Re-flatten every slice to the median tilt of the slices' surface
         planes (:mod:`linumpy.stack.tilt`) before registering them.
+    coarse_scan : bool
+        Scan z on the pyramid level above the registration level when both
+        slices have it wide enough, the lateral shift measured again on the
+        registration level (:func:`_register_consecutive`).
     blend_overlap_um : float or None
         Depth kept below each slice's surface beyond its step to the next
         slice (at least the thickness), so consecutive slices overlap by this
@@ -226,6 +239,7 @@ class StackParameters:
     interpolate_missing: bool = False
     match_intensity: bool = True
     common_tilt: bool = True
+    coarse_scan: bool = True
 
 
 @dataclass
@@ -661,15 +675,76 @@ def _register_consecutive(
     """Register ``current`` against ``previous``; return the estimate, the step (um) and the boundary ratio's
     measure at that step (``band_workers``: :func:`linumpy.stack.planes.read_planes`' workers).
 
-    The planes are read whole laterally, once: the registration takes its
-    common window of them, and the raw planes where the boundary ratio will
-    read (:func:`_boundary_spare`) are kept to measure it at the registered
-    step (:func:`_boundary_guess`), so that the boundary phase does not read
-    them again when the placed step reads the same planes.
+    On the registration level (:func:`_registration_level`) the planes are
+    read whole laterally, once: the registration takes its common window of
+    them, and the raw planes where the boundary ratio will read
+    (:func:`_boundary_spare`) are kept to measure it at the registered step
+    (:func:`_boundary_guess`), so that the boundary phase does not read them
+    again when the placed step reads the same planes. When both slices have
+    the next pyramid level wide enough (:func:`_coarse_scan_level`), the z
+    scan and a first lateral shift read that level instead (a quarter of the
+    pixels), and the lateral shift is measured again on the registration
+    level, on the planes the boundary ratio reads (:func:`_refined_laterally`).
     """
     level, factor = _registration_level(previous, current, parameters.registration_size)
-    previous_data, source_um = previous.planes_level(level)
-    current_data, _ = current.planes_level(level)
+    coarse = _coarse_scan_level(previous, current, level, factor) if parameters.coarse_scan else None
+    if coarse is None:
+        found = _scan_pair(previous, current, nominal_step_um, z_tolerance_um, parameters, band_workers,
+                           _ScanLevel(level, factor))
+        if found is None:
+            return None, None, None
+        estimate, step, spare = found
+        return estimate, step, None if spare is None else _boundary_guess(previous, current, step, parameters, spare)
+    found = _scan_pair(previous, current, nominal_step_um, z_tolerance_um, parameters, band_workers, coarse)
+    if found is None:
+        return None, None, None
+    estimate, step, _ = found
+    return _refined_laterally(previous, current, nominal_step_um, estimate, step, parameters, band_workers)
+
+
+@dataclass(frozen=True)
+class _ScanLevel:
+    """Where a pair's z scan reads: pyramid ``level`` block-averaged by ``factor``, band-passed with a z Gaussian
+    of ``axial_sigma_px`` planes and a lateral background of ``background_radius_px`` pixels (of the block means),
+    its peak located on planes smoothed laterally by ``lateral_sigma_px`` pixels (:func:`register_pair`);
+    ``boundary``: the level the boundary ratio reads (its planes are kept for it, :func:`_boundary_spare`)."""
+
+    level: int
+    factor: int
+    boundary: bool = True
+    axial_sigma_px: float = 1.0
+    background_radius_px: int = 8
+    lateral_sigma_px: float = Z_SCAN_LATERAL_SIGMA_PX
+
+
+def _coarse_scan_level(previous: SliceVolume, current: SliceVolume, level: int, factor: int) -> _ScanLevel | None:
+    """The level above registration ``level`` (read whole: ``factor`` 1) when both slices have it at least
+    :data:`COARSE_SCAN_MIN_PX` pixels wide, with its band-pass (:data:`COARSE_AXIAL_SIGMA_PX`, the background box
+    and the peak's lateral smoothing of the same micrometres as on ``level``); None otherwise."""
+    coarse = level + 1
+    if factor != 1 or coarse not in set(previous.widest_levels(COARSE_SCAN_MIN_PX)) & set(
+            current.widest_levels(COARSE_SCAN_MIN_PX)):
+        return None
+    layout = level_layout(previous.levels)
+    ratio = layout[coarse][1][1] / layout[level][1][1]
+    return _ScanLevel(coarse, 1, False, COARSE_AXIAL_SIGMA_PX, max(1, round(_ScanLevel.background_radius_px / ratio)),
+                      Z_SCAN_LATERAL_SIGMA_PX / ratio)
+
+
+def _scan_pair(
+    previous: SliceVolume,
+    current: SliceVolume,
+    nominal_step_um: np.ndarray,
+    z_tolerance_um: float,
+    parameters: StackParameters,
+    band_workers: int,
+    where: _ScanLevel,
+) -> tuple[PairEstimate, np.ndarray, _SparePlanes | None] | None:
+    """:func:`register_pair` on the planes of level ``where``: the estimate, the step (um) and the raw planes
+    the boundary ratio may take (:func:`_boundary_spare`); None when the slices do not overlap."""
+    previous_data, source_um = previous.planes_level(where.level)
+    current_data, _ = current.planes_level(where.level)
+    factor = where.factor
     axial_um = source_um[0]
     lateral_um = np.asarray(source_um[1:]) * factor
     tolerance = z_tolerance_um / axial_um
@@ -690,7 +765,7 @@ def _register_consecutive(
     if room < MIN_PLANES or depth < 1 or previous_window is None:
         LOGGER.info("slices %d and %d do not overlap: motor placement kept",
                     previous.slice_id, current.slice_id)
-        return None, None, None
+        return None
     p0 = previous.useful_range[0]
     c0 = current.useful_range[0]
     last = min(previous.useful_depth, int(math.ceil(expected + tolerance)) + depth)
@@ -700,12 +775,15 @@ def _register_consecutive(
     previous_read, current_read = _mean_planes((previous_data[p0 + first : p0 + last], _whole(previous_data)),
                                                (current_data[c0 : c0 + halo], _whole(current_data)),
                                                factor=factor, workers=band_workers)
-    spare = _boundary_spare(previous_read, first, current_read, round(nominal_step_um[0] / axial_um), parameters)
-    previous_planes, current_planes = (bandpass_planes(planes, out=planes) for planes in (
-        _crop_planes(previous_read, previous_window, factor), _crop_planes(current_read, current_window, factor)))
+    spare = (_boundary_spare(previous_read, first, current_read, round(nominal_step_um[0] / axial_um), parameters)
+             if where.boundary else None)
+    previous_planes, current_planes = (
+        bandpass_planes(planes, where.axial_sigma_px, where.background_radius_px, out=planes) for planes in (
+            _crop_planes(previous_read, previous_window, factor), _crop_planes(current_read, current_window, factor)))
     del previous_read, current_read
     current_planes = current_planes[skip : skip + depth].copy()  # the halo planes freed (51 MB on 1792 px planes)
-    estimate = register_pair(previous_planes, first, current_planes, expected, tolerance, overwrite_previous=True)
+    estimate = register_pair(previous_planes, first, current_planes, expected, tolerance, overwrite_previous=True,
+                             lateral_sigma_px=where.lateral_sigma_px)
     estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
                        offsets_scanned=[d - skip for d in estimate.offsets_scanned],
                        pixel_um=(axial_um, *(float(v) for v in lateral_um)))
@@ -713,7 +791,48 @@ def _register_consecutive(
         [[estimate.z_offset_px * axial_um], (offset + np.asarray(estimate.shift_yx_px)) * lateral_um]
     )
     LOGGER.debug("slice %d: %s", current.slice_id, estimate)
-    return estimate, step, None if spare is None else _boundary_guess(previous, current, step, parameters, spare)
+    return estimate, step, spare
+
+
+def _refined_laterally(
+    previous: SliceVolume, current: SliceVolume, nominal_step_um: np.ndarray, estimate: PairEstimate,
+    step: np.ndarray, parameters: StackParameters, band_workers: int,
+) -> tuple[PairEstimate, np.ndarray, _BoundaryGuess | None]:
+    """The coarse scan's ``estimate`` and ``step`` with the lateral shift measured again on the registration
+    level (:func:`linumpy.stack.refine.fit_lateral_shift`), and the boundary ratio's measure at the refined step.
+
+    Reads, whole laterally, the planes the boundary ratio reads at ``step``
+    (:func:`_boundary_planes`: the new slice's ``n_planes`` below its top
+    :data:`TOP_SKIP_PLANES`, the previous slice's at the step); the shift is
+    fitted between their band-passed means over the common window, and the
+    planes are kept for the boundary measure (:func:`_boundary_guess`).
+    """
+    where = _boundary_planes(previous, current, step, parameters)
+    if where is None:
+        return estimate, step, None
+    previous_data, source_um = previous.planes_level(where.level)
+    current_data, _ = current.planes_level(where.level)
+    p0, c0 = previous.useful_range[0], current.useful_range[0]
+    upper, lower = _mean_planes((previous_data[p0 + where.start : p0 + where.start + where.depth],
+                                 _whole(previous_data)),
+                                (current_data[c0 + where.skip : c0 + where.skip + where.depth], _whole(current_data)),
+                                factor=where.factor, workers=band_workers)
+    reference, moving = (bandpass_planes(_window_planes(planes, window, where.factor).mean(axis=0, keepdims=True),
+                                         axial_sigma_px=0.0)[0]
+                         for planes, window in ((upper, where.previous_window), (lower, where.current_window)))
+    fit = fit_lateral_shift(reference, moving)
+    lateral_um = np.asarray(source_um[1:]) * where.factor
+    windows_offset = np.rint(step[1:] / lateral_um)  # the windows' offset (:func:`_boundary_planes`)
+    step = np.concatenate([step[:1], (windows_offset + np.asarray(fit.shift_yx_px)) * lateral_um])
+    nominal = np.rint(nominal_step_um[1:] / lateral_um)
+    estimate = replace(estimate, shift_yx_px=tuple(float(v) for v in step[1:] / lateral_um - nominal),
+                       lateral_confidence=fit.lateral_confidence, overlap_ncc=fit.overlap_ncc,
+                       lateral_ceiling=fit.lateral_ceiling,
+                       pixel_um=(estimate.pixel_um[0], *(float(v) for v in lateral_um)))
+    if upper.nbytes + lower.nbytes > BOUNDARY_SPARE_BYTES:
+        return estimate, step, None
+    spare = _SparePlanes(where.start, upper, where.skip, lower)
+    return estimate, step, _boundary_guess(previous, current, step, parameters, spare)
 
 
 def _joint_depths(
