@@ -817,7 +817,7 @@ def _refined_laterally(
                                  _whole(previous_data)),
                                 (current_data[c0 + where.skip : c0 + where.skip + where.depth], _whole(current_data)),
                                 factor=where.factor, workers=band_workers)
-    reference, moving = (bandpass_planes(_window_planes(planes, window, where.factor).mean(axis=0, keepdims=True),
+    reference, moving = (bandpass_planes(_window_planes(planes.mean(axis=0, keepdims=True), window, where.factor),
                                          axial_sigma_px=0.0)[0]
                          for planes, window in ((upper, where.previous_window), (lower, where.current_window)))
     fit = fit_lateral_shift(reference, moving)
