@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import dask.array as da
 import numpy as np
+from scipy import ndimage
 
 from linumpy.errors import InputError
 from linumpy.intensity.transmission import held_signal
@@ -97,6 +98,8 @@ COARSE_SCAN_MIN_PX = 128
 #: The coarse scan's z Gaussian (planes): its 2 x 2 block means already average the speckle that the
 #: registration level's sigma of 1 plane averages (benchmarks/README.md, sessions stack61 and stack65).
 COARSE_AXIAL_SIGMA_PX = 0.5
+#: Planes read on either side of the boundary ratio's for the lateral refinement's z smoothing.
+REFINE_HALO_PLANES = 2
 #: How the axial correction's ``focus_mode`` attribute begins when it divided no focus profile out of a slice for
 #: want of data (``"none (<why>)"``; ``"none"`` alone: skipped on request, for every slice alike).
 FOCUS_SKIPPED_PREFIX = "none ("
@@ -813,13 +816,19 @@ def _refined_laterally(
     previous_data, source_um = previous.planes_level(where.level)
     current_data, _ = current.planes_level(where.level)
     p0, c0 = previous.useful_range[0], current.useful_range[0]
-    upper, lower = _mean_planes((previous_data[p0 + where.start : p0 + where.start + where.depth],
-                                 _whole(previous_data)),
-                                (current_data[c0 + where.skip : c0 + where.skip + where.depth], _whole(current_data)),
+    # with REFINE_HALO_PLANES on either side (when the slices have them), averaged as z-smoothed planes
+    previous_first = max(0, where.start - REFINE_HALO_PLANES)
+    current_first = max(0, where.skip - REFINE_HALO_PLANES)
+    previous_stop = min(previous.useful_depth, where.start + where.depth + REFINE_HALO_PLANES)
+    current_stop = min(current.useful_depth, where.skip + where.depth + REFINE_HALO_PLANES)
+    upper, lower = _mean_planes((previous_data[p0 + previous_first : p0 + previous_stop], _whole(previous_data)),
+                                (current_data[c0 + current_first : c0 + current_stop], _whole(current_data)),
                                 factor=where.factor, workers=band_workers)
-    reference, moving = (bandpass_planes(_window_planes(planes.mean(axis=0, keepdims=True), window, where.factor),
-                                         axial_sigma_px=0.0)[0]
-                         for planes, window in ((upper, where.previous_window), (lower, where.current_window)))
+    reference, moving = (
+        bandpass_planes(_window_planes(_smoothed_mean(planes, first, where.depth), window, where.factor),
+                        axial_sigma_px=0.0)[0]
+        for planes, first, window in ((upper, where.start - previous_first, where.previous_window),
+                                      (lower, where.skip - current_first, where.current_window)))
     fit = fit_lateral_shift(reference, moving)
     lateral_um = np.asarray(source_um[1:]) * where.factor
     windows_offset = np.rint(step[1:] / lateral_um)  # the windows' offset (:func:`_boundary_planes`)
@@ -831,8 +840,22 @@ def _refined_laterally(
                        pixel_um=(estimate.pixel_um[0], *(float(v) for v in lateral_um)))
     if upper.nbytes + lower.nbytes > BOUNDARY_SPARE_BYTES:
         return estimate, step, None
-    spare = _SparePlanes(where.start, upper, where.skip, lower)
+    spare = _SparePlanes(previous_first, upper, current_first, lower)
     return estimate, step, _boundary_guess(previous, current, step, parameters, spare)
+
+
+def _smoothed_mean(planes: np.ndarray, first: int, depth: int) -> np.ndarray:
+    """The mean of ``planes[first : first + depth]`` smoothed along z as the registration level's scan smooths
+    them (a Gaussian of 1 plane, the nearest plane repeated beyond the ends): a weighted mean of every plane,
+    ``(1, y, x)``.
+
+    Examples
+    --------
+    >>> _smoothed_mean(np.arange(5.0)[:, None, None] * np.ones((5, 1, 2)), 2, 1).round(3).tolist()
+    [[[2.0, 2.0]]]
+    """
+    rows = ndimage.gaussian_filter1d(np.eye(len(planes)), 1.0, axis=0, mode="nearest")[first : first + depth]
+    return np.tensordot(rows.mean(axis=0).astype(np.float32), planes, axes=1)[None]
 
 
 def _joint_depths(
