@@ -808,9 +808,12 @@ def _refined_laterally(
     (:func:`_boundary_planes`: the new slice's ``n_planes`` below its top
     :data:`TOP_SKIP_PLANES`, the previous slice's at the step); the shift is
     fitted between their band-passed means over the common window, and the
-    planes are kept for the boundary measure (:func:`_boundary_guess`).
+    planes are kept for the boundary measure (:func:`_boundary_guess`). A
+    refused scan's shift is measured at the motor's depth step instead, as
+    :func:`linumpy.stack.refine.register_pair` measures it.
     """
-    where = _boundary_planes(previous, current, step, parameters)
+    at = step if estimate.z_confidence > 0 else np.concatenate([nominal_step_um[:1], step[1:]])
+    where = _boundary_planes(previous, current, at, parameters)
     if where is None:
         return estimate, step, None
     previous_data, source_um = previous.planes_level(where.level)
