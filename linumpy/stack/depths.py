@@ -66,8 +66,9 @@ MAX_PRIOR_SIGMA_UM = 2.0
 MIN_RESIDUALS = 2
 #: A registered step whose residual against the absolute depths exceeds this many standard deviations (its own
 #: and twice the absolute depths' variance, the latter read from the other steps' residuals) is doubted
-#: (:func:`doubted_step`) when it is the only one: foreign acquisitions, 12 steps of 3 acquisitions, the
-#: others 0.0-1.1 standard deviations off, the step 1.33 planes off 2.6 (``benchmarks/README.md``, session zconf65).
+#: (:func:`doubted_step`) when it is the only one: foreign acquisitions, 12 steps of 3 acquisitions, 11 of them
+#: 0.0-1.1 standard deviations off, the one 1.33 planes off 2.6 (a first step: not doubted, its slice's sigma
+#: says it; ``benchmarks/README.md``, session zconf65).
 DOUBTED_STEP_RATIO = 2.5
 
 
