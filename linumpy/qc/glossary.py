@@ -328,6 +328,16 @@ METRICS: dict[str, MetricInfo] = {
                     "(1 when the peak exceeds it); the depth confidence is the peak over it."),
     "z_noise": _M("Depth scan noise", "NCC", "Scatter of the depth scan's NCC by chance (the planes correlated "
                   "against laterally rolled copies); the peak must rise 3 times this above its rivals."),
+    "z_sigma_um": _M("Depth uncertainty", "µm", "Standard deviation of a slice's depth relative to the first "
+                     "slice when the depths are solved from the motor and surface depths and the registered "
+                     "steps together (at least the distance between the two); above half an axial voxel it is "
+                     "flagged."),
+    "z_step_doubted": _M("Depth step doubted", "σ", "The registered depth step's disagreement with the motor "
+                         "and surface depths, in standard deviations, when it was the only step beyond 2.5 of "
+                         "them (inside the stack): that step was not trusted and the slice placed by its motor "
+                         "and surface depth (else empty)."),
+    "axial_voxel_um": _M("Axial voxel", "µm", "Axial voxel of the registration; a slice's depth uncertainty is "
+                         "flagged above half of it."),
     "glitch_corrected": _M("Motor glitch corrected", "ids", "Slices whose motor position was corrected."),
     "motor_slip_corrected": _M("Motor slip corrected", "ids", "Slices whose motor depth step missed the slice "
                                "thickness and whose registration at the thickness was the better supported: "
@@ -438,6 +448,11 @@ ADVICE: tuple[tuple[str, str], ...] = (
     (r"stitching confidence|stage model|zero stage step", "Open the slice's stitching figure below: if tiles "
                                                            "are misplaced, check the tile overlap of the "
                                                            "acquisition."),
+    (r"registered depth step disagrees|depth uncertain", "Compare this slice with the previous one in the "
+                                                         "volume (a side view): check the lateral match of their "
+                                                         "overlap and the stitching of both slices; a seam or a "
+                                                         "misregistered overlap along oblique fibres moves the "
+                                                         "depth match."),
     (r"outlier slice shift", "Look at the continuity plot and the volume around this slice: a jump is "
                              "either a real stage glitch or a failed registration."),
     (r"poor overlap", "Compare this slice with the previous one in the volume; damaged or folded tissue "

@@ -28,6 +28,19 @@ still keeps the steps' errors from adding up. Above
 :data:`MAX_PRIOR_SIGMA_UM` the absolute depths are left out and the steps
 chained, as without them. Pairs without a confident step keep the motor step
 as a weak link, so every slice stays tied to the others.
+
+A registered step errs more than its confidence says when the two slices'
+overlap is misregistered laterally along oblique structure (fibres crossing
+the cut obliquely: on the foreign acquisitions the z-scan peak moves 0.2-0.8
+plane per pixel of lateral shift, and a mosaic whose tiles sit 1-2 px off
+moved one step 1.33 planes, three times its sigma; ``benchmarks/README.md``,
+session zconf65). Inside the chain such a step shows as the one residual
+against the absolute depths that its own sigma and the absolute depths'
+cannot explain (:func:`doubted_step`): its sigma is raised to its residual,
+so the absolute depths place the slice, and the step is named in the record
+(``DepthPlacement.doubted``) and flagged. At the ends of the chain a step and
+the end slice's absolute depth cannot be told apart; there each slice's
+sigma is at least the distance between its placed and its absolute depth.
 """
 
 from __future__ import annotations
@@ -51,6 +64,12 @@ MOTOR_LINK_SIGMA_UM = 10.0
 MAX_PRIOR_SIGMA_UM = 2.0
 #: Fewest registered steps between slices with an absolute depth for :func:`prior_sigma_um` to read the data.
 MIN_RESIDUALS = 2
+#: A registered step whose residual against the absolute depths exceeds this many standard deviations (its own
+#: and twice the absolute depths' variance, the latter read from the other steps' residuals) is doubted
+#: (:func:`doubted_step`) when it is the only one: foreign acquisitions, 12 steps of 3 acquisitions, 11 of them
+#: 0.0-1.1 standard deviations off, the one 1.33 planes off 2.6 (a first step: not doubted, its slice's sigma
+#: says it; ``benchmarks/README.md``, session zconf65).
+DOUBTED_STEP_RATIO = 2.5
 
 
 @dataclass(frozen=True)
@@ -62,13 +81,21 @@ class DepthPlacement:
     depths_um : numpy.ndarray
         Depth of each slice relative to the first slice.
     sigma_um : numpy.ndarray
-        Standard deviation of each depth relative to the first slice's, under the model's variances.
+        Standard deviation of each depth relative to the first slice's, under the model's variances, at
+        least the distance between the depth placed and the slice's own absolute depth (when one exists):
+        where the two disagree beyond the model (a step off at an end of the chain, which
+        :func:`doubted_step` cannot tell from a wrong absolute depth there), so does the placement.
     prior_sigma_um : float
         Standard deviation given to the absolute depths.
     absolute_um : list of float or None
         Per slice, its absolute depth relative to the first slice (None without one).
     residuals_um : list of float or None
         Per slice, its registered step minus the step between the absolute depths (None without both).
+    doubted : int or None
+        The slice whose registered step was doubted (:func:`doubted_step`; its sigma raised to its
+        residual), None when no step was.
+    doubted_ratio : float or None
+        That step's residual over its expected standard deviation.
     """
 
     depths_um: np.ndarray
@@ -76,6 +103,8 @@ class DepthPlacement:
     prior_sigma_um: float
     absolute_um: list[float | None]
     residuals_um: list[float | None]
+    doubted: int | None = None
+    doubted_ratio: float | None = None
 
     @property
     def joint(self) -> bool:
@@ -173,6 +202,58 @@ def prior_sigma_um(residuals_um: Sequence[float], link_sigmas_um: Sequence[float
     return float(max(PRIOR_SIGMA_FLOOR_UM, np.sqrt(max(excess, 0.0) / 2)))
 
 
+def doubted_step(
+    residuals_um: Sequence[float | None], link_sigmas_um: Sequence[float | None],
+) -> tuple[int | None, float]:
+    """The one registered step whose residual its own sigma and the absolute depths' cannot explain, if any.
+
+    Each residual is compared with its expected standard deviation,
+    ``sqrt(link_sigma**2 + 2 prior**2)``, the prior read from the *other*
+    residuals (:func:`prior_sigma_um`; with the step itself, a wrong step
+    raises the prior that would judge it). A step is doubted when its ratio
+    exceeds :data:`DOUBTED_STEP_RATIO` and no other step's does: two or
+    more disagreeing steps point at the absolute depths (a depth frame that
+    moves), which the prior then absorbs as before. Only a step with a
+    residual on both sides is judged: a wrong absolute depth shows in the
+    two residuals around its slice, so a lone residual beyond the ratio is
+    the step's own, except at the ends of the chain (the first slice's or
+    the last slice's absolute depth enters one residual only: the step and
+    that depth cannot be told apart, see :func:`place_depths`' sigma).
+    At least :data:`MIN_RESIDUALS` other residuals must read a prior the
+    absolute depths are used with (at most :data:`MAX_PRIOR_SIGMA_UM`).
+
+    Parameters
+    ----------
+    residuals_um, link_sigmas_um : sequence of float or None
+        Per slice, its step's residual and sigma (None without a residual).
+
+    Returns
+    -------
+    tuple
+        The slice whose step is doubted, or None; the largest ratio found
+        among the steps judged (0 when none is).
+
+    Examples
+    --------
+    >>> doubted_step([None, 0.1, 2.0, -0.03, -0.47], [None, 0.6, 0.65, 0.76, 0.64])[0]
+    2
+    >>> doubted_step([None, 2.0, 0.1, -0.03, -0.47], [None, 0.65, 0.6, 0.76, 0.64])[0] is None  # an end
+    True
+    >>> doubted_step([None, 0.1, 2.0, -2.1, 0.2], [None] + [0.6] * 4)[0] is None  # two: the absolute depth's
+    True
+    """
+    known = [k for k, residual in enumerate(residuals_um) if residual is not None]
+    ratios = {}
+    for k in known:
+        others = [i for i in known if i != k]
+        prior = prior_sigma_um([residuals_um[i] for i in others], [link_sigmas_um[i] for i in others])
+        if len(others) >= MIN_RESIDUALS and prior <= MAX_PRIOR_SIGMA_UM:
+            ratios[k] = abs(residuals_um[k]) / np.sqrt(link_sigmas_um[k] ** 2 + 2 * prior**2)
+    beyond = [k for k, ratio in ratios.items() if ratio > DOUBTED_STEP_RATIO]
+    inner = len(beyond) == 1 and beyond[0] - 1 in known and beyond[0] + 1 in known
+    return (beyond[0] if inner else None), float(max(ratios.values(), default=0.0))
+
+
 def place_depths(
     motor_depth_um: Sequence[float],
     absolute_um: Sequence[float],
@@ -213,6 +294,11 @@ def place_depths(
         if steps_um[k] is not None and np.isfinite(absolute[k - 1 : k + 1]).all():
             residuals[k] = float(steps_um[k] - (absolute[k] - absolute[k - 1]))
     known = [k for k in range(n) if residuals[k] is not None]
+    step_sigmas_um = list(step_sigmas_um)
+    doubted, ratio = doubted_step(residuals, [step_sigmas_um[k] if residuals[k] is not None else None
+                                              for k in range(n)])
+    if doubted is not None:
+        step_sigmas_um[doubted] = max(step_sigmas_um[doubted], abs(residuals[doubted]))
     prior = prior_sigma_um([residuals[k] for k in known], [step_sigmas_um[k] for k in known])
     rows, values, weights = [], [], []
     for k in np.flatnonzero(np.isfinite(absolute)):
@@ -231,5 +317,10 @@ def place_depths(
     depths = np.linalg.solve(normal, weighted.T @ (np.asarray(values) * weights))
     covariance = np.linalg.inv(normal)
     variance = np.diag(covariance) + covariance[0, 0] - 2 * covariance[0]
-    return DepthPlacement(depths - depths[0], np.sqrt(np.maximum(variance, 0.0)), prior,
-                          [float(a) if np.isfinite(a) else None for a in absolute], residuals)
+    depths = depths - depths[0]
+    # two measurements of a slice's depth that disagree beyond the model bound its uncertainty from below
+    apart = np.abs(depths - (absolute - absolute[np.flatnonzero(np.isfinite(absolute))[0]]))
+    sigma = np.fmax(np.sqrt(np.maximum(variance, 0.0)), np.where(np.isfinite(apart), apart, 0.0))
+    return DepthPlacement(depths, sigma, prior,
+                          [float(a) if np.isfinite(a) else None for a in absolute], residuals, doubted,
+                          None if doubted is None else round(ratio, 3))

@@ -55,6 +55,9 @@ ATTENUATION_FIELDS = ("tissue_attenuation_per_mm", "attenuation_source", "overla
                       "overlap_attenuation_path_um", "attenuation_next_slab_weight")
 #: A boundary ratio further than this from 1 after the gains is flagged.
 MAX_BOUNDARY_STEP = 0.05
+#: Largest standard deviation of a slice's depth (``z_sigma_um``), in axial voxels, left unflagged
+#: (:func:`placement_flags`): issue #11's bar for a slice's placement.
+Z_SIGMA_BAR_VOXEL = 0.5
 #: Fewest registered depth steps whose median judges the slice thickness (:func:`placement_flags`).
 MIN_THICKNESS_PAIRS = 3
 
@@ -295,6 +298,11 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     slices' motor and surface depths scatter against the registered steps by
     more than :data:`~linumpy.stack.depths.MAX_PRIOR_SIGMA_UM` (``depth_prior_sigma_um``,
     :mod:`linumpy.stack.depths`): the steps are then chained.
+    And one per slice whose registered depth step was doubted (``z_step_doubted``,
+    :func:`~linumpy.stack.depths.doubted_step`: the one step its own sigma and the
+    absolute depths' cannot explain; placed by its motor and surface depth), and one
+    per slice whose depth's standard deviation (``z_sigma_um``) exceeds
+    :data:`Z_SIGMA_BAR_VOXEL` axial voxel.
 
     Examples
     --------
@@ -314,6 +322,18 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
             if metrics.get("depth_mode") == "joint" else "motor position kept")
     flags = [f"slice {i}: registration unsure (z confidence {metrics['z_confidence'][ids.index(i)]}): {kept}"
              for i in metrics["motor_fallback"]]
+    flags += [f"slice {i}: its registered depth step disagrees with the motor and surface depths by "
+              f"{residual:+.2f} um ({ratio:.1f} standard deviations; the other steps agree): placed by its motor "
+              "and surface depth; the overlap with the previous slice may be misregistered laterally (along "
+              "oblique structure the z peak follows a lateral error)"
+              for i, residual, ratio in zip(ids, metrics.get("z_residual_um", [None] * len(ids)),
+                                            metrics.get("z_step_doubted", [None] * len(ids)), strict=True) if ratio]
+    bar = None if metrics.get("axial_voxel_um") is None else Z_SIGMA_BAR_VOXEL * metrics["axial_voxel_um"]
+    sigmas = metrics.get("z_sigma_um", [None] * len(ids))
+    flags += [f"slice {i}: depth uncertain, standard deviation {sigma:.2f} um (more than {Z_SIGMA_BAR_VOXEL} axial "
+              f"voxel, {bar:.2f} um): its registered steps and its motor and surface depth disagree, or its "
+              "registration is weak"
+              for i, sigma in zip(ids, sigmas, strict=True) if bar and sigma is not None and sigma > bar]
     prior_sigma = metrics.get("depth_prior_sigma_um")
     if prior_sigma is not None and prior_sigma > MAX_PRIOR_SIGMA_UM:
         flags.append(f"the slices' motor and surface depths scatter by {prior_sigma:.2f} um (standard deviation) "
@@ -409,7 +429,10 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         to the motor and surface depths), per slice ``z_sigma_um`` (standard
         deviation of its depth relative to the first slice under that model)
         and ``z_residual_um`` (registered step minus the step between the
-        motor and surface depths); ``excluded_slices`` (ids
+        motor and surface depths), ``z_step_doubted`` (per slice, its
+        residual in standard deviations when its registered step was doubted,
+        :func:`~linumpy.stack.depths.doubted_step`, else None), ``axial_voxel_um``
+        (the registration's axial voxel, None without one); ``excluded_slices`` (ids
         missing between the first and the last); counts ``n_slices``,
         ``n_motor_fallback``, ``n_gaps``; ``max_shift_px``; ``interpolated_slices``
         (absent ids whose depth :mod:`linumpy.stack.interpolate` filled).
@@ -463,6 +486,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "depth_prior_sigma_um": (record.get("depth_placement") or {}).get("prior_sigma_um"),
         "z_sigma_um": [(s.get("depth") or {}).get("sigma_um") for s in slices],
         "z_residual_um": [(s.get("depth") or {}).get("residual_um") for s in slices],
+        "z_step_doubted": [(s.get("depth") or {}).get("step_doubted") for s in slices],
+        "axial_voxel_um": next((r["pixel_um"][0] for r in registrations if r and r.get("pixel_um")), None),
         "excluded_slices": {str(i): INTERPOLATED_REASON if i in interpolated else ABSENT_REASON for i in absent},
         "interpolated_slices": interpolated,
         "n_gaps": len(absent),

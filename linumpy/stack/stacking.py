@@ -417,7 +417,8 @@ def plan_stack(
         entry["depth"] = None if joint is None else {
             "absolute_um": None if joint.absolute_um[k] is None else round(joint.absolute_um[k], 4),
             "sigma_um": round(float(joint.sigma_um[k]), 4) if joint.joint else None,
-            "residual_um": None if joint.residuals_um[k] is None else round(joint.residuals_um[k], 4)}
+            "residual_um": None if joint.residuals_um[k] is None else round(joint.residuals_um[k], 4),
+            "step_doubted": joint.doubted_ratio if k == joint.doubted else None}
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["blend_speckle_limited"] = speckle_limited[k]
         entry["kept_planes"] = list(planes)
