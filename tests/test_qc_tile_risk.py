@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linumpy.qc.tile_risk import HINGE_INFLUENCE, link_influence, tile_risk
+from linumpy.qc.tile_risk import FLAG_PROBABILITY, HINGE_INFLUENCE, link_influence, tile_risk
 from linumpy.simulate.stitch_matrix import aligned_errors
 from linumpy.stitching.fusion_flatfield import FusionFlatField
 from linumpy.stitching.global_solve import PairOffset, StageModel
@@ -65,7 +65,7 @@ def test_only_weak_links_hold_tiles():
 
     risk = tile_risk(transform(1.2))
     assert risk.tile_links == {(0, 2): [((0, 1), (0, 2))]}
-    assert 0 < risk.tile_probability((0, 2)) == risk.slice_probability() < 0.5
+    assert 0 < risk.tile_probability((0, 2)) == risk.slice_probability() < FLAG_PROBABILITY
     assert tile_risk(transform(8.0)).tile_links == {}
 
 
@@ -84,5 +84,5 @@ def test_the_flag_follows_tiles_off_by_more_than_1_5_px(name, flagged):
     held = {t for t, record in metrics["tiles"].items() if record["hinge_links"]}
     assert {str(t) for t in off} <= held
     assert all(metrics["tiles"][str(t)]["off_probability"] > 0 for t in off)
-    assert (metrics["tile_off_probability"] >= 0.5) == flagged
+    assert (metrics["tile_off_probability"] >= FLAG_PROBABILITY) == flagged
     assert any("alone hold" in flag for flag in flags) == flagged
