@@ -171,7 +171,8 @@ METRICS: dict[str, MetricInfo] = {
                                "number of weak links holding tiles alone (1 - 0.9^n); per tile, "
                                "off_probability from the links holding it. Tiles on the stage model are "
                                "not counted: their error is the stage's (their sigma_px). A red flag at "
-                               "0.45 or more (six such links)."),
+                               "0.45 or more (six such links). 0 is not a guarantee: a strong wrong "
+                               "placement, or a group of tiles shifted against another, is not seen."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
     "stage_residual_model": _M("Stage residual model", "per axis", "Per axis, how the tiles without a pair "
                                "were corrected beyond the stage model: none (plain stage model), row_parity "
