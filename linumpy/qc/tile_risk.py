@@ -50,8 +50,8 @@ HINGE_INFLUENCE = 0.5
 #: maximum-likelihood fit of the slices' outcomes, 0.09-0.10; of the tiles one hinge link holds, 9 % were).
 HINGE_FAILURE_PROBABILITY = 0.1
 #: The slice is flagged when a tile placed by pairs is more than 1.5 px off with at least this probability (six hinge
-#: links): on the 34 slices it was set on every slice with five or more had such a tile, two with four had none;
-#: on the 85 tuning slices, 6 of the 8 with five or more.
+#: links): on the 52 slices it was set on, every slice with five or more had such a tile, the two with four had
+#: none; on all 85 tuning slices, 6 of the 8 with five or more.
 FLAG_PROBABILITY = 0.45
 
 
