@@ -160,6 +160,19 @@ METRICS: dict[str, MetricInfo] = {
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),
+    "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "
+                        "2.5 that a tile placed by overlaps follows by at least half of any change of their "
+                        "offset: no other evidence checks them. About one in ten puts its tiles more than "
+                        "1.5 px off (measured on the stitching matrix, session calib65)."),
+    "hinge_links": _M("Weak links holding tiles alone", "significance", "The overlaps counted by "
+                      "n_hinge_links, with their significance; per tile, the ones holding it."),
+    "tile_off_probability": _M("Chance of a tile more than 1.5 px off", "probability", "Probability that a "
+                               "tile placed by overlaps is more than 1.5 px from where it belongs, from the "
+                               "number of weak links holding tiles alone (1 - 0.9^n); per tile, "
+                               "off_probability from the links holding it. Tiles on the stage model are "
+                               "not counted: their error is the stage's (their sigma_px). A red flag at "
+                               "0.45 or more (six such links). 0 is not a guarantee: a strong wrong "
+                               "placement, or a group of tiles shifted against another, is not seen."),
     "pair_residuals_px": _M("Pair residuals", "px", "Disagreement of each tile pair with the final positions."),
     "stage_residual_model": _M("Stage residual model", "per axis", "Per axis, how the tiles without a pair "
                                "were corrected beyond the stage model: none (plain stage model), row_parity "
@@ -464,6 +477,10 @@ ADVICE: tuple[tuple[str, str], ...] = (
     (r"was not applied", "Look at this slice's top against the previous slice in the volume: if it is turned, "
                          "rerun the stack with a larger --max_rotation_deg (outside the range) or check the "
                          "overlap's tissue (halves disagreeing: a local warp or tear)."),
+    (r"weak links .* alone hold", "Look at the seams around the named tiles in the stitched slice: a tile "
+                                  "hung on a weak overlap can be several pixels off. If one is, the slice's "
+                                  "overlaps lack texture there (or are too narrow); a larger tile overlap "
+                                  "helps the next acquisitions."),
     (r"focus width", "Compare this slice's depth profile figure with its neighbours': if it is the odd one, rerun "
                      "its axial correction with --focus_profile (a neighbour's QC focus_profile saved as .npy)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "

@@ -267,7 +267,7 @@ def stitch_mosaic_grid(
     # The QC record depends on the transform alone: its figure (matplotlib's import, the drawing and the PNG
     # rendering, about a second of serial work after the fusion otherwise) is made beside the fusion.
     with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
-        qc = qc_thread.submit(stitch_qc, transform, layout, flat, source)
+        qc = qc_thread.submit(stitch_qc, transform, layout, flat, source, max_shift_px)
         write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
                     n_levels=n_levels, compression=compression, overwrite=overwrite,
                     progress=progress, workers=workers)
@@ -384,7 +384,8 @@ MAX_STAGE_FALLBACK_FRACTION = 0.25
 
 
 def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField,
-              summary_source: SummarySource) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
+              summary_source: SummarySource, max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
+              ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     """The stitching QC record's metrics, figure (rendered) and flags, from the transform's diagnostics.
 
     Returns ``(metrics, figures, flags)`` for :func:`linumpy.qc.records.write_qc_record`.
@@ -426,11 +427,15 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     a link of it made the solve drop pairs kept before, ``n_corroboration_refused_tiles`` those refused a
     corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
-    out). The figure shows each
+    out). ``n_hinge_links``, ``hinge_links`` and ``tile_off_probability`` (per tile ``hinge_links`` and
+    ``off_probability``) come from :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's
+    search window, weighs the edge links as the solve did); a flag (:func:`hinge_flag`) when the slice's
+    probability reaches :data:`~linumpy.qc.tile_risk.FLAG_PROBABILITY`. The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
     model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
     """
+    from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
     from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, stage_residual_fields
 
     pairs = [(record.a, record.b) for record in transform.pairs]
@@ -481,6 +486,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_corroboration_refused_tiles"] = sum(record.corroboration_refused
                                                    for record in transform.tiles.values())
     metrics["n_tied_to_left_out_tiles"] = sum(record.tied_to_left_out for record in transform.tiles.values())
+    risk = tile_risk(transform, max_shift_px)
+    metrics.update(risk_fields(risk))
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
     metrics["max_tile_sigma_px"] = round(max(sigmas), 3) if sigmas else None
     metrics["min_significance"] = transform.min_significance
@@ -515,6 +522,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "far_lone_link_to_stage": record.far_lone_link_to_stage,
                     "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
                     "tied_to_left_out": record.tied_to_left_out,
+                    **tile_risk_fields(risk, tile),
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())
     }
@@ -532,6 +540,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     flags += [far_lone_link_flag(link) for link in lone]
     refused_flag = lone_links_refused_flag(transform)
     flags += [refused_flag] if refused_flag else []
+    flags += [hinge_flag(risk)] if risk.flagged() else []
     from linumpy.qc.figures import stitching_residuals_figure
 
     figure = stitching_residuals_figure(pairs, residuals, [not a for a in accepted], layout.grid_shape)
