@@ -14,7 +14,8 @@ from linumpy.errors import InputError
 from linumpy.intensity import acquisition_focus, focus
 from linumpy.intensity.axial import AxialSettings, correct_slice
 from linumpy.io.zarr import read_omezarr
-from linumpy.qc.records import qc_record_path, read_qc_record
+from linumpy.pipeline.slice_config import collect_metrics
+from linumpy.qc.records import qc_record_path, read_qc_record, write_qc_record
 from test_axial_corr import save_volume, synthetic_volume
 
 FOCUS_PX = (35.0, 30.0)
@@ -99,3 +100,11 @@ def test_the_acquisitions_focus_and_its_borrowers_round_trip(tmp_path):
     read = acquisition_focus.read(tmp_path / "focus.json")
     assert read.profile.tolist() == [0.5, 1.0, 0.25] and read.donors == (0,) and read.refused == combined.refused
     assert acquisition_focus.read_borrowers(tmp_path / "borrowers.csv") == [1]
+
+
+def test_the_slice_table_reads_a_borrowers_second_record(tmp_path):
+    for folder, mode in (("axial_corr", "none (no background A-lines)"),
+                         ("axial_corr_borrowed", "borrowed (no background A-lines; from slices 0)")):
+        (tmp_path / folder).mkdir()
+        write_qc_record(tmp_path / folder / "slice_z02_axial_corr.ome.zarr", "axial_corr", {"focus_mode": mode})
+    assert collect_metrics(tmp_path)[2]["focus_mode"] == "borrowed (no background A-lines; from slices 0)"
