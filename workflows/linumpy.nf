@@ -68,7 +68,7 @@ workflow LINUMPY {
     STITCH_3D(CREATE_MOSAIC_GRID.out.grid)
     AXIAL_CORR(STITCH_3D.out.zarr, [])
     // The acquisition's focus profile; the slices whose own estimate was refused are corrected again with it
-    COMBINE_FOCUS(AXIAL_CORR.out.qc.flatten().filter { qc -> qc.name.endsWith('_qc.json') }.collect(sort: true))
+    COMBINE_FOCUS(AXIAL_CORR.out.qc.flatten().filter { qc -> qc.name.endsWith('_qc.json') }.toSortedList())
     def borrowers = COMBINE_FOCUS.out.borrowers
         .splitCsv(header: true)
         .map { row -> row.slice_id as Integer }
