@@ -83,7 +83,8 @@ def main(args: argparse.Namespace) -> None:
             useful_depth_um=args.useful_depth_um,
             focus=args.focus,
             focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
-            acquisition_focus=None if args.acquisition_focus is None else acquisition_focus.read(args.acquisition_focus),
+            acquisition_focus=(None if args.acquisition_focus is None
+                               else acquisition_focus.read(args.acquisition_focus)),
             attenuation=args.attenuation,
             agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
             tail_edge_sigma_px=args.attenuation_edge_sigma_px,
