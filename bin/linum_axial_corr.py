@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "fitted to it, or none [%(default)s].")
     parser.add_argument("--focus_profile", metavar="NPY", default=None,
                         help="Divide by this focus profile (.npy, one value per input depth) instead.")
+    parser.add_argument("--acquisition_focus", metavar="JSON", default=None,
+                        help="The acquisition's focus profile (linum_combine_focus.py): divided by only when this "
+                             "slice's own focus estimate is refused (focus_mode 'borrowed (...)' in the QC "
+                             "record); a slice with its own accepted profile is not changed.")
     parser.add_argument("--agarose_attenuation_per_mm", type=finite_float, default=None,
                         help="The embedding gel's own attenuation, measured on the gel (1/mm); removed from the "
                              "agarose profile of the background focus estimate (default: estimated with the "
@@ -70,6 +74,7 @@ def main(args: argparse.Namespace) -> None:
 
     # the first pass's chunk columns are decoded on another core while the correction's modules are imported
     with statistics_reads.started(args.in_zarr) as reads:
+        from linumpy.intensity import acquisition_focus
         from linumpy.intensity.axial import AxialSettings, correct_slice
         from linumpy.io.profiles import read_depth_profile
 
@@ -78,6 +83,8 @@ def main(args: argparse.Namespace) -> None:
             useful_depth_um=args.useful_depth_um,
             focus=args.focus,
             focus_profile=None if args.focus_profile is None else read_depth_profile(args.focus_profile),
+            acquisition_focus=(None if args.acquisition_focus is None
+                               else acquisition_focus.read(args.acquisition_focus)),
             attenuation=args.attenuation,
             agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
             tail_edge_sigma_px=args.attenuation_edge_sigma_px,

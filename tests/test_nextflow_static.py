@@ -35,7 +35,8 @@ from linumpy.pipeline import steps
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.params import NEXTFLOW_ONLY, PipelineParams
 from linumpy.pipeline.plan import (
-    Task, plan_field_curvature, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
+    Task, plan_borrowed_slice, plan_field_curvature, plan_focus_combine, plan_motor_positions, plan_simulation,
+    plan_slice, plan_volume,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,10 +224,14 @@ def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) ->
     motor = plan_motor_positions(params, layout, acquisition, upstream)
     curvature = plan_field_curvature(params, layout, acquisition, upstream)
     chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
-    normalized = {i: chain[3] for i, chain in chains.items()}
+    combined = plan_focus_combine(params, layout, {i: chain[2] for i, chain in chains.items()})
+    borrower = slice_ids[-1]  # as if its own focus estimate were refused: corrected again with the acquisition's
+    chains[borrower] = chains[borrower][:3] + plan_borrowed_slice(params, layout, borrower, chains[borrower][1],
+                                                                  combined)
+    normalized = {i: chain[4] if i == borrower else chain[3] for i, chain in chains.items()}
     sidecar = acquisition / "acquisition.json" if params.input is not None else None
-    volume = plan_volume(params, layout, slice_ids, motor, normalized, sidecar)
-    return [*upstream, motor, curvature, *(task for chain in chains.values() for task in chain), *volume]
+    volume = plan_volume(params, layout, slice_ids, motor, normalized, sidecar, {borrower})
+    return [*upstream, motor, curvature, *(task for chain in chains.values() for task in chain), combined, *volume]
 
 
 def load_script(name: str):
@@ -312,7 +317,7 @@ def _plant_misspelled_label(root: Path) -> tuple[Path, int, str]:
 
 def _plant_undefined_process(root: Path) -> tuple[Path, int, str]:
     path = root / "workflows" / "linumpy.nf"
-    line = _edit(path, "    NORMALIZE(AXIAL_CORR.out.zarr)", "    NORMALISE(AXIAL_CORR.out.zarr)")
+    line = _edit(path, "    NORMALIZE(corrected)", "    NORMALISE(corrected)")
     return path, line, "`NORMALISE` is not defined"
 
 

@@ -47,8 +47,8 @@ def test_changed_parameter_changes_only_the_affected_tasks(tmp_path):
     changed = sorted(i for i in before if before[i] != after[i])
     assert changed == sorted([
         "stitch_3d_z00", "axial_corr_z00", "normalize_z00", "screenshot_z00",
-        "stitch_3d_z01", "axial_corr_z01", "normalize_z01", "screenshot_z01",
-        "stack_slices", "screenshot_volume", "slice_config", "report",
+        "stitch_3d_z01", "axial_corr_z01", "axial_corr_borrowed_z01", "normalize_z01", "screenshot_z01",
+        "combine_focus", "stack_slices", "screenshot_volume", "slice_config", "report",
     ])
 
 
@@ -65,8 +65,14 @@ def test_changing_the_subset_only_reruns_what_reads_the_table(tmp_path):
 def test_workflow_wires_the_slice_chain_in_order():
     workflow = (ROOT / "workflows" / "linumpy.nf").read_text()
     chain = [step.process for step in steps.SLICE_CHAIN]
-    for previous, following in zip(chain, chain[1:]):
-        assert re.search(rf"\b{following}\({previous}\.out\.(grid|zarr)\)", workflow), (previous, following)
+    for previous, following in zip(chain[:-1], chain[1:-1]):
+        assert re.search(rf"\b{following}\({previous}\.out\.(grid|zarr)\b", workflow), (previous, following)
+    # a slice whose own focus estimate was refused is corrected again with the acquisition's focus, then normalized
+    assert "COMBINE_FOCUS(AXIAL_CORR.out.qc" in workflow
+    assert "AXIAL_CORR_BORROWED(slicesAmong(STITCH_3D.out.zarr, borrowers, true), COMBINE_FOCUS.out.json)" in workflow
+    assert ("def corrected = slicesAmong(AXIAL_CORR.out.zarr, borrowers, false).mix(AXIAL_CORR_BORROWED.out.zarr)"
+            in workflow)
+    assert "NORMALIZE(corrected)" in workflow
     last = chain[-1]
     assert re.search(rf"def ordered_slices = {last}\.out\.zarr\s*\n\s*\.toSortedList", workflow)
     assert ("STACK_SLICES(ordered_slices, uncompensated, COLLECT_MOTOR_POSITIONS.out.csv, allow_gaps, sidecar)"

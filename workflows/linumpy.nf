@@ -3,8 +3,11 @@
  *
  * The field curvature is decided once for the acquisition; then every slice
  * runs its own chain in parallel
- * (mosaic grid -> stitch_3d -> axial_corr -> normalize); the stack waits for
- * all slices, ordered by slice id, and the motor positions table. Channels
+ * (mosaic grid -> stitch_3d -> axial_corr -> normalize); a slice whose own
+ * focus estimate was refused is corrected again with the acquisition's focus
+ * profile (the median of the others', COMBINE_FOCUS) before it is normalized.
+ * The stack waits for all slices, ordered by slice id, and the motor
+ * positions table. Channels
  * carry a meta map `[id: slice_id, tag: 'zNN']` beside each file.
  */
 include { COLLECT_MOTOR_POSITIONS } from '../modules/local/collect_motor_positions'
@@ -12,6 +15,8 @@ include { ESTIMATE_FIELD_CURVATURE } from '../modules/local/estimate_field_curva
 include { CREATE_MOSAIC_GRID      } from '../modules/local/create_mosaic_grid'
 include { STITCH_3D               } from '../modules/local/stitch_3d'
 include { AXIAL_CORR              } from '../modules/local/axial_corr'
+include { AXIAL_CORR as AXIAL_CORR_BORROWED } from '../modules/local/axial_corr'
+include { COMBINE_FOCUS           } from '../modules/local/combine_focus'
 include { NORMALIZE               } from '../modules/local/normalize'
 include { STACK_SLICES            } from '../modules/local/stack_slices'
 include { SLICE_CONFIG            } from '../modules/local/slice_config'
@@ -22,6 +27,14 @@ include { REPORT                  } from '../modules/local/report'
 // Every file of a channel as one list, or an empty list when there is none.
 def allFiles(files) {
     return files.collect().ifEmpty([])
+}
+
+// The [meta, file] items of a slice channel whose slice id is (keep) or is not (!keep) among `ids`.
+def slicesAmong(items, ids, keep) {
+    return items
+        .combine(ids.map { list -> [list] })
+        .filter { meta, _product, list -> (meta.id in list) == keep }
+        .map { meta, product, _list -> [meta, product] }
 }
 
 // The acquisition's acquisition.json, or an empty list (no file to stage) when it has none.
@@ -53,13 +66,22 @@ workflow LINUMPY {
     ESTIMATE_FIELD_CURVATURE(acquisition)
     CREATE_MOSAIC_GRID(per_slice, ESTIMATE_FIELD_CURVATURE.out.json)
     STITCH_3D(CREATE_MOSAIC_GRID.out.grid)
-    AXIAL_CORR(STITCH_3D.out.zarr)
-    NORMALIZE(AXIAL_CORR.out.zarr)
+    AXIAL_CORR(STITCH_3D.out.zarr, [])
+    // The acquisition's focus profile; the slices whose own estimate was refused are corrected again with it
+    COMBINE_FOCUS(AXIAL_CORR.out.qc.flatten().filter { qc -> qc.name.endsWith('_qc.json') }.toSortedList())
+    def borrowers = COMBINE_FOCUS.out.borrowers
+        .splitCsv(header: true)
+        .map { row -> row.slice_id as Integer }
+        .toList()
+    AXIAL_CORR_BORROWED(slicesAmong(STITCH_3D.out.zarr, borrowers, true), COMBINE_FOCUS.out.json)
+    def corrected = slicesAmong(AXIAL_CORR.out.zarr, borrowers, false).mix(AXIAL_CORR_BORROWED.out.zarr)
+    NORMALIZE(corrected)
 
     def ordered_slices = NORMALIZE.out.zarr
         .toSortedList { a, b -> a[0].id <=> b[0].id }
         .map { pairs -> pairs.collect { pair -> pair[1] } }
-    def uncompensated = AXIAL_CORR.out.uncompensated
+    def uncompensated = slicesAmong(AXIAL_CORR.out.uncompensated, borrowers, false)
+        .mix(AXIAL_CORR_BORROWED.out.uncompensated)
         .toSortedList { a, b -> a[0].id <=> b[0].id }
         .map { pairs -> pairs.collect { pair -> pair[1] } }
     // The sidecar gives the slice thickness; [] (no file) when the acquisition has none.
@@ -73,6 +95,7 @@ workflow LINUMPY {
         allFiles(CREATE_MOSAIC_GRID.out.qc),
         allFiles(STITCH_3D.out.qc),
         allFiles(AXIAL_CORR.out.qc),
+        allFiles(AXIAL_CORR_BORROWED.out.qc),
         allFiles(STACK_SLICES.out.qc),
         slice_config,
     )
@@ -82,6 +105,7 @@ workflow LINUMPY {
         allFiles(CREATE_MOSAIC_GRID.out.qc.mix(ESTIMATE_FIELD_CURVATURE.out.qc)),
         allFiles(STITCH_3D.out.qc),
         allFiles(AXIAL_CORR.out.qc),
+        allFiles(AXIAL_CORR_BORROWED.out.qc),
         allFiles(NORMALIZE.out.qc),
         allFiles(STACK_SLICES.out.qc),
         SCREENSHOT_SLICE.out.png.mix(SCREENSHOT_VOLUME.out.png).collect(),

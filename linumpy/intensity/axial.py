@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import attenuation, attenuation_map, focus, focus_shift, surface
+from linumpy.intensity.acquisition_focus import AcquisitionFocus, is_refused, refusal
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
     lateral_blocks, map_ordered, read_block,
@@ -90,6 +91,10 @@ class AxialSettings:
         Focus correction (ignored when ``focus_profile`` is given).
     focus_profile : ndarray or None
         A focus profile (one value per input depth) to divide by instead.
+    acquisition_focus : AcquisitionFocus or None
+        The acquisition's focus (:mod:`linumpy.intensity.acquisition_focus`), divided by only when the
+        slice's own estimate is refused (``focus_mode`` ``none (<why>)``); the mode then reads
+        ``borrowed (<why>; from slices ...)``. A slice whose own estimate is accepted is not changed.
     attenuation : {"vermeer", "none"}
         Attenuation compensation (the attenuation map is written either way).
     lateral_sigma_px, min_contrast
@@ -143,6 +148,7 @@ class AxialSettings:
     useful_depth_um: float | None = None
     focus: str = "background"
     focus_profile: np.ndarray | None = None
+    acquisition_focus: AcquisitionFocus | None = None
     attenuation: str = "vermeer"
     lateral_sigma_px: float = SURFACE_SIGMA_PX
     min_contrast: float = 2.0
@@ -251,6 +257,10 @@ def correct_slice(
             f"the focus profile has shape {np.shape(settings.focus_profile)} but {in_path} has {n_z} "
             "depth samples; give one value per depth"
         )
+    borrowed = settings.acquisition_focus
+    if borrowed is not None and borrowed.profile is not None and borrowed.profile.shape != (n_z,):
+        raise InputError(f"the acquisition's focus profile has {borrowed.profile.size} depths but {in_path} has "
+                         f"{n_z}: not a slice of the acquisition it was combined from")
     surface_path, attenuation_path = output_paths(out_path)
     plain_path = uncompensated_path(out_path)
     for path in (out_path, surface_path, attenuation_path, plain_path):
@@ -464,6 +474,7 @@ def _gather_statistics(
     estimate, mode = _focus_profile(background, splits, qc.surface_fraction, noise_floor, settings,
                                     0.0 if first_tissue is None else first_tissue, dz_um, plane, factor,
                                     lateral_um, focus.noise_gain(noise_variance, splits[-1]))
+    estimate, mode = _borrowed_focus(estimate, mode, settings.acquisition_focus, applied is not None)
     per_line = estimate.qc.get("focus_shift_per_aline", False) and estimate.profile is not None
     flags = list(estimate.flags)
     if binned_variance is None:
@@ -579,6 +590,26 @@ def _focus_profile(
     if estimate.profile is None:
         return estimate, "none (too few background A-lines)"
     return estimate, settings.focus
+
+
+def _borrowed_focus(
+    estimate: focus.FocusEstimate, mode: str, acquisition: AcquisitionFocus | None, shifted: bool,
+) -> tuple[focus.FocusEstimate, str]:
+    """The acquisition's focus profile in place of a refused own estimate (``mode`` ``none (<why>)``), stated.
+
+    ``shifted``: the input records the field curvature's applied shifts; the profile is then read at each
+    A-line's own shift when the donors read theirs so (``acquisition.per_aline``). Otherwise unchanged.
+    """
+    if acquisition is None or acquisition.profile is None or not is_refused(mode):
+        return estimate, mode
+    borrowed = acquisition.mode(mode)
+    qc = {**estimate.qc, "focus_borrowed_from": list(acquisition.donors),
+          "focus_shift_per_aline": acquisition.per_aline and shifted}
+    flag = (f"focus profile borrowed from the acquisition (the median of the profiles of slices "
+            f"{', '.join(str(i) for i in acquisition.donors)}): this slice's own estimate was refused "
+            f"({refusal(mode)})")
+    logger.warning("%s", flag)
+    return focus.FocusEstimate(acquisition.profile, qc, [*estimate.flags, flag]), borrowed
 
 
 def _level_qc(split: focus.LevelSplit) -> dict[str, Any]:

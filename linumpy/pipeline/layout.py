@@ -7,7 +7,10 @@
       motor_positions.csv
       mosaic_grids/                field_curvature.json, mosaic_grid_3d_zNN.ome.zarr, mosaic_grid_2d_zNN.ome.zarr
       stitch_3d/                   slice_zNN_stitch_3d.ome.zarr, slice_zNN_stitch_3d_transform.json
-      axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface / _attenuation / _uncompensated.ome.zarr
+      axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface / _attenuation / _uncompensated.ome.zarr,
+                                   focus_acquisition.json, focus_borrowers.csv (the acquisition's focus profile)
+      axial_corr_borrowed/         the same products, of the slices whose own focus estimate was refused,
+                                   corrected again with the acquisition's focus profile
       normalize/                   slice_zNN_normalize.ome.zarr
       stack/                       volume.ome.zarr, volume_shifts.json
       qc/                          slice_zNN_normalize.png, volume.png
@@ -52,6 +55,20 @@ class OutputLayout:
     def slice_product(self, slice_id: int, step: str) -> Path:
         """``<step>/slice_zNN_<step>.ome.zarr`` for ``stitch_3d``, ``axial_corr``, ``normalize``."""
         return self.root / step / slice_step_name(slice_id, step)
+
+    def borrowed_axial(self, slice_id: int) -> Path:
+        """``axial_corr_borrowed/slice_zNN_axial_corr.ome.zarr``: a slice corrected with the acquisition's focus."""
+        return self.root / "axial_corr_borrowed" / slice_step_name(slice_id, "axial_corr")
+
+    @property
+    def acquisition_focus(self) -> Path:
+        """The acquisition's focus profile (``linum_combine_focus.py``)."""
+        return self.root / "axial_corr" / "focus_acquisition.json"
+
+    @property
+    def focus_borrowers(self) -> Path:
+        """The slices that borrow the acquisition's focus profile (CSV)."""
+        return self.root / "axial_corr" / "focus_borrowers.csv"
 
     def beside(self, product: Path, suffix: str) -> Path:
         """``<out stem><suffix>`` next to an ``.ome.zarr`` product (its transform, maps ...)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,10 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     mosaic grid applies (both orchestrators); without it the mosaic grid
     decides on the slice alone (as the script run by hand).
     """
-    meta = {"id": slice_id, "tag": slice_tag(slice_id)}
+    meta = _meta(slice_id)
     grid, aip = layout.mosaic_grid(slice_id), layout.mosaic_grid(slice_id, 2)
     stitched = layout.slice_product(slice_id, "stitch_3d")
     corrected = layout.slice_product(slice_id, "axial_corr")
-    normalized = layout.slice_product(slice_id, "normalize")
-    shot_name = slice_step_name(slice_id, "normalize").removesuffix(".ome.zarr")
-    shot = layout.screenshot(shot_name)
 
     decision = [] if curvature is None else layout.field_curvature
     mosaic = _task(steps.CREATE_MOSAIC_GRID, params, layout, slice_id=slice_id,
@@ -130,29 +128,75 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     stitch = _task(steps.STITCH_3D, params, layout, slice_id=slice_id, positional=[grid, stitched],
                    fixed=["--aip", aip], outputs=[stitched, layout.beside(stitched, "_transform.json")],
                    inputs={"meta": meta, "grid": grid, "aip": aip}, upstream=(mosaic,))
-    axial = _task(steps.AXIAL_CORR, params, layout, slice_id=slice_id, positional=[stitched, corrected],
-                  outputs=[corrected, layout.beside(corrected, "_surface.ome.zarr"),
-                           layout.beside(corrected, "_attenuation.ome.zarr"),
-                           layout.beside(corrected, "_uncompensated.ome.zarr")],
-                  inputs={"meta": meta, "zarr": stitched}, upstream=(stitch,))
+    axial = _axial_task(params, layout, slice_id, stitch, corrected)
+    return [mosaic, stitch, axial, *plan_slice_end(params, layout, slice_id, axial)]
+
+
+def _axial_task(params: PipelineParams, layout: OutputLayout, slice_id: int, stitch: Task, corrected: Path,
+                combined: Task | None = None) -> Task:
+    """The axial correction of a stitched slice; with ``combined`` (:func:`plan_focus_combine`), again with the
+    acquisition's focus profile (``axial_corr_borrowed_zNN``)."""
+    stitched = stitch.outputs[0]
+    focus = [] if combined is None else layout.acquisition_focus
+    return _task(steps.AXIAL_CORR, params, layout, slice_id=slice_id, positional=[stitched, corrected],
+                 fixed=["--acquisition_focus", focus] if focus else [],
+                 outputs=[corrected, layout.beside(corrected, "_surface.ome.zarr"),
+                          layout.beside(corrected, "_attenuation.ome.zarr"),
+                          layout.beside(corrected, "_uncompensated.ome.zarr")],
+                 inputs={"meta": _meta(slice_id), "zarr": stitched, "acquisition_focus": focus},
+                 upstream=(stitch, *([combined] if combined else [])),
+                 name=None if combined is None else f"{steps.AXIAL_CORR.name}_borrowed_{slice_tag(slice_id)}")
+
+
+def _meta(slice_id: int) -> dict[str, Any]:
+    return {"id": slice_id, "tag": slice_tag(slice_id)}
+
+
+def plan_slice_end(params: PipelineParams, layout: OutputLayout, slice_id: int, axial: Task) -> list[Task]:
+    """Normalize the slice ``axial`` corrected (its first output), then its screenshot."""
+    corrected = axial.outputs[0]
+    normalized = layout.slice_product(slice_id, "normalize")
+    shot_name = slice_step_name(slice_id, "normalize").removesuffix(".ome.zarr")
+    shot = layout.screenshot(shot_name)
     normalize = _task(steps.NORMALIZE, params, layout, slice_id=slice_id, positional=[corrected, normalized],
-                      outputs=[normalized], inputs={"meta": meta, "zarr": corrected}, upstream=(axial,))
+                      outputs=[normalized], inputs={"meta": _meta(slice_id), "zarr": corrected}, upstream=(axial,))
     screenshot = _task(steps.SCREENSHOT, params, layout, slice_id=slice_id, positional=[normalized, shot],
                        outputs=[shot], inputs={"name": shot_name, "zarr": normalized}, upstream=(normalize,))
-    return [mosaic, stitch, axial, normalize, screenshot]
+    return [normalize, screenshot]
+
+
+def plan_focus_combine(params: PipelineParams, layout: OutputLayout, corrected: dict[int, Task]) -> Task:
+    """The acquisition's focus profile from every slice's axial QC record (by slice id), and its borrowers."""
+    ordered = sorted(corrected)
+    records = [qc_record_path(corrected[i].outputs[0]) for i in ordered]
+    return _task(steps.COMBINE_FOCUS, params, layout, positional=[*records, layout.acquisition_focus],
+                 fixed=["--borrowers_csv", layout.focus_borrowers],
+                 outputs=[layout.acquisition_focus, layout.focus_borrowers], inputs={"qc_records": records},
+                 upstream=tuple(corrected[i] for i in ordered))
+
+
+def plan_borrowed_slice(params: PipelineParams, layout: OutputLayout, slice_id: int, stitch: Task,
+                        combined: Task) -> list[Task]:
+    """The end of a chain whose own focus estimate was refused: the axial correction again with the
+    acquisition's focus profile (into ``axial_corr_borrowed/``), normalize, screenshot."""
+    axial = _axial_task(params, layout, slice_id, stitch, layout.borrowed_axial(slice_id), combined)
+    return [axial, *plan_slice_end(params, layout, slice_id, axial)]
 
 
 def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[int],
                 motor_positions: Task, normalized: dict[int, Task],
-                acquisition_json: Path | None = None) -> list[Task]:
+                acquisition_json: Path | None = None, borrowed: Collection[int] = ()) -> list[Task]:
     """Stack the normalized slices (by id), screenshot the volume, write the report.
 
     ``acquisition_json`` is the acquisition's sidecar when it exists: the
     stack then takes the slice thickness from it (as the Nextflow workflow does).
+    ``borrowed``: the slices corrected with the acquisition's focus (their signals before
+    attenuation compensation are in ``axial_corr_borrowed/``).
     """
     ordered = sorted(slice_ids)
     slices = [layout.slice_product(i, "normalize") for i in ordered]
-    uncompensated = [layout.beside(layout.slice_product(i, "axial_corr"), "_uncompensated.ome.zarr") for i in ordered]
+    uncompensated = [layout.beside(layout.borrowed_axial(i) if i in borrowed else
+                                   layout.slice_product(i, "axial_corr"), "_uncompensated.ome.zarr") for i in ordered]
     gaps = ["--allow_gaps"] if params.stack_allows_gaps else []
     sidecar = ["--acquisition_json", acquisition_json] if acquisition_json is not None else []
     shot = layout.screenshot(VOLUME_NAME)

@@ -1,8 +1,11 @@
 """Run the pipeline on this machine: the same scripts, arguments and output tree as Nextflow.
 
 Slices go through their chain in parallel on a pool of ``workers`` (each
-worker drives one script subprocess at a time); the stack waits for every
-slice. A task is skipped when its outputs exist and its record in
+worker drives one script subprocess at a time) up to the axial correction;
+the acquisition's focus profile is then combined from every slice's
+(:mod:`linumpy.intensity.acquisition_focus`), the slices whose own was refused
+are corrected again with it, and every slice is normalized; the stack waits
+for every slice. A task is skipped when its outputs exist and its record in
 ``OUTDIR/pipeline_info/tasks`` holds the same key (command line, linumpy
 version, upstream keys): outputs are written atomically, so existing means
 complete, and changed parameters rerun the step and everything after it.
@@ -44,8 +47,10 @@ from linumpy.pipeline.child import child_setup
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.lock import outdir_lock
 from linumpy.pipeline.params import PipelineParams
+from linumpy.intensity.acquisition_focus import read_borrowers
 from linumpy.pipeline.plan import (
-    Task, plan_field_curvature, plan_motor_positions, plan_simulation, plan_slice, plan_volume,
+    Task, plan_borrowed_slice, plan_field_curvature, plan_focus_combine, plan_motor_positions, plan_simulation,
+    plan_slice, plan_volume,
 )
 from linumpy.pipeline.progress import Progress
 from linumpy.pipeline.slice_config import apply_slice_config
@@ -160,12 +165,21 @@ class LocalRunner:
             curvature = plan_field_curvature(params, layout, acquisition, upstream)
             self._run_serial([curvature])
             chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
-            normalized = {i: chain[len(steps.SLICE_CHAIN) - 1] for i, chain in chains.items()}
+            self._progress.add(sum(len(chain) for chain in chains.values()) + 1)
+            # every slice's axial correction, then the acquisition's focus for the slices whose own was refused
+            corrected = steps.SLICE_CHAIN.index(steps.AXIAL_CORR)
+            self._run_slices({i: chain[:corrected + 1] for i, chain in chains.items()})
+            combined = plan_focus_combine(params, layout, {i: chain[corrected] for i, chain in chains.items()})
+            self._run_serial([combined])
+            borrowers = set(read_borrowers(layout.focus_borrowers)) & set(slice_ids)
+            ends = {i: plan_borrowed_slice(params, layout, i, chain[corrected - 1], combined) if i in borrowers
+                    else chain[corrected + 1:] for i, chain in chains.items()}
+            normalized = {i: end[-2] for i, end in ends.items()}
             sidecar = acquisition / SIDECAR_NAME
             volume_tasks = plan_volume(params, layout, slice_ids, motor_positions, normalized,
-                                       sidecar if sidecar.is_file() else None)
-            self._progress.add(sum(len(chain) for chain in chains.values()) + len(volume_tasks))
-            self._run_slices(chains)
+                                       sidecar if sidecar.is_file() else None, borrowers)
+            self._progress.add(len(borrowers) + len(volume_tasks))
+            self._run_slices(ends)
             self._run_serial(volume_tasks)
         finally:
             self._progress.close()

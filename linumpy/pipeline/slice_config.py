@@ -48,12 +48,13 @@ METRICS = (
     ("galvo_confidence", "mosaic_grid_3d", "galvo_confidence"),
 )
 COLUMNS = ("slice_id", "use", "reason", "suggestion", *(m[0] for m in METRICS), "overlap_ncc")
-#: Where each step's records are under the results directory.
+#: Where each step's records are under the results directory (a later folder's record of a slice wins: a slice
+#: corrected again with the acquisition's focus, ``axial_corr_borrowed``, is read from there).
 _RECORD_GLOBS = {
-    "mosaic_grid_3d": "mosaic_grids/*_qc.json",
-    "stitch_3d": "stitch_3d/*_qc.json",
-    "axial_corr": "axial_corr/*_qc.json",
-    "stack": "stack/*_qc.json",
+    "mosaic_grid_3d": ("mosaic_grids/*_qc.json",),
+    "stitch_3d": ("stitch_3d/*_qc.json",),
+    "axial_corr": ("axial_corr/*_qc.json", "axial_corr_borrowed/*_qc.json"),
+    "stack": ("stack/*_qc.json",),
 }
 #: Suggestion thresholds: ``(column, below, message)``.
 SUGGEST_BELOW = (
@@ -113,7 +114,7 @@ def apply_slice_config(params: PipelineParams) -> PipelineParams:
 
 def _records(results_dir: Path, step: str) -> list[dict[str, Any]]:
     records = []
-    for path in sorted(results_dir.glob(_RECORD_GLOBS[step])):
+    for path in (path for pattern in _RECORD_GLOBS[step] for path in sorted(results_dir.glob(pattern))):
         try:
             records.append(read_qc_record(path))
         except InputError as error:

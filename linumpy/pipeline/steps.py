@@ -111,6 +111,7 @@ AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (
     Option("axial_dtype", "--dtype"),
     *_ZARR_OUTPUT,
 ))
+COMBINE_FOCUS = Step("combine_focus", "COMBINE_FOCUS", "linum_combine_focus.py")
 NORMALIZE = Step("normalize", "NORMALIZE", "linum_normalize.py", (
     Option("percentiles", "--percentiles", "list"),
     Option("flatfield", "--flatfield", "switch"),
@@ -137,7 +138,7 @@ REPORT = Step("report", "REPORT", "linum_report.py", (Option("report_title", "--
 #: Every step, in the order a slice (then the whole brain) goes through them.
 STEPS: tuple[Step, ...] = (
     SIMULATE, COLLECT_MOTOR_POSITIONS, ESTIMATE_FIELD_CURVATURE, CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR,
-    NORMALIZE, STACK_SLICES, SCREENSHOT, SLICE_CONFIG, REPORT,
+    COMBINE_FOCUS, NORMALIZE, STACK_SLICES, SCREENSHOT, SLICE_CONFIG, REPORT,
 )
 #: The steps each slice runs, in order, independently of the other slices.
 SLICE_CHAIN: tuple[Step, ...] = (CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR, NORMALIZE)

@@ -223,7 +223,11 @@ METRICS: dict[str, MetricInfo] = {
                          "tissue surface); the attenuation map's decay fits are corrected for the bias it puts in "
                          "the log of a faint signal. 0: not estimable (no voxel above a surface), not corrected."),
     "useful_depth_um": _M("Useful depth", "µm", "Depth kept below the surface after correction."),
-    "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not)."),
+    "focus_mode": _M("Focus correction", "text", "How the focus fall-off was corrected (or why not); "
+                     "\"borrowed (...)\": the slice's own estimate was refused and the acquisition's profile (the "
+                     "median of the other slices') was divided out."),
+    "focus_borrowed_from": _M("Focus borrowed from", "ids", "The slices whose own focus profiles make the "
+                              "acquisition's profile this slice divided by (its own estimate was refused)."),
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
     "attenuation_tail_average": _M("Attenuation tail average", "text", "Lateral average of the compensation's "
                                    "tail sums: edge-aware (guided, with its sigma) or a box."),

@@ -3,6 +3,8 @@
  * attenuation. The surface and attenuation maps are kept for QC; the signal
  * before attenuation compensation (binned laterally) goes to the stack, which
  * measures each slice's attenuation through its overlap with the next.
+ * Run again (as AXIAL_CORR_BORROWED) on a slice whose own focus estimate was
+ * refused, with the acquisition's focus profile (COMBINE_FOCUS).
  */
 process AXIAL_CORR {
     tag "slice ${meta.id}"
@@ -10,6 +12,7 @@ process AXIAL_CORR {
 
     input:
     tuple val(meta), path(zarr)
+    path acquisition_focus  // the acquisition's focus profile (COMBINE_FOCUS), or [] for the slice's own
 
     output:
     tuple val(meta), path("slice_${meta.tag}_axial_corr.ome.zarr"), emit: zarr
@@ -20,8 +23,9 @@ process AXIAL_CORR {
 
     script:
     def args = task.ext.args ?: ''
+    def focus = acquisition_focus ? "--acquisition_focus ${acquisition_focus}" : ''
     """
-    linum_axial_corr.py ${zarr} slice_${meta.tag}_axial_corr.ome.zarr --workers ${task.cpus} ${args}
+    linum_axial_corr.py ${zarr} slice_${meta.tag}_axial_corr.ome.zarr ${focus} --workers ${task.cpus} ${args}
     """
 
     stub:
