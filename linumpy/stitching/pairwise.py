@@ -542,6 +542,9 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     def offset(point: tuple[int, int]) -> tuple[int, int]:
         return tuple(c + p - evidence_map.radius for c, p in zip(evidence_map.centre, point))
 
+    if _overlap_width(tile_a.shape, tile_b.shape, offset(index)) < NARROW_OVERLAP_PX:
+        return climb_match_quality(evidence_map, index)
+
     current, visited = index, {index}
     while True:
         gains = {point: _common_gain(tile_a, tile_b, offset(current), offset(point), evidence_map.speckle_px)
@@ -551,12 +554,30 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
             break
         current = best
         visited.add(best)
-    margin = 0.0 if _overlap_width(tile_a.shape, tile_b.shape, offset(index)) < NARROW_OVERLAP_PX \
-        else RIDGE_MOVE_MARGIN
     if current != index and _common_gain(tile_a, tile_b, offset(index), offset(current),
-                                         evidence_map.speckle_px) <= margin:
+                                         evidence_map.speckle_px) <= RIDGE_MOVE_MARGIN:
         return index
     return current
+
+
+def climb_match_quality(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
+    """The local maximum of match quality (the map's Fisher NCC) reached from ``index`` by steps to the
+    best of its 8 neighbours while that one matches better.
+
+    The match quality is per pixel: unlike the :func:`evidence` it does not grow with the overlap's area,
+    so on a narrow overlap (:data:`NARROW_OVERLAP_PX`) the climb undoes the area term's pull from the
+    match toward the larger overlap. Each step raises the Fisher NCC above the peak's, so every offset it
+    reaches is on the peak's ridge (:func:`ridge`).
+    """
+    fisher = np.nan_to_num(evidence_map.fisher, nan=-np.inf)
+    current = index
+    while True:
+        neighbours = [(current[0] + dy, current[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                      if 0 <= current[0] + dy < fisher.shape[0] and 0 <= current[1] + dx < fisher.shape[1]]
+        best = max(neighbours, key=lambda point: fisher[point])
+        if fisher[best] <= fisher[current]:
+            return current
+        current = best
 
 
 def _overlap_width(shape_a: tuple[int, int], shape_b: tuple[int, int], offset: tuple[int, int]) -> int:
