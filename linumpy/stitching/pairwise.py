@@ -108,9 +108,9 @@ MIN_TRIM_PX = 1
 #: An overlap narrower than this (pixels, its narrower side) is narrow: the sub-pixel fit cannot run on it
 #: (:func:`_fit_subpixel` needs ``2 MIN_TRIM_PX + 4``), so its whole pixel is its offset, and one more pixel of
 #: width adds 9 % or more to its :func:`evidence`, more than the match loses a pixel or two off its
-#: peak on smooth texture. On it the ridge walk's end replaces the evidence peak whenever it matches better
-#: on their common overlap (:func:`match_on_common_overlap`): foreign 185 (grid 4x4, 10 % overlap, stage
-#: error +-8 px) read its overlaps under 5 px 2 px too wide, always that way (session narrow65).
+#: peak. On it the offset is the local maximum of match quality climbed from the evidence peak
+#: (:func:`climb_match_quality`): foreign 185 (grid 4x4, 10 % overlap, stage error +-8 px) read its
+#: overlaps under 5 px 2 px too wide, always that way (session narrow65).
 NARROW_OVERLAP_PX = 2 * MIN_TRIM_PX + 4
 
 
@@ -508,11 +508,13 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     gives both the same data and the same noise: starting from ``index``, the neighbouring ridge member
     (8-neighbours) that beats the current offset by the most standard errors there becomes the current
     one, while one beats it; the walk's end replaces ``index`` only if it beats it by more than
-    :data:`RIDGE_MOVE_MARGIN`, or at all where the overlap at ``index`` is narrow
-    (:data:`NARROW_OVERLAP_PX`): there the peak owes its place to the area term, which grows by a sixth
-    from a 3 px strip to a 4 px one, and two standard errors of a strip that narrow are more than the
-    match's loss 2 px off its peak (foreign 185 slice 3, (3, 0)-(3, 1), a 3 px true overlap: the Fisher NCC
-    highest at the truth, the evidence 2 px wider). The walk climbs one pixel at a time: two neighbours are compared on
+    :data:`RIDGE_MOVE_MARGIN`. Where the overlap at ``index`` is narrow (:data:`NARROW_OVERLAP_PX`) the
+    offset is instead the local maximum of match quality climbed from it (:func:`climb_match_quality`):
+    there the peak owes its place to the area term, which grows by a sixth from a 3 px strip to a 4 px
+    one, and the common overlap cannot tell: band-passed alone, a strip that narrow loses its content
+    across the strip to the 3 px high-pass (foreign 185 slice 3, (3, 0)-(3, 1), a 3 px true overlap: the
+    search's Fisher NCC highest at the truth, the evidence 2 px wider, and the common overlap preferring
+    the wider offset by 0.38 standard errors). The walk climbs one pixel at a time: two neighbours are compared on
     nearly the whole of both overlaps, whereas a jump along the ridge compares two offsets on the
     narrower one's overlap only, and the best of many such jumps overshoots (fresh harsh foreign seed
     146, slice 0, (0, 0)-(1, 0): from its peak 2.5 px short of the truth, a jump of 4.5 px to the ridge's
@@ -589,19 +591,20 @@ def _overlap_width(shape_a: tuple[int, int], shape_b: tuple[int, int], offset: t
 def refine_joint_offset(tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int], scores: tuple,
                         ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Refine a pair's integer offset chosen by a joint search over several pairs (:func:`refine_subpixel`),
-    on a narrow overlap from the end of its walk on common overlaps (:func:`match_on_common_overlap`).
+    on a narrow overlap from the local maximum of match quality climbed from it (:func:`climb_match_quality`,
+    by way of :func:`match_on_common_overlap`: not from an offset of no positive match).
 
     A joint search ranks offsets by the sum of its pairs' :func:`evidence`, whose area term pulls a narrow
     overlap wider as it pulls a pair's own peak (:data:`NARROW_OVERLAP_PX`). ``scores`` are the pair's
-    :class:`EvidenceMap` s; on an overlap at least :data:`NARROW_OVERLAP_PX` wide, or one no map scores,
-    the offset is refined where it is.
+    :class:`EvidenceMap` s (the one with the larger evidence at ``offset``); on an overlap at least
+    :data:`NARROW_OVERLAP_PX` wide, or one no map scores, the offset is refined where it is.
     """
     found = _map_at(scores, offset) if _overlap_width(tile_a.shape, tile_b.shape, offset) < NARROW_OVERLAP_PX \
         else None
     if found is not None:
         evidence_map, index = found
-        moved = match_on_common_overlap(evidence_map, index, tile_a, tile_b)
-        offset = tuple(c + p - evidence_map.radius for c, p in zip(evidence_map.centre, moved))
+        climbed = match_on_common_overlap(evidence_map, index, tile_a, tile_b)
+        offset = tuple(c + p - evidence_map.radius for c, p in zip(evidence_map.centre, climbed))
     return refine_subpixel(tile_a, tile_b, offset)
 
 
