@@ -98,8 +98,9 @@ from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import (
     PairRegistration,
     edge_ridge,
+    narrow_joint_offset,
     offset_spread,
-    refine_joint_offset,
+    refine_subpixel,
     register_pair,
 )
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over, evidence_over_stage, links_out, moved,
@@ -267,7 +268,8 @@ def estimate_transform(
 
     def move(switch: Switch) -> PairOffset:
         (a, b), registration = switch.pair, registrations[switch.pair]
-        refined, sigma = refine_joint_offset(flattened[a], flattened[b], switch.offset, registration.scores)
+        refined, sigma = refine_subpixel(flattened[a], flattened[b],
+                                         narrow_joint_offset(switch.offset, registration.scores))
         moved[switch.pair] = replace(registration, offset=refined, sigma_px=sigma,
                                      significance=switch.significance)
         return _pair_offset(a, b, moved[switch.pair], False)
@@ -977,7 +979,8 @@ def _place_clusters(
                 continue
             refined = {}
             for (a, b), offset in placement.offsets.items():
-                offset_px, sigma = refine_joint_offset(flattened[a], flattened[b], offset, registrations[(a, b)].scores)
+                offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                                   narrow_joint_offset(offset, registrations[(a, b)].scores))
                 significance = min(placement.significance.get(t, np.inf) for t in (a, b))
                 refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
                                           significance=float(significance))
@@ -1001,7 +1004,8 @@ def _refined(
     with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error."""
     refined = {}
     for (a, b), offset in offsets.items():
-        offset_px, sigma = refine_joint_offset(flattened[a], flattened[b], offset, registrations[(a, b)].scores)
+        offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                           narrow_joint_offset(offset, registrations[(a, b)].scores))
         if spread_px is not None:
             sigma = tuple(float(v) for v in np.hypot(sigma, spread_px))
         refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)

@@ -151,13 +151,16 @@ class EvidenceMap:
 
     ``values[dy + radius, dx + radius]``; NaN where not scored. ``fisher``
     (same layout, optional) is the Fisher-transformed NCC, the match quality
-    whatever the overlap's area (:func:`ridge`).
+    whatever the overlap's area (:func:`ridge`). ``tile_shape`` (optional) is
+    the ``(y, x)`` shape of the registered tiles, which sets each offset's
+    overlap (:func:`narrow_joint_offset`).
     """
 
     speckle_px: float
     centre: tuple[int, int]
     values: np.ndarray = field(compare=False, repr=False)
     fisher: np.ndarray | None = field(default=None, compare=False, repr=False)
+    tile_shape: tuple[int, int] | None = None
 
     @property
     def radius(self) -> int:
@@ -588,24 +591,25 @@ def _overlap_width(shape_a: tuple[int, int], shape_b: tuple[int, int], offset: t
     return 0 if slices is None else min(s.stop - s.start for s in slices[0])
 
 
-def refine_joint_offset(tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int], scores: tuple,
-                        ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Refine a pair's integer offset chosen by a joint search over several pairs (:func:`refine_subpixel`),
-    on a narrow overlap from the local maximum of match quality climbed from it (:func:`climb_match_quality`,
-    by way of :func:`match_on_common_overlap`: not from an offset of no positive match).
+def narrow_joint_offset(offset: tuple[int, int], scores: tuple) -> tuple[int, int]:
+    """A pair's integer offset chosen by a joint search over several pairs, on a narrow overlap climbed to
+    the local maximum of match quality (:func:`climb_match_quality`), before its sub-pixel fit.
 
     A joint search ranks offsets by the sum of its pairs' :func:`evidence`, whose area term pulls a narrow
     overlap wider as it pulls a pair's own peak (:data:`NARROW_OVERLAP_PX`). ``scores`` are the pair's
-    :class:`EvidenceMap` s (the one with the larger evidence at ``offset``); on an overlap at least
-    :data:`NARROW_OVERLAP_PX` wide, or one no map scores, the offset is refined where it is.
+    :class:`EvidenceMap` s (the one with the larger evidence at ``offset``). ``offset`` itself where the
+    overlap there is at least :data:`NARROW_OVERLAP_PX` wide or empty, where no map scores it or knows
+    the tiles' shape, and where its match is not positive (as :func:`match_on_common_overlap`).
     """
-    found = _map_at(scores, offset) if _overlap_width(tile_a.shape, tile_b.shape, offset) < NARROW_OVERLAP_PX \
-        else None
-    if found is not None:
-        evidence_map, index = found
-        climbed = match_on_common_overlap(evidence_map, index, tile_a, tile_b)
-        offset = tuple(c + p - evidence_map.radius for c, p in zip(evidence_map.centre, climbed))
-    return refine_subpixel(tile_a, tile_b, offset)
+    found = _map_at(scores, offset)
+    if found is None or found[0].tile_shape is None:
+        return offset
+    evidence_map, index = found
+    if not 0 < _overlap_width(evidence_map.tile_shape, evidence_map.tile_shape, offset) < NARROW_OVERLAP_PX \
+            or _ridge_members(evidence_map, index) is None:
+        return offset
+    climbed = climb_match_quality(evidence_map, index)
+    return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, climbed))
 
 
 def best_match_on_ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
@@ -907,7 +911,7 @@ def register_pair(
         peaks = local_maxima(score)
         if peaks:
             found.append((peak_significance(score, peaks[0]), ncc, peaks))
-            maps.append(EvidenceMap(speckle_px, nominal, score, fisher_transform(ncc)))
+            maps.append(EvidenceMap(speckle_px, nominal, score, fisher_transform(ncc), tile_a.shape))
     if not found:
         return fallback
     significance = max(f[0] for f in found)
