@@ -95,7 +95,14 @@ from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches
                                              swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.pairwise import PairRegistration, edge_ridge, offset_spread, refine_subpixel, register_pair
+from linumpy.stitching.pairwise import (
+    PairRegistration,
+    edge_ridge,
+    narrow_joint_offset,
+    offset_spread,
+    refine_subpixel,
+    register_pair,
+)
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over, evidence_over_stage, links_out, moved,
                                         pieces, research_piece)
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
@@ -261,7 +268,8 @@ def estimate_transform(
 
     def move(switch: Switch) -> PairOffset:
         (a, b), registration = switch.pair, registrations[switch.pair]
-        refined, sigma = refine_subpixel(flattened[a], flattened[b], switch.offset)
+        refined, sigma = refine_subpixel(flattened[a], flattened[b],
+                                         narrow_joint_offset(switch.offset, registration.scores))
         moved[switch.pair] = replace(registration, offset=refined, sigma_px=sigma,
                                      significance=switch.significance)
         return _pair_offset(a, b, moved[switch.pair], False)
@@ -971,7 +979,8 @@ def _place_clusters(
                 continue
             refined = {}
             for (a, b), offset in placement.offsets.items():
-                offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+                offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                                   narrow_joint_offset(offset, registrations[(a, b)].scores))
                 significance = min(placement.significance.get(t, np.inf) for t in (a, b))
                 refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
                                           significance=float(significance))
@@ -995,7 +1004,8 @@ def _refined(
     with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error."""
     refined = {}
     for (a, b), offset in offsets.items():
-        offset_px, sigma = refine_subpixel(flattened[a], flattened[b], offset)
+        offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                           narrow_joint_offset(offset, registrations[(a, b)].scores))
         if spread_px is not None:
             sigma = tuple(float(v) for v in np.hypot(sigma, spread_px))
         refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)

@@ -105,6 +105,13 @@ LK_TOLERANCE_PX = 0.005
 #: Fewest pixels trimmed from each side of a common region too narrow for the
 #: usual trim (``ceil(MAX_REFINEMENT_PX) + 1``): it keeps what it can.
 MIN_TRIM_PX = 1
+#: An overlap narrower than this (pixels, its narrower side) is narrow: the sub-pixel fit cannot run on it
+#: (:func:`_fit_subpixel` needs ``2 MIN_TRIM_PX + 4``), so its whole pixel is its offset, and one more pixel of
+#: width adds 9 % or more to its :func:`evidence`, more than the match loses a pixel or two off its
+#: peak. On it the offset is the local maximum of match quality climbed from the evidence peak
+#: (:func:`climb_match_quality`): foreign 185 (grid 4x4, 10 % overlap, stage error +-8 px) read its
+#: overlaps under 5 px 2 px too wide, always that way (session narrow65).
+NARROW_OVERLAP_PX = 2 * MIN_TRIM_PX + 4
 
 
 @dataclass(frozen=True)
@@ -144,13 +151,16 @@ class EvidenceMap:
 
     ``values[dy + radius, dx + radius]``; NaN where not scored. ``fisher``
     (same layout, optional) is the Fisher-transformed NCC, the match quality
-    whatever the overlap's area (:func:`ridge`).
+    whatever the overlap's area (:func:`ridge`). ``tile_shape`` (optional) is
+    the ``(y, x)`` shape of the registered tiles, which sets each offset's
+    overlap (:func:`narrow_joint_offset`).
     """
 
     speckle_px: float
     centre: tuple[int, int]
     values: np.ndarray = field(compare=False, repr=False)
     fisher: np.ndarray | None = field(default=None, compare=False, repr=False)
+    tile_shape: tuple[int, int] | None = None
 
     @property
     def radius(self) -> int:
@@ -501,7 +511,13 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     gives both the same data and the same noise: starting from ``index``, the neighbouring ridge member
     (8-neighbours) that beats the current offset by the most standard errors there becomes the current
     one, while one beats it; the walk's end replaces ``index`` only if it beats it by more than
-    :data:`RIDGE_MOVE_MARGIN`. The walk climbs one pixel at a time: two neighbours are compared on
+    :data:`RIDGE_MOVE_MARGIN`. Where the overlap at ``index`` is narrow (:data:`NARROW_OVERLAP_PX`) the
+    offset is instead the local maximum of match quality climbed from it (:func:`climb_match_quality`):
+    there the peak owes its place to the area term, which grows by a sixth from a 3 px strip to a 4 px
+    one, and the common overlap cannot tell: band-passed alone, a strip that narrow loses its content
+    across the strip to the 3 px high-pass (foreign 185 slice 3, (3, 0)-(3, 1), a 3 px true overlap: the
+    search's Fisher NCC highest at the truth, the evidence 2 px wider, and the common overlap preferring
+    the wider offset by 0.38 standard errors). The walk climbs one pixel at a time: two neighbours are compared on
     nearly the whole of both overlaps, whereas a jump along the ridge compares two offsets on the
     narrower one's overlap only, and the best of many such jumps overshoots (fresh harsh foreign seed
     146, slice 0, (0, 0)-(1, 0): from its peak 2.5 px short of the truth, a jump of 4.5 px to the ridge's
@@ -531,6 +547,9 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     def offset(point: tuple[int, int]) -> tuple[int, int]:
         return tuple(c + p - evidence_map.radius for c, p in zip(evidence_map.centre, point))
 
+    if _overlap_width(tile_a.shape, tile_b.shape, offset(index)) < NARROW_OVERLAP_PX:
+        return climb_match_quality(evidence_map, index)
+
     current, visited = index, {index}
     while True:
         gains = {point: _common_gain(tile_a, tile_b, offset(current), offset(point), evidence_map.speckle_px)
@@ -544,6 +563,53 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
                                          evidence_map.speckle_px) <= RIDGE_MOVE_MARGIN:
         return index
     return current
+
+
+def climb_match_quality(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
+    """The local maximum of match quality (the map's Fisher NCC) reached from ``index`` by steps to the
+    best of its 8 neighbours while that one matches better.
+
+    The match quality is per pixel: unlike the :func:`evidence` it does not grow with the overlap's area,
+    so on a narrow overlap (:data:`NARROW_OVERLAP_PX`) the climb undoes the area term's pull from the
+    match toward the larger overlap. Each step raises the Fisher NCC above the peak's, so every offset it
+    reaches is on the peak's ridge (:func:`ridge`).
+    """
+    fisher = np.nan_to_num(evidence_map.fisher, nan=-np.inf)
+    current = index
+    while True:
+        neighbours = [(current[0] + dy, current[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                      if 0 <= current[0] + dy < fisher.shape[0] and 0 <= current[1] + dx < fisher.shape[1]]
+        best = max(neighbours, key=lambda point: fisher[point])
+        if fisher[best] <= fisher[current]:
+            return current
+        current = best
+
+
+def _overlap_width(shape_a: tuple[int, int], shape_b: tuple[int, int], offset: tuple[int, int]) -> int:
+    """Width (pixels) of the overlap of two tiles at an integer offset: its narrower side (0 without one)."""
+    slices = overlap_slices(shape_a, shape_b, offset)
+    return 0 if slices is None else min(s.stop - s.start for s in slices[0])
+
+
+def narrow_joint_offset(offset: tuple[int, int], scores: tuple) -> tuple[int, int]:
+    """A pair's integer offset chosen by a joint search over several pairs, on a narrow overlap climbed to
+    the local maximum of match quality (:func:`climb_match_quality`), before its sub-pixel fit.
+
+    A joint search ranks offsets by the sum of its pairs' :func:`evidence`, whose area term pulls a narrow
+    overlap wider as it pulls a pair's own peak (:data:`NARROW_OVERLAP_PX`). ``scores`` are the pair's
+    :class:`EvidenceMap` s (the one with the larger evidence at ``offset``). ``offset`` itself where the
+    overlap there is at least :data:`NARROW_OVERLAP_PX` wide or empty, where no map scores it or knows
+    the tiles' shape, and where its match is not positive (as :func:`match_on_common_overlap`).
+    """
+    found = _map_at(scores, offset)
+    if found is None or found[0].tile_shape is None:
+        return offset
+    evidence_map, index = found
+    if not 0 < _overlap_width(evidence_map.tile_shape, evidence_map.tile_shape, offset) < NARROW_OVERLAP_PX \
+            or _ridge_members(evidence_map, index) is None:
+        return offset
+    climbed = climb_match_quality(evidence_map, index)
+    return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, climbed))
 
 
 def best_match_on_ridge(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
@@ -845,7 +911,7 @@ def register_pair(
         peaks = local_maxima(score)
         if peaks:
             found.append((peak_significance(score, peaks[0]), ncc, peaks))
-            maps.append(EvidenceMap(speckle_px, nominal, score, fisher_transform(ncc)))
+            maps.append(EvidenceMap(speckle_px, nominal, score, fisher_transform(ncc), tile_a.shape))
     if not found:
         return fallback
     significance = max(f[0] for f in found)
