@@ -267,6 +267,26 @@ def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_
     assert acquisition_flags(spread[:1] + [odd]) == [], "two slices: no median to compare with"
 
 
+def test_a_record_the_step_run_again_replaced_raises_no_flag_but_stays_in_the_details(tmp_path):
+    # slice 4's focus estimate refused (first run), then corrected with the acquisition's profile (second run)
+    refused = "focus correction skipped: none (no distinct background)"
+    for folder, mode, flags in (("axial_corr", "none (no distinct background)", [refused]),
+                                ("axial_corr_borrowed", "borrowed (no distinct background; from slices 0, 1)",
+                                 ["focus profile borrowed from the acquisition"])):
+        write_qc_record(tmp_path / folder / "slice_z04_axial_corr.ome.zarr", "axial_corr", {"focus_mode": mode},
+                        flags=flags)
+    write_qc_record(tmp_path / "axial_corr" / "slice_z05_axial_corr.ome.zarr", "axial_corr", {"focus_mode": "none"},
+                    flags=[refused])
+    collection = collect_qc(tmp_path)
+    raised = sorted((flag.slice_id, flag.message) for flag in collection.flags)
+    assert raised == [(4, "focus profile borrowed from the acquisition"), (5, refused)]
+    replaced = [(entry.path, entry.replaced_by) for entry in collection.entries if entry.replaced_by]
+    assert replaced == [("axial_corr/slice_z04_axial_corr_qc.json", "axial_corr_borrowed/slice_z04_axial_corr_qc.json")]
+    page = render_report(collection)
+    assert "Replaced by axial_corr_borrowed/slice_z04_axial_corr_qc.json" in page
+    assert page.count("none (no distinct background)") >= 1, "the replaced record's metrics stay in the details"
+
+
 def test_failed_slices_accept_the_three_spellings():
     assert slice_reasons({"3": "no tiles", "1": "crash"}) == [(1, "crash"), (3, "no tiles")]
     assert slice_reasons([4, 2]) == [(2, "no reason given"), (4, "no reason given")]

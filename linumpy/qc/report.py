@@ -21,7 +21,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,9 @@ HEADLINE_METRICS = (
 )
 #: Where the run's trace lies under the results directory (both orchestrators).
 TRACE_FILE = "pipeline_info/trace.txt"
+#: A results folder named ``<folder>`` + this suffix holds records that replace the records of the same file name in
+#: ``<folder>`` (``axial_corr_borrowed/``: the slices corrected again with the acquisition's focus profile).
+REPLACING_FOLDER_SUFFIX = "_borrowed"
 #: Top-level folder holding a simulated raw acquisition.
 RAW_FOLDER = "acquisition"
 
@@ -64,6 +67,7 @@ class QcEntry:
     record: dict[str, Any]
     figures: dict[str, bytes] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    replaced_by: str | None = None
 
     @property
     def step(self) -> str:
@@ -107,8 +111,8 @@ class QcCollection:
 
     @property
     def warnings(self) -> list[RedFlag]:
-        """Warnings the steps logged, as (slice, step, message)."""
-        found = {RedFlag(e.slice_id, e.step, w) for e in self.entries for w in e.warnings}
+        """Warnings the steps logged, as (slice, step, message), of the records no later record replaces."""
+        found = {RedFlag(e.slice_id, e.step, w) for e in self.entries if e.replaced_by is None for w in e.warnings}
         return sorted(found, key=_flag_order)
 
     def slice_images(self, slice_id: int | None) -> dict[str, bytes]:
@@ -137,6 +141,7 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
     entries, flags, used_images = [], [], set()
     if not record_paths:
         flags.append(RedFlag(None, "report", f"no *{QC_SUFFIX} record found; did the steps run?"))
+    replacements = replacing_records([p.relative_to(root).as_posix() for p in record_paths])
     for path in record_paths:
         relative = path.relative_to(root).as_posix()
         try:
@@ -144,7 +149,7 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
         except InputError as error:
             flags.append(RedFlag(None, "report", str(error).replace(str(root) + os.sep, "")))
             continue
-        entry = QcEntry(relative, record)
+        entry = QcEntry(relative, record, replaced_by=replacements.get(relative))
         for name, file_name in sorted(record["figures"].items()):
             try:
                 entry.figures[str(name)] = read_figure(path.parent, file_name)
@@ -153,12 +158,14 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
                 entry.problems.append(str(error))
         entry.problems += _sanitize(record, relative)
         entries.append(entry)
+        flags += [RedFlag(entry.slice_id, entry.step, problem) for problem in entry.problems]
+        if entry.replaced_by is not None:
+            continue
         try:
             flags += record_flags(record)
         except (TypeError, ValueError, KeyError, OverflowError) as error:  # ill-typed metric values
             flags.append(RedFlag(entry.slice_id, entry.step, f"{relative}: metrics not understood ({error})"))
-        flags += [RedFlag(entry.slice_id, entry.step, problem) for problem in entry.problems]
-    flags += acquisition_flags([entry.record for entry in entries])
+    flags += acquisition_flags([entry.record for entry in entries if entry.replaced_by is None])
     other_images = {}
     for path in files:
         if path.suffix.lower() == ".png" and path not in used_images and path.resolve().is_relative_to(root.resolve()):
@@ -170,6 +177,30 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
     trace = read_trace(trace_path) if trace_path.is_file() else []
     return QcCollection(entries, other_images, sorted(set(flags), key=_flag_order),
                         _volume_summary(root, entries), trace, folder_sizes(root, exclude_suffixes=(".html",)))
+
+
+def replacing_records(relative_paths: list[str]) -> dict[str, str]:
+    """Map each record that a later record replaces to that record's path.
+
+    A record ``<folder>_borrowed/<name>`` replaces ``<folder>/<name>``: the
+    same step of the same slice, run again (e.g. with the acquisition's focus
+    profile). The replaced record stays in the report's details; its flags and
+    warnings are not raised, since the record that replaced it states the
+    outcome.
+
+    >>> replacing_records(["axial_corr/s_z04_qc.json", "axial_corr_borrowed/s_z04_qc.json", "axial_corr/s_z05_qc.json"])
+    {'axial_corr/s_z04_qc.json': 'axial_corr_borrowed/s_z04_qc.json'}
+    """
+    present = set(relative_paths)
+    replaced = {}
+    for path in relative_paths:
+        folder = PurePosixPath(path).parent
+        if not folder.name.endswith(REPLACING_FOLDER_SUFFIX):
+            continue
+        original = (folder.parent / folder.name.removesuffix(REPLACING_FOLDER_SUFFIX) / PurePosixPath(path).name)
+        if original.as_posix() in present:
+            replaced[original.as_posix()] = path
+    return replaced
 
 
 def logged_warnings_under(results_dir: str | os.PathLike) -> list[RedFlag]:
@@ -400,7 +431,7 @@ class _SliceTable:
         self.collection = collection
         voxel_um = collection.volume.voxel_um[-1] if collection.volume else None
         self.cells: dict[tuple[int, str], dict[str, Any]] = {}
-        for entry in collection.entries:
+        for entry in (e for e in collection.entries if e.replaced_by is None):
             for slice_id, metrics in _per_slice_metrics(entry, voxel_um).items():
                 if _is_id(slice_id):
                     self.cells.setdefault((slice_id, entry.step), {}).update(metrics)
@@ -539,6 +570,9 @@ def _entry_html(entry: QcEntry) -> str:
         details_html = f"<details><summary>per-item values</summary><pre>{_text(text)}</pre></details>"
     warnings = "".join(f"<li>{_text(w)}</li>" for w in entry.warnings)
     warnings_html = f'<p class="warn">Warnings logged:</p><ul>{warnings}</ul>' if warnings else ""
+    if entry.replaced_by is not None:
+        warnings_html = (f'<p class="note">Replaced by {_text(entry.replaced_by)} (the step run again): '
+                         f"this record's flags and warnings are not raised.</p>{warnings_html}")
     return (
         f'<div class="record"><h4>{_text(step_label(entry.step))} <small>{_text(entry.path)}</small></h4>'
         f'{warnings_html}<table class="metrics">{scalars}</table>{details_html}'
