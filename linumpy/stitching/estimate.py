@@ -1249,6 +1249,12 @@ def _reanchor(
                 links = {pair: offset for pair, offset in placement.offsets.items() if pair not in contested}
                 if len(links) < MIN_CORROBORATING_LINKS and placement.significance < STRONG_SIGNIFICANCE:
                     continue  # one link moves a piece only as the only link between tiles may: strong
+                if (direct := _direct_pairs_overruled(piece, placement, links, positions, kept, registrations)):
+                    logger.info("piece %s not moved off its direct pairs %s (own significance >= %.1f) by a "
+                                "joint peak of significance %.1f that fewer than %d of its links have their own "
+                                "peak at", piece, direct, ANCHOR_SIGNIFICANCE, placement.significance,
+                                MIN_CORROBORATING_LINKS)
+                    continue
                 refined = _refined(links, placement.significance, registrations, flattened, placement.spread_px)
             inside = set(piece)
             accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
@@ -1263,6 +1269,50 @@ def _reanchor(
                 trusted |= inside
                 changed = True
     return positions, model, kept, relinked
+
+
+def _direct_pairs_overruled(
+    piece: Sequence[TileIndex],
+    placement: Placement,
+    links: Mapping[tuple[TileIndex, TileIndex], tuple[int, int]],
+    positions: Mapping[TileIndex, np.ndarray],
+    kept: Sequence[PairOffset],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+) -> list[tuple[TileIndex, TileIndex]]:
+    """The kept direct pairs a piece search (:func:`_reanchor`) would overrule without two witnesses.
+
+    A kept pair between the piece and the other tiles that is significant on
+    its own (:data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`) and
+    whose offset at the joint peak lies farther than :data:`OWN_PEAK_PX` (on
+    an axis) from its own peak is overruled by the move. The joint peak sums
+    the evidence maps of all the piece's ``links``, and two wrong links that
+    disagree with each other can add up, between their own peaks, to a joint
+    peak more significant than the one right pair: the move stands against a
+    significant direct pair only if at least :data:`MIN_CORROBORATING_LINKS`
+    of the ``links`` have their own peak at the placement (within
+    :data:`OWN_PEAK_PX` on each axis). ``control`` seed 180 (session
+    piece180): (1, 3) held 0.44 px from the truth by (0, 3)-(1, 3), own
+    significance 5.07 (contested by (1, 2)-(1, 3), 5.2, 4.7 px off), moved
+    4.2 px by a joint peak of significance 7.0 at the own peak of
+    (1, 2)-(1, 3) only: (1, 3)-(2, 3) was snapped 3.4 px from its own peak.
+
+    Returns
+    -------
+    list
+        The overruled pairs; empty if the move may stand.
+    """
+    inside = set(piece)
+    shift = np.subtract(placement.position, np.rint(positions[placement.tile]))
+
+    def moved_offset(p: PairOffset) -> np.ndarray:
+        return np.subtract(positions[p.b], positions[p.a]) + (shift if p.b in inside else -shift)
+
+    overruled = [(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)
+                 and registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE
+                 and np.max(np.abs(moved_offset(p) - registrations[(p.a, p.b)].offset)) > OWN_PEAK_PX]
+    witnesses = sum(float(np.max(np.abs(np.subtract(offset, registrations[pair].offset)))) <= OWN_PEAK_PX
+                    for pair, offset in links.items())
+    return overruled if witnesses < MIN_CORROBORATING_LINKS else []
 
 
 def _without_contested(
