@@ -71,3 +71,23 @@ def test_a_cluster_whose_links_do_not_single_out_a_position_stays_unplaced():
                    if pair != ((0, 1), (0, 2)) else r) for pair, r in registrations.items()}
     assert place_cluster([(0, 1), (0, 2)], weak, anchors, StageModel.nominal(STEP),
                          radius=8.0, min_significance=2.0) is None
+
+
+def test_a_link_whose_tiles_may_not_overlap_does_not_rule_out_the_truth():
+    # (1, 1) lies 6 px lower than the grid: at the truth (0, 1)-(1, 1) overlaps by less than the
+    # scored floor (offsets from 102 px down are unscored, NaN) and its noise peaks 8 px off (2.5)
+    registrations, anchors, truth = _row_of_four()
+    anchors = {**anchors, (1, 1): np.array([106, 100])}
+    true_index = tuple(int(v) for v in anchors[(1, 1)] - truth[(0, 1)] - (100, 0) + RADIUS)
+    noise = (true_index[0] - 8, true_index[1])
+    values = _evidence([(noise, 2.5)])
+    values[RADIUS + 2:] = np.nan
+    assert np.isnan(values[true_index])
+    registrations[((0, 1), (1, 1))] = PairRegistration((0.0, 0.0), 0.1, scores=(EvidenceMap(1.0, (100, 0), values),))
+    placement = place_cluster([(0, 1), (0, 2)], registrations, anchors, StageModel.nominal(STEP),
+                              radius=10.0, min_significance=2.0)
+    # main read the unscored offsets as impossible: the truth was never a candidate (no placement)
+    assert placement is not None and set(placement.significance) == {(0, 1), (0, 2)}
+    assert placement.offsets[((0, 0), (0, 1))] == tuple(truth[(0, 1)] - anchors[(0, 0)])
+    assert placement.offsets[((0, 2), (0, 3))] == tuple(anchors[(0, 3)] - truth[(0, 2)])
+    assert ((0, 1), (1, 1)) not in placement.offsets

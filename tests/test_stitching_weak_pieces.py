@@ -7,7 +7,7 @@ import numpy as np
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _weak_pieces_to_stage, neighbour_pairs
+from linumpy.stitching.estimate import _weak_pieces_to_stage, edge_variance, neighbour_pairs
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
@@ -25,10 +25,11 @@ def _evidence(nominal: tuple[int, int], peaks: dict[tuple[int, int], float]) -> 
     return EvidenceMap(1.5, nominal, values)
 
 
-def _grid_with_a_weak_column(link_evidence: float):
+def _grid_with_a_weak_column(link_evidence: float, ridges: dict | None = None):
     """A 3 x 5 grid on the nominal step. The last column is one piece (its pairs significant) that only
     weak links (significance 1) join to the others, each saying the column lies ``DRAG_PX`` farther in x,
-    with evidence ``link_evidence`` there and 1 where the column truly lies (on its nominal position)."""
+    with evidence ``link_evidence`` there and 1 where the column truly lies (on its nominal position).
+    ``ridges``: row -> the free direction of that row's weak link, an edge link (default: none)."""
     tiles = [(r, c) for r in range(3) for c in range(5)]
     registrations, kept = {}, []
     for a, b in neighbour_pairs(tiles):
@@ -38,7 +39,8 @@ def _grid_with_a_weak_column(link_evidence: float):
         peaks = {offset: link_evidence} if weak else {offset: 10.0}
         registrations[(a, b)] = PairRegistration(offset, 0.5, 1.0 if weak else 8.0, (0.2, 0.2), (),
                                                  (_evidence(nominal, peaks),))
-        kept.append(PairOffset(a, b, offset, 25.0, strong=not weak))
+        edge = {"free_direction": ridges[a[0]], "ridge_variance": edge_variance(RADIUS)} if weak and ridges else {}
+        kept.append(PairOffset(a, b, offset, 25.0, strong=not weak, **edge))
     solved = solve_positions(tiles, kept, STEP)
     assert len(solved[2]) == len(kept)  # the weak links close loops: the solve keeps them
     truth = {t: np.array([100.0 * t[0], 100.0 * t[1]]) for t in tiles}
@@ -71,6 +73,27 @@ def test_a_piece_its_links_clearly_place_stays():
     though it lies 8 px from the stage model (here the truth is where the links put it)."""
     tiles, solved, registrations, _ = _grid_with_a_weak_column(6.0)
     assert _weak_pieces_to_stage(tiles, solved, registrations, STEP) == (solved, set(), set())
+
+
+def test_a_piece_held_along_parallel_ridges_goes_to_the_stage_whatever_their_evidence():
+    """The same clear links (evidence 6), but edge links whose ridges run along x within 6 degrees of one
+    another (as foreign 192 slice 4's tile (1, 1), session stage192): their evidence is a ridge's, it does not
+    say where along x the column lies; the column goes to the stage model and ends on the truth (main: left
+    8 px off)."""
+    tilt = np.radians(6.0)
+    ridges = {0: (np.sin(tilt), np.cos(tilt)), 1: (0.0, 1.0), 2: (-np.sin(tilt), np.cos(tilt))}
+    tiles, solved, registrations, truth = _grid_with_a_weak_column(6.0, ridges)
+    column = [(r, 4) for r in range(3)]
+    assert min(_aligned(solved[0], truth)[t] for t in column) > 5.0
+    (positions, _, _), to_stage, _ = _weak_pieces_to_stage(tiles, solved, registrations, STEP)
+    assert to_stage == set(column)
+    assert max(_aligned(positions, truth).values()) < 0.01
+
+
+def test_a_piece_held_along_crossing_ridges_is_judged_on_its_evidence():
+    """Edge links whose ridges cross (x and y): the position is measured, the clear links keep the piece."""
+    tiles, solved, registrations, _ = _grid_with_a_weak_column(6.0, {0: (0.0, 1.0), 1: (1.0, 0.0), 2: (0.0, 1.0)})
+    assert _weak_pieces_to_stage(tiles, solved, registrations, STEP)[1] == set()
 
 
 def test_the_weak_piece_of_overlap_10_seed_113_no_longer_forms():

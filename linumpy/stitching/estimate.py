@@ -159,6 +159,9 @@ WEAK_PIECE_DEVIATION_PX = 5.0
 #: ... and its links' evidence for where it lies beats the stage placement's by less than
 #: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`).
 WEAK_PIECE_MARGIN = 0.6
+#: ... or, whatever that evidence, if all those links are edge links whose ridges lie within this many degrees
+#: of one another (:func:`_held_along_parallel_ridges`).
+PARALLEL_RIDGES_DEG = 30.0
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -1780,6 +1783,8 @@ def _weak_pieces_to_stage(
     that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
     coarse one (since :func:`_survivors_hold`, the broken joint placement of (2, 2)
     that piece grew from is dropped first and it no longer forms).
+    The margin is not asked of a piece held only by edge links along nearly parallel ridges
+    (:func:`_held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along it.
 
     Returns
     -------
@@ -1805,10 +1810,11 @@ def _weak_pieces_to_stage(
                 continue
             margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
                                          model)
-            if not margin < WEAK_PIECE_MARGIN:
-                continue
             inside = set(piece)
             crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
+            if not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
+                    [p for p in kept if (p.a, p.b) in crossing]):
+                continue
             rest = [p for p in kept if (p.a, p.b) not in crossing]
             attempt = solve_positions(tiles, rest, tile_step_px)
             if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
@@ -1823,6 +1829,25 @@ def _weak_pieces_to_stage(
             break
         else:
             return (positions, model, kept), to_stage, detached
+
+
+def _held_along_parallel_ridges(links: Sequence[PairOffset]) -> bool:
+    """Whether ``links`` are all edge links whose ridges lie within :data:`PARALLEL_RIDGES_DEG` of one another.
+
+    Along an edge's ridge the overlap does not tell one offset from another (:func:`edge_variance`), so the
+    evidence of such links is as high anywhere along their common ridge and the evidence margin over the stage
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`) only says that the piece sits on the ridges. Where
+    they lie is set by the angle between the ridges alone: an error ``e`` across them moves the tiles
+    ``e / sin(angle)`` along them (foreign 192 slice 4: tile (1, 1) held by (1, 1)-(2, 1) and (1, 1)-(1, 2),
+    significance 1.17 and 1.41, ridges 15.8 degrees apart, 5.0 and 1.8 px off across them: the tile 18 px from
+    its stage-model position along them, 12.1 px from the truth, its stage position 6.6 px; their evidence
+    preferred it to the stage by 2.37 standard errors).
+    """
+    if not links or any(p.free_direction is None for p in links):
+        return False
+    directions = [np.asarray(p.free_direction, float) for p in links]
+    cosine = min(abs(float(np.dot(u, v))) for u in directions for v in directions)
+    return cosine >= np.cos(np.radians(PARALLEL_RIDGES_DEG))
 
 
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).

@@ -123,6 +123,19 @@ def position_maps(tile: TileIndex, links: Sequence[tuple[Pair, EvidenceMap]],
     return centre, [link_map(evidence_map, sign, anchor, centre, radius) for anchor, sign, evidence_map in oriented]
 
 
+def possibly_empty(values: np.ndarray) -> np.ndarray:
+    """A pair's evidence map with its unscored offsets as no evidence (0) instead of impossible (NaN).
+
+    Within the searched window an offset is left unscored when its overlap is under
+    :data:`~linumpy.stitching.pairwise.MIN_OVERLAP_FRACTION` of the nominal one: the stage may have put the two
+    tiles there, barely or not overlapping, and the pair then says nothing about it. Read as impossible, such a
+    link forbids the truth to a joint or cluster search and its noise sums with the other links elsewhere
+    (foreign 185 slice 2: (0, 0)-(1, 0) and (0, 1)-(0, 2), true overlaps -1.9 and -2.2 px, ruled out the right
+    placement of the cluster {(0, 0), (0, 1)}; both tiles stayed on the stage 7.4 px off).
+    """
+    return np.where(np.isnan(values), 0.0, values)
+
+
 def link_map(evidence_map: EvidenceMap, sign: int, anchor: np.ndarray, centre: np.ndarray,
              radius: int) -> np.ndarray:
     """A pair's evidence as a map over the integer position of one of its tiles.
@@ -145,10 +158,12 @@ def link_map(evidence_map: EvidenceMap, sign: int, anchor: np.ndarray, centre: n
     -------
     np.ndarray
         ``(2 radius + 1, 2 radius + 1)``, entry ``d + radius`` for position
-        ``centre + d``; NaN where the pair's map does not reach.
+        ``centre + d``; NaN where the pair's map does not reach, 0 where it does not score
+        (:func:`possibly_empty`).
     """
     # offset = sign * (position - anchor); a reversed pair reads its map flipped
-    values = evidence_map.values if sign > 0 else evidence_map.values[::-1, ::-1]
+    values = possibly_empty(evidence_map.values)
+    values = values if sign > 0 else values[::-1, ::-1]
     shift = np.asarray(centre) - np.asarray(anchor) - sign * np.asarray(evidence_map.centre)
     return _window(values, tuple(int(v) for v in shift), radius)
 
