@@ -139,11 +139,11 @@ def test_both_orchestrators_pass_the_sidecar_to_the_stack(tmp_path):
     sidecar = tmp_path / "raw" / "acquisition.json"
     motor = plan_motor_positions(params, layout, tmp_path / "raw")
     chains = {i: plan_slice(params, layout, tmp_path / "raw", i) for i in (0, 2)}
-    stack = plan_volume(params, layout, [0, 2], motor, {i: c[3] for i, c in chains.items()}, sidecar)[0]
+    stack = plan_volume(params, layout, [0, 2], motor, {i: c[-1] for i, c in chains.items()}, sidecar)[0]
     assert stack.argv[stack.argv.index("--acquisition_json") + 1] == str(sidecar)
     nextflow = nextflow_command("STACK_SLICES", stack.inputs, params)
     assert nextflow[nextflow.index("--acquisition_json") + 1] == "acquisition.json"
-    without = plan_volume(params, layout, [0, 2], motor, {i: c[3] for i, c in chains.items()})[0]
+    without = plan_volume(params, layout, [0, 2], motor, {i: c[-1] for i, c in chains.items()})[0]
     assert "--acquisition_json" not in without.argv
     assert "--acquisition_json" not in nextflow_command("STACK_SLICES", without.inputs, params)
 
@@ -220,7 +220,7 @@ def test_report_reruns_when_the_run_record_changes(tmp_path):
     chains = {0: plan_slice(params, layout, layout.acquisition, 0)}
 
     def report_key() -> str:
-        return plan_volume(params, layout, [0], motor, {0: chains[0][3]})[-1].key
+        return plan_volume(params, layout, [0], motor, {0: chains[0][-1]})[-1].key
 
     clean = report_key()
     record = qc_record_path(layout.run_qc_output)

@@ -102,9 +102,9 @@ def test_the_acquisitions_focus_and_its_borrowers_round_trip(tmp_path):
     assert acquisition_focus.read_borrowers(tmp_path / "borrowers.csv") == [1]
 
 
-def test_the_slice_table_reads_a_borrowers_second_record(tmp_path):
-    for folder, mode in (("axial_corr", "none (no background A-lines)"),
-                         ("axial_corr_borrowed", "borrowed (no background A-lines; from slices 0)")):
+def test_the_slice_table_reads_a_borrowers_final_record(tmp_path):
+    for folder, mode in (("axial_corr_refused", "none (no background A-lines)"),
+                         ("axial_corr", "borrowed (no background A-lines; from slices 0)")):
         (tmp_path / folder).mkdir()
         write_qc_record(tmp_path / folder / "slice_z02_axial_corr.ome.zarr", "axial_corr", {"focus_mode": mode})
     assert collect_metrics(tmp_path)[2]["focus_mode"] == "borrowed (no background A-lines; from slices 0)"

@@ -35,7 +35,7 @@ from linumpy.pipeline import steps
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.params import NEXTFLOW_ONLY, PipelineParams
 from linumpy.pipeline.plan import (
-    Task, plan_borrowed_slice, plan_field_curvature, plan_focus_combine, plan_motor_positions, plan_simulation,
+    Task, plan_after_focus, plan_field_curvature, plan_focus_combine, plan_motor_positions, plan_simulation,
     plan_slice, plan_volume,
 )
 
@@ -95,10 +95,12 @@ def module_processes() -> dict[str, dict[str, Any]]:
         assert command, f"{path}: no triple-quoted command in the script: block"
         defs = dict(re.findall(r"^\s*def (\w+) = (.+)$", script_text, re.MULTILINE))
         called = re.findall(r"\b(linum_\w+\.py)\b", command.group(1))
-        assert len(called) == 1, f"{path}: the script block must call exactly one bin/ script, calls {called}"
+        passes_through = command.group(1).split() == ["true"]  # publishes its inputs (PUBLISH_AXIAL_CORR)
+        assert len(called) == 1 or passes_through, \
+            f"{path}: the script block must call exactly one bin/ script, calls {called}"
         processes[match.group(1)] = {
             "file": path, "script_defs": defs, "command": " ".join(command.group(1).split()),
-            "script": called[0],
+            "script": called[0] if called else None,
         }
     return processes
 
@@ -137,8 +139,9 @@ def process_aliases() -> dict[str, set[str]]:
 
 
 def selector_for(process: str) -> str | None:
-    """The one withName selector of conf/modules.config that applies to ``process`` (or its aliases)."""
-    matching = [s for s in ext_args_by_selector() if any(re.fullmatch(s, n) for n in process_aliases()[process])]
+    """The one withName selector of conf/modules.config that sets ``process``'s (or its aliases') ext.args."""
+    matching = [s for s, entries in ext_args_by_selector().items()
+                if entries and any(re.fullmatch(s, n) for n in process_aliases()[process])]
     assert len(matching) <= 1, f"{process}: several withName selectors apply: {matching}"
     return matching[0] if matching else None
 
@@ -224,14 +227,14 @@ def planned_tasks(params: PipelineParams, outdir: Path, slice_ids: list[int]) ->
     motor = plan_motor_positions(params, layout, acquisition, upstream)
     curvature = plan_field_curvature(params, layout, acquisition, upstream)
     chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
-    combined = plan_focus_combine(params, layout, {i: chain[2] for i, chain in chains.items()})
+    combined = plan_focus_combine(params, layout, {i: chain[-1] for i, chain in chains.items()})
     borrower = slice_ids[-1]  # as if its own focus estimate were refused: corrected again with the acquisition's
-    chains[borrower] = chains[borrower][:3] + plan_borrowed_slice(params, layout, borrower, chains[borrower][1],
-                                                                  combined)
-    normalized = {i: chain[4] if i == borrower else chain[3] for i, chain in chains.items()}
+    ends = {i: plan_after_focus(params, layout, chain, combined, i == borrower) for i, chain in chains.items()}
+    normalized = {i: end[-2] for i, end in ends.items()}
     sidecar = acquisition / "acquisition.json" if params.input is not None else None
-    volume = plan_volume(params, layout, slice_ids, motor, normalized, sidecar, {borrower})
-    return [*upstream, motor, curvature, *(task for chain in chains.values() for task in chain), combined, *volume]
+    volume = plan_volume(params, layout, slice_ids, motor, normalized, sidecar)
+    return [*upstream, motor, curvature, *(task for chain in chains.values() for task in chain), combined,
+            *(task for end in ends.values() for task in end), *volume]
 
 
 def load_script(name: str):
@@ -317,7 +320,7 @@ def _plant_misspelled_label(root: Path) -> tuple[Path, int, str]:
 
 def _plant_undefined_process(root: Path) -> tuple[Path, int, str]:
     path = root / "workflows" / "linumpy.nf"
-    line = _edit(path, "    NORMALIZE(corrected)", "    NORMALISE(corrected)")
+    line = _edit(path, "    NORMALIZE(PUBLISH_AXIAL_CORR", "    NORMALISE(PUBLISH_AXIAL_CORR")
     return path, line, "`NORMALISE` is not defined"
 
 
@@ -399,8 +402,8 @@ def test_strict_parser_catches_planted_mistake(lint_results, mistake):
 
 def test_every_step_has_one_module_and_the_modules_call_the_steps_scripts():
     processes = module_processes()
-    assert set(processes) == {step.process for step in steps.STEPS}
-    for step in steps.STEPS:
+    assert set(processes) == {step.process for step in (*steps.STEPS, steps.PUBLISH_AXIAL_CORR)}
+    for step in (*steps.STEPS, steps.PUBLISH_AXIAL_CORR):
         assert processes[step.process]["script"] == step.script, step.process
         assert processes[step.process]["file"].stem == step.name, "module file is named after the step"
 

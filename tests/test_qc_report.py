@@ -268,10 +268,11 @@ def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_
 
 
 def test_a_record_the_step_run_again_replaced_raises_no_flag_but_stays_in_the_details(tmp_path):
-    # slice 4's focus estimate refused (first run), then corrected with the acquisition's profile (second run)
+    # slice 4's focus estimate refused (first run, kept in axial_corr_refused/), then corrected with the
+    # acquisition's profile (second run, its final product in axial_corr/)
     refused = "focus correction skipped: none (no distinct background)"
-    for folder, mode, flags in (("axial_corr", "none (no distinct background)", [refused]),
-                                ("axial_corr_borrowed", "borrowed (no distinct background; from slices 0, 1)",
+    for folder, mode, flags in (("axial_corr_refused", "none (no distinct background)", [refused]),
+                                ("axial_corr", "borrowed (no distinct background; from slices 0, 1)",
                                  ["focus profile borrowed from the acquisition"])):
         write_qc_record(tmp_path / folder / "slice_z04_axial_corr.ome.zarr", "axial_corr", {"focus_mode": mode},
                         flags=flags)
@@ -281,9 +282,9 @@ def test_a_record_the_step_run_again_replaced_raises_no_flag_but_stays_in_the_de
     raised = sorted((flag.slice_id, flag.message) for flag in collection.flags)
     assert raised == [(4, "focus profile borrowed from the acquisition"), (5, refused)]
     replaced = [(entry.path, entry.replaced_by) for entry in collection.entries if entry.replaced_by]
-    assert replaced == [("axial_corr/slice_z04_axial_corr_qc.json", "axial_corr_borrowed/slice_z04_axial_corr_qc.json")]
+    assert replaced == [("axial_corr_refused/slice_z04_axial_corr_qc.json", "axial_corr/slice_z04_axial_corr_qc.json")]
     page = render_report(collection)
-    assert "Replaced by axial_corr_borrowed/slice_z04_axial_corr_qc.json" in page
+    assert "Replaced by axial_corr/slice_z04_axial_corr_qc.json" in page
     assert page.count("none (no distinct background)") >= 1, "the replaced record's metrics stay in the details"
 
 

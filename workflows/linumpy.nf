@@ -6,6 +6,9 @@
  * (mosaic grid -> stitch_3d -> axial_corr -> normalize); a slice whose own
  * focus estimate was refused is corrected again with the acquisition's focus
  * profile (the median of the others', COMBINE_FOCUS) before it is normalized.
+ * axial_corr/ holds every slice's final axial correction: the first pass is
+ * published once COMBINE_FOCUS has decided (PUBLISH_AXIAL_CORR, or into
+ * axial_corr_refused/ for a borrower), a borrower's second by AXIAL_CORR_BORROWED.
  * The stack waits for all slices, ordered by slice id, and the motor
  * positions table. Channels
  * carry a meta map `[id: slice_id, tag: 'zNN']` beside each file.
@@ -17,6 +20,8 @@ include { STITCH_3D               } from '../modules/local/stitch_3d'
 include { AXIAL_CORR              } from '../modules/local/axial_corr'
 include { AXIAL_CORR as AXIAL_CORR_BORROWED } from '../modules/local/axial_corr'
 include { COMBINE_FOCUS           } from '../modules/local/combine_focus'
+include { PUBLISH_AXIAL_CORR      } from '../modules/local/publish_axial_corr'
+include { PUBLISH_AXIAL_CORR as PUBLISH_AXIAL_CORR_REFUSED } from '../modules/local/publish_axial_corr'
 include { NORMALIZE               } from '../modules/local/normalize'
 include { STACK_SLICES            } from '../modules/local/stack_slices'
 include { SLICE_CONFIG            } from '../modules/local/slice_config'
@@ -74,8 +79,11 @@ workflow LINUMPY {
         .map { row -> row.slice_id as Integer }
         .toList()
     AXIAL_CORR_BORROWED(slicesAmong(STITCH_3D.out.zarr, borrowers, true), COMBINE_FOCUS.out.json)
-    def corrected = slicesAmong(AXIAL_CORR.out.zarr, borrowers, false).mix(AXIAL_CORR_BORROWED.out.zarr)
-    NORMALIZE(corrected)
+    // The first pass, published once decided: axial_corr/ (final), or axial_corr_refused/ for a borrower
+    PUBLISH_AXIAL_CORR(slicesAmong(AXIAL_CORR.out.products, borrowers, false))
+    PUBLISH_AXIAL_CORR_REFUSED(slicesAmong(AXIAL_CORR.out.products, borrowers, true))
+    def final_qc = PUBLISH_AXIAL_CORR.out.qc.mix(AXIAL_CORR_BORROWED.out.qc)
+    NORMALIZE(PUBLISH_AXIAL_CORR.out.zarr.mix(AXIAL_CORR_BORROWED.out.zarr))
 
     def ordered_slices = NORMALIZE.out.zarr
         .toSortedList { a, b -> a[0].id <=> b[0].id }
@@ -94,8 +102,7 @@ workflow LINUMPY {
     SLICE_CONFIG(
         allFiles(CREATE_MOSAIC_GRID.out.qc),
         allFiles(STITCH_3D.out.qc),
-        allFiles(AXIAL_CORR.out.qc),
-        allFiles(AXIAL_CORR_BORROWED.out.qc),
+        allFiles(final_qc),
         allFiles(STACK_SLICES.out.qc),
         slice_config,
     )
@@ -104,8 +111,8 @@ workflow LINUMPY {
         allFiles(COLLECT_MOTOR_POSITIONS.out.qc.mix(SLICE_CONFIG.out.qc)),
         allFiles(CREATE_MOSAIC_GRID.out.qc.mix(ESTIMATE_FIELD_CURVATURE.out.qc)),
         allFiles(STITCH_3D.out.qc),
-        allFiles(AXIAL_CORR.out.qc),
-        allFiles(AXIAL_CORR_BORROWED.out.qc),
+        allFiles(final_qc),
+        allFiles(PUBLISH_AXIAL_CORR_REFUSED.out.qc),
         allFiles(NORMALIZE.out.qc),
         allFiles(STACK_SLICES.out.qc),
         SCREENSHOT_SLICE.out.png.mix(SCREENSHOT_VOLUME.out.png).collect(),

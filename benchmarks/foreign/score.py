@@ -298,8 +298,8 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
     median estimate over all slices, its relative error, and the texture reference: the region's
     attenuation plus the decay its reflectivity's texture adds over the scored planes of the same
     A-lines (:func:`texture_decay`), what a fit of the noise-free true signal over them reads, and
-    the estimate's error against it (the rest is the map's, not the phantom's realization). A slice
-    corrected again with the acquisition's focus is read from ``axial_corr_borrowed/``.
+    the estimate's error against it (the rest is the map's, not the phantom's realization). Each slice's
+    map is its final axial correction's, in ``axial_corr/`` (a borrower's: with the acquisition's focus).
     """
     cfg = truth["config"]
     labels = np.load(acquisition / "ground_truth" / "labels.npy")
@@ -312,8 +312,7 @@ def attenuation_scores(acquisition: Path, truth: dict, outdir: Path, depth: int 
         offset = np.mean([np.subtract((y, x), est[(r, c)]) for r, c, y, x in entry["tile_positions_px"]], axis=0)
         offset += truth["margin_px"] + np.asarray(entry["sample_shift_px"])
         name = f"slice_z{entry['slice_id']:02d}_axial_corr_attenuation.ome.zarr"
-        borrowed = outdir / "axial_corr_borrowed" / name  # the slice corrected again with the acquisition's focus
-        group = zarr.open_group(str(borrowed if borrowed.exists() else outdir / "axial_corr" / name), mode="r")
+        group = zarr.open_group(str(outdir / "axial_corr" / name), mode="r")
         mapped = np.asarray(group["0"][...], np.float64)
         y, x = np.indices(mapped.shape)
         wy = np.clip(np.rint(y + offset[0]).astype(int), 0, labels.shape[1] - 1)

@@ -7,15 +7,18 @@
       motor_positions.csv
       mosaic_grids/                field_curvature.json, mosaic_grid_3d_zNN.ome.zarr, mosaic_grid_2d_zNN.ome.zarr
       stitch_3d/                   slice_zNN_stitch_3d.ome.zarr, slice_zNN_stitch_3d_transform.json
-      axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface / _attenuation / _uncompensated.ome.zarr,
-                                   focus_acquisition.json, focus_borrowers.csv (the acquisition's focus profile)
-      axial_corr_borrowed/         the same products, of the slices whose own focus estimate was refused,
-                                   corrected again with the acquisition's focus profile
+      axial_corr/                  slice_zNN_axial_corr.ome.zarr, ..._surface / _attenuation / _uncompensated.ome.zarr:
+                                   every slice's final axial correction (a borrower's: the one with the acquisition's
+                                   focus profile); focus_acquisition.json, focus_borrowers.csv (that profile, and
+                                   the slices that borrow it)
+      axial_corr_refused/          a borrower's first correction, its own focus estimate refused (kept for audit,
+                                   the same file names; its QC record is shown as replaced)
       normalize/                   slice_zNN_normalize.ome.zarr
       stack/                       volume.ome.zarr, volume_shifts.json
       qc/                          slice_zNN_normalize.png, volume.png
       report.html
-      pipeline_info/               run logs (Nextflow: trace, timeline; local runner: logs/, tasks/)
+      pipeline_info/               run logs (Nextflow: trace, timeline; local runner: logs/, tasks/, and
+                                   staging/ while a first axial correction waits for the focus decision)
 
 Each step's QC record (``<out stem>_qc.json`` and figures) sits beside its output.
 """
@@ -28,6 +31,8 @@ from pathlib import Path
 from linumpy.io.naming import mosaic_grid_name, slice_step_name
 
 VOLUME_NAME = "volume"
+#: Where a borrower's first axial correction (its own focus estimate refused) is published.
+REFUSED_AXIAL_FOLDER = "axial_corr_refused"
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,21 @@ class OutputLayout:
         """``<step>/slice_zNN_<step>.ome.zarr`` for ``stitch_3d``, ``axial_corr``, ``normalize``."""
         return self.root / step / slice_step_name(slice_id, step)
 
-    def borrowed_axial(self, slice_id: int) -> Path:
-        """``axial_corr_borrowed/slice_zNN_axial_corr.ome.zarr``: a slice corrected with the acquisition's focus."""
-        return self.root / "axial_corr_borrowed" / slice_step_name(slice_id, "axial_corr")
+    def staged_axial(self, slice_id: int) -> Path:
+        """``pipeline_info/staging/axial_corr/slice_zNN_axial_corr.ome.zarr``: a slice's first axial correction
+        until the acquisition's focus decides where it is published (the local runner's counterpart of
+        Nextflow's task directory)."""
+        return self.staging / "axial_corr" / slice_step_name(slice_id, "axial_corr")
+
+    def refused_axial(self, slice_id: int) -> Path:
+        """``axial_corr_refused/slice_zNN_axial_corr.ome.zarr``: a borrower's first axial correction, kept for
+        audit (its final one, with the acquisition's focus profile, is :meth:`slice_product`)."""
+        return self.root / REFUSED_AXIAL_FOLDER / slice_step_name(slice_id, "axial_corr")
+
+    @property
+    def staging(self) -> Path:
+        """Where the local runner keeps products it publishes once a later step has decided where."""
+        return self.root / "pipeline_info" / "staging"
 
     @property
     def acquisition_focus(self) -> Path:

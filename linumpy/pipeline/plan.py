@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,10 @@ def plan_field_curvature(params: PipelineParams, layout: OutputLayout, acquisiti
 
 def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, slice_id: int,
                upstream: tuple[Task, ...] = (), curvature: Task | None = None) -> list[Task]:
-    """The chain of one slice: mosaic grid, stitch, axial correction, normalization, screenshot.
+    """The chain of one slice up to its first axial correction: mosaic grid, stitch, axial correction (staged).
+
+    The rest of the chain waits for the acquisition's focus (:func:`plan_focus_combine`): then
+    :func:`plan_slice_end` (the slice keeps its own focus) or :func:`plan_borrowed_slice` (it borrows).
 
     ``upstream`` is the task producing the acquisition, if any: like the Nextflow
     processes, a slice's chain does not depend on the motor positions table.
@@ -116,7 +118,7 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     meta = _meta(slice_id)
     grid, aip = layout.mosaic_grid(slice_id), layout.mosaic_grid(slice_id, 2)
     stitched = layout.slice_product(slice_id, "stitch_3d")
-    corrected = layout.slice_product(slice_id, "axial_corr")
+    staged = layout.staged_axial(slice_id)  # published by plan_publish_axial once the focus has been decided
 
     decision = [] if curvature is None else layout.field_curvature
     mosaic = _task(steps.CREATE_MOSAIC_GRID, params, layout, slice_id=slice_id,
@@ -128,8 +130,7 @@ def plan_slice(params: PipelineParams, layout: OutputLayout, acquisition: Path, 
     stitch = _task(steps.STITCH_3D, params, layout, slice_id=slice_id, positional=[grid, stitched],
                    fixed=["--aip", aip], outputs=[stitched, layout.beside(stitched, "_transform.json")],
                    inputs={"meta": meta, "grid": grid, "aip": aip}, upstream=(mosaic,))
-    axial = _axial_task(params, layout, slice_id, stitch, corrected)
-    return [mosaic, stitch, axial, *plan_slice_end(params, layout, slice_id, axial)]
+    return [mosaic, stitch, _axial_task(params, layout, slice_id, stitch, staged)]
 
 
 def _axial_task(params: PipelineParams, layout: OutputLayout, slice_id: int, stitch: Task, corrected: Path,
@@ -152,8 +153,27 @@ def _meta(slice_id: int) -> dict[str, Any]:
     return {"id": slice_id, "tag": slice_tag(slice_id)}
 
 
+def plan_publish_axial(params: PipelineParams, layout: OutputLayout, slice_id: int, first: Task, combined: Task,
+                       borrows: bool) -> Task:
+    """Publish a slice's first axial correction (``first``, staged) once ``combined`` has decided: into
+    ``axial_corr/``, its final product, or, when the slice borrows the acquisition's focus, into
+    ``axial_corr_refused/`` (kept for audit; :func:`plan_borrowed_slice` writes its final product).
+
+    The staged files (the products, their QC record and figures) are moved, not copied
+    (:mod:`linumpy.pipeline.publish`); the slice's files of the other folder, left by an earlier
+    decision, are removed.
+    """
+    final = layout.slice_product(slice_id, "axial_corr")
+    destination, stale = (layout.refused_axial(slice_id), final) if borrows else (final, layout.refused_axial(slice_id))
+    staged = first.outputs[0]
+    return _task(steps.PUBLISH_AXIAL_CORR, params, layout, slice_id=slice_id,
+                 positional=[staged, destination.parent], fixed=["--stale", stale.parent],
+                 outputs=[destination.parent / output.name for output in first.outputs],
+                 inputs={"meta": _meta(slice_id), "products": staged}, upstream=(first, combined))
+
+
 def plan_slice_end(params: PipelineParams, layout: OutputLayout, slice_id: int, axial: Task) -> list[Task]:
-    """Normalize the slice ``axial`` corrected (its first output), then its screenshot."""
+    """Normalize the slice's final axial correction (``axial``'s first output), then its screenshot."""
     corrected = axial.outputs[0]
     normalized = layout.slice_product(slice_id, "normalize")
     shot_name = slice_step_name(slice_id, "normalize").removesuffix(".ome.zarr")
@@ -178,25 +198,34 @@ def plan_focus_combine(params: PipelineParams, layout: OutputLayout, corrected: 
 def plan_borrowed_slice(params: PipelineParams, layout: OutputLayout, slice_id: int, stitch: Task,
                         combined: Task) -> list[Task]:
     """The end of a chain whose own focus estimate was refused: the axial correction again with the
-    acquisition's focus profile (into ``axial_corr_borrowed/``), normalize, screenshot."""
-    axial = _axial_task(params, layout, slice_id, stitch, layout.borrowed_axial(slice_id), combined)
+    acquisition's focus profile (into ``axial_corr/``, the slice's final product), normalize, screenshot."""
+    axial = _axial_task(params, layout, slice_id, stitch, layout.slice_product(slice_id, "axial_corr"), combined)
     return [axial, *plan_slice_end(params, layout, slice_id, axial)]
+
+
+def plan_after_focus(params: PipelineParams, layout: OutputLayout, chain: list[Task], combined: Task,
+                     borrows: bool) -> list[Task]:
+    """The rest of a slice's chain (:func:`plan_slice`) once ``combined`` has decided whether it ``borrows``:
+    the first correction published, the borrowed correction if it borrows, normalize, screenshot."""
+    stitch, first = chain[-2], chain[-1]
+    publish = plan_publish_axial(params, layout, first.slice_id, first, combined, borrows)
+    if borrows:
+        return [publish, *plan_borrowed_slice(params, layout, first.slice_id, stitch, combined)]
+    return [publish, *plan_slice_end(params, layout, first.slice_id, publish)]
 
 
 def plan_volume(params: PipelineParams, layout: OutputLayout, slice_ids: list[int],
                 motor_positions: Task, normalized: dict[int, Task],
-                acquisition_json: Path | None = None, borrowed: Collection[int] = ()) -> list[Task]:
+                acquisition_json: Path | None = None) -> list[Task]:
     """Stack the normalized slices (by id), screenshot the volume, write the report.
 
     ``acquisition_json`` is the acquisition's sidecar when it exists: the
     stack then takes the slice thickness from it (as the Nextflow workflow does).
-    ``borrowed``: the slices corrected with the acquisition's focus (their signals before
-    attenuation compensation are in ``axial_corr_borrowed/``).
+    Each slice's signal before attenuation compensation is its final axial correction's (``axial_corr/``).
     """
     ordered = sorted(slice_ids)
     slices = [layout.slice_product(i, "normalize") for i in ordered]
-    uncompensated = [layout.beside(layout.borrowed_axial(i) if i in borrowed else
-                                   layout.slice_product(i, "axial_corr"), "_uncompensated.ome.zarr") for i in ordered]
+    uncompensated = [layout.beside(layout.slice_product(i, "axial_corr"), "_uncompensated.ome.zarr") for i in ordered]
     gaps = ["--allow_gaps"] if params.stack_allows_gaps else []
     sidecar = ["--acquisition_json", acquisition_json] if acquisition_json is not None else []
     shot = layout.screenshot(VOLUME_NAME)

@@ -1,11 +1,14 @@
 """Run the pipeline on this machine: the same scripts, arguments and output tree as Nextflow.
 
 Slices go through their chain in parallel on a pool of ``workers`` (each
-worker drives one script subprocess at a time) up to the axial correction;
-the acquisition's focus profile is then combined from every slice's
-(:mod:`linumpy.intensity.acquisition_focus`), the slices whose own was refused
-are corrected again with it, and every slice is normalized; the stack waits
-for every slice. A task is skipped when its outputs exist and its record in
+worker drives one script subprocess at a time) up to the axial correction,
+written into ``pipeline_info/staging/``; the acquisition's focus profile is
+then combined from every slice's (:mod:`linumpy.intensity.acquisition_focus`)
+and each first correction is published (:mod:`linumpy.pipeline.publish`):
+into ``axial_corr/``, or into ``axial_corr_refused/`` for a slice whose own
+focus estimate was refused, which is corrected again with the acquisition's
+into ``axial_corr/``. Every slice is then normalized; the stack waits for
+every slice. A task is skipped when its outputs exist and its record in
 ``OUTDIR/pipeline_info/tasks`` holds the same key (command line, linumpy
 version, upstream keys): outputs are written atomically, so existing means
 complete, and changed parameters rerun the step and everything after it.
@@ -42,14 +45,14 @@ from linumpy.io.atomic import atomic_output, remove_path, remove_stale_temporari
 from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.sidecar import SIDECAR_NAME
 from linumpy.parallel import WORKERS_ENV, available_cores
-from linumpy.pipeline import steps
+from linumpy.pipeline import publish, steps
 from linumpy.pipeline.child import child_setup
 from linumpy.pipeline.layout import OutputLayout
 from linumpy.pipeline.lock import outdir_lock
 from linumpy.pipeline.params import PipelineParams
 from linumpy.intensity.acquisition_focus import read_borrowers
 from linumpy.pipeline.plan import (
-    Task, plan_borrowed_slice, plan_field_curvature, plan_focus_combine, plan_motor_positions, plan_simulation,
+    Task, plan_after_focus, plan_field_curvature, plan_focus_combine, plan_motor_positions, plan_simulation,
     plan_slice, plan_volume,
 )
 from linumpy.pipeline.progress import Progress
@@ -126,6 +129,8 @@ class LocalRunner:
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen] = set()
         self._stopping = threading.Event()
+        #: Ids of the first axial corrections whose staged outputs were published (moved) by a complete task.
+        self._published: set[str] = set()
 
     def run(self) -> RunSummary:
         """Run every task not already complete; raise :class:`PipelineError` on the first failure.
@@ -164,21 +169,21 @@ class LocalRunner:
             self.summary.slice_ids = slice_ids
             curvature = plan_field_curvature(params, layout, acquisition, upstream)
             self._run_serial([curvature])
+            # every slice up to its first axial correction (staged), then the acquisition's focus, which decides
+            # where each is published and which slices are corrected again with it
             chains = {i: plan_slice(params, layout, acquisition, i, upstream, curvature) for i in slice_ids}
+            combined = plan_focus_combine(params, layout, {i: chain[-1] for i, chain in chains.items()})
+            self._published = self._published_first_passes(chains, combined)
             self._progress.add(sum(len(chain) for chain in chains.values()) + 1)
-            # every slice's axial correction, then the acquisition's focus for the slices whose own was refused
-            corrected = steps.SLICE_CHAIN.index(steps.AXIAL_CORR)
-            self._run_slices({i: chain[:corrected + 1] for i, chain in chains.items()})
-            combined = plan_focus_combine(params, layout, {i: chain[corrected] for i, chain in chains.items()})
+            self._run_slices(chains)
             self._run_serial([combined])
-            borrowers = set(read_borrowers(layout.focus_borrowers)) & set(slice_ids)
-            ends = {i: plan_borrowed_slice(params, layout, i, chain[corrected - 1], combined) if i in borrowers
-                    else chain[corrected + 1:] for i, chain in chains.items()}
+            borrowers = set(read_borrowers(layout.focus_borrowers))
+            ends = {i: plan_after_focus(params, layout, chain, combined, i in borrowers) for i, chain in chains.items()}
             normalized = {i: end[-2] for i, end in ends.items()}
             sidecar = acquisition / SIDECAR_NAME
             volume_tasks = plan_volume(params, layout, slice_ids, motor_positions, normalized,
-                                       sidecar if sidecar.is_file() else None, borrowers)
-            self._progress.add(len(borrowers) + len(volume_tasks))
+                                       sidecar if sidecar.is_file() else None)
+            self._progress.add(sum(len(end) for end in ends.values()) + len(volume_tasks))
             self._run_slices(ends)
             self._run_serial(volume_tasks)
         finally:
@@ -186,6 +191,18 @@ class LocalRunner:
             if self.summary.failed_slices:
                 self._write_failures()
         return self.summary
+
+    def _published_first_passes(self, chains: dict[int, list[Task]], combined: Task) -> set[str]:
+        """The first axial corrections already published where ``combined``'s complete decision put them.
+
+        Their staged outputs are gone (moved), yet they need not run again: their publication is
+        complete (:meth:`_is_complete`). Without a complete decision, none is.
+        """
+        if not self._is_complete(combined):
+            return set()
+        borrowers = set(read_borrowers(self.layout.focus_borrowers))
+        return {chain[-1].id for i, chain in chains.items()
+                if self._is_complete(plan_after_focus(self.params, self.layout, chain, combined, i in borrowers)[0])}
 
     @property
     def _qc_output(self) -> Path:
@@ -236,8 +253,12 @@ class LocalRunner:
         return self.layout.task_records / f"{task.id}.json"
 
     def _is_complete(self, task: Task) -> bool:
-        if self.overwrite or not all(path.exists() for path in task.outputs):
+        if self.overwrite:
             return False
+        if not all(path.exists() for path in task.outputs) and task.id not in self._published:
+            return False
+        if task.step is steps.PUBLISH_AXIAL_CORR and publish.entries(Path(task.argv[1])):
+            return False  # staged files left: a publication interrupted, or a first pass run again
         try:
             return json.loads(self._record_path(task).read_text())["key"] == task.key
         except (OSError, ValueError, KeyError):
@@ -255,9 +276,11 @@ class LocalRunner:
         remove_path(record)
         for output in task.outputs:  # only temporaries whose writer is gone: never a live run's
             remove_stale_temporaries(output)
-        argv = [sys.executable, str(self.scripts[task.argv[0]]), *task.argv[1:]]
-        if any(path.exists() for path in task.outputs):
-            argv.append("--overwrite")
+        argv = list(task.argv)
+        if task.step.script is not None:
+            argv = [sys.executable, str(self.scripts[task.argv[0]]), *task.argv[1:]]
+            if any(path.exists() for path in task.outputs):
+                argv.append("--overwrite")
         log = self.layout.logs / f"{task.id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         LOGGER.debug("running %s", shlex.join(argv))
@@ -266,7 +289,7 @@ class LocalRunner:
         with open(log, "w") as handle:
             handle.write(f"$ {shlex.join(argv)}\n")
             handle.flush()
-            status, usage = self._call(argv, handle)
+            status, usage = self._call(argv, handle) if task.step.script is not None else self._publish(task, handle)
         measured = {"submit": submit, "exit": status, "realtime_s": time.monotonic() - began, **usage}
         self._trace_task(task, "COMPLETED" if status == 0 else "FAILED", measured)
         self._progress.finished(task.id, failed=status != 0)
@@ -305,6 +328,13 @@ class LocalRunner:
                             status=status, **known)
             self.summary.trace.append(row)
             write_trace(self.layout.root / "pipeline_info" / "trace.txt", self.summary.trace)
+
+    def _publish(self, task: Task, log) -> tuple[int, dict]:
+        """Run a :data:`~linumpy.pipeline.steps.PUBLISH_AXIAL_CORR` task in this process (moves only)."""
+        staged, destination, stale = Path(task.argv[1]), Path(task.argv[2]), Path(task.argv[4])
+        for path in publish.publish(staged, destination, stale):
+            log.write(f"{path}\n")
+        return 0, {}
 
     def _call(self, argv: list[str], log) -> tuple[int, dict]:
         """Run a script; return its exit status and its resource use (``native_id``, ``cpu_s``, ``peak_rss``)."""

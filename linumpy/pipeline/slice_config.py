@@ -48,12 +48,12 @@ METRICS = (
     ("galvo_confidence", "mosaic_grid_3d", "galvo_confidence"),
 )
 COLUMNS = ("slice_id", "use", "reason", "suggestion", *(m[0] for m in METRICS), "overlap_ncc")
-#: Where each step's records are under the results directory (a later folder's record of a slice wins: a slice
-#: corrected again with the acquisition's focus, ``axial_corr_borrowed``, is read from there).
+#: Where each step's records are under the results directory (a later folder's record of a slice wins;
+#: ``axial_corr/`` holds each slice's final axial correction, a borrower's first one is in ``axial_corr_refused/``).
 _RECORD_GLOBS = {
     "mosaic_grid_3d": ("mosaic_grids/*_qc.json",),
     "stitch_3d": ("stitch_3d/*_qc.json",),
-    "axial_corr": ("axial_corr/*_qc.json", "axial_corr_borrowed/*_qc.json"),
+    "axial_corr": ("axial_corr/*_qc.json",),
     "stack": ("stack/*_qc.json",),
 }
 #: Suggestion thresholds: ``(column, below, message)``.

@@ -49,12 +49,13 @@ class Option:
 class Step:
     """One script of the chain and the options the parameters control.
 
-    ``process`` is the Nextflow process running it (``modules/local/<name>.nf``).
+    ``process`` is the Nextflow process running it (``modules/local/<name>.nf``). A step without a
+    ``script`` runs no ``bin/`` script: it publishes files another step made (:data:`PUBLISH_AXIAL_CORR`).
     """
 
     name: str
     process: str
-    script: str
+    script: str | None
     options: tuple[Option, ...] = ()
 
     def option_arguments(self, params: PipelineParams) -> list[str]:
@@ -62,8 +63,9 @@ class Step:
         return [argument for option in self.options for argument in option.arguments(params)]
 
     def command(self, positional: Sequence[str], fixed: Sequence[str], params: PipelineParams) -> list[str]:
-        """Return ``script positional... fixed... options...``, the order Nextflow uses too."""
-        return [self.script, *positional, *fixed, *self.option_arguments(params)]
+        """Return ``script positional... fixed... options...``, the order Nextflow uses too (``name`` for
+        a step without a script)."""
+        return [self.script or self.name, *positional, *fixed, *self.option_arguments(params)]
 
 
 _ZARR_OUTPUT = (Option("n_levels", "--n_levels"), Option("compression", "--compression"))
@@ -112,6 +114,8 @@ AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (
     *_ZARR_OUTPUT,
 ))
 COMBINE_FOCUS = Step("combine_focus", "COMBINE_FOCUS", "linum_combine_focus.py")
+#: A slice's first axial correction, published once COMBINE_FOCUS has decided whether the slice borrows.
+PUBLISH_AXIAL_CORR = Step("publish_axial_corr", "PUBLISH_AXIAL_CORR", None)
 NORMALIZE = Step("normalize", "NORMALIZE", "linum_normalize.py", (
     Option("percentiles", "--percentiles", "list"),
     Option("flatfield", "--flatfield", "switch"),
@@ -135,7 +139,7 @@ SCREENSHOT = Step("screenshot", "SCREENSHOT", "linum_screenshot_omezarr.py", (
 SLICE_CONFIG = Step("slice_config", "SLICE_CONFIG", "linum_slice_config.py")
 REPORT = Step("report", "REPORT", "linum_report.py", (Option("report_title", "--title"),))
 
-#: Every step, in the order a slice (then the whole brain) goes through them.
+#: Every script step, in the order a slice (then the whole brain) goes through them.
 STEPS: tuple[Step, ...] = (
     SIMULATE, COLLECT_MOTOR_POSITIONS, ESTIMATE_FIELD_CURVATURE, CREATE_MOSAIC_GRID, STITCH_3D, AXIAL_CORR,
     COMBINE_FOCUS, NORMALIZE, STACK_SLICES, SCREENSHOT, SLICE_CONFIG, REPORT,

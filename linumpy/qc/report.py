@@ -52,9 +52,10 @@ HEADLINE_METRICS = (
 )
 #: Where the run's trace lies under the results directory (both orchestrators).
 TRACE_FILE = "pipeline_info/trace.txt"
-#: A results folder named ``<folder>`` + this suffix holds records that replace the records of the same file name in
-#: ``<folder>`` (``axial_corr_borrowed/``: the slices corrected again with the acquisition's focus profile).
-REPLACING_FOLDER_SUFFIX = "_borrowed"
+#: A results folder named ``<folder>`` + this suffix holds records that the records of the same file name in
+#: ``<folder>`` replace (``axial_corr_refused/``: a slice's first axial correction, its own focus estimate refused;
+#: ``axial_corr/`` holds the one with the acquisition's focus profile).
+REPLACED_FOLDER_SUFFIX = "_refused"
 #: Top-level folder holding a simulated raw acquisition.
 RAW_FOLDER = "acquisition"
 
@@ -182,24 +183,24 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
 def replacing_records(relative_paths: list[str]) -> dict[str, str]:
     """Map each record that a later record replaces to that record's path.
 
-    A record ``<folder>_borrowed/<name>`` replaces ``<folder>/<name>``: the
-    same step of the same slice, run again (e.g. with the acquisition's focus
-    profile). The replaced record stays in the report's details; its flags and
-    warnings are not raised, since the record that replaced it states the
-    outcome.
+    A record ``<folder>_refused/<name>`` is replaced by ``<folder>/<name>``:
+    the same step of the same slice, run again (with the acquisition's focus
+    profile) into the canonical folder. The replaced record stays in the
+    report's details; its flags and warnings are not raised, since the record
+    that replaced it states the outcome.
 
-    >>> replacing_records(["axial_corr/s_z04_qc.json", "axial_corr_borrowed/s_z04_qc.json", "axial_corr/s_z05_qc.json"])
-    {'axial_corr/s_z04_qc.json': 'axial_corr_borrowed/s_z04_qc.json'}
+    >>> replacing_records(["axial_corr/s_z04_qc.json", "axial_corr_refused/s_z04_qc.json", "axial_corr/s_z05_qc.json"])
+    {'axial_corr_refused/s_z04_qc.json': 'axial_corr/s_z04_qc.json'}
     """
     present = set(relative_paths)
     replaced = {}
     for path in relative_paths:
         folder = PurePosixPath(path).parent
-        if not folder.name.endswith(REPLACING_FOLDER_SUFFIX):
+        if not folder.name.endswith(REPLACED_FOLDER_SUFFIX):
             continue
-        original = (folder.parent / folder.name.removesuffix(REPLACING_FOLDER_SUFFIX) / PurePosixPath(path).name)
-        if original.as_posix() in present:
-            replaced[original.as_posix()] = path
+        final = folder.parent / folder.name.removesuffix(REPLACED_FOLDER_SUFFIX) / PurePosixPath(path).name
+        if final.as_posix() in present:
+            replaced[path] = final.as_posix()
     return replaced
 
 

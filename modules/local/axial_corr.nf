@@ -4,7 +4,9 @@
  * before attenuation compensation (binned laterally) goes to the stack, which
  * measures each slice's attenuation through its overlap with the next.
  * Run again (as AXIAL_CORR_BORROWED) on a slice whose own focus estimate was
- * refused, with the acquisition's focus profile (COMBINE_FOCUS).
+ * refused, with the acquisition's focus profile (COMBINE_FOCUS). The first
+ * pass is published by PUBLISH_AXIAL_CORR once COMBINE_FOCUS has decided
+ * (`products`: every file it wrote).
  */
 process AXIAL_CORR {
     tag "slice ${meta.id}"
@@ -20,6 +22,7 @@ process AXIAL_CORR {
     tuple val(meta), path("slice_${meta.tag}_axial_corr_attenuation.ome.zarr"), emit: attenuation
     tuple val(meta), path("slice_${meta.tag}_axial_corr_uncompensated.ome.zarr"), emit: uncompensated
     path "*_qc*", optional: true, emit: qc
+    tuple val(meta), path("slice_${meta.tag}_axial_corr*"), emit: products
 
     script:
     def args = task.ext.args ?: ''

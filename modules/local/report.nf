@@ -12,7 +12,7 @@ process REPORT {
     path mosaic_grid_qc, stageAs: 'results/mosaic_grids/*'
     path stitch_qc, stageAs: 'results/stitch_3d/*'
     path axial_corr_qc, stageAs: 'results/axial_corr/*'
-    path borrowed_qc, stageAs: 'results/axial_corr_borrowed/*'
+    path refused_qc, stageAs: 'results/axial_corr_refused/*'
     path normalize_qc, stageAs: 'results/normalize/*'
     path stack_qc, stageAs: 'results/stack/*'
     path screenshots, stageAs: 'results/qc/*'

@@ -11,7 +11,6 @@ process SLICE_CONFIG {
     path mosaic_grid_qc, stageAs: 'results/mosaic_grids/*'
     path stitch_qc, stageAs: 'results/stitch_3d/*'
     path axial_corr_qc, stageAs: 'results/axial_corr/*'
-    path borrowed_qc, stageAs: 'results/axial_corr_borrowed/*'
     path stack_qc, stageAs: 'results/stack/*'
     path previous, stageAs: 'previous/*'
 
