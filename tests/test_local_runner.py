@@ -309,7 +309,9 @@ def test_trace_has_nextflow_columns_for_every_task_and_logs_have_no_carriage_ret
     assert sorted(t.name.replace(" (", "_").rstrip(")") for t in tasks) == sorted(
         p.stem for p in layout.task_records.glob("*.json"))
     assert all(t.status == "COMPLETED" and t.exit == 0 for t in tasks)
-    assert all(t.realtime_s > 0 and t.cpu_s > 0 and t.peak_rss > 10_000_000 for t in tasks)
+    scripts = [t for t in tasks if not t.name.startswith("publish_axial_corr")]  # moves, in the runner's process
+    assert len(scripts) < len(tasks) and all(t.realtime_s >= 0 for t in tasks)
+    assert all(t.realtime_s > 0 and t.cpu_s > 0 and t.peak_rss > 10_000_000 for t in scripts)
     for log in layout.logs.glob("*.log"):
         assert "\r" not in log.read_text(), f"{log.name}: progress bar in a log that is not a terminal"
     html = layout.report.read_text()

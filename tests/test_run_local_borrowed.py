@@ -238,8 +238,8 @@ def test_axial_corr_holds_every_slice_final_correction_and_the_refused_one_is_ke
     modes = [row.split(",", 2)[2] for row in reference["slice_config.csv"].splitlines()[1:]]
     assert modes[BORROWER].startswith("borrowed (") and not any(m.startswith("none (") for m in modes)
     # the report shows the refused record as replaced by the final one
-    assert json.loads(reference["report.html"]) == {
-        f"axial_corr_refused/slice_z0{BORROWER}_axial_corr_qc.json": f"axial_corr/slice_z0{BORROWER}_axial_corr_qc.json"}
+    record = f"slice_z0{BORROWER}_axial_corr_qc.json"
+    assert json.loads(reference["report.html"]) == {f"axial_corr_refused/{record}": f"axial_corr/{record}"}
 
 
 def test_a_finished_run_reruns_nothing(tmp_path):
