@@ -148,3 +148,17 @@ def test_the_texture_reference_is_what_the_true_signal_decays_at_over_the_scored
     assert scores["falling"]["error_vs_texture_reference"] == 0.0
     assert scores["falling"]["relative_error"] == round(falling / 5.0 - 1, 3)
     assert scores["flat"]["texture_reference_per_mm"] == 5.0 and scores["flat"]["error_vs_texture_reference"] == 0.0
+
+
+def test_the_flags_are_the_final_products_records_not_a_refused_first_correction(tmp_path):
+    """A borrower's first axial record (axial_corr_refused/) is replaced by its final one (axial_corr/)."""
+    def record(folder: str, slice_id: int, flag: str) -> None:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"slice_z{slice_id:02d}_axial_corr_qc.json").write_text(json.dumps(
+            {"step": "axial_corr", "slice_id": slice_id, "flags": [flag]}))
+
+    record("axial_corr_refused", 1, "focus correction skipped")
+    record("axial_corr", 1, "focus profile borrowed")
+    record("axial_corr_refused", 2, "kept: no final record replaces it")
+    assert _scorer().qc_flags(tmp_path) == ["axial_corr 1: focus profile borrowed",
+                                            "axial_corr 2: kept: no final record replaces it"]

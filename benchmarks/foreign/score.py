@@ -381,9 +381,12 @@ def validate_outputs(outdir: Path) -> dict:
 
 
 def qc_flags(outdir: Path) -> list[str]:
-    """Every red flag written by the steps' QC records."""
+    """Every red flag written by the steps' QC records, but a borrower's refused first axial correction's
+    (``axial_corr_refused/``: replaced by its final record in ``axial_corr/``, as the report reads it)."""
     flags = []
     for path in sorted(outdir.rglob("*_qc.json")):
+        if path.parent.name == "axial_corr_refused" and (outdir / "axial_corr" / path.name).exists():
+            continue
         record = json.loads(path.read_text())
         flags += [f"{record.get('step')} {record.get('slice_id')}: {f}" for f in record.get("flags", [])]
     return flags
