@@ -5,4 +5,5 @@
 - :mod:`linumpy.pipeline.layout`: the output directory tree.
 - :mod:`linumpy.pipeline.plan`: the tasks of a run.
 - :mod:`linumpy.pipeline.runner`: the local runner (``bin/linum_run_local.py``).
+- :mod:`linumpy.pipeline.publish`: the local runner's publication of a staged product once decided.
 """
