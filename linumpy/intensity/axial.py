@@ -574,7 +574,7 @@ def _focus_profile(
     given = settings.agarose_attenuation_per_mm is not None
     estimate = focus.estimate_focus(measured, support, first_tissue_px, dz_um, settings.min_focus_gain,
                                     model="gaussian" if settings.focus == "gaussian" else None,
-                                    fit_decay=not given, noise_gain=noise_gain)
+                                    fit_decay=not given, noise_gain=noise_gain, noise_floor=noise_floor)
     estimate.qc["focus_agarose_guard_um"] = round(guard * cell_um, 3)
     estimate.qc.update(level_qc)
     estimate.qc.update(shift_qc)

@@ -729,6 +729,7 @@ def estimate_focus(
     smooth_px: float = 2.0,
     fit_decay: bool = False,
     noise_gain: float | None = None,
+    noise_floor: float | None = None,
 ) -> FocusEstimate:
     """Focus profile from an agarose depth profile and its per-depth support.
 
@@ -782,6 +783,10 @@ def estimate_focus(
     noise_gain : float or None
         The gain below which the tissue's signal sinks under the noise: the noise's standard deviation over
         the tissue's level (None: ``min_gain`` everywhere).
+    noise_floor : float or None
+        The noise floor subtracted from ``measured`` (its units): where the agarose's signal is below it
+        and the model is trusted (relative RMS residual at most ``MAX_TRUSTED_FIT_RMS``), the profile is
+        the model's, not the measurement's (:func:`faint_depths`). None: measured wherever well sampled.
 
     Returns
     -------
@@ -799,6 +804,7 @@ def estimate_focus(
         "focus_measured_fraction": round(float(well[tissue].mean()) if tissue.any() else 0.0, 4),
         "focus_model": None, "focus_model_center_um": None, "focus_model_width_um": None, "focus_fit_rms": None,
         "focus_reference_depth_um": None, "focus_clipped_depths": 0, "focus_fallback": None,
+        "focus_faint_depths": 0,
     }
     if well.sum() < 3:
         qc["focus_fallback"] = f"no focus correction: fewer than 3 depths with >= {threshold} agarose A-lines"
@@ -825,12 +831,14 @@ def estimate_focus(
         modelled = focus_model(name, z, *params)
         qc.update(focus_model=name, focus_model_center_um=round(params[1] * dz_um, 3),
                   focus_model_width_um=round(params[2] * dz_um, 3), focus_fit_rms=round(rms, 4))
+        faint = faint_depths(measured, well, noise_floor, rms)
+        qc["focus_faint_depths"] = int((faint & tissue).sum())
         if model:
             profile = modelled
         else:
-            # measured where well sampled (the agarose's decay divided out): the model times the smoothed
-            # measured / (model x decay) ratio
-            ratio = np.where(well, measured / (modelled * decay), 1.0)
+            # measured where well sampled and above the noise (the agarose's decay divided out): the model times
+            # the smoothed measured / (model x decay) ratio
+            ratio = np.where(well & ~faint, measured / (modelled * decay), 1.0)
             if smooth_px > 0:
                 ratio = ndimage.gaussian_filter1d(ratio, smooth_px, mode="nearest")
             profile = np.where(well, modelled * ratio, modelled)
@@ -861,6 +869,28 @@ def estimate_focus(
     profile = np.maximum(normalized, floor).astype(np.float32)
     qc["focus_profile"] = [round(float(v), 4) for v in profile]
     return FocusEstimate(profile, qc, flags)
+
+
+def faint_depths(measured: np.ndarray, well: np.ndarray, noise_floor: float | None, fit_rms: float) -> np.ndarray:
+    """The well-sampled depths where the agarose's mean signal is below the noise floor, under a trusted fit.
+
+    There the measurement is a small difference (the floor subtracted from a signal a few tenths of it)
+    that any light other than the gel's (dim tissue taken for agarose, the floor's own error) changes by
+    a large fraction, while the model rests on every depth. With the focus far below the cut, the top
+    of the tissue lies there: a relative error of the profile at those depths is read as attenuation
+    over the map's whole window (session atten90). Empty without a floor or a trusted fit
+    (:data:`MAX_TRUSTED_FIT_RMS`).
+
+    Examples
+    --------
+    >>> faint_depths(np.array([5.0, 30.0, 100.0]), np.ones(3, bool), 20.0, 0.01).tolist()
+    [True, False, False]
+    >>> faint_depths(np.array([5.0, 30.0, 100.0]), np.ones(3, bool), 20.0, 0.2).tolist()
+    [False, False, False]
+    """
+    if noise_floor is None or not noise_floor > 0 or not fit_rms <= MAX_TRUSTED_FIT_RMS:
+        return np.zeros_like(well)
+    return well & (np.nan_to_num(measured) < noise_floor)
 
 
 def noise_gain(noise_variance: float | None, split: LevelSplit) -> float | None:

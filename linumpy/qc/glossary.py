@@ -261,6 +261,9 @@ METRICS: dict[str, MetricInfo] = {
     "focus_deep_model_depths": _M("Focus depths past 20x, modelled", "count", "Tissue depths divided by a focus "
                                   "value below 0.05 that the fitted model gives (too few agarose A-lines there); "
                                   "flagged."),
+    "focus_faint_depths": _M("Focus depths under the gel's noise", "count", "Tissue depths where the agarose's "
+                             "signal is under the noise floor: the focus profile there is the trusted model's, "
+                             "not the measurement's."),
     "focus_fallback": _M("Focus fallback", "text", "What was done instead of a measured focus profile, or empty."),
     "focus_level_class_ratio": _M("Agarose/tissue level contrast", "ratio", "How far apart the dim (agarose) and "
                                   "bright (tissue) classes of the A-line levels are (geometric means): of the split "
