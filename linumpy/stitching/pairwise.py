@@ -105,13 +105,18 @@ LK_TOLERANCE_PX = 0.005
 #: Fewest pixels trimmed from each side of a common region too narrow for the
 #: usual trim (``ceil(MAX_REFINEMENT_PX) + 1``): it keeps what it can.
 MIN_TRIM_PX = 1
-#: An overlap narrower than this (pixels, its narrower side) is narrow: the sub-pixel fit cannot run on it
-#: (:func:`_fit_subpixel` needs ``2 MIN_TRIM_PX + 4``), so its whole pixel is its offset, and one more pixel of
-#: width adds 9 % or more to its :func:`evidence`, more than the match loses a pixel or two off its
-#: peak. On it the offset is the local maximum of match quality climbed from the evidence peak
-#: (:func:`climb_match_quality`): foreign 185 (grid 4x4, 10 % overlap, stage error +-8 px) read its
-#: overlaps under 5 px 2 px too wide, always that way (session narrow65).
+#: An overlap narrower than this (pixels, its narrower side) is narrow: the usual sub-pixel fit, trimmed on
+#: every side, cannot run on it (``2 MIN_TRIM_PX + 4``), and one more pixel of width adds 9 % or more to
+#: its :func:`evidence`, more than the match loses a pixel or two off its peak. A pair whose evidence peak
+#: is narrow, or whose match quality climbed from its peak ends on a narrow overlap, is placed at that
+#: local maximum of match quality (:func:`climb_match_quality`) and fitted there without a trim across the
+#: strip (:func:`_fit_window`): foreign 185 (grid 4x4, 10 % overlap, stage error +-8 px) read its overlaps
+#: under 5 px 2 px too wide, always that way (session narrow65); foreign 201's under 4 px 0.77 px wide at
+#: the climbed whole pixel (session narrow66).
 NARROW_OVERLAP_PX = 2 * MIN_TRIM_PX + 4
+#: Narrowest common region (pixels) the sub-pixel fit runs on: the gradient across the strip needs three
+#: columns.
+MIN_FIT_WIDTH_PX = 3
 
 
 @dataclass(frozen=True)
@@ -499,7 +504,7 @@ def _common_gain(tile_a: np.ndarray, tile_b: np.ndarray, offset_1: tuple[int, in
 
 
 def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray,
-                            tile_b: np.ndarray) -> tuple[int, int]:
+                            tile_b: np.ndarray, confident: bool = False) -> tuple[int, int]:
     """The offset of the ridge through ``index`` that matches best, two offsets compared on the overlap they share.
 
     The evidence of :func:`evidence` grows with the square root of the overlap's area, so along a ridge
@@ -524,7 +529,13 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     narrow end, 1.9 px past the truth, beat the peak by 2.07 standard errors on a 7 px overlap while the
     truth's offset beat it by 0.86 only; the peak's neighbours lose to it, so the pair stays there).
     On a round peak its members are one or two pixels from it and the comparison is nearly that of
-    their NCC; the sub-pixel fit follows.
+    their NCC; the sub-pixel fit follows. A ``confident`` pair (significance at least
+    :data:`REFIT_MIN_SIGNIFICANCE`) whose peak is not narrow but whose match quality climbed from it ends
+    on a narrow overlap is placed at that end too: the area term pulls a peak wider than the narrow
+    strip's match by 2-3 px, out of the reach of the walk and of the sub-pixel fit's box (foreign 192
+    slice 0 (3, 2)-(3, 3), a 5.6 px true overlap, peak 1.4 px wide; 201 slice 4 tiles 1.07 -> 0.96 px;
+    session narrow66). Not a weak pair's: the climb of a noisy map moves it by a pixel or more the wrong
+    way (185 slice 3 (0, 1)-(0, 2), significance 1.08: -0.29 -> +1.01 px).
 
     Parameters
     ----------
@@ -534,6 +545,8 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
         The evidence peak's index in the map.
     tile_a, tile_b : np.ndarray
         The registered projections.
+    confident : bool
+        Whether the pair is confident (see above).
 
     Returns
     -------
@@ -549,6 +562,10 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
 
     if _overlap_width(tile_a.shape, tile_b.shape, offset(index)) < NARROW_OVERLAP_PX:
         return climb_match_quality(evidence_map, index)
+    if confident:
+        climbed = climb_match_quality(evidence_map, index)
+        if 0 < _overlap_width(tile_a.shape, tile_b.shape, offset(climbed)) < NARROW_OVERLAP_PX:
+            return climbed
 
     current, visited = index, {index}
     while True:
@@ -775,10 +792,13 @@ def _fit_subpixel(
 
     Both crops are band-passed identically; ``b`` shifted by ``-d / 2`` is
     matched to ``a`` shifted by ``+d / 2`` (gain and mean free) by
-    Gauss-Newton steps on ``d``. The warped regions are compared without
-    ``ceil(MAX_REFINEMENT_PX) + 1`` pixels on each side (what the warp pulls
-    in from outside), fewer (down to :data:`MIN_TRIM_PX`) where the region is
-    narrower than 10 px: a narrow overlap keeps a sub-pixel fit.
+    Gauss-Newton steps on ``d``. The warped regions are compared on
+    :func:`_fit_window` (trimmed of what the warp pulls in from outside; a
+    narrow region, under :data:`NARROW_OVERLAP_PX`, is not trimmed across the
+    strip, down to :data:`MIN_FIT_WIDTH_PX`). A narrow region's fit keeps the
+    unrefined standard error of 1 px: its residuals understate its error
+    (foreign 185 slice 0: fitted 3-5 px overlaps at 0.06-0.13 px sent the joint
+    search elsewhere, tiles 0.70 -> 1.87 px; session narrow66).
 
     Parameters
     ----------
@@ -802,17 +822,12 @@ def _fit_subpixel(
     """
     unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0), False)
     slices = overlap_slices(tile_a.shape, tile_b.shape, offset)
-    if slices is None:
+    if slices is None or min(tile_a[slices[0]].shape) < MIN_FIT_WIDTH_PX:
         return unrefined
-    width = min(tile_a[slices[0]].shape)
-    # Trim what the warp may pull in from outside, less on narrow regions (10 % overlap).
-    margin = min(int(np.ceil(MAX_REFINEMENT_PX)) + 1, max(MIN_TRIM_PX, (width - 4) // 2))
-    if width < 2 * margin + 4:
-        return unrefined
-    highpass_px = highpass_sigma(width)
+    highpass_px = highpass_sigma(min(tile_a[slices[0]].shape))
     crop_a = band_pass(tile_a[slices[0]], highpass_px, speckle_px, detrend=True)
     crop_b = band_pass(tile_b[slices[1]], highpass_px, speckle_px, detrend=True)
-    inner = (slice(margin, -margin), slice(margin, -margin))
+    inner = _fit_window(crop_a.shape)
     shift = np.zeros(2)
     for _ in range(LK_ITERATIONS):
         warped_a, warped_b = _shifted(crop_a, -shift / 2)[inner], _shifted(crop_b, shift / 2)[inner]
@@ -830,11 +845,31 @@ def _fit_subpixel(
             return unrefined[0], unrefined[1], True
         if np.max(np.abs(step)) < LK_TOLERANCE_PX:
             break
+    refined = (float(offset[0] + shift[0]), float(offset[1] + shift[1]))
+    if min(crop_a.shape) < NARROW_OVERLAP_PX:
+        return refined, unrefined[1], False
     # Neighbouring residuals are correlated (speckle grain, smoothing): fewer independent samples.
     area = correlation_area(residual.reshape(warped_a.shape))
     covariance = np.mean(residual**2) * area * np.linalg.inv(hessian)
     sigma = tuple(float(np.sqrt(max(v, 0.0))) for v in np.diag(covariance))
-    return (float(offset[0] + shift[0]), float(offset[1] + shift[1])), sigma, False
+    return refined, sigma, False
+
+
+def _fit_window(shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The part of a common region of this ``(y, x)`` shape that :func:`_fit_subpixel` compares.
+
+    Each side loses what the warp may pull in from outside (``ceil(MAX_REFINEMENT_PX) + 1`` pixels), fewer
+    (down to :data:`MIN_TRIM_PX`) where the region is narrower than 10 px. A narrow region
+    (:data:`NARROW_OVERLAP_PX`) keeps its whole width across the strip: trimmed there it would lose what
+    locates the offset along the step, and its whole pixel, read from a match biased toward the wider
+    overlap, is no better (foreign 201: overlaps under 4 px 0.77 px wide at the whole pixel, 0.18 px
+    fitted; session narrow66).
+    """
+    width = min(shape)
+    margins = [min(int(np.ceil(MAX_REFINEMENT_PX)) + 1, max(MIN_TRIM_PX, (n - 4) // 2)) for n in shape]
+    if width >= NARROW_OVERLAP_PX:
+        return tuple(slice(min(margins), -min(margins)) for _ in shape)
+    return tuple(slice(None) if n == width else slice(m, -m) for n, m in zip(shape, margins))
 
 
 def refine_subpixel(
@@ -919,7 +954,7 @@ def register_pair(
     _, ncc, peaks = found[chosen]
     # On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps.
     winner = maps[chosen]
-    moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b)
+    moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b, significance >= REFIT_MIN_SIGNIFICANCE)
     offset = (nominal[0] + moved[0] - radius, nominal[1] + moved[1] - radius)
     refined, sigma, left_box = (_fit_subpixel(tile_a, tile_b, offset) if refine
                                 else ((float(offset[0]), float(offset[1])), (1.0, 1.0), False))
