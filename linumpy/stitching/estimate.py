@@ -15,7 +15,9 @@
    kept pair on no loop departing from the stage model far more than every
    other (:func:`implausible_departure`), a wrong peak however significant,
    unless the tiles it alone places stay within the joint search's window
-   (:func:`_bridged_within_window`). Pairs
+   (:func:`_bridged_within_window`); and a kept pair on no loop placing the
+   tiles it alone joins beyond that window where their other overlaps do not
+   support it (:func:`_far_side_unsupported`). Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
    confident pair the first solve did not keep only if it departs no farther
@@ -58,7 +60,8 @@
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
    (:func:`_weak_pieces_to_stage`); and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
-   placement to the stage's, is refused and its side put on the stage model
+   placement to the stage's, is refused and its side searched again without it
+   (:func:`_searched_without`), else put on the stage model
    (:func:`_far_lone_links_to_stage`); a kept edge link on no loop keeps only its evidence across its
    ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
    placement along the ridge (:func:`_lone_edge_links_across_only`).
