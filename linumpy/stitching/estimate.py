@@ -60,8 +60,7 @@
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
    (:func:`_weak_pieces_to_stage`); and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
-   placement to the stage's, is refused and its side searched again without it
-   (:func:`_searched_without`), else put on the stage model
+   placement to the stage's, is refused and its side put on the stage model
    (:func:`_far_lone_links_to_stage`); a kept edge link on no loop keeps only its evidence across its
    ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
    placement along the ridge (:func:`_lone_edge_links_across_only`).
@@ -114,7 +113,8 @@ from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RA
                                            largest_deviation, place_by_neighbours, reference_gauge,
                                            search_radius)
 from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, FAR_LONE_LINK_REFUSED,
-                                        FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY, PairRecord, TileRecord, TileTransform)
+                                        FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY, PairRecord,
+                                        TileRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
@@ -359,19 +359,16 @@ def estimate_transform(
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
     (positions, model, kept), to_stage, detached = _weak_pieces_to_stage(tiles, (positions, model, kept),
                                                                          registrations, tile_step_px)
-    (positions, model, kept), lone_to_stage, lone_refused_links, (lone_searched, searched_again) = \
-        _far_lone_links_to_stage(tiles, (positions, model, kept), registrations, flattened, tile_step_px)
+    (positions, model, kept), lone_to_stage, lone_refused_links = _far_lone_links_to_stage(
+        tiles, (positions, model, kept), registrations, tile_step_px)
     (positions, model, kept), along_stage, across_only = _lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**current, **late, **corroborated, **searched_again}.items():
-        if (a, b) in searched_again:
-            status = "kept (piece search without a refused lone link)" if (a, b) in kept_ids else \
-                "piece search without a refused lone link, inconsistent"
-        elif (a, b) in detached:
+    for (a, b), r in {**current, **late, **corroborated}.items():
+        if (a, b) in detached:
             status = "weak attachment, piece on the stage"
         elif (a, b) in lone_refused_links:
             status = FAR_LONE_LINK_REFUSED
@@ -413,6 +410,7 @@ def estimate_transform(
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
+    far_sides = set().union(*far_first.values())
     scatter = stage_scatter(positions, model, registered, max_shift_px)
     sigmas = tile_sigmas(tiles, [(r.a, r.b, _link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
     trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
@@ -428,8 +426,8 @@ def estimate_transform(
         "beyond_edge_ridges": set(beyond_ridges.values()),
         "costly_link_refused": {t for pair in costly for t in pair},
         "corroboration_refused": uncorroborated,
-        "far_lone_link_to_stage": lone_to_stage,
-        "far_lone_link_searched": lone_searched,
+        "far_lone_link_to_stage": lone_to_stage | (far_sides - set(registered)),
+        "far_lone_link_searched": far_sides & set(registered),
         "lone_edge_link_along_stage": along_stage,
         "tied_to_left_out": tied,
     }
@@ -575,7 +573,7 @@ def _solve_plausible(
     moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset(),
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration] | None = None,
 ) -> tuple[Solution, set[tuple[TileIndex, TileIndex]], dict[tuple[TileIndex, TileIndex], set[TileIndex]],
-           set[tuple[TileIndex, TileIndex]]]:
+           dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
     """Solve, dropping one at a time the kept pair that departs implausibly from the stage model
     (:func:`implausible_departure`) and solving again without it, unless the tiles it alone places lie
     within the joint search's window (:func:`_bridged_within_window`): then it is kept and the loop ends.
@@ -589,17 +587,18 @@ def _solve_plausible(
     27 px, 17.4 px from the step, the other kept pairs up to 13.9), joined {(1, 0), (2, 0), (2, 1)} to the
     bottom row's five tiles, a group of 8 that outnumbered the 7 top tiles (right pairs of significance
     3.8-11.6, cut off with the weak bridge (1, 1)-(2, 1)); the corroborated search then closed a loop
-    through it with another pair whose tiles do not overlap, and 7 tiles ended worse than their stage, up to
-    20.5 px. At the first solve it put (2, 1) 27 px from its stage position in the bottom row's gauge
-    (window 14 px) and the other overlap across it, (2, 1)-(3, 1), did not prefer that.
+    through it with another pair whose tiles hardly overlap, and 7 tiles ended worse than their stage, up to
+    20.5 px. At the first solve it put (2, 0) and (2, 1) 17.7 px from their stage positions in the bottom
+    row's gauge (window 13.7 px), and the other overlap across it, (2, 1)-(3, 1), read -0.08 standard errors
+    for that placement over the stage's.
 
     Returns ``((positions, model, kept), dropped, within, lone)``, ``within`` such a kept pair and the tiles
-    of its side (empty if none), ``lone`` the pairs of ``dropped`` refused as far lone links. ``moved``: the
-    pairs moved by loop closure (they close no loop that checks a pair, :func:`implausible_departure`, nor
-    join the bridged side to the others).
+    of its side (empty if none), ``lone`` the pairs of ``dropped`` refused as far lone links, with their
+    sides. ``moved``: the pairs moved by loop closure (they close no loop that checks a pair,
+    :func:`implausible_departure`, nor join the bridged side to the others).
     """
     dropped: set[tuple[TileIndex, TileIndex]] = set()
-    lone: set[tuple[TileIndex, TileIndex]] = set()
+    lone: dict[tuple[TileIndex, TileIndex], set[TileIndex]] = {}
     while True:
         solved = solve_positions(tiles, [p for p in pairs if (p.a, p.b) not in dropped], tile_step_px)
         worst = implausible_departure(solved[2], solved[1], moved)
@@ -610,7 +609,7 @@ def _solve_plausible(
             logger.info("pair %s-%s, on no loop, places %s beyond the search window and their other overlaps do "
                         "not prefer that to the stage: dropped from the first solve", *far[0], far[1])
             dropped.add(far[0])
-            lone.add(far[0])
+            lone[far[0]] = set(far[1])
             continue
         side = _bridged_within_window(worst, *solved, moved)
         if side:
@@ -1960,10 +1959,8 @@ def _far_lone_links_to_stage(
     tiles: Sequence[TileIndex],
     solved: Solution,
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
-) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]],
-           tuple[set[TileIndex], dict[tuple[TileIndex, TileIndex], PairRegistration]]]:
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
     """Refuse the kept links on no loop that place tiles beyond the search window (:func:`far_lone_links`)
     and put the tiles they alone join on the stage model.
 
@@ -1980,20 +1977,18 @@ def _far_lone_links_to_stage(
     (2, 2) 13.7 px from their stage positions, the window 10.8 px, their other pairs' margin -11.7: they
     ended 10.1 and 10.0 px off, their stage positions 2.7 and 3.3 px. A right link beyond the window, where
     the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
-    A refused link's side is first searched again as one piece by its other overlaps, without the link
-    (:func:`_searched_without`); it goes to the stage model only if that search places nothing.
+    The first solve refuses such links already (:func:`_far_side_unsupported`); this catches those that
+    later steps make so.
 
     Returns
     -------
     tuple
-        ``((positions, model, kept), to_stage, refused, (searched, relinked))``: the tiles put on the stage
-        model, the links refused, the tiles placed again without them and the links that placed those.
+        ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links
+        refused.
     """
     positions, model, kept = solved
     to_stage: set[TileIndex] = set()
     refused: set[tuple[TileIndex, TileIndex]] = set()
-    placed_again: set[TileIndex] = set()
-    relinked: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
     judged: set[tuple[TileIndex, TileIndex]] = set()
     while True:
         links = [(p.a, p.b) for p in kept]
@@ -2014,63 +2009,15 @@ def _far_lone_links_to_stage(
                             "window (%.1f px), left: the solve without it drops other pairs", *pair, beyond,
                             deviation, window)
                 continue
-            refused.add(pair)
-            searched = _searched_without(tiles, attempt, (positions, model, kept), side,
-                                         {link: r for link, r in registrations.items() if link not in refused},
-                                         flattened, tile_step_px)
             logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search window "
-                        "(%.1f px), the side's other links' evidence over the stage placement %.2f: refused, %s %s",
-                        *pair, beyond, deviation, window, margin, sorted(side),
-                        "on the stage model" if searched is None else "placed by a piece search without it")
-            if searched is None:
-                positions, model, kept = attempt
-                to_stage |= side
-            else:
-                (positions, model, kept), links = searched
-                relinked.update(links)
-                placed_again |= side
+                        "(%.1f px), the side's other links' evidence over the stage placement %.2f: refused, %s on "
+                        "the stage model", *pair, beyond, deviation, window, margin, sorted(side))
+            positions, model, kept = attempt
+            to_stage |= side
+            refused.add(pair)
             break
         else:
-            return (positions, model, kept), to_stage, refused, (placed_again, relinked)
-
-
-def _searched_without(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    before: Solution,
-    side: set[TileIndex],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
-    """The solve with ``side`` searched again as one rigid piece (:func:`~linumpy.stitching.reanchor.research_piece`,
-    its tiles at their relative positions in ``before``, its kept pairs among themselves kept) against the tiles
-    placed in ``solved`` (the solve without the refused link), by its ``registrations`` (the refused link left
-    out), as :func:`_reanchor` does: if the joint peak is significant (:data:`JOINT_SIGNIFICANCE`), held by at
-    least :data:`MIN_CORROBORATING_LINKS` links or strong (:data:`STRONG_SIGNIFICANCE`), and the solve keeps
-    every pair with the refined links (:func:`_solve_with`) and places every tile placed before; else ``None``.
-
-    A refused link is the side's only link that the first solves kept, and every search for the side ran
-    while it held it: nothing else searched the side's other overlaps. Fresh foreign ``c185`` seed 192, slice
-    2 (grid 4 x 4, 10 % overlap, stage +-8 px): (1, 3)-(2, 3), significance 6.34, 26 px off between tiles that
-    do not overlap (true overlap -1.0 px), refused, left (2, 3) and (3, 3) (joined by a pair of significance
-    20.8) on the stage 6.5 and 8.5 px off, their right weak links to (2, 2) and (3, 2) never searched together.
-    """
-    positions, model, kept = solved
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    internal = [p for p in before[2] if p.a in side and p.b in side]
-    with threadpool_limits(limits=1, user_api="blas"):
-        placement = research_piece(sorted(side), registrations, {**positions, **{t: before[0][t] for t in side}},
-                                   placed, model)
-        if placement is None or placement.significance < JOINT_SIGNIFICANCE or (
-                len(placement.offsets) < MIN_CORROBORATING_LINKS and placement.significance < STRONG_SIGNIFICANCE):
-            return None
-        refined = _refined(placement.offsets, placement.significance, registrations, flattened,
-                           placement.spread_px)
-    accepted = _solve_with(tiles, list(kept) + internal, refined, tile_step_px)
-    if accepted is None or not placed | side <= {t for pair in accepted[0][2] for t in (pair.a, pair.b)}:
-        return None
-    return accepted
+            return (positions, model, kept), to_stage, refused
 
 
 def _lone_edge_links_across_only(

@@ -225,10 +225,11 @@ class TileRecord:
         and the tile is on the stage. False in transforms written before
         session lone60.
     far_lone_link_searched : bool
-        Such a link was refused, and the tiles it alone joined were searched
-        again as one piece by their other overlaps without it and placed there
-        (status ``kept (piece search without a refused lone link)``): the tile
-        is placed by those overlaps, not on the stage. False in transforms
+        Such a link, kept by the solve of the confident pairs, was refused
+        there (status ``lone link placing its tiles beyond the search window,
+        refused by the first solve``), and the searches placed the tile by its
+        other overlaps, without it; where they did not, the tile is on the
+        stage and ``far_lone_link_to_stage`` is set. False in transforms
         written before session wrongpeak.
     lone_edge_link_along_stage : bool
         The tile's only link to the other tiles was a kept edge link on no
