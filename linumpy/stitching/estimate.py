@@ -607,7 +607,7 @@ def _solve_plausible(
             if far is None:
                 return solved, dropped, {}, lone
             logger.info("pair %s-%s, on no loop, places %s beyond the search window and their other overlaps do "
-                        "not prefer that to the stage: dropped from the first solve", *far[0], far[1])
+                        "not support that placement over the stage's: dropped from the first solve", *far[0], far[1])
             dropped.add(far[0])
             lone[far[0]] = set(far[1])
             continue
