@@ -106,6 +106,11 @@ METRICS: dict[str, MetricInfo] = {
                                          "positions than the search for a tile allows; the overlap was refused "
                                          "as unchecked and they kept their stage-model positions (the slice is "
                                          "flagged)."),
+    "n_far_lone_link_searched_tiles": _M("Tiles placed without their refused lone link", "count",
+                                         "Tiles whose single overlap (on no loop) with the others was refused "
+                                         "as above by the first solve, before any search, and which the "
+                                         "searches then placed by their other overlaps, within the stage's "
+                                         "window (the slice is flagged)."),
     "n_lone_edge_link_along_stage_tiles": _M("Tiles on the stage along their lone edge link", "count", "Tiles "
                                              "that a single overlap (on no loop) holding only an edge joins to "
                                              "the others: along the edge the overlap cannot tell where they lie, "

@@ -15,7 +15,9 @@
    kept pair on no loop departing from the stage model far more than every
    other (:func:`implausible_departure`), a wrong peak however significant,
    unless the tiles it alone places stay within the joint search's window
-   (:func:`_bridged_within_window`). Pairs
+   (:func:`_bridged_within_window`); and a kept pair on no loop placing the
+   tiles it alone joins beyond that window where their other overlaps do not
+   support it (:func:`_far_side_unsupported`). Pairs
    below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
    confident pair the first solve did not keep only if it departs no farther
@@ -111,7 +113,8 @@ from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RA
                                            largest_deviation, place_by_neighbours, reference_gauge,
                                            search_radius)
 from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, FAR_LONE_LINK_REFUSED,
-                                        LONE_EDGE_LINK_ACROSS_ONLY, PairRecord, TileRecord, TileTransform)
+                                        FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY, PairRecord,
+                                        TileRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
@@ -279,7 +282,8 @@ def estimate_transform(
 
     with threadpool_limits(limits=1, user_api="blas"):
         confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
-    (positions, model, kept), implausible, far_bridged = _solve_plausible(tiles, confident, tile_step_px, set(moved))
+    (positions, model, kept), implausible, far_bridged, far_first = _solve_plausible(
+        tiles, confident, tile_step_px, set(moved), {**registrations, **moved})
     confident = [p for p in confident if (p.a, p.b) not in implausible]
     candidates = [p for p in candidates if (p.a, p.b) not in implausible]
     far = _unchecked_far_pairs(confident, kept, model)
@@ -368,6 +372,8 @@ def estimate_transform(
             status = "weak attachment, piece on the stage"
         elif (a, b) in lone_refused_links:
             status = FAR_LONE_LINK_REFUSED
+        elif (a, b) in far_first:
+            status = FAR_LONE_LINK_REFUSED_FIRST
         elif (a, b) in across_only:
             status = LONE_EDGE_LINK_ACROSS_ONLY
         elif (a, b) in corroborated:
@@ -404,6 +410,7 @@ def estimate_transform(
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
+    far_sides = set().union(*far_first.values())
     scatter = stage_scatter(positions, model, registered, max_shift_px)
     sigmas = tile_sigmas(tiles, [(r.a, r.b, _link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
     trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
@@ -419,7 +426,8 @@ def estimate_transform(
         "beyond_edge_ridges": set(beyond_ridges.values()),
         "costly_link_refused": {t for pair in costly for t in pair},
         "corroboration_refused": uncorroborated,
-        "far_lone_link_to_stage": lone_to_stage,
+        "far_lone_link_to_stage": lone_to_stage | (far_sides - set(registered)),
+        "far_lone_link_searched": far_sides & set(registered),
         "lone_edge_link_along_stage": along_stage,
         "tied_to_left_out": tied,
     }
@@ -563,27 +571,52 @@ def _solve_plausible(
     pairs: Sequence[PairOffset],
     tile_step_px: Sequence[float],
     moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset(),
-) -> tuple[Solution, set[tuple[TileIndex, TileIndex]], dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration] | None = None,
+) -> tuple[Solution, set[tuple[TileIndex, TileIndex]], dict[tuple[TileIndex, TileIndex], set[TileIndex]],
+           dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
     """Solve, dropping one at a time the kept pair that departs implausibly from the stage model
     (:func:`implausible_departure`) and solving again without it, unless the tiles it alone places lie
     within the joint search's window (:func:`_bridged_within_window`): then it is kept and the loop ends.
+    Then, given the ``registrations``, a kept pair on no loop that places the tiles it alone joins beyond
+    the joint search's window, its side's other overlaps not preferring that placement to the stage's
+    (:func:`_far_side_unsupported`, the test of :func:`_far_lone_links_to_stage`), is dropped likewise.
 
-    Returns ``((positions, model, kept), dropped, within)``, ``within`` such a kept pair and the tiles of
-    its side (empty if none). ``moved``: the pairs moved by loop closure (they close no loop that checks
-    a pair, :func:`implausible_departure`, nor join the bridged side to the others).
+    Such a link decides alone which group is the largest, before any later step can form a loop through
+    it: fresh foreign ``c185`` seed 201, slice 3 (grid 4 x 4, 10 % overlap, stage +-8 px): (2, 0)-(3, 0),
+    significance 3.57, 27.9 px off between tiles that do not overlap (true overlap -0.5 px, a peak claiming
+    27 px, 17.4 px from the step, the other kept pairs up to 13.9), joined {(1, 0), (2, 0), (2, 1)} to the
+    bottom row's five tiles, a group of 8 that outnumbered the 7 top tiles (right pairs of significance
+    3.8-11.6, cut off with the weak bridge (1, 1)-(2, 1)); the corroborated search then closed a loop
+    through it with another pair whose tiles hardly overlap, and 7 tiles ended worse than their stage, up to
+    20.5 px. At the first solve it put (2, 0) and (2, 1) 17.7 px from their stage positions in the bottom
+    row's gauge (window 13.7 px), and the other overlap across it, (2, 1)-(3, 1), read -0.08 standard errors
+    for that placement over the stage's.
+
+    Returns ``((positions, model, kept), dropped, within, lone)``, ``within`` such a kept pair and the tiles
+    of its side (empty if none), ``lone`` the pairs of ``dropped`` refused as far lone links, with their
+    sides. ``moved``: the pairs moved by loop closure (they close no loop that checks a pair,
+    :func:`implausible_departure`, nor join the bridged side to the others).
     """
     dropped: set[tuple[TileIndex, TileIndex]] = set()
+    lone: dict[tuple[TileIndex, TileIndex], set[TileIndex]] = {}
     while True:
         solved = solve_positions(tiles, [p for p in pairs if (p.a, p.b) not in dropped], tile_step_px)
         worst = implausible_departure(solved[2], solved[1], moved)
         if worst is None:
-            return solved, dropped, {}
+            far = None if registrations is None else _far_side_unsupported(solved, registrations)
+            if far is None:
+                return solved, dropped, {}, lone
+            logger.info("pair %s-%s, on no loop, places %s beyond the search window and their other overlaps do "
+                        "not support that placement over the stage's: dropped from the first solve", *far[0], far[1])
+            dropped.add(far[0])
+            lone[far[0]] = set(far[1])
+            continue
         side = _bridged_within_window(worst, *solved, moved)
         if side:
             logger.info("pair %s-%s departs %.1f px from the stage model's step, beyond the other pairs' bound, "
                         "but the tiles it alone places, %s, lie within the stage's window: kept",
                         worst.a, worst.b, _departure(worst, solved[1]), sorted(side))
-            return solved, dropped, {(worst.a, worst.b): side}
+            return solved, dropped, {(worst.a, worst.b): side}, lone
         logger.info("pair %s-%s departs %.1f px from the stage model's step, the other kept pairs at most "
                     "%.1f px: dropped", worst.a, worst.b, _departure(worst, solved[1]),
                     max(_departure(p, solved[1]) for p in solved[2] if p is not worst))
@@ -1886,6 +1919,42 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     return found
 
 
+def _side_over_stage(pair: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
+                     positions: Mapping[TileIndex, np.ndarray], model: StageModel,
+                     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                     ) -> tuple[set[TileIndex], float]:
+    """The side that the kept link ``pair`` alone joins to the others among the kept ``links``
+    (:func:`bridged_side`) and the evidence of the side's other scored overlaps with the other tiles for
+    where it lies over the stage model's placement in the other side's gauge
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN if none scores both)."""
+    side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
+    placed = {t for link in links for t in link}
+    others = [(link, r) for link, r in links_out(sorted(side), registrations, placed - side) if link != pair]
+    return side, evidence_over_stage(sorted(side), others, positions, aligned)
+
+
+def _far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                          ) -> tuple[tuple[TileIndex, TileIndex], list[TileIndex]] | None:
+    """Of the kept links on no loop that place tiles they alone join beyond the joint search's window
+    (:func:`far_lone_links`), those whose side's other overlaps do not support that placement (their
+    evidence for it over the stage's placement, :func:`_side_over_stage`, below :data:`WEAK_PIECE_MARGIN`,
+    as for a weakly attached piece, or none scoring both), the one with the largest side, and its side;
+    else ``None``.
+
+    In a chain of such links the one nearest the other tiles carries every far tile on its side (201 slice
+    3: the wrong (2, 0)-(3, 0) holds {(1, 0), (2, 0), (2, 1)}, its other overlap (2, 1)-(3, 1), between
+    tiles that do not overlap, reads -0.08 standard errors; the right (1, 0)-(2, 0), significance 25.8, also
+    names (1, 0), whose side has no other overlap with the placed tiles).
+    """
+    positions, model, kept = solved
+    links = [(p.a, p.b) for p in kept]
+    judged = [(pair, *_side_over_stage(pair, links, positions, model, registrations))
+              for pair, _, _, _ in far_lone_links(links, positions, model)]
+    unsupported = [(len(side), pair, sorted(side)) for pair, side, margin in judged
+                   if not margin >= WEAK_PIECE_MARGIN]
+    return max(unsupported)[1:] if unsupported else None
+
+
 def _far_lone_links_to_stage(
     tiles: Sequence[TileIndex],
     solved: Solution,
@@ -1908,6 +1977,8 @@ def _far_lone_links_to_stage(
     (2, 2) 13.7 px from their stage positions, the window 10.8 px, their other pairs' margin -11.7: they
     ended 10.1 and 10.0 px off, their stage positions 2.7 and 3.3 px. A right link beyond the window, where
     the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
+    The first solve refuses such links already (:func:`_far_side_unsupported`); this catches those that
+    later steps make so.
 
     Returns
     -------
@@ -1925,10 +1996,7 @@ def _far_lone_links_to_stage(
             if pair in judged:
                 continue
             judged.add(pair)
-            side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
-            placed = {t for link in links for t in link}
-            others = [(link, r) for link, r in links_out(sorted(side), registrations, placed - side) if link != pair]
-            margin = evidence_over_stage(sorted(side), others, positions, aligned)
+            side, margin = _side_over_stage(pair, links, positions, model, registrations)
             if margin >= 0:
                 logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
                             "window (%.1f px), left: the side's other links prefer that placement to the stage's "

@@ -368,15 +368,21 @@ def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
 
 def lone_links_refused_flag(transform: TileTransform) -> str | None:
     """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
-    tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`), if any."""
-    from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED
+    tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`) or, refused by
+    the first solve (:func:`~linumpy.stitching.estimate._far_side_unsupported`), placed by their other
+    overlaps, if any."""
+    from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST
 
-    links = [f"{r.a}-{r.b}" for r in transform.pairs if r.status == FAR_LONE_LINK_REFUSED]
+    refusals = (FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST)
+    links = [f"{r.a}-{r.b}" for r in transform.pairs if r.status in refusals]
     if not links:
         return None
     tiles = sorted(t for t, record in transform.tiles.items() if record.far_lone_link_to_stage)
+    searched = sorted(t for t, record in transform.tiles.items() if record.far_lone_link_searched)
     return (f"lone link(s) {', '.join(links)} refused: they placed tiles beyond the search window; "
-            f"{len(tiles)} tile(s) {', '.join(map(str, tiles))} on the stage model: check the stitched slice")
+            f"{len(tiles)} tile(s) {', '.join(map(str, tiles))} on the stage model"
+            + (f", {len(searched)} tile(s) {', '.join(map(str, searched))} placed by their other overlaps"
+               if searched else "") + ": check the stitched slice")
 
 
 #: A slice is flagged when more than this fraction of its tiles fall back to the stage model.
@@ -416,6 +422,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_far_lone_link_tiles`` those an accepted pair on no loop places beyond the search window (each such
     pair a flag, :func:`far_lone_links`), ``n_far_lone_link_to_stage_tiles`` those put on the stage model
     because such a link was refused (one flag, :func:`lone_links_refused_flag`),
+    ``n_far_lone_link_searched_tiles`` those placed by their other overlaps once the first solve refused such a
+    link,
     ``n_lone_edge_link_along_stage_tiles`` those on the stage model along the ridge of their lone edge link,
     kept across it only (no flag),
     ``n_far_weak_peak_refused_tiles``
@@ -474,6 +482,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
     metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage
                                                     for record in transform.tiles.values())
+    metrics["n_far_lone_link_searched_tiles"] = sum(record.far_lone_link_searched
+                                                    for record in transform.tiles.values())
     metrics["n_lone_edge_link_along_stage_tiles"] = sum(record.lone_edge_link_along_stage
                                                         for record in transform.tiles.values())
     metrics["n_far_weak_peak_refused_tiles"] = sum(record.far_weak_peak_refused
@@ -520,6 +530,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "costly_link_refused": record.costly_link_refused,
                     "corroboration_refused": record.corroboration_refused,
                     "far_lone_link_to_stage": record.far_lone_link_to_stage,
+                    "far_lone_link_searched": record.far_lone_link_searched,
                     "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
                     "tied_to_left_out": record.tied_to_left_out,
                     **tile_risk_fields(risk, tile),

@@ -35,6 +35,9 @@ FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
 #: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
+#: Status of such a pair refused by the solve of the confident pairs, before the searches
+#: (:func:`linumpy.stitching.estimate._solve_plausible`): its tiles placed by their other pairs, or on the stage.
+FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search window, refused by the first solve"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.estimate._lone_edge_links_across_only`).
@@ -221,6 +224,13 @@ class TileRecord:
         placing its tiles beyond the search window, tiles on the stage``)
         and the tile is on the stage. False in transforms written before
         session lone60.
+    far_lone_link_searched : bool
+        Such a link, kept by the solve of the confident pairs, was refused
+        there (status ``lone link placing its tiles beyond the search window,
+        refused by the first solve``), and the searches placed the tile by its
+        other overlaps, without it; where they did not, the tile is on the
+        stage and ``far_lone_link_to_stage`` is set. False in transforms
+        written before session wrongpeak.
     lone_edge_link_along_stage : bool
         The tile's only link to the other tiles was a kept edge link on no
         loop, and its other overlaps with them did not prefer where that link
@@ -252,6 +262,7 @@ class TileRecord:
     costly_link_refused: bool = False
     corroboration_refused: bool = False
     far_lone_link_to_stage: bool = False
+    far_lone_link_searched: bool = False
     lone_edge_link_along_stage: bool = False
     tied_to_left_out: bool = False
 
@@ -375,6 +386,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "costly_link_refused": bool(record.costly_link_refused),
              "corroboration_refused": bool(record.corroboration_refused),
              "far_lone_link_to_stage": bool(record.far_lone_link_to_stage),
+             "far_lone_link_searched": bool(record.far_lone_link_searched),
              "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
              "tied_to_left_out": bool(record.tied_to_left_out),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
@@ -459,6 +471,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 costly_link_refused=bool(t.get("costly_link_refused", False)),
                 corroboration_refused=bool(t.get("corroboration_refused", False)),
                 far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)),
+                far_lone_link_searched=bool(t.get("far_lone_link_searched", False)),
                 lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)))
                 for t in data.get("tiles", [])},
