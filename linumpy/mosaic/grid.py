@@ -50,7 +50,7 @@ _MAX_CHUNK_VOXELS = 2**22
 #: The files of a tile are announced to the kernel this many tiles before the reader thread reads it.
 ANNOUNCE_AHEAD_TILES = 2
 #: The reader thread reads tiles this many tiles ahead of the one whose preparation is queued.
-READ_AHEAD_TILES = 2
+READ_AHEAD_TILES = 1
 
 
 @dataclass(frozen=True)
