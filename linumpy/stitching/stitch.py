@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +54,8 @@ from linumpy.stitching.blend import (
 )
 from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
 from linumpy.stitching.slab_cache import SlabCache, slab_uses
-from linumpy.stitching.summaries import SummarySource, TileSummaries, read_tile_summaries, tile_summaries
+from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summaries_checked_aside,
+                                         tile_summaries, unusable_aip_fallback)
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
@@ -262,15 +263,23 @@ def stitch_mosaic_grid(
     info = read_omezarr_info(in_path)
     data, resolution = open_omezarr_level(in_path)
     layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
-    summaries, source = None, SummarySource("none", "not needed: transform given and flat field off")
-    if transform_path is None or flatfield != "none":
-        summaries, source = read_tile_summaries(data, layout, aip_path, progress, workers)
-    with ThreadPoolExecutor(1, thread_name_prefix="stitch-flat") as flat_thread:
-        # The fusion flat field's smoothed projections and levels do not depend on the positions: computed
-        # beside their estimate (about half of its CPU, serial after the estimate otherwise).
-        levels = flat_thread.submit(_signal_levels, summaries) if flatfield == "auto" else None
-        transform = obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress,
-                                     workers)
+    summaries, source, check = None, SummarySource("none", "not needed: transform given and flat field off"), None
+    with ThreadPoolExecutor(1, thread_name_prefix="stitch-flat") as aside:
+        # Beside the estimate (serial work otherwise): the AIP's check against the grid (a tile read, decoded and
+        # summarised), then the fusion flat field's smoothed projections and levels (independent of the
+        # positions). A failed check (an AIP that is not this grid's) reads the tiles and starts again.
+        if transform_path is None or flatfield != "none":
+            summaries, source, check = aip_summaries_checked_aside(data, layout, aip_path, aside, progress, workers)
+
+        def estimate(summaries: TileSummaries | None) -> tuple[TileTransform, Future | None]:
+            levels = aside.submit(_signal_levels, summaries) if flatfield == "auto" else None
+            return obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress,
+                                    workers), levels
+
+        transform, levels = estimate(summaries)
+        if check is not None and (error := check.result()) is not None:
+            summaries, source = unusable_aip_fallback(data, layout, error, progress, workers)
+            transform, levels = estimate(summaries)
         from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
         from linumpy.stitching.transform import save_transform
 
