@@ -105,7 +105,7 @@ def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_pat
 
 def test_tiles_written_slab_by_slab_equal_the_raw_tiles(tiny_acquisition, tmp_path, monkeypatch):
     """Chunks of 3 planes: every tile is written as several z-chunk slabs by two workers, read ahead on the
-    reader thread; the grid is each raw tile, its AIP the tile's mean."""
+    reader thread and prepared by the workers; the grid is each raw tile, its AIP the tile's mean."""
     import linumpy.mosaic.grid as grid_module
 
     section = open_acquisition(tiny_acquisition, axial_resolution_um=1.5).slice(0)
@@ -113,6 +113,37 @@ def test_tiles_written_slab_by_slab_equal_the_raw_tiles(tiny_acquisition, tmp_pa
     monkeypatch.setattr(grid_module, "_MAX_CHUNK_VOXELS", 3 * ty * tx)
     geometry = write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
     assert geometry.chunks[0] == 3 < nz
+    grid = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()
+    aip = read_omezarr(tmp_path / "a.ome.zarr")[0].compute()
+    for (row, col), tile in section.tiles.items():
+        values = tile.read()
+        part = (slice(row * ty, (row + 1) * ty), slice(col * tx, (col + 1) * tx))
+        np.testing.assert_array_equal(grid[(slice(None), *part)], values)
+        np.testing.assert_array_equal(aip[part], values.mean(axis=0, dtype=np.float64).astype(np.float32))
+
+
+def test_the_reader_thread_only_reads_and_the_workers_prepare(tiny_acquisition, tmp_path, monkeypatch):
+    """The tiles are read on the reader thread and cleaned, summarised and written by the two workers (the
+    reader's share of the CPU must not set the step's pace); the grid is each raw tile, its AIP the tile's
+    mean."""
+    import threading
+
+    import linumpy.mosaic.grid as grid_module
+
+    section = open_acquisition(tiny_acquisition, axial_resolution_um=1.5).slice(0)
+    threads: dict[str, set[str]] = {"read": set(), "summary": set()}
+
+    def on_thread(name, function):
+        def recorded(*args, **kwargs):
+            threads[name].add(threading.current_thread().name.rsplit("_", 1)[0])
+            return function(*args, **kwargs)
+        return recorded
+
+    monkeypatch.setattr(grid_module, "read_tile", on_thread("read", grid_module.read_tile))
+    monkeypatch.setattr(grid_module, "tile_summary", on_thread("summary", grid_module.tile_summary))
+    write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
+    assert threads == {"read": {"mosaic-read"}, "summary": {"linumpy"}}
+    nz, ty, tx = section.tile_shape
     grid = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()
     aip = read_omezarr(tmp_path / "a.ome.zarr")[0].compute()
     for (row, col), tile in section.tiles.items():

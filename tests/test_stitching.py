@@ -597,6 +597,54 @@ def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):
     assert np.array_equal(blocked.compute(), read_omezarr(whole)[0].compute())
 
 
+@pytest.mark.parametrize("planes_per_block", [None, 2], ids=["whole tile slabs", "tile parts"])
+def test_every_chunk_file_the_fusion_reads_was_announced_before(tmp_path, monkeypatch, planes_per_block):
+    """The fusion announces each chunk file of the mosaic grid to the kernel (read-ahead) before a thread reads
+    it: the whole tile slabs it keeps at their first read (the default slab cache holds every slab of this
+    grid: none is read twice), or every tile part when blocks span fewer planes than a chunk."""
+    import builtins
+    import threading
+
+    import linumpy.io.prefetch as prefetch
+    from linumpy.io.zarr import read_omezarr
+    from linumpy.stitching import stitch
+
+    grid_path = tmp_path / "grid.ome.zarr"
+    write_mosaic_grid(grid_path, grid=(3, 2), depth=5)
+    whole = tmp_path / "whole.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, whole, n_levels=0, flatfield="none")
+    if planes_per_block:
+        monkeypatch.setattr(stitch, "MAX_BLOCK_BYTES", planes_per_block * 4 * stitch.BLOCK_PX**2)
+    lock, announced, read, unannounced = threading.Lock(), set(), [], []
+    announce, open_file = prefetch.prefetch_files, builtins.open
+
+    def announce_recorded(paths):
+        paths = [Path(p) for p in paths]
+        with lock:
+            announced.update(paths)
+        announce(paths)
+
+    def open_recorded(path, mode="r", *args, **kwargs):
+        path_ = Path(path) if isinstance(path, (str, Path)) else None
+        if path_ is not None and "r" in mode and grid_path in path_.parents and path_.name.isdigit():
+            with lock:
+                read.append(path_)
+                if path_ not in announced:
+                    unannounced.append(path_)
+        return open_file(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(prefetch, "prefetch_files", announce_recorded)
+    monkeypatch.setattr(builtins, "open", open_recorded)
+    fused = tmp_path / "fused.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, fused, transform_path=tmp_path / "whole_transform.json", n_levels=0,
+                              flatfield="none", workers=2)
+    monkeypatch.setattr(builtins, "open", open_file)
+    assert read and not unannounced
+    if not planes_per_block:
+        assert len(read) == len(set(read)) == 6  # each tile's one chunk, read once
+    assert np.array_equal(read_omezarr(fused)[0].compute(), read_omezarr(whole)[0].compute())
+
+
 def test_the_stitch_reads_its_tiles_before_scipy_is_imported():
     """The stitch module loads no scipy: its registration's modules are imported on a thread while the tiles
     are summarised (about a second of serial imports otherwise)."""

@@ -139,3 +139,44 @@ def test_both_orchestrators_give_the_stitch_the_mosaic_grids_aip(tmp_path):
     module = (ROOT / "modules" / "local" / "create_mosaic_grid.nf").read_text()
     assert 'path("mosaic_grid_3d_${meta.tag}.ome.zarr"), path("mosaic_grid_2d_${meta.tag}.ome.zarr"), emit: grid' \
         in module  # STITCH_3D takes CREATE_MOSAIC_GRID.out.grid: (meta, grid, aip)
+
+
+def test_the_aip_check_runs_beside_the_estimate_and_a_failed_one_starts_again_from_the_tiles(grid, tmp_path,
+                                                                                            monkeypatch):
+    """The central tile's check of the AIP (a tile read, decoded and summarised) runs on the ``stitch-flat``
+    thread, not serially before the estimate; an AIP whose only fault is that tile's least plane mean (one bit)
+    is found out there, and the stitch starts again from the tiles: the same volume, transform and flat field
+    as a stitch without an AIP, its QC record naming the reason."""
+    import threading
+
+    import linumpy.stitching.summaries as summaries_module
+    from linumpy.stitching.stitch import stitch_mosaic_grid
+
+    grid_path, aip_path = grid
+    data, layout = open_grid(grid_path)
+    corrupted = corrupt(aip_path, tmp_path, lambda attributes: _perturb_checked(attributes, checked_tile(layout)))
+    threads = []
+    tile_summary = summaries_module.tile_summary
+
+    def on_thread(tile):
+        threads.append(threading.current_thread().name)
+        return tile_summary(tile)
+
+    monkeypatch.setattr(summaries_module, "tile_summary", on_thread)
+    outputs = {}
+    for name, aip in [("tiles", None), ("corrupted", corrupted), ("aip", aip_path)]:
+        threads.clear()
+        out = tmp_path / name / "slice_z00_stitch_3d.ome.zarr"
+        stitch_mosaic_grid(grid_path, out, aip_path=aip, n_levels=1, workers=2)
+        qc = json.loads((tmp_path / name / "slice_z00_stitch_3d_qc.json").read_text())["metrics"]
+        outputs[name] = (np.asarray(read_omezarr(out)[0]), qc["fusion_flatfield"],
+                         (tmp_path / name / "slice_z00_stitch_3d_transform.json").read_text())
+        first_thread = threads[0] if threads else None
+        if name != "tiles":
+            assert first_thread.startswith("stitch-flat")
+        if name == "corrupted":
+            assert qc["tile_summaries"]["source"] == "tiles"
+            assert "differs from the one recomputed from the grid" in qc["tile_summaries"]["reason"]
+    for name in ("corrupted", "aip"):
+        assert np.array_equal(outputs[name][0], outputs["tiles"][0])
+        assert outputs[name][1:] == outputs["tiles"][1:]

@@ -13,11 +13,13 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,9 @@ logger = logging.getLogger(__name__)
 #: Largest number of voxels of one storage chunk (16 MB of float32): bounds the pyramid step's memory.
 _MAX_CHUNK_VOXELS = 2**22
 #: The files of a tile are announced to the kernel this many tiles before the reader thread reads it.
-READ_AHEAD_TILES = 2
+ANNOUNCE_AHEAD_TILES = 2
+#: The reader thread reads tiles this many tiles ahead of the one whose preparation is queued.
+READ_AHEAD_TILES = 1
 
 
 @dataclass(frozen=True)
@@ -220,10 +224,11 @@ def write_mosaic_grid(
 ) -> GridGeometry:
     """Write a slice's 3D mosaic grid and its 2D average intensity projection.
 
-    Tiles are read, cleaned of NaN/inf (:func:`zero_non_finite`) and prepared
-    (:func:`prepare_tile`) in order on a reader thread, a few tiles ahead of
-    the ``workers`` threads that write them, z-chunk slab by slab: memory
-    holds at most about ``2 * workers + 1`` tiles.
+    Tiles are read in order on a reader thread, a few tiles
+    (:data:`READ_AHEAD_TILES`) ahead of the ``workers`` threads that clean
+    them of NaN/inf (:func:`zero_non_finite`), prepare them
+    (:func:`prepare_tile`) and write them, z-chunk slab by slab: memory holds
+    at most about ``READ_AHEAD_TILES + 2 * workers`` tiles.
 
     Parameters
     ----------
@@ -298,33 +303,45 @@ def write_mosaic_grid(
         depth, z_chunk = geometry.shape[0], geometry.chunks[0]
         slabs = [slice(z0, min(z0 + z_chunk, depth)) for z0 in range(0, depth, z_chunk)]
 
-        def prepare(position: tuple[int, int], tile: Any) -> _PreparedTile:
-            """Read a tile (into a spare array: a fresh 40 MB array costs its page faults), clean and prepare it,
-            write its AIP part (its summary's projection) and keep its least plane mean."""
+        def read(tile: Any) -> np.ndarray:
+            """Read a tile (into a spare array: a fresh 40 MB array costs its page faults)."""
             try:
                 out = spare.get_nowait()
             except queue.Empty:
                 out = None
-            raw = zero_non_finite(read_tile(tile, galvo, out), tile.path)
-            prepared = prepare_tile(curvature.correct(raw), geometry, dtype)
-            summary = tile_summary(prepared)
-            aip[geometry.region(*position)[1:]] = summary.projection
-            least_plane_means[position] = summary.least_plane_mean
-            aip_parts.done()
-            return _PreparedTile(raw, prepared, _Countdown(len(slabs)))
+            return read_tile(tile, galvo, out)
 
-        def lay_out(job: tuple[tuple[int, int], slice, Future]) -> None:
-            position, planes, ready = job
+        def prepare(position: tuple[int, int], tile: Any, reading: Future, ready: Future) -> None:
+            """Clean and prepare a tile once read, write its AIP part (its summary's projection) and keep its
+            least plane mean; ``ready`` gets it (or the failure, so that its slabs' jobs fail instead of waiting)."""
+            try:
+                raw = zero_non_finite(reading.result(), tile.path)
+                prepared = prepare_tile(curvature.correct(raw), geometry, dtype)
+                summary = tile_summary(prepared)
+                aip[geometry.region(*position)[1:]] = summary.projection
+                least_plane_means[position] = summary.least_plane_mean
+                aip_parts.done()
+            except BaseException as error:
+                ready.set_exception(error)
+                raise
+            ready.set_result(_PreparedTile(raw, prepared, _Countdown(len(slabs))))
+
+        def lay_out(position: tuple[int, int], planes: slice, ready: Future) -> None:
+            """Write one z-chunk slab of a prepared tile with its pyramid chunks."""
             tile = ready.result()
             grid[(planes, *geometry.region(*position)[1:])] = tile.prepared[planes]
             if tile.slabs_left.done():
                 spare.put(tile.raw)
 
-        def slab_jobs() -> Iterator[tuple[tuple[int, int], slice, Future]]:
-            for position, tile in tiles:
-                ready = reader.submit(prepare, position, tile)
-                for planes in slabs:
-                    yield position, planes, ready
+        def jobs() -> Iterator[Callable[[], None]]:
+            """Each tile's preparation, then the slabs of the tile before it (prepared one tile ahead)."""
+            previous: list[Callable[[], None]] = []
+            for (position, tile), raw in read_ahead(reader, read, tiles, READ_AHEAD_TILES):
+                ready: Future = Future()
+                yield functools.partial(prepare, position, tile, raw, ready)
+                yield from previous
+                previous = [functools.partial(lay_out, position, planes, ready) for planes in slabs]
+            yield from previous
 
         def aip_qc() -> tuple[dict[str, Any], dict[str, bytes]] | None:
             """Finalize the AIP and make the QC figure from it while the last tiles' grid slabs are written."""
@@ -335,24 +352,27 @@ def write_mosaic_grid(
             aip.finalize(resolution_mm[1:], n_levels, attributes | summaries, publish=False)
             return mosaic_grid_qc(aip.stored, geometry.grid_shape, sorted(section.tiles))
 
-        # The reader thread reads, cleans and prepares the tiles in order and writes their AIP parts,
-        # a few tiles ahead of the workers (each tile's files announced to the kernel READ_AHEAD_TILES
-        # tiles earlier, so that the disk reads them meanwhile): a worker does not wait for the disk,
-        # and the reader uses a core whenever a worker waits for its writes. A worker's job writes one
-        # z-chunk slab of a tile with its pyramid chunks: jobs fill whole chunks, so threads never write
-        # the same chunk, and the order in which they finish does not matter (a thread takes the next
-        # job as soon as it is done); the last tile's slabs are written by every worker at once.
+        # The reader thread only reads the tiles (its files read into a tile array, each B-scan transposed
+        # into its plane), in order, READ_AHEAD_TILES tiles ahead of the tile whose preparation is queued
+        # (each tile's files announced to the kernel ANNOUNCE_AHEAD_TILES tiles before it reads them, so
+        # that the disk reads them meanwhile). The ``workers`` threads take the jobs in order: a tile's
+        # preparation (cleaned, prepared, summarised, its AIP part written), then each z-chunk slab of the
+        # tile before it, written with its pyramid chunks: the reader's share of the CPU is small enough
+        # that it stays ahead of the workers on a busy core, and a slab's tile is prepared when its job is
+        # taken (its preparation was queued a tile's jobs earlier). Slabs fill whole chunks, so threads
+        # never write the same chunk, and the order in which jobs finish does not matter (a thread takes
+        # the next job as soon as it is done); the last tile's slabs are written by every worker at once.
         # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they are written.
-        # The QC thread finalizes the AIP once the reader has written its last part, and draws its
-        # figure (with Pillow, milliseconds) while the last tiles' grid chunks are written.
+        # The QC thread finalizes the AIP once the last tile's part is written, and draws its figure (with
+        # Pillow, milliseconds) while the last tiles' grid chunks are written.
         ordered = morton_order(section.tiles.items(), lambda item: item[0])
-        tiles = prefetched(ordered, lambda item: tile_files(item[1].path), ahead=READ_AHEAD_TILES)
+        tiles = prefetched(ordered, lambda item: tile_files(item[1].path), ahead=ANNOUNCE_AHEAD_TILES)
         import_in_background(FIGURES_MODULE)
         qc = qc_thread.submit(aip_qc)
         try:
-            jobs = run_jobs(lay_out, slab_jobs(), workers)
-            total = len(section.tiles) * len(slabs)
-            for _ in tqdm(jobs, total=total, desc="mosaic grid", unit="slab", disable=not progress):
+            done = run_jobs(lambda job: job(), jobs(), workers)
+            total = len(section.tiles) * (1 + len(slabs))
+            for _ in tqdm(done, total=total, desc="mosaic grid", unit="job", disable=not progress):
                 pass
         finally:
             aip_parts.release()
@@ -366,6 +386,25 @@ def write_mosaic_grid(
         galvo.flags(galvo_confidence) + (curvature.flags() if curvature.source == "slice" else []),
     )
     return geometry
+
+
+def read_ahead(
+    reader: ThreadPoolExecutor, read: Callable[[Any], Any], items: Iterable[tuple[Any, Any]], ahead: int
+) -> Iterator[tuple[tuple[Any, Any], Future]]:
+    """Yield each ``(key, item)`` with the future of ``read(item)`` on ``reader``, submitted ``ahead`` items early.
+
+    Examples
+    --------
+    >>> with ThreadPoolExecutor(1) as pool:
+    ...     [(key, future.result()) for (key, _), future in read_ahead(pool, abs, [("a", -1), ("b", 2)], 1)]
+    [('a', 1), ('b', 2)]
+    """
+    submitted: deque[tuple[tuple[Any, Any], Future]] = deque()
+    for key, item in items:
+        submitted.append(((key, item), reader.submit(read, item)))
+        if len(submitted) > ahead:
+            yield submitted.popleft()
+    yield from submitted
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,38 @@ class FlatFieldFit:
     inlier_fraction: float
 
 
+@dataclass(frozen=True)
+class OverlapLevels:
+    """The projections as :func:`fit_flat_field` samples them, whatever the pairs' offsets.
+
+    Attributes
+    ----------
+    smoothed : dict
+        ``tile -> `` float64 projection smoothed by :data:`FIT_SMOOTHING_PX`.
+    logs : dict
+        ``tile -> `` log of the smoothed projection, levels floored at 1e-3 of the projections' 99th percentile.
+    """
+
+    smoothed: dict[TileIndex, np.ndarray]
+    logs: dict[TileIndex, np.ndarray]
+
+
+def overlap_levels(projections: Mapping[TileIndex, np.ndarray]) -> OverlapLevels:
+    """Smooth the projections and take their logs (:class:`OverlapLevels`): the part of the fit that does not
+    depend on the pairs, which a caller may compute before the offsets are known (e.g. on another thread)."""
+    levels = np.concatenate([np.ravel(p) for p in projections.values()])
+    floor = max(1e-3 * float(np.percentile(levels, 99)), 1e-12)
+    smoothed = {tile: ndimage.gaussian_filter(np.asarray(p, np.float64), FIT_SMOOTHING_PX)
+                for tile, p in projections.items()}
+    return OverlapLevels(smoothed, {tile: np.log(np.maximum(image, floor)) for tile, image in smoothed.items()})
+
+
 def fit_flat_field(
     projections: Mapping[TileIndex, np.ndarray],
     pairs: Sequence[tuple[TileIndex, TileIndex, tuple[int, int]]],
     degree: int = DEGREE,
     min_level: float | None = None,
+    levels: OverlapLevels | None = None,
 ) -> FlatFieldFit:
     """Fit the multiplicative flat field shared by all tiles to their overlaps.
 
@@ -80,6 +107,8 @@ def fit_flat_field(
         Use only the overlap samples where both smoothed projections exceed
         this level (None: every sample, levels floored at 1e-3 of the 99th
         percentile).
+    levels : OverlapLevels, optional
+        ``overlap_levels(projections)`` if already computed.
 
     Returns
     -------
@@ -91,11 +120,9 @@ def fit_flat_field(
     if len(pairs) < 2:
         return unfitted
     scale = np.array(shape, float) / 2
-    levels = np.concatenate([np.ravel(p) for p in projections.values()])
-    floor = max(1e-3 * float(np.percentile(levels, 99)), 1e-12)
-    smoothed = {tile: ndimage.gaussian_filter(np.asarray(p, np.float64), FIT_SMOOTHING_PX)
-                for tile, p in projections.items()}
-    logs = {tile: np.log(np.maximum(image, floor)) for tile, image in smoothed.items()}
+    if levels is None:
+        levels = overlap_levels(projections)
+    smoothed, logs = levels.smoothed, levels.logs
     rows, differences, pair_samples = [], [], {}
     for a, b, offset in pairs:
         slices = overlap_slices(shape, shape, offset)

@@ -37,7 +37,7 @@ import numpy as np
 
 from linumpy.stitching.blend import placement_origins
 from linumpy.stitching.estimate import DIRECTIONS, neighbour_pairs
-from linumpy.stitching.flatfield import fit_flat_field
+from linumpy.stitching.flatfield import OverlapLevels, fit_flat_field, overlap_levels
 from linumpy.stitching.global_solve import TileIndex
 
 logger = logging.getLogger(__name__)
@@ -112,12 +112,32 @@ def noise_floor(least_plane_means: Mapping[TileIndex, float]) -> float:
     return float(np.median(list(least_plane_means.values())))
 
 
-def fusion_flat_field(
-    projections: Mapping[TileIndex, np.ndarray],
-    least_plane_means: Mapping[TileIndex, float],
-    positions: Mapping[TileIndex, Sequence[float]],
-) -> FusionFlatField:
-    """Fit the flat field the fusion divides out, or say why not.
+@dataclass(frozen=True)
+class SignalLevels:
+    """What the fusion flat field's fit needs of the tiles' projections, whatever their positions.
+
+    Attributes
+    ----------
+    above : dict
+        ``tile -> `` float64 projection minus the noise floor.
+    floor : float
+        The noise floor (:func:`noise_floor`).
+    min_level : float
+        The signal level an overlap sample must exceed (:data:`MIN_SIGNAL_FRACTION` of the 90th percentile).
+    overlaps : OverlapLevels
+        ``above`` smoothed, and its logs (:func:`~linumpy.stitching.flatfield.overlap_levels`).
+    """
+
+    above: dict[TileIndex, np.ndarray]
+    floor: float
+    min_level: float
+    overlaps: OverlapLevels
+
+
+def signal_levels(projections: Mapping[TileIndex, np.ndarray],
+                  least_plane_means: Mapping[TileIndex, float]) -> SignalLevels:
+    """The part of :func:`fusion_flat_field`'s work that does not depend on the tiles' positions, which the
+    stitch computes on a thread of its own while the positions are estimated.
 
     Parameters
     ----------
@@ -125,6 +145,21 @@ def fusion_flat_field(
         ``tile -> (y, x)`` average intensity projection of every present tile.
     least_plane_means : mapping
         Each tile's smallest mean of one depth plane (for the noise floor).
+    """
+    floor = noise_floor(least_plane_means)
+    above = {tile: np.asarray(p, np.float64) - floor for tile, p in projections.items()}
+    levels = np.concatenate([np.ravel(p) for p in above.values()])
+    min_level = MIN_SIGNAL_FRACTION * max(float(np.percentile(levels, 90)), 0.0)
+    return SignalLevels(above, floor, min_level, overlap_levels(above))
+
+
+def fusion_flat_field(levels: SignalLevels, positions: Mapping[TileIndex, Sequence[float]]) -> FusionFlatField:
+    """Fit the flat field the fusion divides out, or say why not.
+
+    Parameters
+    ----------
+    levels : SignalLevels
+        The tiles' projections above the noise floor (:func:`signal_levels`).
     positions : mapping
         ``tile -> (y, x)`` estimated positions (rounded as the fusion rounds them).
 
@@ -136,14 +171,11 @@ def fusion_flat_field(
         stays within :data:`MAX_GAIN` and varies by more than
         :data:`MIN_VIGNETTING`; otherwise not applied, with the reason.
     """
-    floor = noise_floor(least_plane_means)
-    above = {tile: np.asarray(p, np.float64) - floor for tile, p in projections.items()}
-    levels = np.concatenate([np.ravel(p) for p in above.values()])
-    min_level = MIN_SIGNAL_FRACTION * max(float(np.percentile(levels, 90)), 0.0)
+    floor, min_level = levels.floor, levels.min_level
     origins, _ = placement_origins(positions)
     pairs = [(a, b, (origins[b][0] - origins[a][0], origins[b][1] - origins[a][1]))
-             for a, b in neighbour_pairs(sorted(projections))]
-    fit = fit_flat_field(above, pairs, min_level=max(min_level, np.finfo(float).tiny))
+             for a, b in neighbour_pairs(sorted(levels.above))]
+    fit = fit_flat_field(levels.above, pairs, min_level=max(min_level, np.finfo(float).tiny), levels=levels.overlaps)
     supported = {pair: n for pair, n in fit.pair_samples.items() if n >= MIN_PAIR_SAMPLES}
     per_direction = [sum((b[0] - a[0], b[1] - a[1]) == d for a, b in supported) for d in DIRECTIONS]
     support = {

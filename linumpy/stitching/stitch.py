@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
+from linumpy.io.prefetch import prefetched
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
@@ -53,12 +54,13 @@ from linumpy.stitching.blend import (
 )
 from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
 from linumpy.stitching.slab_cache import SlabCache, slab_uses
-from linumpy.stitching.summaries import SummarySource, TileSummaries, read_tile_summaries, tile_summaries
+from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summaries_checked_aside,
+                                         tile_summaries, unusable_aip_fallback)
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
     from linumpy.stitching.estimate import LoneLink
-    from linumpy.stitching.fusion_flatfield import FusionFlatField
+    from linumpy.stitching.fusion_flatfield import FusionFlatField, SignalLevels
     from linumpy.stitching.transform import TileTransform
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ BLOCK_PX = 2 * CHUNK_PX
 MAX_BLOCK_BYTES = 64 * 2**20
 #: Most bytes of decoded tile slabs kept for the blocks that read them again (:func:`tile_slabs`).
 SLAB_CACHE_BYTES = 128 * 2**20
+#: The chunk files a fused block reads are announced to the kernel this many blocks before it is queued.
+READ_AHEAD_BLOCKS = 2
 _REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
 
 
@@ -105,6 +109,13 @@ class MosaicGridLayout:
         """Return the ``(y, x)`` slices of ``tile`` in the mosaic grid array."""
         ty, tx = self.tile_shape[1:]
         return (slice(tile[0] * ty, (tile[0] + 1) * ty), slice(tile[1] * tx, (tile[1] + 1) * tx))
+
+    def part_slices(self, tile: TileIndex, part: tuple[slice, slice]) -> tuple[slice, slice]:
+        """Return the ``(y, x)`` slices in the mosaic grid array of ``part`` (``(y, x)`` slices in tile pixels)
+        of ``tile``."""
+        ys, xs = self.tile_slices(tile)
+        return (slice(ys.start + part[0].start, ys.start + part[0].stop),
+                slice(xs.start + part[1].start, xs.start + part[1].stop))
 
 
 def mosaic_grid_layout(attributes: dict, shape: Sequence[int], source: str) -> MosaicGridLayout:
@@ -252,18 +263,29 @@ def stitch_mosaic_grid(
     info = read_omezarr_info(in_path)
     data, resolution = open_omezarr_level(in_path)
     layout = mosaic_grid_layout(info.attributes, data.shape, str(in_path))
-    summaries, source = None, SummarySource("none", "not needed: transform given and flat field off")
-    if transform_path is None or flatfield != "none":
-        summaries, source = read_tile_summaries(data, layout, aip_path, progress, workers)
-    transform = obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress, workers)
-    from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
-    from linumpy.stitching.transform import save_transform
+    summaries, source, check = None, SummarySource("none", "not needed: transform given and flat field off"), None
+    with ThreadPoolExecutor(1, thread_name_prefix="stitch-flat") as aside:
+        # Beside the estimate (serial work otherwise): the AIP's check against the grid (a tile read, decoded and
+        # summarised), then the fusion flat field's smoothed projections and levels (independent of the
+        # positions). A failed check (an AIP that is not this grid's) reads the tiles and starts again.
+        if transform_path is None or flatfield != "none":
+            summaries, source, check = aip_summaries_checked_aside(data, layout, aip_path, aside, progress, workers)
 
-    positions = {tile: transform.position(tile) for tile in layout.tiles_present}
-    flat = FusionFlatField("off")
-    if flatfield == "auto":
-        flat = fusion_flat_field(summaries.projections, summaries.least_plane_means, positions)
-    del summaries
+        def estimate(summaries: TileSummaries | None) -> tuple[TileTransform, Future | None]:
+            levels = aside.submit(_signal_levels, summaries) if flatfield == "auto" else None
+            return obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress,
+                                    workers), levels
+
+        transform, levels = estimate(summaries)
+        if check is not None and (error := check.result()) is not None:
+            summaries, source = unusable_aip_fallback(data, layout, error, progress, workers)
+            transform, levels = estimate(summaries)
+        from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
+        from linumpy.stitching.transform import save_transform
+
+        positions = {tile: transform.position(tile) for tile in layout.tiles_present}
+        flat = FusionFlatField("off") if levels is None else fusion_flat_field(levels.result(), positions)
+    del summaries, levels
     # The QC record depends on the transform alone: its figure (matplotlib's import, the drawing and the PNG
     # rendering, about a second of serial work after the fusion otherwise) is made beside the fusion.
     with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
@@ -275,6 +297,14 @@ def stitch_mosaic_grid(
     metrics, figures, flags = qc.result()
     write_qc_record(out_path, "stitch_3d", metrics, figures, flags=flags)
     return transform
+
+
+def _signal_levels(summaries: TileSummaries) -> SignalLevels:
+    """The fusion flat field's inputs that do not depend on the positions
+    (:func:`~linumpy.stitching.fusion_flatfield.signal_levels`)."""
+    from linumpy.stitching.fusion_flatfield import signal_levels
+
+    return signal_levels(summaries.projections, summaries.least_plane_means)
 
 
 def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform) -> str:
@@ -607,7 +637,10 @@ def write_fused(
     corrected by ``flat`` as it is fused (:func:`~linumpy.stitching.blend.fuse_block`); a tile stored one
     chunk laterally is decoded whole, and kept for the next blocks that read it while
     :data:`SLAB_CACHE_BYTES` allows (:func:`tile_slabs`). ``workers`` threads read, fuse and write blocks, with
-    at most two blocks per thread in flight, so memory does not depend on the size of the slice.
+    at most two blocks per thread in flight, so memory does not depend on the size of the slice. The chunk
+    files a block reads (:func:`block_reads`) are announced to the kernel :data:`READ_AHEAD_BLOCKS` blocks
+    before it is queued (:func:`~linumpy.io.prefetch.prefetched`): the threads find them read instead of
+    waiting for the disk.
     """
     origins, translation = placement_origins(positions)
     tile_yx = layout.tile_shape[1:]
@@ -629,9 +662,7 @@ def write_fused(
         def read_tile(tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
             if whole_tiles:
                 return slabs.get((tile, z0), job)[(slice(None), *part)]
-            ys, xs = layout.tile_slices(tile)
-            return data[z0:z1, ys.start + part[0].start:ys.start + part[0].stop,
-                        xs.start + part[1].start:xs.start + part[1].stop]
+            return data[(slice(z0, z1), *layout.part_slices(tile, part))]
 
         block = fuse_block(box, z1 - z0, origins, tile_yx, read_tile, weights, blend, correct)
         writer[z0:z1, box.y0:box.y1, box.x0:box.x1] = _to_dtype(block, data.dtype)
@@ -654,13 +685,40 @@ def write_fused(
                        compression=compression, overwrite=overwrite, **finalize_options) as writer:
         # Blocks are chunk-aligned, so threads never write the same chunk, and the order in which they
         # finish does not matter: a thread takes the next block as soon as it is done.
-        done = run_jobs(fuse_and_write, range(len(tasks)), workers)
+        # Each block's chunk files are announced to the kernel READ_AHEAD_BLOCKS blocks before it is queued,
+        # so that the disk reads them while the blocks before it are fused.
+        reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None)
+        done = run_jobs(fuse_and_write, prefetched(range(len(tasks)), reads.__getitem__, READ_AHEAD_BLOCKS), workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)
     if whole_tiles:
         logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded,
                      sum(map(len, slabs.uses.values())))
+
+
+def block_reads(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
+                origins: dict[TileIndex, tuple[int, int]], z_slab: int,
+                uses: Mapping[tuple[TileIndex, int], Sequence[int]] | None) -> list[list[Path]]:
+    """The chunk files of the mosaic grid each fusion job reads from disk, by job.
+
+    With whole tile slabs kept for the jobs that read them again (``uses``: ``(tile, z0) -> jobs``, the
+    :class:`~linumpy.stitching.slab_cache.SlabCache`'s), the files of the slabs the job is the first to read:
+    a slab read again after it left the cache is not counted (announcing every read would read again from disk
+    the slabs the cache still holds). Without (``uses`` None), the files of every tile part the job reads.
+    Other arguments as in :func:`tile_slabs`.
+    """
+    tile_yx, depth = layout.tile_shape[1:], layout.tile_shape[0]
+    files: list[list[Path]] = [[] for _ in tasks]
+    if uses is not None:
+        for (tile, z0), jobs in uses.items():
+            files[jobs[0]] += data.chunk_files((slice(z0, min(z0 + z_slab, depth)), *layout.tile_slices(tile)))
+        return files
+    for job, (z0, box) in enumerate(tasks):
+        for tile, part in tiles_in_box(box, origins, tile_yx):
+            region = layout.part_slices(tile, (slice(part.y0, part.y1), slice(part.x0, part.x1)))
+            files[job] += data.chunk_files((slice(z0, min(z0 + z_slab, depth)), *region))
+    return files
 
 
 def tile_slabs(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,7 +82,8 @@ def checked_tile(layout: MosaicGridLayout) -> TileIndex:
     return min(layout.tiles_present, key=lambda t: ((t[0] - centre[0]) ** 2 + (t[1] - centre[1]) ** 2, t))
 
 
-def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayout) -> TileSummaries:
+def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayout,
+                       check: bool = True) -> TileSummaries:
     """The tiles' summaries as the mosaic grid step saved them in its AIP, checked against the grid ``data``.
 
     Raises
@@ -90,7 +92,7 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
         If the AIP cannot be read, its level 0 is not float32 of the grid's ``(y, x)`` shape, its
         ``tile_least_plane_means`` attribute is missing, not ``(rows, cols)`` or not finite at a present
         tile, or the central present tile's summary (:func:`checked_tile`) recomputed from ``data`` differs
-        in any bit.
+        in any bit (``check``; without it, :func:`check_aip_summaries` makes that check).
     """
     try:
         attributes = read_omezarr_info(aip_path).attributes
@@ -113,13 +115,63 @@ def summaries_from_aip(aip_path: str | os.PathLike, data, layout: MosaicGridLayo
         raise UnusableAipError(f"{LEAST_PLANE_MEANS_ATTRIBUTE} of {aip_path} is not finite at every present tile")
     summaries = TileSummaries({t: np.asarray(aip[layout.tile_slices(t)]) for t in layout.tiles_present},
                               {t: float(least[t]) for t in layout.tiles_present})
+    if check:
+        check_aip_summaries(aip_path, data, layout, summaries)
+    return summaries
+
+
+def check_aip_summaries(aip_path: str | os.PathLike, data, layout: MosaicGridLayout,
+                        summaries: TileSummaries) -> None:
+    """Raise :class:`UnusableAipError` unless the central present tile's summary (:func:`checked_tile`)
+    recomputed from the grid ``data`` equals the one taken from the AIP at ``aip_path``, bit for bit."""
     checked = checked_tile(layout)
     recomputed = tile_summary(read_block(data, (slice(None), *layout.tile_slices(checked))))
     if not (np.array_equal(recomputed.projection.view(np.uint32), summaries.projections[checked].view(np.uint32))
             and recomputed.least_plane_mean == summaries.least_plane_means[checked]):
         raise UnusableAipError(f"tile {checked}'s summary in {aip_path} differs from the one recomputed "
                                "from the grid")
-    return summaries
+
+
+def aip_summaries_checked_aside(data, layout: MosaicGridLayout, aip_path: str | os.PathLike | None,
+                                aside: Executor, progress: bool = False, workers: int | None = None,
+                                ) -> tuple[TileSummaries, SummarySource, Future | None]:
+    """:func:`read_tile_summaries` with the AIP's check against the grid (:func:`check_aip_summaries`: a
+    tile read and decoded) submitted to ``aside`` instead of awaited.
+
+    Returns
+    -------
+    (TileSummaries, SummarySource, Future or None)
+        The summaries, where they came from, and the check's future when they came from the AIP: its
+        result is None when the check passed, else the :class:`UnusableAipError` (the caller then reads
+        the tiles, :func:`unusable_aip_fallback`, and starts again from their summaries).
+    """
+    if aip_path is None:
+        return (*read_tile_summaries(data, layout, aip_path, progress, workers), None)
+    try:
+        summaries = summaries_from_aip(aip_path, data, layout, check=False)
+    except UnusableAipError as error:
+        return (*unusable_aip_fallback(data, layout, error, progress, workers), None)
+
+    def check() -> UnusableAipError | None:
+        try:
+            check_aip_summaries(aip_path, data, layout, summaries)
+        except UnusableAipError as error:
+            return error
+        return None
+
+    return summaries, _aip_source(layout), aside.submit(check)
+
+
+def unusable_aip_fallback(data, layout: MosaicGridLayout, error: UnusableAipError, progress: bool = False,
+                          workers: int | None = None) -> tuple[TileSummaries, SummarySource]:
+    """The summaries read from the tiles because the AIP is not usable (``error``), with a warning."""
+    logger.warning("tile summaries read from the tiles: %s", error)
+    return tile_summaries(data, layout, progress, workers), SummarySource("tiles", str(error))
+
+
+def _aip_source(layout: MosaicGridLayout) -> SummarySource:
+    """Where summaries taken from the AIP and checked came from."""
+    return SummarySource("aip", f"tile {checked_tile(layout)} recomputed from the grid: identical")
 
 
 def read_tile_summaries(data, layout: MosaicGridLayout, aip_path: str | os.PathLike | None,
@@ -137,6 +189,5 @@ def read_tile_summaries(data, layout: MosaicGridLayout, aip_path: str | os.PathL
     try:
         summaries = summaries_from_aip(aip_path, data, layout)
     except UnusableAipError as error:
-        logger.warning("tile summaries read from the tiles: %s", error)
-        return tile_summaries(data, layout, progress, workers), SummarySource("tiles", str(error))
-    return summaries, SummarySource("aip", f"tile {checked_tile(layout)} recomputed from the grid: identical")
+        return unusable_aip_fallback(data, layout, error, progress, workers)
+    return summaries, _aip_source(layout)
