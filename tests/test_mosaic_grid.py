@@ -103,6 +103,18 @@ def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def _assert_grid_holds_the_raw_tiles(section, folder):
+    """The grid at ``folder/g.ome.zarr`` is each raw tile side by side, its AIP ``folder/a.ome.zarr`` each tile's mean."""
+    _, ty, tx = section.tile_shape
+    grid = read_omezarr(folder / "g.ome.zarr")[0].compute()
+    aip = read_omezarr(folder / "a.ome.zarr")[0].compute()
+    for (row, col), tile in section.tiles.items():
+        values = tile.read()
+        part = (slice(row * ty, (row + 1) * ty), slice(col * tx, (col + 1) * tx))
+        np.testing.assert_array_equal(grid[(slice(None), *part)], values)
+        np.testing.assert_array_equal(aip[part], values.mean(axis=0, dtype=np.float64).astype(np.float32))
+
+
 def test_tiles_written_slab_by_slab_equal_the_raw_tiles(tiny_acquisition, tmp_path, monkeypatch):
     """Chunks of 3 planes: every tile is written as several z-chunk slabs by two workers, read ahead on the
     reader thread and prepared by the workers; the grid is each raw tile, its AIP the tile's mean."""
@@ -113,13 +125,7 @@ def test_tiles_written_slab_by_slab_equal_the_raw_tiles(tiny_acquisition, tmp_pa
     monkeypatch.setattr(grid_module, "_MAX_CHUNK_VOXELS", 3 * ty * tx)
     geometry = write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
     assert geometry.chunks[0] == 3 < nz
-    grid = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()
-    aip = read_omezarr(tmp_path / "a.ome.zarr")[0].compute()
-    for (row, col), tile in section.tiles.items():
-        values = tile.read()
-        part = (slice(row * ty, (row + 1) * ty), slice(col * tx, (col + 1) * tx))
-        np.testing.assert_array_equal(grid[(slice(None), *part)], values)
-        np.testing.assert_array_equal(aip[part], values.mean(axis=0, dtype=np.float64).astype(np.float32))
+    _assert_grid_holds_the_raw_tiles(section, tmp_path)
 
 
 def test_the_reader_thread_only_reads_and_the_workers_prepare(tiny_acquisition, tmp_path, monkeypatch):
@@ -143,14 +149,7 @@ def test_the_reader_thread_only_reads_and_the_workers_prepare(tiny_acquisition, 
     monkeypatch.setattr(grid_module, "tile_summary", on_thread("summary", grid_module.tile_summary))
     write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
     assert threads == {"read": {"mosaic-read"}, "summary": {"linumpy"}}
-    nz, ty, tx = section.tile_shape
-    grid = read_omezarr(tmp_path / "g.ome.zarr")[0].compute()
-    aip = read_omezarr(tmp_path / "a.ome.zarr")[0].compute()
-    for (row, col), tile in section.tiles.items():
-        values = tile.read()
-        part = (slice(row * ty, (row + 1) * ty), slice(col * tx, (col + 1) * tx))
-        np.testing.assert_array_equal(grid[(slice(None), *part)], values)
-        np.testing.assert_array_equal(aip[part], values.mean(axis=0, dtype=np.float64).astype(np.float32))
+    _assert_grid_holds_the_raw_tiles(section, tmp_path)
 
 
 def test_a_tile_that_fails_to_read_stops_the_grid(tiny_acquisition, tmp_path):
