@@ -19,6 +19,7 @@ from linumpy.io.motor_table import (
     read_motor_positions,
     write_motor_positions,
 )
+from linumpy.io import native_tiles
 from linumpy.io.native_tiles import (
     INFO_NAME,
     NativeTileInfo,
@@ -82,6 +83,20 @@ def test_native_tile_read_into_a_reused_array(tmp_path, volume):
         read_native_tile(tmp_path / "a", out=np.empty((7, 6, 6), np.float32))
     with pytest.raises(ValueError, match="expected a C-contiguous float32"):
         read_native_tile(tmp_path / "a", out=np.empty(volume.shape, np.float64))
+
+
+@pytest.mark.parametrize("frames_per_read", [1, 2, 4])
+def test_native_tile_read_a_few_frames_at_a_time_is_the_tile(tmp_path, volume, monkeypatch, frames_per_read):
+    # 18 frames of 3 repeats over 4 files (5, 5, 4, 4 frames): reads of 1, 2 or 4 frames split both the files
+    # and the repeat groups; with and without the galvo band moved.
+    make_native_tile(tmp_path / "t", volume, n_repeat=3, n_extra=4, n_files=4)
+    whole = {shift: read_native_tile(tmp_path / "t", aline_shift=shift) for shift in (0, 2)}
+    frame_bytes = 7 * (5 + 4) * 4
+    monkeypatch.setattr(native_tiles, "READ_BYTES", frames_per_read * frame_bytes + frame_bytes // 2)
+    tile = read_native_tile(tmp_path / "t")
+    np.testing.assert_allclose(tile, volume, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(tile, whole[0])
+    np.testing.assert_array_equal(read_native_tile(tmp_path / "t", aline_shift=2), whole[2])
 
 
 def test_truncated_bin_names_the_file(tmp_path, volume):
