@@ -645,63 +645,6 @@ def test_every_chunk_file_the_fusion_reads_was_announced_before(tmp_path, monkey
     assert np.array_equal(read_omezarr(fused)[0].compute(), read_omezarr(whole)[0].compute())
 
 
-def test_the_first_blocks_chunk_files_are_announced_while_the_positions_are_estimated(tmp_path, monkeypatch):
-    """Before the fusion opens its first chunk file, the `stitch-flat` thread has announced to the kernel the chunk
-    files the first blocks read (at the tiles' nominal positions): the fusion's first blocks, whose own
-    read-ahead starts with them, find them read. Blocks of 64 px (12 a slab here): the first three read a part
-    of the grid's tiles; the volume is the one stitched with blocks of 512 px."""
-    import builtins
-    import itertools
-    import threading
-
-    from linumpy.io.zarr import read_omezarr
-    from linumpy.stitching import stitch
-
-    grid_path = tmp_path / "grid.ome.zarr"
-    write_mosaic_grid(grid_path, grid=(3, 2), depth=5)
-    whole = tmp_path / "whole.ome.zarr"
-    stitch.stitch_mosaic_grid(grid_path, whole, n_levels=0, flatfield="none")
-    monkeypatch.setattr(stitch, "BLOCK_PX", 64)
-    monkeypatch.setattr(stitch, "CHUNK_PX", 32)
-    lock, order = threading.Lock(), itertools.count()
-    announced, opened, fusion = {}, [], []
-    announce, open_file, write_fused = stitch.prefetch_files, builtins.open, stitch.write_fused
-
-    def announce_recorded(paths):
-        paths = [Path(p) for p in paths]
-        with lock:
-            for path in paths:
-                announced.setdefault(path, (next(order), threading.current_thread().name))
-        announce(paths)
-
-    def open_recorded(path, mode="r", *args, **kwargs):
-        path_ = Path(path) if isinstance(path, (str, Path)) else None
-        if fusion and "r" in mode and path_ is not None and grid_path / "0" in path_.parents and path_.name.isdigit():
-            with lock:
-                opened.append((next(order), path_))
-        return open_file(path, mode, *args, **kwargs)
-
-    def write_fused_recorded(*args, **kwargs):
-        fusion.append(next(order))  # the tiles' summaries read the grid before: not the fusion's reads
-        return write_fused(*args, **kwargs)
-
-    monkeypatch.setattr(stitch, "prefetch_files", announce_recorded)
-    monkeypatch.setattr(stitch, "write_fused", write_fused_recorded)
-    monkeypatch.setattr(builtins, "open", open_recorded)
-    fused = tmp_path / "fused.ome.zarr"
-    stitch.stitch_mosaic_grid(grid_path, fused, n_levels=0, flatfield="none", workers=2)
-    monkeypatch.setattr(builtins, "open", open_file)
-    data = stitch.open_omezarr_level(grid_path)[0]
-    layout = stitch.mosaic_grid_layout(stitch.read_omezarr_info(grid_path).attributes, data.shape, str(grid_path))
-    first = stitch.first_block_reads(data, layout, stitch.EARLY_READ_BLOCKS)
-    assert 0 < len(first) < len(layout.tiles_present)  # the first three blocks read some of the tiles
-    assert set(first) == set(announced)
-    assert {thread for _, thread in announced.values()} == {"stitch-flat_0"}
-    assert max(seq for seq, _ in announced.values()) < fusion[0] < opened[0][0]  # all before the fusion starts
-    assert opened[0][1] in announced  # the fusion's first read is one of them
-    assert np.array_equal(read_omezarr(fused)[0].compute(), read_omezarr(whole)[0].compute())
-
-
 def test_the_stitch_reads_its_tiles_before_scipy_is_imported():
     """The stitch module loads no scipy: its registration's modules are imported on a thread while the tiles
     are summarised (about a second of serial imports otherwise)."""

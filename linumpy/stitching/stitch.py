@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
-from linumpy.io.prefetch import prefetch_files, prefetched
+from linumpy.io.prefetch import prefetched
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
@@ -81,9 +81,6 @@ MAX_BLOCK_BYTES = 64 * 2**20
 SLAB_CACHE_BYTES = 128 * 2**20
 #: The chunk files a fused block reads are announced to the kernel this many blocks before it is queued.
 READ_AHEAD_BLOCKS = 2
-#: The chunk files of this many first fused blocks (the tiles at their nominal positions) are announced while the
-#: positions are estimated (:func:`first_block_reads`).
-EARLY_READ_BLOCKS = READ_AHEAD_BLOCKS + 1
 _REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
 
 
@@ -270,16 +267,12 @@ def stitch_mosaic_grid(
     with ThreadPoolExecutor(1, thread_name_prefix="stitch-flat") as aside:
         # Beside the estimate (serial work otherwise): the AIP's check against the grid (a tile read, decoded and
         # summarised), then the fusion flat field's smoothed projections and levels (independent of the
-        # positions), then the chunk files of the fusion's first blocks announced to the kernel, so that the disk
-        # reads them during the estimate (the fusion's own read-ahead starts with its first block). A failed
-        # check (an AIP that is not this grid's) reads the tiles and starts again.
+        # positions). A failed check (an AIP that is not this grid's) reads the tiles and starts again.
         if transform_path is None or flatfield != "none":
             summaries, source, check = aip_summaries_checked_aside(data, layout, aip_path, aside, progress, workers)
-        early_reads = first_block_reads(data, layout, EARLY_READ_BLOCKS)
 
         def estimate(summaries: TileSummaries | None) -> tuple[TileTransform, Future | None]:
             levels = aside.submit(_signal_levels, summaries) if flatfield == "auto" else None
-            aside.submit(prefetch_files, early_reads)
             return obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress,
                                     workers), levels
 
@@ -656,7 +649,7 @@ def write_fused(
     overlap = [t - s for t, s in zip(tile_yx, layout.tile_step_px)]
     weights = feather_weights(tile_yx, overlap)
 
-    z_slab = _z_slab(data)
+    z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
     # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
     # straight into the result and the part is a view of it (no copy of the part).
     whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
@@ -682,7 +675,10 @@ def write_fused(
         for r, c in sorted(positions)
     ]
     chunks = (z_slab, min(CHUNK_PX, extent[0]), min(CHUNK_PX, extent[1]))
-    tasks = fusion_tasks(origins, layout, z_slab)
+    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
+    # as they are written, and only one slab's chunks wait.
+    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
+    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
     slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
@@ -699,38 +695,6 @@ def write_fused(
     if whole_tiles:
         logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded,
                      sum(map(len, slabs.uses.values())))
-
-
-def _z_slab(data: StoredArray) -> int:
-    """Planes of a fused block: one z-chunk of the mosaic grid, or fewer if it would exceed :data:`MAX_BLOCK_BYTES`."""
-    return min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
-
-
-def fusion_tasks(origins: dict[TileIndex, tuple[int, int]], layout: MosaicGridLayout,
-                 z_slab: int) -> list[tuple[int, Box]]:
-    """The fusion's jobs in their order, ``(first plane, output box)``: slab by slab, blocks in Z-order (the
-    pyramid levels are built from 2 x 2 groups of blocks as soon as they are written, and only one slab's
-    chunks wait)."""
-    extent = output_extent(origins, layout.tile_shape[1:])
-    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
-    return [(z0, box) for z0 in range(0, layout.tile_shape[0], z_slab) for box in boxes]
-
-
-def first_block_reads(data: StoredArray, layout: MosaicGridLayout, blocks: int) -> list[Path]:
-    """The chunk files of the mosaic grid the fusion's first ``blocks`` jobs read were the tiles at their nominal
-    positions (``tile_step_px``), in the order of their first read.
-
-    Announced to the kernel while the positions are estimated: the fusion's first blocks find them read
-    instead of waiting for the disk. A tile placed a few pixels off its nominal position changes at most
-    which tiles' files the first blocks read; those not announced here are announced with their block.
-    """
-    nominal = {tile: (tile[0] * layout.tile_step_px[0], tile[1] * layout.tile_step_px[1])
-               for tile in layout.tiles_present}
-    origins, _ = placement_origins(nominal)
-    z_slab = _z_slab(data)
-    tasks = fusion_tasks(origins, layout, z_slab)[:blocks]
-    reads = block_reads(data, layout, tasks, origins, z_slab, None)
-    return list(dict.fromkeys(path for files in reads for path in files))
 
 
 def block_reads(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
