@@ -107,3 +107,39 @@ def test_fixed_mosaic_grid_equals_unshifted(shifted_pair, tmp_path):
             assert record["metrics"]["galvo_confidence"] >= DEFAULT_CONFIDENCE
     np.testing.assert_array_equal(outputs["fixed"], outputs["plain"])
     assert not np.array_equal(outputs["raw"], outputs["plain"])
+
+
+def test_aline_profile_reads_only_the_sampled_frames(tmp_path, monkeypatch):
+    """The A-line profile is the mean over depth and every ``stride``-th frame of the tile (counted across its
+    files), from those frames' bytes only: 6 of 18 frames over 4 files, stride 3."""
+    import os
+
+    from linumpy.io.native_tiles import INFO_NAME, NativeTileInfo, format_info_text, write_native_frames
+    from linumpy.mosaic import galvo
+
+    depth, n_alines, n_frames = 5, 12, 18
+    frames = np.random.default_rng(3).random((n_frames, n_alines, depth), dtype=np.float32)
+    tile = tmp_path / "tile_x00_y00_z00"
+    tile.mkdir()
+    info = NativeTileInfo(nx=8, ny=n_frames, n_repeat=1, width=8.0, height=18.0, n_extra=4, top_z=0,
+                          bottom_z=depth - 1, focus_z=2, stage_x_pos_mm=0.0, stage_y_pos_mm=0.0, stage_z_pos_mm=0.0)
+    (tile / INFO_NAME).write_text(format_info_text(info))
+    write_native_frames(tile, frames, 4)  # 5, 5, 4, 4 frames
+    monkeypatch.setattr(galvo, "MAX_FRAMES", 6)
+    read, preadv = [], os.preadv
+
+    def preadv_counted(descriptor, buffers, offset):
+        count = preadv(descriptor, buffers, offset)
+        read.append(count)
+        return count
+
+    monkeypatch.setattr(os, "preadv", preadv_counted)
+    profile = galvo.aline_profile(tile)
+    expected, first = np.zeros(n_alines), 0
+    for size in (5, 5, 4, 4):  # each file's frames sampled and summed as the tile's frames 0, 3, 6, ...
+        part = frames[first:first + size]
+        expected += part[(-first) % 3::3].sum(axis=(0, 2), dtype=np.float64)
+        first += size
+    np.testing.assert_array_equal(profile, expected / (6 * depth))
+    np.testing.assert_allclose(profile, frames[::3].mean(axis=(0, 2), dtype=np.float64), rtol=1e-12)
+    assert read == [n_alines * depth * 4] * 6
