@@ -83,8 +83,13 @@ RIDGE_MOVE_MARGIN = 2.0
 RIDGE_TOLERANCE = 1.0
 #: A ridge at least this long (pixels) ...
 EDGE_MIN_LENGTH_PX = 6.0
-#: ... and this many times longer than wide is an edge's (:func:`edge_ridge`).
+#: ... and this many times longer than wide is an edge's (:func:`edge_ridge`); a ridge as elongated but
+#: shorter is a short ridge (:func:`short_ridge`).
 EDGE_MIN_ELONGATION = 3.0
+#: A ridge shorter than an edge's is a short ridge (:func:`short_ridge`) if at least this long (pixels) ...
+SHORT_RIDGE_MIN_LENGTH_PX = 0.0
+#: ... and this many times longer than wide.
+SHORT_RIDGE_MIN_ELONGATION = 3.0
 #: Least significance of a finer scale's peak that replaces a coarser scale's peak on an edge's ridge
 #: (:func:`locating_scale`): the pipeline's least significance of a candidate pair
 #: (``estimate.MIN_SIGNIFICANCE``).
@@ -716,6 +721,47 @@ def _edge_shaped(length: float, width: float) -> bool:
     return length >= EDGE_MIN_LENGTH_PX and length >= EDGE_MIN_ELONGATION * max(width, 1.0)
 
 
+def short_ridge(scores: tuple, offset: tuple[float, float]) -> tuple[float, np.ndarray] | None:
+    """Length (pixels) and ``(y, x)`` direction of the longest short ridge through a pair's (rounded)
+    ``offset`` over its speckle scales, or ``None``.
+
+    A :func:`ridge` is short when it is :data:`EDGE_MIN_ELONGATION` times longer than wide (a width below
+    1 px counts as 1) but shorter than an edge's (:data:`EDGE_MIN_LENGTH_PX`): texture elongated one way
+    (the lateral projection of an oblique fibre bundle) locates the offset across it, and along it only
+    within the ridge. Every scale is read: on single-frame speckle the finest map's ridge breaks into two
+    or three members where the coarser one shows it whole (foreign audit A 205, slice 3).
+    """
+    if edge_ridge(scores, offset) is not None:
+        return None
+    longest = None
+    for evidence_map in scores:
+        found = _map_at((evidence_map,), offset)
+        if found is None:
+            continue
+        length, width, direction = ridge(*found)
+        if (not _edge_shaped(length, width) and length >= SHORT_RIDGE_MIN_LENGTH_PX
+                and length >= SHORT_RIDGE_MIN_ELONGATION * max(width, 1.0) and (longest is None or length > longest[0])):
+            longest = (length, direction)
+    return longest
+
+
+def sigma_along_short_ridge(sigma: tuple[float, float], scores: tuple,
+                            offset: tuple[float, float]) -> tuple[float, float]:
+    """A pair's ``(y, x)`` standard error with, on a :func:`short_ridge`, the ridge's own spread along it.
+
+    Along a short ridge the match cannot tell its members apart, and on single-frame speckle the peak
+    lands anywhere on it, or at its end toward the larger overlap (the evidence's area term tilts the
+    flat ridge): the offset errs about as a uniform law over the ridge, ``length / sqrt(12)`` along it,
+    where the sub-pixel fit claims 0.1-0.3 px (foreign audit A 205, slice 3: pairs 1.1-2.2 px off at
+    significance 3.4-6.6). Its variance, ``direction**2 length**2 / 12`` per axis, is added to the fit's.
+    """
+    found = short_ridge(scores, offset)
+    if found is None:
+        return sigma
+    length, direction = found
+    return tuple(float(np.hypot(s, d * length / np.sqrt(12.0))) for s, d in zip(sigma, direction))
+
+
 def locating_scale(maps: list[EvidenceMap], peaks: list[tuple[int, int]], significances: list[float]) -> int:
     """The speckle scale whose peak locates the offset: the most significant one, unless its peak lies on
     an edge's ridge and a finer scale's significant peak lies on that ridge without being on one itself.
@@ -963,6 +1009,8 @@ def register_pair(
         refit = refit_on_ridge(winner, moved, tile_a, tile_b)
         if refit is not None:
             moved, refined, sigma = refit
+    # Along a short ridge the offset is known only within the ridge, whatever the fit says.
+    sigma = sigma_along_short_ridge(sigma, tuple(maps), (nominal[0] + moved[0] - radius, nominal[1] + moved[1] - radius))
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
