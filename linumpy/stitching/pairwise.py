@@ -90,6 +90,8 @@ EDGE_MIN_ELONGATION = 3.0
 SHORT_RIDGE_MIN_LENGTH_PX = 0.0
 #: ... and this many times longer than wide.
 SHORT_RIDGE_MIN_ELONGATION = 3.0
+#: ... whose match has an NCC below this (:func:`short_ridge_sigma`).
+SHORT_RIDGE_MAX_NCC = 0.6
 #: Least significance of a finer scale's peak that replaces a coarser scale's peak on an edge's ridge
 #: (:func:`locating_scale`): the pipeline's least significance of a candidate pair
 #: (``estimate.MIN_SIGNIFICANCE``).
@@ -140,6 +142,9 @@ class PairRegistration:
         nothing could be scored).
     sigma_px : tuple of float
         Standard error of each coordinate of ``offset`` (sub-pixel fit).
+    ridge_sigma_px : tuple of float
+        Standard error of each coordinate that the fit does not see: the offset's spread along a
+        short ridge (:func:`short_ridge_sigma`), 0 off one.
     candidates : tuple
         Integer offsets of the strongest peaks with their NCC, best first.
     scores : tuple of EvidenceMap
@@ -153,6 +158,7 @@ class PairRegistration:
     sigma_px: tuple[float, float] = (1.0, 1.0)
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
+    ridge_sigma_px: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -739,27 +745,28 @@ def short_ridge(scores: tuple, offset: tuple[float, float]) -> tuple[float, np.n
         if found is None:
             continue
         length, width, direction = ridge(*found)
-        if (not _edge_shaped(length, width) and length >= SHORT_RIDGE_MIN_LENGTH_PX
-                and length >= SHORT_RIDGE_MIN_ELONGATION * max(width, 1.0) and (longest is None or length > longest[0])):
+        short = (not _edge_shaped(length, width) and length >= SHORT_RIDGE_MIN_LENGTH_PX
+                 and length >= SHORT_RIDGE_MIN_ELONGATION * max(width, 1.0))
+        if short and (longest is None or length > longest[0]):
             longest = (length, direction)
     return longest
 
 
-def sigma_along_short_ridge(sigma: tuple[float, float], scores: tuple,
-                            offset: tuple[float, float]) -> tuple[float, float]:
-    """A pair's ``(y, x)`` standard error with, on a :func:`short_ridge`, the ridge's own spread along it.
+def short_ridge_sigma(scores: tuple, offset: tuple[float, float], ncc: float) -> tuple[float, float]:
+    """``(y, x)`` standard error of a pair's offset along its :func:`short_ridge` (0 off one), pixels.
 
     Along a short ridge the match cannot tell its members apart, and on single-frame speckle the peak
     lands anywhere on it, or at its end toward the larger overlap (the evidence's area term tilts the
     flat ridge): the offset errs about as a uniform law over the ridge, ``length / sqrt(12)`` along it,
     where the sub-pixel fit claims 0.1-0.3 px (foreign audit A 205, slice 3: pairs 1.1-2.2 px off at
-    significance 3.4-6.6). Its variance, ``direction**2 length**2 / 12`` per axis, is added to the fit's.
+    significance 3.4-6.6). Per axis, ``|direction| length / sqrt(12)``; only for a match of NCC below
+    :data:`SHORT_RIDGE_MAX_NCC`.
     """
-    found = short_ridge(scores, offset)
+    found = short_ridge(scores, offset) if ncc < SHORT_RIDGE_MAX_NCC else None
     if found is None:
-        return sigma
+        return (0.0, 0.0)
     length, direction = found
-    return tuple(float(np.hypot(s, d * length / np.sqrt(12.0))) for s, d in zip(sigma, direction))
+    return tuple(float(abs(d) * length / np.sqrt(12.0)) for d in direction)
 
 
 def locating_scale(maps: list[EvidenceMap], peaks: list[tuple[int, int]], significances: list[float]) -> int:
@@ -1009,10 +1016,10 @@ def register_pair(
         refit = refit_on_ridge(winner, moved, tile_a, tile_b)
         if refit is not None:
             moved, refined, sigma = refit
-    # Along a short ridge the offset is known only within the ridge, whatever the fit says.
-    sigma = sigma_along_short_ridge(sigma, tuple(maps), (nominal[0] + moved[0] - radius, nominal[1] + moved[1] - radius))
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
+    # Along a short ridge the offset is known only within the ridge, whatever the fit says.
+    along = short_ridge_sigma(tuple(maps), refined, float(ncc[peaks[0]]))
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
-                            sigma_px=sigma, candidates=candidates, scores=tuple(maps))
+                            sigma_px=sigma, candidates=candidates, scores=tuple(maps), ridge_sigma_px=along)
