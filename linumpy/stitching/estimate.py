@@ -480,12 +480,11 @@ def _link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
 
 
 def pair_sigma(registration: PairRegistration) -> tuple[float, float]:
-    """Standard error ``(y, x)`` of a pair's offset, pixels: the sub-pixel fit's, its spread along a
-    short ridge (``ridge_sigma_px``), the error it does not see (:data:`SIGNIFICANCE_ERROR_PX` over the
-    significance) and :data:`SIGMA_FLOOR_PX`, in quadrature."""
+    """Standard error ``(y, x)`` of a pair's offset, pixels: the sub-pixel fit's, the
+    error it does not see (:data:`SIGNIFICANCE_ERROR_PX` over the significance) and
+    :data:`SIGMA_FLOOR_PX`, in quadrature."""
     unseen = SIGNIFICANCE_ERROR_PX / max(registration.significance, CONFIDENT_SIGNIFICANCE)
-    return tuple(float(np.sqrt(s**2 + r**2 + unseen**2 + SIGMA_FLOOR_PX**2))
-                 for s, r in zip(registration.sigma_px, registration.ridge_sigma_px))
+    return tuple(float(np.sqrt(s**2 + unseen**2 + SIGMA_FLOOR_PX**2)) for s in registration.sigma_px)
 
 
 def _pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, strong: bool) -> PairOffset:

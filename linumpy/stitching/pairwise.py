@@ -83,15 +83,8 @@ RIDGE_MOVE_MARGIN = 2.0
 RIDGE_TOLERANCE = 1.0
 #: A ridge at least this long (pixels) ...
 EDGE_MIN_LENGTH_PX = 6.0
-#: ... and this many times longer than wide is an edge's (:func:`edge_ridge`); a ridge as elongated but
-#: shorter is a short ridge (:func:`short_ridge`).
+#: ... and this many times longer than wide is an edge's (:func:`edge_ridge`).
 EDGE_MIN_ELONGATION = 3.0
-#: A ridge shorter than an edge's is a short ridge (:func:`short_ridge`) if at least this long (pixels) ...
-SHORT_RIDGE_MIN_LENGTH_PX = 0.0
-#: ... and this many times longer than wide.
-SHORT_RIDGE_MIN_ELONGATION = 3.0
-#: ... whose match has an NCC below this (:func:`short_ridge_sigma`).
-SHORT_RIDGE_MAX_NCC = 0.6
 #: Least significance of a finer scale's peak that replaces a coarser scale's peak on an edge's ridge
 #: (:func:`locating_scale`): the pipeline's least significance of a candidate pair
 #: (``estimate.MIN_SIGNIFICANCE``).
@@ -142,9 +135,6 @@ class PairRegistration:
         nothing could be scored).
     sigma_px : tuple of float
         Standard error of each coordinate of ``offset`` (sub-pixel fit).
-    ridge_sigma_px : tuple of float
-        Standard error of each coordinate that the fit does not see: the offset's spread along a
-        short ridge (:func:`short_ridge_sigma`), 0 off one.
     candidates : tuple
         Integer offsets of the strongest peaks with their NCC, best first.
     scores : tuple of EvidenceMap
@@ -158,7 +148,6 @@ class PairRegistration:
     sigma_px: tuple[float, float] = (1.0, 1.0)
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
-    ridge_sigma_px: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -727,48 +716,6 @@ def _edge_shaped(length: float, width: float) -> bool:
     return length >= EDGE_MIN_LENGTH_PX and length >= EDGE_MIN_ELONGATION * max(width, 1.0)
 
 
-def short_ridge(scores: tuple, offset: tuple[float, float]) -> tuple[float, np.ndarray] | None:
-    """Length (pixels) and ``(y, x)`` direction of the longest short ridge through a pair's (rounded)
-    ``offset`` over its speckle scales, or ``None``.
-
-    A :func:`ridge` is short when it is :data:`EDGE_MIN_ELONGATION` times longer than wide (a width below
-    1 px counts as 1) but shorter than an edge's (:data:`EDGE_MIN_LENGTH_PX`): texture elongated one way
-    (the lateral projection of an oblique fibre bundle) locates the offset across it, and along it only
-    within the ridge. Every scale is read: on single-frame speckle the finest map's ridge breaks into two
-    or three members where the coarser one shows it whole (foreign audit A 205, slice 3).
-    """
-    if edge_ridge(scores, offset) is not None:
-        return None
-    longest = None
-    for evidence_map in scores:
-        found = _map_at((evidence_map,), offset)
-        if found is None:
-            continue
-        length, width, direction = ridge(*found)
-        short = (not _edge_shaped(length, width) and length >= SHORT_RIDGE_MIN_LENGTH_PX
-                 and length >= SHORT_RIDGE_MIN_ELONGATION * max(width, 1.0))
-        if short and (longest is None or length > longest[0]):
-            longest = (length, direction)
-    return longest
-
-
-def short_ridge_sigma(scores: tuple, offset: tuple[float, float], ncc: float) -> tuple[float, float]:
-    """``(y, x)`` standard error of a pair's offset along its :func:`short_ridge` (0 off one), pixels.
-
-    Along a short ridge the match cannot tell its members apart, and on single-frame speckle the peak
-    lands anywhere on it, or at its end toward the larger overlap (the evidence's area term tilts the
-    flat ridge): the offset errs about as a uniform law over the ridge, ``length / sqrt(12)`` along it,
-    where the sub-pixel fit claims 0.1-0.3 px (foreign audit A 205, slice 3: pairs 1.1-2.2 px off at
-    significance 3.4-6.6). Per axis, ``|direction| length / sqrt(12)``; only for a match of NCC below
-    :data:`SHORT_RIDGE_MAX_NCC`.
-    """
-    found = short_ridge(scores, offset) if ncc < SHORT_RIDGE_MAX_NCC else None
-    if found is None:
-        return (0.0, 0.0)
-    length, direction = found
-    return tuple(float(abs(d) * length / np.sqrt(12.0)) for d in direction)
-
-
 def locating_scale(maps: list[EvidenceMap], peaks: list[tuple[int, int]], significances: list[float]) -> int:
     """The speckle scale whose peak locates the offset: the most significant one, unless its peak lies on
     an edge's ridge and a finer scale's significant peak lies on that ridge without being on one itself.
@@ -1019,7 +966,5 @@ def register_pair(
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
-    # Along a short ridge the offset is known only within the ridge, whatever the fit says.
-    along = short_ridge_sigma(tuple(maps), refined, float(ncc[peaks[0]]))
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
-                            sigma_px=sigma, candidates=candidates, scores=tuple(maps), ridge_sigma_px=along)
+                            sigma_px=sigma, candidates=candidates, scores=tuple(maps))
