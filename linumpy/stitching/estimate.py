@@ -58,11 +58,10 @@
    largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
-   (:func:`_weak_pieces_to_stage`), as does one that a single weak link measuring every direction holds
-   (its other links edge links) farther than :data:`WEAK_PIECE_DEVIATION_PX` whatever the largest piece,
-   where its other overlaps do not prefer that placement (:func:`_weak_piece_margin`); and a kept pair on
-   no loop that places tiles it alone joins beyond the joint search's window of the other tiles, its
-   side's other overlaps not preferring that placement to the stage's, is refused and its side put on the stage model
+   (:func:`_weak_pieces_to_stage`), as does one lying nearer whose links prefer the stage's placement by
+   that margin; and a kept pair on no loop that places tiles it alone joins
+   beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
+   placement to the stage's, is refused and its side put on the stage model
    (:func:`_far_lone_links_to_stage`); a kept edge link on no loop keeps only its evidence across its
    ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
    placement along the ridge (:func:`_lone_edge_links_across_only`).
@@ -1820,9 +1819,12 @@ def _weak_pieces_to_stage(
     that piece grew from is dropped first and it no longer forms).
     The margin is not asked of a piece held only by edge links along nearly parallel ridges
     (:func:`_held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along it.
-    A piece held by a weak lone link (:func:`_lone_weak_link`) is judged farther than
-    :data:`WEAK_PIECE_DEVIATION_PX` whatever the largest piece, by its other overlaps too
-    (:func:`_weak_piece_margin`).
+    Within the bar a piece goes to the stage model only where its links prefer the stage's placement
+    (margin <= -:data:`WEAK_PIECE_MARGIN`): the evidence then stands against the placement, no prior is
+    needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9), held by the
+    weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
+    do not overlap), lay 3.5 px from the stage model (bar 11.1 px), 9.9 px from the truth against 6.4 and 9.1
+    on the stage; its links preferred the stage placement by 0.92 (its unkept overlap (0, 0)-(0, 1) most).
 
     Returns
     -------
@@ -1843,13 +1845,19 @@ def _weak_pieces_to_stage(
             if frozenset(piece) in judged:
                 continue
             judged.add(frozenset(piece))
+            deviation = max(_deviation(positions, model, t) for t in piece)
+            margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
+                                         model)
             inside = set(piece)
             crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
-            margin = _weak_piece_margin(piece, [p for p in kept if (p.a, p.b) in crossing], (positions, model),
-                                        links_out(piece, registrations, placed - inside), bar)
-            if margin is None:
+            if deviation <= bar and not margin <= -WEAK_PIECE_MARGIN:
                 continue
-            deviation = max(_deviation(positions, model, t) for t in piece)
+            if deviation <= bar:
+                logger.info("weakly attached piece %s %.1f px from the stage model, within the bar (%.1f px): its "
+                            "links prefer the stage placement (evidence margin %.2f)", piece, deviation, bar, margin)
+            elif not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
+                    [p for p in kept if (p.a, p.b) in crossing]):
+                continue
             rest = [p for p in kept if (p.a, p.b) not in crossing]
             attempt = solve_positions(tiles, rest, tile_step_px)
             if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
@@ -1864,54 +1872,6 @@ def _weak_pieces_to_stage(
             break
         else:
             return (positions, model, kept), to_stage, detached
-
-
-def _weak_piece_margin(piece: Sequence[TileIndex], crossing: Sequence[PairOffset],
-                       placement: tuple[Mapping[TileIndex, np.ndarray], StageModel],
-                       links: Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]], bar: float,
-                       ) -> float | None:
-    """The evidence margin of a weak ``piece`` that goes to the stage model (:func:`_weak_pieces_to_stage`), or
-    ``None`` if it stays.
-
-    ``crossing`` are its kept links to the other tiles, ``links`` all its scored pairs with them
-    (:func:`~linumpy.stitching.reanchor.links_out`), ``placement`` the positions and the stage model, ``bar``
-    the deviation a piece must exceed to be judged. A piece goes to the stage if its margin
-    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN, no pair scoring both, never does) is below
-    :data:`WEAK_PIECE_MARGIN`, or if it is held along parallel ridges (:func:`_held_along_parallel_ridges`). A
-    piece held by a weak lone link (:func:`_lone_weak_link`) is judged once it lies farther than
-    :data:`WEAK_PIECE_DEVIATION_PX` from the stage model, whatever ``bar``, also by its other overlaps alone (the
-    smaller margin decides): its kept links placed it on their own peaks, so their evidence there proves
-    nothing. Every piece is judged beyond ``bar`` by all ``links``.
-    """
-    positions, model = placement
-    lone = _lone_weak_link(crossing)
-    deviation = max(_deviation(positions, model, t) for t in piece)
-    beyond = deviation > bar
-    if not beyond and (lone is None or deviation <= WEAK_PIECE_DEVIATION_PX):
-        return None
-    margins = [evidence_over_stage(piece, links, positions, model)] if beyond else []
-    if lone is not None:
-        ids = {(p.a, p.b) for p in crossing}
-        margins.append(evidence_over_stage(piece, [(pair, r) for pair, r in links if pair not in ids], positions,
-                                           model))
-        logger.info("weakly attached piece %s held by the weak lone link %s-%s, %.1f px from the stage model: its "
-                    "other overlaps' evidence over the stage placement %.2f", piece, *lone, deviation, margins[-1])
-    margin = min([m for m in margins if np.isfinite(m)], default=float("nan"))
-    return margin if margin < WEAK_PIECE_MARGIN or (beyond and _held_along_parallel_ridges(crossing)) else None
-
-
-def _lone_weak_link(links: Sequence[PairOffset]) -> tuple[TileIndex, TileIndex] | None:
-    """The one link of ``links`` (a weak piece's kept links to the other tiles) measuring every direction (not an
-    edge link), if only one does; else ``None``.
-
-    The piece's edge links place it across their ridges only (:func:`edge_variance`), so that link alone says
-    where it lies: a weak lone link, which no loop checks (a loop through an edge link closes along its ridge
-    whatever the link says). Its own peak is where the piece lies, so its evidence there proves nothing; the
-    piece's other overlaps judge it (:func:`_weak_pieces_to_stage`), as the side of a far lone link
-    (:func:`_side_over_stage`).
-    """
-    isotropic = [(p.a, p.b) for p in links if p.free_direction is None]
-    return isotropic[0] if len(isotropic) == 1 else None
 
 
 def _held_along_parallel_ridges(links: Sequence[PairOffset]) -> bool:
