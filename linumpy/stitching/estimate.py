@@ -1850,9 +1850,9 @@ def _weak_pieces_to_stage(
                                          model)
             inside = set(piece)
             crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
-            if deviation <= bar and not margin <= -WEAK_PIECE_MARGIN:
-                continue
             if deviation <= bar:
+                if not margin <= -WEAK_PIECE_MARGIN:
+                    continue
                 logger.info("weakly attached piece %s %.1f px from the stage model, within the bar (%.1f px): its "
                             "links prefer the stage placement (evidence margin %.2f)", piece, deviation, bar, margin)
             elif not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
