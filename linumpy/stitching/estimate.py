@@ -58,7 +58,8 @@
    largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
    than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
-   (:func:`_weak_pieces_to_stage`); and a kept pair on no loop that places tiles it alone joins
+   (:func:`_weak_pieces_to_stage`), as does one lying nearer whose links prefer the stage's placement by
+   that margin; and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
    placement to the stage's, is refused and its side put on the stage model
    (:func:`_far_lone_links_to_stage`); a kept edge link on no loop keeps only its evidence across its
@@ -1818,6 +1819,12 @@ def _weak_pieces_to_stage(
     that piece grew from is dropped first and it no longer forms).
     The margin is not asked of a piece held only by edge links along nearly parallel ridges
     (:func:`_held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along it.
+    Within the bar a piece goes to the stage model only where its links prefer the stage's placement
+    (margin <= -:data:`WEAK_PIECE_MARGIN`): the evidence then stands against the placement, no prior is
+    needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9), held by the
+    weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
+    do not overlap), lay 3.5 px from the stage model (bar 11.1 px), 9.9 px from the truth against 6.4 and 9.1
+    on the stage; its links preferred the stage placement by 0.92 (its unkept overlap (0, 0)-(0, 1) most).
 
     Returns
     -------
@@ -1839,13 +1846,16 @@ def _weak_pieces_to_stage(
                 continue
             judged.add(frozenset(piece))
             deviation = max(_deviation(positions, model, t) for t in piece)
-            if deviation <= bar:
-                continue
             margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
                                          model)
             inside = set(piece)
             crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
-            if not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
+            if deviation <= bar:
+                if not margin <= -WEAK_PIECE_MARGIN:
+                    continue
+                logger.info("weakly attached piece %s %.1f px from the stage model, within the bar (%.1f px): its "
+                            "links prefer the stage placement (evidence margin %.2f)", piece, deviation, bar, margin)
+            elif not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
                     [p for p in kept if (p.a, p.b) in crossing]):
                 continue
             rest = [p for p in kept if (p.a, p.b) not in crossing]

@@ -185,9 +185,10 @@ class TileRecord:
         The tile was in a piece that only weak links (own significance
         below 2) joined to the largest piece, placed more than 5 px from the
         stage model by links that preferred that placement to the stage's
-        by less than 0.6 standard errors: its links were dropped (status
-        ``weak attachment, piece on the stage``) and it is on the stage.
-        False in transforms written before session stitch46.
+        by less than 0.6 standard errors, or nearer by links that preferred
+        the stage's placement by 0.6 or more (session weak207): its links were
+        dropped (status ``weak attachment, piece on the stage``) and it is on
+        the stage. False in transforms written before session stitch46.
     unsupported_placement_dropped : bool
         The joint search placed the tile, the solve dropped some of that
         placement's pairs, and the pairs left held no significant joint peak
