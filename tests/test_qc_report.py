@@ -267,6 +267,24 @@ def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_
     assert acquisition_flags(spread[:1] + [odd]) == [], "two slices: no median to compare with"
 
 
+def test_a_one_frame_acquisition_is_a_warning_of_the_whole_acquisition_not_a_red_flag(tmp_path):
+    # audit66's A (n_repeat 1): volume NCC .9405 with no word in the report; two frames say nothing
+    for folder, frames in (("one", {0: 1, 1: 1, 2: 1}), ("two", {0: 2, 1: 2}), ("tiff", {0: None})):
+        for slice_id, n in frames.items():
+            write_qc_record(tmp_path / folder / f"mosaic_grid_3d_z{slice_id:02d}.ome.zarr", "mosaic_grid_3d",
+                            {"n_tiles": 9, "n_frames_averaged": n})
+    one = collect_qc(tmp_path / "one")
+    assert one.flags == []
+    assert [(w.slice_id, w.step) for w in one.warnings] == [(None, "mosaic_grid_3d")]
+    assert one.warnings[0].message.startswith("one raw frame per B-scan on slices 0, 1, 2 (n_repeat 1")
+    page = render_report(one)
+    warnings = page[page.index('<ul id="warnings">'):]
+    assert "one raw frame per B-scan" in warnings[:warnings.index("</ul>")]
+    assert '<span id="n-warnings">1</span>' in page
+    for folder in ("two", "tiff"):
+        assert collect_qc(tmp_path / folder).warnings == [], folder
+
+
 def test_a_record_the_step_run_again_replaced_raises_no_flag_but_stays_in_the_details(tmp_path):
     # slice 4's focus estimate refused (first run, kept in axial_corr_refused/), then corrected with the
     # acquisition's profile (second run, its final product in axial_corr/)

@@ -37,6 +37,10 @@ _M = MetricInfo
 #: Known metrics: name -> label, unit, meaning.
 METRICS: dict[str, MetricInfo] = {
     "n_tiles": _M("Tiles", "count", "Tiles acquired for the slice."),
+    "n_frames_averaged": _M("Frames per B-scan", "count", "Raw frames the microscope averaged into each B-scan "
+                            "(n_repeat in the tiles' info.txt; empty when the tiles do not say). One frame leaves "
+                            "the speckle unaveraged: the report warns (a lower match of the volume to the tissue, "
+                            "tile pairs along oblique structure 1-2 px off)."),
     "nonzero_fraction": _M("Non-zero voxels", "%", "Share of voxels that hold any signal; "
                            "near 0 means an empty slice."),
     "confidence": _M("Stitch confidence", "0-1", "Median confidence of the neighbouring tile pairs whose "
