@@ -247,6 +247,22 @@ def test_record_flags_apply_each_threshold():
     assert record_flags(healthy) == []
 
 
+def test_a_tile_placed_by_overlaps_whose_standard_error_exceeds_the_tile_bar_is_flagged():
+    # audit66's A slice 1: tile (2, 2), full tissue, placed along an edge link's ridge, sigma_px 7.16, no flag
+    tiles = {"(0, 4)": {"source": "stage", "weak": False, "sigma_px": 5.8},  # the stage's scatter: its own flag
+             "(4, 4)": {"source": "pairs", "weak": True, "sigma_px": 2.4},  # weak links only: its own flag
+             "(1, 1)": {"source": "pairs", "weak": False, "sigma_px": 1.5},  # at the bar
+             "(3, 3)": {"source": "pairs", "weak": False, "sigma_px": None}}
+    record = {"step": "stitch_3d", "slice_id": 1, "metrics": {"tiles": tiles}}
+    assert record_flags(record) == []
+    tiles["(2, 2)"] = {"source": "pairs", "weak": False, "weak_along_ridge": True, "sigma_px": 7.16}
+    [flag] = record_flags(record)
+    assert (flag.slice_id, flag.step) == (1, "stitch_3d")
+    assert flag.message.startswith("1 tile(s) placed by overlaps with a standard error above the 1.5 px tile bar "
+                                   "((2, 2) 7.16 px)")
+    assert "seams around the named tiles" in advice(flag.message)
+
+
 def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_report(tmp_path):
     # widths as the matrix's thickness seed 4 read them: slice 4's agarose cells held tissue (10% narrow);
     # another slice fitted the other model and is compared with nobody

@@ -30,6 +30,11 @@ MIN_OVERLAP_NCC = 0.2
 #: focus belongs to the objective, the same for every slice: widths spread by <= 4% over 30 simulated 8-slice
 #: cases and 3 foreign acquisitions; an estimate taken over by tissue in the agarose cells read 10% narrow.
 MAX_FOCUS_WIDTH_DEVIATION = 0.06
+#: A tile's stated standard error (stitch record, per tile ``sigma_px``, the larger axis) above which a tile placed
+#: by overlaps is named in a red flag: issue #10's bar for a textured tile's error. Tiles on the stage model (their
+#: sigma is the stage's scatter) and weak tiles (hung on weak links only, mostly empty agarose) are left out: the
+#: stitch step's own flag counts them when they make up more than a quarter of the slice.
+MAX_TILE_SIGMA_PX = 1.5
 #: Raw frames averaged per B-scan (``n_frames_averaged``, native tiles' ``n_repeat``) below which the report
 #: warns: one frame leaves the speckle unaveraged. Foreign acquisitions with one frame: volume NCC .940-.951
 #: (audit66's 205 .9405, audit63's 187 .9429, harsh A's ceiling ~.951) against .950-.957 with two frames and
@@ -136,12 +141,40 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
     n_fallback = _number(metrics.get("n_fallback_pairs"))
     if n_pairs and n_fallback is not None and n_fallback / n_pairs > MAX_FALLBACK_FRACTION:
         messages.append(f"{n_fallback:.0f}/{n_pairs:.0f} tile pairs fell back to the stage model")
+    uncertain = uncertain_tiles(metrics.get("tiles"))
+    if uncertain:
+        named = ", ".join(f"{tile} {sigma:.2f} px" for tile, sigma in uncertain)
+        messages.append(f"{len(uncertain)} tile(s) placed by overlaps with a standard error above the "
+                        f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): their overlaps do not pin them down")
     nonzero = _number(metrics.get("nonzero_fraction"))
     if nonzero is not None and nonzero == 0:
         messages.append("empty: every voxel is zero")
     elif nonzero is not None and nonzero < MIN_NONZERO_FRACTION:
         messages.append(f"nearly empty: {100 * nonzero:.2f}% non-zero voxels")
     return messages
+
+
+def uncertain_tiles(tiles: Any) -> list[tuple[str, float]]:
+    """The tiles of a stitch record's ``tiles`` placed by overlaps, not weak, whose ``sigma_px`` exceeds
+    :data:`MAX_TILE_SIGMA_PX`, as ``(tile, sigma)`` in the record's order; ``[]`` when there is no such field.
+
+    Examples
+    --------
+    >>> uncertain_tiles({"(2, 2)": {"source": "pairs", "weak": False, "sigma_px": 7.16},
+    ...                  "(0, 4)": {"source": "stage", "weak": False, "sigma_px": 4.1},
+    ...                  "(4, 4)": {"source": "pairs", "weak": True, "sigma_px": 2.3},
+    ...                  "(1, 1)": {"source": "pairs", "weak": False, "sigma_px": 0.4}})
+    [('(2, 2)', 7.16)]
+    """
+    if not isinstance(tiles, Mapping):
+        return []
+    found = []
+    for tile, record in tiles.items():
+        sigma = _number(record.get("sigma_px")) if isinstance(record, Mapping) else None
+        if sigma is not None and sigma > MAX_TILE_SIGMA_PX and record.get("source") == "pairs" \
+                and not record.get("weak"):
+            found.append((str(tile), sigma))
+    return found
 
 
 def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:
