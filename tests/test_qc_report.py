@@ -261,6 +261,9 @@ def test_a_tile_placed_by_overlaps_whose_standard_error_exceeds_the_tile_bar_is_
     assert flag.message.startswith("1 tile(s) placed by overlaps with a standard error above the 1.5 px tile bar "
                                    "((2, 2) 7.16 px)")
     assert "seams around the named tiles" in advice(flag.message)
+    tiles.update({f"(3, {i})": {"source": "pairs", "weak": False, "sigma_px": 2.6} for i in range(7)})
+    [flag] = record_flags(record)
+    assert flag.message.startswith("8 tile(s)") and "(3, 4) 2.60 px and 2 more)" in flag.message
 
 
 def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_report(tmp_path):

@@ -35,6 +35,8 @@ MAX_FOCUS_WIDTH_DEVIATION = 0.06
 #: sigma is the stage's scatter) and weak tiles (hung on weak links only, mostly empty agarose) are left out: the
 #: stitch step's own flag counts them when they make up more than a quarter of the slice.
 MAX_TILE_SIGMA_PX = 1.5
+#: Most tiles a flag names (c185 201 slice 2 had 14 such tiles); it counts them all.
+MAX_NAMED_TILES = 6
 #: Raw frames averaged per B-scan (``n_frames_averaged``, native tiles' ``n_repeat``) below which the report
 #: warns: one frame leaves the speckle unaveraged. Foreign acquisitions with one frame: volume NCC .940-.951
 #: (audit66's 205 .9405, audit63's 187 .9429, harsh A's ceiling ~.951) against .950-.957 with two frames and
@@ -143,7 +145,8 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
         messages.append(f"{n_fallback:.0f}/{n_pairs:.0f} tile pairs fell back to the stage model")
     uncertain = uncertain_tiles(metrics.get("tiles"))
     if uncertain:
-        named = ", ".join(f"{tile} {sigma:.2f} px" for tile, sigma in uncertain)
+        named = ", ".join(f"{tile} {sigma:.2f} px" for tile, sigma in uncertain[:MAX_NAMED_TILES])
+        named += f" and {len(uncertain) - MAX_NAMED_TILES} more" if len(uncertain) > MAX_NAMED_TILES else ""
         messages.append(f"{len(uncertain)} tile(s) placed by overlaps with a standard error above the "
                         f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): their overlaps do not pin them down")
     nonzero = _number(metrics.get("nonzero_fraction"))
