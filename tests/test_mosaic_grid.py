@@ -16,6 +16,7 @@ from linumpy.errors import InputError
 from linumpy.io.acquisition import open_acquisition, tile_name
 from linumpy.io.zarr import read_omezarr, read_omezarr_info
 from linumpy.mosaic import grid_geometry, write_mosaic_grid
+from linumpy.qc.records import qc_record_path, read_qc_record
 
 BIN = Path(__file__).resolve().parents[1] / "bin"
 SCRIPT = str(BIN / "linum_create_mosaic_grid_3d.py")
@@ -76,6 +77,8 @@ def test_missing_tile_is_zeros_and_not_listed(tiny_acquisition, tmp_path):
     assert not grid[:, :ty, tx : 2 * tx].any()
     assert grid[:, :ty, :tx].mean() > 0.01
     assert [0, 1] not in read_omezarr_info(tmp_path / "g.ome.zarr").attributes["tiles_present"]
+    metrics = read_qc_record(qc_record_path(tmp_path / "g.ome.zarr"))["metrics"]
+    assert (metrics["n_tiles"], metrics["n_frames_averaged"]) == (5, 2), "the tiny preset averages two frames"
 
 
 def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_path, monkeypatch):

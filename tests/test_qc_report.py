@@ -247,6 +247,25 @@ def test_record_flags_apply_each_threshold():
     assert record_flags(healthy) == []
 
 
+def test_a_tile_placed_by_overlaps_whose_standard_error_exceeds_the_tile_bar_is_flagged():
+    # audit66's A slice 1: tile (2, 2), full tissue, placed along an edge link's ridge, sigma_px 7.16, no flag
+    tiles = {"(0, 4)": {"source": "stage", "weak": False, "sigma_px": 5.8},  # the stage's scatter: its own flag
+             "(4, 4)": {"source": "pairs", "weak": True, "sigma_px": 2.4},  # weak links only: its own flag
+             "(1, 1)": {"source": "pairs", "weak": False, "sigma_px": 1.5},  # at the bar
+             "(3, 3)": {"source": "pairs", "weak": False, "sigma_px": None}}
+    record = {"step": "stitch_3d", "slice_id": 1, "metrics": {"tiles": tiles}}
+    assert record_flags(record) == []
+    tiles["(2, 2)"] = {"source": "pairs", "weak": False, "weak_along_ridge": True, "sigma_px": 7.16}
+    [flag] = record_flags(record)
+    assert (flag.slice_id, flag.step) == (1, "stitch_3d")
+    assert flag.message.startswith("1 tile(s) placed by overlaps with a standard error above the 1.5 px tile bar "
+                                   "((2, 2) 7.16 px)")
+    assert "seams around the named tiles" in advice(flag.message)
+    tiles.update({f"(3, {i})": {"source": "pairs", "weak": False, "sigma_px": 2.6} for i in range(7)})
+    [flag] = record_flags(record)
+    assert flag.message.startswith("8 tile(s)") and "(3, 4) 2.60 px and 2 more)" in flag.message
+
+
 def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_report(tmp_path):
     # widths as the matrix's thickness seed 4 read them: slice 4's agarose cells held tissue (10% narrow);
     # another slice fitted the other model and is compared with nobody
@@ -265,6 +284,24 @@ def test_a_slice_whose_focus_width_is_unlike_the_acquisitions_is_flagged_in_the_
     odd = {**spread[2], "metrics": {"focus_model": "gaussian", "focus_model_width_um": 30.0}}
     assert [flag.slice_id for flag in acquisition_flags(spread[:2] + [odd])] == [2]
     assert acquisition_flags(spread[:1] + [odd]) == [], "two slices: no median to compare with"
+
+
+def test_a_one_frame_acquisition_is_a_warning_of_the_whole_acquisition_not_a_red_flag(tmp_path):
+    # audit66's A (n_repeat 1): volume NCC .9405 with no word in the report; two frames say nothing
+    for folder, frames in (("one", {0: 1, 1: 1, 2: 1}), ("two", {0: 2, 1: 2}), ("tiff", {0: None})):
+        for slice_id, n in frames.items():
+            write_qc_record(tmp_path / folder / f"mosaic_grid_3d_z{slice_id:02d}.ome.zarr", "mosaic_grid_3d",
+                            {"n_tiles": 9, "n_frames_averaged": n})
+    one = collect_qc(tmp_path / "one")
+    assert one.flags == []
+    assert [(w.slice_id, w.step) for w in one.warnings] == [(None, "mosaic_grid_3d")]
+    assert one.warnings[0].message.startswith("one raw frame per B-scan on slices 0, 1, 2 (n_repeat 1")
+    page = render_report(one)
+    warnings = page[page.index('<ul id="warnings">'):]
+    assert "one raw frame per B-scan" in warnings[:warnings.index("</ul>")]
+    assert '<span id="n-warnings">1</span>' in page
+    for folder in ("two", "tiff"):
+        assert collect_qc(tmp_path / folder).warnings == [], folder
 
 
 def test_a_record_the_step_run_again_replaced_raises_no_flag_but_stays_in_the_details(tmp_path):

@@ -169,6 +169,7 @@ def test_geometry_from_stage_positions_and_missing_origin_tile(tmp_path, volume)
     assert section.stage_position_mm == {"x": 5.0, "y": 7.0, "z": 1.25}
     assert sorted(section.tiles) == [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert section.focus_z_px == 7
+    assert section.frames_averaged == 1
 
 
 def test_open_tiny_native_matches_truth(tiny_acquisition):
@@ -185,6 +186,7 @@ def test_open_tiny_native_matches_truth(tiny_acquisition):
         assert section.tile_step_px == tuple(float(s) for s in truth["tile_step_px"])
         assert section.stage_position_mm == entry["motor_position_mm"]
         assert len(section.tiles) == 6
+        assert section.frames_averaged == truth["raw"]["n_repeat"] == 2
 
 
 def test_axial_resolution_precedence(tiny_acquisition, tmp_path):
@@ -213,6 +215,7 @@ def test_tiff_layout_reads_same_tiles_as_native(tiny_acquisition, tiny_tiff):
     for key, tile in native.tiles.items():
         np.testing.assert_allclose(tiff.tiles[key].read(), tile.read(), rtol=1e-6, atol=1e-7)
         assert tiff.tiles[key].stage_position_mm == tile.stage_position_mm
+    assert tiff.frames_averaged is None, "TIFF tiles do not say how many frames they average"
 
 
 def test_tiff_layout_requires_sidecar_fields(tiny_tiff, tmp_path):

@@ -126,6 +126,9 @@ class SliceAcquisition:
         ``{(row, col): Tile}`` of the tiles present.
     focus_z_px : int or None
         Depth index of the focal plane in the tiles, when known.
+    frames_averaged : int or None
+        Raw frames averaged into each B-scan (native tiles' ``n_repeat``), when known: one frame leaves the
+        speckle unaveraged (the report warns, ``linumpy.qc.flags.acquisition_warnings``).
     """
 
     slice_id: int
@@ -136,6 +139,7 @@ class SliceAcquisition:
     stage_position_mm: dict[str, float]
     tiles: dict[tuple[int, int], Tile]
     focus_z_px: int | None = None
+    frames_averaged: int | None = None
 
 
 class Acquisition:
@@ -288,7 +292,8 @@ def _native_slice(acq: Acquisition, slice_id: int, entries: dict[tuple[int, int]
         key: Tile(entries[key], key[0], key[1], positions[key], _native_reader(entries[key], infos[key]))
         for key in infos
     }
-    return _assemble(acq, slice_id, tiles, (first.depth, first.ny, first.nx), lateral, first.focus_z - first.top_z)
+    return _assemble(acq, slice_id, tiles, (first.depth, first.ny, first.nx), lateral, first.focus_z - first.top_z,
+                     first.n_repeat)
 
 
 def _native_reader(path: Path, info) -> Callable[[np.ndarray | None], np.ndarray]:
@@ -326,6 +331,7 @@ def _assemble(
     tile_shape: tuple[int, int, int],
     lateral_um: tuple[float, float],
     focus_z_px: int | None,
+    frames_averaged: int | None = None,
 ) -> SliceAcquisition:
     rows = max(r for r, _ in tiles) + 1
     cols = max(c for _, c in tiles) + 1
@@ -356,6 +362,7 @@ def _assemble(
         stage_position_mm=origin,
         tiles=dict(sorted(tiles.items())),
         focus_z_px=focus_z_px,
+        frames_averaged=frames_averaged,
     )
 
 

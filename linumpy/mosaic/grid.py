@@ -382,7 +382,8 @@ def write_mosaic_grid(
         aip.publish()
     # An acquisition-wide decision is flagged once, in its own record (field_curvature_qc.json).
     write_qc_record(
-        path, "mosaic_grid_3d", metrics | galvo.metrics() | curvature.metrics(), figures,
+        path, "mosaic_grid_3d", metrics | galvo.metrics() | curvature.metrics()
+        | {"n_frames_averaged": section.frames_averaged}, figures,
         galvo.flags(galvo_confidence) + (curvature.flags() if curvature.source == "slice" else []),
     )
     return geometry

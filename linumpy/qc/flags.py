@@ -30,6 +30,19 @@ MIN_OVERLAP_NCC = 0.2
 #: focus belongs to the objective, the same for every slice: widths spread by <= 4% over 30 simulated 8-slice
 #: cases and 3 foreign acquisitions; an estimate taken over by tissue in the agarose cells read 10% narrow.
 MAX_FOCUS_WIDTH_DEVIATION = 0.06
+#: A tile's stated standard error (stitch record, per tile ``sigma_px``, the larger axis) above which a tile placed
+#: by overlaps is named in a red flag: issue #10's bar for a textured tile's error. Tiles on the stage model (their
+#: sigma is the stage's scatter) and weak tiles (hung on weak links only, mostly empty agarose) are left out: the
+#: stitch step's own flag counts them when they make up more than a quarter of the slice.
+MAX_TILE_SIGMA_PX = 1.5
+#: Most tiles a flag names (c185 201 slice 2 had 14 such tiles); it counts them all.
+MAX_NAMED_TILES = 6
+#: Raw frames averaged per B-scan (``n_frames_averaged``, native tiles' ``n_repeat``) below which the report
+#: warns: one frame leaves the speckle unaveraged. Foreign acquisitions with one frame: volume NCC .940-.951
+#: (audit66's 205 .9405, audit63's 187 .9429, harsh A's ceiling ~.951) against .950-.957 with two frames and
+#: well-placed tiles; its speckle moved a pair's peak by 1-2 px along oblique structure at 5-10 of its stated
+#: standard errors (audit66).
+MIN_FRAMES_AVERAGED = 2
 
 
 @dataclass(frozen=True, order=True)
@@ -96,6 +109,31 @@ def acquisition_flags(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:
     return flags
 
 
+def acquisition_warnings(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:
+    """Warnings about the whole acquisition: slices imaged with fewer than :data:`MIN_FRAMES_AVERAGED` frames.
+
+    Reads ``n_frames_averaged`` of the mosaic grid's records; one warning for all such slices (the frame
+    count is the acquisition's setting, not a failure of a step).
+
+    Examples
+    --------
+    >>> records = [{"step": "mosaic_grid_3d", "slice_id": i, "metrics": {"n_frames_averaged": 1}} for i in (0, 1)]
+    >>> [(flag.slice_id, flag.message[:40]) for flag in acquisition_warnings(records)]
+    [(None, 'one raw frame per B-scan on slices 0, 1 ')]
+    """
+    single = sorted(_slice_id(record.get("slice_id")) for record in records
+                    if record.get("step") == "mosaic_grid_3d"
+                    and (frames := _number(record.get("metrics", {}).get("n_frames_averaged"))) is not None
+                    and frames < MIN_FRAMES_AVERAGED)
+    if not single:
+        return []
+    return [RedFlag(None, "mosaic_grid_3d", (
+        f"one raw frame per B-scan on slices {', '.join(map(str, single))} (n_repeat 1 in the tiles' info.txt): "
+        "the speckle is not averaged, so the volume matches the tissue less closely (volume NCC near .94-.95 on "
+        "the foreign phantoms against .95-.96 with two frames) and a tile pair along oblique structure can "
+        "register 1-2 px off with a confident peak; acquire two frames or more per B-scan where time allows"))]
+
+
 def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
     messages = []
     confidence = _number(metrics.get("confidence"))
@@ -105,12 +143,41 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
     n_fallback = _number(metrics.get("n_fallback_pairs"))
     if n_pairs and n_fallback is not None and n_fallback / n_pairs > MAX_FALLBACK_FRACTION:
         messages.append(f"{n_fallback:.0f}/{n_pairs:.0f} tile pairs fell back to the stage model")
+    uncertain = uncertain_tiles(metrics.get("tiles"))
+    if uncertain:
+        named = ", ".join(f"{tile} {sigma:.2f} px" for tile, sigma in uncertain[:MAX_NAMED_TILES])
+        named += f" and {len(uncertain) - MAX_NAMED_TILES} more" if len(uncertain) > MAX_NAMED_TILES else ""
+        messages.append(f"{len(uncertain)} tile(s) placed by overlaps with a standard error above the "
+                        f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): their overlaps do not pin them down")
     nonzero = _number(metrics.get("nonzero_fraction"))
     if nonzero is not None and nonzero == 0:
         messages.append("empty: every voxel is zero")
     elif nonzero is not None and nonzero < MIN_NONZERO_FRACTION:
         messages.append(f"nearly empty: {100 * nonzero:.2f}% non-zero voxels")
     return messages
+
+
+def uncertain_tiles(tiles: Any) -> list[tuple[str, float]]:
+    """The tiles of a stitch record's ``tiles`` placed by overlaps, not weak, whose ``sigma_px`` exceeds
+    :data:`MAX_TILE_SIGMA_PX`, as ``(tile, sigma)`` in the record's order; ``[]`` when there is no such field.
+
+    Examples
+    --------
+    >>> uncertain_tiles({"(2, 2)": {"source": "pairs", "weak": False, "sigma_px": 7.16},
+    ...                  "(0, 4)": {"source": "stage", "weak": False, "sigma_px": 4.1},
+    ...                  "(4, 4)": {"source": "pairs", "weak": True, "sigma_px": 2.3},
+    ...                  "(1, 1)": {"source": "pairs", "weak": False, "sigma_px": 0.4}})
+    [('(2, 2)', 7.16)]
+    """
+    if not isinstance(tiles, Mapping):
+        return []
+    found = []
+    for tile, record in tiles.items():
+        sigma = _number(record.get("sigma_px")) if isinstance(record, Mapping) else None
+        if sigma is not None and sigma > MAX_TILE_SIGMA_PX and record.get("source") == "pairs" \
+                and not record.get("weak"):
+            found.append((str(tile), sigma))
+    return found
 
 
 def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:

@@ -37,6 +37,10 @@ _M = MetricInfo
 #: Known metrics: name -> label, unit, meaning.
 METRICS: dict[str, MetricInfo] = {
     "n_tiles": _M("Tiles", "count", "Tiles acquired for the slice."),
+    "n_frames_averaged": _M("Frames per B-scan", "count", "Raw frames the microscope averaged into each B-scan "
+                            "(n_repeat in the tiles' info.txt; empty when the tiles do not say). One frame leaves "
+                            "the speckle unaveraged: the report warns (a lower match of the volume to the tissue, "
+                            "tile pairs along oblique structure 1-2 px off)."),
     "nonzero_fraction": _M("Non-zero voxels", "%", "Share of voxels that hold any signal; "
                            "near 0 means an empty slice."),
     "confidence": _M("Stitch confidence", "0-1", "Median confidence of the neighbouring tile pairs whose "
@@ -165,6 +169,16 @@ METRICS: dict[str, MetricInfo] = {
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),
+    "tiles": _M("Per tile", "per tile", "Each tile (row, col): source (pairs, or stage: kept its stage-model "
+                "position), n_pairs, sigma_px (honest standard error of its position, px), and true/false for "
+                "each way it was placed or refused, counted by the slice's n_..._tiles of the same name: "
+                "corroborated, weak, weak_along_ridge, weak_lone_link, lone_link_refused, far_link_refused, "
+                "weak_link_swapped, far_bridge_kept, far_weak_peak_refused, weak_piece_to_stage, "
+                "unsupported_placement_dropped, beyond_edge_ridges, costly_link_refused, corroboration_refused, "
+                "far_lone_link_to_stage (its lone far link refused: on the stage model), far_lone_link_searched "
+                "(its lone far link refused by the first solve: placed by its other overlaps), "
+                "lone_edge_link_along_stage, tied_to_left_out; hinge_links and off_probability "
+                "(tile_off_probability); stage_residual_px (the stage residual model's correction)."),
     "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "
                         "2.5 that a tile placed by overlaps follows by at least half of any change of their "
                         "offset: no other evidence checks them. About one in ten puts its tiles more than "
@@ -493,6 +507,11 @@ ADVICE: tuple[tuple[str, str], ...] = (
                                   "hung on a weak overlap can be several pixels off. If one is, the slice's "
                                   "overlaps lack texture there (or are too narrow); a larger tile overlap "
                                   "helps the next acquisitions."),
+    (r"standard error above the .* tile bar", "Look at the seams around the named tiles in the stitched slice: "
+                                             "their overlaps measure little along some direction (an edge, a "
+                                             "faint or narrow overlap), so the tile can be off along it by up to "
+                                             "about twice its standard error. The stitch record's tiles and pairs "
+                                             "(details below) say which overlaps hold it."),
     (r"focus width", "Compare this slice's depth profile figure with its neighbours': if it is the odd one, rerun "
                      "its axial correction with --focus_profile (a neighbour's QC focus_profile saved as .npy)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "

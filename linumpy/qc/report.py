@@ -32,7 +32,7 @@ from linumpy.io.naming import SLICE_STEPS, parse_slice_id
 from linumpy.pipeline.trace import TaskTrace, format_duration, format_memory, read_trace
 from linumpy.qc.embed import THUMBNAIL_HEIGHT, RefusedImage, image_data_uri, read_figure, read_image
 from linumpy.qc.figures import continuity_figure
-from linumpy.qc.flags import RedFlag, acquisition_flags, record_flags, slice_reasons
+from linumpy.qc.flags import RedFlag, acquisition_flags, acquisition_warnings, record_flags, slice_reasons
 from linumpy.qc.footprint import folder_sizes, human_bytes
 from linumpy.qc.glossary import advice, describe, step_label
 from linumpy.qc.records import QC_SUFFIX, read_qc_record, render_png
@@ -103,6 +103,7 @@ class QcCollection:
     volume: VolumeSummary | None = None
     trace: list[TaskTrace] = field(default_factory=list)
     footprint: dict[str, int] = field(default_factory=dict)
+    notices: list[RedFlag] = field(default_factory=list)
 
     @property
     def slice_ids(self) -> list[int]:
@@ -112,9 +113,10 @@ class QcCollection:
 
     @property
     def warnings(self) -> list[RedFlag]:
-        """Warnings the steps logged, as (slice, step, message), of the records no later record replaces."""
+        """Warnings the steps logged, as (slice, step, message), of the records no later record replaces, and
+        the ``notices`` drawn from the records (:func:`~linumpy.qc.flags.acquisition_warnings`)."""
         found = {RedFlag(e.slice_id, e.step, w) for e in self.entries if e.replaced_by is None for w in e.warnings}
-        return sorted(found, key=_flag_order)
+        return sorted(found | set(self.notices), key=_flag_order)
 
     def slice_images(self, slice_id: int | None) -> dict[str, bytes]:
         """Images no record names (e.g. screenshots) whose file name carries ``slice_id``."""
@@ -166,7 +168,8 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
             flags += record_flags(record)
         except (TypeError, ValueError, KeyError, OverflowError) as error:  # ill-typed metric values
             flags.append(RedFlag(entry.slice_id, entry.step, f"{relative}: metrics not understood ({error})"))
-    flags += acquisition_flags([entry.record for entry in entries if entry.replaced_by is None])
+    final_records = [entry.record for entry in entries if entry.replaced_by is None]
+    flags += acquisition_flags(final_records)
     other_images = {}
     for path in files:
         if path.suffix.lower() == ".png" and path not in used_images and path.resolve().is_relative_to(root.resolve()):
@@ -177,7 +180,8 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
     trace_path = root / TRACE_FILE
     trace = read_trace(trace_path) if trace_path.is_file() else []
     return QcCollection(entries, other_images, sorted(set(flags), key=_flag_order),
-                        _volume_summary(root, entries), trace, folder_sizes(root, exclude_suffixes=(".html",)))
+                        _volume_summary(root, entries), trace, folder_sizes(root, exclude_suffixes=(".html",)),
+                        acquisition_warnings(final_records))
 
 
 def replacing_records(relative_paths: list[str]) -> dict[str, str]:
@@ -413,8 +417,9 @@ def _warnings_section(warnings: list[RedFlag]) -> str:
         f"<b>{_where(w)}</b>: {_text(w.message)}</li>"
         for w in warnings
     )
-    return (f'<h2>Warnings ({len(warnings)})</h2><p class="note">Logged by the steps while they ran; '
-            f'worth a look, not necessarily a problem.</p><ul id="warnings">{items}</ul>')
+    return (f'<h2>Warnings ({len(warnings)})</h2><p class="note">Logged by the steps while they ran, or read '
+            f'from their records (the acquisition\'s settings); worth a look, not necessarily a problem.</p>'
+            f'<ul id="warnings">{items}</ul>')
 
 
 def _where(flag: RedFlag) -> str:
