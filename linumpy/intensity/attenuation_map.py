@@ -50,8 +50,8 @@ CLASS_OPENING = 3
 #: detected neighbour's surface (:func:`borrowed_surface`; within the axial step's block halo).
 BORROW_SURFACE_PX = 8
 #: Share of the imaged A-lines of its class (tissue, or agarose and tissue as dim) within :data:`BORROW_SURFACE_PX`
-#: whose surface was detected, below which an A-line is not mapped (:func:`surface_support`): its region's cut
-#: is seen only where another light lifts it (the gel and dark tissue far above the focus, at a brighter tissue's rim).
+#: whose surface was detected, below which an A-line is without support (:func:`surface_support`): its region's
+#: cut is seen only where another light lifts it (the gel and dark tissue far above the focus).
 MIN_SURFACE_SUPPORT = 0.25
 #: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
 SPLIT_STEP_PX = 3
@@ -92,7 +92,7 @@ class WindowedAttenuation:
         Mapped from a neighbour's surface: no surface was detected at this A-line (:func:`borrowed_surface`).
     sparse : ndarray of bool
         Imaged, and too few A-lines of its class around it have a detected surface (:func:`surface_support`):
-        not mapped (NaN), whatever else kept it from being mapped.
+        its region's attenuation is not measured there (a value, if any, rests on cuts another light lifted).
     """
 
     mu: np.ndarray
@@ -122,13 +122,9 @@ class WindowedAttenuation:
         """The same map with ``stepped`` (see the attribute) set."""
         return replace(self, stepped=stepped)
 
-    def without_support(self, sparse: np.ndarray) -> WindowedAttenuation:
-        """NaN where ``sparse`` (imaged A-lines without support, :func:`surface_support`), recorded as ``sparse``."""
-        dropped = sparse & np.isfinite(self.mu)
-        return WindowedAttenuation(np.where(dropped, np.nan, self.mu).astype(np.float32),
-                                   np.where(dropped, np.nan, self.window_px).astype(np.float32),
-                                   self.shortened & ~dropped, self.clamped & ~dropped, self.faint, self.mixed,
-                                   self.whole, self.stepped, self.borrowed & ~dropped, self.sparse | sparse)
+    def with_sparse(self, sparse: np.ndarray) -> WindowedAttenuation:
+        """The same map with ``sparse`` (see the attribute) set."""
+        return replace(self, sparse=sparse)
 
     def with_borrowed(self, borrowed: np.ndarray) -> WindowedAttenuation:
         """The same map with ``borrowed`` (see the attribute) set where a value was mapped."""
@@ -642,7 +638,9 @@ def surface_support(
     whose cut another light lifts, at the rim of a brighter tissue, and their neighbours fitted from
     those surfaces: they hold that tissue's light and read its decay (the independent generator's
     harsh B with the focus 90 planes deep: the gel +250 %, dark tissue +25 %), a value that stands
-    for no region. Such A-lines (a share below :data:`MIN_SURFACE_SUPPORT`) are not mapped.
+    for no region. A share below :data:`MIN_SURFACE_SUPPORT` marks an A-line without support
+    (``sparse``, counted in the QC record and flagged; its value is kept: leaving those A-lines out
+    leaves the rim, whose cut is detected, and reads the gel worse, ``benchmarks/README.md``, rim67).
 
     Parameters
     ----------

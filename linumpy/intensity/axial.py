@@ -757,7 +757,7 @@ def _edge_aware_tails(
         mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
-    mapped = mapped.without_support(sparse).with_borrowed(borrowed[inner])
+    mapped = mapped.with_borrowed(borrowed[inner]).with_sparse(sparse)
     if settings.attenuation != "vermeer":
         return block[(slice(None), *inner)], None, mapped
     if settings.attenuation_step_log > 0:
@@ -775,7 +775,7 @@ def _edge_aware_tails(
 
 
 def _sparse_support(found_px: np.ndarray, imaged: np.ndarray, tissue: np.ndarray | None) -> np.ndarray:
-    """The imaged A-lines whose class's detected surfaces around them are too sparse to map them.
+    """The imaged A-lines whose class's detected surfaces around them are too sparse to support their map.
 
     :func:`linumpy.intensity.attenuation_map.surface_support` below
     :data:`~linumpy.intensity.attenuation_map.MIN_SURFACE_SUPPORT`.
@@ -799,7 +799,7 @@ def _box_tails(
     np.maximum(signal, 0, out=signal)
     mixed = attenuation_map.mixed_lines(np.exp(attenuation.level_guide(signal)),
                                         attenuation.box_width(settings.tail_sigma_px))[inner]
-    mapped = mapped.without(mixed).without_support(sparse)
+    mapped = mapped.without(mixed).with_sparse(sparse)
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
