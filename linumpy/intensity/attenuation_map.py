@@ -659,8 +659,8 @@ def surface_support(
     Examples
     --------
     >>> detected = np.array([[True, True, False, False, False, False]])
-    >>> surface_support(detected, np.ones((1, 6), bool), radius=1).round(2).tolist()
-    [[1.0, 0.67, 0.33, 0.0, 0.0, 0.0]]
+    >>> [round(float(v), 2) for v in surface_support(detected, np.ones((1, 6), bool), radius=1)[0]]
+    [1.0, 0.67, 0.33, 0.0, 0.0, 0.0]
     """
     imaged = np.asarray(imaged, bool)
     classes = [np.ones(imaged.shape, bool)] if tissue is None else [np.asarray(tissue, bool), ~np.asarray(tissue, bool)]
