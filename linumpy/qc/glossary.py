@@ -226,7 +226,7 @@ METRICS: dict[str, MetricInfo] = {
     "attenuation_map_sparse_fraction": _M("Attenuation without support", "%", "Share of the imaged A-lines (tissue "
                                           "or not) around which the surfaces of their class were detected on fewer "
                                           "than a quarter of the A-lines: their region's attenuation is not measured "
-                                          "(the gel and dark tissue far above the focus). Flagged above 10%."),
+                                          "(the gel and dark tissue far above the focus). Flagged above 30%."),
     "attenuation_map_sparse_mapped_lines": _M("Attenuation values without support", "A-lines", "A-lines without "
                                               "support that still carry a value: it rests on cuts a brighter "
                                               "neighbour's light lifted and reads that neighbour's decay."),
