@@ -49,6 +49,10 @@ CLASS_OPENING = 3
 #: Lateral distance (A-lines) within which an A-line without a detected surface is fitted from its nearest
 #: detected neighbour's surface (:func:`borrowed_surface`; within the axial step's block halo).
 BORROW_SURFACE_PX = 8
+#: Share of the imaged A-lines of its class (tissue, or agarose and tissue as dim) within :data:`BORROW_SURFACE_PX`
+#: whose surface was detected, below which an A-line is without support (:func:`surface_support`): its region's
+#: cut is seen only where another light lifts it (the gel and dark tissue far above the focus).
+MIN_SURFACE_SUPPORT = 0.25
 #: Planes between the candidate splits (a split is found to within this; fewer residuals to evaluate).
 SPLIT_STEP_PX = 3
 #: Splits of the top window tried, one after the other (each stops the window at the best split above it).
@@ -86,6 +90,9 @@ class WindowedAttenuation:
         tail sums (:func:`~linumpy.intensity.attenuation.reflectivity_steps`).
     borrowed : ndarray of bool
         Mapped from a neighbour's surface: no surface was detected at this A-line (:func:`borrowed_surface`).
+    sparse : ndarray of bool
+        Imaged, and too few A-lines of its class around it have a detected surface (:func:`surface_support`):
+        its region's attenuation is not measured there (a value, if any, rests on cuts another light lifted).
     """
 
     mu: np.ndarray
@@ -97,6 +104,7 @@ class WindowedAttenuation:
     whole: np.ndarray
     stepped: np.ndarray
     borrowed: np.ndarray
+    sparse: np.ndarray
 
     def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
         """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
@@ -108,11 +116,15 @@ class WindowedAttenuation:
         return WindowedAttenuation(np.where(mixed, np.nan, self.mu).astype(np.float32),
                                    np.where(mixed, np.nan, self.window_px).astype(np.float32),
                                    self.shortened & ~mixed, self.clamped & ~mixed, self.faint, self.mixed | mixed,
-                                   self.whole, self.stepped, self.borrowed & ~mixed)
+                                   self.whole, self.stepped, self.borrowed & ~mixed, self.sparse)
 
     def with_steps(self, stepped: np.ndarray) -> WindowedAttenuation:
         """The same map with ``stepped`` (see the attribute) set."""
         return replace(self, stepped=stepped)
+
+    def with_sparse(self, sparse: np.ndarray) -> WindowedAttenuation:
+        """The same map with ``sparse`` (see the attribute) set."""
+        return replace(self, sparse=sparse)
 
     def with_borrowed(self, borrowed: np.ndarray) -> WindowedAttenuation:
         """The same map with ``borrowed`` (see the attribute) set where a value was mapped."""
@@ -124,7 +136,7 @@ class WindowedAttenuation:
                                    np.where(keep, self.window_px, np.nan).astype(np.float32),
                                    self.shortened & keep, self.clamped & keep, self.faint & keep, self.mixed & keep,
                                    np.where(keep, self.whole, np.nan).astype(np.float32), self.stepped & keep,
-                                   self.borrowed & keep)
+                                   self.borrowed & keep, self.sparse & keep)
 
 
 def window_attenuation(
@@ -263,7 +275,7 @@ def window_attenuation(
     whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
                         np.nan).astype(np.float32)
     return WindowedAttenuation(mu, window_px, valid & (stop < whole_stop), clamped, faint, np.zeros_like(valid),
-                               whole_mu, np.zeros_like(valid), np.zeros_like(valid))
+                               whole_mu, np.zeros_like(valid), np.zeros_like(valid), np.zeros_like(valid))
 
 
 def _window_stops(
@@ -612,6 +624,53 @@ def borrowed_surface(
     distance, nearest = ndimage.distance_transform_edt(missing, return_indices=True)
     borrowed = missing & np.asarray(imaged, bool) & (distance <= max_distance)
     return np.where(borrowed, found_px[tuple(nearest)], found_px), borrowed
+
+
+def surface_support(
+    detected: np.ndarray, imaged: np.ndarray, tissue: np.ndarray | None = None, radius: int = BORROW_SURFACE_PX,
+) -> np.ndarray:
+    """Per A-line, the share of the imaged A-lines of its class within ``radius`` whose surface was detected.
+
+    The map fits an A-line from its surface, detected or borrowed from a neighbour within
+    :data:`BORROW_SURFACE_PX` (:func:`borrowed_surface`: dim tissue shows its cut where its texture
+    is bright just below it). Where a region's cut is hardly ever detected (the gel and dark tissue far
+    above the focus: their signal at the cut under the noise floor), the A-lines left are the few
+    whose cut another light lifts, at the rim of a brighter tissue, and their neighbours fitted from
+    those surfaces: they hold that tissue's light and read its decay (the independent generator's
+    harsh B with the focus 90 planes deep: the gel +250 %, dark tissue +25 %), a value that stands
+    for no region. A share below :data:`MIN_SURFACE_SUPPORT` marks an A-line without support
+    (``sparse``, counted in the QC record and flagged; its value is kept: leaving those A-lines out
+    leaves the rim, whose cut is detected, and reads the gel worse, ``benchmarks/README.md``, rim67).
+
+    Parameters
+    ----------
+    detected, imaged : ndarray of bool, shape (y, x)
+        A surface was detected at the A-line; the A-line holds data (not padding).
+    tissue : ndarray of bool, shape (y, x), optional
+        The A-lines' class (tissue, or agarose and tissue as dim); None: one class.
+    radius : int
+        Half the side of the square box (A-lines).
+
+    Returns
+    -------
+    ndarray, shape (y, x), float32
+        0 where no imaged A-line of the class lies within the box.
+
+    Examples
+    --------
+    >>> detected = np.array([[True, True, False, False, False, False]])
+    >>> [round(float(v), 2) for v in surface_support(detected, np.ones((1, 6), bool), radius=1)[0]]
+    [1.0, 0.67, 0.33, 0.0, 0.0, 0.0]
+    """
+    imaged = np.asarray(imaged, bool)
+    classes = [np.ones(imaged.shape, bool)] if tissue is None else [np.asarray(tissue, bool), ~np.asarray(tissue, bool)]
+    share = np.zeros(imaged.shape, np.float32)
+    for members in classes:
+        pool = imaged & members
+        count = ndimage.uniform_filter(pool.astype(np.float32), 2 * radius + 1, mode="constant")
+        hits = ndimage.uniform_filter((pool & detected).astype(np.float32), 2 * radius + 1, mode="constant")
+        share = np.where(members, np.divide(hits, count, out=np.zeros_like(count), where=count > 1e-6), share)
+    return share
 
 
 def window_snr(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, noise: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ from linumpy.intensity.blocks import (
     lateral_blocks, map_ordered, read_block,
 )
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_STEP_LOG, FOCUS_MODES
-from linumpy.intensity.qc_summary import AxialQc
+from linumpy.intensity.qc_summary import AxialQc, ClassSupport
 from linumpy.intensity.statistics_reads import STATISTICS_BINNING_PX, SURFACE_SIGMA_PX, StatisticsReads
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
@@ -310,7 +310,9 @@ def correct_slice(
         surface_um = surface_writer.stored_level0()
         levels = levels_writer.stored_level0()
 
-        def correct_part(part: LateralBlock) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, int]:
+        def correct_part(
+            part: LateralBlock,
+        ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, ClassSupport]:
             data = cache.read(part.outer)
             found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
             tissue_lines = None if stats.tissue_level is None else read_block(levels, part.outer) > stats.tissue_level
@@ -323,16 +325,17 @@ def correct_slice(
                                          for s in part.inner))] = plain
             attenuation_writer[part.inner] = mapped.mu
             tissue = np.isfinite(mapped.whole)
+            level = levels[part.inner]
             if stats.tissue_level is not None:
-                tissue &= levels[part.inner] > stats.tissue_level
+                tissue &= level > stats.tissue_level
             return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
-                    count_nonzero(flat), clipped, int(np.count_nonzero(mapped.borrowed)))
+                    count_nonzero(flat), clipped, ClassSupport.of(mapped, level, stats.tissue_level))
 
         n_clipped = 0
-        for profile, tissue_map, nonzero, clipped, borrowed in tqdm(map_ordered(correct_part, parts, workers),
-                                                          total=len(parts), desc="axial correction",
-                                                          disable=not progress, leave=False):
-            qc.add_corrected(profile, tissue_map, nonzero, borrowed)
+        for profile, tissue_map, nonzero, clipped, support in tqdm(map_ordered(correct_part, parts, workers),
+                                                         total=len(parts), desc="axial correction",
+                                                         disable=not progress, leave=False):
+            qc.add_corrected(profile, tissue_map, nonzero, support)
             n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
@@ -730,6 +733,7 @@ def _edge_aware_tails(
     (:func:`linumpy.intensity.attenuation_map.class_boundary`).
     """
     grid = taken.grid
+    sparse = _sparse_support(found_px, taken.imaged, tissue)[inner]
     # the map's fit starts at a neighbour's surface where none was detected (dim tissue far above the focus)
     found_px, borrowed = attenuation_map.borrowed_surface(found_px, taken.imaged)
     found = np.isfinite(found_px)
@@ -753,7 +757,7 @@ def _edge_aware_tails(
         mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
-    mapped = mapped.with_borrowed(borrowed[inner])
+    mapped = mapped.with_borrowed(borrowed[inner]).with_sparse(sparse)
     if settings.attenuation != "vermeer":
         return block[(slice(None), *inner)], None, mapped
     if settings.attenuation_step_log > 0:
@@ -770,10 +774,22 @@ def _edge_aware_tails(
     return block[(slice(None), *inner)], compensate, mapped
 
 
+def _sparse_support(found_px: np.ndarray, imaged: np.ndarray, tissue: np.ndarray | None) -> np.ndarray:
+    """The imaged A-lines whose class's detected surfaces around them are too sparse to support their map.
+
+    :func:`linumpy.intensity.attenuation_map.surface_support` below
+    :data:`~linumpy.intensity.attenuation_map.MIN_SURFACE_SUPPORT`.
+    """
+    share = attenuation_map.surface_support(np.isfinite(found_px), imaged, tissue)
+    return imaged & (share < attenuation_map.MIN_SURFACE_SUPPORT)
+
+
 def _box_tails(
     signal: np.ndarray, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit, inner: tuple[slice, slice],
+    tissue: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, attenuation_map.WindowedAttenuation]:
     """:func:`_edge_aware_tails` with plain box-averaged tail sums (``tail_edge_sigma_px`` 0)."""
+    sparse = _sparse_support(found_px, np.any(signal != 0, axis=0), tissue)[inner]
     tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)
     offsets = attenuation_map.neighbour_offsets(attenuation.box_width(settings.tail_sigma_px),
                                                 attenuation.box_width(attenuation_map.SPLIT_SIGMA_PX))
@@ -783,7 +799,7 @@ def _box_tails(
     np.maximum(signal, 0, out=signal)
     mixed = attenuation_map.mixed_lines(np.exp(attenuation.level_guide(signal)),
                                         attenuation.box_width(settings.tail_sigma_px))[inner]
-    mapped = mapped.without(mixed)
+    mapped = mapped.without(mixed).with_sparse(sparse)
     tails = None
     if settings.attenuation == "vermeer":
         tails = attenuation.tail_sums(signal, settings.tail_window_px, settings.tail_sigma_px)[(slice(None), *inner)]
@@ -873,7 +889,7 @@ def correct_block(
         signal, compensate, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
                                                   tissue)
     else:
-        signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner)
+        signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner, tissue)
         compensate = None if tails is None else functools.partial(attenuation.compensate_attenuation, signal, tails,
                                                                   out=signal, planes=planes)
     found_px = found_px[inner]

@@ -237,6 +237,17 @@ METRICS: dict[str, MetricInfo] = {
     "attenuation_map_borrowed_surface_lines": _M("Attenuation from a neighbour's surface", "A-lines", "A-lines "
                                                  "(tissue or not) without a detected surface whose attenuation was "
                                                  "fitted from the nearest detected A-line's surface."),
+    "attenuation_map_sparse_fraction": _M("Attenuation without support", "%", "Share of the imaged A-lines (tissue "
+                                          "or not) around which the surfaces of their class were detected on fewer "
+                                          "than a quarter of the A-lines: their region's attenuation is not measured "
+                                          "(the gel and dark tissue far above the focus). Flagged above 30%."),
+    "attenuation_map_sparse_mapped_lines": _M("Attenuation values without support", "A-lines", "A-lines without "
+                                              "support that still carry a value: it rests on cuts a brighter "
+                                              "neighbour's light lifted and reads that neighbour's decay."),
+    "attenuation_map_dim_lines": _M("Dim A-lines", "count", "Imaged A-lines of the dim class (agarose, and tissue "
+                                    "as dim); 0 without a level split."),
+    "attenuation_map_dim_sparse_fraction": _M("Dim A-lines without support", "%", "Share of the dim class's A-lines "
+                                              "without support (see Attenuation without support)."),
     "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
     "noise_variance": _M("Noise variance", "intensity²", "Variance of one voxel's background noise (above the "
                          "tissue surface); the attenuation map's decay fits are corrected for the bias it puts in "
