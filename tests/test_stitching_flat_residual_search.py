@@ -4,7 +4,7 @@ ridge67 suspected the flat field's residual (vignetting left in the projections)
 of a speckled match and so biasing pair offsets toward the larger overlap. Measured (session flatres):
 the simulator matrix's pairs read the same with the pipeline's flat field as with no vignetting at all,
 and two tiles sharing the simulator's 25 % vignetting *not flat-fielded at all*, or a +-4 % curvature,
-register within 0.02 px of the same tiles without it: the search's band-pass (log, minus a blur a third
+register within 0.002 px of the same tiles without it: the search's band-pass (log, minus a blur a third
 of the overlap wide) and the fit's plane removal leave nothing of it. The bias of weak pairs comes from
 elsewhere (benchmarks/README.md, session flatres).
 """
