@@ -94,8 +94,8 @@ class WindowedAttenuation:
         Imaged, and too few A-lines of its class around it have a detected surface (:func:`surface_support`):
         its region's cut is rarely seen there (a value rests on a cut another light lifted, or on the cut plane).
     planed : ndarray of bool
-        Mapped from the slice's cut plane: without support, and no surface was detected at this A-line nor
-        borrowed (:func:`planed_surface`).
+        Fitted from the slice's cut plane (mapped or not: too faint, mixed): without support, and no surface
+        was detected at this A-line nor borrowed (:func:`planed_surface`).
     """
 
     mu: np.ndarray
@@ -120,8 +120,7 @@ class WindowedAttenuation:
         return WindowedAttenuation(np.where(mixed, np.nan, self.mu).astype(np.float32),
                                    np.where(mixed, np.nan, self.window_px).astype(np.float32),
                                    self.shortened & ~mixed, self.clamped & ~mixed, self.faint, self.mixed | mixed,
-                                   self.whole, self.stepped, self.borrowed & ~mixed, self.sparse,
-                                   self.planed & ~mixed)
+                                   self.whole, self.stepped, self.borrowed & ~mixed, self.sparse, self.planed)
 
     def with_steps(self, stepped: np.ndarray) -> WindowedAttenuation:
         """The same map with ``stepped`` (see the attribute) set."""
@@ -132,9 +131,8 @@ class WindowedAttenuation:
         return replace(self, sparse=sparse)
 
     def with_borrowed(self, borrowed: np.ndarray, planed: np.ndarray) -> WindowedAttenuation:
-        """The same map with ``borrowed`` and ``planed`` (see the attributes) set where a value was mapped."""
-        mapped = np.isfinite(self.mu)
-        return replace(self, borrowed=borrowed & mapped, planed=planed & mapped)
+        """The same map with ``borrowed`` (where a value was mapped) and ``planed`` (see the attributes) set."""
+        return replace(self, borrowed=borrowed & np.isfinite(self.mu), planed=planed)
 
     def unsupported(self, keep: np.ndarray) -> WindowedAttenuation:
         """NaN (and not shortened, clamped, faint or mixed) where ``keep`` is False (e.g. no surface)."""

@@ -326,7 +326,7 @@ def correct_slice(
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
                                          for s in part.inner))] = plain
             attenuation_writer[part.inner] = mapped.mu
-            tissue = np.isfinite(mapped.whole)
+            tissue = np.isfinite(mapped.whole) & ~mapped.planed  # the QC's tissue mean: their own or borrowed cuts
             level = levels[part.inner]
             if stats.tissue_level is not None:
                 tissue &= level > stats.tissue_level

@@ -54,7 +54,7 @@ class ClassSupport:
         Imaged A-lines of the dim class (pass 1's level at most the slice's tissue level: agarose, tissue
         as dim; none without a level split), and those of them without support.
     planed : int
-        A-lines mapped from the slice's cut plane (``WindowedAttenuation.planed``).
+        A-lines mapped from the slice's cut plane (``WindowedAttenuation.planed`` with a value).
     """
 
     borrowed: int = 0
@@ -74,7 +74,7 @@ class ClassSupport:
         return cls(int(np.count_nonzero(mapped.borrowed)), int(np.count_nonzero(imaged)),
                    int(np.count_nonzero(sparse)), int(np.count_nonzero(sparse & np.isfinite(mapped.mu))),
                    int(np.count_nonzero(dim)), int(np.count_nonzero(dim & sparse)),
-                   int(np.count_nonzero(mapped.planed)))
+                   int(np.count_nonzero(mapped.planed & np.isfinite(mapped.mu))))
 
     def __add__(self, other: ClassSupport) -> ClassSupport:
         return ClassSupport(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
