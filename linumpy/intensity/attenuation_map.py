@@ -92,7 +92,10 @@ class WindowedAttenuation:
         Mapped from a neighbour's surface: no surface was detected at this A-line (:func:`borrowed_surface`).
     sparse : ndarray of bool
         Imaged, and too few A-lines of its class around it have a detected surface (:func:`surface_support`):
-        its region's attenuation is not measured there (a value, if any, rests on cuts another light lifted).
+        its region's cut is rarely seen there (a value rests on a cut another light lifted, or on the cut plane).
+    planed : ndarray of bool
+        Fitted from the slice's cut plane (mapped or not: too faint, mixed): without support, and no surface
+        was detected at this A-line nor borrowed (:func:`planed_surface`).
     """
 
     mu: np.ndarray
@@ -105,6 +108,7 @@ class WindowedAttenuation:
     stepped: np.ndarray
     borrowed: np.ndarray
     sparse: np.ndarray
+    planed: np.ndarray
 
     def apply(self, function: Callable[[np.ndarray], np.ndarray]) -> WindowedAttenuation:
         """The same fields, each passed through ``function`` (e.g. repeated from bins to A-lines)."""
@@ -116,7 +120,7 @@ class WindowedAttenuation:
         return WindowedAttenuation(np.where(mixed, np.nan, self.mu).astype(np.float32),
                                    np.where(mixed, np.nan, self.window_px).astype(np.float32),
                                    self.shortened & ~mixed, self.clamped & ~mixed, self.faint, self.mixed | mixed,
-                                   self.whole, self.stepped, self.borrowed & ~mixed, self.sparse)
+                                   self.whole, self.stepped, self.borrowed & ~mixed, self.sparse, self.planed)
 
     def with_steps(self, stepped: np.ndarray) -> WindowedAttenuation:
         """The same map with ``stepped`` (see the attribute) set."""
@@ -126,9 +130,9 @@ class WindowedAttenuation:
         """The same map with ``sparse`` (see the attribute) set."""
         return replace(self, sparse=sparse)
 
-    def with_borrowed(self, borrowed: np.ndarray) -> WindowedAttenuation:
-        """The same map with ``borrowed`` (see the attribute) set where a value was mapped."""
-        return replace(self, borrowed=borrowed & np.isfinite(self.mu))
+    def with_borrowed(self, borrowed: np.ndarray, planed: np.ndarray) -> WindowedAttenuation:
+        """The same map with ``borrowed`` (where a value was mapped) and ``planed`` (see the attributes) set."""
+        return replace(self, borrowed=borrowed & np.isfinite(self.mu), planed=planed)
 
     def unsupported(self, keep: np.ndarray) -> WindowedAttenuation:
         """NaN (and not shortened, clamped, faint or mixed) where ``keep`` is False (e.g. no surface)."""
@@ -136,7 +140,7 @@ class WindowedAttenuation:
                                    np.where(keep, self.window_px, np.nan).astype(np.float32),
                                    self.shortened & keep, self.clamped & keep, self.faint & keep, self.mixed & keep,
                                    np.where(keep, self.whole, np.nan).astype(np.float32), self.stepped & keep,
-                                   self.borrowed & keep, self.sparse & keep)
+                                   self.borrowed & keep, self.sparse & keep, self.planed & keep)
 
 
 def window_attenuation(
@@ -275,7 +279,8 @@ def window_attenuation(
     whole_mu = np.where(np.isfinite(start_px) & (whole.n >= min_samples), -whole.slope() / (2.0 * voxel_size_mm),
                         np.nan).astype(np.float32)
     return WindowedAttenuation(mu, window_px, valid & (stop < whole_stop), clamped, faint, np.zeros_like(valid),
-                               whole_mu, np.zeros_like(valid), np.zeros_like(valid), np.zeros_like(valid))
+                               whole_mu, np.zeros_like(valid), np.zeros_like(valid), np.zeros_like(valid),
+                               np.zeros_like(valid))
 
 
 def _window_stops(
@@ -624,6 +629,37 @@ def borrowed_surface(
     distance, nearest = ndimage.distance_transform_edt(missing, return_indices=True)
     borrowed = missing & np.asarray(imaged, bool) & (distance <= max_distance)
     return np.where(borrowed, found_px[tuple(nearest)], found_px), borrowed
+
+
+def planed_surface(
+    found_px: np.ndarray, sparse: np.ndarray, cut_px: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The surface the map is fitted from where its class's cut is rarely detected: the slice's cut plane.
+
+    The vibratome cuts a plane; where a region's cut is under the noise floor (the gel and dark tissue far
+    above the focus) its surface is detected only where another light lifts it, and those A-lines and the
+    ones fitted from their surfaces (:func:`borrowed_surface`) read that light's decay (the gel beside the
+    sample, session rim67). The rest of the region, more than :data:`BORROW_SURFACE_PX` from a detected
+    surface, was left unmapped; its signal below the cut is its own. An A-line without support (``sparse``,
+    :func:`surface_support`) with no surface, detected or borrowed, is fitted from ``cut_px``: the plane
+    fitted to the slice's detected surfaces, lowered by that fit's inlier tolerance (the cut lies above it
+    wherever it lies within the plane's spread: the window holds no plane above the cut).
+
+    Returns
+    -------
+    surface : ndarray, shape (y, x)
+        ``found_px`` with ``cut_px`` where planed.
+    planed : ndarray of bool
+
+    Examples
+    --------
+    >>> found = np.array([[5.0, np.nan, np.nan]])
+    >>> surface, planed = planed_surface(found, np.array([[True, True, False]]), np.full((1, 3), 7.0))
+    >>> surface.tolist(), planed.tolist()
+    ([[5.0, 7.0, nan]], [[False, True, False]])
+    """
+    planed = np.asarray(sparse, bool) & ~np.isfinite(found_px)
+    return np.where(planed, cut_px, found_px), planed
 
 
 def surface_support(

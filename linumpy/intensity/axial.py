@@ -197,6 +197,8 @@ class SliceStatistics:
     # variance of one voxel's noise (the binned statistics' times the A-lines a bin averages), 0 when not
     # estimable (no voxel above a surface: no noise bias correction of the map's fits, flagged)
     noise_variance: float = 0.0
+    # how far below the plane the cut lies at most where detected (the plane fit's inlier tolerance, voxels)
+    plane_tolerance_px: float = MIN_PLANE_TOLERANCE_PX
 
 
 def correct_slice(
@@ -324,7 +326,7 @@ def correct_slice(
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
                                          for s in part.inner))] = plain
             attenuation_writer[part.inner] = mapped.mu
-            tissue = np.isfinite(mapped.whole)
+            tissue = np.isfinite(mapped.whole) & ~mapped.planed  # the QC's tissue mean: their own or borrowed cuts
             level = levels[part.inner]
             if stats.tissue_level is not None:
                 tissue &= level > stats.tissue_level
@@ -462,7 +464,7 @@ def _gather_statistics(
         qc.add_raw(profile, found)
     reads.close()
 
-    plane, mean_surface = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
+    plane, mean_surface, tolerance = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
     splits = [background.level_split()]
     if splits[0].threshold is None or not background.agarose_cells(splits[0].threshold).any():
         # far above the focus the gel's surface is rarely detected: the surface A-lines' dim class is tissue
@@ -489,24 +491,25 @@ def _gather_statistics(
         focus_qc=estimate.qc, focus_flags=flags, plane=plane,
         mean_surface_px=mean_surface, surface_fraction=qc.surface_fraction, tissue_level=tissue_level,
         focus_shift=applied if per_line else None,
-        noise_variance=0.0 if noise_variance is None else noise_variance,
+        noise_variance=0.0 if noise_variance is None else noise_variance, plane_tolerance_px=tolerance,
     )
 
 
 def _robust_plane(
     surface_um: Any, dz_um: float, moments: np.ndarray, workers: int | None = None
-) -> tuple[np.ndarray | None, float | None]:
+) -> tuple[np.ndarray | None, float | None, float]:
     """Plane through the detected surface, refitted once without its outliers.
 
     Inliers lie within ``max(3 * RMS, MIN_PLANE_TOLERANCE_PX)`` of the first
     least-squares plane. ``surface_um``: the stored surface map (um), read
     in blocks on ``workers`` threads (their moments summed in block order).
-    Returns ``(coefficients, mean detected surface)``, both None when no
-    A-line has a surface.
+    Returns ``(coefficients, mean detected surface, tolerance)``, the first two None when no
+    A-line has a surface; the tolerance (voxels) is the refitted plane's, the same rule on its inliers' RMS
+    (:data:`MIN_PLANE_TOLERANCE_PX` without a refit).
     """
     first = surface.solve_plane(moments)
     if first is None:
-        return None, None
+        return None, None, MIN_PLANE_TOLERANCE_PX
     coefficients, rms = first
     tolerance = max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
 
@@ -518,8 +521,9 @@ def _robust_plane(
     for block in map_ordered(block_moments, lateral_blocks(surface_um.shape, 1024), workers):
         refit += block
     solved = surface.solve_plane(refit)
-    plane = coefficients if solved is None else solved[0]
-    return plane, float(moments[0, 3] / moments[0, 0])
+    plane, tolerance = (coefficients, MIN_PLANE_TOLERANCE_PX) if solved is None else \
+        (solved[0], max(3.0 * solved[1], MIN_PLANE_TOLERANCE_PX))
+    return plane, float(moments[0, 3] / moments[0, 0]), float(tolerance)
 
 
 def _focus_profile(
@@ -709,7 +713,7 @@ def _tail_halo(settings: AxialSettings) -> int:
 def _edge_aware_tails(
     block: np.ndarray, taken: attenuation.BlockPass, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
-    noise: np.ndarray | None = None, tissue: np.ndarray | None = None,
+    noise: np.ndarray | None = None, tissue: np.ndarray | None = None, cut_px: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Callable[[], None] | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its compensation by its edge-aware tail sums, and the attenuation map.
 
@@ -730,12 +734,18 @@ def _edge_aware_tails(
     the noise floor over the focus per plane), and the map records the A-lines that had one (``stepped``).
     ``tissue``: the A-lines' class (:func:`correct_block`); a bin is tissue when at least half its A-lines
     are, and the bins at a change of class are ``mixed``
-    (:func:`linumpy.intensity.attenuation_map.class_boundary`).
+    (:func:`linumpy.intensity.attenuation_map.class_boundary`). ``cut_px``: the slice's cut plane under the
+    block, lowered by its tolerance (:func:`_cut_below`), which the A-lines without support and without a
+    surface are fitted from (:func:`linumpy.intensity.attenuation_map.planed_surface`); None: left unmapped.
     """
     grid = taken.grid
-    sparse = _sparse_support(found_px, taken.imaged, tissue)[inner]
+    sparse = _sparse_support(found_px, taken.imaged, tissue)
     # the map's fit starts at a neighbour's surface where none was detected (dim tissue far above the focus)
     found_px, borrowed = attenuation_map.borrowed_surface(found_px, taken.imaged)
+    planed = np.zeros(sparse.shape, bool)
+    if cut_px is not None:  # further from any detected cut, where the class's cut is rarely seen: the cut plane
+        found_px, planed = attenuation_map.planed_surface(found_px, sparse, cut_px)
+    sparse = sparse[inner]
     found = np.isfinite(found_px)
     count = grid.binned(found.astype(np.float32))
     start = np.divide(grid.binned(np.where(found, found_px, 0).astype(np.float32)), count,
@@ -757,7 +767,7 @@ def _edge_aware_tails(
         mixed |= grid.fine(attenuation_map.class_boundary(grid.binned(tissue.astype(np.float32)) >= 0.5))
     mixed = mixed[inner]
     mapped = mapped.apply(lambda values: covering.fine(values)[within]).unsupported(found[inner]).without(mixed)
-    mapped = mapped.with_borrowed(borrowed[inner]).with_sparse(sparse)
+    mapped = mapped.with_borrowed(borrowed[inner], planed[inner]).with_sparse(sparse)
     if settings.attenuation != "vermeer":
         return block[(slice(None), *inner)], None, mapped
     if settings.attenuation_step_log > 0:
@@ -772,6 +782,16 @@ def _edge_aware_tails(
                                           inner=inner, planes=planes, guide=guide)
 
     return block[(slice(None), *inner)], compensate, mapped
+
+
+def _cut_below(stats: SliceStatistics, shape: tuple[int, int], corner: tuple[int, int]) -> np.ndarray | None:
+    """The slice's cut plane over a block of ``shape`` at ``corner``, lowered by the plane's inlier tolerance.
+
+    None without a plane (no detected surface).
+    """
+    if stats.plane is None:
+        return None
+    return surface.plane_values(stats.plane, shape, *corner) + np.float32(stats.plane_tolerance_px)
 
 
 def _sparse_support(found_px: np.ndarray, imaged: np.ndarray, tissue: np.ndarray | None) -> np.ndarray:
@@ -887,7 +907,7 @@ def correct_block(
 
     if taken is not None:
         signal, compensate, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
-                                                  tissue)
+                                                  tissue, _cut_below(stats, found_px.shape, corner))
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner, tissue)
         compensate = None if tails is None else functools.partial(attenuation.compensate_attenuation, signal, tails,

@@ -53,6 +53,8 @@ class ClassSupport:
     dim_lines, dim_sparse : int
         Imaged A-lines of the dim class (pass 1's level at most the slice's tissue level: agarose, tissue
         as dim; none without a level split), and those of them without support.
+    planed : int
+        A-lines mapped from the slice's cut plane (``WindowedAttenuation.planed`` with a value).
     """
 
     borrowed: int = 0
@@ -61,6 +63,7 @@ class ClassSupport:
     sparse_mapped: int = 0
     dim_lines: int = 0
     dim_sparse: int = 0
+    planed: int = 0
 
     @classmethod
     def of(cls, mapped: WindowedAttenuation, level: np.ndarray, tissue_level: float | None) -> ClassSupport:
@@ -70,7 +73,8 @@ class ClassSupport:
         sparse = mapped.sparse & imaged
         return cls(int(np.count_nonzero(mapped.borrowed)), int(np.count_nonzero(imaged)),
                    int(np.count_nonzero(sparse)), int(np.count_nonzero(sparse & np.isfinite(mapped.mu))),
-                   int(np.count_nonzero(dim)), int(np.count_nonzero(dim & sparse)))
+                   int(np.count_nonzero(dim)), int(np.count_nonzero(dim & sparse)),
+                   int(np.count_nonzero(mapped.planed & np.isfinite(mapped.mu))))
 
     def __add__(self, other: ClassSupport) -> ClassSupport:
         return ClassSupport(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -165,6 +169,7 @@ class AxialQc:
             "attenuation_map_dim_lines": support.dim_lines,
             "attenuation_map_dim_sparse_fraction": (round(support.dim_sparse / support.dim_lines, 6)
                                                     if support.dim_lines else None),
+            "attenuation_map_cut_plane_lines": support.planed,
         }
 
     def _support_flags(self) -> list[str]:
@@ -174,10 +179,13 @@ class AxialQc:
             return []
         dim = (f", {100 * support.dim_sparse / support.dim_lines:.0f}% of the dim class (agarose, tissue as dim)"
                if support.dim_lines else "")
+        lifted = support.sparse_mapped - support.planed
         return [f"attenuation not measured on {100 * support.sparse / support.lines:.1f}% of the imaged A-lines"
                 f"{dim}: their region's cut is detected on too few A-lines around them (under the noise floor far "
-                f"above the focus); the {support.sparse_mapped} values mapped there rest on cuts a brighter "
-                f"neighbour's light lifted and read its decay (the gel's and dark tissue's attenuation: unknown)"]
+                f"above the focus); {lifted} values mapped there rest on cuts a brighter neighbour's light lifted "
+                f"and read its decay, {support.planed} were fitted from the slice's cut plane (their own signal, "
+                f"far from the focus: the decay the focus profile leaves in it; the gel's and dark tissue's "
+                f"attenuation: weakly measured)"]
 
     def tissue_attenuation_per_mm(self) -> float | None:
         """Mean decay-fit attenuation of the tissue A-lines so far (mm^-1, 4 decimals), None without any."""

@@ -248,6 +248,11 @@ METRICS: dict[str, MetricInfo] = {
                                     "as dim); 0 without a level split."),
     "attenuation_map_dim_sparse_fraction": _M("Dim A-lines without support", "%", "Share of the dim class's A-lines "
                                               "without support (see Attenuation without support)."),
+    "attenuation_map_cut_plane_lines": _M("Attenuation from the cut plane", "A-lines", "A-lines without support "
+                                          "and without a surface of their own or a neighbour's within 8, fitted "
+                                          "from the plane through the slice's detected surfaces (lowered by its "
+                                          "tolerance): the gel and dark tissue far above the focus, away from "
+                                          "the tissue whose light lifts their cut."),
     "noise_floor": _M("Noise floor", "intensity", "Signal level of the background noise."),
     "noise_variance": _M("Noise variance", "intensity²", "Variance of one voxel's background noise (above the "
                          "tissue surface); the attenuation map's decay fits are corrected for the bias it puts in "
