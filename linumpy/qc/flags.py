@@ -149,6 +149,13 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
         named += f" and {len(uncertain) - MAX_NAMED_TILES} more" if len(uncertain) > MAX_NAMED_TILES else ""
         messages.append(f"{len(uncertain)} tile(s) placed by overlaps with a standard error above the "
                         f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): their overlaps do not pin them down")
+    looped = open_loop_tiles(metrics.get("tiles"))
+    if looped:
+        named = ", ".join(tile for tile, _ in looped[:MAX_NAMED_TILES])
+        named += f" and {len(looped) - MAX_NAMED_TILES} more" if len(looped) > MAX_NAMED_TILES else ""
+        messages.append(f"{len(looped)} tile(s) placed through a loop of pairs that misses by "
+                        f"{max(miss for _, miss in looped):.1f} px ({named}): a pair of the loop erred and which "
+                        "is not known, so they may lie off by up to that")
     nonzero = _number(metrics.get("nonzero_fraction"))
     if nonzero is not None and nonzero == 0:
         messages.append("empty: every voxel is zero")
@@ -178,6 +185,27 @@ def uncertain_tiles(tiles: Any) -> list[tuple[str, float]]:
                 and not record.get("weak"):
             found.append((str(tile), sigma))
     return found
+
+
+def open_loop_tiles(tiles: Any) -> list[tuple[str, float]]:
+    """The tiles of a stitch record's ``tiles`` placed through a loop of kept pairs that does not close, as
+    ``(tile, miss)`` in the record's order (``open_loop_px``, pixels); ``[]`` when there is no such field.
+
+    The estimate leaves such a loop when no pair of it is clearly the one that erred (session link209:
+    foreign ``c185`` seed 209, slice 0, a piece of 5 tiles 3.2-3.3 px off behind a loop missing by 3.5 px,
+    with no other sign; the stitching matrix's ``stage error`` seed 110, a tile 7.8 px off behind one
+    missing by 2.5 px).
+
+    Examples
+    --------
+    >>> open_loop_tiles({"(1, 0)": {"source": "pairs", "open_loop_px": 3.53},
+    ...                  "(1, 1)": {"source": "pairs", "open_loop_px": None}})
+    [('(1, 0)', 3.53)]
+    """
+    if not isinstance(tiles, Mapping):
+        return []
+    return [(str(tile), miss) for tile, record in tiles.items()
+            if isinstance(record, Mapping) and (miss := _number(record.get("open_loop_px"))) is not None]
 
 
 def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:
