@@ -503,6 +503,11 @@ ADVICE: tuple[tuple[str, str], ...] = (
     (r"^excluded|absent from the stack", "Expected if you excluded this slice; otherwise check that "
                                          "the acquisition holds its tiles."),
     (r"empty", "Check the raw tiles of this slice; if it was not imaged, add it to exclude_slices."),
+    (r"textured tile\(s\) left on the stage model", "Look at the seams around the named tiles in the stitched "
+                                                   "slice: they hold texture (an overlap was measured with "
+                                                   "confidence) but lie where the stage put them, off by up to "
+                                                   "its scatter. The stitch record's pairs (details below) say "
+                                                   "why each overlap was refused."),
     (r"stitching confidence|stage model|zero stage step", "Open the slice's stitching figure below: if tiles "
                                                            "are misplaced, check the tile overlap of the "
                                                            "acquisition."),
