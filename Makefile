@@ -11,6 +11,8 @@ NF_LINT_JAR := $(CACHE)/nextflow-lint/language-server-all.jar
 DEMO_DIR ?= demo_output
 # Slices reconstructed at once by `make demo` (default: every core).
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+# pytest-xdist processes for `make test` (default: every core, at most 4: each may hold ~2 GB).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test venv bench lint-jar clean
 
@@ -38,7 +40,7 @@ $(NF_LINT_JAR): | $(BIN)/python
 lint-jar: $(NF_LINT_JAR)
 
 test: venv lint-jar
-	NF_LINT_JAR=$(abspath $(NF_LINT_JAR)) $(BIN)/python -m pytest --doctest-modules tests linumpy
+	NF_LINT_JAR=$(abspath $(NF_LINT_JAR)) $(BIN)/python -m pytest --doctest-modules -n $(TEST_WORKERS) --dist worksteal tests linumpy
 
 demo: venv
 	$(BIN)/python bin/linum_run_local.py --simulate small --outdir $(DEMO_DIR) --workers $(WORKERS)

@@ -718,3 +718,50 @@ def test_the_slab_cache_fuses_the_same_bits_with_fewer_decodes(tmp_path, monkeyp
     assert np.array_equal(outputs[0], outputs[1])
     (without, reads), (with_cache, same_reads) = decoded
     assert without == reads == same_reads > 9 and with_cache == 9  # 9 tiles, one z-slab: each decoded once
+
+
+def test_the_fusion_decodes_its_first_slabs_while_the_flat_field_is_fitted(tmp_path, monkeypatch):
+    """While the fusion flat field is fitted (on the ``stitch-flat`` thread), the calling thread decodes the
+    fusion's first tile slabs into its cache (as many as it holds), not announced again afterwards; the volume
+    is the one of a fusion whose flat field was ready at once."""
+    import threading
+
+    import linumpy.io.prefetch as prefetch
+    from linumpy.io.zarr import read_omezarr
+    from linumpy.stitching import stitch
+    from linumpy.stitching.slab_cache import SlabCache
+
+    grid_path = tmp_path / "grid.ome.zarr"
+    write_mosaic_grid(grid_path, grid=(3, 3), depth=5)
+    ready = tmp_path / "ready.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, ready, n_levels=0, workers=2)
+    capacity = 3
+    monkeypatch.setattr(stitch, "SLAB_CACHE_BYTES", capacity * 5 * TILE[0] * TILE[1] * 4)
+    preloaded, announced, full = [], [], threading.Event()
+    preload, fit, announce = SlabCache.preload, stitch._fusion_flat_field, prefetch.prefetch_files
+
+    def recorded_preload(cache, key):
+        kept = preload(cache, key)
+        preloaded.append((key, kept, threading.current_thread().name))
+        if sum(was_kept for _, was_kept, _ in preloaded) == capacity:
+            full.set()
+        return kept
+
+    def slow_fit(levels, positions):
+        assert full.wait(20)  # the cache is full before the fit ends
+        return fit(levels, positions)
+
+    monkeypatch.setattr(SlabCache, "preload", recorded_preload)
+    monkeypatch.setattr(stitch, "_fusion_flat_field", slow_fit)
+    monkeypatch.setattr(prefetch, "prefetch_files", lambda paths: announced.append(list(paths)) or announce(paths))
+    fused = tmp_path / "fused.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, fused, transform_path=tmp_path / "ready_transform.json", n_levels=0,
+                              workers=2)
+    assert len(preloaded) == capacity and all(was_kept for _, was_kept, _ in preloaded)
+    assert {name for *_, name in preloaded} == {"MainThread"}
+    files = [Path(p) for paths in announced for p in paths]
+    assert len(files) == len(set(files)) == 9  # every tile's slab announced once, the preloaded ones too
+    assert np.array_equal(read_omezarr(fused)[0].compute(), read_omezarr(ready)[0].compute())
+    record = json.loads((tmp_path / "fused_qc.json").read_text())
+    assert record["metrics"]["fusion_flatfield"] == json.loads((tmp_path / "ready_qc.json").read_text())[
+        "metrics"]["fusion_flatfield"]
