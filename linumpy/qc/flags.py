@@ -35,6 +35,9 @@ MAX_FOCUS_WIDTH_DEVIATION = 0.06
 #: sigma is the stage's scatter) and weak tiles (hung on weak links only, mostly empty agarose) are left out: the
 #: stitch step's own flag counts them when they make up more than a quarter of the slice.
 MAX_TILE_SIGMA_PX = 1.5
+#: Own significance of an overlap (stitch record, ``pairs``) from which a tile left on the stage model counts as
+#: textured: the estimate's bar of a confident pair (``linumpy.stitching.estimate.CONFIDENT_SIGNIFICANCE``).
+TEXTURED_SIGNIFICANCE = 2.0
 #: Most tiles a flag names (c185 201 slice 2 had 14 such tiles); it counts them all.
 MAX_NAMED_TILES = 6
 #: Raw frames averaged per B-scan (``n_frames_averaged``, native tiles' ``n_repeat``) below which the report
@@ -149,6 +152,20 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
         named += f" and {len(uncertain) - MAX_NAMED_TILES} more" if len(uncertain) > MAX_NAMED_TILES else ""
         messages.append(f"{len(uncertain)} tile(s) placed by overlaps with a standard error above the "
                         f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): their overlaps do not pin them down")
+    staged = textured_stage_tiles(metrics.get("tiles"), metrics.get("pairs"))
+    if staged:
+        named = ", ".join(f"{tile} {sigma:.1f} px" for tile, sigma in staged[:MAX_NAMED_TILES])
+        named += f" and {len(staged) - MAX_NAMED_TILES} more" if len(staged) > MAX_NAMED_TILES else ""
+        messages.append(f"{len(staged)} textured tile(s) left on the stage model, its scatter above the "
+                        f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): an overlap of significance "
+                        f">= {TEXTURED_SIGNIFICANCE:g} was measured but no placement by overlaps was accepted")
+    looped = open_loop_tiles(metrics.get("tiles"))
+    if looped:
+        named = ", ".join(tile for tile, _ in looped[:MAX_NAMED_TILES])
+        named += f" and {len(looped) - MAX_NAMED_TILES} more" if len(looped) > MAX_NAMED_TILES else ""
+        messages.append(f"{len(looped)} tile(s) placed through a loop of pairs that misses by "
+                        f"{max(miss for _, miss in looped):.1f} px ({named}): a pair of the loop erred and which "
+                        "is not known, so they may lie off by up to that")
     nonzero = _number(metrics.get("nonzero_fraction"))
     if nonzero is not None and nonzero == 0:
         messages.append("empty: every voxel is zero")
@@ -178,6 +195,62 @@ def uncertain_tiles(tiles: Any) -> list[tuple[str, float]]:
                 and not record.get("weak"):
             found.append((str(tile), sigma))
     return found
+
+
+def textured_stage_tiles(tiles: Any, pairs: Any) -> list[tuple[str, float]]:
+    """The tiles of a stitch record's ``tiles`` left on the stage model (``source`` ``stage``) whose ``sigma_px``
+    (the stage's scatter on the slice) exceeds :data:`MAX_TILE_SIGMA_PX` and of which an overlap in ``pairs``
+    reached :data:`TEXTURED_SIGNIFICANCE`, as ``(tile, sigma)`` in the record's order; ``[]`` without those fields.
+
+    Such a tile is not empty agarose (its overlap was measured with confidence) yet lies where the stage put
+    it: foreign ``c185`` seed 209 slice 2, (0, 3), 8.5 px off, its overlap with (1, 3) of significance 2.74
+    refused as weak outside any loop; seed 207 slice 3, (0, 0) and (1, 0) (a pair of significance 20.9 between
+    them), put on the stage as a weakly attached piece (``weak_piece_to_stage``), 6.4 and 9.1 px off. Both were
+    silent while the stage tiles made up less than a quarter of the slice (session link209).
+
+    Examples
+    --------
+    >>> tiles = {"(0, 3)": {"source": "stage", "sigma_px": 4.67}, "(3, 3)": {"source": "stage", "sigma_px": 4.67},
+    ...          "(1, 3)": {"source": "pairs", "sigma_px": 0.37}}
+    >>> pairs = {"(0, 3)-(1, 3)": {"significance": 2.74}, "(2, 3)-(3, 3)": {"significance": 0.4}}
+    >>> textured_stage_tiles(tiles, pairs)
+    [('(0, 3)', 4.67)]
+    """
+    if not isinstance(tiles, Mapping) or not isinstance(pairs, Mapping):
+        return []
+    textured = {tile for key, pair in pairs.items() if isinstance(pair, Mapping)
+                and (significance := _number(pair.get("significance"))) is not None
+                and significance >= TEXTURED_SIGNIFICANCE for tile in _pair_tiles(str(key))}
+    return [(str(tile), sigma) for tile, record in tiles.items() if isinstance(record, Mapping)
+            and record.get("source") == "stage" and str(tile) in textured
+            and (sigma := _number(record.get("sigma_px"))) is not None and sigma > MAX_TILE_SIGMA_PX]
+
+
+def _pair_tiles(key: str) -> tuple[str, ...]:
+    """The two tiles ``"(r, c)"`` of a stitch record's pair key ``"(r, c)-(r, c)"``."""
+    first, _, second = key.partition(")-(")
+    return (first + ")", "(" + second) if second else ()
+
+
+def open_loop_tiles(tiles: Any) -> list[tuple[str, float]]:
+    """The tiles of a stitch record's ``tiles`` placed through a loop of kept pairs that does not close, as
+    ``(tile, miss)`` in the record's order (``open_loop_px``, pixels); ``[]`` when there is no such field.
+
+    The estimate leaves such a loop when no pair of it is clearly the one that erred (session link209:
+    foreign ``c185`` seed 209, slice 0, a piece of 5 tiles 3.2-3.3 px off behind a loop missing by 3.5 px,
+    with no other sign; the stitching matrix's ``stage error`` seed 110, a tile 7.8 px off behind one
+    missing by 2.5 px).
+
+    Examples
+    --------
+    >>> open_loop_tiles({"(1, 0)": {"source": "pairs", "open_loop_px": 3.53},
+    ...                  "(1, 1)": {"source": "pairs", "open_loop_px": None}})
+    [('(1, 0)', 3.53)]
+    """
+    if not isinstance(tiles, Mapping):
+        return []
+    return [(str(tile), miss) for tile, record in tiles.items()
+            if isinstance(record, Mapping) and (miss := _number(record.get("open_loop_px"))) is not None]
 
 
 def _stack_flags(step: str, metrics: Mapping[str, Any]) -> list[RedFlag]:

@@ -166,6 +166,13 @@ METRICS: dict[str, MetricInfo] = {
                                    "significant on its own and stronger than the peak, which read only "
                                    "the overlaps with placed tiles. The tile was placed by other overlaps "
                                    "or kept its stage-model position."),
+    "n_open_loop_tiles": _M("Tiles placed through a loop that does not close", "count",
+                            "Tiles that only a loop of accepted overlaps missing by more than 1.5 px joins to "
+                            "the rest of the slice: one overlap of the loop erred and none was clearly the one, "
+                            "so the loop was kept; the tiles may lie off by up to the miss "
+                            "(open_loop_miss_px). A red flag."),
+    "open_loop_miss_px": _M("Miss of the loop that does not close", "px", "Largest departure of an accepted "
+                            "overlap of such a loop from what the other overlaps predict (none: no such loop)."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),
@@ -177,7 +184,8 @@ METRICS: dict[str, MetricInfo] = {
                 "unsupported_placement_dropped, beyond_edge_ridges, costly_link_refused, corroboration_refused, "
                 "far_lone_link_to_stage (its lone far link refused: on the stage model), far_lone_link_searched "
                 "(its lone far link refused by the first solve: placed by its other overlaps), "
-                "lone_edge_link_along_stage, tied_to_left_out; hinge_links and off_probability "
+                "lone_edge_link_along_stage, tied_to_left_out; open_loop_px (the miss of the loop that does not "
+                "close it is placed through, or none); hinge_links and off_probability "
                 "(tile_off_probability); stage_residual_px (the stage residual model's correction)."),
     "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "
                         "2.5 that a tile placed by overlaps follows by at least half of any change of their "
@@ -500,6 +508,11 @@ ADVICE: tuple[tuple[str, str], ...] = (
     (r"^excluded|absent from the stack", "Expected if you excluded this slice; otherwise check that "
                                          "the acquisition holds its tiles."),
     (r"empty", "Check the raw tiles of this slice; if it was not imaged, add it to exclude_slices."),
+    (r"textured tile\(s\) left on the stage model", "Look at the seams around the named tiles in the stitched "
+                                                   "slice: they hold texture (an overlap was measured with "
+                                                   "confidence) but lie where the stage put them, off by up to "
+                                                   "its scatter. The stitch record's pairs (details below) say "
+                                                   "why each overlap was refused."),
     (r"stitching confidence|stage model|zero stage step", "Open the slice's stitching figure below: if tiles "
                                                            "are misplaced, check the tile overlap of the "
                                                            "acquisition."),
@@ -528,6 +541,10 @@ ADVICE: tuple[tuple[str, str], ...] = (
                                              "faint or narrow overlap), so the tile can be off along it by up to "
                                              "about twice its standard error. The stitch record's tiles and pairs "
                                              "(details below) say which overlaps hold it."),
+    (r"loop of pairs that misses", "Look at the seams around the named tiles in the stitched slice: one overlap "
+                                   "of the loop is wrong (often one between tiles that barely overlap, its peak "
+                                   "broad across the seam) and the tiles behind it may be shifted by up to the "
+                                   "miss. The stitch record's pairs (details below) list the loop's overlaps."),
     (r"focus width", "Compare this slice's depth profile figure with its neighbours': if it is the odd one, rerun "
                      "its axial correction with --focus_profile (a neighbour's QC focus_profile saved as .npy)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "

@@ -94,8 +94,8 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
                                            bridges, solve_positions)
 from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
-                                             drop_broken_loop_links, honest_variance, swap_clearly_weaker,
-                                             swap_least_certain)
+                                             drop_broken_loop_links, honest_error, honest_variance, open_loops,
+                                             swap_clearly_weaker, swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pairwise import (
@@ -364,11 +364,15 @@ def estimate_transform(
         tiles, (positions, model, kept), registrations, tile_step_px)
     (positions, model, kept), along_stage, across_only = _lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
+    final = {**current, **late, **corroborated}
+    open_loop = _open_loop_tiles(tiles, kept, tile_step_px,
+                                 {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
+                                  for p in kept})
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
     kept_ids = {(p.a, p.b) for p in kept}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     records = []
-    for (a, b), r in {**current, **late, **corroborated}.items():
+    for (a, b), r in final.items():
         if (a, b) in detached:
             status = "weak attachment, piece on the stage"
         elif (a, b) in lone_refused_links:
@@ -433,7 +437,7 @@ def estimate_transform(
         "tied_to_left_out": tied,
     }
     tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
-                                 sigmas, trusted, flagged)
+                                 sigmas, trusted, flagged, open_loop)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -2087,6 +2091,36 @@ def _lone_edge_links_across_only(
         along_stage |= side
 
 
+def _open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile_step_px: Sequence[float],
+                     spreads: Mapping[tuple[TileIndex, TileIndex], Sequence[float]]) -> dict[TileIndex, float]:
+    """The tiles placed through a loop of the final ``kept`` pairs that does not close, each with the loop's
+    largest miss (pixels; :func:`~linumpy.stitching.link_conflicts.open_loops`).
+
+    The suspects are the pairs of such loops that may have erred: those whose honest error (standard error
+    and peak spread, ``spreads``, :func:`~linumpy.stitching.link_conflicts.honest_error`) is at least
+    1 / :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` of the least certain one's, so that none is
+    clearly the culprit (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links` drops that one, if
+    not significant on its own). Without them the kept pairs join the tiles into pieces; the largest is the
+    frame, and the tiles of every other one lie where the suspects put them (all the suspects' tiles if they
+    cut nothing off). No tile moves: the record says so (``open_loop_px``) and the report flags the slice
+    (:func:`linumpy.qc.flags.open_loop_tiles`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
+    (wrong, 4.5 px off between tiles that do not overlap) and (2, 3)-(3, 3) (right), honest errors 3.0 and
+    3.3 px, the loop missing by 3.5 px; the tiles named are the seven 2.1-3.3 px off, the frame's 1.1-1.5 px.
+    """
+    missing = open_loops(tiles, kept, tile_step_px)
+    if not missing:
+        return {}
+    errors = {p: honest_error(p, spreads[(p.a, p.b)]) for p in kept if (p.a, p.b) in missing}
+    suspects = {(p.a, p.b) for p, error in errors.items() if CULPRIT_MARGIN * error >= max(errors.values())}
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    frame = set((pieces(placed, [(p.a, p.b) for p in kept if (p.a, p.b) not in suspects]) or [[]])[0])
+    named = (placed - frame) or {t for pair in suspects for t in pair}
+    miss = max(missing.values())
+    logger.info("loop(s) of kept pairs miss by up to %.1f px, none clearly the culprit (suspects %s): %d tile(s) "
+                "placed through them, left where they are", miss, sorted(suspects), len(named))
+    return {t: miss for t in sorted(named)}
+
+
 def _deviation(positions: Mapping[TileIndex, np.ndarray], model: StageModel, tile: TileIndex) -> float:
     """Distance (pixels) of ``tile`` from its stage-model position."""
     return float(np.linalg.norm(np.asarray(positions[tile], float) - model.position(tile)))
@@ -2130,11 +2164,13 @@ def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex,
 
 def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
                   sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
-                  flagged: Mapping[str, set[TileIndex]]) -> dict[TileIndex, TileRecord]:
+                  flagged: Mapping[str, set[TileIndex]], open_loop: Mapping[TileIndex, float]
+                  ) -> dict[TileIndex, TileRecord]:
     """Per tile: accepted pairs, its honest standard error (``sigmas``,
     :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
     peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
-    (registered, but outside the ``trusted`` piece of anchoring pairs), and its boolean flags:
+    (registered, but outside the ``trusted`` piece of anchoring pairs), the miss of the open loop it is
+    placed through (``open_loop``, :func:`_open_loop_tiles`; NaN if none), and its boolean flags:
     ``flagged`` maps a flag of :class:`~linumpy.stitching.transform.TileRecord` (each is
     described there, with the step that sets it) to the tiles it is set for."""
     counts = {t: 0 for t in tiles}
@@ -2144,7 +2180,7 @@ def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corrob
     flags = {t: {name: t in members for name, members in flagged.items()} for t in tiles}
     return {
         t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
-                      weak=t not in trusted, **flags[t])
+                      weak=t not in trusted, open_loop_px=open_loop.get(t, float("nan")), **flags[t])
         if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t], **flags[t])
         for t in tiles
     }

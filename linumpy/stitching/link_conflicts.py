@@ -289,6 +289,38 @@ def drop_broken_loop_links(
     return solved, dropped, broad
 
 
+def open_loops(tiles: Sequence[TileIndex], pairs: Sequence[PairOffset],
+               tile_step_px: Sequence[float]) -> dict[Pair, float]:
+    """The kept ``pairs`` on a loop that still does not close, each with its miss (pixels).
+
+    A pair is on such a loop when its offset departs from what all the other pairs predict beyond
+    ``MAX_RESIDUAL_PX`` (:func:`_broken`); its miss is the length of that departure across its own free
+    direction (the whole of it for a pair measuring every direction). :func:`drop_broken_loop_links`
+    leaves such a loop when no pair of it is clearly the least certain or the culprit is significant on
+    its own: which of its pairs erred is then not known, and the tiles it places may lie off by up to the
+    miss (fresh foreign ``c185`` seed 209, slice 0: (0, 0)-(1, 0), own significance 3.29 between tiles that
+    do not overlap, 4.5 px off, and the right (2, 3)-(3, 3), 4.01, both broad along y, a loop missing by
+    3.5 px; the piece {(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)} ended 3.2-3.3 px off, the others 1.1-1.5).
+
+    Examples
+    --------
+    >>> square = [((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((1, 0), (1, 1))]
+    >>> offsets = [(0.0, 10.0), (10.0, 0.0), (10.0, 0.0), (0.0, 10.0)]
+    >>> closed = [PairOffset(a, b, o, 4.0) for (a, b), o in zip(square, offsets)]
+    >>> open_loops([t for pair in square for t in pair], closed, (10, 10))
+    {}
+    >>> missing = closed[:3] + [PairOffset((1, 0), (1, 1), (0.0, 14.0), 4.0)]
+    >>> sorted(round(miss, 1) for miss in open_loops([t for pair in square for t in pair], missing, (10, 10)).values())
+    [4.0, 4.0, 4.0, 4.0]
+    """
+    if not pairs:
+        return {}
+    predicted, _ = leave_one_out_offsets(tiles, pairs, tile_step_px)
+    return {(pairs[k].a, pairs[k].b): float(np.linalg.norm(
+                pairs[k].projection() @ (predicted[k] - np.asarray(pairs[k].offset, float))))
+            for k in _broken(tiles, pairs, tile_step_px, ())}
+
+
 def _drop_broad_links(tiles: Sequence[TileIndex], solved: tuple, spreads: Mapping[Pair, Sequence[float]],
                       anchoring: Collection[Pair], tile_step_px: Sequence[float]) -> tuple[tuple, list[Pair]]:
     """Drop together the broad links, not ``anchoring``, of the loops that still miss

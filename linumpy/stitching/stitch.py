@@ -475,8 +475,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     a link of it made the solve drop pairs kept before, ``n_corroboration_refused_tiles`` those refused a
     corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
-    out). ``n_hinge_links``, ``hinge_links`` and ``tile_off_probability`` (per tile ``hinge_links`` and
-    ``off_probability``) come from :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's
+    out, ``n_open_loop_tiles`` those placed through a loop of kept pairs that does not close, whose largest miss
+    is ``open_loop_miss_px``, per tile ``open_loop_px``; a red flag of the report,
+    :func:`linumpy.qc.flags.open_loop_tiles`). ``n_hinge_links``, ``hinge_links`` and ``tile_off_probability``
+    (per tile ``hinge_links`` and ``off_probability``) come from :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's
     search window, weighs the edge links as the solve did); a flag (:func:`hinge_flag`) when the slice's
     probability reaches :data:`~linumpy.qc.tile_risk.FLAG_PROBABILITY`. The figure shows each
     pair's residual after the global fit, pairs that fell back to the stage
@@ -536,6 +538,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_corroboration_refused_tiles"] = sum(record.corroboration_refused
                                                    for record in transform.tiles.values())
     metrics["n_tied_to_left_out_tiles"] = sum(record.tied_to_left_out for record in transform.tiles.values())
+    open_loop = [record.open_loop_px for record in transform.tiles.values() if np.isfinite(record.open_loop_px)]
+    metrics["n_open_loop_tiles"] = len(open_loop)
+    metrics["open_loop_miss_px"] = round(max(open_loop), 3) if open_loop else None
     risk = tile_risk(transform, max_shift_px)
     metrics.update(risk_fields(risk))
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
@@ -573,6 +578,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "far_lone_link_searched": record.far_lone_link_searched,
                     "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
                     "tied_to_left_out": record.tied_to_left_out,
+                    "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,
                     **tile_risk_fields(risk, tile),
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())

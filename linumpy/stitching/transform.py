@@ -245,6 +245,13 @@ class TileRecord:
         tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
         more firmly than the peak placed it. The tile was placed later by other evidence, or is on the
         stage. False in transforms written before session weak62.
+    open_loop_px : float
+        The tile lies where a loop of kept pairs that does not close puts it: without that loop's pairs (each
+        departing from what the others predict by more than 1.5 px) it is not joined to the largest piece of
+        kept pairs, and no pair of the loop was clearly the one that erred, or the culprit was significant on
+        its own (3 or more), so the loop was kept. The loop's largest miss, pixels: the tile may lie off by up
+        to about that (:func:`linumpy.stitching.estimate._open_loop_tiles`; session link209). NaN for any other
+        tile and in transforms written before.
     """
 
     source: str
@@ -266,6 +273,7 @@ class TileRecord:
     far_lone_link_searched: bool = False
     lone_edge_link_along_stage: bool = False
     tied_to_left_out: bool = False
+    open_loop_px: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -390,6 +398,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_lone_link_searched": bool(record.far_lone_link_searched),
              "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
              "tied_to_left_out": bool(record.tied_to_left_out),
+             "open_loop_px": _optional(record.open_loop_px),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -474,7 +483,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)),
                 far_lone_link_searched=bool(t.get("far_lone_link_searched", False)),
                 lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
-                tied_to_left_out=bool(t.get("tied_to_left_out", False)))
+                tied_to_left_out=bool(t.get("tied_to_left_out", False)),
+                open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
