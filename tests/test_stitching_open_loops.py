@@ -1,11 +1,11 @@
 """Tiles placed through a loop of kept pairs that does not close, none of its pairs clearly the culprit, are
-named in the tile records and red-flag the slice (session link209, issue #10)."""
+named in the tile records and the report warns of them (session link209, issue #10)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from linumpy.qc.flags import record_flags
+from linumpy.qc.flags import open_loop_warnings, record_flags
 from linumpy.stitching.estimate import _open_loop_tiles
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 
@@ -43,12 +43,12 @@ def _off(positions: dict, truth: dict, frame: list) -> dict:
     return {t: float(np.linalg.norm(positions[t] - translation - truth[t])) for t in truth}
 
 
-def test_the_tiles_behind_a_loop_that_does_not_close_are_named_and_flagged():
+def test_the_tiles_behind_a_loop_that_does_not_close_are_named_and_warned_of():
     """209 slice 0: the loop through the wrong (0, 0)-(1, 0) misses by 3.5 px, its two broad links of like
     honest error (3.0, 3.3 px) a coin flip: the tiles named are those the suspects alone hold, the piece
     {(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)} (4.6 px off) and (3, 2), (3, 3) (1.3 px), every one off by more
-    than any other tile (< 0.1 px), and the slice's record raises a red flag naming the miss. Main: nothing
-    named, no flag."""
+    than any other tile (< 0.1 px), and the report warns of the slice, naming the miss (a warning, not a red
+    flag). Main: nothing named, no warning."""
     tiles, (positions, _, kept), truth = _slice(WRONG)
     named = _open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept})
     piece = {(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)}
@@ -59,11 +59,12 @@ def test_the_tiles_behind_a_loop_that_does_not_close_are_named_and_flagged():
     assert all(3.0 < miss < 4.5 for miss in named.values())
     record = {"step": "stitch_3d", "slice_id": 0,
               "metrics": {"tiles": {str(t): {"source": "pairs", "open_loop_px": named.get(t)} for t in tiles}}}
-    messages = [flag.message for flag in record_flags(record)]
-    assert any("7 tile(s) placed through a loop of pairs that misses by 3." in m for m in messages), messages
+    assert record_flags(record) == []  # a warning: half the loops named on the foreign runs held right tiles
+    (warning,) = open_loop_warnings([record])
+    assert warning.slice_id == 0 and "7 tile(s) placed through a loop of pairs that misses by 3." in warning.message
 
 
 def test_loops_that_close_name_no_tile():
-    """The same slice with every pair right: no loop misses, nothing named, no flag."""
+    """The same slice with every pair right: no loop misses, nothing named, no warning."""
     tiles, (_, _, kept), _ = _slice({})
     assert _open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept}) == {}

@@ -170,7 +170,8 @@ METRICS: dict[str, MetricInfo] = {
                             "Tiles that only a loop of accepted overlaps missing by more than 1.5 px joins to "
                             "the rest of the slice: one overlap of the loop erred and none was clearly the one, "
                             "so the loop was kept; the tiles may lie off by up to the miss "
-                            "(open_loop_miss_px). A red flag."),
+                            "(open_loop_miss_px). A warning in the report (half the loops named on the "
+                            "foreign runs held tiles within 1.2 px)."),
     "open_loop_miss_px": _M("Miss of the loop that does not close", "px", "Largest departure of an accepted "
                             "overlap of such a loop from what the other overlaps predict (none: no such loop)."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
@@ -541,10 +542,6 @@ ADVICE: tuple[tuple[str, str], ...] = (
                                              "faint or narrow overlap), so the tile can be off along it by up to "
                                              "about twice its standard error. The stitch record's tiles and pairs "
                                              "(details below) say which overlaps hold it."),
-    (r"loop of pairs that misses", "Look at the seams around the named tiles in the stitched slice: one overlap "
-                                   "of the loop is wrong (often one between tiles that barely overlap, its peak "
-                                   "broad across the seam) and the tiles behind it may be shifted by up to the "
-                                   "miss. The stitch record's pairs (details below) list the loop's overlaps."),
     (r"focus width", "Compare this slice's depth profile figure with its neighbours': if it is the odd one, rerun "
                      "its axial correction with --focus_profile (a neighbour's QC focus_profile saved as .npy)."),
     (r"focus correction skipped", "Intensity may fall off with depth in this slice; check its depth "

@@ -32,7 +32,14 @@ from linumpy.io.naming import SLICE_STEPS, parse_slice_id
 from linumpy.pipeline.trace import TaskTrace, format_duration, format_memory, read_trace
 from linumpy.qc.embed import THUMBNAIL_HEIGHT, RefusedImage, image_data_uri, read_figure, read_image
 from linumpy.qc.figures import continuity_figure
-from linumpy.qc.flags import RedFlag, acquisition_flags, acquisition_warnings, record_flags, slice_reasons
+from linumpy.qc.flags import (
+    RedFlag,
+    acquisition_flags,
+    acquisition_warnings,
+    open_loop_warnings,
+    record_flags,
+    slice_reasons,
+)
 from linumpy.qc.footprint import folder_sizes, human_bytes
 from linumpy.qc.glossary import advice, describe, step_label
 from linumpy.qc.records import QC_SUFFIX, read_qc_record, render_png
@@ -114,7 +121,8 @@ class QcCollection:
     @property
     def warnings(self) -> list[RedFlag]:
         """Warnings the steps logged, as (slice, step, message), of the records no later record replaces, and
-        the ``notices`` drawn from the records (:func:`~linumpy.qc.flags.acquisition_warnings`)."""
+        the ``notices`` drawn from the records (:func:`~linumpy.qc.flags.acquisition_warnings`,
+        :func:`~linumpy.qc.flags.open_loop_warnings`)."""
         found = {RedFlag(e.slice_id, e.step, w) for e in self.entries if e.replaced_by is None for w in e.warnings}
         return sorted(found | set(self.notices), key=_flag_order)
 
@@ -181,7 +189,7 @@ def collect_qc(results_dir: str | os.PathLike) -> QcCollection:
     trace = read_trace(trace_path) if trace_path.is_file() else []
     return QcCollection(entries, other_images, sorted(set(flags), key=_flag_order),
                         _volume_summary(root, entries), trace, folder_sizes(root, exclude_suffixes=(".html",)),
-                        acquisition_warnings(final_records))
+                        acquisition_warnings(final_records) + open_loop_warnings(final_records))
 
 
 def replacing_records(relative_paths: list[str]) -> dict[str, str]:

@@ -2102,8 +2102,8 @@ def _open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], til
     clearly the culprit (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links` drops that one, if
     not significant on its own). Without them the kept pairs join the tiles into pieces; the largest is the
     frame, and the tiles of every other one lie where the suspects put them (all the suspects' tiles if they
-    cut nothing off). No tile moves: the record says so (``open_loop_px``) and the report flags the slice
-    (:func:`linumpy.qc.flags.open_loop_tiles`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
+    cut nothing off). No tile moves: the record says so (``open_loop_px``) and the report warns
+    (:func:`linumpy.qc.flags.open_loop_warnings`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
     (wrong, 4.5 px off between tiles that do not overlap) and (2, 3)-(3, 3) (right), honest errors 3.0 and
     3.3 px, the loop missing by 3.5 px; the tiles named are the seven 2.1-3.3 px off, the frame's 1.1-1.5 px.
     """

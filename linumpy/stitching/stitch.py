@@ -476,8 +476,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
     out, ``n_open_loop_tiles`` those placed through a loop of kept pairs that does not close, whose largest miss
-    is ``open_loop_miss_px``, per tile ``open_loop_px``; a red flag of the report,
-    :func:`linumpy.qc.flags.open_loop_tiles`). ``n_hinge_links``, ``hinge_links`` and ``tile_off_probability``
+    is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
+    :func:`linumpy.qc.flags.open_loop_warnings`). ``n_hinge_links``, ``hinge_links`` and ``tile_off_probability``
     (per tile ``hinge_links`` and ``off_probability``) come from :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's
     search window, weighs the edge links as the solve did); a flag (:func:`hinge_flag`) when the slice's
     probability reaches :data:`~linumpy.qc.tile_risk.FLAG_PROBABILITY`. The figure shows each
