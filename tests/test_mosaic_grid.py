@@ -155,32 +155,6 @@ def test_the_reader_thread_only_reads_and_the_workers_prepare(tiny_acquisition, 
     _assert_grid_holds_the_raw_tiles(section, tmp_path)
 
 
-def test_the_first_tile_is_read_while_the_outputs_are_created(tiny_acquisition, tmp_path, monkeypatch):
-    """The reader starts on the first tile before the grid and its AIP are created (their metadata written
-    through zarr's event loop, waits otherwise spent before the first read); the grid is the raw tiles."""
-    import threading
-
-    import linumpy.mosaic.grid as grid_module
-
-    section = open_acquisition(tiny_acquisition, axial_resolution_um=1.5).slice(0)
-    reading, writer = threading.Event(), grid_module.OmeZarrWriter
-    read = grid_module.read_tile
-
-    def read_recorded(*args, **kwargs):
-        reading.set()
-        return read(*args, **kwargs)
-
-    class WaitingWriter(writer):
-        def __init__(self, *args, **kwargs):
-            assert reading.wait(10), "no tile read while the outputs are created"
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(grid_module, "read_tile", read_recorded)
-    monkeypatch.setattr(grid_module, "OmeZarrWriter", WaitingWriter)
-    write_mosaic_grid(section, tmp_path / "g.ome.zarr", tmp_path / "a.ome.zarr", n_levels=1, workers=2)
-    _assert_grid_holds_the_raw_tiles(section, tmp_path)
-
-
 def test_a_tile_that_fails_to_read_stops_the_grid(tiny_acquisition, tmp_path):
     """A truncated tile read on the reader thread: the error names it, nothing is published."""
     raw = tmp_path / "raw"

@@ -91,20 +91,3 @@ def test_a_failed_read_raises_and_is_not_kept():
         cache.get("a", 0)
     assert np.array_equal(cache.get("a", 1), np.zeros(2))
     assert calls == ["a", "a"]
-
-
-def test_a_preloaded_slab_is_read_from_the_cache_and_a_full_cache_preloads_no_more():
-    # jobs read a, b | a, c | b: two places, a and b preloaded before the jobs, then no room for c
-    read, asked = counting_reader()
-    needs = [["a", "b"], ["a", "c"], ["b"]]
-    cache = SlabCache(read, slab_uses(needs), capacity=2)
-    assert cache.preload("a") and cache.preload("b")
-    assert not cache.preload("a")  # kept already
-    assert not cache.preload("c")  # full
-    assert not cache.preload("z")  # read by no job
-    assert asked == ["a", "b"]
-    for job, keys in enumerate(needs):
-        for key in keys:
-            assert np.array_equal(cache.get(key, job), np.full(3, hash(key) % 1000, dtype=np.float32))
-    assert asked == ["a", "b", "c"] and cache.decoded == 3  # each slab decoded once
-    assert not cache.preload("a")  # read by every job that needs it: not decoded again

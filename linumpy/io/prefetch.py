@@ -55,11 +55,7 @@ def prefetched(
     :func:`linumpy.parallel.run_jobs`, which take items a few jobs ahead of
     the running ones: their files are read while the current jobs run. A
     consumer that reads an item's files as soon as it takes it (a reader
-    thread) gives the kernel a head start of ``ahead`` items. The first item
-    is yielded as soon as its own files are announced: nothing runs before it,
-    and its consumer starts on it while the next items' files are announced
-    (an announcement allocates the files' page cache in the calling thread:
-    0.1-0.2 s of wall for the mosaic grid's first three tiles at load 9-11).
+    thread) gives the kernel a head start of ``ahead`` items.
 
     Examples
     --------
@@ -67,9 +63,9 @@ def prefetched(
     [1, 2, 3]
     """
     announced: deque[Item] = deque()
-    for index, item in enumerate(items):
+    for item in items:
         prefetch_files(files(item))
         announced.append(item)
-        if index == 0 or len(announced) > ahead:
+        if len(announced) > ahead:
             yield announced.popleft()
     yield from announced

@@ -13,9 +13,7 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
 import logging
 import math
 import queue
@@ -291,34 +289,27 @@ def write_mosaic_grid(
         curvature = estimate_slice_curvature(section, galvo, workers)
     if curvature.applied:
         attributes[APPLIED_CURVATURE_ATTRIBUTE] = [float(c) for c in curvature.coefficients]
-    spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # tile arrays whose tile is written
-
-    def read(tile: Any) -> np.ndarray:
-        """Read a tile (into a spare array: a fresh 40 MB array costs its page faults)."""
-        try:
-            out = spare.get_nowait()
-        except queue.Empty:
-            out = None
-        return read_tile(tile, galvo, out)
-
-    with contextlib.ExitStack() as stack:
-        reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mosaic-read"))
-        stack.callback(reader.shutdown, cancel_futures=True)  # a failure: the tiles not read yet are not read
-        # The first tiles' reads are submitted before the outputs are created (their metadata written through
-        # zarr's event loop: waits the reader spends reading instead).
-        ordered = morton_order(section.tiles.items(), lambda item: item[0])
-        tiles = prefetched(ordered, lambda item: tile_files(item[1].path), ahead=ANNOUNCE_AHEAD_TILES)
-        reads = read_ahead(reader, read, tiles, READ_AHEAD_TILES)
-        first = list(itertools.islice(reads, 1))
-        grid = stack.enter_context(OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression,
-                                                 overwrite, n_levels=n_levels))
-        aip = stack.enter_context(OmeZarrWriter(aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32,
-                                                compression, overwrite, n_levels=n_levels))
-        qc_thread = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mosaic-qc"))
+    with (
+        OmeZarrWriter(path, geometry.shape, geometry.chunks, dtype, compression, overwrite, n_levels=n_levels) as grid,
+        OmeZarrWriter(
+            aip_path, geometry.shape[1:], geometry.chunks[1:], np.float32, compression, overwrite, n_levels=n_levels
+        ) as aip,
+        ThreadPoolExecutor(1, thread_name_prefix="mosaic-qc") as qc_thread,
+        ThreadPoolExecutor(1, thread_name_prefix="mosaic-read") as reader,
+    ):
+        spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # tile arrays whose tile is written
         aip_parts = _Countdown(len(section.tiles))
         least_plane_means: dict[tuple[int, int], float] = {}  # written by the reader thread only
         depth, z_chunk = geometry.shape[0], geometry.chunks[0]
         slabs = [slice(z0, min(z0 + z_chunk, depth)) for z0 in range(0, depth, z_chunk)]
+
+        def read(tile: Any) -> np.ndarray:
+            """Read a tile (into a spare array: a fresh 40 MB array costs its page faults)."""
+            try:
+                out = spare.get_nowait()
+            except queue.Empty:
+                out = None
+            return read_tile(tile, galvo, out)
 
         def prepare(position: tuple[int, int], tile: Any, reading: Future, ready: Future) -> None:
             """Clean and prepare a tile once read, write its AIP part (its summary's projection) and keep its
@@ -345,7 +336,7 @@ def write_mosaic_grid(
         def jobs() -> Iterator[Callable[[], None]]:
             """Each tile's preparation, then the slabs of the tile before it (prepared one tile ahead)."""
             previous: list[Callable[[], None]] = []
-            for (position, tile), raw in itertools.chain(first, reads):
+            for (position, tile), raw in read_ahead(reader, read, tiles, READ_AHEAD_TILES):
                 ready: Future = Future()
                 yield functools.partial(prepare, position, tile, raw, ready)
                 yield from previous
@@ -374,6 +365,8 @@ def write_mosaic_grid(
         # Z-order: the pyramid levels are built from 2 x 2 groups of tiles as soon as they are written.
         # The QC thread finalizes the AIP once the last tile's part is written, and draws its figure (with
         # Pillow, milliseconds) while the last tiles' grid chunks are written.
+        ordered = morton_order(section.tiles.items(), lambda item: item[0])
+        tiles = prefetched(ordered, lambda item: tile_files(item[1].path), ahead=ANNOUNCE_AHEAD_TILES)
         import_in_background(FIGURES_MODULE)
         qc = qc_thread.submit(aip_qc)
         try:

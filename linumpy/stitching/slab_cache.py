@@ -80,33 +80,15 @@ class SlabCache:
             elif self._left[key] <= 0:  # its last read: no job needs it any more
                 del self._slabs[key]
         if owner:
-            self._decode(key, slab)
+            try:
+                slab.set_result(self._read(key))
+            except BaseException as error:
+                with self._lock:
+                    if self._slabs.get(key) is slab:
+                        del self._slabs[key]
+                slab.set_exception(error)
+                raise
         return slab.result()
-
-    def preload(self, key: Hashable) -> bool:
-        """Decode the slab ``key`` before its first read and keep it, if the cache has a free place.
-
-        Returns whether it did: False when ``key`` is kept already, no job reads it, or the cache is full.
-        What the jobs read does not change; a slab preloaded is one they do not wait for.
-        """
-        with self._lock:
-            if key in self._slabs or not self._left.get(key) or len(self._slabs) >= self.capacity:
-                return False
-            slab = self._slabs[key] = Future()
-            self.decoded += 1
-        self._decode(key, slab)
-        return True
-
-    def _decode(self, key: Hashable, slab: Future) -> None:
-        """Read ``key`` into ``slab``; a failed read leaves the cache (and raises)."""
-        try:
-            slab.set_result(self._read(key))
-        except BaseException as error:
-            with self._lock:
-                if self._slabs.get(key) is slab:
-                    del self._slabs[key]
-            slab.set_exception(error)
-            raise
 
     def _next_use(self, key: Hashable, job: int) -> float:
         """The first job after ``job`` that reads ``key``; ``job`` itself if only earlier jobs (still running)

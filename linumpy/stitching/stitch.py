@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,33 +280,23 @@ def stitch_mosaic_grid(
         if check is not None and (error := check.result()) is not None:
             summaries, source = unusable_aip_fallback(data, layout, error, progress, workers)
             transform, levels = estimate(summaries)
+        from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
         from linumpy.stitching.transform import save_transform
 
         positions = {tile: transform.position(tile) for tile in layout.tiles_present}
-        # The flat field's fit at the placed offsets runs beside the fusion's set-up and its first slabs' reads
-        # (serial work otherwise, between the estimate and the fusion).
-        flat = aside.submit(_fusion_flat_field, levels, positions)
-        del summaries, levels
-        # The QC record depends on the transform and the flat field alone: its figure (matplotlib's import, the
-        # drawing and the PNG rendering, about a second of serial work after the fusion otherwise) is made
-        # beside the fusion, once the flat field is fitted (not beside the fit, which the fusion waits for).
-        with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
-            qc = qc_thread.submit(lambda: stitch_qc(transform, layout, flat.result(), source, max_shift_px))
-            write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
-                        n_levels=n_levels, compression=compression, overwrite=overwrite,
-                        progress=progress, workers=workers)
+        flat = FusionFlatField("off") if levels is None else fusion_flat_field(levels.result(), positions)
+    del summaries, levels
+    # The QC record depends on the transform alone: its figure (matplotlib's import, the drawing and the PNG
+    # rendering, about a second of serial work after the fusion otherwise) is made beside the fusion.
+    with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
+        qc = qc_thread.submit(stitch_qc, transform, layout, flat, source, max_shift_px)
+        write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
+                    n_levels=n_levels, compression=compression, overwrite=overwrite,
+                    progress=progress, workers=workers)
     save_transform(transform, transform_out, overwrite=overwrite)
     metrics, figures, flags = qc.result()
     write_qc_record(out_path, "stitch_3d", metrics, figures, flags=flags)
     return transform
-
-
-def _fusion_flat_field(levels: Future | None, positions: Mapping[TileIndex, np.ndarray]) -> FusionFlatField:
-    """The fusion flat field fitted at ``positions`` to the ``levels`` (a future of :func:`_signal_levels`), or
-    off (``levels`` None: not asked for)."""
-    from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
-
-    return FusionFlatField("off") if levels is None else fusion_flat_field(levels.result(), positions)
 
 
 def _signal_levels(summaries: TileSummaries) -> SignalLevels:
@@ -477,12 +467,12 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
     out, ``n_open_loop_tiles`` those placed through a loop of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
-    :func:`linumpy.qc.flags.open_loop_warnings`). ``n_hinge_links``, ``hinge_links`` and ``tile_off_probability``
-    (per tile ``hinge_links`` and ``off_probability``) come from :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's
-    search window, weighs the edge links as the solve did); a flag (:func:`hinge_flag`) when the slice's
-    probability reaches :data:`~linumpy.qc.tile_risk.FLAG_PROBABILITY`. The figure shows each
-    pair's residual after the global fit, pairs that fell back to the stage
-    model dashed. Pair offsets and tile positions share one convention
+    :func:`linumpy.qc.flags.open_loop_warnings`). ``n_hinge_links``, ``hinge_links`` and
+    ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
+    :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
+    as the solve did); a flag (:func:`hinge_flag`) when the slice's probability reaches
+    :data:`~linumpy.qc.tile_risk.FLAG_PROBABILITY`. The figure shows each pair's residual after the global fit,
+    pairs that fell back to the stage model dashed. Pair offsets and tile positions share one convention
     (``position(b) - position(a)``).
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
@@ -637,7 +627,7 @@ def write_fused(
     attributes: dict,
     *,
     blend: str,
-    flat: FusionFlatField | Future[FusionFlatField],
+    flat: FusionFlatField,
     n_levels: int | None,
     compression: str,
     overwrite: bool,
@@ -656,8 +646,7 @@ def write_fused(
     at most two blocks per thread in flight, so memory does not depend on the size of the slice. The chunk
     files a block reads (:func:`block_reads`) are announced to the kernel :data:`READ_AHEAD_BLOCKS` blocks
     before it is queued (:func:`~linumpy.io.prefetch.prefetched`): the threads find them read instead of
-    waiting for the disk. ``flat`` may be a future (the field still being fitted): the output is created
-    meanwhile, and the calling thread decodes the first tile slabs into the cache (:func:`flat_when_fitted`).
+    waiting for the disk.
     """
     origins, translation = placement_origins(positions)
     tile_yx = layout.tile_shape[1:]
@@ -670,6 +659,7 @@ def write_fused(
     # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
     # straight into the result and the part is a view of it (no copy of the part).
     whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
+    correct = flat.correct_into if flat.applied else None
 
     def fuse_and_write(job: int) -> None:
         z0, box = tasks[job]
@@ -699,13 +689,11 @@ def write_fused(
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite, **finalize_options) as writer:
-        flat, preloaded = flat_when_fitted(flat, slabs, lambda key: slab_files(data, layout, key, z_slab))
-        correct = flat.correct_into if flat.applied else None
         # Blocks are chunk-aligned, so threads never write the same chunk, and the order in which they
         # finish does not matter: a thread takes the next block as soon as it is done.
         # Each block's chunk files are announced to the kernel READ_AHEAD_BLOCKS blocks before it is queued,
         # so that the disk reads them while the blocks before it are fused.
-        reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None, preloaded)
+        reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None)
         done = run_jobs(fuse_and_write, prefetched(range(len(tasks)), reads.__getitem__, READ_AHEAD_BLOCKS), workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
@@ -717,56 +705,26 @@ def write_fused(
 
 def block_reads(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
                 origins: dict[TileIndex, tuple[int, int]], z_slab: int,
-                uses: Mapping[tuple[TileIndex, int], Sequence[int]] | None,
-                decoded: Collection[tuple[TileIndex, int]] = ()) -> list[list[Path]]:
+                uses: Mapping[tuple[TileIndex, int], Sequence[int]] | None) -> list[list[Path]]:
     """The chunk files of the mosaic grid each fusion job reads from disk, by job.
 
     With whole tile slabs kept for the jobs that read them again (``uses``: ``(tile, z0) -> jobs``, the
-    :class:`~linumpy.stitching.slab_cache.SlabCache`'s), the files of the slabs the job is the first to read,
-    but those of the slabs ``decoded`` already (preloaded into the cache): a slab read again after it left the
-    cache is not counted (announcing every read would read again from disk the slabs the cache still holds).
-    Without (``uses`` None), the files of every tile part the job reads.
+    :class:`~linumpy.stitching.slab_cache.SlabCache`'s), the files of the slabs the job is the first to read:
+    a slab read again after it left the cache is not counted (announcing every read would read again from disk
+    the slabs the cache still holds). Without (``uses`` None), the files of every tile part the job reads.
     Other arguments as in :func:`tile_slabs`.
     """
     tile_yx, depth = layout.tile_shape[1:], layout.tile_shape[0]
     files: list[list[Path]] = [[] for _ in tasks]
     if uses is not None:
-        for key, jobs in uses.items():
-            files[jobs[0]] += [] if key in decoded else slab_files(data, layout, key, z_slab)
+        for (tile, z0), jobs in uses.items():
+            files[jobs[0]] += data.chunk_files((slice(z0, min(z0 + z_slab, depth)), *layout.tile_slices(tile)))
         return files
     for job, (z0, box) in enumerate(tasks):
         for tile, part in tiles_in_box(box, origins, tile_yx):
             region = layout.part_slices(tile, (slice(part.y0, part.y1), slice(part.x0, part.x1)))
             files[job] += data.chunk_files((slice(z0, min(z0 + z_slab, depth)), *region))
     return files
-
-
-def slab_files(data: StoredArray, layout: MosaicGridLayout, key: tuple[TileIndex, int], z_slab: int) -> list[Path]:
-    """The chunk files of the tile slab ``key`` (``(tile, z0)``: ``z_slab`` planes from ``z0``) in the grid
-    ``data``."""
-    (tile, z0), depth = key, layout.tile_shape[0]
-    return data.chunk_files((slice(z0, min(z0 + z_slab, depth)), *layout.tile_slices(tile)))
-
-
-def flat_when_fitted(flat: FusionFlatField | Future[FusionFlatField], slabs: SlabCache,
-                     files: Callable[[tuple[TileIndex, int]], list[Path]],
-                     ) -> tuple[FusionFlatField, list[tuple[TileIndex, int]]]:
-    """The fusion flat field ``flat``, and the tile slabs decoded while it was fitted.
-
-    While ``flat`` is a future not done (its fit on another thread), the calling thread decodes the slabs the
-    fusion reads first into ``slabs`` (in the order of their first reads, while the cache has room; each
-    slab's ``files`` announced to the kernel one slab ahead): the fusion's first jobs find them decoded. The
-    values the fusion reads do not change.
-    """
-    preloaded = []
-    if isinstance(flat, Future):
-        order = sorted(slabs.uses, key=lambda key: slabs.uses[key][0])[:slabs.capacity]
-        for key in prefetched(order, files, 1):
-            if flat.done() or not slabs.preload(key):
-                break
-            preloaded.append(key)
-        flat = flat.result()
-    return flat, preloaded
 
 
 def tile_slabs(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
