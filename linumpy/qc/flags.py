@@ -157,8 +157,7 @@ def open_loop_warnings(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:
         looped = open_loop_tiles(record.get("metrics", {}).get("tiles")) if record.get("step") == "stitch_3d" else []
         if not looped:
             continue
-        named = ", ".join(tile for tile, _ in looped[:MAX_NAMED_TILES])
-        named += f" and {len(looped) - MAX_NAMED_TILES} more" if len(looped) > MAX_NAMED_TILES else ""
+        named = _named_tiles([tile for tile, _ in looped])
         warnings.append(RedFlag(record.get("slice_id"), "stitch_3d", (
             f"{len(looped)} tile(s) placed through a loop of pairs that misses by "
             f"{max(miss for _, miss in looped):.1f} px ({named}): a pair of the loop erred and which is not "
@@ -177,14 +176,12 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
         messages.append(f"{n_fallback:.0f}/{n_pairs:.0f} tile pairs fell back to the stage model")
     uncertain = uncertain_tiles(metrics.get("tiles"))
     if uncertain:
-        named = ", ".join(f"{tile} {sigma:.2f} px" for tile, sigma in uncertain[:MAX_NAMED_TILES])
-        named += f" and {len(uncertain) - MAX_NAMED_TILES} more" if len(uncertain) > MAX_NAMED_TILES else ""
+        named = _named_tiles([f"{tile} {sigma:.2f} px" for tile, sigma in uncertain])
         messages.append(f"{len(uncertain)} tile(s) placed by overlaps with a standard error above the "
                         f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): their overlaps do not pin them down")
     staged = textured_stage_tiles(metrics.get("tiles"), metrics.get("pairs"))
     if staged:
-        named = ", ".join(f"{tile} {sigma:.1f} px" for tile, sigma in staged[:MAX_NAMED_TILES])
-        named += f" and {len(staged) - MAX_NAMED_TILES} more" if len(staged) > MAX_NAMED_TILES else ""
+        named = _named_tiles([f"{tile} {sigma:.1f} px" for tile, sigma in staged])
         messages.append(f"{len(staged)} textured tile(s) left on the stage model, its scatter above the "
                         f"{MAX_TILE_SIGMA_PX} px tile bar ({named}): an overlap of significance "
                         f">= {TEXTURED_SIGNIFICANCE:g} was measured but no placement by overlaps was accepted")
@@ -194,6 +191,12 @@ def _threshold_messages(metrics: Mapping[str, Any]) -> list[str]:
     elif nonzero is not None and nonzero < MIN_NONZERO_FRACTION:
         messages.append(f"nearly empty: {100 * nonzero:.2f}% non-zero voxels")
     return messages
+
+
+def _named_tiles(names: Sequence[str]) -> str:
+    """The first :data:`MAX_NAMED_TILES` of ``names``, comma-separated, and how many more there are."""
+    shown = ", ".join(names[:MAX_NAMED_TILES])
+    return shown + (f" and {len(names) - MAX_NAMED_TILES} more" if len(names) > MAX_NAMED_TILES else "")
 
 
 def uncertain_tiles(tiles: Any) -> list[tuple[str, float]]:
