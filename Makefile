@@ -11,7 +11,8 @@ NF_LINT_JAR := $(CACHE)/nextflow-lint/language-server-all.jar
 DEMO_DIR ?= demo_output
 # Slices reconstructed at once by `make demo` (default: every core).
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
-# pytest-xdist processes for `make test` (default: every core, at most 4: each may hold ~2 GB).
+# pytest-xdist processes for `make test` (default: every core, at most 4, so that a large machine does not hold many
+# test processes' data at once).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test venv bench lint-jar clean
