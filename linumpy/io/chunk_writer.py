@@ -218,11 +218,8 @@ class ChunkFileReader:
     def _decode_into(self, index: tuple[int, ...], destination: np.ndarray) -> None:
         """Decode Blosc chunk ``index`` into the C-contiguous chunk-sized ``destination`` (fill if not stored)."""
         path = self.chunk_path(index)
-        try:
-            with open(path, "rb") as file:
-                encoded = file.read()
-                page_cache.read(file)
-        except FileNotFoundError:
+        encoded = _stored_bytes(path)
+        if encoded is None:
             destination[...] = self.fill_value
             return
         try:
@@ -269,17 +266,25 @@ class ChunkFileReader:
 
     def _chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
         path = self.chunk_path(index)
-        try:
-            with open(path, "rb") as file:
-                encoded = file.read()
-                page_cache.read(file)
-        except FileNotFoundError:
+        encoded = _stored_bytes(path)
+        if encoded is None:
             return None
         try:
             raw = encoded if self.decoder is None else self.decoder.decode(encoded)
             return np.frombuffer(raw, self.dtype).reshape(self.chunks)
         except Exception as error:  # numcodecs raises RuntimeError/ValueError for damaged data
             raise ChunkDecodeError(path, error) from error
+
+
+def _stored_bytes(path: Path) -> bytes | None:
+    """The encoded bytes of chunk file ``path`` (its pages dropped when :func:`page_cache.enabled`), None if not stored."""
+    try:
+        with open(path, "rb") as file:
+            encoded = file.read()
+            page_cache.read(file)
+    except FileNotFoundError:
+        return None
+    return encoded
 
 
 class ChunkDecodeError(Exception):
