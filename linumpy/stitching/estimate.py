@@ -1847,9 +1847,7 @@ def _weak_pieces_to_stage(
     detached: set[tuple[TileIndex, TileIndex]] = set()
     judged: set[frozenset] = set()
     while True:
-        placed = {t for pair in kept for t in (pair.a, pair.b)}
-        strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-        largest, *others = pieces(placed, strong) or [[]]
+        placed, strong, (largest, *others) = _confident_pieces(kept, registrations)
         bar = max([WEAK_PIECE_DEVIATION_PX] + [_deviation(positions, model, t) + PRIOR_SLACK_PX for t in largest])
         for piece in others:
             if frozenset(piece) in judged:
@@ -1882,6 +1880,17 @@ def _weak_pieces_to_stage(
             break
         else:
             return (positions, model, kept), to_stage, detached
+
+
+def _confident_pieces(kept: Sequence[PairOffset],
+                      registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                      ) -> tuple[set[TileIndex], list[tuple[TileIndex, TileIndex]], list[list[TileIndex]]]:
+    """The tiles the ``kept`` pairs place, those pairs whose own significance reaches
+    :data:`CONFIDENT_SIGNIFICANCE`, and the pieces these join (:func:`~linumpy.stitching.reanchor.pieces`,
+    largest first; ``[[]]`` if none)."""
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    return placed, strong, pieces(placed, strong) or [[]]
 
 
 def _ridge_held_to_stage(
@@ -1924,9 +1933,8 @@ def _ridge_held_to_stage(
     detached: set[tuple[TileIndex, TileIndex]] = set()
     judged: set[frozenset] = set()
     while True:
-        placed = {t for pair in kept for t in (pair.a, pair.b)}
-        strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-        outside = placed - set((pieces(placed, strong) or [[]])[0])
+        placed, strong, (largest, *_) = _confident_pieces(kept, registrations)
+        outside = placed - set(largest)
         joined = [(p.a, p.b) for p in kept if p.a in outside and p.b in outside]
         for part in pieces(outside, joined) + pieces(outside, strong):
             if frozenset(part) in judged:
