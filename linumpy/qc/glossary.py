@@ -135,8 +135,9 @@ METRICS: dict[str, MetricInfo] = {
     "n_weak_piece_to_stage_tiles": _M("Tiles of weak pieces put on the stage", "count", "Tiles of a group "
                                       "that only weak overlaps joined to the rest, placed more than 5 px from "
                                       "the stage by overlaps that hardly preferred that placement to the "
-                                      "stage's, or nearer by overlaps that preferred the stage's; their "
-                                      "overlaps were dropped and they kept their stage-model positions."),
+                                      "stage's, or nearer by overlaps that preferred the stage's, or held "
+                                      "only along nearly parallel edges; their overlaps were dropped and they "
+                                      "kept their stage-model positions."),
     "n_unsupported_placement_dropped_tiles": _M("Tiles whose broken placement was dropped", "count", "Tiles "
                                                 "(alone or as a group) placed by the combined evidence of "
                                                 "several overlaps, one of which the solve then rejected, "

@@ -62,7 +62,9 @@
    that margin; and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
    placement to the stage's, is refused and its side put on the stage model
-   (:func:`_far_lone_links_to_stage`); a kept edge link on no loop keeps only its evidence across its
+   (:func:`_far_lone_links_to_stage`); tiles outside the largest piece that two or more edge links along
+   nearly parallel ridges alone hold go to the stage model, wherever they lie (:func:`_ridge_held_to_stage`);
+   a kept edge link on no loop keeps only its evidence across its
    ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
    placement along the ridge (:func:`_lone_edge_links_across_only`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
@@ -362,6 +364,10 @@ def estimate_transform(
                                                                          registrations, tile_step_px)
     (positions, model, kept), lone_to_stage, lone_refused_links = _far_lone_links_to_stage(
         tiles, (positions, model, kept), registrations, tile_step_px)
+    (positions, model, kept), ridge_to_stage, ridge_detached = _ridge_held_to_stage(
+        tiles, (positions, model, kept), registrations, tile_step_px)
+    to_stage |= ridge_to_stage
+    detached |= ridge_detached
     (positions, model, kept), along_stage, across_only = _lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
     final = {**current, **late, **corroborated}
@@ -1841,9 +1847,7 @@ def _weak_pieces_to_stage(
     detached: set[tuple[TileIndex, TileIndex]] = set()
     judged: set[frozenset] = set()
     while True:
-        placed = {t for pair in kept for t in (pair.a, pair.b)}
-        strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-        largest, *others = pieces(placed, strong) or [[]]
+        placed, strong, (largest, *others) = _confident_pieces(kept, registrations)
         bar = max([WEAK_PIECE_DEVIATION_PX] + [_deviation(positions, model, t) + PRIOR_SLACK_PX for t in largest])
         for piece in others:
             if frozenset(piece) in judged:
@@ -1873,6 +1877,87 @@ def _weak_pieces_to_stage(
             positions, model, kept = attempt
             to_stage |= inside
             detached |= crossing
+            break
+        else:
+            return (positions, model, kept), to_stage, detached
+
+
+def _confident_pieces(kept: Sequence[PairOffset],
+                      registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                      ) -> tuple[set[TileIndex], list[tuple[TileIndex, TileIndex]], list[list[TileIndex]]]:
+    """The tiles the ``kept`` pairs place, those pairs whose own significance reaches
+    :data:`CONFIDENT_SIGNIFICANCE`, and the pieces these join (:func:`~linumpy.stitching.reanchor.pieces`,
+    largest first; ``[[]]`` if none)."""
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    return placed, strong, pieces(placed, strong) or [[]]
+
+
+def _ridge_held_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
+    """Put on the stage model the tiles outside the largest piece that edge links along nearly parallel
+    ridges alone hold, however near the stage model they lie.
+
+    Once the far lone links are refused (:func:`_far_lone_links_to_stage`), the placed tiles outside the
+    largest piece of confident pairs (:func:`~linumpy.stitching.reanchor.pieces`, as in
+    :func:`_weak_pieces_to_stage`) are judged in parts: each group that kept pairs join among themselves,
+    then each piece of confident pairs in it. A part
+    whose kept links to the other tiles are two or more edge links with ridges within
+    :data:`PARALLEL_RIDGES_DEG` of one another (:func:`_held_along_parallel_ridges`) is held by nothing
+    along those ridges but the angle between them: its own evidence does not beat the stage there, so its
+    links are dropped and the positions solved again, if that solve drops no other confident pair (weak
+    pairs it drops held tiles only through the part's loops: their tiles go to the stage as well). The
+    first part that qualifies goes; repeated until none does, each part judged once.
+    :func:`_weak_pieces_to_stage` asks this only beyond its deviation bar; within it a wrong placement
+    along the ridges passes the evidence margin, the ridges being as high anywhere along them.
+    Foreign ``c185`` seed 209 slice 3: the two right columns and (0, 2), a piece of pairs of significance
+    7-25, hung on (0, 1)-(0, 2), (1, 1)-(1, 2) and (2, 1)-(2, 2) (own significance 1.0, 0.5, 0.6; overlaps
+    of -1.4 to 2.7 px), all edge links along x within 16 degrees, 10-14 px off along x: the piece 10.1 px
+    from the stage model (bar 12.4), margin 6.95, 6.4-8.5 px off and 6 tiles worse than their stage
+    positions. Seed 213 slice 4: (2, 1), after its right lone link was refused, hung on (1, 1)-(2, 1) and
+    (2, 1)-(2, 2) (0.5, 1.0, ridges 8 degrees apart, 19 and 24 px off), 16.3 px off (stage 9.5), and
+    held (2, 2) (10.8 px off, stage 6.9) in their loop.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, detached)``: the tiles put on the stage model and the
+        links dropped.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    detached: set[tuple[TileIndex, TileIndex]] = set()
+    judged: set[frozenset] = set()
+    while True:
+        placed, strong, (largest, *_) = _confident_pieces(kept, registrations)
+        outside = placed - set(largest)
+        joined = [(p.a, p.b) for p in kept if p.a in outside and p.b in outside]
+        for part in pieces(outside, joined) + pieces(outside, strong):
+            if frozenset(part) in judged:
+                continue
+            judged.add(frozenset(part))
+            inside = set(part)
+            crossing = [p for p in kept if (p.a in inside) != (p.b in inside)]
+            if len(crossing) < 2 or not _held_along_parallel_ridges(crossing):
+                continue
+            links = {(p.a, p.b) for p in crossing}
+            rest = [p for p in kept if (p.a, p.b) not in links]
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            lost = {(p.a, p.b) for p in rest if p.a not in inside} - {(p.a, p.b) for p in attempt[2]}
+            if any(registrations[pair].significance >= CONFIDENT_SIGNIFICANCE for pair in lost):
+                logger.info("piece %s held along parallel ridges by %s left: the solve without them drops "
+                            "confident pairs", part, sorted(links))
+                continue
+            positions, model, kept = attempt
+            left = placed - {t for p in kept for t in (p.a, p.b)}
+            logger.info("piece %s held along parallel ridges by %s only: %s on the stage model", part,
+                        sorted(links), sorted(left))
+            to_stage |= left
+            detached |= links | lost
             break
         else:
             return (positions, model, kept), to_stage, detached

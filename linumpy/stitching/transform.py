@@ -186,7 +186,9 @@ class TileRecord:
         below 2) joined to the largest piece, placed more than 5 px from the
         stage model by links that preferred that placement to the stage's
         by less than 0.6 standard errors, or nearer by links that preferred
-        the stage's placement by 0.6 or more (session weak207): its links were
+        the stage's placement by 0.6 or more (session weak207), or held by
+        nothing but two or more edge links along nearly parallel ridges, or
+        only through their loops (session worse213): its links were
         dropped (status ``weak attachment, piece on the stage``) and it is on
         the stage. False in transforms written before session stitch46.
     unsupported_placement_dropped : bool
