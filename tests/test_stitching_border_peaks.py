@@ -1,4 +1,4 @@
-"""A pair's peak on the border of its scored window, not refined below a pixel, is no local maximum of the match:
+"""A pair's peak on the border of its scored window is no local maximum of the match:
 recorded per pair and counted per slice, and its tiles' stated errors carry the search window's variance
 (session edgepeak, issue #10)."""
 

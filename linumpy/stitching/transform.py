@@ -80,9 +80,8 @@ class PairRecord:
         variance along it grows by ``ridge_px**2 / 12``.
     border_peak : bool
         Whether ``offset`` is the pair's own peak on the border of its scored
-        window, not refined below a pixel
-        (:attr:`~linumpy.stitching.pairwise.PairRegistration.border_peak`): no
-        local maximum of the match. An accepted one adds the search window's
+        window (:attr:`~linumpy.stitching.pairwise.PairRegistration.border_peak`):
+        no local maximum of the match. An accepted one adds the search window's
         variance (:func:`linumpy.stitching.estimate.edge_variance`, both axes)
         to the tiles' stated errors, not to the solve.
     status : str
