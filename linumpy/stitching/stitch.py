@@ -469,7 +469,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
     :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the accepted pairs whose offset is
     their peak on the border of the scored window (per pair ``border_peak``: no local maximum; their
-    tiles' ``sigma_px`` carries the search window's variance, which the tile-bar flag reads). ``n_hinge_links``, ``hinge_links`` and
+    tiles' ``sigma_px`` carries the search window's variance, which the tile-bar flag reads).
+    ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
     as the solve did); a flag (:func:`hinge_flag`) when the slice's probability reaches
