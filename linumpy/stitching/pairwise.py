@@ -144,8 +144,8 @@ class PairRegistration:
         Whether the offset's whole pixel lies on the border of the scored
         window (:func:`on_scored_border`): no local maximum of the match,
         whose optimum may lie beyond what was scored. Whether or not the
-        sub-pixel fit then ran: on the stitching matrix (9 conditions, seeds
-        0-4, 110, 113, 157, 159) all 42 such peaks were 12-38 px off, their
+        sub-pixel fit then ran: on the stitching matrix (12 conditions, seeds
+        0-4, 110, 113, 157, 159) all 44 such peaks were 12-38 px off, their
         fits converged on the window's edge; on foreign ``c185`` the fit
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
