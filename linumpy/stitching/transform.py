@@ -78,6 +78,12 @@ class PairRecord:
     ridge_px : float
         Length of that ridge, pixels (NaN for an ordinary peak); the pair's
         variance along it grows by ``ridge_px**2 / 12``.
+    border_peak : bool
+        Whether ``offset`` is the pair's own peak on the border of its scored
+        window (:attr:`~linumpy.stitching.pairwise.PairRegistration.border_peak`):
+        no local maximum of the match. An accepted one adds the search window's
+        variance (:func:`linumpy.stitching.estimate.edge_variance`, both axes)
+        to the tiles' stated errors, not to the solve.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -119,6 +125,7 @@ class PairRecord:
     spread_px: tuple[float, float] = (float("nan"), float("nan"))
     free_direction: tuple[float, float] | None = None
     ridge_px: float = float("nan")
+    border_peak: bool = False
 
 
 @dataclass(frozen=True)
@@ -380,7 +387,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "sigma_px": _rounded(p.sigma_px), "confidence": round(float(p.confidence), _DECIMALS),
              "status": p.status, "spread_px": [_optional(v) for v in p.spread_px],
              "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
-             "ridge_px": _optional(p.ridge_px)}
+             "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -465,7 +472,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                                            for v in p.get("spread_px", (None, None))),
                            free_direction=None if p.get("free_direction") is None
                            else tuple(float(v) for v in p["free_direction"]),
-                           ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]))
+                           ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]),
+                           border_peak=bool(p.get("border_peak", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
