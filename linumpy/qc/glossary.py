@@ -175,12 +175,13 @@ METRICS: dict[str, MetricInfo] = {
                             "foreign runs held tiles within 1.2 px)."),
     "open_loop_miss_px": _M("Miss of the loop that does not close", "px", "Largest departure of an accepted "
                             "overlap of such a loop from what the other overlaps predict (none: no such loop)."),
-    "n_border_peak_links": _M("Accepted overlaps peaking on the border of their search", "count",
-                              "Accepted overlaps whose best offset lies on the border of the offsets scored "
+    "n_border_peak_links": _M("Overlaps peaking on the border of their search, refused", "count",
+                              "Overlaps whose best offset lies on the border of the offsets scored "
                               "(the narrowest overlap scored, or the edge of the search window): no local "
-                              "maximum, the true offset may lie beyond it (per pair border_peak). Their tiles' "
-                              "uncertainty (sigma_px) includes the search window's, so tiles that hang on them "
-                              "reach the 1.5 px tile bar's red flag."),
+                              "maximum, the true offset may lie beyond it (per pair border_peak). Refused as "
+                              "evidence of their own; their tiles placed by other overlaps or on the stage. "
+                              "One a joint search accepts at that peak widens its tiles' uncertainty "
+                              "(sigma_px) by the search window's."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

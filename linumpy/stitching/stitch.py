@@ -467,9 +467,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
     out, ``n_open_loop_tiles`` those placed through a loop of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
-    :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the accepted pairs whose offset is
-    their peak on the border of the scored window (per pair ``border_peak``: no local maximum; their
-    tiles' ``sigma_px`` carries the search window's variance, which the tile-bar flag reads).
+    :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the pairs whose own peak lies on
+    the border of the scored window (per pair ``border_peak``: no local maximum), refused as evidence (their
+    maps still serve the joint searches; one accepted there at that peak widens its tiles' ``sigma_px`` by the
+    search window's variance, which the tile-bar flag reads).
     ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
@@ -551,7 +552,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "border_peak": r.border_peak}
         for r in transform.pairs
     }
-    metrics["n_border_peak_links"] = sum(r.border_peak and r.accepted for r in transform.pairs)
+    metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
     corrections = transform.stage_residuals.corrections
     metrics["tiles"] = {
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,

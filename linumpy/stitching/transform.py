@@ -32,6 +32,9 @@ _DECIMALS = 4
 FAR_BRIDGE_KEPT = "kept, departs beyond the other pairs but its tiles within the stage's window"
 #: Status of such a pair refused (:func:`linumpy.stitching.estimate.implausible_departure`).
 FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
+#: Status of a pair whose own peak lies on the border of its scored window, refused as evidence
+#: (:func:`linumpy.stitching.estimate._refused_on_border`).
+BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
 #: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
@@ -91,7 +94,8 @@ class PairRecord:
         (:mod:`linumpy.stitching.cluster_search`), ``kept (piece search)``
         (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
         or why the pair was not used:
-        ``not significant``, ``inconsistent or outside the main group``
+        ``not significant``, ``refused, its peak on the border of the scored window``
+        (:data:`BORDER_PEAK_REFUSED`), ``inconsistent or outside the main group``
         (residual of the global solve too large, or linking tiles apart from
         the largest group), ``weak outside any loop`` (only link, not
         significant enough to stand alone), ``loop closure, inconsistent``,
