@@ -60,16 +60,17 @@ def test_survivors_that_still_hold_a_significant_peak_stay_as_weak_pairs():
     assert all(pair in left and not left[pair].strong for pair in SURVIVORS)
 
 
-def test_the_broken_placement_of_6x6_seed_116_is_dropped():
-    """``6x6`` seed 116: (3, 4) placed at joint significance 2.12 by three weak links; the solve dropped
-    (3, 4)-(3, 5) and the two left, 4.2 and 4.1 px off and agreeing, held it 2.55 px farther from the
-    truth than its stage position. Dropped, flagged, and no tile of the slice worse than the stage."""
-    _, excess, _, transform = stitch_errors(get_condition("6x6"), 116)
-    assert transform.tiles[(3, 4)].unsupported_placement_dropped
+def test_the_broken_placement_of_6x6_seed_51_is_dropped():
+    """``6x6`` seed 51: (5, 1) placed by the joint search from (4, 1)-(5, 1) and (5, 0)-(5, 1) (1.6 and 0.7 px
+    off); the solve dropped the first as inconsistent and the one left (own significance 2.28) holds no
+    significant joint peak alone. Dropped, flagged, (5, 1) on the stage (3.79 px, its stage error), no tile
+    worse than the stage. (The case of ``6x6`` seed 116, session stitch48, does not occur since the speckle has
+    no bright tile border, session wrapspk: (3, 4) is placed 0.83 px off by pairs.)"""
+    _, excess, _, transform = stitch_errors(get_condition("6x6"), 51)
+    assert transform.tiles[(5, 1)].unsupported_placement_dropped and transform.tiles[(5, 1)].source == "stage"
     status = {(p.a, p.b): p.status for p in transform.pairs}
-    assert (status[((2, 4), (3, 4))] == status[((3, 4), (4, 4))]
-            == "joint search, no significant peak without its dropped pairs")
-    assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess  # 2.55 ((3, 4)) before
+    assert status[((5, 0), (5, 1))] == "joint search, no significant peak without its dropped pairs"
+    assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
 
 
 def test_the_broken_group_placement_of_backlash_seed_129_is_refused():
