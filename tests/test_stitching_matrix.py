@@ -119,26 +119,29 @@ def test_a_piece_hung_on_a_weak_placement_is_searched_again():
     assert all(np.isfinite(p.spread_px).all() for p in links)
 
 
-def test_the_broad_link_of_a_broken_loop_is_dropped():
+def test_the_broad_link_of_a_broken_loop_is_not_kept():
     """`backlash ... stage +-3 px` seed 4 (a tuning seed, docs/stitching.md "stitch17"): the piece
     (0, 1), (0, 2), (0, 3), (1, 3), placed by the joint search, hung on a good link (0, 0)-(0, 1)
     (0.06 px off, honest error ~1 px) and a broad one (1, 3)-(2, 3) (own significance 0.51, peak
     spread 2.6 px, 2.9 px off); their loop missed by 2.9 px, each residual below the solve's bar,
     and the piece ended 0.9-1.65 px off (1.50 px for (0, 3), 0.38 px farther than its stage
     position). The broad link is dropped: the piece within 0.6 px of the truth (measured
-    0.36-0.57), slice mean 0.59 px (was 0.97), no tile farther than its stage position."""
+    0.36-0.57), slice mean 0.59 px (was 0.97), no tile farther than its stage position. Since the speckle
+    has no bright tile border (session wrapspk) the broad link is not significant (0.12) and never joins a
+    loop: the piece within 0.4 px (measured 0.17-0.38), slice mean 0.35 px. The rule's own cases:
+    ``test_stitching_link_conflicts.py``."""
     ours, excess, textured, transform = stitch_errors(
         get_condition("backlash 3 px + row-start settling 2 px, stage +-3"), 4)
     assert max(ours[t] for t in [(0, 1), (0, 2), (0, 3), (1, 3)]) <= 0.6, ours
-    assert np.mean([ours[t] for t in textured]) <= 0.65
+    assert np.mean([ours[t] for t in textured]) <= 0.65  # measured 0.35
     assert max(excess.values()) <= 0.0, excess
     status = {(p.a, p.b): p.status for p in transform.pairs}
-    assert status[((1, 3), (2, 3))] == "least certain of a broken loop"
+    assert not status[((1, 3), (2, 3))].startswith("kept")
     assert status[((0, 0), (0, 1))].startswith("kept")
 
 
 
-def test_the_placement_on_broad_links_of_backlash_seed_27_is_refused():
+def test_the_broad_links_of_backlash_seed_27_place_nothing():
     """`backlash ... stage +-1.5 px` seed 27 (a tuning seed of stitch19, docs/stitching.md
     "stitch19"): the joint search placed (1, 0) by three links, (0, 0)-(1, 0) (0.34 px off) and two
     broad ones, (1, 0)-(2, 0) (spread 1.7 px, 2.4 px off) and (1, 0)-(1, 1) (spread 2.2 px, 0.7 px
@@ -148,14 +151,17 @@ def test_the_placement_on_broad_links_of_backlash_seed_27_is_refused():
     Since stitch52 the placement is refused before: its broad link (1, 0)-(1, 1) made the solve drop
     (1, 1)-(2, 1) (own significance 1.68 against 0.17); the corroborated search then places (1, 0) 0.67 px
     off (mean 0.24 px), no tile on the stage, none farther from the truth than its stage position beyond
-    the matrix's tolerance (+0.39). The broad-links rule itself: ``test_stitching_link_conflicts.py``."""
+    the matrix's tolerance (+0.39). The broad-links rule itself: ``test_stitching_link_conflicts.py``.
+    Since the speckle has no bright tile border (session wrapspk) both broad links are not significant (0.26,
+    0.43) and (1, 0) is placed by its one right pair to (0, 0): 0.11 px off, slice mean 0.17 px, no search."""
     ours, excess, textured, transform = stitch_errors(
         get_condition("backlash 3 px + row-start settling 2 px, stage +-1.5"), 27)
     assert ours[(1, 0)] <= 0.8, ours
     assert np.mean([ours[t] for t in textured]) <= 0.3
     assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess
     assert not transform.stage_fallback_tiles()
-    assert transform.tiles[(1, 0)].costly_link_refused and transform.tiles[(1, 0)].corroborated
+    kept = {(p.a, p.b) for p in transform.pairs if p.accepted}
+    assert not kept & {((1, 0), (2, 0)), ((1, 0), (1, 1))}
 
 def test_a_tile_whose_links_corroborate_a_weak_peak_is_placed():
     """`overlap 10%` seed 2 (a tuning seed, docs/stitching.md "stitch18"): tile (3, 3) overlaps its
