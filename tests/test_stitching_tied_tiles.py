@@ -48,3 +48,14 @@ def test_the_weak_peak_of_harsh_seed_159_places_nothing():
     assert transform.tiles[(4, 6)].source == "stage"
     assert excess[(4, 6)] <= NEVER_WORSE_TOLERANCE_PX, excess[(4, 6)]
     assert sum(excess[t] > NEVER_WORSE_TOLERANCE_PX for t in textured) == 0
+
+
+def test_the_weak_peak_of_overlap_10_seed_108_against_a_strong_overlap_is_refused():
+    """``overlap 10%`` seed 108 (session wrapspk, after the speckle lost its bright tile borders): a weak joint peak
+    would place (3, 2) by (2, 2)-(3, 2) (significance 0.13, 4 px off) and (3, 1)-(3, 2) (0.83, right), while its
+    overlap with (3, 3), left out, is strong (4.85) and right: refused, flagged, (3, 2) on the stage (3.45 px,
+    its stage error), no textured tile worse than the stage."""
+    _, excess, textured, transform = stitch_errors(get_condition("overlap 10%"), 108)
+    assert transform.tiles[(3, 2)].tied_to_left_out and transform.tiles[(3, 2)].source == "stage"
+    assert [t for t, record in transform.tiles.items() if record.tied_to_left_out] == [(3, 2)]
+    assert sum(excess[t] > NEVER_WORSE_TOLERANCE_PX for t in textured) == 0
