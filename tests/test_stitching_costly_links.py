@@ -53,7 +53,7 @@ def test_tissue_seed_133_places_its_column_by_pairs():
     farther than its stage position; the placement of (2, 0) was refused by this rule (stitch52). Since the
     speckle has no bright tile border (session wrapspk) (1, 0)-(2, 0) is not significant (0.44) and never
     searched: (1, 0) on its right pairs (0.60 px), (2, 0) 0.97 px, slice 0.549 / 1.25 px. The rule's case: the
-    synthetic tests above (no seed of ``tissue changing`` 100-121 or ``overlap 10%`` 100-120 fires it)."""
+    synthetic tests above (no seed of ``tissue changing`` 100-129 or ``overlap 10%`` 100-128 fires it)."""
     errors, excess, textured, transform = stitch_errors(get_condition("tissue changing with depth"), 133)
     kept = {(p.a, p.b) for p in transform.pairs if p.accepted}
     assert {((0, 0), (1, 0)), ((1, 0), (1, 1))} <= kept
