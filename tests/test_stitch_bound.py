@@ -18,17 +18,25 @@ def mosaic():
 
 
 def test_noise_model_matches_the_simulated_projections(mosaic):
-    """Log of a projection over its noise-free intensity: variance trigamma(depth), the speckle's correlation area."""
-    tile = (0, 0)
-    origin = mosaic.truth[tile] + mosaic.scene_offset_px
-    intensity = np.maximum(sample_tile(mosaic.scene, origin, mosaic.condition.tile_px), 1e-3) * mosaic.illumination
-    residual = np.log(np.maximum(mosaic.projections()[tile], 1e-3)) - np.log(intensity)
-    residual -= residual.mean()
-    assert residual.var() == pytest.approx(special.polygamma(1, mosaic.condition.depth), rel=0.1)
-    spectrum = np.abs(np.fft.fft2(residual)) ** 2
-    autocorrelation = np.fft.ifft2(spectrum).real / np.fft.ifft2(spectrum).real[0, 0]
-    measured = sum(autocorrelation[i, j] for i in range(-3, 4) for j in range(-3, 4))
-    assert measured == pytest.approx(speckle_correlation_area(), rel=0.15)
+    """Log of a projection over its noise-free intensity: variance trigamma(depth), the speckle's correlation area.
+
+    The area is measured on each of the four tiles (standard deviation ~0.24 from tile to tile) and averaged:
+    2.71 here, 2.73 over 24 tiles of seeds 3-8 (the exact area of the log of 6 looks is 2.81; the model's, of
+    the intensity, 2.93). Before the speckle was filtered periodically (session wrapspk) its bright tile
+    borders added 0.3 (3.04 over the same 24 tiles) and tile (0, 0) alone was measured.
+    """
+    areas = []
+    for tile, truth in sorted(mosaic.truth.items()):
+        origin = truth + mosaic.scene_offset_px
+        intensity = (np.maximum(sample_tile(mosaic.scene, origin, mosaic.condition.tile_px), 1e-3)
+                     * mosaic.illumination)
+        residual = np.log(np.maximum(mosaic.projections()[tile], 1e-3)) - np.log(intensity)
+        residual -= residual.mean()
+        assert residual.var() == pytest.approx(special.polygamma(1, mosaic.condition.depth), rel=0.1)
+        spectrum = np.abs(np.fft.fft2(residual)) ** 2
+        autocorrelation = np.fft.ifft2(spectrum).real / np.fft.ifft2(spectrum).real[0, 0]
+        areas.append(sum(autocorrelation[i, j] for i in range(-3, 4) for j in range(-3, 4)))
+    assert np.mean(areas) == pytest.approx(speckle_correlation_area(), rel=0.15)
     assert speckle_correlation_area() == pytest.approx(2 * np.pi * 0.7 ** 2, rel=0.1)
 
 

@@ -108,11 +108,12 @@ def test_the_weak_piece_of_overlap_10_seed_113_no_longer_forms():
     fit removes each crop's log plane) no later search links (2, 2): it keeps its stage position (4.43 px,
     its stage error; 1.301 / 4.43 px), the only tile on the stage, none worse than the stage. Since links63
     the searched link is refused alone (it alone cost the pairs): (2, 2) is placed by pairs
-    (``test_stitching_costly_links.py``)."""
+    (``test_stitching_costly_links.py``). Since the speckle has no bright tile border (session wrapspk) no
+    joint search places (1, 3) or (2, 3) on a costly link: every tile but (3, 3) is placed by pairs within
+    1.24 px, (3, 3) keeps its stage position (3.20 px, its stage error; 0.641 / 3.20 px)."""
     _, excess, _, transform = stitch_errors(get_condition("overlap 10%"), 113)
-    assert transform.tiles[(1, 3)].costly_link_refused and transform.tiles[(2, 3)].costly_link_refused
     assert not any(record.weak_piece_to_stage for record in transform.tiles.values())
-    assert {t for t, record in transform.tiles.items() if record.source != "pairs"} <= {(2, 2)}
+    assert {t for t, record in transform.tiles.items() if record.source != "pairs"} <= {(3, 3)}
     assert max(excess.values()) <= NEVER_WORSE_TOLERANCE_PX, excess  # 2.53 ((1, 2)) before stitch46
 
 
