@@ -500,9 +500,9 @@ def _link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
     for a peak on the border of its scored window (``border_peak``): its optimum may lie anywhere beyond
     the border within the stage's window (foreign ``c185`` seed 209 slice 0, (0, 0)-(1, 0): its peak on
     the last scored row, a 2 px overlap, 4.5 px off between tiles that do not overlap; the five tiles it
-    placed 3.2 px off with a stated error of 1.32 px, 1.92 with it; session edgepeak). The tiles' stated
-    errors only: the solve weighs the pair as before (refused or down-weighted there, the five tiles went
-    to their stage positions, 4.0-8.6 px off)."""
+    placed 3.2 px off with a stated error of 1.32 px, 1.92 with it; session edgepeak). Such a pair is
+    refused as evidence of its own (:func:`_refused_on_border`): this applies when a joint search accepts
+    it at that same peak."""
     variance = honest_variance(record.sigma_px, record.spread_px)
     if record.border_peak:
         variance = variance + edge_variance(max_shift_px)
