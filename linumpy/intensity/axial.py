@@ -511,7 +511,7 @@ def _robust_plane(
     if first is None:
         return None, None, MIN_PLANE_TOLERANCE_PX
     coefficients, rms = first
-    tolerance = max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
+    tolerance = _inlier_tolerance(rms)
 
     def block_moments(part: LateralBlock) -> np.ndarray:
         values = read_block(surface_um, part.inner) / dz_um
@@ -522,8 +522,14 @@ def _robust_plane(
         refit += block
     solved = surface.solve_plane(refit)
     plane, tolerance = (coefficients, MIN_PLANE_TOLERANCE_PX) if solved is None else \
-        (solved[0], max(3.0 * solved[1], MIN_PLANE_TOLERANCE_PX))
+        (solved[0], _inlier_tolerance(solved[1]))
     return plane, float(moments[0, 3] / moments[0, 0]), float(tolerance)
+
+
+def _inlier_tolerance(rms: float) -> float:
+    """How far from a fitted plane of residual ``rms`` a detected surface is an inlier (voxels):
+    ``max(3 * rms, MIN_PLANE_TOLERANCE_PX)``."""
+    return max(3.0 * rms, MIN_PLANE_TOLERANCE_PX)
 
 
 def _focus_profile(
