@@ -167,6 +167,12 @@ METRICS: dict[str, MetricInfo] = {
                                    "significant on its own and stronger than the peak, which read only "
                                    "the overlaps with placed tiles. The tile was placed by other overlaps "
                                    "or kept its stage-model position."),
+    "n_rigid_piece_tiles": _M("Tiles placed as a rigid piece at their stage-model mean", "count",
+                              "Tiles that no trusted overlap joins to the rest of the slice, but that strong "
+                              "overlaps on loops that all close join into a piece of four or more: the piece "
+                              "is placed as one, by its overlaps within it, its mean on the mean of its tiles' "
+                              "stage-model positions (it is off as a whole by about the stage error over the "
+                              "square root of its size, which its tiles' sigma_px states)."),
     "n_open_loop_tiles": _M("Tiles placed through a loop that does not close", "count",
                             "Tiles that only a loop of accepted overlaps missing by more than 1.5 px joins to "
                             "the rest of the slice: one overlap of the loop erred and none was clearly the one, "
@@ -193,7 +199,7 @@ METRICS: dict[str, MetricInfo] = {
                 "unsupported_placement_dropped, beyond_edge_ridges, costly_link_refused, corroboration_refused, "
                 "far_lone_link_to_stage (its lone far link refused: on the stage model), far_lone_link_searched "
                 "(its lone far link refused by the first solve: placed by its other overlaps), "
-                "lone_edge_link_along_stage, tied_to_left_out; open_loop_px (the miss of the loop that does not "
+                "lone_edge_link_along_stage, tied_to_left_out, rigid_piece; open_loop_px (the miss of the loop that does not "
                 "close it is placed through, or none); hinge_links and off_probability "
                 "(tile_off_probability); stage_residual_px (the stage residual model's correction)."),
     "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "

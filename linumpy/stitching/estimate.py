@@ -117,7 +117,7 @@ from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RA
                                            search_radius)
 from linumpy.stitching.transform import (BORDER_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
                                         FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
-                                        PairRecord, TileRecord, TileTransform)
+                                        RIGID_PIECE_KEPT, PairRecord, TileRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ WEAK_PIECE_MARGIN = 0.6
 #: ... or, whatever that evidence, if all those links are edge links whose ridges lie within this many degrees
 #: of one another (:func:`_held_along_parallel_ridges`).
 PARALLEL_RIDGES_DEG = 30.0
+#: Fewest tiles of a rigid piece placed at its stage-model mean (:func:`_place_rigid_pieces`): the smallest loop of
+#: neighbour pairs on a grid.
+RIGID_PIECE_MIN_TILES = 4
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -387,12 +390,16 @@ def estimate_transform(
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
-    kept_ids = {(p.a, p.b) for p in kept}
+    positions, rigid = _place_rigid_pieces(positions, _rigid_piece_links(tiles, kept, registrations), tile_step_px)
+    kept_ids = {(p.a, p.b) for p in kept + rigid}
     candidate_ids = {(p.a, p.b): p for p in candidates}
+    rigid_ids = {(p.a, p.b) for p in rigid}
     records = []
     for (a, b), r in final.items():
         if (a, b) in detached:
             status = "weak attachment, piece on the stage"
+        elif (a, b) in rigid_ids:
+            status = RIGID_PIECE_KEPT
         elif (a, b) in lone_refused_links:
             status = FAR_LONE_LINK_REFUSED
         elif (a, b) in far_first:
@@ -454,9 +461,10 @@ def estimate_transform(
         "far_lone_link_searched": far_sides & set(registered),
         "lone_edge_link_along_stage": along_stage,
         "tied_to_left_out": tied,
+        "rigid_piece": {t for pair in rigid_ids for t in pair},
     }
-    tile_records = _tile_records(tiles, kept, {t for pair in corroborated for t in pair} - placed_before,
-                                 sigmas, trusted, flagged, open_loop)
+    tile_records = _tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
+                                 sigmas, trusted | flagged["rigid_piece"], flagged, open_loop)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
                 len(kept), len(records), n_stage, len(tiles))
@@ -2255,6 +2263,65 @@ def _correct_stage_residuals(
     for tile, correction in residual_model.corrections.items():
         corrected[tile] = positions[tile] + np.asarray(correction)
     return corrected, residual_model
+
+
+def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
+                       registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> list[PairOffset]:
+    """The pairs that may join the tiles no ``kept`` pair places into rigid pieces: own significance
+    :data:`STRONG_SIGNIFICANCE` or more, no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`), each on a
+    loop of such pairs (:func:`~linumpy.stitching.global_solve.bridges` left out: nothing checks them)."""
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    left = set(tiles) - placed
+    links = [_pair_offset(a, b, r, True) for (a, b), r in sorted(registrations.items())
+             if a in left and b in left and r.significance >= STRONG_SIGNIFICANCE
+             and edge_ridge(r.scores, r.offset) is None]
+    cut = set(bridges(links))
+    return [p for k, p in enumerate(links) if k not in cut]
+
+
+def _place_rigid_pieces(
+    positions: Mapping[TileIndex, np.ndarray],
+    links: Sequence[PairOffset],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
+    """Place as one each rigid piece of the tiles left on the stage model, at its tiles' stage-model mean.
+
+    The tiles no kept pair places sit on the stage model each with its own stage error. Where strong pairs
+    between them, each on a loop (``links``, :func:`_rigid_piece_links`), join :data:`RIGID_PIECE_MIN_TILES` or
+    more of them, and the solve of the piece's pairs alone keeps them all with no loop left open
+    (:func:`~linumpy.stitching.link_conflicts.open_loops`), the piece is placed by those pairs within it and
+    translated as a whole so that its tiles' mean lies on the mean of their current (stage-model) positions:
+    its tiles' total squared error is then the internal error plus ``n`` times the square of the mean stage
+    error, at most the sum of the stage errors' squares (the mean minimises it). One tile whose own stage
+    error was small may end farther than its stage position (by up to the mean stage error). A piece whose
+    loops do not close stays on the stage tile by tile. The pieces are no evidence for the others' placement:
+    ``positions`` of the other tiles, the stage model and the stage scatter are unchanged.
+
+    Returns
+    -------
+    tuple
+        ``(positions, pairs)``: the positions with the pieces placed, and the pieces' pairs (accepted).
+    """
+    positions = dict(positions)
+    placed_links: list[PairOffset] = []
+    for piece in pieces({t for p in links for t in (p.a, p.b)}, [(p.a, p.b) for p in links]):
+        own = [p for p in links if p.a in piece]
+        if len(piece) < RIGID_PIECE_MIN_TILES:
+            continue
+        solved, _, solved_pairs = solve_positions(piece, own, tile_step_px, warn_steps=False, min_group_fraction=1)
+        missed = open_loops(piece, own, tile_step_px)
+        if len(solved_pairs) < len(own) or missed:
+            logger.info("piece %s of strong pairs left on the stage: its loops do not close (%s)", piece,
+                        sorted(missed.items()) or "a pair dropped by its solve")
+            continue
+        inside = np.array([solved[t] for t in piece])
+        shift = np.mean([positions[t] for t in piece], axis=0) - inside.mean(axis=0)
+        for tile, position in zip(piece, inside, strict=True):
+            positions[tile] = position + shift
+        logger.info("piece %s of strong pairs on closed loops, no trusted link to the others: placed as one at its "
+                    "tiles' stage-model mean", piece)
+        placed_links += own
+    return positions, placed_links
 
 
 def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex, TileIndex]],

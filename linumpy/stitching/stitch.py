@@ -465,7 +465,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     a link of it made the solve drop pairs kept before, ``n_corroboration_refused_tiles`` those refused a
     corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
-    out, ``n_open_loop_tiles`` those placed through a loop of kept pairs that does not close, whose largest miss
+    out, ``n_rigid_piece_tiles`` those placed as a rigid piece at their stage-model mean
+    (:func:`linumpy.stitching.estimate._place_rigid_pieces`), ``n_open_loop_tiles`` those placed through a loop
+    of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
     :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the pairs whose own peak lies on
     the border of the scored window (per pair ``border_peak``: no local maximum), refused as evidence (their
@@ -532,6 +534,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_corroboration_refused_tiles"] = sum(record.corroboration_refused
                                                    for record in transform.tiles.values())
     metrics["n_tied_to_left_out_tiles"] = sum(record.tied_to_left_out for record in transform.tiles.values())
+    metrics["n_rigid_piece_tiles"] = sum(record.rigid_piece for record in transform.tiles.values())
     open_loop = [record.open_loop_px for record in transform.tiles.values() if np.isfinite(record.open_loop_px)]
     metrics["n_open_loop_tiles"] = len(open_loop)
     metrics["open_loop_miss_px"] = round(max(open_loop), 3) if open_loop else None
@@ -574,6 +577,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "far_lone_link_searched": record.far_lone_link_searched,
                     "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
                     "tied_to_left_out": record.tied_to_left_out,
+                    "rigid_piece": record.rigid_piece,
                     "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,
                     **tile_risk_fields(risk, tile),
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}

@@ -45,6 +45,9 @@ FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search win
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.estimate._lone_edge_links_across_only`).
 LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its tiles on the stage along it"
+#: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
+#: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
+RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,14 @@ class TileRecord:
         tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
         more firmly than the peak placed it. The tile was placed later by other evidence, or is on the
         stage. False in transforms written before session weak62.
+    rigid_piece : bool
+        The tile was left on the stage model by every other step, but strong pairs (own significance 3 or more,
+        no edge link) on loops that all close join it to three or more such tiles: the piece is placed as one, by
+        its pairs within it and at the mean of its tiles' stage-model positions as a whole (status ``kept (rigid
+        piece at its tiles' stage-model mean)``; source ``pairs``, not ``weak``: its links are strong; its
+        ``sigma_px`` includes the stage scatter over the square root of the piece's size, so the report's tile
+        bar names it). False in transforms written before session rigid
+        (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
     open_loop_px : float
         The tile lies where a loop of kept pairs that does not close puts it: without that loop's pairs (each
         departing from what the others predict by more than 1.5 px) it is not joined to the largest piece of
@@ -286,6 +297,7 @@ class TileRecord:
     far_lone_link_searched: bool = False
     lone_edge_link_along_stage: bool = False
     tied_to_left_out: bool = False
+    rigid_piece: bool = False
     open_loop_px: float = float("nan")
 
 
@@ -411,6 +423,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_lone_link_searched": bool(record.far_lone_link_searched),
              "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
              "tied_to_left_out": bool(record.tied_to_left_out),
+             "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
@@ -498,6 +511,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_lone_link_searched=bool(t.get("far_lone_link_searched", False)),
                 lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
+                rigid_piece=bool(t.get("rigid_piece", False)),
                 open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),

@@ -1,0 +1,93 @@
+"""A piece of tiles that strong pairs on closed loops join, but no trusted link ties to the others, is placed as one
+at its tiles' stage-model mean instead of tile by tile on the stage (session rigid, issue #10)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from linumpy.stitching.estimate import _place_rigid_pieces
+from linumpy.stitching.global_solve import PairOffset, StageModel
+from linumpy.stitching.transform import TileRecord, TileTransform, transform_from_dict, transform_to_dict
+from linumpy.stitching.uncertainty import tile_sigmas
+
+STEP = (86.0, 86.0)
+TILES = [(r, c) for r in range(4) for c in range(4)]
+#: Foreign ``c185`` seed 215 slice 3's piece: four tiles, pairs of significance 7-23, right to 0.5 px, no trusted
+#: link to the others (4 x 4, 10 % overlap, the stage erring by up to 8 px).
+PIECE = [(2, 0), (2, 1), (3, 0), (3, 1)]
+LOOP = [((2, 0), (2, 1)), ((2, 0), (3, 0)), ((2, 1), (3, 1)), ((3, 0), (3, 1))]
+#: Errors of the piece's pairs (pixels, ``(y, x)``): within the 0.5 px they were measured at.
+RIGHT = {((2, 0), (2, 1)): (0.3, -0.2), ((2, 0), (3, 0)): (-0.1, 0.4), ((2, 1), (3, 1)): (0.2, 0.1),
+         ((3, 0), (3, 1)): (-0.4, -0.3)}
+
+
+def _slice(errors: dict, seed: int = 215) -> tuple[dict, dict, list[PairOffset]]:
+    """Truth, stage positions (the nominal grid: the stage errs by up to 8 px on each axis) and the piece's pairs
+    (significance 10: standard error 0.1 px) with ``errors``."""
+    rng = np.random.default_rng(seed)
+    stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TILES}
+    truth = {t: stage[t] + rng.uniform(-8, 8, 2) for t in TILES}
+    links = [PairOffset(a, b, tuple(truth[b] - truth[a] + np.asarray(errors[(a, b)])), weight=100.0)
+             for a, b in LOOP]
+    return truth, stage, links
+
+
+def _off(positions: dict, truth: dict, tiles: list) -> np.ndarray:
+    """Each tile's distance to the truth, the slice's mean translation over ``TILES`` removed."""
+    translation = np.mean([np.asarray(positions[t]) - truth[t] for t in TILES], axis=0)
+    return np.array([np.linalg.norm(np.asarray(positions[t]) - translation - truth[t]) for t in tiles])
+
+
+def test_a_piece_on_closed_loops_is_placed_as_one_at_its_stage_mean():
+    """The piece keeps its pairs' shape (its tiles within 0.5 px of one another's truth), its mean on the mean of
+    its stage positions, the other tiles untouched; its tiles' total squared error is below the stage's (the
+    mean minimises it), over several draws of the stage errors. Main: the four tiles on their stage positions."""
+    for seed in range(5):
+        truth, stage, links = _slice(RIGHT, seed)
+        positions, placed = _place_rigid_pieces(stage, links, STEP)
+        assert sorted((p.a, p.b) for p in placed) == LOOP
+        assert all(np.array_equal(positions[t], stage[t]) for t in TILES if t not in PIECE)
+        assert np.allclose(np.mean([positions[t] for t in PIECE], axis=0), np.mean([stage[t] for t in PIECE], axis=0))
+        relative = np.array([positions[t] - truth[t] for t in PIECE])
+        assert np.max(np.linalg.norm(relative - relative.mean(axis=0), axis=1)) < 0.5
+        stage_errors = np.array([stage[t] - truth[t] for t in PIECE])
+        assert np.sum(relative**2) < np.sum(stage_errors**2)
+        assert np.sum(_off(positions, truth, PIECE) ** 2) < np.sum(_off(stage, truth, PIECE) ** 2)
+
+
+def test_a_piece_whose_loop_does_not_close_stays_on_the_stage_tile_by_tile():
+    """One pair of the loop 4 px off (a wrong peak, as between tiles that do not overlap): the loop misses by
+    4 px, no pair is known to be the culprit, the piece stays on the stage tile by tile, no pair accepted."""
+    truth, stage, links = _slice({**RIGHT, ((2, 1), (3, 1)): (4.0, 0.5)})
+    positions, placed = _place_rigid_pieces(stage, links, STEP)
+    assert placed == []
+    assert all(np.array_equal(positions[t], stage[t]) for t in TILES)
+
+
+def test_pieces_of_fewer_tiles_than_a_loop_stay_on_the_stage():
+    """Three tiles cannot close a loop of neighbour pairs: nothing checks them, nothing moves."""
+    _, stage, links = _slice(RIGHT)
+    corner = [p for p in links if (3, 1) not in (p.a, p.b)]
+    positions, placed = _place_rigid_pieces(stage, corner, STEP)
+    assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
+
+
+def test_the_piece_states_the_stage_mean_error_and_its_qc_field():
+    """The piece's tiles, a group apart from the largest, state at least the stage scatter over the square root
+    of the piece's size (the error of the mean translation), above what their pairs alone say; the tile record's
+    ``rigid_piece`` survives the transform's JSON."""
+    truth, stage, links = _slice(RIGHT)
+    main = [(a, b) for a in TILES for b in TILES if a[0] < 2 and b[0] < 2
+            and ((b[0] - a[0], b[1] - a[1]) in ((0, 1), (1, 0)))]
+    accepted = [(a, b, np.full(2, 0.01)) for a, b in main] + [(p.a, p.b, np.full(2, 0.01)) for p in links]
+    scatter = np.full(2, 8 / np.sqrt(3))
+    sigmas = tile_sigmas(TILES, accepted, scatter)
+    assert all(sigmas[t] >= scatter[0] / np.sqrt(len(PIECE)) for t in PIECE)
+    assert all(sigmas[t] < scatter[0] / np.sqrt(len(PIECE)) + 0.5 for t in PIECE)
+    assert all(sigmas[t] < sigmas[PIECE[0]] for t in TILES if t[0] < 2)
+    records = {t: TileRecord(source="pairs", n_pairs=2, sigma_px=sigmas[t], rigid_piece=t in PIECE) for t in TILES}
+    transform = TileTransform(tile_shape=(96, 96), tile_step_px=STEP,
+                              positions={t: tuple(map(float, stage[t])) for t in TILES},
+                              stage_model=StageModel.nominal(STEP), tiles=records)
+    read = transform_from_dict(transform_to_dict(transform))
+    assert sorted(t for t, record in read.tiles.items() if record.rigid_piece) == PIECE
