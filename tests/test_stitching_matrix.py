@@ -91,7 +91,7 @@ def test_empty_tiles_stay_within_the_stage_error_and_are_flagged(tmp_path):
     for field in ("lone_link_refused", "far_link_refused", "weak_link_swapped", "far_bridge_kept",
                   "far_weak_peak_refused", "weak_piece_to_stage", "unsupported_placement_dropped",
                   "beyond_edge_ridges", "costly_link_refused", "corroboration_refused", "far_lone_link_to_stage",
-                  "far_lone_link_searched", "lone_edge_link_along_stage", "tied_to_left_out"):
+                  "far_lone_link_searched", "lone_edge_link_along_stage", "tied_to_left_out", "rigid_piece"):
         flagged = [str(t) for t, record in transform.tiles.items() if getattr(record, field)]
         assert metrics[f"n_{field}_tiles"] == len(flagged)
         assert [t for t, record in metrics["tiles"].items() if record[field]] == flagged

@@ -74,6 +74,8 @@
    registered tiles predict for them, on an axis only where leave-one-out
    over the registered tiles validates the prediction
    (:mod:`linumpy.stitching.stage_residuals`).
+   Then a piece of such tiles that strong pairs join, its loops closed, is
+   placed as one at its tiles' stage-model mean (:func:`_place_rigid_pieces`).
 8. Each tile's honest standard error (the solve's covariance under the pairs'
    errors and peak spreads, :mod:`linumpy.stitching.uncertainty`) and whether
    it hangs on weak links only are recorded; no tile moves for them.
@@ -2267,16 +2269,15 @@ def _correct_stage_residuals(
 
 def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
                        registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> list[PairOffset]:
-    """The pairs that may join the tiles no ``kept`` pair places into rigid pieces: own significance
-    :data:`STRONG_SIGNIFICANCE` or more, no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`), each on a
-    loop of such pairs (:func:`~linumpy.stitching.global_solve.bridges` left out: nothing checks them)."""
+    """The pairs between the tiles no ``kept`` pair places that may join them into rigid pieces
+    (:func:`_place_rigid_pieces`): candidates (own significance :data:`MIN_SIGNIFICANCE` or more, a border peak
+    has none), no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along its ridge);
+    ``strong`` from :data:`STRONG_SIGNIFICANCE`."""
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     left = set(tiles) - placed
-    links = [_pair_offset(a, b, r, True) for (a, b), r in sorted(registrations.items())
-             if a in left and b in left and r.significance >= STRONG_SIGNIFICANCE
-             and edge_ridge(r.scores, r.offset) is None]
-    cut = set(bridges(links))
-    return [p for k, p in enumerate(links) if k not in cut]
+    return [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in sorted(registrations.items())
+            if a in left and b in left and r.significance >= MIN_SIGNIFICANCE
+            and edge_ridge(r.scores, r.offset) is None]
 
 
 def _place_rigid_pieces(
@@ -2286,41 +2287,44 @@ def _place_rigid_pieces(
 ) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
     """Place as one each rigid piece of the tiles left on the stage model, at its tiles' stage-model mean.
 
-    The tiles no kept pair places sit on the stage model each with its own stage error. Where strong pairs
-    between them, each on a loop (``links``, :func:`_rigid_piece_links`), join :data:`RIGID_PIECE_MIN_TILES` or
-    more of them, and the solve of the piece's pairs alone keeps them all with no loop left open
-    (:func:`~linumpy.stitching.link_conflicts.open_loops`), the piece is placed by those pairs within it and
-    translated as a whole so that its tiles' mean lies on the mean of their current (stage-model) positions:
-    its tiles' total squared error is then the internal error plus ``n`` times the square of the mean stage
-    error, at most the sum of the stage errors' squares (the mean minimises it). One tile whose own stage
-    error was small may end farther than its stage position (by up to the mean stage error). A piece whose
-    loops do not close stays on the stage tile by tile. The pieces are no evidence for the others' placement:
-    ``positions`` of the other tiles, the stage model and the stage scatter are unchanged.
+    The tiles no kept pair places sit on the stage model each with its own stage error. A piece is a set of
+    :data:`RIGID_PIECE_MIN_TILES` or more of them that the strong ``links`` (:func:`_rigid_piece_links`) join;
+    the weaker links between its tiles check them: the solve of all its links
+    (:func:`~linumpy.stitching.global_solve.solve_positions`, which drops the pairs a loop contradicts and the
+    weak pairs on no loop) must keep every strong one and leave no loop open
+    (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile.
+    A kept piece is placed by its pairs within it and translated as a whole so that its tiles' mean lies on the
+    mean of their current (stage-model) positions: its tiles' total squared error is then the internal error
+    plus ``n`` times the square of the mean stage error, at most the sum of the stage errors' squares (the mean
+    minimises it); one tile whose own stage error was small may end farther than its stage position (by up to
+    the mean stage error). The pieces are no evidence for the others' placement: the other tiles' ``positions``,
+    the stage model and the stage scatter are unchanged.
 
     Returns
     -------
     tuple
-        ``(positions, pairs)``: the positions with the pieces placed, and the pieces' pairs (accepted).
+        ``(positions, pairs)``: the positions with the pieces placed, and the pieces' kept pairs (accepted).
     """
     positions = dict(positions)
+    strong = [(p.a, p.b) for p in links if p.strong]
     placed_links: list[PairOffset] = []
-    for piece in pieces({t for p in links for t in (p.a, p.b)}, [(p.a, p.b) for p in links]):
-        own = [p for p in links if p.a in piece]
+    for piece in pieces({t for pair in strong for t in pair}, strong):
         if len(piece) < RIGID_PIECE_MIN_TILES:
             continue
-        solved, _, solved_pairs = solve_positions(piece, own, tile_step_px, warn_steps=False, min_group_fraction=1)
-        missed = open_loops(piece, own, tile_step_px)
-        if len(solved_pairs) < len(own) or missed:
+        own = [p for p in links if p.a in piece and p.b in piece]
+        solved, _, kept = solve_positions(piece, own, tile_step_px, warn_steps=False, min_group_fraction=1)
+        missed = open_loops(piece, kept, tile_step_px)
+        if not {pair for pair in strong if pair[0] in piece} <= {(p.a, p.b) for p in kept} or missed:
             logger.info("piece %s of strong pairs left on the stage: its loops do not close (%s)", piece,
-                        sorted(missed.items()) or "a pair dropped by its solve")
+                        sorted(missed.items()) or "a strong pair dropped by its solve")
             continue
         inside = np.array([solved[t] for t in piece])
         shift = np.mean([positions[t] for t in piece], axis=0) - inside.mean(axis=0)
         for tile, position in zip(piece, inside, strict=True):
             positions[tile] = position + shift
-        logger.info("piece %s of strong pairs on closed loops, no trusted link to the others: placed as one at its "
-                    "tiles' stage-model mean", piece)
-        placed_links += own
+        logger.info("piece %s of strong pairs, its loops closed, no trusted link to the others: placed as one at "
+                    "its tiles' stage-model mean", piece)
+        placed_links += kept
     return positions, placed_links
 
 
