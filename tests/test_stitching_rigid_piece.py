@@ -19,11 +19,12 @@ LOOP = [((2, 0), (2, 1)), ((2, 0), (3, 0)), ((2, 1), (3, 1)), ((3, 0), (3, 1))]
 #: Errors of the piece's pairs (pixels, ``(y, x)``): within the 0.5 px they were measured at.
 RIGHT = {((2, 0), (2, 1)): (0.3, -0.2), ((2, 0), (3, 0)): (-0.1, 0.4), ((2, 1), (3, 1)): (0.2, 0.1),
          ((3, 0), (3, 1)): (-0.4, -0.3)}
+SIGNIFICANCE = {pair: 10.0 for pair in LOOP}
 
 
 def _slice(errors: dict, seed: int = 215) -> tuple[dict, dict, list[PairOffset]]:
     """Truth, stage positions (the nominal grid: the stage errs by up to 8 px on each axis) and the piece's pairs
-    (significance 10: standard error 0.1 px) with ``errors``."""
+    (significance :data:`SIGNIFICANCE`: standard error 0.1 px) with ``errors``."""
     rng = np.random.default_rng(seed)
     stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TILES}
     truth = {t: stage[t] + rng.uniform(-8, 8, 2) for t in TILES}
@@ -44,7 +45,7 @@ def test_a_piece_on_closed_loops_is_placed_as_one_at_its_stage_mean():
     mean minimises it), over several draws of the stage errors. Main: the four tiles on their stage positions."""
     for seed in range(5):
         truth, stage, links = _slice(RIGHT, seed)
-        positions, placed = _place_rigid_pieces(stage, links, STEP)
+        positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, STEP)
         assert sorted((p.a, p.b) for p in placed) == LOOP
         assert all(np.array_equal(positions[t], stage[t]) for t in TILES if t not in PIECE)
         assert np.allclose(np.mean([positions[t] for t in PIECE], axis=0), np.mean([stage[t] for t in PIECE], axis=0))
@@ -59,7 +60,7 @@ def test_a_piece_whose_loop_does_not_close_stays_on_the_stage_tile_by_tile():
     """One pair of the loop 4 px off (a wrong peak, as between tiles that do not overlap): the loop misses by
     4 px, no pair is known to be the culprit, the piece stays on the stage tile by tile, no pair accepted."""
     truth, stage, links = _slice({**RIGHT, ((2, 1), (3, 1)): (4.0, 0.5)})
-    positions, placed = _place_rigid_pieces(stage, links, STEP)
+    positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, STEP)
     assert placed == []
     assert all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
@@ -68,7 +69,7 @@ def test_pieces_of_fewer_tiles_than_a_loop_stay_on_the_stage():
     """Three tiles cannot close a loop of neighbour pairs: nothing checks them, nothing moves."""
     _, stage, links = _slice(RIGHT)
     corner = [p for p in links if (3, 1) not in (p.a, p.b)]
-    positions, placed = _place_rigid_pieces(stage, corner, STEP)
+    positions, placed = _place_rigid_pieces(stage, corner, SIGNIFICANCE, STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
 
@@ -91,3 +92,31 @@ def test_the_piece_states_the_stage_mean_error_and_its_qc_field():
                               stage_model=StageModel.nominal(STEP), tiles=records)
     read = transform_from_dict(transform_to_dict(transform))
     assert sorted(t for t, record in read.tiles.items() if record.rigid_piece) == PIECE
+
+
+def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_significant():
+    """Foreign ``c185`` 209 slice 0's piece: strong right pairs in a tree ((1, 0)-(2, 0) 19.8, (2, 0)-(3, 0)
+    18.7, (3, 0)-(3, 1) 20.7, (2, 0)-(2, 1) 5.8) and the weak (2, 1)-(3, 1) (1.8) closing their one loop 13.9 px
+    off: the solve drops the weak pair and keeps the strong ones, all on no loop; (2, 0)-(2, 1), below 8, cuts
+    (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
+    at their stage mean; the weak pair is not accepted."""
+    rng = np.random.default_rng(209)
+    stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TILES}
+    truth = {t: stage[t] + rng.uniform(-8, 8, 2) for t in TILES}
+    significance = {((1, 0), (2, 0)): 19.8, ((2, 0), (3, 0)): 18.7, ((3, 0), (3, 1)): 20.7, ((2, 0), (2, 1)): 5.8,
+                    ((2, 1), (3, 1)): 1.8}
+    errors = {((2, 1), (3, 1)): (-13.9, -2.0)}
+    links = [PairOffset(a, b, tuple(truth[b] - truth[a] + np.asarray(errors.get((a, b), (0.1, -0.1)))),
+                        weight=s**2, strong=s >= 3) for (a, b), s in significance.items()]
+    positions, placed = _place_rigid_pieces(stage, links, significance, STEP)
+    piece = [(1, 0), (2, 0), (3, 0), (3, 1)]
+    assert sorted((p.a, p.b) for p in placed) == sorted(pair for pair, s in significance.items() if s >= 8)
+    relative = np.array([positions[t] - truth[t] for t in piece])
+    assert np.max(np.linalg.norm(relative - relative.mean(axis=0), axis=1)) < 0.5
+    assert np.allclose(np.mean([positions[t] for t in piece], axis=0), np.mean([stage[t] for t in piece], axis=0))
+    assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
+    # The tree's strong bridges read 6.7 instead (the wrong peaks measured between tiles that do not overlap
+    # read up to 6.9): nothing checks them, nothing moves.
+    positions, placed = _place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
+                                            STEP)
+    assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)

@@ -173,6 +173,10 @@ PARALLEL_RIDGES_DEG = 30.0
 #: Fewest tiles of a rigid piece placed at its stage-model mean (:func:`_place_rigid_pieces`): the smallest loop of
 #: neighbour pairs on a grid.
 RIGID_PIECE_MIN_TILES = 4
+#: Own significance from which a pair on no loop holds a rigid piece together (:func:`_place_rigid_pieces`): above
+#: the strong wrong peaks measured between tiles that do not overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0)
+#: 6.67, 9.6 px off; 215 slice 3's (2, 3)-(3, 3) 6.89, 6.7 px off; 192 slice 2's (1, 3)-(2, 3) 6.34).
+RIGID_BRIDGE_SIGNIFICANCE = 8.0
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -392,7 +396,7 @@ def estimate_transform(
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
     positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
-    positions, rigid = _place_rigid_pieces(positions, _rigid_piece_links(tiles, kept, registrations), tile_step_px)
+    positions, rigid = _place_rigid_pieces(positions, *_rigid_piece_links(tiles, kept, registrations), tile_step_px)
     kept_ids = {(p.a, p.b) for p in kept + rigid}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     rigid_ids = {(p.a, p.b) for p in rigid}
@@ -2268,37 +2272,43 @@ def _correct_stage_residuals(
 
 
 def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
-                       registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> list[PairOffset]:
+                       registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                       ) -> tuple[list[PairOffset], dict[tuple[TileIndex, TileIndex], float]]:
     """The pairs between the tiles no ``kept`` pair places that may join them into rigid pieces
-    (:func:`_place_rigid_pieces`): candidates (own significance :data:`MIN_SIGNIFICANCE` or more, a border peak
-    has none), no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along its ridge);
-    ``strong`` from :data:`STRONG_SIGNIFICANCE`."""
+    (:func:`_place_rigid_pieces`), and their own significance: candidates (:data:`MIN_SIGNIFICANCE` or more; a
+    border peak has none), no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along
+    its ridge); ``strong`` from :data:`STRONG_SIGNIFICANCE`."""
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     left = set(tiles) - placed
-    return [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in sorted(registrations.items())
-            if a in left and b in left and r.significance >= MIN_SIGNIFICANCE
-            and edge_ridge(r.scores, r.offset) is None]
+    chosen = {pair: r for pair, r in sorted(registrations.items())
+              if pair[0] in left and pair[1] in left and r.significance >= MIN_SIGNIFICANCE
+              and edge_ridge(r.scores, r.offset) is None}
+    return ([_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
+            {pair: r.significance for pair, r in chosen.items()})
 
 
 def _place_rigid_pieces(
     positions: Mapping[TileIndex, np.ndarray],
     links: Sequence[PairOffset],
+    significance: Mapping[tuple[TileIndex, TileIndex], float],
     tile_step_px: Sequence[float],
 ) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
     """Place as one each rigid piece of the tiles left on the stage model, at its tiles' stage-model mean.
 
     The tiles no kept pair places sit on the stage model each with its own stage error. A piece is a set of
-    :data:`RIGID_PIECE_MIN_TILES` or more of them that the strong ``links`` (:func:`_rigid_piece_links`) join;
-    the weaker links between its tiles check them: the solve of all its links
+    :data:`RIGID_PIECE_MIN_TILES` or more of them that the strong ``links`` (:func:`_rigid_piece_links`, own
+    ``significance``) join; the weaker links between its tiles check them: the solve of all its links
     (:func:`~linumpy.stitching.global_solve.solve_positions`, which drops the pairs a loop contradicts and the
     weak pairs on no loop) must keep every strong one and leave no loop open
-    (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile.
+    (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile. A
+    kept pair on no loop (nothing checks it) holds the piece together only from
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`; a weaker one cuts it, and each part is judged again.
     A kept piece is placed by its pairs within it and translated as a whole so that its tiles' mean lies on the
     mean of their current (stage-model) positions: its tiles' total squared error is then the internal error
     plus ``n`` times the square of the mean stage error, at most the sum of the stage errors' squares (the mean
     minimises it); one tile whose own stage error was small may end farther than its stage position (by up to
-    the mean stage error). The pieces are no evidence for the others' placement: the other tiles' ``positions``,
-    the stage model and the stage scatter are unchanged.
+    the mean stage error). The pieces are no evidence for the others' placement: the other tiles'
+    ``positions``, the stage model and the stage scatter are unchanged.
 
     Returns
     -------
@@ -2307,16 +2317,25 @@ def _place_rigid_pieces(
     """
     positions = dict(positions)
     strong = [(p.a, p.b) for p in links if p.strong]
+    queue = pieces({t for pair in strong for t in pair}, strong)
     placed_links: list[PairOffset] = []
-    for piece in pieces({t for pair in strong for t in pair}, strong):
+    while queue:
+        piece = queue.pop(0)
         if len(piece) < RIGID_PIECE_MIN_TILES:
             continue
         own = [p for p in links if p.a in piece and p.b in piece]
         solved, _, kept = solve_positions(piece, own, tile_step_px, warn_steps=False, min_group_fraction=1)
         missed = open_loops(piece, kept, tile_step_px)
-        if not {pair for pair in strong if pair[0] in piece} <= {(p.a, p.b) for p in kept} or missed:
+        if not {(p.a, p.b) for p in own if p.strong} <= {(p.a, p.b) for p in kept} or missed:
             logger.info("piece %s of strong pairs left on the stage: its loops do not close (%s)", piece,
                         sorted(missed.items()) or "a strong pair dropped by its solve")
+            continue
+        unchecked = {(kept[k].a, kept[k].b) for k in bridges(kept)
+                     if significance[(kept[k].a, kept[k].b)] < RIGID_BRIDGE_SIGNIFICANCE}
+        if unchecked:
+            logger.info("piece %s cut at its pairs on no loop below significance %g: %s", piece,
+                        RIGID_BRIDGE_SIGNIFICANCE, sorted(unchecked))
+            queue += pieces(piece, [(p.a, p.b) for p in kept if p.strong and (p.a, p.b) not in unchecked])
             continue
         inside = np.array([solved[t] for t in piece])
         shift = np.mean([positions[t] for t in piece], axis=0) - inside.mean(axis=0)
