@@ -199,7 +199,8 @@ METRICS: dict[str, MetricInfo] = {
                 "unsupported_placement_dropped, beyond_edge_ridges, costly_link_refused, corroboration_refused, "
                 "far_lone_link_to_stage (its lone far link refused: on the stage model), far_lone_link_searched "
                 "(its lone far link refused by the first solve: placed by its other overlaps), "
-                "lone_edge_link_along_stage, tied_to_left_out, rigid_piece; open_loop_px (the miss of the loop that does not "
+                "lone_edge_link_along_stage, tied_to_left_out, rigid_piece (placed with a rigid piece at its "
+                "stage-model mean); open_loop_px (the miss of the loop that does not "
                 "close it is placed through, or none); hinge_links and off_probability "
                 "(tile_off_probability); stage_residual_px (the stage residual model's correction)."),
     "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "
