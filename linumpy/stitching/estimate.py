@@ -401,7 +401,7 @@ def estimate_transform(
     candidate_ids = {(p.a, p.b): p for p in candidates}
     rigid_ids = {(p.a, p.b) for p in rigid}
     records = []
-    for (a, b), r in final.items():
+    for (a, b), r in {**final, **{pair: registrations[pair] for pair in rigid_ids}}.items():
         if (a, b) in detached:
             status = "weak attachment, piece on the stage"
         elif (a, b) in rigid_ids:
