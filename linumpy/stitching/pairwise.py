@@ -149,6 +149,9 @@ class PairRegistration:
         fits converged on the window's edge; on foreign ``c185`` the fit
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
+    unlocated_px : float
+        How far (pixels, along the step) the match leaves the offset unlocated toward the border of the
+        scored window (:func:`unlocated_width`): 0 where the match drops before it.
     """
 
     offset: tuple[float, float]
@@ -158,6 +161,7 @@ class PairRegistration:
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
+    unlocated_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -430,6 +434,45 @@ def on_scored_border(evidence_map: EvidenceMap, index: tuple[int, int]) -> bool:
     if min(index) < 1 or any(i + 1 >= n for i, n in zip(index, values.shape)):
         return True
     return not bool(np.isfinite(values[index[0] - 1:index[0] + 2, index[1] - 1:index[1] + 2]).all())
+
+
+def unlocated_width(evidence_map: EvidenceMap, index: tuple[int, int], axis: int) -> float:
+    """How far (pixels along ``axis``, the step) the match leaves the offset at ``index`` unlocated toward the
+    border of the scored window: 0 unless the offsets whose match cannot be told from the peak's reach it.
+
+    The offsets connected to ``index`` (8-neighbours) whose Fisher NCC is at least the peak's minus
+    :data:`RIDGE_TOLERANCE` of their own standard errors (``1 / sqrt(n)``, ``n`` the independent pixels
+    of their overlap, as in :func:`evidence`; the narrower overlap's, larger, decides): where they reach
+    the border of the scored window (:func:`on_scored_border`), the match may be as good there and beyond,
+    and the peak owes its place along the step to the area term of :func:`evidence`, which grows with the
+    overlap. The width is the largest distance along ``axis`` from ``index`` to such a border offset.
+    Foreign ``c185`` seed 215 slice 3, (2, 3)-(3, 3): NCC 0.90 along an oblique structure from the peak
+    (a 7.8 px overlap, significance 6.89) to the last scored row (0.90-0.93), the truth a 1.5 px overlap
+    just beyond it: 6 px unlocated, the peak 6.7 px off; the right pairs over 2-4 px overlaps whose peak
+    sits by the border leave 0-2 px (session narrow).
+
+    Examples
+    --------
+    >>> fisher = np.full((7, 7), 0.2)
+    >>> fisher[1:, 3] = 1.0                      # a ridge down to the last row, then unscored
+    >>> evidence_map = EvidenceMap(1.0, (0, 0), fisher * 30, fisher)
+    >>> unlocated_width(evidence_map, (2, 3), 0)
+    4.0
+    >>> fisher[5, 3] = 0.2                       # the match drops before the border
+    >>> unlocated_width(EvidenceMap(1.0, (0, 0), fisher * 30, fisher), (2, 3), 0)
+    0.0
+    """
+    fisher, values = evidence_map.fisher, evidence_map.values
+    if fisher is None or not np.isfinite(fisher[index]):
+        return 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        standard_error = np.abs(fisher / values)
+    within = np.isfinite(values) & (fisher >= fisher[index] - RIDGE_TOLERANCE * np.nan_to_num(standard_error))
+    labels, _ = ndimage.label(within, structure=np.ones((3, 3)))
+    members = np.argwhere(labels == labels[index])
+    widths = [abs(int(point[axis]) - index[axis]) for point in members
+              if on_scored_border(evidence_map, (int(point[0]), int(point[1])))]
+    return float(max(widths, default=0))
 
 
 def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RADIUS_PX) -> float:
@@ -997,6 +1040,8 @@ def register_pair(
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
+    step_axis = int(np.argmax(np.abs(nominal)))
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
                             sigma_px=sigma, candidates=candidates, scores=tuple(maps),
-                            border_peak=on_scored_border(winner, moved))
+                            border_peak=on_scored_border(winner, moved),
+                            unlocated_px=unlocated_width(winner, moved, step_axis))
