@@ -105,6 +105,7 @@ from linumpy.stitching.pairwise import (
     edge_ridge,
     narrow_joint_offset,
     offset_spread,
+    offset_unlocated,
     refine_subpixel,
     register_pair,
 )
@@ -431,7 +432,7 @@ def estimate_transform(
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset),
                                   border_peak=r.border_peak and r.offset == registrations[(a, b)].offset,
-                                  unlocated_px=r.unlocated_px if r.offset == registrations[(a, b)].offset else 0.0,
+                                  unlocated_px=offset_unlocated(r.scores, r.offset),
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

@@ -149,9 +149,6 @@ class PairRegistration:
         fits converged on the window's edge; on foreign ``c185`` the fit
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
-    unlocated_px : float
-        How far (pixels, along the step) the match leaves the offset unlocated toward the border of the
-        scored window (:func:`unlocated_width`): 0 where the match drops before it.
     """
 
     offset: tuple[float, float]
@@ -161,7 +158,6 @@ class PairRegistration:
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
-    unlocated_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -530,6 +526,16 @@ def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, fl
     """
     found = _map_at(scores, offset)
     return (float("nan"), float("nan")) if found is None else peak_spread(found[0].values, found[1])
+
+
+def offset_unlocated(scores: tuple, offset: tuple[float, float]) -> float:
+    """:func:`unlocated_width` of a pair's evidence at its (rounded) ``offset``, along the step (the larger
+    axis of the maps' centre, the stage's offset); the map with the larger evidence there (0 where none
+    scores it)."""
+    found = _map_at(scores, offset)
+    if found is None:
+        return 0.0
+    return unlocated_width(found[0], found[1], int(np.argmax(np.abs(found[0].centre))))
 
 
 def _ridge_members(evidence_map: EvidenceMap, index: tuple[int, int]) -> np.ndarray | None:
@@ -1040,8 +1046,6 @@ def register_pair(
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
-    step_axis = int(np.argmax(np.abs(nominal)))
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
                             sigma_px=sigma, candidates=candidates, scores=tuple(maps),
-                            border_peak=on_scored_border(winner, moved),
-                            unlocated_px=unlocated_width(winner, moved, step_axis))
+                            border_peak=on_scored_border(winner, moved))

@@ -88,9 +88,9 @@ class PairRecord:
         variance (:func:`linumpy.stitching.estimate.edge_variance`, both axes)
         to the tiles' stated errors, not to the solve.
     unlocated_px : float
-        How far (pixels, along the step) the pair's own match leaves its offset unlocated toward the
-        border of its scored window (:func:`~linumpy.stitching.pairwise.unlocated_width`; 0 where the
-        match drops before the border, or where ``offset`` is not the pair's own peak): an accepted one
+        How far (pixels, along the step) the pair's match leaves ``offset`` unlocated toward the border of
+        its scored window (:func:`~linumpy.stitching.pairwise.offset_unlocated`; 0 where the match drops
+        before the border): an accepted one
         adds ``unlocated_px**2 / 3`` on the step's axis to the tiles' stated errors. 0 in transforms
         written before session narrow.
     status : str
