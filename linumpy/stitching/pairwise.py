@@ -114,6 +114,11 @@ MIN_TRIM_PX = 1
 #: under 5 px 2 px too wide, always that way (session narrow65); foreign 201's under 4 px 0.77 px wide at
 #: the climbed whole pixel (session narrow66).
 NARROW_OVERLAP_PX = 2 * MIN_TRIM_PX + 4
+#: Unlocated width (pixels, :func:`unlocated_width`) from which the stitch QC record counts an accepted pair
+#: (``n_unlocated_links``): a peak ``w`` px wide leaves at most ``w - 2`` px on a 10 % overlap (the narrowest
+#: scored overlap ~2 px), so a right pair over 2-4 px whose peak sits by the border leaves 0-2 px; on foreign
+#: ``c185`` 215 and 209, 12 of the 13 candidate pairs leaving 3 px or more were 4.8-15 px off (session narrow).
+MIN_UNLOCATED_COUNT_PX = 3.0
 #: Narrowest common region (pixels) the sub-pixel fit runs on: the gradient across the strip needs three
 #: columns.
 MIN_FIT_WIDTH_PX = 3
