@@ -45,8 +45,8 @@ def _stated_along_step(registration: PairRegistration, a: tuple[int, int], b: tu
     """The pair's stated standard error along the step (x here), as the tiles' errors read it."""
     record = PairRecord(a, b, registration.offset, registration.ncc, True,
                         unlocated_px=offset_unlocated(registration.scores, registration.offset))
-    variance = (honest_variance(estimate.pair_sigma(registration), offset_spread(registration.scores, registration.offset))
-                + unlocated_variance(record))
+    spread = offset_spread(registration.scores, registration.offset)
+    variance = honest_variance(estimate.pair_sigma(registration), spread) + unlocated_variance(record)
     return float(np.sqrt(variance[1]))
 
 
