@@ -188,6 +188,12 @@ METRICS: dict[str, MetricInfo] = {
                               "evidence of their own; their tiles placed by other overlaps or on the stage. "
                               "One a joint search accepts at that peak widens its tiles' uncertainty "
                               "(sigma_px) by the search window's."),
+    "n_unlocated_links": _M("Overlaps whose match runs down to the border of their search", "count",
+                            "Accepted overlaps whose match is as good from their best offset down to the "
+                            "narrowest overlap scored (3 px or more along the step, per pair unlocated_px): the "
+                            "best offset owes its place to the overlap's area, the true one may lie anywhere "
+                            "down to that border or beyond. Each widens its tiles' uncertainty (sigma_px), "
+                            "which the tile bar reads."),
     "max_tile_sigma_px": _M("Largest tile uncertainty", "px", "Largest honest standard error of a tile's "
                             "position (per axis): pairs' errors and peak spreads through the global solve, "
                             "the stage scatter for stage-placed tiles."),

@@ -107,6 +107,7 @@ from linumpy.stitching.pairwise import (
     edge_ridge,
     narrow_joint_offset,
     offset_spread,
+    offset_unlocated,
     refine_subpixel,
     register_pair,
 )
@@ -120,7 +121,7 @@ from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RA
 from linumpy.stitching.transform import (BORDER_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
                                         FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
                                         RIGID_PIECE_KEPT, PairRecord, TileRecord, TileTransform)
-from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
+from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas, unlocated_variance
 
 logger = logging.getLogger(__name__)
 
@@ -444,6 +445,7 @@ def estimate_transform(
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset),
                                   border_peak=r.border_peak and r.offset == registrations[(a, b)].offset,
+                                  unlocated_px=offset_unlocated(r.scores, r.offset),
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
@@ -516,8 +518,9 @@ def _link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
     the last scored row, a 2 px overlap, 4.5 px off between tiles that do not overlap; the five tiles it
     placed 3.2 px off with a stated error of 1.32 px, 1.92 with it; session edgepeak). Such a pair is
     refused as evidence of its own (:func:`_refused_on_border`): this applies when a joint search accepts
-    it at that same peak."""
-    variance = honest_variance(record.sigma_px, record.spread_px)
+    it at that same peak. A pair whose match leaves its offset unlocated toward the border adds
+    :func:`~linumpy.stitching.uncertainty.unlocated_variance` on the step's axis."""
+    variance = honest_variance(record.sigma_px, record.spread_px) + unlocated_variance(record)
     if record.border_peak:
         variance = variance + edge_variance(max_shift_px)
     if record.free_direction is None:

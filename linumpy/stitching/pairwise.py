@@ -114,6 +114,11 @@ MIN_TRIM_PX = 1
 #: under 5 px 2 px too wide, always that way (session narrow65); foreign 201's under 4 px 0.77 px wide at
 #: the climbed whole pixel (session narrow66).
 NARROW_OVERLAP_PX = 2 * MIN_TRIM_PX + 4
+#: Unlocated width (pixels, :func:`unlocated_width`) from which the stitch QC record counts an accepted pair
+#: (``n_unlocated_links``): a peak ``w`` px wide leaves at most ``w - 2`` px on a 10 % overlap (the narrowest
+#: scored overlap ~2 px), so a right pair over 2-4 px whose peak sits by the border leaves 0-2 px; on foreign
+#: ``c185`` 215 and 209, 12 of the 13 candidate pairs leaving 3 px or more were 4.8-15 px off (session narrow).
+MIN_UNLOCATED_COUNT_PX = 3.0
 #: Narrowest common region (pixels) the sub-pixel fit runs on: the gradient across the strip needs three
 #: columns.
 MIN_FIT_WIDTH_PX = 3
@@ -432,6 +437,45 @@ def on_scored_border(evidence_map: EvidenceMap, index: tuple[int, int]) -> bool:
     return not bool(np.isfinite(values[index[0] - 1:index[0] + 2, index[1] - 1:index[1] + 2]).all())
 
 
+def unlocated_width(evidence_map: EvidenceMap, index: tuple[int, int], axis: int) -> float:
+    """How far (pixels along ``axis``, the step) the match leaves the offset at ``index`` unlocated toward the
+    border of the scored window: 0 unless the offsets whose match cannot be told from the peak's reach it.
+
+    The offsets connected to ``index`` (8-neighbours) whose Fisher NCC is at least the peak's minus
+    :data:`RIDGE_TOLERANCE` of their own standard errors (``1 / sqrt(n)``, ``n`` the independent pixels
+    of their overlap, as in :func:`evidence`; the narrower overlap's, larger, decides): where they reach
+    the border of the scored window (:func:`on_scored_border`), the match may be as good there and beyond,
+    and the peak owes its place along the step to the area term of :func:`evidence`, which grows with the
+    overlap. The width is the largest distance along ``axis`` from ``index`` to such a border offset.
+    Foreign ``c185`` seed 215 slice 3, (2, 3)-(3, 3): NCC 0.90 along an oblique structure from the peak
+    (a 7.8 px overlap, significance 6.89) to the last scored row (0.90-0.93), the truth a 1.5 px overlap
+    just beyond it: 6 px unlocated, the peak 6.7 px off; the right pairs over 2-4 px overlaps whose peak
+    sits by the border leave 0-2 px (session narrow).
+
+    Examples
+    --------
+    >>> fisher = np.full((7, 7), 0.2)
+    >>> fisher[1:, 3] = 1.0                      # a ridge down to the last row, then unscored
+    >>> evidence_map = EvidenceMap(1.0, (0, 0), fisher * 30, fisher)
+    >>> unlocated_width(evidence_map, (2, 3), 0)
+    4.0
+    >>> fisher[5, 3] = 0.2                       # the match drops before the border
+    >>> unlocated_width(EvidenceMap(1.0, (0, 0), fisher * 30, fisher), (2, 3), 0)
+    0.0
+    """
+    fisher, values = evidence_map.fisher, evidence_map.values
+    if fisher is None or not np.isfinite(fisher[index]):
+        return 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        standard_error = np.abs(fisher / values)
+    within = np.isfinite(values) & (fisher >= fisher[index] - RIDGE_TOLERANCE * np.nan_to_num(standard_error))
+    labels, _ = ndimage.label(within, structure=np.ones((3, 3)))
+    members = np.argwhere(labels == labels[index])
+    widths = [abs(int(point[axis]) - index[axis]) for point in members
+              if on_scored_border(evidence_map, (int(point[0]), int(point[1])))]
+    return float(max(widths, default=0))
+
+
 def peak_significance(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RADIUS_PX) -> float:
     """How far ``score[peak]`` stands above the best local maximum farther than ``radius``.
 
@@ -487,6 +531,16 @@ def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, fl
     """
     found = _map_at(scores, offset)
     return (float("nan"), float("nan")) if found is None else peak_spread(found[0].values, found[1])
+
+
+def offset_unlocated(scores: tuple, offset: tuple[float, float]) -> float:
+    """:func:`unlocated_width` of a pair's evidence at its (rounded) ``offset``, along the step (the larger
+    axis of the maps' centre, the stage's offset); the map with the larger evidence there (0 where none
+    scores it)."""
+    found = _map_at(scores, offset)
+    if found is None:
+        return 0.0
+    return unlocated_width(found[0], found[1], int(np.argmax(np.abs(found[0].centre))))
 
 
 def _ridge_members(evidence_map: EvidenceMap, index: tuple[int, int]) -> np.ndarray | None:

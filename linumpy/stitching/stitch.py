@@ -53,6 +53,7 @@ from linumpy.stitching.blend import (
     tiles_in_box,
 )
 from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
+from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX
 from linumpy.stitching.slab_cache import SlabCache, slab_uses
 from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summaries_checked_aside,
                                          tile_summaries, unusable_aip_fallback)
@@ -472,7 +473,11 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the pairs whose own peak lies on
     the border of the scored window (per pair ``border_peak``: no local maximum), refused as evidence (their
     maps still serve the joint searches; one accepted there at that peak widens its tiles' ``sigma_px`` by the
-    search window's variance, which the tile-bar flag reads).
+    search window's variance, which the tile-bar flag reads). ``n_unlocated_links`` counts the accepted pairs
+    whose match leaves their offset unlocated toward that border by
+    :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
+    :func:`~linumpy.stitching.pairwise.unlocated_width`): each adds ``unlocated_px**2 / 3`` on its step's axis to
+    its tiles' ``sigma_px``, which the tile-bar flag reads.
     ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
@@ -552,10 +557,11 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "free_direction": None if r.free_direction is None
                          else [round(v, 3) for v in r.free_direction],
                          "ridge_px": round(r.ridge_px, 2) if np.isfinite(r.ridge_px) else None,
-                         "border_peak": r.border_peak}
+                         "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2)}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
+    metrics["n_unlocated_links"] = sum(r.accepted and r.unlocated_px >= MIN_UNLOCATED_COUNT_PX for r in transform.pairs)
     corrections = transform.stage_residuals.corrections
     metrics["tiles"] = {
         str(tile): {"source": record.source, "n_pairs": record.n_pairs,

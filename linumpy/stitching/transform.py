@@ -90,6 +90,12 @@ class PairRecord:
         no local maximum of the match. An accepted one adds the search window's
         variance (:func:`linumpy.stitching.estimate.edge_variance`, both axes)
         to the tiles' stated errors, not to the solve.
+    unlocated_px : float
+        How far (pixels, along the step) the pair's match leaves ``offset`` unlocated toward the border of
+        its scored window (:func:`~linumpy.stitching.pairwise.offset_unlocated`; 0 where the match drops
+        before the border): an accepted one
+        adds ``unlocated_px**2 / 3`` on the step's axis to the tiles' stated errors. 0 in transforms
+        written before session narrow.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -133,6 +139,7 @@ class PairRecord:
     free_direction: tuple[float, float] | None = None
     ridge_px: float = float("nan")
     border_peak: bool = False
+    unlocated_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -403,7 +410,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "sigma_px": _rounded(p.sigma_px), "confidence": round(float(p.confidence), _DECIMALS),
              "status": p.status, "spread_px": [_optional(v) for v in p.spread_px],
              "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
-             "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak)}
+             "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak),
+             "unlocated_px": round(float(p.unlocated_px), _DECIMALS)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -490,7 +498,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            free_direction=None if p.get("free_direction") is None
                            else tuple(float(v) for v in p["free_direction"]),
                            ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]),
-                           border_peak=bool(p.get("border_peak", False)))
+                           border_peak=bool(p.get("border_peak", False)),
+                           unlocated_px=float(p.get("unlocated_px", 0.0)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(

@@ -30,6 +30,7 @@ import numpy as np
 
 from linumpy.stitching.cluster_search import clusters
 from linumpy.stitching.global_solve import StageModel, TileIndex
+from linumpy.stitching.transform import PairRecord
 
 #: Registered tiles needed to measure the stage scatter on the slice; with
 #: fewer, the stage is taken to err uniformly within the search window.
@@ -92,3 +93,19 @@ def tile_sigmas(
             variance[index[t]] += frame
     sigmas = {t: float(np.sqrt(variance[index[t]].max())) for t in registered}
     return {t: sigmas.get(t, float(np.max(scatter))) for t in tiles}
+
+
+def unlocated_variance(record: PairRecord) -> np.ndarray:
+    """``(y, x)`` variance a pair's offset adds where its match leaves it unlocated toward the border of the
+    scored window (``unlocated_px``, :func:`linumpy.stitching.pairwise.unlocated_width`): on the step's
+    axis, a uniform law over that width, ``unlocated_px**2 / 3`` about the peak (the truth anywhere from
+    the peak to the border, or beyond it).
+
+    Examples
+    --------
+    >>> unlocated_variance(PairRecord((0, 0), (1, 0), (80.0, 0.0), 0.9, True, unlocated_px=6.0)).tolist()
+    [12.0, 0.0]
+    """
+    variance = np.zeros(2)
+    variance[0 if record.b[0] != record.a[0] else 1] = record.unlocated_px**2 / 3
+    return variance
