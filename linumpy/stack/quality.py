@@ -286,7 +286,10 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     a motor jump that no later step cancels (at the first or the last slice,
     which :func:`~linumpy.stack.placement.find_encoder_glitches` cannot
     recognise), left in when registering at the slice thickness did not
-    support that step better either (``motor_slip`` in the record).
+    support that step better either (``motor_slip`` in the record), with what
+    the overlap's blocks said (``motor_slip_blocks``, :mod:`linumpy.stack.blocks`);
+    and one per slice the blocks placed at the thickness although the overlap
+    matched poorly as a whole at both steps.
 
     And one when the depth steps of the slices placed by their registration
     (at least :data:`MIN_THICKNESS_PAIRS`) miss the thickness by more than

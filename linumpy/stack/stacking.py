@@ -1005,15 +1005,20 @@ def _check_motor_slips(
     the one around the motor step, the motor is taken to have slipped: the
     nominal origins of the slice and every later one move by the difference
     (``nominal``, ``estimates``, ``steps`` and ``guesses`` are updated in place).
-    Otherwise the motor step is kept (the flag of
-    :func:`linumpy.stack.quality.placement_flags` then reports it).
+    When neither registration is confident, the overlap's blocks, each at its
+    own lateral shift, are registered around both steps and vote
+    (:mod:`linumpy.stack.blocks`): the thickness is adopted, at the agreeing
+    blocks' median step, when they clearly prefer it. Otherwise the motor step
+    is kept (the flag of :func:`linumpy.stack.quality.placement_flags` then
+    reports it).
 
     Returns
     -------
     list of dict or None
         Per slice, None when its step was not in doubt; else the motor step,
-        the confidences of both hypotheses and ``adopted`` (``"motor"`` or
-        ``"thickness"``).
+        the confidences of both hypotheses, ``adopted`` (``"motor"`` or
+        ``"thickness"``) and ``blocks`` (the blocks' vote,
+        :meth:`linumpy.stack.blocks.BlockVote.to_dict`; None when not asked).
     """
     slips: list[dict | None] = [None] * len(slices)
     for k in pairs:
@@ -1045,9 +1050,11 @@ def _check_motor_slips(
         if adopted == "thickness":
             nominal[k:, 0] -= motor_step[0] - thickness_um
             estimates[k], steps[k], guesses[k] = estimate, step, guess
+        votes = slips[k]["blocks"]
         LOGGER.warning("slice %d: motor depth step %.1f um for a slice thickness of %.1f um; z confidence %.2f "
-                       "around the motor step, %.2f around the thickness: %s step kept", slices[k].slice_id,
-                       motor_step[0], thickness_um, motor_confidence, thickness_confidence, adopted)
+                       "around the motor step, %.2f around the thickness%s: %s step kept", slices[k].slice_id,
+                       motor_step[0], thickness_um, motor_confidence, thickness_confidence,
+                       "" if votes is None else f"; overlap blocks agreeing {votes['agreeing']}", adopted)
     return slips
 
 
