@@ -765,13 +765,8 @@ class _ScanRead:
 
 
 def _read_scan(
-    previous: SliceVolume,
-    current: SliceVolume,
-    nominal_step_um: np.ndarray,
-    z_tolerance_um: float,
-    parameters: StackParameters,
-    band_workers: int,
-    where: _ScanLevel,
+    previous: SliceVolume, current: SliceVolume, nominal_step_um: np.ndarray, z_tolerance_um: float,
+    parameters: StackParameters, band_workers: int, where: _ScanLevel,
 ) -> _ScanRead | None:
     """The planes of level ``where`` a z scan around ``nominal_step_um`` reads, band-passed; None when the
     slices do not overlap."""
