@@ -70,6 +70,7 @@ def test_a_lost_section_keeps_its_motor_step_and_is_flagged():
     plan, last, flags = _planned(brain)
     slip = last["motor_slip"]
     assert slip["adopted"] == "motor" and slip["blocks"]["agreeing"]["thickness"] < 3, slip
+    assert slip["blocks"]["placing"]["thickness"] < 6, slip
     assert abs(last["origin_um"][0] - relative_truth(brain)[-1, 0]) <= AXIAL_UM
     said = [f for f in flags if "glitch tolerance" in f]
     assert len(said) == 1 and said[0].startswith(f"slice {last['slice_id']}: depth step 200.0 um") and \

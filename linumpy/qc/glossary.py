@@ -417,8 +417,9 @@ METRICS: dict[str, MetricInfo] = {
     "motor_slip_blocks": _M("Motor slip, overlap blocks", "counts", "When a motor depth step missed the slice "
                             "thickness and the overlap matched poorly as a whole at both steps: the overlap's "
                             "blocks, each registered at its own lateral shift, that agree on a step near the "
-                            "thickness and near the motor step; the thickness is adopted when at least 3 agree "
-                            "on it and twice as many as on the motor step (else empty)."),
+                            "thickness and near the motor step (confident ones, and all that place the slice); "
+                            "the thickness is adopted when at least 3 confident blocks, or two thirds of the "
+                            "blocks, agree on it, and twice as many as on the motor step (else empty)."),
     "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
                          "because the registration was unsure."),
     "n_motor_fallback": _M("Slices on motor position", "count", "Registered slices that kept the motor position."),

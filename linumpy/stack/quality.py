@@ -382,9 +382,10 @@ def _blocks_said(vote: Mapping[str, Any] | None) -> str:
     """What a pair's overlap blocks said of its depth step (``motor_slip_blocks``), for a flag; empty without."""
     if not vote:
         return ""
-    agreeing = vote["agreeing"]
-    return (f" ({agreeing['thickness']} of its {vote['n_blocks']} overlap blocks, each registered at its own lateral "
-            f"shift, agree on a step near the thickness, {agreeing['motor']} near the motor step)")
+    agreeing, placing = vote["agreeing"], vote.get("placing", vote["agreeing"])
+    return (f" (of its {vote['n_blocks']} overlap blocks, each registered at its own lateral shift, "
+            f"{placing['thickness']} agree on a step near the thickness, {agreeing['thickness']} of them confident, "
+            f"and {placing['motor']} near the motor step, {agreeing['motor']} confident)")
 
 
 def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, Any]:
