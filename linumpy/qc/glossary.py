@@ -427,6 +427,12 @@ METRICS: dict[str, MetricInfo] = {
     "motor_slip_corrected": _M("Motor slip corrected", "ids", "Slices whose motor depth step missed the slice "
                                "thickness and whose registration at the thickness was the better supported: "
                                "they and the slices after them moved by the difference."),
+    "motor_slip_blocks": _M("Motor slip, overlap blocks", "counts", "When a motor depth step missed the slice "
+                            "thickness and the overlap matched poorly as a whole at both steps: the overlap's "
+                            "blocks, each registered at its own lateral shift, that agree on a step near the "
+                            "thickness and near the motor step (confident ones, and all that place the slice); "
+                            "the thickness is adopted when at least 3 confident blocks, or two thirds of the "
+                            "blocks, agree on it, and twice as many as on the motor step (else empty)."),
     "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
                          "because the registration was unsure."),
     "n_motor_fallback": _M("Slices on motor position", "count", "Registered slices that kept the motor position."),

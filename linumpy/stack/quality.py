@@ -286,7 +286,10 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     a motor jump that no later step cancels (at the first or the last slice,
     which :func:`~linumpy.stack.placement.find_encoder_glitches` cannot
     recognise), left in when registering at the slice thickness did not
-    support that step better either (``motor_slip`` in the record).
+    support that step better either (``motor_slip`` in the record), with what
+    the overlap's blocks said (``motor_slip_blocks``, :mod:`linumpy.stack.blocks`);
+    and one per slice the blocks placed at the thickness although the overlap
+    matched poorly as a whole at both steps.
 
     And one when the depth steps of the slices placed by their registration
     (at least :data:`MIN_THICKNESS_PAIRS`) miss the thickness by more than
@@ -342,11 +345,17 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     tolerance, thickness = metrics.get("z_tolerance_um"), metrics.get("slice_thickness_um")
     if tolerance is not None and thickness:
         id_steps = np.diff(ids, prepend=ids[0])
+        blocks = metrics.get("motor_slip_blocks", [None] * len(ids))
         flags += [f"slice {i}: depth step {offset + thickness * n:.1f} um for a slice thickness of {thickness:.1f} um "
                   f"(off by more than the glitch tolerance, {tolerance:.1f} um): a motor jump that no later step "
-                  "cancels, not confirmed by registering at the thickness; check its depth"
-                  for i, n, offset in zip(ids, id_steps, metrics["z_offsets_um"], strict=True)
+                  f"cancels, not confirmed by registering at the thickness{_blocks_said(vote)}; check its depth"
+                  for i, n, offset, vote in zip(ids, id_steps, metrics["z_offsets_um"], blocks, strict=True)
                   if abs(offset) > tolerance]
+        flags += [f"slice {i}: motor depth step {vote['motor_step_um']:.1f} um for a slice thickness of "
+                  f"{thickness:.1f} um, and its overlap matched poorly as a whole at both steps{_blocks_said(vote)}: "
+                  "placed at the thickness (a motor jump, not a lost section); the two slices' mosaics may be "
+                  "misregistered against each other: check its depth and lateral placement"
+                  for i, vote in zip(ids, blocks, strict=True) if vote and vote["adopted"] == "thickness"]
         fallback = set(metrics["motor_fallback"])
         registered = [offset for i, confidence, offset in zip(ids, metrics["z_confidence"], metrics["z_offsets_um"],
                                                              strict=True) if confidence is not None and i not in fallback]
@@ -367,6 +376,16 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
               for i, turn in zip(ids, metrics.get("rotation_unapplied_deg", [None] * len(ids)), strict=True)
               if turn is not None]
     return flags
+
+
+def _blocks_said(vote: Mapping[str, Any] | None) -> str:
+    """What a pair's overlap blocks said of its depth step (``motor_slip_blocks``), for a flag; empty without."""
+    if not vote:
+        return ""
+    agreeing, placing = vote["agreeing"], vote.get("placing", vote["agreeing"])
+    return (f" (of its {vote['n_blocks']} overlap blocks, each registered at its own lateral shift, "
+            f"{placing['thickness']} agree on a step near the thickness, {agreeing['thickness']} of them confident, "
+            f"and {placing['motor']} near the motor step, {agreeing['motor']} confident)")
 
 
 def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, Any]:
@@ -421,6 +440,9 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         negative: refused, the plane too far off); lists of slice ids ``glitch_corrected``,
         ``motor_slip_corrected`` (a motor depth step off the slice thickness that the
         registration at the thickness replaced, ``motor_slip`` in the record),
+        per slice ``motor_slip_blocks`` (when neither whole scan placed a pair in doubt, its
+        overlap blocks' vote, :mod:`linumpy.stack.blocks`: ``n_blocks``, ``agreeing`` per step,
+        ``adopted``, and the ``motor_step_um``; else None),
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position) and ``drift_clamped``; ``depth_mode`` (``joint``: the
         depths solved from the slices' motor and surface depths and the
@@ -479,6 +501,9 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "glitch_corrected": [i for i, s in zip(ids, slices, strict=True) if s["glitch_corrected"]],
         "motor_slip_corrected": [i for i, s in zip(ids, slices, strict=True)
                                  if (s.get("motor_slip") or {}).get("adopted") == "thickness"],
+        "motor_slip_blocks": [None if not (s.get("motor_slip") or {}).get("blocks") else
+                              {**s["motor_slip"]["blocks"], "motor_step_um": s["motor_slip"]["motor_step_um"]}
+                              for s in slices],
         "motor_fallback": fallback,
         "n_motor_fallback": len(fallback),
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],

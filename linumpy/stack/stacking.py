@@ -22,6 +22,7 @@ from linumpy.intensity.transmission import held_signal
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
+from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
 from linumpy.stack.gains import (
     MAP_MIN_CONFIDENCE,
@@ -735,17 +736,40 @@ def _coarse_scan_level(previous: SliceVolume, current: SliceVolume, level: int, 
                       Z_SCAN_LATERAL_SIGMA_PX / ratio)
 
 
-def _scan_pair(
-    previous: SliceVolume,
-    current: SliceVolume,
-    nominal_step_um: np.ndarray,
-    z_tolerance_um: float,
-    parameters: StackParameters,
-    band_workers: int,
-    where: _ScanLevel,
-) -> tuple[PairEstimate, np.ndarray, _SparePlanes | None] | None:
-    """:func:`register_pair` on the planes of level ``where``: the estimate, the step (um) and the raw planes
-    the boundary ratio may take (:func:`_boundary_spare`); None when the slices do not overlap."""
+@dataclass(frozen=True)
+class _ScanRead:
+    """The band-passed planes a pair's z scan reads (:func:`_read_scan`): the previous slice's from its useful
+    plane ``first`` and the new slice's top below ``skip`` planes, over their common lateral window; the scan's
+    ``expected`` offset and ``tolerance`` (planes, :func:`linumpy.stack.refine.register_pair`'s), the windows'
+    whole-pixel lateral ``offset``, the pixel sizes, and the raw planes kept for the boundary ratio."""
+
+    previous: np.ndarray
+    first: int
+    current: np.ndarray
+    expected: float
+    tolerance: float
+    skip: int
+    offset: np.ndarray
+    axial_um: float
+    lateral_um: np.ndarray
+    spare: _SparePlanes | None
+
+    def placed(self, estimate: PairEstimate) -> tuple[PairEstimate, np.ndarray]:
+        """An estimate on these planes relative to the new slice's first useful plane, and its step (um)."""
+        estimate = replace(estimate, z_offset_px=estimate.z_offset_px - self.skip,
+                           offsets_scanned=[d - self.skip for d in estimate.offsets_scanned],
+                           pixel_um=(self.axial_um, *(float(v) for v in self.lateral_um)))
+        step = np.concatenate([[estimate.z_offset_px * self.axial_um],
+                               (self.offset + np.asarray(estimate.shift_yx_px)) * self.lateral_um])
+        return estimate, step
+
+
+def _read_scan(
+    previous: SliceVolume, current: SliceVolume, nominal_step_um: np.ndarray, z_tolerance_um: float,
+    parameters: StackParameters, band_workers: int, where: _ScanLevel,
+) -> _ScanRead | None:
+    """The planes of level ``where`` a z scan around ``nominal_step_um`` reads, band-passed; None when the
+    slices do not overlap."""
     previous_data, source_um = previous.planes_level(where.level)
     current_data, _ = current.planes_level(where.level)
     factor = where.factor
@@ -786,16 +810,46 @@ def _scan_pair(
             _crop_planes(previous_read, previous_window, factor), _crop_planes(current_read, current_window, factor)))
     del previous_read, current_read
     current_planes = current_planes[skip : skip + depth].copy()  # the halo planes freed (51 MB on 1792 px planes)
-    estimate = register_pair(previous_planes, first, current_planes, expected, tolerance, overwrite_previous=True,
-                             lateral_sigma_px=where.lateral_sigma_px)
-    estimate = replace(estimate, z_offset_px=estimate.z_offset_px - skip,
-                       offsets_scanned=[d - skip for d in estimate.offsets_scanned],
-                       pixel_um=(axial_um, *(float(v) for v in lateral_um)))
-    step = np.concatenate(
-        [[estimate.z_offset_px * axial_um], (offset + np.asarray(estimate.shift_yx_px)) * lateral_um]
-    )
+    return _ScanRead(previous_planes, first, current_planes, expected, tolerance, skip, offset, axial_um, lateral_um,
+                     spare)
+
+
+def _scan_pair(
+    previous: SliceVolume,
+    current: SliceVolume,
+    nominal_step_um: np.ndarray,
+    z_tolerance_um: float,
+    parameters: StackParameters,
+    band_workers: int,
+    where: _ScanLevel,
+) -> tuple[PairEstimate, np.ndarray, _SparePlanes | None] | None:
+    """:func:`register_pair` on the planes of level ``where``: the estimate, the step (um) and the raw planes
+    the boundary ratio may take (:func:`_boundary_spare`); None when the slices do not overlap."""
+    read = _read_scan(previous, current, nominal_step_um, z_tolerance_um, parameters, band_workers, where)
+    if read is None:
+        return None
+    estimate, step = read.placed(register_pair(read.previous, read.first, read.current, read.expected,
+                                               read.tolerance, overwrite_previous=True,
+                                               lateral_sigma_px=where.lateral_sigma_px))
     LOGGER.debug("slice %d: %s", current.slice_id, estimate)
-    return estimate, step, spare
+    return estimate, step, read.spare
+
+
+def _block_scan(
+    previous: SliceVolume, current: SliceVolume, nominal_step_um: np.ndarray, z_tolerance_um: float,
+    parameters: StackParameters, band_workers: int,
+) -> list[PairEstimate]:
+    """The overlap around ``nominal_step_um`` registered block by block (:func:`linumpy.stack.blocks.block_estimates`)
+    on the level the pair's z scan reads (:func:`_register_consecutive`); empty when the slices do not overlap."""
+    level, factor = _registration_level(previous, current, parameters.registration_size)
+    coarse = _coarse_scan_level(previous, current, level, factor) if parameters.coarse_scan else None
+    where = replace(coarse or _ScanLevel(level, factor), boundary=False)
+    read = _read_scan(previous, current, nominal_step_um, z_tolerance_um, parameters, band_workers, where)
+    if read is None:
+        return []
+    return [read.placed(estimate)[0] for estimate in block_estimates(
+        read.previous, read.first, read.current, read.expected, read.tolerance,
+        lateral_sigma_px=where.lateral_sigma_px)]
 
 
 def _refined_laterally(
@@ -946,15 +1000,20 @@ def _check_motor_slips(
     the one around the motor step, the motor is taken to have slipped: the
     nominal origins of the slice and every later one move by the difference
     (``nominal``, ``estimates``, ``steps`` and ``guesses`` are updated in place).
-    Otherwise the motor step is kept (the flag of
-    :func:`linumpy.stack.quality.placement_flags` then reports it).
+    When neither registration is confident, the overlap's blocks, each at its
+    own lateral shift, are registered around both steps and vote
+    (:mod:`linumpy.stack.blocks`): the thickness is adopted, at the agreeing
+    blocks' median step, when they clearly prefer it. Otherwise the motor step
+    is kept (the flag of :func:`linumpy.stack.quality.placement_flags` then
+    reports it).
 
     Returns
     -------
     list of dict or None
         Per slice, None when its step was not in doubt; else the motor step,
-        the confidences of both hypotheses and ``adopted`` (``"motor"`` or
-        ``"thickness"``).
+        the confidences of both hypotheses, ``adopted`` (``"motor"`` or
+        ``"thickness"``) and ``blocks`` (the blocks' vote,
+        :meth:`linumpy.stack.blocks.BlockVote.to_dict`; None when not asked).
     """
     slips: list[dict | None] = [None] * len(slices)
     for k in pairs:
@@ -970,13 +1029,27 @@ def _check_motor_slips(
                    and thickness_confidence > motor_confidence else "motor")
         slips[k] = {"motor_step_um": round(float(motor_step[0]), 4),
                     "motor_confidence": round(float(motor_confidence), 4),
-                    "thickness_confidence": round(float(thickness_confidence), 4), "adopted": adopted}
+                    "thickness_confidence": round(float(thickness_confidence), 4), "adopted": adopted,
+                    "blocks": None}
+        if estimate is not None and max(motor_confidence, thickness_confidence) < parameters.min_confidence:
+            # neither whole overlap places the slice: its blocks, each at its own lateral shift, vote
+            vote = vote_blocks(
+                _block_scan(slices[k - 1], slices[k], motor_step, z_tolerance_um, parameters, band_workers),
+                _block_scan(slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]), z_tolerance_um,
+                            parameters, band_workers), estimate, parameters.min_confidence)
+            slips[k]["blocks"] = vote.to_dict()
+            if vote.estimate is not None:
+                adopted = slips[k]["adopted"] = "thickness"
+                estimate, step = vote.estimate, np.concatenate([[vote.estimate.z_offset_px * estimate.pixel_um[0]],
+                                                                step[1:]])
         if adopted == "thickness":
             nominal[k:, 0] -= motor_step[0] - thickness_um
             estimates[k], steps[k], guesses[k] = estimate, step, guess
+        votes = slips[k]["blocks"]
         LOGGER.warning("slice %d: motor depth step %.1f um for a slice thickness of %.1f um; z confidence %.2f "
-                       "around the motor step, %.2f around the thickness: %s step kept", slices[k].slice_id,
-                       motor_step[0], thickness_um, motor_confidence, thickness_confidence, adopted)
+                       "around the motor step, %.2f around the thickness%s: %s step kept", slices[k].slice_id,
+                       motor_step[0], thickness_um, motor_confidence, thickness_confidence,
+                       "" if votes is None else f"; overlap blocks agreeing {votes['agreeing']}", adopted)
     return slips
 
 
