@@ -172,3 +172,21 @@ def test_a_depth_sigma_above_half_a_voxel_is_flagged():
     assert [f for f in placement_flags(metrics) if "depth uncertain" in f] == [
         "slice 2: depth uncertain, standard deviation 0.80 um (more than 0.5 axial voxel, 0.75 um): its registered "
         "steps and its motor and surface depth disagree, or its registration is weak"]
+
+
+@pytest.mark.parametrize(("used_z", "used_lateral", "said"), [
+    (True, False, "lateral registration unsure (overlap NCC 0.12): motor lateral position kept; depth registered"),
+    (False, True, "depth registration unsure (z confidence 0.1): depth from its motor depth; lateral shift registered"),
+    (False, False, "registration unsure (z confidence 0.1): motor position kept"),
+])
+def test_fallback_flag_names_the_part_kept(used_z, used_lateral, said):
+    """A slice that kept only part of its motor placement is not said to have kept all of it."""
+    registration = {"lateral_confidence": 0.12, "z_confidence": 0.1}
+    slices = [{"slice_id": k, "motor_origin_um": [66.0 * k, 0, 0], "origin_um": [66.0 * k, 0, 0],
+               "registration": registration if k else None, "glitch_corrected": [], "drift_clamped": False,
+               "used_registration_z": used_z if k else False, "used_registration_lateral": used_lateral if k else False}
+              for k in range(2)]
+    metrics = stack_metrics({"slice_thickness_um": 66.0, "slices": slices}, 10.0)
+    assert metrics["motor_fallback"] == [1]
+    unsure = [f for f in placement_flags(metrics) if "registration unsure" in f]
+    assert len(unsure) == 1 and said in unsure[0]

@@ -435,6 +435,8 @@ METRICS: dict[str, MetricInfo] = {
                             "blocks, agree on it, and twice as many as on the motor step (else empty)."),
     "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
                          "because the registration was unsure."),
+    "motor_fallback_kept": _M("Kept of the motor position", "text", "For each slice kept on its motor position: "
+                              "what it kept (depth, lateral position, or both: position); the rest was registered."),
     "n_motor_fallback": _M("Slices on motor position", "count", "Registered slices that kept the motor position."),
     "drift_clamped": _M("Drift clamped", "ids", "Slices whose accumulated drift was limited."),
     "excluded_slices": _M("Excluded slices", "ids", "Slices absent from the stack."),

@@ -277,6 +277,27 @@ def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
     return flags
 
 
+def _motor_part_kept(placed: Mapping[str, Any]) -> str:
+    """What a registered slice kept of its motor placement: its ``depth``, ``lateral position`` or ``position``."""
+    if placed["used_registration_lateral"]:
+        return "depth"
+    return "lateral position" if placed["used_registration_z"] else "position"
+
+
+def _fallback_said(part: str, metrics: Mapping[str, Any], index: int) -> str:
+    """The flag's text for a registered slice that kept ``part`` of its motor placement."""
+    z_confidence = metrics["z_confidence"][index]
+    depth = ("motor and surface depth, with the other slices" if metrics.get("depth_mode") == "joint"
+             else "motor depth")
+    if part == "depth":
+        return (f"depth registration unsure (z confidence {z_confidence}): depth from its {depth}; "
+                "lateral shift registered")
+    if part == "lateral position":
+        return (f"lateral registration unsure (overlap NCC {metrics['overlap_ncc'][index]}): motor lateral "
+                f"position kept; depth registered (z confidence {z_confidence})")
+    return f"registration unsure (z confidence {z_confidence}): motor position kept (depth: {depth})"
+
+
 def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     """A flag per slice placed by the motors although registered, re-flattening refused, rotation-only,
     or left on the identity although a turn was measured (``rotation_unapplied_deg``).
@@ -313,7 +334,7 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     ...                  "retilt_max_planes": [0, -20, 0], "rotation_mode": [None, "skipped", "rotation_only"],
     ...                  "slice_thickness_um": 66.0, "z_tolerance_um": 16.5, "z_offsets_um": [0.0, 0.4, 30.0]})
     ... # doctest: +NORMALIZE_WHITESPACE
-    ['slice 2: registration unsure (z confidence 0.0): motor position kept',
+    ['slice 2: registration unsure (z confidence 0.0): motor position kept (depth: motor depth)',
      'slice 2: depth step 96.0 um for a slice thickness of 66.0 um (off by more than the glitch tolerance,
      16.5 um): a motor jump that no later step cancels, not confirmed by registering at the thickness; check its
      depth',
@@ -321,10 +342,9 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
      'slice 2: rotation applied on a weak overlap (rotation only)']
     """
     ids = metrics["slice_ids"]
-    kept = ("motor position kept (depth: motor and surface depth, with the other slices)"
-            if metrics.get("depth_mode") == "joint" else "motor position kept")
-    flags = [f"slice {i}: registration unsure (z confidence {metrics['z_confidence'][ids.index(i)]}): {kept}"
-             for i in metrics["motor_fallback"]]
+    kept_parts = metrics.get("motor_fallback_kept") or ["position"] * len(metrics["motor_fallback"])
+    flags = [f"slice {i}: {_fallback_said(part, metrics, ids.index(i))}"
+             for i, part in zip(metrics["motor_fallback"], kept_parts, strict=True)]
     flags += [f"slice {i}: its registered depth step disagrees with the motor and surface depths by "
               f"{residual:+.2f} um ({ratio:.1f} standard deviations; the other steps agree): placed by its motor "
               "and surface depth; the overlap with the previous slice may be misregistered laterally (along "
@@ -444,7 +464,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         overlap blocks' vote, :mod:`linumpy.stack.blocks`: ``n_blocks``, ``agreeing`` per step,
         ``adopted``, and the ``motor_step_um``; else None),
         ``motor_fallback`` (a registered slice that kept its motor depth or
-        lateral position) and ``drift_clamped``; ``depth_mode`` (``joint``: the
+        lateral position), ``motor_fallback_kept`` (for each, what it kept: ``depth``,
+        ``lateral position`` or ``position``) and ``drift_clamped``; ``depth_mode`` (``joint``: the
         depths solved from the slices' motor and surface depths and the
         registered steps together, :mod:`linumpy.stack.depths`; ``chain``: the
         steps chained), ``depth_prior_sigma_um`` (the standard deviation given
@@ -484,7 +505,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
     z_offsets = np.where(id_steps > 0, depth_steps - thickness * id_steps, 0.0)
     registrations = [s.get("registration") for s in slices]
     fallback = [
-        i for i, s, r in zip(ids, slices, registrations, strict=True)
+        (i, _motor_part_kept(s)) for i, s, r in zip(ids, slices, registrations, strict=True)
         if r is not None and not (s["used_registration_z"] and s["used_registration_lateral"])
     ]
     absent = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids)) if ids else []
@@ -504,7 +525,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "motor_slip_blocks": [None if not (s.get("motor_slip") or {}).get("blocks") else
                               {**s["motor_slip"]["blocks"], "motor_step_um": s["motor_slip"]["motor_step_um"]}
                               for s in slices],
-        "motor_fallback": fallback,
+        "motor_fallback": [i for i, _ in fallback],
+        "motor_fallback_kept": [part for _, part in fallback],
         "n_motor_fallback": len(fallback),
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],
         "depth_mode": (record.get("depth_placement") or {}).get("mode"),
