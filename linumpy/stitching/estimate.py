@@ -178,9 +178,13 @@ RIGID_PIECE_MIN_TILES = 4
 #: Own significance from which a pair on no loop holds a rigid piece together (:func:`_place_rigid_pieces`): above
 #: the strong wrong peaks measured between tiles that do not overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0)
 #: 6.67, 9.6 px off; 215 slice 3's (2, 3)-(3, 3) 6.89, 6.7 px off; 192 slice 2's (1, 3)-(2, 3) 6.34), unless
-#: its match is one peak at the finest speckle scale (:func:`~linumpy.stitching.pairwise.single_peak`: both
-#: measured wrong ones have a twin 3.2 px away; session wrongpk): then from :data:`STRONG_SIGNIFICANCE`.
+#: its match is one peak at the finest speckle scale (:func:`~linumpy.stitching.pairwise.single_peak`: the two
+#: wrong ones measured in a piece have a twin 3.2 px away; session wrongpk): then from ...
 RIGID_BRIDGE_SIGNIFICANCE = 8.0
+#: ... this: above the strong wrong pairs whose match is one peak all the same, measured anywhere on foreign ``c185``
+#: 209, 213, 215, 216 (6 of the 10 wrong strong pairs, 3.28-4.98, 4.3-30.9 px off), below the right unchecked
+#: pairs it admits (5.83-7.35; session wrongpk).
+RIGID_SINGLE_PEAK_SIGNIFICANCE = 5.5
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -2312,7 +2316,7 @@ def _place_rigid_pieces(
     weak pairs on no loop) must keep every strong one and leave no loop open
     (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile. A
     kept pair on no loop (nothing checks it) holds the piece together only from
-    :data:`RIGID_BRIDGE_SIGNIFICANCE`, or from :data:`STRONG_SIGNIFICANCE` if its match is one peak (in
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`, or from :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in
     ``single``, :func:`~linumpy.stitching.pairwise.single_peak`); a weaker one cuts it, and each part is judged
     again.
     A kept piece is placed by its pairs within it and translated as a whole so that its tiles' mean lies on the
@@ -2346,7 +2350,7 @@ def _place_rigid_pieces(
                      if significance[(kept[k].a, kept[k].b)] < _bridge_significance((kept[k].a, kept[k].b), single)}
         if unchecked:
             logger.info("piece %s cut at its pairs on no loop below significance %g (%g if one peak): %s", piece,
-                        RIGID_BRIDGE_SIGNIFICANCE, STRONG_SIGNIFICANCE, sorted(unchecked))
+                        RIGID_BRIDGE_SIGNIFICANCE, RIGID_SINGLE_PEAK_SIGNIFICANCE, sorted(unchecked))
             queue += pieces(piece, [(p.a, p.b) for p in kept if p.strong and (p.a, p.b) not in unchecked])
             continue
         inside = np.array([solved[t] for t in piece])
@@ -2362,8 +2366,9 @@ def _place_rigid_pieces(
 def _bridge_significance(pair: tuple[TileIndex, TileIndex], single: AbstractSet[tuple[TileIndex, TileIndex]]
                          ) -> float:
     """Own significance from which ``pair``, on no loop, holds a rigid piece (:func:`_place_rigid_pieces`):
-    :data:`STRONG_SIGNIFICANCE` if its match is one peak (in ``single``), else :data:`RIGID_BRIDGE_SIGNIFICANCE`."""
-    return STRONG_SIGNIFICANCE if pair in single else RIGID_BRIDGE_SIGNIFICANCE
+    :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in ``single``), else
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`."""
+    return RIGID_SINGLE_PEAK_SIGNIFICANCE if pair in single else RIGID_BRIDGE_SIGNIFICANCE
 
 
 def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex, TileIndex]],
