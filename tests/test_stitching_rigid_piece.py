@@ -95,12 +95,9 @@ def test_the_piece_states_the_stage_mean_error_and_its_qc_field():
     assert sorted(t for t, record in read.tiles.items() if record.rigid_piece) == PIECE
 
 
-def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_significant():
-    """Foreign ``c185`` 209 slice 0's piece: strong right pairs in a tree ((1, 0)-(2, 0) 19.8, (2, 0)-(3, 0)
-    18.7, (3, 0)-(3, 1) 20.7, (2, 0)-(2, 1) 5.8) and the weak (2, 1)-(3, 1) (1.8) closing their one loop 13.9 px
-    off: the solve drops the weak pair and keeps the strong ones, all on no loop; (2, 0)-(2, 1), below 8, cuts
-    (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
-    at their stage mean; the weak pair is not accepted."""
+def _tree() -> tuple[dict, dict, dict, list[PairOffset]]:
+    """Foreign ``c185`` 209 slice 0's tree of strong right pairs, the weak (2, 1)-(3, 1) closing its loop 13.9 px
+    off: truth, stage, significance, links."""
     rng = np.random.default_rng(209)
     stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TILES}
     truth = {t: stage[t] + rng.uniform(-8, 8, 2) for t in TILES}
@@ -109,6 +106,16 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     errors = {((2, 1), (3, 1)): (-13.9, -2.0)}
     links = [PairOffset(a, b, tuple(truth[b] - truth[a] + np.asarray(errors.get((a, b), (0.1, -0.1)))),
                         weight=s**2, strong=s >= 3) for (a, b), s in significance.items()]
+    return truth, stage, significance, links
+
+
+def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_significant():
+    """Foreign ``c185`` 209 slice 0's piece: strong right pairs in a tree ((1, 0)-(2, 0) 19.8, (2, 0)-(3, 0)
+    18.7, (3, 0)-(3, 1) 20.7, (2, 0)-(2, 1) 5.8) and the weak (2, 1)-(3, 1) (1.8) closing their one loop 13.9 px
+    off: the solve drops the weak pair and keeps the strong ones, all on no loop; (2, 0)-(2, 1), below 8 and not
+    known to be one peak, cuts (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
+    at their stage mean; the weak pair is not accepted."""
+    truth, stage, significance, links = _tree()
     positions, placed = _place_rigid_pieces(stage, links, significance, set(), STEP)
     piece = [(1, 0), (2, 0), (3, 0), (3, 1)]
     assert sorted((p.a, p.b) for p in placed) == sorted(pair for pair, s in significance.items() if s >= 8)
@@ -121,19 +128,6 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     positions, placed = _place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
                                             set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
-
-
-def _tree() -> tuple[dict, dict, dict, list[PairOffset]]:
-    """209 slice 0's tree (as above, the weak check 13.9 px off): truth, stage, significance, links."""
-    rng = np.random.default_rng(209)
-    stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TILES}
-    truth = {t: stage[t] + rng.uniform(-8, 8, 2) for t in TILES}
-    significance = {((1, 0), (2, 0)): 19.8, ((2, 0), (3, 0)): 18.7, ((3, 0), (3, 1)): 20.7, ((2, 0), (2, 1)): 5.8,
-                    ((2, 1), (3, 1)): 1.8}
-    errors = {((2, 1), (3, 1)): (-13.9, -2.0)}
-    links = [PairOffset(a, b, tuple(truth[b] - truth[a] + np.asarray(errors.get((a, b), (0.1, -0.1)))),
-                        weight=s**2, strong=s >= 3) for (a, b), s in significance.items()]
-    return truth, stage, significance, links
 
 
 def test_an_unchecked_strong_pair_whose_match_is_one_peak_holds_the_piece():
