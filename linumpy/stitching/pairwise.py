@@ -101,7 +101,7 @@ N_CANDIDATES = 3
 TWIN_MIN_PX = 2.0
 #: ... when its NCC reaches this fraction of the peak's. The strong wrong peaks measured between tiles that do not
 #: overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0), 215 slice 3's (2, 3)-(3, 3)) have a twin 3.2 px away at
-#: 0.99-1.03 of their NCC; none of the 26 right strong pairs between the tiles left for rigid pieces has any
+#: 0.99-1.03 of their NCC; none of the 25 right strong pairs between the tiles left for rigid pieces has any
 #: local maximum 2-5 px away (session wrongpk).
 TWIN_FRACTION = 0.5
 #: Largest sub-pixel correction (pixels) the refinement may apply.
