@@ -7,6 +7,7 @@ import numpy as np
 
 from linumpy.stitching.estimate import _place_rigid_pieces
 from linumpy.stitching.global_solve import PairOffset, StageModel
+from linumpy.stitching.pairwise import EvidenceMap, single_peak
 from linumpy.stitching.transform import TileRecord, TileTransform, transform_from_dict, transform_to_dict
 from linumpy.stitching.uncertainty import tile_sigmas
 
@@ -45,7 +46,7 @@ def test_a_piece_on_closed_loops_is_placed_as_one_at_its_stage_mean():
     mean minimises it), over several draws of the stage errors. Main: the four tiles on their stage positions."""
     for seed in range(5):
         truth, stage, links = _slice(RIGHT, seed)
-        positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, STEP)
+        positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
         assert sorted((p.a, p.b) for p in placed) == LOOP
         assert all(np.array_equal(positions[t], stage[t]) for t in TILES if t not in PIECE)
         assert np.allclose(np.mean([positions[t] for t in PIECE], axis=0), np.mean([stage[t] for t in PIECE], axis=0))
@@ -60,7 +61,7 @@ def test_a_piece_whose_loop_does_not_close_stays_on_the_stage_tile_by_tile():
     """One pair of the loop 4 px off (a wrong peak, as between tiles that do not overlap): the loop misses by
     4 px, no pair is known to be the culprit, the piece stays on the stage tile by tile, no pair accepted."""
     truth, stage, links = _slice({**RIGHT, ((2, 1), (3, 1)): (4.0, 0.5)})
-    positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, STEP)
+    positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
     assert placed == []
     assert all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
@@ -69,7 +70,7 @@ def test_pieces_of_fewer_tiles_than_a_loop_stay_on_the_stage():
     """Three tiles cannot close a loop of neighbour pairs: nothing checks them, nothing moves."""
     _, stage, links = _slice(RIGHT)
     corner = [p for p in links if (3, 1) not in (p.a, p.b)]
-    positions, placed = _place_rigid_pieces(stage, corner, SIGNIFICANCE, STEP)
+    positions, placed = _place_rigid_pieces(stage, corner, SIGNIFICANCE, set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
 
@@ -94,12 +95,9 @@ def test_the_piece_states_the_stage_mean_error_and_its_qc_field():
     assert sorted(t for t, record in read.tiles.items() if record.rigid_piece) == PIECE
 
 
-def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_significant():
-    """Foreign ``c185`` 209 slice 0's piece: strong right pairs in a tree ((1, 0)-(2, 0) 19.8, (2, 0)-(3, 0)
-    18.7, (3, 0)-(3, 1) 20.7, (2, 0)-(2, 1) 5.8) and the weak (2, 1)-(3, 1) (1.8) closing their one loop 13.9 px
-    off: the solve drops the weak pair and keeps the strong ones, all on no loop; (2, 0)-(2, 1), below 8, cuts
-    (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
-    at their stage mean; the weak pair is not accepted."""
+def _tree() -> tuple[dict, dict, dict, list[PairOffset]]:
+    """Foreign ``c185`` 209 slice 0's tree of strong right pairs, the weak (2, 1)-(3, 1) closing its loop 13.9 px
+    off: truth, stage, significance, links."""
     rng = np.random.default_rng(209)
     stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TILES}
     truth = {t: stage[t] + rng.uniform(-8, 8, 2) for t in TILES}
@@ -108,7 +106,17 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     errors = {((2, 1), (3, 1)): (-13.9, -2.0)}
     links = [PairOffset(a, b, tuple(truth[b] - truth[a] + np.asarray(errors.get((a, b), (0.1, -0.1)))),
                         weight=s**2, strong=s >= 3) for (a, b), s in significance.items()]
-    positions, placed = _place_rigid_pieces(stage, links, significance, STEP)
+    return truth, stage, significance, links
+
+
+def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_significant():
+    """Foreign ``c185`` 209 slice 0's piece: strong right pairs in a tree ((1, 0)-(2, 0) 19.8, (2, 0)-(3, 0)
+    18.7, (3, 0)-(3, 1) 20.7, (2, 0)-(2, 1) 5.8) and the weak (2, 1)-(3, 1) (1.8) closing their one loop 13.9 px
+    off: the solve drops the weak pair and keeps the strong ones, all on no loop; (2, 0)-(2, 1), below 8 and not
+    known to be one peak, cuts (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
+    at their stage mean; the weak pair is not accepted."""
+    truth, stage, significance, links = _tree()
+    positions, placed = _place_rigid_pieces(stage, links, significance, set(), STEP)
     piece = [(1, 0), (2, 0), (3, 0), (3, 1)]
     assert sorted((p.a, p.b) for p in placed) == sorted(pair for pair, s in significance.items() if s >= 8)
     relative = np.array([positions[t] - truth[t] for t in piece])
@@ -116,7 +124,51 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     assert np.allclose(np.mean([positions[t] for t in piece], axis=0), np.mean([stage[t] for t in piece], axis=0))
     assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
     # The tree's strong bridges read 6.7 instead (the wrong peaks measured between tiles that do not overlap
-    # read up to 6.9): nothing checks them, nothing moves.
+    # read up to 6.9), their matches not known to be one peak: nothing checks them, nothing moves.
     positions, placed = _place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
-                                            STEP)
+                                            set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
+
+
+def test_an_unchecked_strong_pair_whose_match_is_one_peak_holds_the_piece():
+    """209 slice 0's tree, its bridge (2, 0)-(2, 1) at 5.8 but its match one peak (no twin, as every right strong
+    pair left for pieces measured): it holds (2, 1), all five tiles placed by their pairs at their stage mean,
+    within 0.5 px of one another's truth, closer than the stage in total; the same bridge with a twin peak (as
+    the wrong 213 slice 4 (2, 0)-(3, 0), 6.67, 9.6 px off) or at 5.0, one peak (as the wrong strong pairs that
+    are one peak all the same, up to 4.98), cuts (2, 1) off, on the stage."""
+    truth, stage, significance, links = _tree()
+    strong = {pair for pair, s in significance.items() if s >= 3}
+    positions, placed = _place_rigid_pieces(stage, links, significance, strong, STEP)
+    piece = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]
+    assert sorted((p.a, p.b) for p in placed) == sorted(strong)
+    relative = np.array([positions[t] - truth[t] for t in piece])
+    assert np.max(np.linalg.norm(relative - relative.mean(axis=0), axis=1)) < 0.5
+    assert np.allclose(np.mean([positions[t] for t in piece], axis=0), np.mean([stage[t] for t in piece], axis=0))
+    assert np.sum(_off(positions, truth, piece) ** 2) < np.sum(_off(stage, truth, piece) ** 2)
+    twinned = strong - {((2, 0), (2, 1))}
+    for single, weaker in ((twinned, significance), (strong, {**significance, ((2, 0), (2, 1)): 5.0})):
+        positions, placed = _place_rigid_pieces(stage, links, weaker, single, STEP)
+        assert sorted((p.a, p.b) for p in placed) == sorted(twinned)
+        assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
+
+
+def _fisher_map(peaks: list[tuple[tuple[int, int], float]], radius: int = 8) -> EvidenceMap:
+    """An evidence map over ``|dy|, |dx| <= radius`` around the offset (0, 86) whose NCC is a sum of
+    speckle-sized bumps (``((dy, dx), ncc)``) over a floor of 0.05."""
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    ncc = 0.05 + sum(v * np.exp(-((yy - dy) ** 2 + (xx - dx) ** 2) / (2 * 0.8**2)) for (dy, dx), v in peaks)
+    fisher = np.arctanh(np.clip(ncc, -0.99, 0.99))
+    return EvidenceMap(0.7, (0, 86), fisher * 10, fisher, (96, 96))
+
+
+def test_a_match_with_a_twin_peak_a_few_pixels_away_is_not_one_peak():
+    """One speckle-sized peak of NCC 0.9 at the offset: one peak. A second one 3 px along the step at 0.89 (213
+    slice 4's wrong (2, 0)-(3, 0): 0.902 and 0.894, 3.2 px apart): not one peak; a weak bump there (0.25, below
+    half the peak) or a second peak beyond the peak radius (8 px): one peak; an offset the map does not score
+    or a match below zero: nothing to tell, not one peak."""
+    assert single_peak((_fisher_map([((0, 0), 0.85)]),), (0.2, 86.3))
+    assert not single_peak((_fisher_map([((0, 0), 0.85), ((3, 1), 0.84)]),), (0.0, 86.0))
+    assert single_peak((_fisher_map([((0, 0), 0.85), ((3, 1), 0.2)]),), (0.0, 86.0))
+    assert single_peak((_fisher_map([((0, 0), 0.85), ((8, 0), 0.85)]),), (0.0, 86.0))
+    assert not single_peak((_fisher_map([((0, 0), 0.85)]),), (20.0, 86.0))
+    assert not single_peak((_fisher_map([((0, 0), -0.5)]),), (0.0, 86.0))

@@ -110,6 +110,7 @@ from linumpy.stitching.pairwise import (
     offset_unlocated,
     refine_subpixel,
     register_pair,
+    single_peak,
 )
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over, evidence_over_stage, links_out, moved,
                                         pieces, research_piece)
@@ -176,8 +177,14 @@ PARALLEL_RIDGES_DEG = 30.0
 RIGID_PIECE_MIN_TILES = 4
 #: Own significance from which a pair on no loop holds a rigid piece together (:func:`_place_rigid_pieces`): above
 #: the strong wrong peaks measured between tiles that do not overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0)
-#: 6.67, 9.6 px off; 215 slice 3's (2, 3)-(3, 3) 6.89, 6.7 px off; 192 slice 2's (1, 3)-(2, 3) 6.34).
+#: 6.67, 9.6 px off; 215 slice 3's (2, 3)-(3, 3) 6.89, 6.7 px off; 192 slice 2's (1, 3)-(2, 3) 6.34), unless
+#: its match is one peak at the finest speckle scale (:func:`~linumpy.stitching.pairwise.single_peak`: the two
+#: wrong ones measured in a piece have a twin 3.2 px away; session wrongpk): then from ...
 RIGID_BRIDGE_SIGNIFICANCE = 8.0
+#: ... this: above the strong wrong pairs whose match is one peak all the same, measured anywhere on foreign ``c185``
+#: 209, 213, 215, 216 (6 of the 10 wrong strong pairs, 3.28-4.98, 4.3-30.9 px off), below the right unchecked
+#: pairs it admits (5.83-7.35; session wrongpk).
+RIGID_SINGLE_PEAK_SIGNIFICANCE = 5.5
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
@@ -2276,9 +2283,11 @@ def _correct_stage_residuals(
 
 def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
                        registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-                       ) -> tuple[list[PairOffset], dict[tuple[TileIndex, TileIndex], float]]:
+                       ) -> tuple[list[PairOffset], dict[tuple[TileIndex, TileIndex], float],
+                                  set[tuple[TileIndex, TileIndex]]]:
     """The pairs between the tiles no ``kept`` pair places that may join them into rigid pieces
-    (:func:`_place_rigid_pieces`), and their own significance: candidates (:data:`MIN_SIGNIFICANCE` or more; a
+    (:func:`_place_rigid_pieces`), their own significance, and those whose match is one peak
+    (:func:`~linumpy.stitching.pairwise.single_peak`): candidates (:data:`MIN_SIGNIFICANCE` or more; a
     border peak has none), no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along
     its ridge); ``strong`` from :data:`STRONG_SIGNIFICANCE`."""
     placed = {t for pair in kept for t in (pair.a, pair.b)}
@@ -2287,13 +2296,15 @@ def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
               if pair[0] in left and pair[1] in left and r.significance >= MIN_SIGNIFICANCE
               and edge_ridge(r.scores, r.offset) is None}
     return ([_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
-            {pair: r.significance for pair, r in chosen.items()})
+            {pair: r.significance for pair, r in chosen.items()},
+            {pair for pair, r in chosen.items() if single_peak(r.scores, r.offset)})
 
 
 def _place_rigid_pieces(
     positions: Mapping[TileIndex, np.ndarray],
     links: Sequence[PairOffset],
     significance: Mapping[tuple[TileIndex, TileIndex], float],
+    single: AbstractSet[tuple[TileIndex, TileIndex]],
     tile_step_px: Sequence[float],
 ) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
     """Place as one each rigid piece of the tiles left on the stage model, at its tiles' stage-model mean.
@@ -2305,7 +2316,9 @@ def _place_rigid_pieces(
     weak pairs on no loop) must keep every strong one and leave no loop open
     (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile. A
     kept pair on no loop (nothing checks it) holds the piece together only from
-    :data:`RIGID_BRIDGE_SIGNIFICANCE`; a weaker one cuts it, and each part is judged again.
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`, or from :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in
+    ``single``, :func:`~linumpy.stitching.pairwise.single_peak`); a weaker one cuts it, and each part is judged
+    again.
     A kept piece is placed by its pairs within it and translated as a whole so that its tiles' mean lies on the
     mean of their current (stage-model) positions: its tiles' total squared error is then the internal error
     plus ``n`` times the square of the mean stage error, at most the sum of the stage errors' squares (the mean
@@ -2334,10 +2347,10 @@ def _place_rigid_pieces(
                         sorted(missed.items()) or "a strong pair dropped by its solve")
             continue
         unchecked = {(kept[k].a, kept[k].b) for k in bridges(kept)
-                     if significance[(kept[k].a, kept[k].b)] < RIGID_BRIDGE_SIGNIFICANCE}
+                     if significance[(kept[k].a, kept[k].b)] < _bridge_significance((kept[k].a, kept[k].b), single)}
         if unchecked:
-            logger.info("piece %s cut at its pairs on no loop below significance %g: %s", piece,
-                        RIGID_BRIDGE_SIGNIFICANCE, sorted(unchecked))
+            logger.info("piece %s cut at its pairs on no loop below significance %g (%g if one peak): %s", piece,
+                        RIGID_BRIDGE_SIGNIFICANCE, RIGID_SINGLE_PEAK_SIGNIFICANCE, sorted(unchecked))
             queue += pieces(piece, [(p.a, p.b) for p in kept if p.strong and (p.a, p.b) not in unchecked])
             continue
         inside = np.array([solved[t] for t in piece])
@@ -2348,6 +2361,14 @@ def _place_rigid_pieces(
                     "its tiles' stage-model mean", piece)
         placed_links += kept
     return positions, placed_links
+
+
+def _bridge_significance(pair: tuple[TileIndex, TileIndex], single: AbstractSet[tuple[TileIndex, TileIndex]]
+                         ) -> float:
+    """Own significance from which ``pair``, on no loop, holds a rigid piece (:func:`_place_rigid_pieces`):
+    :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in ``single``), else
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`."""
+    return RIGID_SINGLE_PEAK_SIGNIFICANCE if pair in single else RIGID_BRIDGE_SIGNIFICANCE
 
 
 def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex, TileIndex]],

@@ -95,6 +95,15 @@ LOCATING_MIN_SIGNIFICANCE = 0.5
 REFIT_MIN_SIGNIFICANCE = 2.0
 #: Candidate peaks kept per pair (strongest first).
 N_CANDIDATES = 3
+#: A second local maximum of the finest speckle scale's NCC at least this far from a pair's offset (pixels; nearer:
+#: the same peak between whole pixels), and within :data:`PEAK_RADIUS_PX`, is a twin of its peak
+#: (:func:`single_peak`) ...
+TWIN_MIN_PX = 2.0
+#: ... when its NCC reaches this fraction of the peak's. The strong wrong peaks measured between tiles that do not
+#: overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0), 215 slice 3's (2, 3)-(3, 3)) have a twin 3.2 px away at
+#: 0.99-1.03 of their NCC; none of the 25 right strong pairs between the tiles left for rigid pieces has any
+#: local maximum 2-5 px away (session wrongpk).
+TWIN_FRACTION = 0.5
 #: Largest sub-pixel correction (pixels) the refinement may apply.
 MAX_REFINEMENT_PX = 1.5
 #: Largest lag (pixels) of the residual autocorrelation summed by :func:`correlation_area`.
@@ -531,6 +540,31 @@ def offset_spread(scores: tuple, offset: tuple[float, float]) -> tuple[float, fl
     """
     found = _map_at(scores, offset)
     return (float("nan"), float("nan")) if found is None else peak_spread(found[0].values, found[1])
+
+
+def single_peak(scores: tuple, offset: tuple[float, float]) -> bool:
+    """Whether a pair's match at its (rounded) ``offset`` is one peak at the finest speckle scale.
+
+    A match between tiles that overlap is a speckle match: its NCC falls within a speckle of the true offset and
+    rises nowhere else nearby. A second local maximum of the finest scale's NCC (the map of the smallest
+    ``speckle_px`` with Fisher values), :data:`TWIN_MIN_PX` to :data:`PEAK_RADIUS_PX` from the offset, with at
+    least :data:`TWIN_FRACTION` of its NCC, is a twin: the texture matches at two offsets a few pixels apart, the
+    signature of a coincidence (the strong wrong peaks between tiles that do not overlap, session wrongpk).
+    ``False`` where that map does not score the offset or its NCC there is not positive (nothing to tell).
+    """
+    maps = [m for m in scores if m.fisher is not None]
+    if not maps:
+        return False
+    finest = min(maps, key=lambda m: m.speckle_px)
+    index = np.rint(np.asarray(offset) - finest.centre).astype(int) + finest.radius
+    if not all(0 <= v < n for v, n in zip(index, finest.fisher.shape)) or not finest.fisher[tuple(index)] > 0:
+        return False
+    peak = np.tanh(finest.fisher[tuple(index)])
+    for other in local_maxima(finest.fisher):
+        distance = float(np.hypot(*(np.asarray(other) - index)))
+        if TWIN_MIN_PX <= distance <= PEAK_RADIUS_PX and np.tanh(finest.fisher[other]) >= TWIN_FRACTION * peak:
+            return False
+    return True
 
 
 def offset_unlocated(scores: tuple, offset: tuple[float, float]) -> float:
