@@ -53,7 +53,6 @@ from linumpy.stitching.blend import (
     tiles_in_box,
 )
 from linumpy.stitching.options import DEFAULT_FLATFIELD, DEFAULT_MAX_SHIFT_PX, FLATFIELD_MODES, TileIndex
-from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX
 from linumpy.stitching.slab_cache import SlabCache, slab_uses
 from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summaries_checked_aside,
                                          tile_summaries, unusable_aip_fallback)
@@ -561,6 +560,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
+    from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX  # scipy: imported aside while tiles are read
+
     metrics["n_unlocated_links"] = sum(r.accepted and r.unlocated_px >= MIN_UNLOCATED_COUNT_PX for r in transform.pairs)
     corrections = transform.stage_residuals.corrections
     metrics["tiles"] = {
