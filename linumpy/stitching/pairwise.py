@@ -518,14 +518,19 @@ def peak_spread(score: np.ndarray, peak: tuple[int, int], radius: int = PEAK_RAD
             float(np.sqrt(np.sum(weights * (xx[near] - peak[1]) ** 2))))
 
 
+def _offset_index(evidence_map: EvidenceMap, offset: tuple[float, float]) -> tuple[int, int] | None:
+    """The (rounded) ``offset``'s index in ``evidence_map``; ``None`` outside the map."""
+    index = tuple(int(v) for v in np.rint(np.asarray(offset) - evidence_map.centre) + evidence_map.radius)
+    return index if all(0 <= v < n for v, n in zip(index, evidence_map.values.shape)) else None
+
+
 def _map_at(scores: tuple, offset: tuple[float, float]) -> tuple[EvidenceMap, tuple[int, int]] | None:
     """The pair's :class:`EvidenceMap` with the larger evidence at the (rounded) ``offset``, and
     the offset's index in it; ``None`` where no map scores it (no overlap)."""
     best = None
     for evidence_map in scores:
-        index = tuple(int(v) for v in np.rint(np.asarray(offset) - evidence_map.centre) + evidence_map.radius)
-        if all(0 <= v < n for v, n in zip(index, evidence_map.values.shape)) \
-                and np.isfinite(evidence_map.values[index]) \
+        index = _offset_index(evidence_map, offset)
+        if index is not None and np.isfinite(evidence_map.values[index]) \
                 and (best is None or evidence_map.values[index] > best[0].values[best[1]]):
             best = (evidence_map, index)
     return best
@@ -556,10 +561,10 @@ def single_peak(scores: tuple, offset: tuple[float, float]) -> bool:
     if not maps:
         return False
     finest = min(maps, key=lambda m: m.speckle_px)
-    index = np.rint(np.asarray(offset) - finest.centre).astype(int) + finest.radius
-    if not all(0 <= v < n for v, n in zip(index, finest.fisher.shape)) or not finest.fisher[tuple(index)] > 0:
+    index = _offset_index(finest, offset)
+    if index is None or not finest.fisher[index] > 0:
         return False
-    peak = np.tanh(finest.fisher[tuple(index)])
+    peak = np.tanh(finest.fisher[index])
     for other in local_maxima(finest.fisher):
         distance = float(np.hypot(*(np.asarray(other) - index)))
         if TWIN_MIN_PX <= distance <= PEAK_RADIUS_PX and np.tanh(finest.fisher[other]) >= TWIN_FRACTION * peak:
