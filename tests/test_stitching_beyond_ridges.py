@@ -7,7 +7,8 @@ import numpy as np
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _pair_offset, _tiles_beyond_edge_ridges
+from linumpy.stitching.estimate import _tiles_beyond_edge_ridges
+from linumpy.stitching.pair_terms import pair_offset
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
@@ -38,7 +39,7 @@ def _crossed_edges(slide_x: int, slide_y: int):
     puts (1, 0) where their ridges' lines cross, on the nominal grid."""
     strong = [PairOffset((0, 0), (0, 1), (0.0, 100.0), 1.0), PairOffset((0, 1), (1, 1), (100.0, 0.0), 1.0)]
     registrations = {ALONG_X: _edge((100, 0), (0, 1), slide_x), ALONG_Y: _edge((0, 100), (1, 0), slide_y)}
-    edges = [_pair_offset(a, b, registrations[(a, b)], False) for a, b in (ALONG_X, ALONG_Y)]
+    edges = [pair_offset(a, b, registrations[(a, b)], False) for a, b in (ALONG_X, ALONG_Y)]
     return solve_positions(TILES, strong + edges, STEP), registrations
 
 

@@ -11,6 +11,7 @@ import linumpy.stitching.estimate as estimate
 from linumpy.simulate.stitch_matrix import aligned_errors, excess_over_stage, get_condition, simulate_mosaic
 from linumpy.stitching.global_solve import solve_positions
 from linumpy.stitching.link_conflicts import contested_links
+from linumpy.stitching.pair_terms import pair_offset
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.reanchor import moved, pieces, research_piece
 
@@ -44,7 +45,7 @@ def _greedy_chain():
                 registrations[(a, b)] = _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 8.0)
     registrations[((0, 1), (0, 2))] = _registration((0, 1), (0, 2), {(0, 3): 2.0, (0, 0): 1.8}, 1.0)
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 3.0, (-7, 6): 1.0}, 2.0)
-    kept = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+    kept = [pair_offset(a, b, r, True) for (a, b), r in registrations.items()
             if (a, b) != ((1, 1), (1, 2))]
     anchoring = {(a, b) for (a, b) in registrations if (a[1] < 2) == (b[1] < 2)}
     return registrations, kept, anchoring
@@ -109,7 +110,7 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
                                               sigma_px=(0.05, 0.05))
     registrations[((1, 1), (2, 1))] = _registration((1, 1), (2, 1), {(0, 0): 2.0, (5, 5): 1.5}, 1.8)
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.5, (-5, 5): 1.2}, 1.0)
-    confident = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+    confident = [pair_offset(a, b, r, True) for (a, b), r in registrations.items()
                  if r.significance >= estimate.CONFIDENT_SIGNIFICANCE]
     positions, model, kept = solve_positions(tiles, confident, STEP)
     anchoring = {(p.a, p.b) for p in kept}
@@ -156,7 +157,7 @@ def test_a_tile_held_by_a_contested_link_alone_and_unsupported_where_it_lies_los
     registrations[wrong] = _registration(*wrong, {(-6, -6): 2.5, (0, 0): 0.5}, 2.5)
     for pair, height in ((((1, 0), (1, 1)), 1.2), (((1, 1), (2, 1)), 1.2), (((1, 1), (1, 2)), 1.0)):
         registrations[pair] = _registration(*pair, {(0, 0): height}, 0.8)
-    kept = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+    kept = [pair_offset(a, b, r, True) for (a, b), r in registrations.items()
             if r.significance >= estimate.STRONG_SIGNIFICANCE or (a, b) == wrong]
     positions, model, kept = solve_positions(tiles, kept, STEP)
     assert np.abs(positions[(1, 1)] - positions[(0, 0)] - (94.0, 94.0)).max() < 0.1

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from linumpy.stitching.estimate import _unmeasured_ridges, edge_variance
+from linumpy.stitching.estimate import _unmeasured_ridges
+from linumpy.stitching.pair_terms import edge_variance
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 
 STEP = (51.0, 51.0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from linumpy.stitching.estimate import _ridge_held_to_stage, edge_variance
+from linumpy.stitching.estimate import _ridge_held_to_stage
+from linumpy.stitching.pair_terms import edge_variance
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import PairRegistration
 

@@ -7,7 +7,8 @@ import numpy as np
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _weak_pieces_to_stage, edge_variance, neighbour_pairs
+from linumpy.stitching.estimate import _weak_pieces_to_stage
+from linumpy.stitching.pair_terms import edge_variance, neighbour_pairs
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 

@@ -7,18 +7,18 @@
    (:mod:`linumpy.stitching.pairwise`) within ``max_shift_px`` of the stage
    offset.
 3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
-   (significance >= :data:`MIN_SIGNIFICANCE`). Candidates go to the global
+   (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
-   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked; and a
+   (>= :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`): such a pair cannot be checked; and a
    kept pair on no loop departing from the stage model far more than every
    other (:func:`implausible_departure`), a wrong peak however significant,
    unless the tiles it alone places stay within the joint search's window
    (:func:`_bridged_within_window`); and a kept pair on no loop placing the
    tiles it alone joins beyond that window where their other overlaps do not
    support it (:func:`_far_side_unsupported`). Pairs
-   below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
+   below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
    confident pair the first solve did not keep only if it departs no farther
    than :func:`implausible_departure` allows (:func:`_unchecked_far_pairs`);
@@ -30,7 +30,7 @@
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
-   when it is significant (>= :data:`JOINT_SIGNIFICANCE`) and, if one link
+   when it is significant (>= :data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`) and, if one link
    alone holds it, that link departs from the stage model no more than the
    confident pairs do; and all positions are solved again, a pair the solve
    dropped taking the place of the one kept pair it alone checks when it is
@@ -48,16 +48,16 @@
    (:mod:`linumpy.stitching.link_conflicts`), and a searched link left
    holding a piece whose other pairs were dropped counts as weak
    (:func:`_orphaned_searches`). Last, a tile still left out is
-   placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
+   placed by a weak joint peak (>= :data:`~linumpy.stitching.pair_terms.WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp, it departs from the stage
    model no farther than the placed tiles do plus 2 px, no stronger overlap
    ties the tile to a tile left out (:func:`_tied_to_left_out`) and the solve keeps
    those links on their loops; after each such placement the joint search runs
    again from the tile placed. Last, a piece of tiles that only weak links
-   (own significance below :data:`CONFIDENT_SIGNIFICANCE`) join to the
-   largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
-   stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
-   than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
+   (own significance below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`) join to the
+   largest piece, lying farther than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from the
+   stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by
+   less than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`, goes back to the stage model
    (:func:`_weak_pieces_to_stage`), as does one lying nearer whose links prefer the stage's placement by
    that margin; and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
@@ -84,8 +84,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Mapping, Sequence, Set as AbstractSet
 from dataclasses import replace
 
 import numpy as np
@@ -95,83 +94,39 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
-                                           bridges, solve_positions)
+from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex, bridges,
+                                            solve_positions)
 from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
-                                             drop_broken_loop_links, honest_error, honest_variance, open_loops,
-                                             swap_clearly_weaker, swap_least_certain)
+                                              drop_broken_loop_links, honest_error, open_loops, swap_clearly_weaker,
+                                              swap_least_certain)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.pairwise import (
-    PairRegistration,
-    edge_ridge,
-    narrow_joint_offset,
-    offset_spread,
-    offset_unlocated,
-    refine_subpixel,
-    register_pair,
-    single_peak,
-)
+from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MAX_WEAK_SPREAD_PX,
+                                          MIN_CORROBORATING_LINKS, MIN_DEPARTURE_PAIRS, MIN_SIGNIFICANCE, OWN_PEAK_PX,
+                                          PARALLEL_RIDGES_DEG, STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE,
+                                          WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN, WEAK_SPREAD_SCATTER_FRACTION,
+                                          bridged_side, link_variance, neighbour_pairs, nominal_offset, pair_offset,
+                                          pair_sigma, pair_status)
+from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joint_offset, offset_spread,
+                                        offset_unlocated, refine_subpixel, register_pair, single_peak)
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over, evidence_over_stage, links_out, moved,
                                         pieces, research_piece)
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
 from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement,
-                                           corroborated_placements, joint_placement, lone_departure,
-                                           largest_deviation, place_by_neighbours, reference_gauge,
-                                           search_radius)
-from linumpy.stitching.transform import (BORDER_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
-                                        FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
-                                        RIGID_PIECE_KEPT, PairRecord, TileRecord, TileTransform)
-from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas, unlocated_variance
+                                           corroborated_placements, joint_placement, largest_deviation, lone_departure,
+                                           place_by_neighbours, search_radius)
+from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
+                                         LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileRecord,
+                                         TileTransform)
+from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
+
+__all__ = ["CONFIDENT_SIGNIFICANCE", "JOINT_SIGNIFICANCE", "LoneLink", "MIN_SIGNIFICANCE",
+               "RIGID_BRIDGE_SIGNIFICANCE", "RIGID_PIECE_MIN_TILES", "RIGID_SINGLE_PEAK_SIGNIFICANCE",
+               "STRONG_SIGNIFICANCE", "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN",
+               "estimate_transform", "far_lone_links", "implausible_departure", "pair_confidence",
+               "register_neighbours"]
 
 logger = logging.getLogger(__name__)
-
-#: Neighbour directions registered: down and right.
-DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
-#: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
-#: Low on purpose: with speckle drawn anew in every tile, right pairs often
-#: score below 1; a candidate that is not strong is kept only where loops of
-#: pairs check it, and candidates below :data:`CONFIDENT_SIGNIFICANCE` only if
-#: they cost none of the pairs kept without them.
-MIN_SIGNIFICANCE = 0.5
-#: Significance a pair needs to be accepted as the only link between tiles.
-STRONG_SIGNIFICANCE = 3.0
-#: Pairs at least this significant are solved first; the reported confidence is 0.5 there.
-CONFIDENT_SIGNIFICANCE = 2.0
-#: Significance of the joint peak that places a tile left without pairs
-#: (:mod:`linumpy.stitching.tile_search`).
-JOINT_SIGNIFICANCE = 2.0
-#: Significance of a joint peak that places a tile left out when its links
-#: corroborate it (:func:`_place_corroborated`) ...
-WEAK_JOINT_SIGNIFICANCE = 1.0
-#: ... at least this many of them ...
-MIN_CORROBORATING_LINKS = 2
-#: ... and the peak is this sharp (pixels, largest of its two spreads) ...
-MAX_WEAK_SPREAD_PX = 1.0
-#: ... or, where the stage errs more, at most this fraction of the stage scatter of the axis.
-WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
-#: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
-#: for an edge link) is on its own peak there (:func:`_corroboration_refused`).
-OWN_PEAK_PX = 2.0
-#: Fewest other kept pairs that measure the stage's error for :func:`implausible_departure`.
-MIN_DEPARTURE_PAIRS = 3
-#: Floor of a pair's standard error (pixels) when weighting it.
-SIGMA_FLOOR_PX = 0.05
-#: Error (pixels) of a pair's offset that its sub-pixel fit does not see, times its
-#: significance (at least :data:`CONFIDENT_SIGNIFICANCE`): smooth regions, residual
-#: vignetting, speckle drawn anew in each tile. Calibrated on seeds 0-2 of the
-#: stitching matrix, where the fit's own standard error was right at significance
-#: >= 8 but 3-4 times too small below 3 (rms error 0.45 px against 0.12 px claimed).
-SIGNIFICANCE_ERROR_PX = 1.0
-#: A piece that weak links alone join to the largest piece goes back to the stage model if
-#: its farthest tile lies farther than this (pixels) from its stage-model position ...
-WEAK_PIECE_DEVIATION_PX = 5.0
-#: ... and its links' evidence for where it lies beats the stage placement's by less than
-#: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`).
-WEAK_PIECE_MARGIN = 0.6
-#: ... or, whatever that evidence, if all those links are edge links whose ridges lie within this many degrees
-#: of one another (:func:`_held_along_parallel_ridges`).
-PARALLEL_RIDGES_DEG = 30.0
 #: Fewest tiles of a rigid piece placed at its stage-model mean (:func:`_place_rigid_pieces`): the smallest loop of
 #: neighbour pairs on a grid.
 RIGID_PIECE_MIN_TILES = 4
@@ -187,42 +142,10 @@ RIGID_BRIDGE_SIGNIFICANCE = 8.0
 RIGID_SINGLE_PEAK_SIGNIFICANCE = 5.5
 
 
-def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
-    """Return the stage's ``(y, x)`` offset between tiles ``direction`` apart."""
-    return (direction[0] * float(tile_step_px[0]), direction[1] * float(tile_step_px[1]))
-
-
-def neighbour_pairs(tiles: Sequence[TileIndex]) -> list[tuple[TileIndex, TileIndex]]:
-    """Return the (tile, right or down neighbour) pairs among ``tiles``, sorted."""
-    present = set(tiles)
-    return [
-        (tile, (tile[0] + d[0], tile[1] + d[1]))
-        for tile in sorted(present)
-        for d in DIRECTIONS
-        if (tile[0] + d[0], tile[1] + d[1]) in present
-    ]
-
-
 def pair_confidence(significance: float) -> float:
-    """Map a significance to [0, 1]: 0.5 at :data:`CONFIDENT_SIGNIFICANCE`, 1 at twice it."""
+    """Map a significance to [0, 1]: 0.5 at :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`, 1 at twice
+    it."""
     return float(np.clip(significance / (2 * CONFIDENT_SIGNIFICANCE), 0.0, 1.0))
-
-
-def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, bridge: bool,
-                 implausible: bool = False, far: bool = False) -> str:
-    if kept:
-        return "kept"
-    if implausible:
-        return FAR_BRIDGE_REFUSED
-    if far:
-        return "unchecked, departs beyond the stage's error"
-    if registration.ncc <= -1:
-        return "no overlap"
-    if registration.border_peak:
-        return BORDER_PEAK_REFUSED
-    if not candidate:
-        return "not significant"
-    return "weak outside any loop" if bridge else "inconsistent or outside the main group"
 
 
 def _refused_on_border(registration: PairRegistration) -> PairRegistration:
@@ -299,7 +222,7 @@ def estimate_transform(
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
     flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers)
     registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
-    candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
+    candidates = [pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
     moved: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -310,7 +233,7 @@ def estimate_transform(
                                          narrow_joint_offset(switch.offset, registration.scores))
         moved[switch.pair] = replace(registration, offset=refined, sigma_px=sigma,
                                      significance=switch.significance)
-        return _pair_offset(a, b, moved[switch.pair], False)
+        return pair_offset(a, b, moved[switch.pair], False)
 
     with threadpool_limits(limits=1, user_api="blas"):
         confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
@@ -342,7 +265,7 @@ def estimate_transform(
     costly: set[tuple[TileIndex, TileIndex]] = set()
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
     if joint:
-        joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
+        joint_pairs = [pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         solved, costly = _links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
         kept_ids = {(p.a, p.b) for p in solved[2]}
         (positions, model, kept), swaps = swap_clearly_weaker(
@@ -445,7 +368,7 @@ def estimate_transform(
         elif (a, b) in far_bridged and (a, b) in kept_ids:
             status = FAR_BRIDGE_KEPT
         else:
-            status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
+            status = pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong,
                                   (a, b) in implausible, (a, b) in far)
         records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
@@ -458,7 +381,7 @@ def estimate_transform(
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
     far_sides = set().union(*far_first.values())
     scatter = stage_scatter(positions, model, registered, max_shift_px)
-    sigmas = tile_sigmas(tiles, [(r.a, r.b, _link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
+    sigmas = tile_sigmas(tiles, [(r.a, r.b, link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
     trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
                    or [[]])[0])
     flagged = {
@@ -499,70 +422,6 @@ def _edge_fields(registration: PairRegistration) -> dict:
     """``free_direction`` and ``ridge_px`` of a pair's record (:func:`~linumpy.stitching.pairwise.edge_ridge`)."""
     edge = edge_ridge(registration.scores, registration.offset)
     return {} if edge is None else {"free_direction": edge[0], "ridge_px": edge[1]}
-
-
-def edge_variance(max_shift_px: float) -> float:
-    """Variance (pixels squared) of an edge link's offset along its ridge: a uniform law over
-    the search window, ``(2 max_shift_px)**2 / 12``, what the stage allows (as the stage scatter
-    of :func:`~linumpy.stitching.uncertainty.stage_scatter` with few registered tiles).
-
-    Along an edge the overlap cannot tell one offset from another: the peak sits where the
-    overlap is largest or on a bump of the ridge (harsh foreign seed 32, slice 0: 10.8 px from
-    the truth along the edge, 0.1 px across). With this variance the link's peak places its tile
-    along the ridge only where no other link does (a weak link outweighs it), and the link's
-    residual there is not tested. Tuned on harsh foreign seeds 30 and 32 against the ridge's own
-    extent (``length**2 / 12``: a weak right link then lost the solve's outlier test to the edge's
-    pull) and against nothing at all along the ridge (a right lone edge link then left its tiles
-    on the stage along it)."""
-    return max_shift_px**2 / 3
-
-
-def _link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
-    """``(y, x)`` honest variance of an accepted pair (:func:`honest_variance`), plus, along an
-    edge's ridge, :func:`edge_variance` spread over the axes by the ridge's direction, and on both axes
-    for a peak on the border of its scored window (``border_peak``): its optimum may lie anywhere beyond
-    the border within the stage's window (foreign ``c185`` seed 209 slice 0, (0, 0)-(1, 0): its peak on
-    the last scored row, a 2 px overlap, 4.5 px off between tiles that do not overlap; the five tiles it
-    placed 3.2 px off with a stated error of 1.32 px, 1.92 with it; session edgepeak). Such a pair is
-    refused as evidence of its own (:func:`_refused_on_border`): this applies when a joint search accepts
-    it at that same peak. A pair whose match leaves its offset unlocated toward the border adds
-    :func:`~linumpy.stitching.uncertainty.unlocated_variance` on the step's axis."""
-    variance = honest_variance(record.sigma_px, record.spread_px) + unlocated_variance(record)
-    if record.border_peak:
-        variance = variance + edge_variance(max_shift_px)
-    if record.free_direction is None:
-        return variance
-    return variance + np.asarray(record.free_direction) ** 2 * edge_variance(max_shift_px)
-
-
-def pair_sigma(registration: PairRegistration) -> tuple[float, float]:
-    """Standard error ``(y, x)`` of a pair's offset, pixels: the sub-pixel fit's, the
-    error it does not see (:data:`SIGNIFICANCE_ERROR_PX` over the significance) and
-    :data:`SIGMA_FLOOR_PX`, in quadrature."""
-    unseen = SIGNIFICANCE_ERROR_PX / max(registration.significance, CONFIDENT_SIGNIFICANCE)
-    return tuple(float(np.sqrt(s**2 + unseen**2 + SIGMA_FLOOR_PX**2)) for s in registration.sigma_px)
-
-
-def _pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, strong: bool) -> PairOffset:
-    """The measured offset of a pair, weighted by its inverse variance per axis.
-
-    The outlier test of the solve scales residuals by the sub-pixel fit's
-    own standard error (floored at :data:`SIGMA_FLOOR_PX`): with the
-    calibrated one a weak pair 1.5-2 px off, wrong peak near the right one,
-    passes it (seeds 0-2 of the stitching matrix, 6 x 6 with empty tiles).
-    A peak on an edge's ridge (:func:`~linumpy.stitching.pairwise.edge_ridge`)
-    makes the link anisotropic (:class:`~linumpy.stitching.global_solve.PairOffset`):
-    along the ridge the pair knows the offset no better than the stage does,
-    a uniform law over the search window (:func:`edge_variance`), and its
-    residual there is not tested.
-    """
-    edge = edge_ridge(registration.scores, registration.offset)
-    anisotropic = {} if edge is None else {"free_direction": edge[0],
-                                           "ridge_variance": edge_variance(registration.scores[0].radius)}
-    return PairOffset(a, b, registration.offset, weight=tuple(1 / s**2 for s in pair_sigma(registration)),
-                      strong=strong,
-                      test_weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in registration.sigma_px),
-                      **anisotropic)
 
 
 def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
@@ -607,8 +466,8 @@ def _unchecked_far_pairs(confident: Sequence[PairOffset], kept: Sequence[PairOff
     position, and (5, 3), placed next to it, 6.0 px. The bound of a weak pair (:func:`_departure_bound`,
     no margin) refused a right pair where four kept pairs measured the stage's error (``overlap 10 %``
     seed 110: 6.5 px against at most 4.1 px; a tile 1.5 px farther than the stage). With fewer than
-    :data:`MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair is returned
-    (nor when the confident solve kept no group, :func:`_strong_seed`: the confident pairs outside a
+    :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair
+    is returned (nor when the confident solve kept no group, :func:`_strong_seed`: the confident pairs outside a
     small seed are not judged by its few pairs).
     """
     if len(kept) < MIN_DEPARTURE_PAIRS:
@@ -714,22 +573,6 @@ def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.
     return side if largest_deviation(positions, side, aligned) <= window else set()
 
 
-def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
-                 positions: Mapping[TileIndex, np.ndarray], model: StageModel
-                 ) -> tuple[set[TileIndex], StageModel, float]:
-    """The tiles ``bridge`` alone joins to the others (its smaller side among ``links``, the other pairs),
-    the stage model in the other side's gauge and the stage's window (pixels, per axis) around it
-    (:func:`_bridged_within_window`)."""
-    placed = {t for pair in [*links, bridge] for t in pair}
-    groups = pieces(placed, links)
-    near = next(g for g in groups if bridge[0] in g)
-    far = next(g for g in groups if bridge[1] in g)
-    side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
-    aligned = reference_gauge(positions, reference, model)
-    window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
-    return side, aligned, window
-
-
 def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
                           moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()) -> PairOffset | None:
     """The pair on no loop whose offset departs from the stage model beyond what the stage errs, if any.
@@ -750,7 +593,7 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
     (harsh foreign seed 70, slice 2: a right pair of significance 14.3,
     9.3 px from the step, the others at most 4.2 px). Only the largest
     departure can exceed the bound; with fewer than
-    :data:`MIN_DEPARTURE_PAIRS` other pairs the stage's error is not measured
+    :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` other pairs the stage's error is not measured
     and no pair is implausible.
 
     A pair ``moved`` by loop closure (:func:`~linumpy.stitching.loops.switch_conflicting_peaks`)
@@ -815,7 +658,7 @@ def _joint_search(
     placed next on it and on two wrong peaks that agree with it, 18.4 px off,
     7.9 px farther than its stage position. Refused, the two tiles went to the
     corroborated search (2-3 links each): 3.2 and 2.8 px off. With fewer than
-    :data:`MIN_DEPARTURE_PAIRS` confident pairs kept the stage's error is not
+    :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` confident pairs kept the stage's error is not
     measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
     tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
     first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
@@ -872,7 +715,7 @@ def _late_joint_search(
     links, placed_by, refused = _joint_search(registrations, positions, model, kept, flattened)
     if not links:
         return positions, model, kept, {}, refused, {}
-    searched = solve_positions(tiles, kept + [_pair_offset(a, b, r, True) for (a, b), r in links.items()],
+    searched = solve_positions(tiles, kept + [pair_offset(a, b, r, True) for (a, b), r in links.items()],
                                tile_step_px)
     searched, unsupported = _drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
     if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
@@ -901,7 +744,7 @@ def _place_group(
     (:func:`~linumpy.stitching.tile_search.joint_placement` with
     ``members``): each link alone may hold too little, together they can.
     The group is placed only if that joint peak is significant
-    (:data:`JOINT_SIGNIFICANCE`) and the solve with its links and inner pairs
+    (:data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`) and the solve with its links and inner pairs
     keeps every one of them and every pair kept before. If the solve drops
     some of its links, the others must alone hold a significant joint peak
     where the group was placed, as the survivors of a joint placement of
@@ -1018,7 +861,7 @@ def _solve_with(
     tuple or None
         ``((positions, model, kept), refined)`` with the pairs kept.
     """
-    new_pairs = [_pair_offset(a, b, r, strong) for (a, b), r in refined.items()]
+    new_pairs = [pair_offset(a, b, r, strong) for (a, b), r in refined.items()]
     solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
     dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
     if dropped:
@@ -1123,10 +966,10 @@ def _place_corroborated(
     to ``tied``.
 
     The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
-    have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
-    but sharp and supported by at least :data:`MIN_CORROBORATING_LINKS` of its
-    links. Sharp means a spread of at most :data:`MAX_WEAK_SPREAD_PX` on each
-    axis, or at most :data:`WEAK_SPREAD_SCATTER_FRACTION` of the stage scatter
+    have a joint peak of significance >= :data:`~linumpy.stitching.pair_terms.WEAK_JOINT_SIGNIFICANCE` only,
+    but sharp and supported by at least :data:`~linumpy.stitching.pair_terms.MIN_CORROBORATING_LINKS` of its
+    links. Sharp means a spread of at most :data:`~linumpy.stitching.pair_terms.MAX_WEAK_SPREAD_PX` on each
+    axis, or at most :data:`~linumpy.stitching.pair_terms.WEAK_SPREAD_SCATTER_FRACTION` of the stage scatter
     of that axis (:func:`~linumpy.stitching.uncertainty.stage_scatter`, the
     registered tiles' departure from the stage model) where that is larger:
     a peak three times narrower than the stage's own error locates the tile
@@ -1146,7 +989,7 @@ def _place_corroborated(
     A weak peak is not taken where it puts its tile farther from its stage-model
     position than any placed tile lies from its own plus
     :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (the bar of a weak pair,
-    :func:`_plausible`: no margin), with at least :data:`MIN_DEPARTURE_PAIRS` pairs
+    :func:`_plausible`: no margin), with at least :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` pairs
     kept: the window of the search (the joint search's, 1.5 times that deviation
     plus 2 px) is for significant peaks, and two overlaps of a tile can agree on
     a wrong position there. ``6x6`` seed 114: (1, 2), joint significance 1.5,
@@ -1222,8 +1065,8 @@ def _corroboration_refused(
     An edge link (:func:`~linumpy.stitching.pairwise.edge_ridge` at its own peak) has evidence above
     :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` all along its ridge: it corroborates the other
     links across its ridge, anywhere along it. Where a link has its own peak at the placement (within
-    :data:`OWN_PEAK_PX` on each axis), that peak locates the tile along the ridge; where none has, the
-    joint peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says
+    :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` on each axis), that peak locates the tile along the ridge; where
+    none has, the joint peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says
     the tile lies there. ``8x8 harsh`` seed 140 (session stitch52): (2, 0) placed by the edge link
     (1, 0)-(2, 0), own significance 0.66, 17.5 px along its ridge from its own peak, and (2, 0)-(3, 0),
     own 0.82, 16.2 px from its own peak: 9.58 px from the truth, 7.56 px farther than its stage position.
@@ -1247,7 +1090,8 @@ def _tied_to_left_out(
     placed: set[TileIndex],
 ) -> bool:
     """Whether a corroborated placement (:func:`_place_corroborated`) is refused: its tile has an overlap with a
-    tile left out that is strong on its own (:data:`STRONG_SIGNIFICANCE`) and stronger than the joint peak.
+    tile left out that is strong on its own (:data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`) and stronger
+    than the joint peak.
 
     That overlap ties the two tiles together more firmly than the weak peak places either; the peak is read
     on the tile's links to the placed tiles only, so nothing checks it against the strong overlap's side, and
@@ -1301,7 +1145,7 @@ def _reanchor(
     pair (:func:`~linumpy.stitching.link_conflicts.contested_links`) never
     does, nor is it re-snapped when its piece moves. The largest piece is
     trusted; every other is searched against the trusted tiles.
-    Where its joint peak is significant (:data:`JOINT_SIGNIFICANCE`) the
+    Where its joint peak is significant (:data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`) the
     piece becomes trusted: as it is if the peak is where it lies, else moved
     there, its links to the other tiles replaced by the re-snapped, refined
     ones, each with the joint peak's spread in quadrature in its standard
@@ -1375,14 +1219,14 @@ def _direct_pairs_overruled(
 
     A kept pair between the piece and the other tiles that is significant on
     its own (:data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`) and
-    whose offset at the joint peak lies farther than :data:`OWN_PEAK_PX` (on
+    whose offset at the joint peak lies farther than :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` (on
     an axis) from its own peak is overruled by the move. The joint peak sums
     the evidence maps of all the piece's ``links``, and two wrong links that
     disagree with each other can add up, between their own peaks, to a joint
     peak more significant than the one right pair: the move stands against a
-    significant direct pair only if at least :data:`MIN_CORROBORATING_LINKS`
+    significant direct pair only if at least :data:`~linumpy.stitching.pair_terms.MIN_CORROBORATING_LINKS`
     of the ``links`` have their own peak at the placement (within
-    :data:`OWN_PEAK_PX` on each axis). ``control`` seed 180 (session
+    :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` on each axis). ``control`` seed 180 (session
     piece180): (1, 3) held 0.44 px from the truth by (0, 3)-(1, 3), own
     significance 5.07 (contested by (1, 2)-(1, 3), 5.2, 4.7 px off), moved
     4.2 px by a joint peak of significance 7.0 at the own peak of
@@ -1607,8 +1451,8 @@ def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, 
                     anchors: Mapping[TileIndex, np.ndarray], prior: tuple[np.ndarray, float], where: np.ndarray,
                     members: Mapping[TileIndex, np.ndarray] | None = None) -> bool:
     """Whether the ``survivors`` of a broken joint placement of ``tile`` (of the group ``members`` placed by
-    ``tile``, if given) alone hold a significant joint peak (:data:`JOINT_SIGNIFICANCE`) within
-    :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
+    ``tile``, if given) alone hold a significant joint peak (:data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`)
+    within :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
     ``anchors`` and window ``prior`` those of the joint search
     (:func:`~linumpy.stitching.tile_search.joint_placement`)."""
     placement = joint_placement(tile, survivors, anchors, prior, members)
@@ -1625,9 +1469,9 @@ def _tiles_beyond_edge_ridges(
     """Take out of the solve the tiles that no kept link holds on its peak: every kept link of the tile an
     edge link that the solve puts farther than half its ridge's length from its own peak along the ridge.
 
-    An edge link locates its tiles across its ridge only (:func:`edge_variance`); two edge links of one tile
-    whose ridges cross place it at the crossing whatever their peaks, and a wrong one of them moves the
-    crossing along the other's ridge, beyond both ridges: the evidence of neither link is where the tile is
+    An edge link locates its tiles across its ridge only (:func:`~linumpy.stitching.pair_terms.edge_variance`); two edge
+    links of one tile whose ridges cross place it at the crossing whatever their peaks, and a wrong one of them moves
+    the crossing along the other's ridge, beyond both ridges: the evidence of neither link is where the tile is
     put. The tile's links are dropped and the positions solved again if that solve keeps every other pair;
     the tile goes to the later searches or the stage model. An edge link solved beyond half its ridge is
     alone no sign (a peak that slid along its ridge, which the tile's other links rightly override).
@@ -1712,9 +1556,9 @@ def _orphaned_searches(
     neighbour that no longer stands (``8 x 8 harsh`` seed 102: empty tile (7, 7) placed at joint significance
     2.1 by (6, 7) and (7, 6); (7, 6)'s two broad links dropped; the piece {(7, 6), (7, 7)} then hung on
     (6, 7)-(7, 7) alone, own significance below 1, 6.6 px off, (7, 7) 2.6 px farther than the stage). Such a
-    link (``searched``, on no loop, own significance below :data:`STRONG_SIGNIFICANCE`, the side it holds
-    containing a tile of a ``dropped`` pair that no search added) counts as weak: the solve drops it, and its
-    tiles go to the later searches or the stage model. A dropped pair that a search added is one of the
+    link (``searched``, on no loop, own significance below :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`,
+    the side it holds containing a tile of a ``dropped`` pair that no search added) counts as weak: the solve drops it,
+    and its tiles go to the later searches or the stage model. A dropped pair that a search added is one of the
     search's own links, and the others placed the tiles without it (``backlash +-3`` seed 4: the broad link
     (1, 3)-(2, 3) of a joint placement dropped, its good link (0, 0)-(0, 1), own significance 2.6, holds the
     piece, as the broken-loop step means it to).
@@ -1791,7 +1635,8 @@ def _unmeasured_ridges(
     evidence across the ridge and the positions are solved again (the stage model places the tiles along it).
     Held-out stack matrix ``baseline`` seed 14, slice 6: two edge links 14.6 and 16 px from the nominal row step
     along their ridges (the isotropic links at most 4 px) put a tile row ~11-15 px off; a stage that errs <= 3 px.
-    With fewer than :data:`MIN_DEPARTURE_PAIRS` isotropic links the stage's error is not measured: nothing changes.
+    With fewer than :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` isotropic links the stage's error is not
+    measured: nothing changes.
     """
     positions, model, kept = solved
     nominal = StageModel.nominal(tile_step_px)
@@ -1850,16 +1695,16 @@ def _weak_pieces_to_stage(
     """Put on the stage model the weakly attached pieces that lie far from it on little evidence.
 
     The placed tiles are cut into pieces joined by kept pairs whose own
-    significance reaches :data:`CONFIDENT_SIGNIFICANCE`
+    significance reaches :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`
     (:func:`~linumpy.stitching.reanchor.pieces`). Every piece but the largest
     hangs on weak links only. One whose farthest tile lies farther than
-    :data:`WEAK_PIECE_DEVIATION_PX` from its stage-model position and farther
+    :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from its stage-model position and farther
     than any tile of the largest piece lies from its own plus
     :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (2 px: within what
     the stage errs on the slice, a weak placement is no evidence against it,
     as for a corroborated peak, :func:`_place_corroborated`), and whose
     links prefer that placement to the stage's by less than
-    :data:`WEAK_PIECE_MARGIN` (:func:`~linumpy.stitching.reanchor.evidence_over_stage`;
+    :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN` (:func:`~linumpy.stitching.reanchor.evidence_over_stage`;
     NaN, no pair scoring both, never qualifies), is placed by nothing that
     outweighs the stage: its links to the other tiles are dropped, and the
     positions solved again, if that solve keeps every pair outside the piece
@@ -1875,9 +1720,9 @@ def _weak_pieces_to_stage(
     The margin is not asked of a piece held only by edge links along nearly parallel ridges
     (:func:`_held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along it.
     Within the bar a piece goes to the stage model only where its links prefer the stage's placement
-    (margin <= -:data:`WEAK_PIECE_MARGIN`): the evidence then stands against the placement, no prior is
-    needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9), held by the
-    weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
+    (margin <= -:data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`): the evidence then stands against the
+    placement, no prior is needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9),
+    held by the weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
     do not overlap), lay 3.5 px from the stage model (bar 11.1 px), 9.9 px from the truth against 6.4 and 9.1
     on the stage; its links preferred the stage placement by 0.92 (its unkept overlap (0, 0)-(0, 1) most).
 
@@ -1931,8 +1776,8 @@ def _confident_pieces(kept: Sequence[PairOffset],
                       registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
                       ) -> tuple[set[TileIndex], list[tuple[TileIndex, TileIndex]], list[list[TileIndex]]]:
     """The tiles the ``kept`` pairs place, those pairs whose own significance reaches
-    :data:`CONFIDENT_SIGNIFICANCE`, and the pieces these join (:func:`~linumpy.stitching.reanchor.pieces`,
-    largest first; ``[[]]`` if none)."""
+    :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`, and the pieces these join
+    (:func:`~linumpy.stitching.reanchor.pieces`, largest first; ``[[]]`` if none)."""
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
     return placed, strong, pieces(placed, strong) or [[]]
@@ -1952,9 +1797,9 @@ def _ridge_held_to_stage(
     :func:`_weak_pieces_to_stage`) are judged in parts: each group that kept pairs join among themselves,
     then each piece of confident pairs in it. A part
     whose kept links to the other tiles are two or more edge links with ridges within
-    :data:`PARALLEL_RIDGES_DEG` of one another (:func:`_held_along_parallel_ridges`) is held by nothing
-    along those ridges but the angle between them: its own evidence does not beat the stage there, so its
-    links are dropped and the positions solved again, if that solve drops no other confident pair (weak
+    :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG` of one another (:func:`_held_along_parallel_ridges`) is
+    held by nothing along those ridges but the angle between them: its own evidence does not beat the stage there, so
+    its links are dropped and the positions solved again, if that solve drops no other confident pair (weak
     pairs it drops held tiles only through the part's loops: their tiles go to the stage as well). The
     first part that qualifies goes; repeated until none does, each part judged once.
     :func:`_weak_pieces_to_stage` asks this only beyond its deviation bar; within it a wrong placement
@@ -2009,15 +1854,16 @@ def _ridge_held_to_stage(
 
 
 def _held_along_parallel_ridges(links: Sequence[PairOffset]) -> bool:
-    """Whether ``links`` are all edge links whose ridges lie within :data:`PARALLEL_RIDGES_DEG` of one another.
+    """Whether ``links`` are all edge links whose ridges lie within
+    :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG` of one another.
 
-    Along an edge's ridge the overlap does not tell one offset from another (:func:`edge_variance`), so the
-    evidence of such links is as high anywhere along their common ridge and the evidence margin over the stage
-    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`) only says that the piece sits on the ridges. Where
-    they lie is set by the angle between the ridges alone: an error ``e`` across them moves the tiles
-    ``e / sin(angle)`` along them (foreign 192 slice 4: tile (1, 1) held by (1, 1)-(2, 1) and (1, 1)-(1, 2),
-    significance 1.17 and 1.41, ridges 15.8 degrees apart, 5.0 and 1.8 px off across them: the tile 18 px from
-    its stage-model position along them, 12.1 px from the truth, its stage position 6.6 px; their evidence
+    Along an edge's ridge the overlap does not tell one offset from another
+    (:func:`~linumpy.stitching.pair_terms.edge_variance`), so the evidence of such links is as high anywhere along their
+    common ridge and the evidence margin over the stage (:func:`~linumpy.stitching.reanchor.evidence_over_stage`) only
+    says that the piece sits on the ridges. Where they lie is set by the angle between the ridges alone: an error ``e``
+    across them moves the tiles ``e / sin(angle)`` along them (foreign 192 slice 4: tile (1, 1) held by (1, 1)-(2, 1)
+    and (1, 1)-(1, 2), significance 1.17 and 1.41, ridges 15.8 degrees apart, 5.0 and 1.8 px off across them: the tile
+    18 px from its stage-model position along them, 12.1 px from the truth, its stage position 6.6 px; their evidence
     preferred it to the stage by 2.37 standard errors).
     """
     if not links or any(p.free_direction is None for p in links):
@@ -2035,9 +1881,9 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
                    model: StageModel) -> list[LoneLink]:
     """The kept ``links`` on no loop that place tiles they alone join farther from their stage-model
     positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
-    other side, in its gauge, :func:`bridged_side`; half the far-bridge window of step 5 less the slack):
-    one unchecked link decides where those tiles lie, beyond what the stage errs on the others (fresh harsh
-    foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
+    other side, in its gauge, :func:`~linumpy.stitching.pair_terms.bridged_side`; half the far-bridge window of step 5
+    less the slack): one unchecked link decides where those tiles lie, beyond what the stage errs on the others (fresh
+    harsh foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
     (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge window 19.7 px and the
     pairs' departure bound not exceeded; a right bridge can be beyond it where the stage erred on its tiles
     more than on the others). Each tile is named once, by the link with the fewest tiles on its side (the
@@ -2068,8 +1914,8 @@ def _side_over_stage(pair: tuple[TileIndex, TileIndex], links: Sequence[tuple[Ti
                      registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
                      ) -> tuple[set[TileIndex], float]:
     """The side that the kept link ``pair`` alone joins to the others among the kept ``links``
-    (:func:`bridged_side`) and the evidence of the side's other scored overlaps with the other tiles for
-    where it lies over the stage model's placement in the other side's gauge
+    (:func:`~linumpy.stitching.pair_terms.bridged_side`) and the evidence of the side's other scored overlaps with the
+    other tiles for where it lies over the stage model's placement in the other side's gauge
     (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN if none scores both)."""
     side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
     placed = {t for link in links for t in link}
@@ -2081,9 +1927,9 @@ def _far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInd
                           ) -> tuple[tuple[TileIndex, TileIndex], list[TileIndex]] | None:
     """Of the kept links on no loop that place tiles they alone join beyond the joint search's window
     (:func:`far_lone_links`), those whose side's other overlaps do not support that placement (their
-    evidence for it over the stage's placement, :func:`_side_over_stage`, below :data:`WEAK_PIECE_MARGIN`,
-    as for a weakly attached piece, or none scoring both), the one with the largest side, and its side;
-    else ``None``.
+    evidence for it over the stage's placement, :func:`_side_over_stage`, below
+    :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`, as for a weakly attached piece, or none scoring both), the
+    one with the largest side, and its side; else ``None``.
 
     In a chain of such links the one nearest the other tiles carries every far tile on its side (201 slice
     3: the wrong (2, 0)-(3, 0) holds {(1, 0), (2, 0), (2, 1)}, its other overlap (2, 1)-(3, 1), between
@@ -2173,14 +2019,14 @@ def _lone_edge_links_across_only(
     """Keep only the evidence across their ridge of the kept edge links on no loop that nothing else confirms
     along it, their side on the stage model along the ridge.
 
-    Along an edge's ridge the overlap does not tell one offset from another (:func:`edge_variance`); an edge
-    link on no loop is then the only evidence of where its side lies along the ridge, and a wrong peak there
-    moves the whole side, within the pairs' departure bound and the search window. Each such link is judged
-    once: the positions are solved again with its evidence along the ridge taken away (the stage model places
-    the side along it), and that placement replaces the link's unless the side's other scored pairs with the
-    other tiles prefer the link's (:func:`~linumpy.stitching.reanchor.evidence_over`, margin >= 0; none scoring
-    both placements: the stage along the ridge) or the new solve drops a pair. Fresh harsh foreign seed 162,
-    slice 1: the top row, joined to the rest by (0, 0)-(1, 0) alone (joint search, significance 2.22, an
+    Along an edge's ridge the overlap does not tell one offset from another
+    (:func:`~linumpy.stitching.pair_terms.edge_variance`); an edge link on no loop is then the only evidence of where
+    its side lies along the ridge, and a wrong peak there moves the whole side, within the pairs' departure bound and
+    the search window. Each such link is judged once: the positions are solved again with its evidence along the ridge
+    taken away (the stage model places the side along it), and that placement replaces the link's unless the side's
+    other scored pairs with the other tiles prefer the link's (:func:`~linumpy.stitching.reanchor.evidence_over`, margin
+    >= 0; none scoring both placements: the stage along the ridge) or the new solve drops a pair. Fresh harsh foreign
+    seed 162, slice 1: the top row, joined to the rest by (0, 0)-(1, 0) alone (joint search, significance 2.22, an
     outline's ridge, right across it, 14.6 px off along it, where the true overlap is under a pixel), lay
     5.5-5.8 px off, two tiles 0.8-1.5 px farther than their stage positions; (0, 2)-(1, 2) preferred the
     stage along the ridge by 1.53: 2.4-2.6 px off. A right lone edge link whose side's other overlaps agree
@@ -2287,15 +2133,16 @@ def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
                                   set[tuple[TileIndex, TileIndex]]]:
     """The pairs between the tiles no ``kept`` pair places that may join them into rigid pieces
     (:func:`_place_rigid_pieces`), their own significance, and those whose match is one peak
-    (:func:`~linumpy.stitching.pairwise.single_peak`): candidates (:data:`MIN_SIGNIFICANCE` or more; a
-    border peak has none), no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along
-    its ridge); ``strong`` from :data:`STRONG_SIGNIFICANCE`."""
+    (:func:`~linumpy.stitching.pairwise.single_peak`): candidates
+    (:data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE` or more; a border peak has none), no edge link
+    (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along its ridge); ``strong`` from
+    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`."""
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     left = set(tiles) - placed
     chosen = {pair: r for pair, r in sorted(registrations.items())
               if pair[0] in left and pair[1] in left and r.significance >= MIN_SIGNIFICANCE
               and edge_ridge(r.scores, r.offset) is None}
-    return ([_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
+    return ([pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
             {pair: r.significance for pair, r in chosen.items()},
             {pair for pair, r in chosen.items() if single_peak(r.scores, r.offset)})
 

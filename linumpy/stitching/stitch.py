@@ -351,7 +351,7 @@ def weak_along_ridge(transform: TileTransform) -> list[TileIndex]:
     (their stage positions 4.8 px), not ``weak``. A QC field only (no position changes, no red flag): such
     tiles are often right (the weak links right), measured in ``benchmarks/README.md``, session lone60.
     """
-    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE
     from linumpy.stitching.reanchor import pieces
 
     kept = [r for r in transform.pairs if r.accepted]
@@ -378,7 +378,7 @@ def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
 
     Returns ``[(pair, significance, tiles)]``, in the order of ``transform.pairs``.
     """
-    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE
     from linumpy.stitching.global_solve import PairOffset, bridges
     from linumpy.stitching.reanchor import pieces
 

@@ -88,7 +88,7 @@ class PairRecord:
         Whether ``offset`` is the pair's own peak on the border of its scored
         window (:attr:`~linumpy.stitching.pairwise.PairRegistration.border_peak`):
         no local maximum of the match. An accepted one adds the search window's
-        variance (:func:`linumpy.stitching.estimate.edge_variance`, both axes)
+        variance (:func:`linumpy.stitching.pair_terms.edge_variance`, both axes)
         to the tiles' stated errors, not to the solve.
     unlocated_px : float
         How far (pixels, along the step) the pair's match leaves ``offset`` unlocated toward the border of
