@@ -59,7 +59,7 @@ from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summa
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
-    from linumpy.stitching.estimate import LoneLink
+    from linumpy.stitching.lone_links import LoneLink
     from linumpy.stitching.fusion_flatfield import FusionFlatField, SignalLevels
     from linumpy.stitching.transform import TileTransform
 
@@ -320,14 +320,14 @@ def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform)
 
 def far_lone_links(transform: TileTransform) -> list[LoneLink]:
     """The accepted pairs on no loop of ``transform`` that place tiles beyond the search window
-    (:func:`~linumpy.stitching.estimate.far_lone_links`): those the estimate kept
-    (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`: their side's other overlaps prefer the
+    (:func:`~linumpy.stitching.lone_links.far_lone_links`): those the estimate kept
+    (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`: their side's other overlaps prefer the
     link's placement, or the solve without the link drops other pairs), or any in a transform written before
     session lone60.
 
     Returns ``[(pair, tiles, deviation, window)]``, pixels (per axis), the tiles beyond the window only.
     """
-    from linumpy.stitching.estimate import far_lone_links as beyond_window
+    from linumpy.stitching.lone_links import far_lone_links as beyond_window
 
     links = [(r.a, r.b) for r in transform.pairs if r.accepted]
     positions = {t: np.asarray(transform.position(t), float) for pair in links for t in pair}
@@ -398,8 +398,8 @@ def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
 
 def lone_links_refused_flag(transform: TileTransform) -> str | None:
     """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
-    tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`) or, refused by
-    the first solve (:func:`~linumpy.stitching.estimate._far_side_unsupported`), placed by their other
+    tiles put on the stage model (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`) or, refused by
+    the first solve (:func:`~linumpy.stitching.lone_links.far_side_unsupported`), placed by their other
     overlaps, if any."""
     from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST
 

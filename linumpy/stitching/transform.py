@@ -36,14 +36,14 @@ FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: (:func:`linumpy.stitching.estimate._refused_on_border`).
 BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
-#: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
+#: (:func:`linumpy.stitching.lone_links.far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
 #: Status of such a pair refused by the solve of the confident pairs, before the searches
 #: (:func:`linumpy.stitching.estimate._solve_plausible`): its tiles placed by their other pairs, or on the stage.
 FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search window, refused by the first solve"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
-#: (:func:`linumpy.stitching.estimate._lone_edge_links_across_only`).
+#: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
 LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its tiles on the stage along it"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
 #: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
