@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+from linumpy.stitching.pair_terms import neighbour_pairs
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
 RADIUS = 10
@@ -30,7 +31,7 @@ def _registrations(informative: bool) -> dict:
     the truth if ``informative`` (the searches, which sum the maps, can use them), else holding no
     information (two bumps of 0.8 and 0.7, one 7 px off the truth)."""
     registrations = {}
-    for a, b in estimate.neighbour_pairs(TILES):
+    for a, b in neighbour_pairs(TILES):
         nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
         true = tuple(int(v) for v in ERRORS[b] - ERRORS[a])
         strong = (a, b) in STRONG

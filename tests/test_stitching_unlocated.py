@@ -18,6 +18,7 @@ from test_stitching_narrow_overlaps import NOMINAL, TILE_PX, _textured_pair
 import linumpy.stitching.estimate as estimate
 from linumpy.qc.flags import MAX_TILE_SIGMA_PX, uncertain_tiles
 from linumpy.stitching.link_conflicts import honest_variance
+from linumpy.stitching.pair_terms import pair_sigma
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, offset_spread, offset_unlocated, register_pair
 from linumpy.stitching.transform import PairRecord
 from linumpy.stitching.uncertainty import unlocated_variance
@@ -46,7 +47,7 @@ def _stated_along_step(registration: PairRegistration, a: tuple[int, int], b: tu
     record = PairRecord(a, b, registration.offset, registration.ncc, True,
                         unlocated_px=offset_unlocated(registration.scores, registration.offset))
     spread = offset_spread(registration.scores, registration.offset)
-    variance = honest_variance(estimate.pair_sigma(registration), spread) + unlocated_variance(record)
+    variance = honest_variance(pair_sigma(registration), spread) + unlocated_variance(record)
     return float(np.sqrt(variance[1]))
 
 

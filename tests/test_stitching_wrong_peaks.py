@@ -1,5 +1,5 @@
 """A confident wrong peak between tiles that do not overlap, the lone link that decides the main group
-(issue #10, session wrongpeak; linumpy.stitching.estimate._solve_plausible, far_side_unsupported).
+(issue #10, session wrongpeak; linumpy.stitching.departures.solve_plausible, far_side_unsupported).
 
 Fresh foreign ``c185`` seed 201, slice 3 (grid 4 x 4, 10 % overlap, stage +-8 px): (2, 0)-(3, 0), significance
 3.57, 27.9 px off, true overlap -0.5 px (a peak claiming a 27 px overlap, 17.4 px from the step, within the

@@ -45,7 +45,7 @@ WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
 #: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
 #: for an edge link) is on its own peak there (:func:`~linumpy.stitching.estimate._corroboration_refused`).
 OWN_PEAK_PX = 2.0
-#: Fewest other kept pairs that measure the stage's error for :func:`~linumpy.stitching.estimate.implausible_departure`.
+#: Fewest other kept pairs that measure the stage's error for :func:`~linumpy.stitching.departures.implausible_departure`.
 MIN_DEPARTURE_PAIRS = 3
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
@@ -168,7 +168,7 @@ def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[Tile
                  ) -> tuple[set[TileIndex], StageModel, float]:
     """The tiles ``bridge`` alone joins to the others (its smaller side among ``links``, the other pairs),
     the stage model in the other side's gauge and the stage's window (pixels, per axis) around it
-    (:func:`~linumpy.stitching.estimate._bridged_within_window`)."""
+    (:func:`~linumpy.stitching.departures._bridged_within_window`)."""
     placed = {t for pair in [*links, bridge] for t in pair}
     groups = pieces(placed, links)
     near = next(g for g in groups if bridge[0] in g)

@@ -28,9 +28,9 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _DECIMALS = 4
 #: Status of a pair on no loop departing from the stage model's step beyond the other kept pairs, kept because
-#: the tiles it alone places lie within the stage's window (:func:`linumpy.stitching.estimate._bridged_within_window`).
+#: the tiles it alone places lie within the stage's window (:func:`linumpy.stitching.departures._bridged_within_window`).
 FAR_BRIDGE_KEPT = "kept, departs beyond the other pairs but its tiles within the stage's window"
-#: Status of such a pair refused (:func:`linumpy.stitching.estimate.implausible_departure`).
+#: Status of such a pair refused (:func:`linumpy.stitching.departures.implausible_departure`).
 FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a pair whose own peak lies on the border of its scored window, refused as evidence
 #: (:func:`linumpy.stitching.estimate._refused_on_border`).
@@ -39,7 +39,7 @@ BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
 #: (:func:`linumpy.stitching.lone_links.far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
 #: Status of such a pair refused by the solve of the confident pairs, before the searches
-#: (:func:`linumpy.stitching.estimate._solve_plausible`): its tiles placed by their other pairs, or on the stage.
+#: (:func:`linumpy.stitching.departures.solve_plausible`): its tiles placed by their other pairs, or on the stage.
 FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search window, refused by the first solve"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
@@ -115,12 +115,12 @@ class PairRecord:
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
-        the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`;
+        the other pairs' departures, :func:`linumpy.stitching.departures.implausible_departure`;
         :data:`FAR_BRIDGE_REFUSED`), ``kept, departs beyond the other pairs but its tiles
         within the stage's window`` (such a pair kept, :data:`FAR_BRIDGE_KEPT`),
         ``unchecked, departs beyond the stage's error`` (a confident pair no
         loop of confident pairs kept, departing farther than they do,
-        :func:`linumpy.stitching.estimate._unchecked_far_pairs`),
+        :func:`linumpy.stitching.departures.unchecked_far_pairs`),
         ``weaker link of a loop, swapped out``
         (:func:`linumpy.stitching.link_conflicts.swap_clearly_weaker`),
         ``no overlap``.
