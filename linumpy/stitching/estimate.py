@@ -26,7 +26,7 @@
    weak pair when their loop clearly blames the kept one
    (:func:`_swap_dropped_weak`). A tile whose kept links are all edge links
    the solve puts beyond half their ridge from their own peaks loses them
-   (:func:`_tiles_beyond_edge_ridges`).
+   (:func:`~linumpy.stitching.ridges.tiles_beyond_edge_ridges`).
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
@@ -93,8 +93,7 @@ from tqdm import tqdm
 
 from linumpy.parallel import ordered_map
 from linumpy.stitching.cluster_search import clusters, place_cluster
-from linumpy.stitching.departures import (departure, departure_bound, departure_vector, plausible, solve_plausible,
-                                          unchecked_far_pairs)
+from linumpy.stitching.departures import departure_bound, plausible, solve_plausible, unchecked_far_pairs
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex, bridges,
                                             solve_positions)
@@ -106,18 +105,17 @@ from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MAX_WEAK_SPREAD_PX,
                                           MIN_CORROBORATING_LINKS, MIN_DEPARTURE_PAIRS, MIN_SIGNIFICANCE, OWN_PEAK_PX,
-                                          PARALLEL_RIDGES_DEG, STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE,
-                                          WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN, WEAK_SPREAD_SCATTER_FRACTION,
-                                          link_variance, neighbour_pairs, nominal_offset, pair_offset, pair_sigma,
-                                          pair_status)
+                                          STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE, WEAK_PIECE_DEVIATION_PX,
+                                          WEAK_PIECE_MARGIN, WEAK_SPREAD_SCATTER_FRACTION, link_variance,
+                                          neighbour_pairs, nominal_offset, pair_offset, pair_sigma, pair_status)
 from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joint_offset, offset_spread,
                                         offset_unlocated, refine_subpixel, register_pair, single_peak)
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over_stage, links_out, moved, pieces,
                                         research_piece)
+from linumpy.stitching.ridges import held_along_parallel_ridges, tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
-from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement,
-                                           corroborated_placements, joint_placement, lone_departure,
-                                           place_by_neighbours, search_radius)
+from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement, corroborated_placements,
+                                           joint_placement, lone_departure, place_by_neighbours, search_radius)
 from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
                                          LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileRecord,
                                          TileTransform)
@@ -255,7 +253,7 @@ def estimate_transform(
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
             positions, model, kept = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
                                                         registrations, tile_step_px)
-    (positions, model, kept), beyond_ridges = _tiles_beyond_edge_ridges(tiles, (positions, model, kept),
+    (positions, model, kept), beyond_ridges = tiles_beyond_edge_ridges(tiles, (positions, model, kept),
                                                                         {**registrations, **moved}, tile_step_px)
     anchoring = {(p.a, p.b) for p in kept}
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
@@ -311,7 +309,7 @@ def estimate_transform(
         late.update(searched)
         lone_refused |= refused
         unsupported.update(dropped)
-    positions, model, kept = _unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
+    positions, model, kept = unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
     (positions, model, kept), to_stage, detached = _weak_pieces_to_stage(tiles, (positions, model, kept),
@@ -1253,57 +1251,6 @@ def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, 
             and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
 
 
-def _tiles_beyond_edge_ridges(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], TileIndex]]:
-    """Take out of the solve the tiles that no kept link holds on its peak: every kept link of the tile an
-    edge link that the solve puts farther than half its ridge's length from its own peak along the ridge.
-
-    An edge link locates its tiles across its ridge only (:func:`~linumpy.stitching.pair_terms.edge_variance`); two edge
-    links of one tile whose ridges cross place it at the crossing whatever their peaks, and a wrong one of them moves
-    the crossing along the other's ridge, beyond both ridges: the evidence of neither link is where the tile is
-    put. The tile's links are dropped and the positions solved again if that solve keeps every other pair;
-    the tile goes to the later searches or the stage model. An edge link solved beyond half its ridge is
-    alone no sign (a peak that slid along its ridge, which the tile's other links rightly override).
-    Held-out ``stage +-8 + drift`` seed 127 (session stitch49): (1, 0) held by two weak edge links with
-    ridges ~75 deg apart, (1, 0)-(1, 1) right and (0, 0)-(1, 0) 18 px off at the nominal step; solved 13.44
-    and 17.00 px along them from their peaks (half-ridges 4.96 and 6.21 px), the tile 15.16 px from the
-    truth, 6.67 px farther than its stage position.
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), dropped)``, ``dropped`` the links dropped, each with its tile
-        beyond their ridges.
-    """
-    positions, model, kept = solved
-
-    def beyond(pair: PairOffset) -> bool:
-        if pair.free_direction is None:
-            return False
-        registration = current[(pair.a, pair.b)]
-        half_ridge = edge_ridge(registration.scores, registration.offset)[1] / 2
-        residual = positions[pair.b] - positions[pair.a] - np.asarray(pair.offset)
-        return abs(float(np.dot(residual, pair.free_direction))) > half_ridge
-
-    links = {t: [p for p in kept if t in (p.a, p.b)] for t in {t for p in kept for t in (p.a, p.b)}}
-    unheld = sorted(t for t, held in links.items() if all(beyond(p) for p in held))
-    dropped = {(p.a, p.b): t for t in unheld for p in links[t]}
-    if not dropped:
-        return solved, {}
-    rest = [p for p in kept if (p.a, p.b) not in dropped]
-    attempt = solve_positions(tiles, rest, tile_step_px)
-    if len(attempt[2]) < len(rest):
-        logger.info("tiles %s lie beyond the ridges of all their edge links, left: the solve without them drops "
-                    "other pairs", unheld)
-        return solved, {}
-    logger.info("tiles %s lie beyond the ridges of all their edge links: their links dropped", unheld)
-    return attempt, dropped
-
-
 def _swap_dropped_weak(
     tiles: Sequence[TileIndex],
     solved: Solution,
@@ -1413,44 +1360,6 @@ def _drop_small_group(
     return solve_positions(tiles, [], tile_step_px)
 
 
-def _unmeasured_ridges(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """Take away the evidence along their ridge of the edge links that depart from the stage there beyond what it errs.
-
-    Along an edge's ridge the overlap does not tell one offset from another and the peak tends to where the
-    overlap is largest; a loop of parallel edge links does not check it (they share the bias). The departure of an
-    edge link from the nominal grid along its ridge is compared with the kept isotropic links' departures (the
-    stage's error, :func:`~linumpy.stitching.departures.implausible_departure`'s rule:
-    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times the largest plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`); beyond it the link keeps only its evidence across the ridge
-    and the positions are solved again (the stage model places the tiles along it). Held-out stack matrix ``baseline``
-    seed 14, slice 6: two edge links 14.6 and 16 px from the nominal row step along their ridges (the isotropic links at
-    most 4 px) put a tile row ~11-15 px off; a stage that errs <= 3 px. With fewer than
-    :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` isotropic links the stage's error is not measured: nothing
-    changes.
-    """
-    positions, model, kept = solved
-    nominal = StageModel.nominal(tile_step_px)
-    isotropic = [p for p in kept if p.free_direction is None]
-    if len(isotropic) < MIN_DEPARTURE_PAIRS:
-        return solved
-    bound = PRIOR_MARGIN * max(departure(p, nominal, across_only=False) for p in isotropic) + PRIOR_SLACK_PX
-
-    def along(pair: PairOffset) -> float:
-        return abs(float(np.dot(departure_vector(pair, nominal), pair.free_direction)))
-
-    unmeasured = [replace(p, ridge_variance=float("inf")) if p.free_direction is not None and along(p) > bound else p
-                  for p in kept]
-    if all(p is q for p, q in zip(unmeasured, kept, strict=True)):
-        return solved
-    logger.info("%d edge links depart from the stage along their ridge beyond %.1f px: evidence across only",
-                sum(p is not q for p, q in zip(unmeasured, kept, strict=True)), bound)
-    return solve_positions(tiles, unmeasured, tile_step_px)
-
-
 def _drop_implausible(
     tiles: Sequence[TileIndex],
     positions: dict[TileIndex, np.ndarray],
@@ -1512,8 +1421,8 @@ def _weak_pieces_to_stage(
     coarse one (since :func:`_survivors_hold`, the broken joint placement of (2, 2)
     that piece grew from is dropped first and it no longer forms).
     The margin is not asked of a piece held only by edge links along nearly parallel ridges
-    (:func:`_held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along it.
-    Within the bar a piece goes to the stage model only where its links prefer the stage's placement
+    (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along
+    it. Within the bar a piece goes to the stage model only where its links prefer the stage's placement
     (margin <= -:data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`): the evidence then stands against the
     placement, no prior is needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9),
     held by the weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
@@ -1547,7 +1456,7 @@ def _weak_pieces_to_stage(
                     continue
                 logger.info("weakly attached piece %s %.1f px from the stage model, within the bar (%.1f px): its "
                             "links prefer the stage placement (evidence margin %.2f)", piece, deviation, bar, margin)
-            elif not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
+            elif not margin < WEAK_PIECE_MARGIN and not held_along_parallel_ridges(
                     [p for p in kept if (p.a, p.b) in crossing]):
                 continue
             rest = [p for p in kept if (p.a, p.b) not in crossing]
@@ -1591,12 +1500,12 @@ def _ridge_held_to_stage(
     :func:`_weak_pieces_to_stage`) are judged in parts: each group that kept pairs join among themselves,
     then each piece of confident pairs in it. A part
     whose kept links to the other tiles are two or more edge links with ridges within
-    :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG` of one another (:func:`_held_along_parallel_ridges`) is
-    held by nothing along those ridges but the angle between them: its own evidence does not beat the stage there, so
-    its links are dropped and the positions solved again, if that solve drops no other confident pair (weak
-    pairs it drops held tiles only through the part's loops: their tiles go to the stage as well). The
-    first part that qualifies goes; repeated until none does, each part judged once.
-    :func:`_weak_pieces_to_stage` asks this only beyond its deviation bar; within it a wrong placement
+    :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG` of one another
+    (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`) is held by nothing along those ridges but the angle
+    between them: its own evidence does not beat the stage there, so its links are dropped and the positions solved
+    again, if that solve drops no other confident pair (weak pairs it drops held tiles only through the part's loops:
+    their tiles go to the stage as well). The first part that qualifies goes; repeated until none does, each part judged
+    once. :func:`_weak_pieces_to_stage` asks this only beyond its deviation bar; within it a wrong placement
     along the ridges passes the evidence margin, the ridges being as high anywhere along them.
     Foreign ``c185`` seed 209 slice 3: the two right columns and (0, 2), a piece of pairs of significance
     7-25, hung on (0, 1)-(0, 2), (1, 1)-(1, 2) and (2, 1)-(2, 2) (own significance 1.0, 0.5, 0.6; overlaps
@@ -1626,7 +1535,7 @@ def _ridge_held_to_stage(
             judged.add(frozenset(part))
             inside = set(part)
             crossing = [p for p in kept if (p.a in inside) != (p.b in inside)]
-            if len(crossing) < 2 or not _held_along_parallel_ridges(crossing):
+            if len(crossing) < 2 or not held_along_parallel_ridges(crossing):
                 continue
             links = {(p.a, p.b) for p in crossing}
             rest = [p for p in kept if (p.a, p.b) not in links]
@@ -1645,26 +1554,6 @@ def _ridge_held_to_stage(
             break
         else:
             return (positions, model, kept), to_stage, detached
-
-
-def _held_along_parallel_ridges(links: Sequence[PairOffset]) -> bool:
-    """Whether ``links`` are all edge links whose ridges lie within
-    :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG` of one another.
-
-    Along an edge's ridge the overlap does not tell one offset from another
-    (:func:`~linumpy.stitching.pair_terms.edge_variance`), so the evidence of such links is as high anywhere along their
-    common ridge and the evidence margin over the stage (:func:`~linumpy.stitching.reanchor.evidence_over_stage`) only
-    says that the piece sits on the ridges. Where they lie is set by the angle between the ridges alone: an error ``e``
-    across them moves the tiles ``e / sin(angle)`` along them (foreign 192 slice 4: tile (1, 1) held by (1, 1)-(2, 1)
-    and (1, 1)-(1, 2), significance 1.17 and 1.41, ridges 15.8 degrees apart, 5.0 and 1.8 px off across them: the tile
-    18 px from its stage-model position along them, 12.1 px from the truth, its stage position 6.6 px; their evidence
-    preferred it to the stage by 2.37 standard errors).
-    """
-    if not links or any(p.free_direction is None for p in links):
-        return False
-    directions = [np.asarray(p.free_direction, float) for p in links]
-    cosine = min(abs(float(np.dot(u, v))) for u in directions for v in directions)
-    return cosine >= np.cos(np.radians(PARALLEL_RIDGES_DEG))
 
 
 def _open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile_step_px: Sequence[float],

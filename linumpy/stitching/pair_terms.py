@@ -62,7 +62,7 @@ WEAK_PIECE_DEVIATION_PX = 5.0
 #: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`).
 WEAK_PIECE_MARGIN = 0.6
 #: ... or, whatever that evidence, if all those links are edge links whose ridges lie within this many degrees
-#: of one another (:func:`~linumpy.stitching.estimate._held_along_parallel_ridges`).
+#: of one another (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`).
 PARALLEL_RIDGES_DEG = 30.0
 
 
