@@ -24,7 +24,7 @@
    than :func:`~linumpy.stitching.departures.implausible_departure` allows
    (:func:`~linumpy.stitching.departures.unchecked_far_pairs`); one the solve dropped replaces a kept
    weak pair when their loop clearly blames the kept one
-   (:func:`_swap_dropped_weak`). A tile whose kept links are all edge links
+   (:func:`~linumpy.stitching.refusals.swap_dropped_weak`). A tile whose kept links are all edge links
    the solve puts beyond half their ridge from their own peaks loses them
    (:func:`~linumpy.stitching.ridges.tiles_beyond_edge_ridges`).
 4. Only the largest connected group of tiles is placed by its pairs.
@@ -47,7 +47,7 @@
    the least certain weak link of each loop that does not close is dropped
    (:mod:`linumpy.stitching.link_conflicts`), and a searched link left
    holding a piece whose other pairs were dropped counts as weak
-   (:func:`_orphaned_searches`). Last, a tile still left out is
+   (:func:`~linumpy.stitching.refusals.orphaned_searches`). Last, a tile still left out is
    placed by a weak joint peak (>= :data:`~linumpy.stitching.pair_terms.WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp, it departs from the stage
    model no farther than the placed tiles do plus 2 px, no stronger overlap
@@ -98,8 +98,7 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex, bridges,
                                             solve_positions)
 from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
-                                              drop_broken_loop_links, honest_error, open_loops, swap_clearly_weaker,
-                                              swap_least_certain)
+                                              drop_broken_loop_links, honest_error, open_loops, swap_clearly_weaker)
 from linumpy.stitching.lone_links import far_lone_links_to_stage, lone_edge_links_across_only
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
@@ -112,10 +111,12 @@ from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joi
                                         offset_unlocated, refine_subpixel, register_pair, single_peak)
 from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over_stage, links_out, moved, pieces,
                                         research_piece)
+from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible, links_costing_kept, orphaned_searches,
+                                        survivors_hold_tile, swap_dropped_weak)
 from linumpy.stitching.ridges import held_along_parallel_ridges, tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
-from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement, corroborated_placements,
-                                           joint_placement, lone_departure, place_by_neighbours, search_radius)
+from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, Placement, corroborated_placements, joint_placement,
+                                           lone_departure, place_by_neighbours, search_radius)
 from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
                                          LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileRecord,
                                          TileTransform)
@@ -251,7 +252,7 @@ def estimate_transform(
     if weak:
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
-            positions, model, kept = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
+            positions, model, kept = swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
                                                         registrations, tile_step_px)
     (positions, model, kept), beyond_ridges = tiles_beyond_edge_ridges(tiles, (positions, model, kept),
                                                                         {**registrations, **moved}, tile_step_px)
@@ -266,13 +267,13 @@ def estimate_transform(
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
     if joint:
         joint_pairs = [pair_offset(a, b, r, True) for (a, b), r in joint.items()]
-        solved, costly = _links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
+        solved, costly = links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
         kept_ids = {(p.a, p.b) for p in solved[2]}
         (positions, model, kept), swaps = swap_clearly_weaker(
             tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids | costly],
             {pair: r.significance for pair, r in registrations.items()}, tile_step_px)
         swapped_out = {blamed for _, blamed in swaps}
-        (positions, model, kept), unsupported = _drop_broken_placements(tiles, positions, model, kept, placed_by,
+        (positions, model, kept), unsupported = drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                                         registrations, tile_step_px)
     refused_groups: set[TileIndex] = set()
     while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
@@ -291,7 +292,7 @@ def estimate_transform(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
-    positions, model, kept = _orphaned_searches(tiles, (positions, model, kept), set(unlinked) | set(broad),
+    positions, model, kept = orphaned_searches(tiles, (positions, model, kept), set(unlinked) | set(broad),
                                                 set(joint) | set(clustered) | set(relinked), registrations,
                                                 tile_step_px)
     corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -310,7 +311,7 @@ def estimate_transform(
         lone_refused |= refused
         unsupported.update(dropped)
     positions, model, kept = unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
-    positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
+    positions, model, kept = drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
     (positions, model, kept), to_stage, detached = _weak_pieces_to_stage(tiles, (positions, model, kept),
                                                                          registrations, tile_step_px)
@@ -492,15 +493,15 @@ def _late_joint_search(
     placed by a corroborated peak was never searched from it (``stage error +-8 px + drift`` seed
     66: tile (3, 3), its one link to (2, 3) right to 0.5 px at significance 3.0, stayed on the stage
     11 px off). Same gates as the first search (significance, window, the solve keeping the pairs
-    of every placement, :func:`_drop_broken_placements`); the new pairs are kept only if the solve
-    keeps every pair kept before.
+    of every placement, :func:`~linumpy.stitching.refusals.drop_broken_placements`); the new pairs are kept only if the
+    solve keeps every pair kept before.
 
     Returns
     -------
     tuple
         ``(positions, model, kept, links, refused, unsupported)``, ``links`` the refined pairs of the tiles
         placed (empty if none), ``refused`` the tiles whose lone link :func:`_joint_search` refused,
-        ``unsupported`` the pairs :func:`_drop_broken_placements` dropped (pair -> its tile).
+        ``unsupported`` the pairs :func:`~linumpy.stitching.refusals.drop_broken_placements` dropped (pair -> its tile).
     """
     positions, model, kept = solved
     links, placed_by, refused = _joint_search(registrations, positions, model, kept, flattened)
@@ -508,7 +509,7 @@ def _late_joint_search(
         return positions, model, kept, {}, refused, {}
     searched = solve_positions(tiles, kept + [pair_offset(a, b, r, True) for (a, b), r in links.items()],
                                tile_step_px)
-    searched, unsupported = _drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
+    searched, unsupported = drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
     if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
         return positions, model, kept, {}, refused, {}
     logger.info("joint search after the corroborated placement: %d tiles placed",
@@ -539,7 +540,7 @@ def _place_group(
     keeps every one of them and every pair kept before. If the solve drops
     some of its links, the others must alone hold a significant joint peak
     where the group was placed, as the survivors of a joint placement of
-    one tile (:func:`_survivors_hold`, step 6); else the placement is
+    one tile (:func:`~linumpy.stitching.refusals.survivors_hold_tile`, step 6); else the placement is
     refused and its tiles added to ``refused`` (``backlash`` seed 129: row 0
     placed as one group by four links, the solve dropped two, and the two
     left, own significance 0.22 and 0.29, held alone a peak of significance
@@ -577,7 +578,7 @@ def _place_group(
     held: list[bool] = []
 
     def survivors_hold(survivors: set[tuple[TileIndex, TileIndex]]) -> bool:
-        held.append(_survivors_hold(origin, [(pair, r) for pair, r in links if pair in survivors], anchors, prior,
+        held.append(survivors_hold_tile(origin, [(pair, r) for pair, r in links if pair in survivors], anchors, prior,
                                     np.asarray(placement.position), members))
         return held[-1]
 
@@ -645,7 +646,7 @@ def _solve_with(
     that lost a pair, step 6: they stand only on loops) and the solve is
     repeated; the placement is refused if it then loses a pair, or any of
     ``pairs``, or if ``survivors_hold``, given, says the pairs left (their
-    keys) hold no significant joint peak alone (:func:`_survivors_hold`).
+    keys) hold no significant joint peak alone (:func:`~linumpy.stitching.refusals.survivors_hold_tile`).
 
     Returns
     -------
@@ -1068,260 +1069,6 @@ def _without_contested(
     return solved if len(solved[2]) == len(rest) else None
 
 
-def _drop_broken_placements(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], TileIndex]]:
-    """Demote to weak the surviving pairs of joint placements that lost a pair in the solve, and drop those
-    that hold no significant joint peak without the lost pairs.
-
-    A joint placement is significant only with all of its pairs: when the
-    solve drops some of them as inconsistent, the others no longer have the
-    support of the joint peak, and one left as the only link of a group of
-    tiles (on no loop) would place the whole group by a wrong peak. Such a
-    pair stays only inside a loop, as any weak pair (8 x 8 harsh seed 3: one
-    pair 4.4 px off linked a group of 10 tiles, which ended 5 px off).
-    Two survivors or more always close a loop, through the tile itself, and
-    that loop checks nothing: each was snapped to its own peak next to the
-    one joint peak (:func:`~linumpy.stitching.tile_search.joint_placement`),
-    so they agree on the tile's position by construction, right or wrong.
-    They stand only if they alone still hold a significant joint peak where
-    the tile lies (:func:`_survivors_hold`); otherwise they are dropped and
-    the tile goes to the later searches or the stage model. (``6x6`` seed
-    116: (3, 4), joint significance 2.12 at the coarse speckle scale with
-    three links of own significance 0.21, 1.33 and 0.68; the solve dropped
-    the third, and the two left, 4.2 and 4.1 px off and agreeing, held the
-    tile 4.1 px from the truth, 2.55 px farther than its stage position.)
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), dropped)``, ``dropped`` the survivors
-        dropped, each with the tile its placement placed.
-    """
-    kept_ids = {(p.a, p.b) for p in kept}
-    broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
-    placed = {t for p in kept for t in (p.a, p.b)}
-    survivors = {tile: [((p.a, p.b), registrations[(p.a, p.b)]) for p in kept if placed_by.get((p.a, p.b)) == tile]
-                 for tile in broken}
-
-    def holds(tile: TileIndex) -> bool:
-        others = placed - {tile}
-        return _survivors_hold(tile, survivors[tile],
-                               {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in others},
-                               (model.position(tile), search_radius(positions, others, model)),
-                               np.rint(positions[tile]))
-
-    unsupported = {tile for tile in broken if survivors[tile] and not holds(tile)}
-    dropped = {(p.a, p.b): placed_by[(p.a, p.b)] for p in kept if placed_by.get((p.a, p.b)) in unsupported}
-    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept
-               if (p.a, p.b) not in dropped]
-    if not dropped and not any(p is not q for p, q in zip(demoted, kept)):
-        return (positions, model, kept), dropped
-    logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak; those of %s "
-                "hold no significant joint peak without it: dropped", sorted(broken), sorted(set(dropped.values())))
-    return solve_positions(tiles, demoted, tile_step_px), dropped
-
-
-def _links_costing_kept(
-    tiles: Sequence[TileIndex],
-    kept: Sequence[PairOffset],
-    joint_pairs: Sequence[PairOffset],
-    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, set[tuple[TileIndex, TileIndex]]]:
-    """The solve of the ``kept`` pairs and the joint search's pairs, without the placements whose links cost
-    pairs kept before.
-
-    A joint placement's pairs enter the solve as strong, with the joint peak's
-    significance, whatever each one's own; one of them from the placed tile to
-    a neighbour placed earlier by weak pairs can then outweigh those pairs and
-    the solve drops them instead of it. While the solve loses pairs kept
-    before, the searched links touching their tiles are tried least
-    significant (own significance) first, and the first whose removal gives
-    back some of the lost pairs, losing no other, one of them at least
-    :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` times as
-    significant on its own (clearly the better evidence, as in
-    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), names
-    the placement (``placed_by``) refused, or that link alone when it alone
-    cost every lost pair (:func:`_costly_refusal`): all its pairs leave the solve, as a
-    group's placement or the late joint search's that loses a pair kept
-    before, and its tile goes to the later searches. (Refusing the suspect
-    link alone kept the placement on its other links: ``backlash +-1.5``
-    seed 27, the right broad (1, 0)-(1, 1) refused, the wrong broad
-    (1, 0)-(2, 0) kept, (1, 0) 1.10 px farther than its stage position.)
-    Between links of like significance the solve's choice stands (``8x8
-    harsh`` seed 116: a right searched link of own significance 2.75 cost a
-    wrong pair of 0.68; refusing it put another tile 0.76 px farther than
-    its stage position). (``tissue changing with depth`` seed
-    133: (1, 0), placed 0.5 px off by its weak pairs to (0, 0) and (1, 1),
-    own significance 2.98 and 0.91; the joint placement of (2, 0) linked it
-    by (1, 0)-(2, 0), own 0.68, 4.3 px off; the solve dropped the two right
-    pairs and (0, 0)-(0, 1), and (1, 0) ended 3.8 px off, 1.5 px farther than
-    its stage position.)
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), refused)``, ``refused`` the keys of the pairs refused.
-    """
-    before = {(p.a, p.b) for p in kept}
-    refused: set[tuple[TileIndex, TileIndex]] = set()
-    solved = solve_positions(tiles, list(kept) + list(joint_pairs), tile_step_px)
-    lost = before - {(p.a, p.b) for p in solved[2]}
-    while lost:
-        lost_tiles = {t for pair in lost for t in pair}
-        suspects = sorted((p for p in joint_pairs if (p.a, p.b) not in refused and {p.a, p.b} & lost_tiles),
-                          key=lambda p: registrations[(p.a, p.b)].significance)
-        for suspect in suspects:
-            trial = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused
-                                                         and p is not suspect], tile_step_px)
-            left = before - {(p.a, p.b) for p in trial[2]}
-            if left < lost and (max(registrations[pair].significance for pair in lost - left)
-                                >= CULPRIT_MARGIN * registrations[(suspect.a, suspect.b)].significance):
-                refused |= _costly_refusal(suspect, not left, tiles, kept, joint_pairs, refused, placed_by,
-                                           tile_step_px)
-                solved = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused],
-                                         tile_step_px)
-                lost = before - {(p.a, p.b) for p in solved[2]}
-                break
-        else:
-            break
-    if refused:
-        logger.info("searched links %s cost pairs kept before: refused", sorted(refused))
-    return solved, refused
-
-
-def _costly_refusal(
-    suspect: PairOffset,
-    gives_back_all: bool,
-    tiles: Sequence[TileIndex],
-    kept: Sequence[PairOffset],
-    joint_pairs: Sequence[PairOffset],
-    refused: set[tuple[TileIndex, TileIndex]],
-    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    tile_step_px: Sequence[float],
-) -> set[tuple[TileIndex, TileIndex]]:
-    """The pairs :func:`_links_costing_kept` refuses for a ``suspect`` searched link that costs pairs kept before:
-    the link alone when its removal gives back every pair lost (``gives_back_all``) and no other link of its
-    placement does, else every pair of its placement.
-
-    When the lost pairs point to that one link, the rest of the placement agrees with the pairs kept before
-    and keeps its tile (its survivors still face :func:`_drop_broken_placements`). ``overlap 10 %`` seed 113:
-    (2, 3)'s placement by (1, 3)-(2, 3) (own 0.06, 5.1 px off) and (2, 2)-(2, 3) (own 1.84, right); refusing
-    it whole left one right pair lost, and then (2, 2)'s right placement was refused too (the tile on the stage
-    4.43 px off); without the one link the solve keeps every pair, slice 0.99 / 4.43 -> 0.93 / 1.74 px before
-    the later steps. When another link of the placement also gives the lost pairs back, the evidence does not
-    say which of its links is wrong: the placement goes whole (``backlash +-1.5`` seed 27, two broad links of
-    (1, 0)'s placement, each giving back (1, 1)-(2, 1); refusing the right one alone kept the wrong one,
-    (1, 0) 1.10 px farther than its stage position)."""
-    tile = placed_by[(suspect.a, suspect.b)]
-    placement = {pair for pair, placed in placed_by.items() if placed == tile}
-    if gives_back_all:
-        before = {(p.a, p.b) for p in kept}
-        rest = [p for p in joint_pairs if (p.a, p.b) not in refused]
-
-        def gives_back_all_without(link: PairOffset) -> bool:
-            solved = solve_positions(tiles, list(kept) + [p for p in rest if p is not link], tile_step_px)
-            return before <= {(p.a, p.b) for p in solved[2]}
-
-        if not any(gives_back_all_without(p) for p in rest if (p.a, p.b) in placement and p is not suspect):
-            logger.info("searched link %s alone costs pairs kept before: refused, %s's placement stays on its other "
-                        "links", (suspect.a, suspect.b), tile)
-            return {(suspect.a, suspect.b)}
-    return placement
-
-
-def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]],
-                    anchors: Mapping[TileIndex, np.ndarray], prior: tuple[np.ndarray, float], where: np.ndarray,
-                    members: Mapping[TileIndex, np.ndarray] | None = None) -> bool:
-    """Whether the ``survivors`` of a broken joint placement of ``tile`` (of the group ``members`` placed by
-    ``tile``, if given) alone hold a significant joint peak (:data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`)
-    within :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
-    ``anchors`` and window ``prior`` those of the joint search
-    (:func:`~linumpy.stitching.tile_search.joint_placement`)."""
-    placement = joint_placement(tile, survivors, anchors, prior, members)
-    return (placement is not None and placement.significance >= JOINT_SIGNIFICANCE
-            and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
-
-
-def _swap_dropped_weak(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    weak: Sequence[PairOffset],
-    current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """The solve of confident and plausible weak pairs, with each weak pair it dropped put back in place of
-    the kept pair that their loop clearly blames (:func:`~linumpy.stitching.link_conflicts.swap_least_certain`).
-
-    The solve drops the larger residual in standard errors, and between two weak links those come from the
-    sub-pixel fits, not from which peak is right (``8 x 8 harsh`` seed 101: (5, 5)-(5, 6), significance 1.76,
-    spread 0.34 px, 0.7 px off, dropped; (4, 5)-(4, 6), 0.93, spread 1.57 px, 2.8 px off, kept, and a corner
-    of 13 tiles hung 2.5 px off on it, one tile 2.3 px farther than the stage). ``current`` holds the pairs'
-    registrations as kept (switched peaks included), ``registrations`` their own significance.
-    """
-    kept_ids = {(p.a, p.b) for p in solved[2]}
-    dropped = [p for p in weak if (p.a, p.b) not in kept_ids]
-    if not dropped:
-        return solved
-    spreads = {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset)
-               for p in [*solved[2], *dropped]}
-    return swap_least_certain(tiles, solved, dropped, spreads,
-                              {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE,
-                              tile_step_px)[0]
-
-
-def _orphaned_searches(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    dropped: set[tuple[TileIndex, TileIndex]],
-    searched: set[tuple[TileIndex, TileIndex]],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """Demote to weak the searched links left on no loop whose piece lost pairs to the broken-loop step.
-
-    A joint (or cluster, or piece) search places a tile by the summed evidence of its links to tiles placed
-    then, and its links join the solve as strong: each may then be a tile's only link. When the broken-loop
-    step (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links`) drops the pairs that had placed one
-    of those neighbours, the neighbour now hangs on the searched tile, and the search's significance counted a
-    neighbour that no longer stands (``8 x 8 harsh`` seed 102: empty tile (7, 7) placed at joint significance
-    2.1 by (6, 7) and (7, 6); (7, 6)'s two broad links dropped; the piece {(7, 6), (7, 7)} then hung on
-    (6, 7)-(7, 7) alone, own significance below 1, 6.6 px off, (7, 7) 2.6 px farther than the stage). Such a
-    link (``searched``, on no loop, own significance below :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`,
-    the side it holds containing a tile of a ``dropped`` pair that no search added) counts as weak: the solve drops it,
-    and its tiles go to the later searches or the stage model. A dropped pair that a search added is one of the
-    search's own links, and the others placed the tiles without it (``backlash +-3`` seed 4: the broad link
-    (1, 3)-(2, 3) of a joint placement dropped, its good link (0, 0)-(0, 1), own significance 2.6, holds the
-    piece, as the broken-loop step means it to).
-    """
-    kept = solved[2]
-    touched = {t for pair in dropped - searched for t in pair}
-    if not touched:
-        return solved
-    keys = [(p.a, p.b) for p in kept]
-    demoted = set()
-    for k in bridges(kept):
-        if keys[k] not in searched or registrations[keys[k]].significance >= STRONG_SIGNIFICANCE:
-            continue
-        sides = [g for g in clusters(tiles, keys[:k] + keys[k + 1:]) if keys[k][0] in g or keys[k][1] in g]
-        if set(min(sides, key=len)) & touched:
-            demoted.add(keys[k])
-    if not demoted:
-        return solved
-    logger.info("searched links %s hold tiles whose other pairs the broken loops dropped: weak", sorted(demoted))
-    return solve_positions(tiles, [replace(p, strong=False) if (p.a, p.b) in demoted else p for p in kept],
-                           tile_step_px)
-
-
 def _strong_seed(
     tiles: Sequence[TileIndex],
     confident: Sequence[PairOffset],
@@ -1360,35 +1107,6 @@ def _drop_small_group(
     return solve_positions(tiles, [], tile_step_px)
 
 
-def _drop_implausible(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    tile_step_px: Sequence[float],
-    max_shift_px: float,
-) -> Solution:
-    """Send back to the stage model the tiles placed farther from it than the stage can err.
-
-    ``max_shift_px`` is the stage's uncertainty: pairs that put a tile
-    farther than that from its stage-model position agree with each other
-    (they passed the loop checks) but not with the stage, as wrong pairs in
-    empty agarose can. All pairs of the farthest such tile are dropped and the
-    positions solved again, until none is left.
-    """
-    while kept:
-        placed = {t for pair in kept for t in (pair.a, pair.b)}
-        deviation = {t: float(np.max(np.abs(positions[t] - model.position(t)))) for t in placed}
-        worst = max(placed, key=lambda t: (deviation[t], t))
-        if deviation[worst] <= max_shift_px:
-            break
-        logger.info("tile %s placed %.1f px from its stage position: back on the stage model",
-                    worst, deviation[worst])
-        positions, model, kept = solve_positions(
-            tiles, [p for p in kept if worst not in (p.a, p.b)], tile_step_px)
-    return positions, model, kept
-
-
 def _weak_pieces_to_stage(
     tiles: Sequence[TileIndex],
     solved: Solution,
@@ -1418,7 +1136,7 @@ def _weak_pieces_to_stage(
     tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
     2.1 px); its four links with placed tiles preferred
     that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
-    coarse one (since :func:`_survivors_hold`, the broken joint placement of (2, 2)
+    coarse one (since :func:`~linumpy.stitching.refusals.survivors_hold_tile`, the broken joint placement of (2, 2)
     that piece grew from is dropped first and it no longer forms).
     The margin is not asked of a piece held only by edge links along nearly parallel ridges
     (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along

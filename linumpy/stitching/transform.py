@@ -110,7 +110,7 @@ class PairRecord:
         significant enough to stand alone), ``loop closure, inconsistent``,
         ``joint search, inconsistent``, ``joint search, no significant peak
         without its dropped pairs`` (the pairs left of a joint placement the
-        solve broke, :func:`linumpy.stitching.estimate._drop_broken_placements`),
+        solve broke, :func:`linumpy.stitching.refusals.drop_broken_placements`),
         ``cluster search, inconsistent``,
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
