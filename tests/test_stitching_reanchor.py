@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.simulate.stitch_matrix import aligned_errors, excess_over_stage, get_condition, simulate_mosaic
 from linumpy.stitching.global_solve import solve_positions
 from linumpy.stitching.link_conflicts import contested_links
@@ -71,7 +72,7 @@ def test_a_piece_hung_on_a_weak_link_is_moved_to_the_joint_peak_of_all_its_links
     assert placement.offsets == {((0, 1), (0, 2)): (0, 100), ((1, 1), (1, 2)): (0, 100)}
 
     # The links are refined below a pixel from the flat-fielded tiles; here, exact integer offsets.
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    monkeypatch.setattr(joint_placement, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     positions, model, kept, relinked = estimate._reanchor(TILES, positions, model, kept, anchoring, set(),
                                                           registrations, dict.fromkeys(TILES), STEP)
     assert set(relinked) == {((0, 1), (0, 2)), ((1, 1), (1, 2))}
@@ -120,7 +121,7 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
                                 {pair: r.significance for pair, r in registrations.items()})
     assert contested == {wrong}
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    monkeypatch.setattr(joint_placement, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     positions, model, kept, relinked = estimate._reanchor(tiles, positions, model, kept, anchoring - contested,
                                                           contested, registrations, dict.fromkeys(tiles), STEP)
     assert ((1, 0), (1, 1)) in relinked and ((1, 0), (1, 1)) in {(p.a, p.b) for p in kept}

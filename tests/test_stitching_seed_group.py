@@ -1,6 +1,6 @@
 """A slice whose strong pairs form only groups smaller than a quarter of its tiles (10 % overlap):
 the largest one anchors the searches, and everything goes back to the stage if they do not grow it
-(linumpy.stitching.estimate._strong_seed, _drop_small_group)."""
+(linumpy.stitching.joint_placement.strong_seed, drop_small_group)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.stitching.pair_terms import neighbour_pairs
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
@@ -49,8 +50,8 @@ def stitched(monkeypatch):
         registrations = _registrations(informative)
         monkeypatch.setattr(estimate, "register_neighbours",
                             lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-        monkeypatch.setattr(estimate, "refine_subpixel",
-                            lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+        for module in (estimate, joint_placement):
+            monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
         return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
     return run
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.simulate.stitch_matrix import aligned_errors
 from linumpy.stitching.departures import implausible_departure
 from linumpy.stitching.fusion_flatfield import FusionFlatField
@@ -62,7 +63,8 @@ def _estimate(monkeypatch, registrations: dict) -> estimate.TileTransform:
     """The estimate of the 3 x 3 grid whose pair registrations are ``registrations`` (sub-pixel fit: the peak)."""
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    for module in (estimate, joint_placement):
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.simulate.stitch_matrix import aligned_errors
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED_FIRST
@@ -66,7 +67,8 @@ def test_a_confident_lone_link_placing_its_side_beyond_the_window_does_not_choos
     registrations = _registrations()
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    for module in (estimate, joint_placement):
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
     truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
     positions = {t: transform.position(t) for t in TILES}

@@ -62,7 +62,7 @@ def unchecked_far_pairs(confident: Sequence[PairOffset], kept: Sequence[PairOffs
     no margin) refused a right pair where four kept pairs measured the stage's error (``overlap 10 %``
     seed 110: 6.5 px against at most 4.1 px; a tile 1.5 px farther than the stage). With fewer than
     :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair
-    is returned (nor when the confident solve kept no group, :func:`~linumpy.stitching.estimate._strong_seed`: the
+    is returned (nor when the confident solve kept no group, :func:`~linumpy.stitching.joint_placement.strong_seed`: the
     confident pairs outside a small seed are not judged by its few pairs).
     """
     if len(kept) < MIN_DEPARTURE_PAIRS:
