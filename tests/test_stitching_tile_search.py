@@ -213,7 +213,7 @@ def test_corroborated_spread_gate_is_per_axis():
 
 
 def test_a_link_the_solve_dropped_lends_no_evidence_to_the_search_again():
-    from linumpy.stitching.estimate import _corroborated_without
+    from linumpy.stitching.corroboration import _corroborated_without
 
     registrations, anchors, model = _corroboration_case()
 

@@ -34,7 +34,7 @@ CONFIDENT_SIGNIFICANCE = 2.0
 #: (:mod:`linumpy.stitching.tile_search`).
 JOINT_SIGNIFICANCE = 2.0
 #: Significance of a joint peak that places a tile left out when its links
-#: corroborate it (:func:`~linumpy.stitching.estimate._place_corroborated`) ...
+#: corroborate it (:func:`~linumpy.stitching.corroboration.place_corroborated`) ...
 WEAK_JOINT_SIGNIFICANCE = 1.0
 #: ... at least this many of them ...
 MIN_CORROBORATING_LINKS = 2
@@ -43,7 +43,7 @@ MAX_WEAK_SPREAD_PX = 1.0
 #: ... or, where the stage errs more, at most this fraction of the stage scatter of the axis.
 WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
 #: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
-#: for an edge link) is on its own peak there (:func:`~linumpy.stitching.estimate._corroboration_refused`).
+#: for an edge link) is on its own peak there (:func:`~linumpy.stitching.corroboration._corroboration_refused`).
 OWN_PEAK_PX = 2.0
 #: Fewest other kept pairs that measure the stage's error for :func:`~linumpy.stitching.departures.implausible_departure`.
 MIN_DEPARTURE_PAIRS = 3
