@@ -15,6 +15,7 @@ from linumpy.stitching.link_conflicts import contested_links
 from linumpy.stitching.pair_terms import pair_offset
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.reanchor import moved, pieces, research_piece
+from linumpy.stitching.reanchor_pieces import reanchor
 
 RADIUS = 10
 STEP = (100.0, 100.0)
@@ -73,7 +74,7 @@ def test_a_piece_hung_on_a_weak_link_is_moved_to_the_joint_peak_of_all_its_links
 
     # The links are refined below a pixel from the flat-fielded tiles; here, exact integer offsets.
     monkeypatch.setattr(joint_placement, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    positions, model, kept, relinked = estimate._reanchor(TILES, positions, model, kept, anchoring, set(),
+    positions, model, kept, relinked = reanchor(TILES, positions, model, kept, anchoring, set(),
                                                           registrations, dict.fromkeys(TILES), STEP)
     assert set(relinked) == {((0, 1), (0, 2)), ((1, 1), (1, 2))}
     assert all(np.hypot(*relinked[pair].sigma_px) > np.hypot(0.1, 0.1) for pair in relinked)  # joint spread added
@@ -85,7 +86,7 @@ def test_a_piece_whose_links_do_not_single_out_a_position_stays():
     registrations, kept, anchoring = _greedy_chain()
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.0, (-7, 6): 1.0}, 0.1)
     positions, model, kept = solve_positions(TILES, kept, STEP)
-    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
+    unchanged = reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
                                    dict.fromkeys(TILES), STEP)
     assert unchanged[2] == kept and not unchanged[3]
 
@@ -122,7 +123,7 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
                                 {pair: r.significance for pair, r in registrations.items()})
     assert contested == {wrong}
     monkeypatch.setattr(joint_placement, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    positions, model, kept, relinked = estimate._reanchor(tiles, positions, model, kept, anchoring - contested,
+    positions, model, kept, relinked = reanchor(tiles, positions, model, kept, anchoring - contested,
                                                           contested, registrations, dict.fromkeys(tiles), STEP)
     assert ((1, 0), (1, 1)) in relinked and ((1, 0), (1, 1)) in {(p.a, p.b) for p in kept}
     for tile in tiles:
@@ -143,7 +144,7 @@ def test_one_weak_link_does_not_move_a_piece():
                                {(0, 0), (0, 1), (1, 0), (1, 1)}, model)
     assert estimate.JOINT_SIGNIFICANCE < placement.significance < estimate.STRONG_SIGNIFICANCE
     assert moved(placement, positions) and len(placement.offsets) == 1
-    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
+    unchanged = reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
                                    dict.fromkeys(TILES), STEP)
     assert unchanged[2] == kept and not unchanged[3]
 
@@ -163,7 +164,7 @@ def test_a_tile_held_by_a_contested_link_alone_and_unsupported_where_it_lies_los
     positions, model, kept = solve_positions(tiles, kept, STEP)
     assert np.abs(positions[(1, 1)] - positions[(0, 0)] - (94.0, 94.0)).max() < 0.1
 
-    positions, model, kept, relinked = estimate._reanchor(tiles, positions, model, kept, set(), {wrong},
+    positions, model, kept, relinked = reanchor(tiles, positions, model, kept, set(), {wrong},
                                                           registrations, dict.fromkeys(tiles), STEP)
     assert not relinked and (1, 1) not in {t for p in kept for t in (p.a, p.b)}
     assert len(kept) == 12 - 4  # the rim's pairs all kept
