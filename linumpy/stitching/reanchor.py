@@ -23,7 +23,7 @@ re-snapped, refined, solved again) if that peak lies more than
 Once the solve is final, a piece that weak links alone hold can still lie
 far from the stage model where its links hardly prefer that placement to the
 stage's: :func:`evidence_over_stage` measures by how much they do (the
-caller is :func:`linumpy.stitching.estimate._weak_pieces_to_stage`).
+caller is :func:`linumpy.stitching.stage_pieces.weak_pieces_to_stage`).
 """
 
 from __future__ import annotations

@@ -466,7 +466,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
     out, ``n_rigid_piece_tiles`` those placed as a rigid piece at their stage-model mean
-    (:func:`linumpy.stitching.estimate._place_rigid_pieces`), ``n_open_loop_tiles`` those placed through a loop
+    (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`), ``n_open_loop_tiles`` those placed through a loop
     of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
     :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the pairs whose own peak lies on

@@ -46,7 +46,7 @@ FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search win
 #: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
 LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its tiles on the stage along it"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
-#: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
+#: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
 
 
@@ -275,7 +275,7 @@ class TileRecord:
         piece at its tiles' stage-model mean)``; source ``pairs``, not ``weak``: its links are strong; its
         ``sigma_px`` includes the stage scatter over the square root of the piece's size, so the report's tile
         bar names it). False in transforms written before session rigid
-        (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
+        (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
     open_loop_px : float
         The tile lies where a loop of kept pairs that does not close puts it: without that loop's pairs (each
         departing from what the others predict by more than 1.5 px) it is not joined to the largest piece of
