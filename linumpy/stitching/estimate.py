@@ -98,8 +98,8 @@ from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
                                                place_group, strong_seed)
-from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
-                                              drop_broken_loop_links, honest_error, open_loops, swap_clearly_weaker)
+from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
+                                              swap_clearly_weaker)
 from linumpy.stitching.lone_links import far_lone_links_to_stage, lone_edge_links_across_only
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
@@ -116,9 +116,9 @@ from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
+from linumpy.stitching.tile_records import build_tile_records, open_loop_tiles
 from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
-                                         LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileRecord,
-                                         TileTransform)
+                                         LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 __all__ = ["CONFIDENT_SIGNIFICANCE", "JOINT_SIGNIFICANCE", "MIN_SIGNIFICANCE", "STRONG_SIGNIFICANCE",
@@ -309,7 +309,7 @@ def estimate_transform(
     (positions, model, kept), along_stage, across_only = lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
     final = {**current, **late, **corroborated}
-    open_loop = _open_loop_tiles(tiles, kept, tile_step_px,
+    open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
     positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
@@ -387,7 +387,7 @@ def estimate_transform(
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
     }
-    tile_records = _tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
+    tile_records = build_tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted | flagged["rigid_piece"], flagged, open_loop)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
@@ -408,57 +408,3 @@ def _edge_fields(registration: PairRegistration) -> dict:
     """``free_direction`` and ``ridge_px`` of a pair's record (:func:`~linumpy.stitching.pairwise.edge_ridge`)."""
     edge = edge_ridge(registration.scores, registration.offset)
     return {} if edge is None else {"free_direction": edge[0], "ridge_px": edge[1]}
-
-
-def _open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile_step_px: Sequence[float],
-                     spreads: Mapping[tuple[TileIndex, TileIndex], Sequence[float]]) -> dict[TileIndex, float]:
-    """The tiles placed through a loop of the final ``kept`` pairs that does not close, each with the loop's
-    largest miss (pixels; :func:`~linumpy.stitching.link_conflicts.open_loops`).
-
-    The suspects are the pairs of such loops that may have erred: those whose honest error (standard error
-    and peak spread, ``spreads``, :func:`~linumpy.stitching.link_conflicts.honest_error`) is at least
-    1 / :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` of the least certain one's, so that none is
-    clearly the culprit (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links` drops that one, if
-    not significant on its own). Without them the kept pairs join the tiles into pieces; the largest is the
-    frame, and the tiles of every other one lie where the suspects put them (all the suspects' tiles if they
-    cut nothing off). No tile moves: the record says so (``open_loop_px``) and the report warns
-    (:func:`linumpy.qc.flags.open_loop_warnings`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
-    (wrong, 4.5 px off between tiles that do not overlap) and (2, 3)-(3, 3) (right), honest errors 3.0 and
-    3.3 px, the loop missing by 3.5 px; the tiles named are the seven 2.1-3.3 px off, the frame's 1.1-1.5 px.
-    """
-    missing = open_loops(tiles, kept, tile_step_px)
-    if not missing:
-        return {}
-    errors = {p: honest_error(p, spreads[(p.a, p.b)]) for p in kept if (p.a, p.b) in missing}
-    suspects = {(p.a, p.b) for p, error in errors.items() if CULPRIT_MARGIN * error >= max(errors.values())}
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    frame = set((pieces(placed, [(p.a, p.b) for p in kept if (p.a, p.b) not in suspects]) or [[]])[0])
-    named = (placed - frame) or {t for pair in suspects for t in pair}
-    miss = max(missing.values())
-    logger.info("loop(s) of kept pairs miss by up to %.1f px, none clearly the culprit (suspects %s): %d tile(s) "
-                "placed through them, left where they are", miss, sorted(suspects), len(named))
-    return {t: miss for t in sorted(named)}
-
-
-def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
-                  sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
-                  flagged: Mapping[str, set[TileIndex]], open_loop: Mapping[TileIndex, float]
-                  ) -> dict[TileIndex, TileRecord]:
-    """Per tile: accepted pairs, its honest standard error (``sigmas``,
-    :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
-    peak placed it (:func:`~linumpy.stitching.corroboration.place_corroborated`), whether its pairs are all weak links
-    (registered, but outside the ``trusted`` piece of anchoring pairs), the miss of the open loop it is
-    placed through (``open_loop``, :func:`_open_loop_tiles`; NaN if none), and its boolean flags:
-    ``flagged`` maps a flag of :class:`~linumpy.stitching.transform.TileRecord` (each is
-    described there, with the step that sets it) to the tiles it is set for."""
-    counts = {t: 0 for t in tiles}
-    for pair in kept:
-        for tile in (pair.a, pair.b):
-            counts[tile] += 1
-    flags = {t: {name: t in members for name, members in flagged.items()} for t in tiles}
-    return {
-        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
-                      weak=t not in trusted, open_loop_px=open_loop.get(t, float("nan")), **flags[t])
-        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t], **flags[t])
-        for t in tiles
-    }

@@ -281,7 +281,7 @@ class TileRecord:
         departing from what the others predict by more than 1.5 px) it is not joined to the largest piece of
         kept pairs, and no pair of the loop was clearly the one that erred, or the culprit was significant on
         its own (3 or more), so the loop was kept. The loop's largest miss, pixels: the tile may lie off by up
-        to about that (:func:`linumpy.stitching.estimate._open_loop_tiles`; session link209). NaN for any other
+        to about that (:func:`linumpy.stitching.tile_records.open_loop_tiles`; session link209). NaN for any other
         tile and in transforms written before.
     """
 
