@@ -73,7 +73,8 @@ def test_a_piece_hung_on_a_weak_link_is_moved_to_the_joint_peak_of_all_its_links
     assert placement.offsets == {((0, 1), (0, 2)): (0, 100), ((1, 1), (1, 2)): (0, 100)}
 
     # The links are refined below a pixel from the flat-fielded tiles; here, exact integer offsets.
-    monkeypatch.setattr(joint_placement, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    monkeypatch.setattr(joint_placement, "refine_subpixel",
+                        lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     positions, model, kept, relinked = reanchor(TILES, positions, model, kept, anchoring, set(),
                                                           registrations, dict.fromkeys(TILES), STEP)
     assert set(relinked) == {((0, 1), (0, 2)), ((1, 1), (1, 2))}
@@ -122,7 +123,8 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
                                 {pair: r.significance for pair, r in registrations.items()})
     assert contested == {wrong}
-    monkeypatch.setattr(joint_placement, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    monkeypatch.setattr(joint_placement, "refine_subpixel",
+                        lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     positions, model, kept, relinked = reanchor(tiles, positions, model, kept, anchoring - contested,
                                                           contested, registrations, dict.fromkeys(tiles), STEP)
     assert ((1, 0), (1, 1)) in relinked and ((1, 0), (1, 1)) in {(p.a, p.b) for p in kept}

@@ -45,7 +45,8 @@ WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
 #: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
 #: for an edge link) is on its own peak there (:func:`~linumpy.stitching.corroboration._corroboration_refused`).
 OWN_PEAK_PX = 2.0
-#: Fewest other kept pairs that measure the stage's error for :func:`~linumpy.stitching.departures.implausible_departure`.
+#: Fewest other kept pairs that measure the stage's error for
+#: :func:`~linumpy.stitching.departures.implausible_departure`.
 MIN_DEPARTURE_PAIRS = 3
 #: Floor of a pair's standard error (pixels) when weighting it.
 SIGMA_FLOOR_PX = 0.05
