@@ -13,7 +13,6 @@ from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, Til
 from linumpy.stitching.lone_links import far_side_unsupported
 from linumpy.stitching.pair_terms import MIN_DEPARTURE_PAIRS, bridged_side
 from linumpy.stitching.pairwise import PairRegistration
-from linumpy.stitching.reanchor import moved
 from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, largest_deviation
 
 logger = logging.getLogger(__name__)

@@ -109,7 +109,7 @@ from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFIC
                                           pair_offset, pair_sigma, pair_status)
 from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joint_offset, offset_spread,
                                         offset_unlocated, refine_subpixel, register_pair)
-from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, moved, pieces
+from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, pieces
 from linumpy.stitching.reanchor_pieces import anchoring_links, reanchor
 from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible, links_costing_kept, orphaned_searches,
                                         swap_dropped_weak)
@@ -121,9 +121,10 @@ from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED,
                                          LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
+#: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
 __all__ = ["CONFIDENT_SIGNIFICANCE", "JOINT_SIGNIFICANCE", "MIN_SIGNIFICANCE", "STRONG_SIGNIFICANCE",
-               "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN", "estimate_transform",
-               "pair_confidence", "register_neighbours"]
+           "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN", "estimate_transform",
+           "pair_confidence", "register_neighbours"]
 
 logger = logging.getLogger(__name__)
 
