@@ -5,7 +5,8 @@ pairs on no loop departing implausibly (steps 3-4 of :mod:`linumpy.stitching.est
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Set as AbstractSet
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 

@@ -6,7 +6,8 @@ stage-model mean (steps 6-7 of :mod:`linumpy.stitching.estimate`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Set as AbstractSet
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_resi
 from linumpy.stitching.tile_search import PRIOR_SLACK_PX
 
 logger = logging.getLogger(__name__)
+
 #: Fewest tiles of a rigid piece placed at its stage-model mean (:func:`place_rigid_pieces`): the smallest loop of
 #: neighbour pairs on a grid.
 RIGID_PIECE_MIN_TILES = 4
