@@ -7,7 +7,8 @@ import numpy as np
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _pair_offset, _tiles_beyond_edge_ridges
+from linumpy.stitching.pair_terms import pair_offset
+from linumpy.stitching.ridges import tiles_beyond_edge_ridges
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
@@ -38,7 +39,7 @@ def _crossed_edges(slide_x: int, slide_y: int):
     puts (1, 0) where their ridges' lines cross, on the nominal grid."""
     strong = [PairOffset((0, 0), (0, 1), (0.0, 100.0), 1.0), PairOffset((0, 1), (1, 1), (100.0, 0.0), 1.0)]
     registrations = {ALONG_X: _edge((100, 0), (0, 1), slide_x), ALONG_Y: _edge((0, 100), (1, 0), slide_y)}
-    edges = [_pair_offset(a, b, registrations[(a, b)], False) for a, b in (ALONG_X, ALONG_Y)]
+    edges = [pair_offset(a, b, registrations[(a, b)], False) for a, b in (ALONG_X, ALONG_Y)]
     return solve_positions(TILES, strong + edges, STEP), registrations
 
 
@@ -46,7 +47,7 @@ def test_a_tile_beyond_the_ridges_of_all_its_edge_links_leaves_the_solve():
     """Both peaks 8 px along their ridges from where the tile lies (half-ridges 4.5 px): its links dropped."""
     solved, registrations = _crossed_edges(8, 8)
     assert len(solved[2]) == 4
-    (positions, model, kept), dropped = _tiles_beyond_edge_ridges(TILES, solved, registrations, STEP)
+    (positions, model, kept), dropped = tiles_beyond_edge_ridges(TILES, solved, registrations, STEP)
     assert dropped == {ALONG_X: (1, 0), ALONG_Y: (1, 0)}
     assert len(kept) == 2 and all((1, 0) not in (p.a, p.b) for p in kept)
 
@@ -54,7 +55,7 @@ def test_a_tile_beyond_the_ridges_of_all_its_edge_links_leaves_the_solve():
 def test_a_tile_one_edge_link_holds_on_its_ridge_stays():
     """The second peak 2 px along its ridge from the tile, within its half-ridge: nothing changes."""
     solved, registrations = _crossed_edges(8, 2)
-    result, dropped = _tiles_beyond_edge_ridges(TILES, solved, registrations, STEP)
+    result, dropped = tiles_beyond_edge_ridges(TILES, solved, registrations, STEP)
     assert not dropped and result is solved
 
 

@@ -9,7 +9,7 @@ from scipy import ndimage
 from test_stitching_open_loops import KEPT, SPREADS, STEP, WRONG, _off, _slice
 
 from linumpy.qc.flags import uncertain_tiles
-from linumpy.stitching.estimate import _link_variance, pair_sigma
+from linumpy.stitching.pair_terms import link_variance, pair_sigma
 from linumpy.stitching.global_solve import StageModel
 from linumpy.stitching.pairwise import PairRegistration, register_pair
 from linumpy.stitching.transform import PairRecord, TileTransform, transform_from_dict, transform_to_dict
@@ -54,7 +54,7 @@ def _stated_errors(border: bool) -> tuple[dict, dict, dict, list]:
                                   sigma_px=pair_sigma(registration), spread_px=SPREADS.get((a, b), (0.0, 0.0)),
                                   border_peak=border and (a, b) == ((0, 0), (1, 0))))
     scatter = stage_scatter(positions, model, tiles, MAX_SHIFT_PX)
-    sigmas = tile_sigmas(tiles, [(r.a, r.b, _link_variance(r, MAX_SHIFT_PX)) for r in records], scatter)
+    sigmas = tile_sigmas(tiles, [(r.a, r.b, link_variance(r, MAX_SHIFT_PX)) for r in records], scatter)
     return sigmas, positions, truth, tiles
 
 

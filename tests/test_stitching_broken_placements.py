@@ -7,7 +7,7 @@ import numpy as np
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _drop_broken_placements
+from linumpy.stitching.refusals import drop_broken_placements
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
@@ -44,7 +44,7 @@ def _broken_placement(peak: float):
 def test_survivors_without_a_significant_peak_of_their_own_are_dropped():
     """Evidence 1 each: their joint peak, 1.4, does not stand 2 above the noise; both dropped, flagged."""
     tiles, positions, model, kept, placed_by, registrations = _broken_placement(peak=1.0)
-    (positions, model, kept), dropped = _drop_broken_placements(tiles, positions, model, kept, placed_by,
+    (positions, model, kept), dropped = drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                                 registrations, STEP)
     assert dropped == dict.fromkeys(SURVIVORS, (1, 1))
     assert all((1, 1) not in (p.a, p.b) for p in kept) and len(kept) == 4
@@ -53,7 +53,7 @@ def test_survivors_without_a_significant_peak_of_their_own_are_dropped():
 def test_survivors_that_still_hold_a_significant_peak_stay_as_weak_pairs():
     """Evidence 4 each: joint peak 5.7, significant; both stay, demoted to weak, as before."""
     tiles, positions, model, kept, placed_by, registrations = _broken_placement(peak=4.0)
-    (positions, model, kept), dropped = _drop_broken_placements(tiles, positions, model, kept, placed_by,
+    (positions, model, kept), dropped = drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                                 registrations, STEP)
     assert not dropped
     left = {(p.a, p.b): p for p in kept}

@@ -9,7 +9,7 @@ from test_stitching_beyond_ridges import ALONG_X, ALONG_Y, RADIUS, _edge
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _corroboration_refused
+from linumpy.stitching.corroboration import _corroboration_refused
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.tile_search import Placement
 

@@ -7,7 +7,7 @@ import pytest
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _links_costing_kept
+from linumpy.stitching.refusals import links_costing_kept
 from linumpy.stitching.global_solve import PairOffset
 from linumpy.stitching.pairwise import PairRegistration
 
@@ -27,7 +27,7 @@ def _costly(searched_significance: float):
                      (A, X): PairRegistration((100, 0), 0.3, significance=3.0),
                      TO_B: PairRegistration((100, 0), 0.3, significance=2.5),
                      TO_X: PairRegistration((5, 100), 0.1, significance=searched_significance)}
-    return _links_costing_kept([A, B, X, Y], kept, joint, dict.fromkeys((TO_B, TO_X), Y), registrations, STEP)
+    return links_costing_kept([A, B, X, Y], kept, joint, dict.fromkeys((TO_B, TO_X), Y), registrations, STEP)
 
 
 def test_a_searched_link_costing_a_clearly_more_significant_pair_refuses_its_placement():

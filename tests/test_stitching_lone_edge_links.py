@@ -1,5 +1,5 @@
 """A kept edge link on no loop places its side along its ridge only where the side's other overlaps agree
-(issue #10, session foreign61; linumpy.stitching.estimate._lone_edge_links_across_only).
+(issue #10, session foreign61; linumpy.stitching.lone_links.lone_edge_links_across_only).
 
 Fresh harsh foreign seed 162, slice 1: the top row, right among itself, was joined to the rest by one kept
 link, (0, 0)-(1, 0), whose peak lay on an outline's ridge: right across it, 14.6 px off along it (the true

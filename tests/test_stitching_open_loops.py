@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from linumpy.qc.flags import open_loop_warnings, record_flags
-from linumpy.stitching.estimate import _open_loop_tiles
+from linumpy.stitching.tile_records import open_loop_tiles
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 
 STEP = (86.0, 86.0)
@@ -50,7 +50,7 @@ def test_the_tiles_behind_a_loop_that_does_not_close_are_named_and_warned_of():
     than any other tile (< 0.1 px), and the report warns of the slice, naming the miss (a warning, not a red
     flag). Main: nothing named, no warning."""
     tiles, (positions, _, kept), truth = _slice(WRONG)
-    named = _open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept})
+    named = open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept})
     piece = {(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)}
     assert set(named) == piece | {(3, 2), (3, 3)}
     off = _off(positions, truth, [t for t in tiles if t not in named])
@@ -67,4 +67,4 @@ def test_the_tiles_behind_a_loop_that_does_not_close_are_named_and_warned_of():
 def test_loops_that_close_name_no_tile():
     """The same slice with every pair right: no loop misses, nothing named, no warning."""
     tiles, (_, _, kept), _ = _slice({})
-    assert _open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept}) == {}
+    assert open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept}) == {}

@@ -1,4 +1,4 @@
-"""A searched link whose piece lost pairs to the broken-loop step counts as weak (estimate._orphaned_searches)."""
+"""A searched link whose piece lost pairs to the broken-loop step counts as weak (refusals.orphaned_searches)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from linumpy.stitching.estimate import _orphaned_searches
+from linumpy.stitching.refusals import orphaned_searches
 from linumpy.stitching.global_solve import PairOffset, StageModel, solve_positions
 
 STEP = (10.0, 10.0)
@@ -27,7 +27,7 @@ def _solved(searched_significance: float):
 
 def test_a_searched_link_left_holding_a_piece_whose_pairs_were_dropped_goes():
     solved, registrations = _solved(0.8)
-    positions, _, kept = _orphaned_searches(TILES, solved, {((1, 1), (1, 2))}, {SEARCHED}, registrations, STEP)
+    positions, _, kept = orphaned_searches(TILES, solved, {((1, 1), (1, 2))}, {SEARCHED}, registrations, STEP)
     assert {(p.a, p.b) for p in kept} == {(p.a, p.b) for p in solved[2]} - {SEARCHED, ((0, 2), (1, 2))}
     nominal = StageModel.nominal(STEP)
     for tile in ((0, 2), (1, 2)):  # back on the stage model, not 4 px off with the searched link
@@ -36,7 +36,7 @@ def test_a_searched_link_left_holding_a_piece_whose_pairs_were_dropped_goes():
 
 def test_nothing_changes_for_a_strong_link_or_a_piece_that_lost_nothing():
     solved, registrations = _solved(3.5)
-    assert _orphaned_searches(TILES, solved, {((1, 1), (1, 2))}, {SEARCHED}, registrations, STEP) is solved
+    assert orphaned_searches(TILES, solved, {((1, 1), (1, 2))}, {SEARCHED}, registrations, STEP) is solved
     solved, registrations = _solved(0.8)
-    assert _orphaned_searches(TILES, solved, {((0, 0), (1, 0))}, {SEARCHED}, registrations, STEP) is solved
-    assert _orphaned_searches(TILES, solved, set(), {SEARCHED}, registrations, STEP) is solved
+    assert orphaned_searches(TILES, solved, {((0, 0), (1, 0))}, {SEARCHED}, registrations, STEP) is solved
+    assert orphaned_searches(TILES, solved, set(), {SEARCHED}, registrations, STEP) is solved

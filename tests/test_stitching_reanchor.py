@@ -8,11 +8,14 @@ from dataclasses import replace
 import numpy as np
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.simulate.stitch_matrix import aligned_errors, excess_over_stage, get_condition, simulate_mosaic
 from linumpy.stitching.global_solve import solve_positions
 from linumpy.stitching.link_conflicts import contested_links
+from linumpy.stitching.pair_terms import pair_offset
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.reanchor import moved, pieces, research_piece
+from linumpy.stitching.reanchor_pieces import reanchor
 
 RADIUS = 10
 STEP = (100.0, 100.0)
@@ -44,7 +47,7 @@ def _greedy_chain():
                 registrations[(a, b)] = _registration(a, b, {(0, 0): 9.0, (6, -7): 2.0}, 8.0)
     registrations[((0, 1), (0, 2))] = _registration((0, 1), (0, 2), {(0, 3): 2.0, (0, 0): 1.8}, 1.0)
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 3.0, (-7, 6): 1.0}, 2.0)
-    kept = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+    kept = [pair_offset(a, b, r, True) for (a, b), r in registrations.items()
             if (a, b) != ((1, 1), (1, 2))]
     anchoring = {(a, b) for (a, b) in registrations if (a[1] < 2) == (b[1] < 2)}
     return registrations, kept, anchoring
@@ -70,8 +73,9 @@ def test_a_piece_hung_on_a_weak_link_is_moved_to_the_joint_peak_of_all_its_links
     assert placement.offsets == {((0, 1), (0, 2)): (0, 100), ((1, 1), (1, 2)): (0, 100)}
 
     # The links are refined below a pixel from the flat-fielded tiles; here, exact integer offsets.
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    positions, model, kept, relinked = estimate._reanchor(TILES, positions, model, kept, anchoring, set(),
+    monkeypatch.setattr(joint_placement, "refine_subpixel",
+                        lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    positions, model, kept, relinked = reanchor(TILES, positions, model, kept, anchoring, set(),
                                                           registrations, dict.fromkeys(TILES), STEP)
     assert set(relinked) == {((0, 1), (0, 2)), ((1, 1), (1, 2))}
     assert all(np.hypot(*relinked[pair].sigma_px) > np.hypot(0.1, 0.1) for pair in relinked)  # joint spread added
@@ -83,7 +87,7 @@ def test_a_piece_whose_links_do_not_single_out_a_position_stays():
     registrations, kept, anchoring = _greedy_chain()
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.0, (-7, 6): 1.0}, 0.1)
     positions, model, kept = solve_positions(TILES, kept, STEP)
-    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
+    unchanged = reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
                                    dict.fromkeys(TILES), STEP)
     assert unchanged[2] == kept and not unchanged[3]
 
@@ -109,7 +113,7 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
                                               sigma_px=(0.05, 0.05))
     registrations[((1, 1), (2, 1))] = _registration((1, 1), (2, 1), {(0, 0): 2.0, (5, 5): 1.5}, 1.8)
     registrations[((1, 1), (1, 2))] = _registration((1, 1), (1, 2), {(0, 0): 1.5, (-5, 5): 1.2}, 1.0)
-    confident = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+    confident = [pair_offset(a, b, r, True) for (a, b), r in registrations.items()
                  if r.significance >= estimate.CONFIDENT_SIGNIFICANCE]
     positions, model, kept = solve_positions(tiles, confident, STEP)
     anchoring = {(p.a, p.b) for p in kept}
@@ -119,8 +123,9 @@ def test_a_tile_whose_two_strong_links_disagree_is_searched_again_with_all_its_l
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
                                 {pair: r.significance for pair, r in registrations.items()})
     assert contested == {wrong}
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
-    positions, model, kept, relinked = estimate._reanchor(tiles, positions, model, kept, anchoring - contested,
+    monkeypatch.setattr(joint_placement, "refine_subpixel",
+                        lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    positions, model, kept, relinked = reanchor(tiles, positions, model, kept, anchoring - contested,
                                                           contested, registrations, dict.fromkeys(tiles), STEP)
     assert ((1, 0), (1, 1)) in relinked and ((1, 0), (1, 1)) in {(p.a, p.b) for p in kept}
     for tile in tiles:
@@ -141,7 +146,7 @@ def test_one_weak_link_does_not_move_a_piece():
                                {(0, 0), (0, 1), (1, 0), (1, 1)}, model)
     assert estimate.JOINT_SIGNIFICANCE < placement.significance < estimate.STRONG_SIGNIFICANCE
     assert moved(placement, positions) and len(placement.offsets) == 1
-    unchanged = estimate._reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
+    unchanged = reanchor(TILES, positions, model, kept, anchoring, set(), registrations,
                                    dict.fromkeys(TILES), STEP)
     assert unchanged[2] == kept and not unchanged[3]
 
@@ -156,12 +161,12 @@ def test_a_tile_held_by_a_contested_link_alone_and_unsupported_where_it_lies_los
     registrations[wrong] = _registration(*wrong, {(-6, -6): 2.5, (0, 0): 0.5}, 2.5)
     for pair, height in ((((1, 0), (1, 1)), 1.2), (((1, 1), (2, 1)), 1.2), (((1, 1), (1, 2)), 1.0)):
         registrations[pair] = _registration(*pair, {(0, 0): height}, 0.8)
-    kept = [estimate._pair_offset(a, b, r, True) for (a, b), r in registrations.items()
+    kept = [pair_offset(a, b, r, True) for (a, b), r in registrations.items()
             if r.significance >= estimate.STRONG_SIGNIFICANCE or (a, b) == wrong]
     positions, model, kept = solve_positions(tiles, kept, STEP)
     assert np.abs(positions[(1, 1)] - positions[(0, 0)] - (94.0, 94.0)).max() < 0.1
 
-    positions, model, kept, relinked = estimate._reanchor(tiles, positions, model, kept, set(), {wrong},
+    positions, model, kept, relinked = reanchor(tiles, positions, model, kept, set(), {wrong},
                                                           registrations, dict.fromkeys(tiles), STEP)
     assert not relinked and (1, 1) not in {t for p in kept for t in (p.a, p.b)}
     assert len(kept) == 12 - 4  # the rim's pairs all kept

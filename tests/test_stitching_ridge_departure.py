@@ -1,5 +1,5 @@
 """Edge links whose peaks depart from the stage along their ridge far beyond what the stage errs say nothing there
-(issue #10; linumpy.stitching.estimate._unmeasured_ridges).
+(issue #10; linumpy.stitching.ridges.unmeasured_ridges).
 
 The kept links of the stack matrix's held-out ``baseline`` seed 14, slice 6 (a 3 x 2 grid, step 51 px, the stage
 within 3 px of the truth): the first row is linked to the second only by two edge links whose ridges run along y
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from linumpy.stitching.estimate import _unmeasured_ridges, edge_variance
+from linumpy.stitching.pair_terms import edge_variance
+from linumpy.stitching.ridges import unmeasured_ridges
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 
 STEP = (51.0, 51.0)
@@ -44,7 +45,7 @@ def test_edge_links_far_from_the_stage_along_their_ridge_leave_the_row_on_the_st
     solved = solve_positions(TILES, _pairs(), STEP)
     stage = _errors({t: (t[0] * STEP[0], t[1] * STEP[1]) for t in TILES})
     assert _errors(solved[0]).max() > 9.0  # the ridges' peaks: the row ~10 px off
-    positions, _, kept = _unmeasured_ridges(TILES, solved, STEP)
+    positions, _, kept = unmeasured_ridges(TILES, solved, STEP)
     errors = _errors(positions)
     assert len(kept) == len(LINKS)  # the links stay, with their evidence across the ridge only
     assert errors.max() < 1.5 < stage.max()  # measured: 1.26 px (stage 3.18)
@@ -55,4 +56,4 @@ def test_edge_links_within_the_stage_error_along_their_ridge_are_kept_as_they_ar
     links = [(a, b, (50.5, -2.0) if (a, b) == ((0, 0), (1, 0)) else (55.5, 1.0) if free else offset, sigma, free)
              for a, b, offset, sigma, free in LINKS]
     solved = solve_positions(TILES, _pairs(links), STEP)
-    assert _unmeasured_ridges(TILES, solved, STEP) is solved
+    assert unmeasured_ridges(TILES, solved, STEP) is solved

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from linumpy.stitching.estimate import _ridge_held_to_stage, edge_variance
+from linumpy.stitching.pair_terms import edge_variance
+from linumpy.stitching.stage_pieces import ridge_held_to_stage
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import PairRegistration
 
@@ -64,7 +65,7 @@ def test_a_piece_held_along_parallel_ridges_goes_to_the_stage_within_the_bar():
     stage = _off({t: solved[1].position(t) for t in TILES}, truth)
     before = _off(solved[0], truth)
     assert sum(before[t] > stage[t] + 0.5 for t in right) >= 2
-    (positions, model, kept), to_stage, detached = _ridge_held_to_stage(TILES, solved, registrations, STEP)
+    (positions, model, kept), to_stage, detached = ridge_held_to_stage(TILES, solved, registrations, STEP)
     assert to_stage == right and detached == set(RIDGES)
     assert {t for p in kept for t in (p.a, p.b)} == set(TILES) - right
     ours, on_stage = _off(positions, truth), _off({t: model.position(t) for t in TILES}, truth)
@@ -77,4 +78,4 @@ def test_a_piece_also_held_by_an_ordinary_peak_stays():
     alone and it is left where its links put it, on the truth."""
     solved, registrations, truth = _slice({**RIDGES, ((1, 1), (1, 2)): None}, 0.0)
     assert max(_off(solved[0], truth).values()) < 0.05
-    assert _ridge_held_to_stage(TILES, solved, registrations, STEP) == (solved, set(), set())
+    assert ridge_held_to_stage(TILES, solved, registrations, STEP) == (solved, set(), set())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linumpy.stitching.estimate import _place_rigid_pieces
+from linumpy.stitching.stage_pieces import place_rigid_pieces
 from linumpy.stitching.global_solve import PairOffset, StageModel
 from linumpy.stitching.pairwise import EvidenceMap, single_peak
 from linumpy.stitching.transform import TileRecord, TileTransform, transform_from_dict, transform_to_dict
@@ -46,7 +46,7 @@ def test_a_piece_on_closed_loops_is_placed_as_one_at_its_stage_mean():
     mean minimises it), over several draws of the stage errors. Main: the four tiles on their stage positions."""
     for seed in range(5):
         truth, stage, links = _slice(RIGHT, seed)
-        positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
+        positions, placed = place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
         assert sorted((p.a, p.b) for p in placed) == LOOP
         assert all(np.array_equal(positions[t], stage[t]) for t in TILES if t not in PIECE)
         assert np.allclose(np.mean([positions[t] for t in PIECE], axis=0), np.mean([stage[t] for t in PIECE], axis=0))
@@ -61,7 +61,7 @@ def test_a_piece_whose_loop_does_not_close_stays_on_the_stage_tile_by_tile():
     """One pair of the loop 4 px off (a wrong peak, as between tiles that do not overlap): the loop misses by
     4 px, no pair is known to be the culprit, the piece stays on the stage tile by tile, no pair accepted."""
     truth, stage, links = _slice({**RIGHT, ((2, 1), (3, 1)): (4.0, 0.5)})
-    positions, placed = _place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
+    positions, placed = place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
     assert placed == []
     assert all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
@@ -70,7 +70,7 @@ def test_pieces_of_fewer_tiles_than_a_loop_stay_on_the_stage():
     """Three tiles cannot close a loop of neighbour pairs: nothing checks them, nothing moves."""
     _, stage, links = _slice(RIGHT)
     corner = [p for p in links if (3, 1) not in (p.a, p.b)]
-    positions, placed = _place_rigid_pieces(stage, corner, SIGNIFICANCE, set(), STEP)
+    positions, placed = place_rigid_pieces(stage, corner, SIGNIFICANCE, set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
 
@@ -116,7 +116,7 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     known to be one peak, cuts (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
     at their stage mean; the weak pair is not accepted."""
     truth, stage, significance, links = _tree()
-    positions, placed = _place_rigid_pieces(stage, links, significance, set(), STEP)
+    positions, placed = place_rigid_pieces(stage, links, significance, set(), STEP)
     piece = [(1, 0), (2, 0), (3, 0), (3, 1)]
     assert sorted((p.a, p.b) for p in placed) == sorted(pair for pair, s in significance.items() if s >= 8)
     relative = np.array([positions[t] - truth[t] for t in piece])
@@ -125,7 +125,7 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
     # The tree's strong bridges read 6.7 instead (the wrong peaks measured between tiles that do not overlap
     # read up to 6.9), their matches not known to be one peak: nothing checks them, nothing moves.
-    positions, placed = _place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
+    positions, placed = place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
                                             set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
@@ -138,7 +138,7 @@ def test_an_unchecked_strong_pair_whose_match_is_one_peak_holds_the_piece():
     are one peak all the same, up to 4.98), cuts (2, 1) off, on the stage."""
     truth, stage, significance, links = _tree()
     strong = {pair for pair, s in significance.items() if s >= 3}
-    positions, placed = _place_rigid_pieces(stage, links, significance, strong, STEP)
+    positions, placed = place_rigid_pieces(stage, links, significance, strong, STEP)
     piece = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]
     assert sorted((p.a, p.b) for p in placed) == sorted(strong)
     relative = np.array([positions[t] - truth[t] for t in piece])
@@ -147,7 +147,7 @@ def test_an_unchecked_strong_pair_whose_match_is_one_peak_holds_the_piece():
     assert np.sum(_off(positions, truth, piece) ** 2) < np.sum(_off(stage, truth, piece) ** 2)
     twinned = strong - {((2, 0), (2, 1))}
     for single, weaker in ((twinned, significance), (strong, {**significance, ((2, 0), (2, 1)): 5.0})):
-        positions, placed = _place_rigid_pieces(stage, links, weaker, single, STEP)
+        positions, placed = place_rigid_pieces(stage, links, weaker, single, STEP)
         assert sorted((p.a, p.b) for p in placed) == sorted(twinned)
         assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
 

@@ -1,6 +1,6 @@
 """A slice whose strong pairs form only groups smaller than a quarter of its tiles (10 % overlap):
 the largest one anchors the searches, and everything goes back to the stage if they do not grow it
-(linumpy.stitching.estimate._strong_seed, _drop_small_group)."""
+(linumpy.stitching.joint_placement.strong_seed, drop_small_group)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
+from linumpy.stitching.pair_terms import neighbour_pairs
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
 RADIUS = 10
@@ -30,7 +32,7 @@ def _registrations(informative: bool) -> dict:
     the truth if ``informative`` (the searches, which sum the maps, can use them), else holding no
     information (two bumps of 0.8 and 0.7, one 7 px off the truth)."""
     registrations = {}
-    for a, b in estimate.neighbour_pairs(TILES):
+    for a, b in neighbour_pairs(TILES):
         nominal = (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
         true = tuple(int(v) for v in ERRORS[b] - ERRORS[a])
         strong = (a, b) in STRONG
@@ -48,8 +50,8 @@ def stitched(monkeypatch):
         registrations = _registrations(informative)
         monkeypatch.setattr(estimate, "register_neighbours",
                             lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-        monkeypatch.setattr(estimate, "refine_subpixel",
-                            lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+        for module in (estimate, joint_placement):
+            monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
         return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
     return run
 

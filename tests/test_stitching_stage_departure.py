@@ -1,5 +1,5 @@
 """A strong pair whose offset departs from the stage model far beyond what the stage errs is a wrong peak
-(issue #10, stitch38; linumpy.stitching.estimate._solve_plausible).
+(issue #10, stitch38; linumpy.stitching.departures.solve_plausible).
 
 Harsh foreign seed 60, slice 3: the pair (1, 0)-(2, 0), significance 10.3, peaks 27.5 px from the truth, 18 px
 from the stage model's step, while the other kept pairs depart by at most 8.5 px (stage +-6 px per tile). Kept as
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.simulate.stitch_matrix import aligned_errors
+from linumpy.stitching.departures import implausible_departure
 from linumpy.stitching.fusion_flatfield import FusionFlatField
 from linumpy.stitching.global_solve import PairOffset, StageModel
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
@@ -61,7 +63,8 @@ def _estimate(monkeypatch, registrations: dict) -> estimate.TileTransform:
     """The estimate of the 3 x 3 grid whose pair registrations are ``registrations`` (sub-pixel fit: the peak)."""
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    for module in (estimate, joint_placement):
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
 
 
@@ -105,18 +108,18 @@ def test_the_departure_bound_is_relative_to_the_other_pairs(largest, implausible
     model = StageModel.nominal(STEP)
     pairs = [_pair((0, 0), (0, 1), (6.0, -2.0)), _pair((0, 1), (0, 2), (-3.0, 4.0)),
              _pair((0, 0), (1, 0), (1.0, 5.0)), _pair((0, 1), (1, 1), (largest, 0.0))]
-    found = estimate.implausible_departure(pairs, model)
+    found = implausible_departure(pairs, model)
     assert (found is pairs[-1]) if implausible else found is None
     # Along an edge link's ridge the offset is not measured: neither tested nor counted in the bound.
     along = [_pair((0, 0), (0, 1), (0.0, 14.0), free_direction=(0.0, 1.0))]
-    assert estimate.implausible_departure(pairs[:3] + along, model) is None
-    assert estimate.implausible_departure(pairs + along, model) is (pairs[-1] if implausible else None)
+    assert implausible_departure(pairs[:3] + along, model) is None
+    assert implausible_departure(pairs + along, model) is (pairs[-1] if implausible else None)
     # Too few other pairs to measure the stage's error: nothing is implausible.
-    assert estimate.implausible_departure(pairs[2:], model) is None
+    assert implausible_departure(pairs[2:], model) is None
     # On a loop that closes, the other pairs confirm it (harsh 70 slice 2: a right pair of significance 14.3,
     # 9.3 px from the step, the others at most 4.2 px).
     closing = _pair((1, 0), (1, 1), np.add(np.subtract((6.0, -2.0), (1.0, 5.0)), (largest, 0.0)))
-    assert estimate.implausible_departure(pairs + [closing], model) is None
+    assert implausible_departure(pairs + [closing], model) is None
 
 
 #: Stage errors of harsh foreign seed 99, slice 4's kind (stitch45): (0, 2) 7 px off in y, its pair with (0, 1)
@@ -148,7 +151,7 @@ def test_a_far_bridge_whose_tile_lies_within_the_stage_window_is_kept(monkeypatc
     model = StageModel.nominal(STEP)
     pairs = [_pair(a, b, np.subtract(FAR_ERRORS[b], FAR_ERRORS[a])) for (a, b), sig in significance.items()
              if sig >= estimate.CONFIDENT_SIGNIFICANCE]
-    assert estimate.implausible_departure(pairs, model).b == (0, 2)  # the pairs' bound alone drops it
+    assert implausible_departure(pairs, model).b == (0, 2)  # the pairs' bound alone drops it
     transform = _estimate(monkeypatch, registrations)
     record = next(r for r in transform.pairs if (r.a, r.b) == ((0, 1), (0, 2)))
     assert record.accepted and "within the stage's window" in record.status

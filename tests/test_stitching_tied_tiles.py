@@ -7,7 +7,8 @@ import pytest
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import STRONG_SIGNIFICANCE, _tied_to_left_out
+from linumpy.stitching.corroboration import _tied_to_left_out
+from linumpy.stitching.estimate import STRONG_SIGNIFICANCE
 from linumpy.stitching.pairwise import PairRegistration
 from linumpy.stitching.tile_search import Placement
 

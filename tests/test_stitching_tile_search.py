@@ -101,7 +101,7 @@ def test_tiles_placed_beyond_the_stage_uncertainty_go_back_to_the_stage_model():
     """A 3 x 4 grid, step 50 px: the two pairs of corner tile (2, 3) agree on a position 30 px right of
     the grid (as two wrong pairs in empty agarose can: the loop closes); with a stage uncertainty of
     20 px the tile loses its pairs and sits on the stage model fitted to the others."""
-    from linumpy.stitching.estimate import _drop_implausible
+    from linumpy.stitching.refusals import drop_implausible
     from linumpy.stitching.global_solve import PairOffset, solve_positions
 
     tiles = [(r, c) for r in range(3) for c in range(4)]
@@ -111,7 +111,7 @@ def test_tiles_placed_beyond_the_stage_uncertainty_go_back_to_the_stage_model():
              for a in tiles for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)) if b in tiles]
     positions, model, kept = solve_positions(tiles, pairs, step)
     assert positions[(2, 3)][1] - positions[(2, 0)][1] > 170  # the wrong pairs agree: the solve keeps them
-    positions, model, kept = _drop_implausible(tiles, positions, model, kept, step, max_shift_px=20.0)
+    positions, model, kept = drop_implausible(tiles, positions, model, kept, step, max_shift_px=20.0)
     assert all((2, 3) not in (p.a, p.b) for p in kept) and len(kept) == len(pairs) - 2
     for tile in tiles:
         assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, step)).max() < 0.5, (tile, positions)
@@ -122,7 +122,7 @@ def test_a_joint_placement_that_lost_a_pair_no_longer_links_a_group_alone():
     from (2, 2) (offset 4 px off) and (1, 3); the solve dropped (1, 3)-(2, 3). The remaining pair is the
     only link of the group of columns 3-4: kept as strong, it puts the whole group 4 px off (8 x 8
     harsh seed 3); demoted to weak, it is dropped and the group keeps its stage-model positions."""
-    from linumpy.stitching.estimate import _drop_broken_placements
+    from linumpy.stitching.refusals import drop_broken_placements
     from linumpy.stitching.global_solve import PairOffset, solve_positions
 
     tiles = [(r, c) for r in range(3) for c in range(5)]
@@ -135,10 +135,10 @@ def test_a_joint_placement_that_lost_a_pair_no_longer_links_a_group_alone():
     positions, model, kept = solve_positions(tiles, [p for p in pairs if (p.a, p.b) != ((1, 3), (2, 3))], step)
     assert positions[(0, 4)][1] - positions[(0, 0)][1] > 203  # the group follows the wrong pair
     registrations = {pair: PairRegistration((0.0, 0.0), 0.1) for pair in placed_by}  # no evidence maps
-    unchanged, dropped = _drop_broken_placements(tiles, positions, model, kept, {((2, 2), (2, 3)): (2, 3)},
+    unchanged, dropped = drop_broken_placements(tiles, positions, model, kept, {((2, 2), (2, 3)): (2, 3)},
                                                  registrations, step)
     assert unchanged[2] == kept and not dropped  # a placement that kept all its pairs keeps them strong
-    (positions, model, kept), _ = _drop_broken_placements(tiles, positions, model, kept, placed_by, registrations,
+    (positions, model, kept), _ = drop_broken_placements(tiles, positions, model, kept, placed_by, registrations,
                                                           step)
     assert all((2, 3) not in (p.a, p.b) or (p.a[1] >= 3) for p in kept)
     for tile in tiles:
@@ -213,7 +213,7 @@ def test_corroborated_spread_gate_is_per_axis():
 
 
 def test_a_link_the_solve_dropped_lends_no_evidence_to_the_search_again():
-    from linumpy.stitching.estimate import _corroborated_without
+    from linumpy.stitching.corroboration import _corroborated_without
 
     registrations, anchors, model = _corroboration_case()
 

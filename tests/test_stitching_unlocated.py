@@ -16,8 +16,10 @@ from scipy import ndimage
 from test_stitching_narrow_overlaps import NOMINAL, TILE_PX, _textured_pair
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.qc.flags import MAX_TILE_SIGMA_PX, uncertain_tiles
 from linumpy.stitching.link_conflicts import honest_variance
+from linumpy.stitching.pair_terms import pair_sigma
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, offset_spread, offset_unlocated, register_pair
 from linumpy.stitching.transform import PairRecord
 from linumpy.stitching.uncertainty import unlocated_variance
@@ -46,7 +48,7 @@ def _stated_along_step(registration: PairRegistration, a: tuple[int, int], b: tu
     record = PairRecord(a, b, registration.offset, registration.ncc, True,
                         unlocated_px=offset_unlocated(registration.scores, registration.offset))
     spread = offset_spread(registration.scores, registration.offset)
-    variance = honest_variance(estimate.pair_sigma(registration), spread) + unlocated_variance(record)
+    variance = honest_variance(pair_sigma(registration), spread) + unlocated_variance(record)
     return float(np.sqrt(variance[1]))
 
 
@@ -120,7 +122,8 @@ def test_a_lone_link_whose_match_runs_to_the_border_names_its_tiles(monkeypatch,
                      ((0, 1), (1, 1)): PairRegistration((86.0, 0.0), -1.0)}
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(tiles), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    for module in (estimate, joint_placement):
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     transform = estimate.estimate_transform(dict.fromkeys(tiles, np.zeros((96, 96))), STEP, RADIUS)
     link = next(p for p in transform.pairs if (p.a, p.b) == ((0, 0), (1, 0)))
     assert link.accepted and link.unlocated_px == (6.0 if ridge_to_border else 0.0)

@@ -7,7 +7,8 @@ import numpy as np
 from test_stitching_matrix import NEVER_WORSE_TOLERANCE_PX, stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
-from linumpy.stitching.estimate import _weak_pieces_to_stage, edge_variance, neighbour_pairs
+from linumpy.stitching.pair_terms import edge_variance, neighbour_pairs
+from linumpy.stitching.stage_pieces import weak_pieces_to_stage
 from linumpy.stitching.global_solve import PairOffset, solve_positions
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
@@ -60,7 +61,7 @@ def test_a_weakly_held_piece_on_little_evidence_goes_to_the_stage():
     tiles, solved, registrations, truth = _grid_with_a_weak_column(1.3)
     column = [(r, 4) for r in range(3)]
     assert min(_aligned(solved[0], truth)[t] for t in column) > 5.0  # dragged off by the weak links
-    (positions, _, kept), to_stage, detached = _weak_pieces_to_stage(tiles, solved, registrations, STEP)
+    (positions, _, kept), to_stage, detached = weak_pieces_to_stage(tiles, solved, registrations, STEP)
     assert to_stage == set(column)
     assert detached == {((r, 3), (r, 4)) for r in range(3)}
     kept_ids = {(p.a, p.b) for p in kept}
@@ -72,7 +73,7 @@ def test_a_piece_its_links_clearly_place_stays():
     """Links with evidence 6 at the piece's placement (8.7 jointly over the stage's): untouched, even
     though it lies 8 px from the stage model (here the truth is where the links put it)."""
     tiles, solved, registrations, _ = _grid_with_a_weak_column(6.0)
-    assert _weak_pieces_to_stage(tiles, solved, registrations, STEP) == (solved, set(), set())
+    assert weak_pieces_to_stage(tiles, solved, registrations, STEP) == (solved, set(), set())
 
 
 def test_a_piece_held_along_parallel_ridges_goes_to_the_stage_whatever_their_evidence():
@@ -85,7 +86,7 @@ def test_a_piece_held_along_parallel_ridges_goes_to_the_stage_whatever_their_evi
     tiles, solved, registrations, truth = _grid_with_a_weak_column(6.0, ridges)
     column = [(r, 4) for r in range(3)]
     assert min(_aligned(solved[0], truth)[t] for t in column) > 5.0
-    (positions, _, _), to_stage, _ = _weak_pieces_to_stage(tiles, solved, registrations, STEP)
+    (positions, _, _), to_stage, _ = weak_pieces_to_stage(tiles, solved, registrations, STEP)
     assert to_stage == set(column)
     assert max(_aligned(positions, truth).values()) < 0.01
 
@@ -93,7 +94,7 @@ def test_a_piece_held_along_parallel_ridges_goes_to_the_stage_whatever_their_evi
 def test_a_piece_held_along_crossing_ridges_is_judged_on_its_evidence():
     """Edge links whose ridges cross (x and y): the position is measured, the clear links keep the piece."""
     tiles, solved, registrations, _ = _grid_with_a_weak_column(6.0, {0: (0.0, 1.0), 1: (1.0, 0.0), 2: (0.0, 1.0)})
-    assert _weak_pieces_to_stage(tiles, solved, registrations, STEP)[1] == set()
+    assert weak_pieces_to_stage(tiles, solved, registrations, STEP)[1] == set()
 
 
 def test_the_weak_piece_of_overlap_10_seed_113_no_longer_forms():
@@ -186,7 +187,7 @@ def test_a_piece_its_links_place_worse_than_the_stage_goes_there_whatever_its_de
     stage = {t: solved[1].position(t) for t in tiles}
     on_stage = _off_truth(stage, truth)
     assert all(_off_truth(solved[0], truth)[t] > on_stage[t] + 1.0 for t in PIECE)  # main: left there
-    (positions, _, _), to_stage, detached = _weak_pieces_to_stage(tiles, solved, registrations, (86.0, 86.0))
+    (positions, _, _), to_stage, detached = weak_pieces_to_stage(tiles, solved, registrations, (86.0, 86.0))
     assert to_stage == PIECE and detached == {LONE, EDGE}
     ours = _off_truth(positions, truth)
     assert all(ours[t] <= on_stage[t] + NEVER_WORSE_TOLERANCE_PX for t in tiles), (ours, on_stage)
@@ -198,4 +199,4 @@ def test_a_piece_its_other_overlap_places_with_its_links_stays():
     there too: its links prefer that placement (margin 0.42), and it is left where it is, on the truth."""
     tiles, solved, registrations, truth = _piece_on_weak_links("piece")
     assert max(_off_truth(solved[0], truth).values()) < 0.05
-    assert _weak_pieces_to_stage(tiles, solved, registrations, (86.0, 86.0)) == (solved, set(), set())
+    assert weak_pieces_to_stage(tiles, solved, registrations, (86.0, 86.0)) == (solved, set(), set())

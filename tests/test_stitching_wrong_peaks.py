@@ -1,5 +1,5 @@
 """A confident wrong peak between tiles that do not overlap, the lone link that decides the main group
-(issue #10, session wrongpeak; linumpy.stitching.estimate._solve_plausible, _far_side_unsupported).
+(issue #10, session wrongpeak; linumpy.stitching.departures.solve_plausible, far_side_unsupported).
 
 Fresh foreign ``c185`` seed 201, slice 3 (grid 4 x 4, 10 % overlap, stage +-8 px): (2, 0)-(3, 0), significance
 3.57, 27.9 px off, true overlap -0.5 px (a peak claiming a 27 px overlap, 17.4 px from the step, within the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 import linumpy.stitching.estimate as estimate
+import linumpy.stitching.joint_placement as joint_placement
 from linumpy.simulate.stitch_matrix import aligned_errors
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED_FIRST
@@ -66,7 +67,8 @@ def test_a_confident_lone_link_placing_its_side_beyond_the_window_does_not_choos
     registrations = _registrations()
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
-    monkeypatch.setattr(estimate, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+    for module in (estimate, joint_placement):
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     transform = estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
     truth = {t: np.multiply(t, STEP) + ERRORS[t] for t in TILES}
     positions = {t: transform.position(t) for t in TILES}

@@ -36,7 +36,7 @@ MAX_FOCUS_WIDTH_DEVIATION = 0.06
 #: stitch step's own flag counts them when they make up more than a quarter of the slice.
 MAX_TILE_SIGMA_PX = 1.5
 #: Own significance of an overlap (stitch record, ``pairs``) from which a tile left on the stage model counts as
-#: textured: the estimate's bar of a confident pair (``linumpy.stitching.estimate.CONFIDENT_SIGNIFICANCE``).
+#: textured: the estimate's bar of a confident pair (``linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE``).
 TEXTURED_SIGNIFICANCE = 2.0
 #: Most tiles a flag names (c185 201 slice 2 had 14 such tiles); it counts them all.
 MAX_NAMED_TILES = 6

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linumpy.stitching.estimate import edge_variance
+from linumpy.stitching.pair_terms import edge_variance
 from linumpy.stitching.global_solve import PRIOR_WEIGHT, PairOffset, TileIndex
 from linumpy.stitching.link_conflicts import honest_variance
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
@@ -133,7 +133,7 @@ def tile_risk(transform: TileTransform, max_shift_px: float = DEFAULT_MAX_SHIFT_
     """The hinge links of ``transform`` and the tiles placed by pairs that each holds.
 
     ``max_shift_px`` is the search window the estimate used (an edge link's
-    variance along its ridge, :func:`~linumpy.stitching.estimate.edge_variance`).
+    variance along its ridge, :func:`~linumpy.stitching.pair_terms.edge_variance`).
     """
     records = [r for r in transform.pairs if r.accepted]
     placed = frozenset(t for t, record in transform.tiles.items() if record.source == "pairs")

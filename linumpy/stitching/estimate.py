@@ -7,30 +7,30 @@
    (:mod:`linumpy.stitching.pairwise`) within ``max_shift_px`` of the stage
    offset.
 3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
-   (significance >= :data:`MIN_SIGNIFICANCE`). Candidates go to the global
+   (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
-   (>= :data:`STRONG_SIGNIFICANCE`): such a pair cannot be checked; and a
+   (>= :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`): such a pair cannot be checked; and a
    kept pair on no loop departing from the stage model far more than every
-   other (:func:`implausible_departure`), a wrong peak however significant,
+   other (:func:`~linumpy.stitching.departures.implausible_departure`), a wrong peak however significant,
    unless the tiles it alone places stay within the joint search's window
-   (:func:`_bridged_within_window`); and a kept pair on no loop placing the
+   (:func:`~linumpy.stitching.departures._bridged_within_window`); and a kept pair on no loop placing the
    tiles it alone joins beyond that window where their other overlaps do not
-   support it (:func:`_far_side_unsupported`). Pairs
-   below :data:`CONFIDENT_SIGNIFICANCE` are used only if their offset
+   support it (:func:`~linumpy.stitching.lone_links.far_side_unsupported`). Pairs
+   below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
    confident pair the first solve did not keep only if it departs no farther
-   than :func:`implausible_departure` allows (:func:`_unchecked_far_pairs`);
-   one the solve dropped replaces a kept
+   than :func:`~linumpy.stitching.departures.implausible_departure` allows
+   (:func:`~linumpy.stitching.departures.unchecked_far_pairs`); one the solve dropped replaces a kept
    weak pair when their loop clearly blames the kept one
-   (:func:`_swap_dropped_weak`). A tile whose kept links are all edge links
+   (:func:`~linumpy.stitching.refusals.swap_dropped_weak`). A tile whose kept links are all edge links
    the solve puts beyond half their ridge from their own peaks loses them
-   (:func:`_tiles_beyond_edge_ridges`).
+   (:func:`~linumpy.stitching.ridges.tiles_beyond_edge_ridges`).
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
-   when it is significant (>= :data:`JOINT_SIGNIFICANCE`) and, if one link
+   when it is significant (>= :data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`) and, if one link
    alone holds it, that link departs from the stage model no more than the
    confident pairs do; and all positions are solved again, a pair the solve
    dropped taking the place of the one kept pair it alone checks when it is
@@ -47,26 +47,26 @@
    the least certain weak link of each loop that does not close is dropped
    (:mod:`linumpy.stitching.link_conflicts`), and a searched link left
    holding a piece whose other pairs were dropped counts as weak
-   (:func:`_orphaned_searches`). Last, a tile still left out is
-   placed by a weak joint peak (>= :data:`WEAK_JOINT_SIGNIFICANCE`) if several
+   (:func:`~linumpy.stitching.refusals.orphaned_searches`). Last, a tile still left out is
+   placed by a weak joint peak (>= :data:`~linumpy.stitching.pair_terms.WEAK_JOINT_SIGNIFICANCE`) if several
    of its links corroborate it, the peak is sharp, it departs from the stage
    model no farther than the placed tiles do plus 2 px, no stronger overlap
-   ties the tile to a tile left out (:func:`_tied_to_left_out`) and the solve keeps
+   ties the tile to a tile left out (:func:`~linumpy.stitching.corroboration._tied_to_left_out`) and the solve keeps
    those links on their loops; after each such placement the joint search runs
    again from the tile placed. Last, a piece of tiles that only weak links
-   (own significance below :data:`CONFIDENT_SIGNIFICANCE`) join to the
-   largest piece, lying farther than :data:`WEAK_PIECE_DEVIATION_PX` from the
-   stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by less
-   than :data:`WEAK_PIECE_MARGIN`, goes back to the stage model
-   (:func:`_weak_pieces_to_stage`), as does one lying nearer whose links prefer the stage's placement by
-   that margin; and a kept pair on no loop that places tiles it alone joins
+   (own significance below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`) join to the
+   largest piece, lying farther than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from the
+   stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by
+   less than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`, goes back to the stage model
+   (:func:`~linumpy.stitching.stage_pieces.weak_pieces_to_stage`), as does one lying nearer whose links prefer the
+   stage's placement by that margin; and a kept pair on no loop that places tiles it alone joins
    beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
    placement to the stage's, is refused and its side put on the stage model
-   (:func:`_far_lone_links_to_stage`); tiles outside the largest piece that two or more edge links along
-   nearly parallel ridges alone hold go to the stage model, wherever they lie (:func:`_ridge_held_to_stage`);
-   a kept edge link on no loop keeps only its evidence across its
-   ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
-   placement along the ridge (:func:`_lone_edge_links_across_only`).
+   (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`); tiles outside the largest piece that two or more
+   edge links along nearly parallel ridges alone hold go to the stage model, wherever they lie
+   (:func:`~linumpy.stitching.stage_pieces.ridge_held_to_stage`); a kept edge link on no loop keeps only its evidence
+   across its ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
+   placement along the ridge (:func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -75,7 +75,7 @@
    over the registered tiles validates the prediction
    (:mod:`linumpy.stitching.stage_residuals`).
    Then a piece of such tiles that strong pairs join, its loops closed, is
-   placed as one at its tiles' stage-model mean (:func:`_place_rigid_pieces`).
+   placed as one at its tiles' stage-model mean (:func:`~linumpy.stitching.stage_pieces.place_rigid_pieces`).
 8. Each tile's honest standard error (the solve's covariance under the pairs'
    errors and peak spreads, :mod:`linumpy.stitching.uncertainty`) and whether
    it hangs on weak links only are recorded; no tile moves for them.
@@ -84,8 +84,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -93,136 +92,47 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from linumpy.parallel import ordered_map
-from linumpy.stitching.cluster_search import clusters, place_cluster
+from linumpy.stitching.corroboration import place_corroborated
+from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
 from linumpy.stitching.flatfield import estimate_flat_field
-from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
-                                           bridges, solve_positions)
-from linumpy.stitching.link_conflicts import (CULPRIT_MARGIN, closed_by_switches, contested_links,
-                                             drop_broken_loop_links, honest_error, honest_variance, open_loops,
-                                             swap_clearly_weaker, swap_least_certain)
+from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
+from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
+                                               place_group, strong_seed)
+from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
+                                              swap_clearly_weaker)
+from linumpy.stitching.lone_links import far_lone_links_to_stage, lone_edge_links_across_only
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.pairwise import (
-    PairRegistration,
-    edge_ridge,
-    narrow_joint_offset,
-    offset_spread,
-    offset_unlocated,
-    refine_subpixel,
-    register_pair,
-    single_peak,
-)
-from linumpy.stitching.reanchor import (ANCHOR_SIGNIFICANCE, evidence_over, evidence_over_stage, links_out, moved,
-                                        pieces, research_piece)
-from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
-from linumpy.stitching.tile_search import (PRIOR_MARGIN, PRIOR_SLACK_PX, SNAP_RADIUS_PX, Placement,
-                                           corroborated_placements, joint_placement, lone_departure,
-                                           largest_deviation, place_by_neighbours, reference_gauge,
-                                           search_radius)
-from linumpy.stitching.transform import (BORDER_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
-                                        FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
-                                        RIGID_PIECE_KEPT, PairRecord, TileRecord, TileTransform)
-from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas, unlocated_variance
+from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_SIGNIFICANCE,
+                                          STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE, WEAK_PIECE_DEVIATION_PX,
+                                          WEAK_PIECE_MARGIN, link_variance, neighbour_pairs, nominal_offset,
+                                          pair_offset, pair_sigma, pair_status)
+from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joint_offset, offset_spread,
+                                        offset_unlocated, refine_subpixel, register_pair)
+from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, pieces
+from linumpy.stitching.reanchor_pieces import anchoring_links, reanchor
+from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible, links_costing_kept, orphaned_searches,
+                                        swap_dropped_weak)
+from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
+from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
+                                            rigid_piece_links, weak_pieces_to_stage)
+from linumpy.stitching.tile_records import build_tile_records, open_loop_tiles
+from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
+                                         LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileTransform)
+from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
+
+#: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
+__all__ = ["CONFIDENT_SIGNIFICANCE", "JOINT_SIGNIFICANCE", "MIN_SIGNIFICANCE", "STRONG_SIGNIFICANCE",
+           "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN", "estimate_transform",
+           "pair_confidence", "register_neighbours"]
 
 logger = logging.getLogger(__name__)
 
-#: Neighbour directions registered: down and right.
-DIRECTIONS: tuple[TileIndex, ...] = ((1, 0), (0, 1))
-#: Significance (robust z-score of the NCC peak) a pair needs to be a candidate.
-#: Low on purpose: with speckle drawn anew in every tile, right pairs often
-#: score below 1; a candidate that is not strong is kept only where loops of
-#: pairs check it, and candidates below :data:`CONFIDENT_SIGNIFICANCE` only if
-#: they cost none of the pairs kept without them.
-MIN_SIGNIFICANCE = 0.5
-#: Significance a pair needs to be accepted as the only link between tiles.
-STRONG_SIGNIFICANCE = 3.0
-#: Pairs at least this significant are solved first; the reported confidence is 0.5 there.
-CONFIDENT_SIGNIFICANCE = 2.0
-#: Significance of the joint peak that places a tile left without pairs
-#: (:mod:`linumpy.stitching.tile_search`).
-JOINT_SIGNIFICANCE = 2.0
-#: Significance of a joint peak that places a tile left out when its links
-#: corroborate it (:func:`_place_corroborated`) ...
-WEAK_JOINT_SIGNIFICANCE = 1.0
-#: ... at least this many of them ...
-MIN_CORROBORATING_LINKS = 2
-#: ... and the peak is this sharp (pixels, largest of its two spreads) ...
-MAX_WEAK_SPREAD_PX = 1.0
-#: ... or, where the stage errs more, at most this fraction of the stage scatter of the axis.
-WEAK_SPREAD_SCATTER_FRACTION = 1 / 3
-#: A link's offset at a weak joint peak within this many pixels of its own peak (per axis; along its ridge
-#: for an edge link) is on its own peak there (:func:`_corroboration_refused`).
-OWN_PEAK_PX = 2.0
-#: Fewest other kept pairs that measure the stage's error for :func:`implausible_departure`.
-MIN_DEPARTURE_PAIRS = 3
-#: Floor of a pair's standard error (pixels) when weighting it.
-SIGMA_FLOOR_PX = 0.05
-#: Error (pixels) of a pair's offset that its sub-pixel fit does not see, times its
-#: significance (at least :data:`CONFIDENT_SIGNIFICANCE`): smooth regions, residual
-#: vignetting, speckle drawn anew in each tile. Calibrated on seeds 0-2 of the
-#: stitching matrix, where the fit's own standard error was right at significance
-#: >= 8 but 3-4 times too small below 3 (rms error 0.45 px against 0.12 px claimed).
-SIGNIFICANCE_ERROR_PX = 1.0
-#: A piece that weak links alone join to the largest piece goes back to the stage model if
-#: its farthest tile lies farther than this (pixels) from its stage-model position ...
-WEAK_PIECE_DEVIATION_PX = 5.0
-#: ... and its links' evidence for where it lies beats the stage placement's by less than
-#: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`).
-WEAK_PIECE_MARGIN = 0.6
-#: ... or, whatever that evidence, if all those links are edge links whose ridges lie within this many degrees
-#: of one another (:func:`_held_along_parallel_ridges`).
-PARALLEL_RIDGES_DEG = 30.0
-#: Fewest tiles of a rigid piece placed at its stage-model mean (:func:`_place_rigid_pieces`): the smallest loop of
-#: neighbour pairs on a grid.
-RIGID_PIECE_MIN_TILES = 4
-#: Own significance from which a pair on no loop holds a rigid piece together (:func:`_place_rigid_pieces`): above
-#: the strong wrong peaks measured between tiles that do not overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0)
-#: 6.67, 9.6 px off; 215 slice 3's (2, 3)-(3, 3) 6.89, 6.7 px off; 192 slice 2's (1, 3)-(2, 3) 6.34), unless
-#: its match is one peak at the finest speckle scale (:func:`~linumpy.stitching.pairwise.single_peak`: the two
-#: wrong ones measured in a piece have a twin 3.2 px away; session wrongpk): then from ...
-RIGID_BRIDGE_SIGNIFICANCE = 8.0
-#: ... this: above the strong wrong pairs whose match is one peak all the same, measured anywhere on foreign ``c185``
-#: 209, 213, 215, 216 (6 of the 10 wrong strong pairs, 3.28-4.98, 4.3-30.9 px off), below the right unchecked
-#: pairs it admits (5.83-7.35; session wrongpk).
-RIGID_SINGLE_PEAK_SIGNIFICANCE = 5.5
-
-
-def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
-    """Return the stage's ``(y, x)`` offset between tiles ``direction`` apart."""
-    return (direction[0] * float(tile_step_px[0]), direction[1] * float(tile_step_px[1]))
-
-
-def neighbour_pairs(tiles: Sequence[TileIndex]) -> list[tuple[TileIndex, TileIndex]]:
-    """Return the (tile, right or down neighbour) pairs among ``tiles``, sorted."""
-    present = set(tiles)
-    return [
-        (tile, (tile[0] + d[0], tile[1] + d[1]))
-        for tile in sorted(present)
-        for d in DIRECTIONS
-        if (tile[0] + d[0], tile[1] + d[1]) in present
-    ]
-
 
 def pair_confidence(significance: float) -> float:
-    """Map a significance to [0, 1]: 0.5 at :data:`CONFIDENT_SIGNIFICANCE`, 1 at twice it."""
+    """Map a significance to [0, 1]: 0.5 at :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`, 1 at twice
+    it."""
     return float(np.clip(significance / (2 * CONFIDENT_SIGNIFICANCE), 0.0, 1.0))
-
-
-def _pair_status(registration: PairRegistration, kept: bool, candidate: bool, bridge: bool,
-                 implausible: bool = False, far: bool = False) -> str:
-    if kept:
-        return "kept"
-    if implausible:
-        return FAR_BRIDGE_REFUSED
-    if far:
-        return "unchecked, departs beyond the stage's error"
-    if registration.ncc <= -1:
-        return "no overlap"
-    if registration.border_peak:
-        return BORDER_PEAK_REFUSED
-    if not candidate:
-        return "not significant"
-    return "weak outside any loop" if bridge else "inconsistent or outside the main group"
 
 
 def _refused_on_border(registration: PairRegistration) -> PairRegistration:
@@ -299,7 +209,7 @@ def estimate_transform(
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
     flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers)
     registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
-    candidates = [_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
+    candidates = [pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
     moved: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -310,65 +220,65 @@ def estimate_transform(
                                          narrow_joint_offset(switch.offset, registration.scores))
         moved[switch.pair] = replace(registration, offset=refined, sigma_px=sigma,
                                      significance=switch.significance)
-        return _pair_offset(a, b, moved[switch.pair], False)
+        return pair_offset(a, b, moved[switch.pair], False)
 
     with threadpool_limits(limits=1, user_api="blas"):
         confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
-    (positions, model, kept), implausible, far_bridged, far_first = _solve_plausible(
+    (positions, model, kept), implausible, far_bridged, far_first = solve_plausible(
         tiles, confident, tile_step_px, set(moved), {**registrations, **moved})
     confident = [p for p in confident if (p.a, p.b) not in implausible]
     candidates = [p for p in candidates if (p.a, p.b) not in implausible]
-    far = _unchecked_far_pairs(confident, kept, model)
+    far = unchecked_far_pairs(confident, kept, model)
     confident = [p for p in confident if (p.a, p.b) not in far]
     candidates = [p for p in candidates if (p.a, p.b) not in far]
     if not kept:
-        positions, model, kept = _strong_seed(tiles, confident, tile_step_px)
+        positions, model, kept = strong_seed(tiles, confident, tile_step_px)
     confident_ids = {(p.a, p.b) for p in confident}
-    weak = _plausible([p for p in candidates if (p.a, p.b) not in confident_ids], confident, model)
+    weak = plausible([p for p in candidates if (p.a, p.b) not in confident_ids], confident, model)
     if weak:
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
-            positions, model, kept = _swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
+            positions, model, kept = swap_dropped_weak(tiles, wider, weak, {**registrations, **moved},
                                                         registrations, tile_step_px)
-    (positions, model, kept), beyond_ridges = _tiles_beyond_edge_ridges(tiles, (positions, model, kept),
+    (positions, model, kept), beyond_ridges = tiles_beyond_edge_ridges(tiles, (positions, model, kept),
                                                                         {**registrations, **moved}, tile_step_px)
     anchoring = {(p.a, p.b) for p in kept}
     contested = contested_links(kept, [p for p in confident if (p.a, p.b) not in anchoring],
                                 {pair: r.significance for pair, r in {**registrations, **moved}.items()})
     contested |= closed_by_switches(kept, set(moved), {pair: r.significance for pair, r in registrations.items()},
                                     ANCHOR_SIGNIFICANCE)
-    joint, placed_by, lone_refused = _joint_search(registrations, positions, model, kept, flattened)
+    joint, placed_by, lone_refused = joint_search(registrations, positions, model, kept, flattened)
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
     costly: set[tuple[TileIndex, TileIndex]] = set()
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
     if joint:
-        joint_pairs = [_pair_offset(a, b, r, True) for (a, b), r in joint.items()]
-        solved, costly = _links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
+        joint_pairs = [pair_offset(a, b, r, True) for (a, b), r in joint.items()]
+        solved, costly = links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
         kept_ids = {(p.a, p.b) for p in solved[2]}
         (positions, model, kept), swaps = swap_clearly_weaker(
             tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids | costly],
             {pair: r.significance for pair, r in registrations.items()}, tile_step_px)
         swapped_out = {blamed for _, blamed in swaps}
-        (positions, model, kept), unsupported = _drop_broken_placements(tiles, positions, model, kept, placed_by,
+        (positions, model, kept), unsupported = drop_broken_placements(tiles, positions, model, kept, placed_by,
                                                                         registrations, tile_step_px)
     refused_groups: set[TileIndex] = set()
-    while (group := _place_group(tiles, positions, model, kept, candidates, registrations, flattened,
+    while (group := place_group(tiles, positions, model, kept, candidates, registrations, flattened,
                                  tile_step_px, refused_groups)) is not None:
         (positions, model, kept), links = group
         joint.update(links)
     clustered: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
-    while (cluster := _place_clusters(tiles, positions, model, kept, registrations, flattened,
+    while (cluster := place_clusters(tiles, positions, model, kept, registrations, flattened,
                                       tile_step_px)) is not None:
         (positions, model, kept), links = cluster
         clustered.update(links)
-    positions, model, kept, relinked = _reanchor(tiles, positions, model, kept, anchoring, contested, registrations,
+    positions, model, kept, relinked = reanchor(tiles, positions, model, kept, anchoring, contested, registrations,
                                                  flattened, tile_step_px)
     current = {**registrations, **moved, **joint, **clustered, **relinked}
     (positions, model, kept), unlinked, broad = drop_broken_loop_links(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
         {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE, tile_step_px)
-    positions, model, kept = _orphaned_searches(tiles, (positions, model, kept), set(unlinked) | set(broad),
+    positions, model, kept = orphaned_searches(tiles, (positions, model, kept), set(unlinked) | set(broad),
                                                 set(joint) | set(clustered) | set(relinked), registrations,
                                                 tile_step_px)
     corroborated: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
@@ -377,34 +287,34 @@ def estimate_transform(
     far_weak: set[TileIndex] = set()
     uncorroborated: set[TileIndex] = set()
     tied: set[TileIndex] = set()
-    while (weak := _place_corroborated(tiles, (positions, model, kept), registrations, flattened,
+    while (weak := place_corroborated(tiles, (positions, model, kept), registrations, flattened,
                                        tile_step_px, max_shift_px, far_weak, uncorroborated, tied)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
-        positions, model, kept, searched, refused, dropped = _late_joint_search(
+        positions, model, kept, searched, refused, dropped = late_joint_search(
             tiles, (positions, model, kept), registrations, flattened, tile_step_px)
         late.update(searched)
         lone_refused |= refused
         unsupported.update(dropped)
-    positions, model, kept = _unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
-    positions, model, kept = _drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
-    positions, model, kept = _drop_small_group(tiles, positions, model, kept, tile_step_px)
-    (positions, model, kept), to_stage, detached = _weak_pieces_to_stage(tiles, (positions, model, kept),
+    positions, model, kept = unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
+    positions, model, kept = drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
+    positions, model, kept = drop_small_group(tiles, positions, model, kept, tile_step_px)
+    (positions, model, kept), to_stage, detached = weak_pieces_to_stage(tiles, (positions, model, kept),
                                                                          registrations, tile_step_px)
-    (positions, model, kept), lone_to_stage, lone_refused_links = _far_lone_links_to_stage(
+    (positions, model, kept), lone_to_stage, lone_refused_links = far_lone_links_to_stage(
         tiles, (positions, model, kept), registrations, tile_step_px)
-    (positions, model, kept), ridge_to_stage, ridge_detached = _ridge_held_to_stage(
+    (positions, model, kept), ridge_to_stage, ridge_detached = ridge_held_to_stage(
         tiles, (positions, model, kept), registrations, tile_step_px)
     to_stage |= ridge_to_stage
     detached |= ridge_detached
-    (positions, model, kept), along_stage, across_only = _lone_edge_links_across_only(
+    (positions, model, kept), along_stage, across_only = lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
     final = {**current, **late, **corroborated}
-    open_loop = _open_loop_tiles(tiles, kept, tile_step_px,
+    open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
-    positions, residual_model = _correct_stage_residuals(tiles, positions, model, kept)
-    positions, rigid = _place_rigid_pieces(positions, *_rigid_piece_links(tiles, kept, registrations), tile_step_px)
+    positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
+    positions, rigid = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations), tile_step_px)
     kept_ids = {(p.a, p.b) for p in kept + rigid}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     rigid_ids = {(p.a, p.b) for p in rigid}
@@ -445,7 +355,7 @@ def estimate_transform(
         elif (a, b) in far_bridged and (a, b) in kept_ids:
             status = FAR_BRIDGE_KEPT
         else:
-            status = _pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
+            status = pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong,
                                   (a, b) in implausible, (a, b) in far)
         records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
@@ -458,8 +368,8 @@ def estimate_transform(
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
     far_sides = set().union(*far_first.values())
     scatter = stage_scatter(positions, model, registered, max_shift_px)
-    sigmas = tile_sigmas(tiles, [(r.a, r.b, _link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
-    trusted = set((pieces(registered, _anchoring_links(kept, anchoring, contested - set(relinked), registrations))
+    sigmas = tile_sigmas(tiles, [(r.a, r.b, link_variance(r, max_shift_px)) for r in records if r.accepted], scatter)
+    trusted = set((pieces(registered, anchoring_links(kept, anchoring, contested - set(relinked), registrations))
                    or [[]])[0])
     flagged = {
         "lone_link_refused": lone_refused,
@@ -478,7 +388,7 @@ def estimate_transform(
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
     }
-    tile_records = _tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
+    tile_records = build_tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted | flagged["rigid_piece"], flagged, open_loop)
     n_stage = sum(record.source == "stage" for record in tile_records.values())
     logger.info("%d of %d neighbour pairs accepted; %d of %d tiles placed by the stage model",
@@ -499,1908 +409,3 @@ def _edge_fields(registration: PairRegistration) -> dict:
     """``free_direction`` and ``ridge_px`` of a pair's record (:func:`~linumpy.stitching.pairwise.edge_ridge`)."""
     edge = edge_ridge(registration.scores, registration.offset)
     return {} if edge is None else {"free_direction": edge[0], "ridge_px": edge[1]}
-
-
-def edge_variance(max_shift_px: float) -> float:
-    """Variance (pixels squared) of an edge link's offset along its ridge: a uniform law over
-    the search window, ``(2 max_shift_px)**2 / 12``, what the stage allows (as the stage scatter
-    of :func:`~linumpy.stitching.uncertainty.stage_scatter` with few registered tiles).
-
-    Along an edge the overlap cannot tell one offset from another: the peak sits where the
-    overlap is largest or on a bump of the ridge (harsh foreign seed 32, slice 0: 10.8 px from
-    the truth along the edge, 0.1 px across). With this variance the link's peak places its tile
-    along the ridge only where no other link does (a weak link outweighs it), and the link's
-    residual there is not tested. Tuned on harsh foreign seeds 30 and 32 against the ridge's own
-    extent (``length**2 / 12``: a weak right link then lost the solve's outlier test to the edge's
-    pull) and against nothing at all along the ridge (a right lone edge link then left its tiles
-    on the stage along it)."""
-    return max_shift_px**2 / 3
-
-
-def _link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
-    """``(y, x)`` honest variance of an accepted pair (:func:`honest_variance`), plus, along an
-    edge's ridge, :func:`edge_variance` spread over the axes by the ridge's direction, and on both axes
-    for a peak on the border of its scored window (``border_peak``): its optimum may lie anywhere beyond
-    the border within the stage's window (foreign ``c185`` seed 209 slice 0, (0, 0)-(1, 0): its peak on
-    the last scored row, a 2 px overlap, 4.5 px off between tiles that do not overlap; the five tiles it
-    placed 3.2 px off with a stated error of 1.32 px, 1.92 with it; session edgepeak). Such a pair is
-    refused as evidence of its own (:func:`_refused_on_border`): this applies when a joint search accepts
-    it at that same peak. A pair whose match leaves its offset unlocated toward the border adds
-    :func:`~linumpy.stitching.uncertainty.unlocated_variance` on the step's axis."""
-    variance = honest_variance(record.sigma_px, record.spread_px) + unlocated_variance(record)
-    if record.border_peak:
-        variance = variance + edge_variance(max_shift_px)
-    if record.free_direction is None:
-        return variance
-    return variance + np.asarray(record.free_direction) ** 2 * edge_variance(max_shift_px)
-
-
-def pair_sigma(registration: PairRegistration) -> tuple[float, float]:
-    """Standard error ``(y, x)`` of a pair's offset, pixels: the sub-pixel fit's, the
-    error it does not see (:data:`SIGNIFICANCE_ERROR_PX` over the significance) and
-    :data:`SIGMA_FLOOR_PX`, in quadrature."""
-    unseen = SIGNIFICANCE_ERROR_PX / max(registration.significance, CONFIDENT_SIGNIFICANCE)
-    return tuple(float(np.sqrt(s**2 + unseen**2 + SIGMA_FLOOR_PX**2)) for s in registration.sigma_px)
-
-
-def _pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, strong: bool) -> PairOffset:
-    """The measured offset of a pair, weighted by its inverse variance per axis.
-
-    The outlier test of the solve scales residuals by the sub-pixel fit's
-    own standard error (floored at :data:`SIGMA_FLOOR_PX`): with the
-    calibrated one a weak pair 1.5-2 px off, wrong peak near the right one,
-    passes it (seeds 0-2 of the stitching matrix, 6 x 6 with empty tiles).
-    A peak on an edge's ridge (:func:`~linumpy.stitching.pairwise.edge_ridge`)
-    makes the link anisotropic (:class:`~linumpy.stitching.global_solve.PairOffset`):
-    along the ridge the pair knows the offset no better than the stage does,
-    a uniform law over the search window (:func:`edge_variance`), and its
-    residual there is not tested.
-    """
-    edge = edge_ridge(registration.scores, registration.offset)
-    anisotropic = {} if edge is None else {"free_direction": edge[0],
-                                           "ridge_variance": edge_variance(registration.scores[0].radius)}
-    return PairOffset(a, b, registration.offset, weight=tuple(1 / s**2 for s in pair_sigma(registration)),
-                      strong=strong,
-                      test_weight=tuple(1 / (s**2 + SIGMA_FLOOR_PX**2) for s in registration.sigma_px),
-                      **anisotropic)
-
-
-def _plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
-               model: StageModel) -> list[PairOffset]:
-    """The weak pairs whose offset departs from the stage model no more than confident pairs do.
-
-    The confident pairs sample the stage's error on the offset of two
-    neighbours; a weak pair farther from the stage model than their largest
-    departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` is
-    a wrong peak, even where two wrong pairs close a loop between them (as in
-    empty agarose). Without confident pairs no weak pair is plausible.
-    """
-    if not confident:
-        return []
-    bound = _departure_bound(confident, model)
-    return [p for p in weak if _departure(p, model, across_only=False) <= bound]
-
-
-def _departure_bound(confident: Sequence[PairOffset], model: StageModel) -> float:
-    """How far (pixels, larger axis) a pair's offset may depart from the stage model's step: as far as the
-    ``confident`` pairs' largest departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`
-    (the stage's error on the offset of two neighbours, as they measure it); unbounded without them."""
-    if not confident:
-        return float("inf")
-    return max(_departure(p, model, across_only=False) for p in confident) + PRIOR_SLACK_PX
-
-
-def _unchecked_far_pairs(confident: Sequence[PairOffset], kept: Sequence[PairOffset],
-                         model: StageModel) -> set[tuple[TileIndex, TileIndex]]:
-    """The confident pairs the solve of the confident pairs did not keep whose offset departs from the
-    stage model's step beyond what the stage errs: :func:`implausible_departure`'s bound,
-    :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times the ``kept`` pairs' largest departure plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (an edge link's departure across its ridge only).
-
-    That rule judges the kept pairs on no loop; a confident pair the solve did not keep (on no loop of
-    confident pairs and not strong enough to stand alone, or inconsistent with them) escapes it, and
-    comes back in the solve with the weak pairs, where a loop of weak links can keep it without
-    checking its departure. ``6x6`` seed 110: (5, 1)-(5, 2), between two empty tiles, significance
-    2.41, 19 px from the step (the kept confident pairs at most 6.7 px), 20.3 px from the truth, on no
-    confident loop; kept by the wider solve on a loop of weak links, one of them an edge link free along
-    x, the axis of the departure: the empty (5, 2) ended 18.7 px farther from the truth than its stage
-    position, and (5, 3), placed next to it, 6.0 px. The bound of a weak pair (:func:`_departure_bound`,
-    no margin) refused a right pair where four kept pairs measured the stage's error (``overlap 10 %``
-    seed 110: 6.5 px against at most 4.1 px; a tile 1.5 px farther than the stage). With fewer than
-    :data:`MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair is returned
-    (nor when the confident solve kept no group, :func:`_strong_seed`: the confident pairs outside a
-    small seed are not judged by its few pairs).
-    """
-    if len(kept) < MIN_DEPARTURE_PAIRS:
-        return set()
-    kept_ids = {(p.a, p.b) for p in kept}
-    bound = PRIOR_MARGIN * max(_departure(p, model) for p in kept) + PRIOR_SLACK_PX
-    far = {(p.a, p.b) for p in confident if (p.a, p.b) not in kept_ids and _departure(p, model) > bound}
-    if far:
-        logger.info("confident pairs %s, not kept by the solve of the confident pairs, depart from the stage "
-                    "model's step beyond %.1f px: refused", sorted(far), bound)
-    return far
-
-
-def _solve_plausible(
-    tiles: Sequence[TileIndex],
-    pairs: Sequence[PairOffset],
-    tile_step_px: Sequence[float],
-    moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset(),
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration] | None = None,
-) -> tuple[Solution, set[tuple[TileIndex, TileIndex]], dict[tuple[TileIndex, TileIndex], set[TileIndex]],
-           dict[tuple[TileIndex, TileIndex], set[TileIndex]]]:
-    """Solve, dropping one at a time the kept pair that departs implausibly from the stage model
-    (:func:`implausible_departure`) and solving again without it, unless the tiles it alone places lie
-    within the joint search's window (:func:`_bridged_within_window`): then it is kept and the loop ends.
-    Then, given the ``registrations``, a kept pair on no loop that places the tiles it alone joins beyond
-    the joint search's window, its side's other overlaps not preferring that placement to the stage's
-    (:func:`_far_side_unsupported`, the test of :func:`_far_lone_links_to_stage`), is dropped likewise.
-
-    Such a link decides alone which group is the largest, before any later step can form a loop through
-    it: fresh foreign ``c185`` seed 201, slice 3 (grid 4 x 4, 10 % overlap, stage +-8 px): (2, 0)-(3, 0),
-    significance 3.57, 27.9 px off between tiles that do not overlap (true overlap -0.5 px, a peak claiming
-    27 px, 17.4 px from the step, the other kept pairs up to 13.9), joined {(1, 0), (2, 0), (2, 1)} to the
-    bottom row's five tiles, a group of 8 that outnumbered the 7 top tiles (right pairs of significance
-    3.8-11.6, cut off with the weak bridge (1, 1)-(2, 1)); the corroborated search then closed a loop
-    through it with another pair whose tiles hardly overlap, and 7 tiles ended worse than their stage, up to
-    20.5 px. At the first solve it put (2, 0) and (2, 1) 17.7 px from their stage positions in the bottom
-    row's gauge (window 13.7 px), and the other overlap across it, (2, 1)-(3, 1), read -0.08 standard errors
-    for that placement over the stage's.
-
-    Returns ``((positions, model, kept), dropped, within, lone)``, ``within`` such a kept pair and the tiles
-    of its side (empty if none), ``lone`` the pairs of ``dropped`` refused as far lone links, with their
-    sides. ``moved``: the pairs moved by loop closure (they close no loop that checks a pair,
-    :func:`implausible_departure`, nor join the bridged side to the others).
-    """
-    dropped: set[tuple[TileIndex, TileIndex]] = set()
-    lone: dict[tuple[TileIndex, TileIndex], set[TileIndex]] = {}
-    while True:
-        solved = solve_positions(tiles, [p for p in pairs if (p.a, p.b) not in dropped], tile_step_px)
-        worst = implausible_departure(solved[2], solved[1], moved)
-        if worst is None:
-            far = None if registrations is None else _far_side_unsupported(solved, registrations)
-            if far is None:
-                return solved, dropped, {}, lone
-            logger.info("pair %s-%s, on no loop, places %s beyond the search window and their other overlaps do "
-                        "not support that placement over the stage's: dropped from the first solve", *far[0], far[1])
-            dropped.add(far[0])
-            lone[far[0]] = set(far[1])
-            continue
-        side = _bridged_within_window(worst, *solved, moved)
-        if side:
-            logger.info("pair %s-%s departs %.1f px from the stage model's step, beyond the other pairs' bound, "
-                        "but the tiles it alone places, %s, lie within the stage's window: kept",
-                        worst.a, worst.b, _departure(worst, solved[1]), sorted(side))
-            return solved, dropped, {(worst.a, worst.b): side}, lone
-        logger.info("pair %s-%s departs %.1f px from the stage model's step, the other kept pairs at most "
-                    "%.1f px: dropped", worst.a, worst.b, _departure(worst, solved[1]),
-                    max(_departure(p, solved[1]) for p in solved[2] if p is not worst))
-        dropped.add((worst.a, worst.b))
-
-
-def _bridged_within_window(bridge: PairOffset, positions: Mapping[TileIndex, np.ndarray], model: StageModel,
-                           kept: Sequence[PairOffset],
-                           moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()) -> set[TileIndex]:
-    """The tiles that ``bridge`` alone joins to the others (its smaller side among the ``kept`` pairs, the
-    ``moved`` ones excepted: :func:`implausible_departure`), if they lie within the stage's window around
-    their stage-model positions; else the empty set.
-
-    Both sides are measured in the other side's (the reference's) gauge
-    (:func:`~linumpy.stitching.tile_search.reference_gauge`): the stage model is shifted by the reference
-    tiles' mean deviation from it, which the solve fitted to all tiles, the bridged side included. The
-    window is :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times twice the reference tiles' largest
-    deviation so aligned (a tile's stage error measured from their mean ranges up to twice what they show)
-    plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`. In the solve's gauge a wrong bridge drags the
-    reference away from its stage positions and widens its own window: fresh harsh foreign seed 150,
-    slice 0, (0, 0)-(1, 0), significance 4.4, 30 px from the truth, the only link of two groups of 5 and 4
-    tiles; the reference sat 8-15 px from its stage positions (window 25 px), the bridged side 12-18 px:
-    kept, every tile of the slice 19 px off (stage 4 px). Aligned, the reference deviates at most 3.6 px
-    (window 12.7 px), the bridged side 29.6 px: refused.
-
-    A pair's departure from the step is the difference of two tiles' stage errors, so it ranges twice as
-    far as one tile's, and a few pairs sample its range poorly; where the pair puts its tiles is what the
-    stage bounds, and what the joint search's window tests for a tile placed by the evidence of its
-    overlaps. Harsh foreign seed 99, slice 4 (stage +-6 px per tile): (0, 1)-(0, 2), significance 12.3,
-    0.05 px from the truth, 10.8 px from the step against at most 5.5 px for the other kept pairs (bound
-    10.3 px), dropped by :func:`implausible_departure`; (0, 2) then lost its only other link (a wrong
-    peak over a 1 px true overlap) and stayed on the stage, 8.07 px off. The pair puts (0, 2) 7.7 px from
-    its stage-model position, the other tiles at most 4.5 px (window 8.8 px, both in the solve's gauge).
-    The wrong pair of harsh foreign seed 60, slice 3 (18 px from the step) would put its tile ~20 px from
-    its stage position.
-    """
-    others = [(p.a, p.b) for p in kept if p is not bridge and (p.a, p.b) not in moved]
-    side, aligned, window = bridged_side((bridge.a, bridge.b), others, positions, model)
-    return side if largest_deviation(positions, side, aligned) <= window else set()
-
-
-def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
-                 positions: Mapping[TileIndex, np.ndarray], model: StageModel
-                 ) -> tuple[set[TileIndex], StageModel, float]:
-    """The tiles ``bridge`` alone joins to the others (its smaller side among ``links``, the other pairs),
-    the stage model in the other side's gauge and the stage's window (pixels, per axis) around it
-    (:func:`_bridged_within_window`)."""
-    placed = {t for pair in [*links, bridge] for t in pair}
-    groups = pieces(placed, links)
-    near = next(g for g in groups if bridge[0] in g)
-    far = next(g for g in groups if bridge[1] in g)
-    side, reference = (set(near), set(far)) if len(near) < len(far) else (set(far), set(near))
-    aligned = reference_gauge(positions, reference, model)
-    window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
-    return side, aligned, window
-
-
-def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
-                          moved: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()) -> PairOffset | None:
-    """The pair on no loop whose offset departs from the stage model beyond what the stage errs, if any.
-
-    A pair's departure (:func:`_departure`) is the difference of its two
-    tiles' stage errors; the other pairs sample that error. A pair that no
-    loop checks (:func:`~linumpy.stitching.global_solve.bridges`) departing
-    by more than :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times the
-    largest departure of all the others plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (the rule of the
-    joint search's window) is a wrong peak however significant: harsh foreign
-    seed 60, slice 3, the pair (1, 0)-(2, 0), significance 10.3, 18 px from
-    the stage model's step against at most 8.5 px for the others (stage
-    +-6 px), 27.5 px from the truth, on no loop once the solve had dropped
-    the right weak link of the loop it broke; kept as its tile's only link,
-    it put the tile 24 px off (its stage position 5.6 px). A pair on a loop
-    that closes is confirmed by the other pairs, whatever its departure
-    (harsh foreign seed 70, slice 2: a right pair of significance 14.3,
-    9.3 px from the step, the others at most 4.2 px). Only the largest
-    departure can exceed the bound; with fewer than
-    :data:`MIN_DEPARTURE_PAIRS` other pairs the stage's error is not measured
-    and no pair is implausible.
-
-    A pair ``moved`` by loop closure (:func:`~linumpy.stitching.loops.switch_conflicting_peaks`)
-    sits where the other pairs of its loop put it: that loop closes by
-    construction and checks nothing. A pair not moved is on a loop only if
-    it is on a loop of the pairs not moved; a moved pair on a loop is
-    neither tested nor counted (its departure is its loop's), one on no
-    loop is tested as any other. ``6x6`` seed 149: (3, 0)-(4, 0), between
-    two empty tiles, significance 2.29, 20.1 px from the step (the others
-    at most 7.5 px), 20 px from the truth; loop closure moved the right
-    (3, 1)-(4, 1) onto it, and the loop of the two, the only links of six
-    tiles, put them 15-18 px from the truth (stage 0.7-4.9 px).
-    """
-    fixed = [k for k, p in enumerate(pairs) if (p.a, p.b) not in moved]
-    loose_moved = set(bridges(pairs)) - set(fixed) if len(fixed) < len(pairs) else set()
-    counted = fixed + sorted(loose_moved)
-    if len(counted) <= MIN_DEPARTURE_PAIRS:
-        return None
-    departures = sorted(((_departure(pairs[k], model), k) for k in counted), reverse=True)
-    (largest, k), (second, _) = departures[:2]
-    if largest <= PRIOR_MARGIN * second + PRIOR_SLACK_PX:
-        return None
-    if k not in loose_moved and fixed.index(k) not in bridges([pairs[j] for j in fixed]):
-        return None
-    return pairs[k]
-
-
-def _departure(pair: PairOffset, model: StageModel, across_only: bool = True) -> float:
-    """Largest ``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles;
-    if ``across_only``, across an edge link's ridge only (along it the offset is not measured)."""
-    departure = _departure_vector(pair, model)
-    return float(np.max(np.abs(pair.constrained(departure) if across_only else departure)))
-
-
-def _departure_vector(pair: PairOffset, model: StageModel) -> np.ndarray:
-    """``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles."""
-    return np.asarray(pair.offset) - (model.position(pair.b) - model.position(pair.a))
-
-
-def _joint_search(
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    positions: Mapping[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: Sequence[PairOffset],
-    flattened: Mapping[TileIndex, np.ndarray],
-) -> tuple[dict[tuple[TileIndex, TileIndex], PairRegistration], dict[tuple[TileIndex, TileIndex], TileIndex],
-           set[TileIndex]]:
-    """Pairs of the tiles placed by :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
-
-    Each pair's integer offset is refined below a pixel; its significance is
-    that of the joint peak that placed its tile. Also returns the tile each
-    pair placed, and the tiles whose joint peak was refused as a lone link
-    beyond the stage's error.
-
-    A joint peak that one link alone holds is that pair's own registration,
-    and it would be its tile's only link: it is not taken if its offset
-    departs from the stage model's step farther than the kept confident pairs
-    do (:func:`_departure_bound`, the bar of a weak pair, :func:`_plausible`),
-    however significant. ``8 x 8 harsh`` seed 107: the empty tile (1, 7) on
-    its link to the empty (2, 7) alone, significance 2.2, 20 px from the step
-    (the confident pairs at most 14 px), 26.6 px from the truth; (1, 6) was
-    placed next on it and on two wrong peaks that agree with it, 18.4 px off,
-    7.9 px farther than its stage position. Refused, the two tiles went to the
-    corroborated search (2-3 links each): 3.2 and 2.8 px off. With fewer than
-    :data:`MIN_DEPARTURE_PAIRS` confident pairs kept the stage's error is not
-    measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
-    tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
-    first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
-    """
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    if not placed:
-        return {}, {}, set()
-    confident = [p for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-    bound = _departure_bound(confident, model) if len(confident) >= MIN_DEPARTURE_PAIRS else float("inf")
-    refused: set[TileIndex] = set()
-
-    def accept(placement: Placement) -> bool:
-        if lone_departure(placement, model) <= bound:
-            return True
-        refused.add(placement.tile)
-        return False
-
-    joint, placed_by = {}, {}
-    with threadpool_limits(limits=1, user_api="blas"):
-        for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model, accept):
-            refined = _refined(placement.offsets, placement.significance, registrations, flattened)
-            joint.update(refined)
-            placed_by.update(dict.fromkeys(refined, placement.tile))
-    if refused:
-        logger.info("joint peaks of %s held by one link departing from the stage model beyond %.1f px: refused",
-                    sorted(refused), bound)
-    return joint, placed_by, refused
-
-
-def _late_joint_search(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset], dict, set[TileIndex]]:
-    """The joint search (:func:`_joint_search`) again, once a corroborated placement has placed a tile.
-
-    The joint search runs before the corroborated one, so a tile whose only placed neighbour is
-    placed by a corroborated peak was never searched from it (``stage error +-8 px + drift`` seed
-    66: tile (3, 3), its one link to (2, 3) right to 0.5 px at significance 3.0, stayed on the stage
-    11 px off). Same gates as the first search (significance, window, the solve keeping the pairs
-    of every placement, :func:`_drop_broken_placements`); the new pairs are kept only if the solve
-    keeps every pair kept before.
-
-    Returns
-    -------
-    tuple
-        ``(positions, model, kept, links, refused, unsupported)``, ``links`` the refined pairs of the tiles
-        placed (empty if none), ``refused`` the tiles whose lone link :func:`_joint_search` refused,
-        ``unsupported`` the pairs :func:`_drop_broken_placements` dropped (pair -> its tile).
-    """
-    positions, model, kept = solved
-    links, placed_by, refused = _joint_search(registrations, positions, model, kept, flattened)
-    if not links:
-        return positions, model, kept, {}, refused, {}
-    searched = solve_positions(tiles, kept + [_pair_offset(a, b, r, True) for (a, b), r in links.items()],
-                               tile_step_px)
-    searched, unsupported = _drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
-    if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
-        return positions, model, kept, {}, refused, {}
-    logger.info("joint search after the corroborated placement: %d tiles placed",
-                len(set(placed_by.values())))
-    return (*searched, links, refused, unsupported)
-
-
-def _place_group(
-    tiles: Sequence[TileIndex],
-    positions: Mapping[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    candidates: Sequence[PairOffset],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-    refused: set[TileIndex],
-) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
-    """Place the largest group of tiles registered among themselves but not to the placed tiles.
-
-    The candidate pairs between tiles left out are solved alone; their
-    largest linked group keeps its relative positions and is searched as one
-    rigid piece by the joint evidence of all its pairs with placed tiles
-    (:func:`~linumpy.stitching.tile_search.joint_placement` with
-    ``members``): each link alone may hold too little, together they can.
-    The group is placed only if that joint peak is significant
-    (:data:`JOINT_SIGNIFICANCE`) and the solve with its links and inner pairs
-    keeps every one of them and every pair kept before. If the solve drops
-    some of its links, the others must alone hold a significant joint peak
-    where the group was placed, as the survivors of a joint placement of
-    one tile (:func:`_survivors_hold`, step 6); else the placement is
-    refused and its tiles added to ``refused`` (``backlash`` seed 129: row 0
-    placed as one group by four links, the solve dropped two, and the two
-    left, own significance 0.22 and 0.29, held alone a peak of significance
-    1.82 2.4 px from the group's; kept as weak links they held (0, 1) 2.57 px
-    off, its stage position 0.92 px).
-
-    Returns
-    -------
-    tuple or None
-        ``((positions, model, kept), links)``, ``links`` the refined pairs
-        joining the group to the placed tiles; ``None`` if no group is placed.
-    """
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    left = [t for t in tiles if t not in placed]
-    inner = [p for p in candidates if p.a not in placed and p.b not in placed]
-    if not placed or not inner:
-        return None
-    relative, group_pairs = _grown_group(left, inner, kept, model, tile_step_px)
-    group = sorted({t for pair in group_pairs for t in (pair.a, pair.b)})
-    if len(group) < 2:
-        return None
-    origin = group[0]
-    members = {t: np.rint(relative[t] - relative[origin]).astype(int) for t in group}
-    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
-    links = [(pair, r) for pair, r in registrations.items() if r.scores
-             and (pair[0] in members) != (pair[1] in members) and (pair[0] in placed or pair[1] in placed)]
-    if not links:
-        return None
-    prior = (model.position(origin), search_radius(positions, placed, model))
-    with threadpool_limits(limits=1, user_api="blas"):
-        placement = joint_placement(origin, links, anchors, prior, members)
-        if placement is None or placement.significance < JOINT_SIGNIFICANCE:
-            return None
-        refined = _refined(placement.offsets, placement.significance, registrations, flattened)
-    held: list[bool] = []
-
-    def survivors_hold(survivors: set[tuple[TileIndex, TileIndex]]) -> bool:
-        held.append(_survivors_hold(origin, [(pair, r) for pair, r in links if pair in survivors], anchors, prior,
-                                    np.asarray(placement.position), members))
-        return held[-1]
-
-    accepted = _solve_with(tiles, list(kept) + list(group_pairs), refined, tile_step_px, survivors_hold)
-    if held and not held[-1]:
-        refused.update(group)
-        logger.info("group of %d tiles %s: the solve dropped links of its joint placement and the others hold no "
-                    "significant joint peak without them: refused", len(group), group)
-    if accepted is not None:
-        logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
-                    len(group), group, len(accepted[1]), placement.significance)
-    return accepted
-
-
-def _grown_group(
-    left: Sequence[TileIndex],
-    inner: Sequence[PairOffset],
-    kept: Sequence[PairOffset],
-    model: StageModel,
-    tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
-    """The relative positions and pairs of the group of :func:`_place_group`: the largest group the
-    ``inner`` pairs (between the tiles ``left`` out) link, grown by their weak pairs that depart from
-    the stage model no more than the ``kept`` pairs do (:func:`_plausible`).
-
-    Solved alone, the inner pairs lose every weak pair on no loop, so a tile joined to a strong pair
-    by a right weak one stays out of its group and neither is placed (``speckle per tile`` seed 94:
-    (2, 3)-(3, 3), significance 5.7, and (3, 2)-(3, 3), 1.5, both right; the group of two reached a
-    joint significance of 0.4, the group of three 2.2, and all three tiles stayed 4.6 px off on the
-    stage). A weak pair only grows a group that the inner pairs make on their own (a strong pair or
-    a loop; weak pairs alone are a chain of unchecked peaks: ``6x6`` seed 64, a weak pair 20 px off
-    in agarose then joined a group placed 18 px off), and only if the stage could have made its
-    departure; it stays weak in the placement's solve (:func:`_solve_with`), kept only on a loop
-    that the group's links close.
-    """
-    relative, _, group_pairs = solve_positions(left, inner, tile_step_px, warn_steps=False)
-    if not group_pairs:
-        return relative, group_pairs
-    members = {t for pair in group_pairs for t in (pair.a, pair.b)}
-    ids = {(p.a, p.b) for p in group_pairs}
-    pool = _plausible([p for p in inner if (p.a, p.b) not in ids], kept, model)
-    grown = list(group_pairs)
-    while (joining := [p for p in pool if (p.a in members) != (p.b in members)]):
-        grown.append(joining[0])
-        members |= {joining[0].a, joining[0].b}
-        pool.remove(joining[0])
-    if len(grown) == len(group_pairs):
-        return relative, group_pairs
-    wider, _, solid = solve_positions(left, [replace(p, strong=True) for p in grown], tile_step_px,
-                                      warn_steps=False)
-    return (wider, grown) if len(solid) == len(grown) else (relative, group_pairs)
-
-
-def _solve_with(
-    tiles: Sequence[TileIndex],
-    pairs: Sequence[PairOffset],
-    refined: dict[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-    survivors_hold: Callable[[set[tuple[TileIndex, TileIndex]]], bool] | None = None,
-    strong: bool = True,
-) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
-    """Solve with the ``refined`` pairs of a joint placement added to ``pairs``, if it keeps them all.
-
-    A pair the solve drops demotes the others to weak (as a joint placement
-    that lost a pair, step 6: they stand only on loops) and the solve is
-    repeated; the placement is refused if it then loses a pair, or any of
-    ``pairs``, or if ``survivors_hold``, given, says the pairs left (their
-    keys) hold no significant joint peak alone (:func:`_survivors_hold`).
-
-    Returns
-    -------
-    tuple or None
-        ``((positions, model, kept), refined)`` with the pairs kept.
-    """
-    new_pairs = [_pair_offset(a, b, r, strong) for (a, b), r in refined.items()]
-    solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
-    dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
-    if dropped:
-        if survivors_hold is not None and not survivors_hold(set(refined) - dropped):
-            return None
-        new_pairs = [replace(p, strong=False) for p in new_pairs if (p.a, p.b) not in dropped]
-        refined = {key: r for key, r in refined.items() if key not in dropped}
-        solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
-    wanted = {(p.a, p.b) for p in list(pairs) + new_pairs}
-    if not new_pairs or wanted - {(p.a, p.b) for p in solved[2]}:
-        return None
-    return solved, refined
-
-
-def _place_clusters(
-    tiles: Sequence[TileIndex],
-    positions: Mapping[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
-    """Place the significant tiles of the first cluster of unplaced tiles that the solve accepts.
-
-    Clusters are the connected groups (two tiles or more) of tiles left out,
-    linked by their pairs whatever their significance; each is searched as
-    a whole (:func:`~linumpy.stitching.cluster_search.place_cluster`) within
-    the window of the joint search. The offsets of the placed tiles are
-    refined below a pixel and must all survive the solve (:func:`_solve_with`).
-
-    Returns
-    -------
-    tuple or None
-        ``((positions, model, kept), refined)``, ``refined`` the pairs that
-        placed the cluster's tiles; ``None`` if no cluster is placed.
-    """
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    if not placed:
-        return None
-    scored = [pair for pair, r in registrations.items() if r.scores]
-    radius = search_radius(positions, placed, model)
-    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
-    for group in clusters([t for t in tiles if t not in placed], scored):
-        if len(group) < 2:
-            continue
-        with threadpool_limits(limits=1, user_api="blas"):
-            placement = place_cluster(group, registrations, anchors, model, radius, JOINT_SIGNIFICANCE)
-            if placement is None:
-                continue
-            refined = {}
-            for (a, b), offset in placement.offsets.items():
-                offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
-                                                   narrow_joint_offset(offset, registrations[(a, b)].scores))
-                significance = min(placement.significance.get(t, np.inf) for t in (a, b))
-                refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
-                                          significance=float(significance))
-        accepted = _solve_with(tiles, kept, refined, tile_step_px)
-        if accepted is not None:
-            logger.info("cluster %s: tiles %s placed by %d pairs (significance %s)", group,
-                        sorted(placement.significance), len(accepted[1]),
-                        ", ".join(f"{v:.1f}" for _, v in sorted(placement.significance.items())))
-            return accepted
-    return None
-
-
-def _refined(
-    offsets: Mapping[tuple[TileIndex, TileIndex], tuple[int, int]],
-    significance: float,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    spread_px: Sequence[float] | None = None,
-) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
-    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``;
-    with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error."""
-    refined = {}
-    for (a, b), offset in offsets.items():
-        offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
-                                           narrow_joint_offset(offset, registrations[(a, b)].scores))
-        if spread_px is not None:
-            sigma = tuple(float(v) for v in np.hypot(sigma, spread_px))
-        refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)
-    return refined
-
-
-def _place_corroborated(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-    max_shift_px: float,
-    far: set[TileIndex],
-    refused: set[TileIndex],
-    tied: set[TileIndex],
-) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
-    """Place the first tile left out whose weak joint peak its links corroborate and the solve accepts.
-
-    ``solved`` is ``(positions, model, kept)`` of the last solve; the tiles whose peak lies beyond the
-    stage's error (below) are added to ``far``, those whose peak :func:`_corroboration_refused` refuses
-    to ``refused``, those that :func:`_tied_to_left_out` refuses (a stronger overlap with a tile left out)
-    to ``tied``.
-
-    The candidates (:func:`~linumpy.stitching.tile_search.corroborated_placements`)
-    have a joint peak of significance >= :data:`WEAK_JOINT_SIGNIFICANCE` only,
-    but sharp and supported by at least :data:`MIN_CORROBORATING_LINKS` of its
-    links. Sharp means a spread of at most :data:`MAX_WEAK_SPREAD_PX` on each
-    axis, or at most :data:`WEAK_SPREAD_SCATTER_FRACTION` of the stage scatter
-    of that axis (:func:`~linumpy.stitching.uncertainty.stage_scatter`, the
-    registered tiles' departure from the stage model) where that is larger:
-    a peak three times narrower than the stage's own error locates the tile
-    better than the stage does (``stage +-8`` conditions, where the scatter is
-    4-6 px). Those links, refined below
-    a pixel, with the joint peak's spread added in quadrature to each one's
-    standard error (the combined links, not the pair, locate the tile: with
-    the sub-pixel fit's own error, ~0.13 px, the solve's outlier test dropped
-    links of right placements whose own peaks lie a pixel apart), join the
-    solve as weak pairs: each is kept only on a loop
-    (through the other link and the placed tiles), so the solve checks that
-    the overlaps agree on the position; the tile is placed only if the solve
-    keeps every pair, old and new, all of its links included. A link the solve
-    drops means its overlap disagrees: the tile is searched again without it
-    (:func:`_corroborated_without`), once.
-
-    A weak peak is not taken where it puts its tile farther from its stage-model
-    position than any placed tile lies from its own plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (the bar of a weak pair,
-    :func:`_plausible`: no margin), with at least :data:`MIN_DEPARTURE_PAIRS` pairs
-    kept: the window of the search (the joint search's, 1.5 times that deviation
-    plus 2 px) is for significant peaks, and two overlaps of a tile can agree on
-    a wrong position there. ``6x6`` seed 114: (1, 2), joint significance 1.5,
-    both links 11 px off in x, placed 10.0 px from its stage-model position (the
-    placed tiles at most 5.7 px), 6.9 px farther from the truth than its stage
-    position.
-
-    Returns
-    -------
-    tuple or None
-        ``((positions, model, kept), refined)``, ``refined`` the links that
-        placed the tile; ``None`` if no tile is placed.
-    """
-    positions, model, kept = solved
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    if not placed:
-        return None
-
-    bound = (max(float(np.max(np.abs(positions[t] - model.position(t)))) for t in placed) + PRIOR_SLACK_PX
-             if len(kept) >= MIN_DEPARTURE_PAIRS else float("inf"))
-
-    def search(links: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> list[Placement]:
-        max_spread = np.maximum(MAX_WEAK_SPREAD_PX, WEAK_SPREAD_SCATTER_FRACTION
-                                * stage_scatter(positions, model, sorted(placed), max_shift_px))
-        found = corroborated_placements(links, positions, placed, model, WEAK_JOINT_SIGNIFICANCE,
-                                        MIN_CORROBORATING_LINKS, max_spread)
-        beyond = {p.tile for p in found
-                  if np.max(np.abs(np.asarray(p.position, float) - model.position(p.tile))) > bound}
-        if beyond - far:
-            logger.info("weak joint peaks of %s beyond the placed tiles' deviation from the stage model plus "
-                        "%.0f px (%.1f px): refused", sorted(beyond - far), PRIOR_SLACK_PX, bound)
-        far.update(beyond)
-        unheld = {p.tile for p in found if _corroboration_refused(p, registrations)}
-        if unheld - refused:
-            logger.info("weak joint peaks of %s held along edge links' ridges, no link on its own peak: refused",
-                        sorted(unheld - refused))
-        refused.update(unheld)
-        bound_out = {p.tile for p in found if _tied_to_left_out(p, registrations, placed)}
-        if bound_out - tied:
-            logger.info("weak joint peaks of %s, each tile tied to a tile left out by a stronger overlap: refused",
-                        sorted(bound_out - tied))
-        tied.update(bound_out)
-        return [p for p in found if p.tile not in beyond | unheld | bound_out]
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        for placement in search(registrations):
-            refined = _refined(placement.offsets, placement.significance, registrations, flattened,
-                               placement.spread_px)
-            accepted = _solve_with(tiles, kept, refined, tile_step_px, strong=False)
-            if accepted is not None and len(accepted[1]) < len(refined):
-                placement = _corroborated_without(placement, set(refined) - set(accepted[1]), registrations,
-                                                  search)
-                if placement is None:
-                    continue
-                refined = _refined(placement.offsets, placement.significance, registrations, flattened,
-                                   placement.spread_px)
-                accepted = _solve_with(tiles, kept, refined, tile_step_px, strong=False)
-            if accepted is not None and len(accepted[1]) == len(refined):
-                logger.info("tile %s placed by %d corroborating links (joint significance %.1f, spread %s px)",
-                            placement.tile, len(accepted[1]), placement.significance,
-                            np.round(placement.spread_px, 2).tolist())
-                return accepted
-    return None
-
-
-def _corroboration_refused(
-    placement: Placement,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-) -> bool:
-    """Whether a corroborated placement (:func:`_place_corroborated`) is refused: an edge link corroborates
-    it away from its own peak along its ridge and no link has its own peak there.
-
-    An edge link (:func:`~linumpy.stitching.pairwise.edge_ridge` at its own peak) has evidence above
-    :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` all along its ridge: it corroborates the other
-    links across its ridge, anywhere along it. Where a link has its own peak at the placement (within
-    :data:`OWN_PEAK_PX` on each axis), that peak locates the tile along the ridge; where none has, the
-    joint peak is the sum of the ridge with the flanks of the other links' evidence, and no overlap says
-    the tile lies there. ``8x8 harsh`` seed 140 (session stitch52): (2, 0) placed by the edge link
-    (1, 0)-(2, 0), own significance 0.66, 17.5 px along its ridge from its own peak, and (2, 0)-(3, 0),
-    own 0.82, 16.2 px from its own peak: 9.58 px from the truth, 7.56 px farther than its stage position.
-    (Counting an edge link only near its own peak, whatever the other links, refused ``6x6`` seed 64's
-    (4, 0), its edge link 16.5 px along its ridge, its other link on its own peak: 0.75 px off, 2.54 px on
-    the stage.)
-    """
-    off_ridge, on_own_peak = False, False
-    for pair, offset in placement.offsets.items():
-        registration = registrations[pair]
-        found = edge_ridge(registration.scores, registration.offset)
-        apart = np.subtract(offset, registration.offset)
-        on_own_peak |= float(np.max(np.abs(apart))) <= OWN_PEAK_PX
-        off_ridge |= found is not None and abs(float(np.dot(apart, found[0]))) > OWN_PEAK_PX
-    return off_ridge and not on_own_peak
-
-
-def _tied_to_left_out(
-    placement: Placement,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    placed: set[TileIndex],
-) -> bool:
-    """Whether a corroborated placement (:func:`_place_corroborated`) is refused: its tile has an overlap with a
-    tile left out that is strong on its own (:data:`STRONG_SIGNIFICANCE`) and stronger than the joint peak.
-
-    That overlap ties the two tiles together more firmly than the weak peak places either; the peak is read
-    on the tile's links to the placed tiles only, so nothing checks it against the strong overlap's side, and
-    the later joint search hangs the partner on it. ``8x8 harsh`` seed 159 (session weak62): (4, 6) placed at
-    joint significance 1.17 by (4, 5)-(4, 6) and (4, 6)-(5, 6), off the truth by (7.9, -6.3) and
-    (-6.7, 4.1) px, while its overlap with (4, 7), left out, was 5.23 and 0.1 px off: 8.62 px from the truth,
-    4.39 px farther than its stage position.
-    """
-    return any(placement.tile in pair and not set(pair) <= placed | {placement.tile}
-               and registration.significance >= max(STRONG_SIGNIFICANCE, placement.significance)
-               for pair, registration in registrations.items())
-
-
-def _corroborated_without(
-    placement: Placement,
-    dropped: set[tuple[TileIndex, TileIndex]],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    search: Callable[[Mapping[tuple[TileIndex, TileIndex], PairRegistration]], list[Placement]],
-) -> Placement | None:
-    """The corroborated placement of ``placement.tile`` by its links other than ``dropped``, if any.
-
-    The joint peak summed the evidence of every link; once the solve shows
-    that one of them disagrees with the loops, the others must corroborate
-    a peak on their own (``search``, the gates of :func:`_place_corroborated`),
-    wherever it lies: a link that the solve dropped would otherwise have lent
-    its evidence to the peak that placed the tile (``8 x 8`` seed 60 tile
-    (2, 5): three links, one dropped; the two others, joint significance 1.07
-    and spread 1.4 px, placed it 0.30 px from the truth instead of 12.09 px
-    on the stage).
-    """
-    kept = {pair: r for pair, r in registrations.items() if pair not in dropped}
-    return next((p for p in search(kept) if p.tile == placement.tile), None)
-
-
-def _reanchor(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    anchoring: set[tuple[TileIndex, TileIndex]],
-    contested: set[tuple[TileIndex, TileIndex]],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    flattened: Mapping[TileIndex, np.ndarray],
-    tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset], dict]:
-    """Search again the pieces the joint searches hung on weak links, all tiles placed (:mod:`reanchor`).
-
-    ``anchoring`` are the pairs kept before the joint search; a later pair
-    joins two tiles into one piece if its own significance reaches
-    :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`; a ``contested``
-    pair (:func:`~linumpy.stitching.link_conflicts.contested_links`) never
-    does, nor is it re-snapped when its piece moves. The largest piece is
-    trusted; every other is searched against the trusted tiles.
-    Where its joint peak is significant (:data:`JOINT_SIGNIFICANCE`) the
-    piece becomes trusted: as it is if the peak is where it lies, else moved
-    there, its links to the other tiles replaced by the re-snapped, refined
-    ones, each with the joint peak's spread in quadrature in its standard
-    error (the placement, not the pair, locates it), if the solve keeps
-    every pair (:func:`_solve_with`) and no tile loses its registration.
-    Repeated until no piece changes.
-
-    Returns
-    -------
-    tuple
-        ``(positions, model, kept, relinked)``, ``relinked`` the refined links
-        of the pieces moved.
-    """
-    relinked: dict[tuple[TileIndex, TileIndex], PairRegistration] = {}
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    trusted, *untrusted = pieces(placed, _anchoring_links(kept, anchoring, contested, registrations)) or [[]]
-    trusted = set(trusted)
-    changed = True
-    while changed:
-        changed = False
-        for piece in [piece for piece in untrusted if not trusted & set(piece)]:
-            with threadpool_limits(limits=1, user_api="blas"):
-                placement = research_piece(piece, registrations, positions, trusted, model)
-                if placement is None or placement.significance < JOINT_SIGNIFICANCE:
-                    if placement is not None and moved(placement, positions) and (
-                            unheld := _without_contested(tiles, kept, piece, contested, tile_step_px)) is not None:
-                        logger.info("piece %s held by contested links only, not where all its links point "
-                                    "(joint significance %.1f): its links dropped", piece, placement.significance)
-                        (positions, model, kept), placed = unheld, placed - set(piece)
-                        changed = True
-                    continue
-                if not moved(placement, positions):
-                    trusted |= set(piece)
-                    changed = True
-                    continue
-                # A contested link that still agrees gives way to the links that placed the piece.
-                links = {pair: offset for pair, offset in placement.offsets.items() if pair not in contested}
-                if len(links) < MIN_CORROBORATING_LINKS and placement.significance < STRONG_SIGNIFICANCE:
-                    continue  # one link moves a piece only as the only link between tiles may: strong
-                if (direct := _direct_pairs_overruled(piece, placement, links, positions, kept, registrations)):
-                    logger.info("piece %s not moved off its direct pairs %s (own significance >= %.1f) by a "
-                                "joint peak of significance %.1f that fewer than %d of its links have their own "
-                                "peak at", piece, direct, ANCHOR_SIGNIFICANCE, placement.significance,
-                                MIN_CORROBORATING_LINKS)
-                    continue
-                refined = _refined(links, placement.significance, registrations, flattened, placement.spread_px)
-            inside = set(piece)
-            accepted = _solve_with(tiles, [p for p in kept if (p.a in inside) == (p.b in inside)], refined,
-                                   tile_step_px)
-            if accepted is not None and placed <= {t for pair in accepted[0][2] for t in (pair.a, pair.b)}:
-                logger.info("piece %s searched again once all tiles were placed: moved by %s px "
-                            "(joint significance %.1f, %d links)", piece,
-                            np.subtract(placement.position, np.rint(positions[piece[0]])).astype(int).tolist(),
-                            placement.significance, len(accepted[1]))
-                (positions, model, kept), links = accepted
-                relinked.update(links)
-                trusted |= inside
-                changed = True
-    return positions, model, kept, relinked
-
-
-def _direct_pairs_overruled(
-    piece: Sequence[TileIndex],
-    placement: Placement,
-    links: Mapping[tuple[TileIndex, TileIndex], tuple[int, int]],
-    positions: Mapping[TileIndex, np.ndarray],
-    kept: Sequence[PairOffset],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-) -> list[tuple[TileIndex, TileIndex]]:
-    """The kept direct pairs a piece search (:func:`_reanchor`) would overrule without two witnesses.
-
-    A kept pair between the piece and the other tiles that is significant on
-    its own (:data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`) and
-    whose offset at the joint peak lies farther than :data:`OWN_PEAK_PX` (on
-    an axis) from its own peak is overruled by the move. The joint peak sums
-    the evidence maps of all the piece's ``links``, and two wrong links that
-    disagree with each other can add up, between their own peaks, to a joint
-    peak more significant than the one right pair: the move stands against a
-    significant direct pair only if at least :data:`MIN_CORROBORATING_LINKS`
-    of the ``links`` have their own peak at the placement (within
-    :data:`OWN_PEAK_PX` on each axis). ``control`` seed 180 (session
-    piece180): (1, 3) held 0.44 px from the truth by (0, 3)-(1, 3), own
-    significance 5.07 (contested by (1, 2)-(1, 3), 5.2, 4.7 px off), moved
-    4.2 px by a joint peak of significance 7.0 at the own peak of
-    (1, 2)-(1, 3) only: (1, 3)-(2, 3) was snapped 3.4 px from its own peak.
-
-    Returns
-    -------
-    list
-        The overruled pairs; empty if the move may stand.
-    """
-    inside = set(piece)
-    shift = np.subtract(placement.position, np.rint(positions[placement.tile]))
-
-    def moved_offset(p: PairOffset) -> np.ndarray:
-        return np.subtract(positions[p.b], positions[p.a]) + (shift if p.b in inside else -shift)
-
-    overruled = [(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)
-                 and registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE
-                 and np.max(np.abs(moved_offset(p) - registrations[(p.a, p.b)].offset)) > OWN_PEAK_PX]
-    witnesses = sum(float(np.max(np.abs(np.subtract(offset, registrations[pair].offset)))) <= OWN_PEAK_PX
-                    for pair, offset in links.items())
-    return overruled if witnesses < MIN_CORROBORATING_LINKS else []
-
-
-def _without_contested(
-    tiles: Sequence[TileIndex],
-    kept: list[PairOffset],
-    piece: Sequence[TileIndex],
-    contested: set[tuple[TileIndex, TileIndex]],
-    tile_step_px: Sequence[float],
-) -> Solution | None:
-    """The solve without the links that hold ``piece`` to the other tiles, if all of them are ``contested``
-    and the solve keeps every other pair; else ``None``.
-
-    A piece held only by contested links whose search with all its links
-    finds no significant peak where it lies is placed by nothing that was
-    checked: its tiles go to the later searches and, failing those, to the
-    stage model (harsh foreign seed 31, slice 4: the centre tile on a wrong
-    link of significance 2.4 and a loop-closure switch chosen to agree with
-    it, 6.8 px off, its stage position 3.9 px).
-    """
-    inside = set(piece)
-    crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
-    if not crossing or not crossing <= contested:
-        return None
-    rest = [p for p in kept if (p.a, p.b) not in crossing]
-    solved = solve_positions(tiles, rest, tile_step_px)
-    return solved if len(solved[2]) == len(rest) else None
-
-
-def _drop_broken_placements(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], TileIndex]]:
-    """Demote to weak the surviving pairs of joint placements that lost a pair in the solve, and drop those
-    that hold no significant joint peak without the lost pairs.
-
-    A joint placement is significant only with all of its pairs: when the
-    solve drops some of them as inconsistent, the others no longer have the
-    support of the joint peak, and one left as the only link of a group of
-    tiles (on no loop) would place the whole group by a wrong peak. Such a
-    pair stays only inside a loop, as any weak pair (8 x 8 harsh seed 3: one
-    pair 4.4 px off linked a group of 10 tiles, which ended 5 px off).
-    Two survivors or more always close a loop, through the tile itself, and
-    that loop checks nothing: each was snapped to its own peak next to the
-    one joint peak (:func:`~linumpy.stitching.tile_search.joint_placement`),
-    so they agree on the tile's position by construction, right or wrong.
-    They stand only if they alone still hold a significant joint peak where
-    the tile lies (:func:`_survivors_hold`); otherwise they are dropped and
-    the tile goes to the later searches or the stage model. (``6x6`` seed
-    116: (3, 4), joint significance 2.12 at the coarse speckle scale with
-    three links of own significance 0.21, 1.33 and 0.68; the solve dropped
-    the third, and the two left, 4.2 and 4.1 px off and agreeing, held the
-    tile 4.1 px from the truth, 2.55 px farther than its stage position.)
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), dropped)``, ``dropped`` the survivors
-        dropped, each with the tile its placement placed.
-    """
-    kept_ids = {(p.a, p.b) for p in kept}
-    broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
-    placed = {t for p in kept for t in (p.a, p.b)}
-    survivors = {tile: [((p.a, p.b), registrations[(p.a, p.b)]) for p in kept if placed_by.get((p.a, p.b)) == tile]
-                 for tile in broken}
-
-    def holds(tile: TileIndex) -> bool:
-        others = placed - {tile}
-        return _survivors_hold(tile, survivors[tile],
-                               {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in others},
-                               (model.position(tile), search_radius(positions, others, model)),
-                               np.rint(positions[tile]))
-
-    unsupported = {tile for tile in broken if survivors[tile] and not holds(tile)}
-    dropped = {(p.a, p.b): placed_by[(p.a, p.b)] for p in kept if placed_by.get((p.a, p.b)) in unsupported}
-    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept
-               if (p.a, p.b) not in dropped]
-    if not dropped and not any(p is not q for p, q in zip(demoted, kept)):
-        return (positions, model, kept), dropped
-    logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak; those of %s "
-                "hold no significant joint peak without it: dropped", sorted(broken), sorted(set(dropped.values())))
-    return solve_positions(tiles, demoted, tile_step_px), dropped
-
-
-def _links_costing_kept(
-    tiles: Sequence[TileIndex],
-    kept: Sequence[PairOffset],
-    joint_pairs: Sequence[PairOffset],
-    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, set[tuple[TileIndex, TileIndex]]]:
-    """The solve of the ``kept`` pairs and the joint search's pairs, without the placements whose links cost
-    pairs kept before.
-
-    A joint placement's pairs enter the solve as strong, with the joint peak's
-    significance, whatever each one's own; one of them from the placed tile to
-    a neighbour placed earlier by weak pairs can then outweigh those pairs and
-    the solve drops them instead of it. While the solve loses pairs kept
-    before, the searched links touching their tiles are tried least
-    significant (own significance) first, and the first whose removal gives
-    back some of the lost pairs, losing no other, one of them at least
-    :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` times as
-    significant on its own (clearly the better evidence, as in
-    :func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`), names
-    the placement (``placed_by``) refused, or that link alone when it alone
-    cost every lost pair (:func:`_costly_refusal`): all its pairs leave the solve, as a
-    group's placement or the late joint search's that loses a pair kept
-    before, and its tile goes to the later searches. (Refusing the suspect
-    link alone kept the placement on its other links: ``backlash +-1.5``
-    seed 27, the right broad (1, 0)-(1, 1) refused, the wrong broad
-    (1, 0)-(2, 0) kept, (1, 0) 1.10 px farther than its stage position.)
-    Between links of like significance the solve's choice stands (``8x8
-    harsh`` seed 116: a right searched link of own significance 2.75 cost a
-    wrong pair of 0.68; refusing it put another tile 0.76 px farther than
-    its stage position). (``tissue changing with depth`` seed
-    133: (1, 0), placed 0.5 px off by its weak pairs to (0, 0) and (1, 1),
-    own significance 2.98 and 0.91; the joint placement of (2, 0) linked it
-    by (1, 0)-(2, 0), own 0.68, 4.3 px off; the solve dropped the two right
-    pairs and (0, 0)-(0, 1), and (1, 0) ended 3.8 px off, 1.5 px farther than
-    its stage position.)
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), refused)``, ``refused`` the keys of the pairs refused.
-    """
-    before = {(p.a, p.b) for p in kept}
-    refused: set[tuple[TileIndex, TileIndex]] = set()
-    solved = solve_positions(tiles, list(kept) + list(joint_pairs), tile_step_px)
-    lost = before - {(p.a, p.b) for p in solved[2]}
-    while lost:
-        lost_tiles = {t for pair in lost for t in pair}
-        suspects = sorted((p for p in joint_pairs if (p.a, p.b) not in refused and {p.a, p.b} & lost_tiles),
-                          key=lambda p: registrations[(p.a, p.b)].significance)
-        for suspect in suspects:
-            trial = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused
-                                                         and p is not suspect], tile_step_px)
-            left = before - {(p.a, p.b) for p in trial[2]}
-            if left < lost and (max(registrations[pair].significance for pair in lost - left)
-                                >= CULPRIT_MARGIN * registrations[(suspect.a, suspect.b)].significance):
-                refused |= _costly_refusal(suspect, not left, tiles, kept, joint_pairs, refused, placed_by,
-                                           tile_step_px)
-                solved = solve_positions(tiles, list(kept) + [p for p in joint_pairs if (p.a, p.b) not in refused],
-                                         tile_step_px)
-                lost = before - {(p.a, p.b) for p in solved[2]}
-                break
-        else:
-            break
-    if refused:
-        logger.info("searched links %s cost pairs kept before: refused", sorted(refused))
-    return solved, refused
-
-
-def _costly_refusal(
-    suspect: PairOffset,
-    gives_back_all: bool,
-    tiles: Sequence[TileIndex],
-    kept: Sequence[PairOffset],
-    joint_pairs: Sequence[PairOffset],
-    refused: set[tuple[TileIndex, TileIndex]],
-    placed_by: Mapping[tuple[TileIndex, TileIndex], TileIndex],
-    tile_step_px: Sequence[float],
-) -> set[tuple[TileIndex, TileIndex]]:
-    """The pairs :func:`_links_costing_kept` refuses for a ``suspect`` searched link that costs pairs kept before:
-    the link alone when its removal gives back every pair lost (``gives_back_all``) and no other link of its
-    placement does, else every pair of its placement.
-
-    When the lost pairs point to that one link, the rest of the placement agrees with the pairs kept before
-    and keeps its tile (its survivors still face :func:`_drop_broken_placements`). ``overlap 10 %`` seed 113:
-    (2, 3)'s placement by (1, 3)-(2, 3) (own 0.06, 5.1 px off) and (2, 2)-(2, 3) (own 1.84, right); refusing
-    it whole left one right pair lost, and then (2, 2)'s right placement was refused too (the tile on the stage
-    4.43 px off); without the one link the solve keeps every pair, slice 0.99 / 4.43 -> 0.93 / 1.74 px before
-    the later steps. When another link of the placement also gives the lost pairs back, the evidence does not
-    say which of its links is wrong: the placement goes whole (``backlash +-1.5`` seed 27, two broad links of
-    (1, 0)'s placement, each giving back (1, 1)-(2, 1); refusing the right one alone kept the wrong one,
-    (1, 0) 1.10 px farther than its stage position)."""
-    tile = placed_by[(suspect.a, suspect.b)]
-    placement = {pair for pair, placed in placed_by.items() if placed == tile}
-    if gives_back_all:
-        before = {(p.a, p.b) for p in kept}
-        rest = [p for p in joint_pairs if (p.a, p.b) not in refused]
-
-        def gives_back_all_without(link: PairOffset) -> bool:
-            solved = solve_positions(tiles, list(kept) + [p for p in rest if p is not link], tile_step_px)
-            return before <= {(p.a, p.b) for p in solved[2]}
-
-        if not any(gives_back_all_without(p) for p in rest if (p.a, p.b) in placement and p is not suspect):
-            logger.info("searched link %s alone costs pairs kept before: refused, %s's placement stays on its other "
-                        "links", (suspect.a, suspect.b), tile)
-            return {(suspect.a, suspect.b)}
-    return placement
-
-
-def _survivors_hold(tile: TileIndex, survivors: Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]],
-                    anchors: Mapping[TileIndex, np.ndarray], prior: tuple[np.ndarray, float], where: np.ndarray,
-                    members: Mapping[TileIndex, np.ndarray] | None = None) -> bool:
-    """Whether the ``survivors`` of a broken joint placement of ``tile`` (of the group ``members`` placed by
-    ``tile``, if given) alone hold a significant joint peak (:data:`JOINT_SIGNIFICANCE`) within
-    :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
-    ``anchors`` and window ``prior`` those of the joint search
-    (:func:`~linumpy.stitching.tile_search.joint_placement`)."""
-    placement = joint_placement(tile, survivors, anchors, prior, members)
-    return (placement is not None and placement.significance >= JOINT_SIGNIFICANCE
-            and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
-
-
-def _tiles_beyond_edge_ridges(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], TileIndex]]:
-    """Take out of the solve the tiles that no kept link holds on its peak: every kept link of the tile an
-    edge link that the solve puts farther than half its ridge's length from its own peak along the ridge.
-
-    An edge link locates its tiles across its ridge only (:func:`edge_variance`); two edge links of one tile
-    whose ridges cross place it at the crossing whatever their peaks, and a wrong one of them moves the
-    crossing along the other's ridge, beyond both ridges: the evidence of neither link is where the tile is
-    put. The tile's links are dropped and the positions solved again if that solve keeps every other pair;
-    the tile goes to the later searches or the stage model. An edge link solved beyond half its ridge is
-    alone no sign (a peak that slid along its ridge, which the tile's other links rightly override).
-    Held-out ``stage +-8 + drift`` seed 127 (session stitch49): (1, 0) held by two weak edge links with
-    ridges ~75 deg apart, (1, 0)-(1, 1) right and (0, 0)-(1, 0) 18 px off at the nominal step; solved 13.44
-    and 17.00 px along them from their peaks (half-ridges 4.96 and 6.21 px), the tile 15.16 px from the
-    truth, 6.67 px farther than its stage position.
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), dropped)``, ``dropped`` the links dropped, each with its tile
-        beyond their ridges.
-    """
-    positions, model, kept = solved
-
-    def beyond(pair: PairOffset) -> bool:
-        if pair.free_direction is None:
-            return False
-        registration = current[(pair.a, pair.b)]
-        half_ridge = edge_ridge(registration.scores, registration.offset)[1] / 2
-        residual = positions[pair.b] - positions[pair.a] - np.asarray(pair.offset)
-        return abs(float(np.dot(residual, pair.free_direction))) > half_ridge
-
-    links = {t: [p for p in kept if t in (p.a, p.b)] for t in {t for p in kept for t in (p.a, p.b)}}
-    unheld = sorted(t for t, held in links.items() if all(beyond(p) for p in held))
-    dropped = {(p.a, p.b): t for t in unheld for p in links[t]}
-    if not dropped:
-        return solved, {}
-    rest = [p for p in kept if (p.a, p.b) not in dropped]
-    attempt = solve_positions(tiles, rest, tile_step_px)
-    if len(attempt[2]) < len(rest):
-        logger.info("tiles %s lie beyond the ridges of all their edge links, left: the solve without them drops "
-                    "other pairs", unheld)
-        return solved, {}
-    logger.info("tiles %s lie beyond the ridges of all their edge links: their links dropped", unheld)
-    return attempt, dropped
-
-
-def _swap_dropped_weak(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    weak: Sequence[PairOffset],
-    current: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """The solve of confident and plausible weak pairs, with each weak pair it dropped put back in place of
-    the kept pair that their loop clearly blames (:func:`~linumpy.stitching.link_conflicts.swap_least_certain`).
-
-    The solve drops the larger residual in standard errors, and between two weak links those come from the
-    sub-pixel fits, not from which peak is right (``8 x 8 harsh`` seed 101: (5, 5)-(5, 6), significance 1.76,
-    spread 0.34 px, 0.7 px off, dropped; (4, 5)-(4, 6), 0.93, spread 1.57 px, 2.8 px off, kept, and a corner
-    of 13 tiles hung 2.5 px off on it, one tile 2.3 px farther than the stage). ``current`` holds the pairs'
-    registrations as kept (switched peaks included), ``registrations`` their own significance.
-    """
-    kept_ids = {(p.a, p.b) for p in solved[2]}
-    dropped = [p for p in weak if (p.a, p.b) not in kept_ids]
-    if not dropped:
-        return solved
-    spreads = {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset)
-               for p in [*solved[2], *dropped]}
-    return swap_least_certain(tiles, solved, dropped, spreads,
-                              {pair: r.significance for pair, r in registrations.items()}, ANCHOR_SIGNIFICANCE,
-                              tile_step_px)[0]
-
-
-def _orphaned_searches(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    dropped: set[tuple[TileIndex, TileIndex]],
-    searched: set[tuple[TileIndex, TileIndex]],
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """Demote to weak the searched links left on no loop whose piece lost pairs to the broken-loop step.
-
-    A joint (or cluster, or piece) search places a tile by the summed evidence of its links to tiles placed
-    then, and its links join the solve as strong: each may then be a tile's only link. When the broken-loop
-    step (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links`) drops the pairs that had placed one
-    of those neighbours, the neighbour now hangs on the searched tile, and the search's significance counted a
-    neighbour that no longer stands (``8 x 8 harsh`` seed 102: empty tile (7, 7) placed at joint significance
-    2.1 by (6, 7) and (7, 6); (7, 6)'s two broad links dropped; the piece {(7, 6), (7, 7)} then hung on
-    (6, 7)-(7, 7) alone, own significance below 1, 6.6 px off, (7, 7) 2.6 px farther than the stage). Such a
-    link (``searched``, on no loop, own significance below :data:`STRONG_SIGNIFICANCE`, the side it holds
-    containing a tile of a ``dropped`` pair that no search added) counts as weak: the solve drops it, and its
-    tiles go to the later searches or the stage model. A dropped pair that a search added is one of the
-    search's own links, and the others placed the tiles without it (``backlash +-3`` seed 4: the broad link
-    (1, 3)-(2, 3) of a joint placement dropped, its good link (0, 0)-(0, 1), own significance 2.6, holds the
-    piece, as the broken-loop step means it to).
-    """
-    kept = solved[2]
-    touched = {t for pair in dropped - searched for t in pair}
-    if not touched:
-        return solved
-    keys = [(p.a, p.b) for p in kept]
-    demoted = set()
-    for k in bridges(kept):
-        if keys[k] not in searched or registrations[keys[k]].significance >= STRONG_SIGNIFICANCE:
-            continue
-        sides = [g for g in clusters(tiles, keys[:k] + keys[k + 1:]) if keys[k][0] in g or keys[k][1] in g]
-        if set(min(sides, key=len)) & touched:
-            demoted.add(keys[k])
-    if not demoted:
-        return solved
-    logger.info("searched links %s hold tiles whose other pairs the broken loops dropped: weak", sorted(demoted))
-    return solve_positions(tiles, [replace(p, strong=False) if (p.a, p.b) in demoted else p for p in kept],
-                           tile_step_px)
-
-
-def _strong_seed(
-    tiles: Sequence[TileIndex],
-    confident: Sequence[PairOffset],
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """The largest group of strong pairs, however small, solved as the anchor of the searches.
-
-    Used when no group of confident pairs holds :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION`
-    of the tiles (at 10 % overlap, strong pairs that form no loop make groups of 2-3 tiles): without an
-    anchor no search can place a tile, and every tile stays on the stage. The searches then grow it from
-    the stage prior; :func:`_drop_small_group` sends everything back to the stage if they do not.
-    """
-    seeded = solve_positions(tiles, [p for p in confident if p.strong], tile_step_px, min_group_fraction=0.0)
-    if seeded[2]:
-        logger.info("no group of confident pairs holds %.0f%% of the tiles: the searches start from the %d "
-                    "tiles of the largest group of strong pairs", 100 * MIN_GROUP_FRACTION,
-                    len({t for p in seeded[2] for t in (p.a, p.b)}))
-    return seeded
-
-
-def _drop_small_group(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """Every tile on the stage model when the registered tiles are fewer than
-    :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION` of them (a :func:`_strong_seed` that the
-    searches did not grow): a small group is placed by the mean stage error of its few tiles.
-    """
-    registered = {t for pair in kept for t in (pair.a, pair.b)}
-    if not kept or len(registered) >= MIN_GROUP_FRACTION * len(tiles):
-        return positions, model, kept
-    logger.info("only %d of %d tiles registered: all on the stage model", len(registered), len(tiles))
-    return solve_positions(tiles, [], tile_step_px)
-
-
-def _unmeasured_ridges(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    tile_step_px: Sequence[float],
-) -> Solution:
-    """Take away the evidence along their ridge of the edge links that depart from the stage there beyond what it errs.
-
-    Along an edge's ridge the overlap does not tell one offset from another and the peak tends to where the
-    overlap is largest; a loop of parallel edge links does not check it (they share the bias). The departure of an
-    edge link from the nominal grid along its ridge is compared with the kept isotropic links' departures (the
-    stage's error, :func:`implausible_departure`'s rule: :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN` times
-    the largest plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`); beyond it the link keeps only its
-    evidence across the ridge and the positions are solved again (the stage model places the tiles along it).
-    Held-out stack matrix ``baseline`` seed 14, slice 6: two edge links 14.6 and 16 px from the nominal row step
-    along their ridges (the isotropic links at most 4 px) put a tile row ~11-15 px off; a stage that errs <= 3 px.
-    With fewer than :data:`MIN_DEPARTURE_PAIRS` isotropic links the stage's error is not measured: nothing changes.
-    """
-    positions, model, kept = solved
-    nominal = StageModel.nominal(tile_step_px)
-    isotropic = [p for p in kept if p.free_direction is None]
-    if len(isotropic) < MIN_DEPARTURE_PAIRS:
-        return solved
-    bound = PRIOR_MARGIN * max(_departure(p, nominal, across_only=False) for p in isotropic) + PRIOR_SLACK_PX
-
-    def along(pair: PairOffset) -> float:
-        return abs(float(np.dot(_departure_vector(pair, nominal), pair.free_direction)))
-
-    unmeasured = [replace(p, ridge_variance=float("inf")) if p.free_direction is not None and along(p) > bound else p
-                  for p in kept]
-    if all(p is q for p, q in zip(unmeasured, kept, strict=True)):
-        return solved
-    logger.info("%d edge links depart from the stage along their ridge beyond %.1f px: evidence across only",
-                sum(p is not q for p, q in zip(unmeasured, kept, strict=True)), bound)
-    return solve_positions(tiles, unmeasured, tile_step_px)
-
-
-def _drop_implausible(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: list[PairOffset],
-    tile_step_px: Sequence[float],
-    max_shift_px: float,
-) -> Solution:
-    """Send back to the stage model the tiles placed farther from it than the stage can err.
-
-    ``max_shift_px`` is the stage's uncertainty: pairs that put a tile
-    farther than that from its stage-model position agree with each other
-    (they passed the loop checks) but not with the stage, as wrong pairs in
-    empty agarose can. All pairs of the farthest such tile are dropped and the
-    positions solved again, until none is left.
-    """
-    while kept:
-        placed = {t for pair in kept for t in (pair.a, pair.b)}
-        deviation = {t: float(np.max(np.abs(positions[t] - model.position(t)))) for t in placed}
-        worst = max(placed, key=lambda t: (deviation[t], t))
-        if deviation[worst] <= max_shift_px:
-            break
-        logger.info("tile %s placed %.1f px from its stage position: back on the stage model",
-                    worst, deviation[worst])
-        positions, model, kept = solve_positions(
-            tiles, [p for p in kept if worst not in (p.a, p.b)], tile_step_px)
-    return positions, model, kept
-
-
-def _weak_pieces_to_stage(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
-    """Put on the stage model the weakly attached pieces that lie far from it on little evidence.
-
-    The placed tiles are cut into pieces joined by kept pairs whose own
-    significance reaches :data:`CONFIDENT_SIGNIFICANCE`
-    (:func:`~linumpy.stitching.reanchor.pieces`). Every piece but the largest
-    hangs on weak links only. One whose farthest tile lies farther than
-    :data:`WEAK_PIECE_DEVIATION_PX` from its stage-model position and farther
-    than any tile of the largest piece lies from its own plus
-    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (2 px: within what
-    the stage errs on the slice, a weak placement is no evidence against it,
-    as for a corroborated peak, :func:`_place_corroborated`), and whose
-    links prefer that placement to the stage's by less than
-    :data:`WEAK_PIECE_MARGIN` (:func:`~linumpy.stitching.reanchor.evidence_over_stage`;
-    NaN, no pair scoring both, never qualifies), is placed by nothing that
-    outweighs the stage: its links to the other tiles are dropped, and the
-    positions solved again, if that solve keeps every pair outside the piece
-    (the piece's own pairs leave with it: only the largest group is placed).
-    Repeated until no piece qualifies; each piece is judged once.
-    ``overlap 10 %`` seed 113: the piece {(1, 2), (1, 3)}, held by two kept links of
-    significance 0.34 and 0.06, lay 7.9 px from the stage model (the largest piece's
-    tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
-    2.1 px); its four links with placed tiles preferred
-    that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
-    coarse one (since :func:`_survivors_hold`, the broken joint placement of (2, 2)
-    that piece grew from is dropped first and it no longer forms).
-    The margin is not asked of a piece held only by edge links along nearly parallel ridges
-    (:func:`_held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along it.
-    Within the bar a piece goes to the stage model only where its links prefer the stage's placement
-    (margin <= -:data:`WEAK_PIECE_MARGIN`): the evidence then stands against the placement, no prior is
-    needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9), held by the
-    weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
-    do not overlap), lay 3.5 px from the stage model (bar 11.1 px), 9.9 px from the truth against 6.4 and 9.1
-    on the stage; its links preferred the stage placement by 0.92 (its unkept overlap (0, 0)-(0, 1) most).
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), to_stage, detached)``: the tiles put on
-        the stage model and the links dropped.
-    """
-    positions, model, kept = solved
-    to_stage: set[TileIndex] = set()
-    detached: set[tuple[TileIndex, TileIndex]] = set()
-    judged: set[frozenset] = set()
-    while True:
-        placed, strong, (largest, *others) = _confident_pieces(kept, registrations)
-        bar = max([WEAK_PIECE_DEVIATION_PX] + [_deviation(positions, model, t) + PRIOR_SLACK_PX for t in largest])
-        for piece in others:
-            if frozenset(piece) in judged:
-                continue
-            judged.add(frozenset(piece))
-            deviation = max(_deviation(positions, model, t) for t in piece)
-            margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
-                                         model)
-            inside = set(piece)
-            crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
-            if deviation <= bar:
-                if not margin <= -WEAK_PIECE_MARGIN:
-                    continue
-                logger.info("weakly attached piece %s %.1f px from the stage model, within the bar (%.1f px): its "
-                            "links prefer the stage placement (evidence margin %.2f)", piece, deviation, bar, margin)
-            elif not margin < WEAK_PIECE_MARGIN and not _held_along_parallel_ridges(
-                    [p for p in kept if (p.a, p.b) in crossing]):
-                continue
-            rest = [p for p in kept if (p.a, p.b) not in crossing]
-            attempt = solve_positions(tiles, rest, tile_step_px)
-            if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
-                logger.info("weakly attached piece %s (%.1f px from the stage model, evidence margin %.2f) "
-                            "left: the solve without its links drops other pairs", piece, deviation, margin)
-                continue
-            logger.info("weakly attached piece %s %.1f px from the stage model, its links' evidence over the "
-                        "stage placement %.2f: on the stage model", piece, deviation, margin)
-            positions, model, kept = attempt
-            to_stage |= inside
-            detached |= crossing
-            break
-        else:
-            return (positions, model, kept), to_stage, detached
-
-
-def _confident_pieces(kept: Sequence[PairOffset],
-                      registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-                      ) -> tuple[set[TileIndex], list[tuple[TileIndex, TileIndex]], list[list[TileIndex]]]:
-    """The tiles the ``kept`` pairs place, those pairs whose own significance reaches
-    :data:`CONFIDENT_SIGNIFICANCE`, and the pieces these join (:func:`~linumpy.stitching.reanchor.pieces`,
-    largest first; ``[[]]`` if none)."""
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-    return placed, strong, pieces(placed, strong) or [[]]
-
-
-def _ridge_held_to_stage(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
-    """Put on the stage model the tiles outside the largest piece that edge links along nearly parallel
-    ridges alone hold, however near the stage model they lie.
-
-    Once the far lone links are refused (:func:`_far_lone_links_to_stage`), the placed tiles outside the
-    largest piece of confident pairs (:func:`~linumpy.stitching.reanchor.pieces`, as in
-    :func:`_weak_pieces_to_stage`) are judged in parts: each group that kept pairs join among themselves,
-    then each piece of confident pairs in it. A part
-    whose kept links to the other tiles are two or more edge links with ridges within
-    :data:`PARALLEL_RIDGES_DEG` of one another (:func:`_held_along_parallel_ridges`) is held by nothing
-    along those ridges but the angle between them: its own evidence does not beat the stage there, so its
-    links are dropped and the positions solved again, if that solve drops no other confident pair (weak
-    pairs it drops held tiles only through the part's loops: their tiles go to the stage as well). The
-    first part that qualifies goes; repeated until none does, each part judged once.
-    :func:`_weak_pieces_to_stage` asks this only beyond its deviation bar; within it a wrong placement
-    along the ridges passes the evidence margin, the ridges being as high anywhere along them.
-    Foreign ``c185`` seed 209 slice 3: the two right columns and (0, 2), a piece of pairs of significance
-    7-25, hung on (0, 1)-(0, 2), (1, 1)-(1, 2) and (2, 1)-(2, 2) (own significance 1.0, 0.5, 0.6; overlaps
-    of -1.4 to 2.7 px), all edge links along x within 16 degrees, 10-14 px off along x: the piece 10.1 px
-    from the stage model (bar 12.4), margin 6.95, 6.4-8.5 px off and 6 tiles worse than their stage
-    positions. Seed 213 slice 4: (2, 1), after its right lone link was refused, hung on (1, 1)-(2, 1) and
-    (2, 1)-(2, 2) (0.5, 1.0, ridges 8 degrees apart, 19 and 24 px off), 16.3 px off (stage 9.5), and
-    held (2, 2) (10.8 px off, stage 6.9) in their loop.
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), to_stage, detached)``: the tiles put on the stage model and the
-        links dropped.
-    """
-    positions, model, kept = solved
-    to_stage: set[TileIndex] = set()
-    detached: set[tuple[TileIndex, TileIndex]] = set()
-    judged: set[frozenset] = set()
-    while True:
-        placed, strong, (largest, *_) = _confident_pieces(kept, registrations)
-        outside = placed - set(largest)
-        joined = [(p.a, p.b) for p in kept if p.a in outside and p.b in outside]
-        for part in pieces(outside, joined) + pieces(outside, strong):
-            if frozenset(part) in judged:
-                continue
-            judged.add(frozenset(part))
-            inside = set(part)
-            crossing = [p for p in kept if (p.a in inside) != (p.b in inside)]
-            if len(crossing) < 2 or not _held_along_parallel_ridges(crossing):
-                continue
-            links = {(p.a, p.b) for p in crossing}
-            rest = [p for p in kept if (p.a, p.b) not in links]
-            attempt = solve_positions(tiles, rest, tile_step_px)
-            lost = {(p.a, p.b) for p in rest if p.a not in inside} - {(p.a, p.b) for p in attempt[2]}
-            if any(registrations[pair].significance >= CONFIDENT_SIGNIFICANCE for pair in lost):
-                logger.info("piece %s held along parallel ridges by %s left: the solve without them drops "
-                            "confident pairs", part, sorted(links))
-                continue
-            positions, model, kept = attempt
-            left = placed - {t for p in kept for t in (p.a, p.b)}
-            logger.info("piece %s held along parallel ridges by %s only: %s on the stage model", part,
-                        sorted(links), sorted(left))
-            to_stage |= left
-            detached |= links | lost
-            break
-        else:
-            return (positions, model, kept), to_stage, detached
-
-
-def _held_along_parallel_ridges(links: Sequence[PairOffset]) -> bool:
-    """Whether ``links`` are all edge links whose ridges lie within :data:`PARALLEL_RIDGES_DEG` of one another.
-
-    Along an edge's ridge the overlap does not tell one offset from another (:func:`edge_variance`), so the
-    evidence of such links is as high anywhere along their common ridge and the evidence margin over the stage
-    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`) only says that the piece sits on the ridges. Where
-    they lie is set by the angle between the ridges alone: an error ``e`` across them moves the tiles
-    ``e / sin(angle)`` along them (foreign 192 slice 4: tile (1, 1) held by (1, 1)-(2, 1) and (1, 1)-(1, 2),
-    significance 1.17 and 1.41, ridges 15.8 degrees apart, 5.0 and 1.8 px off across them: the tile 18 px from
-    its stage-model position along them, 12.1 px from the truth, its stage position 6.6 px; their evidence
-    preferred it to the stage by 2.37 standard errors).
-    """
-    if not links or any(p.free_direction is None for p in links):
-        return False
-    directions = [np.asarray(p.free_direction, float) for p in links]
-    cosine = min(abs(float(np.dot(u, v))) for u in directions for v in directions)
-    return cosine >= np.cos(np.radians(PARALLEL_RIDGES_DEG))
-
-
-#: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
-LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
-
-
-def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapping[TileIndex, np.ndarray],
-                   model: StageModel) -> list[LoneLink]:
-    """The kept ``links`` on no loop that place tiles they alone join farther from their stage-model
-    positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
-    other side, in its gauge, :func:`bridged_side`; half the far-bridge window of step 5 less the slack):
-    one unchecked link decides where those tiles lie, beyond what the stage errs on the others (fresh harsh
-    foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
-    (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge window 19.7 px and the
-    pairs' departure bound not exceeded; a right bridge can be beyond it where the stage erred on its tiles
-    more than on the others). Each tile is named once, by the link with the fewest tiles on its side (the
-    nearest of a chain).
-
-    Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
-    window only.
-    """
-    kept = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in links]
-    sides = []
-    for k in bridges(kept):
-        others = [pair for j, pair in enumerate(links) if j != k]
-        side, aligned, _ = bridged_side(links[k], others, positions, model)
-        window = search_radius(positions, {t for pair in links for t in pair} - side, aligned)
-        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
-        sides.append((len(side), links[k], {t: d for t, d in beyond.items() if d > window}, window))
-    found, named = [], set()
-    for _, pair, beyond, window in sorted(sides):
-        tiles = sorted(set(beyond) - named)
-        if tiles:
-            named.update(tiles)
-            found.append((pair, tiles, max(beyond[t] for t in tiles), window))
-    return found
-
-
-def _side_over_stage(pair: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
-                     positions: Mapping[TileIndex, np.ndarray], model: StageModel,
-                     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-                     ) -> tuple[set[TileIndex], float]:
-    """The side that the kept link ``pair`` alone joins to the others among the kept ``links``
-    (:func:`bridged_side`) and the evidence of the side's other scored overlaps with the other tiles for
-    where it lies over the stage model's placement in the other side's gauge
-    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN if none scores both)."""
-    side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
-    placed = {t for link in links for t in link}
-    others = [(link, r) for link, r in links_out(sorted(side), registrations, placed - side) if link != pair]
-    return side, evidence_over_stage(sorted(side), others, positions, aligned)
-
-
-def _far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-                          ) -> tuple[tuple[TileIndex, TileIndex], list[TileIndex]] | None:
-    """Of the kept links on no loop that place tiles they alone join beyond the joint search's window
-    (:func:`far_lone_links`), those whose side's other overlaps do not support that placement (their
-    evidence for it over the stage's placement, :func:`_side_over_stage`, below :data:`WEAK_PIECE_MARGIN`,
-    as for a weakly attached piece, or none scoring both), the one with the largest side, and its side;
-    else ``None``.
-
-    In a chain of such links the one nearest the other tiles carries every far tile on its side (201 slice
-    3: the wrong (2, 0)-(3, 0) holds {(1, 0), (2, 0), (2, 1)}, its other overlap (2, 1)-(3, 1), between
-    tiles that do not overlap, reads -0.08 standard errors; the right (1, 0)-(2, 0), significance 25.8, also
-    names (1, 0), whose side has no other overlap with the placed tiles).
-    """
-    positions, model, kept = solved
-    links = [(p.a, p.b) for p in kept]
-    judged = [(pair, *_side_over_stage(pair, links, positions, model, registrations))
-              for pair, _, _, _ in far_lone_links(links, positions, model)]
-    unsupported = [(len(side), pair, sorted(side)) for pair, side, margin in judged
-                   if not margin >= WEAK_PIECE_MARGIN]
-    return max(unsupported)[1:] if unsupported else None
-
-
-def _far_lone_links_to_stage(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
-    """Refuse the kept links on no loop that place tiles beyond the search window (:func:`far_lone_links`)
-    and put the tiles they alone join on the stage model.
-
-    Such a link is the only evidence for its side, and no loop checks it: where it puts a tile farther from
-    its stage position than the stage errs on the other tiles (1.5 times their largest deviation plus
-    2 px, in their gauge, the joint search's window), it is refused unless the side's other scored pairs
-    with the other tiles prefer its placement to the stage's
-    (:func:`~linumpy.stitching.reanchor.evidence_over_stage` with the stage model in the other side's gauge,
-    margin >= 0; none scoring both placements: refused). The nearest such link (fewest tiles on its side)
-    is judged first; a refused one is dropped, the positions solved again (its side leaves the largest group
-    and falls back to the stage model), if that solve keeps every pair outside the side, and the links
-    judged again; each link is judged once. Fresh harsh foreign seed 152, slice 2: every kept pair on no
-    loop (a tree of 8 pairs), (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
-    (2, 2) 13.7 px from their stage positions, the window 10.8 px, their other pairs' margin -11.7: they
-    ended 10.1 and 10.0 px off, their stage positions 2.7 and 3.3 px. A right link beyond the window, where
-    the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
-    The first solve refuses such links already (:func:`_far_side_unsupported`); this catches those that
-    later steps make so.
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links
-        refused.
-    """
-    positions, model, kept = solved
-    to_stage: set[TileIndex] = set()
-    refused: set[tuple[TileIndex, TileIndex]] = set()
-    judged: set[tuple[TileIndex, TileIndex]] = set()
-    while True:
-        links = [(p.a, p.b) for p in kept]
-        for pair, beyond, deviation, window in far_lone_links(links, positions, model):
-            if pair in judged:
-                continue
-            judged.add(pair)
-            side, margin = _side_over_stage(pair, links, positions, model, registrations)
-            if margin >= 0:
-                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
-                            "window (%.1f px), left: the side's other links prefer that placement to the stage's "
-                            "(%.2f)", *pair, beyond, deviation, window, margin)
-                continue
-            rest = [p for p in kept if (p.a, p.b) != pair]
-            attempt = solve_positions(tiles, rest, tile_step_px)
-            if not {(p.a, p.b) for p in rest if p.a not in side} <= {(p.a, p.b) for p in attempt[2]}:
-                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
-                            "window (%.1f px), left: the solve without it drops other pairs", *pair, beyond,
-                            deviation, window)
-                continue
-            logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search window "
-                        "(%.1f px), the side's other links' evidence over the stage placement %.2f: refused, %s on "
-                        "the stage model", *pair, beyond, deviation, window, margin, sorted(side))
-            positions, model, kept = attempt
-            to_stage |= side
-            refused.add(pair)
-            break
-        else:
-            return (positions, model, kept), to_stage, refused
-
-
-def _lone_edge_links_across_only(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
-    """Keep only the evidence across their ridge of the kept edge links on no loop that nothing else confirms
-    along it, their side on the stage model along the ridge.
-
-    Along an edge's ridge the overlap does not tell one offset from another (:func:`edge_variance`); an edge
-    link on no loop is then the only evidence of where its side lies along the ridge, and a wrong peak there
-    moves the whole side, within the pairs' departure bound and the search window. Each such link is judged
-    once: the positions are solved again with its evidence along the ridge taken away (the stage model places
-    the side along it), and that placement replaces the link's unless the side's other scored pairs with the
-    other tiles prefer the link's (:func:`~linumpy.stitching.reanchor.evidence_over`, margin >= 0; none scoring
-    both placements: the stage along the ridge) or the new solve drops a pair. Fresh harsh foreign seed 162,
-    slice 1: the top row, joined to the rest by (0, 0)-(1, 0) alone (joint search, significance 2.22, an
-    outline's ridge, right across it, 14.6 px off along it, where the true overlap is under a pixel), lay
-    5.5-5.8 px off, two tiles 0.8-1.5 px farther than their stage positions; (0, 2)-(1, 2) preferred the
-    stage along the ridge by 1.53: 2.4-2.6 px off. A right lone edge link whose side's other overlaps agree
-    stays.
-
-    Returns
-    -------
-    tuple
-        ``((positions, model, kept), along_stage, links)``: the tiles placed on the stage model along the ridge
-        and the links kept across it only.
-    """
-    positions, model, kept = solved
-    along_stage: set[TileIndex] = set()
-    judged: set[tuple[TileIndex, TileIndex]] = set()
-    while True:
-        links = [(p.a, p.b) for p in kept]
-        lone = [kept[k] for k in bridges(kept) if kept[k].free_direction is not None
-                and np.isfinite(kept[k].ridge_variance) and links[k] not in judged]
-        if not lone:
-            return (positions, model, kept), along_stage, judged & {(p.a, p.b) for p in kept
-                                                                     if not np.isfinite(p.ridge_variance)}
-        link = lone[0]
-        pair = (link.a, link.b)
-        judged.add(pair)
-        attempt = solve_positions(tiles, [replace(p, ridge_variance=float("inf")) if p is link else p for p in kept],
-                                  tile_step_px)
-        side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
-        placed = {t for other in links for t in other}
-        others = [(other, r) for other, r in links_out(sorted(side), registrations, placed - side) if other != pair]
-        margin = evidence_over(others, positions, attempt[0])
-        if margin >= 0 or {(p.a, p.b) for p in attempt[2]} != set(links):
-            logger.info("lone edge link %s-%s left: the side's other links prefer its placement along its ridge "
-                        "(%.2f) or the solve without it there drops pairs", *pair, margin)
-            continue
-        logger.info("lone edge link %s-%s: the side's other links' evidence over the stage along its ridge %.2f: "
-                    "evidence across its ridge only, %s on the stage model along it", *pair, margin, sorted(side))
-        positions, model, kept = attempt
-        along_stage |= side
-
-
-def _open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile_step_px: Sequence[float],
-                     spreads: Mapping[tuple[TileIndex, TileIndex], Sequence[float]]) -> dict[TileIndex, float]:
-    """The tiles placed through a loop of the final ``kept`` pairs that does not close, each with the loop's
-    largest miss (pixels; :func:`~linumpy.stitching.link_conflicts.open_loops`).
-
-    The suspects are the pairs of such loops that may have erred: those whose honest error (standard error
-    and peak spread, ``spreads``, :func:`~linumpy.stitching.link_conflicts.honest_error`) is at least
-    1 / :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` of the least certain one's, so that none is
-    clearly the culprit (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links` drops that one, if
-    not significant on its own). Without them the kept pairs join the tiles into pieces; the largest is the
-    frame, and the tiles of every other one lie where the suspects put them (all the suspects' tiles if they
-    cut nothing off). No tile moves: the record says so (``open_loop_px``) and the report warns
-    (:func:`linumpy.qc.flags.open_loop_warnings`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
-    (wrong, 4.5 px off between tiles that do not overlap) and (2, 3)-(3, 3) (right), honest errors 3.0 and
-    3.3 px, the loop missing by 3.5 px; the tiles named are the seven 2.1-3.3 px off, the frame's 1.1-1.5 px.
-    """
-    missing = open_loops(tiles, kept, tile_step_px)
-    if not missing:
-        return {}
-    errors = {p: honest_error(p, spreads[(p.a, p.b)]) for p in kept if (p.a, p.b) in missing}
-    suspects = {(p.a, p.b) for p, error in errors.items() if CULPRIT_MARGIN * error >= max(errors.values())}
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    frame = set((pieces(placed, [(p.a, p.b) for p in kept if (p.a, p.b) not in suspects]) or [[]])[0])
-    named = (placed - frame) or {t for pair in suspects for t in pair}
-    miss = max(missing.values())
-    logger.info("loop(s) of kept pairs miss by up to %.1f px, none clearly the culprit (suspects %s): %d tile(s) "
-                "placed through them, left where they are", miss, sorted(suspects), len(named))
-    return {t: miss for t in sorted(named)}
-
-
-def _deviation(positions: Mapping[TileIndex, np.ndarray], model: StageModel, tile: TileIndex) -> float:
-    """Distance (pixels) of ``tile`` from its stage-model position."""
-    return float(np.linalg.norm(np.asarray(positions[tile], float) - model.position(tile)))
-
-
-def _correct_stage_residuals(
-    tiles: Sequence[TileIndex],
-    positions: dict[TileIndex, np.ndarray],
-    model: StageModel,
-    kept: Sequence[PairOffset],
-) -> tuple[dict[TileIndex, np.ndarray], StageResidualModel]:
-    """Move the tiles without pairs by the stage residual the registered tiles predict, if validated.
-
-    :func:`~linumpy.stitching.stage_residuals.fit_stage_residuals` keeps the
-    plain stage model on an axis unless leave-one-out over the registered
-    tiles shows the prediction clearly better; the result is logged and
-    recorded in the transform either way.
-    """
-    registered = {t for pair in kept for t in (pair.a, pair.b)}
-    residual_model = fit_stage_residuals(positions, model, registered,
-                                         [t for t in tiles if t not in registered])
-    if residual_model.used:
-        logger.info("stage residual model of %d registered tiles: %s; %d tiles moved",
-                    residual_model.n_tiles, residual_model.describe(), len(residual_model.corrections))
-    corrected = dict(positions)
-    for tile, correction in residual_model.corrections.items():
-        corrected[tile] = positions[tile] + np.asarray(correction)
-    return corrected, residual_model
-
-
-def _rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
-                       registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-                       ) -> tuple[list[PairOffset], dict[tuple[TileIndex, TileIndex], float],
-                                  set[tuple[TileIndex, TileIndex]]]:
-    """The pairs between the tiles no ``kept`` pair places that may join them into rigid pieces
-    (:func:`_place_rigid_pieces`), their own significance, and those whose match is one peak
-    (:func:`~linumpy.stitching.pairwise.single_peak`): candidates (:data:`MIN_SIGNIFICANCE` or more; a
-    border peak has none), no edge link (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along
-    its ridge); ``strong`` from :data:`STRONG_SIGNIFICANCE`."""
-    placed = {t for pair in kept for t in (pair.a, pair.b)}
-    left = set(tiles) - placed
-    chosen = {pair: r for pair, r in sorted(registrations.items())
-              if pair[0] in left and pair[1] in left and r.significance >= MIN_SIGNIFICANCE
-              and edge_ridge(r.scores, r.offset) is None}
-    return ([_pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
-            {pair: r.significance for pair, r in chosen.items()},
-            {pair for pair, r in chosen.items() if single_peak(r.scores, r.offset)})
-
-
-def _place_rigid_pieces(
-    positions: Mapping[TileIndex, np.ndarray],
-    links: Sequence[PairOffset],
-    significance: Mapping[tuple[TileIndex, TileIndex], float],
-    single: AbstractSet[tuple[TileIndex, TileIndex]],
-    tile_step_px: Sequence[float],
-) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
-    """Place as one each rigid piece of the tiles left on the stage model, at its tiles' stage-model mean.
-
-    The tiles no kept pair places sit on the stage model each with its own stage error. A piece is a set of
-    :data:`RIGID_PIECE_MIN_TILES` or more of them that the strong ``links`` (:func:`_rigid_piece_links`, own
-    ``significance``) join; the weaker links between its tiles check them: the solve of all its links
-    (:func:`~linumpy.stitching.global_solve.solve_positions`, which drops the pairs a loop contradicts and the
-    weak pairs on no loop) must keep every strong one and leave no loop open
-    (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile. A
-    kept pair on no loop (nothing checks it) holds the piece together only from
-    :data:`RIGID_BRIDGE_SIGNIFICANCE`, or from :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in
-    ``single``, :func:`~linumpy.stitching.pairwise.single_peak`); a weaker one cuts it, and each part is judged
-    again.
-    A kept piece is placed by its pairs within it and translated as a whole so that its tiles' mean lies on the
-    mean of their current (stage-model) positions: its tiles' total squared error is then the internal error
-    plus ``n`` times the square of the mean stage error, at most the sum of the stage errors' squares (the mean
-    minimises it); one tile whose own stage error was small may end farther than its stage position (by up to
-    the mean stage error). The pieces are no evidence for the others' placement: the other tiles'
-    ``positions``, the stage model and the stage scatter are unchanged.
-
-    Returns
-    -------
-    tuple
-        ``(positions, pairs)``: the positions with the pieces placed, and the pieces' kept pairs (accepted).
-    """
-    positions = dict(positions)
-    strong = [(p.a, p.b) for p in links if p.strong]
-    queue = pieces({t for pair in strong for t in pair}, strong)
-    placed_links: list[PairOffset] = []
-    while queue:
-        piece = queue.pop(0)
-        if len(piece) < RIGID_PIECE_MIN_TILES:
-            continue
-        own = [p for p in links if p.a in piece and p.b in piece]
-        solved, _, kept = solve_positions(piece, own, tile_step_px, warn_steps=False, min_group_fraction=1)
-        missed = open_loops(piece, kept, tile_step_px)
-        if not {(p.a, p.b) for p in own if p.strong} <= {(p.a, p.b) for p in kept} or missed:
-            logger.info("piece %s of strong pairs left on the stage: its loops do not close (%s)", piece,
-                        sorted(missed.items()) or "a strong pair dropped by its solve")
-            continue
-        unchecked = {(kept[k].a, kept[k].b) for k in bridges(kept)
-                     if significance[(kept[k].a, kept[k].b)] < _bridge_significance((kept[k].a, kept[k].b), single)}
-        if unchecked:
-            logger.info("piece %s cut at its pairs on no loop below significance %g (%g if one peak): %s", piece,
-                        RIGID_BRIDGE_SIGNIFICANCE, RIGID_SINGLE_PEAK_SIGNIFICANCE, sorted(unchecked))
-            queue += pieces(piece, [(p.a, p.b) for p in kept if p.strong and (p.a, p.b) not in unchecked])
-            continue
-        inside = np.array([solved[t] for t in piece])
-        shift = np.mean([positions[t] for t in piece], axis=0) - inside.mean(axis=0)
-        for tile, position in zip(piece, inside, strict=True):
-            positions[tile] = position + shift
-        logger.info("piece %s of strong pairs, its loops closed, no trusted link to the others: placed as one at "
-                    "its tiles' stage-model mean", piece)
-        placed_links += kept
-    return positions, placed_links
-
-
-def _bridge_significance(pair: tuple[TileIndex, TileIndex], single: AbstractSet[tuple[TileIndex, TileIndex]]
-                         ) -> float:
-    """Own significance from which ``pair``, on no loop, holds a rigid piece (:func:`_place_rigid_pieces`):
-    :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in ``single``), else
-    :data:`RIGID_BRIDGE_SIGNIFICANCE`."""
-    return RIGID_SINGLE_PEAK_SIGNIFICANCE if pair in single else RIGID_BRIDGE_SIGNIFICANCE
-
-
-def _anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex, TileIndex]],
-                     contested: set[tuple[TileIndex, TileIndex]],
-                     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-                     ) -> list[tuple[TileIndex, TileIndex]]:
-    """The kept pairs that join their tiles into one piece (:func:`~linumpy.stitching.reanchor.pieces`):
-    those in ``anchoring`` or at least :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`
-    significant on their own, unless ``contested``."""
-    return [(p.a, p.b) for p in kept if (p.a, p.b) not in contested
-            and ((p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE)]
-
-
-def _tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
-                  sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
-                  flagged: Mapping[str, set[TileIndex]], open_loop: Mapping[TileIndex, float]
-                  ) -> dict[TileIndex, TileRecord]:
-    """Per tile: accepted pairs, its honest standard error (``sigmas``,
-    :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
-    peak placed it (:func:`_place_corroborated`), whether its pairs are all weak links
-    (registered, but outside the ``trusted`` piece of anchoring pairs), the miss of the open loop it is
-    placed through (``open_loop``, :func:`_open_loop_tiles`; NaN if none), and its boolean flags:
-    ``flagged`` maps a flag of :class:`~linumpy.stitching.transform.TileRecord` (each is
-    described there, with the step that sets it) to the tiles it is set for."""
-    counts = {t: 0 for t in tiles}
-    for pair in kept:
-        for tile in (pair.a, pair.b):
-            counts[tile] += 1
-    flags = {t: {name: t in members for name, members in flagged.items()} for t in tiles}
-    return {
-        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
-                      weak=t not in trusted, open_loop_px=open_loop.get(t, float("nan")), **flags[t])
-        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t], **flags[t])
-        for t in tiles
-    }

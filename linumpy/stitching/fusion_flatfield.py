@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linumpy.stitching.blend import placement_origins
-from linumpy.stitching.estimate import DIRECTIONS, neighbour_pairs
+from linumpy.stitching.pair_terms import DIRECTIONS, neighbour_pairs
 from linumpy.stitching.flatfield import OverlapLevels, fit_flat_field, overlap_levels
 from linumpy.stitching.global_solve import TileIndex
 

@@ -93,7 +93,7 @@ def contested_links(kept: Sequence[PairOffset], dropped: Sequence[PairOffset],
     standard errors, and those come from the sub-pixel fits' precision, not
     from which peak is right): that kept pair is contested, and the tiles it
     alone places are searched again with all their links
-    (:func:`linumpy.stitching.estimate._reanchor`), whatever its
+    (:func:`linumpy.stitching.reanchor_pieces.reanchor`), whatever its
     significance. When several are of like quality, the blame has several
     candidates and the solve's choice stands.
 

@@ -14,7 +14,7 @@ trusted; every other hangs on weak links only, chosen greedily. Each is
 searched again as one rigid piece (its tiles at their solved relative
 positions) by the summed evidence of *all* its pairs with the trusted tiles
 (:func:`~linumpy.stitching.tile_search.joint_placement` with ``members``).
-The caller (:func:`linumpy.stitching.estimate._reanchor`) trusts a piece
+The caller (:func:`linumpy.stitching.reanchor_pieces.reanchor`) trusts a piece
 whose joint peak is significant, and moves it there first (links
 re-snapped, refined, solved again) if that peak lies more than
 :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` from where it is
@@ -23,7 +23,7 @@ re-snapped, refined, solved again) if that peak lies more than
 Once the solve is final, a piece that weak links alone hold can still lie
 far from the stage model where its links hardly prefer that placement to the
 stage's: :func:`evidence_over_stage` measures by how much they do (the
-caller is :func:`linumpy.stitching.estimate._weak_pieces_to_stage`).
+caller is :func:`linumpy.stitching.stage_pieces.weak_pieces_to_stage`).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summa
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
-    from linumpy.stitching.estimate import LoneLink
+    from linumpy.stitching.lone_links import LoneLink
     from linumpy.stitching.fusion_flatfield import FusionFlatField, SignalLevels
     from linumpy.stitching.transform import TileTransform
 
@@ -320,14 +320,14 @@ def far_bridge_flag(pair: tuple[TileIndex, TileIndex], transform: TileTransform)
 
 def far_lone_links(transform: TileTransform) -> list[LoneLink]:
     """The accepted pairs on no loop of ``transform`` that place tiles beyond the search window
-    (:func:`~linumpy.stitching.estimate.far_lone_links`): those the estimate kept
-    (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`: their side's other overlaps prefer the
+    (:func:`~linumpy.stitching.lone_links.far_lone_links`): those the estimate kept
+    (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`: their side's other overlaps prefer the
     link's placement, or the solve without the link drops other pairs), or any in a transform written before
     session lone60.
 
     Returns ``[(pair, tiles, deviation, window)]``, pixels (per axis), the tiles beyond the window only.
     """
-    from linumpy.stitching.estimate import far_lone_links as beyond_window
+    from linumpy.stitching.lone_links import far_lone_links as beyond_window
 
     links = [(r.a, r.b) for r in transform.pairs if r.accepted]
     positions = {t: np.asarray(transform.position(t), float) for pair in links for t in pair}
@@ -351,7 +351,7 @@ def weak_along_ridge(transform: TileTransform) -> list[TileIndex]:
     (their stage positions 4.8 px), not ``weak``. A QC field only (no position changes, no red flag): such
     tiles are often right (the weak links right), measured in ``benchmarks/README.md``, session lone60.
     """
-    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE
     from linumpy.stitching.reanchor import pieces
 
     kept = [r for r in transform.pairs if r.accepted]
@@ -378,7 +378,7 @@ def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
 
     Returns ``[(pair, significance, tiles)]``, in the order of ``transform.pairs``.
     """
-    from linumpy.stitching.estimate import CONFIDENT_SIGNIFICANCE
+    from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE
     from linumpy.stitching.global_solve import PairOffset, bridges
     from linumpy.stitching.reanchor import pieces
 
@@ -398,8 +398,8 @@ def weak_lone_links(transform: TileTransform) -> list[WeakLoneLink]:
 
 def lone_links_refused_flag(transform: TileTransform) -> str | None:
     """The red flag of the lone links the estimate refused for placing tiles beyond the search window, their
-    tiles put on the stage model (:func:`~linumpy.stitching.estimate._far_lone_links_to_stage`) or, refused by
-    the first solve (:func:`~linumpy.stitching.estimate._far_side_unsupported`), placed by their other
+    tiles put on the stage model (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`) or, refused by
+    the first solve (:func:`~linumpy.stitching.lone_links.far_side_unsupported`), placed by their other
     overlaps, if any."""
     from linumpy.stitching.transform import FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST
 
@@ -466,7 +466,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     corroborated weak peak that an edge link held off its own peak along its ridge, no link on its own peak,
     ``n_tied_to_left_out_tiles`` those refused a corroborated weak peak for a stronger overlap with a tile left
     out, ``n_rigid_piece_tiles`` those placed as a rigid piece at their stage-model mean
-    (:func:`linumpy.stitching.estimate._place_rigid_pieces`), ``n_open_loop_tiles`` those placed through a loop
+    (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`), ``n_open_loop_tiles`` those placed through a loop
     of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
     :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the pairs whose own peak lies on

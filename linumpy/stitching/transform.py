@@ -28,25 +28,25 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _DECIMALS = 4
 #: Status of a pair on no loop departing from the stage model's step beyond the other kept pairs, kept because
-#: the tiles it alone places lie within the stage's window (:func:`linumpy.stitching.estimate._bridged_within_window`).
+#: the tiles it alone places lie within the stage's window (:func:`linumpy.stitching.departures._bridged_within_window`).
 FAR_BRIDGE_KEPT = "kept, departs beyond the other pairs but its tiles within the stage's window"
-#: Status of such a pair refused (:func:`linumpy.stitching.estimate.implausible_departure`).
+#: Status of such a pair refused (:func:`linumpy.stitching.departures.implausible_departure`).
 FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a pair whose own peak lies on the border of its scored window, refused as evidence
 #: (:func:`linumpy.stitching.estimate._refused_on_border`).
 BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
-#: (:func:`linumpy.stitching.estimate._far_lone_links_to_stage`).
+#: (:func:`linumpy.stitching.lone_links.far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
 #: Status of such a pair refused by the solve of the confident pairs, before the searches
-#: (:func:`linumpy.stitching.estimate._solve_plausible`): its tiles placed by their other pairs, or on the stage.
+#: (:func:`linumpy.stitching.departures.solve_plausible`): its tiles placed by their other pairs, or on the stage.
 FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search window, refused by the first solve"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
-#: (:func:`linumpy.stitching.estimate._lone_edge_links_across_only`).
+#: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
 LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its tiles on the stage along it"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
-#: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
+#: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
 
 
@@ -88,7 +88,7 @@ class PairRecord:
         Whether ``offset`` is the pair's own peak on the border of its scored
         window (:attr:`~linumpy.stitching.pairwise.PairRegistration.border_peak`):
         no local maximum of the match. An accepted one adds the search window's
-        variance (:func:`linumpy.stitching.estimate.edge_variance`, both axes)
+        variance (:func:`linumpy.stitching.pair_terms.edge_variance`, both axes)
         to the tiles' stated errors, not to the solve.
     unlocated_px : float
         How far (pixels, along the step) the pair's match leaves ``offset`` unlocated toward the border of
@@ -110,17 +110,17 @@ class PairRecord:
         significant enough to stand alone), ``loop closure, inconsistent``,
         ``joint search, inconsistent``, ``joint search, no significant peak
         without its dropped pairs`` (the pairs left of a joint placement the
-        solve broke, :func:`linumpy.stitching.estimate._drop_broken_placements`),
+        solve broke, :func:`linumpy.stitching.refusals.drop_broken_placements`),
         ``cluster search, inconsistent``,
         ``piece search, inconsistent``, ``least certain of a broken loop``,
         ``broad link of a broken loop`` (:mod:`linumpy.stitching.link_conflicts`),
         ``departs implausibly from the stage model`` (on no loop, far beyond
-        the other pairs' departures, :func:`linumpy.stitching.estimate.implausible_departure`;
+        the other pairs' departures, :func:`linumpy.stitching.departures.implausible_departure`;
         :data:`FAR_BRIDGE_REFUSED`), ``kept, departs beyond the other pairs but its tiles
         within the stage's window`` (such a pair kept, :data:`FAR_BRIDGE_KEPT`),
         ``unchecked, departs beyond the stage's error`` (a confident pair no
         loop of confident pairs kept, departing farther than they do,
-        :func:`linumpy.stitching.estimate._unchecked_far_pairs`),
+        :func:`linumpy.stitching.departures.unchecked_far_pairs`),
         ``weaker link of a loop, swapped out``
         (:func:`linumpy.stitching.link_conflicts.swap_clearly_weaker`),
         ``no overlap``.
@@ -275,13 +275,13 @@ class TileRecord:
         piece at its tiles' stage-model mean)``; source ``pairs``, not ``weak``: its links are strong; its
         ``sigma_px`` includes the stage scatter over the square root of the piece's size, so the report's tile
         bar names it). False in transforms written before session rigid
-        (:func:`linumpy.stitching.estimate._place_rigid_pieces`).
+        (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
     open_loop_px : float
         The tile lies where a loop of kept pairs that does not close puts it: without that loop's pairs (each
         departing from what the others predict by more than 1.5 px) it is not joined to the largest piece of
         kept pairs, and no pair of the loop was clearly the one that erred, or the culprit was significant on
         its own (3 or more), so the loop was kept. The loop's largest miss, pixels: the tile may lie off by up
-        to about that (:func:`linumpy.stitching.estimate._open_loop_tiles`; session link209). NaN for any other
+        to about that (:func:`linumpy.stitching.tile_records.open_loop_tiles`; session link209). NaN for any other
         tile and in transforms written before.
     """
 

@@ -1,0 +1,376 @@
+"""Tiles the first solve left out, placed by the joint evidence of their links to the placed tiles: one
+tile at a time (:mod:`linumpy.stitching.tile_search`), groups registered among themselves as rigid pieces,
+clusters of neighbours in one search (:mod:`linumpy.stitching.cluster_search`); and the small strong group
+the searches start from when no confident group is large enough."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from linumpy.stitching.cluster_search import clusters, place_cluster
+from linumpy.stitching.departures import departure_bound, plausible
+from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
+                                            solve_positions)
+from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_DEPARTURE_PAIRS, pair_offset
+from linumpy.stitching.pairwise import PairRegistration, narrow_joint_offset, refine_subpixel
+from linumpy.stitching.refusals import drop_broken_placements, survivors_hold_tile
+from linumpy.stitching.tile_search import Placement, joint_placement, lone_departure, place_by_neighbours, search_radius
+
+logger = logging.getLogger(__name__)
+
+
+def joint_search(
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: Sequence[PairOffset],
+    flattened: Mapping[TileIndex, np.ndarray],
+) -> tuple[dict[tuple[TileIndex, TileIndex], PairRegistration], dict[tuple[TileIndex, TileIndex], TileIndex],
+           set[TileIndex]]:
+    """Pairs of the tiles placed by :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
+
+    Each pair's integer offset is refined below a pixel; its significance is
+    that of the joint peak that placed its tile. Also returns the tile each
+    pair placed, and the tiles whose joint peak was refused as a lone link
+    beyond the stage's error.
+
+    A joint peak that one link alone holds is that pair's own registration,
+    and it would be its tile's only link: it is not taken if its offset
+    departs from the stage model's step farther than the kept confident pairs
+    do (:func:`~linumpy.stitching.departures.departure_bound`, the bar of a weak pair,
+    :func:`~linumpy.stitching.departures.plausible`), however significant. ``8 x 8 harsh`` seed 107: the empty tile (1,
+    7) on its link to the empty (2, 7) alone, significance 2.2, 20 px from the step
+    (the confident pairs at most 14 px), 26.6 px from the truth; (1, 6) was
+    placed next on it and on two wrong peaks that agree with it, 18.4 px off,
+    7.9 px farther than its stage position. Refused, the two tiles went to the
+    corroborated search (2-3 links each): 3.2 and 2.8 px off. With fewer than
+    :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` confident pairs kept the stage's error is not
+    measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
+    tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
+    first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    if not placed:
+        return {}, {}, set()
+    confident = [p for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    bound = departure_bound(confident, model) if len(confident) >= MIN_DEPARTURE_PAIRS else float("inf")
+    refused: set[TileIndex] = set()
+
+    def accept(placement: Placement) -> bool:
+        if lone_departure(placement, model) <= bound:
+            return True
+        refused.add(placement.tile)
+        return False
+
+    joint, placed_by = {}, {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for placement in place_by_neighbours(registrations, positions, placed, JOINT_SIGNIFICANCE, model, accept):
+            refined = refined_pairs(placement.offsets, placement.significance, registrations, flattened)
+            joint.update(refined)
+            placed_by.update(dict.fromkeys(refined, placement.tile))
+    if refused:
+        logger.info("joint peaks of %s held by one link departing from the stage model beyond %.1f px: refused",
+                    sorted(refused), bound)
+    return joint, placed_by, refused
+
+
+def late_joint_search(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], StageModel, list[PairOffset], dict, set[TileIndex]]:
+    """The joint search (:func:`joint_search`) again, once a corroborated placement has placed a tile.
+
+    The joint search runs before the corroborated one, so a tile whose only placed neighbour is
+    placed by a corroborated peak was never searched from it (``stage error +-8 px + drift`` seed
+    66: tile (3, 3), its one link to (2, 3) right to 0.5 px at significance 3.0, stayed on the stage
+    11 px off). Same gates as the first search (significance, window, the solve keeping the pairs
+    of every placement, :func:`~linumpy.stitching.refusals.drop_broken_placements`); the new pairs are kept only if the
+    solve keeps every pair kept before.
+
+    Returns
+    -------
+    tuple
+        ``(positions, model, kept, links, refused, unsupported)``, ``links`` the refined pairs of the tiles
+        placed (empty if none), ``refused`` the tiles whose lone link :func:`joint_search` refused,
+        ``unsupported`` the pairs :func:`~linumpy.stitching.refusals.drop_broken_placements` dropped (pair -> its tile).
+    """
+    positions, model, kept = solved
+    links, placed_by, refused = joint_search(registrations, positions, model, kept, flattened)
+    if not links:
+        return positions, model, kept, {}, refused, {}
+    searched = solve_positions(tiles, kept + [pair_offset(a, b, r, True) for (a, b), r in links.items()],
+                               tile_step_px)
+    searched, unsupported = drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
+    if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
+        return positions, model, kept, {}, refused, {}
+    logger.info("joint search after the corroborated placement: %d tiles placed",
+                len(set(placed_by.values())))
+    return (*searched, links, refused, unsupported)
+
+
+def place_group(
+    tiles: Sequence[TileIndex],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    candidates: Sequence[PairOffset],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+    refused: set[TileIndex],
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Place the largest group of tiles registered among themselves but not to the placed tiles.
+
+    The candidate pairs between tiles left out are solved alone; their
+    largest linked group keeps its relative positions and is searched as one
+    rigid piece by the joint evidence of all its pairs with placed tiles
+    (:func:`~linumpy.stitching.tile_search.joint_placement` with
+    ``members``): each link alone may hold too little, together they can.
+    The group is placed only if that joint peak is significant
+    (:data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`) and the solve with its links and inner pairs
+    keeps every one of them and every pair kept before. If the solve drops
+    some of its links, the others must alone hold a significant joint peak
+    where the group was placed, as the survivors of a joint placement of
+    one tile (:func:`~linumpy.stitching.refusals.survivors_hold_tile`, step 6); else the placement is
+    refused and its tiles added to ``refused`` (``backlash`` seed 129: row 0
+    placed as one group by four links, the solve dropped two, and the two
+    left, own significance 0.22 and 0.29, held alone a peak of significance
+    1.82 2.4 px from the group's; kept as weak links they held (0, 1) 2.57 px
+    off, its stage position 0.92 px).
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), links)``, ``links`` the refined pairs
+        joining the group to the placed tiles; ``None`` if no group is placed.
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    left = [t for t in tiles if t not in placed]
+    inner = [p for p in candidates if p.a not in placed and p.b not in placed]
+    if not placed or not inner:
+        return None
+    relative, group_pairs = _grown_group(left, inner, kept, model, tile_step_px)
+    group = sorted({t for pair in group_pairs for t in (pair.a, pair.b)})
+    if len(group) < 2:
+        return None
+    origin = group[0]
+    members = {t: np.rint(relative[t] - relative[origin]).astype(int) for t in group}
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
+    links = [(pair, r) for pair, r in registrations.items() if r.scores
+             and (pair[0] in members) != (pair[1] in members) and (pair[0] in placed or pair[1] in placed)]
+    if not links:
+        return None
+    prior = (model.position(origin), search_radius(positions, placed, model))
+    with threadpool_limits(limits=1, user_api="blas"):
+        placement = joint_placement(origin, links, anchors, prior, members)
+        if placement is None or placement.significance < JOINT_SIGNIFICANCE:
+            return None
+        refined = refined_pairs(placement.offsets, placement.significance, registrations, flattened)
+    held: list[bool] = []
+
+    def survivors_hold(survivors: set[tuple[TileIndex, TileIndex]]) -> bool:
+        held.append(survivors_hold_tile(origin, [(pair, r) for pair, r in links if pair in survivors], anchors, prior,
+                                    np.asarray(placement.position), members))
+        return held[-1]
+
+    accepted = solve_with(tiles, list(kept) + list(group_pairs), refined, tile_step_px, survivors_hold)
+    if held and not held[-1]:
+        refused.update(group)
+        logger.info("group of %d tiles %s: the solve dropped links of its joint placement and the others hold no "
+                    "significant joint peak without them: refused", len(group), group)
+    if accepted is not None:
+        logger.info("group of %d tiles %s placed by %d pairs (joint significance %.1f)",
+                    len(group), group, len(accepted[1]), placement.significance)
+    return accepted
+
+
+def _grown_group(
+    left: Sequence[TileIndex],
+    inner: Sequence[PairOffset],
+    kept: Sequence[PairOffset],
+    model: StageModel,
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
+    """The relative positions and pairs of the group of :func:`place_group`: the largest group the
+    ``inner`` pairs (between the tiles ``left`` out) link, grown by their weak pairs that depart from
+    the stage model no more than the ``kept`` pairs do (:func:`~linumpy.stitching.departures.plausible`).
+
+    Solved alone, the inner pairs lose every weak pair on no loop, so a tile joined to a strong pair
+    by a right weak one stays out of its group and neither is placed (``speckle per tile`` seed 94:
+    (2, 3)-(3, 3), significance 5.7, and (3, 2)-(3, 3), 1.5, both right; the group of two reached a
+    joint significance of 0.4, the group of three 2.2, and all three tiles stayed 4.6 px off on the
+    stage). A weak pair only grows a group that the inner pairs make on their own (a strong pair or
+    a loop; weak pairs alone are a chain of unchecked peaks: ``6x6`` seed 64, a weak pair 20 px off
+    in agarose then joined a group placed 18 px off), and only if the stage could have made its
+    departure; it stays weak in the placement's solve (:func:`solve_with`), kept only on a loop
+    that the group's links close.
+    """
+    relative, _, group_pairs = solve_positions(left, inner, tile_step_px, warn_steps=False)
+    if not group_pairs:
+        return relative, group_pairs
+    members = {t for pair in group_pairs for t in (pair.a, pair.b)}
+    ids = {(p.a, p.b) for p in group_pairs}
+    pool = plausible([p for p in inner if (p.a, p.b) not in ids], kept, model)
+    grown = list(group_pairs)
+    while (joining := [p for p in pool if (p.a in members) != (p.b in members)]):
+        grown.append(joining[0])
+        members |= {joining[0].a, joining[0].b}
+        pool.remove(joining[0])
+    if len(grown) == len(group_pairs):
+        return relative, group_pairs
+    wider, _, solid = solve_positions(left, [replace(p, strong=True) for p in grown], tile_step_px,
+                                      warn_steps=False)
+    return (wider, grown) if len(solid) == len(grown) else (relative, group_pairs)
+
+
+def solve_with(
+    tiles: Sequence[TileIndex],
+    pairs: Sequence[PairOffset],
+    refined: dict[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+    survivors_hold: Callable[[set[tuple[TileIndex, TileIndex]]], bool] | None = None,
+    strong: bool = True,
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Solve with the ``refined`` pairs of a joint placement added to ``pairs``, if it keeps them all.
+
+    A pair the solve drops demotes the others to weak (as a joint placement
+    that lost a pair, step 6: they stand only on loops) and the solve is
+    repeated; the placement is refused if it then loses a pair, or any of
+    ``pairs``, or if ``survivors_hold``, given, says the pairs left (their
+    keys) hold no significant joint peak alone (:func:`~linumpy.stitching.refusals.survivors_hold_tile`).
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), refined)`` with the pairs kept.
+    """
+    new_pairs = [pair_offset(a, b, r, strong) for (a, b), r in refined.items()]
+    solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
+    dropped = {(p.a, p.b) for p in new_pairs} - {(p.a, p.b) for p in solved[2]}
+    if dropped:
+        if survivors_hold is not None and not survivors_hold(set(refined) - dropped):
+            return None
+        new_pairs = [replace(p, strong=False) for p in new_pairs if (p.a, p.b) not in dropped]
+        refined = {key: r for key, r in refined.items() if key not in dropped}
+        solved = solve_positions(tiles, list(pairs) + new_pairs, tile_step_px)
+    wanted = {(p.a, p.b) for p in list(pairs) + new_pairs}
+    if not new_pairs or wanted - {(p.a, p.b) for p in solved[2]}:
+        return None
+    return solved, refined
+
+
+def place_clusters(
+    tiles: Sequence[TileIndex],
+    positions: Mapping[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    tile_step_px: Sequence[float],
+) -> tuple[tuple, dict[tuple[TileIndex, TileIndex], PairRegistration]] | None:
+    """Place the significant tiles of the first cluster of unplaced tiles that the solve accepts.
+
+    Clusters are the connected groups (two tiles or more) of tiles left out,
+    linked by their pairs whatever their significance; each is searched as
+    a whole (:func:`~linumpy.stitching.cluster_search.place_cluster`) within
+    the window of the joint search. The offsets of the placed tiles are
+    refined below a pixel and must all survive the solve (:func:`solve_with`).
+
+    Returns
+    -------
+    tuple or None
+        ``((positions, model, kept), refined)``, ``refined`` the pairs that
+        placed the cluster's tiles; ``None`` if no cluster is placed.
+    """
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    if not placed:
+        return None
+    scored = [pair for pair, r in registrations.items() if r.scores]
+    radius = search_radius(positions, placed, model)
+    anchors = {t: np.rint(np.asarray(positions[t], float)).astype(int) for t in placed}
+    for group in clusters([t for t in tiles if t not in placed], scored):
+        if len(group) < 2:
+            continue
+        with threadpool_limits(limits=1, user_api="blas"):
+            placement = place_cluster(group, registrations, anchors, model, radius, JOINT_SIGNIFICANCE)
+            if placement is None:
+                continue
+            refined = {}
+            for (a, b), offset in placement.offsets.items():
+                offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                                   narrow_joint_offset(offset, registrations[(a, b)].scores))
+                significance = min(placement.significance.get(t, np.inf) for t in (a, b))
+                refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
+                                          significance=float(significance))
+        accepted = solve_with(tiles, kept, refined, tile_step_px)
+        if accepted is not None:
+            logger.info("cluster %s: tiles %s placed by %d pairs (significance %s)", group,
+                        sorted(placement.significance), len(accepted[1]),
+                        ", ".join(f"{v:.1f}" for _, v in sorted(placement.significance.items())))
+            return accepted
+    return None
+
+
+def refined_pairs(
+    offsets: Mapping[tuple[TileIndex, TileIndex], tuple[int, int]],
+    significance: float,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    flattened: Mapping[TileIndex, np.ndarray],
+    spread_px: Sequence[float] | None = None,
+) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``;
+    with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error."""
+    refined = {}
+    for (a, b), offset in offsets.items():
+        offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                           narrow_joint_offset(offset, registrations[(a, b)].scores))
+        if spread_px is not None:
+            sigma = tuple(float(v) for v in np.hypot(sigma, spread_px))
+        refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)
+    return refined
+
+
+def strong_seed(
+    tiles: Sequence[TileIndex],
+    confident: Sequence[PairOffset],
+    tile_step_px: Sequence[float],
+) -> Solution:
+    """The largest group of strong pairs, however small, solved as the anchor of the searches.
+
+    Used when no group of confident pairs holds :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION`
+    of the tiles (at 10 % overlap, strong pairs that form no loop make groups of 2-3 tiles): without an
+    anchor no search can place a tile, and every tile stays on the stage. The searches then grow it from
+    the stage prior; :func:`drop_small_group` sends everything back to the stage if they do not.
+    """
+    seeded = solve_positions(tiles, [p for p in confident if p.strong], tile_step_px, min_group_fraction=0.0)
+    if seeded[2]:
+        logger.info("no group of confident pairs holds %.0f%% of the tiles: the searches start from the %d "
+                    "tiles of the largest group of strong pairs", 100 * MIN_GROUP_FRACTION,
+                    len({t for p in seeded[2] for t in (p.a, p.b)}))
+    return seeded
+
+
+def drop_small_group(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: list[PairOffset],
+    tile_step_px: Sequence[float],
+) -> Solution:
+    """Every tile on the stage model when the registered tiles are fewer than
+    :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION` of them (a :func:`strong_seed` that the
+    searches did not grow): a small group is placed by the mean stage error of its few tiles.
+    """
+    registered = {t for pair in kept for t in (pair.a, pair.b)}
+    if not kept or len(registered) >= MIN_GROUP_FRACTION * len(tiles):
+        return positions, model, kept
+    logger.info("only %d of %d tiles registered: all on the stage model", len(registered), len(tiles))
+    return solve_positions(tiles, [], tile_step_px)

@@ -1,0 +1,214 @@
+"""Kept links on no loop that alone place their side of the grid far from the stage model: found
+(:func:`far_lone_links`), refused where their side's other overlaps do not prefer that placement to the
+stage's, and edge links among them kept across their ridge only (step 6 of
+:mod:`linumpy.stitching.estimate`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions
+from linumpy.stitching.pair_terms import WEAK_PIECE_MARGIN, bridged_side
+from linumpy.stitching.pairwise import PairRegistration
+from linumpy.stitching.reanchor import evidence_over, evidence_over_stage, links_out
+from linumpy.stitching.tile_search import largest_deviation, search_radius
+
+logger = logging.getLogger(__name__)
+
+
+#: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
+LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
+
+
+def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapping[TileIndex, np.ndarray],
+                   model: StageModel) -> list[LoneLink]:
+    """The kept ``links`` on no loop that place tiles they alone join farther from their stage-model
+    positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
+    other side, in its gauge, :func:`~linumpy.stitching.pair_terms.bridged_side`; half the far-bridge window of step 5
+    less the slack): one unchecked link decides where those tiles lie, beyond what the stage errs on the others (fresh
+    harsh foreign seed 152, slice 2: (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
+    (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge window 19.7 px and the
+    pairs' departure bound not exceeded; a right bridge can be beyond it where the stage erred on its tiles
+    more than on the others). Each tile is named once, by the link with the fewest tiles on its side (the
+    nearest of a chain).
+
+    Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
+    window only.
+    """
+    kept = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in links]
+    sides = []
+    for k in bridges(kept):
+        others = [pair for j, pair in enumerate(links) if j != k]
+        side, aligned, _ = bridged_side(links[k], others, positions, model)
+        window = search_radius(positions, {t for pair in links for t in pair} - side, aligned)
+        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
+        sides.append((len(side), links[k], {t: d for t, d in beyond.items() if d > window}, window))
+    found, named = [], set()
+    for _, pair, beyond, window in sorted(sides):
+        tiles = sorted(set(beyond) - named)
+        if tiles:
+            named.update(tiles)
+            found.append((pair, tiles, max(beyond[t] for t in tiles), window))
+    return found
+
+
+def _side_over_stage(pair: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
+                     positions: Mapping[TileIndex, np.ndarray], model: StageModel,
+                     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                     ) -> tuple[set[TileIndex], float]:
+    """The side that the kept link ``pair`` alone joins to the others among the kept ``links``
+    (:func:`~linumpy.stitching.pair_terms.bridged_side`) and the evidence of the side's other scored overlaps with the
+    other tiles for where it lies over the stage model's placement in the other side's gauge
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN if none scores both)."""
+    side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
+    placed = {t for link in links for t in link}
+    others = [(link, r) for link, r in links_out(sorted(side), registrations, placed - side) if link != pair]
+    return side, evidence_over_stage(sorted(side), others, positions, aligned)
+
+
+def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                          ) -> tuple[tuple[TileIndex, TileIndex], list[TileIndex]] | None:
+    """Of the kept links on no loop that place tiles they alone join beyond the joint search's window
+    (:func:`far_lone_links`), those whose side's other overlaps do not support that placement (their
+    evidence for it over the stage's placement, :func:`_side_over_stage`, below
+    :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`, as for a weakly attached piece, or none scoring both), the
+    one with the largest side, and its side; else ``None``.
+
+    In a chain of such links the one nearest the other tiles carries every far tile on its side (201 slice
+    3: the wrong (2, 0)-(3, 0) holds {(1, 0), (2, 0), (2, 1)}, its other overlap (2, 1)-(3, 1), between
+    tiles that do not overlap, reads -0.08 standard errors; the right (1, 0)-(2, 0), significance 25.8, also
+    names (1, 0), whose side has no other overlap with the placed tiles).
+    """
+    positions, model, kept = solved
+    links = [(p.a, p.b) for p in kept]
+    judged = [(pair, *_side_over_stage(pair, links, positions, model, registrations))
+              for pair, _, _, _ in far_lone_links(links, positions, model)]
+    unsupported = [(len(side), pair, sorted(side)) for pair, side, margin in judged
+                   if not margin >= WEAK_PIECE_MARGIN]
+    return max(unsupported)[1:] if unsupported else None
+
+
+def far_lone_links_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
+    """Refuse the kept links on no loop that place tiles beyond the search window (:func:`far_lone_links`)
+    and put the tiles they alone join on the stage model.
+
+    Such a link is the only evidence for its side, and no loop checks it: where it puts a tile farther from
+    its stage position than the stage errs on the other tiles (1.5 times their largest deviation plus
+    2 px, in their gauge, the joint search's window), it is refused unless the side's other scored pairs
+    with the other tiles prefer its placement to the stage's
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage` with the stage model in the other side's gauge,
+    margin >= 0; none scoring both placements: refused). The nearest such link (fewest tiles on its side)
+    is judged first; a refused one is dropped, the positions solved again (its side leaves the largest group
+    and falls back to the stage model), if that solve keeps every pair outside the side, and the links
+    judged again; each link is judged once. Fresh harsh foreign seed 152, slice 2: every kept pair on no
+    loop (a tree of 8 pairs), (2, 0)-(2, 1), significance 3.77, 13.4 px from the truth, put (2, 1) and
+    (2, 2) 13.7 px from their stage positions, the window 10.8 px, their other pairs' margin -11.7: they
+    ended 10.1 and 10.0 px off, their stage positions 2.7 and 3.3 px. A right link beyond the window, where
+    the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
+    The first solve refuses such links already (:func:`far_side_unsupported`); this catches those that
+    later steps make so.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links
+        refused.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    refused: set[tuple[TileIndex, TileIndex]] = set()
+    judged: set[tuple[TileIndex, TileIndex]] = set()
+    while True:
+        links = [(p.a, p.b) for p in kept]
+        for pair, beyond, deviation, window in far_lone_links(links, positions, model):
+            if pair in judged:
+                continue
+            judged.add(pair)
+            side, margin = _side_over_stage(pair, links, positions, model, registrations)
+            if margin >= 0:
+                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
+                            "window (%.1f px), left: the side's other links prefer that placement to the stage's "
+                            "(%.2f)", *pair, beyond, deviation, window, margin)
+                continue
+            rest = [p for p in kept if (p.a, p.b) != pair]
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            if not {(p.a, p.b) for p in rest if p.a not in side} <= {(p.a, p.b) for p in attempt[2]}:
+                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
+                            "window (%.1f px), left: the solve without it drops other pairs", *pair, beyond,
+                            deviation, window)
+                continue
+            logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search window "
+                        "(%.1f px), the side's other links' evidence over the stage placement %.2f: refused, %s on "
+                        "the stage model", *pair, beyond, deviation, window, margin, sorted(side))
+            positions, model, kept = attempt
+            to_stage |= side
+            refused.add(pair)
+            break
+        else:
+            return (positions, model, kept), to_stage, refused
+
+
+def lone_edge_links_across_only(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
+    """Keep only the evidence across their ridge of the kept edge links on no loop that nothing else confirms
+    along it, their side on the stage model along the ridge.
+
+    Along an edge's ridge the overlap does not tell one offset from another
+    (:func:`~linumpy.stitching.pair_terms.edge_variance`); an edge link on no loop is then the only evidence of where
+    its side lies along the ridge, and a wrong peak there moves the whole side, within the pairs' departure bound and
+    the search window. Each such link is judged once: the positions are solved again with its evidence along the ridge
+    taken away (the stage model places the side along it), and that placement replaces the link's unless the side's
+    other scored pairs with the other tiles prefer the link's (:func:`~linumpy.stitching.reanchor.evidence_over`, margin
+    >= 0; none scoring both placements: the stage along the ridge) or the new solve drops a pair. Fresh harsh foreign
+    seed 162, slice 1: the top row, joined to the rest by (0, 0)-(1, 0) alone (joint search, significance 2.22, an
+    outline's ridge, right across it, 14.6 px off along it, where the true overlap is under a pixel), lay
+    5.5-5.8 px off, two tiles 0.8-1.5 px farther than their stage positions; (0, 2)-(1, 2) preferred the
+    stage along the ridge by 1.53: 2.4-2.6 px off. A right lone edge link whose side's other overlaps agree
+    stays.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), along_stage, links)``: the tiles placed on the stage model along the ridge
+        and the links kept across it only.
+    """
+    positions, model, kept = solved
+    along_stage: set[TileIndex] = set()
+    judged: set[tuple[TileIndex, TileIndex]] = set()
+    while True:
+        links = [(p.a, p.b) for p in kept]
+        lone = [kept[k] for k in bridges(kept) if kept[k].free_direction is not None
+                and np.isfinite(kept[k].ridge_variance) and links[k] not in judged]
+        if not lone:
+            return (positions, model, kept), along_stage, judged & {(p.a, p.b) for p in kept
+                                                                     if not np.isfinite(p.ridge_variance)}
+        link = lone[0]
+        pair = (link.a, link.b)
+        judged.add(pair)
+        attempt = solve_positions(tiles, [replace(p, ridge_variance=float("inf")) if p is link else p for p in kept],
+                                  tile_step_px)
+        side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
+        placed = {t for other in links for t in other}
+        others = [(other, r) for other, r in links_out(sorted(side), registrations, placed - side) if other != pair]
+        margin = evidence_over(others, positions, attempt[0])
+        if margin >= 0 or {(p.a, p.b) for p in attempt[2]} != set(links):
+            logger.info("lone edge link %s-%s left: the side's other links prefer its placement along its ridge "
+                        "(%.2f) or the solve without it there drops pairs", *pair, margin)
+            continue
+        logger.info("lone edge link %s-%s: the side's other links' evidence over the stage along its ridge %.2f: "
+                    "evidence across its ridge only, %s on the stage model along it", *pair, margin, sorted(side))
+        positions, model, kept = attempt
+        along_stage |= side

@@ -1,0 +1,326 @@
+"""Pieces of tiles the pairs do not place reliably, put on the stage model: pieces only weak links or
+nearly parallel ridges hold; the stage residual (backlash, drift) the registered tiles predict for the
+tiles on the stage model; and pieces of such tiles that strong pairs join, placed as one at their tiles'
+stage-model mean (steps 6-7 of :mod:`linumpy.stitching.estimate`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+
+import numpy as np
+
+from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions
+from linumpy.stitching.link_conflicts import open_loops
+from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE,
+                                          WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN, pair_offset)
+from linumpy.stitching.pairwise import PairRegistration, edge_ridge, single_peak
+from linumpy.stitching.reanchor import evidence_over_stage, links_out, pieces
+from linumpy.stitching.ridges import held_along_parallel_ridges
+from linumpy.stitching.stage_residuals import StageResidualModel, fit_stage_residuals
+from linumpy.stitching.tile_search import PRIOR_SLACK_PX
+
+logger = logging.getLogger(__name__)
+
+#: Fewest tiles of a rigid piece placed at its stage-model mean (:func:`place_rigid_pieces`): the smallest loop of
+#: neighbour pairs on a grid.
+RIGID_PIECE_MIN_TILES = 4
+#: Own significance from which a pair on no loop holds a rigid piece together (:func:`place_rigid_pieces`): above
+#: the strong wrong peaks measured between tiles that do not overlap (foreign ``c185`` 213 slice 4's (2, 0)-(3, 0)
+#: 6.67, 9.6 px off; 215 slice 3's (2, 3)-(3, 3) 6.89, 6.7 px off; 192 slice 2's (1, 3)-(2, 3) 6.34), unless
+#: its match is one peak at the finest speckle scale (:func:`~linumpy.stitching.pairwise.single_peak`: the two
+#: wrong ones measured in a piece have a twin 3.2 px away; session wrongpk): then from ...
+RIGID_BRIDGE_SIGNIFICANCE = 8.0
+#: ... this: above the strong wrong pairs whose match is one peak all the same, measured anywhere on foreign ``c185``
+#: 209, 213, 215, 216 (6 of the 10 wrong strong pairs, 3.28-4.98, 4.3-30.9 px off), below the right unchecked
+#: pairs it admits (5.83-7.35; session wrongpk).
+RIGID_SINGLE_PEAK_SIGNIFICANCE = 5.5
+
+
+def weak_pieces_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
+    """Put on the stage model the weakly attached pieces that lie far from it on little evidence.
+
+    The placed tiles are cut into pieces joined by kept pairs whose own
+    significance reaches :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`
+    (:func:`~linumpy.stitching.reanchor.pieces`). Every piece but the largest
+    hangs on weak links only. One whose farthest tile lies farther than
+    :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from its stage-model position and farther
+    than any tile of the largest piece lies from its own plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (2 px: within what
+    the stage errs on the slice, a weak placement is no evidence against it,
+    as for a corroborated peak, :func:`~linumpy.stitching.corroboration.place_corroborated`), and whose
+    links prefer that placement to the stage's by less than
+    :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN` (:func:`~linumpy.stitching.reanchor.evidence_over_stage`;
+    NaN, no pair scoring both, never qualifies), is placed by nothing that
+    outweighs the stage: its links to the other tiles are dropped, and the
+    positions solved again, if that solve keeps every pair outside the piece
+    (the piece's own pairs leave with it: only the largest group is placed).
+    Repeated until no piece qualifies; each piece is judged once.
+    ``overlap 10 %`` seed 113: the piece {(1, 2), (1, 3)}, held by two kept links of
+    significance 0.34 and 0.06, lay 7.9 px from the stage model (the largest piece's
+    tiles at most 5.2), its tiles 6.0 and 6.1 px from the truth (on the stage 3.3 and
+    2.1 px); its four links with placed tiles preferred
+    that placement by 1.6 standard errors at the fine speckle scale, 0.21 at the
+    coarse one (since :func:`~linumpy.stitching.refusals.survivors_hold_tile`, the broken joint placement of (2, 2)
+    that piece grew from is dropped first and it no longer forms).
+    The margin is not asked of a piece held only by edge links along nearly parallel ridges
+    (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`): their evidence is a ridge's, as high anywhere along
+    it. Within the bar a piece goes to the stage model only where its links prefer the stage's placement
+    (margin <= -:data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`): the evidence then stands against the
+    placement, no prior is needed. Foreign ``c185`` seed 207 slice 3: {(0, 0), (1, 0)} (a pair of significance 20.9),
+    held by the weak lone link (1, 0)-(1, 1) (1.33, 12 px off) and the edge link (1, 0)-(2, 0) (0.72, between tiles that
+    do not overlap), lay 3.5 px from the stage model (bar 11.1 px), 9.9 px from the truth against 6.4 and 9.1
+    on the stage; its links preferred the stage placement by 0.92 (its unkept overlap (0, 0)-(0, 1) most).
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, detached)``: the tiles put on
+        the stage model and the links dropped.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    detached: set[tuple[TileIndex, TileIndex]] = set()
+    judged: set[frozenset] = set()
+    while True:
+        placed, strong, (largest, *others) = _confident_pieces(kept, registrations)
+        bar = max([WEAK_PIECE_DEVIATION_PX] + [_deviation(positions, model, t) + PRIOR_SLACK_PX for t in largest])
+        for piece in others:
+            if frozenset(piece) in judged:
+                continue
+            judged.add(frozenset(piece))
+            deviation = max(_deviation(positions, model, t) for t in piece)
+            margin = evidence_over_stage(piece, links_out(piece, registrations, placed - set(piece)), positions,
+                                         model)
+            inside = set(piece)
+            crossing = {(p.a, p.b) for p in kept if (p.a in inside) != (p.b in inside)}
+            if deviation <= bar:
+                if not margin <= -WEAK_PIECE_MARGIN:
+                    continue
+                logger.info("weakly attached piece %s %.1f px from the stage model, within the bar (%.1f px): its "
+                            "links prefer the stage placement (evidence margin %.2f)", piece, deviation, bar, margin)
+            elif not margin < WEAK_PIECE_MARGIN and not held_along_parallel_ridges(
+                    [p for p in kept if (p.a, p.b) in crossing]):
+                continue
+            rest = [p for p in kept if (p.a, p.b) not in crossing]
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
+                logger.info("weakly attached piece %s (%.1f px from the stage model, evidence margin %.2f) "
+                            "left: the solve without its links drops other pairs", piece, deviation, margin)
+                continue
+            logger.info("weakly attached piece %s %.1f px from the stage model, its links' evidence over the "
+                        "stage placement %.2f: on the stage model", piece, deviation, margin)
+            positions, model, kept = attempt
+            to_stage |= inside
+            detached |= crossing
+            break
+        else:
+            return (positions, model, kept), to_stage, detached
+
+
+def _confident_pieces(kept: Sequence[PairOffset],
+                      registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                      ) -> tuple[set[TileIndex], list[tuple[TileIndex, TileIndex]], list[list[TileIndex]]]:
+    """The tiles the ``kept`` pairs place, those pairs whose own significance reaches
+    :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`, and the pieces these join
+    (:func:`~linumpy.stitching.reanchor.pieces`, largest first; ``[[]]`` if none)."""
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    strong = [(p.a, p.b) for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
+    return placed, strong, pieces(placed, strong) or [[]]
+
+
+def ridge_held_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
+    """Put on the stage model the tiles outside the largest piece that edge links along nearly parallel
+    ridges alone hold, however near the stage model they lie.
+
+    Once the far lone links are refused (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`), the placed
+    tiles outside the largest piece of confident pairs (:func:`~linumpy.stitching.reanchor.pieces`, as in
+    :func:`weak_pieces_to_stage`) are judged in parts: each group that kept pairs join among themselves,
+    then each piece of confident pairs in it. A part
+    whose kept links to the other tiles are two or more edge links with ridges within
+    :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG` of one another
+    (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`) is held by nothing along those ridges but the angle
+    between them: its own evidence does not beat the stage there, so its links are dropped and the positions solved
+    again, if that solve drops no other confident pair (weak pairs it drops held tiles only through the part's loops:
+    their tiles go to the stage as well). The first part that qualifies goes; repeated until none does, each part judged
+    once. :func:`weak_pieces_to_stage` asks this only beyond its deviation bar; within it a wrong placement
+    along the ridges passes the evidence margin, the ridges being as high anywhere along them.
+    Foreign ``c185`` seed 209 slice 3: the two right columns and (0, 2), a piece of pairs of significance
+    7-25, hung on (0, 1)-(0, 2), (1, 1)-(1, 2) and (2, 1)-(2, 2) (own significance 1.0, 0.5, 0.6; overlaps
+    of -1.4 to 2.7 px), all edge links along x within 16 degrees, 10-14 px off along x: the piece 10.1 px
+    from the stage model (bar 12.4), margin 6.95, 6.4-8.5 px off and 6 tiles worse than their stage
+    positions. Seed 213 slice 4: (2, 1), after its right lone link was refused, hung on (1, 1)-(2, 1) and
+    (2, 1)-(2, 2) (0.5, 1.0, ridges 8 degrees apart, 19 and 24 px off), 16.3 px off (stage 9.5), and
+    held (2, 2) (10.8 px off, stage 6.9) in their loop.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, detached)``: the tiles put on the stage model and the
+        links dropped.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    detached: set[tuple[TileIndex, TileIndex]] = set()
+    judged: set[frozenset] = set()
+    while True:
+        placed, strong, (largest, *_) = _confident_pieces(kept, registrations)
+        outside = placed - set(largest)
+        joined = [(p.a, p.b) for p in kept if p.a in outside and p.b in outside]
+        for part in pieces(outside, joined) + pieces(outside, strong):
+            if frozenset(part) in judged:
+                continue
+            judged.add(frozenset(part))
+            inside = set(part)
+            crossing = [p for p in kept if (p.a in inside) != (p.b in inside)]
+            if len(crossing) < 2 or not held_along_parallel_ridges(crossing):
+                continue
+            links = {(p.a, p.b) for p in crossing}
+            rest = [p for p in kept if (p.a, p.b) not in links]
+            attempt = solve_positions(tiles, rest, tile_step_px)
+            lost = {(p.a, p.b) for p in rest if p.a not in inside} - {(p.a, p.b) for p in attempt[2]}
+            if any(registrations[pair].significance >= CONFIDENT_SIGNIFICANCE for pair in lost):
+                logger.info("piece %s held along parallel ridges by %s left: the solve without them drops "
+                            "confident pairs", part, sorted(links))
+                continue
+            positions, model, kept = attempt
+            left = placed - {t for p in kept for t in (p.a, p.b)}
+            logger.info("piece %s held along parallel ridges by %s only: %s on the stage model", part,
+                        sorted(links), sorted(left))
+            to_stage |= left
+            detached |= links | lost
+            break
+        else:
+            return (positions, model, kept), to_stage, detached
+
+
+def _deviation(positions: Mapping[TileIndex, np.ndarray], model: StageModel, tile: TileIndex) -> float:
+    """Distance (pixels) of ``tile`` from its stage-model position."""
+    return float(np.linalg.norm(np.asarray(positions[tile], float) - model.position(tile)))
+
+
+def correct_stage_residuals(
+    tiles: Sequence[TileIndex],
+    positions: dict[TileIndex, np.ndarray],
+    model: StageModel,
+    kept: Sequence[PairOffset],
+) -> tuple[dict[TileIndex, np.ndarray], StageResidualModel]:
+    """Move the tiles without pairs by the stage residual the registered tiles predict, if validated.
+
+    :func:`~linumpy.stitching.stage_residuals.fit_stage_residuals` keeps the
+    plain stage model on an axis unless leave-one-out over the registered
+    tiles shows the prediction clearly better; the result is logged and
+    recorded in the transform either way.
+    """
+    registered = {t for pair in kept for t in (pair.a, pair.b)}
+    residual_model = fit_stage_residuals(positions, model, registered,
+                                         [t for t in tiles if t not in registered])
+    if residual_model.used:
+        logger.info("stage residual model of %d registered tiles: %s; %d tiles moved",
+                    residual_model.n_tiles, residual_model.describe(), len(residual_model.corrections))
+    corrected = dict(positions)
+    for tile, correction in residual_model.corrections.items():
+        corrected[tile] = positions[tile] + np.asarray(correction)
+    return corrected, residual_model
+
+
+def rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
+                       registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                       ) -> tuple[list[PairOffset], dict[tuple[TileIndex, TileIndex], float],
+                                  set[tuple[TileIndex, TileIndex]]]:
+    """The pairs between the tiles no ``kept`` pair places that may join them into rigid pieces
+    (:func:`place_rigid_pieces`), their own significance, and those whose match is one peak
+    (:func:`~linumpy.stitching.pairwise.single_peak`): candidates
+    (:data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE` or more; a border peak has none), no edge link
+    (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along its ridge); ``strong`` from
+    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`."""
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    left = set(tiles) - placed
+    chosen = {pair: r for pair, r in sorted(registrations.items())
+              if pair[0] in left and pair[1] in left and r.significance >= MIN_SIGNIFICANCE
+              and edge_ridge(r.scores, r.offset) is None}
+    return ([pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
+            {pair: r.significance for pair, r in chosen.items()},
+            {pair for pair, r in chosen.items() if single_peak(r.scores, r.offset)})
+
+
+def place_rigid_pieces(
+    positions: Mapping[TileIndex, np.ndarray],
+    links: Sequence[PairOffset],
+    significance: Mapping[tuple[TileIndex, TileIndex], float],
+    single: AbstractSet[tuple[TileIndex, TileIndex]],
+    tile_step_px: Sequence[float],
+) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
+    """Place as one each rigid piece of the tiles left on the stage model, at its tiles' stage-model mean.
+
+    The tiles no kept pair places sit on the stage model each with its own stage error. A piece is a set of
+    :data:`RIGID_PIECE_MIN_TILES` or more of them that the strong ``links`` (:func:`rigid_piece_links`, own
+    ``significance``) join; the weaker links between its tiles check them: the solve of all its links
+    (:func:`~linumpy.stitching.global_solve.solve_positions`, which drops the pairs a loop contradicts and the
+    weak pairs on no loop) must keep every strong one and leave no loop open
+    (:func:`~linumpy.stitching.link_conflicts.open_loops`), else the piece stays on the stage tile by tile. A
+    kept pair on no loop (nothing checks it) holds the piece together only from
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`, or from :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in
+    ``single``, :func:`~linumpy.stitching.pairwise.single_peak`); a weaker one cuts it, and each part is judged
+    again.
+    A kept piece is placed by its pairs within it and translated as a whole so that its tiles' mean lies on the
+    mean of their current (stage-model) positions: its tiles' total squared error is then the internal error
+    plus ``n`` times the square of the mean stage error, at most the sum of the stage errors' squares (the mean
+    minimises it); one tile whose own stage error was small may end farther than its stage position (by up to
+    the mean stage error). The pieces are no evidence for the others' placement: the other tiles'
+    ``positions``, the stage model and the stage scatter are unchanged.
+
+    Returns
+    -------
+    tuple
+        ``(positions, pairs)``: the positions with the pieces placed, and the pieces' kept pairs (accepted).
+    """
+    positions = dict(positions)
+    strong = [(p.a, p.b) for p in links if p.strong]
+    queue = pieces({t for pair in strong for t in pair}, strong)
+    placed_links: list[PairOffset] = []
+    while queue:
+        piece = queue.pop(0)
+        if len(piece) < RIGID_PIECE_MIN_TILES:
+            continue
+        own = [p for p in links if p.a in piece and p.b in piece]
+        solved, _, kept = solve_positions(piece, own, tile_step_px, warn_steps=False, min_group_fraction=1)
+        missed = open_loops(piece, kept, tile_step_px)
+        if not {(p.a, p.b) for p in own if p.strong} <= {(p.a, p.b) for p in kept} or missed:
+            logger.info("piece %s of strong pairs left on the stage: its loops do not close (%s)", piece,
+                        sorted(missed.items()) or "a strong pair dropped by its solve")
+            continue
+        unchecked = {(kept[k].a, kept[k].b) for k in bridges(kept)
+                     if significance[(kept[k].a, kept[k].b)] < _bridge_significance((kept[k].a, kept[k].b), single)}
+        if unchecked:
+            logger.info("piece %s cut at its pairs on no loop below significance %g (%g if one peak): %s", piece,
+                        RIGID_BRIDGE_SIGNIFICANCE, RIGID_SINGLE_PEAK_SIGNIFICANCE, sorted(unchecked))
+            queue += pieces(piece, [(p.a, p.b) for p in kept if p.strong and (p.a, p.b) not in unchecked])
+            continue
+        inside = np.array([solved[t] for t in piece])
+        shift = np.mean([positions[t] for t in piece], axis=0) - inside.mean(axis=0)
+        for tile, position in zip(piece, inside, strict=True):
+            positions[tile] = position + shift
+        logger.info("piece %s of strong pairs, its loops closed, no trusted link to the others: placed as one at "
+                    "its tiles' stage-model mean", piece)
+        placed_links += kept
+    return positions, placed_links
+
+
+def _bridge_significance(pair: tuple[TileIndex, TileIndex], single: AbstractSet[tuple[TileIndex, TileIndex]]
+                         ) -> float:
+    """Own significance from which ``pair``, on no loop, holds a rigid piece (:func:`place_rigid_pieces`):
+    :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in ``single``), else
+    :data:`RIGID_BRIDGE_SIGNIFICANCE`."""
+    return RIGID_SINGLE_PEAK_SIGNIFICANCE if pair in single else RIGID_BRIDGE_SIGNIFICANCE

@@ -1,0 +1,68 @@
+"""What each tile's record says of how it was placed: the open loops it is placed through and its
+flags (step 8 of :mod:`linumpy.stitching.estimate`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from linumpy.stitching.global_solve import PairOffset, TileIndex
+from linumpy.stitching.link_conflicts import CULPRIT_MARGIN, honest_error, open_loops
+from linumpy.stitching.reanchor import pieces
+from linumpy.stitching.transform import TileRecord
+
+logger = logging.getLogger(__name__)
+
+
+def open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile_step_px: Sequence[float],
+                     spreads: Mapping[tuple[TileIndex, TileIndex], Sequence[float]]) -> dict[TileIndex, float]:
+    """The tiles placed through a loop of the final ``kept`` pairs that does not close, each with the loop's
+    largest miss (pixels; :func:`~linumpy.stitching.link_conflicts.open_loops`).
+
+    The suspects are the pairs of such loops that may have erred: those whose honest error (standard error
+    and peak spread, ``spreads``, :func:`~linumpy.stitching.link_conflicts.honest_error`) is at least
+    1 / :data:`~linumpy.stitching.link_conflicts.CULPRIT_MARGIN` of the least certain one's, so that none is
+    clearly the culprit (:func:`~linumpy.stitching.link_conflicts.drop_broken_loop_links` drops that one, if
+    not significant on its own). Without them the kept pairs join the tiles into pieces; the largest is the
+    frame, and the tiles of every other one lie where the suspects put them (all the suspects' tiles if they
+    cut nothing off). No tile moves: the record says so (``open_loop_px``) and the report warns
+    (:func:`linumpy.qc.flags.open_loop_warnings`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
+    (wrong, 4.5 px off between tiles that do not overlap) and (2, 3)-(3, 3) (right), honest errors 3.0 and
+    3.3 px, the loop missing by 3.5 px; the tiles named are the seven 2.1-3.3 px off, the frame's 1.1-1.5 px.
+    """
+    missing = open_loops(tiles, kept, tile_step_px)
+    if not missing:
+        return {}
+    errors = {p: honest_error(p, spreads[(p.a, p.b)]) for p in kept if (p.a, p.b) in missing}
+    suspects = {(p.a, p.b) for p, error in errors.items() if CULPRIT_MARGIN * error >= max(errors.values())}
+    placed = {t for pair in kept for t in (pair.a, pair.b)}
+    frame = set((pieces(placed, [(p.a, p.b) for p in kept if (p.a, p.b) not in suspects]) or [[]])[0])
+    named = (placed - frame) or {t for pair in suspects for t in pair}
+    miss = max(missing.values())
+    logger.info("loop(s) of kept pairs miss by up to %.1f px, none clearly the culprit (suspects %s): %d tile(s) "
+                "placed through them, left where they are", miss, sorted(suspects), len(named))
+    return {t: miss for t in sorted(named)}
+
+
+def build_tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],
+                  sigmas: Mapping[TileIndex, float], trusted: set[TileIndex],
+                  flagged: Mapping[str, set[TileIndex]], open_loop: Mapping[TileIndex, float]
+                  ) -> dict[TileIndex, TileRecord]:
+    """Per tile: accepted pairs, its honest standard error (``sigmas``,
+    :func:`~linumpy.stitching.uncertainty.tile_sigmas`), whether a corroborated weak joint
+    peak placed it (:func:`~linumpy.stitching.corroboration.place_corroborated`), whether its pairs are all weak links
+    (registered, but outside the ``trusted`` piece of anchoring pairs), the miss of the open loop it is
+    placed through (``open_loop``, :func:`open_loop_tiles`; NaN if none), and its boolean flags:
+    ``flagged`` maps a flag of :class:`~linumpy.stitching.transform.TileRecord` (each is
+    described there, with the step that sets it) to the tiles it is set for."""
+    counts = {t: 0 for t in tiles}
+    for pair in kept:
+        for tile in (pair.a, pair.b):
+            counts[tile] += 1
+    flags = {t: {name: t in members for name, members in flagged.items()} for t in tiles}
+    return {
+        t: TileRecord(source="pairs", n_pairs=counts[t], sigma_px=sigmas[t], corroborated=t in corroborated,
+                      weak=t not in trusted, open_loop_px=open_loop.get(t, float("nan")), **flags[t])
+        if counts[t] else TileRecord(source="stage", n_pairs=0, sigma_px=sigmas[t], **flags[t])
+        for t in tiles
+    }
