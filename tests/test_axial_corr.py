@@ -25,7 +25,7 @@ from scipy import ndimage
 from ome_zarr_models.v04.image import Image
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, blocks, focus, statistics_reads, surface
+from linumpy.intensity import attenuation, axial, blocks, focus, statistics_reads, surface
 from linumpy.intensity.axial import (
     UNCOMPENSATED_BINNING, AxialSettings, SliceStatistics, _flattened_binned, _focus_profile, correct_block,
     correct_slice, output_paths, uncompensated_path,
@@ -968,6 +968,23 @@ def test_options_crop_flatten_and_use_a_given_profile(tmp_path):
     assert (corrected[:5, tissue] < 0.05).mean() > 0.95  # above the flattened surface: noise only
     tissue_profile = corrected[6:58, tissue].mean(axis=1).reshape(13, 4).mean(axis=1)
     assert np.abs(tissue_profile / tissue_profile.mean() - 1).max() < 0.10
+
+
+def test_pass_one_maps_stay_in_memory_across_blocks(tmp_path, monkeypatch):
+    """Pass 1's surface and A-line levels reach pass 2's blocks (16 A-lines, with halos) from memory: no
+    scratch map is written; the published surface lies on the truth and the QC's tissue attenuation (its
+    A-lines chosen by their levels) reads the tissue's."""
+    volume, true_surface, tissue = synthetic_volume()
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    out = tmp_path / "out.ome.zarr"
+    monkeypatch.setattr(axial, "lateral_block_size", lambda depth: 16)
+    monkeypatch.setattr(statistics_reads, "lateral_block_size", lambda depth: 16)
+    monkeypatch.setattr(axial.atomic, "scratch_directory", lambda *args: pytest.fail("a scratch map was written"))
+    correct_slice(source, out, n_levels=0, workers=2)
+    found = read_omezarr(output_paths(out)[0])[0].compute() / (DZ_MM * 1000)
+    assert (np.abs(found - true_surface)[tissue] < 1.0).mean() > 0.95
+    record = read_qc_record(qc_record_path(out))
+    assert record["metrics"]["mean_attenuation_tissue_per_mm"] == pytest.approx(4.0, rel=0.15)
 
 
 def test_edge_aware_mode_through_the_step(tmp_path):

@@ -7,9 +7,9 @@ so that halos do not decode the same storage chunks again):
 
 1. *Statistics*, on the slice binned laterally
    (``statistics_binning_px``): detect the surface of every A-line (with a
-   halo for the lateral smoothing), store it in the surface map (and the
-   A-line levels in a scratch map: each A-line's own, which selects the tissue
-   A-lines of the QC's mean attenuation), and accumulate the noise floor, the
+   halo for the lateral smoothing), store it in the surface map (kept in
+   memory too for pass 2, with the A-line levels: each A-line's own, which
+   selects the tissue A-lines of the QC's mean attenuation), and accumulate the noise floor, the
    background (agarose) depth profile and the moments of a plane fitted to
    the surface.
 2. *Correction* (each block with a small lateral halo): subtract the noise floor, divide by
@@ -180,6 +180,27 @@ def _beside(out_path: str | os.PathLike, suffix: str) -> Path:
 
 
 @dataclass(frozen=True)
+class SliceMaps:
+    """Pass 1's per-A-line maps of a slice, in memory for pass 2 (float32, shape ``(y, x)``).
+
+    Attributes
+    ----------
+    surface_um : ndarray
+        The detected surface (um, NaN where none): the values the surface map stores.
+    levels : ndarray
+        Each A-line's own level (:func:`linumpy.intensity.focus.line_levels`), which selects the tissue A-lines.
+    """
+
+    surface_um: np.ndarray
+    levels: np.ndarray
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> SliceMaps:
+        """Maps of ``shape`` to be filled block by block (every A-line is in one block's inner part)."""
+        return cls(np.empty(shape, np.float32), np.empty(shape, np.float32))
+
+
+@dataclass(frozen=True)
 class SliceStatistics:
     """What pass 1 learns about a slice."""
 
@@ -280,9 +301,8 @@ def correct_slice(
     # the QC figure (drawing and PNG rendering) is made on its own thread while the outputs are finalized
     with ThreadPoolExecutor(1, thread_name_prefix="axial-qc") as qc_thread, contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
-        scratch = stack.enter_context(atomic.scratch_directory(out_path))
-        # A scratch map written and read chunk by chunk straight from its files (never published).
-        levels_writer = OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x), **{**map_options, "n_levels": 0})
+        # pass 1's maps kept in memory for pass 2 (4 bytes an A-line each: a 2D map is 1 / n_z of the volume)
+        maps = SliceMaps.empty((n_y, n_x))
         reads = statistics_reads
         if reads is not None and not reads.serves(in_path, settings.statistics_binning_px, settings.lateral_sigma_px):
             reads.close()  # another slice's or other settings' reads: their columns let go
@@ -298,7 +318,7 @@ def correct_slice(
         applied = (focus_shift.AppliedShift.of(info.attributes)
                    if settings.focus_profile is None and settings.focus != "none" else None)
         stats = _gather_statistics(reads, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
-                                   levels_writer, settings, progress, workers, qc, applied)
+                                   maps, settings, progress, workers, qc, applied)
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -309,15 +329,12 @@ def correct_slice(
             plain_path, (depth_px, *binned_shape[:2]), chunks=(min(64, depth_px), binned_shape[2], binned_shape[2]),
             dtype=np.float32, compression=compression, overwrite=overwrite, n_levels=UNCOMPENSATED_N_LEVELS))
 
-        surface_um = surface_writer.stored_level0()
-        levels = levels_writer.stored_level0()
-
         def correct_part(
             part: LateralBlock,
         ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, ClassSupport]:
             data = cache.read(part.outer)
-            found = read_block(surface_um, part.outer) / np.float32(dz_mm * 1000)
-            tissue_lines = None if stats.tissue_level is None else read_block(levels, part.outer) > stats.tissue_level
+            found = maps.surface_um[part.outer] / np.float32(dz_mm * 1000)
+            tissue_lines = None if stats.tissue_level is None else maps.levels[part.outer] > stats.tissue_level
             flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
                                                 overwrite_data=True, tissue=tissue_lines)  # data: the cache's copy
@@ -327,7 +344,7 @@ def correct_slice(
                                          for s in part.inner))] = plain
             attenuation_writer[part.inner] = mapped.mu
             tissue = np.isfinite(mapped.whole) & ~mapped.planed  # the QC's tissue mean: their own or borrowed cuts
-            level = levels[part.inner]
+            level = maps.levels[part.inner]
             if stats.tissue_level is not None:
                 tissue &= level > stats.tissue_level
             return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
@@ -409,10 +426,10 @@ def _map_attributes(source: dict[str, Any], quantity: str) -> dict[str, Any]:
 
 def _gather_statistics(
     reads: StatisticsReads, in_path: str | os.PathLike, voxel_um: tuple[float, float], surface_writer: OmeZarrWriter,
-    levels_map: OmeZarrWriter, settings: AxialSettings, progress: bool, workers: int, qc: AxialQc,
+    maps: SliceMaps, settings: AxialSettings, progress: bool, workers: int, qc: AxialQc,
     applied: focus_shift.AppliedShift | None = None,
 ) -> SliceStatistics:
-    """Pass 1: surface map (stored, in um), A-line levels (stored), noise floor, background profile, plane.
+    """Pass 1: surface map (stored, in um), both maps in ``maps``, noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
     ``voxel_um``: axial and lateral voxel size. ``reads``: the pass's blocks
@@ -451,8 +468,10 @@ def _gather_statistics(
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
-        levels_map[part.inner] = levels.astype(np.float32)
-        surface_writer[part.inner] = found * dz_um
+        maps.levels[part.inner] = levels
+        found_um = found * dz_um
+        maps.surface_um[part.inner] = found_um
+        surface_writer[part.inner] = found_um
         return found, surface.plane_moments(found, *part.origin), measured, profile
 
     moments = np.zeros((4, 4))
@@ -464,7 +483,7 @@ def _gather_statistics(
         qc.add_raw(profile, found)
     reads.close()
 
-    plane, mean_surface, tolerance = _robust_plane(surface_writer.stored_level0(), dz_um, moments, workers)
+    plane, mean_surface, tolerance = _robust_plane(maps.surface_um, dz_um, moments, workers)
     splits = [background.level_split()]
     if splits[0].threshold is None or not background.agarose_cells(splits[0].threshold).any():
         # far above the focus the gel's surface is rarely detected: the surface A-lines' dim class is tissue
@@ -501,7 +520,7 @@ def _robust_plane(
     """Plane through the detected surface, refitted once without its outliers.
 
     Inliers lie within ``max(3 * RMS, MIN_PLANE_TOLERANCE_PX)`` of the first
-    least-squares plane. ``surface_um``: the stored surface map (um), read
+    least-squares plane. ``surface_um``: the surface map (um), read
     in blocks on ``workers`` threads (their moments summed in block order).
     Returns ``(coefficients, mean detected surface, tolerance)``, the first two None when no
     A-line has a surface; the tolerance (voxels) is the refitted plane's, the same rule on its inliers' RMS
