@@ -987,6 +987,27 @@ def test_pass_one_maps_stay_in_memory_across_blocks(tmp_path, monkeypatch):
     assert record["metrics"]["mean_attenuation_tissue_per_mm"] == pytest.approx(4.0, rel=0.15)
 
 
+def test_pass_one_maps_on_disk_above_the_memory_budget_give_the_same_outputs(tmp_path, monkeypatch):
+    """A slice whose maps exceed :data:`MAPS_MEMORY_BYTES` keeps them on disk (a scratch levels map): every
+    output, bit for bit, and the QC record's metrics are those of the maps kept in memory."""
+    volume, _, _ = synthetic_volume()
+    source = save_volume(volume, tmp_path / "in.ome.zarr")
+    monkeypatch.setattr(axial, "lateral_block_size", lambda depth: 16)
+    monkeypatch.setattr(statistics_reads, "lateral_block_size", lambda depth: 16)
+    outputs = {}
+    for budget in (axial.MAPS_MEMORY_BYTES, 0):
+        monkeypatch.setattr(axial, "MAPS_MEMORY_BYTES", budget)
+        out = tmp_path / f"out{budget}.ome.zarr"
+        correct_slice(source, out, n_levels=0, workers=2)
+        paths = (out, *output_paths(out), uncompensated_path(out))
+        outputs[budget] = [read_omezarr(path)[0].compute() for path in paths]
+        outputs[budget].append(read_qc_record(qc_record_path(out))["metrics"])
+    kept, stored = outputs.values()
+    for a, b in zip(kept[:-1], stored[:-1], strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert kept[-1] == stored[-1]
+
+
 def test_edge_aware_mode_through_the_step(tmp_path):
     """``tail_edge_sigma_px`` (off by default): the corrected tissue stays flat with depth (10%), the
     attenuation map (fitted on 2 x 2 bins) agrees with the box's within 5% (median) and is NaN where the

@@ -8,7 +8,7 @@ so that halos do not decode the same storage chunks again):
 1. *Statistics*, on the slice binned laterally
    (``statistics_binning_px``): detect the surface of every A-line (with a
    halo for the lateral smoothing), store it in the surface map (kept in
-   memory too for pass 2, with the A-line levels: each A-line's own, which
+   memory too for pass 2 when small enough, with the A-line levels: each A-line's own, which
    selects the tissue A-lines of the QC's mean attenuation), and accumulate the noise floor, the
    background (agarose) depth profile and the moments of a plane fitted to
    the surface.
@@ -75,6 +75,9 @@ SPLIT_STRIDE_PX = 6
 UNCOMPENSATED_BINNING = 4
 #: Pyramid levels of the uncompensated signal above its level 0.
 UNCOMPENSATED_N_LEVELS = 1
+#: Bytes of pass 1's two maps (:class:`SliceMaps`) kept in memory for pass 2; a larger slice (above ~5,800 x 5,800
+#: A-lines) keeps them on disk, so that the step's memory stays bounded whatever the slice's size.
+MAPS_MEMORY_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -181,23 +184,26 @@ def _beside(out_path: str | os.PathLike, suffix: str) -> Path:
 
 @dataclass(frozen=True)
 class SliceMaps:
-    """Pass 1's per-A-line maps of a slice, in memory for pass 2 (float32, shape ``(y, x)``).
+    """Pass 1's per-A-line maps of a slice for pass 2 (float32, shape ``(y, x)``), in memory when they fit
+    :data:`MAPS_MEMORY_BYTES` (pass 2's blocks then slice them instead of decoding parts of 2D chunks), else
+    stored: pass 1 writes them (the surface map's writer, a scratch map's) and pass 2 reads them back.
 
     Attributes
     ----------
-    surface_um : ndarray
+    surface_um : ndarray or OmeZarrWriter
         The detected surface (um, NaN where none): the values the surface map stores.
-    levels : ndarray
+    levels : ndarray or OmeZarrWriter
         Each A-line's own level (:func:`linumpy.intensity.focus.line_levels`), which selects the tissue A-lines.
     """
 
-    surface_um: np.ndarray
-    levels: np.ndarray
+    surface_um: Any
+    levels: Any
 
-    @classmethod
-    def empty(cls, shape: tuple[int, int]) -> SliceMaps:
-        """Maps of ``shape`` to be filled block by block (every A-line is in one block's inner part)."""
-        return cls(np.empty(shape, np.float32), np.empty(shape, np.float32))
+    def read(self) -> SliceMaps:
+        """The maps to read (once pass 1 has written them): the arrays, or the stored level 0 of each."""
+        if isinstance(self.surface_um, np.ndarray):
+            return self
+        return SliceMaps(self.surface_um.stored_level0(), self.levels.stored_level0())
 
 
 @dataclass(frozen=True)
@@ -301,8 +307,12 @@ def correct_slice(
     # the QC figure (drawing and PNG rendering) is made on its own thread while the outputs are finalized
     with ThreadPoolExecutor(1, thread_name_prefix="axial-qc") as qc_thread, contextlib.ExitStack() as stack:
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
-        # pass 1's maps kept in memory for pass 2 (4 bytes an A-line each: a 2D map is 1 / n_z of the volume)
-        maps = SliceMaps.empty((n_y, n_x))
+        if 2 * 4 * n_y * n_x <= MAPS_MEMORY_BYTES:  # pass 1's maps in memory for pass 2: 1 / n_z of the volume each
+            maps = SliceMaps(np.empty((n_y, n_x), np.float32), np.empty((n_y, n_x), np.float32))
+        else:  # the surface read back from its map; the levels from a scratch map (never published)
+            scratch = stack.enter_context(atomic.scratch_directory(out_path))
+            maps = SliceMaps(surface_writer, OmeZarrWriter(scratch / "levels.ome.zarr", (n_y, n_x),
+                                                           **{**map_options, "n_levels": 0}))
         reads = statistics_reads
         if reads is not None and not reads.serves(in_path, settings.statistics_binning_px, settings.lateral_sigma_px):
             reads.close()  # another slice's or other settings' reads: their columns let go
@@ -319,6 +329,7 @@ def correct_slice(
                    if settings.focus_profile is None and settings.focus != "none" else None)
         stats = _gather_statistics(reads, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
                                    maps, settings, progress, workers, qc, applied)
+        maps = maps.read()
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -333,8 +344,9 @@ def correct_slice(
             part: LateralBlock,
         ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, ClassSupport]:
             data = cache.read(part.outer)
-            found = maps.surface_um[part.outer] / np.float32(dz_mm * 1000)
-            tissue_lines = None if stats.tissue_level is None else maps.levels[part.outer] > stats.tissue_level
+            found = read_block(maps.surface_um, part.outer) / np.float32(dz_mm * 1000)
+            tissue_lines = (None if stats.tissue_level is None
+                            else read_block(maps.levels, part.outer) > stats.tissue_level)
             flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
                                                 overwrite_data=True, tissue=tissue_lines)  # data: the cache's copy
@@ -429,7 +441,7 @@ def _gather_statistics(
     maps: SliceMaps, settings: AxialSettings, progress: bool, workers: int, qc: AxialQc,
     applied: focus_shift.AppliedShift | None = None,
 ) -> SliceStatistics:
-    """Pass 1: surface map (stored, in um), both maps in ``maps``, noise floor, background profile, plane.
+    """Pass 1: surface map (stored, in um), both maps into ``maps``, noise floor, background profile, plane.
 
     Blocks are measured in ``workers`` threads and merged in block order.
     ``voxel_um``: axial and lateral voxel size. ``reads``: the pass's blocks
@@ -468,10 +480,11 @@ def _gather_statistics(
         profile = binned[(slice(None), *inner)].sum(axis=(1, 2), dtype=np.float64) * factor**2
         found = expand_laterally(found_binned, factor, outer_shape)[part.inner_in_outer]
         levels = expand_laterally(own_levels, factor, outer_shape)[part.inner_in_outer]  # tissue A-lines for the QC
-        maps.levels[part.inner] = levels
+        maps.levels[part.inner] = levels.astype(np.float32)
         found_um = found * dz_um
-        maps.surface_um[part.inner] = found_um
         surface_writer[part.inner] = found_um
+        if maps.surface_um is not surface_writer:
+            maps.surface_um[part.inner] = found_um
         return found, surface.plane_moments(found, *part.origin), measured, profile
 
     moments = np.zeros((4, 4))
@@ -483,7 +496,7 @@ def _gather_statistics(
         qc.add_raw(profile, found)
     reads.close()
 
-    plane, mean_surface, tolerance = _robust_plane(maps.surface_um, dz_um, moments, workers)
+    plane, mean_surface, tolerance = _robust_plane(maps.read().surface_um, dz_um, moments, workers)
     splits = [background.level_split()]
     if splits[0].threshold is None or not background.agarose_cells(splits[0].threshold).any():
         # far above the focus the gel's surface is rarely detected: the surface A-lines' dim class is tissue
