@@ -43,3 +43,27 @@ def test_a_tiny_foreign_acquisition_reads_back_with_its_geometry(tmp_path):
     motor = [acquisition.slice(k).stage_position_mm["z"] for k in (0, 1)]
     assert np.isclose(motor[1] - motor[0], config.thickness * config.axial_um / 1000)
     assert len(truth["slices"][1]["tile_positions_px"]) == 4
+
+
+def test_a_smaller_sample_leaves_a_third_of_a_6x6_grid_in_the_gel(tmp_path):
+    """``sample_extent`` 0.75 shrinks the outline ellipse so that ~30 % of a 6 x 6 grid's tiles see gel only
+    (issue #10's "6x6 with ~30 % empty tiles"): those tiles are dim and hold no sample in the truth's labels."""
+    generate = _generator()
+    config = generate.Config(n_slices=1, grid=(6, 6), tile=(10, 16, 16), thickness=4.0, surface=2.0, focus=5.0,
+                             rayleigh=4.0, stage_error=1.0, slice_shift=1.0, motor_glitch_um=0.0, overlap=0.12,
+                             sample_extent=0.75)
+    truth = generate.generate(tmp_path, seed=1, cfg=config)
+    fraction = {(r, c): f for r, c, f in truth["slices"][0]["tile_tissue_fraction"]}
+    gel = [tile for tile, f in fraction.items() if f == 0]
+    assert 0.25 <= len(gel) / len(fraction) <= 0.5
+    assert (0, 0) in gel and fraction[(2, 3)] == 1.0  # corners in the gel, the centre in the sample
+    labels = np.load(tmp_path / "ground_truth" / "labels.npy")
+    margin = truth["margin_px"]
+    shift = truth["slices"][0]["sample_shift_px"]
+    acquisition = open_acquisition(tmp_path).slice(0)
+    mean = {}
+    for r, c, y, x in truth["slices"][0]["tile_positions_px"]:
+        y0, x0 = (int(round(v + margin + s)) for v, s in zip((y, x), shift, strict=True))
+        assert (labels[:, y0:y0 + 16, x0:x0 + 16].max() == 0) == ((r, c) in gel)
+        mean[(r, c)] = acquisition.tiles[(r, c)].read()[4:].mean()
+    assert max(mean[t] for t in gel) < 0.5 * np.median([mean[t] for t, f in fraction.items() if f == 1.0])

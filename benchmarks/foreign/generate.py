@@ -9,7 +9,8 @@ acquisitions whose statistics it was never tuned on (``benchmarks/README.md``,
   with its own reflectivity AND attenuation; an oblique fibre bundle with
   striations; two large smooth low-contrast regions; an ellipsoidal cavity
   (ventricle) crossing the cut faces; a dark tissue region on the high side of
-  the tilted cut; the agarose gel around an irregular sample outline;
+  the tilted cut; the agarose gel around an irregular sample outline (``sample_extent`` shrinks it, and every
+  region in it, to leave tiles of gel only: ~30 % of a 6 x 6 grid at 0.75);
 - optics: a confocal Gaussian-beam focus ``1 / (1 + ((z - z_f) / z_R)^2)`` with
   its own Rayleigh range, focused below the surface; off-centre vignetting; a
   path-length field curvature in every tile; round-trip Beer-Lambert attenuation;
@@ -24,8 +25,9 @@ The output is the native tile layout (``docs/raw-formats.md``): one folder
 ``tile_x{col}_y{row}_z{slice}`` per tile with ``info.txt`` and ``image_*.bin``
 (float32, Fortran order ``(depth, nx + n_extra, ny * n_repeat)``), no
 ``acquisition.json`` (the lab microscope writes none), and a
-``ground_truth/`` folder (``truth.json``, ``reflectivity.npy``,
-``tissue.npy``) that the pipeline never reads.
+``ground_truth/`` folder (``truth.json`` with every tile's true position and
+the fraction of its footprint inside the sample outline, ``reflectivity.npy``,
+``labels.npy``, ``surfaces.npy``) that the pipeline never reads.
 
 Usage::
 
@@ -62,6 +64,7 @@ class Config:
     focus: float = 45.0  # focal plane, tile depth index
     rayleigh: float = 20.0  # Rayleigh range, planes
     vignetting: float = 0.35  # fall-off at the tile corners
+    sample_extent: float = 1.0  # the sample outline (and its regions) scaled about the grid's centre
     stage_error: float = 3.0  # uniform, px, per tile and axis
     slice_shift: float = 5.0  # uniform, px, per slice and axis
     motor_glitch_um: float = 30.0  # one slice's motor z reading is off by this
@@ -108,7 +111,7 @@ def build_phantom(cfg: Config, rng: np.random.Generator) -> dict[str, np.ndarray
     sampling = (cfg.axial_um, cfg.lateral_um, cfg.lateral_um)
     z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) * s for n, s in zip(shape, sampling)], indexing="ij")
     cy, cx = y.mean(), x.mean()
-    half = min(y.max(), x.max()) / 2
+    half = min(y.max(), x.max()) / 2 * cfg.sample_extent
     # Irregular sample outline: an ellipse warped by a smooth 2D field (constant through depth: a block).
     outline = _band_passed(rng, shape[1:], 30.0, 150.0, sampling[1:])
     radius = np.hypot((y[0] - cy) / (0.80 * half), (x[0] - cx) / (0.70 * half)) + 0.12 * outline
@@ -146,7 +149,14 @@ def build_phantom(cfg: Config, rng: np.random.Generator) -> dict[str, np.ndarray
     texture = np.where(labels == 4, stripes, np.where(labels == 5, smooth, fine))
     texture[labels == 0] = 1.0
     reflectivity = (reflectivity * np.clip(texture, 0.2, None)).astype(np.float32)
-    return {"reflectivity": reflectivity, "attenuation": attenuation, "labels": labels, "margin": margin}
+    return {"reflectivity": reflectivity, "attenuation": attenuation, "labels": labels, "margin": margin,
+            "sample": sample[0]}
+
+
+def tissue_fraction(sample: np.ndarray, origin: np.ndarray, tile_yx: tuple[int, int]) -> float:
+    """Fraction of a tile's footprint (pixel (0, 0) at world ``origin``, y / x) inside the sample outline."""
+    y0, x0 = (int(round(v)) for v in origin)
+    return float(sample[y0:y0 + tile_yx[0], x0:x0 + tile_yx[1]].mean())
 
 
 def cut_surfaces(cfg: Config, shape_yx, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +250,7 @@ def generate(out: Path, seed: int, cfg: Config | None = None) -> dict:
         motor_z = cfg.stage_origin_mm[2] + k * cfg.thickness * cfg.axial_um / 1000
         if k == glitch:
             motor_z += cfg.motor_glitch_um / 1000
-        positions = []
+        positions, fractions = [], []
         for r in range(rows):
             for c in range(cols):
                 nominal = np.array([r * cfg.step[0], c * cfg.step[1]], float)
@@ -251,8 +261,9 @@ def generate(out: Path, seed: int, cfg: Config | None = None) -> dict:
                          motor_z)
                 write_tile(out / f"tile_x{c:02d}_y{r:02d}_z{k:02d}", cfg, raw_frames(cfg, signal, rng), stage)
                 positions.append([r, c, round(float(true[0]), 4), round(float(true[1]), 4)])
+                fractions.append([r, c, round(tissue_fraction(phantom["sample"], origin, cfg.tile[1:]), 4)])
         slices.append({"slice_id": k, "sample_shift_px": [round(float(v), 4) for v in shift],
-                       "tile_positions_px": positions, "motor_z_mm": round(motor_z, 6),
+                       "tile_positions_px": positions, "tile_tissue_fraction": fractions, "motor_z_mm": round(motor_z, 6),
                        "cut_offset_px": round(float(cut_offsets[k]), 4),
                        "world_z_offset_px": k * cfg.thickness})
     truth_dir = out / "ground_truth"
@@ -273,8 +284,13 @@ def main() -> None:
     parser.add_argument("--n_slices", type=int, default=Config.n_slices)
     parser.add_argument("--n_repeat", type=int, default=Config.n_repeat,
                         help="Frames averaged per B-scan (1: fully developed speckle) [%(default)s].")
+    parser.add_argument("--grid", type=int, nargs=2, default=Config.grid, metavar=("ROWS", "COLS"))
+    parser.add_argument("--sample_extent", type=float, default=Config.sample_extent,
+                        help="Sample outline scaled about the grid's centre (0.75: ~30 %% of a 6 x 6 grid's tiles "
+                             "see gel only) [%(default)s].")
     args = parser.parse_args()
-    generate(args.out, args.seed, Config(n_slices=args.n_slices, n_repeat=args.n_repeat))
+    generate(args.out, args.seed, Config(n_slices=args.n_slices, n_repeat=args.n_repeat, grid=tuple(args.grid),
+                                         sample_extent=args.sample_extent))
 
 
 if __name__ == "__main__":
