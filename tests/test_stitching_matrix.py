@@ -20,7 +20,7 @@ from linumpy.simulate.stitch_matrix import (
     write_simulated_mosaic,
 )
 from linumpy.stitching.estimate import estimate_transform
-from linumpy.stitching.stitch import stitch_mosaic_grid
+from linumpy.stitching.stitch import stitch_mosaic_grid, untextured_tiles
 from linumpy.stitching.transform import load_transform, transform_from_dict, transform_to_dict
 
 #: A tile may end at most this much farther from the truth than its stage position
@@ -79,6 +79,11 @@ def test_empty_tiles_stay_within_the_stage_error_and_are_flagged(tmp_path):
     metrics = qc["metrics"]
     n_stage = len(transform.stage_fallback_tiles())
     assert metrics["n_stage_fallback_tiles"] == n_stage
+    # The stage tiles without a significant overlap are counted, and the quarter flag says how many.
+    untextured = untextured_tiles(transform.stage_fallback_tiles(), transform.pairs)
+    assert untextured
+    assert metrics["n_stage_fallback_untextured_tiles"] == len(untextured)
+    assert (n_stage > 0.25 * 16) == any(f"{len(untextured)} of them without an overlap" in flag for flag in qc["flags"])
     assert set(metrics["tiles"]) == {str(t) for t in mosaic.truth}
     corroborated = [t for t, record in transform.tiles.items() if record.corroborated]
     assert metrics["n_corroborated_tiles"] == len(corroborated)

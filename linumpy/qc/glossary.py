@@ -56,6 +56,9 @@ METRICS: dict[str, MetricInfo] = {
                            "beat every other offset by for its registration to be considered."),
     "n_stage_fallback_tiles": _M("Tiles on stage model", "count", "Tiles no accepted pair supports; they "
                                  "keep their stage positions (within the stage error)."),
+    "n_stage_fallback_untextured_tiles": _M("Stage tiles without texture", "count", "Tiles on the stage model "
+                                            "none of whose overlaps reached significance 2: nothing in them to "
+                                            "register (gel, or tissue too faint); the quarter flag says how many."),
     "stage_fallback_fraction": _M("Share on stage model", "%", "Share of the tiles placed by the stage "
                                   "model; above a quarter the slice is flagged."),
     "n_corroborated_tiles": _M("Tiles on weak corroborated peaks", "count", "Tiles placed by a weak joint "

@@ -41,6 +41,7 @@ from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background, ordered_map, run_jobs
+from linumpy.qc.flags import TEXTURED_SIGNIFICANCE
 from linumpy.qc.metrics import stitching_metrics
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.stitching.blend import (
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
     from linumpy.stitching.lone_links import LoneLink
     from linumpy.stitching.fusion_flatfield import FusionFlatField, SignalLevels
-    from linumpy.stitching.transform import TileTransform
+    from linumpy.stitching.transform import PairRecord, TileTransform
 
 logger = logging.getLogger(__name__)
 
@@ -419,6 +420,40 @@ def lone_links_refused_flag(transform: TileTransform) -> str | None:
 MAX_STAGE_FALLBACK_FRACTION = 0.25
 
 
+def untextured_tiles(tiles: Sequence[TileIndex], pairs: Sequence[PairRecord]) -> list[TileIndex]:
+    """The tiles of ``tiles`` none of whose overlaps in ``pairs`` reached the significance of a confident pair
+    (:data:`~linumpy.qc.flags.TEXTURED_SIGNIFICANCE`): nothing in them to register, gel or tissue too faint.
+
+    Examples
+    --------
+    >>> from linumpy.stitching.transform import PairRecord
+    >>> pairs = [PairRecord((0, 0), (0, 1), (0.0, 90.0), 0.1, False, significance=0.4),
+    ...          PairRecord((0, 1), (1, 1), (90.0, 0.0), 0.6, False, significance=2.7)]
+    >>> untextured_tiles([(0, 0), (0, 1)], pairs)
+    [(0, 0)]
+    """
+    textured = {tile for pair in pairs if pair.significance >= TEXTURED_SIGNIFICANCE for tile in (pair.a, pair.b)}
+    return [tile for tile in tiles if tile not in textured]
+
+
+def stage_fallback_flag(n_fallback: int, n_untextured: int, n_tiles: int) -> str:
+    """The stitch record's flag for a slice with ``n_fallback`` of its ``n_tiles`` tiles on the stage model,
+    ``n_untextured`` of them without texture in any overlap (:func:`untextured_tiles`).
+
+    Examples
+    --------
+    >>> stage_fallback_flag(12, 12, 36)
+    '12/36 tiles placed by the stage model (no validated registration; 12 of them without an overlap of \
+significance >= 2: gel or tissue too faint to register): check the stitched slice'
+    >>> stage_fallback_flag(5, 0, 16)
+    '5/16 tiles placed by the stage model (no validated registration): check the stitched slice'
+    """
+    untextured = (f"; {n_untextured} of them without an overlap of significance >= {TEXTURED_SIGNIFICANCE:g}: "
+                  "gel or tissue too faint to register") if n_untextured else ""
+    return f"{n_fallback}/{n_tiles} tiles placed by the stage model (no validated registration{untextured}): " \
+        "check the stitched slice"
+
+
 def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFlatField,
               summary_source: SummarySource, max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
               ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
@@ -428,7 +463,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
 
     Metrics are those of :func:`linumpy.qc.metrics.stitching_metrics` (its
     ``confidence`` is the median confidence of the accepted pairs, 0.5 at the
-    acceptance threshold) plus ``n_tiles``, ``n_stage_fallback_tiles``,
+    acceptance threshold) plus ``n_tiles``, ``n_stage_fallback_tiles`` (``n_stage_fallback_untextured_tiles`` of them
+    without texture in any overlap, :func:`untextured_tiles`),
     ``stage_fallback_fraction``, ``min_significance``, ``pair_residuals_px``,
     the stage residual model and its leave-one-out validation
     (:func:`~linumpy.stitching.transform.stage_residual_fields`), the
@@ -504,6 +540,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_tiles"] = n_tiles
     metrics["n_stage_fallback_tiles"] = len(fallback)
     metrics["stage_fallback_fraction"] = len(fallback) / n_tiles
+    untextured = untextured_tiles(fallback, transform.pairs)
+    metrics["n_stage_fallback_untextured_tiles"] = len(untextured)
     metrics["n_corroborated_tiles"] = sum(record.corroborated for record in transform.tiles.values())
     weak = [t for t, record in transform.tiles.items() if record.weak]
     metrics["n_weak_tiles"] = len(weak)
@@ -595,8 +633,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["tile_summaries"] = summary_source.qc_fields()
     flags = []
     if transform.tiles and len(fallback) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
-        flags.append(f"{len(fallback)}/{n_tiles} tiles placed by the stage model "
-                     "(no validated registration): check the stitched slice")
+        flags.append(stage_fallback_flag(len(fallback), len(untextured), n_tiles))
     elif transform.tiles and len(fallback) + len(weak) > MAX_STAGE_FALLBACK_FRACTION * n_tiles:
         flags.append(f"{len(weak)}/{n_tiles} tiles placed by weak links only, {len(fallback)} more on the stage: "
                      "their positions are uncertain (tiles' sigma_px), check the stitched slice")
