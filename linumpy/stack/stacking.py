@@ -484,22 +484,22 @@ def kept_depths_um(
     ``blend_overlap_um`` defaults to :data:`DEFAULT_BLEND_OVERLAP` times the
     thickness, :data:`SPECKLE_BLEND_OVERLAP` times the thickness for a slice
     whose overlap with the next is ``speckle_limited`` (per slice; none by
-    default); the last slice, which no slice below blends with, keeps at
-    most that default below its thickness (a longer overlap would only add
-    its deepest, worst planes to the bottom of the volume: session ncc49).
+    default); the last slice, which no slice below blends with, keeps its
+    thickness and no overlap: below it its planes are the deepest and the
+    worst compensated, with nothing to average them (sessions ncc49, dark11).
     None (keep every useful plane) when the thickness is unknown (0) or
     there is one slice.
 
     Examples
     --------
     >>> kept_depths_um([0, 1, 2, 4], [0.0, 212.0, 400.0, 800.0], 200.0)
-    [232.0, 220.0, 220.0, 220.0]
+    [232.0, 220.0, 220.0, 200.0]
     >>> kept_depths_um([0, 1], [0.0, 200.0], 200.0, 0.0), kept_depths_um([3], [0.0], 200.0)
     ([200.0, 200.0], [None])
     >>> kept_depths_um([0, 1], [0.0, 200.0], 200.0, 60.0)
-    [260.0, 220.0]
+    [260.0, 200.0]
     >>> kept_depths_um([0, 1, 2], [0.0, 200.0, 400.0], 200.0, speckle_limited=[True, False, True])
-    [320.0, 220.0, 220.0]
+    [320.0, 220.0, 200.0]
     """
     if thickness_um <= 0 or len(slice_ids) < 2:
         return [None] * len(slice_ids)
@@ -513,7 +513,7 @@ def kept_depths_um(
             step = max(step, float(depths_um[k + 1] - depths_um[k]))
         default = thickness_um * (SPECKLE_BLEND_OVERLAP if limited[k] else DEFAULT_BLEND_OVERLAP)
         overlap = default if blend_overlap_um is None else blend_overlap_um
-        below = overlap if k + 1 < len(slice_ids) else min(overlap, thickness_um * DEFAULT_BLEND_OVERLAP)
+        below = overlap if k + 1 < len(slice_ids) else 0.0
         kept.append(step + below)
     return kept
 
