@@ -68,12 +68,36 @@ PARALLEL_RIDGES_DEG = 30.0
 
 
 def nominal_offset(direction: TileIndex, tile_step_px: Sequence[float]) -> tuple[float, float]:
-    """Return the stage's ``(y, x)`` offset between tiles ``direction`` apart."""
+    """Return the stage's ``(y, x)`` offset between tiles ``direction`` apart.
+
+    Parameters
+    ----------
+    direction : TileIndex
+        Grid step ``(rows, columns)`` from one tile to the other, e.g. ``(1, 0)`` (down) or ``(0, 1)`` (right).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    tuple[float, float]
+        The nominal ``(y, x)`` offset, pixels.
+    """
     return (direction[0] * float(tile_step_px[0]), direction[1] * float(tile_step_px[1]))
 
 
 def neighbour_pairs(tiles: Sequence[TileIndex]) -> list[tuple[TileIndex, TileIndex]]:
-    """Return the (tile, right or down neighbour) pairs among ``tiles``, sorted."""
+    """Return the (tile, right or down neighbour) pairs among ``tiles``, sorted.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices ``(row, column)`` of the tiles present.
+
+    Returns
+    -------
+    list[tuple[TileIndex, TileIndex]]
+        Each ``(tile, neighbour)`` pair whose neighbour, one step down or right (:data:`DIRECTIONS`), is present.
+    """
     present = set(tiles)
     return [
         (tile, (tile[0] + d[0], tile[1] + d[1]))
@@ -85,6 +109,29 @@ def neighbour_pairs(tiles: Sequence[TileIndex]) -> list[tuple[TileIndex, TileInd
 
 def pair_status(registration: PairRegistration, kept: bool, candidate: bool, bridge: bool,
                  implausible: bool = False, far: bool = False) -> str:
+    """The status a pair's record states when no step of the estimate gave it its own (joint search, loop
+    closure, edge link beyond the ridges, far bridge kept).
+
+    Parameters
+    ----------
+    registration : PairRegistration
+        The pair's registration (its NCC and whether its peak lies on the border of its scored window).
+    kept : bool
+        Whether the solve kept the pair.
+    candidate : bool
+        Whether the pair was a candidate (significance at least :data:`MIN_SIGNIFICANCE`).
+    bridge : bool
+        Whether it was a candidate below :data:`STRONG_SIGNIFICANCE` (a weak link, kept only inside a loop).
+    implausible : bool
+        Whether :func:`~linumpy.stitching.departures.implausible_departure` refused it.
+    far : bool
+        Whether it departs from the step beyond the stage's error and was left unchecked.
+
+    Returns
+    -------
+    str
+        The status text of the pair's :class:`~linumpy.stitching.transform.PairRecord`.
+    """
     if kept:
         return "kept"
     if implausible:
@@ -112,7 +159,18 @@ def edge_variance(max_shift_px: float) -> float:
     residual there is not tested. Tuned on harsh foreign seeds 30 and 32 against the ridge's own
     extent (``length**2 / 12``: a weak right link then lost the solve's outlier test to the edge's
     pull) and against nothing at all along the ridge (a right lone edge link then left its tiles
-    on the stage along it)."""
+    on the stage along it).
+
+    Parameters
+    ----------
+    max_shift_px : float
+        Half-width of the pair's search window, pixels.
+
+    Returns
+    -------
+    float
+        The variance along the ridge, pixels squared.
+    """
     return max_shift_px**2 / 3
 
 
@@ -125,7 +183,20 @@ def link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
     placed 3.2 px off with a stated error of 1.32 px, 1.92 with it; session edgepeak). Such a pair is
     refused as evidence of its own (:func:`~linumpy.stitching.estimate._refused_on_border`): this applies when a joint
     search accepts it at that same peak. A pair whose match leaves its offset unlocated toward the border adds
-    :func:`~linumpy.stitching.uncertainty.unlocated_variance` on the step's axis."""
+    :func:`~linumpy.stitching.uncertainty.unlocated_variance` on the step's axis.
+
+    Parameters
+    ----------
+    record : PairRecord
+        The accepted pair's record (standard error, spread, border peak, ridge direction, unlocated offset).
+    max_shift_px : float
+        Half-width of the pairs' search window, pixels.
+
+    Returns
+    -------
+    np.ndarray
+        The ``(y, x)`` variance of the pair's offset, pixels squared.
+    """
     variance = honest_variance(record.sigma_px, record.spread_px) + unlocated_variance(record)
     if record.border_peak:
         variance = variance + edge_variance(max_shift_px)
@@ -137,7 +208,18 @@ def link_variance(record: PairRecord, max_shift_px: float) -> np.ndarray:
 def pair_sigma(registration: PairRegistration) -> tuple[float, float]:
     """Standard error ``(y, x)`` of a pair's offset, pixels: the sub-pixel fit's, the
     error it does not see (:data:`SIGNIFICANCE_ERROR_PX` over the significance) and
-    :data:`SIGMA_FLOOR_PX`, in quadrature."""
+    :data:`SIGMA_FLOOR_PX`, in quadrature.
+
+    Parameters
+    ----------
+    registration : PairRegistration
+        The pair's registration (its sub-pixel fit's ``sigma_px`` and its significance).
+
+    Returns
+    -------
+    tuple[float, float]
+        The ``(y, x)`` standard error, pixels.
+    """
     unseen = SIGNIFICANCE_ERROR_PX / max(registration.significance, CONFIDENT_SIGNIFICANCE)
     return tuple(float(np.sqrt(s**2 + unseen**2 + SIGMA_FLOOR_PX**2)) for s in registration.sigma_px)
 
@@ -154,6 +236,22 @@ def pair_offset(a: TileIndex, b: TileIndex, registration: PairRegistration, stro
     along the ridge the pair knows the offset no better than the stage does,
     a uniform law over the search window (:func:`edge_variance`), and its
     residual there is not tested.
+
+    Parameters
+    ----------
+    a, b : TileIndex
+        The pair's tiles; the offset is ``b``'s position minus ``a``'s.
+    registration : PairRegistration
+        The pair's registration (offset, scores, sub-pixel standard error, significance).
+    strong : bool
+        Whether the pair may be the only link between its tiles (callers pass significance
+        >= :data:`STRONG_SIGNIFICANCE`, or ``True`` for links a joint search placed).
+
+    Returns
+    -------
+    PairOffset
+        The pair as the global solve takes it: offset, weights, test weights, and, on an edge's ridge,
+        its free direction and the variance along it.
     """
     edge = edge_ridge(registration.scores, registration.offset)
     anisotropic = {} if edge is None else {"free_direction": edge[0],
@@ -169,7 +267,30 @@ def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[Tile
                  ) -> tuple[set[TileIndex], StageModel, float]:
     """The tiles ``bridge`` alone joins to the others (its smaller side among ``links``, the other pairs),
     the stage model in the other side's gauge and the stage's window (pixels, per axis) around it
-    (:func:`~linumpy.stitching.departures._bridged_within_window`)."""
+    (:func:`~linumpy.stitching.departures._bridged_within_window`).
+
+    Parameters
+    ----------
+    bridge : tuple[TileIndex, TileIndex]
+        The pair ``(a, b)`` that bridges two pieces.
+    links : Sequence[tuple[TileIndex, TileIndex]]
+        The other kept pairs.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+
+    Returns
+    -------
+    side : set[TileIndex]
+        The tiles of the smaller side, which the bridge alone places.
+    aligned : StageModel
+        The stage model in the gauge of the other side.
+    window : float
+        The stage's window around ``aligned``, pixels: :data:`~linumpy.stitching.tile_search.PRIOR_MARGIN`
+        times twice the other side's largest deviation from it, plus
+        :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`.
+    """
     placed = {t for pair in [*links, bridge] for t in pair}
     groups = pieces(placed, links)
     near = next(g for g in groups if bridge[0] in g)
