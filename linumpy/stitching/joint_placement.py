@@ -53,6 +53,28 @@ def joint_search(
     measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
     tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
     first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
+
+    Parameters
+    ----------
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : Sequence[PairOffset]
+        The pairs the solve kept; their tiles are the placed ones the search starts from.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+
+    Returns
+    -------
+    joint : dict[tuple[TileIndex, TileIndex], PairRegistration]
+        The refined pairs of the tiles placed.
+    placed_by : dict[tuple[TileIndex, TileIndex], TileIndex]
+        The tile each of those pairs placed.
+    refused : set[TileIndex]
+        The tiles whose joint peak one link alone held beyond the departure bound.
     """
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     if not placed:
@@ -94,6 +116,19 @@ def late_joint_search(
     11 px off). Same gates as the first search (significance, window, the solve keeping the pairs
     of every placement, :func:`~linumpy.stitching.refusals.drop_broken_placements`); the new pairs are kept only if the
     solve keeps every pair kept before.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the solve after the corroborated placement.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
 
     Returns
     -------
@@ -145,6 +180,28 @@ def place_group(
     left, own significance 0.22 and 0.29, held alone a peak of significance
     1.82 2.4 px from the group's; kept as weak links they held (0, 1) 2.57 px
     off, its stage position 0.92 px).
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : list[PairOffset]
+        The pairs the current solve kept.
+    candidates : Sequence[PairOffset]
+        The candidate pairs; those between tiles left out form the groups.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    refused : set[TileIndex]
+        Tiles refused so far; updated in place with the group's tiles when the survivors of its links hold
+        no significant peak.
 
     Returns
     -------
@@ -247,6 +304,21 @@ def solve_with(
     ``pairs``, or if ``survivors_hold``, given, says the pairs left (their
     keys) hold no significant joint peak alone (:func:`~linumpy.stitching.refusals.survivors_hold_tile`).
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    pairs : Sequence[PairOffset]
+        The pairs kept before, every one of which the solve must keep.
+    refined : dict[tuple[TileIndex, TileIndex], PairRegistration]
+        The refined pairs of the joint placement.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    survivors_hold : Callable[[set[tuple[TileIndex, TileIndex]]], bool] or None
+        Given the keys of the placement's pairs the solve kept, whether they alone hold a significant joint peak.
+    strong : bool
+        Whether the placement's pairs enter the first solve as strong (``False`` for corroborated placements).
+
     Returns
     -------
     tuple or None
@@ -283,6 +355,23 @@ def place_clusters(
     a whole (:func:`~linumpy.stitching.cluster_search.place_cluster`) within
     the window of the joint search. The offsets of the placed tiles are
     refined below a pixel and must all survive the solve (:func:`solve_with`).
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : list[PairOffset]
+        The pairs the current solve kept.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
 
     Returns
     -------
@@ -327,7 +416,26 @@ def refined_pairs(
     spread_px: Sequence[float] | None = None,
 ) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
     """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``;
-    with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error."""
+    with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error.
+
+    Parameters
+    ----------
+    offsets : Mapping[tuple[TileIndex, TileIndex], tuple[int, int]]
+        Each pair's integer ``(y, x)`` offset at the joint peak, pixels.
+    significance : float
+        The joint peak's significance, given to every pair.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+    spread_px : Sequence[float] or None
+        The joint peak's ``(y, x)`` spread, pixels; ``None`` adds nothing.
+
+    Returns
+    -------
+    dict[tuple[TileIndex, TileIndex], PairRegistration]
+        Each pair's registration with its refined offset, standard error and the placement's significance.
+    """
     refined = {}
     for (a, b), offset in offsets.items():
         offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
@@ -349,6 +457,20 @@ def strong_seed(
     of the tiles (at 10 % overlap, strong pairs that form no loop make groups of 2-3 tiles): without an
     anchor no search can place a tile, and every tile stays on the stage. The searches then grow it from
     the stage prior; :func:`drop_small_group` sends everything back to the stage if they do not.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    confident : Sequence[PairOffset]
+        The confident pairs; only the strong ones are solved.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    Solution
+        ``(positions, model, kept)`` of the solve with the largest group of strong pairs (nothing kept if none).
     """
     seeded = solve_positions(tiles, [p for p in confident if p.strong], tile_step_px, min_group_fraction=0.0)
     if seeded[2]:
@@ -368,6 +490,25 @@ def drop_small_group(
     """Every tile on the stage model when the registered tiles are fewer than
     :data:`~linumpy.stitching.global_solve.MIN_GROUP_FRACTION` of them (a :func:`strong_seed` that the
     searches did not grow): a small group is placed by the mean stage error of its few tiles.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : dict[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : list[PairOffset]
+        The pairs the current solve kept.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    Solution
+        ``(positions, model, kept)`` unchanged, or the stage-model solve with no pairs if too few tiles are
+        registered.
     """
     registered = {t for pair in kept for t in (pair.a, pair.b)}
     if not kept or len(registered) >= MIN_GROUP_FRACTION * len(tiles):
