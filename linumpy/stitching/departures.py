@@ -28,6 +28,20 @@ def plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
     departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` is
     a wrong peak, even where two wrong pairs close a loop between them (as in
     empty agarose). Without confident pairs no weak pair is plausible.
+
+    Parameters
+    ----------
+    weak : Sequence[PairOffset]
+        The weak pairs to judge.
+    confident : Sequence[PairOffset]
+        The confident pairs (or the kept ones) that measure the stage's error.
+    model : StageModel
+        The stage model fitted to the solve.
+
+    Returns
+    -------
+    list[PairOffset]
+        The pairs of ``weak`` within :func:`departure_bound` of the confident pairs (all axes); empty without them.
     """
     if not confident:
         return []
@@ -38,7 +52,20 @@ def plausible(weak: Sequence[PairOffset], confident: Sequence[PairOffset],
 def departure_bound(confident: Sequence[PairOffset], model: StageModel) -> float:
     """How far (pixels, larger axis) a pair's offset may depart from the stage model's step: as far as the
     ``confident`` pairs' largest departure plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`
-    (the stage's error on the offset of two neighbours, as they measure it); unbounded without them."""
+    (the stage's error on the offset of two neighbours, as they measure it); unbounded without them.
+
+    Parameters
+    ----------
+    confident : Sequence[PairOffset]
+        The pairs that measure the stage's error.
+    model : StageModel
+        The stage model fitted to the solve.
+
+    Returns
+    -------
+    float
+        The bound, pixels; ``inf`` without ``confident`` pairs.
+    """
     if not confident:
         return float("inf")
     return max(departure(p, model, across_only=False) for p in confident) + PRIOR_SLACK_PX
@@ -64,6 +91,20 @@ def unchecked_far_pairs(confident: Sequence[PairOffset], kept: Sequence[PairOffs
     :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` kept pairs the stage's error is not measured and no pair
     is returned (nor when the confident solve kept no group, :func:`~linumpy.stitching.joint_placement.strong_seed`: the
     confident pairs outside a small seed are not judged by its few pairs).
+
+    Parameters
+    ----------
+    confident : Sequence[PairOffset]
+        The confident pairs.
+    kept : Sequence[PairOffset]
+        The pairs the solve of the confident pairs kept.
+    model : StageModel
+        The stage model fitted to the solve.
+
+    Returns
+    -------
+    set[tuple[TileIndex, TileIndex]]
+        The ``(a, b)`` keys of the confident pairs not kept that depart beyond the bound.
     """
     if len(kept) < MIN_DEPARTURE_PAIRS:
         return set()
@@ -107,6 +148,30 @@ def solve_plausible(
     of its side (empty if none), ``lone`` the pairs of ``dropped`` refused as far lone links, with their
     sides. ``moved``: the pairs moved by loop closure (they close no loop that checks a pair,
     :func:`implausible_departure`, nor join the bridged side to the others).
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    pairs : Sequence[PairOffset]
+        The pairs to solve (the confident ones).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    moved : AbstractSet[tuple[TileIndex, TileIndex]]
+        The pairs moved by loop closure (:func:`~linumpy.stitching.loops.switch_conflicting_peaks`).
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration] or None
+        Every pair's registration (the moved ones at their new peak); ``None`` skips the far lone link test.
+
+    Returns
+    -------
+    solved : Solution
+        ``(positions, model, kept)`` of the last solve.
+    dropped : set[tuple[TileIndex, TileIndex]]
+        The pairs dropped, as implausible departures or far lone links.
+    within : dict[tuple[TileIndex, TileIndex], set[TileIndex]]
+        The implausible pair kept because its side lies within the window, with that side's tiles (empty if none).
+    lone : dict[tuple[TileIndex, TileIndex], set[TileIndex]]
+        The pairs of ``dropped`` refused as far lone links, with the tiles of their side.
     """
     dropped: set[tuple[TileIndex, TileIndex]] = set()
     lone: dict[tuple[TileIndex, TileIndex], set[TileIndex]] = {}
@@ -202,6 +267,20 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
     at most 7.5 px), 20 px from the truth; loop closure moved the right
     (3, 1)-(4, 1) onto it, and the loop of the two, the only links of six
     tiles, put them 15-18 px from the truth (stage 0.7-4.9 px).
+
+    Parameters
+    ----------
+    pairs : Sequence[PairOffset]
+        The pairs the solve kept.
+    model : StageModel
+        The stage model fitted to the solve.
+    moved : AbstractSet[tuple[TileIndex, TileIndex]]
+        The pairs moved by loop closure (:func:`~linumpy.stitching.loops.switch_conflicting_peaks`).
+
+    Returns
+    -------
+    PairOffset or None
+        The pair of largest departure if it is on no loop and beyond the bound; else ``None``.
     """
     fixed = [k for k, p in enumerate(pairs) if (p.a, p.b) not in moved]
     loose_moved = set(bridges(pairs)) - set(fixed) if len(fixed) < len(pairs) else set()
@@ -219,11 +298,39 @@ def implausible_departure(pairs: Sequence[PairOffset], model: StageModel,
 
 def departure(pair: PairOffset, model: StageModel, across_only: bool = True) -> float:
     """Largest ``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles;
-    if ``across_only``, across an edge link's ridge only (along it the offset is not measured)."""
+    if ``across_only``, across an edge link's ridge only (along it the offset is not measured).
+
+    Parameters
+    ----------
+    pair : PairOffset
+        The pair.
+    model : StageModel
+        The stage model fitted to the solve.
+    across_only : bool
+        Whether to measure across an edge link's ridge only (:meth:`~linumpy.stitching.global_solve.PairOffset.constrained`).
+
+    Returns
+    -------
+    float
+        The largest absolute departure over the axes, pixels.
+    """
     departure = departure_vector(pair, model)
     return float(np.max(np.abs(pair.constrained(departure) if across_only else departure)))
 
 
 def departure_vector(pair: PairOffset, model: StageModel) -> np.ndarray:
-    """``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles."""
+    """``(y, x)`` departure (pixels) of a pair's offset from the stage model's step between its tiles.
+
+    Parameters
+    ----------
+    pair : PairOffset
+        The pair.
+    model : StageModel
+        The stage model fitted to the solve.
+
+    Returns
+    -------
+    np.ndarray
+        The pair's offset minus the stage model's ``(y, x)`` step from tile ``a`` to tile ``b``, pixels.
+    """
     return np.asarray(pair.offset) - (model.position(pair.b) - model.position(pair.a))
