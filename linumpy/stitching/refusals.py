@@ -51,6 +51,23 @@ def drop_broken_placements(
     the third, and the two left, 4.2 and 4.1 px off and agreeing, held the
     tile 4.1 px from the truth, 2.55 px farther than its stage position.)
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : dict[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : list[PairOffset]
+        The pairs the solve kept.
+    placed_by : Mapping[tuple[TileIndex, TileIndex], TileIndex]
+        Each searched pair with the tile its joint placement placed.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
     Returns
     -------
     tuple
@@ -118,6 +135,21 @@ def links_costing_kept(
     by (1, 0)-(2, 0), own 0.68, 4.3 px off; the solve dropped the two right
     pairs and (0, 0)-(0, 1), and (1, 0) ended 3.8 px off, 1.5 px farther than
     its stage position.)
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    kept : Sequence[PairOffset]
+        The pairs kept before the joint search.
+    joint_pairs : Sequence[PairOffset]
+        The joint search's pairs (strong, at the joint peak's significance).
+    placed_by : Mapping[tuple[TileIndex, TileIndex], TileIndex]
+        Each searched pair with the tile its joint placement placed.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
 
     Returns
     -------
@@ -198,7 +230,28 @@ def survivors_hold_tile(tile: TileIndex, survivors: Sequence[tuple[tuple[TileInd
     ``tile``, if given) alone hold a significant joint peak (:data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`)
     within :data:`~linumpy.stitching.tile_search.SNAP_RADIUS_PX` of ``where`` (the placement's position), the
     ``anchors`` and window ``prior`` those of the joint search
-    (:func:`~linumpy.stitching.tile_search.joint_placement`)."""
+    (:func:`~linumpy.stitching.tile_search.joint_placement`).
+
+    Parameters
+    ----------
+    tile : TileIndex
+        The tile the placement placed (the group's origin for a group).
+    survivors : Sequence[tuple[tuple[TileIndex, TileIndex], PairRegistration]]
+        The placement's links the solve kept, each with its registration.
+    anchors : Mapping[TileIndex, np.ndarray]
+        The placed tiles' integer ``(y, x)`` positions, pixels.
+    prior : tuple[np.ndarray, float]
+        The search window: ``tile``'s stage-model position and the search radius, pixels.
+    where : np.ndarray
+        The placement's ``(y, x)`` position of ``tile``, pixels.
+    members : Mapping[TileIndex, np.ndarray] or None
+        The group's tiles with their integer offsets from ``tile``, pixels; ``None`` for one tile.
+
+    Returns
+    -------
+    bool
+        Whether the survivors' joint peak is significant and within the snap radius of ``where``.
+    """
     placement = joint_placement(tile, survivors, anchors, prior, members)
     return (placement is not None and placement.significance >= JOINT_SIGNIFICANCE
             and float(np.max(np.abs(np.asarray(placement.position) - where))) <= SNAP_RADIUS_PX)
@@ -220,6 +273,26 @@ def swap_dropped_weak(
     spread 0.34 px, 0.7 px off, dropped; (4, 5)-(4, 6), 0.93, spread 1.57 px, 2.8 px off, kept, and a corner
     of 13 tiles hung 2.5 px off on it, one tile 2.3 px farther than the stage). ``current`` holds the pairs'
     registrations as kept (switched peaks included), ``registrations`` their own significance.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the solve with the confident and plausible weak pairs.
+    weak : Sequence[PairOffset]
+        The plausible weak pairs given to that solve.
+    current : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        The pairs' registrations as kept (switched peaks included), for their spreads.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    Solution
+        ``(positions, model, kept)`` after the swaps (``solved`` itself if the solve dropped no weak pair).
     """
     kept_ids = {(p.a, p.b) for p in solved[2]}
     dropped = [p for p in weak if (p.a, p.b) not in kept_ids]
@@ -255,6 +328,26 @@ def orphaned_searches(
     search's own links, and the others placed the tiles without it (``backlash +-3`` seed 4: the broad link
     (1, 3)-(2, 3) of a joint placement dropped, its good link (0, 0)-(0, 1), own significance 2.6, holds the
     piece, as the broken-loop step means it to).
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    dropped : set[tuple[TileIndex, TileIndex]]
+        The pairs the broken-loop step dropped.
+    searched : set[tuple[TileIndex, TileIndex]]
+        The pairs added by the joint, cluster and piece searches.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    Solution
+        ``(positions, model, kept)``, solved again with such links weak (``solved`` itself if there are none).
     """
     kept = solved[2]
     touched = {t for pair in dropped - searched for t in pair}
@@ -290,6 +383,26 @@ def drop_implausible(
     (they passed the loop checks) but not with the stage, as wrong pairs in
     empty agarose can. All pairs of the farthest such tile are dropped and the
     positions solved again, until none is left.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : dict[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : list[PairOffset]
+        The pairs the solve kept.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    max_shift_px : float
+        The stage's uncertainty (the pairs' search half-width), pixels.
+
+    Returns
+    -------
+    Solution
+        ``(positions, model, kept)`` with no tile farther than ``max_shift_px`` from its stage-model position.
     """
     while kept:
         placed = {t for pair in kept for t in (pair.a, pair.b)}
