@@ -78,6 +78,17 @@ def weak_pieces_to_stage(
     do not overlap), lay 3.5 px from the stage model (bar 11.1 px), 9.9 px from the truth against 6.4 and 9.1
     on the stage; its links preferred the stage placement by 0.92 (its unkept overlap (0, 0)-(0, 1) most).
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance, scores and offset).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
     Returns
     -------
     tuple
@@ -164,6 +175,17 @@ def ridge_held_to_stage(
     (2, 1)-(2, 2) (0.5, 1.0, ridges 8 degrees apart, 19 and 24 px off), 16.3 px off (stage 9.5), and
     held (2, 2) (10.8 px off, stage 6.9) in their loop.
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance, scores and offset).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
     Returns
     -------
     tuple
@@ -222,6 +244,24 @@ def correct_stage_residuals(
     plain stage model on an axis unless leave-one-out over the registered
     tiles shows the prediction clearly better; the result is logged and
     recorded in the transform either way.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : dict[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : Sequence[PairOffset]
+        The pairs the solve kept; their tiles are the registered ones.
+
+    Returns
+    -------
+    positions : dict[TileIndex, np.ndarray]
+        The positions, the unregistered tiles moved by the predicted residual (unchanged if it is not used).
+    residual_model : StageResidualModel
+        The fitted residual model, recorded in the transform.
     """
     registered = {t for pair in kept for t in (pair.a, pair.b)}
     residual_model = fit_stage_residuals(positions, model, registered,
@@ -244,7 +284,26 @@ def rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
     (:func:`~linumpy.stitching.pairwise.single_peak`): candidates
     (:data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE` or more; a border peak has none), no edge link
     (:func:`~linumpy.stitching.pairwise.edge_ridge`: it says nothing along its ridge); ``strong`` from
-    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`."""
+    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    kept : Sequence[PairOffset]
+        The pairs the solve kept; the tiles they place are left out.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration (its own significance, scores and offset).
+
+    Returns
+    -------
+    links : list[PairOffset]
+        The candidate pairs between the tiles left on the stage model, edge links excepted.
+    significance : dict[tuple[TileIndex, TileIndex], float]
+        Each of those pairs' own significance.
+    single : set[tuple[TileIndex, TileIndex]]
+        Those whose match is one peak.
+    """
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     left = set(tiles) - placed
     chosen = {pair: r for pair, r in sorted(registrations.items())
@@ -280,6 +339,19 @@ def place_rigid_pieces(
     minimises it); one tile whose own stage error was small may end farther than its stage position (by up to
     the mean stage error). The pieces are no evidence for the others' placement: the other tiles'
     ``positions``, the stage model and the stage scatter are unchanged.
+
+    Parameters
+    ----------
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's current ``(y, x)`` position, pixels (the tiles left out on the stage model).
+    links : Sequence[PairOffset]
+        The pairs between the tiles left out (:func:`rigid_piece_links`).
+    significance : Mapping[tuple[TileIndex, TileIndex], float]
+        Each link's own significance.
+    single : AbstractSet[tuple[TileIndex, TileIndex]]
+        The links whose match is one peak.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
 
     Returns
     -------
