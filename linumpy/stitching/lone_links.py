@@ -38,6 +38,21 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
 
     Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
     window only.
+
+    Parameters
+    ----------
+    links : Sequence[tuple[TileIndex, TileIndex]]
+        The ``(a, b)`` keys of the kept pairs.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+
+    Returns
+    -------
+    list[LoneLink]
+        ``(pair, tiles, deviation, window)`` per such link, nearest first: the tiles of its side beyond the
+        window, their largest deviation and the window, pixels.
     """
     kept = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in links]
     sides = []
@@ -82,6 +97,18 @@ def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInde
     3: the wrong (2, 0)-(3, 0) holds {(1, 0), (2, 0), (2, 1)}, its other overlap (2, 1)-(3, 1), between
     tiles that do not overlap, reads -0.08 standard errors; the right (1, 0)-(2, 0), significance 25.8, also
     names (1, 0), whose side has no other overlap with the placed tiles).
+
+    Parameters
+    ----------
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's registration, for the side's other scored overlaps with the other tiles.
+
+    Returns
+    -------
+    tuple[tuple[TileIndex, TileIndex], list[TileIndex]] or None
+        The unsupported link with the largest side and that side's tiles, sorted; ``None`` if there is none.
     """
     positions, model, kept = solved
     links = [(p.a, p.b) for p in kept]
@@ -116,6 +143,17 @@ def far_lone_links_to_stage(
     the stage erred more on its side than on the others, is kept where the side's other overlaps agree.
     The first solve refuses such links already (:func:`far_side_unsupported`); this catches those that
     later steps make so.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's registration, for the side's other scored overlaps with the other tiles.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
 
     Returns
     -------
@@ -178,6 +216,17 @@ def lone_edge_links_across_only(
     5.5-5.8 px off, two tiles 0.8-1.5 px farther than their stage positions; (0, 2)-(1, 2) preferred the
     stage along the ridge by 1.53: 2.4-2.6 px off. A right lone edge link whose side's other overlaps agree
     stays.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's registration, for the side's other scored overlaps with the other tiles.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
 
     Returns
     -------

@@ -39,6 +39,17 @@ def tiles_beyond_edge_ridges(
     and 17.00 px along them from their peaks (half-ridges 4.96 and 6.21 px), the tile 15.16 px from the
     truth, 6.67 px farther than its stage position.
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    current : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        The pairs' registrations as kept (switched peaks included), for their ridges.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
     Returns
     -------
     tuple
@@ -88,6 +99,21 @@ def unmeasured_ridges(
     most 4 px) put a tile row ~11-15 px off; a stage that errs <= 3 px. With fewer than
     :data:`~linumpy.stitching.pair_terms.MIN_DEPARTURE_PAIRS` isotropic links the stage's error is not measured: nothing
     changes.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    Solution
+        ``(positions, model, kept)`` solved again with those links' ridge variance infinite (``solved`` itself if
+        none departs beyond the bound or too few isotropic links are kept).
     """
     positions, model, kept = solved
     nominal = StageModel.nominal(tile_step_px)
@@ -120,6 +146,17 @@ def held_along_parallel_ridges(links: Sequence[PairOffset]) -> bool:
     and (1, 1)-(1, 2), significance 1.17 and 1.41, ridges 15.8 degrees apart, 5.0 and 1.8 px off across them: the tile
     18 px from its stage-model position along them, 12.1 px from the truth, its stage position 6.6 px; their evidence
     preferred it to the stage by 2.37 standard errors).
+
+    Parameters
+    ----------
+    links : Sequence[PairOffset]
+        The kept links that hold a piece to the other tiles.
+
+    Returns
+    -------
+    bool
+        ``True`` if there are links, all are edge links, and every two ridges are within
+        :data:`~linumpy.stitching.pair_terms.PARALLEL_RIDGES_DEG`.
     """
     if not links or any(p.free_direction is None for p in links):
         return False
