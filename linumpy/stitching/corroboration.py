@@ -70,6 +70,27 @@ def place_corroborated(
     placed tiles at most 5.7 px), 6.9 px farther from the truth than its stage
     position.
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the last solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    max_shift_px : float
+        Half-width of the pairs' search window, pixels.
+    far : set[TileIndex]
+        Tiles whose weak peak lies beyond the stage's error; updated in place.
+    refused : set[TileIndex]
+        Tiles whose peak :func:`_corroboration_refused` refuses; updated in place.
+    tied : set[TileIndex]
+        Tiles :func:`_tied_to_left_out` refuses; updated in place.
+
     Returns
     -------
     tuple or None

@@ -46,6 +46,27 @@ def reanchor(
     every pair (:func:`~linumpy.stitching.joint_placement.solve_with`) and no tile loses its registration.
     Repeated until no piece changes.
 
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    positions : dict[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : list[PairOffset]
+        The pairs the solve kept.
+    anchoring : set[tuple[TileIndex, TileIndex]]
+        The pairs kept before the joint search.
+    contested : set[tuple[TileIndex, TileIndex]]
+        The contested pairs, which never join a piece.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+    flattened : Mapping[TileIndex, np.ndarray]
+        Each tile's flat-field-corrected projection, for the sub-pixel refinement.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
     Returns
     -------
     tuple
@@ -176,6 +197,23 @@ def anchoring_links(kept: Sequence[PairOffset], anchoring: set[tuple[TileIndex, 
                      ) -> list[tuple[TileIndex, TileIndex]]:
     """The kept pairs that join their tiles into one piece (:func:`~linumpy.stitching.reanchor.pieces`):
     those in ``anchoring`` or at least :data:`~linumpy.stitching.reanchor.ANCHOR_SIGNIFICANCE`
-    significant on their own, unless ``contested``."""
+    significant on their own, unless ``contested``.
+
+    Parameters
+    ----------
+    kept : Sequence[PairOffset]
+        The pairs the solve kept.
+    anchoring : set[tuple[TileIndex, TileIndex]]
+        The pairs kept before the joint search.
+    contested : set[tuple[TileIndex, TileIndex]]
+        The contested pairs (:func:`~linumpy.stitching.link_conflicts.contested_links`).
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+
+    Returns
+    -------
+    list[tuple[TileIndex, TileIndex]]
+        The ``(a, b)`` keys of those kept pairs.
+    """
     return [(p.a, p.b) for p in kept if (p.a, p.b) not in contested
             and ((p.a, p.b) in anchoring or registrations[(p.a, p.b)].significance >= ANCHOR_SIGNIFICANCE)]
