@@ -131,7 +131,18 @@ logger = logging.getLogger(__name__)
 
 def pair_confidence(significance: float) -> float:
     """Map a significance to [0, 1]: 0.5 at :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`, 1 at twice
-    it."""
+    it.
+
+    Parameters
+    ----------
+    significance : float
+        A pair's significance (robust z-score of its NCC peak).
+
+    Returns
+    -------
+    float
+        ``significance / (2 CONFIDENT_SIGNIFICANCE)`` clipped to [0, 1].
+    """
     return float(np.clip(significance / (2 * CONFIDENT_SIGNIFICANCE), 0.0, 1.0))
 
 
@@ -156,6 +167,26 @@ def register_neighbours(
     Parameters are those of :func:`estimate_transform`. Returns the
     flat-fielded projections and ``(a, b) -> PairRegistration`` (with the
     evidence maps) of every neighbour pair.
+
+    Parameters
+    ----------
+    projections : Mapping[TileIndex, np.ndarray]
+        ``(row, col) -> 2D array`` projection of every present tile, all of the same shape.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    max_shift_px : float
+        Largest correction of the nominal offset searched for a pair, pixels.
+    progress : bool
+        Show a progress bar.
+    workers : int or None
+        Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`).
+
+    Returns
+    -------
+    flattened : dict[TileIndex, np.ndarray]
+        Each tile's flat-fielded projection.
+    registrations : dict[tuple[TileIndex, TileIndex], PairRegistration]
+        Each neighbour pair's registration, with its evidence maps.
     """
     tiles = sorted(projections)
     pairs = neighbour_pairs(tiles)

@@ -29,6 +29,22 @@ def open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile
     (:func:`linumpy.qc.flags.open_loop_warnings`). Foreign ``c185`` seed 209, slice 0: suspects (0, 0)-(1, 0)
     (wrong, 4.5 px off between tiles that do not overlap) and (2, 3)-(3, 3) (right), honest errors 3.0 and
     3.3 px, the loop missing by 3.5 px; the tiles named are the seven 2.1-3.3 px off, the frame's 1.1-1.5 px.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    kept : Sequence[PairOffset]
+        The final kept pairs.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    spreads : Mapping[tuple[TileIndex, TileIndex], Sequence[float]]
+        Each kept pair's ``(y, x)`` peak spread, pixels (:func:`~linumpy.stitching.pairwise.offset_spread`).
+
+    Returns
+    -------
+    dict[TileIndex, float]
+        Each tile named with the largest miss of the open loops, pixels; empty if every loop closes.
     """
     missing = open_loops(tiles, kept, tile_step_px)
     if not missing:
@@ -54,7 +70,30 @@ def build_tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], c
     (registered, but outside the ``trusted`` piece of anchoring pairs), the miss of the open loop it is
     placed through (``open_loop``, :func:`open_loop_tiles`; NaN if none), and its boolean flags:
     ``flagged`` maps a flag of :class:`~linumpy.stitching.transform.TileRecord` (each is
-    described there, with the step that sets it) to the tiles it is set for."""
+    described there, with the step that sets it) to the tiles it is set for.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    kept : Sequence[PairOffset]
+        The accepted pairs (the rigid pieces' included).
+    corroborated : set[TileIndex]
+        The tiles a corroborated weak joint peak placed.
+    sigmas : Mapping[TileIndex, float]
+        Each tile's honest standard error, pixels.
+    trusted : set[TileIndex]
+        The tiles of the trusted piece of anchoring pairs (and of the rigid pieces).
+    flagged : Mapping[str, set[TileIndex]]
+        Each boolean flag of :class:`~linumpy.stitching.transform.TileRecord` with the tiles it is set for.
+    open_loop : Mapping[TileIndex, float]
+        The tiles placed through an open loop, with its miss, pixels.
+
+    Returns
+    -------
+    dict[TileIndex, TileRecord]
+        Each tile's record: ``source`` ``"pairs"`` if a kept pair touches it, else ``"stage"``.
+    """
     counts = {t: 0 for t in tiles}
     for pair in kept:
         for tile in (pair.a, pair.b):
