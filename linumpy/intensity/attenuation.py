@@ -987,21 +987,24 @@ def _log_planes(
     n_z = tails.shape[0] - 1
     low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
     group = (min(GROUP_PLANES, max(high - low, 1)), *first.shape)
-    signal, log = np.empty(group, np.float32), np.empty(group, np.float32)
+    signal, log, bias = np.empty(group, np.float32), np.empty(group, np.float32), np.empty(group, np.float32)
     use, inside = np.empty(group, bool), np.empty(group, bool)
     for a in range(low, high, GROUP_PLANES):
         b = min(high, a + GROUP_PLANES)
         k = np.arange(a, b)
-        planes = k.reshape(-1, *(1,) * first.ndim)
+        planes = k.astype(first.dtype).reshape(-1, *(1,) * first.ndim)  # exact: compared in first's type
         part = slice(0, b - a)
         np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
         np.greater(signal[part], 0, out=use[part])
         use[part] &= np.less_equal(first, planes, out=inside[part])
         use[part] &= np.greater(stop, planes, out=inside[part])
-        log[part] = 0
-        np.log(signal[part], out=log[part], where=use[part])
-        if variance is not None:
-            log[part] += noise_bias(signal[part], variance[a:b], use[part])
+        # every sample's log (and bias) unmasked, the unused ones set to 0 after: the same values, faster loops
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(signal[part], out=log[part])
+            if variance is not None:
+                log[part] += _noise_bias_unmasked(signal[part], variance[a:b], bias[part])
+        np.logical_not(use[part], out=inside[part])
+        np.copyto(log[part], 0, where=inside[part])
         visit(log[part], use[part], k)
 
 
@@ -1023,11 +1026,19 @@ def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.
     >>> noise_bias(signal, np.array([0.02]), np.ones((1, 4), bool)).astype(float).round(4).tolist()  # capped last
     [[0.01, 0.0001, 0.04, 0.125]]
     """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bias = _noise_bias_unmasked(signal, variance, np.empty(signal.shape, np.float32))
+    bias[~use] = 0
+    return bias
+
+
+def _noise_bias_unmasked(signal: np.ndarray, variance: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """:func:`noise_bias` at every sample, into ``out`` (float32, ``signal``'s shape; meaningless where unused)."""
     planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
-    bias = np.zeros(signal.shape, np.float32)
-    np.divide(planes, signal * signal, out=bias, where=use)
-    bias *= np.float32(0.5)
-    return np.minimum(bias, np.float32(MAX_NOISE_BIAS), out=bias)
+    np.multiply(signal, signal, out=out)
+    np.divide(planes, out, out=out)
+    out *= np.float32(0.5)
+    return np.minimum(out, np.float32(MAX_NOISE_BIAS), out=out)
 
 
 def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:
