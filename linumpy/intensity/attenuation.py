@@ -1002,14 +1002,14 @@ def _log_planes(
         with np.errstate(divide="ignore", invalid="ignore"):
             np.log(signal[part], out=log[part])
             if variance is not None:
-                log[part] += _noise_bias_unmasked(signal[part], variance[a:b], bias[part])
+                log[part] += noise_bias(signal[part], variance[a:b], bias[part])
         np.logical_not(use[part], out=inside[part])
         np.copyto(log[part], 0, where=inside[part])
         visit(log[part], use[part], k)
 
 
-def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)`` where ``use``, else 0.
+def noise_bias(signal: np.ndarray, variance: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)``, at every sample.
 
     A signal ``S`` read with additive zero-mean noise of variance ``v`` has
     ``E[log(S + n)] = log S - v / (2 S^2) + O(v^2 / S^4)``: where the signal
@@ -1018,25 +1018,21 @@ def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.
     (with the measured ``S`` for the unknown one) removes the bias to second
     order; it is capped at :data:`MAX_NOISE_BIAS` (``S`` twice the noise's
     standard deviation), below which the expansion fails. ``signal``: ``(m, ...)``
-    float32, ``variance``: ``(m,)``, one per plane. Returns float32, ``signal``'s shape.
+    float32, ``variance``: ``(m,)``, one per plane; ``out``: a float32 array of ``signal``'s shape to write
+    into (default: a new one). Meaningless where the signal is not positive (its log is not taken there:
+    the caller masks those samples).
 
     Examples
     --------
     >>> signal = np.array([[1.0, 10.0, 0.5, 0.1]], np.float32)
-    >>> noise_bias(signal, np.array([0.02]), np.ones((1, 4), bool)).astype(float).round(4).tolist()  # capped last
+    >>> noise_bias(signal, np.array([0.02])).astype(float).round(4).tolist()  # capped last
     [[0.01, 0.0001, 0.04, 0.125]]
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bias = _noise_bias_unmasked(signal, variance, np.empty(signal.shape, np.float32))
-    bias[~use] = 0
-    return bias
-
-
-def _noise_bias_unmasked(signal: np.ndarray, variance: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """:func:`noise_bias` at every sample, into ``out`` (float32, ``signal``'s shape; meaningless where unused)."""
+    out = np.empty(signal.shape, np.float32) if out is None else out
     planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
     np.multiply(signal, signal, out=out)
-    np.divide(planes, out, out=out)
+    with np.errstate(divide="ignore", invalid="ignore"):  # no signal: inf or NaN, never used
+        np.divide(planes, out, out=out)
     out *= np.float32(0.5)
     return np.minimum(out, np.float32(MAX_NOISE_BIAS), out=out)
 
