@@ -61,9 +61,10 @@ def test_noise_bias_correction_recovers_the_gel_attenuation(seed):
 
 
 def test_noise_bias_is_second_order_and_capped():
-    signal = np.array([[4.0, 1.0, 0.1, -1.0]], np.float32)
-    bias = attenuation.noise_bias(signal, np.array([0.5]), signal > 0)
-    assert bias[0].tolist() == pytest.approx([0.5 / 32, 0.125, 0.125, 0.0])  # v / (2 S^2), capped; unused: 0
+    signal = np.array([[4.0, 1.0, 0.1], [2.0, 8.0, 0.01]], np.float32)
+    bias = attenuation.noise_bias(signal, np.array([0.5, 0.25]))
+    # v / (2 S^2) of each plane's variance, capped
+    assert bias.ravel().tolist() == pytest.approx([0.5 / 32, 0.125, 0.125, 0.25 / 8, 0.25 / 128, 0.125])
 
 
 @pytest.mark.parametrize("binning", [1, 2])

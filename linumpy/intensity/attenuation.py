@@ -268,13 +268,14 @@ class BlockPass:
         self.imaged = np.zeros(shape[1:], bool)
         self.level = np.empty(shape[1:], np.float32)
         self.level_planes = _guide_planes(shape[0])
+        self.zeros = np.zeros((min(GROUP_PLANES, shape[0]), *shape[1:]), np.float32)
 
     def add(self, first: int, part: np.ndarray) -> None:
         """Take the planes ``[first, first + len(part))`` of the signal; clip ``part`` at 0 in place."""
         stop = first + part.shape[0]
         self.imaged |= np.any(part != 0, axis=0)
         self.grid.binned(part, out=self.unclipped[first:stop])
-        np.maximum(part, 0, out=part)
+        clip_at_zero(part, self.zeros)
         self.grid.binned(part, out=self.clipped[first:stop])
         for z in range(first, min(stop, self.level_planes)):
             if z:
@@ -554,7 +555,7 @@ def edge_aware_tails(
     ndarray, shape (z + 1, y', x'), float32
         The sums of the ``inner`` A-lines (a view).
     """
-    evaluated, lines, within = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
+    evaluated, lines, within, _ = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     n_planes = sums.shape[0]
     out = np.empty((n_planes, *lines), np.float32)
     if planes is None:
@@ -584,7 +585,8 @@ def compensate_edge_aware(
     :func:`edge_aware_tails`; ``signal`` (non-negative, float32) is compensated in place. Returns its
     ``inner`` A-lines (a view).
     """
-    evaluated, lines, within = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
+    evaluated, lines, within, doubtful = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner,
+                                                        guide)
     result = signal[(slice(None), *inner)]
     first_sums = evaluated(np.zeros(1, int), np.empty((1, *lines), np.float32))[(slice(None), *within)]
     group = np.empty((EDGE_PLANES, *lines), np.float32)
@@ -592,19 +594,20 @@ def compensate_edge_aware(
     for first in range(start, stop, EDGE_PLANES):
         last = min(stop, first + EDGE_PLANES)
         part = evaluated(np.arange(first, last), group[: last - first])[(slice(None), *within)]
-        _compensate_planes(result[first:last], part, first_sums[0])
+        _compensate_planes(result[first:last], part, first_sums[0], doubtful=doubtful)
     return result
 
 
 def _guided_planes(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None,
     epsilon: float, inner: tuple[slice, slice], guide: np.ndarray | None,
-) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], tuple[int, int], tuple[slice, slice]]:
-    """The guided filter of :func:`edge_aware_tails`, fitted: ``(evaluated, lines, within)``.
+) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], tuple[int, int], tuple[slice, slice], Doubtful]:
+    """The guided filter of :func:`edge_aware_tails`, fitted: ``(evaluated, lines, within, doubtful)``.
 
     ``evaluated(k, out)`` writes the planes ``k`` of the sums, clipped at 0 and extended, into ``out`` (of
     shape ``(k.size, *lines)``: the A-lines of the bins covering ``inner``) and returns it; ``within``: the
-    ``inner`` A-lines among them.
+    ``inner`` A-lines among them. ``doubtful``: those whose sums may be <= 0 (:func:`_doubtful_lines`), the
+    only ones :func:`_compensate_planes` needs to test.
     """
     width = box_width(sigma_px / EDGE_BIN)
 
@@ -630,6 +633,7 @@ def _guided_planes(
             values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
     guide = guide[lines]
     steps = coefficients[:, 1:] - coefficients[:, :-1]  # between consecutive fitted planes
+    zeros = np.zeros((EDGE_PLANES, *guide.shape), np.float32)
 
     def planes_of_sums(k: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out`` = the planes ``k`` of sums, clipped at 0: coefficients interpolated linearly, then evaluated."""
@@ -637,7 +641,7 @@ def _guided_planes(
         weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
         slope, mean = (values[below] + weight * step[below] for values, step in zip(coefficients, steps))
         covering.evaluate(slope, guide, mean, out)
-        return np.maximum(out, 0, out=out)
+        return clip_at_zero(out, zeros)
 
     # the end-of-range extension from its two planes first, so that each group of planes is evaluated,
     # clipped and extended while it is in the cache
@@ -651,7 +655,37 @@ def _guided_planes(
         out += extension
         return out
 
-    return evaluated, guide.shape, within
+    return evaluated, guide.shape, within, _doubtful_lines(extension[within], coefficients)
+
+
+#: Largest ``|a|``, ``|b|`` of the guided filter's fitted coefficients for which :func:`_doubtful_lines` holds:
+#: ``a * guide + b`` (``|guide|`` < 89, the log of a float32), interpolated or not, stays far from overflow.
+MAX_COEFFICIENT = 1e30
+#: A-lines ``(rows, columns)`` of a plane whose compensation sums may be <= 0; None: any of them.
+Doubtful = tuple[np.ndarray, np.ndarray] | None
+
+
+def _doubtful_lines(extension: np.ndarray, coefficients: np.ndarray) -> Doubtful:
+    """The A-lines whose evaluated sums ``max(a * guide + b, 0) + extension`` (guided filter) may be <= 0.
+
+    Those whose ``extension`` is not > 0 (0, NaN), when the fitted coefficients are finite and at most
+    :data:`MAX_COEFFICIENT` (else None: any A-line). The others' sums are > 0 at every plane:
+    ``a * guide + b`` (interpolated between fitted planes too) is then finite, never NaN, its clip at 0
+    finite and >= 0, and adding a positive finite extension (at most 19 times a clipped sum) gives a finite
+    sum >= the extension (rounding is monotonic).
+    """
+    if not np.all(np.abs(coefficients) <= MAX_COEFFICIENT):
+        return None
+    return np.nonzero(~(extension > 0))
+
+
+def clip_at_zero(values: np.ndarray, zeros: np.ndarray) -> np.ndarray:
+    """``np.maximum(values, 0, out=values)``, the same bits, against an array of zeros: returns ``values``.
+
+    ``zeros``: float32 zeros of ``values``' shape but along the first axis, where it may be longer. numpy's
+    loop for two float32 arrays is ~4 times faster than its loop against a scalar (numpy 2.4).
+    """
+    return np.maximum(values, zeros[: len(values)], out=values)
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -807,15 +841,19 @@ def compensate_attenuation(
 
 
 def _compensate_planes(lines: np.ndarray, sums: np.ndarray, first_sums: np.ndarray,
-                       result: np.ndarray | None = None) -> None:
+                       result: np.ndarray | None = None, doubtful: Doubtful = None) -> None:
     """``result = lines / sums * first_sums`` where ``sums`` > 0 (``result`` kept elsewhere; default ``lines``).
 
     A group of planes of :func:`compensate_attenuation`: one whose sums are all positive (most) is divided
-    without the mask (the same quotients, a faster loop than the masked one).
+    without the mask (the same quotients, a faster loop than the masked one). ``doubtful``: the only A-lines
+    whose sums may be <= 0 (:func:`_doubtful_lines`), tested first (default: all tested).
     """
     result = lines if result is None else result
-    mask = np.greater(sums, 0)
-    np.divide(lines, sums, out=result, where=True if mask.all() else mask, casting="unsafe")
+    if doubtful is not None and np.all(sums[(slice(None), *doubtful)] > 0):
+        mask = None
+    else:
+        mask = np.greater(sums, 0)
+    np.divide(lines, sums, out=result, where=True if mask is None or mask.all() else mask, casting="unsafe")
     result *= first_sums
 
 
@@ -988,6 +1026,7 @@ def _log_planes(
     low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
     group = (min(GROUP_PLANES, max(high - low, 1)), *first.shape)
     signal, log, bias = np.empty(group, np.float32), np.empty(group, np.float32), np.empty(group, np.float32)
+    cap = np.full(group, MAX_NOISE_BIAS, np.float32) if variance is not None else None
     use, inside = np.empty(group, bool), np.empty(group, bool)
     for a in range(low, high, GROUP_PLANES):
         b = min(high, a + GROUP_PLANES)
@@ -1002,14 +1041,16 @@ def _log_planes(
         with np.errstate(divide="ignore", invalid="ignore"):
             np.log(signal[part], out=log[part])
             if variance is not None:
-                log[part] += _noise_bias_unmasked(signal[part], variance[a:b], bias[part])
+                log[part] += noise_bias(signal[part], variance[a:b], bias[part], cap[part])
         np.logical_not(use[part], out=inside[part])
         np.copyto(log[part], 0, where=inside[part])
         visit(log[part], use[part], k)
 
 
-def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)`` where ``use``, else 0.
+def noise_bias(
+    signal: np.ndarray, variance: np.ndarray, out: np.ndarray | None = None, cap: np.ndarray | None = None
+) -> np.ndarray:
+    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)``, at every sample.
 
     A signal ``S`` read with additive zero-mean noise of variance ``v`` has
     ``E[log(S + n)] = log S - v / (2 S^2) + O(v^2 / S^4)``: where the signal
@@ -1018,27 +1059,25 @@ def noise_bias(signal: np.ndarray, variance: np.ndarray, use: np.ndarray) -> np.
     (with the measured ``S`` for the unknown one) removes the bias to second
     order; it is capped at :data:`MAX_NOISE_BIAS` (``S`` twice the noise's
     standard deviation), below which the expansion fails. ``signal``: ``(m, ...)``
-    float32, ``variance``: ``(m,)``, one per plane. Returns float32, ``signal``'s shape.
+    float32, ``variance``: ``(m,)``, one per plane; ``out``: a float32 array of ``signal``'s shape to write
+    into (default: a new one); ``cap``: :data:`MAX_NOISE_BIAS` in a float32 array of that shape (the same
+    bits as against the scalar, faster: :func:`clip_at_zero`; default: made here). Meaningless where the
+    signal is not positive (its log is not taken there: the caller masks those samples).
 
     Examples
     --------
     >>> signal = np.array([[1.0, 10.0, 0.5, 0.1]], np.float32)
-    >>> noise_bias(signal, np.array([0.02]), np.ones((1, 4), bool)).astype(float).round(4).tolist()  # capped last
+    >>> noise_bias(signal, np.array([0.02])).astype(float).round(4).tolist()  # capped last
     [[0.01, 0.0001, 0.04, 0.125]]
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bias = _noise_bias_unmasked(signal, variance, np.empty(signal.shape, np.float32))
-    bias[~use] = 0
-    return bias
-
-
-def _noise_bias_unmasked(signal: np.ndarray, variance: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """:func:`noise_bias` at every sample, into ``out`` (float32, ``signal``'s shape; meaningless where unused)."""
+    out = np.empty(signal.shape, np.float32) if out is None else out
     planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
     np.multiply(signal, signal, out=out)
-    np.divide(planes, out, out=out)
+    with np.errstate(divide="ignore", invalid="ignore"):  # no signal: inf or NaN, never used
+        np.divide(planes, out, out=out)
     out *= np.float32(0.5)
-    return np.minimum(out, np.float32(MAX_NOISE_BIAS), out=out)
+    cap = np.full(signal.shape, MAX_NOISE_BIAS, np.float32) if cap is None else cap
+    return np.minimum(out, cap, out=out)
 
 
 def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:
