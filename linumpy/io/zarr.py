@@ -52,9 +52,10 @@ DEFAULT_CHUNKS = {3: (64, 256, 256), 2: (1024, 1024)}
 #: Default resolutions (um) of the analysis pyramid.
 DEFAULT_ANALYSIS_RESOLUTIONS_UM = (10, 25, 50, 100)
 #: An analysis level's last voxel along an axis is written only if the level above covers at least this
-#: fraction of its length: a sliver (e.g. the volume's deepest 2 um in a 10 um voxel) would be labelled with
-#: a centre and a depth it does not have. Level 0 keeps every voxel.
-ANALYSIS_MIN_LAST_COVER = 0.5
+#: fraction of its length; 1: only whole voxels, each the mean over the extent its scale and translation give
+#: (a partial one, e.g. the volume's deepest 6 um in a 10 um voxel, would be labelled with a centre 2 um below
+#: its data and hold fewer of them). Level 0 keeps every voxel; a level keeps at least one.
+ANALYSIS_MIN_LAST_COVER = 1.0
 #: Relative tolerance under which two resolutions are the same.
 RESOLUTION_TOLERANCE = 0.01
 #: At most this many voxels of the coarsest level feed the omero window.
@@ -1124,9 +1125,9 @@ def analysis_pyramid(
 ) -> list[_Level]:
     """Isotropic levels of ``base`` at the listed resolutions (see AnalysisOmeZarrWriter).
 
-    Each level is resampled from the previous one, its partial last voxels
-    weighed by what they cover; a last voxel the level above covers over less
-    than :data:`ANALYSIS_MIN_LAST_COVER` of its length is left out.
+    Each level is resampled from the previous one, whose partial last voxels
+    weigh what they cover; a last voxel the level above covers over less than
+    :data:`ANALYSIS_MIN_LAST_COVER` of its length is left out.
     """
     levels: list[_Level] = []
     data, scale, cover = base, resolution, (1.0,) * base.ndim
