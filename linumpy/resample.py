@@ -51,20 +51,43 @@ _MIN_OUTPUT_BLOCK = 8
 
 
 def resampled_shape(
-    shape: Sequence[int], in_resolution_mm: Sequence[float], out_resolution_mm: Sequence[float]
+    shape: Sequence[int], in_resolution_mm: Sequence[float], out_resolution_mm: Sequence[float],
+    last_weights: Sequence[float] | None = None, min_last_cover: float = 0.0,
 ) -> tuple[int, ...]:
     """Return the shape of ``resample_to_resolution`` for an input of ``shape``.
 
-    Each axis keeps every input voxel: ``ceil(n * in / out)`` (the last output
-    voxel may cover a partial block).
+    By default each axis keeps every input voxel: ``ceil(n * in / out)`` (the
+    last output voxel may cover a partial block). With ``min_last_cover``, a
+    last output voxel that the input covers over less than that fraction of
+    its length is left out (0.5: the nearest whole number of output voxels).
+    ``last_weights`` are the fractions of their length the input's last voxels
+    cover (see :func:`resampled_last_weights`).
 
     Examples
     --------
     >>> resampled_shape((100, 101), (0.010, 0.010), (0.025, 0.020))
     (40, 51)
+    >>> resampled_shape((88, 101), (0.004, 0.010), (0.010, 0.020), min_last_cover=0.5)  # 35.2 -> 35, 50.5 -> 51
+    (35, 51)
     """
-    factors = _scale_factors(in_resolution_mm, out_resolution_mm, len(shape))
-    return tuple(_axis_length(n, s) for n, s in zip(shape, factors))
+    return tuple(_axis_layout(shape, in_resolution_mm, out_resolution_mm, last_weights, min_last_cover)[0])
+
+
+def resampled_last_weights(
+    shape: Sequence[int], in_resolution_mm: Sequence[float], out_resolution_mm: Sequence[float],
+    last_weights: Sequence[float] | None = None, min_last_cover: float = 0.0,
+) -> tuple[float, ...]:
+    """Fraction of its length the input covers of the last output voxel along each axis, in (0, 1].
+
+    Pass it as ``last_weights`` when this output is resampled again, so
+    that a coarser level weighs its partial last voxels by what they cover.
+
+    Examples
+    --------
+    >>> resampled_last_weights((88, 101), (0.004, 0.010), (0.010, 0.020), min_last_cover=0.5)
+    (1.0, 0.5)
+    """
+    return tuple(_axis_layout(shape, in_resolution_mm, out_resolution_mm, last_weights, min_last_cover)[1])
 
 
 def centre_shift_mm(in_resolution_mm: Sequence[float], out_resolution_mm: Sequence[float]) -> tuple[float, ...]:
@@ -119,9 +142,7 @@ def block_mean(data: da.Array, factors: Sequence[int], last_weights: Sequence[fl
         raise ValueError(f"need one integer factor >= 1 per axis of a {data.ndim}D array, got {factors}")
     if all(f == 1 for f in factors):
         return data
-    weights = tuple(float(w) for w in last_weights) if last_weights is not None else (1.0,) * data.ndim
-    if len(weights) != data.ndim or not all(0 < w <= 1 for w in weights):
-        raise ValueError(f"need one last weight in (0, 1] per axis of a {data.ndim}D array, got {weights}")
+    weights = _last_weights(last_weights, data.ndim)
     aligned = data.rechunk(tuple(_chunks_aligned_to(c, f) for c, f in zip(data.chunks, factors)))
     out_chunks = tuple(
         tuple(math.ceil(c / f) for c in axis_chunks) for axis_chunks, f in zip(aligned.chunks, factors)
@@ -172,7 +193,8 @@ def pyramid_edge_weights(base_shape: Sequence[int], shape: Sequence[int], span: 
 
 
 def resample_to_resolution(
-    data: da.Array, in_resolution_mm: Sequence[float], out_resolution_mm: Sequence[float]
+    data: da.Array, in_resolution_mm: Sequence[float], out_resolution_mm: Sequence[float],
+    last_weights: Sequence[float] | None = None, min_last_cover: float = 0.0,
 ) -> da.Array:
     """Resample to another voxel size with area weighting (anti-aliased).
 
@@ -189,6 +211,13 @@ def resample_to_resolution(
         Voxel size per axis, in millimetres, of the input and of the output.
         Output voxels may also be finer than the input's (each output voxel
         then takes the overlap-weighted mean of at most two input voxels).
+    last_weights : sequence of float, optional
+        Fraction in (0, 1] of its length the input's last voxel covers along
+        each axis (a resampled level's :func:`resampled_last_weights`); it
+        weighs that fraction. Default: whole voxels.
+    min_last_cover : float
+        A last output voxel the input covers over less than this fraction of
+        its length is left out (its input with it); 0 keeps every input voxel.
 
     Returns
     -------
@@ -206,12 +235,17 @@ def resample_to_resolution(
     """
     data = _as_dask(data)
     factors = _scale_factors(in_resolution_mm, out_resolution_mm, data.ndim)
+    weights = _last_weights(last_weights, data.ndim)
+    shape = resampled_shape(data.shape, in_resolution_mm, out_resolution_mm, weights, min_last_cover)
     if all(_is_integer(s) and s >= 1 for s in factors):
-        return block_mean(data, tuple(round(s) for s in factors))
+        integer = tuple(round(s) for s in factors)
+        kept = tuple(min(n, m * f) for n, m, f in zip(data.shape, shape, integer))
+        weights = tuple(w if k == n else 1.0 for w, k, n in zip(weights, kept, data.shape))
+        return block_mean(data[tuple(slice(0, k) for k in kept)], integer, weights)
     result = data
-    for axis, scale in enumerate(factors):
-        if not (_is_integer(scale) and round(scale) == 1):
-            result = _resample_axis(result, axis, scale)
+    for axis, (scale, weight, m) in enumerate(zip(factors, weights, shape)):
+        if not (_is_integer(scale) and round(scale) == 1 and weight == 1):
+            result = _resample_axis(result, axis, scale, weight, m)
     return result.map_blocks(_cast_like, out_dtype=data.dtype, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype))
 
 
@@ -234,8 +268,38 @@ def _is_integer(value: float) -> bool:
     return round(value) >= 1 and abs(value - round(value)) <= _INTEGER_TOLERANCE * value
 
 
-def _axis_length(n: int, scale: float) -> int:
-    return max(1, math.ceil(n / scale - _INTEGER_TOLERANCE))
+def _last_weights(last_weights: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    weights = (1.0,) * ndim if last_weights is None else tuple(float(w) for w in last_weights)
+    if len(weights) != ndim or not all(0 < w <= 1 for w in weights):
+        raise ValueError(f"need one last weight in (0, 1] per axis of a {ndim}D array, got {weights}")
+    return weights
+
+
+def _axis_layout(
+    shape: Sequence[int], in_res: Sequence[float], out_res: Sequence[float], last_weights: Sequence[float] | None,
+    min_last_cover: float,
+) -> tuple[list[int], list[float]]:
+    """Per axis, the number of output voxels and the fraction of the last one the input covers."""
+    if not 0 <= min_last_cover <= 1:
+        raise ValueError(f"min_last_cover must be in [0, 1], got {min_last_cover}")
+    factors = _scale_factors(in_res, out_res, len(shape))
+    weights = _last_weights(last_weights, len(shape))
+    lengths = [_axis_length(n, s, w, min_last_cover) for n, s, w in zip(shape, factors, weights)]
+    covers = [min(1.0, (n - 1 + w) / s - (m - 1)) for n, s, w, m in zip(shape, factors, weights, lengths)]
+    return lengths, [1.0 if abs(c - 1) <= _INTEGER_TOLERANCE else c for c in covers]
+
+
+def _axis_length(n: int, scale: float, last_weight: float = 1.0, min_last_cover: float = 0.0) -> int:
+    """Output voxels along an axis of ``n`` input voxels (the last covering ``last_weight``), at least one.
+
+    Every whole output voxel, plus a partial last one the input covers over
+    at least ``min_last_cover`` of its length (any part when 0).
+    """
+    extent = (n - 1 + last_weight) / scale
+    whole = math.floor(extent + _INTEGER_TOLERANCE)
+    rest = extent - whole
+    partial = rest > _INTEGER_TOLERANCE and rest >= min_last_cover - _INTEGER_TOLERANCE
+    return max(1, whole + int(partial))
 
 
 def _chunks_aligned_to(chunks: tuple[int, ...], factor: int) -> tuple[int, ...] | int:
@@ -396,8 +460,14 @@ def _sum_strided(
     return total, counts.reshape(shape)
 
 
-def _area_weights(n_in: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Overlap weights of an axis of ``n_in`` voxels resampled by ``scale``.
+def _area_weights(
+    n_in: int, scale: float, last_weight: float = 1.0, m: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlap weights of an axis of ``n_in`` voxels resampled by ``scale`` into ``m`` voxels.
+
+    The last input voxel covers ``last_weight`` of its length (it ends at
+    ``n_in - 1 + last_weight``); ``m`` defaults to every input voxel kept
+    (:func:`_axis_length`), and fewer leave the input past them out.
 
     Returns
     -------
@@ -406,13 +476,14 @@ def _area_weights(n_in: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     weights : ndarray of float, shape (m, k)
         Normalised overlap of output voxel ``j`` with input ``starts[j] + t``.
     """
-    m = _axis_length(n_in, scale)
+    m = _axis_length(n_in, scale, last_weight) if m is None else m
+    end = n_in - 1 + last_weight
     lower = np.arange(m) * scale
-    upper = np.minimum(lower + scale, n_in)
+    upper = np.minimum(lower + scale, end)
     starts = np.floor(lower + 1e-9).astype(np.int64)
     k = int(math.ceil(scale)) + 1
     voxel = starts[:, None] + np.arange(k)[None, :]
-    overlap = np.minimum(voxel + 1, upper[:, None]) - np.maximum(voxel, lower[:, None])
+    overlap = np.minimum(np.minimum(voxel + 1, end), upper[:, None]) - np.maximum(voxel, lower[:, None])
     overlap = np.where((voxel < n_in) & (overlap > 1e-12), overlap, 0.0)
     return starts, overlap / overlap.sum(axis=1, keepdims=True)
 
@@ -442,13 +513,12 @@ def _weighted_axis_numpy(
     return result
 
 
-def _resample_axis(data: da.Array, axis: int, scale: float) -> da.Array:
-    """Area-weighted resampling of one axis, as float64, lazily and seam-free."""
+def _resample_axis(data: da.Array, axis: int, scale: float, last_weight: float, m: int) -> da.Array:
+    """Area-weighted resampling of one axis into ``m`` voxels, as float64, lazily and seam-free."""
     import dask.array as da
 
     n_in = data.shape[axis]
-    starts, weights = _area_weights(n_in, scale)
-    m = len(starts)
+    starts, weights = _area_weights(n_in, scale, last_weight, m)
     step = max(_MIN_OUTPUT_BLOCK, round(max(data.chunks[axis]) / scale))
     pieces = []
     for j0 in range(0, m, step):

@@ -40,7 +40,7 @@ from linumpy.errors import InputError
 from linumpy.io import atomic, chunk_writer, codecs, ngff, page_cache, streamed_pyramid
 from linumpy.io.options import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
-from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution
+from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution, resampled_last_weights
 
 if TYPE_CHECKING:  # dask is imported where it is used (linumpy.dask_arrays)
     import dask.array as da
@@ -51,6 +51,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNKS = {3: (64, 256, 256), 2: (1024, 1024)}
 #: Default resolutions (um) of the analysis pyramid.
 DEFAULT_ANALYSIS_RESOLUTIONS_UM = (10, 25, 50, 100)
+#: An analysis level's last voxel along an axis is written only if the level above covers at least this
+#: fraction of its length; 1: only whole voxels, each the mean over the extent its scale and translation give
+#: (a partial one, e.g. the volume's deepest 6 um in a 10 um voxel, would be labelled with a centre 2 um below
+#: its data and hold fewer of them). Level 0 keeps every voxel; a level keeps at least one.
+ANALYSIS_MIN_LAST_COVER = 1.0
 #: Relative tolerance under which two resolutions are the same.
 RESOLUTION_TOLERANCE = 0.01
 #: At most this many voxels of the coarsest level feed the omero window.
@@ -1088,6 +1093,7 @@ class AnalysisOmeZarrWriter(_PyramidWriter):
         metadata = {
             "method": "linumpy.resample.resample_to_resolution",
             "resolutions_um": [float(r) for r in resolutions_um],
+            "min_last_cover": ANALYSIS_MIN_LAST_COVER,
         }
         self._store_levels(resolution, levels, "area", metadata, attributes, origin, level0)
 
@@ -1117,9 +1123,14 @@ def lateral_pyramid(
 def analysis_pyramid(
     base: da.Array, resolution: tuple[float, ...], resolutions_um: Sequence[float], path: Path | str = "image"
 ) -> list[_Level]:
-    """Isotropic levels of ``base`` at the listed resolutions (see AnalysisOmeZarrWriter)."""
+    """Isotropic levels of ``base`` at the listed resolutions (see AnalysisOmeZarrWriter).
+
+    Each level is resampled from the previous one, whose partial last voxels
+    weigh what they cover; a last voxel the level above covers over less than
+    :data:`ANALYSIS_MIN_LAST_COVER` of its length is left out.
+    """
     levels: list[_Level] = []
-    data, scale = base, resolution
+    data, scale, cover = base, resolution, (1.0,) * base.ndim
     coarsest = max(resolution)
     isotropic = max(resolution) <= min(resolution) * (1 + RESOLUTION_TOLERANCE)
     for r_um in sorted(float(r) for r in resolutions_um):
@@ -1130,8 +1141,9 @@ def analysis_pyramid(
             logger.info("%s: skipping %g um: finer than the data's %g um", path, r_um, coarsest * 1000)
             continue
         target = (r,) * base.ndim
-        data = resample_to_resolution(data, scale, target)
-        scale = target
+        resampled = resample_to_resolution(data, scale, target, cover, ANALYSIS_MIN_LAST_COVER)
+        cover = resampled_last_weights(data.shape, scale, target, cover, ANALYSIS_MIN_LAST_COVER)
+        data, scale = resampled, target
         levels.append(_Level(data, scale))
     return levels
 

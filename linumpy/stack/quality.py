@@ -26,7 +26,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from linumpy.io.zarr import RESOLUTION_TOLERANCE, read_omezarr, read_omezarr_info
+from linumpy.io.zarr import ANALYSIS_MIN_LAST_COVER, RESOLUTION_TOLERANCE, read_omezarr, read_omezarr_info
 from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
@@ -124,7 +124,8 @@ def qc_reads_finest(shape: Sequence[int], resolution_um: float, pyramid_resoluti
     (True, False)
     """
     coarser = [r for r in pyramid_resolutions_um if r > resolution_um * (1 + RESOLUTION_TOLERANCE)]
-    widths = [max(resampled_shape(shape, (resolution_um,) * len(shape), (r,) * len(shape))[1:]) for r in coarser]
+    widths = [max(resampled_shape(shape, (resolution_um,) * len(shape), (r,) * len(shape),
+                                  min_last_cover=ANALYSIS_MIN_LAST_COVER)[1:]) for r in coarser]
     return all(width < QC_VIEW_PX for width in widths)
 
 
