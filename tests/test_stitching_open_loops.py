@@ -1,13 +1,14 @@
 """Tiles placed through a loop of kept pairs that does not close, none of its pairs clearly the culprit, are
-named in the tile records and the report warns of them (session link209, issue #10)."""
+named in the tile records and the report warns of them (session link209, issue #10); a piece of them placed
+beyond the stage's error goes onto the stage model (stop 63)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from linumpy.qc.flags import open_loop_warnings, record_flags
-from linumpy.stitching.tile_records import open_loop_tiles
-from linumpy.stitching.global_solve import PairOffset, solve_positions
+from linumpy.stitching.global_solve import PairOffset, StageModel, solve_positions
+from linumpy.stitching.tile_records import far_open_loop_pieces_to_stage, open_loop_tiles
 
 STEP = (86.0, 86.0)
 #: The pairs kept on foreign ``c185`` seed 209, slice 0 (4 x 4, 10 % overlap), with their own significance.
@@ -68,3 +69,38 @@ def test_loops_that_close_name_no_tile():
     """The same slice with every pair right: no loop misses, nothing named, no warning."""
     tiles, (_, _, kept), _ = _slice({})
     assert open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept}) == {}
+
+
+def test_a_piece_of_an_open_loop_within_the_stage_error_stays_where_its_loop_put_it():
+    """209 slice 0's named tiles (4.6 and 1.3 px off) depart from the stage model no farther than the others
+    (the stage errs by up to 8 px): nothing moves, no pair is dropped."""
+    tiles, (positions, model, kept), _ = _slice(WRONG)
+    named = open_loop_tiles(tiles, kept, STEP, {(p.a, p.b): SPREADS.get((p.a, p.b), (0.0, 0.0)) for p in kept})
+    moved_positions, moved_kept, moved = far_open_loop_pieces_to_stage(positions, model, kept, named)
+    assert moved == set() and moved_kept == list(kept)
+    assert all(np.array_equal(moved_positions[t], positions[t]) for t in tiles)
+
+
+def test_a_piece_an_open_loop_places_beyond_the_stage_error_goes_onto_the_stage_model():
+    """Foreign c185 238 slice 1's shape: the stage errs by up to 4 px a tile, a wrong link holds a right-shaped
+    piece of five tiles (16, -17) px off, the loop through it open. The piece goes onto its stage-model mean as
+    one (within the stage's mean error of the truth, its shape kept), the pairs joining it to the others are
+    dropped, the other tiles do not move."""
+    tiles = [(r, c) for r in range(4) for c in range(4)]
+    rng = np.random.default_rng(238)
+    truth = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) + rng.uniform(-4, 4, 2) for t in tiles}
+    piece = {(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)}
+    positions = {t: truth[t] + (np.array([16.0, -17.0]) if t in piece else 0.0) for t in tiles}
+    kept = [PairOffset(a, b, tuple(positions[b] - positions[a]), 1.0) for a in tiles for b in tiles
+            if (b[0] - a[0], b[1] - a[1]) in ((0, 1), (1, 0))]
+    moved_positions, moved_kept, moved = far_open_loop_pieces_to_stage(
+        positions, StageModel.nominal(STEP), kept, {t: 20.1 for t in piece})
+    assert moved == piece
+    assert {(p.a, p.b) for p in kept} - {(p.a, p.b) for p in moved_kept} == {
+        (a, b) for a, b in ((p.a, p.b) for p in kept) if (a in piece) != (b in piece)}
+    frame = [t for t in tiles if t not in piece]
+    assert all(np.array_equal(moved_positions[t], positions[t]) for t in frame)
+    before, after = _off(positions, truth, frame), _off(moved_positions, truth, frame)
+    assert min(before[t] for t in piece) > 20.0 and max(after[t] for t in piece) < 4.0
+    shape = [moved_positions[t] - positions[t] for t in piece]
+    assert np.ptp(shape, axis=0).max() < 1e-9  # moved as one

@@ -182,6 +182,12 @@ METRICS: dict[str, MetricInfo] = {
                             "so the loop was kept; the tiles may lie off by up to the miss "
                             "(open_loop_miss_px). A warning in the report (half the loops named on the "
                             "foreign runs held tiles within 1.2 px)."),
+    "n_open_loop_to_stage_tiles": _M("Tiles of an open loop put on the stage model", "count",
+                                     "Tiles placed through a loop that does not close whose piece departed "
+                                     "from the stage model farther than every other placed tile (plus 2 px): "
+                                     "no stage error puts them there, so the wrong overlap is one of theirs; "
+                                     "the piece is placed as one at its tiles' stage-model mean, the overlaps "
+                                     "joining it to the others dropped."),
     "open_loop_miss_px": _M("Miss of the loop that does not close", "px", "Largest departure of an accepted "
                             "overlap of such a loop from what the other overlaps predict (none: no such loop)."),
     "n_border_peak_links": _M("Overlaps peaking on the border of their search, refused", "count",
@@ -210,7 +216,8 @@ METRICS: dict[str, MetricInfo] = {
                 "(its lone far link refused by the first solve: placed by its other overlaps), "
                 "lone_edge_link_along_stage, tied_to_left_out, rigid_piece (placed with a rigid piece at its "
                 "stage-model mean); open_loop_px (the miss of the loop that does not "
-                "close it is placed through, or none); hinge_links and off_probability "
+                "close it is placed through, or none); open_loop_to_stage (its piece, placed through such a "
+                "loop beyond the stage's error, put on the stage model); hinge_links and off_probability "
                 "(tile_off_probability); stage_residual_px (the stage residual model's correction)."),
     "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "
                         "2.5 that a tile placed by overlaps follows by at least half of any change of their "

@@ -116,9 +116,10 @@ from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
-from linumpy.stitching.tile_records import build_tile_records, open_loop_tiles
+from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
 from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
-                                         LONE_EDGE_LINK_ACROSS_ONLY, RIGID_PIECE_KEPT, PairRecord, TileTransform)
+                                         LONE_EDGE_LINK_ACROSS_ONLY, OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT,
+                                         PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
@@ -344,6 +345,9 @@ def estimate_transform(
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
+    positions, loop_kept, open_loop_to_stage = far_open_loop_pieces_to_stage(positions, model, kept, open_loop)
+    open_loop_cut = {(p.a, p.b) for p in kept} - {(p.a, p.b) for p in loop_kept}
+    kept = loop_kept
     positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
     positions, rigid = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations), tile_step_px)
     kept_ids = {(p.a, p.b) for p in kept + rigid}
@@ -353,6 +357,8 @@ def estimate_transform(
     for (a, b), r in {**final, **{pair: registrations[pair] for pair in rigid_ids}}.items():
         if (a, b) in detached:
             status = "weak attachment, piece on the stage"
+        elif (a, b) in open_loop_cut:
+            status = OPEN_LOOP_PIECE_TO_STAGE
         elif (a, b) in rigid_ids:
             status = RIGID_PIECE_KEPT
         elif (a, b) in lone_refused_links:
@@ -418,6 +424,7 @@ def estimate_transform(
         "lone_edge_link_along_stage": along_stage,
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
+        "open_loop_to_stage": open_loop_to_stage,
     }
     tile_records = build_tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted | flagged["rigid_piece"], flagged, open_loop)

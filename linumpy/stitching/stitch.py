@@ -505,7 +505,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`), ``n_open_loop_tiles`` those placed through a loop
     of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
-    :func:`linumpy.qc.flags.open_loop_warnings`). ``n_border_peak_links`` counts the pairs whose own peak lies on
+    :func:`linumpy.qc.flags.open_loop_warnings`), ``n_open_loop_to_stage_tiles`` those of them whose piece,
+    beyond the stage's error, was put on the stage model (per tile ``open_loop_to_stage``,
+    :func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`). ``n_border_peak_links`` counts the pairs whose own peak lies on
     the border of the scored window (per pair ``border_peak``: no local maximum), refused as evidence (their
     maps still serve the joint searches; one accepted there at that peak widens its tiles' ``sigma_px`` by the
     search window's variance, which the tile-bar flag reads). ``n_unlocated_links`` counts the accepted pairs
@@ -580,6 +582,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     open_loop = [record.open_loop_px for record in transform.tiles.values() if np.isfinite(record.open_loop_px)]
     metrics["n_open_loop_tiles"] = len(open_loop)
     metrics["open_loop_miss_px"] = round(max(open_loop), 3) if open_loop else None
+    metrics["n_open_loop_to_stage_tiles"] = sum(record.open_loop_to_stage for record in transform.tiles.values())
     risk = tile_risk(transform, max_shift_px)
     metrics.update(risk_fields(risk))
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
@@ -624,6 +627,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "tied_to_left_out": record.tied_to_left_out,
                     "rigid_piece": record.rigid_piece,
                     "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,
+                    "open_loop_to_stage": record.open_loop_to_stage,
                     **tile_risk_fields(risk, tile),
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())

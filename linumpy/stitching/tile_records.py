@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from linumpy.stitching.global_solve import PairOffset, TileIndex
+import numpy as np
+
+from linumpy.stitching.global_solve import PairOffset, StageModel, TileIndex
 from linumpy.stitching.link_conflicts import CULPRIT_MARGIN, honest_error, open_loops
 from linumpy.stitching.reanchor import pieces
+from linumpy.stitching.tile_search import PRIOR_SLACK_PX
 from linumpy.stitching.transform import TileRecord
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,64 @@ def open_loop_tiles(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], tile
     logger.info("loop(s) of kept pairs miss by up to %.1f px, none clearly the culprit (suspects %s): %d tile(s) "
                 "placed through them, left where they are", miss, sorted(suspects), len(named))
     return {t: miss for t in sorted(named)}
+
+
+def far_open_loop_pieces_to_stage(
+    positions: Mapping[TileIndex, np.ndarray], model: StageModel, kept: Sequence[PairOffset],
+    open_loop: Mapping[TileIndex, float],
+) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset], set[TileIndex]]:
+    """Put on the stage model the pieces an open loop places farther from it than any other tile lies.
+
+    The tiles of :func:`open_loop_tiles` lie where the suspects of a loop that does not close put them, no pair
+    clearly the one that erred: the stitcher cannot tell which placement is right. The other placed tiles (the
+    frame) sample the stage's error: each departs from the stage model by its own error, after their common
+    translation. A piece of the named tiles (joined by kept pairs among them) whose mean departs, after that
+    translation, more than the frame's largest departure plus
+    :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX` (larger axis) is placed where no stage error puts it:
+    the wrong link is one of its suspects. It is translated as a whole onto its tiles' stage-model mean (its
+    pairs within it keep its shape) and the kept pairs joining it to the other tiles are dropped, so that its
+    tiles' standard errors include the stage scatter. A piece within that bound stays where it is (a loop's
+    miss may lie elsewhere: the earlier false alarms). Foreign ``c185`` seed 238, slice 1: a corner link of own
+    significance 2.5, 26 px off, and a weak one, 7 px off, held five right-shaped tiles 15-17 px (per axis) from
+    their stage-model mean, the eleven others at most 6.9 px from theirs: the five 17.7 px off the truth, the
+    stage 1.2-8.2 px.
+
+    Parameters
+    ----------
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    kept : Sequence[PairOffset]
+        The final kept pairs.
+    open_loop : Mapping[TileIndex, float]
+        The tiles placed through an open loop (:func:`open_loop_tiles`).
+
+    Returns
+    -------
+    tuple
+        ``(positions, kept, moved)``: the positions with the far pieces on the stage model, the kept pairs
+        without those joining them to the other tiles, and the tiles moved.
+    """
+    positions = dict(positions)
+    named = set(open_loop)
+    frame = sorted({t for pair in kept for t in (pair.a, pair.b)} - named)
+    if not named or not frame:
+        return positions, list(kept), set()
+    departure = {t: np.asarray(positions[t], float) - model.position(t) for t in positions}
+    common = np.mean([departure[t] for t in frame], axis=0)
+    bound = max(float(np.abs(departure[t] - common).max()) for t in frame) + PRIOR_SLACK_PX
+    moved: set[TileIndex] = set()
+    for piece in pieces(named, [(p.a, p.b) for p in kept if p.a in named and p.b in named]):
+        shift = np.mean([departure[t] for t in piece], axis=0) - common
+        if np.abs(shift).max() <= bound:
+            continue
+        logger.info("piece %s placed through an open loop %.1f px from its stage-model mean (the other tiles "
+                    "within %.1f px of theirs): on the stage model", piece, float(np.abs(shift).max()), bound)
+        for tile in piece:
+            positions[tile] = positions[tile] - shift
+        moved |= set(piece)
+    return positions, [p for p in kept if (p.a in moved) == (p.b in moved)], moved
 
 
 def build_tile_records(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], corroborated: set[TileIndex],

@@ -48,6 +48,9 @@ LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its ti
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
 #: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
+#: Status of a kept pair that joined a piece placed through an open loop to the other tiles, the piece then put
+#: on the stage model (:func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`).
+OPEN_LOOP_PIECE_TO_STAGE = "open loop placing its piece beyond the stage's error, piece on the stage"
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,12 @@ class TileRecord:
         its own (3 or more), so the loop was kept. The loop's largest miss, pixels: the tile may lie off by up
         to about that (:func:`linumpy.stitching.tile_records.open_loop_tiles`; session link209). NaN for any other
         tile and in transforms written before.
+    open_loop_to_stage : bool
+        The tile lay where an open loop put it (``open_loop_px``) and its piece departed from the stage model
+        farther than every other placed tile: the piece is placed as one at its tiles' stage-model mean, the
+        pairs joining it to the others dropped (status ``open loop placing its piece beyond the stage's error,
+        piece on the stage``; :func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`). False in
+        transforms written before stop 63.
     """
 
     source: str
@@ -306,6 +315,7 @@ class TileRecord:
     tied_to_left_out: bool = False
     rigid_piece: bool = False
     open_loop_px: float = float("nan")
+    open_loop_to_stage: bool = False
 
 
 @dataclass(frozen=True)
@@ -433,6 +443,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "tied_to_left_out": bool(record.tied_to_left_out),
              "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
+             "open_loop_to_stage": bool(record.open_loop_to_stage),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -521,7 +532,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
                 rigid_piece=bool(t.get("rigid_piece", False)),
-                open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]))
+                open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]),
+                open_loop_to_stage=bool(t.get("open_loop_to_stage", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
