@@ -351,6 +351,8 @@ def estimate_transform(
     positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
     positions, rigid = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations), tile_step_px)
     kept_ids = {(p.a, p.b) for p in kept + rigid}
+    # a weak pair not kept between tiles the kept pairs join closed a loop that contradicted it: not a bridge
+    piece_of = {t: i for i, piece in enumerate(pieces(tiles, kept_ids)) for t in piece}
     candidate_ids = {(p.a, p.b): p for p in candidates}
     rigid_ids = {(p.a, p.b) for p in rigid}
     records = []
@@ -393,7 +395,8 @@ def estimate_transform(
             status = FAR_BRIDGE_KEPT
         else:
             status = pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
-                                  (a, b) in candidate_ids and not candidate_ids[(a, b)].strong,
+                                  (a, b) in candidate_ids and not candidate_ids[(a, b)].strong
+                                  and piece_of[a] != piece_of[b],
                                   (a, b) in implausible, (a, b) in far)
         records.append(PairRecord(a, b, r.offset, r.ncc, (a, b) in kept_ids, significance=r.significance,
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),

@@ -121,7 +121,8 @@ def pair_status(registration: PairRegistration, kept: bool, candidate: bool, bri
     candidate : bool
         Whether the pair was a candidate (significance at least :data:`MIN_SIGNIFICANCE`).
     bridge : bool
-        Whether it was a candidate below :data:`STRONG_SIGNIFICANCE` (a weak link, kept only inside a loop).
+        Whether it was a candidate below :data:`STRONG_SIGNIFICANCE` (a weak link, kept only inside a loop)
+        between tiles the kept pairs do not join (else the loop it closes contradicted it: ``inconsistent``).
     implausible : bool
         Whether :func:`~linumpy.stitching.departures.implausible_departure` refused it.
     far : bool

@@ -109,8 +109,9 @@ class PairRecord:
         ``not significant``, ``refused, its peak on the border of the scored window``
         (:data:`BORDER_PEAK_REFUSED`), ``inconsistent or outside the main group``
         (residual of the global solve too large, or linking tiles apart from
-        the largest group), ``weak outside any loop`` (only link, not
-        significant enough to stand alone), ``loop closure, inconsistent``,
+        the largest group; also a weak pair between tiles the kept pairs join:
+        the loop it closes contradicted it), ``weak outside any loop`` (only
+        link, not significant enough to stand alone), ``loop closure, inconsistent``,
         ``joint search, inconsistent``, ``joint search, no significant peak
         without its dropped pairs`` (the pairs left of a joint placement the
         solve broke, :func:`linumpy.stitching.refusals.drop_broken_placements`),
