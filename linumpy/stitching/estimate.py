@@ -70,6 +70,9 @@
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
+   A piece placed through a loop of kept pairs that does not close, no pair clearly the one that erred, and
+   departing from the stage model farther than every other placed tile goes onto its stage-model mean
+   (:func:`~linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`).
 7. Such tiles are moved by the stage residual (backlash, drift) the
    registered tiles predict for them, on an axis only where leave-one-out
    over the registered tiles validates the prediction
