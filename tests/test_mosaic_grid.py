@@ -79,6 +79,7 @@ def test_missing_tile_is_zeros_and_not_listed(tiny_acquisition, tmp_path):
     assert [0, 1] not in read_omezarr_info(tmp_path / "g.ome.zarr").attributes["tiles_present"]
     metrics = read_qc_record(qc_record_path(tmp_path / "g.ome.zarr"))["metrics"]
     assert (metrics["n_tiles"], metrics["n_frames_averaged"]) == (5, 2), "the tiny preset averages two frames"
+    assert (metrics["axial_resolution_um"], metrics["axial_resolution_source"]) == (1.5, "argument")
 
 
 def test_a_failing_grid_write_publishes_neither_output(tiny_acquisition, tmp_path, monkeypatch):

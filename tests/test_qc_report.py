@@ -304,6 +304,18 @@ def test_a_one_frame_acquisition_is_a_warning_of_the_whole_acquisition_not_a_red
         assert collect_qc(tmp_path / folder).warnings == [], folder
 
 
+def test_an_assumed_axial_voxel_size_is_one_warning_naming_its_slices(tmp_path):
+    # a native acquisition without acquisition.json or the axial_resolution param: depths and attenuation in
+    # physical units rest on the lab default (a 2 um system read as 1.5 um: attenuation 25-48 % high)
+    for slice_id, source in ((0, "default"), (1, "default"), (2, "argument")):
+        write_qc_record(tmp_path / f"mosaic_grid_3d_z{slice_id:02d}.ome.zarr", "mosaic_grid_3d",
+                        {"n_tiles": 9, "axial_resolution_um": 1.5, "axial_resolution_source": source})
+    qc = collect_qc(tmp_path)
+    assert qc.flags == []
+    assert [w.message[:62] for w in qc.warnings] == ["axial voxel size not given for slices 0, 1: 1.5 um assumed (th"]
+    assert "axial voxel size not given" in render_report(qc)
+
+
 def test_a_record_the_step_run_again_replaced_raises_no_flag_but_stays_in_the_details(tmp_path):
     # slice 4's focus estimate refused (first run, kept in axial_corr_refused/), then corrected with the
     # acquisition's profile (second run, its final product in axial_corr/)

@@ -189,12 +189,18 @@ def test_open_tiny_native_matches_truth(tiny_acquisition):
         assert section.frames_averaged == truth["raw"]["n_repeat"] == 2
 
 
-def test_axial_resolution_precedence(tiny_acquisition, tmp_path):
-    assert open_acquisition(tiny_acquisition).slice(0).resolution_um[0] == 1.5  # from acquisition.json
-    assert open_acquisition(tiny_acquisition, axial_resolution_um=3.5).slice(0).resolution_um[0] == 3.5
+def test_axial_resolution_precedence_and_its_source(tiny_acquisition, tmp_path, caplog):
+    sidecar = open_acquisition(tiny_acquisition).slice(0)
+    assert (sidecar.resolution_um[0], sidecar.axial_resolution_source) == (1.5, "acquisition.json")
+    given = open_acquisition(tiny_acquisition, axial_resolution_um=3.5).slice(0)
+    assert (given.resolution_um[0], given.axial_resolution_source) == (3.5, "argument")
+    assert "axial resolution not given" not in caplog.text
     copy = tmp_path / "raw"
     shutil.copytree(tiny_acquisition / tile_name(0, 0, 0), copy / tile_name(0, 0, 0))
-    assert open_acquisition(copy).axial_resolution_um == DEFAULT_AXIAL_RESOLUTION_UM
+    assumed = open_acquisition(copy)
+    assert assumed.axial_resolution_um == DEFAULT_AXIAL_RESOLUTION_UM
+    assert assumed.slice(0).axial_resolution_source == "default"
+    assert f"{copy}: axial resolution not given" in caplog.text, "an assumed voxel size is never silent"
 
 
 def test_one_subfolder_per_slice_is_accepted(tiny_acquisition, tmp_path):

@@ -129,6 +129,9 @@ class SliceAcquisition:
     frames_averaged : int or None
         Raw frames averaged into each B-scan (native tiles' ``n_repeat``), when known: one frame leaves the
         speckle unaveraged (the report warns, ``linumpy.qc.flags.acquisition_warnings``).
+    axial_resolution_source : str
+        Where ``resolution_um[0]`` came from: ``"argument"``, ``"acquisition.json"`` or ``"default"``
+        (:data:`DEFAULT_AXIAL_RESOLUTION_UM` assumed; the report warns).
     """
 
     slice_id: int
@@ -140,6 +143,7 @@ class SliceAcquisition:
     tiles: dict[tuple[int, int], Tile]
     focus_z_px: int | None = None
     frames_averaged: int | None = None
+    axial_resolution_source: str = "argument"
 
 
 class Acquisition:
@@ -152,11 +156,13 @@ class Acquisition:
         entries: dict[int, dict[tuple[int, int], Path]],
         sidecar: AcquisitionSidecar,
         axial_resolution_um: float,
+        axial_resolution_source: str,
     ) -> None:
         self.path = path
         self.layouts = layouts
         self.sidecar = sidecar
         self.axial_resolution_um = axial_resolution_um
+        self.axial_resolution_source = axial_resolution_source
         self._entries = entries
         self._slices: dict[int, SliceAcquisition] = {}
 
@@ -203,7 +209,8 @@ def open_acquisition(path: str | Path, axial_resolution_um: float | None = None)
         The acquisition folder.
     axial_resolution_um : float, optional
         Axial voxel size; defaults to ``acquisition.json``'s, else
-        :data:`DEFAULT_AXIAL_RESOLUTION_UM` (the lab system's 1.5 um).
+        :data:`DEFAULT_AXIAL_RESOLUTION_UM` (the lab system's 1.5 um, logged as a warning: the native tiles'
+        ``info.txt`` does not give it).
 
     Returns
     -------
@@ -238,8 +245,20 @@ def open_acquisition(path: str | Path, axial_resolution_um: float | None = None)
     entries = dict(sorted({**native, **tiff}.items()))
     if axial_resolution_um is not None and axial_resolution_um <= 0:
         raise InputError(f"axial resolution must be positive, got {axial_resolution_um} um")
-    axial = axial_resolution_um or sidecar.axial_resolution_um or DEFAULT_AXIAL_RESOLUTION_UM
-    return Acquisition(root, layouts, entries, sidecar, float(axial))
+    axial, source = _axial_resolution(root, axial_resolution_um, sidecar.axial_resolution_um)
+    return Acquisition(root, layouts, entries, sidecar, axial, source)
+
+
+def _axial_resolution(root: Path, given_um: float | None, sidecar_um: float | None) -> tuple[float, str]:
+    """The axial voxel size (um) and where it came from; assuming the lab default is logged as a warning."""
+    if given_um is not None:
+        return float(given_um), "argument"
+    if sidecar_um is not None:
+        return float(sidecar_um), SIDECAR_NAME
+    logger.warning("%s: axial resolution not given (no %s, no --axial_resolution): the lab system's %s um "
+                   "assumed; depths, thicknesses and attenuation (per mm) scale with it", root, SIDECAR_NAME,
+                   DEFAULT_AXIAL_RESOLUTION_UM)
+    return DEFAULT_AXIAL_RESOLUTION_UM, "default"
 
 
 def _scan(root: Path) -> tuple[dict, dict]:
@@ -363,6 +382,7 @@ def _assemble(
         tiles=dict(sorted(tiles.items())),
         focus_z_px=focus_z_px,
         frames_averaged=frames_averaged,
+        axial_resolution_source=acq.axial_resolution_source,
     )
 
 

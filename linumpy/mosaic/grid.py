@@ -383,7 +383,8 @@ def write_mosaic_grid(
     # An acquisition-wide decision is flagged once, in its own record (field_curvature_qc.json).
     write_qc_record(
         path, "mosaic_grid_3d", metrics | galvo.metrics() | curvature.metrics()
-        | {"n_frames_averaged": section.frames_averaged}, figures,
+        | {"n_frames_averaged": section.frames_averaged, "axial_resolution_um": section.resolution_um[0],
+           "axial_resolution_source": section.axial_resolution_source}, figures,
         galvo.flags(galvo_confidence) + (curvature.flags() if curvature.source == "slice" else []),
     )
     return geometry

@@ -113,28 +113,41 @@ def acquisition_flags(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:
 
 
 def acquisition_warnings(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:
-    """Warnings about the whole acquisition: slices imaged with fewer than :data:`MIN_FRAMES_AVERAGED` frames.
-
-    Reads ``n_frames_averaged`` of the mosaic grid's records; one warning for all such slices (the frame
-    count is the acquisition's setting, not a failure of a step).
+    """Warnings about the whole acquisition, one each for all the slices concerned (the acquisition's settings,
+    not a failure of a step): slices imaged with fewer than :data:`MIN_FRAMES_AVERAGED` frames
+    (``n_frames_averaged``), and slices whose axial voxel size was assumed (``axial_resolution_source``
+    ``"default"``), read from the mosaic grid's records.
 
     Examples
     --------
     >>> records = [{"step": "mosaic_grid_3d", "slice_id": i, "metrics": {"n_frames_averaged": 1}} for i in (0, 1)]
     >>> [(flag.slice_id, flag.message[:40]) for flag in acquisition_warnings(records)]
     [(None, 'one raw frame per B-scan on slices 0, 1 ')]
+    >>> records = [{"step": "mosaic_grid_3d", "slice_id": 3,
+    ...             "metrics": {"axial_resolution_source": "default", "axial_resolution_um": 1.5}}]
+    >>> [flag.message[:55] for flag in acquisition_warnings(records)]
+    ['axial voxel size not given for slices 3: 1.5 um assumed']
     """
-    single = sorted(_slice_id(record.get("slice_id")) for record in records
-                    if record.get("step") == "mosaic_grid_3d"
-                    and (frames := _number(record.get("metrics", {}).get("n_frames_averaged"))) is not None
+    grids = [record for record in records if record.get("step") == "mosaic_grid_3d"]
+    single = sorted(_slice_id(record.get("slice_id")) for record in grids
+                    if (frames := _number(record.get("metrics", {}).get("n_frames_averaged"))) is not None
                     and frames < MIN_FRAMES_AVERAGED)
-    if not single:
-        return []
-    return [RedFlag(None, "mosaic_grid_3d", (
-        f"one raw frame per B-scan on slices {', '.join(map(str, single))} (n_repeat 1 in the tiles' info.txt): "
-        "the speckle is not averaged, so the volume matches the tissue less closely (volume NCC near .94-.95 on "
-        "the foreign phantoms against .95-.96 with two frames) and a tile pair along oblique structure can "
-        "register 1-2 px off with a confident peak; acquire two frames or more per B-scan where time allows"))]
+    assumed = {_slice_id(record.get("slice_id")): record["metrics"].get("axial_resolution_um") for record in grids
+               if record.get("metrics", {}).get("axial_resolution_source") == "default"}
+    warnings = []
+    if single:
+        warnings.append(RedFlag(None, "mosaic_grid_3d", (
+            f"one raw frame per B-scan on slices {', '.join(map(str, single))} (n_repeat 1 in the tiles' info.txt): "
+            "the speckle is not averaged, so the volume matches the tissue less closely (volume NCC near .94-.95 "
+            "on the foreign phantoms against .95-.96 with two frames) and a tile pair along oblique structure can "
+            "register 1-2 px off with a confident peak; acquire two frames or more per B-scan where time allows")))
+    if assumed:
+        warnings.append(RedFlag(None, "mosaic_grid_3d", (
+            f"axial voxel size not given for slices {', '.join(map(str, sorted(assumed)))}: "
+            f"{'/'.join(sorted({str(v) for v in assumed.values()}))} um assumed (the lab system's; the tiles' "
+            "info.txt does not say it): depths, slice thicknesses and attenuation (per mm) scale with it; set the "
+            "axial_resolution param (or acquisition.json's axial_resolution_um) if this system differs")))
+    return warnings
 
 
 def open_loop_warnings(records: Sequence[Mapping[str, Any]]) -> list[RedFlag]:

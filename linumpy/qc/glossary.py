@@ -41,6 +41,13 @@ METRICS: dict[str, MetricInfo] = {
                             "(n_repeat in the tiles' info.txt; empty when the tiles do not say). One frame leaves "
                             "the speckle unaveraged: the report warns (a lower match of the volume to the tissue, "
                             "tile pairs along oblique structure 1-2 px off)."),
+    "axial_resolution_um": _M("Axial voxel", "um", "Depth of one voxel along the A-line, as the mosaic grid "
+                              "was written with it; depths, slice thicknesses and attenuation (per mm) scale with "
+                              "it."),
+    "axial_resolution_source": _M("Axial voxel from", "text", "Where the axial voxel size came from: 'argument' "
+                                  "(the axial_resolution param), 'acquisition.json', or 'default' (the lab "
+                                  "system's 1.5 um assumed, since the tiles' info.txt does not give it: the "
+                                  "report warns)."),
     "nonzero_fraction": _M("Non-zero voxels", "%", "Share of voxels that hold any signal; "
                            "near 0 means an empty slice."),
     "confidence": _M("Stitch confidence", "0-1", "Median confidence of the neighbouring tile pairs whose "
