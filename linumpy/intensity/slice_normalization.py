@@ -8,7 +8,9 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    masked AIPs give the flat-field (:mod:`linumpy.intensity.flatfield`);
 2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
    the ``low``/``high`` percentiles;
-3. the normalized volume is written.
+3. the normalized volume is written; meanwhile the temporary 2D arrays
+   (a scratch directory) are deleted on a thread of their own (deleting
+   their files waits for the disk, which the writing keeps busy).
 
 Every pass reads whole chunk columns straight from storage
 (:func:`linumpy.io.zarr.open_omezarr_level`), their files announced to the
