@@ -126,7 +126,9 @@ def normalize_slice(
     block = lateral_block_size(volume.shape[0])
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    import_in_background(FIGURES_MODULE)  # the QC figure's module, while the passes' threads run
+    # scipy's image filters (the smoothing of the AIP, after the first pass) and the QC figure's module, imported
+    # while the first pass's threads read and decode (serial start-up time otherwise)
+    import_in_background("scipy.ndimage", FIGURES_MODULE)
     # The scratch maps (the AIP and its smoothed version) are deleted on `cleanup` while the output is written:
     # deleting their files waits for the disk, which the writing keeps busy (serial time at the end otherwise).
     with ThreadPoolExecutor(1, thread_name_prefix="normalize-cleanup") as cleanup:
