@@ -278,3 +278,12 @@ def test_the_scratch_maps_are_removed_on_their_own_thread_while_the_output_is_wr
     for level in ("0", "1"):
         assert np.array_equal(zarr.open_array(str(tmp_path / "out.ome.zarr" / level))[...],
                               zarr.open_array(str(tmp_path / "plain.ome.zarr" / level))[...])
+
+
+def test_the_normalization_imports_scipy_beside_its_first_pass_not_before_it():
+    """Importing the step's module leaves scipy out (its image filters are imported on a thread of their own while
+    the first pass runs): a fresh interpreter that imports it has not imported scipy."""
+    code = ("import sys, linumpy.intensity.slice_normalization, linumpy.intensity.qc_summary; "
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'scipy'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
