@@ -238,3 +238,52 @@ def test_smoothed_aip_chunk_by_chunk_is_the_whole_map_smoothed(tmp_path, sigma_p
     expected = LogHistogram()
     expected.add(whole)
     assert np.array_equal(histogram.counts, expected.counts) and histogram.zeros == expected.zeros
+
+
+def test_the_scratch_maps_are_removed_on_their_own_thread_while_the_output_is_written(tmp_path, monkeypatch):
+    """The scratch directory (the AIP and its smoothed map) is deleted on the cleanup thread, and that deletion
+    has started before the output's first block is written; none is left, and the output is the one written with
+    the deletion on the calling thread."""
+    import threading
+
+    from linumpy.intensity import slice_normalization
+    from linumpy.io import atomic
+
+    volume = np.random.default_rng(5).gamma(2.0, 0.5, (12, 40, 40)).astype(np.float32)
+    save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
+    normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "plain.ome.zarr", n_levels=1, workers=2)
+    events = []
+    removed = threading.Event()
+    remove_path, apply = atomic.remove_path, slice_normalization.normalize.normalize_values
+
+    def recorded_removal(path):
+        existed = Path(path).exists()
+        remove_path(path)
+        if atomic.SCRATCH_INFIX in Path(path).name and existed:
+            events.append(("removed", threading.current_thread().name))
+            removed.set()
+
+    def first_block_waits(*args):
+        assert removed.wait(10), "the scratch maps were not removed while the blocks were written"
+        events.append(("block", threading.current_thread().name))
+        return apply(*args)
+
+    monkeypatch.setattr(atomic, "remove_path", recorded_removal)
+    monkeypatch.setattr(slice_normalization.normalize, "normalize_values", first_block_waits)
+    normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", n_levels=1, workers=2)
+    scratch_removals = [name for kind, name in events if kind == "removed"]
+    assert scratch_removals and all(name.startswith("normalize-cleanup") for name in scratch_removals)
+    assert events[0][0] == "removed" and any(kind == "block" for kind, _ in events)
+    assert not list(tmp_path.glob(f"*{atomic.SCRATCH_INFIX}*"))
+    for level in ("0", "1"):
+        assert np.array_equal(zarr.open_array(str(tmp_path / "out.ome.zarr" / level))[...],
+                              zarr.open_array(str(tmp_path / "plain.ome.zarr" / level))[...])
+
+
+def test_the_normalization_imports_scipy_beside_its_first_pass_not_before_it():
+    """Importing the step's module leaves scipy out (its image filters are imported on a thread of their own while
+    the first pass runs): a fresh interpreter that imports it has not imported scipy."""
+    code = ("import sys, linumpy.intensity.slice_normalization, linumpy.intensity.qc_summary; "
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'scipy'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -11,7 +11,6 @@ logarithm of the positive AIP values. The intensity normalization maps the
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from linumpy.intensity.histogram import LogHistogram
 
@@ -21,6 +20,8 @@ UINT16_MAX = np.iinfo(np.uint16).max
 
 def smooth_aip(aip: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
     """Gaussian-smoothed AIP (float32) for the tissue mask."""
+    from scipy import ndimage  # imported when needed: the normalization imports it beside its first pass
+
     return ndimage.gaussian_filter(np.asarray(aip, np.float32), sigma_px, mode="nearest")
 
 

@@ -8,7 +8,9 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    masked AIPs give the flat-field (:mod:`linumpy.intensity.flatfield`);
 2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
    the ``low``/``high`` percentiles;
-3. the normalized volume is written.
+3. the normalized volume is written; meanwhile the temporary 2D arrays
+   (a scratch directory) are deleted on a thread of their own (deleting
+   their files waits for the disk, which the writing keeps busy).
 
 Every pass reads whole chunk columns straight from storage
 (:func:`linumpy.io.zarr.open_omezarr_level`), their files announced to the
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,29 +126,27 @@ def normalize_slice(
     block = lateral_block_size(volume.shape[0])
 
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    import_in_background(FIGURES_MODULE)  # the QC figure's module, while the passes' threads run
-    with atomic.scratch_directory(out_path) as scratch:
-        aip = _store_aip(volume, Path(scratch) / "aip.ome.zarr", block, in_path, progress, workers)
-        smoothed, aip_histogram = _store_smoothed(aip, Path(scratch) / "smoothed.ome.zarr", settings.mask_sigma_px,
-                                                  workers)
-        threshold = normalize.tissue_threshold(aip_histogram)
+    # scipy's image filters (the smoothing of the AIP, after the first pass) and the QC figure's module, imported
+    # while the first pass's threads read and decode (serial start-up time otherwise)
+    import_in_background("scipy.ndimage", FIGURES_MODULE)
+    # The scratch maps (the AIP and its smoothed version) are deleted on `cleanup` while the output is written:
+    # deleting their files waits for the disk, which the writing keeps busy (serial time at the end otherwise).
+    with ThreadPoolExecutor(1, thread_name_prefix="normalize-cleanup") as cleanup:
+        with atomic.scratch_directory(out_path, cleanup) as scratch:
+            threshold, field, values, n_tissue = _tissue_statistics(volume, Path(scratch), settings, origins,
+                                                                    info.attributes, in_path, progress, workers)
         attributes = dict(info.attributes)
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
         with OmeZarrWriter(out_path, volume.shape, chunks=chunks, dtype=settings.dtype,
                            compression=compression, overwrite=overwrite) as writer:
-            values, low_high, nonzero = None, None, 0
+            low_high, nonzero = None, 0
             if threshold is None:
                 logger.warning("%s has no positive intensity (empty slice): writing zeros", in_path)
                 writer[:] = 0
                 attributes.update(_attributes(settings, threshold, None, None, 0.0))
             else:
-                field = None
-                if origins is not None:
-                    field = _estimate_flatfield(aip, smoothed, threshold, origins, info.attributes)
-                values, n_tissue = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress,
-                                                     workers)
                 low, high = (values.percentile(q) for q in settings.percentiles)
-                fraction = n_tissue / int(np.prod(smoothed.shape))
+                fraction = n_tissue / int(np.prod(volume.shape[1:]))
 
                 def apply(part: LateralBlock) -> int:
                     data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
@@ -163,8 +164,28 @@ def normalize_slice(
                 low_high = (low, high)
                 attributes.update(_attributes(settings, threshold, low_high, field, fraction))
             writer.finalize(resolution, n_levels, attributes)
-    write_normalize_qc(out_path, values, low_high, attributes, nonzero, int(np.prod(volume.shape)))
+        write_normalize_qc(out_path, values, low_high, attributes, nonzero, int(np.prod(volume.shape)))
     return attributes
+
+
+def _tissue_statistics(
+    volume: StoredArray, scratch: Path, settings: NormalizeSettings, origins: list[tuple[int, int]] | None,
+    attributes: dict[str, Any], in_path: Any, progress: bool, workers: int | None,
+) -> tuple[float | None, np.ndarray | None, LogHistogram | None, int]:
+    """Passes 1 and 2: the tissue threshold, the flat field (None without ``origins``), the histogram of the
+    tissue voxels and the number of tissue A-lines (None, None, None, 0 for an empty slice).
+
+    The AIP and its smoothed version are scratch maps in ``scratch``.
+    """
+    block = lateral_block_size(volume.shape[0])
+    aip = _store_aip(volume, scratch / "aip.ome.zarr", block, in_path, progress, workers)
+    smoothed, aip_histogram = _store_smoothed(aip, scratch / "smoothed.ome.zarr", settings.mask_sigma_px, workers)
+    threshold = normalize.tissue_threshold(aip_histogram)
+    if threshold is None:
+        return None, None, None, 0
+    field = None if origins is None else _estimate_flatfield(aip, smoothed, threshold, origins, attributes)
+    values, n_tissue = _tissue_histogram(volume, smoothed, threshold, field, origins, block, progress, workers)
+    return threshold, field, values, n_tissue
 
 
 def _check_settings(settings: NormalizeSettings) -> None:

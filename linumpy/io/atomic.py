@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 from linumpy.errors import OutputExistsError
@@ -95,12 +96,18 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def scratch_directory(path: str | os.PathLike) -> Iterator[Path]:
+def scratch_directory(path: str | os.PathLike, remover: Executor | None = None) -> Iterator[Path]:
     """Yield a private scratch directory beside the output ``path``; delete it afterwards.
 
     It is named ``.NAME.scratch.partial-PID``, like the atomic temporaries, so
     that a killed writer's scratch is removed by the next writer of ``path``
     (or the local runner) through :func:`remove_stale_temporaries`.
+
+    ``remover``: an executor the deletion is handed to when the block ends (the
+    caller's next work then runs beside it: deleting hundreds of chunk files
+    waits for the disk, which a step's own writes keep busy); the deletion is
+    done when the executor is shut down. Without one, it is deleted before the
+    block's exit returns.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +118,12 @@ def scratch_directory(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield scratch
     finally:
-        remove_path(scratch)
+        if remover is None:
+            remove_path(scratch)
+        else:
+            remover.submit(remove_path, scratch).add_done_callback(
+                lambda removal: removal.exception() is None or logger.warning(
+                    "%s: scratch directory not removed (%s)", scratch, removal.exception()))
 
 
 @contextlib.contextmanager
