@@ -134,6 +134,16 @@ def test_thickness_from_motor_steps_is_the_step_most_agree_on():
     assert _slice_thickness(None, None, motors, [0, 1, 2, 3, 4]) == pytest.approx(66.0)
 
 
+def test_a_sidecar_without_the_thickness_leaves_it_to_the_motor_steps(tmp_path):
+    """An acquisition.json written for the axial resolution alone failed the stack, the run's last step."""
+    sidecar = tmp_path / "acquisition.json"
+    sidecar.write_text(json.dumps({"axial_resolution_um": 3.0}))
+    motors = np.column_stack([np.array([5.0, 5.075, 5.150, 5.225]), np.zeros(4), np.zeros(4)])
+    assert _slice_thickness(None, sidecar, motors, [0, 1, 2, 3]) == pytest.approx(75.0)
+    sidecar.write_text(json.dumps({"axial_resolution_um": 3.0, "slice_thickness_um": 70.0}))
+    assert _slice_thickness(None, sidecar, motors, [0, 1, 2, 3]) == 70.0
+
+
 def test_both_orchestrators_pass_the_sidecar_to_the_stack(tmp_path):
     params, layout = PipelineParams(input=str(tmp_path / "raw"), exclude_slices=[1]), OutputLayout(tmp_path / "out")
     sidecar = tmp_path / "raw" / "acquisition.json"

@@ -218,8 +218,9 @@ def _slice_thickness(
 ) -> float:
     """The vibratome cut: given, else the sidecar's, else the motor z step per slice id most steps agree on.
 
-    Slices left out (excluded, or a subset) make the motor steps span several
-    cuts, so each step is divided by the slice-id gap it covers.
+    A sidecar without ``slice_thickness_um`` (one written for the axial resolution alone) leaves the
+    thickness to the motor steps, as without a sidecar. Slices left out (excluded, or a subset) make the
+    motor steps span several cuts, so each step is divided by the slice-id gap it covers.
     """
     if thickness_um:
         return thickness_um
@@ -227,9 +228,9 @@ def _slice_thickness(
         from linumpy.io.sidecar import read_sidecar  # pydantic: imported only for a sidecar (about 0.15 s)
 
         thickness = read_sidecar(acquisition_json).slice_thickness_um
-        if thickness is None:
-            raise InputError(f"{acquisition_json}: no slice_thickness_um; add it or pass --slice_thickness_um")
-        return thickness
+        if thickness is not None:
+            return thickness
+        LOGGER.info("%s gives no slice_thickness_um: the thickness from the motor z steps", acquisition_json)
     if len(motors) < 2:
         return 0.0  # a single slice has nothing to place it against
     steps = np.abs(np.diff(motors[:, 0])) / np.diff(np.asarray(slice_ids, dtype=float))
