@@ -1,0 +1,160 @@
+"""Compiled loops of the edge-aware compensation (:mod:`linumpy.intensity.attenuation`), one pass over a block.
+
+numpy ran the guided compensation of each group of planes as ~8 passes over the same memory (coefficients
+interpolated, repeated to the A-lines, multiplied, added, clipped, extended, tested, divided, multiplied)
+and :class:`~linumpy.intensity.attenuation.BlockPass` as 5 (any nonzero, two binnings, clip, level). These
+loops do each in one pass, with numpy's float32 operations in numpy's order (no fused multiply-add, no
+reassociation: ``fastmath`` off), so that they give numpy's bits. ``nogil``: the step's worker threads run
+them on both cores. ``cache``: compiled once per machine into ``__pycache__`` beside this file, or
+``NUMBA_CACHE_DIR`` where that is read-only.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+
+
+@numba.njit(inline="always")
+def _clip(value: np.float32) -> np.float32:
+    """``np.maximum(value, 0)`` against an array of zeros: NaN kept, -0 and negatives to +0."""
+    return value if not value <= 0 else np.float32(0.0)
+
+
+@numba.njit(**_JIT)
+def block_pass_add(
+    part: np.ndarray, first: int, starts: tuple[np.ndarray, np.ndarray], counts: tuple[np.ndarray, np.ndarray],
+    unclipped: np.ndarray, clipped: np.ndarray, imaged: np.ndarray, level: np.ndarray, level_planes: int,
+) -> None:
+    """:meth:`~linumpy.intensity.attenuation.BlockPass.add`'s pass over the planes ``part`` from plane ``first``.
+
+    Bins of 1 or 2 A-lines a side (``starts``, ``counts`` of the grid): each bin's sum is taken as numpy's
+    binning takes it (along y, then along x, then divided by the float32 count), of the samples as given
+    (``unclipped``) and clipped at 0 (``clipped``, also written back into ``part``). ``imaged``: the A-lines
+    with a sample other than 0; ``level``: the clipped samples of the planes below ``level_planes`` summed.
+    """
+    y_starts, x_starts = starts
+    y_counts, x_counts = counts
+    for k in range(part.shape[0]):
+        z = first + k
+        for i in range(y_starts.size):
+            y0, n_y = y_starts[i], y_counts[i]
+            for j in range(x_starts.size):
+                x0, n_x = x_starts[j], x_counts[j]
+                count = np.float32(n_y * n_x)
+                # the bin's samples (y0, x0), (y0 + 1, x0), (y0, x0 + 1), (y0 + 1, x0 + 1); 0 outside a narrow bin
+                a = _take(part, k, y0, x0, z, imaged, level, level_planes)
+                b = _take(part, k, y0 + 1, x0, z, imaged, level, level_planes) if n_y == 2 else np.float32(0.0)
+                c = _take(part, k, y0, x0 + 1, z, imaged, level, level_planes) if n_x == 2 else np.float32(0.0)
+                d = (_take(part, k, y0 + 1, x0 + 1, z, imaged, level, level_planes) if n_y == 2 and n_x == 2
+                     else np.float32(0.0))
+                unclipped[z, i, j] = _bin_sum(a, b, c, d, n_y, n_x) / count
+                clipped[z, i, j] = _bin_sum(_clip(a), _clip(b), _clip(c), _clip(d), n_y, n_x) / count
+
+
+@numba.njit(inline="always")
+def _take(part: np.ndarray, k: int, y: int, x: int, z: int, imaged: np.ndarray, level: np.ndarray,
+          level_planes: int) -> np.float32:
+    """One sample of :func:`block_pass_add`: marks its A-line imaged, clips it in place, adds it to the level."""
+    value = part[k, y, x]
+    if value != 0:
+        imaged[y, x] = True
+    kept = _clip(value)
+    part[k, y, x] = kept
+    if z < level_planes:
+        level[y, x] = kept if z == 0 else level[y, x] + kept
+    return value
+
+
+@numba.njit(inline="always")
+def _bin_sum(a: np.float32, b: np.float32, c: np.float32, d: np.float32, n_y: int, n_x: int) -> np.float32:
+    """A bin's sum as numpy's binning takes it: along y (``a + b``, ``c + d``), then along x."""
+    left = a + b if n_y == 2 else a
+    if n_x == 1:
+        return left
+    return left + (c + d if n_y == 2 else c)
+
+
+@numba.njit(**_JIT)
+def guided_planes(
+    planes: np.ndarray, fitted: np.ndarray, coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray,
+    bins: tuple[np.ndarray, np.ndarray], extension: np.ndarray, out: np.ndarray,
+) -> None:
+    """``out[n]`` = the guided filter's sums at plane ``planes[n]``, clipped at 0, plus ``extension``.
+
+    The coefficients ``(a, b)`` fitted on the planes ``fitted`` (``coefficients``, shape ``(2, fitted, y', x')``;
+    ``steps``: their differences between consecutive fitted planes) are interpolated linearly to the plane,
+    ``a * guide + b`` is evaluated at each A-line (``bins``: its bin's row and column), clipped at 0, and the
+    A-line's ``extension`` added: float32, in numpy's order.
+    """
+    row_bin, column_bin = bins
+    slope, mean = _row_buffers(coefficients)
+    for n in range(planes.size):
+        below, weight = _interpolation(planes[n], fitted)
+        last_row = -1
+        for y in range(guide.shape[0]):
+            if row_bin[y] != last_row:
+                last_row = row_bin[y]
+                _interpolated_row(coefficients, steps, below, weight, last_row, slope, mean)
+            for x in range(guide.shape[1]):
+                c = column_bin[x]
+                out[n, y, x] = _clip(slope[c] * guide[y, x] + mean[c]) + extension[y, x]
+
+
+@numba.njit(**_JIT)
+def compensate_guided(
+    signal: np.ndarray, corner: tuple[int, int], planes: tuple[int, int], fitted: np.ndarray,
+    coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray, bins: tuple[np.ndarray, np.ndarray],
+    extension: np.ndarray,
+) -> None:
+    """``signal[k] = signal[k] / T[k] * T[0]`` (unchanged where ``T[k]`` <= 0 before the product), in place.
+
+    ``T``: :func:`guided_planes`' sums of the A-lines of ``guide`` (its shape), which are those of
+    ``signal`` from ``corner``; the planes ``[start, stop)`` of ``planes``. numpy's
+    ``compensate_attenuation`` of those sums, evaluated one A-line at a time.
+    """
+    row_bin, column_bin = bins
+    top, left = corner
+    slope, mean = _row_buffers(coefficients)
+    first = np.empty(guide.shape, np.float32)
+    for p in range(planes[0] - 1, planes[1]):
+        k = p if p >= planes[0] else 0  # the pass p = start - 1 evaluates T[0] (every plane's numerator)
+        below, weight = _interpolation(k, fitted)
+        last_row = -1
+        for y in range(guide.shape[0]):
+            if row_bin[y] != last_row:
+                last_row = row_bin[y]
+                _interpolated_row(coefficients, steps, below, weight, last_row, slope, mean)
+            for x in range(guide.shape[1]):
+                c = column_bin[x]
+                sums = _clip(slope[c] * guide[y, x] + mean[c]) + extension[y, x]
+                if p < planes[0]:
+                    first[y, x] = sums
+                    continue
+                value = signal[k, top + y, left + x]
+                if sums > 0:
+                    value = value / sums
+                signal[k, top + y, left + x] = value * first[y, x]
+
+
+@numba.njit(inline="always")
+def _row_buffers(coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(coefficients.shape[3], np.float32), np.empty(coefficients.shape[3], np.float32)
+
+
+@numba.njit(inline="always")
+def _interpolation(plane: int, fitted: np.ndarray) -> tuple[int, np.float32]:
+    """The fitted plane at or above ``plane`` (the last but one at most) and the weight of the next one."""
+    below = min(np.searchsorted(fitted, plane, side="right") - 1, fitted.size - 2)
+    return below, np.float32((plane - fitted[below]) / (fitted[below + 1] - fitted[below]))
+
+
+@numba.njit(inline="always")
+def _interpolated_row(coefficients: np.ndarray, steps: np.ndarray, below: int, weight: np.float32, row: int,
+                      slope: np.ndarray, mean: np.ndarray) -> None:
+    """``slope``, ``mean`` = the coefficients of a row of bins at the weight between ``below`` and the next."""
+    for c in range(slope.size):
+        slope[c] = coefficients[0, below, row, c] + weight * steps[0, below, row, c]
+        mean[c] = coefficients[1, below, row, c] + weight * steps[1, below, row, c]
