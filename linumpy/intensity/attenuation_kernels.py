@@ -14,10 +14,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = {"cache": True, "nogil": True}
+#: IEEE division (x / 0 is inf or NaN, as numpy's, not an exception)
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _clip(value: np.float32) -> np.float32:
     """``np.maximum(value, 0)`` against an array of zeros: NaN kept, -0 and negatives to +0."""
     return value if not value <= 0 else np.float32(0.0)
@@ -41,34 +42,27 @@ def block_pass_add(
         z = first + k
         for i in range(y_starts.size):
             y0, n_y = y_starts[i], y_counts[i]
+            y1 = y0 + n_y - 1  # the bin's second row (its first when it is 1 row)
             for j in range(x_starts.size):
                 x0, n_x = x_starts[j], x_counts[j]
-                count = np.float32(n_y * n_x)
-                # the bin's samples (y0, x0), (y0 + 1, x0), (y0, x0 + 1), (y0 + 1, x0 + 1); 0 outside a narrow bin
-                a = _take(part, k, y0, x0, z, imaged, level, level_planes)
-                b = _take(part, k, y0 + 1, x0, z, imaged, level, level_planes) if n_y == 2 else np.float32(0.0)
-                c = _take(part, k, y0, x0 + 1, z, imaged, level, level_planes) if n_x == 2 else np.float32(0.0)
-                d = (_take(part, k, y0 + 1, x0 + 1, z, imaged, level, level_planes) if n_y == 2 and n_x == 2
-                     else np.float32(0.0))
-                unclipped[z, i, j] = _bin_sum(a, b, c, d, n_y, n_x) / count
-                clipped[z, i, j] = _bin_sum(_clip(a), _clip(b), _clip(c), _clip(d), n_y, n_x) / count
+                x1 = x0 + n_x - 1
+                # the bin's samples (y0, x0), (y1, x0), (y0, x1), (y1, x1): those of a narrow bin read twice,
+                # summed once
+                a, b, c, d = part[k, y0, x0], part[k, y1, x0], part[k, y0, x1], part[k, y1, x1]
+                scale = np.float32(1.0) / np.float32(n_y * n_x)  # 1, 1/2, 1/4: exact, so x * scale is x / count
+                unclipped[z, i, j] = _bin_sum(a, b, c, d, n_y, n_x) * scale
+                clipped[z, i, j] = _bin_sum(_clip(a), _clip(b), _clip(c), _clip(d), n_y, n_x) * scale
+            for y in range(y0, y0 + n_y):  # the rows of this row of bins, while they are in the cache
+                for x in range(part.shape[2]):
+                    value = part[k, y, x]
+                    imaged[y, x] |= value != 0
+                    part[k, y, x] = _clip(value)
+                if z < level_planes:
+                    for x in range(part.shape[2]):
+                        level[y, x] = part[k, y, x] if z == 0 else level[y, x] + part[k, y, x]
 
 
-@numba.njit(inline="always")
-def _take(part: np.ndarray, k: int, y: int, x: int, z: int, imaged: np.ndarray, level: np.ndarray,
-          level_planes: int) -> np.float32:
-    """One sample of :func:`block_pass_add`: marks its A-line imaged, clips it in place, adds it to the level."""
-    value = part[k, y, x]
-    if value != 0:
-        imaged[y, x] = True
-    kept = _clip(value)
-    part[k, y, x] = kept
-    if z < level_planes:
-        level[y, x] = kept if z == 0 else level[y, x] + kept
-    return value
-
-
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _bin_sum(a: np.float32, b: np.float32, c: np.float32, d: np.float32, n_y: int, n_x: int) -> np.float32:
     """A bin's sum as numpy's binning takes it: along y (``a + b``, ``c + d``), then along x."""
     left = a + b if n_y == 2 else a
@@ -90,17 +84,14 @@ def guided_planes(
     A-line's ``extension`` added: float32, in numpy's order.
     """
     row_bin, column_bin = bins
-    slope, mean = _row_buffers(coefficients)
+    slope, mean = _row_buffers(guide)
     for n in range(planes.size):
         below, weight = _interpolation(planes[n], fitted)
-        last_row = -1
         for y in range(guide.shape[0]):
-            if row_bin[y] != last_row:
-                last_row = row_bin[y]
-                _interpolated_row(coefficients, steps, below, weight, last_row, slope, mean)
+            if y == 0 or row_bin[y] != row_bin[y - 1]:
+                _interpolated_row(coefficients, steps, below, weight, row_bin[y], column_bin, slope, mean)
             for x in range(guide.shape[1]):
-                c = column_bin[x]
-                out[n, y, x] = _clip(slope[c] * guide[y, x] + mean[c]) + extension[y, x]
+                out[n, y, x] = _clip(slope[x] * guide[y, x] + mean[x]) + extension[y, x]
 
 
 @numba.njit(**_JIT)
@@ -117,44 +108,41 @@ def compensate_guided(
     """
     row_bin, column_bin = bins
     top, left = corner
-    slope, mean = _row_buffers(coefficients)
-    first = np.empty(guide.shape, np.float32)
-    for p in range(planes[0] - 1, planes[1]):
-        k = p if p >= planes[0] else 0  # the pass p = start - 1 evaluates T[0] (every plane's numerator)
+    n_x = guide.shape[1]
+    first = np.empty((1, *guide.shape), np.float32)  # T[0], every plane's numerator
+    guided_planes(np.zeros(1, np.int64), fitted, coefficients, steps, guide, bins, extension, first)
+    slope, mean = _row_buffers(guide)
+    for k in range(planes[0], planes[1]):
         below, weight = _interpolation(k, fitted)
-        last_row = -1
         for y in range(guide.shape[0]):
-            if row_bin[y] != last_row:
-                last_row = row_bin[y]
-                _interpolated_row(coefficients, steps, below, weight, last_row, slope, mean)
-            for x in range(guide.shape[1]):
-                c = column_bin[x]
-                sums = _clip(slope[c] * guide[y, x] + mean[c]) + extension[y, x]
-                if p < planes[0]:
-                    first[y, x] = sums
-                    continue
-                value = signal[k, top + y, left + x]
-                if sums > 0:
-                    value = value / sums
-                signal[k, top + y, left + x] = value * first[y, x]
+            if y == 0 or row_bin[y] != row_bin[y - 1]:
+                _interpolated_row(coefficients, steps, below, weight, row_bin[y], column_bin, slope, mean)
+            line = signal[k, top + y, left : left + n_x]
+            for x in range(n_x):
+                sums = _clip(slope[x] * guide[y, x] + mean[x]) + extension[y, x]
+                value = line[x]
+                quotient = value / sums
+                line[x] = (quotient if sums > 0 else value) * first[0, y, x]
 
 
-@numba.njit(inline="always")
-def _row_buffers(coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.empty(coefficients.shape[3], np.float32), np.empty(coefficients.shape[3], np.float32)
+@numba.njit(inline="always", error_model="numpy")
+def _row_buffers(guide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The coefficients ``(a, b)`` of a row of A-lines."""
+    return np.empty(guide.shape[1], np.float32), np.empty(guide.shape[1], np.float32)
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _interpolation(plane: int, fitted: np.ndarray) -> tuple[int, np.float32]:
     """The fitted plane at or above ``plane`` (the last but one at most) and the weight of the next one."""
     below = min(np.searchsorted(fitted, plane, side="right") - 1, fitted.size - 2)
     return below, np.float32((plane - fitted[below]) / (fitted[below + 1] - fitted[below]))
 
 
-@numba.njit(inline="always")
+@numba.njit(error_model="numpy")
 def _interpolated_row(coefficients: np.ndarray, steps: np.ndarray, below: int, weight: np.float32, row: int,
-                      slope: np.ndarray, mean: np.ndarray) -> None:
-    """``slope``, ``mean`` = the coefficients of a row of bins at the weight between ``below`` and the next."""
-    for c in range(slope.size):
-        slope[c] = coefficients[0, below, row, c] + weight * steps[0, below, row, c]
-        mean[c] = coefficients[1, below, row, c] + weight * steps[1, below, row, c]
+                      column_bin: np.ndarray, slope: np.ndarray, mean: np.ndarray) -> None:
+    """``slope``, ``mean`` = each A-line's coefficients in a row of bins, at ``weight`` from ``below`` to the next."""
+    for x in range(slope.size):
+        c = column_bin[x]
+        slope[x] = coefficients[0, below, row, c] + weight * steps[0, below, row, c]
+        mean[x] = coefficients[1, below, row, c] + weight * steps[1, below, row, c]

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from linumpy.intensity.attenuation_map import WindowedAttenuation
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.qc.records import render_png, write_qc_record
+
+if TYPE_CHECKING:  # the normalize step imports this module: not the attenuation model (nor numba, its kernels')
+    from linumpy.intensity.attenuation_map import WindowedAttenuation
 
 #: Resolution of the histogram of surface depths (bins per voxel).
 SURFACE_BINS_PER_PX = 10
