@@ -146,3 +146,35 @@ def _interpolated_row(coefficients: np.ndarray, steps: np.ndarray, below: int, w
         c = column_bin[x]
         slope[x] = coefficients[0, below, row, c] + weight * steps[0, below, row, c]
         mean[x] = coefficients[1, below, row, c] + weight * steps[1, below, row, c]
+
+
+@numba.njit(**_JIT)
+def box_sums(planes: np.ndarray, width: int, out: np.ndarray) -> None:
+    """``out`` = the mean of each ``(y, x)`` plane of ``planes`` over a box of ``width`` (odd), edges repeated.
+
+    Summed along y first (each row and the ``width - 1`` below it, from the top, in float32), then along x
+    the same way, then divided by ``width ** 2``: the sums of numpy's shifted views, in their order.
+    """
+    radius = width // 2
+    n_y, n_x = planes.shape[1], planes.shape[2]
+    column = np.empty(n_x, np.float32)
+    padded = np.empty(n_x + 2 * radius, np.float32)
+    area = np.float32(width * width)
+    for p in range(planes.shape[0]):
+        for y in range(n_y):
+            for x in range(n_x):
+                column[x] = planes[p, min(max(y - radius, 0), n_y - 1), x]
+            for d in range(1, width):
+                row = min(max(y - radius + d, 0), n_y - 1)
+                for x in range(n_x):
+                    column[x] += planes[p, row, x]
+            padded[radius : radius + n_x] = column
+            padded[:radius] = column[0]
+            padded[radius + n_x :] = column[n_x - 1]
+            row = out[p, y]
+            row[:] = padded[:n_x]
+            for d in range(1, width):
+                for x in range(n_x):
+                    row[x] += padded[x + d]
+            for x in range(n_x):
+                row[x] /= area
