@@ -127,3 +127,25 @@ def test_compensation_kernel_keeps_the_bits_of_the_sums_then_the_division(zeros)
         np.testing.assert_array_equal(bits(result), bits(expected))
         if zeros:
             assert (result[:, :, -5:] == 0).all()
+
+
+@pytest.mark.parametrize("width", [3, 5, 11])
+def test_box_mean_kernel_keeps_the_order_of_numpys_shifted_sums(width):
+    """The compiled ``box_mean``: each box summed along y from its top row, then along x from its left
+    column, in float32, then divided by ``width ** 2`` (the sums of numpy's shifted views, in their order),
+    edges repeated; bit for bit, planes narrower than the box and special values included."""
+    values = special_values((4, 7, 9)) * np.float32(1e-30)
+    values[1] = decaying_block(n_z=1, size=9)[0, :7]
+    values[2, :, :2] = special_values((7, 2))
+    radius = width // 2
+    padded = np.pad(values, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    with np.errstate(all="ignore"):
+        columns = padded[:, :7].copy()
+        for d in range(1, width):
+            columns += padded[:, d : d + 7]
+        expected = columns[..., :9].copy()
+        for d in range(1, width):
+            expected += columns[..., d : d + 9]
+        expected /= np.float32(width * width)
+        found = attenuation.box_mean(values, width)
+    np.testing.assert_array_equal(bits(found), bits(expected))
