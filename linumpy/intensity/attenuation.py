@@ -45,7 +45,7 @@ from linumpy.intensity import attenuation_kernels
 MAX_TAIL_RATIO = 0.95
 #: Planes handled by one numpy call in the plane-by-plane loops (bounded temporaries, few calls).
 GROUP_PLANES = 16
-#: Largest noise bias correction ``v / (2 S^2)`` added to a log sample of the decay fits (:func:`noise_bias`):
+#: Largest noise bias correction ``v / (2 S^2)`` added to a log sample of the decay fits (:func:`fit_sums`):
 #: reached at a signal twice the noise's standard deviation, below which the second-order term no longer holds.
 MAX_NOISE_BIAS = 0.125
 
@@ -848,35 +848,15 @@ def cumulated_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, step:
     (a multiple of ``step``) keeps the sums so far, so that the sums of any window ``[first, b)``
     are at hand (the split test of :func:`linumpy.intensity.attenuation_map.window_attenuation`).
     The six terms of each plane (``1, k, k^2`` where the sample is used, ``l, l k, l^2`` of its
-    float32 log ``l``) are made for a group of planes at once, then added to the float64 sums
-    plane after plane.
+    float32 log ``l``) are rounded to float32, then added to the float64 sums plane after plane
+    (:func:`linumpy.intensity.attenuation_kernels.cumulated_line_sums`).
     """
-    n_z = tails.shape[0] - 1
-    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    low, signal, log = _log_planes(tails, first, stop)
+    high = low + len(signal)
     boundaries = np.arange((low // step + 1) * step, high + 1, step)
     total = np.zeros((6, *first.shape))
     above = np.empty((boundaries.size, *total.shape))
-    terms = np.empty((min(GROUP_PLANES, max(high - low, 1)), *total.shape), np.float32)
-    row = 0
-
-    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        nonlocal row
-        group = terms[: k.size]
-        weight = k.astype(np.float32)[:, None]
-        group[:, 0] = use
-        np.multiply(group[:, 0], weight, out=group[:, 1])
-        np.multiply(group[:, 1], weight, out=group[:, 2])
-        group[:, 3] = log
-        np.multiply(log, weight, out=group[:, 4])
-        np.multiply(log, log, out=group[:, 5])
-        for plane, next_plane in zip(group, k + 1, strict=True):
-            total[...] += plane
-            if row < boundaries.size and next_plane == boundaries[row]:
-                above[row] = total
-                row += 1
-
-    _log_planes(tails, first, stop, visit)
-    above[row:] = total
+    attenuation_kernels.cumulated_line_sums(signal, log, low, first, stop, boundaries, total, above)
     return CumulatedSums(LineSums(*total), boundaries, above)
 
 
@@ -886,89 +866,13 @@ def fit_sums(
 ) -> tuple[LineSums, LineSums]:
     """The sums of a straight line's fit to ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)``.
 
-    ``n, sz, szz`` counted by group of planes, ``sl, szl`` added plane after plane in float64 (the
-    fit of :func:`slope_attenuation`; ``sll`` is not summed: 0). With ``window_stop``, the same
+    ``n, sz, szz`` counted, ``sl, szl`` added plane after plane in float64 (the fit of
+    :func:`slope_attenuation`; ``sll`` is not summed: 0), in one compiled pass
+    (:func:`linumpy.intensity.attenuation_kernels.fit_line_sums`). With ``window_stop``, the same
     sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: those of
     the A-lines whose window stops early are taken as they stand when the pass reaches their
-    stop. ``variance``: the noise variance of each plane's signal, ``(z,)``: the log carries
-    :func:`noise_bias` (None: none). Returns ``(whole, window)``.
-    """
-    whole = LineSums(*(np.zeros(first.shape) for _ in range(6)))
-    lines = np.zeros(0, int) if window_stop is None else np.flatnonzero(window_stop < stop)  # stopping early
-    stops = np.zeros(0) if window_stop is None else window_stop.ravel()[lines]
-    ends = {int(end): lines[stops == end] for end in np.unique(stops)}
-    window = [np.zeros(lines.size) for _ in range(6)]  # the early A-lines' window sums
-    at = np.searchsorted(lines, np.arange(first.size))  # an early A-line's place in ``window``
-
-    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        weights = np.stack([np.ones(k.size), k, k.astype(float) ** 2])
-        used = use.reshape(k.size, -1)
-        counts = weights @ used  # the counts, sum k and sum k^2 of the used planes (integers: exact in float64)
-        for offset, end in enumerate(k + 1):
-            if end in ends:  # the counts before this group and those of its planes down to the end
-                stopping = ends[end]
-                part = weights[:, : offset + 1] @ used[: offset + 1, stopping]
-                for field, total, count in zip(window, whole.fields(), part, strict=False):
-                    field[at[stopping]] = total.reshape(-1)[stopping] + count
-        for total, count in zip(whole.fields(), counts, strict=False):
-            total += count.reshape(total.shape)
-        for field, values in ((3, log), (4, np.multiply(log, k.astype(np.float32).reshape(-1, *(1,) * first.ndim)))):
-            total = whole.fields()[field]
-            flat = total.reshape(-1)
-            for plane, end in zip(values, k + 1, strict=True):
-                total += plane
-                if end in ends:
-                    window[field][at[ends[end]]] = flat[ends[end]]
-
-    _log_planes(tails, first, stop, visit, variance)
-    if not lines.size:
-        return whole, whole
-    fields = [values.copy() for values in whole.fields()]
-    for values, taken in zip(fields, window, strict=True):
-        values.reshape(-1)[lines] = taken
-    return whole, LineSums(*fields)
-
-
-def _log_planes(
-    tails: np.ndarray, first: np.ndarray, stop: np.ndarray,
-    visit: Callable[[np.ndarray, np.ndarray, np.ndarray], None], variance: np.ndarray | None = None,
-) -> None:
-    """Call ``visit(log, use, k)`` on groups of planes of ``log(T[k] - T[k + 1])`` inside ``[first, stop)``.
-
-    Groups of :data:`GROUP_PLANES` planes (few numpy calls, so little time holding the GIL, and bounded
-    temporaries); ``log`` is float32 and 0 where unused (non-positive signal, outside the range); ``k``
-    the groups' planes, ``(m,)``. ``variance`` (``(z,)``, optional): each plane's noise variance; the
-    log then carries :func:`noise_bias`.
-    """
-    n_z = tails.shape[0] - 1
-    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
-    group = (min(GROUP_PLANES, max(high - low, 1)), *first.shape)
-    signal, log, bias = np.empty(group, np.float32), np.empty(group, np.float32), np.empty(group, np.float32)
-    cap = np.full(group, MAX_NOISE_BIAS, np.float32) if variance is not None else None
-    use, inside = np.empty(group, bool), np.empty(group, bool)
-    for a in range(low, high, GROUP_PLANES):
-        b = min(high, a + GROUP_PLANES)
-        k = np.arange(a, b)
-        planes = k.astype(first.dtype).reshape(-1, *(1,) * first.ndim)  # exact: compared in first's type
-        part = slice(0, b - a)
-        np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
-        np.greater(signal[part], 0, out=use[part])
-        use[part] &= np.less_equal(first, planes, out=inside[part])
-        use[part] &= np.greater(stop, planes, out=inside[part])
-        # every sample's log (and bias) unmasked, the unused ones set to 0 after: the same values, faster loops
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(signal[part], out=log[part])
-            if variance is not None:
-                log[part] += noise_bias(signal[part], variance[a:b], bias[part], cap[part])
-        np.logical_not(use[part], out=inside[part])
-        np.copyto(log[part], 0, where=inside[part])
-        visit(log[part], use[part], k)
-
-
-def noise_bias(
-    signal: np.ndarray, variance: np.ndarray, out: np.ndarray | None = None, cap: np.ndarray | None = None
-) -> np.ndarray:
-    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)``, at every sample.
+    stop. ``variance``: the noise variance of each plane's signal, ``(z,)``: the log carries the
+    noise bias (None: none).
 
     A signal ``S`` read with additive zero-mean noise of variance ``v`` has
     ``E[log(S + n)] = log S - v / (2 S^2) + O(v^2 / S^4)``: where the signal
@@ -976,27 +880,30 @@ def noise_bias(
     the more so the deeper, and the fitted decay rate high. Adding the term back
     (with the measured ``S`` for the unknown one) removes the bias to second
     order; it is capped at :data:`MAX_NOISE_BIAS` (``S`` twice the noise's
-    standard deviation), below which the expansion fails. ``signal``: ``(m, ...)``
-    float32, ``variance``: ``(m,)``, one per plane; ``out``: a float32 array of ``signal``'s shape to write
-    into (default: a new one); ``cap``: :data:`MAX_NOISE_BIAS` in a float32 array of that shape (the same
-    bits as against the scalar, faster: numpy 2.4's loop for two float32 arrays is ~4 times faster than its
-    loop against a scalar; default: made here). Meaningless where the
-    signal is not positive (its log is not taken there: the caller masks those samples).
-
-    Examples
-    --------
-    >>> signal = np.array([[1.0, 10.0, 0.5, 0.1]], np.float32)
-    >>> noise_bias(signal, np.array([0.02])).astype(float).round(4).tolist()  # capped last
-    [[0.01, 0.0001, 0.04, 0.125]]
+    standard deviation), below which the expansion fails. Returns ``(whole, window)``.
     """
-    out = np.empty(signal.shape, np.float32) if out is None else out
-    planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
-    np.multiply(signal, signal, out=out)
-    with np.errstate(divide="ignore", invalid="ignore"):  # no signal: inf or NaN, never used
-        np.divide(planes, out, out=out)
-    out *= np.float32(0.5)
-    cap = np.full(signal.shape, MAX_NOISE_BIAS, np.float32) if cap is None else cap
-    return np.minimum(out, cap, out=out)
+    low, signal, log = _log_planes(tails, first, stop)
+    lines = first.size
+    whole, window = np.zeros((6, lines)), np.zeros((6, lines))
+    window_stop = np.full(lines, np.inf) if window_stop is None else window_stop.ravel()
+    variance = np.zeros(0, np.float32) if variance is None else np.asarray(variance, np.float32)
+    attenuation_kernels.fit_line_sums(signal, log, low, first.ravel(), stop.ravel(), window_stop, variance,
+                                      np.float32(MAX_NOISE_BIAS), whole, window)
+    early = window_stop < stop.ravel()
+    window[:, ~early] = whole[:, ~early]
+    return LineSums(*whole.reshape(6, *first.shape)), LineSums(*window.reshape(6, *first.shape))
+
+
+def _log_planes(tails: np.ndarray, first: np.ndarray, stop: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(low, signal, log)``: ``T[k] - T[k + 1]`` and its float32 log (numpy's) on the planes ``k`` from ``low``
+    that some A-line's ``[first, stop)`` holds, shape ``(planes, A-lines)`` (the A-lines flattened)."""
+    n_z = tails.shape[0] - 1
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    high = max(low, high)
+    planes = tails.reshape(n_z + 1, -1)
+    signal = np.subtract(planes[low:high], planes[low + 1 : high + 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return low, signal, np.log(signal)
 
 
 def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:

@@ -178,3 +178,85 @@ def box_sums(planes: np.ndarray, width: int, out: np.ndarray) -> None:
                     row[x] += padded[x + d]
             for x in range(n_x):
                 row[x] /= area
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _used_log(signal: np.float32, log: np.float32, plane: int, first: float, stop: float, variance: np.ndarray,
+              cap: np.float32) -> tuple[bool, np.float32]:
+    """Whether a sample of the decay fits is used (positive, inside ``[first, stop)``) and its log (0 if not).
+
+    With ``variance`` (per plane; empty: none), the log carries the noise bias ``min(variance / (2
+    signal^2), cap)`` in numpy's float32 order (NaN kept by the minimum, as ``np.minimum``'s), see
+    :func:`linumpy.intensity.attenuation.fit_sums`.
+    """
+    if not (signal > 0 and first <= plane and stop > plane):
+        return False, np.float32(0.0)
+    if variance.size:
+        bias = variance[plane] / (signal * signal) * np.float32(0.5)
+        log = log + (bias if not bias > cap else cap)
+    return True, log
+
+
+@numba.njit(**_JIT)
+def fit_line_sums(
+    signal: np.ndarray, log: np.ndarray, low: int, first: np.ndarray, stop: np.ndarray, window_stop: np.ndarray,
+    variance: np.ndarray, cap: np.float32, whole: np.ndarray, window: np.ndarray,
+) -> None:
+    """:func:`linumpy.intensity.attenuation.fit_sums`' sums, one pass over the planes ``low + k`` of each A-line.
+
+    ``signal``, ``log``: ``(planes, lines)`` float32, the signal ``T[k] - T[k + 1]`` and its numpy log;
+    ``whole``, ``window``: ``(6, lines)`` float64 zeros, filled with ``(n, sz, szz, sl, szl, 0)`` over
+    ``[first, stop)`` and, for the A-lines with ``window_stop < stop``, over ``[first, window_stop)`` (left 0
+    when the window stops above the first plane). Counts are integers (exact); ``sl`` and ``szl`` are
+    added plane after plane, ``szl``'s terms rounded to float32 first (numpy's order). ``variance``, ``cap``:
+    the noise bias (:func:`_used_log`).
+    """
+    for i in range(signal.shape[1]):
+        early = window_stop[i] < stop[i]
+        for k in range(signal.shape[0]):
+            plane = low + k
+            used, value = _used_log(signal[k, i], log[k, i], plane, first[i], stop[i], variance, cap)
+            if used:
+                whole[0, i] += 1.0
+                whole[1, i] += plane
+                whole[2, i] += plane * plane
+            whole[3, i] += value
+            whole[4, i] += value * np.float32(plane)
+            if early and plane + 1 == window_stop[i]:
+                for field in range(5):
+                    window[field, i] = whole[field, i]
+
+
+@numba.njit(**_JIT)
+def cumulated_line_sums(
+    signal: np.ndarray, log: np.ndarray, low: int, first: np.ndarray, stop: np.ndarray, boundaries: np.ndarray,
+    total: np.ndarray, above: np.ndarray,
+) -> None:
+    """:func:`linumpy.intensity.attenuation.cumulated_sums`' sums, one pass over the planes ``low + k``.
+
+    ``signal``, ``log`` as in :func:`fit_line_sums`; ``total``: ``(6, lines)`` float64 zeros, filled with the
+    sums ``(n, sz, szz, sl, szl, sll)`` over each A-line's range, each term rounded to float32 first (numpy's
+    order); ``above``: ``(boundaries, 6, lines)``, the sums down to each boundary (those past the last plane:
+    the total).
+    """
+    no_variance = np.zeros(0, np.float32)
+    for i in range(signal.shape[1]):
+        row = 0  # the boundaries are below low
+        for k in range(signal.shape[0]):
+            plane = low + k
+            used, value = _used_log(signal[k, i], log[k, i], plane, first[i], stop[i], no_variance, np.float32(0.0))
+            weight = np.float32(plane)
+            count = np.float32(1.0) if used else np.float32(0.0)
+            total[0, i] += count
+            total[1, i] += count * weight
+            total[2, i] += count * weight * weight
+            total[3, i] += value
+            total[4, i] += value * weight
+            total[5, i] += value * value
+            if row < boundaries.size and plane + 1 == boundaries[row]:
+                for field in range(6):
+                    above[row, field, i] = total[field, i]
+                row += 1
+        for later in range(row, boundaries.size):
+            for field in range(6):
+                above[later, field, i] = total[field, i]
