@@ -181,18 +181,17 @@ def box_sums(planes: np.ndarray, width: int, out: np.ndarray) -> None:
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _used_log(signal: np.float32, log: np.float32, plane: int, first: float, stop: float, variance: np.ndarray,
-              cap: np.float32) -> tuple[bool, np.float32]:
+def _used_log(signal: np.float32, log: np.float32, plane: int, first: float, stop: float, biased: bool,
+              variance: np.float32, cap: np.float32) -> tuple[bool, np.float32]:
     """Whether a sample of the decay fits is used (positive, inside ``[first, stop)``) and its log (0 if not).
 
-    With ``variance`` (per plane; empty: none), the log carries the noise bias ``min(variance / (2
-    signal^2), cap)`` in numpy's float32 order (NaN kept by the minimum, as ``np.minimum``'s), see
-    :func:`linumpy.intensity.attenuation.fit_sums`.
+    ``biased``: the log carries the noise bias ``min(variance / (2 signal^2), cap)`` in numpy's float32
+    order (NaN kept by the minimum, as ``np.minimum``'s), see :func:`linumpy.intensity.attenuation.fit_sums`.
     """
     if not (signal > 0 and first <= plane and stop > plane):
         return False, np.float32(0.0)
-    if variance.size:
-        bias = variance[plane] / (signal * signal) * np.float32(0.5)
+    if biased:
+        bias = variance / (signal * signal) * np.float32(0.5)
         log = log + (bias if not bias > cap else cap)
     return True, log
 
@@ -209,20 +208,21 @@ def fit_line_sums(
     ``[first, stop)`` and, for the A-lines with ``window_stop < stop``, over ``[first, window_stop)`` (left 0
     when the window stops above the first plane). Counts are integers (exact); ``sl`` and ``szl`` are
     added plane after plane, ``szl``'s terms rounded to float32 first (numpy's order). ``variance``, ``cap``:
-    the noise bias (:func:`_used_log`).
+    the noise bias (:func:`_used_log`; ``variance`` per plane, empty: none).
     """
-    for i in range(signal.shape[1]):
-        early = window_stop[i] < stop[i]
-        for k in range(signal.shape[0]):
-            plane = low + k
-            used, value = _used_log(signal[k, i], log[k, i], plane, first[i], stop[i], variance, cap)
+    biased = variance.size > 0
+    for k in range(signal.shape[0]):  # plane after plane, the A-lines side by side (contiguous)
+        plane = low + k
+        plane_variance = variance[plane] if biased else np.float32(0.0)
+        for i in range(signal.shape[1]):
+            used, value = _used_log(signal[k, i], log[k, i], plane, first[i], stop[i], biased, plane_variance, cap)
             if used:
                 whole[0, i] += 1.0
                 whole[1, i] += plane
                 whole[2, i] += plane * plane
             whole[3, i] += value
             whole[4, i] += value * np.float32(plane)
-            if early and plane + 1 == window_stop[i]:
+            if plane + 1 == window_stop[i] and window_stop[i] < stop[i]:
                 for field in range(5):
                     window[field, i] = whole[field, i]
 
@@ -239,13 +239,13 @@ def cumulated_line_sums(
     order); ``above``: ``(boundaries, 6, lines)``, the sums down to each boundary (those past the last plane:
     the total).
     """
-    no_variance = np.zeros(0, np.float32)
-    for i in range(signal.shape[1]):
-        row = 0  # the boundaries are below low
-        for k in range(signal.shape[0]):
-            plane = low + k
-            used, value = _used_log(signal[k, i], log[k, i], plane, first[i], stop[i], no_variance, np.float32(0.0))
-            weight = np.float32(plane)
+    row = 0  # the next boundary (all are below low)
+    for k in range(signal.shape[0]):  # plane after plane, the A-lines side by side (contiguous)
+        plane = low + k
+        weight = np.float32(plane)
+        for i in range(signal.shape[1]):
+            used, value = _used_log(signal[k, i], log[k, i], plane, first[i], stop[i], False, np.float32(0.0),
+                                    np.float32(0.0))
             count = np.float32(1.0) if used else np.float32(0.0)
             total[0, i] += count
             total[1, i] += count * weight
@@ -253,10 +253,8 @@ def cumulated_line_sums(
             total[3, i] += value
             total[4, i] += value * weight
             total[5, i] += value * value
-            if row < boundaries.size and plane + 1 == boundaries[row]:
-                for field in range(6):
-                    above[row, field, i] = total[field, i]
-                row += 1
-        for later in range(row, boundaries.size):
-            for field in range(6):
-                above[later, field, i] = total[field, i]
+        if row < boundaries.size and plane + 1 == boundaries[row]:
+            above[row] = total
+            row += 1
+    for later in range(row, boundaries.size):
+        above[later] = total
