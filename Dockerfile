@@ -19,7 +19,7 @@ RUN pip install --no-cache-dir . \
 # NUMBA_CACHE_DIR: the axial correction's compiled kernels (numba) are cached on disk; the image's
 # site-packages is not writable by the task's user (-u $(id -u)), and numba refuses to import cached
 # kernels without a writable cache directory (RuntimeError). /tmp: writable by any user (Apptainer binds
-# the host's /tmp: compiled once per node; Docker: once per container, ~10 CPU s per axial task).
+# the host's /tmp: compiled once per node; Docker: once per container, ~14 CPU s per axial task).
 ENV PATH="/opt/linumpy/bin:${PATH}" \
     MPLBACKEND=Agg \
     PYTHONUNBUFFERED=1 \
