@@ -1,12 +1,16 @@
-"""Compiled loops of the edge-aware compensation (:mod:`linumpy.intensity.attenuation`), one pass over a block.
+"""Compiled loops of the attenuation model (:mod:`linumpy.intensity.attenuation`), one pass where numpy made several.
 
 numpy ran the guided compensation of each group of planes as ~8 passes over the same memory (coefficients
-interpolated, repeated to the A-lines, multiplied, added, clipped, extended, tested, divided, multiplied)
-and :class:`~linumpy.intensity.attenuation.BlockPass` as 5 (any nonzero, two binnings, clip, level). These
-loops do each in one pass, with numpy's float32 operations in numpy's order (no fused multiply-add, no
-reassociation: ``fastmath`` off), so that they give numpy's bits. ``nogil``: the step's worker threads run
-them on both cores. ``cache``: compiled once per machine into ``__pycache__`` beside this file, or
-``NUMBA_CACHE_DIR`` where that is read-only.
+interpolated, repeated to the A-lines, multiplied, added, clipped, extended, tested, divided, multiplied),
+:class:`~linumpy.intensity.attenuation.BlockPass` as 5 (any nonzero, two binnings, clip, level), the box mean
+as 2 (width - 1) shifted adds, and the decay fits' line sums as a dozen (mask, noise bias, terms, per-plane
+adds). These loops do each in one pass, with numpy's float32 (and float64) operations in numpy's order (no
+fused multiply-add, no reassociation: ``fastmath`` off), so that they give numpy's bits; the logs stay
+numpy's (numba's float32 log differs by an ulp on some inputs). The bins of
+:class:`~linumpy.intensity.attenuation.BinGrid` are 1 or 2 A-lines a side (``EDGE_BIN`` 2).
+``nogil``: the step's worker threads run them on both cores. ``cache``: compiled at the first call on a
+machine (~14 CPU s) into ``__pycache__`` beside this file when that is writable, else ``~/.cache/numba``;
+``NUMBA_CACHE_DIR`` chooses the place (numba refuses to import this module when none is writable).
 """
 
 from __future__ import annotations
