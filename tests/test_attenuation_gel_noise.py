@@ -61,10 +61,15 @@ def test_noise_bias_correction_recovers_the_gel_attenuation(seed):
 
 
 def test_noise_bias_is_second_order_and_capped():
+    """The fits' log samples carry ``v / (2 S^2)`` of each plane's variance, capped (one plane per fit)."""
     signal = np.array([[4.0, 1.0, 0.1], [2.0, 8.0, 0.01]], np.float32)
-    bias = attenuation.noise_bias(signal, np.array([0.5, 0.25]))
-    # v / (2 S^2) of each plane's variance, capped
-    assert bias.ravel().tolist() == pytest.approx([0.5 / 32, 0.125, 0.125, 0.25 / 8, 0.25 / 128, 0.125])
+    tails = np.concatenate([np.cumsum(signal[::-1], axis=0)[::-1], np.zeros((1, 3), np.float32)])
+    bias = []
+    for plane in range(2):
+        first = np.full(3, plane, np.float32)
+        whole, _ = attenuation.fit_sums(tails, first, first + 1, variance=np.array([0.5, 0.25]))
+        bias += (whole.sl - np.log(tails[plane] - tails[plane + 1])).tolist()
+    assert bias == pytest.approx([0.5 / 32, 0.125, 0.125, 0.25 / 8, 0.25 / 128, 0.125], abs=1e-6)
 
 
 @pytest.mark.parametrize("binning", [1, 2])

@@ -461,18 +461,6 @@ def edge_tails(signal: np.ndarray, sigma_px: float, phase: tuple[int, int] = (0,
     return attenuation.edge_aware_tails(signal, attenuation.binned_tail_sums(signal, grid), grid, sigma_px)
 
 
-def test_bin_grid_evaluate_whole_bins_is_the_repeated_coefficients_bytes():
-    """Whole bins (rows of repeated coefficients) give the bits of ``fine(slope) * guide + fine(offset)``."""
-    rng = np.random.default_rng(2)
-    grid = attenuation.BinGrid.of((12, 10))
-    slope, offset = (rng.standard_normal((5, 6, 5)).astype(np.float32) for _ in range(2))
-    guide = rng.standard_normal((12, 10)).astype(np.float32)
-    out = np.empty((5, 12, 10), np.float32)
-    grid.evaluate(slope, guide, offset, out)
-    expected = grid.fine(slope) * guide + grid.fine(offset)
-    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
-
-
 @pytest.mark.parametrize("phase", [(0, 0), (1, 1), (0, 1)])
 def test_bin_grid_binned_is_the_reduceat_sum_bytes(phase):
     """Binned means (a whole first bin summed with the middle ones, narrower edge bins apart): ``reduceat``'s bits."""

@@ -1,4 +1,7 @@
-"""The axial correction's kernels made cheaper keep the bits of what they replace (issue #14)."""
+"""The axial correction's kernels made cheaper (numpy rearranged, or compiled loops) keep the bits of what they
+replace (issue #14)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -18,24 +21,13 @@ def special_values(shape: tuple[int, ...] = (5, 7, 9)) -> np.ndarray:
 
 
 def test_clip_against_arrays_keeps_the_bits_of_the_scalar_clip():
-    """``clip_at_zero``, ``log_intensity``'s floor and ``noise_bias``'s cap compare against arrays (a faster
-    loop): the bits of ``np.maximum`` / ``np.minimum`` against the scalar, NaNs and signed zeros included."""
+    """``log_intensity``'s floor compares against an array (a faster loop): the bits of ``np.maximum``
+    against the scalar, NaNs and signed zeros included."""
     values = special_values()
-    expected = np.maximum(values, 0)
-    zeros = np.zeros((8, *values.shape[1:]), np.float32)  # longer along the first axis
-    clipped = attenuation.clip_at_zero(values.copy(), zeros)
-    np.testing.assert_array_equal(clipped.view(np.uint32), expected.view(np.uint32))
     floor = np.float32(surface.LOG_FLOOR)
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(surface.log_intensity(values).view(np.uint32),
                                       np.log(np.maximum(values, floor)).view(np.uint32))
-    signal = np.abs(values)
-    variance = np.linspace(0.0, 4.0, values.shape[0])
-    with np.errstate(all="ignore"):
-        bias = attenuation.noise_bias(signal, variance)
-        by_scalar = np.minimum(variance.astype(np.float32)[:, None, None] / (signal * signal) * np.float32(0.5),
-                               np.float32(attenuation.MAX_NOISE_BIAS))
-    np.testing.assert_array_equal(bias.view(np.uint32), by_scalar.view(np.uint32))
 
 
 def decaying_block(n_z: int = 40, size: int = 20, seed: int = 0) -> np.ndarray:
@@ -46,39 +38,107 @@ def decaying_block(n_z: int = 40, size: int = 20, seed: int = 0) -> np.ndarray:
     return (depth * level * rng.exponential(1.0, (n_z, size, size))).astype(np.float32)
 
 
+def bits(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("phase", [(0, 0), (1, 1), (0, 1)])
+def test_block_pass_kernel_keeps_numpys_bits_on_special_values(phase):
+    """The compiled ``BlockPass.add``: numpy's clip (``np.maximum(x, 0)``: NaNs kept, -0 to +0), binned means
+    and level sum, bit for bit, on NaNs, infinities, signed zeros and subnormals, in groups of planes."""
+    signal = special_values((21, 9, 11))
+    signal[:, 3, 4] = -0.0  # an A-line of negative zeros: not imaged
+    grid = attenuation.BinGrid.of(signal.shape[1:], phase)
+    taken = attenuation.BlockPass(signal.shape, grid)
+    fed = signal.copy()
+    with np.errstate(all="ignore"):
+        for first in range(0, 21, 8):
+            taken.add(first, fed[first : first + 8])
+        clipped = np.maximum(signal, 0)
+        expected = (clipped, grid.binned(signal), grid.binned(clipped),
+                    np.sum(clipped[: attenuation._guide_planes(21)], axis=0, dtype=np.float32))
+    planes = slice(0, 21)
+    for found, wanted in zip((fed, taken.unclipped[planes], taken.clipped[planes], taken.level), expected):
+        np.testing.assert_array_equal(bits(found), bits(wanted))
+    np.testing.assert_array_equal(taken.imaged, np.any(signal != 0, axis=0))
+    assert not taken.imaged[3, 4]
+
+
+def numpy_guided_sums(fitted, planes: np.ndarray, grid: attenuation.BinGrid) -> np.ndarray:
+    """The guided filter's sums as numpy evaluated them before the compiled loop: the coefficients
+    interpolated, repeated to the A-lines, ``a * guide + b`` clipped at 0, the extension added."""
+    below = np.minimum(np.searchsorted(fitted.planes, planes, side="right") - 1, fitted.planes.size - 2)
+    weight = ((planes - fitted.planes[below]) / (fitted.planes[below + 1] - fitted.planes[below])).astype(
+        np.float32)[:, None, None]
+    slope, mean = (values[below] + weight * step[below] for values, step in zip(fitted.coefficients, fitted.steps))
+    out = np.multiply(grid.fine(slope), fitted.guide)
+    out += grid.fine(mean)
+    return np.maximum(out, 0) + fitted.extension
+
+
+@pytest.mark.parametrize("special", [False, True])
+def test_guided_sums_kernel_is_numpys_formula(special):
+    """The compiled evaluation of the guided filter's sums: numpy's float32 arithmetic in numpy's order (no
+    fused multiply-add), bit for bit, at fitted planes and between them, with huge, infinite and NaN
+    coefficients (``special``) and narrow edge bins."""
+    signal = decaying_block(n_z=30, size=21)
+    grid = attenuation.BinGrid.of(signal.shape[1:], (1, 0))
+    sums = attenuation.binned_tail_sums(signal, grid)
+    inner = (slice(0, 21), slice(0, 21))
+    fitted = attenuation._guided_filter(signal, sums, grid, 2.0, None, attenuation.EDGE_EPSILON, inner, None)
+    if special:
+        values = special_values(fitted.coefficients.shape) * np.float32(1e-30)
+        values.reshape(-1)[:40:5] = special_values((8,))[:8]
+        coefficients = np.where(np.arange(values.shape[2])[:, None] % 3 == 0, values, fitted.coefficients)
+        fitted = dataclasses.replace(fitted, coefficients=coefficients,
+                                     steps=coefficients[:, 1:] - coefficients[:, :-1])
+    planes = np.arange(31)
+    with np.errstate(all="ignore"):
+        expected = numpy_guided_sums(fitted, planes, grid.covering(inner)[0])
+    found = fitted.evaluate(planes, np.empty(expected.shape, np.float32))
+    np.testing.assert_array_equal(bits(found), bits(expected))
+    if special:
+        assert np.isnan(found).any() and np.nanmax(found) > 1e6  # the special values reached the sums
+
+
 @pytest.mark.parametrize("zeros", [False, True])
-def test_compensation_without_the_positivity_test_has_the_same_bits(zeros):
-    """Only the A-lines whose sums may be <= 0 (no extension) are tested; A-lines of zeros among them make
-    the whole group tested. Either way: the bits of ``compensate_attenuation`` by ``edge_aware_tails``."""
+def test_compensation_kernel_keeps_the_bits_of_the_sums_then_the_division(zeros):
+    """The compiled compensation (sums evaluated and divided in one pass) against numpy's division of the
+    same sums (``compensate_attenuation`` by ``edge_aware_tails``): the same bits; A-lines of zeros beside
+    the tissue (zero sums: left at 0)."""
     signal = decaying_block()
     if zeros:
         signal[:, :, -5:] = 0  # padding beside the tissue: zero sums there
     grid = attenuation.BinGrid.of(signal.shape[1:])
     sums = attenuation.binned_tail_sums(signal, grid)
     inner = (slice(2, 18), slice(3, 20))
-    *_, doubtful = attenuation._guided_planes(signal, sums, grid, 2.0, None, attenuation.EDGE_EPSILON, inner, None)
-    marked = np.zeros((16, 17), bool)
-    marked[doubtful] = True
-    # a few A-lines tested, not the whole plane; beside the zeros (columns 15-19 of the block, 12-16 of inner)
-    # some are, whose sums the filter clips to 0 there
-    assert marked[:, 12:].any() if zeros else marked.sum() < 16 * 17 / 10
-    for planes in (None, (5, 33)):
+    for planes in (None, (5, 33), (0, 1), (12, 12)):
         tails = attenuation.edge_aware_tails(signal, sums, grid, 2.0, inner=inner, planes=planes)
         expected = signal[(slice(None), *inner)].copy()
         attenuation.compensate_attenuation(expected, tails, out=expected, planes=planes)
         result = attenuation.compensate_edge_aware(signal.copy(), sums, grid, 2.0, inner=inner, planes=planes)
-        np.testing.assert_array_equal(result.view(np.uint32), expected.view(np.uint32))
+        np.testing.assert_array_equal(bits(result), bits(expected))
         if zeros:
             assert (result[:, :, -5:] == 0).all()
 
 
-def test_doubtful_lines_are_those_without_extension_unless_the_coefficients_are_huge():
-    extension = np.ones((3, 4), np.float32)
-    extension[0, 0], extension[1, 2] = 0.0, np.nan
-    coefficients = np.ones((2, 5, 2, 2), np.float32)
-    rows, columns = attenuation._doubtful_lines(extension, coefficients)
-    assert list(zip(rows.tolist(), columns.tolist())) == [(0, 0), (1, 2)]
-    for value in (np.inf, np.nan, 1e31):
-        changed = coefficients.copy()
-        changed[1, 3, 0, 1] = value
-        assert attenuation._doubtful_lines(extension, changed) is None  # every A-line tested
+@pytest.mark.parametrize("width", [3, 5, 11])
+def test_box_mean_kernel_keeps_the_order_of_numpys_shifted_sums(width):
+    """The compiled ``box_mean``: each box summed along y from its top row, then along x from its left
+    column, in float32, then divided by ``width ** 2`` (the sums of numpy's shifted views, in their order),
+    edges repeated; bit for bit, planes narrower than the box and special values included."""
+    values = special_values((4, 7, 9)) * np.float32(1e-30)
+    values[1] = decaying_block(n_z=1, size=9)[0, :7]
+    values[2, :, :2] = special_values((7, 2))
+    radius = width // 2
+    padded = np.pad(values, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    with np.errstate(all="ignore"):
+        columns = padded[:, :7].copy()
+        for d in range(1, width):
+            columns += padded[:, d : d + 7]
+        expected = columns[..., :9].copy()
+        for d in range(1, width):
+            expected += columns[..., d : d + 9]
+        expected /= np.float32(width * width)
+        found = attenuation.box_mean(values, width)
+    np.testing.assert_array_equal(bits(found), bits(expected))

@@ -33,16 +33,19 @@ surface down to its first change (a region of another reflectivity below).
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from linumpy.intensity import attenuation_kernels
+
 #: Largest window-to-window decay ratio accepted for the end-of-range extension.
 MAX_TAIL_RATIO = 0.95
 #: Planes handled by one numpy call in the plane-by-plane loops (bounded temporaries, few calls).
 GROUP_PLANES = 16
-#: Largest noise bias correction ``v / (2 S^2)`` added to a log sample of the decay fits (:func:`noise_bias`):
+#: Largest noise bias correction ``v / (2 S^2)`` added to a log sample of the decay fits (:func:`fit_sums`):
 #: reached at a signal twice the noise's standard deviation, below which the second-order term no longer holds.
 MAX_NOISE_BIAS = 0.125
 
@@ -214,27 +217,6 @@ class BinGrid:
             within.append(slice(low - int(starts[first]), high - int(starts[first])))
         return BinGrid(*zip(*grids)), tuple(bins), tuple(lines), tuple(within)
 
-    def evaluate(self, slope: np.ndarray, guide: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
-        """``out = fine(slope) * guide + fine(offset)`` (binned ``(z, y', x')`` coefficients, ``out`` ``(z, y, x)``).
-
-        When every bin is whole, the coefficients are repeated along x once (strided copies into
-        rows of whole A-lines), then each row of a bin is evaluated with contiguous inner loops.
-        """
-        if all(np.all(c == EDGE_BIN) for c in self.counts):
-            n_z, n_y, n_x = out.shape
-            along_x = np.empty((2, n_z, n_y // EDGE_BIN, n_x), np.float32)
-            for repeated, values in zip(along_x, (slope, offset), strict=True):
-                pairs = repeated.reshape(n_z, n_y // EDGE_BIN, n_x // EDGE_BIN, EDGE_BIN)
-                for j in range(EDGE_BIN):
-                    pairs[..., j] = values
-            rows = out.reshape(n_z, n_y // EDGE_BIN, EDGE_BIN, n_x)
-            for i in range(EDGE_BIN):
-                np.multiply(along_x[0], guide[i::EDGE_BIN], out=rows[:, :, i])
-                rows[:, :, i] += along_x[1]
-        else:
-            np.multiply(self.fine(slope), guide, out=out)
-            out += self.fine(offset)
-
 
 def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
     """Inclusive tail sums of the ``(z, y, x)`` signal binned on ``grid`` (no extension), shape ``(z + 1, ...)``."""
@@ -268,20 +250,14 @@ class BlockPass:
         self.imaged = np.zeros(shape[1:], bool)
         self.level = np.empty(shape[1:], np.float32)
         self.level_planes = _guide_planes(shape[0])
-        self.zeros = np.zeros((min(GROUP_PLANES, shape[0]), *shape[1:]), np.float32)
 
     def add(self, first: int, part: np.ndarray) -> None:
-        """Take the planes ``[first, first + len(part))`` of the signal; clip ``part`` at 0 in place."""
-        stop = first + part.shape[0]
-        self.imaged |= np.any(part != 0, axis=0)
-        self.grid.binned(part, out=self.unclipped[first:stop])
-        clip_at_zero(part, self.zeros)
-        self.grid.binned(part, out=self.clipped[first:stop])
-        for z in range(first, min(stop, self.level_planes)):
-            if z:
-                self.level += part[z - first]
-            else:
-                self.level[...] = part[0]
+        """Take the planes ``[first, first + len(part))`` of the signal; clip ``part`` at 0 in place.
+
+        One compiled pass over the planes (:func:`linumpy.intensity.attenuation_kernels.block_pass_add`).
+        """
+        attenuation_kernels.block_pass_add(part, first, self.grid.starts, self.grid.counts, self.unclipped,
+                                           self.clipped, self.imaged, self.level, self.level_planes)
 
     def tail_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """The inclusive tail sums ``(unclipped, clipped)``, cumulated in place (once every plane was added)."""
@@ -555,9 +531,9 @@ def edge_aware_tails(
     ndarray, shape (z + 1, y', x'), float32
         The sums of the ``inner`` A-lines (a view).
     """
-    evaluated, lines, within, _ = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
+    fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     n_planes = sums.shape[0]
-    out = np.empty((n_planes, *lines), np.float32)
+    out = np.empty((n_planes, *fitted.guide.shape), np.float32)
     if planes is None:
         runs = [(0, n_planes)]
     else:  # plane 0 (T[0], every compensated plane's numerator), then the planes asked for
@@ -567,10 +543,8 @@ def edge_aware_tails(
         out[1:low] = np.nan
         out[high:] = np.nan
     for low, high in runs:
-        for first in range(low, high, EDGE_PLANES):
-            stop = min(high, first + EDGE_PLANES)
-            evaluated(np.arange(first, stop), out[first:stop])
-    return out[(slice(None), *within)]
+        fitted.evaluate(np.arange(low, high), out[low:high])
+    return out[(slice(None), *fitted.within)]
 
 
 def compensate_edge_aware(
@@ -580,35 +554,53 @@ def compensate_edge_aware(
 ) -> np.ndarray:
     """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes)``, ``s`` the ``inner`` signal.
 
-    The same bits, without the sums' array: each group of :data:`EDGE_PLANES` planes of sums is evaluated
-    and divided into its planes of the signal while it is in the cache. Arguments as in
+    The same bits, without the sums' array: each sum is evaluated and divided into its sample in one compiled
+    pass (:func:`linumpy.intensity.attenuation_kernels.compensate_guided`). Arguments as in
     :func:`edge_aware_tails`; ``signal`` (non-negative, float32) is compensated in place. Returns its
     ``inner`` A-lines (a view).
     """
-    evaluated, lines, within, doubtful = _guided_planes(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner,
-                                                        guide)
-    result = signal[(slice(None), *inner)]
-    first_sums = evaluated(np.zeros(1, int), np.empty((1, *lines), np.float32))[(slice(None), *within)]
-    group = np.empty((EDGE_PLANES, *lines), np.float32)
-    start, stop = (0, signal.shape[0]) if planes is None else planes
-    for first in range(start, stop, EDGE_PLANES):
-        last = min(stop, first + EDGE_PLANES)
-        part = evaluated(np.arange(first, last), group[: last - first])[(slice(None), *within)]
-        _compensate_planes(result[first:last], part, first_sums[0], doubtful=doubtful)
-    return result
+    fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
+    within = fitted.within
+    corner = tuple(part.indices(n)[0] for part, n in zip(inner, signal.shape[1:]))
+    planes = (0, signal.shape[0]) if planes is None else planes
+    attenuation_kernels.compensate_guided(
+        signal, corner, (int(planes[0]), int(planes[1])), fitted.planes, fitted.coefficients, fitted.steps,
+        np.ascontiguousarray(fitted.guide[within]), (fitted.bins[0][within[0]], fitted.bins[1][within[1]]),
+        np.ascontiguousarray(fitted.extension[within]))
+    return signal[(slice(None), *inner)]
 
 
-def _guided_planes(
+@dataclass(frozen=True)
+class _GuidedFilter:
+    """The guided filter of :func:`edge_aware_tails`, fitted on the bins covering the ``inner`` A-lines.
+
+    ``coefficients`` ``(a, b)``, shape ``(2, planes, y', x')``, fitted on the planes of sums ``planes``
+    (``steps``: their differences between consecutive fitted planes); ``guide``: the guide of the A-lines
+    they cover, ``bins`` each one's bin row and column, ``extension`` each one's end-of-range extension;
+    ``within``: the ``inner`` A-lines among them.
+    """
+
+    planes: np.ndarray
+    coefficients: np.ndarray
+    steps: np.ndarray
+    guide: np.ndarray
+    bins: tuple[np.ndarray, np.ndarray]
+    extension: np.ndarray
+    within: tuple[slice, slice]
+
+    def evaluate(self, planes: np.ndarray, out: np.ndarray, extended: bool = True) -> np.ndarray:
+        """``out`` = the ``planes`` of sums, clipped at 0 and (``extended``) extended; returns ``out``."""
+        extension = self.extension if extended else np.zeros(self.guide.shape, np.float32)
+        attenuation_kernels.guided_planes(planes, self.planes, self.coefficients, self.steps, self.guide, self.bins,
+                                          extension, out)
+        return out
+
+
+def _guided_filter(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None,
     epsilon: float, inner: tuple[slice, slice], guide: np.ndarray | None,
-) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], tuple[int, int], tuple[slice, slice], Doubtful]:
-    """The guided filter of :func:`edge_aware_tails`, fitted: ``(evaluated, lines, within, doubtful)``.
-
-    ``evaluated(k, out)`` writes the planes ``k`` of the sums, clipped at 0 and extended, into ``out`` (of
-    shape ``(k.size, *lines)``: the A-lines of the bins covering ``inner``) and returns it; ``within``: the
-    ``inner`` A-lines among them. ``doubtful``: those whose sums may be <= 0 (:func:`_doubtful_lines`), the
-    only ones :func:`_compensate_planes` needs to test.
-    """
+) -> _GuidedFilter:
+    """The guided filter of :func:`edge_aware_tails`, fitted: its coefficients and the end-of-range extension."""
     width = box_width(sigma_px / EDGE_BIN)
 
     def box(values: np.ndarray) -> np.ndarray:
@@ -631,61 +623,14 @@ def _guided_planes(
         mean -= slope * mean_guide
         for values, fit in zip(coefficients, (slope, mean)):
             values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
-    guide = guide[lines]
-    steps = coefficients[:, 1:] - coefficients[:, :-1]  # between consecutive fitted planes
-    zeros = np.zeros((EDGE_PLANES, *guide.shape), np.float32)
-
-    def planes_of_sums(k: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``out`` = the planes ``k`` of sums, clipped at 0: coefficients interpolated linearly, then evaluated."""
-        below = np.minimum(np.searchsorted(fitted, k, side="right") - 1, fitted.size - 2)
-        weight = ((k - fitted[below]) / (fitted[below + 1] - fitted[below])).astype(np.float32)[:, None, None]
-        slope, mean = (values[below] + weight * step[below] for values, step in zip(coefficients, steps))
-        covering.evaluate(slope, guide, mean, out)
-        return clip_at_zero(out, zeros)
-
-    # the end-of-range extension from its two planes first, so that each group of planes is evaluated,
-    # clipped and extended while it is in the cache
+    line_bins = tuple(np.repeat(np.arange(count.size), count) for count in covering.counts)
+    unextended = _GuidedFilter(fitted, coefficients, coefficients[:, 1:] - coefficients[:, :-1], guide[lines],
+                               line_bins, np.zeros(0, np.float32), within)
+    # the end-of-range extension from its two planes (clipped at 0, not extended)
     window = _tail_window(signal.shape[0], tail_window_px)
     ends = np.array([n_planes - 1 - window, n_planes - 1 - 2 * window])
-    last, before = planes_of_sums(ends, np.empty((2, *guide.shape), np.float32))
-    extension = _extension(last, before)
-
-    def evaluated(k: np.ndarray, out: np.ndarray) -> np.ndarray:
-        planes_of_sums(k, out)
-        out += extension
-        return out
-
-    return evaluated, guide.shape, within, _doubtful_lines(extension[within], coefficients)
-
-
-#: Largest ``|a|``, ``|b|`` of the guided filter's fitted coefficients for which :func:`_doubtful_lines` holds:
-#: ``a * guide + b`` (``|guide|`` < 89, the log of a float32), interpolated or not, stays far from overflow.
-MAX_COEFFICIENT = 1e30
-#: A-lines ``(rows, columns)`` of a plane whose compensation sums may be <= 0; None: any of them.
-Doubtful = tuple[np.ndarray, np.ndarray] | None
-
-
-def _doubtful_lines(extension: np.ndarray, coefficients: np.ndarray) -> Doubtful:
-    """The A-lines whose evaluated sums ``max(a * guide + b, 0) + extension`` (guided filter) may be <= 0.
-
-    Those whose ``extension`` is not > 0 (0, NaN), when the fitted coefficients are finite and at most
-    :data:`MAX_COEFFICIENT` (else None: any A-line). The others' sums are > 0 at every plane:
-    ``a * guide + b`` (interpolated between fitted planes too) is then finite, never NaN, its clip at 0
-    finite and >= 0, and adding a positive finite extension (at most 19 times a clipped sum) gives a finite
-    sum >= the extension (rounding is monotonic).
-    """
-    if not np.all(np.abs(coefficients) <= MAX_COEFFICIENT):
-        return None
-    return np.nonzero(~(extension > 0))
-
-
-def clip_at_zero(values: np.ndarray, zeros: np.ndarray) -> np.ndarray:
-    """``np.maximum(values, 0, out=values)``, the same bits, against an array of zeros: returns ``values``.
-
-    ``zeros``: float32 zeros of ``values``' shape but along the first axis, where it may be longer. numpy's
-    loop for two float32 arrays is ~4 times faster than its loop against a scalar (numpy 2.4).
-    """
-    return np.maximum(values, zeros[: len(values)], out=values)
+    last, before = unextended.evaluate(ends, np.empty((2, *unextended.guide.shape), np.float32), extended=False)
+    return dataclasses.replace(unextended, extension=_extension(last, before))
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -727,42 +672,21 @@ def box_mean(values: np.ndarray, width: int) -> np.ndarray:
 
     ``scipy.ndimage.uniform_filter(values, (1, ..., width, width), mode="nearest")`` to float32
     rounding (each box's sum of float32 values, then divided by ``width ** 2``, where scipy keeps a
-    float64 running mean: a few ulp apart), and 2-3 times faster on the small planes of binned
-    blocks: each axis is ``width - 1`` adds of shifted views of the whole padded array, its rows
-    laid end to end (one long contiguous loop per add instead of one short loop per row).
+    float64 running mean: a few ulp apart), and faster on the small planes of binned blocks: a compiled
+    loop (:func:`linumpy.intensity.attenuation_kernels.box_sums`).
 
     Examples
     --------
     >>> box_mean(np.array([[1.0, 2.0, 6.0]]), 3).astype(float).round(3).tolist()  # one row: y repeats it
     [[1.333, 3.0, 4.667]]
     """
-    radius = width // 2
-    if radius == 0:
+    if width // 2 == 0:
         return np.array(values, np.float32)
-    *lead, n_y, n_x = values.shape
-    planes = np.reshape(values, (-1, n_y, n_x))
-    padded = np.empty((planes.shape[0], n_y + 2 * radius, n_x), np.float32)
-    padded[:, radius : radius + n_y] = planes
-    padded[:, :radius] = planes[:, :1]
-    padded[:, radius + n_y :] = planes[:, -1:]
-    columns = _shifted_sums(padded, width, n_x)[:, :n_y]  # the sums along y: each row and the 2 r rows below
-    padded = np.empty((planes.shape[0], n_y, n_x + 2 * radius), np.float32)
-    padded[..., radius : radius + n_x] = columns
-    padded[..., :radius] = columns[..., :1]
-    padded[..., radius + n_x :] = columns[..., -1:]
-    sums = _shifted_sums(padded, width, 1)[..., :n_x]
-    return np.divide(sums, np.float32(width * width)).reshape(*lead, n_y, n_x)
-
-
-def _shifted_sums(padded: np.ndarray, width: int, step: int) -> np.ndarray:
-    """``out.flat[i] = sum(padded.flat[i + d * step] for d < width)`` (the last ``(width - 1) * step`` left unset)."""
-    flat = padded.reshape(-1)
-    out = np.empty_like(flat)
-    n = flat.size - (width - 1) * step
-    np.add(flat[:n], flat[step : step + n], out=out[:n])
-    for d in range(2, width):
-        out[:n] += flat[d * step : d * step + n]
-    return out.reshape(padded.shape)
+    *lead, n_y, n_x = np.shape(values)
+    planes = np.ascontiguousarray(np.reshape(values, (-1, n_y, n_x)), np.float32)
+    out = np.empty(planes.shape, np.float32)
+    attenuation_kernels.box_sums(planes, width, out)
+    return out.reshape(*lead, n_y, n_x)
 
 
 def box_width(sigma_px: float) -> int:
@@ -840,20 +764,14 @@ def compensate_attenuation(
     return out
 
 
-def _compensate_planes(lines: np.ndarray, sums: np.ndarray, first_sums: np.ndarray,
-                       result: np.ndarray | None = None, doubtful: Doubtful = None) -> None:
-    """``result = lines / sums * first_sums`` where ``sums`` > 0 (``result`` kept elsewhere; default ``lines``).
+def _compensate_planes(lines: np.ndarray, sums: np.ndarray, first_sums: np.ndarray, result: np.ndarray) -> None:
+    """``result = lines / sums * first_sums`` where ``sums`` > 0 (``result`` kept elsewhere).
 
     A group of planes of :func:`compensate_attenuation`: one whose sums are all positive (most) is divided
-    without the mask (the same quotients, a faster loop than the masked one). ``doubtful``: the only A-lines
-    whose sums may be <= 0 (:func:`_doubtful_lines`), tested first (default: all tested).
+    without the mask (the same quotients, a faster loop than the masked one).
     """
-    result = lines if result is None else result
-    if doubtful is not None and np.all(sums[(slice(None), *doubtful)] > 0):
-        mask = None
-    else:
-        mask = np.greater(sums, 0)
-    np.divide(lines, sums, out=result, where=True if mask is None or mask.all() else mask, casting="unsafe")
+    mask = np.greater(sums, 0)
+    np.divide(lines, sums, out=result, where=True if mask.all() else mask, casting="unsafe")
     result *= first_sums
 
 
@@ -930,35 +848,15 @@ def cumulated_sums(tails: np.ndarray, first: np.ndarray, stop: np.ndarray, step:
     (a multiple of ``step``) keeps the sums so far, so that the sums of any window ``[first, b)``
     are at hand (the split test of :func:`linumpy.intensity.attenuation_map.window_attenuation`).
     The six terms of each plane (``1, k, k^2`` where the sample is used, ``l, l k, l^2`` of its
-    float32 log ``l``) are made for a group of planes at once, then added to the float64 sums
-    plane after plane.
+    float32 log ``l``) are rounded to float32, then added to the float64 sums plane after plane
+    (:func:`linumpy.intensity.attenuation_kernels.cumulated_line_sums`).
     """
-    n_z = tails.shape[0] - 1
-    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    low, signal, log = _log_planes(tails, first, stop)
+    high = low + len(signal)
     boundaries = np.arange((low // step + 1) * step, high + 1, step)
     total = np.zeros((6, *first.shape))
     above = np.empty((boundaries.size, *total.shape))
-    terms = np.empty((min(GROUP_PLANES, max(high - low, 1)), *total.shape), np.float32)
-    row = 0
-
-    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        nonlocal row
-        group = terms[: k.size]
-        weight = k.astype(np.float32)[:, None]
-        group[:, 0] = use
-        np.multiply(group[:, 0], weight, out=group[:, 1])
-        np.multiply(group[:, 1], weight, out=group[:, 2])
-        group[:, 3] = log
-        np.multiply(log, weight, out=group[:, 4])
-        np.multiply(log, log, out=group[:, 5])
-        for plane, next_plane in zip(group, k + 1, strict=True):
-            total[...] += plane
-            if row < boundaries.size and next_plane == boundaries[row]:
-                above[row] = total
-                row += 1
-
-    _log_planes(tails, first, stop, visit)
-    above[row:] = total
+    attenuation_kernels.cumulated_line_sums(signal, log, low, first, stop, boundaries, total, above)
     return CumulatedSums(LineSums(*total), boundaries, above)
 
 
@@ -968,89 +866,13 @@ def fit_sums(
 ) -> tuple[LineSums, LineSums]:
     """The sums of a straight line's fit to ``log(T[k] - T[k + 1])`` over each A-line's ``[first, stop)``.
 
-    ``n, sz, szz`` counted by group of planes, ``sl, szl`` added plane after plane in float64 (the
-    fit of :func:`slope_attenuation`; ``sll`` is not summed: 0). With ``window_stop``, the same
+    ``n, sz, szz`` counted, ``sl, szl`` added plane after plane in float64 (the fit of
+    :func:`slope_attenuation`; ``sll`` is not summed: 0), in one compiled pass
+    (:func:`linumpy.intensity.attenuation_kernels.fit_line_sums`). With ``window_stop``, the same
     sums over ``[first, window_stop)`` too (``window_stop <= stop``), in the same pass: those of
     the A-lines whose window stops early are taken as they stand when the pass reaches their
-    stop. ``variance``: the noise variance of each plane's signal, ``(z,)``: the log carries
-    :func:`noise_bias` (None: none). Returns ``(whole, window)``.
-    """
-    whole = LineSums(*(np.zeros(first.shape) for _ in range(6)))
-    lines = np.zeros(0, int) if window_stop is None else np.flatnonzero(window_stop < stop)  # stopping early
-    stops = np.zeros(0) if window_stop is None else window_stop.ravel()[lines]
-    ends = {int(end): lines[stops == end] for end in np.unique(stops)}
-    window = [np.zeros(lines.size) for _ in range(6)]  # the early A-lines' window sums
-    at = np.searchsorted(lines, np.arange(first.size))  # an early A-line's place in ``window``
-
-    def visit(log: np.ndarray, use: np.ndarray, k: np.ndarray) -> None:
-        weights = np.stack([np.ones(k.size), k, k.astype(float) ** 2])
-        used = use.reshape(k.size, -1)
-        counts = weights @ used  # the counts, sum k and sum k^2 of the used planes (integers: exact in float64)
-        for offset, end in enumerate(k + 1):
-            if end in ends:  # the counts before this group and those of its planes down to the end
-                stopping = ends[end]
-                part = weights[:, : offset + 1] @ used[: offset + 1, stopping]
-                for field, total, count in zip(window, whole.fields(), part, strict=False):
-                    field[at[stopping]] = total.reshape(-1)[stopping] + count
-        for total, count in zip(whole.fields(), counts, strict=False):
-            total += count.reshape(total.shape)
-        for field, values in ((3, log), (4, np.multiply(log, k.astype(np.float32).reshape(-1, *(1,) * first.ndim)))):
-            total = whole.fields()[field]
-            flat = total.reshape(-1)
-            for plane, end in zip(values, k + 1, strict=True):
-                total += plane
-                if end in ends:
-                    window[field][at[ends[end]]] = flat[ends[end]]
-
-    _log_planes(tails, first, stop, visit, variance)
-    if not lines.size:
-        return whole, whole
-    fields = [values.copy() for values in whole.fields()]
-    for values, taken in zip(fields, window, strict=True):
-        values.reshape(-1)[lines] = taken
-    return whole, LineSums(*fields)
-
-
-def _log_planes(
-    tails: np.ndarray, first: np.ndarray, stop: np.ndarray,
-    visit: Callable[[np.ndarray, np.ndarray, np.ndarray], None], variance: np.ndarray | None = None,
-) -> None:
-    """Call ``visit(log, use, k)`` on groups of planes of ``log(T[k] - T[k + 1])`` inside ``[first, stop)``.
-
-    Groups of :data:`GROUP_PLANES` planes (few numpy calls, so little time holding the GIL, and bounded
-    temporaries); ``log`` is float32 and 0 where unused (non-positive signal, outside the range); ``k``
-    the groups' planes, ``(m,)``. ``variance`` (``(z,)``, optional): each plane's noise variance; the
-    log then carries :func:`noise_bias`.
-    """
-    n_z = tails.shape[0] - 1
-    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
-    group = (min(GROUP_PLANES, max(high - low, 1)), *first.shape)
-    signal, log, bias = np.empty(group, np.float32), np.empty(group, np.float32), np.empty(group, np.float32)
-    cap = np.full(group, MAX_NOISE_BIAS, np.float32) if variance is not None else None
-    use, inside = np.empty(group, bool), np.empty(group, bool)
-    for a in range(low, high, GROUP_PLANES):
-        b = min(high, a + GROUP_PLANES)
-        k = np.arange(a, b)
-        planes = k.astype(first.dtype).reshape(-1, *(1,) * first.ndim)  # exact: compared in first's type
-        part = slice(0, b - a)
-        np.subtract(tails[a:b], tails[a + 1 : b + 1], out=signal[part])
-        np.greater(signal[part], 0, out=use[part])
-        use[part] &= np.less_equal(first, planes, out=inside[part])
-        use[part] &= np.greater(stop, planes, out=inside[part])
-        # every sample's log (and bias) unmasked, the unused ones set to 0 after: the same values, faster loops
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(signal[part], out=log[part])
-            if variance is not None:
-                log[part] += noise_bias(signal[part], variance[a:b], bias[part], cap[part])
-        np.logical_not(use[part], out=inside[part])
-        np.copyto(log[part], 0, where=inside[part])
-        visit(log[part], use[part], k)
-
-
-def noise_bias(
-    signal: np.ndarray, variance: np.ndarray, out: np.ndarray | None = None, cap: np.ndarray | None = None
-) -> np.ndarray:
-    """The second-order noise bias of ``log(signal)``: ``min(v / (2 S^2), MAX_NOISE_BIAS)``, at every sample.
+    stop. ``variance``: the noise variance of each plane's signal, ``(z,)``: the log carries the
+    noise bias (None: none).
 
     A signal ``S`` read with additive zero-mean noise of variance ``v`` has
     ``E[log(S + n)] = log S - v / (2 S^2) + O(v^2 / S^4)``: where the signal
@@ -1058,26 +880,30 @@ def noise_bias(
     the more so the deeper, and the fitted decay rate high. Adding the term back
     (with the measured ``S`` for the unknown one) removes the bias to second
     order; it is capped at :data:`MAX_NOISE_BIAS` (``S`` twice the noise's
-    standard deviation), below which the expansion fails. ``signal``: ``(m, ...)``
-    float32, ``variance``: ``(m,)``, one per plane; ``out``: a float32 array of ``signal``'s shape to write
-    into (default: a new one); ``cap``: :data:`MAX_NOISE_BIAS` in a float32 array of that shape (the same
-    bits as against the scalar, faster: :func:`clip_at_zero`; default: made here). Meaningless where the
-    signal is not positive (its log is not taken there: the caller masks those samples).
-
-    Examples
-    --------
-    >>> signal = np.array([[1.0, 10.0, 0.5, 0.1]], np.float32)
-    >>> noise_bias(signal, np.array([0.02])).astype(float).round(4).tolist()  # capped last
-    [[0.01, 0.0001, 0.04, 0.125]]
+    standard deviation), below which the expansion fails. Returns ``(whole, window)``.
     """
-    out = np.empty(signal.shape, np.float32) if out is None else out
-    planes = np.asarray(variance, np.float32).reshape(-1, *(1,) * (signal.ndim - 1))
-    np.multiply(signal, signal, out=out)
-    with np.errstate(divide="ignore", invalid="ignore"):  # no signal: inf or NaN, never used
-        np.divide(planes, out, out=out)
-    out *= np.float32(0.5)
-    cap = np.full(signal.shape, MAX_NOISE_BIAS, np.float32) if cap is None else cap
-    return np.minimum(out, cap, out=out)
+    low, signal, log = _log_planes(tails, first, stop)
+    lines = first.size
+    whole, window = np.zeros((6, lines)), np.zeros((6, lines))
+    window_stop = np.full(lines, np.inf) if window_stop is None else window_stop.ravel()
+    variance = np.zeros(0, np.float32) if variance is None else np.asarray(variance, np.float32)
+    attenuation_kernels.fit_line_sums(signal, log, low, first.ravel(), stop.ravel(), window_stop, variance,
+                                      np.float32(MAX_NOISE_BIAS), whole, window)
+    early = window_stop < stop.ravel()
+    window[:, ~early] = whole[:, ~early]
+    return LineSums(*whole.reshape(6, *first.shape)), LineSums(*window.reshape(6, *first.shape))
+
+
+def _log_planes(tails: np.ndarray, first: np.ndarray, stop: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(low, signal, log)``: ``T[k] - T[k + 1]`` and its float32 log (numpy's) on the planes ``k`` from ``low``
+    that some A-line's ``[first, stop)`` holds, shape ``(planes, A-lines)`` (the A-lines flattened)."""
+    n_z = tails.shape[0] - 1
+    low, high = max(0, int(first.min(initial=n_z))), min(n_z, int(stop.max(initial=0)))
+    high = max(low, high)
+    planes = tails.reshape(n_z + 1, -1)
+    signal = np.subtract(planes[low:high], planes[low + 1 : high + 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return low, signal, np.log(signal)
 
 
 def fit_range(start_px: np.ndarray, depth_px: int, n_z: int, margin_px: int) -> tuple[np.ndarray, np.ndarray]:

@@ -201,7 +201,7 @@ def window_attenuation(
     noise floor the log of the signal reads low, the more so the deeper
     (``E[log(S + n)] = log S - v / (2 S^2)``), and the decay rate high (the
     agarose): with ``noise_variance`` the fits' log samples carry the
-    second-order correction (:func:`~linumpy.intensity.attenuation.noise_bias`);
+    second-order correction (:func:`~linumpy.intensity.attenuation.fit_sums`);
     the split test does not (its wide box is many times less noisy).
 
     The log signal of ``tails`` is taken once for both fits

@@ -17,7 +17,7 @@ import numpy as np
 from linumpy.intensity.histogram import LogHistogram
 from linumpy.qc.records import render_png, write_qc_record
 
-if TYPE_CHECKING:  # an annotation only: the normalization imports this module without the attenuation's (scipy)
+if TYPE_CHECKING:  # the normalize step imports this module: not the attenuation model (scipy, numba)
     from linumpy.intensity.attenuation_map import WindowedAttenuation
 
 #: Resolution of the histogram of surface depths (bins per voxel).
