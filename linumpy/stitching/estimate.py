@@ -245,7 +245,7 @@ def estimate_transform(
         Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`);
         the result does not depend on it.
     depth_reader : callable, optional
-        ``read(tile, (ys, xs))``, every plane of a part of a tile: the confident, not strong pairs are then
+        ``read(tile, (ys, xs))``, every plane of a part of a tile: the candidate pairs below strong are then
         checked on depth ranges of their overlap strips (:mod:`linumpy.stitching.depth_check`) and those
         whose ranges do not repeat their peak refused.
 

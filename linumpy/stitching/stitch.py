@@ -512,7 +512,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     :func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`). ``n_border_peak_links`` counts the pairs whose own peak lies on
     the border of the scored window (per pair ``border_peak``: no local maximum), refused as evidence (their
     maps still serve the joint searches; one accepted there at that peak widens its tiles' ``sigma_px`` by the
-    search window's variance, which the tile-bar flag reads). ``n_depth_checked_links`` counts the confident, not
+    search window's variance, which the tile-bar flag reads). ``n_depth_checked_links`` counts the candidate, not
     strong pairs registered again on depth ranges of their overlap strips (per pair ``depth_disagreement_px``,
     :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused because a range placed them
     elsewhere. ``n_unlocated_links`` counts the accepted pairs
@@ -678,7 +678,7 @@ def obtain_transform(
     depth_reader: StripReader | None = None,
 ) -> TileTransform:
     """Load the transform at ``transform_path``, or estimate it from the tiles' projections (``summaries``),
-    the confident pairs checked on depth ranges of their strips read with ``depth_reader``
+    the candidate pairs below strong checked on depth ranges of their strips read with ``depth_reader``
     (:mod:`linumpy.stitching.depth_check`)."""
     from linumpy.stitching.estimate import estimate_transform
     from linumpy.stitching.transform import load_transform

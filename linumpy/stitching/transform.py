@@ -35,7 +35,7 @@ FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a pair whose own peak lies on the border of its scored window, refused as evidence
 #: (:func:`linumpy.stitching.estimate._refused_on_border`).
 BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
-#: Status of a confident, not strong pair whose peak its overlap strips' depth ranges did not repeat, refused as
+#: Status of a candidate, not strong pair whose peak its overlap strips' depth ranges did not repeat, refused as
 #: evidence (:mod:`linumpy.stitching.depth_check`).
 DEPTH_PEAK_REFUSED = "refused, its peak not repeated on the depth ranges of its overlap"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
@@ -103,7 +103,7 @@ class PairRecord:
         adds ``unlocated_px**2 / 3`` on the step's axis to the tiles' stated errors. 0 in transforms
         written before session narrow.
     depth_disagreement_px : float
-        For a confident, not strong pair checked on depth ranges of its overlap strips
+        For a candidate, not strong pair checked on depth ranges of its overlap strips
         (:mod:`linumpy.stitching.depth_check`), the largest distance (pixels) between its offset and a range's;
         above :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` it was refused
         (:data:`DEPTH_PEAK_REFUSED`). NaN where not checked.
