@@ -121,9 +121,9 @@ from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
-from linumpy.stitching.transform import (DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
-                                         LONE_EDGE_LINK_ACROSS_ONLY, OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT,
-                                         PairRecord, TileTransform)
+from linumpy.stitching.transform import (DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED,
+                                         FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
+                                         OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
