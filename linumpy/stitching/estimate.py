@@ -7,7 +7,10 @@
    (:mod:`linumpy.stitching.pairwise`) within ``max_shift_px`` of the stage
    offset.
 3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
-   (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`). Candidates go to the global
+   (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`), its peak not on the border of
+   its scored window and, when the grid's reader is given, below
+   :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` repeated by the depth ranges of its overlap
+   strips (:mod:`linumpy.stitching.depth_check`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
