@@ -206,7 +206,8 @@ METRICS: dict[str, MetricInfo] = {
                                 "Checked overlaps that some depth range placed more than 2 px from their own "
                                 "offset: a peak the tissue's texture through depth does not repeat (noise, or "
                                 "a texture the depth average blurred). Refused as evidence of their own; their "
-                                "tiles placed by other overlaps or on the stage."),
+                                "tiles placed by other overlaps (a joint search may still keep the overlap at "
+                                "a peak its neighbours share) or on the stage."),
     "n_unlocated_links": _M("Overlaps whose match runs down to the border of their search", "count",
                             "Accepted overlaps whose match is as good from their best offset down to the "
                             "narrowest overlap scored (3 px or more along the step, per pair unlocated_px): the "

@@ -514,8 +514,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     maps still serve the joint searches; one accepted there at that peak widens its tiles' ``sigma_px`` by the
     search window's variance, which the tile-bar flag reads). ``n_depth_checked_links`` counts the candidate, not
     strong pairs registered again on depth ranges of their overlap strips (per pair ``depth_disagreement_px``,
-    :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused because a range placed them
-    elsewhere. ``n_unlocated_links`` counts the accepted pairs
+    :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused as evidence of their own because
+    a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away (a joint search
+    may still keep them at a joint peak; status ``refused, its peak not repeated ...`` otherwise).
+    ``n_unlocated_links`` counts the accepted pairs
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
     :func:`~linumpy.stitching.pairwise.unlocated_width`): each adds ``unlocated_px**2 / 3`` on its step's axis to
@@ -529,8 +531,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     (``position(b) - position(a)``).
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
-    from linumpy.stitching.transform import (DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
-                                             stage_residual_fields)
+    from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
+    from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, stage_residual_fields
 
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -610,7 +612,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
     metrics["n_depth_checked_links"] = int(np.isfinite([r.depth_disagreement_px for r in transform.pairs]).sum())
-    metrics["n_depth_refused_links"] = sum(r.status == DEPTH_PEAK_REFUSED for r in transform.pairs)
+    metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX for r in transform.pairs))
     from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX  # scipy: imported aside while tiles are read
 
     metrics["n_unlocated_links"] = sum(r.accepted and r.unlocated_px >= MIN_UNLOCATED_COUNT_PX for r in transform.pairs)
