@@ -204,6 +204,17 @@ METRICS: dict[str, MetricInfo] = {
                               "evidence of their own; their tiles placed by other overlaps or on the stage. "
                               "One a joint search accepts at that peak widens its tiles' uncertainty "
                               "(sigma_px) by the search window's."),
+    "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
+                                "Candidate overlaps below strong registered again on three disjoint depth "
+                                "ranges of their two overlap strips below the cut (per pair "
+                                "depth_disagreement_px: the largest distance between a range's offset and the "
+                                "overlap's own)."),
+    "n_depth_refused_links": _M("Overlaps whose peak depth did not repeat, refused", "count",
+                                "Checked overlaps that some depth range placed more than 2 px from their own "
+                                "offset: a peak the tissue's texture through depth does not repeat (noise, or "
+                                "a texture the depth average blurred). Refused as evidence of their own; their "
+                                "tiles placed by other overlaps (a joint search may still keep the overlap at "
+                                "a peak its neighbours share) or on the stage."),
     "n_unlocated_links": _M("Overlaps whose match runs down to the border of their search", "count",
                             "Accepted overlaps whose match is as good from their best offset down to the "
                             "narrowest overlap scored (3 px or more along the step, per pair unlocated_px): the "

@@ -7,7 +7,10 @@
    (:mod:`linumpy.stitching.pairwise`) within ``max_shift_px`` of the stage
    offset.
 3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
-   (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`). Candidates go to the global
+   (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`), its peak not on the border of
+   its scored window and, when the grid's reader is given, below
+   :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` repeated by the depth ranges of its overlap
+   strips (:mod:`linumpy.stitching.depth_check`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
@@ -97,6 +100,7 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
+from linumpy.stitching.depth_check import StripReader, checked_in_depth, refused_in_depth
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -120,9 +124,9 @@ from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
-from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
-                                         LONE_EDGE_LINK_ACROSS_ONLY, OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT,
-                                         PairRecord, TileTransform)
+from linumpy.stitching.transform import (DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED,
+                                         FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
+                                         OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
@@ -159,12 +163,22 @@ def _refused_on_border(registration: PairRegistration) -> PairRegistration:
     return replace(registration, significance=0.0) if registration.border_peak else registration
 
 
+def neighbour_flat_field(projections: Mapping[TileIndex, np.ndarray], tile_step_px: Sequence[float]) -> np.ndarray:
+    """The flat field shared by the tiles, fitted to the neighbour overlaps at the stage's offsets
+    (:func:`~linumpy.stitching.flatfield.estimate_flat_field`)."""
+    pairs = neighbour_pairs(sorted(projections))
+    return estimate_flat_field(projections, [
+        (a, b, tuple(int(round(v)) for v in nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px)))
+        for a, b in pairs])
+
+
 def register_neighbours(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
     max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
     progress: bool = False,
     workers: int | None = None,
+    flat: np.ndarray | None = None,
 ) -> tuple[dict[TileIndex, np.ndarray], dict[tuple[TileIndex, TileIndex], PairRegistration]]:
     """Flat-field the projections and register every tile with its right and down neighbours.
 
@@ -184,6 +198,8 @@ def register_neighbours(
         Show a progress bar.
     workers : int or None
         Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`).
+    flat : np.ndarray or None
+        The flat field shared by the tiles, when known (default: :func:`neighbour_flat_field`).
 
     Returns
     -------
@@ -197,8 +213,7 @@ def register_neighbours(
     offsets = {(a, b): nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px) for a, b in pairs}
     # The registrations multiply small matrices: BLAS threads only add overhead.
     with threadpool_limits(limits=1, user_api="blas"):
-        flat = estimate_flat_field(
-            projections, [(a, b, tuple(int(round(v)) for v in offsets[(a, b)])) for a, b in pairs])
+        flat = neighbour_flat_field(projections, tile_step_px) if flat is None else flat
         flattened = {t: np.asarray(projections[t], np.float64) / flat for t in tiles}
         registered = ordered_map(
             lambda pair: register_pair(flattened[pair[0]], flattened[pair[1]], offsets[pair], max_shift_px),
@@ -214,6 +229,7 @@ def estimate_transform(
     max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
     progress: bool = False,
     workers: int | None = None,
+    depth_reader: StripReader | None = None,
 ) -> TileTransform:
     """Estimate tile positions from the 2D projection of every present tile.
 
@@ -231,6 +247,10 @@ def estimate_transform(
     workers : int, optional
         Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`);
         the result does not depend on it.
+    depth_reader : callable, optional
+        ``read(tile, (ys, xs))``, every plane of a part of a tile: the candidate pairs below strong are then
+        checked on depth ranges of their overlap strips (:mod:`linumpy.stitching.depth_check`) and those
+        whose ranges do not repeat their peak refused.
 
     Returns
     -------
@@ -242,8 +262,14 @@ def estimate_transform(
     shapes = {projections[t].shape for t in tiles}
     if len(shapes) != 1:
         raise ValueError(f"all projections must have the same shape, got {sorted(shapes)}")
-    flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers)
+    with threadpool_limits(limits=1, user_api="blas"):
+        flat = neighbour_flat_field(projections, tile_step_px)
+    flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers, flat)
     registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
+    in_depth = ({} if depth_reader is None
+                else checked_in_depth(registrations, depth_reader, flat, tile_step_px, max_shift_px))
+    registrations = {pair: refused_in_depth(r, in_depth.get(pair)) for pair, r in registrations.items()}
+    depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
     candidates = [pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
@@ -396,6 +422,8 @@ def estimate_transform(
             status = "kept (loop closure)" if (a, b) in kept_ids else "loop closure, inconsistent"
         elif (a, b) in far_bridged and (a, b) in kept_ids:
             status = FAR_BRIDGE_KEPT
+        elif (a, b) in depth_refused and (a, b) not in kept_ids:
+            status = DEPTH_PEAK_REFUSED
         else:
             status = pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong
@@ -406,6 +434,7 @@ def estimate_transform(
                                   status=status, spread_px=offset_spread(r.scores, r.offset),
                                   border_peak=r.border_peak and r.offset == registrations[(a, b)].offset,
                                   unlocated_px=offset_unlocated(r.scores, r.offset),
+                                  depth_disagreement_px=in_depth.get((a, b), float("nan")),
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

@@ -23,6 +23,7 @@ tile parts (fusion), whatever the slice size.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,6 +61,7 @@ from linumpy.stitching.summaries import (SummarySource, TileSummaries, aip_summa
 
 if TYPE_CHECKING:
     from linumpy.io.zarr import StoredArray
+    from linumpy.stitching.depth_check import StripReader
     from linumpy.stitching.lone_links import LoneLink
     from linumpy.stitching.fusion_flatfield import FusionFlatField, SignalLevels
     from linumpy.stitching.transform import PairRecord, TileTransform
@@ -275,7 +277,7 @@ def stitch_mosaic_grid(
         def estimate(summaries: TileSummaries | None) -> tuple[TileTransform, Future | None]:
             levels = aside.submit(_signal_levels, summaries) if flatfield == "auto" else None
             return obtain_transform(layout, str(in_path), transform_path, summaries, max_shift_px, progress,
-                                    workers), levels
+                                    workers, functools.partial(read_strip, data, layout)), levels
 
         transform, levels = estimate(summaries)
         if check is not None and (error := check.result()) is not None:
@@ -510,7 +512,12 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     :func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`). ``n_border_peak_links`` counts the pairs whose own peak lies on
     the border of the scored window (per pair ``border_peak``: no local maximum), refused as evidence (their
     maps still serve the joint searches; one accepted there at that peak widens its tiles' ``sigma_px`` by the
-    search window's variance, which the tile-bar flag reads). ``n_unlocated_links`` counts the accepted pairs
+    search window's variance, which the tile-bar flag reads). ``n_depth_checked_links`` counts the candidate, not
+    strong pairs registered again on depth ranges of their overlap strips (per pair ``depth_disagreement_px``,
+    :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused as evidence of their own because
+    a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away (a joint search
+    may still keep them at a joint peak; status ``refused, its peak not repeated ...`` otherwise).
+    ``n_unlocated_links`` counts the accepted pairs
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
     :func:`~linumpy.stitching.pairwise.unlocated_width`): each adds ``unlocated_px**2 / 3`` on its step's axis to
@@ -524,6 +531,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     (``position(b) - position(a)``).
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
+    from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
     from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, stage_residual_fields
 
     pairs = [(record.a, record.b) for record in transform.pairs]
@@ -597,10 +605,14 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "free_direction": None if r.free_direction is None
                          else [round(v, 3) for v in r.free_direction],
                          "ridge_px": round(r.ridge_px, 2) if np.isfinite(r.ridge_px) else None,
-                         "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2)}
+                         "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2),
+                         "depth_disagreement_px": round(r.depth_disagreement_px, 2)
+                         if np.isfinite(r.depth_disagreement_px) else None}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
+    metrics["n_depth_checked_links"] = int(np.isfinite([r.depth_disagreement_px for r in transform.pairs]).sum())
+    metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX for r in transform.pairs))
     from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX  # scipy: imported aside while tiles are read
 
     metrics["n_unlocated_links"] = sum(r.accepted and r.unlocated_px >= MIN_UNLOCATED_COUNT_PX for r in transform.pairs)
@@ -652,6 +664,11 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     return metrics, {"residuals": render_png(figure)}, flags
 
 
+def read_strip(data, layout: MosaicGridLayout, tile: TileIndex, part: tuple[slice, slice]) -> np.ndarray:
+    """Every plane of ``part`` (``(y, x)`` slices in tile pixels) of ``tile`` of the mosaic grid ``data``."""
+    return read_block(data, (slice(None), *layout.part_slices(tile, part)))
+
+
 def obtain_transform(
     layout: MosaicGridLayout,
     source: str,
@@ -660,14 +677,17 @@ def obtain_transform(
     max_shift_px: float,
     progress: bool,
     workers: int | None = None,
+    depth_reader: StripReader | None = None,
 ) -> TileTransform:
-    """Load the transform at ``transform_path``, or estimate it from the tiles' projections (``summaries``)."""
+    """Load the transform at ``transform_path``, or estimate it from the tiles' projections (``summaries``),
+    the candidate pairs below strong checked on depth ranges of their strips read with ``depth_reader``
+    (:mod:`linumpy.stitching.depth_check`)."""
     from linumpy.stitching.estimate import estimate_transform
     from linumpy.stitching.transform import load_transform
 
     if transform_path is None:
         return estimate_transform(summaries.projections, layout.tile_step_px, max_shift_px, progress=progress,
-                                  workers=workers)
+                                  workers=workers, depth_reader=depth_reader)
     transform = load_transform(transform_path)
     if tuple(transform.tile_shape) != layout.tile_shape[1:]:
         raise InputError(f"{transform_path} was estimated on tiles of {transform.tile_shape} "

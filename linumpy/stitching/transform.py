@@ -35,6 +35,9 @@ FAR_BRIDGE_REFUSED = "departs implausibly from the stage model"
 #: Status of a pair whose own peak lies on the border of its scored window, refused as evidence
 #: (:func:`linumpy.stitching.estimate._refused_on_border`).
 BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
+#: Status of a candidate, not strong pair whose peak its overlap strips' depth ranges did not repeat, refused as
+#: evidence (:mod:`linumpy.stitching.depth_check`).
+DEPTH_PEAK_REFUSED = "refused, its peak not repeated on the depth ranges of its overlap"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
 #: (:func:`linumpy.stitching.lone_links.far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
@@ -99,6 +102,11 @@ class PairRecord:
         before the border): an accepted one
         adds ``unlocated_px**2 / 3`` on the step's axis to the tiles' stated errors. 0 in transforms
         written before session narrow.
+    depth_disagreement_px : float
+        For a candidate, not strong pair checked on depth ranges of its overlap strips
+        (:mod:`linumpy.stitching.depth_check`), the largest distance (pixels) between its offset and a range's;
+        above :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` it was refused
+        (:data:`DEPTH_PEAK_REFUSED`). NaN where not checked.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -107,7 +115,8 @@ class PairRecord:
         (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
         or why the pair was not used:
         ``not significant``, ``refused, its peak on the border of the scored window``
-        (:data:`BORDER_PEAK_REFUSED`), ``inconsistent or outside the main group``
+        (:data:`BORDER_PEAK_REFUSED`), ``refused, its peak not repeated on the depth ranges of its overlap``
+        (:data:`DEPTH_PEAK_REFUSED`), ``inconsistent or outside the main group``
         (residual of the global solve too large, or linking tiles apart from
         the largest group; also a weak pair between tiles the kept pairs join:
         the loop it closes contradicted it), ``weak outside any loop`` (only
@@ -144,6 +153,7 @@ class PairRecord:
     ridge_px: float = float("nan")
     border_peak: bool = False
     unlocated_px: float = 0.0
+    depth_disagreement_px: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -422,7 +432,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "status": p.status, "spread_px": [_optional(v) for v in p.spread_px],
              "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
              "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak),
-             "unlocated_px": round(float(p.unlocated_px), _DECIMALS)}
+             "unlocated_px": round(float(p.unlocated_px), _DECIMALS),
+             "depth_disagreement_px": _optional(p.depth_disagreement_px)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -511,7 +522,9 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            else tuple(float(v) for v in p["free_direction"]),
                            ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]),
                            border_peak=bool(p.get("border_peak", False)),
-                           unlocated_px=float(p.get("unlocated_px", 0.0)))
+                           unlocated_px=float(p.get("unlocated_px", 0.0)),
+                           depth_disagreement_px=float("nan") if p.get("depth_disagreement_px") is None
+                           else float(p["depth_disagreement_px"]))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(

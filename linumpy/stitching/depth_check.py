@@ -1,0 +1,141 @@
+"""A candidate pair's peak, not strong, checked on independent depth ranges of its two overlap strips (issue #10).
+
+The stitcher registers every pair on the tiles' depth-averaged projections. The tiles are 3D: the speckle and
+noise of two depth ranges are independent while the tissue's texture runs on through depth, so a right offset
+reappears when the two strips that can overlap are registered on each of :data:`DEPTH_RANGES` disjoint depth
+ranges of the tissue below the cut (each its own projection, divided by the same flat field, same search
+window), and a peak made by noise, or by a texture the average blurred, need not.
+
+Measured on the 480 pairs of foreign ``c185`` 225, 226, 238 and 239 (4 x 4, overlap 0.10, stage +-8 px;
+benchmarks/README.md, session depth10), pairs with texture: a range's peak lies more than
+:data:`DEPTH_AGREEMENT_PX` from the pair's own for 12 of 17 wrong pairs of significance 2-3 and 51 of 57 below 2,
+but also for 1 of 13 and 7 of 28 right ones; a peak that a depth-constant structure made (the sample's outline,
+a gel tile's smooth content, the pull to the wider overlap along an edge's ridge) repeats in every range: 9 of 12
+strong wrong pairs agree. So strong pairs are not checked; a candidate below
+:data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` (at least
+:data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`) failing the check loses its evidence (significance 0),
+as a border peak does; its maps still serve the joint searches. On the tuning seeds 225 and 226 the refusals
+leave 1 tile worse than the stage of main's 9 (226 slice 4, 5.24 / 16.77 -> 0.59 / 1.65 px); checking only the
+pairs of 2-3 left 226 slice 4 as it was.
+
+Reads: the two strips of each checked pair, every plane (the mosaic grid's chunks hold one tile laterally, so
+the reader decodes the chunks of both tiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from linumpy.stitching.options import TileIndex
+from linumpy.stitching.pair_terms import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, nominal_offset
+from linumpy.stitching.pairwise import PairRegistration, register_pair
+
+#: Disjoint depth ranges of the tissue below the cut on which a checked pair is registered again.
+DEPTH_RANGES = 3
+#: A checked pair fails when some range's offset lies farther than this (pixels) from the pair's own.
+DEPTH_AGREEMENT_PX = 2.0
+#: Fewest planes of a depth range: a tile much thinner (the stitching matrix's six planes) is not checked, its
+#: ranges' projections keeping little more than the speckle of a plane or two.
+MIN_RANGE_PLANES = 10
+#: The cut: the first plane whose mean over the two strips reaches this fraction of the largest plane mean.
+CUT_FRACTION = 0.5
+
+#: ``read(tile, (ys, xs))``: every plane of a part of a tile, ``(z, y, x)``.
+StripReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]
+
+
+def search_strips(tile_shape: tuple[int, int], offset: tuple[int, int],
+                  radius: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """The parts of tiles ``a`` and ``b`` that can overlap when ``b`` lies within ``radius`` of ``offset``.
+
+    Examples
+    --------
+    >>> search_strips((96, 96), (0, 86), 20)
+    ((slice(0, 96, None), slice(66, 96, None)), (slice(0, 96, None), slice(0, 30, None)))
+    """
+    part_a, part_b = [], []
+    for size, shift in zip(tile_shape, offset):
+        part_a.append(slice(max(0, shift - radius), min(size, shift + size + radius)))
+        part_b.append(slice(max(0, -shift - radius), min(size, size - shift + radius)))
+    return tuple(part_a), tuple(part_b)
+
+
+def tissue_ranges(profile: np.ndarray, n_ranges: int = DEPTH_RANGES) -> list[slice]:
+    """Split the planes from the cut (the first reaching :data:`CUT_FRACTION` of the profile's largest value) to
+    the last into ``n_ranges`` equal, disjoint ranges.
+
+    Examples
+    --------
+    >>> tissue_ranges(np.array([1, 1, 10, 9, 8, 7, 6, 5.0]), 3)
+    [slice(2, 4, None), slice(4, 6, None), slice(6, 8, None)]
+    """
+    cut = int(np.argmax(profile >= CUT_FRACTION * np.max(profile)))
+    edges = np.linspace(cut, len(profile), n_ranges + 1).round().astype(int)
+    return [slice(int(start), int(stop)) for start, stop in zip(edges[:-1], edges[1:])]
+
+
+def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndarray, flat_b: np.ndarray,
+                       offset: tuple[float, float], strip_offset: tuple[int, int], max_shift_px: float) -> float:
+    """Largest distance (pixels) between a pair's offset and its offsets on the depth ranges of its strips.
+
+    Parameters
+    ----------
+    strip_a, strip_b : np.ndarray
+        ``(z, y, x)`` strips of the two tiles (:func:`search_strips`).
+    flat_a, flat_b : np.ndarray
+        The flat field each strip's projections are divided by, ``(y, x)``.
+    offset : tuple of float
+        The pair's offset in the strips' frame.
+    strip_offset : tuple of int
+        The stage's offset in the strips' frame (the search's centre).
+    max_shift_px : float
+        The search window, as for the pair.
+
+    Returns
+    -------
+    float
+        The largest distance over the ranges (``inf`` where a range finds nothing; NaN, not checked, where a
+        range would hold fewer than :data:`MIN_RANGE_PLANES` planes).
+    """
+    profile = np.concatenate([strip_a.reshape(len(strip_a), -1), strip_b.reshape(len(strip_b), -1)], axis=1)
+    distances = []
+    for planes in tissue_ranges(profile.mean(axis=1, dtype=np.float64)):
+        if planes.stop - planes.start < MIN_RANGE_PLANES:
+            return float("nan")
+        found = register_pair(strip_a[planes].mean(axis=0, dtype=np.float64) / flat_a,
+                              strip_b[planes].mean(axis=0, dtype=np.float64) / flat_b,
+                              strip_offset, max_shift_px)
+        distances.append(np.inf if found.ncc <= -1 else float(np.hypot(*np.subtract(found.offset, offset))))
+    return max(distances)
+
+
+def checked_in_depth(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+                     read: StripReader, flat: np.ndarray, tile_step_px: Sequence[float],
+                     max_shift_px: float) -> dict[tuple[TileIndex, TileIndex], float]:
+    """Each candidate, not strong pair's :func:`depth_disagreement` (pixels), its strips read with ``read``.
+
+    ``flat`` is the flat field the tiles' projections were divided by. Border peaks (already refused) are
+    not checked.
+    """
+    checked = {}
+    for (a, b), registration in registrations.items():
+        if not MIN_SIGNIFICANCE <= registration.significance < STRONG_SIGNIFICANCE or registration.border_peak:
+            continue
+        nominal = tuple(int(round(v)) for v in nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px))
+        part_a, part_b = search_strips(flat.shape, nominal, int(np.floor(max_shift_px)))
+        shift = np.array([part_b[i].start - part_a[i].start for i in range(2)])
+        checked[(a, b)] = depth_disagreement(
+            read(a, part_a), read(b, part_b), flat[part_a], flat[part_b],
+            tuple(np.add(registration.offset, shift)), tuple(int(v) for v in np.add(nominal, shift)), max_shift_px)
+    return checked
+
+
+def refused_in_depth(registration: PairRegistration, disagreement: float | None) -> PairRegistration:
+    """``registration`` without evidence (significance 0) when its depth ranges place it farther than
+    :data:`DEPTH_AGREEMENT_PX` from its own offset (``disagreement``; None: not checked)."""
+    if disagreement is None or not disagreement > DEPTH_AGREEMENT_PX:
+        return registration
+    return replace(registration, significance=0.0)

@@ -1,0 +1,107 @@
+"""A confident pair's peak checked on depth ranges of its overlap strips (linumpy.stitching.depth_check)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, checked_in_depth, refused_in_depth, search_strips,
+                                           tissue_ranges)
+from linumpy.stitching.pairwise import register_pair
+from linumpy.stitching import estimate
+from linumpy.stitching.transform import DEPTH_PEAK_REFUSED, transform_from_dict, transform_to_dict
+
+TILE, STEP, DEPTH, CUT = 64, 54, 60, 12
+
+
+def _pair_volume(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Two ``(z, y, x)`` tiles of one sample, ``b`` right of ``a`` at a true offset off the stage's by (3, -4) px:
+    gel above the cut, below it a texture that changes through depth, speckle drawn anew per plane and tile."""
+    rng = np.random.default_rng(seed)
+    true = (3, STEP - 4)
+    world = ndimage.gaussian_filter(rng.standard_normal((DEPTH, TILE + 10, TILE + true[1] + 10)), (6, 2, 2))
+    world = np.exp(0.8 * world / world.std())
+    world[:CUT] = 0.02
+
+    def tile(y0: int, x0: int) -> np.ndarray:
+        return (world[:, y0:y0 + TILE, x0:x0 + TILE] * rng.exponential(1.0, (DEPTH, TILE, TILE))
+                * np.sqrt(2)).astype(np.float32)
+
+    return tile(5, 5), tile(5 + true[0], 5 + true[1]), true
+
+
+def _registration(a: np.ndarray, b: np.ndarray, significance: float, offset=None):
+    """The pair registered on its projections, its significance (and offset) set as a case needs."""
+    found = register_pair(a.mean(0), b.mean(0), (0, STEP), 12)
+    return replace(found, significance=significance, offset=found.offset if offset is None else offset)
+
+
+def _reader(a: np.ndarray, b: np.ndarray):
+    tiles = {(0, 0): a, (0, 1): b}
+    return lambda tile, part: tiles[tile][(slice(None), *part)]
+
+
+def test_search_strips_cover_every_overlap_of_the_window():
+    part_a, part_b = search_strips((TILE, TILE), (0, STEP), 12)
+    assert part_a == (slice(0, TILE), slice(STEP - 12, TILE)) and part_b == (slice(0, TILE), slice(0, TILE - STEP + 12))
+
+
+def test_tissue_ranges_start_at_the_cut_and_are_disjoint():
+    profile = np.r_[np.full(CUT, 0.02), np.linspace(1.0, 0.3, DEPTH - CUT)]
+    ranges = tissue_ranges(profile, 3)
+    assert ranges[0].start == CUT and ranges[-1].stop == DEPTH
+    assert all(r.stop == s.start for r, s in zip(ranges, ranges[1:]))
+
+
+@pytest.mark.parametrize(("seed", "significance"), [(0, 2.5), (1, 1.0)])
+def test_a_right_pair_agrees_in_depth_and_a_wrong_one_does_not(seed, significance):
+    a, b, true = _pair_volume(seed)
+    right = _registration(a, b, significance)
+    assert np.hypot(*np.subtract(right.offset, true)) < 1.0
+    wrong = _registration(a, b, significance, (true[0] - 5.0, true[1] + 4.0))
+    flat = np.ones((TILE, TILE))
+    checked = checked_in_depth({((0, 0), (0, 1)): right}, _reader(a, b), flat, (STEP, STEP), 12)
+    assert checked[((0, 0), (0, 1))] <= DEPTH_AGREEMENT_PX
+    assert refused_in_depth(right, checked[((0, 0), (0, 1))]) is right
+    checked = checked_in_depth({((0, 0), (0, 1)): wrong}, _reader(a, b), flat, (STEP, STEP), 12)
+    assert checked[((0, 0), (0, 1))] > DEPTH_AGREEMENT_PX
+    assert refused_in_depth(wrong, checked[((0, 0), (0, 1))]).significance == 0
+
+
+def test_strong_not_candidate_and_thin_pairs_are_not_checked():
+    a, b, _ = _pair_volume(2)
+    flat = np.ones((TILE, TILE))
+    for significance in (0.4, 3.5):
+        assert checked_in_depth({((0, 0), (0, 1)): _registration(a, b, significance)}, _reader(a, b), flat,
+                                (STEP, STEP), 12) == {}
+    thin = checked_in_depth({((0, 0), (0, 1)): _registration(a, b, 2.5)}, _reader(a[-12:], b[-12:]), flat,
+                            (STEP, STEP), 12)
+    assert np.isnan(thin[((0, 0), (0, 1))])
+    assert refused_in_depth(_registration(a, b, 2.5), thin[((0, 0), (0, 1))]).significance == 2.5
+
+
+@pytest.mark.parametrize("unrelated", [False, True])
+def test_the_estimate_refuses_a_pair_its_depth_ranges_do_not_repeat(monkeypatch, unrelated):
+    a, b, true = _pair_volume(0)
+    projections = {(0, 0): a.mean(0), (0, 1): b.mean(0)}
+    register = estimate.register_neighbours
+
+    def confident(*args, **kwargs):  # the pair made a candidate, not strong: the band the check reads
+        flattened, registrations = register(*args, **kwargs)
+        return flattened, {pair: replace(r, significance=2.5) for pair, r in registrations.items()}
+
+    monkeypatch.setattr(estimate, "register_neighbours", confident)
+    # the strips of another sample where the grid's would be: no range finds the pair's peak
+    other, _, _ = _pair_volume(5)
+    reader = _reader(a, other if unrelated else b)
+    transform = estimate.estimate_transform(projections, (STEP, STEP), 12, depth_reader=reader)
+    record = transform.pairs[0]
+    assert (record.depth_disagreement_px > DEPTH_AGREEMENT_PX) == unrelated
+    assert (record.status == DEPTH_PEAK_REFUSED) == unrelated
+    assert not (record.accepted and unrelated)
+    loaded = transform_from_dict(transform_to_dict(transform))
+    assert loaded.pairs[0].depth_disagreement_px == pytest.approx(record.depth_disagreement_px, abs=1e-3)
+    assert loaded.pairs[0].status == record.status
