@@ -384,7 +384,7 @@ def test_stale_scratch_directory_is_removed_by_the_next_writer(tmp_path):
 def test_intensity_steps_use_the_shared_scratch():
     for module in ("linumpy/intensity/axial.py", "linumpy/intensity/slice_normalization.py"):
         text = (ROOT / module).read_text()
-        assert "atomic.scratch_directory(out_path)" in text and "tempfile" not in text, module
+        assert "atomic.scratch_directory(out_path" in text and "tempfile" not in text, module
 
 
 # -- 10, 14. a full disk is one line, and the advice is to free space ---------------------------
