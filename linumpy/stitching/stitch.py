@@ -611,7 +611,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
-    metrics["n_depth_checked_links"] = int(np.isfinite([r.depth_disagreement_px for r in transform.pairs]).sum())
+    # checked: not NaN (a range that found no peak reads inf, refused and checked alike)
+    metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))
     metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX for r in transform.pairs))
     from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX  # scipy: imported aside while tiles are read
 
