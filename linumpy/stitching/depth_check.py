@@ -139,3 +139,24 @@ def refused_in_depth(registration: PairRegistration, disagreement: float | None)
     if disagreement is None or not disagreement > DEPTH_AGREEMENT_PX:
         return registration
     return replace(registration, significance=0.0)
+
+
+def out_of_the_searches(registration: PairRegistration) -> PairRegistration:
+    """A pair refused in depth (:func:`refused_in_depth`) without its evidence maps: no joint search (one tile,
+    a group, a cluster, a piece re-anchored, a corroborated or late search) reads it, nor any test of a
+    placement against the stage's.
+
+    Its significance alone kept it out of the first solve, but the searches read every pair's maps, and its
+    refused peak is its map's highest: a lone link's joint peak is that peak, and it adds to its neighbours'.
+    Kept so, the refusal was undone (foreign ``odd`` 261 slice 0, 2 x 5 non-square tiles: the two vertical pairs
+    read 7-9 px short of their ~5 px of true overlap, ranges 8.7 and 18.2 px away, were kept by the joint search at
+    the same peaks, two tiles worse than the stage; session rejoin10). Removing only the peak's neighbourhood
+    (2-3 px) left its flank, where a search then placed the tile 3 px off (slice 2); removing its hump above
+    :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` did what dropping the maps does on every slice.
+
+    Examples
+    --------
+    >>> out_of_the_searches(PairRegistration((1.0, 50.0), 0.5, 0.0, scores=("map",))).scores
+    ()
+    """
+    return replace(registration, scores=())
