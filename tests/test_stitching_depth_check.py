@@ -150,9 +150,12 @@ def test_a_pair_refused_in_depth_is_not_kept_again_by_a_search(monkeypatch, draw
     error = np.hypot(*(placed - np.subtract(BLOCK[(0, 2)], BLOCK[(0, 1)])))
     if drawn_off == (0, 0):
         assert record.accepted and record.depth_disagreement_px <= DEPTH_AGREEMENT_PX and error < 1.0
+        assert not any(r.depth_refused_on_stage for r in transform.tiles.values())
         return
     assert np.hypot(*np.subtract(record.offset, np.add(np.subtract(BLOCK[(0, 2)], BLOCK[(0, 1)]), drawn_off))) < 1.0
     assert record.depth_disagreement_px > DEPTH_AGREEMENT_PX
     assert not record.accepted and record.status == DEPTH_PEAK_REFUSED
-    assert transform.tiles[(0, 2)].source == "stage"
+    assert transform.tiles[(0, 2)].source == "stage" and transform.tiles[(0, 2)].depth_refused_on_stage
+    assert transform_from_dict(transform_to_dict(transform)).tiles[(0, 2)].depth_refused_on_stage
+    assert not any(transform.tiles[t].depth_refused_on_stage for t in BLOCK if t != (0, 2))
     assert error < 2.0 < np.hypot(*drawn_off)

@@ -462,6 +462,7 @@ def estimate_transform(
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,
+        "depth_refused_on_stage": {t for pair in depth_refused for t in pair} - {t for pair in kept_ids for t in pair},
     }
     tile_records = build_tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted | flagged["rigid_piece"], flagged, open_loop)
