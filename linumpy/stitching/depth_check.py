@@ -14,7 +14,8 @@ a gel tile's smooth content, the pull to the wider overlap along an edge's ridge
 strong wrong pairs agree. So strong pairs are not checked; a candidate below
 :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` (at least
 :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`) failing the check loses its evidence (significance 0),
-as a border peak does; its maps still serve the joint searches. On the tuning seeds 225 and 226 the refusals
+as a border peak does, and unlike a border peak its maps too: no joint search reads it
+(:func:`out_of_the_searches`). On the tuning seeds 225 and 226 the refusals
 leave 1 tile worse than the stage of main's 9 (226 slice 4, 5.24 / 16.77 -> 0.59 / 1.65 px); checking only the
 pairs of 2-3 left 226 slice 4 as it was.
 
