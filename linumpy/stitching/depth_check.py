@@ -151,9 +151,12 @@ def out_of_the_searches(registration: PairRegistration) -> PairRegistration:
     refused peak is its map's highest: a lone link's joint peak is that peak, and it adds to its neighbours'.
     Kept so, the refusal was undone (foreign ``odd`` 261 slice 0, 2 x 5 non-square tiles: the two vertical pairs
     read 7-9 px short of their ~5 px of true overlap, ranges 8.7 and 18.2 px away, were kept by the joint search at
-    the same peaks, two tiles worse than the stage; session rejoin10). Removing only the peak's neighbourhood
-    (2-3 px) left its flank, where a search then placed the tile 3 px off (slice 2); removing its hump above
-    :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` did what dropping the maps does on every slice.
+    the same peaks, two tiles worse than the stage; session rejoin10). Dropped from every search, on the tuning
+    slices (odd 261, c185 225 / 226) tiles worse than the stage 3 -> 1 and the tiles' mean 225 slices 1 and 3
+    3.7 -> 1.7-1.8 px, but 226 slice 4 0.56 -> 1.66 px, where the check had refused a right pair a cluster search
+    kept. Removing only the peak's neighbourhood (2-3 px) left its flank, where a search then placed the tile 3 px
+    off (odd 261 slice 2); removing its hump above :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` left
+    225 slice 1 at 3.85 px (1.62 with the maps dropped).
 
     Examples
     --------

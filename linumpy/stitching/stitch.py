@@ -516,9 +516,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     strong pairs registered again on depth ranges of their overlap strips (per pair ``depth_disagreement_px``,
     :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused as evidence of their own because
     a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away (status ``refused,
-    its peak not repeated ...``; no search reads them either, :func:`~linumpy.stitching.depth_check.out_of_the_searches`),
-    ``n_depth_refused_on_stage_tiles`` the tiles of such pairs left on the stage model (per tile
-    ``depth_refused_on_stage``).
+    its peak not repeated ...``; no search reads them either,
+    :func:`~linumpy.stitching.depth_check.out_of_the_searches`), ``n_depth_refused_on_stage_tiles`` the tiles of
+    such pairs left on the stage model (per tile ``depth_refused_on_stage``).
     ``n_unlocated_links`` counts the accepted pairs
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
