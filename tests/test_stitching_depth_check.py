@@ -105,3 +105,57 @@ def test_the_estimate_refuses_a_pair_its_depth_ranges_do_not_repeat(monkeypatch,
     loaded = transform_from_dict(transform_to_dict(transform))
     assert loaded.pairs[0].depth_disagreement_px == pytest.approx(record.depth_disagreement_px, abs=1e-3)
     assert loaded.pairs[0].status == record.status
+
+
+#: Five tiles of one sample (a 2 x 2 block and (0, 2) right of it), true positions off the stage's 54 px steps.
+BLOCK = {(0, 0): (0, 0), (0, 1): (2, 52), (0, 2): (0, 106), (1, 0): (53, -2), (1, 1): (57, 49)}
+
+
+def _block(seed: int, drawn_off: tuple[int, int]) -> tuple[dict, dict]:
+    """The block's ``(z, y, x)`` tiles (texture changing through depth, speckle per plane and tile) and their
+    projections, (0, 2)'s drawn ``drawn_off`` px from its volume: its one link's projection peak lies there."""
+    rng = np.random.default_rng(seed)
+    world = ndimage.gaussian_filter(rng.standard_normal((DEPTH, 2 * TILE + 20, 3 * TILE + 20)), (6, 2, 2))
+    world = np.exp(0.8 * world / world.std())
+    world[:CUT] = 0.02
+
+    def tile(y0: int, x0: int) -> np.ndarray:
+        return (world[:, y0:y0 + TILE, x0:x0 + TILE] * rng.exponential(1.0, (DEPTH, TILE, TILE))).astype(np.float32)
+
+    volumes = {t: tile(10 + y, 10 + x) for t, (y, x) in BLOCK.items()}
+    projections = {t: v.mean(0) for t, v in volumes.items()}
+    projections[(0, 2)] = tile(10 + BLOCK[(0, 2)][0] + drawn_off[0], 10 + BLOCK[(0, 2)][1] + drawn_off[1]).mean(0)
+    return volumes, projections
+
+
+@pytest.mark.parametrize("drawn_off", [(3, 3), (0, 0)])
+def test_a_pair_refused_in_depth_is_not_kept_again_by_a_search(monkeypatch, drawn_off):
+    """(0, 1)-(0, 2), made a confident candidate, is (0, 2)'s one link. Drawn off, its projection peak lies 4.2 px
+    from the truth, its depth ranges on the truth: refused, and no search may keep it again at that peak (the
+    joint search did, a lone link's joint peak being its own); (0, 2) stays on the stage model, nearer the truth.
+    Not drawn off, its ranges agree and it places (0, 2)."""
+    volumes, projections = _block(0, drawn_off)
+    register = estimate.register_neighbours
+
+    def confident(*args, **kwargs):
+        flattened, registrations = register(*args, **kwargs)
+        return flattened, {pair: replace(r, significance=2.5) if pair == ((0, 1), (0, 2)) else r
+                           for pair, r in registrations.items()}
+
+    monkeypatch.setattr(estimate, "register_neighbours", confident)
+    transform = estimate.estimate_transform(projections, (STEP, STEP), 12,
+                                            depth_reader=lambda tile, part: volumes[tile][(slice(None), *part)])
+    record = next(p for p in transform.pairs if (p.a, p.b) == ((0, 1), (0, 2)))
+    placed = np.subtract(transform.positions[(0, 2)], transform.positions[(0, 1)])
+    error = np.hypot(*(placed - np.subtract(BLOCK[(0, 2)], BLOCK[(0, 1)])))
+    if drawn_off == (0, 0):
+        assert record.accepted and record.depth_disagreement_px <= DEPTH_AGREEMENT_PX and error < 1.0
+        assert not any(r.depth_refused_on_stage for r in transform.tiles.values())
+        return
+    assert np.hypot(*np.subtract(record.offset, np.add(np.subtract(BLOCK[(0, 2)], BLOCK[(0, 1)]), drawn_off))) < 1.0
+    assert record.depth_disagreement_px > DEPTH_AGREEMENT_PX
+    assert not record.accepted and record.status == DEPTH_PEAK_REFUSED
+    assert transform.tiles[(0, 2)].source == "stage" and transform.tiles[(0, 2)].depth_refused_on_stage
+    assert transform_from_dict(transform_to_dict(transform)).tiles[(0, 2)].depth_refused_on_stage
+    assert not any(transform.tiles[t].depth_refused_on_stage for t in BLOCK if t != (0, 2))
+    assert error < 2.0 < np.hypot(*drawn_off)

@@ -212,9 +212,13 @@ METRICS: dict[str, MetricInfo] = {
     "n_depth_refused_links": _M("Overlaps whose peak depth did not repeat, refused", "count",
                                 "Checked overlaps that some depth range placed more than 2 px from their own "
                                 "offset: a peak the tissue's texture through depth does not repeat (noise, or "
-                                "a texture the depth average blurred). Refused as evidence of their own; their "
-                                "tiles placed by other overlaps (a joint search may still keep the overlap at "
-                                "a peak its neighbours share) or on the stage."),
+                                "a texture the depth average blurred). Refused as evidence, of their own and in "
+                                "every joint search; their tiles placed by other overlaps or on the stage "
+                                "(n_depth_refused_on_stage_tiles)."),
+    "n_depth_refused_on_stage_tiles": _M("Tiles of an overlap refused in depth, on the stage model", "count",
+                                         "Tiles an overlap refused in depth touches that no accepted overlap "
+                                         "places: they keep their stage-model position (per tile "
+                                         "depth_refused_on_stage)."),
     "n_unlocated_links": _M("Overlaps whose match runs down to the border of their search", "count",
                             "Accepted overlaps whose match is as good from their best offset down to the "
                             "narrowest overlap scored (3 px or more along the step, per pair unlocated_px): the "
@@ -235,7 +239,8 @@ METRICS: dict[str, MetricInfo] = {
                 "lone_edge_link_along_stage, tied_to_left_out, rigid_piece (placed with a rigid piece at its "
                 "stage-model mean); open_loop_px (the miss of the loop that does not "
                 "close it is placed through, or none); open_loop_to_stage (its piece, placed through such a "
-                "loop beyond the stage's error, put on the stage model); hinge_links and off_probability "
+                "loop beyond the stage's error, put on the stage model); depth_refused_on_stage (an overlap of it "
+                "refused in depth, no other placing it: on the stage model); hinge_links and off_probability "
                 "(tile_off_probability); stage_residual_px (the stage residual model's correction)."),
     "n_hinge_links": _M("Weak links holding tiles alone", "count", "Accepted overlaps of significance below "
                         "2.5 that a tile placed by overlaps follows by at least half of any change of their "

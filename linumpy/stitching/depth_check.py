@@ -14,7 +14,8 @@ a gel tile's smooth content, the pull to the wider overlap along an edge's ridge
 strong wrong pairs agree. So strong pairs are not checked; a candidate below
 :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` (at least
 :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`) failing the check loses its evidence (significance 0),
-as a border peak does; its maps still serve the joint searches. On the tuning seeds 225 and 226 the refusals
+as a border peak does, and unlike a border peak its maps too: no joint search reads it
+(:func:`out_of_the_searches`). On the tuning seeds 225 and 226 the refusals
 leave 1 tile worse than the stage of main's 9 (226 slice 4, 5.24 / 16.77 -> 0.59 / 1.65 px); checking only the
 pairs of 2-3 left 226 slice 4 as it was.
 
@@ -139,3 +140,27 @@ def refused_in_depth(registration: PairRegistration, disagreement: float | None)
     if disagreement is None or not disagreement > DEPTH_AGREEMENT_PX:
         return registration
     return replace(registration, significance=0.0)
+
+
+def out_of_the_searches(registration: PairRegistration) -> PairRegistration:
+    """A pair refused in depth (:func:`refused_in_depth`) without its evidence maps: no joint search (one tile,
+    a group, a cluster, a piece re-anchored, a corroborated or late search) reads it, nor any test of a
+    placement against the stage's.
+
+    Its significance alone kept it out of the first solve, but the searches read every pair's maps, and its
+    refused peak is its map's highest: a lone link's joint peak is that peak, and it adds to its neighbours'.
+    Kept so, the refusal was undone (foreign ``odd`` 261 slice 0, 2 x 5 non-square tiles: the two vertical pairs
+    read 7-9 px short of their ~5 px of true overlap, ranges 8.7 and 18.2 px away, were kept by the joint search at
+    the same peaks, two tiles worse than the stage; session rejoin10). Dropped from every search, on the tuning
+    slices (odd 261, c185 225 / 226) tiles worse than the stage 3 -> 1 and the tiles' mean 225 slices 1 and 3
+    3.7 -> 1.7-1.8 px, but 226 slice 4 0.56 -> 1.66 px, where the check had refused a right pair a cluster search
+    kept. Removing only the peak's neighbourhood (2-3 px) left its flank, where a search then placed the tile 3 px
+    off (odd 261 slice 2); removing its hump above :data:`~linumpy.stitching.tile_search.MIN_LINK_EVIDENCE` left
+    225 slice 1 at 3.85 px (1.62 with the maps dropped).
+
+    Examples
+    --------
+    >>> out_of_the_searches(PairRegistration((1.0, 50.0), 0.5, 0.0, scores=("map",))).scores
+    ()
+    """
+    return replace(registration, scores=())

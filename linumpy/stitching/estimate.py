@@ -100,7 +100,7 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
-from linumpy.stitching.depth_check import StripReader, checked_in_depth, refused_in_depth
+from linumpy.stitching.depth_check import StripReader, checked_in_depth, out_of_the_searches, refused_in_depth
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -270,6 +270,8 @@ def estimate_transform(
                 else checked_in_depth(registrations, depth_reader, flat, tile_step_px, max_shift_px))
     registrations = {pair: refused_in_depth(r, in_depth.get(pair)) for pair, r in registrations.items()}
     depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
+    own = registrations  # the records keep a refused pair's maps; no search reads them
+    registrations = {pair: out_of_the_searches(r) if pair in depth_refused else r for pair, r in own.items()}
     candidates = [pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
@@ -334,7 +336,7 @@ def estimate_transform(
         clustered.update(links)
     positions, model, kept, relinked = reanchor(tiles, positions, model, kept, anchoring, contested, registrations,
                                                  flattened, tile_step_px)
-    current = {**registrations, **moved, **joint, **clustered, **relinked}
+    current = {**own, **moved, **joint, **clustered, **relinked}
     (positions, model, kept), unlinked, broad = drop_broken_loop_links(
         tiles, (positions, model, kept),
         {(p.a, p.b): offset_spread(current[(p.a, p.b)].scores, current[(p.a, p.b)].offset) for p in kept},
@@ -460,6 +462,7 @@ def estimate_transform(
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,
+        "depth_refused_on_stage": {t for pair in depth_refused for t in pair} - {t for pair in kept_ids for t in pair},
     }
     tile_records = build_tile_records(tiles, kept + rigid, {t for pair in corroborated for t in pair} - placed_before,
                                  sigmas, trusted | flagged["rigid_piece"], flagged, open_loop)

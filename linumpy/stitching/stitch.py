@@ -515,8 +515,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     search window's variance, which the tile-bar flag reads). ``n_depth_checked_links`` counts the candidate, not
     strong pairs registered again on depth ranges of their overlap strips (per pair ``depth_disagreement_px``,
     :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused as evidence of their own because
-    a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away (a joint search
-    may still keep them at a joint peak; status ``refused, its peak not repeated ...`` otherwise).
+    a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away (status ``refused,
+    its peak not repeated ...``; no search reads them either,
+    :func:`~linumpy.stitching.depth_check.out_of_the_searches`), ``n_depth_refused_on_stage_tiles`` the tiles of
+    such pairs left on the stage model (per tile ``depth_refused_on_stage``).
     ``n_unlocated_links`` counts the accepted pairs
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
@@ -591,6 +593,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_open_loop_tiles"] = len(open_loop)
     metrics["open_loop_miss_px"] = round(max(open_loop), 3) if open_loop else None
     metrics["n_open_loop_to_stage_tiles"] = sum(record.open_loop_to_stage for record in transform.tiles.values())
+    metrics["n_depth_refused_on_stage_tiles"] = sum(record.depth_refused_on_stage
+                                                    for record in transform.tiles.values())
     risk = tile_risk(transform, max_shift_px)
     metrics.update(risk_fields(risk))
     sigmas = [record.sigma_px for record in transform.tiles.values() if np.isfinite(record.sigma_px)]
@@ -641,6 +645,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "rigid_piece": record.rigid_piece,
                     "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,
                     "open_loop_to_stage": record.open_loop_to_stage,
+                    "depth_refused_on_stage": record.depth_refused_on_stage,
                     **tile_risk_fields(risk, tile),
                     "stage_residual_px": [round(v, 3) for v in corrections[tile]] if tile in corrections else None}
         for tile, record in sorted(transform.tiles.items())

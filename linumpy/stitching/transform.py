@@ -303,6 +303,11 @@ class TileRecord:
         pairs joining it to the others dropped (status ``open loop placing its piece beyond the stage's error,
         piece on the stage``; :func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`). False in
         transforms written before stop 63.
+    depth_refused_on_stage : bool
+        The tile is placed by the stage model and one of its links was refused in depth (its peak not repeated on
+        the depth ranges of its overlap, :mod:`linumpy.stitching.depth_check`): that link is no evidence for any
+        search either, so it does not place the tile its peak alone held. False in transforms written before
+        session rejoin10, whose searches could keep such a link again.
     """
 
     source: str
@@ -327,6 +332,7 @@ class TileRecord:
     rigid_piece: bool = False
     open_loop_px: float = float("nan")
     open_loop_to_stage: bool = False
+    depth_refused_on_stage: bool = False
 
 
 @dataclass(frozen=True)
@@ -456,6 +462,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
              "open_loop_to_stage": bool(record.open_loop_to_stage),
+             "depth_refused_on_stage": bool(record.depth_refused_on_stage),
              "stage_residual_px": _rounded(corrections[(r, c)]) if (r, c) in corrections else None}
             for (r, c), record in sorted(transform.tiles.items())
         ],
@@ -547,7 +554,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
                 rigid_piece=bool(t.get("rigid_piece", False)),
                 open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]),
-                open_loop_to_stage=bool(t.get("open_loop_to_stage", False)))
+                open_loop_to_stage=bool(t.get("open_loop_to_stage", False)),
+                depth_refused_on_stage=bool(t.get("depth_refused_on_stage", False)))
                 for t in data.get("tiles", [])},
             stage_residuals=_stage_residuals_from_dict(data),
         )
