@@ -376,6 +376,11 @@ METRICS: dict[str, MetricInfo] = {
     "focus_level_edge_fraction": _M("Dim class around the sample", "fraction", "Of a split of every imaged "
                                     "A-line: share of the imaged area's edge cells outside the tissue mask; at "
                                     "least 0.75 for a gel embedding the sample."),
+    "focus_level_decay_per_mm": _M("Dim class decay", "1/mm", "Of a split of every imaged A-line whose dim "
+                                   "class lies around the sample with its cut detected: the attenuation its "
+                                   "profile reads fitted with the focus; a gel's (at most 1 with 2 standard errors "
+                                   "to spare) takes it for the gel, tissue's refuses it. Null: not checked."),
+    "focus_level_decay_sd_per_mm": _M("Dim class decay error", "1/mm", "Standard error of that fit."),
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
     "focus_agarose_bright_cells": _M("Bright agarose cells", "count", "Cells outside the tissue mask left out "
