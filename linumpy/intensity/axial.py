@@ -500,7 +500,7 @@ def _gather_statistics(
     splits = [background.level_split()]
     if splits[0].threshold is None or not background.agarose_cells(splits[0].threshold).any():
         # far above the focus the gel's surface is rarely detected: the surface A-lines' dim class is tissue
-        splits.append(background.gel_split(dz_um=dz_um))
+        splits.append(background.gel_split(dz_um=dz_um, first_depth=_cell_first_depth(background, plane, factor)))
     tissue_level = splits[-1].threshold
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_cells = tissue_cells if tissue_cells is not None and tissue_cells.any() else None
