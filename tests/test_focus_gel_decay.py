@@ -79,3 +79,33 @@ def test_the_axial_correction_of_a_slice_takes_the_gel_by_its_decay(tmp_path):
     assert metrics["focus_mode"] == "background" and metrics["focus_level_source"] == focus.EVERY_LEVEL
     assert metrics["focus_level_decay_per_mm"] + 2 * metrics["focus_level_decay_sd_per_mm"] <= 1.0
     assert abs(metrics["focus_model_center_um"] / DZ_UM - FOCUS_PX) < 1.0
+
+
+def test_a_gel_under_3x_from_the_tissue_is_taken_by_its_decay_alone():
+    """The focus 80 planes deep (68 below the cut) dims the tissue's brightest band toward the gel's: a gel 0.15
+    of the tissue's backscatter splits 2.2x from it (the held-out ``deep`` block: 2.2-2.5x), under the 3x the
+    surface check allows. Its decay, fitted with the focus, is the gel's: taken, the true focus read."""
+    volume, _, _ = deep_focus_volume(0.15)
+    stats, level = background_of(volume)
+    gel = stats.gel_split(dz_um=DZ_UM)
+    assert level is None and gel.class_ratio < focus.MIN_GEL_CLASS_RATIO  # the precondition: under 3x
+    assert gel.threshold is not None and gel.min_class_ratio == focus.MIN_GEL_DECAY_CLASS_RATIO and gel.gel_decay
+    estimate, mode = _focus_profile(stats, [stats.level_split(), gel], 1.0,
+                                    stats.noise_floor(stats.tissue_cells(gel.threshold)), AxialSettings(), 12.0,
+                                    DZ_UM, TRUE_PLANE, 1, 4.0)
+    assert mode == "background"
+    assert abs(estimate.qc["focus_model_center_um"] / DZ_UM - 80.0) < 1.0
+    assert abs(estimate.qc["focus_model_width_um"] / DZ_UM / 14.0 - 1) < 0.05
+
+
+def test_dim_tissue_under_3x_from_the_bright_is_refused_by_its_decay():
+    """No gel, the focus 94 planes deep (82 below the cut): tissue 8x dimmer than the bright disc it surrounds
+    splits 2.8x from it, under 3x. Its decay is the tissue's (3 mm^-1), not a gel's: refused, no focus
+    estimate, the mode saying that split was a gel by its decay only."""
+    stats, _ = background_of(two_tissues_no_gel("ring", focus_px=94.0))
+    gel = stats.gel_split(dz_um=DZ_UM)
+    assert gel.min_class_ratio == focus.MIN_GEL_DECAY_CLASS_RATIO and gel.class_ratio < focus.MIN_GEL_CLASS_RATIO
+    assert gel.threshold is None and gel.decay_checked and abs(gel.decay_per_mm - 3.0) < 0.5
+    estimate, mode = _focus_profile(stats, [stats.level_split(), gel], 1.0, stats.noise_floor(), AxialSettings(),
+                                    0.0, DZ_UM, TRUE_PLANE, 1, 4.0)
+    assert estimate.profile is None and "(under 3x: a gel by its decay only)" in mode

@@ -138,6 +138,9 @@ MIN_GEL_SURFACELESS_FRACTION = 0.5
 MAX_GEL_DECAY_PER_MM = 1.0
 #: ... with this many of the fit's standard errors to spare...
 GEL_DECAY_SIGMAS = 2.0
+#: ... (a split under ``MIN_GEL_CLASS_RATIO``, down to this, is a gel only by its decay, whatever its surface: with
+#: the focus far below the cut the tissue's brightest band is attenuated on its way to it, toward the gel's)...
+MIN_GEL_DECAY_CLASS_RATIO = 2.0
 #: ... and the dim class around the sample: at least this fraction of the imaged area's edge cells outside the
 #: tissue mask (a gel embeds the sample; dim tissue beside bright tissue shares the edge with it).
 MIN_GEL_EDGE_FRACTION = 0.75
@@ -216,20 +219,24 @@ outside the tissue'
         if self.class_ratio < self.min_class_ratio or self.edge_fraction is None:
             return (f"the levels of {self.source} split at most {self.class_ratio:.2f}x apart "
                     f"({self.min_class_ratio:g}x needed)")
-        return (f"the levels of {self.source} split {self.class_ratio:.2f}x apart, but the dim class is no gel "
-                f"around the sample: {100 * self.surfaceless_fraction:.0f}% of it has no detected surface "
-                f"({100 * MIN_GEL_SURFACELESS_FRACTION:.0f}% needed){self._describe_decay()}, it holds "
-                f"{100 * self.edge_fraction:.0f}% of the imaged edge ({100 * MIN_GEL_EDGE_FRACTION:.0f}% needed)")
+        low = self.min_class_ratio < MIN_GEL_CLASS_RATIO  # a gel by its decay only
+        checks = [] if low else [f"{100 * self.surfaceless_fraction:.0f}% of it has no detected surface "
+                                 f"({100 * MIN_GEL_SURFACELESS_FRACTION:.0f}% needed)"]
+        checks += [self._describe_decay()] if self.decay_checked else []
+        checks = [" and ".join(checks)] if checks else []
+        checks.append(f"it holds {100 * self.edge_fraction:.0f}% of the imaged edge "
+                      f"({100 * MIN_GEL_EDGE_FRACTION:.0f}% needed)")
+        return (f"the levels of {self.source} split {self.class_ratio:.2f}x apart"
+                f"{f' (under {MIN_GEL_CLASS_RATIO:g}x: a gel by its decay only)' if low else ''}, but the dim class "
+                f"is no gel around the sample: {', '.join(checks)}")
 
     def _describe_decay(self) -> str:
-        """The decay check of a dim class whose cut is detected, in words ('' when it did not run)."""
-        if not self.decay_checked:
-            return ""
+        """The decay check of the dim class, in words."""
         need = f"(a gel: at most {MAX_GEL_DECAY_PER_MM:g} mm^-1, with {GEL_DECAY_SIGMAS:g} standard errors to spare)"
         if self.decay_per_mm is None or self.decay_sd_per_mm is None:
-            return f" and its profile's decay could not be fitted with the focus {need}"
-        return (f" and its profile decays at {self.decay_per_mm:.2f} +- {self.decay_sd_per_mm:.2f} mm^-1 with the "
-                f"focus {need}")
+            return f"its profile's decay could not be fitted with the focus {need}"
+        return (f"its profile decays at {self.decay_per_mm:.2f} +- {self.decay_sd_per_mm:.2f} mm^-1 with the focus "
+                f"{need}")
 
     @property
     def gel_decay(self) -> bool:
@@ -522,16 +529,22 @@ class BackgroundStatistics:
         embeds the whole sample and barely attenuates.
         """
         split = self.level_split(min_class_ratio, source=EVERY_LEVEL)
+        if split.threshold is None and dz_um is not None and min_class_ratio > MIN_GEL_DECAY_CLASS_RATIO:
+            low = self.level_split(MIN_GEL_DECAY_CLASS_RATIO, source=EVERY_LEVEL)
+            split = low if low.threshold is not None else split
         if split.threshold is None:
             return split
+        by_surface = split.min_class_ratio >= MIN_GEL_CLASS_RATIO  # a low split is a gel by its decay only
         dim = self.every_level.centers <= np.log10(split.threshold)
         surfaceless = 1.0 - self.levels.counts[dim].sum() / max(1, self.every_level.counts[dim].sum())
+        surfaceless_gel = by_surface and surfaceless >= MIN_GEL_SURFACELESS_FRACTION
         edge = self.edge_fraction(split.threshold)
-        checked = edge >= MIN_GEL_EDGE_FRACTION and surfaceless < MIN_GEL_SURFACELESS_FRACTION and dz_um is not None
+        checked = edge >= MIN_GEL_EDGE_FRACTION and not surfaceless_gel and dz_um is not None
         decay = self.dim_decay(split.threshold, dz_um, first_depth) if checked else (None, None)
-        verdict = LevelSplit(None, split.class_ratio, min_class_ratio, EVERY_LEVEL, max(0.0, float(surfaceless)),
-                             edge, decay_checked=checked, decay_per_mm=decay[0], decay_sd_per_mm=decay[1])
-        gel = edge >= MIN_GEL_EDGE_FRACTION and (surfaceless >= MIN_GEL_SURFACELESS_FRACTION or verdict.gel_decay)
+        verdict = LevelSplit(None, split.class_ratio, split.min_class_ratio, EVERY_LEVEL,
+                             max(0.0, float(surfaceless)), edge, decay_checked=checked, decay_per_mm=decay[0],
+                             decay_sd_per_mm=decay[1])
+        gel = edge >= MIN_GEL_EDGE_FRACTION and (surfaceless_gel or verdict.gel_decay)
         if not gel:
             return verdict
         return replace(verdict, threshold=split.threshold, tissue_mean_level=split.tissue_mean_level)
