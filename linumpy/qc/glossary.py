@@ -365,7 +365,8 @@ METRICS: dict[str, MetricInfo] = {
                                   "e.g. a focus far below the cut."),
     "focus_level_min_class_ratio": _M("Agarose/tissue contrast needed", "ratio", "Ratio the level classes must "
                                       "reach for the dimmer to be taken as agarose (4 for the A-lines with a "
-                                      "surface, 3 for every imaged A-line)."),
+                                      "surface, 3 for every imaged A-line, 2 for every imaged A-line whose dim "
+                                      "class is a gel by its decay alone)."),
     "focus_level_source": _M("Agarose/tissue levels split", "text", "Whose levels were split: the A-lines with a "
                              "detected surface, or, when those do not split (the gel's cut far above the focus, "
                              "rarely detected), every imaged A-line, the dim class checked to be a gel around "
