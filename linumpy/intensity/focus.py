@@ -173,8 +173,8 @@ class LevelSplit:
         bound of the tissue's signal at the focus (the levels carry the focus and the attenuation), for the
         focus profile's noise-relative gain floor (:func:`estimate_focus`, ``noise_gain``).
     decay_checked : bool
-        The dim class of a split of :data:`EVERY_LEVEL`, around the sample but with its cut detected, was
-        checked by its decay (:meth:`BackgroundStatistics.gel_split`).
+        The dim class of a split of :data:`EVERY_LEVEL` around the sample, its cut detected or the split under
+        :data:`MIN_GEL_CLASS_RATIO`, was checked by its decay (:meth:`BackgroundStatistics.gel_split`).
     decay_per_mm, decay_sd_per_mm : float or None
         Of that check: the attenuation the dim class's profile reads fitted with the focus and the fit's
         standard error (:meth:`BackgroundStatistics.dim_decay`; None: not checked, or no fit).
@@ -523,7 +523,10 @@ class BackgroundStatistics:
         profile fitted with the focus (:meth:`dim_decay`, axial voxel ``dz_um``,
         each cell from ``first_depth`` down) reads at most
         :data:`MAX_GEL_DECAY_PER_MM` with :data:`GEL_DECAY_SIGMAS` standard
-        errors to spare (``dz_um`` None: not checked, refused).
+        errors to spare (``dz_um`` None: not checked, refused). No split at
+        ``min_class_ratio`` (and ``dz_um`` given): a split down to
+        :data:`MIN_GEL_DECAY_CLASS_RATIO` is tried, a gel by its decay alone,
+        whatever its surface (its ``min_class_ratio`` reads that bound).
         Dim tissue has a detected cut and decays as tissue does, or, far above
         the focus, lies beside bright tissue that shares the edge with it; a gel
         embeds the whole sample and barely attenuates.
