@@ -500,7 +500,7 @@ def _gather_statistics(
     splits = [background.level_split()]
     if splits[0].threshold is None or not background.agarose_cells(splits[0].threshold).any():
         # far above the focus the gel's surface is rarely detected: the surface A-lines' dim class is tissue
-        splits.append(background.gel_split())
+        splits.append(background.gel_split(dz_um=dz_um, first_depth=_cell_first_depth(background, plane, factor)))
     tissue_level = splits[-1].threshold
     tissue_cells = None if tissue_level is None else background.tissue_cells(tissue_level)
     noise_cells = tissue_cells if tissue_cells is not None and tissue_cells.any() else None
@@ -659,12 +659,15 @@ def _borrowed_focus(
 
 def _level_qc(split: focus.LevelSplit) -> dict[str, Any]:
     """QC fields of the level split used (or the last tried): its contrast, the contrast needed, whose levels
-    and, for a split of every imaged A-line, the share of its dim class without a surface and of the edge."""
+    and, for a split of every imaged A-line, the share of its dim class without a surface and of the edge, and
+    the decay of a dim class whose cut is detected."""
     return {"focus_level_class_ratio": None if split.class_ratio is None else round(split.class_ratio, 3),
             "focus_level_min_class_ratio": split.min_class_ratio, "focus_level_source": split.source,
             "focus_level_surfaceless_fraction": None if split.surfaceless_fraction is None
             else round(split.surfaceless_fraction, 4),
-            "focus_level_edge_fraction": None if split.edge_fraction is None else round(split.edge_fraction, 4)}
+            "focus_level_edge_fraction": None if split.edge_fraction is None else round(split.edge_fraction, 4),
+            "focus_level_decay_per_mm": None if split.decay_per_mm is None else round(split.decay_per_mm, 4),
+            "focus_level_decay_sd_per_mm": None if split.decay_sd_per_mm is None else round(split.decay_sd_per_mm, 4)}
 
 
 def _shift_decision(

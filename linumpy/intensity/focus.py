@@ -31,7 +31,7 @@ the gain under which the tissue's signal sinks under the noise
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -130,9 +130,17 @@ MIN_CLASS_RATIO = 4.0
 #: With the focus far below the cut the gel's surface is rarely detected: the levels of every imaged A-line are
 #: split instead (:meth:`BackgroundStatistics.gel_split`), the classes at least this far apart...
 MIN_GEL_CLASS_RATIO = 3.0
-#: ... most of the dim class without a detected surface (the A-lines the first split did not see: a dim class
-#: whose surfaces are detected was among the levels already, and that split's verdict stands)...
+#: ... most of the dim class without a detected surface (the A-lines the first split did not see)...
 MIN_GEL_SURFACELESS_FRACTION = 0.5
+#: ... or, its cut detected (the first split saw it, under 4x: a gel near enough the focus, or dim tissue), a
+#: decay no tissue has: the dim class's profile fitted with the focus (:meth:`BackgroundStatistics.dim_decay`)
+#: reads at most this attenuation (mm^-1; a 1-2% agarose gel 0.3-0.4, the dimmest tissue of the generators 2)...
+MAX_GEL_DECAY_PER_MM = 1.0
+#: ... with this many of the fit's standard errors to spare...
+GEL_DECAY_SIGMAS = 2.0
+#: ... (a split under ``MIN_GEL_CLASS_RATIO``, down to this, is a gel only by its decay, whatever its surface: with
+#: the focus far below the cut the tissue's brightest band is attenuated on its way to it, toward the gel's)...
+MIN_GEL_DECAY_CLASS_RATIO = 2.0
 #: ... and the dim class around the sample: at least this fraction of the imaged area's edge cells outside the
 #: tissue mask (a gel embeds the sample; dim tissue beside bright tissue shares the edge with it).
 MIN_GEL_EDGE_FRACTION = 0.75
@@ -164,6 +172,12 @@ class LevelSplit:
         Geometric mean level of the tissue (bright) class of the split accepted (None without one): a lower
         bound of the tissue's signal at the focus (the levels carry the focus and the attenuation), for the
         focus profile's noise-relative gain floor (:func:`estimate_focus`, ``noise_gain``).
+    decay_checked : bool
+        The dim class of a split of :data:`EVERY_LEVEL` around the sample, its cut detected or the split under
+        :data:`MIN_GEL_CLASS_RATIO`, was checked by its decay (:meth:`BackgroundStatistics.gel_split`).
+    decay_per_mm, decay_sd_per_mm : float or None
+        Of that check: the attenuation the dim class's profile reads fitted with the focus and the fit's
+        standard error (:meth:`BackgroundStatistics.dim_decay`; None: not checked, or no fit).
     """
 
     threshold: float | None
@@ -173,6 +187,9 @@ class LevelSplit:
     surfaceless_fraction: float | None = None
     edge_fraction: float | None = None
     tissue_mean_level: float | None = None
+    decay_checked: bool = False
+    decay_per_mm: float | None = None
+    decay_sd_per_mm: float | None = None
 
     def describe(self) -> str:
         """Why this split found no distinct background (or, accepted, no agarose by position), in words (for the
@@ -188,6 +205,11 @@ outside the tissue'
         >>> LevelSplit(None, 3.2, 3.0, EVERY_LEVEL, 0.9, 0.5).describe()
         'the levels of every imaged A-line split 3.20x apart, but the dim class is no gel around the sample: \
 90% of it has no detected surface (50% needed), it holds 50% of the imaged edge (75% needed)'
+        >>> LevelSplit(None, 3.6, 3.0, EVERY_LEVEL, 0.0, 1.0, decay_checked=True, decay_per_mm=2.97,
+        ...            decay_sd_per_mm=0.12).describe()
+        'the levels of every imaged A-line split 3.60x apart, but the dim class is no gel around the sample: \
+0% of it has no detected surface (50% needed) and its profile decays at 2.97 +- 0.12 mm^-1 with the focus \
+(a gel: at most 1 mm^-1, with 2 standard errors to spare), it holds 100% of the imaged edge (75% needed)'
         """
         if self.class_ratio is None:
             return f"the levels of {self.source} could not be split"
@@ -197,10 +219,39 @@ outside the tissue'
         if self.class_ratio < self.min_class_ratio or self.edge_fraction is None:
             return (f"the levels of {self.source} split at most {self.class_ratio:.2f}x apart "
                     f"({self.min_class_ratio:g}x needed)")
-        return (f"the levels of {self.source} split {self.class_ratio:.2f}x apart, but the dim class is no gel "
-                f"around the sample: {100 * self.surfaceless_fraction:.0f}% of it has no detected surface "
-                f"({100 * MIN_GEL_SURFACELESS_FRACTION:.0f}% needed), it holds {100 * self.edge_fraction:.0f}% "
-                f"of the imaged edge ({100 * MIN_GEL_EDGE_FRACTION:.0f}% needed)")
+        low = self.min_class_ratio < MIN_GEL_CLASS_RATIO  # a gel by its decay only
+        checks = [] if low else [f"{100 * self.surfaceless_fraction:.0f}% of it has no detected surface "
+                                 f"({100 * MIN_GEL_SURFACELESS_FRACTION:.0f}% needed)"]
+        checks += [self._describe_decay()] if self.decay_checked else []
+        checks = [" and ".join(checks)] if checks else []
+        checks.append(f"it holds {100 * self.edge_fraction:.0f}% of the imaged edge "
+                      f"({100 * MIN_GEL_EDGE_FRACTION:.0f}% needed)")
+        return (f"the levels of {self.source} split {self.class_ratio:.2f}x apart"
+                f"{f' (under {MIN_GEL_CLASS_RATIO:g}x: a gel by its decay only)' if low else ''}, but the dim class "
+                f"is no gel around the sample: {', '.join(checks)}")
+
+    def _describe_decay(self) -> str:
+        """The decay check of the dim class, in words."""
+        need = f"(a gel: at most {MAX_GEL_DECAY_PER_MM:g} mm^-1, with {GEL_DECAY_SIGMAS:g} standard errors to spare)"
+        if self.decay_per_mm is None or self.decay_sd_per_mm is None:
+            return f"its profile's decay could not be fitted with the focus {need}"
+        return (f"its profile decays at {self.decay_per_mm:.2f} +- {self.decay_sd_per_mm:.2f} mm^-1 with the focus "
+                f"{need}")
+
+    @property
+    def gel_decay(self) -> bool:
+        """The decay measured is a gel's: at most :data:`MAX_GEL_DECAY_PER_MM` with :data:`GEL_DECAY_SIGMAS`
+        standard errors to spare.
+
+        Examples
+        --------
+        >>> LevelSplit(None, 3.6, 3.0, decay_per_mm=0.4, decay_sd_per_mm=0.01).gel_decay
+        True
+        >>> LevelSplit(None, 3.6, 3.0, decay_per_mm=0.7, decay_sd_per_mm=0.2).gel_decay
+        False
+        """
+        return (self.decay_per_mm is not None and self.decay_sd_per_mm is not None
+                and self.decay_per_mm + GEL_DECAY_SIGMAS * self.decay_sd_per_mm <= MAX_GEL_DECAY_PER_MM)
 
 
 @dataclass(frozen=True)
@@ -453,30 +504,78 @@ class BackgroundStatistics:
             candidate = low
         return LevelSplit(None, None if widest is None else float(widest), min_class_ratio, source)
 
-    def gel_split(self, min_class_ratio: float = MIN_GEL_CLASS_RATIO) -> LevelSplit:
+    def gel_split(
+        self, min_class_ratio: float = MIN_GEL_CLASS_RATIO, dz_um: float | None = None,
+        first_depth: np.ndarray | None = None,
+    ) -> LevelSplit:
         """The levels of every imaged A-line split into a gel around the sample and tissue, or why not.
 
         For slices whose :meth:`level_split` finds no background: far above
         the focus the gel's cut surface is rarely detected, so the surface
         A-lines are mostly tissue. :meth:`level_split` of :data:`EVERY_LEVEL`
-        at ``min_class_ratio``, accepted only if the dim class is a gel the
-        first split did not see: at least :data:`MIN_GEL_SURFACELESS_FRACTION`
-        of its A-lines without a detected surface, and around the tissue, at
-        least :data:`MIN_GEL_EDGE_FRACTION` of the imaged area's edge cells
-        outside the tissue mask (:meth:`edge_fraction`). Dim tissue has a
-        detected cut (it was among the first split's levels, and refused
-        there), or, far above the focus, lies beside bright tissue that
-        shares the edge with it; a gel embeds the whole sample.
+        at ``min_class_ratio``, accepted only if the dim class is a gel:
+        around the tissue, at least :data:`MIN_GEL_EDGE_FRACTION` of the
+        imaged area's edge cells outside the tissue mask (:meth:`edge_fraction`),
+        and one the first split did not see, at least
+        :data:`MIN_GEL_SURFACELESS_FRACTION` of its A-lines without a detected
+        surface, or else (its cut detected: a gel near enough the focus, split
+        under 4x from the tissue, or dim tissue) with a gel's decay: its
+        profile fitted with the focus (:meth:`dim_decay`, axial voxel ``dz_um``,
+        each cell from ``first_depth`` down) reads at most
+        :data:`MAX_GEL_DECAY_PER_MM` with :data:`GEL_DECAY_SIGMAS` standard
+        errors to spare (``dz_um`` None: not checked, refused). No split at
+        ``min_class_ratio`` (and ``dz_um`` given): a split down to
+        :data:`MIN_GEL_DECAY_CLASS_RATIO` is tried, a gel by its decay alone,
+        whatever its surface (its ``min_class_ratio`` reads that bound).
+        Dim tissue has a detected cut and decays as tissue does, or, far above
+        the focus, lies beside bright tissue that shares the edge with it; a gel
+        embeds the whole sample and barely attenuates.
         """
         split = self.level_split(min_class_ratio, source=EVERY_LEVEL)
+        if split.threshold is None and dz_um is not None and min_class_ratio > MIN_GEL_DECAY_CLASS_RATIO:
+            low = self.level_split(MIN_GEL_DECAY_CLASS_RATIO, source=EVERY_LEVEL)
+            split = low if low.threshold is not None else split
         if split.threshold is None:
             return split
+        by_surface = split.min_class_ratio >= MIN_GEL_CLASS_RATIO  # a low split is a gel by its decay only
         dim = self.every_level.centers <= np.log10(split.threshold)
         surfaceless = 1.0 - self.levels.counts[dim].sum() / max(1, self.every_level.counts[dim].sum())
+        surfaceless_gel = by_surface and surfaceless >= MIN_GEL_SURFACELESS_FRACTION
         edge = self.edge_fraction(split.threshold)
-        gel = surfaceless >= MIN_GEL_SURFACELESS_FRACTION and edge >= MIN_GEL_EDGE_FRACTION
-        return LevelSplit(split.threshold if gel else None, split.class_ratio, min_class_ratio, EVERY_LEVEL,
-                          max(0.0, float(surfaceless)), edge, split.tissue_mean_level if gel else None)
+        checked = edge >= MIN_GEL_EDGE_FRACTION and not surfaceless_gel and dz_um is not None
+        decay = self.dim_decay(split.threshold, dz_um, first_depth) if checked else (None, None)
+        verdict = LevelSplit(None, split.class_ratio, split.min_class_ratio, EVERY_LEVEL,
+                             max(0.0, float(surfaceless)), edge, decay_checked=checked, decay_per_mm=decay[0],
+                             decay_sd_per_mm=decay[1])
+        gel = edge >= MIN_GEL_EDGE_FRACTION and (surfaceless_gel or verdict.gel_decay)
+        if not gel:
+            return verdict
+        return replace(verdict, threshold=split.threshold, tissue_mean_level=split.tissue_mean_level)
+
+    def dim_decay(
+        self, tissue_level: float, dz_um: float, first_depth: np.ndarray | None = None
+    ) -> tuple[float | None, float | None]:
+        """Attenuation (mm^-1) of the A-lines below ``tissue_level`` outside the tissue, and its standard error.
+
+        Their profile as the focus estimate takes it (:meth:`agarose_cells` with a guard of one cell, the cells
+        brighter than the rest left out, each cell from ``first_depth`` down (default: its mean detected surface
+        and the margin; the axial correction gives the deeper of that and its surface plane's: speckle detected
+        as a faint gel's cut reads 5-8 mm^-1 on harsh B focused 90 planes deep with the default, a gel's 0.05-0.39
+        with the plane), less the noise floor of the tissue cells), fitted with the focus (:func:`estimate_focus`
+        with ``fit_decay``: the Lorentzian times the round-trip decay, the fit alone, not combined with the prior).
+        ``(None, None)`` without a fit.
+        """
+        tissue = self.tissue_cells(tissue_level)
+        noise_floor = self.noise_floor(tissue if tissue.any() else None)
+        cells = self.agarose_cells(tissue_level)
+        if first_depth is None:
+            first_depth = np.ceil(self.cell_surfaces()) + self.margin_px
+        if not (cells & np.isfinite(first_depth)).any():
+            return None, None
+        cells &= ~self.bright_cells(cells, noise_floor, first_depth)
+        measured, support = self.background_profile(cells, noise_floor, first_depth)
+        qc = estimate_focus(measured, support, 0.0, dz_um, fit_decay=True).qc
+        return qc.get("focus_agarose_attenuation_fit_per_mm"), qc.get("focus_agarose_attenuation_fit_sd_per_mm")
 
     def tissue_mask(self, tissue_level: float) -> np.ndarray:
         """Boolean grid of the cells of tissue: a cell with an A-line above ``tissue_level``, the mask closed

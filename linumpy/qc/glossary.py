@@ -370,7 +370,8 @@ METRICS: dict[str, MetricInfo] = {
                                   "e.g. a focus far below the cut."),
     "focus_level_min_class_ratio": _M("Agarose/tissue contrast needed", "ratio", "Ratio the level classes must "
                                       "reach for the dimmer to be taken as agarose (4 for the A-lines with a "
-                                      "surface, 3 for every imaged A-line)."),
+                                      "surface, 3 for every imaged A-line, 2 for every imaged A-line whose dim "
+                                      "class is a gel by its decay alone)."),
     "focus_level_source": _M("Agarose/tissue levels split", "text", "Whose levels were split: the A-lines with a "
                              "detected surface, or, when those do not split (the gel's cut far above the focus, "
                              "rarely detected), every imaged A-line, the dim class checked to be a gel around "
@@ -381,6 +382,11 @@ METRICS: dict[str, MetricInfo] = {
     "focus_level_edge_fraction": _M("Dim class around the sample", "fraction", "Of a split of every imaged "
                                     "A-line: share of the imaged area's edge cells outside the tissue mask; at "
                                     "least 0.75 for a gel embedding the sample."),
+    "focus_level_decay_per_mm": _M("Dim class decay", "1/mm", "Of a split of every imaged A-line whose dim "
+                                   "class lies around the sample with its cut detected: the attenuation its "
+                                   "profile reads fitted with the focus; a gel's (at most 1 with 2 standard errors "
+                                   "to spare) takes it for the gel, tissue's refuses it. Null: not checked."),
+    "focus_level_decay_sd_per_mm": _M("Dim class decay error", "1/mm", "Standard error of that fit."),
     "focus_agarose_guard_um": _M("Agarose guard", "µm", "Lateral margin around the tissue mask that agarose "
                                  "A-lines must keep to count in the focus profile."),
     "focus_agarose_bright_cells": _M("Bright agarose cells", "count", "Cells outside the tissue mask left out "
