@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 #: IEEE division (x / 0 is inf or NaN, as numpy's, not an exception)
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -28,7 +28,7 @@ def _clip(value: np.float32) -> np.float32:
     return value if not value <= 0 else np.float32(0.0)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def block_pass_add(
     part: np.ndarray, first: int, starts: tuple[np.ndarray, np.ndarray], counts: tuple[np.ndarray, np.ndarray],
     unclipped: np.ndarray, clipped: np.ndarray, imaged: np.ndarray, level: np.ndarray, level_planes: int,
@@ -75,7 +75,7 @@ def _bin_sum(a: np.float32, b: np.float32, c: np.float32, d: np.float32, n_y: in
     return left + (c + d if n_y == 2 else c)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def guided_planes(
     planes: np.ndarray, fitted: np.ndarray, coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray,
     bins: tuple[np.ndarray, np.ndarray], extension: np.ndarray, out: np.ndarray,
@@ -98,7 +98,7 @@ def guided_planes(
                 out[n, y, x] = _clip(slope[x] * guide[y, x] + mean[x]) + extension[y, x]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def compensate_guided(
     signal: np.ndarray, corner: tuple[int, int], planes: tuple[int, int], fitted: np.ndarray,
     coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray, bins: tuple[np.ndarray, np.ndarray],
@@ -152,7 +152,7 @@ def _interpolated_row(coefficients: np.ndarray, steps: np.ndarray, below: int, w
         mean[x] = coefficients[1, below, row, c] + weight * steps[1, below, row, c]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def box_sums(planes: np.ndarray, width: int, out: np.ndarray) -> None:
     """``out`` = the mean of each ``(y, x)`` plane of ``planes`` over a box of ``width`` (odd), edges repeated.
 
@@ -200,7 +200,7 @@ def _used_log(signal: np.float32, log: np.float32, plane: int, first: float, sto
     return True, log
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def fit_line_sums(
     signal: np.ndarray, log: np.ndarray, low: int, first: np.ndarray, stop: np.ndarray, window_stop: np.ndarray,
     variance: np.ndarray, cap: np.float32, whole: np.ndarray, window: np.ndarray,
@@ -231,7 +231,7 @@ def fit_line_sums(
                     window[field, i] = whole[field, i]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def cumulated_line_sums(
     signal: np.ndarray, log: np.ndarray, low: int, first: np.ndarray, stop: np.ndarray, boundaries: np.ndarray,
     total: np.ndarray, above: np.ndarray,
