@@ -10,16 +10,17 @@ numpy's (numba's float32 log differs by an ulp on some inputs). The bins of
 :class:`~linumpy.intensity.attenuation.BinGrid` are 1 or 2 A-lines a side (``EDGE_BIN`` 2).
 ``nogil``: the step's worker threads run them on both cores. ``cache``: compiled at the first call on a
 machine (~14 CPU s) into ``__pycache__`` beside this file when that is writable, else ``~/.cache/numba``;
-``NUMBA_CACHE_DIR`` chooses the place (numba refuses to import this module when none is writable).
+``NUMBA_CACHE_DIR`` chooses the place (numba refuses to import this module when none is writable); a
+container's image holds them compiled ahead (:mod:`linumpy.intensity.kernel_cache`, :data:`SIGNATURES`).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
 
-#: IEEE division (x / 0 is inf or NaN, as numpy's, not an exception)
-JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+from linumpy.intensity.kernel_cache import JIT_OPTIONS
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -262,3 +263,31 @@ def cumulated_line_sums(
             row += 1
     for later in range(row, boundaries.size):
         above[later] = total
+
+
+def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
+    """numba's type of a writable ``ndim``-D array of ``dtype`` (``layout``: C, F or A, any)."""
+    return types.Array(dtype, ndim, layout)
+
+
+_F32_1, _F32_2, _F32_3, _F32_4 = (_array(types.float32, n) for n in (1, 2, 3, 4))
+_F64_1, _F64_2, _F64_3 = (_array(types.float64, n) for n in (1, 2, 3))
+_I64_1 = _array(types.int64, 1)
+_GRID = types.UniTuple(_I64_1, 2)  # a BinGrid's starts or counts, a guided filter's bins
+_CORNER = types.UniTuple(types.int64, 2)
+
+#: The argument types the axial correction calls each kernel with (its layouts and dtypes met on real slices:
+#: the guide as a view or a copy, the window stops as float32 or float64, the planes' signal C or F ordered),
+#: compiled ahead for a container's image (:func:`linumpy.intensity.kernel_cache.compile_kernels`).
+SIGNATURES = {
+    block_pass_add: [(_F32_3, types.int64, _GRID, _GRID, _F32_3, _F32_3, _array(types.boolean, 2), _F32_2,
+                      types.int64)],
+    guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
+                    for guide in (_array(types.float32, 2, "A"), _F32_2)],
+    compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],
+    box_sums: [(_F32_3, types.int64, _F32_3)],
+    fit_line_sums: [(_F32_2, _F32_2, types.int64, _F32_1, _F32_1, stops, _F32_1, types.float32, _F64_2, _F64_2)
+                    for stops in (_F64_1, _F32_1)],
+    cumulated_line_sums: [(planes, planes, types.int64, _F32_1, _F32_1, _I64_1, _F64_2, _F64_3)
+                          for planes in (_array(types.float32, 2, "F"), _F32_2)],
+}

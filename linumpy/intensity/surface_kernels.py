@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
 
 from linumpy.intensity import surface
 from linumpy.intensity.attenuation import box_width
-from linumpy.intensity.attenuation_kernels import JIT_OPTIONS
+from linumpy.intensity.kernel_cache import JIT_OPTIONS
 
 
 def detect_surface(
@@ -172,3 +173,13 @@ def _window_mean(linear: np.ndarray, y: int, x: int, start: int, step: int, wind
         total = value if j == 0 else total + value
         count += inside
     return np.float32(np.float64(total) / count) if count > 0 else np.float32(np.nan)
+
+
+_F32_3 = types.Array(types.float32, 3, "C")
+#: The argument types pass 1 calls the kernels with, compiled ahead for a container's image
+#: (:func:`linumpy.intensity.kernel_cache.compile_kernels`).
+SIGNATURES = {
+    lateral_box_means: [(_F32_3, types.int64, _F32_3)],
+    steepest_rise: [(_F32_3, _F32_3, types.int64, types.int64, types.int64, types.float32,
+                     types.Array(types.float32, 2, "C"))],
+}
