@@ -37,7 +37,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
-from linumpy.intensity import (
-    attenuation, attenuation_map, focus, focus_shift, kernel_cache, surface, surface_kernels,
-)
+from linumpy.intensity import attenuation, attenuation_map, focus, focus_shift, surface, surface_kernels
 from linumpy.intensity.acquisition_focus import AcquisitionFocus, is_refused, refusal
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
@@ -308,10 +306,6 @@ def correct_slice(
     import_in_background(*focus.FIT_MODULES, FIGURES_MODULE)
     # the QC figure (drawing and PNG rendering) is made on its own thread while the outputs are finalized
     with ThreadPoolExecutor(1, thread_name_prefix="axial-qc") as qc_thread, contextlib.ExitStack() as stack:
-        # the compiled kernels loaded from numba's cache (~0.5 CPU s, under numba's lock) beside pass 1's first
-        # reads instead of by the workers' first calls, which would wait for it one after the other
-        stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="axial-kernels")).submit(
-            kernel_cache.compile_kernels).add_done_callback(_kernels_loaded)
         surface_writer = stack.enter_context(OmeZarrWriter(surface_path, (n_y, n_x), **map_options))
         if 2 * 4 * n_y * n_x <= MAPS_MEMORY_BYTES:  # pass 1's maps in memory for pass 2: 1 / n_z of the volume each
             maps = SliceMaps(np.empty((n_y, n_x), np.float32), np.empty((n_y, n_x), np.float32))
@@ -415,12 +409,6 @@ def correct_slice(
         out_writer.finalize(resolution, n_levels, attributes)
     write_qc_record(out_path, "axial_corr", *record.result())
     return attributes
-
-
-def _kernels_loaded(loading: Future) -> None:
-    """Warn of a failed load of the kernels ahead of their calls (the calls then load or compile them)."""
-    if loading.exception() is not None:
-        logger.warning("the compiled kernels were not loaded ahead: %s", loading.exception())
 
 
 def _check_settings(settings: AxialSettings) -> None:
