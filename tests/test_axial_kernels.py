@@ -178,7 +178,7 @@ def test_surface_kernels_keep_the_bits_of_numpys_surface_detection():
 @pytest.mark.parametrize("width", [1, 5, 31])
 def test_lateral_box_kernel_is_scipys_running_box(width):
     """The lateral box of the detection: scipy's ``uniform_filter1d`` along y then x (edges repeated), bit for
-    bit, boxes wider than the block included."""
+    bit, boxes wider than the block included; beside it the same clamped at the log's floor."""
     from scipy import ndimage
 
     from linumpy.intensity import surface_kernels
@@ -187,6 +187,8 @@ def test_lateral_box_kernel_is_scipys_running_box(width):
     volume[~np.isfinite(volume)] = 1.0  # scipy's running sums spread an inf or NaN along the line; so do these
     expected = ndimage.uniform_filter1d(volume, width, axis=1, mode="nearest", output=np.float32)
     ndimage.uniform_filter1d(expected, width, axis=2, mode="nearest", output=expected)
-    found = np.empty_like(volume)
-    surface_kernels.lateral_box_means(volume, width, found)
+    found, clamped = np.empty_like(volume), np.empty_like(volume)
+    surface_kernels.lateral_box_means(volume, width, found, clamped)
     np.testing.assert_array_equal(found.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(clamped.view(np.uint32),
+                                  np.maximum(expected, np.float32(surface.LOG_FLOOR)).view(np.uint32))

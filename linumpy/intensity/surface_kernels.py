@@ -19,6 +19,8 @@ from linumpy.intensity import surface
 from linumpy.intensity.attenuation import box_width
 from linumpy.intensity.kernel_cache import JIT_OPTIONS
 
+_LOG_FLOOR = np.float32(surface.LOG_FLOOR)
+
 
 def detect_surface(
     volume: np.ndarray,
@@ -42,24 +44,28 @@ def detect_surface(
     if volume.ndim != 3 or volume.shape[0] < 2 or 0 in volume.shape:
         return surface.detect_surface(volume, lateral_sigma_px=lateral_sigma_px, axial_sigma_px=axial_sigma_px,
                                       min_contrast=min_contrast, window_px=window_px)
-    if lateral_sigma_px > 0:
-        linear = np.empty(volume.shape, np.float32)
-        lateral_box_means(np.ascontiguousarray(volume), box_width(lateral_sigma_px), linear)
+    if lateral_sigma_px > 0:  # the box means and, beside them, the same clamped at the log's floor
+        linear, logs = np.empty(volume.shape, np.float32), np.empty(volume.shape, np.float32)
+        lateral_box_means(np.ascontiguousarray(volume), box_width(lateral_sigma_px), linear, logs)
+        np.log(logs, out=logs)
     else:
         linear = np.array(volume, np.float32)
+        logs = surface.log_intensity(linear)
     found = np.empty(volume.shape[1:], np.float32)
-    steepest_rise(surface.log_intensity(linear), linear, int(round(2 * axial_sigma_px**2)),
-                  surface.axial_reach(axial_sigma_px), window_px, np.float32(min_contrast), found)
+    steepest_rise(logs, linear, int(round(2 * axial_sigma_px**2)), surface.axial_reach(axial_sigma_px), window_px,
+                  np.float32(min_contrast), found)
     return found
 
 
 @numba.njit(**JIT_OPTIONS)
-def lateral_box_means(volume: np.ndarray, width: int, out: np.ndarray) -> None:
+def lateral_box_means(volume: np.ndarray, width: int, out: np.ndarray, clamped: np.ndarray) -> None:
     """``out`` = the mean of ``volume`` over ``width`` A-lines along y, then along x, edges repeated.
 
     scipy's ``uniform_filter1d(mode="nearest")`` along axis 1 then axis 2 (float32 out), replayed: each line
     read as float64, a running float64 sum (the first ``width`` samples added from 0, then the sample entering
-    minus the one leaving), divided by ``width`` and rounded to float32.
+    minus the one leaving), divided by ``width`` and rounded to float32. ``clamped``: ``out`` clamped below at
+    :data:`~linumpy.intensity.surface.LOG_FLOOR` as :func:`~linumpy.intensity.surface.log_intensity` clamps it
+    (``np.maximum``: NaN kept).
     """
     n_z, n_y, n_x = volume.shape
     before = width // 2
@@ -89,6 +95,9 @@ def lateral_box_means(volume: np.ndarray, width: int, out: np.ndarray) -> None:
             for i in range(1, n_x):
                 total += line[i - 1 + width] - line[i - 1]
                 out[z, y, i] = np.float32(total / width)
+            for i in range(n_x):
+                value = out[z, y, i]
+                clamped[z, y, i] = value if not value < _LOG_FLOOR else _LOG_FLOOR
 
 
 @numba.njit(**JIT_OPTIONS)
@@ -179,7 +188,7 @@ _F32_3 = types.Array(types.float32, 3, "C")
 #: The argument types pass 1 calls the kernels with, compiled ahead for a container's image
 #: (:func:`linumpy.intensity.kernel_cache.compile_kernels`).
 SIGNATURES = {
-    lateral_box_means: [(_F32_3, types.int64, _F32_3)],
+    lateral_box_means: [(_F32_3, types.int64, _F32_3, _F32_3)],
     steepest_rise: [(_F32_3, _F32_3, types.int64, types.int64, types.int64, types.float32,
                      types.Array(types.float32, 2, "C"))],
 }
