@@ -13,9 +13,13 @@ from pathlib import Path
 
 from numba.core.caching import UserProvidedCacheLocator
 
+import linumpy
 from linumpy.intensity import attenuation_kernels, kernel_cache, surface_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Where this process imports linumpy from: the fresh interpreter must import the same files (numba names a
+#: module's cache directory from its path).
+PACKAGE_PARENT = Path(linumpy.__file__).resolve().parents[1]
 
 #: Run in a fresh interpreter: the axial correction of a small synthetic slice, then what numba did.
 STEP = """
@@ -69,7 +73,7 @@ def test_a_fresh_process_seeded_from_a_read_only_prepared_cache_compiles_nothing
     seed = tmp_path / "seed"
     prepared_cache(seed)
     before = read_only(seed)
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+    environment = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
                    kernel_cache.SEED_VARIABLE: str(seed)}
     script = STEP.format(tests=str(ROOT / "tests"), source=str(tmp_path / "in.ome.zarr"),
                          output=str(tmp_path / "out.ome.zarr"))
