@@ -142,3 +142,53 @@ def test_box_mean_kernel_keeps_the_order_of_numpys_shifted_sums(width):
         expected /= np.float32(width * width)
         found = attenuation.box_mean(values, width)
     np.testing.assert_array_equal(bits(found), bits(expected))
+
+
+def surface_cases(seed: int = 5):
+    """Small volumes a surface detection meets and some it should not: a step at a random depth on speckle of
+    any scale, padding (A-lines of zeros), negative samples, two depths only, fewer A-lines than the box."""
+    rng = np.random.default_rng(seed)
+    for case in range(24):
+        n_z, n_y, n_x = (2, 3, 4) if case == 0 else (int(rng.integers(3, 36)), *rng.integers(1, 24, 2))
+        volume = rng.lognormal(0.0, 1.5, (n_z, n_y, n_x)) * rng.choice([1e-30, 1e-3, 1.0, 1e30])
+        volume[rng.integers(0, n_z):] *= rng.choice([1.0, 5.0, 30.0])
+        if case % 4 == 1:
+            volume[:, : n_y // 2] = 0.0
+        if case % 5 == 2:
+            volume[rng.random(volume.shape) < 0.2] *= -1.0
+        yield volume.astype(np.float32), {"lateral_sigma_px": float(rng.choice([0.0, 0.7, 1.0, 2.0, 4.0])),
+                                          "axial_sigma_px": float(rng.choice([0.5, 1.0, 1.5])),
+                                          "min_contrast": float(rng.choice([1.5, 2.0, 2.7])),
+                                          "window_px": int(rng.choice([1, 4, 6]))}
+
+
+def test_surface_kernels_keep_the_bits_of_numpys_surface_detection():
+    """The compiled detection (scipy's float64 running boxes replayed, numpy's log, the binomial passes, the
+    first steepest rise, its parabola and the contrast windows in numpy's order) gives numpy's surface to the
+    bit, NaN where numpy finds none."""
+    from linumpy.intensity import surface_kernels
+
+    for volume, options in surface_cases():
+        expected = surface.detect_surface(volume, **options)
+        found = surface_kernels.detect_surface(volume, **options)
+        assert found.dtype == np.float32 and found.shape == volume.shape[1:]
+        np.testing.assert_array_equal(found.view(np.uint32), expected.view(np.uint32), err_msg=str(options))
+
+
+@pytest.mark.parametrize("width", [1, 5, 31])
+def test_lateral_box_kernel_is_scipys_running_box(width):
+    """The lateral box of the detection: scipy's ``uniform_filter1d`` along y then x (edges repeated), bit for
+    bit, boxes wider than the block included; beside it the same clamped at the log's floor."""
+    from scipy import ndimage
+
+    from linumpy.intensity import surface_kernels
+
+    volume = special_values((3, 9, 17))
+    volume[~np.isfinite(volume)] = 1.0  # scipy's running sums spread an inf or NaN along the line; so do these
+    expected = ndimage.uniform_filter1d(volume, width, axis=1, mode="nearest", output=np.float32)
+    ndimage.uniform_filter1d(expected, width, axis=2, mode="nearest", output=expected)
+    found, clamped = np.empty_like(volume), np.empty_like(volume)
+    surface_kernels.lateral_box_means(volume, width, found, clamped)
+    np.testing.assert_array_equal(found.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(clamped.view(np.uint32),
+                                  np.maximum(expected, np.float32(surface.LOG_FLOOR)).view(np.uint32))

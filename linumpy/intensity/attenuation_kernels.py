@@ -10,16 +10,17 @@ numpy's (numba's float32 log differs by an ulp on some inputs). The bins of
 :class:`~linumpy.intensity.attenuation.BinGrid` are 1 or 2 A-lines a side (``EDGE_BIN`` 2).
 ``nogil``: the step's worker threads run them on both cores. ``cache``: compiled at the first call on a
 machine (~14 CPU s) into ``__pycache__`` beside this file when that is writable, else ``~/.cache/numba``;
-``NUMBA_CACHE_DIR`` chooses the place (numba refuses to import this module when none is writable).
+``NUMBA_CACHE_DIR`` chooses the place (numba refuses to import this module when none is writable); a
+container's image holds them compiled ahead (:mod:`linumpy.intensity.kernel_cache`, :data:`SIGNATURES`).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
 
-#: IEEE division (x / 0 is inf or NaN, as numpy's, not an exception)
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+from linumpy.intensity.kernel_cache import JIT_OPTIONS
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -28,7 +29,7 @@ def _clip(value: np.float32) -> np.float32:
     return value if not value <= 0 else np.float32(0.0)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def block_pass_add(
     part: np.ndarray, first: int, starts: tuple[np.ndarray, np.ndarray], counts: tuple[np.ndarray, np.ndarray],
     unclipped: np.ndarray, clipped: np.ndarray, imaged: np.ndarray, level: np.ndarray, level_planes: int,
@@ -75,7 +76,7 @@ def _bin_sum(a: np.float32, b: np.float32, c: np.float32, d: np.float32, n_y: in
     return left + (c + d if n_y == 2 else c)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def guided_planes(
     planes: np.ndarray, fitted: np.ndarray, coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray,
     bins: tuple[np.ndarray, np.ndarray], extension: np.ndarray, out: np.ndarray,
@@ -98,7 +99,7 @@ def guided_planes(
                 out[n, y, x] = _clip(slope[x] * guide[y, x] + mean[x]) + extension[y, x]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def compensate_guided(
     signal: np.ndarray, corner: tuple[int, int], planes: tuple[int, int], fitted: np.ndarray,
     coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray, bins: tuple[np.ndarray, np.ndarray],
@@ -152,7 +153,7 @@ def _interpolated_row(coefficients: np.ndarray, steps: np.ndarray, below: int, w
         mean[x] = coefficients[1, below, row, c] + weight * steps[1, below, row, c]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def box_sums(planes: np.ndarray, width: int, out: np.ndarray) -> None:
     """``out`` = the mean of each ``(y, x)`` plane of ``planes`` over a box of ``width`` (odd), edges repeated.
 
@@ -200,7 +201,7 @@ def _used_log(signal: np.float32, log: np.float32, plane: int, first: float, sto
     return True, log
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def fit_line_sums(
     signal: np.ndarray, log: np.ndarray, low: int, first: np.ndarray, stop: np.ndarray, window_stop: np.ndarray,
     variance: np.ndarray, cap: np.float32, whole: np.ndarray, window: np.ndarray,
@@ -231,7 +232,7 @@ def fit_line_sums(
                     window[field, i] = whole[field, i]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT_OPTIONS)
 def cumulated_line_sums(
     signal: np.ndarray, log: np.ndarray, low: int, first: np.ndarray, stop: np.ndarray, boundaries: np.ndarray,
     total: np.ndarray, above: np.ndarray,
@@ -262,3 +263,31 @@ def cumulated_line_sums(
             row += 1
     for later in range(row, boundaries.size):
         above[later] = total
+
+
+def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
+    """numba's type of a writable ``ndim``-D array of ``dtype`` (``layout``: C, F or A, any)."""
+    return types.Array(dtype, ndim, layout)
+
+
+_F32_1, _F32_2, _F32_3, _F32_4 = (_array(types.float32, n) for n in (1, 2, 3, 4))
+_F64_1, _F64_2, _F64_3 = (_array(types.float64, n) for n in (1, 2, 3))
+_I64_1 = _array(types.int64, 1)
+_GRID = types.UniTuple(_I64_1, 2)  # a BinGrid's starts or counts, a guided filter's bins
+_CORNER = types.UniTuple(types.int64, 2)
+
+#: The argument types the axial correction calls each kernel with (its layouts and dtypes met on real slices:
+#: the guide as a view or a copy, the window stops as float32 or float64, the planes' signal C or F ordered),
+#: compiled ahead for a container's image (:func:`linumpy.intensity.kernel_cache.compile_kernels`).
+SIGNATURES = {
+    block_pass_add: [(_F32_3, types.int64, _GRID, _GRID, _F32_3, _F32_3, _array(types.boolean, 2), _F32_2,
+                      types.int64)],
+    guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
+                    for guide in (_array(types.float32, 2, "A"), _F32_2)],
+    compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],
+    box_sums: [(_F32_3, types.int64, _F32_3)],
+    fit_line_sums: [(_F32_2, _F32_2, types.int64, _F32_1, _F32_1, stops, _F32_1, types.float32, _F64_2, _F64_2)
+                    for stops in (_F64_1, _F32_1)],
+    cumulated_line_sums: [(planes, planes, types.int64, _F32_1, _F32_1, _I64_1, _F64_2, _F64_3)
+                          for planes in (_array(types.float32, 2, "F"), _F32_2)],
+}

@@ -46,7 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, attenuation_map, focus, focus_shift, surface
+from linumpy.intensity import attenuation, attenuation_map, focus, focus_shift, surface, surface_kernels
 from linumpy.intensity.acquisition_focus import AcquisitionFocus, is_refused, refusal
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
@@ -462,8 +462,8 @@ def _gather_statistics(
             raise InputError(
                 f"{in_path} has NaN or infinite voxels (near y={y0}, x={x0}); replace them (e.g. by 0) first"
             )
-        found_binned = surface.detect_surface(binned, lateral_sigma_px=settings.lateral_sigma_px / factor,
-                                              min_contrast=settings.min_contrast)
+        found_binned = surface_kernels.detect_surface(binned, lateral_sigma_px=settings.lateral_sigma_px / factor,
+                                                      min_contrast=settings.min_contrast)
         own_levels = focus.line_levels(binned, found_binned)
         # the background class keeps away from tissue: an A-line takes its neighbours' highest level
         levels_binned = focus.neighbourhood_max(own_levels, halo // factor)
