@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -105,6 +106,18 @@ def test_the_estimate_refuses_a_pair_its_depth_ranges_do_not_repeat(monkeypatch,
     loaded = transform_from_dict(transform_to_dict(transform))
     assert loaded.pairs[0].depth_disagreement_px == pytest.approx(record.depth_disagreement_px, abs=1e-3)
     assert loaded.pairs[0].status == record.status
+
+
+def test_a_range_without_a_peak_survives_the_json_as_refused_not_unchecked():
+    """A pair whose depth range found no peak (disagreement inf) reads back refused, one never checked (NaN) as
+    unchecked: JSON has neither, so inf is written ``"inf"`` and NaN null."""
+    a, b, _ = _pair_volume(0)
+    transform = estimate.estimate_transform({(0, 0): a.mean(0), (0, 1): b.mean(0)}, (STEP, STEP), 12)
+    for value in (float("inf"), float("nan"), 3.25):
+        marked = replace(transform, pairs=(replace(transform.pairs[0], depth_disagreement_px=value),))
+        written = json.loads(json.dumps(transform_to_dict(marked)))
+        read = transform_from_dict(written).pairs[0].depth_disagreement_px
+        assert read == value or (np.isnan(read) and np.isnan(value))
 
 
 #: Five tiles of one sample (a 2 x 2 block and (0, 2) right of it), true positions off the stage's 54 px steps.

@@ -534,7 +534,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
     from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
-    from linumpy.stitching.transform import FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, stage_residual_fields
+    from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, depth_disagreement_field,
+                                            stage_residual_fields)
 
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -610,8 +611,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          else [round(v, 3) for v in r.free_direction],
                          "ridge_px": round(r.ridge_px, 2) if np.isfinite(r.ridge_px) else None,
                          "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2),
-                         "depth_disagreement_px": round(r.depth_disagreement_px, 2)
-                         if np.isfinite(r.depth_disagreement_px) else None}
+                         "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2)}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)

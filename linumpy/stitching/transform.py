@@ -106,7 +106,8 @@ class PairRecord:
         For a candidate, not strong pair checked on depth ranges of its overlap strips
         (:mod:`linumpy.stitching.depth_check`), the largest distance (pixels) between its offset and a range's;
         above :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` it was refused
-        (:data:`DEPTH_PEAK_REFUSED`). NaN where not checked.
+        (:data:`DEPTH_PEAK_REFUSED`); inf where a range found no peak (``"inf"`` in the JSON), NaN where not
+        checked (null).
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -396,6 +397,31 @@ def _optional(value: float) -> float | None:
     return round(float(value), _DECIMALS) if np.isfinite(value) else None
 
 
+def depth_disagreement_field(value: float, decimals: int = _DECIMALS) -> float | str | None:
+    """A pair's ``depth_disagreement_px`` for JSON: rounded, None where not checked (NaN), ``"inf"`` where a
+    depth range found no peak (JSON has neither; :func:`depth_disagreement_from_field` reads it back).
+
+    Examples
+    --------
+    >>> [depth_disagreement_field(v) for v in (1.23456, float("nan"), float("inf"))]
+    [1.2346, None, 'inf']
+    """
+    if np.isnan(value):
+        return None
+    return round(float(value), decimals) if np.isfinite(value) else "inf"
+
+
+def depth_disagreement_from_field(field: float | str | None) -> float:
+    """:func:`depth_disagreement_field`'s value read back: NaN for None, inf for ``"inf"``.
+
+    Examples
+    --------
+    >>> [depth_disagreement_from_field(v) for v in (1.5, None, "inf")]
+    [1.5, nan, inf]
+    """
+    return float("nan") if field is None else float(field)
+
+
 def stage_residual_fields(residuals: StageResidualModel) -> dict:
     """The stage residual model's fields of the transform JSON and the QC record."""
     return {
@@ -439,7 +465,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
              "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak),
              "unlocated_px": round(float(p.unlocated_px), _DECIMALS),
-             "depth_disagreement_px": _optional(p.depth_disagreement_px)}
+             "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -530,8 +556,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]),
                            border_peak=bool(p.get("border_peak", False)),
                            unlocated_px=float(p.get("unlocated_px", 0.0)),
-                           depth_disagreement_px=float("nan") if p.get("depth_disagreement_px") is None
-                           else float(p["depth_disagreement_px"]))
+                           depth_disagreement_px=depth_disagreement_from_field(p.get("depth_disagreement_px")))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
