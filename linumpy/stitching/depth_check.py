@@ -137,8 +137,10 @@ def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndar
 def checked_in_depth(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
                      read: StripReader, flat: np.ndarray, tile_step_px: Sequence[float],
                      max_shift_px: float) -> dict[tuple[TileIndex, TileIndex], float]:
-    """Each candidate pair's below :data:`CHECKED_BELOW_SIGNIFICANCE` :func:`depth_disagreement` (pixels), its
-    strips read with ``read``.
+    """The :func:`depth_disagreement` (pixels) of each candidate pair below :data:`CHECKED_BELOW_SIGNIFICANCE`, on
+    :data:`DEPTH_RANGES` ranges, or :data:`STRONG_DEPTH_RANGES` from
+    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` (each of :data:`MIN_RANGE_PLANES` planes at least, else
+    NaN: not checked), its strips read with ``read``.
 
     ``flat`` is the flat field the tiles' projections were divided by. Border peaks (already refused) are
     not checked.
