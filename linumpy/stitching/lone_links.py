@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
+#: Fewest tiles on the other side of a lone link for its window to measure the stage's error (one tile, in its own
+#: gauge, deviates by nothing).
+MIN_REFERENCE_TILES = 2
 LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
 
 
@@ -34,7 +37,11 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     (2, 2) 13.7 px from their stage positions, the window 10.8 px, the far-bridge window 19.7 px and the
     pairs' departure bound not exceeded; a right bridge can be beyond it where the stage erred on its tiles
     more than on the others). Each tile is named once, by the link with the fewest tiles on its side (the
-    nearest of a chain).
+    nearest of a chain). A link whose other side is one tile is not judged: in its own gauge one tile shows
+    none of the stage's error, so its window would be the slack alone (2 px) while the stage errs by several
+    pixels between any two tiles (foreign ``odd2`` 292, a 1 x 4 strip whose two end tiles see only gel: the one
+    pair with tissue, significance 10.6-17.1 and 0.03-0.17 px from the truth, put its far tile 2.5-3.0 px from
+    the stage model and was refused on four of five slices, both tiles left on the stage 1.8-2.3 px off).
 
     Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
     window only.
@@ -59,7 +66,10 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     for k in bridges(kept):
         others = [pair for j, pair in enumerate(links) if j != k]
         side, aligned, _ = bridged_side(links[k], others, positions, model)
-        window = search_radius(positions, {t for pair in links for t in pair} - side, aligned)
+        reference = {t for pair in links for t in pair} - side
+        if len(reference) < MIN_REFERENCE_TILES:
+            continue
+        window = search_radius(positions, reference, aligned)
         beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
         sides.append((len(side), links[k], {t: d for t, d in beyond.items() if d > window}, window))
     found, named = [], set()
