@@ -67,3 +67,17 @@ def test_a_smaller_sample_leaves_a_third_of_a_6x6_grid_in_the_gel(tmp_path):
         assert (labels[:, y0:y0 + 16, x0:x0 + 16].max() == 0) == ((r, c) in gel)
         mean[(r, c)] = acquisition.tiles[(r, c)].read()[4:].mean()
     assert max(mean[t] for t in gel) < 0.5 * np.median([mean[t] for t, f in fraction.items() if f == 1.0])
+
+
+def test_every_named_kind_is_a_valid_configuration():
+    """``benchmarks/foreign/kinds.py``: each kind the README names builds a generator configuration; the kinds
+    whose axial voxel differs from the lab default are those that state it in an ``acquisition.json``."""
+    spec = importlib.util.spec_from_file_location("foreign_kinds", GENERATOR.with_name("kinds.py"))
+    kinds = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = kinds
+    spec.loader.exec_module(kinds)
+    configs = {name: kinds.Config(**fields) for name, fields in kinds.KINDS.items()}
+    assert configs["c185"].grid == (4, 4) and configs["c185"].stage_error == 8.0
+    assert configs["b90"].focus == 90 and configs["hb"].focus == 60
+    assert max(r["attenuation_per_mm"] for r in configs["wm"].regions) == 20.0
+    assert {name for name, c in configs.items() if c.axial_um == 3.0} == kinds.AXIAL_SIDECAR
