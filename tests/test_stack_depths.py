@@ -190,3 +190,18 @@ def test_fallback_flag_names_the_part_kept(used_z, used_lateral, said):
     assert metrics["motor_fallback"] == [1]
     unsure = [f for f in placement_flags(metrics) if "registration unsure" in f]
     assert len(unsure) == 1 and said in unsure[0]
+
+
+def test_an_assumed_axial_voxel_size_that_scales_every_step_is_named():
+    """Foreign ``odd`` 293 (axial voxel 2.0 um, the native tiles silent, 1.5 um assumed): every registered step
+    missed the motor and surface depths by -14.7 to -15.3 um of a 60 um step; the flag names 2.00 um. Residuals of
+    a drifting depth frame or one wrong step (``c185`` 288, ``odd2`` 262) name nothing."""
+    metrics = {"slice_ids": [0, 1, 2, 3, 4], "motor_fallback": [], "z_confidence": [None, 0.6, 0.6, 0.7, 0.7],
+               "rotation_mode": [None] * 5, "slice_thickness_um": 60.0, "z_tolerance_um": 15.0,
+               "axial_voxel_um": 1.5, "z_offsets_um": [0.0] * 5,
+               "z_residual_um": [None, -15.2583, -14.6862, -14.7984, -15.115]}
+    named = [flag for flag in placement_flags(metrics) if "axial voxel size is likely" in flag]
+    assert len(named) == 1 and "likely 2.00 um, not 1.50 um" in named[0]
+    for residuals in ([None, -1.2284, 0.1954, 0.3499, -0.5889], [None, -0.7392, -4.5612, None, None],
+                      [None, -15.3, 0.2, -14.8, -15.1]):
+        assert not [f for f in placement_flags({**metrics, "z_residual_um": residuals}) if "axial voxel" in f]

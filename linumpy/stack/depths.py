@@ -70,6 +70,12 @@ MIN_RESIDUALS = 2
 #: 0.0-1.1 standard deviations off, the one 1.33 planes off 2.6 (a first step: not doubted, its slice's sigma
 #: says it; ``benchmarks/README.md``, session zconf65).
 DOUBTED_STEP_RATIO = 2.5
+#: Fewest residuals for :func:`implied_axial_voxel_um` to read a voxel size from them.
+MIN_SCALE_STEPS = 3
+#: Each residual within this fraction of their median for them to miss alike (:func:`implied_axial_voxel_um`).
+SCALE_AGREEMENT = 0.25
+#: The residuals' median at least this many axial voxels from zero (:func:`implied_axial_voxel_um`).
+MIN_SCALE_VOXELS = 2.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,53 @@ def prior_sigma_um(residuals_um: Sequence[float], link_sigmas_um: Sequence[float
         return PRIOR_SIGMA_FLOOR_UM
     excess = np.mean(np.square(residuals_um)) - np.mean(np.square(link_sigmas_um))
     return float(max(PRIOR_SIGMA_FLOOR_UM, np.sqrt(max(excess, 0.0) / 2)))
+
+
+def implied_axial_voxel_um(residuals_um: Sequence[float | None], step_um: float, axial_um: float) -> float | None:
+    """The axial voxel size under which the registered depth steps would match the absolute depths, when they all
+    miss them alike; else ``None``.
+
+    A registered step is a number of planes times the axial voxel size; the
+    absolute depths come from the motor, in micrometres. A voxel size assumed
+    wrong (the native tiles' ``info.txt`` cannot state it, and the lab's
+    1.5 um is assumed) scales every registered step by the same factor, so
+    every residual is the same fraction of the step, which no drift of the
+    depth frame does: at least :data:`MIN_SCALE_STEPS` residuals, each
+    within :data:`SCALE_AGREEMENT` of their median, the median at least
+    :data:`MIN_SCALE_VOXELS` voxels from zero (foreign ``odd`` 293, axial 2.0
+    um read as 1.5: residuals -15.3 to -14.7 um for a 60 um step, implied
+    2.00 um).
+
+    Parameters
+    ----------
+    residuals_um : sequence of float or None
+        Per slice, its registered step minus the step between the absolute depths (None without both).
+    step_um : float
+        The step between the slices' absolute depths (the slice thickness).
+    axial_um : float
+        The axial voxel size the steps were read with.
+
+    Returns
+    -------
+    float or None
+        ``axial_um`` times the step over the median registered step (``step_um`` plus the median residual).
+
+    Examples
+    --------
+    >>> implied_axial_voxel_um([None, -15.3, -14.7, -14.8, -15.1], 60.0, 1.5)
+    2.0
+    >>> implied_axial_voxel_um([None, -15.3, 0.2, -14.8, -15.1], 60.0, 1.5) is None  # not alike
+    True
+    """
+    values = np.array([r for r in residuals_um if r is not None], float)
+    if len(values) < MIN_SCALE_STEPS or step_um <= 0:
+        return None
+    median = float(np.median(values))
+    registered = step_um + median
+    if abs(median) < MIN_SCALE_VOXELS * axial_um or registered <= 0 \
+            or np.max(np.abs(values - median)) > SCALE_AGREEMENT * abs(median):
+        return None
+    return round(axial_um * step_um / registered, 2)
 
 
 def doubted_step(

@@ -31,7 +31,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
-from linumpy.stack.depths import MAX_PRIOR_SIGMA_UM
+from linumpy.stack.depths import MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
 from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
 from linumpy.viz.chart import BLUE, GREEN, ORANGE, Panel, Series, line_chart
@@ -322,7 +322,9 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     depths are solved together (``drift_clamped``). And one when the
     slices' motor and surface depths scatter against the registered steps by
     more than :data:`~linumpy.stack.depths.MAX_PRIOR_SIGMA_UM` (``depth_prior_sigma_um``,
-    :mod:`linumpy.stack.depths`): the steps are then chained.
+    :mod:`linumpy.stack.depths`): the steps are then chained. And one when every registered step misses them
+    by the same fraction, naming the axial voxel size that would make them agree
+    (:func:`~linumpy.stack.depths.implied_axial_voxel_um`).
     And one per slice whose registered depth step was doubted (``z_step_doubted``,
     :func:`~linumpy.stack.depths.doubted_step`: the one step its own sigma and the
     absolute depths' cannot explain; placed by its motor and surface depth), and one
@@ -364,6 +366,13 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                      "against the registered depth steps: the stage or the image's depth frame moves between "
                      "slices; the registered steps are chained instead")
     tolerance, thickness = metrics.get("z_tolerance_um"), metrics.get("slice_thickness_um")
+    implied = None if not thickness or metrics.get("axial_voxel_um") is None else implied_axial_voxel_um(
+        metrics.get("z_residual_um", []), thickness, metrics["axial_voxel_um"])
+    if implied is not None:
+        flags.append(f"every registered depth step misses the motor and surface depths by the same fraction: the "
+                     f"axial voxel size is likely {implied:.2f} um, not {metrics['axial_voxel_um']:.2f} um (the "
+                     "native tiles cannot state it); pass the true one (axial_resolution, or acquisition.json's "
+                     "axial_resolution_um)")
     if tolerance is not None and thickness:
         id_steps = np.diff(ids, prepend=ids[0])
         blocks = metrics.get("motor_slip_blocks", [None] * len(ids))
