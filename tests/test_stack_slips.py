@@ -5,7 +5,8 @@ The curves are foreign odd2 292's (1 x 4 strip of 150-plane tiles, 3 um planes, 
 slice's motor reading 35 um short): its scan around the motor step (40 um, offsets 7-20) rose to its edge, the one
 around the thickness (75 um, offsets 18-32) peaked at 25, 0.06 above its far edge six planes away (refused as not
 distinct, z confidence 0), and 4 of the 9 blocks placed it at the thickness, none confident: main kept the motor
-step, the slice 35 um too shallow (score.py).
+step, the slice 35 um too shallow (score.py). odd2 308 (opened as held out for the first form of the rule, which
+compared the peak with the motor scan's best, five planes away: refused) is the same case.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ MOTOR_292 = [0.381345, 0.383753, 0.389115, 0.401253, 0.407186, 0.407967, 0.41226
 THICKNESS_292 = [0.445068, 0.467088, 0.479148, 0.489906, 0.49823, 0.519038, 0.54331, 0.556739, 0.54827, 0.535542,
                  0.530152, 0.526925, 0.511471, 0.496803, 0.487306]
 
+#: odd2 308's (the same geometry and glitch): the peak rises only 0.040 over the motor scan's edge five planes
+#: away, 0.052 over everything six planes or more away.
+MOTOR_308 = [0.3563, 0.3686, 0.3753, 0.3773, 0.3775, 0.3778, 0.3838, 0.3883, 0.3891, 0.3894, 0.3921, 0.3983, 0.4101,
+             0.4218]
+THICKNESS_308 = [0.3936, 0.4083, 0.4201, 0.423, 0.4192, 0.4268, 0.4498, 0.4617, 0.4519, 0.4223, 0.4018, 0.3984, 0.3904,
+                 0.3781, 0.3578]
+
 
 def scan(first: int, curve: list[float], noise: float = 0.009217, ceiling: float = 0.99) -> PairEstimate:
     return PairEstimate(float(first), 0.0, (0.0, 0.0), 0.5, z_ceiling=ceiling, z_noise=noise,
@@ -29,23 +37,32 @@ def scan(first: int, curve: list[float], noise: float = 0.009217, ceiling: float
 
 def test_the_two_scans_of_odd2_292_bracket_the_peak_at_the_thickness():
     climb = climb_to_thickness(scan(7, MOTOR_292), scan(18, THICKNESS_292))
-    assert climb == {"motor_edge_ncc": 0.4775, "thickness_peak_ncc": 0.5567, "far_edge_ncc": 0.4873,
-                     "rise_needed": 0.0495}
+    assert climb == {"motor_edge_ncc": 0.4775, "thickness_peak_ncc": 0.5567, "near_rival_ncc": 0.4671,
+                     "far_rival_ncc": 0.4968, "rise_needed": 0.0495}
+
+
+
+def test_the_rivals_are_read_six_planes_from_the_peak_as_on_its_own_lobe():
+    """odd2 308: the motor scan's edge, five planes from the peak, is on the peak's lobe, not a rival."""
+    climb = climb_to_thickness(scan(7, MOTOR_308, noise=0.011576, ceiling=0.986),
+                               scan(18, THICKNESS_308, noise=0.010272, ceiling=0.985))
+    assert climb is not None and climb["near_rival_ncc"] == 0.4101 and climb["far_rival_ncc"] == 0.3781, climb
 
 
 def test_a_slip_downward_is_read_the_same_way():
     """The motor step longer than the thickness: the motor scan rises to its first offset, the far edge is the
     thickness scan's first."""
     climb = climb_to_thickness(scan(30, MOTOR_292[::-1]), scan(18, THICKNESS_292[::-1]))
-    assert climb is not None and climb["far_edge_ncc"] == 0.4873
+    assert climb is not None and climb["far_rival_ncc"] == 0.4968
 
 
 @pytest.mark.parametrize("motor, thickness, why", [
     (MOTOR_292, THICKNESS_292[:8], "the thickness scan peaks on its far edge: the match improves beyond it "
                                    "(a lost section: the slice lies deeper still)"),
     (MOTOR_292[:5] + [0.49] + MOTOR_292[6:], THICKNESS_292, "the motor scan peaks inside its window"),
-    ([v - 0.03 for v in MOTOR_292[:-1]] + [0.52], THICKNESS_292, "the motor scan's edge nearly as high as the peak"),
+    (MOTOR_292[:-2] + [0.52, 0.53], THICKNESS_292, "the motor scan nearly as high six planes from the peak"),
     (MOTOR_292, THICKNESS_292[:-3] + [0.52, 0.52, 0.52], "the thickness scan does not fall on its far side"),
+    (MOTOR_292, THICKNESS_292[:11], "no offset six planes beyond the peak was read"),
 ])
 def test_no_bracketed_peak_keeps_the_motor_step(motor, thickness, why):
     assert climb_to_thickness(scan(7, motor), scan(18, thickness)) is None, why
