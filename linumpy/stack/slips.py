@@ -1,4 +1,4 @@
-"""Whether a pair's two whole z scans, around the motor step and around the thickness, together place it at the thickness.
+"""Whether a pair's two whole z scans, around the motor step and the thickness, together place it at the thickness.
 
 A motor reading of the last slice off by about half a thickness (a jump no
 later step cancels) makes the stack scan the overlap twice, around the motor
@@ -71,7 +71,9 @@ def climb_to_thickness(motor: PairEstimate | None, thickness: PairEstimate | Non
     >>> motor = scan(range(3, 10), [0.36, 0.38, 0.40, 0.42, 0.44, 0.46, 0.48])  # rising to its edge
     >>> climb_to_thickness(motor, scan(range(8, 22), [0.47, 0.48, 0.50, 0.53, 0.55, 0.56, 0.55, 0.54, 0.53, 0.52,
     ...                                               0.51, 0.50, 0.49, 0.48]))
-    {'motor_edge_ncc': 0.48, 'thickness_peak_ncc': 0.56, 'near_rival_ncc': 0.44, 'far_rival_ncc': 0.5, 'rise_needed': 0.05}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'motor_edge_ncc': 0.48, 'thickness_peak_ncc': 0.56, 'near_rival_ncc': 0.44, 'far_rival_ncc': 0.5,
+     'rise_needed': 0.05}
     >>> climb_to_thickness(motor, scan(range(8, 15), [0.47, 0.48, 0.50, 0.52, 0.54, 0.55, 0.56]))  # on its edge
     >>> climb_to_thickness(scan(range(3, 10), [0.36, 0.48, 0.42, 0.40, 0.39, 0.38, 0.37]),  # motor peaks inside
     ...                    scan(range(8, 15), [0.45, 0.48, 0.52, 0.56, 0.54, 0.52, 0.49]))
