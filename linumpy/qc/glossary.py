@@ -472,6 +472,12 @@ METRICS: dict[str, MetricInfo] = {
                             "thickness and near the motor step (confident ones, and all that place the slice); "
                             "the thickness is adopted when at least 3 confident blocks, or two thirds of the "
                             "blocks, agree on it, and twice as many as on the motor step (else empty)."),
+    "motor_slip_climb": _M("Motor slip, both scans", "NCC", "When a motor depth step missed the slice "
+                           "thickness and neither whole scan nor the overlap's blocks placed the slice: the scan "
+                           "around the motor step rose to its edge toward the thickness and the scan around the "
+                           "thickness peaked inside its window, above every offset of both six planes or more "
+                           "away by the rise a peak must have; the "
+                           "thickness was adopted (placed by the motor and surface depth; red flag) (else empty)."),
     "motor_fallback": _M("Kept motor position", "ids", "Registered slices that kept the motor position "
                          "because the registration was unsure."),
     "motor_fallback_kept": _M("Kept of the motor position", "text", "For each slice kept on its motor position: "

@@ -386,6 +386,12 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                   "placed at the thickness (a motor jump, not a lost section); the two slices' mosaics may be "
                   "misregistered against each other: check its depth and lateral placement"
                   for i, vote in zip(ids, blocks, strict=True) if vote and vote["adopted"] == "thickness"]
+        flags += [f"slice {i}: motor depth step {climb['motor_step_um']:.1f} um for a slice thickness of "
+                  f"{thickness:.1f} um, and neither scan nor the overlap's blocks were confident; the scan around "
+                  f"the motor step rose to its edge ({climb['motor_edge_ncc']:.3f}) and the scan around the "
+                  f"thickness peaked inside, higher ({climb['thickness_peak_ncc']:.3f}): placed at the thickness by "
+                  "its motor and surface depth (a motor jump, not a lost section); check its depth"
+                  for i, climb in zip(ids, metrics.get("motor_slip_climb", [None] * len(ids)), strict=True) if climb]
         fallback = set(metrics["motor_fallback"])
         registered = [offset for i, confidence, offset in zip(ids, metrics["z_confidence"], metrics["z_offsets_um"],
                                                              strict=True) if confidence is not None and i not in fallback]
@@ -472,7 +478,10 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         registration at the thickness replaced, ``motor_slip`` in the record),
         per slice ``motor_slip_blocks`` (when neither whole scan placed a pair in doubt, its
         overlap blocks' vote, :mod:`linumpy.stack.blocks`: ``n_blocks``, ``agreeing`` per step,
-        ``adopted``, and the ``motor_step_um``; else None),
+        ``adopted``, and the ``motor_step_um``; else None), per slice ``motor_slip_climb`` (when
+        neither the whole scans nor the blocks placed it, the two whole scans bracketing its peak at
+        the thickness, :func:`~linumpy.stack.slips.climb_to_thickness`: their NCCs, the rise needed
+        and the ``motor_step_um``; else None),
         ``motor_fallback`` (a registered slice that kept its motor depth or
         lateral position), ``motor_fallback_kept`` (for each, what it kept: ``depth``,
         ``lateral position`` or ``position``) and ``drift_clamped``; ``depth_mode`` (``joint``: the
@@ -535,6 +544,9 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "motor_slip_blocks": [None if not (s.get("motor_slip") or {}).get("blocks") else
                               {**s["motor_slip"]["blocks"], "motor_step_um": s["motor_slip"]["motor_step_um"]}
                               for s in slices],
+        "motor_slip_climb": [None if not (s.get("motor_slip") or {}).get("climb") else
+                             {**s["motor_slip"]["climb"], "motor_step_um": s["motor_slip"]["motor_step_um"]}
+                             for s in slices],
         "motor_fallback": [i for i, _ in fallback],
         "motor_fallback_kept": [part for _, part in fallback],
         "n_motor_fallback": len(fallback),

@@ -46,6 +46,7 @@ from linumpy.stack.pairs import pair_map
 from linumpy.stack.planes import read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
+from linumpy.stack.slips import climb_to_thickness
 from linumpy.stack.tilt import common_tilt, retilt_slice
 from linumpy.stack.refine import (
     Z_SCAN_LATERAL_SIGMA_PX,
@@ -1003,17 +1004,24 @@ def _check_motor_slips(
     When neither registration is confident, the overlap's blocks, each at its
     own lateral shift, are registered around both steps and vote
     (:mod:`linumpy.stack.blocks`): the thickness is adopted, at the agreeing
-    blocks' median step, when they clearly prefer it. Otherwise the motor step
-    is kept (the flag of :func:`linumpy.stack.quality.placement_flags` then
-    reports it).
+    blocks' median step, when they clearly prefer it. When they do not
+    either, the thickness is adopted when the two whole scans bracket its
+    peak between them (:func:`linumpy.stack.slips.climb_to_thickness`: the
+    scan around the motor step rises to its edge toward the thickness, the
+    one around the thickness peaks inside, higher; its z confidence stays 0:
+    the slice is placed by its motor depth moved onto the thickness, with
+    its surface depth). Otherwise the motor step is kept (the flag of
+    :func:`linumpy.stack.quality.placement_flags` then reports it).
 
     Returns
     -------
     list of dict or None
         Per slice, None when its step was not in doubt; else the motor step,
         the confidences of both hypotheses, ``adopted`` (``"motor"`` or
-        ``"thickness"``) and ``blocks`` (the blocks' vote,
-        :meth:`linumpy.stack.blocks.BlockVote.to_dict`; None when not asked).
+        ``"thickness"``), ``blocks`` (the blocks' vote,
+        :meth:`linumpy.stack.blocks.BlockVote.to_dict`; None when not asked)
+        and ``climb`` (:func:`linumpy.stack.slips.climb_to_thickness`'s
+        evidence when it adopted the thickness; else None).
     """
     slips: list[dict | None] = [None] * len(slices)
     for k in pairs:
@@ -1030,7 +1038,7 @@ def _check_motor_slips(
         slips[k] = {"motor_step_um": round(float(motor_step[0]), 4),
                     "motor_confidence": round(float(motor_confidence), 4),
                     "thickness_confidence": round(float(thickness_confidence), 4), "adopted": adopted,
-                    "blocks": None}
+                    "blocks": None, "climb": None}
         if estimate is not None and max(motor_confidence, thickness_confidence) < parameters.min_confidence:
             # neither whole overlap places the slice: its blocks, each at its own lateral shift, vote
             vote = vote_blocks(
@@ -1042,6 +1050,10 @@ def _check_motor_slips(
                 adopted = slips[k]["adopted"] = "thickness"
                 estimate, step = vote.estimate, np.concatenate([[vote.estimate.z_offset_px * estimate.pixel_um[0]],
                                                                 step[1:]])
+        if adopted == "motor":  # the two whole scans may still bracket the peak at the thickness between them
+            slips[k]["climb"] = climb_to_thickness(estimates[k], estimate)
+            if slips[k]["climb"] is not None:
+                adopted = slips[k]["adopted"] = "thickness"
         if adopted == "thickness":
             nominal[k:, 0] -= motor_step[0] - thickness_um
             estimates[k], steps[k], guesses[k] = estimate, step, guess
