@@ -273,7 +273,9 @@ def _store_smoothed(
         return partial
 
     histogram = LogHistogram()
-    for partial in ordered_map(smooth, lateral_blocks(aip.shape, aip.chunks[0], halo=_halo(sigma_px)), workers):
+    # blocks of the larger chunk side: a side capped by the map's is its only chunk, so the blocks are whole chunks
+    # (blocks sharing a chunk are read-modified-written by two threads at once: lost writes)
+    for partial in ordered_map(smooth, lateral_blocks(aip.shape, max(aip.chunks), halo=_halo(sigma_px)), workers):
         histogram.merge(partial)
     return target.stored_level0(), histogram
 
