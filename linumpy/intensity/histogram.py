@@ -141,8 +141,8 @@ class KeyedLogHistogram:
     thresholds possible) gives, once a key is chosen, the histogram of the
     values of the columns above it (:meth:`above`) without reading them again.
     Blocks are counted apart (:meth:`of_block`, on any thread) and merged
-    (integer sums: the same whatever the order). Each key present keeps the
-    counts of the bins from its lowest to its highest counted only.
+    (integer sums: the same whatever the order). Only the keys present and the
+    range of bins counted are stored.
 
     Parameters
     ----------
@@ -162,8 +162,12 @@ class KeyedLogHistogram:
 
     def __init__(self, template: LogHistogram) -> None:
         self.template = template
-        #: key -> [first bin counted, counts from that bin on, non-positive values, columns]
-        self.rows: dict[int, list] = {}
+        self.keys = np.zeros(0, np.intp)  # the key of each row
+        self.bin_range = (0, 0)  # the bins of the counts' columns: [start, stop)
+        self.counts = np.zeros((0, 0), np.int64)  # (rows, bins); rows beyond len(keys): room to grow
+        self.zeros = np.zeros(0, np.int64)  # non-positive values per row
+        self.columns = np.zeros(0, np.int64)  # columns per row
+        self._rows: dict[int, int] = {}  # key -> row
 
     @classmethod
     def of_block(cls, keys: np.ndarray, bins: np.ndarray, template: LogHistogram) -> KeyedLogHistogram:
@@ -174,49 +178,69 @@ class KeyedLogHistogram:
         if keys.size == 0:
             return block
         present, rows, columns = np.unique(keys.ravel(), return_inverse=True, return_counts=True)  # one row a key
-        rows = rows.reshape(keys.shape)
-        nonpositive = template.counts.size  # the last bin of value_bins: bins low .. nonpositive counted per row
-        low = min(int(bins.min()), nonpositive)
-        width = nonpositive - low + 1
-        # one pass: each value's cell (its column's row, its bin), the non-positive ones in their row's last cell
-        cells = np.add(bins, (rows * width - low)[None], dtype=np.intp)
+        # the bins counted, low .. high - 1 (the non-positive values' bin, the largest, apart): the minimum, and the
+        # maximum once that bin is wrapped to 0 (unsigned: one pass each, no mask)
+        nonpositive = template.counts.size
+        low = int(bins.min())
+        wrapped = int(np.subtract(bins, nonpositive, dtype=bins.dtype).max())
+        high = wrapped + nonpositive - (np.iinfo(bins.dtype).max + 1) + 1 if wrapped else low
+        width = high - low + 1  # the last column counts the non-positive values
+        # each value's cell (its column's row, its bin), the non-positive ones (above high) in their row's last cell
+        cells = np.add(np.minimum(bins, bins.dtype.type(high)), (rows.reshape(keys.shape) * width - low)[None],
+                       dtype=np.intp)
         counts = np.bincount(cells.ravel(), minlength=present.size * width).reshape(present.size, width)
-        counted = np.pad(counts[:, :-1] != 0, ((0, 0), (0, 1)))  # a column more: argmax of no bin at all is 0
-        first = counted.argmax(axis=1)
-        stop = width - counted[:, ::-1].argmax(axis=1)
-        stop[~counted.any(axis=1)] = first[~counted.any(axis=1)] = 0  # a key without positive values: no bins
-        for key, row, start, end, zeros, n in zip(present.tolist(), counts, first.tolist(), stop.tolist(),
-                                                   counts[:, -1].tolist(), columns.tolist()):
-            block.rows[key] = [low + start, row[start:end], zeros, n]
+        block.keys, block.bin_range = present, ((low, high) if high > low else (0, 0))
+        block.counts, block.zeros = counts[:, :-1], counts[:, -1].copy()
+        block.columns = columns.astype(np.int64)
+        block._rows = {key: row for row, key in enumerate(present.tolist())}
         return block
 
     def merge(self, other: KeyedLogHistogram) -> None:
         """Add the counts of another (e.g. one block's) over the same bins."""
-        for key, (start, counts, zeros, columns) in other.rows.items():
-            row = self.rows.get(key)
-            if row is None:
-                self.rows[key] = [start, counts.copy(), zeros, columns]
-                continue
-            if counts.size:
-                if not row[1].size:
-                    row[0], row[1] = start, counts.copy()
-                else:
-                    low, high = min(row[0], start), max(row[0] + row[1].size, start + counts.size)
-                    if (low, high) != (row[0], row[0] + row[1].size):
-                        grown = np.zeros(high - low, np.int64)
-                        grown[row[0] - low:row[0] - low + row[1].size] = row[1]
-                        row[0], row[1] = low, grown
-                    row[1][start - row[0]:start - row[0] + counts.size] += counts
-            row[2] += zeros
-            row[3] += columns
+        if not other.keys.size:
+            return
+        new = [key for key in other.keys.tolist() if key not in self._rows]
+        if new:
+            self._add_rows(new)
+        if other.bin_range[1] > other.bin_range[0]:
+            if self.bin_range[1] <= self.bin_range[0]:
+                self._widen(other.bin_range)
+            elif other.bin_range[0] < self.bin_range[0] or other.bin_range[1] > self.bin_range[1]:
+                self._widen((min(self.bin_range[0], other.bin_range[0]), max(self.bin_range[1], other.bin_range[1])))
+        rows = np.fromiter((self._rows[key] for key in other.keys.tolist()), np.intp, other.keys.size)  # distinct
+        start = other.bin_range[0] - self.bin_range[0]
+        self.counts[rows, start:start + other.counts.shape[1]] += other.counts
+        self.zeros[rows] += other.zeros
+        self.columns[rows] += other.columns
+
+    def _add_rows(self, keys: list[int]) -> None:
+        """Rows for new keys (the storage doubled when full)."""
+        used = self.keys.size
+        if used + len(keys) > self.counts.shape[0]:
+            room = max(2 * self.counts.shape[0], used + len(keys), 64)
+            self.counts = _grown(self.counts, (room, self.counts.shape[1]), (0, 0))
+            self.zeros, self.columns = _grown(self.zeros, (room,), (0,)), _grown(self.columns, (room,), (0,))
+        self._rows.update((key, used + i) for i, key in enumerate(keys))
+        self.keys = np.concatenate([self.keys, np.asarray(keys, np.intp)])
+
+    def _widen(self, bins: tuple[int, int]) -> None:
+        """Columns for the bins ``[bins[0], bins[1])`` (holding the current ones)."""
+        offset = self.bin_range[0] - bins[0] if self.bin_range[1] > self.bin_range[0] else 0
+        self.counts = _grown(self.counts, (self.counts.shape[0], bins[1] - bins[0]), (0, offset))
+        self.bin_range = bins
 
     def above(self, key: int) -> tuple[LogHistogram, int]:
         """The histogram of the values of the columns whose key is above ``key``, and the number of those columns."""
         histogram = copy.copy(self.template)
-        histogram.counts, histogram.zeros, columns = np.zeros_like(self.template.counts), 0, 0
-        for row_key, (start, counts, zeros, n) in self.rows.items():
-            if row_key > key:
-                histogram.counts[start:start + counts.size] += counts
-                histogram.zeros += zeros
-                columns += n
-        return histogram, columns
+        histogram.counts = np.zeros_like(self.template.counts)
+        rows = np.flatnonzero(self.keys > key)
+        histogram.counts[self.bin_range[0]:self.bin_range[1]] = self.counts[rows].sum(axis=0)
+        histogram.zeros = int(self.zeros[rows].sum())
+        return histogram, int(self.columns[rows].sum())
+
+
+def _grown(array: np.ndarray, shape: tuple[int, ...], offset: tuple[int, ...]) -> np.ndarray:
+    """A zero array of ``shape`` holding ``array`` at ``offset``."""
+    grown = np.zeros(shape, array.dtype)
+    grown[tuple(slice(o, o + n) for o, n in zip(offset, array.shape))] = array
+    return grown

@@ -405,9 +405,7 @@ def _one_read_statistics(
         voxel_bins = bins.value_bins(data)
         inside = _inside(part, shape, halo)
         own = counted(normalize.smooth_aip(aip, sigma_px)[inside], voxel_bins[(slice(None), *inside)])
-        ring = np.ones(aip.shape, bool)
-        ring[inside] = False
-        return part, aip, voxel_bins[:, ring], own
+        return part, aip, _ring(voxel_bins, inside), own
 
     def merged_as_read(items: Iterable[tuple]) -> Iterator[tuple[LateralBlock, np.ndarray, np.ndarray]]:
         for part, aip, ring_bins, (histogram, counts) in items:
@@ -418,9 +416,7 @@ def _one_read_statistics(
     def count_ring(item: tuple[LateralBlock, np.ndarray, np.ndarray]) -> tuple[LogHistogram, KeyedLogHistogram]:
         part, outer, ring_bins = item
         smoothed, _ = _smoothed_block(outer, part, sigma_px)
-        ring = np.ones(smoothed.shape, bool)
-        ring[_inside(part, shape, halo)] = False
-        return counted(smoothed[ring], ring_bins)
+        return counted(_ring(smoothed, _inside(part, shape, halo)), ring_bins)
 
     parts = prefetched(lateral_blocks(shape, block, halo=halo), _column_files(volume), READ_AHEAD_BLOCKS)
     rings = _with_neighbours(merged_as_read(ordered_map(read, parts, workers)), shape, block, halo)
@@ -441,8 +437,17 @@ def _one_read_statistics(
 def _inside(part: LateralBlock, shape: tuple[int, int], halo: int) -> tuple[slice, slice]:
     """The A-lines of a block (relative to it) whose smoothed AIP its own AIP decides: farther than ``halo`` from
     every other block (the volume's edges are no block's)."""
-    return tuple(slice(halo if s.start > 0 else 0, max(s.stop - s.start - (halo if s.stop < n else 0), 0))
-                 for s, n in zip(part.inner, shape))
+    starts = [halo if s.start > 0 else 0 for s in part.inner]
+    stops = [s.stop - s.start - (halo if s.stop < n else 0) for s, n in zip(part.inner, shape)]
+    return tuple(slice(start, max(start, stop)) for start, stop in zip(starts, stops))
+
+
+def _ring(values: np.ndarray, inside: tuple[slice, slice]) -> np.ndarray:
+    """The A-lines of a block (the last two axes of ``values``) outside ``inside``, flattened in one order
+    whatever the leading axes: the rows above it, the columns left of it, right of it, the rows below it."""
+    (y0, y1), (x0, x1) = ((s.start, s.stop) for s in inside)
+    strips = (values[..., :y0, :], values[..., y0:y1, :x0], values[..., y0:y1, x1:], values[..., y1:, :])
+    return np.concatenate([strip.reshape(*values.shape[:-2], -1) for strip in strips], axis=-1)
 
 
 def _with_neighbours(
