@@ -335,6 +335,12 @@ def test_keyed_histogram_above_a_key_is_the_histogram_of_those_columns():
     merged = KeyedLogHistogram(template)
     for keys, values in reversed(blocks):
         merged.merge(KeyedLogHistogram.of_block(keys, template.value_bins(values), template))
+    assert merged.counts.dtype == np.int32
+    merged._total = np.iinfo(np.int32).max  # as if 2**31 values had been counted: the next merge widens the counts
+    keys, values = blocks[0]
+    merged.merge(KeyedLogHistogram.of_block(keys, template.value_bins(values), template))
+    assert merged.counts.dtype == np.int64
+    blocks.append(blocks[0])
     for key in (-1, 0, 15, 40, 69, 200):
         expected = LogHistogram()
         columns = 0

@@ -83,7 +83,8 @@ class LogHistogram:
         values = np.asarray(values, np.float32)
         # the non-positive values as the smallest normal float32 (bin 0, clamped), then moved to the last bin:
         # no log10 of 0 or of a negative (~10x slower than of a normal number), no masked assignment
-        logs = np.log10(np.maximum(values, np.finfo(np.float32).tiny))
+        logs = np.maximum(values, np.finfo(np.float32).tiny)
+        np.log10(logs, out=logs)
         logs -= self._low
         logs *= self._per_decade
         np.clip(logs, 0, self.counts.size - 1, out=logs)
@@ -164,7 +165,9 @@ class KeyedLogHistogram:
         self.template = template
         self.keys = np.zeros(0, np.intp)  # the key of each row
         self.bin_range = (0, 0)  # the bins of the counts' columns: [start, stop)
-        self.counts = np.zeros((0, 0), np.int64)  # (rows, bins); rows beyond len(keys): room to grow
+        # (rows, bins), int32 until a count could exceed it (half the memory); rows beyond len(keys): room to grow
+        self.counts = np.zeros((0, 0), np.int32)
+        self._total = 0  # values counted in ``counts``: no cell holds more
         self.zeros = np.zeros(0, np.int64)  # non-positive values per row
         self.columns = np.zeros(0, np.int64)  # columns per row
         self._rows: dict[int, int] = {}  # key -> row
@@ -185,10 +188,16 @@ class KeyedLogHistogram:
         wrapped = int(np.subtract(bins, nonpositive, dtype=bins.dtype).max())
         high = wrapped + nonpositive - (np.iinfo(bins.dtype).max + 1) + 1 if wrapped else low
         width = high - low + 1  # the last column counts the non-positive values
-        # each value's cell (its column's row, its bin), the non-positive ones (above high) in their row's last cell
-        cells = np.add(np.minimum(bins, bins.dtype.type(high)), (rows.reshape(keys.shape) * width - low)[None],
-                       dtype=np.intp)
-        counts = np.bincount(cells.ravel(), minlength=present.size * width).reshape(present.size, width)
+        # each value's cell (its column's row, its bin), the non-positive ones (above high) in their row's last cell;
+        # counted over halves of the depth (half the cells of intp in memory at once)
+        offsets = (rows.reshape(keys.shape) * width - low)[None]
+        counts = np.zeros(present.size * width, np.intp)
+        half = -(-bins.shape[0] // 2)
+        for part in (bins[:half], bins[half:]):
+            cells = np.add(np.minimum(part, bins.dtype.type(high)), offsets, dtype=np.intp)
+            counts += np.bincount(cells.ravel(), minlength=counts.size)
+            del cells
+        counts = counts.reshape(present.size, width)
         block.keys, block.bin_range = present, ((low, high) if high > low else (0, 0))
         block.counts, block.zeros = counts[:, :-1], counts[:, -1].copy()
         block.columns = columns.astype(np.int64)
@@ -207,6 +216,9 @@ class KeyedLogHistogram:
                 self._widen(other.bin_range)
             elif other.bin_range[0] < self.bin_range[0] or other.bin_range[1] > self.bin_range[1]:
                 self._widen((min(self.bin_range[0], other.bin_range[0]), max(self.bin_range[1], other.bin_range[1])))
+        self._total += int(other.counts.sum())
+        if self._total > np.iinfo(self.counts.dtype).max:
+            self.counts = self.counts.astype(np.int64)
         rows = np.fromiter((self._rows[key] for key in other.keys.tolist()), np.intp, other.keys.size)  # distinct
         start = other.bin_range[0] - self.bin_range[0]
         self.counts[rows, start:start + other.counts.shape[1]] += other.counts
@@ -217,7 +229,7 @@ class KeyedLogHistogram:
         """Rows for new keys (the storage doubled when full)."""
         used = self.keys.size
         if used + len(keys) > self.counts.shape[0]:
-            room = max(2 * self.counts.shape[0], used + len(keys), 64)
+            room = max(self.counts.shape[0] * 3 // 2, used + len(keys), 64)
             self.counts = _grown(self.counts, (room, self.counts.shape[1]), (0, 0))
             self.zeros, self.columns = _grown(self.zeros, (room,), (0,)), _grown(self.columns, (room,), (0,))
         self._rows.update((key, used + i) for i, key in enumerate(keys))
@@ -234,7 +246,7 @@ class KeyedLogHistogram:
         histogram = copy.copy(self.template)
         histogram.counts = np.zeros_like(self.template.counts)
         rows = np.flatnonzero(self.keys > key)
-        histogram.counts[self.bin_range[0]:self.bin_range[1]] = self.counts[rows].sum(axis=0)
+        histogram.counts[self.bin_range[0]:self.bin_range[1]] = self.counts[rows].sum(axis=0, dtype=np.int64)
         histogram.zeros = int(self.zeros[rows].sum())
         return histogram, int(self.columns[rows].sum())
 

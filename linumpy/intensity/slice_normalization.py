@@ -12,6 +12,12 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    (a scratch directory) are deleted on a thread of their own (deleting
    their files waits for the disk, which the writing keeps busy).
 
+Without a flat field, passes 1 and 2 are one read of the input and write no
+scratch map (:func:`_one_read_statistics`): every voxel is counted in its
+histogram bin apart for each rank of its A-line's smoothed AIP among the
+thresholds Otsu's method can return, and the threshold's rank then picks the
+tissue voxels' counts (the same counts as pass 2).
+
 Every pass reads whole chunk columns straight from storage
 (:func:`linumpy.io.zarr.open_omezarr_level`), their files announced to the
 kernel :data:`READ_AHEAD_BLOCKS` blocks ahead (:mod:`linumpy.io.prefetch`: the
@@ -401,8 +407,8 @@ def _one_read_statistics(
 
     def read(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, np.ndarray, tuple]:
         data = volume[(slice(None), *part.inner)]
-        aip = _checked_aip(data, part, in_path)
-        voxel_bins = bins.value_bins(data)
+        aip, voxel_bins = _checked_aip(data, part, in_path), bins.value_bins(data)
+        del data  # before the counting's arrays (peak memory)
         inside = _inside(part, shape, halo)
         own = counted(normalize.smooth_aip(aip, sigma_px)[inside], voxel_bins[(slice(None), *inside)])
         return part, aip, _ring(voxel_bins, inside), own
