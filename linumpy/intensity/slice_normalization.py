@@ -386,7 +386,8 @@ def _one_read_statistics(
 
     The tissue mask (the smoothed AIP above Otsu's threshold) is known only once every AIP is, so each block's
     voxels are counted apart for every rank of their A-line's smoothed AIP among the thresholds possible
-    (:func:`linumpy.intensity.normalize.tissue_threshold_keys`, :class:`~linumpy.intensity.histogram.KeyedLogHistogram`);
+    (:func:`linumpy.intensity.normalize.tissue_threshold_keys`,
+    :class:`~linumpy.intensity.histogram.KeyedLogHistogram`);
     the threshold's rank then picks the tissue voxels' counts: the histogram of passes 1 and 2, the same counts.
     The smoothed AIP of a block's A-lines farther than the halo from its neighbours is its own AIP's (counted as
     it is read); that of its ring near them needs their AIPs: the ring's voxel bins wait, in memory, until they
