@@ -307,7 +307,7 @@ def test_value_bins_are_the_bins_values_are_counted_in():
     histogram = LogHistogram()
     edges = (10 ** histogram.edges[::37]).astype(np.float32)
     values = np.concatenate([rng.lognormal(0, 3, 5000), edges, np.nextafter(edges, 0), np.nextafter(edges, 10),
-                             [0.0, -2.0, 1e-30, 1e30, np.finfo(np.float32).tiny]]).astype(np.float32)
+                             [0.0, -2.0, 1e-30, 1e-40, 1e30, np.finfo(np.float32).tiny]]).astype(np.float32)
     bins = histogram.value_bins(values.reshape(1, -1))
     assert bins.dtype == np.uint16 and bins.shape == (1, values.size)
     for value, index in zip(values, bins[0]):
@@ -317,6 +317,8 @@ def test_value_bins_are_the_bins_values_are_counted_in():
             assert index == histogram.counts.size and expected.zeros == 1
         else:
             assert expected.counts[index] == 1
+    with pytest.raises(ValueError, match="value_bins needs a range"):
+        LogHistogram(-40.0, 0.0).value_bins(values)
 
 
 def test_keyed_histogram_above_a_key_is_the_histogram_of_those_columns():

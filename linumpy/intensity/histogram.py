@@ -74,16 +74,25 @@ class LogHistogram:
         """Bin of every value (same shape, the smallest unsigned type holding them), ``counts.size`` for the
         non-positive values: the bins :meth:`add` counts the values in (the same float32 arithmetic).
 
+        Raises
+        ------
+        ValueError
+            If the range starts below the smallest normal float32 (``low`` < -37.9), whose bin, 0, this
+            arithmetic gives every value below it.
+
         Examples
         --------
         >>> LogHistogram(0, 2, 1).value_bins(np.array([[0.0, 5.0], [50.0, -1.0]]))
         array([[2, 0],
                [1, 2]], dtype=uint8)
         """
+        tiny = np.finfo(np.float32).tiny
+        if self._low < np.log10(tiny):
+            raise ValueError(f"value_bins needs a range starting at or above log10({tiny}), not {self._low}")
         values = np.asarray(values, np.float32)
         # the non-positive values as the smallest normal float32 (bin 0, clamped), then moved to the last bin:
         # no log10 of 0 or of a negative (~10x slower than of a normal number), no masked assignment
-        logs = np.maximum(values, np.finfo(np.float32).tiny)
+        logs = np.maximum(values, tiny)
         np.log10(logs, out=logs)
         logs -= self._low
         logs *= self._per_decade
