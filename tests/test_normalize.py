@@ -221,17 +221,25 @@ def test_script_exit_codes(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("sigma_px", [2.0, 2.3, 0.7])
-def test_smoothed_aip_chunk_by_chunk_is_the_whole_map_smoothed(tmp_path, sigma_px):
+@pytest.mark.parametrize(("sigma_px", "shape"), [(2.0, (70, 45)), (2.3, (70, 45)), (0.7, (70, 45)), (2.0, (12, 45))])
+def test_smoothed_aip_chunk_by_chunk_is_the_whole_map_smoothed(tmp_path, monkeypatch, sigma_px, shape):
     """The scratch map smoothed chunk by chunk with a halo (on two threads) has the bits of the whole map smoothed
-    at once, and its histogram the counts of the whole map's."""
+    at once, and its histogram the counts of the whole map's. Every block is written as whole chunks, also where
+    the map is narrower than a chunk (chunks (12, 16): blocks of 12 shared chunks, written part by part by two
+    threads at once, losing writes: the tissue mask of a 96-A-line-high slice changed from run to run)."""
     from linumpy.intensity.histogram import LogHistogram
     from linumpy.intensity.slice_normalization import _scratch_map, _store_smoothed
+    from linumpy.io.zarr import OmeZarrWriter
 
     rng = np.random.default_rng(3)
-    aip = rng.gamma(2.0, 1.0, (70, 45)).astype(np.float32)  # chunks of 16: partial chunks at both far edges
+    aip = rng.gamma(2.0, 1.0, shape).astype(np.float32)  # chunks of 16: partial chunks at both far edges
     writer = _scratch_map(tmp_path / "aip.ome.zarr", aip.shape, (16, 16))
     writer[:] = aip
+
+    def refused(self, reason):
+        raise AssertionError(f"a block written in part of a chunk: {reason}")
+
+    monkeypatch.setattr(OmeZarrWriter, "_stop_pyramid", refused)
     smoothed, histogram = _store_smoothed(writer.stored_level0(), tmp_path / "smoothed.ome.zarr", sigma_px, 2)
     whole = normalize.smooth_aip(aip, sigma_px)
     assert smoothed[:, :].tobytes() == whole.tobytes()
@@ -250,8 +258,11 @@ def test_the_scratch_maps_are_removed_on_their_own_thread_while_the_output_is_wr
     from linumpy.io import atomic
 
     volume = np.random.default_rng(5).gamma(2.0, 0.5, (12, 40, 40)).astype(np.float32)
-    save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
-    normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "plain.ome.zarr", n_levels=1, workers=2)
+    # the scratch maps are those of the flat field's passes (without it, one read and no scratch map)
+    save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0,
+                 attributes={"tile_shape": [12, 20, 20], "grid_shape": [2, 2]})
+    settings = NormalizeSettings(flatfield=True)
+    normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "plain.ome.zarr", settings, n_levels=1, workers=2)
     events = []
     removed = threading.Event()
     remove_path, apply = atomic.remove_path, slice_normalization.normalize.normalize_values
@@ -270,7 +281,7 @@ def test_the_scratch_maps_are_removed_on_their_own_thread_while_the_output_is_wr
 
     monkeypatch.setattr(atomic, "remove_path", recorded_removal)
     monkeypatch.setattr(slice_normalization.normalize, "normalize_values", first_block_waits)
-    normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", n_levels=1, workers=2)
+    normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", settings, n_levels=1, workers=2)
     scratch_removals = [name for kind, name in events if kind == "removed"]
     assert scratch_removals and all(name.startswith("normalize-cleanup") for name in scratch_removals)
     assert events[0][0] == "removed" and any(kind == "block" for kind, _ in events)
@@ -287,3 +298,85 @@ def test_the_normalization_imports_scipy_beside_its_first_pass_not_before_it():
             "print(sorted(name for name in sys.modules if name.split('.')[0] == 'scipy'))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_value_bins_are_the_bins_values_are_counted_in():
+    """``value_bins`` puts every positive value in the bin ``add`` counts it in (edges, clamped ends, float32
+    rounding), the non-positive ones apart."""
+    rng = np.random.default_rng(11)
+    histogram = LogHistogram()
+    edges = (10 ** histogram.edges[::37]).astype(np.float32)
+    values = np.concatenate([rng.lognormal(0, 3, 5000), edges, np.nextafter(edges, 0), np.nextafter(edges, 10),
+                             [0.0, -2.0, 1e-30, 1e-40, 1e30, np.finfo(np.float32).tiny]]).astype(np.float32)
+    bins = histogram.value_bins(values.reshape(1, -1))
+    assert bins.dtype == np.uint16 and bins.shape == (1, values.size)
+    for value, index in zip(values, bins[0]):
+        expected = LogHistogram()
+        expected.add(np.array([value]))
+        if value <= 0:
+            assert index == histogram.counts.size and expected.zeros == 1
+        else:
+            assert expected.counts[index] == 1
+    with pytest.raises(ValueError, match="value_bins needs a range"):
+        LogHistogram(-40.0, 0.0).value_bins(values)
+
+
+def test_keyed_histogram_above_a_key_is_the_histogram_of_those_columns():
+    """Merged block by block in any order, the counts of the columns above a key are those of a histogram of
+    exactly those columns' values."""
+    from linumpy.intensity.histogram import KeyedLogHistogram
+
+    rng = np.random.default_rng(12)
+    template = LogHistogram()
+    blocks = []
+    for offset in (0, 40, 7):
+        values = rng.gamma(1.5, 1.0, (6, 50)).astype(np.float32) * 10.0 ** rng.integers(-3, 3)
+        values[values < 0.05] = 0
+        blocks.append((offset + rng.integers(0, 30, 50), values))
+    blocks.append((rng.integers(0, 60, 50), np.zeros((6, 50), np.float32)))  # no positive value at all
+    merged = KeyedLogHistogram(template)
+    for keys, values in reversed(blocks):
+        merged.merge(KeyedLogHistogram.of_block(keys, template.value_bins(values), template))
+    assert merged.counts.dtype == np.int32
+    merged._total = np.iinfo(np.int32).max  # as if 2**31 values had been counted: the next merge widens the counts
+    keys, values = blocks[0]
+    merged.merge(KeyedLogHistogram.of_block(keys, template.value_bins(values), template))
+    assert merged.counts.dtype == np.int64
+    blocks.append(blocks[0])
+    for key in (-1, 0, 15, 40, 69, 200):
+        expected = LogHistogram()
+        columns = 0
+        for keys, values in blocks:
+            expected.add(values[:, keys > key])
+            columns += int(np.count_nonzero(keys > key))
+        above, n_columns = merged.above(key)
+        assert np.array_equal(above.counts, expected.counts) and above.zeros == expected.zeros
+        assert n_columns == columns
+
+
+@pytest.mark.parametrize(("shape", "sigma_px", "block"),
+                         [((12, 70, 45), 2.0, 16), ((9, 33, 100), 2.3, 16), ((5, 64, 64), 0.7, 32),
+                          ((7, 50, 70), 9.0, 16), ((6, 40, 40), 2.0, 256)])
+def test_one_read_statistics_are_those_of_the_two_passes(tmp_path, monkeypatch, shape, sigma_px, block):
+    """Without a flat field the threshold, the tissue voxels' histogram and the tissue A-lines counted in one read
+    (blocks waiting for their neighbours' AIPs, a halo over one or several blocks) are those of the AIP pass and
+    the histogram pass over its scratch maps."""
+    from linumpy.intensity import slice_normalization
+    from linumpy.io.zarr import open_omezarr_level
+
+    rng = np.random.default_rng(sum(shape))
+    volume = rng.gamma(2.0, 0.5, shape).astype(np.float32)
+    volume[:, : shape[1] // 3] *= 0.01  # background A-lines
+    volume[volume < 0.002] = 0
+    volume[0, 3, 3] = -1.0
+    save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
+    stored, _ = open_omezarr_level(tmp_path / "in.ome.zarr")
+    monkeypatch.setattr(slice_normalization, "lateral_block_size", lambda depth: block)
+    settings = NormalizeSettings(mask_sigma_px=sigma_px)
+    (tmp_path / "scratch").mkdir()
+    threshold, field, values, n_tissue = slice_normalization._tissue_statistics(
+        stored, tmp_path / "scratch", settings, None, {}, "in", False, 2)
+    one_read = slice_normalization._one_read_statistics(stored, settings, "in", False, 2)
+    assert field is None and 0 < n_tissue < shape[1] * shape[2]
+    assert one_read[0] == threshold and one_read[2] == n_tissue
+    assert np.array_equal(one_read[1].counts, values.counts) and one_read[1].zeros == values.zeros > 0

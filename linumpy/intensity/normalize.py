@@ -43,6 +43,23 @@ def tissue_threshold(aip_histogram: LogHistogram) -> float | None:
     return 0.0 if threshold is None else threshold
 
 
+def tissue_threshold_keys(aip_histogram: LogHistogram) -> np.ndarray:
+    """Every threshold :func:`tissue_threshold` may return for histograms of these bins, as the float32 a
+    float32 map is compared with, sorted (unique).
+
+    With ``keys`` these thresholds, ``smoothed > threshold`` is ``searchsorted(keys, smoothed) > k`` where
+    ``keys[k]`` is the threshold: an A-line's rank among them decides its mask whatever the threshold.
+
+    Examples
+    --------
+    >>> keys = tissue_threshold_keys(LogHistogram())
+    >>> keys[0], keys.dtype, bool(np.all(np.diff(keys) > 0))
+    (np.float32(0.0), dtype('float32'), True)
+    """
+    thresholds = [0.0] + [float(10**center) for center in aip_histogram.centers]  # tissue_threshold's arithmetic
+    return np.unique(np.asarray(thresholds, np.float64).astype(np.float32))
+
+
 def normalize_values(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map ``low`` to 0 and ``high`` to 1, clipped to [0, 1], float32.
 

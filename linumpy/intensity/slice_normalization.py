@@ -12,6 +12,12 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    (a scratch directory) are deleted on a thread of their own (deleting
    their files waits for the disk, which the writing keeps busy).
 
+Without a flat field, passes 1 and 2 are one read of the input and write no
+scratch map (:func:`_one_read_statistics`): every voxel is counted in its
+histogram bin apart for each rank of its A-line's smoothed AIP among the
+thresholds Otsu's method can return, and the threshold's rank then picks the
+tissue voxels' counts (the same counts as pass 2).
+
 Every pass reads whole chunk columns straight from storage
 (:func:`linumpy.io.zarr.open_omezarr_level`), their files announced to the
 kernel :data:`READ_AHEAD_BLOCKS` blocks ahead (:mod:`linumpy.io.prefetch`: the
@@ -28,7 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +48,7 @@ from linumpy.errors import InputError
 from linumpy.intensity import normalize
 from linumpy.intensity.blocks import LateralBlock, count_blocks, count_nonzero, lateral_block_size, lateral_blocks
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
-from linumpy.intensity.histogram import LogHistogram
+from linumpy.intensity.histogram import KeyedLogHistogram, LogHistogram
 from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
@@ -132,9 +139,13 @@ def normalize_slice(
     # The scratch maps (the AIP and its smoothed version) are deleted on `cleanup` while the output is written:
     # deleting their files waits for the disk, which the writing keeps busy (serial time at the end otherwise).
     with ThreadPoolExecutor(1, thread_name_prefix="normalize-cleanup") as cleanup:
-        with atomic.scratch_directory(out_path, cleanup) as scratch:
-            threshold, field, values, n_tissue = _tissue_statistics(volume, Path(scratch), settings, origins,
-                                                                    info.attributes, in_path, progress, workers)
+        if origins is None:
+            threshold, values, n_tissue = _one_read_statistics(volume, settings, in_path, progress, workers)
+            field = None
+        else:
+            with atomic.scratch_directory(out_path, cleanup) as scratch:
+                threshold, field, values, n_tissue = _tissue_statistics(volume, Path(scratch), settings, origins,
+                                                                        info.attributes, in_path, progress, workers)
         attributes = dict(info.attributes)
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
         with OmeZarrWriter(out_path, volume.shape, chunks=chunks, dtype=settings.dtype,
@@ -225,19 +236,24 @@ def _store_aip(
     target = _scratch_map(path, shape, (block, block))
 
     def project(part: LateralBlock) -> None:
-        aip = volume[(slice(None), *part.inner)].mean(axis=0, dtype=np.float64)
-        if not np.isfinite(aip).all():
-            raise InputError(
-                f"{in_path} has NaN or infinite voxels (near y={part.origin[0]}, x={part.origin[1]}); "
-                "replace them (e.g. by 0) first"
-            )
-        target[part.inner] = aip.astype(np.float32)
+        target[part.inner] = _checked_aip(volume[(slice(None), *part.inner)], part, in_path)
 
     parts = prefetched(lateral_blocks(shape, block), _column_files(volume), READ_AHEAD_BLOCKS)
     for _ in tqdm(ordered_map(project, parts, workers), total=count_blocks(shape, block),
                   desc="AIP", disable=not progress, leave=False):
         pass
     return target.stored_level0()
+
+
+def _checked_aip(data: np.ndarray, part: LateralBlock, in_path: Any) -> np.ndarray:
+    """The AIP (float32) of a block's voxels ``(z, y, x)``; refuse NaN/inf."""
+    aip = data.mean(axis=0, dtype=np.float64)
+    if not np.isfinite(aip).all():
+        raise InputError(
+            f"{in_path} has NaN or infinite voxels (near y={part.origin[0]}, x={part.origin[1]}); "
+            "replace them (e.g. by 0) first"
+        )
+    return aip.astype(np.float32)
 
 
 def _column_files(volume: StoredArray) -> Callable[[LateralBlock], list[Path]]:
@@ -258,17 +274,29 @@ def _store_smoothed(
     target = _scratch_map(path, aip.shape, aip.chunks)
 
     def smooth(part: LateralBlock) -> LogHistogram:
-        values = normalize.smooth_aip(aip[part.outer], sigma_px)[part.inner_in_outer]
+        values, partial = _smoothed_block(aip[part.outer], part, sigma_px)
         target[part.inner] = values
-        partial = LogHistogram()
-        partial.add(values)
         return partial
 
     histogram = LogHistogram()
-    for partial in ordered_map(smooth, lateral_blocks(aip.shape, aip.chunks[0], halo=int(np.ceil(4 * sigma_px))),
-                               workers):
+    # blocks of the larger chunk side: a side capped by the map's is its only chunk, so the blocks are whole chunks
+    # (blocks sharing a chunk are read-modified-written by two threads at once: lost writes)
+    for partial in ordered_map(smooth, lateral_blocks(aip.shape, max(aip.chunks), halo=_halo(sigma_px)), workers):
         histogram.merge(partial)
     return target.stored_level0(), histogram
+
+
+def _halo(sigma_px: float) -> int:
+    """A-lines around a block that its smoothed AIP depends on (the Gaussian's reach)."""
+    return int(np.ceil(4 * sigma_px))
+
+
+def _smoothed_block(outer: np.ndarray, part: LateralBlock, sigma_px: float) -> tuple[np.ndarray, LogHistogram]:
+    """The smoothed AIP of a block's ``inner`` A-lines from the AIP of its ``outer`` ones, and its histogram."""
+    values = normalize.smooth_aip(outer, sigma_px)[part.inner_in_outer]
+    histogram = LogHistogram()
+    histogram.add(values)
+    return values, histogram
 
 
 def _tile_origins(attributes: dict[str, Any], shape: tuple[int, ...], in_path: Any) -> list[tuple[int, int]]:
@@ -348,3 +376,122 @@ def _tissue_histogram(
         histogram.merge(partial)
         n_tissue += n
     return histogram, n_tissue
+
+
+def _one_read_statistics(
+    volume: StoredArray, settings: NormalizeSettings, in_path: Any, progress: bool, workers: int | None,
+) -> tuple[float | None, LogHistogram | None, int]:
+    """Passes 1 and 2 in one read of the input (no flat field): the tissue threshold, the histogram of the tissue
+    voxels and the number of tissue A-lines (None, None, 0 for an empty slice).
+
+    The tissue mask (the smoothed AIP above Otsu's threshold) is known only once every AIP is, so each block's
+    voxels are counted apart for every rank of their A-line's smoothed AIP among the thresholds possible
+    (:func:`linumpy.intensity.normalize.tissue_threshold_keys`,
+    :class:`~linumpy.intensity.histogram.KeyedLogHistogram`);
+    the threshold's rank then picks the tissue voxels' counts: the histogram of passes 1 and 2, the same counts.
+    The smoothed AIP of a block's A-lines farther than the halo from its neighbours is its own AIP's (counted as
+    it is read); that of its ring near them needs their AIPs: the ring's voxel bins wait, in memory, until they
+    are read (about a row of blocks' rings, :func:`_with_neighbours`), the AIPs kept while a ring needs them.
+    """
+    block, shape = lateral_block_size(volume.shape[0]), volume.shape[1:]
+    sigma_px, halo = settings.mask_sigma_px, _halo(settings.mask_sigma_px)
+    bins = LogHistogram()
+    keys = normalize.tissue_threshold_keys(bins)
+    aip_histogram, voxels = LogHistogram(), KeyedLogHistogram(bins)
+
+    def counted(smoothed: np.ndarray, voxel_bins: np.ndarray) -> tuple[LogHistogram, KeyedLogHistogram]:
+        """The smoothed AIP's histogram and the voxels' counts by the A-lines' ranks among the thresholds."""
+        histogram = LogHistogram()
+        histogram.add(smoothed)
+        ranks = np.searchsorted(keys, smoothed, side="left")  # the thresholds below each A-line's value
+        return histogram, KeyedLogHistogram.of_block(ranks, voxel_bins, bins)
+
+    def read(part: LateralBlock) -> tuple[LateralBlock, np.ndarray, np.ndarray, tuple]:
+        data = volume[(slice(None), *part.inner)]
+        aip, voxel_bins = _checked_aip(data, part, in_path), bins.value_bins(data)
+        del data  # before the counting's arrays (peak memory)
+        inside = _inside(part, shape, halo)
+        own = counted(normalize.smooth_aip(aip, sigma_px)[inside], voxel_bins[(slice(None), *inside)])
+        return part, aip, _ring(voxel_bins, inside), own
+
+    def merged_as_read(items: Iterable[tuple]) -> Iterator[tuple[LateralBlock, np.ndarray, np.ndarray]]:
+        for part, aip, ring_bins, (histogram, counts) in items:
+            aip_histogram.merge(histogram)
+            voxels.merge(counts)
+            yield part, aip, ring_bins
+
+    def count_ring(item: tuple[LateralBlock, np.ndarray, np.ndarray]) -> tuple[LogHistogram, KeyedLogHistogram]:
+        part, outer, ring_bins = item
+        smoothed, _ = _smoothed_block(outer, part, sigma_px)
+        return counted(_ring(smoothed, _inside(part, shape, halo)), ring_bins)
+
+    parts = prefetched(lateral_blocks(shape, block, halo=halo), _column_files(volume), READ_AHEAD_BLOCKS)
+    rings = _with_neighbours(merged_as_read(ordered_map(read, parts, workers)), shape, block, halo)
+    for histogram, counts in tqdm(ordered_map(count_ring, rings, workers), total=count_blocks(shape, block),
+                                  desc="statistics", disable=not progress, leave=False):
+        aip_histogram.merge(histogram)
+        voxels.merge(counts)
+    threshold = normalize.tissue_threshold(aip_histogram)
+    if threshold is None:
+        return None, None, 0
+    rank = int(np.searchsorted(keys, np.float32(threshold)))
+    if rank == keys.size or keys[rank] != np.float32(threshold):
+        raise RuntimeError(f"tissue threshold {threshold!r} is not one of tissue_threshold_keys")
+    values, n_tissue = voxels.above(rank)
+    return threshold, values, n_tissue
+
+
+def _inside(part: LateralBlock, shape: tuple[int, int], halo: int) -> tuple[slice, slice]:
+    """The A-lines of a block (relative to it) whose smoothed AIP its own AIP decides: farther than ``halo`` from
+    every other block (the volume's edges are no block's)."""
+    starts = [halo if s.start > 0 else 0 for s in part.inner]
+    stops = [s.stop - s.start - (halo if s.stop < n else 0) for s, n in zip(part.inner, shape)]
+    return tuple(slice(start, max(start, stop)) for start, stop in zip(starts, stops))
+
+
+def _ring(values: np.ndarray, inside: tuple[slice, slice]) -> np.ndarray:
+    """The A-lines of a block (the last two axes of ``values``) outside ``inside``, flattened in one order
+    whatever the leading axes: the rows above it, the columns left of it, right of it, the rows below it."""
+    (y0, y1), (x0, x1) = ((s.start, s.stop) for s in inside)
+    strips = (values[..., :y0, :], values[..., y0:y1, :x0], values[..., y0:y1, x1:], values[..., y1:, :])
+    return np.concatenate([strip.reshape(*values.shape[:-2], -1) for strip in strips], axis=-1)
+
+
+def _with_neighbours(
+    blocks: Iterable[tuple[LateralBlock, np.ndarray, np.ndarray]], shape: tuple[int, int], block: int, halo: int,
+) -> Iterator[tuple[LateralBlock, np.ndarray, np.ndarray]]:
+    """``(part, AIP of its outer A-lines, payload)`` for every ``(part, AIP, payload)`` of ``blocks``
+    (row-major, ``outer`` with the halo), each as soon as the blocks its halo reaches have come."""
+    n_rows, n_columns = -(-shape[0] // block), -(-shape[1] // block)
+    reach = -(-halo // block)  # blocks of halo
+    aips: dict[tuple[int, int], np.ndarray] = {}
+    waiting: deque[tuple[LateralBlock, Any]] = deque()
+
+    def needs(part: LateralBlock) -> int:
+        """The last block (row-major index) that part's halo reaches."""
+        row, column = part.origin[0] // block, part.origin[1] // block
+        return min(row + reach, n_rows - 1) * n_columns + min(column + reach, n_columns - 1)
+
+    def gathered(part: LateralBlock) -> np.ndarray:
+        outer = np.empty([s.stop - s.start for s in part.outer], np.float32)
+        (y0, y1), (x0, x1) = ((s.start, s.stop) for s in part.outer)
+        for row in range(y0 // block, -(-y1 // block)):
+            for column in range(x0 // block, -(-x1 // block)):
+                oy, ox = row * block, column * block
+                aip = aips[(row, column)]
+                ys, xs = slice(max(y0, oy), min(y1, oy + aip.shape[0])), slice(max(x0, ox), min(x1, ox + aip.shape[1]))
+                outer[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = aip[ys.start - oy:ys.stop - oy,
+                                                                                   xs.start - ox:xs.stop - ox]
+        return outer
+
+    for index, (part, aip, payload) in enumerate(blocks):
+        aips[(part.origin[0] // block, part.origin[1] // block)] = aip
+        waiting.append((part, payload))
+        while waiting and needs(waiting[0][0]) <= index:
+            ready, ready_payload = waiting.popleft()
+            yield ready, gathered(ready), ready_payload
+        first_row = (waiting[0][0] if waiting else part).origin[0] // block - reach  # the AIPs still needed
+        for key in [key for key in aips if key[0] < first_row]:
+            del aips[key]
+    for ready, ready_payload in waiting:
+        yield ready, gathered(ready), ready_payload
