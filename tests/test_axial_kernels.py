@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from linumpy.intensity import attenuation, surface
+from linumpy.intensity.axial import SliceStatistics, _focus_corrected
 
 
 def special_values(shape: tuple[int, ...] = (5, 7, 9)) -> np.ndarray:
@@ -62,6 +63,36 @@ def test_block_pass_kernel_keeps_numpys_bits_on_special_values(phase):
         np.testing.assert_array_equal(bits(found), bits(wanted))
     np.testing.assert_array_equal(taken.imaged, np.any(signal != 0, axis=0))
     assert not taken.imaged[3, 4]
+
+
+@pytest.mark.parametrize("profile_dtype", [None, np.float32, np.float64])
+def test_focus_correction_fused_into_the_block_pass_keeps_numpys_bits(profile_dtype):
+    """The focus correction made in the block pass's compiled loop (in place: ``add_corrected``) gives the
+    signal and the pass's sums that numpy's subtraction, division and padding then ``add`` give, bit for
+    bit: a float32 or float64 profile (a zero in it), NaN, infinities, subnormals, A-lines of +-0 (padding)."""
+    rng = np.random.default_rng(7)
+    shape = (37, 21, 19)
+    data = (rng.exponential(5.0, shape) * 10.0 ** rng.integers(-3, 3, shape)).astype(np.float32)
+    data[:, 2, 3], data[:, 5, :], data[:, 7, 8] = 0.0, 0.0, -0.0  # padding, a row of it, negative zeros
+    data[0, 9, 9], data[30, 10, 10], data[3, 4, 4], data[4, 4, 5] = np.nan, np.nan, np.inf, 1e-45
+    data[:30, 10, 10] = 0.0  # zeros above a NaN: not padding
+    profile = None if profile_dtype is None else rng.uniform(0.2, 2.0, shape[0]).astype(profile_dtype)
+    if profile is not None:
+        profile[5] = 0.0
+    stats = SliceStatistics(noise_floor=3.7, focus_profile=profile, focus_mode="background", focus_qc={},
+                            focus_flags=[], plane=None, mean_surface_px=None, surface_fraction=1.0,
+                            tissue_level=None)
+    taken = []
+    with np.errstate(all="ignore"):
+        for in_place in (True, False):  # the fused pass; numpy's passes into a new array, then add
+            taken.append(attenuation.BlockPass(shape, attenuation.BinGrid.of(shape[1:], (1, 0))))
+            signal = _focus_corrected(data.copy(), stats, in_place, taken=taken[-1])
+            taken[-1].signal = signal
+    fused, numpy_made = taken
+    for field in ("signal", "unclipped", "clipped", "level"):
+        np.testing.assert_array_equal(bits(getattr(fused, field)), bits(getattr(numpy_made, field)))
+    np.testing.assert_array_equal(fused.imaged, numpy_made.imaged)
+    assert not fused.imaged[2, 3] and fused.imaged[10, 10] and np.all(fused.signal[:, 5] == 0)
 
 
 def numpy_guided_sums(fitted, planes: np.ndarray, grid: attenuation.BinGrid) -> np.ndarray:

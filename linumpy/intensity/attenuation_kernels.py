@@ -33,9 +33,14 @@ def _clip(value: np.float32) -> np.float32:
 def block_pass_add(
     part: np.ndarray, first: int, starts: tuple[np.ndarray, np.ndarray], counts: tuple[np.ndarray, np.ndarray],
     unclipped: np.ndarray, clipped: np.ndarray, imaged: np.ndarray, level: np.ndarray, level_planes: int,
+    correction: tuple[bool, np.float32, np.ndarray, np.ndarray],
 ) -> None:
     """:meth:`~linumpy.intensity.attenuation.BlockPass.add`'s pass over the planes ``part`` from plane ``first``.
 
+    ``correction``: ``(correct, noise_floor, profile, padding)``; with ``correct``, each row of ``part`` is
+    first made the focus-corrected signal in place, as the axial correction's numpy did it group by group:
+    ``noise_floor`` subtracted (float32), divided by ``profile[first + k]`` (float64, then rounded to float32;
+    an empty profile: not divided) and set to +0 on the ``padding`` A-lines (:func:`zero_lines`).
     Bins of 1 or 2 A-lines a side (``starts``, ``counts`` of the grid): each bin's sum is taken as numpy's
     binning takes it (along y, then along x, then divided by the float32 count), of the samples as given
     (``unclipped``) and clipped at 0 (``clipped``, also written back into ``part``). ``imaged``: the A-lines
@@ -43,10 +48,22 @@ def block_pass_add(
     """
     y_starts, x_starts = starts
     y_counts, x_counts = counts
+    correct, noise_floor, profile, padding = correction
+    divided = profile.size > 0
     for k in range(part.shape[0]):
         z = first + k
+        divisor = profile[z] if divided else 1.0
         for i in range(y_starts.size):
             y0, n_y = y_starts[i], y_counts[i]
+            if correct:  # this row of bins' rows made the corrected signal while they are in the cache
+                for y in range(y0, y0 + n_y):
+                    for x in range(part.shape[2]):
+                        # numpy's float32 subtraction, its division by the float64 profile (in float64, then
+                        # rounded), the padding's +0
+                        value = part[k, y, x] - noise_floor
+                        if divided:
+                            value = np.float32(np.float64(value) / divisor)
+                        part[k, y, x] = np.float32(0.0) if padding[y, x] else value
             y1 = y0 + n_y - 1  # the bin's second row (its first when it is 1 row)
             for j in range(x_starts.size):
                 x0, n_x = x_starts[j], x_counts[j]
@@ -65,6 +82,23 @@ def block_pass_add(
                 if z < level_planes:
                     for x in range(part.shape[2]):
                         level[y, x] = part[k, y, x] if z == 0 else level[y, x] + part[k, y, x]
+
+
+@numba.njit(**JIT_OPTIONS)
+def zero_lines(data: np.ndarray) -> np.ndarray:
+    """``~data.any(axis=0)`` of a ``(z, y, x)`` float32 block: the A-lines whose samples are all +-0.
+
+    Each A-line is read down only until its first sample other than 0 (NaN counts, as in numpy's ``any``).
+    """
+    n_z, n_y, n_x = data.shape
+    zero = np.empty((n_y, n_x), np.bool_)
+    for y in range(n_y):
+        for x in range(n_x):
+            k = 0
+            while k < n_z and data[k, y, x] == 0:
+                k += 1
+            zero[y, x] = k == n_z
+    return zero
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -281,7 +315,8 @@ _CORNER = types.UniTuple(types.int64, 2)
 #: compiled ahead for a container's image (:func:`linumpy.intensity.kernel_cache.compile_kernels`).
 SIGNATURES = {
     block_pass_add: [(_F32_3, types.int64, _GRID, _GRID, _F32_3, _F32_3, _array(types.boolean, 2), _F32_2,
-                      types.int64)],
+                      types.int64, types.Tuple((types.boolean, types.float32, _F64_1, _array(types.boolean, 2))))],
+    zero_lines: [(_F32_3,)],
     guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
                     for guide in (_array(types.float32, 2, "A"), _F32_2)],
     compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],
