@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from linumpy.intensity import attenuation, surface
+from linumpy.intensity import attenuation, attenuation_map, surface
 from linumpy.intensity.axial import SliceStatistics, _focus_corrected
 
 
@@ -223,3 +223,63 @@ def test_lateral_box_kernel_is_scipys_running_box(width):
     np.testing.assert_array_equal(found.view(np.uint32), expected.view(np.uint32))
     np.testing.assert_array_equal(clamped.view(np.uint32),
                                   np.maximum(expected, np.float32(surface.LOG_FLOOR)).view(np.uint32))
+
+
+def numpy_split_statistic(sums: attenuation_map.SplitSums, lines: np.ndarray, min_above: int, min_below: int,
+                          stop: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``SplitSums.statistic`` as numpy computed it before the compiled search (session axial14c)."""
+    columns = slice(None) if lines.size == sums.lines.size else np.searchsorted(sums.lines, lines)
+    boundaries = sums.sums.boundaries
+    total = (attenuation.LineSums(*(values[columns] for values in sums.sums.total.fields())) if stop is None
+             else attenuation.LineSums(*np.take_along_axis(sums.sums.above[:, :, columns],
+                                                           np.searchsorted(boundaries, stop)[None, None], axis=0)[0]))
+    rows = slice(np.searchsorted(boundaries, sums.first[columns].min(initial=np.inf) + min_above),
+                 np.searchsorted(boundaries, (sums.stop[columns] if stop is None else stop).max(initial=0)
+                                 - min_below, side="right"))
+    boundaries = boundaries[rows]
+    above = attenuation.LineSums(*sums.sums.above[rows, :, columns].swapaxes(0, 1))
+    below = total.minus(above)
+    residual = above.residual() + below.residual()
+    residual[(above.n < min_above) | (below.n < min_below)] = np.inf
+    if residual.shape[0] == 0:
+        return np.zeros(total.n.shape), np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
+    index = np.argmin(residual, axis=0)
+    best = np.take_along_axis(residual, index[None], axis=0)[0]
+    whole = total.residual()
+    found = np.isfinite(best)
+    statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best, out=np.zeros_like(whole),
+                          where=found & (best > 0))
+    explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
+    return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_search_kernel_is_numpys_statistic(seed):
+    """The compiled split search (``best_splits``) gives ``SplitSums.statistic``'s numpy results bit for bit:
+    windows whole or stopped at a boundary, a subset of the A-lines, ranges too short for any split, flat
+    A-lines (ties: the first least residual), signals with NaN or infinite logs (a NaN residual wins)."""
+    rng = np.random.default_rng(seed)
+    n_z, n_lines = 70, 40
+    depth = np.arange(n_z)[:, None]
+    step = np.where(depth > rng.integers(20, 50, n_lines), rng.uniform(0.2, 4.0, n_lines), 1.0)
+    signal = np.exp(-0.03 * depth) * step * rng.exponential(1.0, (n_z, n_lines)) ** (seed % 3 / 2)
+    signal[:, 3] = 1.0  # flat: every candidate ties
+    if seed % 2:
+        signal[30, 5], signal[40, 6], signal[10:, 7] = np.nan, np.inf, 0.0
+    tails = np.concatenate([np.cumsum(signal[::-1], axis=0)[::-1], np.zeros((1, n_lines))]).astype(np.float32)
+    first = rng.integers(0, 15, n_lines).astype(np.float32)
+    stop = np.minimum(first + rng.integers(5, 60, n_lines), n_z).astype(np.float32)
+    lines, kinds = np.arange(n_lines), set()
+    with np.errstate(all="ignore"):
+        sums = attenuation_map.SplitSums(lines, first, stop, attenuation.cumulated_sums(tails, first, stop, 3))
+        for subset in (lines, lines[::3]):
+            boundary = np.searchsorted(sums.sums.boundaries, (first[subset] + stop[subset]) / 2)
+            window_stop = sums.sums.boundaries[np.minimum(boundary, sums.sums.boundaries.size - 1)]
+            for window in (None, window_stop):
+                for minimum in ((8, 4), (3, 3), (60, 60)):
+                    found = sums.statistic(subset, *minimum, window)
+                    wanted = numpy_split_statistic(sums, subset, *minimum, window)
+                    for a, b in zip(found, wanted):
+                        np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+                    kinds.update(("split", "none")[int(v)] for v in np.isinf(found[2]))
+    assert kinds == {"split", "none"}  # the cases hold A-lines split and A-lines that no split fits

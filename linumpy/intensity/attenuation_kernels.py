@@ -299,6 +299,63 @@ def cumulated_line_sums(
         above[later] = total
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _line_residual(n: float, sz: float, szz: float, sl: float, szl: float, sll: float) -> float:
+    """:meth:`linumpy.intensity.attenuation.LineSums.residual` of one A-line's sums, in numpy's float64 order."""
+    count = n if n > 1.0 else 1.0  # np.maximum(n, 1) of a count (never NaN)
+    residual = sll - sl * sl / count
+    spread = szz - sz * sz / count
+    covariance = szl - sz * sl / count
+    covariance = covariance * covariance
+    residual -= covariance / spread if spread > 0 else 0.0
+    residual = residual if not residual <= 0.0 else 0.0  # np.maximum(residual, 0): NaN kept, -0 to +0
+    return 0.0 if n <= 2 else residual
+
+
+@numba.njit(**JIT_OPTIONS)
+def best_splits(
+    above: np.ndarray, columns: np.ndarray, rows: tuple[int, int], total: np.ndarray, minimum: tuple[int, int],
+    boundaries: np.ndarray, statistic: np.ndarray, explained: np.ndarray, split: np.ndarray,
+) -> None:
+    """:meth:`linumpy.intensity.attenuation_map.SplitSums.statistic`'s search, one pass over the candidates.
+
+    ``above``: ``(boundaries, 6, lines)`` line sums down to each boundary; ``columns``: the A-lines searched
+    (their columns of ``above``); ``rows``: the candidate boundaries ``[start, stop)``; ``total``: ``(6, A-lines)``
+    the sums over each window; ``minimum``: the samples a split leaves above and below. Each candidate's
+    residual (the two lines' residuals added, inf where a side has too few samples), the first least one
+    (numpy's ``argmin``: a NaN wins), then ``F``, the explained mean square and the split plane (inf where none
+    is finite) into ``statistic``, ``explained``, ``split``: numpy's float64 operations in numpy's order.
+    """
+    min_above, min_below = minimum
+    lines = columns.size
+    best = np.full(lines, np.inf)
+    index = np.full(lines, -1, np.int64)
+    for row in range(rows[0], rows[1]):
+        for i in range(lines):
+            if index[i] >= 0 and np.isnan(best[i]):
+                continue  # argmin keeps the first NaN
+            c = columns[i]
+            n, sz, szz, sl, szl, sll = (above[row, 0, c], above[row, 1, c], above[row, 2, c], above[row, 3, c],
+                                        above[row, 4, c], above[row, 5, c])
+            below_n = total[0, i] - n
+            if n < min_above or below_n < min_below:
+                residual = np.inf
+            else:
+                residual = (_line_residual(n, sz, szz, sl, szl, sll)
+                            + _line_residual(below_n, total[1, i] - sz, total[2, i] - szz, total[3, i] - sl,
+                                             total[4, i] - szl, total[5, i] - sll))
+            if index[i] < 0 or residual < best[i] or np.isnan(residual):
+                best[i], index[i] = residual, row
+    for i in range(lines):
+        n = total[0, i]
+        whole = _line_residual(n, total[1, i], total[2, i], total[3, i], total[4, i], total[5, i])
+        value = best[i]
+        found = np.isfinite(value)
+        statistic[i] = (whole - value) * (n - 4.0 if n - 4.0 > 1.0 else 1.0) / value if found and value > 0 else 0.0
+        explained[i] = (whole - value) / n if found and n > 0 else 0.0
+        split[i] = np.float64(boundaries[index[i]]) if found else np.inf
+
+
 def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
     """numba's type of a writable ``ndim``-D array of ``dtype`` (``layout``: C, F or A, any)."""
     return types.Array(dtype, ndim, layout)
@@ -317,6 +374,8 @@ SIGNATURES = {
     block_pass_add: [(_F32_3, types.int64, _GRID, _GRID, _F32_3, _F32_3, _array(types.boolean, 2), _F32_2,
                       types.int64, types.Tuple((types.boolean, types.float32, _F64_1, _array(types.boolean, 2))))],
     zero_lines: [(_F32_3,)],
+    best_splits: [(_array(types.float64, 3, "A"), _I64_1, _CORNER, _F64_2, _CORNER, _I64_1, _F64_1, _F64_1,
+                    _F64_1)],
     guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
                     for guide in (_array(types.float32, 2, "A"), _F32_2)],
     compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from scipy import ndimage
 
+from linumpy.intensity import attenuation_kernels
 from linumpy.intensity.attenuation import CumulatedSums, LineSums, cumulated_sums, fit_range, fit_sums
 
 #: Shortest window (um below the margin) the map's decay rate is fitted on when its range is split.
@@ -368,30 +369,19 @@ class SplitSums:
         square are 0 and the split ``inf`` where no split leaves ``min_above`` samples above and
         ``min_below`` below.
         """
-        columns = slice(None) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
+        columns = np.arange(lines.size) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
         boundaries = self.sums.boundaries
-        total = (LineSums(*(values[columns] for values in self.sums.total.fields())) if stop is None
-                 else LineSums(*np.take_along_axis(self.sums.above[:, :, columns],
-                                                   np.searchsorted(boundaries, stop)[None, None], axis=0)[0]))
+        total = (np.stack([values[columns] for values in self.sums.total.fields()]) if stop is None
+                 else np.take_along_axis(self.sums.above[:, :, columns], np.searchsorted(boundaries, stop)[None, None],
+                                         axis=0)[0])
         # the candidates: the boundaries that can leave min_above samples above some window and min_below below
-        rows = slice(np.searchsorted(boundaries, self.first[columns].min(initial=np.inf) + min_above),
-                     np.searchsorted(boundaries, (self.stop[columns] if stop is None else stop).max(initial=0)
-                                     - min_below, side="right"))
-        boundaries = boundaries[rows]
-        above = LineSums(*self.sums.above[rows, :, columns].swapaxes(0, 1))
-        below = total.minus(above)
-        residual = above.residual() + below.residual()
-        residual[(above.n < min_above) | (below.n < min_below)] = np.inf
-        if residual.shape[0] == 0:
-            return np.zeros(total.n.shape), np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
-        index = np.argmin(residual, axis=0)
-        best = np.take_along_axis(residual, index[None], axis=0)[0]
-        whole = total.residual()
-        found = np.isfinite(best)
-        statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best,
-                              out=np.zeros_like(whole), where=found & (best > 0))
-        explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
-        return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
+        rows = (int(np.searchsorted(boundaries, self.first[columns].min(initial=np.inf) + min_above)),
+                int(np.searchsorted(boundaries, (self.stop[columns] if stop is None else stop).max(initial=0)
+                                    - min_below, side="right")))
+        statistic, explained, split = (np.empty(lines.size) for _ in range(3))
+        attenuation_kernels.best_splits(self.sums.above, columns, rows, np.ascontiguousarray(total),
+                                        (min_above, min_below), boundaries, statistic, explained, split)
+        return statistic, explained, split
 
     def ramp_start(self, lines: np.ndarray, split: np.ndarray, min_above: int, stop: np.ndarray | None) -> np.ndarray:
         """Where the change found at ``split`` starts: the first knee of the best line bent twice around it.
