@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from linumpy.intensity import attenuation, attenuation_map, surface
+from linumpy.intensity import attenuation, attenuation_kernels, attenuation_map, surface
 from linumpy.intensity.axial import SliceStatistics, _focus_corrected
 
 
@@ -283,3 +283,43 @@ def test_split_search_kernel_is_numpys_statistic(seed):
                         np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
                     kinds.update(("split", "none")[int(v)] for v in np.isinf(found[2]))
     assert kinds == {"split", "none"}  # the cases hold A-lines split and A-lines that no split fits
+
+
+def numpy_bent_equations(window: np.ndarray, parts: tuple[np.ndarray, ...],
+                         knees: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The bent line's normal equations as numpy built them before the compiled pass (session axial14c)."""
+    n, sz, szz, sl, szl, _ = window
+    size = 2 + len(knees)
+    gram, moments = np.empty((*n.shape, size, size)), np.empty((*n.shape, size))
+    gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1] = n, sz, szz
+    moments[..., 0], moments[..., 1] = sl, szl
+    for j, (part, knee) in enumerate(zip(parts, knees, strict=True), start=2):
+        gram[..., 0, j] = part[1] - knee * part[0]
+        gram[..., 1, j] = part[2] - knee * part[1]
+        moments[..., j] = part[4] - knee * part[3]
+        for i, other_knee in enumerate(knees[: j - 2], start=2):
+            gram[..., i, j] = part[2] - (knee + other_knee) * part[1] + knee * other_knee * part[0]
+        gram[..., j, j] = part[2] - 2 * knee * part[1] + knee**2 * part[0]
+    lower = np.tril_indices(size, -1)
+    gram[..., lower[0], lower[1]] = gram[..., lower[1], lower[0]]
+    return gram, moments
+
+
+def test_bent_line_equations_kernel_is_numpys_formula():
+    """The compiled normal equations of the line bent at two knees equal numpy's, bit for bit (random sums of
+    every scale, NaN and infinite ones), and the residual they give is that of numpy's equations."""
+    rng = np.random.default_rng(3)
+    lines, candidates = 50, 9
+    window = rng.normal(0, 1, (6, lines)) * 10.0 ** rng.integers(-3, 7, (6, lines))
+    parts = rng.normal(0, 1, (6, candidates, lines)) * 10.0 ** rng.integers(-3, 7, (6, candidates, lines))
+    parts[0, 2, 4], parts[3, 1, 5], window[1, 6] = np.nan, np.inf, -np.inf
+    knees = rng.integers(0, 200, (candidates, lines)).astype(float)
+    first, second = np.array([4, 4, 3, 2, 0]), np.array([5, 8, 4, 6, 8])
+    gram = np.empty((first.size, lines, 4, 4))
+    moments = np.empty(gram.shape[:3])
+    with np.errstate(all="ignore"):
+        attenuation_kernels.bent_normal_equations(window, parts, knees, (first, second), gram, moments)
+        wanted = numpy_bent_equations(np.broadcast_to(window[:, None], parts[:, first].shape),
+                                      (parts[:, first], parts[:, second]), (knees[first], knees[second]))
+    for found, expected in zip((gram, moments), wanted):
+        np.testing.assert_array_equal(found.view(np.uint64), expected.view(np.uint64))

@@ -414,8 +414,7 @@ class SplitSums:
         # every pair (h1 back, h2 ahead of the split) fitted in one batch, in the order back, then ahead
         back, ahead = np.array([(b, a) for b in range(reach + 1) for a in range(0 if b else 1, reach + 1)]).T
         first, second = reach - back, reach + ahead
-        residual = _bent_residual(np.broadcast_to(window[:, None], parts[:, first].shape),
-                                  (parts[:, first], parts[:, second]), (knees[first], knees[second]))
+        residual = _bent_residual(window, parts, knees, (first, second))
         residual[(rows[first] < 0) | (rows[second] >= boundaries.size)
                  | (window[0] - parts[0, first] < min_above) | (parts[0, second] < 2) | np.isnan(residual)] = np.inf
         pair = np.argmin(residual, axis=0)[None]  # the first of the least residuals
@@ -426,31 +425,24 @@ class SplitSums:
         return np.where(best_residual < step, best, split)
 
 
-def _bent_residual(window: np.ndarray, parts: tuple[np.ndarray, ...], knees: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Least-squares residual of ``log = a + s k + sum_j c_j (k - h_j)+`` over a window, from its line sums.
+def _bent_residual(window: np.ndarray, parts: np.ndarray, knees: np.ndarray,
+                   pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Least-squares residual of ``log = a + s k + c_1 (k - h_1)+ + c_2 (k - h_2)+`` over a window, from its line sums.
 
-    ``window``: the six :class:`LineSums` fields (rows) over the window; ``parts[j]``: the same over its
-    samples ``k >= h_j``; ``knees[j]``: ``h_j`` per A-line, increasing with ``j``. Inf where singular.
+    ``window``: the six :class:`LineSums` fields (rows) over the window of each A-line; ``parts``: the same
+    over its samples ``k >= h`` for every candidate knee ``h`` (``knees``, ``(candidates, A-lines)``);
+    ``pairs``: the candidates ``(h_1, h_2)`` of each pair fitted (``h_1 < h_2``). Returns the residual of
+    each pair and A-line, inf where singular. The normal equations are built in one compiled pass
+    (:func:`~linumpy.intensity.attenuation_kernels.bent_normal_equations`), solved by numpy's LAPACK calls.
     """
-    n, sz, szz, sl, szl, sll = window
-    size = 2 + len(knees)
-    gram = np.empty((*n.shape, size, size))
-    moments = np.empty((*n.shape, size))
-    gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1] = n, sz, szz
-    moments[..., 0], moments[..., 1] = sl, szl
-    for j, (part, knee) in enumerate(zip(parts, knees, strict=True), start=2):
-        gram[..., 0, j] = part[1] - knee * part[0]
-        gram[..., 1, j] = part[2] - knee * part[1]
-        moments[..., j] = part[4] - knee * part[3]
-        for i, other_knee in enumerate(knees[: j - 2], start=2):  # over k >= h_j, the later knee
-            gram[..., i, j] = part[2] - (knee + other_knee) * part[1] + knee * other_knee * part[0]
-        gram[..., j, j] = part[2] - 2 * knee * part[1] + knee**2 * part[0]
-    lower = np.tril_indices(size, -1)
-    gram[..., lower[0], lower[1]] = gram[..., lower[1], lower[0]]
+    gram = np.empty((pairs[0].size, window.shape[1], 4, 4))
+    moments = np.empty(gram.shape[:3])
+    attenuation_kernels.bent_normal_equations(np.ascontiguousarray(window), np.ascontiguousarray(parts),
+                                              np.ascontiguousarray(knees), pairs, gram, moments)
     ok = np.linalg.det(gram) != 0
-    gram[~ok] = np.eye(size)
+    gram[~ok] = np.eye(4)
     coefficients = np.linalg.solve(gram, moments[..., None])[..., 0]
-    residual = sll - np.sum(coefficients * moments, -1)
+    residual = window[5] - np.sum(coefficients * moments, -1)
     return np.where(ok, np.maximum(residual, 0.0), np.inf)
 
 
