@@ -411,8 +411,8 @@ SIGNATURES = {
                       types.int64, types.Tuple((types.boolean, types.float32, _F64_1, _array(types.boolean, 2))))],
     zero_lines: [(_F32_3,)],
     bent_normal_equations: [(_F64_2, _F64_3, _F64_2, _GRID, _F64_4, _F64_3)],
-    best_splits: [(_array(types.float64, 3, "A"), _I64_1, _CORNER, _F64_2, _CORNER, _I64_1, _F64_1, _F64_1,
-                    _F64_1)],
+    best_splits: [(above, _I64_1, _CORNER, _F64_2, _CORNER, _I64_1, _F64_1, _F64_1, _F64_1)
+                  for above in (_array(types.float64, 3, "A"), _F64_3)],  # both boxes' sums, or one box's
     guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
                     for guide in (_array(types.float32, 2, "A"), _F32_2)],
     compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],
