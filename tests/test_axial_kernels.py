@@ -315,11 +315,33 @@ def test_bent_line_equations_kernel_is_numpys_formula():
     parts[0, 2, 4], parts[3, 1, 5], window[1, 6] = np.nan, np.inf, -np.inf
     knees = rng.integers(0, 200, (candidates, lines)).astype(float)
     first, second = np.array([4, 4, 3, 2, 0]), np.array([5, 8, 4, 6, 8])
-    gram = np.empty((first.size, lines, 4, 4))
-    moments = np.empty(gram.shape[:3])
+    pairs, fitted = np.nonzero(rng.random((first.size, lines)) < 0.7)  # some pairs of some A-lines
+    gram = np.empty((fitted.size, 4, 4))
+    moments = np.empty(gram.shape[:2])
     with np.errstate(all="ignore"):
-        attenuation_kernels.bent_normal_equations(window, parts, knees, (first, second), gram, moments)
+        attenuation_kernels.bent_normal_equations(window, parts, knees, (fitted, first[pairs], second[pairs]),
+                                                  gram, moments)
         wanted = numpy_bent_equations(np.broadcast_to(window[:, None], parts[:, first].shape),
                                       (parts[:, first], parts[:, second]), (knees[first], knees[second]))
     for found, expected in zip((gram, moments), wanted):
-        np.testing.assert_array_equal(found.view(np.uint64), expected.view(np.uint64))
+        np.testing.assert_array_equal(found.view(np.uint64), expected[pairs, fitted].view(np.uint64))
+
+
+def test_ramp_fits_only_the_pairs_it_may_keep_and_solves_without_determinants_when_none_is_singular():
+    """The bent lines are fitted only where the ramp may be kept; a batch with a singular Gram matrix among
+    them (integers: ``det`` 0 exactly at a zero pivot) falls back to the determinants and leaves it out (inf),
+    the others keeping the residual a batch without it gives."""
+    window = np.array([[40.0, 40.0], [780.0, 780.0], [20540.0, 20540.0], [-20.0, -21.0], [-500.0, -530.0],
+                       [30.0, 31.0]])
+    k = np.arange(40.0)
+    below = [k >= h for h in (9.0, 12.0, 15.0)]
+    parts = np.stack([[m.sum(), k[m].sum(), (k[m] ** 2).sum(), -0.5 * m.sum(), -12.0 * m.sum(), 5.0]
+                      for m in below], axis=1)[:, :, None].repeat(2, axis=2)
+    knees = np.array([[9.0, 9.0], [12.0, 12.0], [15.0, 15.0]])
+    good = (np.array([0, 1]), np.array([0, 0]), np.array([1, 2]))
+    alone = attenuation_map._bent_residual(window, parts, knees, good)
+    with_singular = attenuation_map._bent_residual(window, parts, knees, tuple(
+        np.append(values, extra) for values, extra in zip(good, (0, 1, 1))))  # h1 = h2: a singular matrix
+    assert np.all(np.isfinite(alone))
+    np.testing.assert_array_equal(with_singular[:2].view(np.uint64), alone.view(np.uint64))
+    assert with_singular[2] == np.inf

@@ -358,38 +358,37 @@ def best_splits(
 
 @numba.njit(**JIT_OPTIONS)
 def bent_normal_equations(
-    window: np.ndarray, parts: np.ndarray, knees: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
+    window: np.ndarray, parts: np.ndarray, knees: np.ndarray, fits: tuple[np.ndarray, np.ndarray, np.ndarray],
     gram: np.ndarray, moments: np.ndarray,
 ) -> None:
     """The normal equations of :func:`linumpy.intensity.attenuation_map._bent_residual`'s line bent at two knees.
 
     ``window``: ``(6, lines)`` the :class:`~linumpy.intensity.attenuation.LineSums` fields over each window;
     ``parts``: ``(6, candidates, lines)`` the same over its samples below each candidate knee ``knees``
-    (``(candidates, lines)``); ``pairs``: the candidates of the first and second knee of each pair. Fills
-    ``gram`` ``(pairs, lines, 4, 4)`` (symmetric) and ``moments`` ``(pairs, lines, 4)`` of the regressors
+    (``(candidates, lines)``); ``fits``: the A-line and the candidates of the first and second knee of each
+    fit. Fills ``gram`` ``(fits, 4, 4)`` (symmetric) and ``moments`` ``(fits, 4)`` of the regressors
     ``1, k, (k - h1)+, (k - h2)+``, each entry in numpy's float64 order.
     """
-    first, second = pairs
-    for p in range(first.size):
-        a, b = first[p], second[p]
-        for i in range(window.shape[1]):
-            g, m = gram[p, i], moments[p, i]
-            g[0, 0], g[0, 1], g[1, 1] = window[0, i], window[1, i], window[2, i]
-            m[0], m[1] = window[3, i], window[4, i]
-            for j, c in ((2, a), (3, b)):
-                knee = knees[c, i]
-                n, sz, szz, sl, szl = parts[0, c, i], parts[1, c, i], parts[2, c, i], parts[3, c, i], parts[4, c, i]
-                g[0, j] = sz - knee * n
-                g[1, j] = szz - knee * sz
-                m[j] = szl - knee * sl
-                g[j, j] = szz - 2.0 * knee * sz + knee * knee * n
-            other = knees[a, i]  # over k >= h2, the later knee
-            knee = knees[b, i]
-            n, sz, szz = parts[0, b, i], parts[1, b, i], parts[2, b, i]
-            g[2, 3] = szz - (knee + other) * sz + knee * other * n
-            for row in range(1, 4):
-                for column in range(row):
-                    g[row, column] = g[column, row]
+    lines, first, second = fits
+    for f in range(lines.size):
+        i, a, b = lines[f], first[f], second[f]
+        g, m = gram[f], moments[f]
+        g[0, 0], g[0, 1], g[1, 1] = window[0, i], window[1, i], window[2, i]
+        m[0], m[1] = window[3, i], window[4, i]
+        for j, c in ((2, a), (3, b)):
+            knee = knees[c, i]
+            n, sz, szz, sl, szl = parts[0, c, i], parts[1, c, i], parts[2, c, i], parts[3, c, i], parts[4, c, i]
+            g[0, j] = sz - knee * n
+            g[1, j] = szz - knee * sz
+            m[j] = szl - knee * sl
+            g[j, j] = szz - 2.0 * knee * sz + knee * knee * n
+        other = knees[a, i]  # over k >= h2, the later knee
+        knee = knees[b, i]
+        n, sz, szz = parts[0, b, i], parts[1, b, i], parts[2, b, i]
+        g[2, 3] = szz - (knee + other) * sz + knee * other * n
+        for row in range(1, 4):
+            for column in range(row):
+                g[row, column] = g[column, row]
 
 
 def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
@@ -398,7 +397,7 @@ def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
 
 
 _F32_1, _F32_2, _F32_3, _F32_4 = (_array(types.float32, n) for n in (1, 2, 3, 4))
-_F64_1, _F64_2, _F64_3, _F64_4 = (_array(types.float64, n) for n in (1, 2, 3, 4))
+_F64_1, _F64_2, _F64_3 = (_array(types.float64, n) for n in (1, 2, 3))
 _I64_1 = _array(types.int64, 1)
 _GRID = types.UniTuple(_I64_1, 2)  # a BinGrid's starts or counts, a guided filter's bins
 _CORNER = types.UniTuple(types.int64, 2)
@@ -410,7 +409,7 @@ SIGNATURES = {
     block_pass_add: [(_F32_3, types.int64, _GRID, _GRID, _F32_3, _F32_3, _array(types.boolean, 2), _F32_2,
                       types.int64, types.Tuple((types.boolean, types.float32, _F64_1, _array(types.boolean, 2))))],
     zero_lines: [(_F32_3,)],
-    bent_normal_equations: [(_F64_2, _F64_3, _F64_2, _GRID, _F64_4, _F64_3)],
+    bent_normal_equations: [(_F64_2, _F64_3, _F64_2, types.UniTuple(_I64_1, 3), _F64_3, _F64_2)],
     best_splits: [(above, _I64_1, _CORNER, _F64_2, _CORNER, _I64_1, _F64_1, _F64_1, _F64_1)
                   for above in (_array(types.float64, 3, "A"), _F64_3)],  # both boxes' sums, or one box's
     guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)

@@ -414,9 +414,13 @@ class SplitSums:
         # every pair (h1 back, h2 ahead of the split) fitted in one batch, in the order back, then ahead
         back, ahead = np.array([(b, a) for b in range(reach + 1) for a in range(0 if b else 1, reach + 1)]).T
         first, second = reach - back, reach + ahead
-        residual = _bent_residual(window, parts, knees, (first, second))
-        residual[(rows[first] < 0) | (rows[second] >= boundaries.size)
-                 | (window[0] - parts[0, first] < min_above) | (parts[0, second] < 2) | np.isnan(residual)] = np.inf
+        # the pairs that can hold the ramp: both knees among the boundaries, min_above samples above the first,
+        # two below the second (the others, inf, are not fitted)
+        pairs, fitted = np.nonzero((rows[first] >= 0) & (rows[second] < boundaries.size)
+                                   & (window[0] - parts[0, first] >= min_above) & (parts[0, second] >= 2))
+        residual = np.full(knees[first].shape, np.inf)
+        residual[pairs, fitted] = _bent_residual(window, parts, knees, (fitted, first[pairs], second[pairs]))
+        residual[np.isnan(residual)] = np.inf
         pair = np.argmin(residual, axis=0)[None]  # the first of the least residuals
         best_residual = np.take_along_axis(residual, pair, axis=0)[0]
         best = np.take_along_axis(knees[first], pair, axis=0)[0]
@@ -426,23 +430,29 @@ class SplitSums:
 
 
 def _bent_residual(window: np.ndarray, parts: np.ndarray, knees: np.ndarray,
-                   pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Least-squares residual of ``log = a + s k + c_1 (k - h_1)+ + c_2 (k - h_2)+`` over a window, from its line sums.
+                   fits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Least-squares residual of ``log = a + s k + c_1 (k - h_1)+ + c_2 (k - h_2)+`` over a window, from its sums.
 
     ``window``: the six :class:`LineSums` fields (rows) over the window of each A-line; ``parts``: the same
     over its samples ``k >= h`` for every candidate knee ``h`` (``knees``, ``(candidates, A-lines)``);
-    ``pairs``: the candidates ``(h_1, h_2)`` of each pair fitted (``h_1 < h_2``). Returns the residual of
-    each pair and A-line, inf where singular. The normal equations are built in one compiled pass
-    (:func:`~linumpy.intensity.attenuation_kernels.bent_normal_equations`), solved by numpy's LAPACK calls.
+    ``fits``: the A-line and the candidates ``(h_1, h_2)`` of each fit (``h_1 < h_2``). Returns the residual
+    of each fit, inf where singular. The normal equations are built in one compiled pass
+    (:func:`~linumpy.intensity.attenuation_kernels.bent_normal_equations`) and solved by numpy (LAPACK, each
+    matrix alone). Their Gram matrices hold integers (counts and sums of plane indices, integer knees):
+    a nonsingular one has ``|det| >= 1``, so ``det`` is 0 exactly where the factorization meets a zero pivot,
+    where ``solve`` refuses the batch; only then are the determinants taken, and the singular ones left out.
     """
-    gram = np.empty((pairs[0].size, window.shape[1], 4, 4))
-    moments = np.empty(gram.shape[:3])
-    attenuation_kernels.bent_normal_equations(np.ascontiguousarray(window), np.ascontiguousarray(parts),
-                                              np.ascontiguousarray(knees), pairs, gram, moments)
-    ok = np.linalg.det(gram) != 0
-    gram[~ok] = np.eye(4)
-    coefficients = np.linalg.solve(gram, moments[..., None])[..., 0]
-    residual = window[5] - np.sum(coefficients * moments, -1)
+    gram = np.empty((fits[0].size, 4, 4))
+    moments = np.empty(gram.shape[:2])
+    attenuation_kernels.bent_normal_equations(*map(np.ascontiguousarray, (window, parts, knees)),
+                                              tuple(map(np.ascontiguousarray, fits)), gram, moments)
+    try:
+        coefficients, ok = np.linalg.solve(gram, moments[..., None])[..., 0], True
+    except np.linalg.LinAlgError:
+        ok = np.linalg.det(gram) != 0
+        gram[~ok] = np.eye(4)
+        coefficients = np.linalg.solve(gram, moments[..., None])[..., 0]
+    residual = window[5, fits[0]] - np.sum(coefficients * moments, -1)
     return np.where(ok, np.maximum(residual, 0.0), np.inf)
 
 
