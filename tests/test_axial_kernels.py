@@ -6,7 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from linumpy.intensity import attenuation, surface
+from linumpy.intensity import attenuation, attenuation_kernels, attenuation_map, surface
+from linumpy.intensity.axial import SliceStatistics, _focus_corrected
 
 
 def special_values(shape: tuple[int, ...] = (5, 7, 9)) -> np.ndarray:
@@ -62,6 +63,36 @@ def test_block_pass_kernel_keeps_numpys_bits_on_special_values(phase):
         np.testing.assert_array_equal(bits(found), bits(wanted))
     np.testing.assert_array_equal(taken.imaged, np.any(signal != 0, axis=0))
     assert not taken.imaged[3, 4]
+
+
+@pytest.mark.parametrize("profile_dtype", [None, np.float32, np.float64])
+def test_focus_correction_fused_into_the_block_pass_keeps_numpys_bits(profile_dtype):
+    """The focus correction made in the block pass's compiled loop (in place: ``add_corrected``) gives the
+    signal and the pass's sums that numpy's subtraction, division and padding then ``add`` give, bit for
+    bit: a float32 or float64 profile (a zero in it), NaN, infinities, subnormals, A-lines of +-0 (padding)."""
+    rng = np.random.default_rng(7)
+    shape = (37, 21, 19)
+    data = (rng.exponential(5.0, shape) * 10.0 ** rng.integers(-3, 3, shape)).astype(np.float32)
+    data[:, 2, 3], data[:, 5, :], data[:, 7, 8] = 0.0, 0.0, -0.0  # padding, a row of it, negative zeros
+    data[0, 9, 9], data[30, 10, 10], data[3, 4, 4], data[4, 4, 5] = np.nan, np.nan, np.inf, 1e-45
+    data[:30, 10, 10] = 0.0  # zeros above a NaN: not padding
+    profile = None if profile_dtype is None else rng.uniform(0.2, 2.0, shape[0]).astype(profile_dtype)
+    if profile is not None:
+        profile[5] = 0.0
+    stats = SliceStatistics(noise_floor=3.7, focus_profile=profile, focus_mode="background", focus_qc={},
+                            focus_flags=[], plane=None, mean_surface_px=None, surface_fraction=1.0,
+                            tissue_level=None)
+    taken = []
+    with np.errstate(all="ignore"):
+        for in_place in (True, False):  # the fused pass; numpy's passes into a new array, then add
+            taken.append(attenuation.BlockPass(shape, attenuation.BinGrid.of(shape[1:], (1, 0))))
+            signal = _focus_corrected(data.copy(), stats, in_place, taken=taken[-1])
+            taken[-1].signal = signal
+    fused, numpy_made = taken
+    for field in ("signal", "unclipped", "clipped", "level"):
+        np.testing.assert_array_equal(bits(getattr(fused, field)), bits(getattr(numpy_made, field)))
+    np.testing.assert_array_equal(fused.imaged, numpy_made.imaged)
+    assert not fused.imaged[2, 3] and fused.imaged[10, 10] and np.all(fused.signal[:, 5] == 0)
 
 
 def numpy_guided_sums(fitted, planes: np.ndarray, grid: attenuation.BinGrid) -> np.ndarray:
@@ -192,3 +223,125 @@ def test_lateral_box_kernel_is_scipys_running_box(width):
     np.testing.assert_array_equal(found.view(np.uint32), expected.view(np.uint32))
     np.testing.assert_array_equal(clamped.view(np.uint32),
                                   np.maximum(expected, np.float32(surface.LOG_FLOOR)).view(np.uint32))
+
+
+def numpy_split_statistic(sums: attenuation_map.SplitSums, lines: np.ndarray, min_above: int, min_below: int,
+                          stop: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``SplitSums.statistic`` as numpy computed it before the compiled search (session axial14c)."""
+    columns = slice(None) if lines.size == sums.lines.size else np.searchsorted(sums.lines, lines)
+    boundaries = sums.sums.boundaries
+    total = (attenuation.LineSums(*(values[columns] for values in sums.sums.total.fields())) if stop is None
+             else attenuation.LineSums(*np.take_along_axis(sums.sums.above[:, :, columns],
+                                                           np.searchsorted(boundaries, stop)[None, None], axis=0)[0]))
+    rows = slice(np.searchsorted(boundaries, sums.first[columns].min(initial=np.inf) + min_above),
+                 np.searchsorted(boundaries, (sums.stop[columns] if stop is None else stop).max(initial=0)
+                                 - min_below, side="right"))
+    boundaries = boundaries[rows]
+    above = attenuation.LineSums(*sums.sums.above[rows, :, columns].swapaxes(0, 1))
+    below = total.minus(above)
+    residual = above.residual() + below.residual()
+    residual[(above.n < min_above) | (below.n < min_below)] = np.inf
+    if residual.shape[0] == 0:
+        return np.zeros(total.n.shape), np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
+    index = np.argmin(residual, axis=0)
+    best = np.take_along_axis(residual, index[None], axis=0)[0]
+    whole = total.residual()
+    found = np.isfinite(best)
+    statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best, out=np.zeros_like(whole),
+                          where=found & (best > 0))
+    explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
+    return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_search_kernel_is_numpys_statistic(seed):
+    """The compiled split search (``best_splits``) gives ``SplitSums.statistic``'s numpy results bit for bit:
+    windows whole or stopped at a boundary, a subset of the A-lines, ranges too short for any split, flat
+    A-lines (ties: the first least residual), signals with NaN or infinite logs (a NaN residual wins)."""
+    rng = np.random.default_rng(seed)
+    n_z, n_lines = 70, 40
+    depth = np.arange(n_z)[:, None]
+    step = np.where(depth > rng.integers(20, 50, n_lines), rng.uniform(0.2, 4.0, n_lines), 1.0)
+    signal = np.exp(-0.03 * depth) * step * rng.exponential(1.0, (n_z, n_lines)) ** (seed % 3 / 2)
+    signal[:, 3] = 1.0  # flat: every candidate ties
+    if seed % 2:
+        signal[30, 5], signal[40, 6], signal[10:, 7] = np.nan, np.inf, 0.0
+    tails = np.concatenate([np.cumsum(signal[::-1], axis=0)[::-1], np.zeros((1, n_lines))]).astype(np.float32)
+    first = rng.integers(0, 15, n_lines).astype(np.float32)
+    stop = np.minimum(first + rng.integers(5, 60, n_lines), n_z).astype(np.float32)
+    lines, kinds = np.arange(n_lines), set()
+    with np.errstate(all="ignore"):
+        sums = attenuation_map.SplitSums(lines, first, stop, attenuation.cumulated_sums(tails, first, stop, 3))
+        for subset in (lines, lines[::3]):
+            boundary = np.searchsorted(sums.sums.boundaries, (first[subset] + stop[subset]) / 2)
+            window_stop = sums.sums.boundaries[np.minimum(boundary, sums.sums.boundaries.size - 1)]
+            for window in (None, window_stop):
+                for minimum in ((8, 4), (3, 3), (60, 60)):
+                    found = sums.statistic(subset, *minimum, window)
+                    wanted = numpy_split_statistic(sums, subset, *minimum, window)
+                    for a, b in zip(found, wanted):
+                        np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+                    kinds.update(("split", "none")[int(v)] for v in np.isinf(found[2]))
+    assert kinds == {"split", "none"}  # the cases hold A-lines split and A-lines that no split fits
+
+
+def numpy_bent_equations(window: np.ndarray, parts: tuple[np.ndarray, ...],
+                         knees: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The bent line's normal equations as numpy built them before the compiled pass (session axial14c)."""
+    n, sz, szz, sl, szl, _ = window
+    size = 2 + len(knees)
+    gram, moments = np.empty((*n.shape, size, size)), np.empty((*n.shape, size))
+    gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1] = n, sz, szz
+    moments[..., 0], moments[..., 1] = sl, szl
+    for j, (part, knee) in enumerate(zip(parts, knees, strict=True), start=2):
+        gram[..., 0, j] = part[1] - knee * part[0]
+        gram[..., 1, j] = part[2] - knee * part[1]
+        moments[..., j] = part[4] - knee * part[3]
+        for i, other_knee in enumerate(knees[: j - 2], start=2):
+            gram[..., i, j] = part[2] - (knee + other_knee) * part[1] + knee * other_knee * part[0]
+        gram[..., j, j] = part[2] - 2 * knee * part[1] + knee**2 * part[0]
+    lower = np.tril_indices(size, -1)
+    gram[..., lower[0], lower[1]] = gram[..., lower[1], lower[0]]
+    return gram, moments
+
+
+def test_bent_line_equations_kernel_is_numpys_formula():
+    """The compiled normal equations of the line bent at two knees equal numpy's, bit for bit (random sums of
+    every scale, NaN and infinite ones), and the residual they give is that of numpy's equations."""
+    rng = np.random.default_rng(3)
+    lines, candidates = 50, 9
+    window = rng.normal(0, 1, (6, lines)) * 10.0 ** rng.integers(-3, 7, (6, lines))
+    parts = rng.normal(0, 1, (6, candidates, lines)) * 10.0 ** rng.integers(-3, 7, (6, candidates, lines))
+    parts[0, 2, 4], parts[3, 1, 5], window[1, 6] = np.nan, np.inf, -np.inf
+    knees = rng.integers(0, 200, (candidates, lines)).astype(float)
+    first, second = np.array([4, 4, 3, 2, 0]), np.array([5, 8, 4, 6, 8])
+    pairs, fitted = np.nonzero(rng.random((first.size, lines)) < 0.7)  # some pairs of some A-lines
+    gram = np.empty((fitted.size, 4, 4))
+    moments = np.empty(gram.shape[:2])
+    with np.errstate(all="ignore"):
+        attenuation_kernels.bent_normal_equations(window, parts, knees, (fitted, first[pairs], second[pairs]),
+                                                  gram, moments)
+        wanted = numpy_bent_equations(np.broadcast_to(window[:, None], parts[:, first].shape),
+                                      (parts[:, first], parts[:, second]), (knees[first], knees[second]))
+    for found, expected in zip((gram, moments), wanted):
+        np.testing.assert_array_equal(found.view(np.uint64), expected[pairs, fitted].view(np.uint64))
+
+
+def test_ramp_fits_only_the_pairs_it_may_keep_and_solves_without_determinants_when_none_is_singular():
+    """The bent lines are fitted only where the ramp may be kept; a batch with a singular Gram matrix among
+    them (integers: ``det`` 0 exactly at a zero pivot) falls back to the determinants and leaves it out (inf),
+    the others keeping the residual a batch without it gives."""
+    window = np.array([[40.0, 40.0], [780.0, 780.0], [20540.0, 20540.0], [-20.0, -21.0], [-500.0, -530.0],
+                       [30.0, 31.0]])
+    k = np.arange(40.0)
+    below = [k >= h for h in (9.0, 12.0, 15.0)]
+    parts = np.stack([[m.sum(), k[m].sum(), (k[m] ** 2).sum(), -0.5 * m.sum(), -12.0 * m.sum(), 5.0]
+                      for m in below], axis=1)[:, :, None].repeat(2, axis=2)
+    knees = np.array([[9.0, 9.0], [12.0, 12.0], [15.0, 15.0]])
+    good = (np.array([0, 1]), np.array([0, 0]), np.array([1, 2]))
+    alone = attenuation_map._bent_residual(window, parts, knees, good)
+    with_singular = attenuation_map._bent_residual(window, parts, knees, tuple(
+        np.append(values, extra) for values, extra in zip(good, (0, 1, 1))))  # h1 = h2: a singular matrix
+    assert np.all(np.isfinite(alone))
+    np.testing.assert_array_equal(with_singular[:2].view(np.uint64), alone.view(np.uint64))
+    assert with_singular[2] == np.inf

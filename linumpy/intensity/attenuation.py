@@ -226,6 +226,10 @@ def binned_tail_sums(signal: np.ndarray, grid: BinGrid) -> np.ndarray:
     return _cumulate(sums, reverse=True)
 
 
+#: :meth:`BlockPass.add`'s correction arguments when the signal is given made (no profile, no padding).
+_NO_PROFILE, _NO_PADDING = np.zeros(0), np.zeros((0, 0), bool)
+
+
 class BlockPass:
     """What the edge-aware path takes of a block in one pass, group of planes by group, while each is in the cache.
 
@@ -256,8 +260,25 @@ class BlockPass:
 
         One compiled pass over the planes (:func:`linumpy.intensity.attenuation_kernels.block_pass_add`).
         """
+        self._add(first, part, (False, np.float32(0.0), _NO_PROFILE, _NO_PADDING))
+
+    def add_corrected(self, first: int, part: np.ndarray, noise_floor: float, profile: np.ndarray | None,
+                      padding: np.ndarray) -> None:
+        """:meth:`add` of ``(part - noise_floor) / profile[first:]``, 0 on the ``padding`` A-lines, made in ``part``.
+
+        The same pass makes the signal (float32 ``part`` less the float32 ``noise_floor``, divided by
+        ``profile`` in float64 and rounded to float32 as numpy's in-place division by a float64 profile;
+        None: not divided; then +0 where ``padding``) and takes it, so that the same bits are taken as
+        :meth:`add` of that signal made by numpy (:func:`linumpy.intensity.attenuation_kernels.zero_lines`
+        finds the padding).
+        """
+        profile = _NO_PROFILE if profile is None else np.ascontiguousarray(profile, np.float64)
+        self._add(first, part, (True, np.float32(noise_floor), profile, padding))
+
+    def _add(self, first: int, part: np.ndarray,
+             correction: tuple[bool, np.float32, np.ndarray, np.ndarray]) -> None:
         attenuation_kernels.block_pass_add(part, first, self.grid.starts, self.grid.counts, self.unclipped,
-                                           self.clipped, self.imaged, self.level, self.level_planes)
+                                           self.clipped, self.imaged, self.level, self.level_planes, correction)
 
     def tail_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """The inclusive tail sums ``(unclipped, clipped)``, cumulated in place (once every plane was added)."""

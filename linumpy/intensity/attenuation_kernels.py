@@ -33,9 +33,14 @@ def _clip(value: np.float32) -> np.float32:
 def block_pass_add(
     part: np.ndarray, first: int, starts: tuple[np.ndarray, np.ndarray], counts: tuple[np.ndarray, np.ndarray],
     unclipped: np.ndarray, clipped: np.ndarray, imaged: np.ndarray, level: np.ndarray, level_planes: int,
+    correction: tuple[bool, np.float32, np.ndarray, np.ndarray],
 ) -> None:
     """:meth:`~linumpy.intensity.attenuation.BlockPass.add`'s pass over the planes ``part`` from plane ``first``.
 
+    ``correction``: ``(correct, noise_floor, profile, padding)``; with ``correct``, each row of ``part`` is
+    first made the focus-corrected signal in place, as the axial correction's numpy did it group by group:
+    ``noise_floor`` subtracted (float32), divided by ``profile[first + k]`` (float64, then rounded to float32;
+    an empty profile: not divided) and set to +0 on the ``padding`` A-lines (:func:`zero_lines`).
     Bins of 1 or 2 A-lines a side (``starts``, ``counts`` of the grid): each bin's sum is taken as numpy's
     binning takes it (along y, then along x, then divided by the float32 count), of the samples as given
     (``unclipped``) and clipped at 0 (``clipped``, also written back into ``part``). ``imaged``: the A-lines
@@ -43,10 +48,22 @@ def block_pass_add(
     """
     y_starts, x_starts = starts
     y_counts, x_counts = counts
+    correct, noise_floor, profile, padding = correction
+    divided = profile.size > 0
     for k in range(part.shape[0]):
         z = first + k
+        divisor = profile[z] if divided else 1.0
         for i in range(y_starts.size):
             y0, n_y = y_starts[i], y_counts[i]
+            if correct:  # this row of bins' rows made the corrected signal while they are in the cache
+                for y in range(y0, y0 + n_y):
+                    for x in range(part.shape[2]):
+                        # numpy's float32 subtraction, its division by the float64 profile (in float64, then
+                        # rounded), the padding's +0
+                        value = part[k, y, x] - noise_floor
+                        if divided:
+                            value = np.float32(np.float64(value) / divisor)
+                        part[k, y, x] = np.float32(0.0) if padding[y, x] else value
             y1 = y0 + n_y - 1  # the bin's second row (its first when it is 1 row)
             for j in range(x_starts.size):
                 x0, n_x = x_starts[j], x_counts[j]
@@ -65,6 +82,23 @@ def block_pass_add(
                 if z < level_planes:
                     for x in range(part.shape[2]):
                         level[y, x] = part[k, y, x] if z == 0 else level[y, x] + part[k, y, x]
+
+
+@numba.njit(**JIT_OPTIONS)
+def zero_lines(data: np.ndarray) -> np.ndarray:
+    """``~data.any(axis=0)`` of a ``(z, y, x)`` float32 block: the A-lines whose samples are all +-0.
+
+    Each A-line is read down only until its first sample other than 0 (NaN counts, as in numpy's ``any``).
+    """
+    n_z, n_y, n_x = data.shape
+    zero = np.empty((n_y, n_x), np.bool_)
+    for y in range(n_y):
+        for x in range(n_x):
+            k = 0
+            while k < n_z and data[k, y, x] == 0:
+                k += 1
+            zero[y, x] = k == n_z
+    return zero
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -265,6 +299,98 @@ def cumulated_line_sums(
         above[later] = total
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _line_residual(n: float, sz: float, szz: float, sl: float, szl: float, sll: float) -> float:
+    """:meth:`linumpy.intensity.attenuation.LineSums.residual` of one A-line's sums, in numpy's float64 order."""
+    count = n if n > 1.0 else 1.0  # np.maximum(n, 1) of a count (never NaN)
+    residual = sll - sl * sl / count
+    spread = szz - sz * sz / count
+    covariance = szl - sz * sl / count
+    covariance = covariance * covariance
+    residual -= covariance / spread if spread > 0 else 0.0
+    residual = residual if not residual <= 0.0 else 0.0  # np.maximum(residual, 0): NaN kept, -0 to +0
+    return 0.0 if n <= 2 else residual
+
+
+@numba.njit(**JIT_OPTIONS)
+def best_splits(
+    above: np.ndarray, columns: np.ndarray, rows: tuple[int, int], total: np.ndarray, minimum: tuple[int, int],
+    boundaries: np.ndarray, statistic: np.ndarray, explained: np.ndarray, split: np.ndarray,
+) -> None:
+    """:meth:`linumpy.intensity.attenuation_map.SplitSums.statistic`'s search, one pass over the candidates.
+
+    ``above``: ``(boundaries, 6, lines)`` line sums down to each boundary; ``columns``: the A-lines searched
+    (their columns of ``above``); ``rows``: the candidate boundaries ``[start, stop)``; ``total``: ``(6, A-lines)``
+    the sums over each window; ``minimum``: the samples a split leaves above and below. Each candidate's
+    residual (the two lines' residuals added, inf where a side has too few samples), the first least one
+    (numpy's ``argmin``: a NaN wins), then ``F``, the explained mean square and the split plane (inf where none
+    is finite) into ``statistic``, ``explained``, ``split``: numpy's float64 operations in numpy's order.
+    """
+    min_above, min_below = minimum
+    lines = columns.size
+    best = np.full(lines, np.inf)
+    index = np.full(lines, -1, np.int64)
+    for row in range(rows[0], rows[1]):
+        for i in range(lines):
+            if index[i] >= 0 and np.isnan(best[i]):
+                continue  # argmin keeps the first NaN
+            c = columns[i]
+            n, sz, szz, sl, szl, sll = (above[row, 0, c], above[row, 1, c], above[row, 2, c], above[row, 3, c],
+                                        above[row, 4, c], above[row, 5, c])
+            below_n = total[0, i] - n
+            if n < min_above or below_n < min_below:
+                residual = np.inf
+            else:
+                residual = (_line_residual(n, sz, szz, sl, szl, sll)
+                            + _line_residual(below_n, total[1, i] - sz, total[2, i] - szz, total[3, i] - sl,
+                                             total[4, i] - szl, total[5, i] - sll))
+            if index[i] < 0 or residual < best[i] or np.isnan(residual):
+                best[i], index[i] = residual, row
+    for i in range(lines):
+        n = total[0, i]
+        whole = _line_residual(n, total[1, i], total[2, i], total[3, i], total[4, i], total[5, i])
+        value = best[i]
+        found = np.isfinite(value)
+        statistic[i] = (whole - value) * (n - 4.0 if n - 4.0 > 1.0 else 1.0) / value if found and value > 0 else 0.0
+        explained[i] = (whole - value) / n if found and n > 0 else 0.0
+        split[i] = np.float64(boundaries[index[i]]) if found else np.inf
+
+
+@numba.njit(**JIT_OPTIONS)
+def bent_normal_equations(
+    window: np.ndarray, parts: np.ndarray, knees: np.ndarray, fits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    gram: np.ndarray, moments: np.ndarray,
+) -> None:
+    """The normal equations of :func:`linumpy.intensity.attenuation_map._bent_residual`'s line bent at two knees.
+
+    ``window``: ``(6, lines)`` the :class:`~linumpy.intensity.attenuation.LineSums` fields over each window;
+    ``parts``: ``(6, candidates, lines)`` the same over its samples below each candidate knee ``knees``
+    (``(candidates, lines)``); ``fits``: the A-line and the candidates of the first and second knee of each
+    fit. Fills ``gram`` ``(fits, 4, 4)`` (symmetric) and ``moments`` ``(fits, 4)`` of the regressors
+    ``1, k, (k - h1)+, (k - h2)+``, each entry in numpy's float64 order.
+    """
+    lines, first, second = fits
+    for f in range(lines.size):
+        i, a, b = lines[f], first[f], second[f]
+        g, m = gram[f], moments[f]
+        g[0, 0], g[0, 1], g[1, 1] = window[0, i], window[1, i], window[2, i]
+        m[0], m[1] = window[3, i], window[4, i]
+        for j, c in ((2, a), (3, b)):
+            knee = knees[c, i]
+            n, sz, szz, sl, szl = parts[0, c, i], parts[1, c, i], parts[2, c, i], parts[3, c, i], parts[4, c, i]
+            g[0, j] = sz - knee * n
+            g[1, j] = szz - knee * sz
+            m[j] = szl - knee * sl
+            g[j, j] = szz - 2.0 * knee * sz + knee * knee * n
+        other = knees[a, i]  # over k >= h2, the later knee
+        knee = knees[b, i]
+        n, sz, szz = parts[0, b, i], parts[1, b, i], parts[2, b, i]
+        g[2, 3] = szz - (knee + other) * sz + knee * other * n
+        for row in range(1, 4):
+            for column in range(row):
+                g[row, column] = g[column, row]
+
+
 def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
     """numba's type of a writable ``ndim``-D array of ``dtype`` (``layout``: C, F or A, any)."""
     return types.Array(dtype, ndim, layout)
@@ -281,7 +407,11 @@ _CORNER = types.UniTuple(types.int64, 2)
 #: compiled ahead for a container's image (:func:`linumpy.intensity.kernel_cache.compile_kernels`).
 SIGNATURES = {
     block_pass_add: [(_F32_3, types.int64, _GRID, _GRID, _F32_3, _F32_3, _array(types.boolean, 2), _F32_2,
-                      types.int64)],
+                      types.int64, types.Tuple((types.boolean, types.float32, _F64_1, _array(types.boolean, 2))))],
+    zero_lines: [(_F32_3,)],
+    bent_normal_equations: [(_F64_2, _F64_3, _F64_2, types.UniTuple(_I64_1, 3), _F64_3, _F64_2)],
+    best_splits: [(above, _I64_1, _CORNER, _F64_2, _CORNER, _I64_1, _F64_1, _F64_1, _F64_1)
+                  for above in (_array(types.float64, 3, "A"), _F64_3)],  # both boxes' sums, or one box's
     guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
                     for guide in (_array(types.float32, 2, "A"), _F32_2)],
     compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],

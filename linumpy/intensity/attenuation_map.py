@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from scipy import ndimage
 
+from linumpy.intensity import attenuation_kernels
 from linumpy.intensity.attenuation import CumulatedSums, LineSums, cumulated_sums, fit_range, fit_sums
 
 #: Shortest window (um below the margin) the map's decay rate is fitted on when its range is split.
@@ -368,30 +369,19 @@ class SplitSums:
         square are 0 and the split ``inf`` where no split leaves ``min_above`` samples above and
         ``min_below`` below.
         """
-        columns = slice(None) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
+        columns = np.arange(lines.size) if lines.size == self.lines.size else np.searchsorted(self.lines, lines)
         boundaries = self.sums.boundaries
-        total = (LineSums(*(values[columns] for values in self.sums.total.fields())) if stop is None
-                 else LineSums(*np.take_along_axis(self.sums.above[:, :, columns],
-                                                   np.searchsorted(boundaries, stop)[None, None], axis=0)[0]))
+        total = (np.stack([values[columns] for values in self.sums.total.fields()]) if stop is None
+                 else np.take_along_axis(self.sums.above[:, :, columns], np.searchsorted(boundaries, stop)[None, None],
+                                         axis=0)[0])
         # the candidates: the boundaries that can leave min_above samples above some window and min_below below
-        rows = slice(np.searchsorted(boundaries, self.first[columns].min(initial=np.inf) + min_above),
-                     np.searchsorted(boundaries, (self.stop[columns] if stop is None else stop).max(initial=0)
-                                     - min_below, side="right"))
-        boundaries = boundaries[rows]
-        above = LineSums(*self.sums.above[rows, :, columns].swapaxes(0, 1))
-        below = total.minus(above)
-        residual = above.residual() + below.residual()
-        residual[(above.n < min_above) | (below.n < min_below)] = np.inf
-        if residual.shape[0] == 0:
-            return np.zeros(total.n.shape), np.zeros(total.n.shape), np.full(total.n.shape, np.inf)
-        index = np.argmin(residual, axis=0)
-        best = np.take_along_axis(residual, index[None], axis=0)[0]
-        whole = total.residual()
-        found = np.isfinite(best)
-        statistic = np.divide((whole - best) * np.maximum(total.n - 4, 1), best,
-                              out=np.zeros_like(whole), where=found & (best > 0))
-        explained = np.divide(whole - best, total.n, out=np.zeros_like(whole), where=found & (total.n > 0))
-        return statistic, explained, np.where(found, boundaries[index].astype(float), np.inf)
+        rows = (int(np.searchsorted(boundaries, self.first[columns].min(initial=np.inf) + min_above)),
+                int(np.searchsorted(boundaries, (self.stop[columns] if stop is None else stop).max(initial=0)
+                                    - min_below, side="right")))
+        statistic, explained, split = (np.empty(lines.size) for _ in range(3))
+        attenuation_kernels.best_splits(self.sums.above, columns, rows, np.ascontiguousarray(total),
+                                        (min_above, min_below), boundaries, statistic, explained, split)
+        return statistic, explained, split
 
     def ramp_start(self, lines: np.ndarray, split: np.ndarray, min_above: int, stop: np.ndarray | None) -> np.ndarray:
         """Where the change found at ``split`` starts: the first knee of the best line bent twice around it.
@@ -424,10 +414,13 @@ class SplitSums:
         # every pair (h1 back, h2 ahead of the split) fitted in one batch, in the order back, then ahead
         back, ahead = np.array([(b, a) for b in range(reach + 1) for a in range(0 if b else 1, reach + 1)]).T
         first, second = reach - back, reach + ahead
-        residual = _bent_residual(np.broadcast_to(window[:, None], parts[:, first].shape),
-                                  (parts[:, first], parts[:, second]), (knees[first], knees[second]))
-        residual[(rows[first] < 0) | (rows[second] >= boundaries.size)
-                 | (window[0] - parts[0, first] < min_above) | (parts[0, second] < 2) | np.isnan(residual)] = np.inf
+        # the pairs that can hold the ramp: both knees among the boundaries, min_above samples above the first,
+        # two below the second (the others, inf, are not fitted)
+        pairs, fitted = np.nonzero((rows[first] >= 0) & (rows[second] < boundaries.size)
+                                   & (window[0] - parts[0, first] >= min_above) & (parts[0, second] >= 2))
+        residual = np.full(knees[first].shape, np.inf)
+        residual[pairs, fitted] = _bent_residual(window, parts, knees, (fitted, first[pairs], second[pairs]))
+        residual[np.isnan(residual)] = np.inf
         pair = np.argmin(residual, axis=0)[None]  # the first of the least residuals
         best_residual = np.take_along_axis(residual, pair, axis=0)[0]
         best = np.take_along_axis(knees[first], pair, axis=0)[0]
@@ -436,31 +429,30 @@ class SplitSums:
         return np.where(best_residual < step, best, split)
 
 
-def _bent_residual(window: np.ndarray, parts: tuple[np.ndarray, ...], knees: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Least-squares residual of ``log = a + s k + sum_j c_j (k - h_j)+`` over a window, from its line sums.
+def _bent_residual(window: np.ndarray, parts: np.ndarray, knees: np.ndarray,
+                   fits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Least-squares residual of ``log = a + s k + c_1 (k - h_1)+ + c_2 (k - h_2)+`` over a window, from its sums.
 
-    ``window``: the six :class:`LineSums` fields (rows) over the window; ``parts[j]``: the same over its
-    samples ``k >= h_j``; ``knees[j]``: ``h_j`` per A-line, increasing with ``j``. Inf where singular.
+    ``window``: the six :class:`LineSums` fields (rows) over the window of each A-line; ``parts``: the same
+    over its samples ``k >= h`` for every candidate knee ``h`` (``knees``, ``(candidates, A-lines)``);
+    ``fits``: the A-line and the candidates ``(h_1, h_2)`` of each fit (``h_1 < h_2``). Returns the residual
+    of each fit, inf where singular. The normal equations are built in one compiled pass
+    (:func:`~linumpy.intensity.attenuation_kernels.bent_normal_equations`) and solved by numpy (LAPACK, each
+    matrix alone). Their Gram matrices hold integers (counts and sums of plane indices, integer knees):
+    a nonsingular one has ``|det| >= 1``, so ``det`` is 0 exactly where the factorization meets a zero pivot,
+    where ``solve`` refuses the batch; only then are the determinants taken, and the singular ones left out.
     """
-    n, sz, szz, sl, szl, sll = window
-    size = 2 + len(knees)
-    gram = np.empty((*n.shape, size, size))
-    moments = np.empty((*n.shape, size))
-    gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1] = n, sz, szz
-    moments[..., 0], moments[..., 1] = sl, szl
-    for j, (part, knee) in enumerate(zip(parts, knees, strict=True), start=2):
-        gram[..., 0, j] = part[1] - knee * part[0]
-        gram[..., 1, j] = part[2] - knee * part[1]
-        moments[..., j] = part[4] - knee * part[3]
-        for i, other_knee in enumerate(knees[: j - 2], start=2):  # over k >= h_j, the later knee
-            gram[..., i, j] = part[2] - (knee + other_knee) * part[1] + knee * other_knee * part[0]
-        gram[..., j, j] = part[2] - 2 * knee * part[1] + knee**2 * part[0]
-    lower = np.tril_indices(size, -1)
-    gram[..., lower[0], lower[1]] = gram[..., lower[1], lower[0]]
-    ok = np.linalg.det(gram) != 0
-    gram[~ok] = np.eye(size)
-    coefficients = np.linalg.solve(gram, moments[..., None])[..., 0]
-    residual = sll - np.sum(coefficients * moments, -1)
+    gram = np.empty((fits[0].size, 4, 4))
+    moments = np.empty(gram.shape[:2])
+    attenuation_kernels.bent_normal_equations(*map(np.ascontiguousarray, (window, parts, knees)),
+                                              tuple(map(np.ascontiguousarray, fits)), gram, moments)
+    try:
+        coefficients, ok = np.linalg.solve(gram, moments[..., None])[..., 0], True
+    except np.linalg.LinAlgError:
+        ok = np.linalg.det(gram) != 0
+        gram[~ok] = np.eye(4)
+        coefficients = np.linalg.solve(gram, moments[..., None])[..., 0]
+    residual = window[5, fits[0]] - np.sum(coefficients * moments, -1)
     return np.where(ok, np.maximum(residual, 0.0), np.inf)
 
 

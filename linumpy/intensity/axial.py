@@ -46,7 +46,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
-from linumpy.intensity import attenuation, attenuation_map, focus, focus_shift, surface, surface_kernels
+from linumpy.intensity import (
+    attenuation, attenuation_kernels, attenuation_map, focus, focus_shift, surface, surface_kernels,
+)
 from linumpy.intensity.acquisition_focus import AcquisitionFocus, is_refused, refusal
 from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
@@ -928,7 +930,7 @@ def correct_block(
     corner = (origin[0] - (inner[0].start or 0), origin[1] - (inner[1].start or 0))
     taken = attenuation.BlockPass(data.shape, attenuation.BinGrid.of(data.shape[1:], corner)) \
         if settings.tail_edge_sigma_px > 0 else None
-    signal = _focus_corrected(data, stats, overwrite_data, corner, None if taken is None else taken.add)
+    signal = _focus_corrected(data, stats, overwrite_data, corner, taken)
     fit_depth_px = depth_px - surface_depth_px
     shift = _flatten_shift(found_px[inner], stats, surface_depth_px, origin)
     # the input depths the flattening reads: the compensation (and its tail sums) is needed there only
@@ -1009,8 +1011,7 @@ def _flattened_binned(signal: np.ndarray, shift: np.ndarray, depth_px: int, fact
 
 
 def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool = False,
-                     corner: tuple[int, int] = (0, 0),
-                     visit: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+                     corner: tuple[int, int] = (0, 0), taken: attenuation.BlockPass | None = None) -> np.ndarray:
     """The signal above the noise floor, divided by the focus profile (float32, not clipped).
 
     ``overwrite``: computed in ``data`` when it is float32. With ``stats.focus_shift``, each
@@ -1019,16 +1020,25 @@ def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool =
     Padding (A-lines of zeros: outside the tiles) stays 0: less the noise floor it would be negative,
     and the map's box means, taken before the clipping, of the A-lines beside it would sink towards
     the depths where the focus is weak (the gel at the mosaic's edge reading a faster decay).
-    Computed :data:`~linumpy.intensity.attenuation.GROUP_PLANES` planes at a time; ``visit(first, planes)``
-    is called on each group once it is done, while it is in the cache (it may change it in place).
+    Computed :data:`~linumpy.intensity.attenuation.GROUP_PLANES` planes at a time; ``taken`` takes each
+    group once it is done, while it is in the cache (:meth:`~linumpy.intensity.attenuation.BlockPass.add`,
+    which clips it at 0 in place). Computed in place without a focus shift, ``taken`` makes each group
+    in its own compiled pass (:meth:`~linumpy.intensity.attenuation.BlockPass.add_corrected`: the same bits).
     """
-    padding = ~data.any(axis=0)
-    padded = bool(padding.any())
-    signal = data if overwrite and data.dtype == np.float32 else np.empty(data.shape, np.float32)
     shift = None
     if stats.focus_profile is not None and stats.focus_shift is not None:
         rows, cols = (slice(c, c + n) for c, n in zip(corner, data.shape[1:]))
         shift = stats.focus_shift.region(rows, cols)
+    in_place = overwrite and data.dtype == np.float32
+    if taken is not None and in_place and shift is None:
+        padding = attenuation_kernels.zero_lines(data)
+        for first in range(0, data.shape[0], attenuation.GROUP_PLANES):
+            taken.add_corrected(first, data[first : first + attenuation.GROUP_PLANES], stats.noise_floor,
+                                stats.focus_profile, padding)
+        return data
+    padding = ~data.any(axis=0)
+    padded = bool(padding.any())
+    signal = data if in_place else np.empty(data.shape, np.float32)
     for first in range(0, data.shape[0], attenuation.GROUP_PLANES):
         stop = min(data.shape[0], first + attenuation.GROUP_PLANES)
         part = np.subtract(data[first:stop], np.float32(stats.noise_floor), out=signal[first:stop], dtype=np.float32)
@@ -1038,8 +1048,8 @@ def _focus_corrected(data: np.ndarray, stats: SliceStatistics, overwrite: bool =
             part /= stats.focus_profile[first:stop, None, None]
         if padded:
             part[:, padding] = 0
-        if visit is not None:
-            visit(first, part)
+        if taken is not None:
+            taken.add(first, part)
     return signal
 
 
