@@ -9,7 +9,7 @@
 3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
    (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`), its peak not on the border of
    its scored window and, when the grid's reader is given, below
-   :data:`~linumpy.stitching.depth_check.CHECKED_BELOW_SIGNIFICANCE` repeated by the depth ranges of its overlap
+   :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` repeated by the depth ranges of its overlap
    strips (:mod:`linumpy.stitching.depth_check`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
@@ -248,9 +248,8 @@ def estimate_transform(
         Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`);
         the result does not depend on it.
     depth_reader : callable, optional
-        ``read(tile, (ys, xs))``, every plane of a part of a tile: the candidate pairs below
-        :data:`~linumpy.stitching.depth_check.CHECKED_BELOW_SIGNIFICANCE` are then checked on depth ranges of
-        their overlap strips (:mod:`linumpy.stitching.depth_check`) and those
+        ``read(tile, (ys, xs))``, every plane of a part of a tile: the candidate pairs below strong are then
+        checked on depth ranges of their overlap strips (:mod:`linumpy.stitching.depth_check`) and those
         whose ranges do not repeat their peak refused.
 
     Returns
