@@ -172,3 +172,27 @@ def test_a_pair_refused_in_depth_is_not_kept_again_by_a_search(monkeypatch, draw
     assert transform_from_dict(transform_to_dict(transform)).tiles[(0, 2)].depth_refused_on_stage
     assert not any(transform.tiles[t].depth_refused_on_stage for t in BLOCK if t != (0, 2))
     assert error < 2.0 < np.hypot(*drawn_off)
+
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_joint_link_never_checked_in_depth_is_checked_at_its_joint_peak(seed):
+    """A pair that was no candidate (not checked in depth) still feeds the joint search with its maps, which can
+    hang a tile on it alone (foreign odd2 287 slice 3: a gel tile 7 px off on such a link, significance 2.3 at its
+    joint peak; 262 slice 4 likewise). Checked at the joint peak: a peak 4 px off the truth is refused and its maps
+    dropped; the right one is kept, its disagreement recorded."""
+    a, b, _ = _pair_volume(seed)
+    right = _registration(a, b, 2.5)
+    wrong = replace(right, offset=(right.offset[0] + 4.0, right.offset[1]))
+    pair = ((0, 0), (0, 1))
+    for registration, refused in ((right, False), (wrong, True)):
+        in_depth: dict = {}
+        joint, registrations, out = estimate._joint_links_in_depth(
+            {pair: registration}, {pair: replace(registration, significance=0.3)}, in_depth, _reader(a, b),
+            np.ones((TILE, TILE)),
+            (STEP, STEP), 12)
+        assert (pair in out) == refused and (pair in joint) != refused
+        assert (in_depth[pair] > DEPTH_AGREEMENT_PX) == refused
+        assert (registrations[pair].scores == ()) == refused
+    candidate = {pair: wrong}, {pair: wrong}, {}, _reader(a, b), np.ones((TILE, TILE)), (STEP, STEP), 12
+    assert estimate._joint_links_in_depth(*candidate)[2] == set()  # a candidate was checked (or not) as such
