@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from linumpy.stitching.depth_check import (CHECKED_BELOW_SIGNIFICANCE, DEPTH_AGREEMENT_PX, checked_in_depth,
-                                           refused_in_depth, search_strips, tissue_ranges)
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, checked_in_depth, refused_in_depth, search_strips,
+                                           tissue_ranges)
 from linumpy.stitching.pairwise import register_pair
 from linumpy.stitching import estimate
 from linumpy.stitching.transform import DEPTH_PEAK_REFUSED, transform_from_dict, transform_to_dict
@@ -57,9 +57,8 @@ def test_tissue_ranges_start_at_the_cut_and_are_disjoint():
     assert all(r.stop == s.start for r, s in zip(ranges, ranges[1:]))
 
 
-@pytest.mark.parametrize(("seed", "significance"), [(0, 2.5), (1, 1.0), (2, 4.2)])
+@pytest.mark.parametrize(("seed", "significance"), [(0, 2.5), (1, 1.0)])
 def test_a_right_pair_agrees_in_depth_and_a_wrong_one_does_not(seed, significance):
-    """Weak, confident and strong (below :data:`CHECKED_BELOW_SIGNIFICANCE`, session stitch10) pairs alike."""
     a, b, true = _pair_volume(seed)
     right = _registration(a, b, significance)
     assert np.hypot(*np.subtract(right.offset, true)) < 1.0
@@ -76,7 +75,7 @@ def test_a_right_pair_agrees_in_depth_and_a_wrong_one_does_not(seed, significanc
 def test_strong_not_candidate_and_thin_pairs_are_not_checked():
     a, b, _ = _pair_volume(2)
     flat = np.ones((TILE, TILE))
-    for significance in (0.4, CHECKED_BELOW_SIGNIFICANCE):
+    for significance in (0.4, 3.5):
         assert checked_in_depth({((0, 0), (0, 1)): _registration(a, b, significance)}, _reader(a, b), flat,
                                 (STEP, STEP), 12) == {}
     thin = checked_in_depth({((0, 0), (0, 1)): _registration(a, b, 2.5)}, _reader(a[-12:], b[-12:]), flat,
@@ -85,18 +84,15 @@ def test_strong_not_candidate_and_thin_pairs_are_not_checked():
     assert refused_in_depth(_registration(a, b, 2.5), thin[((0, 0), (0, 1))]).significance == 2.5
 
 
-@pytest.mark.parametrize("significance", [2.5, 4.2])
 @pytest.mark.parametrize("unrelated", [False, True])
-def test_the_estimate_refuses_a_pair_its_depth_ranges_do_not_repeat(monkeypatch, unrelated, significance):
-    """A confident pair, and a strong one below :data:`CHECKED_BELOW_SIGNIFICANCE` (foreign c185 265 slice 2's
-    (0, 0)-(1, 0), 4.19, 6.6 px off, held 8 tiles 6-7 px off on no loop; session stitch10)."""
+def test_the_estimate_refuses_a_pair_its_depth_ranges_do_not_repeat(monkeypatch, unrelated):
     a, b, true = _pair_volume(0)
     projections = {(0, 0): a.mean(0), (0, 1): b.mean(0)}
     register = estimate.register_neighbours
 
-    def confident(*args, **kwargs):  # the pair's significance set within the band the check reads
+    def confident(*args, **kwargs):  # the pair made a candidate, not strong: the band the check reads
         flattened, registrations = register(*args, **kwargs)
-        return flattened, {pair: replace(r, significance=significance) for pair, r in registrations.items()}
+        return flattened, {pair: replace(r, significance=2.5) for pair, r in registrations.items()}
 
     monkeypatch.setattr(estimate, "register_neighbours", confident)
     # the strips of another sample where the grid's would be: no range finds the pair's peak
@@ -176,3 +172,27 @@ def test_a_pair_refused_in_depth_is_not_kept_again_by_a_search(monkeypatch, draw
     assert transform_from_dict(transform_to_dict(transform)).tiles[(0, 2)].depth_refused_on_stage
     assert not any(transform.tiles[t].depth_refused_on_stage for t in BLOCK if t != (0, 2))
     assert error < 2.0 < np.hypot(*drawn_off)
+
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_joint_link_never_checked_in_depth_is_checked_at_its_joint_peak(seed):
+    """A pair that was no candidate (not checked in depth) still feeds the joint search with its maps, which can
+    hang a tile on it alone (foreign odd2 287 slice 3: a gel tile 7 px off on such a link, significance 2.3 at its
+    joint peak; 262 slice 4 likewise). Checked at the joint peak: a peak 4 px off the truth is refused and its maps
+    dropped; the right one is kept, its disagreement recorded."""
+    a, b, _ = _pair_volume(seed)
+    right = _registration(a, b, 2.5)
+    wrong = replace(right, offset=(right.offset[0] + 4.0, right.offset[1]))
+    pair = ((0, 0), (0, 1))
+    for registration, refused in ((right, False), (wrong, True)):
+        in_depth: dict = {}
+        joint, registrations, out = estimate._joint_links_in_depth(
+            {pair: registration}, {pair: replace(registration, significance=0.3)}, in_depth, _reader(a, b),
+            np.ones((TILE, TILE)),
+            (STEP, STEP), 12)
+        assert (pair in out) == refused and (pair in joint) != refused
+        assert (in_depth[pair] > DEPTH_AGREEMENT_PX) == refused
+        assert (registrations[pair].scores == ()) == refused
+    candidate = {pair: wrong}, {pair: wrong}, {}, _reader(a, b), np.ones((TILE, TILE)), (STEP, STEP), 12
+    assert estimate._joint_links_in_depth(*candidate)[2] == set()  # a candidate was checked (or not) as such

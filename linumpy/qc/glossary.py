@@ -205,10 +205,10 @@ METRICS: dict[str, MetricInfo] = {
                               "One a joint search accepts at that peak widens its tiles' uncertainty "
                               "(sigma_px) by the search window's."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
-                                "Candidate overlaps of significance below 8 registered again on disjoint depth "
-                                "ranges (three, four for a strong one) of their two overlap strips below the "
-                                "cut (per pair depth_disagreement_px: the largest distance between a range's "
-                                "offset and the overlap's own)."),
+                                "Candidate overlaps below strong registered again on three disjoint depth "
+                                "ranges of their two overlap strips below the cut (per pair "
+                                "depth_disagreement_px: the largest distance between a range's offset and the "
+                                "overlap's own)."),
     "n_depth_refused_links": _M("Overlaps whose peak depth did not repeat, refused", "count",
                                 "Checked overlaps that some depth range placed more than 2 px from their own "
                                 "offset: a peak the tissue's texture through depth does not repeat (noise, or "

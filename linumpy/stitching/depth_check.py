@@ -1,5 +1,4 @@
-"""A candidate pair's peak, not strong enough to hold a rigid piece, checked on independent depth ranges of its two
-overlap strips (issue #10).
+"""A candidate pair's peak, not strong, checked on independent depth ranges of its two overlap strips (issue #10).
 
 The stitcher registers every pair on the tiles' depth-averaged projections. The tiles are 3D: the speckle and
 noise of two depth ranges are independent while the tissue's texture runs on through depth, so a right offset
@@ -12,22 +11,13 @@ benchmarks/README.md, session depth10), pairs with texture: a range's peak lies 
 :data:`DEPTH_AGREEMENT_PX` from the pair's own for 12 of 17 wrong pairs of significance 2-3 and 51 of 57 below 2,
 but also for 1 of 13 and 7 of 28 right ones; a peak that a depth-constant structure made (the sample's outline,
 a gel tile's smooth content, the pull to the wider overlap along an edge's ridge) repeats in every range: 9 of 12
-strong wrong pairs agree. A candidate (at least :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`) below
-:data:`CHECKED_BELOW_SIGNIFICANCE` failing the check loses its evidence (significance 0),
+strong wrong pairs agree. So strong pairs are not checked; a candidate below
+:data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` (at least
+:data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`) failing the check loses its evidence (significance 0),
 as a border peak does, and unlike a border peak its maps too: no joint search reads it
 (:func:`out_of_the_searches`). On the tuning seeds 225 and 226 the refusals
 leave 1 tile worse than the stage of main's 9 (226 slice 4, 5.24 / 16.77 -> 0.59 / 1.65 px); checking only the
 pairs of 2-3 left 226 slice 4 as it was.
-
-Strong pairs below :data:`CHECKED_BELOW_SIGNIFICANCE` are checked too, on :data:`STRONG_DEPTH_RANGES` ranges
-(session stitch10): foreign ``c185`` 265 slice 2's (0, 0)-(1, 0), significance 4.19, 6.6 px off (its tiles' true
-overlap 5 px, the peak's 10 px, a better match per pixel than the truth's), held the tiles below it 6-7 px off (5
-tiles worse than the stage); 288 slice 2's (3, 0)-(3, 1), 3.08, 8.2 px off between tiles that do not overlap,
-two tiles. A strong wrong peak often repeats in three ranges (the depth-constant content that made it) and less
-often in the thinner four: the kept strong pairs of 265 and 288 a range placed > 2 px away were, on three
-ranges, 4 of 8 wrong and 4 of 133 right; on four, 6 of 8 and 5 of 133 (the deepest quarter found 265's pair's
-truth, 1.4 px from it). A strong pair's peak, more significant than a weak one's, is still located on a quarter
-of the tissue.
 
 Reads: the two strips of each checked pair, every plane (the mosaic grid's chunks hold one tile laterally, so
 the reader decodes the chunks of both tiles).
@@ -43,17 +33,9 @@ import numpy as np
 from linumpy.stitching.options import TileIndex
 from linumpy.stitching.pair_terms import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, nominal_offset
 from linumpy.stitching.pairwise import PairRegistration, register_pair
-from linumpy.stitching.stage_pieces import RIGID_BRIDGE_SIGNIFICANCE
 
-#: Pairs of a lesser significance are checked: :data:`~linumpy.stitching.stage_pieces.RIGID_BRIDGE_SIGNIFICANCE`,
-#: the significance from which a pair on no loop is trusted to hold a rigid piece (the strong wrong peaks measured
-#: between tiles that do not overlap reach 6.9). Strong pairs below it were not checked until session stitch10.
-CHECKED_BELOW_SIGNIFICANCE = RIGID_BRIDGE_SIGNIFICANCE
 #: Disjoint depth ranges of the tissue below the cut on which a checked pair is registered again.
 DEPTH_RANGES = 3
-#: Disjoint depth ranges on which a checked strong pair (:data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`
-#: or more) is registered again.
-STRONG_DEPTH_RANGES = 4
 #: A checked pair fails when some range's offset lies farther than this (pixels) from the pair's own.
 DEPTH_AGREEMENT_PX = 2.0
 #: Fewest planes of a depth range: a tile much thinner (the stitching matrix's six planes) is not checked, its
@@ -97,8 +79,7 @@ def tissue_ranges(profile: np.ndarray, n_ranges: int = DEPTH_RANGES) -> list[sli
 
 
 def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndarray, flat_b: np.ndarray,
-                       offset: tuple[float, float], strip_offset: tuple[int, int], max_shift_px: float,
-                       n_ranges: int = DEPTH_RANGES) -> float:
+                       offset: tuple[float, float], strip_offset: tuple[int, int], max_shift_px: float) -> float:
     """Largest distance (pixels) between a pair's offset and its offsets on the depth ranges of its strips.
 
     Parameters
@@ -113,8 +94,6 @@ def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndar
         The stage's offset in the strips' frame (the search's centre).
     max_shift_px : float
         The search window, as for the pair.
-    n_ranges : int
-        Disjoint depth ranges (:func:`tissue_ranges`).
 
     Returns
     -------
@@ -124,7 +103,7 @@ def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndar
     """
     profile = np.concatenate([strip_a.reshape(len(strip_a), -1), strip_b.reshape(len(strip_b), -1)], axis=1)
     distances = []
-    for planes in tissue_ranges(profile.mean(axis=1, dtype=np.float64), n_ranges):
+    for planes in tissue_ranges(profile.mean(axis=1, dtype=np.float64)):
         if planes.stop - planes.start < MIN_RANGE_PLANES:
             return float("nan")
         found = register_pair(strip_a[planes].mean(axis=0, dtype=np.float64) / flat_a,
@@ -137,25 +116,21 @@ def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndar
 def checked_in_depth(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
                      read: StripReader, flat: np.ndarray, tile_step_px: Sequence[float],
                      max_shift_px: float) -> dict[tuple[TileIndex, TileIndex], float]:
-    """The :func:`depth_disagreement` (pixels) of each candidate pair below :data:`CHECKED_BELOW_SIGNIFICANCE`, on
-    :data:`DEPTH_RANGES` ranges, or :data:`STRONG_DEPTH_RANGES` from
-    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` (each of :data:`MIN_RANGE_PLANES` planes at least, else
-    NaN: not checked), its strips read with ``read``.
+    """Each candidate, not strong pair's :func:`depth_disagreement` (pixels), its strips read with ``read``.
 
     ``flat`` is the flat field the tiles' projections were divided by. Border peaks (already refused) are
     not checked.
     """
     checked = {}
     for (a, b), registration in registrations.items():
-        if not MIN_SIGNIFICANCE <= registration.significance < CHECKED_BELOW_SIGNIFICANCE or registration.border_peak:
+        if not MIN_SIGNIFICANCE <= registration.significance < STRONG_SIGNIFICANCE or registration.border_peak:
             continue
         nominal = tuple(int(round(v)) for v in nominal_offset((b[0] - a[0], b[1] - a[1]), tile_step_px))
         part_a, part_b = search_strips(flat.shape, nominal, int(np.floor(max_shift_px)))
         shift = np.array([part_b[i].start - part_a[i].start for i in range(2)])
         checked[(a, b)] = depth_disagreement(
             read(a, part_a), read(b, part_b), flat[part_a], flat[part_b],
-            tuple(np.add(registration.offset, shift)), tuple(int(v) for v in np.add(nominal, shift)), max_shift_px,
-            DEPTH_RANGES if registration.significance < STRONG_SIGNIFICANCE else STRONG_DEPTH_RANGES)
+            tuple(np.add(registration.offset, shift)), tuple(int(v) for v in np.add(nominal, shift)), max_shift_px)
     return checked
 
 

@@ -9,7 +9,7 @@
 3. A pair is a candidate when its peak stands out of the NCC at wrong offsets
    (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`), its peak not on the border of
    its scored window and, when the grid's reader is given, below
-   :data:`~linumpy.stitching.depth_check.CHECKED_BELOW_SIGNIFICANCE` repeated by the depth ranges of its overlap
+   :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` repeated by the depth ranges of its overlap
    strips (:mod:`linumpy.stitching.depth_check`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
@@ -100,7 +100,8 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
-from linumpy.stitching.depth_check import StripReader, checked_in_depth, out_of_the_searches, refused_in_depth
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, StripReader, checked_in_depth, out_of_the_searches,
+                                          refused_in_depth)
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -223,6 +224,35 @@ def register_neighbours(
     return flattened, registrations
 
 
+def _joint_links_in_depth(
+    joint: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+    in_depth: dict[tuple[TileIndex, TileIndex], float],
+    read: StripReader,
+    flat: np.ndarray,
+    tile_step_px: Sequence[float],
+    max_shift_px: float,
+) -> tuple[dict, dict, set[tuple[TileIndex, TileIndex]]]:
+    """The joint search's links that were never candidates (their own peak a border peak, or below
+    :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`: not checked in depth), checked at the joint offset; those
+    whose ranges do not repeat it leave the joint links and every later search.
+
+    Returns the joint links kept, the registrations (the refused ones without their maps,
+    :func:`~linumpy.stitching.depth_check.out_of_the_searches`) and the pairs refused; ``in_depth`` gains the
+    disagreements measured.
+    """
+    unchecked = {pair: replace(r, border_peak=False) for pair, r in joint.items()
+                 if registrations[pair].border_peak or registrations[pair].significance < MIN_SIGNIFICANCE}
+    measured = checked_in_depth(unchecked, read, flat, tile_step_px, max_shift_px)
+    in_depth.update(measured)
+    refused = {pair for pair, disagreement in measured.items() if disagreement > DEPTH_AGREEMENT_PX}
+    if refused:
+        logger.info("joint links %s: their peak not repeated on the depth ranges of their overlap, refused",
+                    sorted(refused))
+    return ({pair: r for pair, r in joint.items() if pair not in refused},
+            {pair: out_of_the_searches(r) if pair in refused else r for pair, r in registrations.items()}, refused)
+
+
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -248,9 +278,8 @@ def estimate_transform(
         Threads registering the pairs (default: :func:`linumpy.parallel.default_workers`);
         the result does not depend on it.
     depth_reader : callable, optional
-        ``read(tile, (ys, xs))``, every plane of a part of a tile: the candidate pairs below
-        :data:`~linumpy.stitching.depth_check.CHECKED_BELOW_SIGNIFICANCE` are then checked on depth ranges of
-        their overlap strips (:mod:`linumpy.stitching.depth_check`) and those
+        ``read(tile, (ys, xs))``, every plane of a part of a tile: the candidate pairs below strong are then
+        checked on depth ranges of their overlap strips (:mod:`linumpy.stitching.depth_check`) and those
         whose ranges do not repeat their peak refused.
 
     Returns
@@ -312,6 +341,11 @@ def estimate_transform(
     contested |= closed_by_switches(kept, set(moved), {pair: r.significance for pair, r in registrations.items()},
                                     ANCHOR_SIGNIFICANCE)
     joint, placed_by, lone_refused = joint_search(registrations, positions, model, kept, flattened)
+    if depth_reader is not None:
+        joint, registrations, joint_refused = _joint_links_in_depth(joint, registrations, in_depth, depth_reader, flat,
+                                                                   tile_step_px, max_shift_px)
+        placed_by = {pair: tile for pair, tile in placed_by.items() if pair in joint}
+        depth_refused |= joint_refused
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
     costly: set[tuple[TileIndex, TileIndex]] = set()
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}

@@ -686,7 +686,7 @@ def obtain_transform(
     depth_reader: StripReader | None = None,
 ) -> TileTransform:
     """Load the transform at ``transform_path``, or estimate it from the tiles' projections (``summaries``),
-    the candidate pairs below the depth check's bar checked on depth ranges of their strips read with ``depth_reader``
+    the candidate pairs below strong checked on depth ranges of their strips read with ``depth_reader``
     (:mod:`linumpy.stitching.depth_check`)."""
     from linumpy.stitching.estimate import estimate_transform
     from linumpy.stitching.transform import load_transform
