@@ -205,7 +205,8 @@ METRICS: dict[str, MetricInfo] = {
                               "One a joint search accepts at that peak widens its tiles' uncertainty "
                               "(sigma_px) by the search window's."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
-                                "Candidate overlaps below strong registered again on three disjoint depth "
+                                "Candidate overlaps below strong, and joint-search links below strong that "
+                                "were never candidates, registered again on three disjoint depth "
                                 "ranges of their two overlap strips below the cut (per pair "
                                 "depth_disagreement_px: the largest distance between a range's offset and the "
                                 "overlap's own)."),

@@ -35,7 +35,9 @@
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
    when it is significant (>= :data:`~linumpy.stitching.pair_terms.JOINT_SIGNIFICANCE`) and, if one link
    alone holds it, that link departs from the stage model no more than the
-   confident pairs do; and all positions are solved again, a pair the solve
+   confident pairs do (a link below strong that was never a candidate is
+   checked in depth at its joint peak first, :func:`_joint_links_in_depth`);
+   and all positions are solved again, a pair the solve
    dropped taking the place of the one kept pair it alone checks when it is
    clearly more significant on its own
    (:func:`~linumpy.stitching.link_conflicts.swap_clearly_weaker`); then groups of
