@@ -98,19 +98,34 @@ def best_time(function, repeats: int):
     return result, min(times)
 
 
+#: m2stitch's NCC thresholds tried in turn: its default, then lower ones, as its error message
+#: ("there is no good top pair, (try lowering the ncc_threshold)") tells a user to do.
+M2STITCH_NCC_THRESHOLDS = (0.5, 0.3, 0.1, 0.0)
+
+
 def run_m2stitch(projections: dict, tile_step_px) -> dict:
-    """Tile positions from m2stitch, given the nominal positions as initial guess."""
+    """Tile positions from m2stitch, given the nominal positions as initial guess.
+
+    Its NCC threshold is lowered through :data:`M2STITCH_NCC_THRESHOLDS` while it finds no
+    pair above it; the error of the lowest is raised if every one fails.
+    """
     import m2stitch
 
     tiles = sorted(projections)
     images = np.stack([projections[t] for t in tiles])
     guess = np.array([[r * tile_step_px[0], c * tile_step_px[1]] for r, c in tiles], float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        grid, _ = m2stitch.stitch_images(
-            images, rows=[t[0] for t in tiles], cols=[t[1] for t in tiles],
-            position_initial_guess=guess, row_col_transpose=False,
-        )
+    for threshold in M2STITCH_NCC_THRESHOLDS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                grid, _ = m2stitch.stitch_images(
+                    images, rows=[t[0] for t in tiles], cols=[t[1] for t in tiles],
+                    position_initial_guess=guess, row_col_transpose=False, ncc_threshold=threshold,
+                )
+            break
+        except AssertionError:  # no pair above the threshold: lower it, as its message says
+            if threshold == M2STITCH_NCC_THRESHOLDS[-1]:
+                raise
     return {t: (grid.loc[i, "y_pos"], grid.loc[i, "x_pos"]) for i, t in enumerate(tiles)}
 
 
@@ -221,7 +236,7 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
     for condition in MATRIX:
         if names and not any(condition.name.startswith(n) for n in names):
             continue
-        ours, stage, theirs, textured, empty, fallback, excess, crashed = [], [], [], [], [], [], [], False
+        ours, stage, theirs, textured, empty, fallback, excess, crashed = [], [], [], [], [], [], [], 0
         diagnosis, placeable, sure = [], [], 0
         for seed in seeds:
             mosaic = simulate_mosaic(condition, seed)
@@ -249,9 +264,12 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
                 theirs.append(aligned_errors(run_m2stitch(mosaic.projections(), condition.tile_step_px),
                                              mosaic.truth, chosen))
             except Exception:  # noqa: BLE001 -- m2stitch raises various errors on hard input
-                crashed = True
+                crashed += 1
+                theirs.append({})
         own_excess = max(o[t] - s[t] for o, s in zip(ours, stage) for t in o)
-        m2 = "crashes" if crashed else _summary(theirs, textured)
+        ran = [(errors, chosen) for errors, chosen in zip(theirs, textured) if errors]
+        m2 = _summary(*map(list, zip(*ran))) if ran else "crashes"
+        m2 += f" ({crashed} crashed)" if crashed and ran else ""
         print(f"{condition.name[:62]:<62} | {_summary(ours, textured)} {_summary(ours, empty)[-5:]} "
               f"{max(excess):+6.2f} {own_excess:+6.2f} {np.mean(fallback):4.1f} | "
               f"{sum(map(len, placeable)):3d} {_summary(ours, placeable)} {sure:4d} | {_summary(stage, textured)} "
