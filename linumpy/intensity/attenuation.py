@@ -59,10 +59,7 @@ def tail_sums(
     measured at the end of the A-line: with ``W1`` the sum of the last
     ``tail_window_px`` samples and ``W0`` that of the window before it, the
     ratio ``q = W1 / W0`` (clipped to ``[0, MAX_TAIL_RATIO]``) is the decay
-    per window and the unseen rest is ``W1 * q / (1 - q)``. Where the last
-    window's own decay (its two halves) differs from ``q`` by more than
-    :data:`HALVES_TOLERANCE_LOG`, ``q`` moves to it (:func:`_extension`: a
-    change of reflectivity between the windows, not of decay).
+    per window and the unseen rest is ``W1 * q / (1 - q)``.
 
     Speckle makes the sums of single A-lines noisy, and the compensation
     gain ``T[0] / T[k]`` (and the tail, nonlinear in ``q``) with them. For a
@@ -100,56 +97,16 @@ def tail_sums(
     return sums
 
 
-#: Least ``|ln|`` difference (per window) between the last window's own decay, read on its two halves, and the
-#: two windows' ratio ``q`` that the end-of-range extension follows (fully at twice it): below it, the sums' noise
-#: (harsh B's laterally averaged sums: 5-95 % of the difference -0.30 to +0.27 where the last two windows are one
-#: tissue). Above it, a change of reflectivity between the windows, which the ratio reads as a change of decay:
-#: a dimmer region below a brighter one as a fast decay (the tail too short, the planes above it over-compensated
-#: up to 2-3x), a brighter one as a slow decay.
-HALVES_TOLERANCE_LOG = 0.3
-
-
 def _extend(sums: np.ndarray, window: int) -> None:
-    """Add the end-of-range extension (see :func:`tail_sums`) to every ``T[k]``, in place."""
-    sums += _extension(sums[end_planes(sums.shape[0] - 1, window)], window)
+    """Add the end-of-range extension ``W1 q / (1 - q)`` (see :func:`tail_sums`) to every ``T[k]``, in place."""
+    n_z = sums.shape[0] - 1
+    sums += _extension(sums[n_z - window], sums[n_z - 2 * window])
 
 
-def end_planes(n_z: int, window: int) -> np.ndarray:
-    """The planes of the tail sums ``T[0..n_z]`` the extension reads (:func:`_extension`).
-
-    ``T[z - w]``, ``T[z - 2 w]`` (the last two windows) and ``T[z - h]``, ``T[z - 2 h]`` (the last window's
-    halves, ``h = w // 2``; at least 1).
-
-    Examples
-    --------
-    >>> end_planes(100, 25).tolist()
-    [75, 50, 88, 76]
-    """
-    half = max(1, window // 2)
-    return np.array([n_z - window, n_z - 2 * window, n_z - half, n_z - 2 * half])
-
-
-def _extension(ends: np.ndarray, window: int) -> np.ndarray:
-    """The end-of-range extension ``W1 q / (1 - q)`` from the sums at :func:`end_planes` (``ends``, stacked).
-
-    ``q = W1 / W0``, or the last window's own decay ``(Wa / Wb) ** (w / h)`` (``Wa``, ``Wb`` its last two
-    ``h``-plane halves) where their ``|ln|`` difference ``d`` exceeds twice :data:`HALVES_TOLERANCE_LOG`; in
-    between, ``ln q`` moves towards it linearly from ``d`` = the tolerance (below it: the sums' noise, ``q``
-    unchanged, the same bits). Then clipped to ``[0, MAX_TAIL_RATIO]``. In an exponential decay both read
-    the same ``q``.
-    """
-    last, before, half_last, half_before = ends
+def _extension(last: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """The end-of-range extension ``W1 q / (1 - q)`` from the sums ``T[z - w]`` (``last``) and ``T[z - 2 w]``."""
     before = before - last
-    ratio = np.divide(last, before, out=np.zeros_like(last), where=before > 0)
-    half_before = half_before - half_last
-    halves = np.divide(half_last, half_before, out=np.zeros_like(last), where=half_before > 0)
-    both = (ratio > 0) & (halves > 0)
-    log_ratio = np.log(ratio[both], dtype=np.float64)
-    excess = window / max(1, window // 2) * np.log(halves[both], dtype=np.float64) - log_ratio
-    weight = np.clip(np.abs(excess) / HALVES_TOLERANCE_LOG - 1.0, 0.0, 1.0)
-    moved = weight > 0
-    ratio[both] = np.where(moved, np.exp(log_ratio + weight * excess), ratio[both])
-    ratio = np.clip(ratio, 0.0, MAX_TAIL_RATIO)
+    ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
     return (last * ratio / (1.0 - ratio)).astype(np.float32)
 
 
@@ -690,11 +647,11 @@ def _guided_filter(
     line_bins = tuple(np.repeat(np.arange(count.size), count) for count in covering.counts)
     unextended = _GuidedFilter(fitted, coefficients, coefficients[:, 1:] - coefficients[:, :-1], guide[lines],
                                line_bins, np.zeros(0, np.float32), within)
-    # the end-of-range extension from its planes (clipped at 0, not extended)
+    # the end-of-range extension from its two planes (clipped at 0, not extended)
     window = _tail_window(signal.shape[0], tail_window_px)
-    ends = end_planes(n_planes - 1, window)
-    ends = unextended.evaluate(ends, np.empty((ends.size, *unextended.guide.shape), np.float32), extended=False)
-    return dataclasses.replace(unextended, extension=_extension(ends, window))
+    ends = np.array([n_planes - 1 - window, n_planes - 1 - 2 * window])
+    last, before = unextended.evaluate(ends, np.empty((2, *unextended.guide.shape), np.float32), extended=False)
+    return dataclasses.replace(unextended, extension=_extension(last, before))
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
