@@ -62,11 +62,11 @@
    (own significance below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`) join to the
    largest piece, lying farther than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by
-   less than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`, goes back to the stage model
+   less than :data:`~linumpy.stitching.pair_terms.FAR_PIECE_MARGIN`, goes back to the stage model
    (:func:`~linumpy.stitching.stage_pieces.weak_pieces_to_stage`), as does one lying nearer whose links prefer the
-   stage's placement by that margin; and a kept pair on no loop that places tiles it alone joins
-   beyond the joint search's window of the other tiles, its side's other overlaps not preferring that
-   placement to the stage's, is refused and its side put on the stage model
+   stage's placement by :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`; and a kept pair on no loop that
+   places tiles it alone joins beyond the joint search's window of the other tiles, its side's other overlaps not
+   preferring that placement to the stage's, is refused and its side put on the stage model
    (:func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`); tiles outside the largest piece that two or more
    edge links along nearly parallel ridges alone hold go to the stage model, wherever they lie
    (:func:`~linumpy.stitching.stage_pieces.ridge_held_to_stage`); a kept edge link on no loop keeps only its evidence
@@ -113,10 +113,10 @@ from linumpy.stitching.link_conflicts import (closed_by_switches, contested_link
 from linumpy.stitching.lone_links import far_lone_links_to_stage, lone_edge_links_across_only
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
-from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_SIGNIFICANCE,
-                                          STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE, WEAK_PIECE_DEVIATION_PX,
-                                          WEAK_PIECE_MARGIN, link_variance, neighbour_pairs, nominal_offset,
-                                          pair_offset, pair_sigma, pair_status)
+from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARGIN, JOINT_SIGNIFICANCE,
+                                          MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE,
+                                          WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN, link_variance,
+                                          neighbour_pairs, nominal_offset, pair_offset, pair_sigma, pair_status)
 from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joint_offset, offset_spread,
                                         offset_unlocated, refine_subpixel, register_pair)
 from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, pieces
@@ -133,9 +133,9 @@ from linumpy.stitching.transform import (DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT, FA
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
-__all__ = ["CONFIDENT_SIGNIFICANCE", "JOINT_SIGNIFICANCE", "MIN_SIGNIFICANCE", "STRONG_SIGNIFICANCE",
-           "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN", "estimate_transform",
-           "pair_confidence", "register_neighbours"]
+__all__ = ["CONFIDENT_SIGNIFICANCE", "FAR_PIECE_MARGIN", "JOINT_SIGNIFICANCE", "MIN_SIGNIFICANCE",
+           "STRONG_SIGNIFICANCE", "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN",
+           "estimate_transform", "pair_confidence", "register_neighbours"]
 
 logger = logging.getLogger(__name__)
 

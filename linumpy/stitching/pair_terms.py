@@ -60,8 +60,13 @@ SIGNIFICANCE_ERROR_PX = 1.0
 #: its farthest tile lies farther than this (pixels) from its stage-model position ...
 WEAK_PIECE_DEVIATION_PX = 5.0
 #: ... and its links' evidence for where it lies beats the stage placement's by less than
-#: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`).
+#: this (standard errors, :func:`~linumpy.stitching.reanchor.evidence_over_stage`); within that
+#: bar, it goes back when its links prefer the stage placement by this much.
 WEAK_PIECE_MARGIN = 0.6
+#: ... or, beyond what the stage errs on the slice, by less than this: the margin of a joint peak
+#: that places a tile (:data:`JOINT_SIGNIFICANCE`). The searches put a weak piece on the best of
+#: many noisy offsets, which alone reads about one standard error over any other placement.
+FAR_PIECE_MARGIN = JOINT_SIGNIFICANCE
 #: ... or, whatever that evidence, if all those links are edge links whose ridges lie within this many degrees
 #: of one another (:func:`~linumpy.stitching.ridges.held_along_parallel_ridges`).
 PARALLEL_RIDGES_DEG = 30.0
