@@ -18,7 +18,6 @@ Examples
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -600,7 +599,10 @@ def _naming_os_errors(path: Path) -> Iterator[None]:
 
 
 async def _other_tasks_settled() -> None:
-    """Wait for every other task of the running event loop; retrieve their errors."""
+    """Wait for every other task of the running event loop (zarr-python's, which imports asyncio); retrieve
+    their errors."""
+    import asyncio
+
     current = asyncio.current_task()
     pending = [task for task in asyncio.all_tasks() if task is not current]
     if not pending:

@@ -27,6 +27,7 @@ import functools
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
-from linumpy.io.prefetch import prefetched
+from linumpy.io.prefetch import prefetch_in_background, prefetched
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
 from linumpy.io.zarr import ZARR_MODULE, OmeZarrWriter, open_omezarr_level, read_omezarr_info
@@ -87,6 +88,9 @@ MAX_BLOCK_BYTES = 64 * 2**20
 SLAB_CACHE_BYTES = 128 * 2**20
 #: The chunk files a fused block reads are announced to the kernel this many blocks before it is queued.
 READ_AHEAD_BLOCKS = 2
+#: Most bytes of the mosaic grid's chunk files announced to the kernel before the positions are estimated
+#: (:func:`first_pass_files`): the disk, idle during the estimate, reads the start of the fusion's input.
+ESTIMATE_READ_AHEAD_BYTES = 2**30
 _REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
 
 
@@ -276,6 +280,18 @@ def stitch_mosaic_grid(
         # positions). A failed check (an AIP that is not this grid's) reads the tiles and starts again.
         if transform_path is None or flatfield != "none":
             summaries, source, check = aip_summaries_checked_aside(data, layout, aip_path, aside, progress, workers)
+        # The fusion's first reads are announced once the AIP's check has read its tile (the check first: its
+        # thread computes the fusion flat field's levels next), while the disk is idle for the estimate.
+        read_ahead: list[threading.Thread] = []
+
+        def announce(_: Any = None) -> None:
+            read_ahead.append(prefetch_in_background(first_pass_files(data, layout, ESTIMATE_READ_AHEAD_BYTES),
+                                                     "stitch-read-ahead"))
+
+        if check is None:
+            announce()
+        else:
+            check.add_done_callback(announce)
 
         def estimate(summaries: TileSummaries | None) -> tuple[TileTransform, Future | None]:
             levels = aside.submit(_signal_levels, summaries) if flatfield == "auto" else None
@@ -307,7 +323,26 @@ def stitch_mosaic_grid(
     save_transform(transform, transform_out, overwrite=overwrite)
     metrics, figures, flags = qc.result()
     write_qc_record(out_path, "stitch_3d", metrics, figures, flags=flags)
+    for thread in read_ahead:
+        thread.join()
     return transform
+
+
+def first_pass_files(data: StoredArray, layout: MosaicGridLayout, budget: int) -> list[Path]:
+    """The chunk files of every tile's first z-chunk of the mosaic grid ``data``, which the fusion's first pass
+    reads, tiles in Z-order of their grid index (close to the order of the fusion's blocks), up to ``budget``
+    bytes of files: what the stitch announces to the kernel before it estimates the positions."""
+    files: list[Path] = []
+    for tile in morton_order(layout.tiles_present, lambda tile: tile):
+        for path in data.chunk_files((slice(0, data.chunks[0]), *layout.tile_slices(tile))):
+            try:
+                budget -= path.stat().st_size
+            except OSError:
+                continue  # a chunk not stored (all fill value); a missing file is the reader's to report
+            if budget < 0:
+                return files
+            files.append(path)
+    return files
 
 
 def _fused_flat_field(levels: Future[SignalLevels], positions: Mapping[TileIndex, Sequence[float]]) -> FusionFlatField:
