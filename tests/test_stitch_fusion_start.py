@@ -92,10 +92,11 @@ assert "zarr" not in sys.modules, "zarr imported"
     subprocess.run([sys.executable, "-c", script], check=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
 
 
-def test_the_fusion_s_first_pass_is_announced_while_the_positions_are_estimated(tmp_path, monkeypatch):
-    """Every tile's first z-chunk file (the fusion's first pass), tiles in Z-order, up to the budget, announced
-    once on a ``stitch-read-ahead`` thread started before the estimate (without an AIP to check: at once); the
-    volume is the same without it."""
+def test_the_fusion_s_first_reads_are_announced_while_the_positions_are_estimated(tmp_path, monkeypatch):
+    """The chunk files the fusion announces before its first block, planned on the stage's nominal positions
+    (:func:`~linumpy.stitching.stitch.stage_first_reads`), are announced once on a ``stitch-read-ahead`` thread
+    started before the estimate (without an AIP to check: at once): the fusion's first announcements, the
+    same files. The volume is the same without them."""
     import linumpy.io.prefetch as prefetch
     from linumpy.io.zarr import read_omezarr
     from linumpy.stitching import stitch
@@ -104,11 +105,8 @@ def test_the_fusion_s_first_pass_is_announced_while_the_positions_are_estimated(
     write_mosaic_grid(grid_path, grid=(3, 2), depth=5)
     data, _ = stitch.open_omezarr_level(grid_path)
     layout = stitch.mosaic_grid_layout(stitch.read_omezarr_info(grid_path).attributes, data.shape, "grid")
-    expected = [data.chunk_files((slice(0, data.chunks[0]), *layout.tile_slices(tile)))[0]
-                for tile in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]]
-    assert stitch.first_pass_files(data, layout, 10**9) == expected
-    size = expected[0].stat().st_size
-    assert stitch.first_pass_files(data, layout, 2 * size) == expected[:2]
+    expected = stitch.stage_first_reads(data, layout)
+    assert sorted(expected) == sorted(data.chunk_files((slice(None), slice(None), slice(None))))  # one block
 
     events, announce = [], prefetch.prefetch_files
 
@@ -120,9 +118,10 @@ def test_the_fusion_s_first_pass_is_announced_while_the_positions_are_estimated(
     monkeypatch.setattr(prefetch, "prefetch_files", announce_recorded)
     announced = tmp_path / "announced.ome.zarr"
     stitch.stitch_mosaic_grid(grid_path, announced, n_levels=0, workers=2)
-    ahead = [paths for name, paths in events if name == "stitch-read-ahead"]
-    assert ahead == [expected]
-    monkeypatch.setattr(stitch, "ESTIMATE_READ_AHEAD_BYTES", 0)
+    assert [paths for name, paths in events if name == "stitch-read-ahead"] == [expected]
+    fusion = [path for name, paths in events if name != "stitch-read-ahead" for path in paths]
+    assert fusion == expected
+    monkeypatch.setattr(stitch, "stage_first_reads", lambda data, layout: [])
     plain = tmp_path / "plain.ome.zarr"
     stitch.stitch_mosaic_grid(grid_path, plain, n_levels=0, workers=2)
     assert np.array_equal(read_omezarr(announced)[0].compute(), read_omezarr(plain)[0].compute())

@@ -88,9 +88,6 @@ MAX_BLOCK_BYTES = 64 * 2**20
 SLAB_CACHE_BYTES = 128 * 2**20
 #: The chunk files a fused block reads are announced to the kernel this many blocks before it is queued.
 READ_AHEAD_BLOCKS = 2
-#: Most bytes of the mosaic grid's chunk files announced to the kernel before the positions are estimated
-#: (:func:`first_pass_files`): the disk, idle during the estimate, reads the start of the fusion's input.
-ESTIMATE_READ_AHEAD_BYTES = 2**30
 _REQUIRED_KEYS = ("tile_shape", "grid_shape", "tile_step_px", "tiles_present")
 
 
@@ -285,8 +282,7 @@ def stitch_mosaic_grid(
         read_ahead: list[threading.Thread] = []
 
         def announce(_: Any = None) -> None:
-            read_ahead.append(prefetch_in_background(first_pass_files(data, layout, ESTIMATE_READ_AHEAD_BYTES),
-                                                     "stitch-read-ahead"))
+            read_ahead.append(prefetch_in_background(stage_first_reads(data, layout), "stitch-read-ahead"))
 
         if check is None:
             announce()
@@ -326,23 +322,6 @@ def stitch_mosaic_grid(
     for thread in read_ahead:
         thread.join()
     return transform
-
-
-def first_pass_files(data: StoredArray, layout: MosaicGridLayout, budget: int) -> list[Path]:
-    """The chunk files of every tile's first z-chunk of the mosaic grid ``data``, which the fusion's first pass
-    reads, tiles in Z-order of their grid index (close to the order of the fusion's blocks), up to ``budget``
-    bytes of files: what the stitch announces to the kernel before it estimates the positions."""
-    files: list[Path] = []
-    for tile in morton_order(layout.tiles_present, lambda tile: tile):
-        for path in data.chunk_files((slice(0, data.chunks[0]), *layout.tile_slices(tile))):
-            try:
-                budget -= path.stat().st_size
-            except OSError:
-                continue  # a chunk not stored (all fill value); a missing file is the reader's to report
-            if budget < 0:
-                return files
-            files.append(path)
-    return files
 
 
 def _fused_flat_field(levels: Future[SignalLevels], positions: Mapping[TileIndex, Sequence[float]]) -> FusionFlatField:
@@ -794,14 +773,10 @@ def write_fused(
     origins, translation = placement_origins(positions)
     tile_yx = layout.tile_shape[1:]
     depth = layout.tile_shape[0]
-    extent = output_extent(origins, tile_yx)
+    plan = fusion_plan(data, layout, origins)
+    tasks, slabs, z_slab, whole_tiles, extent = plan.tasks, plan.slabs, plan.z_slab, plan.whole_tiles, plan.extent
     overlap = [t - s for t, s in zip(tile_yx, layout.tile_step_px)]
     weights = feather_weights(tile_yx, overlap)
-
-    z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
-    # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
-    # straight into the result and the part is a view of it (no copy of the part).
-    whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
     correct = part_correction(flat)
 
     def fuse_and_write(job: int) -> None:
@@ -824,17 +799,11 @@ def write_fused(
         for r, c in sorted(positions)
     ]
     chunks = (z_slab, min(CHUNK_PX, extent[0]), min(CHUNK_PX, extent[1]))
-    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
-    # as they are written, and only one slab's chunks wait.
-    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
-    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
-    slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
     # Each block's chunk files are announced to the kernel READ_AHEAD_BLOCKS blocks before it is queued,
     # so that the disk reads them while the blocks before it are fused; the first blocks' before the writer's
     # arrays are made (a tenth of a second), so that the disk starts on them at once.
-    reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None)
-    jobs = prefetched(range(len(tasks)), reads.__getitem__, READ_AHEAD_BLOCKS)
+    jobs = prefetched(range(len(tasks)), plan.reads.__getitem__, READ_AHEAD_BLOCKS)
     first = next(jobs)
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite, **finalize_options) as writer:
@@ -847,6 +816,61 @@ def write_fused(
     if whole_tiles:
         logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded,
                      sum(map(len, slabs.uses.values())))
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """What the fusion reads, in its order (:func:`fusion_plan`): ``extent``, the ``(y, x)`` size of the output,
+    and ``z_slab``, the planes of a fused block, decide its jobs.
+
+    Attributes
+    ----------
+    whole_tiles : bool
+        Whether the tiles are read as whole slabs (one chunk laterally), kept in ``slabs``.
+    tasks : list of (int, Box)
+        The jobs: first plane and output box, slab by slab, blocks in Z-order.
+    slabs : SlabCache
+        The tile slabs the jobs share (none kept unless ``whole_tiles``).
+    reads : list of list of Path
+        The chunk files each job announces (:func:`block_reads`).
+    """
+
+    extent: tuple[int, int]
+    z_slab: int
+    whole_tiles: bool
+    tasks: list[tuple[int, Box]]
+    slabs: SlabCache
+    reads: list[list[Path]]
+
+
+def fusion_plan(data: StoredArray, layout: MosaicGridLayout,
+                origins: dict[TileIndex, tuple[int, int]]) -> FusionPlan:
+    """The fusion's jobs over the mosaic grid ``data`` with the tiles at ``origins`` (``placement_origins``),
+    the tile slabs they share and the chunk files each reads first (:class:`FusionPlan`)."""
+    tile_yx = layout.tile_shape[1:]
+    depth = layout.tile_shape[0]
+    extent = output_extent(origins, tile_yx)
+    z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
+    # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
+    # straight into the result and the part is a view of it (no copy of the part).
+    whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
+    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
+    # as they are written, and only one slab's chunks wait.
+    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
+    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
+    slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
+    reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None)
+    return FusionPlan(extent, z_slab, whole_tiles, tasks, slabs, reads)
+
+
+def stage_first_reads(data: StoredArray, layout: MosaicGridLayout) -> list[Path]:
+    """The chunk files the fusion announces before its first block is fused (those of its first
+    ``READ_AHEAD_BLOCKS + 1`` blocks), planned with the tiles at the stage's nominal positions: what the stitch
+    announces before it estimates the positions, which move the tiles by a few pixels only. The same files as
+    the fusion's first ones, read earlier: no more page cache is taken for them than the fusion takes."""
+    step = layout.tile_step_px
+    origins, _ = placement_origins({tile: (tile[0] * step[0], tile[1] * step[1]) for tile in layout.tiles_present})
+    return [path for job in fusion_plan(data, layout, origins).reads[:READ_AHEAD_BLOCKS + 1] for path in job]
 
 
 def part_correction(flat: FusionFlatField | Future[FusionFlatField]) -> PartCorrection | None:
