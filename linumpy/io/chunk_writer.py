@@ -24,14 +24,16 @@ import itertools
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numcodecs
 import numpy as np
-import zarr
 
 from linumpy.io import blosc_items, codecs, page_cache
 from linumpy.io.ngff import NgffFormat
+
+if TYPE_CHECKING:
+    import zarr
 
 
 class ChunkFileWriter:

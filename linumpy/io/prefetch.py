@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -38,6 +39,18 @@ def prefetch_files(paths: Iterable[str | os.PathLike]) -> None:
             logger.debug("%s: no read-ahead (%s)", path, error)
         finally:
             os.close(descriptor)
+
+
+def prefetch_in_background(paths: Iterable[str | os.PathLike], name: str = "linumpy-read-ahead") -> threading.Thread:
+    """Announce ``paths`` (:func:`prefetch_files`) on a thread of its own, started and returned.
+
+    For files a step reads after a phase that leaves the disk idle (the stitch's estimate): the kernel reads
+    them meanwhile. The calls can wait while the kernel queues the reads, so they are kept off the thread
+    that does the step's work.
+    """
+    thread = threading.Thread(target=prefetch_files, args=(list(paths),), name=name)
+    thread.start()
+    return thread
 
 
 def tile_files(path: str | os.PathLike) -> list[Path]:

@@ -18,7 +18,6 @@ Examples
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -32,8 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
-from zarr.core import sync as zarr_sync
 
 from linumpy.dask_arrays import is_dask_array
 from linumpy.errors import InputError
@@ -42,10 +39,17 @@ from linumpy.io.options import DEFAULT_N_LEVELS
 from linumpy.parallel import default_workers
 from linumpy.resample import block_mean, pyramid_edge_weights, resample_to_resolution, resampled_last_weights
 
-if TYPE_CHECKING:  # dask is imported where it is used (linumpy.dask_arrays)
+if TYPE_CHECKING:  # dask is imported where it is used (linumpy.dask_arrays); zarr-python where it is used
+    # (:data:`ZARR_MODULE`: a reader of chunk files never needs it)
     import dask.array as da
+    import zarr
 
 logger = logging.getLogger(__name__)
+
+#: zarr-python, imported by the functions that create arrays or open them through it (a tenth of a second or
+#: more of imports a step may start on a thread of its own, :func:`linumpy.parallel.import_in_background`,
+#: while it does its reading and computing).
+ZARR_MODULE = "zarr"
 
 #: Default chunk shapes by number of dimensions (capped by the level shape).
 DEFAULT_CHUNKS = {3: (64, 256, 256), 2: (1024, 1024)}
@@ -212,6 +216,8 @@ class StoredArray:
     def array(self) -> zarr.Array:
         """The level opened by zarr-python (on first use)."""
         if self._array is None:
+            import zarr
+
             try:
                 self._array = zarr.open_array(str(self.directory), mode="r")
             except (KeyError, TypeError, ValueError) as error:
@@ -593,7 +599,10 @@ def _naming_os_errors(path: Path) -> Iterator[None]:
 
 
 async def _other_tasks_settled() -> None:
-    """Wait for every other task of the running event loop; retrieve their errors."""
+    """Wait for every other task of the running event loop (zarr-python's, which imports asyncio); retrieve
+    their errors."""
+    import asyncio
+
     current = asyncio.current_task()
     pending = [task for task in asyncio.all_tasks() if task is not current]
     if not pending:
@@ -613,6 +622,8 @@ def _wait_for_zarr_io() -> None:
     breaks the removal. Their errors are retrieved here, so asyncio does not
     print them again at exit.
     """
+    from zarr.core import sync as zarr_sync
+
     zarr_sync.sync(_other_tasks_settled())
 
 
@@ -707,6 +718,8 @@ class _PyramidWriter:
         zarr-python writes an array's metadata files from several threads: after
         a failed write (a full disk) others may still land, after the cleanup.
         """
+        import zarr
+
         chunks = ngff.level_chunks(self.chunks, shape)
         source, target = self.temporary / "0", self.temporary / name
         target.mkdir()
@@ -738,6 +751,8 @@ class _PyramidWriter:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        import zarr
+
         self.__dict__.update(state)
         self._level0 = zarr.open_array(str(self.temporary / "0"), mode="r+")
 
@@ -901,6 +916,8 @@ class _PyramidWriter:
             origin = tuple(float(v) for v in (origin or (0.0,) * len(self.shape)))
             linumpy_attrs = json.loads(json.dumps(attributes or {}, default=_jsonable))
             # The group's documents were removed when it was made (__init__): written here as new files.
+            import zarr
+
             with _naming_os_errors(self.temporary):
                 group = zarr.open_group(str(self.temporary), mode="a", zarr_format=self.format.zarr_format)
             sources, targets = [], []

@@ -24,8 +24,10 @@ tile parts (fusion), whatever the slice size.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,10 +39,10 @@ from tqdm import tqdm
 
 from linumpy.errors import InputError
 from linumpy.io.atomic import check_can_write
-from linumpy.io.prefetch import prefetched
+from linumpy.io.prefetch import prefetch_in_background, prefetched
 from linumpy.io.streamed_pyramid import morton_order
 from linumpy.intensity.blocks import read_block
-from linumpy.io.zarr import OmeZarrWriter, open_omezarr_level, read_omezarr_info
+from linumpy.io.zarr import ZARR_MODULE, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background, ordered_map, run_jobs
 from linumpy.qc.flags import TEXTURED_SIGNIFICANCE
 from linumpy.qc.metrics import stitching_metrics
@@ -48,6 +50,7 @@ from linumpy.qc.records import render_png, write_qc_record
 from linumpy.stitching.blend import (
     BLEND_MODES,
     Box,
+    PartCorrection,
     feather_weights,
     fuse_block,
     output_extent,
@@ -69,7 +72,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: The registration's and the fusion flat field's modules (scipy, about a second of serial imports): imported
-#: on a thread of their own while the workers read the tiles for their projections.
+#: on a thread of their own while the workers read the tiles for their projections; then zarr-python, which
+#: only the writer needs (:data:`~linumpy.io.zarr.ZARR_MODULE`), while the pairs are registered.
 REGISTRATION_MODULES = ("linumpy.stitching.estimate", "linumpy.stitching.fusion_flatfield",
                         "linumpy.stitching.transform")
 
@@ -259,7 +263,7 @@ def stitch_mosaic_grid(
         raise InputError(f"--max_shift_px must be > 0, got {max_shift_px}")
     if flatfield not in FLATFIELD_MODES:
         raise InputError(f"unknown flat field mode {flatfield!r}; choose one of {', '.join(FLATFIELD_MODES)}")
-    import_in_background(*REGISTRATION_MODULES)
+    import_in_background(*REGISTRATION_MODULES, ZARR_MODULE)
     transform_out = Path(transform_out) if transform_out else default_transform_path(out_path)
     check_can_write(out_path, overwrite)
     check_can_write(transform_out, overwrite)
@@ -273,6 +277,17 @@ def stitch_mosaic_grid(
         # positions). A failed check (an AIP that is not this grid's) reads the tiles and starts again.
         if transform_path is None or flatfield != "none":
             summaries, source, check = aip_summaries_checked_aside(data, layout, aip_path, aside, progress, workers)
+        # The fusion's first reads are announced once the AIP's check has read its tile (the check first: its
+        # thread computes the fusion flat field's levels next), while the disk is idle for the estimate.
+        read_ahead: list[threading.Thread] = []
+
+        def announce(_: Any = None) -> None:
+            read_ahead.append(prefetch_in_background(stage_first_reads(data, layout), "stitch-read-ahead"))
+
+        if check is None:
+            announce()
+        else:
+            check.add_done_callback(announce)
 
         def estimate(summaries: TileSummaries | None) -> tuple[TileTransform, Future | None]:
             levels = aside.submit(_signal_levels, summaries) if flatfield == "auto" else None
@@ -283,23 +298,45 @@ def stitch_mosaic_grid(
         if check is not None and (error := check.result()) is not None:
             summaries, source = unusable_aip_fallback(data, layout, error, progress, workers)
             transform, levels = estimate(summaries)
-        from linumpy.stitching.fusion_flatfield import FusionFlatField, fusion_flat_field
+        from linumpy.stitching.fusion_flatfield import FusionFlatField
         from linumpy.stitching.transform import save_transform
 
         positions = {tile: transform.position(tile) for tile in layout.tiles_present}
-        flat = FusionFlatField("off") if levels is None else fusion_flat_field(levels.result(), positions)
-    del summaries, levels
-    # The QC record depends on the transform alone: its figure (matplotlib's import, the drawing and the PNG
-    # rendering, about a second of serial work after the fusion otherwise) is made beside the fusion.
-    with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
-        qc = qc_thread.submit(stitch_qc, transform, layout, flat, source, max_shift_px)
-        write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
-                    n_levels=n_levels, compression=compression, overwrite=overwrite,
-                    progress=progress, workers=workers)
+        # The fusion flat field's fit (serial work between the estimate and the fusion otherwise) runs here,
+        # beside the fusion's start: its jobs read and decode their first tiles, then wait for it
+        # (:func:`write_fused`). Queued behind the levels it fits on.
+        flat: FusionFlatField | Future[FusionFlatField] = (
+            FusionFlatField("off") if levels is None else aside.submit(_fused_flat_field, levels, positions))
+        del summaries, levels
+        # The QC record depends on the transform and the flat field: its figure (matplotlib's import, the drawing
+        # and the PNG rendering, about a second of serial work after the fusion otherwise) is made beside the
+        # fusion.
+        with ThreadPoolExecutor(1, thread_name_prefix="stitch-qc") as qc_thread:
+            qc = qc_thread.submit(_stitch_qc_once_fitted, transform, layout, flat, source, max_shift_px)
+            write_fused(data, layout, positions, out_path, resolution, info.attributes, blend=blend, flat=flat,
+                        n_levels=n_levels, compression=compression, overwrite=overwrite,
+                        progress=progress, workers=workers)
     save_transform(transform, transform_out, overwrite=overwrite)
     metrics, figures, flags = qc.result()
     write_qc_record(out_path, "stitch_3d", metrics, figures, flags=flags)
+    for thread in read_ahead:
+        thread.join()
     return transform
+
+
+def _fused_flat_field(levels: Future[SignalLevels], positions: Mapping[TileIndex, Sequence[float]]) -> FusionFlatField:
+    """:func:`~linumpy.stitching.fusion_flatfield.fusion_flat_field` on the ``levels`` once computed."""
+    from linumpy.stitching.fusion_flatfield import fusion_flat_field
+
+    return fusion_flat_field(levels.result(), positions)
+
+
+def _stitch_qc_once_fitted(transform: TileTransform, layout: MosaicGridLayout,
+                           flat: FusionFlatField | Future[FusionFlatField], summary_source: SummarySource,
+                           max_shift_px: float) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
+    """:func:`stitch_qc`, once the flat field ``flat`` (or its future) is fitted."""
+    return stitch_qc(transform, layout, flat.result() if isinstance(flat, Future) else flat, summary_source,
+                     max_shift_px)
 
 
 def _signal_levels(summaries: TileSummaries) -> SignalLevels:
@@ -711,7 +748,7 @@ def write_fused(
     attributes: dict,
     *,
     blend: str,
-    flat: FusionFlatField,
+    flat: FusionFlatField | Future[FusionFlatField],
     n_levels: int | None,
     compression: str,
     overwrite: bool,
@@ -730,20 +767,17 @@ def write_fused(
     at most two blocks per thread in flight, so memory does not depend on the size of the slice. The chunk
     files a block reads (:func:`block_reads`) are announced to the kernel :data:`READ_AHEAD_BLOCKS` blocks
     before it is queued (:func:`~linumpy.io.prefetch.prefetched`): the threads find them read instead of
-    waiting for the disk.
+    waiting for the disk. ``flat`` may be the future of the flat field, still being fitted: each job reads
+    and decodes its first tile part before it waits for it (:func:`part_correction`).
     """
     origins, translation = placement_origins(positions)
     tile_yx = layout.tile_shape[1:]
     depth = layout.tile_shape[0]
-    extent = output_extent(origins, tile_yx)
+    plan = fusion_plan(data, layout, origins)
+    tasks, slabs, z_slab, whole_tiles, extent = plan.tasks, plan.slabs, plan.z_slab, plan.whole_tiles, plan.extent
     overlap = [t - s for t, s in zip(tile_yx, layout.tile_step_px)]
     weights = feather_weights(tile_yx, overlap)
-
-    z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
-    # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
-    # straight into the result and the part is a view of it (no copy of the part).
-    whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
-    correct = flat.correct_into if flat.applied else None
+    correct = part_correction(flat)
 
     def fuse_and_write(job: int) -> None:
         z0, box = tasks[job]
@@ -765,26 +799,91 @@ def write_fused(
         for r, c in sorted(positions)
     ]
     chunks = (z_slab, min(CHUNK_PX, extent[0]), min(CHUNK_PX, extent[1]))
-    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
-    # as they are written, and only one slab's chunks wait.
-    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
-    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
-    slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
     finalize_options = {} if n_levels is None else {"n_levels": n_levels}
+    # Each block's chunk files are announced to the kernel READ_AHEAD_BLOCKS blocks before it is queued,
+    # so that the disk reads them while the blocks before it are fused; the first blocks' before the writer's
+    # arrays are made (a tenth of a second), so that the disk starts on them at once.
+    jobs = prefetched(range(len(tasks)), plan.reads.__getitem__, READ_AHEAD_BLOCKS)
+    first = next(jobs)
     with OmeZarrWriter(out_path, (depth, *extent), chunks=chunks, dtype=data.dtype,
                        compression=compression, overwrite=overwrite, **finalize_options) as writer:
         # Blocks are chunk-aligned, so threads never write the same chunk, and the order in which they
         # finish does not matter: a thread takes the next block as soon as it is done.
-        # Each block's chunk files are announced to the kernel READ_AHEAD_BLOCKS blocks before it is queued,
-        # so that the disk reads them while the blocks before it are fused.
-        reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None)
-        done = run_jobs(fuse_and_write, prefetched(range(len(tasks)), reads.__getitem__, READ_AHEAD_BLOCKS), workers)
+        done = run_jobs(fuse_and_write, itertools.chain([first], jobs), workers)
         for _ in tqdm(done, total=len(tasks), desc="fuse", disable=not progress):
             pass
         writer.finalize(resolution, attributes=attributes, **finalize_options)
     if whole_tiles:
         logger.debug("fusion: %d tile slabs decoded for %d read", slabs.decoded,
                      sum(map(len, slabs.uses.values())))
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """What the fusion reads, in its order (:func:`fusion_plan`): ``extent``, the ``(y, x)`` size of the output,
+    and ``z_slab``, the planes of a fused block, decide its jobs.
+
+    Attributes
+    ----------
+    whole_tiles : bool
+        Whether the tiles are read as whole slabs (one chunk laterally), kept in ``slabs``.
+    tasks : list of (int, Box)
+        The jobs: first plane and output box, slab by slab, blocks in Z-order.
+    slabs : SlabCache
+        The tile slabs the jobs share (none kept unless ``whole_tiles``).
+    reads : list of list of Path
+        The chunk files each job announces (:func:`block_reads`).
+    """
+
+    extent: tuple[int, int]
+    z_slab: int
+    whole_tiles: bool
+    tasks: list[tuple[int, Box]]
+    slabs: SlabCache
+    reads: list[list[Path]]
+
+
+def fusion_plan(data: StoredArray, layout: MosaicGridLayout,
+                origins: dict[TileIndex, tuple[int, int]]) -> FusionPlan:
+    """The fusion's jobs over the mosaic grid ``data`` with the tiles at ``origins`` (``placement_origins``),
+    the tile slabs they share and the chunk files each reads first (:class:`FusionPlan`)."""
+    tile_yx = layout.tile_shape[1:]
+    depth = layout.tile_shape[0]
+    extent = output_extent(origins, tile_yx)
+    z_slab = min(data.chunks[0], max(1, MAX_BLOCK_BYTES // (4 * BLOCK_PX * BLOCK_PX)))
+    # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
+    # straight into the result and the part is a view of it (no copy of the part).
+    whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
+    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
+    # as they are written, and only one slab's chunks wait.
+    boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
+    tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
+    slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
+    reads = block_reads(data, layout, tasks, origins, z_slab, slabs.uses if whole_tiles else None)
+    return FusionPlan(extent, z_slab, whole_tiles, tasks, slabs, reads)
+
+
+def stage_first_reads(data: StoredArray, layout: MosaicGridLayout) -> list[Path]:
+    """The chunk files the fusion announces before its first block is fused (those of its first
+    ``READ_AHEAD_BLOCKS + 1`` blocks), planned with the tiles at the stage's nominal positions: what the stitch
+    announces before it estimates the positions, which move the tiles by a few pixels only. The same files as
+    the fusion's first ones, read earlier: no more page cache is taken for them than the fusion takes."""
+    step = layout.tile_step_px
+    origins, _ = placement_origins({tile: (tile[0] * step[0], tile[1] * step[1]) for tile in layout.tiles_present})
+    return [path for job in fusion_plan(data, layout, origins).reads[:READ_AHEAD_BLOCKS + 1] for path in job]
+
+
+def part_correction(flat: FusionFlatField | Future[FusionFlatField]) -> PartCorrection | None:
+    """The correction :func:`~linumpy.stitching.blend.fuse_block` applies to every tile part: ``flat``'s
+    (None when no field is applied), or, for the future of a flat field, one that waits for it at its first
+    call, then divides its field out or copies the part as it is (the same values either way)."""
+    if not isinstance(flat, Future):
+        return flat.correct_into if flat.applied else None
+
+    def correct(data: np.ndarray, part: tuple[slice, slice], out: np.ndarray) -> None:
+        flat.result().correct_into(data, part, out)
+
+    return correct
 
 
 def block_reads(data: StoredArray, layout: MosaicGridLayout, tasks: Sequence[tuple[int, Box]],
