@@ -6,6 +6,7 @@ import numpy as np
 from test_stitching_matrix import stitch_errors
 
 from linumpy.simulate.stitch_matrix import get_condition
+from linumpy.stitching.depth_check import out_of_the_searches
 from linumpy.stitching.global_solve import StageModel
 from linumpy.stitching.lone_links import far_lone_links
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
@@ -86,3 +87,19 @@ def test_a_lone_link_whose_other_side_is_one_tile_is_not_judged_by_its_window():
     chain = {**strip, (0, 1): (0.0, 72.0), (0, 2): (0.0, 154.0)}
     found = far_lone_links([((0, 0), (0, 1)), ((0, 1), (0, 2))], chain, model)
     assert [(pair, tiles) for pair, tiles, _, _ in found] == [(((0, 1), (0, 2)), [(0, 2)])]
+
+
+def test_a_far_lone_link_refused_by_the_first_solve_leaves_the_searches():
+    """Foreign ``c185`` seed 328 slice 0 (stop 67): (3, 1)-(3, 2), refused by the first solve as a far lone link,
+    was (3, 1)'s only overlap left once the depth check refused its two others, and the joint search put (3, 1)
+    back on its refused peak (14.8 px from the truth, 6.1 on the stage). Without its maps
+    (:func:`~linumpy.stitching.depth_check.out_of_the_searches`, as :func:`estimate_transform` now drops them) the
+    search has nothing to place the tile with: it keeps its stage position."""
+    wrong = _peaks(((18, 0), 9.0))
+    registration = PairRegistration((18.0, 100.0), 0.1, 4.3, scores=(EvidenceMap(1.0, (0, 100), wrong),))
+    positions = {(0, 0): (0.0, 0.0), (5, 5): (512.0, 500.0)}  # a placed tile 12 px off: a 20 px window
+    model = StageModel.nominal(STEP)
+    links = {((0, 0), (0, 1)): registration}
+    assert [p.tile for p in place_by_neighbours(links, positions, set(positions), 2.0, model)] == [(0, 1)]
+    links = {((0, 0), (0, 1)): out_of_the_searches(registration)}
+    assert place_by_neighbours(links, positions, set(positions), 2.0, model) == []

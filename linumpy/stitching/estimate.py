@@ -20,7 +20,8 @@
    unless the tiles it alone places stay within the joint search's window
    (:func:`~linumpy.stitching.departures._bridged_within_window`); and a kept pair on no loop placing the
    tiles it alone joins beyond that window where their other overlaps do not
-   support it (:func:`~linumpy.stitching.lone_links.far_side_unsupported`). Pairs
+   support it (:func:`~linumpy.stitching.lone_links.far_side_unsupported`), which then leaves every search
+   (:func:`~linumpy.stitching.depth_check.out_of_the_searches`). Pairs
    below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE` are used only if their offset
    departs from the stage model no more than the confident pairs' do, and a
    confident pair the first solve did not keep only if it departs no farther
@@ -321,6 +322,8 @@ def estimate_transform(
         confident = switch_conflicting_peaks(tiles, confident, registrations, tile_step_px, move)[0]
     (positions, model, kept), implausible, far_bridged, far_first = solve_plausible(
         tiles, confident, tile_step_px, set(moved), {**registrations, **moved})
+    # a far lone link's refused peak is its map's highest: a joint search of its side would put it back there
+    registrations = {pair: out_of_the_searches(r) if pair in far_first else r for pair, r in registrations.items()}
     confident = [p for p in confident if (p.a, p.b) not in implausible]
     candidates = [p for p in candidates if (p.a, p.b) not in implausible]
     far = unchecked_far_pairs(confident, kept, model)
