@@ -16,8 +16,12 @@
    noise model), with the mean / max error of those tiles. With
    ``--diagnose``, each textured tile left on the stage is listed with the
    position information its overlaps hold (that bound and the stitcher's
-   own evidence, :func:`truth_margin`). A seed whose stage-placed tiles were
-   moved by a validated stage residual model says so under its row.
+   own evidence, :func:`truth_margin`). The column "askable" is linumpy's
+   mean / max over the textured tiles without those left on the stage that
+   the bound says no method can place (the tiles a stitcher could be asked
+   to place within 1.5 px), and the count of tiles so excluded. A seed
+   whose stage-placed tiles were moved by a validated stage residual model
+   says so under its row.
 1. Accuracy and time: for each seed, a simulated slice of ``--preset`` is laid
    out as a mosaic grid; linumpy's position estimation and
    ``m2stitch.stitch_images`` get the same tile projections (AIPs) and the
@@ -59,6 +63,7 @@ from linumpy.simulate.stitch_matrix import (
     write_simulated_mosaic,
 )
 from linumpy.stitching.estimate import estimate_transform, register_neighbours
+from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE
 from linumpy.stitching.pairwise import PEAK_RADIUS_PX
 from linumpy.stitching.stitch import mosaic_grid_layout, stitch_mosaic_grid, tile_projections
 from linumpy.stitching.tile_search import position_maps
@@ -168,7 +173,7 @@ def _summary(errors: list[dict], tiles: list[list]) -> str:
     return f"{np.mean(values):5.2f} / {np.max(values):5.2f}" if values else "    - /     -"
 
 
-def truth_margin(tile, links: list, truth: dict) -> float:
+def truth_margin(tile, links: list, truth: dict, piece: list | None = None) -> float:
     """Joint evidence of ``tile``'s pairs at its true position minus the best rival, standard errors.
 
     Every other tile of ``links`` (``((a, b), PairRegistration)``) is put at
@@ -177,13 +182,18 @@ def truth_margin(tile, links: list, truth: dict) -> float:
     best value within 1 px of the truth is compared with the best value
     farther than the peak radius, at the speckle scale where that is largest.
     Below the joint search's threshold (2), not even perfectly placed
-    neighbours could place the tile; below 0, a wrong position wins.
+    neighbours could place the tile; below 0, a wrong position wins. With
+    ``piece`` (tiles including ``tile``), the piece moves as one, its tiles at
+    their true positions relative to ``tile``, and ``links`` are its pairs
+    with tiles outside it.
     """
     best = -np.inf
-    anchors = {other: np.rint(truth[other]).astype(int) for pair, _ in links for other in pair if other != tile}
+    members = {t: np.rint(truth[t] - truth[tile]).astype(int) for t in piece or [tile]}
+    anchors = {other: np.rint(truth[other]).astype(int) for pair, _ in links for other in pair
+               if other not in members}
     for scale in sorted({m.speckle_px for _, r in links for m in r.scores}):
         chosen = [(pair, m) for pair, r in links for m in r.scores if m.speckle_px == scale]
-        centre, maps = position_maps(tile, chosen, anchors)
+        centre, maps = position_maps(tile, chosen, anchors, members)
         joint = np.sum(maps, axis=0) / np.sqrt(len(maps))
         offsets = np.indices(joint.shape).transpose(1, 2, 0) - (joint.shape[0] - 1) // 2 + centre
         distance = np.linalg.norm(offsets - truth[tile], axis=-1)
@@ -201,11 +211,32 @@ def stage_tile_bounds(mosaic, transform: TileTransform) -> dict:
     return {t: tile_bound(mosaic, t) for t in transform.stage_fallback_tiles() if t not in mosaic.empty_tiles}
 
 
+def stage_piece(tile, transform: TileTransform) -> list:
+    """The tiles left on the stage that pairs of own significance >= ``CONFIDENT_SIGNIFICANCE`` join to ``tile``.
+
+    What the stitcher can see of the piece ``tile`` would move with: its
+    pairs' peaks single out its tiles' relative positions.
+    """
+    left = set(transform.stage_fallback_tiles())
+    piece, frontier = {tile}, [tile]
+    while frontier:
+        current = frontier.pop()
+        for p in transform.pairs:
+            other = p.b if p.a == current else p.a if p.b == current else None
+            if other in left and other not in piece and p.significance >= CONFIDENT_SIGNIFICANCE:
+                piece.add(other)
+                frontier.append(other)
+    return sorted(piece)
+
+
 def diagnose_stage_tiles(mosaic, transform: TileTransform, errors: dict, bounds: dict) -> list[str]:
     """One line per textured tile left on the stage: its error, its bound and :func:`truth_margin`.
 
     The margin is given twice: with all its neighbours, and with only the
-    neighbours placed by pairs (those the joint search can use).
+    neighbours placed by pairs (those the joint search can use); and, for a
+    tile that confident pairs join to other tiles left on the stage
+    (:func:`stage_piece`), a third time for that piece moved as one against
+    its placed neighbours (what a search of the piece could use).
     """
     stage = sorted(bounds)
     if not stage:
@@ -218,9 +249,18 @@ def diagnose_stage_tiles(mosaic, transform: TileTransform, errors: dict, bounds:
         linked = [(pair, r) for pair, r in links if (pair[0] if pair[1] == tile else pair[1]) in placed]
         margins = [truth_margin(tile, chosen, mosaic.truth) if chosen else -np.inf for chosen in (links, linked)]
         shown = [f"{m:+.2f}" if np.isfinite(m) else "-" for m in margins]
+        piece = stage_piece(tile, transform)
+        if len(piece) > 1:
+            out = [(pair, r) for pair, r in registrations.items()
+                   if r.scores and (pair[0] in piece) != (pair[1] in piece) and set(pair) & placed]
+            margin = truth_margin(tile, out, mosaic.truth, piece) if out else -np.inf
+            shown.append(f", {margin:+.2f} (its piece of {len(piece)} stage tiles joined by confident pairs, "
+                         f"{len(out)} links to placed tiles)" if np.isfinite(margin) else
+                         f", - (its piece of {len(piece)} stage tiles, no link to a placed tile)")
         lines.append(f"    tile {tile} on the stage, error {errors[tile]:.2f} px: evidence margin at the truth "
                      f"{shown[0]} (all {len(links)} neighbours at their true positions), "
-                     f"{shown[1]} ({len(linked)} placed neighbours); bound: {bounds[tile].describe()}")
+                     f"{shown[1]} ({len(linked)} placed neighbours){''.join(shown[2:])}; "
+                     f"bound: {bounds[tile].describe()}")
     return lines
 
 
@@ -231,13 +271,15 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
           f"(Cramer-Rao <= {PLACED_PX / 3:g} px, expected margin of two noisy tiles over rivals beyond "
           f"{RIVAL_PX} px >= {MIN_MARGIN:g}), count over seeds and their mean / max error; 'sure': "
           f"those whose expected margin is >= {2 * MIN_MARGIN:g} (noise peaks lower a realised margin by ~1-3)")
+    print("askable: linumpy's textured tiles without those on the stage that are not placeable, mean / max, "
+          "and how many were excluded")
     print(f"{'condition':<62} | {'linumpy':>13} {'empty':>5} {'excess':>6} {'own':>6} {'stage':>4} | "
-          f"{'placeable':>19} {'sure':>4} | {'stage pos':>13} {'empty':>5} | {'m2stitch':>13}")
+          f"{'askable':>17} | {'placeable':>19} {'sure':>4} | {'stage pos':>13} {'empty':>5} | {'m2stitch':>13}")
     for condition in MATRIX:
         if names and not any(condition.name.startswith(n) for n in names):
             continue
         ours, stage, theirs, textured, empty, fallback, excess, crashed = [], [], [], [], [], [], [], 0
-        diagnosis, placeable, sure = [], [], 0
+        diagnosis, placeable, askable, sure = [], [], [], 0
         for seed in seeds:
             mosaic = simulate_mosaic(condition, seed)
             grid = workdir / f"matrix_seed{seed}.ome.zarr"
@@ -252,6 +294,7 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
             ours.append(aligned_errors(estimated, mosaic.truth, chosen))
             bounds = stage_tile_bounds(mosaic, transform)
             placeable.append([t for t, bound in bounds.items() if bound.placeable])
+            askable.append([t for t in chosen if t not in bounds or bounds[t].placeable])
             sure += sum(bounds[t].expected_margin >= 2 * MIN_MARGIN for t in placeable[-1])
             lines = diagnose_stage_tiles(mosaic, transform, ours[-1], bounds) if diagnose else []
             if transform.stage_residuals.used:
@@ -272,6 +315,7 @@ def run_matrix(workdir: Path, seeds: list[int], names: list[str] | None, diagnos
         m2 += f" ({crashed} crashed)" if crashed and ran else ""
         print(f"{condition.name[:62]:<62} | {_summary(ours, textured)} {_summary(ours, empty)[-5:]} "
               f"{max(excess):+6.2f} {own_excess:+6.2f} {np.mean(fallback):4.1f} | "
+              f"{_summary(ours, askable)} {sum(map(len, textured)) - sum(map(len, askable)):3d} | "
               f"{sum(map(len, placeable)):3d} {_summary(ours, placeable)} {sure:4d} | {_summary(stage, textured)} "
               f"{_summary(stage, empty)[-5:]} | {m2:>13}", flush=True)
         for line in diagnosis:
