@@ -108,7 +108,8 @@ class PairRecord:
         above :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` it was refused
         (:data:`DEPTH_PEAK_REFUSED`) unless accepted on a loop, within
         :data:`~linumpy.stitching.depth_check.LOOP_CHECKED_DISAGREEMENT_PX`
-        (:func:`~linumpy.stitching.depth_check.refused_by_a_margin`); inf where a range found no peak (``"inf"`` in the JSON), NaN where not
+        (:func:`~linumpy.stitching.depth_check.refused_by_a_margin`); inf where a range found no peak (``"inf"`` in
+        the JSON), NaN where not
         checked (null).
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
