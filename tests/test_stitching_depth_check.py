@@ -175,6 +175,38 @@ def test_a_pair_refused_in_depth_is_not_kept_again_by_a_search(monkeypatch, draw
 
 
 
+def test_a_pair_refused_in_depth_by_a_margin_is_kept_only_on_a_loop(monkeypatch):
+    """Two right pairs made confident candidates whose depth ranges read 2.5 px away (refused by a margin,
+    :func:`~linumpy.stitching.depth_check.refused_by_a_margin`): (0, 1)-(1, 1) closes the block's loop and is kept,
+    its record its own; (0, 1)-(0, 2), (0, 2)'s one link, on no loop, stays refused and (0, 2) on the stage model.
+    Refused outright (main before session worse10b) the first was not kept either."""
+    volumes, projections = _block(0, (0, 0))
+    register, check = estimate.register_neighbours, estimate.checked_in_depth
+    margined = {((0, 1), (1, 1)), ((0, 1), (0, 2))}
+
+    def confident(*args, **kwargs):
+        flattened, registrations = register(*args, **kwargs)
+        return flattened, {pair: replace(r, significance=2.5) if pair in margined else r
+                           for pair, r in registrations.items()}
+
+    def by_a_margin(registrations, *args, **kwargs):
+        return {**check(registrations, *args, **kwargs), **{pair: 2.5 for pair in margined}}
+
+    monkeypatch.setattr(estimate, "register_neighbours", confident)
+    monkeypatch.setattr(estimate, "checked_in_depth", by_a_margin)
+    transform = estimate.estimate_transform(projections, (STEP, STEP), 12,
+                                            depth_reader=lambda tile, part: volumes[tile][(slice(None), *part)])
+    records = {(p.a, p.b): p for p in transform.pairs}
+    on_loop, lone = records[((0, 1), (1, 1))], records[((0, 1), (0, 2))]
+    assert on_loop.accepted and on_loop.status == "kept" and on_loop.significance == 2.5
+    assert on_loop.depth_disagreement_px == 2.5 and on_loop.spread_px[0] is not None
+    truth = np.subtract(BLOCK[(1, 1)], BLOCK[(0, 1)])
+    assert np.hypot(*(np.subtract(transform.positions[(1, 1)], transform.positions[(0, 1)]) - truth)) < 1.0
+    assert not lone.accepted and lone.status == DEPTH_PEAK_REFUSED
+    assert transform.tiles[(0, 2)].source == "stage" and transform.tiles[(0, 2)].depth_refused_on_stage
+    assert not any(transform.tiles[t].depth_refused_on_stage for t in BLOCK if t != (0, 2))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_joint_link_never_checked_in_depth_is_checked_at_its_joint_peak(seed):
     """A pair that was no candidate (not checked in depth) still feeds the joint search with its maps, which can

@@ -215,7 +215,8 @@ METRICS: dict[str, MetricInfo] = {
                                 "offset: a peak the tissue's texture through depth does not repeat (noise, or "
                                 "a texture the depth average blurred). Refused as evidence, of their own and in "
                                 "every joint search; their tiles placed by other overlaps or on the stage "
-                                "(n_depth_refused_on_stage_tiles)."),
+                                "(n_depth_refused_on_stage_tiles). One within 3 px that a closed loop of "
+                                "overlaps kept is accepted, not counted."),
     "n_depth_refused_on_stage_tiles": _M("Tiles of an overlap refused in depth, on the stage model", "count",
                                          "Tiles an overlap refused in depth touches that no accepted overlap "
                                          "places: they keep their stage-model position (per tile "

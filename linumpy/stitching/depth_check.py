@@ -32,12 +32,16 @@ import numpy as np
 
 from linumpy.stitching.options import TileIndex
 from linumpy.stitching.pair_terms import MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, nominal_offset
-from linumpy.stitching.pairwise import PairRegistration, register_pair
+from linumpy.stitching.pairwise import PairRegistration, edge_ridge, register_pair
 
 #: Disjoint depth ranges of the tissue below the cut on which a checked pair is registered again.
 DEPTH_RANGES = 3
 #: A checked pair fails when some range's offset lies farther than this (pixels) from the pair's own.
 DEPTH_AGREEMENT_PX = 2.0
+#: A pair refused in depth whose farthest range lies no farther than this (pixels) from its peak stays a candidate
+#: that only a loop can keep (:func:`refused_by_a_margin`): right pairs' ranges were measured 2.0-2.8 px away
+#: (benchmarks/README.md, sessions stitch10, worse10).
+LOOP_CHECKED_DISAGREEMENT_PX = 3.0
 #: Fewest planes of a depth range: a tile much thinner (the stitching matrix's six planes) is not checked, its
 #: ranges' projections keeping little more than the speckle of a plane or two.
 MIN_RANGE_PLANES = 10
@@ -140,6 +144,44 @@ def refused_in_depth(registration: PairRegistration, disagreement: float | None)
     if disagreement is None or not disagreement > DEPTH_AGREEMENT_PX:
         return registration
     return replace(registration, significance=0.0)
+
+
+def refused_by_a_margin(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+                        disagreements: Mapping[tuple[TileIndex, TileIndex], float],
+                        ) -> set[tuple[TileIndex, TileIndex]]:
+    """The pairs refused in depth by a margin: a range farther than :data:`DEPTH_AGREEMENT_PX` from the pair's peak,
+    none farther than :data:`LOOP_CHECKED_DISAGREEMENT_PX`, not an edge link (along its ridge a range's peak
+    lies anywhere).
+
+    The estimate keeps such a pair a candidate, not strong, out of every search (:func:`out_of_the_searches`):
+    the global solve keeps it only on a loop of candidates that closes, which the depth ranges cannot contradict
+    (a wrong offset that closes a loop is the right one). Refused outright, a right pair joining a piece to the
+    others on such a loop left the piece at its tiles' stage-model mean (foreign ``a205`` 333 slice 1: the right
+    (0, 3)-(1, 3) and (1, 2)-(1, 3), 0.16 and 0.75 px from the truth, ranges 2.48 and 2.08 px away; a piece of
+    10 tiles 2.8 px off, one of them worse than the stage; benchmarks/README.md, session worse10b).
+
+    Parameters
+    ----------
+    registrations : Mapping
+        Each pair's registration (its own significance and maps, before the depth check's refusal).
+    disagreements : Mapping
+        Each checked pair's :func:`depth_disagreement` (pixels).
+
+    Returns
+    -------
+    set of tuple
+        The pairs refused by a margin.
+
+    Examples
+    --------
+    >>> r = PairRegistration((1.0, 86.0), 0.7, 1.5)
+    >>> sorted(refused_by_a_margin({((0, 0), (0, 1)): r, ((0, 0), (1, 0)): r, ((1, 0), (1, 1)): r},
+    ...                            {((0, 0), (0, 1)): 2.4, ((0, 0), (1, 0)): 5.0, ((1, 0), (1, 1)): 1.0}))
+    [((0, 0), (0, 1))]
+    """
+    return {pair for pair, disagreement in disagreements.items()
+            if DEPTH_AGREEMENT_PX < disagreement <= LOOP_CHECKED_DISAGREEMENT_PX
+            and edge_ridge(registrations[pair].scores, registrations[pair].offset) is None}
 
 
 def out_of_the_searches(registration: PairRegistration) -> PairRegistration:

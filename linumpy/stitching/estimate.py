@@ -104,7 +104,7 @@ from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
 from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, StripReader, checked_in_depth, out_of_the_searches,
-                                          refused_in_depth)
+                                          refused_by_a_margin, refused_in_depth)
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -301,10 +301,14 @@ def estimate_transform(
     registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
     in_depth = ({} if depth_reader is None
                 else checked_in_depth(registrations, depth_reader, flat, tile_step_px, max_shift_px))
+    unrefused = registrations
     registrations = {pair: refused_in_depth(r, in_depth.get(pair)) for pair, r in registrations.items()}
     depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
     own = registrations  # the records keep a refused pair's maps; no search reads them
     registrations = {pair: out_of_the_searches(r) if pair in depth_refused else r for pair, r in own.items()}
+    # refused by a margin: a candidate again that only a loop keeps (its record the refusal's where none does)
+    margin = refused_by_a_margin(unrefused, in_depth)
+    registrations.update({pair: out_of_the_searches(unrefused[pair]) for pair in margin})
     candidates = [pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
     confident = [p for p in candidates if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
@@ -427,7 +431,8 @@ def estimate_transform(
     candidate_ids = {(p.a, p.b): p for p in candidates}
     rigid_ids = {(p.a, p.b) for p in rigid}
     records = []
-    for (a, b), r in {**final, **{pair: registrations[pair] for pair in rigid_ids}}.items():
+    for (a, b), r in {**final, **{pair: registrations[pair] for pair in rigid_ids},
+                      **{pair: unrefused[pair] for pair in margin & kept_ids}}.items():
         if (a, b) in detached:
             status = "weak attachment, piece on the stage"
         elif (a, b) in open_loop_cut:

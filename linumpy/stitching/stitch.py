@@ -552,7 +552,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     search window's variance, which the tile-bar flag reads). ``n_depth_checked_links`` counts the candidate, not
     strong pairs registered again on depth ranges of their overlap strips (per pair ``depth_disagreement_px``,
     :mod:`linumpy.stitching.depth_check`), ``n_depth_refused_links`` those refused as evidence of their own because
-    a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away (status ``refused,
+    a range placed them more than :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` away and no loop kept
+    them (:func:`~linumpy.stitching.depth_check.refused_by_a_margin`; status ``refused,
     its peak not repeated ...``; no search reads them either,
     :func:`~linumpy.stitching.depth_check.out_of_the_searches`), ``n_depth_refused_on_stage_tiles`` the tiles of
     such pairs left on the stage model (per tile ``depth_refused_on_stage``).
@@ -654,7 +655,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
     # checked: not NaN (a range that found no peak reads inf, refused and checked alike)
     metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))
-    metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX for r in transform.pairs))
+    metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX and not r.accepted
+                                               for r in transform.pairs))
     from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX  # scipy: imported aside while tiles are read
 
     metrics["n_unlocated_links"] = sum(r.accepted and r.unlocated_px >= MIN_UNLOCATED_COUNT_PX for r in transform.pairs)

@@ -106,7 +106,10 @@ class PairRecord:
         For a candidate, not strong pair checked on depth ranges of its overlap strips
         (:mod:`linumpy.stitching.depth_check`), the largest distance (pixels) between its offset and a range's;
         above :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX` it was refused
-        (:data:`DEPTH_PEAK_REFUSED`); inf where a range found no peak (``"inf"`` in the JSON), NaN where not
+        (:data:`DEPTH_PEAK_REFUSED`) unless accepted on a loop, within
+        :data:`~linumpy.stitching.depth_check.LOOP_CHECKED_DISAGREEMENT_PX`
+        (:func:`~linumpy.stitching.depth_check.refused_by_a_margin`); inf where a range found no peak (``"inf"`` in
+        the JSON), NaN where not
         checked (null).
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
