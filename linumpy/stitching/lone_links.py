@@ -275,6 +275,19 @@ def lone_edge_links_across_only(
         along_stage |= side
 
 
+def unrefined(registration: PairRegistration) -> bool:
+    """Whether the sub-pixel fit left a pair's peak where the evidence map put it: a whole-pixel offset with the
+    fit's placeholder standard error of 1 px (:func:`~linumpy.stitching.pairwise.refine_subpixel`: the fit failed
+    or left its box).
+
+    Examples
+    --------
+    >>> unrefined(PairRegistration((96.0, -3.0), 0.7)), unrefined(PairRegistration((96.56, 2.01), 0.9, (0.2, 0.2)))
+    (True, False)
+    """
+    return registration.sigma_px == (1.0, 1.0) and all(float(v).is_integer() for v in registration.offset)
+
+
 def broad_lone_links_to_stage(
     tiles: Sequence[TileIndex],
     solved: Solution,
@@ -282,18 +295,20 @@ def broad_lone_links_to_stage(
     tile_step_px: Sequence[float],
     max_shift_px: float,
 ) -> tuple[Solution, set[TileIndex], set[tuple[TileIndex, TileIndex]]]:
-    """Refuse the kept links on no loop, not on an edge's ridge, that alone place one tile and know its position
-    less well than the stage model does, and put that tile on the stage model.
+    """Refuse the kept links on no loop, not on an edge's ridge, that alone place one tile at a peak the sub-pixel fit
+    did not refine and know its position less well than the stage model does; put that tile on the stage model.
 
-    Such a link is the tile's only evidence; on an axis where its honest standard error
-    (:func:`~linumpy.stitching.link_conflicts.honest_variance`: the sub-pixel fit's error and the width of its
-    evidence peak in quadrature) exceeds the stage scatter (:func:`~linumpy.stitching.uncertainty.stage_scatter`:
+    Such a link is the tile's only evidence. Where the sub-pixel fit did not refine its peak (:func:`unrefined`: the
+    fit failed or left its box, the offset a whole pixel), the width of its evidence peak is its error: on an axis
+    where its honest standard error (:func:`~linumpy.stitching.link_conflicts.honest_variance`: the standard error
+    and the peak's width in quadrature) exceeds the stage scatter (:func:`~linumpy.stitching.uncertainty.stage_scatter`:
     how far the registered tiles lie from the stage model), the stage places the tile better than the link, in
-    expectation. Held-out matrix seed 173, ``control`` (0, 3)-(1, 3): significance 3.56, a broad hump 3.6 px
-    wide along y pulled toward the wider overlap on a tile of little texture, honest error 3.77 px along y against
-    a scatter of 2.43 px: 5.5 px off, it put (0, 3) 5.17 px from the truth, its stage position 3.58. On the tuning
-    seeds (0-2, 150-154, every condition) no kept lone link reaches 0.7 of the scatter, on 165-169 the right ones
-    reach 0.98 (session sigma10). Edge links are :func:`lone_edge_links_across_only`'s. Each link is judged once; one
+    expectation. Held-out matrix seed 173, ``control`` (0, 3)-(1, 3): significance 3.56, unrefined, a broad hump
+    3.6 px wide along y on a tile of little texture, honest error 3.77 px along y against a scatter of 2.43 px: 5.5 px
+    off, it put (0, 3) 5.17 px from the truth, its stage position 3.58. A refined peak's width overstates its error
+    (accepted pairs of matrix seeds 0-2, 150-154, 165-174: refined axes with a width of 3 px or more err 0.91 px on
+    average, at most 2.65), so a refined link is left: ``control`` seed 180, the same overlap, 3.0 px wide, refined,
+    0.47 px off (session sigma10). Edge links are :func:`lone_edge_links_across_only`'s. Each link is judged once; one
     whose removal makes the solve drop another pair is left.
 
     Parameters
@@ -330,7 +345,7 @@ def broad_lone_links_to_stage(
             registration = registrations[pair]
             error = np.sqrt(honest_variance(pair_sigma(registration),
                                             offset_spread(registration.scores, registration.offset)))
-            if len(side) != 1 or not np.any(error > scatter):
+            if len(side) != 1 or not unrefined(registration) or not np.any(error > scatter):
                 continue
             rest = [p for p in kept if p is not link]
             attempt = solve_positions(tiles, rest, tile_step_px)
