@@ -13,8 +13,8 @@ from linumpy.stitching.transform import BROAD_LONE_LINK_REFUSED
 def test_the_broad_lone_link_of_control_seed_173_leaves_its_tile_on_the_stage():
     """``control`` seed 173 (held out by place10, traced here): (0, 3)'s only kept link, (0, 3)-(1, 3), significance
     3.56, unrefined, is a broad hump (honest error 3.77 px along y against a stage scatter of 2.43 px) 5.5 px off;
-    it put (0, 3) 5.17 px from the truth where its stage position is 3.58 px off. Refused, the tile is on the stage, flagged, and
-    no tile is worse than its stage position."""
+    it put (0, 3) 5.17 px from the truth where its stage position is 3.58 px off. Refused, the tile is on the stage,
+    flagged, and no tile is worse than its stage position."""
     ours, excess, textured, transform = stitch_errors(get_condition("control"), 173)
     record = transform.tiles[(0, 3)]
     assert record.source == "stage" and record.broad_lone_link_to_stage
