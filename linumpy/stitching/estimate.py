@@ -111,7 +111,8 @@ from linumpy.stitching.joint_placement import (drop_small_group, joint_search, l
                                                place_group, strong_seed)
 from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
                                               swap_clearly_weaker)
-from linumpy.stitching.lone_links import far_lone_links_to_stage, lone_edge_links_across_only
+from linumpy.stitching.lone_links import (broad_lone_links_to_stage, far_lone_links_to_stage,
+                                         lone_edge_links_across_only)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARGIN, JOINT_SIGNIFICANCE,
@@ -128,8 +129,8 @@ from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
-from linumpy.stitching.transform import (DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED,
-                                         FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
+from linumpy.stitching.transform import (BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT,
+                                         FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
                                          OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
@@ -417,6 +418,8 @@ def estimate_transform(
     (positions, model, kept), along_stage, across_only = lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
     final = {**current, **late, **corroborated}
+    (positions, model, kept), broad_to_stage, broad_refused = broad_lone_links_to_stage(
+        tiles, (positions, model, kept), final, tile_step_px, max_shift_px)
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
@@ -439,6 +442,8 @@ def estimate_transform(
             status = OPEN_LOOP_PIECE_TO_STAGE
         elif (a, b) in rigid_ids:
             status = RIGID_PIECE_KEPT
+        elif (a, b) in broad_refused:
+            status = BROAD_LONE_LINK_REFUSED
         elif (a, b) in lone_refused_links:
             status = FAR_LONE_LINK_REFUSED
         elif (a, b) in far_first:
@@ -504,6 +509,7 @@ def estimate_transform(
         "far_lone_link_to_stage": lone_to_stage | (far_sides - set(registered)),
         "far_lone_link_searched": far_sides & set(registered),
         "lone_edge_link_along_stage": along_stage,
+        "broad_lone_link_to_stage": broad_to_stage,
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,

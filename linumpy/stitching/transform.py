@@ -44,6 +44,9 @@ FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, t
 #: Status of such a pair refused by the solve of the confident pairs, before the searches
 #: (:func:`linumpy.stitching.departures.solve_plausible`): its tiles placed by their other pairs, or on the stage.
 FAR_LONE_LINK_REFUSED_FIRST = "lone link placing its tiles beyond the search window, refused by the first solve"
+#: Status of a kept pair on no loop, alone placing one tile, refused for knowing its position less well than the stage
+#: model (:func:`linumpy.stitching.lone_links.broad_lone_links_to_stage`).
+BROAD_LONE_LINK_REFUSED = "lone link less certain than the stage model, its tile on the stage"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
@@ -281,6 +284,13 @@ class TileRecord:
         across its ridge only, its tiles on the stage along it``) and the
         tile lies on the stage model along the ridge. False in transforms
         written before session foreign61.
+    broad_lone_link_to_stage : bool
+        The tile's only link to the other tiles was a kept pair on no loop
+        whose honest standard error (sub-pixel error and peak width) exceeded
+        the stage scatter on an axis: the link was refused (status ``lone
+        link less certain than the stage model, its tile on the stage``) and
+        the tile is on the stage. False in transforms written before session
+        sigma10.
     tied_to_left_out : bool
         A corroborated weak joint peak (step 6) was refused for the tile: an overlap of the tile with a
         tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
@@ -332,6 +342,7 @@ class TileRecord:
     far_lone_link_to_stage: bool = False
     far_lone_link_searched: bool = False
     lone_edge_link_along_stage: bool = False
+    broad_lone_link_to_stage: bool = False
     tied_to_left_out: bool = False
     rigid_piece: bool = False
     open_loop_px: float = float("nan")
@@ -487,6 +498,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "far_lone_link_to_stage": bool(record.far_lone_link_to_stage),
              "far_lone_link_searched": bool(record.far_lone_link_searched),
              "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
+             "broad_lone_link_to_stage": bool(record.broad_lone_link_to_stage),
              "tied_to_left_out": bool(record.tied_to_left_out),
              "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
@@ -579,6 +591,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 far_lone_link_to_stage=bool(t.get("far_lone_link_to_stage", False)),
                 far_lone_link_searched=bool(t.get("far_lone_link_searched", False)),
                 lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
+                broad_lone_link_to_stage=bool(t.get("broad_lone_link_to_stage", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
                 rigid_piece=bool(t.get("rigid_piece", False)),
                 open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]),
