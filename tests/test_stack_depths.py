@@ -203,5 +203,20 @@ def test_an_assumed_axial_voxel_size_that_scales_every_step_is_named():
     named = [flag for flag in placement_flags(metrics) if "axial voxel size is likely" in flag]
     assert len(named) == 1 and "likely 2.00 um, not 1.50 um" in named[0]
     for residuals in ([None, -1.2284, 0.1954, 0.3499, -0.5889], [None, -0.7392, -4.5612, None, None],
-                      [None, -15.3, 0.2, -14.8, -15.1]):
+                      [None, -15.3, 0.2, -14.8, -15.1], [None, 1.9197, -1.242, 0.8035, -0.2462]):
+        assert not [f for f in placement_flags({**metrics, "z_residual_um": residuals}) if "axial voxel" in f]
+
+
+def test_an_assumed_axial_voxel_size_is_named_from_the_two_steps_registered():
+    """Foreign ``odd`` 341 (axial 2.0 um, 1.5 um assumed): slices 2 and 4 had no confident depth registration
+    (placed by their motor), so only two residuals were left, -13.99 and -14.31 um of a 60 um step; the chained
+    steps put slices 1-3 11-14 um from the truth. Two residuals that miss alike name the voxel; two small ones
+    (``c185`` 334: 0.45, -0.61 um) or two unlike ones do not."""
+    metrics = {"slice_ids": [0, 1, 2, 3, 4], "motor_fallback": [2, 4], "motor_fallback_kept": ["depth", "depth"],
+               "z_confidence": [None, 0.56, 0.0, 0.54, 0.0], "rotation_mode": [None] * 5,
+               "slice_thickness_um": 60.0, "z_tolerance_um": 15.0, "axial_voxel_um": 1.5,
+               "z_offsets_um": [0.0] * 5, "z_residual_um": [None, -13.9852, None, -14.3143, None]}
+    named = [flag for flag in placement_flags(metrics) if "axial voxel size is likely" in flag]
+    assert len(named) == 1 and "likely 1.96 um, not 1.50 um" in named[0]
+    for residuals in ([None, 0.4488, None, -0.6112, None], [None, -13.99, None, -4.2, None]):
         assert not [f for f in placement_flags({**metrics, "z_residual_um": residuals}) if "axial voxel" in f]

@@ -70,8 +70,12 @@ MIN_RESIDUALS = 2
 #: 0.0-1.1 standard deviations off, the one 1.33 planes off 2.6 (a first step: not doubted, its slice's sigma
 #: says it; ``benchmarks/README.md``, session zconf65).
 DOUBTED_STEP_RATIO = 2.5
-#: Fewest residuals for :func:`implied_axial_voxel_um` to read a voxel size from them.
-MIN_SCALE_STEPS = 3
+#: Fewest residuals for :func:`implied_axial_voxel_um` to read a voxel size from them: two, as when the steps
+#: without a confident registration leave no more (foreign ``odd`` 341, axial 2.0 um read as 1.5: slices 2 and 4
+#: placed by their motor, residuals -14.0 and -14.3 um of a 60 um step; with three needed the flag was silent while
+#: the chained steps put slices 1-3 11-14 um off). The residuals of 12 other foreign runs lie within 2 um of zero,
+#: under :data:`MIN_SCALE_VOXELS` (``benchmarks/README.md``, stop 68's coordinator section).
+MIN_SCALE_STEPS = 2
 #: Each residual within this fraction of their median for them to miss alike (:func:`implied_axial_voxel_um`).
 SCALE_AGREEMENT = 0.25
 #: The residuals' median at least this many axial voxels from zero (:func:`implied_axial_voxel_um`).
@@ -243,6 +247,8 @@ def implied_axial_voxel_um(residuals_um: Sequence[float | None], step_um: float,
     2.0
     >>> implied_axial_voxel_um([None, -15.3, 0.2, -14.8, -15.1], 60.0, 1.5) is None  # not alike
     True
+    >>> implied_axial_voxel_um([None, -13.99, None, -14.31, None], 60.0, 1.5)  # odd 341: two steps registered
+    1.96
     """
     values = np.array([r for r in residuals_um if r is not None], float)
     if len(values) < MIN_SCALE_STEPS or step_um <= 0:
