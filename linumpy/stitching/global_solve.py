@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -525,6 +526,50 @@ def solve_positions(
     if warn_steps:
         warn_if_steps_differ(model, tile_step_px)
     return {tile: positions[i] for i, tile in enumerate(tiles)}, model, kept
+
+
+def solve_without(
+    tiles: Sequence[TileIndex],
+    kept: Sequence[PairOffset],
+    removed: AbstractSet[tuple[TileIndex, TileIndex]],
+    tile_step_px: Sequence[float],
+    inside: AbstractSet[TileIndex] = frozenset(),
+) -> Solution | None:
+    """The positions solved again without the ``removed`` pairs, or None when that solve drops another kept pair.
+
+    The rules that send a tile or a piece to the stage model refuse its links this way: a solve that loses
+    other pairs too (a pair of the group outside the side, its loop broken) would change more than the rule
+    judged, so the links are left.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    kept : Sequence[PairOffset]
+        The pairs of the current solve.
+    removed : set of tuple
+        The ``(a, b)`` pairs to solve without.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    inside : set of TileIndex
+        Tiles going to the stage model with the removed pairs: the solve may drop the pairs from them.
+
+    Returns
+    -------
+    Solution or None
+        ``(positions, model, kept)`` without the pairs, or None.
+
+    Examples
+    --------
+    >>> pairs = [PairOffset((0, 0), (0, 1), (0.0, 90.0), 1.0), PairOffset((0, 1), (0, 2), (0.0, 91.0), 1.0)]
+    >>> solve_without([(0, 0), (0, 1), (0, 2)], pairs, {((0, 1), (0, 2))}, (100, 90))[2] == pairs[:1]
+    True
+    """
+    rest = [p for p in kept if (p.a, p.b) not in removed]
+    attempt = solve_positions(tiles, rest, tile_step_px)
+    if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
+        return None
+    return attempt
 
 
 def _groups(pairs: Sequence[PairOffset]) -> list[set[TileIndex]]:

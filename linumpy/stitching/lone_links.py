@@ -11,7 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions
+from linumpy.stitching.global_solve import (PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions,
+                                             solve_without)
 from linumpy.stitching.link_conflicts import honest_variance
 from linumpy.stitching.pair_terms import WEAK_PIECE_MARGIN, bridged_side, pair_sigma
 from linumpy.stitching.pairwise import PairRegistration, offset_spread
@@ -189,9 +190,8 @@ def far_lone_links_to_stage(
                             "window (%.1f px), left: the side's other links prefer that placement to the stage's "
                             "(%.2f)", *pair, beyond, deviation, window, margin)
                 continue
-            rest = [p for p in kept if (p.a, p.b) != pair]
-            attempt = solve_positions(tiles, rest, tile_step_px)
-            if not {(p.a, p.b) for p in rest if p.a not in side} <= {(p.a, p.b) for p in attempt[2]}:
+            attempt = solve_without(tiles, kept, {pair}, tile_step_px, side)
+            if attempt is None:
                 logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
                             "window (%.1f px), left: the solve without it drops other pairs", *pair, beyond,
                             deviation, window)
@@ -347,9 +347,8 @@ def broad_lone_links_to_stage(
                                             offset_spread(registration.scores, registration.offset)))
             if len(side) != 1 or not unrefined(registration) or not np.any(error > scatter):
                 continue
-            rest = [p for p in kept if p is not link]
-            attempt = solve_positions(tiles, rest, tile_step_px)
-            if {(p.a, p.b) for p in attempt[2]} != {(p.a, p.b) for p in rest}:
+            attempt = solve_without(tiles, kept, {pair}, tile_step_px)
+            if attempt is None:
                 logger.info("lone link %s-%s knows %s less well than the stage (%s px against %s), left: the solve "
                             "without it drops other pairs", *pair, sorted(side), np.round(error, 2),
                             np.round(scatter, 2))

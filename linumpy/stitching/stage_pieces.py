@@ -11,7 +11,8 @@ from collections.abc import Set as AbstractSet
 
 import numpy as np
 
-from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions
+from linumpy.stitching.global_solve import (PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions,
+                                             solve_without)
 from linumpy.stitching.link_conflicts import open_loops
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARGIN, MIN_SIGNIFICANCE,
                                           STRONG_SIGNIFICANCE, WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN,
@@ -123,9 +124,8 @@ def weak_pieces_to_stage(
             elif not margin < FAR_PIECE_MARGIN and not held_along_parallel_ridges(
                     [p for p in kept if (p.a, p.b) in crossing]):
                 continue
-            rest = [p for p in kept if (p.a, p.b) not in crossing]
-            attempt = solve_positions(tiles, rest, tile_step_px)
-            if not {(p.a, p.b) for p in rest if p.a not in inside} <= {(p.a, p.b) for p in attempt[2]}:
+            attempt = solve_without(tiles, kept, crossing, tile_step_px, inside)
+            if attempt is None:
                 logger.info("weakly attached piece %s (%.1f px from the stage model, evidence margin %.2f) "
                             "left: the solve without its links drops other pairs", piece, deviation, margin)
                 continue
