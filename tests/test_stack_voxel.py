@@ -94,7 +94,9 @@ def test_steps_that_disagree_at_the_implied_voxel_leave_the_slices_on_their_moto
     assert sum("the registered depth steps left out" in flag for flag in flags) == 1
     confident = [entry["slice_id"] for entry in plan.record["slices"]
                  if (entry["registration"] or {}).get("z_confidence", 0) >= 0.3]
-    assert confident and not [flag for flag in flags if "unsure" in flag and int(flag.split()[1][:-1]) in confident]
+    assert confident and check["steps_left_out"] == confident
+    assert not [flag for flag in flags if "unsure" in flag and int(flag.split()[1][:-1]) in confident]
+    assert {int(flag.split()[1][:-1]) for flag in flags if "registered (z confidence" in flag} == set(confident)
 
 
 def test_a_right_axial_voxel_plans_the_stack_once_and_as_before():

@@ -31,7 +31,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
-from linumpy.stack.depths import AT_ABSOLUTE_DEPTHS, AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
+from linumpy.stack.depths import AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
 from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
 from linumpy.viz.chart import BLUE, GREEN, ORANGE, Panel, Series, line_chart
@@ -290,7 +290,7 @@ def _fallback_said(part: str, metrics: Mapping[str, Any], index: int) -> str:
     z_confidence = metrics["z_confidence"][index]
     depth = ("motor and surface depth, with the other slices" if metrics.get("depth_mode") == "joint"
              else "motor depth")
-    if part == "depth" and (metrics.get("axial_voxel") or {}).get("placement") == AT_ABSOLUTE_DEPTHS:
+    if part == "depth" and metrics["slice_ids"][index] in (metrics.get("axial_voxel") or {}).get("steps_left_out", []):
         return (f"depth step registered (z confidence {z_confidence}) but left out, as every step (see the axial "
                 "voxel flag): depth from its motor and surface depth; lateral shift registered")
     if part == "depth":

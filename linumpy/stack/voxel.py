@@ -94,8 +94,15 @@ def plan_checking_axial_voxel(
         "assumed_um": assumed, "implied_um": implied, "used_um": implied if agreeing else assumed,
         "placement": AT_IMPLIED_VOXEL if agreeing else AT_ABSOLUTE_DEPTHS,
         "probe_z_tolerance_um": probed, "first_residuals_um": first,
-        "implied_residuals_um": None if not agreeing else _residuals(again.record)}
+        "implied_residuals_um": _residuals(again.record) if agreeing else None,
+        "steps_left_out": [] if agreeing else _confident_steps(again.record, parameters.min_confidence)}
     return again
+
+
+def _confident_steps(record: dict, min_confidence: float) -> list[int]:
+    """The slices whose depth step was registered with confidence (at least ``min_confidence``)."""
+    return [entry["slice_id"] for entry in record["slices"]
+            if (entry.get("registration") or {}).get("z_confidence", 0.0) >= min_confidence]
 
 
 def _named_voxel(
