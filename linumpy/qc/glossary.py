@@ -465,6 +465,10 @@ METRICS: dict[str, MetricInfo] = {
                          "and surface depth (else empty)."),
     "axial_voxel_um": _M("Axial voxel", "µm", "Axial voxel of the registration; a slice's depth uncertainty is "
                          "flagged above half of it."),
+    "axial_voxel": _M("Axial voxel check", "µm", "When every registered depth step missed the motor and surface "
+                      "depths by one fraction (an axial voxel assumed wrong): the assumed, implied and used voxel "
+                      "and how the slices were placed ('implied voxel': the stack planned again at it; 'motor and "
+                      "surface depths': the registered depth steps left out); empty otherwise."),
     "glitch_corrected": _M("Motor glitch corrected", "ids", "Slices whose motor position was corrected."),
     "motor_slip_corrected": _M("Motor slip corrected", "ids", "Slices whose motor depth step missed the slice "
                                "thickness and whose registration at the thickness was the better supported: "

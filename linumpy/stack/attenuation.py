@@ -57,7 +57,8 @@ def slice_attenuations(record: Mapping[str, Any], uncompensated: Mapping[int, Pa
     Parameters
     ----------
     record : mapping
-        ``StackPlan.record`` (``slices``: ``slice_id`` and ``origin_um`` of each slice's plane 0).
+        ``StackPlan.record`` (``slices``: ``slice_id`` and ``origin_um`` of each slice's plane 0; with
+        ``axial_voxel``, the files' planes are read at its ``used_um``, :mod:`linumpy.stack.voxel`).
     uncompensated : mapping of int to Path
         Each slice's uncompensated signal (:func:`linumpy.intensity.axial.uncompensated_path`).
 
@@ -73,6 +74,7 @@ def slice_attenuations(record: Mapping[str, Any], uncompensated: Mapping[int, Pa
         ``overlap_attenuation_per_mm`` is the slice's own slab; pixels are binned pixels) and ``attenuation_flags``.
     """
     slices = record["slices"]
+    axial_um = (record.get("axial_voxel") or {}).get("used_um")  # the stack's planes read at another voxel
     missing = [s["slice_id"] for s in slices if s["slice_id"] not in uncompensated]
     if missing:
         raise InputError(f"no uncompensated signal (--uncompensated) for slice(s) {missing}")
@@ -91,12 +93,12 @@ def slice_attenuations(record: Mapping[str, Any], uncompensated: Mapping[int, Pa
                         ["no slice below: the axial step's decay fit kept"]})
             continue
         step_um = np.subtract(following["origin_um"], entry["origin_um"])
-        estimate = _pair_estimate(path, uncompensated[following["slice_id"]], step_um)
+        estimate = _pair_estimate(path, uncompensated[following["slice_id"]], step_um, axial_um)
         flags = list(estimate.flags)
         if estimate.tissue_mean_per_mm is not None and estimate.supported_fraction < MIN_SUPPORTED_FRACTION:
             flags.append(f"overlap attenuation weakly supported: {estimate.supported_fraction:.2f} of the "
                          f"overlap (< {MIN_SUPPORTED_FRACTION})")
-        below_um[len(out)] = _depth_um(path) - float(step_um[0])
+        below_um[len(out)] = _depth_um(path, axial_um) - float(step_um[0])
         out.append({"attenuation_source": SOURCE_OVERLAP, **estimate.qc(), "attenuation_flags": flags})
     for index, below in below_um.items():
         entry = out[index]
@@ -153,19 +155,23 @@ def imaged_range_attenuation(own: float | None, own_path_um: float, below_um: fl
     return (1 - weight) * own + weight * deeper, weight
 
 
-def _depth_um(path: Path) -> float:
-    """Depth a file images below its (flattened) cut, um."""
+def _depth_um(path: Path, axial_um: float | None = None) -> float:
+    """Depth a file images below its (flattened) cut, um (its planes at ``axial_um`` when given)."""
     info = read_omezarr_info(path)
-    return float(info.shape[0] * info.resolution[0] * 1000)
+    return float(info.shape[0] * (info.resolution[0] * 1000 if axial_um is None else axial_um))
 
 
-def _pair_estimate(previous_path: Path, following_path: Path, step_um: np.ndarray) -> OverlapAttenuation:
-    """:func:`overlap_attenuation` of slice ``k`` (``previous_path``) over the next slice placed ``step_um`` below."""
+def _pair_estimate(previous_path: Path, following_path: Path, step_um: np.ndarray,
+                   axial_um: float | None = None) -> OverlapAttenuation:
+    """:func:`overlap_attenuation` of slice ``k`` (``previous_path``) over the next slice placed ``step_um`` below
+    (the files' planes read at ``axial_um`` when given: the stack's, :mod:`linumpy.stack.voxel`)."""
     previous, scale_mm = read_omezarr(previous_path)
     following, _ = read_omezarr(following_path)
     attributes = read_omezarr_info(previous_path).attributes
     binning = int(attributes.get("lateral_binning", 1))
     voxel_um = np.asarray(scale_mm) * 1000
+    if axial_um is not None:
+        voxel_um[0] = axial_um
     step_px = float(step_um[0] / voxel_um[0])
     offset = np.rint(step_um[1:] / voxel_um[1:]).astype(int)
     start = int(round(step_px)) + SKIP

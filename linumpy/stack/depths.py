@@ -80,6 +80,11 @@ MIN_SCALE_STEPS = 2
 SCALE_AGREEMENT = 0.25
 #: The residuals' median at least this many axial voxels from zero (:func:`implied_axial_voxel_um`).
 MIN_SCALE_VOXELS = 2.0
+#: How a stack whose registered steps named another axial voxel was placed (``axial_voxel.placement``,
+#: :mod:`linumpy.stack.voxel`): planned again with the planes read at the implied voxel ...
+AT_IMPLIED_VOXEL = "implied voxel"
+#: ... or by the slices' motor and surface depths at the assumed voxel, the registered depth steps left out.
+AT_ABSOLUTE_DEPTHS = "motor and surface depths"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
 from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
-from linumpy.stack.stacking import FOCUS_SKIPPED_PREFIX, SliceVolume, StackParameters, plan_stack, write_stack
+from linumpy.stack.stacking import FOCUS_SKIPPED_PREFIX, SliceVolume, StackParameters, write_stack
+from linumpy.stack.voxel import plan_checking_axial_voxel
 from linumpy.stack.windows import DEPTH_BLOCK
 
 LOGGER = logging.getLogger(__name__)
@@ -142,9 +143,9 @@ def stack_slice_files(
         if resolution_um is None:
             resolution_um = finest_common_resolution_um(volumes)
             LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
-        plan = plan_stack(volumes, motors, thickness, resolution_um,
-                          StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
-                                          interpolate_missing=interpolate_missing))
+        parameters = StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
+                                     interpolate_missing=interpolate_missing)
+        plan = plan_checking_axial_voxel(volumes, motors, thickness, resolution_um, parameters)
         if uncompensated:
             measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
             for entry, attenuation in zip(plan.record["slices"], measured, strict=True):

@@ -31,7 +31,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
-from linumpy.stack.depths import MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
+from linumpy.stack.depths import AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
 from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
 from linumpy.viz.chart import BLUE, GREEN, ORANGE, Panel, Series, line_chart
@@ -290,6 +290,9 @@ def _fallback_said(part: str, metrics: Mapping[str, Any], index: int) -> str:
     z_confidence = metrics["z_confidence"][index]
     depth = ("motor and surface depth, with the other slices" if metrics.get("depth_mode") == "joint"
              else "motor depth")
+    if part == "depth" and metrics["slice_ids"][index] in (metrics.get("axial_voxel") or {}).get("steps_left_out", []):
+        return (f"depth step registered (z confidence {z_confidence}) but left out, as every step (see the axial "
+                "voxel flag): depth from its motor and surface depth; lateral shift registered")
     if part == "depth":
         return (f"depth registration unsure (z confidence {z_confidence}): depth from its {depth}; "
                 "lateral shift registered")
@@ -368,6 +371,7 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     tolerance, thickness = metrics.get("z_tolerance_um"), metrics.get("slice_thickness_um")
     implied = None if not thickness or metrics.get("axial_voxel_um") is None else implied_axial_voxel_um(
         metrics.get("z_residual_um", []), thickness, metrics["axial_voxel_um"])
+    flags += _axial_voxel_flags(metrics.get("axial_voxel"))
     if implied is not None:
         flags.append(f"every registered depth step misses the motor and surface depths by the same fraction: the "
                      f"axial voxel size is likely {implied:.2f} um, not {metrics['axial_voxel_um']:.2f} um (the "
@@ -412,6 +416,35 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
               for i, turn in zip(ids, metrics.get("rotation_unapplied_deg", [None] * len(ids)), strict=True)
               if turn is not None]
     return flags
+
+
+def _axial_voxel_flags(check: Mapping[str, Any] | None) -> list[str]:
+    """The flag of a stack planned again because its registered depth steps named another axial voxel size
+    (``axial_voxel``, :func:`linumpy.stack.voxel.plan_checking_axial_voxel`); none without.
+
+    Examples
+    --------
+    >>> _axial_voxel_flags({"assumed_um": 1.5, "implied_um": 1.96, "used_um": 1.96,
+    ...                     "placement": "implied voxel"})[0][:64]
+    'every registered depth step missed the motor and surface depths '
+    """
+    if not check:
+        return []
+    probed = ("every z scan peaked at the same end of its window; registered again over +-"
+              f"{check['probe_z_tolerance_um']:.1f} um, " if check.get("probe_z_tolerance_um") else "")
+    said = (f"{probed}every registered depth step missed the motor and surface depths by the same fraction at the "
+            f"assumed axial voxel size of {check['assumed_um']:.2f} um (the native tiles cannot state it): it is "
+            f"likely {check['implied_um']:.2f} um. ")
+    if check["placement"] == AT_IMPLIED_VOXEL:
+        said += (f"The stack read the slices' planes at {check['used_um']:.2f} um (placement, blending, the "
+                 "volume's z scale), and its steps then agreed with the motor and surface depths")
+    else:
+        said += (f"Read at {check['implied_um']:.2f} um the steps still disagreed: the slices are placed by their "
+                 f"motor and surface depths at {check['used_um']:.2f} um, the registered depth steps left out, and "
+                 "each slab's depth scale is the assumed one")
+    return [said + "; the steps before the stack (axial correction: attenuation in /mm, depths) used "
+            f"{check['assumed_um']:.2f} um: pass the true voxel (axial_resolution, or acquisition.json's "
+            "axial_resolution_um) and run again"]
 
 
 def _blocks_said(vote: Mapping[str, Any] | None) -> str:
@@ -556,6 +589,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "z_sigma_um": [(s.get("depth") or {}).get("sigma_um") for s in slices],
         "z_residual_um": [(s.get("depth") or {}).get("residual_um") for s in slices],
         "z_step_doubted": [(s.get("depth") or {}).get("step_doubted") for s in slices],
+        "axial_voxel": record.get("axial_voxel"),
         "axial_voxel_um": next((r["pixel_um"][0] for r in registrations if r and r.get("pixel_um")), None),
         "excluded_slices": {str(i): INTERPOLATED_REASON if i in interpolated else ABSENT_REASON for i in absent},
         "interpolated_slices": interpolated,

@@ -229,6 +229,11 @@ class StackParameters:
     interpolate_missing : bool
         Fill the depth of missing slice ids from their neighbours
         (:mod:`linumpy.stack.interpolate`) instead of leaving zeros.
+    registered_depths : bool
+        Use the registered depth steps; False: the slices' depths are their
+        motor and surface depths (:mod:`linumpy.stack.depths`; the motor
+        depths without surface planes), the lateral steps still used
+        (:mod:`linumpy.stack.voxel`: steps scaled by a wrong axial voxel).
     """
 
     z_tolerance_um: float | None = None
@@ -245,6 +250,7 @@ class StackParameters:
     match_intensity: bool = True
     common_tilt: bool = True
     coarse_scan: bool = True
+    registered_depths: bool = True
 
 
 @dataclass
@@ -336,20 +342,22 @@ def plan_stack(
         slips = [None] * len(slices)
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
     lateral = parameters.max_lateral_drift_um
+    z_confidences = [e.z_confidence if e and parameters.registered_depths else 0.0 for e in estimates]
     resolved = resolve_origins(
         nominal,
         steps,
-        [e.z_confidence if e else 0.0 for e in estimates],
+        z_confidences,
         [e.lateral_confidence if e else 0.0 for e in estimates],
         parameters.min_confidence,
         (max_z_drift, lateral, lateral),
     )
     flatten_planes = [_flatten_plane(s, tilt if move > 0 else None) for s, move in zip(slices, moves, strict=True)]
     joint = _joint_depths(slices, nominal, estimates, steps, resolved.origins_um[:, 1:], flatten_planes,
-                          parameters.min_confidence)
+                          [e is not None and c >= parameters.min_confidence
+                           for e, c in zip(estimates, z_confidences, strict=True)])
     if joint is not None and joint.joint:  # the same lateral origins
         resolved = resolve_origins(_measured_origins(nominal, joint), steps,
-                                   [e.z_confidence if e else 0.0 for e in estimates],
+                                   z_confidences,
                                    [e.lateral_confidence if e else 0.0 for e in estimates],
                                    parameters.min_confidence, (max_z_drift, lateral, lateral), joint.depths_um)
     speckle_limited = [parameters.blend_overlap_um is None and k + 1 < len(ids) and ids[k + 1] == ids[k] + 1
@@ -924,10 +932,10 @@ def _joint_depths(
     steps: Sequence[np.ndarray | None],
     lateral_origins_um: np.ndarray,
     flatten_planes: Sequence[list[float] | None],
-    min_confidence: float,
+    confident: Sequence[bool],
 ) -> DepthPlacement | None:
-    """The slices' depths from their absolute depths and confident registered steps together
-    (:mod:`linumpy.stack.depths`); None when fewer than two slices have a flattening plane (the steps are
+    """The slices' depths from their absolute depths and confident registered steps (``confident``, per slice)
+    together (:mod:`linumpy.stack.depths`); None when fewer than two slices have a flattening plane (the steps are
     then chained, :func:`linumpy.stack.refine.resolve_origins`).
 
     The motor depths are ``nominal``'s: an encoder glitch's interpolation and
@@ -939,7 +947,6 @@ def _joint_depths(
                                   slices[0].resolution_um)
     if np.isfinite(absolute).sum() < 2:
         return None
-    confident = [e is not None and e.z_confidence >= min_confidence for e in estimates]
     return place_depths(nominal[:, 0], absolute,
                         [step[0] if sure else None for step, sure in zip(steps, confident, strict=True)],
                         [link_sigma_um(e.z_confidence, e.pixel_um[0]) if sure else None
