@@ -30,7 +30,9 @@
    weak pair when their loop clearly blames the kept one
    (:func:`~linumpy.stitching.refusals.swap_dropped_weak`). A tile whose kept links are all edge links
    the solve puts beyond half their ridge from their own peaks loses them
-   (:func:`~linumpy.stitching.ridges.tiles_beyond_edge_ridges`).
+   (:func:`~linumpy.stitching.ridges.tiles_beyond_edge_ridges`). Before that solve, a weak pair that alone places an
+   edge link's tiles along its ridge (no loop checks it there) while the solve puts that edge link beyond its ridge
+   is refused (:func:`~linumpy.stitching.ridge_bridges.weak_without_ridge_contradicted_bridges`).
 4. Only the largest connected group of tiles is placed by its pairs.
 5. The tiles left out are placed one at a time by the joint evidence of all
    their pairs with placed neighbours (:mod:`linumpy.stitching.tile_search`)
@@ -125,13 +127,15 @@ from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, pieces
 from linumpy.stitching.reanchor_pieces import anchoring_links, reanchor
 from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible, links_costing_kept, orphaned_searches,
                                         swap_dropped_weak)
+from linumpy.stitching.ridge_bridges import weak_without_ridge_contradicted_bridges
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
 from linumpy.stitching.transform import (BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT,
                                          FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
-                                         OPEN_LOOP_PIECE_TO_STAGE, RIGID_PIECE_KEPT, PairRecord, TileTransform)
+                                         OPEN_LOOP_PIECE_TO_STAGE, RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT,
+                                         PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
@@ -338,6 +342,8 @@ def estimate_transform(
         positions, model, kept = strong_seed(tiles, confident, tile_step_px)
     confident_ids = {(p.a, p.b) for p in confident}
     weak = plausible([p for p in candidates if (p.a, p.b) not in confident_ids], confident, model)
+    weak, ridge_refused = weak_without_ridge_contradicted_bridges(tiles, confident, weak, {**registrations, **moved},
+                                                                   tile_step_px)
     if weak:
         wider = solve_positions(tiles, confident + weak, tile_step_px)
         if {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in wider[2]}:
@@ -476,6 +482,8 @@ def estimate_transform(
             status = FAR_BRIDGE_KEPT
         elif (a, b) in depth_refused and (a, b) not in kept_ids:
             status = DEPTH_PEAK_REFUSED
+        elif (a, b) in ridge_refused and (a, b) not in kept_ids:
+            status = RIDGE_CONTRADICTED_REFUSED
         else:
             status = pair_status(r, (a, b) in kept_ids, (a, b) in candidate_ids,
                                   (a, b) in candidate_ids and not candidate_ids[(a, b)].strong
@@ -510,6 +518,7 @@ def estimate_transform(
         "far_lone_link_searched": far_sides & set(registered),
         "lone_edge_link_along_stage": along_stage,
         "broad_lone_link_to_stage": broad_to_stage,
+        "ridge_contradicted_link_refused": {t for pair in ridge_refused for t in pair},
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,

@@ -57,17 +57,8 @@ def tiles_beyond_edge_ridges(
         beyond their ridges.
     """
     positions, model, kept = solved
-
-    def beyond(pair: PairOffset) -> bool:
-        if pair.free_direction is None:
-            return False
-        registration = current[(pair.a, pair.b)]
-        half_ridge = edge_ridge(registration.scores, registration.offset)[1] / 2
-        residual = positions[pair.b] - positions[pair.a] - np.asarray(pair.offset)
-        return abs(float(np.dot(residual, pair.free_direction))) > half_ridge
-
     links = {t: [p for p in kept if t in (p.a, p.b)] for t in {t for p in kept for t in (p.a, p.b)}}
-    unheld = sorted(t for t, held in links.items() if all(beyond(p) for p in held))
+    unheld = sorted(t for t, held in links.items() if all(solved_beyond_ridge(p, positions, current) for p in held))
     dropped = {(p.a, p.b): t for t in unheld for p in links[t]}
     if not dropped:
         return solved, {}
@@ -79,6 +70,33 @@ def tiles_beyond_edge_ridges(
         return solved, {}
     logger.info("tiles %s lie beyond the ridges of all their edge links: their links dropped", unheld)
     return attempt, dropped
+
+
+def solved_beyond_ridge(pair: PairOffset, positions: Mapping[TileIndex, np.ndarray],
+                        current: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> bool:
+    """Whether ``positions`` put the tiles of an edge link farther than half its ridge's length from its own peak
+    along the ridge (the extent of its evidence there); ``False`` for a link that is not an edge link.
+
+    Parameters
+    ----------
+    pair : PairOffset
+        A kept link.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    current : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        The pairs' registrations as kept (switched peaks included), for their ridges.
+
+    Returns
+    -------
+    bool
+        Whether the solved offset departs from the link's peak along its free direction beyond half its ridge.
+    """
+    if pair.free_direction is None:
+        return False
+    registration = current[(pair.a, pair.b)]
+    half_ridge = edge_ridge(registration.scores, registration.offset)[1] / 2
+    residual = positions[pair.b] - positions[pair.a] - np.asarray(pair.offset)
+    return abs(float(np.dot(residual, pair.free_direction))) > half_ridge
 
 
 def unmeasured_ridges(
