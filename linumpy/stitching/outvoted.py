@@ -16,11 +16,9 @@ import numpy as np
 
 from linumpy.stitching.global_solve import (MAX_RESIDUAL_PX, PairOffset, Solution, TileIndex, bridges,
                                              solve_positions)
-from linumpy.stitching.reanchor import pieces
+from linumpy.stitching.reanchor import Pair, pieces
 
 logger = logging.getLogger(__name__)
-
-Pair = tuple[TileIndex, TileIndex]
 
 #: Fewest candidate links, other than the kept one, that must contradict it and that the solve must keep together
 #: in its place: one weak link against a strong one is no vote.
