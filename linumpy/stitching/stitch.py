@@ -682,6 +682,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "lone_edge_link_along_stage": record.lone_edge_link_along_stage,
                     "broad_lone_link_to_stage": record.broad_lone_link_to_stage,
                     "ridge_contradicted_link_refused": record.ridge_contradicted_link_refused,
+
+                    "outvoted_link_refused": record.outvoted_link_refused,
                     "tied_to_left_out": record.tied_to_left_out,
                     "rigid_piece": record.rigid_piece,
                     "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,

@@ -51,6 +51,10 @@ BROAD_LONE_LINK_REFUSED = "lone link less certain than the stage model, its tile
 #: the solve putting that edge link beyond its ridge
 #: (:func:`linumpy.stitching.ridge_bridges.weak_without_ridge_contradicted_bridges`).
 RIDGE_CONTRADICTED_REFUSED = "weak link only an edge's ridge checked, beyond the ridge: refused"
+
+#: Status of a kept pair on no loop refused because candidate links joining the same two blocks of tiles contradict it
+#: and agree with each other (:func:`linumpy.stitching.outvoted.outvoted_lone_links`): they place the blocks instead.
+OUTVOTED_LINK_REFUSED = "lone link outvoted by the links joining its blocks, refused"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
@@ -302,6 +306,13 @@ class TileRecord:
         checked, beyond the ridge: refused`` unless a later search kept it).
         The tile was placed by the later searches or is on the stage. False
         in transforms written before session empty10.
+
+    outvoted_link_refused : bool
+        A kept pair on no loop of the tile was refused: at least two candidate
+        links joining its two blocks of tiles contradicted it and the solve
+        kept them together in its place (status ``lone link outvoted by the
+        links joining its blocks, refused``). False in transforms written
+        before session sliver10c.
     tied_to_left_out : bool
         A corroborated weak joint peak (step 6) was refused for the tile: an overlap of the tile with a
         tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
@@ -355,6 +366,8 @@ class TileRecord:
     lone_edge_link_along_stage: bool = False
     broad_lone_link_to_stage: bool = False
     ridge_contradicted_link_refused: bool = False
+
+    outvoted_link_refused: bool = False
     tied_to_left_out: bool = False
     rigid_piece: bool = False
     open_loop_px: float = float("nan")
@@ -512,6 +525,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "lone_edge_link_along_stage": bool(record.lone_edge_link_along_stage),
              "broad_lone_link_to_stage": bool(record.broad_lone_link_to_stage),
              "ridge_contradicted_link_refused": bool(record.ridge_contradicted_link_refused),
+
+             "outvoted_link_refused": bool(record.outvoted_link_refused),
              "tied_to_left_out": bool(record.tied_to_left_out),
              "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
@@ -606,6 +621,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 lone_edge_link_along_stage=bool(t.get("lone_edge_link_along_stage", False)),
                 broad_lone_link_to_stage=bool(t.get("broad_lone_link_to_stage", False)),
                 ridge_contradicted_link_refused=bool(t.get("ridge_contradicted_link_refused", False)),
+
+                outvoted_link_refused=bool(t.get("outvoted_link_refused", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
                 rigid_piece=bool(t.get("rigid_piece", False)),
                 open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]),

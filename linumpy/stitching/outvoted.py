@@ -1,0 +1,120 @@
+"""A kept link on no loop outvoted by the other candidate links that join the same two blocks of tiles.
+
+The solve drops, one at a time, the pair with the largest residual: where one strong link and several weak ones
+join two blocks of tiles and disagree, the strong link's weight leaves the residual on the weak ones, and they go
+one after the other, however many agree with each other. A strong peak is no proof that its tiles overlap as it
+says: the tissue's content continuing across a narrow overlap makes strong wrong peaks (session sliver10).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from linumpy.stitching.global_solve import (MAX_RESIDUAL_PX, PairOffset, Solution, TileIndex, bridges,
+                                             solve_positions)
+from linumpy.stitching.reanchor import Pair, pieces
+
+logger = logging.getLogger(__name__)
+
+#: Fewest candidate links, other than the kept one, that must contradict it and that the solve must keep together
+#: in its place: one weak link against a strong one is no vote.
+MIN_OUTVOTING_LINKS = 2
+
+
+def outvoted_lone_links(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    candidates: Sequence[PairOffset],
+    significance: Mapping[Pair, float],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, dict[Pair, list[Pair]]]:
+    """Refuse, one at a time, the kept link on no loop that several candidate links joining its two blocks outvote
+    (:func:`outvoted_link`), and keep those in its place.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    candidates : Sequence[PairOffset]
+        Every candidate pair at its own peak (those not kept vote; a refused link no longer does).
+    significance : Mapping[Pair, float]
+        The significance of every kept pair.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), refused)``: ``refused`` maps each refused link to the links kept in its place.
+    """
+    refused: dict[Pair, list[Pair]] = {}
+    while (outvoted := outvoted_link(tiles, solved, [c for c in candidates if (c.a, c.b) not in refused],
+                                     significance, tile_step_px)) is not None:
+        link, solved, refused[link] = outvoted
+        logger.info("kept link %s-%s on no loop outvoted by %s, refused", *link, refused[link])
+    return solved, refused
+
+
+def outvoted_link(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    candidates: Sequence[PairOffset],
+    significance: Mapping[Pair, float],
+    tile_step_px: Sequence[float],
+) -> tuple[Pair, Solution, list[Pair]] | None:
+    """The kept link on no loop that the candidates not kept outvote, the solve without it and the candidates kept.
+
+    Each candidate not kept whose tiles the solve places beyond
+    :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from its offset says that a kept link on its loop erred:
+    a vote against each kept link on no loop that separates its two tiles. The link with the most votes (ties: the
+    least significant, the likeliest to err) is refused when at least :data:`MIN_OUTVOTING_LINKS` candidates vote
+    against it and the solve without it, the candidates joining its two blocks added, keeps at least
+    :data:`MIN_OUTVOTING_LINKS` of them (they agree with each other) and every other kept pair, and places the link's
+    tiles beyond :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from its offset (else the candidates agree
+    with it: nothing to refuse).
+
+    Returns
+    -------
+    tuple or None
+        ``(link, (positions, model, kept), candidates kept in its place)``, or None when no link is outvoted.
+    """
+    positions, _, kept = solved
+    kept_ids = {(p.a, p.b) for p in kept}
+    placed = {t for p in kept for t in (p.a, p.b)}
+    voters = [replace(c, strong=False) for c in candidates if (c.a, c.b) not in kept_ids and {c.a, c.b} <= placed]
+    against = [c for c in voters if _residual(positions, c) > MAX_RESIDUAL_PX]
+    tally = []
+    for k in bridges(kept):
+        side = _side(kept, kept[:k] + kept[k + 1:], kept[k].a)
+        votes = sum((c.a in side) != (c.b in side) for c in against)
+        tally.append((votes, -significance[(kept[k].a, kept[k].b)], k, side))
+    if not tally or max(tally)[0] < MIN_OUTVOTING_LINKS:
+        return None
+    _, _, k, side = max(tally, key=lambda vote: vote[:2])
+    rest = kept[:k] + kept[k + 1:]
+    crossing = [c for c in voters if (c.a in side) != (c.b in side)]
+    attempt = solve_positions(tiles, rest + crossing, tile_step_px)
+    attempt_ids = {(p.a, p.b) for p in attempt[2]}
+    instead = [(c.a, c.b) for c in crossing if (c.a, c.b) in attempt_ids]
+    if (len(instead) < MIN_OUTVOTING_LINKS or not {(p.a, p.b) for p in rest} <= attempt_ids
+            or _residual(attempt[0], kept[k]) <= MAX_RESIDUAL_PX):
+        return None
+    return (kept[k].a, kept[k].b), attempt, instead
+
+
+def _side(kept: Sequence[PairOffset], rest: Sequence[PairOffset], tile: TileIndex) -> set[TileIndex]:
+    """The tiles of ``kept`` that the ``rest`` join to ``tile``."""
+    placed = {t for p in kept for t in (p.a, p.b)}
+    return set(next(g for g in pieces(placed, [(p.a, p.b) for p in rest]) if tile in g))
+
+
+def _residual(positions: Mapping[TileIndex, np.ndarray], pair: PairOffset) -> float:
+    """Length of ``pair``'s residual at ``positions`` (across its free direction only), pixels."""
+    return float(np.hypot(*pair.constrained(np.asarray(positions[pair.b], float) - positions[pair.a]
+                                            - np.asarray(pair.offset))))
