@@ -616,8 +616,8 @@ def noise_ends(sums: np.ndarray, floor: np.ndarray, factor: float) -> np.ndarray
     """The plane below which each A-line's signal stays under ``factor`` times the clipped noise's mean.
 
     ``sums``: tail sums ``(z + 1, ...)`` (laterally averaged); the signal of plane ``k`` is
-    ``T[k] - T[k + 1]``, averaged over :data:`NOISE_END_SMOOTH` planes, the noise's mean
-    ``floor[k] - floor[k + 1]`` (:func:`noise_sum_floor`). Below that plane what the A-line holds is the
+    ``T[k] - T[k + 1]``, summed over :data:`NOISE_END_SMOOTH` planes around ``k`` (fewer at the A-line's
+    ends), the noise's mean ``floor[k] - floor[k + 1]`` (:func:`noise_sum_floor`) over the same planes. Below that plane what the A-line holds is the
     noise's positive part, whatever lies there (a cavity, tissue past the light's reach): the light
     that crosses it is not measured. ``z`` where the signal never falls so low; at least
     ``3 * NOISE_END_WINDOW`` (the windows of :func:`ended_sums` above it).
@@ -629,10 +629,17 @@ def noise_ends(sums: np.ndarray, floor: np.ndarray, factor: float) -> np.ndarray
     >>> int(noise_ends(sums, noise_sum_floor(np.full(60, 2.5)), 4.0))
     41
     """
-    noise = (floor[:-1] - floor[1:]).reshape(-1, *([1] * (sums.ndim - 1)))
-    signal = ndimage.uniform_filter1d(sums[:-1] - sums[1:], NOISE_END_SMOOTH, axis=0, mode="nearest")
-    above = signal > factor * noise
-    n_z = signal.shape[0]
+    n_z = sums.shape[0] - 1
+    # a mean over planes [k - h, k + h] of T[j] - T[j + 1] is (T[k - h] - T[k + h + 1]) / NOISE_END_SMOOTH: one
+    # subtraction (the range cut at the A-line's ends), the noise's alike
+    half = NOISE_END_SMOOTH // 2
+    low, high = np.maximum(np.arange(n_z) - half, 0), np.minimum(np.arange(n_z) + half + 1, n_z)
+    noise = (factor * (floor[low] - floor[high])).astype(np.float32).reshape(-1, *([1] * (sums.ndim - 1)))
+    above = np.empty(sums[:-1].shape, bool)
+    inner = slice(half, max(half, n_z - half))
+    np.greater(np.subtract(sums[: inner.stop - half], sums[inner.start + half + 1 :]), noise[inner], out=above[inner])
+    for k in (*range(min(half, n_z)), *range(max(half, n_z - half), n_z)):  # the planes at the A-line's ends
+        above[k] = sums[low[k]] - sums[high[k]] > noise[k]
     end = np.where(above.any(axis=0), n_z - np.argmax(above[::-1], axis=0), 0)
     return np.clip(end, min(n_z, 3 * NOISE_END_WINDOW), n_z)
 
