@@ -657,24 +657,29 @@ def ended_sums(fitted: _GuidedFilter, end: np.ndarray, within: tuple[slice, slic
     """
     n_planes = fitted.planes[-1] + 1
     step = NOISE_END_WINDOW
-    ended = end < n_planes - 1
-    values = [_guided_at(fitted, end - n * step, within) for n in range(4)]
+    lines = np.nonzero(end < n_planes - 1)  # the ended A-lines only: the others keep their sums
+    values = [_guided_at(fitted, end[lines] - n * step, within, lines) for n in range(4)]
     last, before = values[2] - values[1], values[3] - values[2]
     ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
-    beyond = (last * ratio * ratio / (1.0 - ratio)).astype(np.float32)
-    offset = np.where(ended, beyond - values[0], 0).astype(np.float32)
-    end = np.where(ended, end, n_planes).astype(np.int64)
-    return np.ascontiguousarray(end), np.ascontiguousarray(offset), np.ascontiguousarray(beyond)
+    offset, beyond = np.zeros(end.shape, np.float32), np.zeros(end.shape, np.float32)
+    beyond[lines] = last * ratio * ratio / (1.0 - ratio)
+    offset[lines] = beyond[lines] - values[0]
+    ended = np.full(end.shape, n_planes, np.int64)
+    ended[lines] = end[lines]
+    return ended, offset, beyond
 
 
-def _guided_at(fitted: _GuidedFilter, planes: np.ndarray, within: tuple[slice, slice]) -> np.ndarray:
-    """The guided sums (clipped at 0, extended) of the ``within`` A-lines, each at its own plane ``planes``."""
+def _guided_at(fitted: _GuidedFilter, planes: np.ndarray, within: tuple[slice, slice],
+               lines: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The guided sums (clipped at 0, extended) of the ``within`` A-lines ``lines`` (indices among them), each
+    at its own plane ``planes``."""
     planes = np.clip(planes, 0, fitted.planes[-1])
     below = np.minimum(np.searchsorted(fitted.planes, planes, side="right") - 1, fitted.planes.size - 2)
     weight = ((planes - fitted.planes[below]) / (fitted.planes[below + 1] - fitted.planes[below])).astype(np.float32)
-    rows, cols = fitted.bins[0][within[0], None], fitted.bins[1][None, within[1]]
+    y, x = lines[0] + within[0].start, lines[1] + within[1].start
+    rows, cols = fitted.bins[0][y], fitted.bins[1][x]
     a, b = (fitted.coefficients[n, below, rows, cols] + weight * fitted.steps[n, below, rows, cols] for n in (0, 1))
-    return np.maximum(a * fitted.guide[within] + b, 0) + fitted.extension[within]
+    return np.maximum(a * fitted.guide[y, x] + b, 0) + fitted.extension[y, x]
 
 
 @dataclass(frozen=True)
