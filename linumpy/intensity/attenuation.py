@@ -571,24 +571,115 @@ def edge_aware_tails(
 def compensate_edge_aware(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
-    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None,
+    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None, floor: np.ndarray | None = None,
+    floored: np.ndarray | None = None, noise_end: float = 0.0,
 ) -> np.ndarray:
-    """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes)``, ``s`` the ``inner`` signal.
+    """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes, floor=floor)``, ``s`` the
+    ``inner`` signal.
 
     The same bits, without the sums' array: each sum is evaluated and divided into its sample in one compiled
     pass (:func:`linumpy.intensity.attenuation_kernels.compensate_guided`). Arguments as in
-    :func:`edge_aware_tails`; ``signal`` (non-negative, float32) is compensated in place. Returns its
-    ``inner`` A-lines (a view).
+    :func:`edge_aware_tails`; ``signal`` (non-negative, float32) is compensated in place. ``floor``: see
+    :func:`compensate_attenuation`; ``floored`` (int64, shape (2,)): the voxels whose sums it raised are added
+    to its element 0, the A-lines whose range ended in the noise to element 1. ``noise_end`` > 0 (with
+    ``floor``): each A-line's range ends where its signal falls to ``noise_end`` times the clipped noise's
+    mean (:func:`noise_ends`; its sums there: :func:`ended_sums`). Returns its ``inner`` A-lines (a view).
     """
     fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     within = fitted.within
     corner = tuple(part.indices(n)[0] for part, n in zip(inner, signal.shape[1:]))
     planes = (0, signal.shape[0]) if planes is None else planes
+    floored = np.zeros(2, np.int64) if floored is None else floored
+    ends = (np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
+    if noise_end > 0 and floor is not None:
+        bins = grid.covering(inner)[1]
+        boxed = box_mean(sums, box_width(sigma_px) // EDGE_BIN | 1)[(slice(None), *bins)]
+        bin_ends = noise_ends(boxed, floor, noise_end)
+        end = bin_ends[fitted.bins[0][within[0], None], fitted.bins[1][None, within[1]]]
+        ends = ended_sums(fitted, end, within)
+        floored[1] += int(np.count_nonzero(end < signal.shape[0]))
     attenuation_kernels.compensate_guided(
         signal, corner, (int(planes[0]), int(planes[1])), fitted.planes, fitted.coefficients, fitted.steps,
         np.ascontiguousarray(fitted.guide[within]), (fitted.bins[0][within[0]], fitted.bins[1][within[1]]),
-        np.ascontiguousarray(fitted.extension[within]))
+        np.ascontiguousarray(fitted.extension[within]),
+        np.zeros(0, np.float32) if floor is None else np.asarray(floor, np.float32), floored[:1], ends)
     return signal[(slice(None), *inner)]
+
+
+#: Planes of each of the windows whose decay extends a range ended in the noise (:func:`ended_sums`).
+NOISE_END_WINDOW = 8
+#: Planes over which the signal is averaged before it is compared with the noise (:func:`noise_ends`).
+NOISE_END_SMOOTH = 5
+
+
+def noise_ends(sums: np.ndarray, floor: np.ndarray, factor: float) -> np.ndarray:
+    """The plane below which each A-line's signal stays under ``factor`` times the clipped noise's mean.
+
+    ``sums``: tail sums ``(z + 1, ...)`` (laterally averaged); the signal of plane ``k`` is
+    ``T[k] - T[k + 1]``, summed over :data:`NOISE_END_SMOOTH` planes around ``k`` (fewer at the A-line's
+    ends), the noise's mean ``floor[k] - floor[k + 1]`` (:func:`noise_sum_floor`) over the same planes. Below that plane what the A-line holds is the
+    noise's positive part, whatever lies there (a cavity, tissue past the light's reach): the light
+    that crosses it is not measured. ``z`` where the signal never falls so low; at least
+    ``3 * NOISE_END_WINDOW`` (the windows of :func:`ended_sums` above it).
+
+    Examples
+    --------
+    >>> line = np.r_[np.exp(-0.05 * np.arange(40)) * 100, np.zeros(20)].astype(np.float32)
+    >>> sums = np.r_[np.cumsum(line[::-1])[::-1], 0]
+    >>> int(noise_ends(sums, noise_sum_floor(np.full(60, 2.5)), 4.0))
+    41
+    """
+    n_z = sums.shape[0] - 1
+    # a mean over planes [k - h, k + h] of T[j] - T[j + 1] is (T[k - h] - T[k + h + 1]) / NOISE_END_SMOOTH: one
+    # subtraction (the range cut at the A-line's ends), the noise's alike
+    half = NOISE_END_SMOOTH // 2
+    low, high = np.maximum(np.arange(n_z) - half, 0), np.minimum(np.arange(n_z) + half + 1, n_z)
+    noise = (factor * (floor[low] - floor[high])).astype(np.float32).reshape(-1, *([1] * (sums.ndim - 1)))
+    above = np.empty(sums[:-1].shape, bool)
+    inner = slice(half, max(half, n_z - half))
+    np.greater(np.subtract(sums[: inner.stop - half], sums[inner.start + half + 1 :]), noise[inner], out=above[inner])
+    for k in (*range(min(half, n_z)), *range(max(half, n_z - half), n_z)):  # the planes at the A-line's ends
+        above[k] = sums[low[k]] - sums[high[k]] > noise[k]
+    end = np.where(above.any(axis=0), n_z - np.argmax(above[::-1], axis=0), 0)
+    return np.clip(end, min(n_z, 3 * NOISE_END_WINDOW), n_z)
+
+
+def ended_sums(fitted: _GuidedFilter, end: np.ndarray, within: tuple[slice, slice]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(end, offset, beyond)`` of the ``within`` A-lines of the guided sums ``fitted`` ended at ``end``.
+
+    Above ``end`` the sums become ``T[k] - T[end] + X`` (``offset = X - T[end]``), from it on ``X``
+    (``beyond``): ``X`` is what lies below ``end`` if the decay measured over the two windows of
+    :data:`NOISE_END_WINDOW` planes ending a window above it continued (``W1 q^2 / (1 - q)``, ``q = W1 / W0``
+    clipped to ``[0, MAX_TAIL_RATIO]``; the window right above the end holds the fall into the noise),
+    instead of the noise's sum there. The gain then stops growing at the end. A-lines whose
+    ``end`` is the A-line's length are unchanged (offset 0).
+    """
+    n_planes = fitted.planes[-1] + 1
+    step = NOISE_END_WINDOW
+    lines = np.nonzero(end < n_planes - 1)  # the ended A-lines only: the others keep their sums
+    values = [_guided_at(fitted, end[lines] - n * step, within, lines) for n in range(4)]
+    last, before = values[2] - values[1], values[3] - values[2]
+    ratio = np.clip(np.divide(last, before, out=np.zeros_like(last), where=before > 0), 0.0, MAX_TAIL_RATIO)
+    offset, beyond = np.zeros(end.shape, np.float32), np.zeros(end.shape, np.float32)
+    beyond[lines] = last * ratio * ratio / (1.0 - ratio)
+    offset[lines] = beyond[lines] - values[0]
+    ended = np.full(end.shape, n_planes, np.int64)
+    ended[lines] = end[lines]
+    return ended, offset, beyond
+
+
+def _guided_at(fitted: _GuidedFilter, planes: np.ndarray, within: tuple[slice, slice],
+               lines: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The guided sums (clipped at 0, extended) of the ``within`` A-lines ``lines`` (indices among them), each
+    at its own plane ``planes``."""
+    planes = np.clip(planes, 0, fitted.planes[-1])
+    below = np.minimum(np.searchsorted(fitted.planes, planes, side="right") - 1, fitted.planes.size - 2)
+    weight = ((planes - fitted.planes[below]) / (fitted.planes[below + 1] - fitted.planes[below])).astype(np.float32)
+    y, x = lines[0] + within[0].start, lines[1] + within[1].start
+    rows, cols = fitted.bins[0][y], fitted.bins[1][x]
+    a, b = (fitted.coefficients[n, below, rows, cols] + weight * fitted.steps[n, below, rows, cols] for n in (0, 1))
+    return np.maximum(a * fitted.guide[y, x] + b, 0) + fitted.extension[y, x]
 
 
 @dataclass(frozen=True)
@@ -750,9 +841,12 @@ def attenuation_coefficient(tails: np.ndarray, voxel_size_mm: float) -> np.ndarr
 
 
 def compensate_attenuation(
-    signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None, planes: tuple[int, int] | None = None
+    signal: np.ndarray, tails: np.ndarray, out: np.ndarray | None = None, planes: tuple[int, int] | None = None,
+    floor: np.ndarray | None = None,
 ) -> np.ndarray:
     """Attenuation-compensated signal ``C[k] = I[k] * T[0] / T[k]`` (0 where ``T[k]`` is 0).
+
+    With ``floor``, every sum is first raised to its plane's ``floor[k]`` (:func:`noise_sum_floor`).
 
     Parameters
     ----------
@@ -765,6 +859,8 @@ def compensate_attenuation(
     planes : (int, int), optional
         Only the planes ``[start, stop)`` are compensated (``tails`` needs its
         plane 0 and those); the other planes of ``out`` are left as they are.
+    floor : ndarray, shape (z + 1,), optional
+        Each plane's least sum (:func:`noise_sum_floor`).
 
     Returns
     -------
@@ -779,10 +875,35 @@ def compensate_attenuation(
     # positive (most) is divided without the mask (the same quotients, a faster loop than the masked one)
     lines, sums, result = (np.asarray(a)[..., None] for a in (signal, tails, out))  # views; planes never 0-d
     start, stop = (0, len(result)) if planes is None else planes
+    least = None if floor is None else np.asarray(floor, np.float32).reshape(-1, *([1] * (sums.ndim - 1)))
+    first = sums[0] if least is None else np.maximum(sums[0], least[0])
     for a in range(start, stop, GROUP_PLANES):
         b = min(stop, a + GROUP_PLANES)
-        _compensate_planes(lines[a:b], sums[a:b], sums[0], result[a:b])
+        group = sums[a:b] if least is None else np.maximum(sums[a:b], least[a:b])
+        _compensate_planes(lines[a:b], group, first, result[a:b])
     return out
+
+
+def noise_sum_floor(noise_sd: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """The least tail sums the data support: ``floor[k] = factor * sum_{j >= k} sd[j] / sqrt(2 pi)``.
+
+    ``sd[j]``: the standard deviation of the noise of plane ``j``'s signal (after the focus correction).
+    The compensation's sums are those of the signal clipped at 0, to which zero-mean noise adds
+    ``sd / sqrt(2 pi)`` per sample (its positive part's mean, Gaussian): a sum below that of the
+    noise alone, which a guided average extrapolated to A-lines its box does not hold can give
+    (near 0 deep in a bright A-line over dark tissue), measures nothing, and its gain ``T[0] / T[k]``
+    amplifies the noise without bound. Shape ``(z + 1,)``, float32; ``floor[z]`` is 0 (no extension:
+    the noise beyond the range is not in the data).
+
+    Examples
+    --------
+    >>> noise_sum_floor(np.full(3, np.sqrt(2 * np.pi))).tolist()
+    [3.0, 2.0, 1.0, 0.0]
+    """
+    per_plane = np.asarray(noise_sd, np.float64) * (factor / np.sqrt(2.0 * np.pi))
+    floor = np.zeros(per_plane.size + 1)
+    floor[:-1] = np.cumsum(per_plane[::-1])[::-1]
+    return floor.astype(np.float32)
 
 
 def _compensate_planes(lines: np.ndarray, sums: np.ndarray, first_sums: np.ndarray, result: np.ndarray) -> None:

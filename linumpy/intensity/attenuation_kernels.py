@@ -137,19 +137,33 @@ def guided_planes(
 def compensate_guided(
     signal: np.ndarray, corner: tuple[int, int], planes: tuple[int, int], fitted: np.ndarray,
     coefficients: np.ndarray, steps: np.ndarray, guide: np.ndarray, bins: tuple[np.ndarray, np.ndarray],
-    extension: np.ndarray,
+    extension: np.ndarray, floor: np.ndarray, floored: np.ndarray, ends: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """``signal[k] = signal[k] / T[k] * T[0]`` (unchanged where ``T[k]`` <= 0 before the product), in place.
 
     ``T``: :func:`guided_planes`' sums of the A-lines of ``guide`` (its shape), which are those of
     ``signal`` from ``corner``; the planes ``[start, stop)`` of ``planes``. numpy's
-    ``compensate_attenuation`` of those sums, evaluated one A-line at a time.
+    ``compensate_attenuation`` of those sums, evaluated one A-line at a time. ``floor``: each plane's
+    least sum (``T[k]`` raised to ``floor[k]``; empty: none), ``floored[0]`` counts the voxels it changed (raised
+    sums, signal other than 0). ``ends``: ``(end, offset, beyond)`` of each A-line (empty: none), its sums
+    ``T[k] + offset`` above the plane ``end`` and ``beyond`` from it on (the range ended where the signal
+    reaches the noise, :func:`linumpy.intensity.attenuation.noise_ends`), before the floor.
     """
     row_bin, column_bin = bins
     top, left = corner
     n_x = guide.shape[1]
     first = np.empty((1, *guide.shape), np.float32)  # T[0], every plane's numerator
     guided_planes(np.zeros(1, np.int64), fitted, coefficients, steps, guide, bins, extension, first)
+    end, offset, beyond = ends
+    ended = end.size > 0
+    least = floor.size > 0
+    for y in range(guide.shape[0]):
+        for x in range(guide.shape[1]):
+            if ended:
+                first[0, y, x] = first[0, y, x] + offset[y, x] if 0 < end[y, x] else beyond[y, x]
+            if least and first[0, y, x] < floor[0]:
+                first[0, y, x] = floor[0]
+    raised = 0
     slope, mean = _row_buffers(guide)
     for k in range(planes[0], planes[1]):
         below, weight = _interpolation(k, fitted)
@@ -159,9 +173,15 @@ def compensate_guided(
             line = signal[k, top + y, left : left + n_x]
             for x in range(n_x):
                 sums = _clip(slope[x] * guide[y, x] + mean[x]) + extension[y, x]
+                if ended:
+                    sums = sums + offset[y, x] if k < end[y, x] else beyond[y, x]
                 value = line[x]
+                if least and sums < floor[k]:
+                    sums = floor[k]
+                    raised += value != 0
                 quotient = value / sums
                 line[x] = (quotient if sums > 0 else value) * first[0, y, x]
+    floored[0] += raised
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -398,7 +418,7 @@ def _array(dtype: types.Type, ndim: int, layout: str = "C") -> types.Array:
 
 _F32_1, _F32_2, _F32_3, _F32_4 = (_array(types.float32, n) for n in (1, 2, 3, 4))
 _F64_1, _F64_2, _F64_3 = (_array(types.float64, n) for n in (1, 2, 3))
-_I64_1 = _array(types.int64, 1)
+_I64_1, _I64_2 = _array(types.int64, 1), _array(types.int64, 2)
 _GRID = types.UniTuple(_I64_1, 2)  # a BinGrid's starts or counts, a guided filter's bins
 _CORNER = types.UniTuple(types.int64, 2)
 
@@ -414,7 +434,8 @@ SIGNATURES = {
                   for above in (_array(types.float64, 3, "A"), _F64_3)],  # both boxes' sums, or one box's
     guided_planes: [(_I64_1, _I64_1, _F32_4, _F32_4, guide, _GRID, _F32_2, _F32_3)
                     for guide in (_array(types.float32, 2, "A"), _F32_2)],
-    compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2)],
+    compensate_guided: [(_F32_3, _CORNER, _CORNER, _I64_1, _F32_4, _F32_4, _F32_2, _GRID, _F32_2, _F32_1, _I64_1,
+                         types.Tuple((_I64_2, _F32_2, _F32_2)))],
     box_sums: [(_F32_3, types.int64, _F32_3)],
     fit_line_sums: [(_F32_2, _F32_2, types.int64, _F32_1, _F32_1, stops, _F32_1, types.float32, _F64_2, _F64_2)
                     for stops in (_F64_1, _F32_1)],

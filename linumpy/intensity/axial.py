@@ -66,6 +66,14 @@ logger = logging.getLogger(__name__)
 
 #: Residual (voxels) below which surface values always count as plane inliers.
 MIN_PLANE_TOLERANCE_PX = 2.0
+#: With the edge-aware sums, each A-line's range ends where its signal falls for good to this many times the
+#: clipped noise's mean (:func:`linumpy.intensity.attenuation.noise_ends`): below, its sums are the decay
+#: measured above continued, not the noise's (0: off).
+NOISE_END_FACTOR = 4.0
+#: What the compensation's least tail sums are (the ``attenuation_sum_floor`` attribute and QC field).
+SUM_FLOOR_NOTE = ("each tail sum raised to at least that of the clipped noise alone below it (noise sd / sqrt(2 pi) "
+                  f"per plane over the focus profile); edge-aware sums: each A-line's range ended where its signal "
+                  f"falls to {NOISE_END_FACTOR:g} x that noise mean, the decay above continued below")
 #: Agarose used for the focus lies this far from the tissue mask (um) if half of the agarose A-lines remain.
 AGAROSE_GUARD_UM = 50.0
 #: The attenuation map of some tail sums: ``(tails, start, split_tails, split_stride) -> WindowedAttenuation``.
@@ -344,14 +352,16 @@ def correct_slice(
 
         def correct_part(
             part: LateralBlock,
-        ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, ClassSupport]:
+        ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, ClassSupport, np.ndarray]:
             data = cache.read(part.outer)
+            floored = np.zeros(3, np.int64)
             found = read_block(maps.surface_um, part.outer) / np.float32(dz_mm * 1000)
             tissue_lines = (None if stats.tissue_level is None
                             else read_block(maps.levels, part.outer) > stats.tissue_level)
             flat, mapped, plain = correct_block(data, found, stats, settings, dz_mm, surface_depth_px, depth_px,
                                                 origin=part.origin, inner=part.inner_in_outer, uncompensated=True,
-                                                overwrite_data=True, tissue=tissue_lines)  # data: the cache's copy
+                                                overwrite_data=True, tissue=tissue_lines,  # data: the cache's copy
+                                                floored=floored)
             clipped = _clip_to_dtype(flat, dtype)
             out_writer[(slice(None), *part.inner)] = flat
             plain_writer[(slice(None), *(slice(s.start // UNCOMPENSATED_BINNING, -(-s.stop // UNCOMPENSATED_BINNING))
@@ -362,13 +372,14 @@ def correct_slice(
             if stats.tissue_level is not None:
                 tissue &= level > stats.tissue_level
             return (flat.sum(axis=(1, 2), dtype=np.float64), mapped.apply(lambda values: values[tissue]),
-                    count_nonzero(flat), clipped, ClassSupport.of(mapped, level, stats.tissue_level))
+                    count_nonzero(flat), clipped, ClassSupport.of(mapped, level, stats.tissue_level), floored)
 
         n_clipped = 0
-        for profile, tissue_map, nonzero, clipped, support in tqdm(map_ordered(correct_part, parts, workers),
-                                                         total=len(parts), desc="axial correction",
-                                                         disable=not progress, leave=False):
+        for profile, tissue_map, nonzero, clipped, support, floored in tqdm(
+                map_ordered(correct_part, parts, workers), total=len(parts), desc="axial correction",
+                disable=not progress, leave=False):
             qc.add_corrected(profile, tissue_map, nonzero, support)
+            qc.add_floored(*floored)
             n_clipped += clipped
         if n_clipped:
             logger.warning("%d corrected voxels exceed the %s range and were clipped to it", n_clipped, dtype)
@@ -384,6 +395,8 @@ def correct_slice(
                                          f"box, sigma {settings.tail_sigma_px:g} px"),
             "attenuation_step_log": (settings.attenuation_step_log if settings.attenuation == "vermeer"
                                      and settings.tail_edge_sigma_px > 0 else 0.0),
+            "attenuation_sum_floor": (SUM_FLOOR_NOTE if settings.attenuation == "vermeer"
+                                      and stats.noise_variance > 0 else None),
             "noise_floor": stats.noise_floor,
             "noise_variance": stats.noise_variance,
             "surface_plane_px": None if stats.plane is None else [float(v) for v in stats.plane],
@@ -757,6 +770,7 @@ def _edge_aware_tails(
     block: np.ndarray, taken: attenuation.BlockPass, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
     noise: np.ndarray | None = None, tissue: np.ndarray | None = None, cut_px: np.ndarray | None = None,
+    floor: np.ndarray | None = None, floored: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Callable[[], None] | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its compensation by its edge-aware tail sums, and the attenuation map.
 
@@ -775,6 +789,9 @@ def _edge_aware_tails(
     With ``settings.attenuation_step_log`` > 0 the compensation's sums are those of the signal with its
     reflectivity steps divided out (:func:`linumpy.intensity.attenuation.reflectivity_steps`; ``noise``:
     the noise floor over the focus per plane), and the map records the A-lines that had one (``stepped``).
+    ``floor``: the compensation's least sums per plane (:func:`_sum_floor`), and the noise the A-lines' ranges
+    end in (:data:`NOISE_END_FACTOR`); ``floored`` (shape (2,)): the voxels the floor raised are added to its
+    element 0, the A-lines whose range ended to element 1.
     ``tissue``: the A-lines' class (:func:`correct_block`); a bin is tissue when at least half its A-lines
     are, and the bins at a change of class are ``mixed``
     (:func:`linumpy.intensity.attenuation_map.class_boundary`). ``cut_px``: the slice's cut plane under the
@@ -822,7 +839,8 @@ def _edge_aware_tails(
 
     def compensate() -> None:
         attenuation.compensate_edge_aware(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
-                                          inner=inner, planes=planes, guide=guide)
+                                          inner=inner, planes=planes, guide=guide, floor=floor, floored=floored,
+                                          noise_end=NOISE_END_FACTOR)
 
     return block[(slice(None), *inner)], compensate, mapped
 
@@ -882,6 +900,7 @@ def correct_block(
     uncompensated: bool = False,
     overwrite_data: bool = False,
     tissue: np.ndarray | None = None,
+    floored: np.ndarray | None = None,
 ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, np.ndarray | None]:
     """Correct one block of whole A-lines (pass 2).
 
@@ -911,6 +930,10 @@ def correct_block(
         others agarose (or tissue as dim): with the edge-aware sums, the map leaves the bins at a change
         of class unmapped (``mixed``; :func:`linumpy.intensity.attenuation_map.class_boundary`). None:
         one class.
+    floored : ndarray of int64, shape (3,), optional
+        With the compensation: the voxels whose tail sums were raised to the noise's (:func:`_sum_floor`;
+        signal other than 0) are added to element 0, the voxels compensated to element 1, the A-lines whose
+        range ended in the noise (edge-aware sums only, :data:`NOISE_END_FACTOR`) to element 2.
 
     Returns
     -------
@@ -948,18 +971,48 @@ def correct_block(
                                                   split_stride=stride, noise=noise,
                                                   noise_variance=variance if stats.noise_variance > 0 else None)
 
+    floor = _sum_floor(stats, signal.shape[0])
+    floored = np.zeros(3, np.int64) if floored is None else floored
     if taken is not None:
         signal, compensate, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
-                                                  tissue, _cut_below(stats, found_px.shape, corner))
+                                                  tissue, _cut_below(stats, found_px.shape, corner), floor,
+                                                  floored[::2])
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner, tissue)
         compensate = None if tails is None else functools.partial(attenuation.compensate_attenuation, signal, tails,
-                                                                  out=signal, planes=planes)
+                                                                  out=signal, planes=planes, floor=floor)
+        if tails is not None and floor is not None:
+            floored[0] += _count_below(signal, tails, floor, planes)
+    if compensate is not None:
+        floored[1] += (planes[1] - planes[0]) * signal[0].size
     found_px = found_px[inner]
     plain = _binned_uncompensated(signal, found_px, shift, depth_px) if uncompensated else None
     if compensate is not None:  # in place: ``plain`` is a flattened copy
         compensate()
     return surface.flatten_surface(signal, shift, depth_px), mapped, plain
+
+
+def _sum_floor(stats: SliceStatistics, n_z: int) -> np.ndarray | None:
+    """The compensation's least tail sums (:func:`linumpy.intensity.attenuation.noise_sum_floor`), None without
+    a noise estimate.
+
+    The noise of each plane's signal: the slice's (``noise_variance``) divided by the focus profile (the
+    profile as measured: with a focus shift, each A-line's is read at its own shift, which moves its floor
+    by the shift's few planes).
+    """
+    if stats.noise_variance <= 0:
+        return None
+    sd = np.full(n_z, np.sqrt(stats.noise_variance))
+    if stats.focus_profile is not None:
+        sd /= stats.focus_profile
+    return attenuation.noise_sum_floor(sd)
+
+
+def _count_below(signal: np.ndarray, tails: np.ndarray, floor: np.ndarray, planes: tuple[int, int]) -> int:
+    """The voxels of the planes ``[start, stop)`` the floor changes: sums (shape ``(z + 1, y, x)``) below
+    ``floor``, signal other than 0."""
+    start, stop = planes
+    return int(np.count_nonzero((tails[start:stop] < floor[start:stop, None, None]) & (signal[start:stop] != 0)))
 
 
 def _binned_uncompensated(signal: np.ndarray, found: np.ndarray, shift: np.ndarray, depth_px: int) -> np.ndarray:
@@ -1062,3 +1115,4 @@ def _flatten_shift(
     else:  # the cut is a plane: its bumps do not move the tissue below them (see the module docstring)
         used = surface.plane_values(stats.plane, found_px.shape, *origin)
     return np.rint(used).astype(np.int64) - surface_depth_px
+

@@ -107,6 +107,9 @@ class AxialQc:
         self.stepped = 0
         self.support = ClassSupport()
         self.nonzero = 0
+        self.floored = 0
+        self.compensated = 0
+        self.ended = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
         """Pass 1: the block's intensity summed per depth and its surface map (voxels, NaN for none)."""
@@ -138,6 +141,13 @@ class AxialQc:
         self.stepped += int(np.count_nonzero(tissue.stepped))
         self.support = self.support + support
         self.nonzero += nonzero
+
+    def add_floored(self, raised: int, compensated: int, ended: int = 0) -> None:
+        """Pass 2: a block's voxels whose compensation sums were raised to the noise's, of those compensated, and
+        its A-lines whose compensation range ended in the noise."""
+        self.floored += int(raised)
+        self.compensated += int(compensated)
+        self.ended += int(ended)
 
     def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
         """The attenuation map's fields over the tissue A-lines (window, shortened, clamped, faint, mixed), its flag."""
@@ -237,6 +247,11 @@ class AxialQc:
             "attenuation_mode": attributes["attenuation_mode"],
             "attenuation_tail_average": attributes.get("attenuation_tail_average"),
             "attenuation_step_log": attributes.get("attenuation_step_log"),
+            "attenuation_sum_floor": attributes.get("attenuation_sum_floor"),
+            "attenuation_floored_fraction": (round(self.floored / self.compensated, 6) if self.compensated
+                                             else None),
+            "attenuation_noise_end_fraction": (round(self.ended / self.n_lines, 6) if self.compensated and self.n_lines
+                                               else None),
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
             **(focus_qc or {}),
         }
