@@ -23,6 +23,14 @@ logger = logging.getLogger(__name__)
 
 Pair = tuple[TileIndex, TileIndex]
 
+#: How far, in ridge lengths, the solve must put an edge link from its own peak along its ridge for the ridge to
+#: contradict the weak pair placing it there (:func:`~linumpy.stitching.ridges.solved_beyond_ridge`): a whole
+#: ridge, not half. An edge link's peak tends to the larger overlap, so the truth can lie beyond half its ridge
+#: (foreign ``a205`` 335 slice 3: (2, 1)-(2, 2), ridge 7.3 px, true offset 4.35 px from its peak; with half, the
+#: right weak pair (1, 1)-(1, 2), 0.08 px from the truth, was refused and the slice's mean error rose 0.64 ->
+#: 1.69 px); ``8 x 8 harsh`` 173's was solved 11.6 px from its peak, ridge 8.2 px.
+CONTRADICTING_REACH = 1.0
+
 
 def measures_along(pair: PairOffset, direction: Sequence[float]) -> bool:
     """Whether ``pair`` locates its tiles along ``direction`` (a unit ``(y, x)`` vector): a link that is not an edge
@@ -48,8 +56,8 @@ def ridge_contradicted_bridges(tiles: Sequence[TileIndex], kept: Sequence[PairOf
     kept : Sequence[PairOffset]
         The pairs the solve kept.
     beyond : Sequence[PairOffset]
-        The edge links of ``kept`` that the solve puts beyond half their ridge
-        (:func:`~linumpy.stitching.ridges.solved_beyond_ridge`).
+        The edge links of ``kept`` that the solve puts beyond their ridge
+        (:func:`~linumpy.stitching.ridges.solved_beyond_ridge`, :data:`CONTRADICTING_REACH`).
     weak : set[Pair]
         The weak pairs that may be blamed.
 
@@ -92,7 +100,7 @@ def weak_without_ridge_contradicted_bridges(
     """The plausible weak pairs without those an edge link's ridge contradicts where nothing else checks them.
 
     The confident and ``weak`` pairs are solved; a weak pair :func:`ridge_contradicted_bridges` blames (the only link
-    placing an edge link's tiles along its ridge, the solve putting that edge link beyond half its ridge) is taken out
+    placing an edge link's tiles along its ridge, the solve putting that edge link beyond its whole ridge, :data:`CONTRADICTING_REACH`) is taken out
     and the pairs solved again, until none is blamed. Only edge links beyond their ridge count: a ridge the solve
     respects is no sign. ``8 x 8 harsh`` seed 173 (session empty10, traced by sigma10): (7, 1)-(7, 2), significance
     0.99 between two empty tiles, 16 px off along x, was the only link placing (7, 2) along x; (6, 2)-(7, 2), an edge
@@ -124,7 +132,7 @@ def weak_without_ridge_contradicted_bridges(
     refused: set[Pair] = set()
     while weak:
         positions, _, kept = solve_positions(tiles, list(confident) + list(weak), tile_step_px)
-        beyond = [p for p in kept if solved_beyond_ridge(p, positions, current)]
+        beyond = [p for p in kept if solved_beyond_ridge(p, positions, current, CONTRADICTING_REACH)]
         blamed = ridge_contradicted_bridges(tiles, kept, beyond, {(p.a, p.b) for p in weak})
         if not blamed:
             break

@@ -73,9 +73,9 @@ def tiles_beyond_edge_ridges(
 
 
 def solved_beyond_ridge(pair: PairOffset, positions: Mapping[TileIndex, np.ndarray],
-                        current: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> bool:
-    """Whether ``positions`` put the tiles of an edge link farther than half its ridge's length from its own peak
-    along the ridge (the extent of its evidence there); ``False`` for a link that is not an edge link.
+                        current: Mapping[tuple[TileIndex, TileIndex], PairRegistration], reach: float = 0.5) -> bool:
+    """Whether ``positions`` put the tiles of an edge link farther than ``reach`` times its ridge's length from its
+    own peak along the ridge (half: the extent of its evidence there); ``False`` for a link that is not an edge link.
 
     Parameters
     ----------
@@ -85,18 +85,20 @@ def solved_beyond_ridge(pair: PairOffset, positions: Mapping[TileIndex, np.ndarr
         Each tile's solved ``(y, x)`` position, pixels.
     current : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
         The pairs' registrations as kept (switched peaks included), for their ridges.
+    reach : float
+        The departure counted as beyond, in ridge lengths.
 
     Returns
     -------
     bool
-        Whether the solved offset departs from the link's peak along its free direction beyond half its ridge.
+        Whether the solved offset departs from the link's peak along its free direction beyond ``reach`` ridges.
     """
     if pair.free_direction is None:
         return False
     registration = current[(pair.a, pair.b)]
-    half_ridge = edge_ridge(registration.scores, registration.offset)[1] / 2
+    bound = edge_ridge(registration.scores, registration.offset)[1] * reach
     residual = positions[pair.b] - positions[pair.a] - np.asarray(pair.offset)
-    return abs(float(np.dot(residual, pair.free_direction))) > half_ridge
+    return abs(float(np.dot(residual, pair.free_direction))) > bound
 
 
 def unmeasured_ridges(
