@@ -571,17 +571,22 @@ def edge_aware_tails(
 def compensate_edge_aware(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
-    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None,
+    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None, extension: np.ndarray | None = None,
 ) -> np.ndarray:
     """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes)``, ``s`` the ``inner`` signal.
 
     The same bits, without the sums' array: each sum is evaluated and divided into its sample in one compiled
     pass (:func:`linumpy.intensity.attenuation_kernels.compensate_guided`). Arguments as in
     :func:`edge_aware_tails`; ``signal`` (non-negative, float32) is compensated in place. Returns its
-    ``inner`` A-lines (a view).
+    ``inner`` A-lines (a view). ``extension`` (shape of the ``inner`` A-lines): their end-of-range extension
+    instead of the one measured on ``sums`` (:func:`linumpy.intensity.tail_extension.unclipped_extension`).
     """
     fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     within = fitted.within
+    if extension is not None:
+        replaced = fitted.extension.copy()
+        replaced[within] = extension
+        fitted = dataclasses.replace(fitted, extension=replaced)
     corner = tuple(part.indices(n)[0] for part, n in zip(inner, signal.shape[1:]))
     planes = (0, signal.shape[0]) if planes is None else planes
     attenuation_kernels.compensate_guided(
