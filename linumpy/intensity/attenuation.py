@@ -572,7 +572,7 @@ def compensate_edge_aware(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
     planes: tuple[int, int] | None = None, guide: np.ndarray | None = None, floor: np.ndarray | None = None,
-    floored: np.ndarray | None = None, noise_end: float = 0.0,
+    floored: np.ndarray | None = None, noise_end: float = 0.0, extension: np.ndarray | None = None,
 ) -> np.ndarray:
     """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes, floor=floor)``, ``s`` the
     ``inner`` signal.
@@ -583,10 +583,16 @@ def compensate_edge_aware(
     :func:`compensate_attenuation`; ``floored`` (int64, shape (2,)): the voxels whose sums it raised are added
     to its element 0, the A-lines whose range ended in the noise to element 1. ``noise_end`` > 0 (with
     ``floor``): each A-line's range ends where its signal falls to ``noise_end`` times the clipped noise's
-    mean (:func:`noise_ends`; its sums there: :func:`ended_sums`). Returns its ``inner`` A-lines (a view).
+    mean (:func:`noise_ends`; its sums there: :func:`ended_sums`). ``extension`` (shape of the ``inner``
+    A-lines): their end-of-range extension instead of the one measured on ``sums``
+    (:func:`linumpy.intensity.tail_extension.unclipped_extension`). Returns its ``inner`` A-lines (a view).
     """
     fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     within = fitted.within
+    if extension is not None:
+        replaced = fitted.extension.copy()
+        replaced[within] = extension
+        fitted = dataclasses.replace(fitted, extension=replaced)
     corner = tuple(part.indices(n)[0] for part, n in zip(inner, signal.shape[1:]))
     planes = (0, signal.shape[0]) if planes is None else planes
     floored = np.zeros(2, np.int64) if floored is None else floored

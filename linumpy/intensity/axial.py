@@ -57,6 +57,7 @@ from linumpy.intensity.blocks import (
 from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_STEP_LOG, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc, ClassSupport
 from linumpy.intensity.statistics_reads import STATISTICS_BINNING_PX, SURFACE_SIGMA_PX, StatisticsReads
+from linumpy.intensity.tail_extension import unclipped_extension
 from linumpy.io import atomic
 from linumpy.io.zarr import DEFAULT_N_LEVELS, OmeZarrWriter, open_omezarr_level, read_omezarr_info
 from linumpy.parallel import import_in_background
@@ -813,6 +814,10 @@ def _edge_aware_tails(
     map_sums, sums = taken.tail_sums()
     covering, bins, _, within = grid.covering(inner)  # the fit is per bin: only the bins of inner A-lines
     map_tails = attenuation.binned_box_tails(map_sums, settings.tail_sigma_px, settings.tail_window_px)
+    # the compensation's extension from the unclipped sums (the clipped noise is no tail; docs/intensity.md)
+    extension = None if settings.attenuation != "vermeer" or settings.attenuation_step_log > 0 else \
+        unclipped_extension(block, map_sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px, inner,
+                            taken.guide())
     del map_sums
     stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
     widths = (attenuation.box_width(sigma) // attenuation.EDGE_BIN | 1
@@ -840,7 +845,7 @@ def _edge_aware_tails(
     def compensate() -> None:
         attenuation.compensate_edge_aware(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
                                           inner=inner, planes=planes, guide=guide, floor=floor, floored=floored,
-                                          noise_end=NOISE_END_FACTOR)
+                                          noise_end=NOISE_END_FACTOR, extension=extension)
 
     return block[(slice(None), *inner)], compensate, mapped
 
