@@ -16,10 +16,12 @@ from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.departures import departure_bound, plausible
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
                                             solve_positions)
-from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_DEPARTURE_PAIRS, pair_offset
+from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_DEPARTURE_PAIRS,
+                                          STRONG_SIGNIFICANCE, pair_offset)
 from linumpy.stitching.pairwise import PairRegistration, narrow_joint_offset, refine_subpixel
 from linumpy.stitching.refusals import drop_broken_placements, survivors_hold_tile
-from linumpy.stitching.tile_search import Placement, joint_placement, lone_departure, place_by_neighbours, search_radius
+from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, Placement, joint_placement, largest_deviation,
+                                          lone_departure, place_by_neighbours, search_radius)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ def joint_search(
     measured and nothing is refused (``overlap 10 %`` seed 108: a seed of two
     tiles, one confident pair 1.9 px from the step; a bound of 3.9 px refused the
     first lone link and every tile stayed on the stage, 1.51 -> 3.12 px).
+    Nor is a weak lone link's peak that puts its tile farther from its stage-model position than every placed
+    tile lies from its own plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`
+    (:func:`lone_beyond_placed`).
 
     Parameters
     ----------
@@ -80,11 +85,13 @@ def joint_search(
     if not placed:
         return {}, {}, set()
     confident = [p for p in kept if registrations[(p.a, p.b)].significance >= CONFIDENT_SIGNIFICANCE]
-    bound = departure_bound(confident, model) if len(confident) >= MIN_DEPARTURE_PAIRS else float("inf")
+    measured = len(confident) >= MIN_DEPARTURE_PAIRS
+    bound = departure_bound(confident, model) if measured else float("inf")
+    tile_bound = largest_deviation(positions, placed, model) + PRIOR_SLACK_PX if measured else float("inf")
     refused: set[TileIndex] = set()
 
     def accept(placement: Placement) -> bool:
-        if lone_departure(placement, model) <= bound:
+        if lone_departure(placement, model) <= bound and not lone_beyond_placed(placement, model, tile_bound):
             return True
         refused.add(placement.tile)
         return False
@@ -96,9 +103,43 @@ def joint_search(
             joint.update(refined)
             placed_by.update(dict.fromkeys(refined, placement.tile))
     if refused:
-        logger.info("joint peaks of %s held by one link departing from the stage model beyond %.1f px: refused",
-                    sorted(refused), bound)
+        logger.info("joint peaks of %s held by one link departing from the stage model beyond %.1f px, or a weak "
+                    "one placing its tile beyond the placed tiles' deviation plus %.0f px (%.1f px): refused",
+                    sorted(refused), bound, PRIOR_SLACK_PX, tile_bound)
     return joint, placed_by, refused
+
+
+def lone_beyond_placed(placement: Placement, model: StageModel, tile_bound: float) -> bool:
+    """Whether one link alone, below :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`, holds
+    ``placement`` and puts its tile farther from its stage-model position (larger axis) than ``tile_bound``: the
+    placed tiles' largest deviation from their own plus :data:`~linumpy.stitching.tile_search.PRIOR_SLACK_PX`
+    (the bar of a corroborated weak peak, :func:`~linumpy.stitching.corroboration.place_corroborated`).
+
+    The pair bound of :func:`joint_search` (the confident pairs' largest departure from the stage model's
+    step) measures the difference of two tiles' stage errors, up to twice one tile's: a lone weak link's
+    wrong peak passes it where it puts its tile beyond every stage error the placed tiles measured, and
+    nothing checks it there. ``8 x 8 harsh`` seed 181 (session lone10): the empty (6, 0) on its link to the
+    empty (5, 0) alone, joint significance 2.19, 14 px from the step (pair bound 16.4 px), 13 px from its
+    stage-model position (the 48 placed tiles at most 10.6 px from theirs, bound 12.6 px), 20.5 px from
+    the truth, its stage position 8.4 px.
+
+    Parameters
+    ----------
+    placement : Placement
+        A joint peak of :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
+    model : StageModel
+        The stage model fitted to the solve (the frame of the placement).
+    tile_bound : float
+        How far (pixels, larger axis) a tile may lie from its stage-model position.
+
+    Returns
+    -------
+    bool
+        True if the placement is a lone weak link's beyond ``tile_bound``.
+    """
+    if len(placement.offsets) != 1 or placement.significance >= STRONG_SIGNIFICANCE:
+        return False
+    return float(np.max(np.abs(np.asarray(placement.position, float) - model.position(placement.tile)))) > tile_bound
 
 
 def late_joint_search(

@@ -204,8 +204,11 @@ class TileRecord:
         A joint search found a peak for the tile that one link alone held,
         departing from the stage model's step farther than the confident
         pairs do, and refused it: the tile was placed later by other
-        evidence, or is on the stage. False in transforms written before
-        session stitch43.
+        evidence, or is on the stage. Since session lone10 also set where
+        that link, below significance 3, put the tile farther from its
+        stage-model position than every placed tile lies from its own plus
+        2 px (:func:`linumpy.stitching.joint_placement.lone_beyond_placed`).
+        False in transforms written before session stitch43.
     far_link_refused : bool
         A confident pair of the tile, which the solve of the confident pairs
         did not keep (no loop of them checked it), departed from the stage
