@@ -8,6 +8,9 @@ that peak alone would put the slice below :data:`BREAK_PX` off the slice
 above (odd2 359's slices 3 and 4). Read where the step above placed the
 middle slice (:mod:`linumpy.stack.anchors`), the slice below lands where the
 truth puts it; true shifts with clear, whole overlaps stay as the peaks say.
+And a lateral peak that matches the overlap no better than where the motors
+put the slice (a ghost of the tissue as strong as the tissue) is not used: the
+motors place the slice, flagged.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from linumpy.stack.quality import placement_flags, stack_metrics
-from linumpy.stack.stacking import plan_stack
-from test_stack import AXIAL_UM, LATERAL_UM, MARGIN, SURFACE_PX, USEFUL_PX, make_brain, relative_truth
+from linumpy.stack.stacking import StackParameters, plan_stack
+from test_stack import LATERAL_UM, MARGIN, SURFACE_PX, USEFUL_PX, make_brain, relative_truth
 from test_stack_coarse import PlaneCounter, two_level_volumes
 
 #: The middle slice's right half is read this far (y, x pixels) from where its left half says.
@@ -78,3 +81,35 @@ def test_true_shifts_with_whole_overlaps_stay_as_their_peaks_say():
     anchors = [s["lateral_anchor"] for s in plan.record["slices"][2:]]
     assert all(a is not None and not a["anchored"] and a["agreeing"] == a["blocks"] > 0 for a in anchors)
     assert not anchor_flags(plan)
+
+
+
+#: Where the second slice's ghost sits (y, x pixels) from its true content.
+GHOST_PX = (0, 5)
+
+
+def ghosted_brain(ghost: float = 1.0):
+    """Two slices, no lateral shift; the second one's tissue also holds, ``ghost`` times as strong, the same
+    tissue :data:`GHOST_PX` away: its overlap peaks at the ghost about as well as at the truth."""
+    brain = make_brain(steps_px=(20,), shifts_px=((0, 0), (0, 0)), size=SIZE)
+    second, depth = brain.slices[1], brain.depths_px[1]
+    planes = slice(depth, depth + second.shape[0] - SURFACE_PX)
+    ghosted = brain.phantom[planes, MARGIN + GHOST_PX[0] : MARGIN + GHOST_PX[0] + SIZE,
+                            MARGIN + GHOST_PX[1] : MARGIN + GHOST_PX[1] + SIZE]
+    second[SURFACE_PX:] = 1 + (second[SURFACE_PX:] - 1 + ghost * (ghosted - 1)) / (1 + ghost)
+    return brain
+
+
+def test_a_lateral_peak_no_better_than_the_motors_leaves_the_motors_position():
+    brain = ghosted_brain()
+    plan = plan_stack(two_level_volumes(brain.slices, PlaneCounter()), brain.motors_mm, brain.thickness_um,
+                      LATERAL_UM)
+    entry = plan.record["slices"][1]
+    registration, support = entry["registration"], entry["lateral_support"]
+    # the overlap matched well (not refused for confidence) at a peak on the ghost, the motors as well
+    assert registration["lateral_confidence"] >= StackParameters().min_confidence
+    assert np.abs(registration["shift_yx_px"]).max() >= 2
+    assert not support["beats_motor"] and not entry["used_registration_lateral"]
+    assert np.abs(placed_errors_px(plan, brain)).max() <= 0.1  # the motors' position: the truth
+    assert [f for f in placement_flags(stack_metrics(plan.record, LATERAL_UM))
+            if f.startswith("slice 1: ") and "placed laterally by the motors" in f]

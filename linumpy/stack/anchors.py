@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linumpy.stack.refine import fit_lateral_shift
+from linumpy.stack.refine import (
+    MIN_OVERLAP_FRACTION,
+    fit_lateral_shift,
+    normalized_cross_correlation,
+    null_ncc_spread,
+    overlap_views,
+)
 
 #: Blocks of about this many registration pixels along each side of an overlap (:func:`lateral_blocks`).
 BLOCK_PX = 64
@@ -35,6 +41,9 @@ MAX_BLOCKS = 8
 BLOCK_UPSAMPLE = 4
 #: A block agrees with a step when its own peak is within this many registration pixels of it.
 AGREE_PX = 1.5
+#: The overlap's NCC at its peak must beat its NCC where the motors put the slice by this many of its chance
+#: scatter (:func:`linumpy.stack.refine.null_ncc_spread`), else the step keeps the motors' lateral position.
+MOTOR_MARGIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,61 @@ class LateralBlock:
     half_um: tuple[float, float]
     step_yx_um: tuple[float, float]
     confidence: float
+
+
+@dataclass(frozen=True)
+class LateralEvidence:
+    """What supports a pair's lateral step: its overlap's blocks (:func:`lateral_blocks`), the overlap's NCC at
+    its peak and where the motors put the slice (None when too little of it overlaps there, or when the peak is
+    on the motors' whole pixel: nothing to choose), and the NCC's chance scatter at the peak
+    (:func:`linumpy.stack.refine.null_ncc_spread`)."""
+
+    blocks: list[LateralBlock]
+    peak_ncc: float
+    motor_ncc: float | None
+    noise: float
+
+    def beats_motor(self) -> bool:
+        """Whether the peak beats the motors' position by :data:`MOTOR_MARGIN` chance scatters (or the motors'
+        position is not measurable).
+
+        Examples
+        --------
+        >>> LateralEvidence([], 0.41, -0.09, 0.01).beats_motor(), LateralEvidence([], 0.41, 0.40, 0.01).beats_motor()
+        (True, False)
+        """
+        return self.motor_ncc is None or self.peak_ncc - self.motor_ncc > MOTOR_MARGIN * self.noise
+
+    def summary(self) -> dict:
+        """The record's ``lateral_support``: the NCCs, the scatter and the verdict."""
+        return {"peak_ncc": round(self.peak_ncc, 4),
+                "motor_ncc": None if self.motor_ncc is None else round(self.motor_ncc, 4),
+                "noise": round(self.noise, 4), "beats_motor": self.beats_motor()}
+
+
+def lateral_evidence(
+    reference: np.ndarray, moving: np.ndarray, shift_px: Sequence[float], motor_px: Sequence[float],
+    blocks: list[LateralBlock],
+) -> LateralEvidence:
+    """The evidence for the peak ``shift_px`` of two overlap images against the motors' position ``motor_px``
+    (both relative to the images' alignment, pixels), with the overlap's ``blocks``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.random((80, 140))
+    >>> evidence = lateral_evidence(image[2:66, 3:131], image[:64, :128], (-2, -3), (0, 0), [])
+    >>> round(evidence.peak_ncc, 3), evidence.beats_motor()
+    (1.0, True)
+    >>> lateral_evidence(image[:64, :128], image[:64, :128], (0.2, 0), (0, 0), []).motor_ncc is None
+    True
+    """
+    peak = overlap_views(reference, moving, np.rint(shift_px))
+    motor = overlap_views(reference, moving, np.rint(motor_px))
+    measurable = (motor[0].size >= MIN_OVERLAP_FRACTION * reference.size and min(motor[0].shape) >= 4
+                  and np.any(np.rint(shift_px) != np.rint(motor_px)))
+    return LateralEvidence(blocks, normalized_cross_correlation(*peak),
+                           normalized_cross_correlation(*motor) if measurable else None, null_ncc_spread(*peak))
 
 
 def _edges(size: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
+from linumpy.stack.anchors import MOTOR_MARGIN
 from linumpy.stack.depths import AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
 from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
@@ -409,6 +410,11 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                      "check their depth")
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
+    flags += [f"slice {i}: its overlap's lateral peak (NCC {support['peak_ncc']:.3f}) does not beat where the motors "
+              f"put it (NCC {support['motor_ncc']:.3f}) by {MOTOR_MARGIN:g} chance scatters ({support['noise']:.3f}): "
+              "placed laterally by the motors"
+              for i, support in zip(ids, metrics.get("lateral_support", [None] * len(ids)), strict=True)
+              if support and not support["beats_motor"]]
     flags += [_anchor_flag(i, anchor) for i, anchor in zip(ids, metrics.get("lateral_anchor", [None] * len(ids)),
                                                             strict=True) if _anchor_split(anchor)]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
@@ -608,6 +614,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
                              {**s["motor_slip"]["climb"], "motor_step_um": s["motor_slip"]["motor_step_um"]}
                              for s in slices],
         "lateral_anchor": [s.get("lateral_anchor") for s in slices],
+        "lateral_support": [s.get("lateral_support") for s in slices],
         "motor_fallback": [i for i, _ in fallback],
         "motor_fallback_kept": [part for _, part in fallback],
         "n_motor_fallback": len(fallback),
