@@ -37,8 +37,8 @@ from linumpy.stack.refine import (
 BLOCK_PX = 64
 #: At most this many blocks along a side.
 MAX_BLOCKS = 8
-#: Subpixel precision of a block's peak (1 / this pixel).
-BLOCK_UPSAMPLE = 4
+#: Subpixel precision of a block's peak (1 / this pixel; 4 cost 4x as much: 1.1 s against 0.29 s for 64 blocks of 128 px).
+BLOCK_UPSAMPLE = 2
 #: A block agrees with a step when its own peak is within this many registration pixels of it.
 AGREE_PX = 1.5
 #: The overlap's NCC at its peak must beat its NCC where the motors put the slice by this many of its chance
