@@ -476,6 +476,16 @@ METRICS: dict[str, MetricInfo] = {
     "motor_slip_corrected": _M("Motor slip corrected", "ids", "Slices whose motor depth step missed the slice "
                                "thickness and whose registration at the thickness was the better supported: "
                                "they and the slices after them moved by the difference."),
+    "lateral_anchor": _M("Lateral step anchor", "counts", "Per slice, its overlap with the previous slice cut "
+                         "into blocks, each at its own lateral peak: the confident ones, those agreeing with the "
+                         "overlap's peak, and those lying where the step above placed the previous slice; when "
+                         "the blocks disagree (a mosaic broken by its stitch), the step is read on the latter "
+                         "('anchored'), so that the slices below follow the part of the previous slice already "
+                         "placed (empty: no step above, or no refined lateral shift)."),
+    "lateral_support": _M("Lateral step support", "NCC", "Per slice, its overlap with the previous slice's NCC at "
+                          "the lateral peak and where the motors put it, and the NCC's chance scatter: the peak "
+                          "is used only when it beats the motors' position by 3 scatters (else the motors "
+                          "place the slice laterally, flagged); empty without a refined lateral shift."),
     "motor_slip_blocks": _M("Motor slip, overlap blocks", "counts", "When a motor depth step missed the slice "
                             "thickness and the overlap matched poorly as a whole at both steps: the overlap's "
                             "blocks, each registered at its own lateral shift, that agree on a step near the "

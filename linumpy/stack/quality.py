@@ -31,6 +31,7 @@ from linumpy.qc.flags import outlier_indices
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.qc.records import render_png, write_qc_record
 from linumpy.resample import resampled_shape
+from linumpy.stack.anchors import MOTOR_MARGIN
 from linumpy.stack.depths import AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
 from linumpy.stack.gains import NO_SLICE_BELOW, UNMEASURED_FLAG_SPREAD
 from linumpy.stack.rotation import unapplied_turn
@@ -409,6 +410,13 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
                      "check their depth")
     flags += [f"slice {i}: surface plane {-move} planes from the common tilt at its edge: left as flattened"
               for i, move in zip(ids, metrics.get("retilt_max_planes", [0] * len(ids)), strict=True) if move < 0]
+    flags += [f"slice {i}: its overlap's lateral peak (NCC {support['peak_ncc']:.3f}) does not beat where the motors "
+              f"put it (NCC {support['motor_ncc']:.3f}) by {MOTOR_MARGIN:g} chance scatters ({support['noise']:.3f}): "
+              "placed laterally by the motors"
+              for i, support in zip(ids, metrics.get("lateral_support", [None] * len(ids)), strict=True)
+              if support and not support["beats_motor"]]
+    flags += [_anchor_flag(i, anchor) for i, anchor in zip(ids, metrics.get("lateral_anchor", [None] * len(ids)),
+                                                            strict=True) if _anchor_split(anchor)]
     flags += [f"slice {i}: rotation applied on a weak overlap (rotation only)"
               for i, mode in zip(ids, metrics["rotation_mode"], strict=True) if mode == "rotation_only"]
     flags += [f"slice {i}: a turn of {turn:.2f} degrees matched its overlap better than none but was not applied "
@@ -445,6 +453,31 @@ def _axial_voxel_flags(check: Mapping[str, Any] | None) -> list[str]:
     return [said + "; the steps before the stack (axial correction: attenuation in /mm, depths) used "
             f"{check['assumed_um']:.2f} um: pass the true voxel (axial_resolution, or acquisition.json's "
             "axial_resolution_um) and run again"]
+
+
+def _anchor_split(anchor: Mapping[str, Any] | None) -> bool:
+    """Whether a step's overlap blocks (``lateral_anchor``, :mod:`linumpy.stack.anchors`) split: the step was
+    anchored, or fewer than half its confident blocks agree with its peak."""
+    return bool(anchor) and (anchor["anchored"] or 2 * anchor["agreeing"] < anchor["blocks"])
+
+
+def _anchor_flag(slice_id: int, anchor: Mapping[str, Any]) -> str:
+    """The flag of a step whose overlap blocks split (:func:`_anchor_split`).
+
+    Examples
+    --------
+    >>> print(_anchor_flag(3, {"blocks": 6, "agreeing": 4, "anchored": True, "peak_step_yx_um": [-10.0, 28.75]}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    slice 3: only 4 of the 6 confident blocks of its overlap with slice 2 agree with the overlap's peak (a
+    mosaic broken by its stitch, tiles misplaced): its lateral step read where the step above placed slice 2, not
+    at the peak (-10.0, 28.8) um; check both slices' tiles
+    """
+    said = (f"its lateral step read where the step above placed slice {slice_id - 1}, not at the peak "
+            f"({anchor['peak_step_yx_um'][0]:.1f}, {anchor['peak_step_yx_um'][1]:.1f}) um" if anchor["anchored"]
+            else f"its lateral step kept at the peak ({anchor['reason']}): it may sit off laterally")
+    return (f"slice {slice_id}: only {anchor['agreeing']} of the {anchor['blocks']} confident blocks of its overlap "
+            f"with slice {slice_id - 1} agree with the overlap's peak (a mosaic broken by its stitch, tiles "
+            f"misplaced): {said}; check both slices' tiles")
 
 
 def _blocks_said(vote: Mapping[str, Any] | None) -> str:
@@ -580,6 +613,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "motor_slip_climb": [None if not (s.get("motor_slip") or {}).get("climb") else
                              {**s["motor_slip"]["climb"], "motor_step_um": s["motor_slip"]["motor_step_um"]}
                              for s in slices],
+        "lateral_anchor": [s.get("lateral_anchor") for s in slices],
+        "lateral_support": [s.get("lateral_support") for s in slices],
         "motor_fallback": [i for i, _ in fallback],
         "motor_fallback_kept": [part for _, part in fallback],
         "n_motor_fallback": len(fallback),

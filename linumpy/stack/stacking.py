@@ -21,6 +21,7 @@ from linumpy.errors import InputError
 from linumpy.intensity.transmission import held_signal
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
+from linumpy.stack.anchors import LateralEvidence, anchor_lateral_steps, lateral_blocks, lateral_evidence
 from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
@@ -314,6 +315,7 @@ def plan_stack(
     estimates: list[PairEstimate | None] = [None] * len(slices)
     steps: list[np.ndarray | None] = [None] * len(slices)
     guesses: list[_BoundaryGuess | None] = [None] * len(slices)  # boundaries measured at the registered steps
+    evidence: list[LateralEvidence | None] = [None] * len(slices)  # what supports each lateral step
     tilt = common_tilt([s.surface_plane for s in slices]) if parameters.common_tilt else None
     slices, moves = zip(*(retilt_slice(s, s.surface_plane, tilt) for s in slices))
     for s, move in zip(slices, moves, strict=True):
@@ -334,12 +336,17 @@ def plan_stack(
         registered = pair_map(lambda k: _register_consecutive(
             slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters, band_workers),
             pairs, workers)
-        for k, (estimate, step, guess) in zip(pairs, registered, strict=True):
-            estimates[k], steps[k], guesses[k] = estimate, step, guess
+        for k, (estimate, step, guess, found) in zip(pairs, registered, strict=True):
+            estimates[k], steps[k], guesses[k], evidence[k] = estimate, step, guess, found
         slips = _check_motor_slips(slices, nominal, pairs, thickness_um, z_tolerance, parameters, band_workers,
-                                   estimates, steps, guesses)
+                                   estimates, steps, guesses, evidence)
     else:
         slips = [None] * len(slices)
+    # a lateral step whose peak does not beat the motors' position on its own overlap is not used
+    lateral_confidences = [e.lateral_confidence if e and (v is None or v.beats_motor()) else 0.0
+                           for e, v in zip(estimates, evidence, strict=True)]
+    anchors = anchor_lateral_steps(steps, [None if v is None else v.blocks for v in evidence], lateral_confidences,
+                                   [e.pixel_um[1:] if e else None for e in estimates], parameters.min_confidence)
     max_z_drift = parameters.max_z_drift_um or thickness_um / 4
     lateral = parameters.max_lateral_drift_um
     z_confidences = [e.z_confidence if e and parameters.registered_depths else 0.0 for e in estimates]
@@ -347,7 +354,7 @@ def plan_stack(
         nominal,
         steps,
         z_confidences,
-        [e.lateral_confidence if e else 0.0 for e in estimates],
+        lateral_confidences,
         parameters.min_confidence,
         (max_z_drift, lateral, lateral),
     )
@@ -358,7 +365,7 @@ def plan_stack(
     if joint is not None and joint.joint:  # the same lateral origins
         resolved = resolve_origins(_measured_origins(nominal, joint), steps,
                                    z_confidences,
-                                   [e.lateral_confidence if e else 0.0 for e in estimates],
+                                   lateral_confidences,
                                    parameters.min_confidence, (max_z_drift, lateral, lateral), joint.depths_um)
     speckle_limited = [parameters.blend_overlap_um is None and k + 1 < len(ids) and ids[k + 1] == ids[k] + 1
                        and estimates[k + 1] is not None
@@ -413,8 +420,10 @@ def plan_stack(
     ]
     record = _record(slices, nominal, glitches, estimates, resolved, placed, thickness_um)
     record["depth_placement"] = _depth_record(joint)
-    for entry, slip in zip(record["slices"], slips, strict=True):
+    for entry, slip, anchor, support in zip(record["slices"], slips, anchors, evidence, strict=True):
         entry["motor_slip"] = slip
+        entry["lateral_anchor"] = anchor
+        entry["lateral_support"] = None if support is None else support.summary()
     record["z_tolerance_um"] = round(float(z_tolerance), 6)
     after = corrected_ratios(ratios, depths, a, b)
     measured = trend_measured(ratios, depths)
@@ -685,9 +694,11 @@ def _register_consecutive(
     z_tolerance_um: float,
     parameters: StackParameters,
     band_workers: int = 1,
-) -> tuple[PairEstimate | None, np.ndarray | None, _BoundaryGuess | None]:
-    """Register ``current`` against ``previous``; return the estimate, the step (um) and the boundary ratio's
-    measure at that step (``band_workers``: :func:`linumpy.stack.planes.read_planes`' workers).
+) -> tuple[PairEstimate | None, np.ndarray | None, _BoundaryGuess | None, LateralEvidence | None]:
+    """Register ``current`` against ``previous``; return the estimate, the step (um), the boundary ratio's
+    measure at that step (``band_workers``: :func:`linumpy.stack.planes.read_planes`' workers) and the
+    lateral step's evidence (:func:`linumpy.stack.anchors.lateral_evidence`, on the refined lateral shift's
+    images; None without the refinement).
 
     On the registration level (:func:`_registration_level`) the planes are
     read whole laterally, once: the registration takes its common window of
@@ -706,12 +717,13 @@ def _register_consecutive(
         found = _scan_pair(previous, current, nominal_step_um, z_tolerance_um, parameters, band_workers,
                            _ScanLevel(level, factor))
         if found is None:
-            return None, None, None
+            return None, None, None, None
         estimate, step, spare = found
-        return estimate, step, None if spare is None else _boundary_guess(previous, current, step, parameters, spare)
+        guess = None if spare is None else _boundary_guess(previous, current, step, parameters, spare)
+        return estimate, step, guess, None
     found = _scan_pair(previous, current, nominal_step_um, z_tolerance_um, parameters, band_workers, coarse)
     if found is None:
-        return None, None, None
+        return None, None, None, None
     estimate, step, _ = found
     return _refined_laterally(previous, current, nominal_step_um, estimate, step, parameters, band_workers)
 
@@ -864,9 +876,11 @@ def _block_scan(
 def _refined_laterally(
     previous: SliceVolume, current: SliceVolume, nominal_step_um: np.ndarray, estimate: PairEstimate,
     step: np.ndarray, parameters: StackParameters, band_workers: int,
-) -> tuple[PairEstimate, np.ndarray, _BoundaryGuess | None]:
+) -> tuple[PairEstimate, np.ndarray, _BoundaryGuess | None, LateralEvidence | None]:
     """The coarse scan's ``estimate`` and ``step`` with the lateral shift measured again on the registration
-    level (:func:`linumpy.stack.refine.fit_lateral_shift`), and the boundary ratio's measure at the refined step.
+    level (:func:`linumpy.stack.refine.fit_lateral_shift`), the boundary ratio's measure at the refined step,
+    and the lateral step's evidence (:func:`linumpy.stack.anchors.lateral_evidence`: the overlap's NCC at its
+    peak and at the motors' position, its blocks at their own peaks).
 
     Reads, whole laterally, the planes the boundary ratio reads at ``step``
     (:func:`_boundary_planes`: the new slice's ``n_planes`` below its top
@@ -879,7 +893,7 @@ def _refined_laterally(
     at = step if estimate.z_confidence > 0 else np.concatenate([nominal_step_um[:1], step[1:]])
     where = _boundary_planes(previous, current, at, parameters)
     if where is None:
-        return estimate, step, None
+        return estimate, step, None, None
     previous_data, source_um = previous.planes_level(where.level)
     current_data, _ = current.planes_level(where.level)
     p0, c0 = previous.useful_range[0], current.useful_range[0]
@@ -899,16 +913,19 @@ def _refined_laterally(
     fit = fit_lateral_shift(reference, moving)
     lateral_um = np.asarray(source_um[1:]) * where.factor
     windows_offset = np.rint(step[1:] / lateral_um)  # the windows' offset (:func:`_boundary_planes`)
-    step = np.concatenate([step[:1], (windows_offset + np.asarray(fit.shift_yx_px)) * lateral_um])
+    blocks = lateral_blocks(reference, moving, windows_offset, [w.start // where.factor for w in where.previous_window],
+                            [w.start // where.factor for w in where.current_window], lateral_um)
     nominal = np.rint(nominal_step_um[1:] / lateral_um)
+    found = lateral_evidence(reference, moving, fit.shift_yx_px, nominal - windows_offset, blocks)
+    step = np.concatenate([step[:1], (windows_offset + np.asarray(fit.shift_yx_px)) * lateral_um])
     estimate = replace(estimate, shift_yx_px=tuple(float(v) for v in step[1:] / lateral_um - nominal),
                        lateral_confidence=fit.lateral_confidence, overlap_ncc=fit.overlap_ncc,
                        lateral_ceiling=fit.lateral_ceiling,
                        pixel_um=(estimate.pixel_um[0], *(float(v) for v in lateral_um)))
     if upper.nbytes + lower.nbytes > BOUNDARY_SPARE_BYTES:
-        return estimate, step, None
+        return estimate, step, None, found
     spare = _SparePlanes(previous_first, upper, current_first, lower)
-    return estimate, step, _boundary_guess(previous, current, step, parameters, spare)
+    return estimate, step, _boundary_guess(previous, current, step, parameters, spare), found
 
 
 def _smoothed_mean(planes: np.ndarray, first: int, depth: int) -> np.ndarray:
@@ -995,6 +1012,7 @@ def _check_motor_slips(
     estimates: list[PairEstimate | None],
     steps: list[np.ndarray | None],
     guesses: list[_BoundaryGuess | None],
+    evidence: list[LateralEvidence | None],
 ) -> list[dict | None]:
     """Test the slice thickness as the depth step of pairs whose motor step misses it; adopt it when better supported.
 
@@ -1007,7 +1025,7 @@ def _check_motor_slips(
     When that registration is confident (``min_confidence``) and more so than
     the one around the motor step, the motor is taken to have slipped: the
     nominal origins of the slice and every later one move by the difference
-    (``nominal``, ``estimates``, ``steps`` and ``guesses`` are updated in place).
+    (``nominal``, ``estimates``, ``steps``, ``guesses`` and ``evidence`` are updated in place).
     When neither registration is confident, the overlap's blocks, each at its
     own lateral shift, are registered around both steps and vote
     (:mod:`linumpy.stack.blocks`): the thickness is adopted, at the agreeing
@@ -1035,7 +1053,7 @@ def _check_motor_slips(
         motor_step = nominal[k] - nominal[k - 1]
         if not _step_in_doubt(motor_step[0], thickness_um, z_tolerance_um):
             continue
-        estimate, step, guess = _register_consecutive(
+        estimate, step, guess, found = _register_consecutive(
             slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]), z_tolerance_um, parameters,
             band_workers)
         motor_confidence = estimates[k].z_confidence if estimates[k] else 0.0
@@ -1046,6 +1064,7 @@ def _check_motor_slips(
                     "motor_confidence": round(float(motor_confidence), 4),
                     "thickness_confidence": round(float(thickness_confidence), 4), "adopted": adopted,
                     "blocks": None, "climb": None}
+        voted = False
         if estimate is not None and max(motor_confidence, thickness_confidence) < parameters.min_confidence:
             # neither whole overlap places the slice: its blocks, each at its own lateral shift, vote
             vote = vote_blocks(
@@ -1053,7 +1072,8 @@ def _check_motor_slips(
                 _block_scan(slices[k - 1], slices[k], np.array([thickness_um, *motor_step[1:]]), z_tolerance_um,
                             parameters, band_workers), estimate, parameters.min_confidence)
             slips[k]["blocks"] = vote.to_dict()
-            if vote.estimate is not None:
+            voted = vote.estimate is not None
+            if voted:
                 adopted = slips[k]["adopted"] = "thickness"
                 estimate, step = vote.estimate, np.concatenate([[vote.estimate.z_offset_px * estimate.pixel_um[0]],
                                                                 step[1:]])
@@ -1064,6 +1084,7 @@ def _check_motor_slips(
         if adopted == "thickness":
             nominal[k:, 0] -= motor_step[0] - thickness_um
             estimates[k], steps[k], guesses[k] = estimate, step, guess
+            evidence[k] = None if voted else found  # a vote's step is no whole overlap's peak
         votes = slips[k]["blocks"]
         LOGGER.warning("slice %d: motor depth step %.1f um for a slice thickness of %.1f um; z confidence %.2f "
                        "around the motor step, %.2f around the thickness%s: %s step kept", slices[k].slice_id,
