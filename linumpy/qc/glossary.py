@@ -242,6 +242,8 @@ METRICS: dict[str, MetricInfo] = {
                 "stage: on the stage model), ridge_contradicted_link_refused (a weak link of it refused: it alone "
                 "placed an edge link's tiles along the ridge, solved beyond it), outvoted_link_refused (a lone link "
                 "of it refused: candidates joining its blocks contradicted it and agreed with each other), "
+                "off_peak_link_to_stage (its lone link, placed off its own peak by a search, refused: on the stage "
+                "model), "
                 "tied_to_left_out, rigid_piece (placed with a rigid piece at its "
                 "stage-model mean); open_loop_px (the miss of the loop that does not "
                 "close it is placed through, or none); open_loop_to_stage (its piece, placed through such a "

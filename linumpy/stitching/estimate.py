@@ -77,7 +77,9 @@
    placement along the ridge (:func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`); a kept link on no
    loop that two or more candidates not kept contradict (it separates their tiles; the most contradicted, ties the
    least significant) is refused when the solve without it keeps two or more candidates joining its two blocks
-   (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`).
+   (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`); a kept link on no loop, not an edge link, that a search
+   placed off its own peak is refused and its side put on the stage model
+   (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -120,6 +122,7 @@ from linumpy.stitching.lone_links import (broad_lone_links_to_stage, far_lone_li
                                          lone_edge_links_across_only)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.off_peak import off_peak_lone_links_to_stage
 from linumpy.stitching.outvoted import outvoted_lone_links
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARGIN, JOINT_SIGNIFICANCE,
                                           MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE,
@@ -138,8 +141,8 @@ from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
 from linumpy.stitching.transform import (BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT,
                                          FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
-                                         OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED, RIDGE_CONTRADICTED_REFUSED,
-                                         RIGID_PIECE_KEPT, PairRecord, TileTransform)
+                                         OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
+                                         RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
@@ -434,6 +437,8 @@ def estimate_transform(
         tiles, (positions, model, kept),
         [pair_offset(p.a, p.b, moved[(p.a, p.b)], False) if (p.a, p.b) in moved else p for p in candidates],
         {pair: r.significance for pair, r in final.items()}, tile_step_px)
+    (positions, model, kept), off_peak_to_stage, off_peak = off_peak_lone_links_to_stage(
+        tiles, (positions, model, kept), registrations, tile_step_px)
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
@@ -460,6 +465,8 @@ def estimate_transform(
             status = BROAD_LONE_LINK_REFUSED
         elif (a, b) in outvoted:
             status = OUTVOTED_LINK_REFUSED
+        elif (a, b) in off_peak:
+            status = OFF_PEAK_LINK_REFUSED
         elif (a, b) in lone_refused_links:
             status = FAR_LONE_LINK_REFUSED
         elif (a, b) in far_first:
@@ -530,6 +537,7 @@ def estimate_transform(
         "broad_lone_link_to_stage": broad_to_stage,
         "ridge_contradicted_link_refused": {t for pair in ridge_refused for t in pair},
         "outvoted_link_refused": {t for pair in outvoted for t in pair},
+        "off_peak_link_to_stage": off_peak_to_stage,
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,

@@ -684,6 +684,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                     "ridge_contradicted_link_refused": record.ridge_contradicted_link_refused,
 
                     "outvoted_link_refused": record.outvoted_link_refused,
+                    "off_peak_link_to_stage": record.off_peak_link_to_stage,
                     "tied_to_left_out": record.tied_to_left_out,
                     "rigid_piece": record.rigid_piece,
                     "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,

@@ -55,6 +55,10 @@ RIDGE_CONTRADICTED_REFUSED = "weak link only an edge's ridge checked, beyond the
 #: Status of a kept pair on no loop refused because candidate links joining the same two blocks of tiles contradict it
 #: and agree with each other (:func:`linumpy.stitching.outvoted.outvoted_lone_links`): they place the blocks instead.
 OUTVOTED_LINK_REFUSED = "lone link outvoted by the links joining its blocks, refused"
+#: Status of a kept pair on no loop, not an edge link, that a search placed farther from its own peak than
+#: :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX`: refused, the side it alone held on the stage model
+#: (:func:`linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
+OFF_PEAK_LINK_REFUSED = "lone link placed off its own peak by a search, refused, its side on the stage"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
@@ -316,6 +320,12 @@ class TileRecord:
         kept them together in its place (status ``lone link outvoted by the
         links joining its blocks, refused``). False in transforms written
         before session sliver10c.
+    off_peak_link_to_stage : bool
+        The tile is on the stage model: a kept pair on no loop, not an edge
+        link, alone held it, and a search had placed that pair farther from
+        its own peak than 2 px (status ``lone link placed off its own peak by
+        a search, refused, its side on the stage``). False in transforms
+        written before session stage10.
     tied_to_left_out : bool
         A corroborated weak joint peak (step 6) was refused for the tile: an overlap of the tile with a
         tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
@@ -371,6 +381,7 @@ class TileRecord:
     ridge_contradicted_link_refused: bool = False
 
     outvoted_link_refused: bool = False
+    off_peak_link_to_stage: bool = False
     tied_to_left_out: bool = False
     rigid_piece: bool = False
     open_loop_px: float = float("nan")
@@ -530,6 +541,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "ridge_contradicted_link_refused": bool(record.ridge_contradicted_link_refused),
 
              "outvoted_link_refused": bool(record.outvoted_link_refused),
+             "off_peak_link_to_stage": bool(record.off_peak_link_to_stage),
              "tied_to_left_out": bool(record.tied_to_left_out),
              "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
@@ -626,6 +638,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                 ridge_contradicted_link_refused=bool(t.get("ridge_contradicted_link_refused", False)),
 
                 outvoted_link_refused=bool(t.get("outvoted_link_refused", False)),
+                off_peak_link_to_stage=bool(t.get("off_peak_link_to_stage", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
                 rigid_piece=bool(t.get("rigid_piece", False)),
                 open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]),

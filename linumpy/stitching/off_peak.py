@@ -1,0 +1,118 @@
+"""Kept links on no loop that a search placed off their own peak: the side they alone hold goes to the stage model.
+
+The searches (one tile, a cluster, a piece searched again) place tiles at the joint peak of their links' evidence
+maps. Where one link alone holds a side of the grid at an offset away from the link's own peak (the one its
+registration chose: the map's best inside the search's window where the own peak lay on the border of its scored
+window or outside the window), the pair's two readings disagree, no loop checks either, and where the side's other
+overlaps do not prefer the placement to the stage's nothing else supports it. On the foreign acquisitions measured
+neither reading was right: the true overlap was a sliver the registration does not score (session stage10).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from linumpy.stitching.global_solve import Solution, TileIndex, bridges, solve_without
+from linumpy.stitching.lone_links import _side_over_stage
+from linumpy.stitching.pair_terms import OWN_PEAK_PX
+from linumpy.stitching.pairwise import PairRegistration, edge_ridge
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[TileIndex, TileIndex]
+
+
+def off_own_peak(offset: Sequence[float], registration: PairRegistration) -> float:
+    """How far ``offset`` lies from ``registration``'s own peak, pixels (larger axis; across its ridge only where
+    the own peak is an edge's, :func:`~linumpy.stitching.pairwise.edge_ridge`: along it the peak locates nothing).
+
+    Examples
+    --------
+    >>> off_own_peak((90.0, 3.5), PairRegistration((90.0, 0.0), 0.8))
+    3.5
+    """
+    apart = np.subtract(offset, registration.offset)
+    edge = edge_ridge(registration.scores, registration.offset)
+    if edge is not None:
+        apart = apart - np.dot(apart, edge[0]) * np.asarray(edge[0])
+    return float(np.max(np.abs(apart)))
+
+
+def off_peak_lone_links_to_stage(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    own: Mapping[Pair, PairRegistration],
+    tile_step_px: Sequence[float],
+) -> tuple[Solution, set[TileIndex], set[Pair]]:
+    """Refuse, one at a time, the kept links on no loop, not edge links, whose offset lies farther than
+    :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` from their own peak (:func:`off_own_peak`) where the other
+    overlaps of the side each alone holds (:func:`~linumpy.stitching.pair_terms.bridged_side`) do not prefer its
+    placement to the stage's (:func:`~linumpy.stitching.reanchor.evidence_over_stage`, margin >= 0, as for
+    :func:`~linumpy.stitching.lone_links.far_lone_links_to_stage`; none scoring both: refused), and put that side on
+    the stage model.
+
+    Such a link's two readings disagree (its registration chose one peak, a search another: its map's best inside the
+    window, the own peak lying on the border of its scored window or outside the window) and no loop checks either.
+    Foreign ``a205`` 349 slice 4:
+    (2, 0)-(3, 0) (true overlap 0.6 px: not scored; own peak on the border of its window, 2.6 px off) placed (3, 0),
+    (3, 1), (4, 0) by the tile search 4.0 px from its own peak, 6.6 px from the truth; a cluster search and a piece
+    search put them back there (two tiles 1.05 and 3.70 px farther than on the stage). Edge links are
+    :func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`'s (``c185`` 350 slice 2: (1, 1)-(2, 1), kept across
+    its ridge only, 24 px off its own border peak across it, tiles that do not overlap, held a piece of four tiles
+    3.1-3.9 px off, 5.0-8.5 px on the stage). The side's other overlaps keep a link the searches placed with them
+    (matrix ``overlap 10 %`` seed 166: (2, 0) placed by three links, (2, 0)-(2, 1) left alone holding it 12.8 px off
+    its own peak, 1.15 px off the truth, its stage position 2.75). A link whose removal makes the solve drop another
+    pair is left.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    own : Mapping[Pair, PairRegistration]
+        Every neighbour pair's own registration (its own peak; the evidence maps the searches read, for the side's
+        other overlaps).
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links refused.
+    """
+    positions, model, kept = solved
+    to_stage: set[TileIndex] = set()
+    refused: set[Pair] = set()
+    judged: set[Pair] = set()
+    while True:
+        links = [(p.a, p.b) for p in kept]
+        for k in bridges(kept):
+            pair = links[k]
+            if pair in judged or kept[k].free_direction is not None:
+                continue
+            judged.add(pair)
+            distance = off_own_peak(kept[k].offset, own[pair])
+            if distance <= OWN_PEAK_PX:
+                continue
+            side, margin = _side_over_stage(pair, links, positions, model, own)
+            if margin >= 0:
+                logger.info("lone link %s-%s lies %.1f px off its own peak, left: the side's other links prefer its "
+                            "placement to the stage's (%.2f)", *pair, distance, margin)
+                continue
+            attempt = solve_without(tiles, kept, {pair}, tile_step_px, side)
+            if attempt is None:
+                logger.info("lone link %s-%s lies %.1f px off its own peak, left: the solve without it drops other "
+                            "pairs", *pair, distance)
+                continue
+            logger.info("lone link %s-%s lies %.1f px off its own peak, the side's other links' evidence over the "
+                        "stage placement %.2f: refused, %s on the stage model", *pair, distance, margin, sorted(side))
+            positions, model, kept = attempt
+            to_stage |= side
+            refused.add(pair)
+            break
+        else:
+            return (positions, model, kept), to_stage, refused
