@@ -24,8 +24,6 @@ from linumpy.intensity.histogram import LogHistogram
 UINT16_MAX = np.iinfo(np.uint16).max
 #: Side (voxels, along every axis) of the box whose mean sets a voxel's speckle cap.
 SPECKLE_BOX = 5
-#: A-lines of lateral halo a block needs for :func:`speckle_capped` to give the whole volume's values.
-SPECKLE_HALO = SPECKLE_BOX // 2
 
 
 def smooth_aip(aip: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
@@ -92,8 +90,8 @@ def speckle_capped(outer: np.ndarray, cap: float, inner: tuple[slice, slice]) ->
     """The ``inner`` A-lines of ``outer`` ``(z, y, x)``, each voxel capped at ``cap`` times the mean of the
     :data:`SPECKLE_BOX` box around it (edge values repeated), as float32, and the number of voxels capped.
 
-    ``outer`` holds :data:`SPECKLE_HALO` A-lines around ``inner`` wherever the volume goes on, so that a
-    block gives the values of the whole volume capped at once. A box whose mean is not positive caps at 0.
+    With ``SPECKLE_BOX // 2`` A-lines of ``outer`` around ``inner`` wherever the volume goes on, a block gives
+    the values of the whole volume capped at once. A box whose mean is not positive caps at 0.
 
     Examples
     --------

@@ -9,9 +9,9 @@ Passes over the input (each one lateral block of whole A-lines at a time):
 2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
    the ``low``/``high`` percentiles;
 3. the normalized volume is written, each voxel first capped at a multiple of
-   its local mean (``speckle_cap``, :func:`linumpy.intensity.normalize.speckle_capped`:
-   blocks read with a halo of :data:`~linumpy.intensity.normalize.SPECKLE_HALO`
-   A-lines); meanwhile the temporary 2D arrays
+   its local mean (``speckle_cap``, :func:`linumpy.intensity.normalize.speckle_capped`,
+   within its block: no halo is read, so a voxel within two A-lines of its
+   block's edge sees the block's edge values repeated); meanwhile the temporary 2D arrays
    (a scratch directory) are deleted on a thread of their own (deleting
    their files waits for the disk, which the writing keeps busy).
 
@@ -174,11 +174,10 @@ def normalize_slice(
                     return count_nonzero(converted), n_capped
 
                 shape = volume.shape[1:]
-                halo = normalize.SPECKLE_HALO if settings.speckle_cap > 0 else 0
                 # Z-order: the output's pyramid is built from 2 x 2 groups of blocks as soon as they are written.
-                parts = morton_order(lateral_blocks(shape, block, halo=halo), lambda part: part.origin)
+                parts = morton_order(lateral_blocks(shape, block), lambda part: part.origin)
                 for n_nonzero, n_capped in tqdm(
-                        ordered_map(apply, prefetched(parts, _outer_files(volume), READ_AHEAD_BLOCKS), workers),
+                        ordered_map(apply, prefetched(parts, _column_files(volume), READ_AHEAD_BLOCKS), workers),
                         total=count_blocks(shape, block), desc="normalize", disable=not progress, leave=False):
                     nonzero, capped = nonzero + n_nonzero, capped + n_capped
                 low_high = (low, high)
@@ -274,17 +273,16 @@ def _column_files(volume: StoredArray) -> Callable[[LateralBlock], list[Path]]:
     return lambda part: volume.chunk_files((slice(None), *part.inner))
 
 
-def _outer_files(volume: StoredArray) -> Callable[[LateralBlock], list[Path]]:
-    """The chunk files of a block's whole-depth column of ``volume`` with its halo (to announce them ahead)."""
-    return lambda part: volume.chunk_files((slice(None), *part.outer))
-
-
 def _speckle_capped(volume: StoredArray, part: LateralBlock, cap: float) -> tuple[np.ndarray, int]:
-    """A block's ``inner`` voxels, capped at ``cap`` times their local mean (as read with ``cap`` 0), and the
-    number of voxels capped (:func:`linumpy.intensity.normalize.speckle_capped`)."""
+    """A block's voxels, capped at ``cap`` times their local mean within the block (as read with ``cap`` 0), and
+    the number of voxels capped (:func:`linumpy.intensity.normalize.speckle_capped`).
+
+    No halo is read: a halo of two A-lines reaches the neighbouring chunk columns, whose whole chunks would be
+    decoded for them (the write pass's CPU time 2x on the ``large`` slice)."""
+    data = volume[(slice(None), *part.inner)]
     if cap <= 0:
-        return volume[(slice(None), *part.inner)], 0
-    return normalize.speckle_capped(volume[(slice(None), *part.outer)], cap, part.inner_in_outer)
+        return data, 0
+    return normalize.speckle_capped(data, cap, (slice(None), slice(None)))
 
 
 def _store_smoothed(
