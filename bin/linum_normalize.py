@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
+from linumpy.intensity.options import DEFAULT_PERCENTILES, DEFAULT_SPECKLE_CAP, NORMALIZE_DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Tissue percentiles mapped to 0 and 1 [%(default)s].")
     parser.add_argument("--flatfield", action="store_true",
                         help="Correct the lateral illumination estimated across the tiles.")
+    parser.add_argument("--speckle_cap", type=finite_float, default=DEFAULT_SPECKLE_CAP,
+                        help="Cap every voxel at this multiple of the mean of the 5 x 5 x 5 voxels around it before "
+                             "the percentile map: the speckle's tail trimmed alike in every tissue (0: off) "
+                             "[%(default)s].")
     parser.add_argument("--dtype", choices=NORMALIZE_DTYPES, default="float32",
                         help="float32 in [0, 1] or uint16 in 0..65535 [%(default)s].")
     add_omezarr_output_arguments(parser)
@@ -40,7 +44,8 @@ def main(args: argparse.Namespace) -> None:
     reuse_freed_memory_across_threads()
     from linumpy.intensity.slice_normalization import NormalizeSettings, normalize_slice
 
-    settings = NormalizeSettings(percentiles=tuple(args.percentiles), flatfield=args.flatfield, dtype=args.dtype)
+    settings = NormalizeSettings(percentiles=tuple(args.percentiles), flatfield=args.flatfield, dtype=args.dtype,
+                                 speckle_cap=args.speckle_cap)
     normalize_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels,
                     compression=args.compression, overwrite=args.overwrite, progress=progress_enabled(args))
 

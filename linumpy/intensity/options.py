@@ -17,3 +17,7 @@ NORMALIZE_DTYPES = ("float32", "uint16")
 DEFAULT_STEP_LOG = 0.0
 #: Percentiles of the tissue voxels mapped to 0 and 1 by the normalisation.
 DEFAULT_PERCENTILES = (1.0, 95.0)
+#: Voxels above this multiple of the mean of the box around them are set to it before the normalisation's
+#: percentile map (``NormalizeSettings.speckle_cap``; 0 = off; docs/intensity.md, *A speckle cap relative to
+#: the local level*): the speckle's tail trimmed alike in every tissue, not only in the brightest one.
+DEFAULT_SPECKLE_CAP = 2.0

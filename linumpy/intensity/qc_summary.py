@@ -299,6 +299,7 @@ def write_normalize_qc(
     attributes: dict[str, Any],
     nonzero: int,
     n_voxels: int,
+    capped_voxels: int = 0,
 ) -> None:
     """Write the QC record of one slice's normalization.
 
@@ -316,6 +317,8 @@ def write_normalize_qc(
         The output's ``linumpy`` attributes (tissue fraction, percentiles).
     nonzero, n_voxels : int
         Non-zero output voxels and all output voxels.
+    capped_voxels : int
+        Voxels lowered by the speckle cap (``attributes["speckle_cap"]``) before the percentile map.
     """
     low, high = values if values is not None else (None, None)
     median_after = None
@@ -336,6 +339,8 @@ def write_normalize_qc(
         "tissue_median_after": None if median_after is None else round(median_after, 6),
         "nonzero_fraction": round(nonzero / max(1, n_voxels), 6),
         "flatfield": attributes["flatfield"],
+        "speckle_cap": attributes.get("speckle_cap", 0.0),
+        "speckle_capped_fraction": round(capped_voxels / max(1, n_voxels), 6),
     }
     flags = [] if values is not None else ["empty slice: no positive intensity, written as zeros"]
     write_qc_record(out_path, "normalize", metrics, figures, flags)

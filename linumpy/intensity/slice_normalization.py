@@ -8,7 +8,10 @@ Passes over the input (each one lateral block of whole A-lines at a time):
    masked AIPs give the flat-field (:mod:`linumpy.intensity.flatfield`);
 2. a histogram of the (flat-fielded) voxel values of tissue A-lines gives
    the ``low``/``high`` percentiles;
-3. the normalized volume is written; meanwhile the temporary 2D arrays
+3. the normalized volume is written, each voxel first capped at a multiple of
+   its local mean (``speckle_cap``, :func:`linumpy.intensity.normalize.speckle_capped`,
+   within its block: no halo is read, so a voxel within two A-lines of its
+   block's edge sees the block's edge values repeated); meanwhile the temporary 2D arrays
    (a scratch directory) are deleted on a thread of their own (deleting
    their files waits for the disk, which the writing keeps busy).
 
@@ -49,7 +52,7 @@ from linumpy.intensity import normalize
 from linumpy.intensity.blocks import LateralBlock, count_blocks, count_nonzero, lateral_block_size, lateral_blocks
 from linumpy.intensity.flatfield import FlatFieldEstimator, flatfield_map
 from linumpy.intensity.histogram import KeyedLogHistogram, LogHistogram
-from linumpy.intensity.options import DEFAULT_PERCENTILES, NORMALIZE_DTYPES
+from linumpy.intensity.options import DEFAULT_PERCENTILES, DEFAULT_SPECKLE_CAP, NORMALIZE_DTYPES
 from linumpy.intensity.qc_summary import write_normalize_qc
 from linumpy.io import atomic
 from linumpy.io.prefetch import prefetched
@@ -79,12 +82,16 @@ class NormalizeSettings:
         Output type: [0, 1] floats or 0..65535.
     mask_sigma_px : float
         Smoothing of the AIP before thresholding it.
+    speckle_cap : float
+        Cap every voxel at this multiple of its local mean before the percentile map (0: off); the
+        percentiles are those of the voxels as read.
     """
 
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     flatfield: bool = False
     dtype: str = "float32"
     mask_sigma_px: float = 2.0
+    speckle_cap: float = DEFAULT_SPECKLE_CAP
 
 
 def normalize_slice(
@@ -150,7 +157,7 @@ def normalize_slice(
         chunks = tuple(min(c, n) for c, n in zip((64, block, block), volume.shape))
         with OmeZarrWriter(out_path, volume.shape, chunks=chunks, dtype=settings.dtype,
                            compression=compression, overwrite=overwrite) as writer:
-            low_high, nonzero = None, 0
+            low_high, nonzero, capped = None, 0, 0
             if threshold is None:
                 logger.warning("%s has no positive intensity (empty slice): writing zeros", in_path)
                 writer[:] = 0
@@ -159,23 +166,25 @@ def normalize_slice(
                 low, high = (values.percentile(q) for q in settings.percentiles)
                 fraction = n_tissue / int(np.prod(volume.shape[1:]))
 
-                def apply(part: LateralBlock) -> int:
-                    data = _flat_fielded(volume[(slice(None), *part.inner)], field, origins, part)
+                def apply(part: LateralBlock) -> tuple[int, int]:
+                    data, n_capped = _speckle_capped(volume, part, settings.speckle_cap)
+                    data = _flat_fielded(data, field, origins, part)
                     converted = normalize.to_dtype(normalize.normalize_values(data, low, high), settings.dtype)
                     writer[(slice(None), *part.inner)] = converted
-                    return count_nonzero(converted)
+                    return count_nonzero(converted), n_capped
 
                 shape = volume.shape[1:]
                 # Z-order: the output's pyramid is built from 2 x 2 groups of blocks as soon as they are written.
                 parts = morton_order(lateral_blocks(shape, block), lambda part: part.origin)
-                nonzero = sum(tqdm(ordered_map(apply, prefetched(parts, _column_files(volume), READ_AHEAD_BLOCKS),
-                                               workers),
-                                   total=count_blocks(shape, block), desc="normalize", disable=not progress,
-                                   leave=False))
+                for n_nonzero, n_capped in tqdm(
+                        ordered_map(apply, prefetched(parts, _column_files(volume), READ_AHEAD_BLOCKS), workers),
+                        total=count_blocks(shape, block), desc="normalize", disable=not progress, leave=False):
+                    nonzero, capped = nonzero + n_nonzero, capped + n_capped
                 low_high = (low, high)
                 attributes.update(_attributes(settings, threshold, low_high, field, fraction))
             writer.finalize(resolution, n_levels, attributes)
-        write_normalize_qc(out_path, values, low_high, attributes, nonzero, int(np.prod(volume.shape)))
+        write_normalize_qc(out_path, values, low_high, attributes, nonzero, int(np.prod(volume.shape)),
+                           capped_voxels=capped)
     return attributes
 
 
@@ -203,6 +212,8 @@ def _check_settings(settings: NormalizeSettings) -> None:
     low, high = settings.percentiles
     if not 0 <= low < high <= 100:
         raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
+    if not (np.isfinite(settings.speckle_cap) and settings.speckle_cap >= 0):
+        raise InputError(f"--speckle_cap must be a finite number >= 0, got {settings.speckle_cap}")
     if settings.dtype not in NORMALIZE_DTYPES:
         raise InputError(f"unknown output dtype {settings.dtype!r}; choose one of {', '.join(NORMALIZE_DTYPES)}")
 
@@ -217,6 +228,7 @@ def _attributes(
         "tissue_threshold": threshold,
         "tissue_fraction": round(fraction, 6),
         "flatfield": field is not None,
+        "speckle_cap": settings.speckle_cap,
     }
 
 
@@ -259,6 +271,18 @@ def _checked_aip(data: np.ndarray, part: LateralBlock, in_path: Any) -> np.ndarr
 def _column_files(volume: StoredArray) -> Callable[[LateralBlock], list[Path]]:
     """The chunk files of a block's whole-depth column of ``volume`` (to announce them ahead)."""
     return lambda part: volume.chunk_files((slice(None), *part.inner))
+
+
+def _speckle_capped(volume: StoredArray, part: LateralBlock, cap: float) -> tuple[np.ndarray, int]:
+    """A block's voxels, capped at ``cap`` times their local mean within the block (as read with ``cap`` 0), and
+    the number of voxels capped (:func:`linumpy.intensity.normalize.speckle_capped`).
+
+    No halo is read: a halo of two A-lines reaches the neighbouring chunk columns, whose whole chunks would be
+    decoded for them (the write pass's CPU time 2x on the ``large`` slice)."""
+    data = volume[(slice(None), *part.inner)]
+    if cap <= 0:
+        return data, 0
+    return normalize.speckle_capped(data, cap, (slice(None), slice(None)))
 
 
 def _store_smoothed(
