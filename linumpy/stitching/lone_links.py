@@ -6,8 +6,9 @@ stage's, and edge links among them kept across their ridge only (step 6 of
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -21,6 +22,11 @@ from linumpy.stitching.tile_search import largest_deviation, search_radius
 from linumpy.stitching.uncertainty import stage_scatter
 
 logger = logging.getLogger(__name__)
+
+Pair = tuple[TileIndex, TileIndex]
+#: A rule's ruling on a link (:func:`refuse_one_at_a_time`): None leaves it; ``(side, inside, reason)`` refuses it,
+#: ``side`` to the stage model, the solve without it may drop the pairs from ``inside``, ``reason`` for the log.
+Ruling = tuple[set[TileIndex], frozenset[TileIndex] | set[TileIndex], str] | None
 
 
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
@@ -84,14 +90,33 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     return found
 
 
-def _side_over_stage(pair: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
+def side_over_stage(pair: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
                      positions: Mapping[TileIndex, np.ndarray], model: StageModel,
                      registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
                      ) -> tuple[set[TileIndex], float]:
     """The side that the kept link ``pair`` alone joins to the others among the kept ``links``
     (:func:`~linumpy.stitching.pair_terms.bridged_side`) and the evidence of the side's other scored overlaps with the
     other tiles for where it lies over the stage model's placement in the other side's gauge
-    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN if none scores both)."""
+    (:func:`~linumpy.stitching.reanchor.evidence_over_stage`; NaN if none scores both).
+
+    Parameters
+    ----------
+    pair : tuple of TileIndex
+        The kept link on no loop.
+    links : Sequence[tuple[TileIndex, TileIndex]]
+        The ``(a, b)`` keys of the kept pairs.
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's solved ``(y, x)`` position, pixels.
+    model : StageModel
+        The stage model fitted to the solve.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's registration, for the side's other scored overlaps.
+
+    Returns
+    -------
+    tuple
+        ``(side, margin)``: the tiles the link alone joins and their evidence margin over the stage placement.
+    """
     side, aligned, _ = bridged_side(pair, [link for link in links if link != pair], positions, model)
     placed = {t for link in links for t in link}
     others = [(link, r) for link, r in links_out(sorted(side), registrations, placed - side) if link != pair]
@@ -102,7 +127,7 @@ def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInde
                           ) -> tuple[tuple[TileIndex, TileIndex], list[TileIndex]] | None:
     """Of the kept links on no loop that place tiles they alone join beyond the joint search's window
     (:func:`far_lone_links`), those whose side's other overlaps do not support that placement (their
-    evidence for it over the stage's placement, :func:`_side_over_stage`, below
+    evidence for it over the stage's placement, :func:`side_over_stage`, below
     :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_MARGIN`, as for a weakly attached piece, or none scoring both), the
     one with the largest side, and its side; else ``None``.
 
@@ -125,11 +150,66 @@ def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInde
     """
     positions, model, kept = solved
     links = [(p.a, p.b) for p in kept]
-    judged = [(pair, *_side_over_stage(pair, links, positions, model, registrations))
+    judged = [(pair, *side_over_stage(pair, links, positions, model, registrations))
               for pair, _, _, _ in far_lone_links(links, positions, model)]
     unsupported = [(len(side), pair, sorted(side)) for pair, side, margin in judged
                    if not margin >= WEAK_PIECE_MARGIN]
     return max(unsupported)[1:] if unsupported else None
+
+
+def refuse_one_at_a_time(
+    tiles: Sequence[TileIndex],
+    solved: Solution,
+    tile_step_px: Sequence[float],
+    candidates: Callable[[Solution], Iterable[tuple[Pair, Callable[[], Ruling]]]],
+) -> tuple[Solution, set[TileIndex], set[Pair]]:
+    """Judge a rule's candidate links one at a time, each once, refusing one and solving again before the next.
+
+    The loop of the rules that send a link's side to the stage model: ``candidates(solved)`` gives the current
+    solve's links to judge in order, each with its ruling (called only for a link not judged yet): None leaves the
+    link; ``(side, inside, reason)`` refuses it, its ``side`` going to the stage model, when the solve without it
+    (:func:`~linumpy.stitching.global_solve.solve_without`, the pairs from ``inside`` droppable) keeps every other
+    pair; otherwise the link is left. After a refusal the candidates are taken again from the new solve.
+
+    Parameters
+    ----------
+    tiles : Sequence[TileIndex]
+        Grid indices of all the tiles of the slice.
+    solved : Solution
+        ``(positions, model, kept)`` of the current solve.
+    tile_step_px : Sequence[float]
+        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    candidates : callable
+        The rule: a solve -> its ``(pair, ruling)`` in the order the rule judges them.
+
+    Returns
+    -------
+    tuple
+        ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links refused.
+    """
+    to_stage: set[TileIndex] = set()
+    refused: set[Pair] = set()
+    judged: set[Pair] = set()
+    while True:
+        for pair, ruling in candidates(solved):
+            if pair in judged:
+                continue
+            judged.add(pair)
+            verdict = ruling()
+            if verdict is None:
+                continue
+            side, inside, reason = verdict
+            attempt = solve_without(tiles, solved[2], {pair}, tile_step_px, inside)
+            if attempt is None:
+                logger.info("lone link %s-%s %s, left: the solve without it drops other pairs", *pair, reason)
+                continue
+            logger.info("lone link %s-%s %s: refused, %s on the stage model", *pair, reason, sorted(side))
+            solved = attempt
+            to_stage |= side
+            refused.add(pair)
+            break
+        else:
+            return solved, to_stage, refused
 
 
 def far_lone_links_to_stage(
@@ -174,37 +254,25 @@ def far_lone_links_to_stage(
         ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links
         refused.
     """
-    positions, model, kept = solved
-    to_stage: set[TileIndex] = set()
-    refused: set[tuple[TileIndex, TileIndex]] = set()
-    judged: set[tuple[TileIndex, TileIndex]] = set()
-    while True:
+
+    def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
+        positions, model, kept = current
         links = [(p.a, p.b) for p in kept]
         for pair, beyond, deviation, window in far_lone_links(links, positions, model):
-            if pair in judged:
-                continue
-            judged.add(pair)
-            side, margin = _side_over_stage(pair, links, positions, model, registrations)
-            if margin >= 0:
-                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
-                            "window (%.1f px), left: the side's other links prefer that placement to the stage's "
-                            "(%.2f)", *pair, beyond, deviation, window, margin)
-                continue
-            attempt = solve_without(tiles, kept, {pair}, tile_step_px, side)
-            if attempt is None:
-                logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
-                            "window (%.1f px), left: the solve without it drops other pairs", *pair, beyond,
-                            deviation, window)
-                continue
-            logger.info("lone link %s-%s places %s up to %.1f px from the stage model, beyond the search window "
-                        "(%.1f px), the side's other links' evidence over the stage placement %.2f: refused, %s on "
-                        "the stage model", *pair, beyond, deviation, window, margin, sorted(side))
-            positions, model, kept = attempt
-            to_stage |= side
-            refused.add(pair)
-            break
-        else:
-            return (positions, model, kept), to_stage, refused
+            yield pair, partial(far_ruling, pair, beyond, deviation, window, links, positions, model)
+
+    def far_ruling(pair: Pair, beyond: set[TileIndex], deviation: float, window: float, links: list[Pair],
+                   positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> Ruling:
+        reason = f"places {sorted(beyond)} up to {deviation:.1f} px from the stage model, beyond the search window " \
+                 f"({window:.1f} px)"
+        side, margin = side_over_stage(pair, links, positions, model, registrations)
+        if margin >= 0:
+            logger.info("lone link %s-%s %s, left: the side's other links prefer that placement to the stage's "
+                        "(%.2f)", *pair, reason, margin)
+            return None
+        return side, side, f"{reason}, the side's other links' evidence over the stage placement {margin:.2f}"
+
+    return refuse_one_at_a_time(tiles, solved, tile_step_px, candidates)
 
 
 def lone_edge_links_across_only(
@@ -329,35 +397,23 @@ def broad_lone_links_to_stage(
     tuple
         ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links refused.
     """
-    positions, model, kept = solved
-    to_stage: set[TileIndex] = set()
-    refused: set[tuple[TileIndex, TileIndex]] = set()
-    judged: set[tuple[TileIndex, TileIndex]] = set()
-    while True:
+    def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
+        positions, model, kept = current
         links = [(p.a, p.b) for p in kept]
         scatter = stage_scatter(positions, model, sorted({t for pair in links for t in pair}), max_shift_px)
         for k in bridges(kept):
-            pair, link = links[k], kept[k]
-            if pair in judged or link.free_direction is not None:
-                continue
-            judged.add(pair)
-            side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
-            registration = registrations[pair]
-            error = np.sqrt(honest_variance(pair_sigma(registration),
-                                            offset_spread(registration.scores, registration.offset)))
-            if len(side) != 1 or not unrefined(registration) or not np.any(error > scatter):
-                continue
-            attempt = solve_without(tiles, kept, {pair}, tile_step_px)
-            if attempt is None:
-                logger.info("lone link %s-%s knows %s less well than the stage (%s px against %s), left: the solve "
-                            "without it drops other pairs", *pair, sorted(side), np.round(error, 2),
-                            np.round(scatter, 2))
-                continue
-            logger.info("lone link %s-%s knows %s less well than the stage (%s px against %s): refused, the tile on "
-                        "the stage model", *pair, sorted(side), np.round(error, 2), np.round(scatter, 2))
-            positions, model, kept = attempt
-            to_stage |= side
-            refused.add(pair)
-            break
-        else:
-            return (positions, model, kept), to_stage, refused
+            if kept[k].free_direction is None:
+                yield links[k], partial(broad_ruling, links[k], links, positions, model, scatter)
+
+    def broad_ruling(pair: Pair, links: list[Pair], positions: Mapping[TileIndex, np.ndarray], model: StageModel,
+                     scatter: np.ndarray) -> Ruling:
+        side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
+        registration = registrations[pair]
+        error = np.sqrt(honest_variance(pair_sigma(registration),
+                                        offset_spread(registration.scores, registration.offset)))
+        if len(side) != 1 or not unrefined(registration) or not np.any(error > scatter):
+            return None
+        return side, frozenset(), (f"knows {sorted(side)} less well than the stage ({np.round(error, 2)} px against "
+                                   f"{np.round(scatter, 2)})")
+
+    return refuse_one_at_a_time(tiles, solved, tile_step_px, candidates)

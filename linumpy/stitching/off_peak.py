@@ -11,12 +11,13 @@ neither reading was right: the true overlap was a sliver the registration does n
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 
-from linumpy.stitching.global_solve import Solution, TileIndex, bridges, solve_without
-from linumpy.stitching.lone_links import _side_over_stage
+from linumpy.stitching.global_solve import Solution, StageModel, TileIndex, bridges
+from linumpy.stitching.lone_links import Ruling, refuse_one_at_a_time, side_over_stage
 from linumpy.stitching.pair_terms import OWN_PEAK_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge
 
@@ -84,35 +85,24 @@ def off_peak_lone_links_to_stage(
     tuple
         ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links refused.
     """
-    positions, model, kept = solved
-    to_stage: set[TileIndex] = set()
-    refused: set[Pair] = set()
-    judged: set[Pair] = set()
-    while True:
+    def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
+        positions, model, kept = current
         links = [(p.a, p.b) for p in kept]
         for k in bridges(kept):
-            pair = links[k]
-            if pair in judged or kept[k].free_direction is not None:
-                continue
-            judged.add(pair)
-            distance = off_own_peak(kept[k].offset, own[pair])
-            if distance <= OWN_PEAK_PX:
-                continue
-            side, margin = _side_over_stage(pair, links, positions, model, own)
-            if margin >= 0:
-                logger.info("lone link %s-%s lies %.1f px off its own peak, left: the side's other links prefer its "
-                            "placement to the stage's (%.2f)", *pair, distance, margin)
-                continue
-            attempt = solve_without(tiles, kept, {pair}, tile_step_px, side)
-            if attempt is None:
-                logger.info("lone link %s-%s lies %.1f px off its own peak, left: the solve without it drops other "
-                            "pairs", *pair, distance)
-                continue
-            logger.info("lone link %s-%s lies %.1f px off its own peak, the side's other links' evidence over the "
-                        "stage placement %.2f: refused, %s on the stage model", *pair, distance, margin, sorted(side))
-            positions, model, kept = attempt
-            to_stage |= side
-            refused.add(pair)
-            break
-        else:
-            return (positions, model, kept), to_stage, refused
+            if kept[k].free_direction is None:
+                yield links[k], partial(off_peak_ruling, links[k], kept[k].offset, links, positions, model)
+
+    def off_peak_ruling(pair: Pair, offset: Sequence[float], links: list[Pair],
+                        positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> Ruling:
+        distance = off_own_peak(offset, own[pair])
+        if distance <= OWN_PEAK_PX:
+            return None
+        side, margin = side_over_stage(pair, links, positions, model, own)
+        if margin >= 0:
+            logger.info("lone link %s-%s lies %.1f px off its own peak, left: the side's other links prefer its "
+                        "placement to the stage's (%.2f)", *pair, distance, margin)
+            return None
+        return side, side, (f"lies {distance:.1f} px off its own peak, the side's other links' evidence over the "
+                            f"stage placement {margin:.2f}")
+
+    return refuse_one_at_a_time(tiles, solved, tile_step_px, candidates)
