@@ -85,6 +85,7 @@ def off_peak_lone_links_to_stage(
     tuple
         ``((positions, model, kept), to_stage, refused)``: the tiles put on the stage model and the links refused.
     """
+
     def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
         positions, model, kept = current
         links = [(p.a, p.b) for p in kept]
