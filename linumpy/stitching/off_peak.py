@@ -61,9 +61,9 @@ def off_peak_lone_links_to_stage(
     (2, 0)-(3, 0) (true overlap 0.6 px: not scored; own peak on the border of its window, 2.6 px off) placed (3, 0),
     (3, 1), (4, 0) by the tile search 4.0 px from its own peak, 6.6 px from the truth; a cluster search and a piece
     search put them back there (two tiles 1.05 and 3.70 px farther than on the stage). Edge links are
-    :func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`'s (``c185`` 350 slice 2: (1, 1)-(2, 1), kept across
-    its ridge only, 24 px off its own border peak across it, tiles that do not overlap, held a piece of four tiles
-    3.1-3.9 px off, 5.0-8.5 px on the stage). The side's other overlaps keep a link the searches placed with them
+    :func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`'s (``c185`` 350 slice 2: (1, 1)-(2, 1), kept
+    across its ridge only, 24 px off its own border peak across it, tiles that do not overlap, held a piece of four
+    tiles 3.1-3.9 px off, 5.0-8.5 px on the stage). The side's other overlaps keep a link the searches placed with them
     (matrix ``overlap 10 %`` seed 166: (2, 0) placed by three links, (2, 0)-(2, 1) left alone holding it 12.8 px off
     its own peak, 1.15 px off the truth, its stage position 2.75). A link whose removal makes the solve drop another
     pair is left.
