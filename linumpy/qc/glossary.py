@@ -545,6 +545,11 @@ METRICS: dict[str, MetricInfo] = {
                               "measured the depth trend of the slice's gain; no (the last slice, a slice before a "
                               "gap): the trend is its neighbour's, unchecked, and the slab's bottom may be off "
                               "(docs/stacking.md)."),
+    "gain_trend_map_level": _M("Slab gain trend borrowed from a map", "log gain", "For a slice whose trend no "
+                               "overlap below measures (the last slice, a slice before a gap): what its trend "
+                               "borrows beyond the slice above's, the trend of the level that slice's lateral gain "
+                               "map gives its tissue; empty elsewhere or when the slice above has no map "
+                               "(docs/stacking.md)."),
     "gain_compensated_level": _M("Slab compensated level", "gain", "Factor putting the normalised slice back on "
                                  "the depth correction's units, which every slice shares (its normalisation "
                                  "scale over the median slice's), before the overlaps' gains; 1 when unknown."),

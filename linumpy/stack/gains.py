@@ -44,7 +44,7 @@ UNTIED_WEIGHT = 0.01
 
 def fit_gains(
     ratios: Sequence[float | None], overlap_depths: Sequence[tuple[float, float] | None],
-    untied: Sequence[bool] | None = None,
+    untied: Sequence[bool] | None = None, trend_offsets: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit ``(a, b)`` per slice from the boundary ratios.
 
@@ -59,6 +59,9 @@ def fit_gains(
     untied : sequence of bool, optional
         Slices whose depth trend is not tied to their neighbours' (a slice
         that keeps the focus: its trend is the focus's); None: all tied.
+    trend_offsets : sequence of float, optional
+        ``trend_offsets[k]``: what the tie of neighbouring trends makes
+        ``b_k - b_{k-1}`` (:func:`borrowed_trends`); None: 0, alike.
 
     Returns
     -------
@@ -90,7 +93,7 @@ def fit_gains(
         equation({k: 1.0}, 0.0, UNTIED_WEIGHT if untied[k] else LEVEL_WEIGHT)
         equation({n + k: 1.0}, 0.0, UNTIED_WEIGHT if untied[k] else TREND_WEIGHT)
         if k > 0 and not (untied[k] or untied[k - 1]):
-            equation({n + k: 1.0, n + k - 1: -1.0}, 0.0, SMOOTH_WEIGHT)
+            equation({n + k: 1.0, n + k - 1: -1.0}, 0.0 if trend_offsets is None else trend_offsets[k], SMOOTH_WEIGHT)
     solution = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
     return solution[:n], solution[n:]
 
@@ -137,7 +140,8 @@ def trend_measured(ratios: Sequence[float | None], overlap_depths: Sequence[tupl
 
     False for the last slice and a slice before a gap or an unmatched
     boundary: :func:`fit_gains` then gives it its neighbour's trend (the
-    ridge tying neighbouring ``b``), which nothing below it checks.
+    ridge tying neighbouring ``b``, plus the level of the neighbour's lateral
+    map, :func:`borrowed_trends`), which nothing below it checks.
 
     Examples
     --------
@@ -146,6 +150,27 @@ def trend_measured(ratios: Sequence[float | None], overlap_depths: Sequence[tupl
     """
     return [k + 1 < len(ratios) and ratios[k + 1] is not None and overlap_depths[k + 1] is not None
             and ratios[k + 1] > 0 for k in range(len(ratios))]
+
+
+def borrowed_trends(measured: Sequence[bool], lateral: Sequence[LateralGain | None]) -> list[float | None]:
+    """Per slice whose trend no boundary below measures (``measured``, :func:`trend_measured`), what its tie to the
+    slice above adds to that slice's trend ``b``: the trend of the level the slice above's lateral map gives its
+    tissue (:attr:`LateralGain.level_log` over the map's depth); None elsewhere or where the slice above has no map.
+
+    The slice above matched the slice below with its scalar trend and its map together (its boundary ratio is taken
+    with the map applied), and a map less its median still moves the tissue's mean where the gain is skewed
+    (foreign ``wm`` / ``deep`` tuning seeds: -1.3 to +7.7 % on the overlap's tissue); a slice with nothing below it
+    gets no map, so a trend tied to the scalar one alone leaves its deep planes that much off the slabs above
+    (``docs/stacking.md``, *The last slab's trend*).
+
+    Examples
+    --------
+    >>> above = LateralGain(np.zeros((2, 2), np.float32), (1.0, 1.0), 0.5, level_log=0.05)
+    >>> borrowed_trends([True, True, False], [None, above, None])
+    [None, None, 0.1]
+    """
+    return [None if measured[k] or k == 0 or lateral[k - 1] is None
+            else float(lateral[k - 1].level_log / lateral[k - 1].depth) for k in range(len(measured))]
 
 
 def corrected_ratios(
@@ -315,12 +340,15 @@ class LateralGain:
     partial_fraction : float
         Fraction of the overlap's A-lines with a plane left out of the map's
         depth means (:func:`partial_fraction`, :func:`log_ratio_map`).
+    level_log : float
+        Log gain the map gives the overlap's tissue level (:func:`map_level_log`).
     """
 
     log_map: np.ndarray
     pixel_um: tuple[float, float]
     depth: float
     partial_fraction: float = 0.0
+    level_log: float = 0.0
 
     def summary(self) -> dict[str, float]:
         """Spread of the gain over the supported pixels (5th and 95th percentiles), the supported fraction and
@@ -379,6 +407,42 @@ def _interpolation_indices(n_out: int, n_map: int, resolution_um: float, offset_
     position = np.clip(((np.arange(n_out) + 0.5) * resolution_um - offset_um) / pixel_um - 0.5, 0, n_map - 1)
     lower = np.minimum(np.floor(position).astype(int), max(0, n_map - 2))
     return lower, position - lower
+
+
+def map_level_log(with_map: OverlapRatio, without_map: OverlapRatio) -> float:
+    """``ln`` of an overlap's boundary ratio taken with the previous slice's lateral map over the one taken without:
+    the log gain the map gives the tissue's level at the overlap (0 when either ratio is missing).
+
+    Examples
+    --------
+    >>> round(map_level_log(OverlapRatio(1.05, "otsu", 9.0), OverlapRatio(1.0, "otsu", 9.0)), 4)
+    0.0488
+    >>> map_level_log(OverlapRatio(None, "otsu", None), OverlapRatio(1.0, "otsu", 9.0))
+    0.0
+    """
+    if with_map.value is None or without_map.value is None:
+        return 0.0
+    return float(np.log(with_map.value / without_map.value))
+
+
+def ratio_without_dropped_map(ratio: float | None, measured: LateralGain | None,
+                              kept: LateralGain | None) -> float | None:
+    """A boundary ratio (taken with the ``measured`` map applied) as the scalar gains must match it: without the
+    map's level (:attr:`LateralGain.level_log`) when the map is not ``kept`` (a fallback drops it), as is otherwise.
+
+    A dropped map's level left in the ratio made the scalar gains match a slab bottom the map was to brighten:
+    foreign ``wm`` 355, slice 2 (next slice placed laterally by the motors) fell 8 % over its depth and left a 5.6 %
+    step below it.
+
+    Examples
+    --------
+    >>> above = LateralGain(np.zeros((2, 2), np.float32), (1.0, 1.0), 1.0, level_log=float(np.log(1.05)))
+    >>> round(ratio_without_dropped_map(1.05, above, None), 4), ratio_without_dropped_map(1.05, above, above)
+    (1.0, 1.05)
+    """
+    if ratio is None or measured is None or kept is not None:
+        return ratio
+    return float(ratio * np.exp(-measured.level_log))
 
 
 def partial_fraction(held: np.ndarray) -> float:

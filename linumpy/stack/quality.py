@@ -522,6 +522,9 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
         ``gain_trend_measured`` (whether a boundary with the slice below measured
         the depth trend of that gain; False: taken from the slice above, e.g. the last slice),
+        ``gain_trend_map_level`` (for such a slice, what its trend borrows beyond the slice above's: the trend
+        of the level that slice's lateral map gives its tissue, :func:`~linumpy.stack.gains.borrowed_trends`;
+        None elsewhere or when the slice above has no map),
         ``gain_compensated_level`` (the factor putting the normalised slice back on the compensated scale
         the slices share, :func:`~linumpy.stack.gains.compensated_levels`; 1 when unknown) and
         ``gain_level_source`` (``"compensated"``, or ``"normalised"`` when a slice's normalisation scale is
@@ -645,6 +648,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_tissue": [_ratio_tissue(s.get("boundary_ratio_tissue")) for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
         "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
+        "gain_trend_map_level": [s.get("gain_trend_map_level") for s in slices],
         "gain_compensated_level": [s.get("gain_compensated_level") for s in slices],
         "gain_level_source": record.get("gain_level_source"),
         "focus_skipped": [s.get("focus_skipped") for s in slices],

@@ -30,14 +30,17 @@ from linumpy.stack.gains import (
     NO_SLICE_BELOW,
     LateralGain,
     OverlapRatio,
+    borrowed_trends,
     coarse_map,
     compensated_levels,
     compensated_ratios,
     corrected_ratios,
     fit_gains,
     log_ratio_map,
+    map_level_log,
     overlap_ratio,
     partial_fraction,
+    ratio_without_dropped_map,
     trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
@@ -396,18 +399,23 @@ def plan_stack(
             lateral[k - 1] = None
             lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.3f} (of its speckle "
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
+        ratios[k] = ratio_without_dropped_map(ratios[k], boundary[2], lateral[k - 1])
     for k in range(len(slices)):
         if k + 1 == len(slices) or ids[k + 1] - ids[k] > 1:
             lateral_fallback[k] = NO_SLICE_BELOW
     if not parameters.match_intensity:
         lateral, lateral_fallback = [None] * len(slices), [None] * len(slices)
+    measured = trend_measured(ratios, depths)
     if parameters.match_intensity:  # the levels start on the compensated scale the slices share
         levels, level_source = compensated_levels([None if s.focus_skipped else s.intensity_scale for s in slices])
-        a, b = fit_gains(compensated_ratios(ratios, levels), depths, [s.focus_skipped is not None for s in slices])
+        borrowed = borrowed_trends(measured, lateral)  # the level of the map above, for a trend nothing measures
+        a, b = fit_gains(compensated_ratios(ratios, levels), depths, [s.focus_skipped is not None for s in slices],
+                         trend_offsets=[0.0 if t is None else t for t in borrowed])
         a = a + levels
     else:
         levels, level_source = np.zeros(len(slices)), "not matched"
         a, b = np.zeros(len(slices)), np.zeros(len(slices))
+        borrowed = [None] * len(slices)
     placed = [
         replace(_place_on_grid(s, planes, origin + [(planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
                                resolution_um, (a[k], b[k]), lateral[k]), flat_below=speckle_limited[k])
@@ -426,7 +434,6 @@ def plan_stack(
         entry["lateral_support"] = None if support is None else support.summary()
     record["z_tolerance_um"] = round(float(z_tolerance), 6)
     after = corrected_ratios(ratios, depths, a, b)
-    measured = trend_measured(ratios, depths)
     record["common_tilt"] = None if tilt is None else [round(t, 5) for t in tilt]
     record["gain_level_source"] = level_source
     for k, (entry, depth, planes) in enumerate(zip(record["slices"], kept_um, kept, strict=True)):
@@ -449,6 +456,7 @@ def plan_stack(
         entry["gain_compensated_level"] = round(float(np.exp(levels[k])), 4)
         entry["focus_skipped"] = slices[k].focus_skipped
         entry["gain_trend_measured"] = bool(parameters.match_intensity and measured[k])
+        entry["gain_trend_map_level"] = None if borrowed[k] is None else round(borrowed[k], 4)
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
@@ -1134,12 +1142,14 @@ class _BoundaryPlanes:
 @dataclass(frozen=True)
 class _BoundaryMeasure:
     """A pair's boundary ratio, its lateral log-gain map (coarse, :func:`linumpy.stack.gains.coarse_map`; all zero:
-    nothing supported) with its pixel size, and the fraction of partly empty A-lines of the overlap."""
+    nothing supported) with its pixel size, the fraction of partly empty A-lines of the overlap and the map's log
+    gain on the overlap's tissue level (:func:`linumpy.stack.gains.map_level_log`)."""
 
     ratio: OverlapRatio
     log_map: np.ndarray
     pixel_um: tuple[float, float]
     partial_fraction: float
+    level_log: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -1197,8 +1207,8 @@ def _boundary_ratio(
     # relative to the first kept plane (below the cut face, :func:`_below_cut_faces`)
     relative = ((where.start + centre - previous_kept[0] + p0) / max(1, previous_kept[1] - previous_kept[0] - 1),
                 max(0.0, where.skip + centre - current_kept[0] + c0) / max(1, current_kept[1] - current_kept[0] - 1))
-    lateral = (LateralGain(measure.log_map, measure.pixel_um, max(relative[0], 1e-3), measure.partial_fraction)
-               if measure.log_map.any() else None)
+    lateral = (LateralGain(measure.log_map, measure.pixel_um, max(relative[0], 1e-3), measure.partial_fraction,
+                           measure.level_log) if measure.log_map.any() else None)
     return measure.ratio, relative, lateral
 
 
@@ -1233,7 +1243,8 @@ def _boundary_measure(upper: np.ndarray, lower: np.ndarray, where: _BoundaryPlan
     log_map = np.zeros(tuple(n // factor for n in previous_shape), np.float32)
     log_map[tuple(slice(w.start // factor, w.stop // factor) for w in where.previous_window)] = overlap_map
     log_map, pixel_um = coarse_map(log_map, (float(source_um[1]) * factor, float(source_um[2]) * factor))
-    return _BoundaryMeasure(ratio, log_map, pixel_um, partial_fraction(held))
+    return _BoundaryMeasure(ratio, log_map, pixel_um, partial_fraction(held),
+                            map_level_log(ratio, overlap_ratio(upper, lower)))
 
 
 def _boundary_spare(previous_read: np.ndarray, first: int, current_read: np.ndarray, nominal_planes: int,
