@@ -16,7 +16,8 @@ from linumpy.stitching.cluster_search import clusters, place_cluster
 from linumpy.stitching.departures import departure_bound, plausible
 from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solution, StageModel, TileIndex,
                                             solve_positions)
-from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_DEPARTURE_PAIRS,
+from linumpy.stitching.off_peak import off_own_peak
+from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_DEPARTURE_PAIRS, OWN_PEAK_PX,
                                           STRONG_SIGNIFICANCE, pair_offset)
 from linumpy.stitching.pairwise import PairRegistration, narrow_joint_offset, refine_subpixel
 from linumpy.stitching.refusals import drop_broken_placements, survivors_hold_tile
@@ -91,7 +92,8 @@ def joint_search(
     refused: set[TileIndex] = set()
 
     def accept(placement: Placement) -> bool:
-        if lone_departure(placement, model) <= bound and not lone_beyond_placed(placement, model, tile_bound):
+        beyond = lone_beyond_placed(placement, model, tile_bound) and not confident_alone(placement, registrations)
+        if lone_departure(placement, model) <= bound and not beyond:
             return True
         refused.add(placement.tile)
         return False
@@ -140,6 +142,42 @@ def lone_beyond_placed(placement: Placement, model: StageModel, tile_bound: floa
     if len(placement.offsets) != 1 or placement.significance >= STRONG_SIGNIFICANCE:
         return False
     return float(np.max(np.abs(np.asarray(placement.position, float) - model.position(placement.tile)))) > tile_bound
+
+
+def confident_alone(placement: Placement,
+                    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]) -> bool:
+    """Whether ``placement``'s one link, registered alone over its whole window, reached
+    :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE` at the joint peak (within
+    :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` of its own peak,
+    :func:`~linumpy.stitching.off_peak.off_own_peak`).
+
+    :func:`lone_beyond_placed` guards against a peak that only the joint search's narrower window made
+    significant: ``8 x 8 harsh`` seed 181's (6, 0), its link's own significance 1.07, read at 2.19 in the
+    joint window, 21 px off. A link confident on its own carries the tile's own texture, and its departure
+    beyond the placed tiles' deviation can be the stage's: the bound, the largest deviation of the tiles the
+    stage model was fitted to, is short where those tiles are few (the fit absorbs their errors) and the tile
+    lies beyond them. Foreign ``sparse`` seed 377 slice 3 (session lone10b): (2, 0) on (1, 0)-(2, 0), own and
+    joint significance 2.40, 9 px from its stage-model position, the six placed tiles at most 4.84 px (bound
+    6.84); refused it stayed on the stage 5.85 px off, kept 2.47. ``overlap 10 %`` seed 193: (3, 1) on its
+    link alone (own significance 2.53), 5 px against a bound of 4.11 px, 1.4 px from the truth, its stage 5.7 px.
+
+    Parameters
+    ----------
+    placement : Placement
+        A joint peak of :func:`~linumpy.stitching.tile_search.place_by_neighbours`.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+
+    Returns
+    -------
+    bool
+        True if one link holds the placement and its own registration is confident at the joint peak.
+    """
+    if len(placement.offsets) != 1:
+        return False
+    (pair, offset), = placement.offsets.items()
+    own = registrations[pair]
+    return own.significance >= CONFIDENT_SIGNIFICANCE and off_own_peak(offset, own) <= OWN_PEAK_PX
 
 
 def late_joint_search(

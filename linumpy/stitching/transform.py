@@ -211,7 +211,10 @@ class TileRecord:
         evidence, or is on the stage. Since session lone10 also set where
         that link, below significance 3, put the tile farther from its
         stage-model position than every placed tile lies from its own plus
-        2 px (:func:`linumpy.stitching.joint_placement.lone_beyond_placed`).
+        2 px (:func:`linumpy.stitching.joint_placement.lone_beyond_placed`),
+        and since session lone10b only where that link's own registration
+        was not confident at the peak
+        (:func:`linumpy.stitching.joint_placement.confident_alone`).
         False in transforms written before session stitch43.
     far_link_refused : bool
         A confident pair of the tile, which the solve of the confident pairs
