@@ -30,8 +30,8 @@ Ruling = tuple[set[TileIndex], frozenset[TileIndex] | set[TileIndex], str] | Non
 
 
 #: Fewest tiles on the other side of a lone link for its window to measure the stage's error (:func:`far_lone_links`:
-#: one tile, in its own gauge, deviates by nothing; two show one difference of two stage errors).
-MIN_REFERENCE_TILES = 3
+#: one tile, in its own gauge, deviates by nothing).
+MIN_REFERENCE_TILES = 2
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
 LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
 
@@ -50,14 +50,10 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     none of the stage's error, so its window would be the slack alone (2 px) while the stage errs by several
     pixels between any two tiles (foreign ``odd2`` 292, a 1 x 4 strip whose two end tiles see only gel: the one
     pair with tissue, significance 10.6-17.1 and 0.03-0.17 px from the truth, put its far tile 2.5-3.0 px from
-    the stage model and was refused on four of five slices, both tiles left on the stage 1.8-2.3 px off). Nor one
-    whose other side is two tiles: their deviations in their own gauge are half the one difference of their two stage
-    errors, a sample of one that often shows little of the stage's error (uniform errors of +-3 px per tile and axis:
-    a right link's tile beyond that window 16 % of the time, against 3 % with three tiles on the other side and
-    under 1 % with four; +-5 px: 29 %, 8 %, 3 %). Foreign ``odd2`` 359 slice 2 and 266 slice 2 (the same strip):
-    the pair with tissue, significance 18.1 and 13.7, 0.04 and 0.03 px from the truth, put (0, 1) 4.4 and 4.1 px
-    from the stage model in the gauge of (0, 2) and (0, 3), which a weak link (significance 4.1 and 3.3) joined 1.0
-    and 1.8 px off; the windows 3.3 and 3.2 px: refused, (0, 1) left on the stage 4.3 and 2.6 px off (session odd10).
+    the stage model and was refused on four of five slices, both tiles left on the stage 1.8-2.3 px off). A link
+    whose other side is two tiles is judged: their window often shows little of the stage's error and refuses right
+    strong links (``odd2`` 359 / 266 slice 2, significance 18.1 / 13.7), but it is the only check of a wrong weak one
+    (``odd2`` 389 slice 2: significance 3.2, 5.3 px off, (0, 3) refused to the stage 2.3 px off; kept, 4.3 px off).
 
     Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
     window only.
