@@ -45,9 +45,8 @@ LOOP_CHECKED_DISAGREEMENT_PX = 3.0
 #: Fewest planes of a depth range: a tile much thinner (the stitching matrix's six planes) is not checked, its
 #: ranges' projections keeping little more than the speckle of a plane or two.
 MIN_RANGE_PLANES = 10
-#: The cut: the first plane whose mean over the two strips rises above the lowest plane mean by this fraction of
-#: the profile's range (largest minus lowest; :func:`tissue_cut`).
-CUT_FRACTION = 0.1
+#: The cut: the first plane whose mean over the two strips reaches this fraction of the largest plane mean.
+CUT_FRACTION = 0.5
 
 #: ``read(tile, (ys, xs))``: every plane of a part of a tile, ``(z, y, x)``.
 StripReader = Callable[[TileIndex, tuple[slice, slice]], np.ndarray]
@@ -69,36 +68,16 @@ def search_strips(tile_shape: tuple[int, int], offset: tuple[int, int],
     return tuple(part_a), tuple(part_b)
 
 
-def tissue_cut(profile: np.ndarray) -> int:
-    """The first plane of the tissue: the first whose value rises above the profile's lowest by
-    :data:`CUT_FRACTION` of its range.
-
-    Measured from the lowest plane (the medium above the cut, at the noise floor), not as a fraction of the
-    largest: under a deep focus the focal planes read 3-5 times the surface, and half the largest plane mean
-    fell on the focus's shoulder, 25-30 planes below the cut (foreign ``a205``: focus 70 planes deep, cut at
-    18-24, half-height at 48-52), so the ranges split only the lower half of the tissue, ~17 planes each of one
-    speckle frame, and refused right pairs (benchmarks/README.md, session depth10 of stop 71).
-
-    Examples
-    --------
-    >>> tissue_cut(np.array([1, 1, 10, 9, 8, 7, 6, 5.0]))
-    2
-    >>> tissue_cut(np.array([15, 15, 60, 90, 150, 240, 150, 60.0]))
-    2
-    """
-    low = float(np.min(profile))
-    return int(np.argmax(profile >= low + CUT_FRACTION * (float(np.max(profile)) - low)))
-
-
 def tissue_ranges(profile: np.ndarray, n_ranges: int = DEPTH_RANGES) -> list[slice]:
-    """Split the planes from the cut (:func:`tissue_cut`) to the last into ``n_ranges`` equal, disjoint ranges.
+    """Split the planes from the cut (the first reaching :data:`CUT_FRACTION` of the profile's largest value) to
+    the last into ``n_ranges`` equal, disjoint ranges.
 
     Examples
     --------
     >>> tissue_ranges(np.array([1, 1, 10, 9, 8, 7, 6, 5.0]), 3)
     [slice(2, 4, None), slice(4, 6, None), slice(6, 8, None)]
     """
-    cut = tissue_cut(profile)
+    cut = int(np.argmax(profile >= CUT_FRACTION * np.max(profile)))
     edges = np.linspace(cut, len(profile), n_ranges + 1).round().astype(int)
     return [slice(int(start), int(stop)) for start, stop in zip(edges[:-1], edges[1:])]
 
