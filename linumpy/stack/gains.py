@@ -425,26 +425,6 @@ def map_level_log(with_map: OverlapRatio, without_map: OverlapRatio) -> float:
     return float(np.log(with_map.value / without_map.value))
 
 
-def ratio_without_dropped_map(ratio: float | None, measured: LateralGain | None,
-                              kept: LateralGain | None) -> float | None:
-    """A boundary ratio (taken with the ``measured`` map applied) as the scalar gains must match it: without the
-    map's level (:attr:`LateralGain.level_log`) when the map is not ``kept`` (a fallback drops it), as is otherwise.
-
-    A dropped map's level left in the ratio made the scalar gains match a slab bottom the map was to brighten:
-    foreign ``wm`` 355, slice 2 (next slice placed laterally by the motors) fell 8 % over its depth and left a 5.6 %
-    step below it.
-
-    Examples
-    --------
-    >>> above = LateralGain(np.zeros((2, 2), np.float32), (1.0, 1.0), 1.0, level_log=float(np.log(1.05)))
-    >>> round(ratio_without_dropped_map(1.05, above, None), 4), ratio_without_dropped_map(1.05, above, above)
-    (1.0, 1.05)
-    """
-    if ratio is None or measured is None or kept is not None:
-        return ratio
-    return float(ratio * np.exp(-measured.level_log))
-
-
 def partial_fraction(held: np.ndarray) -> float:
     """Fraction of an overlap's A-lines with a held voxel whose planes are not all held.
 

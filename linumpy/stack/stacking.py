@@ -40,7 +40,6 @@ from linumpy.stack.gains import (
     map_level_log,
     overlap_ratio,
     partial_fraction,
-    ratio_without_dropped_map,
     trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
@@ -399,7 +398,6 @@ def plan_stack(
             lateral[k - 1] = None
             lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.3f} (of its speckle "
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
-        ratios[k] = ratio_without_dropped_map(ratios[k], boundary[2], lateral[k - 1])
     for k in range(len(slices)):
         if k + 1 == len(slices) or ids[k + 1] - ids[k] > 1:
             lateral_fallback[k] = NO_SLICE_BELOW
