@@ -80,6 +80,22 @@ def test_scans_that_all_peak_at_one_end_of_their_window_are_registered_again_ove
     assert sum("every z scan peaked at the same end of its window" in flag for flag in flags) == 1
 
 
+def test_the_probe_keeps_a_motor_glitch_the_first_plan_corrected():
+    """As foreign ``odd`` 418 (a 20 um encoder glitch on slice 1): the probe's window of twice the z tolerance must
+    not widen the glitch tolerance too, or the glitch reads as motion and the step beside it names no voxel."""
+    brain, truth, motor, slices = wrong_voxel_brain()
+    glitched = brain.motors_mm.copy()
+    glitched[2, 0] += 0.02 * np.sign(glitched[1, 0] - glitched[0, 0])  # 20 um: over 15, under the probe's 30
+    narrow = StackParameters(z_tolerance_um=15.0)
+    first = plan_stack(slices, glitched, brain.thickness_um, 10.0, narrow)
+    assert scans_at_one_end(first.record) and first.record["slices"][2]["glitch_corrected"] == ["z"]
+    plan = plan_checking_axial_voxel(slices, glitched, brain.thickness_um, 10.0, narrow)
+    check = plan.record["axial_voxel"]
+    assert check["placement"] == AT_IMPLIED_VOXEL and check["used_um"] == pytest.approx(AXIAL_UM, rel=0.02)
+    error = np.abs(placed_depths(plan) - truth)
+    assert error.max() <= 0.5 * AXIAL_UM
+
+
 def test_steps_that_disagree_at_the_implied_voxel_leave_the_slices_on_their_motor_and_surface_depths(monkeypatch):
     brain, truth, motor, slices = wrong_voxel_brain()
     monkeypatch.setattr(voxel, "steps_agree", lambda *args: False)

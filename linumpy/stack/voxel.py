@@ -22,7 +22,9 @@ around the motor step, in planes of the assumed voxel), and every scan
 peaks at the same end of its window (foreign ``odd`` 343: all four); the
 steps are then registered again over a wider window
 (:func:`scans_at_one_end`, :data:`PROBE_TOLERANCES`), only to read the
-voxel they name. The plan at the named voxel is kept when its own steps
+voxel they name, on the motor depths with the glitches the first plan's
+tolerance finds corrected (:func:`motors_without_depth_glitches`). The plan
+at the named voxel is kept when its own steps
 agree with the motor and surface depths (the depths solved together, no
 voxel named again); else the slices are placed by their motor and surface
 depths at the assumed voxel, the registered depth steps left out (the motor
@@ -40,6 +42,7 @@ from dataclasses import replace
 import numpy as np
 
 from linumpy.stack.depths import AT_ABSOLUTE_DEPTHS, AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
+from linumpy.stack.placement import correct_encoder_glitches, depth_direction
 from linumpy.stack.stacking import SliceVolume, StackParameters, StackPlan, plan_stack
 
 LOGGER = logging.getLogger(__name__)
@@ -121,10 +124,45 @@ def _named_voxel(
     implied = record_implied_voxel_um(plan.record, thickness_um, assumed)
     if implied is not None or not thickness_um or not scans_at_one_end(plan.record):
         return implied, _residuals(plan.record), None
-    tolerance = PROBE_TOLERANCES * (parameters.z_tolerance_um or thickness_um / 4)
+    z_tolerance = parameters.z_tolerance_um or thickness_um / 4
+    tolerance = PROBE_TOLERANCES * z_tolerance
     LOGGER.info("every z scan peaked at the same end of its window: registered again over +-%.1f um", tolerance)
-    probe = plan_stack(slices, motor_zyx_mm, thickness_um, resolution_um, replace(parameters, z_tolerance_um=tolerance))
+    motors = motors_without_depth_glitches(motor_zyx_mm, [s.slice_id for s in slices], thickness_um, z_tolerance)
+    probe = plan_stack(slices, motors, thickness_um, resolution_um, replace(parameters, z_tolerance_um=tolerance))
     return record_implied_voxel_um(probe.record, thickness_um, assumed), _residuals(probe.record), tolerance
+
+
+def motors_without_depth_glitches(
+    motor_zyx_mm: np.ndarray, slice_ids: Sequence[int], thickness_um: float, z_tolerance_um: float,
+) -> np.ndarray:
+    """The motor table with its depth encoder glitches replaced as a plan at ``z_tolerance_um`` replaces them.
+
+    The probe widens the z tolerance, which is also the glitch tolerance: a glitch the first plan corrected (20 um
+    under a 15 um tolerance, foreign ``odd`` 418) would read as motion under the probe's 30 um, and the steps
+    beside it would miss the motor depths by the glitch, not by the voxel's scale.
+
+    Parameters
+    ----------
+    motor_zyx_mm : numpy.ndarray
+        ``(n, 3)`` motor positions ``(z, y, x)`` in millimetres, ordered by slice id.
+    slice_ids : sequence of int
+        The slice ids of the rows.
+    thickness_um : float
+        Nominal slice thickness.
+    z_tolerance_um : float
+        The first plan's z tolerance (its glitch tolerance).
+
+    Returns
+    -------
+    numpy.ndarray
+        A copy, its ``z`` column with the glitches interpolated between their neighbours.
+    """
+    motors = np.array(motor_zyx_mm, dtype=float)
+    depth_um = motors[:, 0] * 1000.0
+    step_um = depth_direction(depth_um) * thickness_um
+    corrected, _ = correct_encoder_glitches(depth_um, slice_ids, step_um, z_tolerance_um)
+    motors[:, 0] = corrected / 1000.0
+    return motors
 
 
 def scans_at_one_end(record: dict) -> bool:
