@@ -64,7 +64,8 @@ def _estimate(monkeypatch, registrations: dict) -> estimate.TileTransform:
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
     for module in (estimate, joint_placement):
-        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
+        monkeypatch.setattr(module, "refine_joint_offset",
+                            lambda a, b, offset, registration: (tuple(map(float, offset)), (0.1, 0.1), False))
     return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
 
 
