@@ -545,12 +545,6 @@ METRICS: dict[str, MetricInfo] = {
                               "measured the depth trend of the slice's gain; no (the last slice, a slice before a "
                               "gap): the trend is its neighbour's, unchecked, and the slab's bottom may be off "
                               "(docs/stacking.md)."),
-    "boundary_ratio_dropped_map": _M("Boundary ratio of a dropped map", "text", "Where a fallback dropped the "
-                                     "slice above's lateral gain map: which boundary ratio the slab gains matched. "
-                                     "'without map': the map's level divided out (the overlap's tissue the same, "
-                                     "the map dropped for its lateral placement); 'with map': as measured (the "
-                                     "tissue differs, the map dropped for its confidence); empty where no map was "
-                                     "dropped (docs/stacking.md)."),
     "gain_trend_map_level": _M("Slab gain trend borrowed from a map", "log gain", "For a slice whose trend no "
                                "overlap below measures (the last slice, a slice before a gap): what its trend "
                                "borrows beyond the slice above's, the trend of the level that slice's lateral gain "

@@ -425,38 +425,6 @@ def map_level_log(with_map: OverlapRatio, without_map: OverlapRatio) -> float:
     return float(np.log(with_map.value / without_map.value))
 
 
-def ratio_for_dropped_map(ratio: float | None, measured: LateralGain | None, confidence: float,
-                          ) -> tuple[float | None, str | None]:
-    """A boundary ratio (taken with the ``measured`` map applied) as the scalar gains must match it once a fallback
-    drops that map, with which ratio it is: ``"without map"`` (the map's level, :attr:`LateralGain.level_log`,
-    divided out) when the overlap's tissue is the same (lateral ``confidence`` >= :data:`MAP_MIN_CONFIDENCE`: the
-    map was dropped for its lateral placement, e.g. the next slice placed by the motors), ``"with map"`` (as is)
-    when it differs (the map dropped for that confidence); ``(ratio, None)`` with no ratio or no map measured.
-
-    A dropped map leaves the slab's bottom its skewed lateral field, whose mean over the overlap's tissue is the
-    ratio without the map; where the tissue is the same that ratio is sound (foreign ``wm`` 355: slice 2, next slice
-    placed by the motors at confidence 0.63, its level left in: a 5.6 % step below it). Where the tissue differs,
-    the means over the overlap compare different tissue and the map's median-levelled ratio is the robust one
-    (``c185`` 393, ``ha`` 394: maps dropped at 0.41-0.47; dividing their level out raised the steps, stop 71).
-
-    Examples
-    --------
-    >>> above = LateralGain(np.zeros((2, 2), np.float32), (1.0, 1.0), 1.0, level_log=float(np.log(1.05)))
-    >>> ratio, source = ratio_for_dropped_map(1.05, above, 0.63)
-    >>> round(ratio, 4), source
-    (1.0, 'without map')
-    >>> ratio_for_dropped_map(1.05, above, 0.41)
-    (1.05, 'with map')
-    >>> ratio_for_dropped_map(1.05, None, 0.63)
-    (1.05, None)
-    """
-    if ratio is None or measured is None:
-        return ratio, None
-    if confidence < MAP_MIN_CONFIDENCE:
-        return ratio, "with map"
-    return float(ratio * np.exp(-measured.level_log)), "without map"
-
-
 def partial_fraction(held: np.ndarray) -> float:
     """Fraction of an overlap's A-lines with a held voxel whose planes are not all held.
 

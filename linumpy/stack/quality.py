@@ -519,9 +519,6 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         ``boundary_ratio_tissue`` (how that ratio's tissue was chosen, e.g. ``"otsu (14.1x)"`` or
         ``"half median (2.8x)"``: the rule and the separation of the two classes of A-line levels,
         :class:`~linumpy.stack.gains.OverlapRatio`; None without a ratio),
-        ``boundary_ratio_dropped_map`` (which ratio the gains matched where a fallback dropped the slice above's
-        lateral map: ``"without map"``, the map's level divided out, or ``"with map"``, as measured,
-        :func:`~linumpy.stack.gains.ratio_for_dropped_map`; None where no map was dropped),
         ``gain_top_bottom`` (gain applied at the slice's top and bottom),
         ``gain_trend_measured`` (whether a boundary with the slice below measured
         the depth trend of that gain; False: taken from the slice above, e.g. the last slice),
@@ -649,7 +646,6 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "boundary_ratio_raw": [s.get("boundary_ratio_raw") for s in slices],
         "boundary_ratio": [s.get("boundary_ratio") for s in slices],
         "boundary_ratio_tissue": [_ratio_tissue(s.get("boundary_ratio_tissue")) for s in slices],
-        "boundary_ratio_dropped_map": [s.get("boundary_ratio_dropped_map") for s in slices],
         "gain_top_bottom": [s.get("gain_top_bottom") for s in slices],
         "gain_trend_measured": [s.get("gain_trend_measured") for s in slices],
         "gain_trend_map_level": [s.get("gain_trend_map_level") for s in slices],

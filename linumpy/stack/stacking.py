@@ -40,7 +40,6 @@ from linumpy.stack.gains import (
     map_level_log,
     overlap_ratio,
     partial_fraction,
-    ratio_for_dropped_map,
     trend_measured,
 )
 from linumpy.stack.interpolate import edge_planes, interpolate_gaps
@@ -382,7 +381,6 @@ def plan_stack(
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
-    dropped_map_ratio: list[str | None] = [None] * len(slices)
     boundaries = pair_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
                                                     resolved.origins_um[k] - resolved.origins_um[k - 1], parameters,
                                                     band_workers, guesses[k]),
@@ -400,9 +398,6 @@ def plan_stack(
             lateral[k - 1] = None
             lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.3f} (of its speckle "
                                        f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
-        if lateral[k - 1] is None:  # a dropped map's level: out of the ratio where the tissue is the same
-            confidence = 0.0 if estimates[k] is None else estimates[k].lateral_confidence
-            ratios[k], dropped_map_ratio[k] = ratio_for_dropped_map(ratios[k], boundary[2], confidence)
     for k in range(len(slices)):
         if k + 1 == len(slices) or ids[k + 1] - ids[k] > 1:
             lateral_fallback[k] = NO_SLICE_BELOW
@@ -455,7 +450,6 @@ def plan_stack(
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
         entry["boundary_ratio"] = None if after[k] is None else round(after[k], 4)
         entry["boundary_ratio_tissue"] = ratio_tissue[k]
-        entry["boundary_ratio_dropped_map"] = dropped_map_ratio[k]
         entry["gain_top_bottom"] = [round(float(np.exp(a[k])), 4), round(float(np.exp(a[k] + b[k])), 4)]
         entry["gain_compensated_level"] = round(float(np.exp(levels[k])), 4)
         entry["focus_skipped"] = slices[k].focus_skipped
