@@ -183,3 +183,40 @@ def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 8) -
         u = residuals / (BIWEIGHT_C * scale)
         weights = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
     return coefficients, weights
+
+
+def fit_log_polynomial(image: np.ndarray, degree: int = DEGREE,
+                       step: int = FIT_SUBSAMPLE) -> tuple[np.ndarray, float]:
+    """Fit a polynomial of ``degree`` (constant included) to ``log(image)`` of a positive image.
+
+    The tile's own counterpart of :func:`fit_flat_field`'s model (the same monomials, the same coordinates),
+    for an image that records the field directly (a uniform reflector seen through the vignetting).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(y, x)`` positive levels (e.g. a smoothed projection above the noise floor).
+    degree : int
+        Degree of the log-polynomial.
+    step : int
+        Pixels used by the fit, one every ``step`` per axis.
+
+    Returns
+    -------
+    field : np.ndarray
+        The fitted field ``exp(polynomial)`` at every pixel, mean 1.
+    roughness : float
+        Robust standard deviation (1.4826 x MAD) of ``log(image)`` about the fit: how far the image departs
+        from a smooth field.
+    """
+    scale = np.array(image.shape, float) / 2
+    yy, xx = np.meshgrid(np.arange(image.shape[0]) / scale[0] - 1, np.arange(image.shape[1]) / scale[1] - 1,
+                         indexing="ij")
+    design = np.concatenate([np.ones((*image.shape, 1)), _monomials(yy, xx, degree)], axis=-1)
+    sampled, target = design[::step, ::step].reshape(-1, design.shape[-1]), np.log(image[::step, ::step]).ravel()
+    coefficients, *_ = np.linalg.lstsq(sampled, target, rcond=None)
+    residuals = target - sampled @ coefficients
+    roughness = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
+    log_field = design @ coefficients
+    field = np.exp(log_field - log_field.mean())
+    return field / field.mean(), roughness

@@ -22,7 +22,10 @@ tile by tile, every depth alike, with a field fitted for that purpose:
 The noise floor is the median over the tiles of each tile's least plane
 mean (the planes above the cut record noise only). The field is applied only
 when it is supported, plausible and not flat within its noise
-(:func:`fusion_flat_field`); otherwise the fusion leaves the tiles as they
+(:func:`fusion_flat_field`). Where the overlaps leave a direction unmeasured
+(a one-row strip has no column pair), the field is read on the tiles that
+hold agarose and no tissue instead (:mod:`linumpy.stitching.agarose_flatfield`;
+the QC record's ``source`` says which); otherwise the fusion leaves the tiles as they
 are and says why in the QC record.
 """
 
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linumpy.stitching.agarose_flatfield import agarose_flat_field
 from linumpy.stitching.blend import placement_origins
 from linumpy.stitching.pair_terms import DIRECTIONS, neighbour_pairs
 from linumpy.stitching.flatfield import OverlapLevels, fit_flat_field, overlap_levels
@@ -48,6 +52,8 @@ MIN_SIGNAL_FRACTION = 0.1
 MIN_PAIR_SAMPLES = 50
 #: The fit needs this many supported pairs in each direction (rows constrain ``x``, columns ``y``).
 MIN_PAIRS_PER_DIRECTION = 2
+#: The start of the status of a fit refused for want of pairs in a direction (the agarose tiles are tried then).
+WEAKLY_SUPPORTED = "not applied: weakly supported"
 #: A field outside ``[1 / MAX_GAIN, MAX_GAIN]`` of its mean is refused (not vignetting).
 MAX_GAIN = 3.0
 #: A field whose max / min is below ``1 + MIN_VIGNETTING`` is not applied: no vignetting to remove, only the
@@ -169,7 +175,10 @@ def fusion_flat_field(levels: SignalLevels, positions: Mapping[TileIndex, Sequen
         Applied when at least :data:`MIN_PAIRS_PER_DIRECTION` pairs of each
         direction hold :data:`MIN_PAIR_SAMPLES` signal samples, the field
         stays within :data:`MAX_GAIN` and varies by more than
-        :data:`MIN_VIGNETTING`; otherwise not applied, with the reason.
+        :data:`MIN_VIGNETTING` (``source`` ``"overlaps"``). When a direction
+        lacks pairs (a one-row strip), the field read on the agarose tiles
+        instead (:func:`_agarose_fallback`, the same plausibility checks).
+        Otherwise not applied, with the reason.
     """
     floor, min_level = levels.floor, levels.min_level
     origins, _ = placement_origins(positions)
@@ -187,18 +196,48 @@ def fusion_flat_field(levels: SignalLevels, positions: Mapping[TileIndex, Sequen
         "inlier_fraction": round(fit.inlier_fraction, 3),
         "min_signal_level": round(min_level, 6),
     }
-    status = "applied"
-    low, high = float(fit.field.min()), float(fit.field.max())
+    status = _refusal(fit.field)
     if min(per_direction) < MIN_PAIRS_PER_DIRECTION:
-        status = (f"not applied: weakly supported ({per_direction} pairs per direction with >= "
+        status = (f"{WEAKLY_SUPPORTED} ({per_direction} pairs per direction with >= "
                   f"{MIN_PAIR_SAMPLES} signal samples, {MIN_PAIRS_PER_DIRECTION} needed in each)")
-    elif not 1 / MAX_GAIN <= low <= high <= MAX_GAIN:
-        status = f"not applied: implausible field ({low:.2f} to {high:.2f} of its mean, limit {MAX_GAIN})"
-    elif high / low < 1 + MIN_VIGNETTING:
-        status = f"not applied: no vignetting measured (field {low:.4f} to {high:.4f} of its mean)"
+    if fit.inlier_fraction > 0 and status != "applied":  # a field was fitted
+        support |= {"refused_field_min": round(float(fit.field.min()), 4),
+                    "refused_field_max": round(float(fit.field.max()), 4)}
+    if status.startswith(WEAKLY_SUPPORTED):
+        return _agarose_fallback(levels, status, support)
     if status == "applied":
-        return FusionFlatField(status, fit.field.astype(np.float32), floor, support)
-    if fit.inlier_fraction > 0:  # a field was fitted
-        support |= {"refused_field_min": round(low, 4), "refused_field_max": round(high, 4)}
+        return FusionFlatField(status, fit.field.astype(np.float32), floor, support | {"source": "overlaps"})
+    return _refused(status, floor, support)
+
+
+def _refusal(field: np.ndarray) -> str:
+    """``"applied"`` for a plausible field that varies, else ``"not applied: <reason>"`` (:data:`MAX_GAIN`,
+    :data:`MIN_VIGNETTING`)."""
+    low, high = float(field.min()), float(field.max())
+    if not 1 / MAX_GAIN <= low <= high <= MAX_GAIN:
+        return f"not applied: implausible field ({low:.2f} to {high:.2f} of its mean, limit {MAX_GAIN})"
+    if high / low < 1 + MIN_VIGNETTING:
+        return f"not applied: no vignetting measured (field {low:.4f} to {high:.4f} of its mean)"
+    return "applied"
+
+
+def _refused(status: str, floor: float, support: dict) -> FusionFlatField:
+    """A field not applied, logged (a warning unless no vignetting was measured)."""
     logger.log(logging.INFO if "no vignetting" in status else logging.WARNING, "flat field at fusion %s", status)
     return FusionFlatField(status, None, floor, support)
+
+
+def _agarose_fallback(levels: SignalLevels, overlap_status: str, support: dict) -> FusionFlatField:
+    """The field read on the agarose tiles (:func:`~linumpy.stitching.agarose_flatfield.agarose_flat_field`)
+    when the overlaps leave a direction unmeasured: applied (``source`` ``"agarose tiles"``, the overlap fit's
+    refusal kept as ``overlap_status``) when measured and plausible, else the overlap fit's refusal, with the
+    agarose estimate's reason as ``agarose_status``."""
+    agarose = agarose_flat_field(levels.overlaps.smoothed, levels.floor)
+    support = support | agarose.support
+    status = _refusal(agarose.field) if agarose.field is not None else f"not applied: {agarose.reason}"
+    if status == "applied":
+        logger.info("flat field at fusion read on %d agarose tiles (%s)", len(agarose.support["agarose_tiles"]),
+                    overlap_status)
+        return FusionFlatField(status, agarose.field.astype(np.float32), levels.floor,
+                               support | {"source": "agarose tiles", "overlap_status": overlap_status})
+    return _refused(overlap_status, levels.floor, support | {"agarose_status": status})
