@@ -197,6 +197,9 @@ METRICS: dict[str, MetricInfo] = {
                                      "joining it to the others dropped."),
     "open_loop_miss_px": _M("Miss of the loop that does not close", "px", "Largest departure of an accepted "
                             "overlap of such a loop from what the other overlaps predict (none: no such loop)."),
+    "n_settled_links": _M("Overlaps settled at a search's whole pixel", "count", "Accepted overlaps a search "
+                          "placed at a whole pixel where their sub-pixel fit left its box: refitted from that "
+                          "pixel as the pair's own peak is (per pair settled)."),
     "n_border_peak_links": _M("Overlaps peaking on the border of their search, refused", "count",
                               "Overlaps whose best offset lies on the border of the offsets scored "
                               "(the narrowest overlap scored, or the edge of the search window): no local "
@@ -432,7 +435,10 @@ METRICS: dict[str, MetricInfo] = {
     "flatfield": _M("Flat-field", "text", "Whether a tile flat-field correction was applied."),
     "fusion_flatfield": _M("Flat field at fusion", "per field", "Whether the stitcher divided the tiles' "
                            "vignetting out (status; 'not applied' says why), the noise floor it left in place, "
-                           "the overlap pairs and samples supporting the fit and the applied field's range."),
+                           "the overlap pairs and samples supporting the fit and the applied field's range; "
+                           "source 'overlaps' or 'agarose tiles' (a strip whose overlaps cannot fit both axes: "
+                           "the field read on its tissue-free agarose tiles, agarose_tiles / "
+                           "agarose_disagreement; agarose_status says why that failed too)."),
     "tile_summaries": _M("Tile summaries", "text", "Where the stitcher took the tiles' projections and least "
                          "plane means from: 'aip' (the mosaic grid's AIP, checked against the grid) or 'tiles' "
                          "(read from the tiles), and why."),
