@@ -438,11 +438,13 @@ def _axial_voxel_flags(check: Mapping[str, Any] | None) -> list[str]:
     """
     if not check:
         return []
+    refined = (f", {check['used_um']:.2f} um by the steps read at it, which all still missed on one side"
+               if check.get("refined_um") and check["used_um"] == check["refined_um"] else "")
     probed = ("every z scan peaked at the same end of its window; registered again over +-"
               f"{check['probe_z_tolerance_um']:.1f} um, " if check.get("probe_z_tolerance_um") else "")
     said = (f"{probed}every registered depth step missed the motor and surface depths by the same fraction at the "
             f"assumed axial voxel size of {check['assumed_um']:.2f} um (the native tiles cannot state it): it is "
-            f"likely {check['implied_um']:.2f} um. ")
+            f"likely {check['implied_um']:.2f} um{refined}. ")
     if check["placement"] == AT_IMPLIED_VOXEL:
         said += (f"The stack read the slices' planes at {check['used_um']:.2f} um (placement, blending, the "
                  "volume's z scale), and its steps then agreed with the motor and surface depths")

@@ -23,7 +23,11 @@ peaks at the same end of its window (foreign ``odd`` 343: all four); the
 steps are then registered again over a wider window
 (:func:`scans_at_one_end`, :data:`PROBE_TOLERANCES`), only to read the
 voxel they name, on the motor depths with the glitches the first plan's
-tolerance finds corrected (:func:`motors_without_depth_glitches`). The plan
+tolerance finds corrected (:func:`motors_without_depth_glitches`). When the
+plan at the named voxel has its confident steps all missing the motor and
+surface depths on one side (a voxel named from a few weak first steps, a few
+percent off: :func:`refined_axial_voxel_um`), it is planned once more at the
+voxel those steps name, kept when its steps agree and miss less. The plan
 at the named voxel is kept when its own steps
 agree with the motor and surface depths (the depths solved together, no
 voxel named again); else the slices are placed by their motor and surface
@@ -41,7 +45,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from linumpy.stack.depths import AT_ABSOLUTE_DEPTHS, AT_IMPLIED_VOXEL, MAX_PRIOR_SIGMA_UM, implied_axial_voxel_um
+from linumpy.stack.depths import (
+    AT_ABSOLUTE_DEPTHS,
+    AT_IMPLIED_VOXEL,
+    MAX_PRIOR_SIGMA_UM,
+    MIN_SCALE_STEPS,
+    implied_axial_voxel_um,
+)
 from linumpy.stack.placement import correct_encoder_glitches, depth_direction
 from linumpy.stack.stacking import SliceVolume, StackParameters, StackPlan, plan_stack
 
@@ -56,6 +66,11 @@ MIN_END_PAIRS = 2
 #: ``M / a`` (assumed voxel ``a``) when ``|1 - a / t| < h / M``: 0.25 of the step by default, the edge for 2.0 um
 #: read as 1.5 (foreign ``odd`` 343: every scan peaked on its window's near end, none confident), 0.5 with two.
 PROBE_TOLERANCES = 2.0
+#: The residuals of a plan at the named voxel, all on one side, their median at least this many voxels from zero,
+#: name a finer voxel (:func:`refined_axial_voxel_um`): foreign ``odd`` 395, 2.0 um read as 1.5, two first steps
+#: named 1.93, whose plan's three steps then all fell short by 1.4-2.3 um (0.7-1.2 voxels; slices placed 1.5 um
+#: off); at ``odd`` 418's 2.00 they straddle zero (1.55 to -0.20 um).
+MIN_REFINE_VOXELS = 0.5
 
 
 def plan_checking_axial_voxel(
@@ -88,18 +103,93 @@ def plan_checking_axial_voxel(
     again = plan_stack([with_axial_voxel(s, implied) for s in slices], motor_zyx_mm, thickness_um, resolution_um,
                        parameters)
     agreeing = steps_agree(again.record, thickness_um, implied)
+    refined = refined_axial_voxel_um(again.record, implied) if agreeing else None
+    used = implied
+    if refined is not None:
+        again, used = _kept_refinement(again, implied, refined, slices, motor_zyx_mm, thickness_um,
+                                          resolution_um, parameters)
     if not agreeing:
         LOGGER.warning("planned at %.2f um the steps still miss the motor and surface depths: the slices placed by "
                        "them at %.2f um", implied, assumed)
         again = plan_stack(slices, motor_zyx_mm, thickness_um, resolution_um,
                            replace(parameters, registered_depths=False))
     again.record["axial_voxel"] = {
-        "assumed_um": assumed, "implied_um": implied, "used_um": implied if agreeing else assumed,
+        "assumed_um": assumed, "implied_um": implied, "used_um": used if agreeing else assumed,
         "placement": AT_IMPLIED_VOXEL if agreeing else AT_ABSOLUTE_DEPTHS,
-        "probe_z_tolerance_um": probed, "first_residuals_um": first,
+        "refined_um": refined, "probe_z_tolerance_um": probed, "first_residuals_um": first,
         "implied_residuals_um": _residuals(again.record) if agreeing else None,
         "steps_left_out": [] if agreeing else _confident_steps(again.record, parameters.min_confidence)}
     return again
+
+
+def _kept_refinement(
+    plan: StackPlan,
+    implied: float,
+    refined: float,
+    slices: Sequence[SliceVolume],
+    motor_zyx_mm: np.ndarray,
+    thickness_um: float,
+    resolution_um: float,
+    parameters: StackParameters,
+) -> tuple[StackPlan, float]:
+    """The plan at the refined voxel and that voxel when its steps agree with the motor and surface depths
+    (:func:`steps_agree`) and miss them less (root mean square residual) than the plan at ``implied``; else the
+    plan at ``implied`` and ``implied``."""
+    LOGGER.info("planned at %.2f um the depth steps all miss on one side: planned again at %.2f um", implied, refined)
+    again = plan_stack([with_axial_voxel(s, refined) for s in slices], motor_zyx_mm, thickness_um, resolution_um,
+                       parameters)
+    if steps_agree(again.record, thickness_um, refined) and _rms(again.record) < _rms(plan.record):
+        return again, refined
+    return plan, implied
+
+
+def _rms(record: dict) -> float:
+    """Root mean square of a plan's residuals (infinite without any)."""
+    values = [r for r in _residuals(record) if r is not None]
+    return float(np.sqrt(np.mean(np.square(values)))) if values else np.inf
+
+
+def refined_axial_voxel_um(record: dict, axial_um: float) -> float | None:
+    """The axial voxel a plan's residuals name when all its confident steps miss the motor and surface depths on
+    the same side, their median at least :data:`MIN_REFINE_VOXELS` voxels from zero; else None.
+
+    The voxel named from the first plan's few, weak steps can miss the true one by a few percent; every step of
+    the plan at that voxel then misses alike. The refined voxel makes the steps' sum match the absolute depths'
+    (each registered step is the step between the slices' absolute depths plus its residual).
+
+    Parameters
+    ----------
+    record : dict
+        A plan's record (``slices``: ``depth`` with ``absolute_um`` and ``residual_um``).
+    axial_um : float
+        The axial voxel size its steps were read with.
+
+    Returns
+    -------
+    float or None
+
+    Examples
+    --------
+    >>> entry = lambda depth, residual: {"depth": {"absolute_um": depth, "residual_um": residual}}
+    >>> record = {"slices": [entry(0.0, None), entry(57.6, None), entry(118.1, -1.40), entry(176.1, -1.73),
+    ...                      entry(233.1, -2.31)]}
+    >>> refined_axial_voxel_um(record, 1.93)
+    1.99
+    >>> record["slices"][3] = entry(176.1, 0.9)  # both sides: none
+    >>> refined_axial_voxel_um(record, 1.93) is None
+    True
+    """
+    depths = [(entry.get("depth") or {}).get("absolute_um") for entry in record["slices"]]
+    residuals = _residuals(record)
+    steps = [(depths[k] - depths[k - 1], residuals[k]) for k in range(1, len(depths))
+             if residuals[k] is not None and depths[k] is not None and depths[k - 1] is not None]
+    if len(steps) < MIN_SCALE_STEPS:
+        return None
+    absolute, missed = np.array(steps, float).T
+    if not (np.all(missed < 0) or np.all(missed > 0)) or abs(np.median(missed)) < MIN_REFINE_VOXELS * axial_um:
+        return None
+    registered = absolute.sum() + missed.sum()
+    return round(float(axial_um * absolute.sum() / registered), 2) if registered > 0 else None
 
 
 def _confident_steps(record: dict, min_confidence: float) -> list[int]:
