@@ -64,8 +64,7 @@ def _estimate(monkeypatch, registrations: dict) -> estimate.TileTransform:
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(TILES), registrations))
     for module in (estimate, joint_placement):
-        monkeypatch.setattr(module, "refine_joint_offset",
-                            lambda a, b, offset, registration: (tuple(map(float, offset)), (0.1, 0.1), False))
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     return estimate.estimate_transform(dict.fromkeys(TILES, np.zeros((4, 4))), STEP)
 
 

@@ -123,8 +123,7 @@ def test_a_lone_link_whose_match_runs_to_the_border_names_its_tiles(monkeypatch,
     monkeypatch.setattr(estimate, "register_neighbours",
                         lambda projections, *args, **kwargs: (dict.fromkeys(tiles), registrations))
     for module in (estimate, joint_placement):
-        monkeypatch.setattr(module, "refine_joint_offset",
-                            lambda a, b, offset, registration: (tuple(map(float, offset)), (0.1, 0.1), False))
+        monkeypatch.setattr(module, "refine_subpixel", lambda a, b, offset: (tuple(map(float, offset)), (0.1, 0.1)))
     transform = estimate.estimate_transform(dict.fromkeys(tiles, np.zeros((96, 96))), STEP, RADIUS)
     link = next(p for p in transform.pairs if (p.a, p.b) == ((0, 0), (1, 0)))
     assert link.accepted and link.unlocated_px == (6.0 if ridge_to_border else 0.0)

@@ -197,9 +197,6 @@ METRICS: dict[str, MetricInfo] = {
                                      "joining it to the others dropped."),
     "open_loop_miss_px": _M("Miss of the loop that does not close", "px", "Largest departure of an accepted "
                             "overlap of such a loop from what the other overlaps predict (none: no such loop)."),
-    "n_settled_links": _M("Overlaps settled at a search's whole pixel", "count", "Accepted overlaps a search "
-                          "placed at a whole pixel where their sub-pixel fit left its box: refitted from that "
-                          "pixel as the pair's own peak is (per pair settled)."),
     "n_border_peak_links": _M("Overlaps peaking on the border of their search, refused", "count",
                               "Overlaps whose best offset lies on the border of the offsets scored "
                               "(the narrowest overlap scored, or the edge of the search window): no local "

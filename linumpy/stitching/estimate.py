@@ -128,8 +128,8 @@ from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARG
                                           MIN_SIGNIFICANCE, STRONG_SIGNIFICANCE, WEAK_JOINT_SIGNIFICANCE,
                                           WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN, link_variance,
                                           neighbour_pairs, nominal_offset, pair_offset, pair_sigma, pair_status)
-from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, offset_spread, offset_unlocated,
-                                        refine_joint_offset, register_pair)
+from linumpy.stitching.pairwise import (PairRegistration, edge_ridge, narrow_joint_offset, offset_spread,
+                                        offset_unlocated, refine_subpixel, register_pair)
 from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE, pieces
 from linumpy.stitching.reanchor_pieces import anchoring_links, reanchor
 from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible, links_costing_kept, orphaned_searches,
@@ -328,9 +328,10 @@ def estimate_transform(
 
     def move(switch: Switch) -> PairOffset:
         (a, b), registration = switch.pair, registrations[switch.pair]
-        refined, sigma, settled = refine_joint_offset(flattened[a], flattened[b], switch.offset, registration)
+        refined, sigma = refine_subpixel(flattened[a], flattened[b],
+                                         narrow_joint_offset(switch.offset, registration.scores))
         moved[switch.pair] = replace(registration, offset=refined, sigma_px=sigma,
-                                     significance=switch.significance, settled=settled)
+                                     significance=switch.significance)
         return pair_offset(a, b, moved[switch.pair], False)
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -511,7 +512,7 @@ def estimate_transform(
                                   border_peak=r.border_peak and r.offset == registrations[(a, b)].offset,
                                   unlocated_px=offset_unlocated(r.scores, r.offset),
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
-                                  settled=r.settled, **_edge_fields(r)))
+                                  **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
     far_sides = set().union(*far_first.values())

@@ -19,7 +19,7 @@ from linumpy.stitching.global_solve import (MIN_GROUP_FRACTION, PairOffset, Solu
 from linumpy.stitching.off_peak import off_own_peak
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, JOINT_SIGNIFICANCE, MIN_DEPARTURE_PAIRS, OWN_PEAK_PX,
                                           STRONG_SIGNIFICANCE, pair_offset)
-from linumpy.stitching.pairwise import PairRegistration, refine_joint_offset
+from linumpy.stitching.pairwise import PairRegistration, narrow_joint_offset, refine_subpixel
 from linumpy.stitching.refusals import drop_broken_placements, survivors_hold_tile
 from linumpy.stitching.tile_search import (PRIOR_SLACK_PX, Placement, joint_placement, largest_deviation,
                                           lone_departure, place_by_neighbours, search_radius)
@@ -473,11 +473,11 @@ def place_clusters(
                 continue
             refined = {}
             for (a, b), offset in placement.offsets.items():
-                offset_px, sigma, settled = refine_joint_offset(flattened[a], flattened[b], offset,
-                                                                registrations[(a, b)])
+                offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                                   narrow_joint_offset(offset, registrations[(a, b)].scores))
                 significance = min(placement.significance.get(t, np.inf) for t in (a, b))
                 refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma,
-                                          significance=float(significance), settled=settled)
+                                          significance=float(significance))
         accepted = solve_with(tiles, kept, refined, tile_step_px)
         if accepted is not None:
             logger.info("cluster %s: tiles %s placed by %d pairs (significance %s)", group,
@@ -494,8 +494,7 @@ def refined_pairs(
     flattened: Mapping[TileIndex, np.ndarray],
     spread_px: Sequence[float] | None = None,
 ) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
-    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel
-    (:func:`~linumpy.stitching.pairwise.refine_joint_offset`), with its ``significance``;
+    """The pairs of a joint placement at its integer ``offsets``, refined below a pixel, with its ``significance``;
     with ``spread_px`` (the placement's peak spread) added in quadrature to each pair's standard error.
 
     Parameters
@@ -518,11 +517,11 @@ def refined_pairs(
     """
     refined = {}
     for (a, b), offset in offsets.items():
-        offset_px, sigma, settled = refine_joint_offset(flattened[a], flattened[b], offset, registrations[(a, b)])
+        offset_px, sigma = refine_subpixel(flattened[a], flattened[b],
+                                           narrow_joint_offset(offset, registrations[(a, b)].scores))
         if spread_px is not None:
             sigma = tuple(float(v) for v in np.hypot(sigma, spread_px))
-        refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance,
-                                  settled=settled)
+        refined[(a, b)] = replace(registrations[(a, b)], offset=offset_px, sigma_px=sigma, significance=significance)
     return refined
 
 

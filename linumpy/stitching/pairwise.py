@@ -163,9 +163,6 @@ class PairRegistration:
         fits converged on the window's edge; on foreign ``c185`` the fit
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
-    settled : bool
-        Whether ``offset``, chosen by a joint search, was settled from the pair's evidence
-        (:func:`refine_joint_offset`: the fit at the joint search's whole pixel left its box).
     """
 
     offset: tuple[float, float]
@@ -175,7 +172,6 @@ class PairRegistration:
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
-    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -1000,67 +996,6 @@ def _fit_window(shape: tuple[int, int]) -> tuple[slice, slice]:
     return tuple(slice(None) if n == width else slice(m, -m) for n, m in zip(shape, margins))
 
 
-def _index_offset(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
-    """The integer offset of ``index`` in ``evidence_map``."""
-    return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, index))
-
-
-def settle_peak(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray, tile_b: np.ndarray,
-                significance: float) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
-    """A pair's evidence peak at ``index`` moved and fitted as :func:`register_pair` does.
-
-    On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps
-    (:func:`match_on_common_overlap`, ``confident`` from :data:`REFIT_MIN_SIGNIFICANCE`), then the sub-pixel
-    fit; a confident pair's fit that leaves its box runs again from the ridge's best match, if that one
-    converges (:func:`refit_on_ridge`).
-
-    Returns
-    -------
-    tuple
-        ``(index, offset, sigma)``: the settled index in ``evidence_map``, the refined ``(y, x)`` offset and
-        its standard error, pixels.
-    """
-    confident = significance >= REFIT_MIN_SIGNIFICANCE
-    moved = match_on_common_overlap(evidence_map, index, tile_a, tile_b, confident)
-    refined, sigma, left_box = _fit_subpixel(tile_a, tile_b, _index_offset(evidence_map, moved))
-    if left_box and confident:
-        refit = refit_on_ridge(evidence_map, moved, tile_a, tile_b)
-        if refit is not None:
-            moved, refined, sigma = refit
-    return moved, refined, sigma
-
-
-def refine_joint_offset(tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
-                        registration: PairRegistration) -> tuple[tuple[float, float], tuple[float, float], bool]:
-    """A pair's integer offset chosen by a joint search, refined below a pixel.
-
-    The offset climbed on a narrow overlap (:func:`narrow_joint_offset`), then the sub-pixel fit. Where that
-    fit leaves its box (more than :data:`MAX_REFINEMENT_PX`: the match's optimum is not at the whole pixel),
-    the pair's evidence there is settled as :func:`register_pair` settles its own peak (:func:`settle_peak`):
-    a joint search ranks whole pixels by the evidence, whose area term holds a flat top's maximum toward the
-    larger overlap, out of the fit's box. Foreign ``ha`` 394 slice 4, (2, 1)-(2, 2) alone placing (2, 2):
-    its map flat along x within 5 % over 3 px, its whole-pixel maximum 2.2 px off, the fit leaving its box
-    there; settled, 0.67 px off as its own registration (the slice's tiles 2.81 / 7.18 -> 1.66 / 2.13 px,
-    session flat10). Not where the fit stays in its box: there the walk may move a right offset off (``a205``
-    349 slice 1, (4, 1)-(4, 2): fitted 0.92 px off, walked 3.54). The pair's significance is the one the search
-    reads: a border peak's or a pair refused in depth (0) is not confident and is not fitted again from its
-    ridge's best match.
-
-    Returns
-    -------
-    tuple
-        ``(offset, sigma, settled)``: the refined ``(y, x)`` offset, its standard error (pixels) and whether
-        settling moved it off the joint search's whole pixel.
-    """
-    narrowed = narrow_joint_offset(offset, registration.scores)
-    refined, sigma, left_box = _fit_subpixel(tile_a, tile_b, narrowed)
-    found = _map_at(registration.scores, narrowed) if left_box else None
-    if found is None:
-        return refined, sigma, False
-    _, settled, settled_sigma = settle_peak(*found, tile_a, tile_b, registration.significance)
-    return settled, settled_sigma, settled != refined
-
-
 def refine_subpixel(
     tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
     speckle_px: float = REFINE_SPECKLE_PX,
@@ -1141,12 +1076,17 @@ def register_pair(
     significance = max(f[0] for f in found)
     chosen = locating_scale(maps, [f[2][0] for f in found], [f[0] for f in found])
     _, ncc, peaks = found[chosen]
+    # On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps.
     winner = maps[chosen]
-    if refine:
-        moved, refined, sigma = settle_peak(winner, peaks[0], tile_a, tile_b, significance)
-    else:
-        moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b, significance >= REFIT_MIN_SIGNIFICANCE)
-        refined, sigma = tuple(float(v) for v in _index_offset(winner, moved)), (1.0, 1.0)
+    moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b, significance >= REFIT_MIN_SIGNIFICANCE)
+    offset = (nominal[0] + moved[0] - radius, nominal[1] + moved[1] - radius)
+    refined, sigma, left_box = (_fit_subpixel(tile_a, tile_b, offset) if refine
+                                else ((float(offset[0]), float(offset[1])), (1.0, 1.0), False))
+    if left_box and significance >= REFIT_MIN_SIGNIFICANCE:
+        # The fit left its box: again from the ridge's best match, if that one converges.
+        refit = refit_on_ridge(winner, moved, tile_a, tile_b)
+        if refit is not None:
+            moved, refined, sigma = refit
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
