@@ -90,10 +90,13 @@ def agarose_flat_field(smoothed: Mapping[TileIndex, np.ndarray], floor: float) -
 
     Parameters
     ----------
-    smoothed : mapping
-        ``tile -> (y, x)`` smoothed projection above the noise floor.
-    floor : float
-        The noise floor.
+    smoothed, floor
+        As :func:`agarose_tile_fields`.
+
+    Returns
+    -------
+    AgaroseField
+        The field (None when refused), the reason for a refusal and the support recorded in the QC.
     """
     fields = agarose_tile_fields(smoothed, floor)
     support: dict = {"agarose_tiles": [list(tile) for tile in sorted(fields)]}
