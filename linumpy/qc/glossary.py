@@ -476,8 +476,9 @@ METRICS: dict[str, MetricInfo] = {
     "axial_voxel": _M("Axial voxel check", "µm", "When every registered depth step missed the motor and surface "
                       "depths by one fraction (an axial voxel assumed wrong): the assumed, implied and used voxel "
                       "and how the slices were placed ('implied voxel': the stack planned again at it; 'motor and "
-                      "surface depths': the registered depth steps left out); refined_um: the voxel the kept plan's steps "
-                      "named when they all missed on one side (kept when its plan misses less); empty otherwise."),
+                      "surface depths': the registered depth steps left out); refined_um: the voxel the kept "
+                      "plan's steps named when they all missed on one side (kept when its plan misses less); "
+                      "empty otherwise."),
     "glitch_corrected": _M("Motor glitch corrected", "ids", "Slices whose motor position was corrected."),
     "motor_slip_corrected": _M("Motor slip corrected", "ids", "Slices whose motor depth step missed the slice "
                                "thickness and whose registration at the thickness was the better supported: "
