@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, checked_in_depth, refused_in_depth, search_strips,
-                                           tissue_ranges)
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, DepthCheck, checked_in_depth, refused_in_depth,
+                                           search_strips, tissue_ranges)
 from linumpy.stitching.pairwise import register_pair
 from linumpy.stitching import estimate
 from linumpy.stitching.transform import DEPTH_PEAK_REFUSED, transform_from_dict, transform_to_dict
@@ -181,7 +181,7 @@ def test_a_pair_refused_in_depth_by_a_margin_is_kept_only_on_a_loop(monkeypatch)
     its record its own; (0, 1)-(0, 2), (0, 2)'s one link, on no loop, stays refused and (0, 2) on the stage model.
     Refused outright (main before session worse10b) the first was not kept either."""
     volumes, projections = _block(0, (0, 0))
-    register, check = estimate.register_neighbours, estimate.checked_in_depth
+    register, check = estimate.register_neighbours, estimate.depth_checks
     margined = {((0, 1), (1, 1)), ((0, 1), (0, 2))}
 
     def confident(*args, **kwargs):
@@ -190,10 +190,10 @@ def test_a_pair_refused_in_depth_by_a_margin_is_kept_only_on_a_loop(monkeypatch)
                            for pair, r in registrations.items()}
 
     def by_a_margin(registrations, *args, **kwargs):
-        return {**check(registrations, *args, **kwargs), **{pair: 2.5 for pair in margined}}
+        return {**check(registrations, *args, **kwargs), **{pair: DepthCheck(2.5, False) for pair in margined}}
 
     monkeypatch.setattr(estimate, "register_neighbours", confident)
-    monkeypatch.setattr(estimate, "checked_in_depth", by_a_margin)
+    monkeypatch.setattr(estimate, "depth_checks", by_a_margin)
     transform = estimate.estimate_transform(projections, (STEP, STEP), 12,
                                             depth_reader=lambda tile, part: volumes[tile][(slice(None), *part)])
     records = {(p.a, p.b): p for p in transform.pairs}

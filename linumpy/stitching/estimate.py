@@ -110,8 +110,8 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
-from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, StripReader, checked_in_depth, out_of_the_searches,
-                                          refused_by_a_margin, refused_in_depth)
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, StripReader, depth_checks, judged_disagreement,
+                                          out_of_the_searches, refused_by_a_margin, refused_in_depth)
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -258,9 +258,9 @@ def _joint_links_in_depth(
     """
     unchecked = {pair: replace(r, border_peak=False) for pair, r in joint.items()
                  if registrations[pair].border_peak or registrations[pair].significance < MIN_SIGNIFICANCE}
-    measured = checked_in_depth(unchecked, read, flat, tile_step_px, max_shift_px)
-    in_depth.update(measured)
-    refused = {pair for pair, disagreement in measured.items() if disagreement > DEPTH_AGREEMENT_PX}
+    measured = depth_checks(unchecked, read, flat, tile_step_px, max_shift_px)
+    in_depth.update({pair: check.disagreement for pair, check in measured.items()})
+    refused = {pair for pair, check in measured.items() if judged_disagreement(check) > DEPTH_AGREEMENT_PX}
     if refused:
         logger.info("joint links %s: their peak not repeated on the depth ranges of their overlap, refused",
                     sorted(refused))
@@ -311,15 +311,16 @@ def estimate_transform(
         flat = neighbour_flat_field(projections, tile_step_px)
     flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers, flat)
     registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
-    in_depth = ({} if depth_reader is None
-                else checked_in_depth(registrations, depth_reader, flat, tile_step_px, max_shift_px))
+    checks = {} if depth_reader is None else depth_checks(registrations, depth_reader, flat, tile_step_px, max_shift_px)
+    in_depth = {pair: check.disagreement for pair, check in checks.items()}  # the records'
+    judged = {pair: judged_disagreement(check) for pair, check in checks.items()}
     unrefused = registrations
-    registrations = {pair: refused_in_depth(r, in_depth.get(pair)) for pair, r in registrations.items()}
+    registrations = {pair: refused_in_depth(r, judged.get(pair)) for pair, r in registrations.items()}
     depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
     own = registrations  # the records keep a refused pair's maps; no search reads them
     registrations = {pair: out_of_the_searches(r) if pair in depth_refused else r for pair, r in own.items()}
     # refused by a margin: a candidate again that only a loop keeps (its record the refusal's where none does)
-    margin = refused_by_a_margin(unrefused, in_depth)
+    margin = refused_by_a_margin(unrefused, judged)
     registrations.update({pair: out_of_the_searches(unrefused[pair]) for pair in margin})
     candidates = [pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE)
                   for (a, b), r in registrations.items() if r.significance >= MIN_SIGNIFICANCE]
