@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, DepthCheck, checked_in_depth, refused_in_depth,
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, DepthCheck, depth_checks, refused_in_depth,
                                            search_strips, tissue_ranges)
 from linumpy.stitching.pairwise import register_pair
 from linumpy.stitching import estimate
@@ -32,6 +32,12 @@ def _pair_volume(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
                 * np.sqrt(2)).astype(np.float32)
 
     return tile(5, 5), tile(5 + true[0], 5 + true[1]), true
+
+
+def _disagreements(registrations, read, flat, tile_step_px, max_shift_px):
+    """Each checked pair's largest distance over the depth ranges (pixels)."""
+    return {pair: check.disagreement
+            for pair, check in depth_checks(registrations, read, flat, tile_step_px, max_shift_px).items()}
 
 
 def _registration(a: np.ndarray, b: np.ndarray, significance: float, offset=None):
@@ -64,10 +70,10 @@ def test_a_right_pair_agrees_in_depth_and_a_wrong_one_does_not(seed, significanc
     assert np.hypot(*np.subtract(right.offset, true)) < 1.0
     wrong = _registration(a, b, significance, (true[0] - 5.0, true[1] + 4.0))
     flat = np.ones((TILE, TILE))
-    checked = checked_in_depth({((0, 0), (0, 1)): right}, _reader(a, b), flat, (STEP, STEP), 12)
+    checked = _disagreements({((0, 0), (0, 1)): right}, _reader(a, b), flat, (STEP, STEP), 12)
     assert checked[((0, 0), (0, 1))] <= DEPTH_AGREEMENT_PX
     assert refused_in_depth(right, checked[((0, 0), (0, 1))]) is right
-    checked = checked_in_depth({((0, 0), (0, 1)): wrong}, _reader(a, b), flat, (STEP, STEP), 12)
+    checked = _disagreements({((0, 0), (0, 1)): wrong}, _reader(a, b), flat, (STEP, STEP), 12)
     assert checked[((0, 0), (0, 1))] > DEPTH_AGREEMENT_PX
     assert refused_in_depth(wrong, checked[((0, 0), (0, 1))]).significance == 0
 
@@ -76,9 +82,9 @@ def test_strong_not_candidate_and_thin_pairs_are_not_checked():
     a, b, _ = _pair_volume(2)
     flat = np.ones((TILE, TILE))
     for significance in (0.4, 3.5):
-        assert checked_in_depth({((0, 0), (0, 1)): _registration(a, b, significance)}, _reader(a, b), flat,
+        assert _disagreements({((0, 0), (0, 1)): _registration(a, b, significance)}, _reader(a, b), flat,
                                 (STEP, STEP), 12) == {}
-    thin = checked_in_depth({((0, 0), (0, 1)): _registration(a, b, 2.5)}, _reader(a[-12:], b[-12:]), flat,
+    thin = _disagreements({((0, 0), (0, 1)): _registration(a, b, 2.5)}, _reader(a[-12:], b[-12:]), flat,
                             (STEP, STEP), 12)
     assert np.isnan(thin[((0, 0), (0, 1))])
     assert refused_in_depth(_registration(a, b, 2.5), thin[((0, 0), (0, 1))]).significance == 2.5

@@ -107,7 +107,25 @@ class DepthCheck(NamedTuple):
 def depth_check(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndarray, flat_b: np.ndarray,
                 offset: tuple[float, float], strip_offset: tuple[int, int], max_shift_px: float) -> DepthCheck:
     """A pair registered again on each depth range of its strips: the ranges' largest distance from the pair's
-    offset, and whether its most significant range confirms it (parameters as :func:`depth_disagreement`)."""
+    offset, and whether its most significant range confirms it.
+
+    Parameters
+    ----------
+    strip_a, strip_b : np.ndarray
+        ``(z, y, x)`` strips of the two tiles (:func:`search_strips`).
+    flat_a, flat_b : np.ndarray
+        The flat field each strip's projections are divided by, ``(y, x)``.
+    offset : tuple of float
+        The pair's offset in the strips' frame.
+    strip_offset : tuple of int
+        The stage's offset in the strips' frame (the search's centre).
+    max_shift_px : float
+        The search window, as for the pair.
+
+    Returns
+    -------
+    DepthCheck
+    """
     profile = np.concatenate([strip_a.reshape(len(strip_a), -1), strip_b.reshape(len(strip_b), -1)], axis=1)
     distances, significances = [], []
     for planes in tissue_ranges(profile.mean(axis=1, dtype=np.float64)):
@@ -141,48 +159,14 @@ def judged_disagreement(check: DepthCheck) -> float:
     return min(check.disagreement, DEPTH_AGREEMENT_PX) if check.confirmed else check.disagreement
 
 
-def depth_disagreement(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndarray, flat_b: np.ndarray,
-                       offset: tuple[float, float], strip_offset: tuple[int, int], max_shift_px: float) -> float:
-    """Largest distance (pixels) between a pair's offset and its offsets on the depth ranges of its strips.
-
-    Parameters
-    ----------
-    strip_a, strip_b : np.ndarray
-        ``(z, y, x)`` strips of the two tiles (:func:`search_strips`).
-    flat_a, flat_b : np.ndarray
-        The flat field each strip's projections are divided by, ``(y, x)``.
-    offset : tuple of float
-        The pair's offset in the strips' frame.
-    strip_offset : tuple of int
-        The stage's offset in the strips' frame (the search's centre).
-    max_shift_px : float
-        The search window, as for the pair.
-
-    Returns
-    -------
-    float
-        The largest distance over the ranges (``inf`` where a range finds nothing; NaN, not checked, where a
-        range would hold fewer than :data:`MIN_RANGE_PLANES` planes).
-    """
-    return depth_check(strip_a, strip_b, flat_a, flat_b, offset, strip_offset, max_shift_px).disagreement
-
-
-def checked_in_depth(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-                     read: StripReader, flat: np.ndarray, tile_step_px: Sequence[float],
-                     max_shift_px: float) -> dict[tuple[TileIndex, TileIndex], float]:
-    """Each candidate, not strong pair's :func:`depth_disagreement` (pixels), its strips read with ``read``.
+def depth_checks(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+                 read: StripReader, flat: np.ndarray, tile_step_px: Sequence[float],
+                 max_shift_px: float) -> dict[tuple[TileIndex, TileIndex], DepthCheck]:
+    """Each candidate, not strong pair's :func:`depth_check`, its strips read with ``read``.
 
     ``flat`` is the flat field the tiles' projections were divided by. Border peaks (already refused) are
     not checked.
     """
-    return {pair: check.disagreement
-            for pair, check in depth_checks(registrations, read, flat, tile_step_px, max_shift_px).items()}
-
-
-def depth_checks(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-                 read: StripReader, flat: np.ndarray, tile_step_px: Sequence[float],
-                 max_shift_px: float) -> dict[tuple[TileIndex, TileIndex], DepthCheck]:
-    """Each candidate, not strong pair's :func:`depth_check` (as :func:`checked_in_depth`)."""
     checked = {}
     for (a, b), registration in registrations.items():
         if not MIN_SIGNIFICANCE <= registration.significance < STRONG_SIGNIFICANCE or registration.border_peak:
@@ -223,7 +207,7 @@ def refused_by_a_margin(registrations: Mapping[tuple[TileIndex, TileIndex], Pair
     registrations : Mapping
         Each pair's registration (its own significance and maps, before the depth check's refusal).
     disagreements : Mapping
-        Each checked pair's :func:`depth_disagreement` (pixels).
+        Each checked pair's :attr:`DepthCheck.disagreement` (pixels).
 
     Returns
     -------
