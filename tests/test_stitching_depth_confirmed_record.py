@@ -16,8 +16,8 @@ from linumpy.stitching.pair_terms import CONFIDENT_SIGNIFICANCE
 from linumpy.stitching.stitch import MosaicGridLayout, stitch_qc
 from linumpy.stitching.summaries import SummarySource
 from linumpy.stitching.transform import transform_from_dict, transform_to_dict
-from test_stitching_depth_check import BLOCK, DEPTH, STEP, TILE, _block, _pair_volume
-from test_stitching_depth_confirmed import _check, _registration
+from test_stitching_depth_check import BLOCK, DEPTH, STEP, TILE, _block, _pair_volume, _registration
+from test_stitching_depth_confirmed import _check
 
 PAIR = ((0, 1), (0, 2))
 
