@@ -217,6 +217,13 @@ METRICS: dict[str, MetricInfo] = {
                                 "every joint search; their tiles placed by other overlaps or on the stage "
                                 "(n_depth_refused_on_stage_tiles). One within 3 px that a closed loop of "
                                 "overlaps kept is accepted, not counted."),
+    "n_depth_confirmed_links": _M("Overlaps a depth range disagreed with, kept on their strongest range", "count",
+                                  "Checked overlaps that some depth range placed more than 2 px from their own "
+                                  "offset, yet whose most significant range (significance 2 or more) repeated "
+                                  "it within 2 px: not refused (per pair depth_confirmed_significance, that "
+                                  "range's significance; null for every other overlap). Right on one-frame "
+                                  "speckle, where a weak range peaks on noise; a depth-constant structure can "
+                                  "confirm a wrong one."),
     "n_depth_refused_on_stage_tiles": _M("Tiles of an overlap refused in depth, on the stage model", "count",
                                          "Tiles an overlap refused in depth touches that no accepted overlap "
                                          "places: they keep their stage-model position (per tile "

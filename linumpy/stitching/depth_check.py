@@ -98,10 +98,13 @@ class DepthCheck(NamedTuple):
         Whether the range of the most significant peak is confident
         (:data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`) and lies within :data:`DEPTH_AGREEMENT_PX`
         of the pair's offset (:func:`judged_disagreement`).
+    strongest_significance : float
+        The significance of that most significant range's peak (NaN where not checked).
     """
 
     disagreement: float
     confirmed: bool
+    strongest_significance: float = float("nan")
 
 
 def depth_check(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndarray, flat_b: np.ndarray,
@@ -138,7 +141,8 @@ def depth_check(strip_a: np.ndarray, strip_b: np.ndarray, flat_a: np.ndarray, fl
         significances.append(found.significance)
     strongest = int(np.argmax(significances))
     return DepthCheck(max(distances), bool(significances[strongest] >= CONFIDENT_SIGNIFICANCE
-                                           and distances[strongest] <= DEPTH_AGREEMENT_PX))
+                                           and distances[strongest] <= DEPTH_AGREEMENT_PX),
+                      float(significances[strongest]))
 
 
 def judged_disagreement(check: DepthCheck) -> float:
@@ -157,6 +161,20 @@ def judged_disagreement(check: DepthCheck) -> float:
     (2.0, 9.0)
     """
     return min(check.disagreement, DEPTH_AGREEMENT_PX) if check.confirmed else check.disagreement
+
+
+def confirmed_significance(check: DepthCheck) -> float:
+    """The significance of the range that spared a pair the depth check would refuse (:func:`judged_disagreement`:
+    its disagreement beyond :data:`DEPTH_AGREEMENT_PX`, its most significant range confirming it); NaN for
+    every other pair (agreeing, refused, or not checked). The record's ``depth_confirmed_significance``.
+
+    Examples
+    --------
+    >>> [confirmed_significance(DepthCheck(d, c, 2.6)) for d, c in ((9.0, True), (1.0, True), (9.0, False))]
+    [2.6, nan, nan]
+    """
+    spared = check.confirmed and check.disagreement > DEPTH_AGREEMENT_PX
+    return float(check.strongest_significance) if spared else float("nan")
 
 
 def depth_checks(registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],

@@ -110,8 +110,9 @@ from tqdm import tqdm
 from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
-from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, StripReader, depth_checks, judged_disagreement,
-                                          out_of_the_searches, refused_by_a_margin, refused_in_depth)
+from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, DepthCheck, StripReader, confirmed_significance,
+                                          depth_checks, judged_disagreement, out_of_the_searches,
+                                          refused_by_a_margin, refused_in_depth)
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -239,6 +240,14 @@ def register_neighbours(
     return flattened, registrations
 
 
+def _confirmed_significances(checks: Mapping[tuple[TileIndex, TileIndex], DepthCheck],
+                              ) -> dict[tuple[TileIndex, TileIndex], float]:
+    """The pairs of ``checks`` their most significant range spared, with its significance
+    (:func:`~linumpy.stitching.depth_check.confirmed_significance`)."""
+    spared = {pair: confirmed_significance(check) for pair, check in checks.items()}
+    return {pair: significance for pair, significance in spared.items() if np.isfinite(significance)}
+
+
 def _joint_links_in_depth(
     joint: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
@@ -247,6 +256,7 @@ def _joint_links_in_depth(
     flat: np.ndarray,
     tile_step_px: Sequence[float],
     max_shift_px: float,
+    confirmed: dict[tuple[TileIndex, TileIndex], float] | None = None,
 ) -> tuple[dict, dict, set[tuple[TileIndex, TileIndex]]]:
     """The joint search's links that were never candidates (their own peak a border peak, or below
     :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`: not checked in depth), checked at the joint offset; those
@@ -254,12 +264,15 @@ def _joint_links_in_depth(
 
     Returns the joint links kept, the registrations (the refused ones without their maps,
     :func:`~linumpy.stitching.depth_check.out_of_the_searches`) and the pairs refused; ``in_depth`` gains the
-    disagreements measured.
+    disagreements measured, ``confirmed`` (when given) the significance of the range that spared a link
+    (:func:`~linumpy.stitching.depth_check.confirmed_significance`).
     """
     unchecked = {pair: replace(r, border_peak=False) for pair, r in joint.items()
                  if registrations[pair].border_peak or registrations[pair].significance < MIN_SIGNIFICANCE}
     measured = depth_checks(unchecked, read, flat, tile_step_px, max_shift_px)
     in_depth.update({pair: check.disagreement for pair, check in measured.items()})
+    if confirmed is not None:
+        confirmed.update(_confirmed_significances(measured))
     refused = {pair for pair, check in measured.items() if judged_disagreement(check) > DEPTH_AGREEMENT_PX}
     if refused:
         logger.info("joint links %s: their peak not repeated on the depth ranges of their overlap, refused",
@@ -313,6 +326,7 @@ def estimate_transform(
     registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
     checks = {} if depth_reader is None else depth_checks(registrations, depth_reader, flat, tile_step_px, max_shift_px)
     in_depth = {pair: check.disagreement for pair, check in checks.items()}  # the records'
+    confirmed = _confirmed_significances(checks)  # the records' too
     judged = {pair: judged_disagreement(check) for pair, check in checks.items()}
     unrefused = registrations
     registrations = {pair: refused_in_depth(r, judged.get(pair)) for pair, r in registrations.items()}
@@ -367,7 +381,7 @@ def estimate_transform(
     joint, placed_by, lone_refused = joint_search(registrations, positions, model, kept, flattened)
     if depth_reader is not None:
         joint, registrations, joint_refused = _joint_links_in_depth(joint, registrations, in_depth, depth_reader, flat,
-                                                                   tile_step_px, max_shift_px)
+                                                                   tile_step_px, max_shift_px, confirmed)
         placed_by = {pair: tile for pair, tile in placed_by.items() if pair in joint}
         depth_refused |= joint_refused
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
@@ -513,6 +527,7 @@ def estimate_transform(
                                   border_peak=r.border_peak and r.offset == registrations[(a, b)].offset,
                                   unlocated_px=offset_unlocated(r.scores, r.offset),
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
+                                  depth_confirmed_significance=confirmed.get((a, b), float("nan")),
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

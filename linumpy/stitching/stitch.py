@@ -556,7 +556,10 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     them (:func:`~linumpy.stitching.depth_check.refused_by_a_margin`; status ``refused,
     its peak not repeated ...``; no search reads them either,
     :func:`~linumpy.stitching.depth_check.out_of_the_searches`), ``n_depth_refused_on_stage_tiles`` the tiles of
-    such pairs left on the stage model (per tile ``depth_refused_on_stage``).
+    such pairs left on the stage model (per tile ``depth_refused_on_stage``). ``n_depth_confirmed_links`` counts the
+    checked pairs a range placed beyond that bar but their most significant range confirmed, not refused (per pair
+    ``depth_confirmed_significance``, that range's significance;
+    :func:`~linumpy.stitching.depth_check.judged_disagreement`).
     ``n_unlocated_links`` counts the accepted pairs
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
@@ -649,7 +652,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          else [round(v, 3) for v in r.free_direction],
                          "ridge_px": round(r.ridge_px, 2) if np.isfinite(r.ridge_px) else None,
                          "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2),
-                         "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2)}
+                         "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2),
+                         "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2)}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
@@ -657,6 +661,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))
     metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX and not r.accepted
                                                for r in transform.pairs))
+    metrics["n_depth_confirmed_links"] = int(sum(np.isfinite(r.depth_confirmed_significance) for r in transform.pairs))
     from linumpy.stitching.pairwise import MIN_UNLOCATED_COUNT_PX  # scipy: imported aside while tiles are read
 
     metrics["n_unlocated_links"] = sum(r.accepted and r.unlocated_px >= MIN_UNLOCATED_COUNT_PX for r in transform.pairs)
