@@ -204,6 +204,13 @@ METRICS: dict[str, MetricInfo] = {
                               "evidence of their own; their tiles placed by other overlaps or on the stage. "
                               "One a joint search accepts at that peak widens its tiles' uncertainty "
                               "(sigma_px) by the search window's."),
+    "n_split_peak_links": _M("Overlaps moved from their peak to a better match beside it", "count",
+                             "Overlaps of significance 2 or more whose best offset left the evidence peak for "
+                             "another local maximum within 5 px that matched better on the two offsets' common "
+                             "overlap by more than 2 standard errors (per pair split_peak): the evidence grows "
+                             "with the overlap's area, so the peak had slid toward the larger overlap. The "
+                             "significance is then the moved offset's, no more than its gain over the peak it "
+                             "left."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

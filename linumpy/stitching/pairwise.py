@@ -29,7 +29,9 @@ rises as the overlap narrows and peaks at the edge of the search.
    the ridge one pixel at a time, two neighbouring offsets compared on the
    overlap they share (cropped and band-passed alike), ends on the member
    that replaces it if it beats it by more than :data:`RIDGE_MOVE_MARGIN`
-   standard errors (:func:`match_on_common_overlap`).
+   standard errors (:func:`match_on_common_overlap`). A confident peak split in two local maxima a few
+   pixels apart (within :data:`PEAK_RADIUS_PX`, so no rival) moves to the other first if that one beats it
+   there by the same margin (:func:`split_peak`).
 3. **Sub-pixel refinement.** The common region of the two tiles at the
    integer offset is cropped from both, band-passed identically (cropping
    first: filtering whole tiles treats the overlap differently in each, one
@@ -163,6 +165,10 @@ class PairRegistration:
         fits converged on the window's edge; on foreign ``c185`` the fit
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
+    split_peak : bool
+        Whether the offset left its scale's evidence peak for another local maximum within
+        :data:`PEAK_RADIUS_PX` that beat it on their common overlap (:func:`split_peak`); ``significance``
+        is then the moved peak's, no more than its gain over the peak it left.
     """
 
     offset: tuple[float, float]
@@ -172,6 +178,7 @@ class PairRegistration:
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
+    split_peak: bool = False
 
 
 @dataclass(frozen=True)
@@ -706,6 +713,57 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     return current
 
 
+def split_peak(evidence_map: EvidenceMap, index: tuple[int, int], significance: float, tile_a: np.ndarray,
+               tile_b: np.ndarray) -> tuple[tuple[int, int], float] | None:
+    """The other local maximum of a split evidence peak that matches better than the peak at ``index``,
+    with its honest significance; ``None`` where none beats it by more than :data:`RIDGE_MOVE_MARGIN`.
+
+    The evidence grows with the square root of the overlap's area, so of two local maxima a few pixels
+    apart on one structure the one with the larger overlap wins, although the other may match better.
+    Within :data:`PEAK_RADIUS_PX` the other maximum is no rival (:func:`peak_significance` does not see
+    it) and, off the peak's own ridge, :func:`match_on_common_overlap` cannot reach it. Each local
+    maximum of the map within :data:`PEAK_RADIUS_PX` of ``index`` is compared with it on their common
+    overlap (:func:`_common_gain`); the best replaces it when it beats it by more than
+    :data:`RIDGE_MOVE_MARGIN` standard errors. Foreign ``ha`` 454 slice 1, (0, 0)-(1, 0): at the 0.7 px
+    scale two maxima 4.4 px apart along the sample's outline, the chosen one 4.4 px off at significance
+    4.7 (as a rival, the other would leave it 2.3), the truth's beating it by 2.35 standard errors on
+    their common overlap (session nominal10's measurement; session slide10).
+
+    The significance returned is the moved peak's against both the peak's rival and the peak it left,
+    whichever is less: its evidence above the rival the peak's ``significance`` measured (that significance
+    less the evidence it gives up), and its gain over the peak it left. Not :func:`peak_significance` from
+    the moved maximum: masked to its own radius, the left peak's flank beyond it stands as a rival.
+
+    Parameters
+    ----------
+    evidence_map : EvidenceMap
+        The winning speckle scale's map.
+    index : tuple of int
+        The evidence peak's index in the map.
+    significance : float
+        The peak's :func:`peak_significance` in the map.
+    tile_a, tile_b : np.ndarray
+        The registered projections.
+
+    Returns
+    -------
+    tuple or None
+        ``(index, significance)`` of the moved peak.
+    """
+    def offset(point: tuple[int, int]) -> tuple[int, int]:
+        return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, point))
+
+    near = [point for point in local_maxima(evidence_map.values)
+            if point != index and np.hypot(point[0] - index[0], point[1] - index[1]) <= PEAK_RADIUS_PX]
+    gains = {point: _common_gain(tile_a, tile_b, offset(index), offset(point), evidence_map.speckle_px)
+             for point in near}
+    best = max(gains, key=gains.get, default=None)
+    if best is None or gains[best] <= RIDGE_MOVE_MARGIN:
+        return None
+    given_up = float(evidence_map.values[index] - evidence_map.values[best])
+    return best, min(significance - given_up, float(gains[best]))
+
+
 def climb_match_quality(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
     """The local maximum of match quality (the map's Fisher NCC) reached from ``index`` by steps to the
     best of its 8 neighbours while that one matches better.
@@ -1022,7 +1080,11 @@ def register_pair(
     the scale whose best peak is the most significant wins, unless that peak
     lies on an edge's ridge which a finer scale's significant, round peak
     lies on (:func:`locating_scale`): the finer peak is taken then, with the
-    larger significance. A significant pair whose sub-pixel fit leaves its box
+    larger significance. A confident pair (significance at least
+    :data:`REFIT_MIN_SIGNIFICANCE`) whose peak another local maximum within
+    :data:`PEAK_RADIUS_PX` beats on their common overlap starts from that one
+    (:func:`split_peak`; ``split_peak`` set, the significance no more than the
+    gain). A significant pair whose sub-pixel fit leaves its box
     is fitted again from the best match on its ridge (:func:`refit_on_ridge`).
 
     Parameters
@@ -1075,6 +1137,13 @@ def register_pair(
         return fallback
     significance = max(f[0] for f in found)
     chosen = locating_scale(maps, [f[2][0] for f in found], [f[0] for f in found])
+    split = (split_peak(maps[chosen], found[chosen][2][0], found[chosen][0], tile_a, tile_b)
+             if significance >= REFIT_MIN_SIGNIFICANCE else None)
+    if split is not None:
+        # A split peak: the other maximum matches better on their common overlap (confident pairs only, as the
+        # ridge walk's clear moves: a weak pair's move changes what the later rules keep).
+        significance = split[1]
+        found[chosen] = (split[1], found[chosen][1], [split[0]] + [p for p in found[chosen][2] if p != split[0]])
     _, ncc, peaks = found[chosen]
     # On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps.
     winner = maps[chosen]
@@ -1092,4 +1161,4 @@ def register_pair(
                        for p in peaks[:N_CANDIDATES])
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
                             sigma_px=sigma, candidates=candidates, scores=tuple(maps),
-                            border_peak=on_scored_border(winner, moved))
+                            border_peak=on_scored_border(winner, moved), split_peak=split is not None)
