@@ -126,6 +126,11 @@ class PairRecord:
         (:func:`~linumpy.stitching.depth_check.refused_by_a_margin`); inf where a range found no peak (``"inf"`` in
         the JSON), NaN where not
         checked (null).
+    settled : bool
+        Whether a search's whole-pixel offset for the pair, its sub-pixel fit leaving its box there, was settled
+        from the pair's evidence as its own registration's peak
+        (:func:`~linumpy.stitching.pairwise.settled_search_offset`). False in transforms written before session
+        flat10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -173,6 +178,7 @@ class PairRecord:
     border_peak: bool = False
     unlocated_px: float = 0.0
     depth_disagreement_px: float = float("nan")
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -521,7 +527,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
              "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak),
              "unlocated_px": round(float(p.unlocated_px), _DECIMALS),
-             "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px)}
+             "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
+             "settled": bool(p.settled)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -617,7 +624,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]),
                            border_peak=bool(p.get("border_peak", False)),
                            unlocated_px=float(p.get("unlocated_px", 0.0)),
-                           depth_disagreement_px=depth_disagreement_from_field(p.get("depth_disagreement_px")))
+                           depth_disagreement_px=depth_disagreement_from_field(p.get("depth_disagreement_px")),
+                           settled=bool(p.get("settled", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
