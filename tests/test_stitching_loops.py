@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from linumpy.stitching.global_solve import PairOffset, leave_one_out_offsets, solve_positions
-from linumpy.stitching.loops import switch_conflicting_peaks
+from linumpy.stitching.loops import MAX_SOLE_SWITCH_COST, MAX_SWITCH_COST, switch_conflicting_peaks
+from linumpy.stitching.pair_terms import SIGMA_FLOOR_PX, pair_offset
 from linumpy.stitching.pairwise import EvidenceMap, PairRegistration
 
 RADIUS = 8
@@ -83,4 +86,53 @@ def test_conflict_without_a_cheap_rival_is_left_to_the_solve():
     }
     pairs = _offsets(registrations)
     fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, lambda s: None)
+    assert switches == {} and fixed == pairs
+
+
+SOLE_PEAKS = {(52, -1): 10.3, (56, -4): 7.8}  # the wrong best peak; the true one 2.5 below (cost > MAX_SWITCH_COST)
+#: the right pairs' measured offsets, each a few tenths of a pixel off: the loop misses closing by 0.8 px
+SLIGHTLY_OFF = {((0, 0), (0, 1)): (0.3, 46.2), ((0, 1), (1, 1)): (56.3, 6.2), ((1, 0), (1, 1)): (-0.2, 56.2)}
+
+
+def _sole_rival_loop(rival_ncc):
+    """The square with one wrong pair whose only rival is at the truth, its NCC ``rival_ncc`` (best peak 0.81)."""
+    wrong = ((0, 0), (1, 0))
+    registrations = {pair: replace(_registration(pair, {_true_offset(pair): 20.0}, 0.05), offset=offset,
+                                   significance=8.0)
+                     for pair, offset in SLIGHTLY_OFF.items()}
+    registrations[wrong] = replace(_registration(wrong, SOLE_PEAKS, 0.06), ncc=0.81,
+                                   candidates=(((52, -1), 0.81), ((56, -4), rival_ncc)))
+    return registrations
+
+
+def _refined(registrations):
+    """The caller's refinement: the new peak exact, its fit's error 0.06 px, weighted as a pair of its significance."""
+    def move(switch):
+        moved = replace(registrations[switch.pair], offset=tuple(float(v) for v in switch.offset),
+                        sigma_px=(0.06, 0.06), significance=switch.significance)
+        return pair_offset(*switch.pair, moved, False)
+    return move
+
+
+def test_sole_rival_at_least_as_good_a_match_moves_and_its_loop_keeps_it():
+    registrations = _sole_rival_loop(0.83)
+    pairs = [pair_offset(a, b, r, r.significance >= 3) for (a, b), r in registrations.items()]
+    fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, _refined(registrations))
+    assert list(switches) == [((0, 0), (1, 0))] and switches[((0, 0), (1, 0))].offset == (56, -4)
+    assert MAX_SWITCH_COST < switches[((0, 0), (1, 0))].cost <= MAX_SOLE_SWITCH_COST
+    # the right pairs' errors leave the moved pair a residual far beyond its fit's error, within its honest one
+    positions, _, kept = solve_positions(TILES, fixed, STEP)
+    assert len(kept) == 4
+    for tile in TILES:
+        np.testing.assert_allclose(positions[tile] - positions[(0, 0)], TRUTH[tile], atol=0.7)
+    # tested on its fit's error the same pair was dropped: the loop broken again
+    as_fitted = [replace(p, test_weight=tuple(1 / (0.06**2 + SIGMA_FLOOR_PX**2) for _ in range(2)))
+                 if (p.a, p.b) in switches else p for p in fixed]
+    assert len(solve_positions(TILES, as_fitted, STEP)[2]) == 3
+
+
+def test_sole_rival_worse_matched_than_the_best_peak_stays():
+    registrations = _sole_rival_loop(0.79)
+    pairs = [pair_offset(a, b, r, r.significance >= 3) for (a, b), r in registrations.items()]
+    fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, _refined(registrations))
     assert switches == {} and fixed == pairs

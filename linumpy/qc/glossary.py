@@ -211,6 +211,12 @@ METRICS: dict[str, MetricInfo] = {
                              "with the overlap's area, so the peak had slid toward the larger overlap. The "
                              "significance is then the moved offset's, no more than its gain over the peak it "
                              "left."),
+    "n_settled_links": _M("Searched overlaps settled from their own evidence", "count",
+                          "Accepted overlaps that a search left at a whole pixel where their sub-pixel fit "
+                          "ran out of its box (the match's optimum elsewhere), settled once every search had "
+                          "run as the overlap's own registration settles its peak: the walk along its ridge, "
+                          "the fit, for a confident overlap the refit from the ridge's best match (per pair "
+                          "settled); the positions are solved again with the same overlaps."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

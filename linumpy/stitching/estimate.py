@@ -61,7 +61,10 @@
    model no farther than the placed tiles do plus 2 px, no stronger overlap
    ties the tile to a tile left out (:func:`~linumpy.stitching.corroboration._tied_to_left_out`) and the solve keeps
    those links on their loops; after each such placement the joint search runs
-   again from the tile placed. Last, a piece of tiles that only weak links
+   again from the tile placed. Once every search has run, a kept link that a search left at a whole pixel where its
+   sub-pixel fit leaves its box is settled from its evidence as its own registration's peak and the positions solved
+   again with the same links (:func:`~linumpy.stitching.settle.settle_kept_searches`). Last, a piece of tiles that
+   only weak links
    (own significance below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`) join to the
    largest piece, lying farther than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from the
    stage model and than the largest piece's tiles do plus 2 px, where its links prefer that placement to the stage's by
@@ -137,6 +140,7 @@ from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible
                                         swap_dropped_weak)
 from linumpy.stitching.ridge_bridges import weak_without_ridge_contradicted_bridges
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
+from linumpy.stitching.settle import settle_kept_searches
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
@@ -432,6 +436,9 @@ def estimate_transform(
         late.update(searched)
         lone_refused |= refused
         unsupported.update(dropped)
+    (positions, model, kept), settled = settle_kept_searches(
+        tiles, (positions, model, kept), {**moved, **joint, **clustered, **relinked, **late, **corroborated},
+        flattened, tile_step_px)
     positions, model, kept = unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     positions, model, kept = drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = drop_small_group(tiles, positions, model, kept, tile_step_px)
@@ -445,7 +452,7 @@ def estimate_transform(
     detached |= ridge_detached
     (positions, model, kept), along_stage, across_only = lone_edge_links_across_only(
         tiles, (positions, model, kept), registrations, tile_step_px)
-    final = {**current, **late, **corroborated}
+    final = {**current, **late, **corroborated, **settled}
     (positions, model, kept), broad_to_stage, broad_refused = broad_lone_links_to_stage(
         tiles, (positions, model, kept), final, tile_step_px, max_shift_px)
     (positions, model, kept), outvoted = outvoted_lone_links(
@@ -529,7 +536,7 @@ def estimate_transform(
                                   unlocated_px=offset_unlocated(r.scores, r.offset),
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),
-                                  **_edge_fields(r)))
+                                  settled=r.settled, **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
     far_sides = set().union(*far_first.values())

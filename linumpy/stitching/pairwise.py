@@ -169,6 +169,9 @@ class PairRegistration:
         Whether the offset left its scale's evidence peak for another local maximum within
         :data:`PEAK_RADIUS_PX` that beat it on their common overlap (:func:`split_peak`); ``significance``
         is then the moved peak's, no more than its gain over the peak it left.
+    settled : bool
+        Whether ``offset``, chosen by a search and kept by the estimate, was settled from the pair's evidence
+        (:func:`settled_search_offset`: the fit at the search's whole pixel left its box).
     """
 
     offset: tuple[float, float]
@@ -179,6 +182,7 @@ class PairRegistration:
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
     split_peak: bool = False
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -1054,6 +1058,92 @@ def _fit_window(shape: tuple[int, int]) -> tuple[slice, slice]:
     return tuple(slice(None) if n == width else slice(m, -m) for n, m in zip(shape, margins))
 
 
+def _index_offset(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
+    """The integer offset of ``index`` in ``evidence_map``."""
+    return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, index))
+
+
+def settle_peak(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray, tile_b: np.ndarray,
+                significance: float) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """A pair's evidence peak at ``index`` moved and fitted as :func:`register_pair` does.
+
+    On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps
+    (:func:`match_on_common_overlap`, ``confident`` from :data:`REFIT_MIN_SIGNIFICANCE`), then the sub-pixel
+    fit; a confident pair's fit that leaves its box runs again from the ridge's best match, if that one
+    converges (:func:`refit_on_ridge`).
+
+    Parameters
+    ----------
+    evidence_map : EvidenceMap
+        The pair's evidence at one speckle scale.
+    index : tuple of int
+        The peak's index in ``evidence_map``.
+    tile_a, tile_b : np.ndarray
+        Flat-fielded projections of the pair's tiles.
+    significance : float
+        The peak's significance: :data:`REFIT_MIN_SIGNIFICANCE` or more walks as a confident pair and refits.
+
+    Returns
+    -------
+    tuple
+        ``(index, offset, sigma)``: the settled index in ``evidence_map``, the refined ``(y, x)`` offset and
+        its standard error, pixels.
+    """
+    confident = significance >= REFIT_MIN_SIGNIFICANCE
+    moved = match_on_common_overlap(evidence_map, index, tile_a, tile_b, confident)
+    refined, sigma, left_box = _fit_subpixel(tile_a, tile_b, _index_offset(evidence_map, moved))
+    if left_box and confident:
+        refit = refit_on_ridge(evidence_map, moved, tile_a, tile_b)
+        if refit is not None:
+            moved, refined, sigma = refit
+    return moved, refined, sigma
+
+
+def settled_search_offset(tile_a: np.ndarray, tile_b: np.ndarray, registration: PairRegistration
+                          ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """A searched pair's offset settled from its evidence where a search left it at a whole pixel the fit leaves.
+
+    A search (joint, piece, cluster, corroborated, or a loop's switch) ranks whole pixels by the summed evidence and
+    refines its pairs' chosen whole pixels (:func:`narrow_joint_offset`, then :func:`refine_subpixel`); where the fit
+    leaves its box (more than :data:`MAX_REFINEMENT_PX`: the match's optimum is not at the whole pixel) it keeps the
+    whole pixel. The evidence's area term holds a flat top's maximum toward the larger overlap, out of the fit's box.
+    That whole pixel is then settled as :func:`register_pair` settles its own peak (:func:`settle_peak`: the walk
+    along the ridge, the fit, for a confident pair the refit from the ridge's best match). Foreign ``ha`` 394 slice 4,
+    (2, 1)-(2, 2) alone placing (2, 2): its map flat along x within 5 % over 3 px, its whole-pixel maximum 2.2 px
+    off, the fit leaving its box there; settled, 0.67 px off as its own registration (session flat10). Not where the
+    fit stays in its box: there the walk may move a right offset off (``a205`` 349 slice 1, (4, 1)-(4, 2): fitted
+    0.92 px off, walked 3.54). The significance is the search's (``registration.significance``): a border peak's
+    or a pair refused in depth (0) is not confident and is not fitted again from its ridge's best match. Only the
+    estimate's kept links are settled, once every search has run
+    (:func:`~linumpy.stitching.settle.settle_kept_searches`): settling inside the searches changed what they ranked
+    (session flat10b).
+
+    Parameters
+    ----------
+    tile_a, tile_b : np.ndarray
+        Flat-fielded projections of the pair's tiles.
+    registration : PairRegistration
+        The pair as a search refined it: its ``offset`` the search's (whole where the fit failed), its ``scores`` the
+        pair's evidence maps, its ``significance`` the search's.
+
+    Returns
+    -------
+    tuple or None
+        ``(offset, sigma)``: the settled ``(y, x)`` offset and its standard error, pixels; ``None`` where the offset is
+        not a whole pixel, the fit from it stays in its box, no map scores it or settling does not move it.
+    """
+    if not all(float(v).is_integer() for v in registration.offset):
+        return None
+    whole = tuple(int(v) for v in registration.offset)
+    if not _fit_subpixel(tile_a, tile_b, whole)[2]:
+        return None
+    found = _map_at(registration.scores, whole)
+    if found is None:
+        return None
+    _, settled, sigma = settle_peak(*found, tile_a, tile_b, registration.significance)
+    return None if settled == tuple(registration.offset) else (settled, sigma)
+
+
 def refine_subpixel(
     tile_a: np.ndarray, tile_b: np.ndarray, offset: tuple[int, int],
     speckle_px: float = REFINE_SPECKLE_PX,
@@ -1145,17 +1235,12 @@ def register_pair(
         significance = split[1]
         found[chosen] = (split[1], found[chosen][1], [split[0]] + [p for p in found[chosen][2] if p != split[0]])
     _, ncc, peaks = found[chosen]
-    # On a ridge the evidence peak slides to the larger overlap: the ridge's best match on common overlaps.
     winner = maps[chosen]
-    moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b, significance >= REFIT_MIN_SIGNIFICANCE)
-    offset = (nominal[0] + moved[0] - radius, nominal[1] + moved[1] - radius)
-    refined, sigma, left_box = (_fit_subpixel(tile_a, tile_b, offset) if refine
-                                else ((float(offset[0]), float(offset[1])), (1.0, 1.0), False))
-    if left_box and significance >= REFIT_MIN_SIGNIFICANCE:
-        # The fit left its box: again from the ridge's best match, if that one converges.
-        refit = refit_on_ridge(winner, moved, tile_a, tile_b)
-        if refit is not None:
-            moved, refined, sigma = refit
+    if refine:
+        moved, refined, sigma = settle_peak(winner, peaks[0], tile_a, tile_b, significance)
+    else:
+        moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b, significance >= REFIT_MIN_SIGNIFICANCE)
+        refined, sigma = tuple(float(v) for v in _index_offset(winner, moved)), (1.0, 1.0)
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])

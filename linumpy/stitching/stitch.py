@@ -567,6 +567,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     its tiles' ``sigma_px``, which the tile-bar flag reads. ``n_split_peak_links`` counts the pairs whose own
     registration left its evidence peak for a better match beside it (per pair ``split_peak``,
     :func:`~linumpy.stitching.pairwise.split_peak`).
+    ``n_settled_links`` counts the accepted pairs a search placed at a whole pixel where their sub-pixel fit left
+    its box, whose offset was settled from their evidence as their own registration's peak (per pair ``settled``,
+    :func:`~linumpy.stitching.pairwise.settled_search_offset`).
     ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
@@ -656,11 +659,13 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2),
                          "split_peak": r.split_peak,
                          "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2),
-                         "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2)}
+                         "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2),
+                         "settled": r.settled}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
     metrics["n_split_peak_links"] = sum(r.split_peak for r in transform.pairs)
+    metrics["n_settled_links"] = sum(r.accepted and r.settled for r in transform.pairs)
     # checked: not NaN (a range that found no peak reads inf, refused and checked alike)
     metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))
     metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX and not r.accepted

@@ -136,6 +136,11 @@ class PairRecord:
         :data:`~linumpy.stitching.depth_check.DEPTH_AGREEMENT_PX`) but its most significant range confirmed
         (:func:`~linumpy.stitching.depth_check.judged_disagreement`), that range's significance: the pair stayed a
         candidate on it. NaN (null) for every other pair, and in transforms written before session rule10d.
+    settled : bool
+        Whether a search's whole-pixel offset for the pair, its sub-pixel fit leaving its box there, was settled
+        from the pair's evidence as its own registration's peak
+        (:func:`~linumpy.stitching.pairwise.settled_search_offset`). False in transforms written before session
+        flat10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -185,6 +190,7 @@ class PairRecord:
     split_peak: bool = False
     depth_disagreement_px: float = float("nan")
     depth_confirmed_significance: float = float("nan")
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -534,7 +540,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak),
              "unlocated_px": round(float(p.unlocated_px), _DECIMALS), "split_peak": bool(p.split_peak),
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
-             "depth_confirmed_significance": _optional(p.depth_confirmed_significance)}
+             "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
+             "settled": bool(p.settled)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -633,7 +640,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            split_peak=bool(p.get("split_peak", False)),
                            depth_disagreement_px=depth_disagreement_from_field(p.get("depth_disagreement_px")),
                            depth_confirmed_significance=depth_disagreement_from_field(
-                               p.get("depth_confirmed_significance")))
+                               p.get("depth_confirmed_significance")),
+                           settled=bool(p.get("settled", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
