@@ -30,8 +30,8 @@ rises as the overlap narrows and peaks at the edge of the search.
    overlap they share (cropped and band-passed alike), ends on the member
    that replaces it if it beats it by more than :data:`RIDGE_MOVE_MARGIN`
    standard errors (:func:`match_on_common_overlap`). A confident peak split in two local maxima a few
-   pixels apart (within :data:`PEAK_RADIUS_PX`, so no rival) moves to the other first if that one beats it
-   there by the same margin (:func:`split_peak`).
+   pixels apart (within :data:`PEAK_RADIUS_PX`, so no rival) whose other maximum beats it there by the same
+   margin is flagged, not moved (:func:`split_peak`).
 3. **Sub-pixel refinement.** The common region of the two tiles at the
    integer offset is cropped from both, band-passed identically (cropping
    first: filtering whole tiles treats the overlap differently in each, one
@@ -166,9 +166,9 @@ class PairRegistration:
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
     split_peak : bool
-        Whether the offset left its scale's evidence peak for another local maximum within
-        :data:`PEAK_RADIUS_PX` that beat it on their common overlap (:func:`split_peak`); ``significance``
-        is then the moved peak's, no more than its gain over the peak it left.
+        Whether a confident pair's evidence peak has another local maximum within :data:`PEAK_RADIUS_PX`
+        that beats it on their common overlap (:func:`split_peak`): the peak may have slid toward the larger
+        overlap. Flagged, not moved (see :func:`split_peak`).
     settled : bool
         Whether ``offset``, chosen by a search and kept by the estimate, was settled from the pair's evidence
         (:func:`settled_search_offset`: the fit at the search's whole pixel left its box).
@@ -717,26 +717,26 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     return current
 
 
-def split_peak(evidence_map: EvidenceMap, index: tuple[int, int], significance: float, tile_a: np.ndarray,
-               tile_b: np.ndarray) -> tuple[tuple[int, int], float] | None:
-    """The other local maximum of a split evidence peak that matches better than the peak at ``index``,
-    with its honest significance; ``None`` where none beats it by more than :data:`RIDGE_MOVE_MARGIN`.
+def split_peak(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray, tile_b: np.ndarray,
+               ) -> tuple[int, int] | None:
+    """The other local maximum of a split evidence peak that matches better than the peak at ``index``;
+    ``None`` where none beats it by more than :data:`RIDGE_MOVE_MARGIN`.
 
     The evidence grows with the square root of the overlap's area, so of two local maxima a few pixels
     apart on one structure the one with the larger overlap wins, although the other may match better.
     Within :data:`PEAK_RADIUS_PX` the other maximum is no rival (:func:`peak_significance` does not see
     it) and, off the peak's own ridge, :func:`match_on_common_overlap` cannot reach it. Each local
     maximum of the map within :data:`PEAK_RADIUS_PX` of ``index`` is compared with it on their common
-    overlap (:func:`_common_gain`); the best replaces it when it beats it by more than
+    overlap (:func:`_common_gain`); the best is returned when it beats it by more than
     :data:`RIDGE_MOVE_MARGIN` standard errors. Foreign ``ha`` 454 slice 1, (0, 0)-(1, 0): at the 0.7 px
     scale two maxima 4.4 px apart along the sample's outline, the chosen one 4.4 px off at significance
     4.7 (as a rival, the other would leave it 2.3), the truth's beating it by 2.35 standard errors on
     their common overlap (session nominal10's measurement; session slide10).
 
-    The significance returned is the moved peak's against both the peak's rival and the peak it left,
-    whichever is less: its evidence above the rival the peak's ``significance`` measured (that significance
-    less the evidence it gives up), and its gain over the peak it left. Not :func:`peak_significance` from
-    the moved maximum: masked to its own radius, the left peak's flank beyond it stands as a rival.
+    :func:`register_pair` flags such a pair (``split_peak``) and does not move it: moved (its significance
+    then no more than its gain, 2.35), that pair was refused by its depth ranges, which repeat the slid peak
+    of a depth-constant outline, whereas kept at its peak the loop closure moves it to the truth (ha 454
+    slice 1 tiles 0.34 / 0.54 px kept, 3.67 / 6.40 moved; session slide10).
 
     Parameters
     ----------
@@ -744,15 +744,13 @@ def split_peak(evidence_map: EvidenceMap, index: tuple[int, int], significance: 
         The winning speckle scale's map.
     index : tuple of int
         The evidence peak's index in the map.
-    significance : float
-        The peak's :func:`peak_significance` in the map.
     tile_a, tile_b : np.ndarray
         The registered projections.
 
     Returns
     -------
-    tuple or None
-        ``(index, significance)`` of the moved peak.
+    tuple of int or None
+        The better maximum's index.
     """
     def offset(point: tuple[int, int]) -> tuple[int, int]:
         return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, point))
@@ -762,10 +760,7 @@ def split_peak(evidence_map: EvidenceMap, index: tuple[int, int], significance: 
     gains = {point: _common_gain(tile_a, tile_b, offset(index), offset(point), evidence_map.speckle_px)
              for point in near}
     best = max(gains, key=gains.get, default=None)
-    if best is None or gains[best] <= RIDGE_MOVE_MARGIN:
-        return None
-    given_up = float(evidence_map.values[index] - evidence_map.values[best])
-    return best, min(significance - given_up, float(gains[best]))
+    return None if best is None or gains[best] <= RIDGE_MOVE_MARGIN else best
 
 
 def climb_match_quality(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
@@ -1172,9 +1167,8 @@ def register_pair(
     lies on (:func:`locating_scale`): the finer peak is taken then, with the
     larger significance. A confident pair (significance at least
     :data:`REFIT_MIN_SIGNIFICANCE`) whose peak another local maximum within
-    :data:`PEAK_RADIUS_PX` beats on their common overlap starts from that one
-    (:func:`split_peak`; ``split_peak`` set, the significance no more than the
-    gain). A significant pair whose sub-pixel fit leaves its box
+    :data:`PEAK_RADIUS_PX` beats on their common overlap is flagged
+    (:func:`split_peak`, ``split_peak``). A significant pair whose sub-pixel fit leaves its box
     is fitted again from the best match on its ridge (:func:`refit_on_ridge`).
 
     Parameters
@@ -1227,13 +1221,9 @@ def register_pair(
         return fallback
     significance = max(f[0] for f in found)
     chosen = locating_scale(maps, [f[2][0] for f in found], [f[0] for f in found])
-    split = (split_peak(maps[chosen], found[chosen][2][0], found[chosen][0], tile_a, tile_b)
+    # A split peak (confident pairs, as the ridge walk's clear moves): flagged, not moved.
+    split = (split_peak(maps[chosen], found[chosen][2][0], tile_a, tile_b)
              if significance >= REFIT_MIN_SIGNIFICANCE else None)
-    if split is not None:
-        # A split peak: the other maximum matches better on their common overlap (confident pairs only, as the
-        # ridge walk's clear moves: a weak pair's move changes what the later rules keep).
-        significance = split[1]
-        found[chosen] = (split[1], found[chosen][1], [split[0]] + [p for p in found[chosen][2] if p != split[0]])
     _, ncc, peaks = found[chosen]
     winner = maps[chosen]
     if refine:

@@ -564,8 +564,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
     :func:`~linumpy.stitching.pairwise.unlocated_width`): each adds ``unlocated_px**2 / 3`` on its step's axis to
-    its tiles' ``sigma_px``, which the tile-bar flag reads. ``n_split_peak_links`` counts the pairs whose own
-    registration left its evidence peak for a better match beside it (per pair ``split_peak``,
+    its tiles' ``sigma_px``, which the tile-bar flag reads. ``n_split_peak_links`` counts the pairs at their own
+    registration whose evidence peak has a better match beside it (per pair ``split_peak``,
     :func:`~linumpy.stitching.pairwise.split_peak`).
     ``n_settled_links`` counts the accepted pairs a search placed at a whole pixel where their sub-pixel fit left
     its box, whose offset was settled from their evidence as their own registration's peak (per pair ``settled``,

@@ -118,10 +118,10 @@ class PairRecord:
         adds ``unlocated_px**2 / 3`` on the step's axis to the tiles' stated errors. 0 in transforms
         written before session narrow.
     split_peak : bool
-        Whether ``offset`` is the pair's own registration moved from its evidence peak to another local
-        maximum within :data:`~linumpy.stitching.pairwise.PEAK_RADIUS_PX` that beat it on their common
-        overlap (:attr:`~linumpy.stitching.pairwise.PairRegistration.split_peak`; its ``significance`` then
-        no more than that gain). ``False`` in transforms written before session slide10.
+        Whether ``offset`` is the pair's own registration and its evidence peak has another local maximum
+        within :data:`~linumpy.stitching.pairwise.PEAK_RADIUS_PX` that beats it on their common overlap
+        (:attr:`~linumpy.stitching.pairwise.PairRegistration.split_peak`): the peak may have slid toward the
+        larger overlap. ``False`` in transforms written before session slide10.
     depth_disagreement_px : float
         For a candidate, not strong pair checked on depth ranges of its overlap strips
         (:mod:`linumpy.stitching.depth_check`), the largest distance (pixels) between its offset and a range's;
