@@ -97,7 +97,7 @@ def test_the_volume_error_is_continuous_across_the_band(brain, monkeypatch):
     assert all(e["lateral_gain_fallback"] is None for e in faded[:-1])
     metrics = stack_metrics(records[4], 10.0)
     assert metrics["lateral_gain_strength"][:-1] == [0.5] * (len(faded) - 1)
-    assert sum("applied at 50% strength" in f for f in boundary_flags(metrics)) == len(faded) - 1
+    assert sum("applied at 50.0% strength" in f for f in boundary_flags(metrics)) == len(faded) - 1
     assert all(e["lateral_gain_fallback"].startswith("overlap NCC") for e in records[0]["slices"][:-1])
 
 

@@ -285,11 +285,12 @@ def faded_map_flags(metrics: Mapping[str, Any]) -> list[str]:
 
     Examples
     --------
-    >>> faded_map_flags({"slice_ids": [0, 1, 2], "lateral_gain_strength": [1.0, 0.42, 0.0],
-    ...                  "lateral_gain_confidence": [0.71, 0.487, 0.3]})
-    ['slice 1: lateral gain map applied at 42% strength (overlap NCC 0.487 of its speckle ceiling with the next slice)']
+    >>> flags = faded_map_flags({"slice_ids": [0, 1, 2], "lateral_gain_strength": [1.0, 0.42, 0.0],
+    ...                          "lateral_gain_confidence": [0.71, 0.487, 0.3]})
+    >>> len(flags), flags[0][:60]
+    (1, 'slice 1: lateral gain map applied at 42.0% strength (overlap')
     """
-    return [f"slice {slice_id}: lateral gain map applied at {strength:.0%} strength (overlap NCC {confidence:.3f} "
+    return [f"slice {slice_id}: lateral gain map applied at {strength:.1%} strength (overlap NCC {confidence:.3f} "
             "of its speckle ceiling with the next slice)"
             for slice_id, strength, confidence in zip(metrics["slice_ids"], metrics.get("lateral_gain_strength", []),
                                                        metrics.get("lateral_gain_confidence", []), strict=False)
