@@ -796,9 +796,8 @@ def test_lateral_gain_maps_leave_out_the_overlap_planes_a_slice_does_not_hold(mo
 
 def test_lateral_gain_falls_back_on_a_weak_overlap(monkeypatch):
     """An overlap NCC below MAP_MIN_CONFIDENCE: no map, the reason in the record and a flag."""
-    from linumpy.stack import stacking
-
-    monkeypatch.setattr(stacking, "MAP_MIN_CONFIDENCE", 1.01)
+    monkeypatch.setattr(gains, "MAP_MIN_CONFIDENCE", 1.01)
+    monkeypatch.setattr(gains, "MAP_FULL_CONFIDENCE", 1.02)
     brain = make_brain(steps_px=(20, 21), shifts_px=((0, 0), (3, -2), (5, 1)))
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0)
     slices = plan.record["slices"]

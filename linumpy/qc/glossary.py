@@ -598,6 +598,13 @@ METRICS: dict[str, MetricInfo] = {
                                 "slice right below it (the last slice, one before a gap: its deep planes keep the "
                                 "attenuation compensation's error, flagged when the slabs above needed a lateral "
                                 "gain; docs/stacking.md)."),
+    "lateral_gain_strength": _M("Lateral gain strength", "fraction", "Strength at which the slice's lateral gain "
+                                "map is applied (its log gain scaled): 1 from an overlap confidence of 0.6 with the "
+                                "next slice, fading smoothly to 0 at 0.4 (flagged in between); 0: no map (see "
+                                "Lateral gain fallback; docs/stacking.md)."),
+    "lateral_gain_confidence": _M("Lateral gain confidence", "NCC", "Overlap NCC (of its speckle ceiling) with the "
+                                  "next slice that set the lateral gain strength; empty when the map was not judged "
+                                  "by it (no overlap, the next slice placed by the motors, no next slice)."),
     "tissue_attenuation_per_mm": _M("Tissue attenuation (stack)", "1/mm", "Mean attenuation of the slice's "
                                     "tissue over the depth it images: measured through the overlap with the next "
                                     "slice when there is one (its own slab, and below the next cut the next "

@@ -276,7 +276,25 @@ def boundary_flags(metrics: Mapping[str, Any]) -> list[str]:
                              f"(median p5-p95) at their bottom: expect a lateral field as large in its deep planes")
         elif reason:
             flags.append(f"slice {slice_id}: {reason}")
-    return flags
+    return flags + faded_map_flags(metrics)
+
+
+def faded_map_flags(metrics: Mapping[str, Any]) -> list[str]:
+    """A flag per slice whose lateral gain map was applied at part strength (its overlap confidence within the
+    fade band, :func:`~linumpy.stack.gains.map_strength`).
+
+    Examples
+    --------
+    >>> flags = faded_map_flags({"slice_ids": [0, 1, 2], "lateral_gain_strength": [1.0, 0.42, 0.0],
+    ...                          "lateral_gain_confidence": [0.71, 0.487, 0.3]})
+    >>> len(flags), flags[0][:60]
+    (1, 'slice 1: lateral gain map applied at 42.0% strength (overlap')
+    """
+    return [f"slice {slice_id}: lateral gain map applied at {strength:.1%} strength (overlap NCC {confidence:.3f} "
+            "of its speckle ceiling with the next slice)"
+            for slice_id, strength, confidence in zip(metrics["slice_ids"], metrics.get("lateral_gain_strength", []),
+                                                       metrics.get("lateral_gain_confidence", []), strict=False)
+            if strength is not None and 0 < strength < 1]
 
 
 def _motor_part_kept(placed: Mapping[str, Any]) -> str:
@@ -657,6 +675,8 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "lateral_gain_range": [None if s.get("lateral_gain") is None else
                                [s["lateral_gain"]["p5"], s["lateral_gain"]["p95"]] for s in slices],
         "lateral_gain_fallback": [s.get("lateral_gain_fallback") for s in slices],
+        "lateral_gain_strength": [s.get("lateral_gain_strength") for s in slices],
+        "lateral_gain_confidence": [s.get("lateral_gain_confidence") for s in slices],
         "lateral_gain_partial_fraction": [None if s.get("lateral_gain") is None else
                                           s["lateral_gain"].get("partial_fraction") for s in slices],
         **{name: [(s.get("attenuation") or {}).get(name) for s in slices] for name in ATTENUATION_FIELDS},

@@ -26,7 +26,6 @@ from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, uni
 from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
 from linumpy.stack.gains import (
-    MAP_MIN_CONFIDENCE,
     NO_SLICE_BELOW,
     LateralGain,
     OverlapRatio,
@@ -34,6 +33,7 @@ from linumpy.stack.gains import (
     coarse_map,
     compensated_levels,
     compensated_ratios,
+    confidence_faded,
     corrected_ratios,
     fit_gains,
     log_ratio_map,
@@ -381,6 +381,7 @@ def plan_stack(
     depths: list[tuple[float, float] | None] = [None] * len(slices)
     lateral: list[LateralGain | None] = [None] * len(slices)
     lateral_fallback: list[str | None] = [None] * len(slices)
+    lateral_confidence: list[float | None] = [None] * len(slices)
     boundaries = pair_map(lambda k: _boundary_ratio(slices[k - 1], slices[k], kept[k - 1], kept[k],
                                                     resolved.origins_um[k] - resolved.origins_um[k - 1], parameters,
                                                     band_workers, guesses[k]),
@@ -394,10 +395,9 @@ def plan_stack(
         elif not resolved.used_lateral[k]:  # on the motors alone the overlap may not be the same tissue
             lateral[k - 1] = None
             lateral_fallback[k - 1] = "next slice placed laterally by the motors: no lateral gain"
-        elif estimates[k].lateral_confidence < MAP_MIN_CONFIDENCE:  # aligned, but the tissue differs
-            lateral[k - 1] = None
-            lateral_fallback[k - 1] = (f"overlap NCC {estimates[k].lateral_confidence:.3f} (of its speckle "
-                                       f"ceiling) with the next slice < {MAP_MIN_CONFIDENCE}: no lateral gain")
+        else:  # aligned, but the tissue may differ: the map fades with the overlap's confidence
+            lateral_confidence[k - 1] = estimates[k].lateral_confidence
+            lateral[k - 1], lateral_fallback[k - 1] = confidence_faded(lateral[k - 1], lateral_confidence[k - 1])
     for k in range(len(slices)):
         if k + 1 == len(slices) or ids[k + 1] - ids[k] > 1:
             lateral_fallback[k] = NO_SLICE_BELOW
@@ -457,6 +457,8 @@ def plan_stack(
         entry["gain_trend_map_level"] = None if borrowed[k] is None else round(borrowed[k], 4)
         entry["lateral_gain"] = None if lateral[k] is None else lateral[k].summary()
         entry["lateral_gain_fallback"] = lateral_fallback[k]
+        entry["lateral_gain_strength"] = 0.0 if lateral[k] is None else round(lateral[k].strength, 4)
+        entry["lateral_gain_confidence"] = None if lateral_confidence[k] is None else round(lateral_confidence[k], 4)
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
     if parameters.interpolate_missing:
         deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
