@@ -204,6 +204,12 @@ METRICS: dict[str, MetricInfo] = {
                               "evidence of their own; their tiles placed by other overlaps or on the stage. "
                               "One a joint search accepts at that peak widens its tiles' uncertainty "
                               "(sigma_px) by the search window's."),
+    "n_split_peak_links": _M("Overlaps with a better match beside their peak", "count",
+                             "Overlaps of significance 2 or more, at their own peak, with another local maximum "
+                             "of the match within 5 px that matches better on the two offsets' common overlap by "
+                             "more than 2 standard errors (per pair split_peak): the evidence grows with the "
+                             "overlap's area, so the peak may have slid toward the larger overlap. Flagged, not "
+                             "moved."),
     "n_settled_links": _M("Searched overlaps settled from their own evidence", "count",
                           "Accepted overlaps that a search left at a whole pixel where their sub-pixel fit "
                           "ran out of its box (the match's optimum elsewhere), settled once every search had "

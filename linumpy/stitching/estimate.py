@@ -532,6 +532,7 @@ def estimate_transform(
                                   sigma_px=pair_sigma(r), confidence=pair_confidence(r.significance),
                                   status=status, spread_px=offset_spread(r.scores, r.offset),
                                   border_peak=r.border_peak and r.offset == registrations[(a, b)].offset,
+                                  split_peak=r.split_peak and r.offset == registrations[(a, b)].offset,
                                   unlocated_px=offset_unlocated(r.scores, r.offset),
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),

@@ -29,7 +29,9 @@ rises as the overlap narrows and peaks at the edge of the search.
    the ridge one pixel at a time, two neighbouring offsets compared on the
    overlap they share (cropped and band-passed alike), ends on the member
    that replaces it if it beats it by more than :data:`RIDGE_MOVE_MARGIN`
-   standard errors (:func:`match_on_common_overlap`).
+   standard errors (:func:`match_on_common_overlap`). A confident peak split in two local maxima a few
+   pixels apart (within :data:`PEAK_RADIUS_PX`, so no rival) whose other maximum beats it there by the same
+   margin is flagged, not moved (:func:`split_peak`).
 3. **Sub-pixel refinement.** The common region of the two tiles at the
    integer offset is cropped from both, band-passed identically (cropping
    first: filtering whole tiles treats the overlap differently in each, one
@@ -163,6 +165,10 @@ class PairRegistration:
         fits converged on the window's edge; on foreign ``c185`` the fit
         cannot run on the 2 px overlap of the last scored row (session
         edgepeak).
+    split_peak : bool
+        Whether a confident pair's evidence peak has another local maximum within :data:`PEAK_RADIUS_PX`
+        that beats it on their common overlap (:func:`split_peak`): the peak may have slid toward the larger
+        overlap. Flagged, not moved (see :func:`split_peak`).
     settled : bool
         Whether ``offset``, chosen by a search and kept by the estimate, was settled from the pair's evidence
         (:func:`settled_search_offset`: the fit at the search's whole pixel left its box).
@@ -175,6 +181,7 @@ class PairRegistration:
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
+    split_peak: bool = False
     settled: bool = False
 
 
@@ -710,6 +717,52 @@ def match_on_common_overlap(evidence_map: EvidenceMap, index: tuple[int, int], t
     return current
 
 
+def split_peak(evidence_map: EvidenceMap, index: tuple[int, int], tile_a: np.ndarray, tile_b: np.ndarray,
+               ) -> tuple[int, int] | None:
+    """The other local maximum of a split evidence peak that matches better than the peak at ``index``;
+    ``None`` where none beats it by more than :data:`RIDGE_MOVE_MARGIN`.
+
+    The evidence grows with the square root of the overlap's area, so of two local maxima a few pixels
+    apart on one structure the one with the larger overlap wins, although the other may match better.
+    Within :data:`PEAK_RADIUS_PX` the other maximum is no rival (:func:`peak_significance` does not see
+    it) and, off the peak's own ridge, :func:`match_on_common_overlap` cannot reach it. Each local
+    maximum of the map within :data:`PEAK_RADIUS_PX` of ``index`` is compared with it on their common
+    overlap (:func:`_common_gain`); the best is returned when it beats it by more than
+    :data:`RIDGE_MOVE_MARGIN` standard errors. Foreign ``ha`` 454 slice 1, (0, 0)-(1, 0): at the 0.7 px
+    scale two maxima 4.4 px apart along the sample's outline, the chosen one 4.4 px off at significance
+    4.7 (as a rival, the other would leave it 2.3), the truth's beating it by 2.35 standard errors on
+    their common overlap (session nominal10's measurement; session slide10).
+
+    :func:`register_pair` flags such a pair (``split_peak``) and does not move it: moved (its significance
+    then no more than its gain, 2.35), that pair was refused by its depth ranges, which repeat the slid peak
+    of a depth-constant outline, whereas kept at its peak the loop closure moves it to the truth (ha 454
+    slice 1 tiles 0.34 / 0.54 px kept, 3.67 / 6.40 moved; session slide10).
+
+    Parameters
+    ----------
+    evidence_map : EvidenceMap
+        The winning speckle scale's map.
+    index : tuple of int
+        The evidence peak's index in the map.
+    tile_a, tile_b : np.ndarray
+        The registered projections.
+
+    Returns
+    -------
+    tuple of int or None
+        The better maximum's index.
+    """
+    def offset(point: tuple[int, int]) -> tuple[int, int]:
+        return tuple(int(c + p - evidence_map.radius) for c, p in zip(evidence_map.centre, point))
+
+    near = [point for point in local_maxima(evidence_map.values)
+            if point != index and np.hypot(point[0] - index[0], point[1] - index[1]) <= PEAK_RADIUS_PX]
+    gains = {point: _common_gain(tile_a, tile_b, offset(index), offset(point), evidence_map.speckle_px)
+             for point in near}
+    best = max(gains, key=gains.get, default=None)
+    return None if best is None or gains[best] <= RIDGE_MOVE_MARGIN else best
+
+
 def climb_match_quality(evidence_map: EvidenceMap, index: tuple[int, int]) -> tuple[int, int]:
     """The local maximum of match quality (the map's Fisher NCC) reached from ``index`` by steps to the
     best of its 8 neighbours while that one matches better.
@@ -1112,7 +1165,10 @@ def register_pair(
     the scale whose best peak is the most significant wins, unless that peak
     lies on an edge's ridge which a finer scale's significant, round peak
     lies on (:func:`locating_scale`): the finer peak is taken then, with the
-    larger significance. A significant pair whose sub-pixel fit leaves its box
+    larger significance. A confident pair (significance at least
+    :data:`REFIT_MIN_SIGNIFICANCE`) whose peak another local maximum within
+    :data:`PEAK_RADIUS_PX` beats on their common overlap is flagged
+    (:func:`split_peak`, ``split_peak``). A significant pair whose sub-pixel fit leaves its box
     is fitted again from the best match on its ridge (:func:`refit_on_ridge`).
 
     Parameters
@@ -1165,6 +1221,9 @@ def register_pair(
         return fallback
     significance = max(f[0] for f in found)
     chosen = locating_scale(maps, [f[2][0] for f in found], [f[0] for f in found])
+    # A split peak (confident pairs, as the ridge walk's clear moves): flagged, not moved.
+    split = (split_peak(maps[chosen], found[chosen][2][0], tile_a, tile_b)
+             if significance >= REFIT_MIN_SIGNIFICANCE else None)
     _, ncc, peaks = found[chosen]
     winner = maps[chosen]
     if refine:
@@ -1177,4 +1236,4 @@ def register_pair(
                        for p in peaks[:N_CANDIDATES])
     return PairRegistration(offset=refined, ncc=float(ncc[peaks[0]]), significance=significance,
                             sigma_px=sigma, candidates=candidates, scores=tuple(maps),
-                            border_peak=on_scored_border(winner, moved))
+                            border_peak=on_scored_border(winner, moved), split_peak=split is not None)

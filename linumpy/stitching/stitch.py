@@ -564,7 +564,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     whose match leaves their offset unlocated toward that border by
     :data:`~linumpy.stitching.pairwise.MIN_UNLOCATED_COUNT_PX` or more (per pair ``unlocated_px``,
     :func:`~linumpy.stitching.pairwise.unlocated_width`): each adds ``unlocated_px**2 / 3`` on its step's axis to
-    its tiles' ``sigma_px``, which the tile-bar flag reads.
+    its tiles' ``sigma_px``, which the tile-bar flag reads. ``n_split_peak_links`` counts the pairs at their own
+    registration whose evidence peak has a better match beside it (per pair ``split_peak``,
+    :func:`~linumpy.stitching.pairwise.split_peak`).
     ``n_settled_links`` counts the accepted pairs a search placed at a whole pixel where their sub-pixel fit left
     its box, whose offset was settled from their evidence as their own registration's peak (per pair ``settled``,
     :func:`~linumpy.stitching.pairwise.settled_search_offset`).
@@ -655,12 +657,14 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          else [round(v, 3) for v in r.free_direction],
                          "ridge_px": round(r.ridge_px, 2) if np.isfinite(r.ridge_px) else None,
                          "border_peak": r.border_peak, "unlocated_px": round(r.unlocated_px, 2),
+                         "split_peak": r.split_peak,
                          "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2),
                          "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2),
                          "settled": r.settled}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
+    metrics["n_split_peak_links"] = sum(r.split_peak for r in transform.pairs)
     metrics["n_settled_links"] = sum(r.accepted and r.settled for r in transform.pairs)
     # checked: not NaN (a range that found no peak reads inf, refused and checked alike)
     metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))

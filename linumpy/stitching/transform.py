@@ -117,6 +117,11 @@ class PairRecord:
         before the border): an accepted one
         adds ``unlocated_px**2 / 3`` on the step's axis to the tiles' stated errors. 0 in transforms
         written before session narrow.
+    split_peak : bool
+        Whether ``offset`` is the pair's own registration and its evidence peak has another local maximum
+        within :data:`~linumpy.stitching.pairwise.PEAK_RADIUS_PX` that beats it on their common overlap
+        (:attr:`~linumpy.stitching.pairwise.PairRegistration.split_peak`): the peak may have slid toward the
+        larger overlap. ``False`` in transforms written before session slide10.
     depth_disagreement_px : float
         For a candidate, not strong pair checked on depth ranges of its overlap strips
         (:mod:`linumpy.stitching.depth_check`), the largest distance (pixels) between its offset and a range's;
@@ -182,6 +187,7 @@ class PairRecord:
     ridge_px: float = float("nan")
     border_peak: bool = False
     unlocated_px: float = 0.0
+    split_peak: bool = False
     depth_disagreement_px: float = float("nan")
     depth_confirmed_significance: float = float("nan")
     settled: bool = False
@@ -532,7 +538,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "status": p.status, "spread_px": [_optional(v) for v in p.spread_px],
              "free_direction": None if p.free_direction is None else _rounded(p.free_direction),
              "ridge_px": _optional(p.ridge_px), "border_peak": bool(p.border_peak),
-             "unlocated_px": round(float(p.unlocated_px), _DECIMALS),
+             "unlocated_px": round(float(p.unlocated_px), _DECIMALS), "split_peak": bool(p.split_peak),
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
              "settled": bool(p.settled)}
@@ -631,6 +637,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            ridge_px=float("nan") if p.get("ridge_px") is None else float(p["ridge_px"]),
                            border_peak=bool(p.get("border_peak", False)),
                            unlocated_px=float(p.get("unlocated_px", 0.0)),
+                           split_peak=bool(p.get("split_peak", False)),
                            depth_disagreement_px=depth_disagreement_from_field(p.get("depth_disagreement_px")),
                            depth_confirmed_significance=depth_disagreement_from_field(
                                p.get("depth_confirmed_significance")),
