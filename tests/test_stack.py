@@ -717,6 +717,21 @@ def test_boundary_ratio_keeps_the_half_median_rule_when_tissue_fills_the_overlap
     assert abs(ratio.value - 0.8) < 1e-6
 
 
+def darkened_brain(bottom_gain: float) -> SyntheticBrain:
+    """The phantom with half of each slab (in x, in the phantom's frame) darkened with depth to ``bottom_gain``
+    at its bottom: a known lateral field, the ratio of the two halves at an overlap ``bottom_gain ** -depth``."""
+    brain = make_brain()
+    darkened = []
+    for data, (_, dx) in zip(brain.slices, brain.shifts_px, strict=True):
+        x = np.arange(data.shape[2]) + dx + MARGIN
+        region = ndimage.gaussian_filter1d((x > (data.shape[2] + 2 * MARGIN) / 2).astype(float), 2.0)
+        depth = np.concatenate([np.zeros(SURFACE_PX), np.linspace(0.0, 1.0, USEFUL_PX), np.ones(BELOW_PX)])
+        darkened.append((data * np.exp(np.log(bottom_gain) * depth[:, None, None] * region[None, None]))
+                        .astype(np.float32))
+    brain.slices = darkened
+    return brain
+
+
 def test_lateral_gain_maps_remove_a_regional_compensation_error():
     """Half of each slab (in x, in the phantom's frame) darkens with depth to 0.6x at its bottom.
 
@@ -724,14 +739,7 @@ def test_lateral_gain_maps_remove_a_regional_compensation_error():
     under-compensated, every slab's top right. The next slice's top measures it on the overlap:
     the lateral maps bring the NCC back and the last slice (nothing below it) keeps no map.
     """
-    brain = make_brain()
-    darkened = []
-    for data, (dy, dx) in zip(brain.slices, brain.shifts_px, strict=True):
-        x = np.arange(data.shape[2]) + dx + MARGIN
-        region = ndimage.gaussian_filter1d((x > (data.shape[2] + 2 * MARGIN) / 2).astype(float), 2.0)
-        depth = np.concatenate([np.zeros(SURFACE_PX), np.linspace(0.0, 1.0, USEFUL_PX), np.ones(BELOW_PX)])
-        darkened.append((data * np.exp(np.log(0.6) * depth[:, None, None] * region[None, None])).astype(np.float32))
-    brain.slices = darkened
+    brain = darkened_brain(0.6)
     scores = {}
     for match in (False, True):
         plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 10.0,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
-from test_stack import BELOW_PX, MARGIN, SURFACE_PX, USEFUL_PX, assembled, make_brain, volumes
+from test_stack import assembled, darkened_brain, volumes
 
 from linumpy.stack import gains, stacking
 from linumpy.stack.gains import LateralGain, map_strength
@@ -38,24 +37,9 @@ def test_a_faded_map_scales_its_log_gain_and_level():
     assert (faded.depth, faded.pixel_um, faded.partial_fraction) == (full.depth, full.pixel_um, full.partial_fraction)
 
 
-def _darkened_brain():
-    """The regional compensation error of ``test_stack``'s lateral-map test: a known lateral field at each slab's
-    bottom (ratio of the regions at the overlap ``BOTTOM_GAIN ** -depth``)."""
-    brain = make_brain()
-    darkened = []
-    for data, (_, dx) in zip(brain.slices, brain.shifts_px, strict=True):
-        x = np.arange(data.shape[2]) + dx + MARGIN
-        region = ndimage.gaussian_filter1d((x > (data.shape[2] + 2 * MARGIN) / 2).astype(float), 2.0)
-        depth = np.concatenate([np.zeros(SURFACE_PX), np.linspace(0.0, 1.0, USEFUL_PX), np.ones(BELOW_PX)])
-        darkened.append((data * np.exp(np.log(BOTTOM_GAIN) * depth[:, None, None] * region[None, None]))
-                        .astype(np.float32))
-    brain.slices = darkened
-    return brain
-
-
 @pytest.fixture(scope="module")
 def brain():
-    return _darkened_brain()
+    return darkened_brain(BOTTOM_GAIN)
 
 
 def _stacked_at(brain, confidence: float, monkeypatch) -> tuple[float, list[dict]]:

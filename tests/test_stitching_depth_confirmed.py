@@ -23,12 +23,9 @@ def _check(a: np.ndarray, b: np.ndarray, offset: tuple[float, float]) -> DepthCh
                        tuple(np.add(offset, shift)), tuple(np.add((0, STEP), shift)), 12)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_a_right_pair_with_one_range_of_speckle_only_is_confirmed_and_a_wrong_one_is_not(seed):
-    """``b``'s deepest range replaced by another sample's planes: that range holds nothing of the pair and peaks
-    elsewhere (the pair's largest disagreement beyond the bar), while the others repeat the true offset
-    confidently: the right pair is judged in agreement; the same strips judge an offset 6.4 px off the truth
-    refused."""
+def _pair_with_a_foreign_range(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, DepthCheck]:
+    """A pair whose ``b`` has its deepest tissue range replaced by another sample's planes, the truth and the
+    depth check of the pair's own (right, within 1 px) registration."""
     a, b, true = _pair_volume(seed)
     other, _, _ = _pair_volume(seed + 10)
     deepest = tissue_ranges(np.r_[a, b].reshape(2, *a.shape).mean(axis=(0, 2, 3)))[-1]
@@ -36,7 +33,16 @@ def test_a_right_pair_with_one_range_of_speckle_only_is_confirmed_and_a_wrong_on
     b[deepest] = other[deepest]
     right = _registration(a, b, 2.5)
     assert np.hypot(*np.subtract(right.offset, true)) < 1.0
-    confirmed = _check(a, b, right.offset)
+    return a, b, true, _check(a, b, right.offset)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_right_pair_with_one_range_of_speckle_only_is_confirmed_and_a_wrong_one_is_not(seed):
+    """``b``'s deepest range replaced by another sample's planes: that range holds nothing of the pair and peaks
+    elsewhere (the pair's largest disagreement beyond the bar), while the others repeat the true offset
+    confidently: the right pair is judged in agreement; the same strips judge an offset 6.4 px off the truth
+    refused."""
+    a, b, true, confirmed = _pair_with_a_foreign_range(seed)
     assert confirmed.disagreement > DEPTH_AGREEMENT_PX and confirmed.confirmed
     assert judged_disagreement(confirmed) <= DEPTH_AGREEMENT_PX
     wrong = _check(a, b, (true[0] - 5.0, true[1] + 4.0))
