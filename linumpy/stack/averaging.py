@@ -46,6 +46,10 @@ MEASURE_BATCH_PLANES = 16
 #: medians 0.74-0.84, 0.69-0.94 per pair; averaged there it lost 0.002-0.007), which the variance split
 #: (:func:`plane_errors`) reads as shared and would weigh up.
 MAX_AGREEMENT = 0.7
+#: Largest level offset (absolute log ratio of the plane means, after gains) a slice's plane may have from the
+#: slice that owns its depth (the shallowest slice covering it) to be averaged in below its blend overlap: the
+#: offset of the averaged planes is the averaged volume's plane-mean error, whatever their weight.
+LEVEL_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class OverlapErrors:
         voxel size.
     agreement : numpy.ndarray
         The two images' NCC per plane.
+    level : numpy.ndarray, optional
+        The upper image's level offset from the lower's per plane (:func:`plane_levels`); None: not measured.
     """
 
     upper_first: int
@@ -69,6 +75,7 @@ class OverlapErrors:
     upper: np.ndarray
     lower: np.ndarray
     agreement: np.ndarray
+    level: np.ndarray | None = None
 
 
 def plane_errors(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
@@ -120,6 +127,52 @@ def plane_errors(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
     return upper_error * nan, lower_error * nan, agreement * nan
 
 
+def plane_levels(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per plane, the log ratio of the upper image's mean to the lower's (NaN where a mean is not positive).
+
+    Examples
+    --------
+    >>> plane_levels(np.full((2, 4, 4), 1.1), np.ones((2, 4, 4))).round(4).tolist()
+    [0.0953, 0.0953]
+    """
+    mu = upper.reshape(len(upper), -1).astype(np.float64).mean(axis=1)
+    mv = lower.reshape(len(lower), -1).astype(np.float64).mean(axis=1)
+    valid = (mu > 0) & (mv > 0)
+    return np.where(valid, np.log(np.where(valid, mu, 1.0) / np.where(valid, mv, 1.0)), np.nan)
+
+
+def owner_levels(depth: int, below: Sequence[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """A slice's level offset, per useful plane, from the slice that owns each depth (the deepest slice below
+    whose top is at or above it: the shallowest image of it), chained over the consecutive pairs.
+
+    ``below`` gives each consecutive slice below as ``(offset, first, level)``:
+    its useful plane 0 at this slice's plane ``offset``; ``level`` the pair's
+    (the slice above it against it) :attr:`OverlapErrors.level`, its plane
+    ``j`` at the upper slice's useful plane ``first + j`` (planes beyond the
+    measure take the nearest value), smoothed as the error profiles
+    (:data:`PROFILE_SMOOTH_PLANES`). Planes above the first slice below: 0.
+
+    Examples
+    --------
+    >>> owner_levels(6, [(2, 2, np.full(4, 0.1)), (4, 2, np.full(4, -0.02))]).round(3).tolist()
+    [0.0, 0.0, 0.1, 0.1, 0.08, 0.08]
+    """
+    planes = np.arange(depth, dtype=np.float64)
+    total = np.zeros(depth)
+    previous = 0
+    for offset, first, level in below:
+        covered = planes >= offset
+        good = np.flatnonzero(np.isfinite(level))
+        if not good.size:
+            return np.full(depth, np.nan)
+        smooth = ndimage.uniform_filter1d(np.interp(np.arange(len(level)), good, level[good]),
+                                          PROFILE_SMOOTH_PLANES, mode="nearest")
+        # the pair (slice above ``offset``, this one): the upper slice's plane is ``planes - previous``
+        total[covered] += np.interp(planes[covered] - previous - first, np.arange(len(level)), smooth)
+        previous = offset
+    return total
+
+
 def error_profiles(depths: Sequence[int], overlaps: Sequence[OverlapErrors | None],
                    ) -> list[np.ndarray | None]:
     """Each slice's error along its useful depth, from its overlaps with the slices above and below.
@@ -157,7 +210,8 @@ def error_profiles(depths: Sequence[int], overlaps: Sequence[OverlapErrors | Non
     return profiles
 
 
-def averaged_stop(upper: np.ndarray, below: Sequence[tuple[int, np.ndarray]], kept_stop: int) -> int:
+def averaged_stop(upper: np.ndarray, below: Sequence[tuple[int, np.ndarray]], kept_stop: int,
+                  levels: np.ndarray | None = None) -> int:
     """The upper slice's useful plane (exclusive) down to which it is averaged with the slices below.
 
     From ``kept_stop`` (its blend overlap's end) down, a plane is kept while
@@ -179,6 +233,8 @@ def averaged_stop(upper: np.ndarray, below: Sequence[tuple[int, np.ndarray]], ke
     while stop < len(upper):
         others = [1 / errors[stop - offset] for offset, errors in below if 0 <= stop - offset < len(errors)]
         if not others or (1 / upper[stop]) / (1 / upper[stop] + sum(others)) < MIN_SHARE:
+            break
+        if levels is not None and not abs(levels[stop]) <= LEVEL_TOLERANCE:
             break
         stop += 1
     return stop

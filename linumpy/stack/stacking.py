@@ -25,13 +25,16 @@ from linumpy.stack.anchors import LateralEvidence, anchor_lateral_steps, lateral
 from linumpy.stack.assemble import FLAT_RAMP_FRACTION, PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.averaging import (
     MAX_AGREEMENT,
+    LEVEL_TOLERANCE,
     MEASURE_BATCH_PLANES,
     MEASURE_SIZE_PX,
     MIN_SHARE,
     OverlapErrors,
     averaged_stop,
     error_profiles,
+    owner_levels,
     plane_errors,
+    plane_levels,
 )
 from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
@@ -561,7 +564,7 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
             continue
         start = s.useful_range[0]
         stop = planes[1] - start
-        share, ramp = None, None
+        share, ramp, levels = None, None, None
         if k + 1 in pairs:
             step = int(round((origins_um[k + 1][0] - origins_um[k][0]) / s.resolution_um[0]))
             # however deep it is averaged, its overlap ramps over its kept overlap's ramp (the next slice's top
@@ -569,7 +572,10 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
             blend = max(0, planes[1] - start - step) * s.resolution_um[0] / resolution_um
             ramp = max(1, math.ceil(blend * FLAT_RAMP_FRACTION))
             below = _averaged_below(slices, origins_um, profiles, averaged, k, pairs)
-            stop = averaged_stop(profile, below, min(stop, shortest[k] - start))
+            levels = _levels_below(slices, origins_um, profiles, overlaps, k, pairs)
+            # the kept planes (a speckle-limited overlap's too) are not level-checked: main's blend keeps them
+            checked = np.where(np.arange(len(levels)) < stop, 0.0, levels)
+            stop = averaged_stop(profile, below, min(stop, shortest[k] - start), checked)
             others = sum(1 / errors[stop - 1 - offset] for offset, errors in below
                          if 0 <= stop - 1 - offset < len(errors))
             share = 1 / (1 + profile[stop - 1] * others)
@@ -580,11 +586,15 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
             "below_kept_um": round(float((start + stop - planes[1]) * s.resolution_um[0]), 4),
             "weight_first_last": [round(float(weights[planes[0] - start]), 4), round(float(weights[stop - 1]), 4)],
             "share_last": None if share is None else round(float(share), 4),
+            "level_last": None if levels is None else round(float(levels[stop - 1]), 4),
+            "level_next": (None if levels is None or stop >= len(levels) or not np.isfinite(levels[stop])
+                           else round(float(levels[stop]), 4)),
             "agreement_below": (None if k + 1 >= len(overlaps) or overlaps[k + 1] is None
                                 else round(float(np.nanmean(overlaps[k + 1].agreement)), 4)),
         }))
     return averaged, {"rule": "inverse error weights", "median_error": round(scale, 6),
-                      "median_agreement": round(agreement, 4), "min_share": MIN_SHARE}
+                      "median_agreement": round(agreement, 4), "min_share": MIN_SHARE,
+                      "level_tolerance": LEVEL_TOLERANCE}
 
 
 def _averaged_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profiles: Sequence[np.ndarray | None],
@@ -599,6 +609,20 @@ def _averaged_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profi
         below.append((offset, profiles[j][: averaged[j - k - 1].planes[1] - slices[j].useful_range[0]]))
         j += 1
     return below
+
+
+def _levels_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profiles: Sequence[np.ndarray | None],
+                  overlaps: Sequence[OverlapErrors | None], k: int, pairs: Sequence[int]) -> np.ndarray:
+    """Slice ``k``'s level offset per useful plane from the slice owning each depth
+    (:func:`~linumpy.stack.averaging.owner_levels`), over the consecutive slices below it that
+    :func:`_averaged_below` reads."""
+    below = []
+    j = k + 1
+    while j in pairs and profiles[j] is not None:
+        offset = int(round((origins_um[j][0] - origins_um[k][0]) / slices[k].resolution_um[0]))
+        below.append((offset, overlaps[j].upper_first, overlaps[j].level))
+        j += 1
+    return owner_levels(slices[k].useful_depth, below)
 
 
 def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int],
@@ -629,10 +653,10 @@ def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: 
         upper, lower = _mean_planes(
             (previous_data[p0 + first + j : p0 + first + j + n], previous_window),
             (current_data[c0 + skip + j : c0 + skip + j + n], current_window), factor=factor, workers=band_workers)
-        parts.append(plane_errors(upper * gain_previous[j : j + n, None, None],
-                                  lower * gain_current[j : j + n, None, None], noise_scale))
-    upper_error, lower_error, agreement = (np.concatenate(values) for values in zip(*parts, strict=True))
-    return OverlapErrors(first, skip, upper_error, lower_error, agreement)
+        upper, lower = upper * gain_previous[j : j + n, None, None], lower * gain_current[j : j + n, None, None]
+        parts.append((*plane_errors(upper, lower, noise_scale), plane_levels(upper, lower)))
+    upper_error, lower_error, agreement, level = (np.concatenate(values) for values in zip(*parts, strict=True))
+    return OverlapErrors(first, skip, upper_error, lower_error, agreement, level)
 
 
 def _plane_gains(gains: tuple[np.ndarray, np.ndarray], k: int, kept: tuple[int, int], first: int,
