@@ -145,7 +145,8 @@ def test_owner_levels_chain_the_pairs_to_the_slice_owning_each_depth():
     levels = owner_levels(depth, below)
     planes = np.arange(depth)
     owner = np.where(planes >= steps[1], 2, np.where(planes >= steps[0], 1, 0))
-    truth = np.array([np.log(factors[0][p] / factors[j][p - (0, *steps)[j]]) for p, j in zip(planes, owner, strict=True)])
+    tops = (0, *steps)
+    truth = np.array([np.log(factors[0][p] / factors[j][p - tops[j]]) for p, j in zip(planes, owner, strict=True)])
     np.testing.assert_allclose(levels[steps[0]:], truth[steps[0]:], atol=0.02)  # the smoothing's ends
     assert np.all(levels[: steps[0]] == 0.0)
 
