@@ -9,7 +9,10 @@ leave the motor position). From each slice only its step to the next slice (at
 least the thickness) plus --blend_overlap_um below its surface is kept (the
 deeper, noisier planes are dropped); consecutive slices are blended with a
 linear ramp over their overlap (a speckle-limited overlap, by default: over
-60% of the thickness, equal weights but at its ends). The output is built chunk by chunk at --resolution (default:
+60% of the thickness, equal weights but at its ends). Without --blend_overlap_um,
+each slice is also averaged with the slices below it as deep as it images the
+tissue about as well as they do, each plane weighted by the inverse of its
+error measured on the overlaps. The output is built chunk by chunk at --resolution (default:
 the slices' finest lateral pixel, i.e. full resolution) and gets an
 analysis pyramid (--pyramid_resolutions at or above the base resolution).
 Every placement estimate is saved to --shifts_out; a QC record
@@ -50,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "slice (at least the thickness), blended with the next slice; deeper "
                              "planes are dropped; the last slice keeps at most 10%% of the "
                              "thickness [10%% of the thickness; 60%% where the overlap's speckle "
-                             "ceiling is below 0.6].")
+                             "ceiling is below 0.6; and averaged deeper, each plane weighted by its "
+                             "error measured on the overlaps, while it carries >= 20%% of the weight].")
     parser.add_argument("--resolution", type=finite_float, metavar="UM",
                         help="Isotropic output voxel size, micrometres [the slices' finest lateral pixel: "
                              "full resolution].")

@@ -489,6 +489,8 @@ def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expec
     """100 um slices of 5 um planes: 100 + 10 (default) um is 22 planes; never beyond the useful depth.
 
     The last slice, with no slice below to blend with, keeps its thickness (20 planes) and nothing below it.
+    By default the slices above it may also be averaged below their kept planes, down to where the record says
+    (:mod:`linumpy.stack.averaging`; here the overlaps agree too well: not averaged).
     """
     brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)))
     plan = plan_stack(volumes(brain), brain.motors_mm, brain.thickness_um, 5.0,
@@ -500,7 +502,11 @@ def test_each_slice_keeps_the_thickness_plus_the_blend_overlap(overlap_um, expec
         cut_face = 2 if not k or expected_planes > 20 + 2 else 0
         planes = expected_planes if k + 1 < len(plan.placed) else last
         assert entry["kept_planes"] == [SURFACE_PX + cut_face, SURFACE_PX + planes]
-        assert placed.data.shape[0] == planes - cut_face  # 5 um output: one plane per source plane
+        averaged = entry["blend_averaging"]
+        assert not (averaged["weighted"] and overlap_um is not None)
+        stop = averaged["averaged_planes"][1] - SURFACE_PX if averaged["weighted"] else planes
+        assert stop >= planes and (stop == planes or k + 1 < len(plan.placed))
+        assert placed.data.shape[0] == stop - cut_face  # 5 um output: one plane per source plane
     assert plan.shape[0] == 2 * 20 + last - 2  # from below the first cut face to the last kept depth
 
 
@@ -521,7 +527,11 @@ def test_the_last_slab_ends_one_thickness_below_its_cut_without_its_noisiest_pla
     Every slice's planes below its step are noisy (sd 0.2 and 0.35 on the 1.0 +- 0.3 texture); the slices above
     blend theirs with the next slice's top, the last has nothing below it. Measured: with the default overlap kept
     below the last slice (main) its bottom 10 um plane reads NCC 0.821 with the phantom and the volume 0.953; with
-    the thickness alone every plane reads >= 0.952 and the volume 0.959.
+    the thickness alone every plane reads >= 0.952 and the volume 0.959. With the overlaps weighted by their
+    measured errors (:mod:`linumpy.stack.averaging`) the boundary planes take the next slice's top (NCC 0.952 ->
+    0.992, every plane >= 0.991) and the volume reads 0.955: the phantom's slabs each fall 0.99 -> 0.79 of the
+    truth's level with depth (the gains' trend) and the boundary plane's half-and-half mean (0.88) had smoothed
+    that sawtooth.
     """
     brain = make_brain(steps_px=(20, 20), shifts_px=((0, 0), (0, 0), (0, 0)), noise=0.0)
     rng = np.random.default_rng(3)
@@ -534,8 +544,8 @@ def test_the_last_slab_ends_one_thickness_below_its_cut_without_its_noisiest_pla
     volume, reference, tissue = assembled(plan, brain)
     planes = [normalized_cross_correlation(volume[z][tissue[z]], reference[z][tissue[z]])
               for z in range(volume.shape[0]) if tissue[z].any()]
-    assert min(planes) >= 0.94
-    assert normalized_cross_correlation(volume[tissue], reference[tissue]) >= 0.956
+    assert min(planes) >= 0.98
+    assert normalized_cross_correlation(volume[tissue], reference[tissue]) >= 0.95
 
 
 def test_speckle_limited_overlaps_blend_deeper_with_equal_weights():

@@ -541,6 +541,13 @@ METRICS: dict[str, MetricInfo] = {
     "blend_speckle_limited": _M("Speckle-limited blend", "yes/no", "The slice's overlap with the next one is "
                                 "speckle-limited (speckle ceiling < 0.6): blended over 0.6 of the thickness, "
                                 "equal weights but at its ends, instead of the default 10%."),
+    "blend_averaged_below_um": _M("Averaged below kept", "µm", "Depth of the slice averaged with the slices "
+                                  "below it beyond its kept depth (its planes weighted by the inverse of their "
+                                  "error measured on the overlaps; negative: cut above a speckle-limited overlap); "
+                                  "None: not weighted (--blend_overlap_um given, or an overlap not measured)."),
+    "blend_share_last": _M("Weight share at the bottom", "fraction", "The slice's share of the weight against the "
+                           "next slice at its last averaged plane (0.5: both image the tissue equally well; "
+                           "averaging stops below 0.2)."),
     "rotation_deg": _M("Rotation undone", "°", "Rotation about z undone before registering a slice on the "
                        "previous one (0: none found or not searched)."),
     "rotation_mode": _M("Rotation mode", "text", "full / rotation_only (weak overlap) / skipped (no significant "

@@ -58,12 +58,21 @@ class PlacedSlice:
     flat_below : bool
         Its overlap with the next slice weighs both equally but at its ends
         (:data:`FLAT_RAMP_FRACTION`), instead of a ramp across the whole overlap.
+    depth_weight : tuple of float, optional
+        Per plane of ``data``, a weight multiplying its ramps (the inverse of
+        its error, :mod:`linumpy.stack.averaging`); None: 1.
+    ramp_below : int, optional
+        Planes over which its overlap with the next slice ramps at each end,
+        weights equal in between (an averaged overlap, however deep, ramps
+        over its blend overlap's ramp); None: ``flat_below`` decides.
     """
 
     data: da.Array
     origin: tuple[int, int, int]
     first_coverage: tuple[float, float, float] = (1.0, 1.0, 1.0)
     flat_below: bool = False
+    depth_weight: tuple[float, ...] | None = None
+    ramp_below: int | None = None
 
     @property
     def stop(self) -> tuple[int, int, int]:
@@ -92,18 +101,43 @@ def depth_ramps(placed: Sequence[PlacedSlice]) -> list[tuple[int, int]]:
     Slices are taken in the given order (by slice id); an overlap is the
     number of output planes both slices cover (0 when they do not touch),
     its ramp that many planes, or the overlap's :data:`FLAT_RAMP_FRACTION`
-    (at least one plane) below a slice marked ``flat_below``.
+    (at least one plane) below a slice marked ``flat_below``, or the upper
+    slice's ``ramp_below`` planes (at most the overlap) when it gives them.
 
     Examples
     --------
     >>> upper = PlacedSlice(da.zeros((12, 2, 2)), (0, 0, 0), flat_below=True)
     >>> depth_ramps([upper, PlacedSlice(da.zeros((12, 2, 2)), (4, 0, 0))])
     [(0, 2), (2, 0)]
+    >>> depth_ramps([PlacedSlice(da.zeros((12, 2, 2)), (0, 0, 0), ramp_below=1),
+    ...              PlacedSlice(da.zeros((12, 2, 2)), (4, 0, 0))])
+    [(0, 1), (1, 0)]
     """
     overlaps = [max(0, upper.stop[0] - lower.origin[0]) for upper, lower in itertools.pairwise(placed)]
-    ramps = [min(n, math.ceil(n * FLAT_RAMP_FRACTION)) if upper.flat_below else n
-             for n, upper in zip(overlaps, placed, strict=False)]
+    ramps = [_ramp(n, upper) for n, upper in zip(overlaps, placed, strict=False)]
     return [(ramps[k - 1] if k > 0 else 0, ramps[k] if k < len(ramps) else 0) for k in range(len(placed))]
+
+
+def _ramp(overlap: int, upper: PlacedSlice) -> int:
+    """Planes over which an overlap of ``overlap`` planes below ``upper`` ramps (:func:`depth_ramps`)."""
+    if upper.ramp_below is not None:
+        return min(overlap, upper.ramp_below)
+    return min(overlap, math.ceil(overlap * FLAT_RAMP_FRACTION)) if upper.flat_below else overlap
+
+
+def slice_weights(piece: PlacedSlice, ramps: tuple[int, int], z0: int, z1: int) -> np.ndarray:
+    """Weights of ``piece``'s planes ``z0..z1-1``: its :func:`depth_weights` times its ``depth_weight``.
+
+    Examples
+    --------
+    >>> piece = PlacedSlice(da.zeros((3, 1, 1)), (0, 0, 0), depth_weight=(2.0, 1.0, 0.5))
+    >>> slice_weights(piece, (0, 3), 0, 3).round(3).tolist()
+    [1.667, 0.5, 0.083]
+    """
+    weights = depth_weights(piece.data.shape[0], *ramps, z0, z1)
+    if piece.depth_weight is None:
+        return weights
+    return weights * np.asarray(piece.depth_weight, np.float64)[z0:z1]
 
 
 def depth_weights(depth: int, ramp_in: int, ramp_out: int, z0: int, z1: int) -> np.ndarray:
@@ -187,7 +221,7 @@ def assemble_region(
             slice(s.start + o - r.start, s.stop + o - r.start)
             for s, o, r in zip(local, piece.origin, region, strict=True)
         )
-        parts.append((k, local, out, depth_weights(piece.data.shape[0], *ramps[k], local[0].start, local[0].stop)))
+        parts.append((k, local, out, slice_weights(piece, ramps[k], local[0].start, local[0].stop)))
     alone = alone_planes(placed, parts, shape[0], dtype)
     result = np.zeros(shape, dtype)
     summed = np.ones(shape[0], bool)
@@ -221,16 +255,17 @@ def alone_planes(placed: Sequence[PlacedSlice], parts: Sequence[tuple], depth: i
                  ) -> list[np.ndarray]:
     """Per part ``(k, local, out, weights)`` of a region ``depth`` planes deep, its planes taken as they are.
 
-    Those that no other slice covers, at depth weight 1, other than a partly
-    covered first plane; none when the output ``dtype`` is not the slice's
-    floating type (the sum's cast then rounds, clips or widens).
+    Those that no other slice covers, at depth weight 1 (any positive weight
+    for a slice with a ``depth_weight``: alone, its mean is its value), other
+    than a partly covered first plane; none when the output ``dtype`` is not
+    the slice's floating type (the sum's cast then rounds, clips or widens).
     """
     covering = np.zeros(depth, np.int64)
     for _, _, out, _ in parts:
         covering[out[0]] += 1
     alone = []
     for k, local, out, w in parts:
-        rows = (covering[out[0]] == 1) & (w == 1.0)
+        rows = (covering[out[0]] == 1) & ((w > 0) if placed[k].depth_weight is not None else (w == 1.0))
         if local[0].start == 0 and placed[k].first_coverage[0] != 1.0:
             rows[0] = False
         if not np.issubdtype(dtype, np.floating) or placed[k].data.dtype != dtype:

@@ -22,7 +22,20 @@ from linumpy.intensity.transmission import held_signal
 from linumpy.parallel import default_workers
 from linumpy.resample import resample_to_resolution
 from linumpy.stack.anchors import LateralEvidence, anchor_lateral_steps, lateral_blocks, lateral_evidence
-from linumpy.stack.assemble import PlacedSlice, RegionSink, assemble_volume, union_box
+from linumpy.stack.assemble import FLAT_RAMP_FRACTION, PlacedSlice, RegionSink, assemble_volume, union_box
+from linumpy.stack.averaging import (
+    MAX_AGREEMENT,
+    LEVEL_TOLERANCE,
+    MEASURE_BATCH_PLANES,
+    MEASURE_SIZE_PX,
+    MIN_SHARE,
+    OverlapErrors,
+    averaged_stop,
+    error_profiles,
+    owner_levels,
+    plane_errors,
+    plane_levels,
+)
 from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
 from linumpy.stack.gains import (
@@ -414,10 +427,18 @@ def plan_stack(
         levels, level_source = np.zeros(len(slices)), "not matched"
         a, b = np.zeros(len(slices)), np.zeros(len(slices))
         borrowed = [None] * len(slices)
+    shortest = [_kept_range(s, depth)[1] for s, depth in
+                zip(slices, kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um), strict=True)]
+    averaged, averaging = _averaging(slices, kept, shortest, resolved.origins_um, (a, b), resolution_um, parameters,
+                                     pairs, (workers, band_workers))
     placed = [
-        replace(_place_on_grid(s, planes, origin + [(planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
-                               resolution_um, (a[k], b[k]), lateral[k]), flat_below=speckle_limited[k])
-        for k, (s, planes, origin) in enumerate(zip(slices, kept, resolved.origins_um, strict=True))
+        _placed_averaged(
+            replace(_place_on_grid(s, mean.planes,
+                                   origin + [(mean.planes[0] - s.useful_range[0]) * s.resolution_um[0], 0.0, 0.0],
+                                   resolution_um, (a[k], b[k]), lateral[k], gain_stop=planes[1]),
+                    flat_below=speckle_limited[k], ramp_below=mean.ramp_below),
+            s, mean, resolution_um)
+        for k, (s, planes, origin, mean) in enumerate(zip(slices, kept, resolved.origins_um, averaged, strict=True))
     ]
     start, shape = union_box(placed)
     placed = [
@@ -445,6 +466,7 @@ def plan_stack(
             "step_doubted": joint.doubted_ratio if k == joint.doubted else None}
         entry["kept_depth_um"] = None if depth is None else round(depth, 4)
         entry["blend_speckle_limited"] = speckle_limited[k]
+        entry["blend_averaging"] = averaged[k].record
         entry["kept_planes"] = list(planes)
         entry["rotation"] = rotations[k].to_dict() if rotations[k] else None
         entry["boundary_ratio_raw"] = None if ratios[k] is None else round(ratios[k], 4)
@@ -460,6 +482,7 @@ def plan_stack(
         entry["lateral_gain_strength"] = 0.0 if lateral[k] is None else round(lateral[k].strength, 4)
         entry["lateral_gain_confidence"] = None if lateral_confidence[k] is None else round(lateral_confidence[k], 4)
     record["output"] = {"shape": list(shape), "resolution_um": resolution_um}
+    record["blend_averaging"] = averaging
     if parameters.interpolate_missing:
         deepest = [_deepest_planes(s, resolved.origins_um[k], resolution_um, a[k] + b[k], start)
                    if k + 1 < len(ids) and ids[k + 1] - ids[k] > 1 else None for k, s in enumerate(slices)]
@@ -479,6 +502,182 @@ def write_stack(
     See :func:`linumpy.stack.assemble.assemble_volume`.
     """
     assemble_volume(plan.placed, plan.shape, chunks, sink, dtype, progress)
+
+
+@dataclass(frozen=True)
+class _Averaged:
+    """How a slice is averaged with the slices below it (:func:`_averaging`): its assembled ``planes``
+    (``[start, stop)``, kept planes and those averaged below them), its inverse-error weight per useful plane
+    (None: 1), the ramp of its overlap with the next slice (:attr:`~linumpy.stack.assemble.PlacedSlice.ramp_below`)
+    and its QC record."""
+
+    planes: tuple[int, int]
+    weights: np.ndarray | None
+    ramp_below: int | None
+    record: dict
+
+
+def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], shortest: Sequence[int],
+               origins_um: np.ndarray, gains: tuple[np.ndarray, np.ndarray], resolution_um: float,
+               parameters: StackParameters, pairs: Sequence[int], workers: tuple[int, int],
+               ) -> tuple[list[_Averaged], dict]:
+    """Per slice, how deep it is averaged with the slices below and with what weight (:mod:`linumpy.stack.averaging`).
+
+    Every pair's overlap is measured on its placed, gained images
+    (:func:`_overlap_errors`); each slice's planes weigh the inverse of its
+    error profile (scaled by the median error of all, so that a slice no
+    pair measures weighs about as much as the others), and a slice is kept
+    below its default blend overlap (``shortest``: the useful plane where
+    :data:`DEFAULT_BLEND_OVERLAP` ends) as deep as it carries
+    :data:`~linumpy.stack.averaging.MIN_SHARE` of the weight against the
+    next slice; its gains stay those of its ``kept`` planes. ``--blend_overlap_um``
+    given, a pair not measured, or overlaps whose median agreement is at
+    least :data:`~linumpy.stack.averaging.MAX_AGREEMENT` (not
+    speckle-dominated): every slice keeps its kept planes at weight 1 (the
+    reason in the record).
+    """
+    plain = [_Averaged(tuple(planes), None, None, {"weighted": False}) for planes in kept]
+    if parameters.blend_overlap_um is not None:
+        return plain, {"rule": "blend overlap given (--blend_overlap_um): not averaged"}
+    if not pairs:
+        return plain, {"rule": "no consecutive slices: not averaged"}
+    overlaps: list[OverlapErrors | None] = [None] * len(slices)
+    measured = pair_map(lambda k: _overlap_errors(slices[k - 1], slices[k], kept[k - 1], kept[k],
+                                                  origins_um[k] - origins_um[k - 1], gains, k, resolution_um,
+                                                  workers[1]), pairs, workers[0])
+    for k, found in zip(pairs, measured, strict=True):
+        overlaps[k] = found
+    missing = [slices[k].slice_id for k in pairs if overlaps[k] is None]
+    if missing:
+        return plain, {"rule": f"not averaged: the overlaps above slices {missing} not measured"}
+    agreement = float(np.median([np.nanmean(overlaps[k].agreement) for k in pairs]))
+    if not agreement < MAX_AGREEMENT:
+        return plain, {"rule": f"not averaged: the overlaps' median agreement {agreement:.3f} >= {MAX_AGREEMENT} "
+                               "(not speckle-dominated)", "median_agreement": round(agreement, 4)}
+    profiles = error_profiles([s.useful_depth for s in slices], overlaps)
+    scale = float(np.median(np.concatenate([p for p in profiles if p is not None])))
+    averaged: list[_Averaged] = []
+    for k in reversed(range(len(slices))):  # from the bottom: a slice is averaged no deeper than the next reaches
+        s, planes, profile = slices[k], kept[k], profiles[k]
+        if profile is None:
+            averaged.insert(0, plain[k])
+            continue
+        start = s.useful_range[0]
+        stop = planes[1] - start
+        share, ramp, levels = None, None, None
+        if k + 1 in pairs:
+            step = int(round((origins_um[k + 1][0] - origins_um[k][0]) / s.resolution_um[0]))
+            # however deep it is averaged, its overlap ramps over its kept overlap's ramp (the next slice's top
+            # planes, its best, at full weight right below the cut)
+            blend = max(0, planes[1] - start - step) * s.resolution_um[0] / resolution_um
+            ramp = max(1, math.ceil(blend * FLAT_RAMP_FRACTION))
+            below = _averaged_below(slices, origins_um, profiles, averaged, k, pairs)
+            levels = _levels_below(slices, origins_um, profiles, overlaps, k, pairs)
+            # the kept planes (a speckle-limited overlap's too) are not level-checked: main's blend keeps them
+            checked = np.where(np.arange(len(levels)) < stop, 0.0, levels)
+            stop = averaged_stop(profile, below, min(stop, shortest[k] - start), checked)
+            others = sum(1 / errors[stop - 1 - offset] for offset, errors in below
+                         if 0 <= stop - 1 - offset < len(errors))
+            share = 1 / (1 + profile[stop - 1] * others)
+        weights = scale / profile
+        averaged.insert(0, _Averaged((planes[0], start + stop), weights, ramp, {
+            "weighted": True,
+            "averaged_planes": [int(planes[0]), int(start + stop)],
+            "below_kept_um": round(float((start + stop - planes[1]) * s.resolution_um[0]), 4),
+            "weight_first_last": [round(float(weights[planes[0] - start]), 4), round(float(weights[stop - 1]), 4)],
+            "share_last": None if share is None else round(float(share), 4),
+            "level_last": None if levels is None else round(float(levels[stop - 1]), 4),
+            "level_next": (None if levels is None or stop >= len(levels) or not np.isfinite(levels[stop])
+                           else round(float(levels[stop]), 4)),
+            "agreement_below": (None if k + 1 >= len(overlaps) or overlaps[k + 1] is None
+                                else round(float(np.nanmean(overlaps[k + 1].agreement)), 4)),
+        }))
+    return averaged, {"rule": "inverse error weights", "median_error": round(scale, 6),
+                      "median_agreement": round(agreement, 4), "min_share": MIN_SHARE,
+                      "level_tolerance": LEVEL_TOLERANCE}
+
+
+def _averaged_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profiles: Sequence[np.ndarray | None],
+                    averaged: Sequence[_Averaged], k: int, pairs: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+    """``(offset, errors)`` of each consecutive slice below slice ``k``
+    (:func:`~linumpy.stack.averaging.averaged_stop`): its useful plane 0 at slice ``k``'s useful plane ``offset``,
+    its error profile down to its last assembled plane (``averaged``: the slices from ``k + 1`` down, decided)."""
+    below = []
+    j = k + 1
+    while j in pairs and profiles[j] is not None:
+        offset = int(round((origins_um[j][0] - origins_um[k][0]) / slices[k].resolution_um[0]))
+        below.append((offset, profiles[j][: averaged[j - k - 1].planes[1] - slices[j].useful_range[0]]))
+        j += 1
+    return below
+
+
+def _levels_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profiles: Sequence[np.ndarray | None],
+                  overlaps: Sequence[OverlapErrors | None], k: int, pairs: Sequence[int]) -> np.ndarray:
+    """Slice ``k``'s level offset per useful plane from the slice owning each depth
+    (:func:`~linumpy.stack.averaging.owner_levels`), over the consecutive slices below it that
+    :func:`_averaged_below` reads."""
+    below = []
+    j = k + 1
+    while j in pairs and profiles[j] is not None:
+        offset = int(round((origins_um[j][0] - origins_um[k][0]) / slices[k].resolution_um[0]))
+        below.append((offset, overlaps[j].upper_first, overlaps[j].level))
+        j += 1
+    return owner_levels(slices[k].useful_depth, below)
+
+
+def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int],
+                    current_kept: tuple[int, int], step_um: np.ndarray, gains: tuple[np.ndarray, np.ndarray],
+                    k: int, resolution_um: float, band_workers: int) -> OverlapErrors | None:
+    """The pair's overlap (slices ``k - 1`` and ``k``, ``step_um`` apart) measured plane by plane on both gained
+    images (:func:`linumpy.stack.averaging.plane_errors`), from below the current slice's cut face
+    (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their common lateral window
+    at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide, a few planes at a time; None
+    when they do not overlap."""
+    level, factor = _registration_level(previous, current, MEASURE_SIZE_PX)
+    previous_data, source_um = previous.planes_level(level)
+    current_data, _ = current.planes_level(level)
+    skip = TOP_SKIP_PLANES
+    first = int(round(step_um[0] / source_um[0])) + skip
+    depth = min(previous.useful_depth - first, current.useful_depth - skip)
+    offset = np.rint(step_um[1:] / (np.asarray(source_um[1:]) * factor)).astype(int)
+    previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
+    if depth < 1 or first < 0 or previous_window is None:
+        return None
+    p0, c0 = previous.useful_range[0], current.useful_range[0]
+    gain_previous = _plane_gains(gains, k - 1, previous_kept, p0 + first, depth)
+    gain_current = _plane_gains(gains, k, current_kept, c0 + skip, depth)
+    noise_scale = float(np.prod(source_um) * factor**2 / resolution_um**3)
+    parts = []
+    for j in range(0, depth, MEASURE_BATCH_PLANES):
+        n = min(MEASURE_BATCH_PLANES, depth - j)
+        upper, lower = _mean_planes(
+            (previous_data[p0 + first + j : p0 + first + j + n], previous_window),
+            (current_data[c0 + skip + j : c0 + skip + j + n], current_window), factor=factor, workers=band_workers)
+        upper, lower = upper * gain_previous[j : j + n, None, None], lower * gain_current[j : j + n, None, None]
+        parts.append((*plane_errors(upper, lower, noise_scale), plane_levels(upper, lower)))
+    upper_error, lower_error, agreement, level = (np.concatenate(values) for values in zip(*parts, strict=True))
+    return OverlapErrors(first, skip, upper_error, lower_error, agreement, level)
+
+
+def _plane_gains(gains: tuple[np.ndarray, np.ndarray], k: int, kept: tuple[int, int], first: int,
+                 depth: int) -> np.ndarray:
+    """Slice ``k``'s depth gain ``exp(a + b t)`` at its planes ``first..first + depth - 1`` (``t`` from 0 at its
+    first kept plane to 1 at its last, held beyond, as :func:`_place_on_grid` applies it)."""
+    t = np.clip((np.arange(first, first + depth) - kept[0]) / max(1, kept[1] - kept[0] - 1), 0.0, 1.0)
+    return np.exp(gains[0][k] + gains[1][k] * t).astype(np.float32)
+
+
+def _placed_averaged(piece: PlacedSlice, volume: SliceVolume, averaged: _Averaged,
+                     resolution_um: float) -> PlacedSlice:
+    """``piece`` with its inverse-error weight per output plane (at the plane's centre, in its useful planes)."""
+    if averaged.weights is None:
+        return piece
+    source = volume.resolution_um[0]
+    padding = int(round((1.0 - piece.first_coverage[0]) * resolution_um / source))
+    centres = (np.arange(piece.data.shape[0]) + 0.5) * (resolution_um / source) - 0.5 - padding
+    planes = averaged.planes[0] - volume.useful_range[0] + centres
+    weights = np.interp(planes, np.arange(len(averaged.weights)), averaged.weights)
+    return replace(piece, depth_weight=tuple(float(w) for w in weights))
 
 
 def _check_slices(slices: Sequence[SliceVolume]) -> None:
@@ -585,14 +784,15 @@ def _below_cut_faces(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, in
 
 def _place_on_grid(
     volume: SliceVolume, planes: tuple[int, int], origin_um: np.ndarray, resolution_um: float,
-    gain: tuple[float, float] = (0.0, 0.0), lateral: LateralGain | None = None,
+    gain: tuple[float, float] = (0.0, 0.0), lateral: LateralGain | None = None, gain_stop: int | None = None,
 ) -> PlacedSlice:
     """The slice's planes ``[start, stop)`` resampled onto the output grid, times its gain.
 
     ``gain = (a, b)``: ``exp(a + b t)`` (:mod:`linumpy.stack.gains`), ``t`` from 0
-    at the first kept plane to 1 at the last, applied per output plane (at
-    its centre) after resampling. ``lateral``: the slice's lateral gain map,
-    ``exp(map * t / depth)``, evaluated chunk by chunk.
+    at the first kept plane to 1 at the last (``gain_stop - 1`` when given:
+    the planes averaged below it take the gain of that plane), applied per
+    output plane (at its centre) after resampling. ``lateral``: the slice's
+    lateral gain map, ``exp(map * t / depth)``, evaluated chunk by chunk.
 
     The origin rarely falls on an output voxel border. Zero planes/rows are
     prepended at the slice's own resolution so that its first voxel starts
@@ -612,7 +812,8 @@ def _place_on_grid(
         useful = da.pad(useful, padding, mode="constant")
     source_mm = tuple(r / 1000 for r in source_um)
     resampled = resample_to_resolution(useful, source_mm, (resolution_um / 1000,) * 3)
-    t = _relative_depths(resampled.shape[0], planes, resolution_um / source_um[0], padding[0][0])
+    t = _relative_depths(resampled.shape[0], (planes[0], planes[1] if gain_stop is None else gain_stop),
+                         resolution_um / source_um[0], padding[0][0])
     depth_gain = np.exp(gain[0] + gain[1] * t).astype(np.float32) if gain != (0.0, 0.0) else None
     if lateral is None:
         return PlacedSlice(_gained(resampled, depth_gain), tuple(first), tuple(coverage))
