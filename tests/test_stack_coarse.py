@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 
 from linumpy.resample import block_mean
+from linumpy.stack import stacking
 from linumpy.stack.stacking import SliceVolume, StackParameters, plan_stack
 from test_stack import AXIAL_UM, LATERAL_UM, SURFACE_PX, USEFUL_PX, make_brain, relative_truth
 
@@ -44,7 +45,10 @@ def two_level_volumes(slabs: list[np.ndarray], counter: PlaneCounter) -> list[Sl
     return volumes
 
 
-def test_z_scanned_on_the_coarse_level_places_slices_as_the_truth_reading_few_fine_planes():
+def test_z_scanned_on_the_coarse_level_places_slices_as_the_truth_reading_few_fine_planes(monkeypatch):
+    # the averaging's overlap measure reads the coarsest level at least MEASURE_SIZE_PX wide: on a real pyramid a
+    # coarse one; these two-level slices have it at 128 px only
+    monkeypatch.setattr(stacking, "MEASURE_SIZE_PX", 128)
     brain = make_brain(steps_px=(20, 21, 19), shifts_px=((0, 0), (3, -2), (5, 1), (4, 4)), size=256)
     counter = PlaneCounter()
     plan = plan_stack(two_level_volumes(brain.slices, counter), brain.motors_mm, brain.thickness_um, LATERAL_UM)
