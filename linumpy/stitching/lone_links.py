@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from functools import partial
 
@@ -35,32 +34,10 @@ Ruling = tuple[set[TileIndex], frozenset[TileIndex] | set[TileIndex], str] | Non
 MIN_REFERENCE_TILES = 2
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
 LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
-#: Significance from which a lone link is judged against the far-bridge window (:func:`far_lone_links`, ``strong``):
-#: the wrong lone links the search window refused were of significance 3.2-4.4 (harsh 150 / 152, ``c185`` 201,
-#: ``odd2`` 389), the right ones it refused on foreign ``ha`` 454 of 6.5-7.7 (``odd2`` 359 / 266: 13.7-18.1).
-STRONG_LONE_SIGNIFICANCE = 6.0
-
-
-def strong_lone_candidates(links: Iterable[tuple[TileIndex, TileIndex]],
-                           registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-                           ) -> set[tuple[TileIndex, TileIndex]]:
-    """The ``links`` whose registration's significance is at least :data:`STRONG_LONE_SIGNIFICANCE` (the ``strong``
-    of :func:`far_lone_links`).
-
-    Examples
-    --------
-    >>> strong_lone_candidates([((0, 0), (1, 0)), ((0, 0), (0, 1))],
-    ...                        {((0, 0), (1, 0)): PairRegistration((96.0, 0.0), 0.9, 7.7),
-    ...                         ((0, 0), (0, 1)): PairRegistration((0.0, 96.0), 0.9, 3.6)})
-    {((0, 0), (1, 0))}
-    """
-    return {pair for pair in links if pair in registrations
-            and registrations[pair].significance >= STRONG_LONE_SIGNIFICANCE}
 
 
 def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapping[TileIndex, np.ndarray],
-                   model: StageModel, strong: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()
-                   ) -> list[LoneLink]:
+                   model: StageModel) -> list[LoneLink]:
     """The kept ``links`` on no loop that place tiles they alone join farther from their stage-model
     positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
     other side, in its gauge, :func:`~linumpy.stitching.pair_terms.bridged_side`; half the far-bridge window of step 5
@@ -78,17 +55,6 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     strong links (``odd2`` 359 / 266 slice 2, significance 18.1 / 13.7), but it is the only check of a wrong weak one
     (``odd2`` 389 slice 2: significance 3.2, 5.3 px off, (0, 3) refused to the stage 2.3 px off; kept, 4.3 px off).
 
-    A link of ``strong`` (significance at least :data:`STRONG_LONE_SIGNIFICANCE`) is judged against the far-bridge
-    window instead (:func:`~linumpy.stitching.pair_terms.bridged_side`: twice the other side's largest deviation,
-    the range of one tile's stage error measured from their mean, times the margin, plus the slack), the window
-    :func:`~linumpy.stitching.departures.solve_plausible` keeps a far bridge within: the other side's few tiles
-    sample the stage's error poorly, and a strong peak is seldom a wrong one. Foreign ``ha`` 454 slices 2 / 4 (stage
-    +-6 px per tile): (1, 0)-(2, 0), significance 7.70 / 6.54, 0.67 / 0.34 px from the truth, put (2, 0)
-    7.96 / 9.55 px from its stage position (the search window 6.98 / 9.41 px, six / eight reference tiles; the
-    far-bridge window 12.0 / 16.8 px); its other overlap, 10 px off, refused in depth: refused, the tile stayed on
-    the stage 7.20 / 9.01 px off (session window10). Such a kept link's tiles stay beyond the search window and are
-    counted by the QC (``n_far_lone_link_tiles``).
-
     Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
     window only.
 
@@ -100,8 +66,6 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
         Each tile's solved ``(y, x)`` position, pixels.
     model : StageModel
         The stage model fitted to the solve.
-    strong : AbstractSet[tuple[TileIndex, TileIndex]]
-        The links judged against the far-bridge window (:func:`strong_lone_candidates`); none by default.
 
     Returns
     -------
@@ -113,17 +77,12 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     sides = []
     for k in bridges(kept):
         others = [pair for j, pair in enumerate(links) if j != k]
-        side, aligned, bridge_window = bridged_side(links[k], others, positions, model)
+        side, aligned, _ = bridged_side(links[k], others, positions, model)
         reference = {t for pair in links for t in pair} - side
         if len(reference) < MIN_REFERENCE_TILES:
             continue
         window = search_radius(positions, reference, aligned)
         beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
-        if links[k] in strong and max(beyond.values()) > window:
-            logger.info("strong lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
-                        "window (%.1f px): judged against the far-bridge window (%.1f px)", *links[k], sorted(side),
-                        max(beyond.values()), window, bridge_window)
-            window = bridge_window
         sides.append((len(side), links[k], {t: d for t, d in beyond.items() if d > window}, window))
     found, named = [], set()
     for _, pair, beyond, window in sorted(sides):
@@ -194,9 +153,8 @@ def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInde
     """
     positions, model, kept = solved
     links = [(p.a, p.b) for p in kept]
-    strong = strong_lone_candidates(links, registrations)
     judged = [(pair, *side_over_stage(pair, links, positions, model, registrations))
-              for pair, _, _, _ in far_lone_links(links, positions, model, strong)]
+              for pair, _, _, _ in far_lone_links(links, positions, model)]
     unsupported = [(len(side), pair, sorted(side)) for pair, side, margin in judged
                    if not margin >= WEAK_PIECE_MARGIN]
     return max(unsupported)[1:] if unsupported else None
@@ -303,8 +261,7 @@ def far_lone_links_to_stage(
     def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
         positions, model, kept = current
         links = [(p.a, p.b) for p in kept]
-        strong = strong_lone_candidates(links, registrations)
-        for pair, beyond, deviation, window in far_lone_links(links, positions, model, strong):
+        for pair, beyond, deviation, window in far_lone_links(links, positions, model):
             yield pair, partial(far_ruling, pair, beyond, deviation, window, links, positions, model)
 
     def far_ruling(pair: Pair, beyond: set[TileIndex], deviation: float, window: float, links: list[Pair],
