@@ -201,7 +201,7 @@ def level_trusted(levels: np.ndarray, error: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> level_trusted(np.array([0.05, 0.05, 0.5, np.nan]), np.array([0.0, 0.05, 0.0, 0.0])).tolist()
+    >>> level_trusted(np.array([0.02, 0.02, 0.5, np.nan]), np.array([0.0, 0.05, 0.0, 0.0])).tolist()
     [True, False, False, False]
     """
     with np.errstate(invalid="ignore"):
