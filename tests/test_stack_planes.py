@@ -17,7 +17,7 @@ from test_stack import SURFACE_PX, USEFUL_PX, make_brain
 
 from linumpy.resample import block_mean
 from linumpy.stack.files import UNFUSED
-from linumpy.stack.planes import read_planes
+from linumpy.stack.planes import read_plane_batches, read_planes
 from linumpy.stack.stacking import _crop_planes
 from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, _WindowedPlanes, bandpass_planes, register_pair
 
@@ -42,6 +42,28 @@ def test_planes_read_by_bands_equal_the_whole_block_mean(tmp_path):
     counts = da.from_array((values * 4000).astype(np.uint16), chunks=(8, 64, 64))  # cast as the band is read
     np.testing.assert_array_equal(read_planes(counts[5:17, 3:250]), (values[5:17, 3:250] * 4000).astype(np.uint16)
                                   .astype(np.float32))
+
+
+def test_planes_read_in_batches_equal_each_batch_read_and_decode_each_block_once(tmp_path):
+    """The averaging's measure reads an overlap a few planes at a time from one graph (read_plane_batches): the
+    values of each batch read alone, at any block-mean factor; a block straddling two batches computed once."""
+    _, data = stored(tmp_path, shape=(30, 300, 200), chunks=(8, 64, 64))
+    computed = []
+
+    def counted(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        computed.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    for factor, window in ((1, (slice(5, 300), slice(0, 197))), (3, (slice(3, 291), slice(0, 198)))):
+        part = data[(slice(3, 28), *window)].map_blocks(counted, dtype=np.float32)  # blocks of 5, 8, 8, 4 planes
+        expected = [read_planes(part[start : start + 6], factor) for start in range(0, 25, 6)]
+        for workers in (2, 1):
+            computed.clear()
+            batches = list(read_plane_batches(part, 6, factor, workers))
+            assert len(batches) == len(expected)
+            for batch, values in zip(batches, expected, strict=True):
+                np.testing.assert_array_equal(batch, values)
+        assert sorted(computed) == sorted(set(computed)) and len(computed) == part.npartitions  # 1 worker
 
 
 def test_planes_read_whole_and_cropped_equal_the_window_read(tmp_path):

@@ -20,7 +20,7 @@ px wide slices, ``benchmarks/README.md``, session stack12).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dask.array as da
 import numpy as np
@@ -65,16 +65,54 @@ def read_planes(data: da.Array, factor: int = 1, workers: int = 1) -> np.ndarray
             band = block_mean(data[:, start:stop].astype(np.float32), (1, factor, factor))
             out[:, start // factor : -(-stop // factor)] = band.compute()
         return out
+    _read_bands(GraphWindowReader(data), 0, edges, factor, out)
+    return out
+
+
+def read_plane_batches(data: da.Array, batch: int, factor: int = 1, workers: int = 1) -> Iterator[np.ndarray]:
+    """``read_planes(data[j : j + batch], factor, workers)`` for ``j`` in ``range(0, len(data), batch)``: the same
+    values, a batch at a time.
+
+    On the calling thread (``workers`` 1) every batch runs from the graph of
+    the whole of ``data``, built once, whose blocks straddling two batches are
+    computed once (announced: :meth:`~linumpy.stack.graph_reader.GraphWindowReader.expect`).
+
+    Examples
+    --------
+    >>> x = da.from_array(np.arange(48, dtype=np.float32).reshape(3, 4, 4), chunks=(2, 2, 2))
+    >>> [b.shape for b in read_plane_batches(x, 2, 2)]
+    [(2, 2, 2), (1, 2, 2)]
+    """
+    starts = range(0, len(data), batch)
+    if workers > 1:
+        for start in starts:
+            yield read_planes(data[start : start + batch], factor, workers)
+        return
     reader = GraphWindowReader(data)
+    edges = band_edges(data.chunks[1], factor)
+    for start in starts:
+        for low, high in zip(edges[:-1], edges[1:], strict=True):
+            reader.expect((slice(start, min(start + batch, len(data))), slice(low, high), slice(0, data.shape[2])))
+    for start in starts:
+        out = np.empty((min(batch, len(data) - start), -(-data.shape[1] // factor), -(-data.shape[2] // factor)),
+                       np.float32)
+        _read_bands(reader, start, edges, factor, out)
+        yield out
+
+
+def _read_bands(reader: GraphWindowReader, first: int, edges: Sequence[int], factor: int, out: np.ndarray) -> None:
+    """Planes ``first..first + len(out) - 1`` of ``reader``'s array into ``out``, block-averaged by ``factor``,
+    one band of rows (between consecutive ``edges``) at a time."""
+    depth, columns = len(out), reader.shape[2]
     for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        window = (slice(0, depth), slice(start, stop), slice(0, columns))
+        window = (slice(first, first + depth), slice(start, stop), slice(0, columns))
         if factor == 1:  # the band straight into its rows (no copy of it)
             reader.read(window, out=out[:, start:stop])
             continue
         band = reader.read(window).astype(np.float32, copy=False)
         out[:, start // factor : -(-stop // factor)] = block_mean_of_block(
-            band, (1, factor, factor), (1.0, 1.0, 1.0), data.shape, [(0, depth), (start, stop), (0, columns)])
-    return out
+            band, (1, factor, factor), (1.0, 1.0, 1.0), reader.shape,
+            [(first, first + depth), (start, stop), (0, columns)])
 
 
 def band_edges(chunks: Sequence[int], factor: int) -> list[int]:

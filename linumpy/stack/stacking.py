@@ -33,8 +33,7 @@ from linumpy.stack.averaging import (
     averaged_stop,
     error_profiles,
     owner_levels,
-    plane_errors,
-    plane_levels,
+    plane_measures,
 )
 from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
@@ -59,7 +58,7 @@ from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.levels import level_layout
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import read_planes
+from linumpy.stack.planes import read_plane_batches, read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.slips import climb_to_thickness
@@ -629,7 +628,7 @@ def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: 
                     current_kept: tuple[int, int], step_um: np.ndarray, gains: tuple[np.ndarray, np.ndarray],
                     k: int, resolution_um: float, band_workers: int) -> OverlapErrors | None:
     """The pair's overlap (slices ``k - 1`` and ``k``, ``step_um`` apart) measured plane by plane on both gained
-    images (:func:`linumpy.stack.averaging.plane_errors`), from below the current slice's cut face
+    images (:func:`linumpy.stack.averaging.plane_measures`), from below the current slice's cut face
     (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their common lateral window
     at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide, a few planes at a time; None
     when they do not overlap."""
@@ -648,13 +647,14 @@ def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: 
     gain_current = _plane_gains(gains, k, current_kept, c0 + skip, depth)
     noise_scale = float(np.prod(source_um) * factor**2 / resolution_um**3)
     parts = []
-    for j in range(0, depth, MEASURE_BATCH_PLANES):
-        n = min(MEASURE_BATCH_PLANES, depth - j)
-        upper, lower = _mean_planes(
-            (previous_data[p0 + first + j : p0 + first + j + n], previous_window),
-            (current_data[c0 + skip + j : c0 + skip + j + n], current_window), factor=factor, workers=band_workers)
-        upper, lower = upper * gain_previous[j : j + n, None, None], lower * gain_current[j : j + n, None, None]
-        parts.append((*plane_errors(upper, lower, noise_scale), plane_levels(upper, lower)))
+    reads = [read_plane_batches(data[(slice(start, start + depth), *window)], MEASURE_BATCH_PLANES, factor,
+                                band_workers)
+             for data, start, window in ((previous_data, p0 + first, previous_window),
+                                         (current_data, c0 + skip, current_window))]
+    for j, upper, lower in zip(range(0, depth, MEASURE_BATCH_PLANES), *reads, strict=True):
+        upper *= gain_previous[j : j + len(upper), None, None]
+        lower *= gain_current[j : j + len(lower), None, None]
+        parts.append(plane_measures(upper, lower, noise_scale))
     upper_error, lower_error, agreement, level = (np.concatenate(values) for values in zip(*parts, strict=True))
     return OverlapErrors(first, skip, upper_error, lower_error, agreement, level)
 
