@@ -17,7 +17,7 @@ from test_stack import SURFACE_PX, USEFUL_PX, make_brain
 
 from linumpy.resample import block_mean
 from linumpy.stack.files import UNFUSED
-from linumpy.stack.planes import read_plane_batches, read_planes
+from linumpy.stack.planes import PlaneReader, read_planes
 from linumpy.stack.stacking import _crop_planes
 from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, _WindowedPlanes, bandpass_planes, register_pair
 
@@ -44,9 +44,10 @@ def test_planes_read_by_bands_equal_the_whole_block_mean(tmp_path):
                                   .astype(np.float32))
 
 
-def test_planes_read_in_batches_equal_each_batch_read_and_decode_each_block_once(tmp_path):
-    """The averaging's measure reads an overlap a few planes at a time from one graph (read_plane_batches): the
-    values of each batch read alone, at any block-mean factor; a block straddling two batches computed once."""
+def test_plane_reader_batches_equal_each_batch_read_and_compute_each_shared_block_once(tmp_path):
+    """The averaging's measure reads a slice's overlaps with both its neighbours a few planes at a time from one
+    graph (PlaneReader): the values of each batch read alone, at any block-mean factor; every block the announced
+    reads share (two overlapping plane ranges in two windows, batches straddling blocks) computed once."""
     _, data = stored(tmp_path, shape=(30, 300, 200), chunks=(8, 64, 64))
     computed = []
 
@@ -54,16 +55,23 @@ def test_planes_read_in_batches_equal_each_batch_read_and_decode_each_block_once
         computed.append(tuple(block_info[0]["chunk-location"]))
         return block
 
-    for factor, window in ((1, (slice(5, 300), slice(0, 197))), (3, (slice(3, 291), slice(0, 198)))):
-        part = data[(slice(3, 28), *window)].map_blocks(counted, dtype=np.float32)  # blocks of 5, 8, 8, 4 planes
-        expected = [read_planes(part[start : start + 6], factor) for start in range(0, 25, 6)]
+    level = data.map_blocks(counted, dtype=np.float32)
+    for factor, windows in ((1, ((slice(5, 300), slice(0, 197)), (slice(0, 290), slice(3, 200)))),
+                            (3, ((slice(3, 291), slice(0, 198)), (slice(0, 297), slice(6, 195))))):
+        reads = (((3, 25), windows[0]), ((10, 30), windows[1]))
+        expected = [[read_planes(level[(slice(start, min(start + 6, stop)), *window)], factor)
+                     for start in range(start, stop, 6)] for (start, stop), window in reads]
         for workers in (2, 1):
+            reader = PlaneReader(level, workers)
+            for planes, window in reads:
+                reader.announce(planes, window, factor, 6)
             computed.clear()
-            batches = list(read_plane_batches(part, 6, factor, workers))
-            assert len(batches) == len(expected)
-            for batch, values in zip(batches, expected, strict=True):
-                np.testing.assert_array_equal(batch, values)
-        assert sorted(computed) == sorted(set(computed)) and len(computed) == part.npartitions  # 1 worker
+            for (planes, window), values in zip(reads, expected, strict=True):
+                batches = list(reader.batches(planes, window, factor, 6))
+                assert len(batches) == len(values)
+                for batch, value in zip(batches, values, strict=True):
+                    np.testing.assert_array_equal(batch, value)
+        assert len(computed) == len(set(computed)) == level.npartitions  # 1 worker: every block once
 
 
 def test_planes_read_whole_and_cropped_equal_the_window_read(tmp_path):

@@ -65,54 +65,86 @@ def read_planes(data: da.Array, factor: int = 1, workers: int = 1) -> np.ndarray
             band = block_mean(data[:, start:stop].astype(np.float32), (1, factor, factor))
             out[:, start // factor : -(-stop // factor)] = band.compute()
         return out
-    _read_bands(GraphWindowReader(data), 0, edges, factor, out)
+    _read_bands(GraphWindowReader(data), data.chunks[1], slice(0, depth), (slice(0, rows), slice(0, columns)), factor,
+                out)
     return out
 
 
-def read_plane_batches(data: da.Array, batch: int, factor: int = 1, workers: int = 1) -> Iterator[np.ndarray]:
-    """``read_planes(data[j : j + batch], factor, workers)`` for ``j`` in ``range(0, len(data), batch)``: the same
-    values, a batch at a time.
+class PlaneReader:
+    """Windows of a few planes of one lazy level ``(z, y, x)``, as :func:`read_planes` reads them (the same values).
 
-    On the calling thread (``workers`` 1) every batch runs from the graph of
-    the whole of ``data``, built once, whose blocks straddling two batches are
-    computed once (announced: :meth:`~linumpy.stack.graph_reader.GraphWindowReader.expect`).
+    On the calling thread (``workers`` 1) every read runs from the level's
+    graph, built once, and a block that several announced reads share
+    (:meth:`announce`: the batches of one read, the reads of two pairs) is
+    computed once, kept between them (within
+    :data:`~linumpy.stack.graph_reader.CACHE_BYTES`, beyond it computed
+    again). With more ``workers``, each batch is :func:`read_planes` of it.
 
     Examples
     --------
-    >>> x = da.from_array(np.arange(48, dtype=np.float32).reshape(3, 4, 4), chunks=(2, 2, 2))
-    >>> [b.shape for b in read_plane_batches(x, 2, 2)]
-    [(2, 2, 2), (1, 2, 2)]
+    >>> reader = PlaneReader(da.from_array(np.arange(48, dtype=np.float32).reshape(3, 4, 4), chunks=(2, 2, 2)))
+    >>> [b.tolist() for b in reader.batches((1, 3), (slice(0, 4), slice(2, 4)), 2, 1)]
+    [[[[20.5], [28.5]]], [[[36.5], [44.5]]]]
     """
-    starts = range(0, len(data), batch)
-    if workers > 1:
-        for start in starts:
-            yield read_planes(data[start : start + batch], factor, workers)
-        return
-    reader = GraphWindowReader(data)
-    edges = band_edges(data.chunks[1], factor)
-    for start in starts:
-        for low, high in zip(edges[:-1], edges[1:], strict=True):
-            reader.expect((slice(start, min(start + batch, len(data))), slice(low, high), slice(0, data.shape[2])))
-    for start in starts:
-        out = np.empty((min(batch, len(data) - start), -(-data.shape[1] // factor), -(-data.shape[2] // factor)),
-                       np.float32)
-        _read_bands(reader, start, edges, factor, out)
-        yield out
+
+    def __init__(self, data: da.Array, workers: int = 1) -> None:
+        self.data = data
+        self.workers = workers
+        self._reader = GraphWindowReader(data) if workers == 1 else None
+
+    def announce(self, planes: tuple[int, int], window: tuple[slice, slice], factor: int, batch: int) -> None:
+        """Announce a later :meth:`batches` of the same arguments (no effect with more than one worker)."""
+        if self._reader is None:
+            return
+        edges = band_edges(_cut_chunks(self.data.chunks[1], window[0]), factor)
+        for start in range(*planes, batch):
+            for low, high in zip(edges[:-1], edges[1:], strict=True):
+                self._reader.expect((slice(start, min(start + batch, planes[1])),
+                                     slice(window[0].start + low, window[0].start + high), window[1]))
+
+    def batches(self, planes: tuple[int, int], window: tuple[slice, slice], factor: int, batch: int,
+                ) -> Iterator[np.ndarray]:
+        """``read_planes(data[(slice(j, j + batch), *window)], factor, workers)`` for ``j`` from ``planes[0]`` by
+        ``batch`` to ``planes[1]`` (exclusive)."""
+        rows, columns = (w.stop - w.start for w in window)
+        for start in range(*planes, batch):
+            part = slice(start, min(start + batch, planes[1]))
+            if self._reader is None:
+                yield read_planes(self.data[(part, *window)], factor, self.workers)
+                continue
+            out = np.empty((part.stop - part.start, -(-rows // factor), -(-columns // factor)), np.float32)
+            _read_bands(self._reader, self.data.chunks[1], part, window, factor, out)
+            yield out
 
 
-def _read_bands(reader: GraphWindowReader, first: int, edges: Sequence[int], factor: int, out: np.ndarray) -> None:
-    """Planes ``first..first + len(out) - 1`` of ``reader``'s array into ``out``, block-averaged by ``factor``,
-    one band of rows (between consecutive ``edges``) at a time."""
-    depth, columns = len(out), reader.shape[2]
-    for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        window = (slice(first, first + depth), slice(start, stop), slice(0, columns))
+def _read_bands(reader: GraphWindowReader, row_chunks: Sequence[int], planes: slice, window: tuple[slice, slice],
+                factor: int, out: np.ndarray) -> None:
+    """``reader``'s ``planes`` over its lateral ``window`` into ``out``, block-averaged by ``factor``, one band
+    of the window's chunk rows (``row_chunks``: the array's) at a time."""
+    rows, columns = window
+    shape = (len(out), rows.stop - rows.start, columns.stop - columns.start)
+    edges = band_edges(_cut_chunks(row_chunks, rows), factor)
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        part = (planes, slice(rows.start + low, rows.start + high), columns)
         if factor == 1:  # the band straight into its rows (no copy of it)
-            reader.read(window, out=out[:, start:stop])
+            reader.read(part, out=out[:, low:high])
             continue
-        band = reader.read(window).astype(np.float32, copy=False)
-        out[:, start // factor : -(-stop // factor)] = block_mean_of_block(
-            band, (1, factor, factor), (1.0, 1.0, 1.0), reader.shape,
-            [(first, first + depth), (start, stop), (0, columns)])
+        band = reader.read(part).astype(np.float32, copy=False)
+        out[:, low // factor : -(-high // factor)] = block_mean_of_block(
+            band, (1, factor, factor), (1.0, 1.0, 1.0), shape, [(0, len(out)), (low, high), (0, shape[2])])
+
+
+def _cut_chunks(chunks: Sequence[int], part: slice) -> list[int]:
+    """The chunks of ``part`` of an axis chunked by ``chunks``.
+
+    Examples
+    --------
+    >>> _cut_chunks((4, 4, 4), slice(2, 9))
+    [2, 4, 1]
+    """
+    borders = np.cumsum((0, *chunks))
+    inner = [int(b) for b in borders if part.start < b < part.stop]
+    return np.diff([part.start, *inner, part.stop]).tolist()
 
 
 def band_edges(chunks: Sequence[int], factor: int) -> list[int]:

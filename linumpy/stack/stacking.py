@@ -58,7 +58,7 @@ from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.levels import level_layout
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import read_plane_batches, read_planes
+from linumpy.stack.planes import PlaneReader, read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.slips import climb_to_thickness
@@ -541,9 +541,11 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
     if not pairs:
         return plain, {"rule": "no consecutive slices: not averaged"}
     overlaps: list[OverlapErrors | None] = [None] * len(slices)
-    measured = pair_map(lambda k: _overlap_errors(slices[k - 1], slices[k], kept[k - 1], kept[k],
-                                                  origins_um[k] - origins_um[k - 1], gains, k, resolution_um,
-                                                  workers[1]), pairs, workers[0])
+    where = {k: _overlap_planes(slices[k - 1], slices[k], origins_um[k] - origins_um[k - 1]) for k in pairs}
+    readers = _overlap_readers(slices, where, workers[1])
+    measured = pair_map(lambda k: None if where[k] is None else _overlap_errors(
+        where[k], (readers[k - 1, where[k].level], readers[k, where[k].level]), (kept[k - 1], kept[k]), gains, k,
+        resolution_um), pairs, workers[0])
     for k, found in zip(pairs, measured, strict=True):
         overlaps[k] = found
     missing = [slices[k].slice_id for k in pairs if overlaps[k] is None]
@@ -624,14 +626,31 @@ def _levels_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profile
     return owner_levels(slices[k].useful_depth, below)
 
 
-def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int],
-                    current_kept: tuple[int, int], step_um: np.ndarray, gains: tuple[np.ndarray, np.ndarray],
-                    k: int, resolution_um: float, band_workers: int) -> OverlapErrors | None:
-    """The pair's overlap (slices ``k - 1`` and ``k``, ``step_um`` apart) measured plane by plane on both gained
-    images (:func:`linumpy.stack.averaging.plane_measures`), from below the current slice's cut face
-    (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their common lateral window
-    at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide, a few planes at a time; None
-    when they do not overlap."""
+@dataclass(frozen=True)
+class _OverlapPlanes:
+    """Where a pair's overlap measure reads (:func:`_overlap_planes`): pyramid ``level`` block-averaged by
+    ``factor``, the previous slice's level planes ``previous_first..previous_first + depth - 1`` and the current
+    slice's ``current_first..`` (absolute, not relative to their useful ranges), over their common lateral
+    windows (level pixels); ``first`` and ``skip`` the same planes in their useful ranges; ``voxel_um3`` the
+    volume of a measured (block-averaged) voxel."""
+
+    level: int
+    factor: int
+    first: int
+    skip: int
+    depth: int
+    previous_first: int
+    current_first: int
+    previous_window: tuple[slice, slice]
+    current_window: tuple[slice, slice]
+    voxel_um3: float
+
+
+def _overlap_planes(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray) -> _OverlapPlanes | None:
+    """Where the overlap of two slices ``step_um`` apart is measured (:func:`_overlap_errors`): from below the
+    current slice's cut face (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their
+    common lateral window at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide; None when
+    they do not overlap."""
     level, factor = _registration_level(previous, current, MEASURE_SIZE_PX)
     previous_data, source_um = previous.planes_level(level)
     current_data, _ = current.planes_level(level)
@@ -642,21 +661,48 @@ def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: 
     previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
     if depth < 1 or first < 0 or previous_window is None:
         return None
-    p0, c0 = previous.useful_range[0], current.useful_range[0]
-    gain_previous = _plane_gains(gains, k - 1, previous_kept, p0 + first, depth)
-    gain_current = _plane_gains(gains, k, current_kept, c0 + skip, depth)
-    noise_scale = float(np.prod(source_um) * factor**2 / resolution_um**3)
+    return _OverlapPlanes(level, factor, first, skip, depth, previous.useful_range[0] + first,
+                          current.useful_range[0] + skip, previous_window, current_window,
+                          float(np.prod(source_um) * factor**2))
+
+
+def _overlap_readers(slices: Sequence[SliceVolume], where: dict[int, _OverlapPlanes | None],
+                     workers: int) -> dict[tuple[int, int], PlaneReader]:
+    """One reader per slice and level the pairs ``where`` measure, every read announced: a slice's blocks that
+    both its pairs read (its planes below the step to the next slice, above the previous slice's bottom) are
+    computed once (:class:`linumpy.stack.planes.PlaneReader`, ``workers`` its read's)."""
+    readers: dict[tuple[int, int], PlaneReader] = {}
+    for k, planes in where.items():
+        if planes is None:
+            continue
+        for index, first, window in ((k - 1, planes.previous_first, planes.previous_window),
+                                     (k, planes.current_first, planes.current_window)):
+            key = (index, planes.level)
+            if key not in readers:
+                readers[key] = PlaneReader(slices[index].planes_level(planes.level)[0], workers)
+            readers[key].announce((first, first + planes.depth), window, planes.factor, MEASURE_BATCH_PLANES)
+    return readers
+
+
+def _overlap_errors(where: _OverlapPlanes, readers: tuple[PlaneReader, PlaneReader],
+                    kept: tuple[tuple[int, int], tuple[int, int]], gains: tuple[np.ndarray, np.ndarray], k: int,
+                    resolution_um: float) -> OverlapErrors:
+    """The pair's overlap (slices ``k - 1`` and ``k``, their ``kept`` planes) measured plane by plane on both
+    gained images (:func:`linumpy.stack.averaging.plane_measures`) where ``where`` says, a few planes at a time,
+    each slice's planes from its reader (:func:`_overlap_readers`)."""
+    gain_previous = _plane_gains(gains, k - 1, kept[0], where.previous_first, where.depth)
+    gain_current = _plane_gains(gains, k, kept[1], where.current_first, where.depth)
+    noise_scale = where.voxel_um3 / resolution_um**3  # white noise: the voxel variance over the measured
+    reads = [reader.batches((first, first + where.depth), window, where.factor, MEASURE_BATCH_PLANES)
+             for reader, first, window in zip(readers, (where.previous_first, where.current_first),
+                                              (where.previous_window, where.current_window), strict=True)]
     parts = []
-    reads = [read_plane_batches(data[(slice(start, start + depth), *window)], MEASURE_BATCH_PLANES, factor,
-                                band_workers)
-             for data, start, window in ((previous_data, p0 + first, previous_window),
-                                         (current_data, c0 + skip, current_window))]
-    for j, upper, lower in zip(range(0, depth, MEASURE_BATCH_PLANES), *reads, strict=True):
+    for j, upper, lower in zip(range(0, where.depth, MEASURE_BATCH_PLANES), *reads, strict=True):
         upper *= gain_previous[j : j + len(upper), None, None]
         lower *= gain_current[j : j + len(lower), None, None]
         parts.append(plane_measures(upper, lower, noise_scale))
     upper_error, lower_error, agreement, level = (np.concatenate(values) for values in zip(*parts, strict=True))
-    return OverlapErrors(first, skip, upper_error, lower_error, agreement, level)
+    return OverlapErrors(where.first, where.skip, upper_error, lower_error, agreement, level)
 
 
 def _plane_gains(gains: tuple[np.ndarray, np.ndarray], k: int, kept: tuple[int, int], first: int,
