@@ -544,8 +544,8 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
     where = {k: _overlap_planes(slices[k - 1], slices[k], origins_um[k] - origins_um[k - 1]) for k in pairs}
     readers = _overlap_readers(slices, where, workers[1])
     measured = pair_map(lambda k: None if where[k] is None else _overlap_errors(
-        where[k], (readers[k - 1, where[k].level], readers[k, where[k].level]), (kept[k - 1], kept[k]), gains, k,
-        resolution_um), pairs, workers[0])
+        slices[k - 1], slices[k], where[k], (readers[k - 1, where[k].level], readers[k, where[k].level]),
+        (kept[k - 1], kept[k]), gains, k, resolution_um), pairs, workers[0])
     for k, found in zip(pairs, measured, strict=True):
         overlaps[k] = found
     missing = [slices[k].slice_id for k in pairs if overlaps[k] is None]
@@ -626,27 +626,7 @@ def _levels_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profile
     return owner_levels(slices[k].useful_depth, below)
 
 
-@dataclass(frozen=True)
-class _OverlapPlanes:
-    """Where a pair's overlap measure reads (:func:`_overlap_planes`): pyramid ``level`` block-averaged by
-    ``factor``, the previous slice's level planes ``previous_first..previous_first + depth - 1`` and the current
-    slice's ``current_first..`` (absolute, not relative to their useful ranges), over their common lateral
-    windows (level pixels); ``first`` and ``skip`` the same planes in their useful ranges; ``voxel_um3`` the
-    volume of a measured (block-averaged) voxel."""
-
-    level: int
-    factor: int
-    first: int
-    skip: int
-    depth: int
-    previous_first: int
-    current_first: int
-    previous_window: tuple[slice, slice]
-    current_window: tuple[slice, slice]
-    voxel_um3: float
-
-
-def _overlap_planes(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray) -> _OverlapPlanes | None:
+def _overlap_planes(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray) -> _BoundaryPlanes | None:
     """Where the overlap of two slices ``step_um`` apart is measured (:func:`_overlap_errors`): from below the
     current slice's cut face (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their
     common lateral window at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide; None when
@@ -661,12 +641,10 @@ def _overlap_planes(previous: SliceVolume, current: SliceVolume, step_um: np.nda
     previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
     if depth < 1 or first < 0 or previous_window is None:
         return None
-    return _OverlapPlanes(level, factor, first, skip, depth, previous.useful_range[0] + first,
-                          current.useful_range[0] + skip, previous_window, current_window,
-                          float(np.prod(source_um) * factor**2))
+    return _BoundaryPlanes(level, factor, first, skip, depth, previous_window, current_window)
 
 
-def _overlap_readers(slices: Sequence[SliceVolume], where: dict[int, _OverlapPlanes | None],
+def _overlap_readers(slices: Sequence[SliceVolume], where: dict[int, _BoundaryPlanes | None],
                      workers: int) -> dict[tuple[int, int], PlaneReader]:
     """One reader per slice and level the pairs ``where`` measure, every read announced: a slice's blocks that
     both its pairs read (its planes below the step to the next slice, above the previous slice's bottom) are
@@ -675,8 +653,7 @@ def _overlap_readers(slices: Sequence[SliceVolume], where: dict[int, _OverlapPla
     for k, planes in where.items():
         if planes is None:
             continue
-        for index, first, window in ((k - 1, planes.previous_first, planes.previous_window),
-                                     (k, planes.current_first, planes.current_window)):
+        for index, (first, window) in zip((k - 1, k), _overlap_reads(slices[k - 1], slices[k], planes), strict=True):
             key = (index, planes.level)
             if key not in readers:
                 readers[key] = PlaneReader(slices[index].planes_level(planes.level)[0], workers)
@@ -684,25 +661,34 @@ def _overlap_readers(slices: Sequence[SliceVolume], where: dict[int, _OverlapPla
     return readers
 
 
-def _overlap_errors(where: _OverlapPlanes, readers: tuple[PlaneReader, PlaneReader],
-                    kept: tuple[tuple[int, int], tuple[int, int]], gains: tuple[np.ndarray, np.ndarray], k: int,
-                    resolution_um: float) -> OverlapErrors:
+def _overlap_reads(previous: SliceVolume, current: SliceVolume, where: _BoundaryPlanes,
+                   ) -> tuple[tuple[int, tuple[slice, slice]], tuple[int, tuple[slice, slice]]]:
+    """The previous and the current slice's first level plane (absolute) and lateral window that ``where`` reads."""
+    return ((previous.useful_range[0] + where.start, where.previous_window),
+            (current.useful_range[0] + where.skip, where.current_window))
+
+
+def _overlap_errors(previous: SliceVolume, current: SliceVolume, where: _BoundaryPlanes,
+                    readers: tuple[PlaneReader, PlaneReader], kept: tuple[tuple[int, int], tuple[int, int]],
+                    gains: tuple[np.ndarray, np.ndarray], k: int, resolution_um: float) -> OverlapErrors:
     """The pair's overlap (slices ``k - 1`` and ``k``, their ``kept`` planes) measured plane by plane on both
     gained images (:func:`linumpy.stack.averaging.plane_measures`) where ``where`` says, a few planes at a time,
     each slice's planes from its reader (:func:`_overlap_readers`)."""
-    gain_previous = _plane_gains(gains, k - 1, kept[0], where.previous_first, where.depth)
-    gain_current = _plane_gains(gains, k, kept[1], where.current_first, where.depth)
-    noise_scale = where.voxel_um3 / resolution_um**3  # white noise: the voxel variance over the measured
-    reads = [reader.batches((first, first + where.depth), window, where.factor, MEASURE_BATCH_PLANES)
-             for reader, first, window in zip(readers, (where.previous_first, where.current_first),
-                                              (where.previous_window, where.current_window), strict=True)]
+    reads = _overlap_reads(previous, current, where)
+    gain_previous, gain_current = (_plane_gains(gains, index, planes, first, where.depth)
+                                   for index, planes, (first, _) in zip((k - 1, k), kept, reads, strict=True))
+    source_um = previous.planes_level(where.level)[1]
+    # white noise: the variance of an output voxel is the measured voxel's times their volumes' ratio
+    noise_scale = float(np.prod(source_um) * where.factor**2 / resolution_um**3)
+    batches = [reader.batches((first, first + where.depth), window, where.factor, MEASURE_BATCH_PLANES)
+               for reader, (first, window) in zip(readers, reads, strict=True)]
     parts = []
-    for j, upper, lower in zip(range(0, where.depth, MEASURE_BATCH_PLANES), *reads, strict=True):
+    for j, upper, lower in zip(range(0, where.depth, MEASURE_BATCH_PLANES), *batches, strict=True):
         upper *= gain_previous[j : j + len(upper), None, None]
         lower *= gain_current[j : j + len(lower), None, None]
         parts.append(plane_measures(upper, lower, noise_scale))
     upper_error, lower_error, agreement, level = (np.concatenate(values) for values in zip(*parts, strict=True))
-    return OverlapErrors(where.first, where.skip, upper_error, lower_error, agreement, level)
+    return OverlapErrors(where.start, where.skip, upper_error, lower_error, agreement, level)
 
 
 def _plane_gains(gains: tuple[np.ndarray, np.ndarray], k: int, kept: tuple[int, int], first: int,
@@ -1373,9 +1359,10 @@ def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) 
 
 @dataclass(frozen=True)
 class _BoundaryPlanes:
-    """Where a pair's boundary ratio reads (:func:`_boundary_planes`): at registration ``level`` block-averaged
-    by ``factor``, the previous slice's planes ``start..start + depth`` and the current slice's
-    ``skip..skip + depth`` (relative to their useful ranges), over their common lateral windows (level pixels)."""
+    """Where a pair's boundary ratio (:func:`_boundary_planes`) or overlap measure (:func:`_overlap_planes`) reads:
+    at pyramid ``level`` block-averaged by ``factor``, the previous slice's planes ``start..start + depth`` and the
+    current slice's ``skip..skip + depth`` (relative to their useful ranges), over their common lateral windows
+    (level pixels)."""
 
     level: int
     factor: int
