@@ -14,8 +14,8 @@ from linumpy.stack.averaging import (
     level_rescale,
     level_trusted,
     owner_levels,
-    plane_errors,
-    plane_levels,
+    _plane_moments,
+    plane_measures,
 )
 from linumpy.stack.refine import normalized_cross_correlation
 from linumpy.stack.stacking import StackParameters, plan_stack
@@ -49,14 +49,32 @@ def test_plane_errors_read_each_images_noise_against_the_truth():
     tissue = 1.0 + 0.3 * rng.standard_normal((4, 128, 128))
     upper = tissue * 1.0 + 0.4 * rng.standard_normal(tissue.shape)
     lower = tissue + 0.1 * rng.standard_normal(tissue.shape)
-    upper_error, lower_error, agreement = plane_errors(upper, lower)
+    upper_error, lower_error, agreement, _ = plane_measures(upper, lower)
     np.testing.assert_allclose(upper_error, 0.16, rtol=0.1)
     np.testing.assert_allclose(lower_error, 0.01, rtol=0.25)
     truth = 0.09 / np.sqrt((0.09 + 0.16) * (0.09 + 0.01))
     np.testing.assert_allclose(agreement, truth, rtol=0.05)
     # a level offset of the upper image counts on it as a bias
-    biased, _, _ = plane_errors(upper * 1.2, lower)
+    biased, _, _, _ = plane_measures(upper * 1.2, lower)
     np.testing.assert_allclose(biased - upper_error, 0.04, rtol=0.1)
+
+
+def test_plane_moments_one_plane_at_a_time_are_the_whole_array_reductions_bit_for_bit():
+    """The measure's moments, computed plane by plane in small buffers (averaging._plane_moments), are the bits
+    of the reductions over the whole (z, y * x) arrays (stop 73's arithmetic: the stack's output is unchanged)."""
+    rng = np.random.default_rng(4)
+    upper = (rng.exponential(1.0, (6, 37, 53)) * rng.uniform(0.5, 2.0, (6, 1, 1))).astype(np.float32)
+    lower = (upper * rng.exponential(1.0, upper.shape) + 0.1).astype(np.float32)
+    upper[1], lower[2] = 0.0, -1.0  # planes whose mean is not positive: divided by 1
+    u, v = (planes.reshape(6, -1).astype(np.float64) for planes in (upper, lower))
+    mu, mv = u.mean(axis=1), v.mean(axis=1)
+    valid = (mu > 0) & (mv > 0)
+    u, v = u / np.where(valid, mu, 1.0)[:, None] - 1.0, v / np.where(valid, mv, 1.0)[:, None] - 1.0
+    expected = (mu, mv, (u * u).mean(axis=1), (v * v).mean(axis=1), (u * v).mean(axis=1))
+    for found, values in zip(_plane_moments(upper, lower), expected, strict=True):
+        assert found.tobytes() == values.tobytes()
+    errors = plane_measures(upper, lower)
+    assert all(np.isnan(e[1]) and np.isnan(e[2]) for e in errors) and np.isfinite(errors[0][[0, 3, 4, 5]]).all()
 
 
 def test_error_profiles_and_the_averaged_stop():
@@ -177,7 +195,7 @@ def _three_images(noise: float = 0.0):
     for offset, image in zip(steps, images[1:], strict=True):
         upper = images[len(below)]
         step = offset - previous
-        below.append((offset, step, plane_levels(upper[step:], image[: depth - step])))
+        below.append((offset, step, plane_measures(upper[step:], image[: depth - step])[3]))
         previous = offset
     planes = np.arange(depth)
     owner = np.where(planes >= steps[1], 2, np.where(planes >= steps[0], 1, 0))

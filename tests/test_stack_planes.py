@@ -17,7 +17,7 @@ from test_stack import SURFACE_PX, USEFUL_PX, make_brain
 
 from linumpy.resample import block_mean
 from linumpy.stack.files import UNFUSED
-from linumpy.stack.planes import read_planes
+from linumpy.stack.planes import PlaneReader, read_planes
 from linumpy.stack.stacking import _crop_planes
 from linumpy.stack.refine import BANDPASS_BLOCK, BANDPASS_ROWS, _WindowedPlanes, bandpass_planes, register_pair
 
@@ -42,6 +42,36 @@ def test_planes_read_by_bands_equal_the_whole_block_mean(tmp_path):
     counts = da.from_array((values * 4000).astype(np.uint16), chunks=(8, 64, 64))  # cast as the band is read
     np.testing.assert_array_equal(read_planes(counts[5:17, 3:250]), (values[5:17, 3:250] * 4000).astype(np.uint16)
                                   .astype(np.float32))
+
+
+def test_plane_reader_batches_equal_each_batch_read_and_compute_each_shared_block_once(tmp_path):
+    """The averaging's measure reads a slice's overlaps with both its neighbours a few planes at a time from one
+    graph (PlaneReader): the values of each batch read alone, at any block-mean factor; every block the announced
+    reads share (two overlapping plane ranges in two windows, batches straddling blocks) computed once."""
+    _, data = stored(tmp_path, shape=(30, 300, 200), chunks=(8, 64, 64))
+    computed = []
+
+    def counted(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        computed.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    level = data.map_blocks(counted, dtype=np.float32)
+    for factor, windows in ((1, ((slice(5, 300), slice(0, 197)), (slice(0, 290), slice(3, 200)))),
+                            (3, ((slice(3, 291), slice(0, 198)), (slice(0, 297), slice(6, 195))))):
+        reads = (((3, 25), windows[0]), ((10, 30), windows[1]))
+        expected = [[read_planes(level[(slice(start, min(start + 6, stop)), *window)], factor)
+                     for start in range(start, stop, 6)] for (start, stop), window in reads]
+        for workers in (2, 1):
+            reader = PlaneReader(level, workers)
+            for planes, window in reads:
+                reader.announce(planes, window, factor, 6)
+            computed.clear()
+            for (planes, window), values in zip(reads, expected, strict=True):
+                batches = list(reader.batches(planes, window, factor, 6))
+                assert len(batches) == len(values)
+                for batch, value in zip(batches, values, strict=True):
+                    np.testing.assert_array_equal(batch, value)
+        assert len(computed) == len(set(computed)) == level.npartitions  # 1 worker: every block once
 
 
 def test_planes_read_whole_and_cropped_equal_the_window_read(tmp_path):

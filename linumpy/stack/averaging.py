@@ -7,7 +7,7 @@ volume's NCC with the tissue; a slice's deep planes, its worst compensated
 field), should not be let in at the weight of the slice below's top planes.
 
 Each pair's overlap is measured plane by plane on the two placed, gained
-images of the same tissue (:func:`plane_errors`): after dividing each plane
+images of the same tissue (:func:`plane_measures`): after dividing each plane
 by its mean, each image's error variance is its variance less the covariance
 the two share (the structure: their noise is what they do not share), the
 upper (deeper) image's level offset from the lower's counted on it as a bias.
@@ -47,7 +47,7 @@ MEASURE_BATCH_PLANES = 16
 #: ``ha``: 0.40-0.66 per pair, medians 0.43-0.65, gains +0.001-0.015); images that agree better differ by what
 #: is not independent speckle (the simulator's matrix, where the same structure decays and blurs with depth:
 #: medians 0.74-0.84, 0.69-0.94 per pair; averaged there it lost 0.002-0.007), which the variance split
-#: (:func:`plane_errors`) reads as shared and would weigh up.
+#: (:func:`plane_measures`) reads as shared and would weigh up.
 MAX_AGREEMENT = 0.7
 #: Largest standard error (log) of a slice's smoothed level offset from the slice owning a depth
 #: (:func:`owner_levels`: the measured levels' local scatter around it over the smoothing's planes) for its plane to
@@ -66,7 +66,7 @@ LEVEL_LIMIT = 0.035
 
 @dataclass(frozen=True)
 class OverlapErrors:
-    """One pair's overlap measured plane by plane (:func:`plane_errors`).
+    """One pair's overlap measured plane by plane (:func:`plane_measures`).
 
     Attributes
     ----------
@@ -79,7 +79,7 @@ class OverlapErrors:
     agreement : numpy.ndarray
         The two images' NCC per plane.
     level : numpy.ndarray, optional
-        The upper image's level offset from the lower's per plane (:func:`plane_levels`); None: not measured.
+        The upper image's level offset from the lower's per plane (:func:`plane_measures`); None: not measured.
     """
 
     upper_first: int
@@ -90,9 +90,9 @@ class OverlapErrors:
     level: np.ndarray | None = None
 
 
-def plane_errors(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per plane, the error variance of two images of the same tissue and their NCC.
+def plane_measures(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per plane, the error variance of two images of the same tissue, their NCC and their level offset.
 
     Each plane is divided by its mean; the covariance of the two is the
     structure they share, each one's variance beyond it its own error
@@ -100,7 +100,8 @@ def plane_errors(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
     pixels to that of an output voxel (white noise: the pixel area over the
     voxel's). The upper image's squared relative level offset from the
     lower's is added to its error (the lower, shallower in its slice, is the
-    reference).
+    reference); the offset is also returned as the log ratio of the plane
+    means. Computed one plane at a time in float64 (:func:`_plane_moments`).
 
     Parameters
     ----------
@@ -112,8 +113,8 @@ def plane_errors(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
     Returns
     -------
     tuple of numpy.ndarray
-        ``(upper_error, lower_error, agreement)``, one value per plane; NaN
-        where a plane's mean is not positive.
+        ``(upper_error, lower_error, agreement, level)``, one value per
+        plane; NaN where a plane's mean is not positive.
 
     Examples
     --------
@@ -121,36 +122,42 @@ def plane_errors(upper: np.ndarray, lower: np.ndarray, noise_scale: float = 1.0,
     >>> tissue = 1 + 0.3 * rng.standard_normal((1, 64, 64))
     >>> a = tissue + 0.1 * rng.standard_normal(tissue.shape)
     >>> b = tissue + 0.3 * rng.standard_normal(tissue.shape)
-    >>> [round(float(e[0]), 2) for e in plane_errors(a, b)[:2]]
+    >>> [round(float(e[0]), 2) for e in plane_measures(a, b)[:2]]
     [0.01, 0.09]
+    >>> plane_measures(np.full((2, 4, 4), 1.1), np.ones((2, 4, 4)))[3].round(4).tolist()
+    [0.0953, 0.0953]
     """
-    u = upper.reshape(len(upper), -1).astype(np.float64)
-    v = lower.reshape(len(lower), -1).astype(np.float64)
-    mu, mv = u.mean(axis=1), v.mean(axis=1)
+    mu, mv, cu, cv, shared = _plane_moments(upper, lower)
     valid = (mu > 0) & (mv > 0)
-    u = u / np.where(valid, mu, 1.0)[:, None] - 1.0
-    v = v / np.where(valid, mv, 1.0)[:, None] - 1.0
-    cu, cv, shared = (u * u).mean(axis=1), (v * v).mean(axis=1), (u * v).mean(axis=1)
     bias = (mu / np.where(valid, mv, 1.0) - 1.0) ** 2
     upper_error = np.maximum((cu - shared) * noise_scale + bias, ERROR_FLOOR)
     lower_error = np.maximum((cv - shared) * noise_scale, ERROR_FLOOR)
     agreement = shared / np.sqrt(np.maximum(cu * cv, 1e-30))
     nan = np.where(valid, 1.0, np.nan)
-    return upper_error * nan, lower_error * nan, agreement * nan
+    level = np.where(valid, np.log(np.where(valid, mu, 1.0) / np.where(valid, mv, 1.0)), np.nan)
+    return upper_error * nan, lower_error * nan, agreement * nan, level
 
 
-def plane_levels(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    """Per plane, the log ratio of the upper image's mean to the lower's (NaN where a mean is not positive).
+def _plane_moments(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per plane, the means of ``upper`` and ``lower``, and the mean squares and mean product of each plane
+    divided by its mean less 1 (by 1 where either mean is not positive), in float64.
 
-    Examples
-    --------
-    >>> plane_levels(np.full((2, 4, 4), 1.1), np.ones((2, 4, 4))).round(4).tolist()
-    [0.0953, 0.0953]
+    One plane at a time through three float64 buffers of a plane (no float64 copy of the planes, no temporary
+    of their size): the same operations on the same values per plane, so the same bits, as on the whole
+    ``(z, y * x)`` arrays reduced along their rows.
     """
-    mu = upper.reshape(len(upper), -1).astype(np.float64).mean(axis=1)
-    mv = lower.reshape(len(lower), -1).astype(np.float64).mean(axis=1)
-    valid = (mu > 0) & (mv > 0)
-    return np.where(valid, np.log(np.where(valid, mu, 1.0) / np.where(valid, mv, 1.0)), np.nan)
+    size = upper[0].size
+    moments = np.empty((5, len(upper)))
+    u, v, work = np.empty(size), np.empty(size), np.empty(size)
+    for k, (first, second) in enumerate(zip(upper, lower, strict=True)):
+        u[:], v[:] = first.reshape(-1), second.reshape(-1)
+        mu, mv = u.mean(), v.mean()
+        valid = mu > 0 and mv > 0
+        np.subtract(np.divide(u, mu if valid else 1.0, out=u), 1.0, out=u)
+        np.subtract(np.divide(v, mv if valid else 1.0, out=v), 1.0, out=v)
+        moments[:, k] = (mu, mv, np.multiply(u, u, out=work).mean(), np.multiply(v, v, out=work).mean(),
+                         np.multiply(u, v, out=work).mean())
+    return tuple(moments)
 
 
 def owner_levels(depth: int, below: Sequence[tuple[int, int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

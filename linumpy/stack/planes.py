@@ -20,7 +20,7 @@ px wide slices, ``benchmarks/README.md``, session stack12).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dask.array as da
 import numpy as np
@@ -65,16 +65,86 @@ def read_planes(data: da.Array, factor: int = 1, workers: int = 1) -> np.ndarray
             band = block_mean(data[:, start:stop].astype(np.float32), (1, factor, factor))
             out[:, start // factor : -(-stop // factor)] = band.compute()
         return out
-    reader = GraphWindowReader(data)
-    for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        window = (slice(0, depth), slice(start, stop), slice(0, columns))
-        if factor == 1:  # the band straight into its rows (no copy of it)
-            reader.read(window, out=out[:, start:stop])
-            continue
-        band = reader.read(window).astype(np.float32, copy=False)
-        out[:, start // factor : -(-stop // factor)] = block_mean_of_block(
-            band, (1, factor, factor), (1.0, 1.0, 1.0), data.shape, [(0, depth), (start, stop), (0, columns)])
+    _read_bands(GraphWindowReader(data), data.chunks[1], slice(0, depth), (slice(0, rows), slice(0, columns)), factor,
+                out)
     return out
+
+
+class PlaneReader:
+    """Windows of a few planes of one lazy level ``(z, y, x)``, as :func:`read_planes` reads them (the same values).
+
+    On the calling thread (``workers`` 1) every read runs from the level's
+    graph, built once, and a block that several announced reads share
+    (:meth:`announce`: the batches of one read, the reads of two pairs) is
+    computed once, kept between them (within
+    :data:`~linumpy.stack.graph_reader.CACHE_BYTES`, beyond it computed
+    again). With more ``workers``, each batch is :func:`read_planes` of it.
+
+    Examples
+    --------
+    >>> reader = PlaneReader(da.from_array(np.arange(48, dtype=np.float32).reshape(3, 4, 4), chunks=(2, 2, 2)))
+    >>> [b.tolist() for b in reader.batches((1, 3), (slice(0, 4), slice(2, 4)), 2, 1)]
+    [[[[20.5], [28.5]]], [[[36.5], [44.5]]]]
+    """
+
+    def __init__(self, data: da.Array, workers: int = 1) -> None:
+        self.data = data
+        self.workers = workers
+        self._reader = GraphWindowReader(data) if workers == 1 else None
+
+    def announce(self, planes: tuple[int, int], window: tuple[slice, slice], factor: int, batch: int) -> None:
+        """Announce a later :meth:`batches` of the same arguments (no effect with more than one worker)."""
+        if self._reader is None:
+            return
+        edges = band_edges(_cut_chunks(self.data.chunks[1], window[0]), factor)
+        for start in range(*planes, batch):
+            for low, high in zip(edges[:-1], edges[1:], strict=True):
+                self._reader.expect((slice(start, min(start + batch, planes[1])),
+                                     slice(window[0].start + low, window[0].start + high), window[1]))
+
+    def batches(self, planes: tuple[int, int], window: tuple[slice, slice], factor: int, batch: int,
+                ) -> Iterator[np.ndarray]:
+        """``read_planes(data[(slice(j, j + batch), *window)], factor, workers)`` for ``j`` from ``planes[0]`` by
+        ``batch`` to ``planes[1]`` (exclusive)."""
+        rows, columns = (w.stop - w.start for w in window)
+        for start in range(*planes, batch):
+            part = slice(start, min(start + batch, planes[1]))
+            if self._reader is None:
+                yield read_planes(self.data[(part, *window)], factor, self.workers)
+                continue
+            out = np.empty((part.stop - part.start, -(-rows // factor), -(-columns // factor)), np.float32)
+            _read_bands(self._reader, self.data.chunks[1], part, window, factor, out)
+            yield out
+
+
+def _read_bands(reader: GraphWindowReader, row_chunks: Sequence[int], planes: slice, window: tuple[slice, slice],
+                factor: int, out: np.ndarray) -> None:
+    """``reader``'s ``planes`` over its lateral ``window`` into ``out``, block-averaged by ``factor``, one band
+    of the window's chunk rows (``row_chunks``: the array's) at a time."""
+    rows, columns = window
+    shape = (len(out), rows.stop - rows.start, columns.stop - columns.start)
+    edges = band_edges(_cut_chunks(row_chunks, rows), factor)
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        part = (planes, slice(rows.start + low, rows.start + high), columns)
+        if factor == 1:  # the band straight into its rows (no copy of it)
+            reader.read(part, out=out[:, low:high])
+            continue
+        band = reader.read(part).astype(np.float32, copy=False)
+        out[:, low // factor : -(-high // factor)] = block_mean_of_block(
+            band, (1, factor, factor), (1.0, 1.0, 1.0), shape, [(0, len(out)), (low, high), (0, shape[2])])
+
+
+def _cut_chunks(chunks: Sequence[int], part: slice) -> list[int]:
+    """The chunks of ``part`` of an axis chunked by ``chunks``.
+
+    Examples
+    --------
+    >>> _cut_chunks((4, 4, 4), slice(2, 9))
+    [2, 4, 1]
+    """
+    borders = np.cumsum((0, *chunks))
+    inner = [int(b) for b in borders if part.start < b < part.stop]
+    return np.diff([part.start, *inner, part.stop]).tolist()
 
 
 def band_edges(chunks: Sequence[int], factor: int) -> list[int]:

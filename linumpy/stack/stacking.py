@@ -36,8 +36,7 @@ from linumpy.stack.averaging import (
     level_rescale,
     level_trusted,
     owner_levels,
-    plane_errors,
-    plane_levels,
+    plane_measures,
 )
 from linumpy.stack.blocks import block_estimates, vote_blocks
 from linumpy.stack.depths import DepthPlacement, absolute_depths_um, link_sigma_um, place_depths
@@ -62,7 +61,7 @@ from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.levels import level_layout
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
-from linumpy.stack.planes import read_planes
+from linumpy.stack.planes import PlaneReader, read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
 from linumpy.stack.slips import climb_to_thickness
@@ -549,9 +548,11 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
     if not pairs:
         return plain, {"rule": "no consecutive slices: not averaged"}
     overlaps: list[OverlapErrors | None] = [None] * len(slices)
-    measured = pair_map(lambda k: _overlap_errors(slices[k - 1], slices[k], kept[k - 1], kept[k],
-                                                  origins_um[k] - origins_um[k - 1], gains, k, resolution_um,
-                                                  workers[1]), pairs, workers[0])
+    where = {k: _overlap_planes(slices[k - 1], slices[k], origins_um[k] - origins_um[k - 1]) for k in pairs}
+    readers = _overlap_readers(slices, where, workers[1])
+    measured = pair_map(lambda k: None if where[k] is None else _overlap_errors(
+        slices[k - 1], slices[k], where[k], (readers[k - 1, where[k].level], readers[k, where[k].level]),
+        (kept[k - 1], kept[k]), gains, k, resolution_um), pairs, workers[0])
     for k, found in zip(pairs, measured, strict=True):
         overlaps[k] = found
     missing = [slices[k].slice_id for k in pairs if overlaps[k] is None]
@@ -643,14 +644,11 @@ def _levels_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profile
     return owner_levels(slices[k].useful_depth, below)
 
 
-def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: tuple[int, int],
-                    current_kept: tuple[int, int], step_um: np.ndarray, gains: tuple[np.ndarray, np.ndarray],
-                    k: int, resolution_um: float, band_workers: int) -> OverlapErrors | None:
-    """The pair's overlap (slices ``k - 1`` and ``k``, ``step_um`` apart) measured plane by plane on both gained
-    images (:func:`linumpy.stack.averaging.plane_errors`), from below the current slice's cut face
-    (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their common lateral window
-    at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide, a few planes at a time; None
-    when they do not overlap."""
+def _overlap_planes(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray) -> _BoundaryPlanes | None:
+    """Where the overlap of two slices ``step_um`` apart is measured (:func:`_overlap_errors`): from below the
+    current slice's cut face (:data:`TOP_SKIP_PLANES`) down to the previous slice's last useful plane, over their
+    common lateral window at the coarsest level :data:`~linumpy.stack.averaging.MEASURE_SIZE_PX` wide; None when
+    they do not overlap."""
     level, factor = _registration_level(previous, current, MEASURE_SIZE_PX)
     previous_data, source_um = previous.planes_level(level)
     current_data, _ = current.planes_level(level)
@@ -661,20 +659,54 @@ def _overlap_errors(previous: SliceVolume, current: SliceVolume, previous_kept: 
     previous_window, current_window = _common_window(previous_data.shape[1:], current_data.shape[1:], offset, factor)
     if depth < 1 or first < 0 or previous_window is None:
         return None
-    p0, c0 = previous.useful_range[0], current.useful_range[0]
-    gain_previous = _plane_gains(gains, k - 1, previous_kept, p0 + first, depth)
-    gain_current = _plane_gains(gains, k, current_kept, c0 + skip, depth)
-    noise_scale = float(np.prod(source_um) * factor**2 / resolution_um**3)
+    return _BoundaryPlanes(level, factor, first, skip, depth, previous_window, current_window)
+
+
+def _overlap_readers(slices: Sequence[SliceVolume], where: dict[int, _BoundaryPlanes | None],
+                     workers: int) -> dict[tuple[int, int], PlaneReader]:
+    """One reader per slice and level the pairs ``where`` measure, every read announced: a slice's blocks that
+    both its pairs read (its planes below the step to the next slice, above the previous slice's bottom) are
+    computed once (:class:`linumpy.stack.planes.PlaneReader`, ``workers`` its read's)."""
+    readers: dict[tuple[int, int], PlaneReader] = {}
+    for k, planes in where.items():
+        if planes is None:
+            continue
+        for index, (first, window) in zip((k - 1, k), _overlap_reads(slices[k - 1], slices[k], planes), strict=True):
+            key = (index, planes.level)
+            if key not in readers:
+                readers[key] = PlaneReader(slices[index].planes_level(planes.level)[0], workers)
+            readers[key].announce((first, first + planes.depth), window, planes.factor, MEASURE_BATCH_PLANES)
+    return readers
+
+
+def _overlap_reads(previous: SliceVolume, current: SliceVolume, where: _BoundaryPlanes,
+                   ) -> tuple[tuple[int, tuple[slice, slice]], tuple[int, tuple[slice, slice]]]:
+    """The previous and the current slice's first level plane (absolute) and lateral window that ``where`` reads."""
+    return ((previous.useful_range[0] + where.start, where.previous_window),
+            (current.useful_range[0] + where.skip, where.current_window))
+
+
+def _overlap_errors(previous: SliceVolume, current: SliceVolume, where: _BoundaryPlanes,
+                    readers: tuple[PlaneReader, PlaneReader], kept: tuple[tuple[int, int], tuple[int, int]],
+                    gains: tuple[np.ndarray, np.ndarray], k: int, resolution_um: float) -> OverlapErrors:
+    """The pair's overlap (slices ``k - 1`` and ``k``, their ``kept`` planes) measured plane by plane on both
+    gained images (:func:`linumpy.stack.averaging.plane_measures`) where ``where`` says, a few planes at a time,
+    each slice's planes from its reader (:func:`_overlap_readers`)."""
+    reads = _overlap_reads(previous, current, where)
+    gain_previous, gain_current = (_plane_gains(gains, index, planes, first, where.depth)
+                                   for index, planes, (first, _) in zip((k - 1, k), kept, reads, strict=True))
+    source_um = previous.planes_level(where.level)[1]
+    # white noise: the variance of an output voxel is the measured voxel's times their volumes' ratio
+    noise_scale = float(np.prod(source_um) * where.factor**2 / resolution_um**3)
+    batches = [reader.batches((first, first + where.depth), window, where.factor, MEASURE_BATCH_PLANES)
+               for reader, (first, window) in zip(readers, reads, strict=True)]
     parts = []
-    for j in range(0, depth, MEASURE_BATCH_PLANES):
-        n = min(MEASURE_BATCH_PLANES, depth - j)
-        upper, lower = _mean_planes(
-            (previous_data[p0 + first + j : p0 + first + j + n], previous_window),
-            (current_data[c0 + skip + j : c0 + skip + j + n], current_window), factor=factor, workers=band_workers)
-        upper, lower = upper * gain_previous[j : j + n, None, None], lower * gain_current[j : j + n, None, None]
-        parts.append((*plane_errors(upper, lower, noise_scale), plane_levels(upper, lower)))
+    for j, upper, lower in zip(range(0, where.depth, MEASURE_BATCH_PLANES), *batches, strict=True):
+        upper *= gain_previous[j : j + len(upper), None, None]
+        lower *= gain_current[j : j + len(lower), None, None]
+        parts.append(plane_measures(upper, lower, noise_scale))
     upper_error, lower_error, agreement, level = (np.concatenate(values) for values in zip(*parts, strict=True))
-    return OverlapErrors(first, skip, upper_error, lower_error, agreement, level)
+    return OverlapErrors(where.start, where.skip, upper_error, lower_error, agreement, level)
 
 
 def _plane_gains(gains: tuple[np.ndarray, np.ndarray], k: int, kept: tuple[int, int], first: int,
@@ -1350,9 +1382,10 @@ def _registration_level(previous: SliceVolume, current: SliceVolume, size: int) 
 
 @dataclass(frozen=True)
 class _BoundaryPlanes:
-    """Where a pair's boundary ratio reads (:func:`_boundary_planes`): at registration ``level`` block-averaged
-    by ``factor``, the previous slice's planes ``start..start + depth`` and the current slice's
-    ``skip..skip + depth`` (relative to their useful ranges), over their common lateral windows (level pixels)."""
+    """Where a pair's boundary ratio (:func:`_boundary_planes`) or overlap measure (:func:`_overlap_planes`) reads:
+    at pyramid ``level`` block-averaged by ``factor``, the previous slice's planes ``start..start + depth`` and the
+    current slice's ``skip..skip + depth`` (relative to their useful ranges), over their common lateral windows
+    (level pixels)."""
 
     level: int
     factor: int
