@@ -1,5 +1,6 @@
 """A strong lone link is judged against the far-bridge window, a weak one against the search window (session
-window10, issue #10: foreign ``ha`` 454 slices 2 / 4, a right link of significance 7.70 / 6.54 refused)."""
+window10, issue #10: foreign ``ha`` 454 slices 2 / 4, a right link of significance 7.70 / 6.54 refused); the tiles a
+strong link frees measure no window of the links they carry (session window10b: ``c185`` 464 slice 1)."""
 
 from __future__ import annotations
 
@@ -150,3 +151,4 @@ def test_a_freed_side_held_by_a_wrong_weak_link_keeps_the_stage_there():
     (_, _, kept), to_stage, refused = far_lone_links_to_stage(TILES, solve_positions(TILES, pairs, STEP),
                                                               registrations, STEP)
     assert to_stage == {(0, 0)} and refused == {WRONG}
+

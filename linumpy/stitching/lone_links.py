@@ -144,11 +144,15 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     counted by the QC (``n_far_lone_link_tiles``).
 
     The tiles a strong link places beyond the search window (:func:`freed_sides`) are its claim, not a sample of the
-    stage's error: every window is measured on the other tiles (unless fewer than :data:`MIN_REFERENCE_TILES` are
-    left), so a weak link inside a freed side faces the window it would face were the strong link refused. Foreign
-    ``c185`` 464 slice 1 (session window10b): the right strong links (3, 0)-(3, 1) and (3, 1)-(3, 2) freed the left
-    column, 17 px from its stage positions, and with its tiles among the reference the window of the wrong weak
-    (0, 0)-(1, 0) (significance 4.97, 25 px off) held (0, 0) 22.5 px from the truth (its stage position 9.1 px).
+    stage's error: a link whose side lies within them is judged against the window of the tiles outside every freed
+    side (unless fewer than :data:`MIN_REFERENCE_TILES` are left), the one it would face were the strong link
+    refused; links elsewhere keep their other side's (measured without the freed tiles, a right weak link of
+    ``c185`` 466 slice 3's top half was judged on two tiles and dropped). Foreign ``c185`` 464 slice 1 (session
+    window10b): the right strong links (3, 0)-(3, 1) and (3, 1)-(3, 2) (significance 21.0 / 9.9) have on their
+    side (0, 0), 16.9 / 17.7 px from the stage model (search windows 16.5 / 15.8 px), placed there by the wrong weak
+    (0, 0)-(1, 0) (significance 4.97, 25 px off), whose own window, measured with the left column among its
+    reference, held it: 22.5 px from the truth (its stage position 9.1 px). Measured on the other eleven tiles, it
+    is beyond it, and its side's other overlaps do not support it: refused, (0, 0) on the stage.
 
     Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
     window only.
@@ -178,7 +182,8 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     freed = freed_sides(sides, strong, placed, positions, model)
     judged = []
     for pair, side in sides.items():
-        reference = placed - side - freed if len(placed - side - freed) >= MIN_REFERENCE_TILES else placed - side
+        carried = side <= freed and len(placed - freed) >= MIN_REFERENCE_TILES
+        reference = placed - freed if carried else placed - side
         beyond, window = side_deviations(side, reference, positions, model, far=pair in strong and side <= freed)
         judged.append((len(side), pair, {t: d for t, d in beyond.items() if d > window}, window))
     found, named = [], set()
