@@ -114,7 +114,10 @@ METRICS: dict[str, MetricInfo] = {
                                 "decides where they lie, and the slice is flagged (check it: if the overlap is a "
                                 "wrong match, those tiles are worse than the stage). Such overlaps are refused "
                                 "(next entry) unless the tiles' other overlaps agree with it, or the solve without "
-                                "it loses other overlaps."),
+                                "it loses other overlaps, or it is strong (significance 6 or more) and places them "
+                                "within twice that allowance (the few other tiles sample the stage's error poorly); "
+                                "the tiles a strong overlap so places do not widen the allowance of the overlaps "
+                                "among them."),
     "n_far_lone_link_to_stage_tiles": _M("Tiles put on the stage, their lone link refused", "count", "Tiles "
                                          "that a single overlap (on no loop) placed farther from their stage "
                                          "positions than the search for a tile allows; the overlap was refused "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from functools import partial
 
@@ -18,7 +19,7 @@ from linumpy.stitching.link_conflicts import honest_variance
 from linumpy.stitching.pair_terms import WEAK_PIECE_MARGIN, bridged_side, pair_sigma
 from linumpy.stitching.pairwise import PairRegistration, offset_spread
 from linumpy.stitching.reanchor import evidence_over, evidence_over_stage, links_out
-from linumpy.stitching.tile_search import largest_deviation, search_radius
+from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, largest_deviation, reference_gauge
 from linumpy.stitching.uncertainty import stage_scatter
 
 logger = logging.getLogger(__name__)
@@ -34,10 +35,86 @@ Ruling = tuple[set[TileIndex], frozenset[TileIndex] | set[TileIndex], str] | Non
 MIN_REFERENCE_TILES = 2
 #: A lone link beyond the search window: ``(pair, tiles, deviation, window)`` (:func:`far_lone_links`).
 LoneLink = tuple[tuple[TileIndex, TileIndex], list[TileIndex], float, float]
+#: Significance from which a lone link is judged against the far-bridge window (:func:`far_lone_links`, ``strong``):
+#: the wrong lone links the search window refused were of significance 3.2-4.4 (harsh 150 / 152, ``c185`` 201,
+#: ``odd2`` 389), the right ones it refused on foreign ``ha`` 454 of 6.5-7.7 (``odd2`` 359 / 266: 13.7-18.1).
+STRONG_LONE_SIGNIFICANCE = 6.0
+
+
+def strong_lone_candidates(links: Iterable[tuple[TileIndex, TileIndex]],
+                           registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                           ) -> set[tuple[TileIndex, TileIndex]]:
+    """The ``links`` whose registration's significance is at least :data:`STRONG_LONE_SIGNIFICANCE` (the ``strong``
+    of :func:`far_lone_links`).
+
+    Examples
+    --------
+    >>> strong_lone_candidates([((0, 0), (1, 0)), ((0, 0), (0, 1))],
+    ...                        {((0, 0), (1, 0)): PairRegistration((96.0, 0.0), 0.9, 7.7),
+    ...                         ((0, 0), (0, 1)): PairRegistration((0.0, 96.0), 0.9, 3.6)})
+    {((0, 0), (1, 0))}
+    """
+    return {pair for pair in links if pair in registrations
+            and registrations[pair].significance >= STRONG_LONE_SIGNIFICANCE}
+
+
+def side_deviations(side: AbstractSet[TileIndex], reference: AbstractSet[TileIndex],
+                    positions: Mapping[TileIndex, np.ndarray], model: StageModel, far: bool = False
+                    ) -> tuple[dict[TileIndex, float], float]:
+    """Each tile of ``side``'s largest deviation (pixels, per axis) from its stage-model position in the gauge of the
+    ``reference`` tiles (:func:`~linumpy.stitching.tile_search.reference_gauge`), and the window they are judged
+    against: the joint search's (:func:`~linumpy.stitching.tile_search.search_radius` of ``reference``) or, ``far``,
+    the far-bridge window (:func:`~linumpy.stitching.pair_terms.bridged_side`: twice the reference's largest
+    deviation, times the margin, plus the slack).
+
+    Examples
+    --------
+    >>> model = StageModel.nominal((100.0, 100.0))
+    >>> positions = {(0, 0): np.array([1.0, 0.0]), (0, 1): np.array([-1.0, 100.0]), (0, 2): np.array([6.0, 200.0])}
+    >>> side_deviations({(0, 2)}, {(0, 0), (0, 1)}, positions, model)
+    ({(0, 2): 6.0}, 3.5)
+    >>> side_deviations({(0, 2)}, {(0, 0), (0, 1)}, positions, model, far=True)[1]
+    5.0
+    """
+    aligned = reference_gauge(positions, reference, model)
+    deviation = largest_deviation(positions, reference, aligned)
+    window = PRIOR_MARGIN * (2 if far else 1) * deviation + PRIOR_SLACK_PX
+    return {t: largest_deviation(positions, [t], aligned) for t in side}, window
+
+
+def freed_sides(sides: Mapping[tuple[TileIndex, TileIndex], AbstractSet[TileIndex]],
+                strong: AbstractSet[tuple[TileIndex, TileIndex]], placed: AbstractSet[TileIndex],
+                positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> set[TileIndex]:
+    """The tiles that links of ``strong`` place beyond the joint search's window: the ``sides`` (each link on no
+    loop's side, :func:`~linumpy.stitching.pair_terms.bridged_side`) of the strong links with a tile beyond the
+    search window of the other ``placed`` tiles (:func:`side_deviations`). The strong link alone claims where they
+    lie, so they measure none of the stage's error (:func:`far_lone_links`).
+
+    Examples
+    --------
+    >>> model = StageModel.nominal((100.0, 100.0))
+    >>> positions = {(0, 0): np.array([1.0, 0.0]), (0, 1): np.array([-1.0, 100.0]), (0, 2): np.array([6.0, 200.0])}
+    >>> link = ((0, 1), (0, 2))
+    >>> placed = set(positions)
+    >>> freed_sides({link: {(0, 2)}}, {link}, placed, positions, model), freed_sides({link: {(0, 2)}}, set(), placed,
+    ...                                                                                positions, model)
+    ({(0, 2)}, set())
+    """
+    freed: set[TileIndex] = set()
+    for pair, side in sides.items():
+        if pair in strong:
+            beyond, window = side_deviations(side, placed - side, positions, model)
+            if max(beyond.values()) > window:
+                logger.info("strong lone link %s-%s places %s up to %.1f px from the stage model, beyond the search "
+                            "window (%.1f px): judged against the far-bridge window", *pair, sorted(side),
+                            max(beyond.values()), window)
+                freed |= side
+    return freed
 
 
 def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapping[TileIndex, np.ndarray],
-                   model: StageModel) -> list[LoneLink]:
+                   model: StageModel, strong: AbstractSet[tuple[TileIndex, TileIndex]] = frozenset()
+                   ) -> list[LoneLink]:
     """The kept ``links`` on no loop that place tiles they alone join farther from their stage-model
     positions than the joint search's window (:func:`~linumpy.stitching.tile_search.search_radius` of the
     other side, in its gauge, :func:`~linumpy.stitching.pair_terms.bridged_side`; half the far-bridge window of step 5
@@ -55,6 +132,28 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
     strong links (``odd2`` 359 / 266 slice 2, significance 18.1 / 13.7), but it is the only check of a wrong weak one
     (``odd2`` 389 slice 2: significance 3.2, 5.3 px off, (0, 3) refused to the stage 2.3 px off; kept, 4.3 px off).
 
+    A link of ``strong`` (significance at least :data:`STRONG_LONE_SIGNIFICANCE`) is judged against the far-bridge
+    window instead (:func:`~linumpy.stitching.pair_terms.bridged_side`: twice the other side's largest deviation,
+    the range of one tile's stage error measured from their mean, times the margin, plus the slack), the window
+    :func:`~linumpy.stitching.departures.solve_plausible` keeps a far bridge within: the other side's few tiles
+    sample the stage's error poorly, and a strong peak is seldom a wrong one. Foreign ``ha`` 454 slices 2 / 4 (stage
+    +-6 px per tile): (1, 0)-(2, 0), significance 7.70 / 6.54, 0.67 / 0.34 px from the truth, put (2, 0)
+    7.96 / 9.55 px from its stage position (the search window 6.98 / 9.41 px, six / eight reference tiles; the
+    far-bridge window 12.0 / 16.8 px); its other overlap, 10 px off, refused in depth: refused, the tile stayed on
+    the stage 7.20 / 9.01 px off (session window10). Such a kept link's tiles stay beyond the search window and are
+    counted by the QC (``n_far_lone_link_tiles``).
+
+    The tiles a strong link places beyond the search window (:func:`freed_sides`) are its claim, not a sample of the
+    stage's error: a link whose side lies within them is judged against the window of the tiles outside every freed
+    side (unless fewer than :data:`MIN_REFERENCE_TILES` are left), the one it would face were the strong link
+    refused; links elsewhere keep their other side's (measured without the freed tiles, a right weak link of
+    ``c185`` 466 slice 3's top half was judged on two tiles and dropped). Foreign ``c185`` 464 slice 1 (session
+    window10b): the right strong links (3, 0)-(3, 1) and (3, 1)-(3, 2) (significance 21.0 / 9.9) have on their
+    side (0, 0), 16.9 / 17.7 px from the stage model (search windows 16.5 / 15.8 px), placed there by the wrong weak
+    (0, 0)-(1, 0) (significance 4.97, 25 px off), whose own window, measured with the left column among its
+    reference, held it: 22.5 px from the truth (its stage position 9.1 px). Measured on the other eleven tiles, it
+    is beyond it, and its side's other overlaps do not support it: refused, (0, 0) on the stage.
+
     Returns ``[(pair, tiles, deviation, window)]``, nearest first, pixels (per axis), the tiles beyond the
     window only.
 
@@ -66,6 +165,8 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
         Each tile's solved ``(y, x)`` position, pixels.
     model : StageModel
         The stage model fitted to the solve.
+    strong : AbstractSet[tuple[TileIndex, TileIndex]]
+        The links judged against the far-bridge window (:func:`strong_lone_candidates`); none by default.
 
     Returns
     -------
@@ -74,18 +175,19 @@ def far_lone_links(links: Sequence[tuple[TileIndex, TileIndex]], positions: Mapp
         window, their largest deviation and the window, pixels.
     """
     kept = [PairOffset(a, b, (0.0, 0.0), 1.0) for a, b in links]
-    sides = []
-    for k in bridges(kept):
-        others = [pair for j, pair in enumerate(links) if j != k]
-        side, aligned, _ = bridged_side(links[k], others, positions, model)
-        reference = {t for pair in links for t in pair} - side
-        if len(reference) < MIN_REFERENCE_TILES:
-            continue
-        window = search_radius(positions, reference, aligned)
-        beyond = {t: largest_deviation(positions, [t], aligned) for t in side}
-        sides.append((len(side), links[k], {t: d for t, d in beyond.items() if d > window}, window))
+    placed = {t for pair in links for t in pair}
+    sides = {links[k]: bridged_side(links[k], [pair for j, pair in enumerate(links) if j != k], positions, model)[0]
+             for k in bridges(kept)}
+    sides = {pair: side for pair, side in sides.items() if len(placed - side) >= MIN_REFERENCE_TILES}
+    freed = freed_sides(sides, strong, placed, positions, model)
+    judged = []
+    for pair, side in sides.items():
+        carried = side <= freed and len(placed - freed) >= MIN_REFERENCE_TILES
+        reference = placed - freed if carried else placed - side
+        beyond, window = side_deviations(side, reference, positions, model, far=pair in strong and side <= freed)
+        judged.append((len(side), pair, {t: d for t, d in beyond.items() if d > window}, window))
     found, named = [], set()
-    for _, pair, beyond, window in sorted(sides):
+    for _, pair, beyond, window in sorted(judged):
         tiles = sorted(set(beyond) - named)
         if tiles:
             named.update(tiles)
@@ -153,8 +255,9 @@ def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInde
     """
     positions, model, kept = solved
     links = [(p.a, p.b) for p in kept]
+    strong = strong_lone_candidates(links, registrations)
     judged = [(pair, *side_over_stage(pair, links, positions, model, registrations))
-              for pair, _, _, _ in far_lone_links(links, positions, model)]
+              for pair, _, _, _ in far_lone_links(links, positions, model, strong)]
     unsupported = [(len(side), pair, sorted(side)) for pair, side, margin in judged
                    if not margin >= WEAK_PIECE_MARGIN]
     return max(unsupported)[1:] if unsupported else None
@@ -261,7 +364,8 @@ def far_lone_links_to_stage(
     def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
         positions, model, kept = current
         links = [(p.a, p.b) for p in kept]
-        for pair, beyond, deviation, window in far_lone_links(links, positions, model):
+        strong = strong_lone_candidates(links, registrations)
+        for pair, beyond, deviation, window in far_lone_links(links, positions, model, strong):
             yield pair, partial(far_ruling, pair, beyond, deviation, window, links, positions, model)
 
     def far_ruling(pair: Pair, beyond: set[TileIndex], deviation: float, window: float, links: list[Pair],
