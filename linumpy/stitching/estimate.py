@@ -460,7 +460,7 @@ def estimate_transform(
         [pair_offset(p.a, p.b, moved[(p.a, p.b)], False) if (p.a, p.b) in moved else p for p in candidates],
         {pair: r.significance for pair, r in final.items()}, tile_step_px)
     (positions, model, kept), off_peak_to_stage, off_peak = off_peak_lone_links_to_stage(
-        tiles, (positions, model, kept), registrations, tile_step_px)
+        tiles, (positions, model, kept), registrations, tile_step_px, final)
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})

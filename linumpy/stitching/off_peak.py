@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 
 from linumpy.stitching.global_solve import Solution, StageModel, TileIndex, bridges
-from linumpy.stitching.lone_links import Ruling, refuse_one_at_a_time, side_over_stage
+from linumpy.stitching.lone_links import STRONG_LONE_SIGNIFICANCE, Ruling, refuse_one_at_a_time, side_over_stage
 from linumpy.stitching.pair_terms import OWN_PEAK_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge
 
@@ -47,6 +47,7 @@ def off_peak_lone_links_to_stage(
     solved: Solution,
     own: Mapping[Pair, PairRegistration],
     tile_step_px: Sequence[float],
+    searched: Mapping[Pair, PairRegistration] | None = None,
 ) -> tuple[Solution, set[TileIndex], set[Pair]]:
     """Refuse, one at a time, the kept links on no loop, not edge links, whose offset lies farther than
     :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` from their own peak (:func:`off_own_peak`) where the other
@@ -97,6 +98,11 @@ def off_peak_lone_links_to_stage(
                         positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> Ruling:
         distance = off_own_peak(offset, own[pair])
         if distance <= OWN_PEAK_PX:
+            return None
+        if searched is not None and pair in searched and searched[pair].significance >= STRONG_LONE_SIGNIFICANCE \
+                and own[pair].significance < STRONG_LONE_SIGNIFICANCE:
+            logger.info("lone link %s-%s lies %.1f px off its own peak (significance %.2f), left: its search's peak is "
+                        "strong (%.2f)", *pair, distance, own[pair].significance, searched[pair].significance)
             return None
         side, margin = side_over_stage(pair, links, positions, model, own)
         if margin >= 0:
