@@ -81,8 +81,8 @@
    loop that two or more candidates not kept contradict (it separates their tiles; the most contradicted, ties the
    least significant) is refused when the solve without it keeps two or more candidates joining its two blocks
    (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`); a kept link on no loop, not an edge link, that a search
-   placed off its own peak is refused and its side put on the stage model
-   (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
+   placed off its own peak is refused and its side put on the stage model, unless the search's peak is strong and
+   its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.

@@ -66,8 +66,11 @@ def off_peak_lone_links_to_stage(
     across its ridge only, 24 px off its own border peak across it, tiles that do not overlap, held a piece of four
     tiles 3.1-3.9 px off, 5.0-8.5 px on the stage). The side's other overlaps keep a link the searches placed with them
     (matrix ``overlap 10 %`` seed 166: (2, 0) placed by three links, (2, 0)-(2, 1) left alone holding it 12.8 px off
-    its own peak, 1.15 px off the truth, its stage position 2.75). A link whose removal makes the solve drop another
-    pair is left.
+    its own peak, 1.15 px off the truth, its stage position 2.75). So is a link the search placed at a strong peak
+    (its ``searched`` significance at least :data:`~linumpy.stitching.lone_links.STRONG_LONE_SIGNIFICANCE`) off a
+    weaker own peak (foreign ``ha`` 465 slice 2: (2, 0)-(2, 1), own peak on its border, significance 0, 25.8 px off;
+    the joint search's peak 7.15, 0.7 px off, its side's stage positions 5.2-5.4 px off; ``a205`` 349's search peak
+    was 4.4). A link whose removal makes the solve drop another pair is left.
 
     Parameters
     ----------
@@ -80,6 +83,9 @@ def off_peak_lone_links_to_stage(
         other overlaps).
     tile_step_px : Sequence[float]
         The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    searched : Mapping[Pair, PairRegistration], optional
+        Each kept link's registration as the searches left it (its significance the peak's that placed it); none:
+        every link off its own peak is judged.
 
     Returns
     -------
