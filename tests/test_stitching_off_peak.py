@@ -55,6 +55,30 @@ def test_a_lone_link_placed_off_its_own_peak_puts_its_side_on_the_stage():
     assert _errors(positions, truth).max() < 2.0
 
 
+def _searched(pairs: list[PairOffset], significance: float) -> dict:
+    """The bridge's registration as the search that placed it left it: its kept offset, ``significance``."""
+    bridge = next(p for p in pairs if (p.a, p.b) == BRIDGE)
+    return {BRIDGE: PairRegistration(tuple(bridge.offset), 0.8, significance)}
+
+
+def test_a_lone_link_a_strong_search_placed_off_its_weak_own_peak_stays():
+    # ha 465 slice 2: (2, 0)-(2, 1), own peak on its window's border (significance 0) 25.8 px off, placed by the joint
+    # search at a peak of significance 7.15, 0.7 px off the truth; its side's stage positions 5.2-5.4 px off
+    truth, pairs, own = _mosaic((0.5, -0.5), (-9.0, -23.0))
+    solved = solve_positions(TILES, pairs, STEP)
+    (positions, _, kept), to_stage, refused = off_peak_lone_links_to_stage(TILES, solved, own, STEP,
+                                                                           _searched(pairs, 7.15))
+    assert refused == set() and to_stage == set()
+    assert _errors(positions, truth).max() < 1.0
+
+
+def test_a_lone_link_a_weak_search_placed_off_its_own_peak_is_refused():
+    # a205 349 slice 4: the search that put (2, 0)-(3, 0) back off its own peak scored 4.4, below a strong link's 6
+    truth, pairs, own = _mosaic((5.0, -1.0), (-2.0, 1.0))
+    solved = solve_positions(TILES, pairs, STEP)
+    assert off_peak_lone_links_to_stage(TILES, solved, own, STEP, _searched(pairs, 4.4))[2] == {BRIDGE}
+
+
 def test_a_lone_link_on_its_own_peak_stays():
     truth, pairs, own = _mosaic((0.5, 0.3), (-0.8, 0.9))
     solved = solve_positions(TILES, pairs, STEP)

@@ -81,8 +81,8 @@
    loop that two or more candidates not kept contradict (it separates their tiles; the most contradicted, ties the
    least significant) is refused when the solve without it keeps two or more candidates joining its two blocks
    (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`); a kept link on no loop, not an edge link, that a search
-   placed off its own peak is refused and its side put on the stage model
-   (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
+   placed off its own peak is refused and its side put on the stage model, unless the search's peak is strong and
+   its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -460,7 +460,7 @@ def estimate_transform(
         [pair_offset(p.a, p.b, moved[(p.a, p.b)], False) if (p.a, p.b) in moved else p for p in candidates],
         {pair: r.significance for pair, r in final.items()}, tile_step_px)
     (positions, model, kept), off_peak_to_stage, off_peak = off_peak_lone_links_to_stage(
-        tiles, (positions, model, kept), registrations, tile_step_px)
+        tiles, (positions, model, kept), registrations, tile_step_px, final)
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})

@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 
 from linumpy.stitching.global_solve import Solution, StageModel, TileIndex, bridges
-from linumpy.stitching.lone_links import Ruling, refuse_one_at_a_time, side_over_stage
+from linumpy.stitching.lone_links import STRONG_LONE_SIGNIFICANCE, Ruling, refuse_one_at_a_time, side_over_stage
 from linumpy.stitching.pair_terms import OWN_PEAK_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge
 
@@ -47,6 +47,7 @@ def off_peak_lone_links_to_stage(
     solved: Solution,
     own: Mapping[Pair, PairRegistration],
     tile_step_px: Sequence[float],
+    searched: Mapping[Pair, PairRegistration] | None = None,
 ) -> tuple[Solution, set[TileIndex], set[Pair]]:
     """Refuse, one at a time, the kept links on no loop, not edge links, whose offset lies farther than
     :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` from their own peak (:func:`off_own_peak`) where the other
@@ -65,8 +66,11 @@ def off_peak_lone_links_to_stage(
     across its ridge only, 24 px off its own border peak across it, tiles that do not overlap, held a piece of four
     tiles 3.1-3.9 px off, 5.0-8.5 px on the stage). The side's other overlaps keep a link the searches placed with them
     (matrix ``overlap 10 %`` seed 166: (2, 0) placed by three links, (2, 0)-(2, 1) left alone holding it 12.8 px off
-    its own peak, 1.15 px off the truth, its stage position 2.75). A link whose removal makes the solve drop another
-    pair is left.
+    its own peak, 1.15 px off the truth, its stage position 2.75). So is a link the search placed at a strong peak
+    (its ``searched`` significance at least :data:`~linumpy.stitching.lone_links.STRONG_LONE_SIGNIFICANCE`) off a
+    weaker own peak (foreign ``ha`` 465 slice 2: (2, 0)-(2, 1), own peak on its border, significance 0, 25.8 px off;
+    the joint search's peak 7.15, 0.7 px off, its side's stage positions 5.2-5.4 px off; ``a205`` 349's search peak
+    was 4.4). A link whose removal makes the solve drop another pair is left.
 
     Parameters
     ----------
@@ -79,6 +83,9 @@ def off_peak_lone_links_to_stage(
         other overlaps).
     tile_step_px : Sequence[float]
         The stage's ``(y, x)`` step between neighbouring tiles, pixels.
+    searched : Mapping[Pair, PairRegistration], optional
+        Each kept link's registration as the searches left it (its significance the peak's that placed it); none:
+        every link off its own peak is judged.
 
     Returns
     -------
@@ -97,6 +104,11 @@ def off_peak_lone_links_to_stage(
                         positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> Ruling:
         distance = off_own_peak(offset, own[pair])
         if distance <= OWN_PEAK_PX:
+            return None
+        if searched is not None and pair in searched and searched[pair].significance >= STRONG_LONE_SIGNIFICANCE \
+                and own[pair].significance < STRONG_LONE_SIGNIFICANCE:
+            logger.info("lone link %s-%s lies %.1f px off its own peak (significance %.2f), left: its search's peak is "
+                        "strong (%.2f)", *pair, distance, own[pair].significance, searched[pair].significance)
             return None
         side, margin = side_over_stage(pair, links, positions, model, own)
         if margin >= 0:
