@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from pair_flags import assert_pair_flag_round_trips
 from test_stitching_open_loops import KEPT, SPREADS, STEP, WRONG, _off, _slice
 
 from linumpy.qc.flags import uncertain_tiles
 from linumpy.stitching.pair_terms import link_variance, pair_sigma
-from linumpy.stitching.global_solve import StageModel
 from linumpy.stitching.pairwise import PairRegistration, register_pair
-from linumpy.stitching.transform import PairRecord, TileTransform, transform_from_dict, transform_to_dict
+from linumpy.stitching.transform import PairRecord
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The search window of the pipeline's estimate (pixels).
@@ -84,11 +84,5 @@ def test_the_border_peak_survives_the_transform_json():
     """``border_peak`` is written with each pair and read back (missing in older files: False)."""
     records = (PairRecord((0, 0), (1, 0), (94.0, 3.0), 0.9, True, border_peak=True),
                PairRecord((0, 0), (0, 1), (0.0, 86.0), 0.9, True))
-    transform = TileTransform((96, 96), STEP, {(0, 0): (0.0, 0.0), (1, 0): (94.0, 3.0), (0, 1): (0.0, 86.0)},
-                              StageModel.nominal(STEP), pairs=records)
-    data = transform_to_dict(transform)
-    assert [p["border_peak"] for p in data["pairs"]] == [True, False]
-    assert [p.border_peak for p in transform_from_dict(data).pairs] == [True, False]
-    for p in data["pairs"]:
-        del p["border_peak"]
-    assert not any(p.border_peak for p in transform_from_dict(data).pairs)
+    assert_pair_flag_round_trips(records, "border_peak", {(0, 0): (0.0, 0.0), (1, 0): (94.0, 3.0),
+                                                          (0, 1): (0.0, 86.0)}, STEP, (96, 96))

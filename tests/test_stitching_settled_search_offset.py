@@ -5,13 +5,14 @@ search has run (sessions flat10, flat10b; issue #10; ``pairwise.settled_search_o
 from __future__ import annotations
 
 import numpy as np
+from pair_flags import assert_pair_flag_round_trips
 from test_stitching_ridge_refit import SHORT, TRUE_OFFSET, _offset, _tiles
 
-from linumpy.stitching.global_solve import StageModel, solve_positions
+from linumpy.stitching.global_solve import solve_positions
 from linumpy.stitching.pair_terms import pair_offset
 from linumpy.stitching.pairwise import PairRegistration, local_maxima, refine_subpixel, settled_search_offset
 from linumpy.stitching.settle import settle_kept_searches
-from linumpy.stitching.transform import PairRecord, TileTransform, transform_from_dict, transform_to_dict
+from linumpy.stitching.transform import PairRecord
 
 #: The truth, below a pixel from :data:`TRUE_OFFSET`.
 TRUTH = (TRUE_OFFSET[0] + 0.3, TRUE_OFFSET[1] - 0.2)
@@ -82,10 +83,5 @@ def test_settled_survives_the_transform_json():
     """``settled`` is written with each pair and read back (missing in older files: False)."""
     records = (PairRecord((0, 0), (1, 0), TRUTH, 0.6, True, settled=True),
                PairRecord((0, 0), (0, 1), (0.0, 84.0), 0.9, True))
-    transform = TileTransform((96, 96), STEP, {(0, 0): (0.0, 0.0), (1, 0): TRUTH, (0, 1): (0.0, 84.0)},
-                              StageModel.nominal(STEP), pairs=records)
-    data = transform_to_dict(transform)
-    assert [p.settled for p in transform_from_dict(data).pairs] == [True, False]
-    for pair in data["pairs"]:
-        del pair["settled"]
-    assert not any(p.settled for p in transform_from_dict(data).pairs)
+    assert_pair_flag_round_trips(records, "settled", {(0, 0): (0.0, 0.0), (1, 0): TRUTH, (0, 1): (0.0, 84.0)},
+                                 STEP, (96, 96))

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from pair_flags import assert_pair_flag_round_trips
 
-from linumpy.stitching.global_solve import StageModel
 from linumpy.stitching.pairwise import (RIDGE_MOVE_MARGIN, _common_gain, local_maxima, locating_scale,
                                         peak_significance, register_pair, split_peak)
-from linumpy.stitching.transform import PairRecord, TileTransform, transform_from_dict, transform_to_dict
+from linumpy.stitching.transform import PairRecord
 
 #: The stage's offset of the pair (a 12 px overlap of 64 px wide tiles), the true one (an 8 px overlap) and the
 #: offset of the second texture (a 12 px overlap, 5 px from the truth: within the peak radius).
@@ -97,11 +97,5 @@ def test_the_pair_record_keeps_split_peak_through_json():
     """``split_peak`` survives the transform's JSON; transforms written before it read ``False``."""
     records = (PairRecord((0, 0), (0, 1), (0.0, 56.0), 0.6, True, significance=2.4, split_peak=True),
                PairRecord((0, 0), (1, 0), (52.0, 0.0), 0.9, True))
-    transform = TileTransform((64, 64), (52, 52), {(0, 0): (0.0, 0.0), (0, 1): (0.0, 56.0), (1, 0): (52.0, 0.0)},
-                              StageModel.nominal((52, 52)), pairs=records)
-    data = transform_to_dict(transform)
-    assert [p["split_peak"] for p in data["pairs"]] == [True, False]
-    assert [p.split_peak for p in transform_from_dict(data).pairs] == [True, False]
-    for p in data["pairs"]:
-        del p["split_peak"]
-    assert not any(p.split_peak for p in transform_from_dict(data).pairs)
+    assert_pair_flag_round_trips(records, "split_peak", {(0, 0): (0.0, 0.0), (0, 1): (0.0, 56.0),
+                                                         (1, 0): (52.0, 0.0)}, (52, 52), (64, 64))
