@@ -63,7 +63,11 @@
    those links on their loops; after each such placement the joint search runs
    again from the tile placed. Once every search has run, a kept link that a search left at a whole pixel where its
    sub-pixel fit leaves its box is settled from its evidence as its own registration's peak and the positions solved
-   again with the same links (:func:`~linumpy.stitching.settle.settle_kept_searches`). Last, a piece of tiles that
+   again with the same links (:func:`~linumpy.stitching.settle.settle_kept_searches`). An edge link that departs
+   from the stage along its ridge beyond what the stage errs keeps its evidence across the ridge only
+   (:func:`~linumpy.stitching.ridges.unmeasured_ridges`); one on no loop that the solve then puts beyond half its
+   ridge from its own peak along it is refused and the side it alone holds put on the stage model
+   (:func:`~linumpy.stitching.ridge_reach.beyond_reach_edge_links_to_stage`). Last, a piece of tiles that
    only weak links
    (own significance below :data:`~linumpy.stitching.pair_terms.CONFIDENT_SIGNIFICANCE`) join to the
    largest piece, lying farther than :data:`~linumpy.stitching.pair_terms.WEAK_PIECE_DEVIATION_PX` from the
@@ -139,13 +143,15 @@ from linumpy.stitching.reanchor_pieces import anchoring_links, reanchor
 from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible, links_costing_kept, orphaned_searches,
                                         swap_dropped_weak)
 from linumpy.stitching.ridge_bridges import weak_without_ridge_contradicted_bridges
+from linumpy.stitching.ridge_reach import beyond_reach_edge_links_to_stage
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.settle import settle_kept_searches
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
-from linumpy.stitching.transform import (BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED, FAR_BRIDGE_KEPT,
-                                         FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST, LONE_EDGE_LINK_ACROSS_ONLY,
+from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED,
+                                         FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
+                                         LONE_EDGE_LINK_ACROSS_ONLY,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
                                          RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, PairRecord, TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
@@ -440,6 +446,8 @@ def estimate_transform(
         tiles, (positions, model, kept), {**moved, **joint, **clustered, **relinked, **late, **corroborated},
         flattened, tile_step_px)
     positions, model, kept = unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
+    (positions, model, kept), reach_to_stage, beyond_reach = beyond_reach_edge_links_to_stage(
+        tiles, (positions, model, kept), {**current, **late, **corroborated, **settled}, tile_step_px)
     positions, model, kept = drop_implausible(tiles, positions, model, kept, tile_step_px, max_shift_px)
     positions, model, kept = drop_small_group(tiles, positions, model, kept, tile_step_px)
     (positions, model, kept), to_stage, detached = weak_pieces_to_stage(tiles, (positions, model, kept),
@@ -489,6 +497,8 @@ def estimate_transform(
             status = OUTVOTED_LINK_REFUSED
         elif (a, b) in off_peak:
             status = OFF_PEAK_LINK_REFUSED
+        elif (a, b) in beyond_reach:
+            status = BEYOND_REACH_EDGE_LINK_REFUSED
         elif (a, b) in lone_refused_links:
             status = FAR_LONE_LINK_REFUSED
         elif (a, b) in far_first:
@@ -562,6 +572,7 @@ def estimate_transform(
         "ridge_contradicted_link_refused": {t for pair in ridge_refused for t in pair},
         "outvoted_link_refused": {t for pair in outvoted for t in pair},
         "off_peak_link_to_stage": off_peak_to_stage,
+        "beyond_reach_edge_link_to_stage": reach_to_stage,
         "tied_to_left_out": tied,
         "rigid_piece": {t for pair in rigid_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,

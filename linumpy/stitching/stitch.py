@@ -699,6 +699,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
 
                     "outvoted_link_refused": record.outvoted_link_refused,
                     "off_peak_link_to_stage": record.off_peak_link_to_stage,
+                    "beyond_reach_edge_link_to_stage": record.beyond_reach_edge_link_to_stage,
                     "tied_to_left_out": record.tied_to_left_out,
                     "rigid_piece": record.rigid_piece,
                     "open_loop_px": round(record.open_loop_px, 3) if np.isfinite(record.open_loop_px) else None,

@@ -59,6 +59,10 @@ OUTVOTED_LINK_REFUSED = "lone link outvoted by the links joining its blocks, ref
 #: :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX`: refused, the side it alone held on the stage model
 #: (:func:`linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
 OFF_PEAK_LINK_REFUSED = "lone link placed off its own peak by a search, refused, its side on the stage"
+#: Status of a kept edge link on no loop, kept across its ridge only as it departs from the stage along it, that the
+#: solve put beyond half its ridge from its own peak along it: refused, the side it alone held on the stage model
+#: (:func:`linumpy.stitching.ridge_reach.beyond_reach_edge_links_to_stage`).
+BEYOND_REACH_EDGE_LINK_REFUSED = "lone edge link, its tiles beyond its ridge's reach, refused, its side on the stage"
 #: Status of a kept edge link on no loop whose side's other overlaps did not prefer its placement along its ridge:
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
@@ -347,6 +351,13 @@ class TileRecord:
         its own peak than 2 px (status ``lone link placed off its own peak by
         a search, refused, its side on the stage``). False in transforms
         written before session stage10.
+    beyond_reach_edge_link_to_stage : bool
+        The tile is on the stage model: a kept edge link on no loop alone
+        held it, kept across its ridge only (it departed from the stage along
+        the ridge beyond the stage's error), and the solve put it farther than
+        half its ridge's length from its own peak along the ridge (status
+        ``lone edge link, its tiles beyond its ridge's reach, refused, its side
+        on the stage``). False in transforms written before session ridge10b.
     tied_to_left_out : bool
         A corroborated weak joint peak (step 6) was refused for the tile: an overlap of the tile with a
         tile left out, of own significance at least 3 and above the joint peak's, tied it to that tile
@@ -403,6 +414,7 @@ class TileRecord:
 
     outvoted_link_refused: bool = False
     off_peak_link_to_stage: bool = False
+    beyond_reach_edge_link_to_stage: bool = False
     tied_to_left_out: bool = False
     rigid_piece: bool = False
     open_loop_px: float = float("nan")
@@ -565,6 +577,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
 
              "outvoted_link_refused": bool(record.outvoted_link_refused),
              "off_peak_link_to_stage": bool(record.off_peak_link_to_stage),
+             "beyond_reach_edge_link_to_stage": bool(record.beyond_reach_edge_link_to_stage),
              "tied_to_left_out": bool(record.tied_to_left_out),
              "rigid_piece": bool(record.rigid_piece),
              "open_loop_px": _optional(record.open_loop_px),
@@ -666,6 +679,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
 
                 outvoted_link_refused=bool(t.get("outvoted_link_refused", False)),
                 off_peak_link_to_stage=bool(t.get("off_peak_link_to_stage", False)),
+                beyond_reach_edge_link_to_stage=bool(t.get("beyond_reach_edge_link_to_stage", False)),
                 tied_to_left_out=bool(t.get("tied_to_left_out", False)),
                 rigid_piece=bool(t.get("rigid_piece", False)),
                 open_loop_px=float("nan") if t.get("open_loop_px") is None else float(t["open_loop_px"]),
