@@ -550,10 +550,6 @@ METRICS: dict[str, MetricInfo] = {
     "blend_share_last": _M("Weight share at the bottom", "fraction", "The slice's share of the weight against the "
                            "next slice at its last averaged plane (0.5: both image the tissue equally well; "
                            "averaging stops below 0.2)."),
-    "blend_level_rescale": _M("Level rescale below kept", "factor", "The factors at the first and last plane the "
-                              "slice is averaged with the slices below beyond its kept depth, bringing those planes "
-                              "towards the next slice's level (the pair's measured level offset, ramped in from 0 "
-                              "at the kept depth); None: no plane averaged beyond the kept depth."),
     "rotation_deg": _M("Rotation undone", "°", "Rotation about z undone before registering a slice on the "
                        "previous one (0: none found or not searched)."),
     "rotation_mode": _M("Rotation mode", "text", "full / rotation_only (weak overlap) / skipped (no significant "

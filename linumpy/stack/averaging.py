@@ -16,11 +16,7 @@ the assembly weighs each plane by its inverse (an inverse-variance mean:
 equal where both slices image the tissue equally well, falling where one's
 deep planes are noise), and a slice is kept below its blend overlap only as
 deep as it still carries :data:`MIN_SHARE` of the weight against the slice
-below (:func:`averaged_stop`), while its level offset from the slice owning
-each depth (:func:`owner_levels`) is measured well and within
-:data:`LEVEL_LIMIT` (:func:`level_trusted`); its planes averaged there are
-brought towards the next slice's level, ramped in from its kept planes
-(:func:`level_rescale`).
+below (:func:`averaged_stop`).
 """
 
 from __future__ import annotations
@@ -50,19 +46,10 @@ MEASURE_BATCH_PLANES = 16
 #: medians 0.74-0.84, 0.69-0.94 per pair; averaged there it lost 0.002-0.007), which the variance split
 #: (:func:`plane_measures`) reads as shared and would weigh up.
 MAX_AGREEMENT = 0.7
-#: Largest standard error (log) of a slice's smoothed level offset from the slice owning a depth
-#: (:func:`owner_levels`: the measured levels' local scatter around it over the smoothing's planes) for its plane to
-#: be averaged in below its blend overlap: there the plane is brought to the owner's level (:func:`level_rescale`);
-#: where the level is noisy or bends faster than the smoothing follows, the rescale is not trusted and the
-#: averaging stops.
-LEVEL_NOISE = 0.01
-#: Largest level offset (absolute log ratio of the plane means, after gains) from the slice owning the depth that a
-#: plane averaged in below its blend overlap is rescaled by; a larger one stops the averaging: a slice's level far
-#: off its owner's marks deep planes compensated wrong beyond their mean (rescaled and let in, foreign ``odd2`` 389's
-#: slice 0 at offsets to -0.18 cost slab 2 0.917 -> 0.893). Tuned on ``odd2`` 389, ``default`` 441, ``deep`` 429
-#: (session rescale11): 0.03 (stop 73's tolerance, the planes within it rescaled) lifts no NCC, 0.035 lets ``deep``
-#: 429's slices in below their kept planes at -0.03 (NCC +0.004), 0.04-0.05 cost ``deep`` more plane CV.
-LEVEL_LIMIT = 0.035
+#: Largest level offset (absolute log ratio of the plane means, after gains) a slice's plane may have from the
+#: slice that owns its depth (the shallowest slice covering it) to be averaged in below its blend overlap: the
+#: offset of the averaged planes is the averaged volume's plane-mean error, whatever their weight.
+LEVEL_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
@@ -161,78 +148,36 @@ def _plane_moments(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, ..
     return tuple(moments)
 
 
-def owner_levels(depth: int, below: Sequence[tuple[int, int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def owner_levels(depth: int, below: Sequence[tuple[int, int, np.ndarray]]) -> np.ndarray:
     """A slice's level offset, per useful plane, from the slice that owns each depth (the deepest slice below
-    whose top is at or above it: the shallowest image of it), chained over the consecutive pairs, and the
-    standard error of that offset.
+    whose top is at or above it: the shallowest image of it), chained over the consecutive pairs.
 
     ``below`` gives each consecutive slice below as ``(offset, first, level)``:
     its useful plane 0 at this slice's plane ``offset``; ``level`` the pair's
     (the slice above it against it) :attr:`OverlapErrors.level`, its plane
     ``j`` at the upper slice's useful plane ``first + j`` (planes beyond the
     measure take the nearest value), smoothed as the error profiles
-    (:data:`PROFILE_SMOOTH_PLANES`). Its standard error is each pair's
-    measured levels' mean square around their smoothed profile over the same
-    planes, divided by their number, the pairs' added, square-rooted. Planes
-    above the first slice below: 0 and 0.
+    (:data:`PROFILE_SMOOTH_PLANES`). Planes above the first slice below: 0.
 
     Examples
     --------
-    >>> levels, error = owner_levels(6, [(2, 2, np.full(4, 0.1)), (4, 2, np.full(4, -0.02))])
-    >>> levels.round(3).tolist(), error.round(3).tolist()
-    ([0.0, 0.0, 0.1, 0.1, 0.08, 0.08], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    >>> owner_levels(6, [(2, 2, np.full(4, 0.1)), (4, 2, np.full(4, -0.02))]).round(3).tolist()
+    [0.0, 0.0, 0.1, 0.1, 0.08, 0.08]
     """
     planes = np.arange(depth, dtype=np.float64)
-    total, variance = np.zeros(depth), np.zeros(depth)
+    total = np.zeros(depth)
     previous = 0
     for offset, first, level in below:
         covered = planes >= offset
         good = np.flatnonzero(np.isfinite(level))
         if not good.size:
-            return np.full(depth, np.nan), np.full(depth, np.nan)
-        measured = np.arange(len(level))
-        raw = np.interp(measured, good, level[good])
-        smooth = ndimage.uniform_filter1d(raw, PROFILE_SMOOTH_PLANES, mode="nearest")
-        spread = ndimage.uniform_filter1d((raw - smooth) ** 2, PROFILE_SMOOTH_PLANES, mode="nearest")
-        spread /= PROFILE_SMOOTH_PLANES
+            return np.full(depth, np.nan)
+        smooth = ndimage.uniform_filter1d(np.interp(np.arange(len(level)), good, level[good]),
+                                          PROFILE_SMOOTH_PLANES, mode="nearest")
         # the pair (slice above ``offset``, this one): the upper slice's plane is ``planes - previous``
-        where = planes[covered] - previous - first
-        total[covered] += np.interp(where, measured, smooth)
-        variance[covered] += np.interp(where, measured, spread)
+        total[covered] += np.interp(planes[covered] - previous - first, np.arange(len(level)), smooth)
         previous = offset
-    return total, np.sqrt(variance)
-
-
-def level_trusted(levels: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """Planes whose level offset (:func:`owner_levels`) is measured well enough to rescale them by it: finite,
-    at most :data:`LEVEL_LIMIT`, its standard error at most :data:`LEVEL_NOISE`.
-
-    Examples
-    --------
-    >>> level_trusted(np.array([0.02, 0.02, 0.5, np.nan]), np.array([0.0, 0.05, 0.0, 0.0])).tolist()
-    [True, False, False, False]
-    """
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(levels) & (np.abs(levels) <= LEVEL_LIMIT) & (error <= LEVEL_NOISE)
-
-
-def level_rescale(levels: np.ndarray, planes: tuple[int, int]) -> np.ndarray:
-    """Per useful plane, the factor bringing a slice towards the level of the next slice, ramped in over its
-    ``planes`` ``[start, stop)`` (those averaged below its kept planes): ``exp(-level * t)``, ``levels`` its
-    offset from the next slice (:func:`owner_levels` over that pair alone: smooth, no jump where a deeper slice's
-    top is crossed), ``t = (p - start + 1) / (stop - start + 1)`` rising linearly from 0 on its last kept plane;
-    1 elsewhere. The kept planes keep their level (the gains' fit at the cut): no jump where they end.
-
-    Examples
-    --------
-    >>> level_rescale(np.array([0.0, 0.1, 0.1, 0.1, -0.1]), (1, 5)).round(4).tolist()
-    [1.0, 0.9802, 0.9608, 0.9418, 1.0833]
-    """
-    factors = np.ones(len(levels))
-    start, stop = planes
-    ramp = np.arange(1, stop - start + 1) / (stop - start + 1)
-    factors[start:stop] = np.exp(-levels[start:stop] * ramp)
-    return factors
+    return total
 
 
 def error_profiles(depths: Sequence[int], overlaps: Sequence[OverlapErrors | None],
@@ -273,14 +218,13 @@ def error_profiles(depths: Sequence[int], overlaps: Sequence[OverlapErrors | Non
 
 
 def averaged_stop(upper: np.ndarray, below: Sequence[tuple[int, np.ndarray]], kept_stop: int,
-                  trusted: np.ndarray | None = None) -> int:
+                  levels: np.ndarray | None = None) -> int:
     """The upper slice's useful plane (exclusive) down to which it is averaged with the slices below.
 
     From ``kept_stop`` (its blend overlap's end) down, a plane is kept while
-    the slices below still cover it, it carries at least :data:`MIN_SHARE`
-    of the weight of the slices averaged there (its own inverse error
-    against the sum of theirs) and its level is ``trusted`` (per plane,
-    :func:`level_trusted`; None: every plane); never above ``kept_stop``.
+    the slices below still cover it and it carries at least
+    :data:`MIN_SHARE` of the weight of the slices averaged there (its own
+    inverse error against the sum of theirs); never above ``kept_stop``.
     ``below`` gives each slice below as ``(offset, errors)``: its useful
     plane 0 is the upper's plane ``offset``, ``errors`` its profile down to
     its last assembled plane.
@@ -297,7 +241,8 @@ def averaged_stop(upper: np.ndarray, below: Sequence[tuple[int, np.ndarray]], ke
         others = [1 / errors[stop - offset] for offset, errors in below if 0 <= stop - offset < len(errors)]
         if not others or (1 / upper[stop]) / (1 / upper[stop] + sum(others)) < MIN_SHARE:
             break
-        if trusted is not None and not trusted[stop]:
+        if levels is not None and not abs(levels[stop]) <= LEVEL_TOLERANCE:
             break
         stop += 1
     return stop
+

@@ -532,7 +532,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         peak relative to its ceiling), the raw quantities behind both
         (:data:`SPECKLE_FIELDS`: ``overlap_ncc_raw``, ``overlap_ceiling``,
         ``z_peak_ncc``, ``z_ceiling``, ``z_noise``), ``kept_depth_um``, ``blend_speckle_limited``,
-        ``blend_averaged_below_um``, ``blend_share_last`` and ``blend_level_rescale`` (:mod:`linumpy.stack.averaging`),
+        ``blend_averaged_below_um`` and ``blend_share_last`` (:mod:`linumpy.stack.averaging`),
         ``rotation_deg`` and ``rotation_mode``
         (:mod:`linumpy.stack.rotation`; None for the first slice), ``boundary_ratio_raw`` / ``boundary_ratio``
         (mean intensity of the previous slice over this slice's top on their
@@ -659,7 +659,6 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "blend_speckle_limited": [bool(s.get("blend_speckle_limited")) for s in slices],
         "blend_averaged_below_um": [(s.get("blend_averaging") or {}).get("below_kept_um") for s in slices],
         "blend_share_last": [(s.get("blend_averaging") or {}).get("share_last") for s in slices],
-        "blend_level_rescale": [(s.get("blend_averaging") or {}).get("level_rescale") for s in slices],
         "rotation_deg": [(s.get("rotation") or {}).get("angle_deg", 0.0) for s in slices],
         "rotation_mode": [(s.get("rotation") or {}).get("mode") for s in slices],
         "rotation_std_deg": [(s.get("rotation") or {}).get("std_deg") for s in slices],

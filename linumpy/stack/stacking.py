@@ -24,17 +24,14 @@ from linumpy.resample import resample_to_resolution
 from linumpy.stack.anchors import LateralEvidence, anchor_lateral_steps, lateral_blocks, lateral_evidence
 from linumpy.stack.assemble import FLAT_RAMP_FRACTION, PlacedSlice, RegionSink, assemble_volume, union_box
 from linumpy.stack.averaging import (
-    LEVEL_LIMIT,
-    LEVEL_NOISE,
     MAX_AGREEMENT,
+    LEVEL_TOLERANCE,
     MEASURE_BATCH_PLANES,
     MEASURE_SIZE_PX,
     MIN_SHARE,
     OverlapErrors,
     averaged_stop,
     error_profiles,
-    level_rescale,
-    level_trusted,
     owner_levels,
     plane_measures,
 )
@@ -510,13 +507,12 @@ def write_stack(
 class _Averaged:
     """How a slice is averaged with the slices below it (:func:`_averaging`): its assembled ``planes``
     (``[start, stop)``, kept planes and those averaged below them), its inverse-error weight per useful plane
-    (None: 1), the ramp of its overlap with the next slice (:attr:`~linumpy.stack.assemble.PlacedSlice.ramp_below`),
-    its level factor per useful plane (:func:`~linumpy.stack.averaging.level_rescale`; None: 1) and its QC record."""
+    (None: 1), the ramp of its overlap with the next slice (:attr:`~linumpy.stack.assemble.PlacedSlice.ramp_below`)
+    and its QC record."""
 
     planes: tuple[int, int]
     weights: np.ndarray | None
     ramp_below: int | None
-    rescale: np.ndarray | None
     record: dict
 
 
@@ -533,16 +529,13 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
     below its default blend overlap (``shortest``: the useful plane where
     :data:`DEFAULT_BLEND_OVERLAP` ends) as deep as it carries
     :data:`~linumpy.stack.averaging.MIN_SHARE` of the weight against the
-    next slice and its level offset from the slice owning each depth is
-    measured well (:func:`~linumpy.stack.averaging.level_trusted`); its gains
-    stay those of its ``kept`` planes, and its planes averaged below them are
-    brought towards the next slice's level, ramped in (:func:`~linumpy.stack.averaging.level_rescale`).
-    ``--blend_overlap_um`` given, a pair not measured, or overlaps whose median agreement is at
+    next slice; its gains stay those of its ``kept`` planes. ``--blend_overlap_um``
+    given, a pair not measured, or overlaps whose median agreement is at
     least :data:`~linumpy.stack.averaging.MAX_AGREEMENT` (not
     speckle-dominated): every slice keeps its kept planes at weight 1 (the
     reason in the record).
     """
-    plain = [_Averaged(tuple(planes), None, None, None, {"weighted": False}) for planes in kept]
+    plain = [_Averaged(tuple(planes), None, None, {"weighted": False}) for planes in kept]
     if parameters.blend_overlap_um is not None:
         return plain, {"rule": "blend overlap given (--blend_overlap_um): not averaged"}
     if not pairs:
@@ -571,8 +564,8 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
             averaged.insert(0, plain[k])
             continue
         start = s.useful_range[0]
-        kept_stop = stop = planes[1] - start
-        share, ramp, levels, level_error, rescale = None, None, None, None, None
+        stop = planes[1] - start
+        share, ramp, levels = None, None, None
         if k + 1 in pairs:
             step = int(round((origins_um[k + 1][0] - origins_um[k][0]) / s.resolution_um[0]))
             # however deep it is averaged, its overlap ramps over its kept overlap's ramp (the next slice's top
@@ -580,39 +573,29 @@ def _averaging(slices: Sequence[SliceVolume], kept: Sequence[tuple[int, int]], s
             blend = max(0, planes[1] - start - step) * s.resolution_um[0] / resolution_um
             ramp = max(1, math.ceil(blend * FLAT_RAMP_FRACTION))
             below = _averaged_below(slices, origins_um, profiles, averaged, k, pairs)
-            levels, level_error, next_levels = _levels_below(slices, origins_um, profiles, overlaps, k, pairs)
-            # the kept planes (a speckle-limited overlap's too) are not level-checked nor rescaled: main's blend
-            trusted = (np.arange(len(levels)) < kept_stop) | level_trusted(levels, level_error)
-            stop = averaged_stop(profile, below, min(stop, shortest[k] - start), trusted)
+            levels = _levels_below(slices, origins_um, profiles, overlaps, k, pairs)
+            # the kept planes (a speckle-limited overlap's too) are not level-checked: main's blend keeps them
+            checked = np.where(np.arange(len(levels)) < stop, 0.0, levels)
+            stop = averaged_stop(profile, below, min(stop, shortest[k] - start), checked)
             others = sum(1 / errors[stop - 1 - offset] for offset, errors in below
                          if 0 <= stop - 1 - offset < len(errors))
             share = 1 / (1 + profile[stop - 1] * others)
-            rescale = level_rescale(next_levels, (kept_stop, stop)) if stop > kept_stop else None
         weights = scale / profile
-        averaged.insert(0, _Averaged((planes[0], start + stop), weights, ramp, rescale, {
+        averaged.insert(0, _Averaged((planes[0], start + stop), weights, ramp, {
             "weighted": True,
             "averaged_planes": [int(planes[0]), int(start + stop)],
             "below_kept_um": round(float((start + stop - planes[1]) * s.resolution_um[0]), 4),
             "weight_first_last": [round(float(weights[planes[0] - start]), 4), round(float(weights[stop - 1]), 4)],
             "share_last": None if share is None else round(float(share), 4),
             "level_last": None if levels is None else round(float(levels[stop - 1]), 4),
-            "level_next": _rounded_at(levels, stop),
-            "level_error_next": _rounded_at(level_error, stop),
-            "level_rescale": (None if rescale is None
-                              else [round(float(rescale[kept_stop]), 4), round(float(rescale[stop - 1]), 4)]),
+            "level_next": (None if levels is None or stop >= len(levels) or not np.isfinite(levels[stop])
+                           else round(float(levels[stop]), 4)),
             "agreement_below": (None if k + 1 >= len(overlaps) or overlaps[k + 1] is None
                                 else round(float(np.nanmean(overlaps[k + 1].agreement)), 4)),
         }))
-    return averaged, {"rule": "inverse error weights, averaged planes ramped to the next slice's level",
-                      "median_error": round(scale, 6), "median_agreement": round(agreement, 4),
-                      "min_share": MIN_SHARE, "level_noise": LEVEL_NOISE, "level_limit": LEVEL_LIMIT}
-
-
-def _rounded_at(values: np.ndarray | None, plane: int) -> float | None:
-    """``values[plane]`` rounded for the record; None when there is no such value or it is not finite."""
-    if values is None or plane >= len(values) or not np.isfinite(values[plane]):
-        return None
-    return round(float(values[plane]), 4)
+    return averaged, {"rule": "inverse error weights", "median_error": round(scale, 6),
+                      "median_agreement": round(agreement, 4), "min_share": MIN_SHARE,
+                      "level_tolerance": LEVEL_TOLERANCE}
 
 
 def _averaged_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profiles: Sequence[np.ndarray | None],
@@ -630,19 +613,17 @@ def _averaged_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profi
 
 
 def _levels_below(slices: Sequence[SliceVolume], origins_um: np.ndarray, profiles: Sequence[np.ndarray | None],
-                  overlaps: Sequence[OverlapErrors | None], k: int, pairs: Sequence[int],
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slice ``k``'s level offset per useful plane from the slice owning each depth and its standard error
+                  overlaps: Sequence[OverlapErrors | None], k: int, pairs: Sequence[int]) -> np.ndarray:
+    """Slice ``k``'s level offset per useful plane from the slice owning each depth
     (:func:`~linumpy.stack.averaging.owner_levels`), over the consecutive slices below it that
-    :func:`_averaged_below` reads, and its offset from the next slice alone."""
+    :func:`_averaged_below` reads."""
     below = []
     j = k + 1
     while j in pairs and profiles[j] is not None:
         offset = int(round((origins_um[j][0] - origins_um[k][0]) / slices[k].resolution_um[0]))
         below.append((offset, overlaps[j].upper_first, overlaps[j].level))
         j += 1
-    levels, error = owner_levels(slices[k].useful_depth, below)
-    return levels, error, owner_levels(slices[k].useful_depth, below[:1])[0]
+    return owner_levels(slices[k].useful_depth, below)
 
 
 def _overlap_planes(previous: SliceVolume, current: SliceVolume, step_um: np.ndarray) -> _BoundaryPlanes | None:
@@ -720,8 +701,7 @@ def _plane_gains(gains: tuple[np.ndarray, np.ndarray], k: int, kept: tuple[int, 
 
 def _placed_averaged(piece: PlacedSlice, volume: SliceVolume, averaged: _Averaged,
                      resolution_um: float) -> PlacedSlice:
-    """``piece`` with its inverse-error weight per output plane (at the plane's centre, in its useful planes),
-    times its level factor there (:attr:`_Averaged.rescale`)."""
+    """``piece`` with its inverse-error weight per output plane (at the plane's centre, in its useful planes)."""
     if averaged.weights is None:
         return piece
     source = volume.resolution_um[0]
@@ -729,11 +709,7 @@ def _placed_averaged(piece: PlacedSlice, volume: SliceVolume, averaged: _Average
     centres = (np.arange(piece.data.shape[0]) + 0.5) * (resolution_um / source) - 0.5 - padding
     planes = averaged.planes[0] - volume.useful_range[0] + centres
     weights = np.interp(planes, np.arange(len(averaged.weights)), averaged.weights)
-    piece = replace(piece, depth_weight=tuple(float(w) for w in weights))
-    if averaged.rescale is None:
-        return piece
-    factors = np.interp(planes, np.arange(len(averaged.rescale)), averaged.rescale).astype(np.float32)
-    return replace(piece, data=_gained(piece.data, factors))
+    return replace(piece, depth_weight=tuple(float(w) for w in weights))
 
 
 def _check_slices(slices: Sequence[SliceVolume]) -> None:
