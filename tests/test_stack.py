@@ -29,7 +29,14 @@ from linumpy.io.motor_table import MotorPosition, write_motor_positions
 from linumpy.io.zarr import read_omezarr, read_omezarr_info, save_omezarr
 from linumpy.qc.metrics import nonzero_mask
 from linumpy.resample import resample_to_resolution
-from linumpy.stack.assemble import PlacedSlice, assemble_volume, depth_ramps, depth_weights, iter_chunk_regions
+from linumpy.stack.assemble import (
+    PlacedSlice,
+    assemble_volume,
+    depth_ramps,
+    depth_weights,
+    iter_chunk_regions,
+    slice_weights,
+)
 from linumpy.stack import gains, graph_reader, refine, stacking
 from linumpy.stack.gains import NO_SLICE_BELOW, overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
@@ -369,6 +376,34 @@ def test_assembly_is_independent_of_the_chunking_and_covers_the_union():
     # in the overlap, where only slice a covers a column, slice a keeps full weight
     np.testing.assert_allclose(out[6:10, 0, :9], a[6:10, 0].compute(), rtol=1e-6)
     assert out[0, 11, 14] == 0  # covered by neither
+
+
+def test_blend_is_the_plain_float64_weighted_mean_of_the_slices():
+    """The assembly adds a part's consecutive planes through views (assemble.as_run) and takes the planes one slice
+    alone covers as they are: the bytes of the plain weighted mean, summed in float64 over whole arrays, of three
+    overlapping slices with depth weights, ramps and partly covered first planes, whatever the chunking (a partly
+    covered first row or column taken alone is ``v / c``, within a float32 step of ``w v / (w c)``)."""
+    rng = np.random.default_rng(7)
+    placed = [PlacedSlice(da.from_array(rng.random(shape).astype(np.float32), chunks=5), origin, coverage,
+                          depth_weight=tuple(rng.uniform(0.5, 2.0, shape[0])), ramp_below=ramp)
+              for shape, origin, coverage, ramp in (((12, 10, 11), (0, 0, 0), (0.6, 1.0, 1.0), 2),
+                                                    ((13, 11, 9), (5, 1, 2), (1.0, 1.0, 1.0), None),
+                                                    ((9, 8, 12), (10, 3, 0), (0.4, 1.0, 1.0), None))]
+    shape = (19, 12, 12)
+    total, weight = np.zeros(shape), np.zeros(shape)
+    for piece, ramps in zip(placed, depth_ramps(placed), strict=True):
+        region = tuple(slice(o, o + n) for o, n in zip(piece.origin, piece.data.shape, strict=True))
+        coverage = np.ones(piece.data.shape)
+        for axis, fraction in enumerate(piece.first_coverage):
+            np.moveaxis(coverage, axis, 0)[0] *= fraction
+        w = slice_weights(piece, ramps, 0, piece.data.shape[0])[:, None, None]
+        total[region] += w * piece.data.compute()
+        weight[region] += w * coverage
+    expected = np.divide(total, weight, out=np.zeros(shape), where=weight > 0).astype(np.float32)
+    for chunks in ((4, 5, 6), (19, 12, 12), (3, 12, 7)):
+        sink = ArraySink(shape)
+        assemble_volume(placed, shape, chunks, sink, np.float32, progress=False, workers=1)
+        np.testing.assert_array_equal(sink.array, expected)
 
 
 class ThreadRecordingSink(ArraySink):

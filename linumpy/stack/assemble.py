@@ -236,19 +236,39 @@ def assemble_region(
         piece = placed[k]
         block = readers[k].read(local)
         if rows.any():
-            result[(np.arange(out[0].start, out[0].stop)[rows], *out[1:])] = _as_alone(
-                block[rows], piece.first_coverage, local)
+            alone_rows = as_run(np.flatnonzero(rows))
+            result[(as_run(np.arange(out[0].start, out[0].stop)[alone_rows]), *out[1:])] = _as_alone(
+                block[alone_rows], piece.first_coverage, local)
         if rows.all():
             continue
-        rest = ~rows
-        target = (position[out[0]][rest], *out[1:])
+        rest = as_run(np.flatnonzero(~rows))
+        target = (as_run(position[out[0]][rest]), *out[1:])
         coverage = _coverage(piece.first_coverage, local)
         total[target] += w[rest, None, None] * block[rest]
         weight[target] += w[rest, None, None] * (coverage[rest] if coverage.shape[0] > 1 else coverage)
     if planes.size:
         np.divide(total, weight, out=total, where=weight > 0)
-        result[planes] = _cast(total, dtype)
+        result[as_run(planes)] = _cast(total, dtype)
     return result
+
+
+def as_run(indices: np.ndarray) -> slice | np.ndarray:
+    """Increasing ``indices`` as a slice when they are consecutive, else as they are.
+
+    Indexing with the slice gives views: :func:`assemble_region`'s sums add
+    in place where fancy indexing gathered, added and scattered a copy (the
+    same additions on the same values).
+
+    Examples
+    --------
+    >>> as_run(np.array([3, 4, 5]))
+    slice(3, 6, None)
+    >>> as_run(np.array([3, 5])).tolist()
+    [3, 5]
+    """
+    if indices.size and int(indices[-1]) - int(indices[0]) + 1 == indices.size:
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
 
 
 def alone_planes(placed: Sequence[PlacedSlice], parts: Sequence[tuple], depth: int, dtype: np.dtype,

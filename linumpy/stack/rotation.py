@@ -520,10 +520,16 @@ def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) 
 
 
 def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Each plane of ``window`` turned in float32 into ``shape``: a float32 plane as it is (the spline prefilter
+    copies it) and straight into its output plane (no copy of either; the same values)."""
     out = np.empty((window.shape[0], *shape), window.dtype)
+    direct = out.dtype == np.float32
     for k, plane in enumerate(window):
-        out[k] = ndimage.affine_transform(plane.astype(np.float32), matrix, offset, output_shape=shape,
-                                          order=RESAMPLING_ORDER, mode="constant", cval=0.0)
+        turned = ndimage.affine_transform(plane.astype(np.float32, copy=False), matrix, offset, output_shape=shape,
+                                          output=out[k] if direct else None, order=RESAMPLING_ORDER,
+                                          mode="constant", cval=0.0)
+        if not direct:
+            out[k] = turned
     return out
 
 
