@@ -295,8 +295,10 @@ def alone_planes(placed: Sequence[PlacedSlice], parts: Sequence[tuple], depth: i
 
 
 def _as_alone(block: np.ndarray, first_coverage: Sequence[float], local: tuple[slice, slice, slice]) -> np.ndarray:
-    """Planes of one slice alone at full weight: ``(0 + v) / c`` as the float64 sum gives them (``c``: the
-    lateral coverage, 1 but on a partly covered first row or column; adding 0 turns -0 into 0 as the sum does)."""
+    """Planes of one slice alone at full weight: ``(0 + v) / c`` (``c``: the lateral coverage, 1 but on a partly
+    covered first row or column; adding 0 turns -0 into 0 as the sum does). On whole voxels this is the value the
+    float64 sum gives; on a partly covered first row or column it may differ from the sum's ``w v / (w c)`` by one
+    float32 rounding step."""
     summed = block + block.dtype.type(0)
     partial = [part.start == 0 and fraction != 1.0 for fraction, part in zip(first_coverage, local, strict=True)]
     if not (partial[1] or partial[2]):
