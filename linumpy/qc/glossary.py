@@ -219,6 +219,13 @@ METRICS: dict[str, MetricInfo] = {
                           "run as the overlap's own registration settles its peak: the walk along its ridge, "
                           "the fit, for a confident overlap the refit from the ridge's best match (per pair "
                           "settled); the positions are solved again with the same overlaps."),
+    "n_unfit_peak_links": _M("Strong overlaps refused, their peak not refined", "count",
+                             "Overlaps whose own peak, strong (significance 3 or more: never checked in depth), "
+                             "the sub-pixel fit did not refine (a whole pixel, standard error 1 px: the fit ran "
+                             "out of its box or could not run), refused as evidence and out of every search, as "
+                             "an overlap refused in depth (per pair unfit_peak): on a foreign 10 % overlap such a "
+                             "peak, between tiles overlapping by 1 px, matched structure 14.8 px off. Their tiles "
+                             "placed by other overlaps or on the stage."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

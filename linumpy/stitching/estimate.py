@@ -127,7 +127,7 @@ from linumpy.stitching.joint_placement import (drop_small_group, joint_search, l
 from linumpy.stitching.link_conflicts import (closed_by_switches, contested_links, drop_broken_loop_links,
                                               swap_clearly_weaker)
 from linumpy.stitching.lone_links import (broad_lone_links_to_stage, far_lone_links_to_stage,
-                                         lone_edge_links_across_only)
+                                         lone_edge_links_across_only, unrefined)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
 from linumpy.stitching.off_peak import off_peak_lone_links_to_stage
@@ -159,7 +159,7 @@ from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
 __all__ = ["CONFIDENT_SIGNIFICANCE", "FAR_PIECE_MARGIN", "JOINT_SIGNIFICANCE", "MIN_SIGNIFICANCE",
            "STRONG_SIGNIFICANCE", "WEAK_JOINT_SIGNIFICANCE", "WEAK_PIECE_DEVIATION_PX", "WEAK_PIECE_MARGIN",
-           "estimate_transform", "pair_confidence", "register_neighbours"]
+           "estimate_transform", "pair_confidence", "refused_unfit", "register_neighbours"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,32 @@ def _refused_on_border(registration: PairRegistration) -> PairRegistration:
     strong ones, between tiles that do not overlap, 4.6 and 17.3 px (c185 215 slice 4: 7 tiles worse than the
     stage kept, 1 refused; session edgepeak, coordinator stop 60). Its map still serves the joint searches."""
     return replace(registration, significance=0.0) if registration.border_peak else registration
+
+
+def refused_unfit(registration: PairRegistration) -> PairRegistration:
+    """A strong own peak (:data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE`, never depth-checked) that the
+    sub-pixel fit did not refine (:func:`~linumpy.stitching.lone_links.unrefined`: a whole-pixel offset, standard
+    error 1 px: the fit left its box, the match's optimum elsewhere, or could not run) refused as a pair refused in
+    depth is: significance 0, its maps out of the searches
+    (:func:`~linumpy.stitching.depth_check.out_of_the_searches`), flagged ``unfit_peak``.
+
+    Foreign c185 470 (overlap 10 %, stage +-8 px), the 84 pairs of own significance >= 2: two such peaks, both fits
+    leaving their box: slice 2's (2, 3)-(3, 3) (3.47, 14.8 px off on a 1 px true overlap, its ranges repeating the
+    structure) and slice 3's (0, 3)-(1, 3) (4.46, 1.3 px off). Kept, the first's peak placed (2, 3) 17.1 px off by the
+    joint search; refused, on the stage model (6.9 px); the narrow slivers whose fit keeps 1 px at a refined
+    offset (0.3 px off) are not such peaks (session sliver10).
+
+    Examples
+    --------
+    >>> refused = refused_unfit(PairRegistration((96.0, -3.0), 0.8, 3.5, scores=("map",)))
+    >>> refused.significance, refused.scores, refused.unfit_peak
+    (0.0, (), True)
+    >>> refused_unfit(PairRegistration((96.0, -3.0), 0.8, 2.5)).significance
+    2.5
+    """
+    if registration.significance < STRONG_SIGNIFICANCE or not unrefined(registration):
+        return registration
+    return out_of_the_searches(replace(registration, significance=0.0, unfit_peak=True))
 
 
 def neighbour_flat_field(projections: Mapping[TileIndex, np.ndarray], tile_step_px: Sequence[float]) -> np.ndarray:
@@ -333,7 +359,7 @@ def estimate_transform(
     with threadpool_limits(limits=1, user_api="blas"):
         flat = neighbour_flat_field(projections, tile_step_px)
     flattened, registrations = register_neighbours(projections, tile_step_px, max_shift_px, progress, workers, flat)
-    registrations = {pair: _refused_on_border(r) for pair, r in registrations.items()}
+    registrations = {pair: refused_unfit(_refused_on_border(r)) for pair, r in registrations.items()}
     checks = {} if depth_reader is None else depth_checks(registrations, depth_reader, flat, tile_step_px, max_shift_px)
     in_depth = {pair: check.disagreement for pair, check in checks.items()}  # the records'
     confirmed = _confirmed_significances(checks)  # the records' too
@@ -546,7 +572,8 @@ def estimate_transform(
                                   unlocated_px=offset_unlocated(r.scores, r.offset),
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),
-                                  settled=r.settled, **_edge_fields(r)))
+                                  settled=r.settled, unfit_peak=registrations[(a, b)].unfit_peak,
+                                  **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})
     far_sides = set().union(*far_first.values())

@@ -14,7 +14,7 @@ from linumpy.stitching.link_conflicts import honest_variance
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge
 from linumpy.stitching.reanchor import pieces
 from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, largest_deviation, reference_gauge
-from linumpy.stitching.transform import BORDER_PEAK_REFUSED, FAR_BRIDGE_REFUSED, PairRecord
+from linumpy.stitching.transform import BORDER_PEAK_REFUSED, FAR_BRIDGE_REFUSED, UNFIT_PEAK_REFUSED, PairRecord
 from linumpy.stitching.uncertainty import unlocated_variance
 
 
@@ -120,7 +120,8 @@ def pair_status(registration: PairRegistration, kept: bool, candidate: bool, bri
     Parameters
     ----------
     registration : PairRegistration
-        The pair's registration (its NCC and whether its peak lies on the border of its scored window).
+        The pair's registration (its NCC, whether its peak lies on the border of its scored window, whether its
+        strong peak was refused unrefined).
     kept : bool
         Whether the solve kept the pair.
     candidate : bool
@@ -148,6 +149,8 @@ def pair_status(registration: PairRegistration, kept: bool, candidate: bool, bri
         return "no overlap"
     if registration.border_peak:
         return BORDER_PEAK_REFUSED
+    if registration.unfit_peak:
+        return UNFIT_PEAK_REFUSED
     if not candidate:
         return "not significant"
     return "weak outside any loop" if bridge else "inconsistent or outside the main group"

@@ -172,6 +172,9 @@ class PairRegistration:
     settled : bool
         Whether ``offset``, chosen by a search and kept by the estimate, was settled from the pair's evidence
         (:func:`settled_search_offset`: the fit at the search's whole pixel left its box).
+    unfit_peak : bool
+        Whether the estimate refused the pair's strong own peak because its sub-pixel fit did not refine it
+        (:func:`~linumpy.stitching.estimate.refused_unfit`).
     """
 
     offset: tuple[float, float]
@@ -183,6 +186,7 @@ class PairRegistration:
     border_peak: bool = False
     split_peak: bool = False
     settled: bool = False
+    unfit_peak: bool = False
 
 
 @dataclass(frozen=True)

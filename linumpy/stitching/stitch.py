@@ -660,12 +660,13 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "split_peak": r.split_peak,
                          "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2),
                          "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2),
-                         "settled": r.settled}
+                         "settled": r.settled, "unfit_peak": r.unfit_peak}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
     metrics["n_split_peak_links"] = sum(r.split_peak for r in transform.pairs)
     metrics["n_settled_links"] = sum(r.accepted and r.settled for r in transform.pairs)
+    metrics["n_unfit_peak_links"] = sum(r.unfit_peak for r in transform.pairs)
     # checked: not NaN (a range that found no peak reads inf, refused and checked alike)
     metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))
     metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX and not r.accepted

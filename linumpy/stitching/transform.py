@@ -38,6 +38,9 @@ BORDER_PEAK_REFUSED = "refused, its peak on the border of the scored window"
 #: Status of a candidate, not strong pair whose peak its overlap strips' depth ranges did not repeat, refused as
 #: evidence (:mod:`linumpy.stitching.depth_check`).
 DEPTH_PEAK_REFUSED = "refused, its peak not repeated on the depth ranges of its overlap"
+#: Status of a pair whose strong own peak the sub-pixel fit did not refine, refused as evidence
+#: (:func:`linumpy.stitching.estimate.refused_unfit`).
+UNFIT_PEAK_REFUSED = "refused, its strong peak not refined by the sub-pixel fit"
 #: Status of a kept pair on no loop refused for placing its tiles beyond the search window
 #: (:func:`linumpy.stitching.lone_links.far_lone_links_to_stage`).
 FAR_LONE_LINK_REFUSED = "lone link placing its tiles beyond the search window, tiles on the stage"
@@ -145,6 +148,10 @@ class PairRecord:
         from the pair's evidence as its own registration's peak
         (:func:`~linumpy.stitching.pairwise.settled_search_offset`). False in transforms written before session
         flat10.
+    unfit_peak : bool
+        Whether the pair's own peak, strong, was refused because its sub-pixel fit did not refine it
+        (:func:`~linumpy.stitching.estimate.refused_unfit`). False in transforms written before session
+        sliver10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -154,7 +161,8 @@ class PairRecord:
         or why the pair was not used:
         ``not significant``, ``refused, its peak on the border of the scored window``
         (:data:`BORDER_PEAK_REFUSED`), ``refused, its peak not repeated on the depth ranges of its overlap``
-        (:data:`DEPTH_PEAK_REFUSED`), ``inconsistent or outside the main group``
+        (:data:`DEPTH_PEAK_REFUSED`), ``refused, its strong peak not refined by the sub-pixel fit``
+        (:data:`UNFIT_PEAK_REFUSED`), ``inconsistent or outside the main group``
         (residual of the global solve too large, or linking tiles apart from
         the largest group; also a weak pair between tiles the kept pairs join:
         the loop it closes contradicted it), ``weak outside any loop`` (only
@@ -195,6 +203,7 @@ class PairRecord:
     depth_disagreement_px: float = float("nan")
     depth_confirmed_significance: float = float("nan")
     settled: bool = False
+    unfit_peak: bool = False
 
 
 @dataclass(frozen=True)
@@ -553,7 +562,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "unlocated_px": round(float(p.unlocated_px), _DECIMALS), "split_peak": bool(p.split_peak),
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
-             "settled": bool(p.settled)}
+             "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -654,7 +663,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            depth_disagreement_px=depth_disagreement_from_field(p.get("depth_disagreement_px")),
                            depth_confirmed_significance=depth_disagreement_from_field(
                                p.get("depth_confirmed_significance")),
-                           settled=bool(p.get("settled", False)))
+                           settled=bool(p.get("settled", False)),
+                           unfit_peak=bool(p.get("unfit_peak", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
