@@ -16,7 +16,7 @@ import numpy as np
 from linumpy.stitching.global_solve import (PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions,
                                              solve_without)
 from linumpy.stitching.link_conflicts import honest_variance
-from linumpy.stitching.pair_terms import WEAK_PIECE_MARGIN, bridged_side, pair_sigma
+from linumpy.stitching.pair_terms import WEAK_PIECE_MARGIN, bridged_side, lone_side, pair_sigma
 from linumpy.stitching.pairwise import PairRegistration, offset_spread
 from linumpy.stitching.reanchor import evidence_over, evidence_over_stage, links_out
 from linumpy.stitching.tile_search import PRIOR_MARGIN, PRIOR_SLACK_PX, largest_deviation, reference_gauge
@@ -263,6 +263,15 @@ def far_side_unsupported(solved: Solution, registrations: Mapping[tuple[TileInde
     return max(unsupported)[1:] if unsupported else None
 
 
+def lone_kept_links(solved: Solution) -> Iterator[tuple[PairOffset, list[Pair]]]:
+    """Each kept link of ``solved`` on no loop (:func:`~linumpy.stitching.global_solve.bridges`), with the ``(a, b)``
+    keys of all the kept links: the candidates the lone-link rules judge."""
+    kept = solved[2]
+    links = [(p.a, p.b) for p in kept]
+    for k in bridges(kept):
+        yield kept[k], links
+
+
 def refuse_one_at_a_time(
     tiles: Sequence[TileIndex],
     solved: Solution,
@@ -436,7 +445,7 @@ def lone_edge_links_across_only(
         judged.add(pair)
         attempt = solve_positions(tiles, [replace(p, ridge_variance=float("inf")) if p is link else p for p in kept],
                                   tile_step_px)
-        side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
+        side = lone_side(pair, links, positions, model)
         placed = {t for other in links for t in other}
         others = [(other, r) for other, r in links_out(sorted(side), registrations, placed - side) if other != pair]
         margin = evidence_over(others, positions, attempt[0])
@@ -507,15 +516,14 @@ def broad_lone_links_to_stage(
 
     def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
         positions, model, kept = current
-        links = [(p.a, p.b) for p in kept]
-        scatter = stage_scatter(positions, model, sorted({t for pair in links for t in pair}), max_shift_px)
-        for k in bridges(kept):
-            if kept[k].free_direction is None:
-                yield links[k], partial(broad_ruling, links[k], links, positions, model, scatter)
+        scatter = stage_scatter(positions, model, sorted({t for p in kept for t in (p.a, p.b)}), max_shift_px)
+        for link, links in lone_kept_links(current):
+            if link.free_direction is None:
+                yield (link.a, link.b), partial(broad_ruling, (link.a, link.b), links, positions, model, scatter)
 
     def broad_ruling(pair: Pair, links: list[Pair], positions: Mapping[TileIndex, np.ndarray], model: StageModel,
                      scatter: np.ndarray) -> Ruling:
-        side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
+        side = lone_side(pair, links, positions, model)
         registration = registrations[pair]
         error = np.sqrt(honest_variance(pair_sigma(registration),
                                         offset_spread(registration.scores, registration.offset)))

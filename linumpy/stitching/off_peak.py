@@ -16,8 +16,9 @@ from functools import partial
 
 import numpy as np
 
-from linumpy.stitching.global_solve import Solution, StageModel, TileIndex, bridges
-from linumpy.stitching.lone_links import STRONG_LONE_SIGNIFICANCE, Ruling, refuse_one_at_a_time, side_over_stage
+from linumpy.stitching.global_solve import Solution, StageModel, TileIndex
+from linumpy.stitching.lone_links import (STRONG_LONE_SIGNIFICANCE, Ruling, lone_kept_links, refuse_one_at_a_time,
+                                         side_over_stage)
 from linumpy.stitching.pair_terms import OWN_PEAK_PX
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge
 
@@ -94,11 +95,10 @@ def off_peak_lone_links_to_stage(
     """
 
     def candidates(current: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
-        positions, model, kept = current
-        links = [(p.a, p.b) for p in kept]
-        for k in bridges(kept):
-            if kept[k].free_direction is None:
-                yield links[k], partial(off_peak_ruling, links[k], kept[k].offset, links, positions, model)
+        positions, model, _ = current
+        for link, links in lone_kept_links(current):
+            if link.free_direction is None:
+                yield (link.a, link.b), partial(off_peak_ruling, (link.a, link.b), link.offset, links, positions, model)
 
     def off_peak_ruling(pair: Pair, offset: Sequence[float], links: list[Pair],
                         positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> Ruling:

@@ -308,3 +308,10 @@ def bridged_side(bridge: tuple[TileIndex, TileIndex], links: Sequence[tuple[Tile
     aligned = reference_gauge(positions, reference, model)
     window = PRIOR_MARGIN * 2 * largest_deviation(positions, reference, aligned) + PRIOR_SLACK_PX
     return side, aligned, window
+
+
+def lone_side(link: tuple[TileIndex, TileIndex], links: Sequence[tuple[TileIndex, TileIndex]],
+              positions: Mapping[TileIndex, np.ndarray], model: StageModel) -> set[TileIndex]:
+    """The tiles the kept ``link`` alone joins to the others among the kept ``links`` (``link`` may be among them):
+    :func:`bridged_side`'s side."""
+    return bridged_side(link, [other for other in links if other != link], positions, model)[0]

@@ -20,9 +20,9 @@ from functools import partial
 
 import numpy as np
 
-from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex, bridges
-from linumpy.stitching.lone_links import Ruling, refuse_one_at_a_time
-from linumpy.stitching.pair_terms import bridged_side
+from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex
+from linumpy.stitching.lone_links import Ruling, lone_kept_links, refuse_one_at_a_time
+from linumpy.stitching.pair_terms import lone_side
 from linumpy.stitching.pairwise import PairRegistration, edge_ridge
 from linumpy.stitching.ridges import solved_beyond_ridge
 
@@ -57,19 +57,17 @@ def beyond_reach_edge_links_to_stage(
     """
 
     def candidates(state: Solution) -> Iterator[tuple[Pair, Callable[[], Ruling]]]:
-        positions, model, kept = state
-        links = [(p.a, p.b) for p in kept]
-        for k in bridges(kept):
-            link = kept[k]
+        positions, model, _ = state
+        for link, links in lone_kept_links(state):
             if link.free_direction is None or np.isfinite(link.ridge_variance):
                 continue
             if solved_beyond_ridge(link, positions, current):
-                yield links[k], partial(ruling, link, links, positions, model)
+                yield (link.a, link.b), partial(ruling, link, links, positions, model)
 
     def ruling(link: PairOffset, links: list[Pair], positions: Mapping[TileIndex, np.ndarray],
                model: StageModel) -> Ruling:
         pair = (link.a, link.b)
-        side = bridged_side(pair, [other for other in links if other != pair], positions, model)[0]
+        side = lone_side(pair, links, positions, model)
         along = abs(float(np.dot(positions[link.b] - positions[link.a] - np.asarray(link.offset),
                                  link.free_direction)))
         ridge = edge_ridge(current[pair].scores, current[pair].offset)[1]
