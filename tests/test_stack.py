@@ -37,7 +37,7 @@ from linumpy.stack.assemble import (
     iter_chunk_regions,
     slice_weights,
 )
-from linumpy.stack import gains, graph_reader, refine, stacking
+from linumpy.stack import assemble, gains, graph_reader, refine, stacking
 from linumpy.stack.gains import NO_SLICE_BELOW, overlap_ratio
 from linumpy.stack.graph_reader import GraphWindowReader
 from linumpy.stack.placement import check_slice_sequence, correct_encoder_glitches, nominal_origins_um
@@ -378,11 +378,14 @@ def test_assembly_is_independent_of_the_chunking_and_covers_the_union():
     assert out[0, 11, 14] == 0  # covered by neither
 
 
-def test_blend_is_the_plain_float64_weighted_mean_of_the_slices():
-    """The assembly adds a part's consecutive planes through views (assemble.as_run) and takes the planes one slice
-    alone covers as they are: the bytes of the plain weighted mean, summed in float64 over whole arrays, of three
-    overlapping slices with depth weights, ramps and partly covered first planes, whatever the chunking (a partly
-    covered first row or column taken alone is ``v / c``, within a float32 step of ``w v / (w c)``)."""
+@pytest.mark.parametrize("batch", [1, 3, 8, 64])
+def test_blend_is_the_plain_float64_weighted_mean_of_the_slices(monkeypatch, batch):
+    """The assembly adds a part's consecutive planes through views (assemble.as_run), a few summed planes at a time
+    (``SUM_BATCH_PLANES``, here ``batch``), and takes the planes one slice alone covers as they are: the bytes of the
+    plain weighted mean, summed in float64 over whole arrays, of three overlapping slices with depth weights, ramps
+    and partly covered first planes, whatever the chunking (a partly covered first row or column taken alone is
+    ``v / c``, within a float32 step of ``w v / (w c)``)."""
+    monkeypatch.setattr(assemble, "SUM_BATCH_PLANES", batch)
     rng = np.random.default_rng(7)
     placed = [PlacedSlice(da.from_array(rng.random(shape).astype(np.float32), chunks=5), origin, coverage,
                           depth_weight=tuple(rng.uniform(0.5, 2.0, shape[0])), ramp_below=ramp)

@@ -33,6 +33,9 @@ from linumpy.stack.graph_reader import GraphWindowReader
 #: images weigh the same in between (speckle-limited overlaps: harsh A +0.001-0.002 NCC over the
 #: linear ramp across the whole overlap, session ncc50).
 FLAT_RAMP_FRACTION = 0.25
+#: Summed planes of a region (:func:`assemble_region`) whose products and weights are computed at a time: their
+#: float64 temporaries are this many planes, not the region's (an averaged stack sums most of its planes).
+SUM_BATCH_PLANES = 8
 
 
 class RegionSink(Protocol):
@@ -186,7 +189,10 @@ def assemble_region(
 ) -> np.ndarray:
     """Blend the slices that overlap one output region.
 
-    The weighted mean is summed in float64 on the planes where slices blend.
+    The weighted mean is summed in float64 on the planes where slices blend;
+    the products and the weight sums are made :data:`SUM_BATCH_PLANES` planes
+    at a time (the same additions in the same order: the same bits as over the
+    whole region), so only the sums are float64 arrays of the region's size.
     A plane of the region that one slice alone covers, at full depth weight
     and not its partly covered first plane (:func:`alone_planes`), is that
     slice's plane as it is, its partly covered lateral first voxels divided
@@ -230,7 +236,7 @@ def assemble_region(
     planes = np.flatnonzero(summed)  # the output planes summed in float64
     position = np.cumsum(summed) - 1
     total = np.zeros((planes.size, *shape[1:]), np.float64)
-    weight = np.zeros((planes.size, *shape[1:]), np.float64)
+    weighed = []  # per part summed: its summed planes' positions, lateral target, weights and coverage
     # one region per thread of assemble_volume: its reads computed in that thread
     for (k, local, out, w), rows in zip(parts, alone, strict=True):
         piece = placed[k]
@@ -241,15 +247,35 @@ def assemble_region(
                 block[alone_rows], piece.first_coverage, local)
         if rows.all():
             continue
-        rest = as_run(np.flatnonzero(~rows))
-        target = (as_run(position[out[0]][rest]), *out[1:])
+        rest = np.flatnonzero(~rows)
+        targets = position[out[0]][rest]
+        for first in range(0, rest.size, SUM_BATCH_PLANES):
+            part = slice(first, first + SUM_BATCH_PLANES)
+            total[(as_run(targets[part]), *out[1:])] += w[rest[part], None, None] * block[as_run(rest[part])]
         coverage = _coverage(piece.first_coverage, local)
-        total[target] += w[rest, None, None] * block[rest]
-        weight[target] += w[rest, None, None] * (coverage[rest] if coverage.shape[0] > 1 else coverage)
-    if planes.size:
-        np.divide(total, weight, out=total, where=weight > 0)
-        result[as_run(planes)] = _cast(total, dtype)
+        weighed.append((targets, out[1:], w[rest], coverage[rest] if coverage.shape[0] > 1 else coverage))
+    for first in range(0, planes.size, SUM_BATCH_PLANES):
+        batch = slice(first, first + SUM_BATCH_PLANES)
+        values = total[batch]
+        weight = _summed_weights(weighed, batch, values.shape)
+        np.divide(values, weight, out=values, where=weight > 0)
+        result[as_run(planes[batch])] = _cast(values, dtype)
     return result
+
+
+def _summed_weights(weighed: Sequence[tuple[np.ndarray, tuple[slice, slice], np.ndarray, np.ndarray]],
+                    batch: slice, shape: tuple[int, ...]) -> np.ndarray:
+    """The float64 weight sums of a region's summed planes ``batch`` (:func:`assemble_region`), ``shape`` theirs:
+    each part's weight times its coverage added in the parts' order, as over the whole region (the same bits)."""
+    weight = np.zeros(shape, np.float64)
+    for targets, lateral, w, coverage in weighed:
+        first, stop = np.searchsorted(targets, (batch.start, batch.stop))
+        if first == stop:
+            continue
+        part = slice(int(first), int(stop))
+        weight[(as_run(targets[part] - batch.start), *lateral)] += w[part, None, None] * (
+            coverage[part] if coverage.shape[0] > 1 else coverage)
+    return weight
 
 
 def as_run(indices: np.ndarray) -> slice | np.ndarray:

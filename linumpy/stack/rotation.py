@@ -51,6 +51,7 @@ from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 
 from linumpy.parallel import default_workers
+from linumpy.stack.held import HeldBlocks
 from linumpy.stack.pairs import pair_map
 from linumpy.stack.levels import MappedLevels
 from linumpy.stack.planes import read_planes
@@ -486,12 +487,14 @@ def _skip_reason(angle: float, std: float, halves: tuple[float, float], ncc: flo
     return ""
 
 
-def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) -> da.Array:
+def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float], held: HeldBlocks | None = None,
+                  ) -> da.Array:
     """Turn every plane of a ``(z, y, x)`` dask array by ``angle_deg`` about ``centre_yx`` (pixels).
 
     Same shape and lateral chunks (depth blocks of :data:`~linumpy.stack.windows.DEPTH_BLOCK`
     planes); each output block reads only the source window its rotated footprint needs (plus a
-    margin), so memory stays per chunk.
+    margin), so memory stays per chunk. ``held``: the turned blocks it keeps and hands back
+    (:class:`~linumpy.stack.held.HeldBlocks`; a block's values depend on its region only).
     """
     if angle_deg == 0:
         return data
@@ -516,7 +519,7 @@ def rotate_lazily(data: da.Array, angle_deg: float, centre_yx: Sequence[float]) 
         return _turn_planes(values, matrix, offset, (y1 - y0, x1 - x0))
 
     chunks = (depth_chunks(data.shape[0]), data.chunks[1], data.chunks[2])
-    return windowed_blocks(data, chunks, window, turn, "rotate")
+    return windowed_blocks(data, chunks, window, turn if held is None else held.wrap(turn), "rotate")
 
 
 def _turn_planes(window: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -629,12 +632,19 @@ def _slice_rotation(previous, current, step_um: float, max_deg: float, min_confi
 
 
 def rotate_slice(volume, angle_deg: float):
-    """A SliceVolume with every level turned by ``angle_deg`` about the slice's lateral centre."""
+    """A SliceVolume with every level turned by ``angle_deg`` about the slice's lateral centre.
+
+    A level and its run-read copy turn the same blocks (the same regions of
+    the same values): they share one :class:`~linumpy.stack.held.HeldBlocks`
+    (the slice's ``held_blocks``), which the stack makes keep the blocks one
+    phase turned for the next.
+    """
     if angle_deg == 0:
         return volume
+    held = [HeldBlocks() for _ in range(len(volume.levels))]
 
     def turned(levels):  # each level's graph built when the stack first reads it (linumpy.stack.levels)
-        return None if levels is None else MappedLevels(levels, lambda _, data: rotate_lazily(
-            data, angle_deg, ((data.shape[1] - 1) / 2.0, (data.shape[2] - 1) / 2.0)))
+        return None if levels is None else MappedLevels(levels, lambda index, data: rotate_lazily(
+            data, angle_deg, ((data.shape[1] - 1) / 2.0, (data.shape[2] - 1) / 2.0), held[index]))
 
-    return replace(volume, levels=turned(volume.levels), read_levels=turned(volume.read_levels))
+    return replace(volume, levels=turned(volume.levels), read_levels=turned(volume.read_levels), held_blocks=held)

@@ -58,6 +58,7 @@ from linumpy.stack.interpolate import edge_planes, interpolate_gaps
 from linumpy.stack.levels import level_layout
 from linumpy.stack.placement import nominal_origins_um
 from linumpy.stack.pairs import pair_map
+from linumpy.stack.held import HeldBlocks
 from linumpy.stack.planes import PlaneReader, read_planes
 from linumpy.stack.options import STACK_MAX_ROTATION_DEG
 from linumpy.stack.rotation import derotate_slices
@@ -160,6 +161,10 @@ class SliceVolume:
         (:func:`~linumpy.stack.gains.compensated_levels`), and its own level
         and depth trend are left to its overlaps, untied from its neighbours'
         (:func:`~linumpy.stack.gains.fit_gains`, ``untied``).
+    held_blocks : sequence of HeldBlocks, optional
+        Per level, the blocks of the turned slice kept from one phase of the
+        stack for the next (:func:`~linumpy.stack.rotation.rotate_slice`);
+        None: not turned.
     """
 
     slice_id: int
@@ -169,6 +174,7 @@ class SliceVolume:
     intensity_scale: float | None = None
     read_levels: Sequence[tuple[da.Array, tuple[float, float, float]]] | None = None
     focus_skipped: str | None = None
+    held_blocks: Sequence[HeldBlocks] | None = None
 
     @property
     def useful_depth(self) -> int:
@@ -182,11 +188,15 @@ class SliceVolume:
 
     def level_for_resolution(self, resolution_um: float) -> tuple[da.Array, tuple[float, ...]]:
         """The coarsest level still at least as fine as ``resolution_um`` laterally."""
+        return self.levels[self.level_index(resolution_um)]
+
+    def level_index(self, resolution_um: float) -> int:
+        """Index of :meth:`level_for_resolution`'s level."""
         chosen = 0
         for index, (_, resolution) in enumerate(level_layout(self.levels)):
             if max(resolution[1:]) <= resolution_um * (1 + RESOLUTION_TOLERANCE):
                 chosen = index
-        return self.levels[chosen]
+        return chosen
 
     def planes_level(self, level: int) -> tuple[da.Array, tuple[float, ...]]:
         """Level ``level`` as the pairs read a few of its planes (``read_levels``' when given)."""
@@ -346,6 +356,10 @@ def plan_stack(
     band_workers = 1 if workers > 1 else default_workers()  # a read's bands side by side, or the pairs
     slices, rotations = derotate_slices(slices, depth_steps, rotation_deg, parameters.min_confidence, workers,
                                         band_workers)
+    held = [None if s.held_blocks is None else s.held_blocks[s.level_index(resolution_um)] for s in slices]
+    for blocks in held:  # the turned blocks of the level the assembly reads, kept for the later phases
+        if blocks is not None:
+            blocks.collect()
     if parameters.register:
         registered = pair_map(lambda k: _register_consecutive(
             slices[k - 1], slices[k], nominal[k] - nominal[k - 1], z_tolerance, parameters, band_workers),
@@ -430,6 +444,9 @@ def plan_stack(
                 zip(slices, kept_depths_um(ids, resolved.origins_um[:, 0], thickness_um), strict=True)]
     averaged, averaging = _averaging(slices, kept, shortest, resolved.origins_um, (a, b), resolution_um, parameters,
                                      pairs, (workers, band_workers))
+    for blocks, mean in zip(held, averaged, strict=True):  # the assembly reads these planes, each block once more
+        if blocks is not None:
+            blocks.keep_only(mean.planes)
     placed = [
         _placed_averaged(
             replace(_place_on_grid(s, mean.planes,
