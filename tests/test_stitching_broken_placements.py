@@ -1,5 +1,5 @@
 """The pairs left of a broken joint placement stand only if they alone still hold a significant joint
-peak where the tile lies (session stitch48, issue #10)."""
+peak where the tile lies (session stitch48, issue #10); one strong on its own stays strong (session cascade10)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def _broken_placement(peak: float):
 def test_survivors_without_a_significant_peak_of_their_own_are_dropped():
     """Evidence 1 each: their joint peak, 1.4, does not stand 2 above the noise; both dropped, flagged."""
     tiles, positions, model, kept, placed_by, registrations = _broken_placement(peak=1.0)
-    (positions, model, kept), dropped = drop_broken_placements(tiles, positions, model, kept, placed_by,
-                                                                registrations, STEP)
+    (positions, model, kept), dropped, _ = drop_broken_placements(tiles, positions, model, kept, placed_by,
+                                                                   registrations, STEP)
     assert dropped == dict.fromkeys(SURVIVORS, (1, 1))
     assert all((1, 1) not in (p.a, p.b) for p in kept) and len(kept) == 4
 
@@ -53,11 +53,43 @@ def test_survivors_without_a_significant_peak_of_their_own_are_dropped():
 def test_survivors_that_still_hold_a_significant_peak_stay_as_weak_pairs():
     """Evidence 4 each: joint peak 5.7, significant; both stay, demoted to weak, as before."""
     tiles, positions, model, kept, placed_by, registrations = _broken_placement(peak=4.0)
-    (positions, model, kept), dropped = drop_broken_placements(tiles, positions, model, kept, placed_by,
-                                                                registrations, STEP)
+    (positions, model, kept), dropped, _ = drop_broken_placements(tiles, positions, model, kept, placed_by,
+                                                                   registrations, STEP)
     assert not dropped
     left = {(p.a, p.b): p for p in kept}
     assert all(pair in left and not left[pair].strong for pair in SURVIVORS)
+
+
+def _lone_survivor(own: float):
+    """The grid of :func:`_broken_placement` with (1, 1) placed by (0, 1)-(1, 1) and the dropped (1, 1)-(1, 2):
+    the survivor, evidence 5 at the tile's true (nominal) position, is (1, 1)'s only link, on no loop; its own
+    registration at that offset has significance ``own``."""
+    tiles = [(r, c) for r in range(2) for c in range(3)]
+    nominal = {(a, b): (int(STEP[0]) * (b[0] - a[0]), int(STEP[1]) * (b[1] - a[1]))
+               for a in tiles for b in ((a[0] + 1, a[1]), (a[0], a[1] + 1)) if b in tiles}
+    strong = [PairOffset(a, b, offset, 1.0) for (a, b), offset in nominal.items() if (1, 1) not in (a, b)]
+    survivor = SURVIVORS[0]
+    registrations = {survivor: PairRegistration(nominal[survivor], 0.1, own,
+                                                scores=(_evidence(nominal[survivor], 5.0, 0),))}
+    positions, model, kept = solve_positions(tiles, [*strong, PairOffset(*survivor, nominal[survivor], 1.0)], STEP)
+    return tiles, positions, model, kept, dict.fromkeys((survivor, LOST), (1, 1)), registrations
+
+
+def test_a_survivor_strong_on_its_own_keeps_its_tile():
+    """Own significance 9.28 (foreign c185 481 slice 2's (2, 3)-(3, 3)): it stays strong, the tile's only link,
+    and places (1, 1) at the truth; at 2.9 it counts as weak, the solve drops it and (1, 1) is linked by nothing
+    (before session cascade10 the strong one went so too: its tile on the stage model, 4.59 px off)."""
+    tiles, positions, model, kept, placed_by, registrations = _lone_survivor(own=9.28)
+    (positions, model, kept), dropped, held = drop_broken_placements(tiles, positions, model, kept, placed_by,
+                                                                      registrations, STEP)
+    assert not dropped and held == {SURVIVORS[0]}
+    assert any((p.a, p.b) == SURVIVORS[0] and p.strong for p in kept)
+    np.testing.assert_allclose(np.subtract(positions[(1, 1)], positions[(0, 0)]), STEP, atol=0.05)
+    tiles, positions, model, kept, placed_by, registrations = _lone_survivor(own=2.9)
+    (_, _, kept), dropped, held = drop_broken_placements(tiles, positions, model, kept, placed_by, registrations,
+                                                          STEP)
+    assert not dropped and not held
+    assert all((1, 1) not in (p.a, p.b) for p in kept)
 
 
 def test_the_broken_placement_of_6x6_seed_51_is_dropped():

@@ -135,11 +135,12 @@ def test_a_joint_placement_that_lost_a_pair_no_longer_links_a_group_alone():
     positions, model, kept = solve_positions(tiles, [p for p in pairs if (p.a, p.b) != ((1, 3), (2, 3))], step)
     assert positions[(0, 4)][1] - positions[(0, 0)][1] > 203  # the group follows the wrong pair
     registrations = {pair: PairRegistration((0.0, 0.0), 0.1) for pair in placed_by}  # no evidence maps
-    unchanged, dropped = drop_broken_placements(tiles, positions, model, kept, {((2, 2), (2, 3)): (2, 3)},
-                                                 registrations, step)
+    unchanged, dropped, _ = drop_broken_placements(tiles, positions, model, kept, {((2, 2), (2, 3)): (2, 3)},
+                                                    registrations, step)
     assert unchanged[2] == kept and not dropped  # a placement that kept all its pairs keeps them strong
-    (positions, model, kept), _ = drop_broken_placements(tiles, positions, model, kept, placed_by, registrations,
-                                                          step)
+    (positions, model, kept), _, held = drop_broken_placements(tiles, positions, model, kept, placed_by,
+                                                                registrations, step)
+    assert not held  # no evidence of its own: not strong on its own
     assert all((2, 3) not in (p.a, p.b) or (p.a[1] >= 3) for p in kept)
     for tile in tiles:
         assert np.abs(positions[tile] - positions[(0, 0)] - np.multiply(tile, step)).max() < 0.5, (tile, positions)

@@ -108,6 +108,13 @@ METRICS: dict[str, MetricInfo] = {
                              "no loop) and depart from the stage's step farther than the other overlaps do, "
                              "kept because the group they place lies within the stage's error; such an overlap "
                              "alone decides where that group lies, and the slice is flagged."),
+    "n_strong_survivor_links": _M("Searched overlaps kept strong after their placement broke", "count",
+                                  "Accepted overlaps of a tile placed by several overlaps at once whose other "
+                                  "overlaps the solve then dropped, kept as strong (allowed to be the only link "
+                                  "between tiles) because their own registration is strong (significance 3 or "
+                                  "more) at that offset; the other survivors of such a placement count as weak. "
+                                  "On a foreign 10 % overlap such an overlap (9.28, 0.16 px off) otherwise left its "
+                                  "tile on the stage, 4.6 px off."),
     "n_far_lone_link_tiles": _M("Tiles placed far by a lone link", "count", "Tiles that a single overlap (on "
                                 "no loop) places farther from their stage positions than the search for a tile "
                                 "allows, measured from the other tiles' own positions; one unchecked overlap "

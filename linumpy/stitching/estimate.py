@@ -153,7 +153,8 @@ from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_L
                                          FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
                                          LONE_EDGE_LINK_ACROSS_ONLY,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
-                                         RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, PairRecord, TileTransform)
+                                         RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, STRONG_SURVIVOR_KEPT, PairRecord,
+                                         TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
 #: The public API, with the thresholds the steps above name (defined in :mod:`linumpy.stitching.pair_terms`).
@@ -423,6 +424,7 @@ def estimate_transform(
     swapped_out: set[tuple[TileIndex, TileIndex]] = set()
     costly: set[tuple[TileIndex, TileIndex]] = set()
     unsupported: dict[tuple[TileIndex, TileIndex], TileIndex] = {}
+    held: set[tuple[TileIndex, TileIndex]] = set()  # survivors of broken placements kept strong on their own
     if joint:
         joint_pairs = [pair_offset(a, b, r, True) for (a, b), r in joint.items()]
         solved, costly = links_costing_kept(tiles, kept, joint_pairs, placed_by, registrations, tile_step_px)
@@ -431,8 +433,8 @@ def estimate_transform(
             tiles, solved, [p for p in joint_pairs if (p.a, p.b) not in kept_ids | costly],
             {pair: r.significance for pair, r in registrations.items()}, tile_step_px)
         swapped_out = {blamed for _, blamed in swaps}
-        (positions, model, kept), unsupported = drop_broken_placements(tiles, positions, model, kept, placed_by,
-                                                                        registrations, tile_step_px)
+        (positions, model, kept), unsupported, held = drop_broken_placements(tiles, positions, model, kept,
+                                                                              placed_by, registrations, tile_step_px)
     refused_groups: set[TileIndex] = set()
     while (group := place_group(tiles, positions, model, kept, candidates, registrations, flattened,
                                  tile_step_px, refused_groups)) is not None:
@@ -463,11 +465,12 @@ def estimate_transform(
                                        tile_step_px, max_shift_px, far_weak, uncorroborated, tied)) is not None:
         (positions, model, kept), links = weak
         corroborated.update(links)
-        positions, model, kept, searched, refused, dropped = late_joint_search(
+        positions, model, kept, searched, refused, dropped, late_held = late_joint_search(
             tiles, (positions, model, kept), registrations, flattened, tile_step_px)
         late.update(searched)
         lone_refused |= refused
         unsupported.update(dropped)
+        held |= late_held
     (positions, model, kept), settled = settle_kept_searches(
         tiles, (positions, model, kept), {**moved, **joint, **clustered, **relinked, **late, **corroborated},
         flattened, tile_step_px)
@@ -547,6 +550,8 @@ def estimate_transform(
             status = "joint search, costs pairs kept before"
         elif (a, b) in unsupported and (a, b) not in kept_ids:
             status = "joint search, no significant peak without its dropped pairs"
+        elif (a, b) in held and (a, b) in kept_ids:
+            status = STRONG_SURVIVOR_KEPT
         elif (a, b) in joint or (a, b) in late:
             status = "kept (joint search)" if (a, b) in kept_ids else "joint search, inconsistent"
         elif (a, b) in beyond_ridges and (a, b) not in kept_ids:

@@ -212,22 +212,23 @@ def late_joint_search(
     Returns
     -------
     tuple
-        ``(positions, model, kept, links, refused, unsupported)``, ``links`` the refined pairs of the tiles
+        ``(positions, model, kept, links, refused, unsupported, held)``, ``links`` the refined pairs of the tiles
         placed (empty if none), ``refused`` the tiles whose lone link :func:`joint_search` refused,
-        ``unsupported`` the pairs :func:`~linumpy.stitching.refusals.drop_broken_placements` dropped (pair -> its tile).
+        ``unsupported`` the pairs :func:`~linumpy.stitching.refusals.drop_broken_placements` dropped (pair -> its tile),
+        ``held`` those it kept strong on their own.
     """
     positions, model, kept = solved
     links, placed_by, refused = joint_search(registrations, positions, model, kept, flattened)
     if not links:
-        return positions, model, kept, {}, refused, {}
+        return positions, model, kept, {}, refused, {}, set()
     searched = solve_positions(tiles, kept + [pair_offset(a, b, r, True) for (a, b), r in links.items()],
                                tile_step_px)
-    searched, unsupported = drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
+    searched, unsupported, held = drop_broken_placements(tiles, *searched, placed_by, registrations, tile_step_px)
     if not {(p.a, p.b) for p in kept} <= {(p.a, p.b) for p in searched[2]}:
-        return positions, model, kept, {}, refused, {}
+        return positions, model, kept, {}, refused, {}, set()
     logger.info("joint search after the corroborated placement: %d tiles placed",
                 len(set(placed_by.values())))
-    return (*searched, links, refused, unsupported)
+    return (*searched, links, refused, unsupported, held)
 
 
 def place_group(

@@ -13,7 +13,8 @@ import numpy as np
 from linumpy.stitching.cluster_search import clusters
 from linumpy.stitching.global_solve import PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions
 from linumpy.stitching.link_conflicts import CULPRIT_MARGIN, swap_least_certain
-from linumpy.stitching.pair_terms import JOINT_SIGNIFICANCE, STRONG_SIGNIFICANCE
+from linumpy.stitching.off_peak import off_own_peak
+from linumpy.stitching.pair_terms import JOINT_SIGNIFICANCE, OWN_PEAK_PX, STRONG_SIGNIFICANCE
 from linumpy.stitching.pairwise import PairRegistration, offset_spread
 from linumpy.stitching.reanchor import ANCHOR_SIGNIFICANCE
 from linumpy.stitching.tile_search import SNAP_RADIUS_PX, joint_placement, search_radius
@@ -50,6 +51,13 @@ def drop_broken_placements(
     three links of own significance 0.21, 1.33 and 0.68; the solve dropped
     the third, and the two left, 4.2 and 4.1 px off and agreeing, held the
     tile 4.1 px from the truth, 2.55 px farther than its stage position.)
+    A survivor strong on its own (:func:`strong_on_its_own`: its own registration of significance
+    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` or more, the search leaving it at that peak) keeps
+    its strength: it is the link the first solve keeps alone between tiles, and whether the first solve's largest
+    group held it or a search placed its tile says nothing about its peak (foreign ``c185`` 481 slice 2: (2, 3)
+    placed by (2, 3)-(3, 3), own significance 9.28, 0.16 px off, and (1, 3)-(2, 3), a border peak 1.7 px off;
+    the solve dropped the second, and the first, weak, left (2, 3) alone on the stage model, 4.59 px off; kept,
+    0.33 px; session cascade10).
 
     Parameters
     ----------
@@ -71,8 +79,8 @@ def drop_broken_placements(
     Returns
     -------
     tuple
-        ``((positions, model, kept), dropped)``, ``dropped`` the survivors
-        dropped, each with the tile its placement placed.
+        ``((positions, model, kept), dropped, held)``, ``dropped`` the survivors
+        dropped, each with the tile its placement placed, ``held`` the survivors kept strong on their own.
     """
     kept_ids = {(p.a, p.b) for p in kept}
     broken = {tile for pair, tile in placed_by.items() if pair not in kept_ids}
@@ -89,13 +97,34 @@ def drop_broken_placements(
 
     unsupported = {tile for tile in broken if survivors[tile] and not holds(tile)}
     dropped = {(p.a, p.b): placed_by[(p.a, p.b)] for p in kept if placed_by.get((p.a, p.b)) in unsupported}
-    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken else p for p in kept
-               if (p.a, p.b) not in dropped]
-    if not dropped and not any(p is not q for p, q in zip(demoted, kept)):
-        return (positions, model, kept), dropped
-    logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak; those of %s "
-                "hold no significant joint peak without it: dropped", sorted(broken), sorted(set(dropped.values())))
-    return solve_positions(tiles, demoted, tile_step_px), dropped
+    held = {(p.a, p.b) for p in kept if placed_by.get((p.a, p.b)) in broken and (p.a, p.b) not in dropped
+            and strong_on_its_own(p.offset, registrations[(p.a, p.b)])}
+    demoted = [replace(p, strong=False) if placed_by.get((p.a, p.b)) in broken and (p.a, p.b) not in held else p
+               for p in kept if (p.a, p.b) not in dropped]
+    changed = bool(dropped) or any(p is not q for p, q in zip(demoted, kept))
+    if changed or held:
+        logger.info("joint placements of %s lost a pair in the solve: their other pairs count as weak, but %s "
+                    "strong on their own; those of %s hold no significant joint peak without it: dropped",
+                    sorted(broken), sorted(held), sorted(set(dropped.values())))
+    return (solve_positions(tiles, demoted, tile_step_px) if changed else (positions, model, kept)), dropped, held
+
+
+def strong_on_its_own(offset: Sequence[float], registration: PairRegistration) -> bool:
+    """Whether a searched link at ``offset`` is its own strong registration: significance
+    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` or more on its own, ``offset`` within
+    :data:`~linumpy.stitching.pair_terms.OWN_PEAK_PX` of its own peak
+    (:func:`~linumpy.stitching.off_peak.off_own_peak`).
+
+    Examples
+    --------
+    >>> strong_on_its_own((90.2, 0.1), PairRegistration((90.0, 0.0), 0.8, 9.3))
+    True
+    >>> strong_on_its_own((90.0, 4.0), PairRegistration((90.0, 0.0), 0.8, 9.3))
+    False
+    >>> strong_on_its_own((90.0, 0.0), PairRegistration((90.0, 0.0), 0.8, 2.9))
+    False
+    """
+    return registration.significance >= STRONG_SIGNIFICANCE and off_own_peak(offset, registration) <= OWN_PEAK_PX
 
 
 def links_costing_kept(

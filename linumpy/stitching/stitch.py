@@ -580,8 +580,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
     from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
-    from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, depth_disagreement_field,
-                                            stage_residual_fields)
+    from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, STRONG_SURVIVOR_KEPT,
+                                            depth_disagreement_field, stage_residual_fields)
 
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -617,6 +617,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     far_bridges = transform.far_bridges(FAR_BRIDGE_KEPT)
     metrics["n_far_bridges_kept"] = len(far_bridges)
     metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
+    metrics["n_strong_survivor_links"] = sum(r.status == STRONG_SURVIVOR_KEPT for r in transform.pairs)
     lone = far_lone_links(transform)
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
     metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage

@@ -70,6 +70,10 @@ BEYOND_REACH_EDGE_LINK_REFUSED = "lone edge link, its tiles beyond its ridge's r
 #: kept across its ridge only, its side on the stage along it
 #: (:func:`linumpy.stitching.lone_links.lone_edge_links_across_only`).
 LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its tiles on the stage along it"
+#: Status of a kept link of a joint placement whose other links the solve dropped, kept strong (allowed to be the
+#: only link between tiles) because its own registration is strong at that offset
+#: (:func:`linumpy.stitching.refusals.strong_on_its_own`); the other survivors count as weak.
+STRONG_SURVIVOR_KEPT = "kept (joint search), its placement broken, strong on its own"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
 #: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
@@ -155,7 +159,8 @@ class PairRecord:
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
-        (:mod:`linumpy.stitching.tile_search`), ``kept (cluster search)``
+        (:mod:`linumpy.stitching.tile_search`), ``kept (joint search), its placement broken, strong on its own``
+        (:data:`STRONG_SURVIVOR_KEPT`), ``kept (cluster search)``
         (:mod:`linumpy.stitching.cluster_search`), ``kept (piece search)``
         (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
         or why the pair was not used:
