@@ -233,6 +233,12 @@ METRICS: dict[str, MetricInfo] = {
                              "an overlap refused in depth (per pair unfit_peak): on a foreign 10 % overlap such a "
                              "peak, between tiles overlapping by 1 px, matched structure 14.8 px off. Their tiles "
                              "placed by other overlaps or on the stage."),
+    "n_absorbed_votes": _M("Contradicting overlaps absorbed: no vote against a lone link", "count",
+                           "Overlaps not kept whose tiles the solve placed more than 1.5 px from their offset, "
+                           "across a kept overlap on no loop (a vote against it), that the kept overlaps absorb "
+                           "when solved with them (their residual then 1.5 px or less: a tile held loosely, "
+                           "along its edge overlaps' ridges, moves to them): they say nothing against that "
+                           "overlap and do not vote (per pair absorbed_vote). No flag: the lone overlap stays."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

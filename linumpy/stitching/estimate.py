@@ -83,7 +83,8 @@
    across its ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
    placement along the ridge (:func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`); a kept link on no
    loop that two or more candidates not kept contradict (it separates their tiles; the most contradicted, ties the
-   least significant) is refused when the solve without it keeps two or more candidates joining its two blocks
+   least significant; a contradiction the kept pairs absorb once solved with it no vote) is refused when the solve
+   without it keeps two or more candidates joining its two blocks
    (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`); a kept link on no loop, not an edge link, that a search
    placed off its own peak is refused and its side put on the stage model, unless the search's peak is strong and
    its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
@@ -492,7 +493,7 @@ def estimate_transform(
     final = {**current, **late, **corroborated, **settled}
     (positions, model, kept), broad_to_stage, broad_refused = broad_lone_links_to_stage(
         tiles, (positions, model, kept), final, tile_step_px, max_shift_px)
-    (positions, model, kept), outvoted = outvoted_lone_links(
+    (positions, model, kept), outvoted, absorbed_votes = outvoted_lone_links(
         tiles, (positions, model, kept),
         [pair_offset(p.a, p.b, moved[(p.a, p.b)], False) if (p.a, p.b) in moved else p for p in candidates],
         {pair: r.significance for pair, r in final.items()}, tile_step_px)
@@ -578,6 +579,7 @@ def estimate_transform(
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),
                                   settled=r.settled, unfit_peak=registrations[(a, b)].unfit_peak,
+                                  absorbed_vote=(a, b) in absorbed_votes,
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

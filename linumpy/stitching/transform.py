@@ -156,6 +156,11 @@ class PairRecord:
         Whether the pair's own peak, strong, was refused because its sub-pixel fit did not refine it
         (:func:`~linumpy.stitching.estimate.refused_unfit`). False in transforms written before session
         sliver10.
+    absorbed_vote : bool
+        Whether the pair, a candidate not kept that the solve contradicted beyond
+        :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` across a kept link on no loop, was denied its vote
+        against that link because the kept pairs absorbed it when solved with it
+        (:func:`~linumpy.stitching.outvoted.absorbed`). False in transforms written before session outvote10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -209,6 +214,7 @@ class PairRecord:
     depth_confirmed_significance: float = float("nan")
     settled: bool = False
     unfit_peak: bool = False
+    absorbed_vote: bool = False
 
 
 @dataclass(frozen=True)
@@ -567,7 +573,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "unlocated_px": round(float(p.unlocated_px), _DECIMALS), "split_peak": bool(p.split_peak),
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
-             "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak)}
+             "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak),
+             "absorbed_vote": bool(p.absorbed_vote)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -669,7 +676,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            depth_confirmed_significance=depth_disagreement_from_field(
                                p.get("depth_confirmed_significance")),
                            settled=bool(p.get("settled", False)),
-                           unfit_peak=bool(p.get("unfit_peak", False)))
+                           unfit_peak=bool(p.get("unfit_peak", False)),
+                           absorbed_vote=bool(p.get("absorbed_vote", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
