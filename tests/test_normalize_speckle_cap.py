@@ -3,6 +3,8 @@ relative to the local level*): against the true reflectivity of a speckled phant
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -67,22 +69,23 @@ def test_speckle_cap_keeps_each_tissue_level_and_gains_ncc(tmp_path):
         results[cap] = (_level_ratios(signal, truth, labels),
                         _ncc(coarse[tissue], ndimage.uniform_filter(truth, 3)[tissue]))
     (plain_levels, plain_ncc), (capped_levels, capped_ncc) = results[0.0], results[2.0]
-    # measured: bright / dim level 0.873 plain, 0.922 capped (the clip at p95 still takes a little); NCC +0.008
+    # measured: bright / dim level 0.873 plain, 0.905 capped with its local mean restored (0.922 capped alone: the
+    # restored tail meets the p95 clip, tissue voxels at 1 3.9 -> 4.9 %); NCC +0.008 (0.9466 -> 0.9546)
     assert plain_levels[2] < 0.90  # the bright tissue's tail clipped: its level 10 %+ below the truth's
-    assert abs(capped_levels[2] - 1) < 0.65 * abs(plain_levels[2] - 1)
+    assert abs(capped_levels[2] - 1) < 0.8 * abs(plain_levels[2] - 1)
     assert abs(capped_levels[1] - 1) < 0.01 < abs(plain_levels[1] - 1)
     assert capped_ncc > plain_ncc + 0.005
 
 
 def test_speckle_cap_block_by_block(tmp_path, monkeypatch):
-    """Small blocks (no halo read) give the whole volume's cap away from their edges; the QC record counts the
-    capped voxels."""
+    """Small blocks (no halo read) give the whole volume's cap away from their edges (4 A-lines: the cap's box
+    reaches 2, the restoring box 2 more); the QC record counts the capped voxels."""
     _, volume, _ = _phantom(seed=5)
     monkeypatch.setattr(slice_normalization, "lateral_block_size", lambda depth: 16)
     out, attributes = _normalized(tmp_path, volume, 2.0)
     low, high = attributes["normalize_values"]
     whole, n_whole = normalize.speckle_capped(volume, 2.0, (slice(0, 72), slice(0, 72)))
-    inside = np.isin(np.arange(72) % 16, np.arange(2, 14)) & (np.arange(72) < 64)  # 2+ A-lines from a block edge
+    inside = np.isin(np.arange(72) % 16, np.arange(4, 12)) & (np.arange(72) < 64)  # 4+ A-lines from a block edge
     away = np.ix_(np.ones(volume.shape[0], bool), inside, inside)
     np.testing.assert_allclose(out[away], normalize.normalize_values(whole, low, high)[away], atol=1e-6)
     n_blocks = sum(normalize.speckle_capped(volume[:, y:y + 16, x:x + 16], 2.0, (slice(None), slice(None)))[1]
@@ -92,6 +95,44 @@ def test_speckle_cap_block_by_block(tmp_path, monkeypatch):
     assert metrics["speckle_capped_fraction"] == pytest.approx(n_blocks / volume.size, abs=1e-6)
     assert abs(n_blocks - n_whole) < 0.05 * n_whole  # 44 % of the voxels of 16-A-line blocks near an edge: 3 %
     assert 0.05 < n_blocks / volume.size < 0.15  # gamma(2) above twice its mean: 9 %
+
+
+def _fused_tiles(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, fused slice, overlap A-lines) of two 40 x 40 A-line tiles of one exponential speckle frame each over
+    a textured tissue, fused 10 A-lines apart in x (the overlap the average of both tiles' draws, as the fusion's
+    ``average`` blend)."""
+    rng = np.random.default_rng(seed)
+    shape = (40, 40, 70)
+    texture = 1.0 + 0.15 * ndimage.gaussian_filter(rng.standard_normal(shape), 3.0) / 0.035
+    truth = np.clip(texture, 0.5, 1.5).astype(np.float32)
+    left, right = rng.exponential(1.0, shape), rng.exponential(1.0, shape)
+    overlap = np.zeros(shape[2], bool)
+    overlap[30:40] = True
+    speckle = np.where(np.arange(shape[2]) < 30, left, right)
+    speckle[:, :, overlap] = (left[:, :, overlap] + right[:, :, overlap]) / 2
+    return truth, (truth * speckle).astype(np.float32), overlap
+
+
+def test_speckle_cap_leaves_no_seam_at_a_tile_overlap(tmp_path):
+    """One speckle frame per tile (``ha``): the cap takes 14 % of a tile's mean but 5 % of the overlap's
+    two-draw average, an overlap 1.09 x brighter than the tiles (ha 483: 1.04-1.07 x against 0.98-0.99 x the
+    truth). Restored to its local mean, the overlap reads as the tiles as read, within 2 %; the NCC with the
+    truth is not lower."""
+    truth, volume, overlap = _fused_tiles()
+    raw = volume / truth
+    ratios, nccs = {"raw": raw[:, 4:-4, overlap].mean() / raw[:, 4:-4, ~overlap].mean()}, {}
+    for restore in (False, True):
+        with mock.patch.object(normalize, "mean_restored", normalize.mean_restored if restore else lambda c, v: c):
+            out, attributes = _normalized(tmp_path / str(restore), volume, 2.0)
+        low, high = attributes["normalize_values"]
+        signal = out * (high - low) + low
+        level = signal / truth
+        ratios[restore] = level[:, 4:-4, overlap].mean() / level[:, 4:-4, ~overlap].mean()
+        nccs[restore] = _ncc(ndimage.uniform_filter(signal, 3).ravel(), ndimage.uniform_filter(truth, 3).ravel())
+    # measured: overlap / tile level 1.012 as read (this draw), 1.105 capped alone, 1.027 restored; NCC 0.623 -> 0.634
+    assert ratios[False] > ratios["raw"] + 0.05
+    assert abs(ratios[True] - ratios["raw"]) < 0.02
+    assert nccs[True] > nccs[False] - 0.001
 
 
 def test_negative_speckle_cap_is_refused(tmp_path):
