@@ -152,6 +152,11 @@ class PairRecord:
         Whether the pair's own peak, strong, was refused because its sub-pixel fit did not refine it
         (:func:`~linumpy.stitching.estimate.refused_unfit`). False in transforms written before session
         sliver10.
+    quadratic : bool
+        Whether the pair, weak and kept at its own peak, has its offset read from the quadratic of its match
+        quality rather than the sub-pixel fit (:func:`~linumpy.stitching.pairwise.weak_quadratic_offset`,
+        :func:`~linumpy.stitching.settle.quadratic_kept_links`). False in transforms written before session
+        narrow10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -204,6 +209,7 @@ class PairRecord:
     depth_confirmed_significance: float = float("nan")
     settled: bool = False
     unfit_peak: bool = False
+    quadratic: bool = False
 
 
 @dataclass(frozen=True)
@@ -562,7 +568,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "unlocated_px": round(float(p.unlocated_px), _DECIMALS), "split_peak": bool(p.split_peak),
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
-             "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak)}
+             "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak), "quadratic": bool(p.quadratic)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -664,7 +670,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            depth_confirmed_significance=depth_disagreement_from_field(
                                p.get("depth_confirmed_significance")),
                            settled=bool(p.get("settled", False)),
-                           unfit_peak=bool(p.get("unfit_peak", False)))
+                           unfit_peak=bool(p.get("unfit_peak", False)),
+                           quadratic=bool(p.get("quadratic", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
