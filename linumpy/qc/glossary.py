@@ -226,14 +226,6 @@ METRICS: dict[str, MetricInfo] = {
                           "run as the overlap's own registration settles its peak: the walk along its ridge, "
                           "the fit, for a confident overlap the refit from the ridge's best match (per pair "
                           "settled); the positions are solved again with the same overlaps."),
-    "n_quadratic_links": _M("Weak overlaps read from their match quality's quadratic", "count",
-                            "Accepted overlaps below significance 3, kept at their own peak, whose offset was "
-                            "read from the maximum of a quadratic fitted to the finest speckle scale's match "
-                            "quality (Fisher NCC) on the 3 x 3 whole pixels around the peak, not from the "
-                            "sub-pixel fit (per pair quadratic): under speckle drawn anew in each tile the fit "
-                            "stays near its start, a whole pixel that is one off about a quarter of the time. "
-                            "Read once every search had run; the positions are solved again with the same "
-                            "overlaps (a read overlap the solve drops keeps its fit)."),
     "n_unfit_peak_links": _M("Strong overlaps refused, their peak not refined", "count",
                              "Overlaps whose own peak, strong (significance 3 or more: never checked in depth), "
                              "the sub-pixel fit did not refine (a whole pixel, standard error 1 px: the fit ran "

@@ -146,7 +146,7 @@ from linumpy.stitching.refusals import (drop_broken_placements, drop_implausible
 from linumpy.stitching.ridge_bridges import weak_without_ridge_contradicted_bridges
 from linumpy.stitching.ridge_reach import beyond_reach_edge_links_to_stage
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
-from linumpy.stitching.settle import quadratic_kept_links, settle_kept_searches
+from linumpy.stitching.settle import settle_kept_searches
 from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
                                             rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
@@ -475,9 +475,6 @@ def estimate_transform(
     (positions, model, kept), settled = settle_kept_searches(
         tiles, (positions, model, kept), {**moved, **joint, **clustered, **relinked, **late, **corroborated},
         flattened, tile_step_px)
-    (positions, model, kept), read = quadratic_kept_links(tiles, (positions, model, kept), registrations,
-                                                          next(iter(shapes)), tile_step_px)
-    settled = {**settled, **read}
     positions, model, kept = unmeasured_ridges(tiles, (positions, model, kept), tile_step_px)
     (positions, model, kept), reach_to_stage, beyond_reach = beyond_reach_edge_links_to_stage(
         tiles, (positions, model, kept), {**current, **late, **corroborated, **settled}, tile_step_px)
@@ -583,7 +580,6 @@ def estimate_transform(
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),
                                   settled=r.settled, unfit_peak=registrations[(a, b)].unfit_peak,
                                   absorbed_vote=(a, b) in absorbed_votes,
-                                  quadratic=r.quadratic,
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

@@ -133,11 +133,6 @@ MIN_UNLOCATED_COUNT_PX = 3.0
 #: Narrowest common region (pixels) the sub-pixel fit runs on: the gradient across the strip needs three
 #: columns.
 MIN_FIT_WIDTH_PX = 3
-#: Largest step (pixels, per axis) from a pair's whole pixel to the maximum of the quadratic fitted to the
-#: finest scale's match quality around it (:func:`quadratic_peak`); farther, the quadratic is no peak there.
-QUADRATIC_MAX_STEP_PX = 1.0
-#: Own significance below which a kept pair's offset is read from that quadratic (:func:`weak_quadratic_offset`).
-QUADRATIC_MAX_SIGNIFICANCE = 3.0
 
 
 @dataclass(frozen=True)
@@ -180,9 +175,6 @@ class PairRegistration:
     unfit_peak : bool
         Whether the estimate refused the pair's strong own peak because its sub-pixel fit did not refine it
         (:func:`~linumpy.stitching.estimate.refused_unfit`).
-    quadratic : bool
-        Whether ``offset``, the weak pair's own peak kept by the estimate, was read from the quadratic of its
-        match quality instead of the sub-pixel fit (:func:`weak_quadratic_offset`).
     """
 
     offset: tuple[float, float]
@@ -195,7 +187,6 @@ class PairRegistration:
     split_peak: bool = False
     settled: bool = False
     unfit_peak: bool = False
-    quadratic: bool = False
 
 
 @dataclass(frozen=True)
@@ -604,92 +595,6 @@ def offset_unlocated(scores: tuple, offset: tuple[float, float]) -> float:
     if found is None:
         return 0.0
     return unlocated_width(found[0], found[1], int(np.argmax(np.abs(found[0].centre))))
-
-
-def quadratic_peak(scores: tuple, offset: tuple[int, int]) -> tuple[float, float] | None:
-    """The maximum of a quadratic fitted to the finest speckle scale's match quality around a whole pixel.
-
-    The match quality is the Fisher-transformed NCC of the search (:attr:`EvidenceMap.fisher` of the smallest
-    ``speckle_px``), without the evidence's area term; the quadratic ``c + b . d + d^T A d / 2`` is fitted by
-    least squares to its 3 x 3 whole pixels around ``offset``. Under speckle drawn anew in each tile the
-    Lucas-Kanade fit (:func:`_fit_subpixel`) is held toward its start: from a whole pixel one off the truth's
-    it ends about half way (the noise's share of its gradients' energy); the quadratic is not, and from the
-    truth's whole pixel it is no worse (stitching matrix seeds 246-249, session narrow10).
-
-    Parameters
-    ----------
-    scores : tuple of EvidenceMap
-        The pair's evidence maps (with their Fisher values).
-    offset : tuple of int
-        The whole-pixel ``(y, x)`` offset around which the quadratic is fitted.
-
-    Returns
-    -------
-    tuple of float or None
-        The ``(y, x)`` offset of the quadratic's maximum; ``None`` where no map with Fisher values scores the
-        nine whole pixels, the quadratic is not concave, or its maximum lies more than
-        :data:`QUADRATIC_MAX_STEP_PX` from ``offset`` on an axis.
-
-    Examples
-    --------
-    >>> yy, xx = np.mgrid[-5:6, -5:6]
-    >>> fisher = 1.0 - 0.1 * ((yy - 0.3) ** 2 + (xx + 0.2) ** 2)
-    >>> quality = EvidenceMap(0.7, (20, 0), fisher, fisher)
-    >>> [round(v, 2) for v in quadratic_peak((quality,), (20, 0))]
-    [20.3, -0.2]
-    """
-    maps = [m for m in scores if m.fisher is not None]
-    if not maps:
-        return None
-    finest = min(maps, key=lambda m: m.speckle_px)
-    index = _offset_index(finest, offset)
-    if index is None or min(index) < 1 or max(i - n for i, n in zip(index, finest.fisher.shape)) > -2:
-        return None
-    patch = finest.fisher[index[0] - 1:index[0] + 2, index[1] - 1:index[1] + 2]
-    if not np.all(np.isfinite(patch)):
-        return None
-    dy, dx = (v.ravel() for v in np.mgrid[-1:2, -1:2])
-    design = np.stack([np.ones(9), dy, dx, dy * dy, dx * dx, dy * dx], axis=1)
-    c = np.linalg.lstsq(design, patch.ravel(), rcond=None)[0]
-    curvature = np.array([[2 * c[3], c[5]], [c[5], 2 * c[4]]])
-    if np.max(np.linalg.eigvalsh(curvature)) >= 0:
-        return None
-    step = -np.linalg.solve(curvature, c[1:3])
-    if np.max(np.abs(step)) > QUADRATIC_MAX_STEP_PX:
-        return None
-    return float(offset[0] + step[0]), float(offset[1] + step[1])
-
-
-def weak_quadratic_offset(registration: PairRegistration, tile_shape: tuple[int, int]) -> tuple[float, float] | None:
-    """A weak pair's own offset read from :func:`quadratic_peak` at its evidence peak's whole pixel.
-
-    Only a pair below :data:`QUADRATIC_MAX_SIGNIFICANCE` whose sub-pixel fit refined its whole pixel (the fit
-    stayed in its box) on an overlap at least :data:`NARROW_OVERLAP_PX` wide: there the fit, held toward its start,
-    is the larger error (stitching matrix seeds 246-249, own offsets within 3 px of the truth, significance below 2:
-    rms across the strip 1.01 -> 0.58 px on ``overlap 10%``, 0.68 -> 0.51 on ``8x8 harsh``; from 2 to 3: 0.44 ->
-    0.41, 0.63 -> 0.35). Above it the fit is as good or better (0.22 -> 0.25 px at 3-5 on ``overlap 10%``), and on
-    noise-free tiles the quadratic's whole-pixel bias (up to 0.2 px) is the larger (session narrow10).
-
-    Parameters
-    ----------
-    registration : PairRegistration
-        The pair's own registration (its offset, significance, candidates and evidence maps).
-    tile_shape : tuple of int
-        ``(y, x)`` shape of the registered tiles.
-
-    Returns
-    -------
-    tuple of float or None
-        The quadratic's ``(y, x)`` offset; ``None`` where the rule does not apply or the quadratic has no
-        maximum near the whole pixel.
-    """
-    if registration.significance >= QUADRATIC_MAX_SIGNIFICANCE or not registration.candidates:
-        return None
-    whole = tuple(int(v) for v in registration.candidates[0][0])
-    if tuple(registration.offset) == tuple(float(v) for v in whole) \
-            or _overlap_width(tile_shape, tile_shape, whole) < NARROW_OVERLAP_PX:
-        return None
-    return quadratic_peak(registration.scores, whole)
 
 
 def _ridge_members(evidence_map: EvidenceMap, index: tuple[int, int]) -> np.ndarray | None:

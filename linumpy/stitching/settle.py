@@ -19,7 +19,7 @@ import numpy as np
 
 from linumpy.stitching.global_solve import Solution, TileIndex, solve_positions
 from linumpy.stitching.pair_terms import pair_offset
-from linumpy.stitching.pairwise import PairRegistration, settled_search_offset, weak_quadratic_offset
+from linumpy.stitching.pairwise import PairRegistration, settled_search_offset
 
 logger = logging.getLogger(__name__)
 
@@ -98,61 +98,3 @@ def settle_kept_searches(
         return solved, {}
     logger.info("searched links settled from their evidence: %s", sorted(settled))
     return attempt, settled
-
-
-def quadratic_kept_links(
-    tiles: Sequence[TileIndex],
-    solved: Solution,
-    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-    tile_shape: tuple[int, int],
-    tile_step_px: Sequence[float],
-) -> tuple[Solution, dict[tuple[TileIndex, TileIndex], PairRegistration]]:
-    """The solve with its weak kept own peaks read from the quadratic of their match quality, if it keeps every link.
-
-    A kept link at its own registration's offset whose :func:`~linumpy.stitching.pairwise.weak_quadratic_offset`
-    applies takes that offset (its standard error unchanged, per pair ``quadratic``), and the positions are solved
-    again with the same links; a read link the solve then drops keeps its fitted offset, and the solve runs again.
-    Once every search has run, as :func:`settle_kept_searches`: read in the registrations, the changed weak offsets
-    changed what the loops and searches kept (stitching matrix ``overlap 10%`` seeds 247, 249: 5 -> 6 and 2 -> 4
-    tiles on the stage; session narrow10).
-
-    Parameters
-    ----------
-    tiles : sequence of TileIndex
-        Grid indices of all the tiles of the slice.
-    solved : Solution
-        ``(positions, model, kept)`` after the searches.
-    registrations : mapping
-        ``(a, b) -> PairRegistration``, each pair's own registration.
-    tile_shape : tuple of int
-        ``(y, x)`` shape of the tiles.
-    tile_step_px : sequence of float
-        The stage's ``(y, x)`` step between neighbouring tiles, pixels.
-
-    Returns
-    -------
-    tuple
-        ``(solution, read)``: ``solved`` itself and ``{}`` where no link is read or the solve drops a link not read
-        (logged); else the solve with the read links in place and their registrations.
-    """
-    read = {}
-    for link in solved[2]:
-        registration = registrations.get((link.a, link.b))
-        if registration is None or tuple(link.offset) != tuple(registration.offset):
-            continue
-        found = weak_quadratic_offset(registration, tile_shape)
-        if found is not None:
-            read[(link.a, link.b)] = replace(registration, offset=found, quadratic=True)
-    while read:
-        links = [pair_offset(p.a, p.b, read[(p.a, p.b)], p.strong) if (p.a, p.b) in read else p for p in solved[2]]
-        attempt = solve_positions(tiles, links, tile_step_px)
-        lost = {(p.a, p.b) for p in links} - {(p.a, p.b) for p in attempt[2]}
-        if not lost:
-            logger.info("weak own peaks read from their match quality's quadratic: %s", sorted(read))
-            return attempt, read
-        logger.info("quadratic offsets of %s not used: the solve with them drops %s", sorted(lost & set(read)),
-                    sorted(lost))
-        if not lost & set(read):
-            break
-        read = {pair: r for pair, r in read.items() if pair not in lost}
-    return solved, {}

@@ -573,9 +573,6 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_absorbed_votes`` counts the candidates not kept that the solve contradicted across a kept link on no loop
     but the kept pairs absorbed when solved with them: no vote against that link (per pair ``absorbed_vote``,
     :func:`~linumpy.stitching.outvoted.absorbed`).
-    ``n_quadratic_links`` counts the accepted weak pairs whose own offset was read from the quadratic of their
-    match quality rather than the sub-pixel fit (per pair ``quadratic``,
-    :func:`~linumpy.stitching.pairwise.weak_quadratic_offset`).
     ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
@@ -667,14 +664,12 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "split_peak": r.split_peak,
                          "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2),
                          "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2),
-                         "settled": r.settled, "unfit_peak": r.unfit_peak, "absorbed_vote": r.absorbed_vote,
-                         "quadratic": r.quadratic}
+                         "settled": r.settled, "unfit_peak": r.unfit_peak, "absorbed_vote": r.absorbed_vote}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
     metrics["n_split_peak_links"] = sum(r.split_peak for r in transform.pairs)
     metrics["n_settled_links"] = sum(r.accepted and r.settled for r in transform.pairs)
-    metrics["n_quadratic_links"] = sum(r.accepted and r.quadratic for r in transform.pairs)
     metrics["n_unfit_peak_links"] = sum(r.unfit_peak for r in transform.pairs)
     metrics["n_absorbed_votes"] = sum(r.absorbed_vote for r in transform.pairs)
     # checked: not NaN (a range that found no peak reads inf, refused and checked alike)

@@ -161,11 +161,6 @@ class PairRecord:
         :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` across a kept link on no loop, was denied its vote
         against that link because the kept pairs absorbed it when solved with it
         (:func:`~linumpy.stitching.outvoted.absorbed`). False in transforms written before session outvote10.
-    quadratic : bool
-        Whether the pair, weak and kept at its own peak, has its offset read from the quadratic of its match
-        quality rather than the sub-pixel fit (:func:`~linumpy.stitching.pairwise.weak_quadratic_offset`,
-        :func:`~linumpy.stitching.settle.quadratic_kept_links`). False in transforms written before session
-        narrow10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -220,7 +215,6 @@ class PairRecord:
     settled: bool = False
     unfit_peak: bool = False
     absorbed_vote: bool = False
-    quadratic: bool = False
 
 
 @dataclass(frozen=True)
@@ -580,7 +574,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
              "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak),
-             "absorbed_vote": bool(p.absorbed_vote), "quadratic": bool(p.quadratic)}
+             "absorbed_vote": bool(p.absorbed_vote)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -683,8 +677,7 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                                p.get("depth_confirmed_significance")),
                            settled=bool(p.get("settled", False)),
                            unfit_peak=bool(p.get("unfit_peak", False)),
-                           absorbed_vote=bool(p.get("absorbed_vote", False)),
-                           quadratic=bool(p.get("quadratic", False)))
+                           absorbed_vote=bool(p.get("absorbed_vote", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
