@@ -83,8 +83,8 @@
    across its ridge, its side on the stage model along it, unless the side's other overlaps prefer the link's
    placement along the ridge (:func:`~linumpy.stitching.lone_links.lone_edge_links_across_only`); a kept link on no
    loop that two or more candidates not kept contradict (it separates their tiles; the most contradicted, ties the
-   least significant; a contradiction the kept pairs absorb once solved with it no vote) is refused when the solve
-   without it keeps two or more candidates joining its two blocks
+   least significant; a candidate whose contradiction the kept pairs absorb once solved with it does not vote) is
+   refused when the solve without it keeps two or more candidates joining its two blocks
    (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`); a kept link on no loop, not an edge link, that a search
    placed off its own peak is refused and its side put on the stage model, unless the search's peak is strong and
    its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).

@@ -88,12 +88,11 @@ def outvoted_link(
     Each candidate not kept whose tiles the solve places beyond
     :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from its offset says that a kept link on its loop erred,
     unless the kept pairs absorb it (:func:`absorbed`): a vote against each kept link on no loop that separates its
-    two tiles. The link with the most votes (ties: the
-    least significant, the likeliest to err) is refused when at least :data:`MIN_OUTVOTING_LINKS` candidates vote
-    against it and the solve without it, the candidates joining its two blocks added, keeps at least
-    :data:`MIN_OUTVOTING_LINKS` of them (they agree with each other) and every other kept pair, and places the link's
-    tiles beyond :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from its offset (else the candidates agree
-    with it: nothing to refuse).
+    two tiles. The link with the most votes (ties: the least significant, the likeliest to err) is refused when at
+    least :data:`MIN_OUTVOTING_LINKS` candidates vote against it and the solve without it, the candidates joining
+    its two blocks added, keeps at least :data:`MIN_OUTVOTING_LINKS` of them (they agree with each other) and every
+    other kept pair, and places the link's tiles beyond :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from
+    its offset (else the candidates agree with it: nothing to refuse).
 
     Returns
     -------
