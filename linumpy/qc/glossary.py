@@ -239,6 +239,12 @@ METRICS: dict[str, MetricInfo] = {
                            "when solved with them (their residual then 1.5 px or less: a tile held loosely, "
                            "along its edge overlaps' ridges, moves to them): they say nothing against that "
                            "overlap and do not vote (per pair absorbed_vote). No flag: the lone overlap stays."),
+    "n_loose_loop_links": _M("Overlaps kept to close a loose lone overlap's loop", "count",
+                             "Overlaps not kept, contradicting the solve by more than 1.5 px across a kept "
+                             "overlap on no loop whose sub-pixel fit kept its 1 px placeholder error (tiles "
+                             "overlapping by under 6 px, or a fit that did not run), kept because the solve with "
+                             "them keeps them and every kept overlap: the loop they close puts most of the "
+                             "misclosure on the loose overlap. No flag."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

@@ -87,7 +87,10 @@
    refused when the solve without it keeps two or more candidates joining its two blocks
    (:func:`~linumpy.stitching.outvoted.outvoted_lone_links`); a kept link on no loop, not an edge link, that a search
    placed off its own peak is refused and its side put on the stage model, unless the search's peak is strong and
-   its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`).
+   its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`); a candidate not kept that
+   contradicts the solve across a kept link on no loop whose sub-pixel fit kept its 1 px placeholder error (a narrow
+   overlap) is kept when the solve with it keeps it and every kept pair
+   (:func:`~linumpy.stitching.loose_loops.closed_loose_loops`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
    accepted pairs: the estimate is never a guess.
@@ -131,6 +134,7 @@ from linumpy.stitching.lone_links import (broad_lone_links_to_stage, far_lone_li
                                          lone_edge_links_across_only, unrefined)
 from linumpy.stitching.loops import Switch, switch_conflicting_peaks
 from linumpy.stitching.options import DEFAULT_MAX_SHIFT_PX
+from linumpy.stitching.loose_loops import closed_loose_loops
 from linumpy.stitching.off_peak import off_peak_lone_links_to_stage
 from linumpy.stitching.outvoted import outvoted_lone_links
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARGIN, JOINT_SIGNIFICANCE,
@@ -152,7 +156,7 @@ from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
 from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED,
                                          FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
-                                         LONE_EDGE_LINK_ACROSS_ONLY,
+                                         LONE_EDGE_LINK_ACROSS_ONLY, LOOSE_LOOP_CLOSED,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
                                          RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, STRONG_SURVIVOR_KEPT, PairRecord,
                                          TileTransform)
@@ -493,12 +497,13 @@ def estimate_transform(
     final = {**current, **late, **corroborated, **settled}
     (positions, model, kept), broad_to_stage, broad_refused = broad_lone_links_to_stage(
         tiles, (positions, model, kept), final, tile_step_px, max_shift_px)
+    voters = [pair_offset(p.a, p.b, moved[(p.a, p.b)], False) if (p.a, p.b) in moved else p for p in candidates]
     (positions, model, kept), outvoted, absorbed_votes = outvoted_lone_links(
-        tiles, (positions, model, kept),
-        [pair_offset(p.a, p.b, moved[(p.a, p.b)], False) if (p.a, p.b) in moved else p for p in candidates],
-        {pair: r.significance for pair, r in final.items()}, tile_step_px)
+        tiles, (positions, model, kept), voters, {pair: r.significance for pair, r in final.items()}, tile_step_px)
     (positions, model, kept), off_peak_to_stage, off_peak = off_peak_lone_links_to_stage(
         tiles, (positions, model, kept), registrations, tile_step_px, final)
+    (positions, model, kept), loop_closing = closed_loose_loops(tiles, (positions, model, kept), voters, final,
+                                                                tile_step_px)
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
@@ -521,6 +526,8 @@ def estimate_transform(
             status = OPEN_LOOP_PIECE_TO_STAGE
         elif (a, b) in rigid_ids:
             status = RIGID_PIECE_KEPT
+        elif (a, b) in loop_closing and (a, b) in kept_ids:
+            status = LOOSE_LOOP_CLOSED
         elif (a, b) in broad_refused:
             status = BROAD_LONE_LINK_REFUSED
         elif (a, b) in outvoted:

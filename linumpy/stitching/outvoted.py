@@ -106,7 +106,7 @@ def outvoted_link(
     placed = {t for p in kept for t in (p.a, p.b)}
     voters = [replace(c, strong=False) for c in candidates if (c.a, c.b) not in kept_ids and {c.a, c.b} <= placed]
     sides = {k: _side(kept, kept[:k] + kept[k + 1:], kept[k].a) for k in bridges(kept)}
-    contradicting = [c for c in voters if _residual(positions, c) > MAX_RESIDUAL_PX
+    contradicting = [c for c in voters if residual_px(positions, c) > MAX_RESIDUAL_PX
                      and any((c.a in side) != (c.b in side) for side in sides.values())]
     absorbed_votes = {(c.a, c.b) for c in contradicting if absorbed(tiles, kept, c, tile_step_px)}
     against = [c for c in contradicting if (c.a, c.b) not in absorbed_votes]
@@ -121,7 +121,7 @@ def outvoted_link(
     attempt_ids = {(p.a, p.b) for p in attempt[2]}
     instead = [(c.a, c.b) for c in crossing if (c.a, c.b) in attempt_ids]
     if (len(instead) < MIN_OUTVOTING_LINKS or not {(p.a, p.b) for p in rest} <= attempt_ids
-            or _residual(attempt[0], kept[k]) <= MAX_RESIDUAL_PX):
+            or residual_px(attempt[0], kept[k]) <= MAX_RESIDUAL_PX):
         return None, absorbed_votes
     return ((kept[k].a, kept[k].b), attempt, instead), absorbed_votes
 
@@ -158,7 +158,7 @@ def absorbed(tiles: Sequence[TileIndex], kept: Sequence[PairOffset], candidate: 
     pairs = [replace(p, strong=True) for p in [*kept, candidate]]  # strong: no pair dropped as a weak bridge
     positions = solve_positions(tiles, pairs, tile_step_px, max_residual_px=np.inf, weighted=False,
                                 warn_steps=False, min_group_fraction=0.0)[0]
-    return _residual(positions, candidate) <= MAX_RESIDUAL_PX
+    return residual_px(positions, candidate) <= MAX_RESIDUAL_PX
 
 
 def _side(kept: Sequence[PairOffset], rest: Sequence[PairOffset], tile: TileIndex) -> set[TileIndex]:
@@ -167,7 +167,7 @@ def _side(kept: Sequence[PairOffset], rest: Sequence[PairOffset], tile: TileInde
     return set(next(g for g in pieces(placed, [(p.a, p.b) for p in rest]) if tile in g))
 
 
-def _residual(positions: Mapping[TileIndex, np.ndarray], pair: PairOffset) -> float:
+def residual_px(positions: Mapping[TileIndex, np.ndarray], pair: PairOffset) -> float:
     """Length of ``pair``'s residual at ``positions`` (across its free direction only), pixels."""
     return float(np.hypot(*pair.constrained(np.asarray(positions[pair.b], float) - positions[pair.a]
                                             - np.asarray(pair.offset))))

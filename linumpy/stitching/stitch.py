@@ -573,6 +573,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_absorbed_votes`` counts the candidates not kept that the solve contradicted across a kept link on no loop
     but the kept pairs absorbed when solved with them: no vote against that link (per pair ``absorbed_vote``,
     :func:`~linumpy.stitching.outvoted.absorbed`).
+    ``n_loose_loop_links`` counts the candidates kept because they close the loop of a loose kept link on no loop
+    (its sub-pixel fit's 1 px placeholder error), the solve with them keeping every kept pair (status
+    :data:`~linumpy.stitching.transform.LOOSE_LOOP_CLOSED`, :func:`~linumpy.stitching.loose_loops.closed_loose_loops`).
     ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
@@ -583,8 +586,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
     from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
-    from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, STRONG_SURVIVOR_KEPT,
-                                            depth_disagreement_field, stage_residual_fields)
+    from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, LOOSE_LOOP_CLOSED,
+                                            STRONG_SURVIVOR_KEPT, depth_disagreement_field, stage_residual_fields)
 
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -621,6 +624,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_bridges_kept"] = len(far_bridges)
     metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
     metrics["n_strong_survivor_links"] = sum(r.status == STRONG_SURVIVOR_KEPT for r in transform.pairs)
+    metrics["n_loose_loop_links"] = sum(r.status == LOOSE_LOOP_CLOSED for r in transform.pairs)
     lone = far_lone_links(transform)
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
     metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage

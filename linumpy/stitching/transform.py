@@ -74,6 +74,10 @@ LONE_EDGE_LINK_ACROSS_ONLY = "lone edge link, kept across its ridge only, its ti
 #: only link between tiles) because its own registration is strong at that offset
 #: (:func:`linumpy.stitching.refusals.strong_on_its_own`); the other survivors count as weak.
 STRONG_SURVIVOR_KEPT = "kept (joint search), its placement broken, strong on its own"
+#: Status of a candidate that joins the two blocks of a kept link on no loop whose sub-pixel fit kept its 1 px
+#: placeholder error, kept because the solve with it keeps it and every kept pair
+#: (:func:`linumpy.stitching.loose_loops.closed_loose_loops`).
+LOOSE_LOOP_CLOSED = "kept, closes the loop of a loose lone link"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
 #: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
@@ -165,7 +169,8 @@ class PairRecord:
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
         (:mod:`linumpy.stitching.tile_search`), ``kept (joint search), its placement broken, strong on its own``
-        (:data:`STRONG_SURVIVOR_KEPT`), ``kept (cluster search)``
+        (:data:`STRONG_SURVIVOR_KEPT`), ``kept, closes the loop of a loose lone link``
+        (:data:`LOOSE_LOOP_CLOSED`), ``kept (cluster search)``
         (:mod:`linumpy.stitching.cluster_search`), ``kept (piece search)``
         (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
         or why the pair was not used:
