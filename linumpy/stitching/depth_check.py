@@ -223,7 +223,7 @@ def strong_range_peak(check: DepthCheck) -> PairRegistration | None:
 
     The projection a pair is registered on averages every plane, the planes above the cut (agarose, the surface's
     one-frame speckle) included; a third of the tissue below the cut can then match where the whole depth does not.
-    Foreign ``ha`` 488 (one-frame speckle, dark tissue; benchmarks/README.md, session ha10): all 10 ranges of
+    Foreign ``ha`` 488 (one-frame speckle, dark tissue; benchmarks/README.md, session ha10): all 11 ranges of
     significance >= 3 over the five slices' 20 checked pairs lay within 1.2 px of the truth, two of them on pairs the
     check refused (slice 4's (1, 0)-(1, 1), own peak 0.52, 9.5 px off, its strongest range 4.92, 0.1 px off;
     (2, 1)-(2, 2), own 2.80, 3.6 px off, strongest range 3.50, 1.0 px off), whose refusal left the piece

@@ -320,6 +320,22 @@ def _joint_links_in_depth(
             {pair: out_of_the_searches(r) if pair in refused else r for pair, r in registrations.items()}, refused)
 
 
+def _range_peaks(checks: Mapping[tuple[TileIndex, TileIndex], DepthCheck],
+                 refused: set[tuple[TileIndex, TileIndex]]) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """The pairs ``refused`` in depth that take their strong depth range's peak
+    (:func:`~linumpy.stitching.depth_check.strong_range_peak`), with it; a range's peak on the border of its scored
+    window or not refined by the sub-pixel fit is not taken, as a pair's own is refused (:func:`_refused_on_border`,
+    :func:`refused_unfit`)."""
+    ranged = {}
+    for pair in sorted(refused):
+        found = strong_range_peak(checks[pair])
+        if found is not None and refused_unfit(_refused_on_border(found)).significance > 0:
+            ranged[pair] = found
+    if ranged:
+        logger.info("pairs %s refused in depth: each takes its strongest depth range's peak", sorted(ranged))
+    return ranged
+
+
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -370,9 +386,7 @@ def estimate_transform(
     unrefused = registrations
     registrations = {pair: refused_in_depth(r, judged.get(pair)) for pair, r in registrations.items()}
     depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
-    ranged = {pair: found for pair in depth_refused if (found := strong_range_peak(checks[pair])) is not None}
-    if ranged:
-        logger.info("pairs %s refused in depth: each takes its strongest depth range's peak", sorted(ranged))
+    ranged = _range_peaks(checks, depth_refused)
     registrations.update(ranged)
     depth_refused -= set(ranged)
     judged.update({pair: 0.0 for pair in ranged})
