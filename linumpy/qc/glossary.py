@@ -245,6 +245,14 @@ METRICS: dict[str, MetricInfo] = {
                              "overlapping by under 6 px, or a fit that did not run), kept because the solve with "
                              "them keeps them and every kept overlap: the loop they close puts most of the "
                              "misclosure on the loose overlap. No flag."),
+    "n_depth_range_peak_links": _M("Overlaps refused in depth, placed by their strong depth range", "count",
+                                   "Overlaps refused in depth (a range's peak more than 2 px from their own) whose "
+                                   "most significant depth range is strong (significance 3 or more) and not on an "
+                                   "edge's ridge: they take that range's offset, significance and standard error "
+                                   "instead (per pair depth_range_peak), out of every search. The whole-depth "
+                                   "projection includes the planes above the cut; a third of the tissue below it "
+                                   "can match where the whole does not (foreign one-frame data: every such range "
+                                   "measured lay within 1.2 px of the truth)."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

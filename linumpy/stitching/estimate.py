@@ -10,7 +10,8 @@
    (significance >= :data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE`), its peak not on the border of
    its scored window and, when the grid's reader is given, below
    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` repeated by the depth ranges of its overlap
-   strips (:mod:`linumpy.stitching.depth_check`). Candidates go to the global
+   strips (:mod:`linumpy.stitching.depth_check`); one refused so whose most significant range is strong takes that
+   range's peak instead (:func:`~linumpy.stitching.depth_check.strong_range_peak`). Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
@@ -123,7 +124,7 @@ from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
 from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, DepthCheck, StripReader, confirmed_significance,
                                           depth_checks, judged_disagreement, out_of_the_searches,
-                                          refused_by_a_margin, refused_in_depth)
+                                          refused_by_a_margin, refused_in_depth, strong_range_peak)
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
 from linumpy.stitching.joint_placement import (drop_small_group, joint_search, late_joint_search, place_clusters,
@@ -323,6 +324,22 @@ def _joint_links_in_depth(
             {pair: out_of_the_searches(r) if pair in refused else r for pair, r in registrations.items()}, refused)
 
 
+def _range_peaks(checks: Mapping[tuple[TileIndex, TileIndex], DepthCheck],
+                 refused: set[tuple[TileIndex, TileIndex]]) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """The pairs ``refused`` in depth that take their strong depth range's peak
+    (:func:`~linumpy.stitching.depth_check.strong_range_peak`), with it; a range's peak on the border of its scored
+    window or not refined by the sub-pixel fit is not taken, as a pair's own is refused (:func:`_refused_on_border`,
+    :func:`refused_unfit`)."""
+    ranged = {}
+    for pair in sorted(refused):
+        found = strong_range_peak(checks[pair])
+        if found is not None and refused_unfit(_refused_on_border(found)).significance > 0:
+            ranged[pair] = found
+    if ranged:
+        logger.info("pairs %s refused in depth: each takes its strongest depth range's peak", sorted(ranged))
+    return ranged
+
+
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -373,6 +390,10 @@ def estimate_transform(
     unrefused = registrations
     registrations = {pair: refused_in_depth(r, judged.get(pair)) for pair, r in registrations.items()}
     depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
+    ranged = _range_peaks(checks, depth_refused)
+    registrations.update(ranged)
+    depth_refused -= set(ranged)
+    judged.update({pair: 0.0 for pair in ranged})
     own = registrations  # the records keep a refused pair's maps; no search reads them
     registrations = {pair: out_of_the_searches(r) if pair in depth_refused else r for pair, r in own.items()}
     # refused by a margin: a candidate again that only a loop keeps (its record the refusal's where none does)
@@ -586,7 +607,7 @@ def estimate_transform(
                                   depth_disagreement_px=in_depth.get((a, b), float("nan")),
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),
                                   settled=r.settled, unfit_peak=registrations[(a, b)].unfit_peak,
-                                  absorbed_vote=(a, b) in absorbed_votes,
+                                  absorbed_vote=(a, b) in absorbed_votes, depth_range_peak=(a, b) in ranged,
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

@@ -165,6 +165,10 @@ class PairRecord:
         :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` across a kept link on no loop, was denied its vote
         against that link because the kept pairs absorbed it when solved with it
         (:func:`~linumpy.stitching.outvoted.absorbed`). False in transforms written before session outvote10.
+    depth_range_peak : bool
+        Whether the pair, refused in depth, took the offset, significance and standard error of its most
+        significant depth range, strong and located (:func:`~linumpy.stitching.depth_check.strong_range_peak`).
+        False in transforms written before session ha10.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -220,6 +224,7 @@ class PairRecord:
     settled: bool = False
     unfit_peak: bool = False
     absorbed_vote: bool = False
+    depth_range_peak: bool = False
 
 
 @dataclass(frozen=True)
@@ -579,7 +584,7 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
              "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak),
-             "absorbed_vote": bool(p.absorbed_vote)}
+             "absorbed_vote": bool(p.absorbed_vote), "depth_range_peak": bool(p.depth_range_peak)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -682,7 +687,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                                p.get("depth_confirmed_significance")),
                            settled=bool(p.get("settled", False)),
                            unfit_peak=bool(p.get("unfit_peak", False)),
-                           absorbed_vote=bool(p.get("absorbed_vote", False)))
+                           absorbed_vote=bool(p.get("absorbed_vote", False)),
+                           depth_range_peak=bool(p.get("depth_range_peak", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
