@@ -140,3 +140,18 @@ def test_negative_speckle_cap_is_refused(tmp_path):
     save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
     with pytest.raises(Exception, match="speckle_cap"):
         normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", NormalizeSettings(speckle_cap=-1.0))
+
+
+@pytest.mark.parametrize("depth", [1, 7, 21, 48])
+def test_restoring_box_sums_are_the_cumulative_sums_bits(depth):
+    """The restoring box's sums taken plane by plane are those of numpy's float64 cumulative sum of the padded
+    planes along z, of scipy's 1D filters along y and x (float32), to the bit, deeper and shallower than the box."""
+    values = np.random.default_rng(depth).gamma(2.0, 0.5, (depth, 9, 11)).astype(np.float32)
+    width, half = normalize.RESTORE_BOX[0], normalize.RESTORE_BOX[0] // 2
+    padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
+    running = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(padded, axis=0, dtype=np.float64)])
+    along_z = running[width:] - running[:-width]
+    assert normalize._running_box_sums(values, width).tobytes() == along_z.tobytes()
+    expected = normalize._edge_box_sum(along_z, normalize.RESTORE_BOX[1], 1)
+    expected = ndimage.uniform_filter1d(expected, normalize.RESTORE_BOX[2], axis=2, mode="nearest") * 5
+    assert normalize._box_sums(values, normalize.RESTORE_BOX).tobytes() == expected.tobytes()
