@@ -145,8 +145,10 @@ def test_negative_speckle_cap_is_refused(tmp_path):
 @pytest.mark.parametrize("depth", [1, 7, 21, 48])
 def test_restoring_box_sums_are_the_cumulative_sums_bits(depth):
     """The restoring box's sums taken plane by plane are those of numpy's float64 cumulative sum of the padded
-    planes along z, of scipy's 1D filters along y and x (float32), to the bit, deeper and shallower than the box."""
-    values = np.random.default_rng(depth).gamma(2.0, 0.5, (depth, 9, 11)).astype(np.float32)
+    planes along z, of the shifted sums along y and scipy's 1D filter along x (float32), to the bit, deeper and
+    shallower than the box, over more columns than are summed at once."""
+    shape = (depth, 9, normalize.RUNNING_COLUMNS + 6)
+    values = np.random.default_rng(depth).gamma(2.0, 0.5, shape).astype(np.float32)
     width, half = normalize.RESTORE_BOX[0], normalize.RESTORE_BOX[0] // 2
     padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
     running = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(padded, axis=0, dtype=np.float64)])

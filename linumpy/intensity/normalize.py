@@ -32,6 +32,8 @@ SPECKLE_BOX = 5
 #: is read over 21 planes of its 5 x 5 A-lines (one A-line's whole depth mixes the noise below the tissue in,
 #: which the cap trims otherwise: odd2 477's level step 1.4 -> 3.2 %).
 RESTORE_BOX = (21, SPECKLE_BOX, SPECKLE_BOX)
+#: Columns (x) of a block whose float64 running sums along z are held at once (:func:`_box_sums`).
+RUNNING_COLUMNS = 64
 
 
 def smooth_aip(aip: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
@@ -144,10 +146,14 @@ def mean_restored(capped: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _box_sums(values: np.ndarray, widths: tuple[int, int, int]) -> np.ndarray:
     """Each voxel's sum over its ``widths`` (odd) box, edge values repeated (float32): float64 running sums along
-    z (:func:`_running_box_sums`), :func:`_edge_box_sum` along y and scipy's 1D filter along x, in place."""
+    z (:func:`_running_box_sums`, :data:`RUNNING_COLUMNS` columns at a time) and :func:`_edge_box_sum` along y,
+    then scipy's 1D filter along x in place."""
     from scipy import ndimage
 
-    sums = _edge_box_sum(_running_box_sums(values, widths[0]), widths[1], 1)
+    sums = np.empty(values.shape, np.float32)
+    for start in range(0, values.shape[2], RUNNING_COLUMNS):
+        part = (slice(None), slice(None), slice(start, start + RUNNING_COLUMNS))
+        sums[part] = _edge_box_sum(_running_box_sums(values[part], widths[0]), widths[1], 1)
     ndimage.uniform_filter1d(sums, widths[2], axis=2, mode="nearest", output=sums)
     sums *= np.float32(widths[2])
     return sums
@@ -170,8 +176,9 @@ def _running_box_sums(values: np.ndarray, width: int) -> np.ndarray:
     running[:half], running[half:half + depth], running[half + depth:] = values[:1], values, values[-1:]
     for k in range(1, running.shape[0]):
         running[k] += running[k - 1]
-    for k in range(depth - 1, 0, -1):  # deepest box first: the sum above a box is read before it is replaced
-        running[k + width - 1] -= running[k - 1]
+    for stop in range(depth, 1, -width):  # deepest boxes first, ``width`` at a time: the sums above a box (the
+        start = max(stop - width, 1)  # planes it subtracts) are read before they are replaced
+        running[start + width - 1:stop + width - 1] -= running[start - 1:stop - 1]
     return running[width - 1:]
 
 
