@@ -247,3 +247,30 @@ def test_a_measured_turn_left_unapplied_is_flagged(turned):
     misturned = [k for k in range(1, 4) if abs(error[k] - error[k - 1]) >= 1.0]  # left turned against the one above
     assert [int(f.split(":")[0].split()[1]) for f in flags] == misturned
     assert misturned == ([1, 2] if turned else [])
+
+
+def test_fine_search_reads_its_ncc_from_its_last_resampling():
+    """The fine search (``_Overlap.refine``) turns the moving image once at the motion it returns (its last
+    accepted step's resampling gives the NCC, not one more), and that NCC is a fresh resampling's to the bit."""
+    from linumpy.stack import rotation
+
+    rng = np.random.default_rng(4)
+    image = ndimage.gaussian_filter(rng.standard_normal((96, 96)), 1.5)
+    overlap = rotation._Overlap(image, rotate_image(image, -0.8, order=3))
+    resampled = []
+    original = rotation._Overlap.turned
+
+    def counted(self, params, box):
+        resampled.append(np.array(params))
+        return original(self, params, box)
+
+    rotation._Overlap.turned = counted
+    try:
+        params, ncc = overlap.refine((0.5, 0.0, 0.0))
+    finally:
+        rotation._Overlap.turned = original
+    assert abs(params[0] - 0.8) < 0.05
+    assert sum(np.array_equal(p, params) for p in resampled) == 1
+    box = rotation._whole(image.shape)
+    common = overlap.footprint(params, box) & overlap.valid_ref
+    assert ncc == normalized_cross_correlation(image[common], overlap.turned(params, box)[common])

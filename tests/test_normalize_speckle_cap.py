@@ -140,3 +140,31 @@ def test_negative_speckle_cap_is_refused(tmp_path):
     save_omezarr(volume, tmp_path / "in.ome.zarr", RESOLUTION, n_levels=0)
     with pytest.raises(Exception, match="speckle_cap"):
         normalize_slice(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", NormalizeSettings(speckle_cap=-1.0))
+
+
+@pytest.mark.parametrize("depth", [1, 7, 21, 48])
+def test_restoring_box_sums_are_the_cumulative_sums_bits(depth):
+    """The restoring box's sums taken plane by plane are those of numpy's float64 cumulative sum of the padded
+    planes along z, of the shifted sums along y and scipy's 1D filter along x (float32), to the bit, deeper and
+    shallower than the box."""
+    shape = (depth, 9, 11)
+    values = np.random.default_rng(depth).gamma(2.0, 0.5, shape).astype(np.float32)
+    width, half = normalize.RESTORE_BOX[0], normalize.RESTORE_BOX[0] // 2
+    padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
+    running = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(padded, axis=0, dtype=np.float64)])
+    along_z = running[width:] - running[:-width]
+    assert normalize._running_box_sums(values, width).tobytes() == along_z.tobytes()
+    expected = normalize._edge_box_sum(along_z, normalize.RESTORE_BOX[1], 1)
+    expected = ndimage.uniform_filter1d(expected, normalize.RESTORE_BOX[2], axis=2, mode="nearest") * 5
+    assert normalize._box_sums(values, normalize.RESTORE_BOX).tobytes() == expected.tobytes()
+
+
+def test_mean_restored_row_batches_are_the_whole_blocks_bits(monkeypatch):
+    """Restored :data:`~linumpy.intensity.normalize.RESTORE_ROWS` rows at a time (the box's rows around each
+    batch read as capped, before the batch above is scaled), a block gets the bits of the whole block at once."""
+    values = np.random.default_rng(2).gamma(2.0, 0.5, (30, 2 * normalize.RESTORE_ROWS + 7, 13)).astype(np.float32)
+    capped = np.minimum(values, np.float32(1.2))
+    batched = normalize.mean_restored(capped.copy(), values)
+    monkeypatch.setattr(normalize, "RESTORE_ROWS", values.shape[1])
+    assert batched.tobytes() == normalize.mean_restored(capped.copy(), values).tobytes()
+    assert not np.array_equal(batched, capped)

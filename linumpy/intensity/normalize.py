@@ -32,6 +32,9 @@ SPECKLE_BOX = 5
 #: is read over 21 planes of its 5 x 5 A-lines (one A-line's whole depth mixes the noise below the tissue in,
 #: which the cap trims otherwise: odd2 477's level step 1.4 -> 3.2 %).
 RESTORE_BOX = (21, SPECKLE_BOX, SPECKLE_BOX)
+#: Rows (y) of a block restored at once (:func:`mean_restored`): the box sums (and their float64 running sums
+#: along z) are held for these rows and the box's reach around them only; the same values as the whole block's.
+RESTORE_ROWS = 16
 
 
 def smooth_aip(aip: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
@@ -122,7 +125,8 @@ def speckle_capped(outer: np.ndarray, cap: float, inner: tuple[slice, slice]) ->
 
 def mean_restored(capped: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``capped`` scaled in place by the mean of ``values`` over the mean of ``capped`` in the
-    :data:`RESTORE_BOX` around each voxel (edge values repeated; 1 where either mean is not positive).
+    :data:`RESTORE_BOX` around each voxel (edge values repeated; 1 where either mean is not positive),
+    :data:`RESTORE_ROWS` rows at a time.
 
     The cap takes 14 % of the mean of one exponential speckle frame (``1 - exp(-2)`` kept), 5 % of a two-frame
     average: left as it is, a fused overlap of two tiles reads brighter than either tile alone.
@@ -133,25 +137,54 @@ def mean_restored(capped: np.ndarray, values: np.ndarray) -> np.ndarray:
     >>> mean_restored(values / 2, values)[0, 0].tolist()  # halved everywhere: the mean is put back
     [1.0, 1.0, 3.0, 3.0]
     """
-    kept = _box_sums(capped, RESTORE_BOX)
-    ratio = _box_sums(values, RESTORE_BOX)
-    usable = (kept > 0) & (ratio > 0)
-    np.divide(ratio, kept, out=ratio, where=usable)
-    ratio[~usable] = 1.0
-    capped *= ratio.astype(np.float32)
+    reach = RESTORE_BOX[1] // 2
+    above = capped[:, :0]  # the rows above a batch its boxes reach, as capped (before they are scaled)
+    for start in range(0, capped.shape[1], RESTORE_ROWS):
+        stop = min(start + RESTORE_ROWS, capped.shape[1])
+        around = slice(max(start - reach, 0), min(stop + reach, capped.shape[1]))
+        inner = (slice(None), slice(start - around.start, stop - around.start))
+        kept = _box_sums(np.concatenate([above, capped[:, start:around.stop]], axis=1), RESTORE_BOX)[inner]
+        ratio = _box_sums(values[:, around], RESTORE_BOX)[inner]
+        usable = (kept > 0) & (ratio > 0)
+        np.divide(ratio, kept, out=ratio, where=usable)
+        ratio[~usable] = 1.0
+        above = capped[:, max(stop - reach, 0):stop].copy()
+        capped[:, start:stop] *= ratio
     return capped
 
 
 def _box_sums(values: np.ndarray, widths: tuple[int, int, int]) -> np.ndarray:
-    """Each voxel's sum over its ``widths`` (odd) box, edge values repeated (float32): cumulative sums along z,
-    :func:`_edge_box_sum` along y and scipy's 1D filter along x."""
+    """Each voxel's sum over its ``widths`` (odd) box, edge values repeated (float32): float64 running sums along
+    z (:func:`_running_box_sums`), :func:`_edge_box_sum` along y and scipy's 1D filter along x, in place."""
     from scipy import ndimage
 
-    half = widths[0] // 2
-    padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
-    running = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(padded, axis=0, dtype=np.float64)])
-    sums = _edge_box_sum(running[widths[0]:] - running[:-widths[0]], widths[1], 1)
-    return ndimage.uniform_filter1d(sums, widths[2], axis=2, mode="nearest") * widths[2]
+    sums = _edge_box_sum(_running_box_sums(values, widths[0]), widths[1], 1)
+    ndimage.uniform_filter1d(sums, widths[2], axis=2, mode="nearest", output=sums)
+    sums *= np.float32(widths[2])
+    return sums
+
+
+def _running_box_sums(values: np.ndarray, width: int) -> np.ndarray:
+    """Each voxel's sum over ``width`` (odd) planes around it, edge planes repeated, in float64: the cumulative
+    sum of the padded planes taken plane by plane, each box the difference of two, in one array.
+
+    ``np.cumsum(padded, axis=0, dtype=np.float64)``'s sums, the same bits, ten times faster on a slice's blocks
+    (numpy's cumulative sum along z walks each A-line apart).
+
+    Examples
+    --------
+    >>> _running_box_sums(np.array([1.0, 2.0, 6.0], np.float32)[:, None, None], 3).ravel().tolist()
+    [4.0, 9.0, 14.0]
+    """
+    half, depth = width // 2, values.shape[0]
+    running = np.empty((depth + 2 * half, *values.shape[1:]))
+    running[:half], running[half:half + depth], running[half + depth:] = values[:1], values, values[-1:]
+    for k in range(1, running.shape[0]):
+        running[k] += running[k - 1]
+    for stop in range(depth, 1, -width):  # deepest boxes first, ``width`` at a time: the sums above a box (the
+        start = max(stop - width, 1)  # planes it subtracts) are read before they are replaced
+        running[start + width - 1:stop + width - 1] -= running[start - 1:stop - 1]
+    return running[width - 1:]
 
 
 def box_mean(values: np.ndarray, width: int) -> np.ndarray:

@@ -324,26 +324,30 @@ class _Overlap:
         """
         box = _whole(self.reference.shape) if box is None else box
         free = [1, 2] if fixed_angle else [0, 1, 2]
-        current = np.asarray(params, float)
+        current, turned = np.asarray(params, float), None
         for _ in range(MAX_RESTARTS + 1):
             pixels = self.footprint(current, box, SEARCH_MARGIN_PX) & self.valid_ref[box]
             if pixels.sum() < 0.1 * self.reference.size:
                 break
-            current = self._gauss_newton(current, box, pixels, free)
+            current, turned = self._gauss_newton(current, box, pixels, free, turned)
             if self.footprint(current, box)[pixels].all():
                 break
         common = self.footprint(current, box) & self.valid_ref[box]
         if common.sum() < 0.1 * self.reference.size:
             return current, 0.0
-        return current, normalized_cross_correlation(self.reference[box][common], self.turned(current, box)[common])
+        turned = self.turned(current, box) if turned is None else turned  # the search's last resampling
+        return current, normalized_cross_correlation(self.reference[box][common], turned[common])
 
     def _gauss_newton(self, params: np.ndarray, box: tuple[slice, slice], pixels: np.ndarray,
-                      free: Sequence[int]) -> np.ndarray:
-        """The motion maximising the NCC over ``pixels`` (of ``box``) from ``params`` (see :meth:`refine`)."""
+                      free: Sequence[int], turned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The motion maximising the NCC over ``pixels`` (of ``box``) from ``params`` (see :meth:`refine`) and the
+        moving image turned by it over ``box`` (:meth:`turned`); ``turned``: the image turned by ``params``, when
+        already resampled (the same values)."""
         reference = self.reference[box][pixels].astype(np.float64)
         reference -= reference.mean()
         current = params
-        warped = self.turned(current, box)[pixels]
+        turned = self.turned(current, box) if turned is None else turned
+        warped = turned[pixels]
         ncc = normalized_cross_correlation(reference, warped)
         for _ in range(MAX_ITERATIONS):
             step = self._ecc_step(current, box, pixels, reference, warped, free)
@@ -352,17 +356,18 @@ class _Overlap:
             for _ in range(MAX_HALVINGS + 1):
                 trial = current.copy()
                 trial[free] += step
-                trial_warped = self.turned(trial, box)[pixels]
+                trial_turned = self.turned(trial, box)
+                trial_warped = trial_turned[pixels]
                 trial_ncc = normalized_cross_correlation(reference, trial_warped)
                 if trial_ncc >= ncc:
                     break
                 step = step / 2
             if trial_ncc < ncc:
                 break
-            current, warped, ncc = trial, trial_warped, trial_ncc
+            current, turned, warped, ncc = trial, trial_turned, trial_warped, trial_ncc
             if np.abs(step).max() < SEARCH_XTOL:
                 break
-        return current
+        return current, turned
 
     def _ecc_step(self, params: np.ndarray, box: tuple[slice, slice], pixels: np.ndarray, reference: np.ndarray,
                   warped: np.ndarray, free: Sequence[int]) -> np.ndarray | None:
