@@ -27,13 +27,10 @@ import numpy as np
 
 from linumpy.stitching.global_solve import MAX_RESIDUAL_PX, PairOffset, Solution, TileIndex, bridges, solve_positions
 from linumpy.stitching.outvoted import residual_px
-from linumpy.stitching.pairwise import PairRegistration
+from linumpy.stitching.pairwise import PLACEHOLDER_SIGMA_PX, PairRegistration
 from linumpy.stitching.reanchor import Pair, pieces
 
 logger = logging.getLogger(__name__)
-
-#: The sub-pixel fit's standard error where it did not refine (a narrow overlap, or a failed fit), pixels.
-PLACEHOLDER_SIGMA_PX = (1.0, 1.0)
 
 
 def closed_loose_loops(
@@ -84,8 +81,9 @@ def loop_closing_candidate(
     beyond :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from the solve, and that the solve with it added
     (weak) keeps together with every kept pair; with that solve.
 
-    A link is loose when its sub-pixel standard error is :data:`PLACEHOLDER_SIGMA_PX` (:func:`loose`). The
-    parameters are those of :func:`closed_loose_loops`.
+    A link is loose when its sub-pixel standard error is the placeholder
+    :data:`~linumpy.stitching.pairwise.PLACEHOLDER_SIGMA_PX` (:func:`loose`). The parameters are those of
+    :func:`closed_loose_loops`.
 
     Returns
     -------
@@ -110,8 +108,9 @@ def loop_closing_candidate(
 
 
 def loose(registration: PairRegistration) -> bool:
-    """Whether a pair's sub-pixel fit kept its placeholder standard error (:data:`PLACEHOLDER_SIGMA_PX`): a narrow
-    overlap or a fit that did not run, the offset known to about a pixel.
+    """Whether a pair's sub-pixel fit kept its placeholder standard error
+    (:data:`~linumpy.stitching.pairwise.PLACEHOLDER_SIGMA_PX`): a narrow overlap or a fit that did not run, the offset
+    known to about a pixel.
 
     Examples
     --------

@@ -61,6 +61,8 @@ SPECKLE_SIGMAS_PX = (0.7, 1.5)
 #: found the integer peak: finer keeps more of the gradient signal the fit uses
 #: (tuned on seeds 0-2 of the stitching matrix).
 REFINE_SPECKLE_PX = 0.5
+#: Standard error (pixels, per axis) of an offset the sub-pixel fit did not refine: known to about a pixel.
+PLACEHOLDER_SIGMA_PX = (1.0, 1.0)
 #: Largest Gaussian (pixels) whose content is removed from the registration images;
 #: narrow overlaps use a third of their width (see :func:`highpass_sigma`).
 HIGHPASS_SIGMA_PX = 12.0
@@ -180,7 +182,7 @@ class PairRegistration:
     offset: tuple[float, float]
     ncc: float
     significance: float = 0.0
-    sigma_px: tuple[float, float] = (1.0, 1.0)
+    sigma_px: tuple[float, float] = PLACEHOLDER_SIGMA_PX
     candidates: tuple = field(default=())
     scores: tuple = field(default=(), compare=False, repr=False)
     border_peak: bool = False
@@ -1005,7 +1007,7 @@ def _fit_subpixel(
         Whether the fit moved more than :data:`MAX_REFINEMENT_PX` (the integer offset returned): the
         match's optimum lies elsewhere, unlike a region too narrow or ill-conditioned to fit.
     """
-    unrefined = ((float(offset[0]), float(offset[1])), (1.0, 1.0), False)
+    unrefined = ((float(offset[0]), float(offset[1])), PLACEHOLDER_SIGMA_PX, False)
     slices = overlap_slices(tile_a.shape, tile_b.shape, offset)
     if slices is None or min(tile_a[slices[0]].shape) < MIN_FIT_WIDTH_PX:
         return unrefined
@@ -1234,7 +1236,7 @@ def register_pair(
         moved, refined, sigma = settle_peak(winner, peaks[0], tile_a, tile_b, significance)
     else:
         moved = match_on_common_overlap(winner, peaks[0], tile_a, tile_b, significance >= REFIT_MIN_SIGNIFICANCE)
-        refined, sigma = tuple(float(v) for v in _index_offset(winner, moved)), (1.0, 1.0)
+        refined, sigma = tuple(float(v) for v in _index_offset(winner, moved)), PLACEHOLDER_SIGMA_PX
     peaks = [moved] + [p for p in peaks if p != moved]
     candidates = tuple(((nominal[0] + p[0] - radius, nominal[1] + p[1] - radius), float(ncc[p]))
                        for p in peaks[:N_CANDIDATES])
