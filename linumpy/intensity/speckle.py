@@ -14,10 +14,11 @@ standard deviation ``1 / sqrt(N)`` as wide.
 local variance is ``N``; measured in boxes of :data:`BOX` voxels over the tissue just below the plane fitted to
 the surface, in the slice's central :data:`SAMPLE_LINES` x :data:`SAMPLE_LINES` A-lines. The tissue's texture
 and speckle correlated between voxels add variance: they lower the estimate, so the average is narrowed less,
-never more. On the generator's kinds one frame reads 1.30-1.41 (``ha``: the tiles' feathered overlaps average two
-draws), two 1.82-2.05 (``c185``) and 2.29-2.48 (``deep``), three 3.36-3.68 (``odd2``). Measured on full runs, the narrowed average gains
-where three frames are averaged (``odd2`` 487) and loses where two are (``c185`` 489, the sums' speckle then
-outweighs the tissues' mixing): a slice reading under :data:`MULTI_FRAME` keeps the average of one frame.
+never more. On the generator's kinds one frame reads 1.30-1.41 (``ha``: the tiles' feathered overlaps average
+two draws), two 1.82-2.05 (``c185``) and 2.29-2.48 (``deep``), three 3.36-3.68 (``odd2``). Measured on full
+runs, the narrowed average gains where three frames are averaged (``odd2`` 487) and loses where two are
+(``c185`` 489, the sums' speckle then outweighs the tissues' mixing): a slice reading under
+:data:`MULTI_FRAME` keeps the average of one frame.
 """
 
 from __future__ import annotations
