@@ -38,7 +38,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from linumpy.errors import InputError
 from linumpy.intensity import (
-    attenuation, attenuation_kernels, attenuation_map, focus, focus_shift, speckle, surface, surface_kernels,
+    attenuation, attenuation_kernels, attenuation_map, focus, focus_shift, surface, surface_kernels,
 )
 from linumpy.intensity.acquisition_focus import AcquisitionFocus, is_refused, refusal
 from linumpy.intensity.blocks import (
@@ -129,8 +129,6 @@ class AxialSettings:
         Lateral smoothing of the end-of-range decay ratio (voxels).
     tail_edge_sigma_px : float
         2 by default (``--attenuation_edge_sigma_px``; 0: the box of ``tail_sigma_px``;
-        the average for one speckle frame: :func:`correct_slice` divides it by the square root of the
-        frames the slice averages, :mod:`linumpy.intensity.speckle`;
         4 measured too, but with it a white-matter column's flatness check fails;
         ~5% more CPU in this step, ``docs/intensity.md``).
         When > 0, the tail sums of the compensation are averaged laterally
@@ -343,10 +341,6 @@ def correct_slice(
         stats = _gather_statistics(reads, in_path, (dz_mm * 1000, resolution[1] * 1000), surface_writer,
                                    maps, settings, progress, workers, qc, applied)
         maps = maps.read()
-        frames = (speckle.speckle_frames(volume, stats.plane)
-                  if settings.attenuation == "vermeer" and settings.tail_edge_sigma_px > 0 else None)
-        # the blocks' halo (parts, above) is the one frame's, at least the narrowed average's
-        settings = replace(settings, tail_edge_sigma_px=speckle.narrowed_sigma(settings.tail_edge_sigma_px, frames))
         depth_px = _output_depth(settings, stats, n_z, surface_depth_px, dz_mm)
         out_writer = stack.enter_context(OmeZarrWriter(
             out_path, (depth_px, n_y, n_x), chunks=(min(64, depth_px), block, block),
@@ -400,7 +394,6 @@ def correct_slice(
             "attenuation_tail_average": (f"edge-aware, sigma {settings.tail_edge_sigma_px:g} px"
                                          if settings.tail_edge_sigma_px > 0 else
                                          f"box, sigma {settings.tail_sigma_px:g} px"),
-            "speckle_frames_estimate": None if frames is None else round(frames, 3),
             "attenuation_step_log": (settings.attenuation_step_log if settings.attenuation == "vermeer"
                                      and settings.tail_edge_sigma_px > 0 else 0.0),
             "attenuation_sum_floor": (SUM_FLOOR_NOTE if settings.attenuation == "vermeer"

@@ -246,7 +246,6 @@ class AxialQc:
             "focus_mode": attributes["focus_mode"],
             "attenuation_mode": attributes["attenuation_mode"],
             "attenuation_tail_average": attributes.get("attenuation_tail_average"),
-            "speckle_frames_estimate": attributes.get("speckle_frames_estimate"),
             "attenuation_step_log": attributes.get("attenuation_step_log"),
             "attenuation_sum_floor": attributes.get("attenuation_sum_floor"),
             "attenuation_floored_fraction": (round(self.floored / self.compensated, 6) if self.compensated

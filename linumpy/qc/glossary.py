@@ -394,10 +394,6 @@ METRICS: dict[str, MetricInfo] = {
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
     "attenuation_tail_average": _M("Attenuation tail average", "text", "Lateral average of the compensation's "
                                    "tail sums: edge-aware (guided, with its sigma) or a box."),
-    "speckle_frames_estimate": _M("Speckle frames (estimate)", "count", "Speckle frames the slice averages, read "
-                                  "from its tissue's local contrast below the cut (mean squared over variance in "
-                                  "5-voxel boxes); from 2.9 the edge-aware sigma is divided by the square root of "
-                                  "their rounded number (empty: not estimated, the sigma kept)."),
     "attenuation_step_log": _M("Reflectivity step threshold", "ln", "Least log change of the signal across 6 "
                                "planes read as a reflectivity step and divided out before the compensation's tail "
                                "sums (0: none read, plain Vermeer)."),
