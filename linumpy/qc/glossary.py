@@ -253,6 +253,13 @@ METRICS: dict[str, MetricInfo] = {
                                    "projection includes the planes above the cut; a third of the tissue below it "
                                    "can match where the whole does not (foreign one-frame data: every such range "
                                    "measured lay within 1.2 px of the truth)."),
+    "n_depth_corroborated_links": _M("Overlaps refused in depth, kept by two confident depth ranges", "count",
+                                     "Overlaps refused in depth (a range's peak more than 2 px from their own) whose "
+                                     "two most significant depth ranges are both confident (significance 2 or more, "
+                                     "the strongest below 3) and lie within 3 px of their own peak, not along an "
+                                     "edge's ridge: they keep their own peak as a candidate (per pair "
+                                     "depth_corroborated). Two confident ranges near the peak outweigh a weak one "
+                                     "far from it."),
     "n_depth_checked_links": _M("Overlaps checked on depth ranges", "count",
                                 "Candidate overlaps below strong, and joint-search links below strong that "
                                 "were never candidates, registered again on three disjoint depth "

@@ -11,7 +11,9 @@
    its scored window and, when the grid's reader is given, below
    :data:`~linumpy.stitching.pair_terms.STRONG_SIGNIFICANCE` repeated by the depth ranges of its overlap
    strips (:mod:`linumpy.stitching.depth_check`); one refused so whose most significant range is strong takes that
-   range's peak instead (:func:`~linumpy.stitching.depth_check.strong_range_peak`). Candidates go to the global
+   range's peak instead (:func:`~linumpy.stitching.depth_check.strong_range_peak`), one whose two most significant
+   ranges are confident and near its peak keeps it (:func:`~linumpy.stitching.depth_check.corroborated_in_depth`).
+   Candidates go to the global
    least-squares solve (:mod:`linumpy.stitching.global_solve`), which drops
    those inconsistent with the others (loop residuals) and those that are the
    only link between two groups of tiles without being clearly significant
@@ -123,7 +125,8 @@ from linumpy.parallel import ordered_map
 from linumpy.stitching.corroboration import place_corroborated
 from linumpy.stitching.departures import plausible, solve_plausible, unchecked_far_pairs
 from linumpy.stitching.depth_check import (DEPTH_AGREEMENT_PX, DepthCheck, StripReader, confirmed_significance,
-                                          depth_checks, judged_disagreement, out_of_the_searches,
+                                          corroborated_in_depth, depth_checks, judged_disagreement,
+                                          out_of_the_searches,
                                           refused_by_a_margin, refused_in_depth, strong_range_peak)
 from linumpy.stitching.flatfield import estimate_flat_field
 from linumpy.stitching.global_solve import PairOffset, TileIndex, solve_positions
@@ -340,6 +343,18 @@ def _range_peaks(checks: Mapping[tuple[TileIndex, TileIndex], DepthCheck],
     return ranged
 
 
+def _corroborated(checks: Mapping[tuple[TileIndex, TileIndex], DepthCheck],
+                  refused: set[tuple[TileIndex, TileIndex]],
+                  registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+                  ) -> set[tuple[TileIndex, TileIndex]]:
+    """The pairs ``refused`` in depth that keep their own peak, two confident depth ranges near it
+    (:func:`~linumpy.stitching.depth_check.corroborated_in_depth`)."""
+    kept = {pair for pair in refused if corroborated_in_depth(checks[pair], registrations[pair])}
+    if kept:
+        logger.info("pairs %s refused in depth: each keeps its peak, two confident depth ranges near it", sorted(kept))
+    return kept
+
+
 def estimate_transform(
     projections: Mapping[TileIndex, np.ndarray],
     tile_step_px: Sequence[float],
@@ -392,8 +407,10 @@ def estimate_transform(
     depth_refused = {pair for pair, r in registrations.items() if pair in in_depth and r.significance == 0}
     ranged = _range_peaks(checks, depth_refused)
     registrations.update(ranged)
-    depth_refused -= set(ranged)
-    judged.update({pair: 0.0 for pair in ranged})
+    depth_corroborated = _corroborated(checks, depth_refused - set(ranged), unrefused)
+    registrations.update({pair: unrefused[pair] for pair in depth_corroborated})
+    depth_refused -= set(ranged) | depth_corroborated
+    judged.update({pair: 0.0 for pair in set(ranged) | depth_corroborated})
     own = registrations  # the records keep a refused pair's maps; no search reads them
     registrations = {pair: out_of_the_searches(r) if pair in depth_refused else r for pair, r in own.items()}
     # refused by a margin: a candidate again that only a loop keeps (its record the refusal's where none does)
@@ -608,6 +625,7 @@ def estimate_transform(
                                   depth_confirmed_significance=confirmed.get((a, b), float("nan")),
                                   settled=r.settled, unfit_peak=registrations[(a, b)].unfit_peak,
                                   absorbed_vote=(a, b) in absorbed_votes, depth_range_peak=(a, b) in ranged,
+                                  depth_corroborated=(a, b) in depth_corroborated,
                                   **_edge_fields(r)))
     records = tuple(records)
     registered = sorted({t for pair in kept for t in (pair.a, pair.b)})

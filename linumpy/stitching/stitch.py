@@ -579,6 +579,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_depth_range_peak_links`` counts the pairs refused in depth that took the offset of their most significant
     depth range, strong and located (per pair ``depth_range_peak``,
     :func:`~linumpy.stitching.depth_check.strong_range_peak`).
+    ``n_depth_corroborated_links`` counts the pairs refused in depth that kept their own peak, their two most
+    significant depth ranges confident and near it (per pair ``depth_corroborated``,
+    :func:`~linumpy.stitching.depth_check.corroborated_in_depth`).
     ``n_hinge_links``, ``hinge_links`` and
     ``tile_off_probability`` (per tile ``hinge_links`` and ``off_probability``) come from
     :func:`linumpy.qc.tile_risk.tile_risk` (``max_shift_px``, the estimate's search window, weighs the edge links
@@ -672,7 +675,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
                          "depth_disagreement_px": depth_disagreement_field(r.depth_disagreement_px, 2),
                          "depth_confirmed_significance": depth_disagreement_field(r.depth_confirmed_significance, 2),
                          "settled": r.settled, "unfit_peak": r.unfit_peak, "absorbed_vote": r.absorbed_vote,
-                         "depth_range_peak": r.depth_range_peak}
+                         "depth_range_peak": r.depth_range_peak, "depth_corroborated": r.depth_corroborated}
         for r in transform.pairs
     }
     metrics["n_border_peak_links"] = sum(r.border_peak for r in transform.pairs)
@@ -681,6 +684,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_unfit_peak_links"] = sum(r.unfit_peak for r in transform.pairs)
     metrics["n_absorbed_votes"] = sum(r.absorbed_vote for r in transform.pairs)
     metrics["n_depth_range_peak_links"] = sum(r.depth_range_peak for r in transform.pairs)
+    metrics["n_depth_corroborated_links"] = sum(r.depth_corroborated for r in transform.pairs)
     # checked: not NaN (a range that found no peak reads inf, refused and checked alike)
     metrics["n_depth_checked_links"] = int(sum(not np.isnan(r.depth_disagreement_px) for r in transform.pairs))
     metrics["n_depth_refused_links"] = int(sum(r.depth_disagreement_px > DEPTH_AGREEMENT_PX and not r.accepted

@@ -169,6 +169,10 @@ class PairRecord:
         Whether the pair, refused in depth, took the offset, significance and standard error of its most
         significant depth range, strong and located (:func:`~linumpy.stitching.depth_check.strong_range_peak`).
         False in transforms written before session ha10.
+    depth_corroborated : bool
+        Whether the pair, refused in depth, kept its own peak because its two most significant depth ranges are
+        confident and near it (:func:`~linumpy.stitching.depth_check.corroborated_in_depth`). False in transforms
+        written before session ha10b.
     status : str
         ``kept``, ``kept (loop closure)`` (moved to the rival peak its loops
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
@@ -225,6 +229,7 @@ class PairRecord:
     unfit_peak: bool = False
     absorbed_vote: bool = False
     depth_range_peak: bool = False
+    depth_corroborated: bool = False
 
 
 @dataclass(frozen=True)
@@ -584,7 +589,8 @@ def transform_to_dict(transform: TileTransform) -> dict:
              "depth_disagreement_px": depth_disagreement_field(p.depth_disagreement_px),
              "depth_confirmed_significance": _optional(p.depth_confirmed_significance),
              "settled": bool(p.settled), "unfit_peak": bool(p.unfit_peak),
-             "absorbed_vote": bool(p.absorbed_vote), "depth_range_peak": bool(p.depth_range_peak)}
+             "absorbed_vote": bool(p.absorbed_vote), "depth_range_peak": bool(p.depth_range_peak),
+             "depth_corroborated": bool(p.depth_corroborated)}
             for p in transform.pairs
         ],
         "tiles": [
@@ -688,7 +694,8 @@ def transform_from_dict(data: dict, source: str = "transform") -> TileTransform:
                            settled=bool(p.get("settled", False)),
                            unfit_peak=bool(p.get("unfit_peak", False)),
                            absorbed_vote=bool(p.get("absorbed_vote", False)),
-                           depth_range_peak=bool(p.get("depth_range_peak", False)))
+                           depth_range_peak=bool(p.get("depth_range_peak", False)),
+                           depth_corroborated=bool(p.get("depth_corroborated", False)))
                 for p in data.get("pairs", [])
             ),
             tiles={tuple(t["tile"]): TileRecord(
