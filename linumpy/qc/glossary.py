@@ -524,9 +524,6 @@ METRICS: dict[str, MetricInfo] = {
                      "slice when the depths are solved from the motor and surface depths and the registered "
                      "steps together (at least the distance between the two); above half an axial voxel it is "
                      "flagged."),
-    "z_step_bias_um": _M("Depth step bias", "µm", "The median of the registered depth steps' misses against the "
-                         "motor and surface depths when at least 3 all miss on one side: a bias of the depth "
-                         "scans, taken out of every step before the depths are solved (else empty)."),
     "z_step_doubted": _M("Depth step doubted", "σ", "The registered depth step's disagreement with the motor "
                          "and surface depths, in standard deviations, when it was the only step beyond 2.5 of "
                          "them (inside the stack): that step was not trusted and the slice placed by its motor "

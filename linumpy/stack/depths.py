@@ -70,11 +70,6 @@ MIN_RESIDUALS = 2
 #: 0.0-1.1 standard deviations off, the one 1.33 planes off 2.6 (a first step: not doubted, its slice's sigma
 #: says it; ``benchmarks/README.md``, session zconf65).
 DOUBTED_STEP_RATIO = 2.5
-#: Fewest residuals, all on one side of zero, for :func:`common_step_bias_um` to read a bias common to the
-#: registered steps (foreign ``deep`` 490: four steps 1.02-2.56 um short of the motor and surface depths, which
-#: were exact; the bias raised the prior to 0.95 um and the last slice was placed 1.68 um (0.56 voxel) shallow;
-#: ``benchmarks/README.md``, session z11b).
-MIN_BIAS_RESIDUALS = 3
 #: Fewest residuals for :func:`implied_axial_voxel_um` to read a voxel size from them: two, as when the steps
 #: without a confident registration leave no more (foreign ``odd`` 341, axial 2.0 um read as 1.5: slices 2 and 4
 #: placed by their motor, residuals -14.0 and -14.3 um of a 60 um step; with three needed the flag was silent while
@@ -116,9 +111,6 @@ class DepthPlacement:
         residual), None when no step was.
     doubted_ratio : float or None
         That step's residual over its expected standard deviation.
-    step_bias_um : float or None
-        The bias common to the registered steps taken out of them before the solve
-        (:func:`common_step_bias_um`), None when none was.
     """
 
     depths_um: np.ndarray
@@ -128,7 +120,6 @@ class DepthPlacement:
     residuals_um: list[float | None]
     doubted: int | None = None
     doubted_ratio: float | None = None
-    step_bias_um: float | None = None
 
     @property
     def joint(self) -> bool:
@@ -224,37 +215,6 @@ def prior_sigma_um(residuals_um: Sequence[float], link_sigmas_um: Sequence[float
         return PRIOR_SIGMA_FLOOR_UM
     excess = np.mean(np.square(residuals_um)) - np.mean(np.square(link_sigmas_um))
     return float(max(PRIOR_SIGMA_FLOOR_UM, np.sqrt(max(excess, 0.0) / 2)))
-
-
-def common_step_bias_um(residuals_um: Sequence[float], link_sigmas_um: Sequence[float]) -> float | None:
-    """A bias the registered depth steps share against the absolute depths: their residuals' median, or None.
-
-    An absolute depth's error enters two residuals with opposite signs (the
-    step into its slice and the step out of it), so errors of the absolute
-    depths alone sum along the chain to the last one's less the first one's.
-    At least :data:`MIN_BIAS_RESIDUALS` residuals all on one side of zero
-    are a bias of the z scans (every step read short or long), which the
-    joint solve would otherwise half keep, and half read as scatter of the
-    absolute depths (a larger ``prior_sigma_um``): the placement drifts by
-    the bias times the slices placed. Only where the absolute depths are
-    used at all (:func:`prior_sigma_um` of the raw residuals at most
-    :data:`MAX_PRIOR_SIGMA_UM`): a depth frame drifting by more is handed
-    back to the registration, as without the bias.
-
-    Examples
-    --------
-    >>> common_step_bias_um([-1.34, -2.56, -1.02, -1.40], [0.95, 1.10, 1.00, 1.00])
-    -1.37
-    >>> common_step_bias_um([-1.34, 0.56, -1.02, -1.40], [0.95, 1.10, 1.00, 1.00]) is None
-    True
-    >>> common_step_bias_um([-6.0, -7.0, -8.0], [1.0, 1.0, 1.0]) is None
-    True
-    """
-    residuals = np.asarray(residuals_um, float)
-    one_sided = residuals.size >= MIN_BIAS_RESIDUALS and (np.all(residuals > 0) or np.all(residuals < 0))
-    if not one_sided or prior_sigma_um(residuals_um, link_sigmas_um) > MAX_PRIOR_SIGMA_UM:
-        return None
-    return float(np.median(residuals))
 
 
 def implied_axial_voxel_um(residuals_um: Sequence[float | None], step_um: float, axial_um: float) -> float | None:
@@ -399,15 +359,11 @@ def place_depths(
             residuals[k] = float(steps_um[k] - (absolute[k] - absolute[k - 1]))
     known = [k for k in range(n) if residuals[k] is not None]
     step_sigmas_um = list(step_sigmas_um)
-    bias = common_step_bias_um([residuals[k] for k in known], [step_sigmas_um[k] for k in known])
-    shift = 0.0 if bias is None else bias
-    steps_um = [None if step is None else step - shift for step in steps_um]
-    unbiased = [None if r is None else r - shift for r in residuals]
-    doubted, ratio = doubted_step(unbiased, [step_sigmas_um[k] if residuals[k] is not None else None
-                                             for k in range(n)])
+    doubted, ratio = doubted_step(residuals, [step_sigmas_um[k] if residuals[k] is not None else None
+                                              for k in range(n)])
     if doubted is not None:
-        step_sigmas_um[doubted] = max(step_sigmas_um[doubted], abs(unbiased[doubted]))
-    prior = prior_sigma_um([unbiased[k] for k in known], [step_sigmas_um[k] for k in known])
+        step_sigmas_um[doubted] = max(step_sigmas_um[doubted], abs(residuals[doubted]))
+    prior = prior_sigma_um([residuals[k] for k in known], [step_sigmas_um[k] for k in known])
     rows, values, weights = [], [], []
     for k in np.flatnonzero(np.isfinite(absolute)):
         rows.append(np.eye(n)[k])
@@ -431,4 +387,4 @@ def place_depths(
     sigma = np.fmax(np.sqrt(np.maximum(variance, 0.0)), np.where(np.isfinite(apart), apart, 0.0))
     return DepthPlacement(depths, sigma, prior,
                           [float(a) if np.isfinite(a) else None for a in absolute], residuals, doubted,
-                          None if doubted is None else round(ratio, 3), bias)
+                          None if doubted is None else round(ratio, 3))

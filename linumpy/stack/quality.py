@@ -347,8 +347,6 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
     :mod:`linumpy.stack.depths`): the steps are then chained. And one when every registered step misses them
     by the same fraction, naming the axial voxel size that would make them agree
     (:func:`~linumpy.stack.depths.implied_axial_voxel_um`).
-    And one when the registered steps share a bias, taken out of them (``z_step_bias_um``,
-    :func:`~linumpy.stack.depths.common_step_bias_um`).
     And one per slice whose registered depth step was doubted (``z_step_doubted``,
     :func:`~linumpy.stack.depths.doubted_step`: the one step its own sigma and the
     absolute depths' cannot explain; placed by its motor and surface depth), and one
@@ -384,9 +382,6 @@ def placement_flags(metrics: Mapping[str, Any]) -> list[str]:
               f"voxel, {bar:.2f} um): its registered steps and its motor and surface depth disagree, or its "
               "registration is weak"
               for i, sigma in zip(ids, sigmas, strict=True) if bar and sigma is not None and sigma > bar]
-    if metrics.get("z_step_bias_um") is not None:
-        flags.append(f"every registered depth step misses the motor and surface depths on one side (median "
-                     f"{metrics['z_step_bias_um']:+.2f} um): taken out of the steps as a bias of the depth scans")
     prior_sigma = metrics.get("depth_prior_sigma_um")
     if prior_sigma is not None and prior_sigma > MAX_PRIOR_SIGMA_UM:
         flags.append(f"the slices' motor and surface depths scatter by {prior_sigma:.2f} um (standard deviation) "
@@ -583,9 +578,7 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         depths solved from the slices' motor and surface depths and the
         registered steps together, :mod:`linumpy.stack.depths`; ``chain``: the
         steps chained), ``depth_prior_sigma_um`` (the standard deviation given
-        to the motor and surface depths), ``z_step_bias_um`` (the bias common to every registered step,
-        taken out of them before the solve, :func:`~linumpy.stack.depths.common_step_bias_um`; else
-        None), per slice ``z_sigma_um`` (standard
+        to the motor and surface depths), per slice ``z_sigma_um`` (standard
         deviation of its depth relative to the first slice under that model)
         and ``z_residual_um`` (registered step minus the step between the
         motor and surface depths), ``z_step_doubted`` (per slice, its
@@ -652,7 +645,6 @@ def stack_metrics(record: Mapping[str, Any], resolution_um: float) -> dict[str, 
         "drift_clamped": [i for i, s in zip(ids, slices, strict=True) if s["drift_clamped"]],
         "depth_mode": (record.get("depth_placement") or {}).get("mode"),
         "depth_prior_sigma_um": (record.get("depth_placement") or {}).get("prior_sigma_um"),
-        "z_step_bias_um": (record.get("depth_placement") or {}).get("step_bias_um"),
         "z_sigma_um": [(s.get("depth") or {}).get("sigma_um") for s in slices],
         "z_residual_um": [(s.get("depth") or {}).get("residual_um") for s in slices],
         "z_step_doubted": [(s.get("depth") or {}).get("step_doubted") for s in slices],

@@ -1251,8 +1251,7 @@ def _depth_record(depth: DepthPlacement | None) -> dict:
     if depth is None:
         return {"mode": "chain"}
     return {"mode": "joint" if depth.joint else "chain",
-            "prior_sigma_um": round(depth.prior_sigma_um, 4),
-            "step_bias_um": None if depth.step_bias_um is None else round(depth.step_bias_um, 4)}
+            "prior_sigma_um": round(depth.prior_sigma_um, 4)}
 
 
 def _step_in_doubt(motor_step_um: float, thickness_um: float, z_tolerance_um: float) -> bool:
