@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linumpy.intensity import focus_shift
+from linumpy.intensity import focus, focus_shift
 from linumpy.intensity.axial import AxialSettings, correct_slice, output_paths
 from linumpy.io.zarr import read_omezarr, save_omezarr
 from linumpy.mosaic.curvature import Curvature
@@ -106,6 +106,23 @@ def test_a_focus_that_follows_the_content_keeps_one_profile_and_the_same_output(
     np.testing.assert_array_equal(mapped, plain_mapped)
     assert np.nanmedian(mapped[gel]) == pytest.approx(GEL_MU, rel=TOLERANCE)
     assert np.nanmedian(mapped[tissue]) == pytest.approx(TISSUE_MU, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_the_slope_is_recovered_when_the_well_sampled_depths_start_below_the_top(beta):
+    """Agarose cells that start 24 planes down, where the focus is strong (the cells start below their
+    cut): the slope is fitted on the profile's derivative inside those depths, not across their edge to the
+    zeros above it (which read 0.40-0.42 for a truth of 1: one profile decided, the wrong branch)."""
+    rng = np.random.default_rng(3)
+    z = np.arange(100.0)
+    shifts, gains = rng.uniform(-1.0, 1.0, 300), rng.uniform(0.5, 2.0, 300)
+    depths = z >= 24
+    lines = np.where(depths, 16.0, 0.0) * np.ones((300, 1))
+    signal = gains[:, None] * lines / (1 + ((z + beta * shifts[:, None] - 45.0) / 20.0) ** 2)
+    signal *= 1 + 0.05 * rng.standard_normal(signal.shape)
+    found = focus_shift.focus_displacement(signal, lines, focus.cell_gains(signal, lines), shifts, depths)
+    assert found.slope == pytest.approx(beta, abs=0.06)
+    assert focus_shift.decide(found)[0] is (beta == 1.0)
 
 
 def test_the_focus_divided_by_groups_of_planes_is_the_whole_blocks():
