@@ -51,7 +51,7 @@ def test_the_right_candidate_closes_the_loose_links_loop():
     solved = solve_positions(TILES, kept, STEP)
     before = _errors(solved[0])
     assert before.mean() > 1.0 and before.max() > 1.5
-    (positions, _, now), closing = closed_loose_loops(TILES, solved, candidates, registrations, STEP)
+    (positions, _, now), closing, _ = closed_loose_loops(TILES, solved, candidates, registrations, STEP)
     assert closing == {((0, 1), (1, 1))}
     assert {(p.a, p.b) for p in kept} | closing == {(p.a, p.b) for p in now}
     after = _errors(positions)
@@ -70,6 +70,6 @@ def test_lone_links_fitted_below_a_pixel_keep_their_loop_open():
 def test_the_wrong_candidate_alone_is_not_kept():
     kept, candidates, registrations = _recorded()
     solved = solve_positions(TILES, kept, STEP)
-    (positions, _, now), closing = closed_loose_loops(TILES, solved, candidates[1:], registrations, STEP)
+    (positions, _, now), closing, _ = closed_loose_loops(TILES, solved, candidates[1:], registrations, STEP)
     assert closing == set()
     assert np.allclose([positions[t] for t in TILES], [solved[0][t] for t in TILES])

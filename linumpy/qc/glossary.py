@@ -245,6 +245,11 @@ METRICS: dict[str, MetricInfo] = {
                              "overlapping by under 6 px, or a fit that did not run), kept because the solve with "
                              "them keeps them and every kept overlap: the loop they close puts most of the "
                              "misclosure on the loose overlap. No flag."),
+    "n_edge_loop_links": _M("Overlaps kept to close a lone edge overlap's loop along its ridge", "count",
+                            "Overlaps not kept, contradicting the solve by more than 1.5 px across a kept edge "
+                            "overlap on no loop (its peak on an edge's ridge, measured across it only), kept because "
+                            "the unweighted solve with them, that overlap free along its ridge, keeps them and every "
+                            "kept overlap: they place its side along the ridge, where it knows nothing. No flag."),
     "n_depth_range_peak_links": _M("Overlaps refused in depth, placed by their strong depth range", "count",
                                    "Overlaps refused in depth (a range's peak more than 2 px from their own) whose "
                                    "most significant depth range is strong (significance 3 or more) and not on an "

@@ -92,7 +92,8 @@
    placed off its own peak is refused and its side put on the stage model, unless the search's peak is strong and
    its own weaker (:func:`~linumpy.stitching.off_peak.off_peak_lone_links_to_stage`); a candidate not kept that
    contradicts the solve across a kept link on no loop whose sub-pixel fit kept its 1 px placeholder error (a narrow
-   overlap) is kept when the solve with it keeps it and every kept pair
+   overlap) is kept when the solve with it keeps it and every kept pair, and so is one across a lone edge link, that
+   link's term along its ridge freed, the solve unweighted
    (:func:`~linumpy.stitching.loose_loops.closed_loose_loops`).
 6. A tile linked by no accepted pair, or placed farther from the stage model
    than ``max_shift_px``, keeps its position on the stage model fitted to the
@@ -160,7 +161,7 @@ from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
 from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED,
                                          FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
-                                         LONE_EDGE_LINK_ACROSS_ONLY, LOOSE_LOOP_CLOSED,
+                                         EDGE_LOOP_CLOSED, LONE_EDGE_LINK_ACROSS_ONLY, LOOSE_LOOP_CLOSED,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
                                          RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, STRONG_SURVIVOR_KEPT, PairRecord,
                                          TileTransform)
@@ -540,8 +541,8 @@ def estimate_transform(
         tiles, (positions, model, kept), voters, {pair: r.significance for pair, r in final.items()}, tile_step_px)
     (positions, model, kept), off_peak_to_stage, off_peak = off_peak_lone_links_to_stage(
         tiles, (positions, model, kept), registrations, tile_step_px, final)
-    (positions, model, kept), loop_closing = closed_loose_loops(tiles, (positions, model, kept), voters, final,
-                                                                tile_step_px)
+    (positions, model, kept), loop_closing, edge_loop_closing = closed_loose_loops(
+        tiles, (positions, model, kept), voters, final, tile_step_px)
     open_loop = open_loop_tiles(tiles, kept, tile_step_px,
                                  {(p.a, p.b): offset_spread(final[(p.a, p.b)].scores, final[(p.a, p.b)].offset)
                                   for p in kept})
@@ -564,6 +565,8 @@ def estimate_transform(
             status = OPEN_LOOP_PIECE_TO_STAGE
         elif (a, b) in rigid_ids:
             status = RIGID_PIECE_KEPT
+        elif (a, b) in edge_loop_closing and (a, b) in kept_ids:
+            status = EDGE_LOOP_CLOSED
         elif (a, b) in loop_closing and (a, b) in kept_ids:
             status = LOOSE_LOOP_CLOSED
         elif (a, b) in broad_refused:

@@ -15,6 +15,13 @@ Foreign c185 489 slice 3 (overlap 10 %, stage +-8 px): (2, 3)-(3, 3), own signif
 sat 2.3 px from the solve. Kept, the slice's tiles 1.030 / 1.54 -> 0.449 / 0.98 px. The wrong (2, 2)-(2, 3) (2.1 px
 off, 3.1 px from the solve) joins the same blocks: solved with the kept pairs it makes the solve drop the loose link
 and others, and stays out.
+
+A lone edge link (its peak on an edge's ridge, measured across it only, :func:`edge_link`) is closed the same way,
+its term along the ridge freed and the solve unweighted, as :func:`~linumpy.stitching.outvoted.absorbed` solves: the
+candidate places the side along the ridge, where the link knows nothing. Foreign c185 496 slice 4 (session w10):
+the wrong (2, 1)-(3, 1) (significance 4.78, (-6.18, -8.07) px off, 1.3 px across its diagonal ridge) alone joined
+row 3 to the rest; the right (2, 2)-(3, 2) (2.67, 0.4 px off) sat 8.8 px from the solve, absorbed, no vote. Kept,
+the slice's tiles 3.431 / 7.27 -> 1.057 / 5.78 px, none worse than the stage (two before).
 """
 
 from __future__ import annotations
@@ -59,15 +66,19 @@ def closed_loose_loops(
     Returns
     -------
     tuple
-        ``((positions, model, kept), closing)``: ``closing`` holds the candidates kept.
+        ``((positions, model, kept), closing, along_ridge)``: ``closing`` holds the candidates kept,
+        ``along_ridge`` those of them that closed the loop of an edge link (:func:`edge_link`).
     """
     closing: set[Pair] = set()
+    along_ridge: set[Pair] = set()
     while (found := loop_closing_candidate(tiles, solved, candidates, registrations, tile_step_px)) is not None:
-        pair, solved = found
+        pair, solved, edge = found
         closing.add(pair)
-        logger.info("candidate %s-%s closes a loop through a loose link on no loop, kept with every kept pair: kept",
-                    *pair)
-    return solved, closing
+        if edge:
+            along_ridge.add(pair)
+        logger.info("candidate %s-%s closes a loop through a %s on no loop, kept with every kept pair: kept",
+                    *pair, "lone edge link along its ridge" if edge else "loose link")
+    return solved, closing, along_ridge
 
 
 def loop_closing_candidate(
@@ -79,7 +90,8 @@ def loop_closing_candidate(
 ) -> tuple[Pair, Solution] | None:
     """The first candidate (most significant first) that joins the two blocks of a loose kept link on no loop, lies
     beyond :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from the solve, and that the solve with it added
-    (weak) keeps together with every kept pair; with that solve.
+    (weak) keeps together with every kept pair; with that solve. Of an edge link (:func:`edge_link`), the solve frees
+    the link's term along its ridge and is unweighted, the candidate strong.
 
     A link is loose when its sub-pixel standard error is the placeholder
     :data:`~linumpy.stitching.pairwise.PLACEHOLDER_SIGMA_PX` (:func:`loose`). The parameters are those of
@@ -88,7 +100,8 @@ def loop_closing_candidate(
     Returns
     -------
     tuple or None
-        ``(candidate, (positions, model, kept))``, or None when no candidate closes such a loop.
+        ``(candidate, (positions, model, kept), edge)``, or None when no candidate closes such a loop; ``edge`` True
+        when the link was an edge link.
     """
     positions, _, kept = solved
     kept_ids = {(p.a, p.b) for p in kept}
@@ -97,14 +110,23 @@ def loop_closing_candidate(
                     and residual_px(positions, c) > MAX_RESIDUAL_PX),
                    key=lambda c: -registrations[(c.a, c.b)].significance)
     for k in bridges(kept):
-        if not loose(registrations[(kept[k].a, kept[k].b)]):
+        edge = edge_link(kept[k])
+        if not edge and not loose(registrations[(kept[k].a, kept[k].b)]):
             continue
         side = next(g for g in pieces(placed, [(p.a, p.b) for p in kept[:k] + kept[k + 1:]]) if kept[k].a in g)
+        freed = [replace(p, ridge_variance=float("inf")) if j == k else p for j, p in enumerate(kept)]
         for candidate in (c for c in order if (c.a in side) != (c.b in side)):
-            attempt = solve_positions(tiles, [*kept, replace(candidate, strong=False)], tile_step_px)
+            attempt = (solve_positions(tiles, [*freed, replace(candidate, strong=True)], tile_step_px, weighted=False)
+                       if edge else solve_positions(tiles, [*kept, replace(candidate, strong=False)], tile_step_px))
             if kept_ids | {(candidate.a, candidate.b)} <= {(p.a, p.b) for p in attempt[2]}:
-                return (candidate.a, candidate.b), attempt
+                return (candidate.a, candidate.b), attempt, edge
     return None
+
+
+def edge_link(link: PairOffset) -> bool:
+    """Whether a kept link is an edge link: its peak on an edge's ridge, its offset measured across it only
+    (a free direction and a finite variance along it)."""
+    return link.free_direction is not None and bool(np.isfinite(link.ridge_variance))
 
 
 def loose(registration: PairRegistration) -> bool:

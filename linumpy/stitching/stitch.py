@@ -576,6 +576,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     ``n_loose_loop_links`` counts the candidates kept because they close the loop of a loose kept link on no loop
     (its sub-pixel fit's 1 px placeholder error), the solve with them keeping every kept pair (status
     :data:`~linumpy.stitching.transform.LOOSE_LOOP_CLOSED`, :func:`~linumpy.stitching.loose_loops.closed_loose_loops`).
+    ``n_edge_loop_links`` counts the candidates kept because they close the loop of a kept edge link on no loop, the
+    unweighted solve with them, the link free along its ridge, keeping every kept pair (status
+    :data:`~linumpy.stitching.transform.EDGE_LOOP_CLOSED`).
     ``n_depth_range_peak_links`` counts the pairs refused in depth that took the offset of their most significant
     depth range, strong and located (per pair ``depth_range_peak``,
     :func:`~linumpy.stitching.depth_check.strong_range_peak`).
@@ -592,8 +595,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     """
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
     from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
-    from linumpy.stitching.transform import (FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED, LOOSE_LOOP_CLOSED,
-                                            STRONG_SURVIVOR_KEPT, depth_disagreement_field, stage_residual_fields)
+    from linumpy.stitching.transform import (EDGE_LOOP_CLOSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
+                                             LOOSE_LOOP_CLOSED, STRONG_SURVIVOR_KEPT, depth_disagreement_field,
+                                             stage_residual_fields)
 
     pairs = [(record.a, record.b) for record in transform.pairs]
     positions = {tile: transform.position(tile) for tile in layout.tiles_present}
@@ -631,6 +635,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_far_bridges_refused"] = len(transform.far_bridges(FAR_BRIDGE_REFUSED))
     metrics["n_strong_survivor_links"] = sum(r.status == STRONG_SURVIVOR_KEPT for r in transform.pairs)
     metrics["n_loose_loop_links"] = sum(r.status == LOOSE_LOOP_CLOSED for r in transform.pairs)
+    metrics["n_edge_loop_links"] = sum(r.status == EDGE_LOOP_CLOSED for r in transform.pairs)
     lone = far_lone_links(transform)
     metrics["n_far_lone_link_tiles"] = sum(len(tiles) for _, tiles, _, _ in lone)
     metrics["n_far_lone_link_to_stage_tiles"] = sum(record.far_lone_link_to_stage

@@ -78,6 +78,10 @@ STRONG_SURVIVOR_KEPT = "kept (joint search), its placement broken, strong on its
 #: placeholder error, kept because the solve with it keeps it and every kept pair
 #: (:func:`linumpy.stitching.loose_loops.closed_loose_loops`).
 LOOSE_LOOP_CLOSED = "kept, closes the loop of a loose lone link"
+#: Status of a candidate that joins the two blocks of a kept edge link on no loop, kept because the unweighted solve
+#: with it, the link's term along its ridge freed, keeps it and every kept pair: it places the link's side along the
+#: ridge (:func:`linumpy.stitching.loose_loops.closed_loose_loops`).
+EDGE_LOOP_CLOSED = "kept, closes the loop of a lone edge link along its ridge"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
 #: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
@@ -178,7 +182,8 @@ class PairRecord:
         predict, :mod:`linumpy.stitching.loops`), ``kept (joint search)``
         (:mod:`linumpy.stitching.tile_search`), ``kept (joint search), its placement broken, strong on its own``
         (:data:`STRONG_SURVIVOR_KEPT`), ``kept, closes the loop of a loose lone link``
-        (:data:`LOOSE_LOOP_CLOSED`), ``kept (cluster search)``
+        (:data:`LOOSE_LOOP_CLOSED`), ``kept, closes the loop of a lone edge link along its ridge``
+        (:data:`EDGE_LOOP_CLOSED`), ``kept (cluster search)``
         (:mod:`linumpy.stitching.cluster_search`), ``kept (piece search)``
         (a link of a piece searched again, :mod:`linumpy.stitching.reanchor`),
         or why the pair was not used:
