@@ -46,7 +46,7 @@ def closed_loose_loops(
     candidates: Sequence[PairOffset],
     registrations: Mapping[Pair, PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[Solution, set[Pair]]:
+) -> tuple[Solution, set[Pair], set[Pair]]:
     """Keep, one at a time, a candidate that closes the loop of a loose kept link on no loop
     (:func:`loop_closing_candidate`).
 
@@ -87,7 +87,7 @@ def loop_closing_candidate(
     candidates: Sequence[PairOffset],
     registrations: Mapping[Pair, PairRegistration],
     tile_step_px: Sequence[float],
-) -> tuple[Pair, Solution] | None:
+) -> tuple[Pair, Solution, bool] | None:
     """The first candidate (most significant first) that joins the two blocks of a loose kept link on no loop, lies
     beyond :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` from the solve, and that the solve with it added
     (weak) keeps together with every kept pair; with that solve. Of an edge link (:func:`edge_link`), the solve frees
