@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     from linumpy.malloc import reuse_freed_memory_across_threads
 
-    # the fused blocks (64 MB on the `large` slice) and the decoded and encoded chunks one thread frees, another
-    # allocates again: kept in one arena instead of new mappings the kernel faults in and zeroes
+    # the fused blocks (16 MB on the `large` slice), the decoded tile slabs and the encoded chunks one thread frees,
+    # another allocates again: kept in one arena instead of new mappings the kernel faults in and zeroes
     reuse_freed_memory_across_threads(largest_block_mb=128)
     from linumpy.stitching.stitch import stitch_mosaic_grid
 

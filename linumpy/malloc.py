@@ -27,7 +27,7 @@ Three settings, made with ``mallopt`` (elsewhere than glibc they do nothing):
   mapped and faulted in anew for every column even with the first two
   settings (session perf36). The main arena alone keeps them (the ``large``
   slice: 219-317 to 123-133 thousand page faults, 10-17 to 5-8 s of system
-  time, session axperf37). The stitch too: its fused blocks (64 MB, hence
+  time, session axperf37). The stitch too: its fused blocks (64 MB until session rss10, 16 MB since; hence
   ``largest_block_mb=128``) and decoded tile slabs (the ``large`` slice:
   274-863 to 70-100 thousand page faults, session stitchperf42). And the
   mosaic grid since its tiles are read on a reader thread (its file buffer,

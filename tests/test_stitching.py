@@ -597,6 +597,33 @@ def test_small_blocks_and_z_slabs_give_the_same_volume(tmp_path, monkeypatch):
     assert np.array_equal(blocked.compute(), read_omezarr(whole)[0].compute())
 
 
+def test_each_fused_block_is_one_output_chunk(tmp_path, monkeypatch):
+    """A worker fuses one output chunk at a time (its planes, one chunk laterally), which the writer encodes as it
+    is: blocks of 2 x 2 chunks held four times more, with a copy of each chunk they wrote (session rss10)."""
+    from linumpy.io.zarr import open_omezarr_level
+    from linumpy.stitching import stitch
+
+    grid_path = tmp_path / "grid.ome.zarr"
+    write_mosaic_grid(grid_path, grid=(5, 5), depth=5)  # 5 x 5 tiles of 96 px: 2 x 2 chunks of 256 px
+    monkeypatch.setattr(stitch, "MAX_BLOCK_BYTES", 2 * 4 * stitch.CHUNK_PX**2)  # 2 planes: 3 slabs of the 5
+    fused, fuse = [], stitch.fuse_block
+
+    def fuse_recorded(box, depth, *args, **kwargs):
+        fused.append((box, depth))
+        return fuse(box, depth, *args, **kwargs)
+
+    monkeypatch.setattr(stitch, "fuse_block", fuse_recorded)
+    out = tmp_path / "out.ome.zarr"
+    stitch.stitch_mosaic_grid(grid_path, out, n_levels=0, workers=2)
+    stitched, _ = open_omezarr_level(out)
+    chunks = -(-stitched.shape[1] // stitched.chunks[1]) * -(-stitched.shape[2] // stitched.chunks[2])
+    assert stitched.chunks == (2, stitch.CHUNK_PX, stitch.CHUNK_PX) and chunks == 4
+    assert len(fused) == 3 * chunks
+    for box, depth in fused:
+        assert box.y0 % stitch.CHUNK_PX == 0 and box.x0 % stitch.CHUNK_PX == 0
+        assert box.y1 - box.y0 <= stitch.CHUNK_PX and box.x1 - box.x0 <= stitch.CHUNK_PX and depth <= 2
+
+
 @pytest.mark.parametrize("planes_per_block", [None, 2], ids=["whole tile slabs", "tile parts"])
 def test_every_chunk_file_the_fusion_reads_was_announced_before(tmp_path, monkeypatch, planes_per_block):
     """The fusion announces each chunk file of the mosaic grid to the kernel (read-ahead) before a thread reads

@@ -79,11 +79,13 @@ REGISTRATION_MODULES = ("linumpy.stitching.estimate", "linumpy.stitching.fusion_
 
 #: Lateral size of the output chunks, pixels.
 CHUNK_PX = 256
-#: Lateral size of the fused blocks (2 x 2 output chunks), pixels. Larger
-#: blocks decompress each input chunk fewer times but hold more memory.
-BLOCK_PX = 2 * CHUNK_PX
-#: Blocks span one input z-chunk, or fewer planes if that would exceed this.
-MAX_BLOCK_BYTES = 64 * 2**20
+#: Lateral size of the fused blocks, pixels: one output chunk, which the writer encodes as it is (no copy of
+#: it), so that a worker holds one chunk's planes. Blocks of 2 x 2 chunks (64 MB on the `large` slice) held four
+#: times more, with their chunks' copies; the tile slabs they read are kept for the next blocks that read them
+#: (:data:`SLAB_CACHE_BYTES`) and decoded about as often (``benchmarks/README.md``, session rss10).
+BLOCK_PX = CHUNK_PX
+#: Blocks span one input z-chunk, or fewer planes if that would exceed this (the planes of the output chunks).
+MAX_BLOCK_BYTES = 16 * 2**20
 #: Most bytes of decoded tile slabs kept for the blocks that read them again (:func:`tile_slabs`).
 SLAB_CACHE_BYTES = 128 * 2**20
 #: The chunk files a fused block reads are announced to the kernel this many blocks before it is queued.
@@ -804,7 +806,7 @@ def write_fused(
     """Fuse the tiles of a mosaic grid at ``positions`` and write the volume block by block.
 
     Positions are rounded to whole pixels for placement. A block is
-    ``BLOCK_PX`` x ``BLOCK_PX`` laterally (2 x 2 output chunks) by one input
+    ``BLOCK_PX`` x ``BLOCK_PX`` laterally (one output chunk) by one input
     z-chunk (at most ``MAX_BLOCK_BYTES``); it reads only the tiles that cover it, straight from
     their chunk files (``data`` is a :class:`~linumpy.io.zarr.StoredArray`), each tile part
     corrected by ``flat`` as it is fused (:func:`~linumpy.stitching.blend.fuse_block`); a tile stored one
@@ -900,8 +902,8 @@ def fusion_plan(data: StoredArray, layout: MosaicGridLayout,
     # A tile that is one chunk laterally (as the mosaic grid stores it) is read whole: its chunk is decoded
     # straight into the result and the part is a view of it (no copy of the part).
     whole_tiles = tuple(data.chunks[1:]) == tuple(tile_yx) and z_slab == data.chunks[0]
-    # Slab by slab, blocks in Z-order: the pyramid levels are built from 2 x 2 groups of blocks as soon
-    # as they are written, and only one slab's chunks wait.
+    # Slab by slab, blocks in Z-order: each pyramid level's chunks are built from 2 x 2 groups of the level
+    # below as soon as they are written, and only one slab's chunks wait.
     boxes = morton_order(_blocks(extent, BLOCK_PX), lambda box: (box.y0 // BLOCK_PX, box.x0 // BLOCK_PX))
     tasks = [(z0, box) for z0 in range(0, depth, z_slab) for box in boxes]
     slabs = tile_slabs(data, layout, tasks, origins, z_slab if whole_tiles else 0)
