@@ -46,7 +46,7 @@ def test_a_piece_on_closed_loops_is_placed_as_one_at_its_stage_mean():
     mean minimises it), over several draws of the stage errors. Main: the four tiles on their stage positions."""
     for seed in range(5):
         truth, stage, links = _slice(RIGHT, seed)
-        positions, placed = place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
+        positions, placed, _ = place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
         assert sorted((p.a, p.b) for p in placed) == LOOP
         assert all(np.array_equal(positions[t], stage[t]) for t in TILES if t not in PIECE)
         assert np.allclose(np.mean([positions[t] for t in PIECE], axis=0), np.mean([stage[t] for t in PIECE], axis=0))
@@ -61,7 +61,7 @@ def test_a_piece_whose_loop_does_not_close_stays_on_the_stage_tile_by_tile():
     """One pair of the loop 4 px off (a wrong peak, as between tiles that do not overlap): the loop misses by
     4 px, no pair is known to be the culprit, the piece stays on the stage tile by tile, no pair accepted."""
     truth, stage, links = _slice({**RIGHT, ((2, 1), (3, 1)): (4.0, 0.5)})
-    positions, placed = place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
+    positions, placed, _ = place_rigid_pieces(stage, links, SIGNIFICANCE, set(), STEP)
     assert placed == []
     assert all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
@@ -70,7 +70,7 @@ def test_pieces_of_fewer_tiles_than_a_loop_stay_on_the_stage():
     """Three tiles cannot close a loop of neighbour pairs: nothing checks them, nothing moves."""
     _, stage, links = _slice(RIGHT)
     corner = [p for p in links if (3, 1) not in (p.a, p.b)]
-    positions, placed = place_rigid_pieces(stage, corner, SIGNIFICANCE, set(), STEP)
+    positions, placed, _ = place_rigid_pieces(stage, corner, SIGNIFICANCE, set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
 
@@ -116,7 +116,7 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     known to be one peak, cuts (2, 1) off (on the stage), the other four are placed by their pairs (within 0.5 px of one another's truth)
     at their stage mean; the weak pair is not accepted."""
     truth, stage, significance, links = _tree()
-    positions, placed = place_rigid_pieces(stage, links, significance, set(), STEP)
+    positions, placed, _ = place_rigid_pieces(stage, links, significance, set(), STEP)
     piece = [(1, 0), (2, 0), (3, 0), (3, 1)]
     assert sorted((p.a, p.b) for p in placed) == sorted(pair for pair, s in significance.items() if s >= 8)
     relative = np.array([positions[t] - truth[t] for t in piece])
@@ -125,7 +125,7 @@ def test_a_tree_of_strong_pairs_is_placed_where_its_unchecked_pairs_are_very_sig
     assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
     # The tree's strong bridges read 6.7 instead (the wrong peaks measured between tiles that do not overlap
     # read up to 6.9), their matches not known to be one peak: nothing checks them, nothing moves.
-    positions, placed = place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
+    positions, placed, _ = place_rigid_pieces(stage, links, {pair: min(s, 6.7) for pair, s in significance.items()},
                                             set(), STEP)
     assert placed == [] and all(np.array_equal(positions[t], stage[t]) for t in TILES)
 
@@ -138,7 +138,7 @@ def test_an_unchecked_strong_pair_whose_match_is_one_peak_holds_the_piece():
     are one peak all the same, up to 4.98), cuts (2, 1) off, on the stage."""
     truth, stage, significance, links = _tree()
     strong = {pair for pair, s in significance.items() if s >= 3}
-    positions, placed = place_rigid_pieces(stage, links, significance, strong, STEP)
+    positions, placed, _ = place_rigid_pieces(stage, links, significance, strong, STEP)
     piece = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]
     assert sorted((p.a, p.b) for p in placed) == sorted(strong)
     relative = np.array([positions[t] - truth[t] for t in piece])
@@ -147,7 +147,7 @@ def test_an_unchecked_strong_pair_whose_match_is_one_peak_holds_the_piece():
     assert np.sum(_off(positions, truth, piece) ** 2) < np.sum(_off(stage, truth, piece) ** 2)
     twinned = strong - {((2, 0), (2, 1))}
     for single, weaker in ((twinned, significance), (strong, {**significance, ((2, 0), (2, 1)): 5.0})):
-        positions, placed = place_rigid_pieces(stage, links, weaker, single, STEP)
+        positions, placed, _ = place_rigid_pieces(stage, links, weaker, single, STEP)
         assert sorted((p.a, p.b) for p in placed) == sorted(twinned)
         assert np.array_equal(positions[(2, 1)], stage[(2, 1)])
 
@@ -172,3 +172,73 @@ def test_a_match_with_a_twin_peak_a_few_pixels_away_is_not_one_peak():
     assert single_peak((_fisher_map([((0, 0), 0.85), ((8, 0), 0.85)]),), (0.0, 86.0))
     assert not single_peak((_fisher_map([((0, 0), 0.85)]),), (20.0, 86.0))
     assert not single_peak((_fisher_map([((0, 0), -0.5)]),), (0.0, 86.0))
+
+
+#: Foreign ``c185`` 496 slice 3 (session group10): the nine tiles left on the stage model (main group
+#: {(1, 0), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)} placed by pairs, right within 0.7 px), their recorded
+#: links ``(a, b): (offset, weight, test weight, own significance, one peak)`` and each tile's truth in the estimate's
+#: frame (the placed main group's), pixels. Every link is right within 0.3 px.
+PIECES_496 = {
+    ((0, 0), (0, 1)): ((-4.63, 77.85), (90.74, 109.61), (157.86, 225.34), 14.61, True),
+    ((0, 1), (0, 2)): ((2.97, 92.46), (0.98, 0.98), (1.0, 1.0), 6.89, True),
+    ((0, 1), (1, 1)): ((89.97, 11.83), (35.07, 32.83), (230.89, 159.33), 6.43, True),
+    ((0, 2), (0, 3)): ((-2.23, 77.32), (96.74, 95.70), (172.42, 169.15), 14.85, True),
+    ((0, 3), (1, 3)): ((92.27, -1.01), (0.80, 0.80), (1.0, 1.0), 1.09, False),
+    ((1, 1), (1, 2)): ((4.26, 72.22), (32.28, 29.37), (226.93, 133.85), 6.13, False),
+    ((1, 2), (1, 3)): ((-1.20, 85.13), (6.69, 6.50), (164.86, 96.43), 2.64, False),
+    ((1, 3), (2, 3)): ((90.08, 2.84), (33.02, 26.56), (196.34, 80.30), 6.30, True),
+    ((2, 3), (3, 3)): ((77.07, -2.66), (85.55, 121.83), (125.24, 222.03), 16.43, True),
+}
+TRUTH_496 = {(0, 0): (-0.29, 6.01), (0, 1): (-4.97, 83.89), (0, 2): (-2.04, 176.63), (0, 3): (-4.32, 254.01),
+             (1, 1): (84.80, 95.83), (1, 2): (89.12, 167.92), (1, 3): (87.90, 252.80), (2, 3): (178.26, 255.48),
+             (3, 3): (255.47, 252.77)}
+JOINING_496 = [((0, 3), (1, 3)), ((1, 2), (1, 3))]
+
+
+def _pieces_496(errors: dict | None = None) -> tuple[dict, list[PairOffset], dict, set]:
+    """496 slice 3's stage positions (the nominal grid), links (``errors`` added to their offsets), own
+    significances and one-peak links."""
+    stage = {t: np.array([t[0] * STEP[0], t[1] * STEP[1]]) for t in TRUTH_496}
+    links = [PairOffset(a, b, tuple(np.add(offset, (errors or {}).get((a, b), (0.0, 0.0)))), weight=weight,
+                        strong=significance >= 3, test_weight=test)
+             for (a, b), (offset, weight, test, significance, _) in PIECES_496.items()]
+    return (stage, links, {pair: record[3] for pair, record in PIECES_496.items()},
+            {pair for pair, record in PIECES_496.items() if record[4]})
+
+
+def _errors_496(positions: dict) -> dict:
+    """Each of 496 slice 3's nine tiles' distance to its truth (the main group's frame), pixels."""
+    return {t: float(np.linalg.norm(np.asarray(positions[t]) - truth)) for t, truth in TRUTH_496.items()}
+
+
+def test_pieces_joined_by_weak_pairs_on_a_loop_are_placed_as_one():
+    """496 slice 3: the piece of five {(0, 0)-(0, 3), (1, 1)}, the strong (1, 1)-(1, 2) (6.13, two peaks: on no loop
+    it cuts (1, 2) off) and the strong {(1, 3), (2, 3), (3, 3)} (three tiles, no piece alone) are joined by the weak
+    right (1, 2)-(1, 3) 2.64 and (0, 3)-(1, 3) 1.09, whose loop closes: the nine tiles are placed as one at their
+    stage-model mean, every tile within 0.8 px of its truth (main: the five 3.6-4.0 px off as one piece, the four
+    others on the stage 5.1-6.8 px off), the two weak pairs named as joining."""
+    stage, links, significance, single = _pieces_496()
+    positions, placed, joining = place_rigid_pieces(stage, links, significance, single, STEP)
+    assert sorted((p.a, p.b) for p in placed) == sorted(PIECES_496)
+    assert sorted(joining) == JOINING_496
+    assert max(_errors_496(positions).values()) < 0.8
+    assert np.allclose(np.mean([positions[t] for t in TRUTH_496], axis=0),
+                       np.mean([stage[t] for t in TRUTH_496], axis=0))
+    assert min(_errors_496(stage).values()) > 4.0
+
+
+def test_pieces_a_lone_or_contradicted_weak_pair_joins_are_judged_alone():
+    """496 slice 3 with one joining weak pair only (on no loop: nothing checks it), or with (1, 2)-(1, 3) 4 px off
+    (the loop misses): each piece is judged alone as before: the five tiles placed as one at their own stage-model
+    mean (3.6-4.0 px off), (1, 2) cut off at its two-peak bridge and the three-tile piece on the stage."""
+    stage, links, significance, single = _pieces_496()
+    five = [(0, 0), (0, 1), (0, 2), (0, 3), (1, 1)]
+    lone = [p for p in links if (p.a, p.b) != JOINING_496[0]]
+    contradicted = _pieces_496({JOINING_496[1]: (4.0, 0.0)})[1]
+    for case in (lone, contradicted):
+        positions, placed, joining = place_rigid_pieces(stage, case, significance, single, STEP)
+        assert joining == set()
+        assert sorted({t for p in placed for t in (p.a, p.b)}) == five
+        errors = _errors_496(positions)
+        assert all(3.5 < errors[t] < 4.1 for t in five)
+        assert all(np.array_equal(positions[t], stage[t]) for t in TRUTH_496 if t not in five)

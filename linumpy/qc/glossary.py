@@ -193,6 +193,12 @@ METRICS: dict[str, MetricInfo] = {
                               "is placed as one, by its overlaps within it, its mean on the mean of its tiles' "
                               "stage-model positions (it is off as a whole by about the stage error over the "
                               "square root of its size, which its tiles' sigma_px states)."),
+    "n_rigid_join_links": _M("Weak overlaps that joined rigid pieces on a loop", "count",
+                             "Overlaps below significance 3 between two rigid pieces of strong overlaps, each on "
+                             "a loop with another such overlap (two or more join the same pieces, so each checks "
+                             "the others): the pieces were placed as one at their tiles' stage-model mean, only "
+                             "whole, every overlap of it kept and its loops closed (status 'kept, joins rigid "
+                             "pieces on a loop'). The larger piece's mean stage error is smaller. No flag."),
     "n_open_loop_tiles": _M("Tiles placed through a loop that does not close", "count",
                             "Tiles that only a loop of accepted overlaps missing by more than 1.5 px joins to "
                             "the rest of the slice: one overlap of the loop erred and none was clearly the one, "

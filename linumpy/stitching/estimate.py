@@ -106,7 +106,9 @@
    over the registered tiles validates the prediction
    (:mod:`linumpy.stitching.stage_residuals`).
    Then a piece of such tiles that strong pairs join, its loops closed, is
-   placed as one at its tiles' stage-model mean (:func:`~linumpy.stitching.stage_pieces.place_rigid_pieces`).
+   placed as one at its tiles' stage-model mean (:func:`~linumpy.stitching.stage_pieces.place_rigid_pieces`);
+   pieces that weak pairs on a loop join are judged as one first
+   (:func:`~linumpy.stitching.stage_pieces.loop_joined_pieces`).
 8. Each tile's honest standard error (the solve's covariance under the pairs'
    errors and peak spreads, :mod:`linumpy.stitching.uncertainty`) and whether
    it hangs on weak links only are recorded; no tile moves for them.
@@ -163,7 +165,8 @@ from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_L
                                          FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
                                          EDGE_LOOP_CLOSED, LONE_EDGE_LINK_ACROSS_ONLY, LOOSE_LOOP_CLOSED,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
-                                         RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, STRONG_SURVIVOR_KEPT, PairRecord,
+                                         RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, RIGID_PIECES_JOINED,
+                                         STRONG_SURVIVOR_KEPT, PairRecord,
                                          TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
@@ -550,7 +553,8 @@ def estimate_transform(
     open_loop_cut = {(p.a, p.b) for p in kept} - {(p.a, p.b) for p in loop_kept}
     kept = loop_kept
     positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
-    positions, rigid = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations), tile_step_px)
+    positions, rigid, rigid_joining = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations),
+                                                         tile_step_px)
     kept_ids = {(p.a, p.b) for p in kept + rigid}
     # a weak pair not kept between tiles the kept pairs join closed a loop that contradicted it: not a bridge
     piece_of = {t: i for i, piece in enumerate(pieces(tiles, kept_ids)) for t in piece}
@@ -563,6 +567,8 @@ def estimate_transform(
             status = "weak attachment, piece on the stage"
         elif (a, b) in open_loop_cut:
             status = OPEN_LOOP_PIECE_TO_STAGE
+        elif (a, b) in rigid_joining:
+            status = RIGID_PIECES_JOINED
         elif (a, b) in rigid_ids:
             status = RIGID_PIECE_KEPT
         elif (a, b) in edge_loop_closing and (a, b) in kept_ids:

@@ -85,6 +85,9 @@ EDGE_LOOP_CLOSED = "kept, closes the loop of a lone edge link along its ridge"
 #: Status of a pair of a rigid piece (strong pairs on closed loops among tiles no trusted link joins to the others),
 #: placed as one at its tiles' stage-model mean (:func:`linumpy.stitching.stage_pieces.place_rigid_pieces`).
 RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
+#: Status of a weak pair of a rigid piece that joined two pieces of strong pairs on a loop of such pairs, the pieces
+#: then placed as one (:func:`linumpy.stitching.stage_pieces.loop_joined_pieces`).
+RIGID_PIECES_JOINED = "kept, joins rigid pieces on a loop (placed as one at their tiles' stage-model mean)"
 #: Status of a kept pair that joined a piece placed through an open loop to the other tiles, the piece then put
 #: on the stage model (:func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`).
 OPEN_LOOP_PIECE_TO_STAGE = "open loop placing its piece beyond the stage's error, piece on the stage"
