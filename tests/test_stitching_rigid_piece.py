@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from linumpy.stitching.stage_pieces import place_rigid_pieces
+from linumpy.stitching.stage_pieces import pieces_joined_to_main, place_rigid_pieces
 from linumpy.stitching.global_solve import PairOffset, StageModel
-from linumpy.stitching.pairwise import EvidenceMap, single_peak
+from linumpy.stitching.pairwise import EvidenceMap, PairRegistration, single_peak
 from linumpy.stitching.transform import TileRecord, TileTransform, transform_from_dict, transform_to_dict
 from linumpy.stitching.uncertainty import tile_sigmas
 
@@ -242,3 +242,58 @@ def test_pieces_a_lone_or_contradicted_weak_pair_joins_are_judged_alone():
         errors = _errors_496(positions)
         assert all(3.5 < errors[t] < 4.1 for t in five)
         assert all(np.array_equal(positions[t], stage[t]) for t in TRUTH_496 if t not in five)
+
+
+#: Foreign ``c185`` 497 slice 3 (session join10): the tiles left on the stage model with their recorded registrations
+#: ``(a, b): (offset, sigma_px, own significance)`` (the edge link (0, 2)-(1, 2) 0.96, 12 px off, left out, as
+#: :func:`rigid_piece_links` leaves it), the main group's two tiles they link to at their placed positions, and each
+#: tile's truth in the estimate's frame, pixels. The strong (1, 1)-(1, 2) 4.11 is joined to the main group by the
+#: weak right (1, 1)-(2, 1) 1.90 and (1, 2)-(2, 2) 1.53; (1, 3) hangs on (1, 2) by the strong 3.85, on no loop.
+LINKS_497 = {
+    ((0, 2), (0, 3)): ((9.63, 78.76), (0.063, 0.047), 11.25),
+    ((0, 3), (1, 3)): ((79.54, 0.12), (0.080, 0.102), 5.11),
+    ((1, 1), (1, 2)): ((-1.61, 77.97), (0.052, 0.076), 4.11),
+    ((1, 1), (2, 1)): ((79.17, -5.73), (0.078, 0.102), 1.90),
+    ((1, 2), (1, 3)): ((-9.66, 84.60), (0.076, 0.089), 3.85),
+    ((1, 2), (2, 2)): ((84.25, 4.79), (0.097, 0.106), 1.53),
+}
+MAIN_497 = {(2, 1): (168.22, 88.61), (2, 2): (172.55, 173.98)}
+TRUTH_497 = {(1, 1): (89.35, 92.37), (1, 2): (87.87, 170.58)}
+JOINED_497 = [((1, 1), (1, 2)), ((1, 1), (2, 1)), ((1, 2), (2, 2))]
+
+
+def _slice_497(errors: dict | None = None) -> tuple[dict, list[PairOffset], dict]:
+    """497 slice 3's positions (the tiles left out on the nominal grid), the main group's kept pairs (one, between
+    its two tiles) and the registrations (``errors`` added to their offsets)."""
+    left = [(0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    positions = {**{t: np.array([t[0] * 86.0, t[1] * 86.0]) for t in left},
+                 **{t: np.array(p) for t, p in MAIN_497.items()}}
+    main = PairOffset((2, 1), (2, 2), tuple(np.subtract(MAIN_497[(2, 2)], MAIN_497[(2, 1)])), 1.0)
+    registrations = {pair: PairRegistration(tuple(np.add(offset, (errors or {}).get(pair, (0.0, 0.0)))), 0.5,
+                                            significance, sigma)
+                     for pair, (offset, sigma, significance) in LINKS_497.items()}
+    return positions, [main], registrations
+
+
+def test_a_piece_two_weak_links_on_a_loop_join_to_the_main_group_is_placed_by_them():
+    """497 slice 3: (1, 1) and (1, 2) placed by their links, the main group held, within 0.7 px of their truth
+    (main: on the stage, 7.1 and 2.3 px off in that frame); (1, 3), (0, 3), (0, 2), beyond the
+    strong pairs on no loop below the bridge bars, and the main group's tiles unchanged; the three links named."""
+    positions, kept, registrations = _slice_497()
+    placed, joined = pieces_joined_to_main(positions, kept, registrations)
+    assert sorted((p.a, p.b) for p in joined) == JOINED_497
+    assert all(np.linalg.norm(placed[t] - truth) < 0.7 for t, truth in TRUTH_497.items())
+    assert all(np.linalg.norm(positions[t] - truth) > 2.0 for t, truth in TRUTH_497.items())
+    assert all(np.array_equal(placed[t], positions[t]) for t in positions if t not in TRUTH_497)
+
+
+def test_a_piece_one_or_disagreeing_links_join_to_the_main_group_stays():
+    """497 slice 3 with one link to the main group only (no loop through it checks it), or with (1, 2)-(2, 2) 4 px
+    off (the two disagree): nothing moves, no link kept."""
+    positions, kept, registrations = _slice_497()
+    lone = {pair: r for pair, r in registrations.items() if pair != ((1, 2), (2, 2))}
+    disagreeing = _slice_497({((1, 2), (2, 2)): (4.0, 0.0)})[2]
+    for case in (lone, disagreeing):
+        placed, joined = pieces_joined_to_main(positions, kept, case)
+        assert joined == []
+        assert all(np.array_equal(placed[t], positions[t]) for t in positions)

@@ -199,6 +199,12 @@ METRICS: dict[str, MetricInfo] = {
                              "the others): the pieces were placed as one at their tiles' stage-model mean, only "
                              "whole, every overlap of it kept and its loops closed (status 'kept, joins rigid "
                              "pieces on a loop'). The larger piece's mean stage error is smaller. No flag."),
+    "n_main_join_links": _M("Overlaps that placed a piece by its links on a loop to the main group", "count",
+                            "Overlaps kept because they placed a piece of strong overlaps among the tiles the "
+                            "solve left out: two or more of its overlaps to the main group, agreeing within 1.5 px "
+                            "(their loop through the main group closes), placed it with the main group held; "
+                            "only its tiles those loops check moved, the others where they were (status 'kept, "
+                            "places a piece by its links on a loop to the main group'). No flag."),
     "n_open_loop_tiles": _M("Tiles placed through a loop that does not close", "count",
                             "Tiles that only a loop of accepted overlaps missing by more than 1.5 px joins to "
                             "the rest of the slice: one overlap of the loop erred and none was clearly the one, "

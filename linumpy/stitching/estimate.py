@@ -158,15 +158,15 @@ from linumpy.stitching.ridge_bridges import weak_without_ridge_contradicted_brid
 from linumpy.stitching.ridge_reach import beyond_reach_edge_links_to_stage
 from linumpy.stitching.ridges import tiles_beyond_edge_ridges, unmeasured_ridges
 from linumpy.stitching.settle import settle_kept_searches
-from linumpy.stitching.stage_pieces import (correct_stage_residuals, place_rigid_pieces, ridge_held_to_stage,
-                                            rigid_piece_links, weak_pieces_to_stage)
+from linumpy.stitching.stage_pieces import (correct_stage_residuals, pieces_joined_to_main, place_rigid_pieces,
+                                            ridge_held_to_stage, rigid_piece_links, weak_pieces_to_stage)
 from linumpy.stitching.tile_records import build_tile_records, far_open_loop_pieces_to_stage, open_loop_tiles
 from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_LONE_LINK_REFUSED, DEPTH_PEAK_REFUSED,
                                          FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
                                          EDGE_LOOP_CLOSED, LONE_EDGE_LINK_ACROSS_ONLY, LOOSE_LOOP_CLOSED,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
-                                         RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT, RIGID_PIECES_JOINED,
-                                         STRONG_SURVIVOR_KEPT, PairRecord,
+                                         PIECE_JOINED_TO_MAIN, RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT,
+                                         RIGID_PIECES_JOINED, STRONG_SURVIVOR_KEPT, PairRecord,
                                          TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
@@ -555,6 +555,10 @@ def estimate_transform(
     positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
     positions, rigid, rigid_joining = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations),
                                                          tile_step_px)
+    positions, main_joined = pieces_joined_to_main(
+        positions, kept, {pair: r for pair, r in registrations.items() if pair not in depth_refused})
+    rigid += main_joined
+    main_joined_ids = {(p.a, p.b) for p in main_joined}
     kept_ids = {(p.a, p.b) for p in kept + rigid}
     # a weak pair not kept between tiles the kept pairs join closed a loop that contradicted it: not a bridge
     piece_of = {t: i for i, piece in enumerate(pieces(tiles, kept_ids)) for t in piece}
@@ -567,6 +571,8 @@ def estimate_transform(
             status = "weak attachment, piece on the stage"
         elif (a, b) in open_loop_cut:
             status = OPEN_LOOP_PIECE_TO_STAGE
+        elif (a, b) in main_joined_ids:
+            status = PIECE_JOINED_TO_MAIN
         elif (a, b) in rigid_joining:
             status = RIGID_PIECES_JOINED
         elif (a, b) in rigid_ids:
@@ -663,7 +669,7 @@ def estimate_transform(
         "off_peak_link_to_stage": off_peak_to_stage,
         "beyond_reach_edge_link_to_stage": reach_to_stage,
         "tied_to_left_out": tied,
-        "rigid_piece": {t for pair in rigid_ids for t in pair},
+        "rigid_piece": {t for pair in rigid_ids - main_joined_ids for t in pair},
         "open_loop_to_stage": open_loop_to_stage,
         "depth_refused_on_stage": {t for pair in depth_refused for t in pair} - {t for pair in kept_ids for t in pair},
     }

@@ -11,8 +11,8 @@ from collections.abc import Set as AbstractSet
 
 import numpy as np
 
-from linumpy.stitching.global_solve import (PairOffset, Solution, StageModel, TileIndex, bridges, solve_positions,
-                                             solve_without)
+from linumpy.stitching.global_solve import (MAX_RESIDUAL_PX, PairOffset, Solution, StageModel, TileIndex, bridges,
+                                             solve_positions, solve_without)
 from linumpy.stitching.link_conflicts import open_loops
 from linumpy.stitching.pair_terms import (CONFIDENT_SIGNIFICANCE, FAR_PIECE_MARGIN, MIN_SIGNIFICANCE,
                                           STRONG_SIGNIFICANCE, WEAK_PIECE_DEVIATION_PX, WEAK_PIECE_MARGIN,
@@ -38,6 +38,12 @@ RIGID_BRIDGE_SIGNIFICANCE = 8.0
 #: 209, 213, 215, 216 (6 of the 10 wrong strong pairs, 3.28-4.98, 4.3-30.9 px off), below the right unchecked
 #: pairs it admits (5.83-7.35; session wrongpk).
 RIGID_SINGLE_PEAK_SIGNIFICANCE = 5.5
+
+#: Fewest links, weak or strong, between a piece of strong pairs and the main group that place it
+#: (:func:`pieces_joined_to_main`): two make a loop through the main group.
+MIN_MAIN_JOIN_LINKS = 2
+#: Stand-in for the held tiles in the piece's loop check (:func:`_checked_part`).
+_HELD: TileIndex = (-1, -1)
 
 
 def weak_pieces_to_stage(
@@ -455,3 +461,109 @@ def _bridge_significance(pair: tuple[TileIndex, TileIndex], single: AbstractSet[
     :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if its match is one peak (in ``single``), else
     :data:`RIGID_BRIDGE_SIGNIFICANCE`."""
     return RIGID_SINGLE_PEAK_SIGNIFICANCE if pair in single else RIGID_BRIDGE_SIGNIFICANCE
+
+
+def pieces_joined_to_main(
+    positions: Mapping[TileIndex, np.ndarray],
+    kept: Sequence[PairOffset],
+    registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
+) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
+    """Place by their links the pieces of strong pairs that two or more weak links on a loop join to the main group.
+
+    The tiles no ``kept`` pair places (on the stage model, or a rigid piece at its tiles' stage-model mean) that
+    strong links (:func:`rigid_piece_links`) join into a piece of two or more tiles, with
+    :data:`MIN_MAIN_JOIN_LINKS` or more candidate links (edge links excepted) to the tiles the ``kept`` pairs
+    place, are solved with those tiles held (:func:`_solve_held`): the piece's links among its tiles and to them.
+    Kept only if every link lies within :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` of the solve (every
+    loop through the links closes: they agree) and, of the piece, only its tiles the loops through the main group
+    check are moved: a link on no loop below the bridge bars (:data:`RIGID_BRIDGE_SIGNIFICANCE`, or
+    :data:`RIGID_SINGLE_PEAK_SIGNIFICANCE` if one peak) cuts the tiles beyond it off, which stay where they were.
+    The held tiles (and every ``kept`` pair) are unchanged. Foreign ``c185`` 497 slice 3 (session join10): the
+    strong right (1, 1)-(1, 2) 4.11 joined to the main group by the weak right (1, 1)-(2, 1) 1.90 and (1, 2)-(2, 2)
+    1.53.
+
+    Parameters
+    ----------
+    positions : Mapping[TileIndex, np.ndarray]
+        Each tile's current ``(y, x)`` position, pixels.
+    kept : Sequence[PairOffset]
+        The pairs the solve kept (the main group); the tiles they place are held.
+    registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+        Every neighbour pair's own registration.
+
+    Returns
+    -------
+    tuple
+        ``(positions, pairs)``: the positions with the pieces' checked tiles placed, and the links that placed them
+        (accepted).
+    """
+    positions = dict(positions)
+    main = {t for p in kept for t in (p.a, p.b)}
+    links, significance, single = rigid_piece_links(sorted(positions), kept, registrations)
+    strong = [(p.a, p.b) for p in links if p.strong]
+    joined: list[PairOffset] = []
+    for piece in pieces({t for pair in strong for t in pair}, strong):
+        joins = {pair: r for pair, r in sorted(registrations.items())
+                 if (pair[0] in piece) != (pair[1] in piece) and set(pair) <= set(piece) | main
+                 and r.significance >= MIN_SIGNIFICANCE and edge_ridge(r.scores, r.offset) is None}
+        if len(joins) < MIN_MAIN_JOIN_LINKS:
+            continue
+        own = [p for p in links if p.a in piece and p.b in piece] + [pair_offset(a, b, r, False)
+                                                                    for (a, b), r in joins.items()]
+        bars = {**significance, **{pair: r.significance for pair, r in joins.items()}}
+        solved, worst = _solve_held(positions, piece, own)
+        if worst > MAX_RESIDUAL_PX:
+            logger.info("piece %s: its links to the main group do not agree (%.2f px): left", piece, worst)
+            continue
+        moved, used = _checked_part(piece, own, bars,
+                                    single | {p for p, r in joins.items() if single_peak(r.scores, r.offset)})
+        for tile in moved:
+            positions[tile] = solved[tile]
+        logger.info("piece %s joined to the main group by %d links on loops: tiles %s placed by them", piece,
+                    len(joins), sorted(moved))
+        joined += used
+    return positions, joined
+
+
+def _solve_held(positions: Mapping[TileIndex, np.ndarray], piece: Sequence[TileIndex],
+                links: Sequence[PairOffset]) -> tuple[dict[TileIndex, np.ndarray], float]:
+    """Weighted least squares of the ``piece``'s positions from ``links``, every other tile held at ``positions``;
+    with the largest link residual (pixels)."""
+    index = {t: k for k, t in enumerate(piece)}
+    solved = {}
+    residual = np.zeros((len(links), 2))
+    for axis in range(2):
+        rows, rhs = [], []
+        for link in links:
+            w = np.sqrt(link.axis_weights()[axis])
+            row = np.zeros(len(piece))
+            value = link.offset[axis]
+            for tile, sign in ((link.b, 1.0), (link.a, -1.0)):
+                if tile in index:
+                    row[index[tile]] += sign
+                else:
+                    value -= sign * positions[tile][axis]
+            rows.append(w * row)
+            rhs.append(w * value)
+        x = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+        for tile, k in index.items():
+            solved.setdefault(tile, np.zeros(2))[axis] = x[k]
+        residual[:, axis] = [(solved.get(p.b, positions[p.b])[axis] - solved.get(p.a, positions[p.a])[axis])
+                             - p.offset[axis] for p in links]
+    return solved, float(np.max(np.linalg.norm(residual, axis=1)))
+
+
+def _checked_part(piece: Sequence[TileIndex], links: Sequence[PairOffset], significance: Mapping,
+                  single: AbstractSet) -> tuple[list[TileIndex], list[PairOffset]]:
+    """The ``piece``'s tiles joined to the held tiles by its ``links`` once those on no loop below the bridge bars
+    are cut, and the links among them and to the held tiles."""
+    members = set(piece)
+    mapped = [PairOffset(p.a if p.a in members else _HELD, p.b if p.b in members else _HELD, p.offset, p.weight)
+              for p in links]
+    cut = {k for k in bridges(mapped)
+           if significance[(links[k].a, links[k].b)] < _bridge_significance((links[k].a, links[k].b), single)}
+    kept = [(m.a, m.b) for k, m in enumerate(mapped) if k not in cut]
+    reached = next(part for part in pieces(list(members) + [_HELD], kept) if _HELD in part)
+    moved = sorted(t for t in reached if t != _HELD)
+    return moved, [p for k, p in enumerate(links) if k not in cut and (p.a in moved or p.b in moved)
+                   and (p.a in moved or p.a not in members) and (p.b in moved or p.b not in members)]

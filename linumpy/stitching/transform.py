@@ -88,6 +88,9 @@ RIGID_PIECE_KEPT = "kept (rigid piece at its tiles' stage-model mean)"
 #: Status of a weak pair of a rigid piece that joined two pieces of strong pairs on a loop of such pairs, the pieces
 #: then placed as one (:func:`linumpy.stitching.stage_pieces.loop_joined_pieces`).
 RIGID_PIECES_JOINED = "kept, joins rigid pieces on a loop (placed as one at their tiles' stage-model mean)"
+#: Status of the links that placed a piece of strong pairs by two or more links on a loop to the main group
+#: (:func:`linumpy.stitching.stage_pieces.pieces_joined_to_main`).
+PIECE_JOINED_TO_MAIN = "kept, places a piece by its links on a loop to the main group"
 #: Status of a kept pair that joined a piece placed through an open loop to the other tiles, the piece then put
 #: on the stage model (:func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`).
 OPEN_LOOP_PIECE_TO_STAGE = "open loop placing its piece beyond the stage's error, piece on the stage"
