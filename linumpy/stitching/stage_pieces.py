@@ -317,11 +317,18 @@ def rigid_piece_links(tiles: Sequence[TileIndex], kept: Sequence[PairOffset],
     placed = {t for pair in kept for t in (pair.a, pair.b)}
     left = set(tiles) - placed
     chosen = {pair: r for pair, r in sorted(registrations.items())
-              if pair[0] in left and pair[1] in left and r.significance >= MIN_SIGNIFICANCE
-              and edge_ridge(r.scores, r.offset) is None}
+              if pair[0] in left and pair[1] in left and _is_candidate(r)}
     return ([pair_offset(a, b, r, r.significance >= STRONG_SIGNIFICANCE) for (a, b), r in chosen.items()],
             {pair: r.significance for pair, r in chosen.items()},
             {pair for pair, r in chosen.items() if single_peak(r.scores, r.offset)})
+
+
+def _is_candidate(registration: PairRegistration) -> bool:
+    """Whether a pair's own registration may join tiles into a piece: a candidate
+    (:data:`~linumpy.stitching.pair_terms.MIN_SIGNIFICANCE` or more) and no edge link
+    (:func:`~linumpy.stitching.pairwise.edge_ridge`)."""
+    return (registration.significance >= MIN_SIGNIFICANCE
+            and edge_ridge(registration.scores, registration.offset) is None)
 
 
 def place_rigid_pieces(
@@ -504,8 +511,7 @@ def pieces_joined_to_main(
     joined: list[PairOffset] = []
     for piece in pieces({t for pair in strong for t in pair}, strong):
         joins = {pair: r for pair, r in sorted(registrations.items())
-                 if (pair[0] in piece) != (pair[1] in piece) and set(pair) <= set(piece) | main
-                 and r.significance >= MIN_SIGNIFICANCE and edge_ridge(r.scores, r.offset) is None}
+                 if (pair[0] in piece) != (pair[1] in piece) and set(pair) <= set(piece) | main and _is_candidate(r)}
         if len(joins) < MIN_MAIN_JOIN_LINKS:
             continue
         own = [p for p in links if p.a in piece and p.b in piece] + [pair_offset(a, b, r, False)
