@@ -136,3 +136,34 @@ def test_sole_rival_worse_matched_than_the_best_peak_stays():
     pairs = [pair_offset(a, b, r, r.significance >= 3) for (a, b), r in registrations.items()]
     fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, _refined(registrations))
     assert switches == {} and fixed == pairs
+
+
+def _with_rival_of_right_pair(registrations, height):
+    """``registrations`` with a rival peak of ``height`` in (1, 0)-(1, 1)'s map where the wrong pair predicts it.
+
+    Its best peak is 20 at the truth (0, 56); the wrong (0, 0)-(1, 0) carried round the square predicts (4, 53):
+    the pair is in conflict too, and its rival costs ``20 - height``.
+    """
+    pair = ((1, 0), (1, 1))
+    moved = _registration(pair, {_true_offset(pair): 20.0, (4, 53): height}, 0.05)
+    return {**registrations, pair: replace(moved, offset=registrations[pair].offset, significance=8.0)}
+
+
+def test_sole_rival_is_not_blocked_by_a_dearer_rival_of_a_right_pair():
+    # foreign c185 505 slice 0: the wrong pair's rival at the truth cost 2.45, a right pair's at its (wrong)
+    # prediction 8.89; counted as two rivals, neither moved and the wrong pair was kept
+    registrations = _with_rival_of_right_pair(_sole_rival_loop(0.83), 11.0)
+    pairs = [pair_offset(a, b, r, r.significance >= 3) for (a, b), r in registrations.items()]
+    fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, _refined(registrations))
+    assert list(switches) == [((0, 0), (1, 0))] and switches[((0, 0), (1, 0))].offset == (56, -4)
+    positions, _, kept = solve_positions(TILES, fixed, STEP)
+    assert len(kept) == 4
+    for tile in TILES:
+        np.testing.assert_allclose(positions[tile] - positions[(0, 0)], TRUTH[tile], atol=0.7)
+
+
+def test_two_affordable_rivals_leave_the_conflict_to_the_solve():
+    registrations = _with_rival_of_right_pair(_sole_rival_loop(0.83), 17.5)
+    pairs = [pair_offset(a, b, r, r.significance >= 3) for (a, b), r in registrations.items()]
+    fixed, switches = switch_conflicting_peaks(TILES, pairs, registrations, STEP, _refined(registrations))
+    assert switches == {} and fixed == pairs

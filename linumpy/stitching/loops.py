@@ -23,10 +23,11 @@ to that peak (refined below a pixel by the caller); repeat. A pair moves at
 most once and only to a different peak (more than a pixel away); a conflict
 no pair can resolve this way is left to the solve's outlier removal.
 
-When no switch is that cheap but exactly one pair in conflict has any peak
-near its prediction, that pair is the loops' only explanation: it moves if
-the peak costs at most :data:`MAX_SOLE_SWITCH_COST` and its NCC is at least
-that of the pair's best peak (:func:`sole_rival`). Otherwise the solve drops
+When no switch is that cheap but exactly one pair in conflict has a peak
+near its prediction that costs at most :data:`MAX_SOLE_SWITCH_COST`, that
+pair is the loops' only explanation: it moves if its NCC is at least that
+of the pair's best peak (:func:`sole_rival`; dearer peaks of other pairs,
+the wrong pair's error carried round the loops, do not count against it). Otherwise the solve drops
 the pair of largest residual, which is the weakest pair of the loop, not the
 wrong one (foreign ``ha`` 454 slice 1: a single loop of eight pairs, the wrong
 one significance 4.74 and 4.4 px off, its rival at the truth NCC 0.834 against
@@ -188,10 +189,15 @@ def honestly_tested(pair: PairOffset) -> PairOffset:
 
 
 def sole_rival(rivals: Sequence[tuple[float, int, Switch]], registration: PairRegistration) -> bool:
-    """Whether the only switch the pairs in conflict offer (``rivals``: ``(cost, index, switch)``, none cheaper
-    than :data:`MAX_SWITCH_COST`) may be taken: it costs at most :data:`MAX_SOLE_SWITCH_COST` and the pair's
+    """Whether the only switch the pairs in conflict offer at a cost of at most :data:`MAX_SOLE_SWITCH_COST`
+    (``rivals``: ``(cost, index, switch)``, none cheaper than :data:`MAX_SWITCH_COST`) may be taken: the pair's
     ``registration`` scored the new offset, among its candidates, an NCC at least that of its best peak (the
     evidence at the finest speckle scale preferred the old peak; the match itself does not).
+
+    Dearer rivals do not count against it: a pair offering one would not be moved anyway, and a wrong pair's
+    error carried round its loops puts the right pairs in conflict too, each with a peak near its (wrong)
+    prediction at a high cost (foreign ``c185`` 505 slice 0: the wrong link's rival at the truth cost 2.45, a right
+    pair's at 8.89).
 
     Examples
     --------
@@ -199,9 +205,12 @@ def sole_rival(rivals: Sequence[tuple[float, int, Switch]], registration: PairRe
     >>> switch = Switch(((0, 0), (1, 0)), (89, -4), 2.33, 1.0)
     >>> sole_rival([(2.33, 0, switch)], r), sole_rival([(2.33, 0, switch), (2.5, 1, switch)], r)
     (True, False)
+    >>> sole_rival([(2.33, 0, switch), (8.89, 1, switch)], r), sole_rival([(3.5, 0, switch)], r)
+    (True, False)
     """
-    if len(rivals) != 1 or rivals[0][0] > MAX_SOLE_SWITCH_COST:
+    affordable = [rival for rival in rivals if rival[0] <= MAX_SOLE_SWITCH_COST]
+    if len(affordable) != 1:
         return False
-    offset = rivals[0][2].offset
+    offset = affordable[0][2].offset
     scored = [ncc for candidate, ncc in registration.candidates if tuple(candidate) == offset]
     return bool(scored) and scored[0] >= registration.ncc
