@@ -27,34 +27,34 @@ class Counted:
         return self.values[key].copy()
 
 
-def test_the_latest_reads_are_kept_within_the_budget_read_only():
-    """Reads within the budget are kept (least recently used out first), handed read-only; a view of a larger
-    array is kept as a copy of itself (its bytes counted); ``close`` keeps none."""
+def test_the_latest_reads_are_kept_in_the_ring_oldest_overwritten_first():
+    """A kept read is handed as a copy (the same values, writable, not the ring's); a read that does not fit before
+    the ring's end goes to its start and drops the reads it overwrites; one larger than the ring is not kept;
+    ``close`` keeps none."""
     source = Counted(np.arange(4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8))
     cache = DecodedChunks(2 * 8 * 8 * 4)  # two planes
     reads = cache.reads(source)
     planes = [(slice(k, k + 1), slice(0, 8), slice(0, 8)) for k in range(3)]
     first = reads[planes[0]]
-    assert not first.flags.writeable and source.reads == 1
+    again = reads[planes[0]]
+    assert source.reads == 1 and again is not first and again.flags.writeable
+    again[...] = -1
+    np.testing.assert_array_equal(reads[planes[0]], source.values[:1])
     reads[planes[1]]
-    assert reads[planes[0]] is first and source.reads == 2  # kept; now the most recent
-    reads[planes[2]]  # plane 1 out
-    reads[planes[0]]
+    reads[planes[1]]
+    assert source.reads == 2
+    reads[planes[2]]  # at the ring's start: plane 0 overwritten
+    reads[planes[1]]
     assert source.reads == 3
-    reads[planes[1]]
+    reads[planes[0]]
     assert source.reads == 4
-    np.testing.assert_array_equal(reads[planes[1]], source.values[1:2])
-
-    class Viewed(Counted):
-        def __getitem__(self, key):
-            self.reads += 1
-            return self.values.copy()[key]  # a view of the whole array
-
-    viewed = Viewed(source.values)
-    kept = cache.reads(viewed)[planes[0]]
-    assert kept.base is None and cache._bytes <= 2 * 8 * 8 * 4
+    np.testing.assert_array_equal(reads[planes[2]], source.values[2:3])
+    reads[(slice(0, 3), slice(0, 8), slice(0, 8))]
+    reads[(slice(0, 3), slice(0, 8), slice(0, 8))]
+    assert source.reads == 6  # larger than the ring
     cache.close()
-    assert reads[planes[0]] is not first and not cache._kept
+    reads[planes[2]]
+    assert source.reads == 7 and cache._ring is None
 
 
 def stacked_bytes(tmp_path, name: str) -> tuple[dict[str, str], int]:

@@ -9,31 +9,40 @@ margin, so the source chunks at a block's edges are decoded again by the
 block next to it, and by the next phase (deep 490: 1245 chunk reads in the
 plan for 380 distinct ones; ``benchmarks/README.md``, fast11d). Most repeats
 come within a few MB of reads of each other (not on wide slices, c185's 372
-px: there the kept reads rarely serve): :class:`DecodedChunks` keeps
-the latest reads, least recently used out first, within
-:data:`DECODED_BYTES`. A read is the stored values (decoding is
-deterministic), handed read-only: the same values, not decoded again.
-The assembly reads every plane once, whole chunks: the stack stops keeping
-reads before it (:meth:`DecodedChunks.close`).
+px: there the kept reads rarely serve): :class:`DecodedChunks` keeps a copy
+of the latest reads in a ring of :data:`DECODED_BYTES`, the oldest
+overwritten first, and hands a copy of a kept read (decoding is
+deterministic: the same values, not decoded again).
+
+The ring is its own memory map, not the allocator's: the reads kept among
+the plan's arrays (an LRU of the decoded arrays themselves) left holes in
+the malloc arena that the assembly's region buffers did not fit, and the
+step's peak RSS rose ~10 MB (deep 490); every array a reader gets is still
+its own, allocated and freed as without the ring. The assembly reads every
+plane once, whole chunks: the stack drops the ring before it
+(:meth:`DecodedChunks.close`).
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 import threading
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-#: Bytes of chunk reads kept. One worker, the plan's reads decoded again without: deep 490 865 of 1245 (16 MB
-#: keeps 595 of them), odd2 500 208 of 307 (16 MB: 150; its measure reads 3.2 MB chunks whole). The step's peak
-#: RSS is the assembly's, after the plan: 16 MB left it within the runs' spread, 32 MB raised it 10-20 MB.
+#: Bytes of the ring. One worker, the plan's reads decoded again without it: deep 490 865 of 1245 (16 MB keeps 560
+#: of them from being decoded again), odd2 500 208 of 307 (16 MB: 121; its measure reads 3.2 MB chunks whole). The
+#: ring is mapped during the plan only; the step's peak RSS is the assembly's, after it.
 DECODED_BYTES = 16 * 2**20
+#: Alignment of a kept read in the ring (bytes).
+ALIGN = 64
 
 
 class DecodedChunks:
-    """The latest chunk reads of several arrays, least recently used out first, within ``budget`` bytes
-    (default :data:`DECODED_BYTES`).
+    """Copies of the latest chunk reads of several arrays in a ring of ``budget`` bytes (default
+    :data:`DECODED_BYTES`; its own memory map), the oldest overwritten first.
 
     Examples
     --------
@@ -41,17 +50,17 @@ class DecodedChunks:
     >>> stored = np.arange(12.0).reshape(3, 4)
     >>> reads = decoded.reads(stored)
     >>> first = reads[(slice(0, 2), slice(0, 4))]
-    >>> reads[(slice(0, 2), slice(0, 4))] is first, first.flags.writeable
-    (True, False)
+    >>> again = reads[(slice(0, 2), slice(0, 4))]  # a copy of the kept read
+    >>> again is first, bool((again == first).all())
+    (False, True)
     >>> decoded.close()
-    >>> reads[(slice(0, 2), slice(0, 4))] is first
-    False
     """
 
     def __init__(self, budget: int | None = None) -> None:
-        self._budget = DECODED_BYTES if budget is None else budget
-        self._kept: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._bytes = 0
+        self._size = DECODED_BYTES if budget is None else budget
+        self._ring: np.ndarray | None = None  # bytes, mapped on the first read kept
+        self._kept: dict[tuple, tuple[int, tuple[int, ...], np.dtype]] = {}  # read -> its place, oldest first
+        self._head = 0
         self._lock = threading.Lock()  # the pairs' threads read
 
     def reads(self, array: Any) -> CachedReads:
@@ -59,32 +68,42 @@ class DecodedChunks:
         return CachedReads(array, self)
 
     def close(self) -> None:
-        """Drop every read kept and keep none from now on."""
+        """Drop the ring (unmapped: no view of it is handed out) and keep nothing from now on."""
         with self._lock:
-            self._budget = 0
-            self._kept.clear()
-            self._bytes = 0
+            self._size, self._ring, self._kept = 0, None, {}
 
     def read(self, array: CachedReads, key: Any) -> np.ndarray:
-        """``array.source[key]``, kept (read-only) or taken from the reads kept."""
+        """``array.source[key]``: a copy of the kept read, else read and a copy kept."""
         index = (array, _hashable(key))
-        with self._lock:
-            values = self._kept.get(index)
-            if values is not None:
-                self._kept.move_to_end(index)
-                return values
+        with self._lock:  # copied under the lock: a read kept meanwhile may overwrite its bytes
+            place = self._kept.get(index)
+            if place is not None:
+                return self._values(*place).copy()
         values = array.source[key]
-        if isinstance(values.base, np.ndarray) and values.base.nbytes > values.nbytes:
-            values = values.copy()  # a few planes of a chunk decoded whole (the last, padded): not kept whole
         with self._lock:
-            if values.nbytes > self._budget or index in self._kept:
-                return values
-            values.flags.writeable = False
-            self._kept[index] = values
-            self._bytes += values.nbytes
-            while self._bytes > self._budget:
-                self._bytes -= self._kept.popitem(last=False)[1].nbytes
+            self._keep(index, values)
         return values
+
+    def _values(self, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The kept read at ``offset`` of the ring (a view of it)."""
+        size = math.prod(shape) * dtype.itemsize
+        return self._ring[offset : offset + size].view(dtype).reshape(shape)
+
+    def _keep(self, index: tuple, values: np.ndarray) -> None:
+        """A copy of ``values`` at the ring's head (from its start when it does not fit before its end), the
+        reads it overwrites dropped; none of a read larger than the ring."""
+        size = values.nbytes
+        if not 0 < size <= self._size or index in self._kept:
+            return
+        if self._ring is None:
+            self._ring = np.frombuffer(mmap.mmap(-1, self._size), np.uint8)
+        start = self._head if self._head + size <= self._size else 0
+        for kept in [k for k, (o, shape, dtype) in self._kept.items()
+                     if o < start + size and start < o + math.prod(shape) * dtype.itemsize]:
+            del self._kept[kept]
+        self._kept[index] = (start, values.shape, values.dtype)
+        self._values(start, values.shape, values.dtype)[...] = values
+        self._head = -(-(start + size) // ALIGN) * ALIGN
 
 
 class CachedReads:
