@@ -10,8 +10,8 @@ block next to it, and by the next phase (deep 490: 1245 chunk reads in the
 plan for 380 distinct ones; ``benchmarks/README.md``, fast11d). Most repeats
 come within a few MB of reads of each other (not on wide slices, c185's 372
 px: there the kept reads rarely serve): :class:`DecodedChunks` keeps a copy
-of the latest reads in a ring of :data:`DECODED_BYTES`, the oldest
-overwritten first, and hands a copy of a kept read (decoding is
+of the latest reads of a few planes (up to :data:`LARGEST_KEPT_BYTES`) in a
+ring of :data:`DECODED_BYTES`, the oldest overwritten first, and hands a copy of a kept read (decoding is
 deterministic: the same values, not decoded again).
 
 The ring is its own memory map, not the allocator's: the reads kept among
@@ -33,9 +33,13 @@ from typing import Any
 import numpy as np
 
 #: Bytes of the ring. One worker, the plan's reads decoded again without it: deep 490 865 of 1245 (16 MB keeps 560
-#: of them from being decoded again), odd2 500 208 of 307 (16 MB: 121; its measure reads 3.2 MB chunks whole). The
-#: ring is mapped during the plan only; the step's peak RSS is the assembly's, after it.
+#: of them from being decoded again). The ring is mapped during the plan only; the step's peak RSS is the
+#: assembly's, after it (deep 490).
 DECODED_BYTES = 16 * 2**20
+#: Largest read kept (bytes): runs of a few planes, not whole chunks. odd2's slices have no runs (their Blosc blocks
+#: are deeper than a run): its measure reads 3.2 MB chunks whole, batch after batch, and is then the step's peak
+#: phase; kept in the ring they saved ~0.3 CPU s but raised the step's peak RSS 154-158 -> 160-166 MB (odd2 500).
+LARGEST_KEPT_BYTES = 2**20
 #: Alignment of a kept read in the ring (bytes).
 ALIGN = 64
 
@@ -91,9 +95,9 @@ class DecodedChunks:
 
     def _keep(self, index: tuple, values: np.ndarray) -> None:
         """A copy of ``values`` at the ring's head (from its start when it does not fit before its end), the
-        reads it overwrites dropped; none of a read larger than the ring."""
+        reads it overwrites dropped; none of a read larger than :data:`LARGEST_KEPT_BYTES` or the ring."""
         size = values.nbytes
-        if not 0 < size <= self._size or index in self._kept:
+        if not 0 < size <= min(self._size, LARGEST_KEPT_BYTES) or index in self._kept:
             return
         if self._ring is None:
             self._ring = np.frombuffer(mmap.mmap(-1, self._size), np.uint8)
