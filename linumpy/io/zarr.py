@@ -283,10 +283,12 @@ class StoredArray:
 
         ``first_axis_block``: each chunk split into runs of that many planes
         along the first axis when the chunk files decode planes in part (Blosc
-        blocks of at most that many planes,
-        :meth:`linumpy.io.chunk_writer.ChunkFileReader.planes_per_block`): a
-        computation that needs a few planes then decodes only those. Else
-        (and by default) chunked like the storage. ``reads``: what the chunks
+        blocks, :meth:`linumpy.io.chunk_writer.ChunkFileReader.planes_per_block`),
+        of a Blosc block's planes where a block holds more: a computation that
+        needs a few planes then decodes only the blocks holding them (a chunk
+        of ``odd2``'s 98-pixel rows holds 11 planes a block: read whole before
+        session fast11d, every run of a few planes decoded its 64). Else (and
+        by default) chunked like the storage. ``reads``: what the chunks
         are read through (``reads(self)``: an array-like with this array's
         ``shape``, ``dtype``, ``ndim`` and values, e.g. a cache in front of
         it); default this array.
@@ -295,11 +297,12 @@ class StoredArray:
 
         chunks: tuple = self.chunks
         per_block = None if first_axis_block is None or self._reader is None else self._reader.planes_per_block()
-        if per_block is not None and per_block <= first_axis_block < self.chunks[0]:
+        run = None if per_block is None else max(first_axis_block, per_block)
+        if run is not None and run < self.chunks[0]:
             runs = []
             for start in range(0, self.shape[0], self.chunks[0]):
                 size = min(self.chunks[0], self.shape[0] - start)
-                runs += [min(first_axis_block, size - offset) for offset in range(0, size, first_axis_block)]
+                runs += [min(run, size - offset) for offset in range(0, size, run)]
             chunks = (tuple(runs), *self.chunks[1:])
         return da.from_array(self if reads is None else reads(self), chunks=chunks, name=False, lock=False,
                              fancy=False, asarray=False)

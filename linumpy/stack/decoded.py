@@ -36,9 +36,9 @@ import numpy as np
 #: of them from being decoded again). The ring is mapped during the plan only; the step's peak RSS is the
 #: assembly's, after it (deep 490).
 DECODED_BYTES = 16 * 2**20
-#: Largest read kept (bytes): runs of a few planes, not whole chunks. odd2's slices have no runs (their Blosc blocks
-#: are deeper than a run): its measure reads 3.2 MB chunks whole, batch after batch, and is then the step's peak
-#: phase; kept in the ring they saved ~0.3 CPU s but raised the step's peak RSS 154-158 -> 160-166 MB (odd2 500).
+#: Largest read kept (bytes): runs of a few planes, not whole chunks. A chunk read whole is read by a phase that is
+#: then the step's peak: odd2 500's measure read its 3.2 MB chunks whole (before its runs of Blosc blocks, this
+#: session), and keeping them raised the step's peak RSS 154-158 -> 160-166 MB.
 LARGEST_KEPT_BYTES = 2**20
 #: Alignment of a kept read in the ring (bytes).
 ALIGN = 64

@@ -250,8 +250,9 @@ def _slice_volume(slice_id: int, path: Path, decoded: DecodedChunks | None = Non
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
     reads = None if decoded is None else decoded.reads
     levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path, reads=reads)]
-    # the pairs read a few planes of each slice several times: in runs of DEPTH_BLOCK planes, each read decodes
-    # only the Blosc blocks holding its planes (the assembly reads every plane: whole chunks, once each)
+    # the pairs read a few planes of each slice several times: in runs of DEPTH_BLOCK planes (of a Blosc block's
+    # where deeper), each read decodes only the Blosc blocks holding its planes (the assembly reads every plane:
+    # whole chunks, once each)
     runs = [(data, scale) for (data, _), (_, scale) in zip(read_omezarr_levels(path, DEPTH_BLOCK, reads), levels)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
