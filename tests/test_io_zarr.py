@@ -31,6 +31,7 @@ from linumpy.io.zarr import (
     open_omezarr_level,
     read_omezarr,
     read_omezarr_info,
+    read_omezarr_levels,
     reencode_omezarr,
     save_omezarr,
     strided_sample,
@@ -725,3 +726,14 @@ def test_is_dask_array_tells_dask_arrays_apart():
 
     assert is_dask_array(da.zeros((3, 4), chunks=2))
     assert not is_dask_array(np.zeros((3, 4))) and not is_dask_array([1, 2]) and not is_dask_array(None)
+
+
+def test_runs_of_a_few_planes_take_the_blosc_block_where_it_is_deeper(tmp_path):
+    """A chunk whose Blosc blocks hold 11 planes (98 x 128 float32 rows, odd2's) read in runs of 8 planes comes in
+    runs of 11 (each run decodes one block, not the chunk's 64 planes); the same values as read whole."""
+    values = np.random.default_rng(0).random((70, 98, 128)).astype(np.float32)
+    save_omezarr(values, tmp_path / "a.ome.zarr", (0.003, 0.005, 0.005), chunks=(64, 98, 128), n_levels=1)
+    runs = read_omezarr_levels(tmp_path / "a.ome.zarr", 8)[0][0]
+    whole = read_omezarr_levels(tmp_path / "a.ome.zarr")[0][0]
+    assert runs.chunks[0] == (11, 11, 11, 11, 11, 9, 6) and whole.chunks[0] == (64, 6)
+    np.testing.assert_array_equal(runs[20:40].compute(), values[20:40])

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,27 +277,35 @@ class StoredArray:
                 return self.directory / self.format.chunk_key(file_index)
         return None
 
-    def to_dask(self, first_axis_block: int | None = None) -> da.Array:
+    def to_dask(self, first_axis_block: int | None = None, reads: Callable[[StoredArray], Any] | None = None,
+                ) -> da.Array:
         """The level as a lazy dask array chunked like the storage.
 
         ``first_axis_block``: each chunk split into runs of that many planes
         along the first axis when the chunk files decode planes in part (Blosc
-        blocks of at most that many planes,
-        :meth:`linumpy.io.chunk_writer.ChunkFileReader.planes_per_block`): a
-        computation that needs a few planes then decodes only those. Else
-        (and by default) chunked like the storage.
+        blocks, :meth:`linumpy.io.chunk_writer.ChunkFileReader.planes_per_block`),
+        of a Blosc block's planes where a block holds more: a computation that
+        needs a few planes then decodes only the blocks holding them (a chunk
+        of ``odd2``'s 98-pixel rows holds 11 planes a block: read whole before
+        session fast11d, every run of a few planes decoded its 64). Else (and
+        by default) chunked like the storage. ``reads``: what the chunks
+        are read through (``reads(self)``: an array-like with this array's
+        ``shape``, ``dtype``, ``ndim`` and values, e.g. a cache in front of
+        it); default this array.
         """
         import dask.array as da
 
         chunks: tuple = self.chunks
         per_block = None if first_axis_block is None or self._reader is None else self._reader.planes_per_block()
-        if per_block is not None and per_block <= first_axis_block < self.chunks[0]:
+        run = None if per_block is None else max(first_axis_block, per_block)
+        if run is not None and run < self.chunks[0]:
             runs = []
             for start in range(0, self.shape[0], self.chunks[0]):
                 size = min(self.chunks[0], self.shape[0] - start)
-                runs += [min(first_axis_block, size - offset) for offset in range(0, size, first_axis_block)]
+                runs += [min(run, size - offset) for offset in range(0, size, run)]
             chunks = (tuple(runs), *self.chunks[1:])
-        return da.from_array(self, chunks=chunks, name=False, lock=False, fancy=False, asarray=False)
+        return da.from_array(self if reads is None else reads(self), chunks=chunks, name=False, lock=False,
+                             fancy=False, asarray=False)
 
 
 def _describe_level(image: ngff.ParsedImage, level: ngff.LevelTransform) -> tuple[LevelInfo, np.dtype, str]:
@@ -440,10 +448,12 @@ def read_omezarr(path: str | os.PathLike, level: int = 0) -> tuple[da.Array, tup
 
 
 def read_omezarr_levels(path: str | os.PathLike, first_axis_block: int | None = None,
+                        reads: Callable[[StoredArray], Any] | None = None,
                         ) -> list[tuple[da.Array, tuple[float, ...]]]:
     """Every level of an OME-Zarr image, lazily: :func:`read_omezarr` of each, its metadata parsed once.
 
-    ``first_axis_block``: see :meth:`StoredArray.to_dask` (reads of a few planes decode only those).
+    ``first_axis_block``, ``reads``: see :meth:`StoredArray.to_dask` (reads of a few planes decode only those;
+    what the chunks are read through).
 
     Raises
     ------
@@ -451,14 +461,15 @@ def read_omezarr_levels(path: str | os.PathLike, first_axis_block: int | None = 
         As :func:`read_omezarr`.
     """
     image = ngff.parse_image(path)
-    return [_lazy_level(*_open_level(path, level, image), level, first_axis_block)
+    return [_lazy_level(*_open_level(path, level, image), level, first_axis_block, reads)
             for level in range(len(image.levels))]
 
 
 def _lazy_level(image: ngff.ParsedImage, stored: StoredArray, level: int, first_axis_block: int | None = None,
-                ) -> tuple[da.Array, tuple[float, ...]]:
-    """One opened level as :func:`read_omezarr` gives it (``first_axis_block``: :meth:`StoredArray.to_dask`)."""
-    data = stored.to_dask(first_axis_block)
+                reads: Callable[[StoredArray], Any] | None = None) -> tuple[da.Array, tuple[float, ...]]:
+    """One opened level as :func:`read_omezarr` gives it (``first_axis_block``, ``reads``:
+    :meth:`StoredArray.to_dask`)."""
+    data = stored.to_dask(first_axis_block, reads)
     extra = [i for i in range(stored.ndim) if i not in image.spatial_axes]
     if any(stored.shape[i] != 1 for i in extra):
         names = [image.axes[i].get("name") for i in extra]

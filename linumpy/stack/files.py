@@ -31,6 +31,7 @@ from linumpy.io.motor_table import read_motor_positions
 from linumpy.io.naming import parse_slice_id
 from linumpy.io.zarr import AnalysisOmeZarrWriter, OmeZarrInfo, read_omezarr_info, read_omezarr_levels
 from linumpy.stack.attenuation import slice_attenuations, uncompensated_by_id
+from linumpy.stack.decoded import DecodedChunks
 from linumpy.stack.options import DEFAULT_PYRAMID_RESOLUTIONS_UM, STACK_MAX_ROTATION_DEG
 from linumpy.stack.placement import check_slice_sequence, thickness_from_steps
 from linumpy.stack.quality import WrittenStatistics, qc_reads_finest, shifts_png, start_views, write_stack_qc
@@ -139,13 +140,15 @@ def stack_slice_files(
     thickness = _slice_thickness(slice_thickness_um, acquisition_json, motors, list(paths))
     with (dask.config.set(UNFUSED), threadpool_limits(limits=BLAS_THREADS, user_api="blas"),
           ThreadPoolExecutor(1, thread_name_prefix="stack-qc") as qc_thread):
-        volumes = [_slice_volume(i, p) for i, p in paths.items()]
+        decoded = DecodedChunks()  # the plan's repeated chunk reads decoded once (linumpy.stack.decoded)
+        volumes = [_slice_volume(i, p, decoded) for i, p in paths.items()]
         if resolution_um is None:
             resolution_um = finest_common_resolution_um(volumes)
             LOGGER.info("output voxel size %g um: the slices' finest lateral pixel", resolution_um)
         parameters = StackParameters(blend_overlap_um=blend_overlap_um, max_rotation_deg=max_rotation_deg,
                                      interpolate_missing=interpolate_missing)
         plan = plan_checking_axial_voxel(volumes, motors, thickness, resolution_um, parameters)
+        decoded.close()  # the assembly reads each chunk once
         if uncompensated:
             measured = slice_attenuations(plan.record, uncompensated_by_id(uncompensated))
             for entry, attenuation in zip(plan.record["slices"], measured, strict=True):
@@ -240,15 +243,17 @@ def _slice_thickness(
     return thickness
 
 
-def _slice_volume(slice_id: int, path: Path) -> SliceVolume:
-    """Open every pyramid level of a slice, lazily."""
+def _slice_volume(slice_id: int, path: Path, decoded: DecodedChunks | None = None) -> SliceVolume:
+    """Open every pyramid level of a slice, lazily (its chunks read through ``decoded`` when given)."""
     info = read_omezarr_info(path)
     if info.ndim != 3:
         raise InputError(f"{path}: expected a 3D (z, y, x) slice, got {info.ndim}D")
-    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path)]
-    # the pairs read a few planes of each slice several times: in runs of DEPTH_BLOCK planes, each read decodes
-    # only the Blosc blocks holding its planes (the assembly reads every plane: whole chunks, once each)
-    runs = [(data, scale) for (data, _), (_, scale) in zip(read_omezarr_levels(path, DEPTH_BLOCK), levels)]
+    reads = None if decoded is None else decoded.reads
+    levels = [(data, tuple(s * 1000 for s in scale_mm)) for data, scale_mm in read_omezarr_levels(path, reads=reads)]
+    # the pairs read a few planes of each slice several times: in runs of DEPTH_BLOCK planes (of a Blosc block's
+    # where deeper), each read decodes only the Blosc blocks holding its planes (the assembly reads every plane:
+    # whole chunks, once each)
+    runs = [(data, scale) for (data, _), (_, scale) in zip(read_omezarr_levels(path, DEPTH_BLOCK, reads), levels)]
     plane = info.attributes.get("surface_plane_px")
     values = info.attributes.get("normalize_values")
     focus_mode = str(info.attributes.get("focus_mode", ""))
