@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 
 from linumpy.cli import add_omezarr_output_arguments, finite_float, make_parser, progress_enabled, run
-from linumpy.intensity.options import (ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_LOCAL_SIGMAS, DEFAULT_STEP_LOG,
-                                       FOCUS_MODES)
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_STEP_LOG, FOCUS_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Average the compensation's tail sums with an edge-aware (guided) filter of this "
                              "sigma (A-lines; 2 and 4 measured), so that tissues of different levels do not lend "
                              "each other their decay; ~5%% more CPU (0: the box average) [%(default)s].")
-    parser.add_argument("--attenuation_local_sigmas", type=finite_float, default=DEFAULT_LOCAL_SIGMAS,
-                        help="With the edge-aware sums: a 2 x 2 bin takes its own transmission (tail sums over "
-                             "the first) where it differs from the guided average by more than this many "
-                             "standard deviations of its speckle noise, so that a region finer than the average "
-                             "keeps its own decay (0: the guided average alone) [%(default)s].")
     parser.add_argument("--attenuation_step_log", type=finite_float, default=DEFAULT_STEP_LOG,
                         help="With the edge-aware sums: read a change of the signal by more than this (log) "
                              "across 6 planes as a step of reflectivity (dark tissue at the same attenuation) and "
@@ -94,7 +88,6 @@ def main(args: argparse.Namespace) -> None:
             attenuation=args.attenuation,
             agarose_attenuation_per_mm=args.agarose_attenuation_per_mm,
             tail_edge_sigma_px=args.attenuation_edge_sigma_px,
-            tail_local_sigmas=args.attenuation_local_sigmas,
             attenuation_step_log=args.attenuation_step_log,
         )
         correct_slice(args.in_zarr, args.out_zarr, settings, n_levels=args.n_levels, dtype=args.dtype,

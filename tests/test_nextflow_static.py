@@ -50,7 +50,7 @@ SAMPLE_PARAMS = PipelineParams(
     resolution=12.5, axial_resolution=3.5, z_range=[2, 40], mosaic_dtype="float32",
     no_fix_galvo_shift=True, galvo_confidence=0.4, no_fix_field_curvature=True, max_rotation_deg=3.0, interpolate_missing=True,
     blend="average", max_shift_px=7.5, stitch_flatfield="none", surface_depth_um=20.0, useful_depth_um=300.0,
-    focus="gaussian", attenuation="none", agarose_attenuation_per_mm=0.3, attenuation_edge_sigma_px=4, attenuation_local_sigmas=3, attenuation_step_log=0.7, axial_dtype="float16", percentiles=[0.5, 99.5], flatfield=True,
+    focus="gaussian", attenuation="none", agarose_attenuation_per_mm=0.3, attenuation_edge_sigma_px=4, attenuation_step_log=0.7, axial_dtype="float16", percentiles=[0.5, 99.5], flatfield=True,
     normalize_dtype="uint16", slice_thickness=200.0, blend_overlap_um=40.0, stack_resolution=25.0,
     pyramid_resolutions=[25, 50], allow_gaps=True, stack_chunks=[32, 64, 64],
     screenshot_z=3, screenshot_level=1, report_title="Brain 12 QC",

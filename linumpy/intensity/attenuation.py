@@ -40,7 +40,6 @@ import numpy as np
 from scipy import ndimage
 
 from linumpy.intensity import attenuation_kernels
-from linumpy.intensity.options import DEFAULT_LOCAL_SIGMAS
 
 #: Largest window-to-window decay ratio accepted for the end-of-range extension.
 MAX_TAIL_RATIO = 0.95
@@ -125,9 +124,6 @@ EDGE_PLANES = 16
 EDGE_BIN = 2
 #: Planes between those on which :func:`edge_aware_tails` fits its coefficients (linear in between).
 EDGE_STEP = 4
-#: :func:`local_transmission`: a bin's own transmission is taken where it differs from the guided one by more
-#: than this many standard deviations of its speckle noise (soft: weight ``1 - (k sd / d)^2``); 0: never.
-LOCAL_SIGMAS = DEFAULT_LOCAL_SIGMAS
 
 
 def level_guide(signal: np.ndarray) -> np.ndarray:
@@ -506,7 +502,7 @@ def binned_box_tails(sums: np.ndarray, lateral_sigma_px: float, tail_window_px: 
 def edge_aware_tails(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None = None,
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
-    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None, local_sigmas: float = LOCAL_SIGMAS,
+    planes: tuple[int, int] | None = None, guide: np.ndarray | None = None,
 ) -> np.ndarray:
     """Tail sums of a ``(z, y, x)`` block averaged laterally without mixing tissues of different levels.
 
@@ -526,8 +522,6 @@ def edge_aware_tails(
     the last): the sums are smooth along depth (each plane adds one plane of
     signal, box-averaged, to the next), so ``a`` and ``b`` are interpolated
     linearly in between; only ``a * guide + b`` is evaluated for every voxel.
-    Where a bin's own transmission differs from the guided one by more than
-    its speckle noise explains, the bin takes it (:func:`local_transmission`).
     Then the end-of-range extension of :func:`tail_sums`.
 
     Parameters
@@ -552,15 +546,13 @@ def edge_aware_tails(
         the others are NaN.
     guide : ndarray, shape (y, x), optional
         :func:`level_guide` of ``signal``, when the caller has it already.
-    local_sigmas : float
-        The threshold of :func:`local_transmission` (0: the guided sums alone).
 
     Returns
     -------
     ndarray, shape (z + 1, y', x'), float32
         The sums of the ``inner`` A-lines (a view).
     """
-    fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide, local_sigmas)
+    fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     n_planes = sums.shape[0]
     out = np.empty((n_planes, *fitted.guide.shape), np.float32)
     if planes is None:
@@ -581,7 +573,6 @@ def compensate_edge_aware(
     epsilon: float = EDGE_EPSILON, inner: tuple[slice, slice] = (slice(None), slice(None)),
     planes: tuple[int, int] | None = None, guide: np.ndarray | None = None, floor: np.ndarray | None = None,
     floored: np.ndarray | None = None, noise_end: float = 0.0, extension: np.ndarray | None = None,
-    local_sigmas: float = LOCAL_SIGMAS, localised: np.ndarray | None = None,
 ) -> np.ndarray:
     """``compensate_attenuation(s, edge_aware_tails(signal, ...), out=s, planes=planes, floor=floor)``, ``s`` the
     ``inner`` signal.
@@ -594,14 +585,9 @@ def compensate_edge_aware(
     ``floor``): each A-line's range ends where its signal falls to ``noise_end`` times the clipped noise's
     mean (:func:`noise_ends`; its sums there: :func:`ended_sums`). ``extension`` (shape of the ``inner``
     A-lines): their end-of-range extension instead of the one measured on ``sums``
-    (:func:`linumpy.intensity.tail_extension.unclipped_extension`). ``localised`` (int64, shape (2,)): the
-    values (bins x fitted planes below the first) of the bins covering the ``inner`` A-lines that took
-    their own transmission (:func:`local_transmission`) are added to its element 0, all of them to element
-    1. Returns its ``inner`` A-lines (a view).
+    (:func:`linumpy.intensity.tail_extension.unclipped_extension`). Returns its ``inner`` A-lines (a view).
     """
-    fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide, local_sigmas)
-    if localised is not None:
-        localised += (int(np.count_nonzero(fitted.local[1:])), fitted.local[1:].size)
+    fitted = _guided_filter(signal, sums, grid, sigma_px, tail_window_px, epsilon, inner, guide)
     within = fitted.within
     if extension is not None:
         replaced = fitted.extension.copy()
@@ -709,8 +695,7 @@ class _GuidedFilter:
     ``coefficients`` ``(a, b)``, shape ``(2, planes, y', x')``, fitted on the planes of sums ``planes``
     (``steps``: their differences between consecutive fitted planes); ``guide``: the guide of the A-lines
     they cover, ``bins`` each one's bin row and column, ``extension`` each one's end-of-range extension;
-    ``within``: the ``inner`` A-lines among them; ``local``: each bin's and fitted plane's weight of its own
-    transmission (:func:`local_transmission`), shape ``(planes, y', x')``.
+    ``within``: the ``inner`` A-lines among them.
     """
 
     planes: np.ndarray
@@ -720,7 +705,6 @@ class _GuidedFilter:
     bins: tuple[np.ndarray, np.ndarray]
     extension: np.ndarray
     within: tuple[slice, slice]
-    local: np.ndarray
 
     def evaluate(self, planes: np.ndarray, out: np.ndarray, extended: bool = True) -> np.ndarray:
         """``out`` = the ``planes`` of sums, clipped at 0 and (``extended``) extended; returns ``out``."""
@@ -732,10 +716,9 @@ class _GuidedFilter:
 
 def _guided_filter(
     signal: np.ndarray, sums: np.ndarray, grid: BinGrid, sigma_px: float, tail_window_px: int | None,
-    epsilon: float, inner: tuple[slice, slice], guide: np.ndarray | None, local_sigmas: float = LOCAL_SIGMAS,
+    epsilon: float, inner: tuple[slice, slice], guide: np.ndarray | None,
 ) -> _GuidedFilter:
-    """The guided filter of :func:`edge_aware_tails`, fitted: its coefficients (each bin's own transmission
-    taken where it differs significantly, :func:`local_transmission`) and the end-of-range extension."""
+    """The guided filter of :func:`edge_aware_tails`, fitted: its coefficients and the end-of-range extension."""
     width = box_width(sigma_px / EDGE_BIN)
 
     def box(values: np.ndarray) -> np.ndarray:
@@ -748,7 +731,7 @@ def _guided_filter(
     covering, bins, lines, within = grid.covering(inner)
     n_planes = sums.shape[0]
     fitted = np.unique(np.r_[np.arange(0, n_planes, EDGE_STEP), n_planes - 1])
-    coefficients = np.empty((2, fitted.size, *small_guide.shape), np.float32)
+    coefficients = np.empty((2, fitted.size, *(part.stop - part.start for part in bins)), np.float32)
     for first in range(0, fitted.size, EDGE_PLANES):
         fitted_sums = sums[fitted[first : first + EDGE_PLANES]]
         mean = box(fitted_sums)
@@ -757,105 +740,15 @@ def _guided_filter(
         slope /= variance
         mean -= slope * mean_guide
         for values, fit in zip(coefficients, (slope, mean)):
-            values[first : first + EDGE_PLANES] = box(fit)
-    weights = np.zeros((fitted.size, *small_guide.shape), np.float32)
-    if local_sigmas > 0:
-        coefficients, weights = local_transmission(signal, sums[fitted], grid, fitted, small_guide, coefficients, box,
-                                                   local_sigmas)
-    coefficients = np.ascontiguousarray(coefficients[(slice(None), slice(None), *bins)])
+            values[first : first + EDGE_PLANES] = box(fit)[(slice(None), *bins)]
     line_bins = tuple(np.repeat(np.arange(count.size), count) for count in covering.counts)
     unextended = _GuidedFilter(fitted, coefficients, coefficients[:, 1:] - coefficients[:, :-1], guide[lines],
-                               line_bins, np.zeros(0, np.float32), within, weights[(slice(None), *bins)])
+                               line_bins, np.zeros(0, np.float32), within)
     # the end-of-range extension from its two planes (clipped at 0, not extended)
     window = _tail_window(signal.shape[0], tail_window_px)
     ends = np.array([n_planes - 1 - window, n_planes - 1 - 2 * window])
     last, before = unextended.evaluate(ends, np.empty((2, *unextended.guide.shape), np.float32), extended=False)
     return dataclasses.replace(unextended, extension=_extension(last, before))
-
-
-def local_transmission(
-    signal: np.ndarray, sums: np.ndarray, grid: BinGrid, planes: np.ndarray, guide: np.ndarray,
-    coefficients: np.ndarray, box: Callable[[np.ndarray], np.ndarray], sigmas: float = LOCAL_SIGMAS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The guided filter's coefficients scaled towards each bin's own transmission where it differs significantly.
-
-    The guided average (:func:`edge_aware_tails`) fits at most two tissues in a box, linearly in the guide:
-    a third, or a region finer than the box, is lent its neighbours' decay (``benchmarks/README.md``, *z12*,
-    *z13*). Each bin's own transmission ``t[k] = T[k] / T[0]`` (its binned sums) is compared with the guided
-    one at the bin's guide, ``d = ln t_own - ln t_guided``, against its speckle noise
-    (:func:`transmission_noise`: the spread of its A-lines' own transmissions, averaged over the box). Each
-    bin and plane takes the weight ``w = 1 - (sigmas sd / d)^2`` of its own transmission (0 within
-    ``sigmas`` standard deviations): both coefficients are multiplied by ``exp(w d)``. Scale-free (the
-    sums' unit cancels); bins or planes without positive sums keep the guided coefficients.
-
-    Parameters
-    ----------
-    signal : ndarray, shape (z, y, x)
-        The block's non-negative signal.
-    sums : ndarray, shape (planes, y', x')
-        The bins' tail sums on the fitted ``planes`` (plane 0 first).
-    grid : BinGrid
-        The block's bins.
-    planes : ndarray of int
-        The fitted planes of sums.
-    guide : ndarray, shape (y', x')
-        The bins' mean guide.
-    coefficients : ndarray, shape (2, planes, y', x')
-        The guided filter's ``a``, ``b`` on those planes and bins.
-    box : callable
-        The guided filter's lateral box mean over the bins.
-    sigmas : float
-        The threshold, in standard deviations of ``d``.
-
-    Returns
-    -------
-    coefficients : ndarray, shape (2, planes, y', x'), float32
-    weights : ndarray, shape (planes, y', x'), float32
-        ``w`` (0 where the guided transmission is kept).
-    """
-    guided = (coefficients[0] * guide + coefficients[1]).astype(np.float64)
-    own = sums.astype(np.float64)
-    valid = (guided > 0) & (own > 0)
-    valid &= valid[0]
-    log_guided, log_own = (np.log(np.where(valid, values, 1.0)) for values in (guided, own))
-    difference = (log_own - log_own[0]) - (log_guided - log_guided[0])
-    variance = transmission_noise(signal, grid, planes, box)
-    with np.errstate(divide="ignore", invalid="ignore"):  # no A-line transmission measured around a bin: none taken
-        weights = np.where(valid & (difference != 0), 1.0 - sigmas**2 * variance / np.square(difference), 0.0)
-    weights = np.nan_to_num(np.maximum(weights, 0.0), nan=0.0).astype(np.float32)
-    return coefficients * np.exp(weights * difference).astype(np.float32), weights
-
-
-def transmission_noise(signal: np.ndarray, grid: BinGrid, planes: np.ndarray,
-                       box: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """The variance of a bin's log transmission ``ln(T[k] / T[0])`` from its speckle, on the ``planes`` of sums.
-
-    Each A-line's own log transmission is taken; the variance of the bin's mean over its
-    :data:`EDGE_BIN` ``**2`` A-lines is their sample variance over their number, averaged over the ``box``
-    (the bins whose A-lines all have positive sums; an edge through a bin raises it: the safe side). Read
-    from the data, not from a speckle model: the frames averaged, the speckle's axial correlation and the
-    decay all set it. ``inf`` where no bin of the box is measured.
-
-    Returns
-    -------
-    ndarray, shape (planes, y', x'), float64
-    """
-    n_z = signal.shape[0]
-    tails = np.zeros((planes.size, *signal.shape[1:]), np.float64)
-    below, stop = np.zeros(signal.shape[1:], np.float64), n_z
-    for n in range(planes.size - 1, -1, -1):  # the A-lines' tail sums on the fitted planes, from the bottom up
-        first = min(int(planes[n]), n_z)
-        below += signal[first:stop].sum(axis=0, dtype=np.float64)
-        tails[n], stop = below, first
-    positive = (tails > 0) & (tails[0] > 0)
-    logs = np.log(np.where(positive, tails, 1.0) / np.where(tails[0] > 0, tails[0], 1.0)).astype(np.float32)
-    lines = EDGE_BIN * EDGE_BIN
-    whole = (grid.binned(positive.astype(np.float32)) >= 1) & (np.outer(*grid.counts) == lines)
-    mean = grid.binned(np.where(positive, logs, 0))
-    spread = np.maximum(grid.binned(np.where(positive, logs * logs, 0)) - mean * mean, 0) / np.float32(lines - 1)
-    count = box(whole.astype(np.float32)).astype(np.float64)
-    return np.divide(box(np.where(whole, spread, 0)).astype(np.float64), count, out=np.full(count.shape, np.inf),
-                     where=count > 0)
 
 
 def _bin_axis(values: np.ndarray, axis: int, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -54,8 +54,7 @@ from linumpy.intensity.blocks import (
     ChunkColumnCache, LateralBlock, bin_laterally, count_nonzero, expand_laterally, lateral_block_size,
     lateral_blocks, map_ordered, read_block,
 )
-from linumpy.intensity.options import (ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_LOCAL_SIGMAS, DEFAULT_STEP_LOG,
-                                       FOCUS_MODES)
+from linumpy.intensity.options import ATTENUATION_MODES, AXIAL_DTYPES, DEFAULT_STEP_LOG, FOCUS_MODES
 from linumpy.intensity.qc_summary import AxialQc, ClassSupport
 from linumpy.intensity.statistics_reads import STATISTICS_BINNING_PX, SURFACE_SIGMA_PX, StatisticsReads
 from linumpy.intensity.tail_extension import unclipped_extension
@@ -139,11 +138,6 @@ class AxialSettings:
         2 x 2 bins with a box (not on the guided sums, whose planes are not a
         smooth signal along depth: fitted decay rates read up to 2x off on the
         homogeneous columns).
-    tail_local_sigmas : float
-        With the edge-aware tail sums: a 2 x 2 bin takes its own transmission where it differs from the
-        guided one by more than this many standard deviations of its speckle noise
-        (:func:`linumpy.intensity.attenuation.local_transmission`; ``--attenuation_local_sigmas``, 2 by
-        default; 0: the guided sums alone). QC ``attenuation_local_fraction``.
     statistics_binning_px : int
         The statistics pass (surface, levels, background profile, noise
         floor) works on the slice binned ``n`` x ``n`` laterally (mean); the
@@ -177,7 +171,6 @@ class AxialSettings:
     tail_window_px: int | None = None
     tail_sigma_px: float = 2.0
     tail_edge_sigma_px: float = 2.0
-    tail_local_sigmas: float = DEFAULT_LOCAL_SIGMAS
     statistics_binning_px: int = STATISTICS_BINNING_PX
     attenuation_step_log: float = DEFAULT_STEP_LOG
 
@@ -362,7 +355,7 @@ def correct_slice(
             part: LateralBlock,
         ) -> tuple[np.ndarray, attenuation_map.WindowedAttenuation, int, int, ClassSupport, np.ndarray]:
             data = cache.read(part.outer)
-            floored = np.zeros(5, np.int64)
+            floored = np.zeros(3, np.int64)
             found = read_block(maps.surface_um, part.outer) / np.float32(dz_mm * 1000)
             tissue_lines = (None if stats.tissue_level is None
                             else read_block(maps.levels, part.outer) > stats.tissue_level)
@@ -778,7 +771,7 @@ def _edge_aware_tails(
     block: np.ndarray, taken: attenuation.BlockPass, found_px: np.ndarray, settings: AxialSettings, map_of: MapFit,
     inner: tuple[slice, slice], planes: tuple[int, int] | None = None,
     noise: np.ndarray | None = None, tissue: np.ndarray | None = None, cut_px: np.ndarray | None = None,
-    floor: np.ndarray | None = None, floored: np.ndarray | None = None, localised: np.ndarray | None = None,
+    floor: np.ndarray | None = None, floored: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Callable[[], None] | None, attenuation_map.WindowedAttenuation]:
     """The inner signal clipped at 0, its compensation by its edge-aware tail sums, and the attenuation map.
 
@@ -799,9 +792,7 @@ def _edge_aware_tails(
     the noise floor over the focus per plane), and the map records the A-lines that had one (``stepped``).
     ``floor``: the compensation's least sums per plane (:func:`_sum_floor`), and the noise the A-lines' ranges
     end in (:data:`NOISE_END_FACTOR`); ``floored`` (shape (2,)): the voxels the floor raised are added to its
-    element 0, the A-lines whose range ended to element 1; ``localised`` (shape (2,)): the bins' values that
-    took their own transmission, of those examined
-    (:func:`linumpy.intensity.attenuation.compensate_edge_aware`, ``settings.tail_local_sigmas``).
+    element 0, the A-lines whose range ended to element 1.
     ``tissue``: the A-lines' class (:func:`correct_block`); a bin is tissue when at least half its A-lines
     are, and the bins at a change of class are ``mixed``
     (:func:`linumpy.intensity.attenuation_map.class_boundary`). ``cut_px``: the slice's cut plane under the
@@ -826,7 +817,7 @@ def _edge_aware_tails(
     # the compensation's extension from the unclipped sums (the clipped noise is no tail; docs/intensity.md)
     extension = None if settings.attenuation != "vermeer" or settings.attenuation_step_log > 0 else \
         unclipped_extension(block, map_sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px, inner,
-                            taken.guide(), settings.tail_local_sigmas)
+                            taken.guide())
     del map_sums
     stride = max(1, SPLIT_STRIDE_PX // attenuation.EDGE_BIN)
     widths = (attenuation.box_width(sigma) // attenuation.EDGE_BIN | 1
@@ -854,8 +845,7 @@ def _edge_aware_tails(
     def compensate() -> None:
         attenuation.compensate_edge_aware(block, sums, grid, settings.tail_edge_sigma_px, settings.tail_window_px,
                                           inner=inner, planes=planes, guide=guide, floor=floor, floored=floored,
-                                          noise_end=NOISE_END_FACTOR, extension=extension,
-                                          local_sigmas=settings.tail_local_sigmas, localised=localised)
+                                          noise_end=NOISE_END_FACTOR, extension=extension)
 
     return block[(slice(None), *inner)], compensate, mapped
 
@@ -945,12 +935,10 @@ def correct_block(
         others agarose (or tissue as dim): with the edge-aware sums, the map leaves the bins at a change
         of class unmapped (``mixed``; :func:`linumpy.intensity.attenuation_map.class_boundary`). None:
         one class.
-    floored : ndarray of int64, shape (5,), optional
+    floored : ndarray of int64, shape (3,), optional
         With the compensation: the voxels whose tail sums were raised to the noise's (:func:`_sum_floor`;
         signal other than 0) are added to element 0, the voxels compensated to element 1, the A-lines whose
-        range ended in the noise (edge-aware sums only, :data:`NOISE_END_FACTOR`) to element 2, the bins'
-        values (fitted planes) that took their own transmission and those examined (edge-aware sums only,
-        ``settings.tail_local_sigmas``) to elements 3 and 4.
+        range ended in the noise (edge-aware sums only, :data:`NOISE_END_FACTOR`) to element 2.
 
     Returns
     -------
@@ -989,11 +977,11 @@ def correct_block(
                                                   noise_variance=variance if stats.noise_variance > 0 else None)
 
     floor = _sum_floor(stats, signal.shape[0])
-    floored = np.zeros(5, np.int64) if floored is None else floored
+    floored = np.zeros(3, np.int64) if floored is None else floored
     if taken is not None:
         signal, compensate, mapped = _edge_aware_tails(signal, taken, found_px, settings, map_of, inner, planes, noise,
                                                   tissue, _cut_below(stats, found_px.shape, corner), floor,
-                                                  floored[0:3:2], floored[3:])
+                                                  floored[::2])
     else:
         signal, tails, mapped = _box_tails(signal, found_px, settings, map_of, inner, tissue)
         compensate = None if tails is None else functools.partial(attenuation.compensate_attenuation, signal, tails,

@@ -15,10 +15,6 @@ NORMALIZE_DTYPES = ("float32", "uint16")
 #: help on the simulator's dark tissue but lower the volume NCC on every acquisition of the independent
 #: generator tried (oblique fibres read as steps); 0.5 is the value measured when asked for.
 DEFAULT_STEP_LOG = 0.0
-#: Standard deviations of its speckle noise by which a 2 x 2 bin's own transmission must differ from the
-#: guided average's before the compensation takes it (``AxialSettings.tail_local_sigmas``; 0 = off;
-#: :func:`linumpy.intensity.attenuation.local_transmission`, docs/intensity.md, *A bin's own transmission*).
-DEFAULT_LOCAL_SIGMAS = 2.0
 #: Percentiles of the tissue voxels mapped to 0 and 1 by the normalisation.
 DEFAULT_PERCENTILES = (1.0, 95.0)
 #: Voxels above this multiple of the mean of the box around them are set to it before the normalisation's

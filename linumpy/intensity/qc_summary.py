@@ -110,8 +110,6 @@ class AxialQc:
         self.floored = 0
         self.compensated = 0
         self.ended = 0
-        self.localised = 0
-        self.local_examined = 0
 
     def add_raw(self, depth_sums: np.ndarray, surface_px: np.ndarray) -> None:
         """Pass 1: the block's intensity summed per depth and its surface map (voxels, NaN for none)."""
@@ -144,16 +142,12 @@ class AxialQc:
         self.support = self.support + support
         self.nonzero += nonzero
 
-    def add_floored(self, raised: int, compensated: int, ended: int = 0, localised: int = 0,
-                    local_examined: int = 0) -> None:
-        """Pass 2: a block's voxels whose compensation sums were raised to the noise's, of those compensated,
-        its A-lines whose compensation range ended in the noise, and its bins' values (fitted planes) that
-        took their own transmission, of those examined."""
+    def add_floored(self, raised: int, compensated: int, ended: int = 0) -> None:
+        """Pass 2: a block's voxels whose compensation sums were raised to the noise's, of those compensated, and
+        its A-lines whose compensation range ended in the noise."""
         self.floored += int(raised)
         self.compensated += int(compensated)
         self.ended += int(ended)
-        self.localised += int(localised)
-        self.local_examined += int(local_examined)
 
     def attenuation_map_qc(self, dz_um: float) -> tuple[dict[str, Any], list[str]]:
         """The attenuation map's fields over the tissue A-lines (window, shortened, clamped, faint, mixed), its flag."""
@@ -258,8 +252,6 @@ class AxialQc:
                                              else None),
             "attenuation_noise_end_fraction": (round(self.ended / self.n_lines, 6) if self.compensated and self.n_lines
                                                else None),
-            "attenuation_local_fraction": (round(self.localised / self.local_examined, 6) if self.local_examined
-                                           else None),
             "nonzero_fraction": round(self.nonzero / n_voxels, 6),
             **(focus_qc or {}),
         }

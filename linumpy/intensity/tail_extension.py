@@ -26,7 +26,6 @@ from linumpy.intensity import attenuation
 def unclipped_extension(
     signal: np.ndarray, unclipped_sums: np.ndarray, grid: attenuation.BinGrid, sigma_px: float,
     tail_window_px: int | None, inner: tuple[slice, slice], guide: np.ndarray,
-    local_sigmas: float = attenuation.LOCAL_SIGMAS,
 ) -> np.ndarray:
     """The end-of-range extension of the ``inner`` A-lines, from the guided sums of the unclipped signal.
 
@@ -43,8 +42,6 @@ def unclipped_extension(
         The A-lines compensated (the block without its halo).
     guide : ndarray, shape (y, x)
         :func:`linumpy.intensity.attenuation.level_guide` of the clipped signal (the compensation's guide).
-    local_sigmas : float
-        The compensation's threshold of :func:`linumpy.intensity.attenuation.local_transmission`.
 
     Returns
     -------
@@ -55,6 +52,5 @@ def unclipped_extension(
     """
     n_z = unclipped_sums.shape[0] - 1
     last = attenuation.edge_aware_tails(signal, unclipped_sums, grid, sigma_px, tail_window_px, inner=inner,
-                                        planes=(n_z, n_z + 1), guide=guide,
-                                        local_sigmas=local_sigmas)
+                                        planes=(n_z, n_z + 1), guide=guide)
     return np.ascontiguousarray(last[n_z], np.float32)  # the last plane holds no signal: the extension alone

@@ -121,7 +121,6 @@ class PipelineParams(BaseModel):
     attenuation: Literal["vermeer", "none"] | None = None
     agarose_attenuation_per_mm: Annotated[Number, Field(ge=0)] | None = None
     attenuation_edge_sigma_px: Annotated[Number, Field(ge=0)] | None = None
-    attenuation_local_sigmas: Annotated[Number, Field(ge=0)] | None = None
     attenuation_step_log: Annotated[Number, Field(ge=0)] | None = None
     axial_dtype: Literal["float32", "float16"] | None = None
 

@@ -109,7 +109,6 @@ AXIAL_CORR = Step("axial_corr", "AXIAL_CORR", "linum_axial_corr.py", (
     Option("attenuation", "--attenuation"),
     Option("agarose_attenuation_per_mm", "--agarose_attenuation_per_mm"),
     Option("attenuation_edge_sigma_px", "--attenuation_edge_sigma_px"),
-    Option("attenuation_local_sigmas", "--attenuation_local_sigmas"),
     Option("attenuation_step_log", "--attenuation_step_log"),
     Option("axial_dtype", "--dtype"),
     *_ZARR_OUTPUT,

@@ -418,10 +418,6 @@ METRICS: dict[str, MetricInfo] = {
     "attenuation_mode": _M("Attenuation correction", "text", "How the attenuation was corrected."),
     "attenuation_tail_average": _M("Attenuation tail average", "text", "Lateral average of the compensation's "
                                    "tail sums: edge-aware (guided, with its sigma) or a box."),
-    "attenuation_local_fraction": _M("Attenuation local share", "%", "Share of the compensation's 2 x 2 bins "
-                                     "and fitted depths that took their own transmission: it differed from the "
-                                     "guided average by more than their speckle noise explains (a region finer "
-                                     "than the average)."),
     "attenuation_step_log": _M("Reflectivity step threshold", "ln", "Least log change of the signal across 6 "
                                "planes read as a reflectivity step and divided out before the compensation's tail "
                                "sums (0: none read, plain Vermeer)."),
