@@ -72,6 +72,18 @@ def test_a_lone_link_a_strong_search_placed_off_its_weak_own_peak_stays():
     assert _errors(positions, truth).max() < 1.0
 
 
+def test_a_lone_link_that_shared_a_strong_search_peak_is_refused():
+    # c185 507 slice 3 (session joint507): (1, 1)-(1, 2) placed with (0, 2)-(1, 2) and (1, 2)-(1, 3) at one peak of
+    # significance 13.31, its own map 1.1 there (own peak 11.6); left alone holding its side 6.8 px off its own peak
+    truth, pairs, own = _mosaic((5.0, -1.0), (-2.0, 1.0))
+    solved = solve_positions(TILES, pairs, STEP)
+    searched = _searched(pairs, 13.31)
+    searched[((0, 2), (1, 2))] = PairRegistration(tuple(truth[(1, 2)] - truth[(0, 2)]), 0.8, 13.31)
+    (positions, _, kept), to_stage, refused = off_peak_lone_links_to_stage(TILES, solved, own, STEP, searched)
+    assert refused == {BRIDGE} and to_stage == {(0, 2), (1, 2)}
+    assert _errors(positions, truth).max() < 2.0
+
+
 def test_a_lone_link_a_weak_search_placed_off_its_own_peak_is_refused():
     # a205 349 slice 4: the search that put (2, 0)-(3, 0) back off its own peak scored 4.4, below a strong link's 6
     truth, pairs, own = _mosaic((5.0, -1.0), (-2.0, 1.0))

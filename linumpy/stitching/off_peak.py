@@ -43,6 +43,28 @@ def off_own_peak(offset: Sequence[float], registration: PairRegistration) -> flo
     return float(np.max(np.abs(apart)))
 
 
+def shared_search_peak(pair: Pair, searched: Mapping[Pair, PairRegistration]) -> bool:
+    """Whether another link of ``pair``'s tiles in ``searched`` carries ``pair``'s significance: one search placed
+    both, at one peak (each link of a placement takes its peak's significance,
+    :func:`~linumpy.stitching.joint_placement.refined_pairs`), which the other links may have held without ``pair``.
+
+    Foreign ``c185`` 507 slice 3 (session joint507): (1, 2) placed at a peak of significance 13.31 by (0, 2)-(1, 2)
+    and (1, 2)-(1, 3), right, and (1, 1)-(1, 2), its own map 1.1 there against its own peak's 11.6 (its anchor
+    (1, 1) then 6 px off); moved with (1, 1) and settled, that link alone held the piece {(0, 2), (0, 3), (1, 2),
+    (1, 3)} 6.8 px off its own peak, 5.5-6.3 px off the truth (stage 3.7-6.1).
+
+    Examples
+    --------
+    >>> searched = {((0, 0), (0, 1)): PairRegistration((0.0, 90.0), 0.5, 7.0),
+    ...             ((0, 1), (1, 1)): PairRegistration((90.0, 0.0), 0.5, 7.0),
+    ...             ((1, 0), (1, 1)): PairRegistration((0.0, 90.0), 0.5, 8.0)}
+    >>> [shared_search_peak(pair, searched) for pair in searched]
+    [True, True, False]
+    """
+    return any(other != pair and set(other) & set(pair) and registration.significance == searched[pair].significance
+               for other, registration in searched.items())
+
+
 def off_peak_lone_links_to_stage(
     tiles: Sequence[TileIndex],
     solved: Solution,
@@ -71,7 +93,9 @@ def off_peak_lone_links_to_stage(
     (its ``searched`` significance at least :data:`~linumpy.stitching.lone_links.STRONG_LONE_SIGNIFICANCE`) off a
     weaker own peak (foreign ``ha`` 465 slice 2: (2, 0)-(2, 1), own peak on its border, significance 0, 25.8 px off;
     the joint search's peak 7.15, 0.7 px off, its side's stage positions 5.2-5.4 px off; ``a205`` 349's search peak
-    was 4.4). A link whose removal makes the solve drop another pair is left.
+    was 4.4), unless another link of its tiles carries the same search's peak (:func:`shared_search_peak`): that
+    peak is not the link's own evidence (foreign ``c185`` 507 slice 3). A link whose removal makes the solve drop
+    another pair is left.
 
     Parameters
     ----------
@@ -106,7 +130,7 @@ def off_peak_lone_links_to_stage(
         if distance <= OWN_PEAK_PX:
             return None
         if searched is not None and pair in searched and searched[pair].significance >= STRONG_LONE_SIGNIFICANCE \
-                and own[pair].significance < STRONG_LONE_SIGNIFICANCE:
+                and own[pair].significance < STRONG_LONE_SIGNIFICANCE and not shared_search_peak(pair, searched):
             logger.info("lone link %s-%s lies %.1f px off its own peak (significance %.2f), left: its search's peak is "
                         "strong (%.2f)", *pair, distance, own[pair].significance, searched[pair].significance)
             return None
