@@ -280,8 +280,8 @@ def test_a_piece_two_weak_links_on_a_loop_join_to_the_main_group_is_placed_by_th
     (main: on the stage, 7.1 and 2.3 px off in that frame); (1, 3), (0, 3), (0, 2), beyond the
     strong pairs on no loop below the bridge bars, and the main group's tiles unchanged; the three links named."""
     positions, kept, registrations = _slice_497()
-    placed, joined = pieces_joined_to_main(positions, kept, registrations)
-    assert sorted((p.a, p.b) for p in joined) == JOINED_497
+    placed, joined, checks = pieces_joined_to_main(positions, kept, registrations)
+    assert sorted((p.a, p.b) for p in joined) == JOINED_497 and checks == []
     assert all(np.linalg.norm(placed[t] - truth) < 0.7 for t, truth in TRUTH_497.items())
     assert all(np.linalg.norm(positions[t] - truth) > 2.0 for t, truth in TRUTH_497.items())
     assert all(np.array_equal(placed[t], positions[t]) for t in positions if t not in TRUTH_497)
@@ -294,6 +294,73 @@ def test_a_piece_one_or_disagreeing_links_join_to_the_main_group_stays():
     lone = {pair: r for pair, r in registrations.items() if pair != ((1, 2), (2, 2))}
     disagreeing = _slice_497({((1, 2), (2, 2)): (4.0, 0.0)})[2]
     for case in (lone, disagreeing):
-        placed, joined = pieces_joined_to_main(positions, kept, case)
-        assert joined == []
+        placed, joined, checks = pieces_joined_to_main(positions, kept, case)
+        assert joined == [] and checks == []
+        assert all(np.array_equal(placed[t], positions[t]) for t in positions)
+
+
+#: Foreign ``c185`` 501 slice 2 (session join501): the tiles left out (the top row's rigid piece at its stage-model
+#: mean, (1, 2) on the stage) with their recorded candidate links ``(a, b): (offset, sigma_px, own significance)``,
+#: the main group's (1, 3) and (2, 3) at their placed positions, and each tile's truth in the main group's frame,
+#: pixels. One candidate links the piece to the main group, the weak right (1, 2)-(1, 3) 1.41; the right
+#: (0, 3)-(1, 3) (own 2.43, 0.9 px off, its sub-pixel fit unrefined) was refused in depth (its ranges 1.96 at
+#: 0.2 px, 1.65 at 2.7 px, 0.82 at 1.3 px from its peak).
+LINKS_501 = {
+    ((0, 1), (0, 2)): ((0.32, 83.97), (0.030, 0.021), 20.76),
+    ((0, 1), (1, 1)): ((81.37, -7.73), (0.066, 0.084), 5.90),
+    ((0, 2), (0, 3)): ((-5.77, 83.92), (0.105, 0.077), 8.95),
+    ((0, 2), (1, 2)): ((80.11, -5.07), (0.093, 0.069), 5.30),
+    ((1, 1), (1, 2)): ((-1.48, 85.83), (0.067, 0.065), 0.74),
+    ((1, 2), (1, 3)): ((6.38, 89.22), (0.082, 0.100), 1.41),
+}
+REFUSED_501 = {((0, 3), (1, 3)): ((91.27, -0.08), (1.0, 1.0), 2.43)}
+LEFT_501 = {(0, 1): (2.44, 89.47), (0, 2): (2.76, 173.44), (0, 3): (-3.01, 257.35), (1, 1): (83.81, 81.74),
+            (1, 2): (86.0, 172.0)}
+MAIN_501 = {(1, 3): (85.49, 255.53), (2, 3): (166.47, 252.19)}
+TRUTH_501 = {(0, 1): (-0.94, 88.32), (0, 2): (-0.54, 172.22), (0, 3): (-6.36, 256.04), (1, 1): (80.63, 80.92),
+             (1, 2): (79.50, 167.12)}
+
+
+def _slice_501(errors: dict | None = None) -> tuple[dict, list[PairOffset], dict, dict]:
+    """501 slice 2's positions, the main group's kept pair, the registrations and the pair refused in depth (its own
+    registration), ``errors`` added to their offsets."""
+    positions = {t: np.array(p) for t, p in {**LEFT_501, **MAIN_501}.items()}
+    main = PairOffset((1, 3), (2, 3), tuple(np.subtract(MAIN_501[(2, 3)], MAIN_501[(1, 3)])), 1.0)
+    registrations, refused = ({pair: PairRegistration(tuple(np.add(offset, (errors or {}).get(pair, (0.0, 0.0)))), 0.5,
+                                                      significance, sigma)
+                               for pair, (offset, sigma, significance) in links.items()}
+                              for links in (LINKS_501, REFUSED_501))
+    return positions, [main], registrations, refused
+
+
+def test_a_pair_refused_in_depth_checks_a_pieces_one_link_to_the_main_group():
+    """501 slice 2: the refused (0, 3)-(1, 3) lies 0.9 px from the offset the one link (1, 2)-(1, 3) predicts for it:
+    the piece's five tiles are placed by that link, the main group held, each within 1.2 px of its truth (main: at
+    the rigid piece's stage-model mean or on the stage, 3.3-8.1 px off); the refused pair checks, it places nothing
+    (its peak moved 0.6 px, still agreeing, the
+    same positions)."""
+    positions, kept, registrations, refused = _slice_501()
+    placed, joined, checks = pieces_joined_to_main(positions, kept, registrations, refused)
+    assert [(p.a, p.b) for p in checks] == list(REFUSED_501)
+    assert sorted((p.a, p.b) for p in joined) == sorted(LINKS_501)
+    assert all(np.linalg.norm(placed[t] - truth) < 1.2 for t, truth in TRUTH_501.items())
+    assert all(np.linalg.norm(positions[t] - truth) > 3.0 for t, truth in TRUTH_501.items())
+    assert all(np.array_equal(placed[t], positions[t]) for t in MAIN_501)
+    nearby = _slice_501({((0, 3), (1, 3)): (0.5, -0.3)})[3]
+    moved = pieces_joined_to_main(positions, kept, registrations, nearby)[0]
+    assert all(np.array_equal(moved[t], placed[t]) for t in placed)
+
+
+def test_a_refused_pair_that_disagrees_or_is_alone_places_no_piece():
+    """501 slice 2 without the refused pair (main), with its peak 4 px off (it disagrees with the one link), with
+    no link but the refused one (a refused pair alone places nothing), or with two refused pairs that agree and no
+    other link: nothing moves, no link kept, none checks."""
+    positions, kept, registrations, refused = _slice_501()
+    wrong = _slice_501({((0, 3), (1, 3)): (4.0, 0.0)})[3]
+    without_link = {pair: r for pair, r in registrations.items() if pair != ((1, 2), (1, 3))}
+    cases = [(registrations, {}), (registrations, wrong), (without_link, refused),
+             (without_link, {**refused, ((1, 2), (1, 3)): registrations[((1, 2), (1, 3))]})]
+    for case, refused_case in cases:
+        placed, joined, checks = pieces_joined_to_main(positions, kept, case, refused_case)
+        assert joined == [] and checks == []
         assert all(np.array_equal(placed[t], positions[t]) for t in positions)

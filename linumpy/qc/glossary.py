@@ -205,6 +205,15 @@ METRICS: dict[str, MetricInfo] = {
                             "(their loop through the main group closes), placed it with the main group held; "
                             "only its tiles those loops check moved, the others where they were (status 'kept, "
                             "places a piece by its links on a loop to the main group'). No flag."),
+    "n_main_join_check_links": _M("Overlaps refused in depth that checked a piece's one link to the main group",
+                                  "count",
+                                  "Overlaps refused in depth (their own peak not repeated on the depth ranges of "
+                                  "their overlap) between a piece of strong overlaps the solve left out and the main "
+                                  "group, where only one other overlap joins them: the refused overlap's own peak "
+                                  "lay within 1.5 px of the offset that one overlap predicts for it, so the two "
+                                  "close a loop and the piece was placed by that one overlap, the main group held "
+                                  "(status 'refused in depth, its peak checks the one link placing a piece to the "
+                                  "main group'). The refused overlap places nothing. No flag."),
     "n_open_loop_tiles": _M("Tiles placed through a loop that does not close", "count",
                             "Tiles that only a loop of accepted overlaps missing by more than 1.5 px joins to "
                             "the rest of the slice: one overlap of the loop erred and none was clearly the one, "

@@ -165,8 +165,8 @@ from linumpy.stitching.transform import (BEYOND_REACH_EDGE_LINK_REFUSED, BROAD_L
                                          FAR_BRIDGE_KEPT, FAR_LONE_LINK_REFUSED, FAR_LONE_LINK_REFUSED_FIRST,
                                          EDGE_LOOP_CLOSED, LONE_EDGE_LINK_ACROSS_ONLY, LOOSE_LOOP_CLOSED,
                                          OFF_PEAK_LINK_REFUSED, OPEN_LOOP_PIECE_TO_STAGE, OUTVOTED_LINK_REFUSED,
-                                         PIECE_JOINED_TO_MAIN, RIDGE_CONTRADICTED_REFUSED, RIGID_PIECE_KEPT,
-                                         RIGID_PIECES_JOINED, STRONG_SURVIVOR_KEPT, PairRecord,
+                                         PIECE_JOINED_TO_MAIN, REFUSED_JOIN_CHECK, RIDGE_CONTRADICTED_REFUSED,
+                                         RIGID_PIECE_KEPT, RIGID_PIECES_JOINED, STRONG_SURVIVOR_KEPT, PairRecord,
                                          TileTransform)
 from linumpy.stitching.uncertainty import stage_scatter, tile_sigmas
 
@@ -414,6 +414,7 @@ def estimate_transform(
     depth_corroborated = _corroborated(checks, depth_refused - set(ranged), unrefused)
     registrations.update({pair: unrefused[pair] for pair in depth_corroborated})
     depth_refused -= set(ranged) | depth_corroborated
+    own_refused = set(depth_refused)  # refused in depth at their own peak (a joint link's check adds others)
     judged.update({pair: 0.0 for pair in set(ranged) | depth_corroborated})
     own = registrations  # the records keep a refused pair's maps; no search reads them
     registrations = {pair: out_of_the_searches(r) if pair in depth_refused else r for pair, r in own.items()}
@@ -555,10 +556,12 @@ def estimate_transform(
     positions, residual_model = correct_stage_residuals(tiles, positions, model, kept)
     positions, rigid, rigid_joining = place_rigid_pieces(positions, *rigid_piece_links(tiles, kept, registrations),
                                                          tile_step_px)
-    positions, main_joined = pieces_joined_to_main(
-        positions, kept, {pair: r for pair, r in registrations.items() if pair not in depth_refused})
+    positions, main_joined, join_checks = pieces_joined_to_main(
+        positions, kept, {pair: r for pair, r in registrations.items() if pair not in depth_refused},
+        {pair: unrefused[pair] for pair in sorted(own_refused)})
     rigid += main_joined
     main_joined_ids = {(p.a, p.b) for p in main_joined}
+    join_check_ids = {(p.a, p.b) for p in join_checks}
     kept_ids = {(p.a, p.b) for p in kept + rigid}
     # a weak pair not kept between tiles the kept pairs join closed a loop that contradicted it: not a bridge
     piece_of = {t: i for i, piece in enumerate(pieces(tiles, kept_ids)) for t in piece}
@@ -573,6 +576,8 @@ def estimate_transform(
             status = OPEN_LOOP_PIECE_TO_STAGE
         elif (a, b) in main_joined_ids:
             status = PIECE_JOINED_TO_MAIN
+        elif (a, b) in join_check_ids:
+            status = REFUSED_JOIN_CHECK
         elif (a, b) in rigid_joining:
             status = RIGID_PIECES_JOINED
         elif (a, b) in rigid_ids:

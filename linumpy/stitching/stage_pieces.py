@@ -474,7 +474,8 @@ def pieces_joined_to_main(
     positions: Mapping[TileIndex, np.ndarray],
     kept: Sequence[PairOffset],
     registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration],
-) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset]]:
+    refused: Mapping[tuple[TileIndex, TileIndex], PairRegistration] | None = None,
+) -> tuple[dict[TileIndex, np.ndarray], list[PairOffset], list[PairOffset]]:
     """Place by their links the pieces of strong pairs that two or more weak links on a loop join to the main group.
 
     The tiles no ``kept`` pair places (on the stage model, or a rigid piece at its tiles' stage-model mean) that
@@ -489,6 +490,15 @@ def pieces_joined_to_main(
     strong right (1, 1)-(1, 2) 4.11 joined to the main group by the weak right (1, 1)-(2, 1) 1.90 and (1, 2)-(2, 2)
     1.53.
 
+    A piece with one such link only may take a pair ``refused`` in depth (its own peak, a candidate, no edge link)
+    as its second: not as a reading that places (the solve is the piece's links and its one link's), as a check:
+    its own peak within :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX` of the offset that solve predicts
+    for it closes the loop (it takes part in the loop test that decides which tiles move). Two independent readings
+    that agree are evidence the refused one's failure in depth was its ranges', not its peak's; a refused pair alone
+    places nothing. Foreign ``c185`` 501 slice 2 (session join501): a piece of five joined to the main group by the
+    weak right (1, 2)-(1, 3) 1.41 only; the right (0, 3)-(1, 3) (own 2.43, 0.9 px off) refused in depth lies 0.94 px
+    from its prediction: the five placed, 3.3-8.1 -> 0.7-1.1 px in the main group's frame.
+
     Parameters
     ----------
     positions : Mapping[TileIndex, np.ndarray]
@@ -496,39 +506,68 @@ def pieces_joined_to_main(
     kept : Sequence[PairOffset]
         The pairs the solve kept (the main group); the tiles they place are held.
     registrations : Mapping[tuple[TileIndex, TileIndex], PairRegistration]
-        Every neighbour pair's own registration.
+        Every neighbour pair's own registration, the pairs refused in depth excepted.
+    refused : Mapping[tuple[TileIndex, TileIndex], PairRegistration], optional
+        The pairs refused in depth, each with its own registration (before the refusal).
 
     Returns
     -------
     tuple
-        ``(positions, pairs)``: the positions with the pieces' checked tiles placed, and the links that placed them
-        (accepted).
+        ``(positions, pairs, checks)``: the positions with the pieces' checked tiles placed, the links that placed
+        them (accepted), and the pairs refused in depth that checked a piece's one link.
     """
     positions = dict(positions)
     main = {t for p in kept for t in (p.a, p.b)}
     links, significance, single = rigid_piece_links(sorted(positions), kept, registrations)
     strong = [(p.a, p.b) for p in links if p.strong]
     joined: list[PairOffset] = []
+    checks: list[PairOffset] = []
     for piece in pieces({t for pair in strong for t in pair}, strong):
-        joins = {pair: r for pair, r in sorted(registrations.items())
-                 if (pair[0] in piece) != (pair[1] in piece) and set(pair) <= set(piece) | main and _is_candidate(r)}
-        if len(joins) < MIN_MAIN_JOIN_LINKS:
+        joins, crossing = _main_links(piece, main, registrations), _main_links(piece, main, refused or {})
+        if not joins or len(joins) + len(crossing) < MIN_MAIN_JOIN_LINKS:
             continue
         own = [p for p in links if p.a in piece and p.b in piece] + [pair_offset(a, b, r, False)
                                                                     for (a, b), r in joins.items()]
-        bars = {**significance, **{pair: r.significance for pair, r in joins.items()}}
         solved, worst = _solve_held(positions, piece, own)
         if worst > MAX_RESIDUAL_PX:
             logger.info("piece %s: its links to the main group do not agree (%.2f px): left", piece, worst)
             continue
-        moved, used = _checked_part(piece, own, bars,
-                                    single | {p for p, r in joins.items() if single_peak(r.scores, r.offset)})
+        checking = {} if len(joins) >= MIN_MAIN_JOIN_LINKS else _agreeing(solved, positions, crossing)
+        if len(joins) + len(checking) < MIN_MAIN_JOIN_LINKS:
+            logger.info("piece %s: one link to the main group, no pair refused in depth agreeing with it: left", piece)
+            continue
+        loop = own + [pair_offset(a, b, r, False) for (a, b), r in checking.items()]
+        moved, used = _checked_part(piece, loop, {**significance, **{pair: r.significance for pair, r in
+                                                                     {**joins, **checking}.items()}},
+                                    single | {p for p, r in {**joins, **checking}.items()
+                                              if single_peak(r.scores, r.offset)})
         for tile in moved:
             positions[tile] = solved[tile]
-        logger.info("piece %s joined to the main group by %d links on loops: tiles %s placed by them", piece,
-                    len(joins), sorted(moved))
-        joined += used
-    return positions, joined
+        logger.info("piece %s joined to the main group by %d links on loops (%d of them refused in depth, checking): "
+                    "tiles %s placed by them", piece, len(joins) + len(checking), len(checking), sorted(moved))
+        joined += [p for p in used if (p.a, p.b) not in checking]
+        checks += [p for p in used if (p.a, p.b) in checking]
+    return positions, joined, checks
+
+
+def _main_links(piece: Sequence[TileIndex], main: AbstractSet[TileIndex],
+                registrations: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+                ) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """The pairs of ``registrations`` between the ``piece`` and the ``main`` group's tiles that may join them
+    (:func:`_is_candidate`)."""
+    return {pair: r for pair, r in sorted(registrations.items())
+            if (pair[0] in piece) != (pair[1] in piece) and set(pair) <= set(piece) | main and _is_candidate(r)}
+
+
+def _agreeing(solved: Mapping[TileIndex, np.ndarray], positions: Mapping[TileIndex, np.ndarray],
+              crossing: Mapping[tuple[TileIndex, TileIndex], PairRegistration]
+              ) -> dict[tuple[TileIndex, TileIndex], PairRegistration]:
+    """The ``crossing`` pairs whose own offset lies within :data:`~linumpy.stitching.global_solve.MAX_RESIDUAL_PX`
+    of the offset the ``solved`` piece (the other tiles at ``positions``) predicts for them."""
+    def at(tile: TileIndex) -> np.ndarray:
+        return np.asarray(solved.get(tile, positions[tile]), dtype=float)
+    return {(a, b): r for (a, b), r in crossing.items()
+            if np.hypot(*(at(b) - at(a) - np.asarray(r.offset))) <= MAX_RESIDUAL_PX}
 
 
 def _solve_held(positions: Mapping[TileIndex, np.ndarray], piece: Sequence[TileIndex],

@@ -548,7 +548,9 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     :data:`~linumpy.stitching.transform.RIGID_PIECES_JOINED`), ``n_main_join_links`` the pairs kept because they
     placed a piece of strong pairs by two or more links on a loop to the main group
     (:func:`linumpy.stitching.stage_pieces.pieces_joined_to_main`, status
-    :data:`~linumpy.stitching.transform.PIECE_JOINED_TO_MAIN`), ``n_open_loop_tiles`` those placed through a loop
+    :data:`~linumpy.stitching.transform.PIECE_JOINED_TO_MAIN`), ``n_main_join_check_links`` the pairs refused in
+    depth whose own peak checked a piece's one such link as its second (status
+    :data:`~linumpy.stitching.transform.REFUSED_JOIN_CHECK`), ``n_open_loop_tiles`` those placed through a loop
     of kept pairs that does not close, whose largest miss
     is ``open_loop_miss_px``, per tile ``open_loop_px``; a warning of the report,
     :func:`linumpy.qc.flags.open_loop_warnings`), ``n_open_loop_to_stage_tiles`` those of them whose piece,
@@ -603,8 +605,8 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     from linumpy.qc.tile_risk import hinge_flag, risk_fields, tile_risk, tile_risk_fields
     from linumpy.stitching.depth_check import DEPTH_AGREEMENT_PX
     from linumpy.stitching.transform import (EDGE_LOOP_CLOSED, FAR_BRIDGE_KEPT, FAR_BRIDGE_REFUSED,
-                                             LOOSE_LOOP_CLOSED, PIECE_JOINED_TO_MAIN, RIGID_PIECES_JOINED,
-                                             STRONG_SURVIVOR_KEPT,
+                                             LOOSE_LOOP_CLOSED, PIECE_JOINED_TO_MAIN, REFUSED_JOIN_CHECK,
+                                             RIGID_PIECES_JOINED, STRONG_SURVIVOR_KEPT,
                                              depth_disagreement_field, stage_residual_fields)
 
     pairs = [(record.a, record.b) for record in transform.pairs]
@@ -665,6 +667,7 @@ def stitch_qc(transform: TileTransform, layout: MosaicGridLayout, flat: FusionFl
     metrics["n_rigid_piece_tiles"] = sum(record.rigid_piece for record in transform.tiles.values())
     metrics["n_rigid_join_links"] = sum(r.status == RIGID_PIECES_JOINED for r in transform.pairs)
     metrics["n_main_join_links"] = sum(r.status == PIECE_JOINED_TO_MAIN for r in transform.pairs)
+    metrics["n_main_join_check_links"] = sum(r.status == REFUSED_JOIN_CHECK for r in transform.pairs)
     open_loop = [record.open_loop_px for record in transform.tiles.values() if np.isfinite(record.open_loop_px)]
     metrics["n_open_loop_tiles"] = len(open_loop)
     metrics["open_loop_miss_px"] = round(max(open_loop), 3) if open_loop else None

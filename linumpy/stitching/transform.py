@@ -91,6 +91,10 @@ RIGID_PIECES_JOINED = "kept, joins rigid pieces on a loop (placed as one at thei
 #: Status of the links that placed a piece of strong pairs by two or more links on a loop to the main group
 #: (:func:`linumpy.stitching.stage_pieces.pieces_joined_to_main`).
 PIECE_JOINED_TO_MAIN = "kept, places a piece by its links on a loop to the main group"
+#: Status of a pair refused in depth whose own peak agreed with the one link that placed a piece of strong pairs
+#: to the main group, checking it as that piece's second link (:func:`linumpy.stitching.stage_pieces.
+#: pieces_joined_to_main`); it places nothing.
+REFUSED_JOIN_CHECK = "refused in depth, its peak checks the one link placing a piece to the main group"
 #: Status of a kept pair that joined a piece placed through an open loop to the other tiles, the piece then put
 #: on the stage model (:func:`linumpy.stitching.tile_records.far_open_loop_pieces_to_stage`).
 OPEN_LOOP_PIECE_TO_STAGE = "open loop placing its piece beyond the stage's error, piece on the stage"
